@@ -1,0 +1,108 @@
+"""What a check is: declared options plus a pure function.
+
+A check function receives ``(master, listing, ctx)`` and returns findings. It
+does no I/O and reads no clock: ``ctx.now`` is the run's time. It is called
+
+* with both sides for every linked listing,
+* with ``listing=None`` for an in-scope master the channel does not show
+  (only when the channel's source was read completely),
+* with ``master=None`` for a listing that links to no master.
+
+Checks that have nothing to say about a one-sided call return nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from auditor.model import Finding, Listing, MasterRecord, Outcome, Severity
+from auditor.options import Opt
+from auditor.plugins import register_check
+
+CheckFn = Callable[[MasterRecord | None, Listing | None, "CheckContext"], Iterable[Finding]]
+
+# Options every check has, whatever it declares itself.
+COMMON_OPTIONS = (
+    Opt("enabled", bool, True, "Run this check (globally or for one channel)."),
+)
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """A registered check: its name, function, options and one-line description."""
+
+    name: str
+    fn: CheckFn
+    options: tuple[Opt, ...] = ()
+    help: str = ""
+    # Fields this check compares, for documentation and scores.
+    fields: tuple[str, ...] = ()
+
+    @property
+    def all_options(self) -> tuple[Opt, ...]:
+        """Declared options plus the common ones."""
+        return COMMON_OPTIONS + self.options
+
+
+@dataclass
+class CheckContext:
+    """Everything a check may know besides the two records: options, time, history."""
+
+    check: str
+    channel: str
+    options: Mapping[str, Any]
+    now: datetime
+    # Earlier master versions by SKU, oldest first: (valid_until, record).
+    history: Mapping[str, Sequence[tuple[datetime, MasterRecord]]] = field(default_factory=dict)
+    # Options of the channel itself (tax, currency, locale), read-only.
+    channel_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def finding(self, master: MasterRecord | None, listing: Listing | None, field_name: str,
+                outcome: Outcome, severity: Severity = Severity.INFO, *,
+                expected: Any = None, actual: Any = None, score: float | None = None,
+                message: str = "", **details: Any) -> Finding:
+        """Build a finding for this check and channel."""
+        return Finding(
+            check=self.check,
+            channel=self.channel,
+            sku=master.sku if master is not None else (listing.sku if listing else None),
+            field=field_name,
+            outcome=outcome,
+            severity=severity,
+            expected=None if expected is None else str(expected),
+            actual=None if actual is None else str(actual),
+            score=score,
+            message=message,
+            listing_key=listing.key if listing is not None else None,
+            details=details,
+        )
+
+    def passed(self, master: MasterRecord | None, listing: Listing | None,
+               field_name: str) -> Finding:
+        """A passed comparison (counted in scores, not stored as a finding)."""
+        return Finding(self.check, self.channel, master.sku if master else None, field_name,
+                       Outcome.PASSED, listing_key=listing.key if listing else None)
+
+    def previous_values(self, sku: str, getter: Callable[[MasterRecord], Any]
+                        ) -> list[tuple[datetime, Any]]:
+        """Earlier master values of one field: [(valid_until, value)], newest first."""
+        out = []
+        for until, rec in reversed(self.history.get(sku, ())):
+            value = getter(rec)
+            if value is not None:
+                out.append((until, value))
+        return out
+
+
+def check(name: str, *, options: Sequence[Opt] = (), fields: Sequence[str] = ()
+          ) -> Callable[[CheckFn], CheckFn]:
+    """Decorator: register ``fn`` as the check ``name``; its docstring is the help."""
+
+    def deco(fn: CheckFn) -> CheckFn:
+        doc = (fn.__doc__ or "").strip().splitlines()
+        register_check(CheckSpec(name, fn, tuple(options), doc[0] if doc else "", tuple(fields)))
+        return fn
+
+    return deco

@@ -1,0 +1,397 @@
+"""The `auditor` command: parses arguments, calls the library, formats results.
+
+Exit codes: 0 all consistent; 1 findings; 2 could not run, or ran only partly.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from auditor import __version__, log as logsetup, plugins
+from auditor.config import (CHANNEL_OPTIONS, HTTP_OPTIONS, LINKING_OPTIONS, MASTER_OPTIONS,
+                            STORE_OPTIONS, Config, load_config)
+from auditor.errors import AuditorError, ConfigError, LockedError, MasterImportError
+
+EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+
+def safe(v: Any, width: int | None = None) -> str:
+    """Untrusted text for the terminal: control characters dropped, markup escaped."""
+    if v is None:
+        return ""
+    s = _CONTROL.sub("", str(v))
+    if width and len(s) > width:
+        s = s[: width - 1] + "…"
+    return escape(s)
+
+
+class AuditorGroup(click.Group):
+    """Turns library errors into messages and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (AuditorError, RuntimeError) as e:
+            err.print(f"[bold red]error:[/] {safe(e)}")
+            sys.exit(EXIT_ERROR)
+
+
+config_option = click.option(
+    "--config", "-c", "config_path", default="config.toml", envvar="AUDITOR_CONFIG",
+    show_default=True, type=click.Path(dir_okay=False, path_type=Path),
+    help="Config file (or set AUDITOR_CONFIG).")
+
+
+@click.group(cls=AuditorGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="auditor")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors.")
+def main(verbose: int, quiet: bool) -> None:
+    """omni-auditor: audits product data on every sales channel against the master record.
+
+    \b
+    Start here:
+      auditor demo                      # a full audit of bundled demo data
+      auditor config check              # validate config.toml
+      auditor run                       # audit every channel in config.toml
+      auditor findings --open           # what is wrong now
+    """
+    logsetup.setup(-1 if quiet else verbose)
+
+
+def _load(config_path: Path) -> Config:
+    return load_config(config_path)
+
+
+# ---------------------------------------------------------------------------- run
+
+@main.command()
+@config_option
+@click.option("--channel", "channels", multiple=True, help="Only this channel (repeatable).")
+@click.option("--wait", type=float, default=0.0, show_default=True,
+              help="Seconds to wait for another run holding the store lock.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str) -> None:
+    """Import the master, read the channels, link, check and store findings.
+
+    \b
+    Example:
+      auditor run --config config.toml --channel google
+    Exit codes: 0 all consistent, 1 findings, 2 could not run or partial.
+    """
+    from auditor.runner import run_audit
+    from auditor.store import Store, run_lock
+
+    cfg = _load(config_path)
+    for name in channels:
+        cfg.channel(name)
+    report = None
+    with run_lock(cfg.store_path, wait):
+        store = Store(cfg.store_path)
+        try:
+            with _progress() as progress:
+                report = run_audit(cfg, store, list(channels) or None, progress=progress)
+        except MasterImportError as e:
+            err.print(f"[bold red]error:[/] {safe(e)}")
+            sys.exit(EXIT_ERROR)
+        finally:
+            store.close()
+    if fmt == "json":
+        from auditor.runner import _summary_dict
+        click.echo(json.dumps({"run_id": report.run_id, "status": report.status.value,
+                               "exit_code": report.exit_code, "master": report.master,
+                               "master_error": report.master_error,
+                               "channels": [_summary_dict(s) for s in report.channels]},
+                              default=str, indent=2))
+    else:
+        print_report(report)
+    sys.exit(report.exit_code)
+
+
+class _progress:
+    """A rich progress display on a terminal; nothing in pipes."""
+
+    def __enter__(self):
+        if not err.is_terminal:
+            return None
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.p = Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                          TextColumn("{task.completed:,} listings"), TimeElapsedColumn(),
+                          console=err, transient=True)
+        self.p.__enter__()
+        self.tasks: dict[str, Any] = {}
+
+        def update(channel: str, n: int) -> None:
+            if channel not in self.tasks:
+                self.tasks[channel] = self.p.add_task(channel, total=None)
+            self.p.update(self.tasks[channel], completed=n)
+
+        return update
+
+    def __exit__(self, *exc: Any) -> None:
+        if getattr(self, "p", None) is not None:
+            self.p.__exit__(*exc)
+
+
+def print_report(report) -> None:
+    m = report.master
+    if report.master_error:
+        out.print(f"[red]master import rejected[/]; the previous snapshot "
+                  f"({m.get('records')} records) stays in force:")
+        out.print(safe(report.master_error))
+    else:
+        out.print(f"master: {m.get('records')} records (added {m.get('added')}, changed "
+                  f"{m.get('changed')}, removed {m.get('removed')}) from {safe(m.get('source'))}")
+    t = Table(title=f"run {report.run_id}: {report.status.value}", title_justify="left")
+    for col in ("channel", "status", "listings", "linked", "unlinked", "failed", "warn",
+                "new", "resolved", "score", "errors"):
+        t.add_column(col, justify="left" if col in ("channel", "status") else "right")
+    for s in report.channels:
+        colour = {"complete": "green", "partial": "yellow", "failed": "red"}[s.status.value]
+        t.add_row(safe(s.channel), f"[{colour}]{s.status.value}[/]", f"{s.listings:,}",
+                  f"{s.linked:,}", f"{s.unlinked + s.ambiguous:,}", str(s.open_failed),
+                  str(s.open_warn), str(s.opened), str(s.resolved),
+                  "-" if s.score is None else f"{s.score:.1%}", str(s.errors))
+    out.print(t)
+    for s in report.channels:
+        if s.message:
+            out.print(f"[yellow]{safe(s.channel)}:[/] {safe(s.message)}")
+    code = report.exit_code
+    hint = {0: "all consistent", 1: "findings: see `auditor findings --open`",
+            2: "some sources could not be read completely: see `auditor runs --errors`"}[code]
+    out.print(f"exit {code}: {hint}")
+
+
+# ---------------------------------------------------------------------------- findings
+
+FINDING_COLUMNS = ["channel", "sku", "check", "field", "outcome", "severity", "expected",
+                   "actual", "state", "message", "fingerprint"]
+
+
+def _rows_out(rows: list[dict[str, Any]], columns: list[str], fmt: str, title: str,
+              widths: dict[str, int] | None = None) -> None:
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2, default=str, ensure_ascii=False))
+    elif fmt == "csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (json.dumps(v) if isinstance(v, (dict, list)) else v)
+                        for k, v in r.items()})
+        click.echo(buf.getvalue(), nl=False)
+    else:
+        t = Table(title=title, title_justify="left")
+        for c in columns:
+            t.add_column(c, overflow="fold")
+        for r in rows:
+            t.add_row(*[safe(r.get(c), (widths or {}).get(c, 60)) for c in columns])
+        out.print(t)
+
+
+def _store_for(config_path: Path):
+    from auditor.store import Store
+
+    cfg = _load(config_path)
+    if not cfg.store_path.exists():
+        raise AuditorError(f"no store at {cfg.store_path} yet: run `auditor run` first")
+    return Store(cfg.store_path)
+
+
+@main.command()
+@config_option
+@click.option("--open", "only_open", is_flag=True, help="Only open findings.")
+@click.option("--channel", help="Only this channel.")
+@click.option("--check", "check_name", help="Only this check (title, price, ...).")
+@click.option("--sku", help="Only this SKU.")
+@click.option("--limit", type=int, help="At most this many rows.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+              show_default=True)
+def findings(config_path: Path, only_open: bool, channel: str | None, check_name: str | None,
+             sku: str | None, limit: int | None, fmt: str) -> None:
+    """List findings, most severe first.
+
+    \b
+    Examples:
+      auditor findings --open
+      auditor findings --channel google --check price --format json
+    """
+    store = _store_for(config_path)
+    rows = store.findings(state="open" if only_open else None, channel=channel,
+                          check=check_name, sku=sku, limit=limit)
+    store.close()
+    _rows_out(rows, FINDING_COLUMNS, fmt, f"{len(rows)} finding(s)",
+              {"message": 70, "expected": 40, "actual": 40})
+
+
+@main.command()
+@config_option
+@click.option("--channel", help="Only this channel.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+              show_default=True)
+def links(config_path: Path, channel: str | None, fmt: str) -> None:
+    """Show how each listing was linked to its master: method and confidence.
+
+    \b
+    Example:
+      auditor links --channel google --format csv
+    """
+    store = _store_for(config_path)
+    rows = store.links(channel)
+    store.close()
+    _rows_out(rows, ["channel", "listing_key", "sku", "method", "confidence", "candidates"],
+              fmt, f"{len(rows)} link(s)")
+
+
+@main.command()
+@config_option
+@click.option("--limit", type=int, default=10, show_default=True)
+@click.option("--errors", "show_errors", is_flag=True, help="Also list recorded bad rows/pages.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+def runs(config_path: Path, limit: int, show_errors: bool, fmt: str) -> None:
+    """Recent runs with each source's status (complete, partial, failed).
+
+    \b
+    Example:
+      auditor runs --limit 3 --errors
+    """
+    store = _store_for(config_path)
+    rows = []
+    for r in store.runs(limit):
+        r["sources"] = store.run_sources(r["id"])
+        if show_errors:
+            r["errors"] = store.run_errors(r["id"], limit=200)
+        r.pop("summary", None)
+        rows.append(r)
+    store.close()
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    for r in rows:
+        out.print(f"[bold]run {r['id']}[/] {r['started_at']} -> {r['finished_at'] or '…'}: "
+                  f"{r['status']}")
+        for s in r["sources"]:
+            out.print(f"  {safe(s['source'])}: {s['status']}, {s['listings']} listings, "
+                      f"{s['errors']} errors" + (f" ({safe(s['message'])})" if s["message"] else ""))
+        for e in r.get("errors", []):
+            out.print(f"    {safe(e['source'])} {safe(e['location'])}: {safe(e['reason'])}")
+
+
+# ---------------------------------------------------------------------------- config
+
+@main.group("config")
+def config_group() -> None:
+    """Validate the config and list every setting."""
+
+
+@config_group.command("check")
+@config_option
+def config_check(config_path: Path) -> None:
+    """Validate a config file; name every bad table and key.
+
+    \b
+    Example:
+      auditor config check --config config.toml
+    """
+    try:
+        cfg = _load(config_path)
+    except ConfigError as e:
+        err.print(f"[bold red]error:[/] {safe(e)}")
+        sys.exit(EXIT_ERROR)
+    out.print(f"{safe(config_path)}: OK, store {safe(cfg.store_path)}, master "
+              f"{cfg.master['type']} from {safe(cfg.master['source'])}, "
+              f"{len(cfg.channels)} channel(s): "
+              + ", ".join(f"{safe(c.name)} ({c.type})" for c in cfg.channels))
+
+
+@config_group.command("options")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def config_options(fmt: str) -> None:
+    """Every setting with its default and meaning: tables, connectors and checks.
+
+    \b
+    Example:
+      auditor config options
+    """
+    sections = settings_reference()
+    if fmt == "json":
+        click.echo(json.dumps(sections, indent=2, default=str))
+        return
+    for title, opts in sections.items():
+        out.print(f"[bold]{title}[/]")
+        for o in opts:
+            out.print(f"  {o['name']} = {safe(json.dumps(o['default'], default=str))}  "
+                      f"{safe(o['help'])}")
+
+
+def settings_reference() -> dict[str, list[dict[str, Any]]]:
+    """Every declared setting by section (also used by the documentation test)."""
+
+    def rows(opts: Iterable) -> list[dict[str, Any]]:
+        return [{"name": o.name, "default": o.default, "help": o.help} for o in opts]
+
+    sections = {"[store]": rows(STORE_OPTIONS), "[http]": rows(HTTP_OPTIONS),
+                "[master]": rows(MASTER_OPTIONS), "[linking]": rows(LINKING_OPTIONS),
+                "[[channels]] (all types)": rows(CHANNEL_OPTIONS)}
+    for name, conn in sorted(plugins.connectors().items()):
+        sections[f"[[channels]] type = \"{name}\""] = rows(conn.options)
+    for name, spec in plugins.checks().items():
+        sections[f"[checks.{name}]"] = rows(spec.all_options)
+    return sections
+
+
+@main.command("connectors")
+def list_connectors() -> None:
+    """List the channel types this auditor can read."""
+    for name, conn in sorted(plugins.connectors().items()):
+        out.print(f"[bold]{name}[/]  {safe(conn.help or (conn.__doc__ or '').strip())}")
+
+
+@main.command("checks")
+def list_checks() -> None:
+    """List the checks that run on every listing."""
+    for name, spec in plugins.checks().items():
+        out.print(f"[bold]{name}[/]  {safe(spec.help)}")
+
+
+# ---------------------------------------------------------------------------- demo
+
+@main.command()
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("auditor-demo"), show_default=True,
+              help="Where the demo data, config and store go.")
+@click.option("--serve", is_flag=True, help="Keep the demo shop running after the audit.")
+def demo(directory: Path, serve: bool) -> None:
+    """Generate the demo world, serve its shop on loopback and audit everything.
+
+    \b
+    Example:
+      auditor demo --dir /tmp/auditor-demo
+    """
+    from auditor.demo import run_demo
+
+    code = run_demo(directory, serve=serve, console=out)
+    sys.exit(code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,136 @@
+"""Plain-JSON encoding of model objects, for the store and for `--format json`."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from auditor.model import (Availability, Finding, Link, LinkMethod, Listing, MasterRecord,
+                           MasterStatus, Money, Outcome, Severity)
+
+
+def _money(v: Money | None) -> str | None:
+    return None if v is None else f"{v.amount} {v.currency}"
+
+
+def _unmoney(v: str | None) -> Money | None:
+    if not v:
+        return None
+    amount, cur = v.rsplit(" ", 1)
+    return Money(Decimal(amount), cur)
+
+
+def _dt(v: datetime | None) -> str | None:
+    return None if v is None else v.isoformat()
+
+
+def _undt(v: str | None) -> datetime | None:
+    return None if not v else datetime.fromisoformat(v)
+
+
+_MONEY_FIELDS = ("price", "sale_price")
+_DT_FIELDS = ("sale_start", "sale_end", "fetched_at")
+
+
+def record_to_dict(obj: MasterRecord | Listing) -> dict[str, Any]:
+    """A JSON-ready dict of a master record or listing, empty values left out."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if v is None or v == () or v == {}:
+            continue
+        if f.name in _MONEY_FIELDS:
+            v = _money(v)
+        elif f.name in ("prices", "sale_prices"):
+            v = {k: _money(m) for k, m in v.items()}
+        elif f.name in _DT_FIELDS:
+            v = _dt(v)
+        elif isinstance(v, enum.Enum):
+            v = v.value
+        elif isinstance(v, tuple):
+            v = list(v)
+        elif isinstance(v, dict) or hasattr(v, "items"):
+            v = {k: (dict(x) if hasattr(x, "items") else x) for k, x in v.items()}
+        out[f.name] = v
+    return out
+
+
+def _from_dict(cls, d: dict[str, Any]):
+    kw: dict[str, Any] = {}
+    for k, v in d.items():
+        if k in _MONEY_FIELDS:
+            v = _unmoney(v)
+        elif k in ("prices", "sale_prices"):
+            v = {c: _unmoney(m) for c, m in v.items()}
+        elif k in _DT_FIELDS:
+            v = _undt(v)
+        elif k == "availability":
+            v = Availability(v)
+        elif k == "status":
+            v = MasterStatus(v)
+        elif k == "images":
+            v = tuple(v)
+        kw[k] = v
+    return cls(**kw)
+
+
+def master_from_dict(d: dict[str, Any]) -> MasterRecord:
+    return _from_dict(MasterRecord, d)
+
+
+def listing_from_dict(d: dict[str, Any]) -> Listing:
+    return _from_dict(Listing, d)
+
+
+def finding_to_dict(f: Finding) -> dict[str, Any]:
+    return {
+        "fingerprint": f.fingerprint, "check": f.check, "channel": f.channel, "sku": f.sku,
+        "listing_key": f.listing_key, "field": f.field, "outcome": f.outcome.value,
+        "severity": f.severity.value, "expected": f.expected, "actual": f.actual,
+        "score": f.score, "message": f.message, "details": dict(f.details),
+    }
+
+
+def finding_from_dict(d: dict[str, Any]) -> Finding:
+    return Finding(check=d["check"], channel=d["channel"], sku=d.get("sku"), field=d["field"],
+                   outcome=Outcome(d["outcome"]), severity=Severity(d["severity"]),
+                   expected=d.get("expected"), actual=d.get("actual"), score=d.get("score"),
+                   message=d.get("message") or "", listing_key=d.get("listing_key"),
+                   details=d.get("details") or {})
+
+
+def link_to_dict(link: Link) -> dict[str, Any]:
+    return {"channel": link.channel, "listing_key": link.listing_key, "sku": link.sku,
+            "method": link.method.value, "confidence": link.confidence,
+            "candidates": list(link.candidates)}
+
+
+def link_from_dict(d: dict[str, Any]) -> Link:
+    return Link(d["channel"], d["listing_key"], d.get("sku"), LinkMethod(d["method"]),
+                float(d["confidence"]), tuple(d.get("candidates") or ()))
+
+
+def _default(o: Any) -> Any:
+    if isinstance(o, Decimal):
+        return str(o)
+    if isinstance(o, datetime):
+        return o.isoformat()
+    if isinstance(o, enum.Enum):
+        return o.value
+    if isinstance(o, (set, frozenset, tuple)):
+        return list(o)
+    if isinstance(o, Money):
+        return _money(o)
+    if hasattr(o, "items"):
+        return dict(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def dumps(obj: Any) -> str:
+    """Compact, stable JSON (sorted keys) that knows Decimal, datetime and enums."""
+    return json.dumps(obj, default=_default, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False)

@@ -1,0 +1,370 @@
+"""config.toml: read once, validated into typed objects, errors name file, table and key.
+
+Secrets never live in the file: wherever a secret is taken (HTTP headers such as
+``Authorization``, passwords, tokens), the value is a reference to an environment
+variable written ``{ env = "NAME" }``, resolved only when it is used.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from auditor.errors import ConfigError
+from auditor.options import Opt, did_you_mean, resolve
+from auditor import plugins
+
+SENSITIVE_HEADER = re.compile(r"(authorization|cookie|token|secret|api[-_]?key|password|auth)", re.I)
+
+
+# Every secret value read from the environment, so logs can redact it (auditor.log).
+SECRET_VALUES: set[str] = set()
+
+
+@dataclass(frozen=True)
+class EnvRef:
+    """A value taken from an environment variable when used, never stored."""
+
+    name: str
+
+    def get(self) -> str:
+        """The variable's value; a clear error when it is unset."""
+        value = os.environ.get(self.name)
+        if value is None:
+            raise ConfigError("environment", [f"environment variable {self.name} is not set "
+                                              f"(referenced as {{ env = \"{self.name}\" }})"])
+        if len(value) >= 4:
+            SECRET_VALUES.add(value)
+        return value
+
+    def __repr__(self) -> str:  # never show the value
+        return f"EnvRef({self.name!r})"
+
+
+def secret_value(v: str | EnvRef) -> str:
+    """Resolve a plain value or an environment reference."""
+    return v.get() if isinstance(v, EnvRef) else v
+
+
+def _headers(value: Any) -> dict[str, str | EnvRef]:
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a table of header names to values, got {value!r}")
+    out: dict[str, str | EnvRef] = {}
+    for name, v in value.items():
+        if isinstance(v, dict) and set(v) == {"env"} and isinstance(v["env"], str):
+            out[name] = EnvRef(v["env"])
+        elif isinstance(v, str):
+            if SENSITIVE_HEADER.search(name):
+                raise ValueError(f"header {name!r} carries a secret: write it as "
+                                 f"{{ env = \"VARIABLE\" }}, not as a literal value")
+            out[name] = v
+        else:
+            raise ValueError(f"header {name!r}: expected a string or {{ env = \"NAME\" }}")
+    return out
+
+
+def _auth(value: Any) -> dict[str, EnvRef]:
+    if not isinstance(value, dict) or set(value) - {"username", "password"}:
+        raise ValueError("expected { username = { env = \"NAME\" }, password = { env = \"NAME\" } }")
+    out = {}
+    for k, v in value.items():
+        if isinstance(v, dict) and set(v) == {"env"}:
+            out[k] = EnvRef(v["env"])
+        else:
+            raise ValueError(f"auth.{k} must be {{ env = \"NAME\" }}: secrets come from the environment")
+    return out
+
+
+def _source(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a path, glob or http(s) URL, got {value!r}")
+    if re.match(r"^[a-z][a-z0-9+.-]*://[^/@]+:[^/@]+@", value, re.I):
+        raise ValueError("credentials inside a URL are not allowed; use headers or auth "
+                         "with { env = \"NAME\" }")
+    if re.match(r"^[a-z][a-z0-9+.-]*://", value, re.I) and not re.match(r"^https?://", value, re.I):
+        raise ValueError(f"unsupported URL scheme in {value!r}: expected http(s), a path or a glob")
+    return value
+
+
+def _cron(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a cron expression such as \"0 */4 * * *\", got {value!r}")
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(value)
+    except ValueError as e:
+        raise ValueError(f"invalid cron expression {value!r}: {e}") from None
+    return value
+
+
+def _str_list(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        raise ValueError(f"expected an array of strings, got {value!r}")
+    return value
+
+
+def _scope(value: Any) -> dict[str, list[str]]:
+    if not isinstance(value, dict):
+        raise ValueError("expected a table of master field = [allowed values]")
+    out = {}
+    for k, v in value.items():
+        if isinstance(v, str):
+            v = [v]
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise ValueError(f"scope.{k}: expected a string or an array of strings")
+        out[k] = v
+    return out
+
+
+STORE_OPTIONS = (
+    Opt("path", str, "auditor.db", "SQLite database file (relative to the config file)."),
+)
+
+HTTP_OPTIONS = (
+    Opt("user_agent", str, "omni-auditor/0.1 (+https://github.com/omni-auditor/omni-auditor)",
+        "User-Agent sent with every request; name your organisation and a contact."),
+    Opt("timeout", float, 30.0, "Seconds before one request times out (connect, read, write)."),
+    Opt("retries", int, 3, "Retries of a failed request (timeouts, 5xx, 429) with exponential backoff."),
+    Opt("backoff", float, 0.5, "First backoff delay in seconds; doubles each retry, with jitter."),
+    Opt("max_retry_after", float, 120.0, "Longest Retry-After honoured, in seconds."),
+    Opt("max_body_bytes", int, 200_000_000, "Largest response body read, in bytes (feeds)."),
+    Opt("max_redirects", int, 5, "Redirects followed per request."),
+    Opt("concurrency", int, 16, "Requests in flight at once, all hosts together."),
+    Opt("per_host_concurrency", int, 4, "Requests in flight at once to one host."),
+    Opt("allow_private", bool, False,
+        "Allow requests to private, loopback and link-local addresses (tests and demos)."),
+)
+
+MASTER_OPTIONS = (
+    Opt("type", str, "csv", "Master export format.", choices=("csv", "jsonl")),
+    Opt("source", _source, None, "Path, glob (newest match) or http(s) URL of the PIM export."),
+    Opt("encoding", str, "auto", "Text encoding, or auto to detect (UTF-8, BOM, Windows-1252)."),
+    Opt("delimiter", str, "auto", "CSV delimiter, or auto to sniff."),
+    Opt("columns", dict, {}, "Column remap: our field = \"their column\" (e.g. sku = \"Article No\")."),
+    Opt("default_currency", str, None, "Currency for prices with no currency column or symbol."),
+    Opt("skip_bad_rows", bool, False,
+        "Import the good rows and report the bad ones, instead of rejecting the whole file."),
+    Opt("date_format", str, None, "strptime format of sale dates, when not ISO 8601."),
+    Opt("timezone", str, "UTC", "Time zone for dates without one."),
+    Opt("headers", _headers, {}, "HTTP headers for a URL source; secrets as { env = \"NAME\" }."),
+    Opt("auth", _auth, None, "HTTP basic auth for a URL source, from environment variables."),
+)
+
+LINKING_OPTIONS = (
+    Opt("order", _str_list, ["sku", "gtin", "mpn", "url"],
+        "Exact keys tried in this order: sku, gtin, mpn (with brand), url."),
+    Opt("fuzzy", bool, True, "Fall back to fuzzy title matching for listings with no exact key."),
+    Opt("fuzzy_threshold", float, 88.0, "Lowest title similarity (0-100) accepted for a fuzzy link."),
+    Opt("fuzzy_margin", float, 3.0,
+        "A fuzzy best match must beat the runner-up by this much, or the link is ambiguous."),
+)
+
+CHANNEL_OPTIONS = (
+    Opt("name", str, None, "Channel name, unique; used in findings, metrics and overrides."),
+    Opt("type", str, None, "Connector type (see `auditor connectors`)."),
+    Opt("source", _source, None, "Path, glob or http(s) URL the connector reads."),
+    Opt("schedule", _cron, None, "Cron expression for `auditor serve`."),
+    Opt("enabled", bool, True, "Read this channel in runs."),
+    Opt("currency", str, None, "Currency of prices the source writes without one."),
+    Opt("scope", _scope, {}, "Assortment filter: master field = [values]; only matching "
+        "active masters are expected on the channel."),
+    Opt("allow_empty", bool, False,
+        "Accept an empty source as real (otherwise it is a source problem when the last run had listings)."),
+    Opt("min_ratio", float, 0.5,
+        "A source yielding fewer than this share of the previous run's listings is marked partial."),
+    Opt("headers", _headers, {}, "HTTP headers for URL sources; secrets as { env = \"NAME\" }."),
+    Opt("auth", _auth, None, "HTTP basic auth for URL sources, from environment variables."),
+    Opt("allow_hosts", _str_list, [], "Further hosts this channel may fetch from (an image CDN)."),
+    Opt("allow_private", bool, None, "Override [http].allow_private for this channel."),
+    Opt("all_files", bool, False, "With a glob source: read every matching file, not only the newest."),
+    Opt("encoding", str, "auto", "Text encoding of file sources, or auto to detect."),
+)
+
+_CHANNEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class ChannelConfig:
+    """One channel: the common options, the connector's own and per-check overrides."""
+
+    name: str
+    type: str
+    source: str | None
+    schedule: str | None
+    enabled: bool
+    options: Mapping[str, Any]  # common + connector options, defaults filled
+    checks: Mapping[str, Mapping[str, Any]]  # check name -> merged options
+    base_dir: Path = Path(".")
+
+    def opt(self, key: str, default: Any = None) -> Any:
+        """A channel or connector option."""
+        v = self.options.get(key)
+        return default if v is None else v
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole validated configuration."""
+
+    path: Path
+    store: Mapping[str, Any]
+    http: Mapping[str, Any]
+    master: Mapping[str, Any]
+    linking: Mapping[str, Any]
+    channels: tuple[ChannelConfig, ...]
+    checks: Mapping[str, Mapping[str, Any]]
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    @property
+    def store_path(self) -> Path:
+        return self.resolve_path(self.store["path"])
+
+    def resolve_path(self, p: str) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+    def channel(self, name: str) -> ChannelConfig:
+        for ch in self.channels:
+            if ch.name == name:
+                return ch
+        raise ConfigError(str(self.path), [f"no channel named {name!r}; configured: "
+                                           + ", ".join(c.name for c in self.channels)])
+
+
+TOP_LEVEL = ("store", "http", "master", "linking", "channels", "checks")
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file; raise ConfigError listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), ["file not found (create one with `auditor init` "
+                                      "or see config.example.toml)"]) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(str(path), [f"cannot read: {e}"]) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(str(path), [f"TOML syntax error: {e}"]) from None
+    return parse_config(raw, path)
+
+
+def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
+    """Validate an already-parsed TOML document."""
+    plugins.load()
+    problems: list[str] = []
+    for key in raw:
+        if key not in TOP_LEVEL:
+            problems.append(f"unknown table [{key}]{did_you_mean(key, TOP_LEVEL)}")
+
+    def table(name: str) -> dict:
+        v = raw.get(name, {})
+        if not isinstance(v, dict):
+            problems.append(f"[{name}] must be a table")
+            return {}
+        return v
+
+    store = resolve(STORE_OPTIONS, table("store"), "[store]", problems)
+    http = resolve(HTTP_OPTIONS, table("http"), "[http]", problems)
+    master = resolve(MASTER_OPTIONS, table("master"), "[master]", problems)
+    if "master" not in raw:
+        problems.append("[master] is missing: expected type and source of the PIM export")
+    elif not master.get("source"):
+        problems.append("[master].source is missing: expected a path, glob or URL")
+    linking = resolve(LINKING_OPTIONS, table("linking"), "[linking]", problems)
+    for key in linking.get("order") or []:
+        if key not in ("sku", "gtin", "mpn", "url"):
+            problems.append(f"[linking].order: unknown key {key!r} (expected sku, gtin, mpn, url)")
+
+    specs = plugins.checks()
+    global_checks: dict[str, dict[str, Any]] = {}
+    checks_raw = table("checks")
+    for name in checks_raw:
+        if name not in specs:
+            problems.append(f"[checks.{name}]: unknown check{did_you_mean(name, specs)}")
+    for name, spec in specs.items():
+        given = checks_raw.get(name, {})
+        if not isinstance(given, dict):
+            problems.append(f"[checks.{name}] must be a table")
+            given = {}
+        global_checks[name] = resolve(spec.all_options, given, f"[checks.{name}]", problems)
+
+    channels: list[ChannelConfig] = []
+    raw_channels = raw.get("channels", [])
+    if not isinstance(raw_channels, list):
+        problems.append("channels must be an array of tables: write [[channels]]")
+        raw_channels = []
+    seen: set[str] = set()
+    connectors = plugins.connectors()
+    for i, ch in enumerate(raw_channels):
+        where = f"[[channels]] #{i + 1}"
+        if not isinstance(ch, dict):
+            problems.append(f"{where} must be a table")
+            continue
+        name = ch.get("name")
+        if isinstance(name, str):
+            where = f"[[channels]] {name!r}"
+            if not _CHANNEL_NAME.match(name):
+                problems.append(f"{where}.name: expected lowercase letters, digits, - and _ "
+                                f"(it appears in metrics and overrides)")
+            if name in seen:
+                problems.append(f"{where}.name: duplicate channel name")
+            seen.add(name)
+        else:
+            problems.append(f"{where}.name: missing (expected a string)")
+        ctype = ch.get("type")
+        conn = connectors.get(ctype) if isinstance(ctype, str) else None
+        if conn is None:
+            problems.append(f"{where}.type: unknown connector {ctype!r}"
+                            f"{did_you_mean(str(ctype), connectors)}")
+        given = {k: v for k, v in ch.items() if k != "checks"}
+        opts = CHANNEL_OPTIONS + (tuple(conn.options) if conn else ())
+        resolved = resolve(opts, given, where, problems)
+        if conn is not None and getattr(conn, "needs_source", True) and not resolved.get("source"):
+            problems.append(f"{where}.source: missing (expected a path, glob or http(s) URL)")
+        ch_checks_raw = ch.get("checks", {})
+        merged: dict[str, dict[str, Any]] = {}
+        if not isinstance(ch_checks_raw, dict):
+            problems.append(f"{where}.checks must be a table")
+            ch_checks_raw = {}
+        for cname in ch_checks_raw:
+            if cname not in specs:
+                problems.append(f"{where}.checks.{cname}: unknown check{did_you_mean(cname, specs)}")
+        for cname, spec in specs.items():
+            over = ch_checks_raw.get(cname, {})
+            if not isinstance(over, dict):
+                problems.append(f"{where}.checks.{cname} must be a table")
+                over = {}
+            sub: list[str] = []
+            resolve(spec.all_options, over, f"{where}.checks.{cname}", sub)
+            problems.extend(sub)
+            m = dict(global_checks.get(cname, {}))
+            for k, v in over.items():
+                opt = next((o for o in spec.all_options if o.name == k), None)
+                if opt is not None:
+                    try:
+                        m[k] = opt.coerce(v)
+                    except ValueError:
+                        pass
+            merged[cname] = m
+        if isinstance(name, str) and conn is not None:
+            channels.append(ChannelConfig(
+                name=name, type=ctype, source=resolved.get("source"),
+                schedule=resolved.get("schedule"), enabled=resolved.get("enabled", True),
+                options=resolved, checks=merged, base_dir=path.parent))
+    if problems:
+        raise ConfigError(str(path), problems)
+    return Config(path=path, store=store, http=http, master=master, linking=linking,
+                  channels=tuple(channels), checks=global_checks, raw=raw)

@@ -1,0 +1,79 @@
+"""The exception vocabulary of the auditor.
+
+The library raises these; only ``auditor.cli`` turns them into messages and
+exit codes.
+"""
+
+from __future__ import annotations
+
+
+class AuditorError(Exception):
+    """Base class for every error the auditor reports to a user."""
+
+
+class ConfigError(AuditorError):
+    """config.toml is missing, unreadable or invalid. Lists every problem found."""
+
+    def __init__(self, path: str, problems: list[str]):
+        self.path = path
+        self.problems = problems
+        super().__init__(f"{path}: " + "; ".join(problems))
+
+    def __str__(self) -> str:
+        lines = [f"invalid config {self.path}:"]
+        lines += [f"  - {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+class MasterImportError(AuditorError):
+    """A master file was rejected; ``errors`` holds every (location, reason)."""
+
+    def __init__(self, source: str, errors: list[tuple[str, str]], total_rows: int = 0):
+        self.source = source
+        self.errors = errors
+        self.total_rows = total_rows
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        shown = self.errors[:50]
+        lines = [f"master import from {self.source} rejected: {len(self.errors)} error(s)"
+                 f" in {self.total_rows} row(s); the previous master snapshot stays in force"]
+        lines += [f"  {loc}: {reason}" for loc, reason in shown]
+        if len(self.errors) > len(shown):
+            lines.append(f"  ... and {len(self.errors) - len(shown)} more")
+        return "\n".join(lines)
+
+
+class SourceError(AuditorError):
+    """A whole source could not be read (404, truncated archive, wrong format).
+
+    Its listings are unknown for the run: never "missing".
+    """
+
+    def __init__(self, source: str, reason: str):
+        self.source = source
+        self.reason = reason
+        super().__init__(f"{source}: {reason}")
+
+
+class BadRecord(AuditorError):
+    """One row, item or page could not be used; the rest of the source is read."""
+
+    def __init__(self, reason: str, field: str | None = None):
+        self.reason = reason
+        self.field = field
+        super().__init__(f"{field}: {reason}" if field else reason)
+
+
+class FetchError(AuditorError):
+    """An HTTP request failed or was refused by the outbound guard."""
+
+    def __init__(self, url: str, reason: str, status: int | None = None):
+        self.url = url
+        self.reason = reason
+        self.status = status
+        super().__init__(f"{url}: {reason}")
+
+
+class LockedError(AuditorError):
+    """Another run holds the store lock."""

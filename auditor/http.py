@@ -1,0 +1,259 @@
+"""The one HTTP client every connector uses, with an outbound guard.
+
+Owns timeouts, retries with exponential backoff and jitter, ``Retry-After``,
+a maximum body size, a redirect limit checked hop by hop, and the outbound
+guard: requests go only to the hosts a source names (plus hosts it allows),
+and never to private, loopback or link-local addresses unless allowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import random
+import socket
+import tempfile
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from auditor.errors import FetchError
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUS = {429, 500, 502, 503, 504}
+
+
+@dataclass
+class FetchPolicy:
+    """Limits for one source's requests."""
+
+    user_agent: str = "omni-auditor/0.1"
+    timeout: float = 30.0
+    retries: int = 3
+    backoff: float = 0.5
+    max_retry_after: float = 120.0
+    max_body_bytes: int = 200_000_000
+    max_redirects: int = 5
+    concurrency: int = 16
+    per_host_concurrency: int = 4
+    allow_private: bool = False
+    allow_hosts: set[str] = field(default_factory=set)
+
+    @classmethod
+    def from_config(cls, http: Mapping[str, Any], channel_opts: Mapping[str, Any] | None = None,
+                    source_urls: list[str] = ()) -> "FetchPolicy":
+        p = cls(**{k: http[k] for k in (
+            "user_agent", "timeout", "retries", "backoff", "max_retry_after", "max_body_bytes",
+            "max_redirects", "concurrency", "per_host_concurrency", "allow_private") if k in http})
+        ch = channel_opts or {}
+        if ch.get("allow_private") is not None:
+            p.allow_private = bool(ch["allow_private"])
+        p.allow_hosts = {h.lower() for h in ch.get("allow_hosts") or []}
+        for u in source_urls:
+            host = urlsplit(u).hostname
+            if host:
+                p.allow_hosts.add(host.lower())
+        return p
+
+
+def _blocked_ip(ip: ipaddress._BaseAddress) -> bool:
+    return (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
+            or ip.is_reserved or ip.is_unspecified)
+
+
+async def check_url(url: str, policy: FetchPolicy) -> None:
+    """Refuse a URL outside the policy: wrong scheme, unlisted host, private address."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise FetchError(url, f"scheme {parts.scheme!r} not allowed (http and https only)")
+    host = (parts.hostname or "").lower()
+    if not host:
+        raise FetchError(url, "no host in URL")
+    if policy.allow_hosts and host not in policy.allow_hosts:
+        raise FetchError(url, f"host {host} is not one this source names or allows "
+                              f"(add it to allow_hosts)")
+    if policy.allow_private:
+        return
+    try:
+        ips = [ipaddress.ip_address(host)]
+    except ValueError:
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
+        except socket.gaierror as e:
+            raise FetchError(url, f"cannot resolve {host}: {e}") from None
+        ips = [ipaddress.ip_address(i[4][0]) for i in infos]
+    for ip in ips:
+        if _blocked_ip(ip):
+            raise FetchError(url, f"{host} resolves to {ip}, a private/loopback/link-local "
+                                  f"address (set allow_private to permit)")
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    now = now or datetime.now(timezone.utc)
+    return max(0.0, (when - now).total_seconds())
+
+
+@dataclass
+class Response:
+    """A completed fetch: final URL, status, headers and the body (bytes or a file)."""
+
+    url: str
+    status: int
+    headers: httpx.Headers
+    body: bytes | None = None
+    path: Path | None = None
+    not_modified: bool = False
+
+
+class Fetcher:
+    """An async HTTP client bound to one policy. Use as ``async with Fetcher(p) as f``."""
+
+    def __init__(self, policy: FetchPolicy, headers: Mapping[str, str] | None = None,
+                 auth: tuple[str, str] | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None):
+        self.policy = policy
+        self._headers = {"User-Agent": policy.user_agent, **(headers or {})}
+        self._auth = auth
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._global = asyncio.Semaphore(policy.concurrency)
+        self._hosts: dict[str, asyncio.Semaphore] = {}
+
+    async def __aenter__(self) -> "Fetcher":
+        self._client = httpx.AsyncClient(
+            headers=self._headers, auth=self._auth, follow_redirects=False,
+            timeout=httpx.Timeout(self.policy.timeout), transport=self._transport,
+            limits=httpx.Limits(max_connections=self.policy.concurrency,
+                                max_keepalive_connections=self.policy.concurrency))
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+    def _host_sem(self, url: str) -> asyncio.Semaphore:
+        host = urlsplit(url).netloc
+        sem = self._hosts.get(host)
+        if sem is None:
+            sem = self._hosts[host] = asyncio.Semaphore(self.policy.per_host_concurrency)
+        return sem
+
+    async def get(self, url: str, headers: Mapping[str, str] | None = None,
+                  to_file: bool = False) -> Response:
+        """GET with retries, redirects checked hop by hop, and a body size cap."""
+        assert self._client is not None, "use Fetcher as an async context manager"
+        attempt = 0
+        while True:
+            try:
+                return await self._get_once(url, headers, to_file)
+            except _Retryable as r:
+                attempt += 1
+                if attempt > self.policy.retries:
+                    raise FetchError(url, r.reason, r.status) from None
+                delay = r.wait if r.wait is not None else (
+                    self.policy.backoff * (2 ** (attempt - 1)) * (0.5 + random.random()))
+                if delay > self.policy.max_retry_after:
+                    raise FetchError(url, f"{r.reason}; Retry-After {delay:.0f}s exceeds "
+                                          f"max_retry_after", r.status) from None
+                log.info("retrying %s in %.2fs (%s)", url, delay, r.reason)
+                await asyncio.sleep(delay)
+
+    async def _get_once(self, url: str, headers: Mapping[str, str] | None,
+                        to_file: bool) -> Response:
+        current = url
+        for _hop in range(self.policy.max_redirects + 1):
+            await check_url(current, self.policy)
+            async with self._global, self._host_sem(current):
+                try:
+                    async with self._client.stream("GET", current, headers=headers) as resp:
+                        if resp.is_redirect:
+                            loc = resp.headers.get("location")
+                            if not loc:
+                                raise FetchError(current, f"redirect {resp.status_code} "
+                                                          f"without Location", resp.status_code)
+                            current = urljoin(current, loc)
+                            continue
+                        if resp.status_code in RETRY_STATUS:
+                            wait = retry_after_seconds(resp.headers.get("retry-after"))
+                            raise _Retryable(f"HTTP {resp.status_code}", resp.status_code, wait)
+                        if resp.status_code == 304:
+                            return Response(current, 304, resp.headers, not_modified=True)
+                        return await self._read_body(current, resp, to_file)
+                except httpx.TimeoutException:
+                    raise _Retryable("timed out", None, None) from None
+                except (httpx.TransportError, httpx.DecodingError) as e:
+                    raise _Retryable(f"transport error: {e.__class__.__name__}: {e}",
+                                     None, None) from None
+        raise FetchError(url, f"more than {self.policy.max_redirects} redirects")
+
+    async def _read_body(self, url: str, resp: httpx.Response, to_file: bool) -> Response:
+        limit = self.policy.max_body_bytes
+        declared = resp.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise FetchError(url, f"body of {declared} bytes exceeds max_body_bytes ({limit})",
+                             resp.status_code)
+        size = 0
+        if to_file:
+            tmp = tempfile.NamedTemporaryFile(prefix="auditor-", delete=False)
+            try:
+                async for chunk in resp.aiter_raw():
+                    size += len(chunk)
+                    if size > limit:
+                        raise FetchError(url, f"body exceeds max_body_bytes ({limit})",
+                                         resp.status_code)
+                    tmp.write(chunk)
+                tmp.close()
+            except BaseException:
+                tmp.close()
+                Path(tmp.name).unlink(missing_ok=True)
+                raise
+            _check_length(url, declared, size, resp)
+            return Response(url, resp.status_code, resp.headers, path=Path(tmp.name))
+        chunks = []
+        async for chunk in resp.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise FetchError(url, f"body exceeds max_body_bytes ({limit})", resp.status_code)
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        return Response(url, resp.status_code, resp.headers, body=body)
+
+
+def _check_length(url: str, declared: str | None, size: int, resp: httpx.Response) -> None:
+    if declared and declared.isdigit() and not resp.headers.get("content-encoding") \
+            and int(declared) != size:
+        raise _Retryable(f"truncated body: {size} of {declared} bytes", resp.status_code, None)
+
+
+class _Retryable(Exception):
+    def __init__(self, reason: str, status: int | None, wait: float | None):
+        self.reason, self.status, self.wait = reason, status, wait
+
+
+def download(url: str, policy: FetchPolicy, headers: Mapping[str, str] | None = None,
+             auth: tuple[str, str] | None = None) -> Response:
+    """Fetch one URL to a temporary file (synchronous callers such as feed connectors)."""
+
+    async def go() -> Response:
+        async with Fetcher(policy, headers=headers, auth=auth) as f:
+            return await f.get(url, to_file=True)
+
+    return asyncio.run(go())

@@ -1,0 +1,316 @@
+"""Master import from PIM exports (CSV and JSON Lines).
+
+Column convention (remappable with ``[master.columns]``):
+
+``sku`` (required), ``title``, ``description``, ``brand``, ``gtin``, ``mpn``,
+``price``, ``currency``, ``sale_price``, ``sale_start``, ``sale_end``,
+``price_<CUR>`` / ``sale_price_<CUR>`` (prices in further currencies),
+``quantity``, ``availability``, ``status`` (active, discontinued, draft),
+``url``, ``group_id``, ``image_1`` .. ``image_n`` or ``images`` (``|``-separated).
+A column ``<field>@<channel>`` is a value approved for that channel only. Every
+other column is an attribute.
+
+A file with errors is rejected whole, listing every error with its line and
+column, unless ``skip_bad_rows`` is set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+from auditor import csvio, sources
+from auditor.errors import MasterImportError, SourceError
+from auditor.model import MasterRecord, MasterStatus, Money, ModelError, OVERRIDABLE_FIELDS
+from auditor.values import (normalize_currency, normalize_gtin, gtin_valid, parse_availability,
+                            parse_datetime, parse_decimal, parse_int, parse_money)
+
+KNOWN = {"sku", "title", "description", "brand", "gtin", "mpn", "price", "currency",
+         "sale_price", "sale_start", "sale_end", "quantity", "availability", "status", "url",
+         "images", "group_id"}
+_IMAGE_COL = re.compile(r"^image_?(\d+)$", re.I)
+_CUR_PRICE = re.compile(r"^(sale_price|price)_([a-z]{3})$", re.I)
+
+
+@dataclass
+class MasterImport:
+    """The outcome of reading a master file."""
+
+    source: str
+    records: list[MasterRecord]
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    rows: int = 0
+    sha256: str | None = None
+
+
+def _attr_key(col: str) -> str:
+    return re.sub(r"\s+", "_", col.strip().lower())
+
+
+def build_record(row: Mapping[str, Any], opts: Mapping[str, Any],
+                 problems: list[tuple[str, str]]) -> MasterRecord | None:
+    """One master record from a row of our field names; problems as (column, reason)."""
+    default_cur = opts.get("default_currency")
+    tz = opts.get("timezone") or "UTC"
+    dfmt = opts.get("date_format")
+
+    def text(name: str) -> str | None:
+        v = row.get(name)
+        if v is None:
+            return None
+        v = str(v).strip()
+        return v or None
+
+    sku = text("sku")
+    if not sku:
+        problems.append(("sku", "missing SKU"))
+        return None
+    kw: dict[str, Any] = {"sku": sku}
+    for name in ("title", "description", "brand", "mpn", "url", "group_id"):
+        kw[name] = text(name)
+    currency = text("currency")
+    if currency:
+        try:
+            currency = normalize_currency(currency)
+        except ValueError as e:
+            problems.append(("currency", str(e)))
+            currency = None
+    cur = currency or default_cur
+
+    def money(col: str, explicit_cur: str | None = None) -> Money | None:
+        raw = row.get(col)
+        if raw is None or str(raw).strip() == "":
+            return None
+        try:
+            if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+                raw = repr(raw)
+            return parse_money(str(raw), explicit_cur or cur)
+        except (ValueError, ModelError) as e:
+            problems.append((col, f"bad price {raw!r}: {e}"))
+            return None
+
+    kw["price"] = money("price")
+    kw["sale_price"] = money("sale_price")
+    for name in ("sale_start", "sale_end"):
+        v = text(name)
+        if v:
+            try:
+                kw[name] = parse_datetime(v, tz, dfmt)
+            except ValueError as e:
+                problems.append((name, str(e)))
+    if kw.get("sale_start") and kw.get("sale_end") and kw["sale_end"] < kw["sale_start"]:
+        problems.append(("sale_end", "sale ends before it starts"))
+    prices: dict[str, Money] = {}
+    sale_prices: dict[str, Money] = {}
+    for col in row:
+        m = _CUR_PRICE.match(col)
+        if m:
+            try:
+                code = normalize_currency(m.group(2))
+            except ValueError as e:
+                problems.append((col, str(e)))
+                continue
+            mv = money(col, code)
+            if mv is not None:
+                (sale_prices if m.group(1).lower() == "sale_price" else prices)[code] = mv
+    kw["prices"], kw["sale_prices"] = prices, sale_prices
+    g = text("gtin")
+    if g:
+        try:
+            norm = normalize_gtin(g)
+            if norm and not gtin_valid(norm):
+                problems.append(("gtin", f"GTIN {g} has a wrong check digit"))
+            kw["gtin"] = norm
+        except ValueError as e:
+            problems.append(("gtin", str(e)))
+    q = text("quantity")
+    if q:
+        try:
+            kw["quantity"] = parse_int(q)
+        except ValueError as e:
+            problems.append(("quantity", str(e)))
+    a = text("availability")
+    if a:
+        try:
+            kw["availability"] = parse_availability(a)
+        except ValueError as e:
+            problems.append(("availability", str(e)))
+    s = text("status")
+    if s:
+        try:
+            kw["status"] = MasterStatus(s.lower())
+        except ValueError:
+            problems.append(("status", f"unknown status {s!r} (expected active, discontinued, draft)"))
+    images: list[tuple[int, str]] = []
+    imgs = row.get("images")
+    if isinstance(imgs, list):
+        images += [(i, str(u).strip()) for i, u in enumerate(imgs) if str(u).strip()]
+    elif imgs:
+        images += [(i, u.strip()) for i, u in enumerate(str(imgs).split("|")) if u.strip()]
+    attributes: dict[str, str] = {}
+    overrides: dict[str, dict[str, str]] = {}
+    for col, v in row.items():
+        if v is None or col in KNOWN or _CUR_PRICE.match(col):
+            continue
+        m = _IMAGE_COL.match(col)
+        if m:
+            if str(v).strip():
+                images.append((1000 + int(m.group(1)), str(v).strip()))
+            continue
+        if "@" in col:
+            fld, _, channel = col.partition("@")
+            fld, channel = fld.strip(), channel.strip()
+            if str(v).strip():
+                overrides.setdefault(channel, {})[fld] = str(v).strip()
+            continue
+        if col == "attributes" and isinstance(v, dict):
+            for k, av in v.items():
+                if av is not None and str(av).strip():
+                    attributes[_attr_key(k)] = _attr_text(av)
+            continue
+        if col == "overrides" and isinstance(v, dict):
+            for channel, vals in v.items():
+                for fld, ov in (vals or {}).items():
+                    overrides.setdefault(channel, {})[fld] = str(ov)
+            continue
+        sv = _attr_text(v)
+        if sv:
+            attributes[_attr_key(col)] = sv
+    for channel, vals in overrides.items():
+        for fld, ov in vals.items():
+            if fld in ("price", "sale_price"):
+                try:
+                    parse_money(ov, cur)
+                except (ValueError, ModelError) as e:
+                    problems.append((f"{fld}@{channel}", f"bad price {ov!r}: {e}"))
+    kw["images"] = tuple(u for _, u in sorted(images))
+    kw["attributes"] = attributes
+    kw["overrides"] = overrides
+    if problems:
+        return None
+    return MasterRecord(**kw)
+
+
+def _attr_text(v: Any) -> str:
+    if isinstance(v, list):
+        return "|".join(str(x).strip() for x in v if str(x).strip())
+    return str(v).strip()
+
+
+def _remap(header: list[str], columns: Mapping[str, str]) -> list[str]:
+    """Their column names -> ours, by the ``[master.columns]`` map (ours = theirs)."""
+    theirs = {v: k for k, v in columns.items()}
+    out = []
+    for h in header:
+        if h in theirs:
+            out.append(theirs[h])
+        else:
+            low = h.strip().lower()
+            out.append(low if (low in KNOWN or _IMAGE_COL.match(low) or _CUR_PRICE.match(low))
+                       else h.strip())
+    return out
+
+
+def read_csv(sf: sources.SourceFile, opts: Mapping[str, Any]) -> MasterImport:
+    out = MasterImport(sf.name, [])
+    encoding = opts.get("encoding") or "auto"
+
+    def on_error(loc: str, reason: str) -> None:
+        out.errors.append((loc, reason))
+
+    header, rows = csvio.open_rows(sf, encoding, opts.get("delimiter") or "auto", on_error)
+    if not header:
+        raise MasterImportError(sf.name, [(f"{sf.name}:1", "empty file: no header row")])
+    names = _remap(header, opts.get("columns") or {})
+    if "sku" not in names:
+        raise MasterImportError(sf.name, [(f"{sf.name}:1", "no 'sku' column in header "
+                                           f"({', '.join(header[:12])}); map one with "
+                                           "[master.columns] sku = \"...\"")])
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        out.errors.append((f"{sf.name}:1", f"duplicate column(s): {', '.join(sorted(dupes))}"))
+    _collect(out, ((line, dict(zip(names, cells)), len(cells) != len(names))
+                   for line, cells in rows), sf.name, opts)
+    return out
+
+
+def read_jsonl(sf: sources.SourceFile, opts: Mapping[str, Any]) -> MasterImport:
+    out = MasterImport(sf.name, [])
+    columns = opts.get("columns") or {}
+    theirs = {v: k for k, v in columns.items()}
+
+    def rows() -> Iterator[tuple[int, dict, bool]]:
+        with sf.open_text(opts.get("encoding") or "auto") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    out.errors.append((f"{sf.name}:{n}", f"invalid JSON: {e.msg} at column {e.colno}"))
+                    continue
+                if not isinstance(obj, dict):
+                    out.errors.append((f"{sf.name}:{n}", "expected a JSON object per line"))
+                    continue
+                yield n, {theirs.get(k, k): v for k, v in obj.items()}, False
+
+    _collect(out, rows(), sf.name, opts)
+    return out
+
+
+def _collect(out: MasterImport, rows: Iterable[tuple[int, dict, bool]], name: str,
+             opts: Mapping[str, Any]) -> None:
+    seen: dict[str, int] = {}
+    for line, row, ragged in rows:
+        out.rows += 1
+        loc = f"{name}:{line}"
+        if ragged:
+            out.errors.append((loc, "row has a different number of columns than the header"))
+            continue
+        problems: list[tuple[str, str]] = []
+        rec = build_record(row, opts, problems)
+        for col, reason in problems:
+            out.errors.append((f"{loc} column {col}", reason))
+        if rec is None:
+            continue
+        if rec.sku in seen:
+            out.errors.append((f"{loc} column sku", f"duplicate SKU {rec.sku!r} "
+                                                    f"(first on line {seen[rec.sku]})"))
+            continue
+        seen[rec.sku] = line
+        out.records.append(rec)
+
+
+def load_master(opts: Mapping[str, Any], base_dir: Path, policy=None, headers=None,
+                auth=None) -> MasterImport:
+    """Read the configured master source; raise MasterImportError unless it is clean.
+
+    With ``skip_bad_rows`` the good records are returned and ``errors`` lists the rest.
+    """
+    source = opts["source"]
+    try:
+        with sources.resolve(source, base_dir, policy, headers, auth) as files:
+            sf = files[0]
+            h = hashlib.sha256()
+            with open(sf.path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            reader = read_jsonl if opts.get("type") == "jsonl" else read_csv
+            try:
+                result = reader(sf, opts)
+            except (EOFError, OSError) as e:
+                raise MasterImportError(sf.name, [(sf.name, f"cannot read: {e}")]) from None
+            result.sha256 = h.hexdigest()
+    except SourceError as e:
+        raise MasterImportError(e.source, [(e.source, e.reason)]) from None
+    if result.errors and not opts.get("skip_bad_rows"):
+        raise MasterImportError(result.source, result.errors, result.rows)
+    if not result.records:
+        raise MasterImportError(result.source, result.errors or
+                                [(result.source, "no master records in file")], result.rows)
+    return result

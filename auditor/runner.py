@@ -1,0 +1,253 @@
+"""The run lifecycle: import the master, read each channel, link, check, store.
+
+Each channel is streamed: listings flow from the connector through linking and
+the checks into the store in batches, so memory stays bounded. A channel's
+failure is isolated: it is recorded on the run and the next channel is read.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterator
+
+from auditor import plugins
+from auditor.check import CheckContext, CheckSpec
+from auditor.config import ChannelConfig, Config, secret_value
+from auditor.connector import SourceContext
+from auditor.errors import AuditorError, MasterImportError, SourceError
+from auditor.http import FetchPolicy
+from auditor.linking import Linker
+from auditor.master import load_master
+from auditor.model import (Finding, LinkMethod, Listing, MasterRecord, Outcome, Run,
+                           SourceResult, SourceStatus)
+from auditor.store import Store
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int], None]
+
+
+@dataclass
+class ChannelSummary:
+    """What one channel's part of a run found."""
+
+    channel: str
+    status: SourceStatus
+    listings: int = 0
+    linked: int = 0
+    unlinked: int = 0
+    ambiguous: int = 0
+    errors: int = 0
+    message: str | None = None
+    outcomes: dict[str, Counter] = field(default_factory=dict)  # check -> outcome counts
+    opened: int = 0
+    resolved: int = 0
+    open_failed: int = 0
+    open_warn: int = 0
+    seconds: float = 0.0
+
+    @property
+    def score(self) -> float | None:
+        """Share of evaluated comparisons that passed."""
+        p = sum(c.get("passed", 0) for c in self.outcomes.values())
+        t = p + sum(c.get("failed", 0) + c.get("warn", 0) for c in self.outcomes.values())
+        return p / t if t else None
+
+
+@dataclass
+class RunReport:
+    """The outcome of a run, for the CLI summary and exit code."""
+
+    run_id: int
+    status: SourceStatus
+    master: dict[str, Any]
+    channels: list[ChannelSummary]
+    started_at: datetime
+    finished_at: datetime
+    master_error: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """0 all consistent, 1 findings, 2 could not run (or ran only partly)."""
+        if self.status != SourceStatus.COMPLETE or self.master_error:
+            return 2
+        if any(c.open_failed or c.open_warn for c in self.channels):
+            return 1
+        return 0
+
+
+def _policy(cfg: Config, headers_opts: dict) -> FetchPolicy:
+    return FetchPolicy.from_config(cfg.http, {}, [cfg.master["source"]]
+                                   if str(cfg.master["source"]).startswith("http") else [])
+
+
+def import_master(cfg: Config, store: Store, now: datetime) -> dict[str, Any]:
+    """Read the PIM export into a new snapshot; raise MasterImportError when rejected."""
+    m = cfg.master
+    headers = {k: secret_value(v) for k, v in (m.get("headers") or {}).items()}
+    auth = (secret_value(m["auth"]["username"]), secret_value(m["auth"]["password"])) \
+        if m.get("auth") else None
+    imp = load_master(m, cfg.base_dir, _policy(cfg, headers), headers, auth)
+    res = store.save_master(imp.records, imp.source, imp.sha256, now,
+                            skipped_rows=len(imp.errors))
+    return {"snapshot_id": res.snapshot_id, "records": res.records, "added": res.added,
+            "changed": res.changed, "removed": res.removed, "skipped_rows": len(imp.errors),
+            "errors": imp.errors[:100], "source": imp.source}
+
+
+def _enabled_checks(ch: ChannelConfig) -> list[CheckSpec]:
+    return [spec for name, spec in plugins.checks().items()
+            if ch.checks.get(name, {}).get("enabled", True)]
+
+
+def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
+                  master: dict[str, MasterRecord], linker: Linker, history: dict,
+                  now: datetime, progress: Progress | None = None) -> ChannelSummary:
+    """Read one channel and check every listing; record it all on the run."""
+    t0 = time.perf_counter()
+    conn_cls = plugins.connectors()[ch.type]
+    result = SourceResult(ch.name, started_at=datetime.now(timezone.utc))
+    ctx = SourceContext(channel=ch, now=now, http_options=cfg.http, store=store, master=master,
+                        result=result)
+    summary = ChannelSummary(ch.name, SourceStatus.COMPLETE)
+    specs = _enabled_checks(ch)
+    cctx = {s.name: CheckContext(s.name, ch.name, ch.checks.get(s.name, {}), now, history,
+                                 ch.options) for s in specs}
+    counts: dict[str, Counter] = {s.name: Counter() for s in specs}
+    observed: list[Finding] = []
+    linked_skus: set[str] = set()
+    seen: set[str] = set()
+    link_batch: list = []
+
+    def run_checks(m: MasterRecord | None, li: Listing | None) -> None:
+        for spec in specs:
+            for f in spec.fn(m, li, cctx[spec.name]):
+                counts[spec.name][f.outcome.value] += 1
+                if f.outcome is not Outcome.PASSED:
+                    observed.append(f)
+
+    def pipeline() -> Iterator[Listing]:
+        for li in conn_cls(ch).read(ctx):
+            if li.key in seen:
+                ctx.bad(li.evidence or li.key, f"duplicate listing key {li.key!r}; kept the first")
+                continue
+            seen.add(li.key)
+            link = linker.link(li)
+            link_batch.append(link)
+            if len(link_batch) >= 5000:
+                store.save_links(run_id, ch.name, link_batch)
+                link_batch.clear()
+            m = master.get(link.sku) if link.sku else None
+            if m is not None:
+                linked_skus.add(m.sku)
+                summary.linked += 1
+            elif link.method == LinkMethod.AMBIGUOUS:
+                summary.ambiguous += 1
+            else:
+                summary.unlinked += 1
+            run_checks(m, li)
+            result.listings += 1
+            if progress and result.listings % 1000 == 0:
+                progress(ch.name, result.listings)
+            yield li
+
+    try:
+        store.save_listings(run_id, ch.name, pipeline())
+    except SourceError as e:
+        result.status = SourceStatus.FAILED
+        result.message = f"{e.source}: {e.reason}"
+    except AuditorError as e:
+        result.status = SourceStatus.FAILED
+        result.message = str(e)
+    except Exception as e:  # a connector bug must not take the other channels down
+        log.exception("channel %s: connector %s crashed", ch.name, ch.type)
+        result.status = SourceStatus.FAILED
+        result.message = f"connector {ch.type} crashed: {e.__class__.__name__}: {e}"
+    store.save_links(run_id, ch.name, link_batch)
+    if progress:
+        progress(ch.name, result.listings)
+
+    if result.status == SourceStatus.COMPLETE:
+        prev = store.last_good_listing_count(ch.name, run_id)
+        if result.listings == 0 and prev and not ch.opt("allow_empty"):
+            result.status = SourceStatus.FAILED
+            result.message = (f"source yielded no listings where the last complete read had "
+                              f"{prev}; treated as a source problem (set allow_empty = true if "
+                              f"an empty channel is real)")
+        elif prev and result.listings < ch.opt("min_ratio", 0.5) * prev:
+            result.status = SourceStatus.PARTIAL
+            result.message = (f"source yielded {result.listings} listings, under "
+                              f"{ch.opt('min_ratio', 0.5):.0%} of the last complete read ({prev});"
+                              f" no listing is concluded missing")
+    if result.status == SourceStatus.COMPLETE:
+        store.mark_removed(run_id, ch.name, seen)
+        for sku, m in master.items():
+            if sku not in linked_skus:
+                run_checks(m, None)
+
+    result.finished_at = datetime.now(timezone.utc)
+    counts_changes = store.apply_findings(run_id, ch.name, observed, result.status,
+                                          seen, [s.name for s in specs], now)
+    store.save_scores(run_id, [(ch.name, name, dict(c)) for name, c in counts.items()])
+    store.save_source_result(run_id, result, ctx.errors)
+    summary.status = result.status
+    summary.listings = result.listings
+    summary.errors = result.errors
+    summary.message = result.message
+    summary.outcomes = counts
+    summary.opened = counts_changes["opened"] + counts_changes["reopened"]
+    summary.resolved = counts_changes["resolved"]
+    summary.open_failed = sum(1 for f in observed if f.outcome is Outcome.FAILED)
+    summary.open_warn = sum(1 for f in observed if f.outcome is Outcome.WARN)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def run_audit(cfg: Config, store: Store, channels: list[str] | None = None,
+              now: datetime | None = None, progress: Progress | None = None) -> RunReport:
+    """One full run. Raises MasterImportError only when no master is on record at all."""
+    now = now or datetime.now(timezone.utc)
+    started = datetime.now(timezone.utc)
+    master_info: dict[str, Any]
+    master_error = None
+    try:
+        master_info = import_master(cfg, store, now)
+    except MasterImportError as e:
+        if store.master_count() == 0:
+            raise
+        master_error = str(e)
+        log.error("%s", e)
+        snap = store.last_master_snapshot() or {}
+        master_info = {"snapshot_id": snap.get("id"), "records": store.master_count(),
+                       "kept_previous": True}
+    master = store.current_master()
+    history = store.master_history()
+    linker = Linker(master, cfg.linking)
+    run_id = store.start_run(started, master_info.get("snapshot_id"))
+    selected = [c for c in cfg.channels if c.enabled and (not channels or c.name in channels)]
+    summaries = [audit_channel(cfg, store, run_id, ch, master, linker, history, now, progress)
+                 for ch in selected]
+    status = SourceStatus.COMPLETE
+    if master_error or any(s.status != SourceStatus.COMPLETE for s in summaries):
+        status = SourceStatus.PARTIAL
+    if summaries and all(s.status == SourceStatus.FAILED for s in summaries):
+        status = SourceStatus.FAILED
+    finished = datetime.now(timezone.utc)
+    run = Run(run_id, started, finished, status)
+    report = RunReport(run_id, status, master_info, summaries, started, finished, master_error)
+    store.finish_run(run, {"master": master_info, "master_error": master_error,
+                           "channels": [_summary_dict(s) for s in summaries]})
+    return report
+
+
+def _summary_dict(s: ChannelSummary) -> dict[str, Any]:
+    return {"channel": s.channel, "status": s.status.value, "listings": s.listings,
+            "linked": s.linked, "unlinked": s.unlinked, "ambiguous": s.ambiguous,
+            "errors": s.errors, "message": s.message, "opened": s.opened,
+            "resolved": s.resolved, "failed": s.open_failed, "warn": s.open_warn,
+            "score": s.score, "seconds": round(s.seconds, 3),
+            "checks": {k: dict(v) for k, v in s.outcomes.items()}}

@@ -1,0 +1,618 @@
+"""The store: the only module that talks to SQLite (through sqlite-utils).
+
+Everything else asks it for domain objects. The schema is versioned with
+``PRAGMA user_version`` and grows by forward migrations (``MIGRATIONS``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import sqlite_utils
+
+from auditor import codec
+from auditor.errors import LockedError
+from auditor.model import (Finding, Link, Listing, MasterRecord, Outcome, Run, SourceResult,
+                           SourceStatus)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+# --------------------------------------------------------------------------- schema
+
+def _m1(db: sqlite_utils.Database) -> None:
+    db.executescript("""
+    CREATE TABLE master_snapshots (
+        id INTEGER PRIMARY KEY, imported_at TEXT NOT NULL, source TEXT NOT NULL,
+        sha256 TEXT, records INTEGER, added INTEGER, changed INTEGER, removed INTEGER,
+        skipped_rows INTEGER DEFAULT 0);
+    -- the master in force: one row per SKU
+    CREATE TABLE master_records (
+        sku TEXT PRIMARY KEY, hash TEXT NOT NULL, data TEXT NOT NULL,
+        snapshot_id INTEGER NOT NULL, valid_from TEXT NOT NULL);
+    -- earlier versions of a record, closed at valid_to
+    CREATE TABLE master_history (
+        id INTEGER PRIMARY KEY, sku TEXT NOT NULL, hash TEXT NOT NULL, data TEXT NOT NULL,
+        valid_from TEXT NOT NULL, valid_to TEXT NOT NULL, snapshot_id INTEGER NOT NULL);
+    CREATE INDEX master_history_sku ON master_history(sku);
+    -- one row per changed master value, with the time it changed
+    CREATE TABLE master_changes (
+        id INTEGER PRIMARY KEY, snapshot_id INTEGER NOT NULL, sku TEXT NOT NULL,
+        field TEXT NOT NULL, old TEXT, new TEXT, changed_at TEXT NOT NULL);
+    CREATE INDEX master_changes_sku ON master_changes(sku, field);
+
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT,
+        status TEXT, master_snapshot_id INTEGER, summary TEXT);
+    CREATE TABLE run_sources (
+        run_id INTEGER NOT NULL, source TEXT NOT NULL, status TEXT NOT NULL,
+        listings INTEGER, errors INTEGER, message TEXT, started_at TEXT, finished_at TEXT,
+        PRIMARY KEY (run_id, source));
+    CREATE TABLE run_errors (
+        id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL, source TEXT NOT NULL,
+        location TEXT, reason TEXT NOT NULL);
+    CREATE INDEX run_errors_run ON run_errors(run_id, source);
+
+    -- the latest observation of each listing, and a version row each time it changed
+    CREATE TABLE listings (
+        channel TEXT NOT NULL, key TEXT NOT NULL, hash TEXT NOT NULL, data TEXT NOT NULL,
+        first_seen_run INTEGER, last_seen_run INTEGER, last_changed_run INTEGER,
+        removed_run INTEGER, PRIMARY KEY (channel, key));
+    CREATE TABLE listing_versions (
+        id INTEGER PRIMARY KEY, channel TEXT NOT NULL, key TEXT NOT NULL,
+        run_id INTEGER NOT NULL, hash TEXT NOT NULL, data TEXT NOT NULL);
+    CREATE INDEX listing_versions_key ON listing_versions(channel, key);
+
+    CREATE TABLE links (
+        channel TEXT NOT NULL, listing_key TEXT NOT NULL, sku TEXT, method TEXT NOT NULL,
+        confidence REAL, candidates TEXT, run_id INTEGER,
+        PRIMARY KEY (channel, listing_key));
+    CREATE INDEX links_sku ON links(sku);
+
+    CREATE TABLE findings (
+        fingerprint TEXT PRIMARY KEY, check_name TEXT NOT NULL, channel TEXT NOT NULL,
+        sku TEXT, listing_key TEXT, field TEXT NOT NULL, outcome TEXT NOT NULL,
+        severity TEXT NOT NULL, expected TEXT, actual TEXT, score REAL, message TEXT,
+        details TEXT, state TEXT NOT NULL, first_seen_at TEXT NOT NULL,
+        last_seen_at TEXT NOT NULL, first_run INTEGER, last_run INTEGER,
+        resolved_at TEXT, resolved_run INTEGER);
+    CREATE INDEX findings_state ON findings(state, channel, check_name);
+    CREATE INDEX findings_sku ON findings(sku);
+    -- every state change: opened, changed, resolved, reopened
+    CREATE TABLE finding_events (
+        id INTEGER PRIMARY KEY, fingerprint TEXT NOT NULL, run_id INTEGER, at TEXT NOT NULL,
+        event TEXT NOT NULL, state TEXT NOT NULL, outcome TEXT, expected TEXT, actual TEXT);
+    CREATE INDEX finding_events_fp ON finding_events(fingerprint);
+    -- the non-passed outcome of each finding in each run (confirmation needs it)
+    CREATE TABLE finding_observations (
+        run_id INTEGER NOT NULL, fingerprint TEXT NOT NULL, outcome TEXT NOT NULL,
+        PRIMARY KEY (run_id, fingerprint));
+
+    CREATE TABLE scores (
+        run_id INTEGER NOT NULL, channel TEXT NOT NULL, check_name TEXT NOT NULL,
+        passed INTEGER, failed INTEGER, warn INTEGER, not_evaluated INTEGER, score REAL,
+        PRIMARY KEY (run_id, channel, check_name));
+
+    -- alerts to send, written in the same transaction as the findings (phase 2)
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, kind TEXT NOT NULL,
+        fingerprint TEXT, payload TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at TEXT, last_error TEXT);
+
+    -- conditional GET state per URL, and the last extraction for a 304
+    CREATE TABLE http_cache (
+        url TEXT PRIMARY KEY, etag TEXT, last_modified TEXT, fetched_at TEXT,
+        status INTEGER, sha256 TEXT, content_type TEXT, extraction TEXT);
+    """)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(db: sqlite_utils.Database, migrations: Sequence[Callable] = MIGRATIONS) -> int:
+    """Apply the migrations newer than the database's version, each in a transaction."""
+    current = db.execute("PRAGMA user_version").fetchone()[0]
+    if current > len(migrations):
+        raise RuntimeError(f"database schema version {current} is newer than this auditor "
+                           f"knows ({len(migrations)}); upgrade omni-auditor")
+    for version in range(current + 1, len(migrations) + 1):
+        with db.conn:
+            migrations[version - 1](db)
+            db.execute(f"PRAGMA user_version = {version}")
+    return len(migrations)
+
+
+# --------------------------------------------------------------------------- lock
+
+@contextlib.contextmanager
+def run_lock(db_path: Path, wait: float = 0.0) -> Iterator[None]:
+    """Hold an exclusive lock on ``<db>.lock`` so two runs never interleave."""
+    lock_path = Path(str(db_path) + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + wait
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+                    raise LockedError(
+                        f"another run holds the lock on {db_path} ({holder or 'unknown holder'}); "
+                        f"wait for it, or pass --wait SECONDS") from None
+                time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} since {_now()}".encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- store
+
+def content_hash(data: str) -> str:
+    """A short stable hash of serialized content."""
+    return hashlib.blake2b(data.encode(), digest_size=10).hexdigest()
+
+
+@dataclass
+class MasterImportResult:
+    """What one master import changed."""
+
+    snapshot_id: int
+    records: int
+    added: int
+    changed: int
+    removed: int
+    unchanged_file: bool = False
+
+
+OPEN = "open"
+RESOLVED = "resolved"
+
+
+class Store:
+    """Domain-level access to the SQLite database."""
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite_utils.Database(self.path)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+        else:
+            self.db = sqlite_utils.Database(memory=True)
+        self.db.execute("PRAGMA busy_timeout=30000")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        migrate(self.db)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @property
+    def schema_version(self) -> int:
+        return self.db.execute("PRAGMA user_version").fetchone()[0]
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Everything inside commits together or not at all."""
+        with self.db.conn:
+            yield
+
+    # ----------------------------------------------------------------- master
+    def current_master(self) -> dict[str, MasterRecord]:
+        """The master records in force, by SKU."""
+        return {sku: codec.master_from_dict(json.loads(data)) for sku, data in
+                self.db.execute("SELECT sku, data FROM master_records")}
+
+    def master_count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM master_records").fetchone()[0]
+
+    def last_master_snapshot(self) -> dict[str, Any] | None:
+        rows = list(self.db.query("SELECT * FROM master_snapshots ORDER BY id DESC LIMIT 1"))
+        return rows[0] if rows else None
+
+    def save_master(self, records: Iterable[MasterRecord], source: str, sha256: str | None,
+                    now: datetime, skipped_rows: int = 0) -> MasterImportResult:
+        """Make ``records`` the master in force, keeping every earlier value with its time.
+
+        Records absent from this import are removed from the master (their last
+        version goes to the history). All or nothing: one transaction.
+        """
+        at = now.isoformat()
+        existing = {sku: (h, data, vf) for sku, h, data, vf in
+                    self.db.execute("SELECT sku, hash, data, valid_from FROM master_records")}
+        added = changed = 0
+        seen: set[str] = set()
+        with self.db.conn:
+            cur = self.db.conn.execute(
+                "INSERT INTO master_snapshots (imported_at, source, sha256, records, added, "
+                "changed, removed, skipped_rows) VALUES (?,?,?,?,?,?,?,?)",
+                (at, source, sha256, 0, 0, 0, 0, skipped_rows))
+            snap = cur.lastrowid
+            upserts, history, changes = [], [], []
+            for rec in records:
+                seen.add(rec.sku)
+                d = codec.record_to_dict(rec)
+                data = codec.dumps(d)
+                h = content_hash(data)
+                old = existing.get(rec.sku)
+                if old is None:
+                    added += 1
+                    upserts.append((rec.sku, h, data, snap, at))
+                elif old[0] != h:
+                    changed += 1
+                    upserts.append((rec.sku, h, data, snap, at))
+                    history.append((rec.sku, old[0], old[1], old[2], at, snap))
+                    old_d = json.loads(old[1])
+                    for fld in sorted(set(old_d) | set(d)):
+                        if fld == "sku" or old_d.get(fld) == d.get(fld):
+                            continue
+                        changes.append((snap, rec.sku, fld, _cell(old_d.get(fld)),
+                                        _cell(d.get(fld)), at))
+                if len(upserts) >= 5000:
+                    self._flush_master(upserts, history, changes)
+            self._flush_master(upserts, history, changes)
+            removed = [sku for sku in existing if sku not in seen]
+            for i in range(0, len(removed), 500):
+                chunk = removed[i:i + 500]
+                self.db.conn.executemany(
+                    "INSERT INTO master_history (sku, hash, data, valid_from, valid_to, snapshot_id)"
+                    " SELECT sku, hash, data, valid_from, ?, ? FROM master_records WHERE sku = ?",
+                    [(at, snap, s) for s in chunk])
+                self.db.conn.executemany("DELETE FROM master_records WHERE sku = ?",
+                                         [(s,) for s in chunk])
+            self.db.conn.execute(
+                "UPDATE master_snapshots SET records=?, added=?, changed=?, removed=? WHERE id=?",
+                (len(seen), added, changed, len(removed), snap))
+        return MasterImportResult(snap, len(seen), added, changed, len(removed))
+
+    def _flush_master(self, upserts: list, history: list, changes: list) -> None:
+        c = self.db.conn
+        c.executemany("INSERT OR REPLACE INTO master_records (sku, hash, data, snapshot_id, "
+                      "valid_from) VALUES (?,?,?,?,?)", upserts)
+        c.executemany("INSERT INTO master_history (sku, hash, data, valid_from, valid_to, "
+                      "snapshot_id) VALUES (?,?,?,?,?,?)", history)
+        c.executemany("INSERT INTO master_changes (snapshot_id, sku, field, old, new, changed_at)"
+                      " VALUES (?,?,?,?,?,?)", changes)
+        upserts.clear(); history.clear(); changes.clear()
+
+    def master_history(self) -> dict[str, list[tuple[datetime, MasterRecord]]]:
+        """Earlier versions of every SKU that ever changed: [(valid_until, record)], oldest first."""
+        out: dict[str, list[tuple[datetime, MasterRecord]]] = {}
+        for sku, data, valid_to in self.db.execute(
+                "SELECT sku, data, valid_to FROM master_history ORDER BY sku, valid_to, id"):
+            out.setdefault(sku, []).append(
+                (datetime.fromisoformat(valid_to), codec.master_from_dict(json.loads(data))))
+        return out
+
+    def master_changes(self, sku: str | None = None) -> list[dict[str, Any]]:
+        """The per-field change log, newest first."""
+        if sku is None:
+            return list(self.db.query("SELECT * FROM master_changes ORDER BY id DESC"))
+        return list(self.db.query("SELECT * FROM master_changes WHERE sku = ? ORDER BY id DESC",
+                                  [sku]))
+
+    # ----------------------------------------------------------------- runs
+    def start_run(self, started_at: datetime, snapshot_id: int | None) -> int:
+        cur = self.db.conn.execute(
+            "INSERT INTO runs (started_at, status, master_snapshot_id) VALUES (?, 'running', ?)",
+            (started_at.isoformat(), snapshot_id))
+        self.db.conn.commit()
+        return cur.lastrowid
+
+    def finish_run(self, run: Run, summary: dict[str, Any]) -> None:
+        with self.db.conn:
+            self.db.conn.execute(
+                "UPDATE runs SET finished_at=?, status=?, summary=? WHERE id=?",
+                (run.finished_at.isoformat() if run.finished_at else _now(), run.status.value,
+                 codec.dumps(summary), run.id))
+
+    def save_source_result(self, run_id: int, res: SourceResult,
+                           errors: Sequence[tuple[str, str]] = ()) -> None:
+        with self.db.conn:
+            self.db.conn.execute(
+                "INSERT OR REPLACE INTO run_sources (run_id, source, status, listings, errors,"
+                " message, started_at, finished_at) VALUES (?,?,?,?,?,?,?,?)",
+                (run_id, res.name, res.status.value, res.listings, res.errors, res.message,
+                 res.started_at.isoformat() if res.started_at else None,
+                 res.finished_at.isoformat() if res.finished_at else None))
+            self.db.conn.executemany(
+                "INSERT INTO run_errors (run_id, source, location, reason) VALUES (?,?,?,?)",
+                [(run_id, res.name, loc, reason) for loc, reason in errors])
+
+    def runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        return list(self.db.query("SELECT * FROM runs ORDER BY id DESC LIMIT ?", [limit]))
+
+    def run_sources(self, run_id: int) -> list[dict[str, Any]]:
+        return list(self.db.query("SELECT * FROM run_sources WHERE run_id = ? ORDER BY source",
+                                  [run_id]))
+
+    def run_errors(self, run_id: int, source: str | None = None,
+                   limit: int = 1000) -> list[dict[str, Any]]:
+        if source:
+            return list(self.db.query("SELECT * FROM run_errors WHERE run_id=? AND source=? "
+                                      "ORDER BY id LIMIT ?", [run_id, source, limit]))
+        return list(self.db.query("SELECT * FROM run_errors WHERE run_id=? ORDER BY id LIMIT ?",
+                                  [run_id, limit]))
+
+    def last_source_result(self, source: str, before_run: int | None = None
+                           ) -> dict[str, Any] | None:
+        """The most recent recorded result of ``source`` (optionally before a run)."""
+        q = "SELECT * FROM run_sources WHERE source = ?"
+        args: list[Any] = [source]
+        if before_run is not None:
+            q += " AND run_id < ?"
+            args.append(before_run)
+        rows = list(self.db.query(q + " ORDER BY run_id DESC LIMIT 1", args))
+        return rows[0] if rows else None
+
+    def last_good_listing_count(self, source: str, before_run: int) -> int | None:
+        """Listings yielded by the last complete read of ``source`` before ``before_run``."""
+        row = self.db.execute(
+            "SELECT listings FROM run_sources WHERE source=? AND run_id<? AND status='complete' "
+            "ORDER BY run_id DESC LIMIT 1", (source, before_run)).fetchone()
+        return row[0] if row else None
+
+    # ----------------------------------------------------------------- listings
+    def save_listings(self, run_id: int, channel: str, listings: Iterable[Listing]
+                      ) -> dict[str, int]:
+        """Record this run's observations; a version row is written only on change.
+
+        ``listings`` may be a generator: it is consumed in batches, never held whole.
+        """
+        known = {k: h for k, h in self.db.execute(
+            "SELECT key, hash FROM listings WHERE channel = ?", (channel,))}
+        seen: set[str] = set()
+        new = changed = 0
+        batch_up: list[tuple] = []
+        batch_ver: list[tuple] = []
+        batch_seen: list[tuple] = []
+        c = self.db.conn
+
+        def flush() -> None:
+            c.executemany(
+                "INSERT INTO listings (channel, key, hash, data, first_seen_run, last_seen_run,"
+                " last_changed_run) VALUES (?,?,?,?,?,?,?) ON CONFLICT(channel, key) DO UPDATE"
+                " SET hash=excluded.hash, data=excluded.data, last_seen_run=excluded.last_seen_run,"
+                " last_changed_run=excluded.last_changed_run, removed_run=NULL", batch_up)
+            c.executemany("INSERT INTO listing_versions (channel, key, run_id, hash, data) "
+                          "VALUES (?,?,?,?,?)", batch_ver)
+            c.executemany("UPDATE listings SET last_seen_run=?, removed_run=NULL "
+                          "WHERE channel=? AND key=?", batch_seen)
+            batch_up.clear(); batch_ver.clear(); batch_seen.clear()
+
+        with c:
+            for li in listings:
+                if li.key in seen:
+                    continue
+                seen.add(li.key)
+                d = codec.record_to_dict(li)
+                fetched = d.pop("fetched_at", None)
+                data = codec.dumps(d)
+                h = content_hash(data)
+                old = known.get(li.key)
+                if old == h:
+                    batch_seen.append((run_id, channel, li.key))
+                else:
+                    d["fetched_at"] = fetched
+                    full = codec.dumps(d)
+                    batch_up.append((channel, li.key, h, full, run_id, run_id, run_id))
+                    batch_ver.append((channel, li.key, run_id, h, full))
+                    if old is None:
+                        new += 1
+                    else:
+                        changed += 1
+                if len(batch_up) + len(batch_seen) >= 5000:
+                    flush()
+            flush()
+        return {"seen": len(seen), "new": new, "changed": changed}
+
+    def mark_removed(self, run_id: int, channel: str, seen_keys: set[str]) -> int:
+        """After a complete read: listings of ``channel`` not seen are removed in this run."""
+        gone = [k for (k,) in self.db.execute(
+            "SELECT key FROM listings WHERE channel=? AND removed_run IS NULL", (channel,))
+            if k not in seen_keys]
+        with self.db.conn:
+            self.db.conn.executemany("UPDATE listings SET removed_run=? WHERE channel=? AND key=?",
+                                     [(run_id, channel, k) for k in gone])
+        return len(gone)
+
+    def listings(self, channel: str | None = None, sku: str | None = None,
+                 include_removed: bool = False) -> list[Listing]:
+        """Latest observed listings, optionally of one channel or linked to one SKU."""
+        q = "SELECT l.data FROM listings l"
+        where, args = [], []
+        if sku is not None:
+            q += " JOIN links k ON k.channel = l.channel AND k.listing_key = l.key"
+            where.append("k.sku = ?"); args.append(sku)
+        if channel is not None:
+            where.append("l.channel = ?"); args.append(channel)
+        if not include_removed:
+            where.append("l.removed_run IS NULL")
+        if where:
+            q += " WHERE " + " AND ".join(where)
+        return [codec.listing_from_dict(json.loads(d)) for (d,) in self.db.execute(q, args)]
+
+    # ----------------------------------------------------------------- links
+    def save_links(self, run_id: int, channel: str, links: Iterable[Link]) -> None:
+        rows = [(lk.channel, lk.listing_key, lk.sku, lk.method.value, lk.confidence,
+                 json.dumps(list(lk.candidates)) if lk.candidates else None, run_id)
+                for lk in links]
+        with self.db.conn:
+            self.db.conn.executemany(
+                "INSERT OR REPLACE INTO links (channel, listing_key, sku, method, confidence,"
+                " candidates, run_id) VALUES (?,?,?,?,?,?,?)", rows)
+
+    def links(self, channel: str | None = None) -> list[dict[str, Any]]:
+        q = ("SELECT k.channel, k.listing_key, k.sku, k.method, k.confidence, k.candidates, "
+             "k.run_id FROM links k JOIN listings l ON l.channel = k.channel AND "
+             "l.key = k.listing_key WHERE l.removed_run IS NULL")
+        args: list[Any] = []
+        if channel:
+            q += " AND k.channel = ?"
+            args.append(channel)
+        rows = []
+        for r in self.db.query(q + " ORDER BY k.channel, k.listing_key", args):
+            r["candidates"] = json.loads(r["candidates"]) if r["candidates"] else []
+            rows.append(r)
+        return rows
+
+    # ----------------------------------------------------------------- findings
+    def apply_findings(self, run_id: int, channel: str, observed: Iterable[Finding],
+                       status: SourceStatus, seen_keys: set[str] | None,
+                       checks_ran: Sequence[str], now: datetime) -> dict[str, int]:
+        """Record this run's non-passed outcomes and move finding states.
+
+        New fingerprints open; resolved ones seen again reopen. Open findings not
+        seen again resolve only where this run is evidence: the source was read
+        completely, or (partly read) the listing itself was seen. A failed source
+        changes nothing.
+        """
+        at = now.isoformat()
+        c = self.db.conn
+        existing = {fp: (state, outcome, exp, act) for fp, state, outcome, exp, act in c.execute(
+            "SELECT fingerprint, state, outcome, expected, actual FROM findings WHERE channel=?",
+            (channel,))}
+        counts = {"opened": 0, "reopened": 0, "resolved": 0, "still_open": 0}
+        observed_fps: set[str] = set()
+        with c:
+            events, obs, inserts, updates = [], [], [], []
+            for f in observed:
+                if f.outcome == Outcome.PASSED:
+                    continue
+                fp = f.fingerprint
+                if fp in observed_fps:
+                    continue
+                observed_fps.add(fp)
+                obs.append((run_id, fp, f.outcome.value))
+                details = codec.dumps(dict(f.details)) if f.details else None
+                old = existing.get(fp)
+                if old is None:
+                    inserts.append((fp, f.check, f.channel, f.sku, f.listing_key, f.field,
+                                    f.outcome.value, f.severity.value, f.expected, f.actual,
+                                    f.score, f.message, details, OPEN, at, at, run_id, run_id))
+                    events.append((fp, run_id, at, "opened", OPEN, f.outcome.value, f.expected,
+                                   f.actual))
+                    counts["opened"] += 1
+                else:
+                    event = None
+                    if old[0] == RESOLVED:
+                        event = "reopened"
+                        counts["reopened"] += 1
+                    else:
+                        counts["still_open"] += 1
+                        if (old[1], old[2], old[3]) != (f.outcome.value, f.expected, f.actual):
+                            event = "changed"
+                    if event:
+                        events.append((fp, run_id, at, event, OPEN, f.outcome.value, f.expected,
+                                       f.actual))
+                    updates.append((f.outcome.value, f.severity.value, f.expected, f.actual,
+                                    f.score, f.message, details, OPEN, at, run_id, f.sku, fp))
+            c.executemany(
+                "INSERT INTO findings (fingerprint, check_name, channel, sku, listing_key, field,"
+                " outcome, severity, expected, actual, score, message, details, state,"
+                " first_seen_at, last_seen_at, first_run, last_run)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", inserts)
+            c.executemany(
+                "UPDATE findings SET outcome=?, severity=?, expected=?, actual=?, score=?,"
+                " message=?, details=?, state=?, last_seen_at=?, last_run=?, sku=?,"
+                " resolved_at=NULL, resolved_run=NULL WHERE fingerprint=?", updates)
+            c.executemany("INSERT OR REPLACE INTO finding_observations (run_id, fingerprint, "
+                          "outcome) VALUES (?,?,?)", obs)
+            if status != SourceStatus.FAILED:
+                ran = set(checks_ran)
+                to_resolve = []
+                for fp, check, key in c.execute(
+                        "SELECT fingerprint, check_name, listing_key FROM findings "
+                        "WHERE channel=? AND state=?", (channel, OPEN)):
+                    if fp in observed_fps or check not in ran:
+                        continue
+                    if status == SourceStatus.COMPLETE or (
+                            seen_keys is not None and key is not None and key in seen_keys):
+                        to_resolve.append(fp)
+                c.executemany("UPDATE findings SET state=?, resolved_at=?, resolved_run=? "
+                              "WHERE fingerprint=?", [(RESOLVED, at, run_id, fp)
+                                                      for fp in to_resolve])
+                events += [(fp, run_id, at, "resolved", RESOLVED, None, None, None)
+                           for fp in to_resolve]
+                counts["resolved"] = len(to_resolve)
+            c.executemany("INSERT INTO finding_events (fingerprint, run_id, at, event, state,"
+                          " outcome, expected, actual) VALUES (?,?,?,?,?,?,?,?)", events)
+        return counts
+
+    def findings(self, state: str | None = None, channel: str | None = None,
+                 check: str | None = None, sku: str | None = None,
+                 limit: int | None = None) -> list[dict[str, Any]]:
+        """Stored findings as dicts, most severe and newest first."""
+        where, args = [], []
+        for col, val in (("state", state), ("channel", channel), ("check_name", check),
+                         ("sku", sku)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        q = "SELECT * FROM findings"
+        if where:
+            q += " WHERE " + " AND ".join(where)
+        q += (" ORDER BY CASE severity WHEN 'critical' THEN 0 WHEN 'major' THEN 1 "
+              "WHEN 'minor' THEN 2 ELSE 3 END, channel, check_name, sku, field")
+        if limit:
+            q += f" LIMIT {int(limit)}"
+        rows = []
+        for r in self.db.query(q, args):
+            r["check"] = r.pop("check_name")
+            r["details"] = json.loads(r["details"]) if r["details"] else {}
+            rows.append(r)
+        return rows
+
+    def finding_events(self, fingerprint: str) -> list[dict[str, Any]]:
+        return list(self.db.query("SELECT * FROM finding_events WHERE fingerprint=? ORDER BY id",
+                                  [fingerprint]))
+
+    # ----------------------------------------------------------------- scores
+    def save_scores(self, run_id: int, rows: Iterable[tuple[str, str, dict[str, int]]]) -> None:
+        data = []
+        for channel, check, n in rows:
+            total = n.get("passed", 0) + n.get("failed", 0) + n.get("warn", 0)
+            score = n.get("passed", 0) / total if total else None
+            data.append((run_id, channel, check, n.get("passed", 0), n.get("failed", 0),
+                         n.get("warn", 0), n.get("not_evaluated", 0), score))
+        with self.db.conn:
+            self.db.conn.executemany(
+                "INSERT OR REPLACE INTO scores (run_id, channel, check_name, passed, failed,"
+                " warn, not_evaluated, score) VALUES (?,?,?,?,?,?,?,?)", data)
+
+    def scores(self, run_id: int) -> list[dict[str, Any]]:
+        return list(self.db.query("SELECT * FROM scores WHERE run_id=? ORDER BY channel, "
+                                  "check_name", [run_id]))
+
+    # ----------------------------------------------------------------- http cache
+    def http_cache_get(self, url: str) -> dict[str, Any] | None:
+        rows = list(self.db.query("SELECT * FROM http_cache WHERE url = ?", [url]))
+        return rows[0] if rows else None
+
+    def http_cache_put(self, url: str, **values: Any) -> None:
+        self.db["http_cache"].upsert({"url": url, **values}, pk="url")
+
+
+def _cell(v: Any) -> str | None:
+    if v is None:
+        return None
+    return v if isinstance(v, str) else codec.dumps(v)

@@ -1,0 +1,1 @@
+"""The generated world: a catalog, its channels and labelled drift, from a seed."""

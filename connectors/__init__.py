@@ -1,0 +1,1 @@
+"""Built-in connectors: every module here registers one with ``@register_connector``."""
