@@ -27,7 +27,8 @@ from auditor.errors import AuditorError, ConfigError, LockedError, MasterImportE
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
-out = Console(highlight=False, soft_wrap=True)
+# In a pipe there is no terminal width: use a wide one rather than folding tables.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False)
 
 
@@ -47,7 +48,7 @@ class AuditorGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (AuditorError, RuntimeError) as e:
+        except AuditorError as e:
             err.print(f"[bold red]error:[/] {safe(e)}")
             sys.exit(EXIT_ERROR)
 
@@ -88,7 +89,10 @@ def _load(config_path: Path) -> Config:
               help="Seconds to wait for another run holding the store lock.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
-def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str) -> None:
+@click.option("--now", "now_text", metavar="ISO-TIME",
+              help="Evaluate sale windows and history as of this time (replays, tests).")
+def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
+        now_text: str | None) -> None:
     """Import the master, read the channels, link, check and store findings.
 
     \b
@@ -102,12 +106,21 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str) -> 
     cfg = _load(config_path)
     for name in channels:
         cfg.channel(name)
+    now = None
+    if now_text:
+        from auditor.values import parse_datetime
+
+        try:
+            now = parse_datetime(now_text)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--now") from None
     report = None
     with run_lock(cfg.store_path, wait):
         store = Store(cfg.store_path)
         try:
             with _progress() as progress:
-                report = run_audit(cfg, store, list(channels) or None, progress=progress)
+                report = run_audit(cfg, store, list(channels) or None, now=now,
+                                   progress=progress)
         except MasterImportError as e:
             err.print(f"[bold red]error:[/] {safe(e)}")
             sys.exit(EXIT_ERROR)

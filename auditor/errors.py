@@ -77,3 +77,7 @@ class FetchError(AuditorError):
 
 class LockedError(AuditorError):
     """Another run holds the store lock."""
+
+
+class StoreError(AuditorError):
+    """The database cannot be used (schema newer than this auditor, corrupt file)."""

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import sqlite_utils
 
 from auditor import codec
-from auditor.errors import LockedError
+from auditor.errors import LockedError, StoreError
 from auditor.model import (Finding, Link, Listing, MasterRecord, Outcome, Run, SourceResult,
                            SourceStatus)
 
@@ -31,8 +31,15 @@ def _now() -> str:
 
 # --------------------------------------------------------------------------- schema
 
+def _script(db: sqlite_utils.Database, sql: str) -> None:
+    """Run DDL statement by statement (executescript would commit mid-migration)."""
+    for stmt in sql.split(";"):
+        if stmt.strip():
+            db.execute(stmt)
+
+
 def _m1(db: sqlite_utils.Database) -> None:
-    db.executescript("""
+    _script(db, """
     CREATE TABLE master_snapshots (
         id INTEGER PRIMARY KEY, imported_at TEXT NOT NULL, source TEXT NOT NULL,
         sha256 TEXT, records INTEGER, added INTEGER, changed INTEGER, removed INTEGER,
@@ -125,12 +132,23 @@ def migrate(db: sqlite_utils.Database, migrations: Sequence[Callable] = MIGRATIO
     """Apply the migrations newer than the database's version, each in a transaction."""
     current = db.execute("PRAGMA user_version").fetchone()[0]
     if current > len(migrations):
-        raise RuntimeError(f"database schema version {current} is newer than this auditor "
+        raise StoreError(f"database schema version {current} is newer than this auditor "
                            f"knows ({len(migrations)}); upgrade omni-auditor")
+    conn = db.conn
     for version in range(current + 1, len(migrations) + 1):
-        with db.conn:
+        # Explicit BEGIN/COMMIT: the sqlite3 module does not wrap DDL in a transaction.
+        old_level = conn.isolation_level
+        conn.isolation_level = None
+        try:
+            conn.execute("BEGIN")
             migrations[version - 1](db)
-            db.execute(f"PRAGMA user_version = {version}")
+            conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.isolation_level = old_level
     return len(migrations)
 
 

@@ -1,0 +1,117 @@
+import os
+from pathlib import Path
+
+import pytest
+
+from auditor.config import EnvRef, load_config
+from auditor.errors import ConfigError
+from tests.conftest import write
+
+GOOD = """
+[store]
+path = "a.db"
+[master]
+type = "csv"
+source = "master.csv"
+[[channels]]
+name = "google"
+type = "google_merchant"
+source = "feeds/google.xml"
+schedule = "0 */4 * * *"
+[checks.title]
+warn_below = 90
+[checks.price]
+"""
+
+
+def load(tmp_path: Path, text: str):
+    return load_config(write(tmp_path / "config.toml", text))
+
+
+def problems(tmp_path: Path, text: str) -> str:
+    with pytest.raises(ConfigError) as e:
+        load(tmp_path, text)
+    return str(e.value)
+
+
+def test_good_config_loads_with_defaults(tmp_path):
+    cfg = load(tmp_path, GOOD)
+    assert cfg.store_path == tmp_path / "a.db"
+    assert [c.name for c in cfg.channels] == ["google"]
+    ch = cfg.channels[0]
+    assert ch.checks["title"]["warn_below"] == 90.0
+    assert ch.checks["title"]["fail_below"] == 85.0  # default filled in
+    assert cfg.http["allow_private"] is False
+
+
+def test_example_config_is_valid():
+    cfg = load_config(Path(__file__).parent.parent / "config.example.toml")
+    assert cfg.channels
+
+
+@pytest.mark.parametrize("edit,expected", [
+    (('[checks.title]\nwarn_below = 90', '[checks.title]\nwarn_belowe = 90'),
+     "[checks.title]: unknown key 'warn_belowe' (did you mean 'warn_below'?)"),
+    (('type = "google_merchant"', 'type = "google_merchnt"'),
+     "[[channels]] 'google'.type: unknown connector 'google_merchnt' (did you mean 'google_merchant'?)"),
+    (('schedule = "0 */4 * * *"', 'schedule = "every hour"'),
+     "[[channels]] 'google'.schedule: invalid cron expression 'every hour'"),
+    (('[checks.price]', '[checks.prize]'), "[checks.prize]: unknown check (did you mean 'price'?)"),
+    (('[store]', '[stor]'), "unknown table [stor] (did you mean 'store'?)"),
+    (('warn_below = 90', 'warn_below = "high"'), "[checks.title].warn_below: expected a number, got 'high'"),
+    (('type = "csv"', 'type = "xml"'), "[master].type: expected one of csv, jsonl, got 'xml'"),
+    (('name = "google"', 'name = "Google Shopping"'), "[[channels]] 'Google Shopping'.name: expected lowercase"),
+    (('source = "feeds/google.xml"', 'source = "https://user:pw@feeds.example/x.xml"'),
+     "credentials inside a URL are not allowed"),
+])
+def test_errors_name_table_and_key(tmp_path, edit, expected):
+    old, new = edit
+    assert old in GOOD
+    msg = problems(tmp_path, GOOD.replace(old, new, 1))
+    assert str(tmp_path / "config.toml") in msg
+    assert expected in msg
+
+
+def test_every_problem_is_listed_at_once(tmp_path):
+    msg = problems(tmp_path, GOOD.replace("warn_below", "warnbelow").replace("[store]", "[stor]"))
+    assert "warnbelow" in msg and "[stor]" in msg
+
+
+def test_missing_master_and_syntax_errors(tmp_path):
+    assert "[master] is missing" in problems(tmp_path, '[store]\npath = "x.db"\n')
+    assert "TOML syntax error" in problems(tmp_path, "[store\npath=1")
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_duplicate_channel_names(tmp_path):
+    text = GOOD + '\n[[channels]]\nname = "google"\ntype = "google_merchant"\nsource = "x.xml"\n'
+    assert "duplicate channel name" in problems(tmp_path, text)
+
+
+def test_per_channel_check_override_and_unknown_override_key(tmp_path):
+    cfg = load(tmp_path, GOOD.replace('schedule = "0 */4 * * *"',
+                                      'schedule = "0 */4 * * *"\n[channels.checks.title]\nwarn_below = 80'))
+    assert cfg.channels[0].checks["title"]["warn_below"] == 80.0
+    assert cfg.checks["title"]["warn_below"] == 90.0
+    msg = problems(tmp_path, GOOD.replace('schedule = "0 */4 * * *"',
+                                          'schedule = "0 */4 * * *"\n[channels.checks.title]\nwarm = 1'))
+    assert "[[channels]] 'google'.checks.title: unknown key 'warm'" in msg
+
+
+def test_secrets_must_come_from_environment(tmp_path, monkeypatch):
+    literal = GOOD.replace('schedule = "0 */4 * * *"',
+                           'schedule = "0 */4 * * *"\nheaders = { Authorization = "Bearer abc" }')
+    assert "carries a secret" in problems(tmp_path, literal)
+    ref = GOOD.replace('schedule = "0 */4 * * *"',
+                       'schedule = "0 */4 * * *"\nheaders = { Authorization = { env = "FEED_TOKEN" }, Accept = "text/xml" }')
+    cfg = load(tmp_path, ref)
+    h = cfg.channels[0].options["headers"]
+    assert h["Accept"] == "text/xml"
+    assert isinstance(h["Authorization"], EnvRef)
+    monkeypatch.delenv("FEED_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match="FEED_TOKEN is not set"):
+        h["Authorization"].get()
+    monkeypatch.setenv("FEED_TOKEN", "s3cret-value")
+    assert h["Authorization"].get() == "s3cret-value"
+    assert "s3cret" not in repr(cfg)

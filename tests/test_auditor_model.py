@@ -1,0 +1,66 @@
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+
+from auditor.model import Finding, Money, ModelError, Outcome, Severity, fingerprint
+from tests.conftest import NOW, make_master
+
+
+@pytest.mark.parametrize("amount,currency,text,minor", [
+    ("12.5", "EUR", "12.50 EUR", 1250),
+    ("1000", "JPY", "1000 JPY", 1000),
+    ("1.2345", "KWD", "1.235 KWD", 1235),
+    ("0.005", "USD", "0.01 USD", 1),
+])
+def test_money_formats_by_currency_exponent(amount, currency, text, minor):
+    m = Money.of(amount, currency)
+    assert str(m) == text
+    assert m.minor_units == minor
+
+
+@pytest.mark.parametrize("bad", [
+    lambda: Money(1.5, "EUR"),                  # float refused
+    lambda: Money.of(1.5, "EUR"),
+    lambda: Money(Decimal("1"), "XXX"),         # unknown currency
+    lambda: Money(Decimal("NaN"), "EUR"),
+    lambda: Money(Decimal("Infinity"), "EUR"),
+])
+def test_money_rejects_floats_unknown_currencies_and_non_finite(bad):
+    with pytest.raises(ModelError):
+        bad()
+
+
+def test_money_equality_is_exact_and_currency_aware():
+    assert Money.of("10.00", "EUR") == Money.of("10", "EUR")
+    assert Money.of("10", "EUR") != Money.of("10", "USD")
+    assert Money.of("0.1", "EUR").amount + Money.of("0.2", "EUR").amount == Decimal("0.3")
+
+
+def test_sale_window_is_half_open():
+    m = make_master(sale_price=Money.of("9", "EUR"), sale_start=NOW, sale_end=NOW + timedelta(days=1))
+    assert not m.sale_active(NOW - timedelta(seconds=1))
+    assert m.sale_active(NOW)
+    assert not m.sale_active(NOW + timedelta(days=1))
+    assert make_master(sale_price=Money.of("9", "EUR")).sale_active(NOW)  # open-ended
+    assert not make_master().sale_active(NOW)
+
+
+def test_price_in_other_currency_and_overrides():
+    m = make_master(prices={"USD": Money.of("64.00", "USD")},
+                    overrides={"amazon": {"title": "Acme Shoe"}})
+    assert m.price_in("EUR").amount == Decimal("59.90")
+    assert m.price_in("USD").amount == Decimal("64.00")
+    assert m.price_in("GBP") is None
+    assert m.override("amazon", "title") == "Acme Shoe"
+    assert m.override("google", "title") is None
+
+
+def test_fingerprint_is_stable_and_ignores_values():
+    a = Finding("price", "google", "S1", "price", Outcome.FAILED, Severity.CRITICAL,
+                expected="1 EUR", actual="2 EUR", listing_key="S1")
+    b = Finding("price", "google", "S1", "price", Outcome.FAILED, Severity.CRITICAL,
+                expected="1 EUR", actual="3 EUR", listing_key="S1")
+    assert a.fingerprint == b.fingerprint == fingerprint("price", "google", "S1", "price")
+    c = Finding("price", "meta", "S1", "price", Outcome.FAILED, listing_key="S1")
+    assert c.fingerprint != a.fingerprint

@@ -1,0 +1,129 @@
+import sqlite3
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+import sqlite_utils
+
+from auditor import store as store_mod
+from auditor.errors import LockedError, StoreError
+from auditor.model import Finding, Money, Outcome, Severity, SourceStatus
+from auditor.store import Store, migrate, run_lock
+from tests.conftest import NOW, make_listing, make_master
+
+
+def test_fresh_store_is_at_latest_schema_and_wal(tmp_path):
+    s = Store(tmp_path / "a.db")
+    assert s.schema_version == store_mod.SCHEMA_VERSION
+    assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert {"master_records", "master_history", "master_changes", "runs", "run_sources",
+            "listings", "listing_versions", "links", "findings", "finding_events",
+            "scores", "outbox", "http_cache"} <= set(s.db.table_names())
+    s.close()
+
+
+def test_migrations_apply_forward_only_once():
+    db = sqlite_utils.Database(memory=True)
+    calls = []
+    migs = [lambda d: calls.append(1) or d.execute("CREATE TABLE a (x)"),
+            lambda d: calls.append(2) or d.execute("CREATE TABLE b (x)")]
+    assert migrate(db, migs[:1]) == 1
+    assert migrate(db, migs) == 2
+    assert migrate(db, migs) == 2
+    assert calls == [1, 2]
+    with pytest.raises(StoreError, match="newer than this auditor"):
+        migrate(db, migs[:1])
+
+
+def test_failed_migration_rolls_back():
+    db = sqlite_utils.Database(memory=True)
+
+    def broken(d):
+        d.execute("CREATE TABLE half (x)")
+        raise sqlite3.OperationalError("boom")
+
+    with pytest.raises(sqlite3.OperationalError):
+        migrate(db, [broken])
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 0
+    assert "half" not in db.table_names()
+
+
+def test_master_history_keeps_every_value_with_its_time(fresh_store):
+    s = fresh_store
+    r1 = s.save_master([make_master("A"), make_master("B")], "m.csv", "h1", NOW)
+    assert (r1.added, r1.changed, r1.removed) == (2, 0, 0)
+    later = NOW + timedelta(days=3)
+    r2 = s.save_master([make_master("A", price=Money(Decimal("49.90"), "EUR"))], "m.csv", "h2",
+                       later)
+    assert (r2.added, r2.changed, r2.removed) == (0, 1, 1)
+    assert set(s.current_master()) == {"A"}
+    assert s.current_master()["A"].price.amount == Decimal("49.90")
+    hist = s.master_history()
+    (until, old), = hist["A"]
+    assert until == later and old.price.amount == Decimal("59.90")
+    assert "B" in hist  # removed records keep their last version
+    ch = s.master_changes("A")
+    assert [(c["field"], c["old"], c["new"]) for c in ch] == [("price", "59.90 EUR", "49.90 EUR")]
+    assert ch[0]["changed_at"] == later.isoformat()
+
+
+def test_listing_versions_only_on_change(fresh_store):
+    s = fresh_store
+    s.save_listings(1, "google", [make_listing("A"), make_listing("B")])
+    s.save_listings(2, "google", [make_listing("A", fetched_at=NOW + timedelta(hours=1)),
+                                  make_listing("B", title="Changed")])
+    versions = s.db.execute("SELECT key, run_id FROM listing_versions ORDER BY id").fetchall()
+    assert versions == [("A", 1), ("B", 1), ("B", 2)]
+    assert s.mark_removed(3, "google", {"A"}) == 1
+    assert [li.key for li in s.listings("google")] == ["A"]
+
+
+def _f(key, outcome=Outcome.FAILED, check="price", actual="2 EUR"):
+    return Finding(check, "google", key, "price", outcome, Severity.CRITICAL, expected="1 EUR",
+                   actual=actual, listing_key=key)
+
+
+def test_finding_lifecycle_open_change_resolve_reopen(fresh_store):
+    s = fresh_store
+    c = s.apply_findings(1, "google", [_f("A"), _f("B")], SourceStatus.COMPLETE, {"A", "B"},
+                         ["price"], NOW)
+    assert c["opened"] == 2
+    c = s.apply_findings(2, "google", [_f("A", actual="3 EUR")], SourceStatus.COMPLETE,
+                         {"A", "B"}, ["price"], NOW)
+    assert c["resolved"] == 1 and c["still_open"] == 1
+    c = s.apply_findings(3, "google", [_f("B")], SourceStatus.COMPLETE, {"A", "B"},
+                         ["price"], NOW)
+    assert c["reopened"] == 1 and c["resolved"] == 1
+    fp_b = _f("B").fingerprint
+    assert [e["event"] for e in s.finding_events(fp_b)] == ["opened", "resolved", "reopened"]
+    assert [e["event"] for e in s.finding_events(_f("A").fingerprint)] == [
+        "opened", "changed", "resolved"]
+    assert {r["sku"]: r["state"] for r in s.findings()} == {"A": "resolved", "B": "open"}
+
+
+def test_failed_source_never_resolves_and_partial_only_seen(fresh_store):
+    s = fresh_store
+    s.apply_findings(1, "google", [_f("A"), _f("B")], SourceStatus.COMPLETE, {"A", "B"},
+                     ["price"], NOW)
+    c = s.apply_findings(2, "google", [], SourceStatus.FAILED, set(), ["price"], NOW)
+    assert c["resolved"] == 0
+    c = s.apply_findings(3, "google", [], SourceStatus.PARTIAL, {"A"}, ["price"], NOW)
+    assert c["resolved"] == 1
+    assert {r["sku"]: r["state"] for r in s.findings()} == {"A": "resolved", "B": "open"}
+
+
+def test_disabled_check_does_not_resolve_its_findings(fresh_store):
+    s = fresh_store
+    s.apply_findings(1, "google", [_f("A")], SourceStatus.COMPLETE, {"A"}, ["price"], NOW)
+    s.apply_findings(2, "google", [], SourceStatus.COMPLETE, {"A"}, ["title"], NOW)
+    assert s.findings()[0]["state"] == "open"
+
+
+def test_run_lock_excludes_a_second_run(tmp_path):
+    db = tmp_path / "a.db"
+    with run_lock(db):
+        with pytest.raises(LockedError, match="another run holds the lock"):
+            with run_lock(db, wait=0.3):
+                pass
+    with run_lock(db):  # released
+        pass
