@@ -367,7 +367,7 @@ def settings_reference() -> dict[str, list[dict[str, Any]]]:
                 "[[channels]] (all types)": rows(CHANNEL_OPTIONS)}
     for name, conn in sorted(plugins.connectors().items()):
         sections[f"[[channels]] type = \"{name}\""] = rows(conn.options)
-    for name, spec in plugins.checks().items():
+    for name, spec in sorted(plugins.checks().items()):
         sections[f"[checks.{name}]"] = rows(spec.all_options)
     return sections
 
