@@ -36,26 +36,32 @@ _MONEY_FIELDS = ("price", "sale_price")
 _DT_FIELDS = ("sale_start", "sale_end", "fetched_at")
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {
+    cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in (MasterRecord, Listing)}
+
+
 def record_to_dict(obj: MasterRecord | Listing) -> dict[str, Any]:
     """A JSON-ready dict of a master record or listing, empty values left out."""
     out: dict[str, Any] = {}
-    for f in dataclasses.fields(obj):
-        v = getattr(obj, f.name)
+    for name in _FIELD_NAMES[type(obj)]:
+        v = getattr(obj, name)
         if v is None or v == () or v == {}:
             continue
-        if f.name in _MONEY_FIELDS:
-            v = _money(v)
-        elif f.name in ("prices", "sale_prices"):
-            v = {k: _money(m) for k, m in v.items()}
-        elif f.name in _DT_FIELDS:
-            v = _dt(v)
+        if isinstance(v, str):
+            pass
+        elif isinstance(v, Money):
+            v = f"{v.amount} {v.currency}"
+        elif isinstance(v, datetime):
+            v = v.isoformat()
         elif isinstance(v, enum.Enum):
             v = v.value
         elif isinstance(v, tuple):
             v = list(v)
-        elif isinstance(v, dict) or hasattr(v, "items"):
+        elif name in ("prices", "sale_prices"):
+            v = {k: _money(m) for k, m in v.items()}
+        elif hasattr(v, "items"):
             v = {k: (dict(x) if hasattr(x, "items") else x) for k, x in v.items()}
-        out[f.name] = v
+        out[name] = v
     return out
 
 

@@ -20,6 +20,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
@@ -46,15 +47,55 @@ class MasterImport:
     errors: list[tuple[str, str]] = field(default_factory=list)
     rows: int = 0
     sha256: str | None = None
+    unchanged: bool = False  # same file and options as the snapshot in force: not re-read
 
 
 def _attr_key(col: str) -> str:
     return re.sub(r"\s+", "_", col.strip().lower())
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What each column of a header means, worked out once per file (not per row)."""
+
+    currency_prices: tuple[tuple[str, str | None, bool, str], ...]  # col, code, is_sale, error
+    images: tuple[tuple[int, str], ...]
+    overrides: tuple[tuple[str, str, str], ...]  # col, field, channel
+    attributes: tuple[tuple[str, str], ...]  # col, attribute key
+    nested: tuple[str, ...]  # 'attributes' / 'overrides' objects (JSON Lines)
+
+
+@lru_cache(maxsize=256)
+def _plan(columns: tuple[str, ...]) -> _Plan:
+    cur, images, overrides, attributes, nested = [], [], [], [], []
+    for col in columns:
+        if col in KNOWN:
+            continue
+        m = _CUR_PRICE.match(col)
+        if m:
+            try:
+                cur.append((col, normalize_currency(m.group(2)), m.group(1).lower() == "sale_price", ""))
+            except ValueError as e:
+                cur.append((col, None, False, str(e)))
+            continue
+        m = _IMAGE_COL.match(col)
+        if m:
+            images.append((int(m.group(1)), col))
+        elif "@" in col:
+            fld, _, channel = col.partition("@")
+            overrides.append((col, fld.strip(), channel.strip()))
+        elif col in ("attributes", "overrides"):
+            nested.append(col)
+        else:
+            attributes.append((col, _attr_key(col)))
+    return _Plan(tuple(cur), tuple(sorted(images)), tuple(overrides), tuple(attributes),
+                 tuple(nested))
+
+
 def build_record(row: Mapping[str, Any], opts: Mapping[str, Any],
                  problems: list[tuple[str, str]]) -> MasterRecord | None:
     """One master record from a row of our field names; problems as (column, reason)."""
+    plan = _plan(tuple(row))
     default_cur = opts.get("default_currency")
     tz = opts.get("timezone") or "UTC"
     dfmt = opts.get("date_format")
@@ -107,17 +148,13 @@ def build_record(row: Mapping[str, Any], opts: Mapping[str, Any],
         problems.append(("sale_end", "sale ends before it starts"))
     prices: dict[str, Money] = {}
     sale_prices: dict[str, Money] = {}
-    for col in row:
-        m = _CUR_PRICE.match(col)
-        if m:
-            try:
-                code = normalize_currency(m.group(2))
-            except ValueError as e:
-                problems.append((col, str(e)))
-                continue
-            mv = money(col, code)
-            if mv is not None:
-                (sale_prices if m.group(1).lower() == "sale_price" else prices)[code] = mv
+    for col, code, is_sale, error in plan.currency_prices:
+        if error:
+            problems.append((col, error))
+            continue
+        mv = money(col, code)
+        if mv is not None:
+            (sale_prices if is_sale else prices)[code] = mv  # type: ignore[index]
     kw["prices"], kw["sale_prices"] = prices, sale_prices
     g = text("gtin")
     if g:
@@ -146,41 +183,36 @@ def build_record(row: Mapping[str, Any], opts: Mapping[str, Any],
             kw["status"] = MasterStatus(s.lower())
         except ValueError:
             problems.append(("status", f"unknown status {s!r} (expected active, discontinued, draft)"))
-    images: list[tuple[int, str]] = []
+    images: list[str] = []
     imgs = row.get("images")
     if isinstance(imgs, list):
-        images += [(i, str(u).strip()) for i, u in enumerate(imgs) if str(u).strip()]
+        images += [str(u).strip() for u in imgs if str(u).strip()]
     elif imgs:
-        images += [(i, u.strip()) for i, u in enumerate(str(imgs).split("|")) if u.strip()]
+        images += [u.strip() for u in str(imgs).split("|") if u.strip()]
+    for _, col in plan.images:
+        v = row.get(col)
+        if v is not None and str(v).strip():
+            images.append(str(v).strip())
     attributes: dict[str, str] = {}
     overrides: dict[str, dict[str, str]] = {}
-    for col, v in row.items():
-        if v is None or col in KNOWN or _CUR_PRICE.match(col):
-            continue
-        m = _IMAGE_COL.match(col)
-        if m:
-            if str(v).strip():
-                images.append((1000 + int(m.group(1)), str(v).strip()))
-            continue
-        if "@" in col:
-            fld, _, channel = col.partition("@")
-            fld, channel = fld.strip(), channel.strip()
-            if str(v).strip():
-                overrides.setdefault(channel, {})[fld] = str(v).strip()
-            continue
-        if col == "attributes" and isinstance(v, dict):
-            for k, av in v.items():
-                if av is not None and str(av).strip():
-                    attributes[_attr_key(k)] = _attr_text(av)
-            continue
-        if col == "overrides" and isinstance(v, dict):
-            for channel, vals in v.items():
-                for fld, ov in (vals or {}).items():
-                    overrides.setdefault(channel, {})[fld] = str(ov)
-            continue
-        sv = _attr_text(v)
-        if sv:
-            attributes[_attr_key(col)] = sv
+    for col, key in plan.attributes:
+        v = row.get(col)
+        if v is not None:
+            sv = _attr_text(v)
+            if sv:
+                attributes[key] = sv
+    for col, fld, channel in plan.overrides:
+        v = row.get(col)
+        if v is not None and str(v).strip():
+            overrides.setdefault(channel, {})[fld] = str(v).strip()
+    if "attributes" in plan.nested and isinstance(row.get("attributes"), dict):
+        for k, av in row["attributes"].items():
+            if av is not None and str(av).strip():
+                attributes[_attr_key(k)] = _attr_text(av)
+    if "overrides" in plan.nested and isinstance(row.get("overrides"), dict):
+        for channel, vals in row["overrides"].items():
+            for fld, ov in (vals or {}).items():
+                overrides.setdefault(channel, {})[fld] = str(ov)
     for channel, vals in overrides.items():
         for fld, ov in vals.items():
             if fld in ("price", "sale_price"):
@@ -188,7 +220,7 @@ def build_record(row: Mapping[str, Any], opts: Mapping[str, Any],
                     parse_money(ov, cur)
                 except (ValueError, ModelError) as e:
                     problems.append((f"{fld}@{channel}", f"bad price {ov!r}: {e}"))
-    kw["images"] = tuple(u for _, u in sorted(images))
+    kw["images"] = tuple(images)
     kw["attributes"] = attributes
     kw["overrides"] = overrides
     if problems:
@@ -286,20 +318,29 @@ def _collect(out: MasterImport, rows: Iterable[tuple[int, dict, bool]], name: st
         out.records.append(rec)
 
 
+_READ_OPTIONS = ("type", "encoding", "delimiter", "columns", "default_currency", "skip_bad_rows",
+                 "date_format", "timezone")
+
+
 def load_master(opts: Mapping[str, Any], base_dir: Path, policy=None, headers=None,
-                auth=None) -> MasterImport:
+                auth=None, unchanged_sha: str | None = None) -> MasterImport:
     """Read the configured master source; raise MasterImportError unless it is clean.
 
     With ``skip_bad_rows`` the good records are returned and ``errors`` lists the rest.
+    The digest covers the file and the options that shape its reading; when it equals
+    ``unchanged_sha`` the file is not parsed again (``unchanged`` is set).
     """
     source = opts["source"]
     try:
         with sources.resolve(source, base_dir, policy, headers, auth) as files:
             sf = files[0]
-            h = hashlib.sha256()
+            h = hashlib.sha256(json.dumps({k: opts.get(k) for k in _READ_OPTIONS},
+                                          sort_keys=True, default=str).encode())
             with open(sf.path, "rb") as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     h.update(chunk)
+            if unchanged_sha and h.hexdigest() == unchanged_sha:
+                return MasterImport(sf.name, [], sha256=unchanged_sha, unchanged=True)
             reader = read_jsonl if opts.get("type") == "jsonl" else read_csv
             try:
                 result = reader(sf, opts)

@@ -85,18 +85,29 @@ def _policy(cfg: Config, headers_opts: dict) -> FetchPolicy:
                                    if str(cfg.master["source"]).startswith("http") else [])
 
 
-def import_master(cfg: Config, store: Store, now: datetime) -> dict[str, Any]:
-    """Read the PIM export into a new snapshot; raise MasterImportError when rejected."""
+def import_master(cfg: Config, store: Store, now: datetime
+                  ) -> tuple[dict[str, Any], dict[str, MasterRecord] | None]:
+    """Read the PIM export into a new snapshot; raise MasterImportError when rejected.
+
+    Returns the import summary and the records by SKU (None when the file is
+    unchanged since the snapshot in force, which then stays as it is).
+    """
     m = cfg.master
     headers = {k: secret_value(v) for k, v in (m.get("headers") or {}).items()}
     auth = (secret_value(m["auth"]["username"]), secret_value(m["auth"]["password"])) \
         if m.get("auth") else None
-    imp = load_master(m, cfg.base_dir, _policy(cfg, headers), headers, auth)
+    last = store.last_master_snapshot()
+    imp = load_master(m, cfg.base_dir, _policy(cfg, headers), headers, auth,
+                      unchanged_sha=last["sha256"] if last and store.master_count() else None)
+    if imp.unchanged:
+        return ({"snapshot_id": last["id"], "records": store.master_count(), "added": 0,
+                 "changed": 0, "removed": 0, "unchanged": True, "source": imp.source}, None)
     res = store.save_master(imp.records, imp.source, imp.sha256, now,
                             skipped_rows=len(imp.errors))
-    return {"snapshot_id": res.snapshot_id, "records": res.records, "added": res.added,
-            "changed": res.changed, "removed": res.removed, "skipped_rows": len(imp.errors),
-            "errors": imp.errors[:100], "source": imp.source}
+    return ({"snapshot_id": res.snapshot_id, "records": res.records, "added": res.added,
+             "changed": res.changed, "removed": res.removed, "skipped_rows": len(imp.errors),
+             "errors": imp.errors[:100], "source": imp.source},
+            {r.sku: r for r in imp.records})
 
 
 def _enabled_checks(ch: ChannelConfig) -> list[CheckSpec]:
@@ -214,8 +225,9 @@ def run_audit(cfg: Config, store: Store, channels: list[str] | None = None,
     started = datetime.now(timezone.utc)
     master_info: dict[str, Any]
     master_error = None
+    master: dict[str, MasterRecord] | None = None
     try:
-        master_info = import_master(cfg, store, now)
+        master_info, master = import_master(cfg, store, now)
     except MasterImportError as e:
         if store.master_count() == 0:
             raise
@@ -224,7 +236,8 @@ def run_audit(cfg: Config, store: Store, channels: list[str] | None = None,
         snap = store.last_master_snapshot() or {}
         master_info = {"snapshot_id": snap.get("id"), "records": store.master_count(),
                        "kept_previous": True}
-    master = store.current_master()
+    if master is None:
+        master = store.current_master()
     history = store.master_history()
     linker = Linker(master, cfg.linking)
     run_id = store.start_run(started, master_info.get("snapshot_id"))

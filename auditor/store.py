@@ -184,6 +184,18 @@ def run_lock(db_path: Path, wait: float = 0.0) -> Iterator[None]:
 
 # --------------------------------------------------------------------------- store
 
+def listing_digest(li: Listing) -> str:
+    """A hash of what a listing shows; where and when it was read (evidence, time) excluded,
+    so an unchanged listing in a reordered feed is not a new version."""
+    p, sp = li.price, li.sale_price
+    parts = (li.key, li.url, li.sku, li.title, li.description, li.brand, li.gtin, li.mpn,
+             p.amount if p else "", p.currency if p else "", sp.amount if sp else "",
+             sp.currency if sp else "", li.sale_start, li.sale_end, li.quantity,
+             li.availability, "\x1e".join(li.images),
+             "\x1e".join(f"{k}={v}" for k, v in li.attributes.items()), li.group_id, li.location)
+    return hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=10).hexdigest()
+
+
 def content_hash(data: str) -> str:
     """A short stable hash of serialized content."""
     return hashlib.blake2b(data.encode(), digest_size=10).hexdigest()
@@ -422,16 +434,12 @@ class Store:
                 if li.key in seen:
                     continue
                 seen.add(li.key)
-                d = codec.record_to_dict(li)
-                fetched = d.pop("fetched_at", None)
-                data = codec.dumps(d)
-                h = content_hash(data)
+                h = listing_digest(li)
                 old = known.get(li.key)
                 if old == h:
                     batch_seen.append((run_id, channel, li.key))
                 else:
-                    d["fetched_at"] = fetched
-                    full = codec.dumps(d)
+                    full = codec.dumps(codec.record_to_dict(li))
                     batch_up.append((channel, li.key, h, full, run_id, run_id, run_id))
                     batch_ver.append((channel, li.key, run_id, h, full))
                     if old is None:
