@@ -309,6 +309,28 @@ def runs(config_path: Path, limit: int, show_errors: bool, fmt: str) -> None:
             out.print(f"    {safe(e['source'])} {safe(e['location'])}: {safe(e['reason'])}")
 
 
+@main.command()
+@config_option
+@click.option("--run", "run_id", type=int, help="Run id (default: the latest).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("report.html"), show_default=True, help="Where to write the HTML.")
+def report(config_path: Path, run_id: int | None, output: Path) -> None:
+    """Write an HTML consistency report of a run: sources, scores, open findings.
+
+    \b
+    Example:
+      auditor report --output /tmp/report.html && xdg-open /tmp/report.html
+    """
+    from reports.run_report import write_report
+
+    store = _store_for(config_path)
+    try:
+        path = write_report(store, output, run_id)
+    finally:
+        store.close()
+    out.print(f"wrote {safe(path)}")
+
+
 # ---------------------------------------------------------------------------- config
 
 @main.group("config")

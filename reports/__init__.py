@@ -1,0 +1,1 @@
+"""Reports rendered from the store: prepared contexts, Jinja2 templates with autoescaping on."""
