@@ -56,7 +56,7 @@ GHOST_NOUNS = ["Hammock", "Fondue Set", "Snorkel Mask", "Kite", "Telescope", "Uk
 
 COLOURS = ["Black", "White", "Grey", "Navy", "Burgundy", "Beige", "Olive", "Red", "Blue",
            "Green", "Teal", "Orange", "Pink", "Brown", "Yellow", "Purple"]
-COLOUR_CODE = {c: c[:3].upper() for c in COLOURS}
+COLOUR_CODE = {c: ("GRY" if c == "Grey" else c[:3].upper()) for c in COLOURS}
 SIZES = ["S", "M", "L", "XL"]
 # Accepted spellings a channel may use instead of the master's (benign variation).
 COLOUR_SYNONYMS = {"Grey": "Gray", "Navy": "Navy Blue", "Burgundy": "Bordeaux", "Beige": "Sand"}
