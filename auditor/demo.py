@@ -192,7 +192,7 @@ def run_demo(directory: Path, serve: bool, console) -> int:
             console.print("  auditor demo --serve                       # keep the shop running to "
                           "browse it and re-run the audit")
         return 0 if report.exit_code in (0, 1) else 2
-    except AuditorError as e:
+    except (AuditorError, OSError) as e:
         console.print(f"[bold red]demo failed:[/] {safe(e)}")
         return 2
     finally:

@@ -328,3 +328,13 @@ def test_images_distinct_products_and_colour_variants():
     assert img("p0000001", "red", "-sq").size == (800, 800)
     assert img("p0000001", "red", "-w400", "jpg").size == (400, 300)
     assert img("p0000001", "red", None, "webp").format == "WEBP"
+
+
+def test_command_line_generate(tmp_path, capsys):
+    from auditor.world.__main__ import main as world_main
+
+    assert world_main(["generate", str(tmp_path), "--size", "30", "--seed", "9",
+                       "--now", "2026-03-10T12:00:00+00:00"]) == 0
+    assert "30 SKUs" in capsys.readouterr().out
+    m = Manifest.load(tmp_path)
+    assert (m.size, m.seed, m.now_dt) == (30, 9, NOW)

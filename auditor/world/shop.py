@@ -26,7 +26,6 @@ from email.utils import format_datetime, parsedate_to_datetime
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 from auditor.world import pages
@@ -445,14 +444,3 @@ def _not_modified(h, etag: str, lm: datetime | None) -> bool:
             since = since.replace(tzinfo=timezone.utc)
         return lm.replace(microsecond=0) <= since
     return False
-
-
-def serve(world_dir: Path, port: int = 8000, stop: Callable[[], bool] | None = None) -> None:
-    """Serve a world in the foreground until interrupted (``python -m auditor.world.shop``)."""
-    with ShopServer(world_dir, port=port) as shop:
-        print(f"serving {world_dir} at {shop.base_url} (Ctrl-C stops)")
-        try:
-            while not (stop and stop()):
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
