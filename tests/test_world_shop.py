@@ -220,3 +220,18 @@ def test_request_log_file(world, tmp_path):
         httpx.get(s.base_url + "/robots.txt")
     rec = json.loads(log.read_text().splitlines()[0])
     assert rec["path"] == "/robots.txt" and rec["status"] == 200
+
+
+def test_large_feeds_are_streamed_with_urls_rewritten(world, monkeypatch):
+    import auditor.world.shop as shop_mod
+
+    monkeypatch.setattr(shop_mod, "STREAM_BYTES", 1000)  # every feed counts as large
+    with ShopServer(world) as s:
+        r = httpx.get(s.base_url + "/feeds/google.tsv")
+        assert r.status_code == 200 and r.headers.get("transfer-encoding") == "chunked"
+        expected = (world / "feeds/google.tsv").read_text().replace("http://shop.local",
+                                                                    s.base_url)
+        assert r.text == expected
+        again = httpx.get(s.base_url + "/feeds/google.tsv",
+                          headers={"If-None-Match": r.headers["etag"]})
+        assert again.status_code == 304

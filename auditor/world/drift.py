@@ -163,7 +163,7 @@ def listing_key(channel: str, p: Product, v: Variant) -> str:
 
 def shopify_product_id(index: int) -> int:
     """Shopify-looking product id."""
-    return 7_000_000_000_000 + index * 10
+    return 7_000_000_000_000 + index * 100
 
 
 def shopify_variant_id(index: int, vi: int) -> int:
@@ -208,7 +208,7 @@ def ghost_view(seed: int, spec: ChannelSpec, p: Product, j: int, now: datetime) 
     if spec.vat:
         price = money(price * (1 + VAT))
     colour = r.choice(COLOURS)
-    key = str(shopify_variant_id(p.index, 90 + j)) if spec.name == "shopify" else sku
+    key = str(shopify_variant_id(p.index, 50 + j)) if spec.name == "shopify" else sku
     return View(channel=spec.name, key=key, sku=sku, title=title, price=price,
                 currency=spec.currency, in_stock=True, quantity=r.randint(1, 30),
                 gtin=make_gtin13("590", p.index * 16 + j) if spec.gtin else None,
@@ -386,7 +386,8 @@ def _benign_options(spec: ChannelSpec, p: Product, view: View) -> list[str]:
     if spec.name != "shopify":
         out.append("case_punctuation")
         if spec.name not in ("pos-berlin", "pos-munich"):
-            out.append("brand_prefix")
+            if not view.title.startswith(p.brand):
+                out.append("brand_prefix")
             if "&" in view.title or not view.title.isascii():
                 out.append("html_entities")
     if "weight" in view.attributes:
@@ -404,8 +405,8 @@ def _apply_benign(kind: str, view: View, p: Product, rng: random.Random) -> list
     """Change ``view`` harmlessly; return the fields touched."""
     if kind == "case_punctuation":
         t = view.title
-        view.title = rng.choice([t.upper(), t.replace(", ", " - "), t.replace(",", ""),
-                                 t.lower() + "!"])
+        view.title = rng.choice([x for x in (t.upper(), t.replace(", ", " - "),
+                                             t.replace(",", ""), t.lower() + "!") if x != t])
         return ["title"]
     if kind == "brand_prefix":
         view.title = f"{p.brand} {view.title}"

@@ -283,7 +283,7 @@ def shopify_product(views: list[View], base_url: str, pid: int, group_title: str
             "product_type": product_type, "tags": [],
             "published_at": "2024-03-01T10:00:00+01:00", "updated_at": updated,
             "variants": variants,
-            "images": [{"id": pid * 10 + i, "product_id": pid, "position": i, "src": src,
+            "images": [{"id": pid * 1000 + i, "product_id": pid, "position": i, "src": src,
                         "variant_ids": images[src], "width": 800, "height": 600}
                        for i, src in enumerate(order, 1)],
             "options": options}
@@ -308,7 +308,7 @@ class ShopifyWriter:
                 int(p.weight_kg * 1000), updated))
         for j, g in enumerate(v for v in views if v.ghost):
             self.buf.append(shopify_product([g], self.base_url,
-                                            shopify_product_id(p.index) + 1 + j, None, "Misc",
+                                            shopify_product_id(p.index) + 50 + j, None, "Misc",
                                             500, updated))
         while len(self.buf) >= self.page_size:
             self._write(self.buf[: self.page_size])

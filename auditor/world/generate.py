@@ -40,6 +40,7 @@ class Manifest:
     channels: list[dict] = field(default_factory=list)
     labels: int = 0
     benign: int = 0
+    shopify_page_size: int = 250  # products per generated products.json page
 
     @property
     def now_dt(self) -> datetime:
@@ -119,7 +120,8 @@ def generate_world(out_dir: Path, size: int = 200, seed: int = 1, drift_rate: fl
         now = now.replace(tzinfo=timezone.utc)
     base_url = base_url.rstrip("/")
     m = Manifest(seed=seed, size=size, now=now.isoformat(), base_url=base_url,
-                 drift_rate=drift_rate, benign_rate=benign_rate)
+                 drift_rate=drift_rate, benign_rate=benign_rate,
+                 shopify_page_size=shopify_page_size)
     files = {"master": "master.csv", "master_previous": "master_previous.csv",
              "labels": "labels.csv", "benign": "benign.csv", "google_xml": "feeds/google.xml",
              "google_tsv": "feeds/google.tsv", "meta": "feeds/meta.csv",

@@ -33,6 +33,8 @@ from auditor.world.feeds import robots_txt
 from auditor.world.generate import World
 from auditor.world.images import draw_product
 
+# Files larger than this are streamed from disk (a 1M-SKU Google feed is over 1 GB).
+STREAM_BYTES = 20_000_000
 IMAGE_RE = re.compile(r"^/images/(x?p\d{7})/([a-z]+)-(\d)(-w400|-q40|-sq|-old)?\.(png|jpg|webp)$")
 
 
@@ -75,6 +77,7 @@ class Response:
     last_modified: datetime | None = None
     headers: dict[str, str] = field(default_factory=dict)
     etag: bool = True
+    stream: Path | None = None  # a large file sent in chunks instead of ``body``
 
 
 def not_found() -> Response:
@@ -99,9 +102,9 @@ def _image_bytes(key: str, colour: str, n: int, mod: str | None, ext: str) -> by
     if ext == "jpg":
         img.save(buf, "JPEG", quality=40 if mod == "-q40" else 88)
     elif ext == "webp":
-        img.save(buf, "WEBP", quality=80)
+        img.save(buf, "WEBP", quality=80, method=0)
     else:
-        img.save(buf, "PNG", optimize=False, compress_level=3)
+        img.save(buf, "PNG", compress_level=1)
     return buf.getvalue()
 
 
@@ -130,6 +133,7 @@ class ShopServer:
         self._thread: threading.Thread | None = None
         self._files: dict[str, tuple[bytes, float]] = {}
         self._collections: dict[str, list[int]] = {}
+        self._parsed: dict[str, list] = {}
         handler = type("Handler", (_Handler,), {"shop": self})
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
@@ -205,10 +209,36 @@ class ShopServer:
         old = self.world.manifest.base_url.encode()
         return data.replace(old, self.base_url.encode()) if old != self.base_url.encode() else data
 
-    def file(self, rel: str) -> bytes | None:
-        """A generated file with the base URL rewritten (gzip files re-gzipped)."""
+    def _safe_path(self, rel: str) -> Path | None:
         path = (self.world_dir / rel).resolve()
         if not path.is_relative_to(self.world_dir.resolve()) or not path.is_file():
+            return None
+        return path
+
+    def big_file(self, rel: str) -> Path | None:
+        """The path of a generated file too large to hold in memory, else None."""
+        path = self._safe_path(rel)
+        return path if path is not None and path.stat().st_size > STREAM_BYTES else None
+
+    def stream_chunks(self, path: Path):
+        """A large text file in chunks, the base URL rewritten line by line."""
+        old = self.world.manifest.base_url.encode()
+        new = self.base_url.encode()
+        rest = b""
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                buf = rest + chunk
+                cut = buf.rfind(b"\n") + 1  # URLs never span lines: rewrite whole lines only
+                rest = buf[cut:]
+                if cut:
+                    yield buf[:cut].replace(old, new)
+        if rest:
+            yield rest.replace(old, new)
+
+    def file(self, rel: str) -> bytes | None:
+        """A generated file with the base URL rewritten (gzip files re-gzipped)."""
+        path = self._safe_path(rel)
+        if path is None:
             return None
         mtime = path.stat().st_mtime
         cached = self._files.get(rel)
@@ -219,7 +249,7 @@ class ShopServer:
             data = gzip.compress(self._rewrite(gzip.decompress(data)), compresslevel=5, mtime=0)
         else:
             data = self._rewrite(data)
-        if len(data) < 20_000_000:
+        if len(data) < STREAM_BYTES:
             self._files[rel] = (data, mtime)
         return data
 
@@ -242,14 +272,15 @@ class ShopServer:
             ctype = "application/xml" if path.endswith(".xml") else "application/gzip"
             return Response(body=data, content_type=ctype, last_modified=now)
         if path.startswith("/feeds/"):
-            data = self.file(path[1:])
-            if data is None or path.startswith("/feeds/shopify"):
+            big = self.big_file(path[1:])
+            data = None if big else self.file(path[1:])
+            if (data is None and big is None) or path.startswith("/feeds/shopify"):
                 return not_found()
             ctype = {"xml": "application/xml", "tsv": "text/tab-separated-values",
                      "csv": "text/csv"}.get(path.rsplit(".", 1)[-1], "application/octet-stream")
             if path.startswith("/feeds/pos-"):
                 ctype += "; charset=windows-1252"
-            return Response(body=data, content_type=ctype, last_modified=now)
+            return Response(body=data or b"", content_type=ctype, last_modified=now, stream=big)
         if path == "/products.json":
             return self.products_json(query)
         if path.startswith("/images/"):
@@ -341,24 +372,30 @@ class ShopServer:
         except ValueError:
             return Response(400, b'{"errors":"bad limit or page"}', "application/json")
         names = [n for n in self.world.manifest.files.get("shopify_pages", "").split(",") if n]
+        per_file = self.world.manifest.shopify_page_size
         start = (page - 1) * limit
         out: list = []
-        offset = 0
-        for n in names:
-            data = self._shopify_page(n)
-            if offset + len(data) > start and len(out) < limit:
-                lo = max(0, start - offset)
-                out += data[lo: lo + limit - len(out)]
-            offset += len(data)
-            if len(out) >= limit:
-                break
+        k = start // per_file  # every generated page but the last holds per_file products
+        lo = start - k * per_file
+        while k < len(names) and len(out) < limit:
+            data = self._shopify_page(names[k])
+            out += data[lo: lo + limit - len(out)]
+            k, lo = k + 1, 0
         body = json.dumps({"products": out}, ensure_ascii=False).encode()
         return Response(body=body, content_type="application/json; charset=utf-8",
                         last_modified=self.world.now)
 
     def _shopify_page(self, rel: str) -> list:
-        data = self.file(rel)
-        return json.loads(data)["products"] if data else []
+        with self._lock:
+            hit = self._parsed.get(rel)
+        if hit is None:
+            data = self.file(rel)
+            hit = json.loads(data)["products"] if data else []
+            with self._lock:
+                if len(self._parsed) > 64:
+                    self._parsed.clear()
+                self._parsed[rel] = hit
+        return hit
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -403,7 +440,11 @@ class _Handler(BaseHTTPRequestHandler):
         headers = dict(resp.headers)
         headers["Content-Type"] = resp.content_type
         if resp.etag and status == 200:
-            etag = '"' + hashlib.blake2b(body, digest_size=10).hexdigest() + '"'
+            if resp.stream is not None:
+                st = resp.stream.stat()
+                etag = f'"{st.st_size:x}-{int(st.st_mtime):x}"'
+            else:
+                etag = '"' + hashlib.blake2b(body, digest_size=10).hexdigest() + '"'
             headers["ETag"] = etag
             lm = resp.last_modified
             if lm is not None:
@@ -411,23 +452,31 @@ class _Handler(BaseHTTPRequestHandler):
                                                            usegmt=True)
             if _not_modified(self.headers, etag, lm):
                 status, body = 304, b""
-        headers["Content-Length"] = str(len(body))
+        streaming = resp.stream is not None and status == 200
+        planned = 0 if head else (resp.stream.stat().st_size if streaming else
+                                  len(body) // 2 if fault == "truncate" else len(body))
+        # Logged before the body goes out, so a client that has its answer finds it logged.
+        shop.record(RequestRecord(time.time(), self.command, self.path, status, planned,
+                                  time.perf_counter() - t0, fault,
+                                  {k.lower(): v for k, v in self.headers.items()}))
+        if streaming:
+            headers["Transfer-Encoding"] = "chunked"  # rewriting URLs changes the length
+        else:
+            headers["Content-Length"] = str(len(body))
         self.send_response(status)
         for k, v in headers.items():
             self.send_header(k, v)
         self.end_headers()
-        sent = 0
-        if not head and body:
+        if streaming and not head:
+            for chunk in shop.stream_chunks(resp.stream):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.write(b"0\r\n\r\n")
+        elif not head and body:
             if fault == "truncate":
                 self.wfile.write(body[: len(body) // 2])
-                sent = len(body) // 2
                 self.close_connection = True
             else:
                 self.wfile.write(body)
-                sent = len(body)
-        shop.record(RequestRecord(time.time(), self.command, self.path, status, sent,
-                                  time.perf_counter() - t0, fault,
-                                  {k.lower(): v for k, v in self.headers.items()}))
 
 
 def _not_modified(h, etag: str, lm: datetime | None) -> bool:
