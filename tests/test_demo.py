@@ -6,13 +6,9 @@ import json
 import tomllib
 from dataclasses import replace
 from decimal import Decimal
-from pathlib import Path
-
-import pytest
 from click.testing import CliRunner
 
 from auditor import plugins
-from auditor.check import CheckSpec
 from auditor.cli import main
 from auditor.config import parse_config
 from auditor.connector import Connector

@@ -268,7 +268,6 @@ def test_unlabelled_listings_match_the_master(world):
 
 
 def test_google_feed_xml_and_tsv_agree_and_parse(world):
-    from connectors.google_merchant import GoogleMerchant  # noqa: F401  (registered connector)
     from lxml import etree
 
     tree = etree.parse(str(world / "feeds/google.xml"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
@@ -500,8 +500,3 @@ def plan(seed: int, p: Product, now: datetime, drift_rate: float, benign_rate: f
     ov = overrides_for(p)
     return {name: plan_channel(seed, spec, p, now, drift_rate, benign_rate, ov)
             for name, spec in CHANNELS.items() if channels is None or name in channels}
-
-
-def copy_view(v: View, **changes) -> View:
-    """A changed copy of a view."""
-    return replace(v, **changes)

@@ -97,6 +97,7 @@ class MasterWriter:
                 ov.get("google", ""), ov.get("amazon", "")])
 
     def close(self) -> None:
+        """Flush and close the file."""
         self.f.close()
 
 
@@ -153,6 +154,7 @@ class GoogleWriter:
             self.tw.writerow([_clean(f.get(k, "")) for k in GOOGLE_COLUMNS])
 
     def close(self) -> None:
+        """End the RSS document and close both files."""
         self.x.write("</channel>\n</rss>\n")
         self.x.close()
         self.t.close()
@@ -169,6 +171,7 @@ class MetaWriter:
         self.n = 0
 
     def add(self, views: list[View]) -> None:
+        """Write the rows of one product."""
         for v in views:
             self.n += 1
             urls = [self.base_url + u for u in v.images]
@@ -190,6 +193,7 @@ class MetaWriter:
             self.w.writerow([row.get(k, "") for k in META_COLUMNS])
 
     def close(self) -> None:
+        """Flush and close the file."""
         self.f.close()
 
 
@@ -205,6 +209,7 @@ class AmazonWriter:
         self.open_date = now.strftime("%Y-%m-%d %H:%M:%S UTC")
 
     def add(self, views: list[View], index: int) -> None:
+        """Write the rows of product ``index``."""
         for n, v in enumerate(views):
             asin = f"B0{(index * 37 + n) % 10**8:08d}"
             row = {"item-name": _clean(v.title), "item-description": _clean(v.description),
@@ -220,6 +225,7 @@ class AmazonWriter:
             self.w.writerow([row.get(k, "") for k in AMAZON_COLUMNS])
 
     def close(self) -> None:
+        """Flush and close the file."""
         self.f.close()
 
 
@@ -233,11 +239,13 @@ class PosWriter:
         self.store, self.comma = store, decimal_comma
 
     def add(self, views: list[View]) -> None:
+        """Write the rows of one product."""
         for v in views:
             self.w.writerow([v.key, v.gtin or "", v.title, amount(v.shown_price, self.comma),
                              v.quantity, self.store])
 
     def close(self) -> None:
+        """Flush and close the file."""
         self.f.close()
 
 
@@ -299,6 +307,7 @@ class ShopifyWriter:
         self.pages: list[str] = []
 
     def add(self, p: Product, views: list[View]) -> None:
+        """Add one product (and any orphan products planted with it)."""
         real = [v for v in views if not v.ghost]
         updated = p.lastmod.isoformat()
         if real:
@@ -321,6 +330,7 @@ class ShopifyWriter:
         self.pages.append(name)
 
     def close(self) -> None:
+        """Write the last, partly filled page."""
         if self.buf:
             self._write(self.buf)
             self.buf = []
@@ -338,6 +348,7 @@ class SitemapWriter:
         self.lastmod = ""
 
     def add(self, path: str, lastmod: datetime) -> None:
+        """One URL (a path on the shop) with its lastmod."""
         if self.gz is None or self.count >= self.per_file:
             self._close_part()
             name = f"sitemaps/products-{len(self.parts) + 1:04d}.xml.gz"
@@ -362,6 +373,7 @@ class SitemapWriter:
             self.gz = None
 
     def close(self) -> None:
+        """Close the last part and write the index."""
         self._close_part()
         items = "".join(f"<sitemap><loc>{escape(self.base_url)}/{n}</loc><lastmod>{lm}</lastmod>"
                         f"</sitemap>\n" for n, lm in self.parts)
