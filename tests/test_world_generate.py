@@ -350,3 +350,22 @@ def test_command_line_generate(tmp_path, capsys):
     assert "30 SKUs" in capsys.readouterr().out
     m = Manifest.load(tmp_path)
     assert (m.size, m.seed, m.now_dt) == (30, 9, NOW)
+
+
+def test_image_hashes_separate_products_not_harmless_copies():
+    import imagehash
+    from PIL import Image
+
+    from auditor.world.shop import image_bytes
+
+    def h(key, colour="red", mod=None, ext="png"):
+        return imagehash.phash(Image.open(io.BytesIO(image_bytes(key, colour, 1, mod, ext))))
+
+    base = {i: h(f"p{i:07d}") for i in range(12)}
+    distinct = [base[a] - base[b] for a in base for b in base if a < b]
+    assert min(distinct) >= 10  # distinct products look distinct
+    for i in range(4):
+        key = f"p{i:07d}"
+        assert h(key, mod="-old") - base[i] >= 10  # the outdated photo is another picture
+        for mod, ext in ((None, "webp"), ("-w400", "jpg"), ("-q40", "jpg")):
+            assert h(key, mod=mod, ext=ext) - base[i] <= 4  # harmless copies stay close
