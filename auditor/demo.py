@@ -20,6 +20,7 @@ from auditor.config import CHANNEL_OPTIONS
 
 DEMO_SIZE = 200
 DEMO_SEED = 1
+DEMO_DRIFT_RATE = 0.12  # a little more drift than the benchmark default: more to look at
 # The demo shop's robots.txt keeps a Crawl-delay (crawlers must honour one) but a short
 # one, so the whole demo stays well under a minute.
 DEMO_CRAWL_DELAY = 0.05
@@ -127,6 +128,26 @@ def config_text(base_url: str) -> str:
     return "\n".join(lines)
 
 
+def print_truth(console, findings: list[dict], world_dir: Path, channels: list[str]) -> None:
+    """How the audit's findings compare with what was planted, per check."""
+    from rich.table import Table
+
+    from auditor.world.truth import score
+
+    scores = score(findings, world_dir, channels, plugins.checks())
+    t = Table(title="against the planted drift (world/labels.csv), audited channels only",
+              title_justify="left")
+    for col in ("check", "planted", "found", "missed", "false alarms", "on benign variations"):
+        t.add_column(col, justify="left" if col == "check" else "right")
+    for name, s in scores.items():
+        planted = s.true_positives + s.false_negatives
+        if name != "all" and not planted and not s.false_positives:
+            continue
+        t.add_row(name, str(planted), str(s.true_positives), str(s.false_negatives),
+                  str(s.false_positives), str(s.benign_hits))
+    console.print(t)
+
+
 def _remove_store(directory: Path) -> None:
     for suffix in ("", "-wal", "-shm", ".lock"):
         p = directory / f"auditor.db{suffix}"
@@ -153,7 +174,7 @@ def run_demo(directory: Path, serve: bool, console) -> int:
     shop = ShopServer(world_dir, crawl_delay=DEMO_CRAWL_DELAY)
     try:
         m = generate_world(world_dir, size=DEMO_SIZE, seed=DEMO_SEED, now=now,
-                           base_url=shop.base_url)
+                           drift_rate=DEMO_DRIFT_RATE, base_url=shop.base_url)
         console.print(f"generated {m.size} SKUs ({m.products} products) with {m.labels} planted "
                       f"findings and {m.benign} harmless variations in {safe(world_dir)}")
         config_path = directory / "config.toml"
@@ -169,9 +190,11 @@ def run_demo(directory: Path, serve: bool, console) -> int:
                     cfg, master={**cfg.master, "source": "world/master_previous.csv"})
                 import_master(previous, store, now - timedelta(days=7))
                 report = run_audit(cfg, store, now=now)
+                findings = store.findings(state="open")
             finally:
                 store.close()
         print_report(report)
+        print_truth(console, findings, world_dir, [c.name for c in cfg.channels])
         cfg_arg = safe(config_path)
         console.print(f"\ndemo finished in {time.perf_counter() - t0:.1f}s. The findings are "
                       f"planted on purpose (ground truth: {safe(world_dir / 'labels.csv')}), so "

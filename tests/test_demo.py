@@ -24,6 +24,7 @@ def test_demo_runs_end_to_end(tmp_path):
     out = result.output
     assert "Where to look next" in out and "auditor findings --open --config" in out
     assert "google" in out and "exit 1: findings" in out
+    assert "against the planted drift" in out and "planted" in out
     cfg_path = tmp_path / "config.toml"
     raw = tomllib.loads(cfg_path.read_text())
     assert raw["http"]["allow_private"] is True
