@@ -235,3 +235,44 @@ def test_large_feeds_are_streamed_with_urls_rewritten(world, monkeypatch):
         again = httpx.get(s.base_url + "/feeds/google.tsv",
                           headers={"If-None-Match": r.headers["etag"]})
         assert again.status_code == 304
+
+
+def _structured_offer(html: str, url: str, sku: str) -> tuple[str | None, str | None]:
+    """(sku, price) a structured-data reader finds on a page for ``sku``."""
+    import extruct
+
+    data = extruct.extract(html, base_url=url, syntaxes=["json-ld", "microdata", "opengraph"],
+                           uniform=True)
+    for block in data["json-ld"]:
+        items = block.get("hasVariant", [block])
+        for item in items:
+            if item.get("sku") == sku:
+                return item["sku"], item["offers"]["price"]
+    for item in data["microdata"]:
+        if item.get("sku") == sku:
+            return item["sku"], item["offers"]["price"]
+    for og in data["opengraph"]:
+        if og.get("product:retailer_item_id") == sku:
+            return sku, og["product:price:amount"]
+    return None, None
+
+
+def test_structured_data_carries_the_site_view(client, world):
+    w = World(world)
+    checked = 0
+    for p in list(w.products())[:25]:
+        for v in w.plan(p, "site").views:
+            if v.ghost or p.page_kind == "plain":
+                continue
+            url = client.base_url.join(v.path)
+            r = client.get(url)
+            sku, price = _structured_offer(r.text, str(url), v.sku)
+            assert (sku, price) == (v.sku, f"{v.shown_price:.2f}"), (p.page_kind, v.sku)
+            checked += 1
+    assert checked > 20
+
+
+def test_start_without_a_world_fails_clearly(tmp_path):
+    shop = ShopServer(tmp_path)
+    with pytest.raises(FileNotFoundError, match="manifest.json"):
+        shop.start()

@@ -147,7 +147,11 @@ class ShopServer:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "ShopServer":
         """Load the world and serve in a background thread."""
-        self.world = World(self.world_dir)
+        try:
+            self.world = World(self.world_dir)
+        except BaseException:
+            self.httpd.server_close()  # no world, no server: free the port
+            raise
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="shop",
                                         kwargs={"poll_interval": 0.1}, daemon=True)
         self._thread.start()
