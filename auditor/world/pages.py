@@ -203,7 +203,7 @@ def product_page(p: Product, views: list[View], selected: View, base: str, produ
         main = body_title + _visible(v, show_sku=False)
     else:  # plain: nothing machine-readable, only what a person reads
         main = body_title + _visible(v)
-    filler = 20 + (p.index * 7919) % 300
+    filler = 30 + (p.index * 7919) % 290
     return layout(v.title, crumbs + f'<article class="product">{main}</article>'
                   + _recommendations(p, products, handle_of), head, base + v.path, filler)
 
