@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import json
 from datetime import datetime
 from decimal import Decimal
@@ -352,7 +353,9 @@ class SitemapWriter:
         if self.gz is None or self.count >= self.per_file:
             self._close_part()
             name = f"sitemaps/products-{len(self.parts) + 1:04d}.xml.gz"
-            self.gz = gzip.open(self.folder / name, "wt", encoding="utf-8", compresslevel=5)
+            # mtime=0: the gzip header carries no timestamp, so the same seed gives the same bytes
+            raw = gzip.GzipFile(self.folder / name, "wb", compresslevel=5, mtime=0)
+            self.gz = io.TextIOWrapper(raw, encoding="utf-8")
             self.gz.write('<?xml version="1.0" encoding="UTF-8"?>\n<urlset xmlns='
                           '"http://www.sitemaps.org/schemas/sitemap/0.9">\n')
             self.parts.append((name, ""))
