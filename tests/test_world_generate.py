@@ -374,3 +374,17 @@ def test_image_hashes_separate_products_not_harmless_copies():
         assert h(key, mod="-old") - base[i] >= 10  # the outdated photo is another picture
         for mod, ext in ((None, "webp"), ("-w400", "jpg"), ("-q40", "jpg")):
             assert h(key, mod=mod, ext=ext) - base[i] <= 4  # harmless copies stay close
+
+
+def test_same_bytes_across_processes_with_different_hash_seeds(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    for name, hash_seed in (("a", "1"), ("b", "777")):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(root)}
+        subprocess.run([sys.executable, "-m", "auditor.world", "generate", str(tmp_path / name),
+                        "--size", "80", "--now", NOW.isoformat()], check=True, env=env, cwd=root,
+                       capture_output=True)
+    assert _tree_digest(tmp_path / "a") == _tree_digest(tmp_path / "b")
