@@ -31,7 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("world", type=Path)
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--crawl-delay", type=float, default=1.0)
+    s.add_argument("--crawl-delay", type=float, default=1.0,
+                   help="Crawl-delay in robots.txt (negative: no Crawl-delay line)")
+    s.add_argument("--log-file", type=Path, help="append every request as a JSON line")
+    for name, helptext in (("delay", "seconds slept before every answer"),
+                           ("error-rate", "share of requests answered 503"),
+                           ("rate-limit-rate", "share of requests answered 429"),
+                           ("captcha-rate", "share answered 200 with a robot check page"),
+                           ("truncate-rate", "share whose body is cut in half")):
+        s.add_argument(f"--{name}", type=float, default=0.0, help=helptext)
+    s.add_argument("--retry-after", type=int, default=1, help="Retry-After seconds in 429/503")
     args = ap.parse_args(argv)
     if args.cmd == "generate":
         from auditor.world.generate import generate_world
@@ -43,10 +52,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{m.size} SKUs, {m.products} products, {m.labels} labels, {m.benign} benign "
               f"variations in {time.perf_counter() - t0:.1f}s -> {args.out}")
         return 0
-    from auditor.world.shop import ShopServer
+    from auditor.world.shop import Faults, ShopServer
 
-    with ShopServer(args.world, host=args.host, port=args.port,
-                    crawl_delay=args.crawl_delay) as shop:
+    faults = Faults(delay=args.delay, error_rate=args.error_rate,
+                    rate_limit_rate=args.rate_limit_rate, captcha_rate=args.captcha_rate,
+                    truncate_rate=args.truncate_rate, retry_after=args.retry_after)
+    with ShopServer(args.world, host=args.host, port=args.port, faults=faults,
+                    crawl_delay=None if args.crawl_delay < 0 else args.crawl_delay,
+                    log_file=args.log_file) as shop:
         print(f"serving {args.world} at {shop.base_url} (Ctrl-C stops)", flush=True)
         try:
             while True:
