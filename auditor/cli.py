@@ -421,6 +421,7 @@ def demo(directory: Path, serve: bool) -> None:
     \b
     Example:
       auditor demo --dir /tmp/auditor-demo
+    Exit codes: 0 the demo ran (its findings are planted on purpose), 2 it could not run.
     """
     from auditor.demo import run_demo
 

@@ -1,0 +1,222 @@
+"""`auditor demo`: a generated shop and its channels, audited end to end, offline.
+
+Generates a ~200-SKU world with planted drift, serves its web shop on
+127.0.0.1, writes a commented config.toml with one channel per connector type
+that is installed, imports last week's master as history, runs a real audit
+and prints where to look next. Exit 0 when the demo ran (its findings are
+planted on purpose), 2 when it could not run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from auditor import plugins
+from auditor.config import CHANNEL_OPTIONS
+
+DEMO_SIZE = 200
+DEMO_SEED = 1
+DEMO_DRIFT_RATE = 0.12  # a little more drift than the benchmark default: more to look at
+# The demo shop's robots.txt keeps a Crawl-delay (crawlers must honour one) but a short
+# one, so the whole demo stays well under a minute.
+DEMO_CRAWL_DELAY = 0.05
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{_key(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    s = str(v).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{s}"'
+
+
+def _key(k: str) -> str:
+    return k if k.replace("_", "").replace("-", "").isalnum() else _toml_value(k)
+
+
+def demo_channels(base_url: str) -> list[dict[str, Any]]:
+    """Every channel the demo world offers, with the options its connector may take.
+
+    Keys a connector does not declare are dropped when the config is written, so
+    the list can name options of connectors that are not installed yet.
+    """
+    return [
+        {"comment": "The web shop, crawled from its sitemap (JSON-LD, microdata, OpenGraph, "
+                    "plain HTML pages).",
+         "name": "site", "type": "site", "source": f"{base_url}/sitemap.xml",
+         "options": {"crawl_delay": 0.0, "respect_crawl_delay": False}},
+        {"comment": "Google Merchant Center feed (RSS 2.0 XML).",
+         "name": "google", "type": "google_merchant", "source": "world/feeds/google.xml"},
+        {"comment": "Meta (Facebook/Instagram) catalog CSV, priced in GBP.",
+         "name": "meta", "type": "meta_catalog", "source": "world/feeds/meta.csv"},
+        {"comment": "Amazon 'All Listings' report; prices carry no currency.",
+         "name": "amazon", "type": "amazon_listings", "source": "world/feeds/amazon.tsv",
+         "options": {"currency": "EUR"}},
+        {"comment": "Shopify storefront /products.json (paged).",
+         "name": "shopify", "type": "shopify", "source": f"{base_url}/products.json",
+         "options": {"currency": "EUR"}},
+        *({"comment": f"POS export of the {store} store: ';'-separated, Windows-1252, "
+                      "prices include 20% VAT.",
+           "name": f"pos-{store.lower()}", "type": "tabular",
+           "source": f"world/feeds/pos-{store.lower()}.csv",
+           "options": {"currency": "EUR", "delimiter": ";", "decimal_separator": sep,
+                       "encoding": "cp1252",
+                       "columns": {"sku": "SKU", "gtin": "EAN", "title": "Item Name",
+                                   "price": "Price", "quantity": "Qty"},
+                       "location": store},
+           "checks": {"price": {"tax_inclusive": True, "vat_rate": 0.20}}}
+          for store, sep in (("Berlin", ","), ("Munich", "."))),
+    ]
+
+
+def config_text(base_url: str) -> str:
+    """config.toml for the demo: only channel types (and option keys) that are installed."""
+    connectors = plugins.connectors()
+    checks = plugins.checks()
+    common = {o.name for o in CHANNEL_OPTIONS}
+    lines = [
+        "# omni-auditor demo configuration, written by `auditor demo`.",
+        "# Paths are relative to this file. Re-run the audit with:",
+        "#   auditor run --config config.toml   (the demo shop must be running: auditor demo --serve)",
+        "",
+        "[store]",
+        'path = "auditor.db"            # SQLite: master history, listings, findings, runs',
+        "",
+        "[http]",
+        "allow_private = true           # the demo shop listens on 127.0.0.1 (loopback)",
+        "",
+        "[master]",
+        'type = "csv"',
+        'source = "world/master.csv"    # the PIM export; world/master_previous.csv is last week\'s',
+        "",
+    ]
+    skipped = []
+    for ch in demo_channels(base_url):
+        conn = connectors.get(ch["type"])
+        if conn is None:
+            skipped.append(f"{ch['name']} ({ch['type']})")
+            continue
+        allowed = common | {o.name for o in getattr(conn, "options", ())}
+        lines += [f"# {ch['comment']}", "[[channels]]", f'name = "{ch["name"]}"',
+                  f'type = "{ch["type"]}"', f"source = {_toml_value(ch['source'])}"]
+        for k, v in ch.get("options", {}).items():
+            if k in allowed:
+                lines.append(f"{_key(k)} = {_toml_value(v)}")
+        for cname, copts in ch.get("checks", {}).items():
+            spec = checks.get(cname)
+            if spec is None:
+                continue
+            known = {o.name for o in spec.all_options}
+            keep = {k: v for k, v in copts.items() if k in known}
+            if keep:
+                lines.append(f"[channels.checks.{cname}]")
+                lines += [f"{_key(k)} = {_toml_value(v)}" for k, v in keep.items()]
+        lines.append("")
+    if skipped:
+        lines.append("# Channels of the demo world whose connector is not installed: "
+                     + ", ".join(skipped))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def print_truth(console, findings: list[dict], world_dir: Path, channels: list[str]) -> None:
+    """How the audit's findings compare with what was planted, per check."""
+    from rich.table import Table
+
+    from auditor.world.truth import score
+
+    scores = score(findings, world_dir, channels, plugins.checks())
+    t = Table(title="against the planted drift (world/labels.csv), audited channels only",
+              title_justify="left")
+    for col in ("check", "planted", "found", "missed", "false alarms", "on benign variations"):
+        t.add_column(col, justify="left" if col == "check" else "right")
+    for name, s in scores.items():
+        planted = s.true_positives + s.false_negatives
+        if name != "all" and not planted and not s.false_positives:
+            continue
+        t.add_row(name, str(planted), str(s.true_positives), str(s.false_negatives),
+                  str(s.false_positives), str(s.benign_hits))
+    console.print(t)
+
+
+def _remove_store(directory: Path) -> None:
+    for suffix in ("", "-wal", "-shm", ".lock"):
+        p = directory / f"auditor.db{suffix}"
+        if p.exists():
+            p.unlink()
+
+
+def run_demo(directory: Path, serve: bool, console) -> int:
+    """Generate, serve, configure and audit the demo world; 0 when it ran, 2 when not."""
+    from auditor.cli import print_report, safe
+    from auditor.config import load_config
+    from auditor.errors import AuditorError
+    from auditor.runner import import_master, run_audit
+    from auditor.store import Store, run_lock
+    from auditor.world.generate import generate_world
+    from auditor.world.shop import ShopServer
+
+    t0 = time.perf_counter()
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    _remove_store(directory)  # each demo starts from a fresh store: the shop's port changes
+    world_dir = directory / "world"
+    now = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    shop = ShopServer(world_dir, crawl_delay=DEMO_CRAWL_DELAY)
+    try:
+        m = generate_world(world_dir, size=DEMO_SIZE, seed=DEMO_SEED, now=now,
+                           drift_rate=DEMO_DRIFT_RATE, base_url=shop.base_url)
+        console.print(f"generated {m.size} SKUs ({m.products} products) with {m.labels} planted "
+                      f"findings and {m.benign} harmless variations in {safe(world_dir)}")
+        config_path = directory / "config.toml"
+        config_path.write_text(config_text(shop.base_url), encoding="utf-8")
+        shop.start()
+        console.print(f"demo shop serving at {shop.base_url}")
+        cfg = load_config(config_path)
+        console.print("channels: " + ", ".join(f"{c.name} ({c.type})" for c in cfg.channels))
+        with run_lock(cfg.store_path, 0):
+            store = Store(cfg.store_path)
+            try:
+                previous = dataclasses.replace(
+                    cfg, master={**cfg.master, "source": "world/master_previous.csv"})
+                import_master(previous, store, now - timedelta(days=7))
+                report = run_audit(cfg, store, now=now)
+                findings = store.findings(state="open")
+            finally:
+                store.close()
+        print_report(report)
+        print_truth(console, findings, world_dir, [c.name for c in cfg.channels])
+        cfg_arg = safe(config_path)
+        console.print(f"\ndemo finished in {time.perf_counter() - t0:.1f}s. The findings are "
+                      f"planted on purpose (ground truth: {safe(world_dir / 'labels.csv')}), so "
+                      "the demo exits 0.")
+        console.print("\nWhere to look next:")
+        console.print(f"  auditor findings --open --config {cfg_arg}       # what is wrong now")
+        console.print(f"  auditor findings --format json --config {cfg_arg}")
+        console.print(f"  auditor links --config {cfg_arg}                 # how listings matched")
+        console.print(f"  auditor runs --errors --config {cfg_arg}         # run history, source errors")
+        if serve:
+            console.print(f"  {shop.base_url}/collections/all    # the demo shop (Ctrl-C stops it)")
+            try:
+                while True:
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                pass
+        else:
+            console.print("  auditor demo --serve                       # keep the shop running to "
+                          "browse it and re-run the audit")
+        return 0 if report.exit_code in (0, 1) else 2
+    except (AuditorError, OSError) as e:
+        console.print(f"[bold red]demo failed:[/] {safe(e)}")
+        return 2
+    finally:
+        shop.stop()

@@ -1,0 +1,100 @@
+"""`auditor demo`: generates, serves, configures and audits; exit 0 with planted findings."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import replace
+from decimal import Decimal
+from click.testing import CliRunner
+
+from auditor import plugins
+from auditor.cli import main
+from auditor.config import parse_config
+from auditor.connector import Connector
+from auditor.demo import config_text
+from auditor.options import Opt
+from auditor.store import Store
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["demo", "--dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "Where to look next" in out and "auditor findings --open --config" in out
+    assert "google" in out and "exit 1: findings" in out
+    assert "against the planted drift" in out and "planted" in out
+    cfg_path = tmp_path / "config.toml"
+    raw = tomllib.loads(cfg_path.read_text())
+    assert raw["http"]["allow_private"] is True
+    assert {c["type"] for c in raw["channels"]} <= set(plugins.connectors())
+    assert "google_merchant" in {c["type"] for c in raw["channels"]}
+    findings = runner.invoke(main, ["findings", "--open", "--format", "json", "--config",
+                                    str(cfg_path)])
+    rows = json.loads(findings.output)
+    labels = (tmp_path / "world/labels.csv").read_text().splitlines()
+    planted = {tuple(line.split(",")[:2]) for line in labels[1:]}
+    failed = {(r["channel"], r["sku"]) for r in rows if r["outcome"] == "failed"}
+    assert failed and failed <= planted  # every failure found was planted
+    store = Store(tmp_path / "auditor.db")
+    try:
+        history = store.master_history()
+    finally:
+        store.close()
+    assert history, "the previous master was imported as history"
+
+
+def test_demo_runs_twice_in_one_folder(tmp_path):
+    runner = CliRunner()
+    assert runner.invoke(main, ["demo", "--dir", str(tmp_path)]).exit_code == 0
+    second = runner.invoke(main, ["demo", "--dir", str(tmp_path)])
+    assert second.exit_code == 0, second.output
+    assert "run 1:" in second.output  # a fresh store each time
+
+
+class _FakeTabular(Connector):
+    type = "tabular"
+    options = (Opt("delimiter", str, "auto", "d"), Opt("decimal_separator", str, None, "s"),
+               Opt("columns", dict, {}, "c"))
+
+    def read(self, ctx):  # pragma: no cover - never run
+        return iter(())
+
+
+class _FakeSite(Connector):
+    type = "site"
+    options = (Opt("crawl_delay", float, None, "c"),)
+
+    def read(self, ctx):  # pragma: no cover - never run
+        return iter(())
+
+
+def test_config_entries_appear_when_connectors_and_options_are_registered(monkeypatch, tmp_path):
+    plugins.load()
+    monkeypatch.setitem(plugins.CONNECTORS, "tabular", _FakeTabular)
+    monkeypatch.setitem(plugins.CONNECTORS, "site", _FakeSite)
+    price = plugins.CHECKS["price"]
+    monkeypatch.setitem(plugins.CHECKS, "price", replace(price, options=price.options + (
+        Opt("tax_inclusive", bool, False, "t"), Opt("vat_rate", Decimal, Decimal(0), "v"))))
+    text = config_text("http://127.0.0.1:9")
+    raw = tomllib.loads(text)
+    by_name = {c["name"]: c for c in raw["channels"]}
+    pos = by_name["pos-berlin"]
+    assert pos["type"] == "tabular" and pos["delimiter"] == ";"
+    assert pos["decimal_separator"] == "," and by_name["pos-munich"]["decimal_separator"] == "."
+    assert pos["encoding"] == "cp1252" and pos["columns"]["sku"] == "SKU"
+    assert "location" not in pos  # undeclared keys are left out
+    assert pos["checks"]["price"] == {"tax_inclusive": True, "vat_rate": 0.2}
+    assert by_name["site"]["crawl_delay"] == 0.0 and "respect_crawl_delay" not in by_name["site"]
+    assert "meta" not in by_name and "# Channels of the demo world whose connector" in text
+    cfg = parse_config(raw, tmp_path / "config.toml")
+    assert {c.name for c in cfg.channels} == {"site", "google", "pos-berlin", "pos-munich"}
+
+
+def test_config_leaves_out_check_options_that_do_not_exist():
+    raw = tomllib.loads(config_text("http://127.0.0.1:9"))
+    for ch in raw.get("channels", []):
+        for name, opts in ch.get("checks", {}).items():
+            known = {o.name for o in plugins.checks()[name].all_options}
+            assert set(opts) <= known
