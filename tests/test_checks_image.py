@@ -1,0 +1,252 @@
+"""The image check on prepared signatures, and end to end through run_audit."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from auditor import images as im
+from auditor import plugins
+from auditor.check import CheckContext
+from auditor.config import load_config
+from auditor.model import Listing, MasterRecord, Outcome, Severity
+from auditor.runner import run_audit
+from auditor.store import Store
+from tests.imageserver import ImageServer, Route, image_server  # noqa: F401 (fixture)
+
+FIX = Path(__file__).parent / "fixtures" / "images"
+NOW = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+def sig(name: str) -> im.ImageSignature:
+    return im.signature_from_bytes((FIX / name).read_bytes())
+
+
+RED, RED_SMALL, BLUE, MUG = (sig("original.jpg"), sig("resize_50.jpg"),
+                             sig("variant_blue.jpg"), sig("other_product.jpg"))
+
+
+def view(history: bool = True) -> im.ImageView:
+    v = im.ImageView(
+        results={"m/red.jpg": RED, "m/blue.jpg": BLUE, "m/mug.jpg": MUG,
+                 "c/red-small.jpg": RED_SMALL, "c/blue.jpg": BLUE, "c/mug.jpg": MUG,
+                 "c/broken.jpg": "corrupt or truncated image: image file is truncated",
+                 "m/gone.jpg": "HTTP 404"},
+        assets={"TEE-RED": ("m/red.jpg",), "TEE-BLUE": ("m/blue.jpg",),
+                "TEE-RED-2": ("m/red.jpg", "m/mug.jpg"), "LOST": ("m/gone.jpg",)},
+        history={"TEE-RED": [("sha256:" + MUG.sha256, "2026-10-01T00:00:00+00:00", 0)]}
+        if history else {},
+        signatures={MUG.sha256: MUG})
+    v.primaries.add("TEE-RED", RED)
+    v.primaries.add("TEE-BLUE", BLUE)
+    return v
+
+
+def ctx(v: im.ImageView | None = view(), **options) -> CheckContext:
+    spec = plugins.checks()["image"]
+    opts = {o.name: o.default for o in spec.all_options} | options
+    c = CheckContext("image", "google", opts, NOW)
+    if v is not None:
+        c.extras["images"] = v
+    return c
+
+
+def run(sku: str, images: tuple[str, ...], c: CheckContext | None = None):
+    m = MasterRecord(sku, title="Tee")
+    li = Listing("google", sku, NOW, sku=sku, images=images)
+    return plugins.checks()["image"].fn(m, li, c or ctx())
+
+
+@pytest.mark.parametrize("sku,images,outcome,severity,message", [
+    ("TEE-RED", ("c/red-small.jpg",), Outcome.PASSED, Severity.INFO, ""),
+    ("TEE-RED", ("c/blue.jpg",), Outcome.FAILED, Severity.MAJOR,
+     "wrong image: shows the image of SKU TEE-BLUE"),
+    ("TEE-RED", (), Outcome.FAILED, Severity.MAJOR, "missing image"),
+    ("TEE-RED", ("c/broken.jpg",), Outcome.NOT_EVALUATED, Severity.INFO, "could not be used"),
+    ("LOST", ("c/red-small.jpg",), Outcome.NOT_EVALUATED, Severity.INFO, "HTTP 404"),
+    ("TEE-RED", ("c/mug.jpg",), Outcome.FAILED, Severity.MAJOR,
+     "outdated image: shows the master's former primary, replaced 2026-10-01"),
+    ("TEE-RED-2", ("c/mug.jpg",), Outcome.WARN, Severity.MINOR,
+     "primary image is the master's image 2"),
+])
+def test_primary_image(sku, images, outcome, severity, message):
+    [f] = run(sku, images)
+    assert (f.outcome, f.severity, f.field) == (outcome, severity, "image")
+    assert message in f.message
+    if outcome is Outcome.FAILED and images:
+        assert f.details["vs_master_primary"]["shape_distance"] >= 0
+        assert "colour_distance" in f.details["vs_master_primary"]
+
+
+def test_wrong_image_of_no_known_sku_names_the_distances():
+    [f] = run("TEE-RED", ("c/mug.jpg",), ctx(view(history=False)))
+    assert f.outcome is Outcome.FAILED and "does not match the master's primary" in f.message
+    d = f.details["vs_master_primary"]
+    assert d["shape_distance"] > im.MAX_SHAPE
+    assert "shows_sku" not in f.details
+
+
+def test_colour_swap_names_the_other_sku_with_its_distances():
+    [f] = run("TEE-BLUE", ("c/red-small.jpg",))
+    assert f.details["shows_sku"] == "TEE-RED"
+    assert f.details["vs_other_sku"]["colour_distance"] <= im.MAX_COLOUR
+    assert f.details["vs_master_primary"]["colour_distance"] > im.MAX_COLOUR
+
+
+@pytest.mark.parametrize("min_width,outcome", [(0, Outcome.PASSED), (150, Outcome.PASSED),
+                                               (151, Outcome.FAILED)])
+def test_minimum_resolution(min_width, outcome):
+    [f] = run("TEE-RED", ("c/red-small.jpg",), ctx(min_width=min_width))
+    assert f.outcome is outcome
+    if outcome is Outcome.FAILED:
+        assert "below the channel's minimum resolution: 150x110" in f.message
+        assert f.details["width"] == 150
+
+
+@pytest.mark.parametrize("mode,sku,images,outcome,message", [
+    ("subset", "TEE-RED", ("c/red-small.jpg", "c/red-small.jpg"), Outcome.PASSED, ""),
+    ("subset", "TEE-RED", ("c/red-small.jpg", "c/blue.jpg"), Outcome.WARN,
+     "1 additional image(s) match no master image"),
+    ("subset", "TEE-RED-2", ("c/red-small.jpg", "c/red-small.jpg"), Outcome.PASSED, ""),
+    ("set", "TEE-RED-2", ("c/red-small.jpg", "c/red-small.jpg"), Outcome.WARN,
+     "1 master image(s) not shown"),
+    ("set", "TEE-RED-2", ("c/red-small.jpg", "c/mug.jpg"), Outcome.PASSED, ""),
+    ("subset", "TEE-RED", ("c/red-small.jpg", "c/broken.jpg"), Outcome.NOT_EVALUATED,
+     "could not be used"),
+])
+def test_additional_images_as_a_set(mode, sku, images, outcome, message):
+    fs = run(sku, images, ctx(additional_images=mode))
+    [f] = [f for f in fs if f.field == "additional_images"]
+    assert f.outcome is outcome and message in f.message
+
+
+def test_additional_images_off():
+    fs = run("TEE-RED", ("c/red-small.jpg", "c/blue.jpg"), ctx(additional_images="off"))
+    assert [f.field for f in fs] == ["image"]
+
+
+@pytest.mark.parametrize("c,images,expected", [
+    (ctx(None), ("c/red-small.jpg",), Outcome.NOT_EVALUATED),  # preparation did not run
+    (ctx(), ("c/red-small.jpg",), None),  # the master has no image: nothing to compare
+])
+def test_nothing_to_compare(c, images, expected):
+    fs = run("NO-ASSETS", images, c)
+    assert [f.outcome for f in fs] == ([expected] if expected else [])
+
+
+# --------------------------------------------------------------------------- end to end
+
+FEED = """<?xml version="1.0"?>
+<rss version="2.0" xmlns:g="http://base.google.com/ns/1.0"><channel>
+{items}
+</channel></rss>"""
+
+
+def item(sku: str, image: str | None) -> str:
+    img = f"<g:image_link>{image}</g:image_link>" if image else ""
+    return (f"<item><g:id>{sku}</g:id><g:title>Tee {sku}</g:title>"
+            f"<g:price>10.00 EUR</g:price>{img}</item>")
+
+
+def world(tmp_path: Path, server: ImageServer, image_check: str = "") -> Path:
+    for path, name in (("/m/red.jpg", "original.jpg"), ("/m/blue.jpg", "variant_blue.jpg"),
+                       ("/m/mug.jpg", "other_product.jpg"), ("/c/red-small.jpg", "resize_50.jpg"),
+                       ("/c/red.webp", "webp.webp")):
+        server.routes[path] = Route((FIX / name).read_bytes(),
+                                    "image/webp" if name.endswith("webp") else "image/jpeg")
+    (tmp_path / "master.csv").write_text(
+        "sku,title,price,currency,image_1\n"
+        f"TEE-RED,Tee red,10.00,EUR,{server.url('/m/red.jpg')}\n"
+        f"TEE-BLUE,Tee blue,10.00,EUR,{server.url('/m/blue.jpg')}\n"
+        f"MUG,Mug,10.00,EUR,{server.url('/m/mug.jpg')}\n")
+    (tmp_path / "feed.xml").write_text(FEED.format(items="\n".join([
+        item("TEE-RED", server.url("/c/red-small.jpg")),   # right image, resized
+        item("TEE-BLUE", server.url("/c/red.webp")),       # the red variant's image
+        item("MUG", None),                                 # no image at all
+    ])))
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f"""
+[store]
+path = "audit.db"
+[http]
+allow_private = true
+retries = 0
+[master]
+type = "csv"
+source = "master.csv"
+[[channels]]
+name = "google"
+type = "google_merchant"
+source = "feed.xml"
+{image_check}
+""")
+    return cfg
+
+
+def image_findings(store: Store) -> dict[str, tuple[str, str]]:
+    return {f["sku"]: (f["outcome"], f["message"])
+            for f in store.findings(state="open", check="image")}
+
+
+def test_run_audit_finds_swapped_and_missing_images(tmp_path, image_server: ImageServer):
+    cfg = load_config(world(tmp_path, image_server))
+    store = Store(cfg.store_path)
+    report = run_audit(cfg, store, now=NOW)
+    got = image_findings(store)
+    assert got == {
+        "TEE-BLUE": ("failed", "wrong image: shows the image of SKU TEE-RED"),
+        "MUG": ("failed", "missing image: the listing shows no image where the master has 1"),
+    }
+    [ch] = report.channels
+    assert ch.outcomes["image"]["passed"] == 1
+    # A second run downloads nothing again: every image answers 304.
+    before = len(image_server.log)
+    run_audit(cfg, store, now=NOW)
+    again = image_server.log[before:]
+    assert again and all(status == 304 for _, status in again)
+    assert image_findings(store) == got
+    store.close()
+
+
+def test_replaced_master_image_is_recognised_as_outdated(tmp_path, image_server: ImageServer):
+    path = world(tmp_path, image_server)
+    cfg = load_config(path)
+    store = Store(cfg.store_path)
+    run_audit(cfg, store, now=NOW)
+    # The DAM replaces MUG's photo under the same URL; the channel keeps the old one.
+    image_server.routes["/m/mug.jpg"] = Route((FIX / "badge_corner.jpg").read_bytes())
+    image_server.routes["/c/old-mug.jpg"] = Route((FIX / "other_product.jpg").read_bytes())
+    feed = (tmp_path / "feed.xml").read_text()
+    (tmp_path / "feed.xml").write_text(feed.replace(
+        item("MUG", None), item("MUG", image_server.url("/c/old-mug.jpg"))))
+    run_audit(cfg, store, now=datetime(2026, 11, 2, tzinfo=timezone.utc))
+    outcome, message = image_findings(store)["MUG"]
+    assert outcome == "failed"
+    assert message == "outdated image: shows the master's former primary, replaced 2026-11-02"
+    store.close()
+
+
+def test_channel_without_the_image_check_fetches_nothing(tmp_path, image_server: ImageServer):
+    cfg = load_config(world(tmp_path, image_server, "checks.image.enabled = false"))
+    store = Store(cfg.store_path)
+    report = run_audit(cfg, store, now=NOW)
+    assert image_server.log == []
+    assert "image" not in report.channels[0].outcomes
+    store.close()
+
+
+def test_unfetchable_images_leave_the_comparison_not_evaluated(tmp_path,
+                                                               image_server: ImageServer):
+    cfg_path = world(tmp_path, image_server)
+    image_server.routes["/c/red-small.jpg"] = Route(b"<html>blocked</html>", "text/html")
+    del image_server.routes["/c/red.webp"]
+    cfg = load_config(cfg_path)
+    store = Store(cfg.store_path)
+    report = run_audit(cfg, store, now=NOW)
+    assert report.channels[0].status.value == "complete"
+    got = image_findings(store)
+    assert got["TEE-RED"][0] == "not_evaluated" and "content-type text/html" in got["TEE-RED"][1]
+    assert got["TEE-BLUE"][0] == "not_evaluated" and "HTTP 404" in got["TEE-BLUE"][1]
+    store.close()
