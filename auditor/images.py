@@ -25,7 +25,7 @@ from typing import Any, Iterable, Mapping
 
 import imagehash
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageChops, ImageFile, ImageOps, UnidentifiedImageError
 
 from auditor.errors import FetchError
 
@@ -42,9 +42,12 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_BYTES = 20_000_000
-WORK_SIZE = 256  # decode (JPEG draft) and hash at about this size
+WORK_SIZE = 256  # hash at most this size; JPEGs are decoded (draft) at half of it or more
+COLOUR_SIZE = 64  # the dominant colour is found on a thumbnail this size
 # A pixel is foreground when a channel differs from the background by more than this.
 FG_DELTA = 12
+# The trim box ignores fainter differences: JPEG ringing along a cut edge.
+TRIM_DELTA = 32
 
 # Defaults tuned on the benchmark matrix (bench/images.py, docs/images.md).
 MAX_SHAPE = 25     # pHash + dHash Hamming distance (each of 64 bits)
@@ -132,10 +135,14 @@ def compare(a: ImageSignature, b: ImageSignature, t: Thresholds = Thresholds()) 
     """Distances between two images; ``same`` when shape and colour both agree.
 
     The shape distance is pHash plus dHash Hamming distance, of whichever
-    pair agrees better: whole pictures, or trimmed pictures.
+    pair agrees best: whole pictures, trimmed pictures, or one of each.
     """
     pairs = ((_ham(a.phash, b.phash), _ham(a.dhash, b.dhash)),
-             (_ham(a.phash_trim, b.phash_trim), _ham(a.dhash_trim, b.dhash_trim)))
+             (_ham(a.phash_trim, b.phash_trim), _ham(a.dhash_trim, b.dhash_trim)),
+             # padding around a picture that touches its own edges: the padded
+             # one trimmed is the other one whole
+             (_ham(a.phash_trim, b.phash), _ham(a.dhash_trim, b.dhash)),
+             (_ham(a.phash, b.phash_trim), _ham(a.dhash, b.dhash_trim)))
     ph, dh = min(pairs, key=sum)
     dc = sum((x - y) ** 2 for x, y in zip(a.lab, b.lab)) ** 0.5
     return Comparison(ph, dh, dc, ph + dh <= t.shape and dc <= t.colour)
@@ -174,7 +181,7 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS
             raise ImageProblem(f"image of {w}x{h} pixels exceeds the limit of {limit} pixels; "
                                f"refused as a possible decompression bomb")
         if img.format == "JPEG":
-            img.draft("RGB", (WORK_SIZE, WORK_SIZE))  # decode at 1/2..1/8 scale: much faster
+            img.draft("RGB", (WORK_SIZE // 2, WORK_SIZE // 2))  # decode at 1/2..1/8 scale: much faster
         img.seek(0)  # first frame of GIF/WebP animations
         img.load()
     except ImageProblem:
@@ -216,15 +223,11 @@ def _background(a: np.ndarray) -> np.ndarray:
     return corners[max(range(4), key=lambda i: (votes[i], corners[i].sum()))]
 
 
-def _trim(img: Image.Image, a: np.ndarray) -> tuple[Image.Image, np.ndarray]:
-    """The image cut to the bounding box of its foreground, and the foreground mask."""
-    bg = _background(a)
-    mask = np.abs(a.astype(np.int16) - bg.astype(np.int16)).max(axis=2) > FG_DELTA
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if len(rows) == 0 or len(cols) == 0:
-        return img, mask
-    box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
-    return img.crop(box), mask[box[1]:box[3], box[0]:box[2]]
+def _trim(img: Image.Image, bg: np.ndarray) -> Image.Image:
+    """The image cut to the bounding box of what differs from the backdrop."""
+    diff = ImageChops.difference(img, Image.new("RGB", img.size, tuple(int(x) for x in bg)))
+    box = diff.point(lambda v: 255 if v > TRIM_DELTA else 0).getbbox()
+    return img.crop(box) if box else img
 
 
 def _lab(rgb: np.ndarray) -> np.ndarray:
@@ -268,13 +271,15 @@ def _hashes(img: Image.Image) -> tuple[int, int]:
 def signature_of(img: Image.Image, sha256: str = "", size: tuple[int, int] | None = None,
                  fmt: str = "") -> ImageSignature:
     """The signature of a decoded image (see ``decode``)."""
-    a = np.asarray(img)
-    trimmed, mask = _trim(img, a)
+    bg = _background(np.asarray(img))
+    trimmed = _trim(img, bg)
     ph, dh = _hashes(img)
     pt, dt = _hashes(trimmed)
-    t = np.asarray(trimmed).reshape(-1, 3)
-    fg = t[mask.reshape(-1)] if mask.any() else t
-    lab = _dominant_lab(fg)
+    small = trimmed.copy()
+    small.thumbnail((COLOUR_SIZE, COLOUR_SIZE), Image.Resampling.NEAREST)
+    px = np.asarray(small).reshape(-1, 3)
+    fg = px[np.abs(px.astype(np.int16) - bg.astype(np.int16)).max(axis=1) > FG_DELTA]
+    lab = _dominant_lab(fg if len(fg) else px)
     w, h = size or img.size
     return ImageSignature(sha256, w, h, fmt, ph, dh, pt, dt,
                           (round(float(lab[0]), 2), round(float(lab[1]), 2),
@@ -602,6 +607,7 @@ class ImageRun:
         """Close the HTTP clients, the event loop and the hashing threads."""
         if self._runner is None:
             return
+        log.info("images: %s", ", ".join(f"{k} {v}" for k, v in self.stats.items()))
         for f in self._fetchers.values():
             self._runner.run(f.__aexit__(None, None, None))
         self._runner.close()

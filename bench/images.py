@@ -11,9 +11,7 @@ and different products of one kind included), and decode+hash throughput for
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
-import random
 import time
 from typing import Any, Callable
 
@@ -170,8 +168,10 @@ def run(products: int = 60, colours: int = 3, size: int = 600, throughput_images
 
 
 def throughput(n: int = 60, side: int = 1000) -> dict[str, float]:
-    """Decode + hash rate of ``side``-pixel JPEGs on one thread, with and without draft."""
-    rng = random.Random(7)
+    """Decode + hash rate of ``side``-pixel JPEGs on one thread, with and without draft.
+
+    Without draft, WORK_SIZE is raised so the JPEG is decoded at full size.
+    """
     blobs = []
     for k in range(min(n, 20)):
         img = draw_product(f"tp-{k}", PALETTE[k % len(PALETTE)], side)
@@ -189,7 +189,6 @@ def throughput(n: int = 60, side: int = 1000) -> dict[str, float]:
         dt = time.perf_counter() - t0
         im.WORK_SIZE = saved
         out[f"{label}_images_per_s"] = round(n / dt, 1)
-    out["sha_check"] = hashlib.sha256(blobs[0]).hexdigest()[:8] and rng.random() >= 0
     return out
 
 
