@@ -52,6 +52,9 @@ TRIM_DELTA = 32
 # Defaults tuned on the benchmark matrix (bench/images.py, docs/images.md).
 MAX_SHAPE = 25     # pHash + dHash Hamming distance (each of 64 bits)
 MAX_COLOUR = 10.0  # CIE76 delta E between the dominant foreground colours
+# A second colour cluster at least this big (relative to the main one) may
+# swap places with it under resampling, so either counts as the main colour.
+CLOSE_SHARE = 0.7
 
 _MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"),
           (b"GIF89a", "GIF"), (b"RIFF", "WEBP"), (b"BM", "BMP"))
@@ -77,7 +80,14 @@ class ImageSignature:
     dhash: int
     phash_trim: int   # uniform border trimmed
     dhash_trim: int
-    lab: tuple[float, float, float]  # median L*, a*, b* of the foreground
+    lab: tuple[float, float, float]   # L*, a*, b* of the main foreground colour
+    lab2: tuple[float, float, float]  # ... of the second colour cluster
+    share2: float                     # its size relative to the main one (0..1)
+
+    @property
+    def colours(self) -> tuple[tuple[float, float, float], ...]:
+        """The colours that may come out as the main one: two when the top clusters are close."""
+        return (self.lab, self.lab2) if self.share2 >= CLOSE_SHARE else (self.lab,)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form for the store."""
@@ -85,7 +95,7 @@ class ImageSignature:
                 "height": self.height, "format": self.format,
                 "phash": f"{self.phash:016x}", "dhash": f"{self.dhash:016x}",
                 "phash_trim": f"{self.phash_trim:016x}", "dhash_trim": f"{self.dhash_trim:016x}",
-                "lab": [round(x, 2) for x in self.lab]}
+                "lab": list(self.lab), "lab2": list(self.lab2), "share2": self.share2}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ImageSignature | None":
@@ -94,7 +104,8 @@ class ImageSignature:
             return None
         return cls(d["sha256"], int(d["width"]), int(d["height"]), d["format"],
                    int(d["phash"], 16), int(d["dhash"], 16), int(d["phash_trim"], 16),
-                   int(d["dhash_trim"], 16), tuple(float(x) for x in d["lab"]))  # type: ignore[arg-type]
+                   int(d["dhash_trim"], 16), tuple(float(x) for x in d["lab"]),  # type: ignore[arg-type]
+                   tuple(float(x) for x in d["lab2"]), float(d["share2"]))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +138,19 @@ class Comparison:
                 "colour_distance": round(self.colour, 1)}
 
 
+def _delta_e(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    return sum((x - y) ** 2 for x, y in zip(a, b)) ** 0.5
+
+
+def _colour_distance(a: ImageSignature, b: ImageSignature) -> float:
+    """Delta E of the main colours; or, when either picture has two clusters of
+    about equal size (which resampling may swap), of both clusters swapped."""
+    d = _delta_e(a.lab, b.lab)
+    if max(a.share2, b.share2) >= CLOSE_SHARE:
+        d = min(d, max(_delta_e(a.lab, b.lab2), _delta_e(a.lab2, b.lab)))
+    return d
+
+
 def _ham(a: int, b: int) -> int:
     return (a ^ b).bit_count()
 
@@ -144,7 +168,7 @@ def compare(a: ImageSignature, b: ImageSignature, t: Thresholds = Thresholds()) 
              (_ham(a.phash_trim, b.phash), _ham(a.dhash_trim, b.dhash)),
              (_ham(a.phash, b.phash_trim), _ham(a.dhash, b.dhash_trim)))
     ph, dh = min(pairs, key=sum)
-    dc = sum((x - y) ** 2 for x, y in zip(a.lab, b.lab)) ** 0.5
+    dc = _colour_distance(a, b)
     return Comparison(ph, dh, dc, ph + dh <= t.shape and dc <= t.colour)
 
 
@@ -242,26 +266,39 @@ def _lab(rgb: np.ndarray) -> np.ndarray:
                      200 * (f[:, 1] - f[:, 2])], axis=1)
 
 
-def _dominant_lab(rgb: np.ndarray) -> np.ndarray:
-    """The Lab colour of the largest colour cluster: the product's main colour.
+def _clusters(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """The Lab colours of the two largest colour clusters, and the second's relative size.
 
-    A mode, not a median or mean: details in lighter and darker tones of the
-    colour (and a sale badge) must not pull it. The fullest cell of two coarse
-    grids, the second shifted by half a cell, picks the cluster (a colour on a
-    cell edge of one grid is inside a cell of the other); its mean is the colour.
+    Modes, not a median or mean: details in lighter and darker tones of the
+    colour (and a sale badge) must not pull them. The fullest cell of two
+    coarse grids, the second shifted by half a cell, picks a cluster (a colour
+    on a cell edge of one grid is inside a cell of the other); its mean is the
+    colour. The second cluster is found the same way after removing the first.
     """
     if len(rgb) > 8192:  # a sample is as good and much cheaper
         rgb = rgb[:: len(rgb) // 8192]
     px = rgb.astype(np.int32)
-    best, members = -1, None
-    for shift in (0, 16):
-        q = (px + shift) >> 5
-        cells = q[:, 0] * 81 + q[:, 1] * 9 + q[:, 2]
-        counts = np.bincount(cells)
-        top = int(counts.argmax())
-        if counts[top] > best:
-            best, members = int(counts[top]), px[cells == top]
-    return _lab(members.mean(axis=0, keepdims=True))[0]
+    found = []
+    for _ in range(2):
+        best, members = 0, None
+        for shift in (0, 16):
+            q = (px + shift) >> 5
+            cells = q[:, 0] * 81 + q[:, 1] * 9 + q[:, 2]
+            if not len(cells):
+                break
+            counts = np.bincount(cells)
+            top = int(counts.argmax())
+            if counts[top] > best:
+                best, members = int(counts[top]), px[cells == top]
+        if members is None:
+            break
+        centre = members.mean(axis=0)
+        found.append((_lab(centre[None, :])[0], best))
+        px = px[np.abs(px - centre).max(axis=1) > 32]
+    if len(found) == 1:
+        return found[0][0], found[0][0], 0.0
+    (c1, n1), (c2, n2) = found
+    return c1, c2, n2 / n1
 
 
 def _hashes(img: Image.Image) -> tuple[int, int]:
@@ -279,11 +316,14 @@ def signature_of(img: Image.Image, sha256: str = "", size: tuple[int, int] | Non
     small.thumbnail((COLOUR_SIZE, COLOUR_SIZE), Image.Resampling.NEAREST)
     px = np.asarray(small).reshape(-1, 3)
     fg = px[np.abs(px.astype(np.int16) - bg.astype(np.int16)).max(axis=1) > FG_DELTA]
-    lab = _dominant_lab(fg if len(fg) else px)
+    lab, lab2, share2 = _clusters(fg if len(fg) else px)
     w, h = size or img.size
-    return ImageSignature(sha256, w, h, fmt, ph, dh, pt, dt,
-                          (round(float(lab[0]), 2), round(float(lab[1]), 2),
-                           round(float(lab[2]), 2)))
+    return ImageSignature(sha256, w, h, fmt, ph, dh, pt, dt, _round3(lab), _round3(lab2),
+                          round(share2, 3))
+
+
+def _round3(v: np.ndarray) -> tuple[float, float, float]:
+    return (round(float(v[0]), 2), round(float(v[1]), 2), round(float(v[2]), 2))
 
 
 def signature_from_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageSignature:
@@ -335,8 +375,6 @@ def dam_assets(dam_dir: Path, skus: Iterable[str], mapping: Path | None = None
 
 
 # --------------------------------------------------------------------------- fetching
-
-Result = "ImageSignature | str"  # a signature, or why there is none
 
 
 @dataclass
@@ -514,24 +552,30 @@ class PrimaryIndex:
         return tuple(int(x // self.cell) for x in lab)  # type: ignore[return-value]
 
     def add(self, sku: str, sig: ImageSignature) -> None:
-        self.cells.setdefault(self._key(sig.lab), []).append((sku, sig))
+        """Index one master primary (under each colour that may stand for it)."""
+        for lab in sig.colours:
+            self.cells.setdefault(self._key(lab), []).append((sku, sig))
         self.size += 1
 
     def nearest(self, sig: ImageSignature, t: Thresholds, exclude: str | None = None
                 ) -> tuple[str, Comparison] | None:
         """The closest matching master primary other than ``exclude``'s, or None."""
-        kx, ky, kz = self._key(sig.lab)
         best: tuple[str, Comparison] | None = None
-        for dx in (-1, 0, 1):
-            for dy in (-1, 0, 1):
-                for dz in (-1, 0, 1):
-                    for sku, other in self.cells.get((kx + dx, ky + dy, kz + dz), ()):
-                        if sku == exclude:
-                            continue
-                        c = compare(sig, other, t)
-                        if c.same and (best is None or _rank(c) < _rank(best[1])):
-                            best = (sku, c)
+        seen: set[str] = set()
+        for lab in sig.colours:
+            kx, ky, kz = self._key(lab)
+            for dx, dy, dz in _NEIGHBOURS:
+                for sku, other in self.cells.get((kx + dx, ky + dy, kz + dz), ()):
+                    if sku == exclude or sku in seen:
+                        continue
+                    seen.add(sku)
+                    c = compare(sig, other, t)
+                    if c.same and (best is None or _rank(c) < _rank(best[1])):
+                        best = (sku, c)
         return best
+
+
+_NEIGHBOURS = [(x, y, z) for x in (-1, 0, 1) for y in (-1, 0, 1) for z in (-1, 0, 1)]
 
 
 def _rank(c: Comparison) -> float:
@@ -581,6 +625,7 @@ class ImageRun:
         self.view: ImageView | None = None
         self._recorded: set[str] = set()
         self._indexed = False
+        self._in_index: set[str] = set()
 
     # -- plumbing
     def _start(self) -> None:
@@ -641,7 +686,9 @@ class ImageRun:
                 if refs:
                     self.assets[sku] = refs
             hist = self.store.master_asset_history() if self.store else {}
-            self.view = ImageView(self._resolver.results, self.assets, {}, {})
+            # Index cells as wide as the colour threshold: neighbours cover every match.
+            self.view = ImageView(self._resolver.results, self.assets, {}, {},
+                                  PrimaryIndex(Thresholds.from_options(self.opts).colour))
             self._load_history(hist)
         return self.assets
 
@@ -660,13 +707,21 @@ class ImageRun:
         return FetchPolicy.from_config(self.http_options, {}, [])
 
     def _resolve_masters(self, skus: Iterable[str], slots: bool = True) -> None:
+        """Fetch and hash these SKUs' images (all slots, or primaries only).
+
+        Their primaries join the lookup of other SKUs' images; with all slots,
+        the slots' contents are noted in the master asset history.
+        """
         self._start()
         assets = self.master_assets()
-        refs = []
         wanted = [s for s in skus if s in assets]
-        for sku in wanted:
-            refs += assets[sku] if slots else assets[sku][:1]
+        refs = [r for sku in wanted for r in (assets[sku] if slots else assets[sku][:1])]
         self._runner.run(self._resolver.resolve(refs, self._fetcher(self._master_policy())))
+        for sku in wanted:
+            sig = self._resolver.results.get(assets[sku][0])
+            if sku not in self._in_index and isinstance(sig, ImageSignature):
+                self._in_index.add(sku)
+                self.view.primaries.add(sku, sig)
         if slots and self.store is not None:
             new = [s for s in wanted if s not in self._recorded]
             self._recorded.update(new)
@@ -677,16 +732,9 @@ class ImageRun:
 
     def index_primaries(self) -> None:
         """Hash every master's primary once per run, for "shows the image of SKU X"."""
-        if self._indexed:
-            return
-        self._indexed = True
-        self._start()
-        assets = self.master_assets()
-        self._resolve_masters(list(assets), slots=False)
-        for sku, refs in assets.items():
-            sig = self._resolver.results.get(refs[0])
-            if isinstance(sig, ImageSignature):
-                self.view.primaries.add(sku, sig)
+        if not self._indexed:
+            self._indexed = True
+            self._resolve_masters(list(self.master_assets()), slots=False)
 
     # -- channel side
     def prepare(self, pairs: list[tuple[Any, Any]], policy: Any, index_all: bool = True

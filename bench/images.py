@@ -178,17 +178,21 @@ def throughput(n: int = 60, side: int = 1000) -> dict[str, float]:
         # Real photos carry noise that makes JPEG decoding slower than flat shapes.
         noise = Image.effect_noise((side, side), 18).convert("RGB")
         blobs.append(_jpeg(Image.blend(img, noise, 0.08), 88))
-    out = {}
+    out: dict[str, float] = {}
     for label, draft in (("draft", True), ("full_decode", False)):
         saved = im.WORK_SIZE
         if not draft:
             im.WORK_SIZE = 10_000  # no draft reduction and no early thumbnail
-        t0 = time.perf_counter()
-        for k in range(n):
-            im.signature_from_bytes(blobs[k % len(blobs)])
-        dt = time.perf_counter() - t0
+        best_wall = best_cpu = float("inf")
+        for _ in range(3):  # best of three: the machine is shared
+            t0, c0 = time.perf_counter(), time.process_time()
+            for k in range(n):
+                im.signature_from_bytes(blobs[k % len(blobs)])
+            best_wall = min(best_wall, time.perf_counter() - t0)
+            best_cpu = min(best_cpu, time.process_time() - c0)
         im.WORK_SIZE = saved
-        out[f"{label}_images_per_s"] = round(n / dt, 1)
+        out[f"{label}_images_per_s"] = round(n / best_wall, 1)
+        out[f"{label}_images_per_cpu_s"] = round(n / best_cpu, 1)
     return out
 
 
@@ -219,8 +223,9 @@ def main() -> None:
     for e in r["false_examples"]:
         print(f"  false match: {e}")
     t = r["throughput"]
-    print(f"1000x1000 JPEG decode+hash, one thread: {t['draft_images_per_s']} images/s with "
-          f"draft mode, {t['full_decode_images_per_s']} without")
+    print(f"1000x1000 JPEG decode+hash, one thread, best of 3: {t['draft_images_per_s']} "
+          f"images/s wall ({t['draft_images_per_cpu_s']} per CPU second) with draft mode; "
+          f"{t['full_decode_images_per_s']} ({t['full_decode_images_per_cpu_s']}) without")
 
 
 if __name__ == "__main__":

@@ -250,3 +250,21 @@ def test_unfetchable_images_leave_the_comparison_not_evaluated(tmp_path,
     assert got["TEE-RED"][0] == "not_evaluated" and "content-type text/html" in got["TEE-RED"][1]
     assert got["TEE-BLUE"][0] == "not_evaluated" and "HTTP 404" in got["TEE-BLUE"][1]
     store.close()
+
+
+@pytest.mark.parametrize("index_all,spare_fetched", [(True, 1), (False, 0)])
+def test_index_all_masters(tmp_path, image_server: ImageServer, index_all, spare_fetched):
+    path = world(tmp_path, image_server)
+    image_server.routes["/m/spare.jpg"] = Route((FIX / "jpeg_q60.jpg").read_bytes())
+    with open(tmp_path / "master.csv", "a") as f:
+        f.write(f"SPARE,Spare,1.00,EUR,{image_server.url('/m/spare.jpg')}\n")
+    text = path.read_text().replace("[master]", f"[checks.image]\nindex_all_masters = "
+                                                f"{str(index_all).lower()}\n[master]")
+    path.write_text(text)
+    cfg = load_config(path)
+    store = Store(cfg.store_path)
+    run_audit(cfg, store, now=NOW)
+    assert image_server.count("/m/spare.jpg") == spare_fetched
+    # Masters linked in the same batch are known either way: the swap is still named.
+    assert image_findings(store)["TEE-BLUE"][1] == "wrong image: shows the image of SKU TEE-RED"
+    store.close()
