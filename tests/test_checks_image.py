@@ -268,3 +268,23 @@ def test_index_all_masters(tmp_path, image_server: ImageServer, index_all, spare
     # Masters linked in the same batch are known either way: the swap is still named.
     assert image_findings(store)["TEE-BLUE"][1] == "wrong image: shows the image of SKU TEE-RED"
     store.close()
+
+
+def test_master_images_from_a_dam_folder(tmp_path, image_server: ImageServer):
+    path = world(tmp_path, image_server)
+    dam = tmp_path / "dam"
+    (dam / "TEE-BLUE").mkdir(parents=True)
+    (dam / "TEE-RED_1.jpg").write_bytes((FIX / "original.jpg").read_bytes())
+    (dam / "TEE-BLUE" / "1.jpg").write_bytes((FIX / "variant_blue.jpg").read_bytes())
+    (tmp_path / "master.csv").write_text("sku,title,price,currency\nTEE-RED,Tee red,10.00,EUR\n"
+                                         "TEE-BLUE,Tee blue,10.00,EUR\nMUG,Mug,10.00,EUR\n")
+    path.write_text(path.read_text().replace("[master]",
+                                             "[checks.image]\ndam_dir = \"dam\"\n[master]"))
+    cfg = load_config(path)
+    store = Store(cfg.store_path)
+    run_audit(cfg, store, now=NOW)
+    # MUG has neither a DAM file nor an image URL: nothing to compare, no finding.
+    assert image_findings(store) == {
+        "TEE-BLUE": ("failed", "wrong image: shows the image of SKU TEE-RED")}
+    assert not any(p.startswith("/m/") for p, _ in image_server.log)
+    store.close()
