@@ -465,7 +465,9 @@ class ImageResolver:
         not_modified = {"url": ref, "etag": prev and prev.get("etag"), "sha256": cached
                         and cached.sha256, "last_modified": prev and prev.get("last_modified")}
         try:
-            resp = await fetcher.get(ref, headers=headers or None)
+            # protocol-relative URLs (Shopify writes them) are fetched over https
+            resp = await fetcher.get("https:" + ref if ref.startswith("//") else ref,
+                                     headers=headers or None)
         except FetchError as e:
             # auditor.http (as of this writing) takes a bare 304 for a redirect
             # without Location; it still means "not modified".
@@ -531,7 +533,7 @@ class ImageResolver:
 
 
 def _is_url(ref: str) -> bool:
-    return ref.lower().startswith(("http://", "https://"))
+    return ref.lower().startswith(("http://", "https://", "//"))
 
 
 def _cache_key(ref: str) -> str:
