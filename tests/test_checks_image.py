@@ -288,3 +288,20 @@ def test_master_images_from_a_dam_folder(tmp_path, image_server: ImageServer):
         "TEE-BLUE": ("failed", "wrong image: shows the image of SKU TEE-RED")}
     assert not any(p.startswith("/m/") for p, _ in image_server.log)
     store.close()
+
+
+def test_a_failing_image_step_leaves_the_check_not_evaluated(tmp_path, image_server, monkeypatch):
+    cfg = load_config(world(tmp_path, image_server))
+
+    def boom(self, *a, **k):
+        raise RuntimeError("hash pool gone")
+
+    monkeypatch.setattr(im.ImageRun, "prepare", boom)
+    store = Store(cfg.store_path)
+    report = run_audit(cfg, store, now=NOW)
+    [ch] = report.channels
+    assert ch.status.value == "complete" and ch.outcomes["price"]["passed"] == 3
+    got = image_findings(store)
+    assert set(got) == {"TEE-RED", "TEE-BLUE", "MUG"}
+    assert all(o == "not_evaluated" and "hash pool gone" in m for o, m in got.values())
+    store.close()
