@@ -70,8 +70,12 @@ def image_check(master: MasterRecord | None, listing: Listing | None, ctx: Check
                             expected=refs[0], actual=None, message="missing image: the listing "
                             f"shows no image where the master has {len(refs)}")]
     t = Thresholds.from_options(ctx.options)
-    out = [_primary(master, listing, refs, view, t, ctx)]
-    if ctx.options.get("additional_images", "subset") != "off" and len(listing.images) > 1:
+    primary, matched = _primary(master, listing, refs, view, t, ctx)
+    out = [primary]
+    # Additional images are judged only when the primary is the right picture:
+    # a listing showing another product says so once, in the primary's finding.
+    if matched and ctx.options.get("additional_images", "subset") != "off" \
+            and len(listing.images) > 1:
         extra = _additional(master, listing, refs, view, t, ctx)
         if extra is not None:
             out.append(extra)
@@ -79,17 +83,18 @@ def image_check(master: MasterRecord | None, listing: Listing | None, ctx: Check
 
 
 def _primary(master: MasterRecord, listing: Listing, refs: tuple[str, ...], view: ImageView,
-             t: Thresholds, ctx: CheckContext) -> Finding:
+             t: Thresholds, ctx: CheckContext) -> tuple[Finding, bool]:
+    """The primary image's finding, and whether it is the master's primary."""
     url = listing.images[0]
     lsig, msig = _sig(view, url), _sig(view, refs[0])
     if isinstance(lsig, str):
         return ctx.finding(master, listing, "image", Outcome.NOT_EVALUATED, expected=refs[0],
                            actual=url, message=f"listing image {url} could not be used: {lsig}",
-                           reason=lsig)
+                           reason=lsig), False
     if isinstance(msig, str):
         return ctx.finding(master, listing, "image", Outcome.NOT_EVALUATED, expected=refs[0],
                            actual=url, message=f"master image {refs[0]} could not be used: "
-                                               f"{msig}", reason=msig)
+                                               f"{msig}", reason=msig), True
     c = compare(msig, lsig, t)
     d = {"vs_master_primary": c.details(), "thresholds": {"shape": t.shape, "colour": t.colour}}
     if c.same:
@@ -99,8 +104,8 @@ def _primary(master: MasterRecord, listing: Listing, refs: tuple[str, ...], view
                                expected=f"at least {w}x{h}", actual=f"{lsig.width}x{lsig.height}",
                                message=f"image below the channel's minimum resolution: "
                                        f"{lsig.width}x{lsig.height}, needs at least {w}x{h}",
-                               width=lsig.width, height=lsig.height, **d)
-        return ctx.passed(master, listing, "image")
+                               width=lsig.width, height=lsig.height, **d), True
+        return ctx.passed(master, listing, "image"), True
     score = _similarity(c, t)
     for slot, ref in enumerate(refs[1:], 2):
         s = view.get(ref)
@@ -108,7 +113,8 @@ def _primary(master: MasterRecord, listing: Listing, refs: tuple[str, ...], view
             return ctx.finding(master, listing, "image", Outcome.WARN, Severity.MINOR,
                                expected=refs[0], actual=url, score=score,
                                message=f"primary image is the master's image {slot}, not its "
-                                       f"primary", vs_master_slot=m.details(), slot=slot, **d)
+                                       f"primary", vs_master_slot=m.details(), slot=slot,
+                               **d), True
     for ref, until, slot in view.history.get(master.sku, ()):
         s = view.get(ref)
         if isinstance(s, ImageSignature) and (m := compare(s, lsig, t)).same:
@@ -118,19 +124,19 @@ def _primary(master: MasterRecord, listing: Listing, refs: tuple[str, ...], view
                                message=f"outdated image: shows the master's former {what}, "
                                        f"replaced {until[:10]}",
                                vs_former_asset=m.details(), replaced_at=until,
-                               former_sha256=ref.removeprefix("sha256:"), **d)
+                               former_sha256=ref.removeprefix("sha256:"), **d), False
     hit = view.primaries.nearest(lsig, t, exclude=master.sku)
     if hit is not None:
         other, m = hit
         return ctx.finding(master, listing, "image", Outcome.FAILED, Severity.MAJOR,
                            expected=refs[0], actual=url, score=score,
                            message=f"wrong image: shows the image of SKU {other}",
-                           shows_sku=other, vs_other_sku=m.details(), **d)
+                           shows_sku=other, vs_other_sku=m.details(), **d), False
     return ctx.finding(master, listing, "image", Outcome.FAILED, Severity.MAJOR,
                        expected=refs[0], actual=url, score=score,
                        message=f"wrong image: does not match the master's primary "
                                f"(shape distance {c.phash + c.dhash}, colour distance "
-                               f"{c.colour:.0f})", **d)
+                               f"{c.colour:.0f})", **d), False
 
 
 def _similarity(c: Comparison, t: Thresholds) -> float:

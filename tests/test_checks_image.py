@@ -305,3 +305,8 @@ def test_a_failing_image_step_leaves_the_check_not_evaluated(tmp_path, image_ser
     assert set(got) == {"TEE-RED", "TEE-BLUE", "MUG"}
     assert all(o == "not_evaluated" and "hash pool gone" in m for o, m in got.values())
     store.close()
+
+
+def test_additional_images_are_not_judged_behind_a_wrong_primary():
+    fs = run("TEE-RED", ("c/blue.jpg", "c/blue.jpg"))
+    assert [(f.field, f.outcome) for f in fs] == [("image", Outcome.FAILED)]
