@@ -383,7 +383,7 @@ class FetchSettings:
 
     max_bytes: int = DEFAULT_MAX_BYTES
     max_pixels: int = DEFAULT_MAX_PIXELS
-    in_flight: int = 32  # bodies held in memory at once (downloading or waiting to hash)
+    in_flight: int = 16  # bodies held in memory at once (downloading or waiting to hash)
 
 
 _ACCEPTED_TYPES = ("image/", "application/octet-stream", "binary/octet-stream")
