@@ -231,3 +231,11 @@ def test_master_asset_history_keeps_replaced_images():
         (1, "s2", "2026-11-03"), (0, "s1", "2026-11-02")]
     assert "B" not in hist
     assert s.master_asset_history(["B"]) == {}
+
+
+def test_animated_gif_is_judged_by_its_first_frame():
+    gif = sig_of("animated.gif")
+    assert gif.format == "GIF" and (gif.width, gif.height) == (120, 120)
+    first = im.signature_from_bytes(jpeg(draw_product("fixture-tee", "red", 120)))
+    second = im.signature_from_bytes(jpeg(draw_product("fixture-tee", "green", 120)))
+    assert im.compare(gif, first).same and not im.compare(gif, second).same
