@@ -409,7 +409,16 @@ class ImageResolver:
 
     async def resolve(self, refs: Iterable[str], fetcher: Any) -> None:
         """Fill ``results`` for every ref not resolved yet in this run."""
-        todo = [r for r in dict.fromkeys(refs) if r and r not in self.results]
+        await self.resolve_groups([(refs, fetcher)])
+
+    async def resolve_groups(self, groups: Iterable[tuple[Iterable[str], Any]]) -> None:
+        """Like ``resolve`` for several (refs, fetcher) groups at once; a ref is fetched once."""
+        via: dict[str, Any] = {}
+        for refs, fetcher in groups:
+            for r in refs:
+                if r and r not in self.results:
+                    via.setdefault(r, fetcher)
+        todo = list(via)
         if not todo:
             return
         known = self.store.image_urls(_cache_key(r) for r in todo) if self.store else {}
@@ -422,7 +431,7 @@ class ImageResolver:
         async def one(ref: str) -> None:
             async with gate:
                 try:
-                    sig, row = await self._one(ref, known.get(_cache_key(ref)), sigs, fetcher)
+                    sig, row = await self._one(ref, known.get(_cache_key(ref)), sigs, via[ref])
                     if sig.sha256 not in sigs:
                         sigs[sig.sha256] = sig
                         new_sigs.append(sig)
@@ -708,17 +717,20 @@ class ImageRun:
 
         return FetchPolicy.from_config(self.http_options, {}, [])
 
-    def _resolve_masters(self, skus: Iterable[str], slots: bool = True) -> None:
+    def _resolve_masters(self, skus: Iterable[str], slots: bool = True,
+                         also: tuple[list[str], Any] | None = None) -> None:
         """Fetch and hash these SKUs' images (all slots, or primaries only).
 
         Their primaries join the lookup of other SKUs' images; with all slots,
-        the slots' contents are noted in the master asset history.
+        the slots' contents are noted in the master asset history. ``also``
+        (refs, fetcher) are fetched in the same go, so the two overlap.
         """
         self._start()
         assets = self.master_assets()
         wanted = [s for s in skus if s in assets]
         refs = [r for sku in wanted for r in (assets[sku] if slots else assets[sku][:1])]
-        self._runner.run(self._resolver.resolve(refs, self._fetcher(self._master_policy())))
+        groups = [(refs, self._fetcher(self._master_policy()))] + ([also] if also else [])
+        self._runner.run(self._resolver.resolve_groups(groups))
         for sku in wanted:
             sig = self._resolver.results.get(assets[sku][0])
             if sku not in self._in_index and isinstance(sig, ImageSignature):
@@ -743,8 +755,8 @@ class ImageRun:
                 ) -> ImageView | None:
         """Fetch and hash a batch's listing images and their masters' assets.
 
-        Returns the view the image check reads, or None when the batch shows no
-        image at all (nothing is fetched then).
+        Returns the view the image check reads. A batch that shows no image at
+        all fetches nothing (its masters' image lists still tell "missing image").
         """
         self.master_assets()
         if not any(li is not None and li.images for _, li in pairs):
@@ -752,9 +764,9 @@ class ImageRun:
         self._start()
         if index_all:
             self.index_primaries()
-        self._resolve_masters({m.sku for m, _ in pairs if m is not None})
         urls = [u for _, li in pairs if li is not None for u in li.images]
-        self._runner.run(self._resolver.resolve(urls, self._fetcher(policy)))
+        self._resolve_masters({m.sku for m, _ in pairs if m is not None},
+                              also=(urls, self._fetcher(policy)))
         return self.view
 
 
