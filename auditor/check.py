@@ -58,6 +58,9 @@ class CheckContext:
     history: Mapping[str, Sequence[tuple[datetime, MasterRecord]]] = field(default_factory=dict)
     # Options of the channel itself (tax, currency, locale), read-only.
     channel_options: Mapping[str, Any] = field(default_factory=dict)
+    # Data a preparation step computed for this check before it runs (image
+    # signatures under "images"); checks only read it.
+    extras: dict[str, Any] = field(default_factory=dict)
 
     def finding(self, master: MasterRecord | None, listing: Listing | None, field_name: str,
                 outcome: Outcome, severity: Severity = Severity.INFO, *,

@@ -20,6 +20,7 @@ from auditor.config import ChannelConfig, Config, secret_value
 from auditor.connector import SourceContext
 from auditor.errors import AuditorError, MasterImportError, SourceError
 from auditor.http import FetchPolicy
+from auditor.images import ChannelImages, ImageRun
 from auditor.linking import Linker
 from auditor.master import load_master
 from auditor.model import (Finding, LinkMethod, Listing, MasterRecord, Outcome, Run,
@@ -117,7 +118,8 @@ def _enabled_checks(ch: ChannelConfig) -> list[CheckSpec]:
 
 def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
                   master: dict[str, MasterRecord], linker: Linker, history: dict,
-                  now: datetime, progress: Progress | None = None) -> ChannelSummary:
+                  now: datetime, progress: Progress | None = None,
+                  images: ImageRun | None = None) -> ChannelSummary:
     """Read one channel and check every listing; record it all on the run."""
     t0 = time.perf_counter()
     conn_cls = plugins.connectors()[ch.type]
@@ -133,6 +135,11 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
     linked_skus: set[str] = set()
     seen: set[str] = set()
     link_batch: list = []
+    # Image check on: listings are checked in batches once their images are hashed.
+    own_images = images is None and "image" in cctx
+    if own_images:
+        images = ImageRun(store, master, cfg.http, cfg.base_dir, now, cctx["image"].options)
+    img = ChannelImages(images, cctx["image"], ctx.policy()) if "image" in cctx else None
 
     def run_checks(m: MasterRecord | None, li: Listing | None) -> None:
         for spec in specs:
@@ -160,7 +167,10 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
                 summary.ambiguous += 1
             else:
                 summary.unlinked += 1
-            run_checks(m, li)
+            if img is None:
+                run_checks(m, li)
+            else:
+                img.add(m, li, run_checks)
             result.listings += 1
             if progress and result.listings % 1000 == 0:
                 progress(ch.name, result.listings)
@@ -178,6 +188,13 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
         log.exception("channel %s: connector %s crashed", ch.name, ch.type)
         result.status = SourceStatus.FAILED
         result.message = f"connector {ch.type} crashed: {e.__class__.__name__}: {e}"
+    if img is not None:
+        try:
+            img.flush(run_checks)
+        except Exception:  # a check bug in the last batch must not lose the channel
+            log.exception("channel %s: checks of the last image batch failed", ch.name)
+        if own_images:
+            images.close()
     store.save_links(run_id, ch.name, link_batch)
     if progress:
         progress(ch.name, result.listings)
@@ -242,8 +259,12 @@ def run_audit(cfg: Config, store: Store, channels: list[str] | None = None,
     linker = Linker(master, cfg.linking)
     run_id = store.start_run(started, master_info.get("snapshot_id"))
     selected = [c for c in cfg.channels if c.enabled and (not channels or c.name in channels)]
-    summaries = [audit_channel(cfg, store, run_id, ch, master, linker, history, now, progress)
-                 for ch in selected]
+    images = ImageRun(store, master, cfg.http, cfg.base_dir, now, cfg.checks.get("image"))
+    try:
+        summaries = [audit_channel(cfg, store, run_id, ch, master, linker, history, now,
+                                   progress, images) for ch in selected]
+    finally:
+        images.close()
     status = SourceStatus.COMPLETE
     if master_error or any(s.status != SourceStatus.COMPLETE for s in summaries):
         status = SourceStatus.PARTIAL

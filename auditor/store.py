@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import sqlite_utils
 
@@ -124,7 +124,27 @@ def _m1(db: sqlite_utils.Database) -> None:
     """)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1]
+def _m2(db: sqlite_utils.Database) -> None:
+    """Image signatures by content, image URLs with their validators, master asset history."""
+    db.executescript("""
+    -- one perceptual signature per distinct image content (see auditor.images)
+    CREATE TABLE image_signatures (
+        sha256 TEXT PRIMARY KEY, version INTEGER NOT NULL, data TEXT NOT NULL,
+        created_at TEXT NOT NULL);
+    -- the last fetch of each image URL: validators for a conditional GET, and
+    -- the content it had (or why it could not be used)
+    CREATE TABLE image_urls (
+        url TEXT PRIMARY KEY, etag TEXT, last_modified TEXT, sha256 TEXT, error TEXT,
+        fetched_at TEXT NOT NULL);
+    -- which content each master image slot held, and until when (slot 0 = primary)
+    CREATE TABLE master_assets (
+        id INTEGER PRIMARY KEY, sku TEXT NOT NULL, slot INTEGER NOT NULL, ref TEXT NOT NULL,
+        sha256 TEXT NOT NULL, valid_from TEXT NOT NULL, valid_to TEXT);
+    CREATE INDEX master_assets_sku ON master_assets(sku, valid_to);
+    """)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1, _m2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -636,6 +656,105 @@ class Store:
 
     def http_cache_put(self, url: str, **values: Any) -> None:
         self.db["http_cache"].upsert({"url": url, **values}, pk="url")
+
+    # ----------------------------------------------------------------- images
+    def image_signatures(self, shas: Iterable[str], version: int) -> dict[str, dict[str, Any]]:
+        """Stored signatures (as dicts) of these contents, computed by ``version``."""
+        out: dict[str, dict[str, Any]] = {}
+        shas = list(dict.fromkeys(shas))
+        for i in range(0, len(shas), 500):
+            chunk = shas[i:i + 500]
+            q = ("SELECT sha256, data FROM image_signatures WHERE version = ? AND sha256 IN "
+                 f"({','.join('?' * len(chunk))})")
+            for sha, data in self.db.execute(q, [version, *chunk]):
+                out[sha] = json.loads(data)
+        return out
+
+    def put_image_signatures(self, rows: Iterable[tuple[str, int, dict[str, Any]]]) -> None:
+        """Keep signatures: (sha256, version, signature dict)."""
+        at = _now()
+        with self.db.conn:
+            self.db.conn.executemany(
+                "INSERT OR REPLACE INTO image_signatures (sha256, version, data, created_at) "
+                "VALUES (?,?,?,?)", [(sha, v, codec.dumps(d), at) for sha, v, d in rows])
+
+    def image_urls(self, urls: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The last fetch of each URL: etag, last_modified, sha256, error, fetched_at."""
+        out: dict[str, dict[str, Any]] = {}
+        urls = list(dict.fromkeys(urls))
+        for i in range(0, len(urls), 500):
+            chunk = urls[i:i + 500]
+            for r in self.db.query(f"SELECT * FROM image_urls WHERE url IN "
+                                   f"({','.join('?' * len(chunk))})", chunk):
+                out[r["url"]] = r
+        return out
+
+    def put_image_urls(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Record fetches: dicts with url, etag, last_modified, sha256, error."""
+        at = _now()
+        with self.db.conn:
+            self.db.conn.executemany(
+                "INSERT OR REPLACE INTO image_urls (url, etag, last_modified, sha256, error, "
+                "fetched_at) VALUES (?,?,?,?,?,?)",
+                [(r["url"], r.get("etag"), r.get("last_modified"), r.get("sha256"),
+                  r.get("error"), at) for r in rows])
+
+    def record_master_assets(self, assets: Mapping[str, Sequence[tuple[str, str | None]]],
+                             now: datetime) -> int:
+        """Note each SKU's image slots: [(ref, sha256 or None when unknown)], primary first.
+
+        A slot whose content changed closes its old row (valid_to = now); slots
+        the SKU no longer has are closed too; an unknown content (the image
+        could not be fetched this run) leaves its slot as it was. Returns the
+        number of rows closed.
+        """
+        at = now.isoformat()
+        c = self.db.conn
+        closed = 0
+        skus = list(assets)
+        with c:
+            for i in range(0, len(skus), 500):
+                chunk = skus[i:i + 500]
+                open_rows: dict[str, dict[int, tuple[int, str]]] = {}
+                for rid, sku, slot, sha in c.execute(
+                        "SELECT id, sku, slot, sha256 FROM master_assets WHERE valid_to IS NULL "
+                        f"AND sku IN ({','.join('?' * len(chunk))})", chunk):
+                    open_rows.setdefault(sku, {})[slot] = (rid, sha)
+                close, insert = [], []
+                for sku in chunk:
+                    have = open_rows.get(sku, {})
+                    slots = assets[sku]
+                    for slot, (ref, sha) in enumerate(slots):
+                        old = have.get(slot)
+                        if sha is None or (old is not None and old[1] == sha):
+                            continue
+                        if old is not None:
+                            close.append((at, old[0]))
+                        insert.append((sku, slot, ref, sha, at))
+                    close += [(at, rid) for slot, (rid, _) in have.items() if slot >= len(slots)]
+                c.executemany("UPDATE master_assets SET valid_to = ? WHERE id = ?", close)
+                c.executemany("INSERT INTO master_assets (sku, slot, ref, sha256, valid_from) "
+                              "VALUES (?,?,?,?,?)", insert)
+                closed += len(close)
+        return closed
+
+    def master_asset_history(self, skus: Iterable[str] | None = None
+                             ) -> dict[str, list[dict[str, Any]]]:
+        """Replaced master images by SKU, newest first: slot, ref, sha256, valid_from, valid_to."""
+        q = "SELECT * FROM master_assets WHERE valid_to IS NOT NULL"
+        out: dict[str, list[dict[str, Any]]] = {}
+        if skus is None:
+            rows = list(self.db.query(q + " ORDER BY sku, valid_to DESC, id DESC"))
+        else:
+            wanted = list(dict.fromkeys(skus))
+            rows = []
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i:i + 500]
+                rows += self.db.query(q + f" AND sku IN ({','.join('?' * len(chunk))}) "
+                                      "ORDER BY sku, valid_to DESC, id DESC", chunk)
+        for r in rows:
+            out.setdefault(r["sku"], []).append(r)
+        return out
 
 
 def _cell(v: Any) -> str | None:
