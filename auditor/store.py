@@ -126,7 +126,7 @@ def _m1(db: sqlite_utils.Database) -> None:
 
 def _m2(db: sqlite_utils.Database) -> None:
     """Image signatures by content, image URLs with their validators, master asset history."""
-    db.executescript("""
+    _script(db, """
     -- one perceptual signature per distinct image content (see auditor.images)
     CREATE TABLE image_signatures (
         sha256 TEXT PRIMARY KEY, version INTEGER NOT NULL, data TEXT NOT NULL,
