@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from auditor.model import Finding, Listing, MasterRecord, Outcome, Severity
+from auditor.model import Finding, Link, Listing, MasterRecord, Outcome, Severity
 from auditor.options import Opt
 from auditor.plugins import register_check
 
@@ -58,6 +58,46 @@ class CheckContext:
     history: Mapping[str, Sequence[tuple[datetime, MasterRecord]]] = field(default_factory=dict)
     # Options of the channel itself (tax, currency, locale), read-only.
     channel_options: Mapping[str, Any] = field(default_factory=dict)
+    # Per-run memo of the check: compiled options and normalized master values
+    # (see ``prepared`` and ``memo``); it lives as long as the context.
+    cache: dict = field(default_factory=dict, repr=False)
+    # The link of the listing being checked, set by the runner before each call
+    # (lets presence tell an ambiguous link from an orphan).
+    link: Link | None = None
+
+    def option(self, name: str) -> Any:
+        """An option of this check, falling back to its declared default."""
+        if name in self.options:
+            return self.options[name]
+        from auditor import plugins
+
+        spec = plugins.checks().get(self.check)
+        for o in (spec.all_options if spec else ()):
+            if o.name == name:
+                return o.default
+        raise KeyError(f"check {self.check!r} has no option {name!r}")
+
+    def prepared(self, build: Callable[["CheckContext"], Any]) -> Any:
+        """``build(self)`` computed once per context (compiled options, tables)."""
+        cache = self.cache
+        value = cache.get(build)
+        if value is None:
+            value = cache[build] = build(self)
+        return value
+
+    def memo(self, master: MasterRecord, build: Callable[[MasterRecord, Any], Any],
+             key: Any = None) -> Any:
+        """``build(master, key)`` computed once per master record and ``key`` in this run.
+
+        Keyed by SKU and checked by identity, so a changed record is rebuilt.
+        """
+        k = ("memo", master.sku, key)
+        hit = self.cache.get(k)
+        if hit is not None and hit[0] is master:
+            return hit[1]
+        value = build(master, key)
+        self.cache[k] = (master, value)
+        return value
 
     def finding(self, master: MasterRecord | None, listing: Listing | None, field_name: str,
                 outcome: Outcome, severity: Severity = Severity.INFO, *,
@@ -81,9 +121,18 @@ class CheckContext:
 
     def passed(self, master: MasterRecord | None, listing: Listing | None,
                field_name: str) -> Finding:
-        """A passed comparison (counted in scores, not stored as a finding)."""
-        return Finding(self.check, self.channel, master.sku if master else None, field_name,
-                       Outcome.PASSED, listing_key=listing.key if listing else None)
+        """A passed comparison: counted in scores, never stored.
+
+        One shared Finding per field (no SKU, no listing key): passed outcomes
+        are the bulk of all comparisons and building one each time is what
+        made checks slow.
+        """
+        key = ("passed", field_name)
+        f = self.cache.get(key)
+        if f is None:
+            f = self.cache[key] = Finding(self.check, self.channel, None, field_name,
+                                          Outcome.PASSED)
+        return f
 
     def previous_values(self, sku: str, getter: Callable[[MasterRecord], Any]
                         ) -> list[tuple[datetime, Any]]:

@@ -123,9 +123,11 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
     seen: set[str] = set()
     link_batch: list = []
 
-    def run_checks(m: MasterRecord | None, li: Listing | None) -> None:
+    def run_checks(m: MasterRecord | None, li: Listing | None, link=None) -> None:
         for spec in specs:
-            for f in spec.fn(m, li, cctx[spec.name]):
+            c = cctx[spec.name]
+            c.link = link  # presence tells an ambiguous link from an orphan
+            for f in spec.fn(m, li, c):
                 counts[spec.name][f.outcome.value] += 1
                 if f.outcome is not Outcome.PASSED:
                     observed.append(f)
@@ -149,7 +151,7 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
                 summary.ambiguous += 1
             else:
                 summary.unlinked += 1
-            run_checks(m, li)
+            run_checks(m, li, link)
             result.listings += 1
             if progress and result.listings % 1000 == 0:
                 progress(ch.name, result.listings)

@@ -1,0 +1,146 @@
+"""Attributes check: colour, size, material, dimensions and weight tell the same truth.
+
+Channel attribute names map onto master attribute names (``field_map``).
+Values compare after folding case and spacing; numbers with units compare in
+base units (pint), colours and sizes through synonym tables, and multi-valued
+values ("Red/Blue", "cotton, elastane") as sets.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from auditor.check import CheckContext, check
+from auditor.model import Listing, MasterRecord, Outcome, Severity
+from auditor.options import Opt
+from auditor.synonyms import (COLOUR_SYNONYMS, SIZE_SYNONYMS, SynonymTable, fold,
+                               synonym_groups, table)
+from auditor.units import parse_quantity, same_quantity
+from checks._stale import stale_note, stale_until
+
+DEFAULT_FIELD_MAP = {"product_weight": "weight", "product_length": "length",
+                     "product_width": "width", "product_height": "height",
+                     "color": "color", "size": "size", "material": "material"}
+# Attribute names that are one thing spelt two ways, tried when the mapped one is absent.
+_ALIASES = {"color": "colour", "colour": "color"}
+# Listing attributes that are bookkeeping of the connector, not product facts.
+_SKIP = frozenset({"additional_gtins", "gtin_raw", "shipping"})
+_MULTI = re.compile(r"\s*[|/,;]\s*")
+_PLAIN = SynonymTable()
+
+
+def _kind(name: str) -> str:
+    n = name.lower()
+    if n in ("color", "colour") or n.endswith(("_color", "_colour")):
+        return "colour"
+    if n == "size" or n.endswith("_size"):
+        return "size"
+    return "plain"
+
+
+def _settings(ctx: CheckContext) -> dict[str, Any]:
+    fmap = dict(DEFAULT_FIELD_MAP)
+    fmap.update({str(k).lower(): str(v) for k, v in (ctx.option("field_map") or {}).items()})
+    tables = {"colour": table(COLOUR_SYNONYMS, ctx.option("colour_synonyms")),
+              "size": table(SIZE_SYNONYMS, ctx.option("size_synonyms")), "plain": _PLAIN}
+    only = ctx.option("only")
+    return {"map": fmap, "tables": tables, "tol": float(ctx.option("unit_tolerance")),
+            "only": set(only) if only else None, "ignore": set(ctx.option("ignore") or ()),
+            "caches": {k: {} for k in tables}}
+
+
+def _values(value: str, syn: SynonymTable) -> frozenset[str]:
+    return frozenset(syn.canonical(v) for v in _MULTI.split(value.strip()) if v)
+
+
+def _match(expected: str, actual: str, syn: SynonymTable, tol: float) -> bool:
+    if fold(expected) == fold(actual):
+        return True
+    qa = parse_quantity(expected)
+    if qa is not None:
+        qb = parse_quantity(actual)
+        if qb is not None:
+            return same_quantity(qa, qb, tol)
+    return _values(expected, syn) == _values(actual, syn)
+
+
+def values_match(expected: str, actual: str, syn: SynonymTable, tol: float,
+                 cache: dict | None = None) -> bool:
+    """Whether a channel's attribute value says the same as the master's.
+
+    ``cache`` (one per run and table) remembers pairs: catalogs repeat the
+    same few spellings ("Grey"/"Gray") on thousands of listings.
+    """
+    if expected == actual:
+        return True
+    if cache is None:
+        return _match(expected, actual, syn, tol)
+    key = (expected, actual)
+    hit = cache.get(key)
+    if hit is None:
+        if len(cache) > 200_000:
+            cache.clear()
+        hit = cache[key] = _match(expected, actual, syn, tol)
+    return hit
+
+
+def _master_name(master: MasterRecord, channel_name: str, fmap: dict[str, str]) -> str | None:
+    name = fmap.get(channel_name, channel_name)
+    if name in master.attributes:
+        return name
+    alt = _ALIASES.get(name)
+    return alt if alt in master.attributes else None
+
+
+@check("attributes", fields=("color", "size", "material", "weight", "length", "width",
+                             "height"), options=(
+    Opt("field_map", dict, {}, "Channel attribute = master attribute, added to the defaults "
+        "(product_weight/length/width/height -> weight/length/width/height, color, size, "
+        "material)."),
+    Opt("unit_tolerance", float, 0.01, "Relative difference accepted between quantities with "
+        "units after conversion (0.01 = 1%)."),
+    Opt("colour_synonyms", synonym_groups, [], "Further colour synonym groups, e.g. [[\"grey\", "
+        "\"charcoal\"]]; they join the built-in ones."),
+    Opt("size_synonyms", synonym_groups, [], "Further size synonym groups, e.g. [[\"xl\", \"44\"]]."),
+    Opt("only", list, [], "Compare only these master attributes (empty: every shared one)."),
+    Opt("ignore", list, [], "Master attributes never compared."),
+))
+def attributes_check(master: MasterRecord | None, listing: Listing | None, ctx: CheckContext):
+    """Compare each attribute the listing shows with the master's value."""
+    if master is None or listing is None or not listing.attributes or not master.attributes:
+        return []
+    cfg = ctx.prepared(_settings)
+    fmap, tables, tol = cfg["map"], cfg["tables"], cfg["tol"]
+    out = []
+    mattrs = master.attributes
+    for cname, shown in listing.attributes.items():
+        if cname in _SKIP or not shown:
+            continue
+        name = _master_name(master, cname, fmap)
+        if name is None or name in cfg["ignore"] or (cfg["only"] and name not in cfg["only"]):
+            continue
+        expected = mattrs[name]
+        if not expected:
+            continue
+        kind = _kind(name)
+        syn = tables[kind]
+        if values_match(expected, shown, syn, tol, cfg["caches"][kind]):
+            out.append(ctx.passed(master, listing, name))
+            continue
+        until = stale_until(ctx, master.sku, lambda r: r.attributes.get(name),
+                            lambda old: values_match(old, shown, syn, tol))
+        details: dict[str, Any] = {"channel_attribute": cname}
+        msg = f"{name} {shown!r} differs from master {expected!r}"
+        qa, qb = parse_quantity(expected), parse_quantity(shown)
+        if qa is not None and qb is not None and qa.dim and qb.dim:
+            details["units"] = True
+            if qa.dim != qb.dim:
+                msg += " (different kinds of unit)"
+        if until is not None:
+            note, sd = stale_note(name, until)
+            msg += f": {note}"
+            details.update(sd)
+        out.append(ctx.finding(master, listing, name, Outcome.FAILED, Severity.MAJOR,
+                               expected=expected, actual=shown, message=msg, **details))
+    return out
