@@ -26,6 +26,7 @@ KEY_KINDS = ("sku", "gtin", "mpn", "url")
 # to block on; candidates beyond MAX_CANDIDATES are not scored.
 MAX_POSTING = 5000
 MAX_CANDIDATES = 2000
+MIN_BLOCK = 64
 _MODEL = re.compile(r"(?=.*\d)(?=.*[a-z])|^\d{3,}$")
 
 
@@ -96,7 +97,8 @@ class FuzzyIndex:
         found: set[int] = set()
         for t in toks:
             post = self.postings[t]
-            if len(post) > MAX_POSTING and found:
+            # Once telling tokens have found candidates, a much commoner token adds noise.
+            if found and len(post) > max(MIN_BLOCK, 4 * len(found)):
                 break
             found.update(post[:MAX_POSTING])
             if len(found) >= MAX_CANDIDATES:

@@ -46,18 +46,22 @@ def _expected(ctx: CheckContext):
 
 
 def _benign(a: str, b: str, raw_len: int, brand: str, cfg: dict[str, Any]) -> str | None:
-    """None when ``b`` is ``a`` up to allowed adaptations, else ``b`` without a brand prefix."""
-    if b == a:
+    """None when ``b`` is ``a`` up to allowed adaptations, else ``b`` as compared."""
+    if b == a or _truncated(a, b, raw_len, cfg):
         return None
-    if cfg["brand_prefix"] and brand and b.startswith(brand + " ") and \
-            not a.startswith(brand + " "):
-        b = b[len(brand) + 1:]
-        if b == a:
+    if cfg["brand_prefix"] and brand and b.startswith(brand + " "):
+        rest = b[len(brand) + 1:]
+        if rest == a or _truncated(a, rest, raw_len, cfg):
             return None
-    # Truncated at a word boundary: a prefix of whole tokens within the limit.
-    if cfg["max_length"] and raw_len <= cfg["max_length"] and b and a.startswith(b + " "):
-        return None
+        if not a.startswith(brand + " "):
+            return rest  # compare without the brand the channel put in front
     return b
+
+
+def _truncated(a: str, b: str, raw_len: int, cfg: dict[str, Any]) -> bool:
+    """``b`` is ``a`` cut at a word boundary, within the channel's length limit."""
+    return bool(cfg["max_length"]) and raw_len <= cfg["max_length"] and bool(b) and \
+        a.startswith(b + " ")
 
 
 @check("title", fields=("title",), options=(
