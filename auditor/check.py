@@ -58,8 +58,9 @@ class CheckContext:
     history: Mapping[str, Sequence[tuple[datetime, MasterRecord]]] = field(default_factory=dict)
     # Options of the channel itself (tax, currency, locale), read-only.
     channel_options: Mapping[str, Any] = field(default_factory=dict)
-    # Per-run memo of the check: compiled options and normalized master values
-    # (see ``prepared`` and ``memo``); it lives as long as the context.
+    # Per-run memo of the check: compiled options, normalized master values and
+    # shared passed findings (keys: functions, tuples and field names); it lives
+    # as long as the context.
     cache: dict = field(default_factory=dict, repr=False)
     # The link of the listing being checked, set by the runner before each call
     # (lets presence tell an ambiguous link from an orphan).
@@ -127,12 +128,22 @@ class CheckContext:
         are the bulk of all comparisons and building one each time is what
         made checks slow.
         """
-        key = ("passed", field_name)
-        f = self.cache.get(key)
+        f = self.cache.get(field_name)
         if f is None:
-            f = self.cache[key] = Finding(self.check, self.channel, None, field_name,
-                                          Outcome.PASSED)
+            f = self.cache[field_name] = Finding(self.check, self.channel, None, field_name,
+                                                 Outcome.PASSED)
         return f
+
+    def ok(self, field_name: str) -> tuple[Finding]:
+        """``(passed,)`` for one field, shared: what a check returns on its fast path.
+
+        Stored under ``"ok:<field>"``, so a hot path may read ``ctx.cache.get("ok:title")``.
+        """
+        key = "ok:" + field_name
+        t = self.cache.get(key)
+        if t is None:
+            t = self.cache[key] = (self.passed(None, None, field_name),)
+        return t
 
     def previous_values(self, sku: str, getter: Callable[[MasterRecord], Any]
                         ) -> list[tuple[datetime, Any]]:

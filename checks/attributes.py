@@ -47,7 +47,7 @@ def _settings(ctx: CheckContext) -> dict[str, Any]:
     only = ctx.option("only")
     return {"map": fmap, "tables": tables, "tol": float(ctx.option("unit_tolerance")),
             "only": set(only) if only else None, "ignore": set(ctx.option("ignore") or ()),
-            "caches": {k: {} for k in tables}}
+            "caches": {k: {} for k in tables}, "plans": {}}
 
 
 def _values(value: str, syn: SynonymTable) -> frozenset[str]:
@@ -93,6 +93,29 @@ def _master_name(master: MasterRecord, channel_name: str, fmap: dict[str, str]) 
     return alt if alt in master.attributes else None
 
 
+def _plan(cfg: dict[str, Any], ctx: CheckContext, cname: str) -> tuple | None:
+    """How a channel attribute is compared: master name and alias (each with its passed
+    finding, None when excluded by only/ignore), synonym table and pair cache."""
+    plan = None
+    if cname not in _SKIP:
+        name = cfg["map"].get(cname, cname)
+        alt = _ALIASES.get(name)
+
+        def usable(n: str | None) -> str | None:
+            if n is None or n in cfg["ignore"] or (cfg["only"] and n not in cfg["only"]):
+                return None
+            return n
+
+        name, alt = usable(name), usable(alt)
+        if name or alt:
+            kind = _kind(name or alt or "")
+            plan = (name, ctx.passed(None, None, name) if name else None,
+                    alt, ctx.passed(None, None, alt) if alt else None,
+                    cfg["tables"][kind], cfg["caches"][kind])
+    cfg["plans"][cname] = plan
+    return plan
+
+
 @check("attributes", fields=("color", "size", "material", "weight", "length", "width",
                              "height"), options=(
     Opt("field_map", dict, {}, "Channel attribute = master attribute, added to the defaults "
@@ -100,9 +123,10 @@ def _master_name(master: MasterRecord, channel_name: str, fmap: dict[str, str]) 
         "material)."),
     Opt("unit_tolerance", float, 0.01, "Relative difference accepted between quantities with "
         "units after conversion (0.01 = 1%)."),
-    Opt("colour_synonyms", synonym_groups, [], "Further colour synonym groups, e.g. [[\"grey\", "
-        "\"charcoal\"]]; they join the built-in ones."),
-    Opt("size_synonyms", synonym_groups, [], "Further size synonym groups, e.g. [[\"xl\", \"44\"]]."),
+    Opt("colour_synonyms", synonym_groups, [], "Further colour synonym groups, e.g. "
+        "[[\"grey\", \"charcoal\"]]; they join the built-in ones."),
+    Opt("size_synonyms", synonym_groups, [], "Further size synonym groups, e.g. "
+        "[[\"xl\", \"44\"]]."),
     Opt("only", list, [], "Compare only these master attributes (empty: every shared one)."),
     Opt("ignore", list, [], "Master attributes never compared."),
 ))
@@ -110,37 +134,46 @@ def attributes_check(master: MasterRecord | None, listing: Listing | None, ctx: 
     """Compare each attribute the listing shows with the master's value."""
     if master is None or listing is None or not listing.attributes or not master.attributes:
         return []
-    cfg = ctx.prepared(_settings)
-    fmap, tables, tol = cfg["map"], cfg["tables"], cfg["tol"]
+    cfg = ctx.cache.get(_settings) or ctx.prepared(_settings)
+    tol, plans = cfg["tol"], cfg["plans"]
     out = []
     mattrs = master.attributes
     for cname, shown in listing.attributes.items():
-        if cname in _SKIP or not shown:
+        plan = plans.get(cname, False)
+        if plan is False:
+            plan = _plan(cfg, ctx, cname)
+        if plan is None or not shown:
             continue
-        name = _master_name(master, cname, fmap)
-        if name is None or name in cfg["ignore"] or (cfg["only"] and name not in cfg["only"]):
-            continue
-        expected = mattrs[name]
-        if not expected:
-            continue
-        kind = _kind(name)
-        syn = tables[kind]
-        if values_match(expected, shown, syn, tol, cfg["caches"][kind]):
-            out.append(ctx.passed(master, listing, name))
-            continue
-        until = stale_until(ctx, master.sku, lambda r: r.attributes.get(name),
-                            lambda old: values_match(old, shown, syn, tol))
-        details: dict[str, Any] = {"channel_attribute": cname}
-        msg = f"{name} {shown!r} differs from master {expected!r}"
-        qa, qb = parse_quantity(expected), parse_quantity(shown)
-        if qa is not None and qb is not None and qa.dim and qb.dim:
-            details["units"] = True
-            if qa.dim != qb.dim:
-                msg += " (different kinds of unit)"
-        if until is not None:
-            note, sd = stale_note(name, until)
-            msg += f": {note}"
-            details.update(sd)
-        out.append(ctx.finding(master, listing, name, Outcome.FAILED, Severity.MAJOR,
-                               expected=expected, actual=shown, message=msg, **details))
+        name, ok, alt, ok_alt, syn, cache = plan
+        expected = mattrs.get(name) if name else None
+        if expected is None:
+            if alt is None:
+                continue
+            name, ok, expected = alt, ok_alt, mattrs.get(alt)
+            if expected is None:
+                continue
+        if expected == shown or values_match(expected, shown, syn, tol, cache):
+            out.append(ok)
+        elif expected:
+            out.append(_mismatch(ctx, master, listing, name, cname, expected, shown, syn, tol))
     return out
+
+
+def _mismatch(ctx: CheckContext, master: MasterRecord, listing: Listing, name: str, cname: str,
+              expected: str, shown: str, syn: SynonymTable, tol: float):
+    """A failed attribute, saying whether the channel shows an earlier master value."""
+    until = stale_until(ctx, master.sku, lambda r: r.attributes.get(name),
+                        lambda old: values_match(old, shown, syn, tol))
+    details: dict[str, Any] = {"channel_attribute": cname}
+    msg = f"{name} {shown!r} differs from master {expected!r}"
+    qa, qb = parse_quantity(expected), parse_quantity(shown)
+    if qa is not None and qb is not None and qa.dim and qb.dim:
+        details["units"] = True
+        if qa.dim != qb.dim:
+            msg += " (different kinds of unit)"
+    if until is not None:
+        note, sd = stale_note(name, until)
+        msg += f": {note}"
+        details.update(sd)
+    return ctx.finding(master, listing, name, Outcome.FAILED, Severity.MAJOR,
+                       expected=expected, actual=shown, message=msg, **details)

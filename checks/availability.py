@@ -38,8 +38,14 @@ def master_state(master: MasterRecord, safety_stock: int) -> Availability | None
 def availability_check(master: MasterRecord | None, listing: Listing | None, ctx: CheckContext):
     """Compare the channel's stock state (and quantity) with the master's."""
     if master is None or listing is None:
-        return []
+        return ()
     shown = listing.availability
+    q = master.quantity
+    # Fast path: the usual agreement, without a quantity on the channel to weigh.
+    if listing.quantity is None and q is not None and not ctx.options.get("safety_stock"):
+        if (shown is IN and q > 0) or (shown is OUT and q <= 0 and
+                                        master.availability not in _ORDERABLE):
+            return ctx.cache.get("ok:availability") or ctx.ok("availability")
     if shown is None or shown is Availability.UNKNOWN:
         if listing.quantity is None:
             return []  # the channel does not say: nothing to compare

@@ -47,7 +47,8 @@ def _settings(ctx: CheckContext) -> dict[str, Any]:
     vat = Decimal(str(vat or 0))
     return {"tol": ctx.option("tolerance"), "pct": ctx.option("tolerance_pct") / 100,
             "factor": (1 + vat) if tax else None, "vat": vat, "rounding": ctx.option("rounding"),
-            "currency": ctx.option("currency") or ch.get("currency")}
+            "currency": ctx.option("currency") or ch.get("currency"),
+            "plain": not tax and ctx.option("rounding") in ("half_up", "none")}
 
 
 def _expect(m: Money | None, cfg: dict[str, Any]) -> Decimal | None:
@@ -70,7 +71,7 @@ def _override(master: MasterRecord, channel: str, name: str, currency: str) -> M
 
 
 def _expected(ctx: CheckContext):
-    cfg = ctx.prepared(_settings)
+    cfg = ctx.cache.get(_settings) or ctx.prepared(_settings)
     channel, now = ctx.channel, ctx.now
 
     def build(master: MasterRecord, currency: str) -> tuple[Any, ...]:
@@ -149,7 +150,13 @@ def price_check(master: MasterRecord | None, listing: Listing | None, ctx: Check
     if shown is None:
         return [ctx.finding(master, listing, "price", Outcome.NOT_EVALUATED, Severity.INFO,
                             expected=master.price, message="listing shows no price")]
-    cfg = ctx.prepared(_settings)
+    cfg = ctx.cache.get(_settings) or ctx.prepared(_settings)
+    # Fast path: the same Money, no sale anywhere, nothing the channel changes.
+    mp = master.price
+    if cfg["plain"] and shown.amount == mp.amount and shown.currency == mp.currency and \
+            master.sale_price is None and listing.sale_price is None and \
+            not master.overrides and cfg["currency"] in (None, mp.currency):
+        return ctx.cache.get("ok:price") or ctx.ok("price")
     cur = shown.currency
     want_cur = cfg["currency"]
     reg, sale, idle = ctx.memo(master, ctx.prepared(_expected), cur) if cur == want_cur or \
