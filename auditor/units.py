@@ -13,11 +13,24 @@ from typing import NamedTuple
 
 _QTY = re.compile(r"^\s*([-+]?\d+(?:[.,]\d+)?)\s*([^\d\s,;|/][^\d,;|]*?)?\s*\.?\s*$")
 # Spellings pint does not know, or knows as something else.
-_ALIASES = {'"': "inch", "″": "inch", "''": "inch", "'": "foot", "′": "foot",
-            "fl oz": "fluid_ounce", "fl. oz": "fluid_ounce", "floz": "fluid_ounce",
-            "lbs": "pound", "kgs": "kilogram", "cms": "centimeter", "mtr": "meter",
-            "ltr": "liter", "in": "inch", "inches": "inch", "ins": "inch"}
+_ALIASES = {'"': "inch", "″": "inch", "''": "inch", "'": "ft", "′": "ft", "in": "inch",
+            "inches": "inch", "ins": "inch", "lbs": "lb", "pound": "lb", "pounds": "lb",
+            "kgs": "kg", "kilogram": "kg", "kilograms": "kg", "gram": "g", "grams": "g",
+            "cms": "cm", "centimeter": "cm", "centimeters": "cm", "centimetre": "cm",
+            "centimetres": "cm", "millimeter": "mm", "millimetre": "mm", "mtr": "m",
+            "meter": "m", "metre": "m", "ltr": "l", "liter": "l", "litre": "l",
+            "fl oz": "fluid_ounce", "fl. oz": "fluid_ounce", "floz": "fluid_ounce"}
 _REGISTRY = None
+# The units product data nearly always uses, so a run need not load pint at all
+# (building its registry takes a quarter of a second). Same values and
+# dimensionality strings as pint; tests/test_checks_attributes.py checks that.
+COMMON_UNITS: dict[str, tuple[float, str]] = {
+    "kg": (1.0, "[mass]"), "g": (0.001, "[mass]"), "mg": (1e-6, "[mass]"),
+    "lb": (0.45359237, "[mass]"), "oz": (0.028349523125, "[mass]"),
+    "m": (1.0, "[length]"), "cm": (0.01, "[length]"), "mm": (0.001, "[length]"),
+    "inch": (0.0254, "[length]"), "ft": (0.3048, "[length]"), "yd": (0.9144, "[length]"),
+    "l": (0.001, "[length] ** 3"), "ml": (1e-6, "[length] ** 3"), "cl": (1e-5, "[length] ** 3"),
+}
 
 
 class Quantity(NamedTuple):
@@ -43,6 +56,8 @@ def registry():
 def unit_info(unit: str) -> tuple[float, str] | None:
     """(base units per one ``unit``, dimensionality) or None for an unknown or offset unit."""
     name = _ALIASES.get(unit, unit)
+    if name in COMMON_UNITS:
+        return COMMON_UNITS[name]
     try:
         ureg = registry()
         u = ureg.Unit(name)

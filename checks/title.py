@@ -22,8 +22,8 @@ from checks._stale import stale_note, stale_until
 _DIGIT = re.compile(r"\d")
 
 # Title length limits of channels whose connector type is known (formats.md).
-MAX_LENGTH_BY_TYPE = {"google_merchant": 150, "meta": 200, "meta_catalog": 200,
-                      "amazon": 200, "amazon_report": 200, "amazon_sp": 200, "ebay": 80}
+MAX_LENGTH_BY_TYPE = {"google_merchant": 150, "meta_catalog": 200, "amazon_listings": 200,
+                      "ebay": 80}
 
 
 def _settings(ctx: CheckContext) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from auditor.synonyms import SynonymTable, synonym_groups
-from auditor.units import parse_quantity, same_quantity
+from auditor.units import COMMON_UNITS, parse_quantity, registry, same_quantity
 from tests.checks_factory import NOW, days, listing, master, problems, run
 
 
@@ -122,3 +122,11 @@ _word = st.text(alphabet="abcdefgh XYZ-/,|0123456789.", min_size=1, max_size=20)
 def test_identical_listing_never_fails(attrs):
     m = master(attributes=attrs)
     assert problems(run("attributes", m, listing(m, attributes=dict(attrs)))) == []
+
+
+@pytest.mark.parametrize("unit", sorted(COMMON_UNITS))
+def test_common_units_agree_with_pint(unit):
+    q = registry().Quantity(1, unit).to_base_units()
+    factor, dim = COMMON_UNITS[unit]
+    assert float(q.magnitude) == pytest.approx(factor, rel=1e-12)
+    assert str(q.dimensionality) == dim
