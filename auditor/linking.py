@@ -12,6 +12,7 @@ points ahead of the runner-up.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from typing import Any, Iterable, Mapping
 from urllib.parse import urlsplit
 
@@ -22,11 +23,10 @@ from auditor.text import normalize_title
 from auditor.values import gtin_valid, normalize_gtin
 
 KEY_KINDS = ("sku", "gtin", "mpn", "url")
-# Fuzzy blocking limits: tokens shared by more masters than this are too common
-# to block on; candidates beyond MAX_CANDIDATES are not scored.
-MAX_POSTING = 5000
+# Fuzzy blocking limit: candidates beyond MAX_CANDIDATES are not scored.
 MAX_CANDIDATES = 2000
-MIN_BLOCK = 64
+# Intersecting stops once this few candidates are left.
+SMALL_BLOCK = 50
 _MODEL = re.compile(r"(?=.*\d)(?=.*[a-z])|^\d{3,}$")
 
 
@@ -66,6 +66,11 @@ def norm_url(u: str | None) -> str | None:
     return f"{host}{path}" + (f"?variant={variant.group(1)}" if variant else "")
 
 
+def _contains(sorted_list: list[int], x: int) -> bool:
+    i = bisect_left(sorted_list, x)
+    return i < len(sorted_list) and sorted_list[i] == x
+
+
 def _is_model(token: str) -> bool:
     return bool(_MODEL.search(token))
 
@@ -78,46 +83,68 @@ class FuzzyIndex:
         self.titles: list[str] = []
         self.brands: list[str] = []
         self.postings: dict[str, list[int]] = {}
+        self.exact: dict[str, list[int]] = {}  # normalized title -> masters with it
+        self.pos: dict[str, int] = {}
         for sku, rec in master.items():
             if not rec.title:
                 continue
             i = len(self.skus)
+            self.pos[sku] = i
             title = normalize_title(rec.title)
             self.skus.append(sku)
             self.titles.append(title)
             self.brands.append(normalize_title(rec.brand) if rec.brand else "")
+            self.exact.setdefault(title, []).append(i)
             for tok in set(title.split()):
                 self.postings.setdefault(tok, []).append(i)
 
     def candidates(self, title: str, brand: str) -> list[int]:
-        """Masters sharing the listing's most telling tokens (model numbers, rare words)."""
-        toks = [t for t in set(title.split()) if t in self.postings]
-        # Model-number-like tokens first, then by rarity.
-        toks.sort(key=lambda t: (not _is_model(t), len(self.postings[t])))
-        found: set[int] = set()
-        for t in toks:
-            post = self.postings[t]
-            # Once telling tokens have found candidates, a much commoner token adds noise.
-            if found and len(post) > max(MIN_BLOCK, 4 * len(found)):
+        """Masters sharing the listing's most telling tokens (model numbers, rare words).
+
+        Postings are intersected from the most telling token on, until few
+        candidates are left; a token that would leave none (a typo, a changed
+        word) is skipped rather than trusted.
+        """
+        postings = self.postings
+        toks = [t for t in set(title.split()) if t in postings]
+        toks.sort(key=lambda t: (not _is_model(t), len(postings[t]), t))
+        if not toks:
+            return []
+        found = set(postings[toks[0]])
+        for t in toks[1:]:
+            if len(found) <= SMALL_BLOCK:
                 break
-            found.update(post[:MAX_POSTING])
-            if len(found) >= MAX_CANDIDATES:
-                break
+            post = postings[t]
+            if len(found) * 16 < len(post):  # postings are sorted: look the few up
+                narrower = {i for i in found if _contains(post, i)}
+            else:
+                narrower = found.intersection(post)
+            if narrower:
+                found = narrower
         if brand:
-            same = [i for i in found if self.brands[i] == brand]
+            same = {i for i in found if self.brands[i] == brand}
             if same:
-                return same
-        return list(found)
+                found = same
+        return sorted(found)[:MAX_CANDIDATES]
+
+    def title_of(self, sku: str) -> str:
+        """The normalized title of a master in the index."""
+        return self.titles[self.pos[sku]]
 
     def best(self, title: str, brand: str, limit: int = 5) -> list[tuple[str, float]]:
         """The closest masters as (sku, score 0-100), best first."""
-        cands = self.candidates(title, brand)
-        if not cands:
-            return []
-        choices = {i: self.titles[i] for i in cands}
         query = title
         if brand:  # a channel may put the brand in front; the master title may not have it
             query = title.removeprefix(brand + " ")
+        # The same normalized title: the usual case, and then nothing else comes close.
+        cands = self.exact.get(title, []) + (self.exact.get(query, []) if query != title else [])
+        if cands and brand:
+            cands = [i for i in cands if self.brands[i] == brand] or cands
+        if not cands:
+            cands = self.candidates(title, brand)
+        if not cands:
+            return []
+        choices = {i: self.titles[i] for i in cands}
         scored = process.extract(query, choices, scorer=fuzz.token_sort_ratio, limit=limit)
         if query != title:
             scored += process.extract(title, choices, scorer=fuzz.token_sort_ratio, limit=limit)
@@ -192,6 +219,13 @@ class Linker:
             return Link(li.channel, li.key, None, LinkMethod.NONE, round(conf, 3))
         top = ranked[0][1]
         close = [sku for sku, s in ranked if top - s < self.margin]
+        # A title that lacks what tells the best candidate from others (a colour,
+        # a size) fits all of them: ambiguous, however the lengths score.
+        toks = set(title.split()) - {brand}
+        best_toks = set(self.fuzzy_index.title_of(ranked[0][0]).split())
+        if toks < best_toks:
+            close += [sku for sku, s in ranked[1:] if sku not in close and s >= self.threshold
+                      and toks <= set(self.fuzzy_index.title_of(sku).split())]
         if len(close) > 1:
             return Link(li.channel, li.key, None, LinkMethod.AMBIGUOUS, round(top / 100, 3),
                         tuple(close[:10]))

@@ -109,3 +109,19 @@ def test_normalizers():
     assert norm_mpn("Acme Inc.", "ah-100") == "ACMEINC|AH100"
     assert norm_url("https://www.x.example/a/?q=1") == "x.example/a"
     assert norm_gtin(gtin13("036282818705"[:12])) is not None
+
+
+def test_title_lacking_the_distinguishing_word_is_ambiguous():
+    red = master(sku="L-RED", title="Vantage Brass Table Lamp, Red", gtin=None, brand="Acme")
+    green = master(sku="L-GRN", title="Vantage Brass Table Lamp, Green", gtin=None, brand="Acme")
+    link = Linker(catalog(red, green), OPTS).link(bare(title="Vantage Brass Table Lamp"))
+    assert link.method is LinkMethod.AMBIGUOUS
+    assert set(link.candidates) == {"L-RED", "L-GRN"}
+
+
+def test_identical_title_of_another_brand_is_filtered():
+    a = master(sku="A", title="Oakridge Fibreglass Umbrella", brand="Acme", gtin=None)
+    b = master(sku="B", title="Oakridge Fibreglass Umbrella", brand="Hooli", gtin=None)
+    linker = Linker(catalog(a, b), OPTS)
+    assert linker.link(bare(title="OAKRIDGE FIBREGLASS UMBRELLA", brand="Hooli")).sku == "B"
+    assert linker.link(bare(title="Oakridge Fibreglass Umbrella")).method is LinkMethod.AMBIGUOUS
