@@ -25,7 +25,7 @@ DEFAULT_FIELD_MAP = {"product_weight": "weight", "product_length": "length",
 # Attribute names that are one thing spelt two ways, tried when the mapped one is absent.
 _ALIASES = {"color": "colour", "colour": "color"}
 # Listing attributes that are bookkeeping of the connector, not product facts.
-_SKIP = frozenset({"additional_gtins", "gtin_raw", "shipping"})
+_SKIP = frozenset({"additional_gtins", "gtin_raw", "shipping", "variant_title"})
 _MULTI = re.compile(r"\s*[|/,;]\s*")
 _PLAIN = SynonymTable()
 

@@ -85,6 +85,11 @@ def title_check(master: MasterRecord | None, listing: Listing | None, ctx: Check
     raw, a, brand = ctx.memo(master, ctx.prepared(_expected), "title")
     if not raw:
         return ()
+    variant = listing.attributes.get("variant_title") if listing.attributes and actual else None
+    if variant and variant != "Default Title":
+        # Shopify shows the product title and the variant's options apart
+        # ("Chinos" + "Orange / XL"); together they are the variant's title.
+        actual = f"{actual} {variant}"
     if not actual:
         return [ctx.finding(master, listing, "title", Outcome.FAILED, Severity.MAJOR,
                             expected=raw, actual=None, message="listing has no title")]

@@ -144,3 +144,14 @@ def test_identical_title_never_fails(s):
 
 def test_token_diff_multiset():
     assert token_diff("a a b", "a c") == (["a", "b"], ["c"])
+
+
+@pytest.mark.parametrize("title, variant, ok", [
+    ("Acme Alpine Hoodie", "Grey / M", True),
+    ("Acme Alpine Hoodie, Grey, M", "Default Title", True),
+    ("Acme Alpine Hoodie", "Navy / M", False),
+])
+def test_shopify_variant_title_joins_the_product_title(title, variant, ok):
+    out = problems(run("title", master(), listing(title=title,
+                                                  attributes={"variant_title": variant})))
+    assert (out == []) is ok
