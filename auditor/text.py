@@ -34,5 +34,9 @@ def normalize_title(s: str) -> str:
 
 def token_diff(expected: str, actual: str) -> tuple[list[str], list[str]]:
     """Tokens of ``expected`` missing from ``actual`` and tokens ``actual`` adds."""
-    e, a = Counter(expected.split()), Counter(actual.split())
-    return sorted((e - a).elements()), sorted((a - e).elements())
+    e, a = expected.split(), actual.split()
+    se, sa = set(e), set(a)
+    if len(se) == len(e) and len(sa) == len(a):  # no repeated words: sets say it all
+        return sorted(se - sa), sorted(sa - se)
+    ce, ca = Counter(e), Counter(a)
+    return sorted((ce - ca).elements()), sorted((ca - ce).elements())
