@@ -21,6 +21,9 @@ from auditor.model import Finding, Link, Listing, MasterRecord, Outcome, Severit
 from auditor.options import Opt
 from auditor.plugins import register_check
 
+# Most per-master values a context keeps (see CheckContext.memo).
+MEMO_MAX = 50_000
+
 CheckFn = Callable[[MasterRecord | None, Listing | None, "CheckContext"], Iterable[Finding]]
 
 # Options every check has, whatever it declares itself.
@@ -62,6 +65,8 @@ class CheckContext:
     # shared passed findings (keys: functions, tuples and field names); it lives
     # as long as the context.
     cache: dict = field(default_factory=dict, repr=False)
+    # Per-master values (``memo``), bounded: a channel may show 250k masters once each.
+    memos: dict = field(default_factory=dict, repr=False)
     # The link of the listing being checked, set by the runner before each call
     # (lets presence tell an ambiguous link from an orphan).
     link: Link | None = None
@@ -90,14 +95,18 @@ class CheckContext:
              key: Any = None) -> Any:
         """``build(master, key)`` computed once per master record and ``key`` in this run.
 
-        Keyed by SKU and checked by identity, so a changed record is rebuilt.
+        Keyed by SKU and checked by identity, so a changed record is rebuilt;
+        at most MEMO_MAX values are kept, so memory stays bounded.
         """
-        k = ("memo", master.sku, key)
-        hit = self.cache.get(k)
+        memos = self.memos
+        k = (master.sku, key)
+        hit = memos.get(k)
         if hit is not None and hit[0] is master:
             return hit[1]
         value = build(master, key)
-        self.cache[k] = (master, value)
+        if len(memos) >= MEMO_MAX:
+            memos.clear()  # cheaper than LRU bookkeeping; listings of one SKU come together
+        memos[k] = (master, value)
         return value
 
     def finding(self, master: MasterRecord | None, listing: Listing | None, field_name: str,

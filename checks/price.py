@@ -21,6 +21,7 @@ from checks._stale import stale_note, stale_until
 ROUNDINGS = ("half_up", "none", "whole", "nearest_99")
 _ONE = Decimal(1)
 _CENT = Decimal("0.01")
+_QUANTUM = {cur: _ONE.scaleb(-e) for cur, e in CURRENCY_MINOR_UNITS.items()}
 
 
 def round_price(amount: Decimal, currency: str, rule: str) -> Decimal:
@@ -35,7 +36,7 @@ def round_price(amount: Decimal, currency: str, rule: str) -> Decimal:
         return amount.quantize(_ONE, rounding=ROUND_HALF_UP)
     if rule == "nearest_99":
         return (amount + _CENT).quantize(_ONE, rounding=ROUND_HALF_UP) - _CENT
-    return amount.quantize(_ONE.scaleb(-CURRENCY_MINOR_UNITS[currency]), rounding=ROUND_HALF_UP)
+    return amount.quantize(_QUANTUM[currency], rounding=ROUND_HALF_UP)
 
 
 def _settings(ctx: CheckContext) -> dict[str, Any]:
@@ -115,18 +116,18 @@ def _mismatch(ctx: CheckContext, master: MasterRecord, listing: Listing, field: 
     getter = (lambda r: r.price_in(cur)) if field == "price" else (lambda r: r.sale_price_in(cur))
     until = stale_until(ctx, master.sku, getter,
                         lambda old: _close(shown.amount, _expect(old, cfg), cfg, cur))
-    exp = Money(expected, cur)
+    exp, act = str(Money(expected, cur)), str(shown)
     word = "price" if field == "price" else "sale price"
     if until is not None:
         note, details = stale_note(word, until)
-        msg = f"{word} {shown} differs from master {exp}: {note}"
+        msg = f"{word} {act} differs from master {exp}: {note}"
     else:
         details = {}
-        msg = f"{word} {shown} differs from master {exp}"
+        msg = f"{word} {act} differs from master {exp}"
     if cfg["factor"] is not None:
         details["vat_rate"] = str(cfg["vat"])
     sev = Severity.CRITICAL if field == "price" else Severity.MAJOR
-    return ctx.finding(master, listing, field, Outcome.FAILED, sev, expected=exp, actual=shown,
+    return ctx.finding(master, listing, field, Outcome.FAILED, sev, expected=exp, actual=act,
                        message=msg, **details)
 
 

@@ -107,7 +107,7 @@ def title_check(master: MasterRecord | None, listing: Listing | None, ctx: Check
         return [ctx.finding(master, listing, "title", Outcome.FAILED, Severity.MAJOR,
                             expected=raw, actual=actual, score=score, message=note,
                             missing_tokens=missing, extra_tokens=extra, **details)]
-    numbers_differ = cfg["numbers"] and any(_DIGIT.search(t) for t in missing + extra)
+    numbers_differ = cfg["numbers"] and _DIGIT.search(" ".join(missing + extra)) is not None
     if score >= cfg["warn"] and not numbers_differ:
         return [ctx.passed(master, listing, "title")]
     if score < cfg["fail"]:
