@@ -47,7 +47,8 @@ def _settings(ctx: CheckContext) -> dict[str, Any]:
     only = ctx.option("only")
     return {"map": fmap, "tables": tables, "tol": float(ctx.option("unit_tolerance")),
             "only": set(only) if only else None, "ignore": set(ctx.option("ignore") or ()),
-            "caches": {k: {} for k in tables}, "plans": {}}
+            "caches": {k: {} for k in tables}, "plans": {}, "last_names": None,
+            "last_steps": [], "last_targets": set()}
 
 
 def _values(value: str, syn: SynonymTable) -> frozenset[str]:
@@ -135,16 +136,24 @@ def attributes_check(master: MasterRecord | None, listing: Listing | None, ctx: 
     if master is None or listing is None or not listing.attributes or not master.attributes:
         return []
     cfg = ctx.cache.get(_settings) or ctx.prepared(_settings)
-    tol, plans = cfg["tol"], cfg["plans"]
-    out = []
+    tol = cfg["tol"]
+    attrs = listing.attributes
+    # Every row of a feed has the same attribute names: their plans are looked up once.
+    names = tuple(attrs)
+    if names == cfg["last_names"]:
+        steps, targets = cfg["last_steps"], cfg["last_targets"]
+    else:
+        plans = cfg["plans"]
+        steps = [(cname, p) for cname in names
+                 if (p := plans[cname] if cname in plans else _plan(cfg, ctx, cname))]
+        targets = {n for _, p in steps for n in (p[0], p[2]) if n}
+        cfg["last_names"], cfg["last_steps"], cfg["last_targets"] = names, steps, targets
     mattrs = master.attributes
-    for cname, shown in listing.attributes.items():
-        plan = plans.get(cname, False)
-        if plan is False:
-            plan = _plan(cfg, ctx, cname)
-        if plan is None or not shown:
-            continue
-        name, ok, alt, ok_alt, syn, cache = plan
+    if targets.isdisjoint(mattrs):  # nothing the channel shows is a master attribute
+        return ()
+    out = []
+    for cname, (name, ok, alt, ok_alt, syn, cache) in steps:
+        shown = attrs[cname]
         expected = mattrs.get(name) if name else None
         if expected is None:
             if alt is None:
@@ -152,7 +161,10 @@ def attributes_check(master: MasterRecord | None, listing: Listing | None, ctx: 
             name, ok, expected = alt, ok_alt, mattrs.get(alt)
             if expected is None:
                 continue
-        if expected == shown or values_match(expected, shown, syn, tol, cache):
+        if expected == shown or not shown:
+            if shown:
+                out.append(ok)
+        elif values_match(expected, shown, syn, tol, cache):
             out.append(ok)
         elif expected:
             out.append(_mismatch(ctx, master, listing, name, cname, expected, shown, syn, tol))

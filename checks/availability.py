@@ -41,10 +41,11 @@ def availability_check(master: MasterRecord | None, listing: Listing | None, ctx
         return ()
     shown = listing.availability
     q = master.quantity
-    # Fast path: the usual agreement, without a quantity on the channel to weigh.
-    if listing.quantity is None and q is not None and not ctx.options.get("safety_stock"):
-        if (shown is IN and q > 0) or (shown is OUT and q <= 0 and
-                                        master.availability not in _ORDERABLE):
+    # Fast path: the usual agreement (no safety stock; a channel quantity within the master's).
+    if q is not None and not ctx.options.get("safety_stock"):
+        lq = listing.quantity
+        if (shown is IN and q > 0 and (lq is None or 0 < lq <= q)) or \
+                (shown is OUT and q <= 0 and not lq and master.availability not in _ORDERABLE):
             return ctx.cache.get("ok:availability") or ctx.ok("availability")
     if shown is None or shown is Availability.UNKNOWN:
         if listing.quantity is None:

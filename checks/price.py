@@ -152,13 +152,14 @@ def price_check(master: MasterRecord | None, listing: Listing | None, ctx: Check
         return [ctx.finding(master, listing, "price", Outcome.NOT_EVALUATED, Severity.INFO,
                             expected=master.price, message="listing shows no price")]
     cfg = ctx.cache.get(_settings) or ctx.prepared(_settings)
-    # Fast path: the same Money, no sale anywhere, nothing the channel changes.
-    mp = master.price
-    if cfg["plain"] and shown.amount == mp.amount and shown.currency == mp.currency and \
-            master.sale_price is None and listing.sale_price is None and \
-            not master.overrides and cfg["currency"] in (None, mp.currency):
-        return ctx.cache.get("ok:price") or ctx.ok("price")
+    # Fast path: no sale anywhere, no override, the expected amount shown exactly.
     cur = shown.currency
+    if master.sale_price is None and listing.sale_price is None and not master.overrides and \
+            cfg["currency"] in (None, cur):
+        mp = master.price if master.price.currency == cur else master.prices.get(cur)
+        if mp is not None and (mp.amount == shown.amount if cfg["plain"]
+                               else _expect(mp, cfg) == shown.amount):
+            return ctx.cache.get("ok:price") or ctx.ok("price")
     want_cur = cfg["currency"]
     reg, sale, idle = ctx.memo(master, ctx.prepared(_expected), cur) if cur == want_cur or \
         not want_cur else (None, None, None)
