@@ -25,6 +25,8 @@ from auditor.values import gtin_valid, normalize_gtin
 KEY_KINDS = ("sku", "gtin", "mpn", "url")
 # Fuzzy blocking limit: candidates beyond MAX_CANDIDATES are not scored.
 MAX_CANDIDATES = 2000
+# A title whose rarest word is shared by more masters than this is not linked by title.
+MAX_START = 20_000
 # Intersecting stops once this few candidates are left.
 SMALL_BLOCK = 50
 _MODEL = re.compile(r"(?=.*\d)(?=.*[a-z])|^\d{3,}$")
@@ -108,8 +110,8 @@ class FuzzyIndex:
         postings = self.postings
         toks = [t for t in set(title.split()) if t in postings]
         toks.sort(key=lambda t: (not _is_model(t), len(postings[t]), t))
-        if not toks:
-            return []
+        if not toks or len(postings[toks[0]]) > MAX_START:
+            return []  # no telling word: scoring would be slow and could only be ambiguous
         found = set(postings[toks[0]])
         for t in toks[1:]:
             if len(found) <= SMALL_BLOCK:
