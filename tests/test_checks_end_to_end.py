@@ -75,3 +75,20 @@ def test_failed_source_produces_no_missing_listings(tmp_path):
     assert store.findings(channel="meta") == []
     assert any(f["check"] == "presence" for f in store.findings(channel="google"))
     store.close()
+
+
+def test_partly_read_source_produces_no_missing_listings(tmp_path):
+    cfg, store = setup(tmp_path)
+    run_audit(cfg, store, now=NOW)
+    missing_before = {f["sku"] for f in store.findings(check="presence")
+                      if f["details"].get("kind") == "missing"}
+    assert missing_before == {"GONE-3"}
+    # The next feed has one row of six: under min_ratio of the last complete read.
+    lines = FEED.splitlines()
+    (tmp_path / "google.tsv").write_text("\n".join(lines[:2]) + "\n", encoding="utf-8")
+    report = run_audit(cfg, store, now=NOW)
+    assert report.channels[0].status.value == "partial"
+    missing_after = {f["sku"] for f in store.findings(check="presence", state="open")
+                     if f["details"].get("kind") == "missing"}
+    assert missing_after == missing_before  # nothing new concluded missing
+    store.close()
