@@ -47,8 +47,7 @@ def _settings(ctx: CheckContext) -> dict[str, Any]:
     only = ctx.option("only")
     return {"map": fmap, "tables": tables, "tol": float(ctx.option("unit_tolerance")),
             "only": set(only) if only else None, "ignore": set(ctx.option("ignore") or ()),
-            "caches": {k: {} for k in tables}, "plans": {}, "last_names": None,
-            "last_steps": [], "last_targets": set()}
+            "caches": {k: {} for k in tables}, "plans": {}, "by_names": {}}
 
 
 def _values(value: str, syn: SynonymTable) -> frozenset[str]:
@@ -138,36 +137,40 @@ def attributes_check(master: MasterRecord | None, listing: Listing | None, ctx: 
     cfg = ctx.cache.get(_settings) or ctx.prepared(_settings)
     tol = cfg["tol"]
     attrs = listing.attributes
-    # Every row of a feed has the same attribute names: their plans are looked up once.
+    # Rows of a feed share a few attribute-name patterns: each is planned once.
     names = tuple(attrs)
-    if names == cfg["last_names"]:
-        steps, targets = cfg["last_steps"], cfg["last_targets"]
-    else:
+    hit = cfg["by_names"].get(names)
+    if hit is None:
         plans = cfg["plans"]
-        steps = [(cname, p) for cname in names
+        steps = [(cname, *p) for cname in names
                  if (p := plans[cname] if cname in plans else _plan(cfg, ctx, cname))]
-        targets = {n for _, p in steps for n in (p[0], p[2]) if n}
-        cfg["last_names"], cfg["last_steps"], cfg["last_targets"] = names, steps, targets
+        hit = steps, {n for st in steps for n in (st[1], st[3]) if n}
+        if len(cfg["by_names"]) < 1000:  # a feed has a few column patterns, not thousands
+            cfg["by_names"][names] = hit
+    steps, targets = hit
     mattrs = master.attributes
     if targets.isdisjoint(mattrs):  # nothing the channel shows is a master attribute
         return ()
     out = []
-    for cname, (name, ok, alt, ok_alt, syn, cache) in steps:
+    append = out.append
+    for cname, name, ok, alt, ok_alt, syn, cache in steps:
         shown = attrs[cname]
-        expected = mattrs.get(name) if name else None
+        expected = mattrs.get(name)
         if expected is None:
             if alt is None:
                 continue
             name, ok, expected = alt, ok_alt, mattrs.get(alt)
             if expected is None:
                 continue
-        if expected == shown or not shown:
+        if expected == shown:
             if shown:
-                out.append(ok)
+                append(ok)
+        elif not shown or not expected:
+            continue
         elif values_match(expected, shown, syn, tol, cache):
-            out.append(ok)
-        elif expected:
-            out.append(_mismatch(ctx, master, listing, name, cname, expected, shown, syn, tol))
+            append(ok)
+        else:
+            append(_mismatch(ctx, master, listing, name, cname, expected, shown, syn, tol))
     return out
 
 

@@ -76,10 +76,11 @@ def _expected(ctx: CheckContext):
     channel, now = ctx.channel, ctx.now
 
     def build(master: MasterRecord, currency: str) -> tuple[Any, ...]:
-        reg = _override(master, channel, "price", currency) or master.price_in(currency)
+        ov = master.overrides
+        reg = ov and _override(master, channel, "price", currency) or master.price_in(currency)
         sale = None
         if master.sale_active(now):
-            sale = _override(master, channel, "sale_price", currency) or \
+            sale = ov and _override(master, channel, "sale_price", currency) or \
                 master.sale_price_in(currency)
         # The sale price out of its window, to recognise a channel still showing it.
         idle = None if sale is not None or master.sale_price is None else \
