@@ -75,10 +75,12 @@ def problems(findings: list[Finding]) -> list[Finding]:
 
 
 def eur(x: str) -> Money:
+    """An amount in euros."""
     return Money(Decimal(x), "EUR")
 
 
 def days(n: float) -> timedelta:
+    """A duration of ``n`` days."""
     return timedelta(days=n)
 
 
