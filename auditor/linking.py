@@ -36,7 +36,7 @@ def norm_sku(s: str | None) -> str | None:
     """SKUs compare without case and surrounding or inner whitespace."""
     if not s:
         return None
-    return re.sub(r"\s+", "", s).upper() or None
+    return "".join(s.split()).upper() or None
 
 
 def norm_gtin(s: str | None) -> str | None:
@@ -75,6 +75,15 @@ def _contains(sorted_list: list[int], x: int) -> bool:
 
 def _is_model(token: str) -> bool:
     return bool(_MODEL.search(token))
+
+
+# How each exact key is read off a listing.
+_LISTING_KEYS = {
+    "sku": lambda li: norm_sku(li.sku),
+    "gtin": lambda li: norm_gtin(li.gtin),
+    "mpn": lambda li: norm_mpn(li.brand, li.mpn),
+    "url": lambda li: norm_url(li.url),
+}
 
 
 class FuzzyIndex:
@@ -180,14 +189,7 @@ class Linker:
     def keys(self, li: Listing) -> Iterable[tuple[str, str | None]]:
         """The listing's normalized keys in the configured order."""
         for kind in self.order:
-            if kind == "sku":
-                yield kind, norm_sku(li.sku)
-            elif kind == "gtin":
-                yield kind, norm_gtin(li.gtin)
-            elif kind == "mpn":
-                yield kind, norm_mpn(li.brand, li.mpn)
-            elif kind == "url":
-                yield kind, norm_url(li.url)
+            yield kind, _LISTING_KEYS[kind](li)
 
     @property
     def fuzzy_index(self) -> FuzzyIndex:
@@ -198,10 +200,12 @@ class Linker:
 
     def link(self, li: Listing) -> Link:
         """The link of one listing: exact keys in order, then fuzzy, else unlinked or ambiguous."""
-        for kind, key in self.keys(li):
+        index = self.index
+        for kind in self.order:
+            key = _LISTING_KEYS[kind](li)
             if not key:
                 continue
-            hits = self.index[kind].get(key)
+            hits = index[kind].get(key)
             if not hits:
                 continue
             if len(hits) == 1:
