@@ -17,9 +17,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from auditor.model import Finding, Listing, MasterRecord, Outcome, Severity
+from auditor.model import Finding, Link, Listing, MasterRecord, Outcome, Severity
 from auditor.options import Opt
 from auditor.plugins import register_check
+
+# Most per-master values a context keeps (see CheckContext.memo).
+MEMO_MAX = 50_000
 
 CheckFn = Callable[[MasterRecord | None, Listing | None, "CheckContext"], Iterable[Finding]]
 
@@ -61,6 +64,53 @@ class CheckContext:
     # Data a preparation step computed for this check before it runs (image
     # signatures under "images"); checks only read it.
     extras: dict[str, Any] = field(default_factory=dict)
+    # Per-run memo of the check: compiled options, normalized master values and
+    # shared passed findings (keys: functions, tuples and field names); it lives
+    # as long as the context.
+    cache: dict = field(default_factory=dict, repr=False)
+    # Per-master values (``memo``), bounded: a channel may show 250k masters once each.
+    memos: dict = field(default_factory=dict, repr=False)
+    # The link of the listing being checked, set by the runner before each call
+    # (lets presence tell an ambiguous link from an orphan).
+    link: Link | None = None
+
+    def option(self, name: str) -> Any:
+        """An option of this check, falling back to its declared default."""
+        if name in self.options:
+            return self.options[name]
+        from auditor import plugins
+
+        spec = plugins.checks().get(self.check)
+        for o in (spec.all_options if spec else ()):
+            if o.name == name:
+                return o.default
+        raise KeyError(f"check {self.check!r} has no option {name!r}")
+
+    def prepared(self, build: Callable[["CheckContext"], Any]) -> Any:
+        """``build(self)`` computed once per context (compiled options, tables)."""
+        cache = self.cache
+        value = cache.get(build)
+        if value is None:
+            value = cache[build] = build(self)
+        return value
+
+    def memo(self, master: MasterRecord, build: Callable[[MasterRecord, Any], Any],
+             key: Any = None) -> Any:
+        """``build(master, key)`` computed once per master record and ``key`` in this run.
+
+        Keyed by SKU and checked by identity, so a changed record is rebuilt;
+        at most MEMO_MAX values are kept, so memory stays bounded.
+        """
+        memos = self.memos
+        k = (master.sku, key)
+        hit = memos.get(k)
+        if hit is not None and hit[0] is master:
+            return hit[1]
+        value = build(master, key)
+        if len(memos) >= MEMO_MAX:
+            memos.clear()  # cheaper than LRU bookkeeping; listings of one SKU come together
+        memos[k] = (master, value)
+        return value
 
     def finding(self, master: MasterRecord | None, listing: Listing | None, field_name: str,
                 outcome: Outcome, severity: Severity = Severity.INFO, *,
@@ -84,9 +134,28 @@ class CheckContext:
 
     def passed(self, master: MasterRecord | None, listing: Listing | None,
                field_name: str) -> Finding:
-        """A passed comparison (counted in scores, not stored as a finding)."""
-        return Finding(self.check, self.channel, master.sku if master else None, field_name,
-                       Outcome.PASSED, listing_key=listing.key if listing else None)
+        """A passed comparison: counted in scores, never stored.
+
+        One shared Finding per field (no SKU, no listing key): passed outcomes
+        are the bulk of all comparisons and building one each time is what
+        made checks slow.
+        """
+        f = self.cache.get(field_name)
+        if f is None:
+            f = self.cache[field_name] = Finding(self.check, self.channel, None, field_name,
+                                                 Outcome.PASSED)
+        return f
+
+    def ok(self, field_name: str) -> tuple[Finding]:
+        """``(passed,)`` for one field, shared: what a check returns on its fast path.
+
+        Stored under ``"ok:<field>"``, so a hot path may read ``ctx.cache.get("ok:title")``.
+        """
+        key = "ok:" + field_name
+        t = self.cache.get(key)
+        if t is None:
+            t = self.cache[key] = (self.passed(None, None, field_name),)
+        return t
 
     def previous_values(self, sku: str, getter: Callable[[MasterRecord], Any]
                         ) -> list[tuple[datetime, Any]]:

@@ -783,11 +783,11 @@ class ChannelImages:
         self.ctx = ctx  # the image check's CheckContext
         self.policy = policy
         self.batch_size = max(1, int(ctx.options.get("batch_size", 200)))
-        self.pending: list[tuple[Any, Any]] = []
+        self.pending: list[tuple[Any, Any, Any]] = []
 
-    def add(self, master: Any, listing: Any, run_checks: Any) -> None:
+    def add(self, master: Any, listing: Any, run_checks: Any, link: Any = None) -> None:
         """Queue one linked (or unlinked) listing; checks run when its batch is prepared."""
-        self.pending.append((master, listing))
+        self.pending.append((master, listing, link))
         if len(self.pending) >= self.batch_size:
             self.flush(run_checks)
 
@@ -797,7 +797,7 @@ class ChannelImages:
         if not batch:
             return
         try:
-            view = self.run.prepare(batch, self.policy,
+            view = self.run.prepare([(m, li) for m, li, _ in batch], self.policy,
                                     bool(self.ctx.options.get("index_all_masters", True)))
             self.ctx.extras["images"] = view
             self.ctx.extras.pop("images_error", None)
@@ -805,5 +805,5 @@ class ChannelImages:
             log.exception("channel %s: image preparation failed", self.ctx.channel)
             self.ctx.extras["images"] = None
             self.ctx.extras["images_error"] = f"{e.__class__.__name__}: {e}"
-        for m, li in batch:
-            run_checks(m, li)
+        for m, li, link in batch:
+            run_checks(m, li, link)

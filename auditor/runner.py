@@ -141,9 +141,11 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
         images = ImageRun(store, master, cfg.http, cfg.base_dir, now, cctx["image"].options)
     img = ChannelImages(images, cctx["image"], ctx.policy()) if "image" in cctx else None
 
-    def run_checks(m: MasterRecord | None, li: Listing | None) -> None:
+    def run_checks(m: MasterRecord | None, li: Listing | None, link=None) -> None:
         for spec in specs:
-            for f in spec.fn(m, li, cctx[spec.name]):
+            c = cctx[spec.name]
+            c.link = link  # presence tells an ambiguous link from an orphan
+            for f in spec.fn(m, li, c):
                 counts[spec.name][f.outcome.value] += 1
                 if f.outcome is not Outcome.PASSED:
                     observed.append(f)
@@ -168,9 +170,9 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
             else:
                 summary.unlinked += 1
             if img is None:
-                run_checks(m, li)
+                run_checks(m, li, link)
             else:
-                img.add(m, li, run_checks)
+                img.add(m, li, run_checks, link)
             result.listings += 1
             if progress and result.listings % 1000 == 0:
                 progress(ch.name, result.listings)

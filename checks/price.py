@@ -1,45 +1,207 @@
-"""Price check: exact money, same currency, sale prices only inside their window."""
+"""Price check: exact money, the right currency, tax and rounding of the channel, sale windows.
+
+Amounts are Decimals end to end. The expected amount is the master price in
+the listing's currency (``price_<CUR>`` columns), times ``1 + vat_rate`` on a
+tax-inclusive channel, rounded by the channel's rule. A sale price is expected
+only while its window is open at ``ctx.now``.
+"""
 
 from __future__ import annotations
 
-from decimal import Decimal
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 from auditor.check import CheckContext, check
-from auditor.model import Listing, MasterRecord, Money, Outcome, Severity
+from auditor.model import CURRENCY_MINOR_UNITS, Listing, MasterRecord, Money, Outcome, Severity
 from auditor.options import Opt
+from auditor.values import parse_money
+from checks._stale import stale_note, stale_until
+
+ROUNDINGS = ("half_up", "none", "whole", "nearest_99")
+_ONE = Decimal(1)
+_CENT = Decimal("0.01")
+_QUANTUM = {cur: _ONE.scaleb(-e) for cur, e in CURRENCY_MINOR_UNITS.items()}
 
 
-def _expected_price(master: MasterRecord, listing: Listing, ctx: CheckContext) -> Money | None:
-    cur = listing.price.currency if listing.price else None
-    if cur is None:
-        return master.price
-    if master.sale_active(ctx.now):
-        sale = master.sale_price_in(cur)
-        if sale is not None and listing.sale_price is None:
-            return sale  # a channel showing only one price should show the sale price
-    return master.price_in(cur)
+def round_price(amount: Decimal, currency: str, rule: str) -> Decimal:
+    """``amount`` rounded by a channel rule.
+
+    half_up: to the currency's minor unit; whole: to whole units; nearest_99:
+    to the nearest price ending in .99 (19.99, 24.99); none: unchanged.
+    """
+    if rule == "none":
+        return amount
+    if rule == "whole":
+        return amount.quantize(_ONE, rounding=ROUND_HALF_UP)
+    if rule == "nearest_99":
+        return (amount + _CENT).quantize(_ONE, rounding=ROUND_HALF_UP) - _CENT
+    return amount.quantize(_QUANTUM[currency], rounding=ROUND_HALF_UP)
+
+
+def _settings(ctx: CheckContext) -> dict[str, Any]:
+    ch = ctx.channel_options
+    tax = ctx.option("tax_inclusive") or bool(ch.get("tax_inclusive"))
+    vat = ctx.option("vat_rate")
+    if vat is None:
+        vat = ch.get("vat_rate")
+    vat = Decimal(str(vat or 0))
+    return {"tol": ctx.option("tolerance"), "pct": ctx.option("tolerance_pct") / 100,
+            "factor": (1 + vat) if tax else None, "vat": vat, "rounding": ctx.option("rounding"),
+            "currency": ctx.option("currency") or ch.get("currency"),
+            "plain": not tax and ctx.option("rounding") in ("half_up", "none")}
+
+
+def _expect(m: Money | None, cfg: dict[str, Any]) -> Decimal | None:
+    """The amount a channel should show for a master amount."""
+    if m is None:
+        return None
+    amount = m.amount if cfg["factor"] is None else m.amount * cfg["factor"]
+    return round_price(amount, m.currency, cfg["rounding"])
+
+
+def _override(master: MasterRecord, channel: str, name: str, currency: str) -> Money | None:
+    raw = master.override(channel, name)
+    if not raw:
+        return None
+    try:
+        m = parse_money(raw, currency)
+    except ValueError:
+        return None
+    return m if m.currency == currency else None
+
+
+def _expected(ctx: CheckContext):
+    cfg = ctx.cache.get(_settings) or ctx.prepared(_settings)
+    channel, now = ctx.channel, ctx.now
+
+    def build(master: MasterRecord, currency: str) -> tuple[Any, ...]:
+        ov = master.overrides
+        reg = ov and _override(master, channel, "price", currency) or master.price_in(currency)
+        sale = None
+        if master.sale_active(now):
+            sale = ov and _override(master, channel, "sale_price", currency) or \
+                master.sale_price_in(currency)
+        # The sale price out of its window, to recognise a channel still showing it.
+        idle = None if sale is not None or master.sale_price is None else \
+            master.sale_price_in(currency)
+        return _expect(reg, cfg), _expect(sale, cfg), _expect(idle, cfg)
+
+    return build
+
+
+def _close(a: Decimal, b: Decimal, cfg: dict[str, Any], currency: str) -> bool:
+    """Equal within tolerance; money compares in minor units (0.005 EUR shows as 0.01)."""
+    if a == b:
+        return True
+    if abs(a - b) <= max(cfg["tol"], cfg["pct"] * abs(b)):
+        return True
+    return round_price(a, currency, "half_up") == round_price(b, currency, "half_up")
+
+
+def _window_open(li: Listing, now: datetime) -> bool:
+    return (li.sale_start is None or now >= li.sale_start) and \
+        (li.sale_end is None or now < li.sale_end)
+
+
+def _window(master: MasterRecord) -> str:
+    a = master.sale_start.date().isoformat() if master.sale_start else "open"
+    b = master.sale_end.date().isoformat() if master.sale_end else "open"
+    return f"{a} to {b}"
+
+
+def _mismatch(ctx: CheckContext, master: MasterRecord, listing: Listing, field: str,
+              shown: Money, expected: Decimal, cfg: dict[str, Any]):
+    """A failed price comparison, saying whether the shown value is an earlier master value."""
+    cur = shown.currency
+    getter = (lambda r: r.price_in(cur)) if field == "price" else (lambda r: r.sale_price_in(cur))
+    until = stale_until(ctx, master.sku, getter,
+                        lambda old: _close(shown.amount, _expect(old, cfg), cfg, cur))
+    exp, act = str(Money(expected, cur)), str(shown)
+    word = "price" if field == "price" else "sale price"
+    if until is not None:
+        note, details = stale_note(word, until)
+        msg = f"{word} {act} differs from master {exp}: {note}"
+    else:
+        details = {}
+        msg = f"{word} {act} differs from master {exp}"
+    if cfg["factor"] is not None:
+        details["vat_rate"] = str(cfg["vat"])
+    sev = Severity.CRITICAL if field == "price" else Severity.MAJOR
+    return ctx.finding(master, listing, field, Outcome.FAILED, sev, expected=exp, actual=act,
+                       message=msg, **details)
 
 
 @check("price", fields=("price", "sale_price"), options=(
     Opt("tolerance", Decimal, Decimal("0"), "Absolute difference accepted, in currency units."),
+    Opt("tolerance_pct", Decimal, Decimal("0"), "Relative difference accepted, in percent of "
+        "the expected price (the larger of both tolerances applies)."),
+    Opt("tax_inclusive", bool, False, "The channel shows prices with VAT: expected = master x "
+        "(1 + vat_rate), then rounded."),
+    Opt("vat_rate", Decimal, None, "VAT rate of a tax-inclusive channel, e.g. 0.2 for 20%."),
+    Opt("rounding", str, "half_up", "How the channel rounds computed prices: half_up (minor unit),"
+        " none, whole (whole units), nearest_99 (nearest .99 ending).", choices=ROUNDINGS),
+    Opt("currency", str, None, "Currency the channel must sell in (default: the channel's "
+        "currency option; unset: any currency the master has a price for)."),
 ))
 def price_check(master: MasterRecord | None, listing: Listing | None, ctx: CheckContext):
     """Compare the listing's price (and sale price) with the master's."""
     if master is None or listing is None or master.price is None:
         return []
-    if listing.price is None:
+    shown = listing.price
+    if shown is None:
         return [ctx.finding(master, listing, "price", Outcome.NOT_EVALUATED, Severity.INFO,
                             expected=master.price, message="listing shows no price")]
-    expected = _expected_price(master, listing, ctx)
-    if expected is None:
+    cfg = ctx.cache.get(_settings) or ctx.prepared(_settings)
+    # Fast path: no sale anywhere, no override, the expected amount shown exactly.
+    cur = shown.currency
+    if master.sale_price is None and listing.sale_price is None and not master.overrides and \
+            cfg["currency"] in (None, cur):
+        mp = master.price if master.price.currency == cur else master.prices.get(cur)
+        if mp is not None and (mp.amount == shown.amount if cfg["plain"]
+                               else _expect(mp, cfg) == shown.amount):
+            return ctx.cache.get("ok:price") or ctx.ok("price")
+    want_cur = cfg["currency"]
+    reg, sale, idle = ctx.memo(master, ctx.prepared(_expected), cur) if cur == want_cur or \
+        not want_cur else (None, None, None)
+    if reg is None:
+        why = (f"listing is priced in {cur}, the channel sells in {want_cur}" if want_cur and
+               cur != want_cur else f"listing is priced in {cur}, master in "
+               f"{master.price.currency} and no {cur} price is on record")
         return [ctx.finding(master, listing, "price", Outcome.FAILED, Severity.CRITICAL,
-                            expected=master.price, actual=listing.price,
-                            message=f"listing is priced in {listing.price.currency}, master in "
-                                    f"{master.price.currency} and no {listing.price.currency} "
-                                    f"price is on record")]
-    tol = ctx.options["tolerance"]
-    if abs(listing.price.amount - expected.amount) <= tol:
-        return [ctx.passed(master, listing, "price")]
-    return [ctx.finding(master, listing, "price", Outcome.FAILED, Severity.CRITICAL,
-                        expected=expected, actual=listing.price,
-                        message=f"price {listing.price} differs from master {expected}")]
+                            expected=master.price, actual=shown, message=why,
+                            currency_mismatch=True)]
+    amount = shown.amount
+    ls = listing.sale_price
+    shows_sale = ls is not None and (listing.sale_start is None and listing.sale_end is None or
+                                     _window_open(listing, ctx.now))
+    if sale is None and not shows_sale:
+        if amount == reg or _close(amount, reg, cfg, cur):
+            return [ctx.passed(master, listing, "price")]
+        if idle is not None and _close(amount, idle, cfg, cur):
+            return [ctx.finding(master, listing, "sale_price", Outcome.FAILED, Severity.MAJOR,
+                                expected=Money(reg, cur), actual=shown,
+                                message=f"shows the sale price {shown} outside its window "
+                                        f"({_window(master)})")]
+        return [_mismatch(ctx, master, listing, "price", shown, reg, cfg)]
+    out = []
+    if sale is None:  # the channel shows a sale the master does not have now
+        out.append(ctx.finding(master, listing, "sale_price", Outcome.FAILED, Severity.MAJOR,
+                               expected=None, actual=ls,
+                               message=f"shows sale price {ls} while no sale is in force" +
+                                       (f" (window {_window(master)})"
+                                        if master.sale_price is not None else "")))
+    elif shows_sale:
+        out.append(ctx.passed(master, listing, "sale_price") if _close(ls.amount, sale, cfg, cur)
+                   else _mismatch(ctx, master, listing, "sale_price", ls, sale, cfg))
+    elif _close(amount, sale, cfg, cur):  # one price shown, and it is the sale price
+        return [ctx.passed(master, listing, "price"), ctx.passed(master, listing, "sale_price")]
+    elif _close(amount, reg, cfg, cur):
+        return [ctx.passed(master, listing, "price"),
+                ctx.finding(master, listing, "sale_price", Outcome.FAILED, Severity.MAJOR,
+                            expected=Money(sale, cur), actual=None,
+                            message=f"sale price {Money(sale, cur)} in force ({_window(master)}) "
+                                    f"is missing; the channel shows the regular price")]
+    out.append(ctx.passed(master, listing, "price") if _close(amount, reg, cfg, cur)
+               else _mismatch(ctx, master, listing, "price", shown, reg, cfg))
+    return out

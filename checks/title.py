@@ -1,53 +1,121 @@
-"""Title check: the channel's title says what the master title says."""
+"""Title check: the channel's title says what the master title says.
+
+Benign channel adaptations pass: case, Unicode forms, HTML entities,
+punctuation, spacing and trademark signs (normalization); truncation at a word
+boundary within the channel's maximum length; the brand put in front. What is
+left is scored with rapidfuzz and explained by a token-level diff.
+"""
 
 from __future__ import annotations
 
-import html
 import re
-import unicodedata
+from typing import Any
 
 from rapidfuzz import fuzz
 
 from auditor.check import CheckContext, check
 from auditor.model import Listing, MasterRecord, Outcome, Severity
 from auditor.options import Opt
+from auditor.text import normalize_title, token_diff
+from checks._stale import stale_note, stale_until
 
-_PUNCT = re.compile(r"[^\w\s]+", re.UNICODE)
-_SPACE = re.compile(r"\s+")
-_MARKS = re.compile(r"[™®©℠]")
+_DIGIT = re.compile(r"\d")
+
+# Title length limits of channels whose connector type is known (formats.md).
+MAX_LENGTH_BY_TYPE = {"google_merchant": 150, "meta_catalog": 200, "amazon_listings": 200,
+                      "ebay": 80}
 
 
-def normalize_title(s: str) -> str:
-    """Case, Unicode NFKC, HTML entities, trademark signs, punctuation and spaces folded."""
-    s = html.unescape(html.unescape(s))
-    s = unicodedata.normalize("NFKC", s)
-    s = _MARKS.sub(" ", s).casefold()
-    s = _PUNCT.sub(" ", s)
-    return _SPACE.sub(" ", s).strip()
+def _settings(ctx: CheckContext) -> dict[str, Any]:
+    max_len = ctx.option("max_length") or MAX_LENGTH_BY_TYPE.get(
+        str(ctx.channel_options.get("type") or ""), 0)
+    return {"warn": float(ctx.option("warn_below")), "fail": float(ctx.option("fail_below")),
+            "max_length": int(max_len), "brand_prefix": bool(ctx.option("brand_prefix")),
+            "numbers": bool(ctx.option("numbers_must_match"))}
+
+
+def _expected(ctx: CheckContext):
+    channel = ctx.channel
+
+    def build(master: MasterRecord, _key: Any) -> tuple[str | None, str, str]:
+        raw = master.override(channel, "title") or master.title
+        return raw, normalize_title(raw) if raw else "", \
+            normalize_title(master.brand) if master.brand else ""
+
+    return build
+
+
+def _benign(a: str, b: str, raw_len: int, brand: str, cfg: dict[str, Any]) -> str | None:
+    """None when ``b`` is ``a`` up to allowed adaptations, else ``b`` as compared."""
+    if b == a or _truncated(a, b, raw_len, cfg):
+        return None
+    if cfg["brand_prefix"] and brand and b.startswith(brand + " "):
+        rest = b[len(brand) + 1:]
+        if rest == a or _truncated(a, rest, raw_len, cfg):
+            return None
+        if not a.startswith(brand + " "):
+            return rest  # compare without the brand the channel put in front
+    return b
+
+
+def _truncated(a: str, b: str, raw_len: int, cfg: dict[str, Any]) -> bool:
+    """``b`` is ``a`` cut at a word boundary, within the channel's length limit."""
+    return bool(cfg["max_length"]) and raw_len <= cfg["max_length"] and bool(b) and \
+        a.startswith(b + " ")
 
 
 @check("title", fields=("title",), options=(
     Opt("warn_below", float, 95.0, "Similarity (0-100) under which a title is a warning."),
     Opt("fail_below", float, 85.0, "Similarity (0-100) under which a title is a failure."),
+    Opt("max_length", int, 0, "Longest title the channel accepts; a title cut at a word boundary "
+        "within it passes. 0: by connector type (Google 150, Meta/Amazon 200, eBay 80), "
+        "else no truncation allowed."),
+    Opt("brand_prefix", bool, True, "Accept the brand put in front of the master title."),
+    Opt("numbers_must_match", bool, True, "A differing number (size, capacity, model) is at "
+        "least a warning, however similar the rest."),
 ))
 def title_check(master: MasterRecord | None, listing: Listing | None, ctx: CheckContext):
     """Compare the listing title with the master title (or the title approved for the channel)."""
     if master is None or listing is None:
-        return []
-    expected = master.override(ctx.channel, "title") or master.title
-    if not expected:
-        return []
-    if not listing.title:
+        return ()
+    actual = listing.title
+    if actual is not None and actual == (master.overrides and master.override(ctx.channel, "title")
+                                         or master.title):
+        return ctx.cache.get("ok:title") or ctx.ok("title")
+    raw, a, brand = ctx.memo(master, ctx.prepared(_expected), "title")
+    if not raw:
+        return ()
+    variant = listing.attributes.get("variant_title") if listing.attributes and actual else None
+    if variant and variant != "Default Title":
+        # Shopify shows the product title and the variant's options apart
+        # ("Chinos" + "Orange / XL"); together they are the variant's title.
+        actual = f"{actual} {variant}"
+    if not actual:
         return [ctx.finding(master, listing, "title", Outcome.FAILED, Severity.MAJOR,
-                            expected=expected, actual=None, message="listing has no title")]
-    a, b = normalize_title(expected), normalize_title(listing.title)
-    if a == b:
+                            expected=raw, actual=None, message="listing has no title")]
+    cfg = ctx.prepared(_settings)
+    b = _benign(a, normalize_title(actual), len(actual.strip()), brand, cfg)
+    if b is None:
         return [ctx.passed(master, listing, "title")]
-    score = fuzz.ratio(a, b)
-    if score >= ctx.options["warn_below"]:
+    missing, extra = token_diff(a, b)
+    score = round(fuzz.ratio(a, b), 1)
+    until = stale_until(ctx, master.sku, lambda r: r.override(ctx.channel, "title") or r.title,
+                        lambda old: _benign(normalize_title(old), b, len(actual.strip()),
+                                            "", cfg) is None)
+    if until is not None:
+        note, details = stale_note("title", until)
+        return [ctx.finding(master, listing, "title", Outcome.FAILED, Severity.MAJOR,
+                            expected=raw, actual=actual, score=score, message=note,
+                            missing_tokens=missing, extra_tokens=extra, **details)]
+    numbers_differ = cfg["numbers"] and _DIGIT.search(" ".join(missing + extra)) is not None
+    if score >= cfg["warn"] and not numbers_differ:
         return [ctx.passed(master, listing, "title")]
-    outcome = Outcome.WARN if score >= ctx.options["fail_below"] else Outcome.FAILED
-    sev = Severity.MINOR if outcome == Outcome.WARN else Severity.MAJOR
-    return [ctx.finding(master, listing, "title", outcome, sev, expected=expected,
-                        actual=listing.title, score=round(score, 1),
-                        message=f"title differs from master (similarity {score:.0f}%)")]
+    if score < cfg["fail"]:
+        outcome, sev = Outcome.FAILED, Severity.MAJOR
+    else:
+        outcome, sev = Outcome.WARN, Severity.MINOR
+    diff = ", ".join([f"-{t}" for t in missing] + [f"+{t}" for t in extra])
+    why = f"title differs from master (similarity {score:.0f}%"
+    why += f"; numbers differ: {diff})" if numbers_differ else f"; {diff})"
+    return [ctx.finding(master, listing, "title", outcome, sev, expected=raw, actual=actual,
+                        score=score, message=why, missing_tokens=missing, extra_tokens=extra)]

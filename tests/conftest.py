@@ -52,7 +52,7 @@ def mini_world(tmp_path: Path) -> Path:
     write(tmp_path / "master.csv", """
         sku,title,brand,gtin,price,currency,quantity,color
         TS-RED-M,"Acme Tee, Red, M",Acme,4006381333931,20.00,USD,5,Red
-        TS-BLU-M,"Acme Tee, Blue, M",Acme,,20.00,USD,0,Blue
+        TS-BLU-M,"Acme Tee, Blue, M",Acme,,20.00,USD,4,Blue
         TS-GRN-M,"Acme Tee, Green, M",Acme,,22.00,USD,3,Green
         """)
     write(tmp_path / "google.xml", """

@@ -1,0 +1,127 @@
+"""Linking: exact keys in order, normalization, fuzzy fallback with blocking, ambiguity."""
+
+from __future__ import annotations
+
+import pytest
+
+from auditor.linking import FuzzyIndex, Linker, norm_gtin, norm_mpn, norm_sku, norm_url
+from auditor.model import LinkMethod
+from tests.checks_factory import GTIN, OTHER_GTIN, gtin13, listing, master
+
+OPTS = {"order": ["sku", "gtin", "mpn", "url"], "fuzzy": True, "fuzzy_threshold": 88.0,
+        "fuzzy_margin": 3.0}
+
+
+def catalog(*records):
+    return {r.sku: r for r in records}
+
+
+A = master(sku="AC-1", gtin=GTIN.zfill(14), mpn="AH-100", brand="Acme",
+           url="https://shop.example/products/alpine?variant=1",
+           title="Acme Alpine Hoodie, Grey, M")
+B = master(sku="NW-2", gtin=OTHER_GTIN.zfill(14), mpn="CR-7", brand="Northwind",
+           url="https://shop.example/products/coastal?variant=2",
+           title="Northwind Coastal Rain Jacket, Red, L")
+
+
+def bare(**kw):
+    """A listing with no keys at all, then the given ones."""
+    base = dict(sku=None, gtin=None, mpn=None, url=None, brand=None, title=None, key="L1")
+    base.update(kw)
+    return listing(A, **base)
+
+
+@pytest.mark.parametrize("li, sku, method", [
+    (bare(sku=" ac-1 "), "AC-1", LinkMethod.SKU),
+    (bare(sku="a c-1"), "AC-1", LinkMethod.SKU),
+    (bare(gtin=GTIN), "AC-1", LinkMethod.GTIN),                 # GTIN-13 -> GTIN-14
+    (bare(gtin="0" + GTIN), "AC-1", LinkMethod.GTIN),
+    (bare(mpn="ah 100", brand="ACME"), "AC-1", LinkMethod.MPN),
+    (bare(mpn="AH-100"), None, LinkMethod.NONE),                # MPN without a brand
+    (bare(mpn="AH-100", brand="Northwind"), None, LinkMethod.NONE),
+    (bare(url="https://WWW.shop.example/products/alpine/?variant=1&utm=x"), "AC-1",
+     LinkMethod.URL),
+    (bare(sku="UNKNOWN"), None, LinkMethod.NONE),
+])
+def test_exact_keys(li, sku, method):
+    link = Linker(catalog(A, B), {**OPTS, "fuzzy": False}).link(li)
+    assert (link.sku, link.method) == (sku, method)
+    assert link.confidence == (1.0 if sku else 0.0)
+
+
+def test_order_decides_between_conflicting_keys():
+    li = bare(sku="AC-1", gtin=OTHER_GTIN)
+    assert Linker(catalog(A, B), OPTS).link(li).sku == "AC-1"
+    assert Linker(catalog(A, B), {**OPTS, "order": ["gtin", "sku"]}).link(li).sku == "NW-2"
+
+
+def test_invalid_gtin_check_digit_links_nothing():
+    bad = GTIN[:-1] + str((int(GTIN[-1]) + 1) % 10)
+    assert norm_gtin(bad) is None
+    assert Linker(catalog(A), {**OPTS, "fuzzy": False}).link(bare(gtin=bad)).method \
+        is LinkMethod.NONE
+
+
+def test_shared_exact_key_is_ambiguous():
+    twin = master(sku="AC-1-DUP", gtin=GTIN.zfill(14))
+    link = Linker(catalog(A, twin), OPTS).link(bare(gtin=GTIN))
+    assert link.method is LinkMethod.AMBIGUOUS and link.sku is None
+    assert set(link.candidates) == {"AC-1", "AC-1-DUP"}
+
+
+@pytest.mark.parametrize("title, brand, sku, method", [
+    ("ACME Alpine Hoodie - Grey - M", "Acme", "AC-1", LinkMethod.FUZZY),
+    ("Northwind Coastal Rain Jacket Red L", None, "NW-2", LinkMethod.FUZZY),
+    ("Zephyr Ukulele Deluxe", None, None, LinkMethod.NONE),      # nothing like it
+])
+def test_fuzzy_fallback(title, brand, sku, method):
+    link = Linker(catalog(A, B), OPTS).link(bare(title=title, brand=brand))
+    assert (link.sku, link.method) == (sku, method)
+    if method is LinkMethod.FUZZY:
+        assert 0.88 <= link.confidence <= 1.0
+
+
+def test_fuzzy_close_variants_are_ambiguous():
+    m = master(sku="AC-1-L", title="Acme Alpine Hoodie, Grey, L", gtin=None)
+    link = Linker(catalog(A, m), OPTS).link(bare(title="Acme Alpine Hoodie Grey"))
+    assert link.method is LinkMethod.AMBIGUOUS
+    assert set(link.candidates) == {"AC-1", "AC-1-L"}
+
+
+def test_fuzzy_off():
+    link = Linker(catalog(A), {**OPTS, "fuzzy": False}).link(
+        bare(title="Acme Alpine Hoodie, Grey, M"))
+    assert link.method is LinkMethod.NONE
+
+
+def test_fuzzy_blocking_uses_model_tokens_and_brand():
+    recs = [master(sku=f"S{i}", title=f"Acme Widget Model X{i:04d}", gtin=None) for i in range(300)]
+    recs.append(master(sku="OTHER", brand="Globex", title="Globex Widget Model X0007", gtin=None))
+    idx = FuzzyIndex(catalog(*recs))
+    cands = idx.candidates("acme widget model x0007", "acme")
+    assert [idx.skus[i] for i in cands] == ["S7"]  # the model token blocks; brand filters
+    link = Linker(catalog(*recs), OPTS).link(bare(title="Acme Widget Model X0007", brand="Acme"))
+    assert (link.sku, link.method) == ("S7", LinkMethod.FUZZY)
+
+
+def test_normalizers():
+    assert norm_sku("  ab c ") == "ABC" and norm_sku("") is None
+    assert norm_mpn("Acme Inc.", "ah-100") == "ACMEINC|AH100"
+    assert norm_url("https://www.x.example/a/?q=1") == "x.example/a"
+    assert norm_gtin(gtin13("036282818705"[:12])) is not None
+
+
+def test_title_lacking_the_distinguishing_word_is_ambiguous():
+    red = master(sku="L-RED", title="Vantage Brass Table Lamp, Red", gtin=None, brand="Acme")
+    green = master(sku="L-GRN", title="Vantage Brass Table Lamp, Green", gtin=None, brand="Acme")
+    link = Linker(catalog(red, green), OPTS).link(bare(title="Vantage Brass Table Lamp"))
+    assert link.method is LinkMethod.AMBIGUOUS
+    assert set(link.candidates) == {"L-RED", "L-GRN"}
+
+
+def test_identical_title_of_another_brand_is_filtered():
+    a = master(sku="A", title="Oakridge Fibreglass Umbrella", brand="Acme", gtin=None)
+    b = master(sku="B", title="Oakridge Fibreglass Umbrella", brand="Hooli", gtin=None)
+    linker = Linker(catalog(a, b), OPTS)
+    assert linker.link(bare(title="OAKRIDGE FIBREGLASS UMBRELLA", brand="Hooli")).sku == "B"
+    assert linker.link(bare(title="Oakridge Fibreglass Umbrella")).method is LinkMethod.AMBIGUOUS
