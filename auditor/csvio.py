@@ -7,6 +7,7 @@ import io
 import sys
 from typing import IO, Callable, Iterator
 
+from auditor.errors import SourceError
 from auditor.sources import SourceFile, detect_encoding
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
@@ -39,15 +40,70 @@ def _strict_lines(raw: IO[bytes], encoding: str, name: str,
             yield line.decode(encoding, errors="replace")
 
 
+# A quoted field may hold line breaks (descriptions do), but a record running on
+# for this many physical lines is an unbalanced quote eating the rows after it.
+MAX_RECORD_LINES = 200
+
+
+class _Runaway(Exception):
+    pass
+
+
+class _LineFeed:
+    """The physical lines of a text stream, with line numbers and push-back.
+
+    csv.reader pulls lines through this; the lines of the record being read are
+    kept so that a record spoiled by an unbalanced quote can be re-read line
+    by line.
+    """
+
+    __slots__ = ("_it", "_back", "buf", "n", "max_lines")
+
+    def __init__(self, lines: Iterator[str], max_lines: int = MAX_RECORD_LINES):
+        self._it = iter(lines)
+        self._back: list[tuple[int, str]] = []
+        self.buf: list[tuple[int, str]] = []
+        self.n = 0
+        self.max_lines = max_lines
+
+    def __iter__(self) -> "_LineFeed":
+        return self
+
+    def __next__(self) -> str:
+        if self._back:
+            item = self._back.pop()
+        else:
+            line = next(self._it)
+            self.n += 1
+            item = (self.n, line)
+        buf = self.buf
+        buf.append(item)
+        if len(buf) > self.max_lines:
+            raise _Runaway()
+        return item[1]
+
+    def push_back(self, items: list[tuple[int, str]]) -> None:
+        """Lines to be read again, in order, before the rest of the stream."""
+        self._back.extend(reversed(items))
+
+
 def open_rows(sf: SourceFile, encoding: str = "auto", delimiter: str = "auto",
-              on_error: Callable[[str, str], None] | None = None
+              on_error: Callable[[str, str], None] | None = None, ragged: str = "keep",
               ) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
     """The header and an iterator of (line number, cells) for a delimited file.
 
     With ``encoding = "auto"`` bytes are read as UTF-8 (BOM stripped) with a
     Windows-1252 fallback per byte; with an explicit encoding undecodable lines
     are reported through ``on_error`` with their line numbers.
+
+    A record broken by an unbalanced quote (it swallows following lines and has
+    the wrong number of cells) is reported and its lines are read again one by
+    one, so one bad quote costs one row, not the rest of the file. With
+    ``ragged = "report"`` a row with more non-empty cells than the header is
+    reported and skipped, and short rows are padded; ``"keep"`` yields rows as
+    they are (the caller judges).
     """
+    report = on_error or (lambda loc, reason: None)
     raw = sf.open_binary()
     buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw, 1 << 16)  # type: ignore[arg-type]
     sample_bytes = buffered.peek(1 << 16)[: 1 << 16]
@@ -56,34 +112,73 @@ def open_rows(sf: SourceFile, encoding: str = "auto", delimiter: str = "auto",
         errors = "auditor-cp1252" if enc.startswith("utf-8") else "replace"
         text: Iterator[str] = io.TextIOWrapper(buffered, encoding=enc, errors=errors, newline="")
     else:
-        text = _strict_lines(buffered, enc, sf.name, on_error)
+        text = _strict_lines(buffered, enc, sf.name, report)
     sample = sample_bytes.decode(enc if enc != "utf-8-sig" else "utf-8-sig", errors="replace")
     if sample.startswith("\ufeff"):
         sample = sample[1:]
     delim = sniff_delimiter(sample) if delimiter == "auto" else _delim(delimiter)
-    reader = csv.reader(text, delimiter=delim, strict=False)
+    feed = _LineFeed(text)
+    reader = csv.reader(feed, delimiter=delim, strict=False)
     try:
         header = next(reader)
     except StopIteration:
+        raw.close()
         return [], iter(())
+    except (csv.Error, _Runaway) as e:
+        raw.close()
+        raise SourceError(sf.name, f"unreadable header row: {e or 'unbalanced quote'}") from None
+    feed.buf.clear()
     if header and header[0].startswith("\ufeff"):
         header[0] = header[0][1:]
     header = [h.strip() for h in header]
+    width = len(header)
 
     def rows() -> Iterator[tuple[int, list[str]]]:
-        last = reader.line_num
+        nonlocal reader
+        buf = feed.buf
         try:
-            for cells in reader:
-                start = last + 1
-                last = reader.line_num
+            while True:
+                try:
+                    cells = next(reader)
+                except StopIteration:
+                    return
+                except (csv.Error, _Runaway) as e:
+                    why = str(e) or f"a quoted field runs on for more than {feed.max_lines} lines"
+                    _resync(feed, sf.name, f"CSV syntax error (unbalanced quote?): {why}")
+                    reader = csv.reader(feed, delimiter=delim, strict=False)
+                    continue
+                start = buf[0][0] if buf else feed.n
+                if len(buf) > 1 and len(cells) != width:
+                    # A quote opened and never closed: the record swallowed
+                    # the lines after it. Report the first, re-read the rest.
+                    _resync(feed, sf.name, f"unbalanced quote: the row runs on over "
+                                           f"{len(buf)} lines with {len(cells)} cells "
+                                           f"where the header has {width}")
+                    reader = csv.reader(feed, delimiter=delim, strict=False)
+                    continue
+                buf.clear()
                 if not cells or (len(cells) == 1 and not cells[0].strip()):
                     continue
+                if ragged == "report" and len(cells) != width:
+                    if len(cells) > width:
+                        if any(c.strip() for c in cells[width:]):
+                            report(f"{sf.name}:{start}",
+                                   f"row has {len(cells)} cells, the header {width} "
+                                   f"(an unquoted delimiter inside a value?); row skipped")
+                            continue
+                        cells = cells[:width]
+                    else:
+                        cells = cells + [""] * (width - len(cells))
                 yield start, cells
-        except csv.Error as e:
-            if on_error:
-                on_error(f"{sf.name}:{last + 1}", f"CSV syntax error: {e}")
         finally:
             raw.close()
+
+    def _resync(feed: _LineFeed, name: str, reason: str) -> None:
+        lines = list(feed.buf)
+        feed.buf.clear()
+        if lines:
+            report(f"{name}:{lines[0][0]}", reason)
+            feed.push_back(lines[1:])
 
     return header, rows()
 
