@@ -45,46 +45,51 @@ def _strict_lines(raw: IO[bytes], encoding: str, name: str,
 MAX_RECORD_LINES = 200
 
 
-class _Runaway(Exception):
-    pass
-
-
 class _LineFeed:
-    """The physical lines of a text stream, with line numbers and push-back.
+    """The physical lines of a text stream, numbered, with push-back.
 
-    csv.reader pulls lines through this; the lines of the record being read are
-    kept so that a record spoiled by an unbalanced quote can be re-read line
-    by line.
+    csv.reader pulls lines from ``lines()``; the lines of the record being read
+    are kept in ``buf`` so that a record spoiled by an unbalanced quote can be
+    re-read line by line. A record running on past ``max_lines`` ends the
+    generator early (``runaway``) so the reader stops swallowing the file.
     """
 
-    __slots__ = ("_it", "_back", "buf", "n", "max_lines")
+    __slots__ = ("_text", "back", "buf", "n", "max_lines", "runaway")
 
-    def __init__(self, lines: Iterator[str], max_lines: int = MAX_RECORD_LINES):
-        self._it = iter(lines)
-        self._back: list[tuple[int, str]] = []
+    def __init__(self, text: Iterator[str], max_lines: int = MAX_RECORD_LINES):
+        self._text = iter(text)
+        self.back: list[tuple[int, str]] = []
         self.buf: list[tuple[int, str]] = []
         self.n = 0
         self.max_lines = max_lines
+        self.runaway = False
 
-    def __iter__(self) -> "_LineFeed":
-        return self
-
-    def __next__(self) -> str:
-        if self._back:
-            item = self._back.pop()
-        else:
-            line = next(self._it)
-            self.n += 1
-            item = (self.n, line)
-        buf = self.buf
-        buf.append(item)
-        if len(buf) > self.max_lines:
-            raise _Runaway()
-        return item[1]
+    def lines(self) -> Iterator[str]:
+        """Pushed-back lines first, then the stream; a generator (the hot path)."""
+        back, buf, mx = self.back, self.buf, self.max_lines
+        self.runaway = False
+        while back:
+            item = back.pop()
+            buf.append(item)
+            if len(buf) > mx:
+                self.runaway = True
+                return
+            yield item[1]
+        n = self.n
+        try:
+            for line in self._text:
+                n += 1
+                buf.append((n, line))
+                if len(buf) > mx:
+                    self.runaway = True
+                    return
+                yield line
+        finally:
+            self.n = n
 
     def push_back(self, items: list[tuple[int, str]]) -> None:
         """Lines to be read again, in order, before the rest of the stream."""
-        self._back.extend(reversed(items))
+        self.back.extend(reversed(items))
 
 
 def open_rows(sf: SourceFile, encoding: str = "auto", delimiter: str = "auto",
@@ -118,15 +123,19 @@ def open_rows(sf: SourceFile, encoding: str = "auto", delimiter: str = "auto",
         sample = sample[1:]
     delim = sniff_delimiter(sample) if delimiter == "auto" else _delim(delimiter)
     feed = _LineFeed(text)
-    reader = csv.reader(feed, delimiter=delim, strict=False)
+    gen = feed.lines()
+    reader = csv.reader(gen, delimiter=delim, strict=False)
     try:
         header = next(reader)
     except StopIteration:
         raw.close()
         return [], iter(())
-    except (csv.Error, _Runaway) as e:
+    except csv.Error as e:
         raw.close()
-        raise SourceError(sf.name, f"unreadable header row: {e or 'unbalanced quote'}") from None
+        raise SourceError(sf.name, f"unreadable header row: {e}") from None
+    if feed.runaway:
+        raw.close()
+        raise SourceError(sf.name, "unreadable header row: an unbalanced quote")
     feed.buf.clear()
     if header and header[0].startswith("\ufeff"):
         header[0] = header[0][1:]
@@ -134,28 +143,40 @@ def open_rows(sf: SourceFile, encoding: str = "auto", delimiter: str = "auto",
     width = len(header)
 
     def rows() -> Iterator[tuple[int, list[str]]]:
-        nonlocal reader
+        nonlocal reader, gen
         buf = feed.buf
+
+        def restart(reason: str) -> None:
+            nonlocal reader, gen
+            gen.close()
+            lines = list(buf)
+            buf.clear()
+            if lines:
+                report(f"{sf.name}:{lines[0][0]}", reason)
+                feed.push_back(lines[1:])
+            gen = feed.lines()
+            reader = csv.reader(gen, delimiter=delim, strict=False)
+
         try:
             while True:
                 try:
                     cells = next(reader)
                 except StopIteration:
+                    if feed.runaway or feed.back:
+                        restart(f"unbalanced quote: a quoted field runs on for more than "
+                                f"{feed.max_lines} lines")
+                        continue
                     return
-                except (csv.Error, _Runaway) as e:
-                    why = str(e) or f"a quoted field runs on for more than {feed.max_lines} lines"
-                    _resync(feed, sf.name, f"CSV syntax error (unbalanced quote?): {why}")
-                    reader = csv.reader(feed, delimiter=delim, strict=False)
+                except csv.Error as e:
+                    restart(f"CSV syntax error: {e}")
                     continue
-                start = buf[0][0] if buf else feed.n
-                if len(buf) > 1 and len(cells) != width:
+                if len(buf) > 1 and (feed.runaway or len(cells) != width):
                     # A quote opened and never closed: the record swallowed
                     # the lines after it. Report the first, re-read the rest.
-                    _resync(feed, sf.name, f"unbalanced quote: the row runs on over "
-                                           f"{len(buf)} lines with {len(cells)} cells "
-                                           f"where the header has {width}")
-                    reader = csv.reader(feed, delimiter=delim, strict=False)
+                    restart(f"unbalanced quote: the row runs on over {len(buf)} lines "
+                            f"with {len(cells)} cells where the header has {width}")
                     continue
+                start = buf[0][0] if buf else feed.n
                 buf.clear()
                 if not cells or (len(cells) == 1 and not cells[0].strip()):
                     continue
@@ -172,13 +193,6 @@ def open_rows(sf: SourceFile, encoding: str = "auto", delimiter: str = "auto",
                 yield start, cells
         finally:
             raw.close()
-
-    def _resync(feed: _LineFeed, name: str, reason: str) -> None:
-        lines = list(feed.buf)
-        feed.buf.clear()
-        if lines:
-            report(f"{name}:{lines[0][0]}", reason)
-            feed.push_back(lines[1:])
 
     return header, rows()
 

@@ -184,15 +184,25 @@ def parse_availability(text: str | bool | None) -> Availability:
         return Availability.UNKNOWN
     if isinstance(text, bool):
         return Availability.IN_STOCK if text else Availability.OUT_OF_STOCK
+    hit = _AVAIL_SEEN.get(text)
+    if hit is not None:
+        return hit
     s = str(text).strip().lower()
     s = re.sub(r"^https?://schema\.org/", "", s)
     s = re.sub(r"[\s_\-]+", "", s)
     if not s:
         return Availability.UNKNOWN
     try:
-        return _AVAIL[s]
+        found = _AVAIL[s]
     except KeyError:
         raise ValueError(f"unknown availability {text!r}") from None
+    if len(_AVAIL_SEEN) < 1000:
+        _AVAIL_SEEN[text] = found
+    return found
+
+
+# Values as written ("in_stock", "In Stock") -> enum: feeds repeat a handful of them.
+_AVAIL_SEEN: dict = {}
 
 
 def availability_from_quantity(qty: int, safety_stock: int = 0) -> Availability:
@@ -228,6 +238,8 @@ def normalize_gtin(text: str | int | None, kind: str | None = None) -> str | Non
     """
     if text is None:
         return None
+    if type(text) is str and len(text) in (8, 12, 13, 14) and text.isdigit():
+        return text.zfill(14)  # the common, clean case
     s = str(text).strip().lstrip("'")  # a leading apostrophe forces text in spreadsheets
     if re.match(r"^\d+(\.\d+)?[eE]\+?\d+$", s):
         raise ValueError(f"GTIN {text!r} was turned into a rounded number by a spreadsheet; "
