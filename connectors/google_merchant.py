@@ -30,7 +30,7 @@ ATTRIBUTE_FIELDS = ("color", "size", "material", "pattern", "gender", "age_group
                     "product_weight", "product_length", "product_width", "product_height",
                     "shipping_weight", "unit_pricing_measure", "energy_efficiency_class",
                     "custom_label_0", "custom_label_1", "custom_label_2", "custom_label_3",
-                    "custom_label_4")
+                    "custom_label_4", "status", "visibility")
 MULTI = {"additional_image_link", "gtin"}
 # Other names feeds use for the same attribute (Atom's summary, Google's "colour").
 ALIASES = {"summary": "description", "colour": "color", "image_url": "image_link",
@@ -192,14 +192,19 @@ def _xml_parser_args() -> dict[str, Any]:
                 remove_comments=True, remove_pis=True)
 
 
-def parse_xml(stream, name: str) -> Iterator[tuple[str, dict[str, str]]]:
+def parse_xml(stream, name: str, rename: Callable[[str], str] | None = None
+              ) -> Iterator[tuple[str, dict[str, str]]]:
     """Yield (location, fields) for each <item> (RSS) or <entry> (Atom), streaming.
 
     ``g:`` elements win over plain ones of the same name (``<g:title>`` over
     ``<title>``); repeated ``gtin`` and ``additional_image_link`` are joined
-    with commas.
+    with commas. Nested elements other than ``shipping`` are flattened the way
+    Meta's CSV columns are (``<image><url>`` -> ``image[0].url``). ``rename``
+    maps attribute names (after aliases) to the ones ``item_to_listing`` reads.
     """
     names: dict[Any, tuple[str, bool]] = {}
+    rename = rename or (lambda n: n)
+    flat: dict[str, str] = {}
     count = 0
     try:
         ctx = etree.iterparse(stream, events=("end",), tag=("{*}item", "{*}entry"),
@@ -211,7 +216,7 @@ def parse_xml(stream, name: str) -> Iterator[tuple[str, dict[str, str]]]:
                 lc = names.get(child.tag)
                 if lc is None:
                     cname, is_g = _local(child.tag)
-                    lc = names[child.tag] = (ALIASES.get(cname, cname), is_g)
+                    lc = names[child.tag] = (rename(ALIASES.get(cname, cname)), is_g)
                 cname, is_g = lc
                 if not cname:
                     continue
@@ -223,7 +228,8 @@ def parse_xml(stream, name: str) -> Iterator[tuple[str, dict[str, str]]]:
                         if cname == "shipping":  # nested country/service/price
                             value = ":".join((c.text or "").strip() for c in child)
                         else:
-                            value = "".join(child.itertext()).strip()
+                            _flatten(child, cname, gfields if is_g else plain, rename, flat)
+                            continue
                     elif cname == "link":
                         value = (child.get("href") or "").strip()  # Atom
                     if not value:
@@ -252,24 +258,47 @@ def parse_xml(stream, name: str) -> Iterator[tuple[str, dict[str, str]]]:
         raise SourceError(name, f"XML syntax error at line {e.lineno}: {e.msg}") from None
 
 
-def parse_tsv(sf: SourceFile, encoding: str, on_error,
-              delimiter: str = "auto") -> Iterator[tuple[str, dict[str, str]]]:
+def _flatten(el: Any, cname: str, fields: dict[str, str], rename: Callable[[str], str],
+             cache: dict[str, str]) -> None:
+    """``<image><url>u</url></image>`` -> ``image[0].url = u`` (the next image is [1])."""
+    i = 0
+    while any(k.startswith(f"{cname}[{i}].") for k in fields) or f"{cname}[{i}]" in fields:
+        i += 1
+    for sub in el:
+        if not isinstance(sub.tag, str):
+            continue
+        text = (sub.text or "").strip()
+        if text:
+            raw = f"{cname}[{i}].{_local(sub.tag)[0]}"
+            key = cache.get(raw)
+            if key is None:
+                key = cache[raw] = rename(raw)
+            old = fields.get(key)
+            fields[key] = f"{old},{text}" if old and key in MULTI else text
+
+
+def parse_tsv(sf: SourceFile, encoding: str, on_error, delimiter: str = "auto",
+              rename: Callable[[str], str] | None = None
+              ) -> Iterator[tuple[str, dict[str, str]]]:
     """Yield (location, fields) for each row of a tab-, comma- or semicolon-separated feed."""
     header, rows = csvio.open_rows(sf, encoding, delimiter, on_error, ragged="report")
     names = []
     for h in header:
         n = _local(h.strip().lower().replace(" ", "_"))[0]
-        names.append(ALIASES.get(n, n))
+        n = ALIASES.get(n, n)
+        names.append(rename(n) if rename else n)
     if "id" not in names:
         raise SourceError(sf.name, f"no 'id' column in header ({', '.join(header[:10])})")
+    # Columns named alike after renaming: repeated gtin/additional_image_link
+    # columns are joined, of others the first non-empty value wins.
+    dup = {n: [i for i, m in enumerate(names) if m == n] for n in set(names)
+           if names.count(n) > 1}
     name = sf.name
-    multi = [i for i, n in enumerate(names) if n in MULTI and names.count(n) > 1]
     for line, cells in rows:
         fields = dict(zip(names, cells))
-        if multi:  # a repeated column such as two additional_image_link columns
-            for n in {names[i] for i in multi}:
-                fields[n] = ",".join(cells[i].strip() for i in multi
-                                     if names[i] == n and i < len(cells) and cells[i].strip())
+        for n, idx in dup.items():
+            vals = [cells[i].strip() for i in idx if i < len(cells) and cells[i].strip()]
+            fields[n] = ",".join(vals) if n in MULTI else (vals[0] if vals else "")
         yield f"{name}:{line}", fields
 
 
@@ -278,8 +307,13 @@ def sniff_format(head: bytes) -> str:
     return "xml" if sniff_kind(head) in ("xml", "html") else "tsv"
 
 
-def read_feed_items(ctx: SourceContext, fmt: str) -> Iterator[tuple[str, dict[str, str]]]:
-    """Items of every file of the channel's source, XML or delimited text."""
+def read_feed_items(ctx: SourceContext, fmt: str, rename: Callable[[str], str] | None = None
+                    ) -> Iterator[tuple[str, dict[str, str]]]:
+    """Items of every file of the channel's source, XML or delimited text.
+
+    ``rename`` maps a feed's attribute names onto Google's (Meta's flattened
+    ``image[0].url`` columns, for one).
+    """
     with ctx.files() as files:
         for sf in files:
             try:
@@ -296,10 +330,10 @@ def read_feed_items(ctx: SourceContext, fmt: str) -> Iterator[tuple[str, dict[st
                     if kind != "xml":
                         raise SourceError(sf.name, "format = \"xml\" but the file is not XML")
                     with sf.open_binary() as stream:
-                        yield from parse_xml(stream, sf.name)
+                        yield from parse_xml(stream, sf.name, rename)
                 else:
                     yield from parse_tsv(sf, ctx.channel.opt("encoding", "auto"), ctx.bad,
-                                         ctx.channel.opt("delimiter", "auto"))
+                                         ctx.channel.opt("delimiter", "auto"), rename)
             except (EOFError, OSError) as e:  # unreadable file
                 raise SourceError(sf.name, f"cannot read: {e}") from None
 
