@@ -96,10 +96,7 @@ def parse_money(text: str, default_currency: str | None = None,
     """'15.00 USD', 'USD 15.00', '€1.299,00', '12,50' (with a default currency)."""
     if text is None:
         raise ValueError("empty price")
-    try:
-        return _parse_money_cached(str(text), default_currency, decimal_separator)
-    except ModelError as e:
-        raise ValueError(str(e)) from None
+    return _parse_money_cached(str(text), default_currency, decimal_separator)
 
 
 @lru_cache(maxsize=8192)
