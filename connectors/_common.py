@@ -34,16 +34,25 @@ def map_columns(header: list[str], columns: Mapping[str, str | list[str]],
     list several candidate headers (report variants), the first present wins.
     Raises SourceError naming the missing required fields and the header.
     """
-    index = {}
+    return {f: idx[0] for f, idx in map_columns_all(header, columns, name, required).items()}
+
+
+def map_columns_all(header: list[str], columns: Mapping[str, str | list[str]],
+                    name: str, required: tuple[str, ...] = ()) -> dict[str, list[int]]:
+    """Like ``map_columns``, with every present candidate column, in the map's order.
+
+    For exports that carry a value in one of several columns (Lightspeed's UPC
+    or EAN): the first non-empty one in a row wins.
+    """
+    index: dict[str, int] = {}
     for i, h in enumerate(header):
         index.setdefault(header_key(h), i)
-    out: dict[str, int] = {}
+    out: dict[str, list[int]] = {}
     for field, theirs in columns.items():
-        for cand in ([theirs] if isinstance(theirs, str) else theirs):
-            i = index.get(header_key(cand))
-            if i is not None:
-                out[field] = i
-                break
+        found = [index[k] for cand in ([theirs] if isinstance(theirs, str) else theirs)
+                 if (k := header_key(cand)) in index]
+        if found:
+            out[field] = list(dict.fromkeys(found))
     missing = [f for f in required if f not in out]
     if missing:
         want = ", ".join(f"{f} ({_show(columns.get(f, f))})" for f in missing)

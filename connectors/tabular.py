@@ -23,7 +23,7 @@ from auditor.plugins import register_connector
 from auditor.sources import SourceFile
 from auditor.values import (availability_from_quantity, normalize_gtin, parse_availability,
                             parse_datetime, parse_int, parse_money)
-from connectors._common import dedupe, header_key, make_listing, map_columns
+from connectors._common import dedupe, header_key, make_listing, map_columns, map_columns_all
 
 # Listing fields a column map may name; any other name becomes an attribute.
 TEXT_FIELDS = ("title", "description", "brand", "mpn", "url", "group_id")
@@ -149,7 +149,8 @@ def row_converter(header: list[str], name: str, channel: str, fetched_at,
         # No map: headers named like our fields ("sku", "price", ...) are used as they are.
         ours = {header_key(f): f for f in FIELDS}
         columns = {ours[k]: h for h in header if (k := header_key(h)) in ours}
-    idx = map_columns(header, columns, name)
+    cols = map_columns_all(header, columns, name)
+    idx = {f: i[0] for f, i in cols.items()}
     if "sku" not in idx and "key" not in idx:
         raise SourceError(name, f"no SKU column: map one with columns = {{ sku = \"...\" }} "
                                 f"(header is: {', '.join(header[:20])})")
@@ -161,14 +162,15 @@ def row_converter(header: list[str], name: str, channel: str, fetched_at,
     tz = opts.get("timezone") or "UTC"
     dfmt = opts.get("date_format")
     safety = opts.get("safety_stock") or 0
-    get_i = idx.get
+    get_i = cols.get
 
     def cell(cells: list[str], field: str) -> str | None:
-        i = get_i(field)
-        if i is None or i >= len(cells):
-            return None
-        v = cells[i].strip()
-        return v or None
+        for i in get_i(field, ()):
+            if i < len(cells):
+                v = cells[i].strip()
+                if v:
+                    return v
+        return None
 
     def money(cells: list[str], field: str):
         v = cell(cells, field)
