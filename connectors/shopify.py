@@ -30,10 +30,11 @@ from auditor.options import Opt
 from auditor.plugins import register_connector
 from auditor.sources import is_url
 from auditor.values import (availability_from_quantity, money_from_minor, normalize_currency,
-                            normalize_gtin, parse_availability, parse_int, parse_money)
+                            normalize_gtin, parse_int, parse_money)
 from connectors._common import dedupe, make_listing, map_columns
 
 PAGE_SIZE = 250
+DEFAULT_TITLE = "Default Title"  # the one option value of a product without variants
 CLOSED = {401, 403, 404}
 
 
@@ -87,7 +88,7 @@ _OPTION_ATTR = {"color": "color", "colour": "color", "farbe": "color", "couleur"
 def _option_attributes(names: list[str], values: Iterable[Any]) -> dict[str, str]:
     out = {}
     for name, value in zip(names, values):
-        if value is None or str(value).strip() == "" or not name:
+        if value is None or str(value).strip() in ("", DEFAULT_TITLE) or not name:
             continue
         key = _OPTION_ATTR.get(name.strip().lower(), "option_" + name.strip().lower())
         out[key] = str(value).strip()
@@ -118,7 +119,7 @@ def product_listings(product: Mapping[str, Any], channel: str, fetched_at: datet
         if product.get("product_type"):
             attributes["product_type"] = str(product["product_type"])
         vt = v.get("title")
-        if vt and vt != "Default Title":
+        if vt and vt != DEFAULT_TITLE:
             attributes["variant_title"] = str(vt)
         if v.get("grams"):
             attributes["product_weight"] = f"{v['grams']} g"
@@ -386,7 +387,7 @@ def csv_listings(header: list[str], rows: Iterable[tuple[int, list[str]]], name:
         status = product.get("status", "").lower()
         if status in ("draft", "archived"):
             avail = Availability.OUT_OF_STOCK
-        key = sku or f"{handle}:{'/'.join(v for v in opt_values if v) or 'default'}"
+        key = sku or f"{handle}:{'/'.join(v for v in opt_values if v and v != DEFAULT_TITLE) or 'default'}"
         vimg = get(cells, "variant_image")
         imgs = tuple(dict.fromkeys(u for u in [vimg, *images] if u))
         return make_listing(
@@ -400,7 +401,8 @@ def csv_listings(header: list[str], rows: Iterable[tuple[int, list[str]]], name:
     for line, cells in rows:
         handle = get(cells, "handle")
         if not handle:
-            bad(f"{name}:{line}", "Handle: row has no handle")
+            if any(c.strip() for c in cells):
+                bad(f"{name}:{line}", "Handle: row has no handle")
             continue
         if handle != product.get("handle"):
             yield from flush()
