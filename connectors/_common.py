@@ -102,3 +102,33 @@ def _listing_factory():
 
 #: ``make_listing(channel=..., key=..., fetched_at=..., ...)`` -> Listing, fast.
 make_listing = _listing_factory()
+
+
+def row_values(columns: Mapping[str, list[int]]):
+    """A function cells -> {field: stripped non-empty value} for mapped columns.
+
+    Only the fields the header has are visited, so a wide column map costs
+    nothing per row for the columns an export lacks; of several candidate
+    columns the first non-empty one wins.
+    """
+    single = [(f, idx[0]) for f, idx in columns.items() if len(idx) == 1]
+    multi = [(f, idx) for f, idx in columns.items() if len(idx) > 1]
+    top = max((i for idx in columns.values() for i in idx), default=-1)
+
+    def values(cells: list[str]) -> dict[str, str]:
+        if len(cells) <= top:
+            cells = cells + [""] * (top + 1 - len(cells))
+        out = {}
+        for f, i in single:
+            v = cells[i]
+            if v and (v := v.strip()):
+                out[f] = v
+        for f, idx in multi:
+            for i in idx:
+                v = cells[i].strip()
+                if v:
+                    out[f] = v
+                    break
+        return out
+
+    return values

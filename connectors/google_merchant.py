@@ -19,7 +19,7 @@ from auditor.model import Availability, Listing, Money
 from auditor.options import Opt
 from auditor.plugins import register_connector
 from auditor.sources import SourceFile, sniff_kind
-from connectors._common import dedupe, make_listing
+from connectors._common import make_listing
 from auditor.values import (normalize_gtin, parse_availability, parse_int, parse_interval,
                             parse_money)
 
@@ -101,18 +101,13 @@ def item_converter(channel: str, fetched_at: datetime, opts: Mapping[str, Any]
             if avail is unknown:
                 avail = None
         qty = None
-        for qname in _QUANTITY_FIELDS:
-            v = get(qname)
-            if v and v.strip():
-                try:
-                    qty = parse_int(v, dsep)
-                except ValueError as e:
-                    raise BadRecord(str(e), qname) from None
-                break
+        if "quantity" in fields or "inventory" in fields or \
+                "quantity_to_sell_on_facebook" in fields:
+            qty = _quantity(fields, dsep)
         attributes = {}
         for k in ATTRIBUTE_SET.intersection(fields):
-            v = fields[k].strip()
-            if v:
+            v = fields[k]
+            if v and (v := v.strip()):
                 attributes[k] = v
         gtin = None
         raw = get("gtin")
@@ -146,6 +141,17 @@ def item_converter(channel: str, fetched_at: datetime, opts: Mapping[str, Any]
 
 
 _QUANTITY_FIELDS = ("quantity", "quantity_to_sell_on_facebook", "inventory")
+
+
+def _quantity(fields: Mapping[str, str], dsep: str | None) -> int | None:
+    for qname in _QUANTITY_FIELDS:
+        v = fields.get(qname)
+        if v and v.strip():
+            try:
+                return parse_int(v, dsep)
+            except ValueError as e:
+                raise BadRecord(str(e), qname) from None
+    return None
 
 
 def _gtins(raw: str, attributes: dict[str, str]) -> str | None:
@@ -342,15 +348,18 @@ def items_to_listings(ctx: SourceContext,
                       items: Iterable[tuple[str, dict[str, str]]]) -> Iterator[Listing]:
     """Listings from feed items; bad and duplicate items are recorded on ctx."""
     to_listing = item_converter(ctx.channel.name, ctx.now, ctx.channel.options)
-
-    def convert() -> Iterator[Listing]:
-        for location, fields in items:
-            try:
-                yield to_listing(fields, location)
-            except BadRecord as e:
-                ctx.bad(location, str(e))
-
-    return dedupe(ctx, convert())
+    seen: set[str] = set()  # one loop with the conversion: this is the per-row hot path
+    for location, fields in items:
+        try:
+            li = to_listing(fields, location)
+        except BadRecord as e:
+            ctx.bad(location, str(e))
+            continue
+        if li.key in seen:
+            ctx.bad(location, f"duplicate id {li.key!r}; kept the first")
+            continue
+        seen.add(li.key)
+        yield li
 
 
 FEED_OPTIONS = (

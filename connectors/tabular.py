@@ -23,7 +23,8 @@ from auditor.plugins import register_connector
 from auditor.sources import SourceFile
 from auditor.values import (availability_from_quantity, normalize_gtin, parse_availability,
                             parse_datetime, parse_int, parse_money)
-from connectors._common import dedupe, header_key, make_listing, map_columns, map_columns_all
+from connectors._common import (dedupe, header_key, make_listing, map_columns,
+                                map_columns_all, row_values)
 
 # Listing fields a column map may name; any other name becomes an attribute.
 TEXT_FIELDS = ("title", "description", "brand", "mpn", "url", "group_id")
@@ -162,18 +163,10 @@ def row_converter(header: list[str], name: str, channel: str, fetched_at,
     tz = opts.get("timezone") or "UTC"
     dfmt = opts.get("date_format")
     safety = opts.get("safety_stock") or 0
-    get_i = cols.get
+    values = row_values({f: i for f, i in cols.items() if f in FIELDS})
 
-    def cell(cells: list[str], field: str) -> str | None:
-        for i in get_i(field, ()):
-            if i < len(cells):
-                v = cells[i].strip()
-                if v:
-                    return v
-        return None
-
-    def money(cells: list[str], field: str):
-        v = cell(cells, field)
+    def money(row: dict[str, str], field: str):
+        v = row.get(field)
         if not v:
             return None
         try:
@@ -182,8 +175,8 @@ def row_converter(header: list[str], name: str, channel: str, fetched_at,
             raise BadRecord(f"bad {field} {v!r} in column {header[idx[field]]!r}: {e}",
                             field) from None
 
-    def date(cells: list[str], field: str):
-        v = cell(cells, field)
+    def date(row: dict[str, str], field: str):
+        v = row.get(field)
         if not v:
             return None
         try:
@@ -200,20 +193,21 @@ def row_converter(header: list[str], name: str, channel: str, fetched_at,
             raise BadRecord(f"{e} in column {column!r}", "quantity") from None
 
     def convert(line: int, cells: list[str]) -> list[Listing]:
-        sku = cell(cells, "sku")
-        key = sku or cell(cells, "key")
+        row = values(cells)
+        get = row.get
+        sku = get("sku")
+        key = sku or get("key")
         if not key:
             raise BadRecord("row has no SKU", "sku")
         attributes = {f: v for f, i in attr_cols if i < len(cells) and (v := cells[i].strip())}
-        gtin = None
-        g = cell(cells, "gtin")
-        if g:
+        gtin = get("gtin")
+        if gtin:
             try:
-                gtin = normalize_gtin(g)
+                gtin = normalize_gtin(gtin)
             except ValueError:
-                gtin = g  # kept as written: the GTIN check reports it
+                pass  # kept as written: the GTIN check reports it
         avail = None
-        a = cell(cells, "availability")
+        a = get("availability")
         if a:
             try:
                 avail = parse_availability(a)
@@ -222,23 +216,22 @@ def row_converter(header: list[str], name: str, channel: str, fetched_at,
             if avail is Availability.UNKNOWN:
                 avail = None
         images: tuple[str, ...] = ()
-        im = cell(cells, "images") or cell(cells, "image")
+        im = get("images") or get("image")
         if im:
             images = tuple(u.strip() for u in re.split(r"[|,]\s*(?=https?:|//)", im) if u.strip())
         common = dict(
             channel=channel, fetched_at=fetched_at, sku=sku,
-            title=cell(cells, "title"), description=cell(cells, "description"),
-            brand=cell(cells, "brand"), mpn=cell(cells, "mpn"), url=cell(cells, "url"),
-            group_id=cell(cells, "group_id"), gtin=gtin, images=images,
-            price=money(cells, "price"), sale_price=money(cells, "sale_price"),
-            sale_start=date(cells, "sale_start"), sale_end=date(cells, "sale_end"),
+            title=get("title"), description=get("description"), brand=get("brand"),
+            mpn=get("mpn"), url=get("url"), group_id=get("group_id"), gtin=gtin,
+            images=images, price=money(row, "price"), sale_price=money(row, "sale_price"),
+            sale_start=date(row, "sale_start"), sale_end=date(row, "sale_end"),
             attributes=attributes, evidence=f"{name}:{line}")
         if not locations:
-            qty = quantity(cell(cells, "quantity"), "quantity")
+            qty = quantity(get("quantity"), "quantity")
             if avail is None and qty is not None:
                 avail = availability_from_quantity(qty, safety)
             return [make_listing(key=key, quantity=qty, availability=avail,
-                                 location=cell(cells, "location"), **common)]
+                                 location=get("location"), **common)]
         out = []
         for loc, i in locations:
             v = cells[i].strip() if i < len(cells) else ""
