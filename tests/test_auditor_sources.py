@@ -231,5 +231,11 @@ def test_unreadable_source_fails_the_channel_not_its_listings(tmp_path):
         assert {li.key for li in store.listings("gm")} == {"A-1", "A-2"}
         sources_row = store.run_sources(third.run_id)[0]
         assert sources_row["status"] == "failed"
+
+        feed.write_bytes(gzip.compress(b"id\ttitle\tprice\n"))  # an empty feed
+        fourth = run_audit(_config(tmp_path, "feed.tsv.gz"), store)
+        (gm,) = fourth.channels
+        assert gm.status.value == "failed" and "no listings" in gm.message
+        assert {li.key for li in store.listings("gm")} == {"A-1", "A-2"}
     finally:
         store.close()

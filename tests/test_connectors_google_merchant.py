@@ -190,3 +190,32 @@ def test_default_currency_and_sku_field():
     li = item_to_listing({"id": "1", "price": "12,50", "mpn": " M-1 "}, "gm", NOW, "f:1",
                          {"currency": "EUR", "sku_field": "mpn"})
     assert li.price == Money.of("12.50", "EUR") and li.sku == "M-1" and li.mpn == "M-1"
+
+
+def test_url_feed_with_env_secrets(monkeypatch, caplog):
+    import logging
+
+    from connector_helpers import HTTP_LOCAL, serve
+
+    monkeypatch.setenv("GM_TOKEN", "Bearer gm-secret-4711")
+    body = gzip.compress((GM / "atom.xml").read_bytes())
+    routes = {"/feed.xml.gz": (200, {"Content-Type": "application/gzip"}, body),
+              "/login": (200, {"Content-Type": "text/html"}, (GM / "login.html").read_bytes())}
+    with serve(routes) as (base, seen), caplog.at_level(logging.DEBUG):
+        listings, ctx = read("google_merchant", f"{base}/feed.xml.gz", http_options=HTTP_LOCAL,
+                             headers={"Authorization": {"env": "GM_TOKEN"}})
+        with pytest.raises(SourceError) as e:
+            read("google_merchant", f"{base}/login", http_options=HTTP_LOCAL,
+                 headers={"Authorization": {"env": "GM_TOKEN"}})
+    assert [li.key for li in listings] == ["A-1", "A-2"]
+    assert seen[0]["authorization"] == "Bearer gm-secret-4711"
+    assert "HTML page" in str(e.value)
+    assert "gm-secret-4711" not in str(e.value) + caplog.text
+
+
+def test_url_outside_private_guard_is_refused():
+    from connector_helpers import serve
+
+    with serve({"/f.xml": (200, {}, b"<rss/>")}) as (base, _):
+        with pytest.raises(SourceError, match="private"):
+            read("google_merchant", f"{base}/f.xml", http_options={"retries": 0})
