@@ -203,6 +203,7 @@ _AVAIL_SEEN: dict = {}
 
 
 def availability_from_quantity(qty: int, safety_stock: int = 0) -> Availability:
+    """In stock when more than ``safety_stock`` units are on hand."""
     return Availability.IN_STOCK if qty > safety_stock else Availability.OUT_OF_STOCK
 
 

@@ -140,6 +140,7 @@ class AmazonListings(Connector):
     )
 
     def read(self, ctx: SourceContext) -> Iterator[Listing]:
+        """Every row of every report file as a Listing keyed by seller SKU."""
         opts = self.channel.options
         if not opts.get("currency"):
             raise SourceError(self.channel.name, "amazon_listings needs the marketplace's "

@@ -218,6 +218,7 @@ def parse_xml(stream, name: str, rename: Callable[[str], str] | None = None
         for _event, el in ctx:
             gfields: dict[str, str] = {}
             plain: dict[str, str] = {}
+            nested: dict[str, int] = {}
             for child in el:
                 lc = names.get(child.tag)
                 if lc is None:
@@ -234,7 +235,8 @@ def parse_xml(stream, name: str, rename: Callable[[str], str] | None = None
                         if cname == "shipping":  # nested country/service/price
                             value = ":".join((c.text or "").strip() for c in child)
                         else:
-                            _flatten(child, cname, gfields if is_g else plain, rename, flat)
+                            _flatten(child, cname, gfields if is_g else plain, rename, flat,
+                                     nested)
                             continue
                     elif cname == "link":
                         value = (child.get("href") or "").strip()  # Atom
@@ -265,11 +267,10 @@ def parse_xml(stream, name: str, rename: Callable[[str], str] | None = None
 
 
 def _flatten(el: Any, cname: str, fields: dict[str, str], rename: Callable[[str], str],
-             cache: dict[str, str]) -> None:
+             cache: dict[str, str], counts: dict[str, int]) -> None:
     """``<image><url>u</url></image>`` -> ``image[0].url = u`` (the next image is [1])."""
-    i = 0
-    while any(k.startswith(f"{cname}[{i}].") for k in fields) or f"{cname}[{i}]" in fields:
-        i += 1
+    i = counts.get(cname, 0)
+    counts[cname] = i + 1
     for sub in el:
         if not isinstance(sub.tag, str):
             continue
@@ -384,5 +385,6 @@ class GoogleMerchant(Connector):
     options = FEED_OPTIONS
 
     def read(self, ctx: SourceContext) -> Iterator[Listing]:
+        """Every item of every feed file as a Listing."""
         fmt = self.channel.opt("format", "auto")
         yield from items_to_listings(ctx, read_feed_items(ctx, "tsv" if fmt == "csv" else fmt))

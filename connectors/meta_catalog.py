@@ -37,6 +37,7 @@ class MetaCatalog(Connector):
     options = FEED_OPTIONS
 
     def read(self, ctx: SourceContext) -> Iterator[Listing]:
+        """Every item of every catalog file as a Listing."""
         fmt = self.channel.opt("format", "auto")
         items = read_feed_items(ctx, "tsv" if fmt == "csv" else fmt, meta_name)
         # Meta's template files carry comment rows ("# Required | ...") under the header.

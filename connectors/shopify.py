@@ -179,9 +179,11 @@ class _Loop:
         self.loop.run_until_complete(self.fetcher.__aenter__())
 
     def run(self, coro):
+        """Run one coroutine on this read's loop."""
         return self.loop.run_until_complete(coro)
 
     def close(self) -> None:
+        """Close the client and the loop."""
         try:
             self.loop.run_until_complete(self.fetcher.__aexit__(None, None, None))
         finally:
@@ -443,6 +445,7 @@ class Shopify(Connector):
     )
 
     def read(self, ctx: SourceContext) -> Iterator[Listing]:
+        """Every variant of the store (API) or of the export file (CSV) as a Listing."""
         src = self.channel.source or ""
         fmt = self.channel.opt("format", "auto")
         if fmt == "api" or (fmt == "auto" and is_url(src)

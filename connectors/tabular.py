@@ -285,6 +285,7 @@ class Tabular(Connector):
     )
 
     def read(self, ctx: SourceContext) -> Iterator[Listing]:
+        """Every row (or row and location) of every export file as a Listing."""
         yield from dedupe(ctx, self._rows(ctx), "key")
 
     def _rows(self, ctx: SourceContext) -> Iterator[Listing]:

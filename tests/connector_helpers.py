@@ -39,6 +39,7 @@ def read(ctype: str, source: str, http_options: dict | None = None, **options: A
 
 
 def by_key(listings) -> dict:
+    """Listings by key, in read order."""
     return {li.key: li for li in listings}
 
 

@@ -41,6 +41,7 @@ def test_csv_with_flattened_images_and_comment_row():
 def test_xml_with_nested_images():
     listings, ctx = read("meta_catalog", str(META / "catalog.xml"))
     (li,) = listings
-    assert li.images == ("https://cdn.example/x1.jpg", "https://cdn.example/x2.jpg")
+    assert li.images == ("https://cdn.example/x1.jpg", "https://cdn.example/x2.jpg",
+                         "https://cdn.example/x3.jpg")
     assert li.quantity == 3 and li.availability is Availability.IN_STOCK
     assert ctx.result.errors == 0
