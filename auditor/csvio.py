@@ -141,6 +141,7 @@ def open_rows(sf: SourceFile, encoding: str = "auto", delimiter: str = "auto",
         header[0] = header[0][1:]
     header = [h.strip() for h in header]
     width = len(header)
+    ragged = ragged == "report"
 
     def rows() -> Iterator[tuple[int, list[str]]]:
         nonlocal reader, gen
@@ -160,37 +161,38 @@ def open_rows(sf: SourceFile, encoding: str = "auto", delimiter: str = "auto",
         try:
             while True:
                 try:
-                    cells = next(reader)
-                except StopIteration:
-                    if feed.runaway or feed.back:
-                        restart(f"unbalanced quote: a quoted field runs on for more than "
-                                f"{feed.max_lines} lines")
-                        continue
-                    return
+                    for cells in reader:
+                        if len(buf) > 1 and (feed.runaway or len(cells) != width):
+                            # A quote opened and never closed: the record swallowed
+                            # the lines after it. Report the first, re-read the rest.
+                            restart(f"unbalanced quote: the row runs on over {len(buf)} "
+                                    f"lines with {len(cells)} cells where the header "
+                                    f"has {width}")
+                            break
+                        start = buf[0][0] if buf else feed.n
+                        buf.clear()
+                        if not cells or (len(cells) == 1 and not cells[0].strip()):
+                            continue
+                        if ragged and len(cells) != width:
+                            if len(cells) > width:
+                                if any(c.strip() for c in cells[width:]):
+                                    report(f"{sf.name}:{start}",
+                                           f"row has {len(cells)} cells, the header {width} "
+                                           f"(an unquoted delimiter inside a value?); "
+                                           f"row skipped")
+                                    continue
+                                cells = cells[:width]
+                            else:
+                                cells = cells + [""] * (width - len(cells))
+                        yield start, cells
+                    else:
+                        if feed.runaway or feed.back:
+                            restart(f"unbalanced quote: a quoted field runs on for more "
+                                    f"than {feed.max_lines} lines")
+                            continue
+                        return
                 except csv.Error as e:
                     restart(f"CSV syntax error: {e}")
-                    continue
-                if len(buf) > 1 and (feed.runaway or len(cells) != width):
-                    # A quote opened and never closed: the record swallowed
-                    # the lines after it. Report the first, re-read the rest.
-                    restart(f"unbalanced quote: the row runs on over {len(buf)} lines "
-                            f"with {len(cells)} cells where the header has {width}")
-                    continue
-                start = buf[0][0] if buf else feed.n
-                buf.clear()
-                if not cells or (len(cells) == 1 and not cells[0].strip()):
-                    continue
-                if ragged == "report" and len(cells) != width:
-                    if len(cells) > width:
-                        if any(c.strip() for c in cells[width:]):
-                            report(f"{sf.name}:{start}",
-                                   f"row has {len(cells)} cells, the header {width} "
-                                   f"(an unquoted delimiter inside a value?); row skipped")
-                            continue
-                        cells = cells[:width]
-                    else:
-                        cells = cells + [""] * (width - len(cells))
-                yield start, cells
         finally:
             raw.close()
 
