@@ -345,12 +345,18 @@ def read_feed_items(ctx: SourceContext, fmt: str, rename: Callable[[str], str] |
                 raise SourceError(sf.name, f"cannot read: {e}") from None
 
 
-def items_to_listings(ctx: SourceContext,
-                      items: Iterable[tuple[str, dict[str, str]]]) -> Iterator[Listing]:
-    """Listings from feed items; bad and duplicate items are recorded on ctx."""
+def items_to_listings(ctx: SourceContext, items: Iterable[tuple[str, dict[str, str]]],
+                      skip_comments: bool = False) -> Iterator[Listing]:
+    """Listings from feed items; bad and duplicate items are recorded on ctx.
+
+    With ``skip_comments``, items whose id starts with ``#`` are template comment
+    rows (Meta's "# Required | ..." line), not products.
+    """
     to_listing = item_converter(ctx.channel.name, ctx.now, ctx.channel.options)
     seen: set[str] = set()  # one loop with the conversion: this is the per-row hot path
     for location, fields in items:
+        if skip_comments and (fields.get("id") or "").lstrip().startswith("#"):
+            continue
         try:
             li = to_listing(fields, location)
         except BadRecord as e:

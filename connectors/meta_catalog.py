@@ -41,5 +41,4 @@ class MetaCatalog(Connector):
         fmt = self.channel.opt("format", "auto")
         items = read_feed_items(ctx, "tsv" if fmt == "csv" else fmt, meta_name)
         # Meta's template files carry comment rows ("# Required | ...") under the header.
-        items = ((loc, f) for loc, f in items if not (f.get("id") or "").lstrip().startswith("#"))
-        yield from items_to_listings(ctx, items)
+        yield from items_to_listings(ctx, items, skip_comments=True)
