@@ -18,6 +18,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -62,8 +63,7 @@ def _child(connector_type: str, path: str, options: dict[str, Any]) -> dict[str,
     for _li in conn(ch).read(ctx):
         rows += 1
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    # ru_maxrss is in KiB on Linux.
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_rss_mb()
     # CPU seconds as well as wall seconds: on a shared machine other processes
     # take the CPU away, which wall time counts against the parser.
     return {"rows": rows, "errors": ctx.result.errors, "seconds": round(seconds, 3),
@@ -71,6 +71,23 @@ def _child(connector_type: str, path: str, options: dict[str, Any]) -> dict[str,
             "rows_per_s": round(rows / seconds) if seconds else 0,
             "rows_per_cpu_s": round(rows / cpu) if cpu else 0,
             "peak_rss_mb": round(peak, 1)}
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident set size in MB.
+
+    VmHWM belongs to the process's own address space; ru_maxrss would also
+    count what the parent held when it forked this child (Linux keeps the
+    high-water mark across exec).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 # ----------------------------------------------------------------------------- synthetic feeds
@@ -186,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             if a.gzip:
                 gz = path.with_name(path.name + ".gz")
                 with open(path, "rb") as src, gzip.open(gz, "wb", compresslevel=5) as dst:
-                    dst.write(src.read())
+                    shutil.copyfileobj(src, dst, 1 << 20)
                 variants.append((name + ".gz", gz))
             for label, p in variants:
                 runs = [bench_feed(ctype, p, opts) for _ in range(max(1, a.repeat))]
@@ -194,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{label:24} {r['rows']:>9} {r['seconds']:>8} {r['rows_per_s']:>9} "
                       f"{r['cpu_seconds']:>7} {r['rows_per_cpu_s']:>10} "
                       f"{r['peak_rss_mb']:>12}", flush=True)
-            path.unlink()
+            for _label, p in variants:
+                p.unlink()
     return 0
 
 
