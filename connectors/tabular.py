@@ -23,7 +23,7 @@ from auditor.plugins import register_connector
 from auditor.sources import SourceFile
 from auditor.values import (availability_from_quantity, normalize_gtin, parse_availability,
                             parse_datetime, parse_int, parse_money)
-from connectors._common import (dedupe, header_key, make_listing, map_columns,
+from connectors._common import (header_key, make_listing, map_columns,
                                 map_columns_all, row_values)
 
 # Listing fields a column map may name; any other name becomes an attribute.
@@ -144,7 +144,7 @@ def settings(opts: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
 
 def row_converter(header: list[str], name: str, channel: str, fetched_at,
                   opts: Mapping[str, Any]):
-    """A function (line, cells) -> list of Listings for an export with this header."""
+    """A function (line, cells) -> (row key, Listings) for an export with this header."""
     columns, loc_spec = settings(opts)
     if "sku" not in columns and "key" not in columns:
         # No map: headers named like our fields ("sku", "price", ...) are used as they are.
@@ -192,7 +192,7 @@ def row_converter(header: list[str], name: str, channel: str, fetched_at,
         except ValueError as e:
             raise BadRecord(f"{e} in column {column!r}", "quantity") from None
 
-    def convert(line: int, cells: list[str]) -> list[Listing]:
+    def convert(line: int, cells: list[str]) -> tuple[str, list[Listing]]:
         row = values(cells)
         get = row.get
         sku = get("sku")
@@ -230,8 +230,8 @@ def row_converter(header: list[str], name: str, channel: str, fetched_at,
             qty = quantity(get("quantity"), "quantity")
             if avail is None and qty is not None:
                 avail = availability_from_quantity(qty, safety)
-            return [make_listing(key=key, quantity=qty, availability=avail,
-                                 location=get("location"), **common)]
+            return key, [make_listing(key=key, quantity=qty, availability=avail,
+                                      location=get("location"), **common)]
         out = []
         for loc, i in locations:
             v = cells[i].strip() if i < len(cells) else ""
@@ -239,7 +239,7 @@ def row_converter(header: list[str], name: str, channel: str, fetched_at,
             la = avail if qty is None else availability_from_quantity(qty, safety)
             out.append(make_listing(key=f"{key}@{loc}", quantity=qty, availability=la,
                                     location=loc, **common))
-        return out
+        return key, out
 
     return convert
 
@@ -286,10 +286,9 @@ class Tabular(Connector):
 
     def read(self, ctx: SourceContext) -> Iterator[Listing]:
         """Every row (or row and location) of every export file as a Listing."""
-        yield from dedupe(ctx, self._rows(ctx), "key")
-
-    def _rows(self, ctx: SourceContext) -> Iterator[Listing]:
         opts = self.channel.options
+        # Duplicates are found by row key: per-location keys would double the set.
+        seen: set[str] = set()
         with ctx.files() as files:
             for sf in files:
                 kind = "xlsx" if opts.get("format") == "xlsx" else sf.kind()
@@ -307,6 +306,12 @@ class Tabular(Connector):
                 convert = row_converter(header, sf.name, self.channel.name, ctx.now, opts)
                 for line, cells in rows:
                     try:
-                        yield from convert(line, cells)
+                        key, listings = convert(line, cells)
                     except BadRecord as e:
                         ctx.bad(f"{sf.name}:{line}", str(e))
+                        continue
+                    if key in seen:
+                        ctx.bad(f"{sf.name}:{line}", f"duplicate key {key!r}; kept the first")
+                        continue
+                    seen.add(key)
+                    yield from listings

@@ -122,3 +122,12 @@ def test_xlsx_missing_sheet_names_the_sheets(tmp_path):
     wb.save(tmp_path / "e.xlsx")
     with pytest.raises(SourceError, match="no sheet named 'Items'.*Data"):
         read("tabular", str(tmp_path / "e.xlsx"), sheet="Items")
+
+
+def test_duplicate_rows_are_reported_once(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text("SKU,Price,Qty A,Qty B\nA,1.00,1,2\nA,2.00,3,4\n", encoding="utf-8")
+    listings, ctx = read("tabular", str(p), currency="EUR", locations="Qty (.*)")
+    assert sorted(li.key for li in listings) == ["A@A", "A@B"]
+    assert all(li.price == Money.of("1.00", "EUR") for li in listings)
+    assert ctx.errors == [(f"{p}:3", "duplicate key 'A'; kept the first")]
