@@ -20,7 +20,7 @@ from auditor.options import Opt
 from auditor.plugins import register_connector
 from auditor.values import (availability_from_quantity, normalize_currency, normalize_gtin,
                             parse_int, parse_money)
-from connectors._common import dedupe, make_listing, map_columns_all, row_values
+from connectors._common import dedupe, listing_maker, map_columns_all, row_values
 
 # Our field -> the report headers that carry it (first present wins).
 COLUMNS: dict[str, list[str]] = {
@@ -42,6 +42,9 @@ COLUMNS: dict[str, list[str]] = {
 # product-id-type codes.
 ID_TYPES = {"1": "asin", "2": "isbn", "3": "upc", "4": "ean"}
 _INACTIVE = {"inactive", "incomplete", "closed", "deleted", "suppressed"}
+_make = listing_maker("channel", "key", "fetched_at", "sku", "title", "description", "gtin",
+                      "price", "quantity", "availability", "images", "attributes", "url",
+                      "evidence")
 # Kept in Listing.attributes under these names.
 _EXTRA = ("listing_id", "condition", "fulfillment", "open_date")
 
@@ -110,13 +113,10 @@ def row_converter(header: list[str], name: str, channel: str, fetched_at, opts: 
             if x:
                 attributes[field] = x
         image = get("image")
-        return make_listing(
-            channel=channel, key=sku, fetched_at=fetched_at, sku=sku,
-            title=get("title"), description=get("description"),
-            gtin=gtin, price=price, quantity=qty, availability=avail,
-            images=(image,) if image else (), attributes=attributes,
-            url=url_tpl.format(asin=asin, sku=sku) if url_tpl and asin else None,
-            evidence=f"{name}:{line}")
+        return _make(channel, sku, fetched_at, sku, get("title"), get("description"), gtin,
+                     price, qty, avail, (image,) if image else (), attributes,
+                     url_tpl.format(asin=asin, sku=sku) if url_tpl and asin else None,
+                     f"{name}:{line}")
 
     return convert
 

@@ -19,7 +19,7 @@ from auditor.model import Availability, Listing, Money
 from auditor.options import Opt
 from auditor.plugins import register_connector
 from auditor.sources import SourceFile, sniff_kind
-from connectors._common import make_listing
+from connectors._common import listing_maker
 from auditor.values import (normalize_gtin, parse_availability, parse_int, parse_interval,
                             parse_money)
 
@@ -125,22 +125,24 @@ def item_converter(channel: str, fetched_at: datetime, opts: Mapping[str, Any]
         # Inline strips: this runs once per row of million-row feeds.
         url, title, desc, brand, mpn, group = (get("link"), get("title"), get("description"),
                                                get("brand"), get("mpn"), get("item_group_id"))
-        return make_listing(
-            channel=channel, key=key, fetched_at=fetched_at,
-            url=url.strip() or None if url else None,
-            sku=key if sku_field == "id" else (get(sku_field) or "").strip() or None,
-            title=title.strip() or None if title else None,
-            description=desc.strip() or None if desc else None,
-            brand=brand.strip() or None if brand else None,
-            gtin=gtin, mpn=mpn.strip() or None if mpn else None, images=images,
-            attributes=attributes, group_id=group.strip() or None if group else None,
-            price=price, sale_price=sale, sale_start=start, sale_end=end,
-            availability=avail, quantity=qty, evidence=location)
+        return _make(
+            channel, key, fetched_at, url.strip() or None if url else None,
+            key if sku_field == "id" else (get(sku_field) or "").strip() or None,
+            title.strip() or None if title else None,
+            desc.strip() or None if desc else None,
+            brand.strip() or None if brand else None,
+            gtin, mpn.strip() or None if mpn else None, images, attributes,
+            group.strip() or None if group else None,
+            price, sale, start, end, avail, qty, location)
 
     return convert
 
 
 _QUANTITY_FIELDS = ("quantity", "quantity_to_sell_on_facebook", "inventory")
+_make = listing_maker("channel", "key", "fetched_at", "url", "sku", "title", "description",
+                      "brand", "gtin", "mpn", "images", "attributes", "group_id", "price",
+                      "sale_price", "sale_start", "sale_end", "availability", "quantity",
+                      "evidence")
 
 
 def _quantity(fields: Mapping[str, str], dsep: str | None) -> int | None:

@@ -23,13 +23,19 @@ from auditor.plugins import register_connector
 from auditor.sources import SourceFile
 from auditor.values import (availability_from_quantity, normalize_gtin, parse_availability,
                             parse_datetime, parse_int, parse_money)
-from connectors._common import (header_key, make_listing, map_columns,
+from connectors._common import (header_key, listing_maker, map_columns,
                                 map_columns_all, row_values)
 
 # Listing fields a column map may name; any other name becomes an attribute.
 TEXT_FIELDS = ("title", "description", "brand", "mpn", "url", "group_id")
 FIELDS = ("key", "sku", "gtin", "price", "sale_price", "sale_start", "sale_end", "quantity",
           "availability", "image", "images", "location") + TEXT_FIELDS
+
+# Shared fields of a row first, then the per-location ones.
+_make = listing_maker("channel", "fetched_at", "sku", "title", "description", "brand", "mpn",
+                      "url", "group_id", "gtin", "images", "price", "sale_price", "sale_start",
+                      "sale_end", "attributes", "evidence", "key", "quantity", "availability",
+                      "location")
 
 # Column maps of known exports (formats.md section 7). Several candidate
 # headers per field: exports differ by version and language; the first present wins.
@@ -219,26 +225,21 @@ def row_converter(header: list[str], name: str, channel: str, fetched_at,
         im = get("images") or get("image")
         if im:
             images = tuple(u.strip() for u in re.split(r"[|,]\s*(?=https?:|//)", im) if u.strip())
-        common = dict(
-            channel=channel, fetched_at=fetched_at, sku=sku,
-            title=get("title"), description=get("description"), brand=get("brand"),
-            mpn=get("mpn"), url=get("url"), group_id=get("group_id"), gtin=gtin,
-            images=images, price=money(row, "price"), sale_price=money(row, "sale_price"),
-            sale_start=date(row, "sale_start"), sale_end=date(row, "sale_end"),
-            attributes=attributes, evidence=f"{name}:{line}")
+        common = (channel, fetched_at, sku, get("title"), get("description"), get("brand"),
+                  get("mpn"), get("url"), get("group_id"), gtin, images, money(row, "price"),
+                  money(row, "sale_price"), date(row, "sale_start"), date(row, "sale_end"),
+                  attributes, f"{name}:{line}")
         if not locations:
             qty = quantity(get("quantity"), "quantity")
             if avail is None and qty is not None:
                 avail = availability_from_quantity(qty, safety)
-            return key, [make_listing(key=key, quantity=qty, availability=avail,
-                                      location=get("location"), **common)]
+            return key, [_make(*common, key, qty, avail, get("location"))]
         out = []
         for loc, i in locations:
             v = cells[i].strip() if i < len(cells) else ""
             qty = quantity(v, header[i])
             la = avail if qty is None else availability_from_quantity(qty, safety)
-            out.append(make_listing(key=f"{key}@{loc}", quantity=qty, availability=la,
-                                    location=loc, **common))
+            out.append(_make(*common, f"{key}@{loc}", qty, la, loc))
         return key, out
 
     return convert

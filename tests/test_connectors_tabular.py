@@ -131,3 +131,21 @@ def test_duplicate_rows_are_reported_once(tmp_path):
     assert sorted(li.key for li in listings) == ["A@A", "A@B"]
     assert all(li.price == Money.of("1.00", "EUR") for li in listings)
     assert ctx.errors == [(f"{p}:3", "duplicate key 'A'; kept the first")]
+
+
+def test_listing_makers_build_what_the_dataclass_builds():
+    from auditor.model import Listing
+    from connectors._common import listing_maker, make_listing
+    from connector_helpers import NOW
+
+    expected = Listing(channel="c", key="k", fetched_at=NOW, title="t", images=("i",))
+    assert make_listing(channel="c", key="k", fetched_at=NOW, title="t", images=("i",)) == expected
+    assert listing_maker("channel", "key", "fetched_at", "title", "images")(
+        "c", "k", NOW, "t", ("i",)) == expected
+    a, b = make_listing(channel="c", key="k", fetched_at=NOW), make_listing(
+        channel="c", key="k", fetched_at=NOW)
+    assert a.attributes == {} and a.attributes is not b.attributes  # fresh defaults
+    with pytest.raises(TypeError, match="unknown"):
+        listing_maker("channel", "key", "fetched_at", "colour")
+    with pytest.raises(TypeError, match="required field 'fetched_at'"):
+        listing_maker("channel", "key")
