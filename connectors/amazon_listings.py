@@ -22,22 +22,24 @@ from auditor.values import (availability_from_quantity, normalize_currency, norm
                             parse_int, parse_money)
 from connectors._common import dedupe, listing_maker, map_columns_all, row_values
 
-# Our field -> the report headers that carry it (first present wins).
+# Our field -> the report headers that carry it (first present wins). The
+# English names are Amazon's; the German ones are as seen in Seller Central
+# downloads (unverified across report versions: override with `columns`).
 COLUMNS: dict[str, list[str]] = {
-    "sku": ["seller-sku", "sku"],
-    "title": ["item-name"],
-    "description": ["item-description"],
-    "price": ["price", "your-price"],
-    "quantity": ["quantity"],
+    "sku": ["seller-sku", "sku", "Händler-SKU"],
+    "title": ["item-name", "Artikelbezeichnung"],
+    "description": ["item-description", "Artikelbeschreibung"],
+    "price": ["price", "your-price", "Preis"],
+    "quantity": ["quantity", "Menge"],
     "status": ["status"],
-    "image": ["image-url"],
-    "product_id": ["product-id"],
-    "product_id_type": ["product-id-type"],
-    "asin": ["asin1", "asin"],
-    "listing_id": ["listing-id"],
-    "condition": ["item-condition"],
-    "fulfillment": ["fulfillment-channel"],
-    "open_date": ["open-date"],
+    "image": ["image-url", "Bild-URL"],
+    "product_id": ["product-id", "Produkt-ID"],
+    "product_id_type": ["product-id-type", "Produkt-ID-Typ"],
+    "asin": ["asin1", "asin", "ASIN 1"],
+    "listing_id": ["listing-id", "Angebotsnummer"],
+    "condition": ["item-condition", "Artikelzustand"],
+    "fulfillment": ["fulfillment-channel", "Versender-Gruppe"],
+    "open_date": ["open-date", "Erstellungsdatum"],
 }
 # product-id-type codes.
 ID_TYPES = {"1": "asin", "2": "isbn", "3": "upc", "4": "ean"}

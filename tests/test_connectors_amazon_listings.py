@@ -57,7 +57,8 @@ def test_currency_is_required():
 def test_missing_sku_column_names_the_header(tmp_path):
     p = tmp_path / "r.txt"
     p.write_text("item-name\tprice\nTee\t1.00\n", encoding="utf-8")
-    with pytest.raises(SourceError, match=r"sku \(seller-sku or sku\).*item-name, price"):
+    with pytest.raises(SourceError,
+                       match=r"sku \(seller-sku or sku or Händler-SKU\).*item-name, price"):
         read("amazon_listings", str(p), currency="EUR")
 
 
@@ -67,3 +68,13 @@ def test_header_override(tmp_path):
     listings, _ = read("amazon_listings", str(p), currency="EUR",
                        columns={"sku": "Händler-SKU", "price": "Preis", "quantity": "Menge"})
     assert listings[0].key == "A-1" and listings[0].price == Money.of("2.50", "EUR")
+
+
+def test_german_headers_without_override(tmp_path):
+    p = tmp_path / "r.txt"
+    p.write_text("Artikelbezeichnung\tHändler-SKU\tPreis\tMenge\tProdukt-ID\tProdukt-ID-Typ\n"
+                 "Tasse\tA-1\t2,50\t0\t4006381333931\t4\n", encoding="cp1252")
+    (li,), ctx = read("amazon_listings", str(p), currency="EUR", decimal_separator=",")
+    assert (li.key, li.title, li.price, li.quantity, li.gtin) == (
+        "A-1", "Tasse", Money.of("2.50", "EUR"), 0, "04006381333931")
+    assert li.availability is Availability.OUT_OF_STOCK and ctx.result.errors == 0
