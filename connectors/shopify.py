@@ -251,10 +251,16 @@ def read_storefront(ctx: SourceContext, source: str) -> Iterator[Listing]:
                 scripts = io.run(_product_scripts(io.fetcher, base, new, ctx))
             for product, js in zip(new, scripts):
                 try:
-                    yield from product_listings(product, ctx.channel.name, ctx.now, currency,
+                    listings = product_listings(product, ctx.channel.name, ctx.now, currency,
                                                 base, js, location=f"{url}#{product.get('id')}")
                 except BadRecord as e:
                     ctx.bad(f"{url}#{product.get('id')}", str(e))
+                    continue
+                except (TypeError, AttributeError, ValueError) as e:
+                    # JSON of an unexpected shape (a string where a list belongs).
+                    ctx.bad(f"{url}#{product.get('id')}", f"unexpected product JSON: {e}")
+                    continue
+                yield from listings
         else:
             ctx.partial(f"stopped after max_pages = {max_pages}; later pages not read")
     finally:

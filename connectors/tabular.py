@@ -114,6 +114,8 @@ def xlsx_rows(sf: SourceFile, sheet: str | None = None
                 cells = [_cell_text(c) for c in row[:len(header)]]
                 if any(c.strip() for c in cells):
                     yield line, cells + [""] * (len(header) - len(cells))
+        except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as e:
+            raise SourceError(sf.name, f"broken workbook after row {line}: {e}") from None
         finally:
             wb.close()
 

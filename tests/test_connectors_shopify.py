@@ -151,3 +151,16 @@ def test_fixture_pages_overlap():
     p1 = {p["id"] for p in json.loads((SHOP / "products_page1.json").read_text())["products"]}
     p2 = {p["id"] for p in json.loads((SHOP / "products_page2.json").read_text())["products"]}
     assert p1 & p2
+
+
+def test_odd_product_json_is_a_bad_record_not_a_crash():
+    body = json.dumps({"products": [{"id": 1, "handle": "x", "options": 5, "variants": [{"id": 9}]},
+                                    {"id": 2, "handle": "y", "variants": [{"id": 10,
+                                                                           "price": "1.00"}]}]})
+    routes = {"/products.json?limit=250&page=1": (200, {}, body.encode()),
+              "/products.json?limit=250&page=2": (200, {}, b'{"products": []}')}
+    with serve(routes) as (base, _):
+        listings, ctx = read("shopify", base, http_options=HTTP_LOCAL, currency="EUR")
+    assert [li.key for li in listings] == ["10"]
+    (loc, reason), = ctx.errors
+    assert loc.endswith("#1") and "unexpected product JSON" in reason

@@ -149,3 +149,16 @@ def test_listing_makers_build_what_the_dataclass_builds():
         listing_maker("channel", "key", "fetched_at", "colour")
     with pytest.raises(TypeError, match="required field 'fetched_at'"):
         listing_maker("channel", "key")
+
+
+def test_truncated_xlsx_is_a_source_error(tmp_path):
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    for i in range(200):
+        wb.active.append([f"SKU-{i}", i])
+    wb.save(tmp_path / "full.xlsx")
+    data = (tmp_path / "full.xlsx").read_bytes()
+    (tmp_path / "cut.xlsx").write_bytes(data[: len(data) // 2])
+    with pytest.raises(SourceError, match="XLSX"):
+        read("tabular", str(tmp_path / "cut.xlsx"), currency="EUR")
