@@ -40,8 +40,9 @@ ALIASES = {"summary": "description", "colour": "color", "image_url": "image_link
 ATTRIBUTE_SET = frozenset(ATTRIBUTE_FIELDS)
 
 
-def _split_urls(value: str) -> list[str]:
-    return [u.strip() for u in value.split(",") if u.strip()]
+def _split_urls(value: str) -> tuple[str, ...]:
+    """A comma list of URLs (a comma inside a URL is written %2C)."""
+    return tuple(filter(None, map(str.strip, value.split(","))))
 
 
 def item_to_listing(fields: Mapping[str, str], channel: str, fetched_at: datetime,
@@ -117,7 +118,7 @@ def item_converter(channel: str, fetched_at: datetime, opts: Mapping[str, Any]
         image = image.strip() if image else None
         extra = get("additional_image_link")
         if extra:
-            images = ((image,) if image else ()) + tuple(_split_urls(extra))
+            images = ((image,) if image else ()) + _split_urls(extra)
         else:
             images = (image,) if image else ()
         if shipping and get("shipping"):
