@@ -42,7 +42,7 @@ def _strict_lines(raw: IO[bytes], encoding: str, name: str,
 
 # A quoted field may hold line breaks (descriptions do), but a record running on
 # for this many physical lines is an unbalanced quote eating the rows after it.
-MAX_RECORD_LINES = 200
+MAX_RECORD_LINES = 5000
 
 
 class _LineFeed:
@@ -122,7 +122,7 @@ def open_rows(sf: SourceFile, encoding: str = "auto", delimiter: str = "auto",
     if sample.startswith("\ufeff"):
         sample = sample[1:]
     delim = sniff_delimiter(sample) if delimiter == "auto" else _delim(delimiter)
-    feed = _LineFeed(text)
+    feed = _LineFeed(text, MAX_RECORD_LINES)
     gen = feed.lines()
     reader = csv.reader(gen, delimiter=delim, strict=False)
     try:
@@ -162,12 +162,14 @@ def open_rows(sf: SourceFile, encoding: str = "auto", delimiter: str = "auto",
             while True:
                 try:
                     for cells in reader:
-                        if len(buf) > 1 and (feed.runaway or len(cells) != width):
+                        if len(buf) > 1 and (feed.runaway or len(cells) != width
+                                             or _open_quote_at_end(buf, delim)):
                             # A quote opened and never closed: the record swallowed
                             # the lines after it. Report the first, re-read the rest.
                             restart(f"unbalanced quote: the row runs on over {len(buf)} "
-                                    f"lines with {len(cells)} cells where the header "
-                                    f"has {width}")
+                                    f"lines" + (f" with {len(cells)} cells where the header "
+                                                f"has {width}" if len(cells) != width else
+                                                " without its closing quote"))
                             break
                         start = buf[0][0] if buf else feed.n
                         buf.clear()
@@ -197,6 +199,21 @@ def open_rows(sf: SourceFile, encoding: str = "auto", delimiter: str = "auto",
             raw.close()
 
     return header, rows()
+
+
+def _open_quote_at_end(buf: list[tuple[int, str]], delim: str) -> bool:
+    """Whether a multi-line record's lines end inside a quoted field.
+
+    The lenient reader accepts a quote left open until the end of the file (or
+    of the line budget) as one long field; when the header has few columns the
+    cell count can even come out right. Only multi-line records are checked.
+    """
+    try:
+        for _ in csv.reader((line for _, line in buf), delimiter=delim, strict=True):
+            pass
+    except csv.Error as e:
+        return "unexpected end of data" in str(e)
+    return False
 
 
 def _delim(d: str) -> str:

@@ -62,7 +62,9 @@ def test_quoting_errors_cost_one_row(tmp_path):
     assert "unbalanced quote" in errors[0][1] and "cells" in errors[1][1]
 
 
-def test_runaway_quote_is_cut_off(tmp_path):
+@pytest.mark.parametrize("max_lines", [50, csvio.MAX_RECORD_LINES])
+def test_runaway_quote_is_cut_off(tmp_path, monkeypatch, max_lines):
+    monkeypatch.setattr(csvio, "MAX_RECORD_LINES", max_lines)
     p = tmp_path / "f.csv"
     lines = ["id,title\n", '1,"never closed\n'] + [f"{i},t{i}\n" for i in range(2, 1000)]
     p.write_text("".join(lines), encoding="utf-8")
