@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
+from pathlib import Path
+
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -59,3 +63,27 @@ def test_garbage_is_bad_rows_or_a_source_error_never_a_crash(tmp_path, ctype, to
         return
     assert all(li.key for li in listings)
     assert all(loc.startswith(str(p)) for loc, _ in ctx.errors)
+
+
+DOC = Path(__file__).parent.parent / "docs" / "connectors.md"
+
+
+def test_every_connector_option_is_documented():
+    from auditor import plugins
+
+    text = DOC.read_text(encoding="utf-8")
+    missing = [f"{name}.{o.name}" for name, conn in plugins.connectors().items()
+               for o in conn.options if f"`{o.name}`" not in text]
+    assert missing == []
+    assert all(f"## {name}" in text for name in plugins.connectors())
+
+
+@pytest.mark.parametrize("index", range(len(re.findall(r"```toml\n", DOC.read_text("utf-8")))))
+def test_doc_examples_are_valid_config(index):
+    from auditor.config import parse_config
+
+    block = re.findall(r"```toml\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)[index]
+    raw = tomllib.loads(block)
+    raw["master"] = {"type": "csv", "source": "master.csv"}
+    cfg = parse_config(raw, DOC.parent / "config.toml")
+    assert cfg.channels  # every example configures at least one channel
