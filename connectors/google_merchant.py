@@ -211,7 +211,7 @@ def parse_xml(stream, name: str, rename: Callable[[str], str] | None = None
     Meta's CSV columns are (``<image><url>`` -> ``image[0].url``). ``rename``
     maps attribute names (after aliases) to the ones ``item_to_listing`` reads.
     """
-    names: dict[Any, tuple[str, bool]] = {}
+    names: dict[Any, tuple[str, bool, bool]] = {}
     rename = rename or (lambda n: n)
     flat: dict[str, str] = {}
     count = 0
@@ -223,11 +223,13 @@ def parse_xml(stream, name: str, rename: Callable[[str], str] | None = None
             plain: dict[str, str] = {}
             nested: dict[str, int] = {}
             for child in el:
-                lc = names.get(child.tag)
+                tag = child.tag
+                lc = names.get(tag)
                 if lc is None:
-                    cname, is_g = _local(child.tag)
-                    lc = names[child.tag] = (rename(ALIASES.get(cname, cname)), is_g)
-                cname, is_g = lc
+                    cname, is_g = _local(tag)
+                    cname = rename(ALIASES.get(cname, cname))
+                    lc = names[tag] = (cname, is_g, cname in MULTI)
+                cname, is_g, multi = lc
                 if not cname:
                     continue
                 value = child.text
@@ -246,19 +248,20 @@ def parse_xml(stream, name: str, rename: Callable[[str], str] | None = None
                     if not value:
                         continue
                 d = gfields if is_g else plain
-                old = d.get(cname)
-                if old is None:
-                    d[cname] = value
-                elif cname in MULTI:
-                    d[cname] = f"{old},{value}"
+                if multi and cname in d:
+                    d[cname] = f"{d[cname]},{value}"
+                else:
+                    d.setdefault(cname, value)
             if plain:
                 for k, v in plain.items():
                     if k not in gfields:
                         gfields[k] = v
             line = el.sourceline or 0
             el.clear(keep_tail=False)
-            while el.getprevious() is not None:
-                del el.getparent()[0]
+            if el.getprevious() is not None:
+                parent = el.getparent()
+                while el.getprevious() is not None:
+                    del parent[0]
             count += 1
             yield f"{name}:{line}", gfields
     except etree.XMLSyntaxError as e:
