@@ -110,6 +110,17 @@ def test_property_money_round_trips(d, cur, sep, layout):
     assert parse_money(text, cur, sep) == Money(d, cur)
 
 
+SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(amounts.filter(lambda d: d >= 0), st.sampled_from(sorted(SYMBOLS)),
+       st.sampled_from([".", ","]), st.sampled_from(["{s}{n}", "{n} {s}", "{s} {n}", "{n}{s}"]))
+def test_property_money_with_symbols_round_trips(d, cur, sep, layout):
+    text = layout.format(n=_format(d, sep, True), s=SYMBOLS[cur])
+    assert parse_money(text, None, sep) == Money(d, cur)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.integers(min_value=-10**9, max_value=10**9), st.sampled_from([".", ","]))
 def test_property_int_round_trips(n, sep):
