@@ -48,8 +48,10 @@ def parse_decimal(text: str, decimal_separator: str | None = None) -> Decimal:
     if thousands in s:
         int_part = s.split(decimal_separator, 1)[0].lstrip("+-")
         groups = int_part.split(thousands)
-        # Thousands groups are three digits; anything else is a misread number.
-        if not groups[0] or any(len(g) != 3 for g in groups[1:]):
+        # Thousands groups are three digits (two in the middle for Indian lakh
+        # grouping, 1,00,000); anything else is a misread number.
+        if not groups[0] or len(groups[-1]) != 3 or any(len(g) not in (2, 3)
+                                                         for g in groups[1:-1]):
             raise ValueError(f"not a number: {text!r} (with {decimal_separator!r} as the "
                              f"decimal separator)")
         s = s.replace(thousands, "")

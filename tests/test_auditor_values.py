@@ -49,7 +49,8 @@ def test_parse_money_errors(text, default, message):
 @pytest.mark.parametrize("text,sep,expected", [
     ("12.50", None, "12.50"), ("12,5", None, "12.5"), ("1.299,00", None, "1299.00"),
     ("1,299.00", None, "1299.00"), ("1.234.567", None, "1234567"), (" 7 ", None, "7"),
-    ("1\u00a0234,5", ",", "1234.5"), ("1\u202f234,5", None, "1234.5"), (".5", None, "0.5"),
+    ("1,00,000.50", None, "100000.50"), ("1\u00a0234,5", ",", "1234.5"),
+    ("1\u202f234,5", None, "1234.5"), (".5", None, "0.5"),
 ])
 def test_parse_decimal(text, sep, expected):
     assert parse_decimal(text, sep) == Decimal(expected)
