@@ -7,6 +7,7 @@ import io
 import sys
 from typing import IO, Callable, Iterator
 
+from auditor.errors import SourceError
 from auditor.sources import SourceFile, detect_encoding
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
@@ -39,15 +40,75 @@ def _strict_lines(raw: IO[bytes], encoding: str, name: str,
             yield line.decode(encoding, errors="replace")
 
 
+# A quoted field may hold line breaks (descriptions do), but a record running on
+# for this many physical lines is an unbalanced quote eating the rows after it.
+MAX_RECORD_LINES = 5000
+
+
+class _LineFeed:
+    """The physical lines of a text stream, numbered, with push-back.
+
+    csv.reader pulls lines from ``lines()``; the lines of the record being read
+    are kept in ``buf`` so that a record spoiled by an unbalanced quote can be
+    re-read line by line. A record running on past ``max_lines`` ends the
+    generator early (``runaway``) so the reader stops swallowing the file.
+    """
+
+    __slots__ = ("_text", "back", "buf", "n", "max_lines", "runaway")
+
+    def __init__(self, text: Iterator[str], max_lines: int = MAX_RECORD_LINES):
+        self._text = iter(text)
+        self.back: list[tuple[int, str]] = []
+        self.buf: list[tuple[int, str]] = []
+        self.n = 0
+        self.max_lines = max_lines
+        self.runaway = False
+
+    def lines(self) -> Iterator[str]:
+        """Pushed-back lines first, then the stream; a generator (the hot path)."""
+        back, buf, mx = self.back, self.buf, self.max_lines
+        self.runaway = False
+        while back:
+            item = back.pop()
+            buf.append(item)
+            if len(buf) > mx:
+                self.runaway = True
+                return
+            yield item[1]
+        n = self.n
+        try:
+            for line in self._text:
+                n += 1
+                buf.append((n, line))
+                if len(buf) > mx:
+                    self.runaway = True
+                    return
+                yield line
+        finally:
+            self.n = n
+
+    def push_back(self, items: list[tuple[int, str]]) -> None:
+        """Lines to be read again, in order, before the rest of the stream."""
+        self.back.extend(reversed(items))
+
+
 def open_rows(sf: SourceFile, encoding: str = "auto", delimiter: str = "auto",
-              on_error: Callable[[str, str], None] | None = None
+              on_error: Callable[[str, str], None] | None = None, ragged: str = "keep",
               ) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
     """The header and an iterator of (line number, cells) for a delimited file.
 
     With ``encoding = "auto"`` bytes are read as UTF-8 (BOM stripped) with a
     Windows-1252 fallback per byte; with an explicit encoding undecodable lines
     are reported through ``on_error`` with their line numbers.
+
+    A record broken by an unbalanced quote (it swallows following lines and has
+    the wrong number of cells) is reported and its lines are read again one by
+    one, so one bad quote costs one row, not the rest of the file. With
+    ``ragged = "report"`` a row with more non-empty cells than the header is
+    reported and skipped, and short rows are padded; ``"keep"`` yields rows as
+    they are (the caller judges).
     """
+    report = on_error or (lambda loc, reason: None)
     raw = sf.open_binary()
     buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw, 1 << 16)  # type: ignore[arg-type]
     sample_bytes = buffered.peek(1 << 16)[: 1 << 16]
@@ -56,36 +117,103 @@ def open_rows(sf: SourceFile, encoding: str = "auto", delimiter: str = "auto",
         errors = "auditor-cp1252" if enc.startswith("utf-8") else "replace"
         text: Iterator[str] = io.TextIOWrapper(buffered, encoding=enc, errors=errors, newline="")
     else:
-        text = _strict_lines(buffered, enc, sf.name, on_error)
+        text = _strict_lines(buffered, enc, sf.name, report)
     sample = sample_bytes.decode(enc if enc != "utf-8-sig" else "utf-8-sig", errors="replace")
     if sample.startswith("\ufeff"):
         sample = sample[1:]
     delim = sniff_delimiter(sample) if delimiter == "auto" else _delim(delimiter)
-    reader = csv.reader(text, delimiter=delim, strict=False)
+    feed = _LineFeed(text, MAX_RECORD_LINES)
+    gen = feed.lines()
+    reader = csv.reader(gen, delimiter=delim, strict=False)
     try:
         header = next(reader)
     except StopIteration:
+        raw.close()
         return [], iter(())
+    except csv.Error as e:
+        raw.close()
+        raise SourceError(sf.name, f"unreadable header row: {e}") from None
+    if feed.runaway:
+        raw.close()
+        raise SourceError(sf.name, "unreadable header row: an unbalanced quote")
+    feed.buf.clear()
     if header and header[0].startswith("\ufeff"):
         header[0] = header[0][1:]
     header = [h.strip() for h in header]
+    width = len(header)
+    ragged = ragged == "report"
 
     def rows() -> Iterator[tuple[int, list[str]]]:
-        last = reader.line_num
+        nonlocal reader, gen
+        buf = feed.buf
+
+        def restart(reason: str) -> None:
+            nonlocal reader, gen
+            gen.close()
+            lines = list(buf)
+            buf.clear()
+            if lines:
+                report(f"{sf.name}:{lines[0][0]}", reason)
+                feed.push_back(lines[1:])
+            gen = feed.lines()
+            reader = csv.reader(gen, delimiter=delim, strict=False)
+
         try:
-            for cells in reader:
-                start = last + 1
-                last = reader.line_num
-                if not cells or (len(cells) == 1 and not cells[0].strip()):
-                    continue
-                yield start, cells
-        except csv.Error as e:
-            if on_error:
-                on_error(f"{sf.name}:{last + 1}", f"CSV syntax error: {e}")
+            while True:
+                try:
+                    for cells in reader:
+                        if len(buf) > 1 and (feed.runaway or len(cells) != width
+                                             or _open_quote_at_end(buf, delim)):
+                            # A quote opened and never closed: the record swallowed
+                            # the lines after it. Report the first, re-read the rest.
+                            restart(f"unbalanced quote: the row runs on over {len(buf)} "
+                                    f"lines" + (f" with {len(cells)} cells where the header "
+                                                f"has {width}" if len(cells) != width else
+                                                " without its closing quote"))
+                            break
+                        start = buf[0][0] if buf else feed.n
+                        buf.clear()
+                        if not cells or (len(cells) == 1 and not cells[0].strip()):
+                            continue
+                        if ragged and len(cells) != width:
+                            if len(cells) > width:
+                                if any(c.strip() for c in cells[width:]):
+                                    report(f"{sf.name}:{start}",
+                                           f"row has {len(cells)} cells, the header {width} "
+                                           f"(an unquoted delimiter inside a value?); "
+                                           f"row skipped")
+                                    continue
+                                cells = cells[:width]
+                            else:
+                                cells = cells + [""] * (width - len(cells))
+                        yield start, cells
+                    else:
+                        if feed.runaway or feed.back:
+                            restart(f"unbalanced quote: a quoted field runs on for more "
+                                    f"than {feed.max_lines} lines")
+                            continue
+                        return
+                except csv.Error as e:
+                    restart(f"CSV syntax error: {e}")
         finally:
             raw.close()
 
     return header, rows()
+
+
+def _open_quote_at_end(buf: list[tuple[int, str]], delim: str) -> bool:
+    """Whether a multi-line record's lines end inside a quoted field.
+
+    The lenient reader accepts a quote left open until the end of the file (or
+    of the line budget) as one long field; when the header has few columns the
+    cell count can even come out right. Only multi-line records are checked.
+    """
+    try:
+        for _ in csv.reader((line for _, line in buf), delimiter=delim, strict=True):
+            pass
+    except csv.Error as e:
+        return "unexpected end of data" in str(e)
+    return False
 
 
 def _delim(d: str) -> str:

@@ -12,6 +12,7 @@ import glob
 import gzip
 import io
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator, Mapping
@@ -35,6 +36,7 @@ _BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
 
 
 def is_url(source: str) -> bool:
+    """Whether a source is an http(s) URL rather than a path or glob."""
     return source.lower().startswith(("http://", "https://"))
 
 
@@ -54,30 +56,110 @@ class SourceFile:
         return decode_stream(self.open_binary(), encoding, self.name)
 
     def head(self, n: int = 4096) -> bytes:
+        """The first ``n`` decompressed bytes."""
         with self.open_binary() as f:
             return f.read(n)
 
+    def kind(self) -> str:
+        """xml, html, json, xlsx, empty or text (see ``sniff_kind``)."""
+        if is_xlsx(self.path):
+            return "xlsx"
+        return sniff_kind(self.head(2048))
+
+
+class _Guarded(io.RawIOBase):
+    """A decompressing stream whose read errors become SourceError naming the file.
+
+    A truncated gzip or a corrupt zip member only shows when its end is read,
+    deep inside a parser: the parser must not mistake it for the end of the feed.
+    """
+
+    def __init__(self, inner: IO[bytes], name: str, closers: tuple = ()):
+        self._inner, self._name, self._closers = inner, name, closers
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        try:
+            data = self._inner.read(len(b))
+        except (EOFError, OSError, zlib.error, zipfile.BadZipFile) as e:
+            raise SourceError(self._name, f"cannot read compressed data (truncated or "
+                                          f"corrupt archive): {e}") from None
+        n = len(data)
+        b[:n] = data
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._inner.close()
+            for c in self._closers:
+                c.close()
+        super().close()
+
 
 def open_decompressed(path: Path, name: str) -> IO[bytes]:
+    """The file's bytes with gzip or zip undone; OOXML (xlsx) files stay as they are."""
     f = open(path, "rb")
     magic = f.read(4)
     f.seek(0)
     if magic[:2] == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
+        return io.BufferedReader(_Guarded(gzip.GzipFile(fileobj=f, mode="rb"), name, (f,)),
+                                 1 << 16)
     if magic == b"PK\x03\x04" and not name.lower().endswith((".xlsx", ".xlsm")):
         try:
             zf = zipfile.ZipFile(f)
         except zipfile.BadZipFile as e:
             f.close()
             raise SourceError(name, f"broken zip archive: {e}") from None
+        names = set(zf.namelist())
+        if "[Content_Types].xml" in names:  # an xlsx/docx downloaded without its suffix
+            zf.close()
+            f.seek(0)
+            return f
         members = [m for m in zf.infolist() if not m.is_dir()
                    and not m.filename.startswith(("__MACOSX/", "."))]
         if not members:
+            f.close()
             raise SourceError(name, "zip archive holds no file")
         # The largest member is the export; others are readme files and the like.
         member = max(members, key=lambda m: m.file_size)
-        return zf.open(member)  # type: ignore[return-value]
+        return io.BufferedReader(_Guarded(zf.open(member), f"{name}!{member.filename}",
+                                          (zf, f)), 1 << 16)
     return f
+
+
+def is_xlsx(path: Path) -> bool:
+    """Whether a file is an Office Open XML workbook (by content, not by name)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any(n.startswith("xl/") for n in zf.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def sniff_kind(head: bytes) -> str:
+    """What the first bytes of a (decompressed) file look like.
+
+    One of ``xml``, ``html``, ``json``, ``xlsx``, ``empty`` or ``text``.
+    """
+    s = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if s.startswith(b"\xff\xfe") or s.startswith(b"\xfe\xff"):
+        s = s.decode("utf-16", errors="replace").encode("utf-8").lstrip(b" \t\r\n")
+    if not s:
+        return "empty"
+    low = s[:512].lower()
+    if low.startswith(b"pk\x03\x04"):
+        return "xlsx"
+    if low.startswith((b"<!doctype html", b"<html")) or (
+            low.startswith(b"<") and b"<html" in low and b"<rss" not in low
+            and b"<feed" not in low):
+        return "html"
+    if low.startswith(b"<"):
+        return "xml"
+    if low.startswith((b"{", b"[")):
+        return "json"
+    return "text"
 
 
 def detect_encoding(sample: bytes) -> str:

@@ -8,107 +8,179 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from lxml import etree
 
 from auditor import csvio
 from auditor.connector import Connector, SourceContext
 from auditor.errors import BadRecord, SourceError
-from auditor.model import Listing, ModelError
+from auditor.model import Availability, Listing, Money
 from auditor.options import Opt
 from auditor.plugins import register_connector
-from auditor.sources import SourceFile
+from auditor.sources import SourceFile, sniff_kind
 from auditor.values import (normalize_gtin, parse_availability, parse_int, parse_interval,
                             parse_money)
+from connectors._common import listing_maker
 
 G_NS = "http://base.google.com/ns/1.0"
+# Kept in Listing.attributes under these names (checks map them onto master fields).
 ATTRIBUTE_FIELDS = ("color", "size", "material", "pattern", "gender", "age_group", "condition",
-                    "size_system", "product_type")
+                    "size_system", "size_type", "product_type", "google_product_category",
+                    "product_weight", "product_length", "product_width", "product_height",
+                    "shipping_weight", "unit_pricing_measure", "energy_efficiency_class",
+                    "custom_label_0", "custom_label_1", "custom_label_2", "custom_label_3",
+                    "custom_label_4", "status", "visibility")
 MULTI = {"additional_image_link", "gtin"}
+# Other names feeds use for the same attribute (Atom's summary, Google's "colour").
+ALIASES = {"summary": "description", "colour": "color", "image_url": "image_link",
+           "url": "link", "gtins": "gtin"}
 
 
-def _split_urls(value: str) -> list[str]:
-    return [u.strip() for u in value.split(",") if u.strip()]
+ATTRIBUTE_SET = frozenset(ATTRIBUTE_FIELDS)
 
 
-def item_to_listing(fields: Mapping[str, list[str]], channel: str, fetched_at: datetime,
+def _split_urls(value: str) -> tuple[str, ...]:
+    """A comma list of URLs (a comma inside a URL is written %2C)."""
+    return tuple(filter(None, map(str.strip, value.split(","))))
+
+
+def item_to_listing(fields: Mapping[str, str], channel: str, fetched_at: datetime,
                     location: str, opts: Mapping[str, Any]) -> Listing:
-    """One feed item (attribute name -> values) as a Listing; BadRecord when unusable.
+    """One feed item (attribute name -> value) as a Listing; BadRecord when unusable.
 
-    Shared by the Google and Meta connectors, whose attribute names agree.
+    Values may carry surrounding spaces or be empty (both mean what they say
+    stripped). Repeated attributes (``gtin``, ``additional_image_link``) arrive
+    joined by commas. Shared by the Google and Meta connectors, whose attribute
+    names agree.
     """
+    return item_converter(channel, fetched_at, opts)(fields, location)
 
-    def one(name: str) -> str | None:
-        vals = fields.get(name)
-        if not vals:
-            return None
-        v = vals[0].strip()
-        return v or None
 
-    key = one("id")
-    if not key:
-        raise BadRecord("item has no id", "id")
+def item_converter(channel: str, fetched_at: datetime, opts: Mapping[str, Any]
+                   ) -> Callable[[Mapping[str, str], str], Listing]:
+    """``item_to_listing`` with the channel's options read once, for the per-row loop."""
     default_cur = opts.get("currency")
+    dsep = opts.get("decimal_separator")
     tz = opts.get("timezone") or "UTC"
-    kw: dict[str, Any] = {}
-    for name, target in (("price", "price"), ("sale_price", "sale_price")):
-        v = one(name)
-        if v:
-            try:
-                kw[target] = parse_money(v, default_cur)
-            except (ValueError, ModelError) as e:
+    sku_field = opts.get("sku_field") or "id"
+    shipping = bool(opts.get("include_shipping"))
+    unknown = Availability.UNKNOWN
+
+    def money(v: str, name: str) -> Money | None:
+        try:
+            return parse_money(v, default_cur, dsep)
+        except ValueError as e:
+            if v.strip():
                 raise BadRecord(f"bad {name} {v!r}: {e}", name) from None
-    v = one("sale_price_effective_date")
-    if v:
-        try:
-            kw["sale_start"], kw["sale_end"] = parse_interval(v, tz)
-        except ValueError as e:
-            raise BadRecord(str(e), "sale_price_effective_date") from None
-    v = one("availability")
-    if v:
-        try:
-            kw["availability"] = parse_availability(v)
-        except ValueError as e:
-            raise BadRecord(str(e), "availability") from None
-    for qname in ("quantity", "quantity_to_sell_on_facebook", "inventory"):
-        v = one(qname)
+            return None
+
+    def convert(fields: Mapping[str, str], location: str) -> Listing:
+        get = fields.get
+        key = get("id")
+        key = key.strip() if key else None
+        if not key:
+            raise BadRecord("item has no id", "id")
+        v = get("price")
+        price = money(v, "price") if v else None
+        v = get("sale_price")
+        sale = money(v, "sale_price") if v else None
+        start = end = None
+        v = get("sale_price_effective_date")
+        if v and v.strip():
+            try:
+                start, end = parse_interval(v, tz)
+            except ValueError as e:
+                raise BadRecord(str(e), "sale_price_effective_date") from None
+        avail = None
+        v = get("availability")
         if v:
             try:
-                kw["quantity"] = parse_int(v)
+                avail = parse_availability(v)
+            except ValueError as e:
+                raise BadRecord(str(e), "availability") from None
+            if avail is unknown:
+                avail = None
+        qty = None
+        if "quantity" in fields or "inventory" in fields or \
+                "quantity_to_sell_on_facebook" in fields:
+            qty = _quantity(fields, dsep)
+        attributes = {}
+        for k in ATTRIBUTE_SET.intersection(fields):
+            v = fields[k]
+            if v and (v := v.strip()):
+                attributes[k] = v
+        gtin = None
+        raw = get("gtin")
+        if raw:
+            gtin = _gtins(raw, attributes)
+        image = get("image_link")
+        image = image.strip() if image else None
+        extra = get("additional_image_link")
+        if extra:
+            images = ((image,) if image else ()) + _split_urls(extra)
+        else:
+            images = (image,) if image else ()
+        if shipping and get("shipping"):
+            attributes["shipping"] = get("shipping").strip()
+        # Inline strips: this runs once per row of million-row feeds.
+        url, title, desc, brand, mpn, group = (get("link"), get("title"), get("description"),
+                                               get("brand"), get("mpn"), get("item_group_id"))
+        return _make(
+            channel, key, fetched_at, url.strip() or None if url else None,
+            key if sku_field == "id" else (get(sku_field) or "").strip() or None,
+            title.strip() or None if title else None,
+            desc.strip() or None if desc else None,
+            brand.strip() or None if brand else None,
+            gtin, mpn.strip() or None if mpn else None, images, attributes,
+            group.strip() or None if group else None,
+            price, sale, start, end, avail, qty, location)
+
+    return convert
+
+
+_QUANTITY_FIELDS = ("quantity", "quantity_to_sell_on_facebook", "inventory")
+_make = listing_maker("channel", "key", "fetched_at", "url", "sku", "title", "description",
+                      "brand", "gtin", "mpn", "images", "attributes", "group_id", "price",
+                      "sale_price", "sale_start", "sale_end", "availability", "quantity",
+                      "evidence")
+
+
+def _quantity(fields: Mapping[str, str], dsep: str | None) -> int | None:
+    for qname in _QUANTITY_FIELDS:
+        v = fields.get(qname)
+        if v and v.strip():
+            try:
+                return parse_int(v, dsep)
             except ValueError as e:
                 raise BadRecord(str(e), qname) from None
-            break
+    return None
+
+
+def _gtins(raw: str, attributes: dict[str, str]) -> str | None:
+    """The first GTIN of a (comma/space separated) list; the rest into attributes."""
+    if raw.isdigit() and len(raw) in (8, 12, 13, 14):
+        return raw.zfill(14)
     gtins: list[str] = []
-    bad_gtins: list[str] = []
-    for raw in fields.get("gtin", []):
-        for g in re.split(r"[,\s]+", raw.strip()):
-            if not g:
-                continue
-            try:
-                n = normalize_gtin(g)
-                if n:
-                    gtins.append(n)
-            except ValueError:
-                bad_gtins.append(g)
-    images = [u for u in (one("image_link"),) if u]
-    for raw in fields.get("additional_image_link", []):
-        images += _split_urls(raw)
-    attributes = {a: one(a) for a in ATTRIBUTE_FIELDS if one(a)}
+    bad: list[str] = []
+    for g in _GTIN_SPLIT.split(raw.strip()):
+        if not g:
+            continue
+        try:
+            n = normalize_gtin(g)
+            if n:
+                gtins.append(n)
+        except ValueError:
+            bad.append(g)
     if len(gtins) > 1:
         attributes["additional_gtins"] = "|".join(gtins[1:])
-    if bad_gtins:
-        attributes["gtin_raw"] = "|".join(bad_gtins)
-    if opts.get("include_shipping") and fields.get("shipping"):
-        attributes["shipping"] = "|".join(fields["shipping"])
-    sku_field = opts.get("sku_field") or "id"
-    return Listing(
-        channel=channel, key=key, fetched_at=fetched_at,
-        url=one("link"), sku=one(sku_field), title=one("title"),
-        description=one("description"), brand=one("brand"),
-        gtin=gtins[0] if gtins else (bad_gtins[0] if bad_gtins else None), mpn=one("mpn"),
-        images=tuple(images), attributes=attributes, group_id=one("item_group_id"),
-        evidence=location, **kw)
+    if bad:
+        attributes["gtin_raw"] = "|".join(bad)
+    # A GTIN that does not parse is kept as written: the GTIN check reports it.
+    return gtins[0] if gtins else (bad[0] if bad else None)
+
+
+_GTIN_SPLIT = re.compile(r"[,;|\s]+")
 
 
 def _local(tag: Any) -> tuple[str, bool]:
@@ -122,93 +194,184 @@ def _local(tag: Any) -> tuple[str, bool]:
     return tag, False
 
 
-def parse_xml(stream, name: str) -> Iterator[tuple[str, dict[str, list[str]]]]:
-    """Yield (location, fields) for each <item> (RSS) or <entry> (Atom), streaming."""
+def _xml_parser_args() -> dict[str, Any]:
+    # Entities are never expanded, no DTD is loaded and nothing is fetched:
+    # billion-laughs and external-entity payloads stay inert text.
+    return dict(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False,
+                remove_comments=True, remove_pis=True)
+
+
+def parse_xml(stream, name: str, rename: Callable[[str], str] | None = None
+              ) -> Iterator[tuple[str, dict[str, str]]]:
+    """Yield (location, fields) for each <item> (RSS) or <entry> (Atom), streaming.
+
+    ``g:`` elements win over plain ones of the same name (``<g:title>`` over
+    ``<title>``); repeated ``gtin`` and ``additional_image_link`` are joined
+    with commas. Nested elements other than ``shipping`` are flattened the way
+    Meta's CSV columns are (``<image><url>`` -> ``image[0].url``). ``rename``
+    maps attribute names (after aliases) to the ones ``item_to_listing`` reads.
+    """
+    names: dict[Any, tuple[str, bool, bool]] = {}
+    rename = rename or (lambda n: n)
+    flat: dict[str, str] = {}
+    count = 0
     try:
-        ctx = etree.iterparse(stream, events=("end",), resolve_entities=False, no_network=True,
-                              load_dtd=False, huge_tree=False, remove_comments=True,
-                              remove_pis=True)
+        ctx = etree.iterparse(stream, events=("end",), tag=("{*}item", "{*}entry"),
+                              **_xml_parser_args())
         for _event, el in ctx:
-            tag, _ = _local(el.tag)
-            if tag not in ("item", "entry"):
-                continue
-            fields: dict[str, list[str]] = {}
-            prefixed: set[str] = set()
+            gfields: dict[str, str] = {}
+            plain: dict[str, str] = {}
+            nested: dict[str, int] = {}
             for child in el:
-                cname, is_g = _local(child.tag)
+                tag = child.tag
+                lc = names.get(tag)
+                if lc is None:
+                    cname, is_g = _local(tag)
+                    cname = rename(ALIASES.get(cname, cname))
+                    lc = names[tag] = (cname, is_g, cname in MULTI)
+                cname, is_g, multi = lc
                 if not cname:
                     continue
-                if cname == "link" and not is_g and child.get("href"):
-                    value = child.get("href")
-                elif cname == "shipping" and len(child):
-                    value = ":".join((c.text or "").strip() for c in child)
+                value = child.text
+                if value:
+                    value = value.strip()
+                if not value:
+                    if len(child):
+                        if cname == "shipping":  # nested country/service/price
+                            value = ":".join((c.text or "").strip() for c in child)
+                        else:
+                            _flatten(child, cname, gfields if is_g else plain, rename, flat,
+                                     nested)
+                            continue
+                    elif cname == "link":
+                        value = (child.get("href") or "").strip()  # Atom
+                    if not value:
+                        continue
+                d = gfields if is_g else plain
+                if multi and cname in d:
+                    d[cname] = f"{d[cname]},{value}"
                 else:
-                    value = "".join(child.itertext())
-                if is_g and cname not in prefixed and cname not in MULTI:
-                    fields[cname] = []  # g:title wins over a plain <title>
-                    prefixed.add(cname)
-                elif not is_g and cname in prefixed:
-                    continue
-                if cname in MULTI or not fields.get(cname):
-                    fields.setdefault(cname, []).append(value)
+                    d.setdefault(cname, value)
+            if plain:
+                for k, v in plain.items():
+                    if k not in gfields:
+                        gfields[k] = v
             line = el.sourceline or 0
             el.clear(keep_tail=False)
-            while el.getprevious() is not None:
-                del el.getparent()[0]
-            yield f"{name}:{line}", fields
+            if el.getprevious() is not None:
+                parent = el.getparent()
+                while el.getprevious() is not None:
+                    del parent[0]
+            count += 1
+            yield f"{name}:{line}", gfields
     except etree.XMLSyntaxError as e:
+        # libxml2 reports an undeclared "g:" prefix only when the document is
+        # done, after every item was read: a sloppy feed, not a broken one.
+        if count and str(e.msg).startswith("Namespace prefix"):
+            return
         raise SourceError(name, f"XML syntax error at line {e.lineno}: {e.msg}") from None
 
 
-def parse_tsv(sf: SourceFile, encoding: str, on_error) -> Iterator[tuple[str, dict[str, list[str]]]]:
+def _flatten(el: Any, cname: str, fields: dict[str, str], rename: Callable[[str], str],
+             cache: dict[str, str], counts: dict[str, int]) -> None:
+    """``<image><url>u</url></image>`` -> ``image[0].url = u`` (the next image is [1])."""
+    i = counts.get(cname, 0)
+    counts[cname] = i + 1
+    for sub in el:
+        if not isinstance(sub.tag, str):
+            continue
+        text = (sub.text or "").strip()
+        if text:
+            raw = f"{cname}[{i}].{_local(sub.tag)[0]}"
+            key = cache.get(raw)
+            if key is None:
+                key = cache[raw] = rename(raw)
+            old = fields.get(key)
+            fields[key] = f"{old},{text}" if old and key in MULTI else text
+
+
+def parse_tsv(sf: SourceFile, encoding: str, on_error, delimiter: str = "auto",
+              rename: Callable[[str], str] | None = None
+              ) -> Iterator[tuple[str, dict[str, str]]]:
     """Yield (location, fields) for each row of a tab-, comma- or semicolon-separated feed."""
-    header, rows = csvio.open_rows(sf, encoding, "auto", on_error)
-    names = [_local(h.strip().lower().replace(" ", "_"))[0] for h in header]
+    header, rows = csvio.open_rows(sf, encoding, delimiter, on_error, ragged="report")
+    names = []
+    for h in header:
+        n = _local(h.strip().lower().replace(" ", "_"))[0]
+        n = ALIASES.get(n, n)
+        names.append(rename(n) if rename else n)
     if "id" not in names:
         raise SourceError(sf.name, f"no 'id' column in header ({', '.join(header[:10])})")
+    # Columns named alike after renaming: repeated gtin/additional_image_link
+    # columns are joined, of others the first non-empty value wins.
+    dup = {n: [i for i, m in enumerate(names) if m == n] for n in set(names)
+           if names.count(n) > 1}
+    name = sf.name
     for line, cells in rows:
-        fields: dict[str, list[str]] = {}
-        for n, v in zip(names, cells):
-            if v:
-                fields.setdefault(n, []).append(v)
-        yield f"{sf.name}:{line}", fields
+        fields = dict(zip(names, cells))
+        for n, idx in dup.items():
+            vals = [cells[i].strip() for i in idx if i < len(cells) and cells[i].strip()]
+            fields[n] = ",".join(vals) if n in MULTI else (vals[0] if vals else "")
+        yield f"{name}:{line}", fields
 
 
 def sniff_format(head: bytes) -> str:
     """xml or tsv from the first bytes of a file."""
-    s = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-    return "xml" if s.startswith(b"<") else "tsv"
+    return "xml" if sniff_kind(head) in ("xml", "html") else "tsv"
 
 
-def read_feed_items(ctx: SourceContext, fmt: str) -> Iterator[tuple[str, dict[str, list[str]]]]:
-    """Items of every file of the channel's source, XML or delimited text."""
+def read_feed_items(ctx: SourceContext, fmt: str, rename: Callable[[str], str] | None = None
+                    ) -> Iterator[tuple[str, dict[str, str]]]:
+    """Items of every file of the channel's source, XML or delimited text.
+
+    ``rename`` maps a feed's attribute names onto Google's (Meta's flattened
+    ``image[0].url`` columns, for one).
+    """
     with ctx.files() as files:
         for sf in files:
             try:
-                kind = fmt if fmt != "auto" else sniff_format(sf.head(512))
-                if kind == "xml":
+                kind = sf.kind()
+                if kind == "html":
+                    raise SourceError(sf.name, "got an HTML page where a product feed was "
+                                               "expected (a login or error page?)")
+                if kind in ("json", "xlsx"):
+                    raise SourceError(sf.name, f"got a {kind.upper()} file where an XML or "
+                                               f"delimited text feed was expected")
+                if kind == "empty":
+                    continue
+                if fmt in ("xml", "auto") and kind == "xml" or fmt == "xml":
+                    if kind != "xml":
+                        raise SourceError(sf.name, "format = \"xml\" but the file is not XML")
                     with sf.open_binary() as stream:
-                        yield from parse_xml(stream, sf.name)
+                        yield from parse_xml(stream, sf.name, rename)
                 else:
-                    yield from parse_tsv(sf, ctx.channel.opt("encoding", "auto"), ctx.bad)
-            except (EOFError, OSError) as e:  # truncated gzip, unreadable file
+                    yield from parse_tsv(sf, ctx.channel.opt("encoding", "auto"), ctx.bad,
+                                         ctx.channel.opt("delimiter", "auto"), rename)
+            except (EOFError, OSError) as e:  # unreadable file
                 raise SourceError(sf.name, f"cannot read: {e}") from None
 
 
-def items_to_listings(ctx: SourceContext,
-                      items: Iterable[tuple[str, dict[str, list[str]]]]) -> Iterator[Listing]:
-    opts = ctx.channel.options
-    seen: dict[str, str] = {}
+def items_to_listings(ctx: SourceContext, items: Iterable[tuple[str, dict[str, str]]],
+                      skip_comments: bool = False) -> Iterator[Listing]:
+    """Listings from feed items; bad and duplicate items are recorded on ctx.
+
+    With ``skip_comments``, items whose id starts with ``#`` are template comment
+    rows (Meta's "# Required | ..." line), not products.
+    """
+    to_listing = item_converter(ctx.channel.name, ctx.now, ctx.channel.options)
+    seen: set[str] = set()  # one loop with the conversion: this is the per-row hot path
     for location, fields in items:
+        if skip_comments and (fields.get("id") or "").lstrip().startswith("#"):
+            continue
         try:
-            li = item_to_listing(fields, ctx.channel.name, ctx.now, location, opts)
+            li = to_listing(fields, location)
         except BadRecord as e:
             ctx.bad(location, str(e))
             continue
         if li.key in seen:
-            ctx.bad(location, f"duplicate id {li.key!r} (first at {seen[li.key]}); kept the first")
+            ctx.bad(location, f"duplicate id {li.key!r}; kept the first")
             continue
-        seen[li.key] = location
+        seen.add(li.key)
         yield li
 
 
@@ -218,6 +381,10 @@ FEED_OPTIONS = (
     Opt("sku_field", str, "id", "Feed attribute that holds the SKU (id, mpn, or a custom label)."),
     Opt("timezone", str, "UTC", "Time zone for sale dates written without one."),
     Opt("include_shipping", bool, False, "Keep shipping values as an attribute."),
+    Opt("decimal_separator", str, None,
+        "Decimal separator of prices and numbers ('.' or ','); unset guesses per value.",
+        choices=(".", ",")),
+    Opt("delimiter", str, "auto", "Delimiter of text feeds, or auto to sniff."),
 )
 
 
@@ -230,5 +397,6 @@ class GoogleMerchant(Connector):
     options = FEED_OPTIONS
 
     def read(self, ctx: SourceContext) -> Iterator[Listing]:
+        """Every item of every feed file as a Listing."""
         fmt = self.channel.opt("format", "auto")
         yield from items_to_listings(ctx, read_feed_items(ctx, "tsv" if fmt == "csv" else fmt))

@@ -1,0 +1,320 @@
+"""Any tabular export (CSV, TSV, XLSX): point-of-sale systems, ERP dumps, spreadsheets.
+
+A column map names which of their headers holds each of our fields; presets
+carry the maps of known exports (Square, Lightspeed). Per-location quantity
+columns become one listing per store, keyed ``"<sku>@<location>"``.
+Numbers follow the channel's locale (``decimal_separator``), prices may carry
+currency symbols, dates follow ``date_format``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from decimal import Decimal
+from typing import Any, Iterator, Mapping
+
+from auditor import csvio
+from auditor.connector import Connector, SourceContext
+from auditor.errors import BadRecord, SourceError
+from auditor.model import Availability, Listing
+from auditor.options import Opt
+from auditor.plugins import register_connector
+from auditor.sources import SourceFile
+from auditor.values import (availability_from_quantity, normalize_gtin, parse_availability,
+                            parse_datetime, parse_int, parse_money)
+from connectors._common import (header_key, listing_maker, map_columns,
+                                map_columns_all, row_values)
+
+# Listing fields a column map may name; any other name becomes an attribute.
+TEXT_FIELDS = ("title", "description", "brand", "mpn", "url", "group_id")
+FIELDS = ("key", "sku", "gtin", "price", "sale_price", "sale_start", "sale_end", "quantity",
+          "availability", "image", "images", "location") + TEXT_FIELDS
+
+# Shared fields of a row first, then the per-location ones.
+_make = listing_maker("channel", "fetched_at", "sku", "title", "description", "brand", "mpn",
+                      "url", "group_id", "gtin", "images", "price", "sale_price", "sale_start",
+                      "sale_end", "attributes", "evidence", "key", "quantity", "availability",
+                      "location")
+
+# Column maps of known exports (formats.md section 7). Several candidate
+# headers per field: exports differ by version and language; the first present wins.
+PRESETS: dict[str, dict[str, Any]] = {
+    "square": {
+        "columns": {
+            "sku": "SKU", "key": "Token", "title": "Item Name", "variation": "Variation Name",
+            "description": "Description", "category": "Category", "group_id": "Reference Handle",
+            "price": ["Price", "Default Unit Price"], "gtin": ["GTIN", "UPC"],
+        },
+        "locations": r"^(?:Current Quantity|Quantity) (.+)$",
+    },
+    "lightspeed": {
+        "columns": {
+            "key": "System ID", "sku": ["Custom SKU", "System ID"], "title": "Description",
+            "gtin": ["UPC", "EAN"], "mpn": ["Manufact. SKU", "Manufacturer SKU"],
+            "category": "Category", "brand": ["Brand", "Manufacturer"],
+            "price": ["Price", "Default - Price", "Default Price"],
+        },
+        "locations": r"^(.+?) - (?:Quantity on Hand|QOH)$",
+    },
+}
+
+
+def _cell_text(v: Any) -> str:
+    """A spreadsheet cell as the text a CSV export would hold."""
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        # repr is the shortest text that reads back as the same float: 12.99, not 12.990000000000002
+        return str(int(v)) if v.is_integer() else repr(v)
+    if isinstance(v, Decimal):
+        return str(v)
+    if isinstance(v, (dt.datetime, dt.date)):
+        return v.isoformat()
+    return str(v)
+
+
+def xlsx_rows(sf: SourceFile, sheet: str | None = None
+              ) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
+    """Header and (row number, cells) of a workbook sheet, streamed (read-only mode)."""
+    import zipfile
+
+    from openpyxl import load_workbook
+
+    try:
+        wb = load_workbook(sf.path, read_only=True, data_only=True)
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as e:
+        raise SourceError(sf.name, f"not a readable XLSX workbook: {e}") from None
+    try:
+        ws = wb[sheet] if sheet else wb.active
+    except KeyError:
+        wb.close()
+        raise SourceError(sf.name, f"no sheet named {sheet!r} (sheets: "
+                                   f"{', '.join(wb.sheetnames)})") from None
+    it = ws.iter_rows(values_only=True)
+    header: list[str] = []
+    n = 0
+    for row in it:
+        n += 1
+        if any(c is not None and str(c).strip() for c in row):
+            header = [_cell_text(c).strip() for c in row]
+            break
+    while header and not header[-1]:
+        header.pop()
+
+    def rows() -> Iterator[tuple[int, list[str]]]:
+        line = n
+        try:
+            for row in it:
+                line += 1
+                cells = [_cell_text(c) for c in row[:len(header)]]
+                if any(c.strip() for c in cells):
+                    yield line, cells + [""] * (len(header) - len(cells))
+        except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as e:
+            raise SourceError(sf.name, f"broken workbook after row {line}: {e}") from None
+        finally:
+            wb.close()
+
+    return header, rows()
+
+
+def _locations(header: list[str], spec: Any, name: str) -> list[tuple[str, int]]:
+    """(location name, column index) from a regex over headers or an explicit map."""
+    if not spec:
+        return []
+    if isinstance(spec, dict):
+        idx = map_columns(header, spec, name, required=tuple(spec))
+        return [(loc, idx[loc]) for loc in spec]
+    rx = re.compile(spec)
+    out = []
+    for i, h in enumerate(header):
+        m = rx.search(h)
+        if m:
+            out.append(((m.group(1) if m.groups() else h).strip(), i))
+    if not out:
+        raise SourceError(name, f"no column matches locations = {spec!r}; header is: "
+                                f"{', '.join(header[:20])}")
+    return out
+
+
+def settings(opts: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
+    """The column map and location spec: the preset's, overridden by the channel's."""
+    preset = opts.get("preset")
+    base = PRESETS.get(preset or "", {"columns": {}, "locations": None})
+    columns = {**base["columns"], **(opts.get("columns") or {})}
+    locations = opts.get("locations") or base["locations"]
+    return columns, locations
+
+
+def row_converter(header: list[str], name: str, channel: str, fetched_at,
+                  opts: Mapping[str, Any]):
+    """A function (line, cells) -> (row key, Listings) for an export with this header."""
+    columns, loc_spec = settings(opts)
+    if "sku" not in columns and "key" not in columns:
+        # No map: headers named like our fields ("sku", "price", ...) are used as they are.
+        ours = {header_key(f): f for f in FIELDS}
+        columns = {ours[k]: h for h in header if (k := header_key(h)) in ours}
+    cols = map_columns_all(header, columns, name)
+    idx = {f: i[0] for f, i in cols.items()}
+    if "sku" not in idx and "key" not in idx:
+        raise SourceError(name, f"no SKU column: map one with columns = {{ sku = \"...\" }} "
+                                f"(header is: {', '.join(header[:20])})")
+    locations = _locations(header, loc_spec, name)
+    loc_cols = {i for _, i in locations}
+    attr_cols = [(f, i) for f, i in idx.items() if f not in FIELDS and i not in loc_cols]
+    currency = opts.get("currency")
+    dsep = opts.get("decimal_separator")
+    tz = opts.get("timezone") or "UTC"
+    dfmt = opts.get("date_format")
+    safety = opts.get("safety_stock") or 0
+    values = row_values({f: i for f, i in cols.items() if f in FIELDS})
+
+    def money(row: dict[str, str], field: str):
+        v = row.get(field)
+        if not v:
+            return None
+        try:
+            return parse_money(v, currency, dsep)
+        except ValueError as e:
+            raise BadRecord(f"bad {field} {v!r} in column {header[idx[field]]!r}: {e}",
+                            field) from None
+
+    def date(row: dict[str, str], field: str):
+        v = row.get(field)
+        if not v:
+            return None
+        try:
+            return parse_datetime(v, tz, dfmt)
+        except ValueError as e:
+            raise BadRecord(f"{e} in column {header[idx[field]]!r}", field) from None
+
+    def quantity(v: str | None, column: str) -> int | None:
+        if not v:
+            return None
+        try:
+            return parse_int(v, dsep)
+        except ValueError as e:
+            raise BadRecord(f"{e} in column {column!r}", "quantity") from None
+
+    def convert(line: int, cells: list[str]) -> tuple[str, list[Listing]]:
+        row = values(cells)
+        get = row.get
+        sku = get("sku")
+        key = sku or get("key")
+        if not key:
+            raise BadRecord("row has no SKU", "sku")
+        attributes = {f: v for f, i in attr_cols if i < len(cells) and (v := cells[i].strip())}
+        gtin = get("gtin")
+        if gtin:
+            try:
+                gtin = normalize_gtin(gtin)
+            except ValueError:
+                pass  # kept as written: the GTIN check reports it
+        avail = None
+        a = get("availability")
+        if a:
+            try:
+                avail = parse_availability(a)
+            except ValueError as e:
+                raise BadRecord(str(e), "availability") from None
+            if avail is Availability.UNKNOWN:
+                avail = None
+        images: tuple[str, ...] = ()
+        im = get("images") or get("image")
+        if im:
+            images = tuple(u.strip() for u in re.split(r"[|,]\s*(?=https?:|//)", im) if u.strip())
+        common = (channel, fetched_at, sku, get("title"), get("description"), get("brand"),
+                  get("mpn"), get("url"), get("group_id"), gtin, images, money(row, "price"),
+                  money(row, "sale_price"), date(row, "sale_start"), date(row, "sale_end"),
+                  attributes, f"{name}:{line}")
+        if not locations:
+            qty = quantity(get("quantity"), "quantity")
+            if avail is None and qty is not None:
+                avail = availability_from_quantity(qty, safety)
+            return key, [_make(*common, key, qty, avail, get("location"))]
+        out = []
+        for loc, i in locations:
+            v = cells[i].strip() if i < len(cells) else ""
+            qty = quantity(v, header[i])
+            la = avail if qty is None else availability_from_quantity(qty, safety)
+            out.append(_make(*common, f"{key}@{loc}", qty, la, loc))
+        return key, out
+
+    return convert
+
+
+def _check_locations(v: Any) -> Any:
+    """Validate the ``locations`` option: a regex or a table of location = header."""
+    if isinstance(v, str):
+        try:
+            re.compile(v)
+        except re.error as e:
+            raise ValueError(f"invalid regular expression {v!r}: {e}") from None
+        return v
+    if isinstance(v, dict) and all(isinstance(x, str) for x in v.values()):
+        return v
+    raise ValueError("expected a regex string or a table of location = \"header\"")
+
+
+@register_connector
+class Tabular(Connector):
+    """A CSV, TSV or XLSX export mapped by a column map (POS systems, spreadsheets)."""
+
+    type = "tabular"
+    help = "Any CSV/TSV/XLSX export with a column map; presets for Square and Lightspeed."
+    options = (
+        Opt("preset", str, None, "Column map of a known export.", choices=tuple(PRESETS)),
+        Opt("columns", dict, {}, "Our field = \"their header\" (or an array of candidate "
+            "headers): key, sku, title, description, brand, gtin, mpn, price, sale_price, "
+            "sale_start, sale_end, quantity, availability, image(s), url, group_id, "
+            "location; any other name is kept as an attribute."),
+        Opt("locations", _check_locations, None,
+            "Per-location quantity columns: a regex over headers whose first group is the "
+            "location (\"Current Quantity (.*)\"), or a table location = \"header\"."),
+        Opt("decimal_separator", str, None,
+            "Decimal separator of prices and numbers ('.' or ','); unset guesses per value.",
+            choices=(".", ",")),
+        Opt("date_format", str, None, "strptime format of dates when not ISO 8601 (\"%d.%m.%Y\")."),
+        Opt("timezone", str, "UTC", "Time zone of dates written without one."),
+        Opt("safety_stock", int, 0, "Quantities at or below this count as out of stock."),
+        Opt("sheet", str, None, "XLSX: the sheet to read (default: the active one)."),
+        Opt("delimiter", str, "auto", "CSV delimiter, or auto to sniff."),
+        Opt("format", str, "auto", "auto (by content), csv or xlsx.",
+            choices=("auto", "csv", "xlsx")),
+    )
+
+    def read(self, ctx: SourceContext) -> Iterator[Listing]:
+        """Every row (or row and location) of every export file as a Listing."""
+        opts = self.channel.options
+        # Duplicates are found by row key: per-location keys would double the set.
+        seen: set[str] = set()
+        with ctx.files() as files:
+            for sf in files:
+                kind = "xlsx" if opts.get("format") == "xlsx" else sf.kind()
+                if kind in ("html", "xml", "json"):
+                    raise SourceError(sf.name, f"got {kind.upper()} where a CSV/TSV/XLSX "
+                                               f"export was expected")
+                if kind == "xlsx":
+                    header, rows = xlsx_rows(sf, opts.get("sheet"))
+                else:
+                    header, rows = csvio.open_rows(sf, opts.get("encoding") or "auto",
+                                                   opts.get("delimiter") or "auto", ctx.bad,
+                                                   ragged="report")
+                if not header:
+                    continue
+                convert = row_converter(header, sf.name, self.channel.name, ctx.now, opts)
+                for line, cells in rows:
+                    try:
+                        key, listings = convert(line, cells)
+                    except BadRecord as e:
+                        ctx.bad(f"{sf.name}:{line}", str(e))
+                        continue
+                    if key in seen:
+                        ctx.bad(f"{sf.name}:{line}", f"duplicate key {key!r}; kept the first")
+                        continue
+                    seen.add(key)
+                    yield from listings
