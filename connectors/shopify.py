@@ -139,7 +139,9 @@ def product_listings(product: Mapping[str, Any], channel: str, fetched_at: datet
         if compare is not None and price is not None and compare.amount > price.amount:
             price, sale = compare, price  # the "was" price is the regular one
         own = [_https(i.get("src")) for i in images if vid in (i.get("variant_ids") or [])]
-        rest = [_https(i.get("src")) for i in images if vid not in (i.get("variant_ids") or [])]
+        # A product's gallery is shared by all its variants (other colours included): when
+        # a variant has images of its own, only those are known to show it.
+        rest = [] if own else [_https(i.get("src")) for i in images if not i.get("variant_ids")]
         if not images and js:
             rest = [_https(u) for u in js.get("images") or [] if isinstance(u, str)]
         avail = None

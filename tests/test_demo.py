@@ -74,6 +74,7 @@ def test_config_entries_appear_when_connectors_and_options_are_registered(monkey
     plugins.load()
     monkeypatch.setitem(plugins.CONNECTORS, "tabular", _FakeTabular)
     monkeypatch.setitem(plugins.CONNECTORS, "site", _FakeSite)
+    monkeypatch.delitem(plugins.CONNECTORS, "meta_catalog")  # as if not installed
     price = plugins.CHECKS["price"]
     monkeypatch.setitem(plugins.CHECKS, "price", replace(price, options=price.options + (
         Opt("tax_inclusive", bool, False, "t"), Opt("vat_rate", Decimal, Decimal(0), "v"))))
@@ -89,7 +90,8 @@ def test_config_entries_appear_when_connectors_and_options_are_registered(monkey
     assert by_name["site"]["crawl_delay"] == 0.0 and "respect_crawl_delay" not in by_name["site"]
     assert "meta" not in by_name and "# Channels of the demo world whose connector" in text
     cfg = parse_config(raw, tmp_path / "config.toml")
-    assert {c.name for c in cfg.channels} == {"site", "google", "pos-berlin", "pos-munich"}
+    assert {c.name for c in cfg.channels} == {"site", "google", "amazon", "shopify", "pos-berlin",
+                                              "pos-munich"}
 
 
 def test_config_leaves_out_check_options_that_do_not_exist():
