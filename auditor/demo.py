@@ -193,6 +193,9 @@ def run_demo(directory: Path, serve: bool, console) -> int:
                 import_master(previous, store, now - timedelta(days=7))
                 report = run_audit(cfg, store, now=now)
                 findings = store.findings(state="open")
+                from reports.run_report import write_report
+
+                report_path = write_report(store, directory / "report.html")
             finally:
                 store.close()
         print_report(report)
@@ -202,6 +205,7 @@ def run_demo(directory: Path, serve: bool, console) -> int:
                       f"planted on purpose (ground truth: {safe(world_dir / 'labels.csv')}), so "
                       "the demo exits 0.")
         console.print("\nWhere to look next:")
+        console.print(f"  {safe(report_path.resolve().as_uri())}   # the HTML report, in a browser")
         console.print(f"  auditor findings --open --config {cfg_arg}       # what is wrong now")
         console.print(f"  auditor findings --format json --config {cfg_arg}")
         console.print(f"  auditor links --config {cfg_arg}                 # how listings matched")
