@@ -1,0 +1,235 @@
+"""Benchmarks: `python -m bench all --size 10000` (or one of the parts below).
+
+    quality   full audit of a generated world: precision and recall per check, benign hits,
+              wall time per channel and stage, peak RSS
+    reaudit   the same audit twice on an unchanged world: speed-up of the second
+    feeds     connector parsing of the world's feeds (rows/s, peak RSS), and --rows synthetic
+    checks    non-image listing comparisons per second (one core)
+    images    image matching matrix and decode+hash throughput
+    crawl     our crawler vs Scrapy on the generated shop, same concurrency
+    scaling   audit wall time and RSS at several world sizes (file channels), vs parse time
+
+Every part prints Markdown tables and appends them, with machine, date and command,
+to docs/benchmarks.md (``--no-write`` to only print). Worlds are generated once under
+bench/out/ and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.common import isolated, record, table
+from bench.world_audit import OUT, audit, ensure_world
+
+FILE_CHANNELS = ["google", "meta", "amazon", "pos-berlin", "pos-munich"]
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def part_quality(size: int, write: bool) -> dict[str, Any]:
+    world = ensure_world(size)
+    res, secs, rss = isolated(audit, world, OUT / f"audit-{size}")
+    q = res["quality"]
+    rows = [[k, v["true_positives"] + v["false_negatives"], v["true_positives"],
+             v["false_positives"], v["false_negatives"], _pct(v["precision"]),
+             _pct(v["recall"]), v["benign_hits"]] for k, v in q.items()]
+    t1 = table(f"Detection quality, world of {size:,} SKUs (all channels, images on)",
+               ["check", "planted", "found", "false alarms", "missed", "precision", "recall",
+                "hits on benign variations"], rows)
+    ch_rows = [[c["channel"], c["status"], c["listings"], round(c["seconds"], 2),
+                round(c["listings"] / c["seconds"]) if c["seconds"] else "-"]
+               for c in res["channels"]]
+    ch_rows.append(["**whole audit**", "", res["listings"], round(res["wall_seconds"], 2),
+                    round(res["listings"] / res["wall_seconds"])])
+    t2 = table(f"Audit wall time per channel (read + link + check + store), {size:,} SKUs; "
+               f"process peak RSS {rss:,.0f} MiB",
+               ["channel", "status", "listings", "seconds", "listings/s"], ch_rows)
+    record(f"Quality and audit, {size:,} SKUs", [t1, t2], write)
+    return res
+
+
+def part_reaudit(size: int, write: bool) -> None:
+    world = ensure_world(size)
+    work = OUT / f"reaudit-{size}"
+    first, _, rss1 = isolated(audit, world, work, None, True)
+    second, _, rss2 = isolated(audit, world, work, None, False)
+    rows = [[c1["channel"], round(c1["seconds"], 2), round(c2["seconds"], 2),
+             f"{c1['seconds'] / c2['seconds']:.1f}x" if c2["seconds"] else "-"]
+            for c1, c2 in zip(first["channels"], second["channels"])]
+    rows.append(["**whole audit**", round(first["wall_seconds"], 2),
+                 round(second["wall_seconds"], 2),
+                 f"{first['wall_seconds'] / second['wall_seconds']:.1f}x"])
+    record(f"Re-audit of an unchanged world, {size:,} SKUs", [table(
+        f"First and second audit (peak RSS {rss1:,.0f} / {rss2:,.0f} MiB)",
+        ["channel", "first s", "second s", "speed-up"], rows)], write)
+
+
+def part_feeds(size: int, rows: int, write: bool) -> None:
+    from bench.feeds import bench_feed
+
+    world = ensure_world(size)
+    feeds = world / "feeds"
+    cases = [
+        ("google XML", "google_merchant", feeds / "google.xml", {}),
+        ("google TSV", "google_merchant", feeds / "google.tsv", {}),
+        ("meta CSV", "meta_catalog", feeds / "meta.csv", {}),
+        ("amazon TSV", "amazon_listings", feeds / "amazon.tsv", {"currency": "EUR"}),
+        ("POS CSV (cp1252, ;)", "tabular", feeds / "pos-berlin.csv",
+         {"currency": "EUR", "delimiter": ";", "decimal_separator": ",", "encoding": "cp1252",
+          "columns": {"sku": "SKU", "gtin": "EAN", "title": "Item Name", "price": "Price",
+                      "quantity": "Qty"}}),
+    ]
+    out = []
+    for name, ctype, path, opts in cases:
+        r = bench_feed(ctype, path, opts)
+        out.append([name, r["rows"], r["seconds"], r["rows_per_s"], r["rows_per_cpu_s"],
+                     r["peak_rss_mb"]])
+    tables = [table(f"Feed parsing into Listing objects, world of {size:,} SKUs",
+                    ["feed", "listings", "seconds", "listings/s", "listings/cpu-s",
+                     "peak RSS MiB"], out)]
+    if rows:
+        import tempfile
+
+        from bench.feeds import write_gm_tsv, write_gm_xml
+
+        tmp = Path(tempfile.mkdtemp(prefix="bench-feeds-"))
+        try:
+            big = []
+            for name, ctype, writer, fname in (
+                    ("google TSV", "google_merchant", write_gm_tsv, "g.tsv"),
+                    ("google XML", "google_merchant", write_gm_xml, "g.xml")):
+                writer(tmp / fname, rows)
+                r = bench_feed(ctype, tmp / fname, {})
+                big.append([name, r["rows"], r["seconds"], r["rows_per_s"], r["rows_per_cpu_s"],
+                            r["peak_rss_mb"]])
+                (tmp / fname).unlink()
+            tables.append(table(f"Feed parsing, {rows:,}-row synthetic feeds (streaming)",
+                                ["feed", "listings", "seconds", "listings/s", "listings/cpu-s",
+                                 "peak RSS MiB"], big))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    record("Feed parsing", tables, write)
+
+
+def part_checks(masters: int, listings: int, write: bool) -> None:
+    from bench.checks import bench_checks, synthetic
+
+    rows = []
+    for drift in (0.02, 0.08):
+        master, ls = synthetic(masters, listings, drift)
+        r, _, rss = isolated(bench_checks, master, ls)
+        rows.append([f"{drift:.0%}", r["comparisons"], round(r["seconds"], 2),
+                     round(r["per_s"]), round(rss)])
+    record("Checks throughput", [table(
+        f"Non-image checks, {listings:,} listings against {masters:,} masters, one core "
+        "(CPU seconds)", ["drift", "comparisons", "cpu seconds", "comparisons/s",
+                          "peak RSS MiB"], rows)], write)
+
+
+def part_images(write: bool) -> None:
+    from bench import images
+
+    r, secs, rss = isolated(images.run)
+    rows = [[k, v] for k, v in r.items() if not isinstance(v, (dict, list))]
+    record("Image matching", [table("Matrix and throughput (bench/images.py defaults)",
+                                    ["measure", "value"], rows)], write)
+
+
+def part_crawl(size: int, pages: int, concurrency: int, write: bool) -> None:
+    from bench import crawl
+    from auditor.world.shop import ShopServer
+    from bench.world_audit import PORT
+
+    world = ensure_world(size)
+    with ShopServer(world, port=PORT) as shop:
+        ours = crawl.crawl_bench(shop.base_url, concurrency, pages)
+        again = crawl.crawl_bench(shop.base_url, concurrency, pages, reuse_cache=True) \
+            if "reuse_cache" in crawl.crawl_bench.__code__.co_varnames else None
+        scrapy = crawl.scrapy_bench(shop.base_url, concurrency, pages)
+    rows = [["omni-auditor", ours["pages"], round(ours["seconds"], 2),
+             round(ours["pages_per_s"], 1), ours.get("peak_rss_mb", "-")],
+            ["Scrapy", scrapy["pages"], round(scrapy["seconds"], 2),
+             round(scrapy["pages_per_s"], 1), scrapy.get("peak_rss_mb", "-")]]
+    if again:
+        rows.insert(1, ["omni-auditor, second crawl (unchanged)", again["pages"],
+                        round(again["seconds"], 2), round(again["pages_per_s"], 1),
+                        again.get("peak_rss_mb", "-")])
+    ratio = ours["pages_per_s"] / scrapy["pages_per_s"] if scrapy["pages_per_s"] else 0
+    record("Crawl vs Scrapy", [table(
+        f"Crawl + JSON-LD extraction of the generated shop, concurrency {concurrency}: "
+        f"ratio {ratio:.2f}x", ["crawler", "pages", "seconds", "pages/s", "peak RSS MiB"],
+        rows)], write)
+
+
+def part_scaling(sizes: list[int], write: bool) -> None:
+    from bench.feeds import bench_feed
+
+    rows = []
+    for size in sizes:
+        world = ensure_world(size)
+        res, secs, rss = isolated(audit, world, OUT / f"scale-{size}", FILE_CHANNELS, True, False)
+        parse = 0.0
+        feeds = world / "feeds"
+        for ctype, path, opts in (
+                ("google_merchant", feeds / "google.xml", {}),
+                ("meta_catalog", feeds / "meta.csv", {}),
+                ("amazon_listings", feeds / "amazon.tsv", {"currency": "EUR"}),
+                ("tabular", feeds / "pos-berlin.csv", {"currency": "EUR", "delimiter": ";",
+                 "decimal_separator": ",", "encoding": "cp1252", "columns": {
+                     "sku": "SKU", "gtin": "EAN", "title": "Item Name", "price": "Price",
+                     "quantity": "Qty"}}),
+                ("tabular", feeds / "pos-munich.csv", {"currency": "EUR", "delimiter": ";",
+                 "encoding": "cp1252", "columns": {
+                     "sku": "SKU", "gtin": "EAN", "title": "Item Name", "price": "Price",
+                     "quantity": "Qty"}})):
+            parse += bench_feed(ctype, path, opts)["seconds"]
+        rows.append([size, res["listings"], round(parse, 1), round(res["wall_seconds"], 1),
+                     f"{res['wall_seconds'] / parse:.2f}x" if parse else "-", round(rss)])
+    record("Scaling", [table(
+        "Full audit of the five file channels (no crawl, no images) vs merely parsing them",
+        ["SKUs", "listings", "parse s", "audit s", "audit / parse", "audit peak RSS MiB"],
+        rows)], write)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    ap.add_argument("part", choices=["all", "quality", "reaudit", "feeds", "checks", "images",
+                                     "crawl", "scaling"])
+    ap.add_argument("--size", type=int, default=2000, help="SKUs in the world")
+    ap.add_argument("--rows", type=int, default=0, help="feeds: also a synthetic N-row feed")
+    ap.add_argument("--masters", type=int, default=250_000)
+    ap.add_argument("--listings", type=int, default=250_000)
+    ap.add_argument("--pages", type=int, default=2000, help="crawl: pages per crawler")
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--no-write", action="store_true", help="print only")
+    a = ap.parse_args(argv)
+    write = not a.no_write
+    parts = ["quality", "reaudit", "feeds", "checks", "images", "crawl", "scaling"] \
+        if a.part == "all" else [a.part]
+    for part in parts:
+        if part == "quality":
+            part_quality(a.size, write)
+        elif part == "reaudit":
+            part_reaudit(a.size, write)
+        elif part == "feeds":
+            part_feeds(a.size, a.rows, write)
+        elif part == "checks":
+            part_checks(a.masters, a.listings, write)
+        elif part == "images":
+            part_images(write)
+        elif part == "crawl":
+            part_crawl(a.size, a.pages, a.concurrency, write)
+        elif part == "scaling":
+            part_scaling(a.sizes, write)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Full audits of a generated world: detection quality, stage throughput, re-audit, scaling.
+
+Each audit runs in a fresh process (bench.common.isolated) so its peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+OUT = Path(__file__).resolve().parent / "out"
+# The world's files (master image URLs, feed links) name the shop by the URL it was
+# generated with, so the benchmark shop always listens on this loopback port.
+PORT = 18765
+BASE_URL = f"http://127.0.0.1:{PORT}"
+
+
+def ensure_world(size: int, seed: int = 1) -> Path:
+    """Generate (once) the world of ``size`` SKUs under bench/out/; reuse it when present."""
+    from auditor.world.generate import generate_world
+
+    d = OUT / f"world-{size}-s{seed}"
+    manifest = d / "manifest.json"
+    if manifest.exists():
+        return d
+    generate_world(d, size=size, seed=seed, base_url=BASE_URL)
+    return d
+
+
+def _now(world: Path) -> datetime:
+    return datetime.fromisoformat(json.loads((world / "manifest.json").read_text())["now"])
+
+
+def audit(world: Path, workdir: Path, channels: list[str] | None = None,
+          fresh: bool = True, images: bool = True) -> dict[str, Any]:
+    """Serve the world's shop, write the demo config, import last week's master, then audit.
+
+    Returns wall seconds per stage and per channel, counts, and the quality score.
+    Runs in the calling process (wrap it in ``isolated`` to measure RSS).
+    """
+    from auditor.config import load_config
+    from auditor.demo import config_text
+    from auditor.runner import import_master, run_audit
+    from auditor.store import Store
+    from auditor.world.shop import ShopServer
+    from auditor.world.truth import score
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    if fresh:
+        for p in workdir.glob("auditor.db*"):
+            p.unlink()
+    now = _now(world)
+    with ShopServer(world, port=PORT) as shop:
+        text = config_text(shop.base_url).replace('"world/', f'"{world}/')
+        if not images:
+            text = text.replace("[store]", "[checks.image]\nenabled = false\n\n[store]", 1)
+        # The world's files name the shop by the base URL it was generated with.
+        (workdir / "config.toml").write_text(text)
+        cfg = load_config(workdir / "config.toml")
+        store = Store(cfg.store_path)
+        try:
+            t_prev = None
+            if fresh:
+                t0 = time.perf_counter()
+                previous = dataclasses.replace(
+                    cfg, master={**cfg.master, "source": str(world / "master_previous.csv")})
+                import_master(previous, store, now - timedelta(days=7))
+                t_prev = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            report = run_audit(cfg, store, channels, now=now)
+            wall = time.perf_counter() - t0
+            findings = store.findings(state="open")
+        finally:
+            store.close()
+    names = [c.channel for c in report.channels]
+    scores = score(findings, world, names)
+    return {
+        "wall_seconds": wall, "previous_master_seconds": t_prev,
+        "master": report.master,
+        "channels": [{"channel": c.channel, "status": c.status.value, "listings": c.listings,
+                      "seconds": c.seconds, "errors": c.errors} for c in report.channels],
+        "listings": sum(c.listings for c in report.channels),
+        "quality": {k: dataclasses.asdict(v) | {"precision": v.precision, "recall": v.recall}
+                    for k, v in scores.items()},
+    }
