@@ -611,6 +611,19 @@ class Store:
     def http_cache_put(self, url: str, **values: Any) -> None:
         self.db["http_cache"].upsert({"url": url, **values}, pk="url")
 
+    def http_cache_put_many(self, rows: list[dict[str, Any]]) -> None:
+        """Upsert many cache rows (each with ``url``) in one transaction."""
+        if rows:
+            with self.db.conn:
+                self.db["http_cache"].upsert_all(rows, pk="url")
+
+    def http_cache_validators(self, prefix: str) -> Iterator[dict[str, Any]]:
+        """Validators (no extraction text) of every cached URL starting with ``prefix``."""
+        yield from self.db.query(
+            "SELECT url, etag, last_modified, fetched_at, sha256, "
+            "extraction IS NOT NULL AS had_extraction FROM http_cache "
+            "WHERE url >= ? AND url < ?", [prefix, prefix + "\U0010ffff"])
+
 
 def _cell(v: Any) -> str | None:
     if v is None:
