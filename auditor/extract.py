@@ -133,8 +133,10 @@ def decode_html(data: bytes, content_type: str | None = None) -> tuple[str, str]
     try:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError as e:
-        if e.start >= len(data) - 3 and e.reason == "unexpected end of data":
-            return data[:e.start].decode("utf-8"), "utf-8"  # a capped body cut a character
+        # A body cut inside its last character, in a page that is UTF-8 before it.
+        if e.start >= len(data) - 3 and e.reason == "unexpected end of data" and \
+                max(data[:e.start], default=0) >= 0x80:
+            return data[:e.start].decode("utf-8"), "utf-8"
     declared = []
     if content_type:
         m = _HEADER_CHARSET.search(content_type)
@@ -150,14 +152,15 @@ def decode_html(data: bytes, content_type: str | None = None) -> tuple[str, str]
                 return data.decode(enc), enc
             except UnicodeDecodeError:
                 continue
-    from auditor.sources import detect_encoding
-
     # Mostly-Latin bytes read as Windows-1252; other scripts go to a detector.
-    enc = detect_encoding(data[:65536])
-    try:
-        return data.decode(enc, errors="replace"), enc
-    except LookupError:
-        return data.decode("cp1252", errors="replace"), "cp1252"
+    sample = data[:65536]
+    if sum(1 for b in sample if b >= 0x80) > 0.3 * len(sample):
+        from charset_normalizer import from_bytes
+
+        best = from_bytes(sample).best()
+        if best is not None:
+            return data.decode(best.encoding, errors="replace"), best.encoding
+    return data.decode("cp1252", errors="replace"), "cp1252"
 
 
 # ============================================================================ JSON-LD
@@ -490,7 +493,9 @@ def _fields(p: Mapping[str, Any], base: str, want: set[str], variant: str | None
             if name in ATTRIBUTES and name not in attrs and _text(prop.get("value")):
                 attrs[name] = _text(prop.get("value"))
     f["attributes"] = attrs
-    offers = _offers(p) or (_offers(parent) if parent else [])
+    # Some themes put price and currency on the Product itself, with no Offer.
+    offers = _offers(p) or ([dict(p)] if p.get("price") is not None else []) or (
+        _offers(parent) if parent else [])
     offer = _pick_offer(offers, want, variant)
     if offer is not None:
         price = _decimal(offer.get("price"))
@@ -757,7 +762,7 @@ _OLD_CLASS = re.compile(r"(compare|was|old|regular|original|list|strike|before|r
                         r"strike)"
                         r"|\bstrike\b|line-through", re.I)
 _OLD_HINT = re.compile(r"<(del|s|strike)\b|" + _OLD_CLASS.pattern, re.I)
-_AMOUNT = re.compile(r"\d")
+_AMOUNT = re.compile(r"\d[\d.,\s\u00a0']*")
 
 
 def _availability_words(text: str) -> Availability | None:
@@ -805,7 +810,8 @@ def _price_elements(doc):
             (el.get("itemprop") or "") + " " + (el.get("data-testid") or "")
         if el.tag in ("del", "s", "strike") or _PRICE_CLASS.search(marker):
             text = el.text_content().strip()
-            if _AMOUNT.search(text) and len(text) < 60:
+            # one amount only: a container of the old and new price is not a price
+            if len(text) < 60 and len(_AMOUNT.findall(text)) == 1:
                 yield el, text
 
 
@@ -870,8 +876,8 @@ def _crossed_out(doc, current: Decimal) -> Decimal | None:
         if old is None or old <= current:
             continue
         anc = el.getparent()
-        for _ in range(3):
-            if anc is None:
+        for _ in range(2):  # the old and new price sit side by side, not page-wide
+            if anc is None or anc.tag in ("body", "html", "main"):
                 break
             block = anc.text_content()
             if len(block) < 2000 and any(a in block.replace(text, "") for a in amounts):

@@ -267,6 +267,8 @@ class Fetcher:
         """One request: the response, or the next URL of a redirect."""
         try:
             async with self._client.stream("GET", current, headers=headers) as resp:
+                if resp.status_code == 304:
+                    return Response(current, 304, resp.headers, not_modified=True)
                 if resp.is_redirect:
                     loc = resp.headers.get("location")
                     if not loc:
@@ -276,8 +278,6 @@ class Fetcher:
                 if resp.status_code in RETRY_STATUS:
                     wait = retry_after_seconds(resp.headers.get("retry-after"))
                     raise _Retryable(f"HTTP {resp.status_code}", resp.status_code, wait)
-                if resp.status_code == 304:
-                    return Response(current, 304, resp.headers, not_modified=True)
                 _check_type(current, resp, accept)
                 return await self._read_body(current, resp, to_file)
         except httpx.TimeoutException:

@@ -72,7 +72,7 @@ class ShopServer(ThreadingHTTPServer):
         self.hits: dict[str, int] = {}
         self.log: list[tuple[str, dict]] = []
         self.lock = threading.Lock()
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self.serve_forever, args=(0.02,), daemon=True)
 
     @property
     def base(self) -> str:
