@@ -439,8 +439,9 @@ class _Failure:
     error: BaseException
 
 
-def crawl_events(crawl: Crawl, maxsize: int = 256) -> Iterator[PageResult]:
-    """Run ``crawl`` in a worker thread; yield its PageResults as they come.
+def crawl_events(crawl: Crawl, maxsize: int = 256, batch: int = 200) -> Iterator[list[PageResult]]:
+    """Run ``crawl`` in a worker thread; yield its PageResults in lists as they come
+    (everything waiting, up to ``batch``, so the consumer can batch store reads).
 
     The queue is bounded, so a slow consumer slows the crawl instead of
     buffering pages. Closing the iterator stops the crawl. A CrawlFatal (or a
@@ -473,12 +474,20 @@ def crawl_events(crawl: Crawl, maxsize: int = 256) -> Iterator[PageResult]:
     t.start()
     try:
         while True:
-            item = q.get()
-            if item is _DONE:
-                return
-            if isinstance(item, _Failure):
-                raise item.error
-            yield item
+            items = [q.get()]
+            while len(items) < batch:
+                try:
+                    items.append(q.get_nowait())
+                except queue.Empty:
+                    break
+            results = [i for i in items if isinstance(i, PageResult)]
+            if results:
+                yield results
+            for item in items:
+                if item is _DONE:
+                    return
+                if isinstance(item, _Failure):
+                    raise item.error
     finally:
         stop.set()
         while t.is_alive():

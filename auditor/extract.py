@@ -255,12 +255,48 @@ def _concatenated(s: str) -> list[Any]:
     return out
 
 
+_SCRIPT_OPEN = re.compile(r"<script\b[^>]*>", re.I)
+_SCRIPT_CLOSE = re.compile(r"</script\s*>", re.I)
+_LD_TYPE = re.compile(r"type\s*=\s*[\"']?application/ld\+json", re.I)
+
+
+def _ld_texts(text: str) -> Iterator[str]:
+    """The contents of each JSON-LD script element.
+
+    ``str.find`` jumps to each "ld+json" (case variants are rare and caught by the
+    regex fallback), so a large page costs microseconds, not a regex over every tag.
+    """
+    lower_hit = text.find("ld+json") >= 0
+    if not lower_hit and "LD+JSON" not in text.upper():
+        return
+    if not lower_hit:  # odd case: use the regex over the whole page
+        for m in _LD_BLOCK.finditer(text):
+            yield m.group(1)
+        return
+    pos = 0
+    while True:
+        i = text.find("ld+json", pos)
+        if i < 0:
+            return
+        start = text.rfind("<", 0, i)
+        m = _SCRIPT_OPEN.match(text, start) if start >= 0 else None
+        if m is None or m.end() <= i or not _LD_TYPE.search(m.group(0)):
+            pos = i + 7
+            continue
+        end = _SCRIPT_CLOSE.search(text, m.end())
+        if end is None:
+            yield text[m.end():]
+            return
+        yield text[m.end():end.start()]
+        pos = end.end()
+
+
 def jsonld_blocks(text: str) -> tuple[list[Any], list[str]]:
     """Every parseable JSON-LD block of a page, and the reasons others were skipped."""
     blocks, problems = [], []
-    for m in _LD_BLOCK.finditer(text):
+    for raw in _ld_texts(text):
         try:
-            blocks.append(loads_lenient(m.group(1)))
+            blocks.append(loads_lenient(raw))
         except ValueError as e:
             problems.append(str(e)[:200])
     return blocks, problems
@@ -761,8 +797,38 @@ _OLD_CLASS = re.compile(r"(compare|was|old|regular|original|list|strike|before|r
                         r"[-_ ]{0,2}price|price[-_ ]{0,2}(was|old|compare|regular|original|before|"
                         r"strike)"
                         r"|\bstrike\b|line-through", re.I)
-_OLD_HINT = re.compile(r"<(del|s|strike)\b|" + _OLD_CLASS.pattern, re.I)
+_OLD_NEAR = re.compile(r"(compare|was|old|regular|original|list|strike|before|rrp|uvp)[-_ ]{0,2}$"
+                       r"|^[-_ ]{0,2}(was|old|compare|regular|original|before|strike)")
+# Plain substring tests: a regex over an 80 KB page (even case-sensitive) took 1-2 ms.
+_OLD_TAGS = ("<del", "<s>", "<s ", "<strike", "line-through")
+
+
 _AMOUNT = re.compile(r"\d[\d.,\s\u00a0']*")
+
+
+def _may_show_old_price(text: str, price: Decimal) -> bool:
+    """Whether a crossed-out price may sit near where the page shows ``price``.
+
+    Looks only at windows around the current price's text, so most pages skip the
+    DOM; scanning a whole 80 KB page for markers cost a millisecond or more.
+    """
+    forms = {f"{price:.2f}", f"{price:.2f}".replace(".", ","), f"{price:,.2f}", str(price)}
+    for form in forms:
+        i = text.find(form)
+        hits = 0
+        while i >= 0 and hits < 20:
+            hits += 1
+            window = text[max(0, i - 600):i + 600].lower()
+            if any(t in window for t in _OLD_TAGS):
+                return True
+            j = window.find("price")
+            while j >= 0:
+                if _OLD_NEAR.search(window[max(0, j - 13):j]) or \
+                        _OLD_NEAR.search(window[j + 5:j + 17]):
+                    return True
+                j = window.find("price", j + 5)
+            i = text.find(form, i + len(form))
+    return False
 
 
 def _availability_words(text: str) -> Availability | None:
@@ -903,7 +969,8 @@ def extract(html: bytes | str, url: str, sku: str | None = None,
     layers.append((JSON_LD, ld))
     wanted = [k for k in CORE if k not in ld]
     sel_fields = [k for k in (selectors or {}) if k not in ld]
-    may_be_sale = "price" in ld and "sale_price" not in ld and _OLD_HINT.search(text) is not None
+    may_be_sale = "price" in ld and "sale_price" not in ld and _may_show_old_price(
+        text, ld["price"])
     doc = None
     if wanted or sel_fields or may_be_sale:
         doc = _lxml_doc(text.replace("\x00", ""))

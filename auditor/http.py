@@ -184,20 +184,43 @@ class Fetcher:
         self._auth = auth
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
+        self._clients: list[httpx.AsyncClient] = []
+        self._lanes: asyncio.Queue[httpx.AsyncClient] | None = None
         self._global = asyncio.Semaphore(policy.concurrency)
         self._hosts: dict[str, _HostGate] = {}
 
     async def __aenter__(self) -> "Fetcher":
-        self._client = httpx.AsyncClient(
-            headers=self._headers, auth=self._auth, follow_redirects=False,
-            timeout=httpx.Timeout(self.policy.timeout), transport=self._transport,
-            limits=httpx.Limits(max_connections=self.policy.concurrency,
-                                max_keepalive_connections=self.policy.concurrency))
+        # Small clients ("lanes") instead of one pool of N connections: httpcore scans
+        # its whole pool on every request, which cost a crawl at concurrency 16 about
+        # 1 ms of CPU per page (bench/crawl.py). Lanes are made when first needed
+        # (each costs ~5 ms), share one TLS context, and every limit lives in this
+        # class, so this is still one client.
+        self._verify = httpx.create_ssl_context()
+        self._lanes = asyncio.Queue()
+        self._client = self._new_lane()
+        for _ in range(1 if self._transport is None else self.policy.concurrency):
+            self._lanes.put_nowait(self._client)
         return self
 
+    def _new_lane(self) -> httpx.AsyncClient:
+        per = 1 if self._transport is None else self.policy.concurrency
+        c = httpx.AsyncClient(
+            headers=self._headers, auth=self._auth, follow_redirects=False, verify=self._verify,
+            timeout=httpx.Timeout(self.policy.timeout), transport=self._transport,
+            limits=httpx.Limits(max_connections=per, max_keepalive_connections=per))
+        self._clients.append(c)
+        return c
+
+    async def _lane(self) -> httpx.AsyncClient:
+        assert self._lanes is not None
+        if self._lanes.empty() and self._transport is None and \
+                len(self._clients) < self.policy.concurrency:
+            return self._new_lane()
+        return await self._lanes.get()
+
     async def __aexit__(self, *exc: Any) -> None:
-        if self._client is not None:
-            await self._client.aclose()
+        for c in self._clients:
+            await c.aclose()
 
     def _gate(self, url: str) -> _HostGate:
         host = urlsplit(url).netloc.lower()
@@ -265,8 +288,9 @@ class Fetcher:
     async def _hop(self, current: str, headers: Mapping[str, str] | None,
                    to_file: bool, accept: tuple[str, ...]) -> Response | str:
         """One request: the response, or the next URL of a redirect."""
+        client = await self._lane()
         try:
-            async with self._client.stream("GET", current, headers=headers) as resp:
+            async with client.stream("GET", current, headers=headers) as resp:
                 if resp.status_code == 304:
                     return Response(current, 304, resp.headers, not_modified=True)
                 if resp.is_redirect:
@@ -285,6 +309,8 @@ class Fetcher:
         except (httpx.TransportError, httpx.DecodingError) as e:
             raise _Retryable(f"transport error: {e.__class__.__name__}: {e}",
                              None, None) from None
+        finally:
+            self._lanes.put_nowait(client)  # type: ignore[union-attr]
 
     async def _read_body(self, url: str, resp: httpx.Response, to_file: bool) -> Response:
         limit = self.policy.max_body_bytes
@@ -316,7 +342,7 @@ class Fetcher:
                 raise FetchError(url, f"body exceeds max_body_bytes ({limit})", resp.status_code)
             chunks.append(chunk)
         body = b"".join(chunks)
-        _check_length(url, declared, resp.num_bytes_downloaded, resp)
+        _check_length(url, declared, size, resp)
         return Response(url, resp.status_code, resp.headers, body=body)
 
 

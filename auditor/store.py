@@ -617,6 +617,19 @@ class Store:
             with self.db.conn:
                 self.db["http_cache"].upsert_all(rows, pk="url")
 
+    def http_cache_extractions(self, urls: Sequence[str]) -> dict[str, str]:
+        """The stored extraction (JSON text) of each of ``urls`` that has one."""
+        out: dict[str, str] = {}
+        urls = list(urls)
+        for i in range(0, len(urls), 500):
+            part = urls[i:i + 500]
+            marks = ",".join("?" * len(part))
+            for url, ex in self.db.execute(
+                    f"SELECT url, extraction FROM http_cache WHERE url IN ({marks}) "
+                    f"AND extraction IS NOT NULL", part):
+                out[url] = ex
+        return out
+
     def http_cache_validators(self, prefix: str) -> Iterator[dict[str, Any]]:
         """Validators (no extraction text) of every cached URL starting with ``prefix``."""
         yield from self.db.query(

@@ -26,7 +26,6 @@ from auditor.http import FetchPolicy
 from auditor.model import Listing, ModelError, Money
 from auditor.options import Opt
 from auditor.plugins import register_connector
-from auditor.values import parse_datetime
 
 log = logging.getLogger(__name__)
 CACHE_BATCH = 200
@@ -154,10 +153,12 @@ def _load_cache(store: Any, origin: str) -> dict[str, CacheEntry]:
         return {}
     out = {}
     for r in store.http_cache_validators(origin + "/"):
-        try:
-            fetched = parse_datetime(r["fetched_at"]) if r["fetched_at"] else None
+        try:  # written by this module with isoformat()
+            fetched = datetime.fromisoformat(r["fetched_at"]) if r["fetched_at"] else None
         except ValueError:
             fetched = None
+        if fetched is not None and fetched.tzinfo is None:
+            fetched = fetched.replace(tzinfo=timezone.utc)
         out[r["url"]] = CacheEntry(r["etag"], r["last_modified"], fetched, r["sha256"],
                                    bool(r["had_extraction"]))
     return out
@@ -174,11 +175,16 @@ class _Reader:
         self.seeds = seeds
         self.rows: list[dict[str, Any]] = []
         self.counts: Counter = Counter()
+        self._prefetched: dict[str, str] = {}
 
-    def consume(self, results: Iterator[PageResult]) -> Iterator[Listing]:
-        for res in results:
-            self.counts[res.kind] += 1
-            yield from self.handle(res)
+    def consume(self, batches: Iterator[list[PageResult]]) -> Iterator[Listing]:
+        for batch in batches:
+            cached = [r.url for r in batch if r.kind == CACHED]
+            self._prefetched = self.ctx.store.http_cache_extractions(cached) \
+                if cached and self.ctx.store is not None else {}
+            for res in batch:
+                self.counts[res.kind] += 1
+                yield from self.handle(res)
 
     def handle(self, res: PageResult) -> Iterator[Listing]:
         ctx = self.ctx
@@ -210,12 +216,11 @@ class _Reader:
             ctx.unknown(res.url, f"{res.kind}: {res.reason}")
 
     def _cached(self, url: str) -> Extraction | None:
-        store = self.ctx.store
-        row = store.http_cache_get(url) if store is not None else None
-        if not row or not row.get("extraction"):
+        raw = self._prefetched.get(url)
+        if not raw:
             return None
         try:
-            return Extraction.from_dict(json.loads(row["extraction"]))
+            return Extraction.from_dict(json.loads(raw))
         except (ValueError, TypeError, KeyError):
             return None
 

@@ -199,3 +199,19 @@ def test_download_to_file_still_works_for_feed_connectors(shop):
         assert r.path.read_bytes() == b"<rss/>" * 100
     finally:
         r.path.unlink()
+
+
+def test_injected_transport_serves_concurrent_requests():
+    import httpx
+
+    seen = []
+
+    def handler(request):
+        seen.append(request.headers["user-agent"])
+        return httpx.Response(200, text="hi", headers={"content-type": "text/html"})
+
+    async def go():
+        async with Fetcher(policy(user_agent="ua-test"),
+                           transport=httpx.MockTransport(handler)) as f:
+            return await asyncio.gather(*(f.get("http://example.test/x") for _ in range(20)))
+    assert {r.body for r in asyncio.run(go())} == {b"hi"} and seen == ["ua-test"] * 20
