@@ -161,6 +161,11 @@ def parse_sitemap(data: bytes) -> tuple[list[SitemapEntry], list[str]]:
 def _lastmod(text: str | None) -> datetime | None:
     if not text:
         return None
+    try:  # the common W3C forms, fast; parse_datetime for the rest
+        dt = datetime.fromisoformat(text)
+        return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    except ValueError:
+        pass
     try:
         return parse_datetime(text)
     except ValueError:

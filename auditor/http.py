@@ -9,10 +9,12 @@ and never to private, loopback or link-local addresses unless allowed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import random
 import socket
+import ssl
 import tempfile
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -173,6 +175,12 @@ class Response:
         return self.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
+@functools.lru_cache(maxsize=1)
+def _ssl_context() -> ssl.SSLContext:
+    """One TLS context per process: loading the CA bundle costs ~40 ms."""
+    return httpx.create_ssl_context()
+
+
 class Fetcher:
     """An async HTTP client bound to one policy. Use as ``async with Fetcher(p) as f``."""
 
@@ -195,7 +203,7 @@ class Fetcher:
         # 1 ms of CPU per page (bench/crawl.py). Lanes are made when first needed
         # (each costs ~5 ms), share one TLS context, and every limit lives in this
         # class, so this is still one client.
-        self._verify = httpx.create_ssl_context()
+        self._verify = _ssl_context()
         self._lanes = asyncio.Queue()
         self._client = self._new_lane()
         for _ in range(1 if self._transport is None else self.policy.concurrency):
