@@ -270,7 +270,7 @@ def looks_blocked(text: str) -> bool:
 
 
 class Crawl:
-    """One crawl of one shop; ``run(emit)`` sends a PageResult per page."""
+    """One crawl of one shop; ``run(emit)`` sends PageResults (singly, or in lists)."""
 
     def __init__(self, settings: CrawlSettings, policy: FetchPolicy,
                  cache: Mapping[str, CacheEntry], now: datetime | None = None,
@@ -334,7 +334,7 @@ class Crawl:
             order = order[: self.s.max_pages]
         return order
 
-    async def run(self, emit: Callable[[PageResult], Awaitable[None]],
+    async def run(self, emit: Callable[[Any], Awaitable[None]],
                   stop: threading.Event | None = None) -> None:
         """Discover, then fetch and classify every planned page."""
         async with Fetcher(self.policy, transport=self.transport) as fetcher:
@@ -362,17 +362,21 @@ class Crawl:
                     await self._renderer.__aexit__(None, None, None)
 
     async def _pages(self, fetcher: Fetcher, plan: list[tuple[str, bool]],
-                     emit: Callable[[PageResult], Awaitable[None]],
+                     emit: Callable[[Any], Awaitable[None]],
                      stop: threading.Event | None) -> None:
-        it = iter(plan)
+        """Fetch the planned pages; ``emit`` takes a PageResult or a list of them."""
+        # Unchanged pages need no request: hand them over in chunks, since one
+        # cross-thread handoff per page cost more than the rest of a cached read.
+        skipped = [u for u, skip in plan if skip]
+        for i in range(0, len(skipped), 500):
+            await emit([PageResult(u, CACHED, "sitemap lastmod unchanged")
+                        for u in skipped[i:i + 500]])
+        it = (u for u, skip in plan if not skip)
 
         async def worker() -> None:
-            for url, skip in it:
+            for url in it:
                 if stop is not None and stop.is_set():
                     return
-                if skip:
-                    await emit(PageResult(url, CACHED, "sitemap lastmod unchanged"))
-                    continue
                 await self._robots_for(fetcher, url)
                 try:
                     res = await self.page(fetcher, url)
@@ -485,7 +489,8 @@ def crawl_events(crawl: Crawl, maxsize: int = 256, batch: int = 200) -> Iterator
                     items.append(q.get_nowait())
                 except queue.Empty:
                     break
-            results = [i for i in items if isinstance(i, PageResult)]
+            results = [r for i in items for r in (i if isinstance(i, list) else [i])
+                       if isinstance(r, PageResult)]
             if results:
                 yield results
             for item in items:

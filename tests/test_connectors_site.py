@@ -278,3 +278,40 @@ def test_sitemap_parsing_index_lastmod_and_hostile_xml():
     assert [p.loc for p in pages][1:] == ["https://s.test/q"]
     assert "aaaaaaaaaa" not in pages[0].loc  # entities are not expanded
     assert pages[1].lastmod is None
+
+
+@pytest.mark.parametrize("broken,status,listings", [
+    (False, SourceStatus.COMPLETE, 2),
+    (True, SourceStatus.PARTIAL, 1),   # one page 500s: partial, so nothing is "missing"
+])
+def test_full_run_with_a_site_channel(shop, tmp_path, broken, status, listings):
+    from auditor.config import load_config
+    from auditor.runner import run_audit
+
+    robots(shop)
+    shop.sitemap("/sitemap.xml", [])
+    shop.page("/p/a", product_page("Alpha", "A-1", "10.00"))
+    shop.page("/p/b", product_page("Beta", "B-1", "20.00") if not broken else b"oops",
+              status=500 if broken else 200)
+    (tmp_path / "master.csv").write_text(
+        "sku,title,price,currency,url\n"
+        f"A-1,Alpha,10.00,EUR,{shop.base}/p/a\nB-1,Beta,20.00,EUR,{shop.base}/p/b\n")
+    (tmp_path / "config.toml").write_text(f"""
+[store]
+path = "audit.db"
+[master]
+source = "master.csv"
+[[channels]]
+name = "web"
+type = "site"
+source = "{shop.base}/"
+allow_private = true
+retries = 0
+timeout = 0.5
+""")
+    cfg = load_config(tmp_path / "config.toml")
+    store = Store(cfg.store_path)
+    report = run_audit(cfg, store, now=NOW)
+    web, = report.channels
+    assert (web.status, web.listings, web.linked) == (status, listings, listings)
+    assert report.exit_code == (2 if broken else 0)
