@@ -173,8 +173,13 @@ def _lastmod(text: str | None) -> datetime | None:
 
 
 async def read_sitemaps(fetcher: Fetcher, roots: list[str], allowed: Callable[[str], bool],
-                        problems: list[str], max_depth: int = 3) -> dict[str, datetime | None]:
-    """Every page URL (with lastmod) reachable from ``roots`` through sitemap indexes."""
+                        problems: list[str], max_depth: int = 3,
+                        optional: frozenset[str] = frozenset()) -> dict[str, datetime | None]:
+    """Every page URL (with lastmod) reachable from ``roots`` through sitemap indexes.
+
+    A root in ``optional`` (a guessed /sitemap.xml) may be missing without it
+    being a problem; any other unreadable sitemap is recorded in ``problems``.
+    """
     out: dict[str, datetime | None] = {}
     seen: set[str] = set()
     todo = [(r, 0) for r in roots]
@@ -192,7 +197,8 @@ async def read_sitemaps(fetcher: Fetcher, roots: list[str], allowed: Callable[[s
             problems.append(f"{url}: {e.reason}")
             continue
         if resp.status >= 400:
-            problems.append(f"{url}: HTTP {resp.status}")
+            if not (url in optional and resp.status in (404, 410)):
+                problems.append(f"{url}: HTTP {resp.status}")
             continue
         try:
             pages, children = parse_sitemap(resp.body or b"")
@@ -342,8 +348,11 @@ class Crawl:
             if root.disallow_all and self.s.obey_robots:
                 raise CrawlFatal(f"{self.s.origin}: {root.reason}; the site is treated as "
                                  f"unreadable (nothing concluded about its listings)")
-            sitemaps = self.s.sitemaps or root.sitemaps() or [self.s.origin + "/sitemap.xml"]
-            found = await read_sitemaps(fetcher, sitemaps, self._allowed, self.problems)
+            guess = self.s.origin + "/sitemap.xml"
+            sitemaps = self.s.sitemaps or root.sitemaps() or [guess]
+            found = await read_sitemaps(fetcher, sitemaps, self._allowed, self.problems,
+                                        optional=frozenset({guess} - set(self.s.sitemaps)
+                                                           - set(root.sitemaps())))
             found = {u: lm for u, lm in found.items() if self.wanted(u)}
             for seed in self.s.seeds:
                 found.setdefault(seed.split("#")[0], None)

@@ -176,6 +176,7 @@ class _Reader:
         self.rows: list[dict[str, Any]] = []
         self.counts: Counter = Counter()
         self._prefetched: dict[str, str] = {}
+        self._yielded: set[tuple[str, str]] = set()
 
     def consume(self, batches: Iterator[list[PageResult]]) -> Iterator[Listing]:
         for batch in batches:
@@ -238,7 +239,13 @@ class _Reader:
         self.rows = []
 
     def listings(self, url: str, ex: Extraction) -> Iterator[Listing]:
+        page = urlsplit(url)._replace(query="", fragment="").geturl()
         for i, one in enumerate(iter_listing_extractions(ex)):
+            # A variant reached twice (the group page and its ?variant= URL) is one listing.
+            if one.sku:
+                if (page, one.sku) in self._yielded:
+                    continue
+                self._yielded.add((page, one.sku))
             key = url if not ex.variants else f"{url}#{one.sku or i}"
             yield to_listing(self.ctx, key, url, one)
 

@@ -222,3 +222,21 @@ def test_extract_command_table_escapes_markup():
         r = CliRunner().invoke(main, ["extract", "p.html", "--url", URL])
     assert r.exit_code == 0, r.output
     assert "[bold]x[/bold]" in r.output and "json-ld" in r.output
+
+
+def test_extract_command_fetches_a_url_through_the_guard():
+    from tests._site_server import ShopServer, product_page
+
+    srv = ShopServer().start()
+    try:
+        srv.page("/p/1", product_page("Mug", "MUG-1", "7.50", "GBP"))
+        r = CliRunner().invoke(main, ["extract", srv.base + "/p/1", "--json"])
+        assert r.exit_code == 2 and "private" in r.output  # loopback refused by default
+        assert "/p/1" not in srv.hits
+        r = CliRunner().invoke(main, ["extract", srv.base + "/p/1", "--json", "--allow-private"])
+        assert r.exit_code == 0, r.output
+        data = json.loads(r.output)
+        assert (data["sku"], data["price"], data["currency"]) == ("MUG-1", "7.50", "GBP")
+        assert data["images"] == [srv.base + "/img/MUG-1.jpg"]
+    finally:
+        srv.stop()

@@ -315,3 +315,29 @@ timeout = 0.5
     web, = report.channels
     assert (web.status, web.listings, web.linked) == (status, listings, listings)
     assert report.exit_code == (2 if broken else 0)
+
+
+def test_no_sitemap_at_all_is_fine_with_master_urls(shop):
+    robots(shop)  # no Sitemap line, and /sitemap.xml is 404
+    shop.page("/p/a", product_page("A", "A1", "1.00"))
+    master = {"A1": MasterRecord("A1", url=shop.base + "/p/a")}
+    got, ctx = crawl(shop.base + "/", master=master)
+    assert list(got) == [shop.base + "/p/a"] and ctx.result.status == SourceStatus.COMPLETE
+
+
+def test_configured_sitemap_missing_is_partial(shop):
+    robots(shop)
+    shop.page("/p/a", product_page("A", "A1", "1.00"))
+    got, ctx = crawl(shop.base + "/", sitemaps=[shop.base + "/products.xml"],
+                     start_urls=[shop.base + "/p/a"])
+    assert ctx.result.status == SourceStatus.PARTIAL and "products.xml: HTTP 404" in \
+        ctx.result.message
+
+
+def test_variant_reached_by_group_page_and_variant_url_is_one_listing(shop):
+    robots(shop)
+    shop.page("/p/tee", (FIX / "variants.html").read_bytes())
+    shop.sitemap("/sitemap.xml", [("/p/tee", None), ("/p/tee?variant=4002", None)])
+    got, ctx = crawl(shop.base + "/")
+    skus = sorted(li.sku for li in got.values())
+    assert skus == ["MT-100-L-BLK", "MT-100-M-BLK", "MT-100-S-BLK"]
