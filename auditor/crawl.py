@@ -16,7 +16,6 @@ since the last read: 304, same body, or an unchanged sitemap ``lastmod``);
 from __future__ import annotations
 
 import asyncio
-import gzip
 import hashlib
 import io
 import logging
@@ -26,7 +25,7 @@ import threading
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from typing import Any, Awaitable, Callable, Iterator, Mapping
 from urllib.parse import urljoin, urlsplit
 
 from auditor.errors import FetchError
@@ -113,7 +112,7 @@ def agent_token(user_agent: str) -> str:
 
 # ============================================================================ sitemaps
 
-@dataclass
+@dataclass(slots=True)
 class SitemapEntry:
     """One page a sitemap lists."""
 
@@ -216,7 +215,7 @@ async def read_sitemaps(fetcher: Fetcher, roots: list[str], allowed: Callable[[s
 
 # ============================================================================ pages
 
-@dataclass
+@dataclass(slots=True)
 class CacheEntry:
     """What the store remembers about a URL from the last read."""
 
@@ -227,7 +226,7 @@ class CacheEntry:
     had_product: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class PageResult:
     """One page's outcome, handed from the crawl thread to the consumer."""
 
@@ -377,9 +376,9 @@ class Crawl:
         # Unchanged pages need no request: hand them over in chunks, since one
         # cross-thread handoff per page cost more than the rest of a cached read.
         skipped = [u for u, skip in plan if skip]
-        for i in range(0, len(skipped), 500):
+        for i in range(0, len(skipped), 200):
             await emit([PageResult(u, CACHED, "sitemap lastmod unchanged")
-                        for u in skipped[i:i + 500]])
+                        for u in skipped[i:i + 200]])
         it = (u for u, skip in plan if not skip)
 
         async def worker() -> None:
@@ -457,7 +456,7 @@ class _Failure:
     error: BaseException
 
 
-def crawl_events(crawl: Crawl, maxsize: int = 256, batch: int = 200) -> Iterator[list[PageResult]]:
+def crawl_events(crawl: Crawl, maxsize: int = 64, batch: int = 200) -> Iterator[list[PageResult]]:
     """Run ``crawl`` in a worker thread; yield its PageResults in lists as they come
     (everything waiting, up to ``batch``, so the consumer can batch store reads).
 
@@ -493,11 +492,13 @@ def crawl_events(crawl: Crawl, maxsize: int = 256, batch: int = 200) -> Iterator
     try:
         while True:
             items = [q.get()]
-            while len(items) < batch:
+            size = len(items[0]) if isinstance(items[0], list) else 1
+            while size < batch:  # bounded by results, not queue items (lists count whole)
                 try:
                     items.append(q.get_nowait())
                 except queue.Empty:
                     break
+                size += len(items[-1]) if isinstance(items[-1], list) else 1
             results = [r for i in items for r in (i if isinstance(i, list) else [i])
                        if isinstance(r, PageResult)]
             if results:

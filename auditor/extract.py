@@ -17,7 +17,7 @@ import html as htmllib
 import json
 import re
 from dataclasses import dataclass, field, fields as dc_fields
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Iterable, Iterator, Mapping
 from urllib.parse import parse_qs, urljoin, urlsplit
 

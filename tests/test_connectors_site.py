@@ -10,7 +10,7 @@ import pytest
 
 from auditor.config import parse_config
 from auditor.connector import SourceContext
-from auditor.crawl import Robots, agent_token, parse_robots, parse_sitemap
+from auditor.crawl import agent_token, parse_robots, parse_sitemap
 from auditor.errors import SourceError
 from auditor.model import Availability, MasterRecord, Money, SourceStatus
 from auditor.store import Store
