@@ -612,10 +612,17 @@ class Store:
         self.db["http_cache"].upsert({"url": url, **values}, pk="url")
 
     def http_cache_put_many(self, rows: list[dict[str, Any]]) -> None:
-        """Upsert many cache rows (each with ``url``) in one transaction."""
-        if rows:
+        """Upsert many cache rows (each with ``url``) in one transaction; a row
+        changes only the columns it names."""
+        # upsert_all would write NULL into columns one row of a batch lacks and
+        # another has, so rows are grouped by the columns they carry.
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for r in rows:
+            groups.setdefault(tuple(sorted(r)), []).append(r)
+        if groups:
             with self.db.conn:
-                self.db["http_cache"].upsert_all(rows, pk="url")
+                for group in groups.values():
+                    self.db["http_cache"].upsert_all(group, pk="url")
 
     def http_cache_extractions(self, urls: Sequence[str]) -> dict[str, str]:
         """The stored extraction (JSON text) of each of ``urls`` that has one."""

@@ -203,8 +203,7 @@ class _Reader:
                 ctx.unknown(res.url, "unchanged page, but no earlier extraction is stored")
                 return
             if res.status is not None:  # revalidated (304 or same body): renew the validators
-                keep = {k: v for k, v in row.items() if v is not None}
-                self._put({**keep, "extraction": json.dumps(ex.to_dict())})
+                self._put({k: v for k, v in row.items() if v is not None})
             yield from self.listings(res.url, ex)
         elif res.kind == GONE:
             self._put({**row, "extraction": None})

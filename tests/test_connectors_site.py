@@ -341,3 +341,18 @@ def test_variant_reached_by_group_page_and_variant_url_is_one_listing(shop):
     got, ctx = crawl(shop.base + "/")
     skus = sorted(li.sku for li in got.values())
     assert skus == ["MT-100-L-BLK", "MT-100-M-BLK", "MT-100-S-BLK"]
+
+
+def test_cache_rows_survive_revalidation_in_mixed_batches(shop):
+    robots(shop)
+    shop.sitemap("/sitemap.xml", [("/p/e", None), ("/p/new", None)])
+    shop.page("/p/e", product_page("E", "E1", "3.00"), ETag='"e1"')
+    store = Store(":memory:")
+    crawl(shop.base + "/", store=store)
+    for run in range(2):  # a 304 and a fresh page written in the same batch, twice
+        shop.page("/p/new", product_page("N", f"N{run}", "4.00"))
+        got, ctx = crawl(shop.base + "/", store=store)
+        assert got[shop.base + "/p/e"].price == Money.of("3.00", "EUR")
+        row = store.http_cache_get(shop.base + "/p/e")
+        assert row["extraction"] and row["sha256"] and row["etag"] == '"e1"'
+    assert [h.get("If-None-Match") for p, h in shop.log if p == "/p/e"] == [None, '"e1"', '"e1"']
