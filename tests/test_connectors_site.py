@@ -356,3 +356,16 @@ def test_cache_rows_survive_revalidation_in_mixed_batches(shop):
         row = store.http_cache_get(shop.base + "/p/e")
         assert row["extraction"] and row["sha256"] and row["etag"] == '"e1"'
     assert [h.get("If-None-Match") for p, h in shop.log if p == "/p/e"] == [None, '"e1"', '"e1"']
+
+
+def test_crawl_delay_spaces_page_requests(shop):
+    import time
+
+    robots(shop, "User-agent: *\nCrawl-delay: 0.15\n")
+    shop.sitemap("/sitemap.xml", [(f"/p/{i}", None) for i in range(4)])
+    for i in range(4):
+        shop.page(f"/p/{i}", product_page(f"P{i}", f"S{i}", "1.00"))
+    t = time.monotonic()
+    got, ctx = crawl(shop.base + "/", concurrency=4, per_host_concurrency=4)
+    # robots.txt and the sitemap come first; four pages then take three delays at least
+    assert len(got) == 4 and time.monotonic() - t >= 3 * 0.15
