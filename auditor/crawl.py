@@ -361,8 +361,12 @@ class Crawl:
             if self.s.render:
                 from auditor.render import Renderer
 
-                self._renderer = await Renderer(self.policy, self.s.render_concurrency
-                                                ).__aenter__()
+                try:
+                    self._renderer = await Renderer(self.policy, self.s.render_concurrency
+                                                    ).__aenter__()
+                except Exception as e:  # no browser: the channel cannot be read as configured
+                    raise CrawlFatal(f"render = {self.s.render!r} but the browser did not "
+                                     f"start: {str(e).splitlines()[0][:300]}") from None
             try:
                 await self._pages(fetcher, plan, emit, stop)
             finally:

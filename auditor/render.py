@@ -35,10 +35,10 @@ class Renderer:
     """A headless Chromium shared by one crawl; ``render(url)`` returns the page's DOM."""
 
     def __init__(self, policy: FetchPolicy, concurrency: int = 2, timeout: float | None = None,
-                 executable: str = CHROMIUM):
+                 executable: str | None = None):
         self.policy = policy
         self.timeout = timeout or policy.attempt_deadline
-        self.executable = executable
+        self.executable = executable or CHROMIUM
         self._sem = asyncio.Semaphore(max(1, concurrency))
         self._pw: Any = None
         self._browser: Any = None

@@ -79,3 +79,12 @@ def test_site_channel_renders_only_when_configured(shop, render, found):
         assert ctx.result.status == SourceStatus.COMPLETE
     else:
         assert key not in got and ctx.result.unknown_keys == {key}
+
+
+def test_missing_browser_fails_the_source_clearly(shop, monkeypatch):
+    from auditor import render
+    from auditor.errors import SourceError
+
+    monkeypatch.setattr(render, "CHROMIUM", "/nonexistent/chromium")
+    with pytest.raises(SourceError, match="browser did not start.*chromium"):
+        crawl(shop.base + "/", start_urls=[shop.base + "/p/js"], render="playwright")
