@@ -217,7 +217,8 @@ def _run_ours(base_url: str, concurrency: int, max_pages: int, store_path: str) 
     ctx = SourceContext(channel=ch, now=datetime.now(timezone.utc), http_options=cfg.http,
                         store=store)
     t0, c0 = time.perf_counter(), time.process_time()
-    n = sum(1 for _ in SiteConnector(ch).read(ctx))
+    # Product pages, as Scrapy counts them (a variant group page yields several listings).
+    n = len({li.evidence for li in SiteConnector(ch).read(ctx)})
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     store.close()
     return {"crawler": "omni-auditor", "pages": n, "seconds": round(dt, 3),
@@ -236,7 +237,7 @@ def _run_scrapy(base_url: str, concurrency: int, max_pages: int) -> dict:
 
     class BenchSpider(SitemapSpider):
         name = "bench"
-        sitemap_urls = [base_url.rstrip("/") + "/robots.txt"]
+        sitemap_urls = [base_url.rstrip("/") + "/robots.txt", base_url.rstrip("/") + "/sitemap.xml"]
 
         def parse(self, response):  # JSON-LD Product -> the same fields we read
             for raw in response.xpath('//script[@type="application/ld+json"]/text()').getall():
