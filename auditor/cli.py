@@ -426,7 +426,11 @@ def extract_cmd(target: str, page_url: str | None, sku: str | None, as_json: boo
             shown = ", ".join(v) if isinstance(v, list) else v
             table.add_row(k, safe(shown, 100), safe(data["sources"].get(
                 "images" if k == "images" else k, "")))
+        if ex.sale_price is not None:
+            table.add_row("sale_price", safe(ex.sale_price), safe(ex.sources.get("sale_price")))
         out.print(table)
+        if ex.variants:
+            out.print(f"{len(ex.variants)} variants (choose one with --sku or a variant= URL):")
         for i, v in enumerate(ex.variants):
             vs = v.summary()
             out.print(f"variant {i + 1}: sku={safe(vs['sku'])} price={safe(vs['price'])} "
