@@ -24,8 +24,11 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 from auditor.model import Availability
 from auditor.values import normalize_currency, parse_availability, parse_decimal
 
-JSON_LD, MICRODATA, RDFA, OPENGRAPH, SELECTOR, HEURISTIC = (
-    "json-ld", "microdata", "rdfa", "opengraph", "selector", "heuristic")
+# Source labels. RDFa Lite shares microdata's tier and its label: the documented
+# vocabulary is json-ld, microdata, opengraph, selector, heuristic.
+JSON_LD, MICRODATA, OPENGRAPH, SELECTOR, HEURISTIC = (
+    "json-ld", "microdata", "opengraph", "selector", "heuristic")
+RDFA = MICRODATA
 
 # Fields JSON-LD must fill for the DOM not to be parsed at all.
 CORE = ("title", "price", "currency", "availability")
@@ -66,7 +69,7 @@ class Extraction:
         """Whether the page carried product data at all."""
         return bool(self.variants) or self.price is not None or (
             self.title is not None and bool(self.sources.get("title") in
-                                            (JSON_LD, MICRODATA, RDFA, SELECTOR))
+                                            (JSON_LD, MICRODATA, SELECTOR))
             and any(self.sources.get(f) for f in ("sku", "gtin", "availability")))
 
     def to_dict(self) -> dict[str, Any]:

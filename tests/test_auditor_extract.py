@@ -33,7 +33,7 @@ def page(name: str) -> bytes:
                                  src="microdata")),
     ("rdfa_only.html", dict(title="Desk Lamp Arc", price="89.50", currency="EUR",
                             availability="out_of_stock", sku="LAMP-ARC", brand="Lumo",
-                            src="rdfa")),
+                            src="microdata")),  # RDFa Lite shares the microdata label
     ("opengraph_only.html", dict(title="Linen Shirt Sand", price="49.90", currency="USD",
                                  availability="out_of_stock", sku="LS-SAND-M", brand="Acme",
                                  src="opengraph")),
