@@ -138,23 +138,36 @@ def parse_sitemap(data: bytes) -> tuple[list[SitemapEntry], list[str]]:
     children: list[str] = []
     ctx = etree.iterparse(io.BytesIO(data), events=("end",), resolve_entities=False,
                           no_network=True, huge_tree=False, recover=True)
-    for _ev, el in ctx:
-        tag = el.tag.rsplit("}", 1)[-1] if isinstance(el.tag, str) else ""
-        if tag in ("url", "sitemap"):
-            loc = lastmod = None
-            for ch in el:
-                t = ch.tag.rsplit("}", 1)[-1] if isinstance(ch.tag, str) else ""
-                if t == "loc" and ch.text:
-                    loc = ch.text.strip()
-                elif t == "lastmod" and ch.text:
-                    lastmod = ch.text.strip()
-            if loc:
-                if tag == "sitemap":
-                    children.append(loc)
-                else:
-                    pages.append(SitemapEntry(loc, _lastmod(lastmod)))
-            el.clear()
+    try:
+        for _ev, el in ctx:
+            _sitemap_element(el, pages, children)
+    except etree.Error as e:
+        raise ValueError(f"not a sitemap: {e}") from None
+    root = ctx.root.tag.rsplit("}", 1)[-1] if ctx.root is not None and \
+        isinstance(ctx.root.tag, str) else None
+    if root not in ("urlset", "sitemapindex"):
+        # an HTML error page answered with 200 must not look like an empty sitemap
+        raise ValueError(f"not a sitemap: root element <{root}>")
     return pages, children
+
+
+def _sitemap_element(el: Any, pages: list[SitemapEntry], children: list[str]) -> None:
+    tag = el.tag.rsplit("}", 1)[-1] if isinstance(el.tag, str) else ""
+    if tag not in ("url", "sitemap"):
+        return
+    loc = lastmod = None
+    for ch in el:
+        t = ch.tag.rsplit("}", 1)[-1] if isinstance(ch.tag, str) else ""
+        if t == "loc" and ch.text:
+            loc = ch.text.strip()
+        elif t == "lastmod" and ch.text:
+            lastmod = ch.text.strip()
+    if loc:
+        if tag == "sitemap":
+            children.append(loc)
+        else:
+            pages.append(SitemapEntry(loc, _lastmod(lastmod)))
+    el.clear()  # keeps memory flat on a 50,000-URL sitemap
 
 
 def _lastmod(text: str | None) -> datetime | None:

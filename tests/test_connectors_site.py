@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import socket
+import zlib
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from auditor.config import parse_config
 from auditor.connector import SourceContext
@@ -369,3 +371,24 @@ def test_crawl_delay_spaces_page_requests(shop):
     got, ctx = crawl(shop.base + "/", concurrency=4, per_host_concurrency=4)
     # robots.txt and the sitemap come first; four pages then take three delays at least
     assert len(got) == 4 and time.monotonic() - t >= 3 * 0.15
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.binary(max_size=400) | st.text(max_size=400).map(
+    lambda t: f"<urlset><url><loc>{t}</loc></url></urlset>".encode()))
+def test_parse_sitemap_never_crashes(data):
+    try:
+        pages, children = parse_sitemap(data)
+    except (ValueError, OSError, EOFError, zlib.error):
+        return
+    assert isinstance(pages, list) and isinstance(children, list)
+
+
+@pytest.mark.parametrize("body", [b"", b"\x1f\x8bnot gzip", b"<html>oops</html>"])
+def test_unreadable_sitemap_bodies_are_recorded_not_fatal(shop, body):
+    good_shop(shop)
+    shop.page("/sm-more.xml", body, **{"Content-Type": "application/xml"})
+    got, ctx = crawl(shop.base + "/")
+    assert shop.base + "/p/1" in got
+    # an HTML page served as the sitemap is no empty sitemap: the products it listed are unknown
+    assert ctx.result.status == SourceStatus.PARTIAL and "sm-more.xml" in ctx.result.message
