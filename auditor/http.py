@@ -48,7 +48,8 @@ class FetchPolicy:
     allow_private: bool = False
     allow_hosts: set[str] = field(default_factory=set)
     # Overall seconds for one attempt, body included: a server trickling bytes
-    # forever beats every per-read timeout. None means four times ``timeout``.
+    # forever beats every per-read timeout. None means four times ``timeout`` for
+    # bodies read into memory and no deadline for downloads to a file (big feeds).
     deadline: float | None = None
     # Requests per second to one host (0 = no pacing); robots.txt Crawl-delay
     # may slow a host further through ``Fetcher.set_host_delay``.
@@ -271,7 +272,8 @@ class Fetcher:
     async def _get_once(self, url: str, headers: Mapping[str, str] | None,
                         to_file: bool, accept: tuple[str, ...] = ()) -> Response:
         current = url
-        deadline = self.policy.attempt_deadline
+        # A download to a file (a large feed) is cut only by an explicit deadline.
+        deadline = self.policy.deadline if to_file else self.policy.attempt_deadline
         visited: set[str] = set()
         for _hop in range(self.policy.max_redirects + 1):
             if current in visited:
