@@ -144,6 +144,7 @@ class SiteConnector(Connector):
         if crawl.truncated:
             ctx.partial(f"max_pages ({settings.max_pages}) reached: {crawl.truncated} pages "
                         f"not read this run")
+        self.counts = dict(reader.counts)  # pages by class, for logs and benchmarks
         log.info("%s: %d pages discovered; %s", ch.name, crawl.discovered,
                  ", ".join(f"{k} {v}" for k, v in sorted(reader.counts.items())))
 
