@@ -96,8 +96,7 @@ class Extraction:
         if kw.get("availability") is not None:
             kw["availability"] = Availability(kw["availability"])
         kw["variants"] = [cls.from_dict(v) for v in kw.get("variants") or []]
-        known = {f.name for f in dc_fields(cls)}
-        return cls(**{k: v for k, v in kw.items() if k in known})
+        return cls(**{k: v for k, v in kw.items() if k in _EXTRACTION_FIELDS})
 
     def summary(self) -> dict[str, Any]:
         """The `auditor extract --json` shape."""
@@ -106,6 +105,9 @@ class Extraction:
                 "availability": self.availability.value if self.availability else None,
                 "sku": self.sku, "gtin": self.gtin, "mpn": self.mpn, "brand": self.brand,
                 "images": list(self.images), "sources": dict(self.sources)}
+
+
+_EXTRACTION_FIELDS = frozenset(f.name for f in dc_fields(Extraction))
 
 
 # ============================================================================ decoding

@@ -182,6 +182,16 @@ def _ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+def lane_scheme(url: str) -> str:
+    """Which lanes serve ``url``: "https" (verifying TLS) unless it is plain http."""
+    return "http" if url[:5].lower() == "http:" else "https"
+
+
+# For plain-http lanes only: verifies certificates against no CA at all, so it
+# can never complete a TLS handshake (fails closed).
+_NO_TLS = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
 class Fetcher:
     """An async HTTP client bound to one policy. Use as ``async with Fetcher(p) as f``."""
 
@@ -194,7 +204,8 @@ class Fetcher:
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._clients: list[httpx.AsyncClient] = []
-        self._lanes: asyncio.Queue[httpx.AsyncClient] | None = None
+        self._lanes: dict[str, asyncio.Queue[httpx.AsyncClient]] = {}
+        self._made: dict[str, int] = {}
         self._global = asyncio.Semaphore(policy.concurrency)
         self._hosts: dict[str, _HostGate] = {}
 
@@ -204,28 +215,37 @@ class Fetcher:
         # 1 ms of CPU per page (bench/crawl.py). Lanes are made when first needed
         # (each costs ~5 ms), share one TLS context, and every limit lives in this
         # class, so this is still one client.
-        self._verify = _ssl_context()
-        self._lanes = asyncio.Queue()
-        self._client = self._new_lane()
-        for _ in range(1 if self._transport is None else self.policy.concurrency):
-            self._lanes.put_nowait(self._client)
+        # Lanes are kept per scheme: plain-http lanes never speak TLS, so they get a
+        # context that trusts nothing (TLS through one would fail, never pass
+        # unchecked) and a crawl of an http shop skips loading the CA bundle.
+        self._lanes = {"http": asyncio.Queue(), "https": asyncio.Queue()}
+        self._made = {"http": 0, "https": 0}
+        if self._transport is not None:  # tests: one client, every slot on it
+            self._client = self._new_lane("https")
+            for q in self._lanes.values():
+                for _ in range(self.policy.concurrency):
+                    q.put_nowait(self._client)
+        else:
+            self._client = self._new_lane("http")
+            self._lanes["http"].put_nowait(self._client)
         return self
 
-    def _new_lane(self) -> httpx.AsyncClient:
+    def _new_lane(self, scheme: str) -> httpx.AsyncClient:
         per = 1 if self._transport is None else self.policy.concurrency
         c = httpx.AsyncClient(
-            headers=self._headers, auth=self._auth, follow_redirects=False, verify=self._verify,
+            headers=self._headers, auth=self._auth, follow_redirects=False,
+            verify=_ssl_context() if scheme == "https" else _NO_TLS,
             timeout=httpx.Timeout(self.policy.timeout), transport=self._transport,
             limits=httpx.Limits(max_connections=per, max_keepalive_connections=per))
         self._clients.append(c)
+        self._made[scheme] += 1
         return c
 
-    async def _lane(self) -> httpx.AsyncClient:
-        assert self._lanes is not None
-        if self._lanes.empty() and self._transport is None and \
-                len(self._clients) < self.policy.concurrency:
-            return self._new_lane()
-        return await self._lanes.get()
+    async def _lane(self, scheme: str) -> httpx.AsyncClient:
+        q = self._lanes[scheme]
+        if q.empty() and self._transport is None and self._made[scheme] < self.policy.concurrency:
+            return self._new_lane(scheme)
+        return await q.get()
 
     async def __aexit__(self, *exc: Any) -> None:
         for c in self._clients:
@@ -298,7 +318,8 @@ class Fetcher:
     async def _hop(self, current: str, headers: Mapping[str, str] | None,
                    to_file: bool, accept: tuple[str, ...]) -> Response | str:
         """One request: the response, or the next URL of a redirect."""
-        client = await self._lane()
+        scheme = lane_scheme(current)
+        client = await self._lane(scheme)
         try:
             async with client.stream("GET", current, headers=headers) as resp:
                 if resp.status_code == 304:
@@ -320,7 +341,7 @@ class Fetcher:
             raise _Retryable(f"transport error: {e.__class__.__name__}: {e}",
                              None, None) from None
         finally:
-            self._lanes.put_nowait(client)  # type: ignore[union-attr]
+            self._lanes[scheme].put_nowait(client)
 
     async def _read_body(self, url: str, resp: httpx.Response, to_file: bool) -> Response:
         limit = self.policy.max_body_bytes

@@ -184,13 +184,13 @@ class _Reader:
             cached = [r.url for r in batch if r.kind == CACHED]
             self._prefetched = self.ctx.store.http_cache_extractions(cached) \
                 if cached and self.ctx.store is not None else {}
+            now = datetime.now(timezone.utc).isoformat()
             for res in batch:
                 self.counts[res.kind] += 1
-                yield from self.handle(res)
+                yield from self.handle(res, now)
 
-    def handle(self, res: PageResult) -> Iterator[Listing]:
+    def handle(self, res: PageResult, now: str) -> Iterator[Listing]:
         ctx = self.ctx
-        now = datetime.now(timezone.utc).isoformat()
         row = {"url": res.url, "fetched_at": now, "status": res.status, "sha256": res.sha256,
                "content_type": res.content_type, "etag": res.etag,
                "last_modified": res.last_modified}
@@ -239,7 +239,7 @@ class _Reader:
         self.rows = []
 
     def listings(self, url: str, ex: Extraction) -> Iterator[Listing]:
-        page = urlsplit(url)._replace(query="", fragment="").geturl()
+        page = url.split("#", 1)[0].split("?", 1)[0]
         for i, one in enumerate(iter_listing_extractions(ex)):
             # A variant reached twice (the group page and its ?variant= URL) is one listing.
             if one.sku:

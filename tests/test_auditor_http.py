@@ -11,7 +11,7 @@ import pytest
 
 from auditor.errors import FetchError
 from auditor.http import (FetchPolicy, Fetcher, check_url, conditional_headers, download,
-                          retry_after_seconds)
+                          lane_scheme, retry_after_seconds)
 from tests._site_server import (ShopServer, no_answer, redirect, slow_body, throttled_then,
                                 truncated)
 
@@ -211,3 +211,23 @@ def test_injected_transport_serves_concurrent_requests():
                            transport=httpx.MockTransport(handler)) as f:
             return await asyncio.gather(*(f.get("http://example.test/x") for _ in range(20)))
     assert {r.body for r in asyncio.run(go())} == {b"hi"} and seen == ["ua-test"] * 20
+
+
+@pytest.mark.parametrize("url,scheme,trusts_cas", [
+    ("https://shop.example/p", "https", True),
+    ("HTTPS://shop.example/p", "https", True),
+    ("http://shop.example/p", "http", False),
+    ("ftp://shop.example/p", "https", True),  # anything not plain http gets verification
+])
+def test_https_requests_go_to_verifying_lanes_only(url, scheme, trusts_cas):
+    import ssl
+
+    async def go():
+        async with Fetcher(FetchPolicy()) as f:
+            chosen = lane_scheme(url)
+            client = await f._lane(chosen)
+            return chosen, client._transport._pool._ssl_context
+    chosen, ctx = asyncio.run(go())
+    assert chosen == scheme
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+    assert (ctx.cert_store_stats()["x509_ca"] > 0) is trusts_cas
