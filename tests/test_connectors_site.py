@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import zlib
 from datetime import datetime, timezone
 from pathlib import Path
@@ -247,8 +248,11 @@ def test_closing_the_reader_early_stops_the_crawl(shop):
     ch, http = channel(shop.base + "/", concurrency=1)
     ctx = SourceContext(channel=ch, now=NOW, http_options=http)
     it = SiteConnector(ch).read(ctx)
-    next(it)
+    first = next(it)
+    assert first.price is not None
+    assert any(t.name == "site-crawl" for t in threading.enumerate())
     it.close()  # must return, not hang on the worker thread
+    assert not any(t.name == "site-crawl" for t in threading.enumerate())
 
 
 @pytest.mark.parametrize("text,url,allowed,delay", [
