@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import http.cookiejar
 import ipaddress
 import logging
 import random
@@ -204,6 +205,9 @@ class Fetcher:
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._clients: list[httpx.AsyncClient] = []
+        # One cookie jar for every lane, as one client would have (consent or
+        # session cookies set on a redirect must come back on the next hop).
+        self._jar = http.cookiejar.CookieJar()
         self._lanes: dict[str, asyncio.Queue[httpx.AsyncClient]] = {}
         self._made: dict[str, int] = {}
         self._global = asyncio.Semaphore(policy.concurrency)
@@ -233,7 +237,7 @@ class Fetcher:
     def _new_lane(self, scheme: str) -> httpx.AsyncClient:
         per = 1 if self._transport is None else self.policy.concurrency
         c = httpx.AsyncClient(
-            headers=self._headers, auth=self._auth, follow_redirects=False,
+            headers=self._headers, auth=self._auth, follow_redirects=False, cookies=self._jar,
             verify=_ssl_context() if scheme == "https" else _NO_TLS,
             timeout=httpx.Timeout(self.policy.timeout), transport=self._transport,
             limits=httpx.Limits(max_connections=per, max_keepalive_connections=per))
@@ -294,11 +298,12 @@ class Fetcher:
         current = url
         # A download to a file (a large feed) is cut only by an explicit deadline.
         deadline = self.policy.deadline if to_file else self.policy.attempt_deadline
-        visited: set[str] = set()
+        visits: dict[str, int] = {}
         for _hop in range(self.policy.max_redirects + 1):
-            if current in visited:
+            # A page may redirect to itself once to set a cookie; a third visit is a loop.
+            visits[current] = visits.get(current, 0) + 1
+            if visits[current] > 2:
                 raise FetchError(url, f"redirect loop at {current}")
-            visited.add(current)
             await check_url(current, self.policy)
             gate = self._gate(current)
             await gate.pace()

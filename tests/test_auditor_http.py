@@ -231,3 +231,22 @@ def test_https_requests_go_to_verifying_lanes_only(url, scheme, trusts_cas):
     assert chosen == scheme
     assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
     assert (ctx.cert_store_stats()["x509_ca"] > 0) is trusts_cas
+
+
+def test_cookie_set_on_a_redirect_comes_back_on_the_next_hop(shop):
+    def route(h):
+        if "seen=1" in (h.headers.get("Cookie") or ""):
+            h.send(200, {}, b"welcome")
+        else:
+            h.send(302, {"Location": "/gate", "Set-Cookie": "seen=1; Path=/"}, b"")
+
+    shop.routes["/gate"] = route
+    r = fetch(shop.base + "/gate", policy(concurrency=8))
+    assert r.body == b"welcome" and shop.hits["/gate"] == 2
+
+
+def test_lanes_share_one_cookie_jar():
+    async def go():
+        async with Fetcher(FetchPolicy()) as f:
+            return f._new_lane("http").cookies.jar is f._new_lane("https").cookies.jar
+    assert asyncio.run(go())
