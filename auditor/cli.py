@@ -408,6 +408,71 @@ def list_checks() -> None:
         out.print(f"[bold]{name}[/]  {safe(spec.help)}")
 
 
+# ---------------------------------------------------------------------------- extract
+
+@main.command("extract")
+@click.argument("target")
+@click.option("--url", "page_url", help="The page's URL when TARGET is a saved file "
+              "(resolves relative links and the variant= parameter).")
+@click.option("--sku", help="Choose the variant or offer with this SKU or GTIN.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--allow-private", is_flag=True,
+              help="Allow loopback and private addresses (a shop on your own machine).")
+@click.option("--user-agent", default="omni-auditor/0.1 (+https://github.com/omni-auditor/omni-auditor)",
+              show_default=True, help="User-Agent for fetching a URL.")
+def extract_cmd(target: str, page_url: str | None, sku: str | None, as_json: bool,
+                allow_private: bool, user_agent: str) -> None:
+    """Show what the auditor reads from one product page, and where each value came from.
+
+    TARGET is an http(s) URL (fetched through the shared client and its outbound
+    guard) or a saved HTML file.
+
+    \b
+    Examples:
+      auditor extract https://shop.example/products/tee --sku TEE-M
+      auditor extract saved.html --url https://shop.example/p/1 --json
+      auditor extract http://127.0.0.1:8000/p/1 --allow-private
+    Exit codes: 0 product data found, 1 none found, 2 could not read the page.
+    """
+    from auditor.crawl import fetch_page
+    from auditor.extract import extract as extract_page
+
+    if re.match(r"^https?://", target, re.I):
+        body, ctype, final = fetch_page(target, allow_private=allow_private,
+                                        user_agent=user_agent)
+        url = page_url or final
+    else:
+        path = Path(target)
+        if not path.is_file():
+            raise click.BadParameter(f"{target} is neither an http(s) URL nor a file",
+                                     param_hint="TARGET")
+        body, ctype, url = path.read_bytes(), None, page_url or path.resolve().as_uri()
+    ex = extract_page(body, url, sku=sku, content_type=ctype)
+    data = ex.summary()
+    if as_json:
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        table = Table(title=safe(url), show_lines=False)
+        for col in ("field", "value", "source"):
+            table.add_column(col)
+        for k, v in data.items():
+            if k == "sources":
+                continue
+            shown = ", ".join(v) if isinstance(v, list) else v
+            table.add_row(k, safe(shown, 100), safe(data["sources"].get(
+                "images" if k == "images" else k, "")))
+        if ex.sale_price is not None:
+            table.add_row("sale_price", safe(ex.sale_price), safe(ex.sources.get("sale_price")))
+        out.print(table)
+        if ex.variants:
+            out.print(f"{len(ex.variants)} variants (choose one with --sku or a variant= URL):")
+        for i, v in enumerate(ex.variants):
+            vs = v.summary()
+            out.print(f"variant {i + 1}: sku={safe(vs['sku'])} price={safe(vs['price'])} "
+                      f"{safe(vs['currency'])} availability={safe(vs['availability'])}")
+    sys.exit(EXIT_OK if ex.is_product else EXIT_FINDINGS)
+
+
 # ---------------------------------------------------------------------------- demo
 
 @main.command()

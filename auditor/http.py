@@ -9,10 +9,13 @@ and never to private, loopback or link-local addresses unless allowed.
 from __future__ import annotations
 
 import asyncio
+import functools
+import http.cookiejar
 import ipaddress
 import logging
 import random
 import socket
+import ssl
 import tempfile
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -45,13 +48,28 @@ class FetchPolicy:
     per_host_concurrency: int = 4
     allow_private: bool = False
     allow_hosts: set[str] = field(default_factory=set)
+    # Overall seconds for one attempt, body included: a server trickling bytes
+    # forever beats every per-read timeout. None means four times ``timeout`` for
+    # bodies read into memory and no deadline for downloads to a file (big feeds).
+    deadline: float | None = None
+    # Requests per second to one host (0 = no pacing); robots.txt Crawl-delay
+    # may slow a host further through ``Fetcher.set_host_delay``.
+    rate: float = 0.0
+    # Content types accepted (prefixes such as "text/html"); empty = any.
+    accept_types: tuple[str, ...] = ()
+
+    @property
+    def attempt_deadline(self) -> float:
+        """Seconds one attempt may take from request to last body byte."""
+        return self.deadline if self.deadline else self.timeout * 4
 
     @classmethod
     def from_config(cls, http: Mapping[str, Any], channel_opts: Mapping[str, Any] | None = None,
                     source_urls: list[str] = ()) -> "FetchPolicy":
         p = cls(**{k: http[k] for k in (
             "user_agent", "timeout", "retries", "backoff", "max_retry_after", "max_body_bytes",
-            "max_redirects", "concurrency", "per_host_concurrency", "allow_private") if k in http})
+            "max_redirects", "concurrency", "per_host_concurrency", "allow_private", "deadline",
+            "rate") if k in http})
         ch = channel_opts or {}
         if ch.get("allow_private") is not None:
             p.allow_private = bool(ch["allow_private"])
@@ -111,6 +129,37 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     return max(0.0, (when - now).total_seconds())
 
 
+def conditional_headers(etag: str | None, last_modified: str | None) -> dict[str, str]:
+    """Request headers that make a GET conditional on the validators last seen."""
+    h = {}
+    if etag:
+        h["If-None-Match"] = etag
+    if last_modified:
+        h["If-Modified-Since"] = last_modified
+    return h
+
+
+class _HostGate:
+    """Per-host concurrency and pacing (requests/second, Crawl-delay)."""
+
+    __slots__ = ("sem", "interval", "next_at")
+
+    def __init__(self, concurrency: int, interval: float):
+        self.sem = asyncio.Semaphore(concurrency)
+        self.interval = interval
+        self.next_at = 0.0
+
+    async def pace(self) -> None:
+        """Wait for this host's next request slot (slots are booked in order)."""
+        if self.interval <= 0:
+            return
+        now = asyncio.get_running_loop().time()
+        start = max(now, self.next_at)
+        self.next_at = start + self.interval
+        if start > now:
+            await asyncio.sleep(start - now)
+
+
 @dataclass
 class Response:
     """A completed fetch: final URL, status, headers and the body (bytes or a file)."""
@@ -121,6 +170,27 @@ class Response:
     body: bytes | None = None
     path: Path | None = None
     not_modified: bool = False
+
+    @property
+    def content_type(self) -> str:
+        """The media type without parameters, lower case ('' when absent)."""
+        return self.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+@functools.lru_cache(maxsize=1)
+def _ssl_context() -> ssl.SSLContext:
+    """One TLS context per process: loading the CA bundle costs ~40 ms."""
+    return httpx.create_ssl_context()
+
+
+def lane_scheme(url: str) -> str:
+    """Which lanes serve ``url``: "https" (verifying TLS) unless it is plain http."""
+    return "http" if url[:5].lower() == "http:" else "https"
+
+
+# For plain-http lanes only: verifies certificates against no CA at all, so it
+# can never complete a TLS handshake (fails closed).
+_NO_TLS = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
 class Fetcher:
@@ -134,36 +204,83 @@ class Fetcher:
         self._auth = auth
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
+        self._clients: list[httpx.AsyncClient] = []
+        # One cookie jar for every lane, as one client would have (consent or
+        # session cookies set on a redirect must come back on the next hop).
+        self._jar = http.cookiejar.CookieJar()
+        self._lanes: dict[str, asyncio.Queue[httpx.AsyncClient]] = {}
+        self._made: dict[str, int] = {}
         self._global = asyncio.Semaphore(policy.concurrency)
-        self._hosts: dict[str, asyncio.Semaphore] = {}
+        self._hosts: dict[str, _HostGate] = {}
 
     async def __aenter__(self) -> "Fetcher":
-        self._client = httpx.AsyncClient(
-            headers=self._headers, auth=self._auth, follow_redirects=False,
-            timeout=httpx.Timeout(self.policy.timeout), transport=self._transport,
-            limits=httpx.Limits(max_connections=self.policy.concurrency,
-                                max_keepalive_connections=self.policy.concurrency))
+        # Small clients ("lanes") instead of one pool of N connections: httpcore scans
+        # its whole pool on every request, which cost a crawl at concurrency 16 about
+        # 1 ms of CPU per page (bench/crawl.py). Lanes are made when first needed
+        # (each costs ~5 ms), share one TLS context, and every limit lives in this
+        # class, so this is still one client.
+        # Lanes are kept per scheme: plain-http lanes never speak TLS, so they get a
+        # context that trusts nothing (TLS through one would fail, never pass
+        # unchecked) and a crawl of an http shop skips loading the CA bundle.
+        self._lanes = {"http": asyncio.Queue(), "https": asyncio.Queue()}
+        self._made = {"http": 0, "https": 0}
+        if self._transport is not None:  # tests: one client, every slot on it
+            self._client = self._new_lane("https")
+            for q in self._lanes.values():
+                for _ in range(self.policy.concurrency):
+                    q.put_nowait(self._client)
+        else:
+            self._client = self._new_lane("http")
+            self._lanes["http"].put_nowait(self._client)
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
-        if self._client is not None:
-            await self._client.aclose()
+    def _new_lane(self, scheme: str) -> httpx.AsyncClient:
+        per = 1 if self._transport is None else self.policy.concurrency
+        c = httpx.AsyncClient(
+            headers=self._headers, auth=self._auth, follow_redirects=False, cookies=self._jar,
+            verify=_ssl_context() if scheme == "https" else _NO_TLS,
+            timeout=httpx.Timeout(self.policy.timeout), transport=self._transport,
+            limits=httpx.Limits(max_connections=per, max_keepalive_connections=per))
+        self._clients.append(c)
+        self._made[scheme] += 1
+        return c
 
-    def _host_sem(self, url: str) -> asyncio.Semaphore:
-        host = urlsplit(url).netloc
-        sem = self._hosts.get(host)
-        if sem is None:
-            sem = self._hosts[host] = asyncio.Semaphore(self.policy.per_host_concurrency)
-        return sem
+    async def _lane(self, scheme: str) -> httpx.AsyncClient:
+        q = self._lanes[scheme]
+        if q.empty() and self._transport is None and self._made[scheme] < self.policy.concurrency:
+            return self._new_lane(scheme)
+        return await q.get()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        for c in self._clients:
+            await c.aclose()
+
+    def _gate(self, url: str) -> _HostGate:
+        host = urlsplit(url).netloc.lower()
+        gate = self._hosts.get(host)
+        if gate is None:
+            rate = self.policy.rate
+            gate = self._hosts[host] = _HostGate(self.policy.per_host_concurrency,
+                                                 1.0 / rate if rate > 0 else 0.0)
+        return gate
+
+    def set_host_delay(self, url: str, seconds: float) -> None:
+        """Space requests to ``url``'s host at least ``seconds`` apart (Crawl-delay)."""
+        gate = self._gate(url)
+        gate.interval = max(gate.interval, seconds)
 
     async def get(self, url: str, headers: Mapping[str, str] | None = None,
-                  to_file: bool = False) -> Response:
-        """GET with retries, redirects checked hop by hop, and a body size cap."""
+                  to_file: bool = False, accept: tuple[str, ...] | None = None) -> Response:
+        """GET with retries, redirects checked hop by hop, a body size cap and a deadline.
+
+        ``accept`` (content-type prefixes) overrides the policy's ``accept_types``.
+        """
         assert self._client is not None, "use Fetcher as an async context manager"
         attempt = 0
+        accept = self.policy.accept_types if accept is None else accept
         while True:
             try:
-                return await self._get_once(url, headers, to_file)
+                return await self._get_once(url, headers, to_file, accept)
             except _Retryable as r:
                 attempt += 1
                 if attempt > self.policy.retries:
@@ -177,32 +294,59 @@ class Fetcher:
                 await asyncio.sleep(delay)
 
     async def _get_once(self, url: str, headers: Mapping[str, str] | None,
-                        to_file: bool) -> Response:
+                        to_file: bool, accept: tuple[str, ...] = ()) -> Response:
         current = url
+        # A download to a file (a large feed) is cut only by an explicit deadline.
+        deadline = self.policy.deadline if to_file else self.policy.attempt_deadline
+        visits: dict[str, int] = {}
         for _hop in range(self.policy.max_redirects + 1):
+            # A page may redirect to itself once to set a cookie; a third visit is a loop.
+            visits[current] = visits.get(current, 0) + 1
+            if visits[current] > 2:
+                raise FetchError(url, f"redirect loop at {current}")
             await check_url(current, self.policy)
-            async with self._global, self._host_sem(current):
+            gate = self._gate(current)
+            await gate.pace()
+            # The deadline starts once a slot is held: waiting for one is not the server's fault.
+            async with self._global, gate.sem:
                 try:
-                    async with self._client.stream("GET", current, headers=headers) as resp:
-                        if resp.is_redirect:
-                            loc = resp.headers.get("location")
-                            if not loc:
-                                raise FetchError(current, f"redirect {resp.status_code} "
-                                                          f"without Location", resp.status_code)
-                            current = urljoin(current, loc)
-                            continue
-                        if resp.status_code in RETRY_STATUS:
-                            wait = retry_after_seconds(resp.headers.get("retry-after"))
-                            raise _Retryable(f"HTTP {resp.status_code}", resp.status_code, wait)
-                        if resp.status_code == 304:
-                            return Response(current, 304, resp.headers, not_modified=True)
-                        return await self._read_body(current, resp, to_file)
-                except httpx.TimeoutException:
-                    raise _Retryable("timed out", None, None) from None
-                except (httpx.TransportError, httpx.DecodingError) as e:
-                    raise _Retryable(f"transport error: {e.__class__.__name__}: {e}",
+                    got = await asyncio.wait_for(self._hop(current, headers, to_file, accept),
+                                                 deadline)
+                except asyncio.TimeoutError:
+                    raise _Retryable(f"no complete response within {deadline:g}s (deadline)",
                                      None, None) from None
+            if isinstance(got, Response):
+                return got
+            current = got
         raise FetchError(url, f"more than {self.policy.max_redirects} redirects")
+
+    async def _hop(self, current: str, headers: Mapping[str, str] | None,
+                   to_file: bool, accept: tuple[str, ...]) -> Response | str:
+        """One request: the response, or the next URL of a redirect."""
+        scheme = lane_scheme(current)
+        client = await self._lane(scheme)
+        try:
+            async with client.stream("GET", current, headers=headers) as resp:
+                if resp.status_code == 304:
+                    return Response(current, 304, resp.headers, not_modified=True)
+                if resp.is_redirect:
+                    loc = resp.headers.get("location")
+                    if not loc:
+                        raise FetchError(current, f"redirect {resp.status_code} "
+                                                  f"without Location", resp.status_code)
+                    return urljoin(current, loc)
+                if resp.status_code in RETRY_STATUS:
+                    wait = retry_after_seconds(resp.headers.get("retry-after"))
+                    raise _Retryable(f"HTTP {resp.status_code}", resp.status_code, wait)
+                _check_type(current, resp, accept)
+                return await self._read_body(current, resp, to_file)
+        except httpx.TimeoutException:
+            raise _Retryable("timed out", None, None) from None
+        except (httpx.TransportError, httpx.DecodingError) as e:
+            raise _Retryable(f"transport error: {e.__class__.__name__}: {e}",
+                             None, None) from None
+        finally:
+            self._lanes[scheme].put_nowait(client)
 
     async def _read_body(self, url: str, resp: httpx.Response, to_file: bool) -> Response:
         limit = self.policy.max_body_bytes
@@ -234,7 +378,17 @@ class Fetcher:
                 raise FetchError(url, f"body exceeds max_body_bytes ({limit})", resp.status_code)
             chunks.append(chunk)
         body = b"".join(chunks)
+        _check_length(url, declared, size, resp)
         return Response(url, resp.status_code, resp.headers, body=body)
+
+
+def _check_type(url: str, resp: httpx.Response, accept: tuple[str, ...]) -> None:
+    if not accept or resp.status_code >= 300:
+        return
+    ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype and not ctype.startswith(accept):
+        raise FetchError(url, f"content type {ctype!r} is not one of {', '.join(accept)}",
+                         resp.status_code)
 
 
 def _check_length(url: str, declared: str | None, size: int, resp: httpx.Response) -> None:

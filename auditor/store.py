@@ -757,6 +757,40 @@ class Store:
         return out
 
 
+    def http_cache_put_many(self, rows: list[dict[str, Any]]) -> None:
+        """Upsert many cache rows (each with ``url``) in one transaction; a row
+        changes only the columns it names."""
+        # upsert_all would write NULL into columns one row of a batch lacks and
+        # another has, so rows are grouped by the columns they carry.
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for r in rows:
+            groups.setdefault(tuple(sorted(r)), []).append(r)
+        if groups:
+            with self.db.conn:
+                for group in groups.values():
+                    self.db["http_cache"].upsert_all(group, pk="url")
+
+    def http_cache_extractions(self, urls: Sequence[str]) -> dict[str, str]:
+        """The stored extraction (JSON text) of each of ``urls`` that has one."""
+        out: dict[str, str] = {}
+        urls = list(urls)
+        for i in range(0, len(urls), 500):
+            part = urls[i:i + 500]
+            marks = ",".join("?" * len(part))
+            for url, ex in self.db.execute(
+                    f"SELECT url, extraction FROM http_cache WHERE url IN ({marks}) "
+                    f"AND extraction IS NOT NULL", part):
+                out[url] = ex
+        return out
+
+    def http_cache_validators(self, prefix: str) -> Iterator[dict[str, Any]]:
+        """Validators (no extraction text) of every cached URL starting with ``prefix``."""
+        yield from self.db.query(
+            "SELECT url, etag, last_modified, fetched_at, sha256, "
+            "extraction IS NOT NULL AS had_extraction FROM http_cache "
+            "WHERE url >= ? AND url < ?", [prefix, prefix + "\U0010ffff"])
+
+
 def _cell(v: Any) -> str | None:
     if v is None:
         return None

@@ -65,6 +65,11 @@ def image_check(master: MasterRecord | None, listing: Listing | None, ctx: Check
     refs = view.assets.get(master.sku)
     if not refs:
         return []  # no approved image to compare with
+    if not listing.images and listing.sources and "images" not in listing.sources:
+        # A page read by extraction: no image found is not evidence of no image shown.
+        return [ctx.finding(master, listing, "image", Outcome.NOT_EVALUATED,
+                            message="image not compared: no product image could be read from "
+                                    "the page (add an `images` selector for this shop)")]
     if not listing.images:
         return [ctx.finding(master, listing, "image", Outcome.FAILED, Severity.MAJOR,
                             expected=refs[0], actual=None, message="missing image: the listing "

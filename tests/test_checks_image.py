@@ -310,3 +310,15 @@ def test_a_failing_image_step_leaves_the_check_not_evaluated(tmp_path, image_ser
 def test_additional_images_are_not_judged_behind_a_wrong_primary():
     fs = run("TEE-RED", ("c/blue.jpg", "c/blue.jpg"))
     assert [(f.field, f.outcome) for f in fs] == [("image", Outcome.FAILED)]
+
+
+def test_page_without_readable_images_is_not_evaluated_not_missing():
+    """A crawled page whose extraction found no image says nothing about the shown image."""
+    m = MasterRecord("TEE-RED", title="Tee")
+    page = Listing("site", "https://shop/p?variant=TEE-RED", NOW, sku="TEE-RED",
+                   sources={"title": "json-ld", "price": "json-ld"})
+    [f] = plugins.checks()["image"].fn(m, page, ctx())
+    assert f.outcome is Outcome.NOT_EVALUATED and "no product image could be read" in f.message
+    feed = Listing("google", "TEE-RED", NOW, sku="TEE-RED")  # a feed with an empty image_link
+    [g] = plugins.checks()["image"].fn(m, feed, ctx())
+    assert g.outcome is Outcome.FAILED and "missing image" in g.message
