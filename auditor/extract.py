@@ -1036,6 +1036,11 @@ def extract(html: bytes | str, url: str, sku: str | None = None,
     if doc is None and not ld and wanted:
         layers.append((HEURISTIC, _text_heuristic(text)))
     out = _merge(layers)
+    if doc is not None and not out.images and (out.price is not None or out.sku):
+        # Structured data without an image: look at the page itself. Finding none
+        # there too is what the page shows (recorded, so the image check can say so).
+        out.images = _product_images(doc, base, out.title)
+        out.sources["images"] = HEURISTIC
     if doc is not None and out.price is not None and out.sale_price is None:
         old = _crossed_out(doc, out.price)
         if old is not None:

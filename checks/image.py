@@ -71,9 +71,11 @@ def image_check(master: MasterRecord | None, listing: Listing | None, ctx: Check
                             message="image not compared: no product image could be read from "
                                     "the page (add an `images` selector for this shop)")]
     if not listing.images:
+        hint = (" (read from the page: if the shop shows images the auditor cannot see, "
+                "configure an `images` selector)") if listing.sources.get("images") == "heuristic" else ""
         return [ctx.finding(master, listing, "image", Outcome.FAILED, Severity.MAJOR,
                             expected=refs[0], actual=None, message="missing image: the listing "
-                            f"shows no image where the master has {len(refs)}")]
+                            f"shows no image where the master has {len(refs)}{hint}")]
     t = Thresholds.from_options(ctx.options)
     primary, matched = _primary(master, listing, refs, view, t, ctx)
     out = [primary]

@@ -249,3 +249,13 @@ def test_heuristic_reads_product_images_but_not_decoration():
     ex = extract(html, "https://shop.example/p/shoe")
     assert ex.images == ["https://shop.example/img/shoe-1.jpg", "https://shop.example/img/shoe-2.jpg"]
     assert ex.sources["images"] == "heuristic"
+
+
+def test_structured_page_without_image_records_that_the_page_was_looked_at():
+    html = """<html><head><meta property="og:type" content="product">
+    <meta property="og:title" content="Desk Organiser"><meta property="product:price:amount" content="19.00">
+    <meta property="product:price:currency" content="EUR"></head>
+    <body><img src="/logo.png" alt="Shop"><h1>Desk Organiser</h1></body></html>"""
+    ex = extract(html, "https://shop.example/p/organiser")
+    assert ex.price == Decimal("19.00") and ex.images == []
+    assert ex.sources["images"] == "heuristic"  # looked at the page: no product image shown
