@@ -36,3 +36,16 @@ def test_readme_opens_with_the_two_commands_and_names_every_command():
     for name in main.commands:
         assert re.search(rf"auditor {name}\b", readme), f"README does not mention `auditor {name}`"
     assert "bash scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_config_examples_are_valid(tmp_path):
+    import textwrap
+    import tomllib
+
+    from auditor.config import parse_config
+
+    blocks = re.findall(r"```toml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert blocks
+    for block in blocks:
+        cfg = parse_config(tomllib.loads(textwrap.dedent(block)), tmp_path / "config.toml")
+        assert cfg.channels
