@@ -740,20 +740,41 @@ SELECTOR_FIELDS = ("title", "price", "sale_price", "currency", "availability", "
                    "mpn", "brand", "images", "description")
 
 
-def _selected(doc, selectors: Mapping[str, str], base: str) -> dict[str, Any]:
-    """Values picked by per-site CSS selectors; ``sel@attr`` reads an attribute."""
-    from lxml.cssselect import CSSSelector
+def split_selector(spec: str) -> tuple[str, str]:
+    """``"css@attr"`` -> (css, attr); a trailing ``[...]`` belongs to the selector."""
+    if "@" in spec and not spec.endswith("]"):
+        sel, _, attr = spec.rpartition("@")
+        return sel.strip(), attr.strip()
+    return spec.strip(), ""
 
+
+def _soup_value(el) -> str | None:
+    """What an element says: content/href/src/value/datetime attribute, else its text."""
+    if el.get("content") is not None:
+        return el.get("content")
+    for tags, attr in ((("a", "link", "area"), "href"),
+                       (("img", "audio", "video", "source", "embed", "iframe"), "src"),
+                       (("data", "meter", "input"), "value"), (("time",), "datetime")):
+        if el.name in tags and el.get(attr):
+            return el.get(attr)
+    return el.get_text(" ")
+
+
+def _selected(text: str, selectors: Mapping[str, str], base: str) -> dict[str, Any]:
+    """Values picked by per-site CSS selectors (beautifulsoup4); ``sel@attr`` reads an
+    attribute. Selectors were validated when the config was loaded."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(text, "lxml")
     f: dict[str, Any] = {}
     for name, spec in selectors.items():
-        sel, _, attr = spec.partition("@") if "@" in spec and not spec.endswith("]") else (
-            spec, "", "")
+        sel, attr = split_selector(spec)
         try:
-            els = CSSSelector(sel.strip())(doc)
-        except Exception:
+            els = soup.select(sel, limit=50)
+        except Exception:  # validated at load; a parser quirk must not stop the page
             continue
-        vals = [(el.get(attr) if attr else _dom_value(el)) for el in els[:50]]
-        vals = [re.sub(r"\s+", " ", v).strip() for v in vals if v and v.strip()]
+        vals = [(el.get(attr) if attr else _soup_value(el)) for el in els]
+        vals = [re.sub(r"\s+", " ", v).strip() for v in vals if isinstance(v, str) and v.strip()]
         if not vals:
             continue
         if name == "images":
@@ -1025,7 +1046,7 @@ def extract(html: bytes | str, url: str, sku: str | None = None,
                 structured = True
                 layers.append((OPENGRAPH, og))
             if selectors:
-                sel = _selected(doc, selectors, base)
+                sel = _selected(text, selectors, base)
                 if sel:
                     layers.append((SELECTOR, sel))
             if not structured:

@@ -21,7 +21,7 @@ from auditor.connector import Connector, SourceContext
 from auditor.crawl import (BLOCKED, CACHED, DISALLOWED, ERROR, GONE, NOT_PRODUCT, PRODUCT,
                            CacheEntry, Crawl, CrawlFatal, CrawlSettings, PageResult, crawl_events)
 from auditor.errors import SourceError
-from auditor.extract import Extraction, SELECTOR_FIELDS, iter_listing_extractions
+from auditor.extract import Extraction, SELECTOR_FIELDS, iter_listing_extractions, split_selector
 from auditor.http import FetchPolicy
 from auditor.model import Listing, ModelError, Money
 from auditor.options import Opt
@@ -34,9 +34,16 @@ CACHE_BATCH = 200
 def _selectors(value: Any) -> dict[str, str]:
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
         raise ValueError("expected a table of field = \"css selector\"")
-    for k in value:
+    import soupsieve
+
+    for k, spec in value.items():
         if k not in SELECTOR_FIELDS:
             raise ValueError(f"unknown field {k!r} (expected one of {', '.join(SELECTOR_FIELDS)})")
+        css, _ = split_selector(spec)
+        try:
+            soupsieve.compile(css)
+        except Exception as e:  # soupsieve.SelectorSyntaxError and friends
+            raise ValueError(f"{k}: invalid CSS selector {css!r}: {str(e).splitlines()[0]}") from None
     return value
 
 

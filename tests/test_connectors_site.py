@@ -396,3 +396,16 @@ def test_unreadable_sitemap_bodies_are_recorded_not_fatal(shop, body):
     assert shop.base + "/p/1" in got
     # an HTML page served as the sitemap is no empty sitemap: the products it listed are unknown
     assert ctx.result.status == SourceStatus.PARTIAL and "sm-more.xml" in ctx.result.message
+
+
+def test_invalid_css_selector_is_a_config_error(tmp_path):
+    from auditor.config import parse_config
+    from auditor.errors import ConfigError
+
+    raw = {"master": {"source": "m.csv"},
+           "channels": [{"name": "shop", "type": "site", "source": "https://shop.example/sitemap.xml",
+                         "selectors": {"price": "div..price >"}}]}
+    with pytest.raises(ConfigError, match=r"selectors: price: invalid CSS selector 'div\.\.price >'"):
+        parse_config(raw, tmp_path / "config.toml")
+    raw["channels"][0]["selectors"] = {"price": "span.price", "images": "img.hero@data-src"}
+    assert parse_config(raw, tmp_path / "config.toml").channels[0].opt("selectors")["images"]
