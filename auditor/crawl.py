@@ -273,6 +273,7 @@ class CrawlSettings:
     trust_lastmod: bool = True
     revalidate_after: timedelta = timedelta(hours=24)
     obey_robots: bool = True
+    crawl_delay: float | None = None  # overrides robots.txt Crawl-delay when set
 
 
 def classify_error(e: FetchError) -> tuple[str, str]:
@@ -316,7 +317,7 @@ class Crawl:
         r = self.robots.get(origin)
         if r is None:
             r = self.robots[origin] = await fetch_robots(fetcher, origin)
-            delay = r.delay(self.agent)
+            delay = r.delay(self.agent) if self.s.crawl_delay is None else self.s.crawl_delay
             if delay:
                 fetcher.set_host_delay(origin + "/", delay)
         return r

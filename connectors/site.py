@@ -87,6 +87,8 @@ class SiteConnector(Connector):
         Opt("backoff", float, 0.5, "First retry delay in seconds; doubles each retry, jittered."),
         Opt("max_page_bytes", int, 5_000_000, "Largest page read, in bytes; larger is an error."),
         Opt("obey_robots", bool, True, "Obey robots.txt (turn off only for your own shop)."),
+        Opt("crawl_delay", float, None, "Seconds between requests to the shop, overriding "
+            "robots.txt Crawl-delay (for your own shop; 0 = none)."),
         Opt("trust_lastmod", bool, True, "Skip the request for a page whose sitemap lastmod is "
             "not newer than the last read (within revalidate_hours)."),
         Opt("revalidate_hours", float, 24.0, "Re-request pages read longer ago than this, even "
@@ -136,7 +138,7 @@ class SiteConnector(Connector):
             render=ch.opt("render"), render_concurrency=ch.opt("render_concurrency"),
             trust_lastmod=ch.opt("trust_lastmod"),
             revalidate_after=timedelta(hours=ch.opt("revalidate_hours")),
-            obey_robots=ch.opt("obey_robots"))
+            obey_robots=ch.opt("obey_robots"), crawl_delay=ch.opt("crawl_delay"))
         cache = _load_cache(ctx.store, origin)
         crawl = Crawl(settings, policy, cache)
         reader = _Reader(ctx, crawl, cache, set(seeds))

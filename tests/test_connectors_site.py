@@ -409,3 +409,33 @@ def test_invalid_css_selector_is_a_config_error(tmp_path):
         parse_config(raw, tmp_path / "config.toml")
     raw["channels"][0]["selectors"] = {"price": "span.price", "images": "img.hero@data-src"}
     assert parse_config(raw, tmp_path / "config.toml").channels[0].opt("selectors")["images"]
+
+
+def test_crawl_delay_option_overrides_robots(monkeypatch):
+    """A shop's own crawl may override robots.txt's Crawl-delay; by default it is obeyed."""
+    import asyncio
+
+    from auditor.crawl import Crawl, CrawlSettings
+    from auditor.http import FetchPolicy
+
+    class FakeRobots:
+        def delay(self, agent):
+            return 2.5
+
+    class FakeFetcher:
+        def __init__(self):
+            self.delays = {}
+
+        def set_host_delay(self, origin, seconds):
+            self.delays[origin] = seconds
+
+    async def fake_fetch_robots(fetcher, origin):
+        return FakeRobots()
+
+    monkeypatch.setattr("auditor.crawl.fetch_robots", fake_fetch_robots)
+    for override, expected in ((None, 2.5), (0.0, None), (0.5, 0.5)):
+        crawl = Crawl(CrawlSettings(origin="https://shop.example", user_agent="t",
+                                    crawl_delay=override), FetchPolicy(), {})
+        fetcher = FakeFetcher()
+        asyncio.run(crawl._robots_for(fetcher, "https://shop.example/p/1"))
+        assert fetcher.delays.get("https://shop.example/") == expected

@@ -87,7 +87,7 @@ def test_config_entries_appear_when_connectors_and_options_are_registered(monkey
     assert pos["encoding"] == "cp1252" and pos["columns"]["sku"] == "SKU"
     assert "location" not in pos  # undeclared keys are left out
     assert pos["checks"]["price"] == {"tax_inclusive": True, "vat_rate": 0.2}
-    assert by_name["site"]["crawl_delay"] == 0.0 and "respect_crawl_delay" not in by_name["site"]
+    assert by_name["site"]["crawl_delay"] == 0.0
     assert "meta" not in by_name and "# Channels of the demo world whose connector" in text
     cfg = parse_config(raw, tmp_path / "config.toml")
     assert {c.name for c in cfg.channels} == {"site", "google", "amazon", "shopify", "pos-berlin",
