@@ -241,6 +241,33 @@ class Config:
                                            + ", ".join(c.name for c in self.channels)])
 
 
+def _check_options(given: Any, prefix: str, suffix: str, problems: list[str],
+                   base: Mapping[str, Mapping[str, Any]] | None = None
+                   ) -> dict[str, dict[str, Any]]:
+    """Every check's options from a ``checks`` table: defaults (or ``base``, the global
+    tables a channel overrides) with the keys given there, validated."""
+    specs = plugins.checks()
+    if not isinstance(given, dict):
+        problems.append(f"{prefix}{suffix} must be a table")
+        given = {}
+    for name in given:
+        if name not in specs:
+            problems.append(f"{prefix}.{name}{suffix}: unknown check{did_you_mean(name, specs)}")
+    out: dict[str, dict[str, Any]] = {}
+    for name, spec in specs.items():
+        table = given.get(name, {})
+        where = f"{prefix}.{name}{suffix}"
+        if not isinstance(table, dict):
+            problems.append(f"{where} must be a table")
+            table = {}
+        resolved = resolve(spec.all_options, table, where, problems)
+        if base is None:
+            out[name] = resolved
+        else:
+            out[name] = {**base.get(name, {}), **{k: resolved[k] for k in table if k in resolved}}
+    return out
+
+
 TOP_LEVEL = ("store", "http", "master", "linking", "channels", "checks")
 
 
@@ -289,17 +316,7 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
             problems.append(f"[linking].order: unknown key {key!r} (expected sku, gtin, mpn, url)")
 
     specs = plugins.checks()
-    global_checks: dict[str, dict[str, Any]] = {}
-    checks_raw = table("checks")
-    for name in checks_raw:
-        if name not in specs:
-            problems.append(f"[checks.{name}]: unknown check{did_you_mean(name, specs)}")
-    for name, spec in specs.items():
-        given = checks_raw.get(name, {})
-        if not isinstance(given, dict):
-            problems.append(f"[checks.{name}] must be a table")
-            given = {}
-        global_checks[name] = resolve(spec.all_options, given, f"[checks.{name}]", problems)
+    global_checks = _check_options(raw.get("checks", {}), "[checks", "]", problems)
 
     channels: list[ChannelConfig] = []
     raw_channels = raw.get("channels", [])
@@ -334,31 +351,8 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
         resolved = resolve(opts, given, where, problems)
         if conn is not None and getattr(conn, "needs_source", True) and not resolved.get("source"):
             problems.append(f"{where}.source: missing (expected a path, glob or http(s) URL)")
-        ch_checks_raw = ch.get("checks", {})
-        merged: dict[str, dict[str, Any]] = {}
-        if not isinstance(ch_checks_raw, dict):
-            problems.append(f"{where}.checks must be a table")
-            ch_checks_raw = {}
-        for cname in ch_checks_raw:
-            if cname not in specs:
-                problems.append(f"{where}.checks.{cname}: unknown check{did_you_mean(cname, specs)}")
-        for cname, spec in specs.items():
-            over = ch_checks_raw.get(cname, {})
-            if not isinstance(over, dict):
-                problems.append(f"{where}.checks.{cname} must be a table")
-                over = {}
-            sub: list[str] = []
-            resolve(spec.all_options, over, f"{where}.checks.{cname}", sub)
-            problems.extend(sub)
-            m = dict(global_checks.get(cname, {}))
-            for k, v in over.items():
-                opt = next((o for o in spec.all_options if o.name == k), None)
-                if opt is not None:
-                    try:
-                        m[k] = opt.coerce(v)
-                    except ValueError:
-                        pass
-            merged[cname] = m
+        merged = _check_options(ch.get("checks", {}), f"{where}.checks", "", problems,
+                                base=global_checks)
         if isinstance(name, str) and conn is not None:
             channels.append(ChannelConfig(
                 name=name, type=ctype, source=resolved.get("source"),

@@ -1023,8 +1023,10 @@ def extract(html: bytes | str, url: str, sku: str | None = None,
     sel_fields = [k for k in (selectors or {}) if k not in ld]
     may_be_sale = "price" in ld and "sale_price" not in ld and _may_show_old_price(
         text, ld["price"])
+    # JSON-LD naming no image at all: the page is looked at for one (rare, so cheap).
+    needs_images = not ld.get("images") and not any(v.get("images") for v in variants)
     doc = None
-    if wanted or sel_fields or may_be_sale:
+    if wanted or sel_fields or may_be_sale or needs_images:
         doc = _lxml_doc(text.replace("\x00", ""))
     if doc is not None:
         base_el = doc.find(".//base[@href]")
@@ -1071,6 +1073,10 @@ def extract(html: bytes | str, url: str, sku: str | None = None,
     # Variants inherit page-wide facts, never another variant's price or identity.
     shared = [(m, {k: x for k, x in vals.items() if k in INHERITED}) for m, vals in layers]
     out.variants = [_merge([(variants_from, v)] + shared) for v in variants]
+    if out.sources.get("images") == HEURISTIC and not out.images:
+        for v in out.variants:  # the page was looked at: no variant's image is shown either
+            if not v.images:
+                v.sources["images"] = HEURISTIC
     out.url = out.url or url
     return out
 

@@ -71,7 +71,7 @@ class Money:
         return f"{self.amount.quantize(q, rounding='ROUND_HALF_UP')} {self.currency}"
 
 
-class Availability(str, enum.Enum):
+class Availability(enum.StrEnum):
     """One vocabulary for stock state, whatever the channel calls it."""
 
     IN_STOCK = "in_stock"
@@ -80,11 +80,8 @@ class Availability(str, enum.Enum):
     BACKORDER = "backorder"
     UNKNOWN = "unknown"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Outcome(str, enum.Enum):
+class Outcome(enum.StrEnum):
     """The result of one comparison."""
 
     PASSED = "passed"
@@ -92,11 +89,8 @@ class Outcome(str, enum.Enum):
     WARN = "warn"
     NOT_EVALUATED = "not_evaluated"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Severity(str, enum.Enum):
+class Severity(enum.StrEnum):
     """How urgently a finding needs a person."""
 
     CRITICAL = "critical"
@@ -104,22 +98,16 @@ class Severity(str, enum.Enum):
     MINOR = "minor"
     INFO = "info"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class MasterStatus(str, enum.Enum):
+class MasterStatus(enum.StrEnum):
     """Lifecycle of a master record: only active products are expected on channels."""
 
     ACTIVE = "active"
     DISCONTINUED = "discontinued"
     DRAFT = "draft"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class SourceStatus(str, enum.Enum):
+class SourceStatus(enum.StrEnum):
     """How completely a source was read in one run.
 
     Only a *complete* source is evidence that something is absent.
@@ -129,11 +117,8 @@ class SourceStatus(str, enum.Enum):
     PARTIAL = "partial"
     FAILED = "failed"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class LinkMethod(str, enum.Enum):
+class LinkMethod(enum.StrEnum):
     """How a listing was matched to its master record."""
 
     SKU = "sku"
@@ -143,9 +128,6 @@ class LinkMethod(str, enum.Enum):
     FUZZY = "fuzzy"
     NONE = "none"
     AMBIGUOUS = "ambiguous"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 # Fields a channel may carry an approved override for (``title@amazon``).

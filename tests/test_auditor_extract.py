@@ -259,3 +259,19 @@ def test_structured_page_without_image_records_that_the_page_was_looked_at():
     ex = extract(html, "https://shop.example/p/organiser")
     assert ex.price == Decimal("19.00") and ex.images == []
     assert ex.sources["images"] == "heuristic"  # looked at the page: no product image shown
+
+
+def test_jsonld_page_without_any_image_is_looked_at_for_variants_too():
+    html = """<html><head><script type="application/ld+json">
+    {"@context": "https://schema.org", "@type": "ProductGroup", "name": "Chinos",
+     "hasVariant": [
+       {"@type": "Product", "sku": "CH-BLU-M", "name": "Chinos Blue M",
+        "offers": {"@type": "Offer", "price": "49.00", "priceCurrency": "EUR",
+                   "availability": "https://schema.org/InStock"}},
+       {"@type": "Product", "sku": "CH-RED-M", "name": "Chinos Red M",
+        "offers": {"@type": "Offer", "price": "49.00", "priceCurrency": "EUR",
+                   "availability": "https://schema.org/InStock"}}]}
+    </script></head><body><img src="/logo.png" alt="Shop"><h1>Chinos</h1></body></html>"""
+    ex = extract(html, "https://shop.example/p/chinos")
+    assert len(ex.variants) == 2
+    assert all(v.images == [] and v.sources["images"] == "heuristic" for v in ex.variants)
