@@ -19,7 +19,7 @@ import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -384,6 +384,8 @@ class FetchSettings:
     max_bytes: int = DEFAULT_MAX_BYTES
     max_pixels: int = DEFAULT_MAX_PIXELS
     in_flight: int = 16  # bodies held in memory at once (downloading or waiting to hash)
+    # A URL validated this recently is taken from the store without a request.
+    revalidate_hours: float = 24.0
 
 
 _ACCEPTED_TYPES = ("image/", "application/octet-stream", "binary/octet-stream")
@@ -432,6 +434,10 @@ class ImageResolver:
             async with gate:
                 try:
                     sig, row = await self._one(ref, known.get(_cache_key(ref)), sigs, via[ref])
+                    if row is None:  # fresh in the store: no request, nothing to record
+                        self.results[ref] = sig
+                        self.shas[ref] = sig.sha256
+                        return
                     if sig.sha256 not in sigs:
                         sigs[sig.sha256] = sig
                         new_sigs.append(sig)
@@ -466,6 +472,9 @@ class ImageResolver:
             return await self._local(ref, prev, sigs)
         headers = {}
         cached = sigs.get(prev["sha256"]) if prev and prev.get("sha256") else None
+        if cached is not None and _fresh(prev.get("fetched_at"), self.settings.revalidate_hours):
+            self.stats["cached"] += 1
+            return cached, None
         if cached is not None:
             if prev.get("etag"):
                 headers["If-None-Match"] = prev["etag"]
@@ -539,6 +548,17 @@ class ImageResolver:
         sig = await loop.run_in_executor(self.executor, signature_of, img, sha, size, fmt)
         self.stats["hashed"] += 1
         return sig
+
+
+def _fresh(fetched_at: str | None, hours: float) -> bool:
+    """Whether a fetch recorded at ``fetched_at`` is younger than ``hours``."""
+    if not fetched_at or hours <= 0:
+        return False
+    try:
+        then = datetime.fromisoformat(fetched_at)
+    except ValueError:
+        return False
+    return datetime.now(timezone.utc) - then < timedelta(hours=hours)
 
 
 def _is_url(ref: str) -> bool:
@@ -630,7 +650,8 @@ class ImageRun:
         self._executor: ThreadPoolExecutor | None = None
         self._resolver = ImageResolver(store, FetchSettings(
             int(self.opts.get("max_bytes", DEFAULT_MAX_BYTES)),
-            int(self.opts.get("max_pixels", DEFAULT_MAX_PIXELS))))
+            int(self.opts.get("max_pixels", DEFAULT_MAX_PIXELS)),
+            revalidate_hours=float(self.opts.get("revalidate_hours", 24.0))))
         self._fetchers: dict[Any, Any] = {}
         self.assets: dict[str, tuple[str, ...]] | None = None
         self.view: ImageView | None = None

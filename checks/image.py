@@ -31,6 +31,9 @@ OPTIONS = (
         "Hash every master's primary image once per run, so a wrong image can be named "
         "(\"shows the image of SKU X\")."),
     Opt("batch_size", int, 200, "Listings whose images are fetched and hashed together."),
+    Opt("revalidate_hours", float, 24.0,
+        "An image URL validated less than this many hours ago is not requested again "
+        "(0 = a conditional request every run)."),
     Opt("max_bytes", int, DEFAULT_MAX_BYTES, "Largest image body read, in bytes."),
     Opt("max_pixels", int, DEFAULT_MAX_PIXELS,
         "Largest image decoded, in pixels (width x height); larger ones are refused."),

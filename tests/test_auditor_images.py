@@ -147,7 +147,8 @@ def resolve(store, server_urls, retries=0, settings=None):
     """Run one ImageResolver over ``server_urls``; return it."""
     async def go():
         with ThreadPoolExecutor(2) as ex:
-            r = im.ImageResolver(store, settings or im.FetchSettings(), ex)
+            # revalidate_hours=0: every run asks the server (conditionally).
+            r = im.ImageResolver(store, settings or im.FetchSettings(revalidate_hours=0), ex)
             async with Fetcher(FetchPolicy(allow_private=True, retries=retries,
                                            backoff=0.01)) as f:
                 await r.resolve(server_urls, f)
@@ -171,6 +172,19 @@ def test_fetch_caches_by_etag_and_by_content(image_server: ImageServer):
     # The same content under another URL: downloaded, but not decoded again.
     third = resolve(store, [image_server.url("/copy.jpg")])
     assert third.stats["hashed"] == 0 and third.stats["cached"] == 1
+
+
+def test_recently_validated_image_is_not_requested_again(image_server: ImageServer):
+    image_server.routes["/t.jpg"] = Route((FIX / "original.jpg").read_bytes())
+    store = Store(":memory:")
+    first = resolve(store, [image_server.url("/t.jpg")], settings=im.FetchSettings())
+    requests = len(image_server.log)
+    second = resolve(store, [image_server.url("/t.jpg")], settings=im.FetchSettings())
+    assert len(image_server.log) == requests  # within revalidate_hours: no request at all
+    assert second.stats["cached"] == 1 and second.stats["fetched"] == 0
+    assert second.results[image_server.url("/t.jpg")] == first.results[image_server.url("/t.jpg")]
+    resolve(store, [image_server.url("/t.jpg")], settings=im.FetchSettings(revalidate_hours=0))
+    assert image_server.count("/t.jpg", 304) == 1
 
 
 def test_changed_image_is_fetched_and_hashed_again(image_server: ImageServer):

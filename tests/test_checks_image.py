@@ -173,6 +173,8 @@ path = "audit.db"
 [http]
 allow_private = true
 retries = 0
+[checks.image]
+revalidate_hours = 0.0  # every run asks the image server (conditionally)
 [master]
 type = "csv"
 source = "master.csv"
@@ -258,8 +260,8 @@ def test_index_all_masters(tmp_path, image_server: ImageServer, index_all, spare
     image_server.routes["/m/spare.jpg"] = Route((FIX / "jpeg_q60.jpg").read_bytes())
     with open(tmp_path / "master.csv", "a") as f:
         f.write(f"SPARE,Spare,1.00,EUR,{image_server.url('/m/spare.jpg')}\n")
-    text = path.read_text().replace("[master]", f"[checks.image]\nindex_all_masters = "
-                                                f"{str(index_all).lower()}\n[master]")
+    text = path.read_text().replace("[checks.image]\n", f"[checks.image]\nindex_all_masters = "
+                                                f"{str(index_all).lower()}\n")
     path.write_text(text)
     cfg = load_config(path)
     store = Store(cfg.store_path)
@@ -278,8 +280,8 @@ def test_master_images_from_a_dam_folder(tmp_path, image_server: ImageServer):
     (dam / "TEE-BLUE" / "1.jpg").write_bytes((FIX / "variant_blue.jpg").read_bytes())
     (tmp_path / "master.csv").write_text("sku,title,price,currency\nTEE-RED,Tee red,10.00,EUR\n"
                                          "TEE-BLUE,Tee blue,10.00,EUR\nMUG,Mug,10.00,EUR\n")
-    path.write_text(path.read_text().replace("[master]",
-                                             "[checks.image]\ndam_dir = \"dam\"\n[master]"))
+    path.write_text(path.read_text().replace("[checks.image]\n",
+                                             "[checks.image]\ndam_dir = \"dam\"\n"))
     cfg = load_config(path)
     store = Store(cfg.store_path)
     run_audit(cfg, store, now=NOW)
