@@ -1073,7 +1073,12 @@ def extract(html: bytes | str, url: str, sku: str | None = None,
     # Variants inherit page-wide facts, never another variant's price or identity.
     shared = [(m, {k: x for k, x in vals.items() if k in INHERITED}) for m, vals in layers]
     out.variants = [_merge([(variants_from, v)] + shared) for v in variants]
-    if out.sources.get("images") == HEURISTIC and not out.images:
+    if any(v.images for v in out.variants):
+        # The structured data gives variants images of their own: one given none shows none.
+        for v in out.variants:
+            if not v.images:
+                v.sources["images"] = variants_from
+    elif out.sources.get("images") == HEURISTIC and not out.images:
         for v in out.variants:  # the page was looked at: no variant's image is shown either
             if not v.images:
                 v.sources["images"] = HEURISTIC

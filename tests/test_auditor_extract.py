@@ -275,3 +275,16 @@ def test_jsonld_page_without_any_image_is_looked_at_for_variants_too():
     ex = extract(html, "https://shop.example/p/chinos")
     assert len(ex.variants) == 2
     assert all(v.images == [] and v.sources["images"] == "heuristic" for v in ex.variants)
+
+
+def test_variant_without_image_among_variants_with_images_shows_none():
+    html = """<script type="application/ld+json">
+    {"@type": "ProductGroup", "name": "Polo", "hasVariant": [
+      {"@type": "Product", "sku": "P-RED", "image": "/i/red.jpg",
+       "offers": {"price": "30.00", "priceCurrency": "EUR"}},
+      {"@type": "Product", "sku": "P-NAV",
+       "offers": {"price": "30.00", "priceCurrency": "EUR"}}]}</script>"""
+    ex = extract(html, "https://shop.example/p/polo")
+    by_sku = {v.sku: v for v in ex.variants}
+    assert by_sku["P-RED"].images == ["https://shop.example/i/red.jpg"]
+    assert by_sku["P-NAV"].images == [] and by_sku["P-NAV"].sources["images"] == "json-ld"
