@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Callable, Mapping
+
+import orjson
 
 from auditor.model import (Availability, Finding, Link, LinkMethod, Listing, MasterRecord,
                            MasterStatus, Money, Outcome, Severity)
@@ -40,28 +41,46 @@ _FIELD_NAMES: dict[type, tuple[str, ...]] = {
     cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in (MasterRecord, Listing)}
 
 
+def _nested(v: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: (dict(x) if hasattr(x, "items") else x) for k, x in v.items()}
+
+
+# How each value type becomes JSON-ready; looked up by exact type (the hot path
+# of storing a million listings).
+_ENCODE: dict[type, Callable[[Any], Any]] = {
+    Money: lambda v: f"{v.amount} {v.currency}",
+    datetime: datetime.isoformat,
+    tuple: list,
+    dict: _nested,
+    Availability: lambda v: v.value,
+    MasterStatus: lambda v: v.value,
+}
+
+
 def record_to_dict(obj: MasterRecord | Listing) -> dict[str, Any]:
     """A JSON-ready dict of a master record or listing, empty values left out."""
     out: dict[str, Any] = {}
     for name in _FIELD_NAMES[type(obj)]:
         v = getattr(obj, name)
-        if v is None or v == () or v == {}:
+        if v is None:
             continue
-        if isinstance(v, str):
-            pass
-        elif isinstance(v, Money):
-            v = f"{v.amount} {v.currency}"
-        elif isinstance(v, datetime):
-            v = v.isoformat()
-        elif isinstance(v, enum.Enum):
-            v = v.value
-        elif isinstance(v, tuple):
-            v = list(v)
-        elif name in ("prices", "sale_prices"):
-            v = {k: _money(m) for k, m in v.items()}
-        elif hasattr(v, "items"):
-            v = {k: (dict(x) if hasattr(x, "items") else x) for k, x in v.items()}
-        out[name] = v
+        t = type(v)
+        if t is str or t is int:
+            out[name] = v
+            continue
+        if (t is tuple or t is dict) and not v:
+            continue
+        if name in ("prices", "sale_prices"):
+            out[name] = {k: _money(m) for k, m in v.items()}
+            continue
+        enc = _ENCODE.get(t)
+        if enc is None:
+            if not hasattr(v, "items"):
+                raise TypeError(f"{type(obj).__name__}.{name}: cannot encode {t.__name__}")
+            if not v:
+                continue
+            enc = _nested
+        out[name] = enc(v)
     return out
 
 
@@ -136,7 +155,10 @@ def _default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+_ORJSON_OPTIONS = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS
+                   | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS)
+
+
 def dumps(obj: Any) -> str:
-    """Compact, stable JSON (sorted keys) that knows Decimal, datetime and enums."""
-    return json.dumps(obj, default=_default, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False)
+    """Compact, stable JSON (sorted keys) that knows Decimal, datetime, enums and Money."""
+    return orjson.dumps(obj, default=_default, option=_ORJSON_OPTIONS).decode()

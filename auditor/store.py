@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+import orjson
 import sqlite_utils
 
 from auditor import codec
@@ -71,14 +72,16 @@ def _m1(db: sqlite_utils.Database) -> None:
         location TEXT, reason TEXT NOT NULL);
     CREATE INDEX run_errors_run ON run_errors(run_id, source);
 
-    -- the latest observation of each listing, and a version row each time it changed
+    -- the latest observation of each listing
     CREATE TABLE listings (
         channel TEXT NOT NULL, key TEXT NOT NULL, hash TEXT NOT NULL, data TEXT NOT NULL,
         first_seen_run INTEGER, last_seen_run INTEGER, last_changed_run INTEGER,
         removed_run INTEGER, PRIMARY KEY (channel, key));
+    -- earlier versions of a listing: first seen in run_id, replaced in until_run
     CREATE TABLE listing_versions (
         id INTEGER PRIMARY KEY, channel TEXT NOT NULL, key TEXT NOT NULL,
-        run_id INTEGER NOT NULL, hash TEXT NOT NULL, data TEXT NOT NULL);
+        run_id INTEGER NOT NULL, hash TEXT NOT NULL, data TEXT NOT NULL,
+        until_run INTEGER NOT NULL);
     CREATE INDEX listing_versions_key ON listing_versions(channel, key);
 
     CREATE TABLE links (
@@ -269,7 +272,7 @@ class Store:
     # ----------------------------------------------------------------- master
     def current_master(self) -> dict[str, MasterRecord]:
         """The master records in force, by SKU."""
-        return {sku: codec.master_from_dict(json.loads(data)) for sku, data in
+        return {sku: codec.master_from_dict(orjson.loads(data)) for sku, data in
                 self.db.execute("SELECT sku, data FROM master_records")}
 
     def master_count(self) -> int:
@@ -350,7 +353,7 @@ class Store:
         for sku, data, valid_to in self.db.execute(
                 "SELECT sku, data, valid_to FROM master_history ORDER BY sku, valid_to, id"):
             out.setdefault(sku, []).append(
-                (datetime.fromisoformat(valid_to), codec.master_from_dict(json.loads(data))))
+                (datetime.fromisoformat(valid_to), codec.master_from_dict(orjson.loads(data))))
         return out
 
     def master_changes(self, sku: str | None = None) -> list[dict[str, Any]]:
@@ -424,7 +427,8 @@ class Store:
     # ----------------------------------------------------------------- listings
     def save_listings(self, run_id: int, channel: str, listings: Iterable[Listing]
                       ) -> dict[str, int]:
-        """Record this run's observations; a version row is written only on change.
+        """Record this run's observations. ``listings`` holds the latest version of each;
+        when one changes, the version it replaces moves to ``listing_versions``.
 
         ``listings`` may be a generator: it is consumed in batches, never held whole.
         """
@@ -438,13 +442,16 @@ class Store:
         c = self.db.conn
 
         def flush() -> None:
+            # The replaced versions first, while ``listings`` still holds them.
+            c.executemany(
+                "INSERT INTO listing_versions (channel, key, run_id, hash, data, until_run) "
+                "SELECT channel, key, last_changed_run, hash, data, ? FROM listings "
+                "WHERE channel=? AND key=?", batch_ver)
             c.executemany(
                 "INSERT INTO listings (channel, key, hash, data, first_seen_run, last_seen_run,"
                 " last_changed_run) VALUES (?,?,?,?,?,?,?) ON CONFLICT(channel, key) DO UPDATE"
                 " SET hash=excluded.hash, data=excluded.data, last_seen_run=excluded.last_seen_run,"
                 " last_changed_run=excluded.last_changed_run, removed_run=NULL", batch_up)
-            c.executemany("INSERT INTO listing_versions (channel, key, run_id, hash, data) "
-                          "VALUES (?,?,?,?,?)", batch_ver)
             c.executemany("UPDATE listings SET last_seen_run=?, removed_run=NULL "
                           "WHERE channel=? AND key=?", batch_seen)
             batch_up.clear(); batch_ver.clear(); batch_seen.clear()
@@ -461,11 +468,11 @@ class Store:
                 else:
                     full = codec.dumps(codec.record_to_dict(li))
                     batch_up.append((channel, li.key, h, full, run_id, run_id, run_id))
-                    batch_ver.append((channel, li.key, run_id, h, full))
                     if old is None:
                         new += 1
                     else:
                         changed += 1
+                        batch_ver.append((run_id, channel, li.key))
                 if len(batch_up) + len(batch_seen) >= 5000:
                     flush()
             flush()
@@ -495,7 +502,7 @@ class Store:
             where.append("l.removed_run IS NULL")
         if where:
             q += " WHERE " + " AND ".join(where)
-        return [codec.listing_from_dict(json.loads(d)) for (d,) in self.db.execute(q, args)]
+        return [codec.listing_from_dict(orjson.loads(d)) for (d,) in self.db.execute(q, args)]
 
     # ----------------------------------------------------------------- links
     def save_links(self, run_id: int, channel: str, links: Iterable[Link]) -> None:

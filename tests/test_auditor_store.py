@@ -72,8 +72,11 @@ def test_listing_versions_only_on_change(fresh_store):
     s.save_listings(1, "google", [make_listing("A"), make_listing("B")])
     s.save_listings(2, "google", [make_listing("A", fetched_at=NOW + timedelta(hours=1)),
                                   make_listing("B", title="Changed")])
-    versions = s.db.execute("SELECT key, run_id FROM listing_versions ORDER BY id").fetchall()
-    assert versions == [("A", 1), ("B", 1), ("B", 2)]
+    # Only B changed: its first version (seen in run 1) was replaced in run 2.
+    versions = s.db.execute("SELECT key, run_id, until_run, data FROM listing_versions").fetchall()
+    assert [v[:3] for v in versions] == [("B", 1, 2)]
+    assert '"title":"Acme Trail Shoe, Red, 42"' in versions[0][3]
+    assert [li.title for li in s.listings("google") if li.key == "B"] == ["Changed"]
     assert s.mark_removed(3, "google", {"A"}) == 1
     assert [li.key for li in s.listings("google")] == ["A"]
 
