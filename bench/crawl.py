@@ -153,7 +153,9 @@ def serve(directory: Path, port: int) -> None:
 
 def _child(args: list[str], timeout: float = 3600) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), *args], cwd=ROOT,
+    # As a module from the project root: run as a script, bench/ would come first on
+    # sys.path and bench/checks.py would shadow the `checks` package.
+    out = subprocess.run([sys.executable, "-m", "bench.crawl", *args], cwd=ROOT,
                          env=env, capture_output=True, text=True, timeout=timeout)
     if out.returncode != 0:
         raise RuntimeError(f"bench child failed: {out.stderr[-2000:]}")
@@ -330,8 +332,8 @@ def main(argv: list[str] | None = None) -> int:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
                 s.close()
-            server = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "_serve",
-                                       str(directory), str(port)])
+            server = subprocess.Popen([sys.executable, "-m", "bench.crawl", "_serve",
+                                       str(directory), str(port)], cwd=ROOT)
             base = f"http://127.0.0.1:{port}"
             import urllib.request
 
