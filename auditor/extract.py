@@ -686,10 +686,10 @@ def _schema_items(doc, scope_attr: str, type_attr: str, prop_attr: str) -> list[
             if not nested:
                 collect(ch, node, depth + 1)
 
-    for el in doc.iter():
+    for el in doc.xpath(f"//*[@{scope_attr}]"):  # found in C, not by walking every element
         if budget[0] <= 0:
             break
-        if not isinstance(el.tag, str) or el.get(scope_attr) is None or prop_names(el):
+        if not isinstance(el.tag, str) or prop_names(el):
             continue
         if scope_attr == "typeof" and not (el.get("typeof") or "").strip():
             continue

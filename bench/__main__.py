@@ -122,14 +122,17 @@ def part_checks(masters: int, listings: int, write: bool) -> None:
 
     rows = []
     for drift in (0.02, 0.08):
-        master, ls = synthetic(masters, listings, drift)
-        r, _, rss = isolated(bench_checks, master, ls)
-        rows.append([f"{drift:.0%}", r["comparisons"], round(r["seconds"], 2),
-                     round(r["per_s"]), round(rss)])
+        master, ls, history = synthetic(masters, listings, drift)
+        best = None
+        for _ in range(3):  # best of 3: the machine's other work only slows a run down
+            r = bench_checks(master, ls, {"type": "google_merchant"}, history=history)
+            best = r if best is None or r["per_s"] > best["per_s"] else best
+        rows.append([f"{drift:.0%}", best["comparisons"], round(best["seconds"], 2),
+                     round(best["per_s"]), best["not_passed"]])
     record("Checks throughput", [table(
-        f"Non-image checks, {listings:,} listings against {masters:,} masters, one core "
-        "(CPU seconds)", ["drift", "comparisons", "cpu seconds", "comparisons/s",
-                          "peak RSS MiB"], rows)], write)
+        f"Non-image checks ({', '.join(best['checks'])}), {listings:,} synthetic listings "
+        f"against {masters:,} masters, one core, CPU seconds, best of 3",
+        ["drift", "comparisons", "cpu seconds", "comparisons/s", "not passed"], rows)], write)
 
 
 def part_images(write: bool) -> None:
@@ -137,8 +140,10 @@ def part_images(write: bool) -> None:
 
     r, secs, rss = isolated(images.run)
     rows = [[k, v] for k, v in r.items() if not isinstance(v, (dict, list))]
-    record("Image matching", [table("Matrix and throughput (bench/images.py defaults)",
-                                    ["measure", "value"], rows)], write)
+    rows += [[f"throughput: {k}", v] for k, v in (r.get("throughput") or {}).items()]
+    record("Image matching", [table("Matrix and 1000x1000 JPEG decode + hash throughput "
+                                    "(bench/images.py defaults)", ["measure", "value"], rows)],
+           write)
 
 
 def part_crawl(size: int, pages: int, concurrency: int, write: bool) -> None:
