@@ -149,10 +149,13 @@ def _recommendations(p: Product, products: int, handle_of) -> str:
 
 
 def product_page(p: Product, views: list[View], selected: View, base: str, products: int,
-                 handle_of) -> str:
-    """The page of ``p`` showing ``selected`` (or every variant on a ProductGroup page)."""
+                 handle_of, kind: str | None = None) -> str:
+    """The page of ``p`` showing ``selected`` (or every variant on a ProductGroup page).
+
+    ``kind`` overrides the product's own page kind (benchmarks compare crawlers on
+    pages of one kind)."""
     v = selected
-    kind = "jsonld" if v.ghost else p.page_kind
+    kind = "jsonld" if v.ghost else (kind or p.page_kind)
     head = ""
     crumbs = (f'<nav class="breadcrumbs"><a href="/">Home</a> / '
               f'<a href="/collections/{p.category}">{p.category.title()}</a></nav>')

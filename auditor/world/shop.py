@@ -120,8 +120,10 @@ class ShopServer:
 
     def __init__(self, world_dir: Path, host: str = "127.0.0.1", port: int = 0,
                  faults: Faults | None = None, crawl_delay: float | None = 1.0,
-                 log_file: Path | None = None):
+                 log_file: Path | None = None, page_kind: str | None = None):
         self.world_dir = Path(world_dir)
+        # Serve every product page as this kind (jsonld, microdata, opengraph, plain).
+        self.page_kind = page_kind
         self.faults = faults or Faults()
         self.crawl_delay = crawl_delay
         self.requests: list[RequestRecord] = []
@@ -333,7 +335,7 @@ class ShopServer:
         else:
             sel = real[0]
         html = pages.product_page(p, real, sel, self.base_url, self.world.manifest.products,
-                                  self.handle_of)
+                                  self.handle_of, self.page_kind)
         return Response(body=html.encode(), last_modified=p.lastmod)
 
     def collection(self, name: str, query: dict[str, list[str]]) -> Response:
