@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import re
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from rich.table import Table
 from auditor import __version__, log as logsetup, plugins
 from auditor.config import (CHANNEL_OPTIONS, HTTP_OPTIONS, LINKING_OPTIONS, MASTER_OPTIONS,
                             STORE_OPTIONS, Config, load_config)
-from auditor.errors import AuditorError, ConfigError, LockedError, MasterImportError
+from auditor.errors import AuditorError, ConfigError, MasterImportError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")

@@ -315,7 +315,6 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
         if key not in ("sku", "gtin", "mpn", "url"):
             problems.append(f"[linking].order: unknown key {key!r} (expected sku, gtin, mpn, url)")
 
-    specs = plugins.checks()
     global_checks = _check_options(raw.get("checks", {}), "[checks", "]", problems)
 
     channels: list[ChannelConfig] = []

@@ -144,7 +144,6 @@ def open_rows(sf: SourceFile, encoding: str = "auto", delimiter: str = "auto",
     ragged = ragged == "report"
 
     def rows() -> Iterator[tuple[int, list[str]]]:
-        nonlocal reader, gen
         buf = feed.buf
 
         def restart(reason: str) -> None:

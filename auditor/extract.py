@@ -943,13 +943,7 @@ def _heuristic(doc, base: str = "") -> dict[str, Any]:
             break
     if current:
         f.update(current)
-    text = _visible(doc)
-    av = _availability_words(text)
-    if av:
-        f["availability"] = av
-    m = _SKU_TEXT.search(text)
-    if m:
-        f["sku"] = m.group(1).rstrip(".")
+    f.update(_text_facts(_visible(doc)))
     h1 = doc.find(".//h1")
     if h1 is not None:
         t = re.sub(r"\s+", " ", h1.text_content()).strip()
@@ -974,6 +968,13 @@ def _text_heuristic(text: str) -> dict[str, Any]:
     m = _TEXT_PRICE.search(visible)
     if m:
         f.update(_money_fields(m.group(0)))
+    f.update(_text_facts(visible))
+    return f
+
+
+def _text_facts(visible: str) -> dict[str, Any]:
+    """Availability and SKU as the visible text states them ("In stock", "SKU: …")."""
+    f: dict[str, Any] = {}
     av = _availability_words(visible)
     if av:
         f["availability"] = av

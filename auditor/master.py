@@ -21,15 +21,14 @@ import json
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 from auditor import csvio, sources
 from auditor.errors import MasterImportError, SourceError
-from auditor.model import MasterRecord, MasterStatus, Money, ModelError, OVERRIDABLE_FIELDS
+from auditor.model import MasterRecord, MasterStatus, Money, ModelError
 from auditor.values import (normalize_currency, normalize_gtin, gtin_valid, parse_availability,
-                            parse_datetime, parse_decimal, parse_int, parse_money)
+                            parse_datetime, parse_int, parse_money)
 
 KNOWN = {"sku", "title", "description", "brand", "gtin", "mpn", "price", "currency",
          "sale_price", "sale_start", "sale_end", "quantity", "availability", "status", "url",

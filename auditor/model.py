@@ -130,12 +130,6 @@ class LinkMethod(enum.StrEnum):
     AMBIGUOUS = "ambiguous"
 
 
-# Fields a channel may carry an approved override for (``title@amazon``).
-OVERRIDABLE_FIELDS = (
-    "title", "description", "price", "sale_price", "brand", "url", "images",
-)
-
-
 @dataclass(frozen=True, slots=True)
 class MasterRecord:
     """The approved truth for one SKU, as held in the PIM/DAM."""

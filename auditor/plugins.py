@@ -12,7 +12,7 @@ import importlib
 import logging
 import pkgutil
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Callable, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from auditor.check import CheckSpec
@@ -82,5 +82,3 @@ def checks() -> dict[str, "CheckSpec"]:
     load()
     return CHECKS
 
-
-Factory = Callable[..., object]

@@ -82,7 +82,8 @@ class RunReport:
         return 0
 
 
-def _policy(cfg: Config, headers_opts: dict) -> FetchPolicy:
+def _master_policy(cfg: Config) -> FetchPolicy:
+    """Fetch limits for a master given as a URL: its host is the one allowed."""
     return FetchPolicy.from_config(cfg.http, {}, [cfg.master["source"]]
                                    if str(cfg.master["source"]).startswith("http") else [])
 
@@ -99,7 +100,7 @@ def import_master(cfg: Config, store: Store, now: datetime
     auth = (secret_value(m["auth"]["username"]), secret_value(m["auth"]["password"])) \
         if m.get("auth") else None
     last = store.last_master_snapshot()
-    imp = load_master(m, cfg.base_dir, _policy(cfg, headers), headers, auth,
+    imp = load_master(m, cfg.base_dir, _master_policy(cfg), headers, auth,
                       unchanged_sha=last["sha256"] if last and store.master_count() else None)
     if imp.unchanged:
         return ({"snapshot_id": last["id"], "records": store.master_count(), "added": 0,
