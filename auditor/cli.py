@@ -20,7 +20,7 @@ from rich.table import Table
 
 from auditor import __version__, log as logsetup, plugins
 from auditor.config import (CHANNEL_OPTIONS, HTTP_OPTIONS, LINKING_OPTIONS, MASTER_OPTIONS,
-                            STORE_OPTIONS, Config, load_config)
+                            RUN_OPTIONS, STORE_OPTIONS, Config, load_config)
 from auditor.errors import AuditorError, ConfigError, MasterImportError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
@@ -383,7 +383,8 @@ def settings_reference() -> dict[str, list[dict[str, Any]]]:
     def rows(opts: Iterable) -> list[dict[str, Any]]:
         return [{"name": o.name, "default": o.default, "help": o.help} for o in opts]
 
-    sections = {"[store]": rows(STORE_OPTIONS), "[http]": rows(HTTP_OPTIONS),
+    sections = {"[store]": rows(STORE_OPTIONS), "[run]": rows(RUN_OPTIONS),
+                "[http]": rows(HTTP_OPTIONS),
                 "[master]": rows(MASTER_OPTIONS), "[linking]": rows(LINKING_OPTIONS),
                 "[[channels]] (all types)": rows(CHANNEL_OPTIONS)}
     for name, conn in sorted(plugins.connectors().items()):

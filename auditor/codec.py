@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import operator
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Callable, Mapping
@@ -84,6 +85,29 @@ def record_to_dict(obj: MasterRecord | Listing) -> dict[str, Any]:
     return out
 
 
+# What a listing shows, in field order: where and when it was read (``fetched_at``,
+# ``evidence``) is kept beside the body, so an unchanged listing has an unchanged body.
+_BODY_FIELDS = tuple(n for n in _FIELD_NAMES[Listing] if n not in ("fetched_at", "evidence"))
+_body_values = operator.attrgetter(*_BODY_FIELDS)
+
+
+def listing_body(li: Listing) -> bytes:
+    """The JSON of what a listing shows, empty values left out (the stored ``data``).
+
+    The hot path of storing a million listings: orjson writes str, int, enums,
+    datetimes, tuples and dicts itself; only money is formatted here.
+    """
+    d = {n: v for n, v in zip(_BODY_FIELDS, _body_values(li))
+         if v is not None and v != () and v != {}}
+    p = d.get("price")
+    if p is not None:
+        d["price"] = f"{p.amount} {p.currency}"
+    p = d.get("sale_price")
+    if p is not None:
+        d["sale_price"] = f"{p.amount} {p.currency}"
+    return orjson.dumps(d, default=_default, option=orjson.OPT_NON_STR_KEYS)
+
+
 def _from_dict(cls, d: dict[str, Any]):
     kw: dict[str, Any] = {}
     for k, v in d.items():
@@ -109,6 +133,18 @@ def master_from_dict(d: dict[str, Any]) -> MasterRecord:
 
 def listing_from_dict(d: dict[str, Any]) -> Listing:
     return _from_dict(Listing, d)
+
+
+def listing_from_row(data: str | bytes, fetched_at: str | None, evidence: str | None
+                     ) -> Listing:
+    """A stored listing: its body plus where and when it was read (rows written before
+    schema 3 keep both inside the body)."""
+    d = orjson.loads(data)
+    if fetched_at:
+        d["fetched_at"] = fetched_at
+    if evidence:
+        d["evidence"] = evidence
+    return listing_from_dict(d)
 
 
 def finding_to_dict(f: Finding) -> dict[str, Any]:

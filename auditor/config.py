@@ -125,6 +125,13 @@ STORE_OPTIONS = (
     Opt("path", str, "auditor.db", "SQLite database file (relative to the config file)."),
 )
 
+RUN_OPTIONS = (
+    Opt("workers", int, 0,
+        "Channels audited at the same time, each in its own process (forked after the "
+        "master is loaded, so it is shared, not copied). 0 = one per CPU core, at most one "
+        "per channel; 1 = every channel in the auditor's own process, one after another."),
+)
+
 HTTP_OPTIONS = (
     Opt("user_agent", str, "omni-auditor/0.1 (+https://github.com/omni-auditor/omni-auditor)",
         "User-Agent sent with every request; name your organisation and a contact."),
@@ -219,6 +226,7 @@ class Config:
     channels: tuple[ChannelConfig, ...]
     checks: Mapping[str, Mapping[str, Any]]
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    run: Mapping[str, Any] = field(default_factory=lambda: {"workers": 0})
 
     @property
     def base_dir(self) -> Path:
@@ -268,7 +276,7 @@ def _check_options(given: Any, prefix: str, suffix: str, problems: list[str],
     return out
 
 
-TOP_LEVEL = ("store", "http", "master", "linking", "channels", "checks")
+TOP_LEVEL = ("store", "run", "http", "master", "linking", "channels", "checks")
 
 
 def load_config(path: str | Path) -> Config:
@@ -304,6 +312,9 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
         return v
 
     store = resolve(STORE_OPTIONS, table("store"), "[store]", problems)
+    run = resolve(RUN_OPTIONS, table("run"), "[run]", problems)
+    if run.get("workers", 0) < 0:
+        problems.append("[run].workers: expected 0 (one per CPU core) or a positive number")
     http = resolve(HTTP_OPTIONS, table("http"), "[http]", problems)
     master = resolve(MASTER_OPTIONS, table("master"), "[master]", problems)
     if "master" not in raw:
@@ -360,4 +371,4 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
     if problems:
         raise ConfigError(str(path), problems)
     return Config(path=path, store=store, http=http, master=master, linking=linking,
-                  channels=tuple(channels), checks=global_checks, raw=raw)
+                  channels=tuple(channels), checks=global_checks, raw=raw, run=run)

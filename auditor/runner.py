@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import gc
 import logging
+import logging.handlers
+import multiprocessing as mp
+import os
+import queue
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -266,12 +270,17 @@ def run_audit(cfg: Config, store: Store, channels: list[str] | None = None,
     linker = Linker(master, cfg.linking)
     run_id = store.start_run(started, master_info.get("snapshot_id"))
     selected = [c for c in cfg.channels if c.enabled and (not channels or c.name in channels)]
-    images = ImageRun(store, master, cfg.http, cfg.base_dir, now, cfg.checks.get("image"))
-    try:
-        summaries = [audit_channel(cfg, store, run_id, ch, master, linker, history, now,
-                                   progress, images) for ch in selected]
-    finally:
-        images.close()
+    workers = worker_count(cfg, store, len(selected))
+    if workers > 1:
+        summaries = _audit_in_workers(cfg, store, run_id, selected, master, linker, history,
+                                      now, progress, workers)
+    else:
+        images = ImageRun(store, master, cfg.http, cfg.base_dir, now, cfg.checks.get("image"))
+        try:
+            summaries = [audit_channel(cfg, store, run_id, ch, master, linker, history, now,
+                                       progress, images) for ch in selected]
+        finally:
+            images.close()
     status = SourceStatus.COMPLETE
     if master_error or any(s.status != SourceStatus.COMPLETE for s in summaries):
         status = SourceStatus.PARTIAL
@@ -284,6 +293,112 @@ def run_audit(cfg: Config, store: Store, channels: list[str] | None = None,
                            "channels": [_summary_dict(s) for s in summaries]})
     gc.unfreeze()  # a long-lived process (auditor serve) must not keep old masters forever
     return report
+
+
+def worker_count(cfg: Config, store: Store, channels: int) -> int:
+    """How many channels to audit at once: ``[run] workers`` (0 = CPU cores), at most one
+    per channel; 1 where a worker could not share the master (no ``fork``) or the store
+    (an in-memory database)."""
+    wanted = cfg.run.get("workers", 0) or os.cpu_count() or 1
+    if store.path == ":memory:" or "fork" not in mp.get_all_start_methods():
+        return 1
+    return max(1, min(wanted, channels))
+
+
+class _ToParent(logging.handlers.QueueHandler):
+    """In a worker: log records go to the auditor's process, which handles them."""
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        self.queue.put(("log", record))
+
+
+def _audit_in_workers(cfg: Config, store: Store, run_id: int, selected: list[ChannelConfig],
+                      master: dict[str, MasterRecord], linker: Linker, history: dict,
+                      now: datetime, progress: Progress | None, workers: int
+                      ) -> list[ChannelSummary]:
+    """Audit the channels in forked worker processes, ``workers`` at a time.
+
+    Each worker inherits the master, linker and history (copy-on-write: they were
+    frozen out of the garbage collector's reach, so they stay shared), opens its own
+    store connection and audits one channel exactly as the sequential path does.
+    Progress and log records come back over a queue. A worker that dies without
+    reporting (killed, out of memory) leaves its channel FAILED with the reason;
+    the other channels are unaffected.
+    """
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+
+    def work(i: int, ch: ChannelConfig) -> None:  # in the forked child
+        root = logging.getLogger()
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        root.addHandler(_ToParent(q))
+        own = Store(store.path)
+        try:
+            summary: ChannelSummary | str = audit_channel(
+                cfg, own, run_id, ch, master, linker, history, now,
+                (lambda name, n: q.put(("progress", name, n))) if progress else None)
+        except BaseException as e:  # reported to the parent, which marks the channel failed
+            log.exception("channel %s: worker failed", ch.name)
+            summary = f"{e.__class__.__name__}: {e}"
+        finally:
+            own.close()
+        q.put(("done", i, summary))
+
+    pending = list(enumerate(selected))
+    running: dict[int, Any] = {}
+    results: dict[int, ChannelSummary] = {}
+    started_at: dict[int, float] = {}
+
+    def fail(i: int, reason: str) -> None:
+        ch = selected[i]
+        result = SourceResult(ch.name, SourceStatus.FAILED, message=reason,
+                              started_at=now, finished_at=datetime.now(timezone.utc))
+        store.save_source_result(run_id, result, [])
+        results[i] = ChannelSummary(ch.name, SourceStatus.FAILED, message=reason,
+                                    seconds=time.perf_counter() - started_at[i])
+
+    try:
+        while pending or running:
+            while pending and len(running) < workers:
+                i, ch = pending.pop(0)
+                p = ctx.Process(target=work, args=(i, ch), name=f"auditor-{ch.name}",
+                                daemon=True)
+                started_at[i] = time.perf_counter()
+                p.start()
+                running[i] = p
+            # Workers dead before this wait have flushed everything they sent.
+            dead = [i for i, p in running.items() if p.exitcode is not None]
+            try:
+                msg = q.get(timeout=0.5)
+            except queue.Empty:
+                for i in dead:
+                    p = running.pop(i)
+                    p.join()
+                    if i not in results:
+                        fail(i, f"worker for channel {selected[i].name} exited with code "
+                                f"{p.exitcode} before reporting")
+                continue
+            kind = msg[0]
+            if kind == "log":
+                record = msg[1]
+                logging.getLogger(record.name).handle(record)
+            elif kind == "progress" and progress:
+                progress(msg[1], msg[2])
+            elif kind == "done":
+                i, summary = msg[1], msg[2]
+                p = running.pop(i)
+                p.join()
+                if isinstance(summary, ChannelSummary):
+                    results[i] = summary
+                else:
+                    fail(i, f"worker for channel {selected[i].name} failed: {summary}")
+    finally:
+        for p in running.values():
+            p.terminate()
+            p.join()
+        q.close()
+    return [results[i] for i in range(len(selected))]
 
 
 def _summary_dict(s: ChannelSummary) -> dict[str, Any]:

@@ -147,7 +147,18 @@ def _m2(db: sqlite_utils.Database) -> None:
     """)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1, _m2]
+def _m3(db: sqlite_utils.Database) -> None:
+    """Where and when a listing was read sits beside its body, so the body (and its
+    hash) only changes when what the listing shows changes."""
+    _script(db, """
+    ALTER TABLE listings ADD COLUMN fetched_at TEXT;
+    ALTER TABLE listings ADD COLUMN evidence TEXT;
+    ALTER TABLE listing_versions ADD COLUMN fetched_at TEXT;
+    ALTER TABLE listing_versions ADD COLUMN evidence TEXT;
+    """)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1, _m2, _m3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -210,13 +221,7 @@ def run_lock(db_path: Path, wait: float = 0.0) -> Iterator[None]:
 def listing_digest(li: Listing) -> str:
     """A hash of what a listing shows; where and when it was read (evidence, time) excluded,
     so an unchanged listing in a reordered feed is not a new version."""
-    p, sp = li.price, li.sale_price
-    parts = (li.key, li.url, li.sku, li.title, li.description, li.brand, li.gtin, li.mpn,
-             p.amount if p else "", p.currency if p else "", sp.amount if sp else "",
-             sp.currency if sp else "", li.sale_start, li.sale_end, li.quantity,
-             li.availability, "\x1e".join(li.images),
-             "\x1e".join(f"{k}={v}" for k, v in li.attributes.items()), li.group_id, li.location)
-    return hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=10).hexdigest()
+    return hashlib.blake2b(codec.listing_body(li), digest_size=10).hexdigest()
 
 
 def content_hash(data: str) -> str:
@@ -444,37 +449,44 @@ class Store:
         def flush() -> None:
             # The replaced versions first, while ``listings`` still holds them.
             c.executemany(
-                "INSERT INTO listing_versions (channel, key, run_id, hash, data, until_run) "
-                "SELECT channel, key, last_changed_run, hash, data, ? FROM listings "
-                "WHERE channel=? AND key=?", batch_ver)
+                "INSERT INTO listing_versions (channel, key, run_id, hash, data, until_run,"
+                " fetched_at, evidence) SELECT channel, key, last_changed_run, hash, data, ?,"
+                " fetched_at, evidence FROM listings WHERE channel=? AND key=?", batch_ver)
             c.executemany(
                 "INSERT INTO listings (channel, key, hash, data, first_seen_run, last_seen_run,"
-                " last_changed_run) VALUES (?,?,?,?,?,?,?) ON CONFLICT(channel, key) DO UPDATE"
-                " SET hash=excluded.hash, data=excluded.data, last_seen_run=excluded.last_seen_run,"
-                " last_changed_run=excluded.last_changed_run, removed_run=NULL", batch_up)
-            c.executemany("UPDATE listings SET last_seen_run=?, removed_run=NULL "
-                          "WHERE channel=? AND key=?", batch_seen)
+                " last_changed_run, fetched_at, evidence) VALUES (?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT(channel, key) DO UPDATE SET hash=excluded.hash,"
+                " data=excluded.data, last_seen_run=excluded.last_seen_run,"
+                " last_changed_run=excluded.last_changed_run, fetched_at=excluded.fetched_at,"
+                " evidence=excluded.evidence, removed_run=NULL", batch_up)
+            c.executemany("UPDATE listings SET last_seen_run=?, removed_run=NULL, fetched_at=?,"
+                          " evidence=? WHERE channel=? AND key=?", batch_seen)
             batch_up.clear(); batch_ver.clear(); batch_seen.clear()
 
-        with c:
-            for li in listings:
-                if li.key in seen:
-                    continue
-                seen.add(li.key)
-                h = listing_digest(li)
-                old = known.get(li.key)
-                if old == h:
-                    batch_seen.append((run_id, channel, li.key))
+        # One transaction per batch: a long channel never holds the write lock for
+        # its whole read, and each batch is all-or-nothing.
+        for li in listings:
+            if li.key in seen:
+                continue
+            seen.add(li.key)
+            body = codec.listing_body(li)
+            h = hashlib.blake2b(body, digest_size=10).hexdigest()
+            old = known.get(li.key)
+            fetched = li.fetched_at.isoformat() if li.fetched_at else None
+            if old == h:
+                batch_seen.append((run_id, fetched, li.evidence, channel, li.key))
+            else:
+                batch_up.append((channel, li.key, h, body.decode(), run_id, run_id, run_id, fetched,
+                                 li.evidence))
+                if old is None:
+                    new += 1
                 else:
-                    full = codec.dumps(codec.record_to_dict(li))
-                    batch_up.append((channel, li.key, h, full, run_id, run_id, run_id))
-                    if old is None:
-                        new += 1
-                    else:
-                        changed += 1
-                        batch_ver.append((run_id, channel, li.key))
-                if len(batch_up) + len(batch_seen) >= 5000:
+                    changed += 1
+                    batch_ver.append((run_id, channel, li.key))
+            if len(batch_up) + len(batch_seen) >= 5000:
+                with c:
                     flush()
+        with c:
             flush()
         return {"seen": len(seen), "new": new, "changed": changed}
 
@@ -491,7 +503,7 @@ class Store:
     def listings(self, channel: str | None = None, sku: str | None = None,
                  include_removed: bool = False) -> list[Listing]:
         """Latest observed listings, optionally of one channel or linked to one SKU."""
-        q = "SELECT l.data FROM listings l"
+        q = "SELECT l.data, l.fetched_at, l.evidence FROM listings l"
         where, args = [], []
         if sku is not None:
             q += " JOIN links k ON k.channel = l.channel AND k.listing_key = l.key"
@@ -502,7 +514,8 @@ class Store:
             where.append("l.removed_run IS NULL")
         if where:
             q += " WHERE " + " AND ".join(where)
-        return [codec.listing_from_dict(orjson.loads(d)) for (d,) in self.db.execute(q, args)]
+        return [codec.listing_from_row(d, fetched, evidence)
+                for d, fetched, evidence in self.db.execute(q, args)]
 
     # ----------------------------------------------------------------- links
     def save_links(self, run_id: int, channel: str, links: Iterable[Link]) -> None:

@@ -1,4 +1,5 @@
 import gzip
+import re
 
 from auditor.config import load_config
 from auditor.model import SourceStatus
@@ -80,3 +81,99 @@ def test_bad_rows_are_recorded_on_the_run(mini_world):
     assert len(errs) == 1 and "google.xml:" in errs[0]["location"]
     assert "bad price 'lots'" in errs[0]["reason"]
     assert report.channels[0].status is SourceStatus.COMPLETE
+
+
+def _with_channels(world, workers: int, names=("google-b", "google-c")):
+    """The mini world with more channels reading the same feed, and ``[run] workers``."""
+    text = re.sub(r"^\[run\]\nworkers = \d+\n", "", (world / "config.toml").read_text())
+    text = f"[run]\nworkers = {workers}\n" + text
+    for name in names:
+        if f'"{name}"' not in text:
+            text += f'\n[[channels]]\nname = "{name}"\ntype = "google_merchant"\nsource = "google.xml"\n'
+    (world / "config.toml").write_text(text)
+
+
+def _outcome(world):
+    report, store = audit(world)
+    try:
+        findings = sorted((f["fingerprint"], f["outcome"], f["actual"])
+                          for f in store.findings(state="open"))
+        scores = sorted((r["channel"], r["check_name"], r["passed"], r["failed"], r["warn"])
+                        for r in store.scores(report.run_id))
+        links = sorted((k["channel"], k["listing_key"], k["sku"]) for k in store.links())
+        listings = sorted((li.channel, li.key, li.title) for li in store.listings())
+    finally:
+        store.close()
+    return report, findings, scores, links, listings
+
+
+def test_workers_audit_exactly_like_one_process(mini_world):
+    from auditor.config import load_config
+    from auditor.runner import worker_count
+
+    _with_channels(mini_world, 1)
+    one = _outcome(mini_world)
+    (mini_world / "auditor.db").unlink()
+    _with_channels(mini_world, 2)
+    cfg = load_config(mini_world / "config.toml")
+    store = Store(cfg.store_path)
+    assert worker_count(cfg, store, 3) == 2
+    store.close()
+    two = _outcome(mini_world)
+    assert [c.channel for c in two[0].channels] == ["google", "google-b", "google-c"]
+    assert all(c.status is SourceStatus.COMPLETE and c.listings == 3 for c in two[0].channels)
+    assert one[1:] == two[1:] and len(two[1]) >= 6
+    assert [c.outcomes for c in one[0].channels] == [c.outcomes for c in two[0].channels]
+
+
+def test_worker_that_dies_fails_only_its_channel(mini_world, monkeypatch):
+    import os
+
+    from connectors.google_merchant import GoogleMerchant
+
+    _with_channels(mini_world, 2)
+    audit(mini_world)[1].close()  # a complete first run: open findings on every channel
+    real = GoogleMerchant.read
+
+    def read(self, ctx):
+        if ctx.channel.name == "google-b":
+            os._exit(3)  # a worker killed mid-read (out of memory, a crash in C code)
+        yield from real(self, ctx)
+
+    monkeypatch.setattr(GoogleMerchant, "read", read)
+    report, store = audit(mini_world)
+    try:
+        by = {c.channel: c for c in report.channels}
+        assert by["google-b"].status is SourceStatus.FAILED
+        assert "exited with code 3" in by["google-b"].message
+        assert by["google"].status is SourceStatus.COMPLETE
+        assert by["google-c"].status is SourceStatus.COMPLETE
+        assert report.exit_code == 2
+        rs = {r["source"]: r for r in store.run_sources(report.run_id)}
+        assert rs["google-b"]["status"] == "failed"
+        # The failed channel's findings stay open; nothing was concluded from it.
+        still = {f["fingerprint"] for f in store.findings(state="open", channel="google-b")}
+        assert still and not store.findings(state="resolved", channel="google-b")
+    finally:
+        store.close()
+
+
+def test_worker_log_records_reach_the_auditor_process(mini_world, monkeypatch, caplog):
+    import logging
+
+    from connectors.google_merchant import GoogleMerchant
+
+    _with_channels(mini_world, 2)
+    real = GoogleMerchant.read
+
+    def read(self, ctx):
+        logging.getLogger("connectors.google_merchant").warning(
+            "reading %s in pid-tagged worker", ctx.channel.name)
+        yield from real(self, ctx)
+
+    monkeypatch.setattr(GoogleMerchant, "read", read)
+    with caplog.at_level(logging.WARNING):
+        audit(mini_world)[1].close()
+    got = {r.getMessage() for r in caplog.records if "pid-tagged" in r.getMessage()}
+    assert got == {f"reading {n} in pid-tagged worker" for n in ("google", "google-b",
+                                                                   "google-c")}

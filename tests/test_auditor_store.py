@@ -70,13 +70,17 @@ def test_master_history_keeps_every_value_with_its_time(fresh_store):
 def test_listing_versions_only_on_change(fresh_store):
     s = fresh_store
     s.save_listings(1, "google", [make_listing("A"), make_listing("B")])
-    s.save_listings(2, "google", [make_listing("A", fetched_at=NOW + timedelta(hours=1)),
+    s.save_listings(2, "google", [make_listing("A", fetched_at=NOW + timedelta(hours=1),
+                                               evidence="feed.xml:9"),
                                   make_listing("B", title="Changed")])
     # Only B changed: its first version (seen in run 1) was replaced in run 2.
     versions = s.db.execute("SELECT key, run_id, until_run, data FROM listing_versions").fetchall()
     assert [v[:3] for v in versions] == [("B", 1, 2)]
     assert '"title":"Acme Trail Shoe, Red, 42"' in versions[0][3]
     assert [li.title for li in s.listings("google") if li.key == "B"] == ["Changed"]
+    # A is the same listing read again: where and when are updated, no new version.
+    a = next(li for li in s.listings("google") if li.key == "A")
+    assert (a.fetched_at, a.evidence) == (NOW + timedelta(hours=1), "feed.xml:9")
     assert s.mark_removed(3, "google", {"A"}) == 1
     assert [li.key for li in s.listings("google")] == ["A"]
 
