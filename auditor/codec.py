@@ -87,25 +87,35 @@ def record_to_dict(obj: MasterRecord | Listing) -> dict[str, Any]:
 
 # What a listing shows, in field order: where and when it was read (``fetched_at``,
 # ``evidence``) is kept beside the body, so an unchanged listing has an unchanged body.
-_BODY_FIELDS = tuple(n for n in _FIELD_NAMES[Listing] if n not in ("fetched_at", "evidence"))
-_body_values = operator.attrgetter(*_BODY_FIELDS)
+_BODY_FIELDS = {
+    Listing: tuple(n for n in _FIELD_NAMES[Listing] if n not in ("fetched_at", "evidence")),
+    MasterRecord: _FIELD_NAMES[MasterRecord],
+}
+_BODY_VALUES = {cls: operator.attrgetter(*names) for cls, names in _BODY_FIELDS.items()}
+_BODY_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 
-def listing_body(li: Listing) -> bytes:
-    """The JSON of what a listing shows, empty values left out (the stored ``data``).
+def body(obj: MasterRecord | Listing) -> bytes:
+    """The stored JSON of a master record or of what a listing shows: sorted keys,
+    empty values left out, money as ``"12.50 EUR"``. Byte for byte what
+    ``dumps(record_to_dict(obj))`` writes (minus a listing's ``fetched_at`` and
+    ``evidence``), so stored hashes stay valid.
 
     The hot path of storing a million listings: orjson writes str, int, enums,
     datetimes, tuples and dicts itself; only money is formatted here.
     """
-    d = {n: v for n, v in zip(_BODY_FIELDS, _body_values(li))
+    cls = type(obj)
+    d = {n: v for n, v in zip(_BODY_FIELDS[cls], _BODY_VALUES[cls](obj))
          if v is not None and v != () and v != {}}
-    p = d.get("price")
-    if p is not None:
-        d["price"] = f"{p.amount} {p.currency}"
-    p = d.get("sale_price")
-    if p is not None:
-        d["sale_price"] = f"{p.amount} {p.currency}"
-    return orjson.dumps(d, default=_default, option=orjson.OPT_NON_STR_KEYS)
+    for name in _MONEY_FIELDS:
+        m = d.get(name)
+        if m is not None:
+            d[name] = f"{m.amount} {m.currency}"
+    for name in ("prices", "sale_prices"):
+        m = d.get(name)
+        if m is not None:
+            d[name] = {k: _money(v) for k, v in m.items()}
+    return orjson.dumps(d, default=_default, option=_BODY_OPTIONS)
 
 
 def _from_dict(cls, d: dict[str, Any]):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import urlsplit
 
 from rapidfuzz import fuzz, process
@@ -165,6 +165,33 @@ class FuzzyIndex:
         return sorted(((self.skus[i], s) for i, s in best.items()), key=lambda x: (-x[1], x[0]))
 
 
+# How each exact key is read off a master record.
+_MASTER_KEYS: dict[str, Callable[[str, MasterRecord], str | None]] = {
+    "sku": lambda sku, rec: norm_sku(sku),
+    "gtin": lambda sku, rec: norm_gtin(rec.gtin),
+    "mpn": lambda sku, rec: norm_mpn(rec.brand, rec.mpn),
+    "url": lambda sku, rec: norm_url(rec.url),
+}
+
+
+class _LazyIndex(dict):
+    """kind -> normalized key -> SKUs, each kind built from the master when first read."""
+
+    def __init__(self, master: Mapping[str, MasterRecord]):
+        super().__init__()
+        self.master = master
+
+    def __missing__(self, kind: str) -> dict[str, list[str]]:
+        keyof = _MASTER_KEYS[kind]
+        idx: dict[str, list[str]] = {}
+        for sku, rec in self.master.items():
+            key = keyof(sku, rec)
+            if key:
+                idx.setdefault(key, []).append(sku)
+        self[kind] = idx
+        return idx
+
+
 class Linker:
     """Indexes the master once per run; ``link(listing)`` is then a few dict lookups."""
 
@@ -175,16 +202,11 @@ class Linker:
         self.threshold = float(options.get("fuzzy_threshold", 88.0))
         self.margin = float(options.get("fuzzy_margin", 3.0))
         self._fuzzy_index: FuzzyIndex | None = None
-        self.index: dict[str, dict[str, list[str]]] = {k: {} for k in KEY_KINDS}
-        for sku, rec in master.items():
-            self._add("sku", norm_sku(sku), sku)
-            self._add("gtin", norm_gtin(rec.gtin), sku)
-            self._add("mpn", norm_mpn(rec.brand, rec.mpn), sku)
-            self._add("url", norm_url(rec.url), sku)
-
-    def _add(self, kind: str, key: str | None, sku: str) -> None:
-        if key:
-            self.index[kind].setdefault(key, []).append(sku)
+        # Each key kind is indexed on first use: when every listing links by SKU,
+        # the GTIN, MPN and URL indexes of a large master are never built.
+        self.index = _LazyIndex(master)
+        if self.order:
+            self.index[self.order[0]]  # nearly every listing needs it: build it up front
 
     def keys(self, li: Listing) -> Iterable[tuple[str, str | None]]:
         """The listing's normalized keys in the configured order."""

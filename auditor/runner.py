@@ -7,6 +7,7 @@ failure is isolated: it is recorded on the run and the next channel is read.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import logging.handlers
@@ -30,7 +31,7 @@ from auditor.linking import Linker
 from auditor.master import load_master
 from auditor.model import (Finding, LinkMethod, Listing, MasterRecord, Outcome, Run,
                            SourceResult, SourceStatus)
-from auditor.store import Store
+from auditor.store import WRITE_BATCH, Store
 
 log = logging.getLogger(__name__)
 
@@ -136,24 +137,29 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
     specs = _enabled_checks(ch)
     cctx = {s.name: CheckContext(s.name, ch.name, ch.checks.get(s.name, {}), now, history,
                                  ch.options) for s in specs}
-    counts: dict[str, Counter] = {s.name: Counter() for s in specs}
     observed: list[Finding] = []
     linked_skus: set[str] = set()
     seen: set[str] = set()
     link_batch: list = []
+    known_links = store.link_state(ch.name)
     # Image check on: listings are checked in batches once their images are hashed.
     own_images = images is None and "image" in cctx
     if own_images:
         images = ImageRun(store, master, cfg.http, cfg.base_dir, now, cctx["image"].options)
     img = ChannelImages(images, cctx["image"], ctx.policy()) if "image" in cctx else None
 
+    # Counted by Outcome member (a str enum) on the hot path, by plain string at the end.
+    tallies: dict[str, Counter] = {s.name: Counter() for s in specs}
+    plan = [(spec.fn, cctx[spec.name], tallies[spec.name]) for spec in specs]
+    passed = Outcome.PASSED
+
     def run_checks(m: MasterRecord | None, li: Listing | None, link=None) -> None:
-        for spec in specs:
-            c = cctx[spec.name]
+        for fn, c, tally in plan:
             c.link = link  # presence tells an ambiguous link from an orphan
-            for f in spec.fn(m, li, c):
-                counts[spec.name][f.outcome.value] += 1
-                if f.outcome is not Outcome.PASSED:
+            for f in fn(m, li, c):
+                o = f.outcome
+                tally[o] += 1
+                if o is not passed:
                     observed.append(f)
 
     def pipeline() -> Iterator[Listing]:
@@ -164,8 +170,8 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
             seen.add(li.key)
             link = linker.link(li)
             link_batch.append(link)
-            if len(link_batch) >= 5000:
-                store.save_links(run_id, ch.name, link_batch)
+            if len(link_batch) >= WRITE_BATCH:
+                store.save_links(run_id, ch.name, link_batch, known_links)
                 link_batch.clear()
             m = master.get(link.sku) if link.sku else None
             if m is not None:
@@ -203,7 +209,8 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
             log.exception("channel %s: checks of the last image batch failed", ch.name)
         if own_images:
             images.close()
-    store.save_links(run_id, ch.name, link_batch)
+    store.save_links(run_id, ch.name, link_batch, known_links)
+    del known_links
     if progress:
         progress(ch.name, result.listings)
 
@@ -226,6 +233,7 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
                 run_checks(m, None)
 
     result.finished_at = datetime.now(timezone.utc)
+    counts = {name: Counter({str(o): n for o, n in t.items()}) for name, t in tallies.items()}
     counts_changes = store.apply_findings(run_id, ch.name, observed, result.status,
                                           seen, [s.name for s in specs], now)
     store.save_scores(run_id, [(ch.name, name, dict(c)) for name, c in counts.items()])
@@ -243,6 +251,19 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
     return summary
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside: building hundreds of thousands of objects
+    that all stay alive would only make the collector scan them over and over."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def run_audit(cfg: Config, store: Store, channels: list[str] | None = None,
               now: datetime | None = None, progress: Progress | None = None) -> RunReport:
     """One full run. Raises MasterImportError only when no master is on record at all."""
@@ -251,23 +272,25 @@ def run_audit(cfg: Config, store: Store, channels: list[str] | None = None,
     master_info: dict[str, Any]
     master_error = None
     master: dict[str, MasterRecord] | None = None
-    try:
-        master_info, master = import_master(cfg, store, now)
-    except MasterImportError as e:
-        if store.master_count() == 0:
-            raise
-        master_error = str(e)
-        log.error("%s", e)
-        snap = store.last_master_snapshot() or {}
-        master_info = {"snapshot_id": snap.get("id"), "records": store.master_count(),
-                       "kept_previous": True}
-    if master is None:
-        master = store.current_master()
-    history = store.master_history()
+    with _gc_paused():  # a large master is many long-lived objects and no cycles
+        try:
+            master_info, master = import_master(cfg, store, now)
+        except MasterImportError as e:
+            if store.master_count() == 0:
+                raise
+            master_error = str(e)
+            log.error("%s", e)
+            snap = store.last_master_snapshot() or {}
+            master_info = {"snapshot_id": snap.get("id"), "records": store.master_count(),
+                           "kept_previous": True}
+        if master is None:
+            master = store.current_master()
+        history = store.master_history()
+        linker = Linker(master, cfg.linking)
     # The master lives for the whole run: keep the cyclic GC from re-scanning its
-    # hundreds of thousands of objects on every collection of listings.
+    # hundreds of thousands of objects on every collection of listings (and, in
+    # forked workers, from touching their pages, which would copy them).
     gc.freeze()
-    linker = Linker(master, cfg.linking)
     run_id = store.start_run(started, master_info.get("snapshot_id"))
     selected = [c for c in cfg.channels if c.enabled and (not channels or c.name in channels)]
     workers = worker_count(cfg, store, len(selected))

@@ -221,7 +221,7 @@ def run_lock(db_path: Path, wait: float = 0.0) -> Iterator[None]:
 def listing_digest(li: Listing) -> str:
     """A hash of what a listing shows; where and when it was read (evidence, time) excluded,
     so an unchanged listing in a reordered feed is not a new version."""
-    return hashlib.blake2b(codec.listing_body(li), digest_size=10).hexdigest()
+    return hashlib.blake2b(codec.body(li), digest_size=10).hexdigest()
 
 
 def content_hash(data: str) -> str:
@@ -243,6 +243,35 @@ class MasterImportResult:
 
 OPEN = "open"
 RESOLVED = "resolved"
+# Rows written per transaction when a run stores listings and links: large enough that
+# the B-tree pages a batch touches are written once, small enough that a worker holds
+# the write lock for a fraction of a second.
+WRITE_BATCH = 20_000
+
+
+class MasterHistory(Mapping[str, list[tuple[datetime, MasterRecord]]]):
+    """SKU -> earlier master versions [(valid_until, record)], decoded when first read."""
+
+    def __init__(self, raw: dict[str, list[tuple[str, str]]]):
+        self._raw = raw
+        self._decoded: dict[str, list[tuple[datetime, MasterRecord]]] = {}
+
+    def __getitem__(self, sku: str) -> list[tuple[datetime, MasterRecord]]:
+        got = self._decoded.get(sku)
+        if got is None:
+            got = self._decoded[sku] = [
+                (datetime.fromisoformat(until), codec.master_from_dict(orjson.loads(data)))
+                for until, data in self._raw[sku]]  # KeyError when the SKU never changed
+        return got
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __contains__(self, sku: object) -> bool:
+        return sku in self._raw
 
 
 class Store:
@@ -258,6 +287,7 @@ class Store:
         else:
             self.db = sqlite_utils.Database(memory=True)
         self.db.execute("PRAGMA busy_timeout=30000")
+        self.db.execute("PRAGMA cache_size=-65536")  # 64 MiB: a million-row table's index
         self.db.execute("PRAGMA foreign_keys=ON")
         migrate(self.db)
 
@@ -295,8 +325,8 @@ class Store:
         version goes to the history). All or nothing: one transaction.
         """
         at = now.isoformat()
-        existing = {sku: (h, data, vf) for sku, h, data, vf in
-                    self.db.execute("SELECT sku, hash, data, valid_from FROM master_records")}
+        # Hashes only: the data of a record is read back only when it changed.
+        existing = dict(self.db.execute("SELECT sku, hash FROM master_records"))
         added = changed = 0
         seen: set[str] = set()
         with self.db.conn:
@@ -305,29 +335,25 @@ class Store:
                 "changed, removed, skipped_rows) VALUES (?,?,?,?,?,?,?,?)",
                 (at, source, sha256, 0, 0, 0, 0, skipped_rows))
             snap = cur.lastrowid
-            upserts, history, changes = [], [], []
+            upserts: list[tuple] = []
+            changed_now: dict[str, str] = {}
             for rec in records:
                 seen.add(rec.sku)
-                d = codec.record_to_dict(rec)
-                data = codec.dumps(d)
-                h = content_hash(data)
+                raw = codec.body(rec)
+                h = hashlib.blake2b(raw, digest_size=10).hexdigest()
                 old = existing.get(rec.sku)
+                if old == h:
+                    continue
+                data = raw.decode()
+                upserts.append((rec.sku, h, data, snap, at))
                 if old is None:
                     added += 1
-                    upserts.append((rec.sku, h, data, snap, at))
-                elif old[0] != h:
+                else:
                     changed += 1
-                    upserts.append((rec.sku, h, data, snap, at))
-                    history.append((rec.sku, old[0], old[1], old[2], at, snap))
-                    old_d = json.loads(old[1])
-                    for fld in sorted(set(old_d) | set(d)):
-                        if fld == "sku" or old_d.get(fld) == d.get(fld):
-                            continue
-                        changes.append((snap, rec.sku, fld, _cell(old_d.get(fld)),
-                                        _cell(d.get(fld)), at))
+                    changed_now[rec.sku] = data
                 if len(upserts) >= 5000:
-                    self._flush_master(upserts, history, changes)
-            self._flush_master(upserts, history, changes)
+                    self._flush_master(upserts, changed_now, snap, at)
+            self._flush_master(upserts, changed_now, snap, at)
             removed = [sku for sku in existing if sku not in seen]
             for i in range(0, len(removed), 500):
                 chunk = removed[i:i + 500]
@@ -342,24 +368,45 @@ class Store:
                 (len(seen), added, changed, len(removed), snap))
         return MasterImportResult(snap, len(seen), added, changed, len(removed))
 
-    def _flush_master(self, upserts: list, history: list, changes: list) -> None:
+    def _flush_master(self, upserts: list, changed_now: dict[str, str], snap: int,
+                      at: str) -> None:
+        """Write a batch: replaced versions to the history with a change row per field
+        that differs, then the new versions."""
         c = self.db.conn
+        changes = []
+        skus = list(changed_now)
+        for i in range(0, len(skus), 500):
+            chunk = skus[i:i + 500]
+            rows = c.execute("SELECT sku, data FROM master_records WHERE sku IN (%s)"
+                             % ",".join("?" * len(chunk)), chunk).fetchall()
+            for sku, old_data in rows:
+                old_d, new_d = orjson.loads(old_data), orjson.loads(changed_now[sku])
+                for fld in sorted(set(old_d) | set(new_d)):
+                    if fld != "sku" and old_d.get(fld) != new_d.get(fld):
+                        changes.append((snap, sku, fld, _cell(old_d.get(fld)),
+                                        _cell(new_d.get(fld)), at))
+        c.executemany(
+            "INSERT INTO master_history (sku, hash, data, valid_from, valid_to, snapshot_id)"
+            " SELECT sku, hash, data, valid_from, ?, ? FROM master_records WHERE sku = ?",
+            [(at, snap, sku) for sku in skus])
         c.executemany("INSERT OR REPLACE INTO master_records (sku, hash, data, snapshot_id, "
                       "valid_from) VALUES (?,?,?,?,?)", upserts)
-        c.executemany("INSERT INTO master_history (sku, hash, data, valid_from, valid_to, "
-                      "snapshot_id) VALUES (?,?,?,?,?,?)", history)
         c.executemany("INSERT INTO master_changes (snapshot_id, sku, field, old, new, changed_at)"
                       " VALUES (?,?,?,?,?,?)", changes)
-        upserts.clear(); history.clear(); changes.clear()
+        upserts.clear()
+        changed_now.clear()
 
-    def master_history(self) -> dict[str, list[tuple[datetime, MasterRecord]]]:
-        """Earlier versions of every SKU that ever changed: [(valid_until, record)], oldest first."""
-        out: dict[str, list[tuple[datetime, MasterRecord]]] = {}
+    def master_history(self) -> "MasterHistory":
+        """Earlier versions of every SKU that ever changed: [(valid_until, record)], oldest first.
+
+        Rows are read as stored and decoded per SKU on first access: a run looks up
+        history only where a listing disagrees with the master.
+        """
+        raw: dict[str, list[tuple[str, str]]] = {}
         for sku, data, valid_to in self.db.execute(
                 "SELECT sku, data, valid_to FROM master_history ORDER BY sku, valid_to, id"):
-            out.setdefault(sku, []).append(
-                (datetime.fromisoformat(valid_to), codec.master_from_dict(orjson.loads(data))))
-        return out
+            raw.setdefault(sku, []).append((valid_to, data))
+        return MasterHistory(raw)
 
     def master_changes(self, sku: str | None = None) -> list[dict[str, Any]]:
         """The per-field change log, newest first."""
@@ -436,9 +483,15 @@ class Store:
         when one changes, the version it replaces moves to ``listing_versions``.
 
         ``listings`` may be a generator: it is consumed in batches, never held whole.
+
+        A listing read again unchanged, from the same place, costs no write: its row
+        keeps the run, time and place it was first read in this version
+        (``last_seen_run``, ``fetched_at``, ``evidence``), and while ``removed_run`` is
+        NULL it is on the channel as of the channel's latest complete read.
         """
-        known = {k: h for k, h in self.db.execute(
-            "SELECT key, hash FROM listings WHERE channel = ?", (channel,))}
+        known = {k: (h, ev, gone) for k, h, ev, gone in self.db.execute(
+            "SELECT key, hash, evidence, removed_run FROM listings WHERE channel = ?",
+            (channel,))}
         seen: set[str] = set()
         new = changed = 0
         batch_up: list[tuple] = []
@@ -463,18 +516,24 @@ class Store:
                           " evidence=? WHERE channel=? AND key=?", batch_seen)
             batch_up.clear(); batch_ver.clear(); batch_seen.clear()
 
+        last_dt: datetime | None = None
+        fetched: str | None = None
         # One transaction per batch: a long channel never holds the write lock for
         # its whole read, and each batch is all-or-nothing.
         for li in listings:
             if li.key in seen:
                 continue
             seen.add(li.key)
-            body = codec.listing_body(li)
+            body = codec.body(li)
             h = hashlib.blake2b(body, digest_size=10).hexdigest()
-            old = known.get(li.key)
-            fetched = li.fetched_at.isoformat() if li.fetched_at else None
+            was = known.get(li.key)
+            old = was[0] if was else None
+            if li.fetched_at is not last_dt:  # a feed's listings share one read time
+                last_dt = li.fetched_at
+                fetched = last_dt.isoformat() if last_dt else None
             if old == h:
-                batch_seen.append((run_id, fetched, li.evidence, channel, li.key))
+                if was[2] is not None or was[1] != li.evidence:  # back again, or moved
+                    batch_seen.append((run_id, fetched, li.evidence, channel, li.key))
             else:
                 batch_up.append((channel, li.key, h, body.decode(), run_id, run_id, run_id, fetched,
                                  li.evidence))
@@ -483,7 +542,7 @@ class Store:
                 else:
                     changed += 1
                     batch_ver.append((run_id, channel, li.key))
-            if len(batch_up) + len(batch_seen) >= 5000:
+            if len(batch_up) + len(batch_seen) >= WRITE_BATCH:
                 with c:
                     flush()
         with c:
@@ -518,10 +577,23 @@ class Store:
                 for d, fetched, evidence in self.db.execute(q, args)]
 
     # ----------------------------------------------------------------- links
-    def save_links(self, run_id: int, channel: str, links: Iterable[Link]) -> None:
-        rows = [(lk.channel, lk.listing_key, lk.sku, lk.method.value, lk.confidence,
-                 json.dumps(list(lk.candidates)) if lk.candidates else None, run_id)
-                for lk in links]
+    def link_state(self, channel: str) -> dict[str, tuple]:
+        """The stored link of each listing of ``channel``, to write only the ones that change."""
+        return {k: rest for k, *rest in self.db.execute(
+            "SELECT listing_key, sku, method, confidence, candidates FROM links "
+            "WHERE channel = ?", (channel,))}
+
+    def save_links(self, run_id: int, channel: str, links: Iterable[Link],
+                   known: Mapping[str, Sequence] | None = None) -> None:
+        """Record links; with ``known`` (from ``link_state``) an unchanged one is not
+        rewritten, so ``run_id`` is the run that last set it."""
+        rows = []
+        for lk in links:
+            row = (lk.sku, lk.method.value, lk.confidence,
+                   json.dumps(list(lk.candidates)) if lk.candidates else None)
+            if known is not None and tuple(known.get(lk.listing_key, ())) == row:
+                continue
+            rows.append((lk.channel, lk.listing_key, *row, run_id))
         with self.db.conn:
             self.db.conn.executemany(
                 "INSERT OR REPLACE INTO links (channel, listing_key, sku, method, confidence,"

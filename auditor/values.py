@@ -213,15 +213,17 @@ def availability_from_quantity(qty: int, safety_stock: int = 0) -> Availability:
 
 def gtin_check_digit(body: str) -> int:
     """GS1 check digit for the digits before it (weights 3,1,3... from the right)."""
-    total = 0
-    for i, ch in enumerate(reversed(body)):
-        total += int(ch) * (3 if i % 2 == 0 else 1)
+    if not (body.isascii() and (body.isdigit() or not body)):
+        raise ValueError(f"GTIN digits expected, got {body!r}")
+    b = body.encode("ascii")
+    threes, ones = b[-1::-2], b[-2::-2]  # ASCII digits: subtract 48 ("0") from each
+    total = 3 * (sum(threes) - 48 * len(threes)) + sum(ones) - 48 * len(ones)
     return (10 - total % 10) % 10
 
 
 def gtin_valid(gtin: str) -> bool:
     """Whether a normalized GTIN's check digit is right."""
-    return gtin.isdigit() and len(gtin) in (8, 12, 13, 14) and \
+    return gtin.isascii() and gtin.isdigit() and len(gtin) in (8, 12, 13, 14) and \
         gtin_check_digit(gtin[:-1]) == int(gtin[-1])
 
 

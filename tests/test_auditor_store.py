@@ -81,6 +81,11 @@ def test_listing_versions_only_on_change(fresh_store):
     # A is the same listing read again: where and when are updated, no new version.
     a = next(li for li in s.listings("google") if li.key == "A")
     assert (a.fetched_at, a.evidence) == (NOW + timedelta(hours=1), "feed.xml:9")
+    # Read again unchanged from the same place: no write at all.
+    s.save_listings(3, "google", [make_listing("A", fetched_at=NOW + timedelta(hours=2),
+                                               evidence="feed.xml:9")])
+    row = s.db.execute("SELECT last_seen_run, fetched_at FROM listings WHERE key='A'").fetchone()
+    assert row == (2, (NOW + timedelta(hours=1)).isoformat())
     assert s.mark_removed(3, "google", {"A"}) == 1
     assert [li.key for li in s.listings("google")] == ["A"]
 
@@ -134,3 +139,17 @@ def test_run_lock_excludes_a_second_run(tmp_path):
                 pass
     with run_lock(db):  # released
         pass
+
+
+def test_unchanged_links_are_not_rewritten(fresh_store):
+    from auditor.model import Link, LinkMethod
+
+    s = fresh_store
+    s.save_listings(1, "google", [make_listing("A"), make_listing("B")])
+    s.save_links(1, "google", [Link("google", "A", "A", LinkMethod.SKU, 1.0),
+                               Link("google", "B", None, LinkMethod.AMBIGUOUS, 0.0, ("X", "Y"))])
+    known = s.link_state("google")
+    s.save_links(2, "google", [Link("google", "A", "A", LinkMethod.SKU, 1.0),
+                               Link("google", "B", "X", LinkMethod.FUZZY, 0.93)], known)
+    got = {r["listing_key"]: (r["sku"], r["method"], r["run_id"]) for r in s.links("google")}
+    assert got == {"A": ("A", "sku", 1), "B": ("X", "fuzzy", 2)}
