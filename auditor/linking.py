@@ -208,6 +208,14 @@ class Linker:
         if self.order:
             self.index[self.order[0]]  # nearly every listing needs it: build it up front
 
+    def prepare(self) -> None:
+        """Build every index now (each is otherwise built on first use): done once before
+        forking workers, so they share the indexes instead of each building its own."""
+        for kind in self.order:
+            self.index[kind]
+        if self.fuzzy:
+            self.fuzzy_index
+
     def keys(self, li: Listing) -> Iterable[tuple[str, str | None]]:
         """The listing's normalized keys in the configured order."""
         for kind in self.order:
