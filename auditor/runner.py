@@ -93,13 +93,21 @@ def _master_policy(cfg: Config) -> FetchPolicy:
                                    if str(cfg.master["source"]).startswith("http") else [])
 
 
-def import_master(cfg: Config, store: Store, now: datetime
-                  ) -> tuple[dict[str, Any], dict[str, MasterRecord] | None]:
-    """Read the PIM export into a new snapshot; raise MasterImportError when rejected.
+@dataclass
+class MasterUpdate:
+    """A master export read and compared with the snapshot in force, not yet written."""
 
-    Returns the import summary and the records by SKU (None when the file is
-    unchanged since the snapshot in force, which then stays as it is).
-    """
+    info: dict[str, Any]                        # the import summary (for the run report)
+    records: dict[str, MasterRecord] | None     # by SKU; None when the file is unchanged
+    plan: Any = None                            # store.MasterPlan, None when unchanged
+    source: str = ""
+    sha256: str | None = None
+    skipped_rows: int = 0
+
+
+def read_master(cfg: Config, store: Store, now: datetime) -> MasterUpdate:
+    """Read the PIM export and work out what it changes; raise MasterImportError when
+    it is rejected. Nothing is written (see ``write_master``)."""
     m = cfg.master
     headers = {k: secret_value(v) for k, v in (m.get("headers") or {}).items()}
     auth = (secret_value(m["auth"]["username"]), secret_value(m["auth"]["password"])) \
@@ -108,14 +116,36 @@ def import_master(cfg: Config, store: Store, now: datetime
     imp = load_master(m, cfg.base_dir, _master_policy(cfg), headers, auth,
                       unchanged_sha=last["sha256"] if last and store.master_count() else None)
     if imp.unchanged:
-        return ({"snapshot_id": last["id"], "records": store.master_count(), "added": 0,
-                 "changed": 0, "removed": 0, "unchanged": True, "source": imp.source}, None)
-    res = store.save_master(imp.records, imp.source, imp.sha256, now,
-                            skipped_rows=len(imp.errors))
-    return ({"snapshot_id": res.snapshot_id, "records": res.records, "added": res.added,
-             "changed": res.changed, "removed": res.removed, "skipped_rows": len(imp.errors),
-             "errors": imp.errors[:100], "source": imp.source},
-            {r.sku: r for r in imp.records})
+        return MasterUpdate({"snapshot_id": last["id"], "records": store.master_count(),
+                             "added": 0, "changed": 0, "removed": 0, "unchanged": True,
+                             "source": imp.source}, None)
+    records = {r.sku: r for r in imp.records}
+    plan = store.plan_master(records, now)
+    info = {"snapshot_id": None, "records": plan.records, "added": plan.added,
+            "changed": len(plan.writes) - plan.added, "removed": len(plan.removed),
+            "skipped_rows": len(imp.errors), "errors": imp.errors[:100], "source": imp.source}
+    return MasterUpdate(info, records, plan, imp.source, imp.sha256, len(imp.errors))
+
+
+def write_master(store: Store, update: MasterUpdate) -> None:
+    """Store a changed master as the snapshot in force (no-op when unchanged)."""
+    if update.plan is None:
+        return
+    res = store.commit_master(update.plan, update.records or {}, update.source,
+                              update.sha256, update.skipped_rows)
+    update.info["snapshot_id"] = res.snapshot_id
+
+
+def import_master(cfg: Config, store: Store, now: datetime
+                  ) -> tuple[dict[str, Any], dict[str, MasterRecord] | None]:
+    """Read the PIM export into a new snapshot; raise MasterImportError when rejected.
+
+    Returns the import summary and the records by SKU (None when the file is
+    unchanged since the snapshot in force, which then stays as it is).
+    """
+    update = read_master(cfg, store, now)
+    write_master(store, update)
+    return update.info, update.records
 
 
 def _enabled_checks(ch: ChannelConfig) -> list[CheckSpec]:
@@ -272,9 +302,11 @@ def run_audit(cfg: Config, store: Store, channels: list[str] | None = None,
     master_info: dict[str, Any]
     master_error = None
     master: dict[str, MasterRecord] | None = None
+    update: MasterUpdate | None = None
     with _gc_paused():  # a large master is many long-lived objects and no cycles
         try:
-            master_info, master = import_master(cfg, store, now)
+            update = read_master(cfg, store, now)
+            master_info, master = update.info, update.records
         except MasterImportError as e:
             if store.master_count() == 0:
                 raise
@@ -286,12 +318,28 @@ def run_audit(cfg: Config, store: Store, channels: list[str] | None = None,
         if master is None:
             master = store.current_master()
         history = store.master_history()
+        if update is not None and update.plan is not None:
+            # The versions this import replaces were valid until now: stale-value checks
+            # must know them before the snapshot is written.
+            history.add(update.plan.replaced, update.plan.at)
         linker = Linker(master, cfg.linking)
     # The master lives for the whole run: keep the cyclic GC from re-scanning its
     # hundreds of thousands of objects on every collection of listings (and, in
     # forked workers, from touching their pages, which would copy them).
     gc.freeze()
     run_id = store.start_run(started, master_info.get("snapshot_id"))
+
+    def store_master() -> None:
+        nonlocal master_error
+        if update is None or update.plan is None:
+            return
+        try:
+            write_master(store, update)
+            store.set_run_snapshot(run_id, update.info["snapshot_id"])
+        except Exception as e:  # the audit goes on against the master as read
+            log.exception("the master was read but could not be stored")
+            master_error = f"the master was read but could not be stored: {e}"
+
     selected = [c for c in cfg.channels if c.enabled and (not channels or c.name in channels)]
     workers = worker_count(cfg, store, len(selected))
     # Listings stream through by the hundred thousand, each a few short-lived objects
@@ -303,9 +351,11 @@ def run_audit(cfg: Config, store: Store, channels: list[str] | None = None,
             with _gc_paused():
                 linker.prepare()
             gc.freeze()
+            # The snapshot is written while the workers audit the channels.
             summaries = _audit_in_workers(cfg, store, run_id, selected, master, linker,
-                                          history, now, progress, workers)
+                                          history, now, progress, workers, store_master)
         else:
+            store_master()
             images = ImageRun(store, master, cfg.http, cfg.base_dir, now,
                               cfg.checks.get("image"))
             try:
@@ -348,8 +398,8 @@ class _ToParent(logging.handlers.QueueHandler):
 
 def _audit_in_workers(cfg: Config, store: Store, run_id: int, selected: list[ChannelConfig],
                       master: dict[str, MasterRecord], linker: Linker, history: dict,
-                      now: datetime, progress: Progress | None, workers: int
-                      ) -> list[ChannelSummary]:
+                      now: datetime, progress: Progress | None, workers: int,
+                      meanwhile: Callable[[], None] | None = None) -> list[ChannelSummary]:
     """Audit the channels in forked worker processes, ``workers`` at a time.
 
     Each worker inherits the master, linker and history (copy-on-write: they were
@@ -357,7 +407,8 @@ def _audit_in_workers(cfg: Config, store: Store, run_id: int, selected: list[Cha
     store connection and audits one channel exactly as the sequential path does.
     Progress and log records come back over a queue. A worker that dies without
     reporting (killed, out of memory) leaves its channel FAILED with the reason;
-    the other channels are unaffected.
+    the other channels are unaffected. ``meanwhile`` runs in this process once the
+    first workers are started.
     """
     ctx = mp.get_context("fork")
     q = ctx.Queue()
@@ -367,7 +418,8 @@ def _audit_in_workers(cfg: Config, store: Store, run_id: int, selected: list[Cha
         for h in list(root.handlers):
             root.removeHandler(h)
         root.addHandler(_ToParent(q))
-        own = Store(store.path)
+        # Waits out the snapshot the parent may be writing (a large master takes a while).
+        own = Store(store.path, busy_timeout=3600)
         try:
             summary: ChannelSummary | str = audit_channel(
                 cfg, own, run_id, ch, master, linker, history, now,
@@ -401,6 +453,9 @@ def _audit_in_workers(cfg: Config, store: Store, run_id: int, selected: list[Cha
                 started_at[i] = time.perf_counter()
                 p.start()
                 running[i] = p
+            if meanwhile is not None:
+                meanwhile()
+                meanwhile = None
             # Workers dead before this wait have flushed everything they sent.
             dead = [i for i, p in running.items() if p.exitcode is not None]
             try:

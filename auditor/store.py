@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -241,6 +241,18 @@ class MasterImportResult:
     unchanged_file: bool = False
 
 
+@dataclass
+class MasterPlan:
+    """A master import worked out but not yet written (see ``Store.plan_master``)."""
+
+    at: str                                                # the import time, ISO 8601
+    records: int                                           # records in the import
+    writes: dict[str, str] = field(default_factory=dict)   # new or changed SKU -> hash
+    added: int = 0
+    removed: list[str] = field(default_factory=list)       # SKUs no longer in the master
+    replaced: dict[str, str] = field(default_factory=dict)  # SKU -> stored data it replaces
+
+
 OPEN = "open"
 RESOLVED = "resolved"
 # Rows written per transaction when a run stores listings and links: large enough that
@@ -264,6 +276,12 @@ class MasterHistory(Mapping[str, list[tuple[datetime, MasterRecord]]]):
                 for until, data in self._raw[sku]]  # KeyError when the SKU never changed
         return got
 
+    def add(self, replaced: Mapping[str, str], until: str) -> None:
+        """Versions (SKU -> stored data) valid until ``until``, newer than any held."""
+        for sku, data in replaced.items():
+            self._raw.setdefault(sku, []).append((until, data))
+            self._decoded.pop(sku, None)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._raw)
 
@@ -277,7 +295,7 @@ class MasterHistory(Mapping[str, list[tuple[datetime, MasterRecord]]]):
 class Store:
     """Domain-level access to the SQLite database."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, busy_timeout: float = 30.0):
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -286,7 +304,8 @@ class Store:
             self.db.execute("PRAGMA synchronous=NORMAL")
         else:
             self.db = sqlite_utils.Database(memory=True)
-        self.db.execute("PRAGMA busy_timeout=30000")
+        # How long a write waits for another process's transaction to end.
+        self.db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         self.db.execute("PRAGMA cache_size=-65536")  # 64 MiB: a million-row table's index
         self.db.execute("PRAGMA foreign_keys=ON")
         migrate(self.db)
@@ -324,77 +343,81 @@ class Store:
         Records absent from this import are removed from the master (their last
         version goes to the history). All or nothing: one transaction.
         """
-        at = now.isoformat()
-        # Hashes only: the data of a record is read back only when it changed.
+        recs = {r.sku: r for r in records}
+        return self.commit_master(self.plan_master(recs, now), recs, source, sha256,
+                                  skipped_rows)
+
+    def plan_master(self, records: Mapping[str, MasterRecord], now: datetime) -> "MasterPlan":
+        """What importing ``records`` would change, read-only: the records to write and
+        the stored versions they replace (``commit_master`` writes it).
+
+        Planning first lets a run hand the replaced versions to its checks as history
+        and write the snapshot while the channels are audited.
+        """
         existing = dict(self.db.execute("SELECT sku, hash FROM master_records"))
-        added = changed = 0
-        seen: set[str] = set()
-        with self.db.conn:
-            cur = self.db.conn.execute(
+        plan = MasterPlan(at=now.isoformat(), records=len(records))
+        for sku, rec in records.items():
+            h = hashlib.blake2b(codec.body(rec), digest_size=10).hexdigest()
+            old = existing.get(sku)
+            if old == h:
+                continue
+            plan.writes[sku] = h
+            if old is None:
+                plan.added += 1
+        plan.removed = [sku for sku in existing if sku not in records]
+        replaced = [sku for sku in plan.writes if sku in existing] + plan.removed
+        for i in range(0, len(replaced), 500):
+            chunk = replaced[i:i + 500]
+            plan.replaced.update(self.db.execute(
+                "SELECT sku, data FROM master_records WHERE sku IN (%s)"
+                % ",".join("?" * len(chunk)), chunk))
+        return plan
+
+    def commit_master(self, plan: "MasterPlan", records: Mapping[str, MasterRecord],
+                      source: str, sha256: str | None, skipped_rows: int = 0
+                      ) -> MasterImportResult:
+        """Write a planned import as a new snapshot, in one transaction."""
+        at = plan.at
+        changed = len(plan.writes) - plan.added
+        c = self.db.conn
+        with c:
+            snap = c.execute(
                 "INSERT INTO master_snapshots (imported_at, source, sha256, records, added, "
                 "changed, removed, skipped_rows) VALUES (?,?,?,?,?,?,?,?)",
-                (at, source, sha256, 0, 0, 0, 0, skipped_rows))
-            snap = cur.lastrowid
-            upserts: list[tuple] = []
-            changed_now: dict[str, str] = {}
-            for rec in records:
-                seen.add(rec.sku)
-                raw = codec.body(rec)
-                h = hashlib.blake2b(raw, digest_size=10).hexdigest()
-                old = existing.get(rec.sku)
-                if old == h:
-                    continue
-                data = raw.decode()
-                upserts.append((rec.sku, h, data, snap, at))
-                if old is None:
-                    added += 1
-                else:
-                    changed += 1
-                    changed_now[rec.sku] = data
-                if len(upserts) >= 5000:
-                    self._flush_master(upserts, changed_now, snap, at)
-            self._flush_master(upserts, changed_now, snap, at)
-            removed = [sku for sku in existing if sku not in seen]
-            for i in range(0, len(removed), 500):
-                chunk = removed[i:i + 500]
-                self.db.conn.executemany(
+                (at, source, sha256, plan.records, plan.added, changed, len(plan.removed),
+                 skipped_rows)).lastrowid
+            skus = list(plan.writes)
+            for i in range(0, len(skus), 5000):
+                upserts, history, changes = [], [], []
+                for sku in skus[i:i + 5000]:
+                    data = codec.body(records[sku]).decode()
+                    upserts.append((sku, plan.writes[sku], data, snap, at))
+                    old_data = plan.replaced.get(sku)
+                    if old_data is None:
+                        continue
+                    history.append((at, snap, sku))
+                    old_d, new_d = orjson.loads(old_data), orjson.loads(data)
+                    for fld in sorted(set(old_d) | set(new_d)):
+                        if fld != "sku" and old_d.get(fld) != new_d.get(fld):
+                            changes.append((snap, sku, fld, _cell(old_d.get(fld)),
+                                            _cell(new_d.get(fld)), at))
+                # The replaced versions first, while master_records still holds them.
+                c.executemany(
+                    "INSERT INTO master_history (sku, hash, data, valid_from, valid_to, "
+                    "snapshot_id) SELECT sku, hash, data, valid_from, ?, ? FROM master_records "
+                    "WHERE sku = ?", history)
+                c.executemany("INSERT OR REPLACE INTO master_records (sku, hash, data, "
+                              "snapshot_id, valid_from) VALUES (?,?,?,?,?)", upserts)
+                c.executemany("INSERT INTO master_changes (snapshot_id, sku, field, old, new, "
+                              "changed_at) VALUES (?,?,?,?,?,?)", changes)
+            for i in range(0, len(plan.removed), 500):
+                chunk = plan.removed[i:i + 500]
+                c.executemany(
                     "INSERT INTO master_history (sku, hash, data, valid_from, valid_to, snapshot_id)"
                     " SELECT sku, hash, data, valid_from, ?, ? FROM master_records WHERE sku = ?",
                     [(at, snap, s) for s in chunk])
-                self.db.conn.executemany("DELETE FROM master_records WHERE sku = ?",
-                                         [(s,) for s in chunk])
-            self.db.conn.execute(
-                "UPDATE master_snapshots SET records=?, added=?, changed=?, removed=? WHERE id=?",
-                (len(seen), added, changed, len(removed), snap))
-        return MasterImportResult(snap, len(seen), added, changed, len(removed))
-
-    def _flush_master(self, upserts: list, changed_now: dict[str, str], snap: int,
-                      at: str) -> None:
-        """Write a batch: replaced versions to the history with a change row per field
-        that differs, then the new versions."""
-        c = self.db.conn
-        changes = []
-        skus = list(changed_now)
-        for i in range(0, len(skus), 500):
-            chunk = skus[i:i + 500]
-            rows = c.execute("SELECT sku, data FROM master_records WHERE sku IN (%s)"
-                             % ",".join("?" * len(chunk)), chunk).fetchall()
-            for sku, old_data in rows:
-                old_d, new_d = orjson.loads(old_data), orjson.loads(changed_now[sku])
-                for fld in sorted(set(old_d) | set(new_d)):
-                    if fld != "sku" and old_d.get(fld) != new_d.get(fld):
-                        changes.append((snap, sku, fld, _cell(old_d.get(fld)),
-                                        _cell(new_d.get(fld)), at))
-        c.executemany(
-            "INSERT INTO master_history (sku, hash, data, valid_from, valid_to, snapshot_id)"
-            " SELECT sku, hash, data, valid_from, ?, ? FROM master_records WHERE sku = ?",
-            [(at, snap, sku) for sku in skus])
-        c.executemany("INSERT OR REPLACE INTO master_records (sku, hash, data, snapshot_id, "
-                      "valid_from) VALUES (?,?,?,?,?)", upserts)
-        c.executemany("INSERT INTO master_changes (snapshot_id, sku, field, old, new, changed_at)"
-                      " VALUES (?,?,?,?,?,?)", changes)
-        upserts.clear()
-        changed_now.clear()
+                c.executemany("DELETE FROM master_records WHERE sku = ?", [(s,) for s in chunk])
+        return MasterImportResult(snap, plan.records, plan.added, changed, len(plan.removed))
 
     def master_history(self) -> "MasterHistory":
         """Earlier versions of every SKU that ever changed: [(valid_until, record)], oldest first.
@@ -422,6 +445,12 @@ class Store:
             (started_at.isoformat(), snapshot_id))
         self.db.conn.commit()
         return cur.lastrowid
+
+    def set_run_snapshot(self, run_id: int, snapshot_id: int | None) -> None:
+        """The master snapshot a run audited against (written once the run has begun)."""
+        with self.db.conn:
+            self.db.conn.execute("UPDATE runs SET master_snapshot_id=? WHERE id=?",
+                                 (snapshot_id, run_id))
 
     def finish_run(self, run: Run, summary: dict[str, Any]) -> None:
         with self.db.conn:

@@ -96,6 +96,11 @@ def _with_channels(world, workers: int, names=("google-b", "google-c")):
 def _outcome(world):
     report, store = audit(world)
     try:
+        # The snapshot (written while the workers ran) is the one the run names.
+        snap = store.db.execute("SELECT master_snapshot_id FROM runs WHERE id=?",
+                                (report.run_id,)).fetchone()[0]
+        assert snap is not None and snap == report.master["snapshot_id"]
+        assert store.master_count() == 3
         findings = sorted((f["fingerprint"], f["outcome"], f["actual"])
                           for f in store.findings(state="open"))
         scores = sorted((r["channel"], r["check_name"], r["passed"], r["failed"], r["warn"])
