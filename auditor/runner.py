@@ -172,6 +172,7 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
     seen: set[str] = set()
     link_batch: list = []
     known_links = store.link_state(ch.name)
+    next_links = WRITE_BATCH
     # Image check on: listings are checked in batches once their images are hashed.
     own_images = images is None and "image" in cctx
     if own_images:
@@ -193,6 +194,7 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
                     observed.append(f)
 
     def pipeline() -> Iterator[Listing]:
+        nonlocal next_links
         for li in conn_cls(ch).read(ctx):
             if li.key in seen:
                 ctx.bad(li.evidence or li.key, f"duplicate listing key {li.key!r}; kept the first")
@@ -200,9 +202,13 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
             seen.add(li.key)
             link = linker.link(li)
             link_batch.append(link)
-            if len(link_batch) >= WRITE_BATCH:
-                store.save_links(run_id, ch.name, link_batch, known_links)
-                link_batch.clear()
+            if len(link_batch) >= next_links:  # locked by another writer: retry later
+                if store.save_links(run_id, ch.name, link_batch, known_links,
+                                    wait=len(link_batch) >= 8 * WRITE_BATCH):
+                    link_batch.clear()
+                    next_links = WRITE_BATCH
+                else:
+                    next_links = len(link_batch) + WRITE_BATCH // 4
             m = master.get(link.sku) if link.sku else None
             if m is not None:
                 linked_skus.add(m.sku)

@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import json
 import os
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -305,7 +306,8 @@ class Store:
         else:
             self.db = sqlite_utils.Database(memory=True)
         # How long a write waits for another process's transaction to end.
-        self.db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        self.busy_timeout_ms = int(busy_timeout * 1000)
+        self.db.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
         self.db.execute("PRAGMA cache_size=-65536")  # 64 MiB: a million-row table's index
         self.db.execute("PRAGMA foreign_keys=ON")
         migrate(self.db)
@@ -547,6 +549,7 @@ class Store:
 
         last_dt: datetime | None = None
         fetched: str | None = None
+        next_try = WRITE_BATCH
         # One transaction per batch: a long channel never holds the write lock for
         # its whole read, and each batch is all-or-nothing.
         for li in listings:
@@ -571,11 +574,13 @@ class Store:
                 else:
                     changed += 1
                     batch_ver.append((run_id, channel, li.key))
-            if len(batch_up) + len(batch_seen) >= WRITE_BATCH:
-                with c:
-                    flush()
-        with c:
-            flush()
+            pending = len(batch_up) + len(batch_seen)
+            # Another process writing (the master snapshot, another channel): keep
+            # batching and try again a little later, up to a bound, rather than wait idle.
+            if pending >= next_try:
+                done = self._write(flush, wait=pending >= 8 * WRITE_BATCH)
+                next_try = WRITE_BATCH if done else pending + WRITE_BATCH // 4
+        self._write(flush, wait=True)
         return {"seen": len(seen), "new": new, "changed": changed}
 
     def mark_removed(self, run_id: int, channel: str, seen_keys: set[str]) -> int:
@@ -606,6 +611,31 @@ class Store:
                 for d, fetched, evidence in self.db.execute(q, args)]
 
     # ----------------------------------------------------------------- links
+    def _write(self, fn: Callable[[], None], wait: bool) -> bool:
+        """Run ``fn`` in one write transaction. With ``wait=False`` only when the write
+        lock is free now: returns False at once (nothing done) when another process
+        holds it, so the caller can go on working and try again with more rows."""
+        c = self.db.conn
+        if not wait:
+            c.execute("PRAGMA busy_timeout=0")
+            try:
+                c.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e):
+                    raise
+                return False
+            finally:
+                c.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
+        else:
+            c.execute("BEGIN IMMEDIATE")
+        try:
+            fn()
+        except BaseException:
+            c.rollback()
+            raise
+        c.commit()
+        return True
+
     def link_state(self, channel: str) -> dict[str, tuple]:
         """The stored link of each listing of ``channel``, to write only the ones that change."""
         return {k: rest for k, *rest in self.db.execute(
@@ -613,9 +643,10 @@ class Store:
             "WHERE channel = ?", (channel,))}
 
     def save_links(self, run_id: int, channel: str, links: Iterable[Link],
-                   known: Mapping[str, Sequence] | None = None) -> None:
+                   known: Mapping[str, Sequence] | None = None, wait: bool = True) -> bool:
         """Record links; with ``known`` (from ``link_state``) an unchanged one is not
-        rewritten, so ``run_id`` is the run that last set it."""
+        rewritten, so ``run_id`` is the run that last set it. With ``wait=False``,
+        returns False without writing when another process holds the write lock."""
         rows = []
         for lk in links:
             row = (lk.sku, lk.method.value, lk.confidence,
@@ -623,10 +654,9 @@ class Store:
             if known is not None and tuple(known.get(lk.listing_key, ())) == row:
                 continue
             rows.append((lk.channel, lk.listing_key, *row, run_id))
-        with self.db.conn:
-            self.db.conn.executemany(
-                "INSERT OR REPLACE INTO links (channel, listing_key, sku, method, confidence,"
-                " candidates, run_id) VALUES (?,?,?,?,?,?,?)", rows)
+        return self._write(lambda: self.db.conn.executemany(
+            "INSERT OR REPLACE INTO links (channel, listing_key, sku, method, confidence,"
+            " candidates, run_id) VALUES (?,?,?,?,?,?,?)", rows), wait)
 
     def links(self, channel: str | None = None) -> list[dict[str, Any]]:
         q = ("SELECT k.channel, k.listing_key, k.sku, k.method, k.confidence, k.candidates, "

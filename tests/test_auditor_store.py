@@ -153,3 +153,28 @@ def test_unchanged_links_are_not_rewritten(fresh_store):
                                Link("google", "B", "X", LinkMethod.FUZZY, 0.93)], known)
     got = {r["listing_key"]: (r["sku"], r["method"], r["run_id"]) for r in s.links("google")}
     assert got == {"A": ("A", "sku", 1), "B": ("X", "fuzzy", 2)}
+
+
+def test_listings_keep_batching_while_another_process_writes(tmp_path, monkeypatch):
+    """A run's listings never wait idle for another writer: batches accumulate (up to a
+    bound) and are written once the lock is free; nothing is lost."""
+    monkeypatch.setattr(store_mod, "WRITE_BATCH", 10)
+    s = Store(tmp_path / "a.db")
+    other = sqlite3.connect(tmp_path / "a.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    attempts = []
+    real = s._write
+
+    def spy(fn, wait):
+        attempts.append(wait)
+        if wait and other.in_transaction:
+            other.execute("COMMIT")  # the other writer finishes; the bound is reached
+        return real(fn, wait)
+
+    monkeypatch.setattr(s, "_write", spy)
+    res = s.save_listings(1, "google", (make_listing(f"K{i}") for i in range(85)))
+    assert res["new"] == 85
+    # Tried without waiting at 10 rows and every few rows after, waited at the bound (80).
+    assert attempts[:2] == [False, False] and attempts.index(True) > 2
+    assert s.db.execute("SELECT count(*) FROM listings").fetchone()[0] == 85
+    s.close()
