@@ -286,7 +286,7 @@ def load_config(path: str | Path) -> Config:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(str(path), ["file not found (create one with `auditor init` "
-                                      "or see config.example.toml)"]) from None
+                                      "or start from the commented config.toml in the repository)"]) from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(str(path), [f"cannot read: {e}"]) from None
     try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import resource
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -29,6 +30,17 @@ def ensure_world(size: int, seed: int = 1) -> Path:
         return d
     generate_world(d, size=size, seed=seed, base_url=BASE_URL)
     return d
+
+
+def parse_master(world: Path) -> float:
+    """Seconds to merely parse the world's master export (as the demo config reads it)."""
+    from auditor.master import load_master
+
+    t0 = time.perf_counter()
+    imp = load_master({"type": "csv", "source": str(world / "master.csv"), "encoding": "auto"},
+                      world)
+    assert imp.records and not imp.errors, imp.errors[:3]
+    return time.perf_counter() - t0
 
 
 def _now(world: Path) -> datetime:
@@ -76,10 +88,15 @@ def audit(world: Path, workdir: Path, channels: list[str] | None = None,
             findings = store.findings(state="open")
         finally:
             store.close()
+    usage = {who: resource.getrusage(w) for who, w in (("self", resource.RUSAGE_SELF),
+                                                        ("children", resource.RUSAGE_CHILDREN))}
     names = [c.channel for c in report.channels]
     scores = score(findings, world, names)
     return {
         "wall_seconds": wall, "previous_master_seconds": t_prev,
+        # CPU of this process and of the channel workers it forked (whole process life).
+        "cpu_seconds": sum(u.ru_utime + u.ru_stime for u in usage.values()),
+        "worker_peak_rss_mib": usage["children"].ru_maxrss / 1024,
         "master": report.master,
         "channels": [{"channel": c.channel, "status": c.status.value, "listings": c.listings,
                       "seconds": c.seconds, "errors": c.errors} for c in report.channels],

@@ -45,7 +45,7 @@ def test_good_config_loads_with_defaults(tmp_path):
 
 
 def test_example_config_is_valid():
-    cfg = load_config(Path(__file__).parent.parent / "config.example.toml")
+    cfg = load_config(Path(__file__).parent.parent / "config.toml")
     assert cfg.channels
 
 
