@@ -11,6 +11,7 @@ points ahead of the runner-up.
 
 from __future__ import annotations
 
+import functools
 import re
 from bisect import bisect_left
 from typing import Any, Callable, Iterable, Mapping
@@ -48,23 +49,48 @@ def norm_gtin(s: str | None) -> str | None:
     return g if g and gtin_valid(g) else None
 
 
+_MPN_SEPARATORS = re.compile(r"[\s\-_./]+")
+_NON_WORD = re.compile(r"\W+")
+
+
+@functools.lru_cache(maxsize=4096)
+def _norm_brand(brand: str) -> str:
+    return _NON_WORD.sub("", brand).upper()
+
+
 def norm_mpn(brand: str | None, mpn: str | None) -> str | None:
     """Brand and MPN folded: an MPN alone is not unique across brands."""
     if not mpn:
         return None
-    m = re.sub(r"[\s\-_./]+", "", mpn).upper()
-    b = re.sub(r"\W+", "", (brand or "")).upper()
+    m = _MPN_SEPARATORS.sub("", mpn).upper()
+    b = _norm_brand(brand or "")
     return f"{b}|{m}" if m and b else None
+
+
+_VARIANT = re.compile(r"(?:^|&)variant=([^&]+)")
 
 
 def norm_url(u: str | None) -> str | None:
     """Host and path, lowercase, no trailing slash, no query except a variant id."""
     if not u:
         return None
-    p = urlsplit(u.strip())
-    host = (p.hostname or "").lower().removeprefix("www.")
-    path = p.path.rstrip("/").lower()
-    variant = re.search(r"(?:^|&)variant=([^&]+)", p.query or "")
+    u = u.strip()
+    # Fast path for the plain http(s)://host/path?query#fragment of nearly every URL;
+    # anything unusual (user info, IPv6, a port, control characters) goes to urlsplit.
+    scheme, sep, rest = u.partition("://")
+    host = None
+    if sep and scheme.isascii() and scheme.isalpha() and rest.isascii() and "@" not in rest and not any(c in u for c in "\t\r\n"):
+        rest = rest.partition("#")[0]
+        rest, _, query = rest.partition("?")
+        netloc, slash, path = rest.partition("/")
+        if "[" not in netloc and ":" not in netloc:
+            host, path = netloc.lower(), slash + path
+    if host is None:
+        p = urlsplit(u)
+        host, path, query = (p.hostname or "").lower(), p.path, p.query or ""
+    host = host.removeprefix("www.")
+    path = path.rstrip("/").lower()
+    variant = _VARIANT.search(query)
     return f"{host}{path}" + (f"?variant={variant.group(1)}" if variant else "")
 
 

@@ -105,9 +105,10 @@ class MasterUpdate:
     skipped_rows: int = 0
 
 
-def read_master(cfg: Config, store: Store, now: datetime) -> MasterUpdate:
+def read_master(cfg: Config, store: Store, now: datetime, plan: bool = True) -> MasterUpdate:
     """Read the PIM export and work out what it changes; raise MasterImportError when
-    it is rejected. Nothing is written (see ``write_master``)."""
+    it is rejected. Nothing is written (see ``write_master``). ``plan=False`` leaves
+    the comparison with the snapshot in force to ``plan_update``."""
     m = cfg.master
     headers = {k: secret_value(v) for k, v in (m.get("headers") or {}).items()}
     auth = (secret_value(m["auth"]["username"]), secret_value(m["auth"]["password"])) \
@@ -120,11 +121,63 @@ def read_master(cfg: Config, store: Store, now: datetime) -> MasterUpdate:
                              "added": 0, "changed": 0, "removed": 0, "unchanged": True,
                              "source": imp.source}, None)
     records = {r.sku: r for r in imp.records}
-    plan = store.plan_master(records, now)
-    info = {"snapshot_id": None, "records": plan.records, "added": plan.added,
-            "changed": len(plan.writes) - plan.added, "removed": len(plan.removed),
-            "skipped_rows": len(imp.errors), "errors": imp.errors[:100], "source": imp.source}
-    return MasterUpdate(info, records, plan, imp.source, imp.sha256, len(imp.errors))
+    info = {"snapshot_id": None, "records": len(records), "skipped_rows": len(imp.errors),
+            "errors": imp.errors[:100], "source": imp.source}
+    update = MasterUpdate(info, records, None, imp.source, imp.sha256, len(imp.errors))
+    if plan:
+        plan_update(update, store.plan_master(records, now))
+    return update
+
+
+def plan_update(update: MasterUpdate, plan: Any) -> None:
+    """Attach the comparison with the snapshot in force (a store.MasterPlan)."""
+    update.plan = plan
+    update.info.update(added=plan.added, changed=len(plan.writes) - plan.added,
+                       removed=len(plan.removed))
+
+
+def _in_fork(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """Start ``fn()`` in a forked process; the returned function waits for its result.
+
+    The child sees everything this process holds (no copying in); only the result
+    travels back, pickled. When the child fails, the result is computed here.
+    """
+    ctx = mp.get_context("fork")
+    recv, send = ctx.Pipe(duplex=False)
+
+    def child() -> None:
+        try:
+            send.send((True, fn()))
+        except BaseException as e:  # reported; the parent computes it itself
+            send.send((False, f"{e.__class__.__name__}: {e}"))
+
+    p = ctx.Process(target=child, daemon=True)
+    p.start()
+    send.close()
+
+    def result() -> Any:
+        try:
+            ok, value = recv.recv()
+        except EOFError:  # the child died before sending
+            p.join()
+            ok, value = False, f"exited with code {p.exitcode}"
+        p.join()
+        recv.close()
+        if ok:
+            return value
+        log.warning("background step failed (%s); doing it in this process", value)
+        return fn()
+
+    return result
+
+
+def _plan_in(path: str, records: dict[str, MasterRecord], now: datetime) -> Any:
+    """``plan_master`` on a connection of its own (for a forked process)."""
+    own = Store(path)
+    try:
+        return own.plan_master(records, now)
+    finally:
+        own.close()
 
 
 def write_master(store: Store, update: MasterUpdate) -> None:
@@ -309,9 +362,11 @@ def run_audit(cfg: Config, store: Store, channels: list[str] | None = None,
     master_error = None
     master: dict[str, MasterRecord] | None = None
     update: MasterUpdate | None = None
+    selected = [c for c in cfg.channels if c.enabled and (not channels or c.name in channels)]
+    workers = worker_count(cfg, store, len(selected))
     with _gc_paused():  # a large master is many long-lived objects and no cycles
         try:
-            update = read_master(cfg, store, now)
+            update = read_master(cfg, store, now, plan=False)
             master_info, master = update.info, update.records
         except MasterImportError as e:
             if store.master_count() == 0:
@@ -321,14 +376,25 @@ def run_audit(cfg: Config, store: Store, channels: list[str] | None = None,
             snap = store.last_master_snapshot() or {}
             master_info = {"snapshot_id": snap.get("id"), "records": store.master_count(),
                            "kept_previous": True}
+        planned = None
+        if update is not None and update.records is not None:
+            records, path = update.records, store.path
+            if workers > 1:  # compare with the snapshot in force on the other core
+                planned = _in_fork(lambda: _plan_in(path, records, now))
+            else:
+                plan_update(update, store.plan_master(records, now))
         if master is None:
             master = store.current_master()
         history = store.master_history()
+        linker = Linker(master, cfg.linking)
+        if workers > 1:
+            linker.prepare()  # once, shared by the workers
+        if planned is not None:
+            plan_update(update, planned())
         if update is not None and update.plan is not None:
             # The versions this import replaces were valid until now: stale-value checks
             # must know them before the snapshot is written.
             history.add(update.plan.replaced, update.plan.at)
-        linker = Linker(master, cfg.linking)
     # The master lives for the whole run: keep the cyclic GC from re-scanning its
     # hundreds of thousands of objects on every collection of listings (and, in
     # forked workers, from touching their pages, which would copy them).
@@ -346,17 +412,12 @@ def run_audit(cfg: Config, store: Store, channels: list[str] | None = None,
             log.exception("the master was read but could not be stored")
             master_error = f"the master was read but could not be stored: {e}"
 
-    selected = [c for c in cfg.channels if c.enabled and (not channels or c.name in channels)]
-    workers = worker_count(cfg, store, len(selected))
     # Listings stream through by the hundred thousand, each a few short-lived objects
     # and no cycles: collect the youngest generation every 50,000 allocations, not 700.
     thresholds = gc.get_threshold()
     gc.set_threshold(max(thresholds[0], 50_000), *thresholds[1:])
     try:
         if workers > 1:
-            with _gc_paused():
-                linker.prepare()
-            gc.freeze()
             # The snapshot is written while the workers audit the channels.
             summaries = _audit_in_workers(cfg, store, run_id, selected, master, linker,
                                           history, now, progress, workers, store_master)

@@ -585,6 +585,10 @@ class Store:
 
     def mark_removed(self, run_id: int, channel: str, seen_keys: set[str]) -> int:
         """After a complete read: listings of ``channel`` not seen are removed in this run."""
+        present = self.db.execute("SELECT count(*) FROM listings WHERE channel=? AND "
+                                  "removed_run IS NULL", (channel,)).fetchone()[0]
+        if present == len(seen_keys):  # every seen key has a row: none is missing
+            return 0
         gone = [k for (k,) in self.db.execute(
             "SELECT key FROM listings WHERE channel=? AND removed_run IS NULL", (channel,))
             if k not in seen_keys]

@@ -125,3 +125,32 @@ def test_identical_title_of_another_brand_is_filtered():
     linker = Linker(catalog(a, b), OPTS)
     assert linker.link(bare(title="OAKRIDGE FIBREGLASS UMBRELLA", brand="Hooli")).sku == "B"
     assert linker.link(bare(title="Oakridge Fibreglass Umbrella")).method is LinkMethod.AMBIGUOUS
+
+
+def _reference_norm_url(u):
+    """norm_url as urlsplit defines it (the fast path must agree)."""
+    import re
+    from urllib.parse import urlsplit
+
+    p = urlsplit(u.strip())
+    host = (p.hostname or "").lower().removeprefix("www.")
+    variant = re.search(r"(?:^|&)variant=([^&]+)", p.query or "")
+    return f"{host}{p.path.rstrip('/').lower()}" + (f"?variant={variant.group(1)}"
+                                                       if variant else "")
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.sampled_from(["", "http://", "HTTPS://www.", "h2://", "//"]),
+       st.text(alphabet="aB:/?#&=@[]. \t%-_09wvariantéß", max_size=30))
+def test_url_key_fast_path_agrees_with_urlsplit(prefix, rest):
+    from auditor.linking import norm_url
+
+    u = prefix + rest
+    try:
+        want = _reference_norm_url(u) if u else None
+    except ValueError:  # urlsplit rejects it (bad IPv6): no key either way is fine
+        return
+    assert norm_url(u) == want

@@ -182,3 +182,22 @@ def test_worker_log_records_reach_the_auditor_process(mini_world, monkeypatch, c
     got = {r.getMessage() for r in caplog.records if "pid-tagged" in r.getMessage()}
     assert got == {f"reading {n} in pid-tagged worker" for n in ("google", "google-b",
                                                                    "google-c")}
+
+
+def test_background_step_result_or_fallback_in_this_process():
+    import os
+
+    from auditor.runner import _in_fork
+
+    parent = os.getpid()
+    assert _in_fork(lambda: ("child", os.getpid() != parent))() == ("child", True)
+
+    calls = []
+
+    def dies_in_child():
+        calls.append(os.getpid())
+        if os.getpid() != parent:
+            os._exit(7)  # killed mid-way: the parent computes it itself
+        return "here"
+
+    assert _in_fork(dies_in_child)() == "here" and calls == [parent]
