@@ -337,6 +337,8 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
     summary.open_failed = sum(1 for f in observed if f.outcome is Outcome.FAILED)
     summary.open_warn = sum(1 for f in observed if f.outcome is Outcome.WARN)
     summary.seconds = time.perf_counter() - t0
+    log.info("channel %s: %s, %d listings in %.1f s", ch.name, result.status.value,
+             result.listings, summary.seconds)
     return summary
 
 
@@ -364,6 +366,7 @@ def run_audit(cfg: Config, store: Store, channels: list[str] | None = None,
     update: MasterUpdate | None = None
     selected = [c for c in cfg.channels if c.enabled and (not channels or c.name in channels)]
     workers = worker_count(cfg, store, len(selected))
+    t_master = time.perf_counter()
     with _gc_paused():  # a large master is many long-lived objects and no cycles
         try:
             update = read_master(cfg, store, now, plan=False)
@@ -395,6 +398,8 @@ def run_audit(cfg: Config, store: Store, channels: list[str] | None = None,
             # The versions this import replaces were valid until now: stale-value checks
             # must know them before the snapshot is written.
             history.add(update.plan.replaced, update.plan.at)
+    log.info("master ready in %.1f s: %d records, %d SKUs with history",
+             time.perf_counter() - t_master, len(master), len(history))
     # The master lives for the whole run: keep the cyclic GC from re-scanning its
     # hundreds of thousands of objects on every collection of listings (and, in
     # forked workers, from touching their pages, which would copy them).
@@ -406,8 +411,11 @@ def run_audit(cfg: Config, store: Store, channels: list[str] | None = None,
         if update is None or update.plan is None:
             return
         try:
+            t0 = time.perf_counter()
             write_master(store, update)
             store.set_run_snapshot(run_id, update.info["snapshot_id"])
+            log.info("master snapshot %s written in %.1f s", update.info["snapshot_id"],
+                     time.perf_counter() - t0)
         except Exception as e:  # the audit goes on against the master as read
             log.exception("the master was read but could not be stored")
             master_error = f"the master was read but could not be stored: {e}"
