@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import platform
+import queue
 import resource
 import shlex
 import sys
@@ -49,7 +50,14 @@ def isolated(fn: Callable, *args: Any, **kwargs: Any) -> tuple[Any, float, float
     q = ctx.Queue()
     p = ctx.Process(target=_child, args=(fn, args, kwargs, q))
     p.start()
-    res, err, secs, rss = q.get()
+    while True:  # a child that dies before reporting must not hang the benchmark
+        try:
+            res, err, secs, rss = q.get(timeout=5)
+            break
+        except queue.Empty:
+            if not p.is_alive():
+                raise RuntimeError(f"benchmark step {fn.__name__} died with exit code "
+                                   f"{p.exitcode}") from None
     p.join()
     if err:
         raise RuntimeError(f"benchmark step {fn.__name__} failed:\n{err}")

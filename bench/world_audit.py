@@ -32,6 +32,52 @@ def ensure_world(size: int, seed: int = 1) -> Path:
     return d
 
 
+FILE_CHANNELS = ["google", "meta", "amazon", "pos-berlin", "pos-munich"]
+
+
+def checks_on_world(size: int) -> list[list[Any]]:
+    """bench_checks per file channel of the audited world (runs the scaling audit first
+    when its store is missing): listings read by the connectors and linked by the real
+    linker, the master's real history, best of 3 per channel."""
+    import dataclasses
+
+    from auditor import plugins
+    from auditor.config import load_config
+    from auditor.connector import SourceContext
+    from auditor.linking import Linker
+    from auditor.store import Store
+    from bench.checks import bench_checks
+    from bench.common import isolated
+
+    world, work = ensure_world(size), OUT / f"scale-{size}"
+    if not (work / "auditor.db").exists():
+        isolated(audit, world, work, FILE_CHANNELS, True, False)
+    cfg = load_config(work / "config.toml")
+    store = Store(cfg.store_path)
+    now = _now(world)
+    master, history = store.current_master(), store.master_history()
+    linker = Linker(master, cfg.linking)
+    rows, total_n, total_s = [], 0, 0.0
+    for name in FILE_CHANNELS:
+        ch = cfg.channel(name)
+        ctx = SourceContext(channel=ch, now=now, http_options=cfg.http, store=store,
+                            master=master)
+        listings = [dataclasses.replace(li, sku=linker.link(li).sku)
+                    for li in plugins.connectors()[ch.type](ch).read(ctx)]
+        best = None
+        for _ in range(3):
+            r = bench_checks(master, listings, ch.options, check_options=ch.checks,
+                             history=history, now=now, channel=name)
+            best = r if best is None or r["per_s"] > best["per_s"] else best
+        rows.append([name, best["comparisons"], round(best["seconds"], 2),
+                     round(best["per_s"]), best["not_passed"]])
+        total_n += best["comparisons"]
+        total_s += best["seconds"]
+    store.close()
+    rows.append(["**all**", total_n, round(total_s, 2), round(total_n / total_s), ""])
+    return rows
+
+
 def parse_master(world: Path) -> float:
     """Seconds to merely parse the world's master export (as the demo config reads it)."""
     from auditor.master import load_master
