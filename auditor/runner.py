@@ -136,6 +136,18 @@ def plan_update(update: MasterUpdate, plan: Any) -> None:
                        removed=len(plan.removed))
 
 
+def _leave_fork(q: Any = None) -> None:
+    """End a forked child at once, once its queue is flushed.
+
+    No interpreter shutdown: its flush of stdio could block for ever on a lock that
+    another thread of the parent (a terminal progress display) held at fork time.
+    """
+    if q is not None:
+        q.close()
+        q.join_thread()
+    os._exit(0)
+
+
 def _in_fork(fn: Callable[[], Any]) -> Callable[[], Any]:
     """Start ``fn()`` in a forked process; the returned function waits for its result.
 
@@ -150,6 +162,8 @@ def _in_fork(fn: Callable[[], Any]) -> Callable[[], Any]:
             send.send((True, fn()))
         except BaseException as e:  # reported; the parent computes it itself
             send.send((False, f"{e.__class__.__name__}: {e}"))
+        send.close()
+        _leave_fork()
 
     p = ctx.Process(target=child, daemon=True)
     p.start()
@@ -505,6 +519,7 @@ def _audit_in_workers(cfg: Config, store: Store, run_id: int, selected: list[Cha
         finally:
             own.close()
         q.put(("done", i, summary))
+        _leave_fork(q)
 
     pending = list(enumerate(selected))
     running: dict[int, Any] = {}

@@ -201,3 +201,4 @@ def test_background_step_result_or_fallback_in_this_process():
         return "here"
 
     assert _in_fork(dies_in_child)() == "here" and calls == [parent]
+
