@@ -118,23 +118,21 @@ def body(obj: MasterRecord | Listing) -> bytes:
     return orjson.dumps(d, default=_default, option=_BODY_OPTIONS)
 
 
+def _prices(v: Mapping[str, str]) -> dict[str, Money | None]:
+    return {c: _unmoney(m) for c, m in v.items()}
+
+
+# How a stored JSON value becomes a model value, by field name (others are as stored).
+_DECODE: dict[str, Callable[[Any], Any]] = {
+    "price": _unmoney, "sale_price": _unmoney, "prices": _prices, "sale_prices": _prices,
+    "sale_start": _undt, "sale_end": _undt, "fetched_at": _undt,
+    "availability": Availability, "status": MasterStatus, "images": tuple,
+}
+
+
 def _from_dict(cls, d: dict[str, Any]):
-    kw: dict[str, Any] = {}
-    for k, v in d.items():
-        if k in _MONEY_FIELDS:
-            v = _unmoney(v)
-        elif k in ("prices", "sale_prices"):
-            v = {c: _unmoney(m) for c, m in v.items()}
-        elif k in _DT_FIELDS:
-            v = _undt(v)
-        elif k == "availability":
-            v = Availability(v)
-        elif k == "status":
-            v = MasterStatus(v)
-        elif k == "images":
-            v = tuple(v)
-        kw[k] = v
-    return cls(**kw)
+    decode = _DECODE.get
+    return cls(**{k: (f(v) if (f := decode(k)) is not None else v) for k, v in d.items()})
 
 
 def master_from_dict(d: dict[str, Any]) -> MasterRecord:

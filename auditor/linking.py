@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import re
 from bisect import bisect_left
+from collections import defaultdict
 from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import urlsplit
 
@@ -75,22 +76,24 @@ def norm_url(u: str | None) -> str | None:
     if not u:
         return None
     u = u.strip()
-    # Fast path for the plain http(s)://host/path?query#fragment of nearly every URL;
-    # anything unusual (user info, IPv6, a port, control characters) goes to urlsplit.
+    # Fast path for the plain http(s)://host[:port]/path?query#fragment of nearly every
+    # URL; anything unusual (user info, IPv6, control characters) goes to urlsplit.
     scheme, sep, rest = u.partition("://")
     host = None
-    if sep and scheme.isascii() and scheme.isalpha() and rest.isascii() and "@" not in rest and not any(c in u for c in "\t\r\n"):
+    # (ASCII and printable: no tab, CR or LF, which urlsplit would remove)
+    if sep and scheme.isascii() and scheme.isalpha() and rest.isascii() and \
+            rest.isprintable() and "@" not in rest:
         rest = rest.partition("#")[0]
         rest, _, query = rest.partition("?")
         netloc, slash, path = rest.partition("/")
-        if "[" not in netloc and ":" not in netloc:
-            host, path = netloc.lower(), slash + path
+        if "[" not in netloc:  # an IPv6 literal goes to urlsplit
+            host, path = netloc.partition(":")[0].lower(), slash + path
     if host is None:
         p = urlsplit(u)
         host, path, query = (p.hostname or "").lower(), p.path, p.query or ""
     host = host.removeprefix("www.")
     path = path.rstrip("/").lower()
-    variant = _VARIANT.search(query)
+    variant = _VARIANT.search(query) if "variant=" in query else None
     return f"{host}{path}" + (f"?variant={variant.group(1)}" if variant else "")
 
 
@@ -122,6 +125,7 @@ class FuzzyIndex:
         self.postings: dict[str, list[int]] = {}
         self.exact: dict[str, list[int]] = {}  # normalized title -> masters with it
         self.pos: dict[str, int] = {}
+        postings: defaultdict[str, list[int]] = defaultdict(list)
         for sku, rec in master.items():
             if not rec.title:
                 continue
@@ -133,7 +137,8 @@ class FuzzyIndex:
             self.brands.append(normalize_title(rec.brand) if rec.brand else "")
             self.exact.setdefault(title, []).append(i)
             for tok in set(title.split()):
-                self.postings.setdefault(tok, []).append(i)
+                postings[tok].append(i)
+        self.postings = dict(postings)  # lookups of unknown tokens must not add them
 
     def candidates(self, title: str, brand: str) -> list[int]:
         """Masters sharing the listing's most telling tokens (model numbers, rare words).

@@ -143,7 +143,8 @@ from hypothesis import given, settings, strategies as st  # noqa: E402
 
 
 @settings(max_examples=3000, deadline=None)
-@given(st.sampled_from(["", "http://", "HTTPS://www.", "h2://", "//"]),
+@given(st.sampled_from(["", "http://", "HTTPS://www.", "h2://", "//", "https://h:",
+                        "http://a.b:8080"]),
        st.text(alphabet="aB:/?#&=@[]. \t%-_09wvariantéß", max_size=30))
 def test_url_key_fast_path_agrees_with_urlsplit(prefix, rest):
     from auditor.linking import norm_url
