@@ -31,7 +31,7 @@ from auditor.linking import Linker
 from auditor.master import load_master
 from auditor.model import (Finding, LinkMethod, Listing, MasterRecord, Outcome, Run,
                            SourceResult, SourceStatus)
-from auditor.store import WRITE_BATCH, Store
+from auditor.store import BatchGate, Store
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
     seen: set[str] = set()
     link_batch: list = []
     known_links = store.link_state(ch.name)
-    next_links = WRITE_BATCH
+    links_gate = BatchGate()
     # Image check on: listings are checked in batches once their images are hashed.
     own_images = images is None and "image" in cctx
     if own_images:
@@ -261,7 +261,6 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
                     observed.append(f)
 
     def pipeline() -> Iterator[Listing]:
-        nonlocal next_links
         for li in conn_cls(ch).read(ctx):
             if li.key in seen:
                 ctx.bad(li.evidence or li.key, f"duplicate listing key {li.key!r}; kept the first")
@@ -269,13 +268,9 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
             seen.add(li.key)
             link = linker.link(li)
             link_batch.append(link)
-            if len(link_batch) >= next_links:  # locked by another writer: retry later
-                if store.save_links(run_id, ch.name, link_batch, known_links,
-                                    wait=len(link_batch) >= 8 * WRITE_BATCH):
-                    link_batch.clear()
-                    next_links = WRITE_BATCH
-                else:
-                    next_links = len(link_batch) + WRITE_BATCH // 4
+            if links_gate.offer(lambda wait: store.save_links(
+                    run_id, ch.name, link_batch, known_links, wait), len(link_batch)):
+                link_batch.clear()
             m = master.get(link.sku) if link.sku else None
             if m is not None:
                 linked_skus.add(m.sku)
@@ -313,7 +308,7 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
         if own_images:
             images.close()
     store.save_links(run_id, ch.name, link_batch, known_links)
-    del known_links
+    known_links.clear()  # no longer needed: free it before the findings are applied
     if progress:
         progress(ch.name, result.listings)
 

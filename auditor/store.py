@@ -219,15 +219,9 @@ def run_lock(db_path: Path, wait: float = 0.0) -> Iterator[None]:
 
 # --------------------------------------------------------------------------- store
 
-def listing_digest(li: Listing) -> str:
-    """A hash of what a listing shows; where and when it was read (evidence, time) excluded,
-    so an unchanged listing in a reordered feed is not a new version."""
-    return hashlib.blake2b(codec.body(li), digest_size=10).hexdigest()
-
-
-def content_hash(data: str) -> str:
-    """A short stable hash of serialized content."""
-    return hashlib.blake2b(data.encode(), digest_size=10).hexdigest()
+def digest(body: bytes) -> str:
+    """The stored hash of a record's body (``codec.body``): equal bodies, equal hashes."""
+    return hashlib.blake2b(body, digest_size=10).hexdigest()
 
 
 @dataclass
@@ -260,6 +254,23 @@ RESOLVED = "resolved"
 # the B-tree pages a batch touches are written once, small enough that a worker holds
 # the write lock for a fraction of a second.
 WRITE_BATCH = 20_000
+
+
+class BatchGate:
+    """When to write a growing batch: at WRITE_BATCH rows. While another process holds
+    the write lock the batch keeps growing and the write is tried again every quarter
+    batch, rather than waiting idle; at 8 batches it waits for the lock."""
+
+    def __init__(self) -> None:
+        self.at = WRITE_BATCH
+
+    def offer(self, write: Callable[[bool], bool], pending: int) -> bool:
+        """Call ``write(wait)`` when ``pending`` rows are due; True when they were written."""
+        if pending < self.at:
+            return False
+        done = write(pending >= 8 * WRITE_BATCH)
+        self.at = WRITE_BATCH if done else pending + WRITE_BATCH // 4
+        return done
 
 
 class MasterHistory(Mapping[str, list[tuple[datetime, MasterRecord]]]):
@@ -359,7 +370,7 @@ class Store:
         existing = dict(self.db.execute("SELECT sku, hash FROM master_records"))
         plan = MasterPlan(at=now.isoformat(), records=len(records))
         for sku, rec in records.items():
-            h = hashlib.blake2b(codec.body(rec), digest_size=10).hexdigest()
+            h = digest(codec.body(rec))
             old = existing.get(sku)
             if old == h:
                 continue
@@ -549,7 +560,7 @@ class Store:
 
         last_dt: datetime | None = None
         fetched: str | None = None
-        next_try = WRITE_BATCH
+        gate = BatchGate()  # another process may be writing (the snapshot, a channel)
         # One transaction per batch: a long channel never holds the write lock for
         # its whole read, and each batch is all-or-nothing.
         for li in listings:
@@ -557,7 +568,7 @@ class Store:
                 continue
             seen.add(li.key)
             body = codec.body(li)
-            h = hashlib.blake2b(body, digest_size=10).hexdigest()
+            h = digest(body)
             was = known.get(li.key)
             old = was[0] if was else None
             if li.fetched_at is not last_dt:  # a feed's listings share one read time
@@ -574,12 +585,7 @@ class Store:
                 else:
                     changed += 1
                     batch_ver.append((run_id, channel, li.key))
-            pending = len(batch_up) + len(batch_seen)
-            # Another process writing (the master snapshot, another channel): keep
-            # batching and try again a little later, up to a bound, rather than wait idle.
-            if pending >= next_try:
-                done = self._write(flush, wait=pending >= 8 * WRITE_BATCH)
-                next_try = WRITE_BATCH if done else pending + WRITE_BATCH // 4
+            gate.offer(lambda wait: self._write(flush, wait), len(batch_up) + len(batch_seen))
         self._write(flush, wait=True)
         return {"seen": len(seen), "new": new, "changed": changed}
 

@@ -86,6 +86,33 @@ def _records():
     yield Listing("pos", "k2", NOW, title="", description=None, location="Berlin")
 
 
+def _reference_record_dict(obj):
+    """The encoder stored bodies were written with before ``codec.body`` (the reference
+    the fast one must match): fields in order, empty values left out, money as text."""
+    import dataclasses
+
+    def plain(v):
+        if isinstance(v, Money):
+            return f"{v.amount} {v.currency}"
+        if isinstance(v, datetime):
+            return v.isoformat()
+        if isinstance(v, tuple):
+            return list(v)
+        if hasattr(v, "value"):  # enums
+            return v.value
+        if hasattr(v, "items"):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    out = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if v is None or (isinstance(v, tuple) or hasattr(v, "items")) and not v:
+            continue
+        out[f.name] = plain(v)
+    return out
+
+
 def test_stored_body_is_the_json_of_the_record():
     """The fast serializer writes exactly the dict encoding (stored hashes stay valid)
     and reads back to the same record."""
@@ -95,11 +122,11 @@ def test_stored_body_is_the_json_of_the_record():
     from auditor.model import Listing
 
     for rec in _records():
-        d = codec.record_to_dict(rec)
+        d = _reference_record_dict(rec)
         if isinstance(rec, Listing):
             d.pop("fetched_at"); d.pop("evidence", None)
             back = codec.listing_from_row(codec.body(rec), NOW.isoformat(), rec.evidence)
         else:
             back = codec.master_from_dict(orjson.loads(codec.body(rec)))
         assert codec.body(rec).decode() == codec.dumps(d)
-        assert codec.record_to_dict(back) == codec.record_to_dict(rec)
+        assert _reference_record_dict(back) == _reference_record_dict(rec)
