@@ -21,9 +21,6 @@ from auditor.model import Finding, Link, Listing, MasterRecord, Outcome, Severit
 from auditor.options import Opt
 from auditor.plugins import register_check
 
-# Most per-master values a context keeps (see CheckContext.memo).
-MEMO_MAX = 50_000
-
 CheckFn = Callable[[MasterRecord | None, Listing | None, "CheckContext"], Iterable[Finding]]
 
 # Options every check has, whatever it declares itself.
@@ -64,12 +61,12 @@ class CheckContext:
     # Data a preparation step computed for this check before it runs (image
     # signatures under "images"); checks only read it.
     extras: dict[str, Any] = field(default_factory=dict)
-    # Per-run memo of the check: compiled options, normalized master values and
-    # shared passed findings (keys: functions, tuples and field names); it lives
-    # as long as the context.
+    # Per-run memo of the check: compiled options, tables and shared passed findings
+    # (keys: functions, tuples and field names); it lives as long as the context.
+    # Per-master values are not memoized here: within a channel each master comes
+    # once, so a per-master memo would only cost (measured); checks cache by value
+    # (a price point, a title) where values repeat.
     cache: dict = field(default_factory=dict, repr=False)
-    # Per-master values (``memo``), bounded: a channel may show 250k masters once each.
-    memos: dict = field(default_factory=dict, repr=False)
     # The link of the listing being checked, set by the runner before each call
     # (lets presence tell an ambiguous link from an orphan).
     link: Link | None = None
@@ -92,24 +89,6 @@ class CheckContext:
         value = cache.get(build)
         if value is None:
             value = cache[build] = build(self)
-        return value
-
-    def memo(self, master: MasterRecord, build: Callable[[MasterRecord, Any], Any],
-             key: Any = None) -> Any:
-        """``build(master, key)`` computed once per master record and ``key`` in this run.
-
-        Keyed by SKU and checked by identity, so a changed record is rebuilt;
-        at most MEMO_MAX values are kept, so memory stays bounded.
-        """
-        memos = self.memos
-        k = (master.sku, key)
-        hit = memos.get(k)
-        if hit is not None and hit[0] is master:
-            return hit[1]
-        value = build(master, key)
-        if len(memos) >= MEMO_MAX:
-            memos.clear()  # cheaper than LRU bookkeeping; listings of one SKU come together
-        memos[k] = (master, value)
         return value
 
     def finding(self, master: MasterRecord | None, listing: Listing | None, field_name: str,

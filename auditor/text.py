@@ -11,8 +11,11 @@ from functools import lru_cache
 # \w keeps letters and digits of every script; "_" is punctuation for titles.
 _PUNCT = re.compile(r"[^\w\s]+|_+", re.UNICODE)
 # Removed before NFKC, which would turn ™ into "TM" and ℠ into "SM".
-# ASCII punctuation (and "_") to spaces: what _PUNCT does, for ASCII text, faster.
-_ASCII_PUNCT = {c: " " for c in range(128) if not (chr(c).isalnum() or chr(c).isspace())}
+# For ASCII text, one byte table does lower() and what _PUNCT does (punctuation and
+# "_" to spaces): bytes.translate is C table lookups, str.translate with a dict is not.
+_ASCII_FOLD = bytes(c + 32 if 65 <= c <= 90 else
+                    32 if c < 128 and not (chr(c).isalnum() or chr(c).isspace()) else c
+                    for c in range(256))
 _MARKS = re.compile(r"[™®©℠]|\((?:tm|r|c)\)", re.IGNORECASE)
 
 
@@ -27,7 +30,7 @@ def normalize_title(s: str) -> str:
     if s.isascii():  # NFKC and casefold change nothing ASCII but the case
         if "(" in s:
             s = _MARKS.sub(" ", s)
-        return " ".join(s.lower().translate(_ASCII_PUNCT).split())
+        return " ".join(s.encode("ascii").translate(_ASCII_FOLD).decode("ascii").split())
     else:
         s = _MARKS.sub(" ", s)
         s = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", s).casefold())

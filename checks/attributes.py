@@ -9,6 +9,7 @@ values ("Red/Blue", "cotton, elastane") as sets.
 from __future__ import annotations
 
 import re
+from operator import itemgetter
 from typing import Any
 
 from auditor.check import CheckContext, check
@@ -47,7 +48,7 @@ def _settings(ctx: CheckContext) -> dict[str, Any]:
     only = ctx.option("only")
     return {"map": fmap, "tables": tables, "tol": float(ctx.option("unit_tolerance")),
             "only": set(only) if only else None, "ignore": set(ctx.option("ignore") or ()),
-            "caches": {k: {} for k in tables}, "plans": {}, "by_names": {}}
+            "caches": {k: {} for k in tables}, "plans": {}, "pairs": {}}
 
 
 def _values(value: str, syn: SynonymTable) -> frozenset[str]:
@@ -116,6 +117,27 @@ def _plan(cfg: dict[str, Any], ctx: CheckContext, cname: str) -> tuple | None:
     return plan
 
 
+def _pair_plan(cfg: dict[str, Any], ctx: CheckContext,
+               pair: tuple[tuple[str, ...], tuple[str, ...]]) -> tuple:
+    """For a listing's and a master's attribute names: getters of the shown and the
+    expected values compared, their passed outcomes, and the steps comparing them
+    one by one (master name, alias, synonym table, pair cache per channel name)."""
+    names, master_names = pair
+    plans = cfg["plans"]
+    steps = [(cname, *p) for cname in names
+             if (p := plans[cname] if cname in plans else _plan(cfg, ctx, cname))
+             and (p[0] in master_names or p[2] in master_names)]
+    cnames, mnames, oks = [], [], []
+    for cname, name, ok, alt, ok_alt, _syn, _cache in steps:
+        if name in master_names:
+            cnames.append(cname), mnames.append(name), oks.append(ok)
+        else:
+            cnames.append(cname), mnames.append(alt), oks.append(ok_alt)
+    if not oks:
+        return None, None, (), ()
+    return itemgetter(*cnames), itemgetter(*mnames), tuple(oks), steps
+
+
 @check("attributes", fields=("color", "size", "material", "weight", "length", "width",
                              "height"), options=(
     Opt("field_map", dict, {}, "Channel attribute = master attribute, added to the defaults "
@@ -135,22 +157,24 @@ def attributes_check(master: MasterRecord | None, listing: Listing | None, ctx: 
     if master is None or listing is None or not listing.attributes or not master.attributes:
         return []
     cfg = ctx.cache.get(_settings) or ctx.prepared(_settings)
-    tol = cfg["tol"]
-    attrs = listing.attributes
-    # Rows of a feed share a few attribute-name patterns: each is planned once.
-    names = tuple(attrs)
-    hit = cfg["by_names"].get(names)
-    if hit is None:
-        plans = cfg["plans"]
-        steps = [(cname, *p) for cname in names
-                 if (p := plans[cname] if cname in plans else _plan(cfg, ctx, cname))]
-        hit = steps, {n for st in steps for n in (st[1], st[3]) if n}
-        if len(cfg["by_names"]) < 1000:  # a feed has a few column patterns, not thousands
-            cfg["by_names"][names] = hit
-    steps, targets = hit
-    mattrs = master.attributes
-    if targets.isdisjoint(mattrs):  # nothing the channel shows is a master attribute
+    attrs, mattrs = listing.attributes, master.attributes
+    # Rows of a feed share a few attribute-name patterns, and so do master records:
+    # each pair of patterns is planned once. The values it compares are fetched at
+    # once, and when all are equal (and not empty) the answer is the pair's shared
+    # passed outcomes; otherwise its steps compare one by one.
+    pair = (tuple(attrs), tuple(mattrs))
+    plan = cfg["pairs"].get(pair)
+    if plan is None:
+        plan = _pair_plan(cfg, ctx, pair)
+        if len(cfg["pairs"]) < 1000:  # a feed has a few column patterns, not thousands
+            cfg["pairs"][pair] = plan
+    shown_values, expected_values, oks, steps = plan
+    if not steps:  # nothing the channel shows is a master attribute
         return ()
+    got = shown_values(attrs)
+    if got == expected_values(mattrs) and (got if len(oks) == 1 else all(got)):
+        return oks
+    tol = cfg["tol"]
     out = []
     append = out.append
     for cname, name, ok, alt, ok_alt, syn, cache in steps:

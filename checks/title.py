@@ -34,22 +34,16 @@ def _settings(ctx: CheckContext) -> dict[str, Any]:
             "numbers": bool(ctx.option("numbers_must_match"))}
 
 
-def _expected(ctx: CheckContext):
-    channel = ctx.channel
+def _benign(a: str, b: str, raw_len: int, brand: str | None, cfg: dict[str, Any]
+            ) -> str | None:
+    """None when ``b`` is ``a`` up to allowed adaptations, else ``b`` as compared.
 
-    def build(master: MasterRecord, _key: Any) -> tuple[str | None, str, str]:
-        raw = master.override(channel, "title") or master.title
-        return raw, normalize_title(raw) if raw else "", \
-            normalize_title(master.brand) if master.brand else ""
-
-    return build
-
-
-def _benign(a: str, b: str, raw_len: int, brand: str, cfg: dict[str, Any]) -> str | None:
-    """None when ``b`` is ``a`` up to allowed adaptations, else ``b`` as compared."""
+    ``brand`` is the master's brand as given; it is normalized only when needed.
+    """
     if b == a or _truncated(a, b, raw_len, cfg):
         return None
-    if cfg["brand_prefix"] and brand and b.startswith(brand + " "):
+    if cfg["brand_prefix"] and brand and (brand := normalize_title(brand)) and \
+            b.startswith(brand + " "):
         rest = b[len(brand) + 1:]
         if rest == a or _truncated(a, rest, raw_len, cfg):
             return None
@@ -82,9 +76,10 @@ def title_check(master: MasterRecord | None, listing: Listing | None, ctx: Check
     if actual is not None and actual == (master.overrides and master.override(ctx.channel, "title")
                                          or master.title):
         return ctx.cache.get("ok:title") or ctx.ok("title")
-    raw, a, brand = ctx.memo(master, ctx.prepared(_expected), "title")
+    raw = master.overrides and master.override(ctx.channel, "title") or master.title
     if not raw:
         return ()
+    a = normalize_title(raw)  # cached: every channel compares with the same master titles
     variant = listing.attributes.get("variant_title") if listing.attributes and actual else None
     if variant and variant != "Default Title":
         # Shopify shows the product title and the variant's options apart
@@ -93,8 +88,8 @@ def title_check(master: MasterRecord | None, listing: Listing | None, ctx: Check
     if not actual:
         return [ctx.finding(master, listing, "title", Outcome.FAILED, Severity.MAJOR,
                             expected=raw, actual=None, message="listing has no title")]
-    cfg = ctx.prepared(_settings)
-    b = _benign(a, normalize_title(actual), len(actual.strip()), brand, cfg)
+    cfg = ctx.cache.get(_settings) or ctx.prepared(_settings)
+    b = _benign(a, normalize_title(actual), len(actual.strip()), master.brand, cfg)
     if b is None:
         return [ctx.passed(master, listing, "title")]
     missing, extra = token_diff(a, b)

@@ -41,3 +41,57 @@ def test_identical_listing_yields_no_failure(m):
     for name in CHECKS:
         for f in plugins.checks()[name].fn(m, li, context(name)):
             assert f.outcome in (Outcome.PASSED, Outcome.NOT_EVALUATED), (name, f)
+
+
+@settings(max_examples=300, deadline=None)
+@given(masters(), st.data())
+def test_price_fast_path_agrees_with_the_general_path(m, data):
+    """The price check's exact-match shortcut gives what the full comparison gives."""
+    import checks.price as price
+
+    amounts = st.sampled_from([m.price.amount, m.price.amount / 2, m.price.amount * Decimal("1.2"),
+                               Decimal("1.00")])
+    cur = m.price.currency
+    shows_sale = data.draw(st.booleans())
+    start = data.draw(st.none() | st.integers(-5, 5).map(lambda d: NOW + days(d)))
+    li = listing(m, price=Money(data.draw(amounts), cur),
+                 sale_price=Money(data.draw(amounts), cur) if shows_sale else None,
+                 sale_start=start if shows_sale else None,
+                 sale_end=start + days(3) if shows_sale and start else None)
+    opts = data.draw(st.sampled_from([{}, {"tax_inclusive": True, "vat_rate": "0.2"},
+                                      {"rounding": "whole"}]))
+
+    def outcomes(findings):
+        return sorted((f.field, f.outcome.value, f.message) for f in findings)
+
+    fast = outcomes(price.price_check(m, li, context("price", opts)))
+    assert fast == outcomes(price.compare_price(m, li, context("price", opts)))
+
+
+_attr_values = st.sampled_from(["Grey", "Gray", "Red", "", "M", "Medium", "30 cm", "11.81 in",
+                                "1.2 kg", "Cotton, Elastane"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["color", "colour", "size", "material", "length"]),
+                       _attr_values, max_size=4),
+       st.dictionaries(st.sampled_from(["color", "colour", "size", "material", "product_length",
+                                        "condition"]), _attr_values, max_size=5))
+def test_attributes_fast_path_agrees_with_the_general_path(mattrs, shown):
+    """The attributes check's all-equal shortcut gives what the step-by-step loop gives."""
+    import checks.attributes as attributes
+
+    m = master(attributes=mattrs)
+    li = listing(m, attributes=shown)
+
+    def outcomes(findings):
+        return sorted((f.field, f.outcome.value, f.message) for f in findings)
+
+    fast = outcomes(attributes.attributes_check(m, li, context("attributes")))
+    original = attributes._pair_plan
+    try:
+        attributes._pair_plan = lambda *a: (lambda _d: 1, lambda _d: 2, (), original(*a)[3])
+        general = outcomes(attributes.attributes_check(m, li, context("attributes")))
+    finally:
+        attributes._pair_plan = original
+    assert fast == general
