@@ -44,6 +44,11 @@ _BODY_FIELDS = {
     MasterRecord: _FIELD_NAMES[MasterRecord],
 }
 _BODY_VALUES = {cls: operator.attrgetter(*names) for cls, names in _BODY_FIELDS.items()}
+# Fields holding tuples or mappings: left out when empty (the others only when None).
+_BODY_CONTAINERS = {
+    cls: tuple(f.name for f in dataclasses.fields(cls) if f.name in _BODY_FIELDS[cls] and
+               str(f.type).startswith(("tuple", "Mapping", "dict")))
+    for cls in _BODY_FIELDS}
 _BODY_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 
@@ -57,8 +62,11 @@ def body(obj: MasterRecord | Listing) -> bytes:
     datetimes, tuples and dicts itself; only money is formatted here.
     """
     cls = type(obj)
-    d = {n: v for n, v in zip(_BODY_FIELDS[cls], _BODY_VALUES[cls](obj))
-         if v is not None and v != () and v != {}}
+    d = {n: v for n, v in zip(_BODY_FIELDS[cls], _BODY_VALUES[cls](obj)) if v is not None}
+    for name in _BODY_CONTAINERS[cls]:
+        v = d.get(name)
+        if v is not None and (v == () or v == {}):  # exactly what earlier versions left out
+            del d[name]
     for name in _MONEY_FIELDS:
         m = d.get(name)
         if m is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import glob
 import logging
 import logging.handlers
 import multiprocessing as mp
@@ -18,7 +19,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
 
 from auditor import plugins
 from auditor.check import CheckContext, CheckSpec
@@ -31,6 +33,7 @@ from auditor.linking import Linker
 from auditor.master import load_master
 from auditor.model import (Finding, LinkMethod, Listing, MasterRecord, Outcome, Run,
                            SourceResult, SourceStatus)
+from auditor.sources import is_url
 from auditor.store import BatchGate, Store
 
 log = logging.getLogger(__name__)
@@ -185,11 +188,12 @@ def _in_fork(fn: Callable[[], Any]) -> Callable[[], Any]:
     return result
 
 
-def _plan_in(path: str, records: dict[str, MasterRecord], now: datetime) -> Any:
+def _plan_in(path: str, records: dict[str, MasterRecord], now: datetime,
+             part: tuple[int, int] = (0, 1)) -> Any:
     """``plan_master`` on a connection of its own (for a forked process)."""
     own = Store(path)
     try:
-        return own.plan_master(records, now)
+        return own.plan_master(records, now, part)
     finally:
         own.close()
 
@@ -200,6 +204,7 @@ def write_master(store: Store, update: MasterUpdate) -> None:
         return
     res = store.commit_master(update.plan, update.records or {}, update.source,
                               update.sha256, update.skipped_rows)
+    update.plan.bodies = {}  # written: no need to keep them for the rest of the run
     update.info["snapshot_id"] = res.snapshot_id
 
 
@@ -413,8 +418,12 @@ def run_audit(cfg: Config, store: Store, channels: list[str] | None = None,
         planned = None
         if update is not None and update.records is not None:
             records, path = update.records, store.path
-            if workers > 1:  # compare with the snapshot in force on the other core
-                planned = _in_fork(lambda: _plan_in(path, records, now))
+            if workers > 1:
+                # Compare with the snapshot in force in two processes beside this one,
+                # which builds the linker indexes meanwhile.
+                parts = [_in_fork(lambda i=i: _plan_in(path, records, now, (i, 2)))
+                         for i in range(2)]
+                planned = lambda: parts[0]().merge(parts[1]())  # noqa: E731
             else:
                 plan_update(update, store.plan_master(records, now))
         if master is None:
@@ -528,7 +537,7 @@ def _audit_in_workers(cfg: Config, store: Store, run_id: int, selected: list[Cha
         q.put(("done", i, summary))
         _leave_fork(q)
 
-    pending = list(enumerate(selected))
+    pending = longest_first(selected, store.last_durations())
     running: dict[int, Any] = {}
     results: dict[int, ChannelSummary] = {}
     started_at: dict[int, float] = {}
@@ -585,6 +594,33 @@ def _audit_in_workers(cfg: Config, store: Store, run_id: int, selected: list[Cha
             p.join()
         q.close()
     return [results[i] for i in range(len(selected))]
+
+
+def longest_first(selected: list[ChannelConfig], durations: Mapping[str, float]
+                  ) -> list[tuple[int, ChannelConfig]]:
+    """The order in which workers take channels: the longest first, so that no long
+    channel is left to run alone at the end while the other cores idle.
+
+    A channel's length is its last complete run's duration. A channel that has none
+    comes before those that do (it may be long), larger local source files first.
+    """
+    def size(ch: ChannelConfig) -> int:
+        src = ch.source or ""
+        if is_url(src):
+            return 1 << 62  # size unknown: assume large
+        path = Path(src).expanduser()
+        path = path if path.is_absolute() else ch.base_dir / path
+        try:
+            return max((os.stat(p).st_size for p in glob.glob(str(path))), default=0)
+        except OSError:
+            return 0
+
+    def key(item: tuple[int, ChannelConfig]) -> tuple:
+        i, ch = item
+        known = durations.get(ch.name)
+        return (0, -size(ch), i) if known is None else (1, -known, i)
+
+    return sorted(enumerate(selected), key=key)
 
 
 def _summary_dict(s: ChannelSummary) -> dict[str, Any]:

@@ -246,6 +246,16 @@ class MasterPlan:
     added: int = 0
     removed: list[str] = field(default_factory=list)       # SKUs no longer in the master
     replaced: dict[str, str] = field(default_factory=dict)  # SKU -> stored data it replaces
+    bodies: dict[str, bytes] = field(default_factory=dict)  # SKU -> body to write (codec.body)
+
+    def merge(self, other: "MasterPlan") -> "MasterPlan":
+        """This plan and one of another part of the same import, together."""
+        self.writes.update(other.writes)
+        self.added += other.added
+        self.removed += other.removed
+        self.replaced.update(other.replaced)
+        self.bodies.update(other.bodies)
+        return self
 
 
 OPEN = "open"
@@ -360,27 +370,35 @@ class Store:
         return self.commit_master(self.plan_master(recs, now), recs, source, sha256,
                                   skipped_rows)
 
-    def plan_master(self, records: Mapping[str, MasterRecord], now: datetime) -> "MasterPlan":
-        """What importing ``records`` would change, read-only: the records to write and
-        the stored versions they replace (``commit_master`` writes it).
+    def plan_master(self, records: Mapping[str, MasterRecord], now: datetime,
+                    part: tuple[int, int] = (0, 1)) -> "MasterPlan":
+        """What importing ``records`` would change, read-only: the records to write (with
+        their bodies) and the stored versions they replace (``commit_master`` writes it).
 
         Planning first lets a run hand the replaced versions to its checks as history
-        and write the snapshot while the channels are audited.
+        and write the snapshot while the channels are audited. ``part=(i, n)`` plans
+        only the i-th of n interleaved slices of the SKUs (removed SKUs in part 0), so
+        n processes can share the work; ``MasterPlan.merge`` puts the parts together.
         """
+        i, n = part
         existing = dict(self.db.execute("SELECT sku, hash FROM master_records"))
         plan = MasterPlan(at=now.isoformat(), records=len(records))
-        for sku, rec in records.items():
-            h = digest(codec.body(rec))
+        skus = list(records)[i::n] if n > 1 else records
+        for sku in skus:
+            body = codec.body(records[sku])
+            h = digest(body)
             old = existing.get(sku)
             if old == h:
                 continue
             plan.writes[sku] = h
+            plan.bodies[sku] = body
             if old is None:
                 plan.added += 1
-        plan.removed = [sku for sku in existing if sku not in records]
+        if i == 0:
+            plan.removed = [sku for sku in existing if sku not in records]
         replaced = [sku for sku in plan.writes if sku in existing] + plan.removed
-        for i in range(0, len(replaced), 500):
-            chunk = replaced[i:i + 500]
+        for j in range(0, len(replaced), 500):
+            chunk = replaced[j:j + 500]
             plan.replaced.update(self.db.execute(
                 "SELECT sku, data FROM master_records WHERE sku IN (%s)"
                 % ",".join("?" * len(chunk)), chunk))
@@ -403,7 +421,8 @@ class Store:
             for i in range(0, len(skus), 5000):
                 upserts, history, changes = [], [], []
                 for sku in skus[i:i + 5000]:
-                    data = codec.body(records[sku]).decode()
+                    body = plan.bodies.get(sku)
+                    data = (body if body is not None else codec.body(records[sku])).decode()
                     upserts.append((sku, plan.writes[sku], data, snap, at))
                     old_data = plan.replaced.get(sku)
                     if old_data is None:
@@ -510,6 +529,15 @@ class Store:
             args.append(before_run)
         rows = list(self.db.query(q + " ORDER BY run_id DESC LIMIT 1", args))
         return rows[0] if rows else None
+
+    def last_durations(self) -> dict[str, float]:
+        """Seconds the latest complete read of each source took (read and audited)."""
+        out: dict[str, float] = {}
+        for source, a, b in self.db.execute(
+                "SELECT source, started_at, finished_at FROM run_sources WHERE status='complete'"
+                " AND started_at IS NOT NULL AND finished_at IS NOT NULL ORDER BY run_id"):
+            out[source] = (datetime.fromisoformat(b) - datetime.fromisoformat(a)).total_seconds()
+        return out
 
     def last_good_listing_count(self, source: str, before_run: int) -> int | None:
         """Listings yielded by the last complete read of ``source`` before ``before_run``."""
@@ -648,22 +676,25 @@ class Store:
 
     def link_state(self, channel: str) -> dict[str, tuple]:
         """The stored link of each listing of ``channel``, to write only the ones that change."""
-        return {k: rest for k, *rest in self.db.execute(
-            "SELECT listing_key, sku, method, confidence, candidates FROM links "
-            "WHERE channel = ?", (channel,))}
+        return {k: (sku, method, confidence, candidates)
+                for k, sku, method, confidence, candidates in self.db.execute(
+                    "SELECT listing_key, sku, method, confidence, candidates FROM links "
+                    "WHERE channel = ?", (channel,))}
 
     def save_links(self, run_id: int, channel: str, links: Iterable[Link],
-                   known: Mapping[str, Sequence] | None = None, wait: bool = True) -> bool:
+                   known: Mapping[str, tuple] | None = None, wait: bool = True) -> bool:
         """Record links; with ``known`` (from ``link_state``) an unchanged one is not
         rewritten, so ``run_id`` is the run that last set it. With ``wait=False``,
         returns False without writing when another process holds the write lock."""
         rows = []
+        append = rows.append
+        get = (known or {}).get
         for lk in links:
-            row = (lk.sku, lk.method.value, lk.confidence,
+            # (the method is a StrEnum: stored, and compared with the stored one, as its text)
+            row = (lk.sku, lk.method, lk.confidence,
                    json.dumps(list(lk.candidates)) if lk.candidates else None)
-            if known is not None and tuple(known.get(lk.listing_key, ())) == row:
-                continue
-            rows.append((lk.channel, lk.listing_key, *row, run_id))
+            if get(lk.listing_key) != row:
+                append((lk.channel, lk.listing_key, *row, run_id))
         return self._write(lambda: self.db.conn.executemany(
             "INSERT OR REPLACE INTO links (channel, listing_key, sku, method, confidence,"
             " candidates, run_id) VALUES (?,?,?,?,?,?,?)", rows), wait)

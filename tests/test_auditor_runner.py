@@ -202,3 +202,38 @@ def test_background_step_result_or_fallback_in_this_process():
 
     assert _in_fork(dies_in_child)() == "here" and calls == [parent]
 
+
+
+def test_workers_take_the_longest_channels_first(tmp_path):
+    from auditor.config import ChannelConfig
+    from auditor.runner import longest_first
+
+    def channel(name, source):
+        return ChannelConfig(name, "tabular", source, None, True, {}, {}, tmp_path)
+
+    (tmp_path / "small.csv").write_text("x" * 10)
+    (tmp_path / "big.csv").write_text("x" * 1000)
+    (tmp_path / "drop").mkdir()
+    (tmp_path / "drop" / "a.csv").write_text("x" * 500)
+    chans = [channel("small", "small.csv"), channel("done-fast", "big.csv"),
+             channel("glob", "drop/*.csv"), channel("remote", "https://feeds.example/f.xml"),
+             channel("done-slow", "small.csv"), channel("missing", "nope.csv"),
+             channel("big", str(tmp_path / "big.csv"))]
+    order = [ch.name for _, ch in longest_first(chans, {"done-fast": 3.0, "done-slow": 40.0})]
+    # Never run: URL (size unknown) first, then by file size; then by last duration.
+    assert order == ["remote", "big", "glob", "small", "missing", "done-slow", "done-fast"]
+    assert [i for i, _ in longest_first(chans, {})][:3] == [3, 1, 6]  # ties: config order
+
+
+def test_last_durations_come_from_complete_reads(mini_world):
+    from auditor.config import load_config
+
+    cfg = load_config(mini_world / "config.toml")
+    store = Store(cfg.store_path)
+    try:
+        run_audit(cfg, store, now=NOW)
+        durations = store.last_durations()
+        assert set(durations) == {c.name for c in cfg.channels if c.enabled}
+        assert all(0 <= s < 60 for s in durations.values())
+    finally:
+        store.close()

@@ -67,6 +67,24 @@ def test_master_history_keeps_every_value_with_its_time(fresh_store):
     assert ch[0]["changed_at"] == later.isoformat()
 
 
+def test_master_plan_in_parts_is_the_whole_plan(fresh_store):
+    s = fresh_store
+    s.save_master([make_master(k) for k in "ABCDE"], "m.csv", "h1", NOW)
+    later = NOW + timedelta(days=1)
+    new = {k: make_master(k) for k in "ABCFG"}
+    new["B"] = make_master("B", price=Money(Decimal("1.00"), "EUR"))
+    whole = s.plan_master(new, later)
+    parts = [s.plan_master(new, later, (i, 2)) for i in range(2)]
+    assert all(p.writes for p in parts)  # the work is shared
+    merged = parts[0].merge(parts[1])
+    assert (merged.writes, merged.added, sorted(merged.removed), merged.replaced,
+            merged.bodies) == (whole.writes, whole.added, sorted(whole.removed),
+                               whole.replaced, whole.bodies)
+    assert set(whole.writes) == {"B", "F", "G"} and sorted(whole.removed) == ["D", "E"]
+    s.commit_master(merged, new, "m.csv", "h2")
+    assert s.current_master() == new
+
+
 def test_listing_versions_only_on_change(fresh_store):
     s = fresh_store
     s.save_listings(1, "google", [make_listing("A"), make_listing("B")])
