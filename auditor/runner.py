@@ -188,12 +188,11 @@ def _in_fork(fn: Callable[[], Any]) -> Callable[[], Any]:
     return result
 
 
-def _plan_in(path: str, records: dict[str, MasterRecord], now: datetime,
-             part: tuple[int, int] = (0, 1)) -> Any:
+def _plan_in(path: str, records: dict[str, MasterRecord], now: datetime) -> Any:
     """``plan_master`` on a connection of its own (for a forked process)."""
     own = Store(path)
     try:
-        return own.plan_master(records, now, part)
+        return own.plan_master(records, now)
     finally:
         own.close()
 
@@ -418,12 +417,8 @@ def run_audit(cfg: Config, store: Store, channels: list[str] | None = None,
         planned = None
         if update is not None and update.records is not None:
             records, path = update.records, store.path
-            if workers > 1:
-                # Compare with the snapshot in force in two processes beside this one,
-                # which builds the linker indexes meanwhile.
-                parts = [_in_fork(lambda i=i: _plan_in(path, records, now, (i, 2)))
-                         for i in range(2)]
-                planned = lambda: parts[0]().merge(parts[1]())  # noqa: E731
+            if workers > 1:  # compare with the snapshot in force on the other core
+                planned = _in_fork(lambda: _plan_in(path, records, now))
             else:
                 plan_update(update, store.plan_master(records, now))
         if master is None:

@@ -246,7 +246,7 @@ class MasterPlan:
     added: int = 0
     removed: list[str] = field(default_factory=list)       # SKUs no longer in the master
     replaced: dict[str, str] = field(default_factory=dict)  # SKU -> stored data it replaces
-    bodies: dict[str, bytes] = field(default_factory=dict)  # SKU -> body to write (codec.body)
+    bodies: dict[str, str] = field(default_factory=dict)  # SKU -> data to write (codec.body)
 
     def merge(self, other: "MasterPlan") -> "MasterPlan":
         """This plan and one of another part of the same import, together."""
@@ -391,7 +391,7 @@ class Store:
             if old == h:
                 continue
             plan.writes[sku] = h
-            plan.bodies[sku] = body
+            plan.bodies[sku] = body.decode()  # exact size: orjson's buffer is larger
             if old is None:
                 plan.added += 1
         if i == 0:
@@ -421,8 +421,7 @@ class Store:
             for i in range(0, len(skus), 5000):
                 upserts, history, changes = [], [], []
                 for sku in skus[i:i + 5000]:
-                    body = plan.bodies.get(sku)
-                    data = (body if body is not None else codec.body(records[sku])).decode()
+                    data = plan.bodies.get(sku) or codec.body(records[sku]).decode()
                     upserts.append((sku, plan.writes[sku], data, snap, at))
                     old_data = plan.replaced.get(sku)
                     if old_data is None:
