@@ -35,7 +35,7 @@ def _child(fn: Callable, args: tuple, kwargs: dict, q: mp.Queue) -> None:
     try:
         res = fn(*args, **kwargs)
         err = None
-    except BaseException as e:  # report, don't hang the parent
+    except BaseException:  # report, don't hang the parent
         import traceback
 
         res, err = None, traceback.format_exc()
