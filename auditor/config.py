@@ -129,7 +129,8 @@ RUN_OPTIONS = (
     Opt("workers", int, 0,
         "Channels audited at the same time, each in its own process (forked after the "
         "master is loaded, so it is shared, not copied). 0 = one per CPU core, at most one "
-        "per channel; 1 = every channel in the auditor's own process, one after another."),
+        "per channel; 1 = every channel in the auditor's own process, one after another. "
+        "Workers take the longest channels first (last run's duration, else file size)."),
 )
 
 HTTP_OPTIONS = (
