@@ -292,8 +292,9 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
                 progress(ch.name, result.listings)
             yield li
 
+    unseen: list[str] = []  # listings present before and not read now
     try:
-        store.save_listings(run_id, ch.name, pipeline())
+        unseen = store.save_listings(run_id, ch.name, pipeline())["unseen"]
     except SourceError as e:
         result.status = SourceStatus.FAILED
         result.message = f"{e.source}: {e.reason}"
@@ -329,7 +330,7 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
                               f"{ch.opt('min_ratio', 0.5):.0%} of the last complete read ({prev});"
                               f" no listing is concluded missing")
     if result.status == SourceStatus.COMPLETE:
-        store.mark_removed(run_id, ch.name, seen)
+        store.mark_removed(run_id, ch.name, unseen)
         for sku, m in master.items():
             if sku not in linked_skus:
                 run_checks(m, None)

@@ -621,21 +621,20 @@ class Store:
                     batch_ver.append((run_id, channel, li.key))
             gate.offer(lambda wait: self._write(flush, wait), len(batch_up) + len(batch_seen))
         self._write(flush, wait=True)
-        return {"seen": len(seen), "new": new, "changed": changed}
+        # Present before this read and not in it: removed, if the read was complete (the
+        # caller decides; see mark_removed). Known from the rows read above, no rescan.
+        unseen = [k for k, (_h, _ev, gone) in known.items() if gone is None and k not in seen]
+        return {"seen": len(seen), "new": new, "changed": changed, "unseen": unseen}
 
-    def mark_removed(self, run_id: int, channel: str, seen_keys: set[str]) -> int:
-        """After a complete read: listings of ``channel`` not seen are removed in this run."""
-        present = self.db.execute("SELECT count(*) FROM listings WHERE channel=? AND "
-                                  "removed_run IS NULL", (channel,)).fetchone()[0]
-        if present == len(seen_keys):  # every seen key has a row: none is missing
-            return 0
-        gone = [k for (k,) in self.db.execute(
-            "SELECT key FROM listings WHERE channel=? AND removed_run IS NULL", (channel,))
-            if k not in seen_keys]
-        with self.db.conn:
-            self.db.conn.executemany("UPDATE listings SET removed_run=? WHERE channel=? AND key=?",
-                                     [(run_id, channel, k) for k in gone])
-        return len(gone)
+    def mark_removed(self, run_id: int, channel: str, keys: Iterable[str]) -> int:
+        """After a complete read: ``keys`` of ``channel`` (``save_listings``'s ``unseen``)
+        are removed in this run."""
+        rows = [(run_id, channel, k) for k in keys]
+        if rows:
+            with self.db.conn:
+                self.db.conn.executemany(
+                    "UPDATE listings SET removed_run=? WHERE channel=? AND key=?", rows)
+        return len(rows)
 
     def listings(self, channel: str | None = None, sku: str | None = None,
                  include_removed: bool = False) -> list[Listing]:

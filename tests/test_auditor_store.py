@@ -100,12 +100,19 @@ def test_listing_versions_only_on_change(fresh_store):
     a = next(li for li in s.listings("google") if li.key == "A")
     assert (a.fetched_at, a.evidence) == (NOW + timedelta(hours=1), "feed.xml:9")
     # Read again unchanged from the same place: no write at all.
-    s.save_listings(3, "google", [make_listing("A", fetched_at=NOW + timedelta(hours=2),
-                                               evidence="feed.xml:9")])
+    res = s.save_listings(3, "google", [make_listing("A", fetched_at=NOW + timedelta(hours=2),
+                                                     evidence="feed.xml:9")])
     row = s.db.execute("SELECT last_seen_run, fetched_at FROM listings WHERE key='A'").fetchone()
     assert row == (2, (NOW + timedelta(hours=1)).isoformat())
-    assert s.mark_removed(3, "google", {"A"}) == 1
+    assert res["unseen"] == ["B"]
+    assert s.mark_removed(3, "google", res["unseen"]) == 1
     assert [li.key for li in s.listings("google")] == ["A"]
+    # B is gone: not unseen again (already removed); back in a later read, it is present.
+    assert s.save_listings(4, "google", [make_listing("A")])["unseen"] == []
+    assert s.save_listings(5, "google", [make_listing("A"), make_listing("B", title="Changed")]
+                           )["unseen"] == []
+    assert sorted(li.key for li in s.listings("google")) == ["A", "B"]
+    assert s.save_listings(6, "google", [make_listing("B", title="Changed")])["unseen"] == ["A"]
 
 
 def _f(key, outcome=Outcome.FAILED, check="price", actual="2 EUR"):
