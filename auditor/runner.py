@@ -31,10 +31,10 @@ from auditor.http import FetchPolicy
 from auditor.images import ChannelImages, ImageRun
 from auditor.linking import Linker
 from auditor.master import load_master
-from auditor.model import (Finding, LinkMethod, Listing, MasterRecord, Outcome, Run,
+from auditor.model import (Finding, Link, LinkMethod, Listing, MasterRecord, Outcome, Run,
                            SourceResult, SourceStatus)
 from auditor.sources import is_url
-from auditor.store import BatchGate, Store
+from auditor.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -241,9 +241,6 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
     observed: list[Finding] = []
     linked_skus: set[str] = set()
     seen: set[str] = set()
-    link_batch: list = []
-    known_links = store.link_state(ch.name)
-    links_gate = BatchGate()
     # Image check on: listings are checked in batches once their images are hashed.
     own_images = images is None and "image" in cctx
     if own_images:
@@ -264,17 +261,13 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
                 if o is not passed:
                     observed.append(f)
 
-    def pipeline() -> Iterator[Listing]:
+    def pipeline() -> Iterator[tuple[Listing, Link]]:
         for li in conn_cls(ch).read(ctx):
             if li.key in seen:
                 ctx.bad(li.evidence or li.key, f"duplicate listing key {li.key!r}; kept the first")
                 continue
             seen.add(li.key)
             link = linker.link(li)
-            link_batch.append(link)
-            if links_gate.offer(lambda wait: store.save_links(
-                    run_id, ch.name, link_batch, known_links, wait), len(link_batch)):
-                link_batch.clear()
             m = master.get(link.sku) if link.sku else None
             if m is not None:
                 linked_skus.add(m.sku)
@@ -290,7 +283,7 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
             result.listings += 1
             if progress and result.listings % 1000 == 0:
                 progress(ch.name, result.listings)
-            yield li
+            yield li, link
 
     unseen: list[str] = []  # listings present before and not read now
     try:
@@ -312,8 +305,6 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
             log.exception("channel %s: checks of the last image batch failed", ch.name)
         if own_images:
             images.close()
-    store.save_links(run_id, ch.name, link_batch, known_links)
-    known_links.clear()  # no longer needed: free it before the findings are applied
     if progress:
         progress(ch.name, result.listings)
 

@@ -160,7 +160,27 @@ def _m3(db: sqlite_utils.Database) -> None:
     """)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1, _m2, _m3]
+def _m4(db: sqlite_utils.Database) -> None:
+    """A listing's link sits in its row: one row, one write, per listing. ``links``
+    stays as a view of those columns (same names as the table it replaces)."""
+    _script(db, """
+    ALTER TABLE listings ADD COLUMN master_sku TEXT;
+    ALTER TABLE listings ADD COLUMN link_method TEXT;
+    ALTER TABLE listings ADD COLUMN link_confidence REAL;
+    ALTER TABLE listings ADD COLUMN link_candidates TEXT;
+    ALTER TABLE listings ADD COLUMN link_run INTEGER;
+    UPDATE listings SET master_sku = k.sku, link_method = k.method,
+        link_confidence = k.confidence, link_candidates = k.candidates, link_run = k.run_id
+        FROM links k WHERE k.channel = listings.channel AND k.listing_key = listings.key;
+    DROP TABLE links;
+    CREATE INDEX listings_master_sku ON listings(master_sku);
+    CREATE VIEW links AS SELECT channel, key AS listing_key, master_sku AS sku,
+        link_method AS method, link_confidence AS confidence, link_candidates AS candidates,
+        link_run AS run_id FROM listings WHERE link_method IS NOT NULL;
+    """)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1, _m2, _m3, _m4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -261,7 +281,7 @@ class MasterPlan:
 
 OPEN = "open"
 RESOLVED = "resolved"
-_KEY1, _KEY2, _KEY4 = itemgetter(1), itemgetter(2), itemgetter(4)
+_KEY1, _KEY2, _KEY_LAST = itemgetter(1), itemgetter(2), itemgetter(-1)
 # Rows written per transaction when a run stores listings and links: large enough that
 # the B-tree pages a batch touches are written once, small enough that a worker holds
 # the write lock for a fraction of a second.
@@ -548,26 +568,33 @@ class Store:
         return row[0] if row else None
 
     # ----------------------------------------------------------------- listings
-    def save_listings(self, run_id: int, channel: str, listings: Iterable[Listing]
-                      ) -> dict[str, int]:
-        """Record this run's observations. ``listings`` holds the latest version of each;
-        when one changes, the version it replaces moves to ``listing_versions``.
+    def save_listings(self, run_id: int, channel: str,
+                      observed: Iterable[tuple[Listing, Link | None]]) -> dict[str, Any]:
+        """Record this run's observations: each listing with its link to the master (None:
+        not linked by this caller; the row keeps no link). ``listings`` holds the latest
+        version of each; when one changes, the version it replaces moves to
+        ``listing_versions``. The link sits in the listing's row (``links`` is a view).
 
-        ``listings`` may be a generator: it is consumed in batches, never held whole.
+        ``observed`` may be a generator: it is consumed in batches, never held whole.
 
-        A listing read again unchanged, from the same place, costs no write: its row
-        keeps the run, time and place it was first read in this version
-        (``last_seen_run``, ``fetched_at``, ``evidence``), and while ``removed_run`` is
-        NULL it is on the channel as of the channel's latest complete read.
+        A listing read again unchanged, from the same place and with the same link, costs
+        no write: its row keeps the run, time and place it was first read in this version
+        (``last_seen_run``, ``fetched_at``, ``evidence``) and the run that set its link
+        (``link_run``); while ``removed_run`` is NULL it is on the channel as of the
+        channel's latest complete read. Returns counts and ``unseen``: the keys present
+        before this read and not in it (removed, if the read was complete: ``mark_removed``).
         """
-        known = {k: (h, ev, gone) for k, h, ev, gone in self.db.execute(
-            "SELECT key, hash, evidence, removed_run FROM listings WHERE channel = ?",
-            (channel,))}
+        known = {k: (h, ev, gone, (sku, method, conf, cands), link_run)
+                 for k, h, ev, gone, sku, method, conf, cands, link_run in self.db.execute(
+                     "SELECT key, hash, evidence, removed_run, master_sku, link_method,"
+                     " link_confidence, link_candidates, link_run FROM listings"
+                     " WHERE channel = ?", (channel,))}
         seen: set[str] = set()
         new = changed = 0
         batch_up: list[tuple] = []
         batch_ver: list[tuple] = []
         batch_seen: list[tuple] = []
+        batch_link: list[tuple] = []
         c = self.db.conn
 
         def flush() -> None:
@@ -575,7 +602,8 @@ class Store:
             # writes touch each page once per batch (25% less CPU, measured).
             batch_ver.sort(key=_KEY2)
             batch_up.sort(key=_KEY1)
-            batch_seen.sort(key=_KEY4)
+            batch_seen.sort(key=_KEY_LAST)
+            batch_link.sort(key=_KEY_LAST)
             # The replaced versions first, while ``listings`` still holds them.
             c.executemany(
                 "INSERT INTO listing_versions (channel, key, run_id, hash, data, until_run,"
@@ -583,47 +611,65 @@ class Store:
                 " fetched_at, evidence FROM listings WHERE channel=? AND key=?", batch_ver)
             c.executemany(
                 "INSERT INTO listings (channel, key, hash, data, first_seen_run, last_seen_run,"
-                " last_changed_run, fetched_at, evidence) VALUES (?,?,?,?,?,?,?,?,?)"
+                " last_changed_run, fetched_at, evidence, master_sku, link_method,"
+                " link_confidence, link_candidates, link_run) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
                 " ON CONFLICT(channel, key) DO UPDATE SET hash=excluded.hash,"
                 " data=excluded.data, last_seen_run=excluded.last_seen_run,"
                 " last_changed_run=excluded.last_changed_run, fetched_at=excluded.fetched_at,"
-                " evidence=excluded.evidence, removed_run=NULL", batch_up)
+                " evidence=excluded.evidence, removed_run=NULL, master_sku=excluded.master_sku,"
+                " link_method=excluded.link_method, link_confidence=excluded.link_confidence,"
+                " link_candidates=excluded.link_candidates, link_run=excluded.link_run",
+                batch_up)
             c.executemany("UPDATE listings SET last_seen_run=?, removed_run=NULL, fetched_at=?,"
-                          " evidence=? WHERE channel=? AND key=?", batch_seen)
-            batch_up.clear(); batch_ver.clear(); batch_seen.clear()
+                          " evidence=?, master_sku=?, link_method=?, link_confidence=?,"
+                          " link_candidates=?, link_run=? WHERE channel=? AND key=?", batch_seen)
+            c.executemany("UPDATE listings SET master_sku=?, link_method=?, link_confidence=?,"
+                          " link_candidates=?, link_run=? WHERE channel=? AND key=?", batch_link)
+            batch_up.clear(); batch_ver.clear(); batch_seen.clear(); batch_link.clear()
 
         last_dt: datetime | None = None
         fetched: str | None = None
+        no_link = (None, None, None, None)
         gate = BatchGate()  # another process may be writing (the snapshot, a channel)
         # One transaction per batch: a long channel never holds the write lock for
         # its whole read, and each batch is all-or-nothing.
-        for li in listings:
-            if li.key in seen:
+        for li, lk in observed:
+            key = li.key
+            if key in seen:
                 continue
-            seen.add(li.key)
+            seen.add(key)
             body = codec.body(li)
             h = digest(body)
-            was = known.get(li.key)
-            old = was[0] if was else None
+            was = known.get(key)
+            # (the method is a StrEnum: stored, and compared with the stored one, as its text)
+            link = no_link if lk is None else (
+                lk.sku, lk.method, lk.confidence,
+                json.dumps(list(lk.candidates)) if lk.candidates else None)
+            link_run = was[4] if was is not None and was[3] == link else \
+                (None if lk is None else run_id)
             if li.fetched_at is not last_dt:  # a feed's listings share one read time
                 last_dt = li.fetched_at
                 fetched = last_dt.isoformat() if last_dt else None
-            if old == h:
+            if was is not None and was[0] == h:
                 if was[2] is not None or was[1] != li.evidence:  # back again, or moved
-                    batch_seen.append((run_id, fetched, li.evidence, channel, li.key))
+                    batch_seen.append((run_id, fetched, li.evidence, *link, link_run, channel,
+                                       key))
+                elif was[3] != link:
+                    batch_link.append((*link, link_run, channel, key))
             else:
-                batch_up.append((channel, li.key, h, body.decode(), run_id, run_id, run_id, fetched,
-                                 li.evidence))
-                if old is None:
+                batch_up.append((channel, key, h, body.decode(), run_id, run_id, run_id,
+                                 fetched, li.evidence, *link, link_run))
+                if was is None:
                     new += 1
                 else:
                     changed += 1
-                    batch_ver.append((run_id, channel, li.key))
-            gate.offer(lambda wait: self._write(flush, wait), len(batch_up) + len(batch_seen))
+                    batch_ver.append((run_id, channel, key))
+            gate.offer(lambda wait: self._write(flush, wait),
+                       len(batch_up) + len(batch_seen) + len(batch_link))
         self._write(flush, wait=True)
         # Present before this read and not in it: removed, if the read was complete (the
         # caller decides; see mark_removed). Known from the rows read above, no rescan.
-        unseen = [k for k, (_h, _ev, gone) in known.items() if gone is None and k not in seen]
+        unseen = [k for k, was in known.items() if was[2] is None and k not in seen]
         return {"seen": len(seen), "new": new, "changed": changed, "unseen": unseen}
 
     def mark_removed(self, run_id: int, channel: str, keys: Iterable[str]) -> int:
@@ -642,8 +688,7 @@ class Store:
         q = "SELECT l.data, l.fetched_at, l.evidence FROM listings l"
         where, args = [], []
         if sku is not None:
-            q += " JOIN links k ON k.channel = l.channel AND k.listing_key = l.key"
-            where.append("k.sku = ?"); args.append(sku)
+            where.append("l.master_sku = ?"); args.append(sku)
         if channel is not None:
             where.append("l.channel = ?"); args.append(channel)
         if not include_removed:
@@ -653,7 +698,6 @@ class Store:
         return [codec.listing_from_row(d, fetched, evidence)
                 for d, fetched, evidence in self.db.execute(q, args)]
 
-    # ----------------------------------------------------------------- links
     def _write(self, fn: Callable[[], None], wait: bool) -> bool:
         """Run ``fn`` in one write transaction. With ``wait=False`` only when the write
         lock is free now: returns False at once (nothing done) when another process
@@ -679,42 +723,18 @@ class Store:
         c.commit()
         return True
 
-    def link_state(self, channel: str) -> dict[str, tuple]:
-        """The stored link of each listing of ``channel``, to write only the ones that change."""
-        return {k: (sku, method, confidence, candidates)
-                for k, sku, method, confidence, candidates in self.db.execute(
-                    "SELECT listing_key, sku, method, confidence, candidates FROM links "
-                    "WHERE channel = ?", (channel,))}
-
-    def save_links(self, run_id: int, channel: str, links: Iterable[Link],
-                   known: Mapping[str, tuple] | None = None, wait: bool = True) -> bool:
-        """Record links; with ``known`` (from ``link_state``) an unchanged one is not
-        rewritten, so ``run_id`` is the run that last set it. With ``wait=False``,
-        returns False without writing when another process holds the write lock."""
-        rows = []
-        append = rows.append
-        get = (known or {}).get
-        for lk in links:
-            # (the method is a StrEnum: stored, and compared with the stored one, as its text)
-            row = (lk.sku, lk.method, lk.confidence,
-                   json.dumps(list(lk.candidates)) if lk.candidates else None)
-            if get(lk.listing_key) != row:
-                append((lk.channel, lk.listing_key, *row, run_id))
-        rows.sort(key=_KEY1)  # in key order, as listings are written
-        return self._write(lambda: self.db.conn.executemany(
-            "INSERT OR REPLACE INTO links (channel, listing_key, sku, method, confidence,"
-            " candidates, run_id) VALUES (?,?,?,?,?,?,?)", rows), wait)
-
     def links(self, channel: str | None = None) -> list[dict[str, Any]]:
-        q = ("SELECT k.channel, k.listing_key, k.sku, k.method, k.confidence, k.candidates, "
-             "k.run_id FROM links k JOIN listings l ON l.channel = k.channel AND "
-             "l.key = k.listing_key WHERE l.removed_run IS NULL")
+        """How each present listing is linked: channel, listing_key, sku, method,
+        confidence, candidates (a list) and run_id (the run that set the link)."""
+        q = ("SELECT channel, key AS listing_key, master_sku AS sku, link_method AS method,"
+             " link_confidence AS confidence, link_candidates AS candidates, link_run AS run_id"
+             " FROM listings WHERE link_method IS NOT NULL AND removed_run IS NULL")
         args: list[Any] = []
         if channel:
-            q += " AND k.channel = ?"
+            q += " AND channel = ?"
             args.append(channel)
         rows = []
-        for r in self.db.query(q + " ORDER BY k.channel, k.listing_key", args):
+        for r in self.db.query(q + " ORDER BY channel, key", args):
             r["candidates"] = json.loads(r["candidates"]) if r["candidates"] else []
             rows.append(r)
         return rows

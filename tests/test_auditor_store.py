@@ -12,13 +12,19 @@ from auditor.store import Store, migrate, run_lock
 from tests.conftest import NOW, make_listing, make_master
 
 
+def _obs(*listings):
+    """Listings as save_listings takes them, without links."""
+    return [(li, None) for li in listings]
+
+
 def test_fresh_store_is_at_latest_schema_and_wal(tmp_path):
     s = Store(tmp_path / "a.db")
     assert s.schema_version == store_mod.SCHEMA_VERSION
     assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert {"master_records", "master_history", "master_changes", "runs", "run_sources",
-            "listings", "listing_versions", "links", "findings", "finding_events",
+            "listings", "listing_versions", "findings", "finding_events",
             "scores", "outbox", "http_cache"} <= set(s.db.table_names())
+    assert "links" in s.db.view_names()
     s.close()
 
 
@@ -87,10 +93,10 @@ def test_master_plan_in_parts_is_the_whole_plan(fresh_store):
 
 def test_listing_versions_only_on_change(fresh_store):
     s = fresh_store
-    s.save_listings(1, "google", [make_listing("A"), make_listing("B")])
-    s.save_listings(2, "google", [make_listing("A", fetched_at=NOW + timedelta(hours=1),
-                                               evidence="feed.xml:9"),
-                                  make_listing("B", title="Changed")])
+    s.save_listings(1, "google", _obs(make_listing("A"), make_listing("B")))
+    s.save_listings(2, "google", _obs(make_listing("A", fetched_at=NOW + timedelta(hours=1),
+                                                   evidence="feed.xml:9"),
+                                      make_listing("B", title="Changed")))
     # Only B changed: its first version (seen in run 1) was replaced in run 2.
     versions = s.db.execute("SELECT key, run_id, until_run, data FROM listing_versions").fetchall()
     assert [v[:3] for v in versions] == [("B", 1, 2)]
@@ -100,19 +106,19 @@ def test_listing_versions_only_on_change(fresh_store):
     a = next(li for li in s.listings("google") if li.key == "A")
     assert (a.fetched_at, a.evidence) == (NOW + timedelta(hours=1), "feed.xml:9")
     # Read again unchanged from the same place: no write at all.
-    res = s.save_listings(3, "google", [make_listing("A", fetched_at=NOW + timedelta(hours=2),
-                                                     evidence="feed.xml:9")])
+    res = s.save_listings(3, "google", _obs(make_listing("A", fetched_at=NOW + timedelta(hours=2),
+                                                         evidence="feed.xml:9")))
     row = s.db.execute("SELECT last_seen_run, fetched_at FROM listings WHERE key='A'").fetchone()
     assert row == (2, (NOW + timedelta(hours=1)).isoformat())
     assert res["unseen"] == ["B"]
     assert s.mark_removed(3, "google", res["unseen"]) == 1
     assert [li.key for li in s.listings("google")] == ["A"]
     # B is gone: not unseen again (already removed); back in a later read, it is present.
-    assert s.save_listings(4, "google", [make_listing("A")])["unseen"] == []
-    assert s.save_listings(5, "google", [make_listing("A"), make_listing("B", title="Changed")]
+    assert s.save_listings(4, "google", _obs(make_listing("A")))["unseen"] == []
+    assert s.save_listings(5, "google", _obs(make_listing("A"), make_listing("B", title="Changed"))
                            )["unseen"] == []
     assert sorted(li.key for li in s.listings("google")) == ["A", "B"]
-    assert s.save_listings(6, "google", [make_listing("B", title="Changed")])["unseen"] == ["A"]
+    assert s.save_listings(6, "google", _obs(make_listing("B", title="Changed")))["unseen"] == ["A"]
 
 
 def _f(key, outcome=Outcome.FAILED, check="price", actual="2 EUR"):
@@ -166,18 +172,47 @@ def test_run_lock_excludes_a_second_run(tmp_path):
         pass
 
 
-def test_unchanged_links_are_not_rewritten(fresh_store):
+def test_links_sit_in_listing_rows_and_unchanged_ones_are_not_rewritten(fresh_store):
     from auditor.model import Link, LinkMethod
 
     s = fresh_store
-    s.save_listings(1, "google", [make_listing("A"), make_listing("B")])
-    s.save_links(1, "google", [Link("google", "A", "A", LinkMethod.SKU, 1.0),
-                               Link("google", "B", None, LinkMethod.AMBIGUOUS, 0.0, ("X", "Y"))])
-    known = s.link_state("google")
-    s.save_links(2, "google", [Link("google", "A", "A", LinkMethod.SKU, 1.0),
-                               Link("google", "B", "X", LinkMethod.FUZZY, 0.93)], known)
+    a, b = make_listing("A"), make_listing("B")
+    sku_a = Link("google", "A", "A", LinkMethod.SKU, 1.0)
+    s.save_listings(1, "google", [
+        (a, sku_a), (b, Link("google", "B", None, LinkMethod.AMBIGUOUS, 0.0, ("X", "Y")))])
+    links = {r["listing_key"]: r for r in s.links("google")}
+    assert (links["B"]["method"], links["B"]["candidates"]) == ("ambiguous", ["X", "Y"])
+    # B unchanged, its link changed: only the link is written, no new listing version.
+    s.save_listings(2, "google", [(a, sku_a), (b, Link("google", "B", "X", LinkMethod.FUZZY,
+                                                       0.93))])
     got = {r["listing_key"]: (r["sku"], r["method"], r["run_id"]) for r in s.links("google")}
     assert got == {"A": ("A", "sku", 1), "B": ("X", "fuzzy", 2)}
+    assert s.db.execute("SELECT count(*) FROM listing_versions").fetchone()[0] == 0
+    # A changed, same link: a new version, and the link keeps the run that set it.
+    s.save_listings(3, "google", [(make_listing("A", title="New"), sku_a)])
+    assert {r["listing_key"]: r["run_id"] for r in s.links("google")}["A"] == 1
+    assert s.db.execute("SELECT key FROM listing_versions").fetchall() == [("A",)]
+    # The links view and the listings of one master.
+    assert s.db.execute("SELECT listing_key, sku, method FROM links ORDER BY listing_key"
+                        ).fetchall() == [("A", "A", "sku"), ("B", "X", "fuzzy")]
+    assert [li.key for li in s.listings(sku="X")] == ["B"]
+
+
+def test_migration_moves_links_into_listing_rows(tmp_path):
+    db = sqlite_utils.Database(tmp_path / "old.db")
+    migrate(db, store_mod.MIGRATIONS[:3])
+    db.execute("INSERT INTO listings (channel, key, hash, data, last_seen_run) "
+               "VALUES ('google', 'A', 'h', '{}', 1)")
+    db.execute("INSERT INTO links VALUES ('google', 'A', 'SKU-A', 'gtin', 1.0, NULL, 1)")
+    db.conn.commit()
+    db.close()
+    s = Store(tmp_path / "old.db")
+    assert s.schema_version == 4
+    assert s.db.execute("SELECT master_sku, link_method FROM listings").fetchall() == [
+        ("SKU-A", "gtin")]
+    assert [(r["listing_key"], r["sku"], r["method"]) for r in s.links()] == [
+        ("A", "SKU-A", "gtin")]
+    s.close()
 
 
 def test_listings_keep_batching_while_another_process_writes(tmp_path, monkeypatch):
@@ -197,7 +232,7 @@ def test_listings_keep_batching_while_another_process_writes(tmp_path, monkeypat
         return real(fn, wait)
 
     monkeypatch.setattr(s, "_write", spy)
-    res = s.save_listings(1, "google", (make_listing(f"K{i}") for i in range(85)))
+    res = s.save_listings(1, "google", ((make_listing(f"K{i}"), None) for i in range(85)))
     assert res["new"] == 85
     # Tried without waiting at 10 rows and every few rows after, waited at the bound (80).
     assert attempts[:2] == [False, False] and attempts.index(True) > 2
