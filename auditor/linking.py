@@ -106,6 +106,9 @@ def _is_model(token: str) -> bool:
     return bool(_MODEL.search(token))
 
 
+# The link method of each exact key kind (an enum looked up by value is slow on the hot path).
+_METHODS = {m.value: m for m in LinkMethod}
+
 # How each exact key is read off a listing.
 _LISTING_KEYS = {
     "sku": lambda li: norm_sku(li.sku),
@@ -270,7 +273,7 @@ class Linker:
             if not hits:
                 continue
             if len(hits) == 1:
-                return Link(li.channel, li.key, hits[0], LinkMethod(kind), 1.0)
+                return Link(li.channel, li.key, hits[0], _METHODS[kind], 1.0)
             return Link(li.channel, li.key, None, LinkMethod.AMBIGUOUS, 0.0, tuple(hits[:10]))
         if self.fuzzy and li.title:
             return self.link_fuzzy(li)
