@@ -269,15 +269,6 @@ class MasterPlan:
     replaced: dict[str, str] = field(default_factory=dict)  # SKU -> stored data it replaces
     bodies: dict[str, str] = field(default_factory=dict)  # SKU -> data to write (codec.body)
 
-    def merge(self, other: "MasterPlan") -> "MasterPlan":
-        """This plan and one of another part of the same import, together."""
-        self.writes.update(other.writes)
-        self.added += other.added
-        self.removed += other.removed
-        self.replaced.update(other.replaced)
-        self.bodies.update(other.bodies)
-        return self
-
 
 OPEN = "open"
 RESOLVED = "resolved"
@@ -392,21 +383,16 @@ class Store:
         return self.commit_master(self.plan_master(recs, now), recs, source, sha256,
                                   skipped_rows)
 
-    def plan_master(self, records: Mapping[str, MasterRecord], now: datetime,
-                    part: tuple[int, int] = (0, 1)) -> "MasterPlan":
+    def plan_master(self, records: Mapping[str, MasterRecord], now: datetime) -> "MasterPlan":
         """What importing ``records`` would change, read-only: the records to write (with
         their bodies) and the stored versions they replace (``commit_master`` writes it).
 
         Planning first lets a run hand the replaced versions to its checks as history
-        and write the snapshot while the channels are audited. ``part=(i, n)`` plans
-        only the i-th of n interleaved slices of the SKUs (removed SKUs in part 0), so
-        n processes can share the work; ``MasterPlan.merge`` puts the parts together.
+        and write the snapshot while the channels are audited.
         """
-        i, n = part
         existing = dict(self.db.execute("SELECT sku, hash FROM master_records"))
         plan = MasterPlan(at=now.isoformat(), records=len(records))
-        skus = list(records)[i::n] if n > 1 else records
-        for sku in skus:
+        for sku in records:
             body = codec.body(records[sku])
             h = digest(body)
             old = existing.get(sku)
@@ -416,11 +402,10 @@ class Store:
             plan.bodies[sku] = body.decode()  # exact size: orjson's buffer is larger
             if old is None:
                 plan.added += 1
-        if i == 0:
-            plan.removed = [sku for sku in existing if sku not in records]
+        plan.removed = [sku for sku in existing if sku not in records]
         replaced = [sku for sku in plan.writes if sku in existing] + plan.removed
-        for j in range(0, len(replaced), 500):
-            chunk = replaced[j:j + 500]
+        for i in range(0, len(replaced), 500):
+            chunk = replaced[i:i + 500]
             plan.replaced.update(self.db.execute(
                 "SELECT sku, data FROM master_records WHERE sku IN (%s)"
                 % ",".join("?" * len(chunk)), chunk))
