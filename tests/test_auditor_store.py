@@ -21,6 +21,7 @@ def test_fresh_store_is_at_latest_schema_and_wal(tmp_path):
     s = Store(tmp_path / "a.db")
     assert s.schema_version == store_mod.SCHEMA_VERSION
     assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert s.db.execute("PRAGMA page_size").fetchone()[0] == 16384
     assert {"master_records", "master_history", "master_changes", "runs", "run_sources",
             "listings", "listing_versions", "findings", "finding_events",
             "scores", "outbox", "http_cache"} <= set(s.db.table_names())
