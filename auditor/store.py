@@ -272,7 +272,7 @@ class MasterPlan:
 
 OPEN = "open"
 RESOLVED = "resolved"
-_KEY1, _KEY2, _KEY_LAST = itemgetter(1), itemgetter(2), itemgetter(-1)
+_KEY0, _KEY1, _KEY2, _KEY_LAST = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(-1)
 # Rows written per transaction when a run stores listings and links: large enough that
 # the B-tree pages a batch touches are written once, small enough that a worker holds
 # the write lock for a fraction of a second.
@@ -779,6 +779,11 @@ class Store:
                                        f.actual))
                     updates.append((f.outcome.value, f.severity.value, f.expected, f.actual,
                                     f.score, f.message, details, OPEN, at, run_id, f.sku, fp))
+            # In fingerprint order, as the indexes are: fingerprints are hashes, so in
+            # check order every write would land on a random page.
+            inserts.sort(key=_KEY0)
+            updates.sort(key=_KEY_LAST)
+            obs.sort(key=_KEY1)
             c.executemany(
                 "INSERT INTO findings (fingerprint, check_name, channel, sku, listing_key, field,"
                 " outcome, severity, expected, actual, score, message, details, state,"
@@ -801,12 +806,14 @@ class Store:
                     if status == SourceStatus.COMPLETE or (
                             seen_keys is not None and key is not None and key in seen_keys):
                         to_resolve.append(fp)
+                to_resolve.sort()
                 c.executemany("UPDATE findings SET state=?, resolved_at=?, resolved_run=? "
                               "WHERE fingerprint=?", [(RESOLVED, at, run_id, fp)
                                                       for fp in to_resolve])
                 events += [(fp, run_id, at, "resolved", RESOLVED, None, None, None)
                            for fp in to_resolve]
                 counts["resolved"] = len(to_resolve)
+            events.sort(key=_KEY0)
             c.executemany("INSERT INTO finding_events (fingerprint, run_id, at, event, state,"
                           " outcome, expected, actual) VALUES (?,?,?,?,?,?,?,?)", events)
         return counts
