@@ -267,7 +267,7 @@ class MasterPlan:
     added: int = 0
     removed: list[str] = field(default_factory=list)       # SKUs no longer in the master
     replaced: dict[str, str] = field(default_factory=dict)  # SKU -> stored data it replaces
-    bodies: dict[str, str] = field(default_factory=dict)  # SKU -> data to write (codec.body)
+    bodies: dict[str, str] = field(default_factory=dict)  # changed SKU -> data to write
 
 
 OPEN = "open"
@@ -403,9 +403,11 @@ class Store:
             if old == h:
                 continue
             plan.writes[sku] = h
-            plan.bodies[sku] = body.decode()  # exact size: orjson's buffer is larger
             if old is None:
                 plan.added += 1
+            else:  # kept beside the version it replaces (a new record is encoded again
+                # at commit: a first import of a million records must not hold them all)
+                plan.bodies[sku] = body.decode()  # exact size: orjson's buffer is larger
         plan.removed = [sku for sku in existing if sku not in records]
         replaced = [sku for sku in plan.writes if sku in existing] + plan.removed
         for i in range(0, len(replaced), 500):
