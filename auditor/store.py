@@ -396,8 +396,8 @@ class Store:
         """
         existing = dict(self.db.execute("SELECT sku, hash FROM master_records"))
         plan = MasterPlan(at=now.isoformat(), records=len(records))
-        for sku in records:
-            body = codec.body(records[sku])
+        for sku, rec in records.items():
+            body = codec.body(rec)
             h = digest(body)
             old = existing.get(sku)
             if old == h:

@@ -111,9 +111,11 @@ def _close(a: Decimal, b: Decimal, cfg: dict[str, Any], currency: str) -> bool:
     return round_price(a, currency, "half_up") == round_price(b, currency, "half_up")
 
 
-def _window_open(li: Listing, now: datetime) -> bool:
-    return (li.sale_start is None or now >= li.sale_start) and \
-        (li.sale_end is None or now < li.sale_end)
+def _shows_sale(li: Listing, now: datetime) -> bool:
+    """The listing shows a sale price in force: without a window, or inside its window."""
+    return li.sale_price is not None and (
+        (li.sale_start is None or now >= li.sale_start) and
+        (li.sale_end is None or now < li.sale_end))
 
 
 def _window(master: MasterRecord) -> str:
@@ -168,13 +170,11 @@ def price_check(master: MasterRecord | None, listing: Listing | None, ctx: Check
     # these cases included, is settled by compare_price (property-tested to agree).
     if shown is not None and not master.overrides and cfg["currency"] in (None, shown.currency):
         cur = shown.currency
-        mp = master.price if master.price.currency == cur else master.prices.get(cur)
+        mp = master.price_in(cur)
         if mp is not None:
             reg = mp.amount if cfg["plain"] else _expect(mp, cfg)
             ls = listing.sale_price
-            shows_sale = ls is not None and (
-                listing.sale_start is None and listing.sale_end is None or
-                _window_open(listing, ctx.now))
+            shows_sale = _shows_sale(listing, ctx.now)
             if master.sale_price is None or not master.sale_active(ctx.now):
                 if not shows_sale and shown.amount == reg:
                     return cfg["ok"]
@@ -208,8 +208,7 @@ def compare_price(master: MasterRecord, listing: Listing, ctx: CheckContext) -> 
                             currency_mismatch=True)]
     amount = shown.amount
     ls = listing.sale_price
-    shows_sale = ls is not None and (listing.sale_start is None and listing.sale_end is None or
-                                     _window_open(listing, ctx.now))
+    shows_sale = _shows_sale(listing, ctx.now)
     if sale is None and not shows_sale:
         if amount == reg or _close(amount, reg, cfg, cur):
             return [ctx.passed(master, listing, "price")]
