@@ -79,6 +79,15 @@ def _auth(value: Any) -> dict[str, EnvRef]:
     return out
 
 
+def _secret(value: Any) -> str | EnvRef:
+    """A secret: a plain string (discouraged) or ``{ env = "NAME" }``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and set(value) == {"env"} and isinstance(value["env"], str):
+        return EnvRef(value["env"])
+    raise ValueError('expected a string or { env = "NAME" }')
+
+
 def _source(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"expected a path, glob or http(s) URL, got {value!r}")
@@ -193,6 +202,26 @@ CHANNEL_OPTIONS = (
     Opt("encoding", str, "auto", "Text encoding of file sources, or auto to detect."),
 )
 
+SMTP_OPTIONS = (
+    Opt("host", str, None, "SMTP server for email (the weekly report, email alert receivers)."),
+    Opt("port", int, 587, "SMTP port: 587 with STARTTLS, 465 with implicit TLS, 25 plain."),
+    Opt("security", str, "starttls", "Transport security.", choices=("starttls", "tls", "none")),
+    Opt("username", _secret, None, "SMTP login, as { env = \"NAME\" } or a plain string."),
+    Opt("password", _secret, None, "SMTP password, from the environment: { env = \"NAME\" }."),
+    Opt("sender", str, None, "From address, e.g. \"Product audit <audit@example.com>\"."),
+    Opt("timeout", float, 30.0, "Seconds before an SMTP connection or command times out."),
+)
+
+REPORT_OPTIONS = (
+    Opt("out_dir", str, "weekly-reports",
+        "Archive folder of weekly reports (relative to the config file): one folder per ISO week."),
+    Opt("email_to", _str_list, [], "Recipients of the weekly report (`auditor report weekly --email`)."),
+    Opt("schedule", _cron, "0 7 * * 1",
+        "Cron expression on which `auditor serve` writes (and emails) the last week's report."),
+    Opt("ui_base_url", str, None,
+        "Base URL of the web UI (e.g. https://audit.example.com): products in reports link there."),
+)
+
 _CHANNEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -228,6 +257,8 @@ class Config:
     checks: Mapping[str, Mapping[str, Any]]
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
     run: Mapping[str, Any] = field(default_factory=lambda: {"workers": 0})
+    smtp: Mapping[str, Any] = field(default_factory=dict)
+    report: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def base_dir(self) -> Path:
@@ -277,7 +308,8 @@ def _check_options(given: Any, prefix: str, suffix: str, problems: list[str],
     return out
 
 
-TOP_LEVEL = ("store", "run", "http", "master", "linking", "channels", "checks")
+TOP_LEVEL = ("store", "run", "http", "master", "linking", "channels", "checks", "smtp",
+             "report")
 
 
 def load_config(path: str | Path) -> Config:
@@ -327,6 +359,8 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
         if key not in ("sku", "gtin", "mpn", "url"):
             problems.append(f"[linking].order: unknown key {key!r} (expected sku, gtin, mpn, url)")
 
+    smtp = resolve(SMTP_OPTIONS, table("smtp"), "[smtp]", problems)
+    report = resolve(REPORT_OPTIONS, table("report"), "[report]", problems)
     global_checks = _check_options(raw.get("checks", {}), "[checks", "]", problems)
 
     channels: list[ChannelConfig] = []
@@ -372,4 +406,5 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
     if problems:
         raise ConfigError(str(path), problems)
     return Config(path=path, store=store, http=http, master=master, linking=linking,
-                  channels=tuple(channels), checks=global_checks, raw=raw, run=run)
+                  channels=tuple(channels), checks=global_checks, raw=raw, run=run,
+                  smtp=smtp, report=report)

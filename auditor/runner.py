@@ -466,8 +466,9 @@ def run_audit(cfg: Config, store: Store, channels: list[str] | None = None,
         run = Run(run_id, started, finished, status)
         report = RunReport(run_id, status, master_info, summaries, started, finished,
                            master_error)
-        store.finish_run(run, {"master": master_info, "master_error": master_error,
-                               "channels": [_summary_dict(s) for s in summaries]})
+        # "at" is the run's audit clock (what --now sets), the time its finding events carry.
+        store.finish_run(run, {"at": now.isoformat(), "master": master_info,
+                               "master_error": master_error, "channels": [_summary_dict(s) for s in summaries]})
         return report
 
 

@@ -1006,6 +1006,153 @@ class Store:
             "extraction IS NOT NULL AS had_extraction FROM http_cache "
             "WHERE url >= ? AND url < ?", [prefix, prefix + "\U0010ffff"])
 
+    # ----------------------------------------------------------------- history reads
+    # What the weekly report (and the per-run headline) needs: the state of every
+    # channel at a point in time, rebuilt from finding events and listing runs.
+
+    def run_at(self, at: datetime) -> int | None:
+        """The id of the last run that started at or before ``at``."""
+        # A run's time is its audit clock (summary "at", what --now sets, the time its
+        # finding events carry), else when it started.
+        row = self.db.execute(
+            "SELECT MAX(id) FROM runs WHERE COALESCE(json_extract(summary, '$.at'), started_at)"
+            " <= ?", (at.isoformat(),)).fetchone()
+        return row[0] if row else None
+
+    def _state_ctes(self) -> str:
+        # The state of each finding at ``at`` is the state its last event gave it.
+        # A listing is live at run R when it was first seen by then and not removed (the
+        # row keeps only its latest removal, so a SKU with a "missing" presence finding
+        # open at ``at`` is not live then either), and it is confidently linked.
+        return (
+            "last AS (SELECT fingerprint, MAX(id) AS id FROM finding_events "
+            "WHERE at <= :at GROUP BY fingerprint), "
+            "open_at AS (SELECT f.channel, f.sku, f.check_name, f.listing_key FROM last "
+            "JOIN finding_events e ON e.id = last.id "
+            "JOIN findings f ON f.fingerprint = last.fingerprint "
+            "WHERE e.state != 'resolved' AND e.outcome IN ('failed', 'warn') "
+            "AND f.sku IS NOT NULL), "
+            "missing AS (SELECT DISTINCT channel, sku FROM open_at "
+            "WHERE check_name = 'presence' AND listing_key IS NULL), "
+            "bad AS (SELECT DISTINCT channel, sku FROM open_at "
+            "WHERE NOT (check_name = 'presence' AND listing_key IS NULL)), "
+            "live AS (SELECT DISTINCT l.channel, l.master_sku AS sku FROM listings l "
+            "WHERE l.master_sku IS NOT NULL AND l.link_method IN "
+            "('sku','gtin','mpn','url','fuzzy','confirmed') "
+            "AND l.first_seen_run <= :run AND (l.removed_run IS NULL OR l.removed_run > :run) "
+            "AND NOT EXISTS (SELECT 1 FROM missing m WHERE m.channel = l.channel "
+            "AND m.sku = l.master_sku))")
+
+    def channel_health(self, at: datetime) -> dict[str, tuple[int, int]]:
+        """Per channel at ``at``: (live SKUs, live SKUs with no open failed or warn
+        finding). Empty when no run had started by then."""
+        run = self.run_at(at)
+        if run is None:
+            return {}
+        q = (f"WITH {self._state_ctes()} "
+             "SELECT live.channel, COUNT(*), SUM(bad.sku IS NULL) FROM live "
+             "LEFT JOIN bad ON bad.channel = live.channel AND bad.sku = live.sku "
+             "GROUP BY live.channel")
+        return {ch: (n, int(ok or 0)) for ch, n, ok in
+                self.db.execute(q, {"run": run, "at": at.isoformat()})}
+
+    def channel_skus(self, at: datetime) -> dict[str, tuple[set[str], set[str]]]:
+        """Per channel at ``at``: (live SKUs, live SKUs with an open failed or warn
+        finding), for readiness against the master's SKUs in the channel's scope."""
+        run = self.run_at(at)
+        out: dict[str, tuple[set[str], set[str]]] = {}
+        if run is None:
+            return out
+        q = (f"WITH {self._state_ctes()} "
+             "SELECT live.channel, live.sku, bad.sku IS NOT NULL FROM live "
+             "LEFT JOIN bad ON bad.channel = live.channel AND bad.sku = live.sku")
+        for ch, sku, is_bad in self.db.execute(q, {"run": run, "at": at.isoformat()}):
+            live, bad = out.setdefault(ch, (set(), set()))
+            live.add(sku)
+            if is_bad:
+                bad.add(sku)
+        return out
+
+    def findings_at(self, at: datetime) -> list[dict[str, Any]]:
+        """Findings not resolved at ``at`` (failed or warn then), with the values and
+        outcome they had then and their text as last seen."""
+        q = ("WITH last AS (SELECT fingerprint, MAX(id) AS id FROM finding_events "
+             "WHERE at <= ? GROUP BY fingerprint), "
+             "opened AS (SELECT fingerprint, MAX(at) AS since FROM finding_events "
+             "WHERE at <= ? AND event IN ('opened', 'reopened') GROUP BY fingerprint) "
+             "SELECT f.fingerprint, f.check_name AS \"check\", f.channel, f.sku, f.listing_key,"
+             " f.field, e.outcome, f.severity, e.expected, e.actual, f.message, f.details,"
+             " opened.since, f.first_run, f.last_run "
+             "FROM last JOIN finding_events e ON e.id = last.id "
+             "JOIN findings f ON f.fingerprint = last.fingerprint "
+             "LEFT JOIN opened ON opened.fingerprint = last.fingerprint "
+             "WHERE e.state != 'resolved' AND e.outcome IN ('failed', 'warn') "
+             "ORDER BY f.channel, f.check_name, f.sku, f.field")
+        rows = []
+        t = at.isoformat()
+        for r in self.db.query(q, [t, t]):
+            r["details"] = json.loads(r["details"]) if r["details"] else {}
+            rows.append(r)
+        return rows
+
+    def finding_activity(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Every opened, reopened and resolved event in [start, end), with its channel,
+        check and (for a resolution) when the finding had opened."""
+        q = ("SELECT e.event, e.at, f.channel, f.check_name AS \"check\", f.sku, f.field,"
+             " f.severity, (SELECT MAX(o.at) FROM finding_events o"
+             "  WHERE o.fingerprint = e.fingerprint AND o.id < e.id"
+             "  AND o.event IN ('opened', 'reopened')) AS opened_at "
+             "FROM finding_events e JOIN findings f ON f.fingerprint = e.fingerprint "
+             "WHERE e.at >= ? AND e.at < ? AND e.event IN ('opened', 'reopened', 'resolved') "
+             "AND (e.outcome IS NULL OR e.outcome != 'not_evaluated') ORDER BY e.id")
+        return list(self.db.query(q, [start.isoformat(), end.isoformat()]))
+
+    def runs_between(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Runs started in [start, end), oldest first."""
+        return list(self.db.query(
+            "SELECT * FROM runs WHERE COALESCE(json_extract(summary, '$.at'), started_at) >= ?"
+            " AND COALESCE(json_extract(summary, '$.at'), started_at) < ? ORDER BY id",
+            [start.isoformat(), end.isoformat()]))
+
+    def listing_keys(self, channel: str, skus: Iterable[str]) -> dict[str, list[str]]:
+        """The present listing keys of ``channel`` linked to each of ``skus``."""
+        out: dict[str, list[str]] = {}
+        skus = list(skus)
+        for i in range(0, len(skus), 500):
+            part = skus[i:i + 500]
+            marks = ",".join("?" * len(part))
+            for sku, key in self.db.execute(
+                    f"SELECT master_sku, key FROM listings WHERE channel = ? AND removed_run IS "
+                    f"NULL AND master_sku IN ({marks}) ORDER BY key", [channel, *part]):
+                out.setdefault(sku, []).append(key)
+        return out
+
+    def sales_units(self, names: Sequence[str]) -> dict[str, float]:
+        """Units sold per SKU, summed over the present listings (POS exports) that carry
+        one of the attributes ``names`` (e.g. a till's ``units_sold`` column)."""
+        out: dict[str, float] = {}
+        for name in names:
+            path = "$.attributes." + json.dumps(name)
+            for sku, v in self.db.execute(
+                    "SELECT master_sku, json_extract(data, ?) FROM listings WHERE master_sku "
+                    "IS NOT NULL AND removed_run IS NULL AND json_extract(data, ?) IS NOT NULL",
+                    (path, path)):
+                try:
+                    out[sku] = out.get(sku, 0.0) + float(str(v).replace(",", "."))
+                except ValueError:
+                    continue
+        return out
+
+    def run_finding_events(self, run_id: int) -> list[dict[str, Any]]:
+        """The findings a run opened, reopened or resolved, with what they are about."""
+        return list(self.db.query(
+            "SELECT e.event, f.channel, f.check_name AS \"check\", f.sku, f.listing_key,"
+            " f.field, f.severity, e.outcome, f.message FROM finding_events e"
+            " JOIN findings f ON f.fingerprint = e.fingerprint WHERE e.run_id = ?"
+            " AND e.event IN ('opened', 'reopened', 'resolved')"
+            " AND (e.outcome IS NULL OR e.outcome != 'not_evaluated')"
+            " ORDER BY f.channel, e.event, f.check_name, f.sku", [run_id]))
+
 
 def _cell(v: Any) -> str | None:
     if v is None:

@@ -155,9 +155,10 @@ def row_converter(header: list[str], name: str, channel: str, fetched_at,
     """A function (line, cells) -> (row key, Listings) for an export with this header."""
     columns, loc_spec = settings(opts)
     if "sku" not in columns and "key" not in columns:
-        # No map: headers named like our fields ("sku", "price", ...) are used as they are.
+        # No key in the map: headers named like our fields ("sku", "price", ...) are used
+        # as they are, beside what the map names (e.g. only a units_sold attribute).
         ours = {header_key(f): f for f in FIELDS}
-        columns = {ours[k]: h for h in header if (k := header_key(h)) in ours}
+        columns = {**{ours[k]: h for h in header if (k := header_key(h)) in ours}, **columns}
     cols = map_columns_all(header, columns, name)
     idx = {f: i[0] for f, i in cols.items()}
     if "sku" not in idx and "key" not in idx:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,10 @@ def build_context(store: Any, run_id: int | None = None, limit: int = 2000) -> d
     counts = defaultdict(int)
     for f in findings:
         counts[f["severity"]] += 1
+    headline, since_last = _honest_headline(store, run, summary, runs)
     return {
+        "headline": headline,
+        "since_last": since_last,
         "run": {"id": run["id"], "started": run["started_at"][:19].replace("T", " "),
                 "finished": (run["finished_at"] or "")[:19].replace("T", " "),
                 "status": run["status"]},
@@ -69,6 +73,40 @@ def build_context(store: Any, run_id: int | None = None, limit: int = 2000) -> d
         "truncated": len(findings) >= limit,
         "errors": store.run_errors(run["id"], limit=200),
     }
+
+
+def _run_time(run: dict[str, Any], summary: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(summary.get("at") or run["started_at"])
+
+
+def _honest_headline(store: Any, run: dict[str, Any], summary: dict[str, Any],
+                     runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Per channel the share of live SKUs with no failed or warn finding open (not the
+    share of comparisons, which reads 99% with dozens of real problems), with its grade
+    and change since the previous run; and what this run opened, reopened, resolved."""
+    from reports.weekly import grade
+
+    now = store.channel_health(_run_time(run, summary))
+    older = [r for r in runs if r["id"] < run["id"]]
+    before: dict[str, tuple[int, int]] = {}
+    if older:
+        prev = older[0]
+        prev_summary = json.loads(prev["summary"]) if prev.get("summary") else {}
+        before = store.channel_health(_run_time(prev, prev_summary))
+    headline = []
+    for ch, (live, ok) in sorted(now.items()):
+        share = ok / live if live else None
+        pl, pok = before.get(ch, (0, 0))
+        prev_share = pok / pl if pl else None
+        headline.append({
+            "channel": ch, "live": live, "consistent": ok,
+            "share": None if share is None else round(100 * share, 1), "grade": grade(share),
+            "change": None if share is None or prev_share is None
+            else round(100 * (share - prev_share), 1)})
+    since: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for e in store.run_finding_events(run["id"]):
+        since[e["channel"]][e["event"]].append(e)
+    return headline, {ch: dict(ev) for ch, ev in sorted(since.items())}
 
 
 def _level(score: float | None) -> str:
