@@ -1,4 +1,6 @@
+import os
 import sqlite3
+import time
 from datetime import timedelta
 from decimal import Decimal
 
@@ -235,3 +237,117 @@ def test_listings_keep_batching_while_another_process_writes(tmp_path, monkeypat
     assert attempts[:2] == [False, False] and attempts.index(True) > 2
     assert s.db.execute("SELECT count(*) FROM listings").fetchone()[0] == 85
     s.close()
+
+
+# ----------------------------------------------------------------------------- run lock
+
+def _hold_lock_in_child(name, ready, release):
+    """Another run: holds the lock through ``name`` until told to let go."""
+    with run_lock(name):
+        ready.set()
+        release.wait(30)
+
+
+def test_run_lock_holds_for_every_name_of_the_store(tmp_path):
+    """A symlink (to the file or to its folder) or a relative path is the same store:
+    one lock, whichever name a run was given."""
+    import multiprocessing as mp
+    import os
+
+    real = tmp_path / "a.db"
+    Store(real).close()
+    (tmp_path / "link.db").symlink_to(real)
+    (tmp_path / "dir").symlink_to(tmp_path)
+    names = [tmp_path / "link.db", tmp_path / "dir" / "a.db",
+             os.path.relpath(real), tmp_path / "dir" / "link.db"]
+    ctx = mp.get_context("fork")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock_in_child, args=(tmp_path / "link.db", ready, release))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        for name in [real, *names]:
+            with pytest.raises(LockedError, match=f"pid {holder.pid} since"):
+                with run_lock(name, wait=0):
+                    pass
+        # the same through the store interface
+        s = Store(tmp_path / "dir" / "link.db")
+        with pytest.raises(LockedError):
+            with s.run_lock(wait=0.1):
+                pass
+        s.close()
+    finally:
+        release.set()
+        holder.join(30)
+    with run_lock(tmp_path / "dir" / "a.db"):  # released
+        pass
+
+
+def test_failed_lock_attempt_leaves_the_holders_note(tmp_path):
+    db = tmp_path / "a.db"
+    with run_lock(db):
+        note = store_mod.lock_path(db).read_text()
+        assert note.startswith(f"pid {os.getpid()} since ")
+        for _ in range(3):  # every later message still names the holder
+            with pytest.raises(LockedError, match=f"pid {os.getpid()} since") as e:
+                with run_lock(db, wait=0):
+                    pass
+            assert "unknown holder" not in str(e.value)
+        assert store_mod.lock_path(db).read_text() == note
+    assert store_mod.lock_path(db).read_text() == ""  # the holder clears it on release
+
+
+# ----------------------------------------------------------------------------- migration race
+
+def _v3_store(path):
+    """A store as an auditor of schema version 3 left it (WAL, a linked listing)."""
+    db = sqlite_utils.Database(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    migrate(db, store_mod.MIGRATIONS[:3])
+    db.execute("INSERT INTO listings (channel, key, hash, data, last_seen_run) "
+               "VALUES ('google', 'A', 'h', '{}', 1)")
+    db.execute("INSERT INTO links VALUES ('google', 'A', 'SKU-A', 'gtin', 1.0, NULL, 1)")
+    db.conn.commit()
+    db.close()
+
+
+def _open_at_once(path, barrier, results, slow):
+    try:
+        if slow:  # a migration that takes a while: both processes are inside it at once
+            real = store_mod.MIGRATIONS[3]
+
+            def slow_m4(db):
+                time.sleep(0.3)
+                real(db)
+
+            store_mod.MIGRATIONS[3] = slow_m4
+        barrier.wait(30)
+        s = Store(path)
+        results.put(("ok", s.schema_version))
+        s.close()
+    except BaseException as e:
+        results.put(("error", f"{e.__class__.__name__}: {e}"))
+
+
+@pytest.mark.parametrize("slow", [False, True], ids=["as-is", "slow-migration"])
+def test_two_processes_open_an_old_store_at_once(tmp_path, slow):
+    """Both see the store at the latest version; the migration ran once (no
+    'duplicate column name')."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    for attempt in range(6 if slow else 12):
+        path = tmp_path / f"old-{attempt}.db"
+        _v3_store(path)
+        barrier, results = ctx.Barrier(2), ctx.Queue()
+        procs = [ctx.Process(target=_open_at_once, args=(str(path), barrier, results, slow))
+                 for _ in range(2)]
+        for p in procs:
+            p.start()
+        got = [results.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(30)
+        assert got == [("ok", store_mod.SCHEMA_VERSION)] * 2, (attempt, got)
+        s = Store(path)
+        assert [(r.listing_key, r.sku, r.method) for r in s.links()] == [("A", "SKU-A", "gtin")]
+        s.close()
