@@ -30,6 +30,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from auditor import __version__
 from auditor.errors import AuditorError
+from auditor.storage.records import OpenFinding
 
 GRADES = (("A", 0.90), ("B", 0.80), ("C", 0.70), ("D", 0.60), ("E", 0.0))
 SEVERITY_WEIGHT = {"critical": 4, "major": 3, "minor": 2, "info": 1}
@@ -118,13 +119,9 @@ def _hours(seconds: Iterable[float]) -> tuple[float | None, float | None, int]:
     return statistics.median(xs) / 3600, p90 / 3600, len(xs)
 
 
-def _ts(s: str) -> datetime:
-    return datetime.fromisoformat(s)
-
-
-def _cause(f: Mapping[str, Any]) -> str:
-    d = f.get("details") or {}
-    fld = f["field"]
+def _cause(f: OpenFinding) -> str:
+    d = f.details
+    fld = f.field
     if d.get("stale"):
         return f"{fld} shows the previous master value"
     if d.get("kind") == "missing":
@@ -133,27 +130,28 @@ def _cause(f: Mapping[str, Any]) -> str:
         return "listings with no master record"
     if d.get("unusable"):
         return f"{fld} could not be used"
-    if f["check"] == "attributes":
+    if f.check == "attributes":
         return f"attribute {fld} differs"
     return f"{fld} differs"
 
 
-def incidents(findings: Sequence[Mapping[str, Any]], min_skus: int = INCIDENT_MIN_SKUS,
+def incidents(findings: Sequence[OpenFinding], min_skus: int = INCIDENT_MIN_SKUS,
               limit: int = 10) -> list[dict[str, Any]]:
     """Open findings that share a channel, check, field and cause, as one incident each
     (at least ``min_skus`` SKUs), biggest first, with up to five example SKUs."""
-    groups: dict[tuple[str, str, str, str], list[Mapping[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[str, str, str, str], list[OpenFinding]] = defaultdict(list)
     for f in findings:
-        groups[(f["channel"], f["check"], f["field"], _cause(f))].append(f)
+        groups[(f.channel, f.check, f.field, _cause(f))].append(f)
     out = []
     for (channel, check, fld, cause), fs in groups.items():
-        skus = sorted({f["sku"] or f["listing_key"] or "?" for f in fs})
+        skus = sorted({f.sku or f.listing_key or "?" for f in fs})
         if len(skus) < min_skus:
             continue
-        worst = min((f["severity"] for f in fs), key=lambda s: -SEVERITY_WEIGHT.get(s, 0))
+        worst = max((f.severity for f in fs), key=lambda s: SEVERITY_WEIGHT.get(s, 0))
+        since = min((f.since for f in fs if f.since), default=None)
         out.append({"channel": channel, "check": check, "field": fld, "cause": cause,
                     "skus": len(skus), "examples": skus[:5], "severity": worst,
-                    "since": min((f.get("since") or "") for f in fs)[:10]})
+                    "since": f"{since:%Y-%m-%d}" if since else ""})
     out.sort(key=lambda i: (-i["skus"], -SEVERITY_WEIGHT.get(i["severity"], 0), i["channel"]))
     return out[:limit]
 
@@ -240,15 +238,15 @@ def build_weekly(store: Any, cfg: Any, week: str | None = None, now: datetime | 
     # Activity in the week: opened, reopened, resolved; time to resolve.
     ttr: dict[str, list[float]] = defaultdict(list)
     for e in store.finding_activity(start, end):
-        row = rows.setdefault(e["channel"], ChannelWeek(e["channel"]))
-        if e["event"] == "opened":
+        row = rows.setdefault(e.channel, ChannelWeek(e.channel))
+        if e.event == "opened":
             row.opened += 1
-        elif e["event"] == "reopened":
+        elif e.event == "reopened":
             row.reopened += 1
-        elif e["event"] == "resolved":
+        elif e.event == "resolved":
             row.resolved += 1
-            if e["opened_at"]:
-                ttr[e["channel"]].append((_ts(e["at"]) - _ts(e["opened_at"])).total_seconds())
+            if e.opened_at:
+                ttr[e.channel].append((e.at - e.opened_at).total_seconds())
     for n, xs in ttr.items():
         rows[n].mttr_hours = sum(xs) / len(xs) / 3600
 
@@ -265,26 +263,26 @@ def build_weekly(store: Any, cfg: Any, week: str | None = None, now: datetime | 
     # Open findings at the week's end: incidents, products, attributes, attachments.
     open_findings = store.findings_at(at)
     for f in open_findings:
-        row = rows.setdefault(f["channel"], ChannelWeek(f["channel"]))
+        row = rows.setdefault(f.channel, ChannelWeek(f.channel))
         row.open_now += 1
     attr_counts: dict[str, Counter[str]] = defaultdict(Counter)
     for f in open_findings:
-        if f["check"] == "attributes":
-            attr_counts[f["channel"]][f["field"]] += 1
+        if f.check == "attributes":
+            attr_counts[f.channel][f.field] += 1
     for n, c in attr_counts.items():
         rows[n].worst_attributes = c.most_common(5)
 
     sales = store.sales_units(SALES_ATTRIBUTES)
-    by_sku: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    by_sku: dict[str, list[OpenFinding]] = defaultdict(list)
     for f in open_findings:
-        if f["sku"]:
-            by_sku[f["sku"]].append(f)
+        if f.sku:
+            by_sku[f.sku].append(f)
     products = []
     for sku, fs in by_sku.items():
         m = master.get(sku)
-        channels = sorted({f["channel"] for f in fs})
-        weight = max(SEVERITY_WEIGHT.get(f["severity"], 1) for f in fs)
-        worst = max((f["severity"] for f in fs), key=lambda s: SEVERITY_WEIGHT.get(s, 0))
+        channels = sorted({f.channel for f in fs})
+        weight = max(SEVERITY_WEIGHT.get(f.severity, 1) for f in fs)
+        worst = max((f.severity for f in fs), key=lambda s: SEVERITY_WEIGHT.get(s, 0))
         units = sales.get(sku)
         revenue = None
         if units is not None and m is not None and m.price is not None:
@@ -294,7 +292,7 @@ def build_weekly(store: Any, cfg: Any, week: str | None = None, now: datetime | 
             "severity": worst, "findings": len(fs), "score": weight * len(channels),
             "units": units, "revenue": revenue,
             "currency": m.price.currency if m is not None and m.price is not None else "",
-            "checks": sorted({f["check"] for f in fs}),
+            "checks": sorted({f.check for f in fs}),
         })
     # Price x sales velocity where a POS source gives sales, else severity x channels.
     products.sort(key=lambda p: (p["revenue"] is None, -(p["revenue"] or 0), -p["score"],
@@ -321,9 +319,7 @@ def build_weekly(store: Any, cfg: Any, week: str | None = None, now: datetime | 
         "generated_at": now, "version": __version__,
         "channels": channel_rows, "totals": totals,
         "runs": {"count": len(runs),
-                 "complete": sum(1 for r in runs if r["status"] in ("complete", "findings",
-                                                                     "ok", "passed")),
-                 "statuses": dict(Counter(r["status"] or "running" for r in runs))},
+                 "statuses": dict(Counter(r.status or "running" for r in runs))},
         "incidents": incidents(open_findings),
         "products": products[:TOP_PRODUCTS], "products_by_sales": with_sales,
         "has_latency": has_latency,
@@ -390,7 +386,7 @@ def csv_cell(v: Any) -> str:
     return "'" + s if s.startswith(_FORMULA) else s
 
 
-def findings_csv(findings: Sequence[Mapping[str, Any]], ui_base: str | None = None) -> bytes:
+def findings_csv(findings: Sequence[OpenFinding], ui_base: str | None = None) -> bytes:
     """Every open finding, one row each."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\r\n")
@@ -398,9 +394,9 @@ def findings_csv(findings: Sequence[Mapping[str, Any]], ui_base: str | None = No
             "expected", "actual", "message", "since"]
     w.writerow(cols + (["ui_url"] if ui_base else []))
     for f in findings:
-        row = [csv_cell(f.get(c)) for c in cols]
+        row = [csv_cell(getattr(f, c)) for c in cols]
         if ui_base:
-            row.append(_ui_link(f["sku"], ui_base) or "" if f.get("sku") else "")
+            row.append((_ui_link(f.sku, ui_base) or "") if f.sku else "")
         w.writerow(row)
     return buf.getvalue().encode("utf-8-sig")
 
@@ -410,18 +406,17 @@ def findings_csv(findings: Sequence[Mapping[str, Any]], ui_base: str | None = No
 _FIXABLE = ("title", "price", "availability", "attributes", "image", "description")
 
 
-def fix_rows(findings: Sequence[Mapping[str, Any]], channel: str
-             ) -> dict[str, dict[str, str]]:
+def fix_rows(findings: Sequence[OpenFinding], channel: str) -> dict[str, dict[str, str]]:
     """Listing key -> {field: the value the master says the channel should show}."""
     rows: dict[str, dict[str, str]] = defaultdict(dict)
     for f in findings:
-        if f["channel"] != channel or f["check"] not in _FIXABLE:
+        if f.channel != channel or f.check not in _FIXABLE:
             continue
-        if not f.get("listing_key") or f.get("expected") in (None, ""):
+        if not f.listing_key or f.expected in (None, ""):
             continue
-        if f["outcome"] not in ("failed", "warn"):
+        if f.outcome not in ("failed", "warn"):
             continue
-        rows[f["listing_key"]][f["field"]] = str(f["expected"])
+        rows[f.listing_key][f.field] = str(f.expected)
     return dict(rows)
 
 

@@ -72,11 +72,13 @@ def test_broken_config_never_starts_a_run(mini_world):
 
 
 def test_second_run_waits_or_exits_clearly(mini_world):
-    from auditor.store import run_lock
+    from auditor.storage import open_store
 
     cfg = mini_world / "config.toml"
-    with run_lock(mini_world / "auditor.db"):
+    store = open_store(mini_world / "auditor.db")
+    with store.run_lock():
         r = cli("run", "--config", cfg, "--wait", "0.2")
+    store.close()
     assert r.exit_code == 2 and "another run holds the lock" in r.output
 
 

@@ -158,29 +158,28 @@ def test_numbers_cross_checked_against_the_store(world):
     store = _store(world)
     try:
         at = ctx["at"]
-        open_now = [f for f in store.findings() if f["first_seen_at"] <= at.isoformat()
-                    and (f["resolved_at"] is None or f["resolved_at"] > at.isoformat())
-                    and f["outcome"] in ("failed", "warn")]
+        open_now = [f for f in store.findings() if f.first_seen_at <= at
+                    and (f.resolved_at is None or f.resolved_at > at)
+                    and f.outcome in ("failed", "warn")]
         # Every open finding the report counts is one the store holds open then.
-        assert {f["fingerprint"] for f in ctx["open_findings"]} == \
-            {f["fingerprint"] for f in open_now}
+        assert {f.fingerprint for f in ctx["open_findings"]} == \
+            {f.fingerprint for f in open_now}
         for c in ctx["channels"]:
-            assert c.open_now == sum(1 for f in open_now if f["channel"] == c.name)
-            mine = [f for f in open_now if f["channel"] == c.name and f["sku"]]
-            missing = {f["sku"] for f in mine
-                       if f["check"] == "presence" and not f["listing_key"]}
-            bad = {f["sku"] for f in mine if f["sku"] not in missing}
+            assert c.open_now == sum(1 for f in open_now if f.channel == c.name)
+            mine = [f for f in open_now if f.channel == c.name and f.sku]
+            missing = {f.sku for f in mine if f.check == "presence" and not f.listing_key}
+            bad = {f.sku for f in mine if f.sku not in missing}
             live = {ls.sku for ls in store.listings(channel=c.name) if ls.sku} - missing
             assert c.live == len(live)
             assert c.consistent == len(live - bad)
         # Resolved in W46: google prices back to master.
-        events = [e for fp in {f["fingerprint"] for f in store.findings()}
+        events = [e for fp in {f.fingerprint for f in store.findings()}
                   for e in store.finding_events(fp)
-                  if "2026-11-09" <= e["at"][:10] < "2026-11-16"]
+                  if "2026-11-09" <= e.at.isoformat()[:10] < "2026-11-16"]
         g = next(c for c in ctx["channels"] if c.name == "google")
-        google_fps = {f["fingerprint"] for f in store.findings(channel="google")}
-        assert g.resolved == sum(1 for e in events if e["event"] == "resolved"
-                                 and e["fingerprint"] in google_fps)
+        google_fps = {f.fingerprint for f in store.findings(channel="google")}
+        assert g.resolved == sum(1 for e in events if e.event == "resolved"
+                                 and e.fingerprint in google_fps)
         assert g.resolved == 3
         # A-1 opened in W44 (Oct 27) and resolved Nov 10: 14 days; 7 days.
         assert g.mttr_hours == pytest.approx((14 + 7 + 7) * 24 / 3)
@@ -336,7 +335,7 @@ def test_run_report_has_the_honest_headline_and_since_last_run(world):
     store = _store(world)
     try:
         runs = store.runs(10)
-        second = sorted(r["id"] for r in runs)[1]
+        second = sorted(r.id for r in runs)[1]
         ctx = build_context(store, second)
     finally:
         store.close()
@@ -346,7 +345,7 @@ def test_run_report_has_the_honest_headline_and_since_last_run(world):
     assert head["google"]["grade"] == "D" and head["google"]["change"] == -30.0
     assert head["pos"]["grade"] == "A"
     since = ctx["since_last"]
-    assert sorted(e["sku"] for e in since["google"]["opened"]) == ["A-2", "A-3", "A-4"]
-    assert [e["sku"] for e in since["pos"]["opened"]] == ["A-10"]
+    assert sorted(e.sku for e in since["google"]["opened"]) == ["A-2", "A-3", "A-4"]
+    assert [e.sku for e in since["pos"]["opened"]] == ["A-10"]
     html = render(ctx)
     assert "Since the last run" in html and "Live SKUs fully consistent" in html
