@@ -20,7 +20,8 @@ from rich.table import Table
 
 from auditor import __version__, log as logsetup, plugins
 from auditor.config import (CHANNEL_OPTIONS, HTTP_OPTIONS, LINKING_OPTIONS, MASTER_OPTIONS,
-                            REPORT_OPTIONS, RUN_OPTIONS, SMTP_OPTIONS, STORE_OPTIONS, Config,
+                            REPORT_OPTIONS, RUN_OPTIONS, SMTP_OPTIONS, STORE_OPTIONS, UI_OPTIONS,
+                            Config,
                             load_config)
 from auditor.errors import AuditorError, ConfigError, MasterImportError
 
@@ -451,6 +452,7 @@ def settings_reference() -> dict[str, list[dict[str, Any]]]:
                 "[http]": rows(HTTP_OPTIONS),
                 "[master]": rows(MASTER_OPTIONS), "[linking]": rows(LINKING_OPTIONS),
                 "[smtp]": rows(SMTP_OPTIONS), "[report]": rows(REPORT_OPTIONS),
+                "[ui]": rows(UI_OPTIONS),
                 "[[channels]] (all types)": rows(CHANNEL_OPTIONS)}
     for name, conn in sorted(plugins.connectors().items()):
         sections[f"[[channels]] type = \"{name}\""] = rows(conn.options)

@@ -241,6 +241,20 @@ REPORT_OPTIONS = (
         "Base URL of the web UI (e.g. https://audit.example.com): products in reports link there."),
 )
 
+UI_OPTIONS = (
+    Opt("password", _secret, None,
+        "Password of the web UI's write actions (acknowledge, snooze, confirm links), as "
+        "{ env = \"NAME\" }; unset: the AUDITOR_UI_PASSWORD variable. With none set, the "
+        "UI is read-only."),
+    Opt("secret", _secret, None,
+        "Key that signs the UI's session cookies, as { env = \"NAME\" }; unset: the "
+        "AUDITOR_UI_SECRET variable, else a random key per process (logins end on restart)."),
+    Opt("session_hours", float, 12.0, "Hours a UI login lasts."),
+    Opt("protect_reads", bool, False, "The UI's pages need a login too, not only its actions."),
+    Opt("secure_cookies", bool, False,
+        "Mark the session cookie Secure (set this when the UI is served over HTTPS)."),
+)
+
 _CHANNEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -278,6 +292,7 @@ class Config:
     run: Mapping[str, Any] = field(default_factory=lambda: {"workers": 0})
     smtp: Mapping[str, Any] = field(default_factory=dict)
     report: Mapping[str, Any] = field(default_factory=dict)
+    ui: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def base_dir(self) -> Path:
@@ -337,7 +352,7 @@ def _check_options(given: Any, prefix: str, suffix: str, problems: list[str],
 
 
 TOP_LEVEL = ("store", "run", "http", "master", "linking", "channels", "checks", "smtp",
-             "report")
+             "report", "ui")
 
 
 def load_config(path: str | Path) -> Config:
@@ -389,6 +404,7 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
 
     smtp = resolve(SMTP_OPTIONS, table("smtp"), "[smtp]", problems)
     report = resolve(REPORT_OPTIONS, table("report"), "[report]", problems)
+    ui = resolve(UI_OPTIONS, table("ui"), "[ui]", problems)
     global_checks = _check_options(raw.get("checks", {}), "[checks", "]", problems)
 
     channels: list[ChannelConfig] = []
@@ -435,4 +451,4 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
         raise ConfigError(str(path), problems)
     return Config(path=path, store=store, http=http, master=master, linking=linking,
                   channels=tuple(channels), checks=global_checks, raw=raw, run=run,
-                  smtp=smtp, report=report)
+                  smtp=smtp, report=report, ui=ui)

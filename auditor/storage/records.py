@@ -371,3 +371,26 @@ class RunFindingChange(_Record):
     severity: str
     outcome: str | None
     message: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProductListing(_Record):
+    """One channel's listing of a SKU, as the product page shows it: what it shows,
+    how it is linked, and when it last changed."""
+
+    channel: str
+    key: str
+    listing: Any                   # auditor.model.Listing
+    link_method: str | None
+    link_confidence: float | None
+    removed: bool
+    first_seen_at: datetime | None
+    last_changed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class FindingPage(_Record):
+    """One page of a finding search, with the total that matched."""
+
+    findings: tuple[FindingRecord, ...]
+    total: int

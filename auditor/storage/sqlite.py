@@ -38,6 +38,7 @@ from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord
                                      MasterImportResult, MasterPlan, MasterSnapshot,
                                      RunErrorRecord, RunRecord, RunSourceRecord, ScoreRecord,
                                      OpenFinding, FindingActivity, RunFindingChange,
+                                     FindingPage, ProductListing,
                                      parse_time)
 
 
@@ -859,12 +860,16 @@ class SQLiteStore:
               "WHEN 'minor' THEN 2 ELSE 3 END, channel, check_name, sku, field")
         if limit:
             q += f" LIMIT {int(limit)}"
-        fromiso = datetime.fromisoformat
-        return [FindingRecord(fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg,
-                              orjson.loads(det) if det else {}, st, fromiso(first),
-                              fromiso(last), frun, lrun, parse_time(res_at), res_run)
-                for (fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg, det, st, first,
-                     last, frun, lrun, res_at, res_run) in self.db.execute(q, args)]
+        return [self._finding_record(r) for r in self.db.execute(q, args)]
+
+    @staticmethod
+    def _finding_record(row: Sequence[Any]) -> FindingRecord:
+        (fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg, det, st, first, last, frun,
+         lrun, res_at, res_run) = row
+        return FindingRecord(fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg,
+                             orjson.loads(det) if det else {}, st,
+                             datetime.fromisoformat(first), datetime.fromisoformat(last), frun,
+                             lrun, parse_time(res_at), res_run)
 
     def finding_events(self, fingerprint: str) -> list[FindingEvent]:
         return [FindingEvent(i, fp, run, datetime.fromisoformat(at), ev, st, out, exp, act)
@@ -1182,6 +1187,72 @@ class SQLiteStore:
             " AND e.event IN ('opened', 'reopened', 'resolved')"
             " AND (e.outcome IS NULL OR e.outcome != 'not_evaluated')"
             " ORDER BY f.channel, e.event, f.check_name, f.sku", [run_id])]
+
+    # ----------------------------------------------------------------- web UI reads
+    _SORTS = {
+        "impact": ("CASE f.severity WHEN 'critical' THEN 0 WHEN 'major' THEN 1 "
+                   "WHEN 'minor' THEN 2 ELSE 3 END, f.first_seen_at, f.fingerprint"),
+        "age": "f.first_seen_at, f.fingerprint",
+        "newest": "f.last_seen_at DESC, f.fingerprint",
+        "sku": "f.sku, f.channel, f.check_name, f.fingerprint",
+    }
+
+    def search_findings(self, channels: Sequence[str] = (), checks: Sequence[str] = (),
+                        severities: Sequence[str] = (), states: Sequence[str] = (),
+                        text: str | None = None, sort: str = "impact", limit: int = 50,
+                        offset: int = 0) -> FindingPage:
+        """Findings matching every given filter (each a set of allowed values) and, with
+        ``text``, whose SKU, listing key or master title contains it; sorted by impact
+        (severity, then age), age, newest or SKU."""
+        where, args = [], []
+        for col, vals in (("f.channel", channels), ("f.check_name", checks),
+                          ("f.severity", severities), ("f.state", states)):
+            if vals:
+                where.append(f"{col} IN ({','.join('?' * len(vals))})")
+                args.extend(vals)
+        if text:
+            like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where.append("(f.sku LIKE ? ESCAPE '\\' OR f.listing_key LIKE ? ESCAPE '\\' OR "
+                         "json_extract(m.data, '$.title') LIKE ? ESCAPE '\\')")
+            args += [like, like, like]
+        cond = (" WHERE " + " AND ".join(where)) if where else ""
+        base = "FROM findings f LEFT JOIN master_records m ON m.sku = f.sku" + cond
+        total = self.db.execute(f"SELECT count(*) {base}", args).fetchone()[0]
+        cols = ", ".join("f." + c.strip() for c in self._FINDING_COLS.split(","))
+        rows = self.db.execute(
+            f"SELECT {cols} {base} ORDER BY {self._SORTS.get(sort, self._SORTS['impact'])} "
+            f"LIMIT ? OFFSET ?", [*args, int(limit), int(offset)]).fetchall()
+        return FindingPage(tuple(self._finding_record(r) for r in rows), total)
+
+    def finding(self, fingerprint: str) -> FindingRecord | None:
+        """One finding by fingerprint."""
+        row = self.db.execute(f"SELECT {self._FINDING_COLS} FROM findings WHERE fingerprint=?",
+                              [fingerprint]).fetchone()
+        return self._finding_record(row) if row else None
+
+    def master_record(self, sku: str) -> MasterRecord | None:
+        """The master record in force for ``sku``."""
+        row = self.db.execute("SELECT data FROM master_records WHERE sku = ?", [sku]).fetchone()
+        return codec.master_from_dict(orjson.loads(row[0])) if row else None
+
+    def product_listings(self, sku: str) -> list[ProductListing]:
+        """Every channel's listings linked to ``sku`` (removed ones too), with when each
+        was first seen and last changed (its runs' times)."""
+        q = ("SELECT l.channel, l.key, l.data, l.fetched_at, l.evidence, l.link_method,"
+             " l.link_confidence, l.removed_run IS NOT NULL,"
+             " COALESCE(json_extract(r1.summary, '$.at'), r1.started_at),"
+             " COALESCE(json_extract(r2.summary, '$.at'), r2.started_at)"
+             " FROM listings l LEFT JOIN runs r1 ON r1.id = l.first_seen_run"
+             " LEFT JOIN runs r2 ON r2.id = COALESCE(l.last_changed_run, l.first_seen_run)"
+             " WHERE l.master_sku = ? ORDER BY l.channel, l.key")
+        return [ProductListing(ch, key, codec.listing_from_row(d, fetched, ev), method, conf,
+                               bool(removed), parse_time(first), parse_time(changed))
+                for ch, key, d, fetched, ev, method, conf, removed, first, changed
+                in self.db.execute(q, [sku])]
+
+    def finding_channels(self) -> list[str]:
+        """The channels that have findings."""
+        return [c for (c,) in self.db.execute("SELECT DISTINCT channel FROM findings ORDER BY 1")]
 
 
 def _cell(v: Any) -> str | None:
