@@ -231,11 +231,34 @@ def run_lock(db_path: Path, wait: float = 0.0) -> Iterator[None]:
                 time.sleep(0.2)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} since {_now()}".encode(), 0)
+        _HELD_LOCKS[str(Path(db_path).resolve())] = fd
         yield
     finally:
+        _HELD_LOCKS.pop(str(Path(db_path).resolve()), None)
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
         os.close(fd)
+
+
+# The run locks this process holds: path -> fd. A forked child (a channel worker)
+# closes its copies at once, so that only the run's own process holds the lock and
+# the lock goes with it, whatever becomes of the children.
+_HELD_LOCKS: dict[str, int] = {}
+
+
+def _close_inherited_locks() -> None:
+    for fd in _HELD_LOCKS.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_locks)
+
+
+def holds_run_lock(db_path: str | Path) -> bool:
+    """Whether this process holds ``run_lock`` on ``db_path``."""
+    return str(Path(db_path).resolve()) in _HELD_LOCKS
 
 
 # --------------------------------------------------------------------------- store
@@ -1005,6 +1028,63 @@ class Store:
             "SELECT url, etag, last_modified, fetched_at, sha256, "
             "extraction IS NOT NULL AS had_extraction FROM http_cache "
             "WHERE url >= ? AND url < ?", [prefix, prefix + "\U0010ffff"])
+
+    # ----------------------------------------------------------------- run lifecycle
+    # (auditor.session: master imports, finding changes, interrupted runs)
+    def run_summary(self, run_id: int) -> dict[str, Any]:
+        """A run's stored summary (``{}`` when none yet)."""
+        row = self.db.execute("SELECT summary FROM runs WHERE id=?", (run_id,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else {}
+
+    def update_run_summary(self, run_id: int, **parts: Any) -> None:
+        """Merge ``parts`` into a run's summary (while the run is going on)."""
+        summary = self.run_summary(run_id)
+        summary.update(parts)
+        with self.db.conn:
+            self.db.conn.execute("UPDATE runs SET summary=? WHERE id=?",
+                                 (codec.dumps(summary), run_id))
+
+    def record_master_import(self, run_id: int, info: Mapping[str, Any],
+                             errors: Sequence[tuple[str, str]] = ()) -> None:
+        """Note the run's master import (accepted or rejected) in its summary, and each
+        error (location, reason) as a run error of the source ``master``."""
+        summary = self.run_summary(run_id)
+        summary["master"] = dict(info)
+        with self.db.conn:
+            self.db.conn.execute("UPDATE runs SET summary=? WHERE id=?",
+                                 (codec.dumps(summary), run_id))
+            self.db.conn.executemany(
+                "INSERT INTO run_errors (run_id, source, location, reason) VALUES (?,?,?,?)",
+                [(run_id, "master", loc, reason) for loc, reason in errors])
+
+    def finding_changes(self, run_id: int, channel: str) -> list[dict[str, Any]]:
+        """Every finding of ``channel`` that ``run_id`` opened, changed, resolved or
+        reopened, with what the finding says now (in the order they were written)."""
+        return list(self.db.query(
+            "SELECT e.fingerprint, e.event AS change, f.check_name, f.channel, f.sku,"
+            " f.listing_key, f.field, f.outcome, f.severity, f.expected, f.actual, f.message"
+            " FROM finding_events e JOIN findings f ON f.fingerprint = e.fingerprint"
+            " WHERE e.run_id = ? AND f.channel = ? ORDER BY e.id", [run_id, channel]))
+
+    def interrupt_run(self, run_id: int, at: datetime, reason: str) -> bool:
+        """Record a run that stopped before it finished as ``interrupted`` (at, why).
+        False when the run had already finished."""
+        summary = self.run_summary(run_id)
+        summary["interrupted"] = {"at": at.isoformat(), "reason": reason}
+        with self.db.conn:
+            cur = self.db.conn.execute(
+                "UPDATE runs SET finished_at=?, status='interrupted', summary=? "
+                "WHERE id=? AND status='running'", (at.isoformat(), codec.dumps(summary), run_id))
+        return cur.rowcount > 0
+
+    def running_runs(self) -> list[dict[str, Any]]:
+        """Runs recorded as still ``running``: id, started_at and the pid (if noted)."""
+        out = []
+        for rid, started, summary in self.db.execute(
+                "SELECT id, started_at, summary FROM runs WHERE status='running' ORDER BY id"):
+            pid = json.loads(summary).get("pid") if summary else None
+            out.append({"id": rid, "started_at": started, "pid": pid})
+        return out
 
 
 def _cell(v: Any) -> str | None:
