@@ -134,8 +134,8 @@ def _collect(pm: pluggy.PluginManager) -> None:
     CHECKS.clear()
     RECEIVERS.clear()
     RENDERERS.clear()
-    # pluggy calls the last registered first: reversed, the built-ins come first.
-    for impl in reversed(pm.hook.register_connectors.get_hookimpls()):
+    # get_hookimpls() lists in registration order: the built-ins come first.
+    for impl in pm.hook.register_connectors.get_hookimpls():
         for cls in _call(impl, "register_connectors"):
             name = getattr(cls, "type", None)
             if not name:
@@ -145,7 +145,7 @@ def _collect(pm: pluggy.PluginManager) -> None:
                 raise ValueError(f"connector type {name!r} registered twice "
                                  f"({existing} and {cls})")
             CONNECTORS[name] = cls
-    for impl in reversed(pm.hook.register_checks.get_hookimpls()):
+    for impl in pm.hook.register_checks.get_hookimpls():
         for spec in _call(impl, "register_checks"):
             spec = getattr(spec, "check_spec", spec)  # a function made with @check
             existing = CHECKS.get(spec.name)
@@ -153,7 +153,7 @@ def _collect(pm: pluggy.PluginManager) -> None:
                 raise ValueError(f"check {spec.name!r} registered twice")
             CHECKS[spec.name] = spec
     for hook, registry in (("register_receivers", RECEIVERS), ("register_renderers", RENDERERS)):
-        for impl in reversed(getattr(pm.hook, hook).get_hookimpls()):
+        for impl in getattr(pm.hook, hook).get_hookimpls():
             for thing in _call(impl, hook):
                 registry[getattr(thing, "name", repr(thing))] = thing
 
