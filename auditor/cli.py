@@ -323,6 +323,8 @@ def runs(config_path: Path, limit: int, show_errors: bool, fmt: str) -> None:
             r["master"] = summary["master"]
         if summary.get("interrupted"):
             r["interrupted"] = summary["interrupted"]
+        if summary.get("pid"):
+            r["pid"] = summary["pid"]
         rows.append(r)
     store.close()
     if fmt == "json":
@@ -334,6 +336,8 @@ def runs(config_path: Path, limit: int, show_errors: bool, fmt: str) -> None:
         if r.get("interrupted"):
             out.print(f"  interrupted at {r['interrupted'].get('at')}: "
                       f"{safe(r['interrupted'].get('reason'))}")
+        elif r["status"] == "running" and r.get("pid") and not _pid_alive(r["pid"]):
+            out.print(f"  its process {r['pid']} is gone: the next run records it interrupted")
         m = r.get("master")
         if m and m.get("rejected"):
             out.print(f"  master: rejected, {m.get('error_count', 0)} error(s) in "
@@ -352,6 +356,18 @@ def runs(config_path: Path, limit: int, show_errors: bool, fmt: str) -> None:
                       f"{s['errors']} errors" + (f" ({safe(s['message'])})" if s["message"] else ""))
         for e in r.get("errors", []):
             out.print(f"    {safe(e['source'])} {safe(e['location'])}: {safe(e['reason'])}")
+
+
+def _pid_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 @main.command()

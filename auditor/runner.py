@@ -213,8 +213,9 @@ def die_with_parent(parent: int) -> None:
     its parent dies (prctl PR_SET_PDEATHSIG); everywhere a watcher thread ends it
     when its parent process is gone (it was re-parented).
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    with contextlib.suppress(ValueError):  # not the main thread: leave them
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if sys.platform.startswith("linux"):
         try:
             import ctypes

@@ -1069,6 +1069,10 @@ class Store:
     def interrupt_run(self, run_id: int, at: datetime, reason: str) -> bool:
         """Record a run that stopped before it finished as ``interrupted`` (at, why).
         False when the run had already finished."""
+        # Whatever this connection was writing when the run was stopped stays unwritten
+        # (a half-written batch of listings is not committed with the status).
+        if self.db.conn.in_transaction:
+            self.db.conn.rollback()
         summary = self.run_summary(run_id)
         summary["interrupted"] = {"at": at.isoformat(), "reason": reason}
         with self.db.conn:

@@ -206,6 +206,10 @@ def test_killed_run_workers_die_with_it_and_the_next_run_records_it(slow_world):
     assert _wait_gone(procs) == [], "workers outlived their killed parent"
     (run,) = _runs(world)
     assert run["status"] == "running"  # nobody could record it yet
+    shown = subprocess.run([sys.executable, "-m", "auditor", "runs", "--config",
+                            str(world / "config.toml")], cwd=world, env=_env(),
+                           capture_output=True, text=True, timeout=60)
+    assert f"its process {proc.pid} is gone" in shown.stdout
     _next_run_completes(world, feed)
     old = _runs(world)[1]
     assert old["status"] == "interrupted"
