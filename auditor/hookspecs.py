@@ -112,8 +112,8 @@ def source_finished(event: Any) -> None:
 @hookspec
 def findings_changed(event: Any) -> None:
     """Findings of a channel moved: ``auditor.events.FindingsChanged`` with every
-    finding opened, changed, resolved or reopened in this run. Not sent when none
-    did."""
+    finding opened, changed, resolved or reopened in this run, in events of at most
+    5,000 changes (``runner.FINDING_CHANGES_PER_EVENT``). Not sent when none did."""
 
 
 @hookspec

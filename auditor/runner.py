@@ -410,6 +410,11 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
     return summary
 
 
+# A first run can open hundreds of thousands of findings: they are announced in
+# events of at most this many changes, so no single message grows without bound.
+FINDING_CHANGES_PER_EVENT = 5_000
+
+
 def channel_events(emit: Emit, wanted: frozenset[str], store: Store, run_id: int,
                    summary: ChannelSummary, result: SourceResult | None = None,
                    errors: Any = ()) -> None:
@@ -423,8 +428,9 @@ def channel_events(emit: Emit, wanted: frozenset[str], store: Store, run_id: int
         from auditor.session import finding_changes
 
         changes = finding_changes(store, run_id, summary.channel)
-        if changes:
-            emit(FindingsChanged(run_id, summary.channel, changes))
+        for i in range(0, len(changes), FINDING_CHANGES_PER_EVENT):
+            emit(FindingsChanged(run_id, summary.channel,
+                                 changes[i:i + FINDING_CHANGES_PER_EVENT]))
     if "channel_finished" in wanted:
         emit(ChannelFinished(run_id, summary.channel, summary.status.value, summary.listings,
                              summary.linked, summary.unlinked, summary.ambiguous,

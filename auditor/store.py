@@ -1060,11 +1060,14 @@ class Store:
     def finding_changes(self, run_id: int, channel: str) -> list[dict[str, Any]]:
         """Every finding of ``channel`` that ``run_id`` opened, changed, resolved or
         reopened, with what the finding says now (in the order they were written)."""
+        # From the channel's findings this run touched to their events (by the
+        # fingerprint index): finding_events has no index by run, and grows every run.
         return list(self.db.query(
             "SELECT e.fingerprint, e.event AS change, f.check_name, f.channel, f.sku,"
             " f.listing_key, f.field, f.outcome, f.severity, f.expected, f.actual, f.message"
-            " FROM finding_events e JOIN findings f ON f.fingerprint = e.fingerprint"
-            " WHERE e.run_id = ? AND f.channel = ? ORDER BY e.id", [run_id, channel]))
+            " FROM findings f CROSS JOIN finding_events e ON e.fingerprint = f.fingerprint"
+            " AND e.run_id = ? WHERE f.channel = ? AND (f.last_run = ? OR f.resolved_run = ?)"
+            " ORDER BY e.id", [run_id, channel, run_id, run_id]))
 
     def interrupt_run(self, run_id: int, at: datetime, reason: str) -> bool:
         """Record a run that stopped before it finished as ``interrupted`` (at, why).

@@ -108,6 +108,18 @@ def test_fixed_drift_is_announced_resolved_and_unchanged_master(mini_world):
     assert rec.of("run_finished")[0].exit_code == report.exit_code
 
 
+def test_many_finding_changes_come_in_bounded_events(mini_world, monkeypatch):
+    from auditor import runner
+
+    monkeypatch.setattr(runner, "FINDING_CHANGES_PER_EVENT", 1)
+    report, store, rec = _run(mini_world)
+    store.close()
+    chunks = rec.of("findings_changed")
+    assert len(chunks) >= 2 and all(len(c.changes) == 1 for c in chunks)
+    assert sum(len(c.changes) for c in chunks) == rec.of("channel_finished")[0].opened
+    assert len({c.changes[0].fingerprint for c in chunks}) == len(chunks)
+
+
 def test_workers_forward_every_event_to_the_listeners(mini_world):
     _add_channel(mini_world, "google-b", workers=2)
     report, store, rec = _run(mini_world)
