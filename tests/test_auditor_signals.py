@@ -290,3 +290,15 @@ def test_run_in_child_records_a_crashed_child_as_interrupted(slow_world):
     assert run["status"] == "interrupted" and "-9" in run["summary"]["interrupted"]["reason"]
     assert _wait_gone(tree) == [], "the workers outlived the killed audit process"
     _next_run_completes(world, feed)
+
+
+def test_run_in_child_reports_a_held_lock_without_running(mini_world):
+    from auditor.store import run_lock
+
+    rec = Recorder()
+    with run_lock(mini_world / "auditor.db"):
+        result = run_in_child(mini_world / "config.toml", listeners=[rec])
+    assert result.status == "error" and result.exit_code == 2 and result.run_id is None
+    assert "another run holds the lock" in result.error and rec.events == []
+    again = run_in_child(mini_world / "config.toml", listeners=[rec])
+    assert again.status == "complete" and again.run_id == 1
