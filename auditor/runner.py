@@ -35,7 +35,7 @@ from auditor.http import FetchPolicy
 from auditor.images import ChannelImages, ImageRun
 from auditor.linking import Linker
 from auditor.master import load_master
-from auditor.model import (Finding, Link, LinkMethod, Listing, MasterRecord, Outcome, Run,
+from auditor.model import (Finding, Link, LinkMethod, Listing, MasterRecord, Outcome,
                            SourceResult, SourceStatus)
 from auditor.sources import is_url
 from auditor.store import Store

@@ -31,8 +31,7 @@ import pluggy
 from auditor import plugins
 from auditor.config import Config
 from auditor.errors import Interrupted, MasterImportError
-from auditor.events import (ChannelFinished, Event, FindingChange, FindingsChanged,
-                            MasterImported, RunFinished, RunStarted, SourceFinished,
+from auditor.events import (Event, FindingChange, MasterImported, RunFinished, RunStarted,
                             SourceProgress)
 from auditor.hookspecs import EVENT_HOOKS, hookimpl
 from auditor.linking import Linker
@@ -355,5 +354,4 @@ def finding_changes(store: Any, run_id: int, channel: str) -> tuple[FindingChang
                  for r in store.finding_changes(run_id, channel))
 
 
-__all__ = ["AuditSession", "ChannelFinished", "FindingsChanged", "ProgressCallback",
-           "SourceFinished", "interrupt_on_signals", "finding_changes"]
+__all__ = ["AuditSession", "ProgressCallback", "interrupt_on_signals", "finding_changes"]
