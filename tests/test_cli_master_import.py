@@ -60,3 +60,16 @@ def test_accepted_master_with_skipped_rows_lists_them(mini_world):
     r = cli("runs", "--config", cfg, "--errors")
     assert "1 bad rows skipped" in r.output
     assert "master " in r.output and "bad price 'ten'" in r.output
+
+
+def test_report_of_a_first_run_whose_master_was_rejected(mini_world, tmp_path):
+    cfg = mini_world / "config.toml"
+    (mini_world / "master.csv").write_text("sku,title,price,currency\nX,broken,abc,USD\n")
+    assert cli("run", "--config", cfg, "--now", NOW).exit_code == 2
+    out = tmp_path / "report.html"
+    r = cli("report", "--config", cfg, "--output", out)
+    assert r.exit_code == 0, r.output
+    html = out.read_text()
+    assert "no earlier snapshot: no channel was audited" in html
+    assert "stayed in force" not in html
+    assert "bad price" in html
