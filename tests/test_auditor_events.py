@@ -234,6 +234,28 @@ def test_interrupted_run_last_event_is_run_finished(mini_world):
         store.close()
 
 
+def test_a_crash_of_the_run_is_recorded_interrupted(mini_world, monkeypatch):
+    from auditor import runner
+
+    def broken(*a, **kw):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(runner, "audit_channel", broken)
+    rec = Recorder()
+    cfg = load_config(mini_world / "config.toml")
+    store = Store(cfg.store_path)
+    try:
+        with pytest.raises(RuntimeError):
+            AuditSession(cfg, store, now=NOW, listeners=[rec]).run()
+        (run,) = store.runs()
+        assert run["status"] == "interrupted"
+        reason = store.run_summary(run["id"])["interrupted"]["reason"]
+        assert reason == "crashed: RuntimeError: disk on fire"
+        assert rec.events[-1].hook == "run_finished" and rec.events[-1].reason == reason
+    finally:
+        store.close()
+
+
 def test_a_crashing_listener_does_not_stop_the_run(mini_world, caplog):
     class Broken:
         @hookimpl
