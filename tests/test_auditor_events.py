@@ -422,3 +422,24 @@ def test_reserved_hooks_collect_receivers_and_renderers(monkeypatch):
         pm.unregister(name="reserved-test")
         plugins._collect(pm)
     assert plugins.receivers() == {}
+
+
+def test_every_hook_and_event_field_is_documented():
+    import dataclasses
+
+    from auditor import hookspecs
+
+    doc = (ROOT / "docs" / "plugins.md").read_text()
+    arch = (ROOT / "docs" / "architecture.md").read_text()
+    specs = [name for name in dir(hookspecs)
+             if hasattr(getattr(hookspecs, name), "omni_auditor_spec")]
+    assert set(EVENT_HOOKS) < set(specs)
+    for name in specs:
+        assert f"`{name}(" in doc, f"hook {name} is not in docs/plugins.md"
+        assert name in arch, f"hook {name} is not in docs/architecture.md"
+    for hook, cls in ev.EVENTS.items():
+        row = next(line for line in doc.splitlines() if line.startswith(f"| `{cls.__name__}`"))
+        for f in dataclasses.fields(cls):
+            assert f"`{f.name}`" in row, f"{cls.__name__}.{f.name} is not documented"
+    for f in dataclasses.fields(ev.FindingChange):
+        assert f"`{f.name}`" in doc
