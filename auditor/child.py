@@ -330,7 +330,9 @@ def _child_main(config_path: str, channels: list[str], now_text: str | None, wai
     for h in list(root.handlers):
         root.removeHandler(h)
     root.addHandler(handler)
-    root.setLevel(logging.INFO)
+    root.setLevel(logging.INFO)  # the parent's logging decides what it shows
+    for noisy in ("httpx", "httpcore", "apscheduler"):  # a line per request is too many
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     _die_with_parent()
     session = None
     code = 2
