@@ -230,10 +230,16 @@ for _hook in EVENT_HOOKS:
     setattr(Recorder, _hook, hookimpl(_record))
 
 
-def test_run_in_child_forwards_the_events_and_returns_the_run(mini_world):
+def test_run_in_child_forwards_the_events_and_returns_the_run(mini_world, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
     rec = Recorder()
     before = threading.active_count()
     result = run_in_child(mini_world / "config.toml", listeners=[rec])
+    # the child's log records are handled by this process's logging
+    assert any(r.name == "auditor.runner" and "channel google: complete" in r.getMessage()
+               for r in caplog.records)
     assert result.status == "complete" and result.exit_code == 1 and result.run_id == 1
     assert result.pid != os.getpid() and result.child_exitcode == 1
     hooks = [e.hook for e in rec.events]
