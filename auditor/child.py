@@ -225,11 +225,9 @@ class _Lines:
 
 
 def _dispatch(pm: Any, event: ev.Event) -> None:
-    for impl in reversed(getattr(pm.hook, event.hook).get_hookimpls()):
-        try:
-            impl.function(event=event)
-        except Exception:
-            log.exception("listener %s failed on %s", impl.plugin_name, event.hook)
+    from auditor.session import dispatch
+
+    dispatch(pm, event)
 
 
 def _log_record(data: dict[str, Any]) -> None:

@@ -92,13 +92,8 @@ class AuditSession:
     def emit(self, event: Event) -> None:
         """Call every implementation of ``event.hook``; one that raises is logged and the
         others still run."""
-        if event.hook not in self.wanted:
-            return
-        for impl in reversed(getattr(self._pm.hook, event.hook).get_hookimpls()):
-            try:
-                impl.function(event=event)
-            except Exception:
-                log.exception("listener %s failed on %s", impl.plugin_name, event.hook)
+        if event.hook in self.wanted:
+            dispatch(self._pm, event)
 
     # ------------------------------------------------------------------ the run
     def run(self) -> Any:
@@ -298,6 +293,24 @@ class AuditSession:
                     log.warning("run %s was left running: recorded as interrupted", r["id"])
 
 
+def dispatch(pm: pluggy.PluginManager, event: Event) -> None:
+    """Call the implementations of ``event.hook`` in pluggy's order (the last registered
+    first), each on its own: one that raises is logged and the others still run."""
+    hook = getattr(pm.hook, event.hook)
+    impls = hook.get_hookimpls()
+    if any(i.hookwrapper or getattr(i, "wrapper", False) for i in impls):
+        try:  # wrappers need pluggy's own call (no isolation between listeners then)
+            hook(event=event)
+        except Exception:
+            log.exception("a listener failed on %s", event.hook)
+        return
+    for impl in reversed(impls):
+        try:
+            impl.function(**({"event": event} if "event" in impl.argnames else {}))
+        except Exception:
+            log.exception("listener %s failed on %s", impl.plugin_name, event.hook)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -354,4 +367,5 @@ def finding_changes(store: Any, run_id: int, channel: str) -> tuple[FindingChang
                  for r in store.finding_changes(run_id, channel))
 
 
-__all__ = ["AuditSession", "ProgressCallback", "interrupt_on_signals", "finding_changes"]
+__all__ = ["AuditSession", "ProgressCallback", "dispatch", "finding_changes",
+           "interrupt_on_signals"]

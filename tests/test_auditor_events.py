@@ -268,6 +268,29 @@ def test_a_crashing_listener_does_not_stop_the_run(mini_world, caplog):
     assert "listener bug" in caplog.text
 
 
+def test_listeners_may_take_no_argument_or_wrap(mini_world):
+    calls = []
+
+    class Bare:
+        @hookimpl
+        def run_finished(self):
+            calls.append("bare")
+
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def run_finished(self, event):
+            calls.append(("before", event.status))
+            result = yield
+            calls.append("after")
+            return result
+
+    _run(mini_world, Bare())[1].close()
+    assert calls == ["bare"]
+    calls.clear()
+    _run(mini_world, Bare(), Wrapper())[1].close()
+    assert calls == [("before", "complete"), "bare", "after"]
+
+
 def test_a_stale_running_run_is_interrupted_by_the_next_run_under_the_lock(mini_world):
     cfg = load_config(mini_world / "config.toml")
     store = Store(cfg.store_path)
