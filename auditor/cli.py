@@ -141,6 +141,7 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
         click.echo(json.dumps({"run_id": report.run_id, "status": report.status.value,
                                "exit_code": report.exit_code, "master": report.master,
                                "master_error": report.master_error,
+                               "interrupted_before": report.interrupted_before,
                                "channels": [_summary_dict(s) for s in report.channels]},
                               default=str, indent=2))
     else:
@@ -182,6 +183,9 @@ class ProgressListener:
 
 
 def print_report(report) -> None:
+    for r in getattr(report, "interrupted_before", ()):
+        out.print(f"[yellow]note:[/] the previous run {r['id']} was interrupted at "
+                  f"{safe(r['at'])}: {safe(r['reason'])}")
     m = report.master
     if report.master_error and m.get("kept_previous"):
         out.print(f"[red]master import rejected[/]; the previous snapshot "

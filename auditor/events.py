@@ -71,6 +71,7 @@ class RunStarted(Event):
     started_at: datetime
     channels: tuple[str, ...]          # the channels this run audits, in config order
     pid: int                           # the process that runs the audit
+    interrupted_before: tuple[int, ...] = ()   # ids of the runs just before, interrupted
 
 
 @dataclass(frozen=True)

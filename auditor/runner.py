@@ -84,6 +84,8 @@ class RunReport:
     started_at: datetime
     finished_at: datetime
     master_error: str | None = None
+    # The runs just before this one that were interrupted: [{"id", "at", "reason"}].
+    interrupted_before: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:

@@ -68,6 +68,7 @@ class AuditSession:
         self.history: Any = None
         self.linker: Linker | None = None
         self.run_id: int | None = None
+        self.interrupted_before: list[dict[str, Any]] = []
         self._children: list[Callable[[], None]] = []  # cancels forked helpers
         self._pm = self._manager(listeners)
         self.wanted = frozenset(h for h in EVENT_HOOKS
@@ -111,9 +112,11 @@ class AuditSession:
         workers = runner.worker_count(cfg, store, len(selected))
         self._interrupt_stale_runs(holds_run_lock(store.path) if store.path != ":memory:"
                                    else False)
+        self.interrupted_before = self._interrupted_before()
         self.run_id = run_id = store.start_run(started, None)
         store.update_run_summary(run_id, pid=os.getpid())
-        self.emit(RunStarted(run_id, started, tuple(c.name for c in selected), os.getpid()))
+        self.emit(RunStarted(run_id, started, tuple(c.name for c in selected), os.getpid(),
+                             tuple(r["id"] for r in self.interrupted_before)))
         try:
             return self._run(runner, selected, workers, started, t_run)
         except BaseException as e:
@@ -236,7 +239,7 @@ class AuditSession:
 
         finished = self.clock()
         report = RunReport(self.run_id, status, master_info, summaries, started, finished,
-                           master_error)
+                           master_error, self.interrupted_before)
         self.store.finish_run(Run(self.run_id, started, finished, status),
                               {"master": master_info, "master_error": master_error,
                                "pid": os.getpid(),
@@ -280,6 +283,10 @@ class AuditSession:
         self.emit(RunFinished(self.run_id, "interrupted", 2, started, at,
                               time.perf_counter() - t_run, reason=reason))
 
+    def _interrupted_before(self) -> list[dict[str, Any]]:
+        """The runs just before this one (newest first) that were interrupted."""
+        return _interrupted_before_impl(self.store)
+
     def _interrupt_stale_runs(self, holds_lock: bool) -> None:
         """Runs still ``running`` whose process is gone become ``interrupted``: every run
         when this process holds the store's run lock (no other run can be going on),
@@ -309,6 +316,17 @@ def dispatch(pm: pluggy.PluginManager, event: Event) -> None:
             impl.function(**({"event": event} if "event" in impl.argnames else {}))
         except Exception:
             log.exception("listener %s failed on %s", impl.plugin_name, event.hook)
+
+
+def _interrupted_before_impl(store: Any) -> list[dict[str, Any]]:
+    out = []
+    for r in store.runs(20):
+        if r["status"] != "interrupted":
+            break
+        info = store.run_summary(r["id"]).get("interrupted") or {}
+        out.append({"id": r["id"], "at": info.get("at") or r["finished_at"],
+                    "reason": info.get("reason")})
+    return out
 
 
 def _alive(pid: int) -> bool:

@@ -207,10 +207,13 @@ def test_interrupted_run_is_recorded_and_announced(mini_world):
         assert store.run_summary(run["id"])["interrupted"]["reason"] == "SIGTERM"
     finally:
         store.close()
-    # the next run starts and completes
+    # the next run starts, completes, and says the one before was interrupted
     report, store, rec = _run(mini_world)
     store.close()
     assert rec.of("run_finished")[0].status == "complete"
+    assert rec.of("run_started")[0].interrupted_before == (run["id"],)
+    assert report.interrupted_before == [{"id": run["id"], "at": run["finished_at"],
+                                          "reason": "SIGTERM"}]
 
 
 def test_interrupted_run_last_event_is_run_finished(mini_world):

@@ -164,6 +164,7 @@ def _next_run_completes(world: Path, feed: SlowFeed) -> None:
                           capture_output=True, text=True, timeout=120)
     assert done.returncode in (0, 1), done.stdout + done.stderr
     runs = _runs(world)
+    assert f"the previous run {runs[1]['id']} was interrupted" in done.stdout
     assert runs[0]["status"] == "complete"
     shown = subprocess.run([sys.executable, "-m", "auditor", "runs", "--config",
                             str(world / "config.toml")], cwd=world, env=_env(),
