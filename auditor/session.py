@@ -114,10 +114,10 @@ class AuditSession:
                                    else False)
         self.interrupted_before = self._interrupted_before()
         self.run_id = run_id = store.start_run(started, None)
-        store.update_run_summary(run_id, pid=os.getpid())
-        self.emit(RunStarted(run_id, started, tuple(c.name for c in selected), os.getpid(),
-                             tuple(r["id"] for r in self.interrupted_before)))
         try:
+            store.update_run_summary(run_id, pid=os.getpid())
+            self.emit(RunStarted(run_id, started, tuple(c.name for c in selected),
+                                 os.getpid(), tuple(r["id"] for r in self.interrupted_before)))
             return self._run(runner, selected, workers, started, t_run)
         except BaseException as e:
             self._record_interrupted(e, started, t_run)
@@ -285,7 +285,14 @@ class AuditSession:
 
     def _interrupted_before(self) -> list[dict[str, Any]]:
         """The runs just before this one (newest first) that were interrupted."""
-        return _interrupted_before_impl(self.store)
+        out = []
+        for r in self.store.runs(20):
+            if r["status"] != "interrupted":
+                break
+            info = self.store.run_summary(r["id"]).get("interrupted") or {}
+            out.append({"id": r["id"], "at": info.get("at") or r["finished_at"],
+                        "reason": info.get("reason")})
+        return out
 
     def _interrupt_stale_runs(self, holds_lock: bool) -> None:
         """Runs still ``running`` whose process is gone become ``interrupted``: every run
@@ -316,17 +323,6 @@ def dispatch(pm: pluggy.PluginManager, event: Event) -> None:
             impl.function(**({"event": event} if "event" in impl.argnames else {}))
         except Exception:
             log.exception("listener %s failed on %s", impl.plugin_name, event.hook)
-
-
-def _interrupted_before_impl(store: Any) -> list[dict[str, Any]]:
-    out = []
-    for r in store.runs(20):
-        if r["status"] != "interrupted":
-            break
-        info = store.run_summary(r["id"]).get("interrupted") or {}
-        out.append({"id": r["id"], "at": info.get("at") or r["finished_at"],
-                    "reason": info.get("reason")})
-    return out
 
 
 def _alive(pid: int) -> bool:
