@@ -157,8 +157,8 @@ def run_in_child(config_path: str | Path, channels: Iterable[str] | None = None,
                 _dispatch(pm, ev.RunFinished(run_started.run_id, "interrupted", 2,
                                              run_started.started_at, at,
                                              result.seconds, reason=reason))
-        elif run_started is None:
-            result.status = "error"
+        elif run_started is None and stopping_since is None:
+            result.status = "error"  # it died before it began a run, unasked
     return result
 
 
