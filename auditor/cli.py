@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Iterable
@@ -19,10 +20,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from auditor import __version__, log as logsetup, plugins
-from auditor.hookspecs import hookimpl
 from auditor.config import (CHANNEL_OPTIONS, HTTP_OPTIONS, LINKING_OPTIONS, MASTER_OPTIONS,
                             RUN_OPTIONS, STORE_OPTIONS, Config, load_config)
 from auditor.errors import AuditorError, ConfigError, Interrupted
+from auditor.hookspecs import hookimpl
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # interrupted: 128 + the signal's number
@@ -134,7 +135,7 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
         where = f"run {run_id}" if run_id else "the run"
         err.print(f"[bold red]interrupted:[/] {where} stopped by {safe(reason)}"
                   + ("; recorded as interrupted" if run_id else ""))
-        sys.exit(EXIT_SIGTERM if isinstance(e, Interrupted) and e.signum == 15
+        sys.exit(EXIT_SIGTERM if isinstance(e, Interrupted) and e.signum == signal.SIGTERM
                  else EXIT_SIGINT)
     if fmt == "json":
         from auditor.runner import _summary_dict
