@@ -114,9 +114,11 @@ def _env() -> dict[str, str]:
 
 
 def _start_run(world: Path) -> subprocess.Popen:
+    # A process group of its own, as a shell gives a foreground job.
     return subprocess.Popen([sys.executable, "-m", "auditor", "run", "--config",
                              str(world / "config.toml")], cwd=world, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
 
 
 def _wait_mid_run(proc: subprocess.Popen, feed: SlowFeed) -> list[psutil.Process]:
@@ -172,14 +174,21 @@ def _next_run_completes(world: Path, feed: SlowFeed) -> None:
     assert f"run {runs[1]['id']}" in shown.stdout and "interrupted" in shown.stdout
 
 
-@pytest.mark.parametrize("sig, code, reason", [
-    (signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "SIGINT (Ctrl-C)")])
-def test_signal_stops_the_run_its_workers_and_frees_the_lock(slow_world, sig, code, reason):
+@pytest.mark.parametrize("sig, code, reason, group", [
+    (signal.SIGTERM, 143, "SIGTERM", False),
+    (signal.SIGINT, 130, "SIGINT (Ctrl-C)", False),
+    (signal.SIGINT, 130, "SIGINT (Ctrl-C)", True),  # Ctrl-C in a terminal: the whole group
+], ids=["SIGTERM", "SIGINT", "Ctrl-C to the process group"])
+def test_signal_stops_the_run_its_workers_and_frees_the_lock(slow_world, sig, code, reason,
+                                                             group):
     world, feed = slow_world
     proc = _start_run(world)
     try:
         procs = _wait_mid_run(proc, feed)
-        proc.send_signal(sig)
+        if group:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
