@@ -318,3 +318,13 @@ def test_run_in_child_reports_a_held_lock_without_running(mini_world):
     assert "another run holds the lock" in result.error and rec.events == []
     again = run_in_child(mini_world / "config.toml", listeners=[rec])
     assert again.status == "complete" and again.run_id == 1
+
+
+def test_run_in_child_of_a_rejected_first_master(mini_world):
+    (mini_world / "master.csv").write_text("sku,title,price,currency\nX,broken,abc,USD\n")
+    rec = Recorder()
+    result = run_in_child(mini_world / "config.toml", listeners=[rec])
+    assert result.status == "failed" and result.exit_code == 2 and result.run_id == 1
+    assert "bad price 'abc'" in result.error
+    assert [e.hook for e in rec.events] == ["run_started", "master_imported", "run_finished"]
+    assert rec.events[1].accepted is False and rec.events[1].error_count == 1
