@@ -762,10 +762,10 @@ class SQLiteStore:
         change with its event, in one transaction."""
         at = now.isoformat()
         c = self.db.conn
-        existing = {fp: Previous(state, outcome, exp, act, check, key)
-                    for fp, state, outcome, exp, act, check, key in c.execute(
-                        "SELECT fingerprint, state, outcome, expected, actual, check_name,"
-                        " listing_key FROM findings WHERE channel=?", (channel,))}
+        as_previous = Previous._make  # (no per-field argument parsing: the fastest build)
+        existing = {row[0]: as_previous(row[1:]) for row in c.execute(
+            "SELECT fingerprint, state, outcome, expected, actual, check_name, listing_key"
+            " FROM findings WHERE channel=?", (channel,))}
         evidence = Evidence(status, seen_keys, frozenset(checks_ran))
         transition = lifecycle.transition
         opened = reopened = still_open = 0
