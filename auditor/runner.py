@@ -34,7 +34,7 @@ from auditor.master import load_master
 from auditor.model import (Finding, Link, LinkMethod, Listing, MasterRecord, Outcome, Run,
                            SourceResult, SourceStatus)
 from auditor.sources import is_url
-from auditor.storage import MasterHistory, MasterPlan, Store, open_store
+from auditor.storage import MasterPlan, Store, open_store
 
 log = logging.getLogger(__name__)
 

@@ -242,7 +242,8 @@ class Store(MasterStore, ListingStore, FindingStore, RunStore, CacheStore, Proto
 
     ``url`` reopens the same store (``open_store(store.url)``), in another process
     too when ``multi_process`` is true (a worker opens its own connection).
-    ``run_lock`` keeps two runs from interleaving on one store."""
+    ``run_lock`` keeps two runs from interleaving on one store. Each write method is
+    atomic on its own (one transaction, or one per batch for ``save_listings``)."""
 
     url: str
 
@@ -257,10 +258,6 @@ class Store(MasterStore, ListingStore, FindingStore, RunStore, CacheStore, Proto
 
     def run_lock(self, wait: float = 0.0) -> ContextManager[None]:
         """Hold the store's run lock (LockedError after ``wait`` seconds)."""
-        ...
-
-    def transaction(self) -> ContextManager[None]:
-        """Everything inside commits together or not at all."""
         ...
 
     def close(self) -> None:

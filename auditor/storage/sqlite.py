@@ -17,7 +17,6 @@ import json
 import os
 import sqlite3
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from operator import itemgetter
 from pathlib import Path
@@ -29,7 +28,7 @@ import sqlite_utils
 from auditor import codec
 from auditor import lifecycle
 from auditor.errors import LockedError, StoreError
-from auditor.lifecycle import OPEN, RESOLVED, Evidence, Previous
+from auditor.lifecycle import RESOLVED, Evidence, Previous
 from auditor.model import (Finding, Link, Listing, MasterRecord, Outcome, Run, SourceResult,
                            SourceStatus)
 from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord, HttpCacheRow,
@@ -360,12 +359,6 @@ class SQLiteStore:
     @property
     def schema_version(self) -> int:
         return self.db.execute("PRAGMA user_version").fetchone()[0]
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        """Everything inside commits together or not at all."""
-        with self.db.conn:
-            yield
 
     # ----------------------------------------------------------------- master
     def current_master(self) -> dict[str, MasterRecord]:
