@@ -463,6 +463,7 @@ class SQLiteStore:
                     " SELECT sku, hash, data, valid_from, ?, ? FROM master_records WHERE sku = ?",
                     [(at, snap, s) for s in chunk])
                 c.executemany("DELETE FROM master_records WHERE sku = ?", [(s,) for s in chunk])
+        assert snap is not None
         return MasterImportResult(snap, plan.records, plan.added, changed, len(plan.removed))
 
     def master_history(self) -> MasterHistory:
@@ -764,7 +765,8 @@ class SQLiteStore:
         opened = reopened = still_open = 0
         observed_fps: set[str] = set()
         with c:
-            events, obs, inserts, updates = [], [], [], []
+            events: list[tuple] = []
+            obs, inserts, updates = [], [], []
             for f in observed:
                 if f.outcome == Outcome.PASSED:
                     continue
@@ -889,7 +891,7 @@ class SQLiteStore:
         return rows[0] if rows else None  # type: ignore[return-value]
 
     def http_cache_put(self, url: str, **values: Any) -> None:
-        self.db["http_cache"].upsert({"url": url, **values}, pk="url")
+        self.db.table("http_cache").upsert({"url": url, **values}, pk="url")
 
     # ----------------------------------------------------------------- images
     def image_signatures(self, shas: Iterable[str], version: int) -> dict[str, dict[str, Any]]:
@@ -1002,7 +1004,7 @@ class SQLiteStore:
         if groups:
             with self.db.conn:
                 for group in groups.values():
-                    self.db["http_cache"].upsert_all(group, pk="url")
+                    self.db.table("http_cache").upsert_all(group, pk="url")
 
     def http_cache_extractions(self, urls: Sequence[str]) -> dict[str, str]:
         """The stored extraction (JSON text) of each of ``urls`` that has one."""
