@@ -241,10 +241,10 @@ def _log_record(data: dict[str, Any]) -> None:
 def _record_crash(config_path: str | Path, run_id: int, at: datetime, reason: str) -> bool:
     """Mark a run whose process died without a word as interrupted (from the parent)."""
     from auditor.config import load_config
-    from auditor.store import Store
+    from auditor.storage import open_store
 
     try:
-        store = Store(load_config(Path(config_path)).store_path)
+        store = open_store(load_config(Path(config_path)).store_url, create=False)
     except Exception:
         log.exception("could not open the store to record run %s as interrupted", run_id)
         return False
@@ -319,7 +319,7 @@ def _child_main(config_path: str, channels: list[str], now_text: str | None, wai
     from auditor.errors import AuditorError, Interrupted
     from auditor.log import RedactSecrets
     from auditor.session import AuditSession, interrupt_on_signals
-    from auditor.store import Store, run_lock
+    from auditor.storage import open_store
 
     fwd, listener = _forwarder(send)
     handler = _LogToParent(fwd)
@@ -341,14 +341,14 @@ def _child_main(config_path: str, channels: list[str], now_text: str | None, wai
                 for name in channels:
                     cfg.channel(name)
                 now = datetime.fromisoformat(now_text) if now_text else None
-                with run_lock(cfg.store_path, wait):
-                    store = Store(cfg.store_path)
-                    try:
+                store = open_store(cfg.store_url)
+                try:
+                    with store.run_lock(wait):
                         session = AuditSession(cfg, store, channels=channels or None, now=now,
                                                listeners=[listener])
                         report = session.run()
-                    finally:
-                        store.close()
+                finally:
+                    store.close()
                 from auditor.runner import _summary_dict
 
                 code = report.exit_code

@@ -12,7 +12,7 @@ import re
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import click
 from rich.console import Console
@@ -24,6 +24,9 @@ from auditor.config import (CHANNEL_OPTIONS, HTTP_OPTIONS, LINKING_OPTIONS, MAST
                             RUN_OPTIONS, STORE_OPTIONS, Config, load_config)
 from auditor.errors import AuditorError, ConfigError, Interrupted
 from auditor.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from auditor.storage import Store
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # interrupted: 128 + the signal's number
@@ -104,7 +107,7 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
     130 / 143 interrupted by Ctrl-C / SIGTERM (the run is recorded `interrupted`).
     """
     from auditor.session import AuditSession, interrupt_on_signals
-    from auditor.store import Store, run_lock
+    from auditor.storage import open_store
 
     cfg = _load(config_path)
     for name in channels:
@@ -120,10 +123,10 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
     report = None
     session = None
     try:
-        with interrupt_on_signals(), run_lock(cfg.store_path, wait):
-            store = Store(cfg.store_path)
+        with interrupt_on_signals():
+            store = open_store(cfg.store_url)
             try:
-                with _progress() as progress:
+                with store.run_lock(wait), _progress() as progress:
                     session = AuditSession(cfg, store, channels=list(channels) or None, now=now,
                                            listeners=[progress] if progress else [])
                     report = session.run()
@@ -250,13 +253,11 @@ def _rows_out(rows: list[dict[str, Any]], columns: list[str], fmt: str, title: s
         out.print(t)
 
 
-def _store_for(config_path: Path):
-    from auditor.store import Store
+def _store_for(config_path: Path) -> Store:
+    """The configured store, which must exist already (the read-only commands)."""
+    from auditor.storage import open_store
 
-    cfg = _load(config_path)
-    if not cfg.store_path.exists():
-        raise AuditorError(f"no store at {cfg.store_path} yet: run `auditor run` first")
-    return Store(cfg.store_path)
+    return open_store(_load(config_path).store_url, create=False)
 
 
 @main.command()
@@ -278,8 +279,9 @@ def findings(config_path: Path, only_open: bool, channel: str | None, check_name
       auditor findings --channel google --check price --format json
     """
     store = _store_for(config_path)
-    rows = store.findings(state="open" if only_open else None, channel=channel,
-                          check=check_name, sku=sku, limit=limit)
+    rows = [f.to_dict() for f in store.findings(
+        state="open" if only_open else None, channel=channel, check=check_name, sku=sku,
+        limit=limit)]
     store.close()
     _rows_out(rows, FINDING_COLUMNS, fmt, f"{len(rows)} finding(s)",
               {"message": 70, "expected": 40, "actual": 40})
@@ -298,7 +300,7 @@ def links(config_path: Path, channel: str | None, fmt: str) -> None:
       auditor links --channel google --format csv
     """
     store = _store_for(config_path)
-    rows = store.links(channel)
+    rows = [k.to_dict() for k in store.links(channel)]
     store.close()
     _rows_out(rows, ["channel", "listing_key", "sku", "method", "confidence", "candidates"],
               fmt, f"{len(rows)} link(s)")
@@ -319,11 +321,12 @@ def runs(config_path: Path, limit: int, show_errors: bool, fmt: str) -> None:
     """
     store = _store_for(config_path)
     rows = []
-    for r in store.runs(limit):
-        r["sources"] = store.run_sources(r["id"])
+    for run_rec in store.runs(limit):
+        r = run_rec.to_dict()
+        r["sources"] = [s.to_dict() for s in store.run_sources(run_rec.id)]
         if show_errors:
-            r["errors"] = store.run_errors(r["id"], limit=200)
-        summary = json.loads(r.pop("summary", None) or "{}")
+            r["errors"] = [e.to_dict() for e in store.run_errors(run_rec.id, limit=200)]
+        summary = r.pop("summary", None) or {}
         if summary.get("master"):
             r["master"] = summary["master"]
         if summary.get("interrupted"):
@@ -418,7 +421,9 @@ def config_check(config_path: Path) -> None:
     except ConfigError as e:
         err.print(f"[bold red]error:[/] {safe(e)}")
         sys.exit(EXIT_ERROR)
-    out.print(f"{safe(config_path)}: OK, store {safe(cfg.store_path)}, master "
+    from auditor.storage import describe as describe_store
+
+    out.print(f"{safe(config_path)}: OK, store {safe(describe_store(cfg.store_url))}, master "
               f"{cfg.master['type']} from {safe(cfg.master['source'])}, "
               f"{len(cfg.channels)} channel(s): "
               + ", ".join(f"{safe(c.name)} ({c.type})" for c in cfg.channels))

@@ -101,7 +101,6 @@ class AuditSession:
         """Audit once; returns a ``runner.RunReport``. Raises ``Interrupted`` (or the
         crash) after recording the run as interrupted."""
         from auditor import runner
-        from auditor.store import holds_run_lock
 
         cfg, store = self.config, self.store
         self.now = self.now or self.clock()
@@ -110,8 +109,7 @@ class AuditSession:
         selected = [c for c in cfg.channels
                     if c.enabled and (not self.channels or c.name in self.channels)]
         workers = runner.worker_count(cfg, store, len(selected))
-        self._interrupt_stale_runs(holds_run_lock(store.path) if store.path != ":memory:"
-                                   else False)
+        self._interrupt_stale_runs(store.holds_run_lock())
         self.interrupted_before = self._interrupted_before()
         self.run_id = run_id = store.start_run(started, None)
         try:
@@ -139,7 +137,7 @@ class AuditSession:
             except MasterImportError as e:
                 count = store.master_count()
                 snap = store.last_master_snapshot() if count else None
-                master_info = {"snapshot_id": snap["id"] if snap else None, "records": count,
+                master_info = {"snapshot_id": snap.id if snap else None, "records": count,
                                "kept_previous": bool(count), "rejected": True,
                                "source": e.source, "errors": e.errors[:100],
                                "error_count": len(e.errors)}
@@ -156,9 +154,9 @@ class AuditSession:
                 store.set_run_snapshot(run_id, master_info["snapshot_id"])
             planned = None
             if update is not None and update.records is not None:
-                records, path = update.records, store.path
+                records, url = update.records, store.url
                 if workers > 1:  # compare with the snapshot in force on the other core
-                    planned = runner._in_fork(lambda: runner._plan_in(path, records, now))
+                    planned = runner._in_fork(lambda: runner._plan_in(url, records, now))
                     self._children.append(planned.cancel)
                 else:
                     runner.plan_update(update, store.plan_master(records, now))
@@ -287,11 +285,12 @@ class AuditSession:
         """The runs just before this one (newest first) that were interrupted."""
         out = []
         for r in self.store.runs(20):
-            if r["status"] != "interrupted":
+            if r.status != "interrupted":
                 break
-            info = self.store.run_summary(r["id"]).get("interrupted") or {}
-            out.append({"id": r["id"], "at": info.get("at") or r["finished_at"],
-                        "reason": info.get("reason")})
+            info = r.summary.get("interrupted") or {}
+            out.append({"id": r.id, "at": info.get("at") or (
+                r.finished_at.isoformat() if r.finished_at else None),
+                "reason": info.get("reason")})
         return out
 
     def _interrupt_stale_runs(self, holds_lock: bool) -> None:
@@ -299,12 +298,12 @@ class AuditSession:
         when this process holds the store's run lock (no other run can be going on),
         else those whose recorded process no longer exists on this machine."""
         for r in self.store.running_runs():
-            pid = r["pid"]
+            pid = r.summary.get("pid")
             if holds_lock or (pid and pid != os.getpid() and not _alive(pid)):
                 reason = (f"found still 'running' by the next run (its process "
                           f"{pid or '?'} is gone)")
-                if self.store.interrupt_run(r["id"], self.clock(), reason):
-                    log.warning("run %s was left running: recorded as interrupted", r["id"])
+                if self.store.interrupt_run(r.id, self.clock(), reason):
+                    log.warning("run %s was left running: recorded as interrupted", r.id)
 
 
 def dispatch(pm: pluggy.PluginManager, event: Event) -> None:
@@ -375,10 +374,7 @@ class ProgressCallback:
 
 def finding_changes(store: Any, run_id: int, channel: str) -> tuple[FindingChange, ...]:
     """What ``run_id`` changed in ``channel``'s findings, as events carry them."""
-    return tuple(FindingChange(r["fingerprint"], r["change"], r["check_name"], r["channel"],
-                               r["sku"], r["listing_key"], r["field"], r["outcome"],
-                               r["severity"], r["expected"], r["actual"], r["message"])
-                 for r in store.finding_changes(run_id, channel))
+    return tuple(store.finding_changes(run_id, channel))
 
 
 __all__ = ["AuditSession", "ProgressCallback", "dispatch", "finding_changes",

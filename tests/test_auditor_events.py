@@ -18,7 +18,7 @@ from auditor.config import load_config
 from auditor.errors import Interrupted
 from auditor.hookspecs import EVENT_HOOKS, hookimpl
 from auditor.session import AuditSession
-from auditor.store import Store, run_lock
+from auditor.storage import open_store
 from tests.conftest import NOW, write
 
 ROOT = Path(__file__).parent.parent
@@ -47,7 +47,7 @@ for _hook in EVENT_HOOKS:
 
 def _run(world: Path, *listeners, **kw):
     cfg = load_config(world / "config.toml")
-    store = Store(cfg.store_path)
+    store = open_store(cfg.store_url)
     rec = Recorder()
     try:
         report = AuditSession(cfg, store, now=NOW, listeners=[rec, *listeners], **kw).run()
@@ -167,9 +167,9 @@ def test_rejected_master_on_the_first_run_is_recorded(mini_world):
         assert report.exit_code == 2 and report.channels == []
         assert "stays in force" not in report.master_error
         (run,) = store.runs()
-        assert run["status"] == "failed" and run["finished_at"]
+        assert run.status == "failed" and run.finished_at
         errs = store.run_errors(report.run_id)
-        assert [(e["source"], e["location"][-25:]) for e in errs] == [
+        assert [(e.source, e.location[-25:]) for e in errs] == [
             ("master", "master.csv:2 column price")]
         assert store.run_summary(report.run_id)["master"]["rejected"] is True
     finally:
@@ -200,19 +200,19 @@ def test_interrupted_run_is_recorded_and_announced(mini_world):
         _run(mini_world, StopAfterFirstChannel())
     # The recorder saw the interruption as the last event.
     cfg = load_config(mini_world / "config.toml")
-    store = Store(cfg.store_path)
+    store = open_store(cfg.store_url)
     try:
         (run,) = store.runs()
-        assert run["status"] == "interrupted" and run["finished_at"]
-        assert store.run_summary(run["id"])["interrupted"]["reason"] == "SIGTERM"
+        assert run.status == "interrupted" and run.finished_at
+        assert run.summary["interrupted"]["reason"] == "SIGTERM"
     finally:
         store.close()
     # the next run starts, completes, and says the one before was interrupted
     report, store, rec = _run(mini_world)
     store.close()
     assert rec.of("run_finished")[0].status == "complete"
-    assert rec.of("run_started")[0].interrupted_before == (run["id"],)
-    assert report.interrupted_before == [{"id": run["id"], "at": run["finished_at"],
+    assert rec.of("run_started")[0].interrupted_before == (run.id,)
+    assert report.interrupted_before == [{"id": run.id, "at": run.finished_at.isoformat(),
                                           "reason": "SIGTERM"}]
 
 
@@ -225,7 +225,7 @@ def test_interrupted_run_last_event_is_run_finished(mini_world):
             raise KeyboardInterrupt
 
     cfg = load_config(mini_world / "config.toml")
-    store = Store(cfg.store_path)
+    store = open_store(cfg.store_url)
     try:
         with pytest.raises(KeyboardInterrupt):
             AuditSession(cfg, store, now=NOW, listeners=[rec, Stop()]).run()
@@ -246,13 +246,13 @@ def test_a_crash_of_the_run_is_recorded_interrupted(mini_world, monkeypatch):
     monkeypatch.setattr(runner, "audit_channel", broken)
     rec = Recorder()
     cfg = load_config(mini_world / "config.toml")
-    store = Store(cfg.store_path)
+    store = open_store(cfg.store_url)
     try:
         with pytest.raises(RuntimeError):
             AuditSession(cfg, store, now=NOW, listeners=[rec]).run()
         (run,) = store.runs()
-        assert run["status"] == "interrupted"
-        reason = store.run_summary(run["id"])["interrupted"]["reason"]
+        assert run.status == "interrupted"
+        reason = run.summary["interrupted"]["reason"]
         assert reason == "crashed: RuntimeError: disk on fire"
         assert rec.events[-1].hook == "run_finished" and rec.events[-1].reason == reason
     finally:
@@ -296,17 +296,19 @@ def test_listeners_may_take_no_argument_or_wrap(mini_world):
 
 def test_a_stale_running_run_is_interrupted_by_the_next_run_under_the_lock(mini_world):
     cfg = load_config(mini_world / "config.toml")
-    store = Store(cfg.store_path)
+    store = open_store(cfg.store_url)
     stale = store.start_run(NOW, None)
     store.update_run_summary(stale, pid=os.getpid())  # alive, but we will hold the lock
     store.close()
-    with run_lock(cfg.store_path):
+    held = open_store(cfg.store_url)
+    with held.run_lock():
         report, store, rec = _run(mini_world)
+    held.close()
     try:
-        runs = {r["id"]: r for r in store.runs()}
-        assert runs[stale]["status"] == "interrupted"
-        assert "found still 'running'" in store.run_summary(stale)["interrupted"]["reason"]
-        assert runs[report.run_id]["status"] == "complete"
+        runs = {r.id: r for r in store.runs()}
+        assert runs[stale].status == "interrupted"
+        assert "found still 'running'" in runs[stale].summary["interrupted"]["reason"]
+        assert runs[report.run_id].status == "complete"
     finally:
         store.close()
 
@@ -383,10 +385,10 @@ def test_example_plugin_loads_through_the_entry_point_and_hears_the_run(
     (mini_world / "google.xml").write_text(feed)
     report, store, _ = _run(mini_world)
     try:
-        scores = {r["check_name"]: r for r in store.scores(report.run_id)}
-        assert scores["description_length"]["warn"] == 1
+        scores = {r.check: r for r in store.scores(report.run_id)}
+        assert scores["description_length"].warn == 1
         (f,) = store.findings(check="description_length")
-        assert f["sku"] == "TS-RED-M" and f["actual"] == "short"
+        assert f.sku == "TS-RED-M" and f.actual == "short"
     finally:
         store.close()
     logged = [ev.from_json(line) for line in log_path.read_text().splitlines()]

@@ -18,7 +18,7 @@ import pytest
 
 from auditor.child import run_in_child
 from auditor.hookspecs import EVENT_HOOKS, hookimpl
-from auditor.store import Store
+from auditor.storage import open_store
 from tests.conftest import write
 
 ROOT = Path(__file__).parent.parent
@@ -152,9 +152,9 @@ def _wait_gone(procs: list[psutil.Process], timeout: float = 20) -> list[psutil.
 
 
 def _runs(world: Path) -> list[dict]:
-    store = Store(world / "auditor.db")
+    store = open_store(world / "auditor.db")
     try:
-        return [dict(r, summary=store.run_summary(r["id"])) for r in store.runs()]
+        return [r.to_dict() for r in store.runs()]
     finally:
         store.close()
 
@@ -309,11 +309,11 @@ def test_run_in_child_records_a_crashed_child_as_interrupted(slow_world):
 
 
 def test_run_in_child_reports_a_held_lock_without_running(mini_world):
-    from auditor.store import run_lock
-
     rec = Recorder()
-    with run_lock(mini_world / "auditor.db"):
+    held = open_store(mini_world / "auditor.db")
+    with held.run_lock():
         result = run_in_child(mini_world / "config.toml", listeners=[rec])
+    held.close()
     assert result.status == "error" and result.exit_code == 2 and result.run_id is None
     assert "another run holds the lock" in result.error and rec.events == []
     again = run_in_child(mini_world / "config.toml", listeners=[rec])
