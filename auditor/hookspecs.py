@@ -62,6 +62,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def register_connectors() -> list[type]:
     """Connector classes (subclasses of ``auditor.connector.Connector``) to make
     available under their ``type`` name. A type registered twice is an error."""
+    raise NotImplementedError  # a specification: plugins implement it
 
 
 @hookspec
@@ -69,6 +70,7 @@ def register_checks() -> list[Any]:
     """Checks to run on every listing: ``auditor.check.CheckSpec`` objects, or
     functions decorated with ``@auditor.check.check``. A name registered twice is an
     error."""
+    raise NotImplementedError  # a specification: plugins implement it
 
 
 @hookspec
@@ -76,12 +78,14 @@ def register_receivers() -> list[Any]:
     """RESERVED for alert receivers (issue 17): objects with a ``name``. The hook is
     collected (``auditor.plugins.receivers()``) but no part of the auditor sends to
     receivers yet."""
+    raise NotImplementedError  # a specification: plugins implement it
 
 
 @hookspec
 def register_renderers() -> list[Any]:
     """RESERVED for report renderers: objects with a ``name``. The hook is collected
     (``auditor.plugins.renderers()``) but no command uses renderers yet."""
+    raise NotImplementedError  # a specification: plugins implement it
 
 
 # ------------------------------------------------------------------ run events

@@ -146,10 +146,10 @@ def _collect(pm: pluggy.PluginManager) -> None:
                                  f"({existing} and {cls})")
             CONNECTORS[name] = cls
     for impl in pm.hook.register_checks.get_hookimpls():
-        for spec in _call(impl, "register_checks"):
-            spec = getattr(spec, "check_spec", spec)  # a function made with @check
-            existing = CHECKS.get(spec.name)
-            if existing is not None and existing.fn is not spec.fn:
+        for item in _call(impl, "register_checks"):
+            spec = getattr(item, "check_spec", item)  # a function made with @check
+            known = CHECKS.get(spec.name)
+            if known is not None and known.fn is not spec.fn:
                 raise ValueError(f"check {spec.name!r} registered twice")
             CHECKS[spec.name] = spec
     for hook, registry in (("register_receivers", RECEIVERS), ("register_renderers", RENDERERS)):

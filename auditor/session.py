@@ -146,7 +146,8 @@ class AuditSession:
                 store.record_master_import(run_id, master_info, e.errors[:10_000])
                 self.emit(MasterImported(
                     run_id, False, e.source, count, snapshot_id=master_info["snapshot_id"],
-                    errors=tuple(tuple(x) for x in e.errors[:100]), error_count=len(e.errors),
+                    errors=tuple((loc, why) for loc, why in e.errors[:100]),
+                    error_count=len(e.errors),
                     kept_previous=bool(count), seconds=time.perf_counter() - t_master))
                 if count == 0:
                     return self._finish_without_master(master_info, master_error, started,
@@ -235,6 +236,7 @@ class AuditSession:
                 master_seconds: float) -> Any:
         from auditor.runner import RunReport, _summary_dict
 
+        assert self.run_id is not None
         finished = self.clock()
         report = RunReport(self.run_id, status, master_info, summaries, started, finished,
                            master_error, self.interrupted_before)
@@ -275,7 +277,7 @@ class AuditSession:
         except Exception:
             log.exception("run %s: could not record the interruption", self.run_id)
             return
-        if not recorded:
+        if not recorded or self.run_id is None:
             return  # it had finished: the exception came after
         log.error("run %s interrupted: %s", self.run_id, reason)
         self.emit(RunFinished(self.run_id, "interrupted", 2, started, at,
@@ -343,7 +345,7 @@ def interrupt_on_signals(signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    fired = []
+    fired: list[int] = []
 
     def handler(signum: int, frame: Any) -> None:
         if fired:
