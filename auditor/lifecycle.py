@@ -68,10 +68,13 @@ class Evidence:
 
     def shows_gone(self, check: str, listing_key: str | None) -> bool:
         """Whether a finding of ``check`` on ``listing_key``, not seen, is really gone."""
-        if self.status == SourceStatus.FAILED or check not in self.checks_ran:
+        if check not in self.checks_ran:
             return False
-        if self.status == SourceStatus.COMPLETE:
+        status = self.status
+        if status == SourceStatus.COMPLETE:
             return True
+        if status == SourceStatus.FAILED:
+            return False
         return self.seen_keys is not None and listing_key is not None \
             and listing_key in self.seen_keys
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from auditor import images as im
 from auditor.http import FetchPolicy, Fetcher
-from auditor.storage import Store, open_store
+from auditor.storage import open_store
 from auditor.world.images import draw_product
 from tests.imageserver import ImageServer, Route, image_server  # noqa: F401 (fixture)
 

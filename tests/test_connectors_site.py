@@ -16,7 +16,7 @@ from auditor.connector import SourceContext
 from auditor.crawl import agent_token, parse_robots, parse_sitemap
 from auditor.errors import SourceError
 from auditor.model import Availability, MasterRecord, Money, SourceStatus
-from auditor.storage import Store, open_store
+from auditor.storage import open_store
 from connectors.site import SiteConnector
 from tests._site_server import ShopServer, product_page, redirect, slow_body, truncated
 

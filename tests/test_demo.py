@@ -14,7 +14,7 @@ from auditor.config import parse_config
 from auditor.connector import Connector
 from auditor.demo import config_text
 from auditor.options import Opt
-from auditor.storage import Store, open_store
+from auditor.storage import open_store
 
 
 def test_demo_runs_end_to_end(tmp_path):

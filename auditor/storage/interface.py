@@ -29,13 +29,15 @@ from datetime import datetime
 from typing import (Any, Callable, ContextManager, Iterable, Iterator, Mapping, Protocol,
                     Sequence, runtime_checkable)
 
+from auditor.events import FindingChange
 from auditor.model import Finding, Link, Listing, MasterRecord, Run, SourceResult, SourceStatus
 from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord,
                                      HttpCacheRow, HttpValidators, ImageUrlRow, LinkRecord,
                                      ListingSave, MasterAssetRow, MasterChange, MasterHistory,
                                      MasterImportResult, MasterPlan, MasterSnapshot,
                                      RunErrorRecord, RunRecord, RunSourceRecord, ScoreRecord,
-                                     OpenFinding, FindingActivity, RunFindingChange)
+                                     OpenFinding, FindingActivity, RunFindingChange,
+                                     FindingPage, ProductListing)
 
 
 @runtime_checkable
@@ -197,6 +199,44 @@ class RunStore(Protocol):
         """A run's scores, by channel and check."""
         ...
 
+    # The run's own record while it goes on (auditor.session): master imports,
+    # finding changes announced as events, interrupted runs.
+    def run_summary(self, run_id: int) -> dict[str, Any]:
+        """A run's summary (master import, pid, interruption, channels); ``{}`` if none."""
+        ...
+
+    def update_run_summary(self, run_id: int, **parts: Any) -> None:
+        """Merge ``parts`` into a run's summary while the run goes on."""
+        ...
+
+    def record_master_import(self, run_id: int, info: Mapping[str, Any],
+                             errors: Sequence[tuple[str, str]] = ()) -> None:
+        """A run's master import (accepted or rejected) into its summary (``master``),
+        each error (location, reason) as a run error of the source ``master``."""
+        ...
+
+    def finding_changes(self, run_id: int, channel: str) -> list[FindingChange]:
+        """Every finding of ``channel`` that ``run_id`` opened, changed, resolved or
+        reopened, as it reads now, in the order the run wrote the changes. Asked right
+        after the run applied the channel's findings (a later run of the channel
+        supersedes what this one touched)."""
+        ...
+
+    def interrupt_run(self, run_id: int, at: datetime, reason: str) -> bool:
+        """Record a run still ``running`` as ``interrupted`` at ``at`` for ``reason``
+        (anything this connection had not committed is dropped); False when the run
+        was not running."""
+        ...
+
+    def running_runs(self) -> list[RunRecord]:
+        """Runs recorded ``running``, oldest first."""
+        ...
+
+    def holds_run_lock(self) -> bool:
+        """Whether this process holds this store's ``run_lock`` (then no other run can
+        be going on, and a ``running`` run is one whose process is gone)."""
+        ...
+
 
 @runtime_checkable
 class CacheStore(Protocol):
@@ -234,6 +274,35 @@ class CacheStore(Protocol):
 
     def put_image_urls(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Record fetches: url, etag, last_modified, sha256, error."""
+        ...
+
+
+@runtime_checkable
+class BrowseStore(Protocol):
+    """Reads for a person browsing (the web UI, the JSON API): findings searched and
+    paged, one finding, one product on every channel."""
+
+    def search_findings(self, channels: Sequence[str] = (), checks: Sequence[str] = (),
+                        severities: Sequence[str] = (), states: Sequence[str] = (),
+                        text: str | None = None, sort: str = "impact", limit: int = 50,
+                        offset: int = 0) -> FindingPage:
+        """Findings matching every filter, and ``text`` in SKU, listing key or title."""
+        ...
+
+    def finding(self, fingerprint: str) -> FindingRecord | None:
+        """One finding by fingerprint."""
+        ...
+
+    def master_record(self, sku: str) -> MasterRecord | None:
+        """The master record in force for ``sku``."""
+        ...
+
+    def product_listings(self, sku: str) -> list[ProductListing]:
+        """Every channel's listings linked to ``sku``, with when each last changed."""
+        ...
+
+    def finding_channels(self) -> list[str]:
+        """The channels that have findings."""
         ...
 
 
@@ -280,12 +349,13 @@ class HistoryStore(Protocol):
 
 
 class Store(MasterStore, ListingStore, FindingStore, RunStore, CacheStore, HistoryStore,
-            Protocol):
+            BrowseStore, Protocol):
     """A whole store: every concern, plus its own life cycle.
 
     ``url`` reopens the same store (``open_store(store.url)``), in another process
     too when ``multi_process`` is true (a worker opens its own connection).
-    ``run_lock`` keeps two runs from interleaving on one store."""
+    ``run_lock`` keeps two runs from interleaving on one store. Each write method is
+    atomic on its own (one transaction, or one per batch for ``save_listings``)."""
 
     url: str
 
@@ -300,10 +370,6 @@ class Store(MasterStore, ListingStore, FindingStore, RunStore, CacheStore, Histo
 
     def run_lock(self, wait: float = 0.0) -> ContextManager[None]:
         """Hold the store's run lock (LockedError after ``wait`` seconds)."""
-        ...
-
-    def transaction(self) -> ContextManager[None]:
-        """Everything inside commits together or not at all."""
         ...
 
     def close(self) -> None:

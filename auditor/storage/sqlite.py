@@ -17,7 +17,6 @@ import json
 import os
 import sqlite3
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from operator import itemgetter
 from pathlib import Path
@@ -29,7 +28,8 @@ import sqlite_utils
 from auditor import codec
 from auditor import lifecycle
 from auditor.errors import LockedError, StoreError
-from auditor.lifecycle import OPEN, RESOLVED, Evidence, Previous
+from auditor.events import FindingChange
+from auditor.lifecycle import RESOLVED, Evidence, Previous
 from auditor.model import (Finding, Link, Listing, MasterRecord, Outcome, Run, SourceResult,
                            SourceStatus)
 from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord, HttpCacheRow,
@@ -272,12 +272,35 @@ def run_lock(db_path: str | Path, wait: float = 0.0) -> Iterator[None]:
                 time.sleep(0.2)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} since {_now()}".encode(), 0)
+        _HELD_LOCKS[str(Path(db_path).resolve())] = fd
         yield
     finally:
         if held:  # only the holder clears its note (closing the file releases the lock)
+            _HELD_LOCKS.pop(str(Path(db_path).resolve()), None)
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
         os.close(fd)
+
+
+# The run locks this process holds: path -> fd. A forked child (a channel worker)
+# closes its copies at once, so that only the run's own process holds the lock and
+# the lock goes with it, whatever becomes of the children.
+_HELD_LOCKS: dict[str, int] = {}
+
+
+def _close_inherited_locks() -> None:
+    for fd in _HELD_LOCKS.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_locks)
+
+
+def holds_run_lock(db_path: str | Path) -> bool:
+    """Whether this process holds ``run_lock`` on ``db_path``."""
+    return str(Path(db_path).resolve()) in _HELD_LOCKS
 
 
 # --------------------------------------------------------------------------- store
@@ -362,12 +385,6 @@ class SQLiteStore:
     @property
     def schema_version(self) -> int:
         return self.db.execute("PRAGMA user_version").fetchone()[0]
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        """Everything inside commits together or not at all."""
-        with self.db.conn:
-            yield
 
     # ----------------------------------------------------------------- master
     def current_master(self) -> dict[str, MasterRecord]:
@@ -472,6 +489,7 @@ class SQLiteStore:
                     " SELECT sku, hash, data, valid_from, ?, ? FROM master_records WHERE sku = ?",
                     [(at, snap, s) for s in chunk])
                 c.executemany("DELETE FROM master_records WHERE sku = ?", [(s,) for s in chunk])
+        assert snap is not None
         return MasterImportResult(snap, plan.records, plan.added, changed, len(plan.removed))
 
     def master_history(self) -> MasterHistory:
@@ -764,16 +782,17 @@ class SQLiteStore:
         change with its event, in one transaction."""
         at = now.isoformat()
         c = self.db.conn
-        existing = {fp: Previous(state, outcome, exp, act, check, key)
-                    for fp, state, outcome, exp, act, check, key in c.execute(
-                        "SELECT fingerprint, state, outcome, expected, actual, check_name,"
-                        " listing_key FROM findings WHERE channel=?", (channel,))}
+        as_previous = Previous._make  # (no per-field argument parsing: the fastest build)
+        existing = {row[0]: as_previous(row[1:]) for row in c.execute(
+            "SELECT fingerprint, state, outcome, expected, actual, check_name, listing_key"
+            " FROM findings WHERE channel=?", (channel,))}
         evidence = Evidence(status, seen_keys, frozenset(checks_ran))
         transition = lifecycle.transition
         opened = reopened = still_open = 0
         observed_fps: set[str] = set()
         with c:
-            events, obs, inserts, updates = [], [], [], []
+            events: list[tuple] = []
+            obs, inserts, updates = [], [], []
             for f in observed:
                 if f.outcome == Outcome.PASSED:
                     continue
@@ -902,7 +921,7 @@ class SQLiteStore:
         return rows[0] if rows else None  # type: ignore[return-value]
 
     def http_cache_put(self, url: str, **values: Any) -> None:
-        self.db["http_cache"].upsert({"url": url, **values}, pk="url")
+        self.db.table("http_cache").upsert({"url": url, **values}, pk="url")
 
     # ----------------------------------------------------------------- images
     def image_signatures(self, shas: Iterable[str], version: int) -> dict[str, dict[str, Any]]:
@@ -1015,7 +1034,7 @@ class SQLiteStore:
         if groups:
             with self.db.conn:
                 for group in groups.values():
-                    self.db["http_cache"].upsert_all(group, pk="url")
+                    self.db.table("http_cache").upsert_all(group, pk="url")
 
     def http_cache_extractions(self, urls: Sequence[str]) -> dict[str, str]:
         """The stored extraction (JSON text) of each of ``urls`` that has one."""
@@ -1036,6 +1055,76 @@ class SQLiteStore:
             "SELECT url, etag, last_modified, fetched_at, sha256, "
             "extraction IS NOT NULL AS had_extraction FROM http_cache "
             "WHERE url >= ? AND url < ?", [prefix, prefix + "\U0010ffff"])
+
+    # ----------------------------------------------------------------- run lifecycle
+    # (auditor.session: master imports, finding changes, interrupted runs)
+    def run_summary(self, run_id: int) -> dict[str, Any]:
+        """A run's stored summary (``{}`` when none yet)."""
+        row = self.db.execute("SELECT summary FROM runs WHERE id=?", (run_id,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else {}
+
+    def update_run_summary(self, run_id: int, **parts: Any) -> None:
+        """Merge ``parts`` into a run's summary (while the run is going on)."""
+        summary = self.run_summary(run_id)
+        summary.update(parts)
+        with self.db.conn:
+            self.db.conn.execute("UPDATE runs SET summary=? WHERE id=?",
+                                 (codec.dumps(summary), run_id))
+
+    def record_master_import(self, run_id: int, info: Mapping[str, Any],
+                             errors: Sequence[tuple[str, str]] = ()) -> None:
+        """Note the run's master import (accepted or rejected) in its summary, and each
+        error (location, reason) as a run error of the source ``master``."""
+        summary = self.run_summary(run_id)
+        summary["master"] = dict(info)
+        with self.db.conn:
+            self.db.conn.execute("UPDATE runs SET summary=? WHERE id=?",
+                                 (codec.dumps(summary), run_id))
+            self.db.conn.executemany(
+                "INSERT INTO run_errors (run_id, source, location, reason) VALUES (?,?,?,?)",
+                [(run_id, "master", loc, reason) for loc, reason in errors])
+
+    def finding_changes(self, run_id: int, channel: str) -> list[FindingChange]:
+        """Every finding of ``channel`` that ``run_id`` opened, changed, resolved or
+        reopened, with what the finding says now (in the order they were written); asked
+        right after the run applied the channel's findings."""
+        # From the channel's findings this run touched to their events (by the
+        # fingerprint index): finding_events has no index by run, and grows every run.
+        return [FindingChange(*row) for row in self.db.execute(
+            "SELECT e.fingerprint, e.event, f.check_name, f.channel, f.sku,"
+            " f.listing_key, f.field, f.outcome, f.severity, f.expected, f.actual, f.message"
+            " FROM findings f CROSS JOIN finding_events e ON e.fingerprint = f.fingerprint"
+            " AND e.run_id = ? WHERE f.channel = ? AND (f.last_run = ? OR f.resolved_run = ?)"
+            " ORDER BY e.id", [run_id, channel, run_id, run_id])]
+
+    def interrupt_run(self, run_id: int, at: datetime, reason: str) -> bool:
+        """Record a run that stopped before it finished as ``interrupted`` (at, why).
+        False when the run had already finished."""
+        # Whatever this connection was writing when the run was stopped stays unwritten
+        # (a half-written batch of listings is not committed with the status).
+        if self.db.conn.in_transaction:
+            self.db.conn.rollback()
+        summary = self.run_summary(run_id)
+        summary["interrupted"] = {"at": at.isoformat(), "reason": reason}
+        with self.db.conn:
+            cur = self.db.conn.execute(
+                "UPDATE runs SET finished_at=?, status='interrupted', summary=? "
+                "WHERE id=? AND status='running'", (at.isoformat(), codec.dumps(summary), run_id))
+        return cur.rowcount > 0
+
+    def running_runs(self) -> list[RunRecord]:
+        """Runs recorded as still ``running``, oldest first (``summary["pid"]``: the
+        process that runs it, once noted)."""
+        return [RunRecord(i, datetime.fromisoformat(started), parse_time(finished), status,
+                          snap, orjson.loads(summary) if summary else {})
+                for i, started, finished, status, snap, summary in self.db.execute(
+                    "SELECT id, started_at, finished_at, status, master_snapshot_id, summary"
+                    " FROM runs WHERE status = 'running' ORDER BY id")]
+
+    def holds_run_lock(self) -> bool:
+        """Whether this process holds this store's ``run_lock``."""
+        return self.path != MEMORY and holds_run_lock(self.path)
+
 
     # ----------------------------------------------------------------- history reads
     # What the weekly report (and the per-run headline) needs: the state of every
@@ -1253,7 +1342,6 @@ class SQLiteStore:
     def finding_channels(self) -> list[str]:
         """The channels that have findings."""
         return [c for (c,) in self.db.execute("SELECT DISTINCT channel FROM findings ORDER BY 1")]
-
 
 def _cell(v: Any) -> str | None:
     if v is None:
