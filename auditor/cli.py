@@ -20,7 +20,7 @@ from rich.table import Table
 
 from auditor import __version__, log as logsetup, plugins
 from auditor.config import (CHANNEL_OPTIONS, HTTP_OPTIONS, LINKING_OPTIONS, MASTER_OPTIONS,
-                            RUN_OPTIONS, STORE_OPTIONS, Config, load_config)
+                            RUN_OPTIONS, SERVE_OPTIONS, STORE_OPTIONS, Config, load_config)
 from auditor.errors import AuditorError, ConfigError, MasterImportError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
@@ -90,13 +90,19 @@ def _load(config_path: Path) -> Config:
               show_default=True)
 @click.option("--now", "now_text", metavar="ISO-TIME",
               help="Evaluate sale windows and history as of this time (replays, tests).")
+@click.option("--master-only", is_flag=True,
+              help="Import the master and read no channel (the master's own schedule).")
+@click.option("--metrics-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="After the run, write the metrics here in the node-exporter textfile "
+                   "format (atomically), e.g. /var/lib/node_exporter/textfile/auditor.prom.")
 def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
-        now_text: str | None) -> None:
+        now_text: str | None, master_only: bool, metrics_file: Path | None) -> None:
     """Import the master, read the channels, link, check and store findings.
 
     \b
-    Example:
+    Examples:
       auditor run --config config.toml --channel google
+      auditor run --metrics-file /var/lib/node_exporter/textfile/auditor.prom
     Exit codes: 0 all consistent, 1 findings, 2 could not run or partial.
     """
     from auditor.runner import run_audit
@@ -105,6 +111,13 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
     cfg = _load(config_path)
     for name in channels:
         cfg.channel(name)
+    if master_only:
+        if channels:
+            raise click.BadParameter("--master-only reads no channel; drop --channel",
+                                     param_hint="--master-only")
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, channels=())
     now = None
     if now_text:
         from auditor.values import parse_datetime
@@ -125,6 +138,8 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
             sys.exit(EXIT_ERROR)
         finally:
             store.close()
+            if metrics_file is not None:
+                _write_metrics(cfg, metrics_file)
     if fmt == "json":
         from auditor.runner import _summary_dict
         click.echo(json.dumps({"run_id": report.run_id, "status": report.status.value,
@@ -135,6 +150,15 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
     else:
         print_report(report)
     sys.exit(report.exit_code)
+
+
+def _write_metrics(cfg: Config, path: Path) -> None:
+    from auditor.service.metrics import store_opener, write_metrics_file
+
+    try:
+        write_metrics_file(path, store_opener(cfg.store_path))
+    except OSError as e:
+        err.print(f"[bold red]error:[/] could not write the metrics file {safe(path)}: {safe(e)}")
 
 
 class _progress:
@@ -384,7 +408,7 @@ def settings_reference() -> dict[str, list[dict[str, Any]]]:
         return [{"name": o.name, "default": o.default, "help": o.help} for o in opts]
 
     sections = {"[store]": rows(STORE_OPTIONS), "[run]": rows(RUN_OPTIONS),
-                "[http]": rows(HTTP_OPTIONS),
+                "[http]": rows(HTTP_OPTIONS), "[serve]": rows(SERVE_OPTIONS),
                 "[master]": rows(MASTER_OPTIONS), "[linking]": rows(LINKING_OPTIONS),
                 "[[channels]] (all types)": rows(CHANNEL_OPTIONS)}
     for name, conn in sorted(plugins.connectors().items()):
@@ -471,6 +495,40 @@ def extract_cmd(target: str, page_url: str | None, sku: str | None, as_json: boo
             out.print(f"variant {i + 1}: sku={safe(vs['sku'])} price={safe(vs['price'])} "
                       f"{safe(vs['currency'])} availability={safe(vs['availability'])}")
     sys.exit(EXIT_OK if ex.is_product else EXIT_FINDINGS)
+
+
+# ---------------------------------------------------------------------------- serve
+
+@main.command()
+@config_option
+@click.option("--host", help="Address to listen on (default: [serve] host, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(0, 65535),
+              help="Port to listen on (default: [serve] port, 8080).")
+@click.option("--no-schedule", is_flag=True,
+              help="Serve metrics and the API only; run no scheduled audits.")
+def serve(config_path: Path, host: str | None, port: int | None, no_schedule: bool) -> None:
+    """Run the schedules, and serve /metrics, /healthz, /readyz and the JSON API.
+
+    Each source (the master, every channel) is audited on its `schedule` (cron) in a
+    child process, one at a time per source; sources not read completely within their
+    interval run once at start-up. SIGTERM stops gracefully (exit 0), SIGHUP reloads
+    the config (a broken one is refused and the old one kept). Write calls of the API
+    need the bearer token in AUDITOR_API_TOKEN (or [serve] token).
+
+    \b
+    Examples:
+      auditor serve --config config.toml
+      auditor serve --host 0.0.0.0 --port 9108
+      curl -s localhost:8080/metrics | grep auditor_consistency_ratio
+    Exit codes: 0 stopped cleanly, 2 could not start.
+    """
+    from auditor.service.app import serve as run_service
+
+    _load(config_path)  # a broken config stops here, with every problem listed
+    import logging
+
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
+    sys.exit(run_service(config_path, host, port, schedule=not no_schedule, log_level=level))
 
 
 # ---------------------------------------------------------------------------- demo

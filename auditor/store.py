@@ -1007,6 +1007,285 @@ class Store:
             "WHERE url >= ? AND url < ?", [prefix, prefix + "\U0010ffff"])
 
 
+    # ----------------------------------------------------------------- service reads
+    # (auditor serve: the scheduler's run history, the metrics collector, the JSON API)
+
+    def last_complete_reads(self) -> dict[str, datetime]:
+        """When each source's latest complete read finished; ``"master"`` is the latest
+        run whose master import was not rejected."""
+        out: dict[str, datetime] = {}
+        for source, at in self.db.execute(
+                "SELECT source, max(finished_at) FROM run_sources WHERE status='complete' "
+                "AND finished_at IS NOT NULL GROUP BY source"):
+            out[source] = datetime.fromisoformat(at)
+        if "master" not in out:
+            for finished, status, summary in self.db.execute(
+                    "SELECT finished_at, status, summary FROM runs WHERE finished_at IS NOT NULL"
+                    " AND status IN ('complete', 'partial') ORDER BY id DESC LIMIT 50"):
+                s = json.loads(summary) if summary else {}
+                if status == "complete" or not s.get("master_error"):
+                    out["master"] = datetime.fromisoformat(finished)
+                    break
+        return out
+
+    def interrupt_running_runs(self, at: datetime) -> list[int]:
+        """Record every run still marked running as interrupted at ``at``: call only while
+        holding the run lock (no run is really running then). Returns their ids."""
+        with self.db.conn:
+            ids = [r for (r,) in self.db.execute("SELECT id FROM runs WHERE status='running'")]
+            self.db.conn.executemany("UPDATE runs SET status='interrupted', finished_at=? "
+                                     "WHERE id=?", [(at.isoformat(), i) for i in ids])
+        return ids
+
+    def latest_scores(self) -> list[tuple[str, str, float]]:
+        """(channel, check, passed share) of each channel's latest scored run."""
+        return [(c, k, s) for c, k, s in self.db.execute(
+            "SELECT s.channel, s.check_name, s.score FROM scores s JOIN (SELECT channel, "
+            "max(run_id) AS run_id FROM scores GROUP BY channel) l ON l.channel = s.channel "
+            "AND l.run_id = s.run_id WHERE s.score IS NOT NULL ORDER BY 1, 2")]
+
+    def unresolved_finding_counts(self) -> list[tuple[str, str, str, int]]:
+        """(channel, check, severity, count) of findings not resolved."""
+        return list(self.db.execute(
+            "SELECT channel, check_name, severity, count(*) FROM findings "
+            "WHERE state != 'resolved' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"))
+
+    def latest_source_results(self) -> list[dict[str, Any]]:
+        """Each source's latest recorded read (a run_sources row)."""
+        return list(self.db.query(
+            "SELECT r.* FROM run_sources r JOIN (SELECT source, max(run_id) AS run_id FROM "
+            "run_sources GROUP BY source) l ON l.source = r.source AND l.run_id = r.run_id "
+            "ORDER BY r.source"))
+
+    def source_durations(self) -> list[tuple[str, float]]:
+        """(source, seconds) of every finished read on record."""
+        out = []
+        for source, a, b in self.db.execute(
+                "SELECT source, started_at, finished_at FROM run_sources "
+                "WHERE started_at IS NOT NULL AND finished_at IS NOT NULL"):
+            out.append((source, max(0.0, (datetime.fromisoformat(b)
+                                          - datetime.fromisoformat(a)).total_seconds())))
+        return out
+
+    def run_errors_after(self, after_id: int, limit: int = 100_000
+                         ) -> list[tuple[int, str, str]]:
+        """(id, source, reason) of recorded bad rows and pages with an id above ``after_id``."""
+        return list(self.db.execute("SELECT id, source, reason FROM run_errors WHERE id > ? "
+                                    "ORDER BY id LIMIT ?", (after_id, limit)))
+
+    def failed_reads_after(self, after_rowid: int) -> list[tuple[int, str, str, str | None]]:
+        """(rowid, source, status, message) of reads not complete, with a rowid above
+        ``after_rowid``."""
+        return list(self.db.execute(
+            "SELECT rowid, source, status, message FROM run_sources WHERE rowid > ? AND "
+            "status != 'complete' ORDER BY rowid", (after_rowid,)))
+
+    def data_version(self) -> tuple[Any, ...]:
+        """Changes whenever a run, finding or master snapshot is written (cache key)."""
+        return tuple(self.db.execute(
+            "SELECT (SELECT max(id) FROM runs), (SELECT max(finished_at) FROM runs), "
+            "(SELECT count(*) FROM run_sources), (SELECT max(id) FROM master_snapshots), "
+            "(SELECT max(id) FROM finding_events)").fetchone())
+
+    def outbox_counts(self) -> dict[str, int]:
+        """Notifications in the outbox by status (pending, failed, sent ...)."""
+        return dict(self.db.execute("SELECT status, count(*) FROM outbox GROUP BY status"))
+
+    def propagation(self, since: datetime, max_changes: int = 20_000
+                    ) -> list[tuple[str, float | None]]:
+        """How long master changes took to show on each channel: (channel, seconds), or
+        (channel, None) while a channel does not show one yet.
+
+        A change (SKU, field, time) shows on a channel at the channel's first complete
+        read started after it in which that SKU's listing had no finding on the field;
+        the latency is that read's start minus the change time. Only changes since
+        ``since`` (at most the newest ``max_changes``) and channels listing the SKU count.
+        """
+        changes = list(self.db.execute(
+            "SELECT sku, field, changed_at FROM master_changes WHERE changed_at >= ? "
+            "ORDER BY id DESC LIMIT ?", (since.isoformat(), max_changes)))
+        if not changes:
+            return []
+        skus = sorted({c[0] for c in changes})
+        on: dict[str, set[str]] = {}        # sku -> channels listing it
+        obs: dict[tuple[str, str], dict[int, set[str]]] = {}  # (channel, sku) -> run -> fields
+        for i in range(0, len(skus), 500):
+            chunk = skus[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            for channel, sku in self.db.execute(
+                    f"SELECT channel, master_sku FROM listings WHERE master_sku IN ({marks}) "
+                    f"AND removed_run IS NULL", chunk):
+                on.setdefault(sku, set()).add(channel)
+            for channel, sku, field, run_id in self.db.execute(
+                    f"SELECT f.channel, f.sku, f.field, o.run_id FROM findings f JOIN "
+                    f"finding_observations o ON o.fingerprint = f.fingerprint "
+                    f"WHERE f.sku IN ({marks})", chunk):
+                obs.setdefault((channel, sku), {}).setdefault(run_id, set()).add(field)
+        reads: dict[str, list[tuple[str, int]]] = {}  # channel -> [(started_at, run_id)]
+        for source, started, run_id in self.db.execute(
+                "SELECT source, started_at, run_id FROM run_sources WHERE status='complete' "
+                "AND started_at IS NOT NULL AND started_at >= ? ORDER BY started_at",
+                (since.isoformat(),)):
+            reads.setdefault(source, []).append((started, run_id))
+        out: list[tuple[str, float | None]] = []
+        for sku, fld, changed_at in changes:
+            shown_as = _PROPAGATION_FIELDS.get(fld, (fld,))
+            t0 = datetime.fromisoformat(changed_at)
+            for channel in sorted(on.get(sku, ())):
+                runs_obs = obs.get((channel, sku), {})
+                latency = None
+                for started, run_id in reads.get(channel, ()):
+                    t = datetime.fromisoformat(started)
+                    if t < t0:
+                        continue
+                    fields = runs_obs.get(run_id, ())
+                    if shown_as == ("*",):
+                        differs = any(f not in _CORE_FIELDS for f in fields)
+                    else:
+                        differs = any(f in shown_as for f in fields)
+                    if not differs:
+                        latency = (t - t0).total_seconds()
+                        break
+                out.append((channel, latency))
+        return out
+
+    def runs_page(self, before: int | None, limit: int) -> list[dict[str, Any]]:
+        """Runs newest first, with ids below ``before`` (a cursor), each with its sources."""
+        q, args = "SELECT * FROM runs", []
+        if before is not None:
+            q += " WHERE id < ?"
+            args.append(before)
+        rows = list(self.db.query(q + " ORDER BY id DESC LIMIT ?", [*args, limit]))
+        for r in rows:
+            r["summary"] = json.loads(r["summary"]) if r["summary"] else None
+            r["sources"] = self.run_sources(r["id"])
+        return rows
+
+    def findings_page(self, filters: Mapping[str, Any], after: tuple[int, str] | None,
+                      limit: int) -> list[dict[str, Any]]:
+        """Findings most severe first, then by fingerprint, after the (severity rank,
+        fingerprint) cursor ``after``. ``filters``: state, channel, check, severity, sku,
+        outcome (exact values)."""
+        rank = ("CASE severity WHEN 'critical' THEN 0 WHEN 'major' THEN 1 WHEN 'minor' "
+                "THEN 2 ELSE 3 END")
+        where, args = [], []
+        cols = {"state": "state", "channel": "channel", "check": "check_name",
+                "severity": "severity", "sku": "sku", "outcome": "outcome"}
+        for key, value in filters.items():
+            if value is not None:
+                where.append(f"{cols[key]} = ?")
+                args.append(value)
+        if after is not None:
+            where.append(f"({rank} > ? OR ({rank} = ? AND fingerprint > ?))")
+            args += [after[0], after[0], after[1]]
+        q = f"SELECT *, {rank} AS severity_rank FROM findings"
+        if where:
+            q += " WHERE " + " AND ".join(where)
+        rows = []
+        for r in self.db.query(q + " ORDER BY severity_rank, fingerprint LIMIT ?",
+                               [*args, limit]):
+            r["check"] = r.pop("check_name")
+            r["details"] = json.loads(r["details"]) if r["details"] else {}
+            rows.append(r)
+        return rows
+
+    def finding(self, fingerprint: str) -> dict[str, Any] | None:
+        """One finding with its events, or None."""
+        rows = list(self.db.query("SELECT * FROM findings WHERE fingerprint = ?", [fingerprint]))
+        if not rows:
+            return None
+        r = rows[0]
+        r["check"] = r.pop("check_name")
+        r["details"] = json.loads(r["details"]) if r["details"] else {}
+        r["events"] = self.finding_events(fingerprint)
+        return r
+
+    def master_record(self, sku: str) -> dict[str, Any] | None:
+        """The master record in force for ``sku`` (its stored JSON, with ``valid_from``)."""
+        row = self.db.execute("SELECT data, valid_from FROM master_records WHERE sku = ?",
+                              (sku,)).fetchone()
+        if row is None:
+            return None
+        return {**json.loads(row[0]), "valid_from": row[1]}
+
+    def sku_listings(self, sku: str) -> list[dict[str, Any]]:
+        """Every listing linked to ``sku``, each with its channel, body, link and when it
+        was read and last changed."""
+        rows = []
+        for r in self.db.query(
+                "SELECT channel, key, data, fetched_at, evidence, master_sku, link_method, "
+                "link_confidence, link_candidates, last_changed_run, last_seen_run, removed_run "
+                "FROM listings WHERE master_sku = ? ORDER BY channel, key", [sku]):
+            r["data"] = json.loads(r["data"])
+            r["link_candidates"] = json.loads(r["link_candidates"]) \
+                if r["link_candidates"] else []
+            rows.append(r)
+        return rows
+
+    def link_suggestions(self, channel: str | None, after: tuple[str, str] | None,
+                         limit: int) -> list[dict[str, Any]]:
+        """Listings the linker could only suggest a master for (link method
+        ``suggested``), after the (channel, key) cursor ``after``."""
+        where, args = ["link_method = 'suggested'", "removed_run IS NULL"], []
+        if channel is not None:
+            where.append("channel = ?")
+            args.append(channel)
+        if after is not None:
+            where.append("(channel > ? OR (channel = ? AND key > ?))")
+            args += [after[0], after[0], after[1]]
+        rows = []
+        for r in self.db.query(
+                "SELECT channel, key, master_sku AS sku, link_confidence AS confidence, "
+                "link_candidates AS candidates, data FROM listings WHERE "
+                + " AND ".join(where) + " ORDER BY channel, key LIMIT ?", [*args, limit]):
+            r["candidates"] = json.loads(r["candidates"]) if r["candidates"] else []
+            r["data"] = json.loads(r["data"])
+            rows.append(r)
+        return rows
+
+    def _set_finding_state(self, fingerprint: str, state: str, event: str,
+                           **extra: Any) -> bool:
+        at = _now()
+        with self.db.conn:
+            cur = self.db.conn.execute(
+                "UPDATE findings SET state=?" + (", resolved_at=?" if state == RESOLVED else "")
+                + " WHERE fingerprint=?",
+                (state, at, fingerprint) if state == RESOLVED else (state, fingerprint))
+            if cur.rowcount == 0:
+                return False
+            self.db.conn.execute(
+                "INSERT INTO finding_events (fingerprint, run_id, at, event, state, outcome, "
+                "expected, actual) VALUES (?, NULL, ?, ?, ?, NULL, NULL, ?)",
+                (fingerprint, at, event, state, codec.dumps(extra) if extra else None))
+        return True
+
+    def ack_finding(self, fingerprint: str, by: str, note: str | None = None) -> bool:
+        """A person has seen the finding (state ``acknowledged``); False when unknown."""
+        return self._set_finding_state(fingerprint, "acknowledged", "acknowledged",
+                                       by=by, note=note)
+
+    def snooze_finding(self, fingerprint: str, until: datetime, by: str) -> bool:
+        """Mute the finding until ``until`` (state ``snoozed``); False when unknown."""
+        return self._set_finding_state(fingerprint, "snoozed", "snoozed", by=by,
+                                       until=until.isoformat())
+
+    def resolve_finding(self, fingerprint: str, by: str) -> bool:
+        """A person marks the finding resolved (a later run seeing it again reopens it)."""
+        return self._set_finding_state(fingerprint, RESOLVED, "resolved", by=by)
+
+
+# Which finding fields show a master field (``*``: any attribute field).
+_CORE_FIELDS = frozenset({"title", "price", "sale_price", "availability", "gtin", "image",
+                          "additional_images", "listing", "description", "brand", "mpn", "url"})
+_PROPAGATION_FIELDS: dict[str, tuple[str, ...]] = {
+    "attributes": ("*",), "images": ("image", "additional_images"),
+    "quantity": ("availability",), "price": ("price", "sale_price"),
+    "sale_price": ("price", "sale_price"), "sale_start": ("price", "sale_price"),
+    "sale_end": ("price", "sale_price"), "prices": ("price", "sale_price"),
+    "sale_prices": ("price", "sale_price"),
+}
+
+
 def _cell(v: Any) -> str | None:
     if v is None:
         return None

@@ -1,0 +1,223 @@
+"""The ASGI app of `auditor serve`: scheduler in the lifespan, /metrics, health, the API.
+
+One uvicorn worker. The scheduler starts when the app starts and stops when it stops
+(SIGTERM or Ctrl-C: no new audits, the running one gets ``[serve] stop_timeout``
+seconds, then it is stopped and recorded as interrupted; then the shutdown hooks run,
+e.g. flushing pending notifications). SIGHUP reloads the config: a broken one is
+refused with the reason logged, and the old one stays in force.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable, Iterable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+
+from auditor import __version__
+from auditor.config import Config, load_config
+from auditor.errors import AuditorError
+from auditor.service.api import build_router
+from auditor.service.launcher import Launcher, SubprocessLauncher
+from auditor.service.metrics import StoreCollector, store_opener
+from auditor.service.scheduler import AuditScheduler, utcnow
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    """What the app holds: the config in force, the scheduler, the metrics registry."""
+
+    def __init__(self, config_path: Path, cfg: Config, launcher: Launcher | None = None,
+                 schedule: bool = True, clock: Callable[[], datetime] = utcnow):
+        self.config_path = Path(config_path)
+        self.cfg = cfg
+        self.clock = clock
+        self.schedule = schedule
+        self.launcher = launcher or SubprocessLauncher(self.config_path)
+        self.scheduler: AuditScheduler | None = None
+        self.started_at = clock()
+        self.reloads = 0
+        self.last_reload_error: str | None = None
+        self.shutdown_hooks: list[Callable[[], None]] = []
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(StoreCollector(self.open_store, extra=self._service_metrics))
+
+    def open_store(self):
+        return store_opener(self.cfg.store_path)()
+
+    def _last_complete(self) -> dict[str, datetime]:
+        with self.open_store() as store:
+            return store.last_complete_reads()
+
+    def _mark_interrupted(self, at: datetime) -> list[int]:
+        from auditor.store import run_lock
+
+        # Only while no audit holds the lock: a run marked running then is not running.
+        with run_lock(self.cfg.store_path, wait=10.0), self.open_store() as store:
+            return store.interrupt_running_runs(at)
+
+    def start(self) -> None:
+        if self.schedule:
+            self.scheduler = AuditScheduler(self.cfg, self.launcher, self._last_complete,
+                                            self._mark_interrupted, clock=self.clock)
+            self.scheduler.start()
+
+    def stop(self) -> None:
+        if self.scheduler is not None:
+            ended = self.scheduler.stop()
+            if ended:
+                log.info("audits at shutdown: %s", ", ".join(f"{k} {v}" for k, v in ended.items()))
+        for hook in self.shutdown_hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("shutdown hook %r failed", hook)
+
+    def reload(self) -> bool:
+        """Read the config file again; keep the old config when the new one is broken."""
+        try:
+            cfg = load_config(self.config_path)
+        except AuditorError as e:
+            self.last_reload_error = str(e)
+            log.error("config reload refused, the previous config stays in force: %s", e)
+            return False
+        if cfg.store_path != self.cfg.store_path:
+            log.warning("config reload: [store] path changed; restart to use %s", cfg.store_path)
+            cfg = _with_store(cfg, self.cfg)
+        self.cfg = cfg
+        if self.scheduler is not None:
+            self.scheduler.reload(cfg)
+        self.reloads += 1
+        self.last_reload_error = None
+        log.info("config reloaded from %s", self.config_path)
+        return True
+
+    def _service_metrics(self) -> Iterable[Metric]:
+        up = GaugeMetricFamily("auditor_scheduler_running",
+                               "1 while the scheduler takes jobs, else 0.")
+        up.add_metric([], 1 if self.scheduler is not None and self.scheduler.running else 0)
+        yield up
+        running = GaugeMetricFamily("auditor_audit_running",
+                                    "1 while an audit of the source runs.", labels=["source"])
+        if self.scheduler is not None:
+            for s in self.scheduler.status():
+                running.add_metric([s["source"]], 1 if s["running"] else 0)
+        yield running
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        """Store reachable, scheduler running, no source stale beyond twice its interval."""
+        problems: dict[str, Any] = {}
+        try:
+            with self.open_store() as store:
+                store.db.execute("SELECT 1").fetchone()
+        except Exception as e:
+            problems["store"] = f"not reachable: {e}"
+        if self.schedule:
+            if self.scheduler is None or not self.scheduler.running:
+                problems["scheduler"] = "not running"
+            else:
+                stale = self.scheduler.stale()
+                if stale:
+                    problems["stale"] = stale
+        return not problems, problems
+
+
+def _with_store(new: Config, old: Config) -> Config:
+    import dataclasses
+
+    return dataclasses.replace(new, store=old.store, path=new.path)
+
+
+def create_app(service: Service) -> FastAPI:
+    """The app for ``service``; its lifespan starts and stops the scheduler."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        await asyncio.to_thread(service.start)
+        if threading.current_thread() is threading.main_thread():
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(
+                    None, service.reload))
+        try:
+            yield
+        finally:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(signal.SIGHUP)
+            await asyncio.to_thread(service.stop)
+
+    app = FastAPI(title="omni-auditor", version=__version__, lifespan=lifespan,
+                  description="Runs, findings, products across channels and link "
+                              "suggestions of the auditor. Write calls need a bearer token.")
+    app.state.service = service
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """The process is alive."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    def readyz() -> JSONResponse:
+        """Store reachable, scheduler running, no source stale beyond twice its interval."""
+        ok, problems = service.ready()
+        return JSONResponse({"ready": ok, "problems": problems}, status_code=200 if ok else 503)
+
+    @app.get("/api/schedule", tags=["runs"])
+    def schedule() -> dict[str, Any]:
+        """Each scheduled source: its cron, interval, next run and the audit running."""
+        sched = service.scheduler
+        return {"running": bool(sched and sched.running), "reloads": service.reloads,
+                "last_reload_error": service.last_reload_error,
+                "sources": sched.status() if sched else []}
+
+    app.include_router(build_router(lambda: service.cfg, service.open_store))
+
+    @app.exception_handler(AuditorError)
+    async def auditor_error(request: Request, exc: AuditorError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503)
+
+    return app
+
+
+def serve(config_path: Path, host: str | None = None, port: int | None = None,
+          schedule: bool = True, log_level: str = "info") -> int:
+    """Run the service until SIGTERM or Ctrl-C; 0 after a clean stop."""
+    import uvicorn
+
+    cfg = load_config(config_path)
+    service = Service(config_path, cfg, schedule=schedule)
+    app = create_app(service)
+    host = host or cfg.serve.get("host") or "127.0.0.1"
+    port = port if port is not None else int(cfg.serve.get("port") or 8080)
+    stopped: list[int] = []
+
+    def note(sig: int, frame: Any) -> None:  # uvicorn re-raises the signal it stopped on
+        stopped.append(sig)
+
+    previous = {s: signal.signal(s, note) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, workers=1,
+                                               log_level=log_level, lifespan="on",
+                                               access_log=False))
+        log.info("auditor serve on http://%s:%s (metrics at /metrics)", host, port)
+        server.run()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    if not server.started:
+        return 2
+    return 0
