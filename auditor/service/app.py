@@ -109,10 +109,19 @@ class Service:
         yield up
         running = GaugeMetricFamily("auditor_audit_running",
                                     "1 while an audit of the source runs.", labels=["source"])
+        every = GaugeMetricFamily("auditor_source_interval_seconds",
+                                  "The longest gap between two scheduled audits of the source.",
+                                  labels=["source"])
         if self.scheduler is not None:
             for s in self.scheduler.status():
                 running.add_metric([s["source"]], 1 if s["running"] else 0)
+                every.add_metric([s["source"]], s["interval_seconds"])
         yield running
+        yield every
+        reload_ok = GaugeMetricFamily("auditor_config_reload_ok",
+                                      "0 when the last SIGHUP reload was refused, else 1.")
+        reload_ok.add_metric([], 0 if self.last_reload_error else 1)
+        yield reload_ok
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
         """Store reachable, scheduler running, no source stale beyond twice its interval."""
