@@ -537,18 +537,23 @@ def serve(config_path: Path, host: str | None, port: int | None, no_schedule: bo
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
               default=Path("auditor-demo"), show_default=True,
               help="Where the demo data, config and store go.")
-@click.option("--serve", is_flag=True, help="Keep the demo shop running after the audit.")
-def demo(directory: Path, serve: bool) -> None:
+@click.option("--serve", is_flag=True,
+              help="After the audit, keep the demo shop running and run `auditor serve` on "
+                   "the demo world (metrics, API, schedules) until Ctrl-C.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True,
+              help="Port of `auditor serve` with --serve.")
+def demo(directory: Path, serve: bool, port: int) -> None:
     """Generate the demo world, serve its shop on loopback and audit everything.
 
     \b
-    Example:
+    Examples:
       auditor demo --dir /tmp/auditor-demo
+      auditor demo --serve --port 8080     # then open http://127.0.0.1:8080/metrics
     Exit codes: 0 the demo ran (its findings are planted on purpose), 2 it could not run.
     """
     from auditor.demo import run_demo
 
-    code = run_demo(directory, serve=serve, console=out)
+    code = run_demo(directory, serve=serve, console=out, port=port)
     sys.exit(code)
 
 

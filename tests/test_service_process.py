@@ -137,3 +137,35 @@ def test_readyz_reports_store_scheduler_and_staleness(tmp_path):
         status, body = get(s.url + "/readyz")
         assert status == 503 and "store" in body["problems"]
         assert get(s.url + "/healthz")[0] == 200
+
+
+def test_demo_serve_leaves_a_service_with_metrics_on_the_demo_world(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from service_helpers import ROOT, free_port
+
+    port = free_port()
+    log = open(tmp_path / "demo.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "auditor", "demo", "--serve", "--port",
+                             str(port), "--dir", str(tmp_path / "demo")], cwd=ROOT,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: get(url + "/healthz")[0] == 200, timeout=150, what="demo --serve")
+        text = get(url + "/metrics")[1]
+        assert 'auditor_consistency_ratio{channel="google",check="price"}' in text
+        assert 'auditor_listings_seen{channel="site"}' in text
+        sched = get(url + "/api/schedule")[1]
+        assert sched["running"] and {s["schedule"] for s in sched["sources"]} == {
+            "0 * * * *", "*/15 * * * *"}
+        assert get(url + "/readyz")[0] == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
