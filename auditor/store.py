@@ -6,6 +6,7 @@ Everything else asks it for domain objects. The schema is versioned with
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import fcntl
 import hashlib
@@ -1097,9 +1098,11 @@ class Store:
         (channel, None) while a channel does not show one yet.
 
         A change (SKU, field, time) shows on a channel at the channel's first complete
-        read started after it in which that SKU's listing had no finding on the field;
-        the latency is that read's start minus the change time. Only changes since
+        read started after it in which that SKU's listing had no finding open on the
+        field; the latency is that read's start minus the change time. Only changes since
         ``since`` (at most the newest ``max_changes``) and channels listing the SKU count.
+        After a complete read a finding is open exactly when the read observed it, so the
+        finding events (indexed by fingerprint) tell it, without scanning observations.
         """
         changes = list(self.db.execute(
             "SELECT sku, field, changed_at FROM master_changes WHERE changed_at >= ? "
@@ -1107,8 +1110,8 @@ class Store:
         if not changes:
             return []
         skus = sorted({c[0] for c in changes})
-        on: dict[str, set[str]] = {}        # sku -> channels listing it
-        obs: dict[tuple[str, str], dict[int, set[str]]] = {}  # (channel, sku) -> run -> fields
+        on: dict[str, set[str]] = {}                       # sku -> channels listing it
+        fps: dict[tuple[str, str], list[tuple[str, str]]] = {}  # (channel, sku) -> [(fp, field)]
         for i in range(0, len(skus), 500):
             chunk = skus[i:i + 500]
             marks = ",".join("?" * len(chunk))
@@ -1116,35 +1119,48 @@ class Store:
                     f"SELECT channel, master_sku FROM listings WHERE master_sku IN ({marks}) "
                     f"AND removed_run IS NULL", chunk):
                 on.setdefault(sku, set()).add(channel)
-            for channel, sku, field, run_id in self.db.execute(
-                    f"SELECT f.channel, f.sku, f.field, o.run_id FROM findings f JOIN "
-                    f"finding_observations o ON o.fingerprint = f.fingerprint "
-                    f"WHERE f.sku IN ({marks})", chunk):
-                obs.setdefault((channel, sku), {}).setdefault(run_id, set()).add(field)
-        reads: dict[str, list[tuple[str, int]]] = {}  # channel -> [(started_at, run_id)]
+            for fp, channel, sku, fld in self.db.execute(
+                    f"SELECT fingerprint, channel, sku, field FROM findings "
+                    f"WHERE sku IN ({marks})", chunk):
+                fps.setdefault((channel, sku), []).append((fp, fld))
+        # each finding's state after each run that changed it: [(run_id, open?)]
+        timeline: dict[str, list[tuple[int, bool]]] = {}
+        every_fp = [fp for v in fps.values() for fp, _ in v]
+        for i in range(0, len(every_fp), 500):
+            chunk = every_fp[i:i + 500]
+            for fp, run_id, event in self.db.execute(
+                    f"SELECT fingerprint, run_id, event FROM finding_events WHERE fingerprint IN "
+                    f"({','.join('?' * len(chunk))}) AND run_id IS NOT NULL ORDER BY id", chunk):
+                timeline.setdefault(fp, []).append((run_id, event != "resolved"))
+
+        def open_after(fp: str, run_id: int) -> bool:
+            state = False
+            for r, is_open in timeline.get(fp, ()):
+                if r > run_id:
+                    break
+                state = is_open
+            return state
+
+        reads: dict[str, tuple[list[datetime], list[int]]] = {}  # channel -> starts, runs
         for source, started, run_id in self.db.execute(
                 "SELECT source, started_at, run_id FROM run_sources WHERE status='complete' "
                 "AND started_at IS NOT NULL AND started_at >= ? ORDER BY started_at",
                 (since.isoformat(),)):
-            reads.setdefault(source, []).append((started, run_id))
+            starts, runs = reads.setdefault(source, ([], []))
+            starts.append(datetime.fromisoformat(started))
+            runs.append(run_id)
         out: list[tuple[str, float | None]] = []
         for sku, fld, changed_at in changes:
             shown_as = _PROPAGATION_FIELDS.get(fld, (fld,))
             t0 = datetime.fromisoformat(changed_at)
             for channel in sorted(on.get(sku, ())):
-                runs_obs = obs.get((channel, sku), {})
+                mine = [fp for fp, f in fps.get((channel, sku), ())
+                        if (f not in _CORE_FIELDS if shown_as == ("*",) else f in shown_as)]
+                starts, runs = reads.get(channel, ([], []))
                 latency = None
-                for started, run_id in reads.get(channel, ()):
-                    t = datetime.fromisoformat(started)
-                    if t < t0:
-                        continue
-                    fields = runs_obs.get(run_id, ())
-                    if shown_as == ("*",):
-                        differs = any(f not in _CORE_FIELDS for f in fields)
-                    else:
-                        differs = any(f in shown_as for f in fields)
-                    if not differs:
-                        latency = (t - t0).total_seconds()
+                for j in range(bisect.bisect_left(starts, t0), len(starts)):
+                    if not any(open_after(fp, runs[j]) for fp in mine):
+                        latency = (starts[j] - t0).total_seconds()
                         break
                 out.append((channel, latency))
         return out

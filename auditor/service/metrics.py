@@ -14,6 +14,7 @@ writes the same in the node-exporter textfile format (atomically).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import platform
 import re
@@ -81,6 +82,7 @@ REASONS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     ))
 
 
+@functools.lru_cache(maxsize=8192)  # a run records the same few reasons many times
 def reason_class(text: str | None) -> str:
     """The bounded class of an error text (``other`` when none fits)."""
     for name, rx in REASONS:
@@ -120,7 +122,8 @@ class StoreCollector(Collector):
         self._errors: Counter[tuple[str, str]] = Counter()
         self._last_error_id = 0
         self._last_read_rowid = 0
-        self._propagation: tuple[Any, list[tuple[str, float | None]]] | None = None
+        # The families read from the store, while nothing was written there since.
+        self._cached: tuple[Any, list[Metric]] | None = None
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # collected on demand (registering must not read the store)
@@ -154,6 +157,19 @@ class StoreCollector(Collector):
             yield from self.extra()
 
     def _from_store(self, store: Any) -> Iterator[Metric]:
+        version = store.data_version()
+        if self._cached is None or self._cached[0] != version:
+            self._cached = (version, list(self._from_runs(store, version)))
+        yield from self._cached[1]
+        outbox = store.outbox_counts()  # written by the alert relay, between runs too
+        for name, statuses in (("notifications_pending", ("pending", "retrying")),
+                               ("notifications_failed", ("failed", "dead"))):
+            g = self._family(name, [])
+            g.add_metric([], sum(outbox.get(s, 0) for s in statuses))
+            yield g
+
+    def _from_runs(self, store: Any, version: Any) -> Iterator[Metric]:
+        """Everything that changes only when a run, a finding or the master is written."""
         ratio = self._family("consistency_ratio", ["channel", "check"])
         for channel, check, score in store.latest_scores():
             ratio.add_metric([channel, check], float(score))
@@ -202,13 +218,10 @@ class StoreCollector(Collector):
             hist.add_metric([source], _buckets(values, DURATION_BUCKETS), sum(values))
         yield hist
 
-        version = store.data_version()
-        if self._propagation is None or self._propagation[0] != version:
-            since = self.clock() - timedelta(days=30)
-            self._propagation = (version, store.propagation(since))
+        propagation = store.propagation(self.clock() - timedelta(days=30))
         latencies: dict[str, list[float]] = {}
         pending: Counter[str] = Counter()
-        for channel, seconds in self._propagation[1]:
+        for channel, seconds in propagation:
             if seconds is None:
                 pending[channel] += 1
             else:
@@ -221,13 +234,6 @@ class StoreCollector(Collector):
         for channel in sorted(set(latencies) | set(pending)):
             pend.add_metric([channel], pending.get(channel, 0))
         yield pend
-
-        outbox = store.outbox_counts()
-        for name, statuses in (("notifications_pending", ("pending", "retrying")),
-                               ("notifications_failed", ("failed", "dead"))):
-            g = self._family(name, [])
-            g.add_metric([], sum(outbox.get(s, 0) for s in statuses))
-            yield g
 
 
 def store_opener(path: str | Path) -> StoreOpener:
