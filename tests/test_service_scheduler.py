@@ -228,3 +228,50 @@ def test_reload_replaces_the_schedules(tmp_path):
         assert nxt.strftime("%a %H:%M") == "Tue 03:15" or nxt.strftime("%a") == "Tue"
     finally:
         sched.stop(timeout=1)
+
+
+class _Clock(datetime):
+    """datetime with a controlled now(), for APScheduler's own modules."""
+
+    current = NOW
+
+    @classmethod
+    def now(cls, tz=None):
+        return cls.current.astimezone(tz) if tz else cls.current.replace(tzinfo=None)
+
+
+def test_missed_runs_coalesce_and_late_ones_within_the_grace_still_run(tmp_path, monkeypatch):
+    import apscheduler.executors.base as exec_base
+    import apscheduler.schedulers.base as sched_base
+
+    monkeypatch.setattr(sched_base, "datetime", _Clock)
+    monkeypatch.setattr(exec_base, "datetime", _Clock)
+    _Clock.current = NOW  # Wednesday 12:00
+    launcher = FakeLauncher()
+    sched = AuditScheduler(config(tmp_path, jitter=0.0), launcher, lambda: {},
+                           clock=lambda: _Clock.current)
+    try:
+        sched.start(catch_up=False)
+        nxt = sched._aps.get_job("source:google").next_run_time
+        assert nxt == NOW.replace(hour=16)
+        # 12.5 hours pass while the machine sleeps: 16:00, 20:00 and 00:00 were missed;
+        # they coalesce into one run (00:00 is 30 min late, well within the grace)
+        _Clock.current = NOW + timedelta(hours=12, minutes=30)
+        sched._aps.wakeup()
+        launcher.wait_started(1)
+        time.sleep(0.5)
+        assert [s for s, _ in launcher.started] == ["google"]
+        launcher.handles[0].finish(0)
+        deadline = time.monotonic() + 5
+        while sched.states["google"].last_exit is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        nxt = sched._aps.get_job("source:google").next_run_time
+        assert nxt == (NOW + timedelta(hours=16)).replace(hour=4)  # Thursday 04:00
+        # a run more than 90% of its interval late is skipped (the next one comes soon)
+        _Clock.current = nxt + timedelta(hours=3, minutes=50)
+        sched._aps.wakeup()
+        time.sleep(1.0)
+        assert len(launcher.started) == 1
+        assert sched._aps.get_job("source:google").next_run_time == nxt + timedelta(hours=4)
+    finally:
+        sched.stop(timeout=1)
