@@ -169,3 +169,22 @@ def test_demo_serve_leaves_a_service_with_metrics_on_the_demo_world(tmp_path):
             proc.kill()
             proc.wait()
         log.close()
+
+
+def test_serve_refuses_a_broken_config_and_a_taken_port(tmp_path):
+    import socket
+
+    from service_helpers import cli
+
+    config = build_world(tmp_path, n=3, serve={"catch_up": False})
+    broken = tmp_path / "broken.toml"
+    broken.write_text(config.read_text().replace('schedule = "0 */4 * * *"',
+                                                 'schedule = "0 6 * * 8"'))
+    r = cli("serve", "--config", broken, timeout=60)
+    assert r.returncode == 2 and "weekday 8 out of range 0-7" in " ".join(r.stderr.split())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = cli("serve", "--config", config, "--port", port, timeout=60)
+    assert r.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in " ".join(r.stderr.split())

@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from auditor.config import Config, EnvRef
+from auditor.config import SECRET_VALUES, Config, EnvRef
 
 DEFAULT_TOKEN_ENV = "AUDITOR_API_TOKEN"
 _bearer = HTTPBearer(auto_error=False, description="The token in [serve] token "
@@ -188,6 +188,8 @@ def check_token(cfg: Config, creds: HTTPAuthorizationCredentials | None) -> None
     if not expected:
         raise HTTPException(403, f"write calls are disabled: no token is set (environment "
                                  f"variable {ref.name})")
+    if len(expected) >= 4:
+        SECRET_VALUES.add(expected)  # redacted from every log line
     if not hmac.compare_digest(creds.credentials.encode(), expected.encode()):
         raise HTTPException(403, "the bearer token is not valid")
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -217,16 +218,26 @@ def serve(config_path: Path, host: str | None = None, port: int | None = None,
     def note(sig: int, frame: Any) -> None:  # uvicorn re-raises the signal it stopped on
         stopped.append(sig)
 
+    # Bound before anything starts: a taken port stops here, before the scheduler runs.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        log.error("cannot listen on %s:%s: %s", host, port, e)
+        raise AuditorError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     previous = {s: signal.signal(s, note) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, workers=1,
-                                               log_level=log_level, lifespan="on",
-                                               access_log=False))
-        log.info("auditor serve on http://%s:%s (metrics at /metrics)", host, port)
-        server.run()
+        server = uvicorn.Server(uvicorn.Config(app, workers=1, log_level=log_level,
+                                               lifespan="on", access_log=False))
+        log.info("auditor serve on http://%s:%s (metrics at /metrics)", host, sock.getsockname()[1])
+        server.run(sockets=[sock])
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        sock.close()
     if not server.started:
         return 2
     return 0
