@@ -1206,14 +1206,13 @@ class Store:
         return rows
 
     def finding(self, fingerprint: str) -> dict[str, Any] | None:
-        """One finding with its events, or None."""
+        """One stored finding as a dict (as ``findings`` returns them), or None."""
         rows = list(self.db.query("SELECT * FROM findings WHERE fingerprint = ?", [fingerprint]))
         if not rows:
             return None
         r = rows[0]
         r["check"] = r.pop("check_name")
         r["details"] = json.loads(r["details"]) if r["details"] else {}
-        r["events"] = self.finding_events(fingerprint)
         return r
 
     def master_record(self, sku: str) -> dict[str, Any] | None:
@@ -1259,35 +1258,48 @@ class Store:
             rows.append(r)
         return rows
 
-    def _set_finding_state(self, fingerprint: str, state: str, event: str,
-                           **extra: Any) -> bool:
-        at = _now()
-        with self.db.conn:
-            cur = self.db.conn.execute(
-                "UPDATE findings SET state=?" + (", resolved_at=?" if state == RESOLVED else "")
-                + " WHERE fingerprint=?",
-                (state, at, fingerprint) if state == RESOLVED else (state, fingerprint))
-            if cur.rowcount == 0:
-                return False
-            self.db.conn.execute(
-                "INSERT INTO finding_events (fingerprint, run_id, at, event, state, outcome, "
-                "expected, actual) VALUES (?, NULL, ?, ?, ?, NULL, NULL, ?)",
-                (fingerprint, at, event, state, codec.dumps(extra) if extra else None))
-        return True
+    def _set_finding_state(self, fingerprint: str, state: str, event: str, by: str | None,
+                           note: str | None, now: datetime | None,
+                           allow_resolved: bool = False) -> dict[str, Any]:
+        # A thin version of the alert lifecycle's triage (issue 17 brings the full one:
+        # actor and note columns, a reopen clearing the acknowledgement); until then who
+        # and why are kept as JSON in the event's ``actual``.
+        at = (now or datetime.now(timezone.utc)).isoformat()
+        c = self.db.conn
+        with c:
+            row = c.execute("SELECT state FROM findings WHERE fingerprint=?",
+                            (fingerprint,)).fetchone()
+            if row is None:
+                raise StoreError(f"no finding with fingerprint {fingerprint}")
+            if row[0] == RESOLVED and not allow_resolved:
+                raise StoreError(f"finding {fingerprint} is resolved: nothing to "
+                                 f"{event.rstrip('d')}")
+            if state == RESOLVED:
+                c.execute("UPDATE findings SET state=?, resolved_at=?, resolved_run=NULL "
+                          "WHERE fingerprint=?", (state, at, fingerprint))
+            else:
+                c.execute("UPDATE findings SET state=? WHERE fingerprint=?", (state, fingerprint))
+            c.execute("INSERT INTO finding_events (fingerprint, run_id, at, event, state, "
+                      "outcome, expected, actual) VALUES (?, NULL, ?, ?, ?, NULL, NULL, ?)",
+                      (fingerprint, at, event, state, codec.dumps({"by": by, "note": note})))
+        return self.finding(fingerprint) or {}
 
-    def ack_finding(self, fingerprint: str, by: str, note: str | None = None) -> bool:
-        """A person has seen the finding (state ``acknowledged``); False when unknown."""
-        return self._set_finding_state(fingerprint, "acknowledged", "acknowledged",
-                                       by=by, note=note)
+    def ack_finding(self, fingerprint: str, by: str | None, note: str | None = None,
+                    now: datetime | None = None) -> dict[str, Any]:
+        """Acknowledge an open finding (state ``acknowledged``); StoreError when unknown."""
+        return self._set_finding_state(fingerprint, "acknowledged", "acknowledged", by, note,
+                                       now)
 
-    def snooze_finding(self, fingerprint: str, until: datetime, by: str) -> bool:
-        """Mute the finding until ``until`` (state ``snoozed``); False when unknown."""
-        return self._set_finding_state(fingerprint, "snoozed", "snoozed", by=by,
-                                       until=until.isoformat())
+    def snooze_finding(self, fingerprint: str, until: datetime, by: str | None,
+                       now: datetime | None = None, note: str | None = None) -> dict[str, Any]:
+        """Mute an open finding until ``until`` (state ``snoozed``); StoreError when unknown."""
+        return self._set_finding_state(fingerprint, "snoozed", "snoozed", by,
+                                       note or f"until {until.isoformat()}", now)
 
-    def resolve_finding(self, fingerprint: str, by: str) -> bool:
-        """A person marks the finding resolved (a later run seeing it again reopens it)."""
-        return self._set_finding_state(fingerprint, RESOLVED, "resolved", by=by)
+    def resolve_finding(self, fingerprint: str, by: str | None, now: datetime | None = None,
+                        note: str | None = None) -> dict[str, Any]:
+        """Resolve a finding by hand; a later read still showing it reopens it."""
+        return self._set_finding_state(fingerprint, RESOLVED, "resolved", by, note, now)
 
 
 # Which finding fields show a master field (``*``: any attribute field).

@@ -148,6 +148,8 @@ def test_snooze_and_resolve(api):
     status, body = get(f"{api.url}/api/findings?state=snoozed")
     assert [f["fingerprint"] for f in body["items"]] == [fp1]
     assert post(f"{api.url}/api/findings/nope/resolve", {}, token=TOKEN)[0] == 404
+    status, body = post(f"{api.url}/api/findings/{fp2}/ack", {}, token=TOKEN)
+    assert status == 409 and "is resolved" in body["detail"]
 
 
 def test_silences_and_link_decisions_validate_then_call_the_store(api):

@@ -23,6 +23,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from auditor.config import SECRET_VALUES, Config, EnvRef
+from auditor.errors import StoreError
 
 DEFAULT_TOKEN_ENV = "AUDITOR_API_TOKEN"
 _bearer = HTTPBearer(auto_error=False, description="The token in [serve] token "
@@ -276,8 +277,9 @@ def build_router(get_cfg: Callable[[], Config],
         """One finding with its history of events."""
         with open_store() as store:
             row = store.finding(fingerprint)
-        if row is None:
-            raise HTTPException(404, f"no finding {fingerprint!r}")
+            if row is None:
+                raise HTTPException(404, f"no finding {fingerprint!r}")
+            row["events"] = store.finding_events(fingerprint)
         return row
 
     @router.get("/skus/{sku}", response_model=SkuView, dependencies=read, tags=["products"])
@@ -314,11 +316,13 @@ def build_router(get_cfg: Callable[[], Config],
 
     # ------------------------------------------------------------------ writes
 
-    def _finding_write(fingerprint: str, call: Callable[[Any], bool]) -> dict[str, Any]:
+    def _finding_write(fingerprint: str, call: Callable[[Any], Any]) -> dict[str, Any]:
         with open_store() as store:
-            ok = call(store)
-        if not ok:
-            raise HTTPException(404, f"no finding {fingerprint!r}")
+            try:
+                call(store)
+            except StoreError as e:  # unknown (404), or not in a state that allows it (409)
+                raise HTTPException(404 if str(e).startswith("no finding") else 409,
+                                    str(e)) from None
         return {"ok": True, "fingerprint": fingerprint}
 
     @router.post("/findings/{fingerprint}/ack", response_model=Done, tags=["findings"])
@@ -364,7 +368,7 @@ def build_router(get_cfg: Callable[[], Config],
             raise HTTPException(400, "until must be a future time with a time zone")
         with open_store() as store:
             fn = _needs(store, "add_silence", "silences")
-            sid = fn(dict(body.matchers), body.until, body.by, body.comment)
+            sid = fn(dict(body.matchers), _now(), body.until, body.by, body.comment)
         return {"ok": True, "id": sid}
 
     @router.post("/links/{channel}/{key}/confirm", response_model=Done, tags=["links"])

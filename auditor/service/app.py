@@ -72,12 +72,42 @@ class Service:
             self.scheduler = AuditScheduler(self.cfg, self.launcher, self._last_complete,
                                             self._mark_interrupted, clock=self.clock)
             self.scheduler.start()
+            self._start_alerts()
+
+    def _start_alerts(self) -> None:
+        """The alert relay's service loop (``auditor.alerts.outbox.loop``, when this build
+        has alerts): evaluates and delivers notifications in a thread; stopping it
+        delivers what is due once more (the SIGTERM flush)."""
+        try:
+            from auditor.alerts.outbox import loop  # type: ignore[import-not-found]
+        except ImportError:
+            return
+        if not getattr(self.cfg, "alerts", None):
+            return
+        stop = threading.Event()
+        thread = threading.Thread(target=loop, args=(self.cfg.store_path, self.cfg, stop),
+                                  name="alerts", daemon=True)
+        thread.start()
+
+        def flush() -> None:
+            stop.set()
+            thread.join(60)
+
+        self._alerts_flush = flush
+        log.info("alert delivery loop started")
+
+    def _stop_alerts(self) -> None:
+        flush = getattr(self, "_alerts_flush", None)
+        if flush is not None:
+            self._alerts_flush = None
+            flush()
 
     def stop(self) -> None:
         if self.scheduler is not None:
             ended = self.scheduler.stop()
             if ended:
                 log.info("audits at shutdown: %s", ", ".join(f"{k} {v}" for k, v in ended.items()))
+        self._stop_alerts()  # after the audits: their notifications are flushed too
         for hook in self.shutdown_hooks:
             try:
                 hook()
@@ -98,6 +128,8 @@ class Service:
         self.cfg = cfg
         if self.scheduler is not None:
             self.scheduler.reload(cfg)
+            self._stop_alerts()  # the relay takes the new routes and receivers
+            self._start_alerts()
         self.reloads += 1
         self.last_reload_error = None
         log.info("config reloaded from %s", self.config_path)
