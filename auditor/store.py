@@ -1254,9 +1254,23 @@ class Store:
                 "link_candidates AS candidates, data FROM listings WHERE "
                 + " AND ".join(where) + " ORDER BY channel, key LIMIT ?", [*args, limit]):
             r["candidates"] = json.loads(r["candidates"]) if r["candidates"] else []
+            r["sku"] = r["sku"] or (r["candidates"][0] if r["candidates"] else None)
             r["data"] = json.loads(r["data"])
             rows.append(r)
         return rows
+
+    def listing_link(self, channel: str, key: str) -> dict[str, Any] | None:
+        """A present listing's link: sku, method, confidence, candidates; None when the
+        channel has no such listing."""
+        rows = list(self.db.query(
+            "SELECT master_sku AS sku, link_method AS method, link_confidence AS confidence, "
+            "link_candidates AS candidates FROM listings WHERE channel=? AND key=? "
+            "AND removed_run IS NULL", [channel, key]))
+        if not rows:
+            return None
+        r = rows[0]
+        r["candidates"] = json.loads(r["candidates"]) if r["candidates"] else []
+        return r
 
     def _set_finding_state(self, fingerprint: str, state: str, event: str, by: str | None,
                            note: str | None, now: datetime | None,

@@ -166,7 +166,12 @@ def test_silences_and_link_decisions_validate_then_call_the_store(api):
     assert status == (201 if hasattr(Store, "add_silence") else 501), body
     status, body = post(f"{api.url}/api/links/google/{quote('SKU-001')}/reject", {},
                         token=TOKEN)
-    assert status == (200 if hasattr(Store, "reject_link") else 501), body
+    assert status == (200 if hasattr(Store, "decide_link") else 501), body
+    status, body = post(f"{api.url}/api/links/google/NOPE/confirm", {}, token=TOKEN)
+    assert status == 404 and "no listing" in body["detail"]
+    status, body = post(f"{api.url}/api/links/google/SKU-002/confirm", {"sku": "ZZZ"},
+                        token=TOKEN)
+    assert status == 400 and "no SKU 'ZZZ'" in body["detail"]
 
 
 def test_openapi_describes_the_api(api):

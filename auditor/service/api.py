@@ -371,29 +371,36 @@ def build_router(get_cfg: Callable[[], Config],
             sid = fn(dict(body.matchers), _now(), body.until, body.by, body.comment)
         return {"ok": True, "id": sid}
 
+    def _decide(channel: str, key: str, body: LinkDecision, decision: str) -> dict[str, Any]:
+        with open_store() as store:
+            link = store.listing_link(channel, key)
+            if link is None:
+                raise HTTPException(404, f"no listing {key!r} on channel {channel!r}")
+            sku = body.sku or link["sku"] or (link["candidates"][0] if link["candidates"]
+                                              else None)
+            if sku is None:
+                raise HTTPException(400, "the listing has no suggested SKU: give sku")
+            if decision == "confirmed" and store.master_record(sku) is None:
+                raise HTTPException(400, f"no SKU {sku!r} in the master")
+            fn = _needs(store, "decide_link", "deciding links")
+            fn(channel, key, sku, decision, _now(), note=f"by {body.by} (API)")
+        return {"ok": True}
+
     @router.post("/links/{channel}/{key}/confirm", response_model=Done, tags=["links"])
     def confirm_link(body: LinkDecision, channel: str = Path(pattern=_NAME),
                      key: str = Path(max_length=1000), _: str = Depends(writer)
                      ) -> dict[str, Any]:
-        """Confirm a suggested link (optionally to another SKU)."""
-        with open_store() as store:
-            fn = _needs(store, "confirm_link", "confirming links")
-            ok = fn(channel, key, body.sku, body.by)
-        if not ok:
-            raise HTTPException(404, f"no listing {key!r} on channel {channel!r}")
-        return {"ok": True}
+        """Confirm a suggested link (to ``sku``, default the suggested one): the listing
+        is linked and checked from the next run on."""
+        return _decide(channel, key, body, "confirmed")
 
     @router.post("/links/{channel}/{key}/reject", response_model=Done, tags=["links"])
     def reject_link(body: LinkDecision, channel: str = Path(pattern=_NAME),
                     key: str = Path(max_length=1000), _: str = Depends(writer)
                     ) -> dict[str, Any]:
-        """Reject a suggested link: the listing stays unlinked."""
-        with open_store() as store:
-            fn = _needs(store, "reject_link", "rejecting links")
-            ok = fn(channel, key, body.by)
-        if not ok:
-            raise HTTPException(404, f"no listing {key!r} on channel {channel!r}")
-        return {"ok": True}
+        """Reject a link (to ``sku``, default the current or suggested one): the listing is
+        never linked to it again."""
+        return _decide(channel, key, body, "rejected")
 
     return router
 
