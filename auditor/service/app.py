@@ -161,7 +161,7 @@ class Service:
         problems: dict[str, Any] = {}
         try:
             with self.open_store() as store:
-                store.db.execute("SELECT 1").fetchone()
+                store.schema_version  # reads the database
         except Exception as e:
             problems["store"] = f"not reachable: {e}"
         if self.schedule:
