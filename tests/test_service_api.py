@@ -79,11 +79,24 @@ def test_findings_filters(api, query, field, value):
     ("/api/skus/NOPE-1", 404, "no SKU"),
     ("/api/findings/deadbeef", 404, "no finding"),
     ("/api/link-suggestions?cursor=WzFd", 400, "bad cursor"),
+    ("/api/runs/99999999999999999999999", 422, "run_id"),
+    ("/api/runs?cursor=WzEwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwXQ", 400, "bad cursor"),  # [10**25]
+    ("/api/findings?cursor=WzAsIDFd", 400, "bad cursor"),                       # [0, 1]
 ])
 def test_bad_parameters_get_a_clear_4xx(api, path, code, words):
     status, body = get(api.url + path)
     assert status == code, body
     assert words in json.dumps(body)
+
+
+@pytest.mark.parametrize("path", [
+    "/api/findings?sku=%00%ff%fe", "/api/findings?sku=" + "x" * 400,
+    "/api/skus/%E2%80%AE%F0%9F%98%80", "/api/findings/%00", "/api/findings?channel=",
+    "/api/link-suggestions?channel=google&limit=500",
+])
+def test_odd_but_valid_input_never_errors(api, path):
+    status, _ = get(api.url + path)
+    assert status in (200, 404, 422), (path, status)
 
 
 def test_runs_with_sources_and_cursor(api):

@@ -167,7 +167,8 @@ def decode_cursor(text: str, shape: tuple[type, ...]) -> tuple[Any, ...]:
         parts = json.loads(raw)
         if (not isinstance(parts, list) or len(parts) != len(shape)
                 or not all(isinstance(p, t) and not isinstance(p, bool)
-                           for p, t in zip(parts, shape))):
+                           for p, t in zip(parts, shape))
+                or any(isinstance(p, int) and not -2**63 <= p < 2**63 for p in parts)):
             raise ValueError
         return tuple(parts)
     except (ValueError, TypeError, UnicodeDecodeError):
@@ -236,7 +237,7 @@ def build_router(get_cfg: Callable[[], Config],
         return {"items": rows, "next_cursor": encode_cursor(rows[-1]["id"]) if more else None}
 
     @router.get("/runs/{run_id}", response_model=Run, dependencies=read, tags=["runs"])
-    def get_run(run_id: int = Path(ge=1),
+    def get_run(run_id: int = Path(ge=1, lt=2**63 - 1),
                 errors: int = Query(100, ge=0, le=5000, description="bad rows to include")
                 ) -> dict[str, Any]:
         """One run with its sources and (up to ``errors``) recorded bad rows and pages."""
