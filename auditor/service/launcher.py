@@ -60,12 +60,19 @@ class ProcessHandle:
             return None
 
     def terminate(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+        self._signal(signal.SIGTERM)
 
     def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: int) -> None:
+        # The whole process group (the audit leads its own session): its forked channel
+        # workers stop with it, as they do on a terminal's Ctrl-C.
         if self.proc.poll() is None:
-            self.proc.kill()
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
 
 
 def audit_argv(config_path: Path, source: str, wait_for_lock: float,
