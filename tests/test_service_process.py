@@ -188,3 +188,21 @@ def test_serve_refuses_a_broken_config_and_a_taken_port(tmp_path):
         port = taken.getsockname()[1]
         r = cli("serve", "--config", config, "--port", port, timeout=60)
     assert r.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in " ".join(r.stderr.split())
+
+
+def test_runs_left_running_by_a_killed_service_are_recorded_interrupted(tmp_path):
+    from datetime import datetime, timezone
+
+    from auditor.store import Store
+    from service_helpers import cli
+
+    config = build_world(tmp_path, n=3, serve={"catch_up": False})
+    assert cli("run", "--config", config).returncode == 1
+    store = Store(tmp_path / "auditor.db")
+    left = store.start_run(datetime.now(timezone.utc), None)  # as a SIGKILLed audit leaves it
+    store.close()
+    with serving(config, "--no-schedule") as s:
+        status, body = get(s.url + "/api/runs?limit=1")
+        assert body["items"][0]["id"] == left
+        assert body["items"][0]["status"] == "interrupted"
+        assert body["items"][0]["finished_at"]

@@ -67,7 +67,26 @@ class Service:
         with run_lock(self.cfg.store_path, wait=10.0), self.open_store() as store:
             return store.interrupt_running_runs(at)
 
+    def _interrupt_leftovers(self) -> None:
+        """Runs a killed service left ``running`` are recorded interrupted, when no audit
+        holds the lock now (an audit still running keeps its run)."""
+        from auditor.errors import LockedError
+        from auditor.store import run_lock
+
+        try:
+            with run_lock(self.cfg.store_path, wait=0), self.open_store() as store:
+                ids = store.interrupt_running_runs(self.clock())
+        except LockedError:
+            return
+        except Exception as e:  # an unusable store shows in /readyz
+            log.warning("could not check for interrupted runs: %s", e)
+            return
+        if ids:
+            log.warning("runs left running by an earlier process recorded as interrupted: %s",
+                        ", ".join(map(str, ids)))
+
     def start(self) -> None:
+        self._interrupt_leftovers()
         if self.schedule:
             self.scheduler = AuditScheduler(self.cfg, self.launcher, self._last_complete,
                                             self._mark_interrupted, clock=self.clock)
