@@ -250,6 +250,8 @@ class AuditScheduler:
             st.last_reason = reason
             handle = self.launcher.start(name, wait)
             st.running = handle
+            if self.stopping.is_set():  # stop() began while this one was starting
+                handle.terminate()
             log.info("audit of %s (%s) started, pid %s", name, reason, handle.pid)
             code = handle.wait(None)
             st.last_exit = code
