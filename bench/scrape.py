@@ -22,10 +22,10 @@ from bench.common import record, table
 
 
 def build(path: Path, findings: int, channels: int, runs: int, skus: int) -> None:
-    from auditor.store import Store
+    from auditor.storage import open_store
 
     rng = random.Random(1)
-    store = Store(path)
+    store = open_store(path)
     c = store.db.conn
     t0 = datetime.now(timezone.utc) - timedelta(days=20)
     names = [f"ch{i:02d}" for i in range(channels)]
@@ -92,9 +92,9 @@ def main() -> None:
             t = time.perf_counter()
             size = len(generate_latest(reg))
             timings.append([label, round((time.perf_counter() - t) * 1000, 1), size])
-        from auditor.store import Store
+        from auditor.storage import open_store
 
-        s = Store(db)
+        s = open_store(db)
         with s.db.conn:
             s.db.conn.execute("INSERT INTO finding_events (fingerprint, at, event, state) "
                               "VALUES ('fp00000001', '2026-01-01', 'changed', 'open')")

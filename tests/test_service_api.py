@@ -166,7 +166,7 @@ def test_snooze_and_resolve(api):
 
 
 def test_silences_and_link_decisions_validate_then_call_the_store(api):
-    from auditor.store import Store
+    from auditor.storage.sqlite import SQLiteStore as Store
 
     status, body = post(f"{api.url}/api/silences", {"matchers": {"colour": "x"},
                                                     "until": "2099-01-01T00:00:00Z"}, token=TOKEN)

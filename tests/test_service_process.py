@@ -193,12 +193,12 @@ def test_serve_refuses_a_broken_config_and_a_taken_port(tmp_path):
 def test_runs_left_running_by_a_killed_service_are_recorded_interrupted(tmp_path):
     from datetime import datetime, timezone
 
-    from auditor.store import Store
+    from auditor.storage import open_store
     from service_helpers import cli
 
     config = build_world(tmp_path, n=3, serve={"catch_up": False})
     assert cli("run", "--config", config).returncode == 1
-    store = Store(tmp_path / "auditor.db")
+    store = open_store(tmp_path / "auditor.db")
     left = store.start_run(datetime.now(timezone.utc), None)  # as a SIGKILLed audit leaves it
     store.close()
     with serving(config, "--no-schedule") as s:

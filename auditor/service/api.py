@@ -246,7 +246,8 @@ def build_router(get_cfg: Callable[[], Config],
             if not rows or rows[0]["id"] != run_id:
                 raise HTTPException(404, f"no run {run_id}")
             run = rows[0]
-            run["errors"] = store.run_errors(run_id, limit=errors) if errors else []
+            run["errors"] = [e.to_dict() for e in store.run_errors(run_id, limit=errors)] \
+                if errors else []
         return run
 
     @router.get("/findings", response_model=FindingsPage, dependencies=read,
@@ -280,7 +281,7 @@ def build_router(get_cfg: Callable[[], Config],
             row = store.finding(fingerprint)
             if row is None:
                 raise HTTPException(404, f"no finding {fingerprint!r}")
-            row["events"] = store.finding_events(fingerprint)
+            row["events"] = [e.to_dict() for e in store.finding_events(fingerprint)]
         return row
 
     @router.get("/skus/{sku}", response_model=SkuView, dependencies=read, tags=["products"])

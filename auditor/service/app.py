@@ -54,27 +54,24 @@ class Service:
         self.registry.register(StoreCollector(self.open_store, extra=self._service_metrics))
 
     def open_store(self):
-        return store_opener(self.cfg.store_path)()
+        return store_opener(self.cfg.store_url)()
 
     def _last_complete(self) -> dict[str, datetime]:
         with self.open_store() as store:
             return store.last_complete_reads()
 
     def _mark_interrupted(self, at: datetime) -> list[int]:
-        from auditor.store import run_lock
-
         # Only while no audit holds the lock: a run marked running then is not running.
-        with run_lock(self.cfg.store_path, wait=10.0), self.open_store() as store:
+        with self.open_store() as store, store.run_lock(10.0):
             return store.interrupt_running_runs(at)
 
     def _interrupt_leftovers(self) -> None:
         """Runs a killed service left ``running`` are recorded interrupted, when no audit
         holds the lock now (an audit still running keeps its run)."""
         from auditor.errors import LockedError
-        from auditor.store import run_lock
 
         try:
-            with run_lock(self.cfg.store_path, wait=0), self.open_store() as store:
+            with self.open_store() as store, store.run_lock(0):
                 ids = store.interrupt_running_runs(self.clock())
         except LockedError:
             return
@@ -104,7 +101,7 @@ class Service:
         if not getattr(self.cfg, "alerts", None):
             return
         stop = threading.Event()
-        thread = threading.Thread(target=loop, args=(self.cfg.store_path, self.cfg, stop),
+        thread = threading.Thread(target=loop, args=(self.cfg.store_url, self.cfg, stop),
                                   name="alerts", daemon=True)
         thread.start()
 
@@ -141,8 +138,11 @@ class Service:
             self.last_reload_error = str(e)
             log.error("config reload refused, the previous config stays in force: %s", e)
             return False
-        if cfg.store_path != self.cfg.store_path:
-            log.warning("config reload: [store] path changed; restart to use %s", cfg.store_path)
+        if cfg.store_url != self.cfg.store_url:
+            from auditor.storage import describe
+
+            log.warning("config reload: the store changed; restart to use %s",
+                        describe(cfg.store_url))
             cfg = _with_store(cfg, self.cfg)
         self.cfg = cfg
         if self.scheduler is not None:

@@ -236,14 +236,15 @@ class StoreCollector(Collector):
         yield pend
 
 
-def store_opener(path: str | Path) -> StoreOpener:
-    """Opens the store at ``path`` for one scrape and closes it after."""
+def store_opener(url: str | Path) -> StoreOpener:
+    """Opens the store at ``url`` (``auditor.storage.open_store``) for one scrape and
+    closes it after."""
 
     @contextlib.contextmanager
     def open_store() -> Iterator[Any]:
-        from auditor.store import Store
+        from auditor.storage import open_store as open_url
 
-        store = Store(path, busy_timeout=5.0)
+        store = open_url(url, write_wait=5.0)
         try:
             yield store
         finally:
