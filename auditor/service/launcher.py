@@ -2,10 +2,11 @@
 
 The server never forks itself (it runs threads): each audit is a fresh interpreter
 started with ``python -m auditor run --channel NAME`` (or ``--master-only``), which
-may fork its own workers. The scheduler sees only ``Launcher.start(source)`` and the
-``RunHandle`` it returns, so another way of starting an audit (the core's
-``auditor.child`` module, a job queue) replaces ``SubprocessLauncher`` without touching
-the scheduler.
+may fork its own workers and records itself interrupted on SIGTERM. The scheduler sees
+only ``Launcher.start(source)`` and the ``RunHandle`` it returns, so another way of
+starting an audit replaces ``SubprocessLauncher`` without touching the scheduler: the
+core's ``auditor.child.run_in_child`` (which also streams the run's events to the
+parent) once it can run the master alone, or a job queue.
 """
 
 from __future__ import annotations
