@@ -8,6 +8,9 @@
     images    image matching matrix and decode+hash throughput
     crawl     our crawler vs Scrapy on the generated shop, same concurrency
     scaling   audit wall time and RSS at several world sizes (file channels), vs parse time
+    link      linking quality on the devsets in ../shared and the world with one channel
+              stripped of its keys (precision, recall, F1), and --link-scale: N unkeyed
+              listings against a generated master, link time vs parse time
 
 Every part prints Markdown tables and appends them, with machine, date and command,
 to docs/benchmarks.md (``--no-write`` to only print). Worlds are generated once under
@@ -224,10 +227,21 @@ def part_scaling(sizes: list[int], write: bool) -> None:
          "peak RSS MiB", "worker peak RSS MiB"], rows)], write)
 
 
+def part_link(size: int, write: bool) -> None:
+    from bench import link
+
+    results = [link.evaluate(s, size) for s in (*link.DEVSETS, "world")]
+    record("Linking quality", [table(
+        "Pair-level precision, recall and F1 of confident links, and of confident plus "
+        f"suggested links (devsets from ../shared/devsets/linking; world of {size:,} SKUs, "
+        "Meta channel with SKU, GTIN, MPN and URL stripped)", link.COLUMNS,
+        link.rows_for(results))], write)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     ap.add_argument("part", choices=["all", "quality", "reaudit", "feeds", "checks", "images",
-                                     "crawl", "scaling"])
+                                     "crawl", "scaling", "link"])
     ap.add_argument("--size", type=int, default=2000, help="SKUs in the world")
     ap.add_argument("--rows", type=int, default=0, help="feeds: also a synthetic N-row feed")
     ap.add_argument("--masters", type=int, default=250_000)
@@ -255,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
             part_crawl(a.size, a.pages, a.concurrency, write)
         elif part == "scaling":
             part_scaling(a.sizes, write)
+        elif part == "link":
+            part_link(a.size, write)
     return 0
 
 
