@@ -236,6 +236,7 @@ class MatchIndex:
                 code_post.setdefault(c, []).append(i)
         self.postings = postings
         self.code_post = code_post
+        self._position: dict[str, int] | None = None
         self.sorted_codes = sorted(code_post)
         n = max(len(self.skus), 1)
         self.n = n
@@ -247,6 +248,13 @@ class MatchIndex:
         idf = self.idf
         for i, title in enumerate(self.titles):
             self.norms[i] = math.sqrt(sum(idf(t) ** 2 for t in set(title.split()))) or 1.0
+
+    @property
+    def position(self) -> dict[str, int]:
+        """SKU -> master number (built on first use)."""
+        if self._position is None:
+            self._position = {s: i for i, s in enumerate(self.skus)}
+        return self._position
 
     def idf(self, tok: str) -> float:
         """Inverse document frequency of a word (a word no master has counts as rare)."""
@@ -318,6 +326,8 @@ class MatchIndex:
               ) -> tuple[float, dict[str, Any] | None]:
         """How likely master ``i`` is what the listing shows; with ``explain``, why."""
         ev: dict[str, Any] | None = {} if explain else None
+        if f.norm == 0.0:
+            self._prepare(f)
         mt = self.titles[i]
         mtoks = set(mt.split())
         idf = self.idf
@@ -388,14 +398,17 @@ class MatchIndex:
                 ev["price"] = "close" if ratio <= 1.3 else f"{ratio:.1f}x apart"
         return round(s, 4), ev
 
+    def _prepare(self, f: Features) -> None:
+        f.tokenset = set(f.tokens)
+        f.norm = math.sqrt(sum(self.idf(t) ** 2 for t in f.tokenset)) or 1.0
+
     def rank(self, f: Features, exclude: Iterable[str] = ()) -> list[tuple[float, int]]:
         """(score, master) of the candidates, best first, at most ``KEEP``
         (``exclude``: SKUs a person rejected for this listing)."""
         if f.reason:
             return []
         if f.norm == 0.0:
-            f.tokenset = set(f.tokens)
-            f.norm = math.sqrt(sum(self.idf(t) ** 2 for t in f.tokenset)) or 1.0
+            self._prepare(f)
         cands = self.candidates(f)
         if exclude:
             banned = set(exclude)
