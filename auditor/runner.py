@@ -276,7 +276,7 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
             summary.ambiguous += 1
         elif link.method == LinkMethod.SUGGESTED:
             summary.suggested += 1
-            suggested_skus.add(link.candidates[0])
+            suggested_skus.update(link.candidates)  # any of them may be what it shows
         else:
             summary.unlinked += 1
         if m is None and (link.reason or link.candidates):
