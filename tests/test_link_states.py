@@ -25,7 +25,7 @@ def make_world(tmp_path):
     write(tmp_path / "shop.csv", """
         key,sku,title,price
         K1,,Contoso Travel Mug 350 ml Steel,12.00
-        K2,,Acme Alpine Hoodie Grey,49.00
+        K2,,Acme Alpine Hoodie Grey,45.00
         K3,ZZ-404,Northwind Rain Jacket Red L,80.00
         K4,,!!!,5.00
         """)
@@ -97,8 +97,8 @@ def test_states_confirm_and_reject_across_runs(tmp_path):
         report, links, findings = audit(world)
         assert (links["K2"]["sku"], links["K2"]["method"]) == ("D", "confirmed")
         assert links["K1"]["sku"] is None and "A" not in links["K1"]["candidates"]
-        # now linked, D is checked: the title it shows lacks the size
-        assert [f["check"] for f in findings if f["listing_key"] == "K2"] == ["title"]
+        # now linked, D is checked: the listing shows another price
+        assert [f["check"] for f in findings if f["listing_key"] == "K2"] == ["price"]
         assert not [f for f in findings if f["sku"] == "D" and f["field"] == "listing"]
     store = Store(world / "auditor.db")
     try:
