@@ -189,14 +189,16 @@ class Linker:
         return None
 
     def session(self, confirmed: Mapping[str, str] | None = None,
-                rejected: Mapping[str, Iterable[str]] | None = None) -> "LinkSession":
+                rejected: Mapping[str, Iterable[str]] | None = None,
+                explain_links: bool = False) -> "LinkSession":
         """Link one channel: ``confirmed`` listing key -> SKU a person confirmed,
-        ``rejected`` listing key -> SKUs a person rejected."""
-        return LinkSession(self, confirmed or {}, rejected or {})
+        ``rejected`` listing key -> SKUs a person rejected. Suggested links always carry
+        their evidence; linked ones only with ``explain_links`` (it costs a second look)."""
+        return LinkSession(self, confirmed or {}, rejected or {}, explain_links)
 
     def link(self, li: Listing) -> Link:
         """One listing's link, decided alone (a run decides a channel's together)."""
-        s = self.session()
+        s = self.session(explain_links=True)
         link = s.link(li)
         return link if link is not None else next(iter(s.finish()))[1]
 
@@ -240,8 +242,9 @@ class LinkSession:
     """
 
     def __init__(self, linker: Linker, confirmed: Mapping[str, str],
-                 rejected: Mapping[str, Iterable[str]]):
+                 rejected: Mapping[str, Iterable[str]], explain_links: bool = False):
         self.linker = linker
+        self.explain_links = explain_links
         self.confirmed = confirmed
         self.rejected = rejected
         self.pending: list[tuple[Listing, list[tuple[float, int]]]] = []
@@ -300,7 +303,9 @@ class LinkSession:
                                round(min(d.score, 1.0), 3),
                                tuple(idx.skus[i] for i in d.alternatives), d.reason)
                 continue
-            score, ev = idx.score(features_of(li), d.index, explain=True)
+            ev = None
+            if d.state != "linked" or self.explain_links:
+                ev = idx.score(features_of(li), d.index, explain=True)[1]
             ev = {**(ev or {}), "score": round(d.score, 3)}
             sku = idx.skus[d.index]
             conf = round(min(d.score, 1.0), 3)

@@ -168,6 +168,7 @@ class Features:
     nums: set[str] = field(default_factory=set)
     tokenset: set[str] = field(default_factory=set)
     norm: float = 0.0                # of the title's TF-IDF vector (set by MatchIndex.rank)
+    brand_words: str = ""            # the brand normalized as a title is
 
 
 def listing_features(title: str | None, description: str | None, brand: str | None,
@@ -175,7 +176,7 @@ def listing_features(title: str | None, description: str | None, brand: str | No
     """Read a listing's title, description, brand and price (bounded work)."""
     title = title or ""
     toks = words(title)
-    one, two = codes(title)
+    one, two = codes(title) if _HAS_DIGIT.search(title, 0, MAX_TEXT) else (set(), set())
     f = Features(" ".join(toks), toks, one, norm_brand(brand), price, two)
     if mpn:
         f.codes |= codes(mpn.replace(" ", ""))[0]
@@ -184,8 +185,11 @@ def listing_features(title: str | None, description: str | None, brand: str | No
         f.description_codes = d1 - one
     if not toks:
         f.reason = "empty title" if not title.strip() else "title has no words"
-    f.qty = quantities(f.title)
-    f.nums = numbers(f.title)
+    if one or two or _HAS_DIGIT.search(f.title) is not None:
+        f.qty = quantities(f.title)
+        f.nums = numbers(f.title)
+    if brand:
+        f.brand_words = normalize_title(brand[:200])
     return f
 
 
@@ -283,14 +287,21 @@ class MatchIndex:
 
     def candidates(self, f: Features) -> list[int]:
         """Masters worth scoring for a listing: same title, shared codes, rare words."""
+        if f.norm == 0.0:
+            self._prepare(f)
         found: Counter[int] = Counter()
         same = self.exact.get(f.title, ())
-        for i in same:
-            found[i] += 100
+        if not same and f.brand:  # the channel put the brand in front
+            for b in (f.brand_words, f.brand):
+                if b and f.title.startswith(b + " "):
+                    same = self.exact.get(f.title[len(b) + 1:], ())
+                    break
         if len(same) == 1 and not f.codes:
             # the same title as one master, nothing else to go by: scoring others
             # could only find a weaker one (the usual case on a brand's own channels)
             return list(same)
+        for i in same:
+            found[i] += 100
         for c in f.codes:
             for i in self._code_hits(c)[:MAX_DF]:
                 found[i] += 10
@@ -301,25 +312,14 @@ class MatchIndex:
             for i in self.code_post.get(c, ())[:PREFIX_HITS]:
                 found[i] += 5
         postings = self.postings
-        toks = sorted((t for t in set(f.tokens) if t in postings),
-                      key=lambda t: len(postings[t]))
-        used = 0
-        for t in toks:
-            post = postings[t]
-            if len(post) > MAX_DF:
+        toks = sorted((len(post), t) for t in f.tokenset if (post := postings.get(t)))
+        # each of the rarest words counts once per master that has it (counted in C);
+        # a word more than MAX_DF masters share does not block (a title of common words
+        # only is matched by its exact form, its codes or not at all: bounded work)
+        for df, t in toks[:BLOCK_TOKENS]:
+            if df > MAX_DF:
                 break
-            w = self.idf(t)
-            for i in post:
-                found[i] += w
-            used += 1
-            if used >= BLOCK_TOKENS:
-                break
-        if not used and toks and not found:
-            # only common words: fall back to the masters sharing the most of them
-            small = [postings[t] for t in toks[:2]]
-            inter = set(small[0]).intersection(*small[1:]) if small else set()
-            for i in list(inter)[:MAX_DF]:
-                found[i] += 1
+            found.update(postings[t])
         return [i for i, _ in found.most_common(MAX_CANDIDATES)]
 
     def score(self, f: Features, i: int, explain: bool = False
@@ -334,8 +334,11 @@ class MatchIndex:
         idf2 = self.idf2
         cos = sum(idf2[t] for t in f.tokenset & mtoks) / (f.norm * self.norms[i])
         # character-level similarity catches joined or split words ("studiodvd")
-        char = fuzz.token_set_ratio(f.title, mt) / 100.0
-        sim = max(cos, 0.85 * char) if cos < char else cos
+        if cos < 0.9:
+            char = fuzz.token_set_ratio(f.title, mt) / 100.0
+            sim = max(cos, 0.85 * char) if cos < char else cos
+        else:
+            sim = cos
         s = sim
         if ev is not None:
             ev["title"] = round(sim, 3)

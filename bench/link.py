@@ -188,3 +188,100 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ----------------------------------------------------------------------------- scale
+
+def write_unkeyed_channel(path: Path, n_listings: int, seed: int = 1) -> None:
+    """A Google Merchant TSV of the first ``n_listings`` SKUs of the generated world's
+    catalog, with no key at all (ids are the channel's own, no GTIN, MPN or link); a
+    tenth of the titles upper-cased, a tenth with the brand in front."""
+    from auditor.world.catalog import iter_products
+
+    n = 0
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("id\ttitle\tbrand\tprice\tavailability\n")
+        for p in iter_products(seed, n_listings, NOW):
+            for v in p.variants:
+                if n >= n_listings:
+                    return
+                title = v.title.upper() if n % 10 == 3 else \
+                    f"{p.brand} {v.title}" if n % 10 == 7 else v.title
+                f.write(f"CH-{n:07d}\t{title}\t{p.brand}\t{v.price} EUR\tin_stock\n")
+                n += 1
+
+
+def world_master(n_masters: int, seed: int = 1) -> dict:
+    """The first ``n_masters`` SKUs of the same catalog as master records."""
+    from auditor.model import MasterRecord, Money
+    from auditor.world.catalog import iter_products
+
+    out: dict = {}
+    for p in iter_products(seed, n_masters, NOW):
+        for v in p.variants:
+            if len(out) >= n_masters:
+                return out
+            out[v.sku] = MasterRecord(sku=v.sku, title=v.title, brand=p.brand,
+                                      price=Money(v.price, "EUR"))
+    return out
+
+
+def scale(n_listings: int, n_masters: int, workdir: Path) -> dict[str, Any]:
+    """Parse the unkeyed channel (timed), then link it against the master (timed apart:
+    index build, then every listing with the channel-wide assignment). One process."""
+    import gc
+
+    from auditor import plugins
+    from auditor.config import CHANNEL_OPTIONS, ChannelConfig
+    from auditor.connector import SourceContext
+    from auditor.linking import Linker
+    from auditor.options import resolve
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / f"unkeyed-{n_listings}.tsv"
+    if not path.exists():
+        write_unkeyed_channel(path, n_listings)
+    master = world_master(n_masters)
+    gc.collect()
+    gc.freeze()
+    conn = plugins.connectors()["google_merchant"]
+    problems: list[str] = []
+    opts = resolve(CHANNEL_OPTIONS + tuple(conn.options),
+                   {"name": "unkeyed", "type": "google_merchant", "source": str(path),
+                    "sku_field": "custom_label_0"}, "bench", problems)
+    assert not problems, problems
+    ch = ChannelConfig(name="unkeyed", type="google_merchant", source=str(path), schedule=None,
+                       enabled=True, options=opts, checks={}, base_dir=path.parent)
+    ctx = SourceContext(channel=ch, now=NOW)
+    t0, c0 = time.perf_counter(), time.process_time()
+    listings = list(conn(ch).read(ctx))
+    parse, parse_cpu = time.perf_counter() - t0, time.process_time() - c0
+    assert all(li.sku is None and li.gtin is None for li in listings[:1000])
+    t0, c0 = time.perf_counter(), time.process_time()
+    linker = Linker(master, {})
+    linker.prepare()
+    build, build_cpu = time.perf_counter() - t0, time.process_time() - c0
+    gc.freeze()
+    t0, c0 = time.perf_counter(), time.process_time()
+    links = linker.link_all(listings)
+    link, link_cpu = time.perf_counter() - t0, time.process_time() - c0
+    import resource
+
+    from collections import Counter
+
+    states = Counter(lk.state for lk in links)
+    truth = sum(1 for li, lk in zip(listings, links) if lk.sku is not None)
+    right = 0
+    skus = set(master)
+    # listing n shows the n-th SKU of the catalog; the master holds the first n_masters
+    order = list(master)
+    for n, lk in enumerate(links):
+        if lk.sku is not None and n < len(order) and lk.sku == order[n]:
+            right += 1
+    return {"listings": len(listings), "masters": len(master), "parse_s": parse,
+            "parse_cpu_s": parse_cpu, "index_s": build, "index_cpu_s": build_cpu,
+            "link_s": link, "link_cpu_s": link_cpu, "linked": states["linked"],
+            "suggested": states["suggested"], "unlinked": states["unlinked"],
+            "linked_right": right, "linked_total": truth,
+            "expected_links": min(len(skus), len(listings)),
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
