@@ -40,7 +40,9 @@ MAX_TOKENS = 64          # words of a title that count
 MAX_CODES = 16           # model codes read from one listing
 BLOCK_TOKENS = 4         # rarest words used for blocking
 MAX_DF = 1000            # a word shared by more masters than this does not block
-MAX_CANDIDATES = 16      # candidates scored per listing
+BLOCK_BUDGET = 400      # postings counted per listing, at most
+MAX_CANDIDATES = 12      # candidates compared by title words per listing
+FULL_SCORES = 5          # of which the closest are scored on all the evidence
 PREFIX_HITS = 8          # masters found through one code's prefix match
 KEEP = 6                 # best candidates kept per listing for the assignment
 
@@ -316,11 +318,25 @@ class MatchIndex:
         # each of the rarest words counts once per master that has it (counted in C);
         # a word more than MAX_DF masters share does not block (a title of common words
         # only is matched by its exact form, its codes or not at all: bounded work)
+        budget = BLOCK_BUDGET
         for df, t in toks[:BLOCK_TOKENS]:
-            if df > MAX_DF:
+            if df > min(MAX_DF, budget):
                 break
             found.update(postings[t])
-        return [i for i, _ in found.most_common(MAX_CANDIDATES)]
+            budget -= df
+        if len(found) <= MAX_CANDIDATES:
+            return list(found)
+        # the masters sharing the most (ties by number): a cut, cheaper than a heap
+        cut = sorted(found.values(), reverse=True)[MAX_CANDIDATES - 1]
+        above: list[int] = []
+        at: list[int] = []
+        for i, c in found.items():
+            if c > cut:
+                above.append(i)
+            elif c == cut:
+                at.append(i)
+        at.sort()
+        return above + at[:MAX_CANDIDATES - len(above)]
 
     def score(self, f: Features, i: int, explain: bool = False
               ) -> tuple[float, dict[str, Any] | None]:
@@ -416,6 +432,12 @@ class MatchIndex:
         if exclude:
             banned = set(exclude)
             cands = [i for i in cands if self.skus[i] not in banned]
+        if len(cands) > FULL_SCORES:
+            # the title's words first (cheap); all the evidence for the closest few only
+            idf2, ts, titles, norms = self.idf2, f.tokenset, self.titles, self.norms
+            pre = sorted(((sum(idf2[t] for t in ts.intersection(titles[i].split()))
+                           / norms[i], i) for i in cands), reverse=True)
+            cands = [i for _c, i in pre[:FULL_SCORES]]
         out = [(self.score(f, i)[0], i) for i in cands]
         out.sort(key=lambda c: (-c[0], c[1]))
         return out[:KEEP]
@@ -442,7 +464,7 @@ def assign(ranked: Sequence[Sequence[tuple[float, int]]], link_at: float, sugges
     this channel (by a key or a confirmation). A listing is *linked* when its pair
     scores at least ``link_at`` and ``margin`` above the listing's next candidate;
     *suggested* when it scores at least ``suggest_at``, or when the master it fits
-    best went to another listing; else *unlinked*.
+    best, at least ``link_at``, went to another listing; else *unlinked*.
     """
     used = set(taken)
     edges = [(sc, p, k) for p, cands in enumerate(ranked)
@@ -461,13 +483,15 @@ def assign(ranked: Sequence[Sequence[tuple[float, int]]], link_at: float, sugges
     for p, cands in enumerate(ranked):
         k = chosen.get(p)
         if k is None:
-            if cands and cands[0][0] >= suggest_at:
+            if cands and cands[0][0] >= link_at:  # a strong match: a second listing of it?
                 out.append(Decision("suggested", cands[0][1], cands[0][0],
                                     [i for _s, i in cands[1:4]],
                                     "its best match is linked to another listing"))
             else:
                 reason = "no candidate" if not cands else \
-                    f"best score {cands[0][0]:.2f} below {suggest_at:.2f}"
+                    f"best score {cands[0][0]:.2f} below {suggest_at:.2f}" \
+                    if cands[0][0] < suggest_at else \
+                    f"its best match (score {cands[0][0]:.2f}) is linked to another listing"
                 out.append(Decision("unlinked", None, cands[0][0] if cands else 0.0,
                                     [i for _s, i in cands[:3]], reason))
             continue
