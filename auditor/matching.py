@@ -348,7 +348,8 @@ class MatchIndex:
         mtoks = set(mt.split())
         idf = self.idf
         idf2 = self.idf2
-        cos = sum(idf2[t] for t in f.tokenset & mtoks) / (f.norm * self.norms[i])
+        shared = sum(idf2[t] for t in f.tokenset & mtoks)
+        cos = shared / (f.norm * self.norms[i])
         # character-level similarity catches joined or split words ("studiodvd")
         if cos < 0.9:
             char = fuzz.token_set_ratio(f.title, mt) / 100.0
@@ -479,6 +480,7 @@ def assign(ranked: Sequence[Sequence[tuple[float, int]]], link_at: float, sugges
             continue
         chosen[p] = k
         used.add(i)
+    free_taken: set[int] = set()  # (masters taken by a key stay in the way)
     out: list[Decision] = []
     for p, cands in enumerate(ranked):
         k = chosen.get(p)
@@ -496,7 +498,10 @@ def assign(ranked: Sequence[Sequence[tuple[float, int]]], link_at: float, sugges
                                     [i for _s, i in cands[:3]], reason))
             continue
         sc, i = cands[k]
-        runner = max((o for n, (o, _j) in enumerate(cands) if n != k), default=0.0)
+        # the runner-up among masters no other listing took: a close candidate that is
+        # another listing's master does not make this one doubtful
+        runner = max((o for n, (o, j) in enumerate(cands)
+                      if n != k and (j not in used or j in free_taken)), default=0.0)
         alts = [j for n, (_o, j) in enumerate(cands[:4]) if n != k]
         if sc >= link_at and sc - runner >= margin:
             out.append(Decision("linked", i, sc, alts))
