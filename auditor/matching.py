@@ -45,6 +45,7 @@ MAX_CANDIDATES = 12      # candidates compared by title words per listing
 FULL_SCORES = 5          # of which the closest are scored on all the evidence
 PREFIX_HITS = 8          # masters found through one code's prefix match
 KEEP = 6                 # best candidates kept per listing for the assignment
+TIE = 0.01               # scores closer than this: the listing cannot tell the masters apart
 
 # Evidence weights (added to the title cosine, result clipped to 0-1).
 W_CODE_AGREE = 0.35
@@ -53,6 +54,7 @@ W_BRAND_AGREE = 0.05
 W_BRAND_DIFFER = -0.25
 W_QTY_DIFFER = -0.3
 W_NUM_DIFFER = -0.12
+W_COLOUR_DIFFER = -0.3   # the listing names colours, the master others
 W_PRICE_FAR = -0.3       # ten times apart
 W_PRICE_OFF = -0.1       # three times apart
 W_PRICE_CLOSE = 0.05     # within 30%
@@ -87,6 +89,19 @@ _QTY = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s?(" + "|".join(
 _MODEL_FIELD = re.compile(r"model\W+([\w\-/. ]+?)(?:;|$)", re.I)
 _NUM = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])")
 _CODE_UNIT = re.compile(r"^\d+(?:\.\d+)?(?:" + "|".join(map(re.escape, _UNITS)) + r"|st|nd|rd|th|d|s)$")
+
+
+# Colour words (grey and gray one): a listing naming only colours the master does not is
+# another variant of it.
+_COLOURS = {w: ("grey" if w == "gray" else w) for w in (
+    "black white grey gray silver red blue green yellow orange purple pink brown beige navy "
+    "gold teal burgundy ivory cream tan olive maroon turquoise violet magenta cyan charcoal "
+    "khaki lime aqua copper bronze mahogany walnut cherry oak espresso".split())}
+
+
+def colours(tokens: Iterable[str]) -> set[str]:
+    """The colour words among normalized words."""
+    return {_COLOURS[t] for t in tokens if t in _COLOURS}
 
 
 def _bigrams(tok: str) -> list[str]:
@@ -171,6 +186,7 @@ class Features:
     tokenset: set[str] = field(default_factory=set)
     norm: float = 0.0                # of the title's TF-IDF vector (set by MatchIndex.rank)
     brand_words: str = ""            # the brand normalized as a title is
+    colours: set[str] = field(default_factory=set)
 
 
 def listing_features(title: str | None, description: str | None, brand: str | None,
@@ -192,6 +208,7 @@ def listing_features(title: str | None, description: str | None, brand: str | No
         f.nums = numbers(f.title)
     if brand:
         f.brand_words = normalize_title(brand[:200])
+    f.colours = colours(toks)
     return f
 
 
@@ -380,6 +397,12 @@ class MatchIndex:
                     s += W_CODE_DIFFER
                     if ev is not None:
                         ev["codes_differ"] = [sorted(lc)[:3], sorted(mc)[:3]]
+        if f.colours:
+            mc_ = colours(mtoks)
+            if mc_ and not f.colours & mc_:
+                s += W_COLOUR_DIFFER
+                if ev is not None:
+                    ev["colours_differ"] = [sorted(f.colours), sorted(mc_)]
         lb, mb = f.brand, self.brands[i]
         if lb and mb:
             if lb == mb or (len(lb) >= 3 and len(mb) >= 3 and (lb in mb or mb in lb)) \
@@ -503,6 +526,10 @@ def assign(ranked: Sequence[Sequence[tuple[float, int]]], link_at: float, sugges
         runner = max((o for n, (o, j) in enumerate(cands)
                       if n != k and (j not in used or j in free_taken)), default=0.0)
         alts = [j for n, (_o, j) in enumerate(cands[:4]) if n != k]
+        # a listing that fits another master just as well (a title cut before the colour
+        # and size) cannot tell them apart, whoever took the other: a guess, not a link
+        if any(abs(sc - o) < TIE for n, (o, _j) in enumerate(cands) if n != k):
+            runner = sc
         if sc >= link_at and sc - runner >= margin:
             out.append(Decision("linked", i, sc, alts))
         elif sc >= link_at:

@@ -82,6 +82,10 @@ def test_assignment_is_one_to_one_across_the_channel():
     d = assign([[(0.95, 1)]], 0.8, 0.5, 0.0, taken=[1])
     assert (d[0].state, d[0].index) == ("suggested", 1)
     assert "another listing" in d[0].reason
+    # two listings that fit two masters equally well (titles cut before the colour) are
+    # guesses, whatever the assignment pairs up
+    d = assign([[(1.08, 1), (1.08, 2)], [(1.08, 1), (1.08, 2)]], 0.8, 0.5, 0.05)
+    assert [x.state for x in d] == ["suggested", "suggested"]
     # a close runner-up keeps a strong match a suggestion
     d = assign([[(0.95, 1), (0.93, 2)]], 0.8, 0.5, 0.05)
     assert d[0].state == "suggested"
