@@ -28,6 +28,7 @@ import math
 import re
 from bisect import bisect_left
 from collections import Counter
+from operator import itemgetter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -59,6 +60,7 @@ W_PRICE_FAR = -0.3       # ten times apart
 W_PRICE_OFF = -0.1       # three times apart
 W_PRICE_CLOSE = 0.05     # within 30%
 
+_COUNT = itemgetter(1)
 _WORD = re.compile(r"[0-9A-Za-z]+(?:[-/.][0-9A-Za-z]+)*")
 _HAS_DIGIT = re.compile(r"\d")
 _HAS_ALPHA = re.compile(r"[a-z]")
@@ -343,17 +345,8 @@ class MatchIndex:
             budget -= df
         if len(found) <= MAX_CANDIDATES:
             return list(found)
-        # the masters sharing the most (ties by number): a cut, cheaper than a heap
-        cut = sorted(found.values(), reverse=True)[MAX_CANDIDATES - 1]
-        above: list[int] = []
-        at: list[int] = []
-        for i, c in found.items():
-            if c > cut:
-                above.append(i)
-            elif c == cut:
-                at.append(i)
-        at.sort()
-        return above + at[:MAX_CANDIDATES - len(above)]
+        # the masters sharing the most (ties in the order found), sorted in C
+        return [i for i, _c in sorted(found.items(), key=_COUNT, reverse=True)[:MAX_CANDIDATES]]
 
     def score(self, f: Features, i: int, explain: bool = False
               ) -> tuple[float, dict[str, Any] | None]:
