@@ -152,6 +152,14 @@ def codes(text: str | None) -> tuple[set[str], set[str]]:
     return one, two - one
 
 
+_NOT_NUMERIC = re.compile(r"[^\w.]+|_+|(?<!\d)\.|\.(?!\d)")
+
+
+def number_text(text: str) -> str:
+    """A title lowercased with punctuation as spaces, but decimal points kept ("2.5in")."""
+    return " ".join(_NOT_NUMERIC.sub(" ", text[:MAX_TEXT].lower().replace(",", ".")).split())
+
+
 def quantities(norm_text: str) -> dict[str, set[float]]:
     """Numbers with a unit, by kind, in base units of that kind."""
     out: dict[str, set[float]] = {}
@@ -206,8 +214,9 @@ def listing_features(title: str | None, description: str | None, brand: str | No
     if not toks:
         f.reason = "empty title" if not title.strip() else "title has no words"
     if one or two or _HAS_DIGIT.search(f.title) is not None:
-        f.qty = quantities(f.title)
-        f.nums = numbers(f.title)
+        nt = number_text(title)
+        f.qty = quantities(nt)
+        f.nums = numbers(nt)
     if brand:
         f.brand_words = normalize_title(brand[:200])
     f.colours = colours(toks)
@@ -262,6 +271,7 @@ class MatchIndex:
         self.postings = postings
         self.code_post = code_post
         self._position: dict[str, int] | None = None
+        self._master = master
         self.sorted_codes = sorted(code_post)
         n = max(len(self.skus), 1)
         self.n = n
@@ -273,6 +283,11 @@ class MatchIndex:
         idf = self.idf
         for i, title in enumerate(self.titles):
             self.norms[i] = math.sqrt(sum(idf(t) ** 2 for t in set(title.split()))) or 1.0
+
+    def number_text(self, i: int) -> str:
+        """Master ``i``'s title as ``number_text`` reads it (from the record: normalized
+        titles have lost their decimal points)."""
+        return number_text(self._master[self.skus[i]].title or "")
 
     @property
     def position(self) -> dict[str, int]:
@@ -408,7 +423,7 @@ class MatchIndex:
                 if ev is not None:
                     ev["brand"] = "differs"
         if f.qty:
-            mq = quantities(mt)
+            mq = quantities(self.number_text(i))
             for kind in f.qty.keys() & mq.keys():
                 if not f.qty[kind] & mq[kind]:
                     s += W_QTY_DIFFER
@@ -416,7 +431,7 @@ class MatchIndex:
                         ev["quantities_differ"] = kind
                     break
         if f.nums:
-            mn = numbers(mt)
+            mn = numbers(self.number_text(i))
             if mn and not f.nums & mn:
                 s += W_NUM_DIFFER
                 if ev is not None:
