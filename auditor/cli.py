@@ -281,9 +281,6 @@ def links(ctx: click.Context, config_path: Path, channel: str | None, state: str
     store = _store_for(config_path)
     rows = store.link_states(channel, state)
     store.close()
-    for r in rows:
-        r["score"] = r["evidence"].get("score", r["confidence"]) if r["evidence"] else \
-            r["confidence"]
     _rows_out(rows, ["channel", "listing_key", "state", "sku", "method", "confidence",
                      "candidates", "reason", "evidence"],
               fmt, f"{len(rows)} link(s)")
