@@ -257,6 +257,11 @@ class LinkSession:
             self.taken.add(sku)
             return Link(li.channel, li.key, sku, LinkMethod.CONFIRMED, 1.0)
         link = lk.exact(li)
+        rejected = self.rejected.get(li.key, ())
+        if link is not None and link.sku is not None and link.sku in rejected:
+            # a person said this listing is not that master, whatever its key says
+            return Link(li.channel, li.key, None, LinkMethod.NONE, 0.0, (),
+                        f"its key links {link.sku}, rejected by hand")
         if link is not None:
             if link.sku is not None:
                 self.taken.add(link.sku)
@@ -268,7 +273,7 @@ class LinkSession:
                         else "no key, and title matching is off")
         f = features_of(li)
         idx = lk.match_index
-        ranked = idx.rank(f, self.rejected.get(li.key, ()))
+        ranked = idx.rank(f, rejected)
         if carried is not None:
             # a key that matches nothing is an orphan: its title only suggests
             sugg = [(sc, idx.skus[i]) for sc, i in ranked[:3] if sc >= lk.suggest_score]

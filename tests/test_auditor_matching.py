@@ -121,9 +121,13 @@ def test_confirmed_wins_and_rejected_is_never_suggested():
     link = s.link(li)
     assert (link.sku, link.method) == ("B", LinkMethod.CONFIRMED)
     s = linker.session(rejected={"K": {"A"}})
-    assert s.link(li) is None or True
-    out = list(s.finish())
-    assert not out or all("A" not in (lk.sku, *lk.candidates) for _li, lk in out)
+    first = s.link(li)
+    out = [first] if first is not None else [lk for _li, lk in s.finish()]
+    assert out and all("A" not in (lk.sku, *lk.candidates) for lk in out)
+    # a rejection holds against a key too
+    keyed = bare(key="K", sku="A", title="Acme Alpine Hoodie Grey M")
+    link = linker.session(rejected={"K": {"A"}}).link(keyed)
+    assert link.sku is None and "rejected" in link.reason
 
 
 @pytest.mark.parametrize("title, reason", [
