@@ -183,6 +183,10 @@ def print_report(report) -> None:
                   str(s.open_warn), str(s.opened), str(s.resolved),
                   "-" if s.score is None else f"{s.score:.1%}", str(s.errors))
     out.print(t)
+    suggested = sum(s.suggested for s in report.channels)
+    if suggested:
+        out.print(f"{suggested:,} suggested link(s) wait for a person (no findings until "
+                  f"confirmed): `auditor links --state suggested`")
     for s in report.channels:
         if s.message:
             out.print(f"[yellow]{safe(s.channel)}:[/] {safe(s.message)}")
