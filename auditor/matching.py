@@ -55,7 +55,7 @@ W_BRAND_AGREE = 0.05
 W_BRAND_DIFFER = -0.25
 W_QTY_DIFFER = -0.3
 W_NUM_DIFFER = -0.12
-W_COLOUR_DIFFER = -0.3   # the listing names colours, the master others
+W_VARIANT_DIFFER = -0.3  # the listing names colours (platforms), the master others
 W_PRICE_FAR = -0.3       # ten times apart
 W_PRICE_OFF = -0.1       # three times apart
 W_PRICE_CLOSE = 0.05     # within 30%
@@ -93,17 +93,26 @@ _NUM = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])")
 _CODE_UNIT = re.compile(r"^\d+(?:\.\d+)?(?:" + "|".join(map(re.escape, _UNITS)) + r"|st|nd|rd|th|d|s)$")
 
 
-# Colour words (grey and gray one): a listing naming only colours the master does not is
-# another variant of it.
-_COLOURS = {w: ("grey" if w == "gray" else w) for w in (
-    "black white grey gray silver red blue green yellow orange purple pink brown beige navy "
-    "gold teal burgundy ivory cream tan olive maroon turquoise violet magenta cyan charcoal "
-    "khaki lime aqua copper bronze mahogany walnut cherry oak espresso".split())}
+# Words that name one variant among others: a listing naming only colours (or platforms)
+# that the master does not name is another variant of it. Word -> (kind, canonical word).
+_VARIANT_WORDS: dict[str, tuple[str, str]] = {
+    **{w: ("colour", "grey" if w == "gray" else w) for w in (
+        "black white grey gray silver red blue green yellow orange purple pink brown beige "
+        "navy gold teal burgundy ivory cream tan olive maroon turquoise violet magenta cyan "
+        "charcoal khaki lime aqua copper bronze mahogany walnut cherry oak espresso".split())},
+    **{w: ("platform", "mac") for w in ("mac", "macintosh", "osx")},
+    **{w: ("platform", "windows") for w in ("windows", "win", "pc")},
+}
 
 
-def colours(tokens: Iterable[str]) -> set[str]:
-    """The colour words among normalized words."""
-    return {_COLOURS[t] for t in tokens if t in _COLOURS}
+def variants(tokens: Iterable[str]) -> dict[str, set[str]]:
+    """The variant words among normalized words, by kind (colour, platform)."""
+    out: dict[str, set[str]] = {}
+    for t in tokens:
+        v = _VARIANT_WORDS.get(t)
+        if v is not None:
+            out.setdefault(v[0], set()).add(v[1])
+    return out
 
 
 def _bigrams(tok: str) -> list[str]:
@@ -196,7 +205,7 @@ class Features:
     tokenset: set[str] = field(default_factory=set)
     norm: float = 0.0                # of the title's TF-IDF vector (set by MatchIndex.rank)
     brand_words: str = ""            # the brand normalized as a title is
-    colours: set[str] = field(default_factory=set)
+    variants: dict[str, set[str]] = field(default_factory=dict)
 
 
 def listing_features(title: str | None, description: str | None, brand: str | None,
@@ -219,7 +228,7 @@ def listing_features(title: str | None, description: str | None, brand: str | No
         f.nums = numbers(nt)
     if brand:
         f.brand_words = normalize_title(brand[:200])
-    f.colours = colours(toks)
+    f.variants = variants(toks)
     return f
 
 
@@ -405,12 +414,14 @@ class MatchIndex:
                     s += W_CODE_DIFFER
                     if ev is not None:
                         ev["codes_differ"] = [sorted(lc)[:3], sorted(mc)[:3]]
-        if f.colours:
-            mc_ = colours(mtoks)
-            if mc_ and not f.colours & mc_:
-                s += W_COLOUR_DIFFER
-                if ev is not None:
-                    ev["colours_differ"] = [sorted(f.colours), sorted(mc_)]
+        if f.variants:
+            mv = variants(mtoks)
+            for kind, words_ in f.variants.items():
+                if kind in mv and not words_ & mv[kind]:
+                    s += W_VARIANT_DIFFER
+                    if ev is not None:
+                        ev[f"{kind}s_differ"] = [sorted(words_), sorted(mv[kind])]
+                    break
         lb, mb = f.brand, self.brands[i]
         if lb and mb:
             if lb == mb or (len(lb) >= 3 and len(mb) >= 3 and (lb in mb or mb in lb)) \
