@@ -178,9 +178,10 @@ def quantities(norm_text: str) -> dict[str, set[float]]:
     return out
 
 
-def numbers(norm_text: str) -> set[str]:
-    """Plain numbers (not part of a quantity or a code): versions, years, sizes."""
-    return set(_NUM.findall(_QTY.sub(" ", norm_text)))
+def numbers(norm_text: str) -> set[float]:
+    """Plain numbers (not part of a quantity or a code): versions, years, sizes; by value
+    ("2" and "2.0" are one)."""
+    return {float(n) for n in _NUM.findall(_QTY.sub(" ", norm_text))}
 
 
 def norm_brand(brand: str | None) -> str:
@@ -201,7 +202,7 @@ class Features:
     description_codes: set[str] = field(default_factory=set)
     reason: str | None = None        # why nothing can be matched (no usable title)
     qty: dict[str, set[float]] = field(default_factory=dict)
-    nums: set[str] = field(default_factory=set)
+    nums: set[float] = field(default_factory=set)
     tokenset: set[str] = field(default_factory=set)
     norm: float = 0.0                # of the title's TF-IDF vector (set by MatchIndex.rank)
     brand_words: str = ""            # the brand normalized as a title is
@@ -446,7 +447,8 @@ class MatchIndex:
             if mn and not f.nums & mn:
                 s += W_NUM_DIFFER
                 if ev is not None:
-                    ev["numbers_differ"] = [sorted(f.nums)[:3], sorted(mn)[:3]]
+                    ev["numbers_differ"] = [[f"{n:g}" for n in sorted(f.nums)[:3]],
+                                           [f"{n:g}" for n in sorted(mn)[:3]]]
         lp, mp = f.price, self.prices[i]
         if lp and mp:
             ratio = max(lp, mp) / min(lp, mp)
