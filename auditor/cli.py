@@ -11,7 +11,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import click
 from rich.console import Console
@@ -22,6 +22,9 @@ from auditor import __version__, log as logsetup, plugins
 from auditor.config import (CHANNEL_OPTIONS, HTTP_OPTIONS, LINKING_OPTIONS, MASTER_OPTIONS,
                             RUN_OPTIONS, STORE_OPTIONS, Config, load_config)
 from auditor.errors import AuditorError, ConfigError, MasterImportError
+
+if TYPE_CHECKING:
+    from auditor.storage import Store
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -100,7 +103,7 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
     Exit codes: 0 all consistent, 1 findings, 2 could not run or partial.
     """
     from auditor.runner import run_audit
-    from auditor.store import Store, run_lock
+    from auditor.storage import open_store
 
     cfg = _load(config_path)
     for name in channels:
@@ -114,17 +117,17 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--now") from None
     report = None
-    with run_lock(cfg.store_path, wait):
-        store = Store(cfg.store_path)
-        try:
+    store = open_store(cfg.store_url)
+    try:
+        with store.run_lock(wait):
             with _progress() as progress:
                 report = run_audit(cfg, store, list(channels) or None, now=now,
                                    progress=progress)
-        except MasterImportError as e:
-            err.print(f"[bold red]error:[/] {safe(e)}")
-            sys.exit(EXIT_ERROR)
-        finally:
-            store.close()
+    except MasterImportError as e:
+        err.print(f"[bold red]error:[/] {safe(e)}")
+        sys.exit(EXIT_ERROR)
+    finally:
+        store.close()
     if fmt == "json":
         from auditor.runner import _summary_dict
         click.echo(json.dumps({"run_id": report.run_id, "status": report.status.value,
@@ -223,13 +226,11 @@ def _rows_out(rows: list[dict[str, Any]], columns: list[str], fmt: str, title: s
         out.print(t)
 
 
-def _store_for(config_path: Path):
-    from auditor.store import Store
+def _store_for(config_path: Path) -> Store:
+    """The configured store, which must exist already (the read-only commands)."""
+    from auditor.storage import open_store
 
-    cfg = _load(config_path)
-    if not cfg.store_path.exists():
-        raise AuditorError(f"no store at {cfg.store_path} yet: run `auditor run` first")
-    return Store(cfg.store_path)
+    return open_store(_load(config_path).store_url, create=False)
 
 
 @main.command()
@@ -251,8 +252,9 @@ def findings(config_path: Path, only_open: bool, channel: str | None, check_name
       auditor findings --channel google --check price --format json
     """
     store = _store_for(config_path)
-    rows = store.findings(state="open" if only_open else None, channel=channel,
-                          check=check_name, sku=sku, limit=limit)
+    rows = [f.to_dict() for f in store.findings(
+        state="open" if only_open else None, channel=channel, check=check_name, sku=sku,
+        limit=limit)]
     store.close()
     _rows_out(rows, FINDING_COLUMNS, fmt, f"{len(rows)} finding(s)",
               {"message": 70, "expected": 40, "actual": 40})
@@ -374,10 +376,11 @@ def runs(config_path: Path, limit: int, show_errors: bool, fmt: str) -> None:
     """
     store = _store_for(config_path)
     rows = []
-    for r in store.runs(limit):
-        r["sources"] = store.run_sources(r["id"])
+    for run_rec in store.runs(limit):
+        r = run_rec.to_dict()
+        r["sources"] = [s.to_dict() for s in store.run_sources(run_rec.id)]
         if show_errors:
-            r["errors"] = store.run_errors(r["id"], limit=200)
+            r["errors"] = [e.to_dict() for e in store.run_errors(run_rec.id, limit=200)]
         r.pop("summary", None)
         rows.append(r)
     store.close()
@@ -437,7 +440,9 @@ def config_check(config_path: Path) -> None:
     except ConfigError as e:
         err.print(f"[bold red]error:[/] {safe(e)}")
         sys.exit(EXIT_ERROR)
-    out.print(f"{safe(config_path)}: OK, store {safe(cfg.store_path)}, master "
+    from auditor.storage import describe as describe_store
+
+    out.print(f"{safe(config_path)}: OK, store {safe(describe_store(cfg.store_url))}, master "
               f"{cfg.master['type']} from {safe(cfg.master['source'])}, "
               f"{len(cfg.channels)} channel(s): "
               + ", ".join(f"{safe(c.name)} ({c.type})" for c in cfg.channels))

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from auditor.cli import main
 from auditor.config import load_config
 from auditor.runner import run_audit
-from auditor.store import Store
+from auditor.storage import open_store
 from tests.conftest import NOW, write
 
 
@@ -46,11 +46,11 @@ def make_world(tmp_path):
 
 def audit(world):
     cfg = load_config(world / "config.toml")
-    store = Store(cfg.store_path)
+    store = open_store(cfg.store_url)
     try:
         report = run_audit(cfg, store, now=NOW)
         links = {r["listing_key"]: r for r in store.link_states()}
-        findings = store.findings(state="open")
+        findings = [f.to_dict() for f in store.findings(state="open")]
     finally:
         store.close()
     return report, links, findings
@@ -100,7 +100,7 @@ def test_states_confirm_and_reject_across_runs(tmp_path):
         # now linked, D is checked: the listing shows another price
         assert [f["check"] for f in findings if f["listing_key"] == "K2"] == ["price"]
         assert not [f for f in findings if f["sku"] == "D" and f["field"] == "listing"]
-    store = Store(world / "auditor.db")
+    store = open_store(world / "auditor.db")
     try:
         got = {(d["listing_key"], d["sku"], d["decision"]) for d in store.decided_links()}
     finally:
