@@ -524,11 +524,10 @@ def assign(ranked: Sequence[Sequence[tuple[float, int]]], link_at: float, sugges
             continue
         chosen[p] = k
         used.add(i)
-    free_taken: set[int] = set()  # (masters taken by a key stay in the way)
     out: list[Decision] = []
     for p, cands in enumerate(ranked):
-        k = chosen.get(p)
-        if k is None:
+        got = chosen.get(p)
+        if got is None:
             if cands and cands[0][0] >= link_at:  # a strong match: a second listing of it?
                 out.append(Decision("suggested", cands[0][1], cands[0][0],
                                     [i for _s, i in cands[1:4]],
@@ -541,11 +540,12 @@ def assign(ranked: Sequence[Sequence[tuple[float, int]]], link_at: float, sugges
                 out.append(Decision("unlinked", None, cands[0][0] if cands else 0.0,
                                     [i for _s, i in cands[:3]], reason))
             continue
+        k = got
         sc, i = cands[k]
-        # the runner-up among masters no other listing took: a close candidate that is
-        # another listing's master does not make this one doubtful
-        runner = max((o for n, (o, j) in enumerate(cands)
-                      if n != k and (j not in used or j in free_taken)), default=0.0)
+        # the runner-up among masters nobody took: a close candidate that is another
+        # listing's master (or linked by a key) does not make this one doubtful
+        runner = max((o for n, (o, j) in enumerate(cands) if n != k and j not in used),
+                     default=0.0)
         alts = [j for n, (_o, j) in enumerate(cands[:4]) if n != k]
         # a listing that fits another master just as well (a title cut before the colour
         # and size) cannot tell them apart, whoever took the other: a guess, not a link
