@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-write", action="store_true", help="print only")
     a = ap.parse_args(argv)
     write = not a.no_write
-    parts = ["quality", "reaudit", "feeds", "checks", "images", "crawl", "scaling"] \
+    parts = ["quality", "reaudit", "feeds", "checks", "images", "crawl", "scaling", "link"] \
         if a.part == "all" else [a.part]
     for part in parts:
         if part == "quality":
