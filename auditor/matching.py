@@ -370,6 +370,11 @@ class MatchIndex:
             budget -= df
         if len(found) <= MAX_CANDIDATES:
             return list(found)
+        if f.brand:  # the listing's brand first among masters sharing as much
+            brands, b = self.brands, f.brand
+            for i in found:
+                if brands[i] == b:
+                    found[i] += 0.5
         # the masters sharing the most (ties in the order found), sorted in C
         return [i for i, _c in sorted(found.items(), key=_COUNT, reverse=True)[:MAX_CANDIDATES]]
 
