@@ -327,7 +327,7 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
                     observed.append(f)
 
     decisions = store.link_decisions(ch.name)
-    session = linker.session(decisions["confirmed"], decisions["rejected"])
+    linking = linker.session(decisions["confirmed"], decisions["rejected"])
     suggested_skus: set[str] = set()
     link_notes: list[Link] = []  # suggested and unlinked listings, with reason and evidence
 
@@ -359,12 +359,12 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
                 ctx.bad(li.evidence or li.key, f"duplicate listing key {li.key!r}; kept the first")
                 continue
             seen.add(li.key)
-            link = session.link(li)
+            link = linking.link(li)
             if link is None:  # matched by what it shows, once the whole channel is read
                 continue
             settle(li, link)
             yield li, link
-        for li, link in session.finish():
+        for li, link in linking.finish():
             settle(li, link)
             yield li, link
 
