@@ -455,7 +455,7 @@ class MatchIndex:
                     ev["numbers_differ"] = [[f"{n:g}" for n in sorted(f.nums)[:3]],
                                            [f"{n:g}" for n in sorted(mn)[:3]]]
         lp, mp = f.price, self.prices[i]
-        if lp and mp:
+        if lp and mp and lp > 0 and mp > 0:
             ratio = max(lp, mp) / min(lp, mp)
             if ratio >= 10:
                 s += W_PRICE_FAR
