@@ -224,3 +224,27 @@ def test_protected_reads_and_no_token_configured(tmp_path):
     with serving(config, "--no-schedule", env={"AUDITOR_API_TOKEN": ""}) as s:
         status, body = post(s.url + "/api/findings/x/resolve", {}, token="anything")
         assert status == 403 and "no token is set" in body["detail"]
+
+
+def test_link_suggestions_and_decisions_over_http(tmp_path):
+    from test_link_states import make_world
+
+    world = make_world(tmp_path)
+    assert cli("run", "--config", world / "config.toml").returncode in (0, 1)
+    with serving(world / "config.toml", "--no-schedule", env={"AUDITOR_API_TOKEN": TOKEN}) as s:
+        status, body = get(s.url + "/api/link-suggestions?channel=shop")
+        assert status == 200 and [r["key"] for r in body["items"]] == ["K2"]
+        k2 = body["items"][0]
+        assert set(k2["candidates"]) == {"C", "D"} and k2["sku"] == k2["candidates"][0]
+        assert k2["reason"] and k2["evidence"]["title"] > 0.5 and k2["data"]["title"]
+        assert post(s.url + "/api/links/shop/K2/confirm", {"sku": "D"})[0] == 401
+        status, body = post(s.url + "/api/links/shop/K2/confirm", {"sku": "D", "by": "ana"},
+                            token=TOKEN)
+        assert status == 200, body
+        assert get(s.url + "/api/link-suggestions")[1]["items"] == []
+        status, view = get(s.url + "/api/skus/D")
+        assert [(c["key"], c["link_method"]) for c in view["channels"]] == [("K2", "confirmed")]
+        status, body = post(s.url + "/api/links/shop/K1/reject", {}, token=TOKEN)
+        assert status == 200, body
+        assert get(s.url + "/api/skus/A")[0] == 200
+        assert get(s.url + "/api/skus/A")[1]["channels"] == []
