@@ -186,6 +186,14 @@ def print_report(report) -> None:
     for s in report.channels:
         if s.message:
             out.print(f"[yellow]{safe(s.channel)}:[/] {safe(s.message)}")
+        if s.presence_held:
+            out.print(f"[yellow]{safe(s.channel)}:[/] {safe(s.presence_held)}")
+        for note in s.notes:
+            out.print(f"{safe(s.channel)}: {safe(note)}")
+        if s.not_carried:
+            fields = sorted({f for fs in s.not_carried.values() for f in fs})
+            out.print(f"{safe(s.channel)}: not evaluated on this channel, its source never "
+                      f"carries them: {safe(', '.join(fields))}")
     code = report.exit_code
     hint = {0: "all consistent", 1: "findings: see `auditor findings --open`",
             2: "some sources could not be read completely: see `auditor runs --errors`"}[code]
