@@ -336,9 +336,28 @@ _VARIANT_FIELDS = ("sku", "price", "compare", "barcode", "qty", "option1_value",
                    "option2_value", "option3_value")
 
 
+def csv_carried(header: list[str], name: str) -> set[str]:
+    """The listing fields a product export with this header carries."""
+    idx = map_columns(header, CSV_COLUMNS, name)
+    out = {"group_id"} | {ours for theirs, ours in (("title", "title"), ("body", "description"),
+                                                     ("vendor", "brand"), ("price", "price"))
+                          if theirs in idx}
+    if "compare" in idx:
+        out.add("sale_price")
+    if "qty" in idx:
+        out.update(("quantity", "availability"))
+    if "status" in idx:
+        out.add("availability")
+    if "barcode" in idx:
+        out.add("gtin")
+    if "image" in idx or "variant_image" in idx:
+        out.add("images")
+    return out
+
+
 def csv_listings(header: list[str], rows: Iterable[tuple[int, list[str]]], name: str,
                  channel: str, fetched_at: datetime, opts: Mapping[str, Any],
-                 bad) -> Iterator[Listing]:
+                 bad, lost=None) -> Iterator[Listing]:
     """Listings from a Shopify product CSV export (rows grouped by Handle)."""
     idx = map_columns(header, CSV_COLUMNS, name, required=("handle",))
     if "price" not in idx and "sku" not in idx:
@@ -374,13 +393,22 @@ def csv_listings(header: list[str], rows: Iterable[tuple[int, list[str]]], name:
                 attributes[f if f != "type" else "product_type"] = product[f]
         if get(cells, "grams"):
             attributes["product_weight"] = f"{get(cells, 'grams')} g"
+        where = f"{name}:{line}"
+        bad: dict[str, str] = {}
+        price = compare = None
         try:
             price = parse_money(get(cells, "price"), currency, dsep) if get(cells, "price") \
                 else None
+        except ValueError as e:
+            bad["price"] = f"{where}: bad Variant Price {get(cells, 'price')!r}: {e}"
+        try:
             compare = parse_money(get(cells, "compare"), currency, dsep) \
                 if get(cells, "compare") else None
         except ValueError as e:
-            raise BadRecord(f"bad price: {e}", "Variant Price") from None
+            # The compare-at price decides which of the two is the sale price.
+            bad["price"] = bad["sale_price"] = (
+                f"{where}: bad Variant Compare At Price {get(cells, 'compare')!r}: {e}")
+            price = None
         sale = None
         if compare is not None and price is not None and compare.amount > price.amount:
             price, sale = compare, price
@@ -390,10 +418,11 @@ def csv_listings(header: list[str], rows: Iterable[tuple[int, list[str]]], name:
             try:
                 qty = parse_int(get(cells, "qty"), dsep)
             except ValueError as e:
-                raise BadRecord(str(e), "Variant Inventory Qty") from None
-            avail = availability_from_quantity(qty)
-            if qty <= 0 and get(cells, "policy").lower() in ("continue", "true", "yes"):
-                avail = Availability.BACKORDER
+                bad["quantity"] = f"{where}: {e} (Variant Inventory Qty)"
+            if qty is not None:
+                avail = availability_from_quantity(qty)
+                if qty <= 0 and get(cells, "policy").lower() in ("continue", "true", "yes"):
+                    avail = Availability.BACKORDER
         status = product.get("status", "").lower()
         if status in ("draft", "archived"):
             avail = Availability.OUT_OF_STOCK
@@ -406,13 +435,13 @@ def csv_listings(header: list[str], rows: Iterable[tuple[int, list[str]]], name:
             brand=product.get("vendor") or None, gtin=_gtin(get(cells, "barcode"), attributes),
             price=price, sale_price=sale, quantity=qty, availability=avail, images=imgs,
             url=f"{store}/products/{quote(handle)}" if store else None,
-            attributes=attributes, group_id=handle, evidence=f"{name}:{line}")
+            attributes=attributes, group_id=handle, evidence=where, unread=bad)
 
     for line, cells in rows:
         handle = get(cells, "handle")
         if not handle:
             if any(c.strip() for c in cells):
-                bad(f"{name}:{line}", "Handle: row has no handle")
+                (lost or bad)(f"{name}:{line}", "Handle: row has no handle")
             continue
         if handle != product.get("handle"):
             yield from flush()
@@ -474,8 +503,9 @@ class Shopify(Connector):
                     raise SourceError(sf.name, f"got {kind.upper()} where a Shopify product "
                                                f"CSV export was expected")
                 header, rows = csvio.open_rows(sf, self.channel.opt("encoding", "auto"), ",",
-                                               ctx.bad, ragged="report")
+                                               ctx.key_lost, ragged="report")
                 if not header:
                     continue
+                ctx.carries(*csv_carried(header, sf.name))
                 yield from csv_listings(header, rows, sf.name, self.channel.name, ctx.now,
-                                        self.channel.options, ctx.bad)
+                                        self.channel.options, ctx.bad, ctx.key_lost)
