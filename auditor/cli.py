@@ -28,7 +28,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 # In a pipe there is no terminal width: use a wide one rather than folding tables.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # never folded mid-phrase
 
 
 def safe(v: Any, width: int | None = None) -> str:
@@ -52,17 +52,37 @@ class AuditorGroup(click.Group):
             sys.exit(EXIT_ERROR)
 
 
+def _config_path(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path:
+    """The config file: this command's --config, else the one given before the
+    subcommand (``auditor --config x.toml run``), else AUDITOR_CONFIG, else config.toml."""
+    if value is not None:
+        return value
+    parent = ctx.parent
+    while parent is not None:
+        given = parent.params.get("config_path")
+        if given is not None:
+            return given
+        parent = parent.parent
+    return Path("config.toml")
+
+
 config_option = click.option(
-    "--config", "-c", "config_path", default="config.toml", envvar="AUDITOR_CONFIG",
-    show_default=True, type=click.Path(dir_okay=False, path_type=Path),
-    help="Config file (or set AUDITOR_CONFIG).")
+    "--config", "-c", "config_path", default=None, callback=_config_path,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Config file [default: the --config before the command, else $AUDITOR_CONFIG, "
+         "else config.toml].")
 
 
 @click.group(cls=AuditorGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="auditor")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
-@click.option("-q", "--quiet", is_flag=True, help="Only errors.")
-def main(verbose: int, quiet: bool) -> None:
+@click.option("-q", "--quiet", is_flag=True,
+              help="Only errors: no progress, no summary (exit codes still tell).")
+@click.option("--config", "-c", "config_path", default=None, envvar="AUDITOR_CONFIG",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Config file for every command (or set AUDITOR_CONFIG); default config.toml.")
+@click.pass_context
+def main(ctx: click.Context, verbose: int, quiet: bool, config_path: Path | None) -> None:
     """omni-auditor: audits product data on every sales channel against the master record.
 
     \b
@@ -73,6 +93,7 @@ def main(verbose: int, quiet: bool) -> None:
       auditor findings --open           # what is wrong now
     """
     logsetup.setup(-1 if quiet else verbose)
+    ctx.obj = {"quiet": quiet}
 
 
 def _load(config_path: Path) -> Config:
@@ -281,23 +302,33 @@ def links(config_path: Path, channel: str | None, fmt: str) -> None:
               fmt, f"{len(rows)} link(s)")
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @config_option
 @click.option("--limit", type=int, default=10, show_default=True)
 @click.option("--errors", "show_errors", is_flag=True, help="Also list recorded bad rows/pages.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
-def runs(config_path: Path, limit: int, show_errors: bool, fmt: str) -> None:
+@click.pass_context
+def runs(ctx: click.Context, config_path: Path, limit: int, show_errors: bool, fmt: str) -> None:
     """Recent runs with each source's status (complete, partial, failed).
 
     \b
-    Example:
+    Examples:
       auditor runs --limit 3 --errors
+      auditor runs accept 12 google     # accept the drop run 12 held for google
     """
+    if ctx.invoked_subcommand is not None:
+        return
     store = _store_for(config_path)
     rows = []
     for r in store.runs(limit):
         r["sources"] = store.run_sources(r["id"])
+        held = {h["channel"]: h for h in store.presence_holds(r["id"])}
+        for s in r["sources"]:
+            h = held.get(s["source"])
+            s["presence_held"] = None if h is None else {
+                "reason": h["reason"], "state": h["state"], "vanished": len(h["vanished"]),
+                "held_findings": len(h["findings"])}
         if show_errors:
             r["errors"] = store.run_errors(r["id"], limit=200)
         r.pop("summary", None)
@@ -312,8 +343,44 @@ def runs(config_path: Path, limit: int, show_errors: bool, fmt: str) -> None:
         for s in r["sources"]:
             out.print(f"  {safe(s['source'])}: {s['status']}, {s['listings']} listings, "
                       f"{s['errors']} errors" + (f" ({safe(s['message'])})" if s["message"] else ""))
+            h = s["presence_held"]
+            if h:
+                out.print(f"    presence {h['state']}: {safe(h['reason'])}")
         for e in r.get("errors", []):
             out.print(f"    {safe(e['source'])} {safe(e['location'])}: {safe(e['reason'])}")
+
+
+@runs.command("accept")
+@config_option
+@click.argument("run_id", metavar="RUN", type=int)
+@click.argument("channel")
+def runs_accept(config_path: Path, run_id: int, channel: str) -> None:
+    """Accept what a run held for a channel: a sharp drop in items is real.
+
+    The presence findings the run computed open now (missing listings), the open
+    ones it would have resolved resolve, and the listings that vanished count as
+    removed. Only the channel's latest run can be accepted.
+
+    \b
+    Example:
+      auditor runs accept 12 google
+    """
+    from datetime import datetime, timezone
+
+    cfg = _load(config_path)
+    cfg.channel(channel)
+    from auditor.store import Store, run_lock
+
+    if not cfg.store_path.exists():
+        raise AuditorError(f"no store at {cfg.store_path} yet: run `auditor run` first")
+    with run_lock(cfg.store_path):
+        store = Store(cfg.store_path)
+        try:
+            counts = store.accept_presence_hold(run_id, channel, datetime.now(timezone.utc))
+        finally:
+            store.close()
+    out.print(f"run {run_id}, {safe(channel)}: accepted; {counts['opened']} finding(s) opened, "
+              f"{counts['resolved']} resolved, {counts['removed']} listing(s) removed")
 
 
 @main.command()

@@ -184,7 +184,8 @@ CHANNEL_OPTIONS = (
     Opt("allow_empty", bool, False,
         "Accept an empty source as real (otherwise it is a source problem when the last run had listings)."),
     Opt("min_ratio", float, 0.5,
-        "A source yielding fewer than this share of the previous run's listings is marked partial."),
+        "A source yielding fewer than this share of the last complete read's listings is a "
+        "sharp drop: presence is held, as with max_drop."),
     Opt("max_drop", float, 0.1,
         "Largest share of the last complete read's listings that may vanish at once (2 or "
         "more) before presence is held: no missing listing concluded, none resolved, until "

@@ -34,19 +34,23 @@ class DropVerdict:
     note: str | None = None           # a line for the run summary
 
 
-def judge_drop(store: Any, ch: ChannelConfig, run_id: int, unseen: Sequence[str]
-               ) -> DropVerdict:
+def judge_drop(store: Any, ch: ChannelConfig, run_id: int, unseen: Sequence[str],
+               listings: int) -> DropVerdict:
     """Whether the listings that vanished since the last complete read are a sharp drop
-    to hold, or the confirmation of a drop an earlier run held."""
+    to hold, or the confirmation of a drop an earlier run held.
+
+    A drop is sharp when more than ``max_drop`` of the last complete read's listings
+    (and at least two) vanished, or when the read yielded under ``min_ratio`` of them."""
     prev = store.last_good_listing_count(ch.name, run_id)
     share = ch.opt("max_drop", 0.1)
-    if not prev or share >= 1:
+    ratio = ch.opt("min_ratio", 0.5)
+    if not prev:
         return DropVerdict()
 
     def sharp(n: int) -> bool:
-        return n >= MIN_DROP_ITEMS and n > share * prev
+        return n >= MIN_DROP_ITEMS and n > share * prev and share < 1
 
-    if not sharp(len(unseen)):
+    if not sharp(len(unseen)) and not listings < ratio * prev:
         return DropVerdict()
     last = store.previous_run_of(ch.name, run_id)
     earlier = [h for h in store.presence_holds(last, ch.name, "held") if h["kind"] == "drop"] \
@@ -57,11 +61,13 @@ def judge_drop(store: Any, ch: ChannelConfig, run_id: int, unseen: Sequence[str]
             return DropVerdict(confirmed_run=last, note=(
                 f"{len(unseen)} listings vanished since the last complete read, as in run "
                 f"{last}: the drop is confirmed and presence concluded"))
+    why = (f"{len(unseen)} of {prev} listings vanished since the last complete read (more "
+           f"than max_drop = {share:.0%})" if sharp(len(unseen)) else
+           f"the source yielded {listings} listings, under min_ratio = {ratio:.0%} of the last "
+           f"complete read ({prev})")
     return DropVerdict(hold=(
-        f"{len(unseen)} of {prev} listings vanished since the last complete read (more than "
-        f"max_drop = {share:.0%}): presence held, no listing concluded missing and none "
-        f"resolved, until the next run confirms the drop or `auditor runs accept {run_id} "
-        f"{ch.name}`"))
+        f"{why}: presence held, no listing concluded missing and none resolved, until the "
+        f"next run confirms the drop or `auditor runs accept {run_id} {ch.name}`"))
 
 
 def settle_earlier(store: Any, channel: str, run_id: int, confirmed_run: int | None,

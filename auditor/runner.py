@@ -331,14 +331,9 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
             result.message = (f"source yielded no listings where the last complete read had "
                               f"{prev}; treated as a source problem (set allow_empty = true if "
                               f"an empty channel is real)")
-        elif prev and result.listings < ch.opt("min_ratio", 0.5) * prev:
-            result.status = SourceStatus.PARTIAL
-            result.message = (f"source yielded {result.listings} listings, under "
-                              f"{ch.opt('min_ratio', 0.5):.0%} of the last complete read ({prev});"
-                              f" no listing is concluded missing")
     verdict = holds.DropVerdict()
     if result.status == SourceStatus.COMPLETE and result.presence_held is None:
-        verdict = holds.judge_drop(store, ch, run_id, unseen)
+        verdict = holds.judge_drop(store, ch, run_id, unseen, result.listings)
         result.presence_held = verdict.hold
     if result.status == SourceStatus.COMPLETE:
         if result.presence_held is None:
