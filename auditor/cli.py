@@ -414,22 +414,38 @@ def config_group() -> None:
 
 @config_group.command("check")
 @config_option
-def config_check(config_path: Path) -> None:
-    """Validate a config file; name every bad table and key.
+@click.option("--offline", is_flag=True,
+              help="Only validate the file: do not try to open the sources it names.")
+def config_check(config_path: Path, offline: bool) -> None:
+    """Validate a config file (every bad table and key named), then try to open every
+    source it names: files exist, URLs answer, environment variables are set.
 
     \b
-    Example:
+    Examples:
       auditor config check --config config.toml
+      auditor config check --offline        # the file only, no source opened
+    Exit codes: 0 valid (and every source opens), 2 problems (each listed).
     """
     try:
         cfg = _load(config_path)
     except ConfigError as e:
         err.print(f"[bold red]error:[/] {safe(e)}")
         sys.exit(EXIT_ERROR)
+    if not offline:
+        from auditor.probe import probe_sources
+
+        problems = probe_sources(cfg)
+        if problems:
+            err.print(f"[bold red]error:[/] {safe(config_path)} is valid, but "
+                      f"{len(problems)} source problem(s):")
+            for p in problems:
+                err.print(f"  - {safe(p)}")
+            sys.exit(EXIT_ERROR)
     out.print(f"{safe(config_path)}: OK, store {safe(cfg.store_path)}, master "
               f"{cfg.master['type']} from {safe(cfg.master['source'])}, "
               f"{len(cfg.channels)} channel(s): "
-              + ", ".join(f"{safe(c.name)} ({c.type})" for c in cfg.channels))
+              + ", ".join(f"{safe(c.name)} ({c.type})" for c in cfg.channels)
+              + ("" if offline else "; every source opens"))
 
 
 @config_group.command("options")
