@@ -8,7 +8,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Iterable
@@ -100,6 +102,63 @@ def _load(config_path: Path) -> Config:
     return load_config(config_path)
 
 
+class FormatChoice(click.Choice):
+    """table, json or csv (``text`` is read as ``table``, as earlier versions spelt it)."""
+
+    def __init__(self) -> None:
+        super().__init__(["table", "json", "csv"])
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        return super().convert("table" if value == "text" else value, param, ctx)
+
+
+def format_option(fn: Any) -> Any:
+    """The one ``--format table|json|csv`` option of every command that prints records."""
+    return click.option("--format", "fmt", type=FormatChoice(), default="table",
+                        show_default=True, help="Output: a table for people, JSON or CSV "
+                        "for programs.")(fn)
+
+
+def _quiet() -> bool:
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root() if ctx is not None else None
+    return bool(root and root.obj and root.obj.get("quiet"))
+
+
+def _width() -> int:
+    """Columns for tables: $COLUMNS, else the terminal's, else 200 (pipes)."""
+    env = os.environ.get("COLUMNS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return 200
+
+
+def _csv_out(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (json.dumps(v) if isinstance(v, (dict, list)) else v)
+                    for k, v in r.items()})
+    click.echo(buf.getvalue(), nl=False)
+
+
+def _known(kind: str, given: Iterable[str], known: Iterable[str]) -> None:
+    """An unknown filter value is an error (a typo must not read as "nothing found")."""
+    known = sorted(set(known))
+    for v in given:
+        if v not in known:
+            import difflib
+
+            close = difflib.get_close_matches(v, known, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise click.BadParameter(f"unknown {kind} {v!r}{hint}; known: "
+                                     f"{', '.join(known) or 'none yet'}",
+                                     param_hint=f"--{kind}")
+
+
 # ---------------------------------------------------------------------------- run
 
 @main.command()
@@ -107,8 +166,7 @@ def _load(config_path: Path) -> Config:
 @click.option("--channel", "channels", multiple=True, help="Only this channel (repeatable).")
 @click.option("--wait", type=float, default=0.0, show_default=True,
               help="Seconds to wait for another run holding the store lock.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@format_option
 @click.option("--now", "now_text", metavar="ISO-TIME",
               help="Evaluate sale windows and history as of this time (replays, tests).")
 def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
@@ -116,8 +174,10 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
     """Import the master, read the channels, link, check and store findings.
 
     \b
-    Example:
+    Examples:
       auditor run --config config.toml --channel google
+      auditor -q run                    # cron: nothing printed but errors; the exit code tells
+      auditor run --format json         # the summary for a program (csv: one row per channel)
     Exit codes: 0 all consistent, 1 findings, 2 could not run or partial.
     """
     from auditor.runner import run_audit
@@ -138,7 +198,7 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
     with run_lock(cfg.store_path, wait):
         store = Store(cfg.store_path)
         try:
-            with _progress() as progress:
+            with _progress(_quiet()) as progress:
                 report = run_audit(cfg, store, list(channels) or None, now=now,
                                    progress=progress)
         except MasterImportError as e:
@@ -146,23 +206,34 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
             sys.exit(EXIT_ERROR)
         finally:
             store.close()
-    if fmt == "json":
-        from auditor.runner import _summary_dict
+    from auditor.runner import _summary_dict
+
+    if _quiet():
+        pass  # -q: the exit code says it all
+    elif fmt == "json":
         click.echo(json.dumps({"run_id": report.run_id, "status": report.status.value,
                                "exit_code": report.exit_code, "master": report.master,
                                "master_error": report.master_error,
                                "channels": [_summary_dict(s) for s in report.channels]},
                               default=str, indent=2))
+    elif fmt == "csv":
+        rows = [{"run_id": report.run_id, **_summary_dict(s)} for s in report.channels]
+        _csv_out(rows, ["run_id", "channel", "status", "listings", "linked", "unlinked",
+                        "ambiguous", "failed", "warn", "opened", "resolved", "score", "errors",
+                        "message", "presence_held", "not_carried"])
     else:
         print_report(report)
     sys.exit(report.exit_code)
 
 
 class _progress:
-    """A rich progress display on a terminal; nothing in pipes."""
+    """A rich progress display on a terminal; nothing in pipes or with -q."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
 
     def __enter__(self):
-        if not err.is_terminal:
+        if self.quiet or not err.is_terminal:
             return None
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -225,6 +296,11 @@ def print_report(report) -> None:
 
 FINDING_COLUMNS = ["channel", "sku", "check", "field", "outcome", "severity", "expected",
                    "actual", "state", "message", "fingerprint"]
+# What a person reads first, in a terminal of 100 columns: the message whole.
+FINDING_VIEW = ["sku", "channel", "check", "severity", "message"]
+FINDING_WIDE = ["sku", "channel", "check", "field", "outcome", "severity", "state", "expected",
+                "actual", "message", "fingerprint"]
+FINDING_STATES = ("open", "resolved")
 
 
 def _rows_out(rows: list[dict[str, Any]], columns: list[str], fmt: str, title: str,
@@ -240,12 +316,25 @@ def _rows_out(rows: list[dict[str, Any]], columns: list[str], fmt: str, title: s
                         for k, v in r.items()})
         click.echo(buf.getvalue(), nl=False)
     else:
-        t = Table(title=title, title_justify="left")
-        for c in columns:
-            t.add_column(c, overflow="fold")
-        for r in rows:
-            t.add_row(*[safe(r.get(c), (widths or {}).get(c, 60)) for c in columns])
-        out.print(t)
+        _table_out(rows, columns, title, widths)
+
+
+def _table_out(rows: list[dict[str, Any]], columns: list[str], title: str,
+               widths: dict[str, int] | None = None, wrap: tuple[str, ...] = ()) -> None:
+    """A table sized to the terminal ($COLUMNS in pipes and tests). Short identifying
+    columns are never folded; the columns in ``wrap`` (a message) take the rest of
+    the width and wrap at spaces, whole; other long values are cut at ``widths``."""
+    con = Console(highlight=False, width=_width())
+    t = Table(title=title, title_justify="left", expand=False)
+    for c in columns:
+        if c in wrap:
+            t.add_column(c, overflow="fold", ratio=1, min_width=20)
+        else:
+            t.add_column(c, no_wrap=True, overflow="ellipsis")
+    for r in rows:
+        t.add_row(*[safe(r.get(c), None if c in wrap else (widths or {}).get(c, 60))
+                    for c in columns])
+    con.print(t)
 
 
 def _store_for(config_path: Path):
@@ -259,35 +348,63 @@ def _store_for(config_path: Path):
 
 @main.command()
 @config_option
-@click.option("--open", "only_open", is_flag=True, help="Only open findings.")
-@click.option("--channel", help="Only this channel.")
-@click.option("--check", "check_name", help="Only this check (title, price, ...).")
+@click.option("--open", "only_open", is_flag=True, help="Only open findings (--state open).")
+@click.option("--state", "states", multiple=True, help="Only findings in this state "
+              "(open, resolved, ...; repeatable).")
+@click.option("--channel", "channels", multiple=True, help="Only this channel (repeatable).")
+@click.option("--check", "check_names", multiple=True,
+              help="Only this check: title, price, ... (repeatable).")
+@click.option("--severity", "severities", multiple=True,
+              help="Only this severity: critical, major, minor, info (repeatable).")
 @click.option("--sku", help="Only this SKU.")
-@click.option("--limit", type=int, help="At most this many rows.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
-              show_default=True)
-def findings(config_path: Path, only_open: bool, channel: str | None, check_name: str | None,
-             sku: str | None, limit: int | None, fmt: str) -> None:
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many rows (1 or more).")
+@click.option("--wide", is_flag=True, help="Table: every column, not only SKU, channel, "
+              "check, severity and message.")
+@format_option
+def findings(config_path: Path, only_open: bool, states: tuple[str, ...],
+             channels: tuple[str, ...], check_names: tuple[str, ...],
+             severities: tuple[str, ...], sku: str | None, limit: int | None, wide: bool,
+             fmt: str) -> None:
     """List findings, most severe first.
+
+    An unknown channel, check, severity or state is an error, never an empty list.
 
     \b
     Examples:
       auditor findings --open
-      auditor findings --channel google --check price --format json
+      auditor findings --channel google --channel meta --check price --format json
+      auditor findings --severity critical --wide
     """
+    from auditor.model import Severity
+
+    cfg = _load(config_path)
     store = _store_for(config_path)
-    rows = store.findings(state="open" if only_open else None, channel=channel,
-                          check=check_name, sku=sku, limit=limit)
-    store.close()
-    _rows_out(rows, FINDING_COLUMNS, fmt, f"{len(rows)} finding(s)",
-              {"message": 70, "expected": 40, "actual": 40})
+    try:
+        _known("channel", channels, [c.name for c in cfg.channels] +
+               list(store.finding_values("channel")))
+        _known("check", check_names, list(plugins.checks()) +
+               list(store.finding_values("check_name")))
+        _known("severity", severities, [v.value for v in Severity])
+        _known("state", states, list(FINDING_STATES) + list(store.finding_values("state")))
+        wanted = set(states) | ({"open"} if only_open else set())
+        if only_open and states and "open" not in states:
+            raise click.BadParameter("--open contradicts --state", param_hint="--open")
+        rows = store.query_findings(states=sorted(wanted), channels=channels,
+                                    checks=check_names, severities=severities, sku=sku,
+                                    limit=limit)
+    finally:
+        store.close()
+    if fmt == "table":
+        _table_out(rows, FINDING_WIDE if wide else FINDING_VIEW, f"{len(rows)} finding(s)",
+                   {"expected": 40, "actual": 40}, wrap=("message",))
+    else:
+        _rows_out(rows, FINDING_COLUMNS, fmt, f"{len(rows)} finding(s)")
 
 
 @main.command()
 @config_option
 @click.option("--channel", help="Only this channel.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
-              show_default=True)
+@format_option
 def links(config_path: Path, channel: str | None, fmt: str) -> None:
     """Show how each listing was linked to its master: method and confidence.
 
@@ -295,19 +412,25 @@ def links(config_path: Path, channel: str | None, fmt: str) -> None:
     Example:
       auditor links --channel google --format csv
     """
+    cfg = _load(config_path)
     store = _store_for(config_path)
-    rows = store.links(channel)
-    store.close()
+    try:
+        if channel is not None:
+            _known("channel", [channel], [c.name for c in cfg.channels] +
+                   list(store.finding_values("channel")))
+        rows = store.links(channel)
+    finally:
+        store.close()
     _rows_out(rows, ["channel", "listing_key", "sku", "method", "confidence", "candidates"],
               fmt, f"{len(rows)} link(s)")
 
 
 @main.group(invoke_without_command=True)
 @config_option
-@click.option("--limit", type=int, default=10, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=10, show_default=True,
+              help="The latest this many runs (1 or more).")
 @click.option("--errors", "show_errors", is_flag=True, help="Also list recorded bad rows/pages.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-              show_default=True)
+@format_option
 @click.pass_context
 def runs(ctx: click.Context, config_path: Path, limit: int, show_errors: bool, fmt: str) -> None:
     """Recent runs with each source's status (complete, partial, failed).
@@ -336,6 +459,12 @@ def runs(ctx: click.Context, config_path: Path, limit: int, show_errors: bool, f
     store.close()
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if fmt == "csv":  # one row per run and source
+        flat = [{"run_id": r["id"], "run_status": r["status"], "started_at": r["started_at"],
+                 "finished_at": r["finished_at"], **s} for r in rows for s in r["sources"]]
+        _csv_out(flat, ["run_id", "run_status", "started_at", "finished_at", "source", "status",
+                        "listings", "errors", "message", "presence_held"])
         return
     for r in rows:
         out.print(f"[bold]run {r['id']}[/] {r['started_at']} -> {r['finished_at'] or '…'}: "
@@ -449,20 +578,27 @@ def config_check(config_path: Path, offline: bool) -> None:
 
 
 @config_group.command("options")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@format_option
 def config_options(fmt: str) -> None:
     """Every setting with its default and meaning: tables, connectors and checks.
 
     \b
     Example:
       auditor config options
+      auditor config options --format csv   # section, name, default, help
     """
     sections = settings_reference()
     if fmt == "json":
         click.echo(json.dumps(sections, indent=2, default=str))
         return
+    if fmt == "csv":
+        _csv_out([{"section": title, "name": o["name"],
+                   "default": json.dumps(o["default"], default=str), "help": o["help"]}
+                  for title, opts in sections.items() for o in opts],
+                 ["section", "name", "default", "help"])
+        return
     for title, opts in sections.items():
-        out.print(f"[bold]{title}[/]")
+        out.print(f"[bold]{escape(title)}[/]")
         for o in opts:
             out.print(f"  {o['name']} = {safe(json.dumps(o['default'], default=str))}  "
                       f"{safe(o['help'])}")
@@ -486,17 +622,79 @@ def settings_reference() -> dict[str, list[dict[str, Any]]]:
 
 
 @main.command("connectors")
-def list_connectors() -> None:
+@format_option
+def list_connectors(fmt: str) -> None:
     """List the channel types this auditor can read."""
-    for name, conn in sorted(plugins.connectors().items()):
-        out.print(f"[bold]{name}[/]  {safe(conn.help or (conn.__doc__ or '').strip())}")
+    rows = [{"type": name, "help": conn.help or (conn.__doc__ or "").strip()}
+            for name, conn in sorted(plugins.connectors().items())]
+    if fmt != "table":
+        _rows_out(rows, ["type", "help"], fmt, "")
+        return
+    for r in rows:
+        out.print(f"[bold]{escape(r['type'])}[/]  {safe(r['help'])}")
 
 
 @main.command("checks")
-def list_checks() -> None:
+@format_option
+def list_checks(fmt: str) -> None:
     """List the checks that run on every listing."""
-    for name, spec in plugins.checks().items():
-        out.print(f"[bold]{name}[/]  {safe(spec.help)}")
+    rows = [{"name": name, "fields": list(spec.fields), "help": spec.help}
+            for name, spec in plugins.checks().items()]
+    if fmt != "table":
+        _rows_out(rows, ["name", "fields", "help"], fmt, "")
+        return
+    for r in rows:
+        out.print(f"[bold]{escape(r['name'])}[/]  {safe(r['help'])}")
+
+
+# ---------------------------------------------------------------------------- init
+
+@main.command("init")
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False,
+                                                    path_type=Path))
+@click.option("--master", "master", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The master export among FILES (default: the first file that is not a "
+                   "known channel format).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("config.toml"), show_default=True, help="Where to write the config.")
+@click.option("--force", is_flag=True, help="Overwrite an existing config file.")
+def init_cmd(files: tuple[Path, ...], master: Path | None, output: Path, force: bool) -> None:
+    """Write a commented config.toml from your master and channel files, saying what it
+    guessed: each file's connector (Google feed, Amazon report, Shopify export, Square,
+    Lightspeed, Meta, any table) and, for tables, which column holds which field.
+
+    Without FILES, the commented template to edit by hand is written.
+
+    \b
+    Examples:
+      auditor init exports/pim.csv feeds/google.xml pos/berlin.csv
+      auditor init --master pim.xlsx pim.xlsx amazon.txt --output audit.toml
+    """
+    from auditor.init import write_config
+
+    if not files:
+        if output.exists() and not force:
+            raise AuditorError(f"{output} exists: pass --force to overwrite it")
+        template = Path(__file__).resolve().parent.parent / "config.toml"
+        if not template.is_file():
+            raise AuditorError("no FILES given and no template found: name your master and "
+                               "channel files, e.g. auditor init pim.csv google.xml")
+        output.write_text(template.read_text(encoding="utf-8"), encoding="utf-8")
+        out.print(f"wrote {safe(output)}: the commented template; edit its sources")
+        return
+    if master is not None and master.resolve() not in {f.resolve() for f in files}:
+        files = (master, *files)
+    path, guesses = write_config(list(files), output, master, force)
+    for g in guesses:
+        what = f"master ({g.kind})" if g.role == "master" else \
+            f"channel {g.name!r} ({g.kind}{', preset ' + g.options['preset'] if g.options.get('preset') else ''})"
+        out.print(f"{safe(g.path)}: {safe(what)}")
+        if g.columns:
+            out.print("  columns: " + safe(", ".join(f"{f} = {h!r}" for f, h in g.columns.items())))
+        for n in g.notes:
+            out.print(f"  {safe(n)}")
+    out.print(f"wrote {safe(path)}; check the guesses, then `auditor config check --config "
+              f"{safe(path)}`")
 
 
 # ---------------------------------------------------------------------------- extract
@@ -506,12 +704,14 @@ def list_checks() -> None:
 @click.option("--url", "page_url", help="The page's URL when TARGET is a saved file "
               "(resolves relative links and the variant= parameter).")
 @click.option("--sku", help="Choose the variant or offer with this SKU or GTIN.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@format_option
+@click.option("--json", "as_json", is_flag=True, help="The same as --format json (kept for "
+              "scripts written for earlier versions).")
 @click.option("--allow-private", is_flag=True,
               help="Allow loopback and private addresses (a shop on your own machine).")
 @click.option("--user-agent", default="omni-auditor/0.1 (+https://github.com/omni-auditor/omni-auditor)",
               show_default=True, help="User-Agent for fetching a URL.")
-def extract_cmd(target: str, page_url: str | None, sku: str | None, as_json: bool,
+def extract_cmd(target: str, page_url: str | None, sku: str | None, fmt: str, as_json: bool,
                 allow_private: bool, user_agent: str) -> None:
     """Show what the auditor reads from one product page, and where each value came from.
 
@@ -521,16 +721,25 @@ def extract_cmd(target: str, page_url: str | None, sku: str | None, as_json: boo
     \b
     Examples:
       auditor extract https://shop.example/products/tee --sku TEE-M
-      auditor extract saved.html --url https://shop.example/p/1 --json
+      auditor extract saved.html --url https://shop.example/p/1 --format json
       auditor extract http://127.0.0.1:8000/p/1 --allow-private
     Exit codes: 0 product data found, 1 none found, 2 could not read the page.
     """
     from auditor.crawl import fetch_page
     from auditor.extract import extract as extract_page
 
+    from auditor.errors import FetchError
+
     if re.match(r"^https?://", target, re.I):
-        body, ctype, final = fetch_page(target, allow_private=allow_private,
-                                        user_agent=user_agent)
+        try:
+            body, ctype, final = fetch_page(target, allow_private=allow_private,
+                                            user_agent=user_agent)
+        except FetchError as e:
+            if "allow_private" in e.reason and not allow_private:
+                raise AuditorError(f"{e.url}: {e.reason.replace('set allow_private to permit', '')}"
+                                   .rstrip(" ()") + "; pass --allow-private to read a shop on "
+                                   "this machine or a private network") from None
+            raise
         url = page_url or final
     else:
         path = Path(target)
@@ -541,7 +750,17 @@ def extract_cmd(target: str, page_url: str | None, sku: str | None, as_json: boo
     ex = extract_page(body, url, sku=sku, content_type=ctype)
     data = ex.summary()
     if as_json:
+        fmt = "json"
+    if fmt == "json":
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    elif fmt == "csv":
+        rows = [{"field": k, "value": ", ".join(v) if isinstance(v, list) else v,
+                 "source": data["sources"].get(k, "")}
+                for k, v in data.items() if k != "sources"]
+        if ex.sale_price is not None:
+            rows.append({"field": "sale_price", "value": str(ex.sale_price),
+                         "source": ex.sources.get("sale_price")})
+        _csv_out(rows, ["field", "value", "source"])
     else:
         table = Table(title=safe(url), show_lines=False)
         for col in ("field", "value", "source"):

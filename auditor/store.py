@@ -1109,6 +1109,44 @@ class Store:
                 "removed": removed}
 
 
+    # ----------------------------------------------------------------- finding queries
+    def query_findings(self, *, states: Sequence[str] = (), channels: Sequence[str] = (),
+                       checks: Sequence[str] = (), severities: Sequence[str] = (),
+                       sku: str | None = None, limit: int | None = None
+                       ) -> list[dict[str, Any]]:
+        """Stored findings matching every given filter (each a set of allowed values),
+        most severe and newest first; like ``findings`` with repeatable filters."""
+        where, args = [], []
+        for col, vals in (("state", states), ("channel", channels), ("check_name", checks),
+                          ("severity", severities)):
+            if vals:
+                where.append(f"{col} IN ({','.join('?' * len(vals))})")
+                args.extend(vals)
+        if sku is not None:
+            where.append("sku = ?")
+            args.append(sku)
+        q = "SELECT * FROM findings"
+        if where:
+            q += " WHERE " + " AND ".join(where)
+        q += (" ORDER BY CASE severity WHEN 'critical' THEN 0 WHEN 'major' THEN 1 "
+              "WHEN 'minor' THEN 2 ELSE 3 END, channel, check_name, sku, field")
+        if limit is not None:
+            q += f" LIMIT {int(limit)}"
+        rows = []
+        for r in self.db.query(q, args):
+            r["check"] = r.pop("check_name")
+            r["details"] = json.loads(r["details"]) if r["details"] else {}
+            rows.append(r)
+        return rows
+
+    def finding_values(self, column: str) -> set[str]:
+        """The distinct values of ``column`` (channel, check_name, severity, state) among
+        stored findings, to tell a typo from a filter that matches nothing."""
+        if column not in ("channel", "check_name", "severity", "state"):
+            raise ValueError(f"not a finding filter column: {column}")
+        return {v for (v,) in self.db.execute(f"SELECT DISTINCT {column} FROM findings")
+                if v is not None}
+
 def _cell(v: Any) -> str | None:
     if v is None:
         return None
