@@ -175,3 +175,12 @@ def test_truncated_xlsx_is_a_source_error(tmp_path):
     (tmp_path / "cut.xlsx").write_bytes(data[: len(data) // 2])
     with pytest.raises(SourceError, match="XLSX"):
         read("tabular", str(tmp_path / "cut.xlsx"), currency="EUR")
+
+
+def test_repeated_header_row_is_not_a_listing(tmp_path):
+    p = tmp_path / "joined.csv"
+    p.write_text("sku,title,price\nA-1,Tee,1.00\nsku,title,price\nA-2,Mug,2.00\n",
+                 encoding="utf-8")
+    listings, ctx = read("tabular", str(p), currency="EUR")
+    assert [li.key for li in listings] == ["A-1", "A-2"]
+    assert ctx.result.errors == 0 and ctx.result.presence_held is None
