@@ -265,12 +265,18 @@ def row_converter(header: list[str], name: str, channel: str, fetched_at,
                 avail = availability_from_quantity(qty, safety)
             return key, [_make(*common, key, qty, avail, get("location"), bad or _NONE)]
         out = []
+        shared = bad or _NONE
         for loc, i in locations:
             v = cells[i].strip() if i < len(cells) else ""
-            own = dict(bad)
-            qty = quantity(v, header[i], own, where)
+            qty = None
+            own = shared
+            if v:
+                try:
+                    qty = parse_int(v, dsep)
+                except ValueError as e:  # this location's count only
+                    own = {**bad, "quantity": f"{where}: {e} in column {header[i]!r}"}
             la = avail if qty is None else availability_from_quantity(qty, safety)
-            out.append(_make(*common, f"{key}@{loc}", qty, la, loc, own or _NONE))
+            out.append(_make(*common, f"{key}@{loc}", qty, la, loc, own))
         return key, out
 
     return convert
