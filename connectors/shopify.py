@@ -124,17 +124,23 @@ def product_listings(product: Mapping[str, Any], channel: str, fetched_at: datet
         if v.get("grams"):
             attributes["product_weight"] = f"{v['grams']} g"
         jv = js_variants.get(vid)
+        src = jv if jv is not None else v
+        available = jv.get("available", v.get("available")) if jv is not None \
+            else v.get("available")
+        where = location or f"{base_url}/products.json"
+        bad: dict[str, str] = {}
+        price = compare = None
         try:
-            if jv is not None:
-                price = _money(jv.get("price"), currency, minor=True)
-                compare = _money(jv.get("compare_at_price"), currency, minor=True)
-                available = jv.get("available", v.get("available"))
-            else:
-                price = _money(v.get("price"), currency)
-                compare = _money(v.get("compare_at_price"), currency)
-                available = v.get("available")
+            price = _money(src.get("price"), currency, minor=jv is not None)
         except (ValueError, ArithmeticError) as e:
-            raise BadRecord(f"variant {vid}: bad price: {e}", "price") from None
+            bad["price"] = f"{where}: variant {vid}: bad price: {e}"
+        try:
+            compare = _money(src.get("compare_at_price"), currency, minor=jv is not None)
+        except (ValueError, ArithmeticError) as e:
+            # The compare-at price decides which of the two is the sale price.
+            bad["price"] = bad["sale_price"] = f"{where}: variant {vid}: bad compare-at " \
+                                               f"price: {e}"
+            price = None
         sale = None
         if compare is not None and price is not None and compare.amount > price.amount:
             price, sale = compare, price  # the "was" price is the regular one
@@ -157,7 +163,7 @@ def product_listings(product: Mapping[str, Any], channel: str, fetched_at: datet
             url=f"{base_url}/products/{quote(handle)}?variant={vid}" if handle else None,
             images=tuple(u for u in own + rest if u), attributes=attributes,
             group_id=str(pid) if pid is not None else None,
-            evidence=location or f"{base_url}/products.json"))
+            evidence=where, unread=bad))
     return out
 
 
@@ -255,12 +261,12 @@ def read_storefront(ctx: SourceContext, source: str) -> Iterator[Listing]:
                 try:
                     listings = product_listings(product, ctx.channel.name, ctx.now, currency,
                                                 base, js, location=f"{url}#{product.get('id')}")
-                except BadRecord as e:
-                    ctx.bad(f"{url}#{product.get('id')}", str(e))
+                except BadRecord as e:  # a variant without id: its listing is unknown
+                    ctx.key_lost(f"{url}#{product.get('id')}", str(e))
                     continue
                 except (TypeError, AttributeError, ValueError) as e:
                     # JSON of an unexpected shape (a string where a list belongs).
-                    ctx.bad(f"{url}#{product.get('id')}", f"unexpected product JSON: {e}")
+                    ctx.key_lost(f"{url}#{product.get('id')}", f"unexpected product JSON: {e}")
                     continue
                 yield from listings
         else:

@@ -9,7 +9,7 @@ import pytest
 
 from auditor.errors import SourceError
 from auditor.model import Availability, Money
-from connector_helpers import FIXTURES, HTTP_LOCAL, by_key, read, serve
+from connector_helpers import FIXTURES, HTTP_LOCAL, NOW, by_key, read, serve
 
 SHOP = FIXTURES / "shopify"
 
@@ -168,3 +168,16 @@ def test_odd_product_json_is_a_bad_record_not_a_crash():
     assert [li.key for li in listings] == ["10"]
     (loc, reason), = ctx.errors
     assert loc.endswith("#1") and "unexpected product JSON" in reason
+
+
+def test_variant_with_a_bad_price_is_a_listing_without_its_price():
+    from connectors.shopify import product_listings
+
+    product = {"id": 7, "handle": "tee", "title": "Tee", "options": [{"name": "Size"}],
+               "variants": [{"id": 71, "sku": "T-S", "price": "cheap", "option1": "S"},
+                            {"id": 72, "sku": "T-M", "price": "10.00", "option1": "M"}]}
+    a, b = product_listings(product, "shop", NOW, "EUR", "https://shop.example",
+                            location="https://shop.example/products.json?page=1#7")
+    assert a.key == "71" and a.price is None and set(a.unread) == {"price"}
+    assert a.unread["price"].startswith("https://shop.example/products.json?page=1#7: ")
+    assert b.price == Money.of("10.00", "EUR") and not b.unread
