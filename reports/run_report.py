@@ -28,6 +28,16 @@ def build_context(store: Any, run_id: int | None = None, limit: int = 2000) -> d
         raise AuditorError(f"no run {run_id} in the store")
     summary = json.loads(run["summary"]) if run.get("summary") else {}
     sources = store.run_sources(run["id"])
+    by_name = {c.get("channel"): c for c in summary.get("channels", [])}
+    for src in sources:  # held presence and fields the channel never carries, said once
+        c = by_name.get(src["source"]) or {}
+        notes = [c["presence_held"]] if c.get("presence_held") else []
+        notes += c.get("notes") or []
+        gone = sorted({f for fs in (c.get("not_carried") or {}).values() for f in fs})
+        if gone:
+            notes.append("not evaluated on this channel, its source never carries them: "
+                         + ", ".join(gone))
+        src["notes"] = notes
     scores = store.scores(run["id"])
     checks = sorted({s["check_name"] for s in scores})
     matrix: dict[str, dict[str, Any]] = defaultdict(dict)

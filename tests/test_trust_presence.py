@@ -261,3 +261,15 @@ def test_min_ratio_holds_presence_too(feed_world):
     r = cli("run", "--config", cfg)
     assert r.exit_code == 2 and "under min_ratio = 50%" in r.output
     assert _missing(cfg) == []
+
+
+def test_report_says_what_was_held_and_not_carried(feed_world):
+    cfg = feed_world / "config.toml"
+    assert cli("run", "--config", cfg).exit_code == 0
+    _drop(feed_world, 12)
+    assert cli("run", "--config", cfg).exit_code == 2
+    out = feed_world / "r.html"
+    assert cli("report", "--config", cfg, "--output", out).exit_code == 0
+    html = out.read_text()
+    assert "8 of 20 listings vanished" in html and "presence held" in html
+    assert "not evaluated on this channel" in html and "image" in html
