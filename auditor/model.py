@@ -289,7 +289,8 @@ FINDING_FIELD_SOURCES: dict[str, tuple[str, ...]] = {
     "image": ("images",),
     "additional_images": ("images",),
     "availability": ("availability", "quantity"),
-    "sale_price": ("sale_price", "sale_start", "sale_end"),
+    # A channel with one price column shows the sale price in force there.
+    "sale_price": ("sale_price", "price", "sale_start", "sale_end"),
     "listing": (),  # presence: every source carries its listings
 }
 

@@ -114,16 +114,32 @@ def test_field_the_channel_never_carries_is_said_once(pos_world):
         (dam / f"A-{i}.jpg").write_bytes(original.read_bytes())
     write(pos_world / "master.csv", "sku,title,price,currency,quantity,sale_price\n" + "".join(
         f"A-{i},Alpha Lamp {i},{10 + i}.00,EUR,5,{9 + i}.00\n" for i in range(1, 6)))
+    # A stock-only export: no price column, no image column, no GTIN column.
+    write(pos_world / "pos.csv", "sku,title,quantity\n" + "".join(
+        f"A-{i},Alpha Lamp {i},5\n" for i in range(1, 6)))
     r = cli("run", "--config", cfg, "--format", "json")
     pos = json.loads(r.stdout)["channels"][0]
     assert pos["not_carried"] == {"image": ["image", "additional_images"],
-                                  "price": ["sale_price"], "identifiers": ["gtin"]}
-    rows = findings(cfg)
-    assert not [f for f in rows if f["check"] == "image"]
-    assert not [f for f in rows if f["field"] == "sale_price"]
+                                  "price": ["price", "sale_price"], "identifiers": ["gtin"]}
+    assert r.exit_code == 0, r.output  # nothing to say about what the channel cannot show
+    assert findings(cfg) == []
     r = cli("run", "--config", cfg)
     assert "not evaluated on this channel, its source never carries them: additional_images, " \
-        "gtin, image, sale_price" in r.output
+        "gtin, image, price, sale_price" in r.output
+
+
+def test_single_price_column_still_carries_the_sale(pos_world):
+    """One price column shows the price in force: a sale the till ignores is a finding."""
+    cfg = pos_world / "config.toml"
+    write(pos_world / "master.csv", "sku,title,price,currency,quantity,sale_price\n" + "".join(
+        f"A-{i},Alpha Lamp {i},{10 + i}.00,EUR,5,{9 + i}.00\n" for i in range(1, 6)))
+    write(pos_world / "pos.csv", "sku,title,price,quantity\n" + "".join(
+        f"A-{i},Alpha Lamp {i},{10 + i if i == 1 else 9 + i}.00,5\n" for i in range(1, 6)))
+    r = cli("run", "--config", cfg, "--format", "json")
+    assert json.loads(r.stdout)["channels"][0]["not_carried"].get("price") is None
+    sale = [f for f in findings(cfg) if f["field"] == "sale_price"]
+    assert [(f["sku"], f["outcome"]) for f in sale] == [("A-1", "failed")]
+    assert "the channel shows the regular price" in sale[0]["message"]
 
 
 def test_empty_column_is_carried_and_reported_per_listing(pos_world):
