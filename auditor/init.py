@@ -215,7 +215,10 @@ def guess(paths: list[Path], master: Path | None = None) -> list[Guess]:
             raise AuditorError(f"{path}: no column looks like a SKU (header: "
                                f"{', '.join(header[:12])}); name one sku, or write the "
                                f"config by hand")
-        if (master is None and not master_done) or is_master:
+        if (master is None and not master_done and kind != "xlsx") or is_master:
+            if kind == "xlsx":
+                raise AuditorError(f"{path}: the master is read from CSV or JSON Lines: save "
+                                   f"the workbook as CSV and name that file")
             g = Guess(path, "master", "csv", columns=cols)
             master_done = True
         else:

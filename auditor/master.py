@@ -270,6 +270,12 @@ def _remap(header: list[str], columns: Mapping[str, str]) -> list[str]:
 def read_csv(sf: sources.SourceFile, opts: Mapping[str, Any]) -> MasterImport:
     out = MasterImport(sf.name, [])
     encoding = opts.get("encoding") or "auto"
+    kind = sf.kind()
+    if kind in ("xlsx", "html", "xml", "json"):
+        hint = " (JSON Lines? set type = \"jsonl\")" if kind == "json" else \
+            " (save it as CSV from the spreadsheet)" if kind == "xlsx" else ""
+        raise MasterImportError(sf.name, [(f"{sf.name}:1", f"got {kind.upper()} where a CSV "
+                                           f"master export was expected{hint}")])
 
     def on_error(loc: str, reason: str) -> None:
         out.errors.append((loc, reason))

@@ -278,3 +278,26 @@ def test_extract_refusal_names_allow_private():
         assert "--allow-private" in r.output and "127.0.0.1" in r.output
         r = cli("extract", f"{base}/p", "--allow-private")
         assert r.exit_code == 1  # read, no product on it
+
+
+def test_init_takes_an_xlsx_channel_but_asks_for_a_csv_master(tmp_path):
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    ws = wb.active
+    ws.append(["SKU", "Name", "Price", "Qty"])
+    ws.append(["A-1", "Lamp", 19.99, 3])
+    wb.save(tmp_path / "pos.xlsx")
+    write(tmp_path / "pim.csv", "sku,title,price,currency\nA-1,Lamp,19.99,EUR\n")
+    cfg = tmp_path / "audit.toml"
+    r = cli("init", tmp_path / "pos.xlsx", tmp_path / "pim.csv", "-o", cfg)
+    assert r.exit_code == 0, r.output
+    assert "pim.csv: master" in r.output and "channel 'pos' (tabular)" in r.output
+    assert cli("run", "--config", cfg).exit_code == 0
+    r = cli("init", "--master", tmp_path / "pos.xlsx", tmp_path / "pim.csv", "-o",
+            tmp_path / "other.toml")
+    assert r.exit_code == 2 and "save the workbook as CSV" in r.output
+    # The master import itself says what it got, not a header of binary garbage.
+    cfg.write_text(cfg.read_text().replace('source = "pim.csv"', 'source = "pos.xlsx"'))
+    r = cli("run", "--config", cfg)
+    assert r.exit_code == 2 and "got XLSX where a CSV master export was expected" in r.output

@@ -116,3 +116,18 @@ def test_real_gross_difference_names_net_and_vat(world):
         "190.00 EUR with 19% VAT"
     assert msgs["A-2"] == "price 11.92 EUR differs from master 10.00 EUR net, " \
         "11.90 EUR with 19% VAT"
+
+
+def test_jsonl_master_prices_are_strict_too(world):
+    (world / "master.jsonl").write_text(
+        '{"sku": "A-1", "title": "Alpha Lamp", "price": "1e3", "currency": "EUR"}\n'
+        '{"sku": "A-2", "title": "Beta Lamp", "price": -5, "currency": "EUR"}\n'
+        '{"sku": "A-3", "title": "Gamma Lamp", "price": 12.5, "currency": "EUR"}\n')
+    cfg = world / "config.toml"
+    cfg.write_text(cfg.read_text().replace('source = "master.csv"',
+                                           'type = "jsonl"\nsource = "master.jsonl"'))
+    r = cli("run", "--config", cfg)
+    assert r.exit_code == 2
+    assert "master.jsonl:1 column price: bad price '1e3': scientific notation" in r.output
+    assert "master.jsonl:2 column price: bad price '-5': a price cannot be negative" in r.output
+    assert "master.jsonl:3" not in r.output
