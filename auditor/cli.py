@@ -136,6 +136,7 @@ def _width() -> int:
 
 
 def _csv_out(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """The one CSV writer of every command (``--format csv``)."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
     w.writeheader()
@@ -308,13 +309,7 @@ def _rows_out(rows: list[dict[str, Any]], columns: list[str], fmt: str, title: s
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2, default=str, ensure_ascii=False))
     elif fmt == "csv":
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (json.dumps(v) if isinstance(v, (dict, list)) else v)
-                        for k, v in r.items()})
-        click.echo(buf.getvalue(), nl=False)
+        _csv_out(rows, columns)
     else:
         _table_out(rows, columns, title, widths)
 
