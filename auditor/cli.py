@@ -280,7 +280,7 @@ def print_report(report) -> None:
         if s.message:
             out.print(f"[yellow]{safe(s.channel)}:[/] {safe(s.message)}")
         if s.presence_held:
-            out.print(f"[yellow]{safe(s.channel)}:[/] {safe(s.presence_held)}")
+            out.print(f"[yellow]{safe(s.channel)}: presence held:[/] {safe(s.presence_held)}")
         for note in s.notes:
             out.print(f"{safe(s.channel)}: {safe(note)}")
         if s.not_carried:
@@ -290,6 +290,10 @@ def print_report(report) -> None:
     code = report.exit_code
     hint = {0: "all consistent", 1: "findings: see `auditor findings --open`",
             2: "some sources could not be read completely: see `auditor runs --errors`"}[code]
+    held = [s.channel for s in report.channels if s.presence_held]
+    if code == 2 and held and report.status.value == "complete" and not report.master_error:
+        hint = (f"presence held for {', '.join(held)} (see above): findings of the listings "
+                f"read are in `auditor findings --open`")
     out.print(f"exit {code}: {hint}")
 
 

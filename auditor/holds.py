@@ -66,8 +66,8 @@ def judge_drop(store: Any, ch: ChannelConfig, run_id: int, unseen: Sequence[str]
            f"the source yielded {listings} listings, under min_ratio = {ratio:.0%} of the last "
            f"complete read ({prev})")
     return DropVerdict(hold=(
-        f"{why}: presence held, no listing concluded missing and none resolved, until the "
-        f"next run confirms the drop or `auditor runs accept {run_id} {ch.name}`"))
+        f"{why}: no listing concluded missing and none resolved until the next run confirms "
+        f"the drop or `auditor runs accept {run_id} {ch.name}`"))
 
 
 def settle_earlier(store: Any, channel: str, run_id: int, confirmed_run: int | None,

@@ -31,7 +31,7 @@ def build_context(store: Any, run_id: int | None = None, limit: int = 2000) -> d
     by_name = {c.get("channel"): c for c in summary.get("channels", [])}
     for src in sources:  # held presence and fields the channel never carries, said once
         c = by_name.get(src["source"]) or {}
-        notes = [c["presence_held"]] if c.get("presence_held") else []
+        notes = [f"presence held: {c['presence_held']}"] if c.get("presence_held") else []
         notes += c.get("notes") or []
         gone = sorted({f for fs in (c.get("not_carried") or {}).values() for f in fs})
         if gone:
