@@ -13,7 +13,7 @@ import re
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import click
 from rich.console import Console
@@ -24,6 +24,9 @@ from auditor import __version__, log as logsetup, plugins
 from auditor.config import (CHANNEL_OPTIONS, HTTP_OPTIONS, LINKING_OPTIONS, MASTER_OPTIONS,
                             RUN_OPTIONS, STORE_OPTIONS, Config, load_config)
 from auditor.errors import AuditorError, ConfigError, MasterImportError
+
+if TYPE_CHECKING:
+    from auditor.storage import Store
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -182,7 +185,7 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
     Exit codes: 0 all consistent, 1 findings, 2 could not run or partial.
     """
     from auditor.runner import run_audit
-    from auditor.store import Store, run_lock
+    from auditor.storage import open_store
 
     cfg = _load(config_path)
     for name in channels:
@@ -196,17 +199,17 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--now") from None
     report = None
-    with run_lock(cfg.store_path, wait):
-        store = Store(cfg.store_path)
-        try:
+    store = open_store(cfg.store_url)
+    try:
+        with store.run_lock(wait):
             with _progress(_quiet()) as progress:
                 report = run_audit(cfg, store, list(channels) or None, now=now,
                                    progress=progress)
-        except MasterImportError as e:
-            err.print(f"[bold red]error:[/] {safe(e)}")
-            sys.exit(EXIT_ERROR)
-        finally:
-            store.close()
+    except MasterImportError as e:
+        err.print(f"[bold red]error:[/] {safe(e)}")
+        sys.exit(EXIT_ERROR)
+    finally:
+        store.close()
     from auditor.runner import _summary_dict
 
     if _quiet():
@@ -336,13 +339,11 @@ def _table_out(rows: list[dict[str, Any]], columns: list[str], title: str,
     con.print(t)
 
 
-def _store_for(config_path: Path):
-    from auditor.store import Store
+def _store_for(config_path: Path) -> Store:
+    """The configured store, which must exist already (the read-only commands)."""
+    from auditor.storage import open_store
 
-    cfg = _load(config_path)
-    if not cfg.store_path.exists():
-        raise AuditorError(f"no store at {cfg.store_path} yet: run `auditor run` first")
-    return Store(cfg.store_path)
+    return open_store(_load(config_path).store_url, create=False)
 
 
 @main.command()
@@ -388,9 +389,9 @@ def findings(config_path: Path, only_open: bool, states: tuple[str, ...],
         wanted = set(states) | ({"open"} if only_open else set())
         if only_open and states and "open" not in states:
             raise click.BadParameter("--open contradicts --state", param_hint="--open")
-        rows = store.query_findings(states=sorted(wanted), channels=channels,
-                                    checks=check_names, severities=severities, sku=sku,
-                                    limit=limit)
+        rows = [f.to_dict() for f in store.query_findings(
+            states=sorted(wanted), channels=channels, checks=check_names,
+            severities=severities, sku=sku, limit=limit)]
     finally:
         store.close()
     if fmt == "table":
@@ -417,7 +418,7 @@ def links(config_path: Path, channel: str | None, fmt: str) -> None:
         if channel is not None:
             _known("channel", [channel], [c.name for c in cfg.channels] +
                    list(store.finding_values("channel")))
-        rows = store.links(channel)
+        rows = [k.to_dict() for k in store.links(channel)]
     finally:
         store.close()
     _rows_out(rows, ["channel", "listing_key", "sku", "method", "confidence", "candidates"],
@@ -443,16 +444,17 @@ def runs(ctx: click.Context, config_path: Path, limit: int, show_errors: bool, f
         return
     store = _store_for(config_path)
     rows = []
-    for r in store.runs(limit):
-        r["sources"] = store.run_sources(r["id"])
-        held = {h["channel"]: h for h in store.presence_holds(r["id"])}
+    for run_rec in store.runs(limit):
+        r = run_rec.to_dict()
+        r["sources"] = [s.to_dict() for s in store.run_sources(run_rec.id)]
+        held = {h.channel: h for h in store.presence_holds(run_rec.id)}
         for s in r["sources"]:
             h = held.get(s["source"])
             s["presence_held"] = None if h is None else {
-                "reason": h["reason"], "state": h["state"], "vanished": len(h["vanished"]),
-                "held_findings": len(h["findings"])}
+                "reason": h.reason, "state": h.state, "vanished": len(h.vanished),
+                "held_findings": len(h.findings)}
         if show_errors:
-            r["errors"] = store.run_errors(r["id"], limit=200)
+            r["errors"] = [e.to_dict() for e in store.run_errors(run_rec.id, limit=200)]
         r.pop("summary", None)
         rows.append(r)
     store.close()
@@ -497,16 +499,12 @@ def runs_accept(config_path: Path, run_id: int, channel: str) -> None:
 
     cfg = _load(config_path)
     cfg.channel(channel)
-    from auditor.store import Store, run_lock
-
-    if not cfg.store_path.exists():
-        raise AuditorError(f"no store at {cfg.store_path} yet: run `auditor run` first")
-    with run_lock(cfg.store_path):
-        store = Store(cfg.store_path)
-        try:
+    store = _store_for(config_path)
+    try:
+        with store.run_lock():
             counts = store.accept_presence_hold(run_id, channel, datetime.now(timezone.utc))
-        finally:
-            store.close()
+    finally:
+        store.close()
     out.print(f"run {run_id}, {safe(channel)}: accepted; {counts['opened']} finding(s) opened, "
               f"{counts['resolved']} resolved, {counts['removed']} listing(s) removed")
 
@@ -569,7 +567,9 @@ def config_check(config_path: Path, offline: bool) -> None:
             for p in problems:
                 err.print(f"  - {safe(p)}")
             sys.exit(EXIT_ERROR)
-    out.print(f"{safe(config_path)}: OK, store {safe(cfg.store_path)}, master "
+    from auditor.storage import describe as describe_store
+
+    out.print(f"{safe(config_path)}: OK, store {safe(describe_store(cfg.store_url))}, master "
               f"{cfg.master['type']} from {safe(cfg.master['source'])}, "
               f"{len(cfg.channels)} channel(s): "
               + ", ".join(f"{safe(c.name)} ({c.type})" for c in cfg.channels)

@@ -53,10 +53,10 @@ def judge_drop(store: Any, ch: ChannelConfig, run_id: int, unseen: Sequence[str]
     if not sharp(len(unseen)) and not listings < ratio * prev:
         return DropVerdict()
     last = store.previous_run_of(ch.name, run_id)
-    earlier = [h for h in store.presence_holds(last, ch.name, "held") if h["kind"] == "drop"] \
+    earlier = [h for h in store.presence_holds(last, ch.name, "held") if h.kind == "drop"] \
         if last is not None else []
     if earlier:  # the previous run held a drop: is this the same one, seen again?
-        new = set(unseen) - set(earlier[0]["vanished"])
+        new = set(unseen) - set(earlier[0].vanished)
         if not sharp(len(new)):
             return DropVerdict(confirmed_run=last, note=(
                 f"{len(unseen)} listings vanished since the last complete read, as in run "
@@ -77,6 +77,6 @@ def settle_earlier(store: Any, channel: str, run_id: int, confirmed_run: int | N
     last = store.previous_run_of(channel, run_id)
     if last is None:
         return
-    for h in store.presence_holds(last, channel, "held"):
+    for _ in store.presence_holds(last, channel, "held"):
         state = "confirmed" if last == confirmed_run else "superseded"
         store.decide_presence_hold(last, channel, state, run_id, now)

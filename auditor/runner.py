@@ -35,7 +35,7 @@ from auditor.master import load_master
 from auditor.model import (Finding, Link, LinkMethod, Listing, MasterRecord, Outcome, Run,
                            SourceResult, SourceStatus)
 from auditor.sources import is_url
-from auditor.store import Store
+from auditor.storage import MasterPlan, Store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class MasterUpdate:
 
     info: dict[str, Any]                        # the import summary (for the run report)
     records: dict[str, MasterRecord] | None     # by SKU; None when the file is unchanged
-    plan: Any = None                            # store.MasterPlan, None when unchanged
+    plan: MasterPlan | None = None              # None when unchanged
     source: str = ""
     sha256: str | None = None
     skipped_rows: int = 0
@@ -125,9 +125,10 @@ def read_master(cfg: Config, store: Store, now: datetime, plan: bool = True) -> 
         if m.get("auth") else None
     last = store.last_master_snapshot()
     imp = load_master(m, cfg.base_dir, _master_policy(cfg), headers, auth,
-                      unchanged_sha=last["sha256"] if last and store.master_count() else None)
+                      unchanged_sha=last.sha256 if last and store.master_count() else None)
     if imp.unchanged:
-        return MasterUpdate({"snapshot_id": last["id"], "records": store.master_count(),
+        assert last is not None
+        return MasterUpdate({"snapshot_id": last.id, "records": store.master_count(),
                              "added": 0, "changed": 0, "removed": 0, "unchanged": True,
                              "source": imp.source}, None)
     records = {r.sku: r for r in imp.records}
@@ -139,8 +140,8 @@ def read_master(cfg: Config, store: Store, now: datetime, plan: bool = True) -> 
     return update
 
 
-def plan_update(update: MasterUpdate, plan: Any) -> None:
-    """Attach the comparison with the snapshot in force (a store.MasterPlan)."""
+def plan_update(update: MasterUpdate, plan: MasterPlan) -> None:
+    """Attach the comparison with the snapshot in force."""
     update.plan = plan
     update.info.update(added=plan.added, changed=len(plan.writes) - plan.added,
                        removed=len(plan.removed))
@@ -195,9 +196,9 @@ def _in_fork(fn: Callable[[], Any]) -> Callable[[], Any]:
     return result
 
 
-def _plan_in(path: str, records: dict[str, MasterRecord], now: datetime) -> Any:
+def _plan_in(url: str, records: dict[str, MasterRecord], now: datetime) -> MasterPlan:
     """``plan_master`` on a connection of its own (for a forked process)."""
-    own = Store(path)
+    own = open_store(url)
     try:
         return own.plan_master(records, now)
     finally:
@@ -303,7 +304,7 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
 
     unseen: list[str] = []  # listings present before and not read now
     try:
-        unseen = store.save_listings(run_id, ch.name, pipeline())["unseen"]
+        unseen = store.save_listings(run_id, ch.name, pipeline()).unseen
     except SourceError as e:
         result.status = SourceStatus.FAILED
         result.message = f"{e.source}: {e.reason}"
@@ -383,8 +384,8 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
     if verdict.note:
         summary.notes.append(verdict.note)
     summary.outcomes = counts
-    summary.opened = counts_changes["opened"] + counts_changes["reopened"]
-    summary.resolved = counts_changes["resolved"]
+    summary.opened = counts_changes.opened + counts_changes.reopened
+    summary.resolved = counts_changes.resolved
     summary.open_failed = sum(1 for f in observed if f.outcome is Outcome.FAILED)
     summary.open_warn = sum(1 for f in observed if f.outcome is Outcome.WARN)
     summary.seconds = time.perf_counter() - t0
@@ -449,14 +450,15 @@ def run_audit(cfg: Config, store: Store, channels: list[str] | None = None,
                 raise
             master_error = str(e)
             log.error("%s", e)
-            snap = store.last_master_snapshot() or {}
-            master_info = {"snapshot_id": snap.get("id"), "records": store.master_count(),
+            snap = store.last_master_snapshot()
+            master_info = {"snapshot_id": snap.id if snap else None,
+                           "records": store.master_count(),
                            "kept_previous": True}
         planned = None
         if update is not None and update.records is not None:
-            records, path = update.records, store.path
+            records, url = update.records, store.url
             if workers > 1:  # compare with the snapshot in force on the other core
-                planned = _in_fork(lambda: _plan_in(path, records, now))
+                planned = _in_fork(lambda: _plan_in(url, records, now))
             else:
                 plan_update(update, store.plan_master(records, now))
         if master is None:
@@ -520,9 +522,9 @@ def run_audit(cfg: Config, store: Store, channels: list[str] | None = None,
 def worker_count(cfg: Config, store: Store, channels: int) -> int:
     """How many channels to audit at once: ``[run] workers`` (0 = CPU cores), at most one
     per channel; 1 where a worker could not share the master (no ``fork``) or the store
-    (an in-memory database)."""
+    (one another process cannot open, as an in-memory database)."""
     wanted = cfg.run.get("workers", 0) or os.cpu_count() or 1
-    if store.path == ":memory:" or "fork" not in mp.get_all_start_methods():
+    if not store.multi_process or "fork" not in mp.get_all_start_methods():
         return 1
     return max(1, min(wanted, channels))
 
@@ -557,7 +559,7 @@ def _audit_in_workers(cfg: Config, store: Store, run_id: int, selected: list[Cha
             root.removeHandler(h)
         root.addHandler(_ToParent(q))
         # Waits out the snapshot the parent may be writing (a large master takes a while).
-        own = Store(store.path, busy_timeout=3600)
+        own = open_store(store.url, write_wait=3600)
         try:
             summary: ChannelSummary | str = audit_channel(
                 cfg, own, run_id, ch, master, linker, history, now,
