@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
@@ -23,12 +24,14 @@ from rich.table import Table
 from auditor import __version__, log as logsetup, plugins
 from auditor.config import (CHANNEL_OPTIONS, HTTP_OPTIONS, LINKING_OPTIONS, MASTER_OPTIONS,
                             RUN_OPTIONS, STORE_OPTIONS, Config, load_config)
-from auditor.errors import AuditorError, ConfigError, MasterImportError
+from auditor.errors import AuditorError, ConfigError, Interrupted
+from auditor.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from auditor.storage import Store
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # interrupted: 128 + the signal's number
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 # In a pipe there is no terminal width: use a wide one rather than folding tables.
@@ -182,9 +185,10 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
       auditor run --config config.toml --channel google
       auditor -q run                    # cron: nothing printed but errors; the exit code tells
       auditor run --format json         # the summary for a program (csv: one row per channel)
-    Exit codes: 0 all consistent, 1 findings, 2 could not run or partial.
+    Exit codes: 0 all consistent, 1 findings, 2 could not run or partial;
+    130 / 143 interrupted by Ctrl-C / SIGTERM (the run is recorded `interrupted`).
     """
-    from auditor.runner import run_audit
+    from auditor.session import AuditSession, interrupt_on_signals
     from auditor.storage import open_store
 
     cfg = _load(config_path)
@@ -199,17 +203,25 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--now") from None
     report = None
-    store = open_store(cfg.store_url)
+    session = None
     try:
-        with store.run_lock(wait):
-            with _progress(_quiet()) as progress:
-                report = run_audit(cfg, store, list(channels) or None, now=now,
-                                   progress=progress)
-    except MasterImportError as e:
-        err.print(f"[bold red]error:[/] {safe(e)}")
-        sys.exit(EXIT_ERROR)
-    finally:
-        store.close()
+        with interrupt_on_signals():
+            store = open_store(cfg.store_url)
+            try:
+                with store.run_lock(wait), _progress(_quiet()) as progress:
+                    session = AuditSession(cfg, store, channels=list(channels) or None, now=now,
+                                           listeners=[progress] if progress else [])
+                    report = session.run()
+            finally:
+                store.close()
+    except KeyboardInterrupt as e:  # Interrupted (SIGTERM, SIGINT) or a plain Ctrl-C
+        reason = e.reason if isinstance(e, Interrupted) else "SIGINT (Ctrl-C)"
+        run_id = session.run_id if session is not None else None
+        where = f"run {run_id}" if run_id else "the run"
+        err.print(f"[bold red]interrupted:[/] {where} stopped by {safe(reason)}"
+                  + ("; recorded as interrupted" if run_id else ""))
+        sys.exit(EXIT_SIGTERM if isinstance(e, Interrupted) and e.signum == signal.SIGTERM
+                 else EXIT_SIGINT)
     from auditor.runner import _summary_dict
 
     if _quiet():
@@ -218,6 +230,7 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
         click.echo(json.dumps({"run_id": report.run_id, "status": report.status.value,
                                "exit_code": report.exit_code, "master": report.master,
                                "master_error": report.master_error,
+                               "interrupted_before": report.interrupted_before,
                                "channels": [_summary_dict(s) for s in report.channels]},
                               default=str, indent=2))
     elif fmt == "csv":
@@ -231,7 +244,8 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
 
 
 class _progress:
-    """A rich progress display on a terminal; nothing in pipes or with -q."""
+    """A rich progress display on a terminal, as a run listener; nothing in pipes or
+    with -q."""
 
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
@@ -245,26 +259,42 @@ class _progress:
                           TextColumn("{task.completed:,} listings"), TimeElapsedColumn(),
                           console=err, transient=True)
         self.p.__enter__()
-        self.tasks: dict[str, Any] = {}
-
-        def update(channel: str, n: int) -> None:
-            if channel not in self.tasks:
-                self.tasks[channel] = self.p.add_task(channel, total=None)
-            self.p.update(self.tasks[channel], completed=n)
-
-        return update
+        return ProgressListener(self.p)
 
     def __exit__(self, *exc: Any) -> None:
         if getattr(self, "p", None) is not None:
             self.p.__exit__(*exc)
 
 
+class ProgressListener:
+    """Listings read per channel, on a rich ``Progress``: the ``source_progress`` hook."""
+
+    def __init__(self, progress: Any):
+        self.p = progress
+        self.tasks: dict[str, Any] = {}
+
+    @hookimpl
+    def source_progress(self, event: Any) -> None:
+        if event.channel not in self.tasks:
+            self.tasks[event.channel] = self.p.add_task(event.channel, total=None)
+        self.p.update(self.tasks[event.channel], completed=event.listings)
+
+
 def print_report(report) -> None:
+    for r in getattr(report, "interrupted_before", ()):
+        out.print(f"[yellow]note:[/] the previous run {r['id']} was interrupted at "
+                  f"{safe(r['at'])}: {safe(r['reason'])}")
     m = report.master
-    if report.master_error:
+    if report.master_error and m.get("kept_previous"):
         out.print(f"[red]master import rejected[/]; the previous snapshot "
                   f"({m.get('records')} records) stays in force:")
         out.print(safe(report.master_error))
+    elif report.master_error and m.get("rejected"):
+        out.print("[red]master import rejected[/]; there is no earlier snapshot, so no "
+                  "channel was audited:")
+        out.print(safe(report.master_error))
+    elif report.master_error:
+        out.print(f"[red]master problem:[/] {safe(report.master_error)}")
     else:
         out.print(f"master: {m.get('records')} records (added {m.get('added')}, changed "
                   f"{m.get('changed')}, removed {m.get('removed')}) from {safe(m.get('source'))}")
@@ -293,6 +323,8 @@ def print_report(report) -> None:
     code = report.exit_code
     hint = {0: "all consistent", 1: "findings: see `auditor findings --open`",
             2: "some sources could not be read completely: see `auditor runs --errors`"}[code]
+    if code == 2 and report.master_error and not report.channels:
+        hint = "the master was rejected: see `auditor runs --errors`"
     held = [s.channel for s in report.channels if s.presence_held]
     if code == 2 and held and report.status.value == "complete" and not report.master_error:
         hint = (f"presence held for {', '.join(held)} (see above): findings of the listings "
@@ -455,7 +487,13 @@ def runs(ctx: click.Context, config_path: Path, limit: int, show_errors: bool, f
                 "held_findings": len(h.findings)}
         if show_errors:
             r["errors"] = [e.to_dict() for e in store.run_errors(run_rec.id, limit=200)]
-        r.pop("summary", None)
+        summary = r.pop("summary", None) or {}
+        if summary.get("master"):
+            r["master"] = summary["master"]
+        if summary.get("interrupted"):
+            r["interrupted"] = summary["interrupted"]
+        if summary.get("pid"):
+            r["pid"] = summary["pid"]
         rows.append(r)
     store.close()
     if fmt == "json":
@@ -470,6 +508,24 @@ def runs(ctx: click.Context, config_path: Path, limit: int, show_errors: bool, f
     for r in rows:
         out.print(f"[bold]run {r['id']}[/] {r['started_at']} -> {r['finished_at'] or '…'}: "
                   f"{r['status']}")
+        if r.get("interrupted"):
+            out.print(f"  interrupted at {r['interrupted'].get('at')}: "
+                      f"{safe(r['interrupted'].get('reason'))}")
+        elif r["status"] == "running" and r.get("pid") and not _pid_alive(r["pid"]):
+            out.print(f"  its process {r['pid']} is gone: the next run records it interrupted")
+        m = r.get("master")
+        if m and m.get("rejected"):
+            out.print(f"  master: rejected, {m.get('error_count', 0)} error(s) in "
+                      f"{safe(m.get('source'))}; "
+                      + (f"the previous snapshot ({m.get('records')} records) stayed in force"
+                         if m.get("kept_previous") else "no earlier snapshot: nothing audited"))
+        elif m and m.get("unchanged"):
+            out.print(f"  master: unchanged, {m.get('records')} records")
+        elif m:
+            out.print(f"  master: {m.get('records')} records (added {m.get('added')}, changed "
+                      f"{m.get('changed')}, removed {m.get('removed')}"
+                      + (f", {m.get('skipped_rows')} bad rows skipped" if m.get("skipped_rows")
+                         else "") + ")")
         for s in r["sources"]:
             out.print(f"  {safe(s['source'])}: {s['status']}, {s['listings']} listings, "
                       f"{s['errors']} errors" + (f" ({safe(s['message'])})" if s["message"] else ""))
@@ -507,6 +563,18 @@ def runs_accept(config_path: Path, run_id: int, channel: str) -> None:
         store.close()
     out.print(f"run {run_id}, {safe(channel)}: accepted; {counts['opened']} finding(s) opened, "
               f"{counts['resolved']} resolved, {counts['removed']} listing(s) removed")
+
+
+def _pid_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 @main.command()

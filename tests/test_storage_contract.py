@@ -442,3 +442,65 @@ def test_records_are_plain_data():
                              "listings": 1, "errors": 0, "message": None,
                              "started_at": NOW.isoformat(), "finished_at": None}
     assert dataclasses.replace(rec, listings=2) != rec
+
+
+# ----------------------------------------------------------------------------- a run's own record
+# (auditor.session: the master import, finding changes as events, interrupted runs)
+
+def test_run_summary_master_import_and_interruption(store):
+    from auditor.events import FindingChange  # noqa: F401  (the type finding_changes returns)
+
+    run_id = store.start_run(NOW, None)
+    assert store.run_summary(run_id) == {}
+    store.update_run_summary(run_id, pid=4242)
+    store.record_master_import(run_id, {"rejected": True, "records": 0, "error_count": 1},
+                               [("m.csv:2 column price", "bad price 'abc'")])
+    assert store.run_summary(run_id) == {"pid": 4242, "master": {
+        "rejected": True, "records": 0, "error_count": 1}}
+    assert [(e.source, e.location, e.reason) for e in store.run_errors(run_id)] == [
+        ("master", "m.csv:2 column price", "bad price 'abc'")]
+    (running,) = store.running_runs()
+    assert isinstance(running, RunRecord) and running.id == run_id
+    assert running.summary["pid"] == 4242
+
+    at = NOW + timedelta(minutes=5)
+    assert store.interrupt_run(run_id, at, "SIGTERM") is True
+    assert store.interrupt_run(run_id, at, "again") is False  # not running any more
+    (run,) = store.runs()
+    assert (run.status, run.finished_at) == ("interrupted", at)
+    assert run.summary["interrupted"] == {"at": at.isoformat(), "reason": "SIGTERM"}
+    assert run.summary["master"]["rejected"] is True
+    assert store.running_runs() == []
+    finished = store.start_run(NOW, None)
+    store.finish_run(Run(finished, NOW, at, SourceStatus.COMPLETE), {"channels": []})
+    assert store.interrupt_run(finished, at, "late") is False
+    assert store.runs()[0].status == "complete"
+
+
+def test_finding_changes_of_a_run_and_channel(store):
+    store.apply_findings(1, "google", [_f("A"), _f("B")], SourceStatus.COMPLETE, {"A", "B"},
+                         ["price"], NOW)
+    store.apply_findings(1, "meta", [_f("A", channel="meta")], SourceStatus.COMPLETE, None,
+                         ["price"], NOW)
+    assert sorted((c.sku, c.change, c.channel) for c in store.finding_changes(1, "google")) == [
+        ("A", "opened", "google"), ("B", "opened", "google")]
+    store.apply_findings(2, "google", [_f("A", actual="3 EUR")], SourceStatus.COMPLETE,
+                         {"A", "B"}, ["price"], NOW)
+    changes = store.finding_changes(2, "google")
+    assert sorted((c.sku, c.change, c.actual) for c in changes) == [
+        ("A", "changed", "3 EUR"), ("B", "resolved", "2 EUR")]
+    c = next(c for c in changes if c.sku == "A")
+    assert (c.fingerprint, c.check, c.field, c.outcome, c.severity, c.expected) == (
+        _f("A").fingerprint, "price", "price", "failed", "critical", "1 EUR")
+    store.apply_findings(3, "google", [_f("A", actual="3 EUR"), _f("B")],
+                         SourceStatus.COMPLETE, {"A", "B"}, ["price"], NOW)
+    assert [(c.sku, c.change) for c in store.finding_changes(3, "google")] == [("B", "reopened")]
+    assert store.finding_changes(2, "meta") == []
+
+
+def test_holds_run_lock_only_inside_it(store):
+    assert store.holds_run_lock() is False
+    with store.run_lock():
+        # a store another process can open has a real lock; a private one needs none
+        assert store.holds_run_lock() is store.multi_process
+    assert store.holds_run_lock() is False

@@ -29,6 +29,7 @@ from datetime import datetime
 from typing import (Any, Callable, ContextManager, Iterable, Iterator, Mapping, Protocol,
                     Sequence, runtime_checkable)
 
+from auditor.events import FindingChange
 from auditor.model import Finding, Link, Listing, MasterRecord, Run, SourceResult, SourceStatus
 from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord,
                                      HttpCacheRow, HttpValidators, ImageUrlRow, LinkRecord,
@@ -237,6 +238,44 @@ class RunStore(Protocol):
 
     def scores(self, run_id: int) -> list[ScoreRecord]:
         """A run's scores, by channel and check."""
+        ...
+
+    # The run's own record while it goes on (auditor.session): master imports,
+    # finding changes announced as events, interrupted runs.
+    def run_summary(self, run_id: int) -> dict[str, Any]:
+        """A run's summary (master import, pid, interruption, channels); ``{}`` if none."""
+        ...
+
+    def update_run_summary(self, run_id: int, **parts: Any) -> None:
+        """Merge ``parts`` into a run's summary while the run goes on."""
+        ...
+
+    def record_master_import(self, run_id: int, info: Mapping[str, Any],
+                             errors: Sequence[tuple[str, str]] = ()) -> None:
+        """A run's master import (accepted or rejected) into its summary (``master``),
+        each error (location, reason) as a run error of the source ``master``."""
+        ...
+
+    def finding_changes(self, run_id: int, channel: str) -> list[FindingChange]:
+        """Every finding of ``channel`` that ``run_id`` opened, changed, resolved or
+        reopened, as it reads now, in the order the run wrote the changes. Asked right
+        after the run applied the channel's findings (a later run of the channel
+        supersedes what this one touched)."""
+        ...
+
+    def interrupt_run(self, run_id: int, at: datetime, reason: str) -> bool:
+        """Record a run still ``running`` as ``interrupted`` at ``at`` for ``reason``
+        (anything this connection had not committed is dropped); False when the run
+        was not running."""
+        ...
+
+    def running_runs(self) -> list[RunRecord]:
+        """Runs recorded ``running``, oldest first."""
+        ...
+
+    def holds_run_lock(self) -> bool:
+        """Whether this process holds this store's ``run_lock`` (then no other run can
+        be going on, and a ``running`` run is one whose process is gone)."""
         ...
 
 

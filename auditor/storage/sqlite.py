@@ -28,6 +28,7 @@ import sqlite_utils
 from auditor import codec
 from auditor import lifecycle
 from auditor.errors import LockedError, StoreError
+from auditor.events import FindingChange
 from auditor.lifecycle import OPEN, RESOLVED, Evidence, Previous
 from auditor.model import (Finding, Link, Listing, MasterRecord, Outcome, Run, SourceResult,
                            SourceStatus)
@@ -281,12 +282,35 @@ def run_lock(db_path: str | Path, wait: float = 0.0) -> Iterator[None]:
                 time.sleep(0.2)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} since {_now()}".encode(), 0)
+        _HELD_LOCKS[str(Path(db_path).resolve())] = fd
         yield
     finally:
         if held:  # only the holder clears its note (closing the file releases the lock)
+            _HELD_LOCKS.pop(str(Path(db_path).resolve()), None)
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
         os.close(fd)
+
+
+# The run locks this process holds: path -> fd. A forked child (a channel worker)
+# closes its copies at once, so that only the run's own process holds the lock and
+# the lock goes with it, whatever becomes of the children.
+_HELD_LOCKS: dict[str, int] = {}
+
+
+def _close_inherited_locks() -> None:
+    for fd in _HELD_LOCKS.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_locks)
+
+
+def holds_run_lock(db_path: str | Path) -> bool:
+    """Whether this process holds ``run_lock`` on ``db_path``."""
+    return str(Path(db_path).resolve()) in _HELD_LOCKS
 
 
 # --------------------------------------------------------------------------- store
@@ -1037,6 +1061,75 @@ class SQLiteStore:
             "SELECT url, etag, last_modified, fetched_at, sha256, "
             "extraction IS NOT NULL AS had_extraction FROM http_cache "
             "WHERE url >= ? AND url < ?", [prefix, prefix + "\U0010ffff"])
+
+    # ----------------------------------------------------------------- run lifecycle
+    # (auditor.session: master imports, finding changes, interrupted runs)
+    def run_summary(self, run_id: int) -> dict[str, Any]:
+        """A run's stored summary (``{}`` when none yet)."""
+        row = self.db.execute("SELECT summary FROM runs WHERE id=?", (run_id,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else {}
+
+    def update_run_summary(self, run_id: int, **parts: Any) -> None:
+        """Merge ``parts`` into a run's summary (while the run is going on)."""
+        summary = self.run_summary(run_id)
+        summary.update(parts)
+        with self.db.conn:
+            self.db.conn.execute("UPDATE runs SET summary=? WHERE id=?",
+                                 (codec.dumps(summary), run_id))
+
+    def record_master_import(self, run_id: int, info: Mapping[str, Any],
+                             errors: Sequence[tuple[str, str]] = ()) -> None:
+        """Note the run's master import (accepted or rejected) in its summary, and each
+        error (location, reason) as a run error of the source ``master``."""
+        summary = self.run_summary(run_id)
+        summary["master"] = dict(info)
+        with self.db.conn:
+            self.db.conn.execute("UPDATE runs SET summary=? WHERE id=?",
+                                 (codec.dumps(summary), run_id))
+            self.db.conn.executemany(
+                "INSERT INTO run_errors (run_id, source, location, reason) VALUES (?,?,?,?)",
+                [(run_id, "master", loc, reason) for loc, reason in errors])
+
+    def finding_changes(self, run_id: int, channel: str) -> list[FindingChange]:
+        """Every finding of ``channel`` that ``run_id`` opened, changed, resolved or
+        reopened, with what the finding says now (in the order they were written); asked
+        right after the run applied the channel's findings."""
+        # From the channel's findings this run touched to their events (by the
+        # fingerprint index): finding_events has no index by run, and grows every run.
+        return [FindingChange(*row) for row in self.db.execute(
+            "SELECT e.fingerprint, e.event, f.check_name, f.channel, f.sku,"
+            " f.listing_key, f.field, f.outcome, f.severity, f.expected, f.actual, f.message"
+            " FROM findings f CROSS JOIN finding_events e ON e.fingerprint = f.fingerprint"
+            " AND e.run_id = ? WHERE f.channel = ? AND (f.last_run = ? OR f.resolved_run = ?)"
+            " ORDER BY e.id", [run_id, channel, run_id, run_id])]
+
+    def interrupt_run(self, run_id: int, at: datetime, reason: str) -> bool:
+        """Record a run that stopped before it finished as ``interrupted`` (at, why).
+        False when the run had already finished."""
+        # Whatever this connection was writing when the run was stopped stays unwritten
+        # (a half-written batch of listings is not committed with the status).
+        if self.db.conn.in_transaction:
+            self.db.conn.rollback()
+        summary = self.run_summary(run_id)
+        summary["interrupted"] = {"at": at.isoformat(), "reason": reason}
+        with self.db.conn:
+            cur = self.db.conn.execute(
+                "UPDATE runs SET finished_at=?, status='interrupted', summary=? "
+                "WHERE id=? AND status='running'", (at.isoformat(), codec.dumps(summary), run_id))
+        return cur.rowcount > 0
+
+    def running_runs(self) -> list[RunRecord]:
+        """Runs recorded as still ``running``, oldest first (``summary["pid"]``: the
+        process that runs it, once noted)."""
+        return [RunRecord(i, datetime.fromisoformat(started), parse_time(finished), status,
+                          snap, orjson.loads(summary) if summary else {})
+                for i, started, finished, status, snap, summary in self.db.execute(
+                    "SELECT id, started_at, finished_at, status, master_snapshot_id, summary"
+                    " FROM runs WHERE status = 'running' ORDER BY id")]
+
+    def holds_run_lock(self) -> bool:
+        """Whether this process holds this store's ``run_lock``."""
+        return self.path != MEMORY and holds_run_lock(self.path)
 
 
     # ----------------------------------------------------------------- presence holds
