@@ -60,6 +60,8 @@ class Extraction:
     images: list[str] = field(default_factory=list)
     attributes: dict[str, str] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
+    # field -> how sure the read is, 0..1 (see CONFIDENCE and LOW_CONFIDENCE)
+    confidence: dict[str, float] = field(default_factory=dict)
     # Variants of a ProductGroup page, each a complete Extraction.
     variants: list["Extraction"] = field(default_factory=list)
     group_id: str | None = None

@@ -8,6 +8,9 @@
     images    image matching matrix and decode+hash throughput
     crawl     our crawler vs Scrapy on the generated shop, same concurrency
     scaling   audit wall time and RSS at several world sizes (file channels), vs parse time
+    extract   extraction quality on real saved product pages (the shared dev set beside the
+              repository and bench/pages/): precision, recall, F1 per field and per
+              structured-data kind
 
 Every part prints Markdown tables and appends them, with machine, date and command,
 to docs/benchmarks.md (``--no-write`` to only print). Worlds are generated once under
@@ -224,10 +227,50 @@ def part_scaling(sizes: list[int], write: bool) -> None:
          "peak RSS MiB", "worker peak RSS MiB"], rows)], write)
 
 
+def part_extract(sets: list[str], dump: Path | None, write: bool) -> dict[str, Any]:
+    from bench import extract as ex
+
+    dirs = []
+    if "shared" in sets:
+        d = ex.shared_set()
+        if d is None:
+            print("shared dev set not found (set AUDITOR_DEVSET_PAGES or clone the repository "
+                  "beside shared/): skipped")
+        else:
+            dirs.append(("shared", d))
+    if "repo" in sets and (ex.REPO_SET / "labels.jsonl").is_file():
+        dirs.append(("repo", ex.REPO_SET))
+    if dump is not None and dump.exists():
+        dump.unlink()
+    tables, results = [], {}
+
+    def rows(sc: dict) -> list[list]:
+        return [[f, s["n"], s["tp"], s["fp"], s["fn"], round(s["precision"], 3),
+                 round(s["recall"], 3), round(s["f1"], 3)] for f, s in sc.items()]
+
+    cols = ["field", "labelled", "TP", "FP", "FN", "P", "R", "F1"]
+    for name, d in dirs:
+        r, _, _ = isolated(ex.run_set_summary, name, d, dump)
+        results[name] = r
+        tables.append(table(
+            f"{name} set ({d.name}/): {r['pages']} pages, {r['domains']} shops, languages "
+            f"{', '.join(r['languages'])}; extract median {r['ms_median']:.1f} ms, max "
+            f"{r['ms_max']:.0f} ms a page; {r['low_confidence_fields']} low-confidence "
+            f"fields", cols, rows(r["all"])))
+        kind_rows = []
+        for kind, (n, sc) in r["by_kind"].items():
+            kind_rows += [[kind, n] + row[:2] + row[5:] for row in rows(sc)]
+        tables.append(table(f"{name} set by structured-data kind",
+                            ["kind", "pages", "field", "labelled", "P", "R", "F1"], kind_rows))
+    if tables:
+        record("Extraction on real pages", tables, write)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     ap.add_argument("part", choices=["all", "quality", "reaudit", "feeds", "checks", "images",
-                                     "crawl", "scaling"])
+                                     "crawl", "scaling", "extract"])
     ap.add_argument("--size", type=int, default=2000, help="SKUs in the world")
     ap.add_argument("--rows", type=int, default=0, help="feeds: also a synthetic N-row feed")
     ap.add_argument("--masters", type=int, default=250_000)
@@ -235,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pages", type=int, default=2000, help="crawl: pages per crawler")
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--set", dest="sets", nargs="+", choices=["shared", "repo"],
+                    default=["shared", "repo"], help="extract: which page sets")
+    ap.add_argument("--dump", type=Path, help="extract: write predictions (JSONL) here")
     ap.add_argument("--no-write", action="store_true", help="print only")
     a = ap.parse_args(argv)
     write = not a.no_write
@@ -255,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
             part_crawl(a.size, a.pages, a.concurrency, write)
         elif part == "scaling":
             part_scaling(a.sizes, write)
+        elif part == "extract":
+            part_extract(a.sets, a.dump, write)
     return 0
 
 
