@@ -26,8 +26,13 @@ from auditor.values import normalize_currency, parse_availability, parse_decimal
 
 # Source labels. RDFa Lite shares microdata's tier and its label: the documented
 # vocabulary is json-ld, microdata, opengraph, selector, heuristic.
-JSON_LD, MICRODATA, OPENGRAPH, SELECTOR, HEURISTIC = (
-    "json-ld", "microdata", "opengraph", "selector", "heuristic")
+JSON_LD, MICRODATA, OPENGRAPH, SELECTOR, HEURISTIC, JS_STATE = (
+    "json-ld", "microdata", "opengraph", "selector", "heuristic", "js-state")
+# How sure a value read by each method is; the candidate reader (heuristic, js-state)
+# scores each of its fields itself.
+CONFIDENCE = {JSON_LD: 0.95, MICRODATA: 0.9, OPENGRAPH: 0.85, SELECTOR: 1.0, HEURISTIC: 0.5,
+              JS_STATE: 0.6}
+from auditor.pagereader import LOW_CONFIDENCE  # noqa: E402  (re-exported)
 RDFA = MICRODATA
 
 # Fields JSON-LD must fill for the DOM not to be parsed at all.
@@ -60,8 +65,18 @@ class Extraction:
     images: list[str] = field(default_factory=list)
     attributes: dict[str, str] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
-    # field -> how sure the read is, 0..1 (see CONFIDENCE and LOW_CONFIDENCE)
+    # field -> how sure the read is, 0..1 (CONFIDENCE by method; the candidate reader
+    # scores its own); below LOW_CONFIDENCE a field never raises a failed finding
     confidence: dict[str, float] = field(default_factory=dict)
+    # field -> a CSS selector (``selectors`` syntax) that would read it for certain
+    hints: dict[str, str] = field(default_factory=dict)
+    # distinct prices shown inside the product's main region (read by the candidate
+    # reader), among which a linked master may choose
+    region_prices: list[Decimal] = field(default_factory=list)
+    # why the page is not a product page (category listing, soft 404), or why it could
+    # not be seen (captcha, consent wall: ``blocked``)
+    reason: str | None = None
+    blocked: str | None = None
     # Variants of a ProductGroup page, each a complete Extraction.
     variants: list["Extraction"] = field(default_factory=list)
     group_id: str | None = None
@@ -69,6 +84,8 @@ class Extraction:
     @property
     def is_product(self) -> bool:
         """Whether the page carried product data at all."""
+        if self.blocked or self.reason:
+            return False
         return bool(self.variants) or self.price is not None or (
             self.title is not None and bool(self.sources.get("title") in
                                             (JSON_LD, MICRODATA, SELECTOR))
@@ -85,6 +102,8 @@ class Extraction:
                 v = str(v)
             elif isinstance(v, Availability):
                 v = v.value
+            elif f.name == "region_prices":
+                v = [str(x) for x in v]
             d[f.name] = v
         return d
 
@@ -98,6 +117,7 @@ class Extraction:
         if kw.get("availability") is not None:
             kw["availability"] = Availability(kw["availability"])
         kw["variants"] = [cls.from_dict(v) for v in kw.get("variants") or []]
+        kw["region_prices"] = [Decimal(x) for x in kw.get("region_prices") or []]
         return cls(**{k: v for k, v in kw.items() if k in _EXTRACTION_FIELDS})
 
     def summary(self) -> dict[str, Any]:
@@ -106,7 +126,8 @@ class Extraction:
                 "currency": self.currency,
                 "availability": self.availability.value if self.availability else None,
                 "sku": self.sku, "gtin": self.gtin, "mpn": self.mpn, "brand": self.brand,
-                "images": list(self.images), "sources": dict(self.sources)}
+                "images": list(self.images), "sources": dict(self.sources),
+                "confidence": dict(self.confidence)}
 
 
 _EXTRACTION_FIELDS = frozenset(f.name for f in dc_fields(Extraction))
@@ -1054,28 +1075,59 @@ def extract(html: bytes | str, url: str, sku: str | None = None,
                 sel = _selected(text, selectors, base)
                 if sel:
                     layers.append((SELECTOR, sel))
-            if not structured:
-                h = _heuristic(doc, base)
-                if "price" not in h:
-                    h = {**_text_heuristic(text), **h}
-                layers.append((HEURISTIC, h))
-    if doc is None and not ld and wanted:
+    reader = None
+    if doc is not None:
+        have = _merge(layers)
+        missing = [k for k in ("title", "price", "availability", "sku", "images")
+                   if not (have.images if k == "images" else getattr(have, k) is not None)]
+        if missing and not (variants and set(missing) <= {"sku", "price", "availability"}):
+            from auditor.pagereader import read_page
+
+            reader = read_page(doc, base, title_hint=have.title, want=missing)
+            if not have.is_product and (reader.blocked or reader.not_product):
+                pass  # nothing to read: the reason is set below
+            else:
+                for method in (HEURISTIC, JS_STATE):
+                    vals = {k: v for k, v in reader.values.items()
+                            if reader.sources.get(k, HEURISTIC) == method}
+                    if vals:
+                        layers.append((method, vals))
+    elif not ld and wanted:
         layers.append((HEURISTIC, _text_heuristic(text)))
     out = _merge(layers)
+    for k, method in out.sources.items():
+        out.confidence[k] = CONFIDENCE.get(method, 0.5)
+    if reader is not None:
+        for k, method in list(out.sources.items()):
+            if method in (HEURISTIC, JS_STATE) and k in reader.confidence:
+                out.confidence[k] = reader.confidence[k]
+                if k in reader.hints:
+                    out.hints[k] = reader.hints[k]
+        if out.sources.get("price") == HEURISTIC:
+            out.region_prices = list(reader.region_prices)
+        if not out.is_product and (reader.blocked or reader.not_product):
+            out.blocked, out.reason = reader.blocked, reader.not_product
     if doc is not None and not out.images and (out.price is not None or out.sku):
-        # Structured data without an image: look at the page itself. Finding none
-        # there too is what the page shows (recorded, so the image check can say so).
-        out.images = _product_images(doc, base, out.title)
+        # Structured data without an image, and none found on the page either: what
+        # the page shows (recorded, so the image check can say so).
         out.sources["images"] = HEURISTIC
-    if doc is not None and out.price is not None and out.sale_price is None:
+        out.confidence["images"] = CONFIDENCE[HEURISTIC]
+    if doc is not None and out.price is not None and out.sale_price is None and \
+            out.sources.get("price") not in (HEURISTIC, JS_STATE):
         old = _crossed_out(doc, out.price)
         if old is not None:
             out.sale_price, out.price = out.price, old
             out.sources["sale_price"] = out.sources["price"]
             out.sources["price"] = HEURISTIC
+            out.confidence["sale_price"] = out.confidence.get("price", 0.5)
+            out.confidence["price"] = 0.8
     # Variants inherit page-wide facts, never another variant's price or identity.
     shared = [(m, {k: x for k, x in vals.items() if k in INHERITED}) for m, vals in layers]
     out.variants = [_merge([(variants_from, v)] + shared) for v in variants]
+    for v in out.variants:
+        v.confidence = {k: out.confidence.get(k, CONFIDENCE.get(m, 0.5))
+                        if m != variants_from else CONFIDENCE.get(m, 0.5)
+                        for k, m in v.sources.items()}
     if any(v.images for v in out.variants):
         # The structured data gives variants images of their own: one given none shows none.
         for v in out.variants:
