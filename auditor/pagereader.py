@@ -856,17 +856,20 @@ def _meta_currency(pg: _Page) -> str | None:
 
 
 def _looks_like_listing(pg: _Page, cands: list[_Cand], atc, heading) -> str | None:
-    """A category or search page: many priced tiles and no buy box for one product."""
-    if atc is not None and heading is not None and pg.distance(atc, heading) <= 8:
-        return None
+    """A category or search page: many priced tiles and no price next to a buy box or
+    the main heading."""
     priced = [c for c in cands if c.score > 0 and not c.old]
-    if len(priced) < 8:
-        return None
     amounts = {c.amount for c in priced}
-    near = [c for c in priced if c.dist <= 4]
-    if len(amounts) >= 6 and len(near) <= 1 and len(pg.atcs) != 1:
-        return f"a category or search listing ({len(amounts)} different prices, no buy box)"
-    return None
+    if len(amounts) < 6:
+        return None
+    top = sorted(priced, key=lambda c: -c.score)[:80]
+    if heading is not None and any(pg.distance(c.el, heading) <= 7 for c in top):
+        return None
+    # add-to-cart buttons that each sit next to a price: product tiles
+    tiles = sum(1 for a, _d in pg.atcs[:40] if any(pg.distance(c.el, a) <= 6 for c in top))
+    if pg.atcs and tiles < 4:
+        return None
+    return f"a category or search listing ({len(amounts)} different prices, no buy box)"
 
 
 # ---------------------------------------------------------------------------- availability
