@@ -532,6 +532,21 @@ def _price_specs(offer: Mapping[str, Any]) -> tuple[Decimal | None, Decimal | No
     return sell, strike, cur
 
 
+def _shown(amount: Decimal | None, currency: str | None) -> Decimal | None:
+    """A price as the page shows it: markup that carries an unrounded net-times-VAT
+    amount (210.852001) is shown rounded to the currency's minor unit (210.85)."""
+    if amount is None:
+        return None
+    from auditor.model import CURRENCY_MINOR_UNITS
+
+    places = CURRENCY_MINOR_UNITS.get(currency or "", 2)
+    if amount.as_tuple().exponent < -places:
+        from decimal import ROUND_HALF_UP
+
+        return amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    return amount
+
+
 def _fields(p: Mapping[str, Any], base: str, want: set[str], variant: str | None,
             parent: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Listing values from one schema.org Product (or variant) node."""
@@ -569,6 +584,7 @@ def _fields(p: Mapping[str, Any], base: str, want: set[str], variant: str | None
         if price is None:
             price = sell
         cur = _currency(offer.get("priceCurrency")) or spec_cur
+        price, strike = _shown(price, cur), _shown(strike, cur)
         if strike is not None and price is not None and strike > price:
             f["price"], f["sale_price"] = strike, price
         else:

@@ -70,6 +70,9 @@ _EXCLUDE_JOINED = re.compile(
 _EXCLUDE_TAGS = {"nav", "footer", "aside", "header", "dialog"}
 _EXCLUDE_ROLES = {"navigation", "banner", "contentinfo", "complementary", "dialog", "search",
                   "menu", "menubar", "alertdialog"}
+_HIDDEN = re.compile(r"(?:^|\s)(?:hidden|d-none|hide|is-hidden|a-hidden|aok-hidden|u-hidden|"
+                     r"js-hidden|display-none|invisible)(?:\s|$)", re.I)
+_HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
 _SKIP_TAGS = {"script", "style", "noscript", "template", "svg", "head", "select", "option",
               "textarea", "iframe"}
 
@@ -407,6 +410,7 @@ class _Page:
         self.order: dict[Any, int] = {}
         self.depth: dict[Any, int] = {}
         self.excluded: set[Any] = set()
+        self.hidden: set[Any] = set()      # hidden by markup (hidden, display:none)
         self.h1s: list[Any] = []
         self.atcs: list[tuple[Any, bool]] = []   # (element, disabled)
         self.texts: list[tuple[Any, str]] = []   # (element, own text) outside excluded parts
@@ -421,6 +425,7 @@ class _Page:
         from lxml import etree
 
         stack: list[bool] = []   # excluded flag per open element
+        hidden: list[bool] = []  # hidden flag per open element
         n = 0
         depth = 0
         walker = etree.iterwalk(self.doc, events=("start", "end"))
@@ -429,6 +434,8 @@ class _Page:
                 depth -= 1
                 if stack:
                     stack.pop()
+                if hidden:
+                    hidden.pop()
                 continue
             depth += 1
             tag = el.tag if isinstance(el.tag, str) else None
@@ -437,10 +444,17 @@ class _Page:
                 if n > MAX_ELEMENTS:
                     self.truncated = True
                 stack.append(True)
+                hidden.append(True)
                 walker.skip_subtree()
                 # skip_subtree still sends this element's end event
                 continue
             parent_ex = stack[-1] if stack else False
+            hid = (hidden[-1] if hidden else False) or el.get("hidden") is not None or \
+                bool(_HIDDEN.search(el.get("class") or "")) or \
+                bool(_HIDDEN_STYLE.search(el.get("style") or ""))
+            hidden.append(hid)
+            if hid:
+                self.hidden.add(el)
             if tag == "meta":
                 k = (el.get("property") or el.get("name") or el.get("itemprop") or "").lower()
                 if k and el.get("content") and k not in self.metas:
@@ -450,10 +464,12 @@ class _Page:
                 if "json" in typ or not typ or typ == "text/javascript":
                     self.scripts.append(el)
                 stack.append(True)
+                hidden.append(True)
                 walker.skip_subtree()
                 continue
             if tag in _SKIP_TAGS:
                 stack.append(True)
+                hidden.append(True)
                 walker.skip_subtree()
                 continue
             ex = parent_ex or self._excluded(el, tag)
@@ -759,6 +775,8 @@ def _score(pg: _Page, c: _Cand, mark: str, marked: bool, has_cur: bool, before: 
         s -= 4
     if n_amounts > 1:
         s -= 0.5
+    if el in pg.hidden:
+        s -= 1.0
     # where it sits
     d_h = pg.distance(heading, el) if heading is not None else 99
     d_a = pg.distance(atc, el) if atc is not None else 99
@@ -887,7 +905,7 @@ def _choose_availability(pg: _Page, heading, atc, atc_disabled: bool, region, st
     best = None   # (score, value, element)
     anchor = atc if atc is not None else heading
     for el, own in pg.texts:
-        if len(own) > 300:
+        if len(own) > 300 or el in pg.hidden:
             continue
         hit = _avail_of(own)
         if hit is None:
@@ -914,6 +932,9 @@ def _choose_availability(pg: _Page, heading, atc, atc_disabled: bool, region, st
                 0.85 if best is None or best[1] is Availability.OUT_OF_STOCK else 0.6,
                 _selector(atc))
         return
+    if best is not None and atc is not None and best[0] < 1 and \
+            best[1] is not Availability.IN_STOCK:
+        best = None   # a far-off phrase does not outweigh this product's buy box
     if best is not None and best[0] > -3:
         s, av, el = best
         conf = 0.5 + min(s, 4) * 0.1
