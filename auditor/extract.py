@@ -127,7 +127,8 @@ class Extraction:
                 "availability": self.availability.value if self.availability else None,
                 "sku": self.sku, "gtin": self.gtin, "mpn": self.mpn, "brand": self.brand,
                 "images": list(self.images), "sources": dict(self.sources),
-                "confidence": dict(self.confidence)}
+                "confidence": dict(self.confidence), "hints": dict(self.hints),
+                "reason": self.blocked or self.reason}
 
 
 _EXTRACTION_FIELDS = frozenset(f.name for f in dc_fields(Extraction))
@@ -1108,6 +1109,11 @@ def extract(html: bytes | str, url: str, sku: str | None = None,
                             if reader.sources.get(k, HEURISTIC) == method}
                     if vals:
                         layers.append((method, vals))
+                if "price" in missing and "price" not in reader.values and not variants:
+                    # markup too broken for the tree: the tag-stripped text, unsure
+                    layers.append((HEURISTIC, _text_heuristic(text)))
+                    for k in layers[-1][1]:
+                        reader.confidence.setdefault(k, 0.4)
     elif not ld and wanted:
         layers.append((HEURISTIC, _text_heuristic(text)))
     out = _merge(layers)

@@ -38,7 +38,7 @@ from urllib.parse import urljoin, urlsplit
 from auditor.model import Availability
 
 MAX_ELEMENTS = 60_000     # elements looked at per page
-MAX_DEPTH = 400           # deeper elements are ignored (a DOM nested thousands deep)
+ANCESTORS = 80            # ancestors looked at for tree distances (a DOM nested thousands deep)
 MAX_CANDIDATES = 400      # price candidates scored per page
 MAX_SCRIPT = 3_000_000    # characters of one embedded JSON state parsed
 MAX_JSON_NODES = 50_000   # JSON nodes walked per page
@@ -418,6 +418,16 @@ class _Page:
         self.metas: dict[str, str] = {}
         self.scripts: list[Any] = []
         self.truncated = False
+        # ancestors of the page's headings: a wrapper holding the product's title is
+        # never left out, whatever its class says ("row-offcanvas", "header")
+        self._holds_h1: set[int] = set()
+        for h in doc.iter("h1"):
+            for a in h.iterancestors():
+                if id(a) in self._holds_h1:
+                    break
+                self._holds_h1.add(id(a))
+            if len(self._holds_h1) > 5000:
+                break
         self._walk()
 
     # -- one pass over the document
@@ -440,7 +450,7 @@ class _Page:
             depth += 1
             tag = el.tag if isinstance(el.tag, str) else None
             n += 1
-            if n > MAX_ELEMENTS or depth > MAX_DEPTH or tag is None:
+            if n > MAX_ELEMENTS or tag is None:
                 if n > MAX_ELEMENTS:
                     self.truncated = True
                 stack.append(True)
@@ -494,10 +504,9 @@ class _Page:
                     self.texts.append((el, own.strip()))
 
     def _excluded(self, el, tag: str) -> bool:
+        if id(el) in self._holds_h1:
+            return False
         if tag in _EXCLUDE_TAGS:
-            # a <header> inside the product (its title) is not the site header
-            if tag == "header" and el.find(".//h1") is not None:
-                return False
             return True
         role = (el.get("role") or "").lower()
         if role in _EXCLUDE_ROLES:
@@ -532,7 +541,7 @@ class _Page:
             self.atcs.append((el, disabled))
 
     # -- tree geometry
-    def ancestors(self, el, limit: int = 80) -> list[Any]:
+    def ancestors(self, el, limit: int = ANCESTORS) -> list[Any]:
         out = []
         for a in el.iterancestors():
             out.append(a)

@@ -33,6 +33,7 @@ from auditor.linking import Linker
 from auditor.master import load_master
 from auditor.model import (Finding, Link, LinkMethod, Listing, MasterRecord, Outcome, Run,
                            SourceResult, SourceStatus)
+from auditor.confidence import prefer_master
 from auditor.sources import is_url
 from auditor.store import Store
 
@@ -272,6 +273,8 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
             if m is not None:
                 linked_skus.add(m.sku)
                 summary.linked += 1
+                if li.alternatives:  # an uncertain page read: the master picks in its buy box
+                    li = prefer_master(li, m, ctx.now)
             elif link.method == LinkMethod.AMBIGUOUS:
                 summary.ambiguous += 1
             else:
