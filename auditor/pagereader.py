@@ -194,7 +194,7 @@ _SKU_LABELS = [
                 re.I), 0.85),
     (re.compile(r"^(model(l)?(\s*(no|nr|number|nummer|#))?|mpn|modèle|modelo|modello|"
                 r"herstellernummer|hersteller-?(nr|artikelnummer)|mfr\.?\s*(part|#|no)|"
-                r"manufacturer\s*(part\s*)?(no|number|#)|typ|type)$", re.I), 0.55),
+                r"manufacturer\s*(part\s*)?(no|number|#))$", re.I), 0.55),
 ]
 _SKU_VALUE = re.compile(r"^[#:\s]*([A-Za-z0-9][A-Za-z0-9\-_./]{2,40})")
 _SKU_INLINE = re.compile(
@@ -1004,8 +1004,8 @@ def _choose_sku(pg: _Page, heading, region, state: PageRead, out: PageRead) -> N
             if m:
                 value = m.group(2)
                 conf = 0.55 if m.group(1).lower().startswith("model") else 0.8
-        if not value or not re.search(r"\d", value) and len(value) < 4:
-            continue
+        if not value or not re.search(r"\d", value):
+            continue  # "Type: Underwear", "Ref: none": article numbers carry digits
         value = value.rstrip(".,;")
         in_region = region is not None and pg.contains(region, el)
         d = pg.distance(heading, el) if heading is not None else 30
@@ -1019,7 +1019,15 @@ def _choose_sku(pg: _Page, heading, region, state: PageRead, out: PageRead) -> N
 
 
 def _next_value(pg: _Page, el, i: int) -> str | None:
-    """The value that follows a label: next sibling cell (th/td, dt/dd, span), or next text."""
+    """The value that follows a label: the rest of the element (``SKU: <span>X</span>``),
+    the next sibling cell (th/td, dt/dd, span), or the next text."""
+    full = re.sub(r"\s+", " ", el.text_content()).strip()
+    if len(full) < 80:
+        rest = re.sub(r"^[^:#]*[:#]", "", full, count=1).strip() if re.search(r"[:#]", full) \
+            else ""
+        m = _SKU_VALUE.match(rest)
+        if m and re.search(r"\d", m.group(1)):
+            return m.group(1)
     for sib in (el.getnext(), el.getparent().getnext() if el.getparent() is not None else None):
         if sib is not None and isinstance(sib.tag, str):
             t = re.sub(r"\s+", " ", sib.text_content()).strip()
