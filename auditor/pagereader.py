@@ -194,7 +194,7 @@ _SKU_LABELS = [
                 re.I), 0.85),
     (re.compile(r"^(model(l)?(\s*(no|nr|number|nummer|#))?|mpn|modèle|modelo|modello|"
                 r"herstellernummer|hersteller-?(nr|artikelnummer)|mfr\.?\s*(part|#|no)|"
-                r"manufacturer\s*(part\s*)?(no|number|#))$", re.I), 0.55),
+                r"manufacturer\s*(part\s*)?(no|number|#))$", re.I), 0.5),
 ]
 _SKU_VALUE = re.compile(r"^[#:\s]*([A-Za-z0-9][A-Za-z0-9\-_./]{2,40})")
 _SKU_INLINE = re.compile(
@@ -648,7 +648,9 @@ def read_page(doc, base: str, title_hint: str | None = None,
     if heading is None and atc is None and _CAPTCHA.search(ptitle + " " + visible_head[:2000]):
         out.blocked = "captcha or robot-check page"
         return out
-    if heading is None and atc is None and _CONSENT.search(visible_head):
+    if heading is None and atc is None and _CONSENT.search(
+            (pg.doc.find("body").text_content()[:20000] if pg.doc.find("body") is not None
+             else visible_head)):
         out.blocked = "consent wall (the page shows only a cookie/consent dialog)"
         return out
     if _NOT_FOUND.search(ptitle + " " + (title_text or "")) and atc is None:
@@ -890,8 +892,10 @@ def _looks_like_listing(pg: _Page, cands: list[_Cand], atc, heading) -> str | No
     if len(amounts) < 6:
         return None
     top = sorted(priced, key=lambda c: -c.score)[:80]
-    if heading is not None and any(pg.distance(c.el, heading) <= 7 for c in top):
-        return None
+    by_heading = {c.amount for c in top if heading is not None and
+                  pg.distance(c.el, heading) <= 7}
+    if 1 <= len(by_heading) <= 3:
+        return None  # the heading's own price (perhaps with an old and a unit price)
     # add-to-cart buttons that each sit next to a price: product tiles
     tiles = sum(1 for a, _d in pg.atcs[:40] if any(pg.distance(c.el, a) <= 6 for c in top))
     if pg.atcs and tiles < 4:
@@ -986,6 +990,8 @@ def _choose_sku(pg: _Page, heading, region, state: PageRead, out: PageRead) -> N
         if len(own) > 200:
             continue
         label = own.strip().rstrip(":").strip()
+        label = label if _SKU_LABELS[0][0].match(label) or _SKU_LABELS[1][0].match(label) \
+            else label.rstrip(".:# ")
         value = None
         conf = 0.0
         for rx, c in _SKU_LABELS:
