@@ -1025,23 +1025,50 @@ def _text_facts(visible: str) -> dict[str, Any]:
 
 
 def _crossed_out(doc, current: Decimal) -> Decimal | None:
-    """A crossed-out regular price shown next to the current one (a sale)."""
-    amounts = {f"{current:.2f}", f"{current:.2f}".replace(".", ","), str(current)}
-    for el, text in _price_elements(doc):
-        if not _is_old_price(el):
-            continue
-        m = _money_fields(text)
-        old = m.get("price")
-        if old is None or old <= current:
-            continue
-        anc = el.getparent()
-        for _ in range(2):  # the old and new price sit side by side, not page-wide
-            if anc is None or anc.tag in ("body", "html", "main"):
-                break
-            block = anc.text_content()
-            if len(block) < 2000 and any(a in block.replace(text, "") for a in amounts):
-                return old
-            anc = anc.getparent()
+    """A crossed-out regular price shown next to the current one (a sale).
+
+    Starts from the elements whose own text shows the current amount (found by XPath,
+    in C) and looks for a crossed-out price within two levels around them, so a page
+    costs a few element visits rather than a scan of every element.
+    """
+    amounts = {f"{current:.2f}", f"{current:.2f}".replace(".", ","), str(current),
+               f"{current:,.2f}"}
+    seen: set[int] = set()
+    for form in amounts:
+        try:
+            hits = doc.xpath("//*[text()[contains(., $f)]]", f=form)[:20]
+        except Exception:  # lxml refuses some hostile documents
+            return None
+        for node in hits:
+            if node.tag in ("script", "style"):
+                continue
+            anc = node
+            for _ in range(3):  # the old and new price sit side by side, not page-wide
+                anc = anc.getparent()
+                if anc is None or anc.tag in ("body", "html", "main") or id(anc) in seen:
+                    break
+                seen.add(id(anc))
+                n = 0
+                for el in anc.iter():
+                    n += 1
+                    if n > 300:
+                        break
+                    if el is node or not isinstance(el.tag, str) or el.tag in ("script", "style"):
+                        continue
+                    if not (el.tag in ("del", "s", "strike") or
+                            _PRICE_CLASS.search((el.get("class") or "") + " " + (el.get("id") or "")
+                                                + " " + (el.get("itemprop") or ""))):
+                        continue
+                    text = el.text_content().strip()
+                    if len(text) >= 60 or len(_AMOUNT.findall(text)) != 1 or \
+                            not _is_old_price(el):
+                        continue
+                    old = _money_fields(text).get("price")
+                    if old is None or old <= current:
+                        continue
+                    block = anc.text_content()
+                    if len(block) < 2000 and any(a in block.replace(text, "") for a in amounts):
+                        return old
     return None
 
 

@@ -28,6 +28,7 @@ prices inside the main region, which lets a linked master choose between them
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from dataclasses import dataclass, field
@@ -408,7 +409,6 @@ class _Page:
         self.host = (urlsplit(base).hostname or "").lower()
         self.title_hint = title_hint
         self.order: dict[Any, int] = {}
-        self.depth: dict[Any, int] = {}
         self.excluded: set[Any] = set()
         self.hidden: set[Any] = set()      # hidden by markup (hidden, display:none)
         self.h1s: list[Any] = []
@@ -432,76 +432,73 @@ class _Page:
 
     # -- one pass over the document
     def _walk(self) -> None:
+        """Walk the body once, skipping what is not the product (navigation, footer,
+        cookie banners ... and their whole subtrees), scripts and styles."""
         from lxml import etree
 
-        stack: list[bool] = []   # excluded flag per open element
+        doc = self.doc
+        for el in doc.iter("meta"):
+            k = (el.get("property") or el.get("name") or el.get("itemprop") or "").lower()
+            if k and el.get("content") and k not in self.metas:
+                self.metas[k] = el.get("content")
+            if len(self.metas) > 500:
+                break
+        for el in doc.iter("script"):
+            typ = (el.get("type") or "").lower()
+            if "json" in typ or not typ or typ == "text/javascript":
+                self.scripts.append(el)
+            if len(self.scripts) > 300:
+                break
+        self.h1s = list(itertools.islice(doc.iter("h1"), 50))
+        body = doc.find("body")
+        if body is None:
+            body = doc
         hidden: list[bool] = []  # hidden flag per open element
         n = 0
         depth = 0
-        walker = etree.iterwalk(self.doc, events=("start", "end"))
+        walker = etree.iterwalk(body, events=("start", "end"))
+        texts, order, hidden_set, holds = self.texts, self.order, self.hidden, self._holds_h1
+        skip = _SKIP_TAGS
         for ev, el in walker:
             if ev == "end":
                 depth -= 1
-                if stack:
-                    stack.pop()
-                if hidden:
-                    hidden.pop()
+                hidden.pop()
                 continue
             depth += 1
-            tag = el.tag if isinstance(el.tag, str) else None
             n += 1
-            if n > MAX_ELEMENTS or tag is None:
+            tag = el.tag
+            if n > MAX_ELEMENTS or tag.__class__ is not str or tag in skip:
                 if n > MAX_ELEMENTS:
                     self.truncated = True
-                stack.append(True)
                 hidden.append(True)
-                walker.skip_subtree()
-                # skip_subtree still sends this element's end event
+                walker.skip_subtree()  # the end event still comes
                 continue
-            parent_ex = stack[-1] if stack else False
-            hid = (hidden[-1] if hidden else False) or el.get("hidden") is not None or \
-                bool(_HIDDEN.search(el.get("class") or "")) or \
-                bool(_HIDDEN_STYLE.search(el.get("style") or ""))
+            attrib = el.attrib
+            if attrib or tag in _EXCLUDE_TAGS:
+                if id(el) not in holds and self._excluded(el, tag):
+                    self.excluded.add(el)
+                    hidden.append(True)
+                    walker.skip_subtree()
+                    continue
+                hid = (hidden[-1] if hidden else False) or "hidden" in attrib or \
+                    bool(_HIDDEN.search(attrib.get("class") or "")) or \
+                    bool(_HIDDEN_STYLE.search(attrib.get("style") or ""))
+            else:
+                hid = hidden[-1] if hidden else False
             hidden.append(hid)
             if hid:
-                self.hidden.add(el)
-            if tag == "meta":
-                k = (el.get("property") or el.get("name") or el.get("itemprop") or "").lower()
-                if k and el.get("content") and k not in self.metas:
-                    self.metas[k] = el.get("content")
-            if tag == "script":
-                typ = (el.get("type") or "").lower()
-                if "json" in typ or not typ or typ == "text/javascript":
-                    self.scripts.append(el)
-                stack.append(True)
-                hidden.append(True)
-                walker.skip_subtree()
-                continue
-            if tag in _SKIP_TAGS:
-                stack.append(True)
-                hidden.append(True)
-                walker.skip_subtree()
-                continue
-            ex = parent_ex or self._excluded(el, tag)
-            stack.append(ex)
-            self.order[el] = n
-            self.depth[el] = depth
-            if ex:
-                self.excluded.add(el)
-            if tag == "h1":
-                self.h1s.append(el)
-            elif tag == "img":
-                if not ex:
-                    self.imgs.append(el)
-            if tag in ("button", "input", "a", "form") and not ex:
+                hidden_set.add(el)
+            order[el] = n
+            if tag == "img":
+                self.imgs.append(el)
+            elif tag in ("button", "input", "a", "form"):
                 self._maybe_atc(el, tag)
-            if not ex:
-                own = el.text or ""
-                for ch in el:
-                    if ch.tail:
-                        own += " " + ch.tail
-                if own.strip():
-                    self.texts.append((el, own.strip()))
+            own = el.text or ""
+            for ch in el:
+                if ch.tail:
+                    own += " " + ch.tail
+            if own and not own.isspace():
+                texts.append((el, own.strip()))
 
     def _excluded(self, el, tag: str) -> bool:
         if id(el) in self._holds_h1:
@@ -583,7 +580,7 @@ class _Page:
             t = h.text_content().strip()
             if not t or len(t) > 400:
                 continue
-            s = max(_similar(t, hint), _similar(t, page_title)) + (0 if h in self.excluded else 1)
+            s = max(_similar(t, hint), _similar(t, page_title)) + (1 if h in self.order else 0)
             if s > best_s:
                 best, best_s = h, s
         if best is None:
@@ -696,7 +693,7 @@ def _price_candidates(pg: _Page, heading, atc, region) -> list[_Cand]:
         mark = _marker(el)
         parent = el.getparent()
         if parent is not None and not _PRICE_MARK.search(mark) and \
-                _PRICE_MARK.search(_marker(parent)) and parent not in pg.excluded:
+                _PRICE_MARK.search(_marker(parent)) and parent in pg.order:
             target = parent
             mark = _marker(parent)
         if id(target) in seen:
@@ -978,7 +975,7 @@ def _choose_sku(pg: _Page, heading, region, state: PageRead, out: PageRead) -> N
     best = None   # (score, value, conf, element)
     for attr in ("data-sku", "data-product-sku", "data-article-number", "data-artnr"):
         for el in pg.doc.xpath(f"//*[@{attr}]")[:20]:
-            if el in pg.excluded:
+            if el not in pg.order:
                 continue
             v = (el.get(attr) or "").strip()
             if _SKU_VALUE.match(v):
