@@ -289,6 +289,18 @@ _SCRIPT_CLOSE = re.compile(r"</script\s*>", re.I)
 _LD_TYPE = re.compile(r"type\s*=\s*[\"']?application/ld\+json", re.I)
 
 
+def _odd_case_ld(text: str) -> bool:
+    """Whether "LD+JSON" appears in another case (found by str.find, not by upper-casing
+    the whole page)."""
+    for probe in ("+json", "+JSON", "+Json"):
+        i = text.find(probe)
+        while i >= 0:
+            if text[max(0, i - 2):i].lower() == "ld":
+                return True
+            i = text.find(probe, i + 5)
+    return False
+
+
 def _ld_texts(text: str) -> Iterator[str]:
     """The contents of each JSON-LD script element.
 
@@ -296,7 +308,7 @@ def _ld_texts(text: str) -> Iterator[str]:
     regex fallback), so a large page costs microseconds, not a regex over every tag.
     """
     lower_hit = text.find("ld+json") >= 0
-    if not lower_hit and "LD+JSON" not in text.upper():
+    if not lower_hit and not _odd_case_ld(text):
         return
     if not lower_hit:  # odd case: use the regex over the whole page
         for m in _LD_BLOCK.finditer(text):

@@ -973,10 +973,11 @@ def _choose_availability(pg: _Page, heading, atc, atc_disabled: bool, region, st
 
 def _choose_sku(pg: _Page, heading, region, state: PageRead, out: PageRead) -> None:
     best = None   # (score, value, conf, element)
-    for attr in ("data-sku", "data-product-sku", "data-article-number", "data-artnr"):
-        for el in pg.doc.xpath(f"//*[@{attr}]")[:20]:
-            if el not in pg.order:
-                continue
+    attrs = ("data-sku", "data-product-sku", "data-article-number", "data-artnr")
+    for el in pg.doc.xpath("//*[" + " or ".join(f"@{a}" for a in attrs) + "]")[:40]:
+        if el not in pg.order:
+            continue
+        for attr in attrs:
             v = (el.get(attr) or "").strip()
             if _SKU_VALUE.match(v):
                 in_region = region is not None and pg.contains(region, el)
@@ -984,7 +985,7 @@ def _choose_sku(pg: _Page, heading, region, state: PageRead, out: PageRead) -> N
                 if best is None or cand[0] > best[0]:
                     best = cand
     for i, (el, own) in enumerate(pg.texts):
-        if len(own) > 200:
+        if len(own) > 200 or (len(own) > 40 and ":" not in own and "#" not in own):
             continue
         label = own.strip().rstrip(":").strip()
         label = label if _SKU_LABELS[0][0].match(label) or _SKU_LABELS[1][0].match(label) \
@@ -1149,8 +1150,7 @@ def _choose_images(pg: _Page, heading, region, title: str | None, state: PageRea
 
 # ---------------------------------------------------------------------------- JS state
 
-_ASSIGN = re.compile(r"(?:window\.|var\s+|let\s+|const\s+|self\.)?"
-                     r"(__NEXT_DATA__|__NUXT__|__INITIAL_STATE__|__PRELOADED_STATE__|__APOLLO_STATE__|"
+_ASSIGN = re.compile(r"(__NEXT_DATA__|__NUXT__|__INITIAL_STATE__|__PRELOADED_STATE__|__APOLLO_STATE__|"
                      r"__STATE__|__data|__INITIAL_DATA__|initialState|productData|product|meta|"
                      r"ShopifyAnalytics\.meta)\s*=\s*([\[{])")
 
@@ -1164,8 +1164,9 @@ def _js_state(pg: _Page, title: str | None) -> PageRead:
     best = None   # (similarity, node)
     for sc in pg.scripts[:200]:
         text = sc.text or ""
-        if len(text) < 20 or len(text) > MAX_SCRIPT:
-            continue
+        if len(text) < 20 or len(text) > MAX_SCRIPT or ("price" not in text and
+                                                         "Price" not in text):
+            continue  # no product state without a price (a cheap test in C)
         typ = (sc.get("type") or "").lower()
         blobs: list[Any] = []
         if "ld+json" in typ:
