@@ -870,11 +870,6 @@ _AVAIL_WORDS = (
 )
 _SKU_TEXT = re.compile(r"\b(?:SKU|Art(?:icle|ikel)?\.?[\s\-]*(?:No|Nr)\.?|Item\s*(?:No|#))\s*[:#]?\s*"
                        r"([A-Za-z0-9][A-Za-z0-9\-_./]{1,40})", re.I)
-_PRICE_CLASS = re.compile(r"price|amount|cost|preis|prix|precio", re.I)
-_OLD_CLASS = re.compile(r"(compare|was|old|regular|original|list|strike|before|rrp|uvp)"
-                        r"[-_ ]{0,2}price|price[-_ ]{0,2}(was|old|compare|regular|original|before|"
-                        r"strike)"
-                        r"|\bstrike\b|line-through", re.I)
 _OLD_NEAR = re.compile(r"(compare|was|old|regular|original|list|strike|before|rrp|uvp)[-_ ]{0,2}$"
                        r"|^[-_ ]{0,2}(was|old|compare|regular|original|before|strike)")
 # Plain substring tests: a regex over an 80 KB page (even case-sensitive) took 1-2 ms.
@@ -916,95 +911,16 @@ def _availability_words(text: str) -> Availability | None:
     return None
 
 
-def _visible(doc) -> str:
-    parts = []
-    for el in doc.iter():
-        if el.tag in ("script", "style", "noscript", "template") or not isinstance(el.tag, str):
-            continue
-        if el.text and el.text.strip():
-            parts.append(el.text.strip())
-        if el.tail and el.tail.strip():
-            parts.append(el.tail.strip())
-        if len(parts) > 20000:
-            break
-    return " ".join(parts)
 
 
-def _is_old_price(el) -> bool:
-    kids = [k for k in el if isinstance(k.tag, str)]
-    if len(kids) == 1 and kids[0].tag in ("del", "s", "strike") and \
-            kids[0].text_content().strip() == el.text_content().strip():
-        return True
-    for e in (el, el.getparent()):
-        if e is None or not isinstance(e.tag, str):
-            continue
-        if e.tag in ("del", "s", "strike"):
-            return True
-        if _OLD_CLASS.search((e.get("class") or "") + " " + (e.get("style") or "")
-                             + " " + (e.get("id") or "")):
-            return True
-    return False
 
 
-def _price_elements(doc):
-    for el in doc.iter():
-        if not isinstance(el.tag, str) or el.tag in ("script", "style"):
-            continue
-        marker = (el.get("class") or "") + " " + (el.get("id") or "") + " " + \
-            (el.get("itemprop") or "") + " " + (el.get("data-testid") or "")
-        if el.tag in ("del", "s", "strike") or _PRICE_CLASS.search(marker):
-            text = el.text_content().strip()
-            # one amount only: a container of the old and new price is not a price
-            if len(text) < 60 and len(_AMOUNT.findall(text)) == 1:
-                yield el, text
 
 
-_PRODUCT_IMG = re.compile(r"product|gallery|main-image|primary", re.I)
 
 
-def _product_images(doc, base: str, title: str | None) -> list[str]:
-    """Images marked as the product's (class, id or itemprop), or whose alt text is its title."""
-    out: list[str] = []
-    want = re.sub(r"\W+", " ", title or "").strip().casefold()
-    for img in doc.iter("img"):
-        src = img.get("src") or img.get("data-src")
-        if not src or src.startswith("data:"):
-            continue
-        marker = " ".join(img.get(a) or "" for a in ("class", "id", "itemprop"))
-        alt = re.sub(r"\W+", " ", img.get("alt") or "").strip().casefold()
-        if _PRODUCT_IMG.search(marker) or (want and alt == want):
-            u = urljoin(base, src)
-            if u not in out:
-                out.append(u)
-        if len(out) >= 10:
-            break
-    return out
 
 
-def _heuristic(doc, base: str = "") -> dict[str, Any]:
-    """Price, currency, availability, SKU, title and images from visible HTML with no
-    structured data."""
-    f: dict[str, Any] = {}
-    current = None
-    for el, text in _price_elements(doc):
-        if _is_old_price(el):
-            continue
-        m = _money_fields(text)
-        if "price" in m:
-            current = m
-            break
-    if current:
-        f.update(current)
-    f.update(_text_facts(_visible(doc)))
-    h1 = doc.find(".//h1")
-    if h1 is not None:
-        t = re.sub(r"\s+", " ", h1.text_content()).strip()
-        if t:
-            f["title"] = t[:500]
-    images = _product_images(doc, base, f.get("title"))
-    if images:
-        f["images"] = images
-    return f
 
 
 _STRIP_BLOCKS = re.compile(r"<(script|style|noscript|template)\b.*?</\1\s*>", re.I | re.S)
@@ -1036,51 +952,56 @@ def _text_facts(visible: str) -> dict[str, Any]:
     return f
 
 
-def _crossed_out(doc, current: Decimal) -> Decimal | None:
+_OLD_OPEN = re.compile(
+    r"<(del|s|strike)\b[^>]{0,300}>"
+    r"|<([a-z][a-z0-9]*)\b[^>]{0,300}?(?:class|id)\s*=\s*[\"'][^\"'>]{0,200}?"
+    r"(?:(?:compare|was|old|regular|original|list|strike|before|rrp|uvp)[-_ ]{0,2}price"
+    r"|price[-_ ]{0,2}(?:was|old|compare|regular|original|before|strike)|\bstrike\b)"
+    r"[^\"'>]{0,200}[\"'][^>]{0,300}>"
+    r"|<([a-z][a-z0-9]*)\b[^>]{0,300}?style\s*=\s*[\"'][^\"'>]{0,200}?line-through[^>]{0,300}>",
+    re.I)
+
+
+_BOUNDARY = re.compile(r"</?(section|aside|nav|footer|header|li|article|ul|ol|table|tr)\b")
+_CLOSE = re.compile(r"</(div|p|span|dd|td)\s*>")
+
+
+def _crossed_out(text: str, current: Decimal) -> Decimal | None:
     """A crossed-out regular price shown next to the current one (a sale).
 
-    Starts from the elements whose own text shows the current amount (found by XPath,
-    in C) and looks for a crossed-out price within two levels around them, so a page
-    costs a few element visits rather than a scan of every element.
+    Read from the raw text around each place the current amount is written (1,200
+    characters): an element that is crossed out (``<del>``, ``<s>``, line-through) or
+    marked as the old price ("was"/"compare-at"/"regular" price classes) whose text is
+    one amount above the current one. No DOM is built, so a JSON-LD page showing a
+    sale costs microseconds.
     """
-    amounts = {f"{current:.2f}", f"{current:.2f}".replace(".", ","), str(current),
-               f"{current:,.2f}"}
-    seen: set[int] = set()
-    for form in amounts:
-        try:
-            hits = doc.xpath("//*[text()[contains(., $f)]]", f=form)[:20]
-        except Exception:  # lxml refuses some hostile documents
-            return None
-        for node in hits:
-            if node.tag in ("script", "style"):
-                continue
-            anc = node
-            for _ in range(3):  # the old and new price sit side by side, not page-wide
-                anc = anc.getparent()
-                if anc is None or anc.tag in ("body", "html", "main") or id(anc) in seen:
-                    break
-                seen.add(id(anc))
-                n = 0
-                for el in anc.iter():
-                    n += 1
-                    if n > 300:
-                        break
-                    if el is node or not isinstance(el.tag, str) or el.tag in ("script", "style"):
-                        continue
-                    if not (el.tag in ("del", "s", "strike") or
-                            _PRICE_CLASS.search((el.get("class") or "") + " " + (el.get("id") or "")
-                                                + " " + (el.get("itemprop") or ""))):
-                        continue
-                    text = el.text_content().strip()
-                    if len(text) >= 60 or len(_AMOUNT.findall(text)) != 1 or \
-                            not _is_old_price(el):
-                        continue
-                    old = _money_fields(text).get("price")
-                    if old is None or old <= current:
-                        continue
-                    block = anc.text_content()
-                    if len(block) < 2000 and any(a in block.replace(text, "") for a in amounts):
-                        return old
+    forms = {f"{current:.2f}", f"{current:.2f}".replace(".", ","), f"{current:,.2f}",
+             str(current)}
+    for form in forms:
+        i = text.find(form)
+        hits = 0
+        while i >= 0 and hits < 20:
+            hits += 1
+            lo = max(0, i - 600)
+            window = text[lo:i + 600]
+            low = window.lower()
+            for m in _OLD_OPEN.finditer(window):
+                tag = (m.group(1) or m.group(2) or m.group(3) or "").lower()
+                end = low.find("</" + tag, m.end())
+                inner = window[m.end():end if end > 0 else m.end() + 200]
+                if lo + m.start() <= i < lo + (end if end > 0 else m.end() + 200):
+                    continue  # the current price itself sits inside this element
+                a, b = sorted((i - lo, m.start()))
+                between = low[a:b]
+                if _BOUNDARY.search(between) or len(_CLOSE.findall(between)) > 2:
+                    continue  # another block (a tile, a section): not beside the price
+                shown = re.sub(r"\s+", " ", htmllib.unescape(_TAG.sub(" ", inner))).strip()
+                if not shown or len(shown) >= 60 or len(_AMOUNT.findall(shown)) != 1:
+                    continue
+                old = _money_fields(shown).get("price")
+                if old is not None and old > current:
+                    return old
+            i = text.find(form, i + len(form))
     return None
 
 
@@ -1101,31 +1022,29 @@ def extract(html: bytes | str, url: str, sku: str | None = None,
     layers.append((JSON_LD, ld))
     wanted = [k for k in CORE if k not in ld]
     sel_fields = [k for k in (selectors or {}) if k not in ld]
-    may_be_sale = "price" in ld and "sale_price" not in ld and _may_show_old_price(
-        text, ld["price"])
+    # a crossed-out regular price near the JSON-LD price: read from the text, no DOM
+    old_price = _crossed_out(text, ld["price"]) if "price" in ld and "sale_price" not in ld \
+        and _may_show_old_price(text, ld["price"]) else None
     # JSON-LD naming no image at all: the page is looked at for one (rare, so cheap).
     needs_images = not ld.get("images") and not any(v.get("images") for v in variants)
     doc = None
-    if wanted or sel_fields or may_be_sale or needs_images:
+    if wanted or sel_fields or needs_images:
         doc = _lxml_doc(text.replace("\x00", ""))
     if doc is not None:
         base_el = doc.find(".//base[@href]")
         if base_el is not None:
             base = urljoin(url, base_el.get("href"))
-        structured = bool(ld)
         if wanted or sel_fields:
             for method, (scope, typ, prop) in ((MICRODATA, ("itemscope", "itemtype", "itemprop")),
                                                (RDFA, ("typeof", "typeof", "property"))):
                 items = _schema_items(doc, scope, typ, prop)
                 got, vs = _interpret(_products(items), base, sku, url)
                 if got:
-                    structured = True
                     layers.append((method, got))
                     if vs and not variants:
                         variants, variants_from = vs, method
             og = _opengraph(doc, base)
             if og:
-                structured = True
                 layers.append((OPENGRAPH, og))
             if selectors:
                 sel = _selected(text, selectors, base)
@@ -1173,9 +1092,10 @@ def extract(html: bytes | str, url: str, sku: str | None = None,
         # the page shows (recorded, so the image check can say so).
         out.sources["images"] = HEURISTIC
         out.confidence["images"] = CONFIDENCE[HEURISTIC]
-    if doc is not None and out.price is not None and out.sale_price is None and \
+    if out.price is not None and out.sale_price is None and \
             out.sources.get("price") not in (HEURISTIC, JS_STATE):
-        old = _crossed_out(doc, out.price)
+        old = old_price if out.sources.get("price") == JSON_LD else (
+            _crossed_out(text, out.price) if _may_show_old_price(text, out.price) else None)
         if old is not None:
             out.sale_price, out.price = out.price, old
             out.sources["sale_price"] = out.sources["price"]
