@@ -749,12 +749,37 @@ def _schema_items(doc, scope_attr: str, type_attr: str, prop_attr: str) -> list[
     return items
 
 
+_META_TAG = re.compile(r"<meta\b[^>]{0,2000}>", re.I)
+_META_ATTR = re.compile(r"""\b(property|name|content)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""",
+                        re.I)
+
+
+def _opengraph_text(text: str, base: str) -> dict[str, Any]:
+    """OpenGraph from the raw head (the ``<meta>`` tags before ``</head>``), no DOM."""
+    end = text.find("</head")
+    head = text[:end if 0 <= end < 1_000_000 else 1_000_000]
+    meta: dict[str, list[str]] = {}
+    for m in _META_TAG.finditer(head):
+        attrs = {a.group(1).lower(): htmllib.unescape(a.group(2) if a.group(2) is not None else
+                                                      a.group(3) if a.group(3) is not None
+                                                      else a.group(4))
+                 for a in _META_ATTR.finditer(m.group(0))}
+        k = (attrs.get("property") or attrs.get("name") or "").strip().lower()
+        if k.startswith(("og:", "product:")) and attrs.get("content") is not None:
+            meta.setdefault(k, []).append(attrs["content"].strip())
+    return _opengraph_meta(meta, base)
+
+
 def _opengraph(doc, base: str) -> dict[str, Any]:
     meta: dict[str, list[str]] = {}
     for el in doc.iter("meta"):
         k = (el.get("property") or el.get("name") or "").strip().lower()
         if k.startswith(("og:", "product:")) and el.get("content") is not None:
             meta.setdefault(k, []).append(el.get("content").strip())
+    return _opengraph_meta(meta, base)
+
+
+def _opengraph_meta(meta: Mapping[str, list[str]], base: str) -> dict[str, Any]:
 
     def one(*keys: str) -> str | None:
         for k in keys:
@@ -1028,6 +1053,14 @@ def extract(html: bytes | str, url: str, sku: str | None = None,
     # JSON-LD naming no image at all: the page is looked at for one (rare, so cheap).
     needs_images = not ld.get("images") and not any(v.get("images") for v in variants)
     doc = None
+    if wanted and not sel_fields and "itemscope" not in text and "typeof" not in text:
+        # No microdata or RDFa to outrank it: a complete OpenGraph product in the head
+        # needs no DOM at all.
+        og = _opengraph_text(text, base)
+        if og and all(k in og or k in ld for k in CORE) and og.get("images") and \
+                (og.get("sku") or ld.get("sku")):
+            layers.append((OPENGRAPH, og))
+            wanted, needs_images = [], False
     if wanted or sel_fields or needs_images:
         doc = _lxml_doc(text.replace("\x00", ""))
     if doc is not None:
