@@ -759,7 +759,17 @@ def _opengraph_text(text: str, base: str) -> dict[str, Any]:
     end = text.find("</head")
     head = text[:end if 0 <= end < 1_000_000 else 1_000_000]
     meta: dict[str, list[str]] = {}
-    for m in _META_TAG.finditer(head):
+    pos = 0
+    while True:
+        i = head.find("<meta", pos)
+        if i < 0:
+            i = head.find("<META", pos)
+            if i < 0:
+                break
+        m = _META_TAG.match(head, i)
+        pos = i + 5
+        if m is None:
+            continue
         attrs = {a.group(1).lower(): htmllib.unescape(a.group(2) if a.group(2) is not None else
                                                       a.group(3) if a.group(3) is not None
                                                       else a.group(4))
@@ -1045,7 +1055,9 @@ def extract(html: bytes | str, url: str, sku: str | None = None,
     ld, variants = _interpret(_products(blocks), base, sku, url)
     variants_from = JSON_LD
     layers.append((JSON_LD, ld))
-    wanted = [k for k in CORE if k not in ld]
+    # Core fields JSON-LD leaves empty; on a group page a field every variant carries
+    # is not missing (the page-wide value is empty because the variants differ).
+    wanted = [k for k in CORE if k not in ld and not (variants and all(k in v for v in variants))]
     sel_fields = [k for k in (selectors or {}) if k not in ld]
     # a crossed-out regular price near the JSON-LD price: read from the text, no DOM
     old_price = _crossed_out(text, ld["price"]) if "price" in ld and "sale_price" not in ld \
@@ -1070,6 +1082,8 @@ def extract(html: bytes | str, url: str, sku: str | None = None,
         if wanted or sel_fields:
             for method, (scope, typ, prop) in ((MICRODATA, ("itemscope", "itemtype", "itemprop")),
                                                (RDFA, ("typeof", "typeof", "property"))):
+                if scope not in text:
+                    continue  # no such attribute anywhere: no tree walk
                 items = _schema_items(doc, scope, typ, prop)
                 got, vs = _interpret(_products(items), base, sku, url)
                 if got:
@@ -1091,7 +1105,7 @@ def extract(html: bytes | str, url: str, sku: str | None = None,
         if missing and not (variants and set(missing) <= {"sku", "price", "availability"}):
             from auditor.pagereader import read_page
 
-            reader = read_page(doc, base, title_hint=have.title, want=missing)
+            reader = read_page(doc, base, title_hint=have.title, want=missing, text=text)
             if not have.is_product and (reader.blocked or reader.not_product):
                 pass  # nothing to read: the reason is set below
             else:

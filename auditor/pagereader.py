@@ -625,8 +625,12 @@ class _Page:
 
 def read_page(doc, base: str, title_hint: str | None = None,
               want: Iterable[str] = ("price", "availability", "sku", "images", "title"),
-              ) -> PageRead:
-    """Score candidates on a parsed page (lxml) and return the best read of each field."""
+              text: str | None = None) -> PageRead:
+    """Score candidates on a parsed page (lxml) and return the best read of each field.
+
+    ``text`` (the page's HTML, when the caller has it) lets look-ups for attributes the
+    page never mentions be skipped without walking the tree.
+    """
     want = set(want)
     out = PageRead()
     if doc is None:
@@ -669,7 +673,7 @@ def read_page(doc, base: str, title_hint: str | None = None,
     if "availability" in want:
         _choose_availability(pg, heading, atc, atc_disabled, region, state, out)
     if "sku" in want:
-        _choose_sku(pg, heading, region, state, out)
+        _choose_sku(pg, heading, region, state, out, text)
     if "images" in want:
         _choose_images(pg, heading, region, title_text, state, out)
     for k in ("gtin", "mpn", "brand"):
@@ -971,10 +975,14 @@ def _choose_availability(pg: _Page, heading, atc, atc_disabled: bool, region, st
 
 # ---------------------------------------------------------------------------- SKU
 
-def _choose_sku(pg: _Page, heading, region, state: PageRead, out: PageRead) -> None:
+def _choose_sku(pg: _Page, heading, region, state: PageRead, out: PageRead,
+                text: str | None = None) -> None:
     best = None   # (score, value, conf, element)
     attrs = ("data-sku", "data-product-sku", "data-article-number", "data-artnr")
-    for el in pg.doc.xpath("//*[" + " or ".join(f"@{a}" for a in attrs) + "]")[:40]:
+    marked = [] if text is not None and "data-sku" not in text and "data-product-sku" not in \
+        text and "data-art" not in text else \
+        pg.doc.xpath("//*[" + " or ".join(f"@{a}" for a in attrs) + "]")[:40]
+    for el in marked:
         if el not in pg.order:
             continue
         for attr in attrs:

@@ -41,7 +41,9 @@ def part_quality(size: int, write: bool) -> dict[str, Any]:
     rows = [[k, v["true_positives"] + v["false_negatives"], v["true_positives"],
              v["false_positives"], v["false_negatives"], _pct(v["precision"]),
              _pct(v["recall"]), v["benign_hits"]] for k, v in q.items()]
-    t1 = table(f"Detection quality, world of {size:,} SKUs (all channels, images on)",
+    t1 = table(f"Detection quality, world of {size:,} SKUs (all channels, images on); "
+               f"{res.get('uncertain_reads', 0)} comparisons not evaluated because a page "
+               f"was read with low confidence",
                ["check", "planted", "found", "false alarms", "missed", "precision", "recall",
                 "hits on benign variations"], rows)
     ch_rows = [[c["channel"], c["status"], c["listings"], round(c["seconds"], 2),
