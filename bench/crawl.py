@@ -163,6 +163,30 @@ def _child(args: list[str], timeout: float = 3600) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def warm(base_url: str, max_pages: int, workers: int = 8) -> int:
+    """Request every page the shop's sitemaps list once (untimed), so neither crawler
+    pays the server's first render of a page (the crawler measured first would)."""
+    import re
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    def get(u: str) -> bytes:
+        with urllib.request.urlopen(u, timeout=30) as r:
+            return r.read()
+
+    index = get(base_url.rstrip("/") + "/sitemap.xml")
+    urls: list[str] = []
+    for loc in re.findall(rb"<loc>(.*?)</loc>", index):
+        data = get(loc.decode())
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        urls += [u.decode() for u in re.findall(rb"<loc>(.*?)</loc>", data)]
+        if len(urls) >= max_pages:
+            break
+    with ThreadPoolExecutor(workers) as ex:
+        return sum(1 for _ in ex.map(get, urls[:max_pages]))
+
+
 def crawl_bench(base_url: str, concurrency: int, max_pages: int,
                 store_path: str | None = None) -> dict:
     """Our site channel: sitemap discovery, fetch, extract, cache write (one subprocess)."""
