@@ -669,16 +669,34 @@ def _with_group(f: dict[str, Any], group: Mapping[str, Any]) -> dict[str, Any]:
 
 # ============================================================================ DOM methods
 
-def _lxml_doc(text: str):
-    import lxml.html
+_XML_DECL = re.compile(r"^\s*<\?xml[^>]{0,200}\?>", re.I)
+_HTML_PARSER = None
 
-    try:
+
+def _lxml_doc(text: str):
+    """The page's tree (lxml.etree, no per-element Python class lookup), or None."""
+    global _HTML_PARSER
+    from lxml import etree
+
+    if _HTML_PARSER is None:
         # huge_tree lifts libxml2's nesting limit, which otherwise drops the rest
         # of a page after 256 unclosed tags; the page size is capped already.
-        parser = lxml.html.HTMLParser(huge_tree=True, remove_comments=True)
-        return lxml.html.document_fromstring(text, parser=parser)
+        _HTML_PARSER = etree.HTMLParser(huge_tree=True, remove_comments=True,
+                                        remove_pis=True)
+    try:
+        # an XHTML page's <?xml encoding=...?> declaration is refused in a str
+        root = etree.fromstring(_XML_DECL.sub("", text, count=1) or "<html></html>",
+                                _HTML_PARSER)
     except Exception:  # lxml refuses some hostile documents outright
         return None
+    if root is None:
+        return None
+    return root.getroottree().getroot()
+
+
+def text_content(el) -> str:
+    """All text inside an element (lxml.html's ``text_content`` for plain etree elements)."""
+    return "".join(el.itertext())
 
 
 def _dom_value(el) -> str | None:
@@ -694,8 +712,8 @@ def _dom_value(el) -> str | None:
     if tag in ("data", "meter", "input"):
         return el.get("value")
     if tag == "time":
-        return el.get("datetime") or el.text_content()
-    return el.text_content()
+        return el.get("datetime") or text_content(el)
+    return text_content(el)
 
 
 def _schema_items(doc, scope_attr: str, type_attr: str, prop_attr: str) -> list[dict]:
@@ -1065,7 +1083,8 @@ def extract(html: bytes | str, url: str, sku: str | None = None,
     # JSON-LD naming no image at all: the page is looked at for one (rare, so cheap).
     needs_images = not ld.get("images") and not any(v.get("images") for v in variants)
     doc = None
-    if wanted and not sel_fields and "itemscope" not in text and "typeof" not in text:
+    if wanted and not sel_fields and "itemscope" not in text and "typeof" not in text and \
+            ("og:" in text or "product:" in text):
         # No microdata or RDFa to outrank it: a complete OpenGraph product in the head
         # needs no DOM at all.
         og = _opengraph_text(text, base)

@@ -38,6 +38,11 @@ from urllib.parse import urljoin, urlsplit
 
 from auditor.model import Availability
 
+
+def text_content(el) -> str:
+    """All text inside an element (the tree is plain lxml.etree)."""
+    return "".join(el.itertext())
+
 MAX_ELEMENTS = 60_000     # elements looked at per page
 ANCESTORS = 80            # ancestors looked at for tree distances (a DOM nested thousands deep)
 MAX_CANDIDATES = 400      # price candidates scored per page
@@ -527,7 +532,7 @@ class _Page:
             return
         if tag == "a" and not _ATC_MARK.search(_marker(el)):
             return
-        label = " ".join(filter(None, [el.text_content()[:100] if tag != "input" else "",
+        label = " ".join(filter(None, [text_content(el)[:100] if tag != "input" else "",
                                        el.get("value") or "", el.get("title") or "",
                                        el.get("aria-label") or "", el.get("name") or ""]))
         mark = _marker(el)
@@ -574,10 +579,10 @@ class _Page:
     def main_heading(self):
         hint = self.title_hint or self.metas.get("og:title") or ""
         title_el = self.doc.find(".//title")
-        page_title = title_el.text_content() if title_el is not None else ""
+        page_title = text_content(title_el) if title_el is not None else ""
         best, best_s = None, -1.0
         for h in self.h1s[:20]:
-            t = h.text_content().strip()
+            t = text_content(h).strip()
             if not t or len(t) > 400:
                 continue
             s = max(_similar(t, hint), _similar(t, page_title)) + (1 if h in self.order else 0)
@@ -615,7 +620,7 @@ class _Page:
             for a in self.ancestors(start, 12):
                 if a.tag in ("html", "body"):
                     break
-                txt = a.text_content()
+                txt = text_content(a)
                 if len(txt) > 20000:
                     break
                 if _MONEY.search(txt) and any(c in txt for c in _CURRENCY_SYMBOLS + "EURUSD"):
@@ -640,17 +645,17 @@ def read_page(doc, base: str, title_hint: str | None = None,
     atc, atc_disabled = pg.buy_box(heading)
     region = pg.region(heading, atc)
     visible_head = " ".join(t for _e, t in pg.texts[:400])[:6000]
-    title_text = re.sub(r"\s+", " ", heading.text_content()).strip()[:500] \
+    title_text = re.sub(r"\s+", " ", text_content(heading)).strip()[:500] \
         if heading is not None else None
 
     # pages that are no product page at all
     page_title = pg.doc.find(".//title")
-    ptitle = page_title.text_content() if page_title is not None else ""
+    ptitle = text_content(page_title) if page_title is not None else ""
     if heading is None and atc is None and _CAPTCHA.search(ptitle + " " + visible_head[:2000]):
         out.blocked = "captcha or robot-check page"
         return out
     if heading is None and atc is None and _CONSENT.search(
-            (pg.doc.find("body").text_content()[:20000] if pg.doc.find("body") is not None
+            (text_content(pg.doc.find("body"))[:20000] if pg.doc.find("body") is not None
              else visible_head)):
         out.blocked = "consent wall (the page shows only a cookie/consent dialog)"
         return out
@@ -735,7 +740,7 @@ def _context_text(el, chars: int = 60) -> str:
     prev = el.getprevious()
     bits = []
     if prev is not None and isinstance(prev.tag, str):
-        bits.append(prev.text_content()[-chars:])
+        bits.append(text_content(prev)[-chars:])
         if prev.tail:
             bits.append(prev.tail)
     else:
@@ -1033,7 +1038,7 @@ def _choose_sku(pg: _Page, heading, region, state: PageRead, out: PageRead,
 def _next_value(pg: _Page, el, i: int) -> str | None:
     """The value that follows a label: the rest of the element (``SKU: <span>X</span>``),
     the next sibling cell (th/td, dt/dd, span), or the next text."""
-    full = re.sub(r"\s+", " ", el.text_content()).strip()
+    full = re.sub(r"\s+", " ", text_content(el)).strip()
     if len(full) < 80:
         rest = re.sub(r"^[^:#]*[:#]", "", full, count=1).strip() if re.search(r"[:#]", full) \
             else ""
@@ -1042,7 +1047,7 @@ def _next_value(pg: _Page, el, i: int) -> str | None:
             return m.group(1)
     for sib in (el.getnext(), el.getparent().getnext() if el.getparent() is not None else None):
         if sib is not None and isinstance(sib.tag, str):
-            t = re.sub(r"\s+", " ", sib.text_content()).strip()
+            t = re.sub(r"\s+", " ", text_content(sib)).strip()
             m = _SKU_VALUE.match(t)
             if m and len(t) < 60:
                 return m.group(1)
