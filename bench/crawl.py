@@ -223,7 +223,24 @@ def scrapy_bench(base_url: str, concurrency: int, max_pages: int) -> dict:
     return _child(["_scrapy", base_url, str(concurrency), str(max_pages)])
 
 
+def _reset_peak_rss() -> None:
+    """Forget the peak RSS inherited from the process this child was forked from (Linux
+    copies the high-water mark on fork), so the figure is the crawler's own."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
 def _peak_rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -419,11 +436,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "_serve":
+    cmd = sys.argv[1] if len(sys.argv) > 1 else ""
+    if cmd == "_serve":
         serve(Path(sys.argv[2]), int(sys.argv[3]))
-    elif len(sys.argv) > 1 and sys.argv[1] == "_ours":
+    elif cmd == "_ours":
+        _reset_peak_rss()
         print(json.dumps(_run_ours(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])))
-    elif len(sys.argv) > 1 and sys.argv[1] == "_scrapy":
+    elif cmd == "_scrapy":
+        _reset_peak_rss()
         print(json.dumps(_run_scrapy(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
     else:
         sys.exit(main())
