@@ -1157,7 +1157,8 @@ def extract(html: bytes | str, url: str, sku: str | None = None,
         # Structured data without an image, and none found on the page either: what
         # the page shows (recorded, so the image check can say so).
         out.sources["images"] = HEURISTIC
-        out.confidence["images"] = CONFIDENCE[HEURISTIC]
+        out.confidence["images"] = reader.absent.get("images", CONFIDENCE[HEURISTIC]) \
+            if reader is not None else CONFIDENCE[HEURISTIC]
     if out.price is not None and out.sale_price is None and \
             out.sources.get("price") not in (HEURISTIC, JS_STATE):
         old = old_price if out.sources.get("price") == JSON_LD else (

@@ -255,6 +255,8 @@ class PageRead:
     # why this is not a product page ("category listing ...", "soft 404 ...", "consent wall")
     not_product: str | None = None
     blocked: str | None = None   # captcha or consent wall: the page could not be seen
+    # field -> how sure the reader is that the page shows no such value (looked, found none)
+    absent: dict[str, float] = field(default_factory=dict)
 
     def put(self, name: str, value: Any, conf: float, hint: str | None = None,
             source: str = "heuristic") -> None:
@@ -1159,6 +1161,11 @@ def _choose_images(pg: _Page, heading, region, title: str | None, state: PageRea
         out.put("images", [og_url], 0.6, 'meta[property="og:image"]@content')
     elif js_imgs:
         out.put("images", js_imgs[:10], state.confidence.get("images", 0.5), source="js-state")
+    else:
+        # Nothing that could be the product's image: as sure as the product's region is
+        # clear (a page with a heading and a buy box but no image shows none).
+        out.absent["images"] = 0.75 if region is not None and not scored else \
+            0.6 if region is not None else 0.45
 
 
 # ---------------------------------------------------------------------------- JS state
