@@ -1133,7 +1133,8 @@ def extract(html: bytes | str, url: str, sku: str | None = None,
                             if reader.sources.get(k, HEURISTIC) == method}
                     if vals:
                         layers.append((method, vals))
-                if "price" in missing and "price" not in reader.values and not variants:
+                if "price" in missing and not reader.values and not variants and \
+                        not have.is_product:
                     # markup too broken for the tree: the tag-stripped text, unsure
                     layers.append((HEURISTIC, _text_heuristic(text)))
                     for k in layers[-1][1]:

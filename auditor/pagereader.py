@@ -55,16 +55,21 @@ LOW_CONFIDENCE = 0.6      # below this a field never raises a failed finding
 _WORD_SPLIT = re.compile(r"[^a-z0-9]+")
 
 # class/id/role words of parts of a page that are not the product
-_EXCLUDE_WORDS = {
+_EXCLUDE_WORDS = {   # left out whole
     "nav", "navbar", "navigation", "menu", "megamenu", "submenu", "menubar", "footer",
-    "breadcrumb", "breadcrumbs", "sidebar", "recommendations", "recommendation", "recommended",
-    "related", "similar", "crosssell", "crossselling", "upsell", "upselling", "accessories",
-    "cookie", "cookies", "consent", "gdpr", "newsletter", "minicart", "flyout", "offcanvas",
-    "recently", "recentlyviewed", "viewed", "bought", "alsobought", "sponsored", "carousel-ads",
-    "ad", "ads", "advert", "advertisement", "banner", "promo-banner", "topbar", "usp", "usps",
-    "reviews", "review", "comments", "faq", "sitemap", "social", "share", "sharing", "header",
-    "masthead", "toolbar", "drawer", "modal", "popup", "overlay", "tooltip", "compare",
-    "wishlist", "search", "searchbar",
+    "breadcrumb", "breadcrumbs", "recommendations", "recommendation", "recommended",
+    "related", "similar", "crosssell", "crossselling", "upsell", "upselling",
+    "cookie", "cookies", "consent", "gdpr", "newsletter", "minicart",
+    "recentlyviewed", "alsobought", "sponsored",
+}
+# words that often name a page's layout wrapper too ("cms-page sidebar-right",
+# "wrap_sidebar_inactive"): what sits inside only weighs less
+_SOFT_WORDS = {
+    "sidebar", "accessories", "flyout", "offcanvas", "recently", "viewed", "bought", "ad",
+    "ads", "advert", "advertisement", "banner", "topbar", "usp", "usps", "reviews", "review",
+    "comments", "faq", "sitemap", "social", "share", "sharing", "header", "masthead",
+    "toolbar", "drawer", "modal", "popup", "overlay", "tooltip", "compare", "wishlist",
+    "search", "searchbar",
 }
 # multi-word markers matched against the joined class/id string
 _EXCLUDE_JOINED = re.compile(
@@ -102,9 +107,12 @@ _PRICE_MARK = re.compile(r"price|preis|prix|precio|prezzo|prijs|\bpris|cena|pre[
 _CURRENT_MARK = re.compile(r"(sale|current|final|now|special|actual|our|selling|offer|"
                            r"promo|deal|reduced|live|main|regular-?price-?now)", re.I)
 _OLD_MARK = re.compile(r"(compare|was|old|regular|original|list|strike|crossed|before|rrp|uvp|"
-                       r"msrp|retail|former|previous|streich|statt|alt|barre|tachado|"
+                       r"msrp|former|previous|streich|statt|alt|barre|tachado|deprecated|"
                        r"barrato|doorgestreept|basis-?price)(?![a-z])|line-through|"
                        r"price-?(was|old|before|strike|regular|compare)", re.I)
+# words that make a price element the current one whatever else its classes say
+_NOW_MARK = re.compile(r"price-?now|now-?price|sale|special|final|current|reduced|actual|"
+                       r"promo|deal|offer-?price|selling", re.I)
 _OLD_TEXT = re.compile(
     r"\b(was|before|previously|regular(ly)?|reg\.?|list\s*price|rrp|msrp|compare\s+at|"
     r"uvp|statt|bisher|vorher|ursprünglich|streichpreis|unverbindliche|"
@@ -418,6 +426,7 @@ class _Page:
         self.order: dict[Any, int] = {}
         self.excluded: set[Any] = set()
         self.hidden: set[Any] = set()      # hidden by markup (hidden, display:none)
+        self.soft: set[Any] = set()        # inside a sidebar, modal, banner ... (weighs less)
         self.h1s: list[Any] = []
         self.atcs: list[tuple[Any, bool]] = []   # (element, disabled)
         self.texts: list[tuple[Any, str]] = []   # (element, own text) outside excluded parts
@@ -461,6 +470,7 @@ class _Page:
         if body is None:
             body = doc
         hidden: list[bool] = []  # hidden flag per open element
+        soft_stack: list[bool] = []  # inside a part that is probably not the product
         n = 0
         depth = 0
         walker = etree.iterwalk(body, events=("start", "end"))
@@ -470,6 +480,7 @@ class _Page:
             if ev == "end":
                 depth -= 1
                 hidden.pop()
+                soft_stack.pop()
                 continue
             depth += 1
             n += 1
@@ -478,27 +489,35 @@ class _Page:
                 if n > MAX_ELEMENTS:
                     self.truncated = True
                 hidden.append(True)
+                soft_stack.append(True)
                 walker.skip_subtree()  # the end event still comes
                 continue
             attrib = el.attrib
+            soft = soft_stack[-1] if soft_stack else False
             if attrib or tag in _EXCLUDE_TAGS:
-                if id(el) not in holds and self._excluded(el, tag):
+                ex = 0 if id(el) in holds else self._excluded(el, tag)
+                if ex == 2:
                     self.excluded.add(el)
                     hidden.append(True)
+                    soft_stack.append(True)
                     walker.skip_subtree()
                     continue
+                soft = soft or ex == 1
                 hid = (hidden[-1] if hidden else False) or "hidden" in attrib or \
                     bool(_HIDDEN.search(attrib.get("class") or "")) or \
                     bool(_HIDDEN_STYLE.search(attrib.get("style") or ""))
             else:
                 hid = hidden[-1] if hidden else False
             hidden.append(hid)
+            soft_stack.append(soft)
             if hid:
                 hidden_set.add(el)
+            if soft:
+                self.soft.add(el)
             order[el] = n
             if tag == "img":
                 self.imgs.append(el)
-            elif tag in ("button", "input", "a", "form"):
+            elif tag in ("button", "input", "a", "form") and not soft:
                 self._maybe_atc(el, tag)
             own = el.text or ""
             for ch in el:
@@ -507,23 +526,27 @@ class _Page:
             if own and not own.isspace():
                 texts.append((el, own.strip()))
 
-    def _excluded(self, el, tag: str) -> bool:
+    def _excluded(self, el, tag: str) -> int:
+        """0: part of the page; 1: probably not the product (weighs less); 2: not the
+        product (left out whole)."""
         if id(el) in self._holds_h1:
-            return False
+            return 0
         if tag in _EXCLUDE_TAGS:
-            return True
+            return 2
         role = (el.get("role") or "").lower()
         if role in _EXCLUDE_ROLES:
-            return True
+            return 2
         mark = ((el.get("class") or "") + " " + (el.get("id") or "")).lower()
-        if not mark.strip():
-            return False
+        if not mark.strip() or tag in ("body", "html", "main"):
+            return 0
         words = set(_WORD_SPLIT.split(mark))
-        if words & _EXCLUDE_WORDS and not (words & {"product", "pdp", "buybox", "price"}):
-            return tag not in ("body", "html", "main")
-        if _EXCLUDE_JOINED.search(mark):
-            return tag not in ("body", "html", "main")
-        return False
+        if words & {"product", "pdp", "buybox", "price"}:
+            return 0
+        if words & _EXCLUDE_WORDS or _EXCLUDE_JOINED.search(mark):
+            return 2
+        if words & _SOFT_WORDS:
+            return 1
+        return 0
 
     def _maybe_atc(self, el, tag: str) -> None:
         if tag == "form":
@@ -605,8 +628,15 @@ class _Page:
             return None, False
         if heading is None:
             return cands[0]
-        return min(cands, key=lambda c: (self.distance(heading, c[0]),
-                                         abs(self.order.get(c[0], 0) - self.order.get(heading, 0))))
+        def cost(c) -> tuple:
+            el = c[0]
+            # a visible button over a form that only wraps one, over a hidden one
+            named = _ATC_MARK.search((el.get("id") or "") + " " + (el.get("name") or ""))
+            return (self.distance(heading, el) + (2 if el.tag == "form" else 0) +
+                    (4 if el in self.hidden else 0) - (3 if named else 0),
+                    abs(self.order.get(el, 0) - self.order.get(heading, 0)))
+
+        return min(cands, key=cost)
 
     def region(self, heading, atc):
         """The smallest ancestor holding both anchors (or the heading's price block)."""
@@ -713,11 +743,19 @@ def _price_candidates(pg: _Page, heading, atc, region) -> list[_Cand]:
         text = _price_text(target)
         if len(text) > 120:
             text = own[:120]
+        text = _with_sibling_cents(target, text)
         ms = [m for m in _MONEY.finditer(text) if m.group("num")]
         has_cur = [m for m in ms if m.group("pre") or m.group("post")]
         marked = bool(_PRICE_MARK.search(mark)) or (target.get("itemprop") or "") == "price"
         if not has_cur and not marked:
             continue
+        if not has_cur:
+            # a bare number counts only when it is all the element says ("38", "12,99*"),
+            # not "5 Sterne", 'MSI 27" monitor' or "3 x 2 m"
+            ms = [m for m in ms if len(re.sub(r"[\s*,.\-–:]", "", text.replace(
+                m.group(0), "", 1))) <= 2]
+            if not ms:
+                continue
         use = has_cur or ms
         if len(use) != 1:
             if not use:
@@ -735,6 +773,26 @@ def _price_candidates(pg: _Page, heading, atc, region) -> list[_Cand]:
                    heading, atc, region, len(use))
             cands.append(c)
     return cands
+
+
+def _with_sibling_cents(el, text: str) -> str:
+    """``<span>192,</span><span>32</span><span>€</span>``: the cents (and the currency)
+    in the next sibling elements joined to the whole amount."""
+    if not re.search(r"\d[.,]?\s*$", text):
+        return text
+    nxt = el.getnext()
+    if nxt is None or not isinstance(nxt.tag, str):
+        return text
+    cents = text_content(nxt).strip()
+    if not re.fullmatch(r"[.,]?\d{2}", cents):
+        return text
+    text = re.sub(r"[.,]?\s*$", "", text) + "." + cents[-2:]
+    after = nxt.getnext()
+    if after is not None and isinstance(after.tag, str):
+        cur = text_content(after).strip()
+        if 0 < len(cur) <= 4 and not re.search(r"\d", cur):
+            text += " " + cur
+    return text
 
 
 def _context_text(el, chars: int = 60) -> str:
@@ -772,8 +830,8 @@ def _score(pg: _Page, c: _Cand, mark: str, marked: bool, has_cur: bool, before: 
         st = (e.get("style") or "").lower()
         if e.tag in ("del", "s", "strike") or "line-through" in st:
             old = True
-        if _OLD_MARK.search(_marker(e)) and not re.search(r"price-?now|now-?price|sale-?price|"
-                                                          r"special-?price|final", _marker(e)):
+        mk = _marker(e)
+        if _OLD_MARK.search(mk) and not _NOW_MARK.search(mk):
             old = True
     ctx_before = (_context_text(el) + " " + before).strip()
     if _OLD_TEXT.search(ctx_before):
@@ -796,6 +854,8 @@ def _score(pg: _Page, c: _Cand, mark: str, marked: bool, has_cur: bool, before: 
         s -= 0.5
     if el in pg.hidden:
         s -= 1.0
+    if el in pg.soft:
+        s -= 3.0
     # where it sits
     d_h = pg.distance(heading, el) if heading is not None else 99
     d_a = pg.distance(atc, el) if atc is not None else 99
@@ -935,7 +995,7 @@ def _choose_availability(pg: _Page, heading, atc, atc_disabled: bool, region, st
         mark = _marker(el)
         in_region = region is not None and pg.contains(region, el)
         d = pg.distance(anchor, el) if anchor is not None else 30
-        s = (3.0 if in_region else 0.0) - 0.3 * min(d, 20)
+        s = (3.0 if in_region else 0.0) - 0.3 * min(d, 20) - (2.0 if el in pg.soft else 0.0)
         if re.search(r"avail|stock|lager|dispon|deliver|liefer|stock-?status|inventory|"
                      r"verfueg|verfüg", mark):
             s += 1.5
@@ -1028,7 +1088,8 @@ def _choose_sku(pg: _Page, heading, region, state: PageRead, out: PageRead,
         value = value.rstrip(".,;")
         in_region = region is not None and pg.contains(region, el)
         d = pg.distance(heading, el) if heading is not None else 30
-        s = conf * 4 + (2 if in_region else 0) - 0.1 * min(d, 20)
+        s = conf * 4 + (2 if in_region else 0) - 0.1 * min(d, 20) - \
+            (1.5 if el in pg.soft else 0.0)
         if best is None or s > best[0]:
             best = (s, value, conf + (0.05 if in_region else 0), el)
     if best is not None:
@@ -1141,6 +1202,8 @@ def _choose_images(pg: _Page, heading, region, title: str | None, state: PageRea
         in_region = region is not None and pg.contains(region, img)
         if in_region:
             s += 2
+        if img in pg.soft:
+            s -= 2
         d = pg.distance(heading, img) if heading is not None else 30
         s -= 0.12 * min(d, 25)
         name = url.rsplit("/", 1)[-1].split("?")[0]

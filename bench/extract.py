@@ -180,3 +180,43 @@ def run_set_summary(name: str, directory: Path, dump: Path | None = None) -> dic
     r.pop("preds")
     r.pop("labels")
     return r
+
+
+_LD = re.compile(r"<script\b[^>]*ld\+json[^>]*>.*?</script\s*>", re.I | re.S)
+_PRODUCT_META = re.compile(r"""<meta\b[^>]*(?:product:|og:price|og:availability)[^>]*>""", re.I)
+_SCHEMA_ATTR = re.compile(r"""\s(?:itemscope|itemprop|itemtype|itemid|typeof|vocab)"""
+                          r"""(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s>]+))?""", re.I)
+
+
+def strip_structured(html: bytes) -> bytes:
+    """The page without its structured data (JSON-LD blocks, microdata and RDFa
+    attributes, OpenGraph product meta tags; og:title and og:image stay, as on most
+    pages): what the candidate reader alone gets from it."""
+    text = html.decode("utf-8", "surrogateescape")
+    text = _LD.sub("", text)
+    text = _PRODUCT_META.sub("", text)
+    text = _SCHEMA_ATTR.sub("", text)
+    return text.encode("utf-8", "surrogateescape")
+
+
+def run_stripped(directory: Path) -> dict[str, Any]:
+    """Scores of the reader alone: every page of a set with its structured data removed."""
+    from auditor.extract import extract
+
+    labels = load_labels(directory)
+    preds = {}
+    for pid, g in labels.items():
+        path = directory / f"{pid}.html"
+        if not path.is_file():
+            continue
+        url = g.get("url") or f"https://{g.get('domain') or 'shop.invalid'}/"
+        ex = extract(strip_structured(path.read_bytes()), url)
+        price = ex.sale_price if ex.sale_price is not None else ex.price
+        preds[pid] = {"price": None if price is None else str(price), "currency": ex.currency,
+                      "availability": ex.availability.value if ex.availability else None,
+                      "sku": ex.sku, "main_image": ex.images[0] if ex.images else None}
+    kinds: dict[str, set[str]] = {}
+    for pid, g in labels.items():
+        kinds.setdefault(g.get("structured") or "?", set()).add(pid)
+    return {"all": score(labels, preds),
+            "by_kind": {k: (len(ids), score(labels, preds, ids)) for k, ids in sorted(kinds.items())}}
