@@ -266,6 +266,12 @@ def part_extract(sets: list[str], dump: Path | None, write: bool) -> dict[str, A
             kind_rows += [[kind, n] + row[:2] + row[5:] for row in rows(sc)]
         tables.append(table(f"{name} set by structured-data kind",
                             ["kind", "pages", "field", "labelled", "P", "R", "F1"], kind_rows))
+        # The candidate reader alone: the same pages with their structured data removed
+        # (JSON-LD, microdata/RDFa attributes, OpenGraph product tags), a wider test of
+        # the reader than the pages that never had any.
+        st, _, _ = isolated(ex.run_stripped, d)
+        tables.append(table(f"{name} set with its structured data removed (the candidate "
+                            f"reader alone, {r['pages']} pages)", cols, rows(st["all"])))
     if tables:
         record("Extraction on real pages", tables, write)
     return results
