@@ -210,7 +210,7 @@ _SKU_LABELS = [
                 r"herstellernummer|hersteller-?(nr|artikelnummer)|mfr\.?\s*(part|#|no)|"
                 r"manufacturer\s*(part\s*)?(no|number|#))$", re.I), 0.5),
 ]
-_SKU_VALUE = re.compile(r"^[#:\s]*([A-Za-z0-9][A-Za-z0-9\-_./]{2,40})")
+_SKU_VALUE = re.compile(r"^[#:\s]*([A-Za-z0-9][A-Za-z0-9\-_./#+]{2,40})")
 _SKU_INLINE = re.compile(
     r"\b(SKU|Art(?:ikel|icle)?\.?[\s\-]*(?:No|Nr|Nummer)\.?|Artikelnummer|Item\s*(?:No|#|number)|"
     r"Bestell-?(?:Nr|nummer)\.?|Product\s+code|ASIN|R[ée]f(?:[ée]rence)?\.?|Referencia|"
