@@ -222,6 +222,7 @@ _GALLERY_MARK = re.compile(r"gallery|product-?(image|img|photo|media|picture|gal
                            r"slideshow|swiper|slider|thumbnail|featured|media|produktbild|"
                            r"image-?main|imgtagwrapper|img-?wrapper", re.I)
 _BAD_IMG = re.compile(r"logo|icon|sprite|pixel|spacer|blank|placeholder|loader|loading|badge|"
+                      r"energy|efficiency|energie|"
                       r"flag|payment|rating|star|avatar|banner|transparent|1x1|captcha|"
                       r"trustedshops|trusted|siegel|seal|\.svg(\?|$)|\.gif(\?|$)", re.I)
 _HIRES_ATTRS = ("data-old-hires", "data-zoom-image", "data-zoom", "data-large_image",
@@ -1124,8 +1125,17 @@ def _next_value(pg: _Page, el, i: int) -> str | None:
 
 # ---------------------------------------------------------------------------- images
 
+_IMAGE_HREF = re.compile(r"\.(jpe?g|png|webp|avif)(\?|$)", re.I)
+
+
 def _img_url(img, base: str) -> tuple[str | None, bool]:
-    """The largest version an <img> names, and whether it came from a hi-res attribute."""
+    """The largest version an <img> names, and whether it came from a hi-res attribute
+    (or the link around it that opens the large image: zoom and lightbox galleries)."""
+    parent = img.getparent()
+    if parent is not None and parent.tag == "a":
+        href = (parent.get("href") or "").strip()
+        if _IMAGE_HREF.search(href) and not href.startswith("data:"):
+            return urljoin(base, href), True
     for a in _HIRES_ATTRS:
         v = img.get(a)
         if v and not v.startswith("data:") and not v.strip().startswith(("{", "[")):
