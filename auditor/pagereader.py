@@ -1185,8 +1185,10 @@ def _choose_images(pg: _Page, heading, region, title: str | None, state: PageRea
             continue
         mark = _marker(img) + " " + _marker(img.getparent()) if img.getparent() is not None \
             else _marker(img)
-        if _BAD_IMG.search(mark) and not _GALLERY_MARK.search(mark):
-            continue
+        near = " ".join((a.get("class") or "") for a in pg.ancestors(img, 4))
+        if (_BAD_IMG.search(mark) and not _GALLERY_MARK.search(mark)) or \
+                re.search(r"energ|efficien", mark + " " + near, re.I):
+            continue  # a logo, icon, badge; an energy label
         s = 0.0
         try:
             w = int(re.sub(r"\D", "", img.get("width") or "") or 0)
