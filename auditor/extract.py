@@ -405,10 +405,17 @@ def _urls(v: Any, base: str) -> list[str]:
             if isinstance(x, list):
                 x = x[0] if x else None
         if isinstance(x, str) and x.strip():
-            u = urljoin(base, htmllib.unescape(x.strip()))
+            x = x.strip()
+            if "&" in x:
+                x = htmllib.unescape(x)
+            # an absolute URL without dot segments is already what urljoin would give
+            u = x if x.startswith(("https://", "http://")) and "/." not in x and \
+                " " not in x else urljoin(base, x)
             if u not in out:
                 out.append(u)
-    return out[:50]
+        if len(out) >= 50:
+            break
+    return out
 
 
 def _decimal(v: Any) -> Decimal | None:

@@ -60,14 +60,15 @@ _EXCLUDE_WORDS = {   # left out whole
     "breadcrumb", "breadcrumbs", "recommendations", "recommendation", "recommended",
     "related", "similar", "crosssell", "crossselling", "upsell", "upselling",
     "cookie", "cookies", "consent", "gdpr", "newsletter", "minicart",
-    "recentlyviewed", "alsobought", "sponsored",
+    "recentlyviewed", "alsobought", "sponsored", "reviews", "review", "comments", "faq",
+    "social", "share", "sharing",
 }
 # words that often name a page's layout wrapper too ("cms-page sidebar-right",
 # "wrap_sidebar_inactive"): what sits inside only weighs less
 _SOFT_WORDS = {
     "sidebar", "accessories", "flyout", "offcanvas", "recently", "viewed", "bought", "ad",
-    "ads", "advert", "advertisement", "banner", "topbar", "usp", "usps", "reviews", "review",
-    "comments", "faq", "sitemap", "social", "share", "sharing", "header", "masthead",
+    "ads", "advert", "advertisement", "banner", "topbar", "usp", "usps", "sitemap", "header",
+    "masthead",
     "toolbar", "drawer", "modal", "popup", "overlay", "tooltip", "compare", "wishlist",
     "search", "searchbar",
 }
@@ -150,6 +151,8 @@ _MONEY = re.compile(
     r"(?P<post>\s?(?:[" + _CURRENCY_SYMBOLS + r"]|\b(?:" + _CODES + r"|kr\.?|zł|Kč|Ft|lei|"
     r"руб|TL)\b))?", re.I)
 _HAS_DIGIT = re.compile(r"\d")
+_CURRENCY_HINT = re.compile(r"[" + _CURRENCY_SYMBOLS + r"]|\b(?:" + _CODES + r"|kr|zł|Kč|Ft|lei|"
+                            r"руб|TL|Fr)\b", re.I)
 
 # availability phrases, most specific first; (pattern, value)
 _AVAIL_PATTERNS: list[tuple[re.Pattern, Availability]] = [
@@ -741,6 +744,9 @@ def _price_candidates(pg: _Page, heading, atc, region) -> list[_Cand]:
         if id(target) in seen:
             continue
         seen.add(id(target))
+        if target is el and not _PRICE_MARK.search(mark) and not _CURRENCY_HINT.search(own) \
+                and (el.get("itemprop") or "") != "price":
+            continue  # neither marked as a price nor showing a currency: "Customer 17"
         text = _price_text(target)
         if len(text) > 120:
             text = own[:120]
@@ -987,7 +993,8 @@ def _choose_availability(pg: _Page, heading, atc, atc_disabled: bool, region, st
     best = None   # (score, value, element)
     anchor = atc if atc is not None else heading
     for el, own in pg.texts:
-        if len(own) > 300 or el in pg.hidden:
+        # stock labels are short; reviews and FAQs (soft parts) talk about stock too
+        if len(own) > 160 or el in pg.hidden or el in pg.soft:
             continue
         hit = _avail_of(own)
         if hit is None:
