@@ -259,7 +259,7 @@ def part_extract(sets: list[str], dump: Path | None, write: bool) -> dict[str, A
         tables.append(table(
             f"{name} set ({d.name}/): {r['pages']} pages, {r['domains']} shops, languages "
             f"{', '.join(r['languages'])}; extract median {r['ms_median']:.1f} ms, max "
-            f"{r['ms_max']:.0f} ms a page; {r['low_confidence_fields']} low-confidence "
+            f"{r['ms_max']:.0f} ms CPU a page; {r['low_confidence_fields']} low-confidence "
             f"fields", cols, rows(r["all"])))
         kind_rows = []
         for kind, (n, sc) in r["by_kind"].items():
