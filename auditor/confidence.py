@@ -45,7 +45,8 @@ def uncertain(listing: Listing | None, field_name: str, outcome: Outcome
         return None
     source = listing.sources.get(read, "the page")
     hint = listing.hints.get(read)
-    how = (f"; set selectors = {{ {read} = \"{hint}\" }} on the channel to make it certain"
+    quoted = f"'{hint}'" if hint and "'" not in hint else f'"{hint}"'  # a TOML string
+    how = (f"; set selectors = {{ {read} = {quoted} }} on the channel to make it certain"
            if hint else f"; configure a `{read}` selector on the channel to make it certain")
     return (Outcome.NOT_EVALUATED, Severity.INFO,
             f"not evaluated: the page's {read} was read with low confidence "
