@@ -521,8 +521,8 @@ class _Page:
             order[el] = n
             if tag == "img":
                 self.imgs.append(el)
-            elif tag in ("button", "input", "a", "form") and not soft:
-                self._maybe_atc(el, tag)
+            elif tag in ("button", "input", "a", "form"):
+                self._maybe_atc(el, tag)  # one in a soft part costs more as the buy box
             own = el.text or ""
             for ch in el:
                 if ch.tail:
@@ -637,7 +637,8 @@ class _Page:
             # a visible button over a form that only wraps one, over a hidden one
             named = _ATC_MARK.search((el.get("id") or "") + " " + (el.get("name") or ""))
             return (self.distance(heading, el) + (2 if el.tag == "form" else 0) +
-                    (4 if el in self.hidden else 0) - (3 if named else 0),
+                    (4 if el in self.hidden else 0) + (3 if el in self.soft else 0) -
+                    (3 if named else 0),
                     abs(self.order.get(el, 0) - self.order.get(heading, 0)))
 
         return min(cands, key=cost)
@@ -861,7 +862,7 @@ def _score(pg: _Page, c: _Cand, mark: str, marked: bool, has_cur: bool, before: 
         s -= 0.5
     if el in pg.hidden:
         s -= 1.0
-    if el in pg.soft:
+    if el in pg.soft and not (region is not None and pg.contains(region, el)):
         s -= 3.0
     # where it sits
     d_h = pg.distance(heading, el) if heading is not None else 99
@@ -994,7 +995,8 @@ def _choose_availability(pg: _Page, heading, atc, atc_disabled: bool, region, st
     anchor = atc if atc is not None else heading
     for el, own in pg.texts:
         # stock labels are short; reviews and FAQs (soft parts) talk about stock too
-        if len(own) > 160 or el in pg.hidden or el in pg.soft:
+        if len(own) > 160 or el in pg.hidden or (el in pg.soft and not (
+                region is not None and pg.contains(region, el))):
             continue
         hit = _avail_of(own)
         if hit is None:
