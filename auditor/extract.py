@@ -32,7 +32,7 @@ JSON_LD, MICRODATA, OPENGRAPH, SELECTOR, HEURISTIC, JS_STATE = (
 # scores each of its fields itself.
 CONFIDENCE = {JSON_LD: 0.95, MICRODATA: 0.9, OPENGRAPH: 0.85, SELECTOR: 1.0, HEURISTIC: 0.5,
               JS_STATE: 0.6}
-from auditor.pagereader import LOW_CONFIDENCE  # noqa: E402  (re-exported)
+from auditor.pagereader import LOW_CONFIDENCE  # noqa: E402,F401  (re-exported)
 RDFA = MICRODATA
 
 # Fields JSON-LD must fill for the DOM not to be parsed at all.
