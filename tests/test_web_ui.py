@@ -213,7 +213,8 @@ def test_runs_and_reports_pages(page, ui):
     assert page.locator("#runs tr").count() == 5  # header + 4 runs
     assert "complete" in page.locator("#runs").inner_text()
     page.goto(base + "/reports")
-    page.click("text=2026-W46")
+    with page.expect_navigation():
+        page.click("text=2026-W46")
     assert "Product consistency, week 2026-W46" in page.content()
     _shot(page, "report")
 

@@ -112,11 +112,11 @@ def build_ui_router(get_cfg: Callable[[], Config], open_store: StoreOpener,
     @router.get("/findings/{fingerprint}", response_class=HTMLResponse)
     def finding(request: Request, fingerprint: str) -> Response:
         with open_store() as store:
-            x = store.finding(fingerprint)
+            x = store.finding_record(fingerprint)
             if x is None:
                 return page(request, "missing.html", 404, what=f"finding {fingerprint}")
             events = store.finding_events(fingerprint)
-            master = store.master_record(x.sku) if x.sku else None
+            master = store.master_for(x.sku) if x.sku else None
         return page(request, "finding.html", f=x, events=events, master=master)
 
     @router.get("/products/{sku:path}", response_class=HTMLResponse)

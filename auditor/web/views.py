@@ -126,7 +126,7 @@ def _as_open(x: FindingRecord) -> Any:
 def _titles(store: Any, skus: Iterable[str]) -> dict[str, str]:
     out = {}
     for sku in skus:
-        m = store.master_record(sku)
+        m = store.master_for(sku)
         if m is not None and m.title:
             out[sku] = m.title
     return out
@@ -154,7 +154,7 @@ def _field_rows(master: MasterRecord | None, listing: Listing | None) -> dict[st
 
 def product(store: Any, sku: str) -> dict[str, Any] | None:
     """The master record next to every channel's listing of ``sku``."""
-    master = store.master_record(sku)
+    master = store.master_for(sku)
     listings: list[ProductListing] = store.product_listings(sku)
     if master is None and not listings:
         return None
@@ -237,7 +237,7 @@ def suggestions(store: Any, limit: int = 200) -> list[dict[str, Any]]:
         return []
     out = []
     for s in fn(limit=limit):
-        master = store.master_record(s.sku)
+        master = store.master_for(s.sku)
         listing = s.listing
         out.append({"s": s, "master": master, "listing": listing,
                     "title": word_diff(master.title if master else None,
