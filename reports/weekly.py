@@ -252,10 +252,13 @@ def build_weekly(store: Any, cfg: Any, week: str | None = None, now: datetime | 
 
     # Propagation latency of the week's master changes, where the store records it.
     latencies: dict[str, list[float]] = defaultdict(list)
-    has_latency = hasattr(store, "propagation_latencies")
+    # The latency of every master change since the week began, to the first complete
+    # read that shows it (changes not shown anywhere yet have no latency).
+    has_latency = hasattr(store, "propagation")
     if has_latency:
-        for channel, seconds in store.propagation_latencies(start, end):
-            latencies[channel].append(seconds)
+        for channel, seconds in store.propagation(start):
+            if seconds is not None and seconds >= 0:
+                latencies[channel].append(seconds)
     for n, xs in latencies.items():
         row = rows.setdefault(n, ChannelWeek(n))
         row.latency_median_hours, row.latency_p90_hours, row.latency_count = _hours(xs)

@@ -227,3 +227,27 @@ def test_phone_width(browser, ui):
     assert pg.locator("#product").count() == 1
     _shot(pg, "phone-product")
     ctx.close()
+
+
+def test_serve_mounts_the_ui_and_schedules_the_weekly_report(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from auditor.service.app import Service, create_app
+
+    d = store_world.build(tmp_path)
+    cfg = load_config(d / "config.toml")
+    svc = Service(d / "config.toml", cfg, schedule=True)
+    with TestClient(create_app(svc)) as client:
+        r = client.get("/")
+        assert r.status_code == 200 and "Findings" in r.text
+        assert client.get("/products/A-5").status_code == 200
+        assert client.get("/api/runs").status_code == 200  # the JSON API beside it
+        job = svc.scheduler._aps.get_job("task:weekly-report")
+        assert job is not None and job.next_run_time.weekday() == 0  # Mondays, 07:00
+        assert (job.next_run_time.hour, job.next_run_time.minute) == (7, 0)
+    # The job itself writes the last complete week into the archive, in a child process
+    # (with recipients and an SMTP host it also emails it: here no SMTP server listens).
+    import dataclasses
+    svc.cfg = dataclasses.replace(cfg, smtp={})
+    assert svc.weekly_report() == 0
+    assert list((d / "weekly-reports").glob("*/index.html"))
