@@ -145,7 +145,23 @@ HTTP_OPTIONS = (
     Opt("concurrency", int, 16, "Requests in flight at once, all hosts together."),
     Opt("per_host_concurrency", int, 4, "Requests in flight at once to one host."),
     Opt("allow_private", bool, False,
-        "Allow requests to private, loopback and link-local addresses (tests and demos)."),
+        "Allow requests to addresses that are not globally routable: private, loopback, "
+        "link-local, shared (100.64.0.0/10) and reserved ranges (tests and demos)."),
+    Opt("source_deadline", float, 1800.0,
+        "Seconds one source's download (a feed, an export) may take in all, retries "
+        "included; past it the source fails. A channel may set its own."),
+)
+
+# Bounds on reading one source file, shared by [master] and every channel.
+SOURCE_LIMIT_OPTIONS = (
+    Opt("max_source_bytes", int, 5_000_000_000,
+        "Largest file read, in bytes after gzip/zip are undone; past it the source fails "
+        "(a compression bomb is stopped here)."),
+    Opt("max_line_length", int, 1_048_576,
+        "Longest physical line of a delimited (CSV/TSV) file, in characters; a longer one "
+        "fails the source."),
+    Opt("max_field_length", int, 131_072,
+        "Longest cell of a delimited file, in characters; a longer one fails the source."),
 )
 
 MASTER_OPTIONS = (
@@ -161,7 +177,7 @@ MASTER_OPTIONS = (
     Opt("timezone", str, "UTC", "Time zone for dates without one."),
     Opt("headers", _headers, {}, "HTTP headers for a URL source; secrets as { env = \"NAME\" }."),
     Opt("auth", _auth, None, "HTTP basic auth for a URL source, from environment variables."),
-)
+) + SOURCE_LIMIT_OPTIONS
 
 LINKING_OPTIONS = (
     Opt("order", _str_list, ["sku", "gtin", "mpn", "url"],
@@ -191,7 +207,9 @@ CHANNEL_OPTIONS = (
     Opt("allow_private", bool, None, "Override [http].allow_private for this channel."),
     Opt("all_files", bool, False, "With a glob source: read every matching file, not only the newest."),
     Opt("encoding", str, "auto", "Text encoding of file sources, or auto to detect."),
-)
+    Opt("source_deadline", float, None,
+        "Seconds this channel's download may take in all (default [http].source_deadline)."),
+) + SOURCE_LIMIT_OPTIONS
 
 _CHANNEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
