@@ -5,7 +5,6 @@ Exit codes: 0 all consistent; 1 findings; 2 could not run, or ran only partly.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import re
@@ -203,12 +202,11 @@ def _rows_out(rows: list[dict[str, Any]], columns: list[str], fmt: str, title: s
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2, default=str, ensure_ascii=False))
     elif fmt == "csv":
+        from auditor.csvout import write_rows
+
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (json.dumps(v) if isinstance(v, (dict, list)) else v)
-                        for k, v in r.items()})
+        write_rows(buf, columns, ({k: (json.dumps(v) if isinstance(v, (dict, list)) else v)
+                                   for k, v in r.items()} for r in rows))
         click.echo(buf.getvalue(), nl=False)
     else:
         t = Table(title=title, title_justify="left")
