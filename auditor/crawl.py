@@ -333,6 +333,8 @@ class CrawlSettings:
     # Configured request headers and basic auth: sent to the shop's origin only.
     headers: Mapping[str, str] = field(default_factory=dict)
     auth: tuple[str, str] | None = None
+    # Seconds the whole crawl may take (the channel's source_deadline); None: no limit.
+    deadline: float | None = None
 
 
 def classify_error(e: FetchError) -> tuple[str, str]:
@@ -556,9 +558,19 @@ def crawl_events(crawl: Crawl, maxsize: int = 64, batch: int = 200) -> Iterator[
             except queue.Full:
                 await asyncio.sleep(0.002)
 
+    async def bounded() -> None:
+        if not crawl.s.deadline:
+            return await crawl.run(emit, stop)
+        try:
+            async with asyncio.timeout(crawl.s.deadline):
+                await crawl.run(emit, stop)
+        except TimeoutError:
+            raise CrawlFatal(f"the crawl did not finish within source_deadline "
+                             f"({crawl.s.deadline:g} s); nothing is concluded from it") from None
+
     def target() -> None:
         try:
-            asyncio.run(crawl.run(emit, stop))
+            asyncio.run(bounded())
         except asyncio.CancelledError:
             pass
         except BaseException as e:  # handed to the consumer

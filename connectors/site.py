@@ -150,7 +150,7 @@ class SiteConnector(Connector):
         if ch.opt("master_urls", True):
             seeds += [m.url for m in ctx.master.values() if m.url and policy.allows(m.url)]
         settings = CrawlSettings(
-            headers=ctx.headers(), auth=ctx.auth(),
+            headers=ctx.headers(), auth=ctx.auth(), deadline=ch.opt("source_deadline"),
             origin=origin, user_agent=policy.user_agent, concurrency=ch.opt("concurrency"),
             max_pages=ch.opt("max_pages"), sitemaps=sitemaps, seeds=seeds,
             url_patterns=list(ch.opt("url_patterns") or []), selectors=ch.opt("selectors") or {},

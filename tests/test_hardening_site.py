@@ -206,3 +206,18 @@ def test_site_headers_and_auth_go_to_the_shop_only(shop, cdn, monkeypatch):
         assert h.get("Authorization", "").startswith("Basic "), path
     for path, h in cdn.log:
         assert "X-Shop-Token" not in h and "Authorization" not in h, path
+
+
+# ------------------------------------------------------------------ item 10: crawl deadline
+
+def test_a_crawl_past_its_source_deadline_fails_the_source(shop):
+    import time as _time
+    from auditor.errors import SourceError
+    from tests._site_server import slow_body
+    paths = _shop_of(shop, 3)
+    shop.routes["/p/slow"] = slow_body
+    shop.sitemap("/sitemap.xml", [(p, None) for p in paths] + [("/p/slow", None)])
+    t0 = _time.monotonic()
+    with pytest.raises(SourceError, match=r"source_deadline \(1 s\)"):
+        crawl(shop.base + "/", source_deadline=1.0, deadline=10.0, timeout=5.0)
+    assert _time.monotonic() - t0 < 3
