@@ -203,7 +203,9 @@ CHANNEL_OPTIONS = (
         "A source yielding fewer than this share of the previous run's listings is marked partial."),
     Opt("headers", _headers, {}, "HTTP headers for URL sources; secrets as { env = \"NAME\" }."),
     Opt("auth", _auth, None, "HTTP basic auth for URL sources, from environment variables."),
-    Opt("allow_hosts", _str_list, [], "Further hosts this channel may fetch from (an image CDN)."),
+    Opt("allow_hosts", _str_list, [], "Further origins this channel may fetch from (an image "
+        "CDN): https://cdn.example:8443, cdn.example:8443 (that port) or cdn.example (ports "
+        "80 and 443)."),
     Opt("allow_private", bool, None, "Override [http].allow_private for this channel."),
     Opt("all_files", bool, False, "With a glob source: read every matching file, not only the newest."),
     Opt("encoding", str, "auto", "Text encoding of file sources, or auto to detect."),
