@@ -8,6 +8,7 @@
     images    image matching matrix and decode+hash throughput
     crawl     our crawler vs Scrapy on the generated shop, same concurrency
     scaling   audit wall time and RSS at several world sizes (file channels), vs parse time
+    crash     kill -9 an audit at random points (--kills N): integrity, next run, findings
 
 Every part prints Markdown tables and appends them, with machine, date and command,
 to docs/benchmarks.md (``--no-write`` to only print). Worlds are generated once under
@@ -227,7 +228,7 @@ def part_scaling(sizes: list[int], write: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     ap.add_argument("part", choices=["all", "quality", "reaudit", "feeds", "checks", "images",
-                                     "crawl", "scaling"])
+                                     "crawl", "scaling", "crash"])
     ap.add_argument("--size", type=int, default=2000, help="SKUs in the world")
     ap.add_argument("--rows", type=int, default=0, help="feeds: also a synthetic N-row feed")
     ap.add_argument("--masters", type=int, default=250_000)
@@ -235,8 +236,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pages", type=int, default=2000, help="crawl: pages per crawler")
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--kills", type=int, default=10, help="crash: kill -9 trials")
     ap.add_argument("--no-write", action="store_true", help="print only")
     a = ap.parse_args(argv)
+    if a.part == "crash":  # not part of `all`: it is a robustness trial, not a speed target
+        from bench import crash
+
+        res = crash.trials(a.kills, a.size if a.size != 2000 else 300)
+        crash.report(res, write)
+        shutil.rmtree(res["workdir"], ignore_errors=True)
+        return 0 if res["deterministic"] and all(v == a.kills for v in res["ok"].values()) else 1
     write = not a.no_write
     parts = ["quality", "reaudit", "feeds", "checks", "images", "crawl", "scaling"] \
         if a.part == "all" else [a.part]
