@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import sys
 from typing import IO, Callable, Iterator
 
 from auditor.errors import SourceError
-from auditor.sources import SourceFile, bounded_lines, detect_encoding
+from auditor.sources import SourceFile, detect_encoding
 
 CANDIDATES = ",;\t|"
 
@@ -61,15 +62,20 @@ class _LineFeed:
     generator early (``runaway``) so the reader stops swallowing the file.
     """
 
-    __slots__ = ("_text", "back", "buf", "n", "max_lines", "runaway")
+    __slots__ = ("_text", "back", "buf", "n", "max_lines", "runaway", "max_line", "name")
 
-    def __init__(self, text: Iterator[str], max_lines: int = MAX_RECORD_LINES):
+    def __init__(self, text: Iterator[str], max_lines: int = MAX_RECORD_LINES,
+                 max_line: int = 0, name: str = ""):
         self._text = iter(text)
         self.back: list[tuple[int, str]] = []
         self.buf: list[tuple[int, str]] = []
         self.n = 0
         self.max_lines = max_lines
         self.runaway = False
+        # With max_line, ``text`` yields lines cut at max_line + 1 characters
+        # (readline's size): a cut line (no line end) is a line over the limit.
+        self.max_line = max_line
+        self.name = name
 
     def lines(self) -> Iterator[str]:
         """Pushed-back lines first, then the stream; a generator (the hot path)."""
@@ -83,9 +89,14 @@ class _LineFeed:
                 return
             yield item[1]
         n = self.n
+        cap = self.max_line
         try:
             for line in self._text:
                 n += 1
+                if cap and len(line) > cap and line[-1] not in "\r\n":
+                    raise SourceError(f"{self.name}:{n}", f"line longer than max_line_length "
+                                                          f"({cap:,} characters); not a "
+                                                          f"delimited feed, or a broken one")
                 buf.append((n, line))
                 if len(buf) > mx:
                     self.runaway = True
@@ -130,16 +141,19 @@ def open_rows(sf: SourceFile, encoding: str = "auto", delimiter: str = "auto",
     enc = detect_encoding(sample_bytes) if encoding == "auto" else encoding
     if encoding == "auto" or on_error is None:
         errors = "auditor-cp1252" if enc.startswith("utf-8") else "replace"
-        text: Iterator[str] = bounded_lines(
-            io.TextIOWrapper(buffered, encoding=enc, errors=errors, newline=""),
-            limits.max_line, sf.name)
+        # Lines are read at most max_line + 1 characters at a time (bounded memory
+        # on a file of one endless line); _LineFeed tells a cut line from a whole one.
+        wrapper = io.TextIOWrapper(buffered, encoding=enc, errors=errors, newline="")
+        text: Iterator[str] = iter(functools.partial(wrapper.readline, limits.max_line + 1), "")
+        cap = limits.max_line
     else:
         text = _strict_lines(buffered, enc, sf.name, report, limits.max_line)
+        cap = 0  # _strict_lines checks its lines itself
     sample = sample_bytes.decode(enc if enc != "utf-8-sig" else "utf-8-sig", errors="replace")
     if sample.startswith("\ufeff"):
         sample = sample[1:]
     delim = sniff_delimiter(sample) if delimiter == "auto" else _delim(delimiter)
-    feed = _LineFeed(text, MAX_RECORD_LINES)
+    feed = _LineFeed(text, MAX_RECORD_LINES, cap, sf.name)
     gen = feed.lines()
     reader = csv.reader(gen, delimiter=delim, strict=False)
     try:
