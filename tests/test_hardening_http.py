@@ -255,3 +255,73 @@ def test_download_killed_mid_way_leaves_a_file_the_next_run_removes(shop, tmp_pa
     mine.write_bytes(b"x")
     assert clean_stale_downloads(tmp_path, force=True) == left
     assert not left[0].exists() and mine.exists()
+
+
+# ------------------------------------------------------------------ 8: TLS still names the host
+
+def _self_signed(tmp_path: Path, host: str) -> tuple[Path, Path]:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_pem, key_pem = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_pem.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    return cert_pem, key_pem
+
+
+def test_pinned_tls_connection_verifies_the_host_name_not_the_address(monkeypatch, tmp_path):
+    """The socket goes to the checked address, while SNI and certificate checks still use
+    the URL's host: a certificate for shop.example verifies, one for another name fails."""
+    import ssl
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    cert, key = _self_signed(tmp_path, "shop.example")
+    seen_sni: list[str | None] = []
+
+    class H(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *a):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    sctx.load_cert_chain(cert, key)
+    sctx.sni_callback = lambda sock, name, ctx: seen_sni.append(name)
+    srv.socket = sctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        client = ssl.create_default_context(cafile=str(cert))
+        monkeypatch.setattr(http, "_ssl_context", lambda: client)
+
+        async def local(host, port):
+            return ["127.0.0.1"]
+        monkeypatch.setattr(http, "_getaddrinfo", local)
+        port = srv.server_address[1]
+        r = fetch(f"https://shop.example:{port}/", FetchPolicy(allow_private=True, retries=0))
+        assert r.body == b"ok" and seen_sni == ["shop.example"]
+        with pytest.raises(FetchError, match="CERTIFICATE_VERIFY_FAILED|certificate"):
+            fetch(f"https://other.example:{port}/", FetchPolicy(allow_private=True, retries=0))
+    finally:
+        srv.shutdown()
+        srv.server_close()
