@@ -221,3 +221,22 @@ def test_a_crawl_past_its_source_deadline_fails_the_source(shop):
     with pytest.raises(SourceError, match=r"source_deadline \(1 s\)"):
         crawl(shop.base + "/", source_deadline=1.0, deadline=10.0, timeout=5.0)
     assert _time.monotonic() - t0 < 3
+
+
+def test_shopify_store_read_past_its_source_deadline_fails():
+    import time as _time
+    from auditor.errors import SourceError
+    from tests.connector_helpers import read, serve
+    from tests.test_connectors_shopify import HTTP_LOCAL, _store
+
+    def slow(handler):
+        _time.sleep(0.6)
+        return (200, {"Content-Type": "application/json"}, b'{"products": []}')
+
+    routes = _store(**{"/products.json?limit=250&page=2": slow})
+    with serve(routes) as (base, _):
+        t0 = _time.monotonic()
+        with pytest.raises(SourceError, match=r"source_deadline \(0.3 s\)"):
+            read("shopify", base, http_options={**HTTP_LOCAL, "source_deadline": 0.3},
+                 currency="EUR")
+        assert _time.monotonic() - t0 < 2
