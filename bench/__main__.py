@@ -239,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kills", type=int, default=10, help="crash: kill -9 trials")
     ap.add_argument("--no-write", action="store_true", help="print only")
     a = ap.parse_args(argv)
+    write = not a.no_write
     if a.part == "crash":  # not part of `all`: it is a robustness trial, not a speed target
         from bench import crash
 
