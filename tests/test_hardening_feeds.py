@@ -167,3 +167,17 @@ def test_a_bomb_in_a_run_fails_the_source_and_concludes_nothing(mini_world):
     assert {f["sku"] for f in store.findings(state="open")} >= {"TS-BLU-M"}
     assert not [f for f in store.findings(state="open") if f["check"] == "presence"]
     store.close()
+
+
+@pytest.mark.parametrize("ctype", ["google_merchant", "meta_catalog"])
+@pytest.mark.parametrize("gz", [False, True])
+def test_xml_feed_ending_early_is_a_failed_read(tmp_path, ctype, gz):
+    """Every item complete, the root never closed (a cut download): the read fails."""
+    items = "".join(f"<item><g:id>S{i}</g:id><title>T{i}</title><g:price>1.00 EUR</g:price>"
+                    f"</item>\n" for i in range(50))
+    xml = ('<?xml version="1.0"?><rss xmlns:g="http://base.google.com/ns/1.0" version="2.0">'
+           f"<channel>{items}").encode()
+    src = tmp_path / ("feed.xml.gz" if gz else "feed.xml")
+    src.write_bytes(gzip.compress(xml) if gz else xml)
+    with pytest.raises(SourceError, match="Premature end of data"):
+        read(ctype, str(src))
