@@ -14,7 +14,7 @@ import logging
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from auditor.config import _str_list
 from auditor.connector import Connector, SourceContext
@@ -269,19 +269,22 @@ class _Reader:
 
     def listings(self, url: str, ex: Extraction) -> Iterator[Listing]:
         # The key does not depend on how the page was reached: the page without its
-        # variant and tracking parameters; a variant of a group page adds #SKU, whether
-        # it was read from the group page or from its own ?variant= URL.
+        # variant and tracking parameters, plus #SKU for a variant (every variant of a
+        # group page, or the one a ?variant= URL selects), so a variant read from its
+        # group page (sitemap) and from its own ?variant= URL (master URL) is one listing.
         page = canonical_page(url, self._ignore)
-        chosen = page != url.split("#", 1)[0] and "variant" in self._ignore \
-            and "variant=" in urlsplit(url).query
+        selected = "variant" in self._ignore and bool(
+            parse_qs(urlsplit(url).query).get("variant"))
         for i, one in enumerate(iter_listing_extractions(ex)):
             # A variant reached twice (the group page and its ?variant= URL) is one listing.
             if one.sku:
                 if (page, one.sku) in self._yielded:
                     continue
                 self._yielded.add((page, one.sku))
-            grouped = ex.variants or (chosen and one.sku and one.group_id)
-            key = f"{page}#{one.sku or i}" if grouped else page
+            if ex.variants or (selected and one.sku):
+                key = f"{page}#{one.sku or i}"
+            else:
+                key = page
             yield to_listing(self.ctx, key, url, one)
 
 

@@ -169,7 +169,7 @@ def test_keys_do_not_depend_on_the_discovery_path(shop):
     assert ctx.result.status == SourceStatus.COMPLETE
     shop.page("/sitemap.xml", b"down", status=404)
     master = {"MT-100-M-BLK": MasterRecord("MT-100-M-BLK", url=shop.base + "/p/tee?variant=4002"),
-              "MUG-1": MasterRecord("MUG-1", url=shop.base + "/p/mug?utm_source=pim&variant=7")}
+              "MUG-1": MasterRecord("MUG-1", url=shop.base + "/p/mug?utm_source=pim&gclid=x")}
     via_master, _ = crawl(shop.base + "/", master=master)
     assert set(via_master) <= set(via_sitemap)
     assert set(via_master) == {shop.base + "/p/tee#MT-100-M-BLK", shop.base + "/p/mug"}
@@ -240,3 +240,23 @@ def test_shopify_store_read_past_its_source_deadline_fails():
             read("shopify", base, http_options={**HTTP_LOCAL, "source_deadline": 0.3},
                  currency="EUR")
         assert _time.monotonic() - t0 < 2
+
+
+def test_variant_pages_of_one_product_keep_distinct_keys(shop):
+    """A shop whose sitemap lists one ?variant= URL per variant (each page one Product):
+    each variant is its own listing, under the same key a master URL would give."""
+    robots(shop)
+    pages = {"A-S": "10.00", "A-M": "11.00"}
+
+    def route(h):
+        sku = h.path.split("variant=")[1].split("&")[0]
+        h.send(200, {}, product_page("Tee " + sku, sku, pages[sku]))
+    shop.routes["/p/tee"] = route
+    shop.sitemap("/sitemap.xml", [(f"/p/tee?variant={s}", None) for s in pages])
+    got, ctx = crawl(shop.base + "/")
+    assert ctx.result.errors == 0, ctx.errors
+    assert set(got) == {shop.base + "/p/tee#A-S", shop.base + "/p/tee#A-M"}
+    shop.page("/sitemap.xml", b"down", status=404)
+    master = {"A-M": MasterRecord("A-M", url=shop.base + "/p/tee?variant=A-M&utm_source=pim")}
+    again, _ = crawl(shop.base + "/", master=master)
+    assert set(again) == {shop.base + "/p/tee#A-M"}
