@@ -16,10 +16,10 @@ from auditor.check import CheckContext, CheckSpec, Preparation, Preparations
 from auditor.config import load_config
 from auditor.images.fetch import FetchSettings, ImageResolver
 from auditor.images.signatures import ImageProblem
-from auditor.model import Listing, MasterRecord, Outcome
+from auditor.model import Listing, Outcome
 from auditor.runner import run_audit
 from auditor.store import Store
-from tests.imageserver import ImageServer, image_server  # noqa: F401 (fixture)
+from tests.imageserver import ImageServer, image_server  # noqa: F401,F811 (fixture)
 from tests.test_checks_image import FIX, NOW, image_findings, item, world
 
 ROOT = Path(__file__).parent.parent

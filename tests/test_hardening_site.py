@@ -5,7 +5,6 @@ auth sent to the shop only (issue 21 items 4, 6, 11; issue 14 item 6)."""
 from __future__ import annotations
 
 import gzip
-from pathlib import Path
 
 import pytest
 
