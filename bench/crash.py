@@ -46,11 +46,21 @@ def _auditor(args: list[str], cwd: Path, **kw: Any) -> subprocess.Popen:
                             start_new_session=True, **kw)
 
 
-def _run(config: Path, now: str, master: str | None = None) -> tuple[int, float, str]:
+def _run(config: Path, now: str) -> tuple[int, float, str, float]:
+    """Run an audit to the end: (exit code, seconds, log, seconds to its first log line)."""
     t0 = time.perf_counter()
     p = _auditor(["-v", "run", "--config", str(config), "--now", now], config.parent)
-    out, err = p.communicate()
-    return p.returncode, time.perf_counter() - t0, err
+    first = None
+    lines = []
+    assert p.stderr is not None
+    for line in p.stderr:  # the log, as it comes: when does the real work start?
+        if first is None:
+            first = time.perf_counter() - t0
+        lines.append(line)
+    p.wait()
+    p.stdout.read()
+    secs = time.perf_counter() - t0
+    return p.returncode, secs, "".join(lines), first if first is not None else 0.0
 
 
 def _open_findings(config: Path) -> set[tuple]:
@@ -107,29 +117,32 @@ def trials(kills: int, size: int = 300, seed: int = 7, workdir: Path | None = No
         base = work / "baseline"
         base.mkdir(parents=True, exist_ok=True)
         (base / "config.toml").write_text(text.replace("master.csv", "master_previous.csv", 1))
-        code, secs, err = _run(base / "config.toml", now)
+        code, secs, err, _ = _run(base / "config.toml", now)
         if code not in (0, 1):
             raise RuntimeError(f"baseline run failed ({code}): {err[-2000:]}")
         (base / "config.toml").write_text(text)  # every later run reads this week's master
         refs = []
         ref_secs = []
+        starts = []
         for i in range(2):
             d = work / f"reference-{i}"
             _copy_store(base, d)
-            code, secs, err = _run(d / "config.toml", now)
+            code, secs, err, first = _run(d / "config.toml", now)
             if code not in (0, 1):
                 raise RuntimeError(f"reference run failed ({code}): {err[-2000:]}")
             refs.append(_open_findings(d / "config.toml"))
             ref_secs.append(secs)
+            starts.append(first)
         deterministic = refs[0] == refs[1]
         reference = refs[0]
         duration = min(ref_secs)
+        # Kill between the first log line (start-up, imports, done) and the end.
+        start = min(starts)
         ok = {"integrity": 0, "completed": 0, "matched": 0, "no_temp_left": 0}
         for i in range(kills):
             d = work / f"trial-{i}"
             _copy_store(base, d)
-            # Start-up (imports) takes the first second or so: kill within the work itself.
-            delay = rng.uniform(min(1.0, duration * 0.3), duration * 0.97)
+            delay = rng.uniform(start, max(start, duration * 0.9))
             p = _auditor(["-v", "run", "--config", str(d / "config.toml"), "--now", now], d)
             time.sleep(delay)
             finished_first = p.poll() is not None
@@ -137,7 +150,7 @@ def trials(kills: int, size: int = 300, seed: int = 7, workdir: Path | None = No
                 os.killpg(p.pid, signal.SIGKILL)  # the run and every worker it forked
             _, err = p.communicate()
             integrity = _integrity(d / "auditor.db")
-            code, _, err2 = _run(d / "config.toml", now)
+            code, _, err2, _ = _run(d / "config.toml", now)
             got = _open_findings(d / "config.toml")
             temp_left = [x.name for x in tmpdir.glob("auditor-dl-*.part")]
             row = {"integrity": integrity == "ok", "completed": code in (0, 1),
@@ -151,7 +164,7 @@ def trials(kills: int, size: int = 300, seed: int = 7, workdir: Path | None = No
                   f"next run exit {code}; findings {'match' if row['matched'] else 'DIFFER'}",
                   flush=True)
             shutil.rmtree(d, ignore_errors=True)
-    return {"size": size, "kills": kills, "reference_seconds": duration,
+    return {"size": size, "kills": kills, "reference_seconds": duration, "start_seconds": start,
             "reference_findings": len(reference), "deterministic": deterministic, "ok": ok,
             "rows": rows, "workdir": str(work)}
 
@@ -162,7 +175,8 @@ def report(res: dict[str, Any], write: bool) -> None:
     ok, n = res["ok"], res["kills"]
     summary = table(
         f"kill -9 at random points of an audit ({res['size']:,} SKUs, every channel, images "
-        f"on; reference run {res['reference_seconds']:.1f} s, {res['reference_findings']} open "
+        f"on; reference run {res['reference_seconds']:.1f} s, its first log line at "
+        f"{res['start_seconds']:.1f} s, kills between the two; {res['reference_findings']} open "
         f"findings, reference deterministic: {'yes' if res['deterministic'] else 'NO'})",
         ["kills", "integrity_check ok", "next run completed", "open findings = reference",
          "no download file left"],
