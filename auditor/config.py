@@ -162,6 +162,9 @@ SOURCE_LIMIT_OPTIONS = (
         "fails the source."),
     Opt("max_field_length", int, 131_072,
         "Longest cell of a delimited file, in characters; a longer one fails the source."),
+    Opt("max_compression_ratio", int, 100,
+        "A gzip or zip whose content grows past 64 MiB and more than this many times its "
+        "compressed size fails the source (a compression bomb; real feeds: 5-20x). 0 = off."),
 )
 
 MASTER_OPTIONS = (

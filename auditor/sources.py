@@ -45,6 +45,10 @@ def is_url(source: str) -> bool:
 DEFAULT_MAX_SOURCE_BYTES = 5_000_000_000   # decompressed bytes of one file
 DEFAULT_MAX_LINE_LENGTH = 1_048_576        # characters of one physical line (delimited text)
 DEFAULT_MAX_FIELD_LENGTH = 131_072         # characters of one cell of a delimited file
+# Real feeds compress 5-20x; a compression bomb about 1000x. Past RATIO_FROM bytes a
+# file that grew more than this many times its compressed size is refused.
+DEFAULT_MAX_COMPRESSION_RATIO = 100
+RATIO_FROM = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ class Limits:
     max_bytes: int = DEFAULT_MAX_SOURCE_BYTES
     max_line: int = DEFAULT_MAX_LINE_LENGTH
     max_field: int = DEFAULT_MAX_FIELD_LENGTH
+    max_ratio: int = DEFAULT_MAX_COMPRESSION_RATIO  # 0: no ratio check
 
     @classmethod
     def from_options(cls, opts: Mapping[str, Any]) -> "Limits":
@@ -67,7 +72,8 @@ class Limits:
             return default if v is None else int(v)
         return cls(get("max_source_bytes", DEFAULT_MAX_SOURCE_BYTES),
                    get("max_line_length", DEFAULT_MAX_LINE_LENGTH),
-                   get("max_field_length", DEFAULT_MAX_FIELD_LENGTH))
+                   get("max_field_length", DEFAULT_MAX_FIELD_LENGTH),
+                   get("max_compression_ratio", DEFAULT_MAX_COMPRESSION_RATIO))
 
 
 @dataclass
@@ -81,7 +87,8 @@ class SourceFile:
     def open_binary(self) -> IO[bytes]:
         """The decompressed byte stream (gzip and single-member zip undone), at most
         ``limits.max_bytes`` long: reading past it raises SourceError."""
-        return open_decompressed(self.path, self.name, self.limits.max_bytes)
+        return open_decompressed(self.path, self.name, self.limits.max_bytes,
+                                 self.limits.max_ratio)
 
     def open_text(self, encoding: str = "auto") -> IO[str]:
         """The decoded text stream; ``auto`` detects BOMs and UTF-8/Windows-1252."""
@@ -107,10 +114,14 @@ class _Guarded(io.RawIOBase):
     """
 
     def __init__(self, inner: IO[bytes], name: str, closers: tuple = (),
-                 max_bytes: int | None = None):
+                 max_bytes: int | None = None, max_ratio: int = 0,
+                 compressed: Any = None):
         self._inner, self._name, self._closers = inner, name, closers
         self._left = max_bytes
         self._max = max_bytes
+        # ``compressed()``: compressed bytes consumed so far (for the ratio check).
+        self._ratio, self._compressed = max_ratio, compressed
+        self._out = 0
 
     def readable(self) -> bool:
         return True
@@ -129,6 +140,14 @@ class _Guarded(io.RawIOBase):
                                               f"({self._max:,} bytes); a compression bomb or "
                                               f"a larger feed than allowed (raise "
                                               f"max_source_bytes if it is real)")
+        self._out += n
+        if self._ratio and self._compressed is not None and self._out > RATIO_FROM:
+            packed = max(self._compressed(), 1)
+            if self._out > self._ratio * packed:
+                raise SourceError(self._name, f"{packed:,} compressed bytes grew to "
+                                              f"{self._out:,} (over max_compression_ratio "
+                                              f"{self._ratio}:1); a compression bomb, not a "
+                                              f"feed")
         b[:n] = data
         return n
 
@@ -140,7 +159,8 @@ class _Guarded(io.RawIOBase):
         super().close()
 
 
-def open_decompressed(path: Path, name: str, max_bytes: int | None = None) -> IO[bytes]:
+def open_decompressed(path: Path, name: str, max_bytes: int | None = None,
+                      max_ratio: int = 0) -> IO[bytes]:
     """The file's bytes with gzip or zip undone; OOXML (xlsx) files stay as they are.
 
     With ``max_bytes``, a file (or its decompressed content) longer than that
@@ -159,7 +179,7 @@ def open_decompressed(path: Path, name: str, max_bytes: int | None = None) -> IO
     f.seek(0)
     if magic[:2] == b"\x1f\x8b":
         return io.BufferedReader(_Guarded(gzip.GzipFile(fileobj=f, mode="rb"), name, (f,),
-                                          max_bytes), 1 << 16)
+                                          max_bytes, max_ratio, f.tell), 1 << 16)
     if magic == b"PK\x03\x04" and not name.lower().endswith((".xlsx", ".xlsm")):
         try:
             zf = zipfile.ZipFile(f)
@@ -184,6 +204,13 @@ def open_decompressed(path: Path, name: str, max_bytes: int | None = None) -> IO
             f.close()
             raise SourceError(where, f"zip member of {member.file_size:,} bytes exceeds "
                                      f"max_source_bytes ({max_bytes:,} bytes)")
+        if max_ratio and member.file_size > RATIO_FROM \
+                and member.file_size > max_ratio * max(member.compress_size, 1):
+            zf.close()
+            f.close()
+            raise SourceError(where, f"zip member of {member.compress_size:,} bytes unpacks to "
+                                     f"{member.file_size:,} (over max_compression_ratio "
+                                     f"{max_ratio}:1); a compression bomb, not a feed")
         return io.BufferedReader(_Guarded(zf.open(member), where, (zf, f), max_bytes), 1 << 16)
     return f
 

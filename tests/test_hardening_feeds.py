@@ -67,7 +67,8 @@ def test_zip_of_one_endless_line_fails_in_bounded_memory(tmp_path):
             f.write(b"sku,title,price\n")
             for _ in range(300):
                 f.write(b"B" * MB)
-    err, seconds, peak = _bounded(lambda: read("tabular", str(src)))
+    # (with the ratio check on, the member is refused before it is opened: see below)
+    err, seconds, peak = _bounded(lambda: read("tabular", str(src), max_compression_ratio=0))
     assert isinstance(err, SourceError), err
     assert err.source.endswith("pos.zip:2") and "max_line_length" in err.reason
     assert seconds < 5 and peak < 40 * MB, (seconds, peak)
@@ -181,3 +182,38 @@ def test_xml_feed_ending_early_is_a_failed_read(tmp_path, ctype, gz):
     src.write_bytes(gzip.compress(xml) if gz else xml)
     with pytest.raises(SourceError, match="Premature end of data"):
         read(ctype, str(src))
+
+
+def test_gzip_bomb_of_valid_rows_fails_on_its_compression_ratio(tmp_path, monkeypatch):
+    """Short, valid rows repeated: no line or cell is long, yet a small gzip unpacks to
+    gigabytes. The ratio check stops it (past 64 MiB; 1 MiB here, to keep the test short)
+    instead of parsing for an hour."""
+    from auditor import sources
+    monkeypatch.setattr(sources, "RATIO_FROM", MB)
+    src = tmp_path / "pos.csv.gz"
+    c = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    row = b"SKU-1,Mug,9.99\n" * 70_000  # ~1 MB
+    with open(src, "wb") as f:
+        f.write(c.compress(b"sku,title,price\n"))
+        for _ in range(100):  # 100 MB in about 200 KB
+            f.write(c.compress(row))
+        f.write(c.flush())
+    err, seconds, peak = _bounded(lambda: read("tabular", str(src), currency="EUR"))
+    assert isinstance(err, SourceError) and "max_compression_ratio 100:1" in err.reason, err
+    assert seconds < 10 and peak < 40 * MB, (seconds, peak)
+    # the same rows in a file that compresses like a real feed read fine
+    real = tmp_path / "real.csv.gz"
+    real.write_bytes(gzip.compress(b"sku,title,price\n" + b"".join(
+        b"SKU-%d,Mug %d,%d.99\n" % (i, i * 7919 % 100003, i % 97) for i in range(120_000))))
+    assert len(read("tabular", str(real), currency="EUR")[0]) == 120_000
+
+
+def test_zip_member_over_the_ratio_is_refused_at_once(tmp_path):
+    src = tmp_path / "feed.zip"
+    with zipfile.ZipFile(src, "w", zipfile.ZIP_DEFLATED) as zf:
+        with zf.open("feed.csv", "w") as f:
+            for _ in range(80):
+                f.write(b"A,B\n" * (MB // 4))
+    with pytest.raises(SourceError, match="over max_compression_ratio"):
+        SourceFile(str(src), src, Limits()).open_binary()
+    SourceFile(str(src), src, Limits(max_ratio=0)).open_binary().close()  # 0 = off
