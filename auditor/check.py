@@ -161,16 +161,18 @@ class CheckContext:
 
 def check(name: str, *, options: Sequence[Opt] = (), fields: Sequence[str] = (),
           prepare: "type[Preparation] | str | None" = None) -> Callable[[CheckFn], CheckFn]:
-    """Decorator: register ``fn`` as the check ``name``; its docstring is the help.
+    """Decorator: declare ``fn`` as the check ``name``; its docstring is the help.
 
-    ``prepare``: the check's preparation stage (see ``Preparation``), as a class
-    or as ``"package.module:Class"`` so the check module need not import it.
-    """
+    Its package's (or plugin's) ``register_checks`` hook makes it available; the
+    decorated function may also be returned from that hook itself. ``prepare``: the
+    check's preparation stage (see ``Preparation``), as a class or as
+    ``"package.module:Class"`` so the check module need not import it."""
 
     def deco(fn: CheckFn) -> CheckFn:
         doc = (fn.__doc__ or "").strip().splitlines()
-        register_check(CheckSpec(name, fn, tuple(options), doc[0] if doc else "", tuple(fields),
-                                 prepare))
+        spec = register_check(CheckSpec(name, fn, tuple(options), doc[0] if doc else "",
+                                        tuple(fields), prepare))
+        fn.check_spec = spec  # type: ignore[attr-defined]  # a plugin may return the function
         return fn
 
     return deco

@@ -165,8 +165,8 @@ def test_a_bomb_in_a_run_fails_the_source_and_concludes_nothing(mini_world):
     ch = report.channels[0]
     assert ch.status is SourceStatus.FAILED and "max_line_length" in ch.message
     assert ch.resolved == 0 and report.exit_code == 2
-    assert {f["sku"] for f in store.findings(state="open")} >= {"TS-BLU-M"}
-    assert not [f for f in store.findings(state="open") if f["check"] == "presence"]
+    assert {f.sku for f in store.findings(state="open")} >= {"TS-BLU-M"}
+    assert not [f for f in store.findings(state="open") if f.check == "presence"]
     store.close()
 
 

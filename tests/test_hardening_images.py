@@ -18,7 +18,7 @@ from auditor.images.fetch import FetchSettings, ImageResolver
 from auditor.images.signatures import ImageProblem
 from auditor.model import Listing, Outcome
 from auditor.runner import run_audit
-from auditor.store import Store
+from auditor.storage import open_store
 from tests.imageserver import ImageServer, image_server  # noqa: F401,F811 (fixture)
 from tests.test_checks_image import FIX, NOW, image_findings, item, world
 
@@ -42,7 +42,7 @@ def test_listing_image_values_that_are_not_urls_are_never_read(tmp_path, image_s
                                              "[checks.image]\ndam_dir = \"dam\"\n"))
     _feed(tmp_path, image_server, value, value)
     cfg = load_config(path)
-    store = Store(cfg.store_path)
+    store = open_store(cfg.store_url)
     t0 = time.monotonic()
     run_audit(cfg, store, now=NOW)
     assert time.monotonic() - t0 < 30
@@ -93,7 +93,7 @@ def test_dam_mapping_pointing_outside_is_refused(tmp_path, image_server):
     _feed(tmp_path, image_server, image_server.url("/c/red-small.jpg"),
           image_server.url("/c/red-small.jpg"))
     cfg = load_config(path)
-    store = Store(cfg.store_path)
+    store = open_store(cfg.store_url)
     run_audit(cfg, store, now=NOW)
     got = image_findings(store)
     assert "TEE-RED" not in got  # inside the folder: read, and it matches
@@ -107,7 +107,7 @@ def test_master_record_paths_are_not_read_without_a_dam(tmp_path, image_server):
                                          "TEE-RED,Tee red,10.00,EUR,/etc/passwd\n")
     _feed(tmp_path, image_server, image_server.url("/c/red-small.jpg"), None)
     cfg = load_config(path)
-    store = Store(cfg.store_path)
+    store = open_store(cfg.store_url)
     run_audit(cfg, store, now=NOW)
     outcome, message = image_findings(store)["TEE-RED"]
     assert outcome == "not_evaluated" and "not an http(s) URL" in message
@@ -187,7 +187,7 @@ def test_a_plugin_check_declares_a_stage_the_runner_runs(mini_world, monkeypatch
     monkeypatch.setitem(plugins.CHECKS, "probe", CheckSpec(
         "probe", _probe_fn, prepare=Probe))
     cfg = load_config(mini_world / "config.toml")
-    store = Store(cfg.store_path)
+    store = open_store(cfg.store_url)
     report = run_audit(cfg, store, now=NOW)
     assert report.channels[0].outcomes["probe"]["passed"] == 3
     assert Probe.seen == [("google", ["TS-RED-M", "TS-BLU-M", "TS-GRN-M"]), "closed"]

@@ -95,7 +95,7 @@ def test_complete_xml_with_trailing_comment_reads():
 def test_a_truncated_sitemap_in_a_run_opens_no_missing_findings(shop, tmp_path):
     from auditor.config import load_config
     from auditor.runner import run_audit
-    from auditor.store import Store
+    from auditor.storage import open_store
     from datetime import datetime, timezone
 
     paths = _shop_of(shop, 30)
@@ -116,14 +116,14 @@ allow_private = true
 master_urls = false
 """)
     cfg = load_config(tmp_path / "config.toml")
-    store = Store(cfg.store_path)
+    store = open_store(cfg.store_url)
     now = datetime(2026, 11, 27, 12, tzinfo=timezone.utc)
     first = run_audit(cfg, store, now=now)
     assert first.channels[0].status is SourceStatus.COMPLETE and first.channels[0].listings == 30
     shop.page("/sitemap.xml", full[: full.index(b"/p/15<")] , **{"Content-Type": "application/xml"})
     second = run_audit(cfg, store, now=now)
     assert second.channels[0].status is SourceStatus.PARTIAL
-    assert not [f for f in store.findings(state="open") if f["check"] == "presence"]
+    assert not [f for f in store.findings(state="open") if f.check == "presence"]
     store.close()
 
 
