@@ -139,15 +139,17 @@ def trials(kills: int, size: int = 300, seed: int = 7, workdir: Path | None = No
         # Kill between the first log line (start-up, imports, done) and the end.
         start = min(starts)
         ok = {"integrity": 0, "completed": 0, "matched": 0, "no_temp_left": 0}
+        killed = 0
         for i in range(kills):
             d = work / f"trial-{i}"
             _copy_store(base, d)
-            delay = rng.uniform(start, max(start, duration * 0.9))
+            delay = rng.uniform(start, max(start, duration * 0.8))
             p = _auditor(["-v", "run", "--config", str(d / "config.toml"), "--now", now], d)
             time.sleep(delay)
             finished_first = p.poll() is not None
             if not finished_first:
                 os.killpg(p.pid, signal.SIGKILL)  # the run and every worker it forked
+                killed += 1
             _, err = p.communicate()
             integrity = _integrity(d / "auditor.db")
             code, _, err2, _ = _run(d / "config.toml", now)
@@ -164,7 +166,8 @@ def trials(kills: int, size: int = 300, seed: int = 7, workdir: Path | None = No
                   f"next run exit {code}; findings {'match' if row['matched'] else 'DIFFER'}",
                   flush=True)
             shutil.rmtree(d, ignore_errors=True)
-    return {"size": size, "kills": kills, "reference_seconds": duration, "start_seconds": start,
+    return {"size": size, "kills": kills, "killed": killed, "reference_seconds": duration,
+            "start_seconds": start,
             "reference_findings": len(reference), "deterministic": deterministic, "ok": ok,
             "rows": rows, "workdir": str(work)}
 
@@ -178,9 +181,10 @@ def report(res: dict[str, Any], write: bool) -> None:
         f"on; reference run {res['reference_seconds']:.1f} s, its first log line at "
         f"{res['start_seconds']:.1f} s, kills between the two; {res['reference_findings']} open "
         f"findings, reference deterministic: {'yes' if res['deterministic'] else 'NO'})",
-        ["kills", "integrity_check ok", "next run completed", "open findings = reference",
-         "no download file left"],
-        [[n, ok["integrity"], ok["completed"], ok["matched"], ok["no_temp_left"]]])
+        ["trials", "killed mid-run", "integrity_check ok", "next run completed",
+         "open findings = reference", "no download file left"],
+        [[n, res["killed"], ok["integrity"], ok["completed"], ok["matched"],
+          ok["no_temp_left"]]])
     detail = table("Each trial: when it was killed and what the run was doing (last log line)",
                    ["trial", "killed at s", "last log line", "integrity", "next run exit",
                     "findings match", "download files left"], res["rows"])
