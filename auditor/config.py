@@ -182,7 +182,7 @@ SOURCE_LIMIT_OPTIONS = (
     Opt("max_field_length", int, 131_072,
         "Longest cell of a delimited file, in characters; a longer one fails the source."),
     Opt("max_compression_ratio", int, 100,
-        "A gzip or zip whose content grows past 64 MiB and more than this many times its "
+        "A gzip or zip whose content grows past 16 MiB and more than this many times its "
         "compressed size fails the source (a compression bomb; real feeds: 5-20x). 0 = off."),
 )
 
@@ -204,10 +204,15 @@ MASTER_OPTIONS = (
 LINKING_OPTIONS = (
     Opt("order", _str_list, ["sku", "gtin", "mpn", "url"],
         "Exact keys tried in this order: sku, gtin, mpn (with brand), url."),
-    Opt("fuzzy", bool, True, "Fall back to fuzzy title matching for listings with no exact key."),
-    Opt("fuzzy_threshold", float, 88.0, "Lowest title similarity (0-100) accepted for a fuzzy link."),
-    Opt("fuzzy_margin", float, 3.0,
-        "A fuzzy best match must beat the runner-up by this much, or the link is ambiguous."),
+    Opt("fuzzy", bool, True, "Match listings with no key by what they show (model codes, brand, "
+        "quantities, title, price); a listing whose SKU or GTIN matches nothing gets title "
+        "suggestions but stays an orphan."),
+    Opt("link_score", float, 0.8, "Lowest match score (title similarity 0-1 plus evidence for "
+        "and against) linked without a person; checks run on the link."),
+    Opt("suggest_score", float, 0.5, "Lowest match score shown as a suggested link "
+        "(`auditor links --state suggested`): no findings until a person confirms it."),
+    Opt("link_margin", float, 0.05, "A link needs this lead over the listing's next candidate, "
+        "else it is only suggested."),
 )
 
 CHANNEL_OPTIONS = (
@@ -222,7 +227,12 @@ CHANNEL_OPTIONS = (
     Opt("allow_empty", bool, False,
         "Accept an empty source as real (otherwise it is a source problem when the last run had listings)."),
     Opt("min_ratio", float, 0.5,
-        "A source yielding fewer than this share of the previous run's listings is marked partial."),
+        "A source yielding fewer than this share of the last complete read's listings is a "
+        "sharp drop: presence is held, as with max_drop."),
+    Opt("max_drop", float, 0.1,
+        "Largest share of the last complete read's listings that may vanish at once (2 or "
+        "more) before presence is held: no missing listing concluded, none resolved, until "
+        "the next run confirms the drop or `auditor runs accept RUN CHANNEL`. 1 = never hold."),
     Opt("headers", _headers, {}, "HTTP headers for URL sources; secrets as { env = \"NAME\" }."),
     Opt("auth", _auth, None, "HTTP basic auth for URL sources, from environment variables."),
     Opt("allow_hosts", _str_list, [], "Further origins this channel may fetch from (an image "

@@ -48,7 +48,7 @@ DEFAULT_MAX_FIELD_LENGTH = 131_072         # characters of one cell of a delimit
 # Real feeds compress 5-20x; a compression bomb about 1000x. Past RATIO_FROM bytes a
 # file that grew more than this many times its compressed size is refused.
 DEFAULT_MAX_COMPRESSION_RATIO = 100
-RATIO_FROM = 64 << 20
+RATIO_FROM = 16 << 20
 
 
 @dataclass(frozen=True)

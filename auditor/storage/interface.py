@@ -35,7 +35,8 @@ from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord
                                      HttpCacheRow, HttpValidators, ImageUrlRow, LinkRecord,
                                      ListingSave, MasterAssetRow, MasterChange, MasterHistory,
                                      MasterImportResult, MasterPlan, MasterSnapshot,
-                                     RunErrorRecord, RunRecord, RunSourceRecord, ScoreRecord)
+                                     PresenceHoldRecord, RunErrorRecord, RunRecord,
+                                     RunSourceRecord, ScoreRecord)
 
 
 @runtime_checkable
@@ -118,6 +119,36 @@ class ListingStore(Protocol):
         """How each present listing is linked, by channel and key."""
         ...
 
+    def link_decisions(self, channel: str) -> dict[str, dict[str, Any]]:
+        """A person's decisions on one channel's links: ``confirmed`` (listing key -> SKU)
+        and ``rejected`` (listing key -> set of SKUs); kept across runs."""
+        ...
+
+    def decide_link(self, channel: str, listing_key: str, sku: str, decision: str,
+                    at: datetime, note: str | None = None) -> None:
+        """Record a pair a person ``confirmed`` or ``rejected``; the listing's current
+        link follows at once."""
+        ...
+
+    def decided_links(self, channel: str | None = None) -> list[dict[str, Any]]:
+        """Every recorded decision: channel, listing_key, sku, decision, decided_at, note."""
+        ...
+
+    def listing_channels(self, listing_key: str) -> list[str]:
+        """The channels on which a listing with this key is present."""
+        ...
+
+    def save_link_notes(self, run_id: int, channel: str, links: Iterable[Link]) -> None:
+        """Replace the channel's notes with this run's: each listing not linked with its
+        reason, score, candidates and evidence."""
+        ...
+
+    def link_states(self, channel: str | None = None, state: str | None = None
+                    ) -> list[dict[str, Any]]:
+        """Each present listing's link with its state (linked, suggested, unlinked) and,
+        when not linked, the last run's reason and evidence; ``state`` filters."""
+        ...
+
 
 @runtime_checkable
 class FindingStore(Protocol):
@@ -138,6 +169,48 @@ class FindingStore(Protocol):
 
     def finding_events(self, fingerprint: str) -> list[FindingEvent]:
         """A finding's state changes, oldest first."""
+        ...
+
+    def query_findings(self, *, states: Sequence[str] = (), channels: Sequence[str] = (),
+                       checks: Sequence[str] = (), severities: Sequence[str] = (),
+                       sku: str | None = None, limit: int | None = None
+                       ) -> list[FindingRecord]:
+        """``findings`` with repeatable filters: each a set of allowed values."""
+        ...
+
+    def finding_values(self, column: str) -> set[str]:
+        """Distinct stored values of channel, check_name, severity or state."""
+        ...
+
+
+@runtime_checkable
+class PresenceHoldStore(Protocol):
+    """Presence a run held back for a channel (``auditor.holds``)."""
+
+    def save_presence_hold(self, run_id: int, channel: str, kind: str, reason: str,
+                           vanished: Sequence[str], held: Iterable[Finding],
+                           checks_ran: Sequence[str]) -> None:
+        """Keep what the run would have concluded: vanished keys, presence findings."""
+        ...
+
+    def presence_holds(self, run_id: int | None = None, channel: str | None = None,
+                       state: str | None = None) -> list[PresenceHoldRecord]:
+        """Recorded holds, newest first."""
+        ...
+
+    def previous_run_of(self, channel: str, before_run: int) -> int | None:
+        """The latest run before ``before_run`` that read ``channel``."""
+        ...
+
+    def decide_presence_hold(self, run_id: int, channel: str, state: str,
+                             decided_run: int | None, now: datetime) -> None:
+        """Close a held hold: confirmed, superseded or accepted."""
+        ...
+
+    def accept_presence_hold(self, run_id: int, channel: str, now: datetime
+                             ) -> dict[str, int]:
+        """Apply a held hold now (the channel's latest run only): counts opened,
+        resolved and removed."""
         ...
 
 
@@ -276,7 +349,8 @@ class CacheStore(Protocol):
 
 
 @runtime_checkable
-class Store(MasterStore, ListingStore, FindingStore, RunStore, CacheStore, Protocol):
+class Store(MasterStore, ListingStore, FindingStore, RunStore, CacheStore, PresenceHoldStore,
+            Protocol):
     """A whole store: every concern, plus its own life cycle.
 
     ``url`` reopens the same store (``open_store(store.url)``), in another process

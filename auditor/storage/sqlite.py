@@ -29,15 +29,15 @@ from auditor import codec
 from auditor import lifecycle
 from auditor.errors import LockedError, StoreError
 from auditor.events import FindingChange
-from auditor.lifecycle import RESOLVED, Evidence, Previous
+from auditor.lifecycle import OPEN, RESOLVED, Evidence, Previous
 from auditor.model import (Finding, Link, Listing, MasterRecord, Outcome, Run, SourceResult,
                            SourceStatus)
 from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord, HttpCacheRow,
                                      HttpValidators, ImageUrlRow, LinkRecord, ListingSave,
                                      MasterAssetRow, MasterChange, MasterHistory,
                                      MasterImportResult, MasterPlan, MasterSnapshot,
-                                     RunErrorRecord, RunRecord, RunSourceRecord, ScoreRecord,
-                                     parse_time)
+                                     PresenceHoldRecord, RunErrorRecord, RunRecord,
+                                     RunSourceRecord, ScoreRecord, parse_time)
 
 
 def _now() -> str:
@@ -192,7 +192,36 @@ def _m4(db: sqlite_utils.Database) -> None:
     """)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1, _m2, _m3, _m4]
+def _m5(db: sqlite_utils.Database) -> None:
+    """Link decisions a person made (confirmed or rejected pairs, kept across runs) and
+    the notes of the last run on listings not linked: reason, score, evidence."""
+    _script(db, """
+    CREATE TABLE link_decisions (
+        channel TEXT NOT NULL, listing_key TEXT NOT NULL, sku TEXT NOT NULL,
+        decision TEXT NOT NULL CHECK (decision IN ('confirmed', 'rejected')),
+        decided_at TEXT NOT NULL, note TEXT,
+        PRIMARY KEY (channel, listing_key, sku));
+    CREATE TABLE link_notes (
+        channel TEXT NOT NULL, listing_key TEXT NOT NULL, run_id INTEGER,
+        method TEXT, score REAL, reason TEXT, candidates TEXT, evidence TEXT,
+        PRIMARY KEY (channel, listing_key));
+    """)
+
+
+def _m6(db: sqlite_utils.Database) -> None:
+    """Presence held by a run for a channel (a row without a readable key, a sharp drop
+    in items): what it would have concluded, kept until confirmed or accepted."""
+    _script(db, """
+    CREATE TABLE presence_holds (
+        run_id INTEGER NOT NULL, channel TEXT NOT NULL, kind TEXT NOT NULL,
+        reason TEXT NOT NULL, vanished TEXT, findings TEXT, checks TEXT,
+        state TEXT NOT NULL DEFAULT 'held', decided_run INTEGER, decided_at TEXT,
+        PRIMARY KEY (run_id, channel));
+    """)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1, _m2, _m3, _m4, _m5,
+                                                               _m6]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -1119,6 +1148,243 @@ class SQLiteStore:
         """Whether this process holds this store's ``run_lock``."""
         return self.path != MEMORY and holds_run_lock(self.path)
 
+
+    # ----------------------------------------------------------------- link decisions
+    def link_decisions(self, channel: str) -> dict[str, dict[str, Any]]:
+        """A person's decisions on one channel's links: ``confirmed`` (listing key ->
+        SKU) and ``rejected`` (listing key -> set of SKUs)."""
+        confirmed: dict[str, str] = {}
+        rejected: dict[str, set[str]] = {}
+        for key, sku, decision in self.db.execute(
+                "SELECT listing_key, sku, decision FROM link_decisions WHERE channel = ?",
+                [channel]):
+            if decision == "confirmed":
+                confirmed[key] = sku
+            else:
+                rejected.setdefault(key, set()).add(sku)
+        return {"confirmed": confirmed, "rejected": rejected}
+
+    def decide_link(self, channel: str, listing_key: str, sku: str, decision: str,
+                    at: datetime, note: str | None = None) -> None:
+        """Record that a person confirmed or rejected the pair; the listing's current link
+        follows at once (confirmed: linked to ``sku``; rejected: no longer to ``sku``)."""
+        if decision not in ("confirmed", "rejected"):
+            raise ValueError(f"decision must be confirmed or rejected, not {decision!r}")
+        stamp = at.isoformat()
+        with self.db.conn as c:
+            if decision == "confirmed":  # one confirmed master per listing
+                c.execute("DELETE FROM link_decisions WHERE channel = ? AND listing_key = ?"
+                          " AND (decision = 'confirmed' OR sku = ?)", [channel, listing_key, sku])
+                c.execute("UPDATE listings SET master_sku = ?, link_method = 'confirmed',"
+                          " link_confidence = 1.0, link_candidates = NULL"
+                          " WHERE channel = ? AND key = ?", [sku, channel, listing_key])
+                c.execute("DELETE FROM link_notes WHERE channel = ? AND listing_key = ?",
+                          [channel, listing_key])
+            else:
+                c.execute("DELETE FROM link_decisions WHERE channel = ? AND listing_key = ?"
+                          " AND sku = ?", [channel, listing_key, sku])
+                row = c.execute("SELECT master_sku, link_candidates FROM listings"
+                                " WHERE channel = ? AND key = ?", [channel, listing_key]
+                                ).fetchone()
+                if row is not None and (row[0] == sku or (
+                        row[0] is None and row[1] and sku in json.loads(row[1]))):
+                    c.execute("UPDATE listings SET master_sku = NULL, link_method = 'none',"
+                              " link_confidence = 0.0, link_candidates = NULL"
+                              " WHERE channel = ? AND key = ?", [channel, listing_key])
+                    c.execute("UPDATE link_notes SET method = 'none', reason = ?,"
+                              " candidates = NULL WHERE channel = ? AND listing_key = ?",
+                              [f"rejected {sku} by hand", channel, listing_key])
+            c.execute("INSERT INTO link_decisions (channel, listing_key, sku, decision,"
+                      " decided_at, note) VALUES (?,?,?,?,?,?)",
+                      [channel, listing_key, sku, decision, stamp, note])
+
+    def decided_links(self, channel: str | None = None) -> list[dict[str, Any]]:
+        """Every recorded decision (channel, listing_key, sku, decision, decided_at, note)."""
+        q = "SELECT * FROM link_decisions"
+        args = [channel] if channel else []
+        if channel:
+            q += " WHERE channel = ?"
+        return list(self.db.query(q + " ORDER BY channel, listing_key, sku", args))
+
+    def listing_channels(self, listing_key: str) -> list[str]:
+        """The channels on which a listing with this key is present."""
+        return [r[0] for r in self.db.execute(
+            "SELECT channel FROM listings WHERE key = ? AND removed_run IS NULL ORDER BY channel",
+            [listing_key])]
+
+    def save_link_notes(self, run_id: int, channel: str, links: Iterable[Link]) -> None:
+        """Replace the channel's link notes with this run's: each listing not linked
+        (suggested, unlinked or ambiguous) with its reason, score and evidence."""
+        rows = [(channel, lk.listing_key, run_id, lk.method.value, lk.confidence, lk.reason,
+                 json.dumps(list(lk.candidates)) if lk.candidates else None,
+                 codec.dumps(lk.evidence) if lk.evidence else None) for lk in links]
+        with self.db.conn as c:
+            c.execute("DELETE FROM link_notes WHERE channel = ?", [channel])
+            c.executemany("INSERT OR REPLACE INTO link_notes (channel, listing_key, run_id,"
+                          " method, score, reason, candidates, evidence)"
+                          " VALUES (?,?,?,?,?,?,?,?)", rows)
+
+    def link_states(self, channel: str | None = None, state: str | None = None
+                    ) -> list[dict[str, Any]]:
+        """``links()`` with each listing's state (linked, suggested, unlinked) and, for
+        listings not linked, the reason and evidence of the last run; ``state`` filters."""
+        q = ("SELECT l.channel, l.key AS listing_key, l.master_sku AS sku,"
+             " l.link_method AS method, l.link_confidence AS confidence,"
+             " l.link_candidates AS candidates, l.link_run AS run_id, n.reason, n.evidence"
+             " FROM listings l LEFT JOIN link_notes n"
+             " ON n.channel = l.channel AND n.listing_key = l.key"
+             " WHERE l.link_method IS NOT NULL AND l.removed_run IS NULL")
+        args: list[Any] = []
+        if channel:
+            q += " AND l.channel = ?"
+            args.append(channel)
+        if state == "linked":
+            q += " AND l.master_sku IS NOT NULL"
+        elif state == "suggested":
+            q += " AND l.master_sku IS NULL AND l.link_method = 'suggested'"
+        elif state == "unlinked":
+            q += " AND l.master_sku IS NULL AND l.link_method != 'suggested'"
+        elif state is not None:
+            raise ValueError(f"state must be linked, suggested or unlinked, not {state!r}")
+        rows = []
+        for r in self.db.query(q + " ORDER BY l.channel, l.key", args):
+            r["candidates"] = json.loads(r["candidates"]) if r["candidates"] else []
+            r["evidence"] = json.loads(r["evidence"]) if r["evidence"] else {}
+            r["state"] = "linked" if r["sku"] else (
+                "suggested" if r["method"] == "suggested" else "unlinked")
+            rows.append(r)
+        return rows
+
+    # ----------------------------------------------------------------- presence holds
+    def save_presence_hold(self, run_id: int, channel: str, kind: str, reason: str,
+                           vanished: Sequence[str], held: Iterable[Finding],
+                           checks_ran: Sequence[str]) -> None:
+        """Keep what a run would have concluded about presence, had it not held it:
+        the listings that vanished and the presence findings it computed."""
+        with self.db.conn:
+            self.db.conn.execute(
+                "INSERT OR REPLACE INTO presence_holds (run_id, channel, kind, reason, vanished,"
+                " findings, checks, state) VALUES (?,?,?,?,?,?,?, 'held')",
+                (run_id, channel, kind, reason, json.dumps(sorted(vanished)),
+                 codec.dumps([codec.finding_to_dict(f) for f in held]),
+                 json.dumps(list(checks_ran))))
+
+    def presence_holds(self, run_id: int | None = None, channel: str | None = None,
+                       state: str | None = None) -> list[PresenceHoldRecord]:
+        """Recorded holds, newest first."""
+        where, args = [], []
+        for col, val in (("run_id", run_id), ("channel", channel), ("state", state)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        q = ("SELECT run_id, channel, kind, reason, vanished, findings, checks, state,"
+             " decided_run, decided_at FROM presence_holds"
+             + (" WHERE " + " AND ".join(where) if where else ""))
+        return [PresenceHoldRecord(run, ch, kind, reason, tuple(orjson.loads(van or "[]")),
+                                   tuple(orjson.loads(fs or "[]")),
+                                   tuple(orjson.loads(checks or "[]")), st, drun,
+                                   parse_time(dat))
+                for run, ch, kind, reason, van, fs, checks, st, drun, dat in self.db.execute(
+                    q + " ORDER BY run_id DESC, channel", args)]
+
+    def previous_run_of(self, channel: str, before_run: int) -> int | None:
+        """The latest run before ``before_run`` that read ``channel``."""
+        row = self.db.execute("SELECT MAX(run_id) FROM run_sources WHERE source=? AND run_id<?",
+                              (channel, before_run)).fetchone()
+        return row[0] if row else None
+
+    def decide_presence_hold(self, run_id: int, channel: str, state: str, decided_run: int | None,
+                             now: datetime) -> None:
+        """Close a hold: ``confirmed`` by a later run, ``superseded``, or ``accepted``."""
+        with self.db.conn:
+            self.db.conn.execute(
+                "UPDATE presence_holds SET state=?, decided_run=?, decided_at=? "
+                "WHERE run_id=? AND channel=? AND state='held'",
+                (state, decided_run, now.isoformat(), run_id, channel))
+
+    def accept_presence_hold(self, run_id: int, channel: str, now: datetime) -> dict[str, int]:
+        """The user accepts what run ``run_id`` held for ``channel``: its presence findings
+        open, the open findings it would have resolved resolve (not seen in that run, their
+        check ran, about no listing or one that vanished), the vanished listings are
+        removed. Only the channel's latest run can be accepted (a later run has superseded
+        an earlier one's view). Returns counts: opened, resolved, removed (listings)."""
+        holds = self.presence_holds(run_id, channel)
+        if not holds:
+            raise StoreError(f"run {run_id} held nothing for channel {channel!r} "
+                             f"(see `auditor runs`)")
+        hold = holds[0]
+        if hold.state != "held":
+            raise StoreError(f"run {run_id}'s hold on channel {channel!r} is already "
+                             f"{hold.state}")
+        latest = self.db.execute("SELECT MAX(run_id) FROM run_sources WHERE source=?",
+                                 (channel,)).fetchone()[0]
+        if latest != run_id:
+            raise StoreError(f"run {run_id} is not the latest run of channel {channel!r} "
+                             f"(run {latest} is): only the latest run's hold can be accepted")
+        held = [codec.finding_from_dict(d) for d in hold.findings]
+        # Opened (or reopened) as observations of that run; a failed status resolves nothing.
+        counts = self.apply_findings(run_id, channel, held, SourceStatus.FAILED, None, (), now)
+        vanished = set(hold.vanished)
+        ran = set(hold.checks)
+        observed = {fp for (fp,) in self.db.execute(
+            "SELECT fingerprint FROM finding_observations WHERE run_id=?", (run_id,))}
+        at = now.isoformat()
+        c = self.db.conn
+        with c:
+            to_resolve = sorted(
+                fp for fp, check, key in c.execute(
+                    "SELECT fingerprint, check_name, listing_key FROM findings "
+                    "WHERE channel=? AND state=?", (channel, OPEN))
+                if fp not in observed and check in ran and (key is None or key in vanished))
+            c.executemany("UPDATE findings SET state=?, resolved_at=?, resolved_run=? "
+                          "WHERE fingerprint=?", [(RESOLVED, at, run_id, fp) for fp in to_resolve])
+            c.executemany("INSERT INTO finding_events (fingerprint, run_id, at, event, state,"
+                          " outcome, expected, actual) VALUES (?,?,?,?,?,?,?,?)",
+                          [(fp, run_id, at, lifecycle.RESOLVED_EVENT, RESOLVED, None, None,
+                            None) for fp in to_resolve])
+        removed = self.mark_removed(run_id, channel, vanished)
+        self.decide_presence_hold(run_id, channel, "accepted", None, now)
+        return {"opened": counts.opened + counts.reopened, "resolved": len(to_resolve),
+                "removed": removed}
+
+    # ----------------------------------------------------------------- finding queries
+    def query_findings(self, *, states: Sequence[str] = (), channels: Sequence[str] = (),
+                       checks: Sequence[str] = (), severities: Sequence[str] = (),
+                       sku: str | None = None, limit: int | None = None
+                       ) -> list[FindingRecord]:
+        """Stored findings matching every given filter (each a set of allowed values),
+        most severe first; ``findings`` with repeatable filters."""
+        where: list[str] = []
+        args: list[Any] = []
+        for col, vals in (("state", states), ("channel", channels), ("check_name", checks),
+                          ("severity", severities)):
+            if vals:
+                where.append(f"{col} IN ({','.join('?' * len(vals))})")
+                args.extend(vals)
+        if sku is not None:
+            where.append("sku = ?")
+            args.append(sku)
+        q = f"SELECT {self._FINDING_COLS} FROM findings"
+        if where:
+            q += " WHERE " + " AND ".join(where)
+        q += (" ORDER BY CASE severity WHEN 'critical' THEN 0 WHEN 'major' THEN 1 "
+              "WHEN 'minor' THEN 2 ELSE 3 END, channel, check_name, sku, field")
+        if limit is not None:
+            q += f" LIMIT {int(limit)}"
+        fromiso = datetime.fromisoformat
+        return [FindingRecord(fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg,
+                              orjson.loads(det) if det else {}, st, fromiso(first),
+                              fromiso(last), frun, lrun, parse_time(res_at), res_run)
+                for (fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg, det, st, first,
+                     last, frun, lrun, res_at, res_run) in self.db.execute(q, args)]
+
+    def finding_values(self, column: str) -> set[str]:
+        """The distinct values of ``column`` (channel, check_name, severity, state) among
+        stored findings, to tell a typo from a filter that matches nothing."""
+        if column not in ("channel", "check_name", "severity", "state"):
+            raise ValueError(f"not a finding filter column: {column}")
+        return {v for (v,) in self.db.execute(f"SELECT DISTINCT {column} FROM findings")
+                if v is not None}
 
 def _cell(v: Any) -> str | None:
     if v is None:
