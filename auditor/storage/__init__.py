@@ -22,7 +22,8 @@ from pathlib import Path
 
 from auditor.errors import StoreError
 from auditor.storage.interface import (CacheStore, FindingStore, ListingStore, MasterStore,
-                                       PresenceHoldStore, RunStore, Store)
+                                       PresenceHoldStore, RunStore, ServiceStore,
+                                       Store)
 from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord, LinkRecord,
                                      ListingSave, MasterChange, MasterHistory,
                                      MasterImportResult, MasterPlan, MasterSnapshot,
@@ -30,7 +31,7 @@ from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord
                                      RunSourceRecord, ScoreRecord)
 
 __all__ = ["open_store", "check_url", "remove_store", "store_exists", "describe", "Store", "MasterStore",
-           "ListingStore", "FindingStore", "RunStore", "CacheStore", "FindingChanges",
+           "ListingStore", "FindingStore", "RunStore", "CacheStore", "ServiceStore", "FindingChanges",
            "FindingEvent", "FindingRecord", "LinkRecord", "ListingSave", "MasterChange",
            "MasterHistory", "MasterImportResult", "MasterPlan", "MasterSnapshot",
            "RunErrorRecord", "RunRecord", "RunSourceRecord", "ScoreRecord",
