@@ -5,7 +5,6 @@ Exit codes: 0 all consistent; 1 findings; 2 could not run, or ran only partly.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import os
@@ -143,13 +142,13 @@ def _width() -> int:
 
 
 def _csv_out(rows: list[dict[str, Any]], columns: list[str]) -> None:
-    """The one CSV writer of every command (``--format csv``)."""
+    """The one CSV writer of every command (``--format csv``): every cell quoted, and a
+    cell a spreadsheet would run as a formula neutralised (``auditor.csvout``)."""
+    from auditor.csvout import write_rows
+
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (json.dumps(v) if isinstance(v, (dict, list)) else v)
-                    for k, v in r.items()})
+    write_rows(buf, columns, ({k: (json.dumps(v) if isinstance(v, (dict, list)) else v)
+                               for k, v in r.items()} for r in rows))
     click.echo(buf.getvalue(), nl=False)
 
 

@@ -168,7 +168,26 @@ HTTP_OPTIONS = (
     Opt("concurrency", int, 16, "Requests in flight at once, all hosts together."),
     Opt("per_host_concurrency", int, 4, "Requests in flight at once to one host."),
     Opt("allow_private", bool, False,
-        "Allow requests to private, loopback and link-local addresses (tests and demos)."),
+        "Allow requests to addresses that are not globally routable: private, loopback, "
+        "link-local, shared (100.64.0.0/10) and reserved ranges (tests and demos)."),
+    Opt("source_deadline", float, 1800.0,
+        "Seconds one source's download (a feed, an export) may take in all, retries "
+        "included; past it the source fails. A channel may set its own."),
+)
+
+# Bounds on reading one source file, shared by [master] and every channel.
+SOURCE_LIMIT_OPTIONS = (
+    Opt("max_source_bytes", int, 5_000_000_000,
+        "Largest file read, in bytes after gzip/zip are undone; past it the source fails "
+        "(a compression bomb is stopped here)."),
+    Opt("max_line_length", int, 1_048_576,
+        "Longest physical line of a delimited (CSV/TSV) file, in characters; a longer one "
+        "fails the source."),
+    Opt("max_field_length", int, 131_072,
+        "Longest cell of a delimited file, in characters; a longer one fails the source."),
+    Opt("max_compression_ratio", int, 100,
+        "A gzip or zip whose content grows past 16 MiB and more than this many times its "
+        "compressed size fails the source (a compression bomb; real feeds: 5-20x). 0 = off."),
 )
 
 MASTER_OPTIONS = (
@@ -187,7 +206,7 @@ MASTER_OPTIONS = (
     Opt("schedule", _cron, None,
         "Cron expression for `auditor serve`: when the master alone is imported again "
         "(each channel's own schedule also imports it first)."),
-)
+) + SOURCE_LIMIT_OPTIONS
 
 LINKING_OPTIONS = (
     Opt("order", _str_list, ["sku", "gtin", "mpn", "url"],
@@ -223,11 +242,16 @@ CHANNEL_OPTIONS = (
         "the next run confirms the drop or `auditor runs accept RUN CHANNEL`. 1 = never hold."),
     Opt("headers", _headers, {}, "HTTP headers for URL sources; secrets as { env = \"NAME\" }."),
     Opt("auth", _auth, None, "HTTP basic auth for URL sources, from environment variables."),
-    Opt("allow_hosts", _str_list, [], "Further hosts this channel may fetch from (an image CDN)."),
+    Opt("allow_hosts", _str_list, [], "Further origins this channel may fetch from (an image "
+        "CDN): https://cdn.example:8443, cdn.example:8443 (that port) or cdn.example (ports "
+        "80 and 443)."),
     Opt("allow_private", bool, None, "Override [http].allow_private for this channel."),
     Opt("all_files", bool, False, "With a glob source: read every matching file, not only the newest."),
     Opt("encoding", str, "auto", "Text encoding of file sources, or auto to detect."),
-)
+    Opt("source_deadline", float, None,
+        "Seconds this channel's download may take in all (default [http].source_deadline)."),
+) + SOURCE_LIMIT_OPTIONS
+
 
 SMTP_OPTIONS = (
     Opt("host", str, None, "SMTP server for email (the weekly report, email alert receivers)."),

@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterable, Iterator
 import pluggy
 
 from auditor import plugins
+from auditor.check import Preparations
 from auditor.config import Config
 from auditor.errors import Interrupted, MasterImportError
 from auditor.events import (Event, FindingChange, MasterImported, RunFinished, RunStarted,
@@ -214,15 +215,16 @@ class AuditSession:
                     store_master, self.emit, self.wanted)
             else:
                 store_master()
-                images = runner.ImageRun(store, master, cfg.http, cfg.base_dir, now,
-                                         cfg.checks.get("image"))
+                # Checks' preparation stages (the image check's), shared by the channels.
+                preparations = Preparations(store, master, cfg.http, cfg.base_dir, now,
+                                            cfg.checks)
                 try:
                     summaries = [runner.audit_channel(cfg, store, run_id, ch, master, linker,
-                                                      history, now, images=images,
+                                                      history, now, preparations=preparations,
                                                       emit=self.emit, wanted=self.wanted)
                                  for ch in selected]
                 finally:
-                    images.close()
+                    preparations.close()
             status = SourceStatus.COMPLETE
             if master_error or any(s.status != SourceStatus.COMPLETE for s in summaries):
                 status = SourceStatus.PARTIAL
