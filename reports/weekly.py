@@ -29,6 +29,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from auditor import __version__
+from auditor.csvout import neutralise
 from auditor.errors import AuditorError
 from auditor.storage.records import OpenFinding
 
@@ -379,14 +380,9 @@ def render_text(ctx: Mapping[str, Any]) -> str:
 
 # ----------------------------------------------------------------------- attachments
 
-_FORMULA = ("=", "+", "-", "@", "\t", "\r")
-
-
 def csv_cell(v: Any) -> str:
-    """A value made safe for spreadsheets (OWASP CSV injection): text starting with
-    = + - @ tab or CR gets a leading apostrophe."""
-    s = "" if v is None else str(v)
-    return "'" + s if s.startswith(_FORMULA) else s
+    """A value made safe for spreadsheets (OWASP CSV injection, ``auditor.csvout``)."""
+    return "" if v is None else str(neutralise(str(v)))
 
 
 def findings_csv(findings: Sequence[OpenFinding], ui_base: str | None = None) -> bytes:
