@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from auditor.errors import ConfigError
 from auditor.options import Opt, did_you_mean, resolve
 from auditor import plugins
+from auditor.alerts.config import CHANNEL_ALERT_OPTIONS, AlertsConfig, parse_alerts
 
 SENSITIVE_HEADER = re.compile(r"(authorization|cookie|token|secret|api[-_]?key|password|auth)", re.I)
 
@@ -191,7 +192,7 @@ CHANNEL_OPTIONS = (
     Opt("allow_private", bool, None, "Override [http].allow_private for this channel."),
     Opt("all_files", bool, False, "With a glob source: read every matching file, not only the newest."),
     Opt("encoding", str, "auto", "Text encoding of file sources, or auto to detect."),
-)
+) + CHANNEL_ALERT_OPTIONS
 
 _CHANNEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -228,6 +229,7 @@ class Config:
     checks: Mapping[str, Mapping[str, Any]]
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
     run: Mapping[str, Any] = field(default_factory=lambda: {"workers": 0})
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
     @property
     def base_dir(self) -> Path:
@@ -277,7 +279,7 @@ def _check_options(given: Any, prefix: str, suffix: str, problems: list[str],
     return out
 
 
-TOP_LEVEL = ("store", "run", "http", "master", "linking", "channels", "checks")
+TOP_LEVEL = ("store", "run", "http", "master", "linking", "channels", "checks", "alerts")
 
 
 def load_config(path: str | Path) -> Config:
@@ -369,7 +371,9 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
                 name=name, type=ctype, source=resolved.get("source"),
                 schedule=resolved.get("schedule"), enabled=resolved.get("enabled", True),
                 options=resolved, checks=merged, base_dir=path.parent))
+    alerts = parse_alerts(raw.get("alerts"), problems)
     if problems:
         raise ConfigError(str(path), problems)
     return Config(path=path, store=store, http=http, master=master, linking=linking,
-                  channels=tuple(channels), checks=global_checks, raw=raw, run=run)
+                  channels=tuple(channels), checks=global_checks, raw=raw, run=run,
+                  alerts=alerts)

@@ -180,7 +180,47 @@ def _m4(db: sqlite_utils.Database) -> None:
     """)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1, _m2, _m3, _m4]
+def _m5(db: sqlite_utils.Database) -> None:
+    """Alerts: acknowledgements and snoozes on findings, who did what in the event log,
+    silences, notification groups, the outbox's receiver and idempotency key, and the
+    propagation latency of master changes per channel."""
+    _script(db, """
+    ALTER TABLE findings ADD COLUMN ack_by TEXT;
+    ALTER TABLE findings ADD COLUMN ack_at TEXT;
+    ALTER TABLE findings ADD COLUMN ack_note TEXT;
+    ALTER TABLE findings ADD COLUMN snoozed_until TEXT;
+    ALTER TABLE findings ADD COLUMN snoozed_by TEXT;
+    -- the alert state as last evaluated: pending, firing or suppressed, and why
+    ALTER TABLE findings ADD COLUMN alert_state TEXT;
+    ALTER TABLE findings ADD COLUMN alert_reason TEXT;
+    ALTER TABLE finding_events ADD COLUMN actor TEXT;
+    ALTER TABLE finding_events ADD COLUMN note TEXT;
+    CREATE TABLE silences (
+        id INTEGER PRIMARY KEY, matchers TEXT NOT NULL, starts_at TEXT NOT NULL,
+        ends_at TEXT NOT NULL, created_by TEXT, comment TEXT, created_at TEXT NOT NULL);
+    -- what each receiver was last told about each group of alerts
+    CREATE TABLE alert_groups (
+        receiver TEXT NOT NULL, group_key TEXT NOT NULL, labels TEXT NOT NULL,
+        members TEXT NOT NULL, seq INTEGER NOT NULL DEFAULT 0, last_sent_at TEXT,
+        PRIMARY KEY (receiver, group_key));
+    ALTER TABLE outbox ADD COLUMN receiver TEXT;
+    ALTER TABLE outbox ADD COLUMN idempotency_key TEXT;
+    ALTER TABLE outbox ADD COLUMN sent_at TEXT;
+    CREATE UNIQUE INDEX outbox_key ON outbox(idempotency_key);
+    CREATE INDEX outbox_status ON outbox(status, next_attempt_at);
+    -- each master change per channel: when the channel first showed it
+    CREATE TABLE propagation (
+        id INTEGER PRIMARY KEY, change_id INTEGER NOT NULL, channel TEXT NOT NULL,
+        sku TEXT NOT NULL, field TEXT NOT NULL, check_name TEXT NOT NULL,
+        changed_at TEXT NOT NULL, snapshot_id INTEGER NOT NULL, caught_up_at TEXT,
+        caught_up_run INTEGER, latency_seconds REAL,
+        UNIQUE (change_id, channel, check_name));
+    CREATE INDEX propagation_pending ON propagation(channel, caught_up_at);
+    CREATE TABLE alert_cursors (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    """)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1, _m2, _m3, _m4, _m5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -737,9 +777,9 @@ class Store:
         """Record this run's non-passed outcomes and move finding states.
 
         New fingerprints open; resolved ones seen again reopen. Open findings not
-        seen again resolve only where this run is evidence: the source was read
-        completely, or (partly read) the listing itself was seen. A failed source
-        changes nothing.
+        seen again resolve. Only a complete read is evidence: a partly read or failed
+        source opens, reopens and resolves nothing (findings already open it saw again
+        are updated), and a ``not_evaluated`` outcome neither opens nor resolves.
         """
         at = now.isoformat()
         c = self.db.conn
@@ -757,9 +797,12 @@ class Store:
                 if fp in observed_fps:
                     continue
                 observed_fps.add(fp)
+                old = existing.get(fp)
+                if f.outcome == Outcome.NOT_EVALUATED or (
+                        status != SourceStatus.COMPLETE and (old is None or old[0] == RESOLVED)):
+                    continue  # no evidence: kept as it is (and not resolved below)
                 obs.append((run_id, fp, f.outcome.value))
                 details = codec.dumps(dict(f.details)) if f.details else None
-                old = existing.get(fp)
                 if old is None:
                     inserts.append((fp, f.check, f.channel, f.sku, f.listing_key, f.field,
                                     f.outcome.value, f.severity.value, f.expected, f.actual,
@@ -797,7 +840,7 @@ class Store:
                 " resolved_at=NULL, resolved_run=NULL WHERE fingerprint=?", updates)
             c.executemany("INSERT OR REPLACE INTO finding_observations (run_id, fingerprint, "
                           "outcome) VALUES (?,?,?)", obs)
-            if status != SourceStatus.FAILED:
+            if status == SourceStatus.COMPLETE:
                 ran = set(checks_ran)
                 to_resolve = []
                 for fp, check, key in c.execute(
@@ -805,9 +848,7 @@ class Store:
                         "WHERE channel=? AND state=?", (channel, OPEN)):
                     if fp in observed_fps or check not in ran:
                         continue
-                    if status == SourceStatus.COMPLETE or (
-                            seen_keys is not None and key is not None and key in seen_keys):
-                        to_resolve.append(fp)
+                    to_resolve.append(fp)
                 to_resolve.sort()
                 c.executemany("UPDATE findings SET state=?, resolved_at=?, resolved_run=? "
                               "WHERE fingerprint=?", [(RESOLVED, at, run_id, fp)

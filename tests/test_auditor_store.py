@@ -141,15 +141,32 @@ def test_finding_lifecycle_open_change_resolve_reopen(fresh_store):
     assert {r["sku"]: r["state"] for r in s.findings()} == {"A": "resolved", "B": "open"}
 
 
-def test_failed_source_never_resolves_and_partial_only_seen(fresh_store):
+def test_failed_or_partial_source_never_opens_or_resolves(fresh_store):
     s = fresh_store
     s.apply_findings(1, "google", [_f("A"), _f("B")], SourceStatus.COMPLETE, {"A", "B"},
                      ["price"], NOW)
-    c = s.apply_findings(2, "google", [], SourceStatus.FAILED, set(), ["price"], NOW)
-    assert c["resolved"] == 0
-    c = s.apply_findings(3, "google", [], SourceStatus.PARTIAL, {"A"}, ["price"], NOW)
-    assert c["resolved"] == 1
+    c = s.apply_findings(2, "google", [_f("C")], SourceStatus.FAILED, set(), ["price"], NOW)
+    assert c["resolved"] == 0 and c["opened"] == 0
+    c = s.apply_findings(3, "google", [_f("D")], SourceStatus.PARTIAL, {"A", "D"}, ["price"], NOW)
+    assert c["resolved"] == 0 and c["opened"] == 0
+    assert {r["sku"]: r["state"] for r in s.findings()} == {"A": "open", "B": "open"}
+    # A complete read resolves A; a partial read that sees A again does not reopen it.
+    s.apply_findings(4, "google", [_f("B")], SourceStatus.COMPLETE, {"A", "B"}, ["price"], NOW)
+    c = s.apply_findings(5, "google", [_f("A"), _f("B")], SourceStatus.PARTIAL, {"A", "B"},
+                         ["price"], NOW)
+    assert c["reopened"] == 0 and c["still_open"] == 1
     assert {r["sku"]: r["state"] for r in s.findings()} == {"A": "resolved", "B": "open"}
+
+
+def test_not_evaluated_never_opens_or_resolves(fresh_store):
+    s = fresh_store
+    s.apply_findings(1, "google", [_f("A")], SourceStatus.COMPLETE, {"A", "B"}, ["price"], NOW)
+    c = s.apply_findings(2, "google", [_f("A", Outcome.NOT_EVALUATED),
+                                       _f("B", Outcome.NOT_EVALUATED)],
+                         SourceStatus.COMPLETE, {"A", "B"}, ["price"], NOW)
+    assert c == {"opened": 0, "reopened": 0, "resolved": 0, "still_open": 0}
+    assert {r["sku"]: (r["state"], r["outcome"]) for r in s.findings()} == {
+        "A": ("open", "failed")}
 
 
 def test_disabled_check_does_not_resolve_its_findings(fresh_store):
@@ -204,7 +221,7 @@ def test_migration_moves_links_into_listing_rows(tmp_path):
     db.conn.commit()
     db.close()
     s = Store(tmp_path / "old.db")
-    assert s.schema_version == 4
+    assert s.schema_version == store_mod.SCHEMA_VERSION
     assert s.db.execute("SELECT master_sku, link_method FROM listings").fetchall() == [
         ("SKU-A", "gtin")]
     assert [(r["listing_key"], r["sku"], r["method"]) for r in s.links()] == [
