@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -1046,6 +1047,359 @@ class Store:
             "SELECT url, etag, last_modified, fetched_at, sha256, "
             "extraction IS NOT NULL AS had_extraction FROM http_cache "
             "WHERE url >= ? AND url < ?", [prefix, prefix + "\U0010ffff"])
+
+    # ----------------------------------------------------------------- alerts: triage
+    def find_fingerprint(self, prefix: str) -> str:
+        """The one finding fingerprint starting with ``prefix`` (as shown, often shortened)."""
+        prefix = prefix.strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{4,40}", prefix):
+            raise StoreError(f"{prefix!r} is not a finding fingerprint (hex, 4 characters or more)")
+        rows = [r[0] for r in self.db.execute(
+            "SELECT fingerprint FROM findings WHERE fingerprint >= ? AND fingerprint < ? LIMIT 2",
+            (prefix, prefix + "g"))]
+        if not rows:
+            raise StoreError(f"no finding with fingerprint {prefix}")
+        if len(rows) > 1:
+            raise StoreError(f"fingerprint {prefix} is ambiguous: give more characters")
+        return rows[0]
+
+    def _triage(self, fingerprint: str, event: str, by: str | None, note: str | None,
+                sets: str, args: tuple, now: datetime | None, allow_resolved: bool = False
+                ) -> dict[str, Any]:
+        at = (now or datetime.now(timezone.utc)).isoformat()
+        c = self.db.conn
+        with c:
+            row = c.execute("SELECT state, outcome, expected, actual FROM findings "
+                            "WHERE fingerprint=?", (fingerprint,)).fetchone()
+            if row is None:
+                raise StoreError(f"no finding with fingerprint {fingerprint}")
+            if row[0] == RESOLVED and not allow_resolved:
+                raise StoreError(f"finding {fingerprint} is resolved: nothing to {event.rstrip('d')}")
+            c.execute(f"UPDATE findings SET {sets} WHERE fingerprint=?", (*args, fingerprint))
+            state = RESOLVED if event == "resolved" else row[0]
+            c.execute("INSERT INTO finding_events (fingerprint, run_id, at, event, state, outcome,"
+                      " expected, actual, actor, note) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                      (fingerprint, None, at, event, state, row[1], row[2], row[3], by, note))
+        return self.finding(fingerprint) or {}
+
+    def ack_finding(self, fingerprint: str, by: str | None, note: str | None = None,
+                    now: datetime | None = None) -> dict[str, Any]:
+        """Acknowledge an open finding: someone owns it, so it stops alerting until it
+        resolves and comes back (a reopen clears the acknowledgement)."""
+        at = (now or datetime.now(timezone.utc)).isoformat()
+        return self._triage(fingerprint, "acknowledged", by, note,
+                            "ack_by=?, ack_at=?, ack_note=?", (by, at, note), now)
+
+    def snooze_finding(self, fingerprint: str, until: datetime, by: str | None,
+                       now: datetime | None = None, note: str | None = None) -> dict[str, Any]:
+        """Mute an open finding until ``until``; it alerts again after, if still open."""
+        return self._triage(fingerprint, "snoozed", by, note or f"until {until.isoformat()}",
+                            "snoozed_until=?, snoozed_by=?", (until.isoformat(), by), now)
+
+    def resolve_finding(self, fingerprint: str, by: str | None, now: datetime | None = None,
+                        note: str | None = None) -> dict[str, Any]:
+        """Resolve a finding by hand; the next complete read that still shows it reopens it."""
+        at = (now or datetime.now(timezone.utc)).isoformat()
+        return self._triage(fingerprint, "resolved", by, note,
+                            "state=?, resolved_at=?, resolved_run=NULL", (RESOLVED, at), now)
+
+    def finding(self, fingerprint: str) -> dict[str, Any] | None:
+        """One stored finding as a dict (as ``findings`` returns them), with ``episode``:
+        the opened/reopened event its current episode began with."""
+        rows = list(self.db.query("SELECT * FROM findings WHERE fingerprint=?", [fingerprint]))
+        if not rows:
+            return None
+        r = rows[0]
+        r["check"] = r.pop("check_name")
+        r["details"] = json.loads(r["details"]) if r["details"] else {}
+        ep = self.db.execute(
+            "SELECT event, at, run_id FROM finding_events WHERE fingerprint=? AND event IN "
+            "('opened','reopened') ORDER BY id DESC LIMIT 1", (fingerprint,)).fetchone()
+        r["episode"] = {"event": ep[0], "at": ep[1], "run_id": ep[2]} if ep else None
+        return r
+
+    def finding_episodes(self, fingerprints: Iterable[str] | None = None
+                         ) -> dict[str, tuple[str, str, int | None, int]]:
+        """Each finding's current episode: (opened|reopened, since, run, runs seen since)."""
+        q = ("SELECT e.fingerprint, e.event, e.at, e.run_id, (SELECT count(*) FROM "
+             "finding_observations o WHERE o.fingerprint = e.fingerprint AND o.run_id >= "
+             "coalesce(e.run_id, 0)) FROM finding_events e JOIN (SELECT fingerprint, max(id) AS id"
+             " FROM finding_events WHERE event IN ('opened','reopened') GROUP BY fingerprint) "
+             "last ON last.id = e.id")
+        out = {fp: (ev, at, run, n) for fp, ev, at, run, n in self.db.execute(q)}
+        if fingerprints is not None:
+            want = set(fingerprints)
+            out = {k: v for k, v in out.items() if k in want}
+        return out
+
+    def alert_candidates(self) -> list[dict[str, Any]]:
+        """Every finding not resolved, with its current episode (``since``, ``runs``)."""
+        episodes = self.finding_episodes()
+        rows = []
+        for r in self.db.query("SELECT * FROM findings WHERE state != ? ORDER BY fingerprint",
+                               [RESOLVED]):
+            r["check"] = r.pop("check_name")
+            r["details"] = json.loads(r["details"]) if r["details"] else {}
+            ep = episodes.get(r["fingerprint"])
+            r["episode_event"], r["since"], r["episode_run"], r["runs"] = \
+                ep if ep else ("opened", r["first_seen_at"], r["first_run"], 1)
+            rows.append(r)
+        return rows
+
+    def findings_by_fingerprint(self, fingerprints: Iterable[str]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        fps = list(dict.fromkeys(fingerprints))
+        for i in range(0, len(fps), 500):
+            chunk = fps[i:i + 500]
+            for r in self.db.query("SELECT * FROM findings WHERE fingerprint IN "
+                                   f"({','.join('?' * len(chunk))})", chunk):
+                r["check"] = r.pop("check_name")
+                r["details"] = json.loads(r["details"]) if r["details"] else {}
+                out[r["fingerprint"]] = r
+        return out
+
+    def recent_master_changes(self, since: datetime) -> list[tuple[str, str, str]]:
+        """(sku, field, changed_at) of master changes at or after ``since``."""
+        return list(self.db.execute("SELECT sku, field, changed_at FROM master_changes "
+                                    "WHERE changed_at >= ? ORDER BY id", (since.isoformat(),)))
+
+    def listing_context(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict]:
+        """For (channel, listing key): the listing's ``url`` and ``title``."""
+        out: dict[tuple[str, str], dict] = {}
+        for ch, key in dict.fromkeys(pairs):
+            row = self.db.execute("SELECT data FROM listings WHERE channel=? AND key=?",
+                                  (ch, key)).fetchone()
+            if row:
+                d = orjson.loads(row[0])
+                out[(ch, key)] = {"url": d.get("url"), "title": d.get("title")}
+        return out
+
+    def master_titles(self, skus: Iterable[str]) -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
+        wanted = [s for s in dict.fromkeys(skus) if s]
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i:i + 500]
+            for sku, data in self.db.execute("SELECT sku, data FROM master_records WHERE sku IN "
+                                             f"({','.join('?' * len(chunk))})", chunk):
+                out[sku] = orjson.loads(data).get("title")
+        return out
+
+    def latest_source_results(self) -> dict[str, dict[str, Any]]:
+        """Each source's latest recorded result, with ``failing_runs``: how many of its
+        latest results in a row were not complete."""
+        out: dict[str, dict[str, Any]] = {}
+        for r in self.db.query("SELECT * FROM run_sources ORDER BY source, run_id DESC"):
+            got = out.get(r["source"])
+            if got is None:
+                r["failing_runs"] = 0 if r["status"] == "complete" else 1
+                r["_streak"] = r["status"] != "complete"
+                out[r["source"]] = r
+            elif got["_streak"]:
+                if r["status"] == "complete":
+                    got["_streak"] = False
+                else:
+                    got["failing_runs"] += 1
+        for r in out.values():
+            r.pop("_streak", None)
+        return out
+
+    # ----------------------------------------------------------------- alerts: silences
+    def add_silence(self, matchers: Mapping[str, str], starts_at: datetime, ends_at: datetime,
+                    by: str | None, comment: str | None, now: datetime | None = None) -> int:
+        with self.db.conn:
+            return self.db.conn.execute(
+                "INSERT INTO silences (matchers, starts_at, ends_at, created_by, comment,"
+                " created_at) VALUES (?,?,?,?,?,?)",
+                (codec.dumps(dict(matchers)), starts_at.isoformat(), ends_at.isoformat(), by,
+                 comment, (now or datetime.now(timezone.utc)).isoformat())).lastrowid
+
+    def silences(self, active_at: datetime | None = None) -> list[dict[str, Any]]:
+        """Silences, newest first; only those in force at ``active_at`` when given."""
+        q, args = "SELECT * FROM silences", []
+        if active_at is not None:
+            q += " WHERE starts_at <= ? AND ends_at > ?"
+            args = [active_at.isoformat(), active_at.isoformat()]
+        rows = list(self.db.query(q + " ORDER BY id DESC", args))
+        for r in rows:
+            r["matchers"] = json.loads(r["matchers"])
+        return rows
+
+    def expire_silence(self, silence_id: int, now: datetime | None = None) -> bool:
+        at = (now or datetime.now(timezone.utc)).isoformat()
+        with self.db.conn:
+            cur = self.db.conn.execute("UPDATE silences SET ends_at=? WHERE id=? AND ends_at>?",
+                                       (at, silence_id, at))
+        return cur.rowcount > 0
+
+    # ----------------------------------------------------------------- alerts: outbox
+    @contextlib.contextmanager
+    def alert_transaction(self) -> Iterator[None]:
+        """One write transaction taken at once (BEGIN IMMEDIATE): an alert evaluation reads
+        the state and records its notifications with no other evaluation in between."""
+        c = self.db.conn
+        if c.in_transaction:
+            c.commit()
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            c.rollback()
+            raise
+        c.commit()
+
+    def alert_groups(self) -> dict[tuple[str, str], dict[str, Any]]:
+        out = {}
+        for r in self.db.query("SELECT * FROM alert_groups"):
+            r["labels"] = json.loads(r["labels"])
+            r["members"] = json.loads(r["members"])
+            out[(r["receiver"], r["group_key"])] = r
+        return out
+
+    def record_alerts(self, groups: Iterable[Mapping[str, Any]], drop: Iterable[tuple[str, str]],
+                      notifications: Iterable[Mapping[str, Any]],
+                      finding_states: Iterable[tuple[str | None, str | None, str]],
+                      now: datetime) -> int:
+        """Write an evaluation: group states, dropped groups, new outbox rows (receiver,
+        idempotency_key, group_key, payload) and findings' alert states (state, reason,
+        fingerprint). Call inside ``alert_transaction`` with the reads it was based on."""
+        c = self.db.conn
+        at = now.isoformat()
+        c.executemany("INSERT OR REPLACE INTO alert_groups (receiver, group_key, labels, members,"
+                      " seq, last_sent_at) VALUES (?,?,?,?,?,?)",
+                      [(g["receiver"], g["group_key"], codec.dumps(g["labels"]),
+                        codec.dumps(g["members"]), g["seq"], g["last_sent_at"]) for g in groups])
+        c.executemany("DELETE FROM alert_groups WHERE receiver=? AND group_key=?", list(drop))
+        n = 0
+        for row in notifications:
+            cur = c.execute(
+                "INSERT OR IGNORE INTO outbox (created_at, kind, fingerprint, payload, status,"
+                " attempts, next_attempt_at, receiver, idempotency_key) VALUES (?,?,?,?,?,?,?,?,?)",
+                (at, "notification", row["group_key"], codec.dumps(row["payload"]), "pending", 0,
+                 at, row["receiver"], row["idempotency_key"]))
+            n += cur.rowcount
+        c.executemany("UPDATE findings SET alert_state=?, alert_reason=? WHERE fingerprint=?",
+                      list(finding_states))
+        return n
+
+    def outbox(self, statuses: Sequence[str] | None = ("pending", "failed"),
+               limit: int = 1000) -> list[dict[str, Any]]:
+        """Outbox rows (oldest first), by default those not yet delivered."""
+        q, args = "SELECT * FROM outbox", []
+        if statuses:
+            q += f" WHERE status IN ({','.join('?' * len(statuses))})"
+            args = list(statuses)
+        rows = list(self.db.query(q + " ORDER BY id LIMIT ?", [*args, limit]))
+        for r in rows:
+            r["payload"] = json.loads(r["payload"])
+        return rows
+
+    def outbox_due(self, now: datetime, limit: int = 200) -> list[dict[str, Any]]:
+        rows = list(self.db.query(
+            "SELECT * FROM outbox WHERE status='pending' AND (next_attempt_at IS NULL OR "
+            "next_attempt_at <= ?) ORDER BY id LIMIT ?", [now.isoformat(), limit]))
+        for r in rows:
+            r["payload"] = json.loads(r["payload"])
+        return rows
+
+    def outbox_sent(self, row_id: int, now: datetime) -> None:
+        with self.db.conn:
+            self.db.conn.execute("UPDATE outbox SET status='sent', sent_at=?, attempts=attempts+1,"
+                                 " last_error=NULL WHERE id=?", (now.isoformat(), row_id))
+
+    def outbox_failed(self, row_id: int, error: str, next_attempt_at: datetime | None) -> None:
+        """A failed attempt: retried at ``next_attempt_at``, or given up (None)."""
+        with self.db.conn:
+            self.db.conn.execute(
+                "UPDATE outbox SET attempts=attempts+1, last_error=?, next_attempt_at=?, "
+                "status=? WHERE id=?",
+                (error[:1000], next_attempt_at.isoformat() if next_attempt_at else None,
+                 "pending" if next_attempt_at else "failed", row_id))
+
+    def outbox_retry_failed(self, now: datetime) -> int:
+        with self.db.conn:
+            return self.db.conn.execute(
+                "UPDATE outbox SET status='pending', next_attempt_at=?, attempts=0 "
+                "WHERE status='failed'", (now.isoformat(),)).rowcount
+
+    def outbox_counts(self) -> dict[str, dict[str, int]]:
+        """receiver -> status -> rows (for metrics)."""
+        out: dict[str, dict[str, int]] = {}
+        for recv, status, n in self.db.execute(
+                "SELECT receiver, status, count(*) FROM outbox GROUP BY receiver, status"):
+            out.setdefault(recv or "", {})[status] = n
+        return out
+
+    # ----------------------------------------------------------------- alerts: propagation
+    def sync_propagation(self, checks_by_field: Mapping[str, Sequence[str]]) -> dict[str, int]:
+        """Record the propagation of master changes to channels.
+
+        Every master change (of a field some check compares: ``checks_by_field``) gets a
+        row per channel listing that SKU and per check; a row is caught up at the first
+        complete read of the channel, in or after the run that imported the change, in
+        which that check had nothing against the SKU. Latency = that read's end minus the
+        change time. Idempotent: call it after every run.
+        """
+        c = self.db.conn
+        added = caught = 0
+        with c:
+            row = c.execute("SELECT value FROM alert_cursors WHERE name='master_changes'"
+                            ).fetchone()
+            cursor = row[0] if row else 0
+            rows = list(c.execute("SELECT id, snapshot_id, sku, field, changed_at FROM "
+                                  "master_changes WHERE id > ? ORDER BY id", (cursor,)))
+            new = []
+            for cid, snap, sku, fld, at in rows:
+                checks = checks_by_field.get(fld)
+                if not checks:
+                    continue
+                for (ch,) in c.execute("SELECT DISTINCT channel FROM listings WHERE master_sku=?",
+                                       (sku,)):
+                    new += [(cid, ch, sku, fld, chk, at, snap) for chk in checks]
+            cur = c.executemany("INSERT OR IGNORE INTO propagation (change_id, channel, sku, field,"
+                                " check_name, changed_at, snapshot_id) VALUES (?,?,?,?,?,?,?)", new)
+            added = cur.rowcount if new else 0
+            if rows:
+                c.execute("INSERT OR REPLACE INTO alert_cursors (name, value) VALUES "
+                          "('master_changes', ?)", (rows[-1][0],))
+            pending = list(c.execute(
+                "SELECT p.id, p.channel, p.sku, p.check_name, p.changed_at, "
+                "(SELECT min(id) FROM runs WHERE master_snapshot_id >= p.snapshot_id) "
+                "FROM propagation p WHERE p.caught_up_at IS NULL"))
+            done = []
+            for pid, ch, sku, chk, at, first_run in pending:
+                if first_run is None:
+                    continue
+                for run_id, finished in c.execute(
+                        "SELECT run_id, finished_at FROM run_sources WHERE source=? AND "
+                        "status='complete' AND run_id >= ? ORDER BY run_id", (ch, first_run)):
+                    bad = c.execute(
+                        "SELECT 1 FROM finding_observations o JOIN findings f ON "
+                        "f.fingerprint = o.fingerprint WHERE o.run_id=? AND f.channel=? AND "
+                        "f.sku=? AND f.check_name=? AND o.outcome IN ('failed','warn') LIMIT 1",
+                        (run_id, ch, sku, chk)).fetchone()
+                    if bad is None:
+                        fin = finished or at
+                        lat = max(0.0, (datetime.fromisoformat(fin)
+                                        - datetime.fromisoformat(at)).total_seconds())
+                        done.append((fin, run_id, lat, pid))
+                        break
+            c.executemany("UPDATE propagation SET caught_up_at=?, caught_up_run=?, "
+                          "latency_seconds=? WHERE id=?", done)
+            caught = len(done)
+        return {"added": added, "caught_up": caught}
+
+    def propagation(self, channel: str | None = None, pending: bool | None = None,
+                    limit: int | None = None) -> list[dict[str, Any]]:
+        """Propagation rows (newest first): channel, sku, field, check_name, changed_at,
+        caught_up_at, latency_seconds (None while the channel has not caught up)."""
+        where, args = [], []
+        if channel is not None:
+            where.append("channel = ?"); args.append(channel)
+        if pending is not None:
+            where.append("caught_up_at IS NULL" if pending else "caught_up_at IS NOT NULL")
+        q = "SELECT * FROM propagation" + (" WHERE " + " AND ".join(where) if where else "")
+        q += " ORDER BY id DESC" + (f" LIMIT {int(limit)}" if limit else "")
+        return list(self.db.query(q, args))
 
 
 def _cell(v: Any) -> str | None:

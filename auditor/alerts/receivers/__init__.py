@@ -1,0 +1,50 @@
+"""Receivers: one function per type, ``send(receiver, payload, timeout, now)``.
+
+Each raises on failure (the outbox retries with backoff) and returns on success.
+Every notification carries its idempotency key where the receiver can see it: the
+``Idempotency-Key`` header and ``idempotency_key`` field (webhook), an annotation
+(Alertmanager, whose alerts are idempotent by their labels anyway), the Message-ID
+(email) and the last line of the text (Apprise).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Callable, Mapping
+
+from auditor.alerts.config import Receiver
+
+SendFn = Callable[[Receiver, Mapping[str, Any], float, datetime], None]
+
+
+class DeliveryError(Exception):
+    """A receiver refused or could not take a notification (retried later)."""
+
+
+def sender(rtype: str) -> SendFn:
+    """The send function of a receiver type."""
+    if rtype == "webhook":
+        from auditor.alerts.receivers.webhook import send
+    elif rtype == "alertmanager":
+        from auditor.alerts.receivers.alertmanager import send
+    elif rtype == "email":
+        from auditor.alerts.receivers.email import send
+    elif rtype == "apprise":
+        from auditor.alerts.receivers.apprise import send
+    else:
+        raise DeliveryError(f"unknown receiver type {rtype!r}")
+    return send
+
+
+def headers(receiver: Receiver) -> dict[str, str]:
+    """A receiver's configured extra headers, secrets resolved from the environment."""
+    from auditor.config import secret_value
+
+    out = {}
+    for k, v in (receiver.options.get("headers") or {}).items():
+        if isinstance(v, dict) and set(v) == {"env"}:
+            from auditor.config import EnvRef
+
+            v = EnvRef(v["env"])
+        out[str(k)] = secret_value(v)
+    return out
