@@ -69,15 +69,20 @@ def deliver(store: Any, cfg: Config, clock: Clock = _utcnow,
         if not mine:
             out["busy"] = True
             return out
-        rows = store.outbox_due(clock())
+        now = clock()
         by_receiver: dict[str, list[dict]] = {}
-        for r in rows:
+        for r in store.outbox(("pending",), limit=10_000):
             if r["receiver"] not in ac.receivers:
                 store.outbox_failed(r["id"], f"receiver {r['receiver']!r} is not configured "
                                              f"(any more)", None)
                 out["gave_up"] += 1
                 continue
             by_receiver.setdefault(r["receiver"], []).append(r)
+        # Each receiver's notifications go out in order: while its oldest one waits for a
+        # retry, the later ones wait behind it.
+        by_receiver = {n: rows for n, rows in by_receiver.items()
+                       if not rows[0]["next_attempt_at"]
+                       or datetime.fromisoformat(rows[0]["next_attempt_at"]) <= now}
         if not by_receiver:
             return out
         results: queue.Queue = queue.Queue()
