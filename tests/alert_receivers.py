@@ -20,6 +20,7 @@ class WebhookServer:
         self.secret = secret
         self.path = path
         self.status = 200
+        self.delay = 0.0  # seconds each accepted request takes (widens a kill's window)
         self.deliveries: list[dict[str, Any]] = []
         self.by_key: dict[str, dict[str, Any]] = {}
         self.bad_signatures = 0
@@ -34,6 +35,10 @@ class WebhookServer:
             def do_POST(self) -> None:
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n)
+                if outer.delay:
+                    import time
+
+                    time.sleep(outer.delay)
                 with outer.lock:
                     if outer.status != 200:
                         outer.refused += 1
