@@ -350,3 +350,22 @@ def test_propagation_latency_per_channel_and_change():
     a = [r for r in s.propagation("google") if r["sku"] == "A"][0]
     assert a["latency_seconds"] == 5 * 3600.0 and a["caught_up_run"] == r2
     assert s.propagation(pending=True) == []
+
+
+def test_docs_alerts_config_examples_are_valid(tmp_path):
+    import re
+    import tomllib
+
+    text = (Path(__file__).parent.parent / "docs" / "alerts.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", text, re.S)
+    assert len(blocks) >= 2
+    base = {"master": {"source": "m.csv"},
+            "channels": [{"name": "google", "type": "google_merchant", "source": "g.xml"}]}
+    for block in blocks:
+        raw = tomllib.loads(block)
+        merged = {**base, **raw, "channels": base["channels"] + raw.get("channels", [])}
+        cfg = parse_config(merged, tmp_path / "config.toml")
+        assert cfg.alerts is not None
+    cfg = parse_config({**base, **tomllib.loads(blocks[1])}, tmp_path / "config.toml")
+    assert set(cfg.alerts.receivers) == {"ops-chat", "pager", "erp-hook", "mail"}
+    assert cfg.alerts.routes[0].cont and cfg.alerts.routes[1].repeat_interval == 12 * 3600
