@@ -175,14 +175,13 @@ def _after_run_alerts(cfg: Config, store, now) -> None:
     An alert problem is logged; it never changes the run's outcome."""
     import logging
 
-    if not cfg.alerts.get("enabled"):
-        return
     from auditor.alerts.engine import evaluate
     from auditor.alerts.outbox import deliver
 
     try:
-        evaluate(store, cfg, now)
-        if cfg.alerts.get("deliver_after_run") and cfg.alerts.receivers:
+        evaluate(store, cfg, now)  # records propagation latency even with alerts off
+        if cfg.alerts.get("enabled") and cfg.alerts.get("deliver_after_run") \
+                and cfg.alerts.receivers:
             deliver(store, cfg)
     except Exception:
         logging.getLogger("auditor.alerts").exception("alerts after the run failed")

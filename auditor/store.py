@@ -6,6 +6,7 @@ Everything else asks it for domain objects. The schema is versioned with
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import fcntl
 import hashlib
@@ -214,7 +215,7 @@ def _m5(db: sqlite_utils.Database) -> None:
         id INTEGER PRIMARY KEY, change_id INTEGER NOT NULL, channel TEXT NOT NULL,
         sku TEXT NOT NULL, field TEXT NOT NULL, check_name TEXT NOT NULL,
         changed_at TEXT NOT NULL, snapshot_id INTEGER NOT NULL, caught_up_at TEXT,
-        caught_up_run INTEGER, latency_seconds REAL,
+        caught_up_run INTEGER, latency_seconds REAL, checked_run INTEGER,
         UNIQUE (change_id, channel, check_name));
     CREATE INDEX propagation_pending ON propagation(channel, caught_up_at);
     CREATE TABLE alert_cursors (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -1120,16 +1121,32 @@ class Store:
 
     def finding_episodes(self, fingerprints: Iterable[str] | None = None
                          ) -> dict[str, tuple[str, str, int | None, int]]:
-        """Each finding's current episode: (opened|reopened, since, run, runs seen since)."""
-        q = ("SELECT e.fingerprint, e.event, e.at, e.run_id, (SELECT count(*) FROM "
-             "finding_observations o WHERE o.fingerprint = e.fingerprint AND o.run_id >= "
-             "coalesce(e.run_id, 0)) FROM finding_events e JOIN (SELECT fingerprint, max(id) AS id"
-             " FROM finding_events WHERE event IN ('opened','reopened') GROUP BY fingerprint) "
-             "last ON last.id = e.id")
-        out = {fp: (ev, at, run, n) for fp, ev, at, run, n in self.db.execute(q)}
-        if fingerprints is not None:
-            want = set(fingerprints)
-            out = {k: v for k, v in out.items() if k in want}
+        """Each finding's current episode: (opened|reopened, since, run, runs), where runs
+        counts the complete reads of its channel since the episode began (an open finding
+        not seen in a complete read resolves, so these are consecutive runs that showed it).
+        Without ``fingerprints``: every finding not resolved."""
+        q = ("SELECT f.fingerprint, f.channel, e.event, e.at, e.run_id FROM findings f "
+             "JOIN finding_events e ON e.id = (SELECT max(id) FROM finding_events x WHERE "
+             "x.fingerprint = f.fingerprint AND x.event IN ('opened','reopened'))")
+        if fingerprints is None:
+            rows = list(self.db.execute(q + " WHERE f.state != ?", (RESOLVED,)))
+        else:
+            fps = list(dict.fromkeys(fingerprints))
+            rows = []
+            for i in range(0, len(fps), 500):
+                chunk = fps[i:i + 500]
+                rows += self.db.execute(q + f" WHERE f.fingerprint IN ({','.join('?' * len(chunk))})",
+                                        chunk)
+        complete: dict[str, list[int]] = {}
+        for ch in {r[1] for r in rows}:
+            complete[ch] = [r for (r,) in self.db.execute(
+                "SELECT run_id FROM run_sources WHERE source=? AND status='complete' "
+                "ORDER BY run_id", (ch,))]
+        out = {}
+        for fp, ch, ev, at, run in rows:
+            runs = complete.get(ch, [])
+            n = len(runs) - bisect.bisect_left(runs, run) if run is not None else 1
+            out[fp] = (ev, at, run, max(1, n))
         return out
 
     def alert_candidates(self) -> list[dict[str, Any]]:
@@ -1337,56 +1354,79 @@ class Store:
         row per channel listing that SKU and per check; a row is caught up at the first
         complete read of the channel, in or after the run that imported the change, in
         which that check had nothing against the SKU. Latency = that read's end minus the
-        change time. Idempotent: call it after every run.
+        change time. Idempotent, and each run is looked at once per row: call it after
+        every run.
         """
         c = self.db.conn
-        added = caught = 0
+        pairs = [(f, chk) for f, checks in checks_by_field.items() for chk in checks]
+        if not pairs:
+            return {"added": 0, "caught_up": 0}
         with c:
             row = c.execute("SELECT value FROM alert_cursors WHERE name='master_changes'"
                             ).fetchone()
             cursor = row[0] if row else 0
-            rows = list(c.execute("SELECT id, snapshot_id, sku, field, changed_at FROM "
-                                  "master_changes WHERE id > ? ORDER BY id", (cursor,)))
-            new = []
-            for cid, snap, sku, fld, at in rows:
-                checks = checks_by_field.get(fld)
-                if not checks:
-                    continue
-                for (ch,) in c.execute("SELECT DISTINCT channel FROM listings WHERE master_sku=?",
-                                       (sku,)):
-                    new += [(cid, ch, sku, fld, chk, at, snap) for chk in checks]
-            cur = c.executemany("INSERT OR IGNORE INTO propagation (change_id, channel, sku, field,"
-                                " check_name, changed_at, snapshot_id) VALUES (?,?,?,?,?,?,?)", new)
-            added = cur.rowcount if new else 0
-            if rows:
+            top = c.execute("SELECT max(id) FROM master_changes").fetchone()[0] or 0
+            added = 0
+            if top > cursor:
+                values = ",".join("(?,?)" for _ in pairs)
+                added = c.execute(
+                    f"WITH fc(field, check_name) AS (VALUES {values}) "
+                    "INSERT OR IGNORE INTO propagation (change_id, channel, sku, field, check_name,"
+                    " changed_at, snapshot_id) SELECT mc.id, l.channel, mc.sku, mc.field,"
+                    " fc.check_name, mc.changed_at, mc.snapshot_id FROM master_changes mc"
+                    " JOIN fc ON fc.field = mc.field JOIN (SELECT DISTINCT channel, master_sku"
+                    " FROM listings WHERE master_sku IS NOT NULL AND removed_run IS NULL) l"
+                    " ON l.master_sku = mc.sku WHERE mc.id > ? AND mc.id <= ?",
+                    [x for p in pairs for x in p] + [cursor, top]).rowcount
                 c.execute("INSERT OR REPLACE INTO alert_cursors (name, value) VALUES "
-                          "('master_changes', ?)", (rows[-1][0],))
-            pending = list(c.execute(
-                "SELECT p.id, p.channel, p.sku, p.check_name, p.changed_at, "
-                "(SELECT min(id) FROM runs WHERE master_snapshot_id >= p.snapshot_id) "
-                "FROM propagation p WHERE p.caught_up_at IS NULL"))
-            done = []
-            for pid, ch, sku, chk, at, first_run in pending:
-                if first_run is None:
+                          "('master_changes', ?)", (top,))
+            first_runs = dict(c.execute("SELECT master_snapshot_id, min(id) FROM runs WHERE "
+                                        "master_snapshot_id IS NOT NULL GROUP BY master_snapshot_id"))
+            snaps = sorted(first_runs)
+            suffix_min: list[int] = []  # the first run on snapshot snaps[i] or a later one
+            for snap_id in reversed(snaps):
+                suffix_min.append(min(first_runs[snap_id], suffix_min[-1]) if suffix_min
+                                  else first_runs[snap_id])
+            suffix_min.reverse()
+            pending: dict[str, list[list]] = {}
+            for pid, ch, sku, chk, at, snap, checked in c.execute(
+                    "SELECT id, channel, sku, check_name, changed_at, snapshot_id, checked_run "
+                    "FROM propagation WHERE caught_up_at IS NULL"):
+                i = bisect.bisect_left(snaps, snap)
+                if i == len(snaps):
                     continue
-                for run_id, finished in c.execute(
-                        "SELECT run_id, finished_at FROM run_sources WHERE source=? AND "
-                        "status='complete' AND run_id >= ? ORDER BY run_id", (ch, first_run)):
-                    bad = c.execute(
-                        "SELECT 1 FROM finding_observations o JOIN findings f ON "
-                        "f.fingerprint = o.fingerprint WHERE o.run_id=? AND f.channel=? AND "
-                        "f.sku=? AND f.check_name=? AND o.outcome IN ('failed','warn') LIMIT 1",
-                        (run_id, ch, sku, chk)).fetchone()
-                    if bad is None:
-                        fin = finished or at
-                        lat = max(0.0, (datetime.fromisoformat(fin)
-                                        - datetime.fromisoformat(at)).total_seconds())
-                        done.append((fin, run_id, lat, pid))
+                first = suffix_min[i]
+                pending.setdefault(ch, []).append([pid, sku, chk, at, max(first, (checked or 0) + 1)])
+            done, checked_rows = [], []
+            for ch, rows in pending.items():
+                start = min(r[4] for r in rows)
+                runs = list(c.execute("SELECT run_id, finished_at FROM run_sources WHERE source=? "
+                                      "AND status='complete' AND run_id >= ? ORDER BY run_id",
+                                      (ch, start)))
+                open_rows = rows
+                for run_id, finished in runs:
+                    bad = set(c.execute(
+                        "SELECT f.sku, f.check_name FROM finding_observations o JOIN findings f "
+                        "ON f.fingerprint = o.fingerprint WHERE o.run_id=? AND f.channel=? AND "
+                        "o.outcome IN ('failed','warn')", (run_id, ch)))
+                    left = []
+                    for r in open_rows:
+                        if r[4] <= run_id and (r[1], r[2]) not in bad:
+                            fin = finished or r[3]
+                            lat = max(0.0, (datetime.fromisoformat(fin)
+                                            - datetime.fromisoformat(r[3])).total_seconds())
+                            done.append((fin, run_id, lat, run_id, r[0]))
+                        else:
+                            left.append(r)
+                    open_rows = left
+                    if not open_rows:
                         break
+                if runs:
+                    checked_rows += [(runs[-1][0], r[0]) for r in open_rows]
             c.executemany("UPDATE propagation SET caught_up_at=?, caught_up_run=?, "
-                          "latency_seconds=? WHERE id=?", done)
-            caught = len(done)
-        return {"added": added, "caught_up": caught}
+                          "latency_seconds=?, checked_run=? WHERE id=?", done)
+            c.executemany("UPDATE propagation SET checked_run=? WHERE id=?", checked_rows)
+        return {"added": added, "caught_up": len(done)}
 
     def propagation(self, channel: str | None = None, pending: bool | None = None,
                     limit: int | None = None) -> list[dict[str, Any]]:

@@ -85,12 +85,12 @@ def evaluate(store: Any, cfg: Config, now: datetime | None = None) -> dict[str, 
     now = now or datetime.now(timezone.utc)
     ac = cfg.alerts
     result = {"firing": 0, "pending": 0, "suppressed": 0, "incidents": 0, "notifications": 0}
-    if not ac.get("enabled"):
-        return result
-    try:
+    try:  # recorded whether or not alerts are enabled
         result["propagation"] = store.sync_propagation(checks_by_field())
     except Exception:  # latency bookkeeping must never stop alerts
         log.exception("propagation latency could not be recorded")
+    if not ac.get("enabled"):
+        return result
     max_grace = max([float(c.opt("grace", 0.0)) for c in cfg.channels] + [0.0])
     base_url = ac.get("base_url")
     with store.alert_transaction():
