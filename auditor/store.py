@@ -1153,10 +1153,12 @@ class Store:
         """Every finding not resolved, with its current episode (``since``, ``runs``)."""
         episodes = self.finding_episodes()
         rows = []
-        for r in self.db.query("SELECT * FROM findings WHERE state != ? ORDER BY fingerprint",
-                               [RESOLVED]):
-            r["check"] = r.pop("check_name")
-            r["details"] = json.loads(r["details"]) if r["details"] else {}
+        cur = self.db.execute("SELECT * FROM findings WHERE state != ? ORDER BY fingerprint",
+                              [RESOLVED])
+        cols = ["check" if d[0] == "check_name" else d[0] for d in cur.description]
+        for values in cur:
+            r = dict(zip(cols, values))
+            r["details"] = orjson.loads(r["details"]) if r["details"] else {}
             ep = episodes.get(r["fingerprint"])
             r["episode_event"], r["since"], r["episode_run"], r["runs"] = \
                 ep if ep else ("opened", r["first_seen_at"], r["first_run"], 1)
@@ -1369,7 +1371,8 @@ class Store:
             added = 0
             if top > cursor:
                 values = ",".join("(?,?)" for _ in pairs)
-                added = c.execute(
+                before = c.total_changes
+                c.execute(
                     f"WITH fc(field, check_name) AS (VALUES {values}) "
                     "INSERT OR IGNORE INTO propagation (change_id, channel, sku, field, check_name,"
                     " changed_at, snapshot_id) SELECT mc.id, l.channel, mc.sku, mc.field,"
@@ -1377,7 +1380,8 @@ class Store:
                     " JOIN fc ON fc.field = mc.field JOIN (SELECT DISTINCT channel, master_sku"
                     " FROM listings WHERE master_sku IS NOT NULL AND removed_run IS NULL) l"
                     " ON l.master_sku = mc.sku WHERE mc.id > ? AND mc.id <= ?",
-                    [x for p in pairs for x in p] + [cursor, top]).rowcount
+                    [x for p in pairs for x in p] + [cursor, top])
+                added = c.total_changes - before
                 c.execute("INSERT OR REPLACE INTO alert_cursors (name, value) VALUES "
                           "('master_changes', ?)", (top,))
             first_runs = dict(c.execute("SELECT master_snapshot_id, min(id) FROM runs WHERE "

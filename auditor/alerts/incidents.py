@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 SEVERITY_ORDER = {"critical": 0, "major": 1, "minor": 2, "info": 3}
@@ -37,7 +37,9 @@ class Alert:
     info: dict[str, Any] = field(default_factory=dict)   # what the message shows
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"id": self.id, "kind": self.kind, "labels": dict(self.labels),
+                "summary": self.summary, "severity": self.severity, "since": self.since,
+                "info": dict(self.info)}
 
 
 def _id(*parts: str) -> str:
@@ -101,8 +103,7 @@ def group(rows: Iterable[Mapping[str, Any]], min_skus: int, examples: int
             severity=severity, since=min(str(r.get("since") or r["first_seen_at"])
                                          for r in members),
             info={"channel": channel, "check": check, "field": fld, "cause": cause,
-                  "skus": len(skus), "findings": len(members), "examples": shown,
-                  "fingerprints": [r["fingerprint"] for r in members]}))
+                  "skus": len(skus), "findings": len(members), "examples": shown}))
     return incidents, single
 
 
