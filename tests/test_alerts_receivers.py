@@ -291,3 +291,20 @@ def test_alertmanager_push_read_back_resend_and_resolve(tmp_path, alertmanager):
     assert x is not None, am_hook.deliveries
     assert datetime.fromisoformat(x["endsAt"].replace("Z", "+00:00")) == resolved_at
     store.close()
+
+
+def test_webhook_url_with_a_token_comes_from_the_environment(tmp_path, monkeypatch):
+    with WebhookServer(path="/services/T0KEN-SECRET") as hook:
+        hook.status = 500
+        monkeypatch.setenv("AUDITOR_TEST_HOOK_URL", hook.url)
+        cfg = _cfg([{"name": "hook", "type": "webhook", "url": {"env": "AUDITOR_TEST_HOOK_URL"}}])
+        store = Store(tmp_path / "a.db")
+        _run(store, 1, T0, [_f("A")])
+        evaluate(store, cfg, T0)
+        deliver(store, cfg, lambda: T0)
+        (row,) = store.outbox()
+        assert row["last_error"] == "DeliveryError: $AUDITOR_TEST_HOOK_URL: HTTP 500"
+        assert "T0KEN" not in str(store.outbox(None))
+        hook.status = 200
+        assert deliver(store, cfg, lambda: T0 + timedelta(hours=1))["sent"] == 1
+        store.close()

@@ -72,7 +72,12 @@ def _secret(value: Any) -> Any:
     raise ValueError("a secret: write { env = \"NAME\" }, not a literal value")
 
 
-def _http_url(value: Any) -> str:
+def _http_url(value: Any) -> Any:
+    """An http(s) URL, or { env = "NAME" } for one that carries a token."""
+    from auditor.config import EnvRef
+
+    if isinstance(value, dict) and set(value) == {"env"} and isinstance(value["env"], str):
+        return EnvRef(value["env"])
     if not isinstance(value, str) or not re.match(r"^https?://[^/\s]+", value, re.I):
         raise ValueError(f"expected an http(s) URL, got {value!r}")
     if re.match(r"^https?://[^/@]+:[^/@]+@", value, re.I):
@@ -133,7 +138,7 @@ RECEIVER_OPTIONS = (
         "from environment variables, { env = \"NAME\" } or an array of them."),
     Opt("url", _http_url, None,
         "webhook: the URL JSON is POSTed to; alertmanager: Alertmanager's base URL "
-        "(POST <url>/api/v2/alerts)."),
+        "(POST <url>/api/v2/alerts). A URL that carries a token: { env = \"NAME\" }."),
     Opt("secret", _secret, None,
         "webhook: HMAC-SHA256 signing key, { env = \"NAME\" } (header X-Auditor-Signature)."),
     Opt("headers", dict, {}, "webhook/alertmanager: extra HTTP headers; secrets as "

@@ -48,3 +48,14 @@ def headers(receiver: Receiver) -> dict[str, str]:
             v = EnvRef(v["env"])
         out[str(k)] = secret_value(v)
     return out
+
+
+def url_of(receiver: Receiver) -> tuple[str, str]:
+    """The receiver's URL, and how to name it in errors and logs (an URL from the
+    environment is named by its variable, never shown)."""
+    from auditor.config import EnvRef, secret_value
+
+    raw = receiver.options["url"]
+    if isinstance(raw, EnvRef):
+        return secret_value(raw).rstrip("/"), f"${raw.name}"
+    return raw, raw

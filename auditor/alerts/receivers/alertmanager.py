@@ -18,7 +18,7 @@ import httpx
 
 from auditor.alerts import messages
 from auditor.alerts.config import Receiver
-from auditor.alerts.receivers import DeliveryError, headers
+from auditor.alerts.receivers import DeliveryError, headers, url_of
 
 NAMES = {"finding": "AuditorFinding", "incident": "AuditorIncident",
          "source": "AuditorSourceFailing"}
@@ -57,12 +57,14 @@ def alerts_body(payload: Mapping[str, Any], now: datetime) -> list[dict[str, Any
 
 
 def send(receiver: Receiver, payload: Mapping[str, Any], timeout: float, now: datetime) -> None:
-    url = receiver.options["url"] + "/api/v2/alerts"
+    base, shown = url_of(receiver)
+    url, shown = base + "/api/v2/alerts", shown + "/api/v2/alerts"
     try:
         r = httpx.post(url, json=alerts_body(payload, now), timeout=timeout,
                        headers={"Idempotency-Key": str(payload["idempotency_key"]),
                                 **headers(receiver)})
     except httpx.HTTPError as e:
-        raise DeliveryError(f"{url}: {e.__class__.__name__}: {e}") from None
+        raise DeliveryError(f"{shown}: {e.__class__.__name__}: "
+                            f"{str(e).replace(url, shown)}") from None
     if not 200 <= r.status_code < 300:
-        raise DeliveryError(f"{url}: HTTP {r.status_code}: {r.text[:200]}")
+        raise DeliveryError(f"{shown}: HTTP {r.status_code}: {r.text[:200]}")

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import httpx
 
 from auditor.alerts.config import Receiver
-from auditor.alerts.receivers import DeliveryError, headers
+from auditor.alerts.receivers import DeliveryError, headers, url_of
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -46,9 +46,11 @@ def send(receiver: Receiver, payload: Mapping[str, Any], timeout: float, now: da
     secret = receiver.options.get("secret")
     if secret is not None:
         h["X-Auditor-Signature"] = sign(secret_value(secret), ts, body)
+    url, shown = url_of(receiver)
     try:
-        r = httpx.post(receiver.options["url"], content=body, headers=h, timeout=timeout)
+        r = httpx.post(url, content=body, headers=h, timeout=timeout)
     except httpx.HTTPError as e:
-        raise DeliveryError(f"{receiver.options['url']}: {e.__class__.__name__}: {e}") from None
+        raise DeliveryError(f"{shown}: {e.__class__.__name__}: "
+                            f"{str(e).replace(url, shown)}") from None
     if not 200 <= r.status_code < 300:
-        raise DeliveryError(f"{receiver.options['url']}: HTTP {r.status_code}")
+        raise DeliveryError(f"{shown}: HTTP {r.status_code}")
