@@ -584,11 +584,20 @@ def alerts_outbox(config_path: Path, show_all: bool, limit: int, fmt: str) -> No
         rows = store.outbox(None if show_all else ("pending", "failed"), limit)
     finally:
         store.close()
+    heads: dict[str, dict] = {}
     for r in rows:
         r["subject"] = messages.subject(r["payload"])
         if fmt != "json":
             r.pop("payload")
-        r["why"] = r["last_error"] or ("not attempted yet" if r["status"] == "pending" else "")
+        head = heads.setdefault(r["receiver"], r) if r["status"] == "pending" else None
+        if r["last_error"]:
+            r["why"] = (f"given up after {r['attempts']} attempts: " if r["status"] == "failed"
+                        else f"attempt {r['attempts']} failed: ") + r["last_error"]
+        elif r["status"] == "pending" and head is not r and head and head["last_error"]:
+            r["why"] = (f"waits behind notification {head['id']} to the same receiver, "
+                        f"which is failing")
+        else:
+            r["why"] = "not attempted yet" if r["status"] == "pending" else ""
     _rows_out(rows, ["id", "receiver", "status", "attempts", "next_attempt_at", "why",
                      "subject", "idempotency_key"], fmt, f"{len(rows)} notification(s)",
               {"subject": 60, "why": 60})

@@ -53,8 +53,9 @@ def _finding_alert(r: Mapping[str, Any], titles: Mapping[str, Any],
 
     details = r.get("details") or {}
     stale = None
-    if details.get("stale") and details.get("valid_until"):
-        stale = f"shows the {r['field']} valid until {str(details['valid_until'])[:10]}"
+    until = details.get("valid_until") if details.get("stale") else details.get("replaced_at")
+    if until:
+        stale = f"shows the {r['field']} valid until {str(until)[:10]}"
     li = listings.get((r["channel"], r.get("listing_key") or ""), {})
     url = li.get("url") or (r.get("listing_key") if str(r.get("listing_key") or "")
                             .startswith(("http://", "https://")) else None)

@@ -50,7 +50,7 @@ def cause_of(row: Mapping[str, Any]) -> tuple[str, str, str]:
     """(cause, check, field) a finding would share with others of its channel."""
     check, fld = row["check"], row["field"]
     details = row.get("details") or {}
-    if details.get("stale"):
+    if details.get("stale") or details.get("replaced_at"):  # (an image: a former asset)
         return ("stale", check, fld)
     if check == "attributes":
         return ("attribute", check, fld)
