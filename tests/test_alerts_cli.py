@@ -79,6 +79,7 @@ def test_run_delivers_then_triage_commands(mini_world, monkeypatch):
         # resolved), so nothing is sent for it.
         code, out = _invoke("alerts", "send", "-c", cfg)
         assert code == 0, out
+        assert len(hook.deliveries) == 1  # withdrawn, not resolved: nothing to tell
         code, out = _invoke("findings", "-c", cfg, "--format", "json", "--open")
         states = {r["fingerprint"]: (r["state"], r["alert"]) for r in json.loads(out)}
         assert states[fp] == ("acknowledged", "suppressed")
