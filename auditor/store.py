@@ -781,7 +781,9 @@ class Store:
         New fingerprints open; resolved ones seen again reopen. Open findings not
         seen again resolve. Only a complete read is evidence: a partly read or failed
         source opens, reopens and resolves nothing (findings already open it saw again
-        are updated), and a ``not_evaluated`` outcome neither opens nor resolves.
+        are updated). A ``not_evaluated`` outcome neither opens nor resolves: it leaves
+        an existing finding as it is, and a new one is kept only as information (outcome
+        ``not_evaluated``, saying why it could not be compared; it never alerts).
         """
         at = now.isoformat()
         c = self.db.conn
@@ -800,9 +802,12 @@ class Store:
                     continue
                 observed_fps.add(fp)
                 old = existing.get(fp)
-                if f.outcome == Outcome.NOT_EVALUATED or (
-                        status != SourceStatus.COMPLETE and (old is None or old[0] == RESOLVED)):
-                    continue  # no evidence: kept as it is (and not resolved below)
+                if f.outcome == Outcome.NOT_EVALUATED:
+                    if old is not None or status != SourceStatus.COMPLETE:
+                        continue  # no evidence: kept as it is (and not resolved below)
+                    # new: kept to tell why it could not be compared; it never alerts
+                elif status != SourceStatus.COMPLETE and (old is None or old[0] == RESOLVED):
+                    continue  # a partial read opens nothing
                 obs.append((run_id, fp, f.outcome.value))
                 details = codec.dumps(dict(f.details)) if f.details else None
                 if old is None:
@@ -817,6 +822,9 @@ class Store:
                     if old[0] == RESOLVED:
                         event = "reopened"
                         counts["reopened"] += 1
+                    elif old[1] == Outcome.NOT_EVALUATED:  # compared at last, and it differs
+                        event = "opened"
+                        counts["opened"] += 1
                     else:
                         counts["still_open"] += 1
                         if (old[1], old[2], old[3]) != (f.outcome.value, f.expected, f.actual):
@@ -1153,8 +1161,8 @@ class Store:
         """Every finding not resolved, with its current episode (``since``, ``runs``)."""
         episodes = self.finding_episodes()
         rows = []
-        cur = self.db.execute("SELECT * FROM findings WHERE state != ? ORDER BY fingerprint",
-                              [RESOLVED])
+        cur = self.db.execute("SELECT * FROM findings WHERE state != ? AND outcome != ? "
+                              "ORDER BY fingerprint", [RESOLVED, Outcome.NOT_EVALUATED.value])
         cols = ["check" if d[0] == "check_name" else d[0] for d in cur.description]
         for values in cur:
             r = dict(zip(cols, values))

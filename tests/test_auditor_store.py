@@ -164,9 +164,17 @@ def test_not_evaluated_never_opens_or_resolves(fresh_store):
     c = s.apply_findings(2, "google", [_f("A", Outcome.NOT_EVALUATED),
                                        _f("B", Outcome.NOT_EVALUATED)],
                          SourceStatus.COMPLETE, {"A", "B"}, ["price"], NOW)
-    assert c == {"opened": 0, "reopened": 0, "resolved": 0, "still_open": 0}
+    assert c["resolved"] == 0 and c["still_open"] == 0
+    # A stays as it was; B is kept only as information (why it was not compared) and is
+    # no alert candidate.
     assert {r["sku"]: (r["state"], r["outcome"]) for r in s.findings()} == {
-        "A": ("open", "failed")}
+        "A": ("open", "failed"), "B": ("open", "not_evaluated")}
+    assert [r["sku"] for r in s.alert_candidates()] == ["A"]
+    # Compared at last and different: B opens (an "opened" event, for confirmation).
+    c = s.apply_findings(3, "google", [_f("A"), _f("B")], SourceStatus.COMPLETE, {"A", "B"},
+                         ["price"], NOW)
+    assert c["opened"] == 1
+    assert [e["event"] for e in s.finding_events(_f("B").fingerprint)] == ["opened", "opened"]
 
 
 def test_disabled_check_does_not_resolve_its_findings(fresh_store):

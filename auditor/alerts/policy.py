@@ -10,7 +10,8 @@ A finding that is not resolved is, for alerting, exactly one of:
 * ``firing``     -- it alerts.
 
 ``display_state`` gives the lifecycle state a person sees: open, acknowledged,
-snoozed, resolved or reopened.
+snoozed, resolved or reopened (or not_evaluated: kept only to say why a comparison
+could not be made).
 """
 
 from __future__ import annotations
@@ -159,6 +160,8 @@ def display_state(row: Mapping[str, Any], now: datetime) -> str:
     """
     if row.get("state") == "resolved":
         return "resolved"
+    if row.get("outcome") == "not_evaluated":
+        return "not_evaluated"  # information: could not be compared; never alerts
     since = _dt(row.get("since"))
     ack = _dt(row.get("ack_at"))
     if ack is not None and (since is None or ack >= since):
