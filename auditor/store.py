@@ -218,7 +218,8 @@ def _m5(db: sqlite_utils.Database) -> None:
         caught_up_run INTEGER, latency_seconds REAL, checked_run INTEGER,
         UNIQUE (change_id, channel, check_name));
     CREATE INDEX propagation_pending ON propagation(channel, caught_up_at);
-    CREATE TABLE alert_cursors (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    -- bookkeeping of the alert evaluation: cursors and what the last evaluation saw
+    CREATE TABLE alert_cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL);
     """)
 
 
@@ -1256,7 +1257,31 @@ class Store:
         with self.db.conn:
             cur = self.db.conn.execute("UPDATE silences SET ends_at=? WHERE id=? AND ends_at>?",
                                        (at, silence_id, at))
+            if cur.rowcount:
+                self.db.conn.execute("INSERT INTO alert_cursors (name, value) VALUES "
+                                     "('silences_expired', '1') ON CONFLICT(name) DO UPDATE SET "
+                                     "value = CAST(value AS INTEGER) + 1")
         return cur.rowcount > 0
+
+    def alert_inputs(self) -> str:
+        """A token that changes whenever anything an alert evaluation reads changes
+        (finding events, source results, master changes, silences)."""
+        c = self.db.conn
+        parts = [c.execute(q).fetchone()[0] for q in (
+            "SELECT max(id) FROM finding_events", "SELECT max(rowid) FROM run_sources",
+            "SELECT max(id) FROM master_changes", "SELECT max(id) FROM silences",
+            "SELECT max(value) FROM alert_cursors WHERE name='silences_expired'")]
+        return ":".join(str(p) for p in parts)
+
+    def alert_cursor(self, name: str) -> str | None:
+        row = self.db.conn.execute("SELECT value FROM alert_cursors WHERE name=?",
+                                   (name,)).fetchone()
+        return row[0] if row else None
+
+    def set_alert_cursor(self, name: str, value: str) -> None:
+        """(Inside ``alert_transaction``.)"""
+        self.db.conn.execute("INSERT OR REPLACE INTO alert_cursors (name, value) VALUES (?,?)",
+                             (name, value))
 
     # ----------------------------------------------------------------- alerts: outbox
     @contextlib.contextmanager
@@ -1374,7 +1399,7 @@ class Store:
         with c:
             row = c.execute("SELECT value FROM alert_cursors WHERE name='master_changes'"
                             ).fetchone()
-            cursor = row[0] if row else 0
+            cursor = int(row[0]) if row else 0
             top = c.execute("SELECT max(id) FROM master_changes").fetchone()[0] or 0
             added = 0
             if top > cursor:
@@ -1391,7 +1416,7 @@ class Store:
                     [x for p in pairs for x in p] + [cursor, top])
                 added = c.total_changes - before
                 c.execute("INSERT OR REPLACE INTO alert_cursors (name, value) VALUES "
-                          "('master_changes', ?)", (top,))
+                          "('master_changes', ?)", (str(top),))
             first_runs = dict(c.execute("SELECT master_snapshot_id, min(id) FROM runs WHERE "
                                         "master_snapshot_id IS NOT NULL GROUP BY master_snapshot_id"))
             snaps = sorted(first_runs)

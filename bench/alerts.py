@@ -71,7 +71,13 @@ def run(n: int, write: bool) -> None:
     rows.append(["evaluate: all new", n, time.perf_counter() - t, r["notifications"]])
     t = time.perf_counter()
     r = evaluate(store, cfg, t0 + timedelta(minutes=1))
-    rows.append(["evaluate: nothing changed", n, time.perf_counter() - t, r["notifications"]])
+    rows.append(["evaluate: nothing changed (skipped)", n, time.perf_counter() - t,
+                 r["notifications"]])
+    store.ack_finding(findings(channels[0])[1].fingerprint, "bench", now=t0)
+    t = time.perf_counter()
+    r = evaluate(store, cfg, t0 + timedelta(minutes=2))
+    rows.append(["evaluate: one finding acknowledged", n, time.perf_counter() - t,
+                 r["notifications"]])
     for ch in channels:
         store.apply_findings(2, ch, findings(ch, 0.5), SourceStatus.COMPLETE, None, checks,
                              t0 + timedelta(hours=1))

@@ -369,3 +369,24 @@ def test_docs_alerts_config_examples_are_valid(tmp_path):
     cfg = parse_config({**base, **tomllib.loads(blocks[1])}, tmp_path / "config.toml")
     assert set(cfg.alerts.receivers) == {"ops-chat", "pager", "erp-hook", "mail"}
     assert cfg.alerts.routes[0].cont and cfg.alerts.routes[1].repeat_interval == 12 * 3600
+
+
+def test_unchanged_inputs_skip_evaluation_until_something_is_due():
+    w = World(_cfg(checks={"price": {"confirm_for": "2h"}}, routes=[
+        {"receivers": ["hook"], "repeat_interval": "24h", "group_by": ["channel"]}]))
+    out = w.run(T0, [_f("A"), _f("B", "title", severity=Severity.MAJOR)])
+    assert len(out) == 1 and _ids(out[0]) == ["B"]
+    assert evaluate(w.store, w.cfg, T0 + H).get("unchanged") is True
+    r = evaluate(w.store, w.cfg, T0 + 2 * H)  # A's confirmation is due
+    assert not r.get("unchanged") and r["notifications"] == 1
+    w.store.add_silence({"sku": "A"}, T0 + 3 * H, T0 + 5 * H, "ana", None)
+    assert not evaluate(w.store, w.cfg, T0 + 2.5 * H).get("unchanged")  # a new silence
+    assert evaluate(w.store, w.cfg, T0 + 2.6 * H).get("unchanged") is True
+    evaluate(w.store, w.cfg, T0 + 3 * H)  # the silence starts
+    assert w.store.finding(_f("A").fingerprint)["alert_state"] == "suppressed"
+    assert evaluate(w.store, w.cfg, T0 + 4 * H).get("unchanged") is True
+    evaluate(w.store, w.cfg, T0 + 5 * H)  # and ends
+    assert w.store.finding(_f("A").fingerprint)["alert_state"] == "firing"
+    # A different config (a new route) is a reason to evaluate again.
+    w.cfg = _cfg(checks={"price": {"confirm_for": "1h"}})
+    assert not evaluate(w.store, w.cfg, T0 + 5.1 * H).get("unchanged")

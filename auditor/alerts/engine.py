@@ -95,6 +95,14 @@ def evaluate(store: Any, cfg: Config, now: datetime | None = None) -> dict[str, 
     max_grace = max([float(c.opt("grace", 0.0)) for c in cfg.channels] + [0.0])
     base_url = ac.get("base_url")
     with store.alert_transaction():
+        # Nothing read has changed and no timed transition is due: nothing to do.
+        token = f"{store.alert_inputs()}|{_config_token(cfg)}"
+        next_due = store.alert_cursor("next_due")
+        if token == store.alert_cursor("inputs") and next_due and \
+                now < datetime.fromisoformat(next_due):
+            result["unchanged"] = True
+            return result
+        dues: list[datetime] = []
         changed: dict[tuple[str, str], datetime] = {}
         if max_grace > 0:
             by_field = checks_by_field()
@@ -104,6 +112,8 @@ def evaluate(store: Any, cfg: Config, now: datetime | None = None) -> dict[str, 
                     if t > changed.get((sku, check), datetime.min.replace(tzinfo=timezone.utc)):
                         changed[(sku, check)] = t
         silences = [policy.Silence.from_row(s) for s in store.silences(active_at=now)]
+        dues += [datetime.fromisoformat(s["starts_at"]) for s in store.silences()
+                 if datetime.fromisoformat(s["starts_at"]) > now]
         rules_cache: dict[tuple[str, str], policy.Rules] = {}
         firing_rows, states = [], []
         reasons: dict[str, str] = {}
@@ -114,6 +124,8 @@ def evaluate(store: Any, cfg: Config, now: datetime | None = None) -> dict[str, 
             st = policy.alert_status(view, rules, silences, now)
             result[st.state] += 1
             reasons[r["fingerprint"]] = st.reason
+            if st.until is not None:
+                dues.append(st.until)
             if (r.get("alert_state"), r.get("alert_reason")) != (st.state, st.reason):
                 states.append((st.state, st.reason, r["fingerprint"]))
             if st.state == policy.FIRING:
@@ -184,13 +196,34 @@ def evaluate(store: Any, cfg: Config, now: datetime | None = None) -> dict[str, 
                 rows.append({"receiver": receiver_name, "group_key": key,
                              "idempotency_key": idem, "payload": payload})
             if cur:
+                dues.append(datetime.fromisoformat(sent_at) + timedelta(seconds=repeat))
                 keep.append({"receiver": receiver_name, "group_key": key,
                              "labels": (g or old)["labels"], "members": cur, "seq": seq,
                              "last_sent_at": sent_at})
             elif old:
                 drop.append(gk)
         result["notifications"] = store.record_alerts(keep, drop, rows, states, now)
+        store.set_alert_cursor("inputs", token)
+        store.set_alert_cursor("next_due", min(
+            dues, default=now + timedelta(days=3650)).isoformat())
     return result
+
+
+def _config_token(cfg: Config) -> str:
+    """What of the config an evaluation depends on (secrets are named, never read)."""
+    import hashlib
+
+    ac = cfg.alerts
+    parts = [sorted(ac.settings.items()),
+             sorted((n, r.type, r.send_resolved, repr(sorted(r.options.items())))
+                    for n, r in ac.receivers.items()),
+             [repr(r) for r in ac.routes],
+             [(c.name, c.enabled, c.opt("grace", 0.0),
+               sorted((k, v.get("confirm_runs"), v.get("confirm_for"))
+                      for k, v in c.checks.items())) for c in cfg.channels],
+             sorted((k, v.get("confirm_runs"), v.get("confirm_for"))
+                    for k, v in cfg.checks.items())]
+    return hashlib.blake2b(repr(parts).encode(), digest_size=8).hexdigest()
 
 
 def _resolution(m: Mapping[str, Any], gone_findings: Mapping[str, Mapping[str, Any]],
