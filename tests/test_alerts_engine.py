@@ -390,3 +390,15 @@ def test_unchanged_inputs_skip_evaluation_until_something_is_due():
     # A different config (a new route) is a reason to evaluate again.
     w.cfg = _cfg(checks={"price": {"confirm_for": "1h"}})
     assert not evaluate(w.store, w.cfg, T0 + 5.1 * H).get("unchanged")
+
+
+def test_findings_joining_an_incident_are_not_reported_resolved():
+    w = World(_cfg(alerts={"incident_min_skus": 3}))
+    out = w.run(T0, [_f("A", valid_until=T0.isoformat(), stale=True),
+                     _f("B", valid_until=T0.isoformat(), stale=True)])
+    assert _ids(out[0]) == ["A", "B"]
+    out = w.run(T0 + H, [_f(s, valid_until=T0.isoformat(), stale=True) for s in "ABC"])
+    assert len(out) == 1
+    assert [a["kind"] for a in out[0]["alerts"] if a["status"] == "firing"] == ["incident"]
+    assert _ids(out[0], "resolved") == []  # A and B were withdrawn into it, not resolved
+    assert out[0]["alerts"][0]["info"]["skus"] == 3

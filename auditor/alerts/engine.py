@@ -166,7 +166,8 @@ def evaluate(store: Any, cfg: Config, now: datetime | None = None) -> dict[str, 
             for gid, m in members.items():
                 if gid in cur:
                     continue
-                resolution, ends = _resolution(m, gone_findings, reasons, alerts, now)
+                resolution, ends = _resolution(m, gone_findings, reasons, alerts, firing_ids,
+                                               now)
                 if (resolution == "resolved" and recv.send_resolved) or is_am:
                     told.append({**m, "status": "resolved", "ends_at": ends,
                                  "resolution": resolution})
@@ -227,12 +228,16 @@ def _config_token(cfg: Config) -> str:
 
 
 def _resolution(m: Mapping[str, Any], gone_findings: Mapping[str, Mapping[str, Any]],
-                reasons: Mapping[str, str], alerts: list[Alert], now: datetime
-                ) -> tuple[str, str]:
+                reasons: Mapping[str, str], alerts: list[Alert], firing_ids: set[str],
+                now: datetime) -> tuple[str, str]:
     """Why an alert a receiver was told about is no longer firing: ``resolved`` (with the
     resolution time) or ``withdrawn`` (acknowledged, snoozed, silenced, back in grace,
     or an incident split into fewer findings)."""
+    if m["id"] in firing_ids:
+        return "withdrawn: moved to another group", now.isoformat()
     if m.get("kind") == "finding":
+        if reasons.get(m["id"]) == "confirmed":
+            return "withdrawn: now part of an incident", now.isoformat()
         f = gone_findings.get(m["id"])
         if f is None or f.get("state") == "resolved":
             return "resolved", (f or {}).get("resolved_at") or now.isoformat()
