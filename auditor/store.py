@@ -817,7 +817,8 @@ class Store:
                                     f.score, f.message, details, OPEN, at, at, run_id, run_id))
                     events.append((fp, run_id, at, "opened", OPEN, f.outcome.value, f.expected,
                                    f.actual))
-                    counts["opened"] += 1
+                    if f.outcome != Outcome.NOT_EVALUATED:  # (information only)
+                        counts["opened"] += 1
                 else:
                     event = None
                     if old[0] == RESOLVED:

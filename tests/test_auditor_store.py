@@ -164,7 +164,7 @@ def test_not_evaluated_never_opens_or_resolves(fresh_store):
     c = s.apply_findings(2, "google", [_f("A", Outcome.NOT_EVALUATED),
                                        _f("B", Outcome.NOT_EVALUATED)],
                          SourceStatus.COMPLETE, {"A", "B"}, ["price"], NOW)
-    assert c["resolved"] == 0 and c["still_open"] == 0
+    assert c == {"opened": 0, "reopened": 0, "resolved": 0, "still_open": 0}
     # A stays as it was; B is kept only as information (why it was not compared) and is
     # no alert candidate.
     assert {r["sku"]: (r["state"], r["outcome"]) for r in s.findings()} == {
