@@ -120,7 +120,8 @@ def test_silences_and_outbox(mini_world):
         code, out = _invoke("alerts", "outbox", "-c", cfg, "--format", "json")
         rows = json.loads(out)
         assert len(rows) == 1 and rows[0]["attempts"] == 1
-        assert rows[0]["why"].startswith("attempt 1 failed: DeliveryError") and "HTTP 503" in rows[0]["why"] and rows[0]["status"] == "pending"
+        assert rows[0]["why"].startswith("attempt 1 failed: DeliveryError")
+        assert "HTTP 503" in rows[0]["why"] and rows[0]["status"] == "pending"
         code, out = _invoke("silence", "add", "-c", cfg, "--channel", "goo*", "--check", "title",
                             "--expires", "1d", "--comment", "title rework")
         assert code == 0

@@ -168,7 +168,8 @@ def test_apprise_url_from_the_environment(tmp_path, monkeypatch):
         evaluate(store, cfg, T0)
         res = deliver(store, cfg, lambda: T0)
         assert res["failed"] == 1
-        assert "does not understand the URL in AUDITOR_TEST_APPRISE" in store.outbox()[0]["last_error"]
+        assert "does not understand the URL in AUDITOR_TEST_APPRISE" in \
+            store.outbox()[0]["last_error"]
         store.close()
 
 

@@ -81,7 +81,8 @@ def _http_url(value: Any) -> Any:
     if not isinstance(value, str) or not re.match(r"^https?://[^/\s]+", value, re.I):
         raise ValueError(f"expected an http(s) URL, got {value!r}")
     if re.match(r"^https?://[^/@]+:[^/@]+@", value, re.I):
-        raise ValueError("credentials inside a URL are not allowed; use secret = { env = \"NAME\" }")
+        raise ValueError("credentials inside a URL are not allowed; use "
+                         "url = { env = \"NAME\" }")
     return value.rstrip("/")
 
 
@@ -122,7 +123,8 @@ ALERTS_OPTIONS = (
     Opt("backoff", parse_duration, 30.0,
         "First retry delay after a failed delivery; doubles each attempt (with jitter)."),
     Opt("max_backoff", parse_duration, 3600.0, "Longest retry delay."),
-    Opt("timeout", parse_duration, 10.0, "Seconds one delivery may take before it counts as failed."),
+    Opt("timeout", parse_duration, 10.0,
+        "Seconds one delivery may take before it counts as failed."),
     Opt("send_interval", parse_duration, 60.0,
         "How often the service loop (`auditor serve`, `auditor alerts send --loop`) evaluates "
         "and delivers."),
@@ -171,7 +173,8 @@ ROUTE_OPTIONS = (
 # Per check (in [checks.NAME] or [channels.checks.NAME]): see auditor.check.COMMON_OPTIONS.
 CHECK_ALERT_OPTIONS = (
     Opt("confirm_runs", int, None,
-        "Alert after this many consecutive runs show the finding (default: [alerts].confirm_runs)."),
+        "Alert after this many consecutive runs show the finding "
+        "(default: [alerts].confirm_runs)."),
     Opt("confirm_for", parse_duration, None,
         "Alert once the finding has been open this long (default: [alerts].confirm_for)."),
 )
