@@ -309,3 +309,29 @@ def test_webhook_url_with_a_token_comes_from_the_environment(tmp_path, monkeypat
         hook.status = 200
         assert deliver(store, cfg, lambda: T0 + timedelta(hours=1))["sent"] == 1
         store.close()
+
+
+def test_service_loop_delivers_and_flushes_on_stop(tmp_path):
+    import threading
+
+    from auditor.alerts.outbox import loop
+
+    with WebhookServer() as hook:
+        cfg = _cfg([{"name": "hook", "type": "webhook", "url": hook.url}])
+        store = Store(tmp_path / "a.db")
+        _run(store, 1, datetime.now(timezone.utc), [_f("A")])
+        stop = threading.Event()
+        t = threading.Thread(target=loop, args=(tmp_path / "a.db", cfg, stop, 0.1))
+        t.start()
+        deadline = time.monotonic() + 10
+        while not hook.by_key and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(hook.by_key) == 1
+        _run(store, 2, datetime.now(timezone.utc), [_f("A"), _f("B")])
+        while len(hook.by_key) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stop.set()
+        t.join(10)
+        assert not t.is_alive() and len(hook.by_key) == 2 and len(hook.deliveries) == 2
+        assert store.outbox() == []
+        store.close()
