@@ -1279,26 +1279,20 @@ class Store:
                                    (name,)).fetchone()
         return row[0] if row else None
 
-    def set_alert_cursor(self, name: str, value: str) -> None:
-        """(Inside ``alert_transaction``.)"""
-        self.db.conn.execute("INSERT OR REPLACE INTO alert_cursors (name, value) VALUES (?,?)",
-                             (name, value))
 
     # ----------------------------------------------------------------- alerts: outbox
     @contextlib.contextmanager
-    def alert_transaction(self) -> Iterator[None]:
-        """One write transaction taken at once (BEGIN IMMEDIATE): an alert evaluation reads
-        the state and records its notifications with no other evaluation in between."""
+    def alert_snapshot(self) -> Iterator[None]:
+        """A read transaction: everything an alert evaluation reads comes from one
+        consistent state of the store, and no write lock is held meanwhile."""
         c = self.db.conn
         if c.in_transaction:
             c.commit()
-        c.execute("BEGIN IMMEDIATE")
+        c.execute("BEGIN")
         try:
             yield
-        except BaseException:
-            c.rollback()
-            raise
-        c.commit()
+        finally:
+            c.rollback()  # nothing was written
 
     def alert_groups(self) -> dict[tuple[str, str], dict[str, Any]]:
         out = {}
@@ -1311,27 +1305,46 @@ class Store:
     def record_alerts(self, groups: Iterable[Mapping[str, Any]], drop: Iterable[tuple[str, str]],
                       notifications: Iterable[Mapping[str, Any]],
                       finding_states: Iterable[tuple[str | None, str | None, str]],
-                      now: datetime) -> int:
-        """Write an evaluation: group states, dropped groups, new outbox rows (receiver,
-        idempotency_key, group_key, payload) and findings' alert states (state, reason,
-        fingerprint). Call inside ``alert_transaction`` with the reads it was based on."""
+                      now: datetime, generation: str, cursors: Mapping[str, str]
+                      ) -> int | None:
+        """Write an evaluation in one transaction: group states, dropped groups, new outbox
+        rows (receiver, idempotency_key, group_key, payload), findings' alert states (state,
+        reason, fingerprint) and the evaluation's cursors. Only if no other evaluation was
+        recorded since the one this was computed from (``generation``): else nothing is
+        written and None returned (evaluate again)."""
         c = self.db.conn
         at = now.isoformat()
-        c.executemany("INSERT OR REPLACE INTO alert_groups (receiver, group_key, labels, members,"
-                      " seq, last_sent_at) VALUES (?,?,?,?,?,?)",
-                      [(g["receiver"], g["group_key"], codec.dumps(g["labels"]),
-                        codec.dumps(g["members"]), g["seq"], g["last_sent_at"]) for g in groups])
-        c.executemany("DELETE FROM alert_groups WHERE receiver=? AND group_key=?", list(drop))
-        n = 0
-        for row in notifications:
-            cur = c.execute(
-                "INSERT OR IGNORE INTO outbox (created_at, kind, fingerprint, payload, status,"
-                " attempts, next_attempt_at, receiver, idempotency_key) VALUES (?,?,?,?,?,?,?,?,?)",
-                (at, "notification", row["group_key"], codec.dumps(row["payload"]), "pending", 0,
-                 at, row["receiver"], row["idempotency_key"]))
-            n += cur.rowcount
-        c.executemany("UPDATE findings SET alert_state=?, alert_reason=? WHERE fingerprint=?",
-                      list(finding_states))
+        if c.in_transaction:
+            c.commit()
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            row = c.execute("SELECT value FROM alert_cursors WHERE name='generation'").fetchone()
+            if (row[0] if row else "0") != generation:
+                c.rollback()
+                return None
+            c.executemany(
+                "INSERT OR REPLACE INTO alert_groups (receiver, group_key, labels, members,"
+                " seq, last_sent_at) VALUES (?,?,?,?,?,?)",
+                [(g["receiver"], g["group_key"], codec.dumps(g["labels"]),
+                  codec.dumps(g["members"]), g["seq"], g["last_sent_at"]) for g in groups])
+            c.executemany("DELETE FROM alert_groups WHERE receiver=? AND group_key=?", list(drop))
+            n = 0
+            for r in notifications:
+                cur = c.execute(
+                    "INSERT OR IGNORE INTO outbox (created_at, kind, fingerprint, payload, status,"
+                    " attempts, next_attempt_at, receiver, idempotency_key)"
+                    " VALUES (?,?,?,?,?,?,?,?,?)",
+                    (at, "notification", r["group_key"], codec.dumps(r["payload"]), "pending",
+                     0, at, r["receiver"], r["idempotency_key"]))
+                n += cur.rowcount
+            c.executemany("UPDATE findings SET alert_state=?, alert_reason=? WHERE fingerprint=?",
+                          list(finding_states))
+            c.executemany("INSERT OR REPLACE INTO alert_cursors (name, value) VALUES (?,?)",
+                          [*cursors.items(), ("generation", str(int(generation) + 1))])
+        except BaseException:
+            c.rollback()
+            raise
+        c.commit()
         return n
 
     def outbox(self, statuses: Sequence[str] | None = ("pending", "failed"),

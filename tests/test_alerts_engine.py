@@ -402,3 +402,27 @@ def test_findings_joining_an_incident_are_not_reported_resolved():
     assert [a["kind"] for a in out[0]["alerts"] if a["status"] == "firing"] == ["incident"]
     assert _ids(out[0], "resolved") == []  # A and B were withdrawn into it, not resolved
     assert out[0]["alerts"][0]["info"]["skus"] == 3
+
+
+def test_two_evaluations_at_once_record_one_notification(tmp_path):
+    cfg = _cfg()
+    s1, s2 = Store(tmp_path / "a.db"), Store(tmp_path / "a.db")
+    s1.apply_findings(1, "google", [_f("A")], SourceStatus.COMPLETE, None, ["price"], T0)
+    s1.save_source_result(1, SourceResult("google", started_at=T0, finished_at=T0))
+    original = s1.record_alerts
+    calls = []
+
+    def racing(*a, **k):  # another process records its evaluation first
+        if not calls:
+            calls.append(evaluate(s2, cfg, T0))
+        got = original(*a, **k)
+        calls.append(got)
+        return got
+
+    s1.record_alerts = racing
+    res = evaluate(s1, cfg, T0)
+    assert calls[0]["notifications"] == 1 and calls[1] is None  # s1's first try conflicted
+    assert res.get("unchanged") is True  # and its second saw s2's result: nothing to add
+    assert len(s1.outbox(None)) == 1
+    s1.close()
+    s2.close()

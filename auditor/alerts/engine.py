@@ -94,14 +94,28 @@ def evaluate(store: Any, cfg: Config, now: datetime | None = None) -> dict[str, 
         return result
     max_grace = max([float(c.opt("grace", 0.0)) for c in cfg.channels] + [0.0])
     base_url = ac.get("base_url")
-    with store.alert_transaction():
+    for _attempt in range(5):
+        done = _evaluate_once(store, cfg, now, result, max_grace, base_url)
+        if done:
+            return result
+        log.info("another alert evaluation was recorded meanwhile; evaluating again")
+    raise RuntimeError("alert evaluation kept conflicting with another one; try again")
+
+
+def _evaluate_once(store: Any, cfg: Config, now: datetime, result: dict[str, Any],
+                   max_grace: float, base_url: str | None) -> bool:
+    """Read and compute in a snapshot, then record in a short write transaction; False
+    when another evaluation was recorded in between (nothing written)."""
+    ac = cfg.alerts
+    with store.alert_snapshot():
+        generation = store.alert_cursor("generation") or "0"
         # Nothing read has changed and no timed transition is due: nothing to do.
         token = f"{store.alert_inputs()}|{_config_token(cfg)}"
         next_due = store.alert_cursor("next_due")
         if token == store.alert_cursor("inputs") and next_due and \
                 now < datetime.fromisoformat(next_due):
             result["unchanged"] = True
-            return result
+            return True
         dues: list[datetime] = []
         changed: dict[tuple[str, str], datetime] = {}
         if max_grace > 0:
@@ -203,11 +217,16 @@ def evaluate(store: Any, cfg: Config, now: datetime | None = None) -> dict[str, 
                              "last_sent_at": sent_at})
             elif old:
                 drop.append(gk)
-        result["notifications"] = store.record_alerts(keep, drop, rows, states, now)
-        store.set_alert_cursor("inputs", token)
-        store.set_alert_cursor("next_due", min(
-            dues, default=now + timedelta(days=3650)).isoformat())
-    return result
+    n = store.record_alerts(keep, drop, rows, states, now, generation, {
+        "inputs": token,
+        "next_due": min(dues, default=now + timedelta(days=3650)).isoformat()})
+    if n is None:
+        for k in ("firing", "pending", "suppressed"):
+            result[k] = 0
+        return False
+    result["notifications"] = n
+    return True
+
 
 
 def _config_token(cfg: Config) -> str:
