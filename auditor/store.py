@@ -1359,14 +1359,6 @@ class Store:
             r["payload"] = json.loads(r["payload"])
         return rows
 
-    def outbox_due(self, now: datetime, limit: int = 200) -> list[dict[str, Any]]:
-        rows = list(self.db.query(
-            "SELECT * FROM outbox WHERE status='pending' AND (next_attempt_at IS NULL OR "
-            "next_attempt_at <= ?) ORDER BY id LIMIT ?", [now.isoformat(), limit]))
-        for r in rows:
-            r["payload"] = json.loads(r["payload"])
-        return rows
-
     def outbox_sent(self, row_id: int, now: datetime) -> None:
         with self.db.conn:
             self.db.conn.execute("UPDATE outbox SET status='sent', sent_at=?, attempts=attempts+1,"
