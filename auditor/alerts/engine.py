@@ -72,6 +72,7 @@ def _finding_alert(r: Mapping[str, Any], titles: Mapping[str, Any],
               "expected": r.get("expected"), "actual": r.get("actual"),
               "difference": difference(r.get("expected"), r.get("actual")),
               "stale_note": stale, "message": r.get("message"), "runs": r.get("runs", 1),
+              "reopened": r.get("episode_event") == "reopened",
               "listing_url": url, "fingerprint": r["fingerprint"],
               "finding_url": f"{base_url.rstrip('/')}/findings/{r['fingerprint']}"
               if base_url else None})

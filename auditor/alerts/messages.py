@@ -52,16 +52,18 @@ def alert_lines(a: Mapping[str, Any]) -> list[str]:
             head += f" \"{info['product_title']}\""
         what = info.get("check") if info.get("check") == info.get("field") else \
             f"{info.get('check')} {info.get('field')}"
-        head += f" on {info.get('channel')}: {what} ({a['severity']})"
+        head += f" on {info.get('channel')}: {what} ({a['severity']}" + \
+            (", reopened)" if info.get("reopened") else ")")
         lines = [head]
         vals = f"  master: {info.get('expected')} | channel: {info.get('actual')}"
         if info.get("difference"):
             vals += f" | difference: {info['difference']}"
         lines.append(vals)
-        if info.get("stale_note"):
-            lines.append(f"  {info['stale_note']}")
-        if info.get("message") and info.get("message") != info.get("stale_note"):
-            lines.append(f"  {info['message']}")
+        msg, stale = info.get("message") or "", info.get("stale_note")
+        if stale and stale not in msg:
+            lines.append(f"  {stale}")
+        if msg:
+            lines.append(f"  {msg}")
         lines.append(f"  since {_day(a.get('since'))}, seen in {info.get('runs', 1)} run(s)")
     else:
         lines = [f"[{state}] {a['summary']} ({a['severity']})"]
