@@ -150,11 +150,16 @@ class CheckContext:
 
 def check(name: str, *, options: Sequence[Opt] = (), fields: Sequence[str] = ()
           ) -> Callable[[CheckFn], CheckFn]:
-    """Decorator: register ``fn`` as the check ``name``; its docstring is the help."""
+    """Decorator: declare ``fn`` as the check ``name``; its docstring is the help.
+
+    Its package's (or plugin's) ``register_checks`` hook makes it available; the
+    decorated function may also be returned from that hook itself."""
 
     def deco(fn: CheckFn) -> CheckFn:
         doc = (fn.__doc__ or "").strip().splitlines()
-        register_check(CheckSpec(name, fn, tuple(options), doc[0] if doc else "", tuple(fields)))
+        spec = register_check(CheckSpec(name, fn, tuple(options), doc[0] if doc else "",
+                                        tuple(fields)))
+        fn.check_spec = spec  # type: ignore[attr-defined]  # a plugin may return the function
         return fn
 
     return deco

@@ -9,9 +9,10 @@ import csv
 import io
 import json
 import re
+import signal
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import click
 from rich.console import Console
@@ -21,9 +22,14 @@ from rich.table import Table
 from auditor import __version__, log as logsetup, plugins
 from auditor.config import (CHANNEL_OPTIONS, HTTP_OPTIONS, LINKING_OPTIONS, MASTER_OPTIONS,
                             RUN_OPTIONS, STORE_OPTIONS, Config, load_config)
-from auditor.errors import AuditorError, ConfigError, MasterImportError
+from auditor.errors import AuditorError, ConfigError, Interrupted
+from auditor.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from auditor.storage import Store
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # interrupted: 128 + the signal's number
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 # In a pipe there is no terminal width: use a wide one rather than folding tables.
@@ -104,10 +110,11 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
     \b
     Example:
       auditor run --config config.toml --channel google --fail-on new
-    Exit codes: 0 all consistent, 1 findings (see --fail-on), 2 could not run or partial.
+    Exit codes: 0 all consistent, 1 findings (see --fail-on), 2 could not run or partial;
+    130 / 143 interrupted by Ctrl-C / SIGTERM (the run is recorded `interrupted`).
     """
-    from auditor.runner import run_audit
-    from auditor.store import Store, run_lock
+    from auditor.session import AuditSession, interrupt_on_signals
+    from auditor.storage import open_store
 
     cfg = _load(config_path)
     for name in channels:
@@ -121,24 +128,33 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--now") from None
     report = None
-    with run_lock(cfg.store_path, wait):
-        store = Store(cfg.store_path)
-        try:
-            with _progress() as progress:
-                report = run_audit(cfg, store, list(channels) or None, now=now,
-                                   progress=progress)
-            _after_run_alerts(cfg, store, now)
-            exit_code = _exit_code(report, store, fail_on)
-        except MasterImportError as e:
-            err.print(f"[bold red]error:[/] {safe(e)}")
-            sys.exit(EXIT_ERROR)
-        finally:
-            store.close()
+    session = None
+    try:
+        with interrupt_on_signals():
+            store = open_store(cfg.store_url)
+            try:
+                with store.run_lock(wait), _progress() as progress:
+                    session = AuditSession(cfg, store, channels=list(channels) or None, now=now,
+                                           listeners=[progress] if progress else [])
+                    report = session.run()
+                _after_run_alerts(cfg, store, now)  # (the run lock released: delivery may wait)
+                exit_code = _exit_code(report, store, fail_on)
+            finally:
+                store.close()
+    except KeyboardInterrupt as e:  # Interrupted (SIGTERM, SIGINT) or a plain Ctrl-C
+        reason = e.reason if isinstance(e, Interrupted) else "SIGINT (Ctrl-C)"
+        run_id = session.run_id if session is not None else None
+        where = f"run {run_id}" if run_id else "the run"
+        err.print(f"[bold red]interrupted:[/] {where} stopped by {safe(reason)}"
+                  + ("; recorded as interrupted" if run_id else ""))
+        sys.exit(EXIT_SIGTERM if isinstance(e, Interrupted) and e.signum == signal.SIGTERM
+                 else EXIT_SIGINT)
     if fmt == "json":
         from auditor.runner import _summary_dict
         click.echo(json.dumps({"run_id": report.run_id, "status": report.status.value,
                                "exit_code": exit_code, "master": report.master,
                                "master_error": report.master_error,
+                               "interrupted_before": report.interrupted_before,
                                "channels": [_summary_dict(s) for s in report.channels]},
                               default=str, indent=2))
     else:
@@ -160,9 +176,10 @@ def _exit_code(report, store, fail_on: str) -> int:
     names = {c.channel for c in report.channels}
     episodes = store.finding_episodes()
     now = datetime.now(timezone.utc)
-    for r in store.findings(state="open"):
-        if r["severity"] != "critical" or r["channel"] not in names:
+    for f in store.findings(state="open"):
+        if f.severity != "critical" or f.channel not in names:
             continue
+        r = f.to_dict()
         ep = episodes.get(r["fingerprint"])
         if display_state({**r, "episode_event": ep and ep[0], "since": ep and ep[1]},
                          now) in ("open", "reopened"):
@@ -188,7 +205,7 @@ def _after_run_alerts(cfg: Config, store, now) -> None:
 
 
 class _progress:
-    """A rich progress display on a terminal; nothing in pipes."""
+    """A rich progress display on a terminal, as a run listener; nothing in pipes."""
 
     def __enter__(self):
         if not err.is_terminal:
@@ -199,26 +216,42 @@ class _progress:
                           TextColumn("{task.completed:,} listings"), TimeElapsedColumn(),
                           console=err, transient=True)
         self.p.__enter__()
-        self.tasks: dict[str, Any] = {}
-
-        def update(channel: str, n: int) -> None:
-            if channel not in self.tasks:
-                self.tasks[channel] = self.p.add_task(channel, total=None)
-            self.p.update(self.tasks[channel], completed=n)
-
-        return update
+        return ProgressListener(self.p)
 
     def __exit__(self, *exc: Any) -> None:
         if getattr(self, "p", None) is not None:
             self.p.__exit__(*exc)
 
 
+class ProgressListener:
+    """Listings read per channel, on a rich ``Progress``: the ``source_progress`` hook."""
+
+    def __init__(self, progress: Any):
+        self.p = progress
+        self.tasks: dict[str, Any] = {}
+
+    @hookimpl
+    def source_progress(self, event: Any) -> None:
+        if event.channel not in self.tasks:
+            self.tasks[event.channel] = self.p.add_task(event.channel, total=None)
+        self.p.update(self.tasks[event.channel], completed=event.listings)
+
+
 def print_report(report, code: int | None = None) -> None:
+    for r in getattr(report, "interrupted_before", ()):
+        out.print(f"[yellow]note:[/] the previous run {r['id']} was interrupted at "
+                  f"{safe(r['at'])}: {safe(r['reason'])}")
     m = report.master
-    if report.master_error:
+    if report.master_error and m.get("kept_previous"):
         out.print(f"[red]master import rejected[/]; the previous snapshot "
                   f"({m.get('records')} records) stays in force:")
         out.print(safe(report.master_error))
+    elif report.master_error and m.get("rejected"):
+        out.print("[red]master import rejected[/]; there is no earlier snapshot, so no "
+                  "channel was audited:")
+        out.print(safe(report.master_error))
+    elif report.master_error:
+        out.print(f"[red]master problem:[/] {safe(report.master_error)}")
     else:
         out.print(f"master: {m.get('records')} records (added {m.get('added')}, changed "
                   f"{m.get('changed')}, removed {m.get('removed')}) from {safe(m.get('source'))}")
@@ -240,6 +273,8 @@ def print_report(report, code: int | None = None) -> None:
     hint = {0: "all consistent" if report.exit_code == 0 else "nothing to fail on "
             "(see --fail-on)", 1: "findings: see `auditor findings --open`",
             2: "some sources could not be read completely: see `auditor runs --errors`"}[code]
+    if code == 2 and report.master_error and not report.channels:
+        hint = "the master was rejected: see `auditor runs --errors`"
     out.print(f"exit {code}: {hint}")
 
 
@@ -270,13 +305,11 @@ def _rows_out(rows: list[dict[str, Any]], columns: list[str], fmt: str, title: s
         out.print(t)
 
 
-def _store_for(config_path: Path):
-    from auditor.store import Store
+def _store_for(config_path: Path) -> Store:
+    """The configured store, which must exist already (the read-only commands)."""
+    from auditor.storage import open_store
 
-    cfg = _load(config_path)
-    if not cfg.store_path.exists():
-        raise AuditorError(f"no store at {cfg.store_path} yet: run `auditor run` first")
-    return Store(cfg.store_path)
+    return open_store(_load(config_path).store_url, create=False)
 
 
 @main.group(invoke_without_command=True)
@@ -311,8 +344,9 @@ def findings(ctx: click.Context, config_path: Path, only_open: bool, channel: st
 
     store = _store_for(config_path)
     try:
-        rows = store.findings(state="open" if only_open else None, channel=channel,
-                              check=check_name, sku=sku, limit=limit)
+        rows = [f.to_dict() for f in store.findings(
+            state="open" if only_open else None, channel=channel, check=check_name, sku=sku,
+            limit=limit)]
         episodes = store.finding_episodes([r["fingerprint"] for r in rows])
     finally:
         store.close()
@@ -339,7 +373,7 @@ def links(config_path: Path, channel: str | None, fmt: str) -> None:
       auditor links --channel google --format csv
     """
     store = _store_for(config_path)
-    rows = store.links(channel)
+    rows = [k.to_dict() for k in store.links(channel)]
     store.close()
     _rows_out(rows, ["channel", "listing_key", "sku", "method", "confidence", "candidates"],
               fmt, f"{len(rows)} link(s)")
@@ -360,11 +394,18 @@ def runs(config_path: Path, limit: int, show_errors: bool, fmt: str) -> None:
     """
     store = _store_for(config_path)
     rows = []
-    for r in store.runs(limit):
-        r["sources"] = store.run_sources(r["id"])
+    for run_rec in store.runs(limit):
+        r = run_rec.to_dict()
+        r["sources"] = [s.to_dict() for s in store.run_sources(run_rec.id)]
         if show_errors:
-            r["errors"] = store.run_errors(r["id"], limit=200)
-        r.pop("summary", None)
+            r["errors"] = [e.to_dict() for e in store.run_errors(run_rec.id, limit=200)]
+        summary = r.pop("summary", None) or {}
+        if summary.get("master"):
+            r["master"] = summary["master"]
+        if summary.get("interrupted"):
+            r["interrupted"] = summary["interrupted"]
+        if summary.get("pid"):
+            r["pid"] = summary["pid"]
         rows.append(r)
     store.close()
     if fmt == "json":
@@ -373,11 +414,41 @@ def runs(config_path: Path, limit: int, show_errors: bool, fmt: str) -> None:
     for r in rows:
         out.print(f"[bold]run {r['id']}[/] {r['started_at']} -> {r['finished_at'] or '…'}: "
                   f"{r['status']}")
+        if r.get("interrupted"):
+            out.print(f"  interrupted at {r['interrupted'].get('at')}: "
+                      f"{safe(r['interrupted'].get('reason'))}")
+        elif r["status"] == "running" and r.get("pid") and not _pid_alive(r["pid"]):
+            out.print(f"  its process {r['pid']} is gone: the next run records it interrupted")
+        m = r.get("master")
+        if m and m.get("rejected"):
+            out.print(f"  master: rejected, {m.get('error_count', 0)} error(s) in "
+                      f"{safe(m.get('source'))}; "
+                      + (f"the previous snapshot ({m.get('records')} records) stayed in force"
+                         if m.get("kept_previous") else "no earlier snapshot: nothing audited"))
+        elif m and m.get("unchanged"):
+            out.print(f"  master: unchanged, {m.get('records')} records")
+        elif m:
+            out.print(f"  master: {m.get('records')} records (added {m.get('added')}, changed "
+                      f"{m.get('changed')}, removed {m.get('removed')}"
+                      + (f", {m.get('skipped_rows')} bad rows skipped" if m.get("skipped_rows")
+                         else "") + ")")
         for s in r["sources"]:
             out.print(f"  {safe(s['source'])}: {s['status']}, {s['listings']} listings, "
                       f"{s['errors']} errors" + (f" ({safe(s['message'])})" if s["message"] else ""))
         for e in r.get("errors", []):
             out.print(f"    {safe(e['source'])} {safe(e['location'])}: {safe(e['reason'])}")
+
+
+def _pid_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 @main.command()
@@ -423,7 +494,9 @@ def config_check(config_path: Path) -> None:
     except ConfigError as e:
         err.print(f"[bold red]error:[/] {safe(e)}")
         sys.exit(EXIT_ERROR)
-    out.print(f"{safe(config_path)}: OK, store {safe(cfg.store_path)}, master "
+    from auditor.storage import describe as describe_store
+
+    out.print(f"{safe(config_path)}: OK, store {safe(describe_store(cfg.store_url))}, master "
               f"{cfg.master['type']} from {safe(cfg.master['source'])}, "
               f"{len(cfg.channels)} channel(s): "
               + ", ".join(f"{safe(c.name)} ({c.type})" for c in cfg.channels))

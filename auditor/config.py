@@ -122,8 +122,27 @@ def _scope(value: Any) -> dict[str, list[str]]:
     return out
 
 
+def _store_url(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    if value:
+        from auditor.errors import StoreError
+        from auditor.storage import check_url
+
+        try:
+            check_url(value)
+        except StoreError as e:
+            raise ValueError(str(e)) from None
+    return value
+
+
 STORE_OPTIONS = (
     Opt("path", str, "auditor.db", "SQLite database file (relative to the config file)."),
+    Opt("url", _store_url, "",
+        "The store as a URL, instead of `path`: sqlite:///auditor.db (relative to the config "
+        "file), sqlite:////var/lib/auditor/auditor.db (absolute) or sqlite:///:memory:. "
+        "postgresql:// is designed (docs/scaling.md) but not implemented yet. "
+        "When set, `path` is not used."),
 )
 
 RUN_OPTIONS = (
@@ -236,8 +255,17 @@ class Config:
         return self.path.parent
 
     @property
-    def store_path(self) -> Path:
-        return self.resolve_path(self.store["path"])
+    def store_url(self) -> str:
+        """What ``auditor.storage.open_store`` opens: ``[store] url``, else ``path``; a
+        relative SQLite file is relative to the config file's folder."""
+        url = self.store.get("url") or ""
+        if not url:
+            return str(self.resolve_path(self.store["path"]))
+        head, sep, rest = url.partition(":///")
+        if head.lower() == "sqlite" and sep and rest and not rest.startswith("/") \
+                and rest != ":memory:":
+            return "sqlite:///" + str(self.resolve_path(rest))
+        return url
 
     def resolve_path(self, p: str) -> Path:
         """A path from the config, relative to the config file's folder."""

@@ -20,12 +20,15 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping
 
 from auditor import http, sources
 from auditor.config import ChannelConfig, secret_value
 from auditor.model import Listing, MasterRecord, SourceResult, SourceStatus
 from auditor.options import Opt
+
+if TYPE_CHECKING:
+    from auditor.storage import CacheStore
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,7 @@ class SourceContext:
     channel: ChannelConfig
     now: datetime
     http_options: Mapping[str, Any] = field(default_factory=dict)
-    store: Any = None  # auditor.store.Store, for HTTP caches; None in pure tests
+    store: CacheStore | None = None  # for HTTP caches; None in pure tests
     master: Mapping[str, MasterRecord] = field(default_factory=dict)
     result: SourceResult = field(default_factory=lambda: SourceResult(""))
     errors: list[tuple[str, str]] = field(default_factory=list)

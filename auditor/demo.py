@@ -152,27 +152,19 @@ def print_truth(console, findings: list[dict], world_dir: Path, channels: list[s
     console.print(t)
 
 
-def _remove_store(directory: Path) -> None:
-    for suffix in ("", "-wal", "-shm", ".lock"):
-        p = directory / f"auditor.db{suffix}"
-        if p.exists():
-            p.unlink()
-
-
 def run_demo(directory: Path, serve: bool, console) -> int:
     """Generate, serve, configure and audit the demo world; 0 when it ran, 2 when not."""
     from auditor.cli import print_report, safe
     from auditor.config import load_config
     from auditor.errors import AuditorError
     from auditor.runner import import_master, run_audit
-    from auditor.store import Store, run_lock
+    from auditor.storage import open_store, remove_store
     from auditor.world.generate import generate_world
     from auditor.world.shop import ShopServer
 
     t0 = time.perf_counter()
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    _remove_store(directory)  # each demo starts from a fresh store: the shop's port changes
     world_dir = directory / "world"
     now = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
     shop = ShopServer(world_dir, crawl_delay=DEMO_CRAWL_DELAY)
@@ -187,19 +179,20 @@ def run_demo(directory: Path, serve: bool, console) -> int:
         console.print(f"demo shop serving at {shop.base_url}")
         cfg = load_config(config_path)
         console.print("channels: " + ", ".join(f"{c.name} ({c.type})" for c in cfg.channels))
-        with run_lock(cfg.store_path, 0):
-            store = Store(cfg.store_path)
-            try:
+        remove_store(cfg.store_url)  # each demo starts from a fresh store: the shop's port changes
+        store = open_store(cfg.store_url)
+        try:
+            with store.run_lock(0):
                 previous = dataclasses.replace(
                     cfg, master={**cfg.master, "source": "world/master_previous.csv"})
                 import_master(previous, store, now - timedelta(days=7))
                 report = run_audit(cfg, store, now=now)
-                findings = store.findings(state="open")
+                findings = [f.to_dict() for f in store.findings(state="open")]
                 from reports.run_report import write_report
 
                 report_path = write_report(store, directory / "report.html")
-            finally:
-                store.close()
+        finally:
+            store.close()
         print_report(report)
         print_truth(console, findings, world_dir, [c.name for c in cfg.channels])
         cfg_arg = safe(config_path)

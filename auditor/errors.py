@@ -37,7 +37,7 @@ class MasterImportError(AuditorError):
     def __str__(self) -> str:
         shown = self.errors[:50]
         lines = [f"master import from {self.source} rejected: {len(self.errors)} error(s)"
-                 f" in {self.total_rows} row(s); the previous master snapshot stays in force"]
+                 f" in {self.total_rows} row(s)"]
         lines += [f"  {loc}: {reason}" for loc, reason in shown]
         if len(self.errors) > len(shown):
             lines.append(f"  ... and {len(self.errors) - len(shown)} more")
@@ -81,3 +81,13 @@ class LockedError(AuditorError):
 
 class StoreError(AuditorError):
     """The database cannot be used (schema newer than this auditor, corrupt file)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run was stopped by a signal (SIGTERM, SIGINT): raised in the run's process by
+    ``auditor.session.interrupt_on_signals``; the run is recorded ``interrupted``."""
+
+    def __init__(self, reason: str, signum: int | None = None):
+        self.reason = reason
+        self.signum = signum
+        super().__init__(reason)

@@ -15,6 +15,9 @@ import logging.handlers
 import multiprocessing as mp
 import os
 import queue
+import signal
+import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,19 +29,21 @@ from auditor import plugins
 from auditor.check import CheckContext, CheckSpec
 from auditor.config import ChannelConfig, Config, secret_value
 from auditor.connector import SourceContext
-from auditor.errors import AuditorError, MasterImportError, SourceError
+from auditor.errors import AuditorError, SourceError
+from auditor.events import ChannelFinished, FindingsChanged, SourceFinished, SourceProgress
 from auditor.http import FetchPolicy
 from auditor.images import ChannelImages, ImageRun
 from auditor.linking import Linker
 from auditor.master import load_master
-from auditor.model import (Finding, Link, LinkMethod, Listing, MasterRecord, Outcome, Run,
+from auditor.model import (Finding, Link, LinkMethod, Listing, MasterRecord, Outcome,
                            SourceResult, SourceStatus)
 from auditor.sources import is_url
-from auditor.store import Store
+from auditor.storage import MasterPlan, Store, open_store
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int], None]
+Emit = Callable[[Any], None]
 
 
 @dataclass
@@ -79,6 +84,8 @@ class RunReport:
     started_at: datetime
     finished_at: datetime
     master_error: str | None = None
+    # The runs just before this one that were interrupted: [{"id", "at", "reason"}].
+    interrupted_before: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -102,7 +109,7 @@ class MasterUpdate:
 
     info: dict[str, Any]                        # the import summary (for the run report)
     records: dict[str, MasterRecord] | None     # by SKU; None when the file is unchanged
-    plan: Any = None                            # store.MasterPlan, None when unchanged
+    plan: MasterPlan | None = None              # None when unchanged
     source: str = ""
     sha256: str | None = None
     skipped_rows: int = 0
@@ -118,9 +125,10 @@ def read_master(cfg: Config, store: Store, now: datetime, plan: bool = True) -> 
         if m.get("auth") else None
     last = store.last_master_snapshot()
     imp = load_master(m, cfg.base_dir, _master_policy(cfg), headers, auth,
-                      unchanged_sha=last["sha256"] if last and store.master_count() else None)
+                      unchanged_sha=last.sha256 if last and store.master_count() else None)
     if imp.unchanged:
-        return MasterUpdate({"snapshot_id": last["id"], "records": store.master_count(),
+        assert last is not None
+        return MasterUpdate({"snapshot_id": last.id, "records": store.master_count(),
                              "added": 0, "changed": 0, "removed": 0, "unchanged": True,
                              "source": imp.source}, None)
     records = {r.sku: r for r in imp.records}
@@ -132,8 +140,8 @@ def read_master(cfg: Config, store: Store, now: datetime, plan: bool = True) -> 
     return update
 
 
-def plan_update(update: MasterUpdate, plan: Any) -> None:
-    """Attach the comparison with the snapshot in force (a store.MasterPlan)."""
+def plan_update(update: MasterUpdate, plan: MasterPlan) -> None:
+    """Attach the comparison with the snapshot in force."""
     update.plan = plan
     update.info.update(added=plan.added, changed=len(plan.writes) - plan.added,
                        removed=len(plan.removed))
@@ -159,8 +167,10 @@ def _in_fork(fn: Callable[[], Any]) -> Callable[[], Any]:
     """
     ctx = mp.get_context("fork")
     recv, send = ctx.Pipe(duplex=False)
+    parent = os.getpid()
 
     def child() -> None:
+        die_with_parent(parent)
         try:
             send.send((True, fn()))
         except BaseException as e:  # reported; the parent computes it itself
@@ -185,12 +195,53 @@ def _in_fork(fn: Callable[[], Any]) -> Callable[[], Any]:
         log.warning("background step failed (%s); doing it in this process", value)
         return fn()
 
+    def cancel() -> None:  # the run was interrupted: the step is not wanted any more
+        if p.is_alive():
+            p.terminate()
+        p.join()
+
+    result.cancel = cancel  # type: ignore[attr-defined]
     return result
 
 
-def _plan_in(path: str, records: dict[str, MasterRecord], now: datetime) -> Any:
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """In a forked child of the run: die with the run's process, and leave signals to it.
+
+    Ctrl-C reaches every process of the terminal's group: a child ignores SIGINT (its
+    parent stops it); SIGTERM, which the parent sends to stop it, ends it at once
+    (no handler inherited from the parent). On Linux the kernel kills the child when
+    its parent dies (prctl PR_SET_PDEATHSIG); everywhere a watcher thread ends it
+    when its parent process is gone (it was re-parented).
+    """
+    with contextlib.suppress(ValueError):  # not the main thread: leave them
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl: the watcher alone
+            pass
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="auditor-parent-watch", daemon=True).start()
+
+
+def _plan_in(url: str, records: dict[str, MasterRecord], now: datetime) -> MasterPlan:
     """``plan_master`` on a connection of its own (for a forked process)."""
-    own = Store(path)
+    own = open_store(url)
     try:
         return own.plan_master(records, now)
     finally:
@@ -227,9 +278,22 @@ def _enabled_checks(ch: ChannelConfig) -> list[CheckSpec]:
 def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
                   master: dict[str, MasterRecord], linker: Linker, history: dict,
                   now: datetime, progress: Progress | None = None,
-                  images: ImageRun | None = None) -> ChannelSummary:
-    """Read one channel and check every listing; record it all on the run."""
+                  images: ImageRun | None = None, emit: Emit | None = None,
+                  wanted: frozenset[str] = frozenset()) -> ChannelSummary:
+    """Read one channel and check every listing; record it all on the run.
+
+    ``emit`` receives the channel's events (``auditor.events``) for the hooks named
+    in ``wanted``: source_progress, source_finished, findings_changed,
+    channel_finished. ``progress(channel, n)`` is the older form of source_progress.
+    """
     t0 = time.perf_counter()
+    if emit is not None and "source_progress" in wanted:
+        report = progress
+
+        def progress(name: str, n: int) -> None:  # noqa: F811
+            emit(SourceProgress(run_id, name, n))
+            if report is not None:
+                report(name, n)
     conn_cls = plugins.connectors()[ch.type]
     result = SourceResult(ch.name, started_at=datetime.now(timezone.utc))
     ctx = SourceContext(channel=ch, now=now, http_options=cfg.http, store=store, master=master,
@@ -287,7 +351,7 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
 
     unseen: list[str] = []  # listings present before and not read now
     try:
-        unseen = store.save_listings(run_id, ch.name, pipeline())["unseen"]
+        unseen = store.save_listings(run_id, ch.name, pipeline()).unseen
     except SourceError as e:
         result.status = SourceStatus.FAILED
         result.message = f"{e.source}: {e.reason}"
@@ -337,14 +401,45 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
     summary.errors = result.errors
     summary.message = result.message
     summary.outcomes = counts
-    summary.opened = counts_changes["opened"] + counts_changes["reopened"]
-    summary.resolved = counts_changes["resolved"]
+    summary.opened = counts_changes.opened + counts_changes.reopened
+    summary.resolved = counts_changes.resolved
     summary.open_failed = sum(1 for f in observed if f.outcome is Outcome.FAILED)
     summary.open_warn = sum(1 for f in observed if f.outcome is Outcome.WARN)
     summary.seconds = time.perf_counter() - t0
     log.info("channel %s: %s, %d listings in %.1f s", ch.name, result.status.value,
              result.listings, summary.seconds)
+    if emit is not None:
+        channel_events(emit, wanted, store, run_id, summary, result, ctx.errors)
     return summary
+
+
+# A first run can open hundreds of thousands of findings: they are announced in
+# events of at most this many changes, so no single message grows without bound.
+FINDING_CHANGES_PER_EVENT = 5_000
+
+
+def channel_events(emit: Emit, wanted: frozenset[str], store: Store, run_id: int,
+                   summary: ChannelSummary, result: SourceResult | None = None,
+                   errors: Any = ()) -> None:
+    """Emit a finished channel's source_finished, findings_changed and channel_finished."""
+    if "source_finished" in wanted:
+        emit(SourceFinished(run_id, summary.channel, summary.status.value, summary.listings,
+                            summary.errors, tuple((str(a), str(b)) for a, b in list(errors)[:20]),
+                            summary.message, result.started_at if result else None,
+                            result.finished_at if result else None))
+    if "findings_changed" in wanted:
+        from auditor.session import finding_changes
+
+        changes = finding_changes(store, run_id, summary.channel)
+        for i in range(0, len(changes), FINDING_CHANGES_PER_EVENT):
+            emit(FindingsChanged(run_id, summary.channel,
+                                 changes[i:i + FINDING_CHANGES_PER_EVENT]))
+    if "channel_finished" in wanted:
+        emit(ChannelFinished(run_id, summary.channel, summary.status.value, summary.listings,
+                             summary.linked, summary.unlinked, summary.ambiguous,
+                             summary.errors, summary.opened, summary.resolved,
+                             summary.open_failed, summary.open_warn, summary.score,
+                             round(summary.seconds, 3), summary.message))
 
 
 @contextlib.contextmanager
@@ -383,100 +478,24 @@ def streaming_gc() -> Iterator[None]:
 
 
 def run_audit(cfg: Config, store: Store, channels: list[str] | None = None,
-              now: datetime | None = None, progress: Progress | None = None) -> RunReport:
-    """One full run. Raises MasterImportError only when no master is on record at all."""
-    now = now or datetime.now(timezone.utc)
-    started = datetime.now(timezone.utc)
-    master_info: dict[str, Any]
-    master_error = None
-    master: dict[str, MasterRecord] | None = None
-    update: MasterUpdate | None = None
-    selected = [c for c in cfg.channels if c.enabled and (not channels or c.name in channels)]
-    workers = worker_count(cfg, store, len(selected))
-    t_master = time.perf_counter()
-    with _gc_paused():  # a large master is many long-lived objects and no cycles
-        try:
-            update = read_master(cfg, store, now, plan=False)
-            master_info, master = update.info, update.records
-        except MasterImportError as e:
-            if store.master_count() == 0:
-                raise
-            master_error = str(e)
-            log.error("%s", e)
-            snap = store.last_master_snapshot() or {}
-            master_info = {"snapshot_id": snap.get("id"), "records": store.master_count(),
-                           "kept_previous": True}
-        planned = None
-        if update is not None and update.records is not None:
-            records, path = update.records, store.path
-            if workers > 1:  # compare with the snapshot in force on the other core
-                planned = _in_fork(lambda: _plan_in(path, records, now))
-            else:
-                plan_update(update, store.plan_master(records, now))
-        if master is None:
-            master = store.current_master()
-        history = store.master_history()
-        linker = Linker(master, cfg.linking)
-        if workers > 1:
-            linker.prepare()  # once, shared by the workers
-        if planned is not None:
-            plan_update(update, planned())
-        if update is not None and update.plan is not None:
-            # The versions this import replaces were valid until now: stale-value checks
-            # must know them before the snapshot is written.
-            history.add(update.plan.replaced, update.plan.at)
-    log.info("master ready in %.1f s: %d records, %d SKUs with history",
-             time.perf_counter() - t_master, len(master), len(history))
-    with streaming_gc():
-        run_id = store.start_run(started, master_info.get("snapshot_id"))
+              now: datetime | None = None, progress: Progress | None = None,
+              listeners: Any = ()) -> RunReport:
+    """One full run (``auditor.session.AuditSession``, kept as a function for callers
+    of the earlier API). ``progress(channel, n)`` becomes a ``source_progress``
+    listener. A master rejected when no snapshot exists yet gives a FAILED report
+    with ``master_error``; nothing is raised for it."""
+    from auditor.session import AuditSession, ProgressCallback
 
-        def store_master() -> None:
-            nonlocal master_error
-            if update is None or update.plan is None:
-                return
-            try:
-                t0 = time.perf_counter()
-                write_master(store, update)
-                store.set_run_snapshot(run_id, update.info["snapshot_id"])
-                log.info("master snapshot %s written in %.1f s", update.info["snapshot_id"],
-                         time.perf_counter() - t0)
-            except Exception as e:  # the audit goes on against the master as read
-                log.exception("the master was read but could not be stored")
-                master_error = f"the master was read but could not be stored: {e}"
-
-        if workers > 1:
-            # The snapshot is written while the workers audit the channels.
-            summaries = _audit_in_workers(cfg, store, run_id, selected, master, linker,
-                                          history, now, progress, workers, store_master)
-        else:
-            store_master()
-            images = ImageRun(store, master, cfg.http, cfg.base_dir, now,
-                              cfg.checks.get("image"))
-            try:
-                summaries = [audit_channel(cfg, store, run_id, ch, master, linker, history,
-                                           now, progress, images) for ch in selected]
-            finally:
-                images.close()
-        status = SourceStatus.COMPLETE
-        if master_error or any(s.status != SourceStatus.COMPLETE for s in summaries):
-            status = SourceStatus.PARTIAL
-        if summaries and all(s.status == SourceStatus.FAILED for s in summaries):
-            status = SourceStatus.FAILED
-        finished = datetime.now(timezone.utc)
-        run = Run(run_id, started, finished, status)
-        report = RunReport(run_id, status, master_info, summaries, started, finished,
-                           master_error)
-        store.finish_run(run, {"master": master_info, "master_error": master_error,
-                               "channels": [_summary_dict(s) for s in summaries]})
-        return report
+    listeners = list(listeners) + ([ProgressCallback(progress)] if progress else [])
+    return AuditSession(cfg, store, channels=channels, now=now, listeners=listeners).run()
 
 
 def worker_count(cfg: Config, store: Store, channels: int) -> int:
     """How many channels to audit at once: ``[run] workers`` (0 = CPU cores), at most one
     per channel; 1 where a worker could not share the master (no ``fork``) or the store
-    (an in-memory database)."""
+    (one another process cannot open, as an in-memory database)."""
     wanted = cfg.run.get("workers", 0) or os.cpu_count() or 1
-    if store.path == ":memory:" or "fork" not in mp.get_all_start_methods():
+    if not store.multi_process or "fork" not in mp.get_all_start_methods():
         return 1
     return max(1, min(wanted, channels))
 
@@ -490,32 +509,37 @@ class _ToParent(logging.handlers.QueueHandler):
 
 def _audit_in_workers(cfg: Config, store: Store, run_id: int, selected: list[ChannelConfig],
                       master: dict[str, MasterRecord], linker: Linker, history: dict,
-                      now: datetime, progress: Progress | None, workers: int,
-                      meanwhile: Callable[[], None] | None = None) -> list[ChannelSummary]:
+                      now: datetime, workers: int,
+                      meanwhile: Callable[[], None] | None = None, emit: Emit | None = None,
+                      wanted: frozenset[str] = frozenset()) -> list[ChannelSummary]:
     """Audit the channels in forked worker processes, ``workers`` at a time.
 
     Each worker inherits the master, linker and history (copy-on-write: they were
     frozen out of the garbage collector's reach, so they stay shared), opens its own
     store connection and audits one channel exactly as the sequential path does.
-    Progress and log records come back over a queue. A worker that dies without
-    reporting (killed, out of memory) leaves its channel FAILED with the reason;
-    the other channels are unaffected. ``meanwhile`` runs in this process once the
-    first workers are started.
+    Events (``emit``, for the hooks in ``wanted``) and log records come back over a
+    queue and are emitted and handled here. A worker that dies without reporting
+    (killed, out of memory) leaves its channel FAILED with the reason; the other
+    channels are unaffected. ``meanwhile`` runs in this process once the first
+    workers are started. Workers die with this process (``die_with_parent``); when
+    this function is left by an exception (an interruption) it stops them first.
     """
     ctx = mp.get_context("fork")
     q = ctx.Queue()
+    parent = os.getpid()
 
     def work(i: int, ch: ChannelConfig) -> None:  # in the forked child
+        die_with_parent(parent)
         root = logging.getLogger()
         for h in list(root.handlers):
             root.removeHandler(h)
         root.addHandler(_ToParent(q))
         # Waits out the snapshot the parent may be writing (a large master takes a while).
-        own = Store(store.path, busy_timeout=3600)
+        own = open_store(store.url, write_wait=3600)
         try:
             summary: ChannelSummary | str = audit_channel(
                 cfg, own, run_id, ch, master, linker, history, now,
-                (lambda name, n: q.put(("progress", name, n))) if progress else None)
+                emit=(lambda event: q.put(("event", event))) if emit else None, wanted=wanted)
         except BaseException as e:  # reported to the parent, which marks the channel failed
             log.exception("channel %s: worker failed", ch.name)
             summary = f"{e.__class__.__name__}: {e}"
@@ -536,6 +560,8 @@ def _audit_in_workers(cfg: Config, store: Store, run_id: int, selected: list[Cha
         store.save_source_result(run_id, result, [])
         results[i] = ChannelSummary(ch.name, SourceStatus.FAILED, message=reason,
                                     seconds=time.perf_counter() - started_at[i])
+        if emit is not None:
+            channel_events(emit, wanted, store, run_id, results[i], result)
 
     try:
         while pending or running:
@@ -565,8 +591,8 @@ def _audit_in_workers(cfg: Config, store: Store, run_id: int, selected: list[Cha
             if kind == "log":
                 record = msg[1]
                 logging.getLogger(record.name).handle(record)
-            elif kind == "progress" and progress:
-                progress(msg[1], msg[2])
+            elif kind == "event" and emit is not None:
+                emit(msg[1])
             elif kind == "done":
                 i, summary = msg[1], msg[2]
                 p = running.pop(i)
@@ -576,8 +602,9 @@ def _audit_in_workers(cfg: Config, store: Store, run_id: int, selected: list[Cha
                 else:
                     fail(i, f"worker for channel {selected[i].name} failed: {summary}")
     finally:
-        for p in running.values():
+        for p in running.values():  # only when interrupted: stop the workers
             p.terminate()
+        for p in running.values():
             p.join()
         q.close()
     return [results[i] for i in range(len(selected))]

@@ -25,7 +25,7 @@ def run(n: int, write: bool) -> None:
     from auditor.config import parse_config
     from auditor.model import (Finding, Link, LinkMethod, Listing, MasterRecord, Money, Outcome,
                                Severity, SourceResult, SourceStatus)
-    from auditor.store import Store
+    from auditor.storage.sqlite import SQLiteStore as Store
 
     channels = ["google", "meta", "amazon", "shop"]
     tmp = Path(tempfile.mkdtemp(prefix="bench-alerts-"))
@@ -88,7 +88,7 @@ def run(n: int, write: bool) -> None:
     store.save_master([MasterRecord(s, title=f"T {s}",
                                     price=Money(Decimal("11" if i % 4 == 0 else "10"), "EUR"))
                        for i, s in enumerate(skus)], "m.csv", None, t0 + timedelta(hours=2))
-    snap = store.last_master_snapshot()["id"]
+    snap = store.last_master_snapshot().id
     rid = store.start_run(t0 + timedelta(hours=2), snap)
     for ch in channels:
         store.save_source_result(rid, SourceResult(ch, started_at=t0, finished_at=t0 +

@@ -174,8 +174,9 @@ def crawl_bench(base_url: str, concurrency: int, max_pages: int,
         return _child(["_ours", base_url, str(concurrency), str(max_pages), store_path])
     finally:
         if own:
-            for suffix in ("", "-wal", "-shm"):
-                Path(store_path + suffix).unlink(missing_ok=True)
+            from auditor.storage import remove_store
+
+            remove_store(store_path)
 
 
 def recrawl_bench(base_url: str, concurrency: int, max_pages: int) -> dict:
@@ -207,7 +208,7 @@ def _run_ours(base_url: str, concurrency: int, max_pages: int, store_path: str) 
 
     from auditor.config import parse_config
     from auditor.connector import SourceContext
-    from auditor.store import Store
+    from auditor.storage import open_store
     from connectors.site import SiteConnector
 
     cfg = parse_config({"master": {"source": "m.csv"}, "channels": [{
@@ -215,7 +216,7 @@ def _run_ours(base_url: str, concurrency: int, max_pages: int, store_path: str) 
         "allow_private": True, "concurrency": concurrency, "per_host_concurrency": concurrency,
         "max_pages": max_pages, "retries": 1}]}, Path("bench.toml"))
     ch = cfg.channels[0]
-    store = Store(store_path)
+    store = open_store(store_path)
     ctx = SourceContext(channel=ch, now=datetime.now(timezone.utc), http_options=cfg.http,
                         store=store)
     t0, c0 = time.perf_counter(), time.process_time()

@@ -45,15 +45,16 @@ def checks_on_world(size: int) -> list[list[Any]]:
     from auditor.config import load_config
     from auditor.connector import SourceContext
     from auditor.linking import Linker
-    from auditor.store import Store
+    from auditor.storage import open_store, store_exists
     from bench.checks import bench_checks
     from bench.common import isolated
 
     world, work = ensure_world(size), OUT / f"scale-{size}"
-    if not (work / "auditor.db").exists():
+    if not (work / "config.toml").exists() or \
+            not store_exists(load_config(work / "config.toml").store_url):
         isolated(audit, world, work, FILE_CHANNELS, True, False)
     cfg = load_config(work / "config.toml")
-    store = Store(cfg.store_path)
+    store = open_store(cfg.store_url)
     now = _now(world)
     master, history = store.current_master(), store.master_history()
     linker = Linker(master, cfg.linking)
@@ -103,14 +104,11 @@ def audit(world: Path, workdir: Path, channels: list[str] | None = None,
     from auditor.config import load_config
     from auditor.demo import config_text
     from auditor.runner import import_master, run_audit
-    from auditor.store import Store
+    from auditor.storage import open_store, remove_store
     from auditor.world.shop import ShopServer
     from auditor.world.truth import score
 
     workdir.mkdir(parents=True, exist_ok=True)
-    if fresh:
-        for p in workdir.glob("auditor.db*"):
-            p.unlink()
     now = _now(world)
     with ShopServer(world, port=PORT) as shop:
         text = config_text(shop.base_url).replace('"world/', f'"{world}/')
@@ -119,7 +117,9 @@ def audit(world: Path, workdir: Path, channels: list[str] | None = None,
         # The world's files name the shop by the base URL it was generated with.
         (workdir / "config.toml").write_text(text)
         cfg = load_config(workdir / "config.toml")
-        store = Store(cfg.store_path)
+        if fresh:
+            remove_store(cfg.store_url)
+        store = open_store(cfg.store_url)
         try:
             t_prev = None
             if fresh:
@@ -131,7 +131,7 @@ def audit(world: Path, workdir: Path, channels: list[str] | None = None,
             t0 = time.perf_counter()
             report = run_audit(cfg, store, channels, now=now)
             wall = time.perf_counter() - t0
-            findings = store.findings(state="open")
+            findings = [f.to_dict() for f in store.findings(state="open")]
         finally:
             store.close()
     usage = {who: resource.getrusage(w) for who, w in (("self", resource.RUSAGE_SELF),

@@ -1,1 +1,16 @@
-"""Built-in checks: every module here registers one with ``@check``."""
+"""Built-in checks: every module here declares one with ``@check``.
+
+The package is a plugin (``auditor.hookspecs``): its ``register_checks`` hook
+imports the modules and returns what they declared, the way a third-party plugin
+returns its own.
+"""
+
+from auditor.hookspecs import hookimpl
+
+
+@hookimpl
+def register_checks():
+    from auditor import plugins
+
+    plugins.import_package_modules(__name__)
+    return plugins.declared(__name__, "check")

@@ -1,1 +1,16 @@
-"""Built-in connectors: every module here registers one with ``@register_connector``."""
+"""Built-in connectors: every module here declares one with ``@register_connector``.
+
+The package is a plugin (``auditor.hookspecs``): its ``register_connectors`` hook
+imports the modules and returns what they declared, the way a third-party plugin
+returns its own.
+"""
+
+from auditor.hookspecs import hookimpl
+
+
+@hookimpl
+def register_connectors():
+    from auditor import plugins
+
+    plugins.import_package_modules(__name__)
+    return plugins.declared(__name__, "connector")

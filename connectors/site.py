@@ -13,7 +13,7 @@ import json
 import logging
 from collections import Counter
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import urlsplit
 
 from auditor.config import _str_list
@@ -26,6 +26,9 @@ from auditor.http import FetchPolicy
 from auditor.model import Listing, ModelError, Money
 from auditor.options import Opt
 from auditor.plugins import register_connector
+
+if TYPE_CHECKING:
+    from auditor.storage import CacheStore
 
 log = logging.getLogger(__name__)
 CACHE_BATCH = 200
@@ -158,7 +161,7 @@ class SiteConnector(Connector):
                  ", ".join(f"{k} {v}" for k, v in sorted(reader.counts.items())))
 
 
-def _load_cache(store: Any, origin: str) -> dict[str, CacheEntry]:
+def _load_cache(store: CacheStore | None, origin: str) -> dict[str, CacheEntry]:
     if store is None:
         return {}
     out = {}

@@ -6,68 +6,70 @@ titles and messages from channels are always escaped).
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from auditor.errors import AuditorError
 
+if TYPE_CHECKING:
+    from auditor.storage import Store
+
 SEVERITY_ORDER = {"critical": 0, "major": 1, "minor": 2, "info": 3}
 
 
-def build_context(store: Any, run_id: int | None = None, limit: int = 2000) -> dict[str, Any]:
+def build_context(store: Store, run_id: int | None = None, limit: int = 2000) -> dict[str, Any]:
     """Everything the template shows, computed once."""
     runs = store.runs(50)
     if not runs:
         raise AuditorError("the store holds no run yet: run `auditor run` first")
-    run = next((r for r in runs if r["id"] == run_id), None) if run_id else runs[0]
+    run = next((r for r in runs if r.id == run_id), None) if run_id else runs[0]
     if run is None:
         raise AuditorError(f"no run {run_id} in the store")
-    summary = json.loads(run["summary"]) if run.get("summary") else {}
-    sources = store.run_sources(run["id"])
-    scores = store.scores(run["id"])
-    checks = sorted({s["check_name"] for s in scores})
+    summary = run.summary
+    sources = store.run_sources(run.id)
+    scores = store.scores(run.id)
+    checks = sorted({s.check for s in scores})
     matrix: dict[str, dict[str, Any]] = defaultdict(dict)
     for s in scores:
-        evaluated = (s["passed"] or 0) + (s["failed"] or 0) + (s["warn"] or 0)
-        matrix[s["channel"]][s["check_name"]] = {
-            "score": None if s["score"] is None else round(100 * s["score"], 1),
-            "evaluated": evaluated, "failed": s["failed"], "warn": s["warn"],
-            "level": _level(s["score"]),
+        evaluated = (s.passed or 0) + (s.failed or 0) + (s.warn or 0)
+        matrix[s.channel][s.check] = {
+            "score": None if s.score is None else round(100 * s.score, 1),
+            "evaluated": evaluated, "failed": s.failed, "warn": s.warn,
+            "level": _level(s.score),
         }
     findings = store.findings(state="open", limit=limit)
     by_channel: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for f in findings:
-        d = f.get("details") or {}
-        by_channel[f["channel"]].append({
-            "sku": f["sku"], "check": f["check"], "field": f["field"],
-            "outcome": f["outcome"], "severity": f["severity"],
-            "expected": f["expected"], "actual": f["actual"], "message": f["message"],
-            "since": (f["first_seen_at"] or "")[:16].replace("T", " "),
-            "fingerprint": f["fingerprint"],
+        d = f.details
+        by_channel[f.channel].append({
+            "sku": f.sku, "check": f.check, "field": f.field,
+            "outcome": f.outcome, "severity": f.severity,
+            "expected": f.expected, "actual": f.actual, "message": f.message,
+            "since": f"{f.first_seen_at:%Y-%m-%d %H:%M}",
+            "fingerprint": f.fingerprint,
             "missing": d.get("missing_tokens"), "extra": d.get("extra_tokens"),
         })
-    counts = defaultdict(int)
+    counts: dict[str, int] = defaultdict(int)
     for f in findings:
-        counts[f["severity"]] += 1
+        counts[f.severity] += 1
     return {
-        "run": {"id": run["id"], "started": run["started_at"][:19].replace("T", " "),
-                "finished": (run["finished_at"] or "")[:19].replace("T", " "),
-                "status": run["status"]},
+        "run": {"id": run.id, "started": f"{run.started_at:%Y-%m-%d %H:%M:%S}",
+                "finished": f"{run.finished_at:%Y-%m-%d %H:%M:%S}" if run.finished_at else "",
+                "status": run.status},
         "master": summary.get("master", {}),
         "master_error": summary.get("master_error"),
         "sources": sources,
         "checks": checks,
         "matrix": dict(matrix),
-        "channels": sorted(matrix) or [s["source"] for s in sources],
+        "channels": sorted(matrix) or [s.source for s in sources],
         "findings": dict(sorted(by_channel.items())),
         "severity_counts": [(k, counts[k]) for k in sorted(counts, key=SEVERITY_ORDER.get)],
         "total_open": len(findings),
         "truncated": len(findings) >= limit,
-        "errors": store.run_errors(run["id"], limit=200),
+        "errors": store.run_errors(run.id, limit=200),
     }
 
 
@@ -87,7 +89,7 @@ def render(context: dict[str, Any]) -> str:
     return env.get_template("run_report.html").render(**context)
 
 
-def write_report(store: Any, path: Path, run_id: int | None = None) -> Path:
+def write_report(store: Store, path: Path, run_id: int | None = None) -> Path:
     """Render the report of ``run_id`` (default: the latest run) to ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render(build_context(store, run_id)), encoding="utf-8")

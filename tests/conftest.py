@@ -54,9 +54,9 @@ def make_listing(key: str = "SKU-1", channel: str = "google", **kw) -> Listing:
 
 @pytest.fixture
 def fresh_store():
-    from auditor.store import Store
+    from auditor.storage import open_store
 
-    s = Store(":memory:")
+    s = open_store("sqlite:///:memory:")
     yield s
     s.close()
 

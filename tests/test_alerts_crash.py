@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from auditor.model import Finding, Outcome, Severity, SourceResult, SourceStatus
-from auditor.store import Store
+from auditor.storage.sqlite import SQLiteStore as Store
 from tests.alert_receivers import WebhookServer
 
 ROOT = Path(__file__).resolve().parent.parent

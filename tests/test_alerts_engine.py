@@ -15,7 +15,7 @@ from auditor.alerts.engine import evaluate
 from auditor.config import parse_config
 from auditor.errors import ConfigError
 from auditor.model import Finding, Money, Outcome, Severity, SourceResult, SourceStatus
-from auditor.store import Store
+from auditor.storage.sqlite import SQLiteStore as Store
 from tests.conftest import make_master
 
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
@@ -252,7 +252,7 @@ def test_snooze_then_alerts_again():
     assert w.eval(T0 + 1.5 * H) == []
     out = w.eval(T0 + 2 * H)
     assert len(out) == 1 and out[0]["new"] == [fp]
-    events = [e["event"] for e in w.store.finding_events(fp)]
+    events = [e.event for e in w.store.finding_events(fp)]
     assert events == ["opened", "snoozed"]
 
 
@@ -332,7 +332,7 @@ def test_propagation_latency_per_channel_and_change():
     price2 = Money(Decimal("64.90"), "EUR")
     s.save_master([make_master("A", price=price2), make_master("B", title="New")],
                   "m.csv", None, T0 + H)
-    snap = s.last_master_snapshot()["id"]
+    snap = s.last_master_snapshot().id
     r1 = s.start_run(T0 + H, snap)
     s.apply_findings(r1, "google", [_f("A")], SourceStatus.COMPLETE, None, ["price", "title"],
                      T0 + H)

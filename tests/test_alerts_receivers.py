@@ -20,7 +20,7 @@ from auditor.alerts.engine import evaluate
 from auditor.alerts.outbox import deliver
 from auditor.config import parse_config
 from auditor.model import Finding, Outcome, Severity, SourceResult, SourceStatus
-from auditor.store import Store
+from auditor.storage.sqlite import SQLiteStore as Store
 from tests.alert_receivers import SMTPServer, WebhookServer
 
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)

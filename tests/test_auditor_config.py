@@ -36,12 +36,23 @@ def problems(tmp_path: Path, text: str) -> str:
 
 def test_good_config_loads_with_defaults(tmp_path):
     cfg = load(tmp_path, GOOD)
-    assert cfg.store_path == tmp_path / "a.db"
+    assert cfg.store_url == str(tmp_path / "a.db")
     assert [c.name for c in cfg.channels] == ["google"]
     ch = cfg.channels[0]
     assert ch.checks["title"]["warn_below"] == 90.0
     assert ch.checks["title"]["fail_below"] == 85.0  # default filled in
     assert cfg.http["allow_private"] is False
+
+
+def test_store_url_relative_to_the_config_and_checked(tmp_path):
+    with_url = GOOD.replace('path = "a.db"', 'url = "sqlite:///data/b.db"')
+    assert load(tmp_path, with_url).store_url == f"sqlite:///{tmp_path / 'data/b.db'}"
+    absolute = GOOD.replace('path = "a.db"', 'url = "sqlite:////srv/x.db"')
+    assert load(tmp_path, absolute).store_url == "sqlite:////srv/x.db"
+    msg = problems(tmp_path, GOOD.replace('path = "a.db"', 'url = "mongodb://h/db"'))
+    assert "[store].url" in msg and "unknown scheme 'mongodb'" in msg
+    msg = problems(tmp_path, GOOD.replace('path = "a.db"', 'url = "postgresql://u:pw@h/db"'))
+    assert "not implemented yet" in msg and "pw" not in msg
 
 
 def test_example_config_is_valid():

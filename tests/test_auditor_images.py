@@ -14,7 +14,7 @@ from PIL import Image
 
 from auditor import images as im
 from auditor.http import FetchPolicy, Fetcher
-from auditor.store import Store
+from auditor.storage import open_store
 from auditor.world.images import draw_product
 from tests.imageserver import ImageServer, Route, image_server  # noqa: F401 (fixture)
 
@@ -160,7 +160,7 @@ def test_fetch_caches_by_etag_and_by_content(image_server: ImageServer):
     body = (FIX / "original.jpg").read_bytes()
     image_server.routes["/a.jpg"] = Route(body)
     image_server.routes["/copy.jpg"] = Route(body, etag=False)
-    store = Store(":memory:")
+    store = open_store(":memory:")
     first = resolve(store, [image_server.url("/a.jpg")])
     assert isinstance(first.results[image_server.url("/a.jpg")], im.ImageSignature)
     assert first.stats["hashed"] == 1 and first.stats["fetched"] == 1
@@ -176,7 +176,7 @@ def test_fetch_caches_by_etag_and_by_content(image_server: ImageServer):
 
 def test_recently_validated_image_is_not_requested_again(image_server: ImageServer):
     image_server.routes["/t.jpg"] = Route((FIX / "original.jpg").read_bytes())
-    store = Store(":memory:")
+    store = open_store(":memory:")
     first = resolve(store, [image_server.url("/t.jpg")], settings=im.FetchSettings())
     requests = len(image_server.log)
     second = resolve(store, [image_server.url("/t.jpg")], settings=im.FetchSettings())
@@ -188,7 +188,7 @@ def test_recently_validated_image_is_not_requested_again(image_server: ImageServ
 
 
 def test_changed_image_is_fetched_and_hashed_again(image_server: ImageServer):
-    store = Store(":memory:")
+    store = open_store(":memory:")
     image_server.routes["/p.jpg"] = Route((FIX / "original.jpg").read_bytes())
     a = resolve(store, [image_server.url("/p.jpg")]).results[image_server.url("/p.jpg")]
     image_server.routes["/p.jpg"] = Route((FIX / "variant_blue.jpg").read_bytes())
@@ -209,7 +209,7 @@ def test_changed_image_is_fetched_and_hashed_again(image_server: ImageServer):
 ])
 def test_broken_responses_are_recorded_not_raised(image_server: ImageServer, route, reason):
     image_server.routes["/x"] = route
-    store = Store(":memory:")
+    store = open_store(":memory:")
     settings = im.FetchSettings(max_bytes=1000) if reason == "exceeds max_bytes" else None
     r = resolve(store, [image_server.url("/x")], settings=settings)
     got = r.results[image_server.url("/x")]
@@ -220,7 +220,7 @@ def test_broken_responses_are_recorded_not_raised(image_server: ImageServer, rou
 def test_local_files_are_not_reread_when_unchanged(tmp_path):
     p = tmp_path / "A_1.jpg"
     p.write_bytes((FIX / "original.jpg").read_bytes())
-    store = Store(":memory:")
+    store = open_store(":memory:")
     first = resolve(store, [str(p)])
     second = resolve(store, [str(p)])
     assert first.stats["hashed"] == 1 and second.stats["hashed"] == 0
@@ -231,7 +231,7 @@ def test_local_files_are_not_reread_when_unchanged(tmp_path):
 # --------------------------------------------------------------------------- store
 
 def test_master_asset_history_keeps_replaced_images():
-    s = Store(":memory:")
+    s = open_store(":memory:")
     assert s.schema_version >= 2
     s.record_master_assets({"A": [("u1", "s1"), ("u2", "s2")], "B": [("u3", "s3")]}, NOW)
     # Day 2: A's primary content changed; A's second image could not be fetched.

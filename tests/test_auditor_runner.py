@@ -4,13 +4,13 @@ import re
 from auditor.config import load_config
 from auditor.model import SourceStatus
 from auditor.runner import run_audit
-from auditor.store import Store
+from auditor.storage import open_store
 from tests.conftest import NOW, write
 
 
 def audit(world, **kw):
     cfg = load_config(world / "config.toml")
-    store = Store(cfg.store_path)
+    store = open_store(cfg.store_url)
     try:
         return run_audit(cfg, store, now=NOW, **kw), store
     except BaseException:
@@ -22,12 +22,12 @@ def test_vertical_slice_finds_planted_drift(mini_world):
     report, store = audit(mini_world)
     (ch,) = report.channels
     assert ch.status is SourceStatus.COMPLETE and ch.listings == 3 and ch.linked == 3
-    got = {(f["sku"], f["check"]) for f in store.findings(state="open")}
+    got = {(f.sku, f.check) for f in store.findings(state="open")}
     assert ("TS-BLU-M", "title") in got and ("TS-BLU-M", "price") in got
     assert ("TS-RED-M", "price") not in got and ("TS-GRN-M", "title") not in got
     assert report.exit_code == 1
-    scores = {(r["channel"], r["check_name"]): r for r in store.scores(report.run_id)}
-    assert scores[("google", "price")]["passed"] == 2 and scores[("google", "price")]["failed"] == 1
+    scores = {(r.channel, r.check): r for r in store.scores(report.run_id)}
+    assert scores[("google", "price")].passed == 2 and scores[("google", "price")].failed == 1
 
 
 def test_fixed_drift_resolves_on_next_complete_run(mini_world):
@@ -38,7 +38,7 @@ def test_fixed_drift_resolves_on_next_complete_run(mini_world):
     report, store = audit(mini_world)
     assert report.channels[0].resolved >= 2
     assert store.findings(state="open") == [] or all(
-        f["sku"] != "TS-BLU-M" for f in store.findings(state="open"))
+        f.sku != "TS-BLU-M" for f in store.findings(state="open"))
 
 
 def test_unreadable_source_fails_without_touching_findings(mini_world):
@@ -51,7 +51,7 @@ def test_unreadable_source_fails_without_touching_findings(mini_world):
     assert ch.status is SourceStatus.FAILED and ch.resolved == 0
     assert "google.xml" in ch.message
     assert report.exit_code == 2
-    assert {f["sku"] for f in store.findings(state="open")} >= {"TS-BLU-M"}
+    assert {f.sku for f in store.findings(state="open")} >= {"TS-BLU-M"}
 
 
 def test_empty_feed_after_full_one_is_a_source_problem(mini_world):
@@ -78,8 +78,8 @@ def test_bad_rows_are_recorded_on_the_run(mini_world):
     (mini_world / "google.xml").write_text(feed)
     report, store = audit(mini_world)
     errs = store.run_errors(report.run_id)
-    assert len(errs) == 1 and "google.xml:" in errs[0]["location"]
-    assert "bad price 'lots'" in errs[0]["reason"]
+    assert len(errs) == 1 and "google.xml:" in errs[0].location
+    assert "bad price 'lots'" in errs[0].reason
     assert report.channels[0].status is SourceStatus.COMPLETE
 
 
@@ -97,15 +97,14 @@ def _outcome(world):
     report, store = audit(world)
     try:
         # The snapshot (written while the workers ran) is the one the run names.
-        snap = store.db.execute("SELECT master_snapshot_id FROM runs WHERE id=?",
-                                (report.run_id,)).fetchone()[0]
+        snap = next(r.master_snapshot_id for r in store.runs() if r.id == report.run_id)
         assert snap is not None and snap == report.master["snapshot_id"]
         assert store.master_count() == 3
-        findings = sorted((f["fingerprint"], f["outcome"], f["actual"])
+        findings = sorted((f.fingerprint, f.outcome, f.actual)
                           for f in store.findings(state="open"))
-        scores = sorted((r["channel"], r["check_name"], r["passed"], r["failed"], r["warn"])
+        scores = sorted((r.channel, r.check, r.passed, r.failed, r.warn)
                         for r in store.scores(report.run_id))
-        links = sorted((k["channel"], k["listing_key"], k["sku"]) for k in store.links())
+        links = sorted((k.channel, k.listing_key, k.sku) for k in store.links())
         listings = sorted((li.channel, li.key, li.title) for li in store.listings())
     finally:
         store.close()
@@ -121,7 +120,7 @@ def test_workers_audit_exactly_like_one_process(mini_world):
     (mini_world / "auditor.db").unlink()
     _with_channels(mini_world, 2)
     cfg = load_config(mini_world / "config.toml")
-    store = Store(cfg.store_path)
+    store = open_store(cfg.store_url)
     assert worker_count(cfg, store, 3) == 2
     store.close()
     two = _outcome(mini_world)
@@ -154,10 +153,10 @@ def test_worker_that_dies_fails_only_its_channel(mini_world, monkeypatch):
         assert by["google"].status is SourceStatus.COMPLETE
         assert by["google-c"].status is SourceStatus.COMPLETE
         assert report.exit_code == 2
-        rs = {r["source"]: r for r in store.run_sources(report.run_id)}
-        assert rs["google-b"]["status"] == "failed"
+        rs = {r.source: r for r in store.run_sources(report.run_id)}
+        assert rs["google-b"].status == "failed"
         # The failed channel's findings stay open; nothing was concluded from it.
-        still = {f["fingerprint"] for f in store.findings(state="open", channel="google-b")}
+        still = {f.fingerprint for f in store.findings(state="open", channel="google-b")}
         assert still and not store.findings(state="resolved", channel="google-b")
     finally:
         store.close()
@@ -229,7 +228,7 @@ def test_last_durations_come_from_complete_reads(mini_world):
     from auditor.config import load_config
 
     cfg = load_config(mini_world / "config.toml")
-    store = Store(cfg.store_path)
+    store = open_store(cfg.store_url)
     try:
         run_audit(cfg, store, now=NOW)
         durations = store.last_durations()

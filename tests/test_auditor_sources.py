@@ -17,7 +17,7 @@ from auditor.config import parse_config
 from auditor.errors import SourceError
 from auditor.http import FetchPolicy
 from auditor.runner import run_audit
-from auditor.store import Store
+from auditor.storage import open_store
 from connector_helpers import HTTP_LOCAL, serve
 
 ROWS = "id;title;price\n1;Café;1,50 EUR\n2;Crème;2,50 EUR\n"
@@ -210,12 +210,12 @@ def test_unreadable_source_fails_the_channel_not_its_listings(tmp_path):
     (tmp_path / "master.csv").write_text(MASTER, encoding="utf-8")
     feed = tmp_path / "feed.tsv.gz"
     feed.write_bytes(gzip.compress(FEED.encode()))
-    store = Store(tmp_path / "a.db")
+    store = open_store(tmp_path / "a.db")
     try:
         first = run_audit(_config(tmp_path, "feed.tsv.gz"), store)
         assert first.channels[0].status.value == "complete"
         assert first.channels[0].listings == 2
-        open_before = {f["fingerprint"] for f in store.findings(state="open")}
+        open_before = {f.fingerprint for f in store.findings(state="open")}
 
         data = gzip.compress((FEED * 2000).encode())
         feed.write_bytes(data[: len(data) // 2])  # truncated in transfer
@@ -224,7 +224,7 @@ def test_unreadable_source_fails_the_channel_not_its_listings(tmp_path):
         assert gm.status.value == "failed" and "truncated" in gm.message
         assert second.exit_code == 2
         assert {li.key for li in store.listings("gm")} == {"A-1", "A-2"}  # not removed
-        assert {f["fingerprint"] for f in store.findings(state="open")} == open_before
+        assert {f.fingerprint for f in store.findings(state="open")} == open_before
 
         with serve({}) as (base, _):
             third = run_audit(_config(tmp_path, f"{base}/feed.tsv"), store)
@@ -232,7 +232,7 @@ def test_unreadable_source_fails_the_channel_not_its_listings(tmp_path):
         assert gm.status.value == "failed" and "HTTP 404" in gm.message
         assert {li.key for li in store.listings("gm")} == {"A-1", "A-2"}
         sources_row = store.run_sources(third.run_id)[0]
-        assert sources_row["status"] == "failed"
+        assert sources_row.status == "failed"
 
         feed.write_bytes(gzip.compress(b"id\ttitle\tprice\n"))  # an empty feed
         fourth = run_audit(_config(tmp_path, "feed.tsv.gz"), store)

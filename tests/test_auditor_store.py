@@ -1,14 +1,16 @@
+import os
 import sqlite3
+import time
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 import sqlite_utils
 
-from auditor import store as store_mod
 from auditor.errors import LockedError, StoreError
 from auditor.model import Finding, Money, Outcome, Severity, SourceStatus
-from auditor.store import Store, migrate, run_lock
+from auditor.storage import sqlite as store_mod
+from auditor.storage.sqlite import SQLiteStore as Store, migrate, run_lock
 from tests.conftest import NOW, make_listing, make_master
 
 
@@ -70,8 +72,8 @@ def test_master_history_keeps_every_value_with_its_time(fresh_store):
     assert until == later and old.price.amount == Decimal("59.90")
     assert "B" in hist  # removed records keep their last version
     ch = s.master_changes("A")
-    assert [(c["field"], c["old"], c["new"]) for c in ch] == [("price", "59.90 EUR", "49.90 EUR")]
-    assert ch[0]["changed_at"] == later.isoformat()
+    assert [(c.field, c.old, c.new) for c in ch] == [("price", "59.90 EUR", "49.90 EUR")]
+    assert ch[0].changed_at == later
 
 
 def test_master_plan_then_commit_writes_only_what_changed(fresh_store):
@@ -107,15 +109,15 @@ def test_listing_versions_only_on_change(fresh_store):
                                                          evidence="feed.xml:9")))
     row = s.db.execute("SELECT last_seen_run, fetched_at FROM listings WHERE key='A'").fetchone()
     assert row == (2, (NOW + timedelta(hours=1)).isoformat())
-    assert res["unseen"] == ["B"]
-    assert s.mark_removed(3, "google", res["unseen"]) == 1
+    assert res.unseen == ["B"]
+    assert s.mark_removed(3, "google", res.unseen) == 1
     assert [li.key for li in s.listings("google")] == ["A"]
     # B is gone: not unseen again (already removed); back in a later read, it is present.
-    assert s.save_listings(4, "google", _obs(make_listing("A")))["unseen"] == []
+    assert s.save_listings(4, "google", _obs(make_listing("A"))).unseen == []
     assert s.save_listings(5, "google", _obs(make_listing("A"), make_listing("B", title="Changed"))
-                           )["unseen"] == []
+                           ).unseen == []
     assert sorted(li.key for li in s.listings("google")) == ["A", "B"]
-    assert s.save_listings(6, "google", _obs(make_listing("B", title="Changed")))["unseen"] == ["A"]
+    assert s.save_listings(6, "google", _obs(make_listing("B", title="Changed"))).unseen == ["A"]
 
 
 def _f(key, outcome=Outcome.FAILED, check="price", actual="2 EUR"):
@@ -127,18 +129,18 @@ def test_finding_lifecycle_open_change_resolve_reopen(fresh_store):
     s = fresh_store
     c = s.apply_findings(1, "google", [_f("A"), _f("B")], SourceStatus.COMPLETE, {"A", "B"},
                          ["price"], NOW)
-    assert c["opened"] == 2
+    assert c.opened == 2
     c = s.apply_findings(2, "google", [_f("A", actual="3 EUR")], SourceStatus.COMPLETE,
                          {"A", "B"}, ["price"], NOW)
-    assert c["resolved"] == 1 and c["still_open"] == 1
+    assert c.resolved == 1 and c.still_open == 1
     c = s.apply_findings(3, "google", [_f("B")], SourceStatus.COMPLETE, {"A", "B"},
                          ["price"], NOW)
-    assert c["reopened"] == 1 and c["resolved"] == 1
+    assert c.reopened == 1 and c.resolved == 1
     fp_b = _f("B").fingerprint
-    assert [e["event"] for e in s.finding_events(fp_b)] == ["opened", "resolved", "reopened"]
-    assert [e["event"] for e in s.finding_events(_f("A").fingerprint)] == [
+    assert [e.event for e in s.finding_events(fp_b)] == ["opened", "resolved", "reopened"]
+    assert [e.event for e in s.finding_events(_f("A").fingerprint)] == [
         "opened", "changed", "resolved"]
-    assert {r["sku"]: r["state"] for r in s.findings()} == {"A": "resolved", "B": "open"}
+    assert {r.sku: r.state for r in s.findings()} == {"A": "resolved", "B": "open"}
 
 
 def test_failed_or_partial_source_never_opens_or_resolves(fresh_store):
@@ -146,16 +148,16 @@ def test_failed_or_partial_source_never_opens_or_resolves(fresh_store):
     s.apply_findings(1, "google", [_f("A"), _f("B")], SourceStatus.COMPLETE, {"A", "B"},
                      ["price"], NOW)
     c = s.apply_findings(2, "google", [_f("C")], SourceStatus.FAILED, set(), ["price"], NOW)
-    assert c["resolved"] == 0 and c["opened"] == 0
+    assert c.resolved == 0 and c.opened == 0
     c = s.apply_findings(3, "google", [_f("D")], SourceStatus.PARTIAL, {"A", "D"}, ["price"], NOW)
-    assert c["resolved"] == 0 and c["opened"] == 0
-    assert {r["sku"]: r["state"] for r in s.findings()} == {"A": "open", "B": "open"}
+    assert c.resolved == 0 and c.opened == 0
+    assert {r.sku: r.state for r in s.findings()} == {"A": "open", "B": "open"}
     # A complete read resolves A; a partial read that sees A again does not reopen it.
     s.apply_findings(4, "google", [_f("B")], SourceStatus.COMPLETE, {"A", "B"}, ["price"], NOW)
     c = s.apply_findings(5, "google", [_f("A"), _f("B")], SourceStatus.PARTIAL, {"A", "B"},
                          ["price"], NOW)
-    assert c["reopened"] == 0 and c["still_open"] == 1
-    assert {r["sku"]: r["state"] for r in s.findings()} == {"A": "resolved", "B": "open"}
+    assert c.reopened == 0 and c.still_open == 1
+    assert {r.sku: r.state for r in s.findings()} == {"A": "resolved", "B": "open"}
 
 
 def test_not_evaluated_never_opens_or_resolves(fresh_store):
@@ -164,24 +166,24 @@ def test_not_evaluated_never_opens_or_resolves(fresh_store):
     c = s.apply_findings(2, "google", [_f("A", Outcome.NOT_EVALUATED),
                                        _f("B", Outcome.NOT_EVALUATED)],
                          SourceStatus.COMPLETE, {"A", "B"}, ["price"], NOW)
-    assert c == {"opened": 0, "reopened": 0, "resolved": 0, "still_open": 0}
+    assert (c.opened, c.reopened, c.resolved, c.still_open) == (0, 0, 0, 0)
     # A stays as it was; B is kept only as information (why it was not compared) and is
     # no alert candidate.
-    assert {r["sku"]: (r["state"], r["outcome"]) for r in s.findings()} == {
+    assert {r.sku: (r.state, r.outcome) for r in s.findings()} == {
         "A": ("open", "failed"), "B": ("open", "not_evaluated")}
     assert [r["sku"] for r in s.alert_candidates()] == ["A"]
     # Compared at last and different: B opens (an "opened" event, for confirmation).
     c = s.apply_findings(3, "google", [_f("A"), _f("B")], SourceStatus.COMPLETE, {"A", "B"},
                          ["price"], NOW)
-    assert c["opened"] == 1
-    assert [e["event"] for e in s.finding_events(_f("B").fingerprint)] == ["opened", "opened"]
+    assert c.opened == 1
+    assert [e.event for e in s.finding_events(_f("B").fingerprint)] == ["opened", "opened"]
 
 
 def test_disabled_check_does_not_resolve_its_findings(fresh_store):
     s = fresh_store
     s.apply_findings(1, "google", [_f("A")], SourceStatus.COMPLETE, {"A"}, ["price"], NOW)
     s.apply_findings(2, "google", [], SourceStatus.COMPLETE, {"A"}, ["title"], NOW)
-    assert s.findings()[0]["state"] == "open"
+    assert s.findings()[0].state == "open"
 
 
 def test_run_lock_excludes_a_second_run(tmp_path):
@@ -202,17 +204,17 @@ def test_links_sit_in_listing_rows_and_unchanged_ones_are_not_rewritten(fresh_st
     sku_a = Link("google", "A", "A", LinkMethod.SKU, 1.0)
     s.save_listings(1, "google", [
         (a, sku_a), (b, Link("google", "B", None, LinkMethod.AMBIGUOUS, 0.0, ("X", "Y")))])
-    links = {r["listing_key"]: r for r in s.links("google")}
-    assert (links["B"]["method"], links["B"]["candidates"]) == ("ambiguous", ["X", "Y"])
+    links = {r.listing_key: r for r in s.links("google")}
+    assert (links["B"].method, links["B"].candidates) == ("ambiguous", ("X", "Y"))
     # B unchanged, its link changed: only the link is written, no new listing version.
     s.save_listings(2, "google", [(a, sku_a), (b, Link("google", "B", "X", LinkMethod.FUZZY,
                                                        0.93))])
-    got = {r["listing_key"]: (r["sku"], r["method"], r["run_id"]) for r in s.links("google")}
+    got = {r.listing_key: (r.sku, r.method, r.run_id) for r in s.links("google")}
     assert got == {"A": ("A", "sku", 1), "B": ("X", "fuzzy", 2)}
     assert s.db.execute("SELECT count(*) FROM listing_versions").fetchone()[0] == 0
     # A changed, same link: a new version, and the link keeps the run that set it.
     s.save_listings(3, "google", [(make_listing("A", title="New"), sku_a)])
-    assert {r["listing_key"]: r["run_id"] for r in s.links("google")}["A"] == 1
+    assert {r.listing_key: r.run_id for r in s.links("google")}["A"] == 1
     assert s.db.execute("SELECT key FROM listing_versions").fetchall() == [("A",)]
     # The links view and the listings of one master.
     assert s.db.execute("SELECT listing_key, sku, method FROM links ORDER BY listing_key"
@@ -232,7 +234,7 @@ def test_migration_moves_links_into_listing_rows(tmp_path):
     assert s.schema_version == store_mod.SCHEMA_VERSION
     assert s.db.execute("SELECT master_sku, link_method FROM listings").fetchall() == [
         ("SKU-A", "gtin")]
-    assert [(r["listing_key"], r["sku"], r["method"]) for r in s.links()] == [
+    assert [(r.listing_key, r.sku, r.method) for r in s.links()] == [
         ("A", "SKU-A", "gtin")]
     s.close()
 
@@ -255,8 +257,122 @@ def test_listings_keep_batching_while_another_process_writes(tmp_path, monkeypat
 
     monkeypatch.setattr(s, "_write", spy)
     res = s.save_listings(1, "google", ((make_listing(f"K{i}"), None) for i in range(85)))
-    assert res["new"] == 85
+    assert res.new == 85
     # Tried without waiting at 10 rows and every few rows after, waited at the bound (80).
     assert attempts[:2] == [False, False] and attempts.index(True) > 2
     assert s.db.execute("SELECT count(*) FROM listings").fetchone()[0] == 85
     s.close()
+
+
+# ----------------------------------------------------------------------------- run lock
+
+def _hold_lock_in_child(name, ready, release):
+    """Another run: holds the lock through ``name`` until told to let go."""
+    with run_lock(name):
+        ready.set()
+        release.wait(30)
+
+
+def test_run_lock_holds_for_every_name_of_the_store(tmp_path):
+    """A symlink (to the file or to its folder) or a relative path is the same store:
+    one lock, whichever name a run was given."""
+    import multiprocessing as mp
+    import os
+
+    real = tmp_path / "a.db"
+    Store(real).close()
+    (tmp_path / "link.db").symlink_to(real)
+    (tmp_path / "dir").symlink_to(tmp_path)
+    names = [tmp_path / "link.db", tmp_path / "dir" / "a.db",
+             os.path.relpath(real), tmp_path / "dir" / "link.db"]
+    ctx = mp.get_context("fork")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock_in_child, args=(tmp_path / "link.db", ready, release))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        for name in [real, *names]:
+            with pytest.raises(LockedError, match=f"pid {holder.pid} since"):
+                with run_lock(name, wait=0):
+                    pass
+        # the same through the store interface
+        s = Store(tmp_path / "dir" / "link.db")
+        with pytest.raises(LockedError):
+            with s.run_lock(wait=0.1):
+                pass
+        s.close()
+    finally:
+        release.set()
+        holder.join(30)
+    with run_lock(tmp_path / "dir" / "a.db"):  # released
+        pass
+
+
+def test_failed_lock_attempt_leaves_the_holders_note(tmp_path):
+    db = tmp_path / "a.db"
+    with run_lock(db):
+        note = store_mod.lock_path(db).read_text()
+        assert note.startswith(f"pid {os.getpid()} since ")
+        for _ in range(3):  # every later message still names the holder
+            with pytest.raises(LockedError, match=f"pid {os.getpid()} since") as e:
+                with run_lock(db, wait=0):
+                    pass
+            assert "unknown holder" not in str(e.value)
+        assert store_mod.lock_path(db).read_text() == note
+    assert store_mod.lock_path(db).read_text() == ""  # the holder clears it on release
+
+
+# ----------------------------------------------------------------------------- migration race
+
+def _v3_store(path):
+    """A store as an auditor of schema version 3 left it (WAL, a linked listing)."""
+    db = sqlite_utils.Database(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    migrate(db, store_mod.MIGRATIONS[:3])
+    db.execute("INSERT INTO listings (channel, key, hash, data, last_seen_run) "
+               "VALUES ('google', 'A', 'h', '{}', 1)")
+    db.execute("INSERT INTO links VALUES ('google', 'A', 'SKU-A', 'gtin', 1.0, NULL, 1)")
+    db.conn.commit()
+    db.close()
+
+
+def _open_at_once(path, barrier, results, slow):
+    try:
+        if slow:  # a migration that takes a while: both processes are inside it at once
+            real = store_mod.MIGRATIONS[3]
+
+            def slow_m4(db):
+                time.sleep(0.3)
+                real(db)
+
+            store_mod.MIGRATIONS[3] = slow_m4
+        barrier.wait(30)
+        s = Store(path)
+        results.put(("ok", s.schema_version))
+        s.close()
+    except BaseException as e:
+        results.put(("error", f"{e.__class__.__name__}: {e}"))
+
+
+@pytest.mark.parametrize("slow", [False, True], ids=["as-is", "slow-migration"])
+def test_two_processes_open_an_old_store_at_once(tmp_path, slow):
+    """Both see the store at the latest version; the migration ran once (no
+    'duplicate column name')."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    for attempt in range(6 if slow else 12):
+        path = tmp_path / f"old-{attempt}.db"
+        _v3_store(path)
+        barrier, results = ctx.Barrier(2), ctx.Queue()
+        procs = [ctx.Process(target=_open_at_once, args=(str(path), barrier, results, slow))
+                 for _ in range(2)]
+        for p in procs:
+            p.start()
+        got = [results.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(30)
+        assert got == [("ok", store_mod.SCHEMA_VERSION)] * 2, (attempt, got)
+        s = Store(path)
+        assert [(r.listing_key, r.sku, r.method) for r in s.links()] == [("A", "SKU-A", "gtin")]
+        s.close()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from auditor.config import parse_config
 from auditor.runner import run_audit
-from auditor.store import Store
+from auditor.storage import open_store
 from tests.checks_factory import GTIN, NOW, OTHER_GTIN
 
 MASTER = """sku,title,brand,gtin,price,currency,quantity,status,color,size,weight,sale_price,sale_start,sale_end
@@ -42,13 +42,13 @@ def setup(tmp_path: Path, broken_second: bool = False):
     raw = {"store": {"path": "a.db"}, "master": {"type": "csv", "source": "master.csv"},
            "channels": channels}
     cfg = parse_config(raw, tmp_path / "config.toml")
-    return cfg, Store(cfg.store_path)
+    return cfg, open_store(cfg.store_url)
 
 
 def test_end_to_end_findings(tmp_path):
     cfg, store = setup(tmp_path)
     report = run_audit(cfg, store, now=NOW)
-    got = {(f["sku"] or f["listing_key"], f["check"], f["field"]) for f in store.findings()}
+    got = {(f.sku or f.listing_key, f.check, f.field) for f in store.findings()}
     assert got == {
         ("TYPO-2", "price", "price"),
         ("GONE-3", "presence", "listing"),
@@ -58,11 +58,11 @@ def test_end_to_end_findings(tmp_path):
         ("GTIN-6", "identifiers", "gtin"),
         ("GHOST-9", "presence", "listing"),
     }
-    scores = {(r["channel"], r["check_name"]): r for r in store.scores(report.run_id)}
-    assert scores[("google", "attributes")]["failed"] == 0
-    assert scores[("google", "attributes")]["passed"] >= 3
-    assert scores[("google", "title")]["score"] == 1.0
-    assert scores[("google", "price")]["failed"] == 2
+    scores = {(r.channel, r.check): r for r in store.scores(report.run_id)}
+    assert scores[("google", "attributes")].failed == 0
+    assert scores[("google", "attributes")].passed >= 3
+    assert scores[("google", "title")].score == 1.0
+    assert scores[("google", "price")].failed == 2
     assert report.exit_code == 1
     store.close()
 
@@ -73,22 +73,22 @@ def test_failed_source_produces_no_missing_listings(tmp_path):
     meta = [c for c in report.channels if c.channel == "meta"][0]
     assert meta.status.value == "failed"
     assert store.findings(channel="meta") == []
-    assert any(f["check"] == "presence" for f in store.findings(channel="google"))
+    assert any(f.check == "presence" for f in store.findings(channel="google"))
     store.close()
 
 
 def test_partly_read_source_produces_no_missing_listings(tmp_path):
     cfg, store = setup(tmp_path)
     run_audit(cfg, store, now=NOW)
-    missing_before = {f["sku"] for f in store.findings(check="presence")
-                      if f["details"].get("kind") == "missing"}
+    missing_before = {f.sku for f in store.findings(check="presence")
+                      if f.details.get("kind") == "missing"}
     assert missing_before == {"GONE-3"}
     # The next feed has one row of six: under min_ratio of the last complete read.
     lines = FEED.splitlines()
     (tmp_path / "google.tsv").write_text("\n".join(lines[:2]) + "\n", encoding="utf-8")
     report = run_audit(cfg, store, now=NOW)
     assert report.channels[0].status.value == "partial"
-    missing_after = {f["sku"] for f in store.findings(check="presence", state="open")
-                     if f["details"].get("kind") == "missing"}
+    missing_after = {f.sku for f in store.findings(check="presence", state="open")
+                     if f.details.get("kind") == "missing"}
     assert missing_after == missing_before  # nothing new concluded missing
     store.close()

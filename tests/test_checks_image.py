@@ -13,7 +13,7 @@ from auditor.check import CheckContext
 from auditor.config import load_config
 from auditor.model import Listing, MasterRecord, Outcome, Severity
 from auditor.runner import run_audit
-from auditor.store import Store
+from auditor.storage import Store, open_store
 from tests.imageserver import ImageServer, Route, image_server  # noqa: F401 (fixture)
 
 FIX = Path(__file__).parent / "fixtures" / "images"
@@ -188,13 +188,13 @@ source = "feed.xml"
 
 
 def image_findings(store: Store) -> dict[str, tuple[str, str]]:
-    return {f["sku"]: (f["outcome"], f["message"])
+    return {f.sku: (f.outcome, f.message)
             for f in store.findings(state="open", check="image")}
 
 
 def test_run_audit_finds_swapped_and_missing_images(tmp_path, image_server: ImageServer):
     cfg = load_config(world(tmp_path, image_server))
-    store = Store(cfg.store_path)
+    store = open_store(cfg.store_url)
     report = run_audit(cfg, store, now=NOW)
     got = image_findings(store)
     assert got == {
@@ -215,7 +215,7 @@ def test_run_audit_finds_swapped_and_missing_images(tmp_path, image_server: Imag
 def test_replaced_master_image_is_recognised_as_outdated(tmp_path, image_server: ImageServer):
     path = world(tmp_path, image_server)
     cfg = load_config(path)
-    store = Store(cfg.store_path)
+    store = open_store(cfg.store_url)
     run_audit(cfg, store, now=NOW)
     # The DAM replaces MUG's photo under the same URL; the channel keeps the old one.
     image_server.routes["/m/mug.jpg"] = Route((FIX / "badge_corner.jpg").read_bytes())
@@ -232,7 +232,7 @@ def test_replaced_master_image_is_recognised_as_outdated(tmp_path, image_server:
 
 def test_channel_without_the_image_check_fetches_nothing(tmp_path, image_server: ImageServer):
     cfg = load_config(world(tmp_path, image_server, "checks.image.enabled = false"))
-    store = Store(cfg.store_path)
+    store = open_store(cfg.store_url)
     report = run_audit(cfg, store, now=NOW)
     assert image_server.log == []
     assert "image" not in report.channels[0].outcomes
@@ -245,7 +245,7 @@ def test_unfetchable_images_leave_the_comparison_not_evaluated(tmp_path,
     image_server.routes["/c/red-small.jpg"] = Route(b"<html>blocked</html>", "text/html")
     del image_server.routes["/c/red.webp"]
     cfg = load_config(cfg_path)
-    store = Store(cfg.store_path)
+    store = open_store(cfg.store_url)
     report = run_audit(cfg, store, now=NOW)
     assert report.channels[0].status.value == "complete"
     got = image_findings(store)
@@ -264,7 +264,7 @@ def test_index_all_masters(tmp_path, image_server: ImageServer, index_all, spare
                                                 f"{str(index_all).lower()}\n")
     path.write_text(text)
     cfg = load_config(path)
-    store = Store(cfg.store_path)
+    store = open_store(cfg.store_url)
     run_audit(cfg, store, now=NOW)
     assert image_server.count("/m/spare.jpg") == spare_fetched
     # Masters linked in the same batch are known either way: the swap is still named.
@@ -283,7 +283,7 @@ def test_master_images_from_a_dam_folder(tmp_path, image_server: ImageServer):
     path.write_text(path.read_text().replace("[checks.image]\n",
                                              "[checks.image]\ndam_dir = \"dam\"\n"))
     cfg = load_config(path)
-    store = Store(cfg.store_path)
+    store = open_store(cfg.store_url)
     run_audit(cfg, store, now=NOW)
     # MUG has neither a DAM file nor an image URL: nothing to compare, no finding.
     assert image_findings(store) == {
@@ -299,7 +299,7 @@ def test_a_failing_image_step_leaves_the_check_not_evaluated(tmp_path, image_ser
         raise RuntimeError("hash pool gone")
 
     monkeypatch.setattr(im.ImageRun, "prepare", boom)
-    store = Store(cfg.store_path)
+    store = open_store(cfg.store_url)
     report = run_audit(cfg, store, now=NOW)
     [ch] = report.channels
     assert ch.status.value == "complete" and ch.outcomes["price"]["passed"] == 3

@@ -72,12 +72,32 @@ def test_broken_config_never_starts_a_run(mini_world):
 
 
 def test_second_run_waits_or_exits_clearly(mini_world):
-    from auditor.store import run_lock
+    from auditor.storage import open_store
 
     cfg = mini_world / "config.toml"
-    with run_lock(mini_world / "auditor.db"):
+    store = open_store(mini_world / "auditor.db")
+    with store.run_lock():
         r = cli("run", "--config", cfg, "--wait", "0.2")
+    store.close()
     assert r.exit_code == 2 and "another run holds the lock" in r.output
+
+
+def test_store_by_url_from_run_to_the_read_commands(mini_world):
+    cfg = mini_world / "config.toml"
+    cfg.write_text(cfg.read_text().replace('path = "auditor.db"',
+                                           'url = "sqlite:///data/store.db"'))
+    r = cli("findings", "--config", cfg)
+    assert r.exit_code == 2 and "no store at" in r.output and "run `auditor run` first" in r.output
+    assert not (mini_world / "data").exists()  # a read command creates nothing
+    assert cli("run", "--config", cfg).exit_code == 1
+    assert (mini_world / "data/store.db").exists() and not (mini_world / "auditor.db").exists()
+    rows = json.loads(cli("findings", "--open", "--format", "json", "--config", cfg).output)
+    assert {(f["sku"], f["check"]) for f in rows} >= {("TS-BLU-M", "price")}
+    assert rows[0]["first_seen_at"].endswith("+00:00") and "check_name" not in rows[0]
+    runs = json.loads(cli("runs", "--format", "json", "--config", cfg).output)
+    assert runs[0]["status"] == "complete" and runs[0]["sources"][0]["source"] == "google"
+    ok = cli("config", "check", "--config", cfg)
+    assert f"store sqlite:///{mini_world / 'data/store.db'}" in ok.output
 
 
 def test_untrusted_titles_are_escaped_in_tables(mini_world):

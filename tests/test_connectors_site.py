@@ -16,7 +16,7 @@ from auditor.connector import SourceContext
 from auditor.crawl import agent_token, parse_robots, parse_sitemap
 from auditor.errors import SourceError
 from auditor.model import Availability, MasterRecord, Money, SourceStatus
-from auditor.store import Store
+from auditor.storage import open_store
 from connectors.site import SiteConnector
 from tests._site_server import ShopServer, product_page, redirect, slow_body, truncated
 
@@ -191,7 +191,7 @@ def test_unreadable_sitemap_makes_discovery_partial(shop):
 
 def test_second_crawl_uses_lastmod_etag_and_cached_extraction(shop):
     good_shop(shop)
-    store = Store(":memory:")
+    store = open_store(":memory:")
     first, _ = crawl(shop.base + "/", store=store)
     before = dict(shop.hits)
     second, ctx = crawl(shop.base + "/", store=store)
@@ -207,7 +207,7 @@ def test_second_crawl_uses_lastmod_etag_and_cached_extraction(shop):
 
 def test_changed_lastmod_is_refetched_first_and_304_reuses_extraction(shop):
     good_shop(shop)
-    store = Store(":memory:")
+    store = open_store(":memory:")
     crawl(shop.base + "/", store=store)
     shop.sitemap("/sm-products.xml.gz", [("/p/1", "2026-01-01"), ("/p/2", None),
                                          ("/p/tee", "2099-01-01")], gz=True)
@@ -316,7 +316,7 @@ retries = 0
 timeout = 0.5
 """)
     cfg = load_config(tmp_path / "config.toml")
-    store = Store(cfg.store_path)
+    store = open_store(cfg.store_url)
     report = run_audit(cfg, store, now=NOW)
     web, = report.channels
     assert (web.status, web.listings, web.linked) == (status, listings, listings)
@@ -353,7 +353,7 @@ def test_cache_rows_survive_revalidation_in_mixed_batches(shop):
     robots(shop)
     shop.sitemap("/sitemap.xml", [("/p/e", None), ("/p/new", None)])
     shop.page("/p/e", product_page("E", "E1", "3.00"), ETag='"e1"')
-    store = Store(":memory:")
+    store = open_store(":memory:")
     crawl(shop.base + "/", store=store)
     for run in range(2):  # a 304 and a fresh page written in the same batch, twice
         shop.page("/p/new", product_page("N", f"N{run}", "4.00"))

@@ -14,7 +14,7 @@ from auditor.config import parse_config
 from auditor.connector import Connector
 from auditor.demo import config_text
 from auditor.options import Opt
-from auditor.store import Store
+from auditor.storage import open_store
 
 
 def test_demo_runs_end_to_end(tmp_path):
@@ -37,7 +37,7 @@ def test_demo_runs_end_to_end(tmp_path):
     planted = {tuple(line.split(",")[:2]) for line in labels[1:]}
     failed = {(r["channel"], r["sku"]) for r in rows if r["outcome"] == "failed"}
     assert failed and failed <= planted  # every failure found was planted
-    store = Store(tmp_path / "auditor.db")
+    store = open_store(tmp_path / "auditor.db")
     try:
         history = store.master_history()
     finally:

@@ -1,6 +1,6 @@
 from auditor.config import load_config
 from auditor.runner import run_audit
-from auditor.store import Store
+from auditor.storage import open_store
 from reports.run_report import build_context, render
 from tests.conftest import NOW
 
@@ -10,7 +10,7 @@ def test_report_shows_scores_findings_and_escapes_channel_text(mini_world):
         "Totally different thing", "&lt;script&gt;alert(1)&lt;/script&gt;")
     (mini_world / "google.xml").write_text(feed)
     cfg = load_config(mini_world / "config.toml")
-    store = Store(cfg.store_path)
+    store = open_store(cfg.store_url)
     run_audit(cfg, store, now=NOW)
     ctx = build_context(store)
     assert ctx["matrix"]["google"]["price"]["score"] == round(100 * 2 / 3, 1)

@@ -122,7 +122,7 @@ def findings_show(config_path: Path, fingerprint: str, fmt: str) -> None:
     try:
         fp = store.find_fingerprint(fingerprint)
         f = store.finding(fp) or {}
-        f["events"] = store.finding_events(fp)
+        f["events"] = [e.to_dict() for e in store.finding_events(fp)]
         ep = store.finding_episodes([fp]).get(fp)
     finally:
         store.close()
@@ -311,19 +311,19 @@ def alerts_send(config_path: Path, loop_forever: bool, retry_failed: bool) -> No
 
     from auditor.alerts import outbox
 
+    from auditor.storage import open_store, store_exists
+
     cfg = _load(config_path)
-    if not cfg.store_path.exists():
-        raise AuditorError(f"no store at {cfg.store_path} yet: run `auditor run` first")
+    if not store_exists(cfg.store_url):
+        raise AuditorError(f"no store at {cfg.store_url} yet: run `auditor run` first")
     if loop_forever:
         stop = threading.Event()
         try:
-            outbox.loop(cfg.store_path, cfg, stop)
+            outbox.loop(cfg.store_url, cfg, stop)
         except KeyboardInterrupt:
             stop.set()
         return
-    from auditor.store import Store
-
-    store = Store(cfg.store_path)
+    store = open_store(cfg.store_url, create=False)
     try:
         if retry_failed:
             store.outbox_retry_failed(datetime.now(timezone.utc))

@@ -148,15 +148,16 @@ def cycle(store: Any, cfg: Config, clock: Clock = _utcnow) -> dict[str, Any]:
     return res
 
 
-def loop(store_path: str | Path, cfg: Config, stop: threading.Event,
+def loop(store_url: str | Path, cfg: Config, stop: threading.Event,
          interval: float | None = None, clock: Clock = _utcnow) -> None:
     """The service loop (``auditor serve`` runs it in a thread; ``auditor alerts send
     --loop`` in the foreground): evaluate and deliver every ``interval`` seconds until
-    ``stop`` is set, then deliver what is due once more."""
-    from auditor.store import Store
+    ``stop`` is set, then deliver what is due once more. ``store_url``: as
+    ``auditor.storage.open_store`` takes it (a URL or a path)."""
+    from auditor.storage import open_store
 
     interval = float(interval or cfg.alerts.get("send_interval"))
-    store = Store(store_path)
+    store = open_store(store_url)
     try:
         while not stop.is_set():
             try:

@@ -1,7 +1,11 @@
-"""The store: the only module that talks to SQLite (through sqlite-utils).
+"""The SQLite store: the default implementation of ``auditor.storage.interface.Store``.
 
-Everything else asks it for domain objects. The schema is versioned with
-``PRAGMA user_version`` and grows by forward migrations (``MIGRATIONS``).
+The only module that talks to SQLite (through sqlite-utils). Everything else asks it
+for domain objects and typed records (``auditor.storage.records``); open it with
+``auditor.storage.open_store("sqlite:///auditor.db")`` (or a plain path). The schema
+is versioned with ``PRAGMA user_version`` and grows by forward migrations
+(``MIGRATIONS``). What is SQLite's own stays here: upsert syntax, the file lock that
+keeps two runs apart, WAL and page settings, single-writer batching (``BatchGate``).
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ import os
 import re
 import sqlite3
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from operator import itemgetter
 from pathlib import Path
@@ -25,9 +28,18 @@ import orjson
 import sqlite_utils
 
 from auditor import codec
+from auditor import lifecycle
 from auditor.errors import LockedError, StoreError
+from auditor.events import FindingChange
+from auditor.lifecycle import RESOLVED, Evidence, Previous
 from auditor.model import (Finding, Link, Listing, MasterRecord, Outcome, Run, SourceResult,
                            SourceStatus)
+from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord, HttpCacheRow,
+                                     HttpValidators, ImageUrlRow, LinkRecord, ListingSave,
+                                     MasterAssetRow, MasterChange, MasterHistory,
+                                     MasterImportResult, MasterPlan, MasterSnapshot,
+                                     RunErrorRecord, RunRecord, RunSourceRecord, ScoreRecord,
+                                     parse_time)
 
 
 def _now() -> str:
@@ -227,43 +239,70 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1, _m2, _m3, _m4,
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def migrate(db: sqlite_utils.Database, migrations: Sequence[Callable] = MIGRATIONS) -> int:
-    """Apply the migrations newer than the database's version, each in a transaction."""
-    current = db.execute("PRAGMA user_version").fetchone()[0]
-    if current > len(migrations):
+def _check_version(current: int, known: int) -> None:
+    if current > known:
         raise StoreError(f"database schema version {current} is newer than this auditor "
-                           f"knows ({len(migrations)}); upgrade omni-auditor")
+                         f"knows ({known}); upgrade omni-auditor")
+
+
+def migrate(db: sqlite_utils.Database, migrations: Sequence[Callable] = MIGRATIONS) -> int:
+    """Apply the migrations newer than the database's version, each in a transaction.
+
+    The version is read again inside each migration's write transaction (``BEGIN
+    IMMEDIATE``): two processes opening an old store at once take turns, and the
+    second finds the migration done instead of applying it twice."""
+    target = len(migrations)
+    current = db.execute("PRAGMA user_version").fetchone()[0]
+    _check_version(current, target)
+    if current == target:  # the usual case: no write lock taken
+        return target
     conn = db.conn
-    for version in range(current + 1, len(migrations) + 1):
-        # Explicit BEGIN/COMMIT: the sqlite3 module does not wrap DDL in a transaction.
-        old_level = conn.isolation_level
-        conn.isolation_level = None
-        try:
-            conn.execute("BEGIN")
-            migrations[version - 1](db)
-            conn.execute(f"PRAGMA user_version = {version}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        finally:
-            conn.isolation_level = old_level
-    return len(migrations)
+    # Explicit BEGIN/COMMIT: the sqlite3 module does not wrap DDL in a transaction.
+    old_level = conn.isolation_level
+    conn.isolation_level = None
+    try:
+        while True:
+            conn.execute("BEGIN IMMEDIATE")  # waits (busy_timeout) for another migrator
+            try:
+                current = conn.execute("PRAGMA user_version").fetchone()[0]
+                _check_version(current, target)
+                if current == target:
+                    conn.execute("COMMIT")
+                    return target
+                migrations[current](db)
+                conn.execute(f"PRAGMA user_version = {current + 1}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+    finally:
+        conn.isolation_level = old_level
 
 
 # --------------------------------------------------------------------------- lock
 
+def lock_path(db_path: str | Path) -> Path:
+    """The run lock's file: beside the real database file, whatever name (a symlink, a
+    relative path) it was opened by, so every name of one store shares one lock."""
+    return Path(str(Path(db_path).resolve()) + ".lock")
+
+
 @contextlib.contextmanager
-def run_lock(db_path: Path, wait: float = 0.0) -> Iterator[None]:
-    """Hold an exclusive lock on ``<db>.lock`` so two runs never interleave."""
-    lock_path = Path(str(db_path) + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+def run_lock(db_path: str | Path, wait: float = 0.0) -> Iterator[None]:
+    """Hold an exclusive lock on ``<real db path>.lock`` so two runs never interleave.
+
+    The holder writes its pid and start time into the file; a run that fails to get
+    the lock only reads them (for its message) and leaves the file as it is."""
+    path = lock_path(db_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     deadline = time.monotonic() + wait
+    held = False
     try:
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held = True
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
@@ -274,11 +313,35 @@ def run_lock(db_path: Path, wait: float = 0.0) -> Iterator[None]:
                 time.sleep(0.2)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} since {_now()}".encode(), 0)
+        _HELD_LOCKS[str(Path(db_path).resolve())] = fd
         yield
     finally:
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
+        if held:  # only the holder clears its note (closing the file releases the lock)
+            _HELD_LOCKS.pop(str(Path(db_path).resolve()), None)
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
         os.close(fd)
+
+
+# The run locks this process holds: path -> fd. A forked child (a channel worker)
+# closes its copies at once, so that only the run's own process holds the lock and
+# the lock goes with it, whatever becomes of the children.
+_HELD_LOCKS: dict[str, int] = {}
+
+
+def _close_inherited_locks() -> None:
+    for fd in _HELD_LOCKS.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_locks)
+
+
+def holds_run_lock(db_path: str | Path) -> bool:
+    """Whether this process holds ``run_lock`` on ``db_path``."""
+    return str(Path(db_path).resolve()) in _HELD_LOCKS
 
 
 # --------------------------------------------------------------------------- store
@@ -288,33 +351,6 @@ def digest(body: bytes) -> str:
     return hashlib.blake2b(body, digest_size=10).hexdigest()
 
 
-@dataclass
-class MasterImportResult:
-    """What one master import changed."""
-
-    snapshot_id: int
-    records: int
-    added: int
-    changed: int
-    removed: int
-    unchanged_file: bool = False
-
-
-@dataclass
-class MasterPlan:
-    """A master import worked out but not yet written (see ``Store.plan_master``)."""
-
-    at: str                                                # the import time, ISO 8601
-    records: int                                           # records in the import
-    writes: dict[str, str] = field(default_factory=dict)   # new or changed SKU -> hash
-    added: int = 0
-    removed: list[str] = field(default_factory=list)       # SKUs no longer in the master
-    replaced: dict[str, str] = field(default_factory=dict)  # SKU -> stored data it replaces
-    bodies: dict[str, str] = field(default_factory=dict)  # changed SKU -> data to write
-
-
-OPEN = "open"
-RESOLVED = "resolved"
 _KEY0, _KEY1, _KEY2, _KEY_LAST = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(-1)
 # Rows written per transaction when a run stores listings and links: large enough that
 # the B-tree pages a batch touches are written once, small enough that a worker holds
@@ -339,45 +375,25 @@ class BatchGate:
         return done
 
 
-class MasterHistory(Mapping[str, list[tuple[datetime, MasterRecord]]]):
-    """SKU -> earlier master versions [(valid_until, record)], decoded when first read."""
-
-    def __init__(self, raw: dict[str, list[tuple[str, str]]]):
-        self._raw = raw
-        self._decoded: dict[str, list[tuple[datetime, MasterRecord]]] = {}
-
-    def __getitem__(self, sku: str) -> list[tuple[datetime, MasterRecord]]:
-        got = self._decoded.get(sku)
-        if got is None:
-            got = self._decoded[sku] = [
-                (datetime.fromisoformat(until), codec.master_from_dict(orjson.loads(data)))
-                for until, data in self._raw[sku]]  # KeyError when the SKU never changed
-        return got
-
-    def add(self, replaced: Mapping[str, str], until: str) -> None:
-        """Versions (SKU -> stored data) valid until ``until``, newer than any held."""
-        for sku, data in replaced.items():
-            self._raw.setdefault(sku, []).append((until, data))
-            self._decoded.pop(sku, None)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._raw)
-
-    def __len__(self) -> int:
-        return len(self._raw)
-
-    def __contains__(self, sku: object) -> bool:
-        return sku in self._raw
+MEMORY = ":memory:"
 
 
-class Store:
-    """Domain-level access to the SQLite database."""
+class SQLiteStore:
+    """Domain-level access to one SQLite database file (or an in-memory one).
+
+    Implements ``auditor.storage.interface.Store``; ``busy_timeout`` (seconds) is how
+    long a write waits for another process's transaction to end."""
 
     def __init__(self, path: str | Path, busy_timeout: float = 30.0):
         self.path = str(path)
-        if self.path != ":memory:":
+        # How long a write waits for another process's transaction to end: set before
+        # anything else, so that opening a store another process is migrating waits.
+        self.busy_timeout_ms = int(busy_timeout * 1000)
+        if self.path != MEMORY:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self.url = "sqlite:///" + str(Path(self.path).resolve())
             self.db = sqlite_utils.Database(self.path)
+            self.db.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
             # A new database gets 16 KiB pages (an existing one keeps its own): listing rows
             # are around a kilobyte, and bulk writes of them cost 17% less CPU than with
             # 4 KiB pages (measured on 240,000 rows).
@@ -385,10 +401,9 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
         else:
+            self.url = "sqlite:///" + MEMORY
             self.db = sqlite_utils.Database(memory=True)
-        # How long a write waits for another process's transaction to end.
-        self.busy_timeout_ms = int(busy_timeout * 1000)
-        self.db.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
+            self.db.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
         self.db.execute("PRAGMA cache_size=-65536")  # 64 MiB: a million-row table's index
         self.db.execute("PRAGMA foreign_keys=ON")
         migrate(self.db)
@@ -397,14 +412,20 @@ class Store:
         self.db.close()
 
     @property
+    def multi_process(self) -> bool:
+        """A file can be opened by a worker process; an in-memory database cannot."""
+        return self.path != MEMORY
+
+    def run_lock(self, wait: float = 0.0) -> contextlib.AbstractContextManager[None]:
+        """The file lock beside the database (``run_lock``); an in-memory store is
+        private to its process and needs none."""
+        if self.path == MEMORY:
+            return contextlib.nullcontext()
+        return run_lock(self.path, wait)
+
+    @property
     def schema_version(self) -> int:
         return self.db.execute("PRAGMA user_version").fetchone()[0]
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        """Everything inside commits together or not at all."""
-        with self.db.conn:
-            yield
 
     # ----------------------------------------------------------------- master
     def current_master(self) -> dict[str, MasterRecord]:
@@ -415,9 +436,14 @@ class Store:
     def master_count(self) -> int:
         return self.db.execute("SELECT count(*) FROM master_records").fetchone()[0]
 
-    def last_master_snapshot(self) -> dict[str, Any] | None:
-        rows = list(self.db.query("SELECT * FROM master_snapshots ORDER BY id DESC LIMIT 1"))
-        return rows[0] if rows else None
+    def last_master_snapshot(self) -> MasterSnapshot | None:
+        row = self.db.execute(
+            "SELECT id, imported_at, source, sha256, records, added, changed, removed,"
+            " skipped_rows FROM master_snapshots ORDER BY id DESC LIMIT 1").fetchone()
+        if row is None:
+            return None
+        return MasterSnapshot(row[0], datetime.fromisoformat(row[1]), row[2], row[3],
+                              row[4] or 0, row[5] or 0, row[6] or 0, row[7] or 0, row[8] or 0)
 
     def save_master(self, records: Iterable[MasterRecord], source: str, sha256: str | None,
                     now: datetime, skipped_rows: int = 0) -> MasterImportResult:
@@ -430,7 +456,7 @@ class Store:
         return self.commit_master(self.plan_master(recs, now), recs, source, sha256,
                                   skipped_rows)
 
-    def plan_master(self, records: Mapping[str, MasterRecord], now: datetime) -> "MasterPlan":
+    def plan_master(self, records: Mapping[str, MasterRecord], now: datetime) -> MasterPlan:
         """What importing ``records`` would change, read-only: the records to write (with
         their bodies) and the stored versions they replace (``commit_master`` writes it).
 
@@ -460,7 +486,7 @@ class Store:
                 % ",".join("?" * len(chunk)), chunk))
         return plan
 
-    def commit_master(self, plan: "MasterPlan", records: Mapping[str, MasterRecord],
+    def commit_master(self, plan: MasterPlan, records: Mapping[str, MasterRecord],
                       source: str, sha256: str | None, skipped_rows: int = 0
                       ) -> MasterImportResult:
         """Write a planned import as a new snapshot, in one transaction."""
@@ -504,9 +530,10 @@ class Store:
                     " SELECT sku, hash, data, valid_from, ?, ? FROM master_records WHERE sku = ?",
                     [(at, snap, s) for s in chunk])
                 c.executemany("DELETE FROM master_records WHERE sku = ?", [(s,) for s in chunk])
+        assert snap is not None
         return MasterImportResult(snap, plan.records, plan.added, changed, len(plan.removed))
 
-    def master_history(self) -> "MasterHistory":
+    def master_history(self) -> MasterHistory:
         """Earlier versions of every SKU that ever changed: [(valid_until, record)], oldest first.
 
         Rows are read as stored and decoded per SKU on first access: a run looks up
@@ -518,12 +545,13 @@ class Store:
             raw.setdefault(sku, []).append((valid_to, data))
         return MasterHistory(raw)
 
-    def master_changes(self, sku: str | None = None) -> list[dict[str, Any]]:
+    def master_changes(self, sku: str | None = None) -> list[MasterChange]:
         """The per-field change log, newest first."""
-        if sku is None:
-            return list(self.db.query("SELECT * FROM master_changes ORDER BY id DESC"))
-        return list(self.db.query("SELECT * FROM master_changes WHERE sku = ? ORDER BY id DESC",
-                                  [sku]))
+        q = "SELECT id, snapshot_id, sku, field, old, new, changed_at FROM master_changes"
+        rows = self.db.execute(q + " ORDER BY id DESC") if sku is None else \
+            self.db.execute(q + " WHERE sku = ? ORDER BY id DESC", [sku])
+        return [MasterChange(i, snap, k, fld, old, new, datetime.fromisoformat(at))
+                for i, snap, k, fld, old, new, at in rows]
 
     # ----------------------------------------------------------------- runs
     def start_run(self, started_at: datetime, snapshot_id: int | None) -> int:
@@ -531,6 +559,7 @@ class Store:
             "INSERT INTO runs (started_at, status, master_snapshot_id) VALUES (?, 'running', ?)",
             (started_at.isoformat(), snapshot_id))
         self.db.conn.commit()
+        assert cur.lastrowid is not None
         return cur.lastrowid
 
     def set_run_snapshot(self, run_id: int, snapshot_id: int | None) -> None:
@@ -559,31 +588,46 @@ class Store:
                 "INSERT INTO run_errors (run_id, source, location, reason) VALUES (?,?,?,?)",
                 [(run_id, res.name, loc, reason) for loc, reason in errors])
 
-    def runs(self, limit: int = 20) -> list[dict[str, Any]]:
-        return list(self.db.query("SELECT * FROM runs ORDER BY id DESC LIMIT ?", [limit]))
+    def runs(self, limit: int = 20) -> list[RunRecord]:
+        return [RunRecord(i, datetime.fromisoformat(started), parse_time(finished), status,
+                          snap, orjson.loads(summary) if summary else {})
+                for i, started, finished, status, snap, summary in self.db.execute(
+                    "SELECT id, started_at, finished_at, status, master_snapshot_id, summary"
+                    " FROM runs ORDER BY id DESC LIMIT ?", [limit])]
 
-    def run_sources(self, run_id: int) -> list[dict[str, Any]]:
-        return list(self.db.query("SELECT * FROM run_sources WHERE run_id = ? ORDER BY source",
-                                  [run_id]))
+    _SOURCE_COLS = "run_id, source, status, listings, errors, message, started_at, finished_at"
+
+    @staticmethod
+    def _source_record(row: tuple) -> RunSourceRecord:
+        run_id, source, status, listings, errors, message, started, finished = row
+        return RunSourceRecord(run_id, source, status, listings, errors, message,
+                               parse_time(started), parse_time(finished))
+
+    def run_sources(self, run_id: int) -> list[RunSourceRecord]:
+        return [self._source_record(r) for r in self.db.execute(
+            f"SELECT {self._SOURCE_COLS} FROM run_sources WHERE run_id = ? ORDER BY source",
+            [run_id])]
 
     def run_errors(self, run_id: int, source: str | None = None,
-                   limit: int = 1000) -> list[dict[str, Any]]:
+                   limit: int = 1000) -> list[RunErrorRecord]:
+        q = "SELECT id, run_id, source, location, reason FROM run_errors WHERE run_id=?"
+        args: list[Any] = [run_id]
         if source:
-            return list(self.db.query("SELECT * FROM run_errors WHERE run_id=? AND source=? "
-                                      "ORDER BY id LIMIT ?", [run_id, source, limit]))
-        return list(self.db.query("SELECT * FROM run_errors WHERE run_id=? ORDER BY id LIMIT ?",
-                                  [run_id, limit]))
+            q += " AND source=?"
+            args.append(source)
+        return [RunErrorRecord(*r) for r in self.db.execute(q + " ORDER BY id LIMIT ?",
+                                                            [*args, limit])]
 
     def last_source_result(self, source: str, before_run: int | None = None
-                           ) -> dict[str, Any] | None:
+                           ) -> RunSourceRecord | None:
         """The most recent recorded result of ``source`` (optionally before a run)."""
-        q = "SELECT * FROM run_sources WHERE source = ?"
+        q = f"SELECT {self._SOURCE_COLS} FROM run_sources WHERE source = ?"
         args: list[Any] = [source]
         if before_run is not None:
             q += " AND run_id < ?"
             args.append(before_run)
-        rows = list(self.db.query(q + " ORDER BY run_id DESC LIMIT 1", args))
-        return rows[0] if rows else None
+        row = self.db.execute(q + " ORDER BY run_id DESC LIMIT 1", args).fetchone()
+        return self._source_record(row) if row else None
 
     def last_durations(self) -> dict[str, float]:
         """Seconds the latest complete read of each source took (read and audited)."""
@@ -603,7 +647,7 @@ class Store:
 
     # ----------------------------------------------------------------- listings
     def save_listings(self, run_id: int, channel: str,
-                      observed: Iterable[tuple[Listing, Link | None]]) -> dict[str, Any]:
+                      observed: Iterable[tuple[Listing, Link | None]]) -> ListingSave:
         """Record this run's observations: each listing with its link to the master (None:
         not linked by this caller; the row keeps no link). ``listings`` holds the latest
         version of each; when one changes, the version it replaces moves to
@@ -704,7 +748,7 @@ class Store:
         # Present before this read and not in it: removed, if the read was complete (the
         # caller decides; see mark_removed). Known from the rows read above, no rescan.
         unseen = [k for k, was in known.items() if was[2] is None and k not in seen]
-        return {"seen": len(seen), "new": new, "changed": changed, "unseen": unseen}
+        return ListingSave(len(seen), new, changed, unseen)
 
     def mark_removed(self, run_id: int, channel: str, keys: Iterable[str]) -> int:
         """After a complete read: ``keys`` of ``channel`` (``save_listings``'s ``unseen``)
@@ -757,85 +801,71 @@ class Store:
         c.commit()
         return True
 
-    def links(self, channel: str | None = None) -> list[dict[str, Any]]:
-        """How each present listing is linked: channel, listing_key, sku, method,
-        confidence, candidates (a list) and run_id (the run that set the link)."""
-        q = ("SELECT channel, key AS listing_key, master_sku AS sku, link_method AS method,"
-             " link_confidence AS confidence, link_candidates AS candidates, link_run AS run_id"
-             " FROM listings WHERE link_method IS NOT NULL AND removed_run IS NULL")
+    def links(self, channel: str | None = None) -> list[LinkRecord]:
+        """How each present listing is linked (the run that set the link in ``run_id``)."""
+        q = ("SELECT channel, key, master_sku, link_method, link_confidence, link_candidates,"
+             " link_run FROM listings WHERE link_method IS NOT NULL AND removed_run IS NULL")
         args: list[Any] = []
         if channel:
             q += " AND channel = ?"
             args.append(channel)
-        rows = []
-        for r in self.db.query(q + " ORDER BY channel, key", args):
-            r["candidates"] = json.loads(r["candidates"]) if r["candidates"] else []
-            rows.append(r)
-        return rows
+        return [LinkRecord(ch, key, sku, method, conf,
+                           tuple(json.loads(cands)) if cands else (), run)
+                for ch, key, sku, method, conf, cands, run in self.db.execute(
+                    q + " ORDER BY channel, key", args)]
 
     # ----------------------------------------------------------------- findings
     def apply_findings(self, run_id: int, channel: str, observed: Iterable[Finding],
                        status: SourceStatus, seen_keys: set[str] | None,
-                       checks_ran: Sequence[str], now: datetime) -> dict[str, int]:
-        """Record this run's non-passed outcomes and move finding states.
-
-        New fingerprints open; resolved ones seen again reopen. Open findings not
-        seen again resolve. Only a complete read is evidence: a partly read or failed
-        source opens, reopens and resolves nothing (findings already open it saw again
-        are updated). A ``not_evaluated`` outcome neither opens nor resolves: it leaves
-        an existing finding as it is, and a new one is kept only as information (outcome
-        ``not_evaluated``, saying why it could not be compared; it never alerts).
-        """
+                       checks_ran: Sequence[str], now: datetime) -> FindingChanges:
+        """Record this run's non-passed outcomes and move finding states as
+        ``auditor.lifecycle.transition`` decides (open, change, resolve, reopen), each
+        change with its event, in one transaction."""
         at = now.isoformat()
         c = self.db.conn
-        existing = {fp: (state, outcome, exp, act) for fp, state, outcome, exp, act in c.execute(
-            "SELECT fingerprint, state, outcome, expected, actual FROM findings WHERE channel=?",
-            (channel,))}
-        counts = {"opened": 0, "reopened": 0, "resolved": 0, "still_open": 0}
+        as_previous = Previous._make  # (no per-field argument parsing: the fastest build)
+        existing = {row[0]: as_previous(row[1:]) for row in c.execute(
+            "SELECT fingerprint, state, outcome, expected, actual, check_name, listing_key"
+            " FROM findings WHERE channel=?", (channel,))}
+        evidence = Evidence(status, seen_keys, frozenset(checks_ran))
+        transition = lifecycle.transition
+        opened = reopened = still_open = 0
         observed_fps: set[str] = set()
         with c:
-            events, obs, inserts, updates = [], [], [], []
+            events: list[tuple] = []
+            obs, inserts, updates = [], [], []
             for f in observed:
                 if f.outcome == Outcome.PASSED:
                     continue
                 fp = f.fingerprint
                 if fp in observed_fps:
                     continue
-                observed_fps.add(fp)
+                observed_fps.add(fp)  # (seen, so never resolved below, even with no t)
                 old = existing.get(fp)
-                if f.outcome == Outcome.NOT_EVALUATED:
-                    if old is not None or status != SourceStatus.COMPLETE:
-                        continue  # no evidence: kept as it is (and not resolved below)
-                    # new: kept to tell why it could not be compared; it never alerts
-                elif status != SourceStatus.COMPLETE and (old is None or old[0] == RESOLVED):
-                    continue  # a partial read opens nothing
+                t = transition(old, f, evidence)
+                if t is None:  # no evidence (a partial read, a not_evaluated outcome)
+                    continue
                 obs.append((run_id, fp, f.outcome.value))
                 details = codec.dumps(dict(f.details)) if f.details else None
                 if old is None:
                     inserts.append((fp, f.check, f.channel, f.sku, f.listing_key, f.field,
                                     f.outcome.value, f.severity.value, f.expected, f.actual,
-                                    f.score, f.message, details, OPEN, at, at, run_id, run_id))
-                    events.append((fp, run_id, at, "opened", OPEN, f.outcome.value, f.expected,
-                                   f.actual))
-                    if f.outcome != Outcome.NOT_EVALUATED:  # (information only)
-                        counts["opened"] += 1
+                                    f.score, f.message, details, t.state, at, at, run_id,
+                                    run_id))
+                    if f.outcome != Outcome.NOT_EVALUATED:  # (a note is not an opening)
+                        opened += 1
                 else:
-                    event = None
-                    if old[0] == RESOLVED:
-                        event = "reopened"
-                        counts["reopened"] += 1
-                    elif old[1] == Outcome.NOT_EVALUATED:  # compared at last, and it differs
-                        event = "opened"
-                        counts["opened"] += 1
+                    if t.event == lifecycle.REOPENED:
+                        reopened += 1
+                    elif t.event == lifecycle.OPENED:  # a note compared at last: it differs
+                        opened += 1
                     else:
-                        counts["still_open"] += 1
-                        if (old[1], old[2], old[3]) != (f.outcome.value, f.expected, f.actual):
-                            event = "changed"
-                    if event:
-                        events.append((fp, run_id, at, event, OPEN, f.outcome.value, f.expected,
-                                       f.actual))
+                        still_open += 1
                     updates.append((f.outcome.value, f.severity.value, f.expected, f.actual,
-                                    f.score, f.message, details, OPEN, at, run_id, f.sku, fp))
+                                    f.score, f.message, details, t.state, at, run_id, f.sku, fp))
+                if t.event:
+                    events.append((fp, run_id, at, t.event, t.state, f.outcome.value,
+                                   f.expected, f.actual))
             # In fingerprint order, as the indexes are: fingerprints are hashes, so in
             # check order every write would land on a random page.
             inserts.sort(key=_KEY0)
@@ -852,54 +882,66 @@ class Store:
                 " resolved_at=NULL, resolved_run=NULL WHERE fingerprint=?", updates)
             c.executemany("INSERT OR REPLACE INTO finding_observations (run_id, fingerprint, "
                           "outcome) VALUES (?,?,?)", obs)
-            if status == SourceStatus.COMPLETE:
-                ran = set(checks_ran)
-                to_resolve = []
-                for fp, check, key in c.execute(
-                        "SELECT fingerprint, check_name, listing_key FROM findings "
-                        "WHERE channel=? AND state=?", (channel, OPEN)):
-                    if fp in observed_fps or check not in ran:
-                        continue
-                    to_resolve.append(fp)
-                to_resolve.sort()
-                c.executemany("UPDATE findings SET state=?, resolved_at=?, resolved_run=? "
-                              "WHERE fingerprint=?", [(RESOLVED, at, run_id, fp)
-                                                      for fp in to_resolve])
-                events += [(fp, run_id, at, "resolved", RESOLVED, None, None, None)
-                           for fp in to_resolve]
-                counts["resolved"] = len(to_resolve)
+            # Findings not seen in this run: what the lifecycle makes of their absence.
+            moved = []
+            for fp, prev in existing.items():
+                if fp not in observed_fps:
+                    t = transition(prev, None, evidence)
+                    if t is not None:
+                        moved.append((fp, t))
+            moved.sort(key=_KEY0)
+            c.executemany("UPDATE findings SET state=?, resolved_at=?, resolved_run=? "
+                          "WHERE fingerprint=?",
+                          [(t.state, at if t.state == RESOLVED else None,
+                            run_id if t.state == RESOLVED else None, fp) for fp, t in moved])
+            events += [(fp, run_id, at, t.event, t.state, None, None, None)
+                       for fp, t in moved if t.event]
             events.sort(key=_KEY0)
             c.executemany("INSERT INTO finding_events (fingerprint, run_id, at, event, state,"
                           " outcome, expected, actual) VALUES (?,?,?,?,?,?,?,?)", events)
-        return counts
+        resolved = sum(1 for _, t in moved if t.event == lifecycle.RESOLVED_EVENT)
+        return FindingChanges(opened, reopened, resolved, still_open)
+
+    _FINDING_COLS = ("fingerprint, check_name, channel, sku, listing_key, field, outcome, "
+                     "severity, expected, actual, score, message, details, state, "
+                     "first_seen_at, last_seen_at, first_run, last_run, resolved_at, "
+                     "resolved_run, ack_by, ack_at, ack_note, snoozed_until, snoozed_by, "
+                     "alert_state, alert_reason")
 
     def findings(self, state: str | None = None, channel: str | None = None,
                  check: str | None = None, sku: str | None = None,
-                 limit: int | None = None) -> list[dict[str, Any]]:
-        """Stored findings as dicts, most severe and newest first."""
+                 limit: int | None = None) -> list[FindingRecord]:
+        """Stored findings, most severe and newest first."""
         where, args = [], []
         for col, val in (("state", state), ("channel", channel), ("check_name", check),
                          ("sku", sku)):
             if val is not None:
                 where.append(f"{col} = ?")
                 args.append(val)
-        q = "SELECT * FROM findings"
+        q = f"SELECT {self._FINDING_COLS} FROM findings"
         if where:
             q += " WHERE " + " AND ".join(where)
         q += (" ORDER BY CASE severity WHEN 'critical' THEN 0 WHEN 'major' THEN 1 "
               "WHEN 'minor' THEN 2 ELSE 3 END, channel, check_name, sku, field")
         if limit:
             q += f" LIMIT {int(limit)}"
-        rows = []
-        for r in self.db.query(q, args):
-            r["check"] = r.pop("check_name")
-            r["details"] = json.loads(r["details"]) if r["details"] else {}
-            rows.append(r)
-        return rows
+        fromiso = datetime.fromisoformat
+        return [FindingRecord(fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg,
+                              orjson.loads(det) if det else {}, st, fromiso(first),
+                              fromiso(last), frun, lrun, parse_time(res_at), res_run,
+                              ack_by, parse_time(ack_at), ack_note, parse_time(snoozed),
+                              snoozed_by, alert_state, alert_reason)
+                for (fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg, det, st, first,
+                     last, frun, lrun, res_at, res_run, ack_by, ack_at, ack_note, snoozed,
+                     snoozed_by, alert_state, alert_reason) in self.db.execute(q, args)]
 
-    def finding_events(self, fingerprint: str) -> list[dict[str, Any]]:
-        return list(self.db.query("SELECT * FROM finding_events WHERE fingerprint=? ORDER BY id",
-                                  [fingerprint]))
+    def finding_events(self, fingerprint: str) -> list[FindingEvent]:
+        return [FindingEvent(i, fp, run, datetime.fromisoformat(at), ev, st, out, exp, act,
+                             actor, note)
+                for i, fp, run, at, ev, st, out, exp, act, actor, note in self.db.execute(
+                    "SELECT id, fingerprint, run_id, at, event, state, outcome, expected,"
+                    " actual, actor, note FROM finding_events WHERE fingerprint=? ORDER BY id",
+                    [fingerprint])]
 
     # ----------------------------------------------------------------- scores
     def save_scores(self, run_id: int, rows: Iterable[tuple[str, str, dict[str, int]]]) -> None:
@@ -914,17 +956,18 @@ class Store:
                 "INSERT OR REPLACE INTO scores (run_id, channel, check_name, passed, failed,"
                 " warn, not_evaluated, score) VALUES (?,?,?,?,?,?,?,?)", data)
 
-    def scores(self, run_id: int) -> list[dict[str, Any]]:
-        return list(self.db.query("SELECT * FROM scores WHERE run_id=? ORDER BY channel, "
-                                  "check_name", [run_id]))
+    def scores(self, run_id: int) -> list[ScoreRecord]:
+        return [ScoreRecord(*r) for r in self.db.execute(
+            "SELECT run_id, channel, check_name, passed, failed, warn, not_evaluated, score"
+            " FROM scores WHERE run_id=? ORDER BY channel, check_name", [run_id])]
 
     # ----------------------------------------------------------------- http cache
-    def http_cache_get(self, url: str) -> dict[str, Any] | None:
+    def http_cache_get(self, url: str) -> HttpCacheRow | None:
         rows = list(self.db.query("SELECT * FROM http_cache WHERE url = ?", [url]))
-        return rows[0] if rows else None
+        return rows[0] if rows else None  # type: ignore[return-value]
 
     def http_cache_put(self, url: str, **values: Any) -> None:
-        self.db["http_cache"].upsert({"url": url, **values}, pk="url")
+        self.db.table("http_cache").upsert({"url": url, **values}, pk="url")
 
     # ----------------------------------------------------------------- images
     def image_signatures(self, shas: Iterable[str], version: int) -> dict[str, dict[str, Any]]:
@@ -947,15 +990,15 @@ class Store:
                 "INSERT OR REPLACE INTO image_signatures (sha256, version, data, created_at) "
                 "VALUES (?,?,?,?)", [(sha, v, codec.dumps(d), at) for sha, v, d in rows])
 
-    def image_urls(self, urls: Iterable[str]) -> dict[str, dict[str, Any]]:
+    def image_urls(self, urls: Iterable[str]) -> dict[str, ImageUrlRow]:
         """The last fetch of each URL: etag, last_modified, sha256, error, fetched_at."""
-        out: dict[str, dict[str, Any]] = {}
+        out: dict[str, ImageUrlRow] = {}
         urls = list(dict.fromkeys(urls))
         for i in range(0, len(urls), 500):
             chunk = urls[i:i + 500]
             for r in self.db.query(f"SELECT * FROM image_urls WHERE url IN "
                                    f"({','.join('?' * len(chunk))})", chunk):
-                out[r["url"]] = r
+                out[r["url"]] = r  # type: ignore[assignment]
         return out
 
     def put_image_urls(self, rows: Iterable[Mapping[str, Any]]) -> None:
@@ -1008,10 +1051,10 @@ class Store:
         return closed
 
     def master_asset_history(self, skus: Iterable[str] | None = None
-                             ) -> dict[str, list[dict[str, Any]]]:
+                             ) -> dict[str, list[MasterAssetRow]]:
         """Replaced master images by SKU, newest first: slot, ref, sha256, valid_from, valid_to."""
         q = "SELECT * FROM master_assets WHERE valid_to IS NOT NULL"
-        out: dict[str, list[dict[str, Any]]] = {}
+        out: dict[str, list[MasterAssetRow]] = {}
         if skus is None:
             rows = list(self.db.query(q + " ORDER BY sku, valid_to DESC, id DESC"))
         else:
@@ -1022,7 +1065,7 @@ class Store:
                 rows += self.db.query(q + f" AND sku IN ({','.join('?' * len(chunk))}) "
                                       "ORDER BY sku, valid_to DESC, id DESC", chunk)
         for r in rows:
-            out.setdefault(r["sku"], []).append(r)
+            out.setdefault(r["sku"], []).append(r)  # type: ignore[arg-type]
         return out
 
 
@@ -1037,7 +1080,7 @@ class Store:
         if groups:
             with self.db.conn:
                 for group in groups.values():
-                    self.db["http_cache"].upsert_all(group, pk="url")
+                    self.db.table("http_cache").upsert_all(group, pk="url")
 
     def http_cache_extractions(self, urls: Sequence[str]) -> dict[str, str]:
         """The stored extraction (JSON text) of each of ``urls`` that has one."""
@@ -1052,12 +1095,81 @@ class Store:
                 out[url] = ex
         return out
 
-    def http_cache_validators(self, prefix: str) -> Iterator[dict[str, Any]]:
+    def http_cache_validators(self, prefix: str) -> Iterator[HttpValidators]:
         """Validators (no extraction text) of every cached URL starting with ``prefix``."""
-        yield from self.db.query(
+        yield from self.db.query(  # type: ignore[misc]
             "SELECT url, etag, last_modified, fetched_at, sha256, "
             "extraction IS NOT NULL AS had_extraction FROM http_cache "
             "WHERE url >= ? AND url < ?", [prefix, prefix + "\U0010ffff"])
+
+    # ----------------------------------------------------------------- run lifecycle
+    # (auditor.session: master imports, finding changes, interrupted runs)
+    def run_summary(self, run_id: int) -> dict[str, Any]:
+        """A run's stored summary (``{}`` when none yet)."""
+        row = self.db.execute("SELECT summary FROM runs WHERE id=?", (run_id,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else {}
+
+    def update_run_summary(self, run_id: int, **parts: Any) -> None:
+        """Merge ``parts`` into a run's summary (while the run is going on)."""
+        summary = self.run_summary(run_id)
+        summary.update(parts)
+        with self.db.conn:
+            self.db.conn.execute("UPDATE runs SET summary=? WHERE id=?",
+                                 (codec.dumps(summary), run_id))
+
+    def record_master_import(self, run_id: int, info: Mapping[str, Any],
+                             errors: Sequence[tuple[str, str]] = ()) -> None:
+        """Note the run's master import (accepted or rejected) in its summary, and each
+        error (location, reason) as a run error of the source ``master``."""
+        summary = self.run_summary(run_id)
+        summary["master"] = dict(info)
+        with self.db.conn:
+            self.db.conn.execute("UPDATE runs SET summary=? WHERE id=?",
+                                 (codec.dumps(summary), run_id))
+            self.db.conn.executemany(
+                "INSERT INTO run_errors (run_id, source, location, reason) VALUES (?,?,?,?)",
+                [(run_id, "master", loc, reason) for loc, reason in errors])
+
+    def finding_changes(self, run_id: int, channel: str) -> list[FindingChange]:
+        """Every finding of ``channel`` that ``run_id`` opened, changed, resolved or
+        reopened, with what the finding says now (in the order they were written); asked
+        right after the run applied the channel's findings."""
+        # From the channel's findings this run touched to their events (by the
+        # fingerprint index): finding_events has no index by run, and grows every run.
+        return [FindingChange(*row) for row in self.db.execute(
+            "SELECT e.fingerprint, e.event, f.check_name, f.channel, f.sku,"
+            " f.listing_key, f.field, f.outcome, f.severity, f.expected, f.actual, f.message"
+            " FROM findings f CROSS JOIN finding_events e ON e.fingerprint = f.fingerprint"
+            " AND e.run_id = ? WHERE f.channel = ? AND (f.last_run = ? OR f.resolved_run = ?)"
+            " ORDER BY e.id", [run_id, channel, run_id, run_id])]
+
+    def interrupt_run(self, run_id: int, at: datetime, reason: str) -> bool:
+        """Record a run that stopped before it finished as ``interrupted`` (at, why).
+        False when the run had already finished."""
+        # Whatever this connection was writing when the run was stopped stays unwritten
+        # (a half-written batch of listings is not committed with the status).
+        if self.db.conn.in_transaction:
+            self.db.conn.rollback()
+        summary = self.run_summary(run_id)
+        summary["interrupted"] = {"at": at.isoformat(), "reason": reason}
+        with self.db.conn:
+            cur = self.db.conn.execute(
+                "UPDATE runs SET finished_at=?, status='interrupted', summary=? "
+                "WHERE id=? AND status='running'", (at.isoformat(), codec.dumps(summary), run_id))
+        return cur.rowcount > 0
+
+    def running_runs(self) -> list[RunRecord]:
+        """Runs recorded as still ``running``, oldest first (``summary["pid"]``: the
+        process that runs it, once noted)."""
+        return [RunRecord(i, datetime.fromisoformat(started), parse_time(finished), status,
+                          snap, orjson.loads(summary) if summary else {})
+                for i, started, finished, status, snap, summary in self.db.execute(
+                    "SELECT id, started_at, finished_at, status, master_snapshot_id, summary"
+                    " FROM runs WHERE status = 'running' ORDER BY id")]
+
+    def holds_run_lock(self) -> bool:
+        """Whether this process holds this store's ``run_lock``."""
+        return self.path != MEMORY and holds_run_lock(self.path)
 
     # ----------------------------------------------------------------- alerts: triage
     def find_fingerprint(self, prefix: str) -> str:

@@ -1,0 +1,333 @@
+"""The typed records a store returns from its read APIs.
+
+Callers (the CLI, reports, the runner) see these, never a store's rows: a record's
+field names are the auditor's vocabulary (``check``, not a column ``check_name``),
+times are ``datetime`` objects and JSON columns are decoded. ``to_dict()`` gives
+the plain, JSON-ready form (times as ISO 8601) that ``--format json`` prints.
+
+Write paths (``save_listings``, ``apply_findings``) take model objects and return
+plain counts: records are built only where something is read back, so the hot
+paths pay nothing for them.
+
+The caches (HTTP validators, image signatures, image URLs, master image slots) are
+plumbing between the store and one module each; their rows are ``TypedDict``\\ s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterator, Mapping, TypedDict
+
+import orjson
+
+from auditor import codec
+from auditor.model import MasterRecord
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, datetime):
+        return v.isoformat()
+    if isinstance(v, tuple):
+        return [_plain(x) for x in v]
+    return v
+
+
+def parse_time(v: str | None) -> datetime | None:
+    """A stored ISO 8601 time (None stays None)."""
+    return datetime.fromisoformat(v) if v else None
+
+
+class _Record:
+    """Common behaviour of the records: a JSON-ready dict."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name))
+                for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- masters
+
+@dataclass(frozen=True, slots=True)
+class MasterSnapshot(_Record):
+    """One master import kept as a snapshot."""
+
+    id: int
+    imported_at: datetime
+    source: str
+    sha256: str | None
+    records: int
+    added: int
+    changed: int
+    removed: int
+    skipped_rows: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MasterChange(_Record):
+    """One master value that changed in a snapshot, with the time it changed.
+
+    ``old`` and ``new`` are the values as text (money as ``"59.90 EUR"``, lists
+    and mappings as JSON); None where the field had no value."""
+
+    id: int
+    snapshot_id: int
+    sku: str
+    field: str
+    old: str | None
+    new: str | None
+    changed_at: datetime
+
+
+@dataclass
+class MasterImportResult:
+    """What one master import changed."""
+
+    snapshot_id: int
+    records: int
+    added: int
+    changed: int
+    removed: int
+    unchanged_file: bool = False
+
+
+@dataclass
+class MasterPlan:
+    """A master import worked out but not yet written (see ``MasterStore.plan_master``).
+
+    ``writes`` and ``removed`` say what the import changes; ``replaced`` holds the
+    stored versions it replaces (as a store's JSON text), which a run hands to its
+    checks as history before the snapshot is written."""
+
+    at: str                                                # the import time, ISO 8601
+    records: int                                           # records in the import
+    writes: dict[str, str] = field(default_factory=dict)   # new or changed SKU -> hash
+    added: int = 0
+    removed: list[str] = field(default_factory=list)       # SKUs no longer in the master
+    replaced: dict[str, str] = field(default_factory=dict)  # SKU -> stored data it replaces
+    bodies: dict[str, str] = field(default_factory=dict)  # changed SKU -> data to write
+
+
+class MasterHistory(Mapping[str, list[tuple[datetime, MasterRecord]]]):
+    """SKU -> earlier master versions [(valid_until, record)], oldest first, decoded
+    when first read (a run looks up history only where a listing disagrees)."""
+
+    def __init__(self, raw: dict[str, list[tuple[str, str]]]):
+        self._raw = raw  # SKU -> [(valid_until ISO 8601, stored JSON text)]
+        self._decoded: dict[str, list[tuple[datetime, MasterRecord]]] = {}
+
+    def __getitem__(self, sku: str) -> list[tuple[datetime, MasterRecord]]:
+        got = self._decoded.get(sku)
+        if got is None:
+            got = self._decoded[sku] = [
+                (datetime.fromisoformat(until), codec.master_from_dict(orjson.loads(data)))
+                for until, data in self._raw[sku]]  # KeyError when the SKU never changed
+        return got
+
+    def add(self, replaced: Mapping[str, str], until: str) -> None:
+        """Versions (SKU -> stored data) valid until ``until``, newer than any held."""
+        for sku, data in replaced.items():
+            self._raw.setdefault(sku, []).append((until, data))
+            self._decoded.pop(sku, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __contains__(self, sku: object) -> bool:
+        return sku in self._raw
+
+
+# --------------------------------------------------------------------------- listings
+
+@dataclass(frozen=True, slots=True)
+class ListingSave:
+    """What ``save_listings`` did with one read of a channel."""
+
+    seen: int                     # distinct listing keys read
+    new: int                      # never seen before
+    changed: int                  # seen before with another body (a new version)
+    unseen: list[str]             # present before this read and not in it
+
+
+@dataclass(frozen=True, slots=True)
+class LinkRecord(_Record):
+    """How a present listing is linked to the master."""
+
+    channel: str
+    listing_key: str
+    sku: str | None               # None: not linked (ambiguous or no match)
+    method: str                   # a LinkMethod value: sku, gtin, mpn_brand, url, fuzzy ...
+    confidence: float | None
+    candidates: tuple[str, ...]   # the SKUs an ambiguous link could not choose between
+    run_id: int | None            # the run that set this link
+
+
+# --------------------------------------------------------------------------- findings
+
+@dataclass(frozen=True, slots=True)
+class FindingRecord(_Record):
+    """A stored finding with its lifecycle state."""
+
+    fingerprint: str
+    check: str
+    channel: str
+    sku: str | None
+    listing_key: str | None
+    field: str
+    outcome: str                  # failed, warn (the last non-passed outcome seen)
+    severity: str                 # critical, major, minor, info
+    expected: str | None
+    actual: str | None
+    score: float | None
+    message: str | None
+    details: dict[str, Any]
+    state: str                    # open, resolved (see auditor.lifecycle)
+    first_seen_at: datetime
+    last_seen_at: datetime
+    first_run: int | None
+    last_run: int | None
+    resolved_at: datetime | None
+    resolved_run: int | None
+    # triage and alerting (see auditor.alerts): who acknowledged or snoozed it, and its
+    # alert state as last evaluated (pending, firing, suppressed) with the reason
+    ack_by: str | None = None
+    ack_at: datetime | None = None
+    ack_note: str | None = None
+    snoozed_until: datetime | None = None
+    snoozed_by: str | None = None
+    alert_state: str | None = None
+    alert_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FindingEvent(_Record):
+    """One state change of a finding: opened, changed, resolved, reopened, acknowledged,
+    snoozed."""
+
+    id: int
+    fingerprint: str
+    run_id: int | None
+    at: datetime
+    event: str
+    state: str
+    outcome: str | None
+    expected: str | None
+    actual: str | None
+    actor: str | None = None      # who did it (acknowledged, snoozed, resolved by hand)
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FindingChanges:
+    """How many findings one channel's ``apply_findings`` moved."""
+
+    opened: int = 0
+    reopened: int = 0
+    resolved: int = 0
+    still_open: int = 0
+
+
+# --------------------------------------------------------------------------- runs
+
+@dataclass(frozen=True, slots=True)
+class RunRecord(_Record):
+    """One audit run."""
+
+    id: int
+    started_at: datetime
+    finished_at: datetime | None
+    status: str                   # running, complete, partial, failed
+    master_snapshot_id: int | None
+    summary: dict[str, Any]       # the run summary (master, channels), {} while running
+
+
+@dataclass(frozen=True, slots=True)
+class RunSourceRecord(_Record):
+    """How one source (channel) of a run was read."""
+
+    run_id: int
+    source: str
+    status: str                   # complete, partial, failed
+    listings: int | None
+    errors: int | None
+    message: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunErrorRecord(_Record):
+    """One bad row, page or item a source had in a run."""
+
+    id: int
+    run_id: int
+    source: str
+    location: str | None          # file:line, URL ...
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreRecord(_Record):
+    """Outcome counts and the consistency score of one check on one channel in a run."""
+
+    run_id: int
+    channel: str
+    check: str
+    passed: int
+    failed: int
+    warn: int
+    not_evaluated: int
+    score: float | None           # passed / (passed + failed + warn); None when none
+
+
+# --------------------------------------------------------------------------- caches
+
+class HttpCacheRow(TypedDict, total=False):
+    """Conditional-GET state of a URL, and the last extraction for a 304."""
+
+    url: str
+    etag: str | None
+    last_modified: str | None
+    fetched_at: str | None
+    status: int | None
+    sha256: str | None
+    content_type: str | None
+    extraction: str | None        # JSON text
+
+
+class HttpValidators(TypedDict):
+    """A cached URL's validators, without its extraction text."""
+
+    url: str
+    etag: str | None
+    last_modified: str | None
+    fetched_at: str | None
+    sha256: str | None
+    had_extraction: bool
+
+
+class ImageUrlRow(TypedDict, total=False):
+    """The last fetch of an image URL."""
+
+    url: str
+    etag: str | None
+    last_modified: str | None
+    sha256: str | None
+    error: str | None
+    fetched_at: str
+
+
+class MasterAssetRow(TypedDict):
+    """Which content a master image slot held, and until when (slot 0 = primary)."""
+
+    id: int
+    sku: str
+    slot: int
+    ref: str
+    sha256: str
+    valid_from: str
+    valid_to: str | None
