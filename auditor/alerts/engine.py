@@ -133,8 +133,8 @@ def _evaluate_once(store: Any, cfg: Config, now: datetime, result: dict[str, Any
         firing_rows, states = [], []
         reasons: dict[str, str] = {}
         for r in store.alert_candidates():
-            key = (r["channel"], r["check"])
-            rules = rules_cache.get(key) or rules_cache.setdefault(key, rules_for(cfg, *key))
+            ck = (r["channel"], r["check"])
+            rules = rules_cache.get(ck) or rules_cache.setdefault(ck, rules_for(cfg, *ck))
             view = policy.view_from_row(r, changed.get((r.get("sku") or "", r["check"])))
             st = policy.alert_status(view, rules, silences, now)
             result[st.state] += 1
@@ -163,7 +163,9 @@ def _evaluate_once(store: Any, cfg: Config, now: datetime, result: dict[str, Any
         gone_findings = store.findings_by_fingerprint(
             fid for g in stored.values() for fid, m in g["members"].items()
             if m.get("kind") == "finding" and fid not in firing_ids)
-        keep, drop, rows = [], [], []
+        keep: list[dict[str, Any]] = []
+        drop: list[tuple[str, str]] = []
+        rows: list[dict[str, Any]] = []
         for gk in sorted(set(groups) | set(stored)):
             receiver_name, key = gk
             recv = ac.receivers.get(receiver_name)
@@ -212,7 +214,8 @@ def _evaluate_once(store: Any, cfg: Config, now: datetime, result: dict[str, Any
                 rows.append({"receiver": receiver_name, "group_key": key,
                              "idempotency_key": idem, "payload": payload})
             if cur:
-                dues.append(datetime.fromisoformat(sent_at) + timedelta(seconds=repeat))
+                dues.append(datetime.fromisoformat(sent_at or now.isoformat())
+                            + timedelta(seconds=repeat))
                 keep.append({"receiver": receiver_name, "group_key": key,
                              "labels": (g or old)["labels"], "members": cur, "seq": seq,
                              "last_sent_at": sent_at})

@@ -17,7 +17,8 @@ could not be made).
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as _field
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -89,7 +90,7 @@ class FindingView:
     fingerprint: str
     channel: str
     check: str
-    field: str
+    field: str  # the finding's field (it shadows dataclasses.field: hence _field)
     severity: str
     sku: str | None
     since: datetime                   # start of the current episode (opened or reopened)
@@ -98,7 +99,7 @@ class FindingView:
     ack_by: str | None = None
     snoozed_until: datetime | None = None
     master_changed_at: datetime | None = None   # latest change of a master field it compares
-    labels: Mapping[str, Any] = field(default_factory=dict)
+    labels: Mapping[str, Any] = _field(default_factory=dict)
 
     @property
     def alert_labels(self) -> dict[str, Any]:

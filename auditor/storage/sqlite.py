@@ -1348,11 +1348,11 @@ class SQLiteStore:
     def add_silence(self, matchers: Mapping[str, str], starts_at: datetime, ends_at: datetime,
                     by: str | None, comment: str | None, now: datetime | None = None) -> int:
         with self.db.conn:
-            return self.db.conn.execute(
+            return int(self.db.conn.execute(
                 "INSERT INTO silences (matchers, starts_at, ends_at, created_by, comment,"
                 " created_at) VALUES (?,?,?,?,?,?)",
                 (codec.dumps(dict(matchers)), starts_at.isoformat(), ends_at.isoformat(), by,
-                 comment, (now or datetime.now(timezone.utc)).isoformat())).lastrowid
+                 comment, (now or datetime.now(timezone.utc)).isoformat())).lastrowid or 0)
 
     def silences(self, active_at: datetime | None = None) -> list[dict[str, Any]]:
         """Silences, newest first; only those in force at ``active_at`` when given."""
