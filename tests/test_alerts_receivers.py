@@ -335,3 +335,38 @@ def test_service_loop_delivers_and_flushes_on_stop(tmp_path):
         assert not t.is_alive() and len(hook.by_key) == 2 and len(hook.deliveries) == 2
         assert store.outbox() == []
         store.close()
+
+
+def test_a_plugin_registers_a_receiver_type(tmp_path):
+    from auditor import plugins
+    from auditor.hookspecs import hookimpl
+
+    got = []
+
+    class Pager:
+        name = "pager-plugin"
+
+        def send(self, receiver, payload, timeout, now):
+            got.append((receiver.name, payload["idempotency_key"], receiver.options["url"]))
+
+    class Plugin:
+        @hookimpl
+        def register_receivers(self):
+            return [Pager()]
+
+    pm = plugins.manager()
+    pm.register(Plugin(), name="pager-test")
+    try:
+        plugins._collect(pm)
+        cfg = _cfg([{"name": "p", "type": "pager-plugin", "url": "https://pager.example/x"}])
+        store = Store(tmp_path / "a.db")
+        _run(store, 1, T0, [_f("A")])
+        evaluate(store, cfg, T0)
+        assert deliver(store, cfg, lambda: T0)["sent"] == 1
+        assert got == [("p", store.outbox(None)[0]["idempotency_key"], "https://pager.example/x")]
+        store.close()
+    finally:
+        pm.unregister(name="pager-test")
+        plugins._collect(pm)
+    with pytest.raises(Exception, match="unknown receiver type 'pager-plugin'"):
+        _cfg([{"name": "p", "type": "pager-plugin", "url": "https://pager.example/x"}])

@@ -132,8 +132,8 @@ ALERTS_OPTIONS = (
 
 RECEIVER_OPTIONS = (
     Opt("name", str, None, "Receiver name, used by routes."),
-    Opt("type", str, None, "apprise, webhook, alertmanager or email.",
-        choices=("apprise", "webhook", "alertmanager", "email")),
+    Opt("type", str, None, "apprise, webhook, alertmanager, email, or a type a plugin "
+        "registers (register_receivers)."),
     Opt("send_resolved", bool, True, "Also notify when alerts resolve."),
     Opt("urls", _env_or_list, [],
         "apprise: Apprise URLs (slack://, discord://, ntfy://, pagerduty://, workflows:// ...) "
@@ -248,6 +248,12 @@ def parse_alerts(raw: Any, problems: list[str]) -> AlertsConfig:
         if not rtype:
             problems.append(f"{where}.type: missing (expected apprise, webhook, alertmanager "
                             f"or email)")
+            continue
+        from auditor.alerts.receivers import known_types
+
+        if rtype not in known_types():
+            problems.append(f"{where}.type: unknown receiver type {rtype!r}"
+                            f"{did_you_mean(rtype, known_types())}")
             continue
         need = {"apprise": ("urls",), "webhook": ("url",), "alertmanager": ("url",),
                 "email": ("host", "from", "to")}.get(rtype, ())

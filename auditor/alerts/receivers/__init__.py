@@ -32,8 +32,23 @@ def sender(rtype: str) -> SendFn:
     elif rtype == "apprise":
         from auditor.alerts.receivers.apprise import send
     else:
-        raise DeliveryError(f"unknown receiver type {rtype!r}")
+        from auditor import plugins
+
+        plugin = plugins.receivers().get(rtype)
+        if plugin is None or not callable(getattr(plugin, "send", None)):
+            raise DeliveryError(f"unknown receiver type {rtype!r}")
+        return plugin.send  # type: ignore[no-any-return]
     return send
+
+
+BUILTIN = ("apprise", "webhook", "alertmanager", "email")
+
+
+def known_types() -> list[str]:
+    """Receiver types: the built-in ones and those plugins register."""
+    from auditor import plugins
+
+    return list(BUILTIN) + sorted(n for n in plugins.receivers() if n not in BUILTIN)
 
 
 def headers(receiver: Receiver) -> dict[str, str]:
