@@ -92,15 +92,10 @@ def _source(value: Any) -> str:
 
 
 def _cron(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"expected a cron expression such as \"0 */4 * * *\", got {value!r}")
-    from apscheduler.triggers.cron import CronTrigger
+    # cron as cron means it (Sunday = 0 or 7), not APScheduler's Monday = 0
+    from auditor.service.cron import validate
 
-    try:
-        CronTrigger.from_crontab(value)
-    except ValueError as e:
-        raise ValueError(f"invalid cron expression {value!r}: {e}") from None
-    return value
+    return validate(value)
 
 
 def _str_list(value: Any) -> list[str]:
@@ -181,6 +176,9 @@ MASTER_OPTIONS = (
     Opt("timezone", str, "UTC", "Time zone for dates without one."),
     Opt("headers", _headers, {}, "HTTP headers for a URL source; secrets as { env = \"NAME\" }."),
     Opt("auth", _auth, None, "HTTP basic auth for a URL source, from environment variables."),
+    Opt("schedule", _cron, None,
+        "Cron expression for `auditor serve`: when the master alone is imported again "
+        "(each channel's own schedule also imports it first)."),
 )
 
 LINKING_OPTIONS = (
@@ -209,7 +207,12 @@ CHANNEL_OPTIONS = (
     Opt("allow_empty", bool, False,
         "Accept an empty source as real (otherwise it is a source problem when the last run had listings)."),
     Opt("min_ratio", float, 0.5,
-        "A source yielding fewer than this share of the previous run's listings is marked partial."),
+        "A source yielding fewer than this share of the last complete read's listings is a "
+        "sharp drop: presence is held, as with max_drop."),
+    Opt("max_drop", float, 0.1,
+        "Largest share of the last complete read's listings that may vanish at once (2 or "
+        "more) before presence is held: no missing listing concluded, none resolved, until "
+        "the next run confirms the drop or `auditor runs accept RUN CHANNEL`. 1 = never hold."),
     Opt("headers", _headers, {}, "HTTP headers for URL sources; secrets as { env = \"NAME\" }."),
     Opt("auth", _auth, None, "HTTP basic auth for URL sources, from environment variables."),
     Opt("allow_hosts", _str_list, [], "Further hosts this channel may fetch from (an image CDN)."),
@@ -217,6 +220,31 @@ CHANNEL_OPTIONS = (
     Opt("all_files", bool, False, "With a glob source: read every matching file, not only the newest."),
     Opt("encoding", str, "auto", "Text encoding of file sources, or auto to detect."),
 ) + CHANNEL_ALERT_OPTIONS
+
+def _env_ref(value: Any) -> "EnvRef":
+    if isinstance(value, dict) and set(value) == {"env"} and isinstance(value["env"], str):
+        return EnvRef(value["env"])
+    raise ValueError("expected { env = \"NAME\" }: secrets come from the environment")
+
+
+SERVE_OPTIONS = (
+    Opt("host", str, "127.0.0.1", "Address `auditor serve` listens on (--host overrides)."),
+    Opt("port", int, 8080, "Port `auditor serve` listens on (--port overrides)."),
+    Opt("token", _env_ref, None,
+        "Bearer token for the API's write calls, as { env = \"NAME\" }; unset: the "
+        "AUDITOR_API_TOKEN variable. With no token set, write calls are refused."),
+    Opt("protect_reads", bool, False,
+        "Reads (the JSON API) need the bearer token too; /metrics, /healthz and /readyz stay open."),
+    Opt("timezone", str, "UTC", "Time zone the cron schedules are read in (e.g. Europe/Berlin)."),
+    Opt("jitter", float, 30.0,
+        "Up to this many seconds of random delay per scheduled audit (at most a tenth of "
+        "its interval), so channels on one schedule do not start in the same second."),
+    Opt("catch_up", bool, True,
+        "At start-up, audit once every source whose last complete read is older than its interval."),
+    Opt("stop_timeout", float, 60.0,
+        "On SIGTERM, seconds a running audit gets to finish before it is stopped and "
+        "recorded as interrupted."),
+)
 
 _CHANNEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -254,6 +282,8 @@ class Config:
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
     run: Mapping[str, Any] = field(default_factory=lambda: {"workers": 0})
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    serve: Mapping[str, Any] = field(default_factory=lambda: {o.name: o.default
+                                                              for o in SERVE_OPTIONS})
 
     @property
     def base_dir(self) -> Path:
@@ -312,7 +342,8 @@ def _check_options(given: Any, prefix: str, suffix: str, problems: list[str],
     return out
 
 
-TOP_LEVEL = ("store", "run", "http", "master", "linking", "channels", "checks", "alerts")
+TOP_LEVEL = ("store", "run", "http", "master", "linking", "channels", "checks", "serve",
+             "alerts")
 
 
 def load_config(path: str | Path) -> Config:
@@ -384,6 +415,9 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
                                 f"(it appears in metrics and overrides)")
             if name in seen:
                 problems.append(f"{where}.name: duplicate channel name")
+            if name == "master":
+                problems.append(f"{where}.name: 'master' is reserved (the master's own "
+                                f"schedule, metrics and runs use it)")
             seen.add(name)
         else:
             problems.append(f"{where}.name: missing (expected a string)")
@@ -405,8 +439,17 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
                 schedule=resolved.get("schedule"), enabled=resolved.get("enabled", True),
                 options=resolved, checks=merged, base_dir=path.parent))
     alerts = parse_alerts(raw.get("alerts"), problems)
+    serve = resolve(SERVE_OPTIONS, table("serve"), "[serve]", problems)
+    if not 0 < serve.get("port", 1) < 65536:
+        problems.append(f"[serve].port: expected 1-65535, got {serve['port']}")
+    try:
+        import zoneinfo
+
+        zoneinfo.ZoneInfo(serve.get("timezone") or "UTC")
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        problems.append(f"[serve].timezone: unknown time zone {serve.get('timezone')!r}")
     if problems:
         raise ConfigError(str(path), problems)
     return Config(path=path, store=store, http=http, master=master, linking=linking,
                   channels=tuple(channels), checks=global_checks, raw=raw, run=run,
-                  alerts=alerts)
+                  serve=serve, alerts=alerts)

@@ -339,7 +339,7 @@ def test_propagation_latency_per_channel_and_change():
     s.save_source_result(r1, SourceResult("google", started_at=T0 + H,
                                           finished_at=T0 + 2 * H))
     s.sync_propagation({"price": ["price"], "title": ["title"]})
-    rows = {(r["sku"], r["field"]): r for r in s.propagation("google")}
+    rows = {(r["sku"], r["field"]): r for r in s.propagation_rows("google")}
     assert rows[("B", "title")]["latency_seconds"] == 3600.0  # shown in the first run
     assert rows[("A", "price")]["caught_up_at"] is None
     r2 = s.start_run(T0 + 5 * H, snap)
@@ -347,9 +347,9 @@ def test_propagation_latency_per_channel_and_change():
     s.save_source_result(r2, SourceResult("google", started_at=T0 + 5 * H,
                                           finished_at=T0 + 6 * H))
     assert s.sync_propagation({"price": ["price"], "title": ["title"]})["caught_up"] == 1
-    a = [r for r in s.propagation("google") if r["sku"] == "A"][0]
+    a = [r for r in s.propagation_rows("google") if r["sku"] == "A"][0]
     assert a["latency_seconds"] == 5 * 3600.0 and a["caught_up_run"] == r2
-    assert s.propagation(pending=True) == []
+    assert s.propagation_rows(pending=True) == []
 
 
 def test_docs_alerts_config_examples_are_valid(tmp_path):

@@ -356,7 +356,7 @@ def alerts_propagation(config_path: Path, channel: str | None, pending: bool, li
     """
     store = _store_for(config_path)
     try:
-        rows = store.propagation(channel, True if pending else None, limit)
+        rows = store.propagation_rows(channel, True if pending else None, limit)
     finally:
         store.close()
     _rows_out(rows, ["channel", "sku", "field", "check_name", "changed_at", "caught_up_at",

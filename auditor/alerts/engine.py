@@ -153,7 +153,7 @@ def _evaluate_once(store: Any, cfg: Config, now: datetime, result: dict[str, Any
                                          if r.get("listing_key"))
         alerts: list[Alert] = incidents + [_finding_alert(r, titles, listings, base_url)
                                            for r in singles]
-        alerts += inc.source_alerts(store.latest_source_results(),
+        alerts += inc.source_alerts(store.source_failure_streaks(),
                                     [c.name for c in cfg.channels if c.enabled])
         alerts = [a for a in alerts if a.kind == "finding"
                   or not any(s.matches(a.labels) for s in silences)]

@@ -31,15 +31,15 @@ from auditor import codec
 from auditor import lifecycle
 from auditor.errors import LockedError, StoreError
 from auditor.events import FindingChange
-from auditor.lifecycle import RESOLVED, Evidence, Previous
+from auditor.lifecycle import OPEN, RESOLVED, Evidence, Previous
 from auditor.model import (Finding, Link, Listing, MasterRecord, Outcome, Run, SourceResult,
                            SourceStatus)
 from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord, HttpCacheRow,
                                      HttpValidators, ImageUrlRow, LinkRecord, ListingSave,
                                      MasterAssetRow, MasterChange, MasterHistory,
                                      MasterImportResult, MasterPlan, MasterSnapshot,
-                                     RunErrorRecord, RunRecord, RunSourceRecord, ScoreRecord,
-                                     parse_time)
+                                     PresenceHoldRecord, RunErrorRecord, RunRecord,
+                                     RunSourceRecord, ScoreRecord, parse_time)
 
 
 def _now() -> str:
@@ -211,6 +211,18 @@ def _m5(db: sqlite_utils.Database) -> None:
 
 
 def _m6(db: sqlite_utils.Database) -> None:
+    """Presence held by a run for a channel (a row without a readable key, a sharp drop
+    in items): what it would have concluded, kept until confirmed or accepted."""
+    _script(db, """
+    CREATE TABLE presence_holds (
+        run_id INTEGER NOT NULL, channel TEXT NOT NULL, kind TEXT NOT NULL,
+        reason TEXT NOT NULL, vanished TEXT, findings TEXT, checks TEXT,
+        state TEXT NOT NULL DEFAULT 'held', decided_run INTEGER, decided_at TEXT,
+        PRIMARY KEY (run_id, channel));
+    """)
+
+
+def _m7(db: sqlite_utils.Database) -> None:
     """Alerts: acknowledgements and snoozes on findings, who did what in the event log,
     silences, notification groups, the outbox's receiver and idempotency key, and the
     propagation latency of master changes per channel."""
@@ -252,7 +264,7 @@ def _m6(db: sqlite_utils.Database) -> None:
 
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1, _m2, _m3, _m4, _m5,
-                                                              _m6]
+                                                              _m6, _m7]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -393,6 +405,14 @@ class BatchGate:
 
 
 MEMORY = ":memory:"
+
+
+# The lifecycle state people see (auditor.alerts.policy.display_state, less "reopened"),
+# from a finding's row; one parameter: now (ISO 8601). An acknowledgement or snooze is
+# cleared when the finding reopens.
+_SHOWN_STATE = ("(CASE WHEN state = 'resolved' THEN 'resolved' WHEN outcome = 'not_evaluated' "
+                "THEN 'not_evaluated' WHEN ack_at IS NOT NULL THEN 'acknowledged' "
+                "WHEN snoozed_until > ? THEN 'snoozed' ELSE 'open' END)")
 
 
 class SQLiteStore:
@@ -897,6 +917,10 @@ class SQLiteStore:
                 "UPDATE findings SET outcome=?, severity=?, expected=?, actual=?, score=?,"
                 " message=?, details=?, state=?, last_seen_at=?, last_run=?, sku=?,"
                 " resolved_at=NULL, resolved_run=NULL WHERE fingerprint=?", updates)
+            # a finding back again needs a person again: its acknowledgement and snooze go
+            c.executemany("UPDATE findings SET ack_by=NULL, ack_at=NULL, ack_note=NULL,"
+                          " snoozed_until=NULL, snoozed_by=NULL WHERE fingerprint=?",
+                          [(e[0],) for e in events if e[3] == lifecycle.REOPENED])
             c.executemany("INSERT OR REPLACE INTO finding_observations (run_id, fingerprint, "
                           "outcome) VALUES (?,?,?)", obs)
             # Findings not seen in this run: what the lifecycle makes of their absence.
@@ -1256,6 +1280,11 @@ class SQLiteStore:
             "SELECT event, at, run_id FROM finding_events WHERE fingerprint=? AND event IN "
             "('opened','reopened') ORDER BY id DESC LIMIT 1", (fingerprint,)).fetchone()
         r["episode"] = {"event": ep[0], "at": ep[1], "run_id": ep[2]} if ep else None
+        r["stored_state"] = r["state"]  # open or resolved, as the lifecycle keeps it
+        from auditor.alerts.policy import display_state
+
+        r["state"] = display_state({**r, "episode_event": ep[0] if ep else None,
+                                    "since": ep[1] if ep else None}, datetime.now(timezone.utc))
         return r
 
     def finding_episodes(self, fingerprints: Iterable[str] | None = None
@@ -1342,7 +1371,7 @@ class SQLiteStore:
                 out[sku] = orjson.loads(data).get("title")
         return out
 
-    def latest_source_results(self) -> dict[str, dict[str, Any]]:
+    def source_failure_streaks(self) -> dict[str, dict[str, Any]]:
         """Each source's latest recorded result, with ``failing_runs``: how many of its
         latest results in a row were not complete."""
         out: dict[str, dict[str, Any]] = {}
@@ -1508,14 +1537,6 @@ class SQLiteStore:
                 "UPDATE outbox SET status='pending', next_attempt_at=?, attempts=0 "
                 "WHERE status='failed'", (now.isoformat(),)).rowcount
 
-    def outbox_counts(self) -> dict[str, dict[str, int]]:
-        """receiver -> status -> rows (for metrics)."""
-        out: dict[str, dict[str, int]] = {}
-        for recv, status, n in self.db.execute(
-                "SELECT receiver, status, count(*) FROM outbox GROUP BY receiver, status"):
-            out.setdefault(recv or "", {})[status] = n
-        return out
-
     # ----------------------------------------------------------------- alerts: propagation
     def sync_propagation(self, checks_by_field: Mapping[str, Sequence[str]]) -> dict[str, int]:
         """Record the propagation of master changes to channels.
@@ -1600,8 +1621,8 @@ class SQLiteStore:
             c.executemany("UPDATE propagation SET checked_run=? WHERE id=?", checked_rows)
         return {"added": added, "caught_up": len(done)}
 
-    def propagation(self, channel: str | None = None, pending: bool | None = None,
-                    limit: int | None = None) -> list[dict[str, Any]]:
+    def propagation_rows(self, channel: str | None = None, pending: bool | None = None,
+                         limit: int | None = None) -> list[dict[str, Any]]:
         """Propagation rows (newest first): channel, sku, field, check_name, changed_at,
         caught_up_at, latency_seconds (None while the channel has not caught up)."""
         where, args = [], []
@@ -1613,6 +1634,267 @@ class SQLiteStore:
         q += " ORDER BY id DESC" + (f" LIMIT {int(limit)}" if limit else "")
         return list(self.db.query(q, args))
 
+
+    # ----------------------------------------------------------------- service reads
+    # (auditor serve: the scheduler's run history, the metrics collector, the JSON API)
+
+    def last_complete_reads(self) -> dict[str, datetime]:
+        """When each source's latest complete read finished; ``"master"`` is the latest
+        run whose master import was not rejected."""
+        out: dict[str, datetime] = {}
+        for source, at in self.db.execute(
+                "SELECT source, max(finished_at) FROM run_sources WHERE status='complete' "
+                "AND finished_at IS NOT NULL GROUP BY source"):
+            out[source] = datetime.fromisoformat(at)
+        if "master" not in out:
+            for finished, status, summary in self.db.execute(
+                    "SELECT finished_at, status, summary FROM runs WHERE finished_at IS NOT NULL"
+                    " AND status IN ('complete', 'partial') ORDER BY id DESC LIMIT 50"):
+                s = json.loads(summary) if summary else {}
+                if status == "complete" or not s.get("master_error"):
+                    out["master"] = datetime.fromisoformat(finished)
+                    break
+        return out
+
+    def interrupt_running_runs(self, at: datetime) -> list[int]:
+        """Record every run still marked running as interrupted at ``at``: call only while
+        holding the run lock (no run is really running then). Returns their ids."""
+        with self.db.conn:
+            ids = [r for (r,) in self.db.execute("SELECT id FROM runs WHERE status='running'")]
+            self.db.conn.executemany("UPDATE runs SET status='interrupted', finished_at=? "
+                                     "WHERE id=?", [(at.isoformat(), i) for i in ids])
+        return ids
+
+    def latest_scores(self) -> list[tuple[str, str, float]]:
+        """(channel, check, passed share) of each channel's latest scored run."""
+        return [(c, k, s) for c, k, s in self.db.execute(
+            "SELECT s.channel, s.check_name, s.score FROM scores s JOIN (SELECT channel, "
+            "max(run_id) AS run_id FROM scores GROUP BY channel) l ON l.channel = s.channel "
+            "AND l.run_id = s.run_id WHERE s.score IS NOT NULL ORDER BY 1, 2")]
+
+    def unresolved_finding_counts(self) -> list[tuple[str, str, str, int]]:
+        """(channel, check, severity, count) of findings not resolved."""
+        return list(self.db.execute(
+            "SELECT channel, check_name, severity, count(*) FROM findings "
+            "WHERE state != 'resolved' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"))
+
+    def latest_source_results(self) -> list[dict[str, Any]]:
+        """Each source's latest recorded read (a run_sources row)."""
+        return list(self.db.query(
+            "SELECT r.* FROM run_sources r JOIN (SELECT source, max(run_id) AS run_id FROM "
+            "run_sources GROUP BY source) l ON l.source = r.source AND l.run_id = r.run_id "
+            "ORDER BY r.source"))
+
+    def source_durations(self) -> list[tuple[str, float]]:
+        """(source, seconds) of every finished read on record."""
+        out = []
+        for source, a, b in self.db.execute(
+                "SELECT source, started_at, finished_at FROM run_sources "
+                "WHERE started_at IS NOT NULL AND finished_at IS NOT NULL"):
+            out.append((source, max(0.0, (datetime.fromisoformat(b)
+                                          - datetime.fromisoformat(a)).total_seconds())))
+        return out
+
+    def run_errors_after(self, after_id: int, limit: int = 100_000
+                         ) -> list[tuple[int, str, str]]:
+        """(id, source, reason) of recorded bad rows and pages with an id above ``after_id``."""
+        return list(self.db.execute("SELECT id, source, reason FROM run_errors WHERE id > ? "
+                                    "ORDER BY id LIMIT ?", (after_id, limit)))
+
+    def failed_reads_after(self, after_rowid: int) -> list[tuple[int, str, str, str | None]]:
+        """(rowid, source, status, message) of reads not complete, with a rowid above
+        ``after_rowid``."""
+        return list(self.db.execute(
+            "SELECT rowid, source, status, message FROM run_sources WHERE rowid > ? AND "
+            "status != 'complete' ORDER BY rowid", (after_rowid,)))
+
+    def data_version(self) -> tuple[Any, ...]:
+        """Changes whenever a run, finding or master snapshot is written (cache key)."""
+        return tuple(self.db.execute(
+            "SELECT (SELECT max(id) FROM runs), (SELECT max(finished_at) FROM runs), "
+            "(SELECT count(*) FROM run_sources), (SELECT max(id) FROM master_snapshots), "
+            "(SELECT max(id) FROM finding_events)").fetchone())
+
+    def outbox_counts(self) -> dict[str, int]:
+        """Notifications in the outbox by status (pending, failed, sent ...)."""
+        return dict(self.db.execute("SELECT status, count(*) FROM outbox GROUP BY status"))
+
+    def propagation(self, since: datetime, max_changes: int = 20_000
+                    ) -> list[tuple[str, float | None]]:
+        """How long master changes took to show on each channel: (channel, seconds), or
+        (channel, None) while a channel does not show one yet.
+
+        A change (SKU, field, time) shows on a channel at the channel's first complete
+        read started after it in which that SKU's listing had no finding open on the
+        field; the latency is that read's start minus the change time. Only changes since
+        ``since`` (at most the newest ``max_changes``) and channels listing the SKU count.
+        After a complete read a finding is open exactly when the read observed it, so the
+        finding events (indexed by fingerprint) tell it, without scanning observations.
+        """
+        changes = list(self.db.execute(
+            "SELECT sku, field, changed_at FROM master_changes WHERE changed_at >= ? "
+            "ORDER BY id DESC LIMIT ?", (since.isoformat(), max_changes)))
+        if not changes:
+            return []
+        skus = sorted({c[0] for c in changes})
+        on: dict[str, set[str]] = {}                       # sku -> channels listing it
+        fps: dict[tuple[str, str], list[tuple[str, str]]] = {}  # (channel, sku) -> [(fp, field)]
+        for i in range(0, len(skus), 500):
+            chunk = skus[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            for channel, sku in self.db.execute(
+                    f"SELECT channel, master_sku FROM listings WHERE master_sku IN ({marks}) "
+                    f"AND removed_run IS NULL", chunk):
+                on.setdefault(sku, set()).add(channel)
+            for fp, channel, sku, fld in self.db.execute(
+                    f"SELECT fingerprint, channel, sku, field FROM findings "
+                    f"WHERE sku IN ({marks})", chunk):
+                fps.setdefault((channel, sku), []).append((fp, fld))
+        # each finding's state after each run that changed it: [(run_id, open?)]
+        timeline: dict[str, list[tuple[int, bool]]] = {}
+        every_fp = [fp for v in fps.values() for fp, _ in v]
+        for i in range(0, len(every_fp), 500):
+            chunk = every_fp[i:i + 500]
+            for fp, run_id, event in self.db.execute(
+                    f"SELECT fingerprint, run_id, event FROM finding_events WHERE fingerprint IN "
+                    f"({','.join('?' * len(chunk))}) AND run_id IS NOT NULL ORDER BY id", chunk):
+                timeline.setdefault(fp, []).append((run_id, event != "resolved"))
+
+        def open_after(fp: str, run_id: int) -> bool:
+            state = False
+            for r, is_open in timeline.get(fp, ()):
+                if r > run_id:
+                    break
+                state = is_open
+            return state
+
+        reads: dict[str, tuple[list[datetime], list[int]]] = {}  # channel -> starts, runs
+        for source, started, run_id in self.db.execute(
+                "SELECT source, started_at, run_id FROM run_sources WHERE status='complete' "
+                "AND started_at IS NOT NULL AND started_at >= ? ORDER BY started_at",
+                (since.isoformat(),)):
+            starts, runs = reads.setdefault(source, ([], []))
+            starts.append(datetime.fromisoformat(started))
+            runs.append(run_id)
+        out: list[tuple[str, float | None]] = []
+        for sku, fld, changed_at in changes:
+            shown_as = _PROPAGATION_FIELDS.get(fld, (fld,))
+            t0 = datetime.fromisoformat(changed_at)
+            for channel in sorted(on.get(sku, ())):
+                mine = [fp for fp, f in fps.get((channel, sku), ())
+                        if (f not in _CORE_FIELDS if shown_as == ("*",) else f in shown_as)]
+                starts, runs = reads.get(channel, ([], []))
+                latency = None
+                for j in range(bisect.bisect_left(starts, t0), len(starts)):
+                    if not any(open_after(fp, runs[j]) for fp in mine):
+                        latency = (starts[j] - t0).total_seconds()
+                        break
+                out.append((channel, latency))
+        return out
+
+    def runs_page(self, before: int | None, limit: int) -> list[dict[str, Any]]:
+        """Runs newest first, with ids below ``before`` (a cursor), each with its sources."""
+        q, args = "SELECT * FROM runs", []
+        if before is not None:
+            q += " WHERE id < ?"
+            args.append(before)
+        rows = list(self.db.query(q + " ORDER BY id DESC LIMIT ?", [*args, limit]))
+        for r in rows:
+            r["summary"] = json.loads(r["summary"]) if r["summary"] else None
+            r["sources"] = [s.to_dict() for s in self.run_sources(r["id"])]
+        return rows
+
+    def findings_page(self, filters: Mapping[str, Any], after: tuple[int, str] | None,
+                      limit: int) -> list[dict[str, Any]]:
+        """Findings most severe first, then by fingerprint, after the (severity rank,
+        fingerprint) cursor ``after``. ``filters``: state, channel, check, severity, sku,
+        outcome (exact values)."""
+        rank = ("CASE severity WHEN 'critical' THEN 0 WHEN 'major' THEN 1 WHEN 'minor' "
+                "THEN 2 ELSE 3 END")
+        where, args = [], []
+        now = datetime.now(timezone.utc).isoformat()
+        cols = {"state": _SHOWN_STATE, "channel": "channel", "check": "check_name",
+                "severity": "severity", "sku": "sku", "outcome": "outcome"}
+        for key, value in filters.items():
+            if value is not None:
+                where.append(f"{cols[key]} = ?")
+                args += [now, value] if key == "state" else [value]
+        if after is not None:
+            where.append(f"({rank} > ? OR ({rank} = ? AND fingerprint > ?))")
+            args += [after[0], after[0], after[1]]
+        q = f"SELECT *, {rank} AS severity_rank, {_SHOWN_STATE} AS shown_state FROM findings"
+        if where:
+            q += " WHERE " + " AND ".join(where)
+        rows = []
+        for r in self.db.query(q + " ORDER BY severity_rank, fingerprint LIMIT ?",
+                               [now, *args, limit]):
+            r["state"] = r.pop("shown_state")
+            r["check"] = r.pop("check_name")
+            r["details"] = json.loads(r["details"]) if r["details"] else {}
+            rows.append(r)
+        return rows
+
+    def master_record(self, sku: str) -> dict[str, Any] | None:
+        """The master record in force for ``sku`` (its stored JSON, with ``valid_from``)."""
+        row = self.db.execute("SELECT data, valid_from FROM master_records WHERE sku = ?",
+                              (sku,)).fetchone()
+        if row is None:
+            return None
+        return {**json.loads(row[0]), "valid_from": row[1]}
+
+    def sku_listings(self, sku: str) -> list[dict[str, Any]]:
+        """Every listing linked to ``sku``, each with its channel, body, link and when it
+        was read and last changed."""
+        rows = []
+        for r in self.db.query(
+                "SELECT channel, key, data, fetched_at, evidence, master_sku, link_method, "
+                "link_confidence, link_candidates, last_changed_run, last_seen_run, removed_run "
+                "FROM listings WHERE master_sku = ? ORDER BY channel, key", [sku]):
+            r["data"] = json.loads(r["data"])
+            r["link_candidates"] = json.loads(r["link_candidates"]) \
+                if r["link_candidates"] else []
+            rows.append(r)
+        return rows
+
+    def link_suggestions(self, channel: str | None, after: tuple[str, str] | None,
+                         limit: int) -> list[dict[str, Any]]:
+        """Listings the linker could only suggest a master for (link method
+        ``suggested``), after the (channel, key) cursor ``after``: the suggested ``sku``
+        (best candidate first in ``candidates``), the linker's reason and evidence, and
+        what the listing shows (``data``)."""
+        where, args = ["l.link_method = 'suggested'", "l.master_sku IS NULL",
+                       "l.removed_run IS NULL"], []
+        if channel is not None:
+            where.append("l.channel = ?")
+            args.append(channel)
+        if after is not None:
+            where.append("(l.channel > ? OR (l.channel = ? AND l.key > ?))")
+            args += [after[0], after[0], after[1]]
+        rows = []
+        for r in self.db.query(
+                "SELECT l.channel, l.key, l.link_confidence AS confidence, l.link_candidates AS"
+                " candidates, n.reason, n.evidence, l.data FROM listings l LEFT JOIN link_notes n"
+                " ON n.channel = l.channel AND n.listing_key = l.key WHERE "
+                + " AND ".join(where) + " ORDER BY l.channel, l.key LIMIT ?", [*args, limit]):
+            r["candidates"] = json.loads(r["candidates"]) if r["candidates"] else []
+            r["sku"] = r["candidates"][0] if r["candidates"] else None
+            r["evidence"] = json.loads(r["evidence"]) if r["evidence"] else {}
+            r["data"] = json.loads(r["data"])
+            rows.append(r)
+        return rows
+
+    def listing_link(self, channel: str, key: str) -> dict[str, Any] | None:
+        """A present listing's link: sku, method, confidence, candidates; None when the
+        channel has no such listing."""
+        rows = list(self.db.query(
+            "SELECT master_sku AS sku, link_method AS method, link_confidence AS confidence, "
+            "link_candidates AS candidates FROM listings WHERE channel=? AND key=? "
+            "AND removed_run IS NULL", [channel, key]))
+        if not rows:
+            return None
+        r = rows[0]
+        r["candidates"] = json.loads(r["candidates"]) if r["candidates"] else []
+        return r
 
     # ----------------------------------------------------------------- link decisions
     def link_decisions(self, channel: str) -> dict[str, dict[str, Any]]:
@@ -1719,6 +2001,153 @@ class SQLiteStore:
                 "suggested" if r["method"] == "suggested" else "unlinked")
             rows.append(r)
         return rows
+
+    # ----------------------------------------------------------------- presence holds
+    def save_presence_hold(self, run_id: int, channel: str, kind: str, reason: str,
+                           vanished: Sequence[str], held: Iterable[Finding],
+                           checks_ran: Sequence[str]) -> None:
+        """Keep what a run would have concluded about presence, had it not held it:
+        the listings that vanished and the presence findings it computed."""
+        with self.db.conn:
+            self.db.conn.execute(
+                "INSERT OR REPLACE INTO presence_holds (run_id, channel, kind, reason, vanished,"
+                " findings, checks, state) VALUES (?,?,?,?,?,?,?, 'held')",
+                (run_id, channel, kind, reason, json.dumps(sorted(vanished)),
+                 codec.dumps([codec.finding_to_dict(f) for f in held]),
+                 json.dumps(list(checks_ran))))
+
+    def presence_holds(self, run_id: int | None = None, channel: str | None = None,
+                       state: str | None = None) -> list[PresenceHoldRecord]:
+        """Recorded holds, newest first."""
+        where, args = [], []
+        for col, val in (("run_id", run_id), ("channel", channel), ("state", state)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        q = ("SELECT run_id, channel, kind, reason, vanished, findings, checks, state,"
+             " decided_run, decided_at FROM presence_holds"
+             + (" WHERE " + " AND ".join(where) if where else ""))
+        return [PresenceHoldRecord(run, ch, kind, reason, tuple(orjson.loads(van or "[]")),
+                                   tuple(orjson.loads(fs or "[]")),
+                                   tuple(orjson.loads(checks or "[]")), st, drun,
+                                   parse_time(dat))
+                for run, ch, kind, reason, van, fs, checks, st, drun, dat in self.db.execute(
+                    q + " ORDER BY run_id DESC, channel", args)]
+
+    def previous_run_of(self, channel: str, before_run: int) -> int | None:
+        """The latest run before ``before_run`` that read ``channel``."""
+        row = self.db.execute("SELECT MAX(run_id) FROM run_sources WHERE source=? AND run_id<?",
+                              (channel, before_run)).fetchone()
+        return row[0] if row else None
+
+    def decide_presence_hold(self, run_id: int, channel: str, state: str, decided_run: int | None,
+                             now: datetime) -> None:
+        """Close a hold: ``confirmed`` by a later run, ``superseded``, or ``accepted``."""
+        with self.db.conn:
+            self.db.conn.execute(
+                "UPDATE presence_holds SET state=?, decided_run=?, decided_at=? "
+                "WHERE run_id=? AND channel=? AND state='held'",
+                (state, decided_run, now.isoformat(), run_id, channel))
+
+    def accept_presence_hold(self, run_id: int, channel: str, now: datetime) -> dict[str, int]:
+        """The user accepts what run ``run_id`` held for ``channel``: its presence findings
+        open, the open findings it would have resolved resolve (not seen in that run, their
+        check ran, about no listing or one that vanished), the vanished listings are
+        removed. Only the channel's latest run can be accepted (a later run has superseded
+        an earlier one's view). Returns counts: opened, resolved, removed (listings)."""
+        holds = self.presence_holds(run_id, channel)
+        if not holds:
+            raise StoreError(f"run {run_id} held nothing for channel {channel!r} "
+                             f"(see `auditor runs`)")
+        hold = holds[0]
+        if hold.state != "held":
+            raise StoreError(f"run {run_id}'s hold on channel {channel!r} is already "
+                             f"{hold.state}")
+        latest = self.db.execute("SELECT MAX(run_id) FROM run_sources WHERE source=?",
+                                 (channel,)).fetchone()[0]
+        if latest != run_id:
+            raise StoreError(f"run {run_id} is not the latest run of channel {channel!r} "
+                             f"(run {latest} is): only the latest run's hold can be accepted")
+        held = [codec.finding_from_dict(d) for d in hold.findings]
+        # Opened (or reopened) as observations of that run, a person having accepted them as
+        # evidence; with no check named as having run, nothing is resolved here.
+        counts = self.apply_findings(run_id, channel, held, SourceStatus.COMPLETE, None, (),
+                                     now)
+        vanished = set(hold.vanished)
+        ran = set(hold.checks)
+        observed = {fp for (fp,) in self.db.execute(
+            "SELECT fingerprint FROM finding_observations WHERE run_id=?", (run_id,))}
+        at = now.isoformat()
+        c = self.db.conn
+        with c:
+            to_resolve = sorted(
+                fp for fp, check, key in c.execute(
+                    "SELECT fingerprint, check_name, listing_key FROM findings "
+                    "WHERE channel=? AND state=?", (channel, OPEN))
+                if fp not in observed and check in ran and (key is None or key in vanished))
+            c.executemany("UPDATE findings SET state=?, resolved_at=?, resolved_run=? "
+                          "WHERE fingerprint=?", [(RESOLVED, at, run_id, fp) for fp in to_resolve])
+            c.executemany("INSERT INTO finding_events (fingerprint, run_id, at, event, state,"
+                          " outcome, expected, actual) VALUES (?,?,?,?,?,?,?,?)",
+                          [(fp, run_id, at, lifecycle.RESOLVED_EVENT, RESOLVED, None, None,
+                            None) for fp in to_resolve])
+        removed = self.mark_removed(run_id, channel, vanished)
+        self.decide_presence_hold(run_id, channel, "accepted", None, now)
+        return {"opened": counts.opened + counts.reopened, "resolved": len(to_resolve),
+                "removed": removed}
+
+    # ----------------------------------------------------------------- finding queries
+    def query_findings(self, *, states: Sequence[str] = (), channels: Sequence[str] = (),
+                       checks: Sequence[str] = (), severities: Sequence[str] = (),
+                       sku: str | None = None, limit: int | None = None
+                       ) -> list[FindingRecord]:
+        """Stored findings matching every given filter (each a set of allowed values),
+        most severe first; ``findings`` with repeatable filters."""
+        where: list[str] = []
+        args: list[Any] = []
+        for col, vals in (("state", states), ("channel", channels), ("check_name", checks),
+                          ("severity", severities)):
+            if vals:
+                where.append(f"{col} IN ({','.join('?' * len(vals))})")
+                args.extend(vals)
+        if sku is not None:
+            where.append("sku = ?")
+            args.append(sku)
+        q = f"SELECT {self._FINDING_COLS} FROM findings"
+        if where:
+            q += " WHERE " + " AND ".join(where)
+        q += (" ORDER BY CASE severity WHEN 'critical' THEN 0 WHEN 'major' THEN 1 "
+              "WHEN 'minor' THEN 2 ELSE 3 END, channel, check_name, sku, field")
+        if limit is not None:
+            q += f" LIMIT {int(limit)}"
+        fromiso = datetime.fromisoformat
+        return [FindingRecord(fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg,
+                              orjson.loads(det) if det else {}, st, fromiso(first),
+                              fromiso(last), frun, lrun, parse_time(res_at), res_run,
+                              ack_by, parse_time(ack_at), ack_note, parse_time(snoozed),
+                              snoozed_by, alert_state, alert_reason)
+                for (fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg, det, st, first,
+                     last, frun, lrun, res_at, res_run, ack_by, ack_at, ack_note, snoozed,
+                     snoozed_by, alert_state, alert_reason) in self.db.execute(q, args)]
+
+    def finding_values(self, column: str) -> set[str]:
+        """The distinct values of ``column`` (channel, check_name, severity, state) among
+        stored findings, to tell a typo from a filter that matches nothing."""
+        if column not in ("channel", "check_name", "severity", "state"):
+            raise ValueError(f"not a finding filter column: {column}")
+        return {v for (v,) in self.db.execute(f"SELECT DISTINCT {column} FROM findings")
+                if v is not None}
+
+# Which finding fields show a master field (``*``: any attribute field).
+_CORE_FIELDS = frozenset({"title", "price", "sale_price", "availability", "gtin", "image",
+                          "additional_images", "listing", "description", "brand", "mpn", "url"})
+_PROPAGATION_FIELDS: dict[str, tuple[str, ...]] = {
+    "attributes": ("*",), "images": ("image", "additional_images"),
+    "quantity": ("availability",), "price": ("price", "sale_price"),
+    "sale_price": ("price", "sale_price"), "sale_start": ("price", "sale_price"),
+    "sale_end": ("price", "sale_price"), "prices": ("price", "sale_price"),
+    "sale_prices": ("price", "sale_price"),
+}
 
 
 def _cell(v: Any) -> str | None:
