@@ -2307,10 +2307,13 @@ class SQLiteStore:
         (severity, then age), age, newest or SKU."""
         where, args = [], []
         for col, vals in (("f.channel", channels), ("f.check_name", checks),
-                          ("f.severity", severities), ("f.state", states)):
+                          ("f.severity", severities)):
             if vals:
                 where.append(f"{col} IN ({','.join('?' * len(vals))})")
                 args.extend(vals)
+        if states:  # the state people see: open, acknowledged, snoozed, resolved ...
+            where.append(f"{_SHOWN_STATE} IN ({','.join('?' * len(states))})")
+            args += [datetime.now(timezone.utc).isoformat(), *states]
         if text:
             like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             where.append("(f.sku LIKE ? ESCAPE '\\' OR f.listing_key LIKE ? ESCAPE '\\' OR "
