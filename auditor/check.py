@@ -29,6 +29,7 @@ from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
 from auditor.model import (Finding, Link, Listing, MasterRecord, Outcome, Severity,
                            listing_fields_of)
+from auditor.alerts.config import CHECK_ALERT_OPTIONS
 from auditor.options import Opt
 from auditor.plugins import register_check
 
@@ -37,7 +38,7 @@ CheckFn = Callable[[MasterRecord | None, Listing | None, "CheckContext"], Iterab
 # Options every check has, whatever it declares itself.
 COMMON_OPTIONS = (
     Opt("enabled", bool, True, "Run this check (globally or for one channel)."),
-)
+) + CHECK_ALERT_OPTIONS
 
 
 @dataclass(frozen=True)

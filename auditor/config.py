@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from auditor.errors import ConfigError
 from auditor.options import Opt, did_you_mean, resolve
 from auditor import plugins
+from auditor.alerts.config import CHANNEL_ALERT_OPTIONS, AlertsConfig, parse_alerts
 
 SENSITIVE_HEADER = re.compile(r"(authorization|cookie|token|secret|api[-_]?key|password|auth)", re.I)
 
@@ -250,7 +251,7 @@ CHANNEL_OPTIONS = (
     Opt("encoding", str, "auto", "Text encoding of file sources, or auto to detect."),
     Opt("source_deadline", float, None,
         "Seconds this channel's download may take in all (default [http].source_deadline)."),
-) + SOURCE_LIMIT_OPTIONS
+) + SOURCE_LIMIT_OPTIONS + CHANNEL_ALERT_OPTIONS
 
 
 SMTP_OPTIONS = (
@@ -348,6 +349,7 @@ class Config:
     checks: Mapping[str, Mapping[str, Any]]
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
     run: Mapping[str, Any] = field(default_factory=lambda: {"workers": 0})
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     smtp: Mapping[str, Any] = field(default_factory=dict)
     report: Mapping[str, Any] = field(default_factory=dict)
     ui: Mapping[str, Any] = field(default_factory=dict)
@@ -412,7 +414,7 @@ def _check_options(given: Any, prefix: str, suffix: str, problems: list[str],
 
 
 TOP_LEVEL = ("store", "run", "http", "master", "linking", "channels", "checks", "serve",
-             "smtp", "report", "ui")
+             "smtp", "report", "ui", "alerts")
 
 
 def load_config(path: str | Path) -> Config:
@@ -510,6 +512,7 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
                 name=name, type=ctype, source=resolved.get("source"),
                 schedule=resolved.get("schedule"), enabled=resolved.get("enabled", True),
                 options=resolved, checks=merged, base_dir=path.parent))
+    alerts = parse_alerts(raw.get("alerts"), problems)
     serve = resolve(SERVE_OPTIONS, table("serve"), "[serve]", problems)
     if not 0 < serve.get("port", 1) < 65536:
         problems.append(f"[serve].port: expected 1-65535, got {serve['port']}")
@@ -523,4 +526,4 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
         raise ConfigError(str(path), problems)
     return Config(path=path, store=store, http=http, master=master, linking=linking,
                   channels=tuple(channels), checks=global_checks, raw=raw, run=run,
-                  smtp=smtp, report=report, ui=ui, serve=serve)
+                  smtp=smtp, report=report, ui=ui, serve=serve, alerts=alerts)

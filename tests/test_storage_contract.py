@@ -60,7 +60,7 @@ def _f(key, outcome=Outcome.FAILED, check="price", actual="2 EUR", channel="goog
 def test_implements_every_concern(store):
     for proto in (interface.MasterStore, interface.ListingStore, interface.FindingStore,
                   interface.RunStore, interface.CacheStore, interface.PresenceHoldStore,
-                  interface.ServiceStore,
+                  interface.ServiceStore, interface.AlertStore,
                   interface.Store):
         assert isinstance(store, proto), proto.__name__
 
@@ -302,15 +302,18 @@ def test_findings_apply_events_and_records(store):
     assert store.finding_events("nope") == []
 
 
-def test_failed_source_resolves_nothing_partial_only_what_it_read(store):
+def test_only_a_complete_read_opens_or_resolves(store):
     store.apply_findings(1, "google", [_f("A"), _f("B")], SourceStatus.COMPLETE, {"A", "B"},
                          ["price"], NOW)
-    assert store.apply_findings(2, "google", [], SourceStatus.FAILED, set(), ["price"],
-                                NOW).resolved == 0
-    assert store.apply_findings(3, "google", [], SourceStatus.PARTIAL, {"A"}, ["price"],
-                                NOW).resolved == 1
+    c = store.apply_findings(2, "google", [_f("C")], SourceStatus.FAILED, set(), ["price"], NOW)
+    assert (c.resolved, c.opened) == (0, 0)
+    c = store.apply_findings(3, "google", [_f("D")], SourceStatus.PARTIAL, {"A", "D"},
+                             ["price"], NOW)
+    assert (c.resolved, c.opened) == (0, 0)
     assert store.apply_findings(4, "google", [], SourceStatus.COMPLETE, {"A"}, ["title"],
                                 NOW).resolved == 0  # the price check did not run
+    assert store.apply_findings(5, "google", [_f("B")], SourceStatus.COMPLETE, {"A", "B"},
+                                ["price"], NOW).resolved == 1
     assert {r.sku: r.state for r in store.findings()} == {"A": "resolved", "B": "open"}
 
 

@@ -192,11 +192,21 @@ class FindingRecord(_Record):
     last_run: int | None
     resolved_at: datetime | None
     resolved_run: int | None
+    # triage and alerting (see auditor.alerts): who acknowledged or snoozed it, and its
+    # alert state as last evaluated (pending, firing, suppressed) with the reason
+    ack_by: str | None = None
+    ack_at: datetime | None = None
+    ack_note: str | None = None
+    snoozed_until: datetime | None = None
+    snoozed_by: str | None = None
+    alert_state: str | None = None
+    alert_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class FindingEvent(_Record):
-    """One state change of a finding: opened, changed, resolved, reopened."""
+    """One state change of a finding: opened, changed, resolved, reopened, acknowledged,
+    snoozed."""
 
     id: int
     fingerprint: str
@@ -207,6 +217,8 @@ class FindingEvent(_Record):
     outcome: str | None
     expected: str | None
     actual: str | None
+    actor: str | None = None      # who did it (acknowledged, snoozed, resolved by hand)
+    note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
