@@ -378,6 +378,10 @@ class BrowseStore(Protocol):
         """Every channel's listings linked to ``sku``, with when each last changed."""
         ...
 
+    def listing(self, channel: str, key: str) -> Listing | None:
+        """One listing's latest version, removed or not."""
+        ...
+
     def finding_channels(self) -> list[str]:
         """The channels that have findings."""
         ...

@@ -2354,6 +2354,12 @@ class SQLiteStore:
                 for ch, key, d, fetched, ev, method, conf, removed, first, changed
                 in self.db.execute(q, [sku])]
 
+    def listing(self, channel: str, key: str) -> Listing | None:
+        """One listing's latest version, removed or not."""
+        row = self.db.execute("SELECT data, fetched_at, evidence FROM listings WHERE channel = ?"
+                              " AND key = ?", [channel, key]).fetchone()
+        return codec.listing_from_row(*row) if row else None
+
     def finding_channels(self) -> list[str]:
         """The channels that have findings."""
         return [c for (c,) in self.db.execute("SELECT DISTINCT channel FROM findings ORDER BY 1")]
