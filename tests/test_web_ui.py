@@ -32,10 +32,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def _serving(app):
+    """``app`` served by uvicorn on a free loopback port; yields its base URL."""
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        t.join(10)
+
+
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory):
     """(base URL, world folder) of the UI serving a fresh copy of the four-week store."""
-    import uvicorn
     from fastapi import FastAPI
 
     from auditor.web.routes import build_ui_router
@@ -53,21 +72,12 @@ def ui(tmp_path_factory):
 
     app = FastAPI()
     app.include_router(build_ui_router(lambda: cfg, opener))
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=server.run, daemon=True)
     old = os.environ.get("AUDITOR_UI_PASSWORD")
     os.environ["AUDITOR_UI_PASSWORD"] = PASSWORD
-    t.start()
-    for _ in range(100):
-        if server.started:
-            break
-        time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}", d
+        with _serving(app) as base:
+            yield base, d
     finally:
-        server.should_exit = True
-        t.join(10)
         if old is None:
             os.environ.pop("AUDITOR_UI_PASSWORD", None)
         else:
@@ -258,7 +268,6 @@ def test_confirm_a_suggested_link(browser, tmp_path):
     UI; the next run keeps the confirmed link."""
     import contextlib as _cl
 
-    import uvicorn
     from fastapi import FastAPI
 
     from auditor.runner import run_audit
@@ -282,32 +291,24 @@ def test_confirm_a_suggested_link(browser, tmp_path):
 
     app = FastAPI()
     app.include_router(build_ui_router(lambda: cfg, opener))
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=server.run, daemon=True)
     os.environ["AUDITOR_UI_PASSWORD"] = PASSWORD
-    t.start()
-    while not server.started:
-        time.sleep(0.05)
-    base = f"http://127.0.0.1:{port}"
     try:
-        ctx = browser.new_context()
-        page = ctx.new_page()
-        page.goto(base + "/links")
-        assert page.locator("table.suggestion").count() == 1
-        assert page.locator('table.suggestion[data-key="K2"]').count() == 1
-        _login(page, base)
-        page.goto(base + "/links")
-        _shot(page, "links")
-        sku = page.locator('input[name=sku]').get_attribute("value")
-        assert sku in ("C", "D")
-        with page.expect_navigation():
-            page.click("button[value=confirm]")
-        assert page.locator("table.suggestion").count() == 0  # no longer waiting
-        ctx.close()
+        with _serving(app) as base:
+            ctx = browser.new_context()
+            page = ctx.new_page()
+            page.goto(base + "/links")
+            assert page.locator("table.suggestion").count() == 1
+            assert page.locator('table.suggestion[data-key="K2"]').count() == 1
+            _login(page, base)
+            page.goto(base + "/links")
+            _shot(page, "links")
+            sku = page.locator('input[name=sku]').get_attribute("value")
+            assert sku in ("C", "D")
+            with page.expect_navigation():
+                page.click("button[value=confirm]")
+            assert page.locator("table.suggestion").count() == 0  # no longer waiting
+            ctx.close()
     finally:
-        server.should_exit = True
-        t.join(10)
         os.environ.pop("AUDITOR_UI_PASSWORD", None)
     store = open_store(cfg.store_url)
     try:
