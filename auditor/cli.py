@@ -215,6 +215,10 @@ def print_report(report) -> None:
                   str(s.open_warn), str(s.opened), str(s.resolved),
                   "-" if s.score is None else f"{s.score:.1%}", str(s.errors))
     out.print(t)
+    suggested = sum(s.suggested for s in report.channels)
+    if suggested:
+        out.print(f"{suggested:,} suggested link(s) wait for a person (no findings until "
+                  f"confirmed): `auditor links --state suggested`")
     for s in report.channels:
         if s.message:
             out.print(f"[yellow]{safe(s.channel)}:[/] {safe(s.message)}")
@@ -287,23 +291,105 @@ def findings(config_path: Path, only_open: bool, channel: str | None, check_name
               {"message": 70, "expected": 40, "actual": 40})
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @config_option
 @click.option("--channel", help="Only this channel.")
+@click.option("--state", type=click.Choice(["linked", "suggested", "unlinked"]),
+              help="Only listings in this state: linked (checks run), suggested (a person "
+                   "decides; no findings until then) or unlinked.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
               show_default=True)
-def links(config_path: Path, channel: str | None, fmt: str) -> None:
-    """Show how each listing was linked to its master: method and confidence.
+@click.pass_context
+def links(ctx: click.Context, config_path: Path, channel: str | None, state: str | None,
+          fmt: str) -> None:
+    """Show how each listing was linked to its master: state, method, confidence, and for
+    a listing not linked the reason and the evidence; confirm or reject suggested pairs.
+
+    \b
+    Examples:
+      auditor links --channel google --format csv
+      auditor links --state suggested
+      auditor links confirm GGL-1234 SKU-9       # link the listing to SKU-9 from now on
+      auditor links reject GGL-1234 SKU-9        # never suggest SKU-9 for it again
+    """
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = {"config_path": config_path, "channel": channel}
+        return
+    store = _store_for(config_path)
+    rows = store.link_states(channel, state)
+    store.close()
+    _rows_out(rows, ["channel", "listing_key", "state", "sku", "method", "confidence",
+                     "candidates", "reason", "evidence"],
+              fmt, f"{len(rows)} link(s)")
+
+
+_sub_config = click.option(
+    "--config", "-c", "sub_config", default=None, type=click.Path(dir_okay=False, path_type=Path),
+    help="Config file (as before the subcommand; default config.toml or AUDITOR_CONFIG).")
+
+
+def _decide(ctx: click.Context, listing: str, sku: str, channel: str | None,
+            decision: str, note: str | None, sub_config: Path | None) -> None:
+    from datetime import datetime, timezone
+
+    config_path = sub_config or (ctx.obj["config_path"] if ctx.obj else Path("config.toml"))
+    channel = channel or (ctx.obj or {}).get("channel")
+    store = _store_for(config_path)
+    try:
+        chans = store.listing_channels(listing)
+        if channel is None:
+            if not chans:
+                raise AuditorError(f"no listing {listing!r} on any channel (see `auditor links`)")
+            if len(chans) > 1:
+                raise AuditorError(f"listing {listing!r} is on {', '.join(chans)}: "
+                                   f"name one with --channel")
+            channel = chans[0]
+        elif channel not in chans:
+            raise AuditorError(f"no listing {listing!r} on channel {channel!r}")
+        if decision == "confirmed" and sku not in store.current_master():
+            raise AuditorError(f"no master record with SKU {sku!r}")
+        store.decide_link(channel, listing, sku, decision, datetime.now(timezone.utc), note)
+    finally:
+        store.close()
+    out.print(f"{escape(channel)}: {escape(listing)} -> {escape(sku)} {decision}"
+              + (" (applies from now on; findings follow the next run)"
+                 if decision == "confirmed" else " (never suggested again)"))
+
+
+@links.command("confirm")
+@click.argument("listing")
+@click.argument("sku")
+@click.option("--channel", help="The listing's channel (needed when its key is on several).")
+@click.option("--note", help="Why (kept with the decision).")
+@_sub_config
+@click.pass_context
+def links_confirm(ctx: click.Context, listing: str, sku: str, channel: str | None,
+                  note: str | None, sub_config: Path | None) -> None:
+    """Confirm that LISTING shows SKU: linked from now on, over any automatic link.
 
     \b
     Example:
-      auditor links --channel google --format csv
+      auditor links confirm GGL-1234 SKU-9 --channel google
     """
-    store = _store_for(config_path)
-    rows = [k.to_dict() for k in store.links(channel)]
-    store.close()
-    _rows_out(rows, ["channel", "listing_key", "sku", "method", "confidence", "candidates"],
-              fmt, f"{len(rows)} link(s)")
+    _decide(ctx, listing, sku, channel, "confirmed", note, sub_config)
+
+
+@links.command("reject")
+@click.argument("listing")
+@click.argument("sku")
+@click.option("--channel", help="The listing's channel (needed when its key is on several).")
+@click.option("--note", help="Why (kept with the decision).")
+@_sub_config
+@click.pass_context
+def links_reject(ctx: click.Context, listing: str, sku: str, channel: str | None,
+                 note: str | None, sub_config: Path | None) -> None:
+    """Reject the pair: SKU is never linked to or suggested for LISTING again.
+
+    \b
+    Example:
+      auditor links reject GGL-1234 SKU-9
+    """
+    _decide(ctx, listing, sku, channel, "rejected", note, sub_config)
 
 
 @main.command()

@@ -135,12 +135,14 @@ def finding_from_dict(d: dict[str, Any]) -> Finding:
 def link_to_dict(link: Link) -> dict[str, Any]:
     return {"channel": link.channel, "listing_key": link.listing_key, "sku": link.sku,
             "method": link.method.value, "confidence": link.confidence,
-            "candidates": list(link.candidates)}
+            "candidates": list(link.candidates), "reason": link.reason,
+            "evidence": dict(link.evidence)}
 
 
 def link_from_dict(d: dict[str, Any]) -> Link:
     return Link(d["channel"], d["listing_key"], d.get("sku"), LinkMethod(d["method"]),
-                float(d["confidence"]), tuple(d.get("candidates") or ()))
+                float(d["confidence"]), tuple(d.get("candidates") or ()), d.get("reason"),
+                d.get("evidence") or {})
 
 
 def _default(o: Any) -> Any:

@@ -185,10 +185,15 @@ MASTER_OPTIONS = (
 LINKING_OPTIONS = (
     Opt("order", _str_list, ["sku", "gtin", "mpn", "url"],
         "Exact keys tried in this order: sku, gtin, mpn (with brand), url."),
-    Opt("fuzzy", bool, True, "Fall back to fuzzy title matching for listings with no exact key."),
-    Opt("fuzzy_threshold", float, 88.0, "Lowest title similarity (0-100) accepted for a fuzzy link."),
-    Opt("fuzzy_margin", float, 3.0,
-        "A fuzzy best match must beat the runner-up by this much, or the link is ambiguous."),
+    Opt("fuzzy", bool, True, "Match listings with no key by what they show (model codes, brand, "
+        "quantities, title, price); a listing whose SKU or GTIN matches nothing gets title "
+        "suggestions but stays an orphan."),
+    Opt("link_score", float, 0.8, "Lowest match score (title similarity 0-1 plus evidence for "
+        "and against) linked without a person; checks run on the link."),
+    Opt("suggest_score", float, 0.5, "Lowest match score shown as a suggested link "
+        "(`auditor links --state suggested`): no findings until a person confirms it."),
+    Opt("link_margin", float, 0.05, "A link needs this lead over the listing's next candidate, "
+        "else it is only suggested."),
 )
 
 CHANNEL_OPTIONS = (

@@ -125,7 +125,9 @@ class LinkMethod(enum.StrEnum):
     GTIN = "gtin"
     MPN = "mpn"
     URL = "url"
-    FUZZY = "fuzzy"
+    FUZZY = "fuzzy"          # by title and what it shows, confidently (checks run)
+    CONFIRMED = "confirmed"  # a person confirmed the pair (`auditor links confirm`)
+    SUGGESTED = "suggested"  # plausible by title: no findings until a person confirms
     NONE = "none"
     AMBIGUOUS = "ambiguous"
 
@@ -224,7 +226,16 @@ class Link:
     sku: str | None
     method: LinkMethod
     confidence: float
-    candidates: tuple[str, ...] = ()  # for ambiguous links: the SKUs it could be
+    candidates: tuple[str, ...] = ()  # ambiguous: the SKUs it could be; suggested: best first
+    reason: str | None = None  # why a listing is not linked (or only suggested)
+    evidence: Mapping[str, Any] = field(default_factory=dict)  # for and against the match
+
+    @property
+    def state(self) -> str:
+        """``linked`` (checks run), ``suggested`` (a person decides) or ``unlinked``."""
+        if self.sku is not None:
+            return "linked"
+        return "suggested" if self.method is LinkMethod.SUGGESTED else "unlinked"
 
 
 def fingerprint(check: str, channel: str, key: str, field_name: str) -> str:

@@ -58,6 +58,7 @@ class ChannelSummary:
     linked: int = 0
     unlinked: int = 0
     ambiguous: int = 0
+    suggested: int = 0
     errors: int = 0
     message: str | None = None
     outcomes: dict[str, Counter] = field(default_factory=dict)  # check -> outcome counts
@@ -327,28 +328,46 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
                 if o is not passed:
                     observed.append(f)
 
+    decisions = store.link_decisions(ch.name)
+    linking = linker.session(decisions["confirmed"], decisions["rejected"])
+    suggested_skus: set[str] = set()
+    link_notes: list[Link] = []  # suggested and unlinked listings, with reason and evidence
+
+    def settle(li: Listing, link: Link) -> None:
+        m = master.get(link.sku) if link.sku else None
+        if m is not None:
+            linked_skus.add(m.sku)
+            summary.linked += 1
+        elif link.method == LinkMethod.AMBIGUOUS:
+            summary.ambiguous += 1
+        elif link.method == LinkMethod.SUGGESTED:
+            summary.suggested += 1
+            suggested_skus.update(link.candidates)  # any of them may be what it shows
+        else:
+            summary.unlinked += 1
+        if m is None and (link.reason or link.candidates):
+            link_notes.append(link)
+        if img is None:
+            run_checks(m, li, link)
+        else:
+            img.add(m, li, run_checks, link)
+        result.listings += 1
+        if progress and result.listings % 1000 == 0:
+            progress(ch.name, result.listings)
+
     def pipeline() -> Iterator[tuple[Listing, Link]]:
         for li in conn_cls(ch).read(ctx):
             if li.key in seen:
                 ctx.bad(li.evidence or li.key, f"duplicate listing key {li.key!r}; kept the first")
                 continue
             seen.add(li.key)
-            link = linker.link(li)
-            m = master.get(link.sku) if link.sku else None
-            if m is not None:
-                linked_skus.add(m.sku)
-                summary.linked += 1
-            elif link.method == LinkMethod.AMBIGUOUS:
-                summary.ambiguous += 1
-            else:
-                summary.unlinked += 1
-            if img is None:
-                run_checks(m, li, link)
-            else:
-                img.add(m, li, run_checks, link)
-            result.listings += 1
-            if progress and result.listings % 1000 == 0:
-                progress(ch.name, result.listings)
+            link = linking.link(li)
+            if link is None:  # matched by what it shows, once the whole channel is read
+                continue
+            settle(li, link)
+            yield li, link
+        for li, link in linking.finish():
+            settle(li, link)
             yield li, link
 
     unseen: list[str] = []  # listings present before and not read now
@@ -389,7 +408,8 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
     if result.status == SourceStatus.COMPLETE:
         store.mark_removed(run_id, ch.name, unseen)
         for sku, m in master.items():
-            if sku not in linked_skus:
+            # a master only suggested for a listing is not concluded missing: a person decides
+            if sku not in linked_skus and sku not in suggested_skus:
                 run_checks(m, None)
 
     result.finished_at = datetime.now(timezone.utc)
@@ -398,6 +418,8 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
                                           seen, [s.name for s in specs], now)
     store.save_scores(run_id, [(ch.name, name, dict(c)) for name, c in counts.items()])
     store.save_source_result(run_id, result, ctx.errors)
+    if result.status != SourceStatus.FAILED:
+        store.save_link_notes(run_id, ch.name, link_notes)
     summary.status = result.status
     summary.listings = result.listings
     summary.errors = result.errors
@@ -642,6 +664,7 @@ def longest_first(selected: list[ChannelConfig], durations: Mapping[str, float]
 def _summary_dict(s: ChannelSummary) -> dict[str, Any]:
     return {"channel": s.channel, "status": s.status.value, "listings": s.listings,
             "linked": s.linked, "unlinked": s.unlinked, "ambiguous": s.ambiguous,
+            "suggested": s.suggested,
             "errors": s.errors, "message": s.message, "opened": s.opened,
             "resolved": s.resolved, "failed": s.open_failed, "warn": s.open_warn,
             "score": s.score, "seconds": round(s.seconds, 3),

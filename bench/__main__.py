@@ -8,6 +8,9 @@
     images    image matching matrix and decode+hash throughput
     crawl     our crawler vs Scrapy on the generated shop, same concurrency
     scaling   audit wall time and RSS at several world sizes (file channels), vs parse time
+    link      linking quality on the devsets in ../shared and the world with one channel
+              stripped of its keys (precision, recall, F1), and --link-scale: N unkeyed
+              listings against a generated master, link time vs parse time
 
 Every part prints Markdown tables and appends them, with machine, date and command,
 to docs/benchmarks.md (``--no-write`` to only print). Worlds are generated once under
@@ -224,10 +227,36 @@ def part_scaling(sizes: list[int], write: bool) -> None:
          "peak RSS MiB", "worker peak RSS MiB"], rows)], write)
 
 
+def part_link(size: int, write: bool, scale_listings: int = 0, masters: int = 250_000) -> None:
+    from bench import link
+
+    results = [link.evaluate(s, size) for s in (*link.DEVSETS, "world")]
+    tables = [table(
+        "Pair-level precision, recall and F1 of confident links, and of confident plus "
+        f"suggested links (devsets from ../shared/devsets/linking; world of {size:,} SKUs, "
+        "Meta channel with SKU, GTIN, MPN and URL stripped)", link.COLUMNS,
+        link.rows_for(results))]
+    if scale_listings:
+        r, _, _ = isolated(link.scale, scale_listings, masters, OUT / "link-scale")
+        tables.append(table(
+            f"{r['listings']:,} unkeyed listings (Google TSV, the generated catalog's first "
+            f"{r['listings']:,} SKUs) against a master of its first {r['masters']:,}: parse "
+            "vs link (index build apart; link = every listing plus the channel-wide "
+            "assignment), one process; CPU seconds beside wall seconds (shared machine)",
+            ["listings", "masters", "parse s", "parse CPU s", "index s", "link s",
+             "link CPU s", "link / parse (CPU)", "linked", "linked right", "suggested",
+             "unlinked", "peak RSS MiB"],
+            [[r["listings"], r["masters"], round(r["parse_s"], 1), round(r["parse_cpu_s"], 1),
+              round(r["index_s"], 1), round(r["link_s"], 1), round(r["link_cpu_s"], 1),
+              f"{r['link_cpu_s'] / r['parse_cpu_s']:.1f}x", r["linked"], r["linked_right"],
+              r["suggested"], r["unlinked"], round(r["peak_rss_mib"])]]))
+    record("Linking quality", tables, write)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     ap.add_argument("part", choices=["all", "quality", "reaudit", "feeds", "checks", "images",
-                                     "crawl", "scaling"])
+                                     "crawl", "scaling", "link"])
     ap.add_argument("--size", type=int, default=2000, help="SKUs in the world")
     ap.add_argument("--rows", type=int, default=0, help="feeds: also a synthetic N-row feed")
     ap.add_argument("--masters", type=int, default=250_000)
@@ -235,10 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pages", type=int, default=2000, help="crawl: pages per crawler")
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--link-scale", type=int, default=0, metavar="N",
+                    help="link: also N unkeyed listings against --masters masters")
     ap.add_argument("--no-write", action="store_true", help="print only")
     a = ap.parse_args(argv)
     write = not a.no_write
-    parts = ["quality", "reaudit", "feeds", "checks", "images", "crawl", "scaling"] \
+    parts = ["quality", "reaudit", "feeds", "checks", "images", "crawl", "scaling", "link"] \
         if a.part == "all" else [a.part]
     for part in parts:
         if part == "quality":
@@ -255,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
             part_crawl(a.size, a.pages, a.concurrency, write)
         elif part == "scaling":
             part_scaling(a.sizes, write)
+        elif part == "link":
+            part_link(a.size, write, a.link_scale, a.masters)
     return 0
 
 

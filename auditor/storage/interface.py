@@ -118,6 +118,36 @@ class ListingStore(Protocol):
         """How each present listing is linked, by channel and key."""
         ...
 
+    def link_decisions(self, channel: str) -> dict[str, dict[str, Any]]:
+        """A person's decisions on one channel's links: ``confirmed`` (listing key -> SKU)
+        and ``rejected`` (listing key -> set of SKUs); kept across runs."""
+        ...
+
+    def decide_link(self, channel: str, listing_key: str, sku: str, decision: str,
+                    at: datetime, note: str | None = None) -> None:
+        """Record a pair a person ``confirmed`` or ``rejected``; the listing's current
+        link follows at once."""
+        ...
+
+    def decided_links(self, channel: str | None = None) -> list[dict[str, Any]]:
+        """Every recorded decision: channel, listing_key, sku, decision, decided_at, note."""
+        ...
+
+    def listing_channels(self, listing_key: str) -> list[str]:
+        """The channels on which a listing with this key is present."""
+        ...
+
+    def save_link_notes(self, run_id: int, channel: str, links: Iterable[Link]) -> None:
+        """Replace the channel's notes with this run's: each listing not linked with its
+        reason, score, candidates and evidence."""
+        ...
+
+    def link_states(self, channel: str | None = None, state: str | None = None
+                    ) -> list[dict[str, Any]]:
+        """Each present listing's link with its state (linked, suggested, unlinked) and,
+        when not linked, the last run's reason and evidence; ``state`` filters."""
+        ...
+
 
 @runtime_checkable
 class FindingStore(Protocol):

@@ -192,7 +192,23 @@ def _m4(db: sqlite_utils.Database) -> None:
     """)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1, _m2, _m3, _m4]
+def _m5(db: sqlite_utils.Database) -> None:
+    """Link decisions a person made (confirmed or rejected pairs, kept across runs) and
+    the notes of the last run on listings not linked: reason, score, evidence."""
+    _script(db, """
+    CREATE TABLE link_decisions (
+        channel TEXT NOT NULL, listing_key TEXT NOT NULL, sku TEXT NOT NULL,
+        decision TEXT NOT NULL CHECK (decision IN ('confirmed', 'rejected')),
+        decided_at TEXT NOT NULL, note TEXT,
+        PRIMARY KEY (channel, listing_key, sku));
+    CREATE TABLE link_notes (
+        channel TEXT NOT NULL, listing_key TEXT NOT NULL, run_id INTEGER,
+        method TEXT, score REAL, reason TEXT, candidates TEXT, evidence TEXT,
+        PRIMARY KEY (channel, listing_key));
+    """)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1, _m2, _m3, _m4, _m5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -1118,6 +1134,113 @@ class SQLiteStore:
     def holds_run_lock(self) -> bool:
         """Whether this process holds this store's ``run_lock``."""
         return self.path != MEMORY and holds_run_lock(self.path)
+
+
+    # ----------------------------------------------------------------- link decisions
+    def link_decisions(self, channel: str) -> dict[str, dict[str, Any]]:
+        """A person's decisions on one channel's links: ``confirmed`` (listing key ->
+        SKU) and ``rejected`` (listing key -> set of SKUs)."""
+        confirmed: dict[str, str] = {}
+        rejected: dict[str, set[str]] = {}
+        for key, sku, decision in self.db.execute(
+                "SELECT listing_key, sku, decision FROM link_decisions WHERE channel = ?",
+                [channel]):
+            if decision == "confirmed":
+                confirmed[key] = sku
+            else:
+                rejected.setdefault(key, set()).add(sku)
+        return {"confirmed": confirmed, "rejected": rejected}
+
+    def decide_link(self, channel: str, listing_key: str, sku: str, decision: str,
+                    at: datetime, note: str | None = None) -> None:
+        """Record that a person confirmed or rejected the pair; the listing's current link
+        follows at once (confirmed: linked to ``sku``; rejected: no longer to ``sku``)."""
+        if decision not in ("confirmed", "rejected"):
+            raise ValueError(f"decision must be confirmed or rejected, not {decision!r}")
+        stamp = at.isoformat()
+        with self.db.conn as c:
+            if decision == "confirmed":  # one confirmed master per listing
+                c.execute("DELETE FROM link_decisions WHERE channel = ? AND listing_key = ?"
+                          " AND (decision = 'confirmed' OR sku = ?)", [channel, listing_key, sku])
+                c.execute("UPDATE listings SET master_sku = ?, link_method = 'confirmed',"
+                          " link_confidence = 1.0, link_candidates = NULL"
+                          " WHERE channel = ? AND key = ?", [sku, channel, listing_key])
+                c.execute("DELETE FROM link_notes WHERE channel = ? AND listing_key = ?",
+                          [channel, listing_key])
+            else:
+                c.execute("DELETE FROM link_decisions WHERE channel = ? AND listing_key = ?"
+                          " AND sku = ?", [channel, listing_key, sku])
+                row = c.execute("SELECT master_sku, link_candidates FROM listings"
+                                " WHERE channel = ? AND key = ?", [channel, listing_key]
+                                ).fetchone()
+                if row is not None and (row[0] == sku or (
+                        row[0] is None and row[1] and sku in json.loads(row[1]))):
+                    c.execute("UPDATE listings SET master_sku = NULL, link_method = 'none',"
+                              " link_confidence = 0.0, link_candidates = NULL"
+                              " WHERE channel = ? AND key = ?", [channel, listing_key])
+                    c.execute("UPDATE link_notes SET method = 'none', reason = ?,"
+                              " candidates = NULL WHERE channel = ? AND listing_key = ?",
+                              [f"rejected {sku} by hand", channel, listing_key])
+            c.execute("INSERT INTO link_decisions (channel, listing_key, sku, decision,"
+                      " decided_at, note) VALUES (?,?,?,?,?,?)",
+                      [channel, listing_key, sku, decision, stamp, note])
+
+    def decided_links(self, channel: str | None = None) -> list[dict[str, Any]]:
+        """Every recorded decision (channel, listing_key, sku, decision, decided_at, note)."""
+        q = "SELECT * FROM link_decisions"
+        args = [channel] if channel else []
+        if channel:
+            q += " WHERE channel = ?"
+        return list(self.db.query(q + " ORDER BY channel, listing_key, sku", args))
+
+    def listing_channels(self, listing_key: str) -> list[str]:
+        """The channels on which a listing with this key is present."""
+        return [r[0] for r in self.db.execute(
+            "SELECT channel FROM listings WHERE key = ? AND removed_run IS NULL ORDER BY channel",
+            [listing_key])]
+
+    def save_link_notes(self, run_id: int, channel: str, links: Iterable[Link]) -> None:
+        """Replace the channel's link notes with this run's: each listing not linked
+        (suggested, unlinked or ambiguous) with its reason, score and evidence."""
+        rows = [(channel, lk.listing_key, run_id, lk.method.value, lk.confidence, lk.reason,
+                 json.dumps(list(lk.candidates)) if lk.candidates else None,
+                 codec.dumps(lk.evidence) if lk.evidence else None) for lk in links]
+        with self.db.conn as c:
+            c.execute("DELETE FROM link_notes WHERE channel = ?", [channel])
+            c.executemany("INSERT OR REPLACE INTO link_notes (channel, listing_key, run_id,"
+                          " method, score, reason, candidates, evidence)"
+                          " VALUES (?,?,?,?,?,?,?,?)", rows)
+
+    def link_states(self, channel: str | None = None, state: str | None = None
+                    ) -> list[dict[str, Any]]:
+        """``links()`` with each listing's state (linked, suggested, unlinked) and, for
+        listings not linked, the reason and evidence of the last run; ``state`` filters."""
+        q = ("SELECT l.channel, l.key AS listing_key, l.master_sku AS sku,"
+             " l.link_method AS method, l.link_confidence AS confidence,"
+             " l.link_candidates AS candidates, l.link_run AS run_id, n.reason, n.evidence"
+             " FROM listings l LEFT JOIN link_notes n"
+             " ON n.channel = l.channel AND n.listing_key = l.key"
+             " WHERE l.link_method IS NOT NULL AND l.removed_run IS NULL")
+        args: list[Any] = []
+        if channel:
+            q += " AND l.channel = ?"
+            args.append(channel)
+        if state == "linked":
+            q += " AND l.master_sku IS NOT NULL"
+        elif state == "suggested":
+            q += " AND l.master_sku IS NULL AND l.link_method = 'suggested'"
+        elif state == "unlinked":
+            q += " AND l.master_sku IS NULL AND l.link_method != 'suggested'"
+        elif state is not None:
+            raise ValueError(f"state must be linked, suggested or unlinked, not {state!r}")
+        rows = []
+        for r in self.db.query(q + " ORDER BY l.channel, l.key", args):
+            r["candidates"] = json.loads(r["candidates"]) if r["candidates"] else []
+            r["evidence"] = json.loads(r["evidence"]) if r["evidence"] else {}
+            r["state"] = "linked" if r["sku"] else (
+                "suggested" if r["method"] == "suggested" else "unlinked")
+            rows.append(r)
+        return rows
 
 
 def _cell(v: Any) -> str | None:
