@@ -316,7 +316,7 @@ def links(ctx: click.Context, config_path: Path, channel: str | None, state: str
         ctx.obj = {"config_path": config_path, "channel": channel}
         return
     store = _store_for(config_path)
-    rows = store.link_states(channel, state)
+    rows = [r.to_dict() for r in store.link_states(channel, state)]
     store.close()
     _rows_out(rows, ["channel", "listing_key", "state", "sku", "method", "confidence",
                      "candidates", "reason", "evidence"],
