@@ -208,7 +208,12 @@ CHANNEL_OPTIONS = (
     Opt("allow_empty", bool, False,
         "Accept an empty source as real (otherwise it is a source problem when the last run had listings)."),
     Opt("min_ratio", float, 0.5,
-        "A source yielding fewer than this share of the previous run's listings is marked partial."),
+        "A source yielding fewer than this share of the last complete read's listings is a "
+        "sharp drop: presence is held, as with max_drop."),
+    Opt("max_drop", float, 0.1,
+        "Largest share of the last complete read's listings that may vanish at once (2 or "
+        "more) before presence is held: no missing listing concluded, none resolved, until "
+        "the next run confirms the drop or `auditor runs accept RUN CHANNEL`. 1 = never hold."),
     Opt("headers", _headers, {}, "HTTP headers for URL sources; secrets as { env = \"NAME\" }."),
     Opt("auth", _auth, None, "HTTP basic auth for URL sources, from environment variables."),
     Opt("allow_hosts", _str_list, [], "Further hosts this channel may fetch from (an image CDN)."),

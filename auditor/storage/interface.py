@@ -36,7 +36,8 @@ from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord
                                      LinkDecisionRecord, LinkRecord, LinkStateRecord,
                                      ListingSave, MasterAssetRow, MasterChange, MasterHistory,
                                      MasterImportResult, MasterPlan, MasterSnapshot,
-                                     RunErrorRecord, RunRecord, RunSourceRecord, ScoreRecord)
+                                     PresenceHoldRecord, RunErrorRecord, RunRecord,
+                                     RunSourceRecord, ScoreRecord)
 
 
 @runtime_checkable
@@ -169,6 +170,48 @@ class FindingStore(Protocol):
 
     def finding_events(self, fingerprint: str) -> list[FindingEvent]:
         """A finding's state changes, oldest first."""
+        ...
+
+    def query_findings(self, *, states: Sequence[str] = (), channels: Sequence[str] = (),
+                       checks: Sequence[str] = (), severities: Sequence[str] = (),
+                       sku: str | None = None, limit: int | None = None
+                       ) -> list[FindingRecord]:
+        """``findings`` with repeatable filters: each a set of allowed values."""
+        ...
+
+    def finding_values(self, column: str) -> set[str]:
+        """Distinct stored values of channel, check_name, severity or state."""
+        ...
+
+
+@runtime_checkable
+class PresenceHoldStore(Protocol):
+    """Presence a run held back for a channel (``auditor.holds``)."""
+
+    def save_presence_hold(self, run_id: int, channel: str, kind: str, reason: str,
+                           vanished: Sequence[str], held: Iterable[Finding],
+                           checks_ran: Sequence[str]) -> None:
+        """Keep what the run would have concluded: vanished keys, presence findings."""
+        ...
+
+    def presence_holds(self, run_id: int | None = None, channel: str | None = None,
+                       state: str | None = None) -> list[PresenceHoldRecord]:
+        """Recorded holds, newest first."""
+        ...
+
+    def previous_run_of(self, channel: str, before_run: int) -> int | None:
+        """The latest run before ``before_run`` that read ``channel``."""
+        ...
+
+    def decide_presence_hold(self, run_id: int, channel: str, state: str,
+                             decided_run: int | None, now: datetime) -> None:
+        """Close a held hold: confirmed, superseded or accepted."""
+        ...
+
+    def accept_presence_hold(self, run_id: int, channel: str, now: datetime
+                             ) -> dict[str, int]:
+        """Apply a held hold now (the channel's latest run only): counts opened,
+        resolved and removed."""
         ...
 
 
@@ -307,7 +350,8 @@ class CacheStore(Protocol):
 
 
 @runtime_checkable
-class Store(MasterStore, ListingStore, FindingStore, RunStore, CacheStore, Protocol):
+class Store(MasterStore, ListingStore, FindingStore, RunStore, CacheStore, PresenceHoldStore,
+            Protocol):
     """A whole store: every concern, plus its own life cycle.
 
     ``url`` reopens the same store (``open_store(store.url)``), in another process

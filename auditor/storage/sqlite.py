@@ -29,7 +29,7 @@ from auditor import codec
 from auditor import lifecycle
 from auditor.errors import LockedError, StoreError
 from auditor.events import FindingChange
-from auditor.lifecycle import RESOLVED, Evidence, Previous
+from auditor.lifecycle import OPEN, RESOLVED, Evidence, Previous
 from auditor.model import (Finding, Link, Listing, MasterRecord, Outcome, Run, SourceResult,
                            SourceStatus)
 from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord, HttpCacheRow,
@@ -37,8 +37,8 @@ from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord
                                      LinkRecord, LinkStateRecord, ListingSave,
                                      MasterAssetRow, MasterChange, MasterHistory,
                                      MasterImportResult, MasterPlan, MasterSnapshot,
-                                     RunErrorRecord, RunRecord, RunSourceRecord, ScoreRecord,
-                                     parse_time)
+                                     PresenceHoldRecord, RunErrorRecord, RunRecord,
+                                     RunSourceRecord, ScoreRecord, parse_time)
 
 
 def _now() -> str:
@@ -209,7 +209,20 @@ def _m5(db: sqlite_utils.Database) -> None:
     """)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1, _m2, _m3, _m4, _m5]
+def _m6(db: sqlite_utils.Database) -> None:
+    """Presence held by a run for a channel (a row without a readable key, a sharp drop
+    in items): what it would have concluded, kept until confirmed or accepted."""
+    _script(db, """
+    CREATE TABLE presence_holds (
+        run_id INTEGER NOT NULL, channel TEXT NOT NULL, kind TEXT NOT NULL,
+        reason TEXT NOT NULL, vanished TEXT, findings TEXT, checks TEXT,
+        state TEXT NOT NULL DEFAULT 'held', decided_run INTEGER, decided_at TEXT,
+        PRIMARY KEY (run_id, channel));
+    """)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1, _m2, _m3, _m4, _m5,
+                                                               _m6]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -1243,6 +1256,136 @@ class SQLiteStore:
                 for ch, key, sku, method, conf, cands, run, reason, evidence in self.db.execute(
                     q + " ORDER BY l.channel, l.key", args)]
 
+    # ----------------------------------------------------------------- presence holds
+    def save_presence_hold(self, run_id: int, channel: str, kind: str, reason: str,
+                           vanished: Sequence[str], held: Iterable[Finding],
+                           checks_ran: Sequence[str]) -> None:
+        """Keep what a run would have concluded about presence, had it not held it:
+        the listings that vanished and the presence findings it computed."""
+        with self.db.conn:
+            self.db.conn.execute(
+                "INSERT OR REPLACE INTO presence_holds (run_id, channel, kind, reason, vanished,"
+                " findings, checks, state) VALUES (?,?,?,?,?,?,?, 'held')",
+                (run_id, channel, kind, reason, json.dumps(sorted(vanished)),
+                 codec.dumps([codec.finding_to_dict(f) for f in held]),
+                 json.dumps(list(checks_ran))))
+
+    def presence_holds(self, run_id: int | None = None, channel: str | None = None,
+                       state: str | None = None) -> list[PresenceHoldRecord]:
+        """Recorded holds, newest first."""
+        where, args = [], []
+        for col, val in (("run_id", run_id), ("channel", channel), ("state", state)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        q = ("SELECT run_id, channel, kind, reason, vanished, findings, checks, state,"
+             " decided_run, decided_at FROM presence_holds"
+             + (" WHERE " + " AND ".join(where) if where else ""))
+        return [PresenceHoldRecord(run, ch, kind, reason, tuple(orjson.loads(van or "[]")),
+                                   tuple(orjson.loads(fs or "[]")),
+                                   tuple(orjson.loads(checks or "[]")), st, drun,
+                                   parse_time(dat))
+                for run, ch, kind, reason, van, fs, checks, st, drun, dat in self.db.execute(
+                    q + " ORDER BY run_id DESC, channel", args)]
+
+    def previous_run_of(self, channel: str, before_run: int) -> int | None:
+        """The latest run before ``before_run`` that read ``channel``."""
+        row = self.db.execute("SELECT MAX(run_id) FROM run_sources WHERE source=? AND run_id<?",
+                              (channel, before_run)).fetchone()
+        return row[0] if row else None
+
+    def decide_presence_hold(self, run_id: int, channel: str, state: str, decided_run: int | None,
+                             now: datetime) -> None:
+        """Close a hold: ``confirmed`` by a later run, ``superseded``, or ``accepted``."""
+        with self.db.conn:
+            self.db.conn.execute(
+                "UPDATE presence_holds SET state=?, decided_run=?, decided_at=? "
+                "WHERE run_id=? AND channel=? AND state='held'",
+                (state, decided_run, now.isoformat(), run_id, channel))
+
+    def accept_presence_hold(self, run_id: int, channel: str, now: datetime) -> dict[str, int]:
+        """The user accepts what run ``run_id`` held for ``channel``: its presence findings
+        open, the open findings it would have resolved resolve (not seen in that run, their
+        check ran, about no listing or one that vanished), the vanished listings are
+        removed. Only the channel's latest run can be accepted (a later run has superseded
+        an earlier one's view). Returns counts: opened, resolved, removed (listings)."""
+        holds = self.presence_holds(run_id, channel)
+        if not holds:
+            raise StoreError(f"run {run_id} held nothing for channel {channel!r} "
+                             f"(see `auditor runs`)")
+        hold = holds[0]
+        if hold.state != "held":
+            raise StoreError(f"run {run_id}'s hold on channel {channel!r} is already "
+                             f"{hold.state}")
+        latest = self.db.execute("SELECT MAX(run_id) FROM run_sources WHERE source=?",
+                                 (channel,)).fetchone()[0]
+        if latest != run_id:
+            raise StoreError(f"run {run_id} is not the latest run of channel {channel!r} "
+                             f"(run {latest} is): only the latest run's hold can be accepted")
+        held = [codec.finding_from_dict(d) for d in hold.findings]
+        # Opened (or reopened) as observations of that run; a failed status resolves nothing.
+        counts = self.apply_findings(run_id, channel, held, SourceStatus.FAILED, None, (), now)
+        vanished = set(hold.vanished)
+        ran = set(hold.checks)
+        observed = {fp for (fp,) in self.db.execute(
+            "SELECT fingerprint FROM finding_observations WHERE run_id=?", (run_id,))}
+        at = now.isoformat()
+        c = self.db.conn
+        with c:
+            to_resolve = sorted(
+                fp for fp, check, key in c.execute(
+                    "SELECT fingerprint, check_name, listing_key FROM findings "
+                    "WHERE channel=? AND state=?", (channel, OPEN))
+                if fp not in observed and check in ran and (key is None or key in vanished))
+            c.executemany("UPDATE findings SET state=?, resolved_at=?, resolved_run=? "
+                          "WHERE fingerprint=?", [(RESOLVED, at, run_id, fp) for fp in to_resolve])
+            c.executemany("INSERT INTO finding_events (fingerprint, run_id, at, event, state,"
+                          " outcome, expected, actual) VALUES (?,?,?,?,?,?,?,?)",
+                          [(fp, run_id, at, lifecycle.RESOLVED_EVENT, RESOLVED, None, None,
+                            None) for fp in to_resolve])
+        removed = self.mark_removed(run_id, channel, vanished)
+        self.decide_presence_hold(run_id, channel, "accepted", None, now)
+        return {"opened": counts.opened + counts.reopened, "resolved": len(to_resolve),
+                "removed": removed}
+
+    # ----------------------------------------------------------------- finding queries
+    def query_findings(self, *, states: Sequence[str] = (), channels: Sequence[str] = (),
+                       checks: Sequence[str] = (), severities: Sequence[str] = (),
+                       sku: str | None = None, limit: int | None = None
+                       ) -> list[FindingRecord]:
+        """Stored findings matching every given filter (each a set of allowed values),
+        most severe first; ``findings`` with repeatable filters."""
+        where: list[str] = []
+        args: list[Any] = []
+        for col, vals in (("state", states), ("channel", channels), ("check_name", checks),
+                          ("severity", severities)):
+            if vals:
+                where.append(f"{col} IN ({','.join('?' * len(vals))})")
+                args.extend(vals)
+        if sku is not None:
+            where.append("sku = ?")
+            args.append(sku)
+        q = f"SELECT {self._FINDING_COLS} FROM findings"
+        if where:
+            q += " WHERE " + " AND ".join(where)
+        q += (" ORDER BY CASE severity WHEN 'critical' THEN 0 WHEN 'major' THEN 1 "
+              "WHEN 'minor' THEN 2 ELSE 3 END, channel, check_name, sku, field")
+        if limit is not None:
+            q += f" LIMIT {int(limit)}"
+        fromiso = datetime.fromisoformat
+        return [FindingRecord(fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg,
+                              orjson.loads(det) if det else {}, st, fromiso(first),
+                              fromiso(last), frun, lrun, parse_time(res_at), res_run)
+                for (fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg, det, st, first,
+                     last, frun, lrun, res_at, res_run) in self.db.execute(q, args)]
+
+    def finding_values(self, column: str) -> set[str]:
+        """The distinct values of ``column`` (channel, check_name, severity, state) among
+        stored findings, to tell a typo from a filter that matches nothing."""
+        if column not in ("channel", "check_name", "severity", "state"):
+            raise ValueError(f"not a finding filter column: {column}")
+        return {v for (v,) in self.db.execute(f"SELECT DISTINCT {column} FROM findings")
+                if v is not None}
 
 def _cell(v: Any) -> str | None:
     if v is None:
