@@ -23,7 +23,7 @@ from rich.table import Table
 
 from auditor import __version__, log as logsetup, plugins
 from auditor.config import (CHANNEL_OPTIONS, HTTP_OPTIONS, LINKING_OPTIONS, MASTER_OPTIONS,
-                            RUN_OPTIONS, STORE_OPTIONS, Config, load_config)
+                            RUN_OPTIONS, SERVE_OPTIONS, STORE_OPTIONS, Config, load_config)
 from auditor.errors import AuditorError, ConfigError, Interrupted
 from auditor.hookspecs import hookimpl
 
@@ -176,8 +176,13 @@ def _known(kind: str, given: Iterable[str], known: Iterable[str]) -> None:
 @format_option
 @click.option("--now", "now_text", metavar="ISO-TIME",
               help="Evaluate sale windows and history as of this time (replays, tests).")
+@click.option("--master-only", is_flag=True,
+              help="Import the master and read no channel (the master's own schedule).")
+@click.option("--metrics-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="After the run, write the metrics here in the node-exporter textfile "
+                   "format (atomically), e.g. /var/lib/node_exporter/textfile/auditor.prom.")
 def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
-        now_text: str | None) -> None:
+        now_text: str | None, master_only: bool, metrics_file: Path | None) -> None:
     """Import the master, read the channels, link, check and store findings.
 
     \b
@@ -185,6 +190,7 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
       auditor run --config config.toml --channel google
       auditor -q run                    # cron: nothing printed but errors; the exit code tells
       auditor run --format json         # the summary for a program (csv: one row per channel)
+      auditor run --metrics-file /var/lib/node_exporter/textfile/auditor.prom
     Exit codes: 0 all consistent, 1 findings, 2 could not run or partial;
     130 / 143 interrupted by Ctrl-C / SIGTERM (the run is recorded `interrupted`).
     """
@@ -194,6 +200,13 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
     cfg = _load(config_path)
     for name in channels:
         cfg.channel(name)
+    if master_only:
+        if channels:
+            raise click.BadParameter("--master-only reads no channel; drop --channel",
+                                     param_hint="--master-only")
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, channels=())
     now = None
     if now_text:
         from auditor.values import parse_datetime
@@ -222,6 +235,9 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
                   + ("; recorded as interrupted" if run_id else ""))
         sys.exit(EXIT_SIGTERM if isinstance(e, Interrupted) and e.signum == signal.SIGTERM
                  else EXIT_SIGINT)
+    finally:
+        if metrics_file is not None:
+            _write_metrics(cfg, metrics_file)
     from auditor.runner import _summary_dict
 
     if _quiet():
@@ -241,6 +257,15 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
     else:
         print_report(report)
     sys.exit(report.exit_code)
+
+
+def _write_metrics(cfg: Config, path: Path) -> None:
+    from auditor.service.metrics import store_opener, write_metrics_file
+
+    try:
+        write_metrics_file(path, store_opener(cfg.store_url))
+    except OSError as e:
+        err.print(f"[bold red]error:[/] could not write the metrics file {safe(path)}: {safe(e)}")
 
 
 class _progress:
@@ -764,7 +789,7 @@ def settings_reference() -> dict[str, list[dict[str, Any]]]:
         return [{"name": o.name, "default": o.default, "help": o.help} for o in opts]
 
     sections = {"[store]": rows(STORE_OPTIONS), "[run]": rows(RUN_OPTIONS),
-                "[http]": rows(HTTP_OPTIONS),
+                "[http]": rows(HTTP_OPTIONS), "[serve]": rows(SERVE_OPTIONS),
                 "[master]": rows(MASTER_OPTIONS), "[linking]": rows(LINKING_OPTIONS),
                 "[[channels]] (all types)": rows(CHANNEL_OPTIONS)}
     for name, conn in sorted(plugins.connectors().items()):
@@ -936,24 +961,63 @@ def extract_cmd(target: str, page_url: str | None, sku: str | None, fmt: str, as
     sys.exit(EXIT_OK if ex.is_product else EXIT_FINDINGS)
 
 
+# ---------------------------------------------------------------------------- serve
+
+@main.command()
+@config_option
+@click.option("--host", help="Address to listen on (default: [serve] host, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(0, 65535),
+              help="Port to listen on (default: [serve] port, 8080).")
+@click.option("--no-schedule", is_flag=True,
+              help="Serve metrics and the API only; run no scheduled audits.")
+def serve(config_path: Path, host: str | None, port: int | None, no_schedule: bool) -> None:
+    """Run the schedules, and serve /metrics, /healthz, /readyz and the JSON API.
+
+    Each source (the master, every channel) is audited on its `schedule` (cron) in a
+    child process, one at a time per source; sources not read completely within their
+    interval run once at start-up. SIGTERM stops gracefully (exit 0), SIGHUP reloads
+    the config (a broken one is refused and the old one kept). Write calls of the API
+    need the bearer token in AUDITOR_API_TOKEN (or [serve] token).
+
+    \b
+    Examples:
+      auditor serve --config config.toml
+      auditor serve --host 0.0.0.0 --port 9108
+      curl -s localhost:8080/metrics | grep auditor_consistency_ratio
+    Exit codes: 0 stopped cleanly, 2 could not start.
+    """
+    from auditor.service.app import serve as run_service
+
+    _load(config_path)  # a broken config stops here, with every problem listed
+    import logging
+
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
+    sys.exit(run_service(config_path, host, port, schedule=not no_schedule, log_level=level))
+
+
 # ---------------------------------------------------------------------------- demo
 
 @main.command()
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
               default=Path("auditor-demo"), show_default=True,
               help="Where the demo data, config and store go.")
-@click.option("--serve", is_flag=True, help="Keep the demo shop running after the audit.")
-def demo(directory: Path, serve: bool) -> None:
+@click.option("--serve", is_flag=True,
+              help="After the audit, keep the demo shop running and run `auditor serve` on "
+                   "the demo world (metrics, API, schedules) until Ctrl-C.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True,
+              help="Port of `auditor serve` with --serve.")
+def demo(directory: Path, serve: bool, port: int) -> None:
     """Generate the demo world, serve its shop on loopback and audit everything.
 
     \b
-    Example:
+    Examples:
       auditor demo --dir /tmp/auditor-demo
+      auditor demo --serve --port 8080     # then open http://127.0.0.1:8080/metrics
     Exit codes: 0 the demo ran (its findings are planted on purpose), 2 it could not run.
     """
     from auditor.demo import run_demo
 
-    code = run_demo(directory, serve=serve, console=out)
+    code = run_demo(directory, serve=serve, console=out, port=port)
     sys.exit(code)
 
 

@@ -91,15 +91,10 @@ def _source(value: Any) -> str:
 
 
 def _cron(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"expected a cron expression such as \"0 */4 * * *\", got {value!r}")
-    from apscheduler.triggers.cron import CronTrigger
+    # cron as cron means it (Sunday = 0 or 7), not APScheduler's Monday = 0
+    from auditor.service.cron import validate
 
-    try:
-        CronTrigger.from_crontab(value)
-    except ValueError as e:
-        raise ValueError(f"invalid cron expression {value!r}: {e}") from None
-    return value
+    return validate(value)
 
 
 def _str_list(value: Any) -> list[str]:
@@ -180,6 +175,9 @@ MASTER_OPTIONS = (
     Opt("timezone", str, "UTC", "Time zone for dates without one."),
     Opt("headers", _headers, {}, "HTTP headers for a URL source; secrets as { env = \"NAME\" }."),
     Opt("auth", _auth, None, "HTTP basic auth for a URL source, from environment variables."),
+    Opt("schedule", _cron, None,
+        "Cron expression for `auditor serve`: when the master alone is imported again "
+        "(each channel's own schedule also imports it first)."),
 )
 
 LINKING_OPTIONS = (
@@ -222,6 +220,31 @@ CHANNEL_OPTIONS = (
     Opt("encoding", str, "auto", "Text encoding of file sources, or auto to detect."),
 )
 
+def _env_ref(value: Any) -> "EnvRef":
+    if isinstance(value, dict) and set(value) == {"env"} and isinstance(value["env"], str):
+        return EnvRef(value["env"])
+    raise ValueError("expected { env = \"NAME\" }: secrets come from the environment")
+
+
+SERVE_OPTIONS = (
+    Opt("host", str, "127.0.0.1", "Address `auditor serve` listens on (--host overrides)."),
+    Opt("port", int, 8080, "Port `auditor serve` listens on (--port overrides)."),
+    Opt("token", _env_ref, None,
+        "Bearer token for the API's write calls, as { env = \"NAME\" }; unset: the "
+        "AUDITOR_API_TOKEN variable. With no token set, write calls are refused."),
+    Opt("protect_reads", bool, False,
+        "Reads (the JSON API) need the bearer token too; /metrics, /healthz and /readyz stay open."),
+    Opt("timezone", str, "UTC", "Time zone the cron schedules are read in (e.g. Europe/Berlin)."),
+    Opt("jitter", float, 30.0,
+        "Up to this many seconds of random delay per scheduled audit (at most a tenth of "
+        "its interval), so channels on one schedule do not start in the same second."),
+    Opt("catch_up", bool, True,
+        "At start-up, audit once every source whose last complete read is older than its interval."),
+    Opt("stop_timeout", float, 60.0,
+        "On SIGTERM, seconds a running audit gets to finish before it is stopped and "
+        "recorded as interrupted."),
+)
+
 _CHANNEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -257,6 +280,8 @@ class Config:
     checks: Mapping[str, Mapping[str, Any]]
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
     run: Mapping[str, Any] = field(default_factory=lambda: {"workers": 0})
+    serve: Mapping[str, Any] = field(default_factory=lambda: {o.name: o.default
+                                                              for o in SERVE_OPTIONS})
 
     @property
     def base_dir(self) -> Path:
@@ -315,7 +340,7 @@ def _check_options(given: Any, prefix: str, suffix: str, problems: list[str],
     return out
 
 
-TOP_LEVEL = ("store", "run", "http", "master", "linking", "channels", "checks")
+TOP_LEVEL = ("store", "run", "http", "master", "linking", "channels", "checks", "serve")
 
 
 def load_config(path: str | Path) -> Config:
@@ -387,6 +412,9 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
                                 f"(it appears in metrics and overrides)")
             if name in seen:
                 problems.append(f"{where}.name: duplicate channel name")
+            if name == "master":
+                problems.append(f"{where}.name: 'master' is reserved (the master's own "
+                                f"schedule, metrics and runs use it)")
             seen.add(name)
         else:
             problems.append(f"{where}.name: missing (expected a string)")
@@ -407,7 +435,17 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
                 name=name, type=ctype, source=resolved.get("source"),
                 schedule=resolved.get("schedule"), enabled=resolved.get("enabled", True),
                 options=resolved, checks=merged, base_dir=path.parent))
+    serve = resolve(SERVE_OPTIONS, table("serve"), "[serve]", problems)
+    if not 0 < serve.get("port", 1) < 65536:
+        problems.append(f"[serve].port: expected 1-65535, got {serve['port']}")
+    try:
+        import zoneinfo
+
+        zoneinfo.ZoneInfo(serve.get("timezone") or "UTC")
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        problems.append(f"[serve].timezone: unknown time zone {serve.get('timezone')!r}")
     if problems:
         raise ConfigError(str(path), problems)
     return Config(path=path, store=store, http=http, master=master, linking=linking,
-                  channels=tuple(channels), checks=global_checks, raw=raw, run=run)
+                  channels=tuple(channels), checks=global_checks, raw=raw, run=run,
+                  serve=serve)

@@ -60,6 +60,7 @@ def _f(key, outcome=Outcome.FAILED, check="price", actual="2 EUR", channel="goog
 def test_implements_every_concern(store):
     for proto in (interface.MasterStore, interface.ListingStore, interface.FindingStore,
                   interface.RunStore, interface.CacheStore, interface.PresenceHoldStore,
+                  interface.ServiceStore,
                   interface.Store):
         assert isinstance(store, proto), proto.__name__
 

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from auditor.errors import StoreError
 from auditor.storage.interface import (CacheStore, FindingStore, ListingStore, MasterStore,
-                                       PresenceHoldStore, RunStore, Store)
+                                       PresenceHoldStore, RunStore, ServiceStore,
+                                       Store)
 from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord,
                                      LinkDecisionRecord, LinkRecord, LinkStateRecord,
                                      ListingSave, MasterChange, MasterHistory,
@@ -32,7 +33,7 @@ from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord
 
 __all__ = ["open_store", "check_url", "remove_store", "store_exists", "describe", "Store",
            "MasterStore", "ListingStore", "FindingStore", "RunStore", "CacheStore",
-           "PresenceHoldStore", "FindingChanges", "FindingEvent", "FindingRecord",
+           "PresenceHoldStore", "ServiceStore", "FindingChanges", "FindingEvent", "FindingRecord",
            "LinkDecisionRecord", "LinkRecord", "LinkStateRecord", "ListingSave", "MasterChange",
            "MasterHistory", "MasterImportResult", "MasterPlan", "MasterSnapshot",
            "PresenceHoldRecord", "RunErrorRecord", "RunRecord", "RunSourceRecord", "ScoreRecord"]

@@ -20,7 +20,9 @@ implementations group them:
 - ``FindingStore``: findings with their lifecycle state and events (the rules are
   ``auditor.lifecycle``'s; a store applies what it decides);
 - ``RunStore``: runs, per-source results and bad rows, consistency scores;
-- ``CacheStore``: HTTP validators and extractions, image signatures and image URLs.
+- ``CacheStore``: HTTP validators and extractions, image signatures and image URLs;
+- ``ServiceStore``: what ``auditor serve`` reads (run history, metric aggregates, API pages)
+  and the API's triage writes.
 """
 
 from __future__ import annotations
@@ -350,7 +352,107 @@ class CacheStore(Protocol):
 
 
 @runtime_checkable
+class ServiceStore(Protocol):
+    """What ``auditor serve`` reads and writes: the scheduler's run history, the metrics
+    collector's aggregates (read at scrape time) and the JSON API's pages. Rows are
+    JSON-ready dicts: they go out as JSON or metrics as they are."""
+
+    def last_complete_reads(self) -> dict[str, datetime]:
+        """When each source's latest complete read finished (``master``: the latest run
+        whose master import was not rejected)."""
+        ...
+
+    def interrupt_running_runs(self, at: datetime) -> list[int]:
+        """Record runs still marked running as interrupted (only under the run lock)."""
+        ...
+
+    def latest_scores(self) -> list[tuple[str, str, float]]:
+        """(channel, check, passed share) of each channel's latest scored run."""
+        ...
+
+    def unresolved_finding_counts(self) -> list[tuple[str, str, str, int]]:
+        """(channel, check, severity, count) of findings not resolved."""
+        ...
+
+    def latest_source_results(self) -> list[dict[str, Any]]:
+        """Each source's latest read: source, status, listings, errors, message, times."""
+        ...
+
+    def source_durations(self) -> list[tuple[str, float]]:
+        """(source, seconds) of every finished read."""
+        ...
+
+    def run_errors_after(self, after_id: int, limit: int = 100_000
+                         ) -> list[tuple[int, str, str]]:
+        """(id, source, reason) of bad rows and pages recorded after ``after_id``."""
+        ...
+
+    def failed_reads_after(self, after_rowid: int) -> list[tuple[int, str, str, str | None]]:
+        """(position, source, status, message) of reads not complete, after a position."""
+        ...
+
+    def data_version(self) -> tuple[Any, ...]:
+        """Changes whenever a run, finding or master snapshot is written."""
+        ...
+
+    def outbox_counts(self) -> dict[str, int]:
+        """Notifications in the outbox by status."""
+        ...
+
+    def propagation(self, since: datetime, max_changes: int = 20_000
+                    ) -> list[tuple[str, float | None]]:
+        """(channel, seconds from a master change to the first read showing it, or None)."""
+        ...
+
+    def runs_page(self, before: int | None, limit: int) -> list[dict[str, Any]]:
+        """Runs newest first below the ``before`` id, each with its ``sources``."""
+        ...
+
+    def findings_page(self, filters: Mapping[str, Any], after: tuple[int, str] | None,
+                      limit: int) -> list[dict[str, Any]]:
+        """Findings by severity rank and fingerprint, after a (rank, fingerprint) cursor."""
+        ...
+
+    def finding(self, fingerprint: str) -> dict[str, Any] | None:
+        """One finding as a dict, or None."""
+        ...
+
+    def master_record(self, sku: str) -> dict[str, Any] | None:
+        """The master record in force for ``sku`` as stored, with ``valid_from``."""
+        ...
+
+    def sku_listings(self, sku: str) -> list[dict[str, Any]]:
+        """Every listing linked to ``sku`` with its channel, body and link."""
+        ...
+
+    def link_suggestions(self, channel: str | None, after: tuple[str, str] | None,
+                         limit: int) -> list[dict[str, Any]]:
+        """Listings only suggested a master, after a (channel, key) cursor."""
+        ...
+
+    def listing_link(self, channel: str, key: str) -> dict[str, Any] | None:
+        """A present listing's link (sku, method, confidence, candidates), or None."""
+        ...
+
+    def ack_finding(self, fingerprint: str, by: str | None, note: str | None = None,
+                    now: datetime | None = None) -> dict[str, Any]:
+        """Acknowledge a finding; StoreError when unknown or resolved."""
+        ...
+
+    def snooze_finding(self, fingerprint: str, until: datetime, by: str | None,
+                       now: datetime | None = None, note: str | None = None) -> dict[str, Any]:
+        """Snooze a finding until ``until``; StoreError when unknown or resolved."""
+        ...
+
+    def resolve_finding(self, fingerprint: str, by: str | None, now: datetime | None = None,
+                        note: str | None = None) -> dict[str, Any]:
+        """Resolve a finding by hand; StoreError when unknown or resolved."""
+        ...
+
+
+@runtime_checkable
 class Store(MasterStore, ListingStore, FindingStore, RunStore, CacheStore, PresenceHoldStore,
+            ServiceStore,
             Protocol):
     """A whole store: every concern, plus its own life cycle.
 
