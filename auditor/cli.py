@@ -568,7 +568,7 @@ def links(ctx: click.Context, config_path: Path, channel: str | None, state: str
         if channel is not None:
             _known("channel", [channel], [c.name for c in cfg.channels] +
                    list(store.finding_values("channel")))
-        rows = store.link_states(channel, state)
+        rows = [r.to_dict() for r in store.link_states(channel, state)]
     finally:
         store.close()
     _rows_out(rows, ["channel", "listing_key", "state", "sku", "method", "confidence",

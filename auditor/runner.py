@@ -23,7 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from auditor import plugins
 from auditor import holds
@@ -44,6 +44,8 @@ from auditor.storage import MasterPlan, Store, open_store
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int], None]
+# SKU -> earlier master versions [(valid until, record)] (a MasterHistory, or a plain dict)
+MasterVersions = Mapping[str, Sequence[tuple[datetime, MasterRecord]]]
 Emit = Callable[[Any], None]
 
 
@@ -284,7 +286,7 @@ def _enabled_checks(ch: ChannelConfig) -> list[CheckSpec]:
 
 
 def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
-                  master: dict[str, MasterRecord], linker: Linker, history: dict,
+                  master: dict[str, MasterRecord], linker: Linker, history: MasterVersions,
                   now: datetime, progress: Progress | None = None,
                   preparations: Preparations | None = None, emit: Emit | None = None,
                   wanted: frozenset[str] = frozenset()) -> ChannelSummary:
@@ -579,7 +581,7 @@ class _ToParent(logging.handlers.QueueHandler):
 
 
 def _audit_in_workers(cfg: Config, store: Store, run_id: int, selected: list[ChannelConfig],
-                      master: dict[str, MasterRecord], linker: Linker, history: dict,
+                      master: dict[str, MasterRecord], linker: Linker, history: MasterVersions,
                       now: datetime, workers: int,
                       meanwhile: Callable[[], None] | None = None, emit: Emit | None = None,
                       wanted: frozenset[str] = frozenset()) -> list[ChannelSummary]:

@@ -24,7 +24,7 @@ import signal
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import pluggy
 
@@ -37,6 +37,9 @@ from auditor.events import (Event, FindingChange, MasterImported, RunFinished, R
 from auditor.hookspecs import EVENT_HOOKS, hookimpl
 from auditor.linking import Linker
 from auditor.model import MasterRecord, Run, SourceStatus
+
+if TYPE_CHECKING:
+    from auditor.storage import Store
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,7 @@ class AuditSession:
     that wants to look at them.
     """
 
-    def __init__(self, config: Config, store: Any, *, channels: Iterable[str] | None = None,
+    def __init__(self, config: Config, store: Store, *, channels: Iterable[str] | None = None,
                  now: datetime | None = None, listeners: Iterable[Any] = (),
                  clock: Clock | None = None):
         self.config = config
@@ -276,6 +279,8 @@ class AuditSession:
         else:
             reason = f"crashed: {e.__class__.__name__}: {e}"
         at = self.clock()
+        if self.run_id is None:
+            return  # no run row yet: nothing to mark
         try:
             recorded = self.store.interrupt_run(self.run_id, at, reason)
         except Exception:
@@ -378,7 +383,7 @@ class ProgressCallback:
         self.fn(event.channel, event.listings)
 
 
-def finding_changes(store: Any, run_id: int, channel: str) -> tuple[FindingChange, ...]:
+def finding_changes(store: Store, run_id: int, channel: str) -> tuple[FindingChange, ...]:
     """What ``run_id`` changed in ``channel``'s findings, as events carry them."""
     return tuple(store.finding_changes(run_id, channel))
 

@@ -239,19 +239,19 @@ def test_link_states_notes_and_decisions(store):
     store.save_listings(1, "google", [(a, Link("google", "A", "A", LinkMethod.FUZZY, 0.9)),
                                       (b, sugg), (c, none)])
     store.save_link_notes(1, "google", [sugg, none])
-    states = {r["listing_key"]: r for r in store.link_states("google")}
-    assert {k: r["state"] for k, r in states.items()} == \
+    states = {r.listing_key: r for r in store.link_states("google")}
+    assert {k: r.state for k, r in states.items()} == \
         {"A": "linked", "B": "suggested", "C": "unlinked"}
-    assert states["B"]["candidates"] == ["X", "Y"] and states["B"]["evidence"]["title"] == 0.7
-    assert states["C"]["reason"] == "title has no words"
-    assert [r["listing_key"] for r in store.link_states(state="suggested")] == ["B"]
+    assert states["B"].candidates == ("X", "Y") and states["B"].evidence["title"] == 0.7
+    assert states["C"].reason == "title has no words"
+    assert [r.listing_key for r in store.link_states(state="suggested")] == ["B"]
     assert store.listing_channels("B") == ["google"] and store.listing_channels("Z") == []
     # a person decides: the link follows at once, the decisions stay
     store.decide_link("google", "B", "Y", "confirmed", NOW, "checked the photo")
     store.decide_link("google", "A", "A", "rejected", NOW)
-    states = {r["listing_key"]: r for r in store.link_states("google")}
-    assert (states["B"]["sku"], states["B"]["method"]) == ("Y", "confirmed")
-    assert states["A"]["sku"] is None and states["A"]["state"] == "unlinked"
+    states = {r.listing_key: r for r in store.link_states("google")}
+    assert (states["B"].sku, states["B"].method) == ("Y", "confirmed")
+    assert states["A"].sku is None and states["A"].state == "unlinked"
     assert store.link_decisions("google") == {"confirmed": {"B": "Y"},
                                               "rejected": {"A": {"A"}}}
     assert store.link_decisions("meta") == {"confirmed": {}, "rejected": {}}
@@ -259,7 +259,7 @@ def test_link_states_notes_and_decisions(store):
     store.decide_link("google", "B", "X", "confirmed", NOW)
     store.decide_link("google", "B", "X", "rejected", NOW)
     assert store.link_decisions("google")["confirmed"] == {}
-    assert {(d["listing_key"], d["sku"], d["decision"]) for d in store.decided_links()} == \
+    assert {(d.listing_key, d.sku, d.decision) for d in store.decided_links()} == \
         {("B", "X", "rejected"), ("A", "A", "rejected")}
     with pytest.raises(ValueError):
         store.decide_link("google", "B", "X", "maybe", NOW)

@@ -36,7 +36,8 @@ from typing import (Any, Callable, ContextManager, Iterable, Iterator, Mapping, 
 from auditor.events import FindingChange
 from auditor.model import Finding, Link, Listing, MasterRecord, Run, SourceResult, SourceStatus
 from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord,
-                                     HttpCacheRow, HttpValidators, ImageUrlRow, LinkRecord,
+                                     HttpCacheRow, HttpValidators, ImageUrlRow,
+                                     LinkDecisionRecord, LinkRecord, LinkStateRecord,
                                      ListingSave, MasterAssetRow, MasterChange, MasterHistory,
                                      MasterImportResult, MasterPlan, MasterSnapshot,
                                      PresenceHoldRecord, RunErrorRecord, RunRecord,
@@ -136,8 +137,8 @@ class ListingStore(Protocol):
         link follows at once."""
         ...
 
-    def decided_links(self, channel: str | None = None) -> list[dict[str, Any]]:
-        """Every recorded decision: channel, listing_key, sku, decision, decided_at, note."""
+    def decided_links(self, channel: str | None = None) -> list[LinkDecisionRecord]:
+        """Every recorded decision, by channel, listing and SKU."""
         ...
 
     def listing_channels(self, listing_key: str) -> list[str]:
@@ -150,7 +151,7 @@ class ListingStore(Protocol):
         ...
 
     def link_states(self, channel: str | None = None, state: str | None = None
-                    ) -> list[dict[str, Any]]:
+                    ) -> list[LinkStateRecord]:
         """Each present listing's link with its state (linked, suggested, unlinked) and,
         when not linked, the last run's reason and evidence; ``state`` filters."""
         ...

@@ -166,6 +166,34 @@ class LinkRecord(_Record):
     run_id: int | None            # the run that set this link
 
 
+@dataclass(frozen=True, slots=True)
+class LinkStateRecord(_Record):
+    """A present listing's link with its state and, when not linked, why (last run)."""
+
+    channel: str
+    listing_key: str
+    state: str                    # linked, suggested, unlinked
+    sku: str | None
+    method: str
+    confidence: float | None
+    candidates: tuple[str, ...]
+    run_id: int | None
+    reason: str | None            # why it is not linked (None when linked)
+    evidence: dict[str, Any]      # what the matcher weighed ({} when none)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkDecisionRecord(_Record):
+    """A pair a person confirmed or rejected (kept across runs)."""
+
+    channel: str
+    listing_key: str
+    sku: str
+    decision: str                 # confirmed, rejected
+    decided_at: datetime
+    note: str | None
+
+
 # --------------------------------------------------------------------------- findings
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,8 @@ from auditor.lifecycle import OPEN, RESOLVED, Evidence, Previous
 from auditor.model import (Finding, Link, Listing, MasterRecord, Outcome, Run, SourceResult,
                            SourceStatus)
 from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord, HttpCacheRow,
-                                     HttpValidators, ImageUrlRow, LinkRecord, ListingSave,
+                                     HttpValidators, ImageUrlRow, LinkDecisionRecord,
+                                     LinkRecord, LinkStateRecord, ListingSave,
                                      MasterAssetRow, MasterChange, MasterHistory,
                                      MasterImportResult, MasterPlan, MasterSnapshot,
                                      PresenceHoldRecord, RunErrorRecord, RunRecord,
@@ -1951,13 +1952,15 @@ class SQLiteStore:
                       " decided_at, note) VALUES (?,?,?,?,?,?)",
                       [channel, listing_key, sku, decision, stamp, note])
 
-    def decided_links(self, channel: str | None = None) -> list[dict[str, Any]]:
-        """Every recorded decision (channel, listing_key, sku, decision, decided_at, note)."""
-        q = "SELECT * FROM link_decisions"
+    def decided_links(self, channel: str | None = None) -> list[LinkDecisionRecord]:
+        """Every recorded decision, by channel, listing and SKU."""
+        q = "SELECT channel, listing_key, sku, decision, decided_at, note FROM link_decisions"
         args = [channel] if channel else []
         if channel:
             q += " WHERE channel = ?"
-        return list(self.db.query(q + " ORDER BY channel, listing_key, sku", args))
+        return [LinkDecisionRecord(ch, key, sku, decision, datetime.fromisoformat(at), note)
+                for ch, key, sku, decision, at, note in self.db.execute(
+                    q + " ORDER BY channel, listing_key, sku", args)]
 
     def listing_channels(self, listing_key: str) -> list[str]:
         """The channels on which a listing with this key is present."""
@@ -1978,12 +1981,11 @@ class SQLiteStore:
                           " VALUES (?,?,?,?,?,?,?,?)", rows)
 
     def link_states(self, channel: str | None = None, state: str | None = None
-                    ) -> list[dict[str, Any]]:
+                    ) -> list[LinkStateRecord]:
         """``links()`` with each listing's state (linked, suggested, unlinked) and, for
         listings not linked, the reason and evidence of the last run; ``state`` filters."""
-        q = ("SELECT l.channel, l.key AS listing_key, l.master_sku AS sku,"
-             " l.link_method AS method, l.link_confidence AS confidence,"
-             " l.link_candidates AS candidates, l.link_run AS run_id, n.reason, n.evidence"
+        q = ("SELECT l.channel, l.key, l.master_sku, l.link_method, l.link_confidence,"
+             " l.link_candidates, l.link_run, n.reason, n.evidence"
              " FROM listings l LEFT JOIN link_notes n"
              " ON n.channel = l.channel AND n.listing_key = l.key"
              " WHERE l.link_method IS NOT NULL AND l.removed_run IS NULL")
@@ -1999,14 +2001,13 @@ class SQLiteStore:
             q += " AND l.master_sku IS NULL AND l.link_method != 'suggested'"
         elif state is not None:
             raise ValueError(f"state must be linked, suggested or unlinked, not {state!r}")
-        rows = []
-        for r in self.db.query(q + " ORDER BY l.channel, l.key", args):
-            r["candidates"] = json.loads(r["candidates"]) if r["candidates"] else []
-            r["evidence"] = json.loads(r["evidence"]) if r["evidence"] else {}
-            r["state"] = "linked" if r["sku"] else (
-                "suggested" if r["method"] == "suggested" else "unlinked")
-            rows.append(r)
-        return rows
+        return [LinkStateRecord(
+                    ch, key, "linked" if sku else (
+                        "suggested" if method == "suggested" else "unlinked"),
+                    sku, method, conf, tuple(json.loads(cands)) if cands else (), run,
+                    reason, json.loads(evidence) if evidence else {})
+                for ch, key, sku, method, conf, cands, run, reason, evidence in self.db.execute(
+                    q + " ORDER BY l.channel, l.key", args)]
 
     # ----------------------------------------------------------------- presence holds
     def save_presence_hold(self, run_id: int, channel: str, kind: str, reason: str,
