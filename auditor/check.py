@@ -96,7 +96,20 @@ class CheckContext:
                 outcome: Outcome, severity: Severity = Severity.INFO, *,
                 expected: Any = None, actual: Any = None, score: float | None = None,
                 message: str = "", **details: Any) -> Finding:
-        """Build a finding for this check and channel."""
+        """Build a finding for this check and channel.
+
+        A failed or warn outcome on a field the channel read with low confidence
+        (``Listing.confidence``) becomes not_evaluated, saying why and which selector
+        would make the read certain (auditor/confidence.py).
+        """
+        if listing is not None and listing.confidence and outcome in (Outcome.FAILED,
+                                                                      Outcome.WARN):
+            from auditor.confidence import uncertain
+
+            u = uncertain(listing, field_name, outcome)
+            if u is not None:
+                outcome, severity, why = u
+                message = f"{why}; {message}" if message else why
         return Finding(
             check=self.check,
             channel=self.channel,

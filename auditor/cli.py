@@ -904,7 +904,7 @@ def extract_cmd(target: str, page_url: str | None, sku: str | None, fmt: str, as
     Exit codes: 0 product data found, 1 none found, 2 could not read the page.
     """
     from auditor.crawl import fetch_page
-    from auditor.extract import extract as extract_page
+    from auditor.extract import LOW_CONFIDENCE, extract as extract_page
 
     from auditor.errors import FetchError
 
@@ -941,17 +941,27 @@ def extract_cmd(target: str, page_url: str | None, sku: str | None, fmt: str, as
         _csv_out(rows, ["field", "value", "source"])
     else:
         table = Table(title=safe(url), show_lines=False)
-        for col in ("field", "value", "source"):
+        for col in ("field", "value", "source", "confidence", "selector that makes it certain"):
             table.add_column(col)
+
+        def conf(k: str) -> str:
+            c = ex.confidence.get(k)
+            if c is None:
+                return ""
+            return f"{c:.2f}" + (" (low)" if c < LOW_CONFIDENCE else "")
+
         for k, v in data.items():
-            if k == "sources":
+            if k in ("sources", "confidence", "hints", "reason"):
                 continue
             shown = ", ".join(v) if isinstance(v, list) else v
-            table.add_row(k, safe(shown, 100), safe(data["sources"].get(
-                "images" if k == "images" else k, "")))
+            table.add_row(k, safe(shown, 100), safe(data["sources"].get(k, "")), conf(k),
+                          safe(ex.hints.get(k, "") if ex.confidence.get(k, 1) < 0.9 else "", 80))
         if ex.sale_price is not None:
-            table.add_row("sale_price", safe(ex.sale_price), safe(ex.sources.get("sale_price")))
+            table.add_row("sale_price", safe(ex.sale_price), safe(ex.sources.get("sale_price")),
+                          conf("sale_price"), "")
         out.print(table)
+        if ex.blocked or ex.reason:
+            out.print(f"not a product page: {safe(ex.blocked or ex.reason)}")
         if ex.variants:
             out.print(f"{len(ex.variants)} variants (choose one with --sku or a variant= URL):")
         for i, v in enumerate(ex.variants):

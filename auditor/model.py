@@ -215,6 +215,14 @@ class Listing:
     evidence: str | None = None
     # Where each value came from, for extraction debugging (field -> source).
     sources: Mapping[str, str] = field(default_factory=dict)
+    # How sure the read of each field is (0..1), for channels that read pages; a field
+    # below LOW_CONFIDENCE never raises a failed finding (auditor/confidence.py).
+    confidence: Mapping[str, float] = field(default_factory=dict)
+    # field -> a CSS selector (site channel `selectors` syntax) that would read it for certain
+    hints: Mapping[str, str] = field(default_factory=dict)
+    # field -> other values the page shows in the product's own region (decimal strings
+    # for prices), among which a linked master may choose
+    alternatives: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # Cells of this listing that could not be read (listing field -> "file:line: reason"):
     # the field is None, and every comparison of it is not_evaluated with this reason.
     unread: Mapping[str, str] = field(default_factory=dict)

@@ -38,6 +38,7 @@ from auditor.linking import Linker
 from auditor.master import load_master
 from auditor.model import (Finding, Link, LinkMethod, Listing, MasterRecord, Outcome,
                            SourceResult, SourceStatus)
+from auditor.confidence import prefer_master
 from auditor.sources import is_url
 from auditor.storage import MasterPlan, Store, open_store
 
@@ -343,11 +344,13 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
     suggested_skus: set[str] = set()
     link_notes: list[Link] = []  # suggested and unlinked listings, with reason and evidence
 
-    def settle(li: Listing, link: Link) -> None:
+    def settle(li: Listing, link: Link) -> Listing:
         m = master.get(link.sku) if link.sku else None
         if m is not None:
             linked_skus.add(m.sku)
             summary.linked += 1
+            if li.alternatives:  # an uncertain page read: the master picks in its buy box
+                li = prefer_master(li, m, ctx.now)
         elif link.method == LinkMethod.AMBIGUOUS:
             summary.ambiguous += 1
         elif link.method == LinkMethod.SUGGESTED:
@@ -364,6 +367,7 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
         result.listings += 1
         if progress and result.listings % 1000 == 0:
             progress(ch.name, result.listings)
+        return li
 
     def pipeline() -> Iterator[tuple[Listing, Link]]:
         for li in conn_cls(ch).read(ctx):
@@ -378,11 +382,9 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
             link = linking.link(li)
             if link is None:  # matched by what it shows, once the whole channel is read
                 continue
-            settle(li, link)
-            yield li, link
+            yield settle(li, link), link
         for li, link in linking.finish():
-            settle(li, link)
-            yield li, link
+            yield settle(li, link), link
 
     unseen: list[str] = []  # listings present before and not read now
     try:

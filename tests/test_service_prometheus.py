@@ -110,7 +110,8 @@ def test_prometheus_scrapes_the_auditors_series(prometheus):
     assert 0 < ratio[("google", "price")] < 1 and ratio[("google", "availability")] == 1
     crit = query('auditor_findings_open{channel="google",check="price",severity="critical"}')
     assert float(crit[0]["value"][1]) >= 7  # every third SKU's price, and SKU-002 now too
-    # 20 SKUs and SKU-BAD, whose id reads: a listing without its unreadable price (13.1)
+    # 20 items and SKU-BAD, whose unreadable price leaves a listing with that field unread
+    # (issue 13: a row with a readable key is a listing); the duplicate is not counted.
     assert float(query('auditor_listings_seen{channel="google"}')[0]["value"][1]) == 21
     reasons = {r["metric"]["reason"] for r in query("auditor_fetch_errors_total")}
     assert {"duplicate", "parse"} <= reasons
