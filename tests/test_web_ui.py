@@ -312,10 +312,10 @@ def test_confirm_a_suggested_link(browser, tmp_path):
         os.environ.pop("AUDITOR_UI_PASSWORD", None)
     store = open_store(cfg.store_url)
     try:
-        assert [(d["listing_key"], d["sku"], d["decision"]) for d in store.decided_links()] == \
+        assert [(d.listing_key, d.sku, d.decision) for d in store.decided_links()] == \
             [("K2", sku, "confirmed")]
         run_audit(cfg, store, now=NOW)
-        link = {r["listing_key"]: r for r in store.link_states()}["K2"]
+        link = {r.listing_key: r.to_dict() for r in store.link_states()}["K2"]
         assert (link["state"], link["sku"], link["method"]) == ("linked", sku, "confirmed")
     finally:
         store.close()

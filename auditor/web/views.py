@@ -240,14 +240,14 @@ def suggestions(store: Any, limit: int = 200) -> list[dict[str, Any]]:
     for a person to confirm or reject."""
     out = []
     for r in store.link_states(state="suggested")[:limit]:
-        sku = r["candidates"][0] if r["candidates"] else None
-        listing = store.listing(r["channel"], r["listing_key"])
+        sku = r.candidates[0] if r.candidates else None
+        listing = store.listing(r.channel, r.listing_key)
         master = store.master_for(sku) if sku else None
-        evidence = r.get("evidence") or {}
+        evidence = r.evidence or {}
         out.append({
-            "channel": r["channel"], "key": r["listing_key"], "sku": sku,
-            "candidates": r["candidates"], "score": r.get("confidence"),
-            "reason": r.get("reason"),
+            "channel": r.channel, "key": r.listing_key, "sku": sku,
+            "candidates": list(r.candidates), "score": r.confidence,
+            "reason": r.reason,
             "evidence": [f"{k}: {v}" for k, v in evidence.items()]
             if isinstance(evidence, dict) else [str(e) for e in evidence],
             "master": master, "listing": listing,
