@@ -782,7 +782,7 @@ def report(ctx: click.Context, config_path: Path, run_id: int | None, output: Pa
     """
     if ctx.invoked_subcommand is not None:
         return
-    from reports.run_report import write_report
+    from auditor.reports.run_report import write_report
 
     store = _store_for(config_path)
     try:
@@ -819,7 +819,7 @@ def report_weekly(config_path: Path, week: str | None, out_dir: Path | None, sen
     from datetime import datetime, timezone
 
     from auditor import mail
-    from reports.weekly import make_report, write_archive
+    from auditor.reports.weekly import make_report, write_archive
 
     cfg = _load(config_path)
     now = None

@@ -196,7 +196,7 @@ def run_demo(directory: Path, serve: bool, console, port: int = 8080) -> int:
                 import_master(previous, store, now - timedelta(days=7))
                 report = run_audit(cfg, store, now=now)
                 findings = [f.to_dict() for f in store.findings(state="open")]
-                from reports.run_report import write_report
+                from auditor.reports.run_report import write_report
 
                 report_path = write_report(store, directory / "report.html")
         finally:

@@ -76,7 +76,7 @@ def _header_and_rows(path: Path, n: int = 50) -> tuple[list[str], list[list[str]
     sf = SourceFile(str(path), path)
     kind = sf.kind()
     if kind == "xlsx":
-        from connectors.tabular import xlsx_rows
+        from auditor.connectors.tabular import xlsx_rows
 
         header, rows = xlsx_rows(sf)
         first = []

@@ -18,7 +18,7 @@ from auditor.options import Opt
 from auditor.synonyms import (COLOUR_SYNONYMS, SIZE_SYNONYMS, SynonymTable, fold,
                                synonym_groups, table)
 from auditor.units import parse_quantity, same_quantity
-from checks._stale import stale_note, stale_until
+from auditor.checks._stale import stale_note, stale_until
 
 DEFAULT_FIELD_MAP = {"product_weight": "weight", "product_length": "length",
                      "product_width": "width", "product_height": "height",

@@ -8,7 +8,7 @@ from __future__ import annotations
 from auditor.check import CheckContext, check
 from auditor.model import Listing, MasterRecord, Outcome, Severity
 from auditor.values import gtin_valid, normalize_gtin
-from checks._stale import stale_note, stale_until
+from auditor.checks._stale import stale_note, stale_until
 
 
 def _norm(g: str | None) -> str | None:

@@ -16,7 +16,7 @@ from auditor.check import CheckContext, check
 from auditor.model import CURRENCY_MINOR_UNITS, Listing, MasterRecord, Money, Outcome, Severity
 from auditor.options import Opt
 from auditor.values import parse_money
-from checks._stale import stale_note, stale_until
+from auditor.checks._stale import stale_note, stale_until
 
 ROUNDINGS = ("half_up", "none", "whole", "nearest_99")
 _ONE = Decimal(1)

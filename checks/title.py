@@ -18,7 +18,7 @@ from auditor.model import Listing, MasterRecord, Outcome, Severity
 from auditor.options import Opt
 from auditor.synonyms import COLOUR_WORDS, SIZE_WORDS
 from auditor.text import normalize_title, token_diff
-from checks._stale import stale_note, stale_until
+from auditor.checks._stale import stale_note, stale_until
 
 _DIGIT = re.compile(r"\d")
 

@@ -21,7 +21,7 @@ from auditor.plugins import register_connector
 from auditor.sources import SourceFile, sniff_kind
 from auditor.values import (normalize_gtin, parse_availability, parse_int, parse_interval,
                             parse_money)
-from connectors._common import listing_maker
+from auditor.connectors._common import listing_maker
 
 G_NS = "http://base.google.com/ns/1.0"
 # Kept in Listing.attributes under these names (checks map them onto master fields).

@@ -32,7 +32,7 @@ from auditor.plugins import register_connector
 from auditor.sources import is_url
 from auditor.values import (availability_from_quantity, money_from_minor, normalize_currency,
                             normalize_gtin, parse_int, parse_money)
-from connectors._common import dedupe, make_listing, map_columns
+from auditor.connectors._common import dedupe, make_listing, map_columns
 
 PAGE_SIZE = 250
 DEFAULT_TITLE = "Default Title"  # the one option value of a product without variants
