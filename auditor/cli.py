@@ -26,27 +26,17 @@ from auditor.config import (CHANNEL_OPTIONS, HTTP_OPTIONS, LINKING_OPTIONS, MAST
                             STORE_OPTIONS, UI_OPTIONS, Config, load_config)
 from auditor.errors import AuditorError, ConfigError, Interrupted
 from auditor.hookspecs import hookimpl
+from auditor.terminal import safe
 
 if TYPE_CHECKING:
     from auditor.storage import Store
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # interrupted: 128 + the signal's number
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 # In a pipe there is no terminal width: use a wide one rather than folding tables.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # never folded mid-phrase
-
-
-def safe(v: Any, width: int | None = None) -> str:
-    """Untrusted text for the terminal: control characters dropped, markup escaped."""
-    if v is None:
-        return ""
-    s = _CONTROL.sub("", str(v))
-    if width and len(s) > width:
-        s = s[: width - 1] + "…"
-    return escape(s)
 
 
 class AuditorGroup(click.Group):
@@ -1169,7 +1159,7 @@ def demo(directory: Path, serve: bool, port: int) -> None:
     """
     from auditor.demo import run_demo
 
-    code = run_demo(directory, serve=serve, console=out, port=port)
+    code = run_demo(directory, serve=serve, console=out, port=port, show_report=print_report)
     sys.exit(code)
 
 

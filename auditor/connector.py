@@ -33,7 +33,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping
 
 from auditor import http, sources
-from auditor.config import ChannelConfig, secret_value
+from auditor.configtypes import ChannelConfig, secret_value
 from auditor.model import Listing, MasterRecord, SourceResult, SourceStatus
 from auditor.options import Opt
 
