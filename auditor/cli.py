@@ -817,7 +817,8 @@ def report_weekly(config_path: Path, week: str | None, out_dir: Path | None, sen
         try:
             now = datetime.fromisoformat(now_text)
         except ValueError:
-            raise click.BadParameter(f"{now_text!r} is not an ISO 8601 time", param_hint="--now")
+            raise click.BadParameter(f"{now_text!r} is not an ISO 8601 time",
+                                     param_hint="--now") from None
         if now.tzinfo is None:
             now = now.replace(tzinfo=timezone.utc)
     store = _store_for(config_path)
@@ -948,8 +949,8 @@ def list_connectors(fmt: str) -> None:
 @format_option
 def list_checks(fmt: str) -> None:
     """List the checks that run on every listing."""
-    rows = [{"name": name, "fields": list(spec.fields), "help": spec.help}
-            for name, spec in plugins.checks().items()]
+    rows: list[dict[str, Any]] = [{"name": name, "fields": list(spec.fields), "help": spec.help}
+                                  for name, spec in plugins.checks().items()]
     if fmt != "table":
         _rows_out(rows, ["name", "fields", "help"], fmt, "")
         return

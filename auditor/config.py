@@ -454,7 +454,7 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
             problems.append(f"{where}.source: missing (expected a path, glob or http(s) URL)")
         merged = _check_options(ch.get("checks", {}), f"{where}.checks", "", problems,
                                 base=global_checks)
-        if isinstance(name, str) and conn is not None:
+        if isinstance(name, str) and isinstance(ctype, str) and conn is not None:
             channels.append(ChannelConfig(
                 name=name, type=ctype, source=resolved.get("source"),
                 schedule=resolved.get("schedule"), enabled=resolved.get("enabled", True),

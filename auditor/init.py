@@ -121,10 +121,10 @@ def _guess_currency(header: list[str], rows: list[list[str]], column: str | None
     for r in rows:
         if i < len(r):
             m = _CURRENCY_HINT.search(r[i])
-            if m:
+            if m and m.lastindex:
                 cur = _CURRENCIES[m.lastindex - 1]
                 seen[cur] = seen.get(cur, 0) + 1
-    return max(seen, key=seen.get) if seen else None
+    return max(seen, key=lambda c: seen[c]) if seen else None
 
 
 def _decimal_comma(header: list[str], rows: list[list[str]], column: str | None) -> bool:

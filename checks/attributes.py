@@ -130,9 +130,13 @@ def _pair_plan(cfg: dict[str, Any], ctx: CheckContext,
     cnames, mnames, oks = [], [], []
     for cname, name, ok, alt, ok_alt, _syn, _cache in steps:
         if name in master_names:
-            cnames.append(cname), mnames.append(name), oks.append(ok)
+            cnames.append(cname)
+            mnames.append(name)
+            oks.append(ok)
         else:
-            cnames.append(cname), mnames.append(alt), oks.append(ok_alt)
+            cnames.append(cname)
+            mnames.append(alt)
+            oks.append(ok_alt)
     if not oks:
         return None, None, (), ()
     return itemgetter(*cnames), itemgetter(*mnames), tuple(oks), steps
@@ -175,7 +179,7 @@ def attributes_check(master: MasterRecord | None, listing: Listing | None, ctx: 
     if got == expected_values(mattrs) and (got if len(oks) == 1 else all(got)):
         return oks
     tol = cfg["tol"]
-    out = []
+    out: list[Any] = []
     append = out.append
     for cname, name, ok, alt, ok_alt, syn, cache in steps:
         shown = attrs[cname]

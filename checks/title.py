@@ -131,7 +131,7 @@ def title_check(master: MasterRecord | None, listing: Listing | None, ctx: Check
     diff = ", ".join([f"-{t}" for t in missing] + [f"+{t}" for t in extra])
     why = f"title differs from master (similarity {score:.0f}%"
     why += f"; numbers differ: {diff})" if numbers_differ else f"; {diff})"
-    details: dict[str, Any] = {}
+    details = {}
     if dropped:
         why += f"; drops colour/size words: {', '.join(dropped)}"
         details["dropped_variant_words"] = dropped

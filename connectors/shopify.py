@@ -88,7 +88,7 @@ _OPTION_ATTR = {"color": "color", "colour": "color", "farbe": "color", "couleur"
 
 def _option_attributes(names: list[str], values: Iterable[Any]) -> dict[str, str]:
     out = {}
-    for name, value in zip(names, values):
+    for name, value in zip(names, values, strict=False):
         if value is None or str(value).strip() in ("", DEFAULT_TITLE) or not name:
             continue
         key = _OPTION_ATTR.get(name.strip().lower(), "option_" + name.strip().lower())
@@ -276,7 +276,7 @@ def read_storefront(ctx: SourceContext, source: str) -> Iterator[Listing]:
             scripts: list[Any] = [None] * len(new)
             if opts.get("barcodes"):
                 scripts = io.run(_product_scripts(io.fetcher, base, new, ctx))
-            for product, js in zip(new, scripts):
+            for product, js in zip(new, scripts, strict=True):
                 try:
                     listings = product_listings(product, ctx.channel.name, ctx.now, currency,
                                                 base, js, location=f"{url}#{product.get('id')}")

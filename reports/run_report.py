@@ -82,7 +82,7 @@ def build_context(store: Store, run_id: int | None = None, limit: int = 2000) ->
         "matrix": dict(matrix),
         "channels": sorted(matrix) or [s.source for s in sources],
         "findings": dict(sorted(by_channel.items())),
-        "severity_counts": [(k, counts[k]) for k in sorted(counts, key=SEVERITY_ORDER.get)],
+        "severity_counts": [(k, counts[k]) for k in sorted(counts, key=lambda s: SEVERITY_ORDER.get(s, 99))],
         "total_open": len(findings),
         "truncated": len(findings) >= limit,
         "errors": store.run_errors(run.id, limit=200),

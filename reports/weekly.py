@@ -284,7 +284,7 @@ def build_weekly(store: Any, cfg: Any, week: str | None = None, now: datetime | 
 
     channel_rows = [rows[n] for n in sorted(rows, key=lambda n: (n not in names, names.index(n)
                                                                   if n in names else 0, n))]
-    totals = {
+    totals: dict[str, Any] = {
         "live": sum(r.live for r in channel_rows),
         "consistent": sum(r.consistent for r in channel_rows),
         "opened": sum(r.opened for r in channel_rows),
