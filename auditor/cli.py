@@ -5,6 +5,7 @@ Exit codes: 0 all consistent; 1 findings; 2 could not run, or ran only partly.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -347,7 +348,9 @@ class ProgressListener:
         self.p.update(self.tasks[event.channel], completed=event.listings)
 
 
-def print_report(report, code: int | None = None) -> None:
+def print_report(report, code: int | None = None, exit_line: bool = True) -> None:
+    """The run summary; ``exit_line``: end with the exit code and what to do next
+    (the demo, whose exit code means something else, leaves it out)."""
     for r in getattr(report, "interrupted_before", ()):
         out.print(f"[yellow]note:[/] the previous run {r['id']} was interrupted at "
                   f"{safe(r['at'])}: {safe(r['reason'])}")
@@ -391,6 +394,8 @@ def print_report(report, code: int | None = None) -> None:
             fields = sorted({f for fs in s.not_carried.values() for f in fs})
             out.print(f"{safe(s.channel)}: not evaluated on this channel, its source never "
                       f"carries them: {safe(', '.join(fields))}")
+    if not exit_line:
+        return
     code = report.exit_code if code is None else code
     hint = {0: "all consistent" if report.exit_code == 0 else "nothing to fail on "
             "(see --fail-on)", 1: "findings: see `auditor findings --open`",
@@ -1160,7 +1165,7 @@ def demo(directory: Path, serve: bool, port: int) -> None:
     """
     from auditor.demo import run_demo
 
-    code = run_demo(directory, serve=serve, console=out, port=port, show_report=print_report)
+    code = run_demo(directory, serve=serve, console=out, port=port, show_report=functools.partial(print_report, exit_line=False))
     sys.exit(code)
 
 
