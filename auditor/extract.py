@@ -1195,6 +1195,18 @@ def extract(html: bytes | str, url: str, sku: str | None = None,
         for v in out.variants:  # the page was looked at: no variant's image is shown either
             if not v.images:
                 v.sources["images"] = HEURISTIC
+    if not out.currency and (out.price is not None or
+                             any(v.price is not None and not v.currency for v in out.variants)):
+        # a price without its currency (microdata with no priceCurrency, a buy box whose
+        # sign sits apart): what the page's own prices show, then weak hints
+        from auditor.pagereader import page_currency
+
+        cur, conf = page_currency(text, out.price, urlsplit(url).hostname or "")
+        if cur:
+            for e in [out] + [v for v in out.variants if not v.currency]:
+                e.currency = cur
+                e.sources["currency"] = HEURISTIC
+                e.confidence["currency"] = conf
     out.url = out.url or url
     return out
 

@@ -28,6 +28,7 @@ prices inside the main region, which lets a linked master choose between them
 
 from __future__ import annotations
 
+import html as html_lib
 import itertools
 import json
 import re
@@ -149,10 +150,14 @@ _MONEY = re.compile(
     r"(?P<num>\d{1,3}(?:[ .,'\u00a0\u202f]\d{3})+(?:[.,]\d{1,2})?|\d+(?:[.,]\d{1,2})?)"
     r"(?:[.,]-|,–|\.–)?"
     r"(?P<post>\s?(?:[" + _CURRENCY_SYMBOLS + r"]|\b(?:" + _CODES + r"|kr\.?|zł|Kč|Ft|lei|"
-    r"руб|TL)\b))?", re.I)
+    r"TL|kn|лв)\b|(?:руб(?:л[а-яё]*)?|грн|р)\.?(?![а-яё])))?", re.I)
 _HAS_DIGIT = re.compile(r"\d")
 _CURRENCY_HINT = re.compile(r"[" + _CURRENCY_SYMBOLS + r"]|\b(?:" + _CODES + r"|kr|zł|Kč|Ft|lei|"
-                            r"руб|TL|Fr)\b", re.I)
+                            r"TL|Fr|kn|лв)\b|\d\s?(?:руб|грн|р\.)", re.I)
+# local currency signs ``normalize_currency`` does not know (lower case, no dot)
+_LOCAL_SIGNS = {"руб": "RUB", "рублей": "RUB", "рубля": "RUB", "рубль": "RUB", "р": "RUB", "грн": "UAH", "₴": "UAH", "zł": "PLN", "kč": "CZK",
+                "ft": "HUF", "lei": "RON", "лв": "BGN", "kn": "HRK", "tl": "TRY", "₺": "TRY",
+                "fr": "CHF", "sfr": "CHF", "₽": "RUB", "€": "EUR", "£": "GBP"}
 
 # availability phrases, most specific first; (pattern, value)
 _AVAIL_PATTERNS: list[tuple[re.Pattern, Availability]] = [
@@ -356,6 +361,8 @@ def _currency_of(sym: str | None, host: str = "") -> str | None:
             if host.endswith(tld):
                 return cur
         return "USD"
+    if s.lower().rstrip(".") in _LOCAL_SIGNS:
+        return _LOCAL_SIGNS[s.lower().rstrip(".")]
     if s.lower() == "kr":
         for tld, cur in ((".no", "NOK"), (".dk", "DKK"), (".se", "SEK"), (".is", "ISK")):
             if host.endswith(tld):
@@ -958,6 +965,84 @@ def _meta_currency(pg: _Page) -> str | None:
             if c:
                 return c
     return None
+
+
+# Weak hints, used only when no price on the page shows its currency.
+_TLD_CURRENCY = {"uk": "GBP", "us": "USD", "ca": "CAD", "au": "AUD", "nz": "NZD", "ch": "CHF",
+                 "pl": "PLN", "cz": "CZK", "hu": "HUF", "ru": "RUB", "ua": "UAH", "se": "SEK",
+                 "no": "NOK", "dk": "DKK", "ro": "RON", "bg": "BGN", "jp": "JPY", "in": "INR",
+                 "br": "BRL", "mx": "MXN", "tr": "TRY", "za": "ZAR", "sg": "SGD", "hk": "HKD",
+                 "de": "EUR", "at": "EUR", "fr": "EUR", "es": "EUR", "it": "EUR", "nl": "EUR",
+                 "be": "EUR", "fi": "EUR", "ie": "EUR", "pt": "EUR", "sk": "EUR", "si": "EUR",
+                 "gr": "EUR", "ee": "EUR", "lv": "EUR", "lt": "EUR", "lu": "EUR", "hr": "EUR"}
+_LANG_CURRENCY = {"pl": "PLN", "cs": "CZK", "hu": "HUF", "ru": "RUB", "uk": "UAH", "sv": "SEK",
+                  "nb": "NOK", "no": "NOK", "da": "DKK", "ro": "RON", "bg": "BGN", "ja": "JPY",
+                  "de": "EUR", "fr": "EUR", "es": "EUR", "it": "EUR", "nl": "EUR", "fi": "EUR",
+                  "sk": "EUR", "pt-pt": "EUR", "en-gb": "GBP", "en-us": "USD", "en-ca": "CAD",
+                  "en-au": "AUD", "de-ch": "CHF", "fr-ch": "CHF", "pt-br": "BRL", "tr": "TRY"}
+_CURRENCY_WORDS = [  # "All prices in euro", "Prices in GBP", "Ceny w PLN"
+    (re.compile(r"\b(euro|eur)\b", re.I), "EUR"),
+    (re.compile(r"\b(pounds?\s+sterling|gbp)\b", re.I), "GBP"),
+    (re.compile(r"\b(us\s+dollars?|usd)\b", re.I), "USD"),
+    (re.compile(r"\b(złotych|pln)\b", re.I), "PLN"),
+    (re.compile(r"\b(рублей|рубли|rub)\b", re.I), "RUB"),
+    (re.compile(r"\b(forint|huf)\b", re.I), "HUF"),
+    (re.compile(r"\b(korun|czk)\b", re.I), "CZK"),
+]
+_STRIP_BLOCKS = re.compile(r"<(script|style|noscript|template)\b.*?</\1\s*>", re.I | re.S)
+_TAG = re.compile(r"<[^>]{0,2000}>")
+_PRICES_IN = re.compile(r"(prices?|preise?|prix|precios?|ceny|cena|цены|árak|ceny)\s+"
+                        r"(are\s+)?(in|en|w|v|в)\s+(\w+)", re.I)
+_META_CUR = re.compile(r"(?:og:price:currency|product:price:currency|pricecurrency)[\"']?"
+                       r"[^>]{0,80}?content\s*=\s*[\"']?([A-Za-z]{3})\b", re.I)
+_HTML_LANG = re.compile(r"<html\b[^>]*?\blang\s*=\s*[\"']?([A-Za-z]{2}(?:-[A-Za-z]{2})?)", re.I)
+CURRENCY_TEXT = 1_500_000   # characters of HTML looked at for a page's currency
+
+
+def page_currency(html: str, amount: Decimal | None, host: str = "") -> tuple[str | None, float]:
+    """The currency of a price whose structured data or buy box gave none, from the page's
+    own text: the amount shown with a sign or code first ("£87.50", "2 000 Ft", "870руб"),
+    then the currency most of the page's prices show, then a meta tag naming it, "prices
+    in euro", and only then the weak hints of the page's language and domain.
+    Returns (ISO code or None, confidence)."""
+    head = html[:CURRENCY_TEXT]
+    visible = html_lib.unescape(_TAG.sub("", _STRIP_BLOCKS.sub(" ", head)))
+    exact: dict[str, int] = {}
+    other: dict[str, int] = {}
+    for i, m in enumerate(_MONEY.finditer(visible)):
+        if i > 5000:
+            break
+        sign = m.group("pre") or m.group("post")
+        if not sign:
+            continue
+        cur = _currency_of(sign, host)
+        if not cur:
+            continue
+        if amount is not None and parse_amount(m.group("num")) == amount:
+            exact[cur] = exact.get(cur, 0) + 1
+        else:
+            other[cur] = other.get(cur, 0) + 1
+    if exact:
+        return max(exact, key=lambda k: exact[k]), 0.85
+    if other:
+        return max(other, key=lambda k: other[k]), 0.7
+    m = _META_CUR.search(head)
+    if m:
+        cur = _currency_of(m.group(1), host)
+        if cur:
+            return cur, 0.7
+    for m in _PRICES_IN.finditer(visible[:500_000]):
+        for pat, cur in _CURRENCY_WORDS:
+            if pat.fullmatch(m.group(4)):
+                return cur, 0.65
+    tld = host.rsplit(".", 1)[-1] if "." in host else ""
+    lm = _HTML_LANG.search(head[:5000])
+    lang = lm.group(1).lower() if lm else ""
+    if tld in _TLD_CURRENCY and tld not in ("us",):
+        return _TLD_CURRENCY[tld], 0.5
+    if lang in _LANG_CURRENCY or lang[:2] in _LANG_CURRENCY:
+        return _LANG_CURRENCY.get(lang) or _LANG_CURRENCY[lang[:2]], 0.45
+    return None, 0.0
 
 
 def _looks_like_listing(pg: _Page, cands: list[_Cand], atc, heading) -> str | None:
