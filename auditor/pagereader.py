@@ -294,6 +294,7 @@ class _Cand:
     text: str
     score: float = 0.0
     old: bool = False
+    old_by_class: bool = False   # "old" only for a class word ("regular-price"), no strike
     dist: int = 99
     in_region: bool = False
     order: int = 0
@@ -838,7 +839,7 @@ def _score(pg: _Page, c: _Cand, mark: str, marked: bool, has_cur: bool, before: 
     if _CURRENT_MARK.search(mark) and marked:
         s += 0.5
     # crossed out / old price
-    old = False
+    old = by_class = False
     for e in (el, el.getparent()):
         if e is None or not isinstance(e.tag, str):
             continue
@@ -847,11 +848,12 @@ def _score(pg: _Page, c: _Cand, mark: str, marked: bool, has_cur: bool, before: 
             old = True
         mk = _marker(e)
         if _OLD_MARK.search(mk) and not _NOW_MARK.search(mk):
-            old = True
+            by_class = True
     ctx_before = (_context_text(el) + " " + before).strip()
     if _OLD_TEXT.search(ctx_before):
         old = True
-    c.old = old
+    c.old = old or by_class
+    c.old_by_class = by_class and not old
     cue = (ctx_before[-40:] + " " + c.text + " " + after)
     if _UNIT_TEXT.search(c.text) or _UNIT_TEXT.search(after[:20]) or \
             re.search(r"unit-?price|base-?price|grundpreis|price-?per|per-?unit", mark):
@@ -890,6 +892,15 @@ def _score(pg: _Page, c: _Cand, mark: str, marked: bool, has_cur: bool, before: 
 
 def _choose_price(pg: _Page, cands: list[_Cand], region, state: PageRead, out: PageRead) -> None:
     current = [c for c in cands if not c.old and c.score > -2]
+    if not any(c.in_region for c in current):
+        # "regular-price" with no sale price beside it is the price itself: a price is
+        # "old" by its class word only when a current one stands next to it
+        weak = [c for c in cands if c.old_by_class and c.in_region and c.score > -2]
+        if weak or not current:
+            weak = weak or [c for c in cands if c.old_by_class and c.score > -2]
+            for c in weak:
+                c.old = False
+            current += weak
     if region is not None:
         out.region_prices = sorted({c.amount for c in cands if c.in_region and c.score > -2})
     js_price = state.values.get("price")
