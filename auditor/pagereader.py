@@ -91,14 +91,16 @@ _SKIP_TAGS = {"script", "style", "noscript", "template", "svg", "head", "select"
 
 # add to cart, buy now: in many languages
 _ATC_TEXT = re.compile(
-    r"add\s+to\s+(cart|bag|basket|trolley)|buy\s+(it\s+)?now|in\s+den\s+(warenkorb|einkaufswagen)|"
+    r"add\s+to\s+(my\s+|shopping\s+)?(cart|bag|basket|trolley)|buy\s+(it\s+)?now|in\s+den\s+(warenkorb|einkaufswagen)|"
     r"warenkorb\b|jetzt\s+kaufen|ajouter\s+au\s+panier|ajouter\s+au\s+sac|acheter|"
     r"a[ñn]adir\s+(al\s+)?(carrito|cesta|la\s+cesta)|comprar|aggiungi\s+al\s+carrello|"
     r"acquista|in\s+winkelwagen|in\s+de\s+winkelwagen|toevoegen\s+aan|bestellen|"
     r"l[äa]gg\s+i\s+(varukorgen|kundvagnen)|k[öo]p\s+nu|l[æa]g\s+i\s+kurv|legg\s+i\s+handlekurv|"
     r"dodaj\s+do\s+koszyka|kup\s+teraz|adicionar\s+ao\s+carrinho|do\s+ko[šs]íku|"
     r"kos[áa]rba|lis[äa][äa]\s+ostoskoriin|sepete\s+ekle|在庫|カートに入れる|加入购物车|"
-    r"pre-?order|vorbestellen|précommander|reservar", re.I)
+    r"pre-?order|vorbestellen|précommander|reservar|"
+    r"(добавить\s+(товар\s+)?)?в\s+корзину|купить|в\s+кошик|купити|do\s+koszyka|"
+    r"do\s+ko[šs][íi]ka|k[úu]pi[ťt]|koupit|kosárba\s+tesz|v[áa]s[áa]rl[áa]s", re.I)
 _ATC_MARK = re.compile(r"add-?to-?(cart|bag|basket)|addtocart|add_to_cart|buy-?(button|now|box)|"
                        r"buybox|buy_box|product-?form|cart-?add|btn-?cart|warenkorb|"
                        r"purchase|checkout-?button", re.I)
@@ -567,7 +569,10 @@ class _Page:
                          r"korg|koszyk|checkout", action):
                 self.atcs.append((el, False))
             return
-        if tag == "a" and not _ATC_MARK.search(_marker(el)):
+        if tag == "a" and not _ATC_MARK.search(_marker(el)) and not (
+                _ATC_TEXT.search((el.get("title") or "") + " " + (el.get("aria-label") or ""))
+                and re.search(r"cart|basket|korzin|ko[sš]ik|koszyk|warenkorb|panier",
+                              (el.get("onclick") or "") + (el.get("href") or ""), re.I)):
             return
         label = " ".join(filter(None, [text_content(el)[:100] if tag != "input" else "",
                                        el.get("value") or "", el.get("title") or "",
