@@ -451,11 +451,15 @@ class _Page:
         # ancestors of the page's headings: a wrapper holding the product's title is
         # never left out, whatever its class says ("row-offcanvas", "header")
         self._holds_h1: set[int] = set()
+        # lxml makes a new proxy per access: the ids stay unique only while the proxies
+        # live, so they are kept (else a freed proxy's id matches another element)
+        self._h1_anc: list[Any] = []
         for h in doc.iter("h1"):
             for a in h.iterancestors():
                 if id(a) in self._holds_h1:
                     break
                 self._holds_h1.add(id(a))
+                self._h1_anc.append(a)
             if len(self._holds_h1) > 5000:
                 break
         self._walk()
