@@ -214,18 +214,34 @@ _SKU_LABELS = [
                 r"artikelnr|varenummer|varenr|varunummer|artikelnummer|tuotenumero|"
                 r"nr\.?\s*(katalogowy|produktu|art)|kod\s+produktu|indeks|"
                 r"katalogové\s+číslo|cikkszám|ürün\s+kodu|код\s+товара|артикул|"
-                r"商品番号|型番|item|style(\s*(no|#))?|web\s*id|stock\s*code|part\s*(no|#))$",
+                r"商品番号|型番|item|style(\s*(no|#|number|code))?|web\s*id|stock\s*code|part\s*(no|#)|"
+                r"product\s*(code|id|no|number|#)|item\s*(code|id|no\.?|nr|#)|"
+                r"catalog(ue)?\s*(item\s*)?(#|no\.?|nr|number)?|cat\.?\s*(#|no\.?)|"
+                r"k[óo]d(\s+(tovaru|produktu|zboží|zbozi|výrobku|artiklu))?|kod(\s+towaru)?|"
+                r"číslo\s+(produktu|zboží|tovaru)|numer\s+(katalogowy|produktu)|symbol|"
+                r"termékkód|cikkszám|cikkszam|termékszám|код(\s+(товара|продукта|модели))?|"
+                r"арт\.?|артикул(\s+товара)?|номер\s+товара|vare-?nr\.?|tuotekoodi|"
+                r"numéro\s+d'article|n°\s*(d'article|article|produit)|código|cod\.?|"
+                r"reference|referentie|artikel-?code)$",
                 re.I), 0.85),
+    (re.compile(r"^((product\s*|item\s*)?id|ean|upc|gtin|isbn)$", re.I), 0.55),
     (re.compile(r"^(model(l)?(\s*(no|nr|number|nummer|#))?|mpn|modèle|modelo|modello|"
                 r"herstellernummer|hersteller-?(nr|artikelnummer)|mfr\.?\s*(part|#|no)|"
                 r"manufacturer\s*(part\s*)?(no|number|#))$", re.I), 0.5),
 ]
 _SKU_VALUE = re.compile(r"^[#:\s]*([A-Za-z0-9][A-Za-z0-9\-_./#+]{2,40})")
 _SKU_INLINE = re.compile(
-    r"\b(SKU|Art(?:ikel|icle)?\.?[\s\-]*(?:No|Nr|Nummer)\.?|Artikelnummer|Item\s*(?:No|#|number)|"
-    r"Bestell-?(?:Nr|nummer)\.?|Product\s+code|ASIN|R[ée]f(?:[ée]rence)?\.?|Referencia|"
-    r"Codice(?:\s+articolo)?|Varenummer|Nr\s+katalogowy|Kod\s+produktu|Model(?:\s*(?:No|#))?)"
-    r"\s*[:#]\s*([A-Za-z0-9][A-Za-z0-9\-_./]{2,40})", re.I)
+    r"(?<![\w-])(SKU|Art(?:ikel|icle)?\.?[\s\-]*(?:No|Nr|Nummer)\.?|Artikelnummer|"
+    r"Item\s*(?:No\.?|#|number|code)|Catalog(?:ue)?\s*(?:Item\s*)?(?:#|No\.?|number)|Style\s*#|"
+    r"Bestell-?(?:Nr|nummer)\.?|Product\s+(?:code|ID|#)|ASIN|R[ée]f(?:[ée]rence)?\.?|Referencia|"
+    r"Codice(?:\s+articolo)?|Varenummer|Nr\s+katalogowy|Kod\s+produktu|K[óo]d\s+(?:tovaru|produktu)|"
+    r"Код(?:\s+товара)?|Артикул|Cikkszám|Model(?:\s*(?:No|#))?)"
+    r"(?:\s*[:#]\s*|(?<=[#.])\s*(?=[A-Za-z\-]*\d)|\s+(?=[A-Za-z\-]*\d))"
+    r"([A-Za-z0-9][A-Za-z0-9\-_./]{2,40})", re.I)
+# an element whose class or id names it the article number ("sku", "item-code", "prod_id")
+_SKU_MARK = re.compile(r"(?:^|[\s_-])(sku|item-?code|itemcode|product-?code|productcode|"
+                       r"prod(uct)?-?id|item-?(no|number)|art(icle)?-?(no|nr|number)|"
+                       r"artikelnummer|style-?(no|number|id))(?:$|[\s_-])", re.I)
 
 _GALLERY_MARK = re.compile(r"gallery|product-?(image|img|photo|media|picture|gallery|hero|main)|"
                            r"main-?(image|img|photo|picture)|hero|zoom|pdp|primary|landing|"
@@ -1185,21 +1201,28 @@ def _choose_sku(pg: _Page, heading, region, state: PageRead, out: PageRead,
         for rx, c in _SKU_LABELS:
             lab, _, rest = own.partition(":")
             if rx.match(label):
-                value = _next_value(pg, el, i)
+                value = _next_value(pg, el, i, label)
                 conf = c
                 break
             if rest.strip() and rx.match(lab.strip()):
-                m = _SKU_VALUE.match(rest.strip())
-                if m:
-                    value, conf = m.group(1), c
+                value = _sku_value(rest.strip())
+                if value:
+                    conf = c
                 break
         if value is None:
             m = _SKU_INLINE.search(own)
             if m:
                 value = m.group(2)
                 conf = 0.55 if m.group(1).lower().startswith("model") else 0.8
-        if not value or not re.search(r"\d", value):
+        if value is None and len(own) <= 40 and _SKU_MARK.search(_marker(el)):
+            # no label, a class saying what it is: <span class="sku">HB095BLK</span>
+            m = _SKU_VALUE.match(own.strip())
+            if m and len(m.group(1)) >= len(own.strip()) - 1:
+                value, conf = m.group(1), 0.7
+        if not value or not (re.search(r"\d", value) or (
+                conf >= 0.85 and re.fullmatch(r"[A-Z]{3,12}", value))):
             continue  # "Type: Underwear", "Ref: none": article numbers carry digits
+            # (or are a short code in capitals: "Product code: PHLR")
         value = value.rstrip(".,;")
         in_region = region is not None and pg.contains(region, el)
         d = pg.distance(heading, el) if heading is not None else 30
@@ -1213,16 +1236,38 @@ def _choose_sku(pg: _Page, heading, region, state: PageRead, out: PageRead,
         out.put("sku", state.values["sku"], state.confidence.get("sku", 0.6), source="js-state")
 
 
-def _next_value(pg: _Page, el, i: int) -> str | None:
+def _sku_value(rest: str) -> str | None:
+    """The article number at the start of the text after a label: one code ("UM9109-3462"),
+    or a brand's words before it ("Treasure Garden UM9109-3462") when the code follows."""
+    m = _SKU_VALUE.match(rest)
+    if not m:
+        return None
+    if re.search(r"\d", m.group(1)):
+        return m.group(1)
+    words = re.match(r"^((?:[A-Z][\w&'-]*\s){1,3})([A-Za-z0-9][A-Za-z0-9\-_./]{2,40})", rest)
+    if words and re.search(r"\d", words.group(2)) and re.search(r"[A-Z]", words.group(2)):
+        return (words.group(1) + words.group(2)).strip()
+    return m.group(1)
+
+
+def _next_value(pg: _Page, el, i: int, label: str = "") -> str | None:
     """The value that follows a label: the rest of the element (``SKU: <span>X</span>``),
-    the next sibling cell (th/td, dt/dd, span), or the next text."""
+    the text right after the label (its tail), the next sibling cell (th/td, dt/dd, span),
+    or the next text."""
     full = re.sub(r"\s+", " ", text_content(el)).strip()
     if len(full) < 80:
-        rest = re.sub(r"^[^:#]*[:#]", "", full, count=1).strip() if re.search(r"[:#]", full) \
-            else ""
-        m = _SKU_VALUE.match(rest)
-        if m and re.search(r"\d", m.group(1)):
-            return m.group(1)
+        at = full.lower().find(label.lower()) if label else -1
+        rest = full[at + len(label):].lstrip(" .:#") if at >= 0 else (
+            re.sub(r"^[^:#]*[:#]", "", full, count=1).strip() if re.search(r"[:#]", full)
+            else "")
+        v = _sku_value(rest)
+        if v and re.search(r"\d", v):
+            return v
+    tail = re.sub(r"\s+", " ", el.tail or "").strip(" :#")
+    if tail and len(tail) < 60:
+        v = _sku_value(tail)
+        if v:
+            return v
     for sib in (el.getnext(), el.getparent().getnext() if el.getparent() is not None else None):
         if sib is not None and isinstance(sib.tag, str):
             t = re.sub(r"\s+", " ", text_content(sib)).strip()
