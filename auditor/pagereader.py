@@ -224,7 +224,7 @@ _SKU_LABELS = [
                 r"numéro\s+d'article|n°\s*(d'article|article|produit)|código|cod\.?|"
                 r"reference|referentie|artikel-?code)$",
                 re.I), 0.85),
-    (re.compile(r"^((product\s*|item\s*)?id|ean|upc|gtin|isbn)$", re.I), 0.55),
+    (re.compile(r"^((product\s*|item\s*)?id)$", re.I), 0.55),
     (re.compile(r"^(model(l)?(\s*(no|nr|number|nummer|#))?|mpn|modèle|modelo|modello|"
                 r"herstellernummer|hersteller-?(nr|artikelnummer)|mfr\.?\s*(part|#|no)|"
                 r"manufacturer\s*(part\s*)?(no|number|#))$", re.I), 0.5),
@@ -1190,6 +1190,7 @@ def _choose_sku(pg: _Page, heading, region, state: PageRead, out: PageRead,
                 cand = (2.0 + (2 if in_region else 0), v, 0.7 if in_region else 0.55, el)
                 if best is None or cand[0] > best[0]:
                     best = cand
+    attr_best = best
     for i, (el, own) in enumerate(pg.texts):
         if len(own) > 200 or (len(own) > 40 and ":" not in own and "#" not in own):
             continue
@@ -1230,10 +1231,20 @@ def _choose_sku(pg: _Page, heading, region, state: PageRead, out: PageRead,
             (1.5 if el in pg.soft else 0.0)
         if best is None or s > best[0]:
             best = (s, value, conf + (0.05 if in_region else 0), el)
+    if best is not None and attr_best is not None and attr_best[1] != best[1] and \
+            len(attr_best[1]) >= 5 and best[1].startswith(attr_best[1]):
+        best = attr_best  # "Art.-Nr. 6109476094" shows the article 61094760 and a variant
     if best is not None:
         out.put("sku", best[1], min(best[2], 0.9), _selector(best[3]))
     elif state.values.get("sku"):
         out.put("sku", state.values["sku"], state.confidence.get("sku", 0.6), source="js-state")
+
+
+def _is_label(t: str) -> bool:
+    """'EAN:', 'Hersteller-Nr.': the next label, not a value."""
+    t = t.strip()
+    return t.endswith(":") or bool(re.match(r"^(ean|upc|gtin|isbn|mpn|sku|new|sale)\b", t, re.I)) \
+        or any(rx.match(t.rstrip(".:# ")) for rx, _c in _SKU_LABELS)
 
 
 def _sku_value(rest: str) -> str | None:
@@ -1268,11 +1279,16 @@ def _next_value(pg: _Page, el, i: int, label: str = "") -> str | None:
         v = _sku_value(tail)
         if v:
             return v
-    for sib in (el.getnext(), el.getparent().getnext() if el.getparent() is not None else None):
+    sib = el.getnext()
+    for _ in range(3):  # past empty siblings (<meta>, <br>) to the value's cell
+        if sib is None or not isinstance(sib.tag, str) or text_content(sib).strip():
+            break
+        sib = sib.getnext()
+    for sib in (sib, el.getparent().getnext() if el.getparent() is not None else None):
         if sib is not None and isinstance(sib.tag, str):
             t = re.sub(r"\s+", " ", text_content(sib)).strip()
             m = _SKU_VALUE.match(t)
-            if m and len(t) < 60:
+            if m and len(t) < 60 and not _is_label(t):
                 return m.group(1)
     if i + 1 < len(pg.texts):
         t = pg.texts[i + 1][1]
