@@ -62,7 +62,7 @@ _EXCLUDE_WORDS = {   # left out whole
     "related", "similar", "crosssell", "crossselling", "upsell", "upselling",
     "cookie", "cookies", "consent", "gdpr", "newsletter", "minicart",
     "recentlyviewed", "alsobought", "sponsored", "reviews", "review", "comments", "faq",
-    "social", "share", "sharing",
+    "social", "share", "sharing", "crumbs",
 }
 # words that often name a page's layout wrapper too ("cms-page sidebar-right",
 # "wrap_sidebar_inactive"): what sits inside only weighs less
@@ -71,7 +71,7 @@ _SOFT_WORDS = {
     "ads", "advert", "advertisement", "banner", "topbar", "usp", "usps", "sitemap", "header",
     "masthead",
     "toolbar", "drawer", "modal", "popup", "overlay", "tooltip", "compare", "wishlist",
-    "search", "searchbar",
+    "search", "searchbar", "alternative", "alternatives",
 }
 # multi-word markers matched against the joined class/id string
 _EXCLUDE_JOINED = re.compile(
@@ -79,7 +79,8 @@ _EXCLUDE_JOINED = re.compile(
     r"site-?footer|also-?(bought|viewed|like)|customers?-?also|you-?may-?also|"
     r"frequently-?bought|recently-?viewed|product-?(recommendations|slider|carousel|tiles|grid|"
     r"list)|similar-?products|related-?products|cookie|consent|onetrust|didomi|usercentrics|"
-    r"cmp-|-cmp\b|privacy-?banner|shopping-?cart(?!-?add)|header-?(nav|menu|top|bar)")
+    r"cmp-|-cmp\b|privacy-?banner|shopping-?cart(?!-?add)|header-?(nav|menu|top|bar)|"
+    r"buy-?together|bought-?together")
 _EXCLUDE_TAGS = {"nav", "footer", "aside", "header", "dialog"}
 _EXCLUDE_ROLES = {"navigation", "banner", "contentinfo", "complementary", "dialog", "search",
                   "menu", "menubar", "alertdialog"}
@@ -140,6 +141,27 @@ _SHIPPING_TEXT = re.compile(
     r"économisez|ahorra|risparmi|bespaar|spara|oszczędzasz|gutschein|coupon|voucher|"
     r"cashback|bonus|deposit|pfand|gift\s*card|geschenkkarte|off\b|rabatt|reward|points|"
     r"punkte|trade-?in|inzahlung", re.I)
+# amounts that are not this shop's price for this product: other shops' prices, bundles,
+# savings, price filters ("Less than $30") -- matched on the text just before the amount
+_OTHER_TEXT = re.compile(
+    r"(in\s+other\s+(shops|stores)|elsewhere|at\s+other\s+retailers|compare\s+with|"
+    r"w\s+innych\s+sklepach|v\s+jiných\s+obchodech|v\s+iných\s+obchodoch|"
+    r"in\s+anderen\s+(shops|geschäften)|woanders|ailleurs|dans\s+d'autres\s+magasins|"
+    r"en\s+otras\s+tiendas|in\s+altri\s+negozi|más\s+tiendas|más\s+barato|"
+    r"в\s+других\s+магазинах|más\s+precio|market\s+price|marktpreis|vergleichspreis|"
+    r"referenzpreis|prix\s+(de\s+)?référence|"
+    r"price\s+for\s+(both|all)|for\s+both|both\s+for|buy\s+(them\s+)?together|bundle(\s+price)?|"
+    r"set\s+price|(preis\s+)?für\s+(beide|alle)|zusammen\s+kaufen|prix\s+(pour\s+les\s+deux|du\s+lot)|"
+    r"precio\s+(por\s+)?(ambos|del\s+pack)|cena\s+(za\s+)?(oba|zestaw|komplet|set)|"
+    r"your\s+savings?|you\s+save|savings?|sie\s+sparen|ersparnis|économisez|économie|"
+    r"ahorras?|ahorro|risparmi|bespaar|oszczędzasz|oszczędność|ušetříte|ušetríte|úspora|"
+    r"megtakarítás|spórol|экономия|вы\s+экономите|скидка)\s*:?\s*"
+    r"[" + "€$£¥₹₽₺₩₪₫₴₦₱฿" + r"]?\s*$", re.I)
+_FILTER_TEXT = re.compile(
+    r"(less\s+than|under|over|below|above|up\s+to|unter|über|bis|moins\s+de|plus\s+de|"
+    r"menos\s+de|más\s+de|meno\s+di|poniżej|powyżej|do|до|от|alatt|felett)\s*:?\s*"
+    r"[" + "€$£¥₹₽₺₩₪₫₴₦₱฿" + r"]?\s*$", re.I)
+_TRAIL = re.compile(r"(\S\s*[>»›/|]\s*){2}\S")   # "Home > Sale > Under $30": a breadcrumb trail
 _FROM_TEXT = re.compile(r"\b(from|ab|à\s+partir\s+de|desde|a\s+partire\s+da|vanaf|från|fra|"
                         r"od|starting\s+at|starts?\s+at)\b\s*:?\s*$", re.I)
 
@@ -888,6 +910,13 @@ def _score(pg: _Page, c: _Cand, mark: str, marked: bool, has_cur: bool, before: 
     if _SHIPPING_TEXT.search(cue) or re.search(r"shipping|delivery|versand|saving|discount|"
                                                r"coupon|voucher|bonus", mark):
         s -= 4
+    if _OTHER_TEXT.search(ctx_before) or re.search(r"saving|bundle|together|other-?price|"
+                                                   r"breadcrumb|crumb", mark):
+        s -= 10   # another shop's price, a bundle's, a saving: never this product's price
+    if _FILTER_TEXT.search(ctx_before):
+        s -= 5    # "Less than $30", "bis 50 €": a price filter
+    if _TRAIL.search(c.text):
+        s -= 3
     if _FROM_TEXT.search(ctx_before) or re.search(r"price-?from|from-?price", mark):
         s -= 1.5
     if re.search(r"%", c.text) or re.search(r"\d\s*%", after[:4]):
