@@ -1069,6 +1069,10 @@ def _crossed_out(text: str, current: Decimal) -> Decimal | None:
 
 # ============================================================================ extract
 
+# how sure the buy box's own "out of stock" must be to overrule markup saying "in stock"
+STALE_STOCK_CONFIDENCE = 0.7
+
+
 def extract(html: bytes | str, url: str, sku: str | None = None,
             selectors: Mapping[str, str] | None = None,
             content_type: str | None = None) -> Extraction:
@@ -1130,10 +1134,15 @@ def extract(html: bytes | str, url: str, sku: str | None = None,
         have = _merge(layers)
         missing = [k for k in ("title", "price", "availability", "sku", "images")
                    if not (have.images if k == "images" else getattr(have, k) is not None)]
-        if missing and not (variants and set(missing) <= {"sku", "price", "availability"}):
+        # markup saying "in stock" is checked against the buy box: a visible "out of stock"
+        # there wins over stale markup (the tree is parsed already, the walk is bounded)
+        recheck = have.availability is Availability.IN_STOCK and not variants
+        if (missing and not (variants and set(missing) <= {"sku", "price", "availability"})) \
+                or recheck:
             from auditor.pagereader import read_page
 
-            reader = read_page(doc, base, title_hint=have.title, want=missing, text=text)
+            reader = read_page(doc, base, title_hint=have.title,
+                               want=missing + (["availability"] if recheck else []), text=text)
             if not have.is_product and (reader.blocked or reader.not_product):
                 pass  # nothing to read: the reason is set below
             else:
@@ -1153,6 +1162,13 @@ def extract(html: bytes | str, url: str, sku: str | None = None,
     out = _merge(layers)
     for k, method in out.sources.items():
         out.confidence[k] = CONFIDENCE.get(method, 0.5)
+    if reader is not None and out.availability is Availability.IN_STOCK and \
+            out.sources.get("availability") not in (HEURISTIC, JS_STATE, None) and \
+            reader.values.get("availability") is Availability.OUT_OF_STOCK and \
+            reader.sources.get("availability", HEURISTIC) == HEURISTIC and \
+            reader.confidence.get("availability", 0) >= STALE_STOCK_CONFIDENCE:
+        out.availability = Availability.OUT_OF_STOCK
+        out.sources["availability"] = HEURISTIC
     if reader is not None:
         for k, method in list(out.sources.items()):
             if method in (HEURISTIC, JS_STATE) and k in reader.confidence:

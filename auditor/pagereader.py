@@ -200,6 +200,13 @@ _AVAIL_PATTERNS: list[tuple[re.Pattern, Availability]] = [
         r"vyprodáno|není\s+skladem|nincs\s+raktáron|elfogyott|"
         r"loppu\s+varastosta|tükendi|stokta\s+yok|"
         r"нет\s+в\s+наличии|распродано|在庫切れ|売り切れ|缺货|품절|"
+        r"(don'?t|do\s+not|doesn'?t|does\s+not)\s+(currently\s+)?have\s+(that|this|it)(\s+one)?"
+        r"\s+in\s+stock|not\s+(currently\s+)?in\s+stock|no\s+stock|"
+        r"nie\s+je\s+(na\s+sklade|skladom)|vypredan[éý]|nedostupn[éý]|"
+        r"brak\s+(na\s+stanie|towaru|produktu)|produkt\s+niedostępny|"
+        r"nincs\s+készleten|nem\s+elérhető|"
+        r"отсутствует|нет\s+на\s+складе|наличи[ея][^:<]{0,20}:\s*нет\b|"
+        r"немає\s+в\s+наявності|відсутній|"
         r"stock:\s*0\b|\b0\s+(in\s+stock|auf\s+lager|available)", re.I),
      Availability.OUT_OF_STOCK),
     (re.compile(r"pre-?order|vorbestell|vorbesteller|erscheint\s+am|noch\s+nicht\s+erschienen|"
@@ -209,7 +216,8 @@ _AVAIL_PATTERNS: list[tuple[re.Pattern, Availability]] = [
     (re.compile(r"back-?order|auf\s+bestellung|wird\s+nachgeliefert|nachbestellt|"
                 r"lieferbar\s+in\s+\d+\s*(-\s*\d+\s*)?(wochen|monaten)|en\s+réapprovisionnement|"
                 r"bajo\s+pedido|su\s+ordinazione|in\s+nabestelling|beställningsvara|"
-                r"na\s+zamówienie", re.I), Availability.BACKORDER),
+                r"na\s+zamówienie|под\s+заказ|na\s+objednávku|na\s+objednávku|"
+                r"rendelésre", re.I), Availability.BACKORDER),
     (re.compile(
         r"in\s+stock|available\s+now|ready\s+to\s+ship|ships\s+(today|in|within)|"
         r"only\s+\d+\s+left|\d+\s+(left|available)\b|"
@@ -222,7 +230,9 @@ _AVAIL_PATTERNS: list[tuple[re.Pattern, Availability]] = [
         r"i\s+lager|finns\s+i\s+lager|på\s+lager|"
         r"w\s+magazynie|dostępny|"
         r"em\s+estoque|disponível|"
-        r"skladem|raktáron|varastossa|stokta|в\s+наличии|在庫あり|有货|재고\s*있음", re.I),
+        r"skladem|raktáron|varastossa|stokta|в\s+наличии|在庫あり|有货|재고\s*있음|"
+        r"na\s+sklade|skladom|na\s+stanie|natychmiastowa\s+wysyłka|készleten|"
+        r"наличи[ея][^:<]{0,20}:\s*(да|есть)\b|на\s+складе|в\s+наявності", re.I),
      Availability.IN_STOCK),
 ]
 
