@@ -716,6 +716,13 @@ def _dom_value(el) -> str | None:
     tag = el.tag if isinstance(el.tag, str) else ""
     if tag in ("a", "link", "area"):
         return el.get("href")
+    if tag == "img" and (el.get("src") or "data:").strip().startswith("data:"):
+        # a lazy-loaded image's placeholder (a 1x1 GIF): the large image it links to or
+        # names (zoom link, hi-res attribute); else none (OpenGraph or the page say more)
+        from auditor.pagereader import _img_url
+
+        url, hires = _img_url(el, "")
+        return url if hires else None
     if tag in ("img", "audio", "video", "source", "embed", "iframe"):
         return el.get("src")
     if tag in ("data", "meter", "input"):

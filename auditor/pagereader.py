@@ -278,11 +278,13 @@ _SKU_MARK = re.compile(r"(?:^|[\s_-])(sku|item-?code|itemcode|product-?code|prod
 _GALLERY_MARK = re.compile(r"gallery|product-?(image|img|photo|media|picture|gallery|hero|main)|"
                            r"main-?(image|img|photo|picture)|hero|zoom|pdp|primary|landing|"
                            r"slideshow|swiper|slider|thumbnail|featured|media|produktbild|"
-                           r"image-?main|imgtagwrapper|img-?wrapper", re.I)
+                           r"image-?main|imgtagwrapper|img-?wrapper|enlarge|img-?detail|"
+                           r"detail-?(img|image|photo)|imgdetailed|main-?foto|foto|bild", re.I)
 _BAD_IMG = re.compile(r"logo|icon|sprite|pixel|spacer|blank|placeholder|loader|loading|badge|"
                       r"energy|efficiency|energie|"
                       r"flag|payment|rating|star|avatar|banner|transparent|1x1|captcha|"
-                      r"trustedshops|trusted|siegel|seal|\.svg(\?|$)|\.gif(\?|$)", re.I)
+                      r"trustedshops|trusted|siegel|seal|\.svg(\?|$)|\.gif(\?|$)|"
+                      r"swatch|colou?r-?chip|colorchip", re.I)
 _HIRES_ATTRS = ("data-old-hires", "data-zoom-image", "data-zoom", "data-large_image",
                 "data-large-image", "data-large", "data-full", "data-full-image", "data-hires",
                 "data-original", "data-big", "data-image-large", "data-zoom-src")
@@ -782,7 +784,7 @@ def read_page(doc, base: str, title_hint: str | None = None,
     if "sku" in want:
         _choose_sku(pg, heading, region, state, out, text)
     if "images" in want:
-        _choose_images(pg, heading, region, title_text, state, out)
+        _choose_images(pg, heading, region, title_text, state, out, atc)
     for k in ("gtin", "mpn", "brand"):
         if k in state.values and k not in out.values:
             out.put(k, state.values[k], state.confidence.get(k, 0.6), source="js-state")
@@ -1203,11 +1205,43 @@ def _choose_availability(pg: _Page, heading, atc, atc_disabled: bool, region, st
     if sv is not None:
         out.put("availability", sv, state.confidence.get("availability", 0.6), source="js-state")
         return
+    opt = _option_stock(pg, region)
+    if opt is not None:
+        out.put("availability", opt[0], opt[1], opt[2])
+        return
     if atc is not None:
         # an enabled add-to-cart button for this product: it can be ordered
         out.put("availability", Availability.IN_STOCK,
                 0.75 if region is not None and pg.contains(region, atc) else 0.5,
                 _selector(atc))
+
+
+def _option_stock(pg: _Page, region) -> tuple[Availability, float, str] | None:
+    """Stock shown per variant in a size/colour menu ("2 [In Stock]", "XL - sold out"):
+    in stock when any variant is, out of stock when every labelled one is."""
+    seen: list[Availability] = []
+    where = ""
+    for n, opt in enumerate(pg.doc.iter("option")):
+        if n > 500:
+            break
+        sel = opt.getparent()
+        while sel is not None and sel.tag != "select":
+            sel = sel.getparent()
+        holder = sel.getparent() if sel is not None else None
+        if holder is None or holder not in pg.order or (
+                region is not None and not pg.contains(region, holder) and holder in pg.soft):
+            continue   # a menu in a left-out part (navigation, footer ...)
+        hit = _avail_of(" ".join(filter(None, [opt.text, opt.get("value")]))[:160])
+        if hit is not None:
+            seen.append(hit[0])
+            where = where or _selector(sel)
+    if not seen:
+        return None
+    if Availability.IN_STOCK in seen:
+        return Availability.IN_STOCK, 0.6, where
+    if all(a is Availability.OUT_OF_STOCK for a in seen):
+        return Availability.OUT_OF_STOCK, 0.55, where
+    return None
 
 
 # ---------------------------------------------------------------------------- SKU
@@ -1387,16 +1421,22 @@ def _img_url(img, base: str) -> tuple[str | None, bool]:
     return None, False
 
 
+_URL_SIZE = re.compile(r"(?<![\d.])(\d{2,4})[x_X](\d{2,4})(?![\d])")
+
+
 def _choose_images(pg: _Page, heading, region, title: str | None, state: PageRead,
-                   out: PageRead) -> None:
+                   out: PageRead, atc=None) -> None:
+    if not title:  # no heading: the page title names the product as well
+        t = pg.doc.find(".//title")
+        title = pg.title_hint or (text_content(t).split("|")[0].strip() if t is not None else None)
     og = pg.metas.get("og:image") or pg.metas.get("twitter:image")
     og_url = urljoin(pg.base, og) if og else None
     og_name = og_url.rsplit("/", 1)[-1].split("?")[0] if og_url else None
     scored = []
     for img in pg.imgs[:800]:
         url, hires = _img_url(img, pg.base)
-        if not url or _BAD_IMG.search(url):
-            continue
+        if not url or _BAD_IMG.search(urlsplit(url).path):
+            continue   # the path only: "starcitygames.com" is no rating star
         mark = _marker(img) + " " + _marker(img.getparent()) if img.getparent() is not None \
             else _marker(img)
         near = " ".join((a.get("class") or "") for a in pg.ancestors(img, 4))
@@ -1416,6 +1456,10 @@ def _choose_images(pg: _Page, heading, region, title: str | None, state: PageRea
         if re.search(r"[_.-](ul|sr|ss|sx|sy)?(40|50|60|64|75|80|100|116|120|150|160)[_,.]", url,
                      re.I) and not hires:
             s -= 1
+        dims = _URL_SIZE.search(url)
+        if dims and not hires:
+            side = min(int(dims.group(1)), int(dims.group(2)))
+            s -= 1.5 if side < 200 else 0   # a thumbnail: "166_166_x.jpg"
         if hires:
             s += 1.5
         if _GALLERY_MARK.search(mark):
@@ -1430,7 +1474,9 @@ def _choose_images(pg: _Page, heading, region, title: str | None, state: PageRea
             s += 2
         if img in pg.soft:
             s -= 2
-        d = pg.distance(heading, img) if heading is not None else 30
+        # how far from the heading (or, on a page without one, from the buy box)
+        d = pg.distance(heading, img) if heading is not None else \
+            pg.distance(atc, img) if atc is not None else 30
         s -= 0.12 * min(d, 25)
         name = url.rsplit("/", 1)[-1].split("?")[0]
         if og_name and name == og_name:
@@ -1440,7 +1486,8 @@ def _choose_images(pg: _Page, heading, region, title: str | None, state: PageRea
         scored.append((s, pg.order.get(img, 0), url, img))
     scored.sort(key=lambda t: (-t[0], t[1]))
     js_imgs = state.values.get("images") or []
-    if scored and scored[0][0] > 0:
+    # a page without a heading places nothing well: a weaker best is still its photo
+    if scored and scored[0][0] > (0 if heading is not None or og_url else -1):
         s, _o, url, img = scored[0]
         gap = s - scored[1][0] if len(scored) > 1 else 3
         conf = 0.5 + 0.07 * min(gap, 3) + (0.1 if s >= 4 else 0)
