@@ -1068,6 +1068,8 @@ _CURRENCY_WORDS = [  # "All prices in euro", "Prices in GBP", "Ceny w PLN"
 ]
 _STRIP_BLOCKS = re.compile(r"<(script|style|noscript|template)\b.*?</\1\s*>", re.I | re.S)
 _TAG = re.compile(r"<[^>]{0,2000}>")
+_BLOCK_TAG = re.compile(r"<(?!/?(?:span|b|i|em|strong|sup|sub|small|font|a|u|s|del|ins|bdi|"
+                        r"abbr|data)\b)[^>]{0,2000}>", re.I)   # a word break; inline tags none
 _PRICES_IN = re.compile(r"(prices?|preise?|prix|precios?|ceny|cena|цены|árak|ceny)\s+"
                         r"(are\s+)?(in|en|w|v|в)\s+(\w+)", re.I)
 _META_CUR = re.compile(r"(?:og:price:currency|product:price:currency|pricecurrency)[\"']?"
@@ -1083,7 +1085,7 @@ def page_currency(html: str, amount: Decimal | None, host: str = "") -> tuple[st
     in euro", and only then the weak hints of the page's language and domain.
     Returns (ISO code or None, confidence)."""
     head = html[:CURRENCY_TEXT]
-    visible = html_lib.unescape(_TAG.sub("", _STRIP_BLOCKS.sub(" ", head)))
+    visible = html_lib.unescape(_TAG.sub("", _BLOCK_TAG.sub(" ", _STRIP_BLOCKS.sub(" ", head))))
     exact: dict[str, int] = {}
     other: dict[str, int] = {}
     for i, m in enumerate(_MONEY.finditer(visible)):
@@ -1103,15 +1105,15 @@ def page_currency(html: str, amount: Decimal | None, host: str = "") -> tuple[st
         return max(exact, key=lambda k: exact[k]), 0.85
     if other:
         return max(other, key=lambda k: other[k]), 0.7
-    m = _META_CUR.search(head)
-    if m:
-        cur = _currency_of(m.group(1), host)
-        if cur:
-            return cur, 0.7
-    for m in _PRICES_IN.finditer(visible[:500_000]):
-        for pat, cur in _CURRENCY_WORDS:
-            if pat.fullmatch(m.group(4)):
-                return cur, 0.65
+    meta = _META_CUR.search(head)
+    if meta:
+        c = _currency_of(meta.group(1), host)
+        if c:
+            return c, 0.7
+    for said in _PRICES_IN.finditer(visible[:500_000]):
+        for pat, c in _CURRENCY_WORDS:
+            if pat.fullmatch(said.group(4)):
+                return c, 0.65
     tld = host.rsplit(".", 1)[-1] if "." in host else ""
     lm = _HTML_LANG.search(head[:5000])
     lang = lm.group(1).lower() if lm else ""
@@ -1357,9 +1359,9 @@ def _next_value(pg: _Page, el, i: int, label: str = "") -> str | None:
         if sib is None or not isinstance(sib.tag, str) or text_content(sib).strip():
             break
         sib = sib.getnext()
-    for sib in (sib, el.getparent().getnext() if el.getparent() is not None else None):
-        if sib is not None and isinstance(sib.tag, str):
-            t = re.sub(r"\s+", " ", text_content(sib)).strip()
+    for cell in (sib, el.getparent().getnext() if el.getparent() is not None else None):
+        if cell is not None and isinstance(cell.tag, str):
+            t = re.sub(r"\s+", " ", text_content(cell)).strip()
             m = _SKU_VALUE.match(t)
             if m and len(t) < 60 and not _is_label(t):
                 return m.group(1)
