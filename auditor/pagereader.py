@@ -624,6 +624,7 @@ class _Page:
                 self.atcs.append((el, False))
             return
         if tag == "a" and not _ATC_MARK.search(_marker(el)) and not (
+                (el.get("title") or el.get("aria-label")) and
                 _ATC_TEXT.search((el.get("title") or "") + " " + (el.get("aria-label") or ""))
                 and re.search(r"cart|basket|korzin|ko[sš]ik|koszyk|warenkorb|panier",
                               (el.get("onclick") or "") + (el.get("href") or ""), re.I)):
