@@ -69,6 +69,9 @@ class FetchPolicy:
     # Seconds a whole download to a file (``download``: feeds, exports) may take,
     # retries included; a server trickling bytes fails the source after it.
     source_deadline: float | None = 1800.0
+    # The setting that sets ``max_body_bytes``, as errors name it (a site channel's
+    # ``max_page_bytes``).
+    body_limit_name: str = "max_body_bytes"
 
     @property
     def attempt_deadline(self) -> float:
@@ -658,7 +661,8 @@ class Fetcher:
         limit = self.policy.max_body_bytes
         declared = resp.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
-            raise FetchError(url, f"body of {declared} bytes exceeds max_body_bytes ({limit})",
+            raise FetchError(url, f"body of {declared} bytes exceeds "
+                                  f"{self.policy.body_limit_name} ({limit})",
                              resp.status_code)
         size = 0
         if to_file:
@@ -669,7 +673,8 @@ class Fetcher:
                 async for chunk in resp.aiter_raw():
                     size += len(chunk)
                     if size > limit:
-                        raise FetchError(url, f"body exceeds max_body_bytes ({limit})",
+                        raise FetchError(url, f"body exceeds {self.policy.body_limit_name} "
+                                              f"({limit})",
                                          resp.status_code)
                     tmp.write(chunk)
                 tmp.close()
@@ -683,7 +688,8 @@ class Fetcher:
         async for chunk in resp.aiter_bytes():
             size += len(chunk)
             if size > limit:
-                raise FetchError(url, f"body exceeds max_body_bytes ({limit})", resp.status_code)
+                raise FetchError(url, f"body exceeds {self.policy.body_limit_name} ({limit})",
+                                 resp.status_code)
             chunks.append(chunk)
         body = b"".join(chunks)
         _check_length(url, declared, size, resp)
