@@ -207,3 +207,41 @@ def test_one_bad_page_costs_bounded_time_and_memory(path):
         assert r["product"] and r["price"] in ("12.00", "13.00", "14.50"), r
     else:
         assert not r["product"] and (r["reason"] or r["blocked"]), r
+
+
+def test_a_page_read_before_and_walled_now_is_not_evaluated_not_missing(tmp_path):
+    """No master names the page: the SKU it showed when last read is the one held."""
+    srv = ShopServer().start()
+    try:
+        srv.page("/robots.txt", b"User-agent: *\n", **{"Content-Type": "text/plain"})
+        srv.sitemap("/sitemap.xml", [("/p/a", None), ("/p/b", None)])
+        srv.page("/p/a", product_page("Alpha", "A-1", "10.00"))
+        srv.page("/p/b", product_page("Beta", "B-1", "20.00"))
+        (tmp_path / "master.csv").write_text("sku,title,price,currency\n"
+                                             "A-1,Alpha,10.00,EUR\nB-1,Beta,20.00,EUR\n")
+        (tmp_path / "config.toml").write_text(f"""
+[store]
+path = "audit.db"
+[master]
+source = "master.csv"
+[[channels]]
+name = "web"
+type = "site"
+source = "{srv.base}/"
+allow_private = true
+retries = 0
+""")
+        cfg = load_config(tmp_path / "config.toml")
+        store = open_store(cfg.store_url)
+        first = run_audit(cfg, store, now=NOW).channels[0]
+        assert first.status.value == "complete" and first.listings == 2
+        srv.page("/p/b", (FIX / "captcha.html").read_bytes())  # changed: a robot check now
+        second = run_audit(cfg, store, now=NOW.replace(hour=5)).channels[0]
+        assert second.status.value == "partial" and second.listings == 1
+        assert second.outcomes["presence"]["not_evaluated"] == 1
+        assert second.outcomes["presence"].get("failed", 0) == 0
+        note, = [n for n in second.notes if n.startswith("presence not evaluated")]
+        assert "B-1: blocked: captcha" in note
+        assert not [f for f in store.findings(channel="web") if f.details.get("kind") == "missing"]
+    finally:
+        srv.stop()
