@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import urljoin, urlsplit
 
 import httpcore
@@ -80,7 +80,7 @@ class FetchPolicy:
 
     @classmethod
     def from_config(cls, http: Mapping[str, Any], channel_opts: Mapping[str, Any] | None = None,
-                    source_urls: list[str] = ()) -> "FetchPolicy":
+                    source_urls: Sequence[str] = ()) -> "FetchPolicy":
         p = cls(**{k: http[k] for k in (
             "user_agent", "timeout", "retries", "backoff", "max_retry_after", "max_body_bytes",
             "max_redirects", "concurrency", "per_host_concurrency", "allow_private", "deadline",
@@ -183,7 +183,7 @@ async def _getaddrinfo(host: str, port: int) -> list[str]:
     """Addresses of ``host`` (tests patch this to play DNS tricks)."""
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [i[4][0] for i in infos]
+    return [str(i[4][0]) for i in infos]
 
 
 async def resolve_checked(host: str, port: int, policy: FetchPolicy, url: str = "") -> list[str]:
@@ -203,7 +203,7 @@ async def resolve_checked(host: str, port: int, policy: FetchPolicy, url: str = 
         except (OSError, UnicodeError) as e:
             raise _Unresolvable(url or host, f"cannot resolve {host}: {e}") from None
         if not ips:
-            raise _Unresolvable(url or host, f"cannot resolve {host}: no address")
+            raise _Unresolvable(url or host, f"cannot resolve {host}: no address") from None
     if not policy.allow_private:
         for ip in ips:
             if not is_public_address(ip):

@@ -321,6 +321,7 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
     if own_preps:
         preparations = Preparations(store, master, cfg.http, cfg.base_dir, now,
                                     {n: c.options for n, c in cctx.items()})
+    assert preparations is not None
     prepared = preparations.batcher(specs, cctx, ctx.policy())
 
     # Counted by Outcome member (a str enum) on the hot path, by plain string at the end.
@@ -334,7 +335,7 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
         for fn, c, tally, fields in plan:
             c.link = link  # presence tells an ambiguous link from an orphan
             found = fn(m, li, c)
-            if unread:  # cells that could not be read: their comparisons are not evaluated
+            if unread and li is not None:  # cells that could not be read: not evaluated
                 found = with_unread(fields, found, m, li, c)
             for f in found:
                 o = f.outcome
@@ -595,7 +596,7 @@ class _ToParent(logging.handlers.QueueHandler):
     """In a worker: log records go to the auditor's process, which handles them."""
 
     def enqueue(self, record: logging.LogRecord) -> None:
-        self.queue.put(("log", record))
+        self.queue.put_nowait(("log", record))
 
 
 def _audit_in_workers(cfg: Config, store: Store, run_id: int, selected: list[ChannelConfig],

@@ -147,7 +147,7 @@ def test_listings_read_from_bad_pages(bad_shop, tmp_path):
     from auditor.config import parse_config
     from auditor.connector import SourceContext
     from auditor.model import MasterRecord
-    from connectors.site import SiteConnector
+    from auditor.connectors.site import SiteConnector
 
     cfg = parse_config({"master": {"source": "m.csv"}, "channels": [{
         "name": "web", "type": "site", "source": bad_shop.base + "/", "allow_private": True,
