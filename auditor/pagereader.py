@@ -1192,6 +1192,8 @@ def _choose_availability(pg: _Page, heading, atc, atc_disabled: bool, region, st
             s += 1.5
         if len(own) < 60:
             s += 0.5
+        if av is not Availability.IN_STOCK and _VARIANT_TEXT.search(own):
+            s -= 3   # "the selected size is no longer available": one variant, not the product
         if el.tag in ("option", "a", "li") and not in_region:
             s -= 2
         if av is Availability.IN_STOCK and re.fullmatch(r"(dis)?ponible|verfügbar|lieferbar",
@@ -1233,6 +1235,16 @@ def _choose_availability(pg: _Page, heading, atc, atc_disabled: bool, region, st
         out.put("availability", Availability.IN_STOCK,
                 0.75 if region is not None and pg.contains(region, atc) else 0.5,
                 _selector(atc))
+
+
+# a stock phrase about the chosen size or colour, not about the product
+_VARIANT_TEXT = re.compile(
+    r"(selected|chosen|this|that|your)\s+(size|colou?r|variant|option|combination)|"
+    r"(gewünschte|gewählte|ausgewählte|diese)\s+(größe|grösse|farbe|variante|ausführung)|"
+    r"(cette|la)\s+(taille|couleur|pointure)\s+(choisie|sélectionnée)?|"
+    r"(esta|la)\s+(talla|color)\s+(seleccionad[ao])?|"
+    r"(questa|la)\s+(taglia|misura)\s+(selezionata)?|(deze|gekozen)\s+(maat|kleur)|"
+    r"(ten|wybrany)\s+rozmiar|(tato|zvolená)\s+velikost", re.I)
 
 
 def _option_stock(pg: _Page, region) -> tuple[Availability, float, str] | None:

@@ -278,3 +278,14 @@ def test_bad_image_words_in_the_host_name_do_not_drop_the_photo():
             'id="cart_add_1" class="add-to-cart">Add to cart</button></div></body></html>')
     ex = extract(html.encode(), URL)
     assert ex.images and ex.images[0].endswith("/LeoninSnarecaster.jpg")
+
+
+@pytest.mark.parametrize("notice", [
+    "Die gewünschte Größe ist leider nicht mehr verfügbar",
+    "The selected size is sold out",
+    "Cette taille choisie est épuisée",
+])
+def test_a_sold_out_size_does_not_make_the_product_out_of_stock(notice):
+    ex = page(f'<p class="price">49,99 €</p><div class="availability-label"><span>{notice}'
+              f'</span></div><button class="add-to-cart">In den Warenkorb</button>')
+    assert ex.availability is Availability.IN_STOCK
