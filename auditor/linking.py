@@ -30,6 +30,7 @@ KEY_KINDS = ("sku", "gtin", "mpn", "url")
 LINK_SCORE = 0.8
 SUGGEST_SCORE = 0.5
 LINK_MARGIN = 0.05
+FEATURE_CACHE = 100_000  # distinct (title, description, brand, MPN) read once per channel
 
 
 def norm_sku(s: str | None) -> str | None:
@@ -226,10 +227,23 @@ def _carried_key(li: Listing) -> tuple[str, str] | None:
     return None
 
 
-def features_of(li: Listing) -> Features:
-    """What a listing shows, for matching."""
+def features_of(li: Listing, cache: dict[Any, Features] | None = None,
+                index: MatchIndex | None = None) -> Features:
+    """What a listing shows, for matching (``cache``: features already read, by title,
+    description, brand and MPN, and prepared for ``index``; a channel's variants often
+    share all four)."""
     price = float(li.price.amount) if li.price is not None else None
-    return listing_features(li.title, li.description, li.brand, price, li.mpn)
+    if cache is None:
+        return listing_features(li.title, li.description, li.brand, price, li.mpn)
+    key = (li.title, li.description, li.brand, li.mpn)
+    f = cache.get(key)
+    if f is None:
+        if len(cache) >= FEATURE_CACHE:
+            cache.clear()
+        f = cache[key] = listing_features(li.title, li.description, li.brand, None, li.mpn)
+        if index is not None:
+            index.prepare(f)
+    return f.priced(price)
 
 
 class LinkSession:
@@ -249,6 +263,7 @@ class LinkSession:
         self.rejected = rejected
         self.pending: list[tuple[Listing, list[tuple[float, int]]]] = []
         self.taken: set[str] = set()  # masters linked in this channel by key or confirmation
+        self.features: dict[Any, Features] = {}
 
     def link(self, li: Listing) -> Link | None:
         lk = self.linker
@@ -271,8 +286,8 @@ class LinkSession:
             return Link(li.channel, li.key, None, LinkMethod.NONE, 0.0, (),
                         f"{carried[0]} {carried[1]!r} matches no master" if carried
                         else "no key, and title matching is off")
-        f = features_of(li)
         idx = lk.match_index
+        f = features_of(li, self.features, idx)
         ranked = idx.rank(f, rejected)
         if carried is not None:
             # a key that matches nothing is an orphan: its title only suggests
@@ -310,7 +325,8 @@ class LinkSession:
                 continue
             ev = None
             if d.state != "linked" or self.explain_links:
-                ev = idx.score(features_of(li), d.index, explain=True)[1]
+                ev = idx.score(features_of(li, self.features, idx), d.index,
+                                explain=True)[1]
             ev = {**(ev or {}), "score": round(d.score, 3)}
             sku = idx.skus[d.index]
             conf = round(min(d.score, 1.0), 3)

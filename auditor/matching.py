@@ -46,6 +46,8 @@ MAX_CANDIDATES = 12      # candidates compared by title words per listing
 FULL_SCORES = 5          # of which the closest are scored on all the evidence
 PREFIX_HITS = 8          # masters found through one code's prefix match
 KEEP = 6                 # best candidates kept per listing for the assignment
+TIED_KEEP = 64           # masters tied for the last candidate place kept for the brand
+CACHE_TITLES = 100_000   # distinct titles whose blocking and title evidence are kept
 TIE = 0.01               # scores closer than this: the listing cannot tell the masters apart
 
 # Evidence weights (added to the title cosine, result clipped to 0-1).
@@ -61,6 +63,7 @@ W_PRICE_OFF = -0.1       # three times apart
 W_PRICE_CLOSE = 0.05     # within 30%
 
 _COUNT = itemgetter(1)
+_FIRST = itemgetter(0)
 _WORD = re.compile(r"[0-9A-Za-z]+(?:[-/.][0-9A-Za-z]+)*")
 _HAS_DIGIT = re.compile(r"\d")
 _HAS_ALPHA = re.compile(r"[a-z]")
@@ -208,6 +211,14 @@ class Features:
     brand_words: str = ""            # the brand normalized as a title is
     variants: dict[str, set[str]] = field(default_factory=dict)
 
+    def priced(self, price: float | None) -> "Features":
+        """These features with another price (the rest shared, not copied)."""
+        if price == self.price:
+            return self
+        return Features(self.title, self.tokens, self.codes, self.brand, price, self.joined,
+                        self.description_codes, self.reason, self.qty, self.nums,
+                        self.tokenset, self.norm, self.brand_words, self.variants)
+
 
 def listing_features(title: str | None, description: str | None, brand: str | None,
                      price: float | None, mpn: str | None = None) -> Features:
@@ -281,6 +292,7 @@ class MatchIndex:
         self.postings = postings
         self.code_post = code_post
         self._position: dict[str, int] | None = None
+        self._cache: dict[tuple[Any, ...], tuple[list[tuple[float, int]], dict[int, float], dict[int, float]]] = {}
         self._master = master
         self.sorted_codes = sorted(code_post)
         n = max(len(self.skus), 1)
@@ -334,7 +346,24 @@ class MatchIndex:
     def candidates(self, f: Features) -> list[int]:
         """Masters worth scoring for a listing: same title, shared codes, rare words."""
         if f.norm == 0.0:
-            self._prepare(f)
+            self.prepare(f)
+        return self._pick(self._found(f), f.brand)
+
+    def _pick(self, found: list[tuple[float, int]], brand: str) -> list[int]:
+        """At most ``MAX_CANDIDATES`` of the masters ``_found`` gave, the listing's brand
+        first among masters sharing as much."""
+        if len(found) <= MAX_CANDIDATES:
+            return [i for _c, i in found]
+        if brand:
+            brands = self.brands
+            found = sorted(((c + 0.5 if brands[i] == brand else c, i) for c, i in found),
+                           key=_FIRST, reverse=True)
+        return [i for _c, i in found[:MAX_CANDIDATES]]
+
+    def _found(self, f: Features) -> list[tuple[float, int]]:
+        """(how much is shared, master) of the masters a listing's title and codes find,
+        most first (ties in the order found; the masters tied with the last one that
+        ``_pick`` could take are kept for its brand tie-break)."""
         found: Counter[int] = Counter()
         same = self.exact.get(f.title, ())
         if not same and f.brand:  # the channel put the brand in front
@@ -345,7 +374,7 @@ class MatchIndex:
         if len(same) == 1 and not f.codes:
             # the same title as one master, nothing else to go by: scoring others
             # could only find a weaker one (the usual case on a brand's own channels)
-            return list(same)
+            return [(100.0, same[0])]
         for i in same:
             found[i] += 100
         for c in f.codes:
@@ -368,25 +397,29 @@ class MatchIndex:
                 break
             found.update(postings[t])
             budget -= df
-        if len(found) <= MAX_CANDIDATES:
-            return list(found)
-        if f.brand:  # the listing's brand first among masters sharing as much
-            brands, b = self.brands, f.brand
-            for i in found:
-                if brands[i] == b:
-                    found[i] += 0.5
-        # the masters sharing the most (ties in the order found), sorted in C
-        return [i for i, _c in sorted(found.items(), key=_COUNT, reverse=True)[:MAX_CANDIDATES]]
+        ranked = sorted(found.items(), key=_COUNT, reverse=True)  # in C; stable
+        if len(ranked) > MAX_CANDIDATES:
+            last = ranked[MAX_CANDIDATES - 1][1]
+            n = MAX_CANDIDATES
+            while n < len(ranked) and n < TIED_KEEP and ranked[n][1] == last:
+                n += 1
+            ranked = ranked[:n]
+        return [(float(c), i) for i, c in ranked]
 
     def score(self, f: Features, i: int, explain: bool = False
               ) -> tuple[float, dict[str, Any] | None]:
         """How likely master ``i`` is what the listing shows; with ``explain``, why."""
         ev: dict[str, Any] | None = {} if explain else None
         if f.norm == 0.0:
-            self._prepare(f)
+            self.prepare(f)
+        s = self._title_score(f, i, ev) + self._listing_score(f, i, ev)
+        return round(s, 4), ev
+
+    def _title_score(self, f: Features, i: int, ev: dict[str, Any] | None) -> float:
+        """The evidence that depends on the listing's title (and codes) only: the same for
+        every listing with that title, so ``rank`` computes it once per distinct title."""
         mt = self.titles[i]
         mtoks = set(mt.split())
-        idf = self.idf
         idf2 = self.idf2
         shared = sum(idf2[t] for t in f.tokenset & mtoks)
         cos = shared / (f.norm * self.norms[i])
@@ -428,17 +461,6 @@ class MatchIndex:
                     if ev is not None:
                         ev[f"{kind}s_differ"] = [sorted(words_), sorted(mv[kind])]
                     break
-        lb, mb = f.brand, self.brands[i]
-        if lb and mb:
-            if lb == mb or (len(lb) >= 3 and len(mb) >= 3 and (lb in mb or mb in lb)) \
-                    or len(lb) >= 4 and lb in mt.replace(" ", ""):
-                s += W_BRAND_AGREE
-                if ev is not None:
-                    ev["brand"] = "same"
-            else:
-                s += W_BRAND_DIFFER
-                if ev is not None:
-                    ev["brand"] = "differs"
         if f.qty:
             mq = quantities(self.number_text(i))
             for kind in f.qty.keys() & mq.keys():
@@ -454,6 +476,22 @@ class MatchIndex:
                 if ev is not None:
                     ev["numbers_differ"] = [[f"{n:g}" for n in sorted(f.nums)[:3]],
                                            [f"{n:g}" for n in sorted(mn)[:3]]]
+        return s
+
+    def _listing_score(self, f: Features, i: int, ev: dict[str, Any] | None) -> float:
+        """The evidence from the listing's brand and price."""
+        s = 0.0
+        lb, mb = f.brand, self.brands[i]
+        if lb and mb:
+            if lb == mb or (len(lb) >= 3 and len(mb) >= 3 and (lb in mb or mb in lb)) \
+                    or len(lb) >= 4 and lb in self.titles[i].replace(" ", ""):
+                s += W_BRAND_AGREE
+                if ev is not None:
+                    ev["brand"] = "same"
+            else:
+                s += W_BRAND_DIFFER
+                if ev is not None:
+                    ev["brand"] = "differs"
         lp, mp = f.price, self.prices[i]
         if lp and mp and lp > 0 and mp > 0:
             ratio = max(lp, mp) / min(lp, mp)
@@ -465,30 +503,66 @@ class MatchIndex:
                 s += W_PRICE_CLOSE
             if ev is not None and (ratio >= 3 or ratio <= 1.3):
                 ev["price"] = "close" if ratio <= 1.3 else f"{ratio:.1f}x apart"
-        return round(s, 4), ev
+        return s
 
-    def _prepare(self, f: Features) -> None:
+    def prepare(self, f: Features) -> None:
+        """Set the listing's word set and the norm of its TF-IDF vector."""
         f.tokenset = set(f.tokens)
         f.norm = math.sqrt(sum(self.idf(t) ** 2 for t in f.tokenset)) or 1.0
 
+    def _title_key(self, f: Features) -> tuple[Any, ...]:
+        """What the title-dependent work of ``rank`` depends on."""
+        alt = None
+        if f.brand and f.title not in self.exact:
+            for b in (f.brand_words, f.brand):
+                if b and f.title.startswith(b + " "):
+                    alt = b
+                    break
+        return (f.title, alt, frozenset(f.codes) if f.codes else None,
+                frozenset(f.joined) if f.joined else None,
+                frozenset(f.description_codes) if f.description_codes else None,
+                frozenset((k, v) for k, vs in f.qty.items() for v in vs) if f.qty else None,
+                frozenset(f.nums) if f.nums else None)
+
     def rank(self, f: Features, exclude: Iterable[str] = ()) -> list[tuple[float, int]]:
         """(score, master) of the candidates, best first, at most ``KEEP``
-        (``exclude``: SKUs a person rejected for this listing)."""
+        (``exclude``: SKUs a person rejected for this listing).
+
+        The work that depends on the title only (blocking, the title's similarity, codes,
+        quantities, variants) is done once per distinct title and kept (at most
+        ``CACHE_TITLES`` titles); the brand and price are weighed per listing."""
         if f.reason:
             return []
         if f.norm == 0.0:
-            self._prepare(f)
-        cands = self.candidates(f)
+            self.prepare(f)
+        key = self._title_key(f)
+        entry = self._cache.get(key)
+        if entry is None:
+            if len(self._cache) >= CACHE_TITLES:
+                self._cache.clear()
+            entry = self._cache[key] = (self._found(f), {}, {})
+        found, title_scores, pre_scores = entry
+        cands = self._pick(found, f.brand)
         if exclude:
             banned = set(exclude)
             cands = [i for i in cands if self.skus[i] not in banned]
         if len(cands) > FULL_SCORES:
             # the title's words first (cheap); all the evidence for the closest few only
-            idf2, ts, titles, norms = self.idf2, f.tokenset, self.titles, self.norms
-            pre = sorted(((sum(idf2[t] for t in ts.intersection(titles[i].split()))
-                           / norms[i], i) for i in cands), reverse=True)
+            pre = []
+            for i in cands:
+                c = pre_scores.get(i)
+                if c is None:
+                    c = pre_scores[i] = sum(self.idf2[t] for t in f.tokenset.intersection(
+                        self.titles[i].split())) / self.norms[i]
+                pre.append((c, i))
+            pre.sort(reverse=True)
             cands = [i for _c, i in pre[:FULL_SCORES]]
-        out = [(self.score(f, i)[0], i) for i in cands]
+        out = []
+        for i in cands:
+            t = title_scores.get(i)
+            if t is None:
+                t = title_scores[i] = self._title_score(f, i, None)
+            out.append((round(t + self._listing_score(f, i, None), 4), i))
         out.sort(key=lambda c: (-c[0], c[1]))
         return out[:KEEP]
 
