@@ -30,7 +30,6 @@ KEY_KINDS = ("sku", "gtin", "mpn", "url")
 LINK_SCORE = 0.8
 SUGGEST_SCORE = 0.5
 LINK_MARGIN = 0.05
-FEATURE_CACHE = 100_000  # distinct (title, description, brand, MPN) read once per channel
 
 
 def norm_sku(s: str | None) -> str | None:
@@ -227,23 +226,10 @@ def _carried_key(li: Listing) -> tuple[str, str] | None:
     return None
 
 
-def features_of(li: Listing, cache: dict[Any, Features] | None = None,
-                index: MatchIndex | None = None) -> Features:
-    """What a listing shows, for matching (``cache``: features already read, by title,
-    description, brand and MPN, and prepared for ``index``; a channel's variants often
-    share all four)."""
+def features_of(li: Listing) -> Features:
+    """What a listing shows, for matching."""
     price = float(li.price.amount) if li.price is not None else None
-    if cache is None:
-        return listing_features(li.title, li.description, li.brand, price, li.mpn)
-    key = (li.title, li.description, li.brand, li.mpn)
-    f = cache.get(key)
-    if f is None:
-        if len(cache) >= FEATURE_CACHE:
-            cache.clear()
-        f = cache[key] = listing_features(li.title, li.description, li.brand, None, li.mpn)
-        if index is not None:
-            index.prepare(f)
-    return f.priced(price)
+    return listing_features(li.title, li.description, li.brand, price, li.mpn)
 
 
 class LinkSession:
@@ -263,7 +249,6 @@ class LinkSession:
         self.rejected = rejected
         self.pending: list[tuple[Listing, list[tuple[float, int]]]] = []
         self.taken: set[str] = set()  # masters linked in this channel by key or confirmation
-        self.features: dict[Any, Features] = {}
 
     def link(self, li: Listing) -> Link | None:
         lk = self.linker
@@ -287,7 +272,7 @@ class LinkSession:
                         f"{carried[0]} {carried[1]!r} matches no master" if carried
                         else "no key, and title matching is off")
         idx = lk.match_index
-        f = features_of(li, self.features, idx)
+        f = features_of(li)
         ranked = idx.rank(f, rejected)
         if carried is not None:
             # a key that matches nothing is an orphan: its title only suggests
@@ -325,8 +310,7 @@ class LinkSession:
                 continue
             ev = None
             if d.state != "linked" or self.explain_links:
-                ev = idx.score(features_of(li, self.features, idx), d.index,
-                                explain=True)[1]
+                ev = idx.score(features_of(li), d.index, explain=True)[1]
             ev = {**(ev or {}), "score": round(d.score, 3)}
             sku = idx.skus[d.index]
             conf = round(min(d.score, 1.0), 3)

@@ -57,6 +57,7 @@ W_BRAND_AGREE = 0.05
 W_BRAND_DIFFER = -0.25
 W_QTY_DIFFER = -0.3
 W_NUM_DIFFER = -0.12
+W_ACCESSORY = -0.3       # one title names an accessory (case, cable, toner), the other none
 W_VARIANT_DIFFER = -0.3  # the listing names colours (platforms), the master others
 W_PRICE_FAR = -0.3       # ten times apart
 W_PRICE_OFF = -0.1       # three times apart
@@ -181,10 +182,34 @@ def quantities(norm_text: str) -> dict[str, set[float]]:
     return out
 
 
+_ANY_NUM = re.compile(r"(?<![\w.])(\d{1,4}(?:\.\d+)?)(?=(?:\s?(?:" + "|".join(
+    sorted(map(re.escape, _UNITS), key=len, reverse=True)) + r"))?(?![\w.]))")
+
+
 def numbers(norm_text: str) -> set[float]:
-    """Plain numbers (not part of a quantity or a code): versions, years, sizes; by value
-    ("2" and "2.0" are one)."""
-    return {float(n) for n in _NUM.findall(_QTY.sub(" ", norm_text))}
+    """The numbers a title shows, alone or with a unit (not inside a code, and not digit
+    runs of five or more, which are part numbers): sizes, lengths, versions, years, counts;
+    by value ("2" and "2.0" are one)."""
+    return {float(n) for n in _ANY_NUM.findall(norm_text)}
+
+
+# Words naming an accessory or a consumable: a title naming one (before any "for ...")
+# is another product than a title naming none ("case for X" is not X).
+_ACCESSORY = frozenset(
+    "case cases cover sleeve bag pouch holster skin skins protector cable cord adapter "
+    "adaptor charger battery batteries mount bracket stand holder cradle dock strap stylus "
+    "remote lamp bulb cartridge cartridges toner ink drum refill refills tray filter "
+    "replacement".split())
+_FOR = re.compile(r"\b(?:for|compatible with|fits|works with)\b")
+
+
+def accessory_words(norm_title: str) -> frozenset[str]:
+    """The accessory words of a title's head (what comes before "for ...")."""
+    m = _FOR.search(norm_title)
+    head = norm_title[:m.start()] if m else norm_title
+    if "jewel case" in head:  # how software is packed, not a case
+        head = head.replace("jewel case", " ")
+    return _ACCESSORY.intersection(head.split())
 
 
 def norm_brand(brand: str | None) -> str:
@@ -210,14 +235,7 @@ class Features:
     norm: float = 0.0                # of the title's TF-IDF vector (set by MatchIndex.rank)
     brand_words: str = ""            # the brand normalized as a title is
     variants: dict[str, set[str]] = field(default_factory=dict)
-
-    def priced(self, price: float | None) -> "Features":
-        """These features with another price (the rest shared, not copied)."""
-        if price == self.price:
-            return self
-        return Features(self.title, self.tokens, self.codes, self.brand, price, self.joined,
-                        self.description_codes, self.reason, self.qty, self.nums,
-                        self.tokenset, self.norm, self.brand_words, self.variants)
+    accessory: frozenset[str] = frozenset()
 
 
 def listing_features(title: str | None, description: str | None, brand: str | None,
@@ -241,6 +259,7 @@ def listing_features(title: str | None, description: str | None, brand: str | No
     if brand:
         f.brand_words = normalize_title(brand[:200])
     f.variants = variants(toks)
+    f.accessory = accessory_words(f.title)
     return f
 
 
@@ -292,7 +311,9 @@ class MatchIndex:
         self.postings = postings
         self.code_post = code_post
         self._position: dict[str, int] | None = None
-        self._cache: dict[tuple[Any, ...], tuple[list[tuple[float, int]], dict[int, float], dict[int, float]]] = {}
+        # distinct title -> (candidates found, title evidence and word score by master, norm)
+        self._cache: dict[tuple[Any, ...], tuple[list[tuple[float, int]], dict[int, float],
+                                                 dict[int, float], float]] = {}
         self._master = master
         self.sorted_codes = sorted(code_post)
         n = max(len(self.skus), 1)
@@ -461,21 +482,28 @@ class MatchIndex:
                     if ev is not None:
                         ev[f"{kind}s_differ"] = [sorted(words_), sorted(mv[kind])]
                     break
+        qty_differ = False
         if f.qty:
             mq = quantities(self.number_text(i))
             for kind in f.qty.keys() & mq.keys():
                 if not f.qty[kind] & mq[kind]:
                     s += W_QTY_DIFFER
+                    qty_differ = True
                     if ev is not None:
                         ev["quantities_differ"] = kind
                     break
-        if f.nums:
+        if f.nums and not qty_differ:
             mn = numbers(self.number_text(i))
             if mn and not f.nums & mn:
                 s += W_NUM_DIFFER
                 if ev is not None:
                     ev["numbers_differ"] = [[f"{n:g}" for n in sorted(f.nums)[:3]],
                                            [f"{n:g}" for n in sorted(mn)[:3]]]
+        ma = accessory_words(mt)
+        if bool(ma) != bool(f.accessory):
+            s += W_ACCESSORY
+            if ev is not None:
+                ev["accessory"] = sorted(ma or f.accessory)[:3]
         return s
 
     def _listing_score(self, f: Features, i: int, ev: dict[str, Any] | None) -> float:
@@ -533,15 +561,17 @@ class MatchIndex:
         ``CACHE_TITLES`` titles); the brand and price are weighed per listing."""
         if f.reason:
             return []
-        if f.norm == 0.0:
-            self.prepare(f)
         key = self._title_key(f)
         entry = self._cache.get(key)
         if entry is None:
             if len(self._cache) >= CACHE_TITLES:
                 self._cache.clear()
-            entry = self._cache[key] = (self._found(f), {}, {})
-        found, title_scores, pre_scores = entry
+            if f.norm == 0.0:
+                self.prepare(f)
+            entry = self._cache[key] = (self._found(f), {}, {}, f.norm)
+        elif f.norm == 0.0:  # the title's norm is known; its word set is made if needed
+            f.norm = entry[3]
+        found, title_scores, pre_scores, _norm = entry
         cands = self._pick(found, f.brand)
         if exclude:
             banned = set(exclude)
@@ -552,6 +582,8 @@ class MatchIndex:
             for i in cands:
                 c = pre_scores.get(i)
                 if c is None:
+                    if not f.tokenset:
+                        f.tokenset = set(f.tokens)
                     c = pre_scores[i] = sum(self.idf2[t] for t in f.tokenset.intersection(
                         self.titles[i].split())) / self.norms[i]
                 pre.append((c, i))
@@ -561,6 +593,8 @@ class MatchIndex:
         for i in cands:
             t = title_scores.get(i)
             if t is None:
+                if not f.tokenset:
+                    f.tokenset = set(f.tokens)
                 t = title_scores[i] = self._title_score(f, i, None)
             out.append((round(t + self._listing_score(f, i, None), 4), i))
         out.sort(key=lambda c: (-c[0], c[1]))
