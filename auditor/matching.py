@@ -48,6 +48,7 @@ PREFIX_HITS = 8          # masters found through one code's prefix match
 KEEP = 6                 # best candidates kept per listing for the assignment
 TIED_KEEP = 64           # masters tied for the last candidate place kept for the brand
 CACHE_TITLES = 100_000   # distinct titles whose blocking and title evidence are kept
+CHAR_WEIGHT = 0.85
 TIE = 0.01               # scores closer than this: the listing cannot tell the masters apart
 
 # Evidence weights (added to the title cosine, result clipped to 0-1).
@@ -134,12 +135,20 @@ def words(text: str) -> list[str]:
     return toks[:MAX_TOKENS]
 
 
+# Specifications written like codes: "3in1", "1000baset", "802.11n", "4x6", "2x2gb".
+_SPEC = re.compile(r"^(?:\d+in\d+|\d+base[a-z]+\d*|802\d+[a-z]*|\d+x\d+[a-z]*|pc\d+)$")
+
+
 def _is_code(c: str) -> bool:
-    if len(c) < 4 or len(_DIGITS.findall(c)) < 2:  # "ddr5", "class6": specs, not models
+    digits = len(_DIGITS.findall(c))
+    # "ddr5", "class6" are specs, not models; one digit in a long code is enough
+    # ("dmsvgavga1")
+    if len(c) < 4 or digits < 2 and (len(c) < 7 or digits == 0):
         return False
     if _HAS_ALPHA.search(c) is None:
         return len(c) >= 5  # part numbers, UPCs; not years, not small counts
-    return _CODE_UNIT.match(c) is None  # "500gb", "12v", "1080p" are quantities, not codes
+    # "500gb", "12v", "1080p" are quantities, "3in1" or "1000baset" specifications
+    return _CODE_UNIT.match(c) is None and _SPEC.match(c) is None
 
 
 def codes(text: str | None) -> tuple[set[str], set[str]]:
@@ -447,7 +456,7 @@ class MatchIndex:
         # character-level similarity catches joined or split words ("studiodvd")
         if cos < 0.9:
             char = fuzz.token_set_ratio(f.title, mt) / 100.0
-            sim = max(cos, 0.85 * char) if cos < char else cos
+            sim = max(cos, CHAR_WEIGHT * char) if cos < char else cos
         else:
             sim = cos
         s = sim
@@ -470,6 +479,12 @@ class MatchIndex:
             else:
                 lc = {c for c in f.codes if _HAS_ALPHA.search(c)}
                 mc = {c for c in mcodes if _HAS_ALPHA.search(c)}
+                if not (lc and mc):  # part numbers of one length that differ (16898, 16899)
+                    ln = {len(c) for c in f.codes if c.isdigit() and len(c) <= 8}
+                    mn_ = {len(c) for c in mcodes if c.isdigit() and len(c) <= 8}
+                    if ln & mn_:
+                        lc = {c for c in f.codes if len(c) in ln & mn_}
+                        mc = {c for c in mcodes if len(c) in ln & mn_}
                 if lc and mc:  # both name their model, and not the same one
                     s += W_CODE_DIFFER
                     if ev is not None:
@@ -506,13 +521,20 @@ class MatchIndex:
                 ev["accessory"] = sorted(ma or f.accessory)[:3]
         return s
 
+    def _head(self, i: int) -> str:
+        """Master ``i``'s title before any "for ..." (a brand named after it is the
+        brand of the product the master fits, not its own)."""
+        t = self.titles[i]
+        m = _FOR.search(t)
+        return t[:m.start()] if m else t
+
     def _listing_score(self, f: Features, i: int, ev: dict[str, Any] | None) -> float:
         """The evidence from the listing's brand and price."""
         s = 0.0
         lb, mb = f.brand, self.brands[i]
         if lb and mb:
             if lb == mb or (len(lb) >= 3 and len(mb) >= 3 and (lb in mb or mb in lb)) \
-                    or len(lb) >= 4 and lb in self.titles[i].replace(" ", ""):
+                    or len(lb) >= 4 and lb in self._head(i).replace(" ", ""):
                 s += W_BRAND_AGREE
                 if ev is not None:
                     ev["brand"] = "same"
