@@ -509,7 +509,7 @@ class MatchIndex:
                     break
         if f.nums and not qty_differ:
             mn = numbers(self.number_text(i))
-            if mn and not f.nums & mn:
+            if f.nums - mn and mn - f.nums:  # each names a number the other lacks
                 s += W_NUM_DIFFER
                 if ev is not None:
                     ev["numbers_differ"] = [[f"{n:g}" for n in sorted(f.nums)[:3]],
