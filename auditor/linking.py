@@ -247,7 +247,7 @@ class LinkSession:
         self.explain_links = explain_links
         self.confirmed = confirmed
         self.rejected = rejected
-        self.pending: list[tuple[Listing, list[tuple[float, int]]]] = []
+        self.pending: list[tuple[Listing, tuple[tuple[float, int], ...]]] = []
         self.taken: set[str] = set()  # masters linked in this channel by key or confirmation
 
     def link(self, li: Listing) -> Link | None:

@@ -574,7 +574,7 @@ class MatchIndex:
                 frozenset((k, v) for k, vs in f.qty.items() for v in vs) if f.qty else None,
                 frozenset(f.nums) if f.nums else None)
 
-    def rank(self, f: Features, exclude: Iterable[str] = ()) -> list[tuple[float, int]]:
+    def rank(self, f: Features, exclude: Iterable[str] = ()) -> tuple[tuple[float, int], ...]:
         """(score, master) of the candidates, best first, at most ``KEEP``
         (``exclude``: SKUs a person rejected for this listing).
 
@@ -582,7 +582,7 @@ class MatchIndex:
         quantities, variants) is done once per distinct title and kept (at most
         ``CACHE_TITLES`` titles); the brand and price are weighed per listing."""
         if f.reason:
-            return []
+            return ()
         key = self._title_key(f)
         entry = self._cache.get(key)
         if entry is None:
@@ -620,7 +620,7 @@ class MatchIndex:
                 t = title_scores[i] = self._title_score(f, i, None)
             out.append((round(t + self._listing_score(f, i, None), 4), i))
         out.sort(key=lambda c: (-c[0], c[1]))
-        return out[:KEEP]
+        return tuple(out[:KEEP])  # a tuple of numbers: the collector stops tracking it
 
 
 @dataclass(slots=True)
