@@ -156,7 +156,7 @@ class Linker:
         """Build every index now (each is otherwise built on first use): done once before
         forking workers, so they share the indexes instead of each building its own."""
         for kind in self.order:
-            self.index[kind]
+            _ = self.index[kind]
         if self.fuzzy:
             _ = self.match_index
 
