@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from auditor.model import Listing, MasterRecord, Money
+from tests.pg_server import pg_server  # noqa: F401  (a real PostgreSQL, session-scoped)
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
 

@@ -1,14 +1,13 @@
 """The store contract: what every implementation of ``auditor.storage.Store`` must do.
 
 Each test runs against every implementation in ``STORES`` and uses only the
-interface (``auditor.storage.interface``): no SQL, no file. A new implementation
-(PostgreSQL, docs/scaling.md) joins by adding an entry to ``STORES`` that returns
-the URL of an empty store of its kind, e.g.::
-
-    "postgresql": lambda tmp_path: _fresh_postgres(os.environ["AUDITOR_TEST_POSTGRES_URL"]),
+interface (``auditor.storage.interface``): no SQL, no file. An implementation joins
+by an entry in ``STORES`` that returns the URL of an empty store of its kind (the
+PostgreSQL one: a new database on the real server ``tests/pg_server.py`` starts).
 
 SQLite-only behaviour (WAL, page size, migrations, batching under another writer,
-the listing_versions table) is tested in tests/test_auditor_store.py.
+the listing_versions table) is tested in tests/test_auditor_store.py, PostgreSQL's own
+(partitions, advisory locks, concurrent writers) in tests/test_storage_postgres.py.
 """
 
 from __future__ import annotations
@@ -28,25 +27,27 @@ from auditor.storage import (FindingRecord, LinkRecord, MasterChange, MasterSnap
 from auditor.storage import interface
 from tests.conftest import NOW, make_listing, make_master
 
-# name -> (tmp_path -> URL of a new, empty store)
+# name -> ((tmp_path, request) -> URL of a new, empty store)
 STORES: dict[str, Callable] = {
-    "sqlite-file": lambda tmp_path: f"sqlite:///{tmp_path / 'contract.db'}",
-    "sqlite-memory": lambda tmp_path: "sqlite:///:memory:",
+    "sqlite-file": lambda tmp_path, request: f"sqlite:///{tmp_path / 'contract.db'}",
+    "sqlite-memory": lambda tmp_path, request: "sqlite:///:memory:",
+    # a new database on the session's real server (tests/pg_server.py)
+    "postgresql": lambda tmp_path, request: request.getfixturevalue("pg_server").new_database(),
 }
 # Implementations another process can open by URL (workers, a second run).
-SHARED = ["sqlite-file"]
+SHARED = ["sqlite-file", "postgresql"]
 
 
 @pytest.fixture(params=list(STORES))
 def store(request, tmp_path) -> Store:
-    s = open_store(STORES[request.param](tmp_path))
+    s = open_store(STORES[request.param](tmp_path, request))
     yield s
     s.close()
 
 
 @pytest.fixture(params=SHARED)
 def shared_url(request, tmp_path) -> str:
-    return STORES[request.param](tmp_path)
+    return STORES[request.param](tmp_path, request)
 
 
 def _f(key, outcome=Outcome.FAILED, check="price", actual="2 EUR", channel="google",

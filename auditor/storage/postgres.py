@@ -1,0 +1,1096 @@
+"""The PostgreSQL store: ``auditor.storage.interface.Store`` on a PostgreSQL database.
+
+Open it with ``auditor.storage.open_store("postgresql://user@host:5432/dbname")`` (the
+password is best left to libpq's ``PGPASSWORD`` or ``~/.pgpass``; one in the URL is never
+shown: errors and logs print ``describe(url)``). Driver: psycopg 3.
+
+What is PostgreSQL's own stays here:
+
+- **Schema versions**: a ``schema_version`` table, one row per applied migration
+  (``MIGRATIONS``); each migration runs in its own transaction under a transaction-level
+  advisory lock, so concurrent migrators take turns and the second finds the work done.
+- **Partitions**: ``listings``, ``listing_versions``, ``findings``, ``finding_events`` and
+  ``finding_observations`` are ``PARTITION BY LIST (channel)``; a channel's partitions are
+  created the first time the channel is written (``_ensure_channel``, serialized by an
+  advisory lock per channel), so one channel's reads, writes and vacuum touch only its own.
+- **Writes**: a repeat read of an unchanged listing costs a hash comparison in this
+  process and no statement at all (the channel's ``(key, hash, evidence, link)`` rows are
+  read once, by the primary key's partition); new, changed and moved rows go in batches of
+  multi-row upserts (``executemany``, which psycopg sends in pipeline mode: one round trip
+  per batch, not per row).
+- **Concurrent writers**: several worker processes write at once. Row locks and ``ON
+  CONFLICT`` keep single-row writes whole; read-modify-write paths take a lock first:
+  ``apply_findings`` a transaction-level advisory lock per channel (read, decide, write in
+  one transaction), ``save_listings`` a session-level one per channel for the whole read,
+  a run's summary ``SELECT ... FOR UPDATE``.
+- **Run lock**: a session advisory lock (``pg_try_advisory_lock``) held by a connection
+  of its own, instead of SQLite's ``flock``: it goes with the holder's connection when its
+  process dies. The holder is named in ``application_name`` (pid and start time), which
+  ``LockedError`` quotes.
+
+Times the records return as ``datetime`` are ``timestamptz``; times the caches hand
+around as text (HTTP validators, image URLs, master image slots, a listing's read time)
+stay text, as the SQLite store keeps them. Identifiers (channel, key, SKU, URL) are
+``COLLATE "C"``: byte order, as SQLite sorts, and prefix ranges on URLs use the index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from datetime import datetime, timezone
+from operator import itemgetter
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import orjson
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from auditor import codec
+from auditor import lifecycle
+from auditor.errors import LockedError, StoreError
+from auditor.events import FindingChange
+from auditor.lifecycle import RESOLVED, Evidence, Previous
+from auditor.model import (Finding, Link, Listing, MasterRecord, Outcome, Run, SourceResult,
+                           SourceStatus)
+from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord, HttpCacheRow,
+                                     HttpValidators, ImageUrlRow, LinkRecord, ListingSave,
+                                     MasterAssetRow, MasterChange, MasterHistory,
+                                     MasterImportResult, MasterPlan, MasterSnapshot,
+                                     RunErrorRecord, RunRecord, RunSourceRecord, ScoreRecord)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def digest(body: bytes) -> str:
+    """The stored hash of a record's body: the same as the SQLite store's."""
+    return hashlib.blake2b(body, digest_size=10).hexdigest()
+
+
+def describe(url: str) -> str:
+    from auditor.storage import describe as _describe
+
+    return _describe(url)
+
+
+# Advisory lock keys: (class, hashtext(schema [/ channel])). The class says what is locked;
+# the schema lets several stores (brands) share one database without sharing locks.
+LOCK_RUN, LOCK_MIGRATE, LOCK_PARTITION, LOCK_LISTINGS, LOCK_FINDINGS, LOCK_MASTER = (
+    0x41554400 + i for i in range(6))
+
+C = 'COLLATE "C"'
+
+# --------------------------------------------------------------------------- schema
+
+_M1 = f"""
+CREATE TABLE master_snapshots (
+    id BIGSERIAL PRIMARY KEY, imported_at TIMESTAMPTZ NOT NULL, source TEXT NOT NULL,
+    sha256 TEXT, records INTEGER, added INTEGER, changed INTEGER, removed INTEGER,
+    skipped_rows INTEGER DEFAULT 0);
+-- the master in force: one row per SKU
+CREATE TABLE master_records (
+    sku TEXT {C} PRIMARY KEY, hash TEXT NOT NULL, data TEXT NOT NULL,
+    snapshot_id BIGINT NOT NULL, valid_from TIMESTAMPTZ NOT NULL);
+-- earlier versions of a record, closed at valid_to
+CREATE TABLE master_history (
+    id BIGSERIAL PRIMARY KEY, sku TEXT {C} NOT NULL, hash TEXT NOT NULL, data TEXT NOT NULL,
+    valid_from TIMESTAMPTZ NOT NULL, valid_to TIMESTAMPTZ NOT NULL,
+    snapshot_id BIGINT NOT NULL);
+CREATE INDEX master_history_sku ON master_history (sku);
+CREATE TABLE master_changes (
+    id BIGSERIAL PRIMARY KEY, snapshot_id BIGINT NOT NULL, sku TEXT {C} NOT NULL,
+    field TEXT {C} NOT NULL, old TEXT, new TEXT, changed_at TIMESTAMPTZ NOT NULL);
+CREATE INDEX master_changes_sku ON master_changes (sku, field);
+-- which content each master image slot held, and until when (slot 0 = primary)
+CREATE TABLE master_assets (
+    id BIGSERIAL PRIMARY KEY, sku TEXT {C} NOT NULL, slot INTEGER NOT NULL, ref TEXT NOT NULL,
+    sha256 TEXT NOT NULL, valid_from TEXT NOT NULL, valid_to TEXT);
+CREATE INDEX master_assets_sku ON master_assets (sku, valid_to);
+
+CREATE TABLE runs (
+    id BIGSERIAL PRIMARY KEY, started_at TIMESTAMPTZ NOT NULL, finished_at TIMESTAMPTZ,
+    status TEXT, master_snapshot_id BIGINT, summary TEXT);
+CREATE INDEX runs_running ON runs (id) WHERE status = 'running';
+CREATE TABLE run_sources (
+    run_id BIGINT NOT NULL, source TEXT {C} NOT NULL, status TEXT NOT NULL,
+    listings INTEGER, errors INTEGER, message TEXT, started_at TIMESTAMPTZ,
+    finished_at TIMESTAMPTZ, PRIMARY KEY (run_id, source));
+CREATE INDEX run_sources_source ON run_sources (source, run_id);
+CREATE TABLE run_errors (
+    id BIGSERIAL PRIMARY KEY, run_id BIGINT NOT NULL, source TEXT {C} NOT NULL,
+    location TEXT, reason TEXT NOT NULL);
+CREATE INDEX run_errors_run ON run_errors (run_id, source, id);
+
+-- the latest observation of each listing, with its link to the master
+CREATE TABLE listings (
+    channel TEXT {C} NOT NULL, key TEXT {C} NOT NULL, hash TEXT NOT NULL, data TEXT NOT NULL,
+    first_seen_run BIGINT, last_seen_run BIGINT, last_changed_run BIGINT, removed_run BIGINT,
+    fetched_at TEXT, evidence TEXT, master_sku TEXT {C}, link_method TEXT,
+    link_confidence DOUBLE PRECISION, link_candidates TEXT, link_run BIGINT,
+    PRIMARY KEY (channel, key)) PARTITION BY LIST (channel);
+CREATE INDEX listings_master_sku ON listings (master_sku);
+-- earlier versions of a listing: first seen in run_id, replaced in until_run
+CREATE TABLE listing_versions (
+    id BIGSERIAL, channel TEXT {C} NOT NULL, key TEXT {C} NOT NULL, run_id BIGINT NOT NULL,
+    hash TEXT NOT NULL, data TEXT NOT NULL, until_run BIGINT NOT NULL, fetched_at TEXT,
+    evidence TEXT, PRIMARY KEY (channel, id)) PARTITION BY LIST (channel);
+CREATE INDEX listing_versions_key ON listing_versions (channel, key);
+CREATE VIEW links AS SELECT channel, key AS listing_key, master_sku AS sku,
+    link_method AS method, link_confidence AS confidence, link_candidates AS candidates,
+    link_run AS run_id FROM listings WHERE link_method IS NOT NULL;
+
+CREATE TABLE findings (
+    channel TEXT {C} NOT NULL, fingerprint TEXT {C} NOT NULL, check_name TEXT {C} NOT NULL,
+    sku TEXT {C}, listing_key TEXT {C}, field TEXT {C} NOT NULL, outcome TEXT NOT NULL,
+    severity TEXT NOT NULL, expected TEXT, actual TEXT, score DOUBLE PRECISION, message TEXT,
+    details TEXT, state TEXT NOT NULL, first_seen_at TIMESTAMPTZ NOT NULL,
+    last_seen_at TIMESTAMPTZ NOT NULL, first_run BIGINT, last_run BIGINT,
+    resolved_at TIMESTAMPTZ, resolved_run BIGINT,
+    PRIMARY KEY (channel, fingerprint)) PARTITION BY LIST (channel);
+CREATE INDEX findings_state ON findings (state, channel, check_name);
+CREATE INDEX findings_sku ON findings (sku);
+CREATE INDEX findings_fingerprint ON findings (fingerprint);
+-- every state change: opened, changed, resolved, reopened
+CREATE TABLE finding_events (
+    id BIGSERIAL, channel TEXT {C} NOT NULL, fingerprint TEXT {C} NOT NULL, run_id BIGINT,
+    at TIMESTAMPTZ NOT NULL, event TEXT NOT NULL, state TEXT NOT NULL, outcome TEXT,
+    expected TEXT, actual TEXT, PRIMARY KEY (channel, id)) PARTITION BY LIST (channel);
+CREATE INDEX finding_events_fp ON finding_events (fingerprint);
+CREATE INDEX finding_events_run ON finding_events (run_id);
+-- the non-passed outcome of each finding in each run (confirmation needs it)
+CREATE TABLE finding_observations (
+    channel TEXT {C} NOT NULL, run_id BIGINT NOT NULL, fingerprint TEXT {C} NOT NULL,
+    outcome TEXT NOT NULL, PRIMARY KEY (channel, run_id, fingerprint))
+    PARTITION BY LIST (channel);
+
+CREATE TABLE scores (
+    run_id BIGINT NOT NULL, channel TEXT {C} NOT NULL, check_name TEXT {C} NOT NULL,
+    passed INTEGER, failed INTEGER, warn INTEGER, not_evaluated INTEGER,
+    score DOUBLE PRECISION, PRIMARY KEY (run_id, channel, check_name));
+
+-- alerts to send, written in the same transaction as the findings (phase 2)
+CREATE TABLE outbox (
+    id BIGSERIAL PRIMARY KEY, created_at TIMESTAMPTZ NOT NULL, kind TEXT NOT NULL,
+    fingerprint TEXT, payload TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at TIMESTAMPTZ, last_error TEXT);
+
+-- conditional GET state per URL, and the last extraction for a 304
+CREATE TABLE http_cache (
+    url TEXT {C} PRIMARY KEY, etag TEXT, last_modified TEXT, fetched_at TEXT,
+    status INTEGER, sha256 TEXT, content_type TEXT, extraction TEXT);
+-- one perceptual signature per distinct image content (see auditor.images)
+CREATE TABLE image_signatures (
+    sha256 TEXT {C} PRIMARY KEY, version INTEGER NOT NULL, data TEXT NOT NULL,
+    created_at TEXT NOT NULL);
+-- the last fetch of each image URL
+CREATE TABLE image_urls (
+    url TEXT {C} PRIMARY KEY, etag TEXT, last_modified TEXT, sha256 TEXT, error TEXT,
+    fetched_at TEXT NOT NULL);
+"""
+
+# The same schema as the SQLite store's four migrations, as one (a PostgreSQL store has
+# no older databases to carry forward). A later change is appended as _M2 ...
+MIGRATIONS: list[str] = [_M1]
+SCHEMA_VERSION = len(MIGRATIONS)
+# Tables partitioned by channel (a partition per channel, made on first use).
+PARTITIONED = ("listings", "listing_versions", "findings", "finding_events",
+               "finding_observations")
+TABLES = ("master_snapshots", "master_records", "master_history", "master_changes",
+          "master_assets", "runs", "run_sources", "run_errors", *PARTITIONED, "scores",
+          "outbox", "http_cache", "image_signatures", "image_urls", "schema_version")
+
+
+def _check_version(current: int, known: int) -> None:
+    if current > known:
+        raise StoreError(f"database schema version {current} is newer than this auditor "
+                         f"knows ({known}); upgrade omni-auditor")
+
+
+def _current_version(conn: psycopg.Connection) -> int | None:
+    """The schema version, None when the store was never created."""
+    if conn.execute("SELECT to_regclass('schema_version')").fetchone()[0] is None:
+        return None
+    return conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+
+
+def migrate(conn: psycopg.Connection, migrations: Sequence[str] = MIGRATIONS) -> int:
+    """Apply the migrations newer than the store's version, each in its own transaction
+    under an advisory lock: concurrent migrators take turns, and each reads the version
+    again once it holds the lock (the second finds the work done)."""
+    target = len(migrations)
+    current = _current_version(conn)
+    if current is not None:
+        _check_version(current, target)
+        if current == target:  # the usual case: no lock taken
+            return target
+    while True:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))",
+                         (LOCK_MIGRATE,))
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY "
+                         "KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+            current = _current_version(conn) or 0
+            _check_version(current, target)
+            if current == target:
+                return target
+            conn.execute(migrations[current])  # type: ignore[arg-type]
+            conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (current + 1,))
+
+
+# --------------------------------------------------------------------------- connections
+
+def conninfo(url: str) -> str:
+    """The libpq URL for a store URL (``postgresql+psycopg://`` and ``postgres://`` too)."""
+    scheme, sep, rest = url.partition("://")
+    return "postgresql://" + rest if sep else url
+
+
+def _password(url: str) -> str | None:
+    with contextlib.suppress(Exception):
+        return psycopg.conninfo.conninfo_to_dict(conninfo(url)).get("password")  # type: ignore[return-value]
+    return None
+
+
+def _safe(url: str, e: BaseException) -> str:
+    """An error's text without the URL's password."""
+    text = str(e).strip()
+    pw = _password(url)
+    if pw:
+        text = text.replace(pw, "***")
+    return text
+
+
+def connect(url: str, application_name: str = "auditor",
+            lock_timeout: float | None = None) -> psycopg.Connection:
+    """A connection in autocommit mode (writes open their own transactions), UTC times.
+    StoreError, naming the store without its password, when it cannot be opened."""
+    try:
+        conn = psycopg.connect(conninfo(url), autocommit=True,
+                               application_name=application_name[:63])
+    except psycopg.Error as e:
+        raise StoreError(f"cannot open the PostgreSQL store {describe(url)}: "
+                         f"{_safe(url, e)}") from None
+    conn.execute("SET TIME ZONE 'UTC'")
+    if lock_timeout is not None:
+        conn.execute(f"SET lock_timeout = {int(lock_timeout * 1000)}")
+    return conn
+
+
+def store_exists(url: str) -> bool:
+    with contextlib.closing(connect(url)) as conn:
+        return _current_version(conn) is not None
+
+
+def remove_store(url: str) -> None:
+    """Drop every table of the store (in the connection's schema): a fresh start."""
+    with contextlib.closing(connect(url)) as conn, conn.transaction():
+        conn.execute("DROP VIEW IF EXISTS links")
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(
+            sql.SQL(", ").join(sql.Identifier(t) for t in TABLES)))
+
+
+# --------------------------------------------------------------------------- run lock
+
+# The run locks this process holds: store URL -> the connection holding the lock. A
+# forked child (a channel worker) forgets them at once, so only the run's own process
+# holds the lock; the connections are kept referenced (never closed by the child: that
+# would end the parent's session and release its lock).
+_HELD_LOCKS: dict[str, psycopg.Connection] = {}
+_INHERITED: list[psycopg.Connection] = []
+
+
+def _forget_inherited_locks() -> None:
+    _INHERITED.extend(_HELD_LOCKS.values())
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_forget_inherited_locks)
+
+
+@contextlib.contextmanager
+def run_lock(url: str, wait: float = 0.0) -> Iterator[None]:
+    """Hold the store's run lock: a session advisory lock on a connection of its own,
+    whose ``application_name`` names the holder (pid, since when) for a refused run."""
+    import time
+
+    conn = connect(url, f"auditor run lock pid {os.getpid()} since "
+                        f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ}")
+    deadline = time.monotonic() + wait
+    try:
+        while not conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))",
+                               (LOCK_RUN,)).fetchone()[0]:
+            if time.monotonic() >= deadline:
+                row = conn.execute(
+                    "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a"
+                    " USING (pid) WHERE l.locktype = 'advisory' AND l.granted"
+                    " AND l.database = (SELECT oid FROM pg_database"
+                    " WHERE datname = current_database())"
+                    " AND l.classid = %s::bigint AND l.objid ="
+                    " (hashtext(current_schema())::bigint & 4294967295) AND l.objsubid = 2",
+                    (LOCK_RUN,)).fetchone()
+                holder = row[0] if row else "unknown holder"
+                raise LockedError(f"another run holds the lock on {describe(url)} ({holder}); "
+                                  f"wait for it, or pass --wait SECONDS")
+            time.sleep(0.2)
+        _HELD_LOCKS[url] = conn
+        try:
+            yield
+        finally:
+            _HELD_LOCKS.pop(url, None)
+    finally:
+        conn.close()  # ends the session: the lock goes with it
+
+
+# --------------------------------------------------------------------------- store
+
+_KEY0, _KEY1, _KEY2, _KEY_LAST = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(-1)
+# Rows sent per transaction when a run stores listings: one pipeline each.
+WRITE_BATCH = 20_000
+
+
+def _iso(v: datetime | None) -> str | None:
+    return v.isoformat() if v is not None else None
+
+
+class PostgresStore:
+    """Domain-level access to one PostgreSQL database (its current schema).
+
+    Implements ``auditor.storage.interface.Store``; ``lock_timeout`` (seconds) is how
+    long a write waits for a lock another process holds."""
+
+    def __init__(self, url: str, lock_timeout: float = 30.0):
+        self.url = url
+        self.lock_timeout = lock_timeout
+        self.conn = connect(url, lock_timeout=lock_timeout)
+        self._channels: set[str] = set()  # channels whose partitions exist
+        try:
+            migrate(self.conn)
+        except psycopg.Error as e:
+            self.conn.close()
+            raise StoreError(f"cannot migrate the PostgreSQL store {describe(url)}: "
+                             f"{_safe(url, e)}") from None
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({describe(self.url)!r})"
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @property
+    def multi_process(self) -> bool:
+        return True
+
+    def run_lock(self, wait: float = 0.0) -> contextlib.AbstractContextManager[None]:
+        return run_lock(self.url, wait)
+
+    def holds_run_lock(self) -> bool:
+        """Whether this process holds this store's ``run_lock``."""
+        return self.url in _HELD_LOCKS
+
+    @property
+    def schema_version(self) -> int:
+        return _current_version(self.conn) or 0
+
+    def _ensure_channel(self, channel: str) -> None:
+        """Create the channel's partitions of the tables partitioned by channel, once."""
+        if channel in self._channels:
+            return
+        suffix = hashlib.blake2b(channel.encode(), digest_size=6).hexdigest()
+        names = [f"{t}__{suffix}" for t in PARTITIONED]
+        c = self.conn
+        if any(c.execute("SELECT to_regclass(%s)", (sql.Identifier(n).as_string(c),)
+                         ).fetchone()[0] is None for n in names):
+            with c.transaction():
+                c.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema() || '/' "
+                          "|| %s))", (LOCK_PARTITION, channel))
+                for table, name in zip(PARTITIONED, names):
+                    c.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR "
+                                      "VALUES IN ({})").format(
+                        sql.Identifier(name), sql.Identifier(table), sql.Literal(channel)))
+        self._channels.add(channel)
+
+    @contextlib.contextmanager
+    def _xact_lock(self, kind: int, name: str) -> Iterator[None]:
+        """A transaction holding the advisory lock ``(kind, name)`` until it ends."""
+        with self.conn.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema() "
+                              "|| '/' || %s))", (kind, name))
+            yield
+
+    # ----------------------------------------------------------------- master
+    def current_master(self) -> dict[str, MasterRecord]:
+        return {sku: codec.master_from_dict(orjson.loads(data)) for sku, data in
+                self.conn.execute("SELECT sku, data FROM master_records")}
+
+    def master_count(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM master_records").fetchone()[0]
+
+    def last_master_snapshot(self) -> MasterSnapshot | None:
+        row = self.conn.execute(
+            "SELECT id, imported_at, source, sha256, records, added, changed, removed,"
+            " skipped_rows FROM master_snapshots ORDER BY id DESC LIMIT 1").fetchone()
+        if row is None:
+            return None
+        return MasterSnapshot(row[0], row[1], row[2], row[3], row[4] or 0, row[5] or 0,
+                              row[6] or 0, row[7] or 0, row[8] or 0)
+
+    def save_master(self, records: Iterable[MasterRecord], source: str, sha256: str | None,
+                    now: datetime, skipped_rows: int = 0) -> MasterImportResult:
+        recs = {r.sku: r for r in records}
+        return self.commit_master(self.plan_master(recs, now), recs, source, sha256,
+                                  skipped_rows)
+
+    def plan_master(self, records: Mapping[str, MasterRecord], now: datetime) -> MasterPlan:
+        existing = dict(self.conn.execute("SELECT sku, hash FROM master_records").fetchall())
+        plan = MasterPlan(at=now.isoformat(), records=len(records))
+        for sku, rec in records.items():
+            body = codec.body(rec)
+            h = digest(body)
+            old = existing.get(sku)
+            if old == h:
+                continue
+            plan.writes[sku] = h
+            if old is None:
+                plan.added += 1
+            else:
+                plan.bodies[sku] = body.decode()
+        plan.removed = [sku for sku in existing if sku not in records]
+        replaced = [sku for sku in plan.writes if sku in existing] + plan.removed
+        for i in range(0, len(replaced), 10_000):
+            plan.replaced.update(self.conn.execute(
+                "SELECT sku, data FROM master_records WHERE sku = ANY(%s)",
+                (replaced[i:i + 10_000],)).fetchall())
+        return plan
+
+    def commit_master(self, plan: MasterPlan, records: Mapping[str, MasterRecord],
+                      source: str, sha256: str | None, skipped_rows: int = 0
+                      ) -> MasterImportResult:
+        """Write a planned import as a new snapshot, in one transaction (under the master's
+        advisory lock: two imports never interleave)."""
+        at = plan.at
+        changed = len(plan.writes) - plan.added
+        c = self.conn
+        with self._xact_lock(LOCK_MASTER, "master"), c.cursor() as cur:
+            snap = c.execute(
+                "INSERT INTO master_snapshots (imported_at, source, sha256, records, added, "
+                "changed, removed, skipped_rows) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
+                (at, source, sha256, plan.records, plan.added, changed, len(plan.removed),
+                 skipped_rows)).fetchone()[0]
+            skus = list(plan.writes)
+            for i in range(0, len(skus), 5000):
+                upserts, history, changes = [], [], []
+                for sku in skus[i:i + 5000]:
+                    data = plan.bodies.get(sku) or codec.body(records[sku]).decode()
+                    upserts.append((sku, plan.writes[sku], data, snap, at))
+                    old_data = plan.replaced.get(sku)
+                    if old_data is None:
+                        continue
+                    history.append(sku)
+                    old_d, new_d = orjson.loads(old_data), orjson.loads(data)
+                    for fld in sorted(set(old_d) | set(new_d)):
+                        if fld != "sku" and old_d.get(fld) != new_d.get(fld):
+                            changes.append((snap, sku, fld, _cell(old_d.get(fld)),
+                                            _cell(new_d.get(fld)), at))
+                # The replaced versions first, while master_records still holds them.
+                self._to_history(history, at, snap)
+                cur.executemany(
+                    "INSERT INTO master_records (sku, hash, data, snapshot_id, valid_from)"
+                    " VALUES (%s,%s,%s,%s,%s) ON CONFLICT (sku) DO UPDATE SET"
+                    " hash=excluded.hash, data=excluded.data, snapshot_id=excluded.snapshot_id,"
+                    " valid_from=excluded.valid_from", upserts)
+                cur.executemany(
+                    "INSERT INTO master_changes (snapshot_id, sku, field, old, new, changed_at)"
+                    " VALUES (%s,%s,%s,%s,%s,%s)", changes)
+            for i in range(0, len(plan.removed), 5000):
+                chunk = plan.removed[i:i + 5000]
+                self._to_history(chunk, at, snap)
+                c.execute("DELETE FROM master_records WHERE sku = ANY(%s)", (chunk,))
+        return MasterImportResult(snap, plan.records, plan.added, changed, len(plan.removed))
+
+    def _to_history(self, skus: list[str], at: str, snap: int) -> None:
+        if skus:
+            self.conn.execute(
+                "INSERT INTO master_history (sku, hash, data, valid_from, valid_to, snapshot_id)"
+                " SELECT sku, hash, data, valid_from, %s, %s FROM master_records"
+                " WHERE sku = ANY(%s) ORDER BY sku", (at, snap, skus))
+
+    def master_history(self) -> MasterHistory:
+        raw: dict[str, list[tuple[str, str]]] = {}
+        for sku, data, valid_to in self.conn.execute(
+                "SELECT sku, data, valid_to FROM master_history ORDER BY sku, valid_to, id"):
+            raw.setdefault(sku, []).append((valid_to.isoformat(), data))
+        return MasterHistory(raw)
+
+    def master_changes(self, sku: str | None = None) -> list[MasterChange]:
+        q = "SELECT id, snapshot_id, sku, field, old, new, changed_at FROM master_changes"
+        rows = self.conn.execute(q + " ORDER BY id DESC") if sku is None else \
+            self.conn.execute(q + " WHERE sku = %s ORDER BY id DESC", (sku,))
+        return [MasterChange(*r) for r in rows]
+
+    def record_master_assets(self, assets: Mapping[str, Sequence[tuple[str, str | None]]],
+                             now: datetime) -> int:
+        at = now.isoformat()
+        c = self.conn
+        closed = 0
+        skus = list(assets)
+        with self._xact_lock(LOCK_MASTER, "assets"), c.cursor() as cur:
+            for i in range(0, len(skus), 5000):
+                chunk = skus[i:i + 5000]
+                open_rows: dict[str, dict[int, tuple[int, str]]] = {}
+                for rid, sku, slot, sha in c.execute(
+                        "SELECT id, sku, slot, sha256 FROM master_assets WHERE valid_to IS NULL"
+                        " AND sku = ANY(%s)", (chunk,)):
+                    open_rows.setdefault(sku, {})[slot] = (rid, sha)
+                close, insert = [], []
+                for sku in chunk:
+                    have = open_rows.get(sku, {})
+                    slots = assets[sku]
+                    for slot, (ref, sha) in enumerate(slots):
+                        old = have.get(slot)
+                        if sha is None or (old is not None and old[1] == sha):
+                            continue
+                        if old is not None:
+                            close.append(old[0])
+                        insert.append((sku, slot, ref, sha, at))
+                    close += [rid for slot, (rid, _) in have.items() if slot >= len(slots)]
+                if close:
+                    c.execute("UPDATE master_assets SET valid_to = %s WHERE id = ANY(%s)",
+                              (at, close))
+                cur.executemany("INSERT INTO master_assets (sku, slot, ref, sha256, valid_from)"
+                                " VALUES (%s,%s,%s,%s,%s)", insert)
+                closed += len(close)
+        return closed
+
+    def master_asset_history(self, skus: Iterable[str] | None = None
+                             ) -> dict[str, list[MasterAssetRow]]:
+        q = ("SELECT id, sku, slot, ref, sha256, valid_from, valid_to FROM master_assets"
+             " WHERE valid_to IS NOT NULL")
+        out: dict[str, list[MasterAssetRow]] = {}
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            if skus is None:
+                rows = cur.execute(q + " ORDER BY sku, valid_to DESC, id DESC").fetchall()
+            else:
+                rows = cur.execute(q + " AND sku = ANY(%s) ORDER BY sku, valid_to DESC,"
+                                   " id DESC", (list(dict.fromkeys(skus)),)).fetchall()
+        for r in rows:
+            out.setdefault(r["sku"], []).append(r)  # type: ignore[arg-type]
+        return out
+
+    # ----------------------------------------------------------------- runs
+    def start_run(self, started_at: datetime, snapshot_id: int | None) -> int:
+        return self.conn.execute(
+            "INSERT INTO runs (started_at, status, master_snapshot_id) VALUES (%s, 'running',"
+            " %s) RETURNING id", (started_at, snapshot_id)).fetchone()[0]
+
+    def set_run_snapshot(self, run_id: int, snapshot_id: int | None) -> None:
+        self.conn.execute("UPDATE runs SET master_snapshot_id=%s WHERE id=%s",
+                          (snapshot_id, run_id))
+
+    def finish_run(self, run: Run, summary: dict[str, Any]) -> None:
+        self.conn.execute(
+            "UPDATE runs SET finished_at=%s, status=%s, summary=%s WHERE id=%s",
+            (run.finished_at or datetime.now(timezone.utc), run.status.value,
+             codec.dumps(summary), run.id))
+
+    def save_source_result(self, run_id: int, res: SourceResult,
+                           errors: Sequence[tuple[str, str]] = ()) -> None:
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO run_sources (run_id, source, status, listings, errors, message,"
+                " started_at, finished_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)"
+                " ON CONFLICT (run_id, source) DO UPDATE SET status=excluded.status,"
+                " listings=excluded.listings, errors=excluded.errors, message=excluded.message,"
+                " started_at=excluded.started_at, finished_at=excluded.finished_at",
+                (run_id, res.name, res.status.value, res.listings, res.errors, res.message,
+                 res.started_at, res.finished_at))
+            cur.executemany(
+                "INSERT INTO run_errors (run_id, source, location, reason) VALUES (%s,%s,%s,%s)",
+                [(run_id, res.name, loc, reason) for loc, reason in errors])
+
+    @staticmethod
+    def _run_record(row: tuple) -> RunRecord:
+        i, started, finished, status, snap, summary = row
+        return RunRecord(i, started, finished, status, snap,
+                         orjson.loads(summary) if summary else {})
+
+    def runs(self, limit: int = 20) -> list[RunRecord]:
+        return [self._run_record(r) for r in self.conn.execute(
+            "SELECT id, started_at, finished_at, status, master_snapshot_id, summary"
+            " FROM runs ORDER BY id DESC LIMIT %s", (limit,))]
+
+    _SOURCE_COLS = "run_id, source, status, listings, errors, message, started_at, finished_at"
+
+    def run_sources(self, run_id: int) -> list[RunSourceRecord]:
+        return [RunSourceRecord(*r) for r in self.conn.execute(
+            f"SELECT {self._SOURCE_COLS} FROM run_sources WHERE run_id = %s ORDER BY source",
+            (run_id,))]
+
+    def run_errors(self, run_id: int, source: str | None = None,
+                   limit: int = 1000) -> list[RunErrorRecord]:
+        q = "SELECT id, run_id, source, location, reason FROM run_errors WHERE run_id=%s"
+        args: list[Any] = [run_id]
+        if source:
+            q += " AND source=%s"
+            args.append(source)
+        return [RunErrorRecord(*r) for r in self.conn.execute(q + " ORDER BY id LIMIT %s",
+                                                              [*args, limit])]
+
+    def last_source_result(self, source: str, before_run: int | None = None
+                           ) -> RunSourceRecord | None:
+        q = f"SELECT {self._SOURCE_COLS} FROM run_sources WHERE source = %s"
+        args: list[Any] = [source]
+        if before_run is not None:
+            q += " AND run_id < %s"
+            args.append(before_run)
+        row = self.conn.execute(q + " ORDER BY run_id DESC LIMIT 1", args).fetchone()
+        return RunSourceRecord(*row) if row else None
+
+    def last_durations(self) -> dict[str, float]:
+        return {source: seconds for source, seconds in self.conn.execute(
+            "SELECT DISTINCT ON (source) source,"
+            " extract(epoch FROM finished_at - started_at)::float8 FROM run_sources"
+            " WHERE status='complete' AND started_at IS NOT NULL AND finished_at IS NOT NULL"
+            " ORDER BY source, run_id DESC")}
+
+    def last_good_listing_count(self, source: str, before_run: int) -> int | None:
+        row = self.conn.execute(
+            "SELECT listings FROM run_sources WHERE source=%s AND run_id<%s AND "
+            "status='complete' ORDER BY run_id DESC LIMIT 1", (source, before_run)).fetchone()
+        return row[0] if row else None
+
+    def save_scores(self, run_id: int, rows: Iterable[tuple[str, str, dict[str, int]]]) -> None:
+        data = []
+        for channel, check, n in rows:
+            total = n.get("passed", 0) + n.get("failed", 0) + n.get("warn", 0)
+            score = n.get("passed", 0) / total if total else None
+            data.append((run_id, channel, check, n.get("passed", 0), n.get("failed", 0),
+                         n.get("warn", 0), n.get("not_evaluated", 0), score))
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO scores (run_id, channel, check_name, passed, failed, warn,"
+                " not_evaluated, score) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)"
+                " ON CONFLICT (run_id, channel, check_name) DO UPDATE SET"
+                " passed=excluded.passed, failed=excluded.failed, warn=excluded.warn,"
+                " not_evaluated=excluded.not_evaluated, score=excluded.score", data)
+
+    def scores(self, run_id: int) -> list[ScoreRecord]:
+        return [ScoreRecord(*r) for r in self.conn.execute(
+            "SELECT run_id, channel, check_name, passed, failed, warn, not_evaluated, score"
+            " FROM scores WHERE run_id=%s ORDER BY channel, check_name", (run_id,))]
+
+    # ----------------------------------------------------------------- a run's own record
+    def run_summary(self, run_id: int) -> dict[str, Any]:
+        row = self.conn.execute("SELECT summary FROM runs WHERE id=%s", (run_id,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else {}
+
+    def _locked_summary(self, run_id: int) -> dict[str, Any]:
+        """The summary, its row locked until the transaction ends (no lost update when
+        two processes add to it at once)."""
+        row = self.conn.execute("SELECT summary FROM runs WHERE id=%s FOR UPDATE",
+                                (run_id,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else {}
+
+    def update_run_summary(self, run_id: int, **parts: Any) -> None:
+        with self.conn.transaction():
+            summary = self._locked_summary(run_id)
+            summary.update(parts)
+            self.conn.execute("UPDATE runs SET summary=%s WHERE id=%s",
+                              (codec.dumps(summary), run_id))
+
+    def record_master_import(self, run_id: int, info: Mapping[str, Any],
+                             errors: Sequence[tuple[str, str]] = ()) -> None:
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            summary = self._locked_summary(run_id)
+            summary["master"] = dict(info)
+            cur.execute("UPDATE runs SET summary=%s WHERE id=%s", (codec.dumps(summary), run_id))
+            cur.executemany(
+                "INSERT INTO run_errors (run_id, source, location, reason) VALUES (%s,%s,%s,%s)",
+                [(run_id, "master", loc, reason) for loc, reason in errors])
+
+    def finding_changes(self, run_id: int, channel: str) -> list[FindingChange]:
+        return [FindingChange(*row) for row in self.conn.execute(
+            "SELECT e.fingerprint, e.event, f.check_name, f.channel, f.sku,"
+            " f.listing_key, f.field, f.outcome, f.severity, f.expected, f.actual, f.message"
+            " FROM finding_events e JOIN findings f ON f.channel = e.channel"
+            " AND f.fingerprint = e.fingerprint WHERE e.channel = %s AND e.run_id = %s"
+            " AND (f.last_run = %s OR f.resolved_run = %s) ORDER BY e.id",
+            (channel, run_id, run_id, run_id))]
+
+    def interrupt_run(self, run_id: int, at: datetime, reason: str) -> bool:
+        # Whatever this connection was writing when the run was stopped stays unwritten:
+        # a connection caught inside a transaction (or a statement) is replaced, which
+        # ends its session and rolls the transaction back.
+        if self.conn.closed or self.conn.info.transaction_status != \
+                psycopg.pq.TransactionStatus.IDLE:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            self.conn = connect(self.url, lock_timeout=self.lock_timeout)
+        with self.conn.transaction():
+            summary = self._locked_summary(run_id)
+            summary["interrupted"] = {"at": at.isoformat(), "reason": reason}
+            cur = self.conn.execute(
+                "UPDATE runs SET finished_at=%s, status='interrupted', summary=%s "
+                "WHERE id=%s AND status='running'", (at, codec.dumps(summary), run_id))
+        return cur.rowcount > 0
+
+    def running_runs(self) -> list[RunRecord]:
+        return [self._run_record(r) for r in self.conn.execute(
+            "SELECT id, started_at, finished_at, status, master_snapshot_id, summary"
+            " FROM runs WHERE status = 'running' ORDER BY id")]
+
+    # ----------------------------------------------------------------- listings
+    def save_listings(self, run_id: int, channel: str,
+                      observed: Iterable[tuple[Listing, Link | None]]) -> ListingSave:
+        """As the SQLite store's: a listing read again unchanged, from the same place and
+        with the same link, costs a hash comparison and no statement. One transaction per
+        batch of ``WRITE_BATCH`` rows; the channel's advisory lock is held for the whole
+        read, so two processes saving one channel take turns (each reads what the other
+        wrote) instead of losing each other's updates."""
+        self._ensure_channel(channel)
+        c = self.conn
+        c.execute("SELECT pg_advisory_lock(%s, hashtext(current_schema() || '/' || %s))",
+                  (LOCK_LISTINGS, channel))
+        try:
+            return self._save_listings(run_id, channel, observed)
+        finally:
+            if c.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                c.execute("SELECT pg_advisory_unlock(%s, hashtext(current_schema() || '/' "
+                          "|| %s))", (LOCK_LISTINGS, channel))
+
+    def _save_listings(self, run_id: int, channel: str,
+                       observed: Iterable[tuple[Listing, Link | None]]) -> ListingSave:
+        c = self.conn
+        known = {k: (h, ev, gone, (sku, method, conf, cands), link_run)
+                 for k, h, ev, gone, sku, method, conf, cands, link_run in c.execute(
+                     "SELECT key, hash, evidence, removed_run, master_sku, link_method,"
+                     " link_confidence, link_candidates, link_run FROM listings"
+                     " WHERE channel = %s", (channel,))}
+        seen: set[str] = set()
+        new = changed = 0
+        batch_up: list[tuple] = []
+        batch_ver: list[str] = []
+        batch_seen: list[tuple] = []
+        batch_link: list[tuple] = []
+
+        def flush() -> None:
+            if not (batch_up or batch_seen or batch_link):
+                return
+            batch_up.sort(key=_KEY1)
+            batch_seen.sort(key=_KEY_LAST)
+            batch_link.sort(key=_KEY_LAST)
+            with c.transaction(), c.cursor() as cur:
+                if batch_ver:  # the replaced versions first, while listings holds them
+                    cur.execute(
+                        "INSERT INTO listing_versions (channel, key, run_id, hash, data,"
+                        " until_run, fetched_at, evidence) SELECT channel, key,"
+                        " last_changed_run, hash, data, %s, fetched_at, evidence FROM listings"
+                        " WHERE channel = %s AND key = ANY(%s) ORDER BY key",
+                        (run_id, channel, sorted(batch_ver)))
+                cur.executemany(
+                    "INSERT INTO listings (channel, key, hash, data, first_seen_run,"
+                    " last_seen_run, last_changed_run, fetched_at, evidence, master_sku,"
+                    " link_method, link_confidence, link_candidates, link_run)"
+                    " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+                    " ON CONFLICT (channel, key) DO UPDATE SET hash=excluded.hash,"
+                    " data=excluded.data, last_seen_run=excluded.last_seen_run,"
+                    " last_changed_run=excluded.last_changed_run,"
+                    " fetched_at=excluded.fetched_at, evidence=excluded.evidence,"
+                    " removed_run=NULL, master_sku=excluded.master_sku,"
+                    " link_method=excluded.link_method,"
+                    " link_confidence=excluded.link_confidence,"
+                    " link_candidates=excluded.link_candidates, link_run=excluded.link_run",
+                    batch_up)
+                cur.executemany(
+                    "UPDATE listings SET last_seen_run=%s, removed_run=NULL, fetched_at=%s,"
+                    " evidence=%s, master_sku=%s, link_method=%s, link_confidence=%s,"
+                    " link_candidates=%s, link_run=%s WHERE channel=%s AND key=%s", batch_seen)
+                cur.executemany(
+                    "UPDATE listings SET master_sku=%s, link_method=%s, link_confidence=%s,"
+                    " link_candidates=%s, link_run=%s WHERE channel=%s AND key=%s", batch_link)
+            batch_up.clear(); batch_ver.clear(); batch_seen.clear(); batch_link.clear()
+
+        last_dt: datetime | None = None
+        fetched: str | None = None
+        no_link = (None, None, None, None)
+        for li, lk in observed:
+            key = li.key
+            if key in seen:
+                continue
+            seen.add(key)
+            body = codec.body(li)
+            h = digest(body)
+            was = known.get(key)
+            link = no_link if lk is None else (
+                lk.sku, lk.method, lk.confidence,
+                json.dumps(list(lk.candidates)) if lk.candidates else None)
+            link_run = was[4] if was is not None and was[3] == link else \
+                (None if lk is None else run_id)
+            if li.fetched_at is not last_dt:
+                last_dt = li.fetched_at
+                fetched = last_dt.isoformat() if last_dt else None
+            if was is not None and was[0] == h:
+                if was[2] is not None or was[1] != li.evidence:  # back again, or moved
+                    batch_seen.append((run_id, fetched, li.evidence, *_link_cells(link),
+                                       link_run, channel, key))
+                elif was[3] != link:
+                    batch_link.append((*_link_cells(link), link_run, channel, key))
+            else:
+                batch_up.append((channel, key, h, body.decode(), run_id, run_id, run_id,
+                                 fetched, li.evidence, *_link_cells(link), link_run))
+                if was is None:
+                    new += 1
+                else:
+                    changed += 1
+                    batch_ver.append(key)
+            if len(batch_up) + len(batch_seen) + len(batch_link) >= WRITE_BATCH:
+                flush()
+        flush()
+        unseen = [k for k, was in known.items() if was[2] is None and k not in seen]
+        return ListingSave(len(seen), new, changed, unseen)
+
+    def mark_removed(self, run_id: int, channel: str, keys: Iterable[str]) -> int:
+        keys = list(keys)
+        if keys:
+            self.conn.execute("UPDATE listings SET removed_run=%s WHERE channel=%s"
+                              " AND key = ANY(%s)", (run_id, channel, keys))
+        return len(keys)
+
+    def listings(self, channel: str | None = None, sku: str | None = None,
+                 include_removed: bool = False) -> list[Listing]:
+        q = "SELECT data, fetched_at, evidence FROM listings"
+        where, args = [], []
+        if sku is not None:
+            where.append("master_sku = %s"); args.append(sku)
+        if channel is not None:
+            where.append("channel = %s"); args.append(channel)
+        if not include_removed:
+            where.append("removed_run IS NULL")
+        if where:
+            q += " WHERE " + " AND ".join(where)
+        return [codec.listing_from_row(d, fetched, evidence) for d, fetched, evidence in
+                self.conn.execute(q + " ORDER BY channel, key", args)]
+
+    def links(self, channel: str | None = None) -> list[LinkRecord]:
+        q = ("SELECT channel, key, master_sku, link_method, link_confidence, link_candidates,"
+             " link_run FROM listings WHERE link_method IS NOT NULL AND removed_run IS NULL")
+        args: list[Any] = []
+        if channel:
+            q += " AND channel = %s"
+            args.append(channel)
+        return [LinkRecord(ch, key, sku, method, conf,
+                           tuple(json.loads(cands)) if cands else (), run)
+                for ch, key, sku, method, conf, cands, run in self.conn.execute(
+                    q + " ORDER BY channel, key", args)]
+
+    # ----------------------------------------------------------------- findings
+    def apply_findings(self, run_id: int, channel: str, observed: Iterable[Finding],
+                       status: SourceStatus, seen_keys: set[str] | None,
+                       checks_ran: Sequence[str], now: datetime) -> FindingChanges:
+        """As the SQLite store's, in one transaction that holds the channel's findings
+        lock from the read of the existing findings to the last write."""
+        self._ensure_channel(channel)
+        at = now
+        c = self.conn
+        as_previous = Previous._make
+        evidence = Evidence(status, seen_keys, frozenset(checks_ran))
+        transition = lifecycle.transition
+        opened = reopened = still_open = 0
+        observed_fps: set[str] = set()
+        with self._xact_lock(LOCK_FINDINGS, channel), c.cursor() as cur:
+            existing = {row[0]: as_previous(row[1:]) for row in c.execute(
+                "SELECT fingerprint, state, outcome, expected, actual, check_name, listing_key"
+                " FROM findings WHERE channel=%s", (channel,))}
+            events: list[tuple] = []
+            obs, inserts, updates = [], [], []
+            for f in observed:
+                if f.outcome == Outcome.PASSED:
+                    continue
+                fp = f.fingerprint
+                if fp in observed_fps:
+                    continue
+                observed_fps.add(fp)
+                obs.append((channel, run_id, fp, f.outcome.value))
+                details = codec.dumps(dict(f.details)) if f.details else None
+                old = existing.get(fp)
+                t = transition(old, f, evidence)
+                assert t is not None and t.seen
+                if old is None:
+                    inserts.append((channel, fp, f.check, f.sku, f.listing_key, f.field,
+                                    f.outcome.value, f.severity.value, f.expected, f.actual,
+                                    f.score, f.message, details, t.state, at, at, run_id,
+                                    run_id))
+                    opened += 1
+                else:
+                    if t.event == lifecycle.REOPENED:
+                        reopened += 1
+                    else:
+                        still_open += 1
+                    updates.append((f.outcome.value, f.severity.value, f.expected, f.actual,
+                                    f.score, f.message, details, t.state, at, run_id, f.sku,
+                                    channel, fp))
+                if t.event:
+                    events.append((channel, fp, run_id, at, t.event, t.state, f.outcome.value,
+                                   f.expected, f.actual))
+            inserts.sort(key=_KEY1)
+            updates.sort(key=_KEY_LAST)
+            obs.sort(key=_KEY2)
+            cur.executemany(
+                "INSERT INTO findings (channel, fingerprint, check_name, sku, listing_key,"
+                " field, outcome, severity, expected, actual, score, message, details, state,"
+                " first_seen_at, last_seen_at, first_run, last_run)"
+                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", inserts)
+            cur.executemany(
+                "UPDATE findings SET outcome=%s, severity=%s, expected=%s, actual=%s,"
+                " score=%s, message=%s, details=%s, state=%s, last_seen_at=%s, last_run=%s,"
+                " sku=%s, resolved_at=NULL, resolved_run=NULL"
+                " WHERE channel=%s AND fingerprint=%s", updates)
+            cur.executemany(
+                "INSERT INTO finding_observations (channel, run_id, fingerprint, outcome)"
+                " VALUES (%s,%s,%s,%s) ON CONFLICT (channel, run_id, fingerprint)"
+                " DO UPDATE SET outcome=excluded.outcome", obs)
+            moved = []
+            for fp, prev in existing.items():
+                if fp not in observed_fps:
+                    t = transition(prev, None, evidence)
+                    if t is not None:
+                        moved.append((fp, t))
+            moved.sort(key=_KEY0)
+            cur.executemany(
+                "UPDATE findings SET state=%s, resolved_at=%s, resolved_run=%s"
+                " WHERE channel=%s AND fingerprint=%s",
+                [(t.state, at if t.state == RESOLVED else None,
+                  run_id if t.state == RESOLVED else None, channel, fp) for fp, t in moved])
+            events += [(channel, fp, run_id, at, t.event, t.state, None, None, None)
+                       for fp, t in moved if t.event]
+            events.sort(key=_KEY1)
+            cur.executemany(
+                "INSERT INTO finding_events (channel, fingerprint, run_id, at, event, state,"
+                " outcome, expected, actual) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)", events)
+        resolved = sum(1 for _, t in moved if t.event == lifecycle.RESOLVED_EVENT)
+        return FindingChanges(opened, reopened, resolved, still_open)
+
+    _FINDING_COLS = ("fingerprint, check_name, channel, sku, listing_key, field, outcome, "
+                     "severity, expected, actual, score, message, details, state, "
+                     "first_seen_at, last_seen_at, first_run, last_run, resolved_at, "
+                     "resolved_run")
+
+    def findings(self, state: str | None = None, channel: str | None = None,
+                 check: str | None = None, sku: str | None = None,
+                 limit: int | None = None) -> list[FindingRecord]:
+        where, args = [], []
+        for col, val in (("state", state), ("channel", channel), ("check_name", check),
+                         ("sku", sku)):
+            if val is not None:
+                where.append(f"{col} = %s")
+                args.append(val)
+        q = f"SELECT {self._FINDING_COLS} FROM findings"
+        if where:
+            q += " WHERE " + " AND ".join(where)
+        # NULLS FIRST: the order SQLite gives (findings without a SKU first).
+        q += (" ORDER BY CASE severity WHEN 'critical' THEN 0 WHEN 'major' THEN 1 "
+              "WHEN 'minor' THEN 2 ELSE 3 END, channel, check_name, sku NULLS FIRST, field")
+        if limit:
+            q += f" LIMIT {int(limit)}"
+        return [FindingRecord(*r[:12], orjson.loads(r[12]) if r[12] else {}, *r[13:])
+                for r in self.conn.execute(q, args)]
+
+    def finding_events(self, fingerprint: str) -> list[FindingEvent]:
+        return [FindingEvent(*r) for r in self.conn.execute(
+            "SELECT id, fingerprint, run_id, at, event, state, outcome, expected, actual"
+            " FROM finding_events WHERE fingerprint=%s ORDER BY id", (fingerprint,))]
+
+    # ----------------------------------------------------------------- caches
+    _HTTP_COLS = frozenset(("etag", "last_modified", "fetched_at", "status", "sha256",
+                            "content_type", "extraction"))
+
+    def http_cache_get(self, url: str) -> HttpCacheRow | None:
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            return cur.execute("SELECT url, etag, last_modified, fetched_at, status, sha256,"
+                               " content_type, extraction FROM http_cache WHERE url = %s",
+                               (url,)).fetchone()  # type: ignore[return-value]
+
+    def http_cache_put(self, url: str, **values: Any) -> None:
+        self.http_cache_put_many([{"url": url, **values}])
+
+    def http_cache_put_many(self, rows: list[dict[str, Any]]) -> None:
+        """Upsert many rows (each with ``url``); a row changes only the columns it names
+        (rows are grouped by the columns they carry: one statement shape per group)."""
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for r in rows:
+            cols = tuple(sorted(k for k in r if k != "url"))
+            unknown = set(cols) - self._HTTP_COLS
+            if unknown:
+                raise StoreError(f"http_cache has no column {sorted(unknown)[0]!r}")
+            groups.setdefault(cols, []).append(r)
+        if not groups:
+            return
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            for cols, group in groups.items():
+                names = ("url", *cols)
+                q = sql.SQL("INSERT INTO http_cache ({}) VALUES ({}) ON CONFLICT (url) ").format(
+                    sql.SQL(", ").join(map(sql.Identifier, names)),
+                    sql.SQL(", ").join(sql.Placeholder() * len(names)))
+                q += (sql.SQL("DO UPDATE SET ") + sql.SQL(", ").join(
+                    sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c)) for c in cols)
+                ) if cols else sql.SQL("DO NOTHING")
+                cur.executemany(q, [tuple(r.get(n) for n in names) for r in group])
+
+    def http_cache_extractions(self, urls: Sequence[str]) -> dict[str, str]:
+        return dict(self.conn.execute(
+            "SELECT url, extraction FROM http_cache WHERE url = ANY(%s)"
+            " AND extraction IS NOT NULL", (list(urls),)).fetchall())
+
+    def http_cache_validators(self, prefix: str) -> Iterator[HttpValidators]:
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            yield from cur.execute(  # type: ignore[misc]
+                "SELECT url, etag, last_modified, fetched_at, sha256,"
+                " extraction IS NOT NULL AS had_extraction FROM http_cache"
+                " WHERE url >= %s AND url < %s", (prefix, prefix + "\U0010ffff")).fetchall()
+
+    def image_signatures(self, shas: Iterable[str], version: int) -> dict[str, dict[str, Any]]:
+        return {sha: json.loads(data) for sha, data in self.conn.execute(
+            "SELECT sha256, data FROM image_signatures WHERE version = %s AND sha256 = ANY(%s)",
+            (version, list(dict.fromkeys(shas))))}
+
+    def put_image_signatures(self, rows: Iterable[tuple[str, int, dict[str, Any]]]) -> None:
+        at = _now()
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO image_signatures (sha256, version, data, created_at)"
+                " VALUES (%s,%s,%s,%s) ON CONFLICT (sha256) DO UPDATE SET"
+                " version=excluded.version, data=excluded.data, created_at=excluded.created_at",
+                [(sha, v, codec.dumps(d), at) for sha, v, d in rows])
+
+    def image_urls(self, urls: Iterable[str]) -> dict[str, ImageUrlRow]:
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            return {r["url"]: r for r in cur.execute(  # type: ignore[misc]
+                "SELECT url, etag, last_modified, sha256, error, fetched_at FROM image_urls"
+                " WHERE url = ANY(%s)", (list(dict.fromkeys(urls)),))}
+
+    def put_image_urls(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        at = _now()
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO image_urls (url, etag, last_modified, sha256, error, fetched_at)"
+                " VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (url) DO UPDATE SET"
+                " etag=excluded.etag, last_modified=excluded.last_modified,"
+                " sha256=excluded.sha256, error=excluded.error, fetched_at=excluded.fetched_at",
+                [(r["url"], r.get("etag"), r.get("last_modified"), r.get("sha256"),
+                  r.get("error"), at) for r in rows])
+
+
+def _link_cells(link: tuple) -> tuple:
+    """A link as stored: the method (a StrEnum) as its text."""
+    sku, method, conf, cands = link
+    return (sku, None if method is None else str(method), conf, cands)
+
+
+def _cell(v: Any) -> str | None:
+    if v is None:
+        return None
+    return v if isinstance(v, str) else codec.dumps(v)
