@@ -139,9 +139,10 @@ STORE_OPTIONS = (
     Opt("path", str, "auditor.db", "SQLite database file (relative to the config file)."),
     Opt("url", _store_url, "",
         "The store as a URL, instead of `path`: sqlite:///auditor.db (relative to the config "
-        "file), sqlite:////var/lib/auditor/auditor.db (absolute) or sqlite:///:memory:. "
-        "postgresql:// is designed (docs/scaling.md) but not implemented yet. "
-        "When set, `path` is not used."),
+        "file), sqlite:////var/lib/auditor/auditor.db (absolute), sqlite:///:memory:, or "
+        "postgresql://USER@HOST:5432/DBNAME for the PostgreSQL store (pip install "
+        "'omni-auditor[postgres]'; give the password by PGPASSWORD or ~/.pgpass rather than "
+        "in the URL; see docs/scaling.md). When set, `path` is not used."),
 )
 
 RUN_OPTIONS = (

@@ -2,8 +2,8 @@
 
 Each concern is a ``typing.Protocol``; ``Store`` combines them and is what the
 runner, the CLI and the reports are typed against. ``auditor.storage.sqlite``
-implements it (the default); a PostgreSQL implementation will implement the same
-protocols and pass the same contract suite (``tests/test_storage_contract.py``).
+implements it (the default), ``auditor.storage.postgres`` too; both pass the same
+contract suite (``tests/test_storage_contract.py``).
 Get a store from ``auditor.storage.open_store(url)``, never by constructing one.
 
 Read APIs return the typed records of ``auditor.storage.records``; write APIs take
