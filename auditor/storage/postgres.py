@@ -368,6 +368,7 @@ class PostgresStore:
         self.lock_timeout = lock_timeout
         self.conn = connect(url, lock_timeout=lock_timeout)
         self._channels: set[str] = set()  # channels whose partitions exist
+        self._staged: set[str] = set()  # this session's staging tables
         try:
             migrate(self.conn)
         except psycopg.Error as e:
@@ -413,6 +414,27 @@ class PostgresStore:
                                       "VALUES IN ({})").format(
                         sql.Identifier(name), sql.Identifier(table), sql.Literal(channel)))
         self._channels.add(channel)
+
+    def _stage(self, name: str, table: str, cols: Sequence[str]) -> str:
+        """A temporary staging table (this session's, emptied at each commit) with
+        ``cols`` of ``table``, for ``COPY`` then one set-based merge."""
+        if name not in self._staged:
+            self.conn.execute(sql.SQL(
+                "CREATE TEMP TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS SELECT {} FROM {}"
+                " WITH NO DATA").format(sql.Identifier(name),
+                                        sql.SQL(", ").join(map(sql.Identifier, cols)),
+                                        sql.Identifier(table)))
+            self._staged.add(name)
+        return name
+
+    @staticmethod
+    def _copy(cur: psycopg.Cursor, table: str, cols: Sequence[str], rows: Iterable[tuple]
+              ) -> None:
+        """``COPY`` rows into ``table`` (a partitioned table routes each to its partition)."""
+        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(
+                sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, cols)))) as cp:
+            for row in rows:
+                cp.write_row(row)
 
     @contextlib.contextmanager
     def _xact_lock(self, kind: int, name: str) -> Iterator[None]:
@@ -730,6 +752,7 @@ class PostgresStore:
             with contextlib.suppress(Exception):
                 self.conn.close()
             self.conn = connect(self.url, lock_timeout=self.lock_timeout)
+            self._staged.clear()
         with self.conn.transaction():
             summary = self._locked_summary(run_id)
             summary["interrupted"] = {"at": at.isoformat(), "reason": reason}
@@ -777,12 +800,17 @@ class PostgresStore:
         batch_seen: list[tuple] = []
         batch_link: list[tuple] = []
 
+        up_stage = self._stage("stage_listings", "listings", _UP_COLS)
+        seen_stage = self._stage("stage_listings_seen", "listings", _SEEN_COLS)
+        link_stage = self._stage("stage_listings_link", "listings", _LINK_COLS)
+
         def flush() -> None:
             if not (batch_up or batch_seen or batch_link):
                 return
             batch_up.sort(key=_KEY1)
             batch_seen.sort(key=_KEY_LAST)
             batch_link.sort(key=_KEY_LAST)
+            # Each kind of row is COPY-ed into its staging table and merged by one statement.
             with c.transaction(), c.cursor() as cur:
                 if batch_ver:  # the replaced versions first, while listings holds them
                     cur.execute(
@@ -791,27 +819,41 @@ class PostgresStore:
                         " last_changed_run, hash, data, %s, fetched_at, evidence FROM listings"
                         " WHERE channel = %s AND key = ANY(%s) ORDER BY key",
                         (run_id, channel, sorted(batch_ver)))
-                cur.executemany(
-                    "INSERT INTO listings (channel, key, hash, data, first_seen_run,"
-                    " last_seen_run, last_changed_run, fetched_at, evidence, master_sku,"
-                    " link_method, link_confidence, link_candidates, link_run)"
-                    " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
-                    " ON CONFLICT (channel, key) DO UPDATE SET hash=excluded.hash,"
-                    " data=excluded.data, last_seen_run=excluded.last_seen_run,"
-                    " last_changed_run=excluded.last_changed_run,"
-                    " fetched_at=excluded.fetched_at, evidence=excluded.evidence,"
-                    " removed_run=NULL, master_sku=excluded.master_sku,"
-                    " link_method=excluded.link_method,"
-                    " link_confidence=excluded.link_confidence,"
-                    " link_candidates=excluded.link_candidates, link_run=excluded.link_run",
-                    batch_up)
-                cur.executemany(
-                    "UPDATE listings SET last_seen_run=%s, removed_run=NULL, fetched_at=%s,"
-                    " evidence=%s, master_sku=%s, link_method=%s, link_confidence=%s,"
-                    " link_candidates=%s, link_run=%s WHERE channel=%s AND key=%s", batch_seen)
-                cur.executemany(
-                    "UPDATE listings SET master_sku=%s, link_method=%s, link_confidence=%s,"
-                    " link_candidates=%s, link_run=%s WHERE channel=%s AND key=%s", batch_link)
+                if batch_up:
+                    self._copy(cur, up_stage, _UP_COLS, batch_up)
+                    cur.execute(
+                        "INSERT INTO listings (channel, key, hash, data, first_seen_run,"
+                        " last_seen_run, last_changed_run, fetched_at, evidence, master_sku,"
+                        " link_method, link_confidence, link_candidates, link_run)"
+                        " SELECT channel, key, hash, data, first_seen_run,"
+                        " last_seen_run, last_changed_run, fetched_at, evidence, master_sku,"
+                        " link_method, link_confidence, link_candidates, link_run"
+                        " FROM stage_listings"
+                        " ON CONFLICT (channel, key) DO UPDATE SET hash=excluded.hash,"
+                        " data=excluded.data, last_seen_run=excluded.last_seen_run,"
+                        " last_changed_run=excluded.last_changed_run,"
+                        " fetched_at=excluded.fetched_at, evidence=excluded.evidence,"
+                        " removed_run=NULL, master_sku=excluded.master_sku,"
+                        " link_method=excluded.link_method,"
+                        " link_confidence=excluded.link_confidence,"
+                        " link_candidates=excluded.link_candidates, link_run=excluded.link_run")
+                if batch_seen:
+                    self._copy(cur, seen_stage, _SEEN_COLS, batch_seen)
+                    cur.execute(
+                        "UPDATE listings l SET last_seen_run=s.last_seen_run, removed_run=NULL,"
+                        " fetched_at=s.fetched_at, evidence=s.evidence, master_sku=s.master_sku,"
+                        " link_method=s.link_method, link_confidence=s.link_confidence,"
+                        " link_candidates=s.link_candidates, link_run=s.link_run"
+                        " FROM stage_listings_seen s WHERE l.channel = %s"
+                        " AND l.channel = s.channel AND l.key = s.key", (channel,))
+                if batch_link:
+                    self._copy(cur, link_stage, _LINK_COLS, batch_link)
+                    cur.execute(
+                        "UPDATE listings l SET master_sku=s.master_sku,"
+                        " link_method=s.link_method, link_confidence=s.link_confidence,"
+                        " link_candidates=s.link_candidates, link_run=s.link_run"
+                        " FROM stage_listings_link s WHERE l.channel = %s"
+                        " AND l.channel = s.channel AND l.key = s.key", (channel,))
             batch_up.clear(); batch_ver.clear(); batch_seen.clear(); batch_link.clear()
 
         last_dt: datetime | None = None
@@ -901,6 +943,9 @@ class PostgresStore:
         transition = lifecycle.transition
         opened = reopened = still_open = 0
         observed_fps: set[str] = set()
+        upd_stage = self._stage("stage_findings", "findings", _FUPD_COLS)
+        obs_stage = self._stage("stage_observations", "finding_observations", _OBS_COLS)
+        moved_stage = self._stage("stage_findings_moved", "findings", _MOVED_COLS)
         with self._xact_lock(LOCK_FINDINGS, channel), c.cursor() as cur:
             existing = {row[0]: as_previous(row[1:]) for row in c.execute(
                 "SELECT fingerprint, state, outcome, expected, actual, check_name, listing_key"
@@ -939,20 +984,26 @@ class PostgresStore:
             inserts.sort(key=_KEY1)
             updates.sort(key=_KEY_LAST)
             obs.sort(key=_KEY2)
-            cur.executemany(
-                "INSERT INTO findings (channel, fingerprint, check_name, sku, listing_key,"
-                " field, outcome, severity, expected, actual, score, message, details, state,"
-                " first_seen_at, last_seen_at, first_run, last_run)"
-                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", inserts)
-            cur.executemany(
-                "UPDATE findings SET outcome=%s, severity=%s, expected=%s, actual=%s,"
-                " score=%s, message=%s, details=%s, state=%s, last_seen_at=%s, last_run=%s,"
-                " sku=%s, resolved_at=NULL, resolved_run=NULL"
-                " WHERE channel=%s AND fingerprint=%s", updates)
-            cur.executemany(
-                "INSERT INTO finding_observations (channel, run_id, fingerprint, outcome)"
-                " VALUES (%s,%s,%s,%s) ON CONFLICT (channel, run_id, fingerprint)"
-                " DO UPDATE SET outcome=excluded.outcome", obs)
+            # New findings and events are COPY-ed in (no conflict: the channel's lock is
+            # held since its findings were read); updates go through staging tables.
+            if inserts:
+                self._copy(cur, "findings", _FINS_COLS, inserts)
+            if updates:
+                self._copy(cur, upd_stage, _FUPD_COLS, updates)
+                cur.execute(
+                    "UPDATE findings f SET outcome=s.outcome, severity=s.severity,"
+                    " expected=s.expected, actual=s.actual, score=s.score, message=s.message,"
+                    " details=s.details, state=s.state, last_seen_at=s.last_seen_at,"
+                    " last_run=s.last_run, sku=s.sku, resolved_at=NULL, resolved_run=NULL"
+                    " FROM stage_findings s WHERE f.channel = %s AND f.channel = s.channel"
+                    " AND f.fingerprint = s.fingerprint", (channel,))
+            if obs:
+                self._copy(cur, obs_stage, _OBS_COLS, obs)
+                cur.execute(
+                    "INSERT INTO finding_observations (channel, run_id, fingerprint, outcome)"
+                    " SELECT channel, run_id, fingerprint, outcome FROM stage_observations"
+                    " ON CONFLICT (channel, run_id, fingerprint)"
+                    " DO UPDATE SET outcome=excluded.outcome")
             moved = []
             for fp, prev in existing.items():
                 if fp not in observed_fps:
@@ -960,17 +1011,21 @@ class PostgresStore:
                     if t is not None:
                         moved.append((fp, t))
             moved.sort(key=_KEY0)
-            cur.executemany(
-                "UPDATE findings SET state=%s, resolved_at=%s, resolved_run=%s"
-                " WHERE channel=%s AND fingerprint=%s",
-                [(t.state, at if t.state == RESOLVED else None,
-                  run_id if t.state == RESOLVED else None, channel, fp) for fp, t in moved])
+            if moved:
+                self._copy(cur, moved_stage, _MOVED_COLS,
+                           [(t.state, at if t.state == RESOLVED else None,
+                             run_id if t.state == RESOLVED else None, channel, fp)
+                            for fp, t in moved])
+                cur.execute(
+                    "UPDATE findings f SET state=s.state, resolved_at=s.resolved_at,"
+                    " resolved_run=s.resolved_run FROM stage_findings_moved s"
+                    " WHERE f.channel = %s AND f.channel = s.channel"
+                    " AND f.fingerprint = s.fingerprint", (channel,))
             events += [(channel, fp, run_id, at, t.event, t.state, None, None, None)
                        for fp, t in moved if t.event]
             events.sort(key=_KEY1)
-            cur.executemany(
-                "INSERT INTO finding_events (channel, fingerprint, run_id, at, event, state,"
-                " outcome, expected, actual) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)", events)
+            if events:
+                self._copy(cur, "finding_events", _EVENT_COLS, events)
         resolved = sum(1 for _, t in moved if t.event == lifecycle.RESOLVED_EVENT)
         return FindingChanges(opened, reopened, resolved, still_open)
 
@@ -1082,6 +1137,25 @@ class PostgresStore:
                 " sha256=excluded.sha256, error=excluded.error, fetched_at=excluded.fetched_at",
                 [(r["url"], r.get("etag"), r.get("last_modified"), r.get("sha256"),
                   r.get("error"), at) for r in rows])
+
+
+# Columns of the rows the write paths COPY, in the order their tuples hold them.
+_UP_COLS = ("channel", "key", "hash", "data", "first_seen_run", "last_seen_run",
+            "last_changed_run", "fetched_at", "evidence", "master_sku", "link_method",
+            "link_confidence", "link_candidates", "link_run")
+_SEEN_COLS = ("last_seen_run", "fetched_at", "evidence", "master_sku", "link_method",
+              "link_confidence", "link_candidates", "link_run", "channel", "key")
+_LINK_COLS = ("master_sku", "link_method", "link_confidence", "link_candidates", "link_run",
+              "channel", "key")
+_FINS_COLS = ("channel", "fingerprint", "check_name", "sku", "listing_key", "field", "outcome",
+              "severity", "expected", "actual", "score", "message", "details", "state",
+              "first_seen_at", "last_seen_at", "first_run", "last_run")
+_FUPD_COLS = ("outcome", "severity", "expected", "actual", "score", "message", "details",
+              "state", "last_seen_at", "last_run", "sku", "channel", "fingerprint")
+_OBS_COLS = ("channel", "run_id", "fingerprint", "outcome")
+_MOVED_COLS = ("state", "resolved_at", "resolved_run", "channel", "fingerprint")
+_EVENT_COLS = ("channel", "fingerprint", "run_id", "at", "event", "state", "outcome",
+               "expected", "actual")
 
 
 def _link_cells(link: tuple) -> tuple:
