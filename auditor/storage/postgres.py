@@ -497,6 +497,7 @@ class PostgresStore:
         at = plan.at
         changed = len(plan.writes) - plan.added
         c = self.conn
+        stage = self._stage("stage_master", "master_records", _MASTER_COLS)
         with self._xact_lock(LOCK_MASTER, "master"), c.cursor() as cur:
             snap = c.execute(
                 "INSERT INTO master_snapshots (imported_at, source, sha256, records, added, "
@@ -520,14 +521,14 @@ class PostgresStore:
                                             _cell(new_d.get(fld)), at))
                 # The replaced versions first, while master_records still holds them.
                 self._to_history(history, at, snap)
-                cur.executemany(
+                self._copy(cur, stage, _MASTER_COLS, upserts)
+                cur.execute(
                     "INSERT INTO master_records (sku, hash, data, snapshot_id, valid_from)"
-                    " VALUES (%s,%s,%s,%s,%s) ON CONFLICT (sku) DO UPDATE SET"
-                    " hash=excluded.hash, data=excluded.data, snapshot_id=excluded.snapshot_id,"
-                    " valid_from=excluded.valid_from", upserts)
-                cur.executemany(
-                    "INSERT INTO master_changes (snapshot_id, sku, field, old, new, changed_at)"
-                    " VALUES (%s,%s,%s,%s,%s,%s)", changes)
+                    " SELECT sku, hash, data, snapshot_id, valid_from FROM stage_master"
+                    " ON CONFLICT (sku) DO UPDATE SET hash=excluded.hash, data=excluded.data,"
+                    " snapshot_id=excluded.snapshot_id, valid_from=excluded.valid_from")
+                cur.execute("TRUNCATE stage_master")  # the next chunk, same transaction
+                self._copy(cur, "master_changes", _CHANGE_COLS, changes)
             for i in range(0, len(plan.removed), 5000):
                 chunk = plan.removed[i:i + 5000]
                 self._to_history(chunk, at, snap)
@@ -1140,6 +1141,8 @@ class PostgresStore:
 
 
 # Columns of the rows the write paths COPY, in the order their tuples hold them.
+_MASTER_COLS = ("sku", "hash", "data", "snapshot_id", "valid_from")
+_CHANGE_COLS = ("snapshot_id", "sku", "field", "old", "new", "changed_at")
 _UP_COLS = ("channel", "key", "hash", "data", "first_seen_run", "last_seen_run",
             "last_changed_run", "fetched_at", "evidence", "master_sku", "link_method",
             "link_confidence", "link_candidates", "link_run")
