@@ -264,3 +264,16 @@ def test_interrupt_drops_what_was_being_written(store):
     store.conn.execute("DELETE FROM master_records")
     assert store.interrupt_run(run_id, NOW + timedelta(minutes=1), "SIGTERM")
     assert store.master_count() == 1 and store.runs()[0].status == "interrupted"
+
+
+def test_missing_server_binaries_fail_with_what_to_install(monkeypatch):
+    import glob as glob_mod
+    import shutil
+
+    from tests import pg_server
+
+    monkeypatch.setattr(glob_mod, "glob", lambda pattern: [])
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(pytest.fail.Exception,
+                       match="install the Debian package `postgresql`.*AUDITOR_SKIP_POSTGRES=1"):
+        pg_server._bindir()
