@@ -15,7 +15,6 @@ import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import pytest
 
 from auditor.demo import config_text
 from auditor.world.generate import generate_world

@@ -42,7 +42,7 @@ import json
 import os
 from datetime import datetime, timezone
 from operator import itemgetter
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import orjson
 import psycopg
@@ -213,9 +213,9 @@ def _check_version(current: int, known: int) -> None:
 
 def _current_version(conn: psycopg.Connection) -> int | None:
     """The schema version, None when the store was never created."""
-    if conn.execute("SELECT to_regclass('schema_version')").fetchone()[0] is None:
+    if _first(conn.execute("SELECT to_regclass('schema_version')")) is None:
         return None
-    return conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+    return _first(conn.execute("SELECT coalesce(max(version), 0) FROM schema_version"))
 
 
 def migrate(conn: psycopg.Connection, migrations: Sequence[str] = MIGRATIONS) -> int:
@@ -252,7 +252,8 @@ def conninfo(url: str) -> str:
 
 def _password(url: str) -> str | None:
     with contextlib.suppress(Exception):
-        return psycopg.conninfo.conninfo_to_dict(conninfo(url)).get("password")  # type: ignore[return-value]
+        pw = psycopg.conninfo.conninfo_to_dict(conninfo(url)).get("password")
+        return None if pw is None else str(pw)
     return None
 
 
@@ -322,8 +323,8 @@ def run_lock(url: str, wait: float = 0.0) -> Iterator[None]:
                         f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ}")
     deadline = time.monotonic() + wait
     try:
-        while not conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))",
-                               (LOCK_RUN,)).fetchone()[0]:
+        while not _first(conn.execute(
+                "SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))", (LOCK_RUN,))):
             if time.monotonic() >= deadline:
                 row = conn.execute(
                     "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a"
@@ -404,8 +405,8 @@ class PostgresStore:
         suffix = hashlib.blake2b(channel.encode(), digest_size=6).hexdigest()
         names = [f"{t}__{suffix}" for t in PARTITIONED]
         c = self.conn
-        if any(c.execute("SELECT to_regclass(%s)", (sql.Identifier(n).as_string(c),)
-                         ).fetchone()[0] is None for n in names):
+        if any(_first(c.execute("SELECT to_regclass(%s)", (sql.Identifier(n).as_string(c),)
+                         )) is None for n in names):
             with c.transaction():
                 c.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema() || '/' "
                           "|| %s))", (LOCK_PARTITION, channel))
@@ -450,7 +451,7 @@ class PostgresStore:
                 self.conn.execute("SELECT sku, data FROM master_records")}
 
     def master_count(self) -> int:
-        return self.conn.execute("SELECT count(*) FROM master_records").fetchone()[0]
+        return _first(self.conn.execute("SELECT count(*) FROM master_records"))
 
     def last_master_snapshot(self) -> MasterSnapshot | None:
         row = self.conn.execute(
@@ -468,7 +469,8 @@ class PostgresStore:
                                   skipped_rows)
 
     def plan_master(self, records: Mapping[str, MasterRecord], now: datetime) -> MasterPlan:
-        existing = dict(self.conn.execute("SELECT sku, hash FROM master_records").fetchall())
+        existing: dict[str, str] = dict(
+            self.conn.execute("SELECT sku, hash FROM master_records").fetchall())
         plan = MasterPlan(at=now.isoformat(), records=len(records))
         for sku, rec in records.items():
             body = codec.body(rec)
@@ -499,11 +501,11 @@ class PostgresStore:
         c = self.conn
         stage = self._stage("stage_master", "master_records", _MASTER_COLS)
         with self._xact_lock(LOCK_MASTER, "master"), c.cursor() as cur:
-            snap = c.execute(
+            snap = _first(c.execute(
                 "INSERT INTO master_snapshots (imported_at, source, sha256, records, added, "
                 "changed, removed, skipped_rows) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
                 (at, source, sha256, plan.records, plan.added, changed, len(plan.removed),
-                 skipped_rows)).fetchone()[0]
+                 skipped_rows)))
             skus = list(plan.writes)
             for i in range(0, len(skus), 5000):
                 upserts, history, changes = [], [], []
@@ -606,9 +608,9 @@ class PostgresStore:
 
     # ----------------------------------------------------------------- runs
     def start_run(self, started_at: datetime, snapshot_id: int | None) -> int:
-        return self.conn.execute(
+        return _first(self.conn.execute(
             "INSERT INTO runs (started_at, status, master_snapshot_id) VALUES (%s, 'running',"
-            " %s) RETURNING id", (started_at, snapshot_id)).fetchone()[0]
+            " %s) RETURNING id", (started_at, snapshot_id)))
 
     def set_run_snapshot(self, run_id: int, snapshot_id: int | None) -> None:
         self.conn.execute("UPDATE runs SET master_snapshot_id=%s WHERE id=%s",
@@ -1052,8 +1054,11 @@ class PostgresStore:
               "WHEN 'minor' THEN 2 ELSE 3 END, channel, check_name, sku NULLS FIRST, field")
         if limit:
             q += f" LIMIT {int(limit)}"
-        return [FindingRecord(*r[:12], orjson.loads(r[12]) if r[12] else {}, *r[13:])
-                for r in self.conn.execute(q, args)]
+        return [FindingRecord(fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg,
+                              orjson.loads(det) if det else {}, st, first, last, frun, lrun,
+                              res_at, res_run)
+                for (fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg, det, st, first,
+                     last, frun, lrun, res_at, res_run) in self.conn.execute(q, args)]
 
     def finding_events(self, fingerprint: str) -> list[FindingEvent]:
         return [FindingEvent(*r) for r in self.conn.execute(
@@ -1159,6 +1164,13 @@ _OBS_COLS = ("channel", "run_id", "fingerprint", "outcome")
 _MOVED_COLS = ("state", "resolved_at", "resolved_run", "channel", "fingerprint")
 _EVENT_COLS = ("channel", "fingerprint", "run_id", "at", "event", "state", "outcome",
                "expected", "actual")
+
+
+def _first(cur: psycopg.Cursor) -> Any:
+    """The first column of a statement's one row."""
+    row = cur.fetchone()
+    assert row is not None
+    return row[0]
 
 
 def _link_cells(link: tuple) -> tuple:
