@@ -82,5 +82,26 @@ def test_a_run_on_postgres_finds_what_a_run_on_sqlite_finds(tmp_path, pg_server)
         [f["fingerprint"] for f in lite["findings"]]
     assert _comparable_runs(pg["runs"]) == _comparable_runs(lite["runs"])
     assert [r["status"] for r in pg["runs"]] == [r["status"] for r in lite["runs"]]
+    # Scores per (channel, check) and every finding's event history agree too.
+    from auditor.storage import open_store
+
+    a, b = open_store(tmp_path / "sqlite" / "auditor.db", create=False), open_store(url)
+    try:
+        for run in (1, 2):
+            assert [s.to_dict() for s in b.scores(run)] == [s.to_dict() for s in a.scores(run)]
+            assert b.scores(run)
+        for f in lite["findings"]:
+            assert [(e.event, e.state, e.run_id, e.at, e.outcome, e.actual)
+                    for e in b.finding_events(f["fingerprint"])] == \
+                [(e.event, e.state, e.run_id, e.at, e.outcome, e.actual)
+                 for e in a.finding_events(f["fingerprint"])]
+        assert sorted((li.channel, li.key) for li in b.listings()) == \
+            sorted((li.channel, li.key) for li in a.listings())
+        assert len(a.listings()) > 100
+        assert sorted(r.to_dict().items().__repr__() for r in b.links()) == \
+            sorted(r.to_dict().items().__repr__() for r in a.links())
+    finally:
+        a.close()
+        b.close()
     # What the runs printed and logged never carries the store's password.
     assert PASSWORD not in pg["output"]
