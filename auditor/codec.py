@@ -87,6 +87,7 @@ _DECODE: dict[str, Callable[[Any], Any]] = {
     "price": _unmoney, "sale_price": _unmoney, "prices": _prices, "sale_prices": _prices,
     "sale_start": _undt, "sale_end": _undt, "fetched_at": _undt,
     "availability": Availability, "status": MasterStatus, "images": tuple,
+    "alternatives": lambda v: {k: tuple(x) for k, x in v.items()},
 }
 
 
@@ -135,12 +136,14 @@ def finding_from_dict(d: dict[str, Any]) -> Finding:
 def link_to_dict(link: Link) -> dict[str, Any]:
     return {"channel": link.channel, "listing_key": link.listing_key, "sku": link.sku,
             "method": link.method.value, "confidence": link.confidence,
-            "candidates": list(link.candidates)}
+            "candidates": list(link.candidates), "reason": link.reason,
+            "evidence": dict(link.evidence)}
 
 
 def link_from_dict(d: dict[str, Any]) -> Link:
     return Link(d["channel"], d["listing_key"], d.get("sku"), LinkMethod(d["method"]),
-                float(d["confidence"]), tuple(d.get("candidates") or ()))
+                float(d["confidence"]), tuple(d.get("candidates") or ()), d.get("reason"),
+                d.get("evidence") or {})
 
 
 def _default(o: Any) -> Any:

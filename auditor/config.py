@@ -91,15 +91,10 @@ def _source(value: Any) -> str:
 
 
 def _cron(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"expected a cron expression such as \"0 */4 * * *\", got {value!r}")
-    from apscheduler.triggers.cron import CronTrigger
+    # cron as cron means it (Sunday = 0 or 7), not APScheduler's Monday = 0
+    from auditor.service.cron import validate
 
-    try:
-        CronTrigger.from_crontab(value)
-    except ValueError as e:
-        raise ValueError(f"invalid cron expression {value!r}: {e}") from None
-    return value
+    return validate(value)
 
 
 def _str_list(value: Any) -> list[str]:
@@ -181,15 +176,23 @@ MASTER_OPTIONS = (
     Opt("timezone", str, "UTC", "Time zone for dates without one."),
     Opt("headers", _headers, {}, "HTTP headers for a URL source; secrets as { env = \"NAME\" }."),
     Opt("auth", _auth, None, "HTTP basic auth for a URL source, from environment variables."),
+    Opt("schedule", _cron, None,
+        "Cron expression for `auditor serve`: when the master alone is imported again "
+        "(each channel's own schedule also imports it first)."),
 )
 
 LINKING_OPTIONS = (
     Opt("order", _str_list, ["sku", "gtin", "mpn", "url"],
         "Exact keys tried in this order: sku, gtin, mpn (with brand), url."),
-    Opt("fuzzy", bool, True, "Fall back to fuzzy title matching for listings with no exact key."),
-    Opt("fuzzy_threshold", float, 88.0, "Lowest title similarity (0-100) accepted for a fuzzy link."),
-    Opt("fuzzy_margin", float, 3.0,
-        "A fuzzy best match must beat the runner-up by this much, or the link is ambiguous."),
+    Opt("fuzzy", bool, True, "Match listings with no key by what they show (model codes, brand, "
+        "quantities, title, price); a listing whose SKU or GTIN matches nothing gets title "
+        "suggestions but stays an orphan."),
+    Opt("link_score", float, 0.8, "Lowest match score (title similarity 0-1 plus evidence for "
+        "and against) linked without a person; checks run on the link."),
+    Opt("suggest_score", float, 0.5, "Lowest match score shown as a suggested link "
+        "(`auditor links --state suggested`): no findings until a person confirms it."),
+    Opt("link_margin", float, 0.05, "A link needs this lead over the listing's next candidate, "
+        "else it is only suggested."),
 )
 
 CHANNEL_OPTIONS = (
@@ -204,13 +207,43 @@ CHANNEL_OPTIONS = (
     Opt("allow_empty", bool, False,
         "Accept an empty source as real (otherwise it is a source problem when the last run had listings)."),
     Opt("min_ratio", float, 0.5,
-        "A source yielding fewer than this share of the previous run's listings is marked partial."),
+        "A source yielding fewer than this share of the last complete read's listings is a "
+        "sharp drop: presence is held, as with max_drop."),
+    Opt("max_drop", float, 0.1,
+        "Largest share of the last complete read's listings that may vanish at once (2 or "
+        "more) before presence is held: no missing listing concluded, none resolved, until "
+        "the next run confirms the drop or `auditor runs accept RUN CHANNEL`. 1 = never hold."),
     Opt("headers", _headers, {}, "HTTP headers for URL sources; secrets as { env = \"NAME\" }."),
     Opt("auth", _auth, None, "HTTP basic auth for URL sources, from environment variables."),
     Opt("allow_hosts", _str_list, [], "Further hosts this channel may fetch from (an image CDN)."),
     Opt("allow_private", bool, None, "Override [http].allow_private for this channel."),
     Opt("all_files", bool, False, "With a glob source: read every matching file, not only the newest."),
     Opt("encoding", str, "auto", "Text encoding of file sources, or auto to detect."),
+)
+
+def _env_ref(value: Any) -> "EnvRef":
+    if isinstance(value, dict) and set(value) == {"env"} and isinstance(value["env"], str):
+        return EnvRef(value["env"])
+    raise ValueError("expected { env = \"NAME\" }: secrets come from the environment")
+
+
+SERVE_OPTIONS = (
+    Opt("host", str, "127.0.0.1", "Address `auditor serve` listens on (--host overrides)."),
+    Opt("port", int, 8080, "Port `auditor serve` listens on (--port overrides)."),
+    Opt("token", _env_ref, None,
+        "Bearer token for the API's write calls, as { env = \"NAME\" }; unset: the "
+        "AUDITOR_API_TOKEN variable. With no token set, write calls are refused."),
+    Opt("protect_reads", bool, False,
+        "Reads (the JSON API) need the bearer token too; /metrics, /healthz and /readyz stay open."),
+    Opt("timezone", str, "UTC", "Time zone the cron schedules are read in (e.g. Europe/Berlin)."),
+    Opt("jitter", float, 30.0,
+        "Up to this many seconds of random delay per scheduled audit (at most a tenth of "
+        "its interval), so channels on one schedule do not start in the same second."),
+    Opt("catch_up", bool, True,
+        "At start-up, audit once every source whose last complete read is older than its interval."),
+    Opt("stop_timeout", float, 60.0,
+        "On SIGTERM, seconds a running audit gets to finish before it is stopped and "
+        "recorded as interrupted."),
 )
 
 _CHANNEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -248,6 +281,8 @@ class Config:
     checks: Mapping[str, Mapping[str, Any]]
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
     run: Mapping[str, Any] = field(default_factory=lambda: {"workers": 0})
+    serve: Mapping[str, Any] = field(default_factory=lambda: {o.name: o.default
+                                                              for o in SERVE_OPTIONS})
 
     @property
     def base_dir(self) -> Path:
@@ -306,7 +341,7 @@ def _check_options(given: Any, prefix: str, suffix: str, problems: list[str],
     return out
 
 
-TOP_LEVEL = ("store", "run", "http", "master", "linking", "channels", "checks")
+TOP_LEVEL = ("store", "run", "http", "master", "linking", "channels", "checks", "serve")
 
 
 def load_config(path: str | Path) -> Config:
@@ -378,6 +413,9 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
                                 f"(it appears in metrics and overrides)")
             if name in seen:
                 problems.append(f"{where}.name: duplicate channel name")
+            if name == "master":
+                problems.append(f"{where}.name: 'master' is reserved (the master's own "
+                                f"schedule, metrics and runs use it)")
             seen.add(name)
         else:
             problems.append(f"{where}.name: missing (expected a string)")
@@ -398,7 +436,17 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
                 name=name, type=ctype, source=resolved.get("source"),
                 schedule=resolved.get("schedule"), enabled=resolved.get("enabled", True),
                 options=resolved, checks=merged, base_dir=path.parent))
+    serve = resolve(SERVE_OPTIONS, table("serve"), "[serve]", problems)
+    if not 0 < serve.get("port", 1) < 65536:
+        problems.append(f"[serve].port: expected 1-65535, got {serve['port']}")
+    try:
+        import zoneinfo
+
+        zoneinfo.ZoneInfo(serve.get("timezone") or "UTC")
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        problems.append(f"[serve].timezone: unknown time zone {serve.get('timezone')!r}")
     if problems:
         raise ConfigError(str(path), problems)
     return Config(path=path, store=store, http=http, master=master, linking=linking,
-                  channels=tuple(channels), checks=global_checks, raw=raw, run=run)
+                  channels=tuple(channels), checks=global_checks, raw=raw, run=run,
+                  serve=serve)

@@ -1,37 +1,35 @@
 """Linking: decide which master record a listing shows.
 
-Exact keys are tried in the configured order (sku, gtin, mpn with brand, url).
-A key that points at several masters makes the link ambiguous: reported, never
-guessed. A listing whose keys are absent or match nothing falls back to fuzzy
-title matching: candidates are found through a token index (model-number-like
-tokens and rare words first, restricted to the listing's brand), scored with
-rapidfuzz, and accepted only above ``fuzzy_threshold`` and ``fuzzy_margin``
-points ahead of the runner-up.
+A person's confirmation of a pair (``auditor links confirm``) comes first. Then
+exact keys are tried in the configured order (sku, gtin, mpn with brand, url). A
+key that points at several masters makes the link ambiguous: reported, never
+guessed. A listing that carries a SKU or GTIN matching no master is an orphan:
+it is not linked by title, but the masters its title fits are named as
+suggestions. A listing with no key at all is matched by what it shows
+(``auditor.matching``: model codes, brand, quantities, title, price); those
+listings are decided together once the whole channel is read, so that a master
+goes to one listing only (``LinkSession.finish``): ``linked`` when the score
+clears ``link_score`` by ``link_margin`` over the runner-up, ``suggested`` from
+``suggest_score`` on (no findings until a person confirms), else ``unlinked``
+with the reason.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from bisect import bisect_left
-from collections import defaultdict
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 from urllib.parse import urlsplit
 
-from rapidfuzz import fuzz, process
-
+from auditor.matching import Features, MatchIndex, assign, listing_features
 from auditor.model import Link, LinkMethod, Listing, MasterRecord
-from auditor.text import normalize_title
 from auditor.values import gtin_valid, normalize_gtin
 
 KEY_KINDS = ("sku", "gtin", "mpn", "url")
-# Fuzzy blocking limit: candidates beyond MAX_CANDIDATES are not scored.
-MAX_CANDIDATES = 2000
-# A title whose rarest word is shared by more masters than this is not linked by title.
-MAX_START = 20_000
-# Intersecting stops once this few candidates are left.
-SMALL_BLOCK = 50
-_MODEL = re.compile(r"(?=.*\d)(?=.*[a-z])|^\d{3,}$")
+# Defaults of [linking] link_score, suggest_score and link_margin (see auditor.matching).
+LINK_SCORE = 0.8
+SUGGEST_SCORE = 0.5
+LINK_MARGIN = 0.05
 
 
 def norm_sku(s: str | None) -> str | None:
@@ -97,15 +95,6 @@ def norm_url(u: str | None) -> str | None:
     return f"{host}{path}" + (f"?variant={variant.group(1)}" if variant else "")
 
 
-def _contains(sorted_list: list[int], x: int) -> bool:
-    i = bisect_left(sorted_list, x)
-    return i < len(sorted_list) and sorted_list[i] == x
-
-
-def _is_model(token: str) -> bool:
-    return bool(_MODEL.search(token))
-
-
 # The link method of each exact key kind (an enum looked up by value is slow on the hot path).
 _METHODS = {m.value: m for m in LinkMethod}
 
@@ -116,87 +105,6 @@ _LISTING_KEYS = {
     "mpn": lambda li: norm_mpn(li.brand, li.mpn),
     "url": lambda li: norm_url(li.url),
 }
-
-
-class FuzzyIndex:
-    """Normalized master titles with a token index for blocking."""
-
-    def __init__(self, master: Mapping[str, MasterRecord]):
-        self.skus: list[str] = []
-        self.titles: list[str] = []
-        self.brands: list[str] = []
-        self.postings: dict[str, list[int]] = {}
-        self.exact: dict[str, list[int]] = {}  # normalized title -> masters with it
-        self.pos: dict[str, int] = {}
-        postings: defaultdict[str, list[int]] = defaultdict(list)
-        for sku, rec in master.items():
-            if not rec.title:
-                continue
-            i = len(self.skus)
-            self.pos[sku] = i
-            title = normalize_title(rec.title)
-            self.skus.append(sku)
-            self.titles.append(title)
-            self.brands.append(normalize_title(rec.brand) if rec.brand else "")
-            self.exact.setdefault(title, []).append(i)
-            for tok in set(title.split()):
-                postings[tok].append(i)
-        self.postings = dict(postings)  # lookups of unknown tokens must not add them
-
-    def candidates(self, title: str, brand: str) -> list[int]:
-        """Masters sharing the listing's most telling tokens (model numbers, rare words).
-
-        Postings are intersected from the most telling token on, until few
-        candidates are left; a token that would leave none (a typo, a changed
-        word) is skipped rather than trusted.
-        """
-        postings = self.postings
-        toks = [t for t in set(title.split()) if t in postings]
-        toks.sort(key=lambda t: (not _is_model(t), len(postings[t]), t))
-        if not toks or len(postings[toks[0]]) > MAX_START:
-            return []  # no telling word: scoring would be slow and could only be ambiguous
-        found = set(postings[toks[0]])
-        for t in toks[1:]:
-            if len(found) <= SMALL_BLOCK:
-                break
-            post = postings[t]
-            if len(found) * 16 < len(post):  # postings are sorted: look the few up
-                narrower = {i for i in found if _contains(post, i)}
-            else:
-                narrower = found.intersection(post)
-            if narrower:
-                found = narrower
-        if brand:
-            same = {i for i in found if self.brands[i] == brand}
-            if same:
-                found = same
-        return sorted(found)[:MAX_CANDIDATES]
-
-    def title_of(self, sku: str) -> str:
-        """The normalized title of a master in the index."""
-        return self.titles[self.pos[sku]]
-
-    def best(self, title: str, brand: str, limit: int = 5) -> list[tuple[str, float]]:
-        """The closest masters as (sku, score 0-100), best first."""
-        query = title
-        if brand:  # a channel may put the brand in front; the master title may not have it
-            query = title.removeprefix(brand + " ")
-        # The same normalized title: the usual case, and then nothing else comes close.
-        cands = self.exact.get(title, []) + (self.exact.get(query, []) if query != title else [])
-        if cands and brand:
-            cands = [i for i in cands if self.brands[i] == brand] or cands
-        if not cands:
-            cands = self.candidates(title, brand)
-        if not cands:
-            return []
-        choices = {i: self.titles[i] for i in cands}
-        scored = process.extract(query, choices, scorer=fuzz.token_sort_ratio, limit=limit)
-        if query != title:
-            scored += process.extract(title, choices, scorer=fuzz.token_sort_ratio, limit=limit)
-        best: dict[int, float] = {}
-        for _title, score, i in scored:
-            best[i] = max(score, best.get(i, 0.0))
-        return sorted(((self.skus[i], s) for i, s in best.items()), key=lambda x: (-x[1], x[0]))
 
 
 # How each exact key is read off a master record.
@@ -227,15 +135,17 @@ class _LazyIndex(dict):
 
 
 class Linker:
-    """Indexes the master once per run; ``link(listing)`` is then a few dict lookups."""
+    """Indexes the master once per run; a channel's listings are then linked through a
+    ``LinkSession`` (``session()``), or one at a time with ``link()``."""
 
     def __init__(self, master: Mapping[str, MasterRecord], options: Mapping[str, Any]):
         self.master = master
         self.order = list(options.get("order") or KEY_KINDS)
         self.fuzzy = bool(options.get("fuzzy", True))
-        self.threshold = float(options.get("fuzzy_threshold", 88.0))
-        self.margin = float(options.get("fuzzy_margin", 3.0))
-        self._fuzzy_index: FuzzyIndex | None = None
+        self.link_score = float(options.get("link_score", LINK_SCORE))
+        self.suggest_score = float(options.get("suggest_score", SUGGEST_SCORE))
+        self.margin = float(options.get("link_margin", LINK_MARGIN))
+        self._match_index: MatchIndex | None = None
         # Each key kind is indexed on first use: when every listing links by SKU,
         # the GTIN, MPN and URL indexes of a large master are never built.
         self.index = _LazyIndex(master)
@@ -248,7 +158,7 @@ class Linker:
         for kind in self.order:
             self.index[kind]
         if self.fuzzy:
-            self.fuzzy_index
+            self.match_index
 
     def keys(self, li: Listing) -> Iterable[tuple[str, str | None]]:
         """The listing's normalized keys in the configured order."""
@@ -256,14 +166,14 @@ class Linker:
             yield kind, _LISTING_KEYS[kind](li)
 
     @property
-    def fuzzy_index(self) -> FuzzyIndex:
+    def match_index(self) -> MatchIndex:
         """Built on first use: runs where every listing links exactly never pay for it."""
-        if self._fuzzy_index is None:
-            self._fuzzy_index = FuzzyIndex(self.master)
-        return self._fuzzy_index
+        if self._match_index is None:
+            self._match_index = MatchIndex(self.master)
+        return self._match_index
 
-    def link(self, li: Listing) -> Link:
-        """The link of one listing: exact keys in order, then fuzzy, else unlinked or ambiguous."""
+    def exact(self, li: Listing) -> Link | None:
+        """The link by the first key of the listing that is on record, else None."""
         index = self.index
         for kind in self.order:
             key = _LISTING_KEYS[kind](li)
@@ -274,29 +184,138 @@ class Linker:
                 continue
             if len(hits) == 1:
                 return Link(li.channel, li.key, hits[0], _METHODS[kind], 1.0)
-            return Link(li.channel, li.key, None, LinkMethod.AMBIGUOUS, 0.0, tuple(hits[:10]))
-        if self.fuzzy and li.title:
-            return self.link_fuzzy(li)
-        return Link(li.channel, li.key, None, LinkMethod.NONE, 0.0)
+            return Link(li.channel, li.key, None, LinkMethod.AMBIGUOUS, 0.0, tuple(hits[:10]),
+                        f"{kind} {key!r} is shared by {len(hits)} masters")
+        return None
 
-    def link_fuzzy(self, li: Listing) -> Link:
-        """Link by title similarity: the best match must clear the threshold and the margin."""
-        title = normalize_title(li.title or "")
-        brand = normalize_title(li.brand) if li.brand else ""
-        ranked = self.fuzzy_index.best(title, brand)
-        if not ranked or ranked[0][1] < self.threshold:
-            conf = ranked[0][1] / 100 if ranked else 0.0
-            return Link(li.channel, li.key, None, LinkMethod.NONE, round(conf, 3))
-        top = ranked[0][1]
-        close = [sku for sku, s in ranked if top - s < self.margin]
-        # A title that lacks what tells the best candidate from others (a colour,
-        # a size) fits all of them: ambiguous, however the lengths score.
-        toks = set(title.split()) - {brand}
-        best_toks = set(self.fuzzy_index.title_of(ranked[0][0]).split())
-        if toks < best_toks:
-            close += [sku for sku, s in ranked[1:] if sku not in close and s >= self.threshold
-                      and toks <= set(self.fuzzy_index.title_of(sku).split())]
-        if len(close) > 1:
-            return Link(li.channel, li.key, None, LinkMethod.AMBIGUOUS, round(top / 100, 3),
-                        tuple(close[:10]))
-        return Link(li.channel, li.key, ranked[0][0], LinkMethod.FUZZY, round(top / 100, 3))
+    def session(self, confirmed: Mapping[str, str] | None = None,
+                rejected: Mapping[str, Iterable[str]] | None = None,
+                explain_links: bool = False) -> "LinkSession":
+        """Link one channel: ``confirmed`` listing key -> SKU a person confirmed,
+        ``rejected`` listing key -> SKUs a person rejected. Suggested links always carry
+        their evidence; linked ones only with ``explain_links`` (it costs a second look)."""
+        return LinkSession(self, confirmed or {}, rejected or {}, explain_links)
+
+    def link(self, li: Listing) -> Link:
+        """One listing's link, decided alone (a run decides a channel's together)."""
+        s = self.session(explain_links=True)
+        link = s.link(li)
+        return link if link is not None else next(iter(s.finish()))[1]
+
+    def link_all(self, listings: Iterable[Listing]) -> list[Link]:
+        """Every listing of one channel linked together (in the listings' order)."""
+        s = self.session()
+        out: dict[str, Link] = {}
+        order = []
+        for li in listings:
+            order.append(li.key)
+            link = s.link(li)
+            if link is not None:
+                out[li.key] = link
+        for li, link in s.finish():
+            out[li.key] = link
+        return [out[k] for k in order]
+
+
+def _carried_key(li: Listing) -> tuple[str, str] | None:
+    """The SKU or GTIN a listing carries (kind, value as shown), if any."""
+    if li.sku and li.sku.strip():
+        return "SKU", li.sku.strip()
+    if li.gtin and li.gtin.strip():
+        return "GTIN", li.gtin.strip()
+    return None
+
+
+def features_of(li: Listing) -> Features:
+    """What a listing shows, for matching."""
+    price = float(li.price.amount) if li.price is not None else None
+    return listing_features(li.title, li.description, li.brand, price, li.mpn)
+
+
+class LinkSession:
+    """The links of one channel's listings.
+
+    ``link(listing)`` settles at once what needs no comparison with the rest of the
+    channel (a confirmation, an exact key, an orphan key, a listing that cannot be
+    matched) and returns None for a listing to be matched by what it shows; those
+    come out of ``finish()``, decided together (one listing per master).
+    """
+
+    def __init__(self, linker: Linker, confirmed: Mapping[str, str],
+                 rejected: Mapping[str, Iterable[str]], explain_links: bool = False):
+        self.linker = linker
+        self.explain_links = explain_links
+        self.confirmed = confirmed
+        self.rejected = rejected
+        self.pending: list[tuple[Listing, list[tuple[float, int]]]] = []
+        self.taken: set[str] = set()  # masters linked in this channel by key or confirmation
+
+    def link(self, li: Listing) -> Link | None:
+        lk = self.linker
+        sku = self.confirmed.get(li.key)
+        if sku is not None and sku in lk.master:
+            self.taken.add(sku)
+            return Link(li.channel, li.key, sku, LinkMethod.CONFIRMED, 1.0)
+        link = lk.exact(li)
+        rejected = self.rejected.get(li.key, ())
+        if link is not None and link.sku is not None and link.sku in rejected:
+            # a person said this listing is not that master, whatever its key says
+            return Link(li.channel, li.key, None, LinkMethod.NONE, 0.0, (),
+                        f"its key links {link.sku}, rejected by hand")
+        if link is not None:
+            if link.sku is not None:
+                self.taken.add(link.sku)
+            return link
+        carried = _carried_key(li)
+        if not lk.fuzzy:
+            return Link(li.channel, li.key, None, LinkMethod.NONE, 0.0, (),
+                        f"{carried[0]} {carried[1]!r} matches no master" if carried
+                        else "no key, and title matching is off")
+        f = features_of(li)
+        idx = lk.match_index
+        ranked = idx.rank(f, rejected)
+        if carried is not None:
+            # a key that matches nothing is an orphan: its title only suggests
+            sugg = [(sc, idx.skus[i]) for sc, i in ranked[:3] if sc >= lk.suggest_score]
+            return Link(li.channel, li.key, None, LinkMethod.NONE, 0.0,
+                        tuple(s for _sc, s in sugg),
+                        f"{carried[0]} {carried[1]!r} matches no master",
+                        {"suggestions": [{"sku": s, "score": round(min(sc, 1.0), 3)}
+                                         for sc, s in sugg]} if sugg else {})
+        if f.reason is not None or not ranked:
+            reason = f.reason or "no master shares a word or a model code with the title"
+            if not li.title:
+                reason = "no key and no title"
+            return Link(li.channel, li.key, None, LinkMethod.NONE, 0.0, (), reason)
+        self.pending.append((li, ranked))
+        return None
+
+    def finish(self) -> Iterator[tuple[Listing, Link]]:
+        """The listings held back by ``link``, each with its link, after the channel-wide
+        one-to-one assignment."""
+        if not self.pending:
+            return
+        lk = self.linker
+        idx = lk.match_index
+        pos = idx.position
+        taken = [pos[s] for s in self.taken if s in pos]
+        pending, self.pending = self.pending, []
+        decisions = assign([r for _li, r in pending], lk.link_score, lk.suggest_score,
+                           lk.margin, taken)
+        for (li, _r), d in zip(pending, decisions):
+            if d.index is None:
+                yield li, Link(li.channel, li.key, None, LinkMethod.NONE,
+                               round(min(d.score, 1.0), 3),
+                               tuple(idx.skus[i] for i in d.alternatives), d.reason)
+                continue
+            ev = None
+            if d.state != "linked" or self.explain_links:
+                ev = idx.score(features_of(li), d.index, explain=True)[1]
+            ev = {**(ev or {}), "score": round(d.score, 3)}
+            sku = idx.skus[d.index]
+            conf = round(min(d.score, 1.0), 3)
+            if d.state == "linked":
+                yield li, Link(li.channel, li.key, sku, LinkMethod.FUZZY, conf, (), None, ev)
+            else:
+                yield li, Link(li.channel, li.key, None, LinkMethod.SUGGESTED, conf,
+                               (sku, *(idx.skus[i] for i in d.alternatives[:3])), d.reason, ev)

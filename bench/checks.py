@@ -102,15 +102,14 @@ def bench_linking(master: Mapping[str, MasterRecord], listings: Sequence[Listing
     """Link ``listings`` against ``master`` (index build timed apart); links per second."""
     from auditor.linking import Linker
 
-    opts = {"order": ["sku", "gtin", "mpn", "url"], "fuzzy": True, "fuzzy_threshold": 88.0,
-            "fuzzy_margin": 3.0, **(options or {})}
+    opts = {"order": ["sku", "gtin", "mpn", "url"], "fuzzy": True, **(options or {})}
     normalize_title.cache_clear()
     c0 = time.process_time()
     linker = Linker(master, opts)
-    _ = linker.fuzzy_index
+    _ = linker.match_index
     build = time.process_time() - c0
     c0 = time.process_time()
-    methods = Counter(linker.link(li).method.value for li in listings)
+    methods = Counter(lk.method.value for lk in linker.link_all(listings))
     seconds = time.process_time() - c0
     n = len(listings)
     return {"links": n, "index_seconds": build, "seconds": seconds,

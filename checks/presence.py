@@ -2,7 +2,10 @@
 
 Three kinds of finding, all on field ``listing``: a missing listing (an active
 master in scope the channel does not show), an orphan (a listing that links to
-no master) and a zombie (a listing of a discontinued master). The runner asks
+no master; when it carries a SKU or GTIN that matches nothing, the masters its
+title fits are in the details as ``suggestions``) and a zombie (a listing of a
+discontinued master). A listing only *suggested* for a master produces nothing
+until a person confirms or rejects the pair. The runner asks
 about missing listings only when the channel's source was read completely, so
 a failed or partly read source never produces them.
 """
@@ -54,16 +57,25 @@ def presence_check(master: MasterRecord | None, listing: Listing | None, ctx: Ch
                             message=f"active SKU {master.sku} is not on {ctx.channel}")]
     if master is None:
         link = ctx.link
+        if link is not None and link.method is LinkMethod.SUGGESTED:
+            return []  # a person confirms or rejects it first (`auditor links`)
         if link is not None and link.method is LinkMethod.AMBIGUOUS:
             return [ctx.finding(None, listing, "listing", Outcome.NOT_EVALUATED, Severity.INFO,
                                 actual=listing.key, kind="ambiguous",
                                 candidates=list(link.candidates),
                                 message="listing could be any of "
                                         + ", ".join(link.candidates) + "; not guessed")]
+        extra: dict = {}
+        if link is not None and link.reason:
+            extra["reason"] = link.reason
+        if link is not None and link.evidence.get("suggestions"):
+            extra["suggestions"] = link.evidence["suggestions"]  # masters its title fits
+        hint = (" (by its title perhaps " + ", ".join(s["sku"] for s in extra["suggestions"])
+                + ")") if "suggestions" in extra else ""
         return [ctx.finding(None, listing, "listing", Outcome.FAILED, Severity.MAJOR,
                             expected=None, actual=listing.sku or listing.key, kind="orphan",
                             message=f"listing {listing.key!r} (SKU {listing.sku or '-'}) "
-                                    f"matches no master record")]
+                                    f"matches no master record{hint}", **extra)]
     if master.status is MasterStatus.DISCONTINUED:
         return [ctx.finding(master, listing, "listing", Outcome.FAILED, Severity.MAJOR,
                             expected="not listed", actual=listing.key, kind="zombie",

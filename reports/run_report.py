@@ -30,6 +30,17 @@ def build_context(store: Store, run_id: int | None = None, limit: int = 2000) ->
         raise AuditorError(f"no run {run_id} in the store")
     summary = run.summary
     sources = store.run_sources(run.id)
+    by_name = {c.get("channel"): c for c in summary.get("channels", [])}
+    source_notes: dict[str, list[str]] = {}
+    for src in sources:  # held presence and fields the channel never carries, said once
+        c = by_name.get(src.source) or {}
+        notes = [f"presence held: {c['presence_held']}"] if c.get("presence_held") else []
+        notes += c.get("notes") or []
+        gone = sorted({f for fs in (c.get("not_carried") or {}).values() for f in fs})
+        if gone:
+            notes.append("not evaluated on this channel, its source never carries them: "
+                         + ", ".join(gone))
+        source_notes[src.source] = notes
     scores = store.scores(run.id)
     checks = sorted({s.check for s in scores})
     matrix: dict[str, dict[str, Any]] = defaultdict(dict)
@@ -62,6 +73,7 @@ def build_context(store: Store, run_id: int | None = None, limit: int = 2000) ->
         "master": summary.get("master", {}),
         "master_error": summary.get("master_error"),
         "sources": sources,
+        "source_notes": source_notes,
         "checks": checks,
         "matrix": dict(matrix),
         "channels": sorted(matrix) or [s.source for s in sources],

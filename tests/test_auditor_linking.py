@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from auditor.linking import FuzzyIndex, Linker, norm_gtin, norm_mpn, norm_sku, norm_url
+from auditor.linking import Linker, norm_gtin, norm_mpn, norm_sku, norm_url
+from auditor.matching import MatchIndex, listing_features
 from auditor.model import LinkMethod
 from tests.checks_factory import GTIN, OTHER_GTIN, gtin13, listing, master
 
-OPTS = {"order": ["sku", "gtin", "mpn", "url"], "fuzzy": True, "fuzzy_threshold": 88.0,
-        "fuzzy_margin": 3.0}
+OPTS = {"order": ["sku", "gtin", "mpn", "url"], "fuzzy": True}
 
 
 def catalog(*records):
@@ -74,18 +74,22 @@ def test_shared_exact_key_is_ambiguous():
     ("Northwind Coastal Rain Jacket Red L", None, "NW-2", LinkMethod.FUZZY),
     ("Zephyr Ukulele Deluxe", None, None, LinkMethod.NONE),      # nothing like it
 ])
-def test_fuzzy_fallback(title, brand, sku, method):
+def test_title_matching(title, brand, sku, method):
     link = Linker(catalog(A, B), OPTS).link(bare(title=title, brand=brand))
     assert (link.sku, link.method) == (sku, method)
     if method is LinkMethod.FUZZY:
-        assert 0.88 <= link.confidence <= 1.0
+        assert 0.8 <= link.confidence <= 1.0 and link.evidence["title"] > 0.8
+    else:
+        assert link.reason
 
 
-def test_fuzzy_close_variants_are_ambiguous():
+def test_close_variants_are_only_suggested():
     m = master(sku="AC-1-L", title="Acme Alpine Hoodie, Grey, L", gtin=None)
     link = Linker(catalog(A, m), OPTS).link(bare(title="Acme Alpine Hoodie Grey"))
-    assert link.method is LinkMethod.AMBIGUOUS
+    assert link.method is LinkMethod.SUGGESTED and link.sku is None
+    assert link.state == "suggested"
     assert set(link.candidates) == {"AC-1", "AC-1-L"}
+    assert "second candidate" in link.reason or "below" in link.reason
 
 
 def test_fuzzy_off():
@@ -94,14 +98,19 @@ def test_fuzzy_off():
     assert link.method is LinkMethod.NONE
 
 
-def test_fuzzy_blocking_uses_model_tokens_and_brand():
-    recs = [master(sku=f"S{i}", title=f"Acme Widget Model X{i:04d}", gtin=None) for i in range(300)]
+def test_blocking_uses_model_codes_and_brand():
+    recs = [master(sku=f"S{i}", title=f"Acme Widget Model X{i:04d}", gtin=None, brand="Acme")
+            for i in range(300)]
     recs.append(master(sku="OTHER", brand="Globex", title="Globex Widget Model X0007", gtin=None))
-    idx = FuzzyIndex(catalog(*recs))
-    cands = idx.candidates("acme widget model x0007", "acme")
-    assert [idx.skus[i] for i in cands] == ["S7"]  # the model token blocks; brand filters
+    idx = MatchIndex(catalog(*recs))
+    f = listing_features("Acme Widget Model X-0007", None, "Acme", None)
+    cands = idx.candidates(f)
+    assert len(cands) <= 16 and idx.position["S7"] in cands  # bounded, the code blocks
+    ranked = idx.rank(f)
+    assert idx.skus[ranked[0][1]] == "S7"
     link = Linker(catalog(*recs), OPTS).link(bare(title="Acme Widget Model X0007", brand="Acme"))
     assert (link.sku, link.method) == ("S7", LinkMethod.FUZZY)
+    assert link.evidence["codes_agree"] == ["x0007"]
 
 
 def test_normalizers():
@@ -111,11 +120,11 @@ def test_normalizers():
     assert norm_gtin(gtin13("036282818705"[:12])) is not None
 
 
-def test_title_lacking_the_distinguishing_word_is_ambiguous():
+def test_title_lacking_the_distinguishing_word_is_suggested():
     red = master(sku="L-RED", title="Vantage Brass Table Lamp, Red", gtin=None, brand="Acme")
     green = master(sku="L-GRN", title="Vantage Brass Table Lamp, Green", gtin=None, brand="Acme")
     link = Linker(catalog(red, green), OPTS).link(bare(title="Vantage Brass Table Lamp"))
-    assert link.method is LinkMethod.AMBIGUOUS
+    assert link.method is LinkMethod.SUGGESTED
     assert set(link.candidates) == {"L-RED", "L-GRN"}
 
 
@@ -124,7 +133,7 @@ def test_identical_title_of_another_brand_is_filtered():
     b = master(sku="B", title="Oakridge Fibreglass Umbrella", brand="Hooli", gtin=None)
     linker = Linker(catalog(a, b), OPTS)
     assert linker.link(bare(title="OAKRIDGE FIBREGLASS UMBRELLA", brand="Hooli")).sku == "B"
-    assert linker.link(bare(title="Oakridge Fibreglass Umbrella")).method is LinkMethod.AMBIGUOUS
+    assert linker.link(bare(title="Oakridge Fibreglass Umbrella")).method is LinkMethod.SUGGESTED
 
 
 def _reference_norm_url(u):

@@ -206,7 +206,7 @@ def test_migration_moves_links_into_listing_rows(tmp_path):
     db.conn.commit()
     db.close()
     s = Store(tmp_path / "old.db")
-    assert s.schema_version == 4
+    assert s.schema_version == len(store_mod.MIGRATIONS)
     assert s.db.execute("SELECT master_sku, link_method FROM listings").fetchall() == [
         ("SKU-A", "gtin")]
     assert [(r.listing_key, r.sku, r.method) for r in s.links()] == [

@@ -20,7 +20,9 @@ implementations group them:
 - ``FindingStore``: findings with their lifecycle state and events (the rules are
   ``auditor.lifecycle``'s; a store applies what it decides);
 - ``RunStore``: runs, per-source results and bad rows, consistency scores;
-- ``CacheStore``: HTTP validators and extractions, image signatures and image URLs.
+- ``CacheStore``: HTTP validators and extractions, image signatures and image URLs;
+- ``ServiceStore``: what ``auditor serve`` reads (run history, metric aggregates, API pages)
+  and the API's triage writes.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord
                                      HttpCacheRow, HttpValidators, ImageUrlRow, LinkRecord,
                                      ListingSave, MasterAssetRow, MasterChange, MasterHistory,
                                      MasterImportResult, MasterPlan, MasterSnapshot,
-                                     RunErrorRecord, RunRecord, RunSourceRecord, ScoreRecord)
+                                     PresenceHoldRecord, RunErrorRecord, RunRecord,
+                                     RunSourceRecord, ScoreRecord)
 
 
 @runtime_checkable
@@ -118,6 +121,36 @@ class ListingStore(Protocol):
         """How each present listing is linked, by channel and key."""
         ...
 
+    def link_decisions(self, channel: str) -> dict[str, dict[str, Any]]:
+        """A person's decisions on one channel's links: ``confirmed`` (listing key -> SKU)
+        and ``rejected`` (listing key -> set of SKUs); kept across runs."""
+        ...
+
+    def decide_link(self, channel: str, listing_key: str, sku: str, decision: str,
+                    at: datetime, note: str | None = None) -> None:
+        """Record a pair a person ``confirmed`` or ``rejected``; the listing's current
+        link follows at once."""
+        ...
+
+    def decided_links(self, channel: str | None = None) -> list[dict[str, Any]]:
+        """Every recorded decision: channel, listing_key, sku, decision, decided_at, note."""
+        ...
+
+    def listing_channels(self, listing_key: str) -> list[str]:
+        """The channels on which a listing with this key is present."""
+        ...
+
+    def save_link_notes(self, run_id: int, channel: str, links: Iterable[Link]) -> None:
+        """Replace the channel's notes with this run's: each listing not linked with its
+        reason, score, candidates and evidence."""
+        ...
+
+    def link_states(self, channel: str | None = None, state: str | None = None
+                    ) -> list[dict[str, Any]]:
+        """Each present listing's link with its state (linked, suggested, unlinked) and,
+        when not linked, the last run's reason and evidence; ``state`` filters."""
+        ...
+
 
 @runtime_checkable
 class FindingStore(Protocol):
@@ -138,6 +171,48 @@ class FindingStore(Protocol):
 
     def finding_events(self, fingerprint: str) -> list[FindingEvent]:
         """A finding's state changes, oldest first."""
+        ...
+
+    def query_findings(self, *, states: Sequence[str] = (), channels: Sequence[str] = (),
+                       checks: Sequence[str] = (), severities: Sequence[str] = (),
+                       sku: str | None = None, limit: int | None = None
+                       ) -> list[FindingRecord]:
+        """``findings`` with repeatable filters: each a set of allowed values."""
+        ...
+
+    def finding_values(self, column: str) -> set[str]:
+        """Distinct stored values of channel, check_name, severity or state."""
+        ...
+
+
+@runtime_checkable
+class PresenceHoldStore(Protocol):
+    """Presence a run held back for a channel (``auditor.holds``)."""
+
+    def save_presence_hold(self, run_id: int, channel: str, kind: str, reason: str,
+                           vanished: Sequence[str], held: Iterable[Finding],
+                           checks_ran: Sequence[str]) -> None:
+        """Keep what the run would have concluded: vanished keys, presence findings."""
+        ...
+
+    def presence_holds(self, run_id: int | None = None, channel: str | None = None,
+                       state: str | None = None) -> list[PresenceHoldRecord]:
+        """Recorded holds, newest first."""
+        ...
+
+    def previous_run_of(self, channel: str, before_run: int) -> int | None:
+        """The latest run before ``before_run`` that read ``channel``."""
+        ...
+
+    def decide_presence_hold(self, run_id: int, channel: str, state: str,
+                             decided_run: int | None, now: datetime) -> None:
+        """Close a held hold: confirmed, superseded or accepted."""
+        ...
+
+    def accept_presence_hold(self, run_id: int, channel: str, now: datetime
+                             ) -> dict[str, int]:
+        """Apply a held hold now (the channel's latest run only): counts opened,
+        resolved and removed."""
         ...
 
 
@@ -276,7 +351,108 @@ class CacheStore(Protocol):
 
 
 @runtime_checkable
-class Store(MasterStore, ListingStore, FindingStore, RunStore, CacheStore, Protocol):
+class ServiceStore(Protocol):
+    """What ``auditor serve`` reads and writes: the scheduler's run history, the metrics
+    collector's aggregates (read at scrape time) and the JSON API's pages. Rows are
+    JSON-ready dicts: they go out as JSON or metrics as they are."""
+
+    def last_complete_reads(self) -> dict[str, datetime]:
+        """When each source's latest complete read finished (``master``: the latest run
+        whose master import was not rejected)."""
+        ...
+
+    def interrupt_running_runs(self, at: datetime) -> list[int]:
+        """Record runs still marked running as interrupted (only under the run lock)."""
+        ...
+
+    def latest_scores(self) -> list[tuple[str, str, float]]:
+        """(channel, check, passed share) of each channel's latest scored run."""
+        ...
+
+    def unresolved_finding_counts(self) -> list[tuple[str, str, str, int]]:
+        """(channel, check, severity, count) of findings not resolved."""
+        ...
+
+    def latest_source_results(self) -> list[dict[str, Any]]:
+        """Each source's latest read: source, status, listings, errors, message, times."""
+        ...
+
+    def source_durations(self) -> list[tuple[str, float]]:
+        """(source, seconds) of every finished read."""
+        ...
+
+    def run_errors_after(self, after_id: int, limit: int = 100_000
+                         ) -> list[tuple[int, str, str]]:
+        """(id, source, reason) of bad rows and pages recorded after ``after_id``."""
+        ...
+
+    def failed_reads_after(self, after_rowid: int) -> list[tuple[int, str, str, str | None]]:
+        """(position, source, status, message) of reads not complete, after a position."""
+        ...
+
+    def data_version(self) -> tuple[Any, ...]:
+        """Changes whenever a run, finding or master snapshot is written."""
+        ...
+
+    def outbox_counts(self) -> dict[str, int]:
+        """Notifications in the outbox by status."""
+        ...
+
+    def propagation(self, since: datetime, max_changes: int = 20_000
+                    ) -> list[tuple[str, float | None]]:
+        """(channel, seconds from a master change to the first read showing it, or None)."""
+        ...
+
+    def runs_page(self, before: int | None, limit: int) -> list[dict[str, Any]]:
+        """Runs newest first below the ``before`` id, each with its ``sources``."""
+        ...
+
+    def findings_page(self, filters: Mapping[str, Any], after: tuple[int, str] | None,
+                      limit: int) -> list[dict[str, Any]]:
+        """Findings by severity rank and fingerprint, after a (rank, fingerprint) cursor."""
+        ...
+
+    def finding(self, fingerprint: str) -> dict[str, Any] | None:
+        """One finding as a dict, or None."""
+        ...
+
+    def master_record(self, sku: str) -> dict[str, Any] | None:
+        """The master record in force for ``sku`` as stored, with ``valid_from``."""
+        ...
+
+    def sku_listings(self, sku: str) -> list[dict[str, Any]]:
+        """Every listing linked to ``sku`` with its channel, body and link."""
+        ...
+
+    def link_suggestions(self, channel: str | None, after: tuple[str, str] | None,
+                         limit: int) -> list[dict[str, Any]]:
+        """Listings only suggested a master, after a (channel, key) cursor."""
+        ...
+
+    def listing_link(self, channel: str, key: str) -> dict[str, Any] | None:
+        """A present listing's link (sku, method, confidence, candidates), or None."""
+        ...
+
+    def ack_finding(self, fingerprint: str, by: str | None, note: str | None = None,
+                    now: datetime | None = None) -> dict[str, Any]:
+        """Acknowledge a finding; StoreError when unknown or resolved."""
+        ...
+
+    def snooze_finding(self, fingerprint: str, until: datetime, by: str | None,
+                       now: datetime | None = None, note: str | None = None) -> dict[str, Any]:
+        """Snooze a finding until ``until``; StoreError when unknown or resolved."""
+        ...
+
+    def resolve_finding(self, fingerprint: str, by: str | None, now: datetime | None = None,
+                        note: str | None = None) -> dict[str, Any]:
+        """Resolve a finding by hand; StoreError when unknown or resolved."""
+        ...
+
+
+@runtime_checkable
+class Store(MasterStore, ListingStore, FindingStore, RunStore, CacheStore, PresenceHoldStore,
+            ServiceStore,
+            Protocol):
     """A whole store: every concern, plus its own life cycle.
 
     ``url`` reopens the same store (``open_store(store.url)``), in another process

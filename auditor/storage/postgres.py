@@ -53,14 +53,15 @@ from auditor import codec
 from auditor import lifecycle
 from auditor.errors import LockedError, StoreError
 from auditor.events import FindingChange
-from auditor.lifecycle import RESOLVED, Evidence, Previous
+from auditor.lifecycle import OPEN, RESOLVED, Evidence, Previous
 from auditor.model import (Finding, Link, Listing, MasterRecord, Outcome, Run, SourceResult,
                            SourceStatus)
 from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord, HttpCacheRow,
                                      HttpValidators, ImageUrlRow, LinkRecord, ListingSave,
                                      MasterAssetRow, MasterChange, MasterHistory,
                                      MasterImportResult, MasterPlan, MasterSnapshot,
-                                     RunErrorRecord, RunRecord, RunSourceRecord, ScoreRecord)
+                                     PresenceHoldRecord, RunErrorRecord, RunRecord,
+                                     RunSourceRecord, ScoreRecord, parse_time)
 
 
 def _now() -> str:
@@ -195,14 +196,37 @@ CREATE TABLE image_urls (
 
 # The same schema as the SQLite store's four migrations, as one (a PostgreSQL store has
 # no older databases to carry forward). A later change is appended as _M2 ...
-MIGRATIONS: list[str] = [_M1]
+_M2 = f"""
+-- link decisions a person made (kept across runs) and the last run's notes on listings
+-- not linked; presence a run held back for a channel (auditor.holds); a position for
+-- each source result (the metrics collector reads failed reads after a position)
+CREATE TABLE link_decisions (
+    channel TEXT {C} NOT NULL, listing_key TEXT {C} NOT NULL, sku TEXT {C} NOT NULL,
+    decision TEXT NOT NULL CHECK (decision IN ('confirmed', 'rejected')),
+    decided_at TEXT NOT NULL, note TEXT, PRIMARY KEY (channel, listing_key, sku));
+CREATE TABLE link_notes (
+    channel TEXT {C} NOT NULL, listing_key TEXT {C} NOT NULL, run_id BIGINT, method TEXT,
+    score DOUBLE PRECISION, reason TEXT, candidates TEXT, evidence TEXT,
+    PRIMARY KEY (channel, listing_key));
+CREATE TABLE presence_holds (
+    run_id BIGINT NOT NULL, channel TEXT {C} NOT NULL, kind TEXT NOT NULL,
+    reason TEXT NOT NULL, vanished TEXT, findings TEXT, checks TEXT,
+    state TEXT NOT NULL DEFAULT 'held', decided_run BIGINT, decided_at TEXT,
+    PRIMARY KEY (run_id, channel));
+ALTER TABLE run_sources ADD COLUMN seq BIGSERIAL;
+CREATE INDEX run_sources_seq ON run_sources (seq);
+CREATE INDEX listings_key ON listings (key);
+"""
+
+MIGRATIONS: list[str] = [_M1, _M2]
 SCHEMA_VERSION = len(MIGRATIONS)
 # Tables partitioned by channel (a partition per channel, made on first use).
 PARTITIONED = ("listings", "listing_versions", "findings", "finding_events",
                "finding_observations")
 TABLES = ("master_snapshots", "master_records", "master_history", "master_changes",
           "master_assets", "runs", "run_sources", "run_errors", *PARTITIONED, "scores",
-          "outbox", "http_cache", "image_signatures", "image_urls", "schema_version")
+          "outbox", "http_cache", "image_signatures", "image_urls", "link_decisions",
+          "link_notes", "presence_holds", "schema_version")
 
 
 def _check_version(current: int, known: int) -> None:
@@ -1046,6 +1070,10 @@ class PostgresStore:
             if val is not None:
                 where.append(f"{col} = %s")
                 args.append(val)
+        return self._finding_records(where, args, limit)
+
+    def _finding_records(self, where: list[str], args: list[Any], limit: int | None
+                         ) -> list[FindingRecord]:
         q = f"SELECT {self._FINDING_COLS} FROM findings"
         if where:
             q += " WHERE " + " AND ".join(where)
@@ -1143,6 +1171,494 @@ class PostgresStore:
                 " sha256=excluded.sha256, error=excluded.error, fetched_at=excluded.fetched_at",
                 [(r["url"], r.get("etag"), r.get("last_modified"), r.get("sha256"),
                   r.get("error"), at) for r in rows])
+
+
+    # ----------------------------------------------------------------- helpers (dict rows)
+    def _dicts(self, q: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Rows as dicts, times as ISO 8601 text (as the SQLite store's dict rows hold them)."""
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(q, args).fetchall()  # type: ignore[arg-type]
+        for r in rows:
+            for k, v in r.items():
+                if isinstance(v, datetime):
+                    r[k] = v.isoformat()
+        return rows
+
+    # ----------------------------------------------------------------- service reads
+    # (auditor serve: the scheduler's run history, the metrics collector, the JSON API)
+    def last_complete_reads(self) -> dict[str, datetime]:
+        out: dict[str, datetime] = dict(self.conn.execute(
+            "SELECT source, max(finished_at) FROM run_sources WHERE status='complete' "
+            "AND finished_at IS NOT NULL GROUP BY source").fetchall())
+        if "master" not in out:
+            for finished, status, summary in self.conn.execute(
+                    "SELECT finished_at, status, summary FROM runs WHERE finished_at IS NOT NULL"
+                    " AND status IN ('complete', 'partial') ORDER BY id DESC LIMIT 50"):
+                sm = json.loads(summary) if summary else {}
+                if status == "complete" or not sm.get("master_error"):
+                    out["master"] = finished
+                    break
+        return out
+
+    def interrupt_running_runs(self, at: datetime) -> list[int]:
+        with self.conn.transaction():
+            return [r[0] for r in self.conn.execute(
+                "UPDATE runs SET status='interrupted', finished_at=%s WHERE status='running'"
+                " RETURNING id", (at,)).fetchall()]
+
+    def latest_scores(self) -> list[tuple[str, str, float]]:
+        return [(c, k, sc) for c, k, sc in self.conn.execute(
+            "SELECT s.channel, s.check_name, s.score FROM scores s JOIN (SELECT channel, "
+            "max(run_id) AS run_id FROM scores GROUP BY channel) l ON l.channel = s.channel "
+            "AND l.run_id = s.run_id WHERE s.score IS NOT NULL ORDER BY 1, 2")]
+
+    def unresolved_finding_counts(self) -> list[tuple[str, str, str, int]]:
+        return [tuple(r) for r in self.conn.execute(  # type: ignore[misc]
+            "SELECT channel, check_name, severity, count(*) FROM findings "
+            "WHERE state != 'resolved' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")]
+
+    def latest_source_results(self) -> list[dict[str, Any]]:
+        rows = self._dicts(
+            "SELECT r.run_id, r.source, r.status, r.listings, r.errors, r.message, r.started_at,"
+            " r.finished_at FROM run_sources r JOIN (SELECT source, max(run_id) AS run_id FROM "
+            "run_sources GROUP BY source) l ON l.source = r.source AND l.run_id = r.run_id "
+            "ORDER BY r.source")
+        return rows
+
+    def source_durations(self) -> list[tuple[str, float]]:
+        return [(source, max(0.0, float(sec))) for source, sec in self.conn.execute(
+            "SELECT source, extract(epoch FROM finished_at - started_at)::float8 FROM "
+            "run_sources WHERE started_at IS NOT NULL AND finished_at IS NOT NULL")]
+
+    def run_errors_after(self, after_id: int, limit: int = 100_000
+                         ) -> list[tuple[int, str, str]]:
+        return [tuple(r) for r in self.conn.execute(  # type: ignore[misc]
+            "SELECT id, source, reason FROM run_errors WHERE id > %s ORDER BY id LIMIT %s",
+            (after_id, limit))]
+
+    def failed_reads_after(self, after_rowid: int) -> list[tuple[int, str, str, str | None]]:
+        """(position, source, status, message) of reads not complete, after a position
+        (``seq``: the order results were recorded in)."""
+        return [tuple(r) for r in self.conn.execute(  # type: ignore[misc]
+            "SELECT seq, source, status, message FROM run_sources WHERE seq > %s AND "
+            "status != 'complete' ORDER BY seq", (after_rowid,))]
+
+    def data_version(self) -> tuple[Any, ...]:
+        row = self.conn.execute(
+            "SELECT (SELECT max(id) FROM runs), (SELECT max(finished_at) FROM runs), "
+            "(SELECT count(*) FROM run_sources), (SELECT max(id) FROM master_snapshots), "
+            "(SELECT max(id) FROM finding_events)").fetchone()
+        return tuple(row) if row else ()
+
+    def outbox_counts(self) -> dict[str, int]:
+        return dict(self.conn.execute("SELECT status, count(*) FROM outbox GROUP BY status"
+                                      ).fetchall())
+
+    def propagation(self, since: datetime, max_changes: int = 20_000
+                    ) -> list[tuple[str, float | None]]:
+        """As the SQLite store's: how long master changes took to show on each channel."""
+        import bisect
+
+        from auditor.storage.sqlite import _CORE_FIELDS, _PROPAGATION_FIELDS
+
+        changes = self.conn.execute(
+            "SELECT sku, field, changed_at FROM master_changes WHERE changed_at >= %s "
+            "ORDER BY id DESC LIMIT %s", (since, max_changes)).fetchall()
+        if not changes:
+            return []
+        skus = sorted({c[0] for c in changes})
+        on: dict[str, set[str]] = {}
+        fps: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        for channel, sku in self.conn.execute(
+                "SELECT channel, master_sku FROM listings WHERE master_sku = ANY(%s) "
+                "AND removed_run IS NULL", (skus,)):
+            on.setdefault(sku, set()).add(channel)
+        for fp, channel, sku, fld in self.conn.execute(
+                "SELECT fingerprint, channel, sku, field FROM findings WHERE sku = ANY(%s)",
+                (skus,)):
+            fps.setdefault((channel, sku), []).append((fp, fld))
+        timeline: dict[str, list[tuple[int, bool]]] = {}
+        every_fp = [fp for v in fps.values() for fp, _ in v]
+        for fp, run_id, event in self.conn.execute(
+                "SELECT fingerprint, run_id, event FROM finding_events WHERE fingerprint ="
+                " ANY(%s) AND run_id IS NOT NULL ORDER BY id", (every_fp,)):
+            timeline.setdefault(fp, []).append((run_id, event != "resolved"))
+
+        def open_after(fp: str, run_id: int) -> bool:
+            state = False
+            for r, is_open in timeline.get(fp, ()):
+                if r > run_id:
+                    break
+                state = is_open
+            return state
+
+        reads: dict[str, tuple[list[datetime], list[int]]] = {}
+        for source, started, run_id in self.conn.execute(
+                "SELECT source, started_at, run_id FROM run_sources WHERE status='complete' "
+                "AND started_at IS NOT NULL AND started_at >= %s ORDER BY started_at",
+                (since,)):
+            starts, runs = reads.setdefault(source, ([], []))
+            starts.append(started)
+            runs.append(run_id)
+        out: list[tuple[str, float | None]] = []
+        for sku, fld, t0 in changes:
+            shown_as = _PROPAGATION_FIELDS.get(fld, (fld,))
+            for channel in sorted(on.get(sku, ())):
+                mine = [fp for fp, f in fps.get((channel, sku), ())
+                        if (f not in _CORE_FIELDS if shown_as == ("*",) else f in shown_as)]
+                starts, runs = reads.get(channel, ([], []))
+                latency = None
+                for j in range(bisect.bisect_left(starts, t0), len(starts)):
+                    if not any(open_after(fp, runs[j]) for fp in mine):
+                        latency = (starts[j] - t0).total_seconds()
+                        break
+                out.append((channel, latency))
+        return out
+
+    def runs_page(self, before: int | None, limit: int) -> list[dict[str, Any]]:
+        q, args = ("SELECT id, started_at, finished_at, status, master_snapshot_id, summary"
+                   " FROM runs"), []
+        if before is not None:
+            q += " WHERE id < %s"
+            args.append(before)
+        rows = self._dicts(q + " ORDER BY id DESC LIMIT %s", [*args, limit])
+        for r in rows:
+            r["summary"] = json.loads(r["summary"]) if r["summary"] else None
+            r["sources"] = [x.to_dict() for x in self.run_sources(r["id"])]
+        return rows
+
+    _RANK = ("CASE severity WHEN 'critical' THEN 0 WHEN 'major' THEN 1 WHEN 'minor' "
+             "THEN 2 ELSE 3 END")
+
+    @staticmethod
+    def _finding_dict(r: dict[str, Any]) -> dict[str, Any]:
+        r["check"] = r.pop("check_name")
+        r["details"] = json.loads(r["details"]) if r["details"] else {}
+        return r
+
+    def findings_page(self, filters: Mapping[str, Any], after: tuple[int, str] | None,
+                      limit: int) -> list[dict[str, Any]]:
+        where, args = [], []
+        cols = {"state": "state", "channel": "channel", "check": "check_name",
+                "severity": "severity", "sku": "sku", "outcome": "outcome"}
+        for key, value in filters.items():
+            if value is not None:
+                where.append(f"{cols[key]} = %s")
+                args.append(value)
+        if after is not None:
+            where.append(f"({self._RANK} > %s OR ({self._RANK} = %s AND fingerprint > %s))")
+            args += [after[0], after[0], after[1]]
+        q = f"SELECT {self._FINDING_COLS}, {self._RANK} AS severity_rank FROM findings"
+        if where:
+            q += " WHERE " + " AND ".join(where)
+        return [self._finding_dict(r) for r in self._dicts(
+            q + " ORDER BY severity_rank, fingerprint LIMIT %s", [*args, limit])]
+
+    def finding(self, fingerprint: str) -> dict[str, Any] | None:
+        rows = self._dicts(f"SELECT {self._FINDING_COLS} FROM findings WHERE fingerprint = %s",
+                           [fingerprint])
+        return self._finding_dict(rows[0]) if rows else None
+
+    def master_record(self, sku: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT data, valid_from FROM master_records WHERE sku = %s",
+                                (sku,)).fetchone()
+        if row is None:
+            return None
+        return {**json.loads(row[0]), "valid_from": row[1].isoformat()}
+
+    def sku_listings(self, sku: str) -> list[dict[str, Any]]:
+        rows = self._dicts(
+            "SELECT channel, key, data, fetched_at, evidence, master_sku, link_method, "
+            "link_confidence, link_candidates, last_changed_run, last_seen_run, removed_run "
+            "FROM listings WHERE master_sku = %s ORDER BY channel, key", [sku])
+        for r in rows:
+            r["data"] = json.loads(r["data"])
+            r["link_candidates"] = json.loads(r["link_candidates"]) \
+                if r["link_candidates"] else []
+        return rows
+
+    def link_suggestions(self, channel: str | None, after: tuple[str, str] | None,
+                         limit: int) -> list[dict[str, Any]]:
+        where, args = ["l.link_method = 'suggested'", "l.master_sku IS NULL",
+                       "l.removed_run IS NULL"], []
+        if channel is not None:
+            where.append("l.channel = %s")
+            args.append(channel)
+        if after is not None:
+            where.append("(l.channel > %s OR (l.channel = %s AND l.key > %s))")
+            args += [after[0], after[0], after[1]]
+        rows = self._dicts(
+            "SELECT l.channel, l.key, l.link_confidence AS confidence, l.link_candidates AS"
+            " candidates, n.reason, n.evidence, l.data FROM listings l LEFT JOIN link_notes n"
+            " ON n.channel = l.channel AND n.listing_key = l.key WHERE "
+            + " AND ".join(where) + " ORDER BY l.channel, l.key LIMIT %s", [*args, limit])
+        for r in rows:
+            r["candidates"] = json.loads(r["candidates"]) if r["candidates"] else []
+            r["sku"] = r["candidates"][0] if r["candidates"] else None
+            r["evidence"] = json.loads(r["evidence"]) if r["evidence"] else {}
+            r["data"] = json.loads(r["data"])
+        return rows
+
+    def listing_link(self, channel: str, key: str) -> dict[str, Any] | None:
+        rows = self._dicts(
+            "SELECT master_sku AS sku, link_method AS method, link_confidence AS confidence, "
+            "link_candidates AS candidates FROM listings WHERE channel=%s AND key=%s "
+            "AND removed_run IS NULL", [channel, key])
+        if not rows:
+            return None
+        r = rows[0]
+        r["candidates"] = json.loads(r["candidates"]) if r["candidates"] else []
+        return r
+
+    def _set_finding_state(self, fingerprint: str, state: str, event: str, by: str | None,
+                           note: str | None, now: datetime | None,
+                           allow_resolved: bool = False) -> dict[str, Any]:
+        # As the SQLite store's thin triage: who and why go as JSON in the event's actual.
+        at = now or datetime.now(timezone.utc)
+        c = self.conn
+        with c.transaction():
+            row = c.execute("SELECT state, channel FROM findings WHERE fingerprint=%s"
+                            " FOR UPDATE", (fingerprint,)).fetchone()
+            if row is None:
+                raise StoreError(f"no finding with fingerprint {fingerprint}")
+            if row[0] == RESOLVED and not allow_resolved:
+                raise StoreError(f"finding {fingerprint} is resolved: nothing to "
+                                 f"{event.rstrip('d')}")
+            channel = row[1]
+            if state == RESOLVED:
+                c.execute("UPDATE findings SET state=%s, resolved_at=%s, resolved_run=NULL "
+                          "WHERE channel=%s AND fingerprint=%s", (state, at, channel, fingerprint))
+            else:
+                c.execute("UPDATE findings SET state=%s WHERE channel=%s AND fingerprint=%s",
+                          (state, channel, fingerprint))
+            c.execute("INSERT INTO finding_events (channel, fingerprint, run_id, at, event,"
+                      " state, outcome, expected, actual) VALUES (%s,%s,NULL,%s,%s,%s,NULL,"
+                      "NULL,%s)", (channel, fingerprint, at, event, state,
+                                   codec.dumps({"by": by, "note": note})))
+        return self.finding(fingerprint) or {}
+
+    def ack_finding(self, fingerprint: str, by: str | None, note: str | None = None,
+                    now: datetime | None = None) -> dict[str, Any]:
+        return self._set_finding_state(fingerprint, "acknowledged", "acknowledged", by, note,
+                                       now)
+
+    def snooze_finding(self, fingerprint: str, until: datetime, by: str | None,
+                       now: datetime | None = None, note: str | None = None) -> dict[str, Any]:
+        return self._set_finding_state(fingerprint, "snoozed", "snoozed", by,
+                                       note or f"until {until.isoformat()}", now)
+
+    def resolve_finding(self, fingerprint: str, by: str | None, now: datetime | None = None,
+                        note: str | None = None) -> dict[str, Any]:
+        return self._set_finding_state(fingerprint, RESOLVED, "resolved", by, note, now)
+
+    # ----------------------------------------------------------------- link decisions
+    def link_decisions(self, channel: str) -> dict[str, dict[str, Any]]:
+        confirmed: dict[str, str] = {}
+        rejected: dict[str, set[str]] = {}
+        for key, sku, decision in self.conn.execute(
+                "SELECT listing_key, sku, decision FROM link_decisions WHERE channel = %s",
+                (channel,)):
+            if decision == "confirmed":
+                confirmed[key] = sku
+            else:
+                rejected.setdefault(key, set()).add(sku)
+        return {"confirmed": confirmed, "rejected": rejected}
+
+    def decide_link(self, channel: str, listing_key: str, sku: str, decision: str,
+                    at: datetime, note: str | None = None) -> None:
+        if decision not in ("confirmed", "rejected"):
+            raise ValueError(f"decision must be confirmed or rejected, not {decision!r}")
+        stamp = at.isoformat()
+        c = self.conn
+        with c.transaction():
+            if decision == "confirmed":  # one confirmed master per listing
+                c.execute("DELETE FROM link_decisions WHERE channel = %s AND listing_key = %s"
+                          " AND (decision = 'confirmed' OR sku = %s)", (channel, listing_key, sku))
+                c.execute("UPDATE listings SET master_sku = %s, link_method = 'confirmed',"
+                          " link_confidence = 1.0, link_candidates = NULL"
+                          " WHERE channel = %s AND key = %s", (sku, channel, listing_key))
+                c.execute("DELETE FROM link_notes WHERE channel = %s AND listing_key = %s",
+                          (channel, listing_key))
+            else:
+                c.execute("DELETE FROM link_decisions WHERE channel = %s AND listing_key = %s"
+                          " AND sku = %s", (channel, listing_key, sku))
+                row = c.execute("SELECT master_sku, link_candidates FROM listings"
+                                " WHERE channel = %s AND key = %s FOR UPDATE",
+                                (channel, listing_key)).fetchone()
+                if row is not None and (row[0] == sku or (
+                        row[0] is None and row[1] and sku in json.loads(row[1]))):
+                    c.execute("UPDATE listings SET master_sku = NULL, link_method = 'none',"
+                              " link_confidence = 0.0, link_candidates = NULL"
+                              " WHERE channel = %s AND key = %s", (channel, listing_key))
+                    c.execute("UPDATE link_notes SET method = 'none', reason = %s,"
+                              " candidates = NULL WHERE channel = %s AND listing_key = %s",
+                              (f"rejected {sku} by hand", channel, listing_key))
+            c.execute("INSERT INTO link_decisions (channel, listing_key, sku, decision,"
+                      " decided_at, note) VALUES (%s,%s,%s,%s,%s,%s)",
+                      (channel, listing_key, sku, decision, stamp, note))
+
+    def decided_links(self, channel: str | None = None) -> list[dict[str, Any]]:
+        q = ("SELECT channel, listing_key, sku, decision, decided_at, note"
+             " FROM link_decisions")
+        args = [channel] if channel else []
+        if channel:
+            q += " WHERE channel = %s"
+        return self._dicts(q + " ORDER BY channel, listing_key, sku", args)
+
+    def listing_channels(self, listing_key: str) -> list[str]:
+        return [r[0] for r in self.conn.execute(
+            "SELECT channel FROM listings WHERE key = %s AND removed_run IS NULL"
+            " ORDER BY channel", (listing_key,))]
+
+    def save_link_notes(self, run_id: int, channel: str, links: Iterable[Link]) -> None:
+        rows: dict[str, tuple] = {}
+        for lk in links:  # the last note of a key wins, as INSERT OR REPLACE does
+            rows[lk.listing_key] = (
+                channel, lk.listing_key, run_id, lk.method.value, lk.confidence, lk.reason,
+                json.dumps(list(lk.candidates)) if lk.candidates else None,
+                codec.dumps(lk.evidence) if lk.evidence else None)
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.execute("DELETE FROM link_notes WHERE channel = %s", (channel,))
+            if rows:
+                self._copy(cur, "link_notes", ("channel", "listing_key", "run_id", "method",
+                                               "score", "reason", "candidates", "evidence"),
+                           rows.values())
+
+    def link_states(self, channel: str | None = None, state: str | None = None
+                    ) -> list[dict[str, Any]]:
+        q = ("SELECT l.channel, l.key AS listing_key, l.master_sku AS sku,"
+             " l.link_method AS method, l.link_confidence AS confidence,"
+             " l.link_candidates AS candidates, l.link_run AS run_id, n.reason, n.evidence"
+             " FROM listings l LEFT JOIN link_notes n"
+             " ON n.channel = l.channel AND n.listing_key = l.key"
+             " WHERE l.link_method IS NOT NULL AND l.removed_run IS NULL")
+        args: list[Any] = []
+        if channel:
+            q += " AND l.channel = %s"
+            args.append(channel)
+        if state == "linked":
+            q += " AND l.master_sku IS NOT NULL"
+        elif state == "suggested":
+            q += " AND l.master_sku IS NULL AND l.link_method = 'suggested'"
+        elif state == "unlinked":
+            q += " AND l.master_sku IS NULL AND l.link_method != 'suggested'"
+        elif state is not None:
+            raise ValueError(f"state must be linked, suggested or unlinked, not {state!r}")
+        rows = self._dicts(q + " ORDER BY l.channel, l.key", args)
+        for r in rows:
+            r["candidates"] = json.loads(r["candidates"]) if r["candidates"] else []
+            r["evidence"] = json.loads(r["evidence"]) if r["evidence"] else {}
+            r["state"] = "linked" if r["sku"] else (
+                "suggested" if r["method"] == "suggested" else "unlinked")
+        return rows
+
+    # ----------------------------------------------------------------- presence holds
+    def save_presence_hold(self, run_id: int, channel: str, kind: str, reason: str,
+                           vanished: Sequence[str], held: Iterable[Finding],
+                           checks_ran: Sequence[str]) -> None:
+        self.conn.execute(
+            "INSERT INTO presence_holds (run_id, channel, kind, reason, vanished, findings,"
+            " checks, state) VALUES (%s,%s,%s,%s,%s,%s,%s,'held') ON CONFLICT (run_id, channel)"
+            " DO UPDATE SET kind=excluded.kind, reason=excluded.reason,"
+            " vanished=excluded.vanished, findings=excluded.findings, checks=excluded.checks,"
+            " state='held', decided_run=NULL, decided_at=NULL",
+            (run_id, channel, kind, reason, json.dumps(sorted(vanished)),
+             codec.dumps([codec.finding_to_dict(f) for f in held]),
+             json.dumps(list(checks_ran))))
+
+    def presence_holds(self, run_id: int | None = None, channel: str | None = None,
+                       state: str | None = None) -> list[PresenceHoldRecord]:
+        where, args = [], []
+        for col, val in (("run_id", run_id), ("channel", channel), ("state", state)):
+            if val is not None:
+                where.append(f"{col} = %s")
+                args.append(val)
+        q = ("SELECT run_id, channel, kind, reason, vanished, findings, checks, state,"
+             " decided_run, decided_at FROM presence_holds"
+             + (" WHERE " + " AND ".join(where) if where else ""))
+        return [PresenceHoldRecord(run, ch, kind, reason, tuple(orjson.loads(van or "[]")),
+                                   tuple(orjson.loads(fs or "[]")),
+                                   tuple(orjson.loads(checks or "[]")), st, drun,
+                                   parse_time(dat))
+                for run, ch, kind, reason, van, fs, checks, st, drun, dat in self.conn.execute(
+                    q + " ORDER BY run_id DESC, channel", args)]
+
+    def previous_run_of(self, channel: str, before_run: int) -> int | None:
+        return _first(self.conn.execute(
+            "SELECT max(run_id) FROM run_sources WHERE source=%s AND run_id<%s",
+            (channel, before_run)))
+
+    def decide_presence_hold(self, run_id: int, channel: str, state: str,
+                             decided_run: int | None, now: datetime) -> None:
+        self.conn.execute(
+            "UPDATE presence_holds SET state=%s, decided_run=%s, decided_at=%s "
+            "WHERE run_id=%s AND channel=%s AND state='held'",
+            (state, decided_run, now.isoformat(), run_id, channel))
+
+    def accept_presence_hold(self, run_id: int, channel: str, now: datetime) -> dict[str, int]:
+        """As the SQLite store's (see there)."""
+        holds = self.presence_holds(run_id, channel)
+        if not holds:
+            raise StoreError(f"run {run_id} held nothing for channel {channel!r} "
+                             f"(see `auditor runs`)")
+        hold = holds[0]
+        if hold.state != "held":
+            raise StoreError(f"run {run_id}'s hold on channel {channel!r} is already "
+                             f"{hold.state}")
+        latest = _first(self.conn.execute(
+            "SELECT max(run_id) FROM run_sources WHERE source=%s", (channel,)))
+        if latest != run_id:
+            raise StoreError(f"run {run_id} is not the latest run of channel {channel!r} "
+                             f"(run {latest} is): only the latest run's hold can be accepted")
+        held = [codec.finding_from_dict(d) for d in hold.findings]
+        counts = self.apply_findings(run_id, channel, held, SourceStatus.FAILED, None, (), now)
+        vanished = set(hold.vanished)
+        ran = set(hold.checks)
+        c = self.conn
+        with self._xact_lock(LOCK_FINDINGS, channel), c.cursor() as cur:
+            observed = {fp for (fp,) in c.execute(
+                "SELECT fingerprint FROM finding_observations WHERE channel=%s AND run_id=%s",
+                (channel, run_id))}
+            to_resolve = sorted(
+                fp for fp, check, key in c.execute(
+                    "SELECT fingerprint, check_name, listing_key FROM findings "
+                    "WHERE channel=%s AND state=%s", (channel, OPEN))
+                if fp not in observed and check in ran and (key is None or key in vanished))
+            if to_resolve:
+                c.execute("UPDATE findings SET state=%s, resolved_at=%s, resolved_run=%s "
+                          "WHERE channel=%s AND fingerprint = ANY(%s)",
+                          (RESOLVED, now, run_id, channel, to_resolve))
+                self._copy(cur, "finding_events", _EVENT_COLS,
+                           [(channel, fp, run_id, now, lifecycle.RESOLVED_EVENT, RESOLVED,
+                             None, None, None) for fp in to_resolve])
+        removed = self.mark_removed(run_id, channel, vanished)
+        self.decide_presence_hold(run_id, channel, "accepted", None, now)
+        return {"opened": counts.opened + counts.reopened, "resolved": len(to_resolve),
+                "removed": removed}
+
+    # ----------------------------------------------------------------- finding queries
+    def query_findings(self, *, states: Sequence[str] = (), channels: Sequence[str] = (),
+                       checks: Sequence[str] = (), severities: Sequence[str] = (),
+                       sku: str | None = None, limit: int | None = None
+                       ) -> list[FindingRecord]:
+        where: list[str] = []
+        args: list[Any] = []
+        for col, vals in (("state", states), ("channel", channels), ("check_name", checks),
+                          ("severity", severities)):
+            if vals:
+                where.append(f"{col} = ANY(%s)")
+                args.append(list(vals))
+        if sku is not None:
+            where.append("sku = %s")
+            args.append(sku)
+        return self._finding_records(where, args, limit)
+
+    def finding_values(self, column: str) -> set[str]:
+        if column not in ("channel", "check_name", "severity", "state"):
+            raise ValueError(f"not a finding filter column: {column}")
+        return {v for (v,) in self.conn.execute(
+            sql.SQL("SELECT DISTINCT {} FROM findings").format(sql.Identifier(column)))
+            if v is not None}
 
 
 # Columns of the rows the write paths COPY, in the order their tuples hold them.

@@ -319,3 +319,22 @@ class MasterAssetRow(TypedDict):
     sha256: str
     valid_from: str
     valid_to: str | None
+
+
+# --------------------------------------------------------------------------- presence holds
+
+@dataclass(frozen=True, slots=True)
+class PresenceHoldRecord(_Record):
+    """Presence a run held back for a channel, and what it would have concluded
+    (``auditor.holds``)."""
+
+    run_id: int
+    channel: str
+    kind: str                     # row (a row without a readable key), drop (items vanished)
+    reason: str
+    vanished: tuple[str, ...]     # listing keys present before and not read in that run
+    findings: tuple[dict[str, Any], ...]  # presence findings computed (codec.finding_to_dict)
+    checks: tuple[str, ...]       # checks that ran on the channel in that run
+    state: str                    # held, confirmed, superseded, accepted
+    decided_run: int | None
+    decided_at: datetime | None

@@ -10,6 +10,7 @@ keeps two runs apart, WAL and page settings, single-writer batching (``BatchGate
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import fcntl
 import hashlib
@@ -29,15 +30,15 @@ from auditor import codec
 from auditor import lifecycle
 from auditor.errors import LockedError, StoreError
 from auditor.events import FindingChange
-from auditor.lifecycle import RESOLVED, Evidence, Previous
+from auditor.lifecycle import OPEN, RESOLVED, Evidence, Previous
 from auditor.model import (Finding, Link, Listing, MasterRecord, Outcome, Run, SourceResult,
                            SourceStatus)
 from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord, HttpCacheRow,
                                      HttpValidators, ImageUrlRow, LinkRecord, ListingSave,
                                      MasterAssetRow, MasterChange, MasterHistory,
                                      MasterImportResult, MasterPlan, MasterSnapshot,
-                                     RunErrorRecord, RunRecord, RunSourceRecord, ScoreRecord,
-                                     parse_time)
+                                     PresenceHoldRecord, RunErrorRecord, RunRecord,
+                                     RunSourceRecord, ScoreRecord, parse_time)
 
 
 def _now() -> str:
@@ -192,7 +193,36 @@ def _m4(db: sqlite_utils.Database) -> None:
     """)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1, _m2, _m3, _m4]
+def _m5(db: sqlite_utils.Database) -> None:
+    """Link decisions a person made (confirmed or rejected pairs, kept across runs) and
+    the notes of the last run on listings not linked: reason, score, evidence."""
+    _script(db, """
+    CREATE TABLE link_decisions (
+        channel TEXT NOT NULL, listing_key TEXT NOT NULL, sku TEXT NOT NULL,
+        decision TEXT NOT NULL CHECK (decision IN ('confirmed', 'rejected')),
+        decided_at TEXT NOT NULL, note TEXT,
+        PRIMARY KEY (channel, listing_key, sku));
+    CREATE TABLE link_notes (
+        channel TEXT NOT NULL, listing_key TEXT NOT NULL, run_id INTEGER,
+        method TEXT, score REAL, reason TEXT, candidates TEXT, evidence TEXT,
+        PRIMARY KEY (channel, listing_key));
+    """)
+
+
+def _m6(db: sqlite_utils.Database) -> None:
+    """Presence held by a run for a channel (a row without a readable key, a sharp drop
+    in items): what it would have concluded, kept until confirmed or accepted."""
+    _script(db, """
+    CREATE TABLE presence_holds (
+        run_id INTEGER NOT NULL, channel TEXT NOT NULL, kind TEXT NOT NULL,
+        reason TEXT NOT NULL, vanished TEXT, findings TEXT, checks TEXT,
+        state TEXT NOT NULL DEFAULT 'held', decided_run INTEGER, decided_at TEXT,
+        PRIMARY KEY (run_id, channel));
+    """)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1, _m2, _m3, _m4, _m5,
+                                                               _m6]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -1118,6 +1148,567 @@ class SQLiteStore:
     def holds_run_lock(self) -> bool:
         """Whether this process holds this store's ``run_lock``."""
         return self.path != MEMORY and holds_run_lock(self.path)
+
+
+    # ----------------------------------------------------------------- service reads
+    # (auditor serve: the scheduler's run history, the metrics collector, the JSON API)
+
+    def last_complete_reads(self) -> dict[str, datetime]:
+        """When each source's latest complete read finished; ``"master"`` is the latest
+        run whose master import was not rejected."""
+        out: dict[str, datetime] = {}
+        for source, at in self.db.execute(
+                "SELECT source, max(finished_at) FROM run_sources WHERE status='complete' "
+                "AND finished_at IS NOT NULL GROUP BY source"):
+            out[source] = datetime.fromisoformat(at)
+        if "master" not in out:
+            for finished, status, summary in self.db.execute(
+                    "SELECT finished_at, status, summary FROM runs WHERE finished_at IS NOT NULL"
+                    " AND status IN ('complete', 'partial') ORDER BY id DESC LIMIT 50"):
+                s = json.loads(summary) if summary else {}
+                if status == "complete" or not s.get("master_error"):
+                    out["master"] = datetime.fromisoformat(finished)
+                    break
+        return out
+
+    def interrupt_running_runs(self, at: datetime) -> list[int]:
+        """Record every run still marked running as interrupted at ``at``: call only while
+        holding the run lock (no run is really running then). Returns their ids."""
+        with self.db.conn:
+            ids = [r for (r,) in self.db.execute("SELECT id FROM runs WHERE status='running'")]
+            self.db.conn.executemany("UPDATE runs SET status='interrupted', finished_at=? "
+                                     "WHERE id=?", [(at.isoformat(), i) for i in ids])
+        return ids
+
+    def latest_scores(self) -> list[tuple[str, str, float]]:
+        """(channel, check, passed share) of each channel's latest scored run."""
+        return [(c, k, s) for c, k, s in self.db.execute(
+            "SELECT s.channel, s.check_name, s.score FROM scores s JOIN (SELECT channel, "
+            "max(run_id) AS run_id FROM scores GROUP BY channel) l ON l.channel = s.channel "
+            "AND l.run_id = s.run_id WHERE s.score IS NOT NULL ORDER BY 1, 2")]
+
+    def unresolved_finding_counts(self) -> list[tuple[str, str, str, int]]:
+        """(channel, check, severity, count) of findings not resolved."""
+        return list(self.db.execute(
+            "SELECT channel, check_name, severity, count(*) FROM findings "
+            "WHERE state != 'resolved' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"))
+
+    def latest_source_results(self) -> list[dict[str, Any]]:
+        """Each source's latest recorded read (a run_sources row)."""
+        return list(self.db.query(
+            "SELECT r.* FROM run_sources r JOIN (SELECT source, max(run_id) AS run_id FROM "
+            "run_sources GROUP BY source) l ON l.source = r.source AND l.run_id = r.run_id "
+            "ORDER BY r.source"))
+
+    def source_durations(self) -> list[tuple[str, float]]:
+        """(source, seconds) of every finished read on record."""
+        out = []
+        for source, a, b in self.db.execute(
+                "SELECT source, started_at, finished_at FROM run_sources "
+                "WHERE started_at IS NOT NULL AND finished_at IS NOT NULL"):
+            out.append((source, max(0.0, (datetime.fromisoformat(b)
+                                          - datetime.fromisoformat(a)).total_seconds())))
+        return out
+
+    def run_errors_after(self, after_id: int, limit: int = 100_000
+                         ) -> list[tuple[int, str, str]]:
+        """(id, source, reason) of recorded bad rows and pages with an id above ``after_id``."""
+        return list(self.db.execute("SELECT id, source, reason FROM run_errors WHERE id > ? "
+                                    "ORDER BY id LIMIT ?", (after_id, limit)))
+
+    def failed_reads_after(self, after_rowid: int) -> list[tuple[int, str, str, str | None]]:
+        """(rowid, source, status, message) of reads not complete, with a rowid above
+        ``after_rowid``."""
+        return list(self.db.execute(
+            "SELECT rowid, source, status, message FROM run_sources WHERE rowid > ? AND "
+            "status != 'complete' ORDER BY rowid", (after_rowid,)))
+
+    def data_version(self) -> tuple[Any, ...]:
+        """Changes whenever a run, finding or master snapshot is written (cache key)."""
+        return tuple(self.db.execute(
+            "SELECT (SELECT max(id) FROM runs), (SELECT max(finished_at) FROM runs), "
+            "(SELECT count(*) FROM run_sources), (SELECT max(id) FROM master_snapshots), "
+            "(SELECT max(id) FROM finding_events)").fetchone())
+
+    def outbox_counts(self) -> dict[str, int]:
+        """Notifications in the outbox by status (pending, failed, sent ...)."""
+        return dict(self.db.execute("SELECT status, count(*) FROM outbox GROUP BY status"))
+
+    def propagation(self, since: datetime, max_changes: int = 20_000
+                    ) -> list[tuple[str, float | None]]:
+        """How long master changes took to show on each channel: (channel, seconds), or
+        (channel, None) while a channel does not show one yet.
+
+        A change (SKU, field, time) shows on a channel at the channel's first complete
+        read started after it in which that SKU's listing had no finding open on the
+        field; the latency is that read's start minus the change time. Only changes since
+        ``since`` (at most the newest ``max_changes``) and channels listing the SKU count.
+        After a complete read a finding is open exactly when the read observed it, so the
+        finding events (indexed by fingerprint) tell it, without scanning observations.
+        """
+        changes = list(self.db.execute(
+            "SELECT sku, field, changed_at FROM master_changes WHERE changed_at >= ? "
+            "ORDER BY id DESC LIMIT ?", (since.isoformat(), max_changes)))
+        if not changes:
+            return []
+        skus = sorted({c[0] for c in changes})
+        on: dict[str, set[str]] = {}                       # sku -> channels listing it
+        fps: dict[tuple[str, str], list[tuple[str, str]]] = {}  # (channel, sku) -> [(fp, field)]
+        for i in range(0, len(skus), 500):
+            chunk = skus[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            for channel, sku in self.db.execute(
+                    f"SELECT channel, master_sku FROM listings WHERE master_sku IN ({marks}) "
+                    f"AND removed_run IS NULL", chunk):
+                on.setdefault(sku, set()).add(channel)
+            for fp, channel, sku, fld in self.db.execute(
+                    f"SELECT fingerprint, channel, sku, field FROM findings "
+                    f"WHERE sku IN ({marks})", chunk):
+                fps.setdefault((channel, sku), []).append((fp, fld))
+        # each finding's state after each run that changed it: [(run_id, open?)]
+        timeline: dict[str, list[tuple[int, bool]]] = {}
+        every_fp = [fp for v in fps.values() for fp, _ in v]
+        for i in range(0, len(every_fp), 500):
+            chunk = every_fp[i:i + 500]
+            for fp, run_id, event in self.db.execute(
+                    f"SELECT fingerprint, run_id, event FROM finding_events WHERE fingerprint IN "
+                    f"({','.join('?' * len(chunk))}) AND run_id IS NOT NULL ORDER BY id", chunk):
+                timeline.setdefault(fp, []).append((run_id, event != "resolved"))
+
+        def open_after(fp: str, run_id: int) -> bool:
+            state = False
+            for r, is_open in timeline.get(fp, ()):
+                if r > run_id:
+                    break
+                state = is_open
+            return state
+
+        reads: dict[str, tuple[list[datetime], list[int]]] = {}  # channel -> starts, runs
+        for source, started, run_id in self.db.execute(
+                "SELECT source, started_at, run_id FROM run_sources WHERE status='complete' "
+                "AND started_at IS NOT NULL AND started_at >= ? ORDER BY started_at",
+                (since.isoformat(),)):
+            starts, runs = reads.setdefault(source, ([], []))
+            starts.append(datetime.fromisoformat(started))
+            runs.append(run_id)
+        out: list[tuple[str, float | None]] = []
+        for sku, fld, changed_at in changes:
+            shown_as = _PROPAGATION_FIELDS.get(fld, (fld,))
+            t0 = datetime.fromisoformat(changed_at)
+            for channel in sorted(on.get(sku, ())):
+                mine = [fp for fp, f in fps.get((channel, sku), ())
+                        if (f not in _CORE_FIELDS if shown_as == ("*",) else f in shown_as)]
+                starts, runs = reads.get(channel, ([], []))
+                latency = None
+                for j in range(bisect.bisect_left(starts, t0), len(starts)):
+                    if not any(open_after(fp, runs[j]) for fp in mine):
+                        latency = (starts[j] - t0).total_seconds()
+                        break
+                out.append((channel, latency))
+        return out
+
+    def runs_page(self, before: int | None, limit: int) -> list[dict[str, Any]]:
+        """Runs newest first, with ids below ``before`` (a cursor), each with its sources."""
+        q, args = "SELECT * FROM runs", []
+        if before is not None:
+            q += " WHERE id < ?"
+            args.append(before)
+        rows = list(self.db.query(q + " ORDER BY id DESC LIMIT ?", [*args, limit]))
+        for r in rows:
+            r["summary"] = json.loads(r["summary"]) if r["summary"] else None
+            r["sources"] = [s.to_dict() for s in self.run_sources(r["id"])]
+        return rows
+
+    def findings_page(self, filters: Mapping[str, Any], after: tuple[int, str] | None,
+                      limit: int) -> list[dict[str, Any]]:
+        """Findings most severe first, then by fingerprint, after the (severity rank,
+        fingerprint) cursor ``after``. ``filters``: state, channel, check, severity, sku,
+        outcome (exact values)."""
+        rank = ("CASE severity WHEN 'critical' THEN 0 WHEN 'major' THEN 1 WHEN 'minor' "
+                "THEN 2 ELSE 3 END")
+        where, args = [], []
+        cols = {"state": "state", "channel": "channel", "check": "check_name",
+                "severity": "severity", "sku": "sku", "outcome": "outcome"}
+        for key, value in filters.items():
+            if value is not None:
+                where.append(f"{cols[key]} = ?")
+                args.append(value)
+        if after is not None:
+            where.append(f"({rank} > ? OR ({rank} = ? AND fingerprint > ?))")
+            args += [after[0], after[0], after[1]]
+        q = f"SELECT *, {rank} AS severity_rank FROM findings"
+        if where:
+            q += " WHERE " + " AND ".join(where)
+        rows = []
+        for r in self.db.query(q + " ORDER BY severity_rank, fingerprint LIMIT ?",
+                               [*args, limit]):
+            r["check"] = r.pop("check_name")
+            r["details"] = json.loads(r["details"]) if r["details"] else {}
+            rows.append(r)
+        return rows
+
+    def finding(self, fingerprint: str) -> dict[str, Any] | None:
+        """One stored finding as a dict (as ``findings`` returns them), or None."""
+        rows = list(self.db.query("SELECT * FROM findings WHERE fingerprint = ?", [fingerprint]))
+        if not rows:
+            return None
+        r = rows[0]
+        r["check"] = r.pop("check_name")
+        r["details"] = json.loads(r["details"]) if r["details"] else {}
+        return r
+
+    def master_record(self, sku: str) -> dict[str, Any] | None:
+        """The master record in force for ``sku`` (its stored JSON, with ``valid_from``)."""
+        row = self.db.execute("SELECT data, valid_from FROM master_records WHERE sku = ?",
+                              (sku,)).fetchone()
+        if row is None:
+            return None
+        return {**json.loads(row[0]), "valid_from": row[1]}
+
+    def sku_listings(self, sku: str) -> list[dict[str, Any]]:
+        """Every listing linked to ``sku``, each with its channel, body, link and when it
+        was read and last changed."""
+        rows = []
+        for r in self.db.query(
+                "SELECT channel, key, data, fetched_at, evidence, master_sku, link_method, "
+                "link_confidence, link_candidates, last_changed_run, last_seen_run, removed_run "
+                "FROM listings WHERE master_sku = ? ORDER BY channel, key", [sku]):
+            r["data"] = json.loads(r["data"])
+            r["link_candidates"] = json.loads(r["link_candidates"]) \
+                if r["link_candidates"] else []
+            rows.append(r)
+        return rows
+
+    def link_suggestions(self, channel: str | None, after: tuple[str, str] | None,
+                         limit: int) -> list[dict[str, Any]]:
+        """Listings the linker could only suggest a master for (link method
+        ``suggested``), after the (channel, key) cursor ``after``: the suggested ``sku``
+        (best candidate first in ``candidates``), the linker's reason and evidence, and
+        what the listing shows (``data``)."""
+        where, args = ["l.link_method = 'suggested'", "l.master_sku IS NULL",
+                       "l.removed_run IS NULL"], []
+        if channel is not None:
+            where.append("l.channel = ?")
+            args.append(channel)
+        if after is not None:
+            where.append("(l.channel > ? OR (l.channel = ? AND l.key > ?))")
+            args += [after[0], after[0], after[1]]
+        rows = []
+        for r in self.db.query(
+                "SELECT l.channel, l.key, l.link_confidence AS confidence, l.link_candidates AS"
+                " candidates, n.reason, n.evidence, l.data FROM listings l LEFT JOIN link_notes n"
+                " ON n.channel = l.channel AND n.listing_key = l.key WHERE "
+                + " AND ".join(where) + " ORDER BY l.channel, l.key LIMIT ?", [*args, limit]):
+            r["candidates"] = json.loads(r["candidates"]) if r["candidates"] else []
+            r["sku"] = r["candidates"][0] if r["candidates"] else None
+            r["evidence"] = json.loads(r["evidence"]) if r["evidence"] else {}
+            r["data"] = json.loads(r["data"])
+            rows.append(r)
+        return rows
+
+    def listing_link(self, channel: str, key: str) -> dict[str, Any] | None:
+        """A present listing's link: sku, method, confidence, candidates; None when the
+        channel has no such listing."""
+        rows = list(self.db.query(
+            "SELECT master_sku AS sku, link_method AS method, link_confidence AS confidence, "
+            "link_candidates AS candidates FROM listings WHERE channel=? AND key=? "
+            "AND removed_run IS NULL", [channel, key]))
+        if not rows:
+            return None
+        r = rows[0]
+        r["candidates"] = json.loads(r["candidates"]) if r["candidates"] else []
+        return r
+
+    def _set_finding_state(self, fingerprint: str, state: str, event: str, by: str | None,
+                           note: str | None, now: datetime | None,
+                           allow_resolved: bool = False) -> dict[str, Any]:
+        # A thin version of the alert lifecycle's triage (issue 17 brings the full one:
+        # actor and note columns, a reopen clearing the acknowledgement); until then who
+        # and why are kept as JSON in the event's ``actual``.
+        at = (now or datetime.now(timezone.utc)).isoformat()
+        c = self.db.conn
+        with c:
+            row = c.execute("SELECT state FROM findings WHERE fingerprint=?",
+                            (fingerprint,)).fetchone()
+            if row is None:
+                raise StoreError(f"no finding with fingerprint {fingerprint}")
+            if row[0] == RESOLVED and not allow_resolved:
+                raise StoreError(f"finding {fingerprint} is resolved: nothing to "
+                                 f"{event.rstrip('d')}")
+            if state == RESOLVED:
+                c.execute("UPDATE findings SET state=?, resolved_at=?, resolved_run=NULL "
+                          "WHERE fingerprint=?", (state, at, fingerprint))
+            else:
+                c.execute("UPDATE findings SET state=? WHERE fingerprint=?", (state, fingerprint))
+            c.execute("INSERT INTO finding_events (fingerprint, run_id, at, event, state, "
+                      "outcome, expected, actual) VALUES (?, NULL, ?, ?, ?, NULL, NULL, ?)",
+                      (fingerprint, at, event, state, codec.dumps({"by": by, "note": note})))
+        return self.finding(fingerprint) or {}
+
+    def ack_finding(self, fingerprint: str, by: str | None, note: str | None = None,
+                    now: datetime | None = None) -> dict[str, Any]:
+        """Acknowledge an open finding (state ``acknowledged``); StoreError when unknown."""
+        return self._set_finding_state(fingerprint, "acknowledged", "acknowledged", by, note,
+                                       now)
+
+    def snooze_finding(self, fingerprint: str, until: datetime, by: str | None,
+                       now: datetime | None = None, note: str | None = None) -> dict[str, Any]:
+        """Mute an open finding until ``until`` (state ``snoozed``); StoreError when unknown."""
+        return self._set_finding_state(fingerprint, "snoozed", "snoozed", by,
+                                       note or f"until {until.isoformat()}", now)
+
+    def resolve_finding(self, fingerprint: str, by: str | None, now: datetime | None = None,
+                        note: str | None = None) -> dict[str, Any]:
+        """Resolve a finding by hand; a later read still showing it reopens it."""
+        return self._set_finding_state(fingerprint, RESOLVED, "resolved", by, note, now)
+
+    # ----------------------------------------------------------------- link decisions
+    def link_decisions(self, channel: str) -> dict[str, dict[str, Any]]:
+        """A person's decisions on one channel's links: ``confirmed`` (listing key ->
+        SKU) and ``rejected`` (listing key -> set of SKUs)."""
+        confirmed: dict[str, str] = {}
+        rejected: dict[str, set[str]] = {}
+        for key, sku, decision in self.db.execute(
+                "SELECT listing_key, sku, decision FROM link_decisions WHERE channel = ?",
+                [channel]):
+            if decision == "confirmed":
+                confirmed[key] = sku
+            else:
+                rejected.setdefault(key, set()).add(sku)
+        return {"confirmed": confirmed, "rejected": rejected}
+
+    def decide_link(self, channel: str, listing_key: str, sku: str, decision: str,
+                    at: datetime, note: str | None = None) -> None:
+        """Record that a person confirmed or rejected the pair; the listing's current link
+        follows at once (confirmed: linked to ``sku``; rejected: no longer to ``sku``)."""
+        if decision not in ("confirmed", "rejected"):
+            raise ValueError(f"decision must be confirmed or rejected, not {decision!r}")
+        stamp = at.isoformat()
+        with self.db.conn as c:
+            if decision == "confirmed":  # one confirmed master per listing
+                c.execute("DELETE FROM link_decisions WHERE channel = ? AND listing_key = ?"
+                          " AND (decision = 'confirmed' OR sku = ?)", [channel, listing_key, sku])
+                c.execute("UPDATE listings SET master_sku = ?, link_method = 'confirmed',"
+                          " link_confidence = 1.0, link_candidates = NULL"
+                          " WHERE channel = ? AND key = ?", [sku, channel, listing_key])
+                c.execute("DELETE FROM link_notes WHERE channel = ? AND listing_key = ?",
+                          [channel, listing_key])
+            else:
+                c.execute("DELETE FROM link_decisions WHERE channel = ? AND listing_key = ?"
+                          " AND sku = ?", [channel, listing_key, sku])
+                row = c.execute("SELECT master_sku, link_candidates FROM listings"
+                                " WHERE channel = ? AND key = ?", [channel, listing_key]
+                                ).fetchone()
+                if row is not None and (row[0] == sku or (
+                        row[0] is None and row[1] and sku in json.loads(row[1]))):
+                    c.execute("UPDATE listings SET master_sku = NULL, link_method = 'none',"
+                              " link_confidence = 0.0, link_candidates = NULL"
+                              " WHERE channel = ? AND key = ?", [channel, listing_key])
+                    c.execute("UPDATE link_notes SET method = 'none', reason = ?,"
+                              " candidates = NULL WHERE channel = ? AND listing_key = ?",
+                              [f"rejected {sku} by hand", channel, listing_key])
+            c.execute("INSERT INTO link_decisions (channel, listing_key, sku, decision,"
+                      " decided_at, note) VALUES (?,?,?,?,?,?)",
+                      [channel, listing_key, sku, decision, stamp, note])
+
+    def decided_links(self, channel: str | None = None) -> list[dict[str, Any]]:
+        """Every recorded decision (channel, listing_key, sku, decision, decided_at, note)."""
+        q = "SELECT * FROM link_decisions"
+        args = [channel] if channel else []
+        if channel:
+            q += " WHERE channel = ?"
+        return list(self.db.query(q + " ORDER BY channel, listing_key, sku", args))
+
+    def listing_channels(self, listing_key: str) -> list[str]:
+        """The channels on which a listing with this key is present."""
+        return [r[0] for r in self.db.execute(
+            "SELECT channel FROM listings WHERE key = ? AND removed_run IS NULL ORDER BY channel",
+            [listing_key])]
+
+    def save_link_notes(self, run_id: int, channel: str, links: Iterable[Link]) -> None:
+        """Replace the channel's link notes with this run's: each listing not linked
+        (suggested, unlinked or ambiguous) with its reason, score and evidence."""
+        rows = [(channel, lk.listing_key, run_id, lk.method.value, lk.confidence, lk.reason,
+                 json.dumps(list(lk.candidates)) if lk.candidates else None,
+                 codec.dumps(lk.evidence) if lk.evidence else None) for lk in links]
+        with self.db.conn as c:
+            c.execute("DELETE FROM link_notes WHERE channel = ?", [channel])
+            c.executemany("INSERT OR REPLACE INTO link_notes (channel, listing_key, run_id,"
+                          " method, score, reason, candidates, evidence)"
+                          " VALUES (?,?,?,?,?,?,?,?)", rows)
+
+    def link_states(self, channel: str | None = None, state: str | None = None
+                    ) -> list[dict[str, Any]]:
+        """``links()`` with each listing's state (linked, suggested, unlinked) and, for
+        listings not linked, the reason and evidence of the last run; ``state`` filters."""
+        q = ("SELECT l.channel, l.key AS listing_key, l.master_sku AS sku,"
+             " l.link_method AS method, l.link_confidence AS confidence,"
+             " l.link_candidates AS candidates, l.link_run AS run_id, n.reason, n.evidence"
+             " FROM listings l LEFT JOIN link_notes n"
+             " ON n.channel = l.channel AND n.listing_key = l.key"
+             " WHERE l.link_method IS NOT NULL AND l.removed_run IS NULL")
+        args: list[Any] = []
+        if channel:
+            q += " AND l.channel = ?"
+            args.append(channel)
+        if state == "linked":
+            q += " AND l.master_sku IS NOT NULL"
+        elif state == "suggested":
+            q += " AND l.master_sku IS NULL AND l.link_method = 'suggested'"
+        elif state == "unlinked":
+            q += " AND l.master_sku IS NULL AND l.link_method != 'suggested'"
+        elif state is not None:
+            raise ValueError(f"state must be linked, suggested or unlinked, not {state!r}")
+        rows = []
+        for r in self.db.query(q + " ORDER BY l.channel, l.key", args):
+            r["candidates"] = json.loads(r["candidates"]) if r["candidates"] else []
+            r["evidence"] = json.loads(r["evidence"]) if r["evidence"] else {}
+            r["state"] = "linked" if r["sku"] else (
+                "suggested" if r["method"] == "suggested" else "unlinked")
+            rows.append(r)
+        return rows
+
+    # ----------------------------------------------------------------- presence holds
+    def save_presence_hold(self, run_id: int, channel: str, kind: str, reason: str,
+                           vanished: Sequence[str], held: Iterable[Finding],
+                           checks_ran: Sequence[str]) -> None:
+        """Keep what a run would have concluded about presence, had it not held it:
+        the listings that vanished and the presence findings it computed."""
+        with self.db.conn:
+            self.db.conn.execute(
+                "INSERT OR REPLACE INTO presence_holds (run_id, channel, kind, reason, vanished,"
+                " findings, checks, state) VALUES (?,?,?,?,?,?,?, 'held')",
+                (run_id, channel, kind, reason, json.dumps(sorted(vanished)),
+                 codec.dumps([codec.finding_to_dict(f) for f in held]),
+                 json.dumps(list(checks_ran))))
+
+    def presence_holds(self, run_id: int | None = None, channel: str | None = None,
+                       state: str | None = None) -> list[PresenceHoldRecord]:
+        """Recorded holds, newest first."""
+        where, args = [], []
+        for col, val in (("run_id", run_id), ("channel", channel), ("state", state)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        q = ("SELECT run_id, channel, kind, reason, vanished, findings, checks, state,"
+             " decided_run, decided_at FROM presence_holds"
+             + (" WHERE " + " AND ".join(where) if where else ""))
+        return [PresenceHoldRecord(run, ch, kind, reason, tuple(orjson.loads(van or "[]")),
+                                   tuple(orjson.loads(fs or "[]")),
+                                   tuple(orjson.loads(checks or "[]")), st, drun,
+                                   parse_time(dat))
+                for run, ch, kind, reason, van, fs, checks, st, drun, dat in self.db.execute(
+                    q + " ORDER BY run_id DESC, channel", args)]
+
+    def previous_run_of(self, channel: str, before_run: int) -> int | None:
+        """The latest run before ``before_run`` that read ``channel``."""
+        row = self.db.execute("SELECT MAX(run_id) FROM run_sources WHERE source=? AND run_id<?",
+                              (channel, before_run)).fetchone()
+        return row[0] if row else None
+
+    def decide_presence_hold(self, run_id: int, channel: str, state: str, decided_run: int | None,
+                             now: datetime) -> None:
+        """Close a hold: ``confirmed`` by a later run, ``superseded``, or ``accepted``."""
+        with self.db.conn:
+            self.db.conn.execute(
+                "UPDATE presence_holds SET state=?, decided_run=?, decided_at=? "
+                "WHERE run_id=? AND channel=? AND state='held'",
+                (state, decided_run, now.isoformat(), run_id, channel))
+
+    def accept_presence_hold(self, run_id: int, channel: str, now: datetime) -> dict[str, int]:
+        """The user accepts what run ``run_id`` held for ``channel``: its presence findings
+        open, the open findings it would have resolved resolve (not seen in that run, their
+        check ran, about no listing or one that vanished), the vanished listings are
+        removed. Only the channel's latest run can be accepted (a later run has superseded
+        an earlier one's view). Returns counts: opened, resolved, removed (listings)."""
+        holds = self.presence_holds(run_id, channel)
+        if not holds:
+            raise StoreError(f"run {run_id} held nothing for channel {channel!r} "
+                             f"(see `auditor runs`)")
+        hold = holds[0]
+        if hold.state != "held":
+            raise StoreError(f"run {run_id}'s hold on channel {channel!r} is already "
+                             f"{hold.state}")
+        latest = self.db.execute("SELECT MAX(run_id) FROM run_sources WHERE source=?",
+                                 (channel,)).fetchone()[0]
+        if latest != run_id:
+            raise StoreError(f"run {run_id} is not the latest run of channel {channel!r} "
+                             f"(run {latest} is): only the latest run's hold can be accepted")
+        held = [codec.finding_from_dict(d) for d in hold.findings]
+        # Opened (or reopened) as observations of that run; a failed status resolves nothing.
+        counts = self.apply_findings(run_id, channel, held, SourceStatus.FAILED, None, (), now)
+        vanished = set(hold.vanished)
+        ran = set(hold.checks)
+        observed = {fp for (fp,) in self.db.execute(
+            "SELECT fingerprint FROM finding_observations WHERE run_id=?", (run_id,))}
+        at = now.isoformat()
+        c = self.db.conn
+        with c:
+            to_resolve = sorted(
+                fp for fp, check, key in c.execute(
+                    "SELECT fingerprint, check_name, listing_key FROM findings "
+                    "WHERE channel=? AND state=?", (channel, OPEN))
+                if fp not in observed and check in ran and (key is None or key in vanished))
+            c.executemany("UPDATE findings SET state=?, resolved_at=?, resolved_run=? "
+                          "WHERE fingerprint=?", [(RESOLVED, at, run_id, fp) for fp in to_resolve])
+            c.executemany("INSERT INTO finding_events (fingerprint, run_id, at, event, state,"
+                          " outcome, expected, actual) VALUES (?,?,?,?,?,?,?,?)",
+                          [(fp, run_id, at, lifecycle.RESOLVED_EVENT, RESOLVED, None, None,
+                            None) for fp in to_resolve])
+        removed = self.mark_removed(run_id, channel, vanished)
+        self.decide_presence_hold(run_id, channel, "accepted", None, now)
+        return {"opened": counts.opened + counts.reopened, "resolved": len(to_resolve),
+                "removed": removed}
+
+    # ----------------------------------------------------------------- finding queries
+    def query_findings(self, *, states: Sequence[str] = (), channels: Sequence[str] = (),
+                       checks: Sequence[str] = (), severities: Sequence[str] = (),
+                       sku: str | None = None, limit: int | None = None
+                       ) -> list[FindingRecord]:
+        """Stored findings matching every given filter (each a set of allowed values),
+        most severe first; ``findings`` with repeatable filters."""
+        where: list[str] = []
+        args: list[Any] = []
+        for col, vals in (("state", states), ("channel", channels), ("check_name", checks),
+                          ("severity", severities)):
+            if vals:
+                where.append(f"{col} IN ({','.join('?' * len(vals))})")
+                args.extend(vals)
+        if sku is not None:
+            where.append("sku = ?")
+            args.append(sku)
+        q = f"SELECT {self._FINDING_COLS} FROM findings"
+        if where:
+            q += " WHERE " + " AND ".join(where)
+        q += (" ORDER BY CASE severity WHEN 'critical' THEN 0 WHEN 'major' THEN 1 "
+              "WHEN 'minor' THEN 2 ELSE 3 END, channel, check_name, sku, field")
+        if limit is not None:
+            q += f" LIMIT {int(limit)}"
+        fromiso = datetime.fromisoformat
+        return [FindingRecord(fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg,
+                              orjson.loads(det) if det else {}, st, fromiso(first),
+                              fromiso(last), frun, lrun, parse_time(res_at), res_run)
+                for (fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg, det, st, first,
+                     last, frun, lrun, res_at, res_run) in self.db.execute(q, args)]
+
+    def finding_values(self, column: str) -> set[str]:
+        """The distinct values of ``column`` (channel, check_name, severity, state) among
+        stored findings, to tell a typo from a filter that matches nothing."""
+        if column not in ("channel", "check_name", "severity", "state"):
+            raise ValueError(f"not a finding filter column: {column}")
+        return {v for (v,) in self.db.execute(f"SELECT DISTINCT {column} FROM findings")
+                if v is not None}
+
+# Which finding fields show a master field (``*``: any attribute field).
+_CORE_FIELDS = frozenset({"title", "price", "sale_price", "availability", "gtin", "image",
+                          "additional_images", "listing", "description", "brand", "mpn", "url"})
+_PROPAGATION_FIELDS: dict[str, tuple[str, ...]] = {
+    "attributes": ("*",), "images": ("image", "additional_images"),
+    "quantity": ("availability",), "price": ("price", "sale_price"),
+    "sale_price": ("price", "sale_price"), "sale_start": ("price", "sale_price"),
+    "sale_end": ("price", "sale_price"), "prices": ("price", "sale_price"),
+    "sale_prices": ("price", "sale_price"),
+}
 
 
 def _cell(v: Any) -> str | None:

@@ -1,0 +1,567 @@
+"""Matching a listing that has no usable key to a master record, by what it shows.
+
+Three steps, each bounded per listing:
+
+1. **Features.** A title and description are read into words (case, punctuation and
+   trademark signs folded; words of scripts written without spaces, such as CJK, become
+   character bigrams), *model codes* (words mixing letters and digits, long digit runs,
+   and neighbours that form one when joined: ``KTC-D320/1G``, ``ktc d320 1g`` and
+   ``KTCD3201G`` are one code), *quantities* (numbers with a unit: 500 GB, 12 V,
+   250 W, 4-pack), plain numbers (versions, years) and the brand. Only the first
+   ``MAX_TEXT`` characters of a text are read.
+2. **Candidates** (blocking): masters with the same normalized title, masters sharing a
+   model code (exactly, or one code a prefix of the other), and masters sharing the
+   listing's rarest words (at most ``BLOCK_TOKENS`` words, each shared by at most
+   ``MAX_DF`` masters). At most ``MAX_CANDIDATES`` go on to scoring.
+3. **Score** (0-1): TF-IDF cosine of the titles' words, then evidence for and against:
+   a shared model code (strong for), model codes that differ (strong against), the same
+   or another brand, quantities of one kind that differ (500 GB vs 1 TB), plain numbers
+   that differ (2007 vs 2008), a price ten times off (against) or close (for).
+   Each piece of evidence is kept, so a person can see why.
+
+The channel-wide one-to-one assignment and the link states are in ``assign``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from bisect import bisect_left
+from collections import Counter
+from operator import itemgetter
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+from rapidfuzz import fuzz
+
+from auditor.text import normalize_title
+
+MAX_TEXT = 1000          # characters of a title (and of a description) that are read
+MAX_TOKENS = 64          # words of a title that count
+MAX_CODES = 16           # model codes read from one listing
+BLOCK_TOKENS = 4         # rarest words used for blocking
+MAX_DF = 1000            # a word shared by more masters than this does not block
+BLOCK_BUDGET = 400      # postings counted per listing, at most
+MAX_CANDIDATES = 12      # candidates compared by title words per listing
+FULL_SCORES = 5          # of which the closest are scored on all the evidence
+PREFIX_HITS = 8          # masters found through one code's prefix match
+KEEP = 6                 # best candidates kept per listing for the assignment
+TIE = 0.01               # scores closer than this: the listing cannot tell the masters apart
+
+# Evidence weights (added to the title cosine, result clipped to 0-1).
+W_CODE_AGREE = 0.35
+W_CODE_DIFFER = -0.35
+W_BRAND_AGREE = 0.05
+W_BRAND_DIFFER = -0.25
+W_QTY_DIFFER = -0.3
+W_NUM_DIFFER = -0.12
+W_VARIANT_DIFFER = -0.3  # the listing names colours (platforms), the master others
+W_PRICE_FAR = -0.3       # ten times apart
+W_PRICE_OFF = -0.1       # three times apart
+W_PRICE_CLOSE = 0.05     # within 30%
+
+_COUNT = itemgetter(1)
+_WORD = re.compile(r"[0-9A-Za-z]+(?:[-/.][0-9A-Za-z]+)*")
+_HAS_DIGIT = re.compile(r"\d")
+_HAS_ALPHA = re.compile(r"[a-z]")
+_DIGITS = re.compile(r"\d")
+_NO_SPACE_SCRIPT = re.compile(r"[\u2e80-\u9fff\uac00-\ud7af\u3040-\u30ff\uf900-\ufaff\u0e00-\u0e7f]")
+# Numbers with a unit, in normalized text ("500 gb", "500gb", "12 v", "4 pack").
+_UNITS: dict[str, tuple[str, float]] = {
+    "kb": ("bytes", 1e-6), "mb": ("bytes", 1e-3), "gb": ("bytes", 1.0), "tb": ("bytes", 1e3),
+    "mhz": ("hz", 1e-3), "ghz": ("hz", 1.0),
+    "w": ("watt", 1.0), "watt": ("watt", 1.0), "watts": ("watt", 1.0), "kw": ("watt", 1e3),
+    "v": ("volt", 1.0), "volt": ("volt", 1.0), "volts": ("volt", 1.0),
+    "mah": ("mah", 1.0), "a": ("amp", 1.0), "amp": ("amp", 1.0),
+    "mm": ("len", 0.1), "cm": ("len", 1.0), "m": ("len", 100.0),
+    "in": ("len", 2.54), "inch": ("len", 2.54), "inches": ("len", 2.54), "ft": ("len", 30.48),
+    "g": ("mass", 1.0), "kg": ("mass", 1e3), "lb": ("mass", 453.6), "lbs": ("mass", 453.6),
+    "oz": ("mass", 28.35), "ml": ("vol", 1.0), "l": ("vol", 1e3),
+    "pk": ("count", 1.0), "pack": ("count", 1.0), "pcs": ("count", 1.0), "ct": ("count", 1.0),
+    "count": ("count", 1.0), "piece": ("count", 1.0), "pieces": ("count", 1.0),
+    "users": ("users", 1.0), "user": ("users", 1.0), "u": ("users", 1.0),
+    "mp": ("mp", 1.0), "rpm": ("rpm", 1.0), "hours": ("hours", 1.0),
+    "p": ("lines", 1.0), "hz": ("hz", 1e-9), "dpi": ("dpi", 1.0), "ppm": ("ppm", 1.0),
+    "mbps": ("bps", 1.0), "gbps": ("bps", 1e3), "port": ("ports", 1.0), "ports": ("ports", 1.0),
+    "sheet": ("sheets", 1.0), "sheets": ("sheets", 1.0), "feet": ("len", 30.48),
+    "digit": ("digits", 1.0), "mpix": ("mp", 1.0), "bit": ("bits", 1.0), "way": ("ways", 1.0),
+}
+_QTY = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s?(" + "|".join(
+    sorted(map(re.escape, _UNITS), key=len, reverse=True)) + r")(?![\w])")
+_MODEL_FIELD = re.compile(r"model\W+([\w\-/. ]+?)(?:;|$)", re.I)
+_NUM = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])")
+_CODE_UNIT = re.compile(r"^\d+(?:\.\d+)?(?:" + "|".join(map(re.escape, _UNITS)) + r"|st|nd|rd|th|d|s)$")
+
+
+# Words that name one variant among others: a listing naming only colours (or platforms)
+# that the master does not name is another variant of it. Word -> (kind, canonical word).
+_VARIANT_WORDS: dict[str, tuple[str, str]] = {
+    **{w: ("colour", "grey" if w == "gray" else w) for w in (
+        "black white grey gray silver red blue green yellow orange purple pink brown beige "
+        "navy gold teal burgundy ivory cream tan olive maroon turquoise violet magenta cyan "
+        "charcoal khaki lime aqua copper bronze mahogany walnut cherry oak espresso".split())},
+    **{w: ("platform", "mac") for w in ("mac", "macintosh", "osx")},
+    **{w: ("platform", "windows") for w in ("windows", "win", "pc")},
+}
+
+
+def variants(tokens: Iterable[str]) -> dict[str, set[str]]:
+    """The variant words among normalized words, by kind (colour, platform)."""
+    out: dict[str, set[str]] = {}
+    for t in tokens:
+        v = _VARIANT_WORDS.get(t)
+        if v is not None:
+            out.setdefault(v[0], set()).add(v[1])
+    return out
+
+
+def _bigrams(tok: str) -> list[str]:
+    return [tok[i:i + 2] for i in range(len(tok) - 1)] or [tok]
+
+
+def words(text: str) -> list[str]:
+    """Normalized words of a text (words of scripts without spaces as character bigrams)."""
+    toks = normalize_title(text[:MAX_TEXT]).split()
+    if _NO_SPACE_SCRIPT.search(text[:MAX_TEXT]) is not None:
+        out: list[str] = []
+        for t in toks:
+            out.extend(_bigrams(t) if _NO_SPACE_SCRIPT.search(t) else (t,))
+        toks = out
+    return toks[:MAX_TOKENS]
+
+
+def _is_code(c: str) -> bool:
+    if len(c) < 4 or len(_DIGITS.findall(c)) < 2:  # "ddr5", "class6": specs, not models
+        return False
+    if _HAS_ALPHA.search(c) is None:
+        return len(c) >= 5  # part numbers, UPCs; not years, not small counts
+    return _CODE_UNIT.match(c) is None  # "500gb", "12v", "1080p" are quantities, not codes
+
+
+def codes(text: str | None) -> tuple[set[str], set[str]]:
+    """Model codes in a text, normalized (no case, hyphens, slashes, dots or spaces):
+    (codes written as one word, codes written as two: "DCS 1100" is dcs1100)."""
+    if not text:
+        return set(), set()
+    one: set[str] = set()
+    two: set[str] = set()
+    flat = ["".join(ch for ch in w if ch.isalnum()) for w in
+            _WORD.findall(text[:MAX_TEXT].lower())]
+    for i, c in enumerate(flat):
+        if _is_code(c):
+            one.add(c)
+        if i + 1 < len(flat):
+            n = flat[i + 1]
+            # letters then a code or a number: "dcs 1100", "ex zs5"
+            if 2 <= len(c) <= 5 and c.isalpha() and _HAS_DIGIT.search(n) is not None \
+                    and _is_code(c + n) and n not in _UNITS and len(c + n) <= 16:
+                two.add(c + n)
+        if len(one) + len(two) >= MAX_CODES:
+            break
+    return one, two - one
+
+
+_NOT_NUMERIC = re.compile(r"[^\w.]+|_+|(?<!\d)\.|\.(?!\d)")
+
+
+def number_text(text: str) -> str:
+    """A title lowercased with punctuation as spaces, but decimal points kept ("2.5in")."""
+    return " ".join(_NOT_NUMERIC.sub(" ", text[:MAX_TEXT].lower().replace(",", ".")).split())
+
+
+def quantities(norm_text: str) -> dict[str, set[float]]:
+    """Numbers with a unit, by kind, in base units of that kind."""
+    out: dict[str, set[float]] = {}
+    for num, unit in _QTY.findall(norm_text):
+        kind, factor = _UNITS[unit]
+        out.setdefault(kind, set()).add(round(float(num) * factor, 3))
+    return out
+
+
+def numbers(norm_text: str) -> set[float]:
+    """Plain numbers (not part of a quantity or a code): versions, years, sizes; by value
+    ("2" and "2.0" are one)."""
+    return {float(n) for n in _NUM.findall(_QTY.sub(" ", norm_text))}
+
+
+def norm_brand(brand: str | None) -> str:
+    """A brand folded to its words joined ("D-Link" -> "dlink")."""
+    return "".join(normalize_title(brand[:200]).split()) if brand else ""
+
+
+@dataclass(slots=True)
+class Features:
+    """What a listing (or a master) shows, read once."""
+
+    title: str                       # normalized title
+    tokens: list[str]
+    codes: set[str]                  # written as one word
+    brand: str
+    price: float | None
+    joined: set[str] = field(default_factory=set)             # written as two words
+    description_codes: set[str] = field(default_factory=set)
+    reason: str | None = None        # why nothing can be matched (no usable title)
+    qty: dict[str, set[float]] = field(default_factory=dict)
+    nums: set[float] = field(default_factory=set)
+    tokenset: set[str] = field(default_factory=set)
+    norm: float = 0.0                # of the title's TF-IDF vector (set by MatchIndex.rank)
+    brand_words: str = ""            # the brand normalized as a title is
+    variants: dict[str, set[str]] = field(default_factory=dict)
+
+
+def listing_features(title: str | None, description: str | None, brand: str | None,
+                     price: float | None, mpn: str | None = None) -> Features:
+    """Read a listing's title, description, brand and price (bounded work)."""
+    title = title or ""
+    toks = words(title)
+    one, two = codes(title) if _HAS_DIGIT.search(title, 0, MAX_TEXT) else (set(), set())
+    f = Features(" ".join(toks), toks, one, norm_brand(brand), price, two)
+    if mpn:
+        f.codes |= codes(mpn.replace(" ", ""))[0]
+    if description:
+        d1, _ = codes(description)
+        f.description_codes = d1 - one
+    if not toks:
+        f.reason = "empty title" if not title.strip() else "title has no words"
+    if one or two or _HAS_DIGIT.search(f.title) is not None:
+        nt = number_text(title)
+        f.qty = quantities(nt)
+        f.nums = numbers(nt)
+    if brand:
+        f.brand_words = normalize_title(brand[:200])
+    f.variants = variants(toks)
+    return f
+
+
+class MatchIndex:
+    """The master catalog indexed for blocking and scoring.
+
+    Per master: its normalized title, brand, price, model codes and the norm of its
+    TF-IDF vector; postings of words and of codes as lists of master numbers.
+    """
+
+    def __init__(self, master: Mapping[str, Any]):
+        self.skus: list[str] = []
+        self.titles: list[str] = []
+        self.brands: list[str] = []
+        self.prices: list[float | None] = []
+        self.codes: list[frozenset[str] | None] = []
+        self.joined: list[frozenset[str] | None] = []
+        postings: dict[str, list[int]] = {}
+        code_post: dict[str, list[int]] = {}
+        self.exact: dict[str, list[int]] = {}
+        brands: dict[str, str] = {}
+        for sku, rec in master.items():
+            if not rec.title:
+                continue
+            i = len(self.skus)
+            toks = words(rec.title)
+            title = " ".join(toks)
+            self.skus.append(sku)
+            self.titles.append(title)
+            b = norm_brand(rec.brand)
+            self.brands.append(brands.setdefault(b, b))
+            self.prices.append(float(rec.price.amount) if rec.price is not None else None)
+            cs, two = codes(rec.title)
+            if rec.mpn:
+                cs |= codes(rec.mpn.replace(" ", ""))[0]
+            if rec.description and "model" in rec.description[:200].lower():
+                # "model: KTC-D320/1G" in a description is the master's own code
+                m = _MODEL_FIELD.search(rec.description[:200])
+                if m:
+                    cs |= codes(m.group(1).replace(" ", ""))[0]
+            two -= cs
+            self.codes.append(frozenset(cs) if cs else None)
+            self.joined.append(frozenset(two) if two else None)
+            self.exact.setdefault(title, []).append(i)
+            for t in set(toks):
+                postings.setdefault(t, []).append(i)
+            for c in cs | two:
+                code_post.setdefault(c, []).append(i)
+        self.postings = postings
+        self.code_post = code_post
+        self._position: dict[str, int] | None = None
+        self._master = master
+        self.sorted_codes = sorted(code_post)
+        n = max(len(self.skus), 1)
+        self.n = n
+        self._idf: dict[str, float] = {}
+        # idf squared of every word a master has (a listing's other words are absent)
+        self.idf2 = {t: (math.log((n + 1) / (len(post) + 1)) + 1.0) ** 2
+                     for t, post in postings.items()}
+        self.norms = [0.0] * len(self.skus)
+        idf = self.idf
+        for i, title in enumerate(self.titles):
+            self.norms[i] = math.sqrt(sum(idf(t) ** 2 for t in set(title.split()))) or 1.0
+
+    def number_text(self, i: int) -> str:
+        """Master ``i``'s title as ``number_text`` reads it (from the record: normalized
+        titles have lost their decimal points)."""
+        return number_text(self._master[self.skus[i]].title or "")
+
+    @property
+    def position(self) -> dict[str, int]:
+        """SKU -> master number (built on first use)."""
+        if self._position is None:
+            self._position = {s: i for i, s in enumerate(self.skus)}
+        return self._position
+
+    def idf(self, tok: str) -> float:
+        """Inverse document frequency of a word (a word no master has counts as rare)."""
+        v = self._idf.get(tok)
+        if v is None:
+            df = len(self.postings.get(tok, ()))
+            v = math.log((self.n + 1) / (df + 1)) + 1.0
+            if df:
+                self._idf[tok] = v
+        return v
+
+    def _code_hits(self, code: str) -> list[int]:
+        hits = list(self.code_post.get(code, ()))
+        if len(code) >= 5:  # the listing's code a prefix of a master's (c4890 -> c4890a)
+            j = bisect_left(self.sorted_codes, code)
+            n = 0
+            while j < len(self.sorted_codes) and n < PREFIX_HITS and \
+                    self.sorted_codes[j].startswith(code):
+                if self.sorted_codes[j] != code:
+                    hits.extend(self.code_post[self.sorted_codes[j]][:PREFIX_HITS])
+                    n += 1
+                j += 1
+            for k in range(max(5, len(code) - 3), len(code)):  # a master's code a prefix
+                hits.extend(self.code_post.get(code[:k], ())[:PREFIX_HITS])
+        return hits
+
+    def candidates(self, f: Features) -> list[int]:
+        """Masters worth scoring for a listing: same title, shared codes, rare words."""
+        if f.norm == 0.0:
+            self._prepare(f)
+        found: Counter[int] = Counter()
+        same = self.exact.get(f.title, ())
+        if not same and f.brand:  # the channel put the brand in front
+            for b in (f.brand_words, f.brand):
+                if b and f.title.startswith(b + " "):
+                    same = self.exact.get(f.title[len(b) + 1:], ())
+                    break
+        if len(same) == 1 and not f.codes:
+            # the same title as one master, nothing else to go by: scoring others
+            # could only find a weaker one (the usual case on a brand's own channels)
+            return list(same)
+        for i in same:
+            found[i] += 100
+        for c in f.codes:
+            for i in self._code_hits(c)[:MAX_DF]:
+                found[i] += 10
+        for c in f.joined:
+            for i in self.code_post.get(c, ())[:MAX_DF]:
+                found[i] += 10
+        for c in list(f.description_codes)[:4]:
+            for i in self.code_post.get(c, ())[:PREFIX_HITS]:
+                found[i] += 5
+        postings = self.postings
+        toks = sorted((len(post), t) for t in f.tokenset if (post := postings.get(t)))
+        # each of the rarest words counts once per master that has it (counted in C);
+        # a word more than MAX_DF masters share does not block (a title of common words
+        # only is matched by its exact form, its codes or not at all: bounded work)
+        budget = BLOCK_BUDGET
+        for df, t in toks[:BLOCK_TOKENS]:
+            if df > min(MAX_DF, budget):
+                break
+            found.update(postings[t])
+            budget -= df
+        if len(found) <= MAX_CANDIDATES:
+            return list(found)
+        if f.brand:  # the listing's brand first among masters sharing as much
+            brands, b = self.brands, f.brand
+            for i in found:
+                if brands[i] == b:
+                    found[i] += 0.5
+        # the masters sharing the most (ties in the order found), sorted in C
+        return [i for i, _c in sorted(found.items(), key=_COUNT, reverse=True)[:MAX_CANDIDATES]]
+
+    def score(self, f: Features, i: int, explain: bool = False
+              ) -> tuple[float, dict[str, Any] | None]:
+        """How likely master ``i`` is what the listing shows; with ``explain``, why."""
+        ev: dict[str, Any] | None = {} if explain else None
+        if f.norm == 0.0:
+            self._prepare(f)
+        mt = self.titles[i]
+        mtoks = set(mt.split())
+        idf = self.idf
+        idf2 = self.idf2
+        shared = sum(idf2[t] for t in f.tokenset & mtoks)
+        cos = shared / (f.norm * self.norms[i])
+        # character-level similarity catches joined or split words ("studiodvd")
+        if cos < 0.9:
+            char = fuzz.token_set_ratio(f.title, mt) / 100.0
+            sim = max(cos, 0.85 * char) if cos < char else cos
+        else:
+            sim = cos
+        s = sim
+        if ev is not None:
+            ev["title"] = round(sim, 3)
+        mcodes = self.codes[i] or frozenset()
+        if mcodes or f.codes:
+            mjoined = self.joined[i] or frozenset()
+            agree = (f.codes & mcodes) | (f.joined & mcodes) | (f.codes & mjoined) \
+                | (f.description_codes & mcodes)
+            if not agree:
+                agree = {c for c in f.codes for m in mcodes
+                         if min(len(c), len(m)) >= 5 and (c.startswith(m) or m.startswith(c))}
+            if agree:
+                # a code many masters share (a series, a connector) tells less
+                df = min(len(self.code_post.get(c, ())) for c in agree)
+                s += W_CODE_AGREE if df <= 3 else W_CODE_AGREE / 2
+                if ev is not None:
+                    ev["codes_agree"] = sorted(agree)[:4]
+            else:
+                lc = {c for c in f.codes if _HAS_ALPHA.search(c)}
+                mc = {c for c in mcodes if _HAS_ALPHA.search(c)}
+                if lc and mc:  # both name their model, and not the same one
+                    s += W_CODE_DIFFER
+                    if ev is not None:
+                        ev["codes_differ"] = [sorted(lc)[:3], sorted(mc)[:3]]
+        if f.variants:
+            mv = variants(mtoks)
+            for kind, words_ in f.variants.items():
+                if kind in mv and not words_ & mv[kind]:
+                    s += W_VARIANT_DIFFER
+                    if ev is not None:
+                        ev[f"{kind}s_differ"] = [sorted(words_), sorted(mv[kind])]
+                    break
+        lb, mb = f.brand, self.brands[i]
+        if lb and mb:
+            if lb == mb or (len(lb) >= 3 and len(mb) >= 3 and (lb in mb or mb in lb)) \
+                    or len(lb) >= 4 and lb in mt.replace(" ", ""):
+                s += W_BRAND_AGREE
+                if ev is not None:
+                    ev["brand"] = "same"
+            else:
+                s += W_BRAND_DIFFER
+                if ev is not None:
+                    ev["brand"] = "differs"
+        if f.qty:
+            mq = quantities(self.number_text(i))
+            for kind in f.qty.keys() & mq.keys():
+                if not f.qty[kind] & mq[kind]:
+                    s += W_QTY_DIFFER
+                    if ev is not None:
+                        ev["quantities_differ"] = kind
+                    break
+        if f.nums:
+            mn = numbers(self.number_text(i))
+            if mn and not f.nums & mn:
+                s += W_NUM_DIFFER
+                if ev is not None:
+                    ev["numbers_differ"] = [[f"{n:g}" for n in sorted(f.nums)[:3]],
+                                           [f"{n:g}" for n in sorted(mn)[:3]]]
+        lp, mp = f.price, self.prices[i]
+        if lp and mp and lp > 0 and mp > 0:
+            ratio = max(lp, mp) / min(lp, mp)
+            if ratio >= 10:
+                s += W_PRICE_FAR
+            elif ratio >= 3:
+                s += W_PRICE_OFF
+            elif ratio <= 1.3:
+                s += W_PRICE_CLOSE
+            if ev is not None and (ratio >= 3 or ratio <= 1.3):
+                ev["price"] = "close" if ratio <= 1.3 else f"{ratio:.1f}x apart"
+        return round(s, 4), ev
+
+    def _prepare(self, f: Features) -> None:
+        f.tokenset = set(f.tokens)
+        f.norm = math.sqrt(sum(self.idf(t) ** 2 for t in f.tokenset)) or 1.0
+
+    def rank(self, f: Features, exclude: Iterable[str] = ()) -> list[tuple[float, int]]:
+        """(score, master) of the candidates, best first, at most ``KEEP``
+        (``exclude``: SKUs a person rejected for this listing)."""
+        if f.reason:
+            return []
+        if f.norm == 0.0:
+            self._prepare(f)
+        cands = self.candidates(f)
+        if exclude:
+            banned = set(exclude)
+            cands = [i for i in cands if self.skus[i] not in banned]
+        if len(cands) > FULL_SCORES:
+            # the title's words first (cheap); all the evidence for the closest few only
+            idf2, ts, titles, norms = self.idf2, f.tokenset, self.titles, self.norms
+            pre = sorted(((sum(idf2[t] for t in ts.intersection(titles[i].split()))
+                           / norms[i], i) for i in cands), reverse=True)
+            cands = [i for _c, i in pre[:FULL_SCORES]]
+        out = [(self.score(f, i)[0], i) for i in cands]
+        out.sort(key=lambda c: (-c[0], c[1]))
+        return out[:KEEP]
+
+
+@dataclass(slots=True)
+class Decision:
+    """The outcome of the assignment for one listing."""
+
+    state: str                      # "linked", "suggested" or "unlinked"
+    index: int | None               # the master (linked or suggested)
+    score: float
+    alternatives: list[int]
+    reason: str | None = None
+
+
+def assign(ranked: Sequence[Sequence[tuple[float, int]]], link_at: float, suggest_at: float,
+           margin: float, taken: Iterable[int] = ()) -> list[Decision]:
+    """One master per listing and one listing per master, across the whole channel.
+
+    ``ranked``: per listing, its candidates as (score, master), best first. Greedy by
+    score over the candidate graph: the strongest pair is settled first, then the next
+    pair whose listing and master are both free. ``taken``: masters already linked in
+    this channel (by a key or a confirmation). A listing is *linked* when its pair
+    scores at least ``link_at`` and ``margin`` above the listing's next candidate;
+    *suggested* when it scores at least ``suggest_at``, or when the master it fits
+    best, at least ``link_at``, went to another listing; else *unlinked*.
+    """
+    used = set(taken)
+    edges = [(sc, p, k) for p, cands in enumerate(ranked)
+             for k, (sc, _i) in enumerate(cands) if sc >= suggest_at]
+    edges.sort(key=lambda e: (-e[0], e[1], e[2]))
+    chosen: dict[int, int] = {}
+    for _sc, p, k in edges:
+        if p in chosen:
+            continue
+        i = ranked[p][k][1]
+        if i in used:
+            continue
+        chosen[p] = k
+        used.add(i)
+    out: list[Decision] = []
+    for p, cands in enumerate(ranked):
+        got = chosen.get(p)
+        if got is None:
+            if cands and cands[0][0] >= link_at:  # a strong match: a second listing of it?
+                out.append(Decision("suggested", cands[0][1], cands[0][0],
+                                    [i for _s, i in cands[1:4]],
+                                    "its best match is linked to another listing"))
+            else:
+                reason = "no candidate" if not cands else \
+                    f"best score {cands[0][0]:.2f} below {suggest_at:.2f}" \
+                    if cands[0][0] < suggest_at else \
+                    f"its best match (score {cands[0][0]:.2f}) is linked to another listing"
+                out.append(Decision("unlinked", None, cands[0][0] if cands else 0.0,
+                                    [i for _s, i in cands[:3]], reason))
+            continue
+        k = got
+        sc, i = cands[k]
+        # the runner-up among masters nobody took: a close candidate that is another
+        # listing's master (or linked by a key) does not make this one doubtful
+        runner = max((o for n, (o, j) in enumerate(cands) if n != k and j not in used),
+                     default=0.0)
+        alts = [j for n, (_o, j) in enumerate(cands[:4]) if n != k]
+        # a listing that fits another master just as well (a title cut before the colour
+        # and size) cannot tell them apart, whoever took the other: a guess, not a link
+        if any(abs(sc - o) < TIE for n, (o, _j) in enumerate(cands) if n != k):
+            runner = sc
+        if sc >= link_at and sc - runner >= margin:
+            out.append(Decision("linked", i, sc, alts))
+        elif sc >= link_at:
+            out.append(Decision("suggested", i, sc, alts,
+                                f"a second candidate scores {runner:.2f}"))
+        else:
+            out.append(Decision("suggested", i, sc, alts,
+                                f"score {sc:.2f} below {link_at:.2f}"))
+    return out
