@@ -23,7 +23,8 @@ from rich.table import Table
 
 from auditor import __version__, log as logsetup, plugins
 from auditor.config import (CHANNEL_OPTIONS, HTTP_OPTIONS, LINKING_OPTIONS, MASTER_OPTIONS,
-                            RUN_OPTIONS, SERVE_OPTIONS, STORE_OPTIONS, Config, load_config)
+                            REPORT_OPTIONS, RUN_OPTIONS, SERVE_OPTIONS, SMTP_OPTIONS,
+                            STORE_OPTIONS, UI_OPTIONS, Config, load_config)
 from auditor.errors import AuditorError, ConfigError, Interrupted
 from auditor.hookspecs import hookimpl
 
@@ -688,18 +689,23 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @config_option
 @click.option("--run", "run_id", type=int, help="Run id (default: the latest).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("report.html"), show_default=True, help="Where to write the HTML.")
-def report(config_path: Path, run_id: int | None, output: Path) -> None:
+@click.pass_context
+def report(ctx: click.Context, config_path: Path, run_id: int | None, output: Path) -> None:
     """Write an HTML consistency report of a run: sources, scores, open findings.
+
+    `auditor report weekly` writes the weekly report for managers instead.
 
     \b
     Example:
       auditor report --output /tmp/report.html && xdg-open /tmp/report.html
     """
+    if ctx.invoked_subcommand is not None:
+        return
     from reports.run_report import write_report
 
     store = _store_for(config_path)
@@ -708,6 +714,59 @@ def report(config_path: Path, run_id: int | None, output: Path) -> None:
     finally:
         store.close()
     out.print(f"wrote {safe(path)}")
+
+
+@report.command("weekly")
+@config_option
+@click.option("--week", metavar="YYYY-Www",
+              help="ISO week, e.g. 2026-W47 (default: the last complete week).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Archive folder (default: [report].out_dir); the report goes in <out>/<week>/.")
+@click.option("--email", "send_email", is_flag=True,
+              help="Also email it to [report].email_to through [smtp].")
+@click.option("--to", "recipients", multiple=True, help="Email recipient instead of [report].email_to (repeatable).")
+@click.option("--now", "now_text", metavar="ISO-TIME", help="Report as if it were this time (tests, back-filling).")
+def report_weekly(config_path: Path, week: str | None, out_dir: Path | None, send_email: bool,
+                  recipients: tuple[str, ...], now_text: str | None) -> None:
+    """Write the weekly consistency report: per channel the share of live SKUs fully
+    consistent, grade, trend, findings, incidents and the products with most impact.
+
+    \b
+    Writes <out>/<week>/index.html (self-contained), report.txt, the open findings
+    as CSV and a fix file per drifting channel (a supplemental feed for Google
+    Merchant), and refreshes <out>/index.html, the archive.
+
+    \b
+    Example:
+      auditor report weekly --week 2026-W47 --out reports/ --email
+    """
+    from datetime import datetime, timezone
+
+    from auditor import mail
+    from reports.weekly import make_report, write_archive
+
+    cfg = _load(config_path)
+    now = None
+    if now_text:
+        try:
+            now = datetime.fromisoformat(now_text)
+        except ValueError:
+            raise click.BadParameter(f"{now_text!r} is not an ISO 8601 time", param_hint="--now")
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=timezone.utc)
+    store = _store_for(config_path)
+    try:
+        rep = make_report(store, cfg, week, now, cfg.report.get("ui_base_url"))
+    finally:
+        store.close()
+    folder = write_archive(rep, out_dir or cfg.resolve_path(cfg.report.get("out_dir")
+                                                            or "weekly-reports"))
+    out.print(f"wrote {safe(folder / 'index.html')} ({len(rep.attachments)} attachment(s))")
+    if send_email:
+        to = list(recipients) or list(cfg.report.get("email_to") or [])
+        msg = mail.build_message(cfg.smtp, to, rep.subject, rep.text, rep.html, rep.attachments)
+        mail.send(cfg.smtp, msg)
+        out.print(f"emailed to {safe(', '.join(to))}")
 
 
 # ---------------------------------------------------------------------------- config
@@ -791,6 +850,8 @@ def settings_reference() -> dict[str, list[dict[str, Any]]]:
     sections = {"[store]": rows(STORE_OPTIONS), "[run]": rows(RUN_OPTIONS),
                 "[http]": rows(HTTP_OPTIONS), "[serve]": rows(SERVE_OPTIONS),
                 "[master]": rows(MASTER_OPTIONS), "[linking]": rows(LINKING_OPTIONS),
+                "[smtp]": rows(SMTP_OPTIONS), "[report]": rows(REPORT_OPTIONS),
+                "[ui]": rows(UI_OPTIONS),
                 "[[channels]] (all types)": rows(CHANNEL_OPTIONS)}
     for name, conn in sorted(plugins.connectors().items()):
         sections[f"[[channels]] type = \"{name}\""] = rows(conn.options)

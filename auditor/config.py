@@ -79,6 +79,15 @@ def _auth(value: Any) -> dict[str, EnvRef]:
     return out
 
 
+def _secret(value: Any) -> str | EnvRef:
+    """A secret: a plain string (discouraged) or ``{ env = "NAME" }``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and set(value) == {"env"} and isinstance(value["env"], str):
+        return EnvRef(value["env"])
+    raise ValueError('expected a string or { env = "NAME" }')
+
+
 def _source(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"expected a path, glob or http(s) URL, got {value!r}")
@@ -221,6 +230,41 @@ CHANNEL_OPTIONS = (
     Opt("encoding", str, "auto", "Text encoding of file sources, or auto to detect."),
 )
 
+SMTP_OPTIONS = (
+    Opt("host", str, None, "SMTP server for email (the weekly report, email alert receivers)."),
+    Opt("port", int, 587, "SMTP port: 587 with STARTTLS, 465 with implicit TLS, 25 plain."),
+    Opt("security", str, "starttls", "Transport security.", choices=("starttls", "tls", "none")),
+    Opt("username", _secret, None, "SMTP login, as { env = \"NAME\" } or a plain string."),
+    Opt("password", _secret, None, "SMTP password, from the environment: { env = \"NAME\" }."),
+    Opt("sender", str, None, "From address, e.g. \"Product audit <audit@example.com>\"."),
+    Opt("timeout", float, 30.0, "Seconds before an SMTP connection or command times out."),
+)
+
+REPORT_OPTIONS = (
+    Opt("out_dir", str, "weekly-reports",
+        "Archive folder of weekly reports (relative to the config file): one folder per ISO week."),
+    Opt("email_to", _str_list, [], "Recipients of the weekly report (`auditor report weekly --email`)."),
+    Opt("schedule", _cron, "0 7 * * 1",
+        "Cron expression on which `auditor serve` writes (and emails) the last week's report."),
+    Opt("ui_base_url", str, None,
+        "Base URL of the web UI (e.g. https://audit.example.com): products in reports link there."),
+)
+
+UI_OPTIONS = (
+    Opt("password", _secret, None,
+        "Password of the web UI's write actions (acknowledge, snooze, confirm links), as "
+        "{ env = \"NAME\" }; unset: the AUDITOR_UI_PASSWORD variable. With none set, the "
+        "UI is read-only."),
+    Opt("secret", _secret, None,
+        "Key that signs the UI's session cookies, as { env = \"NAME\" }; unset: the "
+        "AUDITOR_UI_SECRET variable, else a random key per process (logins end on restart)."),
+    Opt("session_hours", float, 12.0, "Hours a UI login lasts."),
+    Opt("protect_reads", bool, False, "The UI's pages need a login too, not only its actions."),
+    Opt("secure_cookies", bool, False,
+        "Mark the session cookie Secure (set this when the UI is served over HTTPS)."),
+)
+
+
 def _env_ref(value: Any) -> "EnvRef":
     if isinstance(value, dict) and set(value) == {"env"} and isinstance(value["env"], str):
         return EnvRef(value["env"])
@@ -281,6 +325,9 @@ class Config:
     checks: Mapping[str, Mapping[str, Any]]
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
     run: Mapping[str, Any] = field(default_factory=lambda: {"workers": 0})
+    smtp: Mapping[str, Any] = field(default_factory=dict)
+    report: Mapping[str, Any] = field(default_factory=dict)
+    ui: Mapping[str, Any] = field(default_factory=dict)
     serve: Mapping[str, Any] = field(default_factory=lambda: {o.name: o.default
                                                               for o in SERVE_OPTIONS})
 
@@ -341,7 +388,8 @@ def _check_options(given: Any, prefix: str, suffix: str, problems: list[str],
     return out
 
 
-TOP_LEVEL = ("store", "run", "http", "master", "linking", "channels", "checks", "serve")
+TOP_LEVEL = ("store", "run", "http", "master", "linking", "channels", "checks", "serve",
+             "smtp", "report", "ui")
 
 
 def load_config(path: str | Path) -> Config:
@@ -391,6 +439,9 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
         if key not in ("sku", "gtin", "mpn", "url"):
             problems.append(f"[linking].order: unknown key {key!r} (expected sku, gtin, mpn, url)")
 
+    smtp = resolve(SMTP_OPTIONS, table("smtp"), "[smtp]", problems)
+    report = resolve(REPORT_OPTIONS, table("report"), "[report]", problems)
+    ui = resolve(UI_OPTIONS, table("ui"), "[ui]", problems)
     global_checks = _check_options(raw.get("checks", {}), "[checks", "]", problems)
 
     channels: list[ChannelConfig] = []
@@ -449,4 +500,4 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
         raise ConfigError(str(path), problems)
     return Config(path=path, store=store, http=http, master=master, linking=linking,
                   channels=tuple(channels), checks=global_checks, raw=raw, run=run,
-                  serve=serve)
+                  smtp=smtp, report=report, ui=ui, serve=serve)

@@ -168,9 +168,10 @@ def carried_fields(header: list[str], name: str, opts: Mapping[str, Any]) -> set
 def _columns(header: list[str], opts: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
     columns, loc_spec = settings(opts)
     if "sku" not in columns and "key" not in columns:
-        # No map: headers named like our fields ("sku", "price", ...) are used as they are.
+        # No key in the map: headers named like our fields ("sku", "price", ...) are used
+        # as they are, beside what the map names (e.g. only a units_sold attribute).
         ours = {header_key(f): f for f in FIELDS}
-        columns = {ours[k]: h for h in header if (k := header_key(h)) in ours}
+        columns = {**{ours[k]: h for h in header if (k := header_key(h)) in ours}, **columns}
     return columns, loc_spec
 
 

@@ -89,6 +89,24 @@ class Service:
                                             self._mark_interrupted, clock=self.clock)
             self.scheduler.start()
             self._start_alerts()
+            schedule = self.cfg.report.get("schedule")
+            if schedule:
+                self.scheduler.add_task("weekly-report", schedule, self.weekly_report)
+
+    def weekly_report(self) -> int:
+        """Write the last complete week's report into the archive (and email it when
+        recipients and an SMTP server are configured), in a child process."""
+        import subprocess
+        import sys
+
+        argv = [sys.executable, "-m", "auditor", "report", "weekly", "-c",
+                str(self.config_path)]
+        if self.cfg.report.get("email_to") and self.cfg.smtp.get("host"):
+            argv.append("--email")
+        code = subprocess.run(argv, stdin=subprocess.DEVNULL, check=False).returncode
+        log.log(logging.INFO if code == 0 else logging.ERROR,
+                "weekly report ended with exit code %s", code)
+        return code
 
     def _start_alerts(self) -> None:
         """The alert relay's service loop (``auditor.alerts.outbox.loop``, when this build
@@ -246,6 +264,9 @@ def create_app(service: Service) -> FastAPI:
                 "sources": sched.status() if sched else []}
 
     app.include_router(build_router(lambda: service.cfg, service.open_store))
+    # The web UI (server-rendered pages at /, /products/..., /runs, /reports).
+    from auditor.web.routes import build_ui_router
+    app.include_router(build_ui_router(lambda: service.cfg, service.open_store))
 
     @app.exception_handler(AuditorError)
     async def auditor_error(request: Request, exc: AuditorError) -> JSONResponse:

@@ -231,6 +231,17 @@ class AuditScheduler:
                 log.exception("could not record the interrupted runs")
         return ended
 
+    def add_task(self, name: str, schedule: str, fn: Callable[[], Any]) -> None:
+        """A further cron job beside the audits (the weekly report): coalesced, one at a
+        time, in the scheduler's time zone. Kept across config reloads."""
+        assert self._aps is not None, "start the scheduler first"
+        tz = ZoneInfo(self.cfg.serve.get("timezone") or "UTC")
+        trigger = cron_trigger(schedule, tz)
+        self._aps.add_job(fn, trigger, id=f"task:{name}", name=name, replace_existing=True,
+                          coalesce=True, max_instances=1,
+                          misfire_grace_time=misfire_grace(interval(trigger, self.clock())))
+        log.info("task %s scheduled '%s'", name, schedule)
+
     # -------------------------------------------------------------- jobs
     def run_source(self, name: str, reason: str = "schedule") -> str:
         """Audit one source now and wait for it: "refused" when it is already running

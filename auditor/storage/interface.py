@@ -38,7 +38,9 @@ from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord
                                      ListingSave, MasterAssetRow, MasterChange, MasterHistory,
                                      MasterImportResult, MasterPlan, MasterSnapshot,
                                      PresenceHoldRecord, RunErrorRecord, RunRecord,
-                                     RunSourceRecord, ScoreRecord)
+                                     RunSourceRecord, ScoreRecord, OpenFinding,
+                                     FindingActivity, RunFindingChange, FindingPage,
+                                     ProductListing)
 
 
 @runtime_checkable
@@ -351,6 +353,35 @@ class CacheStore(Protocol):
 
 
 @runtime_checkable
+class BrowseStore(Protocol):
+    """Reads for a person browsing (the web UI, the JSON API): findings searched and
+    paged, one finding, one product on every channel."""
+
+    def search_findings(self, channels: Sequence[str] = (), checks: Sequence[str] = (),
+                        severities: Sequence[str] = (), states: Sequence[str] = (),
+                        text: str | None = None, sort: str = "impact", limit: int = 50,
+                        offset: int = 0) -> FindingPage:
+        """Findings matching every filter, and ``text`` in SKU, listing key or title."""
+        ...
+
+    def finding_record(self, fingerprint: str) -> FindingRecord | None:
+        """One finding by fingerprint, as a record."""
+        ...
+
+    def master_for(self, sku: str) -> MasterRecord | None:
+        """The master record in force for ``sku``, as the model's object."""
+        ...
+
+    def product_listings(self, sku: str) -> list[ProductListing]:
+        """Every channel's listings linked to ``sku``, with when each last changed."""
+        ...
+
+    def finding_channels(self) -> list[str]:
+        """The channels that have findings."""
+        ...
+
+
+@runtime_checkable
 class ServiceStore(Protocol):
     """What ``auditor serve`` reads and writes: the scheduler's run history, the metrics
     collector's aggregates (read at scrape time) and the JSON API's pages. Rows are
@@ -450,9 +481,49 @@ class ServiceStore(Protocol):
 
 
 @runtime_checkable
+class HistoryStore(Protocol):
+    """Reads of the past: the state of every channel at a moment, rebuilt from
+    finding events and listing runs (the weekly report, the run headline)."""
+
+    def run_at(self, at: datetime) -> int | None:
+        """The last run whose audit clock (else start) is at or before ``at``."""
+        ...
+
+    def channel_health(self, at: datetime) -> dict[str, tuple[int, int]]:
+        """Per channel at ``at``: (live SKUs, live SKUs with no failed/warn finding open)."""
+        ...
+
+    def channel_skus(self, at: datetime) -> dict[str, tuple[set[str], set[str]]]:
+        """Per channel at ``at``: (live SKUs, those with a failed/warn finding open)."""
+        ...
+
+    def findings_at(self, at: datetime) -> list[OpenFinding]:
+        """Findings failed or warn and not resolved at ``at``, as they stood then."""
+        ...
+
+    def finding_activity(self, start: datetime, end: datetime) -> list[FindingActivity]:
+        """Findings opened, reopened and resolved in [start, end)."""
+        ...
+
+    def runs_between(self, start: datetime, end: datetime) -> list[RunRecord]:
+        """Runs whose audit clock falls in [start, end), oldest first."""
+        ...
+
+    def run_finding_changes(self, run_id: int) -> list[RunFindingChange]:
+        """The findings one run opened, reopened or resolved."""
+        ...
+
+    def listing_keys(self, channel: str, skus: Iterable[str]) -> dict[str, list[str]]:
+        """The present listing keys of ``channel`` linked to each of ``skus``."""
+        ...
+
+    def sales_units(self, names: Sequence[str]) -> dict[str, float]:
+        """Units sold per SKU from listing attributes named ``names`` (POS exports)."""
+        ...
+
+
 class Store(MasterStore, ListingStore, FindingStore, RunStore, CacheStore, PresenceHoldStore,
-            ServiceStore,
-            Protocol):
+            ServiceStore, HistoryStore, BrowseStore, Protocol):
     """A whole store: every concern, plus its own life cycle.
 
     ``url`` reopens the same store (``open_store(store.url)``), in another process

@@ -38,7 +38,9 @@ from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord
                                      MasterAssetRow, MasterChange, MasterHistory,
                                      MasterImportResult, MasterPlan, MasterSnapshot,
                                      PresenceHoldRecord, RunErrorRecord, RunRecord,
-                                     RunSourceRecord, ScoreRecord, parse_time)
+                                     RunSourceRecord, ScoreRecord, parse_time,
+                                     OpenFinding, FindingActivity, RunFindingChange,
+                                     FindingPage, ProductListing)
 
 
 def _now() -> str:
@@ -907,12 +909,16 @@ class SQLiteStore:
               "WHEN 'minor' THEN 2 ELSE 3 END, channel, check_name, sku, field")
         if limit:
             q += f" LIMIT {int(limit)}"
-        fromiso = datetime.fromisoformat
-        return [FindingRecord(fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg,
-                              orjson.loads(det) if det else {}, st, fromiso(first),
-                              fromiso(last), frun, lrun, parse_time(res_at), res_run)
-                for (fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg, det, st, first,
-                     last, frun, lrun, res_at, res_run) in self.db.execute(q, args)]
+        return [self._finding_record(r) for r in self.db.execute(q, args)]
+
+    @staticmethod
+    def _finding_record(row: Sequence[Any]) -> FindingRecord:
+        (fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg, det, st, first, last, frun,
+         lrun, res_at, res_run) = row
+        return FindingRecord(fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg,
+                             orjson.loads(det) if det else {}, st,
+                             datetime.fromisoformat(first), datetime.fromisoformat(last), frun,
+                             lrun, parse_time(res_at), res_run)
 
     def finding_events(self, fingerprint: str) -> list[FindingEvent]:
         return [FindingEvent(i, fp, run, datetime.fromisoformat(at), ev, st, out, exp, act)
@@ -1684,12 +1690,16 @@ class SQLiteStore:
               "WHEN 'minor' THEN 2 ELSE 3 END, channel, check_name, sku, field")
         if limit is not None:
             q += f" LIMIT {int(limit)}"
-        fromiso = datetime.fromisoformat
-        return [FindingRecord(fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg,
-                              orjson.loads(det) if det else {}, st, fromiso(first),
-                              fromiso(last), frun, lrun, parse_time(res_at), res_run)
-                for (fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg, det, st, first,
-                     last, frun, lrun, res_at, res_run) in self.db.execute(q, args)]
+        return [self._finding_record(r) for r in self.db.execute(q, args)]
+
+    @staticmethod
+    def _finding_record(row: Sequence[Any]) -> FindingRecord:
+        (fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg, det, st, first, last, frun,
+         lrun, res_at, res_run) = row
+        return FindingRecord(fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg,
+                             orjson.loads(det) if det else {}, st,
+                             datetime.fromisoformat(first), datetime.fromisoformat(last), frun,
+                             lrun, parse_time(res_at), res_run)
 
     def finding_values(self, column: str) -> set[str]:
         """The distinct values of ``column`` (channel, check_name, severity, state) among
@@ -1700,6 +1710,225 @@ class SQLiteStore:
                 if v is not None}
 
 # Which finding fields show a master field (``*``: any attribute field).
+
+    # ----------------------------------------------------------------- history reads
+    # What the weekly report (and the per-run headline) needs: the state of every
+    # channel at a point in time, rebuilt from finding events and listing runs.
+
+    def run_at(self, at: datetime) -> int | None:
+        """The id of the last run that started at or before ``at``."""
+        # A run's time is its audit clock (summary "at", what --now sets, the time its
+        # finding events carry), else when it started.
+        row = self.db.execute(
+            "SELECT MAX(id) FROM runs WHERE COALESCE(json_extract(summary, '$.at'), started_at)"
+            " <= ?", (at.isoformat(),)).fetchone()
+        return row[0] if row else None
+
+    def _state_ctes(self) -> str:
+        # The state of each finding at ``at`` is the state its last event gave it.
+        # A listing is live at run R when it was first seen by then and not removed (the
+        # row keeps only its latest removal, so a SKU with a "missing" presence finding
+        # open at ``at`` is not live then either), and it is confidently linked.
+        return (
+            "last AS (SELECT fingerprint, MAX(id) AS id FROM finding_events "
+            "WHERE at <= :at GROUP BY fingerprint), "
+            "open_at AS (SELECT f.channel, f.sku, f.check_name, f.listing_key FROM last "
+            "JOIN finding_events e ON e.id = last.id "
+            "JOIN findings f ON f.fingerprint = last.fingerprint "
+            "WHERE e.state != 'resolved' AND e.outcome IN ('failed', 'warn') "
+            "AND f.sku IS NOT NULL), "
+            "missing AS (SELECT DISTINCT channel, sku FROM open_at "
+            "WHERE check_name = 'presence' AND listing_key IS NULL), "
+            "bad AS (SELECT DISTINCT channel, sku FROM open_at "
+            "WHERE NOT (check_name = 'presence' AND listing_key IS NULL)), "
+            "live AS (SELECT DISTINCT l.channel, l.master_sku AS sku FROM listings l "
+            "WHERE l.master_sku IS NOT NULL AND l.link_method IN "
+            "('sku','gtin','mpn','url','fuzzy','confirmed') "
+            "AND l.first_seen_run <= :run AND (l.removed_run IS NULL OR l.removed_run > :run) "
+            "AND NOT EXISTS (SELECT 1 FROM missing m WHERE m.channel = l.channel "
+            "AND m.sku = l.master_sku))")
+
+    def channel_health(self, at: datetime) -> dict[str, tuple[int, int]]:
+        """Per channel at ``at``: (live SKUs, live SKUs with no open failed or warn
+        finding). Empty when no run had started by then."""
+        run = self.run_at(at)
+        if run is None:
+            return {}
+        q = (f"WITH {self._state_ctes()} "
+             "SELECT live.channel, COUNT(*), SUM(bad.sku IS NULL) FROM live "
+             "LEFT JOIN bad ON bad.channel = live.channel AND bad.sku = live.sku "
+             "GROUP BY live.channel")
+        return {ch: (n, int(ok or 0)) for ch, n, ok in
+                self.db.execute(q, {"run": run, "at": at.isoformat()})}
+
+    def channel_skus(self, at: datetime) -> dict[str, tuple[set[str], set[str]]]:
+        """Per channel at ``at``: (live SKUs, live SKUs with an open failed or warn
+        finding), for readiness against the master's SKUs in the channel's scope."""
+        run = self.run_at(at)
+        out: dict[str, tuple[set[str], set[str]]] = {}
+        if run is None:
+            return out
+        q = (f"WITH {self._state_ctes()} "
+             "SELECT live.channel, live.sku, bad.sku IS NOT NULL FROM live "
+             "LEFT JOIN bad ON bad.channel = live.channel AND bad.sku = live.sku")
+        for ch, sku, is_bad in self.db.execute(q, {"run": run, "at": at.isoformat()}):
+            live, bad = out.setdefault(ch, (set(), set()))
+            live.add(sku)
+            if is_bad:
+                bad.add(sku)
+        return out
+
+    def findings_at(self, at: datetime) -> list[OpenFinding]:
+        """Findings not resolved at ``at`` (failed or warn then), with the values and
+        outcome they had then and their text as last seen."""
+        q = ("WITH last AS (SELECT fingerprint, MAX(id) AS id FROM finding_events "
+             "WHERE at <= ? GROUP BY fingerprint), "
+             "opened AS (SELECT fingerprint, MAX(at) AS since FROM finding_events "
+             "WHERE at <= ? AND event IN ('opened', 'reopened') GROUP BY fingerprint) "
+             "SELECT f.fingerprint, f.check_name, f.channel, f.sku, f.listing_key, f.field,"
+             " e.outcome, f.severity, e.expected, e.actual, f.message, f.details, opened.since "
+             "FROM last JOIN finding_events e ON e.id = last.id "
+             "JOIN findings f ON f.fingerprint = last.fingerprint "
+             "LEFT JOIN opened ON opened.fingerprint = last.fingerprint "
+             "WHERE e.state != 'resolved' AND e.outcome IN ('failed', 'warn') "
+             "ORDER BY f.channel, f.check_name, f.sku, f.field")
+        t = at.isoformat()
+        return [OpenFinding(fp, chk, ch, sku, key, fld, out, sev, exp, act, msg,
+                            json.loads(det) if det else {}, parse_time(since))
+                for fp, chk, ch, sku, key, fld, out, sev, exp, act, msg, det, since
+                in self.db.execute(q, [t, t])]
+
+    def finding_activity(self, start: datetime, end: datetime) -> list[FindingActivity]:
+        """Every opened, reopened and resolved event in [start, end), with its channel,
+        check and (for a resolution) when the finding had last opened."""
+        q = ("SELECT e.event, e.at, f.channel, f.check_name, f.sku, f.field, f.severity,"
+             " (SELECT MAX(o.at) FROM finding_events o"
+             "  WHERE o.fingerprint = e.fingerprint AND o.id < e.id"
+             "  AND o.event IN ('opened', 'reopened')) "
+             "FROM finding_events e JOIN findings f ON f.fingerprint = e.fingerprint "
+             "WHERE e.at >= ? AND e.at < ? AND e.event IN ('opened', 'reopened', 'resolved') "
+             "AND (e.outcome IS NULL OR e.outcome != 'not_evaluated') ORDER BY e.id")
+        return [FindingActivity(ev, datetime.fromisoformat(at), ch, chk, sku, fld, sev,
+                                parse_time(opened))
+                for ev, at, ch, chk, sku, fld, sev, opened
+                in self.db.execute(q, [start.isoformat(), end.isoformat()])]
+
+    def runs_between(self, start: datetime, end: datetime) -> list[RunRecord]:
+        """Runs whose audit clock (else start) falls in [start, end), oldest first."""
+        clock = "COALESCE(json_extract(summary, '$.at'), started_at)"
+        return [RunRecord(i, datetime.fromisoformat(started), parse_time(finished), status,
+                          snap, orjson.loads(summary) if summary else {})
+                for i, started, finished, status, snap, summary in self.db.execute(
+                    "SELECT id, started_at, finished_at, status, master_snapshot_id, summary"
+                    f" FROM runs WHERE {clock} >= ? AND {clock} < ? ORDER BY id",
+                    [start.isoformat(), end.isoformat()])]
+
+    def listing_keys(self, channel: str, skus: Iterable[str]) -> dict[str, list[str]]:
+        """The present listing keys of ``channel`` linked to each of ``skus``."""
+        out: dict[str, list[str]] = {}
+        skus = list(skus)
+        for i in range(0, len(skus), 500):
+            part = skus[i:i + 500]
+            marks = ",".join("?" * len(part))
+            for sku, key in self.db.execute(
+                    f"SELECT master_sku, key FROM listings WHERE channel = ? AND removed_run IS "
+                    f"NULL AND master_sku IN ({marks}) ORDER BY key", [channel, *part]):
+                out.setdefault(sku, []).append(key)
+        return out
+
+    def sales_units(self, names: Sequence[str]) -> dict[str, float]:
+        """Units sold per SKU, summed over the present listings (POS exports) that carry
+        one of the attributes ``names`` (e.g. a till's ``units_sold`` column)."""
+        out: dict[str, float] = {}
+        for name in names:
+            path = "$.attributes." + json.dumps(name)
+            for sku, v in self.db.execute(
+                    "SELECT master_sku, json_extract(data, ?) FROM listings WHERE master_sku "
+                    "IS NOT NULL AND removed_run IS NULL AND json_extract(data, ?) IS NOT NULL",
+                    (path, path)):
+                try:
+                    out[sku] = out.get(sku, 0.0) + float(str(v).replace(",", "."))
+                except ValueError:
+                    continue
+        return out
+
+    def run_finding_changes(self, run_id: int) -> list[RunFindingChange]:
+        """The findings a run opened, reopened or resolved, with what they are about."""
+        return [RunFindingChange(*row) for row in self.db.execute(
+            "SELECT e.event, f.channel, f.check_name, f.sku, f.listing_key, f.field,"
+            " f.severity, e.outcome, f.message FROM finding_events e"
+            " JOIN findings f ON f.fingerprint = e.fingerprint WHERE e.run_id = ?"
+            " AND e.event IN ('opened', 'reopened', 'resolved')"
+            " AND (e.outcome IS NULL OR e.outcome != 'not_evaluated')"
+            " ORDER BY f.channel, e.event, f.check_name, f.sku", [run_id])]
+
+    # ----------------------------------------------------------------- web UI reads
+    _SORTS = {
+        "impact": ("CASE f.severity WHEN 'critical' THEN 0 WHEN 'major' THEN 1 "
+                   "WHEN 'minor' THEN 2 ELSE 3 END, f.first_seen_at, f.fingerprint"),
+        "age": "f.first_seen_at, f.fingerprint",
+        "newest": "f.last_seen_at DESC, f.fingerprint",
+        "sku": "f.sku, f.channel, f.check_name, f.fingerprint",
+    }
+
+    def search_findings(self, channels: Sequence[str] = (), checks: Sequence[str] = (),
+                        severities: Sequence[str] = (), states: Sequence[str] = (),
+                        text: str | None = None, sort: str = "impact", limit: int = 50,
+                        offset: int = 0) -> FindingPage:
+        """Findings matching every given filter (each a set of allowed values) and, with
+        ``text``, whose SKU, listing key or master title contains it; sorted by impact
+        (severity, then age), age, newest or SKU."""
+        where, args = [], []
+        for col, vals in (("f.channel", channels), ("f.check_name", checks),
+                          ("f.severity", severities), ("f.state", states)):
+            if vals:
+                where.append(f"{col} IN ({','.join('?' * len(vals))})")
+                args.extend(vals)
+        if text:
+            like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where.append("(f.sku LIKE ? ESCAPE '\\' OR f.listing_key LIKE ? ESCAPE '\\' OR "
+                         "json_extract(m.data, '$.title') LIKE ? ESCAPE '\\')")
+            args += [like, like, like]
+        cond = (" WHERE " + " AND ".join(where)) if where else ""
+        base = "FROM findings f LEFT JOIN master_records m ON m.sku = f.sku" + cond
+        total = self.db.execute(f"SELECT count(*) {base}", args).fetchone()[0]
+        cols = ", ".join("f." + c.strip() for c in self._FINDING_COLS.split(","))
+        rows = self.db.execute(
+            f"SELECT {cols} {base} ORDER BY {self._SORTS.get(sort, self._SORTS['impact'])} "
+            f"LIMIT ? OFFSET ?", [*args, int(limit), int(offset)]).fetchall()
+        return FindingPage(tuple(self._finding_record(r) for r in rows), total)
+
+    def finding_record(self, fingerprint: str) -> FindingRecord | None:
+        """One finding by fingerprint, as a record."""
+        row = self.db.execute(f"SELECT {self._FINDING_COLS} FROM findings WHERE fingerprint=?",
+                              [fingerprint]).fetchone()
+        return self._finding_record(row) if row else None
+
+    def master_for(self, sku: str) -> MasterRecord | None:
+        """The master record in force for ``sku``."""
+        row = self.db.execute("SELECT data FROM master_records WHERE sku = ?", [sku]).fetchone()
+        return codec.master_from_dict(orjson.loads(row[0])) if row else None
+
+    def product_listings(self, sku: str) -> list[ProductListing]:
+        """Every channel's listings linked to ``sku`` (removed ones too), with when each
+        was first seen and last changed (its runs' times)."""
+        q = ("SELECT l.channel, l.key, l.data, l.fetched_at, l.evidence, l.link_method,"
+             " l.link_confidence, l.removed_run IS NOT NULL,"
+             " COALESCE(json_extract(r1.summary, '$.at'), r1.started_at),"
+             " COALESCE(json_extract(r2.summary, '$.at'), r2.started_at)"
+             " FROM listings l LEFT JOIN runs r1 ON r1.id = l.first_seen_run"
+             " LEFT JOIN runs r2 ON r2.id = COALESCE(l.last_changed_run, l.first_seen_run)"
+             " WHERE l.master_sku = ? ORDER BY l.channel, l.key")
+        return [ProductListing(ch, key, codec.listing_from_row(d, fetched, ev), method, conf,
+                               bool(removed), parse_time(first), parse_time(changed))
+                for ch, key, d, fetched, ev, method, conf, removed, first, changed
+                in self.db.execute(q, [sku])]
+
+    def finding_channels(self) -> list[str]:
+        """The channels that have findings."""
+        return [c for (c,) in self.db.execute("SELECT DISTINCT channel FROM findings ORDER BY 1")]
+
+
 _CORE_FIELDS = frozenset({"title", "price", "sale_price", "availability", "gtin", "image",
                           "additional_images", "listing", "description", "brand", "mpn", "url"})
 _PROPAGATION_FIELDS: dict[str, tuple[str, ...]] = {
