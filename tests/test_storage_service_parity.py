@@ -137,3 +137,64 @@ def test_service_reads_and_triage_agree(tmp_path, pg_server):
     assert a["link_after"]["sku"] == "B" and a["link_after"]["method"] == "confirmed"
     assert a["interrupted"] == [3] and a["running"] == []
     assert a["propagation"] and all(ch in ("google", "meta") for ch, _ in a["propagation"])
+
+
+def test_history_and_browse_reads_agree_on_four_weeks_of_runs(tmp_path, pg_server):
+    """The weekly report's and the web UI's reads, after four weekly `auditor run`s of the
+    same planted drift into each store (tests/store_world.py)."""
+    from datetime import datetime
+
+    from click.testing import CliRunner
+
+    from auditor.cli import main
+    from tests import store_world
+
+    url = pg_server.new_database()
+    dirs = {}
+    for name, store_line in (("sqlite", 'path = "auditor.db"'), ("pg", f'url = "{url}"')):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "config.toml").write_text(store_world.CONFIG.replace("{port}", "2525").replace(
+            'path = "auditor.db"', store_line))
+        for k, at in enumerate(store_world.RUN_TIMES):
+            store_world._write_world(d, k)
+            r = CliRunner().invoke(main, ["run", "-c", str(d / "config.toml"), "--now", at,
+                                          "--format", "json"], catch_exceptions=False)
+            assert r.exit_code in (0, 1), r.output
+        dirs[name] = d
+    lite, pg = open_store(dirs["sqlite"] / "auditor.db", create=False), open_store(url)
+    try:
+        answers = []
+        for s in (lite, pg):
+            got = {}
+            for t in store_world.RUN_TIMES + ["2026-11-29T12:00:00+00:00"]:
+                at = datetime.fromisoformat(t)
+                got[t] = (s.run_at(at), s.channel_health(at), s.channel_skus(at),
+                          s.findings_at(at))
+            start, end = (datetime.fromisoformat("2026-10-01T00:00:00+00:00"),
+                          datetime.fromisoformat("2026-12-01T00:00:00+00:00"))
+            # (in the order written: channel workers run side by side, so compare as sets)
+            got["activity"] = sorted(s.finding_activity(start, end), key=repr)
+            got["runs"] = [(r.id, r.status) for r in s.runs_between(start, end)]
+            got["changes"] = [s.run_finding_changes(i) for i in range(1, 5)]
+            got["keys"] = s.listing_keys("google", store_world.SKUS)
+            got["units"] = s.sales_units(["units_sold"])
+            page = s.search_findings(text="a-1", sort="sku", limit=100)
+            got["search"] = ([f.fingerprint for f in page.findings], page.total)
+            got["search_impact"] = [f.fingerprint for f in s.search_findings(limit=100).findings]
+            got["finding_record"] = s.finding_record(page.findings[0].fingerprint) \
+                if page.findings else None
+            got["master_for"] = s.master_for("A-1")
+            got["product"] = [(p.channel, p.key, p.link_method, p.removed, p.first_seen_at,
+                               p.last_changed_at)
+                              for p in s.product_listings("A-1")]
+            got["channels"] = s.finding_channels()
+            answers.append(got)
+    finally:
+        lite.close()
+        pg.close()
+    a, b = answers
+    for k in a:
+        assert b[k] == a[k], k
+    assert a["activity"] and a["search"][1] > 0 and a["channels"]
+    assert a[store_world.RUN_TIMES[1]][1]  # channel health at week 2 is not empty

@@ -61,7 +61,9 @@ from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord
                                      MasterAssetRow, MasterChange, MasterHistory,
                                      MasterImportResult, MasterPlan, MasterSnapshot,
                                      PresenceHoldRecord, RunErrorRecord, RunRecord,
-                                     RunSourceRecord, ScoreRecord, parse_time)
+                                     RunSourceRecord, ScoreRecord, parse_time,
+                                     OpenFinding, FindingActivity, RunFindingChange,
+                                     FindingPage, ProductListing)
 
 
 def _now() -> str:
@@ -1659,6 +1661,195 @@ class PostgresStore:
         return {v for (v,) in self.conn.execute(
             sql.SQL("SELECT DISTINCT {} FROM findings").format(sql.Identifier(column)))
             if v is not None}
+
+
+    # ----------------------------------------------------------------- history reads
+    # (the weekly report: each channel's state at a point in time, from finding events
+    # and listing runs; as the SQLite store's, in PostgreSQL's SQL)
+    _CLOCK = "COALESCE((summary::jsonb ->> 'at')::timestamptz, started_at)"
+
+    def run_at(self, at: datetime) -> int | None:
+        return _first(self.conn.execute(
+            f"SELECT max(id) FROM runs WHERE {self._CLOCK} <= %s", (at,)))
+
+    _STATE_CTES = (
+        "last AS (SELECT fingerprint, max(id) AS id FROM finding_events "
+        "WHERE at <= %(at)s GROUP BY fingerprint), "
+        "open_at AS (SELECT f.channel, f.sku, f.check_name, f.listing_key FROM last "
+        "JOIN finding_events e ON e.id = last.id AND e.fingerprint = last.fingerprint "
+        "JOIN findings f ON f.fingerprint = last.fingerprint AND f.channel = e.channel "
+        "WHERE e.state != 'resolved' AND e.outcome IN ('failed', 'warn') "
+        "AND f.sku IS NOT NULL), "
+        "missing AS (SELECT DISTINCT channel, sku FROM open_at "
+        "WHERE check_name = 'presence' AND listing_key IS NULL), "
+        "bad AS (SELECT DISTINCT channel, sku FROM open_at "
+        "WHERE NOT (check_name = 'presence' AND listing_key IS NULL)), "
+        "live AS (SELECT DISTINCT l.channel, l.master_sku AS sku FROM listings l "
+        "WHERE l.master_sku IS NOT NULL AND l.link_method IN "
+        "('sku','gtin','mpn','url','fuzzy','confirmed') "
+        "AND l.first_seen_run <= %(run)s AND (l.removed_run IS NULL OR l.removed_run > %(run)s) "
+        "AND NOT EXISTS (SELECT 1 FROM missing m WHERE m.channel = l.channel "
+        "AND m.sku = l.master_sku))")
+
+    def channel_health(self, at: datetime) -> dict[str, tuple[int, int]]:
+        run = self.run_at(at)
+        if run is None:
+            return {}
+        q = (f"WITH {self._STATE_CTES} "
+             "SELECT live.channel, count(*), count(*) FILTER (WHERE bad.sku IS NULL) FROM live "
+             "LEFT JOIN bad ON bad.channel = live.channel AND bad.sku = live.sku "
+             "GROUP BY live.channel")
+        return {ch: (n, int(ok or 0)) for ch, n, ok in
+                self.conn.execute(q, {"run": run, "at": at})}
+
+    def channel_skus(self, at: datetime) -> dict[str, tuple[set[str], set[str]]]:
+        run = self.run_at(at)
+        out: dict[str, tuple[set[str], set[str]]] = {}
+        if run is None:
+            return out
+        q = (f"WITH {self._STATE_CTES} "
+             "SELECT live.channel, live.sku, bad.sku IS NOT NULL FROM live "
+             "LEFT JOIN bad ON bad.channel = live.channel AND bad.sku = live.sku")
+        for ch, sku, is_bad in self.conn.execute(q, {"run": run, "at": at}):
+            live, bad = out.setdefault(ch, (set(), set()))
+            live.add(sku)
+            if is_bad:
+                bad.add(sku)
+        return out
+
+    def findings_at(self, at: datetime) -> list[OpenFinding]:
+        q = ("WITH last AS (SELECT fingerprint, max(id) AS id FROM finding_events "
+             "WHERE at <= %(at)s GROUP BY fingerprint), "
+             "opened AS (SELECT fingerprint, max(at) AS since FROM finding_events "
+             "WHERE at <= %(at)s AND event IN ('opened', 'reopened') GROUP BY fingerprint) "
+             "SELECT f.fingerprint, f.check_name, f.channel, f.sku, f.listing_key, f.field,"
+             " e.outcome, f.severity, e.expected, e.actual, f.message, f.details, opened.since "
+             "FROM last JOIN finding_events e ON e.id = last.id"
+             " AND e.fingerprint = last.fingerprint "
+             "JOIN findings f ON f.fingerprint = last.fingerprint AND f.channel = e.channel "
+             "LEFT JOIN opened ON opened.fingerprint = last.fingerprint "
+             "WHERE e.state != 'resolved' AND e.outcome IN ('failed', 'warn') "
+             "ORDER BY f.channel, f.check_name, f.sku NULLS FIRST, f.field")
+        return [OpenFinding(fp, chk, ch, sku, key, fld, out, sev, exp, act, msg,
+                            json.loads(det) if det else {}, since)
+                for fp, chk, ch, sku, key, fld, out, sev, exp, act, msg, det, since
+                in self.conn.execute(q, {"at": at})]
+
+    def finding_activity(self, start: datetime, end: datetime) -> list[FindingActivity]:
+        q = ("SELECT e.event, e.at, f.channel, f.check_name, f.sku, f.field, f.severity,"
+             " (SELECT max(o.at) FROM finding_events o"
+             "  WHERE o.fingerprint = e.fingerprint AND o.channel = e.channel AND o.id < e.id"
+             "  AND o.event IN ('opened', 'reopened')) "
+             "FROM finding_events e JOIN findings f ON f.fingerprint = e.fingerprint"
+             " AND f.channel = e.channel "
+             "WHERE e.at >= %s AND e.at < %s AND e.event IN ('opened', 'reopened', 'resolved') "
+             "AND (e.outcome IS NULL OR e.outcome != 'not_evaluated') ORDER BY e.id")
+        return [FindingActivity(*row) for row in self.conn.execute(q, (start, end))]
+
+    def runs_between(self, start: datetime, end: datetime) -> list[RunRecord]:
+        return [self._run_record(r) for r in self.conn.execute(
+            "SELECT id, started_at, finished_at, status, master_snapshot_id, summary"
+            f" FROM runs WHERE {self._CLOCK} >= %s AND {self._CLOCK} < %s ORDER BY id",
+            (start, end))]
+
+    def listing_keys(self, channel: str, skus: Iterable[str]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for sku, key in self.conn.execute(
+                "SELECT master_sku, key FROM listings WHERE channel = %s AND removed_run IS "
+                "NULL AND master_sku = ANY(%s) ORDER BY key", (channel, list(skus))):
+            out.setdefault(sku, []).append(key)
+        return out
+
+    def sales_units(self, names: Sequence[str]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name in names:
+            for sku, v in self.conn.execute(
+                    "SELECT master_sku, data::jsonb -> 'attributes' ->> %s FROM listings"
+                    " WHERE master_sku IS NOT NULL AND removed_run IS NULL"
+                    " AND data::jsonb -> 'attributes' ->> %s IS NOT NULL", (name, name)):
+                try:
+                    out[sku] = out.get(sku, 0.0) + float(str(v).replace(",", "."))
+                except ValueError:
+                    continue
+        return out
+
+    def run_finding_changes(self, run_id: int) -> list[RunFindingChange]:
+        return [RunFindingChange(*row) for row in self.conn.execute(
+            "SELECT e.event, f.channel, f.check_name, f.sku, f.listing_key, f.field,"
+            " f.severity, e.outcome, f.message FROM finding_events e"
+            " JOIN findings f ON f.fingerprint = e.fingerprint AND f.channel = e.channel"
+            " WHERE e.run_id = %s AND e.event IN ('opened', 'reopened', 'resolved')"
+            " AND (e.outcome IS NULL OR e.outcome != 'not_evaluated')"
+            " ORDER BY f.channel, e.event, f.check_name, f.sku NULLS FIRST", (run_id,))]
+
+    # ----------------------------------------------------------------- web UI reads
+    _SORTS = {
+        "impact": ("CASE f.severity WHEN 'critical' THEN 0 WHEN 'major' THEN 1 "
+                   "WHEN 'minor' THEN 2 ELSE 3 END, f.first_seen_at, f.fingerprint"),
+        "age": "f.first_seen_at, f.fingerprint",
+        "newest": "f.last_seen_at DESC, f.fingerprint",
+        "sku": "f.sku NULLS FIRST, f.channel, f.check_name, f.fingerprint",
+    }
+
+    @staticmethod
+    def _record(r: Sequence[Any]) -> FindingRecord:
+        (fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg, det, st, first, last, frun,
+         lrun, res_at, res_run) = r
+        return FindingRecord(fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg,
+                             orjson.loads(det) if det else {}, st, first, last, frun, lrun,
+                             res_at, res_run)
+
+    def search_findings(self, channels: Sequence[str] = (), checks: Sequence[str] = (),
+                        severities: Sequence[str] = (), states: Sequence[str] = (),
+                        text: str | None = None, sort: str = "impact", limit: int = 50,
+                        offset: int = 0) -> FindingPage:
+        where: list[str] = []
+        args: list[Any] = []
+        for col, vals in (("f.channel", channels), ("f.check_name", checks),
+                          ("f.severity", severities), ("f.state", states)):
+            if vals:
+                where.append(f"{col} = ANY(%s)")
+                args.append(list(vals))
+        if text:  # ILIKE: SQLite's LIKE ignores ASCII case too
+            like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where.append("(f.sku ILIKE %s OR f.listing_key ILIKE %s OR "
+                         "m.data::jsonb ->> 'title' ILIKE %s)")
+            args += [like, like, like]
+        cond = (" WHERE " + " AND ".join(where)) if where else ""
+        base = "FROM findings f LEFT JOIN master_records m ON m.sku = f.sku" + cond
+        total = _first(self.conn.execute(f"SELECT count(*) {base}", args))
+        cols = ", ".join("f." + c.strip() for c in self._FINDING_COLS.split(","))
+        rows = self.conn.execute(
+            f"SELECT {cols} {base} ORDER BY {self._SORTS.get(sort, self._SORTS['impact'])} "
+            f"LIMIT %s OFFSET %s", [*args, int(limit), int(offset)]).fetchall()
+        return FindingPage(tuple(self._record(r) for r in rows), total)
+
+    def finding_record(self, fingerprint: str) -> FindingRecord | None:
+        row = self.conn.execute(f"SELECT {self._FINDING_COLS} FROM findings"
+                                f" WHERE fingerprint = %s", (fingerprint,)).fetchone()
+        return self._record(row) if row else None
+
+    def master_for(self, sku: str) -> MasterRecord | None:
+        row = self.conn.execute("SELECT data FROM master_records WHERE sku = %s",
+                                (sku,)).fetchone()
+        return codec.master_from_dict(orjson.loads(row[0])) if row else None
+
+    def product_listings(self, sku: str) -> list[ProductListing]:
+        q = ("SELECT l.channel, l.key, l.data, l.fetched_at, l.evidence, l.link_method,"
+             " l.link_confidence, l.removed_run IS NOT NULL,"
+             " COALESCE((r1.summary::jsonb ->> 'at')::timestamptz, r1.started_at),"
+             " COALESCE((r2.summary::jsonb ->> 'at')::timestamptz, r2.started_at)"
+             " FROM listings l LEFT JOIN runs r1 ON r1.id = l.first_seen_run"
+             " LEFT JOIN runs r2 ON r2.id = COALESCE(l.last_changed_run, l.first_seen_run)"
+             " WHERE l.master_sku = %s ORDER BY l.channel, l.key")
+        return [ProductListing(ch, key, codec.listing_from_row(d, fetched, ev), method, conf,
+                               bool(removed), first, changed)
+                for ch, key, d, fetched, ev, method, conf, removed, first, changed
+                in self.conn.execute(q, (sku,))]
+
+    def finding_channels(self) -> list[str]:
+        return [c for (c,) in self.conn.execute(
+            "SELECT DISTINCT channel FROM findings ORDER BY 1")]
 
 
 # Columns of the rows the write paths COPY, in the order their tuples hold them.
