@@ -75,6 +75,15 @@ def test_everything_public_is_in_the_interface(store):
     assert public <= declared, sorted(public - declared)
 
 
+def test_every_method_of_the_interface_is_implemented(store):
+    """The other way round: each store has every method the protocols declare (a
+    method added to one store and the interface but not to the other fails here, by
+    name, before any caller meets it)."""
+    declared = {n for n in dir(interface.Store) if not n.startswith("_")}
+    public = {n for n in dir(type(store)) if not n.startswith("_")}
+    assert declared <= public, sorted(declared - public)
+
+
 def test_url_reopens_the_same_store(shared_url):
     a = open_store(shared_url)
     a.save_master([make_master("A")], "m.csv", "h1", NOW)
