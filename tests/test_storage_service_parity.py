@@ -8,7 +8,7 @@ equally wrong answers cannot pass.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -93,14 +93,20 @@ def _reads(s) -> dict:
         "values": s.finding_values("check_name"),
     }
     # triage and link decisions (writes), then what they left
-    out["ack"] = s.ack_finding(fp_price, "ops", "looking", NOW)["state"]
-    out["snooze"] = s.snooze_finding(fp_price, NOW + timedelta(days=1), "ops", NOW)["state"]
-    out["resolve"] = s.resolve_finding(fp_price, "ops", NOW)["state"]
+    # (after the finding's episode began, NOW + 1h; a snooze shows while it lasts)
+    later = NOW + timedelta(hours=6)
+    out["snooze"] = s.snooze_finding(fp_price, datetime(2100, 1, 1, tzinfo=timezone.utc),
+                                     "ops", later)["state"]
+    out["ack"] = s.ack_finding(fp_price, "ops", "looking", later)["state"]
+    out["resolve"] = s.resolve_finding(fp_price, "ops", later)["state"]
     with pytest.raises(StoreError, match="is resolved"):
         s.ack_finding(fp_price, "ops")
     with pytest.raises(StoreError, match="no finding"):
         s.resolve_finding("nope", "ops")
-    out["events"] = [(e.event, e.state, e.run_id, e.actual) for e in s.finding_events(fp_price)]
+    out["events"] = [(e.event, e.state, e.run_id, e.actual, e.actor, e.note)
+                     for e in s.finding_events(fp_price)]
+    out["record"] = s.finding_record(fp_price)
+    out["episodes"] = s.finding_episodes([fp_price])
     s.decide_link("google", "B", "B", "confirmed", NOW, "checked")
     s.decide_link("google", "Z", "X", "rejected", NOW)
     out["decisions"] = s.link_decisions("google")
@@ -132,7 +138,9 @@ def test_service_reads_and_triage_agree(tmp_path, pg_server):
     assert [s["source"] for s in a["runs_page"][1]["sources"]] == ["google", "meta"]
     assert [s["sku"] for s in a["suggestions"]] == ["B"] and a["suggestions_after"] == []
     assert a["finding"]["state"] == "open" and a["no_finding"] is None
-    assert (a["ack"], a["snooze"], a["resolve"]) == ("acknowledged", "snoozed", "resolved")
+    assert (a["snooze"], a["ack"], a["resolve"]) == ("snoozed", "acknowledged", "resolved")
+    assert [e[0] for e in a["events"][-3:]] == ["snoozed", "acknowledged", "resolved"]
+    assert a["events"][-2][4:] == ("ops", "looking")
     assert a["decisions"] == {"confirmed": {"B": "B"}, "rejected": {"Z": {"X"}}}
     assert a["link_after"]["sku"] == "B" and a["link_after"]["method"] == "confirmed"
     assert a["interrupted"] == [3] and a["running"] == []

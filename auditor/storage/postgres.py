@@ -483,7 +483,7 @@ class PostgresStore:
             with c.transaction():
                 c.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema() || '/' "
                           "|| %s))", (LOCK_PARTITION, channel))
-                for table, name in zip(PARTITIONED, names):
+                for table, name in zip(PARTITIONED, names, strict=True):
                     c.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR "
                                       "VALUES IN ({})").format(
                         sql.Identifier(name), sql.Identifier(table), sql.Literal(channel)))
@@ -930,7 +930,8 @@ class PostgresStore:
                         " link_candidates=s.link_candidates, link_run=s.link_run"
                         " FROM stage_listings_link s WHERE l.channel = %s"
                         " AND l.channel = s.channel AND l.key = s.key", (channel,))
-            batch_up.clear(); batch_ver.clear(); batch_seen.clear(); batch_link.clear()
+            for batch in (batch_up, batch_ver, batch_seen, batch_link):
+                batch.clear()
 
         last_dt: datetime | None = None
         fetched: str | None = None
@@ -983,9 +984,11 @@ class PostgresStore:
         q = "SELECT data, fetched_at, evidence FROM listings"
         where, args = [], []
         if sku is not None:
-            where.append("master_sku = %s"); args.append(sku)
+            where.append("master_sku = %s")
+            args.append(sku)
         if channel is not None:
-            where.append("channel = %s"); args.append(channel)
+            where.append("channel = %s")
+            args.append(channel)
         if not include_removed:
             where.append("removed_run IS NULL")
         if where:
@@ -2233,7 +2236,7 @@ class PostgresStore:
                 cur.execute("INSERT INTO alert_cursors (name, value) VALUES"
                             " ('master_changes', %s) ON CONFLICT (name) DO UPDATE"
                             " SET value=excluded.value", (str(top),))
-            first_runs = dict(cur.execute(
+            first_runs: dict[int, int] = dict(cur.execute(
                 "SELECT master_snapshot_id, min(id) FROM runs WHERE master_snapshot_id IS NOT"
                 " NULL GROUP BY master_snapshot_id").fetchall())
             snaps = sorted(first_runs)
