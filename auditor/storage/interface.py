@@ -547,6 +547,11 @@ class AlertStore(Protocol):
         """A consistent read of everything an evaluation reads."""
         ...
 
+    def delivery_lock(self) -> ContextManager[bool]:
+        """Yields True when this process may deliver the outbox (no other process is
+        delivering from this store); released when the holder ends, even by SIGKILL."""
+        ...
+
     def alert_groups(self) -> dict[tuple[str, str], dict[str, Any]]:
         """(receiver, group key) -> what that receiver was last told about the group."""
         ...

@@ -89,6 +89,7 @@ def describe(url: str) -> str:
 LOCK_RUN, LOCK_MIGRATE, LOCK_PARTITION, LOCK_LISTINGS, LOCK_FINDINGS, LOCK_MASTER = (
     0x41554400 + i for i in range(6))
 LOCK_ALERTS = 0x41554406  # one alert evaluation recorded at a time
+LOCK_DELIVERY = 0x41554407  # one process delivering the outbox
 
 C = 'COLLATE "C"'
 
@@ -2117,6 +2118,18 @@ class PostgresStore:
             yield
         finally:
             c.execute("ROLLBACK")  # nothing was written
+
+    @contextlib.contextmanager
+    def delivery_lock(self) -> Iterator[bool]:
+        """Yields True when this process may deliver the outbox: a session advisory lock
+        on a connection of its own, which goes with its session when the process dies."""
+        conn = connect(self.url, f"auditor alert delivery pid {os.getpid()}")
+        try:
+            yield bool(_first(conn.execute(
+                "SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))",
+                (LOCK_DELIVERY,))))
+        finally:
+            conn.close()  # ends the session: the lock goes with it
 
     def alert_groups(self) -> dict[tuple[str, str], dict[str, Any]]:
         out = {}
