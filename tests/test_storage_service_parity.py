@@ -8,6 +8,8 @@ equally wrong answers cannot pass.
 
 from __future__ import annotations
 
+import dataclasses
+
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -197,6 +199,31 @@ def test_history_and_browse_reads_agree_on_four_weeks_of_runs(tmp_path, pg_serve
                                p.last_changed_at)
                               for p in s.product_listings("A-1")]
             got["channels"] = s.finding_channels()
+            one = s.listing("google", got["keys"]["A-1"][0]) if got["keys"].get("A-1") else None
+            # (the evidence names the file read: each store's world is in its own folder)
+            got["listing"] = one and dataclasses.replace(
+                one, evidence=(one.evidence or "").replace(str(dirs["sqlite" if s is lite
+                                                                     else "pg"]), "."))
+            got["search_open"] = [f.fingerprint for f in s.search_findings(
+                states=["open"], limit=100).findings]
+            got["page_open"] = [r["fingerprint"] for r in s.findings_page(
+                {"state": "open"}, None, 100)]
+            # the alert engine's reads, and the propagation it records
+            got["episodes"] = s.finding_episodes()
+            got["candidates"] = [(r["fingerprint"], r["since"], r["runs"], r["state"])
+                                 for r in s.alert_candidates()]
+            got["streaks"] = {k: (v["run_id"], v["status"], v["failing_runs"])
+                              for k, v in s.source_failure_streaks().items()}
+            got["context"] = s.listing_context([("google", k) for k in
+                                                sorted(got["keys"].get("A-1", []))])
+            got["titles"] = s.master_titles(store_world.SKUS)
+            got["sync"] = s.sync_propagation({"price": ["price"], "title": ["title"]})
+            got["sync_again"] = s.sync_propagation({"price": ["price"], "title": ["title"]})
+            got["propagation"] = sorted(
+                (r["channel"], r["sku"], r["field"], r["check_name"], r["changed_at"],
+                 r["caught_up_at"], r["caught_up_run"], r["latency_seconds"])
+                for r in s.propagation_rows())
+            got["links"] = s.link_states()
             answers.append(got)
     finally:
         lite.close()
@@ -206,3 +233,6 @@ def test_history_and_browse_reads_agree_on_four_weeks_of_runs(tmp_path, pg_serve
         assert b[k] == a[k], k
     assert a["activity"] and a["search"][1] > 0 and a["channels"]
     assert a[store_world.RUN_TIMES[1]][1]  # channel health at week 2 is not empty
+    assert a["listing"] is not None and a["episodes"] and a["candidates"] and a["titles"]
+    # (the world's master never changes: propagation is compared in test_alerts_engine.py)
+    assert a["sync_again"]["added"] == 0
