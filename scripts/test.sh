@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh machine, then runs it.
 # Used by README.md and by .ci/run. Set AUDITOR_SKIP_APT=1 to skip apt-get, and
-# AUDITOR_SKIP_PROMETHEUS=1 to skip the tests needing Prometheus where it cannot be had.
+# AUDITOR_SKIP_PROMETHEUS=1 to skip the tests needing Prometheus where it cannot be had,
+# AUDITOR_SKIP_POSTGRES=1 to skip the PostgreSQL store's tests (the only way to skip them:
+# without the `postgresql` binaries they fail, saying what to install).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
