@@ -13,16 +13,9 @@ from auditor.cli import main
 from tests.alert_receivers import WebhookServer
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def world(mini_world, request):
-    """The mini world with its store in SQLite, or in PostgreSQL (tests/pg_server.py)."""
-    if request.param == "postgresql":
-        url = request.getfixturevalue("pg_server").new_database()
-        cfg = mini_world / "config.toml"
-        text = cfg.read_text()
-        assert 'path = "auditor.db"' in text
-        cfg.write_text(text.replace('path = "auditor.db"', f'url = "{url}"'))
-    return mini_world
+@pytest.fixture
+def world(mini_world_each_store):
+    return mini_world_each_store
 
 
 def _cfg(world, url: str) -> str:
