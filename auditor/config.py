@@ -110,9 +110,11 @@ STORE_OPTIONS = (
     Opt("path", str, "auditor.db", "SQLite database file (relative to the config file)."),
     Opt("url", _store_url, "",
         "The store as a URL, instead of `path`: sqlite:///auditor.db (relative to the config "
-        "file), sqlite:////var/lib/auditor/auditor.db (absolute) or sqlite:///:memory:. "
-        "postgresql:// is designed (docs/scaling.md) but not implemented yet. "
-        "When set, `path` is not used."),
+        "file), sqlite:////var/lib/auditor/auditor.db (absolute), sqlite:///:memory:, or "
+        "postgresql://USER@HOST:5432/DBNAME for the PostgreSQL store (pip install "
+        "'omni-auditor[postgres]'; give the password by PGPASSWORD or ~/.pgpass rather than "
+        "in the URL; see docs/scaling.md). When set, `path` is not used. `store = \"URL\"` "
+        "at the top of the file is short for this key."),
 )
 
 RUN_OPTIONS = (
@@ -396,7 +398,9 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
             return {}
         return v
 
-    store = resolve(STORE_OPTIONS, table("store"), "[store]", problems)
+    # `store = "postgresql://..."` (a URL at the top) is short for [store] url = "..."
+    store = resolve(STORE_OPTIONS, {"url": raw["store"]} if isinstance(raw.get("store"), str)
+                    else table("store"), "[store]", problems)
     run = resolve(RUN_OPTIONS, table("run"), "[run]", problems)
     if run.get("workers", 0) < 0:
         problems.append("[run].workers: expected 0 (one per CPU core) or a positive number")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from auditor.model import Listing, MasterRecord, Money
+from tests.pg_server import pg_server  # noqa: F401  (a real PostgreSQL, session-scoped)
 from tests.imageserver import image_server  # noqa: F401 (a fixture, for every test module)
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
@@ -101,3 +102,15 @@ def mini_world(tmp_path: Path) -> Path:
         schedule = "0 */4 * * *"
         """)
     return tmp_path
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def mini_world_each_store(mini_world: Path, request) -> Path:
+    """The mini world with its store in SQLite, then in PostgreSQL (tests/pg_server.py)."""
+    if request.param == "postgresql":
+        url = request.getfixturevalue("pg_server").new_database()
+        cfg = mini_world / "config.toml"
+        text = cfg.read_text()
+        assert 'path = "auditor.db"' in text
+        cfg.write_text(text.replace('path = "auditor.db"', f'url = "{url}"'))
+    return mini_world

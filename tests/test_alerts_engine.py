@@ -15,8 +15,33 @@ from auditor.alerts.engine import evaluate
 from auditor.config import parse_config
 from auditor.errors import ConfigError
 from auditor.model import Finding, Money, Outcome, Severity, SourceResult, SourceStatus
-from auditor.storage.sqlite import SQLiteStore as Store
+from auditor.storage import open_store
+from auditor.storage.sqlite import SQLiteStore
 from tests.conftest import make_master
+
+# Every test that opens a store runs on SQLite and on PostgreSQL (tests/pg_server.py):
+# ``Store(path)`` opens the store of the test's kind; one path, one store.
+_OPEN = {"store": SQLiteStore}
+
+
+def Store(path):  # noqa: N802  (stands for the store class of the test's kind)
+    return _OPEN["store"](path)
+
+
+@pytest.fixture(autouse=True, params=["sqlite", "postgresql"])
+def store_kind(request, monkeypatch):
+    if request.param == "postgresql":
+        pg = request.getfixturevalue("pg_server")
+        urls: dict[str, str] = {}
+
+        def open_pg(path):
+            key = str(path)
+            if key == ":memory:" or key not in urls:
+                urls[key] = pg.new_database()
+            return open_store(urls[key])
+
+        monkeypatch.setitem(_OPEN, "store", open_pg)
+    return request.param
 
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
 H = timedelta(hours=1)

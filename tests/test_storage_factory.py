@@ -37,8 +37,7 @@ def test_read_only_commands_do_not_create_a_store(tmp_path):
 @pytest.mark.parametrize("url,message", [
     ("mysql://root:hunter2@db/auditor", "unknown scheme 'mysql'"),
     ("redis://h/0", "unknown scheme 'redis'"),
-    ("postgresql://auditor:hunter2@db/auditor", "PostgreSQL store is not implemented yet"),
-    ("postgresql+psycopg://db/auditor", "PostgreSQL store is not implemented yet"),
+    ("postgresql+asyncpg://auditor:hunter2@db/auditor", "unknown driver 'postgresql+asyncpg'"),
     ("sqlite://a.db", "expected sqlite:///PATH"),
     ("sqlite:///", "expected sqlite:///PATH"),
     ("", "empty store URL"),
@@ -63,3 +62,28 @@ def test_remove_store_removes_the_file_and_what_is_beside_it(tmp_path):
     assert (tmp_path / "c.db.lock").exists()
     remove_store(f"sqlite:///{tmp_path}/c.db")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_postgres_urls_pass_the_config_check_and_hide_passwords():
+    from auditor.storage import check_url
+
+    for url in ("postgresql://auditor:hunter2@db:5432/auditor", "postgres://db/auditor",
+                "postgresql+psycopg://db/auditor?sslmode=require"):
+        check_url(url)  # no connection is made to check a URL
+    assert describe("postgresql://db/a?user=u&password=hunter2&sslmode=require") == \
+        "postgresql://db/a?user=u&password=***&sslmode=require"
+
+
+def test_postgres_store_opened_by_url(pg_server):
+    from auditor.storage.postgres import PostgresStore
+
+    url = pg_server.new_database()
+    assert not store_exists(url)
+    with pytest.raises(StoreError, match="no store at postgresql://auditor:[*]{3}@"):
+        open_store(url, create=False)
+    s = open_store(url)
+    assert isinstance(s, PostgresStore) and s.url == url and s.multi_process
+    s.close()
+    assert store_exists(url)
+    remove_store(url)
+    assert not store_exists(url)

@@ -6,8 +6,8 @@ notification again on restart, with the same key (receivers, and the tests' rece
 drop a key they have seen). Nothing else is sent twice: each row is marked sent
 (committed) right after its receiver accepted it.
 
-One delivering process per store at a time (a lock file beside the store, released by
-the kernel when the process dies). Each receiver is served by its own thread, in
+One delivering process per store at a time (``Store.delivery_lock``: a lock file beside
+a SQLite store, an advisory lock on PostgreSQL; either is released when its holder dies). Each receiver is served by its own thread, in
 outbox order; a receiver that fails is retried later with exponential backoff and
 jitter, and never holds up the others.
 """
@@ -15,15 +15,13 @@ jitter, and never holds up the others.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
-import os
 import queue
 import random
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from auditor.alerts import receivers as recv_mod
 from auditor.config import Config
@@ -34,24 +32,6 @@ Clock = Callable[[], datetime]
 
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-@contextlib.contextmanager
-def delivery_lock(store_path: str) -> Iterator[bool]:
-    """Yields True when this process may deliver (no other is delivering)."""
-    if store_path == ":memory:":
-        yield True
-        return
-    fd = os.open(str(store_path) + ".alerts.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
 
 
 def backoff(attempts: int, first: float, most: float, rng: random.Random | None = None) -> float:
@@ -65,7 +45,7 @@ def deliver(store: Any, cfg: Config, clock: Clock = _utcnow,
     """Send every due notification once. Returns counts (sent, failed, gave_up, busy)."""
     ac = cfg.alerts
     out = {"sent": 0, "failed": 0, "gave_up": 0, "busy": False}
-    with delivery_lock(store.path) as mine:
+    with store.delivery_lock() as mine:
         if not mine:
             out["busy"] = True
             return out

@@ -8,7 +8,10 @@ URLs:
 - ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or a plain path:
   the SQLite store (``auditor.storage.sqlite``), the default;
 - ``sqlite:///:memory:`` (or ``:memory:``): a private in-memory SQLite store (tests);
-- ``postgresql://...``: designed (docs/scaling.md), not implemented yet.
+- ``postgresql://user@host:5432/dbname`` (also ``postgres://``, ``postgresql+psycopg://``):
+  the PostgreSQL store (``auditor.storage.postgres``, needs the ``postgres`` extra:
+  psycopg 3). libpq's settings apply (``PGPASSWORD``, ``~/.pgpass``, ``?sslmode=``,
+  ``?options=-csearch_path%3Dbrand`` for a store in its own schema).
 
 The interface (``auditor.storage.interface``) and records (``auditor.storage.records``)
 are what callers use; nothing outside this package speaks SQL or knows a file path.
@@ -38,14 +41,28 @@ __all__ = ["open_store", "check_url", "remove_store", "store_exists", "describe"
            "MasterHistory", "MasterImportResult", "MasterPlan", "MasterSnapshot",
            "PresenceHoldRecord", "RunErrorRecord", "RunRecord", "RunSourceRecord", "ScoreRecord"]
 
-SCHEMES = ("sqlite",)                       # implemented
-PLANNED = ("postgresql", "postgres")        # designed in docs/scaling.md
+SCHEMES = ("sqlite",)                       # a file (or :memory:)
+POSTGRES = ("postgresql", "postgres")       # a server (``postgresql+psycopg`` too)
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.S)
 
 
 def describe(url: str | os.PathLike[str]) -> str:
     """The URL as it may be shown: any password replaced by ``***``."""
-    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", str(url))
+    text = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", str(url))
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", text)  # libpq's query form too
+
+
+def _postgres_url(url: str | os.PathLike[str]) -> str | None:
+    """The URL when it names a PostgreSQL store, else None."""
+    text = os.fspath(url)
+    m = _URL.match(text)
+    if m is None or m.group(1).lower().split("+")[0] not in POSTGRES:
+        return None
+    scheme = m.group(1).lower()
+    if "+" in scheme and scheme != "postgresql+psycopg":
+        raise StoreError(f"store URL {describe(text)}: unknown driver {scheme!r} (the "
+                         f"PostgreSQL store uses psycopg: postgresql://...)")
+    return text
 
 
 def _sqlite_file(url: str | os.PathLike[str]) -> str:
@@ -59,21 +76,29 @@ def _sqlite_file(url: str | os.PathLike[str]) -> str:
             raise StoreError("empty store URL: give a path or sqlite:///PATH")
         return text
     scheme, rest = m.group(1).lower(), m.group(2)
-    if scheme.split("+")[0] in PLANNED:
-        raise StoreError(f"store URL {describe(text)}: the PostgreSQL store is not implemented "
-                         f"yet (see docs/scaling.md); use sqlite:///PATH or a file path")
     if scheme not in SCHEMES:
         raise StoreError(f"store URL {describe(text)}: unknown scheme {scheme!r} (known: "
-                         f"sqlite:///PATH, sqlite:///:memory:, or a plain file path)")
+                         f"sqlite:///PATH, sqlite:///:memory:, postgresql://HOST/DB, or a "
+                         f"plain file path)")
     if not rest.startswith("/") or rest == "/":
         raise StoreError(f"store URL {describe(text)}: expected sqlite:///PATH (three slashes "
                          f"for a relative path, four for an absolute one)")
     return rest[1:]
 
 
+def _postgres_module():  # type: ignore[no-untyped-def]
+    try:
+        from auditor.storage import postgres
+    except ImportError as e:
+        raise StoreError(f"the PostgreSQL store needs psycopg 3: pip install "
+                         f"'omni-auditor[postgres]' ({e})") from None
+    return postgres
+
+
 def check_url(url: str | os.PathLike[str]) -> None:
     """Raise StoreError when ``url`` names no store this build can open."""
-    _sqlite_file(url)
+    if _postgres_url(url) is None:
+        _sqlite_file(url)
 
 
 def open_store(url: str | os.PathLike[str], *, create: bool = True,
@@ -83,6 +108,12 @@ def open_store(url: str | os.PathLike[str], *, create: bool = True,
     ``create=False`` raises StoreError when the store does not exist yet (the
     read-only commands ask for it). ``write_wait``: seconds a write waits for
     another process's (a worker's) write to end."""
+    pg = _postgres_url(url)
+    if pg is not None:
+        postgres = _postgres_module()
+        if not create and not postgres.store_exists(pg):
+            raise StoreError(f"no store at {describe(pg)} yet: run `auditor run` first")
+        return postgres.PostgresStore(pg, lock_timeout=write_wait)
     path = _sqlite_file(url)
     from auditor.storage.sqlite import MEMORY, SQLiteStore
 
@@ -93,12 +124,20 @@ def open_store(url: str | os.PathLike[str], *, create: bool = True,
 
 def store_exists(url: str | os.PathLike[str]) -> bool:
     """Whether the store at ``url`` was created already (an in-memory one never is)."""
+    pg = _postgres_url(url)
+    if pg is not None:
+        return bool(_postgres_module().store_exists(pg))
     path = _sqlite_file(url)
     return path != ":memory:" and Path(path).exists()
 
 
 def remove_store(url: str | os.PathLike[str]) -> None:
-    """Delete the store at ``url`` and everything beside it (WAL, lock): a fresh start."""
+    """Delete the store at ``url`` and everything beside it (WAL, lock): a fresh start.
+    A PostgreSQL store's tables are dropped (the database itself stays)."""
+    pg = _postgres_url(url)
+    if pg is not None:
+        _postgres_module().remove_store(pg)
+        return
     path = _sqlite_file(url)
     if path == ":memory:":
         return

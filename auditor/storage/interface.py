@@ -2,8 +2,8 @@
 
 Each concern is a ``typing.Protocol``; ``Store`` combines them and is what the
 runner, the CLI and the reports are typed against. ``auditor.storage.sqlite``
-implements it (the default); a PostgreSQL implementation will implement the same
-protocols and pass the same contract suite (``tests/test_storage_contract.py``).
+implements it (the default), ``auditor.storage.postgres`` too; both pass the same
+contract suite (``tests/test_storage_contract.py``).
 Get a store from ``auditor.storage.open_store(url)``, never by constructing one.
 
 Read APIs return the typed records of ``auditor.storage.records``; write APIs take
@@ -545,6 +545,11 @@ class AlertStore(Protocol):
 
     def alert_snapshot(self) -> ContextManager[None]:
         """A consistent read of everything an evaluation reads."""
+        ...
+
+    def delivery_lock(self) -> ContextManager[bool]:
+        """Yields True when this process may deliver the outbox (no other process is
+        delivering from this store); released when the holder ends, even by SIGKILL."""
         ...
 
     def alert_groups(self) -> dict[tuple[str, str], dict[str, Any]]:

@@ -2372,6 +2372,24 @@ class SQLiteStore:
         """The channels that have findings."""
         return [c for (c,) in self.db.execute("SELECT DISTINCT channel FROM findings ORDER BY 1")]
 
+    @contextlib.contextmanager
+    def delivery_lock(self) -> Iterator[bool]:
+        """Yields True when this process may deliver the outbox: a lock file beside the
+        store (``<store>.alerts.lock``, released by the kernel when the process dies)."""
+        if self.path == MEMORY:
+            yield True
+            return
+        fd = os.open(str(self.path) + ".alerts.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
 
 _CORE_FIELDS = frozenset({"title", "price", "sale_price", "availability", "gtin", "image",
                           "additional_images", "listing", "description", "brand", "mpn", "url"})
