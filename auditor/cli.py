@@ -182,8 +182,12 @@ def _known(kind: str, given: Iterable[str], known: Iterable[str]) -> None:
 @click.option("--metrics-file", type=click.Path(dir_okay=False, path_type=Path),
               help="After the run, write the metrics here in the node-exporter textfile "
                    "format (atomically), e.g. /var/lib/node_exporter/textfile/auditor.prom.")
+@click.option("--distributed", is_flag=True,
+              help="Audit the channels as jobs on the queue in the PostgreSQL store, taken by "
+                   "`auditor worker` processes on any machines; wait for them (docs/scaling.md).")
 def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
-        now_text: str | None, master_only: bool, metrics_file: Path | None) -> None:
+        now_text: str | None, master_only: bool, metrics_file: Path | None,
+        distributed: bool = False) -> None:
     """Import the master, read the channels, link, check and store findings.
 
     \b
@@ -192,6 +196,7 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
       auditor -q run                    # cron: nothing printed but errors; the exit code tells
       auditor run --format json         # the summary for a program (csv: one row per channel)
       auditor run --metrics-file /var/lib/node_exporter/textfile/auditor.prom
+      auditor run --distributed         # jobs for `auditor worker` processes; waits for them
     Exit codes: 0 all consistent, 1 findings, 2 could not run or partial;
     130 / 143 interrupted by Ctrl-C / SIGTERM (the run is recorded `interrupted`).
     """
@@ -223,8 +228,14 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
             store = open_store(cfg.store_url)
             try:
                 with store.run_lock(wait), _progress(_quiet()) as progress:
-                    session = AuditSession(cfg, store, channels=list(channels) or None, now=now,
-                                           listeners=[progress] if progress else [])
+                    kw: dict[str, Any] = dict(channels=list(channels) or None, now=now,
+                                              listeners=[progress] if progress else [])
+                    if distributed:
+                        from auditor.distributed import DistributedSession
+
+                        session = DistributedSession(cfg, store, cfg.path, **kw)
+                    else:
+                        session = AuditSession(cfg, store, **kw)
                     report = session.run()
             finally:
                 store.close()
@@ -258,6 +269,30 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
     else:
         print_report(report)
     sys.exit(report.exit_code)
+
+
+@main.command()
+@config_option
+@click.option("--once", is_flag=True, help="Stop when the queue is empty (tests, batch jobs).")
+@click.option("--heartbeat", type=click.FloatRange(min=0.5), default=5.0, show_default=True,
+              help="Seconds between the worker's heartbeats (a job of a worker silent for "
+                   "[run] stalled_after seconds is given to another).")
+def worker(config_path: Path, once: bool, heartbeat: float) -> None:
+    """Take the jobs of distributed runs (`auditor run --distributed`) from the queue.
+
+    \b
+    The queue lives in the PostgreSQL store of the config ([store] url); start as
+    many workers as cores, on any machines that reach the database and see the
+    config and its sources at the same paths. SIGTERM or Ctrl-C: the job in hand is
+    finished first.
+    Examples:
+      auditor worker --config /etc/auditor/config.toml
+      auditor worker --once            # until the queue is empty
+    """
+    from auditor.distributed import run_worker
+
+    cfg = _load(config_path)
+    run_worker(cfg.path, once=once, heartbeat=heartbeat)
 
 
 def _write_metrics(cfg: Config, path: Path) -> None:

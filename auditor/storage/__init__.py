@@ -31,14 +31,14 @@ from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord
                                      ListingSave, MasterChange, MasterHistory,
                                      MasterImportResult, MasterPlan, MasterSnapshot,
                                      PresenceHoldRecord, RunErrorRecord, RunRecord,
-                                     RunSourceRecord, ScoreRecord)
+                                     RunSourceRecord, ShardSpec, ScoreRecord)
 
 __all__ = ["open_store", "check_url", "remove_store", "store_exists", "describe", "Store", "MasterStore",
            "ListingStore", "FindingStore", "RunStore", "CacheStore", "ServiceStore", "FindingChanges",
            "FindingEvent", "FindingRecord", "LinkRecord", "ListingSave", "MasterChange",
            "MasterHistory", "MasterImportResult", "MasterPlan", "MasterSnapshot",
            "RunErrorRecord", "RunRecord", "RunSourceRecord", "ScoreRecord",
-           "PresenceHoldStore", "PresenceHoldRecord"]
+           "PresenceHoldStore", "PresenceHoldRecord", "ShardSpec"]
 
 SCHEMES = ("sqlite",)                       # a file (or :memory:)
 POSTGRES = ("postgresql", "postgres")       # a server (``postgresql+psycopg`` too)
