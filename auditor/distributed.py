@@ -70,6 +70,9 @@ log = logging.getLogger(__name__)
 
 QUEUE = "auditor"
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "aborted"})
+# Workers delete a job that succeeded (``delete_jobs="successful"``): a job deferred and
+# no longer in procrastinate's table has succeeded.
+DONE = ("succeeded", 0)
 
 
 def _postgres_url(url: str) -> str:
@@ -97,7 +100,10 @@ def make_app(url: str) -> Any:
         conninfo=conninfo(_postgres_url(url)), kwargs={"application_name": "auditor queue"}))
     for name, fn in (("auditor.read", read_job), ("auditor.shard", shard_job),
                      ("auditor.finish", finish_job)):
-        app.task(name=name, queue=QUEUE, pass_context=True)(fn)
+        # A job that raises is tried once more (they are idempotent); one whose worker
+        # died is handed back by the coordinator (``_retry_stalled``).
+        app.task(name=name, queue=QUEUE, pass_context=True,
+                 retry=procrastinate.RetryStrategy(max_attempts=2, wait=1))(fn)
     return app
 
 
@@ -538,8 +544,8 @@ def finish_channel(cfg: Config, store: Any, run_id: int, ch: ChannelConfig, mast
     if read.verdict.note:
         summary.notes.append(read.verdict.note)
     summary.outcomes = counts
-    summary.opened = sum(1 for c in changes if c.event in ("opened", "reopened"))
-    summary.resolved = sum(1 for c in changes if c.event == "resolved")
+    summary.opened = sum(1 for c in changes if c.change in ("opened", "reopened"))
+    summary.resolved = sum(1 for c in changes if c.change == "resolved")
     summary.open_failed = sum(r.open_failed for r in shard_results.values()) + \
         sum(1 for f in ck.observed if f.outcome is Outcome.FAILED)
     summary.open_warn = sum(r.open_warn for r in shard_results.values()) + \
@@ -608,7 +614,7 @@ class DistributedSession(AuditSession):
                     if name in summaries:
                         continue
                     if name not in shard_jobs:
-                        st = states.get(reads[name], ("todo", 0))[0]
+                        st = states.get(reads[name], DONE)[0]
                         if st == "succeeded":
                             got = jobs.read_result(run_id, name)
                             n = got[0] if got else 0
@@ -619,7 +625,7 @@ class DistributedSession(AuditSession):
                             fail(name, f"the read job of channel {name} {st}")
                         continue
                     if name not in finishes:
-                        sts = {i: states.get(j, ("todo", 0))[0]
+                        sts = {i: states.get(j, DONE)[0]
                                for i, j in shard_jobs[name].items()}
                         if all(s in TERMINAL for s in sts.values()):
                             finishes[name] = app.configure_task(
@@ -628,7 +634,7 @@ class DistributedSession(AuditSession):
                                     failed_shards=[i for i, s in sts.items()
                                                    if s != "succeeded"])
                         continue
-                    st = states.get(finishes[name], ("todo", 0))[0]
+                    st = states.get(finishes[name], DONE)[0]
                     if st == "succeeded":
                         summary = jobs.summary(run_id, name)
                         summaries[name] = summary

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime.fromisoformat("2026-11-20T12:00:00+00:00")
 
 
-def _cli(*args: str | Path, timeout: float = 600) -> subprocess.CompletedProcess:
+def _cli(*args: str | Path, timeout: float = 150) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "auditor", *map(str, args)], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)
 
