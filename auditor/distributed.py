@@ -47,12 +47,11 @@ from pathlib import Path
 from typing import Any
 
 from auditor import holds, plugins
-from auditor.check import CarriedFields, CheckContext, with_unread
+from auditor.check import CarriedFields, CheckContext, Preparations, with_unread
 from auditor.confidence import prefer_master
 from auditor.config import ChannelConfig, Config, load_config
 from auditor.connector import SourceContext
 from auditor.errors import AuditorError, SourceError, StoreError
-from auditor.images import ChannelImages, ImageRun
 from auditor.linking import Linker
 from auditor.model import (
     Finding,
@@ -462,25 +461,22 @@ def audit_shard(cfg: Config, store: Any, run_id: int, ch: ChannelConfig, master:
 
     spec = ShardSpec(shard, shards)
     ck = _Checker(cfg, store, ch, master, history, now)
-    img = None
-    images = None
-    if "image" in ck.cctx:
-        images = ImageRun(store, master, cfg.http, cfg.base_dir, now, ck.cctx["image"].options)
-        ctx = SourceContext(channel=ch, now=now, http_options=cfg.http, store=store,
-                            master=master)
-        img = ChannelImages(images, ck.cctx["image"], ctx.policy())
+    # Checks with a preparation stage (the image check) run in batches, as in one process.
+    preparations = Preparations(store, master, cfg.http, cfg.base_dir, now,
+                                {n: c.options for n, c in ck.cctx.items()})
+    ctx = SourceContext(channel=ch, now=now, http_options=cfg.http, store=store, master=master)
     try:
+        prepared = preparations.batcher(ck.specs, ck.cctx, ctx.policy())
         for li, link in rows:
             m = master.get(link.sku) if link is not None and link.sku else None
-            if img is None:
+            if prepared is None:
                 ck.run_checks(m, li, link)
             else:
-                img.add(m, li, ck.run_checks, link)
-        if img is not None:
-            img.flush(ck.run_checks)
+                prepared.add(m, li, ck.run_checks, link)
+        if prepared is not None:
+            prepared.flush(ck.run_checks)
     finally:
-        if images is not None:
-            images.close()
+        preparations.close()
     store.save_listings(run_id, ch.name, rows, shard=spec)
     ck.drop_not_carried(read.missing)
     store.apply_findings(run_id, ch.name, ck.observed, read.evidence,

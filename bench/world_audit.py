@@ -95,11 +95,13 @@ def _now(world: Path) -> datetime:
 
 
 def audit(world: Path, workdir: Path, channels: list[str] | None = None,
-          fresh: bool = True, images: bool = True) -> dict[str, Any]:
+          fresh: bool = True, images: bool = True, store_url: str | None = None
+          ) -> dict[str, Any]:
     """Serve the world's shop, write the demo config, import last week's master, then audit.
 
     Returns wall seconds per stage and per channel, counts, and the quality score.
-    Runs in the calling process (wrap it in ``isolated`` to measure RSS).
+    Runs in the calling process (wrap it in ``isolated`` to measure RSS). ``store_url``:
+    another store than the SQLite file in ``workdir`` (``postgresql://...``).
     """
     from auditor.config import load_config
     from auditor.demo import config_text
@@ -114,6 +116,8 @@ def audit(world: Path, workdir: Path, channels: list[str] | None = None,
         text = config_text(shop.base_url).replace('"world/', f'"{world}/')
         if not images:
             text = text.replace("[store]", "[checks.image]\nenabled = false\n\n[store]", 1)
+        if store_url:
+            text = text.replace('path = "auditor.db"', f'url = "{store_url}"', 1)
         # The world's files name the shop by the base URL it was generated with.
         (workdir / "config.toml").write_text(text)
         cfg = load_config(workdir / "config.toml")

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh machine, then runs it.
 # Used by README.md and by .ci/run. Set AUDITOR_SKIP_APT=1 to skip apt-get, and
-# AUDITOR_SKIP_PROMETHEUS=1 to skip the tests needing Prometheus where it cannot be had.
+# AUDITOR_SKIP_PROMETHEUS=1 to skip the tests needing Prometheus where it cannot be had,
+# AUDITOR_SKIP_POSTGRES=1 to skip the PostgreSQL store's tests (the only way to skip them:
+# without the `postgresql` binaries they fail, saying what to install).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v prometheus-alertmanager >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
 # a real PostgreSQL server for the PostgreSQL store's tests (tests/pg_server.py starts it)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_apt+=(postgresql)
 # a real Prometheus scrapes `auditor serve`; promtool checks and unit-tests the alert rules

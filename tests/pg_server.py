@@ -57,7 +57,12 @@ def _free_port() -> int:
 class PgServer:
     """A running server; ``new_database()`` gives the URL of a new, empty database."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: dict[str, str] | None = None) -> None:
+        """``settings``: server settings (``-c name=value``) over the tests' own (no fsync:
+        the tests' data is thrown away)."""
+        self.settings = {"fsync": "off", "synchronous_commit": "off",
+                         "full_page_writes": "off", "max_connections": "200",
+                         "shared_buffers": "64MB", **(settings or {})}
         self.bindir = _bindir()
         self.root = Path(tempfile.mkdtemp(prefix="auditor-pg-"))
         self.data, self.sock = self.root / "data", self.root / "sock"
@@ -96,9 +101,7 @@ class PgServer:
         self.proc = subprocess.Popen(
             self.as_user + [str(self.bindir / "postgres"), "-D", str(self.data),
                             "-h", "127.0.0.1", "-p", str(self.port), "-k", str(self.sock),
-                            "-c", "fsync=off", "-c", "synchronous_commit=off",
-                            "-c", "full_page_writes=off", "-c", "max_connections=200",
-                            "-c", "shared_buffers=64MB"],
+                            *[a for k, v in self.settings.items() for a in ("-c", f"{k}={v}")]],
             stdout=log, stderr=log)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

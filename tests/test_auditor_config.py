@@ -1,4 +1,3 @@
-import os
 from pathlib import Path
 
 import pytest
@@ -56,6 +55,13 @@ def test_store_url_relative_to_the_config_and_checked(tmp_path):
     assert load(tmp_path, pg).store_url == "postgresql://u:pw@h/db"
     msg = problems(tmp_path, GOOD.replace('path = "a.db"', 'url = "postgresql+pg8000://u:pw@h/db"'))
     assert "unknown driver 'postgresql+pg8000'" in msg and "pw@" not in msg
+    # `store = "URL"` at the top is short for [store] url = "URL"
+    short = 'store = "postgresql://auditor@db:5432/audit"\n' + GOOD.replace(
+        '[store]\npath = "a.db"\n', "")
+    assert load(tmp_path, short).store_url == "postgresql://auditor@db:5432/audit"
+    msg = problems(tmp_path, 'store = "mongodb://h/db"\n' + GOOD.replace(
+        '[store]\npath = "a.db"\n', ""))
+    assert "unknown scheme 'mongodb'" in msg
 
 
 def test_example_config_is_valid():

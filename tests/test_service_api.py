@@ -13,10 +13,17 @@ from service_helpers import build_world, cli, get, post, serving
 TOKEN = "s3cret-token-for-tests"
 
 
-@pytest.fixture(scope="module")
-def api(tmp_path_factory):
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def api(tmp_path_factory, request):
+    """`auditor serve` over the store of each kind (PostgreSQL: tests/pg_server.py)."""
     d = tmp_path_factory.mktemp("api")
     config = build_world(d, n=40)
+    if request.param == "postgresql":
+        url = request.getfixturevalue("pg_server").new_database()
+        text = open(config).read()
+        assert 'path = "auditor.db"' in text
+        with open(config, "w") as f:
+            f.write(text.replace('path = "auditor.db"', f'url = "{url}"'))
     r = cli("run", "--config", config)
     assert r.returncode == 1, r.stderr
     findings = json.loads(cli("findings", "--config", config, "--format", "json").stdout)

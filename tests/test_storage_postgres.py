@@ -56,7 +56,7 @@ def _partitions(url: str, table: str) -> dict[str, str]:
 def test_open_store_by_url_and_schemes(pg_server, url):
     s = open_store(url.replace("postgresql://", "postgresql+psycopg://"))
     assert isinstance(s, PostgresStore) and s.multi_process \
-        and s.schema_version == postgres.SCHEMA_VERSION == 2
+        and s.schema_version == postgres.SCHEMA_VERSION == 3
     assert PASSWORD not in repr(s)
     s.close()
     assert store_exists(url)
@@ -107,11 +107,39 @@ def test_schema_versions_and_concurrent_migrators(pg_server):
         p.join(10)
     assert results == [postgres.SCHEMA_VERSION] * 6
     # one row per migration, each applied once
-    assert [r[0] for r in _sql(url, "SELECT version FROM schema_version ORDER BY 1")] == [1, 2]
+    assert [r[0] for r in _sql(url, "SELECT version FROM schema_version ORDER BY 1")] == [1, 2, 3]
     # A store newer than this auditor is refused, not migrated backwards.
     _sql(url, "INSERT INTO schema_version (version) VALUES (99)")
     with pytest.raises(StoreError, match="schema version 99 is newer"):
         open_store(url)
+
+
+def test_an_older_store_is_migrated_forward_with_its_data(pg_server):
+    """A store made at version 2 (before the alerts' migration) opens at the current
+    version, its findings and outbox rows kept, the new columns empty."""
+    url = pg_server.new_database()
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("SET TIME ZONE 'UTC'")
+        assert postgres.migrate(c, postgres.MIGRATIONS[:2]) == 2
+    s = PostgresStore.__new__(PostgresStore)  # the v2 store's own writes, no migration
+    s.url, s.lock_timeout, s._channels, s._staged = url, 30.0, set(), set()
+    s.conn = postgres.connect(url)
+    s.conn.execute("INSERT INTO outbox (created_at, kind, payload) VALUES (now(), 'x', '{}')")
+    s._ensure_channel("google")
+    s.conn.execute("INSERT INTO findings (channel, fingerprint, check_name, field, outcome,"
+                   " severity, state, first_seen_at, last_seen_at) VALUES ('google', 'ab12cd',"
+                   " 'price', 'price', 'failed', 'major', 'open', now(), now())")
+    s.close()
+    s = open_store(url)
+    assert s.schema_version == postgres.SCHEMA_VERSION
+    rec = s.finding_record("ab12cd")
+    assert rec is not None and rec.state == "open" and rec.ack_at is None
+    assert s.find_fingerprint("AB12") == "ab12cd"
+    assert [r["kind"] for r in s.outbox(None)] == ["x"]
+    s.ack_finding("ab12cd", "ana", "mine", NOW)
+    assert s.finding("ab12cd")["state"] == "acknowledged"
+    assert s.finding_events("ab12cd")[-1].actor == "ana"
+    s.close()
 
 
 def test_listings_and_findings_are_partitioned_by_channel(store, url):

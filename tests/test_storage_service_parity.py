@@ -8,7 +8,9 @@ equally wrong answers cannot pass.
 
 from __future__ import annotations
 
-from datetime import timedelta
+import dataclasses
+
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -93,14 +95,20 @@ def _reads(s) -> dict:
         "values": s.finding_values("check_name"),
     }
     # triage and link decisions (writes), then what they left
-    out["ack"] = s.ack_finding(fp_price, "ops", "looking", NOW)["state"]
-    out["snooze"] = s.snooze_finding(fp_price, NOW + timedelta(days=1), "ops", NOW)["state"]
-    out["resolve"] = s.resolve_finding(fp_price, "ops", NOW)["state"]
+    # (after the finding's episode began, NOW + 1h; a snooze shows while it lasts)
+    later = NOW + timedelta(hours=6)
+    out["snooze"] = s.snooze_finding(fp_price, datetime(2100, 1, 1, tzinfo=timezone.utc),
+                                     "ops", later)["state"]
+    out["ack"] = s.ack_finding(fp_price, "ops", "looking", later)["state"]
+    out["resolve"] = s.resolve_finding(fp_price, "ops", later)["state"]
     with pytest.raises(StoreError, match="is resolved"):
         s.ack_finding(fp_price, "ops")
     with pytest.raises(StoreError, match="no finding"):
         s.resolve_finding("nope", "ops")
-    out["events"] = [(e.event, e.state, e.run_id, e.actual) for e in s.finding_events(fp_price)]
+    out["events"] = [(e.event, e.state, e.run_id, e.actual, e.actor, e.note)
+                     for e in s.finding_events(fp_price)]
+    out["record"] = s.finding_record(fp_price)
+    out["episodes"] = s.finding_episodes([fp_price])
     s.decide_link("google", "B", "B", "confirmed", NOW, "checked")
     s.decide_link("google", "Z", "X", "rejected", NOW)
     out["decisions"] = s.link_decisions("google")
@@ -132,7 +140,9 @@ def test_service_reads_and_triage_agree(tmp_path, pg_server):
     assert [s["source"] for s in a["runs_page"][1]["sources"]] == ["google", "meta"]
     assert [s["sku"] for s in a["suggestions"]] == ["B"] and a["suggestions_after"] == []
     assert a["finding"]["state"] == "open" and a["no_finding"] is None
-    assert (a["ack"], a["snooze"], a["resolve"]) == ("acknowledged", "snoozed", "resolved")
+    assert (a["snooze"], a["ack"], a["resolve"]) == ("snoozed", "acknowledged", "resolved")
+    assert [e[0] for e in a["events"][-3:]] == ["snoozed", "acknowledged", "resolved"]
+    assert a["events"][-2][4:] == ("ops", "looking")
     assert a["decisions"] == {"confirmed": {"B": "B"}, "rejected": {"Z": {"X"}}}
     assert a["link_after"]["sku"] == "B" and a["link_after"]["method"] == "confirmed"
     assert a["interrupted"] == [3] and a["running"] == []
@@ -189,6 +199,31 @@ def test_history_and_browse_reads_agree_on_four_weeks_of_runs(tmp_path, pg_serve
                                p.last_changed_at)
                               for p in s.product_listings("A-1")]
             got["channels"] = s.finding_channels()
+            one = s.listing("google", got["keys"]["A-1"][0]) if got["keys"].get("A-1") else None
+            # (the evidence names the file read: each store's world is in its own folder)
+            got["listing"] = one and dataclasses.replace(
+                one, evidence=(one.evidence or "").replace(str(dirs["sqlite" if s is lite
+                                                                     else "pg"]), "."))
+            got["search_open"] = [f.fingerprint for f in s.search_findings(
+                states=["open"], limit=100).findings]
+            got["page_open"] = [r["fingerprint"] for r in s.findings_page(
+                {"state": "open"}, None, 100)]
+            # the alert engine's reads, and the propagation it records
+            got["episodes"] = s.finding_episodes()
+            got["candidates"] = [(r["fingerprint"], r["since"], r["runs"], r["state"])
+                                 for r in s.alert_candidates()]
+            got["streaks"] = {k: (v["run_id"], v["status"], v["failing_runs"])
+                              for k, v in s.source_failure_streaks().items()}
+            got["context"] = s.listing_context([("google", k) for k in
+                                                sorted(got["keys"].get("A-1", []))])
+            got["titles"] = s.master_titles(store_world.SKUS)
+            got["sync"] = s.sync_propagation({"price": ["price"], "title": ["title"]})
+            got["sync_again"] = s.sync_propagation({"price": ["price"], "title": ["title"]})
+            got["propagation"] = sorted(
+                (r["channel"], r["sku"], r["field"], r["check_name"], r["changed_at"],
+                 r["caught_up_at"], r["caught_up_run"], r["latency_seconds"])
+                for r in s.propagation_rows())
+            got["links"] = s.link_states()
             answers.append(got)
     finally:
         lite.close()
@@ -198,3 +233,6 @@ def test_history_and_browse_reads_agree_on_four_weeks_of_runs(tmp_path, pg_serve
         assert b[k] == a[k], k
     assert a["activity"] and a["search"][1] > 0 and a["channels"]
     assert a[store_world.RUN_TIMES[1]][1]  # channel health at week 2 is not empty
+    assert a["listing"] is not None and a["episodes"] and a["candidates"] and a["titles"]
+    # (the world's master never changes: propagation is compared in test_alerts_engine.py)
+    assert a["sync_again"]["added"] == 0

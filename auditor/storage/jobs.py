@@ -111,7 +111,7 @@ class RunJobs:
         if row is None:
             return None
         return dict(zip(("config", "config_sha", "snapshot_id", "now", "shard_size", "status"),
-                        row))
+                        row, strict=True))
 
     def end_run(self, run_id: int, status: str) -> None:
         """The run is over: its staged listings go; jobs still queued for it do nothing."""

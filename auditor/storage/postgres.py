@@ -36,10 +36,12 @@ stay text, as the SQLite store keeps them. Identifiers (channel, key, SKU, URL) 
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import json
 import os
+import re
 from datetime import datetime, timezone
 from operator import itemgetter
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -57,8 +59,8 @@ from auditor.lifecycle import OPEN, RESOLVED, Evidence, Previous
 from auditor.model import (Finding, Link, Listing, MasterRecord, Outcome, Run, SourceResult,
                            SourceStatus)
 from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord, HttpCacheRow,
-                                     HttpValidators, ImageUrlRow, LinkRecord, ListingSave,
-                                     ShardSpec,
+                                     HttpValidators, ImageUrlRow, LinkDecisionRecord,
+                                     LinkRecord, LinkStateRecord, ListingSave, ShardSpec,
                                      MasterAssetRow, MasterChange, MasterHistory,
                                      MasterImportResult, MasterPlan, MasterSnapshot,
                                      PresenceHoldRecord, RunErrorRecord, RunRecord,
@@ -86,6 +88,8 @@ def describe(url: str) -> str:
 # the schema lets several stores (brands) share one database without sharing locks.
 LOCK_RUN, LOCK_MIGRATE, LOCK_PARTITION, LOCK_LISTINGS, LOCK_FINDINGS, LOCK_MASTER = (
     0x41554400 + i for i in range(6))
+LOCK_ALERTS = 0x41554406  # one alert evaluation recorded at a time
+LOCK_DELIVERY = 0x41554407  # one process delivering the outbox
 
 C = 'COLLATE "C"'
 
@@ -221,7 +225,42 @@ CREATE INDEX run_sources_seq ON run_sources (seq);
 CREATE INDEX listings_key ON listings (key);
 """
 
-MIGRATIONS: list[str] = [_M1, _M2]
+# The SQLite store's migration 7: alerts (acknowledgements and snoozes on findings, who did
+# what in the event log, silences, notification groups, the outbox's receiver and
+# idempotency key, the propagation latency of master changes per channel).
+_M3 = f"""
+ALTER TABLE findings ADD COLUMN ack_by TEXT, ADD COLUMN ack_at TIMESTAMPTZ,
+    ADD COLUMN ack_note TEXT, ADD COLUMN snoozed_until TIMESTAMPTZ, ADD COLUMN snoozed_by TEXT,
+    ADD COLUMN alert_state TEXT, ADD COLUMN alert_reason TEXT;
+ALTER TABLE finding_events ADD COLUMN actor TEXT, ADD COLUMN note TEXT;
+CREATE TABLE silences (
+    id BIGSERIAL PRIMARY KEY, matchers TEXT NOT NULL, starts_at TIMESTAMPTZ NOT NULL,
+    ends_at TIMESTAMPTZ NOT NULL, created_by TEXT, comment TEXT,
+    created_at TIMESTAMPTZ NOT NULL);
+-- what each receiver was last told about each group of alerts
+CREATE TABLE alert_groups (
+    receiver TEXT {C} NOT NULL, group_key TEXT {C} NOT NULL, labels TEXT NOT NULL,
+    members TEXT NOT NULL, seq INTEGER NOT NULL DEFAULT 0, last_sent_at TEXT,
+    PRIMARY KEY (receiver, group_key));
+ALTER TABLE outbox ADD COLUMN receiver TEXT, ADD COLUMN idempotency_key TEXT,
+    ADD COLUMN sent_at TIMESTAMPTZ;
+CREATE UNIQUE INDEX outbox_key ON outbox (idempotency_key);
+CREATE INDEX outbox_status ON outbox (status, next_attempt_at);
+-- each master change per channel: when the channel first showed it
+CREATE TABLE propagation (
+    id BIGSERIAL PRIMARY KEY, change_id BIGINT NOT NULL, channel TEXT {C} NOT NULL,
+    sku TEXT {C} NOT NULL, field TEXT {C} NOT NULL, check_name TEXT {C} NOT NULL,
+    changed_at TIMESTAMPTZ NOT NULL, snapshot_id BIGINT NOT NULL, caught_up_at TIMESTAMPTZ,
+    caught_up_run BIGINT, latency_seconds DOUBLE PRECISION, checked_run BIGINT,
+    UNIQUE (change_id, channel, check_name));
+CREATE INDEX propagation_pending ON propagation (channel, caught_up_at);
+-- bookkeeping of the alert evaluation: cursors and what the last evaluation saw
+CREATE TABLE alert_cursors (name TEXT {C} PRIMARY KEY, value TEXT NOT NULL);
+CREATE INDEX finding_events_episode ON finding_events (fingerprint, id)
+    WHERE event IN ('opened', 'reopened');
+"""
+
+MIGRATIONS: list[str] = [_M1, _M2, _M3]
 SCHEMA_VERSION = len(MIGRATIONS)
 # Tables partitioned by channel (a partition per channel, made on first use).
 PARTITIONED = ("listings", "listing_versions", "findings", "finding_events",
@@ -229,7 +268,8 @@ PARTITIONED = ("listings", "listing_versions", "findings", "finding_events",
 TABLES = ("master_snapshots", "master_records", "master_history", "master_changes",
           "master_assets", "runs", "run_sources", "run_errors", *PARTITIONED, "scores",
           "outbox", "http_cache", "image_signatures", "image_urls", "link_decisions",
-          "link_notes", "presence_holds", "schema_version")
+          "link_notes", "presence_holds", "silences", "alert_groups", "propagation",
+          "alert_cursors", "schema_version")
 
 
 def _check_version(current: int, known: int) -> None:
@@ -385,6 +425,13 @@ def _iso(v: datetime | None) -> str | None:
     return v.isoformat() if v is not None else None
 
 
+# The lifecycle state people see (auditor.alerts.policy.display_state, less "reopened"),
+# from a finding's row; one parameter: now. As the SQLite store's _SHOWN_STATE.
+_SHOWN_STATE = ("(CASE WHEN state = 'resolved' THEN 'resolved' WHEN outcome = 'not_evaluated' "
+                "THEN 'not_evaluated' WHEN ack_at IS NOT NULL THEN 'acknowledged' "
+                "WHEN snoozed_until > %s THEN 'snoozed' ELSE 'open' END)")
+
+
 class PostgresStore:
     """Domain-level access to one PostgreSQL database (its current schema).
 
@@ -437,7 +484,7 @@ class PostgresStore:
             with c.transaction():
                 c.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema() || '/' "
                           "|| %s))", (LOCK_PARTITION, channel))
-                for table, name in zip(PARTITIONED, names):
+                for table, name in zip(PARTITIONED, names, strict=True):
                     c.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR "
                                       "VALUES IN ({})").format(
                         sql.Identifier(name), sql.Identifier(table), sql.Literal(channel)))
@@ -889,7 +936,8 @@ class PostgresStore:
                         " link_candidates=s.link_candidates, link_run=s.link_run"
                         " FROM stage_listings_link s WHERE l.channel = %s"
                         " AND l.channel = s.channel AND l.key = s.key", (channel,))
-            batch_up.clear(); batch_ver.clear(); batch_seen.clear(); batch_link.clear()
+            for batch in (batch_up, batch_ver, batch_seen, batch_link):
+                batch.clear()
 
         last_dt: datetime | None = None
         fetched: str | None = None
@@ -942,9 +990,11 @@ class PostgresStore:
         q = "SELECT data, fetched_at, evidence FROM listings"
         where, args = [], []
         if sku is not None:
-            where.append("master_sku = %s"); args.append(sku)
+            where.append("master_sku = %s")
+            args.append(sku)
         if channel is not None:
-            where.append("channel = %s"); args.append(channel)
+            where.append("channel = %s")
+            args.append(channel)
         if not include_removed:
             where.append("removed_run IS NULL")
         if where:
@@ -995,21 +1045,25 @@ class PostgresStore:
                 fp = f.fingerprint
                 if fp in observed_fps:
                     continue
-                observed_fps.add(fp)
-                obs.append((channel, run_id, fp, f.outcome.value))
-                details = codec.dumps(dict(f.details)) if f.details else None
+                observed_fps.add(fp)  # (seen, so never resolved below, even with no t)
                 old = existing.get(fp)
                 t = transition(old, f, evidence)
-                assert t is not None and t.seen
+                if t is None:  # no evidence (a partial read, a not_evaluated outcome)
+                    continue
+                obs.append((channel, run_id, fp, f.outcome.value))
+                details = codec.dumps(dict(f.details)) if f.details else None
                 if old is None:
                     inserts.append((channel, fp, f.check, f.sku, f.listing_key, f.field,
                                     f.outcome.value, f.severity.value, f.expected, f.actual,
                                     f.score, f.message, details, t.state, at, at, run_id,
                                     run_id))
-                    opened += 1
+                    if f.outcome != Outcome.NOT_EVALUATED:  # (a note is not an opening)
+                        opened += 1
                 else:
                     if t.event == lifecycle.REOPENED:
                         reopened += 1
+                    elif t.event == lifecycle.OPENED:  # a note compared at last: it differs
+                        opened += 1
                     else:
                         still_open += 1
                     updates.append((f.outcome.value, f.severity.value, f.expected, f.actual,
@@ -1034,6 +1088,12 @@ class PostgresStore:
                     " last_run=s.last_run, sku=s.sku, resolved_at=NULL, resolved_run=NULL"
                     " FROM stage_findings s WHERE f.channel = %s AND f.channel = s.channel"
                     " AND f.fingerprint = s.fingerprint", (channel,))
+            # a finding back again needs a person again: its acknowledgement and snooze go
+            back = sorted(e[1] for e in events if e[4] == lifecycle.REOPENED)
+            if back:
+                cur.execute("UPDATE findings SET ack_by=NULL, ack_at=NULL, ack_note=NULL,"
+                            " snoozed_until=NULL, snoozed_by=NULL WHERE channel = %s"
+                            " AND fingerprint = ANY(%s)", (channel, back))
             if obs:
                 self._copy(cur, obs_stage, _OBS_COLS, obs)
                 cur.execute(
@@ -1069,7 +1129,8 @@ class PostgresStore:
     _FINDING_COLS = ("fingerprint, check_name, channel, sku, listing_key, field, outcome, "
                      "severity, expected, actual, score, message, details, state, "
                      "first_seen_at, last_seen_at, first_run, last_run, resolved_at, "
-                     "resolved_run")
+                     "resolved_run, ack_by, ack_at, ack_note, snoozed_until, snoozed_by, "
+                     "alert_state, alert_reason")
 
     def findings(self, state: str | None = None, channel: str | None = None,
                  check: str | None = None, sku: str | None = None,
@@ -1092,16 +1153,13 @@ class PostgresStore:
               "WHEN 'minor' THEN 2 ELSE 3 END, channel, check_name, sku NULLS FIRST, field")
         if limit:
             q += f" LIMIT {int(limit)}"
-        return [FindingRecord(fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg,
-                              orjson.loads(det) if det else {}, st, first, last, frun, lrun,
-                              res_at, res_run)
-                for (fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg, det, st, first,
-                     last, frun, lrun, res_at, res_run) in self.conn.execute(q, args)]
+        return [self._record(r) for r in self.conn.execute(q, args)]
 
     def finding_events(self, fingerprint: str) -> list[FindingEvent]:
         return [FindingEvent(*r) for r in self.conn.execute(
-            "SELECT id, fingerprint, run_id, at, event, state, outcome, expected, actual"
-            " FROM finding_events WHERE fingerprint=%s ORDER BY id", (fingerprint,))]
+            "SELECT id, fingerprint, run_id, at, event, state, outcome, expected, actual,"
+            " actor, note FROM finding_events WHERE fingerprint=%s ORDER BY id",
+            (fingerprint,))]
 
     # ----------------------------------------------------------------- caches
     _HTTP_COLS = frozenset(("etag", "last_modified", "fetched_at", "status", "sha256",
@@ -1349,25 +1407,26 @@ class PostgresStore:
     def findings_page(self, filters: Mapping[str, Any], after: tuple[int, str] | None,
                       limit: int) -> list[dict[str, Any]]:
         where, args = [], []
-        cols = {"state": "state", "channel": "channel", "check": "check_name",
+        now = datetime.now(timezone.utc)
+        cols = {"state": _SHOWN_STATE, "channel": "channel", "check": "check_name",
                 "severity": "severity", "sku": "sku", "outcome": "outcome"}
         for key, value in filters.items():
             if value is not None:
                 where.append(f"{cols[key]} = %s")
-                args.append(value)
+                args += [now, value] if key == "state" else [value]
         if after is not None:
             where.append(f"({self._RANK} > %s OR ({self._RANK} = %s AND fingerprint > %s))")
             args += [after[0], after[0], after[1]]
-        q = f"SELECT {self._FINDING_COLS}, {self._RANK} AS severity_rank FROM findings"
+        q = (f"SELECT {self._FINDING_COLS}, {self._RANK} AS severity_rank, {_SHOWN_STATE}"
+             " AS shown_state FROM findings")
         if where:
             q += " WHERE " + " AND ".join(where)
-        return [self._finding_dict(r) for r in self._dicts(
-            q + " ORDER BY severity_rank, fingerprint LIMIT %s", [*args, limit])]
-
-    def finding(self, fingerprint: str) -> dict[str, Any] | None:
-        rows = self._dicts(f"SELECT {self._FINDING_COLS} FROM findings WHERE fingerprint = %s",
-                           [fingerprint])
-        return self._finding_dict(rows[0]) if rows else None
+        rows = []
+        for r in self._dicts(q + " ORDER BY severity_rank, fingerprint LIMIT %s",
+                             [now, *args, limit]):
+            r["state"] = r.pop("shown_state")
+            rows.append(self._finding_dict(r))
+        return rows
 
     def master_record(self, sku: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT data, valid_from FROM master_records WHERE sku = %s",
@@ -1420,46 +1479,65 @@ class PostgresStore:
         r["candidates"] = json.loads(r["candidates"]) if r["candidates"] else []
         return r
 
-    def _set_finding_state(self, fingerprint: str, state: str, event: str, by: str | None,
-                           note: str | None, now: datetime | None,
-                           allow_resolved: bool = False) -> dict[str, Any]:
-        # As the SQLite store's thin triage: who and why go as JSON in the event's actual.
+    def _triage(self, fingerprint: str, event: str, by: str | None, note: str | None,
+                sets: str, args: tuple, now: datetime | None, allow_resolved: bool = False
+                ) -> dict[str, Any]:
         at = now or datetime.now(timezone.utc)
         c = self.conn
         with c.transaction():
-            row = c.execute("SELECT state, channel FROM findings WHERE fingerprint=%s"
-                            " FOR UPDATE", (fingerprint,)).fetchone()
+            row = c.execute("SELECT state, outcome, expected, actual, channel FROM findings "
+                            "WHERE fingerprint=%s FOR UPDATE", (fingerprint,)).fetchone()
             if row is None:
                 raise StoreError(f"no finding with fingerprint {fingerprint}")
             if row[0] == RESOLVED and not allow_resolved:
                 raise StoreError(f"finding {fingerprint} is resolved: nothing to "
                                  f"{event.rstrip('d')}")
-            channel = row[1]
-            if state == RESOLVED:
-                c.execute("UPDATE findings SET state=%s, resolved_at=%s, resolved_run=NULL "
-                          "WHERE channel=%s AND fingerprint=%s", (state, at, channel, fingerprint))
-            else:
-                c.execute("UPDATE findings SET state=%s WHERE channel=%s AND fingerprint=%s",
-                          (state, channel, fingerprint))
-            c.execute("INSERT INTO finding_events (channel, fingerprint, run_id, at, event,"
-                      " state, outcome, expected, actual) VALUES (%s,%s,NULL,%s,%s,%s,NULL,"
-                      "NULL,%s)", (channel, fingerprint, at, event, state,
-                                   codec.dumps({"by": by, "note": note})))
+            channel = row[4]
+            c.execute(f"UPDATE findings SET {sets} WHERE channel=%s AND fingerprint=%s",
+                      (*args, channel, fingerprint))
+            state = RESOLVED if event == "resolved" else row[0]
+            c.execute("INSERT INTO finding_events (channel, fingerprint, run_id, at, event, state,"
+                      " outcome, expected, actual, actor, note) VALUES"
+                      " (%s,%s,NULL,%s,%s,%s,%s,%s,%s,%s,%s)",
+                      (channel, fingerprint, at, event, state, row[1], row[2], row[3], by, note))
         return self.finding(fingerprint) or {}
 
     def ack_finding(self, fingerprint: str, by: str | None, note: str | None = None,
                     now: datetime | None = None) -> dict[str, Any]:
-        return self._set_finding_state(fingerprint, "acknowledged", "acknowledged", by, note,
-                                       now)
+        at = now or datetime.now(timezone.utc)
+        return self._triage(fingerprint, "acknowledged", by, note,
+                            "ack_by=%s, ack_at=%s, ack_note=%s", (by, at, note), now)
 
     def snooze_finding(self, fingerprint: str, until: datetime, by: str | None,
                        now: datetime | None = None, note: str | None = None) -> dict[str, Any]:
-        return self._set_finding_state(fingerprint, "snoozed", "snoozed", by,
-                                       note or f"until {until.isoformat()}", now)
+        return self._triage(fingerprint, "snoozed", by, note or f"until {until.isoformat()}",
+                            "snoozed_until=%s, snoozed_by=%s", (until, by), now)
 
     def resolve_finding(self, fingerprint: str, by: str | None, now: datetime | None = None,
                         note: str | None = None) -> dict[str, Any]:
-        return self._set_finding_state(fingerprint, RESOLVED, "resolved", by, note, now)
+        at = now or datetime.now(timezone.utc)
+        return self._triage(fingerprint, "resolved", by, note,
+                            "state=%s, resolved_at=%s, resolved_run=NULL", (RESOLVED, at), now)
+
+    def finding(self, fingerprint: str) -> dict[str, Any] | None:
+        """As the SQLite store's: the finding as a dict, with ``episode`` and the state
+        people see (``stored_state``: open or resolved, as the lifecycle keeps it)."""
+        rows = self._dicts(f"SELECT {self._FINDING_COLS} FROM findings WHERE fingerprint = %s",
+                           [fingerprint])
+        if not rows:
+            return None
+        r = self._finding_dict(rows[0])
+        ep = self.conn.execute(
+            "SELECT event, at, run_id FROM finding_events WHERE fingerprint=%s AND event IN "
+            "('opened','reopened') ORDER BY id DESC LIMIT 1", (fingerprint,)).fetchone()
+        since = ep[1].isoformat() if ep else None
+        r["episode"] = {"event": ep[0], "at": since, "run_id": ep[2]} if ep else None
+        r["stored_state"] = r["state"]
+        from auditor.alerts.policy import display_state
+
+        r["state"] = display_state({**r, "episode_event": ep[0] if ep else None,
+                                    "since": since}, datetime.now(timezone.utc))
+        return r
 
     # ----------------------------------------------------------------- link decisions
     def link_decisions(self, channel: str) -> dict[str, dict[str, Any]]:
@@ -1507,13 +1585,15 @@ class PostgresStore:
                       " decided_at, note) VALUES (%s,%s,%s,%s,%s,%s)",
                       (channel, listing_key, sku, decision, stamp, note))
 
-    def decided_links(self, channel: str | None = None) -> list[dict[str, Any]]:
+    def decided_links(self, channel: str | None = None) -> list[LinkDecisionRecord]:
         q = ("SELECT channel, listing_key, sku, decision, decided_at, note"
              " FROM link_decisions")
         args = [channel] if channel else []
         if channel:
             q += " WHERE channel = %s"
-        return self._dicts(q + " ORDER BY channel, listing_key, sku", args)
+        return [LinkDecisionRecord(ch, key, sku, decision, datetime.fromisoformat(at), note)
+                for ch, key, sku, decision, at, note in self.conn.execute(
+                    q + " ORDER BY channel, listing_key, sku", args)]
 
     def listing_channels(self, listing_key: str) -> list[str]:
         return [r[0] for r in self.conn.execute(
@@ -1535,10 +1615,9 @@ class PostgresStore:
                            rows.values())
 
     def link_states(self, channel: str | None = None, state: str | None = None
-                    ) -> list[dict[str, Any]]:
-        q = ("SELECT l.channel, l.key AS listing_key, l.master_sku AS sku,"
-             " l.link_method AS method, l.link_confidence AS confidence,"
-             " l.link_candidates AS candidates, l.link_run AS run_id, n.reason, n.evidence"
+                    ) -> list[LinkStateRecord]:
+        q = ("SELECT l.channel, l.key, l.master_sku, l.link_method, l.link_confidence,"
+             " l.link_candidates, l.link_run, n.reason, n.evidence"
              " FROM listings l LEFT JOIN link_notes n"
              " ON n.channel = l.channel AND n.listing_key = l.key"
              " WHERE l.link_method IS NOT NULL AND l.removed_run IS NULL")
@@ -1554,13 +1633,13 @@ class PostgresStore:
             q += " AND l.master_sku IS NULL AND l.link_method != 'suggested'"
         elif state is not None:
             raise ValueError(f"state must be linked, suggested or unlinked, not {state!r}")
-        rows = self._dicts(q + " ORDER BY l.channel, l.key", args)
-        for r in rows:
-            r["candidates"] = json.loads(r["candidates"]) if r["candidates"] else []
-            r["evidence"] = json.loads(r["evidence"]) if r["evidence"] else {}
-            r["state"] = "linked" if r["sku"] else (
-                "suggested" if r["method"] == "suggested" else "unlinked")
-        return rows
+        return [LinkStateRecord(
+                    ch, key, "linked" if sku else (
+                        "suggested" if method == "suggested" else "unlinked"),
+                    sku, method, conf, tuple(json.loads(cands)) if cands else (), run,
+                    reason, json.loads(evidence) if evidence else {})
+                for ch, key, sku, method, conf, cands, run, reason, evidence in self.conn.execute(
+                    q + " ORDER BY l.channel, l.key", args)]
 
     # ----------------------------------------------------------------- presence holds
     def save_presence_hold(self, run_id: int, channel: str, kind: str, reason: str,
@@ -1621,7 +1700,10 @@ class PostgresStore:
             raise StoreError(f"run {run_id} is not the latest run of channel {channel!r} "
                              f"(run {latest} is): only the latest run's hold can be accepted")
         held = [codec.finding_from_dict(d) for d in hold.findings]
-        counts = self.apply_findings(run_id, channel, held, SourceStatus.FAILED, None, (), now)
+        # Opened (or reopened) as observations of that run, a person having accepted them as
+        # evidence; with no check named as having run, nothing is resolved here.
+        counts = self.apply_findings(run_id, channel, held, SourceStatus.COMPLETE, None, (),
+                                     now)
         vanished = set(hold.vanished)
         ran = set(hold.checks)
         c = self.conn
@@ -1802,10 +1884,12 @@ class PostgresStore:
     @staticmethod
     def _record(r: Sequence[Any]) -> FindingRecord:
         (fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg, det, st, first, last, frun,
-         lrun, res_at, res_run) = r
+         lrun, res_at, res_run, ack_by, ack_at, ack_note, snoozed, snoozed_by, alert_state,
+         alert_reason) = r
         return FindingRecord(fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg,
                              orjson.loads(det) if det else {}, st, first, last, frun, lrun,
-                             res_at, res_run)
+                             res_at, res_run, ack_by, ack_at, ack_note, snoozed, snoozed_by,
+                             alert_state, alert_reason)
 
     def search_findings(self, channels: Sequence[str] = (), checks: Sequence[str] = (),
                         severities: Sequence[str] = (), states: Sequence[str] = (),
@@ -1814,10 +1898,13 @@ class PostgresStore:
         where: list[str] = []
         args: list[Any] = []
         for col, vals in (("f.channel", channels), ("f.check_name", checks),
-                          ("f.severity", severities), ("f.state", states)):
+                          ("f.severity", severities)):
             if vals:
                 where.append(f"{col} = ANY(%s)")
                 args.append(list(vals))
+        if states:  # the state people see: open, acknowledged, snoozed, resolved ...
+            where.append(f"{_SHOWN_STATE} = ANY(%s)")
+            args += [datetime.now(timezone.utc), list(states)]
         if text:  # ILIKE: SQLite's LIKE ignores ASCII case too
             like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             where.append("(f.sku ILIKE %s OR f.listing_key ILIKE %s OR "
@@ -1858,6 +1945,383 @@ class PostgresStore:
     def finding_channels(self) -> list[str]:
         return [c for (c,) in self.conn.execute(
             "SELECT DISTINCT channel FROM findings ORDER BY 1")]
+
+    def listing(self, channel: str, key: str) -> Listing | None:
+        """One listing's latest version, removed or not."""
+        row = self.conn.execute("SELECT data, fetched_at, evidence FROM listings WHERE"
+                                " channel = %s AND key = %s", (channel, key)).fetchone()
+        return codec.listing_from_row(*row) if row else None
+
+    # ----------------------------------------------------------------- alerts: triage
+    # (auditor.alerts; as the SQLite store's. Times in dict rows are ISO 8601 text.)
+    def find_fingerprint(self, prefix: str) -> str:
+        """The one finding fingerprint starting with ``prefix`` (as shown, often shortened)."""
+        prefix = prefix.strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{4,40}", prefix):
+            raise StoreError(f"{prefix!r} is not a finding fingerprint (hex, 4 characters or more)")
+        rows = [r[0] for r in self.conn.execute(
+            "SELECT DISTINCT fingerprint FROM findings WHERE fingerprint >= %s AND"
+            " fingerprint < %s LIMIT 2", (prefix, prefix + "g"))]
+        if not rows:
+            raise StoreError(f"no finding with fingerprint {prefix}")
+        if len(rows) > 1:
+            raise StoreError(f"fingerprint {prefix} is ambiguous: give more characters")
+        return rows[0]
+
+    def finding_episodes(self, fingerprints: Iterable[str] | None = None
+                         ) -> dict[str, tuple[str, str, int | None, int]]:
+        """Each finding's current episode: (opened|reopened, since, run, runs), runs
+        counting the complete reads of its channel since the episode began. Without
+        ``fingerprints``: every finding not resolved."""
+        q = ("SELECT f.fingerprint, f.channel, e.event, e.at, e.run_id FROM findings f"
+             " JOIN LATERAL (SELECT x.event, x.at, x.run_id FROM finding_events x"
+             " WHERE x.channel = f.channel AND x.fingerprint = f.fingerprint"
+             " AND x.event IN ('opened','reopened') ORDER BY x.id DESC LIMIT 1) e ON true")
+        if fingerprints is None:
+            rows = self.conn.execute(q + " WHERE f.state != %s", (RESOLVED,)).fetchall()
+        else:
+            rows = self.conn.execute(q + " WHERE f.fingerprint = ANY(%s)",
+                                     (list(dict.fromkeys(fingerprints)),)).fetchall()
+        complete: dict[str, list[int]] = {}
+        for ch in {r[1] for r in rows}:
+            complete[ch] = [r for (r,) in self.conn.execute(
+                "SELECT run_id FROM run_sources WHERE source=%s AND status='complete' "
+                "ORDER BY run_id", (ch,))]
+        out = {}
+        for fp, ch, ev, at, run in rows:
+            runs = complete.get(ch, [])
+            n = len(runs) - bisect.bisect_left(runs, run) if run is not None else 1
+            out[fp] = (ev, at.isoformat(), run, max(1, n))
+        return out
+
+    def alert_candidates(self) -> list[dict[str, Any]]:
+        """Every finding not resolved, with its current episode (``since``, ``runs``)."""
+        episodes = self.finding_episodes()
+        rows = []
+        for r in self._dicts(f"SELECT {self._FINDING_COLS} FROM findings WHERE state != %s"
+                             " AND outcome != %s ORDER BY fingerprint",
+                             [RESOLVED, Outcome.NOT_EVALUATED.value]):
+            r = self._finding_dict(r)
+            ep = episodes.get(r["fingerprint"])
+            r["episode_event"], r["since"], r["episode_run"], r["runs"] = \
+                ep if ep else ("opened", r["first_seen_at"], r["first_run"], 1)
+            rows.append(r)
+        return rows
+
+    def findings_by_fingerprint(self, fingerprints: Iterable[str]) -> dict[str, dict[str, Any]]:
+        fps = list(dict.fromkeys(fingerprints))
+        if not fps:
+            return {}
+        return {r["fingerprint"]: self._finding_dict(r) for r in self._dicts(
+            f"SELECT {self._FINDING_COLS} FROM findings WHERE fingerprint = ANY(%s)", [fps])}
+
+    def recent_master_changes(self, since: datetime) -> list[tuple[str, str, str]]:
+        """(sku, field, changed_at) of master changes at or after ``since``."""
+        return [(sku, fld, at.isoformat()) for sku, fld, at in self.conn.execute(
+            "SELECT sku, field, changed_at FROM master_changes WHERE changed_at >= %s"
+            " ORDER BY id", (since,))]
+
+    def listing_context(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict]:
+        """For (channel, listing key): the listing's ``url`` and ``title``."""
+        wanted = list(dict.fromkeys(pairs))
+        if not wanted:
+            return {}
+        out: dict[tuple[str, str], dict] = {}
+        for ch, key, data in self.conn.execute(
+                "SELECT l.channel, l.key, l.data FROM listings l JOIN unnest(%s::text[],"
+                " %s::text[]) AS w(channel, key) ON l.channel = w.channel AND l.key = w.key",
+                ([p[0] for p in wanted], [p[1] for p in wanted])):
+            d = orjson.loads(data)
+            out[(ch, key)] = {"url": d.get("url"), "title": d.get("title")}
+        return out
+
+    def master_titles(self, skus: Iterable[str]) -> dict[str, str | None]:
+        wanted = [s for s in dict.fromkeys(skus) if s]
+        if not wanted:
+            return {}
+        return {sku: orjson.loads(data).get("title") for sku, data in self.conn.execute(
+            "SELECT sku, data FROM master_records WHERE sku = ANY(%s)", (wanted,))}
+
+    def source_failure_streaks(self) -> dict[str, dict[str, Any]]:
+        """Each source's latest recorded result, with ``failing_runs``: how many of its
+        latest results in a row were not complete."""
+        out: dict[str, dict[str, Any]] = {}
+        for r in self._dicts("SELECT run_id, source, status, listings, errors, message,"
+                             " started_at, finished_at FROM run_sources"
+                             " ORDER BY source, run_id DESC"):
+            got = out.get(r["source"])
+            if got is None:
+                r["failing_runs"] = 0 if r["status"] == "complete" else 1
+                r["_streak"] = r["status"] != "complete"
+                out[r["source"]] = r
+            elif got["_streak"]:
+                if r["status"] == "complete":
+                    got["_streak"] = False
+                else:
+                    got["failing_runs"] += 1
+        for r in out.values():
+            r.pop("_streak", None)
+        return out
+
+    # ----------------------------------------------------------------- alerts: silences
+    def add_silence(self, matchers: Mapping[str, str], starts_at: datetime, ends_at: datetime,
+                    by: str | None, comment: str | None, now: datetime | None = None) -> int:
+        return int(_first(self.conn.execute(
+            "INSERT INTO silences (matchers, starts_at, ends_at, created_by, comment,"
+            " created_at) VALUES (%s,%s,%s,%s,%s,%s) RETURNING id",
+            (codec.dumps(dict(matchers)), starts_at, ends_at, by, comment,
+             now or datetime.now(timezone.utc)))))
+
+    def silences(self, active_at: datetime | None = None) -> list[dict[str, Any]]:
+        """Silences, newest first; only those in force at ``active_at`` when given."""
+        q, args = ("SELECT id, matchers, starts_at, ends_at, created_by, comment, created_at"
+                   " FROM silences"), []
+        if active_at is not None:
+            q += " WHERE starts_at <= %s AND ends_at > %s"
+            args = [active_at, active_at]
+        rows = self._dicts(q + " ORDER BY id DESC", args)
+        for r in rows:
+            r["matchers"] = json.loads(r["matchers"])
+        return rows
+
+    def expire_silence(self, silence_id: int, now: datetime | None = None) -> bool:
+        at = now or datetime.now(timezone.utc)
+        with self.conn.transaction():
+            n = self.conn.execute("UPDATE silences SET ends_at=%s WHERE id=%s AND ends_at>%s",
+                                  (at, silence_id, at)).rowcount
+            if n:
+                self.conn.execute(
+                    "INSERT INTO alert_cursors (name, value) VALUES ('silences_expired', '1')"
+                    " ON CONFLICT (name) DO UPDATE SET"
+                    " value = (alert_cursors.value::bigint + 1)::text")
+        return n > 0
+
+    def alert_inputs(self) -> str:
+        """A token that changes whenever anything an alert evaluation reads changes
+        (finding events, source results, master changes, silences). Besides the highest
+        ids, the number of source results: ids are handed out before commit, so a
+        channel's findings committed after another's higher ids would not move a maximum,
+        but each channel's read records its result after its findings."""
+        row = self.conn.execute(
+            "SELECT (SELECT max(id) FROM finding_events), (SELECT max(seq) FROM run_sources),"
+            " (SELECT count(*) FROM run_sources), (SELECT max(id) FROM master_changes),"
+            " (SELECT max(id) FROM silences),"
+            " (SELECT max(value) FROM alert_cursors WHERE name='silences_expired')").fetchone()
+        return ":".join(str(p) for p in (row or ()))
+
+    def alert_cursor(self, name: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM alert_cursors WHERE name=%s",
+                                (name,)).fetchone()
+        return row[0] if row else None
+
+    # ----------------------------------------------------------------- alerts: outbox
+    @contextlib.contextmanager
+    def alert_snapshot(self) -> Iterator[None]:
+        """A read-only REPEATABLE READ transaction: everything an alert evaluation reads
+        comes from one snapshot of the store, and no lock is held meanwhile."""
+        c = self.conn
+        c.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
+            yield
+        finally:
+            c.execute("ROLLBACK")  # nothing was written
+
+    @contextlib.contextmanager
+    def delivery_lock(self) -> Iterator[bool]:
+        """Yields True when this process may deliver the outbox: a session advisory lock
+        on a connection of its own, which goes with its session when the process dies."""
+        conn = connect(self.url, f"auditor alert delivery pid {os.getpid()}")
+        try:
+            yield bool(_first(conn.execute(
+                "SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))",
+                (LOCK_DELIVERY,))))
+        finally:
+            conn.close()  # ends the session: the lock goes with it
+
+    def alert_groups(self) -> dict[tuple[str, str], dict[str, Any]]:
+        out = {}
+        for r in self._dicts("SELECT receiver, group_key, labels, members, seq, last_sent_at"
+                             " FROM alert_groups"):
+            r["labels"] = json.loads(r["labels"])
+            r["members"] = json.loads(r["members"])
+            out[(r["receiver"], r["group_key"])] = r
+        return out
+
+    def record_alerts(self, groups: Iterable[Mapping[str, Any]], drop: Iterable[tuple[str, str]],
+                      notifications: Iterable[Mapping[str, Any]],
+                      finding_states: Iterable[tuple[str | None, str | None, str]],
+                      now: datetime, generation: str, cursors: Mapping[str, str]
+                      ) -> int | None:
+        """As the SQLite store's: one transaction, under an advisory lock so that two
+        evaluations record one after the other; None (nothing written) when another
+        evaluation was recorded since ``generation``."""
+        c = self.conn
+        with c.transaction(), c.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))",
+                        (LOCK_ALERTS,))
+            row = cur.execute("SELECT value FROM alert_cursors WHERE name='generation'"
+                              ).fetchone()
+            if (row[0] if row else "0") != generation:
+                return None
+            cur.executemany(
+                "INSERT INTO alert_groups (receiver, group_key, labels, members, seq,"
+                " last_sent_at) VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (receiver, group_key)"
+                " DO UPDATE SET labels=excluded.labels, members=excluded.members,"
+                " seq=excluded.seq, last_sent_at=excluded.last_sent_at",
+                [(g["receiver"], g["group_key"], codec.dumps(g["labels"]),
+                  codec.dumps(g["members"]), g["seq"], g["last_sent_at"]) for g in groups])
+            cur.executemany("DELETE FROM alert_groups WHERE receiver=%s AND group_key=%s",
+                            list(drop))
+            n = 0
+            for r in notifications:
+                n += cur.execute(
+                    "INSERT INTO outbox (created_at, kind, fingerprint, payload, status,"
+                    " attempts, next_attempt_at, receiver, idempotency_key)"
+                    " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+                    " ON CONFLICT (idempotency_key) DO NOTHING",
+                    (now, "notification", r["group_key"], codec.dumps(r["payload"]), "pending",
+                     0, now, r["receiver"], r["idempotency_key"])).rowcount
+            states = sorted(finding_states, key=_KEY2)
+            if states:
+                cur.execute(
+                    "UPDATE findings f SET alert_state=s.st, alert_reason=s.why FROM"
+                    " unnest(%s::text[], %s::text[], %s::text[]) AS s(st, why, fp)"
+                    " WHERE f.fingerprint = s.fp",
+                    ([x[0] for x in states], [x[1] for x in states], [x[2] for x in states]))
+            cur.executemany(
+                "INSERT INTO alert_cursors (name, value) VALUES (%s,%s) ON CONFLICT (name)"
+                " DO UPDATE SET value=excluded.value",
+                [*cursors.items(), ("generation", str(int(generation) + 1))])
+        return n
+
+    def outbox(self, statuses: Sequence[str] | None = ("pending", "failed"),
+               limit: int = 1000) -> list[dict[str, Any]]:
+        """Outbox rows (oldest first), by default those not yet delivered."""
+        q, args = ("SELECT id, created_at, kind, fingerprint, payload, status, attempts,"
+                   " next_attempt_at, last_error, receiver, idempotency_key, sent_at"
+                   " FROM outbox"), []
+        if statuses:
+            q += " WHERE status = ANY(%s)"
+            args = [list(statuses)]
+        rows = self._dicts(q + " ORDER BY id LIMIT %s", [*args, limit])
+        for r in rows:
+            r["payload"] = json.loads(r["payload"])
+        return rows
+
+    def outbox_sent(self, row_id: int, now: datetime) -> None:
+        self.conn.execute("UPDATE outbox SET status='sent', sent_at=%s, attempts=attempts+1,"
+                          " last_error=NULL WHERE id=%s", (now, row_id))
+
+    def outbox_failed(self, row_id: int, error: str, next_attempt_at: datetime | None) -> None:
+        """A failed attempt: retried at ``next_attempt_at``, or given up (None)."""
+        self.conn.execute(
+            "UPDATE outbox SET attempts=attempts+1, last_error=%s, next_attempt_at=%s, "
+            "status=%s WHERE id=%s",
+            (error[:1000], next_attempt_at, "pending" if next_attempt_at else "failed",
+             row_id))
+
+    def outbox_retry_failed(self, now: datetime) -> int:
+        return self.conn.execute(
+            "UPDATE outbox SET status='pending', next_attempt_at=%s, attempts=0 "
+            "WHERE status='failed'", (now,)).rowcount
+
+    # ----------------------------------------------------------------- alerts: propagation
+    def sync_propagation(self, checks_by_field: Mapping[str, Sequence[str]]) -> dict[str, int]:
+        """As the SQLite store's (see there): every master change of a field some check
+        compares gets a row per channel listing the SKU and per check, caught up at the
+        first complete read of the channel, in or after the run that imported the change,
+        in which that check had nothing against the SKU. Idempotent; one caller at a time
+        (an advisory lock)."""
+        c = self.conn
+        pairs = [(f, chk) for f, checks in checks_by_field.items() for chk in checks]
+        if not pairs:
+            return {"added": 0, "caught_up": 0}
+        with self._xact_lock(LOCK_ALERTS, "propagation"), c.cursor() as cur:
+            row = cur.execute("SELECT value FROM alert_cursors WHERE name='master_changes'"
+                              ).fetchone()
+            cursor = int(row[0]) if row else 0
+            top = _first(cur.execute("SELECT max(id) FROM master_changes")) or 0
+            added = 0
+            if top > cursor:
+                added = cur.execute(
+                    "INSERT INTO propagation (change_id, channel, sku, field, check_name,"
+                    " changed_at, snapshot_id) SELECT mc.id, l.channel, mc.sku, mc.field,"
+                    " fc.check_name, mc.changed_at, mc.snapshot_id FROM master_changes mc"
+                    " JOIN unnest(%s::text[], %s::text[]) AS fc(field, check_name)"
+                    " ON fc.field = mc.field JOIN (SELECT DISTINCT channel, master_sku"
+                    " FROM listings WHERE master_sku IS NOT NULL AND removed_run IS NULL) l"
+                    " ON l.master_sku = mc.sku WHERE mc.id > %s AND mc.id <= %s"
+                    " ON CONFLICT (change_id, channel, check_name) DO NOTHING",
+                    ([p[0] for p in pairs], [p[1] for p in pairs], cursor, top)).rowcount
+                cur.execute("INSERT INTO alert_cursors (name, value) VALUES"
+                            " ('master_changes', %s) ON CONFLICT (name) DO UPDATE"
+                            " SET value=excluded.value", (str(top),))
+            first_runs: dict[int, int] = dict(cur.execute(
+                "SELECT master_snapshot_id, min(id) FROM runs WHERE master_snapshot_id IS NOT"
+                " NULL GROUP BY master_snapshot_id").fetchall())
+            snaps = sorted(first_runs)
+            suffix_min: list[int] = []  # the first run on snapshot snaps[i] or a later one
+            for snap_id in reversed(snaps):
+                suffix_min.append(min(first_runs[snap_id], suffix_min[-1]) if suffix_min
+                                  else first_runs[snap_id])
+            suffix_min.reverse()
+            pending: dict[str, list[list]] = {}
+            for pid, ch, sku, chk, at, snap, checked in cur.execute(
+                    "SELECT id, channel, sku, check_name, changed_at, snapshot_id, checked_run"
+                    " FROM propagation WHERE caught_up_at IS NULL").fetchall():
+                i = bisect.bisect_left(snaps, snap)
+                if i == len(snaps):
+                    continue
+                pending.setdefault(ch, []).append(
+                    [pid, sku, chk, at, max(suffix_min[i], (checked or 0) + 1)])
+            done: list[tuple] = []
+            checked_rows: list[tuple] = []
+            for ch, rows in pending.items():
+                start = min(r[4] for r in rows)
+                runs = cur.execute("SELECT run_id, finished_at FROM run_sources WHERE"
+                                   " source=%s AND status='complete' AND run_id >= %s"
+                                   " ORDER BY run_id", (ch, start)).fetchall()
+                open_rows = rows
+                for run_id, finished in runs:
+                    bad = set(cur.execute(
+                        "SELECT f.sku, f.check_name FROM finding_observations o JOIN findings f"
+                        " ON f.channel = o.channel AND f.fingerprint = o.fingerprint"
+                        " WHERE o.channel=%s AND o.run_id=%s AND o.outcome IN"
+                        " ('failed','warn')", (ch, run_id)).fetchall())
+                    left = []
+                    for r in open_rows:
+                        if r[4] <= run_id and (r[1], r[2]) not in bad:
+                            fin = finished or r[3]
+                            lat = max(0.0, (fin - r[3]).total_seconds())
+                            done.append((fin, run_id, lat, run_id, r[0]))
+                        else:
+                            left.append(r)
+                    open_rows = left
+                    if not open_rows:
+                        break
+                if runs:
+                    checked_rows += [(runs[-1][0], r[0]) for r in open_rows]
+            cur.executemany("UPDATE propagation SET caught_up_at=%s, caught_up_run=%s,"
+                            " latency_seconds=%s, checked_run=%s WHERE id=%s", done)
+            cur.executemany("UPDATE propagation SET checked_run=%s WHERE id=%s", checked_rows)
+        return {"added": added, "caught_up": len(done)}
+
+    def propagation_rows(self, channel: str | None = None, pending: bool | None = None,
+                         limit: int | None = None) -> list[dict[str, Any]]:
+        """Propagation rows (newest first): channel, sku, field, check_name, changed_at,
+        caught_up_at, latency_seconds (None while the channel has not caught up)."""
+        where: list[str] = []
+        args: list[Any] = []
+        if channel is not None:
+            where.append("channel = %s")
+            args.append(channel)
+        if pending is not None:
+            where.append("caught_up_at IS NULL" if pending else "caught_up_at IS NOT NULL")
+        q = ("SELECT id, change_id, channel, sku, field, check_name, changed_at, snapshot_id,"
+             " caught_up_at, caught_up_run, latency_seconds, checked_run FROM propagation"
+             + (" WHERE " + " AND ".join(where) if where else ""))
+        q += " ORDER BY id DESC" + (f" LIMIT {int(limit)}" if limit else "")
+        return self._dicts(q, args)
 
     def present_keys(self, channel: str) -> set[str]:
         return {k for (k,) in self.conn.execute(
