@@ -139,7 +139,7 @@ def test_a_distributed_run_finds_what_one_process_on_sqlite_finds(tmp_path, pg_s
         assert max(shards.values()) >= 3, shards
         assert conn.execute("SELECT count(*) FROM dist_staged").fetchone()[0] == 0
     logs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
-    assert all("succeeded" in text for text in logs), logs
+    assert all("ended with status: Success" in text for text in logs), logs
     # Exit code and summary as `auditor run`'s.
     assert [r.returncode for r in runs] == [1, 1]
 
