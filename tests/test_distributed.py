@@ -17,6 +17,7 @@ import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -233,3 +234,65 @@ def test_crawl_pacing_is_shared_by_processes(pg_server):
     # 15 requests from 3 processes, spaced by the shared interval (with clock slack).
     assert min(gaps) > 0.15, gaps
     assert times[-1] - times[0] >= 14 * 0.2 * 0.9
+
+
+def _in_process(tmp_path: Path, name: str, fail_shard: int | None) -> tuple[Any, Any]:
+    """One distributed run of the google channel, its jobs called in this process on a
+    SQLite store (the steps are the workers' own functions); ``fail_shard``: that shard's
+    job never succeeded."""
+    from auditor.config import load_config
+    from auditor.distributed import audit_shard, finish_channel, read_channel
+    from auditor.linking import Linker
+    from auditor.runner import import_master
+    from auditor.storage import ShardSpec, open_store
+
+    world = tmp_path / "world"
+    if not world.exists():
+        generate_world(world, size=40, seed=11, now=NOW, base_url="http://127.0.0.1:9")
+    cfg = load_config(_config(world, tmp_path / name, "http://127.0.0.1:9",
+                              'path = "auditor.db"', "workers = 1"))
+    store = open_store(cfg.store_url)
+    import_master(cfg, store, NOW)
+    run_id = store.start_run(NOW, None)
+    master, history = store.current_master(), store.master_history()
+    # A master no listing of the channel shows: a missing listing, when the read concludes.
+    import dataclasses
+
+    first = master[sorted(master)[0]]
+    master = {**master, "SKU-NOT-LISTED": dataclasses.replace(first, sku="SKU-NOT-LISTED")}
+    ch = cfg.channel("google")
+    read, staged = read_channel(cfg, store, run_id, ch, master, Linker(master, cfg.linking), NOW)
+    n = 3
+    results = {}
+    for i in range(n):
+        rows = [r for r in staged if ShardSpec.of(r[0].key, n) == i]
+        if i != fail_shard:
+            results[i] = audit_shard(cfg, store, run_id, ch, master, history, NOW, i, n, rows,
+                                     read)
+    failed = [] if fail_shard is None else [fail_shard]
+    summary = finish_channel(cfg, store, run_id, ch, master, history, NOW, n, read, results,
+                             failed)
+    return store, summary
+
+
+def test_a_shard_that_failed_concludes_nothing_missing(tmp_path):
+    ok_store, ok = _in_process(tmp_path, "ok", None)
+    bad_store, bad = _in_process(tmp_path, "bad", 1)
+    try:
+        missing_ok = [f for f in ok_store.findings(channel="google") if f.listing_key is None]
+        assert missing_ok, "the world has masters missing from google: the control finds them"
+        assert ok.status.value == "complete"
+        # One shard failed: the channel is partial, no listing is concluded missing, the
+        # other shards' findings were applied, nothing was marked removed.
+        assert bad.status.value == "partial"
+        assert "1 of 3 shard jobs failed" in (bad.message or "")
+        assert [f for f in bad_store.findings(channel="google") if f.listing_key is None] == []
+        listing_level = [f for f in bad_store.findings(channel="google")]
+        assert listing_level
+        from auditor.storage import ShardSpec
+
+        assert all(not ShardSpec(1, 3).contains(f.listing_key) for f in listing_level)
+        assert bad_store.run_sources(1)[0].status == "partial"
+    finally:
+        ok_store.close()
+        bad_store.close()
