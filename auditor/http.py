@@ -283,6 +283,18 @@ class _PinnedTransport(httpx.AsyncHTTPTransport):
             keepalive_expiry=limits.keepalive_expiry, network_backend=_PinnedBackend(policy))
 
 
+def pinned_client(policy: FetchPolicy, max_connections: int = 4) -> httpx.AsyncClient:
+    """A bare client with the outbound guard at the socket (``_PinnedBackend``): no
+    redirects followed, no proxies, no credentials. For callers that make requests on
+    someone else's behalf, such as the headless browser's (``auditor.render``)."""
+    limits = httpx.Limits(max_connections=max_connections,
+                          max_keepalive_connections=max_connections)
+    ctx = _ssl_context()
+    return httpx.AsyncClient(transport=_PinnedTransport(policy, ctx, limits), verify=ctx,
+                             follow_redirects=False, trust_env=False, limits=limits,
+                             timeout=httpx.Timeout(policy.timeout))
+
+
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
     """Seconds to wait from a Retry-After header (seconds or an HTTP date)."""
     if not value:

@@ -101,3 +101,15 @@ def mini_world(tmp_path: Path) -> Path:
         schedule = "0 */4 * * *"
         """)
     return tmp_path
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def mini_world_each_store(mini_world: Path, request) -> Path:
+    """The mini world with its store in SQLite, then in PostgreSQL (tests/pg_server.py)."""
+    if request.param == "postgresql":
+        url = request.getfixturevalue("pg_server").new_database()
+        cfg = mini_world / "config.toml"
+        text = cfg.read_text()
+        assert 'path = "auditor.db"' in text
+        cfg.write_text(text.replace('path = "auditor.db"', f'url = "{url}"'))
+    return mini_world

@@ -88,9 +88,13 @@ ui_base_url = "https://audit.example.com"
 
 
 
-def build(d: Path, smtp_port: int = 2525) -> Path:
-    """Write the config and run the four weekly audits into ``d``; returns ``d``."""
-    (d / "config.toml").write_text(CONFIG.replace("{port}", str(smtp_port)))
+def build(d: Path, smtp_port: int = 2525, store_url: str | None = None) -> Path:
+    """Write the config and run the four weekly audits into ``d``; returns ``d``.
+    ``store_url``: another store than auditor.db in ``d`` (a PostgreSQL database)."""
+    text = CONFIG.replace("{port}", str(smtp_port))
+    if store_url:
+        text = text.replace('path = "auditor.db"', f'url = "{store_url}"', 1)
+    (d / "config.toml").write_text(text)
     for k, at in enumerate(RUN_TIMES):
         _write_world(d, k)
         r = CliRunner().invoke(main, ["run", "-c", str(d / "config.toml"), "--now", at,

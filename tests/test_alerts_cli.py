@@ -6,10 +6,16 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 from click.testing import CliRunner
 
 from auditor.cli import main
 from tests.alert_receivers import WebhookServer
+
+
+@pytest.fixture
+def world(mini_world_each_store):
+    return mini_world_each_store
 
 
 def _cfg(world, url: str) -> str:
@@ -36,10 +42,10 @@ def _invoke(*args):
     return r.exit_code, r.output
 
 
-def test_run_delivers_then_triage_commands(mini_world, monkeypatch):
+def test_run_delivers_then_triage_commands(world, monkeypatch):
     monkeypatch.setenv("AUDITOR_TEST_HOOK_SECRET", "s3cret-key")
     with WebhookServer(secret="s3cret-key") as hook:
-        cfg = _cfg(mini_world, hook.url)
+        cfg = _cfg(world, hook.url)
         code, out = _invoke("run", "-c", cfg)
         assert code == 1, out
         assert len(hook.by_key) == 1 and hook.bad_signatures == 0
@@ -105,13 +111,13 @@ def test_run_delivers_then_triage_commands(mini_world, monkeypatch):
         assert code == 2 and "not a finding fingerprint" in out
 
 
-def test_silences_and_outbox(mini_world):
+def test_silences_and_outbox(world):
     with WebhookServer() as hook:
         hook.status = 503
-        cfg = _cfg(mini_world, hook.url).replace("", "")
-        text = (mini_world / "config.toml").read_text().replace(
+        cfg = _cfg(world, hook.url).replace("", "")
+        text = (world / "config.toml").read_text().replace(
             'secret = { env = "AUDITOR_TEST_HOOK_SECRET" }\n', "")
-        (mini_world / "config.toml").write_text(text)
+        (world / "config.toml").write_text(text)
         code, out = _invoke("silence", "add", "-c", cfg, "--channel", "google", "--check", "title",
                             "--expires", "1d", "--comment", "title rework")
         assert code == 2  # no store yet

@@ -30,7 +30,8 @@ def test_every_command_has_help_with_an_example():
             assert "Example" in r.output, name
 
 
-def test_run_exit_codes_and_json_findings(mini_world):
+def test_run_exit_codes_and_json_findings(mini_world_each_store):
+    mini_world = mini_world_each_store
     cfg = mini_world / "config.toml"
     r = cli("run", "--config", cfg, "--now", "2026-11-20T12:00:00Z")
     assert r.exit_code == 1, r.output
@@ -45,7 +46,8 @@ def test_run_exit_codes_and_json_findings(mini_world):
     assert {"channel", "listing_key", "sku", "method", "confidence"} <= set(links[0])
 
 
-def test_run_exit_0_when_consistent(mini_world):
+def test_run_exit_0_when_consistent(mini_world_each_store):
+    mini_world = mini_world_each_store
     feed = (mini_world / "google.xml").read_text()
     (mini_world / "google.xml").write_text(
         feed.replace("Totally different thing", "Acme Tee, Blue, M").replace("25.00", "20.00"))
@@ -99,7 +101,8 @@ def test_store_by_url_from_run_to_the_read_commands(mini_world):
     assert f"store sqlite:///{mini_world / 'data/store.db'}" in ok.output
 
 
-def test_untrusted_titles_are_escaped_in_tables(mini_world):
+def test_untrusted_titles_are_escaped_in_tables(mini_world_each_store):
+    mini_world = mini_world_each_store
     feed = (mini_world / "google.xml").read_text().replace(
         "Totally different thing", "[bold red]pwned[/] \u009b31mANSI")
     (mini_world / "google.xml").write_text(feed)

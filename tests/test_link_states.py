@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from auditor.cli import main
@@ -14,7 +15,15 @@ from auditor.storage import open_store
 from tests.conftest import NOW, write
 
 
-def make_world(tmp_path):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_line(request) -> str:
+    """The [store] line of the world's config: a SQLite file, or a PostgreSQL database."""
+    if request.param == "postgresql":
+        return f'url = "{request.getfixturevalue("pg_server").new_database()}"'
+    return 'path = "auditor.db"'
+
+
+def make_world(tmp_path, store_line='path = "auditor.db"'):
     write(tmp_path / "master.csv", """
         sku,title,brand,price,currency,quantity
         A,Contoso Travel Mug 350 ml Steel,Contoso,12.00,USD,5
@@ -40,7 +49,7 @@ def make_world(tmp_path):
         type = "tabular"
         source = "shop.csv"
         currency = "USD"
-        """)
+        """.replace('path = "auditor.db"', store_line))
     return tmp_path
 
 
@@ -62,8 +71,8 @@ def cli(world, *args):
     return res
 
 
-def test_states_confirm_and_reject_across_runs(tmp_path):
-    world = make_world(tmp_path)
+def test_states_confirm_and_reject_across_runs(tmp_path, store_line):
+    world = make_world(tmp_path, store_line)
     report, links, findings = audit(world)
     (ch,) = report.channels
     assert (ch.linked, ch.suggested) == (1, 1)
@@ -102,7 +111,7 @@ def test_states_confirm_and_reject_across_runs(tmp_path):
         assert sorted(f["check"] for f in findings if f["listing_key"] == "K2") == \
             ["price", "title"]
         assert not [f for f in findings if f["sku"] == "D" and f["field"] == "listing"]
-    store = open_store(world / "auditor.db")
+    store = open_store(load_config(world / "config.toml").store_url)
     try:
         got = {(d.listing_key, d.sku, d.decision) for d in store.decided_links()}
     finally:

@@ -5,7 +5,8 @@ from reports.run_report import build_context, render
 from tests.conftest import NOW
 
 
-def test_report_shows_scores_findings_and_escapes_channel_text(mini_world):
+def test_report_shows_scores_findings_and_escapes_channel_text(mini_world_each_store):
+    mini_world = mini_world_each_store
     feed = (mini_world / "google.xml").read_text().replace(
         "Totally different thing", "&lt;script&gt;alert(1)&lt;/script&gt;")
     (mini_world / "google.xml").write_text(feed)

@@ -554,6 +554,23 @@ def test_holds_run_lock_only_inside_it(store):
     assert store.holds_run_lock() is False
 
 
+def test_a_nul_character_in_a_value_or_a_filter_never_fails(store):
+    """SQLite text holds a NUL, PostgreSQL's cannot (it stores U+FFFD instead): either
+    way a value with a NUL is stored and found again by the same value, and a filter
+    with one matches nothing rather than failing."""
+    f = _f("S\x00K", actual="2\x00EUR")
+    store.apply_findings(1, "google", [f], SourceStatus.COMPLETE, None, ["price"], NOW)
+    rec = store.finding_record(f.fingerprint)
+    assert rec is not None and rec.actual in ("2\x00EUR", "2\ufffdEUR")
+    assert [r.fingerprint for r in store.findings(sku="S\x00K")] == [f.fingerprint]
+    assert store.findings(sku="\x00") == [] and store.finding("ab\x00") is None
+    assert store.findings_page({"sku": "\x00\xff"}, None, 10) == []
+    assert store.search_findings(text="zz\x00").total == 0
+    li = make_listing("K\x00EY")
+    store.save_listings(1, "google", [(li, None)])
+    assert store.listing("google", "K\x00EY") is not None
+
+
 def test_shard_scoped_saves_and_findings(store):
     """Distributed runs (auditor.distributed): a save or an apply scoped to one shard sees
     and concludes only that shard's listings and findings; the NO_LISTING scope only the

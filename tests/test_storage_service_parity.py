@@ -224,6 +224,16 @@ def test_history_and_browse_reads_agree_on_four_weeks_of_runs(tmp_path, pg_serve
                  r["caught_up_at"], r["caught_up_run"], r["latency_seconds"])
                 for r in s.propagation_rows())
             got["links"] = s.link_states()
+            # the weekly report itself, as people get it: text, HTML and the findings CSV
+            from auditor.config import load_config
+            from reports import weekly
+
+            cfg = load_config(dirs["sqlite" if s is lite else "pg"] / "config.toml")
+            for week in ("2026-W46", "2026-W47"):
+                ctx = weekly.build_weekly(s, cfg, week, datetime.fromisoformat(
+                    "2026-11-29T12:00:00+00:00"), "https://audit.example.com")
+                got[f"weekly {week}"] = (weekly.render_text(ctx), weekly.render_html(ctx),
+                                         weekly.findings_csv(ctx["open_findings"]))
             answers.append(got)
     finally:
         lite.close()
@@ -236,3 +246,4 @@ def test_history_and_browse_reads_agree_on_four_weeks_of_runs(tmp_path, pg_serve
     assert a["listing"] is not None and a["episodes"] and a["candidates"] and a["titles"]
     # (the world's master never changes: propagation is compared in test_alerts_engine.py)
     assert a["sync_again"]["added"] == 0
+    assert "A-1" in a["weekly 2026-W46"][0] and a["weekly 2026-W46"] != a["weekly 2026-W47"]

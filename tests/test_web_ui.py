@@ -52,14 +52,17 @@ def _serving(app):
         t.join(10)
 
 
-@pytest.fixture(scope="module")
-def ui(tmp_path_factory):
-    """(base URL, world folder) of the UI serving a fresh copy of the four-week store."""
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def ui(tmp_path_factory, request):
+    """(base URL, world folder) of the UI serving a fresh copy of the four-week store, in
+    SQLite or in PostgreSQL (tests/pg_server.py)."""
     from fastapi import FastAPI
 
     from auditor.web.routes import build_ui_router
 
-    d = store_world.build(tmp_path_factory.mktemp("ui"))
+    url = request.getfixturevalue("pg_server").new_database() \
+        if request.param == "postgresql" else None
+    d = store_world.build(tmp_path_factory.mktemp("ui"), store_url=url)
     cfg = load_config(d / "config.toml")
 
     @contextlib.contextmanager

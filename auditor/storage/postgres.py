@@ -50,6 +50,7 @@ import orjson
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
+from psycopg.types.string import StrDumperUnknown
 
 from auditor import codec
 from auditor import lifecycle
@@ -333,6 +334,18 @@ def _safe(url: str, e: BaseException) -> str:
     return text
 
 
+class _TextDumper(StrDumperUnknown):
+    """Text as psycopg sends it, but a NUL character, which PostgreSQL text cannot hold
+    (SQLite's can), becomes U+FFFD: a value read from a feed or a filter typed in the API
+    with a NUL in it is stored, or matches nothing, instead of failing the statement. The
+    same replacement on writes and reads keeps a key with a NUL equal to itself."""
+
+    def dump(self, obj: str) -> bytes:  # type: ignore[override]
+        if "\x00" in obj:
+            obj = obj.replace("\x00", "\ufffd")
+        return super().dump(obj)  # type: ignore[return-value]
+
+
 def connect(url: str, application_name: str = "auditor",
             lock_timeout: float | None = None) -> psycopg.Connection:
     """A connection in autocommit mode (writes open their own transactions), UTC times.
@@ -343,6 +356,7 @@ def connect(url: str, application_name: str = "auditor",
     except psycopg.Error as e:
         raise StoreError(f"cannot open the PostgreSQL store {describe(url)}: "
                          f"{_safe(url, e)}") from None
+    conn.adapters.register_dumper(str, _TextDumper)
     conn.execute("SET TIME ZONE 'UTC'")
     if lock_timeout is not None:
         conn.execute(f"SET lock_timeout = {int(lock_timeout * 1000)}")
