@@ -562,7 +562,7 @@ class DistributedSession(AuditSession):
         super().__init__(config, store, **kw)
         self.config_path = str(Path(config_path).resolve())
         self.url = _postgres_url(store.url)
-        self.poll = 0.5
+        self.poll = 0.2  # seconds between looks at the jobs (a query of their states)
 
     def _audit_channels(self, runner: Any, selected: list, workers: int,
                         master: dict[str, MasterRecord], linker: Linker, history: Any,
