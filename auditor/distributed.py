@@ -52,6 +52,7 @@ from auditor.confidence import prefer_master
 from auditor.config import ChannelConfig, Config, load_config
 from auditor.connector import SourceContext
 from auditor.errors import AuditorError, SourceError, StoreError
+from auditor.events import SourceProgress
 from auditor.linking import Linker
 from auditor.model import (
     Finding,
@@ -614,6 +615,8 @@ class DistributedSession(AuditSession):
                         if st == "succeeded":
                             got = jobs.read_result(run_id, name)
                             n = got[0] if got else 0
+                            if got and self.wants("source_progress"):  # the channel is read
+                                self.emit(SourceProgress(run_id, name, got[1].result.listings))
                             shard_jobs[name] = {i: app.configure_task(
                                 "auditor.shard", queue=QUEUE).defer(
                                     run_id=run_id, channel=name, shard=i) for i in range(n)}
