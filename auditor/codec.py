@@ -62,7 +62,7 @@ def body(obj: MasterRecord | Listing) -> bytes:
     datetimes, tuples and dicts itself; only money is formatted here.
     """
     cls = type(obj)
-    d = {n: v for n, v in zip(_BODY_FIELDS[cls], _BODY_VALUES[cls](obj)) if v is not None}
+    d = {n: v for n, v in zip(_BODY_FIELDS[cls], _BODY_VALUES[cls](obj), strict=True) if v is not None}
     for name in _BODY_CONTAINERS[cls]:
         v = d.get(name)
         if v is not None and (v == () or v == {}):  # exactly what earlier versions left out

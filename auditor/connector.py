@@ -30,10 +30,10 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 from auditor import http, sources
-from auditor.config import ChannelConfig, secret_value
+from auditor.configtypes import ChannelConfig, secret_value
 from auditor.model import Listing, MasterRecord, SourceResult, SourceStatus
 from auditor.options import Opt
 
@@ -114,9 +114,12 @@ class SourceContext:
             self.carried = set()
         self.carried.update(fields)
 
-    def unknown(self, key: str, reason: str | None = None) -> None:
-        """A listing whose state could not be observed this run (blocked, error)."""
+    def unknown(self, key: str, reason: str | None = None, skus: Iterable[str] = ()) -> None:
+        """A listing whose state could not be observed this run (blocked, error); ``skus``
+        are the master SKUs it is known to show (presence is not_evaluated for them)."""
         self.result.unknown_keys.add(key)
+        for sku in skus:
+            self.result.unknown_skus.setdefault(sku, reason or "the listing could not be read")
         if self.result.status == SourceStatus.COMPLETE:
             self.result.status = SourceStatus.PARTIAL
         if reason:
@@ -128,7 +131,7 @@ class SourceContext:
             self.result.status = SourceStatus.PARTIAL
         self.result.message = reason
 
-    def policy(self, urls: list[str] = ()) -> http.FetchPolicy:
+    def policy(self, urls: Sequence[str] = ()) -> http.FetchPolicy:
         """The fetch policy for this channel, allowing the hosts of ``urls``."""
         src = [self.channel.source] if self.channel.source and sources.is_url(
             self.channel.source) else []

@@ -66,6 +66,7 @@ class _Plan:
 
 @lru_cache(maxsize=256)
 def _plan(columns: tuple[str, ...]) -> _Plan:
+    cur: list[tuple[str, str | None, bool, str]]
     cur, images, overrides, attributes, nested = [], [], [], [], []
     for col in columns:
         if col in KNOWN:
@@ -291,7 +292,7 @@ def read_csv(sf: sources.SourceFile, opts: Mapping[str, Any]) -> MasterImport:
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
         out.errors.append((f"{sf.name}:1", f"duplicate column(s): {', '.join(sorted(dupes))}"))
-    _collect(out, ((line, dict(zip(names, cells)), len(cells) != len(names))
+    _collect(out, ((line, dict(zip(names, cells, strict=False)), len(cells) != len(names))
                    for line, cells in rows), sf.name, opts)
     return out
 

@@ -254,6 +254,7 @@ class AuditSession:
         finished = self.clock()
         report = RunReport(self.run_id, status, master_info, summaries, started, finished,
                            master_error, self.interrupted_before)
+        assert self.now is not None  # set when the run started
         self.store.finish_run(Run(self.run_id, started, finished, status),
                               # "at": the run's audit clock (what --now sets), the time
                               # its finding events carry (reports place runs by it).

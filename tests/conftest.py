@@ -11,6 +11,7 @@ import pytest
 
 from auditor.model import Listing, MasterRecord, Money
 from tests.pg_server import pg_server  # noqa: F401  (a real PostgreSQL, session-scoped)
+from tests.imageserver import image_server  # noqa: F401 (a fixture, for every test module)
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
 

@@ -13,14 +13,16 @@ carries a password, as a deployment's would: the tests check it never shows.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -83,7 +85,7 @@ class PgServer:
         self._run([str(self.bindir / "initdb"), "-D", str(self.data), "-U", USER,
                    "--pwfile", str(pwfile), "--auth-host=scram-sha-256", "--auth-local=trust",
                    "-E", "UTF8", "--locale=C.UTF-8" if _has_c_utf8() else "--locale=C"])
-        self.proc: subprocess.Popen | None = None
+        self.started = False
         for _ in range(5):  # another process may take the port between pick and bind
             self.port = _free_port()
             if self._start():
@@ -97,23 +99,20 @@ class PgServer:
             raise RuntimeError(f"{cmd[0]} failed ({r.returncode}): {r.stderr or r.stdout}")
 
     def _start(self) -> bool:
-        log = open(self.root / "log", "ab")
-        self.proc = subprocess.Popen(
-            self.as_user + [str(self.bindir / "postgres"), "-D", str(self.data),
-                            "-h", "127.0.0.1", "-p", str(self.port), "-k", str(self.sock),
-                            *[a for k, v in self.settings.items() for a in ("-c", f"{k}={v}")]],
-            stdout=log, stderr=log)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            r = subprocess.run([str(self.bindir / "pg_isready"), "-h", "127.0.0.1", "-p",
-                                str(self.port), "-t", "1"], capture_output=True)
-            if r.returncode == 0:
-                return True
-            time.sleep(0.2)
-        self.proc.kill()
-        return False
+        """Start the server detached (``pg_ctl start``): it is not a child of the test
+        process, so tests that check their own process leaves no children are not misled
+        by it; ``stop`` (at the end of the session, or at exit) ends it."""
+        opts = " ".join(["-h 127.0.0.1", f"-p {self.port}", f"-k {self.sock}",
+                         *[f"-c {k}={v}" for k, v in self.settings.items()]])
+        r = subprocess.run(self.as_user + [str(self.bindir / "pg_ctl"), "-D", str(self.data),
+                                           "-l", str(self.root / "log"), "-o", opts, "-w",
+                                           "-t", "30", "start"],
+                           capture_output=True, text=True)
+        if r.returncode:
+            return False
+        self.started = True
+        atexit.register(self.stop)
+        return True
 
     def url(self, dbname: str = "postgres", password: str | None = PASSWORD) -> str:
         cred = f"{USER}:{password}" if password is not None else USER
@@ -128,13 +127,15 @@ class PgServer:
         return self.url(name)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()  # smart shutdown
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.started:
+            self.started = False
+            r = subprocess.run(self.as_user + [str(self.bindir / "pg_ctl"), "-D",
+                                               str(self.data), "-m", "fast", "-w", "-t", "30",
+                                               "stop"], capture_output=True)
+            if r.returncode:  # not stopped in time: end it (its pid is in postmaster.pid)
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    pid = int((self.data / "postmaster.pid").read_text().split()[0])
+                    os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -226,7 +226,7 @@ def test_history_and_browse_reads_agree_on_four_weeks_of_runs(tmp_path, pg_serve
             got["links"] = s.link_states()
             # the weekly report itself, as people get it: text, HTML and the findings CSV
             from auditor.config import load_config
-            from reports import weekly
+            from auditor.reports import weekly
 
             cfg = load_config(dirs["sqlite" if s is lite else "pg"] / "config.toml")
             for week in ("2026-W46", "2026-W47"):
