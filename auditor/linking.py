@@ -247,7 +247,7 @@ class LinkSession:
         self.explain_links = explain_links
         self.confirmed = confirmed
         self.rejected = rejected
-        self.pending: list[tuple[Listing, list[tuple[float, int]]]] = []
+        self.pending: list[tuple[Listing, tuple[tuple[float, int], ...]]] = []
         self.taken: set[str] = set()  # masters linked in this channel by key or confirmation
 
     def link(self, li: Listing) -> Link | None:
@@ -271,8 +271,8 @@ class LinkSession:
             return Link(li.channel, li.key, None, LinkMethod.NONE, 0.0, (),
                         f"{carried[0]} {carried[1]!r} matches no master" if carried
                         else "no key, and title matching is off")
-        f = features_of(li)
         idx = lk.match_index
+        f = features_of(li)
         ranked = idx.rank(f, rejected)
         if carried is not None:
             # a key that matches nothing is an orphan: its title only suggests

@@ -46,6 +46,9 @@ MAX_CANDIDATES = 12      # candidates compared by title words per listing
 FULL_SCORES = 5          # of which the closest are scored on all the evidence
 PREFIX_HITS = 8          # masters found through one code's prefix match
 KEEP = 6                 # best candidates kept per listing for the assignment
+TIED_KEEP = 64           # masters tied for the last candidate place kept for the brand
+CACHE_TITLES = 100_000   # distinct titles whose blocking and title evidence are kept
+CHAR_WEIGHT = 0.85
 TIE = 0.01               # scores closer than this: the listing cannot tell the masters apart
 
 # Evidence weights (added to the title cosine, result clipped to 0-1).
@@ -55,12 +58,14 @@ W_BRAND_AGREE = 0.05
 W_BRAND_DIFFER = -0.25
 W_QTY_DIFFER = -0.3
 W_NUM_DIFFER = -0.12
+W_ACCESSORY = -0.3       # one title names an accessory (case, cable, toner), the other none
 W_VARIANT_DIFFER = -0.3  # the listing names colours (platforms), the master others
 W_PRICE_FAR = -0.3       # ten times apart
 W_PRICE_OFF = -0.1       # three times apart
 W_PRICE_CLOSE = 0.05     # within 30%
 
 _COUNT = itemgetter(1)
+_FIRST = itemgetter(0)
 _WORD = re.compile(r"[0-9A-Za-z]+(?:[-/.][0-9A-Za-z]+)*")
 _HAS_DIGIT = re.compile(r"\d")
 _HAS_ALPHA = re.compile(r"[a-z]")
@@ -130,12 +135,20 @@ def words(text: str) -> list[str]:
     return toks[:MAX_TOKENS]
 
 
+# Specifications written like codes: "3in1", "1000baset", "802.11n", "4x6", "2x2gb".
+_SPEC = re.compile(r"^(?:\d+in\d+|\d+base[a-z]+\d*|802\d+[a-z]*|\d+x\d+[a-z]*|pc\d+)$")
+
+
 def _is_code(c: str) -> bool:
-    if len(c) < 4 or len(_DIGITS.findall(c)) < 2:  # "ddr5", "class6": specs, not models
+    digits = len(_DIGITS.findall(c))
+    # "ddr5", "class6" are specs, not models; one digit in a long code is enough
+    # ("dmsvgavga1")
+    if len(c) < 4 or digits < 2 and (len(c) < 7 or digits == 0):
         return False
     if _HAS_ALPHA.search(c) is None:
         return len(c) >= 5  # part numbers, UPCs; not years, not small counts
-    return _CODE_UNIT.match(c) is None  # "500gb", "12v", "1080p" are quantities, not codes
+    # "500gb", "12v", "1080p" are quantities, "3in1" or "1000baset" specifications
+    return _CODE_UNIT.match(c) is None and _SPEC.match(c) is None
 
 
 def codes(text: str | None) -> tuple[set[str], set[str]]:
@@ -178,10 +191,34 @@ def quantities(norm_text: str) -> dict[str, set[float]]:
     return out
 
 
+_ANY_NUM = re.compile(r"(?<![\w.])(\d{1,4}(?:\.\d+)?)(?=(?:\s?(?:" + "|".join(
+    sorted(map(re.escape, _UNITS), key=len, reverse=True)) + r"))?(?![\w.]))")
+
+
 def numbers(norm_text: str) -> set[float]:
-    """Plain numbers (not part of a quantity or a code): versions, years, sizes; by value
-    ("2" and "2.0" are one)."""
-    return {float(n) for n in _NUM.findall(_QTY.sub(" ", norm_text))}
+    """The numbers a title shows, alone or with a unit (not inside a code, and not digit
+    runs of five or more, which are part numbers): sizes, lengths, versions, years, counts;
+    by value ("2" and "2.0" are one)."""
+    return {float(n) for n in _ANY_NUM.findall(norm_text)}
+
+
+# Words naming an accessory or a consumable: a title naming one (before any "for ...")
+# is another product than a title naming none ("case for X" is not X).
+_ACCESSORY = frozenset(
+    "case cases cover sleeve bag pouch holster skin skins protector cable cord adapter "
+    "adaptor charger battery batteries mount bracket stand holder cradle dock strap stylus "
+    "remote lamp bulb cartridge cartridges toner ink drum refill refills tray filter "
+    "replacement".split())
+_FOR = re.compile(r"\b(?:for|compatible with|fits|works with)\b")
+
+
+def accessory_words(norm_title: str) -> frozenset[str]:
+    """The accessory words of a title's head (what comes before "for ...")."""
+    m = _FOR.search(norm_title)
+    head = norm_title[:m.start()] if m else norm_title
+    if "jewel case" in head:  # how software is packed, not a case
+        head = head.replace("jewel case", " ")
+    return _ACCESSORY.intersection(head.split())
 
 
 def norm_brand(brand: str | None) -> str:
@@ -207,6 +244,7 @@ class Features:
     norm: float = 0.0                # of the title's TF-IDF vector (set by MatchIndex.rank)
     brand_words: str = ""            # the brand normalized as a title is
     variants: dict[str, set[str]] = field(default_factory=dict)
+    accessory: frozenset[str] = frozenset()
 
 
 def listing_features(title: str | None, description: str | None, brand: str | None,
@@ -230,6 +268,7 @@ def listing_features(title: str | None, description: str | None, brand: str | No
     if brand:
         f.brand_words = normalize_title(brand[:200])
     f.variants = variants(toks)
+    f.accessory = accessory_words(f.title)
     return f
 
 
@@ -281,6 +320,9 @@ class MatchIndex:
         self.postings = postings
         self.code_post = code_post
         self._position: dict[str, int] | None = None
+        # distinct title -> (candidates found, title evidence and word score by master, norm)
+        self._cache: dict[tuple[Any, ...], tuple[list[tuple[float, int]], dict[int, float],
+                                                 dict[int, float], float]] = {}
         self._master = master
         self.sorted_codes = sorted(code_post)
         n = max(len(self.skus), 1)
@@ -334,7 +376,24 @@ class MatchIndex:
     def candidates(self, f: Features) -> list[int]:
         """Masters worth scoring for a listing: same title, shared codes, rare words."""
         if f.norm == 0.0:
-            self._prepare(f)
+            self.prepare(f)
+        return self._pick(self._found(f), f.brand)
+
+    def _pick(self, found: list[tuple[float, int]], brand: str) -> list[int]:
+        """At most ``MAX_CANDIDATES`` of the masters ``_found`` gave, the listing's brand
+        first among masters sharing as much."""
+        if len(found) <= MAX_CANDIDATES:
+            return [i for _c, i in found]
+        if brand:
+            brands = self.brands
+            found = sorted(((c + 0.5 if brands[i] == brand else c, i) for c, i in found),
+                           key=_FIRST, reverse=True)
+        return [i for _c, i in found[:MAX_CANDIDATES]]
+
+    def _found(self, f: Features) -> list[tuple[float, int]]:
+        """(how much is shared, master) of the masters a listing's title and codes find,
+        most first (ties in the order found; the masters tied with the last one that
+        ``_pick`` could take are kept for its brand tie-break)."""
         found: Counter[int] = Counter()
         same = self.exact.get(f.title, ())
         if not same and f.brand:  # the channel put the brand in front
@@ -345,7 +404,7 @@ class MatchIndex:
         if len(same) == 1 and not f.codes:
             # the same title as one master, nothing else to go by: scoring others
             # could only find a weaker one (the usual case on a brand's own channels)
-            return list(same)
+            return [(100.0, same[0])]
         for i in same:
             found[i] += 100
         for c in f.codes:
@@ -368,22 +427,27 @@ class MatchIndex:
                 break
             found.update(postings[t])
             budget -= df
-        if len(found) <= MAX_CANDIDATES:
-            return list(found)
-        if f.brand:  # the listing's brand first among masters sharing as much
-            brands, b = self.brands, f.brand
-            for i in found:
-                if brands[i] == b:
-                    found[i] += 0.5  # type: ignore[assignment]  # a half count breaks ties
-        # the masters sharing the most (ties in the order found), sorted in C
-        return [i for i, _c in sorted(found.items(), key=_COUNT, reverse=True)[:MAX_CANDIDATES]]
+        ranked = sorted(found.items(), key=_COUNT, reverse=True)  # in C; stable
+        if len(ranked) > MAX_CANDIDATES:
+            last = ranked[MAX_CANDIDATES - 1][1]
+            n = MAX_CANDIDATES
+            while n < len(ranked) and n < TIED_KEEP and ranked[n][1] == last:
+                n += 1
+            ranked = ranked[:n]
+        return [(float(c), i) for i, c in ranked]
 
     def score(self, f: Features, i: int, explain: bool = False
               ) -> tuple[float, dict[str, Any] | None]:
         """How likely master ``i`` is what the listing shows; with ``explain``, why."""
         ev: dict[str, Any] | None = {} if explain else None
         if f.norm == 0.0:
-            self._prepare(f)
+            self.prepare(f)
+        s = self._title_score(f, i, ev) + self._listing_score(f, i, ev)
+        return round(s, 4), ev
+
+    def _title_score(self, f: Features, i: int, ev: dict[str, Any] | None) -> float:
+        """The evidence that depends on the listing's title (and codes) only: the same for
+        every listing with that title, so ``rank`` computes it once per distinct title."""
         mt = self.titles[i]
         mtoks = set(mt.split())
         idf2 = self.idf2
@@ -392,7 +456,7 @@ class MatchIndex:
         # character-level similarity catches joined or split words ("studiodvd")
         if cos < 0.9:
             char = fuzz.token_set_ratio(f.title, mt) / 100.0
-            sim = max(cos, 0.85 * char) if cos < char else cos
+            sim = max(cos, CHAR_WEIGHT * char) if cos < char else cos
         else:
             sim = cos
         s = sim
@@ -415,6 +479,12 @@ class MatchIndex:
             else:
                 lc = {c for c in f.codes if _HAS_ALPHA.search(c)}
                 mc = {c for c in mcodes if _HAS_ALPHA.search(c)}
+                if not (lc and mc):  # part numbers of one length that differ (16898, 16899)
+                    ln = {len(c) for c in f.codes if c.isdigit() and len(c) <= 8}
+                    mn_ = {len(c) for c in mcodes if c.isdigit() and len(c) <= 8}
+                    if ln & mn_:
+                        lc = {c for c in f.codes if len(c) in ln & mn_}
+                        mc = {c for c in mcodes if len(c) in ln & mn_}
                 if lc and mc:  # both name their model, and not the same one
                     s += W_CODE_DIFFER
                     if ev is not None:
@@ -427,10 +497,44 @@ class MatchIndex:
                     if ev is not None:
                         ev[f"{kind}s_differ"] = [sorted(words_), sorted(mv[kind])]
                     break
+        qty_differ = False
+        if f.qty:
+            mq = quantities(self.number_text(i))
+            for kind in f.qty.keys() & mq.keys():
+                if not f.qty[kind] & mq[kind]:
+                    s += W_QTY_DIFFER
+                    qty_differ = True
+                    if ev is not None:
+                        ev["quantities_differ"] = kind
+                    break
+        if f.nums and not qty_differ:
+            mn = numbers(self.number_text(i))
+            if f.nums - mn and mn - f.nums:  # each names a number the other lacks
+                s += W_NUM_DIFFER
+                if ev is not None:
+                    ev["numbers_differ"] = [[f"{n:g}" for n in sorted(f.nums)[:3]],
+                                           [f"{n:g}" for n in sorted(mn)[:3]]]
+        ma = accessory_words(mt)
+        if bool(ma) != bool(f.accessory):
+            s += W_ACCESSORY
+            if ev is not None:
+                ev["accessory"] = sorted(ma or f.accessory)[:3]
+        return s
+
+    def _head(self, i: int) -> str:
+        """Master ``i``'s title before any "for ..." (a brand named after it is the
+        brand of the product the master fits, not its own)."""
+        t = self.titles[i]
+        m = _FOR.search(t)
+        return t[:m.start()] if m else t
+
+    def _listing_score(self, f: Features, i: int, ev: dict[str, Any] | None) -> float:
+        """The evidence from the listing's brand and price."""
+        s = 0.0
         lb, mb = f.brand, self.brands[i]
         if lb and mb:
             if lb == mb or (len(lb) >= 3 and len(mb) >= 3 and (lb in mb or mb in lb)) \
-                    or len(lb) >= 4 and lb in mt.replace(" ", ""):
+                    or len(lb) >= 4 and lb in self._head(i).replace(" ", ""):
                 s += W_BRAND_AGREE
                 if ev is not None:
                     ev["brand"] = "same"
@@ -438,21 +542,6 @@ class MatchIndex:
                 s += W_BRAND_DIFFER
                 if ev is not None:
                     ev["brand"] = "differs"
-        if f.qty:
-            mq = quantities(self.number_text(i))
-            for kind in f.qty.keys() & mq.keys():
-                if not f.qty[kind] & mq[kind]:
-                    s += W_QTY_DIFFER
-                    if ev is not None:
-                        ev["quantities_differ"] = kind
-                    break
-        if f.nums:
-            mn = numbers(self.number_text(i))
-            if mn and not f.nums & mn:
-                s += W_NUM_DIFFER
-                if ev is not None:
-                    ev["numbers_differ"] = [[f"{n:g}" for n in sorted(f.nums)[:3]],
-                                           [f"{n:g}" for n in sorted(mn)[:3]]]
         lp, mp = f.price, self.prices[i]
         if lp and mp and lp > 0 and mp > 0:
             ratio = max(lp, mp) / min(lp, mp)
@@ -464,32 +553,74 @@ class MatchIndex:
                 s += W_PRICE_CLOSE
             if ev is not None and (ratio >= 3 or ratio <= 1.3):
                 ev["price"] = "close" if ratio <= 1.3 else f"{ratio:.1f}x apart"
-        return round(s, 4), ev
+        return s
 
-    def _prepare(self, f: Features) -> None:
+    def prepare(self, f: Features) -> None:
+        """Set the listing's word set and the norm of its TF-IDF vector."""
         f.tokenset = set(f.tokens)
         f.norm = math.sqrt(sum(self.idf(t) ** 2 for t in f.tokenset)) or 1.0
 
-    def rank(self, f: Features, exclude: Iterable[str] = ()) -> list[tuple[float, int]]:
+    def _title_key(self, f: Features) -> tuple[Any, ...]:
+        """What the title-dependent work of ``rank`` depends on."""
+        alt = None
+        if f.brand and f.title not in self.exact:
+            for b in (f.brand_words, f.brand):
+                if b and f.title.startswith(b + " "):
+                    alt = b
+                    break
+        return (f.title, alt, frozenset(f.codes) if f.codes else None,
+                frozenset(f.joined) if f.joined else None,
+                frozenset(f.description_codes) if f.description_codes else None,
+                frozenset((k, v) for k, vs in f.qty.items() for v in vs) if f.qty else None,
+                frozenset(f.nums) if f.nums else None)
+
+    def rank(self, f: Features, exclude: Iterable[str] = ()) -> tuple[tuple[float, int], ...]:
         """(score, master) of the candidates, best first, at most ``KEEP``
-        (``exclude``: SKUs a person rejected for this listing)."""
+        (``exclude``: SKUs a person rejected for this listing).
+
+        The work that depends on the title only (blocking, the title's similarity, codes,
+        quantities, variants) is done once per distinct title and kept (at most
+        ``CACHE_TITLES`` titles); the brand and price are weighed per listing."""
         if f.reason:
-            return []
-        if f.norm == 0.0:
-            self._prepare(f)
-        cands = self.candidates(f)
+            return ()
+        key = self._title_key(f)
+        entry = self._cache.get(key)
+        if entry is None:
+            if len(self._cache) >= CACHE_TITLES:
+                self._cache.clear()
+            if f.norm == 0.0:
+                self.prepare(f)
+            entry = self._cache[key] = (self._found(f), {}, {}, f.norm)
+        elif f.norm == 0.0:  # the title's norm is known; its word set is made if needed
+            f.norm = entry[3]
+        found, title_scores, pre_scores, _norm = entry
+        cands = self._pick(found, f.brand)
         if exclude:
             banned = set(exclude)
             cands = [i for i in cands if self.skus[i] not in banned]
         if len(cands) > FULL_SCORES:
             # the title's words first (cheap); all the evidence for the closest few only
-            idf2, ts, titles, norms = self.idf2, f.tokenset, self.titles, self.norms
-            pre = sorted(((sum(idf2[t] for t in ts.intersection(titles[i].split()))
-                           / norms[i], i) for i in cands), reverse=True)
+            pre = []
+            for i in cands:
+                c = pre_scores.get(i)
+                if c is None:
+                    if not f.tokenset:
+                        f.tokenset = set(f.tokens)
+                    c = pre_scores[i] = sum(self.idf2[t] for t in f.tokenset.intersection(
+                        self.titles[i].split())) / self.norms[i]
+                pre.append((c, i))
+            pre.sort(reverse=True)
             cands = [i for _c, i in pre[:FULL_SCORES]]
-        out = [(self.score(f, i)[0], i) for i in cands]
+        out = []
+        for i in cands:
+            t = title_scores.get(i)
+            if t is None:
+                if not f.tokenset:
+                    f.tokenset = set(f.tokens)
+                t = title_scores[i] = self._title_score(f, i, None)
+            out.append((round(t + self._listing_score(f, i, None), 4), i))
         out.sort(key=lambda c: (-c[0], c[1]))
-        return out[:KEEP]
+        return tuple(out[:KEEP])  # a tuple of numbers: the collector stops tracking it
 
 
 @dataclass(slots=True)

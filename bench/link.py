@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             w = csv.writer(f)
             w.writerow(["set", "listing_id", "sku", "method", "confidence", "candidates", "true"])
             for r in results:
-                true = {}
+                true: dict[str, list[str]] = {}
                 for lid, sku in r["truth"]:
                     true.setdefault(lid, []).append(sku)
                 for lk in r["links"]:
@@ -270,7 +270,7 @@ def scale(n_listings: int, n_masters: int, workdir: Path) -> dict[str, Any]:
     from collections import Counter
 
     states = Counter(lk.state for lk in links)
-    truth = sum(1 for li, lk in zip(listings, links, strict=True) if lk.sku is not None)
+    truth = sum(1 for _li, lk in zip(listings, links, strict=True) if lk.sku is not None)
     right = 0
     skus = set(master)
     # listing n shows the n-th SKU of the catalog; the master holds the first n_masters

@@ -155,3 +155,48 @@ def test_huge_and_cjk_titles_take_bounded_time():
     assert by["H"].sku is None and (by["H"].reason or by["H"].state == "suggested")
     f = listing_features(huge, "x" * 100_000, None, None)
     assert len(f.tokens) <= 64 and len(MatchIndex(cat).candidates(f)) <= MAX_CANDIDATES
+
+
+def test_accessories_numbers_specs_and_part_numbers():
+    idx = MatchIndex(catalog(
+        m("FAX", "Canon FaxPhone L170 Laser Fax", "Canon", "269"),
+        m("TONER", "Canon S35 Toner Cartridge for Canon D320 and L170", "Canon", "109"),
+        m("DP15", "StarTech 15-Feet DisplayPort Cable with Latches", "StarTech", "15"),
+        m("C2G", "Cables To Go 16899 USB to Parallel Adapter", "Cables To Go", "11"),
+        m("DVD", "EMTEC Mini DVD-RW 3-Pack for Sony Camcorders", "Emtec", "14")))
+    fax = listing_features("Canon L170 Laser Fax machine", None, "Canon", 259.0)
+    assert idx.skus[idx.rank(fax)[0][1]] == "FAX"
+    # "toner cartridge for ... L170" is a consumable of the fax, not the fax
+    ev = idx.score(fax, idx.position["TONER"], explain=True)[1]
+    assert ev["accessory"] == ["cartridge", "toner"]
+    assert idx.score(fax, idx.position["TONER"])[0] < idx.score(fax, idx.position["FAX"])[0] - 0.5
+    # a length without its unit still differs from the master's 15 feet
+    dp = listing_features("StarTech 20 DisplayPort Cable with Latches", None, "StarTech", 15.0)
+    assert idx.score(dp, idx.position["DP15"], explain=True)[1]["numbers_differ"] == \
+        [["20"], ["15"]]
+    # part numbers of one length that differ are other products
+    c2g = listing_features("Cables To Go 16898 USB to Parallel Adapter", None, "Cables To Go",
+                           11.0)
+    assert idx.score(c2g, idx.position["C2G"], explain=True)[1]["codes_differ"] == \
+        [["16898"], ["16899"]]
+    # the brand a master names after "for" is not its own brand
+    sony = listing_features("Sony Mini DVD-RW 3-Pack", None, "Sony", 12.0)
+    assert idx.score(sony, idx.position["DVD"], explain=True)[1]["brand"] == "differs"
+    # specifications written like codes are not model codes
+    assert codes("Human Toolz 3-in-1 Pad 1000Base-T 802.11n 4x6")[0] == set()
+    assert "dmsvgavga1" in codes("StarTech DMSVGAVGA1 cable")[0]  # one digit, long code
+
+
+def test_title_work_is_shared_but_brand_and_price_weigh_per_listing():
+    cat = catalog(m("A", "Alpine Bamboo Desk Organiser Black", "Umbrella", "250"),
+                  m("B", "Alpine Bamboo Desk Organiser Black", "Globex", "20"))
+    idx = MatchIndex(cat)
+    first = idx.rank(listing_features("Alpine Bamboo Desk Organiser Black", None, "Globex",
+                                      20.0))
+    again = idx.rank(listing_features("ALPINE BAMBOO DESK ORGANISER, BLACK", None, "Umbrella",
+                                      249.0))
+    assert len(idx._cache) == 1  # one distinct title: blocked and compared once
+    assert idx.skus[first[0][1]] == "B" and idx.skus[again[0][1]] == "A"
+    fresh = MatchIndex(cat).rank(listing_features("Alpine Bamboo Desk Organiser Black", None,
+                                                  "Umbrella", 249.0))
+    assert again == fresh
