@@ -176,9 +176,12 @@ def _known(kind: str, given: Iterable[str], known: Iterable[str]) -> None:
               default="any", show_default=True,
               help="What makes the exit code 1: any open finding, findings opened or reopened "
                    "by this run, or open critical findings nobody acknowledged or snoozed.")
+@click.option("--distributed", is_flag=True,
+              help="Audit the channels as jobs on the queue in the PostgreSQL store, taken by "
+                   "`auditor worker` processes on any machines; wait for them (docs/scaling.md).")
 def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
         now_text: str | None, master_only: bool, metrics_file: Path | None,
-        fail_on: str) -> None:
+        fail_on: str, distributed: bool = False) -> None:
     """Import the master, read the channels, link, check and store findings.
 
     Then alerts are evaluated and due notifications recorded in the outbox and
@@ -190,6 +193,7 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
       auditor -q run                    # cron: nothing printed but errors; the exit code tells
       auditor run --format json         # the summary for a program (csv: one row per channel)
       auditor run --metrics-file /var/lib/node_exporter/textfile/auditor.prom
+      auditor run --distributed         # jobs for `auditor worker` processes; waits for them
     Exit codes: 0 all consistent, 1 findings (see --fail-on), 2 could not run or partial;
     130 / 143 interrupted by Ctrl-C / SIGTERM (the run is recorded `interrupted`).
     """
@@ -215,14 +219,20 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--now") from None
     report = None
-    session = None
+    session: AuditSession | None = None
     try:
         with interrupt_on_signals():
             store = open_store(cfg.store_url)
             try:
                 with store.run_lock(wait), _progress(_quiet()) as progress:
-                    session = AuditSession(cfg, store, channels=list(channels) or None, now=now,
-                                           listeners=[progress] if progress else [])
+                    kw: dict[str, Any] = dict(channels=list(channels) or None, now=now,
+                                              listeners=[progress] if progress else [])
+                    if distributed:
+                        from auditor.distributed import DistributedSession
+
+                        session = DistributedSession(cfg, store, cfg.path, **kw)
+                    else:
+                        session = AuditSession(cfg, store, **kw)
                     report = session.run()
                 _after_run_alerts(cfg, store, now)  # (the run lock released: delivery may wait)
                 exit_code = _exit_code(report, store, fail_on)
@@ -300,6 +310,30 @@ def _after_run_alerts(cfg: Config, store, now) -> None:
             deliver(store, cfg)
     except Exception:
         logging.getLogger("auditor.alerts").exception("alerts after the run failed")
+
+
+@main.command()
+@config_option
+@click.option("--once", is_flag=True, help="Stop when the queue is empty (tests, batch jobs).")
+@click.option("--heartbeat", type=click.FloatRange(min=0.5), default=5.0, show_default=True,
+              help="Seconds between the worker's heartbeats (a job of a worker silent for "
+                   "[run] stalled_after seconds is given to another).")
+def worker(config_path: Path, once: bool, heartbeat: float) -> None:
+    """Take the jobs of distributed runs (`auditor run --distributed`) from the queue.
+
+    \b
+    The queue lives in the PostgreSQL store of the config ([store] url); start as
+    many workers as cores, on any machines that reach the database and see the
+    config and its sources at the same paths. SIGTERM or Ctrl-C: the job in hand is
+    finished first.
+    Examples:
+      auditor worker --config /etc/auditor/config.toml
+      auditor worker --once            # until the queue is empty
+    """
+    from auditor.distributed import run_worker
+
+    cfg = _load(config_path)
+    run_worker(cfg.path, once=once, heartbeat=heartbeat)
 
 
 def _write_metrics(cfg: Config, path: Path) -> None:

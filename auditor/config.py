@@ -123,6 +123,15 @@ RUN_OPTIONS = (
         "master is loaded, so it is shared, not copied). 0 = one per CPU core, at most one "
         "per channel; 1 = every channel in the auditor's own process, one after another. "
         "Workers take the longest channels first (last run's duration, else file size)."),
+    Opt("shard_size", int, 150_000,
+        "`auditor run --distributed`: listings per shard job; a channel of N listings is "
+        "checked and written by ceil(N / shard_size) jobs (docs/scaling.md)."),
+    Opt("job_attempts", int, 3,
+        "`auditor run --distributed`: attempts of a job whose worker died (SIGKILL, a lost "
+        "machine) before it fails and its channel is recorded partial."),
+    Opt("stalled_after", float, 30.0,
+        "`auditor run --distributed`: seconds without a heartbeat after which a worker is "
+        "taken for dead and its job queued again (above `auditor worker --heartbeat`)."),
 )
 
 HTTP_OPTIONS = (

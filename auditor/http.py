@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 from urllib.parse import urljoin, urlsplit
 
 import httpcore
@@ -422,19 +422,33 @@ def conditional_headers(etag: str | None, last_modified: str | None) -> dict[str
     return h
 
 
+# Pacing shared with other processes (``auditor worker`` installs
+# ``auditor.storage.jobs.HostPacer``): ``shared_pacer(host, interval)`` reserves the host's
+# next slot wherever the other requests come from and returns the seconds to wait.
+# None: each process paces its own requests.
+shared_pacer: Callable[[str, float], float] | None = None
+
+
 class _HostGate:
     """Per-host concurrency and pacing (requests/second, Crawl-delay)."""
 
-    __slots__ = ("sem", "interval", "next_at")
+    __slots__ = ("sem", "interval", "next_at", "host")
 
-    def __init__(self, concurrency: int, interval: float):
+    def __init__(self, concurrency: int, interval: float, host: str = ""):
         self.sem = asyncio.Semaphore(concurrency)
         self.interval = interval
         self.next_at = 0.0
+        self.host = host
 
     async def pace(self) -> None:
         """Wait for this host's next request slot (slots are booked in order)."""
         if self.interval <= 0:
+            return
+        pacer = shared_pacer
+        if pacer is not None:
+            wait = await asyncio.to_thread(pacer, self.host, self.interval)
+            if wait > 0:
+                await asyncio.sleep(wait)
             return
         now = asyncio.get_running_loop().time()
         start = max(now, self.next_at)
@@ -574,7 +588,7 @@ class Fetcher:
         if gate is None:
             rate = self.policy.rate
             gate = self._hosts[host] = _HostGate(self.policy.per_host_concurrency,
-                                                 1.0 / rate if rate > 0 else 0.0)
+                                                 1.0 / rate if rate > 0 else 0.0, host)
         return gate
 
     def set_host_delay(self, url: str, seconds: float) -> None:

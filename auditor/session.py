@@ -211,23 +211,8 @@ class AuditSession:
                                              errors=(("store", master_error),), error_count=1,
                                              seconds=master_seconds))
 
-            if workers > 1:
-                # The snapshot is written while the workers audit the channels.
-                summaries = runner._audit_in_workers(
-                    cfg, store, run_id, selected, master, linker, history, now, workers,
-                    store_master, self.emit, self.wanted)
-            else:
-                store_master()
-                # Checks' preparation stages (the image check's), shared by the channels.
-                preparations = Preparations(store, master, cfg.http, cfg.base_dir, now,
-                                            cfg.checks)
-                try:
-                    summaries = [runner.audit_channel(cfg, store, run_id, ch, master, linker,
-                                                      history, now, preparations=preparations,
-                                                      emit=self.emit, wanted=self.wanted)
-                                 for ch in selected]
-                finally:
-                    preparations.close()
+            summaries = self._audit_channels(runner, selected, workers, master, linker,
+                                             history, store_master)
             status = SourceStatus.COMPLETE
             if master_error or any(s.status != SourceStatus.COMPLETE for s in summaries):
                 status = SourceStatus.PARTIAL
@@ -235,6 +220,30 @@ class AuditSession:
                 status = SourceStatus.FAILED
             return self._finish(status, master_info, master_error, summaries, started, t_run,
                                 master_seconds)
+
+    def _audit_channels(self, runner: Any, selected: list, workers: int,
+                        master: dict[str, MasterRecord], linker: Linker, history: Any,
+                        store_master: Callable[[], None]) -> list:
+        """Store the master (``store_master``) and audit the channels: in forked workers,
+        or one after another here. ``auditor.distributed.DistributedSession`` audits
+        them as jobs on a queue instead."""
+        cfg, store, now, run_id = self.config, self.store, self.now, self.run_id
+        assert now is not None and run_id is not None
+        if workers > 1:
+            # The snapshot is written while the workers audit the channels.
+            return runner._audit_in_workers(
+                cfg, store, run_id, selected, master, linker, history, now, workers,
+                store_master, self.emit, self.wanted)
+        store_master()
+        # Checks' preparation stages (the image check's), shared by the channels.
+        preparations = Preparations(store, master, cfg.http, cfg.base_dir, now, cfg.checks)
+        try:
+            return [runner.audit_channel(cfg, store, run_id, ch, master, linker, history, now,
+                                         preparations=preparations, emit=self.emit,
+                                         wanted=self.wanted)
+                    for ch in selected]
+        finally:
+            preparations.close()
 
     def _finish(self, status: SourceStatus, master_info: dict[str, Any],
                 master_error: str | None, summaries: list, started: datetime, t_run: float,

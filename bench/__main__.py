@@ -17,6 +17,8 @@
     crash     kill -9 an audit at random points (--kills N): integrity, next run, findings
     store     a whole audit (first and repeat) on SQLite and on PostgreSQL (--url, or a
               server started for it), wall and CPU, and the repeat audit's writes
+    distributed  `auditor run --distributed` with --workers N `auditor worker` processes on
+              PostgreSQL beside one process (SQLite and PostgreSQL), wall and CPU
 
 Every part prints Markdown tables and appends them, with machine, date and command,
 to docs/benchmarks.md (``--no-write`` to only print). Worlds are generated once under
@@ -335,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     ap.add_argument("part", choices=["all", "quality", "reaudit", "feeds", "checks", "images",
                                      "crawl", "scaling", "link", "extract", "crash",
-                                     "store"])
+                                     "store", "distributed"])
     ap.add_argument("--size", type=int, default=2000, help="SKUs in the world")
     ap.add_argument("--rows", type=int, default=0, help="feeds: also a synthetic N-row feed")
     ap.add_argument("--masters", type=int, default=250_000)
@@ -355,6 +357,10 @@ def main(argv: list[str] | None = None) -> int:
                                   "dropped first); default: a server started for it")
     ap.add_argument("--channels", nargs="+", default=["google", "meta"],
                     help="store: the world's file channels to audit")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                    help="distributed: numbers of `auditor worker` processes to measure")
+    ap.add_argument("--shard-size", type=int, default=None,
+                    help="distributed: [run] shard_size (default: the config's default)")
     ap.add_argument("--no-write", action="store_true", help="print only")
     a = ap.parse_args(argv)
     write = not a.no_write
@@ -362,6 +368,11 @@ def main(argv: list[str] | None = None) -> int:
         from bench import store_audit
 
         store_audit.run(a.size if a.size != 2000 else 50_000, a.channels, a.url, write)
+        return 0
+    if a.part == "distributed":  # not part of `all`: it needs a PostgreSQL server
+        from bench import distributed
+
+        distributed.run(a.size, a.channels, a.workers, a.shard_size, write)
         return 0
     if a.part == "crash":  # not part of `all`: it is a robustness trial, not a speed target
         from bench import crash

@@ -569,3 +569,41 @@ def test_a_nul_character_in_a_value_or_a_filter_never_fails(store):
     li = make_listing("K\x00EY")
     store.save_listings(1, "google", [(li, None)])
     assert store.listing("google", "K\x00EY") is not None
+
+
+def test_shard_scoped_saves_and_findings(store):
+    """Distributed runs (auditor.distributed): a save or an apply scoped to one shard sees
+    and concludes only that shard's listings and findings; the NO_LISTING scope only the
+    findings about no listing."""
+    from auditor.storage import ShardSpec
+
+    keys = [f"K{i:02d}" for i in range(40)]
+    store.start_run(NOW, None)
+    store.start_run(NOW + timedelta(days=1), None)
+    store.save_listings(1, "google", [(make_listing(k), None) for k in keys])
+    assert store.present_keys("google") == set(keys)
+    n = 3
+    mine = [k for k in keys if ShardSpec.of(k, n) == 1]
+    assert 0 < len(mine) < len(keys)
+    # Shard 1 read again without its first key: only that key is unseen, not the others'.
+    res = store.save_listings(2, "google", [(make_listing(k), None) for k in mine[1:]],
+                              shard=ShardSpec(1, n))
+    assert res.unseen == [mine[0]]
+    # Findings: one per listing, and one about no listing (a missing master).
+    missing = Finding("presence", "google", "SKU-GONE", "listing", Outcome.FAILED,
+                      Severity.CRITICAL, expected="SKU-GONE", actual=None)
+    store.apply_findings(1, "google", [_f(k) for k in keys] + [missing],
+                         SourceStatus.COMPLETE, set(keys), ["price", "presence"], NOW)
+    # Shard 1 complete, seeing nothing: only its findings resolve.
+    ch = store.apply_findings(2, "google", [], SourceStatus.COMPLETE, set(mine), ["price"],
+                              NOW + timedelta(days=1), shard=ShardSpec(1, n))
+    assert ch.resolved == len(mine)
+    by_key = {f.listing_key: f.state for f in store.findings(channel="google")}
+    assert {k for k, s in by_key.items() if s == "resolved"} == set(mine)
+    assert by_key[None] == "open"
+    # The no-listing scope resolves the missing-listing finding and nothing else.
+    ch = store.apply_findings(2, "google", [], SourceStatus.COMPLETE, None, ["presence", "price"],
+                              NOW + timedelta(days=1), shard=ShardSpec(ShardSpec.NO_LISTING, n))
+    assert ch.resolved == 1
+    assert {f.listing_key for f in store.findings(state="open", channel="google")} == \
+        set(keys) - set(mine)

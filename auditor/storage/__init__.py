@@ -32,14 +32,15 @@ from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord
                                      ListingSave, MasterChange, MasterHistory,
                                      MasterImportResult, MasterPlan, MasterSnapshot,
                                      PresenceHoldRecord, RunErrorRecord, RunRecord,
-                                     RunSourceRecord, ScoreRecord)
+                                     RunSourceRecord, ShardSpec, ScoreRecord)
 
 __all__ = ["open_store", "check_url", "remove_store", "store_exists", "describe", "Store",
            "MasterStore", "ListingStore", "FindingStore", "RunStore", "CacheStore",
            "PresenceHoldStore", "ServiceStore", "FindingChanges", "FindingEvent", "FindingRecord",
            "LinkDecisionRecord", "LinkRecord", "LinkStateRecord", "ListingSave", "MasterChange",
            "MasterHistory", "MasterImportResult", "MasterPlan", "MasterSnapshot",
-           "PresenceHoldRecord", "RunErrorRecord", "RunRecord", "RunSourceRecord", "ScoreRecord"]
+           "PresenceHoldRecord", "RunErrorRecord", "RunRecord", "RunSourceRecord", "ScoreRecord",
+           "ShardSpec"]
 
 SCHEMES = ("sqlite",)                       # a file (or :memory:)
 POSTGRES = ("postgresql", "postgres")       # a server (``postgresql+psycopg`` too)

@@ -38,7 +38,7 @@ from auditor.model import Finding, Link, Listing, MasterRecord, Run, SourceResul
 from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord,
                                      HttpCacheRow, HttpValidators, ImageUrlRow,
                                      LinkDecisionRecord, LinkRecord, LinkStateRecord,
-                                     ListingSave, MasterAssetRow, MasterChange, MasterHistory,
+                                     ListingSave, ShardSpec, MasterAssetRow, MasterChange, MasterHistory,
                                      MasterImportResult, MasterPlan, MasterSnapshot,
                                      PresenceHoldRecord, RunErrorRecord, RunRecord,
                                      RunSourceRecord, ScoreRecord, OpenFinding,
@@ -104,13 +104,17 @@ class ListingStore(Protocol):
     """The latest observation of each listing, its versions and its link."""
 
     def save_listings(self, run_id: int, channel: str,
-                      observed: Iterable[tuple[Listing, Link | None]]) -> ListingSave:
+                      observed: Iterable[tuple[Listing, Link | None]],
+                      shard: ShardSpec | None = None) -> ListingSave:
         """Record one read of ``channel``: each listing with its link (None: no link).
 
         ``observed`` may be a generator of any length: it is consumed in batches.
         A listing read again unchanged, from the same place and with the same link,
         costs no write. A changed one keeps the version it replaces. ``unseen`` in
-        the result: the keys present before this read and not in it."""
+        the result: the keys present before this read and not in it. With ``shard``
+        the read is one shard of the channel (``auditor.distributed``): ``observed``
+        holds only that shard's listings and ``unseen`` is computed within it; saves
+        of different shards of one channel may run at once."""
         ...
 
     def mark_removed(self, run_id: int, channel: str, keys: Iterable[str]) -> int:
@@ -129,6 +133,11 @@ class ListingStore(Protocol):
     def link_decisions(self, channel: str) -> dict[str, dict[str, Any]]:
         """A person's decisions on one channel's links: ``confirmed`` (listing key -> SKU)
         and ``rejected`` (listing key -> set of SKUs); kept across runs."""
+        ...
+
+    def present_keys(self, channel: str) -> set[str]:
+        """The keys of the channel's listings not marked removed (what a complete read
+        that misses them would call ``unseen``)."""
         ...
 
     def decide_link(self, channel: str, listing_key: str, sku: str, decision: str,
@@ -163,9 +172,12 @@ class FindingStore(Protocol):
 
     def apply_findings(self, run_id: int, channel: str, observed: Iterable[Finding],
                        status: SourceStatus, seen_keys: set[str] | None,
-                       checks_ran: Sequence[str], now: datetime) -> FindingChanges:
+                       checks_ran: Sequence[str], now: datetime,
+                       shard: ShardSpec | None = None) -> FindingChanges:
         """Record this run's non-passed outcomes on ``channel`` and move each finding
-        as ``auditor.lifecycle.transition`` decides, with an event per change."""
+        as ``auditor.lifecycle.transition`` decides, with an event per change. With
+        ``shard`` only the findings of that shard's listings (``ShardSpec.contains``)
+        are considered: the others are neither resolved nor touched."""
         ...
 
     def findings(self, state: str | None = None, channel: str | None = None,

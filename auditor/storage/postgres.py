@@ -61,7 +61,7 @@ from auditor.model import (Finding, Link, Listing, MasterRecord, Outcome, Run, S
                            SourceStatus)
 from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord, HttpCacheRow,
                                      HttpValidators, ImageUrlRow, LinkDecisionRecord,
-                                     LinkRecord, LinkStateRecord, ListingSave,
+                                     LinkRecord, LinkStateRecord, ListingSave, ShardSpec,
                                      MasterAssetRow, MasterChange, MasterHistory,
                                      MasterImportResult, MasterPlan, MasterSnapshot,
                                      PresenceHoldRecord, RunErrorRecord, RunRecord,
@@ -859,7 +859,8 @@ class PostgresStore:
 
     # ----------------------------------------------------------------- listings
     def save_listings(self, run_id: int, channel: str,
-                      observed: Iterable[tuple[Listing, Link | None]]) -> ListingSave:
+                      observed: Iterable[tuple[Listing, Link | None]],
+                      shard: ShardSpec | None = None) -> ListingSave:
         """As the SQLite store's: a listing read again unchanged, from the same place and
         with the same link, costs a hash comparison and no statement. One transaction per
         batch of ``WRITE_BATCH`` rows; the channel's advisory lock is held for the whole
@@ -867,23 +868,27 @@ class PostgresStore:
         wrote) instead of losing each other's updates."""
         self._ensure_channel(channel)
         c = self.conn
+        # One lock per channel, or per shard of it: disjoint shards save at once.
+        scope = channel if shard is None else f"{channel}#{shard.index}/{shard.count}"
         c.execute("SELECT pg_advisory_lock(%s, hashtext(current_schema() || '/' || %s))",
-                  (LOCK_LISTINGS, channel))
+                  (LOCK_LISTINGS, scope))
         try:
-            return self._save_listings(run_id, channel, observed)
+            return self._save_listings(run_id, channel, observed, shard)
         finally:
             if c.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
                 c.execute("SELECT pg_advisory_unlock(%s, hashtext(current_schema() || '/' "
-                          "|| %s))", (LOCK_LISTINGS, channel))
+                          "|| %s))", (LOCK_LISTINGS, scope))
 
     def _save_listings(self, run_id: int, channel: str,
-                       observed: Iterable[tuple[Listing, Link | None]]) -> ListingSave:
+                       observed: Iterable[tuple[Listing, Link | None]],
+                       shard: ShardSpec | None = None) -> ListingSave:
         c = self.conn
         known = {k: (h, ev, gone, (sku, method, conf, cands), link_run)
                  for k, h, ev, gone, sku, method, conf, cands, link_run in c.execute(
                      "SELECT key, hash, evidence, removed_run, master_sku, link_method,"
                      " link_confidence, link_candidates, link_run FROM listings"
-                     " WHERE channel = %s", (channel,))}
+                     " WHERE channel = %s", (channel,))
+                 if shard is None or shard.contains(k)}
         seen: set[str] = set()
         new = changed = 0
         batch_up: list[tuple] = []
@@ -1026,7 +1031,8 @@ class PostgresStore:
     # ----------------------------------------------------------------- findings
     def apply_findings(self, run_id: int, channel: str, observed: Iterable[Finding],
                        status: SourceStatus, seen_keys: set[str] | None,
-                       checks_ran: Sequence[str], now: datetime) -> FindingChanges:
+                       checks_ran: Sequence[str], now: datetime,
+                       shard: ShardSpec | None = None) -> FindingChanges:
         """As the SQLite store's, in one transaction that holds the channel's findings
         lock from the read of the existing findings to the last write."""
         self._ensure_channel(channel)
@@ -1043,7 +1049,8 @@ class PostgresStore:
         with self._xact_lock(LOCK_FINDINGS, channel), c.cursor() as cur:
             existing = {row[0]: as_previous(row[1:]) for row in c.execute(
                 "SELECT fingerprint, state, outcome, expected, actual, check_name, listing_key"
-                " FROM findings WHERE channel=%s", (channel,))}
+                " FROM findings WHERE channel=%s", (channel,))
+                if shard is None or shard.contains(row[6])}
             events: list[tuple] = []
             obs, inserts, updates = [], [], []
             for f in observed:
@@ -2329,6 +2336,10 @@ class PostgresStore:
              + (" WHERE " + " AND ".join(where) if where else ""))
         q += " ORDER BY id DESC" + (f" LIMIT {int(limit)}" if limit else "")
         return self._dicts(q, args)
+
+    def present_keys(self, channel: str) -> set[str]:
+        return {k for (k,) in self.conn.execute(
+            "SELECT key FROM listings WHERE channel = %s AND removed_run IS NULL", (channel,))}
 
 
 # Columns of the rows the write paths COPY, in the order their tuples hold them.

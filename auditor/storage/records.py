@@ -451,3 +451,33 @@ class PresenceHoldRecord(_Record):
     state: str                    # held, confirmed, superseded, accepted
     decided_run: int | None
     decided_at: datetime | None
+
+
+# --------------------------------------------------------------------------- shards
+
+@dataclass(frozen=True, slots=True)
+class ShardSpec:
+    """One shard of a channel's listings, for a distributed run (``auditor.distributed``).
+
+    A listing belongs to shard ``crc32(key) mod count``: the key is stable across runs,
+    so a listing, its versions and its findings stay in one shard. ``index = -1``
+    (``ShardSpec.NO_LISTING``) is the channel's findings about no listing (a master
+    missing from the channel), which no shard holds.
+    """
+
+    index: int
+    count: int
+
+    NO_LISTING = -1
+
+    @staticmethod
+    def of(key: str, count: int) -> int:
+        """The shard of listing ``key`` among ``count``."""
+        import zlib
+
+        return zlib.crc32(key.encode("utf-8", "surrogatepass")) % count
+
+    def contains(self, listing_key: str | None) -> bool:
+        if listing_key is None:
+            return self.index == self.NO_LISTING
+        return self.index != self.NO_LISTING and self.of(listing_key, self.count) == self.index

@@ -36,7 +36,7 @@ from auditor.model import (Finding, Link, Listing, MasterRecord, Outcome, Run, S
                            SourceStatus)
 from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord, HttpCacheRow,
                                      HttpValidators, ImageUrlRow, LinkDecisionRecord,
-                                     LinkRecord, LinkStateRecord, ListingSave,
+                                     LinkRecord, LinkStateRecord, ListingSave, ShardSpec,
                                      MasterAssetRow, MasterChange, MasterHistory,
                                      MasterImportResult, MasterPlan, MasterSnapshot,
                                      PresenceHoldRecord, RunErrorRecord, RunRecord,
@@ -687,7 +687,8 @@ class SQLiteStore:
 
     # ----------------------------------------------------------------- listings
     def save_listings(self, run_id: int, channel: str,
-                      observed: Iterable[tuple[Listing, Link | None]]) -> ListingSave:
+                      observed: Iterable[tuple[Listing, Link | None]],
+                      shard: ShardSpec | None = None) -> ListingSave:
         """Record this run's observations: each listing with its link to the master (None:
         not linked by this caller; the row keeps no link). ``listings`` holds the latest
         version of each; when one changes, the version it replaces moves to
@@ -706,7 +707,8 @@ class SQLiteStore:
                  for k, h, ev, gone, sku, method, conf, cands, link_run in self.db.execute(
                      "SELECT key, hash, evidence, removed_run, master_sku, link_method,"
                      " link_confidence, link_candidates, link_run FROM listings"
-                     " WHERE channel = ?", (channel,))}
+                     " WHERE channel = ?", (channel,))
+                 if shard is None or shard.contains(k)}
         seen: set[str] = set()
         new = changed = 0
         batch_up: list[tuple] = []
@@ -862,7 +864,8 @@ class SQLiteStore:
     # ----------------------------------------------------------------- findings
     def apply_findings(self, run_id: int, channel: str, observed: Iterable[Finding],
                        status: SourceStatus, seen_keys: set[str] | None,
-                       checks_ran: Sequence[str], now: datetime) -> FindingChanges:
+                       checks_ran: Sequence[str], now: datetime,
+                       shard: ShardSpec | None = None) -> FindingChanges:
         """Record this run's non-passed outcomes and move finding states as
         ``auditor.lifecycle.transition`` decides (open, change, resolve, reopen), each
         change with its event, in one transaction."""
@@ -871,7 +874,8 @@ class SQLiteStore:
         as_previous = Previous._make  # (no per-field argument parsing: the fastest build)
         existing = {row[0]: as_previous(row[1:]) for row in c.execute(
             "SELECT fingerprint, state, outcome, expected, actual, check_name, listing_key"
-            " FROM findings WHERE channel=?", (channel,))}
+            " FROM findings WHERE channel=?", (channel,))
+            if shard is None or shard.contains(row[6])}
         evidence = Evidence(status, seen_keys, frozenset(checks_ran))
         transition = lifecycle.transition
         opened = reopened = still_open = 0
@@ -2389,6 +2393,10 @@ class SQLiteStore:
             yield True
         finally:
             os.close(fd)
+
+    def present_keys(self, channel: str) -> set[str]:
+        return {k for (k,) in self.db.execute(
+            "SELECT key FROM listings WHERE channel = ? AND removed_run IS NULL", (channel,))}
 
 
 _CORE_FIELDS = frozenset({"title", "price", "sale_price", "availability", "gtin", "image",

@@ -1,0 +1,699 @@
+"""Audits as jobs on a queue: ``auditor run --distributed`` and ``auditor worker``.
+
+One run is split into jobs on a procrastinate queue (PostgreSQL-backed: its tables
+sit in the store's own database, so a distributed run needs nothing beside
+PostgreSQL; docs/scaling.md says why over Celery + Redis). The run's own process
+(the coordinator, ``DistributedSession``) holds the run lock, imports and writes the
+master as ``auditor run`` does, then defers and watches the jobs; any number of
+``auditor worker`` processes, on any machines that reach the database and see the
+config file and its sources at the same paths, take them:
+
+1. ``auditor.read(run, channel)``: streams the channel's source once, de-duplicates
+   and links every listing (over the whole channel: keyless listings are assigned
+   together, exactly as in one process), decides what only the whole channel can
+   decide (source status, the empty-source rule, the listings that vanished, a sharp
+   drop to hold, the fields the source never carries) and stages the linked listings
+   by shard (``ShardSpec``: ``crc32(key) mod N``, N from ``[run] shard_size``).
+2. ``auditor.shard(run, channel, shard)``: checks its shard's listings against the
+   master, writes them (``save_listings(shard=...)``) and applies their findings
+   (``apply_findings(shard=...)``: only this shard's findings can resolve).
+3. ``auditor.finish(run, channel)``: once every shard job has ended: the presence
+   conclusions (masters no listing links to; vanished listings marked removed; held
+   drops), the channel's scores, source result and link notes. A shard that failed
+   for good makes the channel ``partial``: nothing is concluded missing or removed,
+   and only the shards that completed resolved anything.
+
+Every job is idempotent (a retried job rewrites what it wrote, and the lifecycle
+records no second event for a finding it already moved), so a job whose worker died
+(SIGKILL, a lost machine) is simply run again: the coordinator hands a job whose
+worker stopped sending heartbeats back to the queue (``[run] stalled_after``), up to
+``[run] job_attempts`` attempts. The run finishes when all its jobs have; its
+summary, events and exit code are those of ``auditor run``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import math
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from auditor import holds, plugins
+from auditor.check import CarriedFields, CheckContext, Preparations, with_unread
+from auditor.confidence import prefer_master
+from auditor.config import ChannelConfig, Config, load_config
+from auditor.connector import SourceContext
+from auditor.errors import AuditorError, SourceError, StoreError
+from auditor.events import SourceProgress
+from auditor.linking import Linker
+from auditor.model import (
+    Finding,
+    Link,
+    LinkMethod,
+    Listing,
+    MasterRecord,
+    Outcome,
+    SourceResult,
+    SourceStatus,
+)
+from auditor.session import AuditSession
+
+log = logging.getLogger(__name__)
+
+QUEUE = "auditor"
+TERMINAL = frozenset({"succeeded", "failed", "cancelled", "aborted"})
+# Workers delete a job that succeeded (``delete_jobs="successful"``): a job deferred and
+# no longer in procrastinate's table has succeeded.
+DONE = ("succeeded", 0)
+
+
+def _postgres_url(url: str) -> str:
+    from auditor.storage import _postgres_url as pg_url
+
+    if not pg_url(url):
+        raise StoreError(f"a distributed run needs the PostgreSQL store ([store] url = "
+                         f"\"postgresql://...\"); this config's store is {url}")
+    return url
+
+
+def config_sha(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# --------------------------------------------------------------------------- the queue
+
+def make_app(url: str) -> Any:
+    """The procrastinate app on the store's database, with the auditor's three tasks."""
+    import procrastinate
+
+    from auditor.storage.postgres import conninfo
+
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(
+        conninfo=conninfo(_postgres_url(url)), kwargs={"application_name": "auditor queue"}))
+    for name, fn in (("auditor.read", read_job), ("auditor.shard", shard_job),
+                     ("auditor.finish", finish_job)):
+        # A job that raises is tried once more (they are idempotent); one whose worker
+        # died is handed back by the coordinator (``_retry_stalled``).
+        app.task(name=name, queue=QUEUE, pass_context=True,
+                 retry=procrastinate.RetryStrategy(max_attempts=2, wait=1))(fn)
+    return app
+
+
+def ensure_queue(url: str) -> None:
+    """The job tables and procrastinate's schema, created by the first process to need
+    them."""
+    from auditor.storage.jobs import RunJobs
+
+    with RunJobs(url) as jobs:
+        jobs.ensure_schema()
+        with jobs.schema_lock():
+            if not jobs.procrastinate_installed():
+                import procrastinate
+
+                from auditor.storage.postgres import conninfo
+
+                app = procrastinate.App(connector=procrastinate.SyncPsycopgConnector(
+                    conninfo=conninfo(url)))
+                app.open()
+                try:
+                    app.schema_manager.apply_schema()
+                finally:
+                    app.close()
+
+
+def run_worker(config_path: str | Path, *, concurrency: int = 1, once: bool = False,
+               heartbeat: float = 5.0) -> None:
+    """``auditor worker``: take jobs until stopped (SIGTERM / Ctrl-C finish the job in
+    hand first); ``once``: stop when the queue is empty."""
+    from auditor import http
+    from auditor.storage.jobs import HostPacer
+
+    cfg = load_config(Path(config_path))
+    url = _postgres_url(cfg.store_url)
+    ensure_queue(url)
+    global _worker_url
+    _worker_url = url
+    pacer = HostPacer(url)
+    http.shared_pacer = pacer
+    app = make_app(url)
+    log.info("auditor worker %s: taking jobs of %s", os.getpid(), _describe(url))
+    try:
+        app.run_worker(queues=[QUEUE], concurrency=concurrency, wait=not once,
+                       name=f"auditor-{os.uname().nodename}-{os.getpid()}",
+                       update_heartbeat_interval=heartbeat,
+                       stalled_worker_timeout=max(30.0, 6 * heartbeat),
+                       delete_jobs="successful", listen_notify=True,
+                       fetch_job_polling_interval=1.0)
+    finally:
+        http.shared_pacer = None
+        pacer.close()
+
+
+def _describe(url: str) -> str:
+    from auditor.storage.postgres import describe
+
+    return describe(url)
+
+
+# --------------------------------------------------------------------------- in a worker
+
+@dataclass
+class _Loaded:
+    cfg: Config
+    master: dict[str, MasterRecord]
+    history: Any
+    linker: Linker | None = None
+
+
+_CACHE: dict[tuple, _Loaded] = {}
+
+
+@dataclass
+class _JobEnv:
+    cfg: Config
+    store: Any
+    jobs: Any
+    run_id: int
+    now: datetime
+    shard_size: int
+    loaded: _Loaded
+
+    def close(self) -> None:
+        self.store.close()
+        self.jobs.close()
+
+
+def _env(run_id: int) -> _JobEnv | None:
+    """A job's run: its config (checked against the coordinator's), the master and
+    history of its snapshot (kept by the worker between jobs of one snapshot), and
+    connections. None when the run is over (interrupted): the job does nothing."""
+    from auditor.storage import open_store
+    from auditor.storage.jobs import RunJobs
+
+    url = _worker_url
+    jobs = RunJobs(url)
+    info = jobs.run(run_id)
+    if info is None or info["status"] != "running":
+        jobs.close()
+        log.info("run %s is not running any more: job skipped", run_id)
+        return None
+    path = info["config"]
+    if not Path(path).is_file() or config_sha(path) != info["config_sha"]:
+        jobs.close()
+        raise AuditorError(f"run {run_id}: the config {path} on this worker is missing or "
+                           f"differs from the coordinator's (workers need the same file)")
+    key = (path, info["config_sha"], info["snapshot_id"])
+    loaded = _CACHE.get(key)
+    store = open_store(url)
+    if loaded is None:
+        _CACHE.clear()
+        cfg = load_config(Path(path))
+        t0 = time.perf_counter()
+        loaded = _CACHE[key] = _Loaded(cfg, store.current_master(), store.master_history())
+        log.info("master snapshot %s loaded in %.1f s (%d records)", info["snapshot_id"],
+                 time.perf_counter() - t0, len(loaded.master))
+    return _JobEnv(loaded.cfg, store, jobs, run_id, info["now"], info["shard_size"], loaded)
+
+
+# The store of this worker (``run_worker`` sets it); the jobs open their own connections.
+_worker_url = ""
+
+
+def _enabled(ch: ChannelConfig) -> list:
+    from auditor.runner import _enabled_checks
+
+    return _enabled_checks(ch)
+
+
+@dataclass
+class ReadOutcome:
+    """What a channel's read job decided for the whole channel."""
+
+    result: SourceResult
+    errors: list[tuple[str, str]]
+    linked: int = 0
+    unlinked: int = 0
+    ambiguous: int = 0
+    suggested: int = 0
+    linked_skus: set[str] = field(default_factory=set)
+    suggested_skus: set[str] = field(default_factory=set)
+    link_notes: list[Link] = field(default_factory=list)
+    unseen: list[str] = field(default_factory=list)
+    verdict: holds.DropVerdict = field(default_factory=holds.DropVerdict)
+    missing: dict[str, list[str]] = field(default_factory=dict)
+    started: float = 0.0
+
+    @property
+    def evidence(self) -> SourceStatus:
+        """The status findings are applied with (held presence: as a partial read)."""
+        r = self.result
+        return SourceStatus.PARTIAL if r.status == SourceStatus.COMPLETE and \
+            r.presence_held is not None else r.status
+
+
+@dataclass
+class ShardOutcome:
+    tallies: dict[str, Counter]
+    open_failed: int = 0
+    open_warn: int = 0
+    listings: int = 0
+
+
+def read_job(context: Any, run_id: int, channel: str) -> None:
+    env = _env(run_id)
+    if env is None:
+        return
+    try:
+        ch = env.cfg.channel(channel)
+        loaded = env.loaded
+        if loaded.linker is None:
+            loaded.linker = Linker(loaded.master, env.cfg.linking)
+        outcome, staged = read_channel(env.cfg, env.store, run_id, ch, loaded.master,
+                                       loaded.linker, env.now)
+        n = max(1, math.ceil(outcome.result.listings / max(1, env.shard_size)))
+        by_shard: dict[int, list] = {i: [] for i in range(n)}
+        from auditor.storage import ShardSpec
+
+        for row in staged:
+            by_shard[ShardSpec.of(row[0].key, n)].append(row)
+        env.jobs.save_read(run_id, channel, n, by_shard, outcome)
+        log.info("run %s channel %s read: %d listings in %d shards", run_id, channel,
+                 outcome.result.listings, n)
+    finally:
+        env.close()
+
+
+def shard_job(context: Any, run_id: int, channel: str, shard: int) -> None:
+    env = _env(run_id)
+    if env is None:
+        return
+    try:
+        got = env.jobs.read_result(run_id, channel)
+        assert got is not None, f"run {run_id} channel {channel}: no read recorded"
+        n, read = got
+        rows = env.jobs.staged(run_id, channel, shard)
+        outcome = audit_shard(env.cfg, env.store, run_id, env.cfg.channel(channel),
+                              env.loaded.master, env.loaded.history, env.now, shard, n,
+                              rows, read)
+        env.jobs.save_shard(run_id, channel, shard, outcome)
+    finally:
+        env.close()
+
+
+def finish_job(context: Any, run_id: int, channel: str, failed_shards: list[int]) -> None:
+    env = _env(run_id)
+    if env is None:
+        return
+    try:
+        got = env.jobs.read_result(run_id, channel)
+        assert got is not None, f"run {run_id} channel {channel}: no read recorded"
+        n, read = got
+        summary = finish_channel(env.cfg, env.store, run_id, env.cfg.channel(channel),
+                                 env.loaded.master, env.loaded.history, env.now, n, read,
+                                 env.jobs.shard_results(run_id, channel), failed_shards)
+        env.jobs.save_summary(run_id, channel, summary)
+    finally:
+        env.close()
+
+
+# --------------------------------------------------------------------------- the steps
+
+def read_channel(cfg: Config, store: Any, run_id: int, ch: ChannelConfig,
+                 master: dict[str, MasterRecord], linker: Linker, now: datetime
+                 ) -> tuple[ReadOutcome, list[tuple[Listing, Link]]]:
+    """Read, de-duplicate and link one channel (``runner.audit_channel`` up to the
+    checks); decide what only the whole channel can."""
+    t0 = time.time()
+    conn_cls = plugins.connectors()[ch.type]
+    result = SourceResult(ch.name, started_at=datetime.now(UTC))
+    ctx = SourceContext(channel=ch, now=now, http_options=cfg.http, store=store, master=master,
+                        result=result)
+    out = ReadOutcome(result, ctx.errors, started=t0)
+    specs = _enabled(ch)
+    carried = CarriedFields(specs)
+    decisions = store.link_decisions(ch.name)
+    linking = linker.session(decisions["confirmed"], decisions["rejected"])
+    staged: list[tuple[Listing, Link]] = []
+    seen: set[str] = set()
+
+    def settle(li: Listing, link: Link) -> None:
+        m = master.get(link.sku) if link.sku else None
+        if m is not None:
+            out.linked_skus.add(m.sku)
+            out.linked += 1
+            if li.alternatives:
+                li = prefer_master(li, m, ctx.now)
+        elif link.method == LinkMethod.AMBIGUOUS:
+            out.ambiguous += 1
+        elif link.method == LinkMethod.SUGGESTED:
+            out.suggested += 1
+            out.suggested_skus.update(link.candidates)
+        else:
+            out.unlinked += 1
+        if m is None and (link.reason or link.candidates):
+            out.link_notes.append(link)
+        result.listings += 1
+        staged.append((li, link))
+
+    try:
+        for li in conn_cls(ch).read(ctx):
+            if li.key in seen:
+                ctx.bad(li.evidence or li.key, f"duplicate listing key {li.key!r}; kept the first")
+                continue
+            seen.add(li.key)
+            if carried.unseen:
+                carried.see(li)
+            if li.unread:
+                ctx.unread_cells(li)
+            link = linking.link(li)
+            if link is None:
+                continue
+            settle(li, link)
+        for li, link in linking.finish():
+            settle(li, link)
+    except SourceError as e:
+        result.status = SourceStatus.FAILED
+        result.message = f"{e.source}: {e.reason}"
+    except AuditorError as e:
+        result.status = SourceStatus.FAILED
+        result.message = str(e)
+    except Exception as e:
+        log.exception("channel %s: connector %s crashed", ch.name, ch.type)
+        result.status = SourceStatus.FAILED
+        result.message = f"connector {ch.type} crashed: {e.__class__.__name__}: {e}"
+    if result.status == SourceStatus.COMPLETE:
+        prev = store.last_good_listing_count(ch.name, run_id)
+        if result.listings == 0 and prev and not ch.opt("allow_empty"):
+            result.status = SourceStatus.FAILED
+            result.message = (f"source yielded no listings where the last complete read had "
+                              f"{prev}; treated as a source problem (set allow_empty = true if "
+                              f"an empty channel is real)")
+    if result.status == SourceStatus.COMPLETE:
+        out.unseen = sorted(store.present_keys(ch.name) - seen)
+        if result.presence_held is None:
+            out.verdict = holds.judge_drop(store, ch, run_id, out.unseen, result.listings)
+            result.presence_held = out.verdict.hold
+    out.missing = carried.missing(specs, ctx.carried, result.listings)
+    result.finished_at = datetime.now(UTC)
+    return out, staged
+
+
+class _Checker:
+    """The checks of one channel over listings (and masters), with their tallies: the
+    ``run_checks`` of ``runner.audit_channel``."""
+
+    def __init__(self, cfg: Config, store: Any, ch: ChannelConfig, master: dict, history: Any,
+                 now: datetime):
+        self.specs = _enabled(ch)
+        self.cctx = {s.name: CheckContext(s.name, ch.name, ch.checks.get(s.name, {}), now,
+                                          history, ch.options) for s in self.specs}
+        self.tallies: dict[str, Counter] = {s.name: Counter() for s in self.specs}
+        self.observed: list[Finding] = []
+        plan = [(s.fn, self.cctx[s.name], self.tallies[s.name], s.fields) for s in self.specs]
+        passed = Outcome.PASSED
+        observed = self.observed
+
+        def run_checks(m: MasterRecord | None, li: Listing | None, link: Any = None) -> None:
+            unread = li is not None and li.unread
+            for fn, c, tally, fields in plan:
+                c.link = link
+                found = fn(m, li, c)
+                if unread and li is not None:
+                    found = with_unread(fields, found, m, li, c)
+                for f in found:
+                    o = f.outcome
+                    tally[o] += 1
+                    if o is not passed:
+                        observed.append(f)
+
+        self.run_checks: Callable[..., None] = run_checks
+
+    def drop_not_carried(self, missing: dict[str, list[str]]) -> None:
+        if not missing:
+            return
+        gone = {(c, f) for c, fs in missing.items() for f in fs}
+        keep = []
+        for f in self.observed:
+            if (f.check, f.field) in gone:
+                self.tallies[f.check][f.outcome] -= 1
+                self.tallies[f.check][Outcome.NOT_EVALUATED] += 1
+            else:
+                keep.append(f)
+        self.observed[:] = keep
+
+    def counts(self) -> dict[str, Counter]:
+        return {name: Counter({str(o): n for o, n in t.items()})
+                for name, t in self.tallies.items()}
+
+
+def audit_shard(cfg: Config, store: Any, run_id: int, ch: ChannelConfig, master: dict,
+                history: Any, now: datetime, shard: int, shards: int,
+                rows: list[tuple[Listing, Link]], read: ReadOutcome) -> ShardOutcome:
+    """Check one shard's listings, write them and apply their findings."""
+    from auditor.storage import ShardSpec
+
+    spec = ShardSpec(shard, shards)
+    ck = _Checker(cfg, store, ch, master, history, now)
+    # Checks with a preparation stage (the image check) run in batches, as in one process.
+    preparations = Preparations(store, master, cfg.http, cfg.base_dir, now,
+                                {n: c.options for n, c in ck.cctx.items()})
+    ctx = SourceContext(channel=ch, now=now, http_options=cfg.http, store=store, master=master)
+    try:
+        prepared = preparations.batcher(ck.specs, ck.cctx, ctx.policy())
+        for li, link in rows:
+            m = master.get(link.sku) if link is not None and link.sku else None
+            if prepared is None:
+                ck.run_checks(m, li, link)
+            else:
+                prepared.add(m, li, ck.run_checks, link)
+        if prepared is not None:
+            prepared.flush(ck.run_checks)
+    finally:
+        preparations.close()
+    store.save_listings(run_id, ch.name, rows, shard=spec)
+    ck.drop_not_carried(read.missing)
+    store.apply_findings(run_id, ch.name, ck.observed, read.evidence,
+                         {li.key for li, _ in rows}, [s.name for s in ck.specs], now,
+                         shard=spec)
+    return ShardOutcome(ck.counts(),
+                        sum(1 for f in ck.observed if f.outcome is Outcome.FAILED),
+                        sum(1 for f in ck.observed if f.outcome is Outcome.WARN), len(rows))
+
+
+def finish_channel(cfg: Config, store: Any, run_id: int, ch: ChannelConfig, master: dict,
+                   history: Any, now: datetime, shards: int, read: ReadOutcome,
+                   shard_results: dict[int, ShardOutcome], failed_shards: list[int]) -> Any:
+    """The channel-wide conclusions once every shard job has ended; its summary."""
+    from auditor.runner import ChannelSummary
+    from auditor.storage import ShardSpec
+
+    result = read.result
+    failed = sorted(set(failed_shards) | (set(range(shards)) - set(shard_results)))
+    if failed and result.status == SourceStatus.COMPLETE:
+        result.status = SourceStatus.PARTIAL
+        result.message = (f"{len(failed)} of {shards} shard jobs failed "
+                          f"(shards {', '.join(map(str, failed[:20]))}): nothing concluded "
+                          f"missing or removed")
+    ck = _Checker(cfg, store, ch, master, history, now)
+    if result.status == SourceStatus.COMPLETE:
+        if result.presence_held is None:
+            store.mark_removed(run_id, ch.name, read.unseen)
+        for sku, m in master.items():
+            if sku not in read.linked_skus and sku not in read.suggested_skus:
+                ck.run_checks(m, None)
+        if result.presence_held is not None:
+            held = list(ck.observed)
+            ck.observed.clear()
+            for f in held:
+                ck.tallies[f.check][f.outcome] -= 1
+            store.save_presence_hold(run_id, ch.name, "drop" if read.verdict.hold else "row",
+                                     result.presence_held, read.unseen, held,
+                                     [s.name for s in ck.specs])
+        holds.settle_earlier(store, ch.name, run_id, read.verdict.confirmed_run, now)
+    ck.drop_not_carried(read.missing)
+    evidence = read.evidence if result.status == SourceStatus.COMPLETE else result.status
+    store.apply_findings(run_id, ch.name, ck.observed, evidence, None,
+                         [s.name for s in ck.specs], now,
+                         shard=ShardSpec(ShardSpec.NO_LISTING, shards))
+    counts = ck.counts()
+    for r in shard_results.values():
+        for name, c in r.tallies.items():
+            counts.setdefault(name, Counter()).update(c)
+    store.save_scores(run_id, [(ch.name, name, dict(c)) for name, c in counts.items()])
+    result.finished_at = datetime.now(UTC)
+    store.save_source_result(run_id, result, read.errors)
+    if result.status != SourceStatus.FAILED:
+        store.save_link_notes(run_id, ch.name, read.link_notes)
+    changes = store.finding_changes(run_id, ch.name)
+    summary = ChannelSummary(ch.name, result.status, listings=result.listings,
+                             linked=read.linked, unlinked=read.unlinked,
+                             ambiguous=read.ambiguous, suggested=read.suggested,
+                             errors=result.errors, message=result.message,
+                             presence_held=result.presence_held, not_carried=read.missing)
+    if read.verdict.note:
+        summary.notes.append(read.verdict.note)
+    summary.outcomes = counts
+    summary.opened = sum(1 for c in changes if c.change in ("opened", "reopened"))
+    summary.resolved = sum(1 for c in changes if c.change == "resolved")
+    summary.open_failed = sum(r.open_failed for r in shard_results.values()) + \
+        sum(1 for f in ck.observed if f.outcome is Outcome.FAILED)
+    summary.open_warn = sum(r.open_warn for r in shard_results.values()) + \
+        sum(1 for f in ck.observed if f.outcome is Outcome.WARN)
+    summary.seconds = time.time() - read.started
+    return summary
+
+
+# --------------------------------------------------------------------------- coordinator
+
+class DistributedSession(AuditSession):
+    """``auditor run --distributed``: the run's process imports the master as usual,
+    then defers the channels' jobs and waits for them (see the module's doc)."""
+
+    def __init__(self, config: Config, store: Any, config_path: str | Path, **kw: Any):
+        # The coordinator audits nothing itself: no forked planner or shared linker.
+        config = dataclasses.replace(config, run={**config.run, "workers": 1})
+        super().__init__(config, store, **kw)
+        self.config_path = str(Path(config_path).resolve())
+        self.url = _postgres_url(store.url)
+        self.poll = 0.2  # seconds between looks at the jobs (a query of their states)
+
+    def _audit_channels(self, runner: Any, selected: list, workers: int,
+                        master: dict[str, MasterRecord], linker: Linker, history: Any,
+                        store_master: Callable[[], None]) -> list:
+        from auditor.runner import ChannelSummary, channel_events
+        from auditor.storage.jobs import RunJobs
+
+        store_master()
+        cfg, store, run_id, now = self.config, self.store, self.run_id, self.now
+        assert run_id is not None and now is not None
+        ensure_queue(self.url)
+        snap = store.last_master_snapshot()
+        jobs = RunJobs(self.url)
+        app = make_app(self.url)
+        app.open()
+        attempts = max(1, int(cfg.run.get("job_attempts", 3)))
+        stalled = float(cfg.run.get("stalled_after", 30.0))
+        jobs.start_run(run_id, self.config_path, config_sha(self.config_path),
+                       snap.id if snap else None, now,
+                       int(cfg.run.get("shard_size", 150_000)))
+        names = [ch.name for ch in selected]
+        reads = {name: app.configure_task("auditor.read", queue=QUEUE).defer(
+            run_id=run_id, channel=name) for name in names}
+        shard_jobs: dict[str, dict[int, int]] = {}
+        finishes: dict[str, int] = {}
+        summaries: dict[str, Any] = {}
+        started = {name: time.perf_counter() for name in names}
+        status = "interrupted"
+
+        def fail(name: str, reason: str) -> None:
+            result = SourceResult(name, SourceStatus.FAILED, message=reason, started_at=now,
+                                  finished_at=datetime.now(UTC))
+            store.save_source_result(run_id, result, [])
+            summaries[name] = ChannelSummary(name, SourceStatus.FAILED, message=reason,
+                                             seconds=time.perf_counter() - started[name])
+            channel_events(self.emit, self.wanted, store, run_id, summaries[name], result)
+
+        try:
+            while len(summaries) < len(names):
+                every = list(reads.values()) + list(finishes.values()) + \
+                    [j for js in shard_jobs.values() for j in js.values()]
+                states = jobs.job_states(every)
+                self._retry_stalled(app, jobs, stalled, attempts, states)
+                for name in names:
+                    if name in summaries:
+                        continue
+                    if name not in shard_jobs:
+                        st = states.get(reads[name], DONE)[0]
+                        if st == "succeeded":
+                            got = jobs.read_result(run_id, name)
+                            n = got[0] if got else 0
+                            if got and self.wants("source_progress"):  # the channel is read
+                                self.emit(SourceProgress(run_id, name, got[1].result.listings))
+                            shard_jobs[name] = {i: app.configure_task(
+                                "auditor.shard", queue=QUEUE).defer(
+                                    run_id=run_id, channel=name, shard=i) for i in range(n)}
+                        elif st in TERMINAL:
+                            fail(name, f"the read job of channel {name} {st}")
+                        continue
+                    if name not in finishes:
+                        sts = {i: states.get(j, DONE)[0]
+                               for i, j in shard_jobs[name].items()}
+                        if all(s in TERMINAL for s in sts.values()):
+                            finishes[name] = app.configure_task(
+                                "auditor.finish", queue=QUEUE).defer(
+                                    run_id=run_id, channel=name,
+                                    failed_shards=[i for i, s in sts.items()
+                                                   if s != "succeeded"])
+                        continue
+                    st = states.get(finishes[name], DONE)[0]
+                    if st == "succeeded":
+                        summary = jobs.summary(run_id, name)
+                        summaries[name] = summary
+                        channel_events(self.emit, self.wanted, store, run_id, summary,
+                                       _result_of(store, run_id, name),
+                                       [(e.location, e.reason)
+                                        for e in store.run_errors(run_id, name, 20)])
+                    elif st in TERMINAL:
+                        fail(name, f"the finish job of channel {name} {st}")
+                if len(summaries) < len(names):
+                    time.sleep(self.poll)
+            status = "finished"
+        finally:
+            if status != "finished":  # interrupted: the queued jobs are not wanted
+                for j in list(reads.values()) + list(finishes.values()) + \
+                        [j for js in shard_jobs.values() for j in js.values()]:
+                    try:
+                        app.job_manager.cancel_job_by_id(j, abort=True)
+                    except Exception:
+                        log.exception("could not cancel job %s", j)
+            try:
+                jobs.end_run(run_id, status)
+            finally:
+                jobs.close()
+                app.close()
+        return [summaries[name] for name in names]
+
+    @staticmethod
+    def _retry_stalled(app: Any, jobs: Any, stalled: float, attempts: int,
+                       states: dict[int, tuple[str, int]]) -> None:
+        """Jobs of this run whose worker stopped sending heartbeats (killed, machine
+        lost) go back to the queue, up to ``attempts`` attempts; then they fail."""
+        from procrastinate import sql
+
+        sync = app.connector.get_sync_connector()
+        rows = sync.execute_query_all(query=sql.queries["select_stalled_jobs_by_heartbeat"],
+                                      queue=QUEUE, task_name=None,
+                                      seconds_since_heartbeat=stalled)
+        for row in rows:
+            if row["id"] not in states:
+                continue  # another run's (or an earlier one's) job
+            if row["attempts"] + 1 >= attempts:
+                log.error("job %s (%s) stalled on its last attempt: failed", row["id"],
+                          row["task_name"])
+                sync.execute_query(query=sql.queries["finish_job"], job_id=row["id"],
+                                   status="failed", delete_job=False)
+            else:
+                log.warning("job %s (%s): its worker is gone; queued again", row["id"],
+                            row["task_name"])
+                app.job_manager.retry_job_by_id(row["id"], datetime.now(UTC))
+
+
+def _result_of(store: Any, run_id: int, channel: str) -> SourceResult | None:
+    for r in store.run_sources(run_id):
+        if r.source == channel:
+            return SourceResult(r.source, SourceStatus(r.status), listings=r.listings or 0,
+                                errors=r.errors or 0, message=r.message,
+                                started_at=r.started_at, finished_at=r.finished_at)
+    return None
+
+
+__all__ = ["DistributedSession", "ReadOutcome", "ShardOutcome", "audit_shard",
+           "ensure_queue", "finish_channel", "make_app", "read_channel", "run_worker"]

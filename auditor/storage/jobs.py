@@ -1,0 +1,219 @@
+"""The bookkeeping of distributed runs, in the PostgreSQL store's database.
+
+``auditor.distributed`` splits one run into jobs on a procrastinate queue (its own
+tables, ``procrastinate_*``, in the same database and schema). What the jobs hand
+each other lives here, beside the store's tables:
+
+- ``dist_runs``: one row per distributed run (its config's hash, master snapshot,
+  audit clock, shard size); a job of a run no longer ``running`` does nothing;
+- ``dist_staged``: a channel's listings as read and linked by its ``read`` job, in
+  chunks per shard, for the shard jobs (dropped when the run ends);
+- ``dist_channels``: a ``read`` job's outcome (source status, counts, presence
+  decisions) and, once the channel is finished, its summary;
+- ``dist_shards``: a shard job's outcome (check tallies, open counts);
+- ``crawl_hosts``: per host, the next free request slot, shared by every worker
+  (``HostPacer``).
+
+Rows are written by the jobs and read by the coordinator (``auditor run
+--distributed``). Chunks and outcomes are pickles of the auditor's own objects: the
+job tables are as trusted as the store itself (whoever can write them can write the
+findings too).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any, Self
+
+import psycopg
+
+from auditor.storage.postgres import connect
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS dist_runs (
+    run_id BIGINT PRIMARY KEY, config TEXT NOT NULL, config_sha TEXT NOT NULL,
+    snapshot_id BIGINT, now TIMESTAMPTZ NOT NULL, shard_size INTEGER NOT NULL,
+    status TEXT NOT NULL DEFAULT 'running');
+CREATE TABLE IF NOT EXISTS dist_staged (
+    run_id BIGINT NOT NULL, channel TEXT COLLATE "C" NOT NULL, shard INTEGER NOT NULL,
+    seq INTEGER NOT NULL, data BYTEA NOT NULL, PRIMARY KEY (run_id, channel, shard, seq));
+CREATE TABLE IF NOT EXISTS dist_channels (
+    run_id BIGINT NOT NULL, channel TEXT COLLATE "C" NOT NULL, shards INTEGER NOT NULL,
+    read BYTEA NOT NULL, summary BYTEA, PRIMARY KEY (run_id, channel));
+CREATE TABLE IF NOT EXISTS dist_shards (
+    run_id BIGINT NOT NULL, channel TEXT COLLATE "C" NOT NULL, shard INTEGER NOT NULL,
+    result BYTEA NOT NULL, PRIMARY KEY (run_id, channel, shard));
+CREATE TABLE IF NOT EXISTS crawl_hosts (
+    host TEXT COLLATE "C" PRIMARY KEY, next_at TIMESTAMPTZ NOT NULL);
+"""
+
+LOCK_SCHEMA = 0x61756400  # advisory lock class of the job tables' creation
+CHUNK = 5_000  # listings per staged row
+
+
+class RunJobs:
+    """The job tables of one store database, on a connection of their own."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.conn = connect(url, application_name="auditor jobs")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def ensure_schema(self) -> None:
+        """Create the job tables and procrastinate's schema, once (concurrent callers
+        take turns under an advisory lock)."""
+        with self.conn.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))",
+                              (LOCK_SCHEMA,))
+            self.conn.execute(SCHEMA)
+
+    def procrastinate_installed(self) -> bool:
+        row = self.conn.execute("SELECT to_regclass('procrastinate_jobs')").fetchone()
+        return bool(row and row[0])
+
+    @contextlib.contextmanager
+    def schema_lock(self) -> Iterator[None]:
+        """Held while procrastinate's schema is applied (by whichever process is first)."""
+        self.conn.execute("SELECT pg_advisory_lock(%s, hashtext(current_schema()) + 1)",
+                          (LOCK_SCHEMA,))
+        try:
+            yield
+        finally:
+            self.conn.execute("SELECT pg_advisory_unlock(%s, hashtext(current_schema()) + 1)",
+                              (LOCK_SCHEMA,))
+
+    # ------------------------------------------------------------------ runs
+    def start_run(self, run_id: int, config: str, config_sha: str, snapshot_id: int | None,
+                  now: Any, shard_size: int) -> None:
+        self.conn.execute(
+            "INSERT INTO dist_runs (run_id, config, config_sha, snapshot_id, now, shard_size)"
+            " VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (run_id) DO UPDATE SET"
+            " config=excluded.config, config_sha=excluded.config_sha,"
+            " snapshot_id=excluded.snapshot_id, now=excluded.now,"
+            " shard_size=excluded.shard_size, status='running'",
+            (run_id, config, config_sha, snapshot_id, now, shard_size))
+
+    def run(self, run_id: int) -> dict[str, Any] | None:
+        row = self.conn.execute(
+            "SELECT config, config_sha, snapshot_id, now, shard_size, status FROM dist_runs"
+            " WHERE run_id=%s", (run_id,)).fetchone()
+        if row is None:
+            return None
+        return dict(zip(("config", "config_sha", "snapshot_id", "now", "shard_size", "status"),
+                        row, strict=True))
+
+    def end_run(self, run_id: int, status: str) -> None:
+        """The run is over: its staged listings go; jobs still queued for it do nothing."""
+        with self.conn.transaction():
+            self.conn.execute("UPDATE dist_runs SET status=%s WHERE run_id=%s",
+                              (status, run_id))
+            self.conn.execute("DELETE FROM dist_staged WHERE run_id=%s", (run_id,))
+
+    # ------------------------------------------------------------------ read -> shards
+    def save_read(self, run_id: int, channel: str, shards: int,
+                  staged: dict[int, list[Any]], read: Any) -> None:
+        """A channel's read: its listings by shard and its outcome, in one transaction
+        (a retried read replaces what an earlier attempt left)."""
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.execute("DELETE FROM dist_staged WHERE run_id=%s AND channel=%s",
+                        (run_id, channel))
+            with cur.copy("COPY dist_staged (run_id, channel, shard, seq, data) FROM STDIN") \
+                    as copy:
+                for shard, rows in staged.items():
+                    for seq, i in enumerate(range(0, len(rows), CHUNK)):
+                        copy.write_row((run_id, channel, shard, seq,
+                                        pickle.dumps(rows[i:i + CHUNK],
+                                                     pickle.HIGHEST_PROTOCOL)))
+            cur.execute(
+                "INSERT INTO dist_channels (run_id, channel, shards, read) VALUES (%s,%s,%s,%s)"
+                " ON CONFLICT (run_id, channel) DO UPDATE SET shards=excluded.shards,"
+                " read=excluded.read, summary=NULL",
+                (run_id, channel, shards, pickle.dumps(read, pickle.HIGHEST_PROTOCOL)))
+
+    def read_result(self, run_id: int, channel: str) -> tuple[int, Any] | None:
+        row = self.conn.execute("SELECT shards, read FROM dist_channels WHERE run_id=%s"
+                                " AND channel=%s", (run_id, channel)).fetchone()
+        return None if row is None else (row[0], pickle.loads(row[1]))
+
+    def staged(self, run_id: int, channel: str, shard: int) -> list[Any]:
+        out: list[Any] = []
+        for (data,) in self.conn.execute(
+                "SELECT data FROM dist_staged WHERE run_id=%s AND channel=%s AND shard=%s"
+                " ORDER BY seq", (run_id, channel, shard)):
+            out.extend(pickle.loads(data))
+        return out
+
+    def save_shard(self, run_id: int, channel: str, shard: int, result: Any) -> None:
+        self.conn.execute(
+            "INSERT INTO dist_shards (run_id, channel, shard, result) VALUES (%s,%s,%s,%s)"
+            " ON CONFLICT (run_id, channel, shard) DO UPDATE SET result=excluded.result",
+            (run_id, channel, shard, pickle.dumps(result, pickle.HIGHEST_PROTOCOL)))
+
+    def shard_results(self, run_id: int, channel: str) -> dict[int, Any]:
+        return {shard: pickle.loads(data) for shard, data in self.conn.execute(
+            "SELECT shard, result FROM dist_shards WHERE run_id=%s AND channel=%s",
+            (run_id, channel))}
+
+    def save_summary(self, run_id: int, channel: str, summary: Any) -> None:
+        self.conn.execute("UPDATE dist_channels SET summary=%s WHERE run_id=%s AND channel=%s",
+                          (pickle.dumps(summary, pickle.HIGHEST_PROTOCOL), run_id, channel))
+
+    def summary(self, run_id: int, channel: str) -> Any:
+        row = self.conn.execute("SELECT summary FROM dist_channels WHERE run_id=%s AND"
+                                " channel=%s", (run_id, channel)).fetchone()
+        return pickle.loads(row[0]) if row and row[0] is not None else None
+
+    # ------------------------------------------------------------------ the queue's jobs
+    def job_states(self, ids: Iterable[int]) -> dict[int, tuple[str, int]]:
+        """procrastinate's status and attempts of these jobs."""
+        return {i: (status, attempts) for i, status, attempts in self.conn.execute(
+            "SELECT id, status::text, attempts FROM procrastinate_jobs WHERE id = ANY(%s)",
+            (list(ids),))}
+
+
+class HostPacer:
+    """Request slots per host shared by every process of a distributed run.
+
+    ``pacer(host, interval)`` reserves the host's next free slot and returns the
+    seconds to wait for it: one row per host in ``crawl_hosts``, moved forward by
+    ``interval`` in one statement, so requests to a host from any number of workers
+    on any number of machines are spaced at least ``interval`` apart (the row lock
+    orders the reservations; the database's clock is the one clock). Installed in
+    ``auditor.http`` by ``auditor worker``; the in-process gate keeps the per-host
+    concurrency cap.
+    """
+
+    def __init__(self, url: str):
+        self.url = url
+        self._conn: psycopg.Connection | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, host: str, interval: float) -> float:
+        with self._lock:
+            if self._conn is None or self._conn.closed:
+                self._conn = connect(self.url, application_name="auditor crawl pacing")
+            row = self._conn.execute(
+                "INSERT INTO crawl_hosts AS h (host, next_at)"
+                " VALUES (%(h)s, clock_timestamp() + make_interval(secs => %(i)s))"
+                " ON CONFLICT (host) DO UPDATE SET next_at ="
+                " greatest(h.next_at, clock_timestamp()) + make_interval(secs => %(i)s)"
+                " RETURNING extract(epoch FROM h.next_at - clock_timestamp())::float8 - %(i)s",
+                {"h": host, "i": interval}).fetchone()
+        return max(0.0, row[0]) if row else 0.0
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None

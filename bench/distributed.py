@@ -1,0 +1,131 @@
+"""A distributed run beside a single-process run: `auditor run --distributed` with N
+`auditor worker` processes on PostgreSQL, against `auditor run` in one process.
+
+    python -m bench distributed --size 5000 --workers 1 2 --channels google meta amazon
+
+The generated world's master and file channels (no crawl, no images) are audited twice
+into a new store each time: ``first`` into the empty store, ``again`` the same files once
+more (every listing unchanged). Measured: wall seconds of the `auditor run` command, and
+CPU seconds of the auditor's processes (the run's process, its channel workers, the
+`auditor worker` processes) and of the PostgreSQL server's processes (from /proc). The
+single-process rows use ``[run] workers = 1``; the distributed rows the default
+``[run] shard_size`` unless ``--shard-size`` is given. A PostgreSQL server is started for
+the benchmark (tests/pg_server.py's, fsync and synchronous commit on).
+"""
+
+from __future__ import annotations
+
+import re
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import record, table
+from bench.store_audit import _postmaster_pid, _server_cpu, _start_server
+from bench.world_audit import BASE_URL, OUT, ensure_world
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _children_cpu() -> float:
+    u = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return u.ru_utime + u.ru_stime
+
+
+def _config(world: Path, work: Path, store_line: str, run: str) -> Path:
+    from auditor.demo import config_text
+
+    work.mkdir(parents=True, exist_ok=True)
+    text = config_text(BASE_URL).replace('"world/', f'"{world}/')
+    text = text.replace("[store]", "[checks.image]\nenabled = false\n\n[store]", 1)
+    text, n = re.subn(r'(?m)^path = "auditor\.db".*$', store_line, text)
+    assert n == 1
+    text = text.replace("[master]\n", f"[run]\n{run}\n\n[master]\n", 1)
+    (work / "config.toml").write_text(text)
+    return work / "config.toml"
+
+
+def _auditor(*args: str | Path) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, "-m", "auditor", *map(str, args)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=7200)
+    if r.returncode not in (0, 1):
+        raise RuntimeError(f"auditor {' '.join(map(str, args))} exited {r.returncode}:\n"
+                           f"{r.stdout[-2000:]}{r.stderr[-3000:]}")
+    return r
+
+
+def _runs(cfg: Path, channels: list[str], extra: tuple[str, ...], server: list[int],
+          workers: int = 0) -> list[list[Any]]:
+    """First and repeat audit; with ``workers``, that many `auditor worker` processes
+    are started before and stopped after. CPU: the `auditor run` process (and its
+    channel workers) from this process's children usage, the live `auditor worker`
+    processes and the server's from /proc."""
+    import json
+
+    procs = [subprocess.Popen([sys.executable, "-m", "auditor", "worker", "--config",
+                               str(cfg)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for _ in range(workers)]
+    pids = [p.pid for p in procs]
+    out = []
+    try:
+        if procs:
+            time.sleep(3)  # the workers import and connect before the clock starts
+        chans = [a for c in channels for a in ("--channel", c)]
+        for step in ("first", "again"):
+            cpu0, wcpu0, srv0 = _children_cpu(), _server_cpu(pids), _server_cpu(server)
+            t0 = time.perf_counter()
+            r = _auditor("run", "--config", cfg, "--format", "json", *chans, *extra)
+            wall = time.perf_counter() - t0
+            cpu = _children_cpu() - cpu0 + _server_cpu(pids) - wcpu0
+            srv = _server_cpu(server) - srv0 if server else None
+            listings = sum(c["listings"] for c in json.loads(r.stdout)["channels"])
+            out.append([step, listings, wall, cpu, srv])
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(60)
+    return out
+
+
+def run(size: int, channels: list[str], workers: list[int], shard_size: int | None,
+        write: bool) -> None:
+    world = ensure_world(size)
+    server = _start_server()
+    rows: list[list[Any]] = []
+    try:
+        pids = [p for p in [_postmaster_pid(server.new_database())] if p]
+        lite = _config(world, OUT / f"dist-sqlite-{world.name}", 'path = "auditor.db"',
+                       "workers = 1")
+        for f in lite.parent.glob("auditor.db*"):
+            f.unlink()
+        for r in _runs(lite, channels, (), []):
+            rows.append(["SQLite, one process", *r])
+        url = server.new_database()
+        one = _config(world, OUT / f"dist-pg1-{world.name}", f'url = "{url}"', "workers = 1")
+        for r in _runs(one, channels, (), pids):
+            rows.append(["PostgreSQL, one process", *r])
+        for n in workers:
+            url = server.new_database()
+            extra = f"\nshard_size = {shard_size}" if shard_size else ""
+            cfg = _config(world, OUT / f"dist-w{n}-{world.name}", f'url = "{url}"',
+                          f"workers = 1{extra}")
+            for r in _runs(cfg, channels, ("--distributed",), pids, workers=n):
+                rows.append([f"PostgreSQL, --distributed, {n} worker(s)", *r])
+    finally:
+        server.stop()
+    shown = [[who, step, listings, round(wall, 1), round(cpu, 1),
+              "-" if srv is None else round(srv, 1)]
+             for who, step, listings, wall, cpu, srv in rows]
+    record("Distributed runs beside one process", [table(
+        f"The generated world's master and {' + '.join(channels)} ({size:,} SKUs, no crawl, "
+        f"no images), shard_size {shard_size or 'default (150,000)'}; wall s of the "
+        "`auditor run` command; CPU s = the auditor's processes (for --distributed the "
+        "coordinator and the `auditor worker` processes); server CPU s = "
+        "PostgreSQL's processes. One 2-core machine shared with other work: the workers "
+        "compete with the server and each other for the same two cores.",
+        ["mode", "audit", "listings", "wall s", "CPU s", "server CPU s"], shown)], write)

@@ -1,0 +1,298 @@
+"""Distributed runs (auditor.distributed): `auditor run --distributed` with real
+`auditor worker` processes on a real PostgreSQL (tests/pg_server.py) gives the same
+answers as one `auditor run` on SQLite, and a worker killed with SIGKILL mid-job has
+its job retried without duplicates or lost listings. The generated world's shop is
+served on loopback. Skipped only with AUDITOR_SKIP_POSTGRES=1 (the pg_server fixture).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from auditor.demo import config_text
+from auditor.world.generate import generate_world
+from auditor.world.shop import ShopServer
+
+ROOT = Path(__file__).resolve().parent.parent
+NOW = datetime.fromisoformat("2026-11-20T12:00:00+00:00")
+
+
+def _cli(*args: str | Path, timeout: float = 150) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "auditor", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _worker(cfg: Path, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "auditor", "-v", "worker", "--config",
+                             str(cfg), "--heartbeat", "1"], cwd=ROOT,
+                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
+
+
+def _config(world: Path, work: Path, base_url: str, store_line: str, run: str) -> Path:
+    work.mkdir()
+    text = config_text(base_url).replace('"world/', f'"{world}/')
+    text, n = re.subn(r'(?m)^path = "auditor\.db".*$', store_line, text)
+    assert n == 1
+    text = text.replace("[master]\n", f"[run]\n{run}\n\n[master]\n", 1)
+    (work / "config.toml").write_text(text)
+    return work / "config.toml"
+
+
+def _with_master(cfg: Path, source: Path) -> None:
+    text = cfg.read_text()
+    text = re.sub(r'(?m)^source = "(.*/master(_previous)?\.csv)"', f'source = "{source}"',
+                  text, count=1)
+    cfg.write_text(text)
+
+
+def _answers(cfg: Path) -> dict:
+    from auditor.config import load_config
+    from auditor.storage import open_store
+
+    findings = json.loads(_cli("findings", "--format", "json", "--config", cfg).stdout)
+    store = open_store(load_config(cfg).store_url, create=False)
+    try:
+        runs = store.runs(10)
+        return {
+            "findings": sorted(findings, key=lambda f: f["fingerprint"]),
+            "events": {f["fingerprint"]: [(e.event, e.state, e.run_id, e.at, e.outcome,
+                                           e.actual)
+                                          for e in store.finding_events(f["fingerprint"])]
+                       for f in findings},
+            "scores": {r.id: [s.to_dict() for s in store.scores(r.id)] for r in runs},
+            "runs": sorted((r.id, r.status, sorted(
+                (c["channel"], c["status"], c["listings"], c["opened"], c["resolved"],
+                 c["failed"], c["warn"]) for c in r.summary.get("channels", [])))
+                for r in runs),
+            "listings": sorted((li.channel, li.key) for li in store.listings()),
+            "links": sorted(repr(sorted(r.to_dict().items())) for r in store.links()),
+        }
+    finally:
+        store.close()
+
+
+def _world(tmp_path: Path, size: int) -> tuple[Path, ShopServer]:
+    world = tmp_path / "world"
+    shop = ShopServer(world, crawl_delay=None)
+    generate_world(world, size=size, seed=11, now=NOW, base_url=shop.base_url)
+    return world, shop
+
+
+def _two_runs(cfg: Path, world: Path, *extra: str) -> list[subprocess.CompletedProcess]:
+    out = []
+    for source, at in ((world / "master_previous.csv", NOW - timedelta(days=7)),
+                       (world / "master.csv", NOW)):
+        _with_master(cfg, source)
+        r = _cli("run", "--config", cfg, "--now", at.isoformat(), *extra)
+        assert r.returncode in (0, 1), r.stdout[-2000:] + r.stderr[-3000:]
+        out.append(r)
+    return out
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def test_a_distributed_run_finds_what_one_process_on_sqlite_finds(tmp_path, pg_server):
+    world, shop = _world(tmp_path, 40)
+    url = pg_server.new_database()
+    with shop:
+        lite = _config(world, tmp_path / "sqlite", shop.base_url, 'path = "auditor.db"',
+                       "workers = 1")
+        _two_runs(lite, world)
+        dist = _config(world, tmp_path / "dist", shop.base_url, f'url = "{url}"',
+                       "shard_size = 15\nstalled_after = 5")
+        workers = [_worker(dist, tmp_path / f"worker{i}.log") for i in range(2)]
+        try:
+            runs = _two_runs(dist, world, "--distributed")
+        finally:
+            _stop(workers)
+    a, b = _answers(lite), _answers(dist)
+    assert len(a["findings"]) > 20 and {f["state"] for f in a["findings"]} == \
+        {"open", "resolved"}
+    assert len(a["listings"]) > 100
+    for part in ("findings", "events", "scores", "runs", "listings", "links"):
+        assert b[part] == a[part], part
+    # The jobs really were spread: several shards per channel, taken by both workers.
+    with psycopg.connect(url) as conn:
+        shards = dict(conn.execute("SELECT channel, max(shards) FROM dist_channels"
+                                   " GROUP BY channel").fetchall())
+        assert max(shards.values()) >= 3, shards
+        assert conn.execute("SELECT count(*) FROM dist_staged").fetchone()[0] == 0
+    logs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
+    assert all("ended with status: Success" in text for text in logs), logs
+    # Exit code and summary as `auditor run`'s.
+    assert [r.returncode for r in runs] == [1, 1]
+
+
+def _doing_shard_job(url: str) -> int | None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        if conn.execute("SELECT to_regclass('procrastinate_jobs')").fetchone()[0] is None:
+            return None
+        row = conn.execute("SELECT id FROM procrastinate_jobs WHERE status = 'doing'"
+                           " AND task_name = 'auditor.shard' LIMIT 1").fetchone()
+        return row[0] if row else None
+
+
+def test_a_worker_killed_mid_job_is_retried_without_duplicates_or_losses(tmp_path,
+                                                                         pg_server):
+    world, shop = _world(tmp_path, 40)
+    url = pg_server.new_database()
+    with shop:
+        lite = _config(world, tmp_path / "sqlite", shop.base_url, 'path = "auditor.db"',
+                       "workers = 1")
+        _two_runs(lite, world)
+        dist = _config(world, tmp_path / "dist", shop.base_url, f'url = "{url}"',
+                       "shard_size = 15\nstalled_after = 3")
+        # The first run (last week's master) on two healthy workers.
+        workers = [_worker(dist, tmp_path / f"w{i}.log") for i in range(2)]
+        try:
+            _with_master(dist, world / "master_previous.csv")
+            r = _cli("run", "--config", dist, "--now", (NOW - timedelta(days=7)).isoformat(),
+                     "--distributed")
+            assert r.returncode in (0, 1), r.stderr[-3000:]
+        finally:
+            _stop(workers)
+        # The second: one worker, SIGKILL-ed while it holds a shard job.
+        _with_master(dist, world / "master.csv")
+        victim = _worker(dist, tmp_path / "victim.log")
+        result: dict = {}
+
+        def coordinator() -> None:
+            result["r"] = _cli("-v", "run", "--config", dist, "--now", NOW.isoformat(),
+                               "--distributed")
+
+        t = threading.Thread(target=coordinator)
+        t.start()
+        killed = None
+        deadline = time.monotonic() + 120
+        while killed is None and time.monotonic() < deadline and t.is_alive():
+            job = _doing_shard_job(url)
+            if job is not None:
+                os.kill(victim.pid, signal.SIGKILL)
+                killed = job
+            else:
+                time.sleep(0.005)
+        victim.wait()
+        assert killed is not None, "no shard job was caught running"
+        rescuers = [_worker(dist, tmp_path / f"r{i}.log") for i in range(2)]
+        try:
+            t.join(300)
+            assert not t.is_alive()
+        finally:
+            _stop(rescuers)
+    r = result["r"]
+    assert r.returncode in (0, 1), r.stderr[-3000:]
+    assert f"job {killed} (auditor.shard): its worker is gone; queued again" in r.stderr
+    a, b = _answers(lite), _answers(dist)
+    for part in ("findings", "events", "scores", "runs", "listings", "links"):
+        assert b[part] == a[part], part
+    # No listing twice, no event twice.
+    assert len(set(b["listings"])) == len(b["listings"])
+    for fp, events in b["events"].items():
+        assert len(set(events)) == len(events), fp
+
+
+def test_crawl_pacing_is_shared_by_processes(pg_server):
+    from auditor.distributed import ensure_queue
+
+    url = pg_server.new_database()
+    ensure_queue(url)
+    code = (
+        "import sys, time\n"
+        "from auditor.storage.jobs import HostPacer\n"
+        "p = HostPacer(sys.argv[1])\n"
+        "for _ in range(5):\n"
+        "    w = p('shop.example:443', 0.2)\n"
+        "    time.sleep(w)\n"
+        "    print(time.time(), flush=True)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, url], cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    times = sorted(float(x) for p in procs for x in p.communicate(timeout=60)[0].split())
+    assert len(times) == 15
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    # 15 requests from 3 processes, spaced by the shared interval (with clock slack).
+    assert min(gaps) > 0.15, gaps
+    assert times[-1] - times[0] >= 14 * 0.2 * 0.9
+
+
+def _in_process(tmp_path: Path, name: str, fail_shard: int | None) -> tuple[Any, Any]:
+    """One distributed run of the google channel, its jobs called in this process on a
+    SQLite store (the steps are the workers' own functions); ``fail_shard``: that shard's
+    job never succeeded."""
+    from auditor.config import load_config
+    from auditor.distributed import audit_shard, finish_channel, read_channel
+    from auditor.linking import Linker
+    from auditor.runner import import_master
+    from auditor.storage import ShardSpec, open_store
+
+    world = tmp_path / "world"
+    if not world.exists():
+        generate_world(world, size=40, seed=11, now=NOW, base_url="http://127.0.0.1:9")
+    cfg = load_config(_config(world, tmp_path / name, "http://127.0.0.1:9",
+                              'path = "auditor.db"', "workers = 1"))
+    store = open_store(cfg.store_url)
+    import_master(cfg, store, NOW)
+    run_id = store.start_run(NOW, None)
+    master, history = store.current_master(), store.master_history()
+    # A master no listing of the channel shows: a missing listing, when the read concludes.
+    import dataclasses
+
+    first = master[sorted(master)[0]]
+    master = {**master, "SKU-NOT-LISTED": dataclasses.replace(first, sku="SKU-NOT-LISTED")}
+    ch = cfg.channel("google")
+    read, staged = read_channel(cfg, store, run_id, ch, master, Linker(master, cfg.linking), NOW)
+    n = 3
+    results = {}
+    for i in range(n):
+        rows = [r for r in staged if ShardSpec.of(r[0].key, n) == i]
+        if i != fail_shard:
+            results[i] = audit_shard(cfg, store, run_id, ch, master, history, NOW, i, n, rows,
+                                     read)
+    failed = [] if fail_shard is None else [fail_shard]
+    summary = finish_channel(cfg, store, run_id, ch, master, history, NOW, n, read, results,
+                             failed)
+    return store, summary
+
+
+def test_a_shard_that_failed_concludes_nothing_missing(tmp_path):
+    ok_store, ok = _in_process(tmp_path, "ok", None)
+    bad_store, bad = _in_process(tmp_path, "bad", 1)
+    try:
+        missing_ok = [f for f in ok_store.findings(channel="google") if f.listing_key is None]
+        assert missing_ok, "the world has masters missing from google: the control finds them"
+        assert ok.status.value == "complete"
+        # One shard failed: the channel is partial, no listing is concluded missing, the
+        # other shards' findings were applied, nothing was marked removed.
+        assert bad.status.value == "partial"
+        assert "1 of 3 shard jobs failed" in (bad.message or "")
+        assert [f for f in bad_store.findings(channel="google") if f.listing_key is None] == []
+        listing_level = [f for f in bad_store.findings(channel="google")]
+        assert listing_level
+        from auditor.storage import ShardSpec
+
+        assert all(not ShardSpec(1, 3).contains(f.listing_key) for f in listing_level)
+        assert bad_store.run_sources(1)[0].status == "partial"
+    finally:
+        ok_store.close()
+        bad_store.close()
