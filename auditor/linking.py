@@ -123,13 +123,28 @@ class _LazyIndex(dict):
         super().__init__()
         self.master = master
 
-    def __missing__(self, kind: str) -> dict[str, list[str]]:
-        keyof = _MASTER_KEYS[kind]
-        idx: dict[str, list[str]] = {}
-        for sku, rec in self.master.items():
-            key = keyof(sku, rec)
-            if key:
-                idx.setdefault(key, []).append(sku)
+    def __missing__(self, kind: str) -> dict[str, str | list[str]]:
+        # One SKU is held as itself, several as a list: nearly every key names one
+        # master, and a list per key would cost more than the key (issue 20).
+        idx: dict[str, Any] = {}
+        if kind == "sku":  # the SKU alone: no record is decoded
+            pairs: Iterable[tuple[str, str | None]] = (
+                (sku, sku if (k := norm_sku(sku)) == sku else k) for sku in self.master)
+        else:
+            keyof = _MASTER_KEYS[kind]
+            items = self.master.items()
+            pairs = ((sku, keyof(sku, rec)) for sku, rec in items)
+        for sku, key in pairs:
+            if not key:
+                continue
+            had = idx.get(key)
+            if had is None:
+                idx[key] = sku
+            else:
+                if isinstance(had, str):
+                    idx[key] = [had, sku]
+                else:
+                    had.append(sku)
         self[kind] = idx
         return idx
 
@@ -182,8 +197,8 @@ class Linker:
             hits = index[kind].get(key)
             if not hits:
                 continue
-            if len(hits) == 1:
-                return Link(li.channel, li.key, hits[0], _METHODS[kind], 1.0)
+            if isinstance(hits, str):
+                return Link(li.channel, li.key, hits, _METHODS[kind], 1.0)
             return Link(li.channel, li.key, None, LinkMethod.AMBIGUOUS, 0.0, tuple(hits[:10]),
                         f"{kind} {key!r} is shared by {len(hits)} masters")
         return None

@@ -33,6 +33,7 @@ from auditor.errors import AuditorError, SourceError
 from auditor.events import ChannelFinished, FindingsChanged, SourceFinished, SourceProgress
 from auditor.http import FetchPolicy
 from auditor.images import ChannelImages, ImageRun
+from auditor.compact import CompactMaster, CompactRecords
 from auditor.linking import Linker
 from auditor.master import load_master
 from auditor.model import (Finding, Link, LinkMethod, Listing, MasterRecord, Outcome,
@@ -132,7 +133,8 @@ def read_master(cfg: Config, store: Store, now: datetime, plan: bool = True) -> 
         return MasterUpdate({"snapshot_id": last.id, "records": store.master_count(),
                              "added": 0, "changed": 0, "removed": 0, "unchanged": True,
                              "source": imp.source}, None)
-    records = {r.sku: r for r in imp.records}
+    records = imp.records.master() if isinstance(imp.records, CompactRecords) else \
+        CompactMaster.of(imp.records)
     info = {"snapshot_id": None, "records": len(records), "skipped_rows": len(imp.errors),
             "errors": imp.errors[:100], "source": imp.source}
     update = MasterUpdate(info, records, None, imp.source, imp.sha256, len(imp.errors))

@@ -64,9 +64,13 @@ def bench_checks(master: Mapping[str, MasterRecord], listings: Sequence[Listing]
                  channel_options: Mapping[str, Any] | None = None, *,
                  check_options: Mapping[str, Mapping[str, Any]] | None = None,
                  history: Mapping | None = None, now: datetime = NOW,
-                 channel: str = "bench") -> dict[str, Any]:
-    """Run every non-image check over ``listings`` (paired with ``master`` by SKU); time it."""
-    pairs = [(master.get(li.sku) if li.sku else None, li) for li in listings]
+                 channel: str = "bench", lookup: bool = False) -> dict[str, Any]:
+    """Run every non-image check over ``listings`` (paired with ``master`` by SKU); time it.
+    ``lookup``: each master is looked up (and, for a compact master, decoded) inside the
+    timed loop, as a run does; by default the pairs are made before timing."""
+    pairs = [(master.get(li.sku) if li.sku else None, li) for li in listings] if not lookup \
+        else [(li.sku, li) for li in listings]
+    get = master.get
     contexts = _contexts(channel, channel_options or {}, check_options or {}, history or {}, now)
     names = [name for name, _, _ in contexts]
     specs = [(fn, ctx) for _, fn, ctx in contexts]
@@ -81,6 +85,8 @@ def bench_checks(master: Mapping[str, MasterRecord], listings: Sequence[Listing]
     with streaming_gc():  # the runner's collector policy while listings stream
         t0, c0 = time.perf_counter(), time.process_time()
         for m, li in pairs:
+            if lookup:
+                m = get(m) if m else None
             for fn, ctx in specs:
                 for f in fn(m, li, ctx):
                     n_findings += 1
@@ -211,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="share of listings with a benign variation")
     ap.add_argument("--repeat", type=int, default=3, help="runs; the best is reported")
     ap.add_argument("--profile", action="store_true", help="print a cProfile of one run")
+    ap.add_argument("--compact", action="store_true",
+                    help="hold the master as a CompactMaster (stored bodies, decoded on "
+                         "access) and time each lookup with the checks, as a run does")
     ap.add_argument("--fuzzy", type=int, default=0, metavar="N",
                     help="also link N keyless listings by title against the master")
     args = ap.parse_args(argv)
@@ -221,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{'wall s':>7} {'comparisons/s':>14} {'not passed':>10}")
     for drift in args.drift:
         master, listings, history = synthetic(args.masters, args.listings, drift, args.benign)
+        if args.compact:
+            from auditor.compact import compact
+            master = compact(master)
         if args.profile:
             import cProfile
             import pstats
@@ -230,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
             pstats.Stats(prof).sort_stats("tottime").print_stats(15)
         best = None
         for _ in range(args.repeat):
-            r = bench_checks(master, listings, {"type": "google_merchant"}, history=history)
+            r = bench_checks(master, listings, {"type": "google_merchant"}, history=history,
+                             lookup=args.compact)
             if best is None or r["per_s"] > best["per_s"]:
                 best = r
         assert best is not None

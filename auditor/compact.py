@@ -1,0 +1,185 @@
+"""The master held in memory compactly: each record as its stored JSON body.
+
+A run holds the whole master for as long as its channels are audited. As
+``MasterRecord`` objects (a slotted dataclass with ``Money``/``Decimal`` prices,
+attribute dicts, enum members and a string per field) that cost about 3 KB per
+SKU; its stored body (``codec.body``: sorted keys, empty values left out) is a
+few hundred bytes. ``CompactMaster`` keeps only the bodies and decodes a record
+when it is read, with a small cache: checks read each master once per listing,
+and a channel's listings of one SKU come close together, so a few entries suffice.
+
+The body is exactly what the store writes (``codec.body``), so a master read from
+a file is planned and written without being encoded again, and a master read
+from the store is held as stored, without being decoded at all.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import ItemsView, ValuesView
+from typing import Iterable, Iterator, Mapping, Sequence, overload
+
+import orjson
+
+from auditor import codec
+from auditor.model import MasterRecord
+
+CACHE = 256  # decoded records kept (the most recently read)
+
+
+def _decode(body: bytes | str) -> MasterRecord:
+    return codec.master_from_dict(orjson.loads(body))
+
+
+class CompactMaster(Mapping[str, MasterRecord]):
+    """SKU -> ``MasterRecord``, held as stored bodies and decoded on access.
+
+    A drop-in for the ``dict`` a run used to hold: ``master[sku]``, ``in``, ``len``,
+    iteration, ``items()`` and ``==`` behave the same. ``body(sku)`` is the stored
+    JSON (bytes), identical to ``codec.body(master[sku])``.
+    """
+
+    __slots__ = ("_bodies", "_cache")
+
+    def __init__(self, bodies: dict[str, bytes] | None = None):
+        self._bodies: dict[str, bytes] = bodies if bodies is not None else {}
+        self._cache: dict[str, MasterRecord] = {}
+
+    @classmethod
+    def of(cls, records: Iterable[MasterRecord]) -> "CompactMaster":
+        """From records (a later record of the same SKU replaces an earlier one)."""
+        out = cls()
+        for rec in records:
+            out.add(rec)
+        return out
+
+    @classmethod
+    def from_bodies(cls, rows: Iterable[tuple[str, bytes | str]]) -> "CompactMaster":
+        """From (SKU, stored JSON) pairs, as a store reads them: nothing is decoded."""
+        intern = sys.intern
+        return cls({intern(sku): (data.encode() if isinstance(data, str) else bytes(data))
+                    for sku, data in rows})
+
+    def add(self, rec: MasterRecord) -> None:
+        sku = sys.intern(rec.sku)
+        self._bodies[sku] = codec.body(rec)
+        self._cache.pop(sku, None)
+
+    def body(self, sku: str) -> bytes:
+        """The record's stored JSON (``codec.body``), without decoding it."""
+        return self._bodies[sku]
+
+    def bodies(self) -> Iterator[tuple[str, bytes]]:
+        """(SKU, stored JSON) of every record, in insertion order."""
+        return iter(self._bodies.items())
+
+    def __getitem__(self, sku: str) -> MasterRecord:
+        cache = self._cache
+        rec = cache.get(sku)
+        if rec is None:
+            rec = _decode(self._bodies[sku])  # KeyError when the SKU is not in the master
+            if len(cache) >= CACHE:
+                cache.clear()  # cheaper than LRU bookkeeping on every read
+            cache[sku] = rec
+        return rec
+
+    def get(self, sku, default=None):  # type: ignore[override]
+        return self[sku] if sku in self._bodies else default
+
+    def __contains__(self, sku: object) -> bool:
+        return sku in self._bodies
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._bodies)
+
+    def __len__(self) -> int:
+        return len(self._bodies)
+
+    def records(self) -> Iterator[tuple[str, MasterRecord]]:
+        """Every (SKU, record), each decoded once and not cached (a whole-master pass)."""
+        for sku, data in self._bodies.items():
+            yield sku, _decode(data)
+
+    def items(self) -> "_Items":  # type: ignore[override]
+        return _Items(self)
+
+    def values(self) -> "_Values":  # type: ignore[override]
+        return _Values(self)
+
+    def __repr__(self) -> str:
+        return f"<CompactMaster of {len(self._bodies)} records>"
+
+    def __reduce__(self):
+        return (CompactMaster, (self._bodies,))
+
+
+class _Items(ItemsView):
+    """Whole-master passes (indexing, ``==``) decode each record once, bypassing the cache."""
+
+    def __iter__(self):
+        return self._mapping.records()
+
+
+class _Values(ValuesView):
+    def __iter__(self):
+        return (rec for _sku, rec in self._mapping.records())
+
+
+class CompactRecords(Sequence[MasterRecord]):
+    """A list of master records held as stored bodies (a master file as read):
+    ``append``, ``len``, indexing and iteration decode on access."""
+
+    __slots__ = ("_skus", "_bodies")
+
+    def __init__(self, records: Iterable[MasterRecord] = ()):
+        self._skus: list[str] = []
+        self._bodies: list[bytes] = []
+        for rec in records:
+            self.append(rec)
+
+    def append(self, rec: MasterRecord) -> None:
+        self._skus.append(sys.intern(rec.sku))
+        self._bodies.append(codec.body(rec))
+
+    @overload
+    def __getitem__(self, i: int) -> MasterRecord: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[MasterRecord]: ...
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [_decode(b) for b in self._bodies[i]]
+        return _decode(self._bodies[i])
+
+    def __len__(self) -> int:
+        return len(self._bodies)
+
+    def __iter__(self) -> Iterator[MasterRecord]:
+        return (_decode(b) for b in self._bodies)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, CompactRecords):
+            return self._bodies == other._bodies
+        if isinstance(other, (list, tuple)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    def master(self) -> CompactMaster:
+        """By SKU, sharing the bodies (nothing is decoded or encoded again)."""
+        return CompactMaster(dict(zip(self._skus, self._bodies)))
+
+
+def compact(master: Mapping[str, MasterRecord]) -> CompactMaster:
+    """``master`` as a ``CompactMaster`` (itself when it already is one)."""
+    if isinstance(master, CompactMaster):
+        return master
+    return CompactMaster.of(master.values()) if all(
+        sku == rec.sku for sku, rec in master.items()) else \
+        CompactMaster({sku: codec.body(rec) for sku, rec in master.items()})
+
+
+def body_of(records: Mapping[str, MasterRecord], sku: str) -> bytes:
+    """The stored JSON of ``records[sku]``, without decoding when it is held compactly."""
+    if isinstance(records, CompactMaster):
+        return records.body(sku)
+    return codec.body(records[sku])
