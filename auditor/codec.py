@@ -26,6 +26,9 @@ def _unmoney(v: str | None) -> Money | None:
     return Money(Decimal(amount), cur)
 
 
+unmoney = _unmoney  # "12.50 EUR" -> Money (auditor.compact decodes with it)
+
+
 def _undt(v: str | None) -> datetime | None:
     return None if not v else datetime.fromisoformat(v)
 

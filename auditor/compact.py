@@ -16,19 +16,72 @@ from the store is held as stored, without being decoded at all.
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from collections.abc import ItemsView, ValuesView
 from typing import Iterable, Iterator, Mapping, Sequence, overload
 
 import orjson
 
 from auditor import codec
-from auditor.model import MasterRecord
+from auditor.model import Availability, MasterRecord, MasterStatus, Money
 
 CACHE = 256  # decoded records kept (the most recently read)
 
 
+_MONEY: dict[str, Money] = {}        # "12.50 EUR" -> Money (immutable: shared by records)
+_TIMES: dict[str, datetime] = {}      # ISO 8601 -> datetime (sale windows repeat)
+_AVAILABILITY = {m.value: m for m in Availability}
+_STATUS = {m.value: m for m in MasterStatus}
+_SHARED_MAX = 1 << 16
+
+
+def _money(v: str) -> Money | None:
+    if not v:
+        return None
+    m = _MONEY.get(v)
+    if m is None:
+        m = codec.unmoney(v)
+        if len(_MONEY) >= _SHARED_MAX:
+            _MONEY.clear()
+        _MONEY[v] = m
+    return m
+
+
+def _time(v: str) -> datetime | None:
+    if not v:
+        return None
+    t = _TIMES.get(v)
+    if t is None:
+        if len(_TIMES) >= _SHARED_MAX:
+            _TIMES.clear()
+        t = _TIMES[v] = datetime.fromisoformat(v)
+    return t
+
+
 def _decode(body: bytes | str) -> MasterRecord:
-    return codec.master_from_dict(orjson.loads(body))
+    """``codec.master_from_dict(orjson.loads(body))``, faster: the one decoder on a run's
+    hot path (once per listing). Money and times are shared between records."""
+    d = orjson.loads(body)
+    get = d.get
+    if (v := get("price")) is not None:
+        d["price"] = _money(v)
+    if (v := get("sale_price")) is not None:
+        d["sale_price"] = _money(v)
+    if (v := get("prices")) is not None:
+        d["prices"] = {c: _money(x) for c, x in v.items()}
+    if (v := get("sale_prices")) is not None:
+        d["sale_prices"] = {c: _money(x) for c, x in v.items()}
+    if (v := get("sale_start")) is not None:
+        d["sale_start"] = _time(v)
+    if (v := get("sale_end")) is not None:
+        d["sale_end"] = _time(v)
+    if (v := get("availability")) is not None:
+        d["availability"] = _AVAILABILITY[v]
+    if (v := get("status")) is not None:
+        d["status"] = _STATUS[v]
+    if (v := get("images")) is not None:
+        d["images"] = tuple(v)
+    return MasterRecord(**d)
 
 
 class CompactMaster(Mapping[str, MasterRecord]):

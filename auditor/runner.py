@@ -336,7 +336,7 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
     def settle(li: Listing, link: Link) -> None:
         m = master.get(link.sku) if link.sku else None
         if m is not None:
-            linked_skus.add(m.sku)
+            linked_skus.add(link.sku)  # the index's own string, not a decoded copy
             summary.linked += 1
         elif link.method == LinkMethod.AMBIGUOUS:
             summary.ambiguous += 1
@@ -407,10 +407,10 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
                               f" no listing is concluded missing")
     if result.status == SourceStatus.COMPLETE:
         store.mark_removed(run_id, ch.name, unseen)
-        for sku, m in master.items():
+        for sku in master:  # decoded only when unlinked (a compact master decodes on access)
             # a master only suggested for a listing is not concluded missing: a person decides
             if sku not in linked_skus and sku not in suggested_skus:
-                run_checks(m, None)
+                run_checks(master[sku], None)
 
     result.finished_at = datetime.now(timezone.utc)
     counts = {name: Counter({str(o): n for o, n in t.items()}) for name, t in tallies.items()}
