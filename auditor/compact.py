@@ -16,6 +16,7 @@ from the store is held as stored, without being decoded at all.
 from __future__ import annotations
 
 import sys
+import zlib
 from datetime import datetime
 from collections.abc import ItemsView, ValuesView
 from typing import Iterable, Iterator, Mapping, Sequence, overload
@@ -84,6 +85,49 @@ def _decode(body: bytes | str) -> MasterRecord:
     return MasterRecord(**d)
 
 
+class Packer:
+    """Compresses bodies with a dictionary learnt from the first ``SAMPLE`` of them.
+
+    A master's bodies share most of their text (field names, URL and image prefixes,
+    brands, description phrases): raw deflate primed with a sample of them holds a
+    body of 800 bytes in about 125, and inflates it in about 2 µs. The first bodies,
+    read before the dictionary exists, are kept as they are (a leading ``r``); the
+    rest compressed (a leading ``z``). Unpacking gives the exact bytes packed.
+    """
+
+    SAMPLE = 64
+    __slots__ = ("zdict", "_sample", "_c", "_d")
+
+    def __init__(self, zdict: bytes | None = None):
+        self.zdict: bytes | None = None
+        self._sample: list[bytes] = []
+        if zdict is not None:
+            self._prime(zdict)
+
+    def _prime(self, zdict: bytes) -> None:
+        self.zdict = zdict
+        self._c = zlib.compressobj(6, zlib.DEFLATED, -15, 4, zlib.Z_DEFAULT_STRATEGY, zdict)
+        self._d = zlib.decompressobj(-15, zdict)
+        self._sample = []
+
+    def pack(self, body: bytes) -> bytes:
+        if self.zdict is None:
+            self._sample.append(body)
+            if len(self._sample) >= self.SAMPLE:
+                self._prime(b"".join(self._sample)[-32768:])
+            return b"r" + body
+        c = self._c.copy()
+        return b"z" + c.compress(body) + c.flush()
+
+    def __reduce__(self):
+        return (Packer, (self.zdict,))
+
+    def unpack(self, packed: bytes) -> bytes:
+        if packed[0] == 0x7A:  # "z"
+            return self._d.copy().decompress(packed[1:])
+        return packed[1:]
+
+
 class CompactMaster(Mapping[str, MasterRecord]):
     """SKU -> ``MasterRecord``, held as stored bodies and decoded on access.
 
@@ -92,10 +136,12 @@ class CompactMaster(Mapping[str, MasterRecord]):
     JSON (bytes), identical to ``codec.body(master[sku])``.
     """
 
-    __slots__ = ("_bodies", "_cache")
+    __slots__ = ("_bodies", "_cache", "_packer")
 
-    def __init__(self, bodies: dict[str, bytes] | None = None):
+    def __init__(self, bodies: dict[str, bytes] | None = None, packer: Packer | None = None):
+        """``bodies``: SKU -> body as packed by ``packer`` (both shared, not copied)."""
         self._bodies: dict[str, bytes] = bodies if bodies is not None else {}
+        self._packer = packer if packer is not None else Packer()
         self._cache: dict[str, MasterRecord] = {}
 
     @classmethod
@@ -110,27 +156,32 @@ class CompactMaster(Mapping[str, MasterRecord]):
     def from_bodies(cls, rows: Iterable[tuple[str, bytes | str]]) -> "CompactMaster":
         """From (SKU, stored JSON) pairs, as a store reads them: nothing is decoded."""
         intern = sys.intern
-        return cls({intern(sku): (data.encode() if isinstance(data, str) else bytes(data))
-                    for sku, data in rows})
+        out = cls()
+        pack = out._packer.pack
+        out._bodies = {intern(sku): pack(data.encode() if isinstance(data, str) else bytes(data))
+                       for sku, data in rows}
+        return out
 
     def add(self, rec: MasterRecord) -> None:
         sku = sys.intern(rec.sku)
-        self._bodies[sku] = codec.body(rec)
+        self._bodies[sku] = self._packer.pack(codec.body(rec))
         self._cache.pop(sku, None)
 
     def body(self, sku: str) -> bytes:
         """The record's stored JSON (``codec.body``), without decoding it."""
-        return self._bodies[sku]
+        return self._packer.unpack(self._bodies[sku])
 
     def bodies(self) -> Iterator[tuple[str, bytes]]:
         """(SKU, stored JSON) of every record, in insertion order."""
-        return iter(self._bodies.items())
+        unpack = self._packer.unpack
+        return ((sku, unpack(z)) for sku, z in self._bodies.items())
 
     def __getitem__(self, sku: str) -> MasterRecord:
         cache = self._cache
         rec = cache.get(sku)
         if rec is None:
-            rec = _decode(self._bodies[sku])  # KeyError when the SKU is not in the master
+            # KeyError when the SKU is not in the master
+            rec = _decode(self._packer.unpack(self._bodies[sku]))
             if len(cache) >= CACHE:
                 cache.clear()  # cheaper than LRU bookkeeping on every read
             cache[sku] = rec
@@ -150,8 +201,9 @@ class CompactMaster(Mapping[str, MasterRecord]):
 
     def records(self) -> Iterator[tuple[str, MasterRecord]]:
         """Every (SKU, record), each decoded once and not cached (a whole-master pass)."""
+        unpack = self._packer.unpack
         for sku, data in self._bodies.items():
-            yield sku, _decode(data)
+            yield sku, _decode(unpack(data))
 
     def items(self) -> "_Items":  # type: ignore[override]
         return _Items(self)
@@ -163,7 +215,7 @@ class CompactMaster(Mapping[str, MasterRecord]):
         return f"<CompactMaster of {len(self._bodies)} records>"
 
     def __reduce__(self):
-        return (CompactMaster, (self._bodies,))
+        return (CompactMaster, (self._bodies, self._packer))
 
 
 class _Items(ItemsView):
@@ -182,17 +234,18 @@ class CompactRecords(Sequence[MasterRecord]):
     """A list of master records held as stored bodies (a master file as read):
     ``append``, ``len``, indexing and iteration decode on access."""
 
-    __slots__ = ("_skus", "_bodies")
+    __slots__ = ("_skus", "_bodies", "_packer")
 
     def __init__(self, records: Iterable[MasterRecord] = ()):
         self._skus: list[str] = []
-        self._bodies: list[bytes] = []
+        self._bodies: list[bytes] = []  # packed
+        self._packer = Packer()
         for rec in records:
             self.append(rec)
 
     def append(self, rec: MasterRecord) -> None:
         self._skus.append(sys.intern(rec.sku))
-        self._bodies.append(codec.body(rec))
+        self._bodies.append(self._packer.pack(codec.body(rec)))
 
     @overload
     def __getitem__(self, i: int) -> MasterRecord: ...
@@ -200,35 +253,37 @@ class CompactRecords(Sequence[MasterRecord]):
     def __getitem__(self, i: slice) -> list[MasterRecord]: ...
 
     def __getitem__(self, i):
+        unpack = self._packer.unpack
         if isinstance(i, slice):
-            return [_decode(b) for b in self._bodies[i]]
-        return _decode(self._bodies[i])
+            return [_decode(unpack(b)) for b in self._bodies[i]]
+        return _decode(unpack(self._bodies[i]))
 
     def __len__(self) -> int:
         return len(self._bodies)
 
     def __iter__(self) -> Iterator[MasterRecord]:
-        return (_decode(b) for b in self._bodies)
+        unpack = self._packer.unpack
+        return (_decode(unpack(b)) for b in self._bodies)
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, CompactRecords):
-            return self._bodies == other._bodies
-        if isinstance(other, (list, tuple)):
+        if isinstance(other, (CompactRecords, list, tuple)):
             return list(self) == list(other)
         return NotImplemented
 
     def master(self) -> CompactMaster:
         """By SKU, sharing the bodies (nothing is decoded or encoded again)."""
-        return CompactMaster(dict(zip(self._skus, self._bodies)))
+        return CompactMaster(dict(zip(self._skus, self._bodies)), self._packer)
 
 
 def compact(master: Mapping[str, MasterRecord]) -> CompactMaster:
     """``master`` as a ``CompactMaster`` (itself when it already is one)."""
     if isinstance(master, CompactMaster):
         return master
-    return CompactMaster.of(master.values()) if all(
-        sku == rec.sku for sku, rec in master.items()) else \
-        CompactMaster({sku: codec.body(rec) for sku, rec in master.items()})
+    out = CompactMaster()
+    pack, bodies = out._packer.pack, out._bodies
+    for sku, rec in master.items():
+        bodies[sys.intern(sku)] = pack(codec.body(rec))
+    return out
 
 
 def body_of(records: Mapping[str, MasterRecord], sku: str) -> bytes:
