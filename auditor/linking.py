@@ -124,29 +124,41 @@ class _LazyIndex(dict):
         self.master = master
 
     def __missing__(self, kind: str) -> dict[str, str | list[str]]:
-        # One SKU is held as itself, several as a list: nearly every key names one
-        # master, and a list per key would cost more than the key (issue 20).
-        idx: dict[str, Any] = {}
-        if kind == "sku":  # the SKU alone: no record is decoded
-            pairs: Iterable[tuple[str, str | None]] = (
-                (sku, sku if (k := norm_sku(sku)) == sku else k) for sku in self.master)
-        else:
-            keyof = _MASTER_KEYS[kind]
-            items = self.master.items()
-            pairs = ((sku, keyof(sku, rec)) for sku, rec in items)
-        for sku, key in pairs:
-            if not key:
-                continue
-            had = idx.get(key)
-            if had is None:
-                idx[key] = sku
-            else:
-                if isinstance(had, str):
-                    idx[key] = [had, sku]
-                else:
-                    had.append(sku)
-        self[kind] = idx
-        return idx
+        self.build([kind])
+        return self[kind]
+
+    def build(self, kinds: Iterable[str]) -> None:
+        """Index the given kinds (those not yet built) in one pass over the master.
+
+        One SKU is held as itself, several as a list: nearly every key names one
+        master, and a list per key would cost more than the key (issue 20)."""
+        kinds = [k for k in dict.fromkeys(kinds) if k not in self]
+        if "sku" in kinds:  # the SKU alone: no record is decoded
+            kinds.remove("sku")
+            idx: dict[str, Any] = {}
+            for sku in self.master:
+                _put(idx, sku if (k := norm_sku(sku)) == sku else k, sku)
+            self["sku"] = idx
+        if not kinds:
+            return
+        built = [(_MASTER_KEYS[k], {}) for k in kinds]
+        for sku, rec in self.master.items():  # a compact master decodes each record once
+            for keyof, idx in built:
+                _put(idx, keyof(sku, rec), sku)
+        for kind, (_keyof, idx) in zip(kinds, built):
+            self[kind] = idx
+
+
+def _put(idx: dict[str, Any], key: str | None, sku: str) -> None:
+    if not key:
+        return
+    had = idx.get(key)
+    if had is None:
+        idx[key] = sku
+    elif isinstance(had, str):
+        idx[key] = [had, sku]
+    else:
+        had.append(sku)
 
 
 class Linker:
@@ -170,8 +182,7 @@ class Linker:
     def prepare(self) -> None:
         """Build every index now (each is otherwise built on first use): done once before
         forking workers, so they share the indexes instead of each building its own."""
-        for kind in self.order:
-            self.index[kind]
+        self.index.build(self.order)
         if self.fuzzy:
             self.match_index
 
