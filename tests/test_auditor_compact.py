@@ -128,6 +128,9 @@ def test_store_holds_the_master_as_stored_and_plans_the_same_hashes(tmp_path):
     assert store.current_master() == changed
     (until, old), = store.master_history()["B"]
     assert old == recs["B"] and until == NOW + timedelta(days=1)
+    hist = store.master_history()
+    hist.add({"C": codec.body(changed["C"]).decode()}, (NOW + timedelta(days=2)).isoformat())
+    assert hist["C"] == [(NOW + timedelta(days=2), changed["C"])] and len(hist) == 2
     store.close()
 
 
