@@ -141,16 +141,23 @@ class _LazyIndex(dict):
             self["sku"] = idx
         if not kinds:
             return
-        built = [(_MASTER_KEYS[k], {}) for k in kinds]
+        built = [(_MASTER_KEYS[k], {}, k in _HASHED) for k in kinds]
         for sku, rec in self.master.items():  # a compact master decodes each record once
-            for keyof, idx in built:
-                _put(idx, keyof(sku, rec), sku)
-        for kind, (_keyof, idx) in zip(kinds, built):
+            for keyof, idx, hashed in built:
+                key = keyof(sku, rec)
+                _put(idx, hash(key) if hashed and key else key, sku)
+        for kind, (_keyof, idx, _hashed) in zip(kinds, built):
             self[kind] = idx
 
 
-def _put(idx: dict[str, Any], key: str | None, sku: str) -> None:
-    if not key:
+# Kinds indexed by the hash of the key, not the key: a GTIN, brand|MPN or URL string
+# per master costs more than the rest of its index entry; a hit is checked against the
+# master's own key (issue 20).
+_HASHED = frozenset({"gtin", "mpn", "url"})
+
+
+def _put(idx: dict[Any, Any], key: str | int | None, sku: str) -> None:
+    if key is None or key == "":
         return
     had = idx.get(key)
     if had is None:
@@ -205,7 +212,15 @@ class Linker:
             key = _LISTING_KEYS[kind](li)
             if not key:
                 continue
-            hits = index[kind].get(key)
+            if kind in _HASHED:
+                hits = index[kind].get(hash(key))
+                if hits:  # held by the key's hash: keep the masters whose key it really is
+                    keyof, master = _MASTER_KEYS[kind], self.master
+                    hits = [s for s in ((hits,) if isinstance(hits, str) else hits)
+                            if keyof(s, master[s]) == key]
+                    hits = hits[0] if len(hits) == 1 else hits
+            else:
+                hits = index[kind].get(key)
             if not hits:
                 continue
             if isinstance(hits, str):

@@ -159,3 +159,16 @@ def test_packer_learns_a_dictionary_and_gives_back_exact_bytes():
     assert sum(map(len, late)) * 3 < sum(len(codec.body(r)) for r in recs[Packer.SAMPLE:])
     m = CompactMaster({r.sku: z for r, z in zip(recs, packed)}, p)
     assert pickle.loads(pickle.dumps(m)) == {r.sku: r for r in recs}
+
+
+def test_keys_held_by_hash_are_checked_against_the_master():
+    from auditor.linking import norm_gtin
+    m = compact({"A-1": make_master("A-1", gtin="4006381333931", title="Alpha")})
+    lk = Linker(m, {})
+    lk.prepare()
+    assert lk.link(make_listing(key="k1", sku=None, gtin="4006381333931")).sku == "A-1"
+    # a listing whose key has the same hash as a master's (a collision, forced here)
+    other = norm_gtin("4006381333948")
+    lk.index["gtin"][hash(other)] = "A-1"
+    link = lk.link(make_listing(key="k2", sku=None, gtin="4006381333948", title=None))
+    assert link.sku is None
