@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from auditor.model import Finding, Link, Listing, MasterRecord, Outcome, Severity
+from auditor.model import (Finding, Link, Listing, MasterRecord, Outcome, Severity,
+                           listing_fields_of)
 from auditor.options import Opt
 from auditor.plugins import register_check
 
@@ -95,7 +96,20 @@ class CheckContext:
                 outcome: Outcome, severity: Severity = Severity.INFO, *,
                 expected: Any = None, actual: Any = None, score: float | None = None,
                 message: str = "", **details: Any) -> Finding:
-        """Build a finding for this check and channel."""
+        """Build a finding for this check and channel.
+
+        A failed or warn outcome on a field the channel read with low confidence
+        (``Listing.confidence``) becomes not_evaluated, saying why and which selector
+        would make the read certain (auditor/confidence.py).
+        """
+        if listing is not None and listing.confidence and outcome in (Outcome.FAILED,
+                                                                      Outcome.WARN):
+            from auditor.confidence import uncertain
+
+            u = uncertain(listing, field_name, outcome)
+            if u is not None:
+                outcome, severity, why = u
+                message = f"{why}; {message}" if message else why
         return Finding(
             check=self.check,
             channel=self.channel,
@@ -162,3 +176,96 @@ def check(name: str, *, options: Sequence[Opt] = (), fields: Sequence[str] = ()
         return fn
 
     return deco
+
+
+def _unread_reason(finding_field: str, unread: Mapping[str, str]) -> str | None:
+    for name in listing_fields_of(finding_field):
+        why = unread.get(name)
+        if why is not None:
+            return why
+    return None
+
+
+def with_unread(fields: Sequence[str], findings: Iterable[Finding], master: MasterRecord | None,
+                listing: Listing, ctx: CheckContext) -> list[Finding]:
+    """A check's findings on a listing with unread cells (``listing.unread``).
+
+    A comparison of a field whose cell could not be read is ``not_evaluated``, with
+    the file, line and reason, whatever the check concluded from the empty field; a
+    field the check compares (``fields``) is said not evaluated even when the check
+    had nothing to say about it. Other fields keep their outcomes.
+    """
+    unread = listing.unread
+    out: list[Finding] = []
+    done: set[str] = set()
+
+    def not_evaluated(name: str, why: str) -> Finding:
+        done.add(name)
+        return ctx.finding(master, listing, name, Outcome.NOT_EVALUATED, Severity.INFO,
+                           message=f"{name} not compared: the cell could not be read ({why})",
+                           unread=why)
+
+    for f in findings:
+        why = _unread_reason(f.field, unread)
+        if why is None:
+            out.append(f)
+        elif f.field not in done:
+            out.append(not_evaluated(f.field, why))
+    if master is not None:
+        for name in fields:
+            if name not in done and (why := _unread_reason(name, unread)) is not None:
+                out.append(not_evaluated(name, why))
+    return out
+
+
+# Listing fields that can be absent from a whole source (a column or element it lacks).
+CARRIABLE = ("title", "description", "brand", "gtin", "mpn", "price", "sale_price",
+             "sale_start", "sale_end", "quantity", "availability", "images", "url")
+
+
+def is_carried(finding_field: str, carried: Iterable[str] | set[str]) -> bool:
+    """Whether a source carrying the listing fields ``carried`` can show ``finding_field``.
+
+    Only the fields in ``CARRIABLE`` can be absent; attributes are compared only where
+    a listing shows them, so an attribute a channel lacks never yields a finding.
+    """
+    names = listing_fields_of(finding_field)
+    relevant = [n for n in names if n in CARRIABLE]
+    if not relevant:
+        return True
+    return any(n in carried for n in relevant)
+
+
+class CarriedFields:
+    """Which listing fields a channel's source carries, for the checks' fields.
+
+    The connector may declare them (``SourceContext.carries``: a header's columns,
+    a feed's elements); without a declaration a field counts as carried once any
+    listing shows it. Cheap per listing: only the fields not yet seen are looked at.
+    """
+
+    def __init__(self, specs: Sequence[CheckSpec]):
+        wanted = {n for s in specs for f in s.fields for n in listing_fields_of(f)}
+        self.unseen = [n for n in CARRIABLE if n in wanted]
+        self.shown: set[str] = set()
+
+    def see(self, listing: Listing) -> None:
+        """Note the fields ``listing`` shows (only the ones no listing showed yet)."""
+        for name in self.unseen:
+            if getattr(listing, name) or name in listing.unread:
+                self.shown.add(name)
+        if self.shown.intersection(self.unseen):
+            self.unseen = [n for n in self.unseen if n not in self.shown]
+
+    def missing(self, specs: Sequence[CheckSpec], declared: set[str] | None,
+                listings: int) -> dict[str, list[str]]:
+        """Check -> its fields the source never carries (none when it yielded nothing)."""
+        if not listings:
+            return {}
+        carried = self.shown | (declared or set())
+        out: dict[str, list[str]] = {}
+        for s in specs:
+            gone = [f for f in s.fields if not is_carried(f, carried)]
+            if gone:
+                out[s.name] = gone
+        return out

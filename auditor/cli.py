@@ -8,7 +8,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -21,7 +23,8 @@ from rich.table import Table
 
 from auditor import __version__, log as logsetup, plugins
 from auditor.config import (CHANNEL_OPTIONS, HTTP_OPTIONS, LINKING_OPTIONS, MASTER_OPTIONS,
-                            RUN_OPTIONS, STORE_OPTIONS, Config, load_config)
+                            REPORT_OPTIONS, RUN_OPTIONS, SERVE_OPTIONS, SMTP_OPTIONS,
+                            STORE_OPTIONS, UI_OPTIONS, Config, load_config)
 from auditor.errors import AuditorError, ConfigError, Interrupted
 from auditor.hookspecs import hookimpl
 
@@ -34,7 +37,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 # In a pipe there is no terminal width: use a wide one rather than folding tables.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # never folded mid-phrase
 
 
 def safe(v: Any, width: int | None = None) -> str:
@@ -58,17 +61,37 @@ class AuditorGroup(click.Group):
             sys.exit(EXIT_ERROR)
 
 
+def _config_path(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path:
+    """The config file: this command's --config, else the one given before the
+    subcommand (``auditor --config x.toml run``), else AUDITOR_CONFIG, else config.toml."""
+    if value is not None:
+        return value
+    parent = ctx.parent
+    while parent is not None:
+        given = parent.params.get("config_path")
+        if given is not None:
+            return given
+        parent = parent.parent
+    return Path("config.toml")
+
+
 config_option = click.option(
-    "--config", "-c", "config_path", default="config.toml", envvar="AUDITOR_CONFIG",
-    show_default=True, type=click.Path(dir_okay=False, path_type=Path),
-    help="Config file (or set AUDITOR_CONFIG).")
+    "--config", "-c", "config_path", default=None, callback=_config_path,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Config file [default: the --config before the command, else $AUDITOR_CONFIG, "
+         "else config.toml].")
 
 
 @click.group(cls=AuditorGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="auditor")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
-@click.option("-q", "--quiet", is_flag=True, help="Only errors.")
-def main(verbose: int, quiet: bool) -> None:
+@click.option("-q", "--quiet", is_flag=True,
+              help="Only errors: no progress, no summary (exit codes still tell).")
+@click.option("--config", "-c", "config_path", default=None, envvar="AUDITOR_CONFIG",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Config file for every command (or set AUDITOR_CONFIG); default config.toml.")
+@click.pass_context
+def main(ctx: click.Context, verbose: int, quiet: bool, config_path: Path | None) -> None:
     """omni-auditor: audits product data on every sales channel against the master record.
 
     \b
@@ -79,10 +102,69 @@ def main(verbose: int, quiet: bool) -> None:
       auditor findings --open           # what is wrong now
     """
     logsetup.setup(-1 if quiet else verbose)
+    ctx.obj = {"quiet": quiet}
 
 
 def _load(config_path: Path) -> Config:
     return load_config(config_path)
+
+
+class FormatChoice(click.Choice):
+    """table, json or csv (``text`` is read as ``table``, as earlier versions spelt it)."""
+
+    def __init__(self) -> None:
+        super().__init__(["table", "json", "csv"])
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        return super().convert("table" if value == "text" else value, param, ctx)
+
+
+def format_option(fn: Any) -> Any:
+    """The one ``--format table|json|csv`` option of every command that prints records."""
+    return click.option("--format", "fmt", type=FormatChoice(), default="table",
+                        show_default=True, help="Output: a table for people, JSON or CSV "
+                        "for programs.")(fn)
+
+
+def _quiet() -> bool:
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root() if ctx is not None else None
+    return bool(root and root.obj and root.obj.get("quiet"))
+
+
+def _width() -> int:
+    """Columns for tables: $COLUMNS, else the terminal's, else 200 (pipes)."""
+    env = os.environ.get("COLUMNS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return 200
+
+
+def _csv_out(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """The one CSV writer of every command (``--format csv``)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (json.dumps(v) if isinstance(v, (dict, list)) else v)
+                    for k, v in r.items()})
+    click.echo(buf.getvalue(), nl=False)
+
+
+def _known(kind: str, given: Iterable[str], known: Iterable[str]) -> None:
+    """An unknown filter value is an error (a typo must not read as "nothing found")."""
+    known = sorted(set(known))
+    for v in given:
+        if v not in known:
+            import difflib
+
+            close = difflib.get_close_matches(v, known, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise click.BadParameter(f"unknown {kind} {v!r}{hint}; known: "
+                                     f"{', '.join(known) or 'none yet'}",
+                                     param_hint=f"--{kind}")
 
 
 # ---------------------------------------------------------------------------- run
@@ -92,17 +174,24 @@ def _load(config_path: Path) -> Config:
 @click.option("--channel", "channels", multiple=True, help="Only this channel (repeatable).")
 @click.option("--wait", type=float, default=0.0, show_default=True,
               help="Seconds to wait for another run holding the store lock.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@format_option
 @click.option("--now", "now_text", metavar="ISO-TIME",
               help="Evaluate sale windows and history as of this time (replays, tests).")
+@click.option("--master-only", is_flag=True,
+              help="Import the master and read no channel (the master's own schedule).")
+@click.option("--metrics-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="After the run, write the metrics here in the node-exporter textfile "
+                   "format (atomically), e.g. /var/lib/node_exporter/textfile/auditor.prom.")
 def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
-        now_text: str | None) -> None:
+        now_text: str | None, master_only: bool, metrics_file: Path | None) -> None:
     """Import the master, read the channels, link, check and store findings.
 
     \b
-    Example:
+    Examples:
       auditor run --config config.toml --channel google
+      auditor -q run                    # cron: nothing printed but errors; the exit code tells
+      auditor run --format json         # the summary for a program (csv: one row per channel)
+      auditor run --metrics-file /var/lib/node_exporter/textfile/auditor.prom
     Exit codes: 0 all consistent, 1 findings, 2 could not run or partial;
     130 / 143 interrupted by Ctrl-C / SIGTERM (the run is recorded `interrupted`).
     """
@@ -112,6 +201,13 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
     cfg = _load(config_path)
     for name in channels:
         cfg.channel(name)
+    if master_only:
+        if channels:
+            raise click.BadParameter("--master-only reads no channel; drop --channel",
+                                     param_hint="--master-only")
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, channels=())
     now = None
     if now_text:
         from auditor.values import parse_datetime
@@ -126,7 +222,7 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
         with interrupt_on_signals():
             store = open_store(cfg.store_url)
             try:
-                with store.run_lock(wait), _progress() as progress:
+                with store.run_lock(wait), _progress(_quiet()) as progress:
                     session = AuditSession(cfg, store, channels=list(channels) or None, now=now,
                                            listeners=[progress] if progress else [])
                     report = session.run()
@@ -140,24 +236,48 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
                   + ("; recorded as interrupted" if run_id else ""))
         sys.exit(EXIT_SIGTERM if isinstance(e, Interrupted) and e.signum == signal.SIGTERM
                  else EXIT_SIGINT)
-    if fmt == "json":
-        from auditor.runner import _summary_dict
+    finally:
+        if metrics_file is not None:
+            _write_metrics(cfg, metrics_file)
+    from auditor.runner import _summary_dict
+
+    if _quiet():
+        pass  # -q: the exit code says it all
+    elif fmt == "json":
         click.echo(json.dumps({"run_id": report.run_id, "status": report.status.value,
                                "exit_code": report.exit_code, "master": report.master,
                                "master_error": report.master_error,
                                "interrupted_before": report.interrupted_before,
                                "channels": [_summary_dict(s) for s in report.channels]},
                               default=str, indent=2))
+    elif fmt == "csv":
+        rows = [{"run_id": report.run_id, **_summary_dict(s)} for s in report.channels]
+        _csv_out(rows, ["run_id", "channel", "status", "listings", "linked", "unlinked",
+                        "ambiguous", "failed", "warn", "opened", "resolved", "score", "errors",
+                        "message", "presence_held", "not_carried"])
     else:
         print_report(report)
     sys.exit(report.exit_code)
 
 
+def _write_metrics(cfg: Config, path: Path) -> None:
+    from auditor.service.metrics import store_opener, write_metrics_file
+
+    try:
+        write_metrics_file(path, store_opener(cfg.store_url))
+    except OSError as e:
+        err.print(f"[bold red]error:[/] could not write the metrics file {safe(path)}: {safe(e)}")
+
+
 class _progress:
-    """A rich progress display on a terminal, as a run listener; nothing in pipes."""
+    """A rich progress display on a terminal, as a run listener; nothing in pipes or
+    with -q."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
 
     def __enter__(self):
-        if not err.is_terminal:
+        if self.quiet or not err.is_terminal:
             return None
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -222,11 +342,23 @@ def print_report(report) -> None:
     for s in report.channels:
         if s.message:
             out.print(f"[yellow]{safe(s.channel)}:[/] {safe(s.message)}")
+        if s.presence_held:
+            out.print(f"[yellow]{safe(s.channel)}: presence held:[/] {safe(s.presence_held)}")
+        for note in s.notes:
+            out.print(f"{safe(s.channel)}: {safe(note)}")
+        if s.not_carried:
+            fields = sorted({f for fs in s.not_carried.values() for f in fs})
+            out.print(f"{safe(s.channel)}: not evaluated on this channel, its source never "
+                      f"carries them: {safe(', '.join(fields))}")
     code = report.exit_code
     hint = {0: "all consistent", 1: "findings: see `auditor findings --open`",
             2: "some sources could not be read completely: see `auditor runs --errors`"}[code]
     if code == 2 and report.master_error and not report.channels:
         hint = "the master was rejected: see `auditor runs --errors`"
+    held = [s.channel for s in report.channels if s.presence_held]
+    if code == 2 and held and report.status.value == "complete" and not report.master_error:
+        hint = (f"presence held for {', '.join(held)} (see above): findings of the listings "
+                f"read are in `auditor findings --open`")
     out.print(f"exit {code}: {hint}")
 
 
@@ -234,6 +366,11 @@ def print_report(report) -> None:
 
 FINDING_COLUMNS = ["channel", "sku", "check", "field", "outcome", "severity", "expected",
                    "actual", "state", "message", "fingerprint"]
+# What a person reads first, in a terminal of 100 columns: the message whole.
+FINDING_VIEW = ["sku", "channel", "check", "severity", "message"]
+FINDING_WIDE = ["sku", "channel", "check", "field", "outcome", "severity", "state", "expected",
+                "actual", "message", "fingerprint"]
+FINDING_STATES = ("open", "resolved")
 
 
 def _rows_out(rows: list[dict[str, Any]], columns: list[str], fmt: str, title: str,
@@ -241,20 +378,27 @@ def _rows_out(rows: list[dict[str, Any]], columns: list[str], fmt: str, title: s
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2, default=str, ensure_ascii=False))
     elif fmt == "csv":
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (json.dumps(v) if isinstance(v, (dict, list)) else v)
-                        for k, v in r.items()})
-        click.echo(buf.getvalue(), nl=False)
+        _csv_out(rows, columns)
     else:
-        t = Table(title=title, title_justify="left")
-        for c in columns:
-            t.add_column(c, overflow="fold")
-        for r in rows:
-            t.add_row(*[safe(r.get(c), (widths or {}).get(c, 60)) for c in columns])
-        out.print(t)
+        _table_out(rows, columns, title, widths)
+
+
+def _table_out(rows: list[dict[str, Any]], columns: list[str], title: str,
+               widths: dict[str, int] | None = None, wrap: tuple[str, ...] = ()) -> None:
+    """A table sized to the terminal ($COLUMNS in pipes and tests). Short identifying
+    columns are never folded; the columns in ``wrap`` (a message) take the rest of
+    the width and wrap at spaces, whole; other long values are cut at ``widths``."""
+    con = Console(highlight=False, width=_width())
+    t = Table(title=title, title_justify="left", expand=False)
+    for c in columns:
+        if c in wrap:
+            t.add_column(c, overflow="fold", ratio=1, min_width=20)
+        else:
+            t.add_column(c, no_wrap=True, overflow="ellipsis")
+    for r in rows:
+        t.add_row(*[safe(r.get(c), None if c in wrap else (widths or {}).get(c, 60))
+                    for c in columns])
+    con.print(t)
 
 
 def _store_for(config_path: Path) -> Store:
@@ -266,29 +410,57 @@ def _store_for(config_path: Path) -> Store:
 
 @main.command()
 @config_option
-@click.option("--open", "only_open", is_flag=True, help="Only open findings.")
-@click.option("--channel", help="Only this channel.")
-@click.option("--check", "check_name", help="Only this check (title, price, ...).")
+@click.option("--open", "only_open", is_flag=True, help="Only open findings (--state open).")
+@click.option("--state", "states", multiple=True, help="Only findings in this state "
+              "(open, resolved, ...; repeatable).")
+@click.option("--channel", "channels", multiple=True, help="Only this channel (repeatable).")
+@click.option("--check", "check_names", multiple=True,
+              help="Only this check: title, price, ... (repeatable).")
+@click.option("--severity", "severities", multiple=True,
+              help="Only this severity: critical, major, minor, info (repeatable).")
 @click.option("--sku", help="Only this SKU.")
-@click.option("--limit", type=int, help="At most this many rows.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
-              show_default=True)
-def findings(config_path: Path, only_open: bool, channel: str | None, check_name: str | None,
-             sku: str | None, limit: int | None, fmt: str) -> None:
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many rows (1 or more).")
+@click.option("--wide", is_flag=True, help="Table: every column, not only SKU, channel, "
+              "check, severity and message.")
+@format_option
+def findings(config_path: Path, only_open: bool, states: tuple[str, ...],
+             channels: tuple[str, ...], check_names: tuple[str, ...],
+             severities: tuple[str, ...], sku: str | None, limit: int | None, wide: bool,
+             fmt: str) -> None:
     """List findings, most severe first.
+
+    An unknown channel, check, severity or state is an error, never an empty list.
 
     \b
     Examples:
       auditor findings --open
-      auditor findings --channel google --check price --format json
+      auditor findings --channel google --channel meta --check price --format json
+      auditor findings --severity critical --wide
     """
+    from auditor.model import Severity
+
+    cfg = _load(config_path)
     store = _store_for(config_path)
-    rows = [f.to_dict() for f in store.findings(
-        state="open" if only_open else None, channel=channel, check=check_name, sku=sku,
-        limit=limit)]
-    store.close()
-    _rows_out(rows, FINDING_COLUMNS, fmt, f"{len(rows)} finding(s)",
-              {"message": 70, "expected": 40, "actual": 40})
+    try:
+        _known("channel", channels, [c.name for c in cfg.channels] +
+               list(store.finding_values("channel")))
+        _known("check", check_names, list(plugins.checks()) +
+               list(store.finding_values("check_name")))
+        _known("severity", severities, [v.value for v in Severity])
+        _known("state", states, list(FINDING_STATES) + list(store.finding_values("state")))
+        wanted = set(states) | ({"open"} if only_open else set())
+        if only_open and states and "open" not in states:
+            raise click.BadParameter("--open contradicts --state", param_hint="--open")
+        rows = [f.to_dict() for f in store.query_findings(
+            states=sorted(wanted), channels=channels, checks=check_names,
+            severities=severities, sku=sku, limit=limit)]
+    finally:
+        store.close()
+    if fmt == "table":
+        _table_out(rows, FINDING_WIDE if wide else FINDING_VIEW, f"{len(rows)} finding(s)",
+                   {"expected": 40, "actual": 40}, wrap=("message",))
+    else:
+        _rows_out(rows, FINDING_COLUMNS, fmt, f"{len(rows)} finding(s)")
 
 
 @main.group(invoke_without_command=True)
@@ -297,8 +469,7 @@ def findings(config_path: Path, only_open: bool, channel: str | None, check_name
 @click.option("--state", type=click.Choice(["linked", "suggested", "unlinked"]),
               help="Only listings in this state: linked (checks run), suggested (a person "
                    "decides; no findings until then) or unlinked.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
-              show_default=True)
+@format_option
 @click.pass_context
 def links(ctx: click.Context, config_path: Path, channel: str | None, state: str | None,
           fmt: str) -> None:
@@ -315,9 +486,15 @@ def links(ctx: click.Context, config_path: Path, channel: str | None, state: str
     if ctx.invoked_subcommand is not None:
         ctx.obj = {"config_path": config_path, "channel": channel}
         return
+    cfg = _load(config_path)
     store = _store_for(config_path)
-    rows = store.link_states(channel, state)
-    store.close()
+    try:
+        if channel is not None:
+            _known("channel", [channel], [c.name for c in cfg.channels] +
+                   list(store.finding_values("channel")))
+        rows = store.link_states(channel, state)
+    finally:
+        store.close()
     _rows_out(rows, ["channel", "listing_key", "state", "sku", "method", "confidence",
                      "candidates", "reason", "evidence"],
               fmt, f"{len(rows)} link(s)")
@@ -392,24 +569,34 @@ def links_reject(ctx: click.Context, listing: str, sku: str, channel: str | None
     _decide(ctx, listing, sku, channel, "rejected", note, sub_config)
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @config_option
-@click.option("--limit", type=int, default=10, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=10, show_default=True,
+              help="The latest this many runs (1 or more).")
 @click.option("--errors", "show_errors", is_flag=True, help="Also list recorded bad rows/pages.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-              show_default=True)
-def runs(config_path: Path, limit: int, show_errors: bool, fmt: str) -> None:
+@format_option
+@click.pass_context
+def runs(ctx: click.Context, config_path: Path, limit: int, show_errors: bool, fmt: str) -> None:
     """Recent runs with each source's status (complete, partial, failed).
 
     \b
-    Example:
+    Examples:
       auditor runs --limit 3 --errors
+      auditor runs accept 12 google     # accept the drop run 12 held for google
     """
+    if ctx.invoked_subcommand is not None:
+        return
     store = _store_for(config_path)
     rows = []
     for run_rec in store.runs(limit):
         r = run_rec.to_dict()
         r["sources"] = [s.to_dict() for s in store.run_sources(run_rec.id)]
+        held = {h.channel: h for h in store.presence_holds(run_rec.id)}
+        for s in r["sources"]:
+            h = held.get(s["source"])
+            s["presence_held"] = None if h is None else {
+                "reason": h.reason, "state": h.state, "vanished": len(h.vanished),
+                "held_findings": len(h.findings)}
         if show_errors:
             r["errors"] = [e.to_dict() for e in store.run_errors(run_rec.id, limit=200)]
         summary = r.pop("summary", None) or {}
@@ -423,6 +610,12 @@ def runs(config_path: Path, limit: int, show_errors: bool, fmt: str) -> None:
     store.close()
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if fmt == "csv":  # one row per run and source
+        flat = [{"run_id": r["id"], "run_status": r["status"], "started_at": r["started_at"],
+                 "finished_at": r["finished_at"], **s} for r in rows for s in r["sources"]]
+        _csv_out(flat, ["run_id", "run_status", "started_at", "finished_at", "source", "status",
+                        "listings", "errors", "message", "presence_held"])
         return
     for r in rows:
         out.print(f"[bold]run {r['id']}[/] {r['started_at']} -> {r['finished_at'] or '…'}: "
@@ -448,8 +641,40 @@ def runs(config_path: Path, limit: int, show_errors: bool, fmt: str) -> None:
         for s in r["sources"]:
             out.print(f"  {safe(s['source'])}: {s['status']}, {s['listings']} listings, "
                       f"{s['errors']} errors" + (f" ({safe(s['message'])})" if s["message"] else ""))
+            h = s["presence_held"]
+            if h:
+                out.print(f"    presence {h['state']}: {safe(h['reason'])}")
         for e in r.get("errors", []):
             out.print(f"    {safe(e['source'])} {safe(e['location'])}: {safe(e['reason'])}")
+
+
+@runs.command("accept")
+@config_option
+@click.argument("run_id", metavar="RUN", type=int)
+@click.argument("channel")
+def runs_accept(config_path: Path, run_id: int, channel: str) -> None:
+    """Accept what a run held for a channel: a sharp drop in items is real.
+
+    The presence findings the run computed open now (missing listings), the open
+    ones it would have resolved resolve, and the listings that vanished count as
+    removed. Only the channel's latest run can be accepted.
+
+    \b
+    Example:
+      auditor runs accept 12 google
+    """
+    from datetime import datetime, timezone
+
+    cfg = _load(config_path)
+    cfg.channel(channel)
+    store = _store_for(config_path)
+    try:
+        with store.run_lock():
+            counts = store.accept_presence_hold(run_id, channel, datetime.now(timezone.utc))
+    finally:
+        store.close()
+    out.print(f"run {run_id}, {safe(channel)}: accepted; {counts['opened']} finding(s) opened, "
+              f"{counts['resolved']} resolved, {counts['removed']} listing(s) removed")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -464,18 +689,23 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @config_option
 @click.option("--run", "run_id", type=int, help="Run id (default: the latest).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("report.html"), show_default=True, help="Where to write the HTML.")
-def report(config_path: Path, run_id: int | None, output: Path) -> None:
+@click.pass_context
+def report(ctx: click.Context, config_path: Path, run_id: int | None, output: Path) -> None:
     """Write an HTML consistency report of a run: sources, scores, open findings.
+
+    `auditor report weekly` writes the weekly report for managers instead.
 
     \b
     Example:
       auditor report --output /tmp/report.html && xdg-open /tmp/report.html
     """
+    if ctx.invoked_subcommand is not None:
+        return
     from reports.run_report import write_report
 
     store = _store_for(config_path)
@@ -484,6 +714,59 @@ def report(config_path: Path, run_id: int | None, output: Path) -> None:
     finally:
         store.close()
     out.print(f"wrote {safe(path)}")
+
+
+@report.command("weekly")
+@config_option
+@click.option("--week", metavar="YYYY-Www",
+              help="ISO week, e.g. 2026-W47 (default: the last complete week).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Archive folder (default: [report].out_dir); the report goes in <out>/<week>/.")
+@click.option("--email", "send_email", is_flag=True,
+              help="Also email it to [report].email_to through [smtp].")
+@click.option("--to", "recipients", multiple=True, help="Email recipient instead of [report].email_to (repeatable).")
+@click.option("--now", "now_text", metavar="ISO-TIME", help="Report as if it were this time (tests, back-filling).")
+def report_weekly(config_path: Path, week: str | None, out_dir: Path | None, send_email: bool,
+                  recipients: tuple[str, ...], now_text: str | None) -> None:
+    """Write the weekly consistency report: per channel the share of live SKUs fully
+    consistent, grade, trend, findings, incidents and the products with most impact.
+
+    \b
+    Writes <out>/<week>/index.html (self-contained), report.txt, the open findings
+    as CSV and a fix file per drifting channel (a supplemental feed for Google
+    Merchant), and refreshes <out>/index.html, the archive.
+
+    \b
+    Example:
+      auditor report weekly --week 2026-W47 --out reports/ --email
+    """
+    from datetime import datetime, timezone
+
+    from auditor import mail
+    from reports.weekly import make_report, write_archive
+
+    cfg = _load(config_path)
+    now = None
+    if now_text:
+        try:
+            now = datetime.fromisoformat(now_text)
+        except ValueError:
+            raise click.BadParameter(f"{now_text!r} is not an ISO 8601 time", param_hint="--now")
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=timezone.utc)
+    store = _store_for(config_path)
+    try:
+        rep = make_report(store, cfg, week, now, cfg.report.get("ui_base_url"))
+    finally:
+        store.close()
+    folder = write_archive(rep, out_dir or cfg.resolve_path(cfg.report.get("out_dir")
+                                                            or "weekly-reports"))
+    out.print(f"wrote {safe(folder / 'index.html')} ({len(rep.attachments)} attachment(s))")
+    if send_email:
+        to = list(recipients) or list(cfg.report.get("email_to") or [])
+        msg = mail.build_message(cfg.smtp, to, rep.subject, rep.text, rep.html, rep.attachments)
+        mail.send(cfg.smtp, msg)
+        out.print(f"emailed to {safe(', '.join(to))}")
 
 
 # ---------------------------------------------------------------------------- config
@@ -495,41 +778,64 @@ def config_group() -> None:
 
 @config_group.command("check")
 @config_option
-def config_check(config_path: Path) -> None:
-    """Validate a config file; name every bad table and key.
+@click.option("--offline", is_flag=True,
+              help="Only validate the file: do not try to open the sources it names.")
+def config_check(config_path: Path, offline: bool) -> None:
+    """Validate a config file (every bad table and key named), then try to open every
+    source it names: files exist, URLs answer, environment variables are set.
 
     \b
-    Example:
+    Examples:
       auditor config check --config config.toml
+      auditor config check --offline        # the file only, no source opened
+    Exit codes: 0 valid (and every source opens), 2 problems (each listed).
     """
     try:
         cfg = _load(config_path)
     except ConfigError as e:
         err.print(f"[bold red]error:[/] {safe(e)}")
         sys.exit(EXIT_ERROR)
+    if not offline:
+        from auditor.probe import probe_sources
+
+        problems = probe_sources(cfg)
+        if problems:
+            err.print(f"[bold red]error:[/] {safe(config_path)} is valid, but "
+                      f"{len(problems)} source problem(s):")
+            for p in problems:
+                err.print(f"  - {safe(p)}")
+            sys.exit(EXIT_ERROR)
     from auditor.storage import describe as describe_store
 
     out.print(f"{safe(config_path)}: OK, store {safe(describe_store(cfg.store_url))}, master "
               f"{cfg.master['type']} from {safe(cfg.master['source'])}, "
               f"{len(cfg.channels)} channel(s): "
-              + ", ".join(f"{safe(c.name)} ({c.type})" for c in cfg.channels))
+              + ", ".join(f"{safe(c.name)} ({c.type})" for c in cfg.channels)
+              + ("" if offline else "; every source opens"))
 
 
 @config_group.command("options")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@format_option
 def config_options(fmt: str) -> None:
     """Every setting with its default and meaning: tables, connectors and checks.
 
     \b
     Example:
       auditor config options
+      auditor config options --format csv   # section, name, default, help
     """
     sections = settings_reference()
     if fmt == "json":
         click.echo(json.dumps(sections, indent=2, default=str))
         return
+    if fmt == "csv":
+        _csv_out([{"section": title, "name": o["name"],
+                   "default": json.dumps(o["default"], default=str), "help": o["help"]}
+                  for title, opts in sections.items() for o in opts],
+                 ["section", "name", "default", "help"])
+        return
     for title, opts in sections.items():
-        out.print(f"[bold]{title}[/]")
+        out.print(f"[bold]{escape(title)}[/]")
         for o in opts:
             out.print(f"  {o['name']} = {safe(json.dumps(o['default'], default=str))}  "
                       f"{safe(o['help'])}")
@@ -542,8 +848,10 @@ def settings_reference() -> dict[str, list[dict[str, Any]]]:
         return [{"name": o.name, "default": o.default, "help": o.help} for o in opts]
 
     sections = {"[store]": rows(STORE_OPTIONS), "[run]": rows(RUN_OPTIONS),
-                "[http]": rows(HTTP_OPTIONS),
+                "[http]": rows(HTTP_OPTIONS), "[serve]": rows(SERVE_OPTIONS),
                 "[master]": rows(MASTER_OPTIONS), "[linking]": rows(LINKING_OPTIONS),
+                "[smtp]": rows(SMTP_OPTIONS), "[report]": rows(REPORT_OPTIONS),
+                "[ui]": rows(UI_OPTIONS),
                 "[[channels]] (all types)": rows(CHANNEL_OPTIONS)}
     for name, conn in sorted(plugins.connectors().items()):
         sections[f"[[channels]] type = \"{name}\""] = rows(conn.options)
@@ -553,17 +861,79 @@ def settings_reference() -> dict[str, list[dict[str, Any]]]:
 
 
 @main.command("connectors")
-def list_connectors() -> None:
+@format_option
+def list_connectors(fmt: str) -> None:
     """List the channel types this auditor can read."""
-    for name, conn in sorted(plugins.connectors().items()):
-        out.print(f"[bold]{name}[/]  {safe(conn.help or (conn.__doc__ or '').strip())}")
+    rows = [{"type": name, "help": conn.help or (conn.__doc__ or "").strip()}
+            for name, conn in sorted(plugins.connectors().items())]
+    if fmt != "table":
+        _rows_out(rows, ["type", "help"], fmt, "")
+        return
+    for r in rows:
+        out.print(f"[bold]{escape(r['type'])}[/]  {safe(r['help'])}")
 
 
 @main.command("checks")
-def list_checks() -> None:
+@format_option
+def list_checks(fmt: str) -> None:
     """List the checks that run on every listing."""
-    for name, spec in plugins.checks().items():
-        out.print(f"[bold]{name}[/]  {safe(spec.help)}")
+    rows = [{"name": name, "fields": list(spec.fields), "help": spec.help}
+            for name, spec in plugins.checks().items()]
+    if fmt != "table":
+        _rows_out(rows, ["name", "fields", "help"], fmt, "")
+        return
+    for r in rows:
+        out.print(f"[bold]{escape(r['name'])}[/]  {safe(r['help'])}")
+
+
+# ---------------------------------------------------------------------------- init
+
+@main.command("init")
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False,
+                                                    path_type=Path))
+@click.option("--master", "master", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The master export among FILES (default: the first file that is not a "
+                   "known channel format).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("config.toml"), show_default=True, help="Where to write the config.")
+@click.option("--force", is_flag=True, help="Overwrite an existing config file.")
+def init_cmd(files: tuple[Path, ...], master: Path | None, output: Path, force: bool) -> None:
+    """Write a commented config.toml from your master and channel files, saying what it
+    guessed: each file's connector (Google feed, Amazon report, Shopify export, Square,
+    Lightspeed, Meta, any table) and, for tables, which column holds which field.
+
+    Without FILES, the commented template to edit by hand is written.
+
+    \b
+    Examples:
+      auditor init exports/pim.csv feeds/google.xml pos/berlin.csv
+      auditor init --master pim.xlsx pim.xlsx amazon.txt --output audit.toml
+    """
+    from auditor.init import write_config
+
+    if not files:
+        if output.exists() and not force:
+            raise AuditorError(f"{output} exists: pass --force to overwrite it")
+        template = Path(__file__).resolve().parent.parent / "config.toml"
+        if not template.is_file():
+            raise AuditorError("no FILES given and no template found: name your master and "
+                               "channel files, e.g. auditor init pim.csv google.xml")
+        output.write_text(template.read_text(encoding="utf-8"), encoding="utf-8")
+        out.print(f"wrote {safe(output)}: the commented template; edit its sources")
+        return
+    if master is not None and master.resolve() not in {f.resolve() for f in files}:
+        files = (master, *files)
+    path, guesses = write_config(list(files), output, master, force)
+    for g in guesses:
+        what = f"master ({g.kind})" if g.role == "master" else \
+            f"channel {g.name!r} ({g.kind}{', preset ' + g.options['preset'] if g.options.get('preset') else ''})"
+        out.print(f"{safe(g.path)}: {safe(what)}")
+        if g.columns:
+            out.print("  columns: " + safe(", ".join(f"{f} = {h!r}" for f, h in g.columns.items())))
+        for n in g.notes:
+            out.print(f"  {safe(n)}")
+    out.print(f"wrote {safe(path)}; check the guesses, then `auditor config check --config "
+              f"{safe(path)}`")
 
 
 # ---------------------------------------------------------------------------- extract
@@ -573,12 +943,14 @@ def list_checks() -> None:
 @click.option("--url", "page_url", help="The page's URL when TARGET is a saved file "
               "(resolves relative links and the variant= parameter).")
 @click.option("--sku", help="Choose the variant or offer with this SKU or GTIN.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@format_option
+@click.option("--json", "as_json", is_flag=True, help="The same as --format json (kept for "
+              "scripts written for earlier versions).")
 @click.option("--allow-private", is_flag=True,
               help="Allow loopback and private addresses (a shop on your own machine).")
 @click.option("--user-agent", default="omni-auditor/0.1 (+https://github.com/omni-auditor/omni-auditor)",
               show_default=True, help="User-Agent for fetching a URL.")
-def extract_cmd(target: str, page_url: str | None, sku: str | None, as_json: bool,
+def extract_cmd(target: str, page_url: str | None, sku: str | None, fmt: str, as_json: bool,
                 allow_private: bool, user_agent: str) -> None:
     """Show what the auditor reads from one product page, and where each value came from.
 
@@ -588,16 +960,25 @@ def extract_cmd(target: str, page_url: str | None, sku: str | None, as_json: boo
     \b
     Examples:
       auditor extract https://shop.example/products/tee --sku TEE-M
-      auditor extract saved.html --url https://shop.example/p/1 --json
+      auditor extract saved.html --url https://shop.example/p/1 --format json
       auditor extract http://127.0.0.1:8000/p/1 --allow-private
     Exit codes: 0 product data found, 1 none found, 2 could not read the page.
     """
     from auditor.crawl import fetch_page
-    from auditor.extract import extract as extract_page
+    from auditor.extract import LOW_CONFIDENCE, extract as extract_page
+
+    from auditor.errors import FetchError
 
     if re.match(r"^https?://", target, re.I):
-        body, ctype, final = fetch_page(target, allow_private=allow_private,
-                                        user_agent=user_agent)
+        try:
+            body, ctype, final = fetch_page(target, allow_private=allow_private,
+                                            user_agent=user_agent)
+        except FetchError as e:
+            if "allow_private" in e.reason and not allow_private:
+                raise AuditorError(f"{e.url}: {e.reason.replace('set allow_private to permit', '')}"
+                                   .rstrip(" ()") + "; pass --allow-private to read a shop on "
+                                   "this machine or a private network") from None
+            raise
         url = page_url or final
     else:
         path = Path(target)
@@ -608,20 +989,40 @@ def extract_cmd(target: str, page_url: str | None, sku: str | None, as_json: boo
     ex = extract_page(body, url, sku=sku, content_type=ctype)
     data = ex.summary()
     if as_json:
+        fmt = "json"
+    if fmt == "json":
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    elif fmt == "csv":
+        rows = [{"field": k, "value": ", ".join(v) if isinstance(v, list) else v,
+                 "source": data["sources"].get(k, "")}
+                for k, v in data.items() if k != "sources"]
+        if ex.sale_price is not None:
+            rows.append({"field": "sale_price", "value": str(ex.sale_price),
+                         "source": ex.sources.get("sale_price")})
+        _csv_out(rows, ["field", "value", "source"])
     else:
         table = Table(title=safe(url), show_lines=False)
-        for col in ("field", "value", "source"):
+        for col in ("field", "value", "source", "confidence", "selector that makes it certain"):
             table.add_column(col)
+
+        def conf(k: str) -> str:
+            c = ex.confidence.get(k)
+            if c is None:
+                return ""
+            return f"{c:.2f}" + (" (low)" if c < LOW_CONFIDENCE else "")
+
         for k, v in data.items():
-            if k == "sources":
+            if k in ("sources", "confidence", "hints", "reason"):
                 continue
             shown = ", ".join(v) if isinstance(v, list) else v
-            table.add_row(k, safe(shown, 100), safe(data["sources"].get(
-                "images" if k == "images" else k, "")))
+            table.add_row(k, safe(shown, 100), safe(data["sources"].get(k, "")), conf(k),
+                          safe(ex.hints.get(k, "") if ex.confidence.get(k, 1) < 0.9 else "", 80))
         if ex.sale_price is not None:
-            table.add_row("sale_price", safe(ex.sale_price), safe(ex.sources.get("sale_price")))
+            table.add_row("sale_price", safe(ex.sale_price), safe(ex.sources.get("sale_price")),
+                          conf("sale_price"), "")
         out.print(table)
+        if ex.blocked or ex.reason:
+            out.print(f"not a product page: {safe(ex.blocked or ex.reason)}")
         if ex.variants:
             out.print(f"{len(ex.variants)} variants (choose one with --sku or a variant= URL):")
         for i, v in enumerate(ex.variants):
@@ -631,24 +1032,63 @@ def extract_cmd(target: str, page_url: str | None, sku: str | None, as_json: boo
     sys.exit(EXIT_OK if ex.is_product else EXIT_FINDINGS)
 
 
+# ---------------------------------------------------------------------------- serve
+
+@main.command()
+@config_option
+@click.option("--host", help="Address to listen on (default: [serve] host, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(0, 65535),
+              help="Port to listen on (default: [serve] port, 8080).")
+@click.option("--no-schedule", is_flag=True,
+              help="Serve metrics and the API only; run no scheduled audits.")
+def serve(config_path: Path, host: str | None, port: int | None, no_schedule: bool) -> None:
+    """Run the schedules, and serve /metrics, /healthz, /readyz and the JSON API.
+
+    Each source (the master, every channel) is audited on its `schedule` (cron) in a
+    child process, one at a time per source; sources not read completely within their
+    interval run once at start-up. SIGTERM stops gracefully (exit 0), SIGHUP reloads
+    the config (a broken one is refused and the old one kept). Write calls of the API
+    need the bearer token in AUDITOR_API_TOKEN (or [serve] token).
+
+    \b
+    Examples:
+      auditor serve --config config.toml
+      auditor serve --host 0.0.0.0 --port 9108
+      curl -s localhost:8080/metrics | grep auditor_consistency_ratio
+    Exit codes: 0 stopped cleanly, 2 could not start.
+    """
+    from auditor.service.app import serve as run_service
+
+    _load(config_path)  # a broken config stops here, with every problem listed
+    import logging
+
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
+    sys.exit(run_service(config_path, host, port, schedule=not no_schedule, log_level=level))
+
+
 # ---------------------------------------------------------------------------- demo
 
 @main.command()
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
               default=Path("auditor-demo"), show_default=True,
               help="Where the demo data, config and store go.")
-@click.option("--serve", is_flag=True, help="Keep the demo shop running after the audit.")
-def demo(directory: Path, serve: bool) -> None:
+@click.option("--serve", is_flag=True,
+              help="After the audit, keep the demo shop running and run `auditor serve` on "
+                   "the demo world (metrics, API, schedules) until Ctrl-C.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True,
+              help="Port of `auditor serve` with --serve.")
+def demo(directory: Path, serve: bool, port: int) -> None:
     """Generate the demo world, serve its shop on loopback and audit everything.
 
     \b
-    Example:
+    Examples:
       auditor demo --dir /tmp/auditor-demo
+      auditor demo --serve --port 8080     # then open http://127.0.0.1:8080/metrics
     Exit codes: 0 the demo ran (its findings are planted on purpose), 2 it could not run.
     """
     from auditor.demo import run_demo
 
-    code = run_demo(directory, serve=serve, console=out)
+    code = run_demo(directory, serve=serve, console=out, port=port)
     sys.exit(code)
 
 

@@ -90,6 +90,7 @@ _DECODE: dict[str, Callable[[Any], Any]] = {
     "price": _unmoney, "sale_price": _unmoney, "prices": _prices, "sale_prices": _prices,
     "sale_start": _undt, "sale_end": _undt, "fetched_at": _undt,
     "availability": Availability, "status": MasterStatus, "images": tuple,
+    "alternatives": lambda v: {k: tuple(x) for k, x in v.items()},
 }
 
 

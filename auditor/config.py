@@ -79,6 +79,15 @@ def _auth(value: Any) -> dict[str, EnvRef]:
     return out
 
 
+def _secret(value: Any) -> str | EnvRef:
+    """A secret: a plain string (discouraged) or ``{ env = "NAME" }``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and set(value) == {"env"} and isinstance(value["env"], str):
+        return EnvRef(value["env"])
+    raise ValueError('expected a string or { env = "NAME" }')
+
+
 def _source(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"expected a path, glob or http(s) URL, got {value!r}")
@@ -91,15 +100,10 @@ def _source(value: Any) -> str:
 
 
 def _cron(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"expected a cron expression such as \"0 */4 * * *\", got {value!r}")
-    from apscheduler.triggers.cron import CronTrigger
+    # cron as cron means it (Sunday = 0 or 7), not APScheduler's Monday = 0
+    from auditor.service.cron import validate
 
-    try:
-        CronTrigger.from_crontab(value)
-    except ValueError as e:
-        raise ValueError(f"invalid cron expression {value!r}: {e}") from None
-    return value
+    return validate(value)
 
 
 def _str_list(value: Any) -> list[str]:
@@ -180,6 +184,9 @@ MASTER_OPTIONS = (
     Opt("timezone", str, "UTC", "Time zone for dates without one."),
     Opt("headers", _headers, {}, "HTTP headers for a URL source; secrets as { env = \"NAME\" }."),
     Opt("auth", _auth, None, "HTTP basic auth for a URL source, from environment variables."),
+    Opt("schedule", _cron, None,
+        "Cron expression for `auditor serve`: when the master alone is imported again "
+        "(each channel's own schedule also imports it first)."),
 )
 
 LINKING_OPTIONS = (
@@ -208,13 +215,78 @@ CHANNEL_OPTIONS = (
     Opt("allow_empty", bool, False,
         "Accept an empty source as real (otherwise it is a source problem when the last run had listings)."),
     Opt("min_ratio", float, 0.5,
-        "A source yielding fewer than this share of the previous run's listings is marked partial."),
+        "A source yielding fewer than this share of the last complete read's listings is a "
+        "sharp drop: presence is held, as with max_drop."),
+    Opt("max_drop", float, 0.1,
+        "Largest share of the last complete read's listings that may vanish at once (2 or "
+        "more) before presence is held: no missing listing concluded, none resolved, until "
+        "the next run confirms the drop or `auditor runs accept RUN CHANNEL`. 1 = never hold."),
     Opt("headers", _headers, {}, "HTTP headers for URL sources; secrets as { env = \"NAME\" }."),
     Opt("auth", _auth, None, "HTTP basic auth for URL sources, from environment variables."),
     Opt("allow_hosts", _str_list, [], "Further hosts this channel may fetch from (an image CDN)."),
     Opt("allow_private", bool, None, "Override [http].allow_private for this channel."),
     Opt("all_files", bool, False, "With a glob source: read every matching file, not only the newest."),
     Opt("encoding", str, "auto", "Text encoding of file sources, or auto to detect."),
+)
+
+SMTP_OPTIONS = (
+    Opt("host", str, None, "SMTP server for email (the weekly report, email alert receivers)."),
+    Opt("port", int, 587, "SMTP port: 587 with STARTTLS, 465 with implicit TLS, 25 plain."),
+    Opt("security", str, "starttls", "Transport security.", choices=("starttls", "tls", "none")),
+    Opt("username", _secret, None, "SMTP login, as { env = \"NAME\" } or a plain string."),
+    Opt("password", _secret, None, "SMTP password, from the environment: { env = \"NAME\" }."),
+    Opt("sender", str, None, "From address, e.g. \"Product audit <audit@example.com>\"."),
+    Opt("timeout", float, 30.0, "Seconds before an SMTP connection or command times out."),
+)
+
+REPORT_OPTIONS = (
+    Opt("out_dir", str, "weekly-reports",
+        "Archive folder of weekly reports (relative to the config file): one folder per ISO week."),
+    Opt("email_to", _str_list, [], "Recipients of the weekly report (`auditor report weekly --email`)."),
+    Opt("schedule", _cron, "0 7 * * 1",
+        "Cron expression on which `auditor serve` writes (and emails) the last week's report."),
+    Opt("ui_base_url", str, None,
+        "Base URL of the web UI (e.g. https://audit.example.com): products in reports link there."),
+)
+
+UI_OPTIONS = (
+    Opt("password", _secret, None,
+        "Password of the web UI's write actions (acknowledge, snooze, confirm links), as "
+        "{ env = \"NAME\" }; unset: the AUDITOR_UI_PASSWORD variable. With none set, the "
+        "UI is read-only."),
+    Opt("secret", _secret, None,
+        "Key that signs the UI's session cookies, as { env = \"NAME\" }; unset: the "
+        "AUDITOR_UI_SECRET variable, else a random key per process (logins end on restart)."),
+    Opt("session_hours", float, 12.0, "Hours a UI login lasts."),
+    Opt("protect_reads", bool, False, "The UI's pages need a login too, not only its actions."),
+    Opt("secure_cookies", bool, False,
+        "Mark the session cookie Secure (set this when the UI is served over HTTPS)."),
+)
+
+
+def _env_ref(value: Any) -> "EnvRef":
+    if isinstance(value, dict) and set(value) == {"env"} and isinstance(value["env"], str):
+        return EnvRef(value["env"])
+    raise ValueError("expected { env = \"NAME\" }: secrets come from the environment")
+
+
+SERVE_OPTIONS = (
+    Opt("host", str, "127.0.0.1", "Address `auditor serve` listens on (--host overrides)."),
+    Opt("port", int, 8080, "Port `auditor serve` listens on (--port overrides)."),
+    Opt("token", _env_ref, None,
+        "Bearer token for the API's write calls, as { env = \"NAME\" }; unset: the "
+        "AUDITOR_API_TOKEN variable. With no token set, write calls are refused."),
+    Opt("protect_reads", bool, False,
+        "Reads (the JSON API) need the bearer token too; /metrics, /healthz and /readyz stay open."),
+    Opt("timezone", str, "UTC", "Time zone the cron schedules are read in (e.g. Europe/Berlin)."),
+    Opt("jitter", float, 30.0,
+        "Up to this many seconds of random delay per scheduled audit (at most a tenth of "
+        "its interval), so channels on one schedule do not start in the same second."),
+    Opt("catch_up", bool, True,
+        "At start-up, audit once every source whose last complete read is older than its interval."),
+    Opt("stop_timeout", float, 60.0,
+        "On SIGTERM, seconds a running audit gets to finish before it is stopped and "
+        "recorded as interrupted."),
 )
 
 _CHANNEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -252,6 +324,11 @@ class Config:
     checks: Mapping[str, Mapping[str, Any]]
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
     run: Mapping[str, Any] = field(default_factory=lambda: {"workers": 0})
+    smtp: Mapping[str, Any] = field(default_factory=dict)
+    report: Mapping[str, Any] = field(default_factory=dict)
+    ui: Mapping[str, Any] = field(default_factory=dict)
+    serve: Mapping[str, Any] = field(default_factory=lambda: {o.name: o.default
+                                                              for o in SERVE_OPTIONS})
 
     @property
     def base_dir(self) -> Path:
@@ -310,7 +387,8 @@ def _check_options(given: Any, prefix: str, suffix: str, problems: list[str],
     return out
 
 
-TOP_LEVEL = ("store", "run", "http", "master", "linking", "channels", "checks")
+TOP_LEVEL = ("store", "run", "http", "master", "linking", "channels", "checks", "serve",
+             "smtp", "report", "ui")
 
 
 def load_config(path: str | Path) -> Config:
@@ -360,6 +438,9 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
         if key not in ("sku", "gtin", "mpn", "url"):
             problems.append(f"[linking].order: unknown key {key!r} (expected sku, gtin, mpn, url)")
 
+    smtp = resolve(SMTP_OPTIONS, table("smtp"), "[smtp]", problems)
+    report = resolve(REPORT_OPTIONS, table("report"), "[report]", problems)
+    ui = resolve(UI_OPTIONS, table("ui"), "[ui]", problems)
     global_checks = _check_options(raw.get("checks", {}), "[checks", "]", problems)
 
     channels: list[ChannelConfig] = []
@@ -382,6 +463,9 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
                                 f"(it appears in metrics and overrides)")
             if name in seen:
                 problems.append(f"{where}.name: duplicate channel name")
+            if name == "master":
+                problems.append(f"{where}.name: 'master' is reserved (the master's own "
+                                f"schedule, metrics and runs use it)")
             seen.add(name)
         else:
             problems.append(f"{where}.name: missing (expected a string)")
@@ -402,7 +486,17 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
                 name=name, type=ctype, source=resolved.get("source"),
                 schedule=resolved.get("schedule"), enabled=resolved.get("enabled", True),
                 options=resolved, checks=merged, base_dir=path.parent))
+    serve = resolve(SERVE_OPTIONS, table("serve"), "[serve]", problems)
+    if not 0 < serve.get("port", 1) < 65536:
+        problems.append(f"[serve].port: expected 1-65535, got {serve['port']}")
+    try:
+        import zoneinfo
+
+        zoneinfo.ZoneInfo(serve.get("timezone") or "UTC")
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        problems.append(f"[serve].timezone: unknown time zone {serve.get('timezone')!r}")
     if problems:
         raise ConfigError(str(path), problems)
     return Config(path=path, store=store, http=http, master=master, linking=linking,
-                  channels=tuple(channels), checks=global_checks, raw=raw, run=run)
+                  channels=tuple(channels), checks=global_checks, raw=raw, run=run,
+                  smtp=smtp, report=report, ui=ui, serve=serve)

@@ -12,6 +12,16 @@ Failure vocabulary:
   source failed: its listings are unknown, never missing);
 * some listings unknown (a blocked page) -> ``ctx.unknown(key)``; the source
   becomes partial.
+* one cell of a row unreadable (a price ``abc``) while its key reads -> the
+  listing is yielded with that field empty and ``unread={field: "file:line:
+  reason"}``; its comparisons of that field are not_evaluated with the reason
+  (``ctx.unread_cells(listing)`` records the cells as bad);
+* a row whose key cannot be read -> ``ctx.key_lost(location, reason)``: the
+  missing listing may be on that row, so presence is held for the run.
+* the fields the source carries (its header, the elements of its items) ->
+  ``ctx.carries(*fields)``; a compared field the whole source never carries is
+  not evaluated for the channel (said once), never a finding per listing. A
+  connector that declares nothing: a field is carried when a listing shows it.
 """
 
 from __future__ import annotations
@@ -64,6 +74,9 @@ class SourceContext:
     master: Mapping[str, MasterRecord] = field(default_factory=dict)
     result: SourceResult = field(default_factory=lambda: SourceResult(""))
     errors: list[tuple[str, str]] = field(default_factory=list)
+    # Listing fields the source carries, as the connector declared them (None: not
+    # declared; the runner then counts a field as carried when a listing shows it).
+    carried: set[str] | None = None
 
     def __post_init__(self) -> None:
         if not self.result.name:
@@ -76,6 +89,30 @@ class SourceContext:
             self.errors.append((location, reason))
         if self.result.errors <= 20:
             log.warning("%s: %s: %s", self.channel.name, location, reason)
+
+    def unread_cells(self, listing: Listing) -> None:
+        """Record the cells ``listing`` could not read (its ``unread``) as bad."""
+        for name, why in listing.unread.items():
+            loc, _, reason = why.partition(": ")
+            self.bad(loc or listing.evidence or listing.key,
+                     f"{reason or why} (listing {listing.key!r} read without its {name})")
+
+    def key_lost(self, location: str, reason: str) -> None:
+        """A row whose key could not be read: recorded, and presence held for the run."""
+        self.bad(location, reason)
+        self.hold_presence(f"a row without a readable key ({location}) may hold a listing "
+                           f"that would otherwise be concluded missing")
+
+    def hold_presence(self, reason: str) -> None:
+        """No presence conclusion from this run's read (the first reason is kept)."""
+        if self.result.presence_held is None:
+            self.result.presence_held = reason
+
+    def carries(self, *fields: str) -> None:
+        """Declare listing fields (or ``attributes.<name>``) the source carries."""
+        if self.carried is None:
+            self.carried = set()
+        self.carried.update(fields)
 
     def unknown(self, key: str, reason: str | None = None) -> None:
         """A listing whose state could not be observed this run (blocked, error)."""

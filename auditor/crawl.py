@@ -458,6 +458,10 @@ class Crawl:
             rendered = True
         if ex.is_product:
             return PageResult(url, PRODUCT, None, ex, rendered=rendered, **common)
+        if ex.blocked:  # a captcha or consent wall: the page could not be seen
+            return PageResult(url, BLOCKED, ex.blocked, **common)
+        if ex.reason:  # a category listing, a soft 404: not a product page
+            return PageResult(url, NOT_PRODUCT, ex.reason, rendered=rendered, **common)
         if looks_blocked(text):
             return PageResult(url, BLOCKED, "captcha or robot-check page", **common)
         return PageResult(url, NOT_PRODUCT, "no product data on the page", rendered=rendered,

@@ -142,6 +142,7 @@ def open_rows(sf: SourceFile, encoding: str = "auto", delimiter: str = "auto",
     header = [h.strip() for h in header]
     width = len(header)
     ragged = ragged == "report"
+    head0 = header[0] if header else None
 
     def rows() -> Iterator[tuple[int, list[str]]]:
         buf = feed.buf
@@ -174,6 +175,8 @@ def open_rows(sf: SourceFile, encoding: str = "auto", delimiter: str = "auto",
                         buf.clear()
                         if not cells or (len(cells) == 1 and not cells[0].strip()):
                             continue
+                        if cells[0].strip() == head0 and [c.strip() for c in cells] == header:
+                            continue  # the header again (files joined end to end): not data
                         if ragged and len(cells) != width:
                             if len(cells) > width:
                                 if any(c.strip() for c in cells[width:]):

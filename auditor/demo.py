@@ -24,6 +24,9 @@ DEMO_DRIFT_RATE = 0.12  # a little more drift than the benchmark default: more t
 # The demo shop's robots.txt keeps a Crawl-delay (crawlers must honour one) but a short
 # one, so the whole demo stays well under a minute.
 DEMO_CRAWL_DELAY = 0.05
+# `auditor demo --serve`: every channel every quarter of an hour, so a person watching the
+# metrics sees audits happen.
+DEMO_SCHEDULE = "*/15 * * * *"
 
 
 def _toml_value(v: Any) -> str:
@@ -101,6 +104,10 @@ def config_text(base_url: str) -> str:
         "[master]",
         'type = "csv"',
         'source = "world/master.csv"    # the PIM export; world/master_previous.csv is last week\'s',
+        'schedule = "0 * * * *"         # `auditor serve` imports it every hour',
+        "",
+        "[serve]",
+        "jitter = 5.0                   # the demo's channels start within 5 s of their time",
         "",
     ]
     skipped = []
@@ -111,7 +118,8 @@ def config_text(base_url: str) -> str:
             continue
         allowed = common | {o.name for o in getattr(conn, "options", ())}
         lines += [f"# {ch['comment']}", "[[channels]]", f'name = "{ch["name"]}"',
-                  f'type = "{ch["type"]}"', f"source = {_toml_value(ch['source'])}"]
+                  f'type = "{ch["type"]}"', f"source = {_toml_value(ch['source'])}",
+                  f'schedule = "{DEMO_SCHEDULE}"      # `auditor serve` audits it then']
         for k, v in ch.get("options", {}).items():
             if k in allowed:
                 lines.append(f"{_key(k)} = {_toml_value(v)}")
@@ -152,7 +160,7 @@ def print_truth(console, findings: list[dict], world_dir: Path, channels: list[s
     console.print(t)
 
 
-def run_demo(directory: Path, serve: bool, console) -> int:
+def run_demo(directory: Path, serve: bool, console, port: int = 8080) -> int:
     """Generate, serve, configure and audit the demo world; 0 when it ran, 2 when not."""
     from auditor.cli import print_report, safe
     from auditor.config import load_config
@@ -206,15 +214,22 @@ def run_demo(directory: Path, serve: bool, console) -> int:
         console.print(f"  auditor links --config {cfg_arg}                 # how listings matched")
         console.print(f"  auditor runs --errors --config {cfg_arg}         # run history, source errors")
         if serve:
-            console.print(f"  {shop.base_url}/collections/all    # the demo shop (Ctrl-C stops it)")
-            try:
-                while True:
-                    time.sleep(0.5)
-            except KeyboardInterrupt:
-                pass
+            from auditor.service.app import serve as run_service
+
+            api = f"http://127.0.0.1:{port}"
+            console.print(f"  {shop.base_url}/collections/all    # the demo shop")
+            console.print(f"  {api}/metrics               # Prometheus metrics")
+            console.print(f"  {api}/docs                  # the JSON API (OpenAPI: {api}/openapi.json)")
+            console.print(f"  {api}/api/findings?state=open&severity=critical")
+            console.print("  ops/grafana/auditor-dashboard.json   # import into Grafana, scrape "
+                          f"127.0.0.1:{port} with ops/prometheus/prometheus.yml")
+            console.print(f"\nauditor serve on {api}: every channel is audited again on its "
+                          f"schedule ({DEMO_SCHEDULE}); Ctrl-C stops the service and the shop.")
+            if run_service(config_path, "127.0.0.1", port) != 0:
+                return 2
         else:
-            console.print("  auditor demo --serve                       # keep the shop running to "
-                          "browse it and re-run the audit")
+            console.print("  auditor demo --serve                       # keep the shop running and "
+                          "run auditor serve on it (metrics, API, schedules)")
         return 0 if report.exit_code in (0, 1) else 2
     except (AuditorError, OSError) as e:
         console.print(f"[bold red]demo failed:[/] {safe(e)}")

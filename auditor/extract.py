@@ -26,8 +26,13 @@ from auditor.values import normalize_currency, parse_availability, parse_decimal
 
 # Source labels. RDFa Lite shares microdata's tier and its label: the documented
 # vocabulary is json-ld, microdata, opengraph, selector, heuristic.
-JSON_LD, MICRODATA, OPENGRAPH, SELECTOR, HEURISTIC = (
-    "json-ld", "microdata", "opengraph", "selector", "heuristic")
+JSON_LD, MICRODATA, OPENGRAPH, SELECTOR, HEURISTIC, JS_STATE = (
+    "json-ld", "microdata", "opengraph", "selector", "heuristic", "js-state")
+# How sure a value read by each method is; the candidate reader (heuristic, js-state)
+# scores each of its fields itself.
+CONFIDENCE = {JSON_LD: 0.95, MICRODATA: 0.9, OPENGRAPH: 0.85, SELECTOR: 1.0, HEURISTIC: 0.5,
+              JS_STATE: 0.6}
+from auditor.pagereader import LOW_CONFIDENCE  # noqa: E402,F401  (re-exported)
 RDFA = MICRODATA
 
 # Fields JSON-LD must fill for the DOM not to be parsed at all.
@@ -60,6 +65,18 @@ class Extraction:
     images: list[str] = field(default_factory=list)
     attributes: dict[str, str] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
+    # field -> how sure the read is, 0..1 (CONFIDENCE by method; the candidate reader
+    # scores its own); below LOW_CONFIDENCE a field never raises a failed finding
+    confidence: dict[str, float] = field(default_factory=dict)
+    # field -> a CSS selector (``selectors`` syntax) that would read it for certain
+    hints: dict[str, str] = field(default_factory=dict)
+    # distinct prices shown inside the product's main region (read by the candidate
+    # reader), among which a linked master may choose
+    region_prices: list[Decimal] = field(default_factory=list)
+    # why the page is not a product page (category listing, soft 404), or why it could
+    # not be seen (captcha, consent wall: ``blocked``)
+    reason: str | None = None
+    blocked: str | None = None
     # Variants of a ProductGroup page, each a complete Extraction.
     variants: list["Extraction"] = field(default_factory=list)
     group_id: str | None = None
@@ -67,6 +84,8 @@ class Extraction:
     @property
     def is_product(self) -> bool:
         """Whether the page carried product data at all."""
+        if self.blocked or self.reason:
+            return False
         return bool(self.variants) or self.price is not None or (
             self.title is not None and bool(self.sources.get("title") in
                                             (JSON_LD, MICRODATA, SELECTOR))
@@ -83,6 +102,8 @@ class Extraction:
                 v = str(v)
             elif isinstance(v, Availability):
                 v = v.value
+            elif f.name == "region_prices":
+                v = [str(x) for x in v]
             d[f.name] = v
         return d
 
@@ -96,6 +117,7 @@ class Extraction:
         if kw.get("availability") is not None:
             kw["availability"] = Availability(kw["availability"])
         kw["variants"] = [cls.from_dict(v) for v in kw.get("variants") or []]
+        kw["region_prices"] = [Decimal(x) for x in kw.get("region_prices") or []]
         return cls(**{k: v for k, v in kw.items() if k in _EXTRACTION_FIELDS})
 
     def summary(self) -> dict[str, Any]:
@@ -104,7 +126,9 @@ class Extraction:
                 "currency": self.currency,
                 "availability": self.availability.value if self.availability else None,
                 "sku": self.sku, "gtin": self.gtin, "mpn": self.mpn, "brand": self.brand,
-                "images": list(self.images), "sources": dict(self.sources)}
+                "images": list(self.images), "sources": dict(self.sources),
+                "confidence": dict(self.confidence), "hints": dict(self.hints),
+                "reason": self.blocked or self.reason}
 
 
 _EXTRACTION_FIELDS = frozenset(f.name for f in dc_fields(Extraction))
@@ -265,6 +289,18 @@ _SCRIPT_CLOSE = re.compile(r"</script\s*>", re.I)
 _LD_TYPE = re.compile(r"type\s*=\s*[\"']?application/ld\+json", re.I)
 
 
+def _odd_case_ld(text: str) -> bool:
+    """Whether "LD+JSON" appears in another case (found by str.find, not by upper-casing
+    the whole page)."""
+    for probe in ("+json", "+JSON", "+Json"):
+        i = text.find(probe)
+        while i >= 0:
+            if text[max(0, i - 2):i].lower() == "ld":
+                return True
+            i = text.find(probe, i + 5)
+    return False
+
+
 def _ld_texts(text: str) -> Iterator[str]:
     """The contents of each JSON-LD script element.
 
@@ -272,7 +308,7 @@ def _ld_texts(text: str) -> Iterator[str]:
     regex fallback), so a large page costs microseconds, not a regex over every tag.
     """
     lower_hit = text.find("ld+json") >= 0
-    if not lower_hit and "LD+JSON" not in text.upper():
+    if not lower_hit and not _odd_case_ld(text):
         return
     if not lower_hit:  # odd case: use the regex over the whole page
         for m in _LD_BLOCK.finditer(text):
@@ -369,10 +405,17 @@ def _urls(v: Any, base: str) -> list[str]:
             if isinstance(x, list):
                 x = x[0] if x else None
         if isinstance(x, str) and x.strip():
-            u = urljoin(base, htmllib.unescape(x.strip()))
+            x = x.strip()
+            if "&" in x:
+                x = htmllib.unescape(x)
+            # an absolute URL without dot segments is already what urljoin would give
+            u = x if x.startswith(("https://", "http://")) and "/." not in x and \
+                " " not in x else urljoin(base, x)
             if u not in out:
                 out.append(u)
-    return out[:50]
+        if len(out) >= 50:
+            break
+    return out
 
 
 def _decimal(v: Any) -> Decimal | None:
@@ -509,6 +552,21 @@ def _price_specs(offer: Mapping[str, Any]) -> tuple[Decimal | None, Decimal | No
     return sell, strike, cur
 
 
+def _shown(amount: Decimal | None, currency: str | None) -> Decimal | None:
+    """A price as the page shows it: markup that carries an unrounded net-times-VAT
+    amount (210.852001) is shown rounded to the currency's minor unit (210.85)."""
+    if amount is None:
+        return None
+    from auditor.model import CURRENCY_MINOR_UNITS
+
+    places = CURRENCY_MINOR_UNITS.get(currency or "", 2)
+    if amount.as_tuple().exponent < -places:
+        from decimal import ROUND_HALF_UP
+
+        return amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    return amount
+
+
 def _fields(p: Mapping[str, Any], base: str, want: set[str], variant: str | None,
             parent: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Listing values from one schema.org Product (or variant) node."""
@@ -546,6 +604,7 @@ def _fields(p: Mapping[str, Any], base: str, want: set[str], variant: str | None
         if price is None:
             price = sell
         cur = _currency(offer.get("priceCurrency")) or spec_cur
+        price, strike = _shown(price, cur), _shown(strike, cur)
         if strike is not None and price is not None and strike > price:
             f["price"], f["sale_price"] = strike, price
         else:
@@ -617,16 +676,34 @@ def _with_group(f: dict[str, Any], group: Mapping[str, Any]) -> dict[str, Any]:
 
 # ============================================================================ DOM methods
 
-def _lxml_doc(text: str):
-    import lxml.html
+_XML_DECL = re.compile(r"^\s*<\?xml[^>]{0,200}\?>", re.I)
+_HTML_PARSER = None
 
-    try:
+
+def _lxml_doc(text: str):
+    """The page's tree (lxml.etree, no per-element Python class lookup), or None."""
+    global _HTML_PARSER
+    from lxml import etree
+
+    if _HTML_PARSER is None:
         # huge_tree lifts libxml2's nesting limit, which otherwise drops the rest
         # of a page after 256 unclosed tags; the page size is capped already.
-        parser = lxml.html.HTMLParser(huge_tree=True, remove_comments=True)
-        return lxml.html.document_fromstring(text, parser=parser)
+        _HTML_PARSER = etree.HTMLParser(huge_tree=True, remove_comments=True,
+                                        remove_pis=True)
+    try:
+        # an XHTML page's <?xml encoding=...?> declaration is refused in a str
+        root = etree.fromstring(_XML_DECL.sub("", text, count=1) or "<html></html>",
+                                _HTML_PARSER)
     except Exception:  # lxml refuses some hostile documents outright
         return None
+    if root is None:
+        return None
+    return root.getroottree().getroot()
+
+
+def text_content(el) -> str:
+    """All text inside an element (lxml.html's ``text_content`` for plain etree elements)."""
+    return "".join(el.itertext())
 
 
 def _dom_value(el) -> str | None:
@@ -642,8 +719,8 @@ def _dom_value(el) -> str | None:
     if tag in ("data", "meter", "input"):
         return el.get("value")
     if tag == "time":
-        return el.get("datetime") or el.text_content()
-    return el.text_content()
+        return el.get("datetime") or text_content(el)
+    return text_content(el)
 
 
 def _schema_items(doc, scope_attr: str, type_attr: str, prop_attr: str) -> list[dict]:
@@ -697,12 +774,47 @@ def _schema_items(doc, scope_attr: str, type_attr: str, prop_attr: str) -> list[
     return items
 
 
+_META_TAG = re.compile(r"<meta\b[^>]{0,2000}>", re.I)
+_META_ATTR = re.compile(r"""\b(property|name|content)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""",
+                        re.I)
+
+
+def _opengraph_text(text: str, base: str) -> dict[str, Any]:
+    """OpenGraph from the raw head (the ``<meta>`` tags before ``</head>``), no DOM."""
+    end = text.find("</head")
+    head = text[:end if 0 <= end < 1_000_000 else 1_000_000]
+    meta: dict[str, list[str]] = {}
+    pos = 0
+    while True:
+        i = head.find("<meta", pos)
+        if i < 0:
+            i = head.find("<META", pos)
+            if i < 0:
+                break
+        m = _META_TAG.match(head, i)
+        pos = i + 5
+        if m is None:
+            continue
+        attrs = {a.group(1).lower(): htmllib.unescape(a.group(2) if a.group(2) is not None else
+                                                      a.group(3) if a.group(3) is not None
+                                                      else a.group(4))
+                 for a in _META_ATTR.finditer(m.group(0))}
+        k = (attrs.get("property") or attrs.get("name") or "").strip().lower()
+        if k.startswith(("og:", "product:")) and attrs.get("content") is not None:
+            meta.setdefault(k, []).append(attrs["content"].strip())
+    return _opengraph_meta(meta, base)
+
+
 def _opengraph(doc, base: str) -> dict[str, Any]:
     meta: dict[str, list[str]] = {}
     for el in doc.iter("meta"):
         k = (el.get("property") or el.get("name") or "").strip().lower()
         if k.startswith(("og:", "product:")) and el.get("content") is not None:
             meta.setdefault(k, []).append(el.get("content").strip())
+    return _opengraph_meta(meta, base)
+
+
+def _opengraph_meta(meta: Mapping[str, list[str]], base: str) -> dict[str, Any]:
 
     def one(*keys: str) -> str | None:
         for k in keys:
@@ -818,11 +930,6 @@ _AVAIL_WORDS = (
 )
 _SKU_TEXT = re.compile(r"\b(?:SKU|Art(?:icle|ikel)?\.?[\s\-]*(?:No|Nr)\.?|Item\s*(?:No|#))\s*[:#]?\s*"
                        r"([A-Za-z0-9][A-Za-z0-9\-_./]{1,40})", re.I)
-_PRICE_CLASS = re.compile(r"price|amount|cost|preis|prix|precio", re.I)
-_OLD_CLASS = re.compile(r"(compare|was|old|regular|original|list|strike|before|rrp|uvp)"
-                        r"[-_ ]{0,2}price|price[-_ ]{0,2}(was|old|compare|regular|original|before|"
-                        r"strike)"
-                        r"|\bstrike\b|line-through", re.I)
 _OLD_NEAR = re.compile(r"(compare|was|old|regular|original|list|strike|before|rrp|uvp)[-_ ]{0,2}$"
                        r"|^[-_ ]{0,2}(was|old|compare|regular|original|before|strike)")
 # Plain substring tests: a regex over an 80 KB page (even case-sensitive) took 1-2 ms.
@@ -864,95 +971,16 @@ def _availability_words(text: str) -> Availability | None:
     return None
 
 
-def _visible(doc) -> str:
-    parts = []
-    for el in doc.iter():
-        if el.tag in ("script", "style", "noscript", "template") or not isinstance(el.tag, str):
-            continue
-        if el.text and el.text.strip():
-            parts.append(el.text.strip())
-        if el.tail and el.tail.strip():
-            parts.append(el.tail.strip())
-        if len(parts) > 20000:
-            break
-    return " ".join(parts)
 
 
-def _is_old_price(el) -> bool:
-    kids = [k for k in el if isinstance(k.tag, str)]
-    if len(kids) == 1 and kids[0].tag in ("del", "s", "strike") and \
-            kids[0].text_content().strip() == el.text_content().strip():
-        return True
-    for e in (el, el.getparent()):
-        if e is None or not isinstance(e.tag, str):
-            continue
-        if e.tag in ("del", "s", "strike"):
-            return True
-        if _OLD_CLASS.search((e.get("class") or "") + " " + (e.get("style") or "")
-                             + " " + (e.get("id") or "")):
-            return True
-    return False
 
 
-def _price_elements(doc):
-    for el in doc.iter():
-        if not isinstance(el.tag, str) or el.tag in ("script", "style"):
-            continue
-        marker = (el.get("class") or "") + " " + (el.get("id") or "") + " " + \
-            (el.get("itemprop") or "") + " " + (el.get("data-testid") or "")
-        if el.tag in ("del", "s", "strike") or _PRICE_CLASS.search(marker):
-            text = el.text_content().strip()
-            # one amount only: a container of the old and new price is not a price
-            if len(text) < 60 and len(_AMOUNT.findall(text)) == 1:
-                yield el, text
 
 
-_PRODUCT_IMG = re.compile(r"product|gallery|main-image|primary", re.I)
 
 
-def _product_images(doc, base: str, title: str | None) -> list[str]:
-    """Images marked as the product's (class, id or itemprop), or whose alt text is its title."""
-    out: list[str] = []
-    want = re.sub(r"\W+", " ", title or "").strip().casefold()
-    for img in doc.iter("img"):
-        src = img.get("src") or img.get("data-src")
-        if not src or src.startswith("data:"):
-            continue
-        marker = " ".join(img.get(a) or "" for a in ("class", "id", "itemprop"))
-        alt = re.sub(r"\W+", " ", img.get("alt") or "").strip().casefold()
-        if _PRODUCT_IMG.search(marker) or (want and alt == want):
-            u = urljoin(base, src)
-            if u not in out:
-                out.append(u)
-        if len(out) >= 10:
-            break
-    return out
 
 
-def _heuristic(doc, base: str = "") -> dict[str, Any]:
-    """Price, currency, availability, SKU, title and images from visible HTML with no
-    structured data."""
-    f: dict[str, Any] = {}
-    current = None
-    for el, text in _price_elements(doc):
-        if _is_old_price(el):
-            continue
-        m = _money_fields(text)
-        if "price" in m:
-            current = m
-            break
-    if current:
-        f.update(current)
-    f.update(_text_facts(_visible(doc)))
-    h1 = doc.find(".//h1")
-    if h1 is not None:
-        t = re.sub(r"\s+", " ", h1.text_content()).strip()
-        if t:
-            f["title"] = t[:500]
-    images = _product_images(doc, base, f.get("title"))
-    if images:
-        f["images"] = images
-    return f
 
 
 _STRIP_BLOCKS = re.compile(r"<(script|style|noscript|template)\b.*?</\1\s*>", re.I | re.S)
@@ -984,24 +1012,56 @@ def _text_facts(visible: str) -> dict[str, Any]:
     return f
 
 
-def _crossed_out(doc, current: Decimal) -> Decimal | None:
-    """A crossed-out regular price shown next to the current one (a sale)."""
-    amounts = {f"{current:.2f}", f"{current:.2f}".replace(".", ","), str(current)}
-    for el, text in _price_elements(doc):
-        if not _is_old_price(el):
-            continue
-        m = _money_fields(text)
-        old = m.get("price")
-        if old is None or old <= current:
-            continue
-        anc = el.getparent()
-        for _ in range(2):  # the old and new price sit side by side, not page-wide
-            if anc is None or anc.tag in ("body", "html", "main"):
-                break
-            block = anc.text_content()
-            if len(block) < 2000 and any(a in block.replace(text, "") for a in amounts):
-                return old
-            anc = anc.getparent()
+_OLD_OPEN = re.compile(
+    r"<(del|s|strike)\b[^>]{0,300}>"
+    r"|<([a-z][a-z0-9]*)\b[^>]{0,300}?(?:class|id)\s*=\s*[\"'][^\"'>]{0,200}?"
+    r"(?:(?:compare|was|old|regular|original|list|strike|before|rrp|uvp)[-_ ]{0,2}price"
+    r"|price[-_ ]{0,2}(?:was|old|compare|regular|original|before|strike)|\bstrike\b)"
+    r"[^\"'>]{0,200}[\"'][^>]{0,300}>"
+    r"|<([a-z][a-z0-9]*)\b[^>]{0,300}?style\s*=\s*[\"'][^\"'>]{0,200}?line-through[^>]{0,300}>",
+    re.I)
+
+
+_BOUNDARY = re.compile(r"</?(section|aside|nav|footer|header|li|article|ul|ol|table|tr)\b")
+_CLOSE = re.compile(r"</(div|p|span|dd|td)\s*>")
+
+
+def _crossed_out(text: str, current: Decimal) -> Decimal | None:
+    """A crossed-out regular price shown next to the current one (a sale).
+
+    Read from the raw text around each place the current amount is written (1,200
+    characters): an element that is crossed out (``<del>``, ``<s>``, line-through) or
+    marked as the old price ("was"/"compare-at"/"regular" price classes) whose text is
+    one amount above the current one. No DOM is built, so a JSON-LD page showing a
+    sale costs microseconds.
+    """
+    forms = {f"{current:.2f}", f"{current:.2f}".replace(".", ","), f"{current:,.2f}",
+             str(current)}
+    for form in forms:
+        i = text.find(form)
+        hits = 0
+        while i >= 0 and hits < 20:
+            hits += 1
+            lo = max(0, i - 600)
+            window = text[lo:i + 600]
+            low = window.lower()
+            for m in _OLD_OPEN.finditer(window):
+                tag = (m.group(1) or m.group(2) or m.group(3) or "").lower()
+                end = low.find("</" + tag, m.end())
+                inner = window[m.end():end if end > 0 else m.end() + 200]
+                if lo + m.start() <= i < lo + (end if end > 0 else m.end() + 200):
+                    continue  # the current price itself sits inside this element
+                a, b = sorted((i - lo, m.start()))
+                between = low[a:b]
+                if _BOUNDARY.search(between) or len(_CLOSE.findall(between)) > 2:
+                    continue  # another block (a tile, a section): not beside the price
+                shown = re.sub(r"\s+", " ", htmllib.unescape(_TAG.sub(" ", inner))).strip()
+                if not shown or len(shown) >= 60 or len(_AMOUNT.findall(shown)) != 1:
+                    continue
+                old = _money_fields(shown).get("price")
+                if old is not None and old > current:
+                    return old
+            i = text.find(form, i + len(form))
     return None
 
 
@@ -1020,60 +1080,110 @@ def extract(html: bytes | str, url: str, sku: str | None = None,
     ld, variants = _interpret(_products(blocks), base, sku, url)
     variants_from = JSON_LD
     layers.append((JSON_LD, ld))
-    wanted = [k for k in CORE if k not in ld]
+    # Core fields JSON-LD leaves empty; on a group page a field every variant carries
+    # is not missing (the page-wide value is empty because the variants differ).
+    wanted = [k for k in CORE if k not in ld and not (variants and all(k in v for v in variants))]
     sel_fields = [k for k in (selectors or {}) if k not in ld]
-    may_be_sale = "price" in ld and "sale_price" not in ld and _may_show_old_price(
-        text, ld["price"])
+    # a crossed-out regular price near the JSON-LD price: read from the text, no DOM
+    old_price = _crossed_out(text, ld["price"]) if "price" in ld and "sale_price" not in ld \
+        and _may_show_old_price(text, ld["price"]) else None
     # JSON-LD naming no image at all: the page is looked at for one (rare, so cheap).
     needs_images = not ld.get("images") and not any(v.get("images") for v in variants)
     doc = None
-    if wanted or sel_fields or may_be_sale or needs_images:
+    if wanted and not sel_fields and "itemscope" not in text and "typeof" not in text and \
+            ("og:" in text or "product:" in text):
+        # No microdata or RDFa to outrank it: a complete OpenGraph product in the head
+        # needs no DOM at all.
+        og = _opengraph_text(text, base)
+        if og and all(k in og or k in ld for k in CORE) and og.get("images") and \
+                (og.get("sku") or ld.get("sku")):
+            layers.append((OPENGRAPH, og))
+            wanted, needs_images = [], False
+    if wanted or sel_fields or needs_images:
         doc = _lxml_doc(text.replace("\x00", ""))
     if doc is not None:
         base_el = doc.find(".//base[@href]")
         if base_el is not None:
             base = urljoin(url, base_el.get("href"))
-        structured = bool(ld)
         if wanted or sel_fields:
             for method, (scope, typ, prop) in ((MICRODATA, ("itemscope", "itemtype", "itemprop")),
                                                (RDFA, ("typeof", "typeof", "property"))):
+                if scope not in text:
+                    continue  # no such attribute anywhere: no tree walk
                 items = _schema_items(doc, scope, typ, prop)
                 got, vs = _interpret(_products(items), base, sku, url)
                 if got:
-                    structured = True
                     layers.append((method, got))
                     if vs and not variants:
                         variants, variants_from = vs, method
             og = _opengraph(doc, base)
             if og:
-                structured = True
                 layers.append((OPENGRAPH, og))
             if selectors:
                 sel = _selected(text, selectors, base)
                 if sel:
                     layers.append((SELECTOR, sel))
-            if not structured:
-                h = _heuristic(doc, base)
-                if "price" not in h:
-                    h = {**_text_heuristic(text), **h}
-                layers.append((HEURISTIC, h))
-    if doc is None and not ld and wanted:
+    reader = None
+    if doc is not None:
+        have = _merge(layers)
+        missing = [k for k in ("title", "price", "availability", "sku", "images")
+                   if not (have.images if k == "images" else getattr(have, k) is not None)]
+        if missing and not (variants and set(missing) <= {"sku", "price", "availability"}):
+            from auditor.pagereader import read_page
+
+            reader = read_page(doc, base, title_hint=have.title, want=missing, text=text)
+            if not have.is_product and (reader.blocked or reader.not_product):
+                pass  # nothing to read: the reason is set below
+            else:
+                for method in (HEURISTIC, JS_STATE):
+                    vals = {k: v for k, v in reader.values.items()
+                            if reader.sources.get(k, HEURISTIC) == method}
+                    if vals:
+                        layers.append((method, vals))
+                if "price" in missing and not reader.values and not variants and \
+                        not have.is_product:
+                    # markup too broken for the tree: the tag-stripped text, unsure
+                    layers.append((HEURISTIC, _text_heuristic(text)))
+                    for k in layers[-1][1]:
+                        reader.confidence.setdefault(k, 0.4)
+    elif not ld and wanted:
         layers.append((HEURISTIC, _text_heuristic(text)))
     out = _merge(layers)
+    for k, method in out.sources.items():
+        out.confidence[k] = CONFIDENCE.get(method, 0.5)
+    if reader is not None:
+        for k, method in list(out.sources.items()):
+            if method in (HEURISTIC, JS_STATE) and k in reader.confidence:
+                out.confidence[k] = reader.confidence[k]
+                if k in reader.hints:
+                    out.hints[k] = reader.hints[k]
+        if out.sources.get("price") == HEURISTIC:
+            out.region_prices = list(reader.region_prices)
+        if not out.is_product and (reader.blocked or reader.not_product):
+            out.blocked, out.reason = reader.blocked, reader.not_product
     if doc is not None and not out.images and (out.price is not None or out.sku):
-        # Structured data without an image: look at the page itself. Finding none
-        # there too is what the page shows (recorded, so the image check can say so).
-        out.images = _product_images(doc, base, out.title)
+        # Structured data without an image, and none found on the page either: what
+        # the page shows (recorded, so the image check can say so).
         out.sources["images"] = HEURISTIC
-    if doc is not None and out.price is not None and out.sale_price is None:
-        old = _crossed_out(doc, out.price)
+        out.confidence["images"] = reader.absent.get("images", CONFIDENCE[HEURISTIC]) \
+            if reader is not None else CONFIDENCE[HEURISTIC]
+    if out.price is not None and out.sale_price is None and \
+            out.sources.get("price") not in (HEURISTIC, JS_STATE):
+        old = old_price if out.sources.get("price") == JSON_LD else (
+            _crossed_out(text, out.price) if _may_show_old_price(text, out.price) else None)
         if old is not None:
             out.sale_price, out.price = out.price, old
             out.sources["sale_price"] = out.sources["price"]
             out.sources["price"] = HEURISTIC
+            out.confidence["sale_price"] = out.confidence.get("price", 0.5)
+            out.confidence["price"] = 0.8
     # Variants inherit page-wide facts, never another variant's price or identity.
     shared = [(m, {k: x for k, x in vals.items() if k in INHERITED}) for m, vals in layers]
     out.variants = [_merge([(variants_from, v)] + shared) for v in variants]
+    for v in out.variants:
+        v.confidence = {k: out.confidence.get(k, CONFIDENCE.get(m, 0.5))
+                        if m != variants_from else CONFIDENCE.get(m, 0.5)
+                        for k, m in v.sources.items()}
     if any(v.images for v in out.variants):
         # The structured data gives variants images of their own: one given none shows none.
         for v in out.variants:

@@ -130,7 +130,8 @@ def build_record(row: Mapping[str, Any], opts: Mapping[str, Any],
         try:
             if isinstance(raw, (int, float)) and not isinstance(raw, bool):
                 raw = repr(raw)
-            return parse_money(str(raw), explicit_cur or cur)
+            return master_price(str(raw), explicit_cur or cur, explicit_cur or currency,
+                                "its column" if explicit_cur else "the row's currency column")
         except (ValueError, ModelError) as e:
             problems.append((col, f"bad price {raw!r}: {e}"))
             return None
@@ -217,7 +218,7 @@ def build_record(row: Mapping[str, Any], opts: Mapping[str, Any],
         for fld, ov in vals.items():
             if fld in ("price", "sale_price"):
                 try:
-                    parse_money(ov, cur)
+                    master_price(ov, cur, currency, "the row's currency column")
                 except (ValueError, ModelError) as e:
                     problems.append((f"{fld}@{channel}", f"bad price {ov!r}: {e}"))
     kw["images"] = tuple(images)
@@ -226,6 +227,25 @@ def build_record(row: Mapping[str, Any], opts: Mapping[str, Any],
     if problems:
         return None
     return MasterRecord(**kw)
+
+
+_EXPONENT = re.compile(r"\d\s*[eE]\s*[-+]?\d")
+
+
+def master_price(raw: str, currency: str | None, stated: str | None, where: str) -> Money:
+    """A master price, strictly: the master is the truth every channel is held to.
+
+    Refused: scientific notation (``1e3`` is not read as 1), a negative amount, and a
+    currency in the cell that contradicts ``stated`` (the row's currency column, or
+    the currency of a ``price_<CUR>`` column). ValueError says why."""
+    if _EXPONENT.search(raw):
+        raise ValueError("scientific notation is not a price (write the amount in full)")
+    m = parse_money(raw, currency)
+    if m.amount < 0:
+        raise ValueError("a price cannot be negative")
+    if stated and m.currency != stated:
+        raise ValueError(f"the cell is in {m.currency} but {where} says {stated}")
+    return m
 
 
 def _attr_text(v: Any) -> str:
@@ -251,6 +271,12 @@ def _remap(header: list[str], columns: Mapping[str, str]) -> list[str]:
 def read_csv(sf: sources.SourceFile, opts: Mapping[str, Any]) -> MasterImport:
     out = MasterImport(sf.name, CompactRecords())
     encoding = opts.get("encoding") or "auto"
+    kind = sf.kind()
+    if kind in ("xlsx", "html", "xml", "json"):
+        hint = " (JSON Lines? set type = \"jsonl\")" if kind == "json" else \
+            " (save it as CSV from the spreadsheet)" if kind == "xlsx" else ""
+        raise MasterImportError(sf.name, [(f"{sf.name}:1", f"got {kind.upper()} where a CSV "
+                                           f"master export was expected{hint}")])
 
     def on_error(loc: str, reason: str) -> None:
         out.errors.append((loc, reason))

@@ -215,6 +215,17 @@ class Listing:
     evidence: str | None = None
     # Where each value came from, for extraction debugging (field -> source).
     sources: Mapping[str, str] = field(default_factory=dict)
+    # How sure the read of each field is (0..1), for channels that read pages; a field
+    # below LOW_CONFIDENCE never raises a failed finding (auditor/confidence.py).
+    confidence: Mapping[str, float] = field(default_factory=dict)
+    # field -> a CSS selector (site channel `selectors` syntax) that would read it for certain
+    hints: Mapping[str, str] = field(default_factory=dict)
+    # field -> other values the page shows in the product's own region (decimal strings
+    # for prices), among which a linked master may choose
+    alternatives: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Cells of this listing that could not be read (listing field -> "file:line: reason"):
+    # the field is None, and every comparison of it is not_evaluated with this reason.
+    unread: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +294,29 @@ class SourceResult:
     finished_at: datetime | None = None
     # Keys of listings whose state is unknown this run (blocked/error pages).
     unknown_keys: set[str] = field(default_factory=set)
+    # Why presence is held for this run (no listing concluded missing or removed, no
+    # presence finding resolved), though the rest of the read is complete: a row whose
+    # key could not be read, a sharp drop in items. None: presence is evaluated.
+    presence_held: str | None = None
+
+
+# The listing fields a check's finding field depends on (a finding field not named
+# here depends on the listing field of the same name). A finding on a field none of
+# whose listing fields the channel's source carries is not evaluated (see
+# auditor.check.not_carried), and an unread cell of one makes it not_evaluated.
+FINDING_FIELD_SOURCES: dict[str, tuple[str, ...]] = {
+    "image": ("images",),
+    "additional_images": ("images",),
+    "availability": ("availability", "quantity"),
+    # A channel with one price column shows the sale price in force there.
+    "sale_price": ("sale_price", "price", "sale_start", "sale_end"),
+    "listing": (),  # presence: every source carries its listings
+}
+
+
+def listing_fields_of(finding_field: str) -> tuple[str, ...]:
+    """The listing fields a finding on ``finding_field`` compares."""
+    return FINDING_FIELD_SOURCES.get(finding_field, (finding_field,))
 
 
 @dataclass(slots=True)

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from auditor import plugins
-from auditor.check import CheckContext, CheckSpec
+from auditor import holds
+from auditor.check import CarriedFields, CheckContext, CheckSpec, with_unread
 from auditor.config import ChannelConfig, Config, secret_value
 from auditor.connector import SourceContext
 from auditor.errors import AuditorError, SourceError
@@ -38,6 +39,7 @@ from auditor.linking import Linker
 from auditor.master import load_master
 from auditor.model import (Finding, Link, LinkMethod, Listing, MasterRecord, Outcome,
                            SourceResult, SourceStatus)
+from auditor.confidence import prefer_master
 from auditor.sources import is_url
 from auditor.storage import MasterPlan, Store, open_store
 
@@ -66,6 +68,11 @@ class ChannelSummary:
     open_failed: int = 0
     open_warn: int = 0
     seconds: float = 0.0
+    # Why presence was held for this channel in this run (see auditor.holds), or None.
+    presence_held: str | None = None
+    # Check -> fields the channel's source never carries (not evaluated, said once).
+    not_carried: dict[str, list[str]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def score(self) -> float | None:
@@ -92,7 +99,8 @@ class RunReport:
     @property
     def exit_code(self) -> int:
         """0 all consistent, 1 findings, 2 could not run (or ran only partly)."""
-        if self.status != SourceStatus.COMPLETE or self.master_error:
+        if self.status != SourceStatus.COMPLETE or self.master_error or \
+                any(c.presence_held for c in self.channels):
             return 2
         if any(c.open_failed or c.open_warn for c in self.channels):
             return 1
@@ -316,13 +324,18 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
 
     # Counted by Outcome member (a str enum) on the hot path, by plain string at the end.
     tallies: dict[str, Counter] = {s.name: Counter() for s in specs}
-    plan = [(spec.fn, cctx[spec.name], tallies[spec.name]) for spec in specs]
+    plan = [(spec.fn, cctx[spec.name], tallies[spec.name], spec.fields) for spec in specs]
     passed = Outcome.PASSED
+    carried = CarriedFields(specs)
 
     def run_checks(m: MasterRecord | None, li: Listing | None, link=None) -> None:
-        for fn, c, tally in plan:
+        unread = li is not None and li.unread
+        for fn, c, tally, fields in plan:
             c.link = link  # presence tells an ambiguous link from an orphan
-            for f in fn(m, li, c):
+            found = fn(m, li, c)
+            if unread:  # cells that could not be read: their comparisons are not evaluated
+                found = with_unread(fields, found, m, li, c)
+            for f in found:
                 o = f.outcome
                 tally[o] += 1
                 if o is not passed:
@@ -333,11 +346,13 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
     suggested_skus: set[str] = set()
     link_notes: list[Link] = []  # suggested and unlinked listings, with reason and evidence
 
-    def settle(li: Listing, link: Link) -> None:
+    def settle(li: Listing, link: Link) -> Listing:
         m = master.get(link.sku) if link.sku else None
         if m is not None:
             linked_skus.add(link.sku)  # the index's own string, not a decoded copy
             summary.linked += 1
+            if li.alternatives:  # an uncertain page read: the master picks in its buy box
+                li = prefer_master(li, m, ctx.now)
         elif link.method == LinkMethod.AMBIGUOUS:
             summary.ambiguous += 1
         elif link.method == LinkMethod.SUGGESTED:
@@ -354,6 +369,7 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
         result.listings += 1
         if progress and result.listings % 1000 == 0:
             progress(ch.name, result.listings)
+        return li
 
     def pipeline() -> Iterator[tuple[Listing, Link]]:
         for li in conn_cls(ch).read(ctx):
@@ -361,14 +377,16 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
                 ctx.bad(li.evidence or li.key, f"duplicate listing key {li.key!r}; kept the first")
                 continue
             seen.add(li.key)
+            if carried.unseen:
+                carried.see(li)
+            if li.unread:
+                ctx.unread_cells(li)
             link = linking.link(li)
             if link is None:  # matched by what it shows, once the whole channel is read
                 continue
-            settle(li, link)
-            yield li, link
+            yield settle(li, link), link
         for li, link in linking.finish():
-            settle(li, link)
-            yield li, link
+            yield settle(li, link), link
 
     unseen: list[str] = []  # listings present before and not read now
     try:
@@ -400,21 +418,47 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
             result.message = (f"source yielded no listings where the last complete read had "
                               f"{prev}; treated as a source problem (set allow_empty = true if "
                               f"an empty channel is real)")
-        elif prev and result.listings < ch.opt("min_ratio", 0.5) * prev:
-            result.status = SourceStatus.PARTIAL
-            result.message = (f"source yielded {result.listings} listings, under "
-                              f"{ch.opt('min_ratio', 0.5):.0%} of the last complete read ({prev});"
-                              f" no listing is concluded missing")
+    verdict = holds.DropVerdict()
+    if result.status == SourceStatus.COMPLETE and result.presence_held is None:
+        verdict = holds.judge_drop(store, ch, run_id, unseen, result.listings)
+        result.presence_held = verdict.hold
     if result.status == SourceStatus.COMPLETE:
-        store.mark_removed(run_id, ch.name, unseen)
+        if result.presence_held is None:
+            store.mark_removed(run_id, ch.name, unseen)
+        else:  # computed and kept, not concluded (see auditor.holds)
+            kept = len(observed)
         for sku in master:  # decoded only when unlinked (a compact master decodes on access)
             # a master only suggested for a listing is not concluded missing: a person decides
             if sku not in linked_skus and sku not in suggested_skus:
                 run_checks(master[sku], None)
+        if result.presence_held is not None:
+            held = observed[kept:]
+            del observed[kept:]
+            for f in held:  # not counted as this run's outcomes either
+                tallies[f.check][f.outcome] -= 1
+            store.save_presence_hold(run_id, ch.name, "drop" if verdict.hold else "row",
+                                     result.presence_held, unseen, held,
+                                     [s.name for s in specs])
+        holds.settle_earlier(store, ch.name, run_id, verdict.confirmed_run, now)
+    # Fields the whole source never carries: not evaluated for the channel, not per listing.
+    missing = carried.missing(specs, ctx.carried, result.listings)
+    if missing:
+        gone = {(c, f) for c, fs in missing.items() for f in fs}
+        keep = []
+        for f in observed:
+            if (f.check, f.field) in gone:
+                tallies[f.check][f.outcome] -= 1
+                tallies[f.check][Outcome.NOT_EVALUATED] += 1
+            else:
+                keep.append(f)
+        observed[:] = keep
 
     result.finished_at = datetime.now(timezone.utc)
     counts = {name: Counter({str(o): n for o, n in t.items()}) for name, t in tallies.items()}
-    counts_changes = store.apply_findings(run_id, ch.name, observed, result.status,
+    # Held presence: conclusions only about the listings that were read.
+    evidence = SourceStatus.PARTIAL if result.status == SourceStatus.COMPLETE and \
+        result.presence_held is not None else result.status
+    counts_changes = store.apply_findings(run_id, ch.name, observed, evidence,
                                           seen, [s.name for s in specs], now)
     store.save_scores(run_id, [(ch.name, name, dict(c)) for name, c in counts.items()])
     store.save_source_result(run_id, result, ctx.errors)
@@ -424,6 +468,10 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
     summary.listings = result.listings
     summary.errors = result.errors
     summary.message = result.message
+    summary.presence_held = result.presence_held
+    summary.not_carried = missing
+    if verdict.note:
+        summary.notes.append(verdict.note)
     summary.outcomes = counts
     summary.opened = counts_changes.opened + counts_changes.reopened
     summary.resolved = counts_changes.resolved
@@ -668,4 +716,5 @@ def _summary_dict(s: ChannelSummary) -> dict[str, Any]:
             "errors": s.errors, "message": s.message, "opened": s.opened,
             "resolved": s.resolved, "failed": s.open_failed, "warn": s.open_warn,
             "score": s.score, "seconds": round(s.seconds, 3),
+            "presence_held": s.presence_held, "not_carried": s.not_carried, "notes": s.notes,
             "checks": {k: dict(v) for k, v in s.outcomes.items()}}

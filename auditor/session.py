@@ -241,8 +241,10 @@ class AuditSession:
         report = RunReport(self.run_id, status, master_info, summaries, started, finished,
                            master_error, self.interrupted_before)
         self.store.finish_run(Run(self.run_id, started, finished, status),
-                              {"master": master_info, "master_error": master_error,
-                               "pid": os.getpid(),
+                              # "at": the run's audit clock (what --now sets), the time
+                              # its finding events carry (reports place runs by it).
+                              {"at": self.now.isoformat(), "master": master_info,
+                               "master_error": master_error, "pid": os.getpid(),
                                "channels": [_summary_dict(s) for s in summaries]})
         self.emit(RunFinished(self.run_id, status.value, report.exit_code, started, finished,
                               time.perf_counter() - t_run, master_seconds,

@@ -32,6 +32,20 @@ SIZE_SYNONYMS: tuple[tuple[str, ...], ...] = (
     ("one size", "os", "one size fits all", "onesize"),
 )
 
+# Colour words a title may carry (English and German basics, plus every synonym above):
+# a title that drops one has lost what tells a variant from its siblings.
+COLOUR_WORDS: frozenset[str] = frozenset(
+    """black white red blue green yellow orange purple violet pink brown grey gray beige
+    navy silver gold golden cream ivory khaki olive teal turquoise maroon burgundy charcoal
+    anthracite natural transparent clear lilac lavender mint coral rose tan camel taupe
+    schwarz weiss weiß rot blau grün gruen gelb lila rosa braun grau silber""".split()
+) | frozenset(w for group in COLOUR_SYNONYMS for v in group for w in v.split())
+# Size words (clothing sizes and their spellings) for the same reason.
+SIZE_WORDS: frozenset[str] = frozenset(
+    w for group in SIZE_SYNONYMS for v in group for w in v.split()
+    if w not in ("extra", "size", "fits", "all", "one", "x", "xx", "xxx")) | frozenset(
+    "xxs xs s m l xl xxl xxxl 2xl 3xl 4xl small medium large".split())
+
 _SEP = re.compile(r"[\s\-_.]+")
 
 

@@ -7,7 +7,8 @@ Without ``--base-url`` it writes a directory of synthetic product pages (~80 KB
 each, JSON-LD, a sitemap index with gzip sitemaps, robots.txt) and serves it on
 loopback from a separate process. Each crawler runs in its own subprocess so
 ``peak_rss_mb`` is that crawler's own peak. Prints a table: our first crawl,
-Scrapy's crawl (same concurrency, sitemap discovery, JSON-LD extraction), our
+Scrapy's crawl (same concurrency, sitemap discovery, extruct reading JSON-LD,
+microdata and OpenGraph), our
 second crawl of the unchanged site, and the ratios.
 """
 
@@ -162,6 +163,30 @@ def _child(args: list[str], timeout: float = 3600) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def warm(base_url: str, max_pages: int, workers: int = 8) -> int:
+    """Request every page the shop's sitemaps list once (untimed), so neither crawler
+    pays the server's first render of a page (the crawler measured first would)."""
+    import re
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    def get(u: str) -> bytes:
+        with urllib.request.urlopen(u, timeout=30) as r:
+            return r.read()
+
+    index = get(base_url.rstrip("/") + "/sitemap.xml")
+    urls: list[str] = []
+    for loc in re.findall(rb"<loc>(.*?)</loc>", index):
+        data = get(loc.decode())
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        urls += [u.decode() for u in re.findall(rb"<loc>(.*?)</loc>", data)]
+        if len(urls) >= max_pages:
+            break
+    with ThreadPoolExecutor(workers) as ex:
+        return sum(1 for _ in ex.map(get, urls[:max_pages]))
+
+
 def crawl_bench(base_url: str, concurrency: int, max_pages: int,
                 store_path: str | None = None) -> dict:
     """Our site channel: sitemap discovery, fetch, extract, cache write (one subprocess)."""
@@ -195,11 +220,28 @@ def recrawl_bench(base_url: str, concurrency: int, max_pages: int) -> dict:
 
 
 def scrapy_bench(base_url: str, concurrency: int, max_pages: int) -> dict:
-    """Scrapy's SitemapSpider with equivalent JSON-LD extraction (one subprocess)."""
+    """Scrapy's SitemapSpider with extruct (JSON-LD, microdata, OpenGraph), one subprocess."""
     return _child(["_scrapy", base_url, str(concurrency), str(max_pages)])
 
 
+def _reset_peak_rss() -> None:
+    """Forget the peak RSS inherited from the process this child was forked from (Linux
+    copies the high-water mark on fork), so the figure is the crawler's own."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
 def _peak_rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -236,6 +278,7 @@ def _run_ours(base_url: str, concurrency: int, max_pages: int, store_path: str) 
 
 
 def _run_scrapy(base_url: str, concurrency: int, max_pages: int) -> dict:
+    import extruct
     import scrapy
     from scrapy.crawler import CrawlerProcess
     from scrapy.spiders import SitemapSpider
@@ -246,27 +289,42 @@ def _run_scrapy(base_url: str, concurrency: int, max_pages: int) -> dict:
         name = "bench"
         sitemap_urls = [base_url.rstrip("/") + "/robots.txt", base_url.rstrip("/") + "/sitemap.xml"]
 
-        def parse(self, response):  # JSON-LD Product -> the same fields we read
+        def parse(self, response):  # the same fields we read, by extruct
             count["n"] += 1  # pages parsed, as ours counts pages read
-            for raw in response.xpath('//script[@type="application/ld+json"]/text()').getall():
-                try:
-                    data = json.loads(raw)
-                except ValueError:
-                    continue
-                nodes = data if isinstance(data, list) else data.get("@graph", [data])
-                for node in nodes:
-                    if isinstance(node, dict) and node.get("@type") in ("Product", "ProductGroup"):
-                        offer = node.get("offers") or {}
-                        if isinstance(offer, list):
-                            offer = offer[0] if offer else {}
-                        brand = node.get("brand")
-                        yield {"url": response.url, "sku": node.get("sku"),
-                               "title": node.get("name"), "price": offer.get("price"),
-                               "currency": offer.get("priceCurrency"),
-                               "availability": offer.get("availability"),
-                               "brand": brand.get("name") if isinstance(brand, dict) else brand,
-                               "images": node.get("image")}
-                        break
+            # extruct reads JSON-LD, microdata and OpenGraph (the syntaxes our reader
+            # covers besides the visible HTML), as a Scrapy project would
+            data = extruct.extract(response.text, base_url=response.url,
+                                   syntaxes=["json-ld", "microdata", "opengraph"],
+                                   uniform=True)
+            nodes = list(data.get("json-ld") or []) + list(data.get("microdata") or [])
+            flat = []
+            for node in nodes:
+                if isinstance(node, dict):
+                    flat += node.get("@graph", [node]) if "@graph" in node else [node]
+            for node in flat:
+                types = node.get("@type") if isinstance(node, dict) else None
+                types = types if isinstance(types, list) else [types]
+                if any(t in ("Product", "ProductGroup") for t in types):
+                    offer = node.get("offers") or {}
+                    if isinstance(offer, list):
+                        offer = offer[0] if offer else {}
+                    brand = node.get("brand")
+                    yield {"url": response.url, "sku": node.get("sku"),
+                           "title": node.get("name"), "price": offer.get("price"),
+                           "currency": offer.get("priceCurrency"),
+                           "availability": offer.get("availability"),
+                           "brand": brand.get("name") if isinstance(brand, dict) else brand,
+                           "images": node.get("image")}
+                    return
+            for og in data.get("opengraph") or []:
+                if isinstance(og, dict) and og.get("og:type") == "product":
+                    yield {"url": response.url, "title": og.get("og:title"),
+                           "price": og.get("product:price:amount"),
+                           "currency": og.get("product:price:currency"),
+                           "availability": og.get("product:availability"),
+                           "sku": og.get("product:retailer_item_id"),
+                           "images": og.get("og:image")}
+                    return
 
     process = CrawlerProcess(settings={
         "LOG_LEVEL": "ERROR", "TELNETCONSOLE_ENABLED": False, "ROBOTSTXT_OBEY": True,
@@ -379,11 +437,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "_serve":
+    cmd = sys.argv[1] if len(sys.argv) > 1 else ""
+    if cmd == "_serve":
         serve(Path(sys.argv[2]), int(sys.argv[3]))
-    elif len(sys.argv) > 1 and sys.argv[1] == "_ours":
+    elif cmd == "_ours":
+        _reset_peak_rss()
         print(json.dumps(_run_ours(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])))
-    elif len(sys.argv) > 1 and sys.argv[1] == "_scrapy":
+    elif cmd == "_scrapy":
+        _reset_peak_rss()
         print(json.dumps(_run_scrapy(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
     else:
         sys.exit(main())

@@ -147,6 +147,10 @@ def audit(world: Path, workdir: Path, channels: list[str] | None = None,
         "channels": [{"channel": c.channel, "status": c.status.value, "listings": c.listings,
                       "seconds": c.seconds, "errors": c.errors} for c in report.channels],
         "listings": sum(c.listings for c in report.channels),
+        # comparisons left not_evaluated because the page read was uncertain, and
+        # failed/warn findings on such reads (auditor/confidence.py: always 0)
+        "uncertain_reads": sum(1 for f in findings if "low confidence" in (f.get("message")
+                                                                           or "")),
         "quality": {k: dataclasses.asdict(v) | {"precision": v.precision, "recall": v.recall}
                     for k, v in scores.items()},
     }

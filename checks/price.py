@@ -39,6 +39,32 @@ def round_price(amount: Decimal, currency: str, rule: str) -> Decimal:
     return amount.quantize(_QUANTUM[currency], rounding=ROUND_HALF_UP)
 
 
+def vat_rate(value: Any) -> Decimal:
+    """A VAT rate: a fraction between 0 and 1 (0.19) or a percentage string ("19%").
+
+    ``19`` is refused: read as a fraction it would make prices twenty times too high."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"expected a fraction such as 0.19 or a string such as \"19%\", "
+                         f"got {value!r}")
+    text = str(value).strip()
+    try:
+        rate = Decimal(text[:-1].strip()) / 100 if text.endswith("%") else Decimal(text)
+    except ArithmeticError:
+        raise ValueError(f"expected a fraction such as 0.19 or a string such as \"19%\", "
+                         f"got {value!r}") from None
+    if not 0 < rate < 1:
+        hint = f" (for {text}% write \"{text}%\" or {Decimal(text) / 100})" \
+            if not text.endswith("%") and rate >= 1 else ""
+        raise ValueError(f"expected a fraction between 0 and 1 or a percentage such as "
+                         f"\"19%\", got {value!r}{hint}")
+    return rate
+
+
+def percent(rate: Decimal) -> str:
+    """0.19 -> '19%', 0.077 -> '7.7%'."""
+    return f"{format((rate * 100).normalize(), 'f')}%"
+
+
 def _settings(ctx: CheckContext) -> dict[str, Any]:
     ch = ctx.channel_options
     tax = ctx.option("tax_inclusive") or bool(ch.get("tax_inclusive"))
@@ -52,6 +78,9 @@ def _settings(ctx: CheckContext) -> dict[str, Any]:
             "plain": not tax and ctx.option("rounding") in ("half_up", "none"),
             # Expected amount by (master amount, currency): a catalog has few price points.
             "expected": {},
+            # On a tax-inclusive channel: the gross amounts a net master amount may show
+            # as, given it was itself rounded to the minor unit, by expected amount.
+            "ranges": {},
             "ok": ctx.ok("price"),
             "ok_both": (ctx.passed(None, None, "price"), ctx.passed(None, None, "sale_price"))}
 
@@ -64,11 +93,22 @@ def _expect(m: Money | None, cfg: dict[str, Any]) -> Decimal | None:
     known = cfg["expected"]
     hit = known.get(key)
     if hit is None:
-        amount = m.amount if cfg["factor"] is None else m.amount * cfg["factor"]
+        factor = cfg["factor"]
+        amount = m.amount if factor is None else m.amount * factor
         hit = round_price(amount, m.currency, cfg["rounding"])
         if len(known) >= 100_000:
             known.clear()
+            cfg["ranges"].clear()
         known[key] = hit
+        if factor is not None:
+            # The net amount stands for anything within half a minor unit of it: the
+            # gross a channel computed from the unrounded net lies in this range.
+            half = _QUANTUM[m.currency] / 2
+            lo = round_price((m.amount - half) * factor, m.currency, cfg["rounding"])
+            hi = round_price((m.amount + half) * factor, m.currency, cfg["rounding"])
+            was = cfg["ranges"].get((hit, m.currency))
+            cfg["ranges"][(hit, m.currency)] = (lo, hi) if was is None else \
+                (min(lo, was[0]), max(hi, was[1]))
     return hit
 
 
@@ -108,7 +148,10 @@ def _close(a: Decimal, b: Decimal, cfg: dict[str, Any], currency: str) -> bool:
         return True
     if abs(a - b) <= max(cfg["tol"], cfg["pct"] * abs(b)):
         return True
-    return round_price(a, currency, "half_up") == round_price(b, currency, "half_up")
+    if round_price(a, currency, "half_up") == round_price(b, currency, "half_up"):
+        return True
+    span = cfg["ranges"].get((b, currency)) if cfg["factor"] is not None else None
+    return span is not None and span[0] <= a <= span[1]
 
 
 def _shows_sale(li: Listing, now: datetime) -> bool:
@@ -133,17 +176,30 @@ def _mismatch(ctx: CheckContext, master: MasterRecord, listing: Listing, field: 
                         lambda old: _close(shown.amount, _expect(old, cfg), cfg, cur))
     exp, act = str(Money(expected, cur)), str(shown)
     word = "price" if field == "price" else "sale price"
+    said = exp
+    if cfg["factor"] is not None:
+        net = _net(ctx, master, field, cur)
+        if net is not None:
+            said = f"{net} net, {exp} with {percent(cfg['vat'])} VAT"
     if until is not None:
         note, details = stale_note(word, until)
-        msg = f"{word} {act} differs from master {exp}: {note}"
+        msg = f"{word} {act} differs from master {said}: {note}"
     else:
         details = {}
-        msg = f"{word} {act} differs from master {exp}"
+        msg = f"{word} {act} differs from master {said}"
     if cfg["factor"] is not None:
         details["vat_rate"] = str(cfg["vat"])
     sev = Severity.CRITICAL if field == "price" else Severity.MAJOR
     return ctx.finding(master, listing, field, Outcome.FAILED, sev, expected=exp, actual=act,
                        message=msg, **details)
+
+
+def _net(ctx: CheckContext, master: MasterRecord, field: str, cur: str) -> Money | None:
+    """The master's own (net) amount behind an expected gross amount."""
+    ov = master.overrides and _override(master, ctx.channel, field, cur)
+    if ov:
+        return ov
+    return master.price_in(cur) if field == "price" else master.sale_price_in(cur)
 
 
 @check("price", fields=("price", "sale_price"), options=(
@@ -152,7 +208,9 @@ def _mismatch(ctx: CheckContext, master: MasterRecord, listing: Listing, field: 
         "the expected price (the larger of both tolerances applies)."),
     Opt("tax_inclusive", bool, False, "The channel shows prices with VAT: expected = master x "
         "(1 + vat_rate), then rounded."),
-    Opt("vat_rate", Decimal, None, "VAT rate of a tax-inclusive channel, e.g. 0.2 for 20%."),
+    Opt("vat_rate", vat_rate, None, "VAT rate of a tax-inclusive channel: a fraction (0.19) "
+        "or a percentage string (\"19%\"); 19 is refused. A gross price within the rounding "
+        "of net x (1 + vat_rate) passes."),
     Opt("rounding", str, "half_up", "How the channel rounds computed prices: half_up (minor unit),"
         " none, whole (whole units), nearest_99 (nearest .99 ending).", choices=ROUNDINGS),
     Opt("currency", str, None, "Currency the channel must sell in (default: the channel's "

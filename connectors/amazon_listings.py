@@ -46,16 +46,35 @@ ID_TYPES = {"1": "asin", "2": "isbn", "3": "upc", "4": "ean"}
 _INACTIVE = {"inactive", "incomplete", "closed", "deleted", "suppressed"}
 _make = listing_maker("channel", "key", "fetched_at", "sku", "title", "description", "gtin",
                       "price", "quantity", "availability", "images", "attributes", "url",
-                      "evidence")
+                      "evidence", "unread")
+_NONE: dict[str, str] = {}  # shared "no unread cell" (never written to)
 # Kept in Listing.attributes under these names.
 _EXTRA = ("listing_id", "condition", "fulfillment", "open_date")
 
 
-def row_converter(header: list[str], name: str, channel: str, fetched_at, opts: Mapping[str, Any]):
-    """A function (line, cells) -> Listing for a report with this header."""
+def _columns(opts: Mapping[str, Any]) -> dict[str, Any]:
     columns = dict(COLUMNS)
     for field, theirs in (opts.get("columns") or {}).items():
         columns[field] = theirs
+    return columns
+
+
+def carried_fields(header: list[str], name: str, opts: Mapping[str, Any]) -> set[str]:
+    """The listing fields a report with this header carries."""
+    cols = set(map_columns_all(header, _columns(opts), name))
+    out = {"title", "description", "price", "quantity"} & cols
+    if "image" in cols:
+        out.add("images")
+    if "product_id" in cols:
+        out.add("gtin")
+    if "quantity" in cols or "status" in cols:
+        out.add("availability")
+    return out
+
+
+def row_converter(header: list[str], name: str, channel: str, fetched_at, opts: Mapping[str, Any]):
+    """A function (line, cells) -> Listing for a report with this header."""
+    columns = _columns(opts)
     values = row_values(map_columns_all(header, columns, name, required=("sku",)))
     currency = normalize_currency(opts["currency"])
     dsep = opts.get("decimal_separator")
@@ -69,20 +88,22 @@ def row_converter(header: list[str], name: str, channel: str, fetched_at, opts: 
         if not sku:
             raise BadRecord("row has no seller-sku", "seller-sku")
         attributes: dict[str, str] = {}
+        where = f"{name}:{line}"
+        bad: dict[str, str] = {}
         price = None
         p = get("price")
         if p:
             try:
                 price = parse_money(p, currency, dsep)
             except ValueError as e:
-                raise BadRecord(f"bad price {p!r}: {e}", "price") from None
+                bad["price"] = f"{where}: bad price {p!r}: {e}"
         qty = None
         q = get("quantity")
         if q:
             try:
                 qty = parse_int(q, dsep)
             except ValueError as e:
-                raise BadRecord(str(e), "quantity") from None
+                bad["quantity"] = f"{where}: {e}"
         status = get("status")
         if status:
             attributes["status"] = status
@@ -118,7 +139,7 @@ def row_converter(header: list[str], name: str, channel: str, fetched_at, opts: 
         return _make(channel, sku, fetched_at, sku, get("title"), get("description"), gtin,
                      price, qty, avail, (image,) if image else (), attributes,
                      url_tpl.format(asin=asin, sku=sku) if url_tpl and asin else None,
-                     f"{name}:{line}")
+                     where, bad or _NONE)
 
     return convert
 
@@ -157,13 +178,14 @@ class AmazonListings(Connector):
                     raise SourceError(sf.name, f"got {kind.upper()} where a tab-delimited "
                                                f"Amazon report was expected")
                 header, rows = csvio.open_rows(sf, opts.get("encoding") or "auto",
-                                               opts.get("delimiter") or "\t", ctx.bad,
+                                               opts.get("delimiter") or "\t", ctx.key_lost,
                                                ragged="report")
                 if not header:
                     continue
                 convert = row_converter(header, sf.name, self.channel.name, ctx.now, opts)
+                ctx.carries(*carried_fields(header, sf.name, opts))
                 for line, cells in rows:
                     try:
                         yield convert(line, cells)
-                    except BadRecord as e:
-                        ctx.bad(f"{sf.name}:{line}", str(e))
+                    except BadRecord as e:  # no seller-sku: the row may be any listing
+                        ctx.key_lost(f"{sf.name}:{line}", str(e))

@@ -67,44 +67,50 @@ def item_converter(channel: str, fetched_at: datetime, opts: Mapping[str, Any]
     shipping = bool(opts.get("include_shipping"))
     unknown = Availability.UNKNOWN
 
-    def money(v: str, name: str) -> Money | None:
+    def money(v: str, name: str, bad: dict[str, str], location: str) -> Money | None:
         try:
             return parse_money(v, default_cur, dsep)
         except ValueError as e:
             if v.strip():
-                raise BadRecord(f"bad {name} {v!r}: {e}", name) from None
+                bad[name] = f"{location}: bad {name} {v!r}: {e}"
             return None
 
     def convert(fields: Mapping[str, str], location: str) -> Listing:
+        """A row without an id raises BadRecord; an unreadable value leaves its field
+        empty and is named in the listing's ``unread``."""
         get = fields.get
         key = get("id")
         key = key.strip() if key else None
         if not key:
             raise BadRecord("item has no id", "id")
+        bad: dict[str, str] = {}
         v = get("price")
-        price = money(v, "price") if v else None
+        price = money(v, "price", bad, location) if v else None
         v = get("sale_price")
-        sale = money(v, "sale_price") if v else None
+        sale = money(v, "sale_price", bad, location) if v else None
         start = end = None
         v = get("sale_price_effective_date")
         if v and v.strip():
             try:
                 start, end = parse_interval(v, tz)
             except ValueError as e:
-                raise BadRecord(str(e), "sale_price_effective_date") from None
+                bad["sale_start"] = f"{location}: {e} (sale_price_effective_date)"
         avail = None
         v = get("availability")
         if v:
             try:
                 avail = parse_availability(v)
             except ValueError as e:
-                raise BadRecord(str(e), "availability") from None
+                bad["availability"] = f"{location}: {e}"
             if avail is unknown:
                 avail = None
         qty = None
         if "quantity" in fields or "inventory" in fields or \
                 "quantity_to_sell_on_facebook" in fields:
-            qty = _quantity(fields, dsep)
+            try:
+                qty = _quantity(fields, dsep)
+            except BadRecord as e:
+                bad["quantity"] = f"{location}: {e}"
         attributes = {}
         for k in ATTRIBUTE_SET.intersection(fields):
             v = fields[k]
@@ -134,7 +140,7 @@ def item_converter(channel: str, fetched_at: datetime, opts: Mapping[str, Any]
             brand.strip() or None if brand else None,
             gtin, mpn.strip() or None if mpn else None, images, attributes,
             group.strip() or None if group else None,
-            price, sale, start, end, avail, qty, location)
+            price, sale, start, end, avail, qty, location, bad or _NONE)
 
     return convert
 
@@ -143,7 +149,14 @@ _QUANTITY_FIELDS = ("quantity", "quantity_to_sell_on_facebook", "inventory")
 _make = listing_maker("channel", "key", "fetched_at", "url", "sku", "title", "description",
                       "brand", "gtin", "mpn", "images", "attributes", "group_id", "price",
                       "sale_price", "sale_start", "sale_end", "availability", "quantity",
-                      "evidence")
+                      "evidence", "unread")
+_NONE: dict[str, str] = {}  # shared "no unread value" (never written to)
+
+# Feed attribute -> the listing field it fills (others fill the field of their name).
+FEED_FIELDS = {"image_link": "images", "additional_image_link": "images",
+               "inventory": "quantity", "quantity_to_sell_on_facebook": "quantity",
+               "sale_price_effective_date": "sale_start", "link": "url",
+               "item_group_id": "group_id"}
 
 
 def _quantity(fields: Mapping[str, str], dsep: str | None) -> int | None:
@@ -345,7 +358,7 @@ def read_feed_items(ctx: SourceContext, fmt: str, rename: Callable[[str], str] |
                     with sf.open_binary() as stream:
                         yield from parse_xml(stream, sf.name, rename)
                 else:
-                    yield from parse_tsv(sf, ctx.channel.opt("encoding", "auto"), ctx.bad,
+                    yield from parse_tsv(sf, ctx.channel.opt("encoding", "auto"), ctx.key_lost,
                                          ctx.channel.opt("delimiter", "auto"), rename)
             except (EOFError, OSError) as e:  # unreadable file
                 raise SourceError(sf.name, f"cannot read: {e}") from None
@@ -360,19 +373,26 @@ def items_to_listings(ctx: SourceContext, items: Iterable[tuple[str, dict[str, s
     """
     to_listing = item_converter(ctx.channel.name, ctx.now, ctx.channel.options)
     seen: set[str] = set()  # one loop with the conversion: this is the per-row hot path
-    for location, fields in items:
-        if skip_comments and (fields.get("id") or "").lstrip().startswith("#"):
-            continue
-        try:
-            li = to_listing(fields, location)
-        except BadRecord as e:
-            ctx.bad(location, str(e))
-            continue
-        if li.key in seen:
-            ctx.bad(location, f"duplicate id {li.key!r}; kept the first")
-            continue
-        seen.add(li.key)
-        yield li
+    # The attributes the feed carries (elements present in an item, columns of a header).
+    names: set[str] = set()
+    try:
+        for location, fields in items:
+            if skip_comments and (fields.get("id") or "").lstrip().startswith("#"):
+                continue
+            if not names.issuperset(fields):
+                names.update(fields)
+            try:
+                li = to_listing(fields, location)
+            except BadRecord as e:  # no id: the item may be any listing
+                ctx.key_lost(location, str(e))
+                continue
+            if li.key in seen:
+                ctx.bad(location, f"duplicate id {li.key!r}; kept the first")
+                continue
+            seen.add(li.key)
+            yield li
+    finally:
+        ctx.carries(*{FEED_FIELDS.get(n, n) for n in names})
 
 
 FEED_OPTIONS = (

@@ -124,17 +124,23 @@ def product_listings(product: Mapping[str, Any], channel: str, fetched_at: datet
         if v.get("grams"):
             attributes["product_weight"] = f"{v['grams']} g"
         jv = js_variants.get(vid)
+        src = jv if jv is not None else v
+        available = jv.get("available", v.get("available")) if jv is not None \
+            else v.get("available")
+        where = location or f"{base_url}/products.json"
+        bad: dict[str, str] = {}
+        price = compare = None
         try:
-            if jv is not None:
-                price = _money(jv.get("price"), currency, minor=True)
-                compare = _money(jv.get("compare_at_price"), currency, minor=True)
-                available = jv.get("available", v.get("available"))
-            else:
-                price = _money(v.get("price"), currency)
-                compare = _money(v.get("compare_at_price"), currency)
-                available = v.get("available")
+            price = _money(src.get("price"), currency, minor=jv is not None)
         except (ValueError, ArithmeticError) as e:
-            raise BadRecord(f"variant {vid}: bad price: {e}", "price") from None
+            bad["price"] = f"{where}: variant {vid}: bad price: {e}"
+        try:
+            compare = _money(src.get("compare_at_price"), currency, minor=jv is not None)
+        except (ValueError, ArithmeticError) as e:
+            # The compare-at price decides which of the two is the sale price.
+            bad["price"] = bad["sale_price"] = f"{where}: variant {vid}: bad compare-at " \
+                                               f"price: {e}"
+            price = None
         sale = None
         if compare is not None and price is not None and compare.amount > price.amount:
             price, sale = compare, price  # the "was" price is the regular one
@@ -157,7 +163,7 @@ def product_listings(product: Mapping[str, Any], channel: str, fetched_at: datet
             url=f"{base_url}/products/{quote(handle)}?variant={vid}" if handle else None,
             images=tuple(u for u in own + rest if u), attributes=attributes,
             group_id=str(pid) if pid is not None else None,
-            evidence=location or f"{base_url}/products.json"))
+            evidence=where, unread=bad))
     return out
 
 
@@ -255,12 +261,12 @@ def read_storefront(ctx: SourceContext, source: str) -> Iterator[Listing]:
                 try:
                     listings = product_listings(product, ctx.channel.name, ctx.now, currency,
                                                 base, js, location=f"{url}#{product.get('id')}")
-                except BadRecord as e:
-                    ctx.bad(f"{url}#{product.get('id')}", str(e))
+                except BadRecord as e:  # a variant without id: its listing is unknown
+                    ctx.key_lost(f"{url}#{product.get('id')}", str(e))
                     continue
                 except (TypeError, AttributeError, ValueError) as e:
                     # JSON of an unexpected shape (a string where a list belongs).
-                    ctx.bad(f"{url}#{product.get('id')}", f"unexpected product JSON: {e}")
+                    ctx.key_lost(f"{url}#{product.get('id')}", f"unexpected product JSON: {e}")
                     continue
                 yield from listings
         else:
@@ -336,9 +342,28 @@ _VARIANT_FIELDS = ("sku", "price", "compare", "barcode", "qty", "option1_value",
                    "option2_value", "option3_value")
 
 
+def csv_carried(header: list[str], name: str) -> set[str]:
+    """The listing fields a product export with this header carries."""
+    idx = map_columns(header, CSV_COLUMNS, name)
+    out = {"group_id"} | {ours for theirs, ours in (("title", "title"), ("body", "description"),
+                                                     ("vendor", "brand"), ("price", "price"))
+                          if theirs in idx}
+    if "compare" in idx:
+        out.add("sale_price")
+    if "qty" in idx:
+        out.update(("quantity", "availability"))
+    if "status" in idx:
+        out.add("availability")
+    if "barcode" in idx:
+        out.add("gtin")
+    if "image" in idx or "variant_image" in idx:
+        out.add("images")
+    return out
+
+
 def csv_listings(header: list[str], rows: Iterable[tuple[int, list[str]]], name: str,
                  channel: str, fetched_at: datetime, opts: Mapping[str, Any],
-                 bad) -> Iterator[Listing]:
+                 bad, lost=None) -> Iterator[Listing]:
     """Listings from a Shopify product CSV export (rows grouped by Handle)."""
     idx = map_columns(header, CSV_COLUMNS, name, required=("handle",))
     if "price" not in idx and "sku" not in idx:
@@ -374,13 +399,22 @@ def csv_listings(header: list[str], rows: Iterable[tuple[int, list[str]]], name:
                 attributes[f if f != "type" else "product_type"] = product[f]
         if get(cells, "grams"):
             attributes["product_weight"] = f"{get(cells, 'grams')} g"
+        where = f"{name}:{line}"
+        bad: dict[str, str] = {}
+        price = compare = None
         try:
             price = parse_money(get(cells, "price"), currency, dsep) if get(cells, "price") \
                 else None
+        except ValueError as e:
+            bad["price"] = f"{where}: bad Variant Price {get(cells, 'price')!r}: {e}"
+        try:
             compare = parse_money(get(cells, "compare"), currency, dsep) \
                 if get(cells, "compare") else None
         except ValueError as e:
-            raise BadRecord(f"bad price: {e}", "Variant Price") from None
+            # The compare-at price decides which of the two is the sale price.
+            bad["price"] = bad["sale_price"] = (
+                f"{where}: bad Variant Compare At Price {get(cells, 'compare')!r}: {e}")
+            price = None
         sale = None
         if compare is not None and price is not None and compare.amount > price.amount:
             price, sale = compare, price
@@ -390,10 +424,11 @@ def csv_listings(header: list[str], rows: Iterable[tuple[int, list[str]]], name:
             try:
                 qty = parse_int(get(cells, "qty"), dsep)
             except ValueError as e:
-                raise BadRecord(str(e), "Variant Inventory Qty") from None
-            avail = availability_from_quantity(qty)
-            if qty <= 0 and get(cells, "policy").lower() in ("continue", "true", "yes"):
-                avail = Availability.BACKORDER
+                bad["quantity"] = f"{where}: {e} (Variant Inventory Qty)"
+            if qty is not None:
+                avail = availability_from_quantity(qty)
+                if qty <= 0 and get(cells, "policy").lower() in ("continue", "true", "yes"):
+                    avail = Availability.BACKORDER
         status = product.get("status", "").lower()
         if status in ("draft", "archived"):
             avail = Availability.OUT_OF_STOCK
@@ -406,13 +441,13 @@ def csv_listings(header: list[str], rows: Iterable[tuple[int, list[str]]], name:
             brand=product.get("vendor") or None, gtin=_gtin(get(cells, "barcode"), attributes),
             price=price, sale_price=sale, quantity=qty, availability=avail, images=imgs,
             url=f"{store}/products/{quote(handle)}" if store else None,
-            attributes=attributes, group_id=handle, evidence=f"{name}:{line}")
+            attributes=attributes, group_id=handle, evidence=where, unread=bad)
 
     for line, cells in rows:
         handle = get(cells, "handle")
         if not handle:
             if any(c.strip() for c in cells):
-                bad(f"{name}:{line}", "Handle: row has no handle")
+                (lost or bad)(f"{name}:{line}", "Handle: row has no handle")
             continue
         if handle != product.get("handle"):
             yield from flush()
@@ -474,8 +509,9 @@ class Shopify(Connector):
                     raise SourceError(sf.name, f"got {kind.upper()} where a Shopify product "
                                                f"CSV export was expected")
                 header, rows = csvio.open_rows(sf, self.channel.opt("encoding", "auto"), ",",
-                                               ctx.bad, ragged="report")
+                                               ctx.key_lost, ragged="report")
                 if not header:
                     continue
+                ctx.carries(*csv_carried(header, sf.name))
                 yield from csv_listings(header, rows, sf.name, self.channel.name, ctx.now,
-                                        self.channel.options, ctx.bad)
+                                        self.channel.options, ctx.bad, ctx.key_lost)

@@ -282,4 +282,6 @@ def to_listing(ctx: SourceContext, key: str, url: str, ex: Extraction) -> Listin
         title=ex.title, description=ex.description, brand=ex.brand, gtin=ex.gtin, mpn=ex.mpn,
         price=price, sale_price=sale, availability=ex.availability, images=tuple(ex.images),
         attributes=dict(ex.attributes), group_id=ex.group_id, evidence=url,
-        sources=dict(ex.sources))
+        sources=dict(ex.sources), confidence=dict(ex.confidence), hints=dict(ex.hints),
+        alternatives={"price": tuple(str(p) for p in ex.region_prices)}
+        if len(ex.region_prices) > 1 else {})

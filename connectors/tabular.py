@@ -35,7 +35,8 @@ FIELDS = ("key", "sku", "gtin", "price", "sale_price", "sale_start", "sale_end",
 _make = listing_maker("channel", "fetched_at", "sku", "title", "description", "brand", "mpn",
                       "url", "group_id", "gtin", "images", "price", "sale_price", "sale_start",
                       "sale_end", "attributes", "evidence", "key", "quantity", "availability",
-                      "location")
+                      "location", "unread")
+_NONE: dict[str, str] = {}  # shared "no unread cell" (never written to)
 
 # Column maps of known exports (formats.md section 7). Several candidate
 # headers per field: exports differ by version and language; the first present wins.
@@ -150,14 +151,37 @@ def settings(opts: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
     return columns, locations
 
 
-def row_converter(header: list[str], name: str, channel: str, fetched_at,
-                  opts: Mapping[str, Any]):
-    """A function (line, cells) -> (row key, Listings) for an export with this header."""
+def carried_fields(header: list[str], name: str, opts: Mapping[str, Any]) -> set[str]:
+    """The listing fields an export with this header carries (its mapped columns)."""
+    columns, loc_spec = _columns(header, opts)
+    cols = map_columns_all(header, columns, name)
+    out = {f for f in cols if f in FIELDS}
+    if "image" in out:
+        out.add("images")
+    if loc_spec and _locations(header, loc_spec, name):
+        out.update(("quantity", "availability"))
+    if "quantity" in out:
+        out.add("availability")
+    return out
+
+
+def _columns(header: list[str], opts: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
     columns, loc_spec = settings(opts)
     if "sku" not in columns and "key" not in columns:
-        # No map: headers named like our fields ("sku", "price", ...) are used as they are.
+        # No key in the map: headers named like our fields ("sku", "price", ...) are used
+        # as they are, beside what the map names (e.g. only a units_sold attribute).
         ours = {header_key(f): f for f in FIELDS}
-        columns = {ours[k]: h for h in header if (k := header_key(h)) in ours}
+        columns = {**{ours[k]: h for h in header if (k := header_key(h)) in ours}, **columns}
+    return columns, loc_spec
+
+
+def row_converter(header: list[str], name: str, channel: str, fetched_at,
+                  opts: Mapping[str, Any]):
+    """A function (line, cells) -> (row key, Listings) for an export with this header.
+
+    A row without a key raises BadRecord; a cell that cannot be read (a price ``abc``)
+    leaves its field empty and is named in the listing's ``unread``."""
+    columns, loc_spec = _columns(header, opts)
     cols = map_columns_all(header, columns, name)
     idx = {f: i[0] for f, i in cols.items()}
     if "sku" not in idx and "key" not in idx:
@@ -173,32 +197,34 @@ def row_converter(header: list[str], name: str, channel: str, fetched_at,
     safety = opts.get("safety_stock") or 0
     values = row_values({f: i for f, i in cols.items() if f in FIELDS})
 
-    def money(row: dict[str, str], field: str):
+    def money(row: dict[str, str], field: str, bad: dict[str, str], where: str):
         v = row.get(field)
         if not v:
             return None
         try:
             return parse_money(v, currency, dsep)
         except ValueError as e:
-            raise BadRecord(f"bad {field} {v!r} in column {header[idx[field]]!r}: {e}",
-                            field) from None
+            bad[field] = f"{where}: bad {field} {v!r} in column {header[idx[field]]!r}: {e}"
+            return None
 
-    def date(row: dict[str, str], field: str):
+    def date(row: dict[str, str], field: str, bad: dict[str, str], where: str):
         v = row.get(field)
         if not v:
             return None
         try:
             return parse_datetime(v, tz, dfmt)
         except ValueError as e:
-            raise BadRecord(f"{e} in column {header[idx[field]]!r}", field) from None
+            bad[field] = f"{where}: {e} in column {header[idx[field]]!r}"
+            return None
 
-    def quantity(v: str | None, column: str) -> int | None:
+    def quantity(v: str | None, column: str, bad: dict[str, str], where: str) -> int | None:
         if not v:
             return None
         try:
             return parse_int(v, dsep)
         except ValueError as e:
-            raise BadRecord(f"{e} in column {column!r}", "quantity") from None
+            bad["quantity"] = f"{where}: {e} in column {column!r}"
+            return None
 
     def convert(line: int, cells: list[str]) -> tuple[str, list[Listing]]:
         row = values(cells)
@@ -207,6 +233,8 @@ def row_converter(header: list[str], name: str, channel: str, fetched_at,
         key = sku or get("key")
         if not key:
             raise BadRecord("row has no SKU", "sku")
+        where = f"{name}:{line}"
+        bad: dict[str, str] = {}
         attributes = {f: v for f, i in attr_cols if i < len(cells) and (v := cells[i].strip())}
         gtin = get("gtin")
         if gtin:
@@ -220,7 +248,7 @@ def row_converter(header: list[str], name: str, channel: str, fetched_at,
             try:
                 avail = parse_availability(a)
             except ValueError as e:
-                raise BadRecord(str(e), "availability") from None
+                bad["availability"] = f"{where}: {e}"
             if avail is Availability.UNKNOWN:
                 avail = None
         images: tuple[str, ...] = ()
@@ -228,20 +256,28 @@ def row_converter(header: list[str], name: str, channel: str, fetched_at,
         if im:
             images = tuple(u.strip() for u in re.split(r"[|,]\s*(?=https?:|//)", im) if u.strip())
         common = (channel, fetched_at, sku, get("title"), get("description"), get("brand"),
-                  get("mpn"), get("url"), get("group_id"), gtin, images, money(row, "price"),
-                  money(row, "sale_price"), date(row, "sale_start"), date(row, "sale_end"),
-                  attributes, f"{name}:{line}")
+                  get("mpn"), get("url"), get("group_id"), gtin, images,
+                  money(row, "price", bad, where), money(row, "sale_price", bad, where),
+                  date(row, "sale_start", bad, where), date(row, "sale_end", bad, where),
+                  attributes, where)
         if not locations:
-            qty = quantity(get("quantity"), "quantity")
+            qty = quantity(get("quantity"), "quantity", bad, where)
             if avail is None and qty is not None:
                 avail = availability_from_quantity(qty, safety)
-            return key, [_make(*common, key, qty, avail, get("location"))]
+            return key, [_make(*common, key, qty, avail, get("location"), bad or _NONE)]
         out = []
+        shared = bad or _NONE
         for loc, i in locations:
             v = cells[i].strip() if i < len(cells) else ""
-            qty = quantity(v, header[i])
+            qty = None
+            own = shared
+            if v:
+                try:
+                    qty = parse_int(v, dsep)
+                except ValueError as e:  # this location's count only
+                    own = {**bad, "quantity": f"{where}: {e} in column {header[i]!r}"}
             la = avail if qty is None else availability_from_quantity(qty, safety)
-            out.append(_make(*common, f"{key}@{loc}", qty, la, loc))
+            out.append(_make(*common, f"{key}@{loc}", qty, la, loc, own))
         return key, out
 
     return convert
@@ -302,16 +338,17 @@ class Tabular(Connector):
                     header, rows = xlsx_rows(sf, opts.get("sheet"))
                 else:
                     header, rows = csvio.open_rows(sf, opts.get("encoding") or "auto",
-                                                   opts.get("delimiter") or "auto", ctx.bad,
+                                                   opts.get("delimiter") or "auto", ctx.key_lost,
                                                    ragged="report")
                 if not header:
                     continue
                 convert = row_converter(header, sf.name, self.channel.name, ctx.now, opts)
+                ctx.carries(*carried_fields(header, sf.name, opts))
                 for line, cells in rows:
                     try:
                         key, listings = convert(line, cells)
-                    except BadRecord as e:
-                        ctx.bad(f"{sf.name}:{line}", str(e))
+                    except BadRecord as e:  # no key: the row may be any listing
+                        ctx.key_lost(f"{sf.name}:{line}", str(e))
                         continue
                     if key in seen:
                         ctx.bad(f"{sf.name}:{line}", f"duplicate key {key!r}; kept the first")

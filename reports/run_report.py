@@ -7,6 +7,7 @@ titles and messages from channels are always escaped).
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,17 @@ def build_context(store: Store, run_id: int | None = None, limit: int = 2000) ->
         raise AuditorError(f"no run {run_id} in the store")
     summary = run.summary
     sources = store.run_sources(run.id)
+    by_name = {c.get("channel"): c for c in summary.get("channels", [])}
+    source_notes: dict[str, list[str]] = {}
+    for src in sources:  # held presence and fields the channel never carries, said once
+        c = by_name.get(src.source) or {}
+        notes = [f"presence held: {c['presence_held']}"] if c.get("presence_held") else []
+        notes += c.get("notes") or []
+        gone = sorted({f for fs in (c.get("not_carried") or {}).values() for f in fs})
+        if gone:
+            notes.append("not evaluated on this channel, its source never carries them: "
+                         + ", ".join(gone))
+        source_notes[src.source] = notes
     scores = store.scores(run.id)
     checks = sorted({s.check for s in scores})
     matrix: dict[str, dict[str, Any]] = defaultdict(dict)
@@ -55,13 +67,17 @@ def build_context(store: Store, run_id: int | None = None, limit: int = 2000) ->
     counts: dict[str, int] = defaultdict(int)
     for f in findings:
         counts[f.severity] += 1
+    headline, since_last = _honest_headline(store, run, runs)
     return {
+        "headline": headline,
+        "since_last": since_last,
         "run": {"id": run.id, "started": f"{run.started_at:%Y-%m-%d %H:%M:%S}",
                 "finished": f"{run.finished_at:%Y-%m-%d %H:%M:%S}" if run.finished_at else "",
                 "status": run.status},
         "master": summary.get("master", {}),
         "master_error": summary.get("master_error"),
         "sources": sources,
+        "source_notes": source_notes,
         "checks": checks,
         "matrix": dict(matrix),
         "channels": sorted(matrix) or [s.source for s in sources],
@@ -71,6 +87,38 @@ def build_context(store: Store, run_id: int | None = None, limit: int = 2000) ->
         "truncated": len(findings) >= limit,
         "errors": store.run_errors(run.id, limit=200),
     }
+
+
+def _run_time(run: Any) -> datetime:
+    """A run's audit clock (what --now set), else when it started."""
+    at = run.summary.get("at") if run.summary else None
+    return datetime.fromisoformat(at) if at else run.started_at
+
+
+def _honest_headline(store: Store, run: Any, runs: list[Any]
+                     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Per channel the share of live SKUs with no failed or warn finding open (not the
+    share of comparisons, which reads 99% with dozens of real problems), with its grade
+    and change since the previous run; and what this run opened, reopened, resolved."""
+    from reports.weekly import grade
+
+    now = store.channel_health(_run_time(run))
+    older = [r for r in runs if r.id < run.id]
+    before = store.channel_health(_run_time(older[0])) if older else {}
+    headline = []
+    for ch, (live, ok) in sorted(now.items()):
+        share = ok / live if live else None
+        pl, pok = before.get(ch, (0, 0))
+        prev_share = pok / pl if pl else None
+        headline.append({
+            "channel": ch, "live": live, "consistent": ok,
+            "share": None if share is None else round(100 * share, 1), "grade": grade(share),
+            "change": None if share is None or prev_share is None
+            else round(100 * (share - prev_share), 1)})
+    since: dict[str, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
+    for e in store.run_finding_changes(run.id):
+        since[e.channel][e.event].append(e)
+    return headline, {ch: dict(ev) for ch, ev in sorted(since.items())}
 
 
 def _level(score: float | None) -> str:

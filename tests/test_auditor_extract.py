@@ -206,7 +206,7 @@ def test_extract_command_json(args, code, checks):
     assert r.exit_code == code, r.output
     data = json.loads(r.output)
     assert list(data) == ["title", "price", "currency", "availability", "sku", "gtin", "mpn",
-                          "brand", "images", "sources"]
+                          "brand", "images", "sources", "confidence", "hints", "reason"]
     for k, v in checks.items():
         assert data[k] == v
 

@@ -87,7 +87,8 @@ def test_partly_read_source_produces_no_missing_listings(tmp_path):
     lines = FEED.splitlines()
     (tmp_path / "google.tsv").write_text("\n".join(lines[:2]) + "\n", encoding="utf-8")
     report = run_audit(cfg, store, now=NOW)
-    assert report.channels[0].status.value == "partial"
+    assert "5 of 6 listings vanished" in report.channels[0].presence_held
+    assert report.exit_code == 2
     missing_after = {f.sku for f in store.findings(check="presence", state="open")
                      if f.details.get("kind") == "missing"}
     assert missing_after == missing_before  # nothing new concluded missing

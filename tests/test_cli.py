@@ -105,7 +105,7 @@ def test_untrusted_titles_are_escaped_in_tables(mini_world):
         "Totally different thing", "[bold red]pwned[/] \u009b31mANSI")
     (mini_world / "google.xml").write_text(feed)
     cli("run", "--config", mini_world / "config.toml")
-    r = cli("findings", "--config", mini_world / "config.toml")
+    r = cli("findings", "--config", mini_world / "config.toml", "--wide")
     assert "[bold red]pwned[/]" in r.output  # shown literally, not interpreted
     assert "\u009b" not in r.output
 

@@ -19,7 +19,14 @@ GM = FIXTURES / "google_merchant"
 def test_rss_mixed_prefixes_and_attributes():
     listings, ctx = read("google_merchant", str(GM / "rss_mixed.xml"))
     got = by_key(listings)
-    assert list(got) == ["TS-RED-M", "TS-BLU-M", "PRE-1"]
+    assert list(got) == ["TS-RED-M", "TS-BLU-M", "BAD-PRICE", "PRE-1"]
+    # An unreadable price leaves a listing without it, the reason named with file and line.
+    bad = got["BAD-PRICE"]
+    assert bad.price is None and set(bad.unread) == {"price"}
+    assert bad.unread["price"].startswith(str(GM / "rss_mixed.xml") + ":")
+    assert "twenty dollars" in bad.unread["price"]
+    assert ctx.result.presence_held is None
+    assert {"images", "price", "title", "availability", "gtin"} <= ctx.carried
     red = got["TS-RED-M"]
     assert red.title == "Acme Tee, Red, M"  # g:title wins over the plain <title>
     assert red.url == "https://shop.example/products/tee?variant=11"
@@ -47,9 +54,8 @@ def test_rss_mixed_prefixes_and_attributes():
     assert got["PRE-1"].price == Money(Decimal("1299.00"), "EUR")
     assert got["PRE-1"].availability is Availability.PREORDER
     reasons = " ".join(r for _, r in ctx.errors)
-    assert "price" in reasons and "twenty dollars" in reasons
     assert "duplicate id 'TS-RED-M'" in reasons
-    assert ctx.result.errors == 2
+    assert ctx.result.errors == 1
     assert all(loc.startswith(str(GM / "rss_mixed.xml") + ":") for loc, _ in ctx.errors)
 
 
@@ -160,20 +166,26 @@ def test_external_entity_is_not_resolved(tmp_path):
     assert items and all("TOP-SECRET" not in v for _, fields in items for v in fields.values())
 
 
-@pytest.mark.parametrize("fields,field", [
-    ({"title": "no id"}, "id"),
-    ({"id": "1", "price": "abc"}, "price"),
-    ({"id": "1", "availability": "maybe"}, "availability"),
-    ({"id": "1", "sale_price_effective_date": "2025-03-08/2025-03-01"},
-     "sale_price_effective_date"),
-    ({"id": "1", "quantity_to_sell_on_facebook": "many"}, "quantity_to_sell_on_facebook"),
-])
-def test_bad_item_names_the_field(fields, field):
+def test_item_without_id_is_a_bad_record():
     from auditor.errors import BadRecord
 
     with pytest.raises(BadRecord) as e:
-        item_to_listing(fields, "gm", NOW, "feed:1", {})
-    assert e.value.field == field
+        item_to_listing({"title": "no id"}, "gm", NOW, "feed:1", {})
+    assert e.value.field == "id"
+
+
+@pytest.mark.parametrize("fields,field,word", [
+    ({"id": "1", "price": "abc"}, "price", "abc"),
+    ({"id": "1", "availability": "maybe"}, "availability", "maybe"),
+    ({"id": "1", "sale_price_effective_date": "2025-03-08/2025-03-01"},
+     "sale_start", "sale_price_effective_date"),
+    ({"id": "1", "quantity_to_sell_on_facebook": "many"}, "quantity", "many"),
+])
+def test_bad_value_leaves_the_listing_with_an_unread_field(fields, field, word):
+    li = item_to_listing(fields, "gm", NOW, "feed:1", {})
+    assert li.key == "1" and set(li.unread) == {field}
+    assert li.unread[field].startswith("feed:1: ") and word in li.unread[field]
+    assert getattr(li, field) is None
 
 
 @pytest.mark.parametrize("raw,expected", [

@@ -9,7 +9,7 @@ import pytest
 
 from auditor.errors import SourceError
 from auditor.model import Availability, Money
-from connector_helpers import FIXTURES, HTTP_LOCAL, by_key, read, serve
+from connector_helpers import FIXTURES, HTTP_LOCAL, NOW, by_key, read, serve
 
 SHOP = FIXTURES / "shopify"
 
@@ -112,7 +112,12 @@ def test_csv_export_legacy_headers_and_continuation_rows():
     listings, ctx = read("shopify", str(SHOP / "export_legacy.csv"), currency="EUR",
                          store_url="https://shop.example/")
     got = by_key(listings)
-    assert list(got) == ["TS-RED-M", "TS-BLU-M", "acme-mug:default"]
+    assert list(got) == ["TS-RED-M", "TS-BLU-M", "acme-mug:default", "CAP-1"]
+    cap = got["CAP-1"]  # its price cell reads "abc": a listing without a price
+    assert cap.price is None and cap.quantity == 2 and set(cap.unread) == {"price"}
+    assert ":8: " in cap.unread["price"] and "Variant Price" in cap.unread["price"]
+    assert ctx.result.presence_held is None
+    assert {"price", "sale_price", "quantity", "availability", "gtin", "images"} <= ctx.carried
     red = got["TS-RED-M"]
     assert red.title == "Acme Tee" and red.description == "Soft tee" and red.brand == "Acme"
     assert red.price == Money.of("20.00", "EUR") and red.sale_price == Money.of("15.00", "EUR")
@@ -128,8 +133,7 @@ def test_csv_export_legacy_headers_and_continuation_rows():
     mug = got["acme-mug:default"]
     assert mug.price == Money.of("1000.00", "EUR")
     assert mug.availability is Availability.OUT_OF_STOCK and mug.attributes["status"] == "draft"
-    (loc, reason), = ctx.errors
-    assert loc.endswith("export_legacy.csv:8") and "Variant Price" in reason
+    assert ctx.errors == []
 
 
 def test_csv_export_current_headers():
@@ -164,3 +168,16 @@ def test_odd_product_json_is_a_bad_record_not_a_crash():
     assert [li.key for li in listings] == ["10"]
     (loc, reason), = ctx.errors
     assert loc.endswith("#1") and "unexpected product JSON" in reason
+
+
+def test_variant_with_a_bad_price_is_a_listing_without_its_price():
+    from connectors.shopify import product_listings
+
+    product = {"id": 7, "handle": "tee", "title": "Tee", "options": [{"name": "Size"}],
+               "variants": [{"id": 71, "sku": "T-S", "price": "cheap", "option1": "S"},
+                            {"id": 72, "sku": "T-M", "price": "10.00", "option1": "M"}]}
+    a, b = product_listings(product, "shop", NOW, "EUR", "https://shop.example",
+                            location="https://shop.example/products.json?page=1#7")
+    assert a.key == "71" and a.price is None and set(a.unread) == {"price"}
+    assert a.unread["price"].startswith("https://shop.example/products.json?page=1#7: ")
+    assert b.price == Money.of("10.00", "EUR") and not b.unread

@@ -17,8 +17,11 @@ def test_square_preset_cp1252_semicolons_decimal_commas_locations():
     listings, ctx = read("tabular", str(TAB / "square_export.csv"), preset="square",
                          currency="EUR", decimal_separator=",")
     got = by_key(listings)
-    assert sorted(got) == ["TOK3@Café Gare", "TOK3@Main St", "TS-BLU-M@Café Gare",
-                           "TS-BLU-M@Main St", "TS-RED-M@Café Gare", "TS-RED-M@Main St"]
+    # Rows with a readable key are listings even when a cell is unreadable.
+    assert sorted(got) == ["BAD-1@Café Gare", "BAD-1@Main St", "BAD-2@Café Gare",
+                           "BAD-2@Main St", "TOK3@Café Gare", "TOK3@Main St",
+                           "TS-BLU-M@Café Gare", "TS-BLU-M@Main St", "TS-RED-M@Café Gare",
+                           "TS-RED-M@Main St"]
     red_main = got["TS-RED-M@Main St"]
     assert red_main.sku == "TS-RED-M" and red_main.location == "Main St"
     assert red_main.title == "Acme Tee" and red_main.attributes["variation"] == "Red, M"
@@ -31,10 +34,20 @@ def test_square_preset_cp1252_semicolons_decimal_commas_locations():
     assert blue_main.quantity is None and blue_main.availability is None
     assert blue_main.gtin == "00036282818705"
     assert got["TOK3@Main St"].sku is None  # no SKU: keyed by the Square token
-    bad = {loc.rsplit(":", 1)[1]: r for loc, r in ctx.errors}
-    assert set(bad) == {"5", "6"}
-    assert "price" in bad["5"] and "'Price'" in bad["5"]
-    assert "Current Quantity Main St" in bad["6"]
+    bad1 = got["BAD-1@Main St"]
+    assert bad1.price is None and bad1.quantity == 1
+    assert set(bad1.unread) == {"price"}
+    assert bad1.unread["price"].startswith("square_export.csv:5: ") or \
+        "square_export.csv:5: " in bad1.unread["price"]
+    assert "'abc'" in bad1.unread["price"] and "'Price'" in bad1.unread["price"]
+    bad2 = got["BAD-2@Main St"]
+    assert bad2.quantity is None and set(bad2.unread) == {"quantity"}
+    assert ":6: " in bad2.unread["quantity"] and "Current Quantity Main St" in bad2.unread["quantity"]
+    assert got["BAD-2@Café Gare"].quantity == 1 and not got["BAD-2@Café Gare"].unread
+    assert not got["TS-RED-M@Main St"].unread
+    assert ctx.result.presence_held is None  # every row had its key
+    assert {"price", "quantity", "availability", "gtin", "title"} <= ctx.carried
+    assert "images" not in ctx.carried
 
 
 def test_lightspeed_preset_with_bom_and_dollar_prices():
@@ -162,3 +175,12 @@ def test_truncated_xlsx_is_a_source_error(tmp_path):
     (tmp_path / "cut.xlsx").write_bytes(data[: len(data) // 2])
     with pytest.raises(SourceError, match="XLSX"):
         read("tabular", str(tmp_path / "cut.xlsx"), currency="EUR")
+
+
+def test_repeated_header_row_is_not_a_listing(tmp_path):
+    p = tmp_path / "joined.csv"
+    p.write_text("sku,title,price\nA-1,Tee,1.00\nsku,title,price\nA-2,Mug,2.00\n",
+                 encoding="utf-8")
+    listings, ctx = read("tabular", str(p), currency="EUR")
+    assert [li.key for li in listings] == ["A-1", "A-2"]
+    assert ctx.result.errors == 0 and ctx.result.presence_held is None

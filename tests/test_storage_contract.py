@@ -59,7 +59,9 @@ def _f(key, outcome=Outcome.FAILED, check="price", actual="2 EUR", channel="goog
 
 def test_implements_every_concern(store):
     for proto in (interface.MasterStore, interface.ListingStore, interface.FindingStore,
-                  interface.RunStore, interface.CacheStore, interface.Store):
+                  interface.RunStore, interface.CacheStore, interface.PresenceHoldStore,
+                  interface.ServiceStore,
+                  interface.Store):
         assert isinstance(store, proto), proto.__name__
 
 
@@ -327,6 +329,70 @@ def test_findings_filters_and_order(store):
     # One channel's run never touches another channel's findings.
     store.apply_findings(2, "google", [], SourceStatus.COMPLETE, None, ["price", "title"], NOW)
     assert [f.channel for f in store.findings(state="open")] == ["meta"]
+
+
+def test_query_findings_takes_sets_of_values(store):
+    store.apply_findings(1, "google", [_f("A", severity=Severity.MINOR), _f("B"),
+                                       _f("C", check="title", severity=Severity.MAJOR)],
+                         SourceStatus.COMPLETE, None, ["price", "title"], NOW)
+    store.apply_findings(1, "meta", [_f("A", channel="meta")], SourceStatus.COMPLETE, None,
+                         ["price"], NOW)
+    assert [(f.channel, f.sku) for f in store.query_findings()] == [
+        (f.channel, f.sku) for f in store.findings()]
+    both = store.query_findings(channels=["google", "meta"], checks=["price"])
+    assert [(f.channel, f.sku) for f in both] == [("google", "B"), ("meta", "A"),
+                                                  ("google", "A")]
+    assert [f.sku for f in store.query_findings(severities=["major", "minor"])] == ["C", "A"]
+    assert store.query_findings(states=["resolved"]) == []
+    assert len(store.query_findings(limit=1)) == 1
+    assert store.finding_values("channel") == {"google", "meta"}
+    assert store.finding_values("state") == {"open"}
+    with pytest.raises(ValueError):
+        store.finding_values("message")
+
+
+def test_presence_hold_kept_then_accepted(store):
+    lis = [make_listing(k) for k in ("A", "B", "C")]
+    store.save_listings(1, "google", [(li, None) for li in lis])
+    store.save_source_result(1, SourceResult("google", listings=3))
+    store.apply_findings(1, "google", [_f("C")], SourceStatus.COMPLETE, {"A", "B", "C"},
+                         ["price", "presence"], NOW)
+    # Run 2 reads A only: B and C vanished; presence held, C's price finding kept open.
+    save = store.save_listings(2, "google", [(lis[0], None)])
+    assert sorted(save.unseen) == ["B", "C"]
+    store.save_source_result(2, SourceResult("google", listings=1))
+    store.apply_findings(2, "google", [], SourceStatus.PARTIAL, {"A"}, ["price", "presence"],
+                         NOW)
+    missing = Finding("presence", "google", "SKU-B", "listing", Outcome.FAILED,
+                      Severity.MAJOR, expected="SKU-B", message="not on google")
+    store.save_presence_hold(2, "google", "drop", "2 of 3 vanished", save.unseen, [missing],
+                             ["price", "presence"])
+    (hold,) = store.presence_holds(channel="google")
+    assert (hold.run_id, hold.kind, hold.state, hold.vanished) == (2, "drop", "held",
+                                                                   ("B", "C"))
+    assert hold.findings[0]["sku"] == "SKU-B" and hold.checks == ("price", "presence")
+    assert store.previous_run_of("google", 2) == 1
+    assert store.presence_holds(state="accepted") == []
+    counts = store.accept_presence_hold(2, "google", NOW)
+    assert counts == {"opened": 1, "resolved": 1, "removed": 2}
+    assert {(f.check, f.sku, f.state) for f in store.findings()} == {
+        ("presence", "SKU-B", "open"), ("price", "C", "resolved")}
+    assert {li.key for li in store.listings("google")} == {"A"}
+    assert store.presence_holds(2, "google")[0].state == "accepted"
+    with pytest.raises(Exception, match="already accepted"):
+        store.accept_presence_hold(2, "google", NOW)
+
+
+def test_presence_hold_decided_by_a_later_run(store):
+    store.save_source_result(1, SourceResult("google", listings=3))
+    store.save_presence_hold(1, "google", "row", "a row without a key", [], [], ["presence"])
+    store.save_source_result(2, SourceResult("google", listings=3))
+    with pytest.raises(Exception, match="not the latest run"):
+        store.accept_presence_hold(1, "google", NOW)
+    store.decide_presence_hold(1, "google", "superseded", 2, NOW)
+    (h,) = store.presence_holds(1)
+    assert (h.state, h.decided_run) == ("superseded", 2) and h.decided_at is not None
+    assert h.to_dict()["decided_at"].startswith(str(NOW.year))
 
 
 # ----------------------------------------------------------------------------- runs, sources

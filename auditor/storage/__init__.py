@@ -22,17 +22,20 @@ from pathlib import Path
 
 from auditor.errors import StoreError
 from auditor.storage.interface import (CacheStore, FindingStore, ListingStore, MasterStore,
-                                       RunStore, Store)
+                                       PresenceHoldStore, RunStore, ServiceStore,
+                                       Store)
 from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord, LinkRecord,
                                      ListingSave, MasterChange, MasterHistory,
                                      MasterImportResult, MasterPlan, MasterSnapshot,
-                                     RunErrorRecord, RunRecord, RunSourceRecord, ScoreRecord)
+                                     PresenceHoldRecord, RunErrorRecord, RunRecord,
+                                     RunSourceRecord, ScoreRecord)
 
 __all__ = ["open_store", "check_url", "remove_store", "store_exists", "describe", "Store", "MasterStore",
-           "ListingStore", "FindingStore", "RunStore", "CacheStore", "FindingChanges",
+           "ListingStore", "FindingStore", "RunStore", "CacheStore", "ServiceStore", "FindingChanges",
            "FindingEvent", "FindingRecord", "LinkRecord", "ListingSave", "MasterChange",
            "MasterHistory", "MasterImportResult", "MasterPlan", "MasterSnapshot",
-           "RunErrorRecord", "RunRecord", "RunSourceRecord", "ScoreRecord"]
+           "RunErrorRecord", "RunRecord", "RunSourceRecord", "ScoreRecord",
+           "PresenceHoldStore", "PresenceHoldRecord"]
 
 SCHEMES = ("sqlite",)                       # implemented
 PLANNED = ("postgresql", "postgres")        # designed in docs/scaling.md

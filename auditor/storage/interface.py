@@ -20,7 +20,9 @@ implementations group them:
 - ``FindingStore``: findings with their lifecycle state and events (the rules are
   ``auditor.lifecycle``'s; a store applies what it decides);
 - ``RunStore``: runs, per-source results and bad rows, consistency scores;
-- ``CacheStore``: HTTP validators and extractions, image signatures and image URLs.
+- ``CacheStore``: HTTP validators and extractions, image signatures and image URLs;
+- ``ServiceStore``: what ``auditor serve`` reads (run history, metric aggregates, API pages)
+  and the API's triage writes.
 """
 
 from __future__ import annotations
@@ -35,7 +37,10 @@ from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord
                                      HttpCacheRow, HttpValidators, ImageUrlRow, LinkRecord,
                                      ListingSave, MasterAssetRow, MasterChange, MasterHistory,
                                      MasterImportResult, MasterPlan, MasterSnapshot,
-                                     RunErrorRecord, RunRecord, RunSourceRecord, ScoreRecord)
+                                     PresenceHoldRecord, RunErrorRecord, RunRecord,
+                                     RunSourceRecord, ScoreRecord, OpenFinding,
+                                     FindingActivity, RunFindingChange, FindingPage,
+                                     ProductListing)
 
 
 @runtime_checkable
@@ -168,6 +173,48 @@ class FindingStore(Protocol):
 
     def finding_events(self, fingerprint: str) -> list[FindingEvent]:
         """A finding's state changes, oldest first."""
+        ...
+
+    def query_findings(self, *, states: Sequence[str] = (), channels: Sequence[str] = (),
+                       checks: Sequence[str] = (), severities: Sequence[str] = (),
+                       sku: str | None = None, limit: int | None = None
+                       ) -> list[FindingRecord]:
+        """``findings`` with repeatable filters: each a set of allowed values."""
+        ...
+
+    def finding_values(self, column: str) -> set[str]:
+        """Distinct stored values of channel, check_name, severity or state."""
+        ...
+
+
+@runtime_checkable
+class PresenceHoldStore(Protocol):
+    """Presence a run held back for a channel (``auditor.holds``)."""
+
+    def save_presence_hold(self, run_id: int, channel: str, kind: str, reason: str,
+                           vanished: Sequence[str], held: Iterable[Finding],
+                           checks_ran: Sequence[str]) -> None:
+        """Keep what the run would have concluded: vanished keys, presence findings."""
+        ...
+
+    def presence_holds(self, run_id: int | None = None, channel: str | None = None,
+                       state: str | None = None) -> list[PresenceHoldRecord]:
+        """Recorded holds, newest first."""
+        ...
+
+    def previous_run_of(self, channel: str, before_run: int) -> int | None:
+        """The latest run before ``before_run`` that read ``channel``."""
+        ...
+
+    def decide_presence_hold(self, run_id: int, channel: str, state: str,
+                             decided_run: int | None, now: datetime) -> None:
+        """Close a held hold: confirmed, superseded or accepted."""
+        ...
+
+    def accept_presence_hold(self, run_id: int, channel: str, now: datetime
+                             ) -> dict[str, int]:
+        """Apply a held hold now (the channel's latest run only): counts opened,
+        resolved and removed."""
         ...
 
 
@@ -306,7 +353,177 @@ class CacheStore(Protocol):
 
 
 @runtime_checkable
-class Store(MasterStore, ListingStore, FindingStore, RunStore, CacheStore, Protocol):
+class BrowseStore(Protocol):
+    """Reads for a person browsing (the web UI, the JSON API): findings searched and
+    paged, one finding, one product on every channel."""
+
+    def search_findings(self, channels: Sequence[str] = (), checks: Sequence[str] = (),
+                        severities: Sequence[str] = (), states: Sequence[str] = (),
+                        text: str | None = None, sort: str = "impact", limit: int = 50,
+                        offset: int = 0) -> FindingPage:
+        """Findings matching every filter, and ``text`` in SKU, listing key or title."""
+        ...
+
+    def finding_record(self, fingerprint: str) -> FindingRecord | None:
+        """One finding by fingerprint, as a record."""
+        ...
+
+    def master_for(self, sku: str) -> MasterRecord | None:
+        """The master record in force for ``sku``, as the model's object."""
+        ...
+
+    def product_listings(self, sku: str) -> list[ProductListing]:
+        """Every channel's listings linked to ``sku``, with when each last changed."""
+        ...
+
+    def finding_channels(self) -> list[str]:
+        """The channels that have findings."""
+        ...
+
+
+@runtime_checkable
+class ServiceStore(Protocol):
+    """What ``auditor serve`` reads and writes: the scheduler's run history, the metrics
+    collector's aggregates (read at scrape time) and the JSON API's pages. Rows are
+    JSON-ready dicts: they go out as JSON or metrics as they are."""
+
+    def last_complete_reads(self) -> dict[str, datetime]:
+        """When each source's latest complete read finished (``master``: the latest run
+        whose master import was not rejected)."""
+        ...
+
+    def interrupt_running_runs(self, at: datetime) -> list[int]:
+        """Record runs still marked running as interrupted (only under the run lock)."""
+        ...
+
+    def latest_scores(self) -> list[tuple[str, str, float]]:
+        """(channel, check, passed share) of each channel's latest scored run."""
+        ...
+
+    def unresolved_finding_counts(self) -> list[tuple[str, str, str, int]]:
+        """(channel, check, severity, count) of findings not resolved."""
+        ...
+
+    def latest_source_results(self) -> list[dict[str, Any]]:
+        """Each source's latest read: source, status, listings, errors, message, times."""
+        ...
+
+    def source_durations(self) -> list[tuple[str, float]]:
+        """(source, seconds) of every finished read."""
+        ...
+
+    def run_errors_after(self, after_id: int, limit: int = 100_000
+                         ) -> list[tuple[int, str, str]]:
+        """(id, source, reason) of bad rows and pages recorded after ``after_id``."""
+        ...
+
+    def failed_reads_after(self, after_rowid: int) -> list[tuple[int, str, str, str | None]]:
+        """(position, source, status, message) of reads not complete, after a position."""
+        ...
+
+    def data_version(self) -> tuple[Any, ...]:
+        """Changes whenever a run, finding or master snapshot is written."""
+        ...
+
+    def outbox_counts(self) -> dict[str, int]:
+        """Notifications in the outbox by status."""
+        ...
+
+    def propagation(self, since: datetime, max_changes: int = 20_000
+                    ) -> list[tuple[str, float | None]]:
+        """(channel, seconds from a master change to the first read showing it, or None)."""
+        ...
+
+    def runs_page(self, before: int | None, limit: int) -> list[dict[str, Any]]:
+        """Runs newest first below the ``before`` id, each with its ``sources``."""
+        ...
+
+    def findings_page(self, filters: Mapping[str, Any], after: tuple[int, str] | None,
+                      limit: int) -> list[dict[str, Any]]:
+        """Findings by severity rank and fingerprint, after a (rank, fingerprint) cursor."""
+        ...
+
+    def finding(self, fingerprint: str) -> dict[str, Any] | None:
+        """One finding as a dict, or None."""
+        ...
+
+    def master_record(self, sku: str) -> dict[str, Any] | None:
+        """The master record in force for ``sku`` as stored, with ``valid_from``."""
+        ...
+
+    def sku_listings(self, sku: str) -> list[dict[str, Any]]:
+        """Every listing linked to ``sku`` with its channel, body and link."""
+        ...
+
+    def link_suggestions(self, channel: str | None, after: tuple[str, str] | None,
+                         limit: int) -> list[dict[str, Any]]:
+        """Listings only suggested a master, after a (channel, key) cursor."""
+        ...
+
+    def listing_link(self, channel: str, key: str) -> dict[str, Any] | None:
+        """A present listing's link (sku, method, confidence, candidates), or None."""
+        ...
+
+    def ack_finding(self, fingerprint: str, by: str | None, note: str | None = None,
+                    now: datetime | None = None) -> dict[str, Any]:
+        """Acknowledge a finding; StoreError when unknown or resolved."""
+        ...
+
+    def snooze_finding(self, fingerprint: str, until: datetime, by: str | None,
+                       now: datetime | None = None, note: str | None = None) -> dict[str, Any]:
+        """Snooze a finding until ``until``; StoreError when unknown or resolved."""
+        ...
+
+    def resolve_finding(self, fingerprint: str, by: str | None, now: datetime | None = None,
+                        note: str | None = None) -> dict[str, Any]:
+        """Resolve a finding by hand; StoreError when unknown or resolved."""
+        ...
+
+
+@runtime_checkable
+class HistoryStore(Protocol):
+    """Reads of the past: the state of every channel at a moment, rebuilt from
+    finding events and listing runs (the weekly report, the run headline)."""
+
+    def run_at(self, at: datetime) -> int | None:
+        """The last run whose audit clock (else start) is at or before ``at``."""
+        ...
+
+    def channel_health(self, at: datetime) -> dict[str, tuple[int, int]]:
+        """Per channel at ``at``: (live SKUs, live SKUs with no failed/warn finding open)."""
+        ...
+
+    def channel_skus(self, at: datetime) -> dict[str, tuple[set[str], set[str]]]:
+        """Per channel at ``at``: (live SKUs, those with a failed/warn finding open)."""
+        ...
+
+    def findings_at(self, at: datetime) -> list[OpenFinding]:
+        """Findings failed or warn and not resolved at ``at``, as they stood then."""
+        ...
+
+    def finding_activity(self, start: datetime, end: datetime) -> list[FindingActivity]:
+        """Findings opened, reopened and resolved in [start, end)."""
+        ...
+
+    def runs_between(self, start: datetime, end: datetime) -> list[RunRecord]:
+        """Runs whose audit clock falls in [start, end), oldest first."""
+        ...
+
+    def run_finding_changes(self, run_id: int) -> list[RunFindingChange]:
+        """The findings one run opened, reopened or resolved."""
+        ...
+
+    def listing_keys(self, channel: str, skus: Iterable[str]) -> dict[str, list[str]]:
+        """The present listing keys of ``channel`` linked to each of ``skus``."""
+        ...
+
+    def sales_units(self, names: Sequence[str]) -> dict[str, float]:
+        """Units sold per SKU from listing attributes named ``names`` (POS exports)."""
+        ...
+
+
+class Store(MasterStore, ListingStore, FindingStore, RunStore, CacheStore, PresenceHoldStore,
+            ServiceStore, HistoryStore, BrowseStore, Protocol):
     """A whole store: every concern, plus its own life cycle.
 
     ``url`` reopens the same store (``open_store(store.url)``), in another process

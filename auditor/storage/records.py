@@ -327,3 +327,95 @@ class MasterAssetRow(TypedDict):
     sha256: str
     valid_from: str
     valid_to: str | None
+
+
+# --------------------------------------------------------------------------- history
+
+@dataclass(frozen=True, slots=True)
+class OpenFinding(_Record):
+    """A finding as it stood at a past moment: not resolved then, failed or warn, with
+    the values and outcome it had then (its text as last seen), open since ``since``."""
+
+    fingerprint: str
+    check: str
+    channel: str
+    sku: str | None
+    listing_key: str | None
+    field: str
+    outcome: str
+    severity: str
+    expected: str | None
+    actual: str | None
+    message: str | None
+    details: dict[str, Any]
+    since: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class FindingActivity(_Record):
+    """A finding opened, reopened or resolved at ``at``; for a resolution, when the
+    finding had last opened."""
+
+    event: str
+    at: datetime
+    channel: str
+    check: str
+    sku: str | None
+    field: str
+    severity: str
+    opened_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunFindingChange(_Record):
+    """A finding one run opened, reopened or resolved."""
+
+    event: str
+    channel: str
+    check: str
+    sku: str | None
+    listing_key: str | None
+    field: str
+    severity: str
+    outcome: str | None
+    message: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProductListing(_Record):
+    """One channel's listing of a SKU, as the product page shows it: what it shows,
+    how it is linked, and when it last changed."""
+
+    channel: str
+    key: str
+    listing: Any                   # auditor.model.Listing
+    link_method: str | None
+    link_confidence: float | None
+    removed: bool
+    first_seen_at: datetime | None
+    last_changed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class FindingPage(_Record):
+    """One page of a finding search, with the total that matched."""
+
+    findings: tuple[FindingRecord, ...]
+    total: int
+# --------------------------------------------------------------------------- presence holds
+
+@dataclass(frozen=True, slots=True)
+class PresenceHoldRecord(_Record):
+    """Presence a run held back for a channel, and what it would have concluded
+    (``auditor.holds``)."""
+
+    run_id: int
+    channel: str
+    kind: str                     # row (a row without a readable key), drop (items vanished)
+    reason: str
+    vanished: tuple[str, ...]     # listing keys present before and not read in that run
+    findings: tuple[dict[str, Any], ...]  # presence findings computed (codec.finding_to_dict)
+    checks: tuple[str, ...]       # checks that ran on the channel in that run
+    state: str                    # held, confirmed, superseded, accepted
+    decided_run: int | None
+    decided_at: datetime | None

@@ -10,6 +10,7 @@ keeps two runs apart, WAL and page settings, single-writer batching (``BatchGate
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import fcntl
 import hashlib
@@ -30,15 +31,17 @@ from auditor import lifecycle
 from auditor.compact import CompactMaster, Packer, body_of
 from auditor.errors import LockedError, StoreError
 from auditor.events import FindingChange
-from auditor.lifecycle import RESOLVED, Evidence, Previous
+from auditor.lifecycle import OPEN, RESOLVED, Evidence, Previous
 from auditor.model import (Finding, Link, Listing, MasterRecord, Outcome, Run, SourceResult,
                            SourceStatus)
 from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord, HttpCacheRow,
                                      HttpValidators, ImageUrlRow, LinkRecord, ListingSave,
                                      MasterAssetRow, MasterChange, MasterHistory,
                                      MasterImportResult, MasterPlan, MasterSnapshot,
-                                     RunErrorRecord, RunRecord, RunSourceRecord, ScoreRecord,
-                                     parse_time)
+                                     PresenceHoldRecord, RunErrorRecord, RunRecord,
+                                     RunSourceRecord, ScoreRecord, parse_time,
+                                     OpenFinding, FindingActivity, RunFindingChange,
+                                     FindingPage, ProductListing)
 
 
 def _now() -> str:
@@ -209,7 +212,20 @@ def _m5(db: sqlite_utils.Database) -> None:
     """)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1, _m2, _m3, _m4, _m5]
+def _m6(db: sqlite_utils.Database) -> None:
+    """Presence held by a run for a channel (a row without a readable key, a sharp drop
+    in items): what it would have concluded, kept until confirmed or accepted."""
+    _script(db, """
+    CREATE TABLE presence_holds (
+        run_id INTEGER NOT NULL, channel TEXT NOT NULL, kind TEXT NOT NULL,
+        reason TEXT NOT NULL, vanished TEXT, findings TEXT, checks TEXT,
+        state TEXT NOT NULL DEFAULT 'held', decided_run INTEGER, decided_at TEXT,
+        PRIMARY KEY (run_id, channel));
+    """)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1, _m2, _m3, _m4, _m5,
+                                                               _m6]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -898,12 +914,16 @@ class SQLiteStore:
               "WHEN 'minor' THEN 2 ELSE 3 END, channel, check_name, sku, field")
         if limit:
             q += f" LIMIT {int(limit)}"
-        fromiso = datetime.fromisoformat
-        return [FindingRecord(fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg,
-                              orjson.loads(det) if det else {}, st, fromiso(first),
-                              fromiso(last), frun, lrun, parse_time(res_at), res_run)
-                for (fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg, det, st, first,
-                     last, frun, lrun, res_at, res_run) in self.db.execute(q, args)]
+        return [self._finding_record(r) for r in self.db.execute(q, args)]
+
+    @staticmethod
+    def _finding_record(row: Sequence[Any]) -> FindingRecord:
+        (fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg, det, st, first, last, frun,
+         lrun, res_at, res_run) = row
+        return FindingRecord(fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg,
+                             orjson.loads(det) if det else {}, st,
+                             datetime.fromisoformat(first), datetime.fromisoformat(last), frun,
+                             lrun, parse_time(res_at), res_run)
 
     def finding_events(self, fingerprint: str) -> list[FindingEvent]:
         return [FindingEvent(i, fp, run, datetime.fromisoformat(at), ev, st, out, exp, act)
@@ -1141,6 +1161,318 @@ class SQLiteStore:
         return self.path != MEMORY and holds_run_lock(self.path)
 
 
+    # ----------------------------------------------------------------- service reads
+    # (auditor serve: the scheduler's run history, the metrics collector, the JSON API)
+
+    def last_complete_reads(self) -> dict[str, datetime]:
+        """When each source's latest complete read finished; ``"master"`` is the latest
+        run whose master import was not rejected."""
+        out: dict[str, datetime] = {}
+        for source, at in self.db.execute(
+                "SELECT source, max(finished_at) FROM run_sources WHERE status='complete' "
+                "AND finished_at IS NOT NULL GROUP BY source"):
+            out[source] = datetime.fromisoformat(at)
+        if "master" not in out:
+            for finished, status, summary in self.db.execute(
+                    "SELECT finished_at, status, summary FROM runs WHERE finished_at IS NOT NULL"
+                    " AND status IN ('complete', 'partial') ORDER BY id DESC LIMIT 50"):
+                s = json.loads(summary) if summary else {}
+                if status == "complete" or not s.get("master_error"):
+                    out["master"] = datetime.fromisoformat(finished)
+                    break
+        return out
+
+    def interrupt_running_runs(self, at: datetime) -> list[int]:
+        """Record every run still marked running as interrupted at ``at``: call only while
+        holding the run lock (no run is really running then). Returns their ids."""
+        with self.db.conn:
+            ids = [r for (r,) in self.db.execute("SELECT id FROM runs WHERE status='running'")]
+            self.db.conn.executemany("UPDATE runs SET status='interrupted', finished_at=? "
+                                     "WHERE id=?", [(at.isoformat(), i) for i in ids])
+        return ids
+
+    def latest_scores(self) -> list[tuple[str, str, float]]:
+        """(channel, check, passed share) of each channel's latest scored run."""
+        return [(c, k, s) for c, k, s in self.db.execute(
+            "SELECT s.channel, s.check_name, s.score FROM scores s JOIN (SELECT channel, "
+            "max(run_id) AS run_id FROM scores GROUP BY channel) l ON l.channel = s.channel "
+            "AND l.run_id = s.run_id WHERE s.score IS NOT NULL ORDER BY 1, 2")]
+
+    def unresolved_finding_counts(self) -> list[tuple[str, str, str, int]]:
+        """(channel, check, severity, count) of findings not resolved."""
+        return list(self.db.execute(
+            "SELECT channel, check_name, severity, count(*) FROM findings "
+            "WHERE state != 'resolved' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"))
+
+    def latest_source_results(self) -> list[dict[str, Any]]:
+        """Each source's latest recorded read (a run_sources row)."""
+        return list(self.db.query(
+            "SELECT r.* FROM run_sources r JOIN (SELECT source, max(run_id) AS run_id FROM "
+            "run_sources GROUP BY source) l ON l.source = r.source AND l.run_id = r.run_id "
+            "ORDER BY r.source"))
+
+    def source_durations(self) -> list[tuple[str, float]]:
+        """(source, seconds) of every finished read on record."""
+        out = []
+        for source, a, b in self.db.execute(
+                "SELECT source, started_at, finished_at FROM run_sources "
+                "WHERE started_at IS NOT NULL AND finished_at IS NOT NULL"):
+            out.append((source, max(0.0, (datetime.fromisoformat(b)
+                                          - datetime.fromisoformat(a)).total_seconds())))
+        return out
+
+    def run_errors_after(self, after_id: int, limit: int = 100_000
+                         ) -> list[tuple[int, str, str]]:
+        """(id, source, reason) of recorded bad rows and pages with an id above ``after_id``."""
+        return list(self.db.execute("SELECT id, source, reason FROM run_errors WHERE id > ? "
+                                    "ORDER BY id LIMIT ?", (after_id, limit)))
+
+    def failed_reads_after(self, after_rowid: int) -> list[tuple[int, str, str, str | None]]:
+        """(rowid, source, status, message) of reads not complete, with a rowid above
+        ``after_rowid``."""
+        return list(self.db.execute(
+            "SELECT rowid, source, status, message FROM run_sources WHERE rowid > ? AND "
+            "status != 'complete' ORDER BY rowid", (after_rowid,)))
+
+    def data_version(self) -> tuple[Any, ...]:
+        """Changes whenever a run, finding or master snapshot is written (cache key)."""
+        return tuple(self.db.execute(
+            "SELECT (SELECT max(id) FROM runs), (SELECT max(finished_at) FROM runs), "
+            "(SELECT count(*) FROM run_sources), (SELECT max(id) FROM master_snapshots), "
+            "(SELECT max(id) FROM finding_events)").fetchone())
+
+    def outbox_counts(self) -> dict[str, int]:
+        """Notifications in the outbox by status (pending, failed, sent ...)."""
+        return dict(self.db.execute("SELECT status, count(*) FROM outbox GROUP BY status"))
+
+    def propagation(self, since: datetime, max_changes: int = 20_000
+                    ) -> list[tuple[str, float | None]]:
+        """How long master changes took to show on each channel: (channel, seconds), or
+        (channel, None) while a channel does not show one yet.
+
+        A change (SKU, field, time) shows on a channel at the channel's first complete
+        read started after it in which that SKU's listing had no finding open on the
+        field; the latency is that read's start minus the change time. Only changes since
+        ``since`` (at most the newest ``max_changes``) and channels listing the SKU count.
+        After a complete read a finding is open exactly when the read observed it, so the
+        finding events (indexed by fingerprint) tell it, without scanning observations.
+        """
+        changes = list(self.db.execute(
+            "SELECT sku, field, changed_at FROM master_changes WHERE changed_at >= ? "
+            "ORDER BY id DESC LIMIT ?", (since.isoformat(), max_changes)))
+        if not changes:
+            return []
+        skus = sorted({c[0] for c in changes})
+        on: dict[str, set[str]] = {}                       # sku -> channels listing it
+        fps: dict[tuple[str, str], list[tuple[str, str]]] = {}  # (channel, sku) -> [(fp, field)]
+        for i in range(0, len(skus), 500):
+            chunk = skus[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            for channel, sku in self.db.execute(
+                    f"SELECT channel, master_sku FROM listings WHERE master_sku IN ({marks}) "
+                    f"AND removed_run IS NULL", chunk):
+                on.setdefault(sku, set()).add(channel)
+            for fp, channel, sku, fld in self.db.execute(
+                    f"SELECT fingerprint, channel, sku, field FROM findings "
+                    f"WHERE sku IN ({marks})", chunk):
+                fps.setdefault((channel, sku), []).append((fp, fld))
+        # each finding's state after each run that changed it: [(run_id, open?)]
+        timeline: dict[str, list[tuple[int, bool]]] = {}
+        every_fp = [fp for v in fps.values() for fp, _ in v]
+        for i in range(0, len(every_fp), 500):
+            chunk = every_fp[i:i + 500]
+            for fp, run_id, event in self.db.execute(
+                    f"SELECT fingerprint, run_id, event FROM finding_events WHERE fingerprint IN "
+                    f"({','.join('?' * len(chunk))}) AND run_id IS NOT NULL ORDER BY id", chunk):
+                timeline.setdefault(fp, []).append((run_id, event != "resolved"))
+
+        def open_after(fp: str, run_id: int) -> bool:
+            state = False
+            for r, is_open in timeline.get(fp, ()):
+                if r > run_id:
+                    break
+                state = is_open
+            return state
+
+        reads: dict[str, tuple[list[datetime], list[int]]] = {}  # channel -> starts, runs
+        for source, started, run_id in self.db.execute(
+                "SELECT source, started_at, run_id FROM run_sources WHERE status='complete' "
+                "AND started_at IS NOT NULL AND started_at >= ? ORDER BY started_at",
+                (since.isoformat(),)):
+            starts, runs = reads.setdefault(source, ([], []))
+            starts.append(datetime.fromisoformat(started))
+            runs.append(run_id)
+        out: list[tuple[str, float | None]] = []
+        for sku, fld, changed_at in changes:
+            shown_as = _PROPAGATION_FIELDS.get(fld, (fld,))
+            t0 = datetime.fromisoformat(changed_at)
+            for channel in sorted(on.get(sku, ())):
+                mine = [fp for fp, f in fps.get((channel, sku), ())
+                        if (f not in _CORE_FIELDS if shown_as == ("*",) else f in shown_as)]
+                starts, runs = reads.get(channel, ([], []))
+                latency = None
+                for j in range(bisect.bisect_left(starts, t0), len(starts)):
+                    if not any(open_after(fp, runs[j]) for fp in mine):
+                        latency = (starts[j] - t0).total_seconds()
+                        break
+                out.append((channel, latency))
+        return out
+
+    def runs_page(self, before: int | None, limit: int) -> list[dict[str, Any]]:
+        """Runs newest first, with ids below ``before`` (a cursor), each with its sources."""
+        q, args = "SELECT * FROM runs", []
+        if before is not None:
+            q += " WHERE id < ?"
+            args.append(before)
+        rows = list(self.db.query(q + " ORDER BY id DESC LIMIT ?", [*args, limit]))
+        for r in rows:
+            r["summary"] = json.loads(r["summary"]) if r["summary"] else None
+            r["sources"] = [s.to_dict() for s in self.run_sources(r["id"])]
+        return rows
+
+    def findings_page(self, filters: Mapping[str, Any], after: tuple[int, str] | None,
+                      limit: int) -> list[dict[str, Any]]:
+        """Findings most severe first, then by fingerprint, after the (severity rank,
+        fingerprint) cursor ``after``. ``filters``: state, channel, check, severity, sku,
+        outcome (exact values)."""
+        rank = ("CASE severity WHEN 'critical' THEN 0 WHEN 'major' THEN 1 WHEN 'minor' "
+                "THEN 2 ELSE 3 END")
+        where, args = [], []
+        cols = {"state": "state", "channel": "channel", "check": "check_name",
+                "severity": "severity", "sku": "sku", "outcome": "outcome"}
+        for key, value in filters.items():
+            if value is not None:
+                where.append(f"{cols[key]} = ?")
+                args.append(value)
+        if after is not None:
+            where.append(f"({rank} > ? OR ({rank} = ? AND fingerprint > ?))")
+            args += [after[0], after[0], after[1]]
+        q = f"SELECT *, {rank} AS severity_rank FROM findings"
+        if where:
+            q += " WHERE " + " AND ".join(where)
+        rows = []
+        for r in self.db.query(q + " ORDER BY severity_rank, fingerprint LIMIT ?",
+                               [*args, limit]):
+            r["check"] = r.pop("check_name")
+            r["details"] = json.loads(r["details"]) if r["details"] else {}
+            rows.append(r)
+        return rows
+
+    def finding(self, fingerprint: str) -> dict[str, Any] | None:
+        """One stored finding as a dict (as ``findings`` returns them), or None."""
+        rows = list(self.db.query("SELECT * FROM findings WHERE fingerprint = ?", [fingerprint]))
+        if not rows:
+            return None
+        r = rows[0]
+        r["check"] = r.pop("check_name")
+        r["details"] = json.loads(r["details"]) if r["details"] else {}
+        return r
+
+    def master_record(self, sku: str) -> dict[str, Any] | None:
+        """The master record in force for ``sku`` (its stored JSON, with ``valid_from``)."""
+        row = self.db.execute("SELECT data, valid_from FROM master_records WHERE sku = ?",
+                              (sku,)).fetchone()
+        if row is None:
+            return None
+        return {**json.loads(row[0]), "valid_from": row[1]}
+
+    def sku_listings(self, sku: str) -> list[dict[str, Any]]:
+        """Every listing linked to ``sku``, each with its channel, body, link and when it
+        was read and last changed."""
+        rows = []
+        for r in self.db.query(
+                "SELECT channel, key, data, fetched_at, evidence, master_sku, link_method, "
+                "link_confidence, link_candidates, last_changed_run, last_seen_run, removed_run "
+                "FROM listings WHERE master_sku = ? ORDER BY channel, key", [sku]):
+            r["data"] = json.loads(r["data"])
+            r["link_candidates"] = json.loads(r["link_candidates"]) \
+                if r["link_candidates"] else []
+            rows.append(r)
+        return rows
+
+    def link_suggestions(self, channel: str | None, after: tuple[str, str] | None,
+                         limit: int) -> list[dict[str, Any]]:
+        """Listings the linker could only suggest a master for (link method
+        ``suggested``), after the (channel, key) cursor ``after``: the suggested ``sku``
+        (best candidate first in ``candidates``), the linker's reason and evidence, and
+        what the listing shows (``data``)."""
+        where, args = ["l.link_method = 'suggested'", "l.master_sku IS NULL",
+                       "l.removed_run IS NULL"], []
+        if channel is not None:
+            where.append("l.channel = ?")
+            args.append(channel)
+        if after is not None:
+            where.append("(l.channel > ? OR (l.channel = ? AND l.key > ?))")
+            args += [after[0], after[0], after[1]]
+        rows = []
+        for r in self.db.query(
+                "SELECT l.channel, l.key, l.link_confidence AS confidence, l.link_candidates AS"
+                " candidates, n.reason, n.evidence, l.data FROM listings l LEFT JOIN link_notes n"
+                " ON n.channel = l.channel AND n.listing_key = l.key WHERE "
+                + " AND ".join(where) + " ORDER BY l.channel, l.key LIMIT ?", [*args, limit]):
+            r["candidates"] = json.loads(r["candidates"]) if r["candidates"] else []
+            r["sku"] = r["candidates"][0] if r["candidates"] else None
+            r["evidence"] = json.loads(r["evidence"]) if r["evidence"] else {}
+            r["data"] = json.loads(r["data"])
+            rows.append(r)
+        return rows
+
+    def listing_link(self, channel: str, key: str) -> dict[str, Any] | None:
+        """A present listing's link: sku, method, confidence, candidates; None when the
+        channel has no such listing."""
+        rows = list(self.db.query(
+            "SELECT master_sku AS sku, link_method AS method, link_confidence AS confidence, "
+            "link_candidates AS candidates FROM listings WHERE channel=? AND key=? "
+            "AND removed_run IS NULL", [channel, key]))
+        if not rows:
+            return None
+        r = rows[0]
+        r["candidates"] = json.loads(r["candidates"]) if r["candidates"] else []
+        return r
+
+    def _set_finding_state(self, fingerprint: str, state: str, event: str, by: str | None,
+                           note: str | None, now: datetime | None,
+                           allow_resolved: bool = False) -> dict[str, Any]:
+        # A thin version of the alert lifecycle's triage (issue 17 brings the full one:
+        # actor and note columns, a reopen clearing the acknowledgement); until then who
+        # and why are kept as JSON in the event's ``actual``.
+        at = (now or datetime.now(timezone.utc)).isoformat()
+        c = self.db.conn
+        with c:
+            row = c.execute("SELECT state FROM findings WHERE fingerprint=?",
+                            (fingerprint,)).fetchone()
+            if row is None:
+                raise StoreError(f"no finding with fingerprint {fingerprint}")
+            if row[0] == RESOLVED and not allow_resolved:
+                raise StoreError(f"finding {fingerprint} is resolved: nothing to "
+                                 f"{event.rstrip('d')}")
+            if state == RESOLVED:
+                c.execute("UPDATE findings SET state=?, resolved_at=?, resolved_run=NULL "
+                          "WHERE fingerprint=?", (state, at, fingerprint))
+            else:
+                c.execute("UPDATE findings SET state=? WHERE fingerprint=?", (state, fingerprint))
+            c.execute("INSERT INTO finding_events (fingerprint, run_id, at, event, state, "
+                      "outcome, expected, actual) VALUES (?, NULL, ?, ?, ?, NULL, NULL, ?)",
+                      (fingerprint, at, event, state, codec.dumps({"by": by, "note": note})))
+        return self.finding(fingerprint) or {}
+
+    def ack_finding(self, fingerprint: str, by: str | None, note: str | None = None,
+                    now: datetime | None = None) -> dict[str, Any]:
+        """Acknowledge an open finding (state ``acknowledged``); StoreError when unknown."""
+        return self._set_finding_state(fingerprint, "acknowledged", "acknowledged", by, note,
+                                       now)
+
+    def snooze_finding(self, fingerprint: str, until: datetime, by: str | None,
+                       now: datetime | None = None, note: str | None = None) -> dict[str, Any]:
+        """Mute an open finding until ``until`` (state ``snoozed``); StoreError when unknown."""
+        return self._set_finding_state(fingerprint, "snoozed", "snoozed", by,
+                                       note or f"until {until.isoformat()}", now)
+
+    def resolve_finding(self, fingerprint: str, by: str | None, now: datetime | None = None,
+                        note: str | None = None) -> dict[str, Any]:
+        """Resolve a finding by hand; a later read still showing it reopens it."""
+        return self._set_finding_state(fingerprint, RESOLVED, "resolved", by, note, now)
+
     # ----------------------------------------------------------------- link decisions
     def link_decisions(self, channel: str) -> dict[str, dict[str, Any]]:
         """A person's decisions on one channel's links: ``confirmed`` (listing key ->
@@ -1246,6 +1578,371 @@ class SQLiteStore:
                 "suggested" if r["method"] == "suggested" else "unlinked")
             rows.append(r)
         return rows
+
+    # ----------------------------------------------------------------- presence holds
+    def save_presence_hold(self, run_id: int, channel: str, kind: str, reason: str,
+                           vanished: Sequence[str], held: Iterable[Finding],
+                           checks_ran: Sequence[str]) -> None:
+        """Keep what a run would have concluded about presence, had it not held it:
+        the listings that vanished and the presence findings it computed."""
+        with self.db.conn:
+            self.db.conn.execute(
+                "INSERT OR REPLACE INTO presence_holds (run_id, channel, kind, reason, vanished,"
+                " findings, checks, state) VALUES (?,?,?,?,?,?,?, 'held')",
+                (run_id, channel, kind, reason, json.dumps(sorted(vanished)),
+                 codec.dumps([codec.finding_to_dict(f) for f in held]),
+                 json.dumps(list(checks_ran))))
+
+    def presence_holds(self, run_id: int | None = None, channel: str | None = None,
+                       state: str | None = None) -> list[PresenceHoldRecord]:
+        """Recorded holds, newest first."""
+        where, args = [], []
+        for col, val in (("run_id", run_id), ("channel", channel), ("state", state)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        q = ("SELECT run_id, channel, kind, reason, vanished, findings, checks, state,"
+             " decided_run, decided_at FROM presence_holds"
+             + (" WHERE " + " AND ".join(where) if where else ""))
+        return [PresenceHoldRecord(run, ch, kind, reason, tuple(orjson.loads(van or "[]")),
+                                   tuple(orjson.loads(fs or "[]")),
+                                   tuple(orjson.loads(checks or "[]")), st, drun,
+                                   parse_time(dat))
+                for run, ch, kind, reason, van, fs, checks, st, drun, dat in self.db.execute(
+                    q + " ORDER BY run_id DESC, channel", args)]
+
+    def previous_run_of(self, channel: str, before_run: int) -> int | None:
+        """The latest run before ``before_run`` that read ``channel``."""
+        row = self.db.execute("SELECT MAX(run_id) FROM run_sources WHERE source=? AND run_id<?",
+                              (channel, before_run)).fetchone()
+        return row[0] if row else None
+
+    def decide_presence_hold(self, run_id: int, channel: str, state: str, decided_run: int | None,
+                             now: datetime) -> None:
+        """Close a hold: ``confirmed`` by a later run, ``superseded``, or ``accepted``."""
+        with self.db.conn:
+            self.db.conn.execute(
+                "UPDATE presence_holds SET state=?, decided_run=?, decided_at=? "
+                "WHERE run_id=? AND channel=? AND state='held'",
+                (state, decided_run, now.isoformat(), run_id, channel))
+
+    def accept_presence_hold(self, run_id: int, channel: str, now: datetime) -> dict[str, int]:
+        """The user accepts what run ``run_id`` held for ``channel``: its presence findings
+        open, the open findings it would have resolved resolve (not seen in that run, their
+        check ran, about no listing or one that vanished), the vanished listings are
+        removed. Only the channel's latest run can be accepted (a later run has superseded
+        an earlier one's view). Returns counts: opened, resolved, removed (listings)."""
+        holds = self.presence_holds(run_id, channel)
+        if not holds:
+            raise StoreError(f"run {run_id} held nothing for channel {channel!r} "
+                             f"(see `auditor runs`)")
+        hold = holds[0]
+        if hold.state != "held":
+            raise StoreError(f"run {run_id}'s hold on channel {channel!r} is already "
+                             f"{hold.state}")
+        latest = self.db.execute("SELECT MAX(run_id) FROM run_sources WHERE source=?",
+                                 (channel,)).fetchone()[0]
+        if latest != run_id:
+            raise StoreError(f"run {run_id} is not the latest run of channel {channel!r} "
+                             f"(run {latest} is): only the latest run's hold can be accepted")
+        held = [codec.finding_from_dict(d) for d in hold.findings]
+        # Opened (or reopened) as observations of that run; a failed status resolves nothing.
+        counts = self.apply_findings(run_id, channel, held, SourceStatus.FAILED, None, (), now)
+        vanished = set(hold.vanished)
+        ran = set(hold.checks)
+        observed = {fp for (fp,) in self.db.execute(
+            "SELECT fingerprint FROM finding_observations WHERE run_id=?", (run_id,))}
+        at = now.isoformat()
+        c = self.db.conn
+        with c:
+            to_resolve = sorted(
+                fp for fp, check, key in c.execute(
+                    "SELECT fingerprint, check_name, listing_key FROM findings "
+                    "WHERE channel=? AND state=?", (channel, OPEN))
+                if fp not in observed and check in ran and (key is None or key in vanished))
+            c.executemany("UPDATE findings SET state=?, resolved_at=?, resolved_run=? "
+                          "WHERE fingerprint=?", [(RESOLVED, at, run_id, fp) for fp in to_resolve])
+            c.executemany("INSERT INTO finding_events (fingerprint, run_id, at, event, state,"
+                          " outcome, expected, actual) VALUES (?,?,?,?,?,?,?,?)",
+                          [(fp, run_id, at, lifecycle.RESOLVED_EVENT, RESOLVED, None, None,
+                            None) for fp in to_resolve])
+        removed = self.mark_removed(run_id, channel, vanished)
+        self.decide_presence_hold(run_id, channel, "accepted", None, now)
+        return {"opened": counts.opened + counts.reopened, "resolved": len(to_resolve),
+                "removed": removed}
+
+    # ----------------------------------------------------------------- finding queries
+    def query_findings(self, *, states: Sequence[str] = (), channels: Sequence[str] = (),
+                       checks: Sequence[str] = (), severities: Sequence[str] = (),
+                       sku: str | None = None, limit: int | None = None
+                       ) -> list[FindingRecord]:
+        """Stored findings matching every given filter (each a set of allowed values),
+        most severe first; ``findings`` with repeatable filters."""
+        where: list[str] = []
+        args: list[Any] = []
+        for col, vals in (("state", states), ("channel", channels), ("check_name", checks),
+                          ("severity", severities)):
+            if vals:
+                where.append(f"{col} IN ({','.join('?' * len(vals))})")
+                args.extend(vals)
+        if sku is not None:
+            where.append("sku = ?")
+            args.append(sku)
+        q = f"SELECT {self._FINDING_COLS} FROM findings"
+        if where:
+            q += " WHERE " + " AND ".join(where)
+        q += (" ORDER BY CASE severity WHEN 'critical' THEN 0 WHEN 'major' THEN 1 "
+              "WHEN 'minor' THEN 2 ELSE 3 END, channel, check_name, sku, field")
+        if limit is not None:
+            q += f" LIMIT {int(limit)}"
+        return [self._finding_record(r) for r in self.db.execute(q, args)]
+
+    @staticmethod
+    def _finding_record(row: Sequence[Any]) -> FindingRecord:
+        (fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg, det, st, first, last, frun,
+         lrun, res_at, res_run) = row
+        return FindingRecord(fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg,
+                             orjson.loads(det) if det else {}, st,
+                             datetime.fromisoformat(first), datetime.fromisoformat(last), frun,
+                             lrun, parse_time(res_at), res_run)
+
+    def finding_values(self, column: str) -> set[str]:
+        """The distinct values of ``column`` (channel, check_name, severity, state) among
+        stored findings, to tell a typo from a filter that matches nothing."""
+        if column not in ("channel", "check_name", "severity", "state"):
+            raise ValueError(f"not a finding filter column: {column}")
+        return {v for (v,) in self.db.execute(f"SELECT DISTINCT {column} FROM findings")
+                if v is not None}
+
+# Which finding fields show a master field (``*``: any attribute field).
+
+    # ----------------------------------------------------------------- history reads
+    # What the weekly report (and the per-run headline) needs: the state of every
+    # channel at a point in time, rebuilt from finding events and listing runs.
+
+    def run_at(self, at: datetime) -> int | None:
+        """The id of the last run that started at or before ``at``."""
+        # A run's time is its audit clock (summary "at", what --now sets, the time its
+        # finding events carry), else when it started.
+        row = self.db.execute(
+            "SELECT MAX(id) FROM runs WHERE COALESCE(json_extract(summary, '$.at'), started_at)"
+            " <= ?", (at.isoformat(),)).fetchone()
+        return row[0] if row else None
+
+    def _state_ctes(self) -> str:
+        # The state of each finding at ``at`` is the state its last event gave it.
+        # A listing is live at run R when it was first seen by then and not removed (the
+        # row keeps only its latest removal, so a SKU with a "missing" presence finding
+        # open at ``at`` is not live then either), and it is confidently linked.
+        return (
+            "last AS (SELECT fingerprint, MAX(id) AS id FROM finding_events "
+            "WHERE at <= :at GROUP BY fingerprint), "
+            "open_at AS (SELECT f.channel, f.sku, f.check_name, f.listing_key FROM last "
+            "JOIN finding_events e ON e.id = last.id "
+            "JOIN findings f ON f.fingerprint = last.fingerprint "
+            "WHERE e.state != 'resolved' AND e.outcome IN ('failed', 'warn') "
+            "AND f.sku IS NOT NULL), "
+            "missing AS (SELECT DISTINCT channel, sku FROM open_at "
+            "WHERE check_name = 'presence' AND listing_key IS NULL), "
+            "bad AS (SELECT DISTINCT channel, sku FROM open_at "
+            "WHERE NOT (check_name = 'presence' AND listing_key IS NULL)), "
+            "live AS (SELECT DISTINCT l.channel, l.master_sku AS sku FROM listings l "
+            "WHERE l.master_sku IS NOT NULL AND l.link_method IN "
+            "('sku','gtin','mpn','url','fuzzy','confirmed') "
+            "AND l.first_seen_run <= :run AND (l.removed_run IS NULL OR l.removed_run > :run) "
+            "AND NOT EXISTS (SELECT 1 FROM missing m WHERE m.channel = l.channel "
+            "AND m.sku = l.master_sku))")
+
+    def channel_health(self, at: datetime) -> dict[str, tuple[int, int]]:
+        """Per channel at ``at``: (live SKUs, live SKUs with no open failed or warn
+        finding). Empty when no run had started by then."""
+        run = self.run_at(at)
+        if run is None:
+            return {}
+        q = (f"WITH {self._state_ctes()} "
+             "SELECT live.channel, COUNT(*), SUM(bad.sku IS NULL) FROM live "
+             "LEFT JOIN bad ON bad.channel = live.channel AND bad.sku = live.sku "
+             "GROUP BY live.channel")
+        return {ch: (n, int(ok or 0)) for ch, n, ok in
+                self.db.execute(q, {"run": run, "at": at.isoformat()})}
+
+    def channel_skus(self, at: datetime) -> dict[str, tuple[set[str], set[str]]]:
+        """Per channel at ``at``: (live SKUs, live SKUs with an open failed or warn
+        finding), for readiness against the master's SKUs in the channel's scope."""
+        run = self.run_at(at)
+        out: dict[str, tuple[set[str], set[str]]] = {}
+        if run is None:
+            return out
+        q = (f"WITH {self._state_ctes()} "
+             "SELECT live.channel, live.sku, bad.sku IS NOT NULL FROM live "
+             "LEFT JOIN bad ON bad.channel = live.channel AND bad.sku = live.sku")
+        for ch, sku, is_bad in self.db.execute(q, {"run": run, "at": at.isoformat()}):
+            live, bad = out.setdefault(ch, (set(), set()))
+            live.add(sku)
+            if is_bad:
+                bad.add(sku)
+        return out
+
+    def findings_at(self, at: datetime) -> list[OpenFinding]:
+        """Findings not resolved at ``at`` (failed or warn then), with the values and
+        outcome they had then and their text as last seen."""
+        q = ("WITH last AS (SELECT fingerprint, MAX(id) AS id FROM finding_events "
+             "WHERE at <= ? GROUP BY fingerprint), "
+             "opened AS (SELECT fingerprint, MAX(at) AS since FROM finding_events "
+             "WHERE at <= ? AND event IN ('opened', 'reopened') GROUP BY fingerprint) "
+             "SELECT f.fingerprint, f.check_name, f.channel, f.sku, f.listing_key, f.field,"
+             " e.outcome, f.severity, e.expected, e.actual, f.message, f.details, opened.since "
+             "FROM last JOIN finding_events e ON e.id = last.id "
+             "JOIN findings f ON f.fingerprint = last.fingerprint "
+             "LEFT JOIN opened ON opened.fingerprint = last.fingerprint "
+             "WHERE e.state != 'resolved' AND e.outcome IN ('failed', 'warn') "
+             "ORDER BY f.channel, f.check_name, f.sku, f.field")
+        t = at.isoformat()
+        return [OpenFinding(fp, chk, ch, sku, key, fld, out, sev, exp, act, msg,
+                            json.loads(det) if det else {}, parse_time(since))
+                for fp, chk, ch, sku, key, fld, out, sev, exp, act, msg, det, since
+                in self.db.execute(q, [t, t])]
+
+    def finding_activity(self, start: datetime, end: datetime) -> list[FindingActivity]:
+        """Every opened, reopened and resolved event in [start, end), with its channel,
+        check and (for a resolution) when the finding had last opened."""
+        q = ("SELECT e.event, e.at, f.channel, f.check_name, f.sku, f.field, f.severity,"
+             " (SELECT MAX(o.at) FROM finding_events o"
+             "  WHERE o.fingerprint = e.fingerprint AND o.id < e.id"
+             "  AND o.event IN ('opened', 'reopened')) "
+             "FROM finding_events e JOIN findings f ON f.fingerprint = e.fingerprint "
+             "WHERE e.at >= ? AND e.at < ? AND e.event IN ('opened', 'reopened', 'resolved') "
+             "AND (e.outcome IS NULL OR e.outcome != 'not_evaluated') ORDER BY e.id")
+        return [FindingActivity(ev, datetime.fromisoformat(at), ch, chk, sku, fld, sev,
+                                parse_time(opened))
+                for ev, at, ch, chk, sku, fld, sev, opened
+                in self.db.execute(q, [start.isoformat(), end.isoformat()])]
+
+    def runs_between(self, start: datetime, end: datetime) -> list[RunRecord]:
+        """Runs whose audit clock (else start) falls in [start, end), oldest first."""
+        clock = "COALESCE(json_extract(summary, '$.at'), started_at)"
+        return [RunRecord(i, datetime.fromisoformat(started), parse_time(finished), status,
+                          snap, orjson.loads(summary) if summary else {})
+                for i, started, finished, status, snap, summary in self.db.execute(
+                    "SELECT id, started_at, finished_at, status, master_snapshot_id, summary"
+                    f" FROM runs WHERE {clock} >= ? AND {clock} < ? ORDER BY id",
+                    [start.isoformat(), end.isoformat()])]
+
+    def listing_keys(self, channel: str, skus: Iterable[str]) -> dict[str, list[str]]:
+        """The present listing keys of ``channel`` linked to each of ``skus``."""
+        out: dict[str, list[str]] = {}
+        skus = list(skus)
+        for i in range(0, len(skus), 500):
+            part = skus[i:i + 500]
+            marks = ",".join("?" * len(part))
+            for sku, key in self.db.execute(
+                    f"SELECT master_sku, key FROM listings WHERE channel = ? AND removed_run IS "
+                    f"NULL AND master_sku IN ({marks}) ORDER BY key", [channel, *part]):
+                out.setdefault(sku, []).append(key)
+        return out
+
+    def sales_units(self, names: Sequence[str]) -> dict[str, float]:
+        """Units sold per SKU, summed over the present listings (POS exports) that carry
+        one of the attributes ``names`` (e.g. a till's ``units_sold`` column)."""
+        out: dict[str, float] = {}
+        for name in names:
+            path = "$.attributes." + json.dumps(name)
+            for sku, v in self.db.execute(
+                    "SELECT master_sku, json_extract(data, ?) FROM listings WHERE master_sku "
+                    "IS NOT NULL AND removed_run IS NULL AND json_extract(data, ?) IS NOT NULL",
+                    (path, path)):
+                try:
+                    out[sku] = out.get(sku, 0.0) + float(str(v).replace(",", "."))
+                except ValueError:
+                    continue
+        return out
+
+    def run_finding_changes(self, run_id: int) -> list[RunFindingChange]:
+        """The findings a run opened, reopened or resolved, with what they are about."""
+        return [RunFindingChange(*row) for row in self.db.execute(
+            "SELECT e.event, f.channel, f.check_name, f.sku, f.listing_key, f.field,"
+            " f.severity, e.outcome, f.message FROM finding_events e"
+            " JOIN findings f ON f.fingerprint = e.fingerprint WHERE e.run_id = ?"
+            " AND e.event IN ('opened', 'reopened', 'resolved')"
+            " AND (e.outcome IS NULL OR e.outcome != 'not_evaluated')"
+            " ORDER BY f.channel, e.event, f.check_name, f.sku", [run_id])]
+
+    # ----------------------------------------------------------------- web UI reads
+    _SORTS = {
+        "impact": ("CASE f.severity WHEN 'critical' THEN 0 WHEN 'major' THEN 1 "
+                   "WHEN 'minor' THEN 2 ELSE 3 END, f.first_seen_at, f.fingerprint"),
+        "age": "f.first_seen_at, f.fingerprint",
+        "newest": "f.last_seen_at DESC, f.fingerprint",
+        "sku": "f.sku, f.channel, f.check_name, f.fingerprint",
+    }
+
+    def search_findings(self, channels: Sequence[str] = (), checks: Sequence[str] = (),
+                        severities: Sequence[str] = (), states: Sequence[str] = (),
+                        text: str | None = None, sort: str = "impact", limit: int = 50,
+                        offset: int = 0) -> FindingPage:
+        """Findings matching every given filter (each a set of allowed values) and, with
+        ``text``, whose SKU, listing key or master title contains it; sorted by impact
+        (severity, then age), age, newest or SKU."""
+        where, args = [], []
+        for col, vals in (("f.channel", channels), ("f.check_name", checks),
+                          ("f.severity", severities), ("f.state", states)):
+            if vals:
+                where.append(f"{col} IN ({','.join('?' * len(vals))})")
+                args.extend(vals)
+        if text:
+            like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where.append("(f.sku LIKE ? ESCAPE '\\' OR f.listing_key LIKE ? ESCAPE '\\' OR "
+                         "json_extract(m.data, '$.title') LIKE ? ESCAPE '\\')")
+            args += [like, like, like]
+        cond = (" WHERE " + " AND ".join(where)) if where else ""
+        base = "FROM findings f LEFT JOIN master_records m ON m.sku = f.sku" + cond
+        total = self.db.execute(f"SELECT count(*) {base}", args).fetchone()[0]
+        cols = ", ".join("f." + c.strip() for c in self._FINDING_COLS.split(","))
+        rows = self.db.execute(
+            f"SELECT {cols} {base} ORDER BY {self._SORTS.get(sort, self._SORTS['impact'])} "
+            f"LIMIT ? OFFSET ?", [*args, int(limit), int(offset)]).fetchall()
+        return FindingPage(tuple(self._finding_record(r) for r in rows), total)
+
+    def finding_record(self, fingerprint: str) -> FindingRecord | None:
+        """One finding by fingerprint, as a record."""
+        row = self.db.execute(f"SELECT {self._FINDING_COLS} FROM findings WHERE fingerprint=?",
+                              [fingerprint]).fetchone()
+        return self._finding_record(row) if row else None
+
+    def master_for(self, sku: str) -> MasterRecord | None:
+        """The master record in force for ``sku``."""
+        row = self.db.execute("SELECT data FROM master_records WHERE sku = ?", [sku]).fetchone()
+        return codec.master_from_dict(orjson.loads(row[0])) if row else None
+
+    def product_listings(self, sku: str) -> list[ProductListing]:
+        """Every channel's listings linked to ``sku`` (removed ones too), with when each
+        was first seen and last changed (its runs' times)."""
+        q = ("SELECT l.channel, l.key, l.data, l.fetched_at, l.evidence, l.link_method,"
+             " l.link_confidence, l.removed_run IS NOT NULL,"
+             " COALESCE(json_extract(r1.summary, '$.at'), r1.started_at),"
+             " COALESCE(json_extract(r2.summary, '$.at'), r2.started_at)"
+             " FROM listings l LEFT JOIN runs r1 ON r1.id = l.first_seen_run"
+             " LEFT JOIN runs r2 ON r2.id = COALESCE(l.last_changed_run, l.first_seen_run)"
+             " WHERE l.master_sku = ? ORDER BY l.channel, l.key")
+        return [ProductListing(ch, key, codec.listing_from_row(d, fetched, ev), method, conf,
+                               bool(removed), parse_time(first), parse_time(changed))
+                for ch, key, d, fetched, ev, method, conf, removed, first, changed
+                in self.db.execute(q, [sku])]
+
+    def finding_channels(self) -> list[str]:
+        """The channels that have findings."""
+        return [c for (c,) in self.db.execute("SELECT DISTINCT channel FROM findings ORDER BY 1")]
+
+
+_CORE_FIELDS = frozenset({"title", "price", "sale_price", "availability", "gtin", "image",
+                          "additional_images", "listing", "description", "brand", "mpn", "url"})
+_PROPAGATION_FIELDS: dict[str, tuple[str, ...]] = {
+    "attributes": ("*",), "images": ("image", "additional_images"),
+    "quantity": ("availability",), "price": ("price", "sale_price"),
+    "sale_price": ("price", "sale_price"), "sale_start": ("price", "sale_price"),
+    "sale_end": ("price", "sale_price"), "prices": ("price", "sale_price"),
+    "sale_prices": ("price", "sale_price"),
+}
 
 
 def _cell(v: Any) -> str | None:

@@ -1,0 +1,315 @@
+"""The ASGI app of `auditor serve`: scheduler in the lifespan, /metrics, health, the API.
+
+One uvicorn worker. The scheduler starts when the app starts and stops when it stops
+(SIGTERM or Ctrl-C: no new audits, the running one gets ``[serve] stop_timeout``
+seconds, then it is stopped and recorded as interrupted; then the shutdown hooks run,
+e.g. flushing pending notifications). SIGHUP reloads the config: a broken one is
+refused with the reason logged, and the old one stays in force.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable, Iterable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+
+from auditor import __version__
+from auditor.config import Config, load_config
+from auditor.errors import AuditorError
+from auditor.service.api import build_router
+from auditor.service.launcher import Launcher, SubprocessLauncher
+from auditor.service.metrics import StoreCollector, store_opener
+from auditor.service.scheduler import AuditScheduler, utcnow
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    """What the app holds: the config in force, the scheduler, the metrics registry."""
+
+    def __init__(self, config_path: Path, cfg: Config, launcher: Launcher | None = None,
+                 schedule: bool = True, clock: Callable[[], datetime] = utcnow):
+        self.config_path = Path(config_path)
+        self.cfg = cfg
+        self.clock = clock
+        self.schedule = schedule
+        self.launcher = launcher or SubprocessLauncher(self.config_path)
+        self.scheduler: AuditScheduler | None = None
+        self.started_at = clock()
+        self.reloads = 0
+        self.last_reload_error: str | None = None
+        self.shutdown_hooks: list[Callable[[], None]] = []
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(StoreCollector(self.open_store, extra=self._service_metrics))
+
+    def open_store(self):
+        return store_opener(self.cfg.store_url)()
+
+    def _last_complete(self) -> dict[str, datetime]:
+        with self.open_store() as store:
+            return store.last_complete_reads()
+
+    def _mark_interrupted(self, at: datetime) -> list[int]:
+        # Only while no audit holds the lock: a run marked running then is not running.
+        with self.open_store() as store, store.run_lock(10.0):
+            return store.interrupt_running_runs(at)
+
+    def _interrupt_leftovers(self) -> None:
+        """Runs a killed service left ``running`` are recorded interrupted, when no audit
+        holds the lock now (an audit still running keeps its run)."""
+        from auditor.errors import LockedError
+
+        try:
+            with self.open_store() as store, store.run_lock(0):
+                ids = store.interrupt_running_runs(self.clock())
+        except LockedError:
+            return
+        except Exception as e:  # an unusable store shows in /readyz
+            log.warning("could not check for interrupted runs: %s", e)
+            return
+        if ids:
+            log.warning("runs left running by an earlier process recorded as interrupted: %s",
+                        ", ".join(map(str, ids)))
+
+    def start(self) -> None:
+        self._interrupt_leftovers()
+        if self.schedule:
+            self.scheduler = AuditScheduler(self.cfg, self.launcher, self._last_complete,
+                                            self._mark_interrupted, clock=self.clock)
+            self.scheduler.start()
+            self._start_alerts()
+            schedule = self.cfg.report.get("schedule")
+            if schedule:
+                self.scheduler.add_task("weekly-report", schedule, self.weekly_report)
+
+    def weekly_report(self) -> int:
+        """Write the last complete week's report into the archive (and email it when
+        recipients and an SMTP server are configured), in a child process."""
+        import subprocess
+        import sys
+
+        argv = [sys.executable, "-m", "auditor", "report", "weekly", "-c",
+                str(self.config_path)]
+        if self.cfg.report.get("email_to") and self.cfg.smtp.get("host"):
+            argv.append("--email")
+        code = subprocess.run(argv, stdin=subprocess.DEVNULL, check=False).returncode
+        log.log(logging.INFO if code == 0 else logging.ERROR,
+                "weekly report ended with exit code %s", code)
+        return code
+
+    def _start_alerts(self) -> None:
+        """The alert relay's service loop (``auditor.alerts.outbox.loop``, when this build
+        has alerts): evaluates and delivers notifications in a thread; stopping it
+        delivers what is due once more (the SIGTERM flush)."""
+        try:
+            from auditor.alerts.outbox import loop  # type: ignore[import-not-found]
+        except ImportError:
+            return
+        if not getattr(self.cfg, "alerts", None):
+            return
+        stop = threading.Event()
+        thread = threading.Thread(target=loop, args=(self.cfg.store_url, self.cfg, stop),
+                                  name="alerts", daemon=True)
+        thread.start()
+
+        def flush() -> None:
+            stop.set()
+            thread.join(60)
+
+        self._alerts_flush = flush
+        log.info("alert delivery loop started")
+
+    def _stop_alerts(self) -> None:
+        flush = getattr(self, "_alerts_flush", None)
+        if flush is not None:
+            self._alerts_flush = None
+            flush()
+
+    def stop(self) -> None:
+        if self.scheduler is not None:
+            ended = self.scheduler.stop()
+            if ended:
+                log.info("audits at shutdown: %s", ", ".join(f"{k} {v}" for k, v in ended.items()))
+        self._stop_alerts()  # after the audits: their notifications are flushed too
+        for hook in self.shutdown_hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("shutdown hook %r failed", hook)
+
+    def reload(self) -> bool:
+        """Read the config file again; keep the old config when the new one is broken."""
+        try:
+            cfg = load_config(self.config_path)
+        except AuditorError as e:
+            self.last_reload_error = str(e)
+            log.error("config reload refused, the previous config stays in force: %s", e)
+            return False
+        if cfg.store_url != self.cfg.store_url:
+            from auditor.storage import describe
+
+            log.warning("config reload: the store changed; restart to use %s",
+                        describe(cfg.store_url))
+            cfg = _with_store(cfg, self.cfg)
+        self.cfg = cfg
+        if self.scheduler is not None:
+            self.scheduler.reload(cfg)
+            self._stop_alerts()  # the relay takes the new routes and receivers
+            self._start_alerts()
+        self.reloads += 1
+        self.last_reload_error = None
+        log.info("config reloaded from %s", self.config_path)
+        return True
+
+    def _service_metrics(self) -> Iterable[Metric]:
+        up = GaugeMetricFamily("auditor_scheduler_running",
+                               "1 while the scheduler takes jobs, else 0.")
+        up.add_metric([], 1 if self.scheduler is not None and self.scheduler.running else 0)
+        yield up
+        running = GaugeMetricFamily("auditor_audit_running",
+                                    "1 while an audit of the source runs.", labels=["source"])
+        every = GaugeMetricFamily("auditor_source_interval_seconds",
+                                  "The longest gap between two scheduled audits of the source.",
+                                  labels=["source"])
+        if self.scheduler is not None:
+            for s in self.scheduler.status():
+                running.add_metric([s["source"]], 1 if s["running"] else 0)
+                every.add_metric([s["source"]], s["interval_seconds"])
+        yield running
+        yield every
+        reload_ok = GaugeMetricFamily("auditor_config_reload_ok",
+                                      "0 when the last SIGHUP reload was refused, else 1.")
+        reload_ok.add_metric([], 0 if self.last_reload_error else 1)
+        yield reload_ok
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        """Store reachable, scheduler running, no source stale beyond twice its interval."""
+        problems: dict[str, Any] = {}
+        try:
+            with self.open_store() as store:
+                store.schema_version  # reads the database
+        except Exception as e:
+            problems["store"] = f"not reachable: {e}"
+        if self.schedule:
+            if self.scheduler is None or not self.scheduler.running:
+                problems["scheduler"] = "not running"
+            else:
+                stale = self.scheduler.stale()
+                if stale:
+                    problems["stale"] = stale
+        return not problems, problems
+
+
+def _with_store(new: Config, old: Config) -> Config:
+    import dataclasses
+
+    return dataclasses.replace(new, store=old.store, path=new.path)
+
+
+def create_app(service: Service) -> FastAPI:
+    """The app for ``service``; its lifespan starts and stops the scheduler."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        await asyncio.to_thread(service.start)
+        if threading.current_thread() is threading.main_thread():
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(
+                    None, service.reload))
+        try:
+            yield
+        finally:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(signal.SIGHUP)
+            await asyncio.to_thread(service.stop)
+
+    app = FastAPI(title="omni-auditor", version=__version__, lifespan=lifespan,
+                  description="Runs, findings, products across channels and link "
+                              "suggestions of the auditor. Write calls need a bearer token.")
+    app.state.service = service
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """The process is alive."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    def readyz() -> JSONResponse:
+        """Store reachable, scheduler running, no source stale beyond twice its interval."""
+        ok, problems = service.ready()
+        return JSONResponse({"ready": ok, "problems": problems}, status_code=200 if ok else 503)
+
+    @app.get("/api/schedule", tags=["runs"])
+    def schedule() -> dict[str, Any]:
+        """Each scheduled source: its cron, interval, next run and the audit running."""
+        sched = service.scheduler
+        return {"running": bool(sched and sched.running), "reloads": service.reloads,
+                "last_reload_error": service.last_reload_error,
+                "sources": sched.status() if sched else []}
+
+    app.include_router(build_router(lambda: service.cfg, service.open_store))
+    # The web UI (server-rendered pages at /, /products/..., /runs, /reports).
+    from auditor.web.routes import build_ui_router
+    app.include_router(build_ui_router(lambda: service.cfg, service.open_store))
+
+    @app.exception_handler(AuditorError)
+    async def auditor_error(request: Request, exc: AuditorError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503)
+
+    return app
+
+
+def serve(config_path: Path, host: str | None = None, port: int | None = None,
+          schedule: bool = True, log_level: str = "info") -> int:
+    """Run the service until SIGTERM or Ctrl-C; 0 after a clean stop."""
+    import uvicorn
+
+    cfg = load_config(config_path)
+    service = Service(config_path, cfg, schedule=schedule)
+    app = create_app(service)
+    host = host or cfg.serve.get("host") or "127.0.0.1"
+    port = port if port is not None else int(cfg.serve.get("port") or 8080)
+    stopped: list[int] = []
+
+    def note(sig: int, frame: Any) -> None:  # uvicorn re-raises the signal it stopped on
+        stopped.append(sig)
+
+    # Bound before anything starts: a taken port stops here, before the scheduler runs.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        log.error("cannot listen on %s:%s: %s", host, port, e)
+        raise AuditorError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    previous = {s: signal.signal(s, note) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server = uvicorn.Server(uvicorn.Config(app, workers=1, log_level=log_level,
+                                               lifespan="on", access_log=False))
+        log.info("auditor serve on http://%s:%s (metrics at /metrics)", host, sock.getsockname()[1])
+        server.run(sockets=[sock])
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        sock.close()
+    if not server.started:
+        return 2
+    return 0

@@ -1,0 +1,1 @@
+"""The web UI of `auditor serve`: the findings inbox and one product on every channel."""

@@ -1,0 +1,247 @@
+"""What each page of the web UI shows, prepared from the store (no HTML here).
+
+The templates only lay these contexts out, with autoescaping on; channel text never
+reaches the page unescaped, and a URL becomes a link only when it is http(s).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+from urllib.parse import urlsplit
+
+from auditor.model import Listing, MasterRecord
+from auditor.storage.records import FindingRecord, ProductListing
+
+SEVERITIES = ("critical", "major", "minor", "info")
+STATES = ("open", "acknowledged", "snoozed", "resolved")
+SORTS = ("impact", "age", "newest", "sku")
+PAGE_SIZE = 50
+_TOKEN = re.compile(r"\S+")
+
+
+def safe_url(url: str | None) -> str | None:
+    """``url`` when it may be a link or image source (http or https), else None: a
+    channel's ``javascript:`` or ``data:`` value is shown as text, never followed."""
+    if not url or not isinstance(url, str):
+        return None
+    try:
+        scheme = urlsplit(url.strip()).scheme.lower()
+    except ValueError:
+        return None
+    return url.strip() if scheme in ("http", "https") else None
+
+
+def word_diff(master: str | None, shown: str | None) -> list[tuple[str, bool]]:
+    """``shown`` as (word, differs) pairs against ``master``: the words a channel
+    changed or added are marked (case-insensitively compared)."""
+    if not shown:
+        return []
+    a = _TOKEN.findall(master or "")
+    b = _TOKEN.findall(shown)
+    sm = difflib.SequenceMatcher(a=[w.casefold() for w in a], b=[w.casefold() for w in b],
+                                 autojunk=False)
+    out: list[tuple[str, bool]] = []
+    for op, _, _, j1, j2 in sm.get_opcodes():
+        out += [(w, op != "equal") for w in b[j1:j2]]
+    return out
+
+
+def missing_words(master: str | None, shown: str | None) -> list[str]:
+    """Master words the channel's title leaves out."""
+    a = _TOKEN.findall(master or "")
+    b = {w.casefold() for w in _TOKEN.findall(shown or "")}
+    return [w for w in a if w.casefold() not in b]
+
+
+@dataclass
+class Filters:
+    """The inbox's filters, from the query string (unknown values dropped)."""
+
+    channels: list[str] = field(default_factory=list)
+    checks: list[str] = field(default_factory=list)
+    severities: list[str] = field(default_factory=list)
+    states: list[str] = field(default_factory=lambda: ["open"])
+    text: str = ""
+    sort: str = "impact"
+    page: int = 1
+
+    @classmethod
+    def parse(cls, q: Mapping[str, Sequence[str]], channels: Iterable[str],
+              checks: Iterable[str]) -> "Filters":
+        known_ch, known_ck = set(channels), set(checks)
+
+        def pick(name: str, allowed: Iterable[str]) -> list[str]:
+            allowed = set(allowed)
+            return [v for v in q.get(name, []) if v in allowed]
+
+        states = pick("state", STATES) if "state" in q else ["open"]
+        text = (q.get("q") or [""])[0].strip()[:200]
+        sort = (q.get("sort") or ["impact"])[0]
+        try:
+            page = max(1, min(10_000, int((q.get("page") or ["1"])[0])))
+        except ValueError:
+            page = 1
+        return cls(pick("channel", known_ch), pick("check", known_ck),
+                   pick("severity", SEVERITIES), states, text,
+                   sort if sort in SORTS else "impact", page)
+
+    def query(self, **change: Any) -> list[tuple[str, str]]:
+        """The query string pairs of these filters, with ``change`` applied."""
+        d = {"channel": self.channels, "check": self.checks, "severity": self.severities,
+             "state": self.states, "q": [self.text] if self.text else [],
+             "sort": [self.sort], "page": [str(self.page)]}
+        for k, v in change.items():
+            d[k] = v if isinstance(v, list) else [str(v)]
+        return [(k, v) for k, vs in d.items() for v in vs]
+
+
+def inbox(store: Any, f: Filters) -> dict[str, Any]:
+    """The findings inbox: incidents on top, then one page of findings."""
+    from reports.weekly import incidents
+
+    page = store.search_findings(f.channels, f.checks, f.severities, f.states, f.text or None,
+                                 f.sort, PAGE_SIZE, (f.page - 1) * PAGE_SIZE)
+    # Incidents (one cause, many SKUs) over the open findings of the filters in view.
+    scope = store.search_findings(f.channels, f.checks, f.severities, ["open"], None,
+                                  "impact", 5000, 0).findings
+    groups = incidents([_as_open(x) for x in scope], limit=5)
+    titles = _titles(store, {x.sku for x in page.findings if x.sku})
+    rows = [{"f": x, "title": titles.get(x.sku or "", "")} for x in page.findings]
+    pages = max(1, -(-page.total // PAGE_SIZE))
+    return {"rows": rows, "total": page.total, "page": f.page, "pages": pages,
+            "incidents": groups, "filters": f}
+
+
+def _as_open(x: FindingRecord) -> Any:
+    from auditor.storage.records import OpenFinding
+
+    return OpenFinding(x.fingerprint, x.check, x.channel, x.sku, x.listing_key, x.field,
+                       x.outcome, x.severity, x.expected, x.actual, x.message, x.details,
+                       x.first_seen_at)
+
+
+def _titles(store: Any, skus: Iterable[str]) -> dict[str, str]:
+    out = {}
+    for sku in skus:
+        m = store.master_for(sku)
+        if m is not None and m.title:
+            out[sku] = m.title
+    return out
+
+
+def _money(m: Any) -> str | None:
+    return None if m is None else f"{m.amount} {m.currency}"
+
+
+def _field_rows(master: MasterRecord | None, listing: Listing | None) -> dict[str, Any]:
+    src: Any = listing if listing is not None else master
+    if src is None:
+        return {}
+    return {
+        "price": _money(src.price), "sale_price": _money(src.sale_price),
+        "sale_window": (f"{src.sale_start:%Y-%m-%d %H:%M} – {src.sale_end:%Y-%m-%d %H:%M}"
+                        if src.sale_start and src.sale_end else
+                        f"from {src.sale_start:%Y-%m-%d %H:%M}" if src.sale_start else
+                        f"until {src.sale_end:%Y-%m-%d %H:%M}" if src.sale_end else None),
+        "availability": str(src.availability) if src.availability else None,
+        "quantity": src.quantity,
+        "gtin": src.gtin, "mpn": src.mpn, "brand": src.brand,
+    }
+
+
+def product(store: Any, sku: str) -> dict[str, Any] | None:
+    """The master record next to every channel's listing of ``sku``."""
+    master = store.master_for(sku)
+    listings: list[ProductListing] = store.product_listings(sku)
+    if master is None and not listings:
+        return None
+    findings = store.findings(sku=sku)
+    open_by: dict[tuple[str, str, str], FindingRecord] = {}
+    for x in findings:
+        if x.state != "resolved":
+            open_by[(x.channel, x.listing_key or "", x.field)] = x
+    attr_names = sorted(set(master.attributes if master else ())
+                        | {k for pl in listings for k in pl.listing.attributes})
+    cols = []
+    for pl in listings:
+        ls = pl.listing
+
+        def differs(fld: str, _pl: ProductListing = pl) -> FindingRecord | None:
+            return open_by.get((_pl.channel, _pl.key, fld))
+
+        images = []
+        img_finding = differs("image") or differs("images")
+        for i, url in enumerate(ls.images[:6]):
+            images.append({"url": safe_url(url), "text": url, "primary": i == 0,
+                           "matched": img_finding is None if i == 0 else None,
+                           "distance": (img_finding.details.get("distance")
+                                        if img_finding is not None and i == 0 else None)})
+        cols.append({
+            "channel": pl.channel, "key": pl.key, "url": safe_url(ls.url), "url_text": ls.url,
+            "title": word_diff(master.title if master else None, ls.title),
+            "title_text": ls.title,
+            "missing": missing_words(master.title if master else None, ls.title),
+            "fields": _field_rows(None, ls),
+            "attributes": {k: ls.attributes.get(k) for k in attr_names},
+            "images": images,
+            "link": pl.link_method, "confidence": pl.link_confidence, "removed": pl.removed,
+            "first_seen": pl.first_seen_at, "changed": pl.last_changed_at,
+            "fetched": ls.fetched_at,
+            "bad": {fld for (ch, key, fld) in open_by if ch == pl.channel and key == pl.key},
+        })
+    history = []
+    for x in findings:
+        for e in store.finding_events(x.fingerprint):
+            history.append({"at": e.at, "event": e.event, "channel": x.channel,
+                            "check": x.check, "field": x.field, "expected": e.expected,
+                            "actual": e.actual, "fingerprint": x.fingerprint})
+    history.sort(key=lambda h: h["at"], reverse=True)
+    return {
+        "sku": sku, "master": master,
+        "master_fields": _field_rows(master, None),
+        "master_images": list(master.images) if master else [],
+        "attr_names": attr_names, "columns": cols,
+        "findings": [x for x in findings if x.state != "resolved"],
+        "history": history[:200],
+    }
+
+
+def runs(store: Any, limit: int = 30) -> list[dict[str, Any]]:
+    """Recent runs with their sources, durations and errors."""
+    out = []
+    for r in store.runs(limit):
+        sources = store.run_sources(r.id)
+        errors = store.run_errors(r.id, limit=50)
+        counts = {"opened": 0, "resolved": 0, "failed": 0}
+        for ch in r.summary.get("channels", []) if r.summary else []:
+            counts["opened"] += ch.get("opened") or 0
+            counts["resolved"] += ch.get("resolved") or 0
+            counts["failed"] += ch.get("failed") or 0
+        out.append({
+            "run": r, "sources": sources, "errors": errors, "counts": counts,
+            "seconds": (r.finished_at - r.started_at).total_seconds()
+            if r.finished_at else None,
+            "master_error": (r.summary or {}).get("master_error"),
+        })
+    return out
+
+
+def suggestions(store: Any, limit: int = 200) -> list[dict[str, Any]]:
+    """Listings the linker could only suggest a master for, with the evidence beside
+    the master record, for a person to confirm or reject."""
+    fn = getattr(store, "suggested_links", None)
+    if fn is None:
+        return []
+    out = []
+    for s in fn(limit=limit):
+        master = store.master_for(s.sku)
+        listing = s.listing
+        out.append({"s": s, "master": master, "listing": listing,
+                    "title": word_diff(master.title if master else None,
+                                       listing.title if listing else None),
+                    "master_fields": _field_rows(master, None),
+                    "fields": _field_rows(None, listing) if listing else {}})
+    return out
