@@ -9,16 +9,27 @@ does no I/O and reads no clock: ``ctx.now`` is the run's time. It is called
 * with ``master=None`` for a listing that links to no master.
 
 Checks that have nothing to say about a one-sided call return nothing.
+
+A check that needs I/O done first (the image check: fetching and hashing
+pictures) declares a preparation stage, ``@check(..., prepare=...)``: a
+``Preparation`` class (or ``"module:Class"``, imported only when a run needs
+it). The runner knows no check by name: for every check that declares one it
+holds listings back in batches, lets the preparation fill the check's
+``ctx.extras`` for the batch, then runs the checks (``Preparations``).
 """
 
 from __future__ import annotations
 
+import importlib
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
 from auditor.model import (Finding, Link, Listing, MasterRecord, Outcome, Severity,
                            listing_fields_of)
+from auditor.alerts.config import CHECK_ALERT_OPTIONS
 from auditor.options import Opt
 from auditor.plugins import register_check
 
@@ -27,7 +38,7 @@ CheckFn = Callable[[MasterRecord | None, Listing | None, "CheckContext"], Iterab
 # Options every check has, whatever it declares itself.
 COMMON_OPTIONS = (
     Opt("enabled", bool, True, "Run this check (globally or for one channel)."),
-)
+) + CHECK_ALERT_OPTIONS
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,8 @@ class CheckSpec:
     help: str = ""
     # Fields this check compares, for documentation and scores.
     fields: tuple[str, ...] = ()
+    # Its preparation stage: a Preparation subclass or "module:Class" (None: none).
+    prepare: "type[Preparation] | str | None" = None
 
     @property
     def all_options(self) -> tuple[Opt, ...]:
@@ -161,21 +174,150 @@ class CheckContext:
         return out
 
 
-def check(name: str, *, options: Sequence[Opt] = (), fields: Sequence[str] = ()
-          ) -> Callable[[CheckFn], CheckFn]:
+def check(name: str, *, options: Sequence[Opt] = (), fields: Sequence[str] = (),
+          prepare: "type[Preparation] | str | None" = None) -> Callable[[CheckFn], CheckFn]:
     """Decorator: declare ``fn`` as the check ``name``; its docstring is the help.
 
     Its package's (or plugin's) ``register_checks`` hook makes it available; the
-    decorated function may also be returned from that hook itself."""
+    decorated function may also be returned from that hook itself. ``prepare``: the
+    check's preparation stage (see ``Preparation``), as a class or as
+    ``"package.module:Class"`` so the check module need not import it."""
 
     def deco(fn: CheckFn) -> CheckFn:
         doc = (fn.__doc__ or "").strip().splitlines()
         spec = register_check(CheckSpec(name, fn, tuple(options), doc[0] if doc else "",
-                                        tuple(fields)))
+                                        tuple(fields), prepare))
         fn.check_spec = spec  # type: ignore[attr-defined]  # a plugin may return the function
         return fn
 
     return deco
+
+
+# --------------------------------------------------------------------------- preparation
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PrepareEnv:
+    """What a preparation stage may use during one run (it may do I/O; checks may not)."""
+
+    store: Any
+    master: Mapping[str, MasterRecord]
+    http_options: Mapping[str, Any]
+    base_dir: Path
+    now: datetime
+    # The check's options: the global ones, or one channel's in a channel's own process.
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Preparation:
+    """The I/O a check needs before it runs, declared with ``@check(..., prepare=Cls)``.
+
+    One instance per run (its caches shared by every channel audited in that
+    process). ``prepare`` gets a batch of (master, listing) pairs of one
+    channel and puts what the check reads into ``ctx.extras``; if it raises,
+    the batch is still checked, with ``ctx.extras`` holding only
+    ``"prepare_error"`` (the check then says what it could not evaluate).
+    """
+
+    #: Pairs prepared together, unless the check has a ``batch_size`` option.
+    batch_size: ClassVar[int] = 200
+
+    def __init__(self, env: PrepareEnv):
+        self.env = env
+
+    def prepare(self, batch: Sequence[tuple[MasterRecord | None, Listing | None]],
+                ctx: CheckContext, policy: Any) -> None:
+        """Fill ``ctx.extras`` for ``batch``; ``policy`` is the channel's fetch policy."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the run held (clients, threads)."""
+
+
+def _load_preparation(ref: "type[Preparation] | str") -> "type[Preparation]":
+    if isinstance(ref, str):
+        module, _, name = ref.partition(":")
+        return getattr(importlib.import_module(module), name)
+    return ref
+
+
+class Preparations:
+    """The preparation stages of one run, made when a channel first needs them."""
+
+    def __init__(self, store: Any, master: Mapping[str, MasterRecord],
+                 http_options: Mapping[str, Any], base_dir: Path, now: datetime,
+                 options: Mapping[str, Mapping[str, Any] | None] | None = None):
+        self._env = (store, master, http_options, base_dir, now)
+        self._options = options or {}
+        self._made: dict[str, Preparation] = {}
+
+    def get(self, spec: CheckSpec) -> Preparation | None:
+        """The run's preparation for ``spec`` (None when it declares none)."""
+        if spec.prepare is None:
+            return None
+        prep = self._made.get(spec.name)
+        if prep is None:
+            env = PrepareEnv(*self._env, options=dict(self._options.get(spec.name) or {}))
+            prep = self._made[spec.name] = _load_preparation(spec.prepare)(env)
+        return prep
+
+    def batcher(self, specs: Sequence[CheckSpec], contexts: Mapping[str, CheckContext],
+                policy: Any) -> "PreparedChecks | None":
+        """One channel's batching step, or None when no enabled check declares a stage."""
+        stages = [(p, contexts[s.name]) for s in specs if (p := self.get(s)) is not None]
+        return PreparedChecks(stages, policy) if stages else None
+
+    def close(self) -> None:
+        """Close every stage made (errors are logged: closing must not fail a run)."""
+        for name, prep in self._made.items():
+            try:
+                prep.close()
+            except Exception:
+                log.exception("closing the preparation of check %s failed", name)
+        self._made = {}
+
+
+class PreparedChecks:
+    """One channel's listings held back in batches, prepared, then checked.
+
+    ``add`` queues a pair until the batch is full; ``flush`` has every stage
+    prepare the batch (a stage that fails leaves ``"prepare_error"`` in its
+    check's context) and hands each pair to ``run_checks``.
+    """
+
+    def __init__(self, stages: Sequence[tuple[Preparation, CheckContext]], policy: Any):
+        self.stages = list(stages)
+        self.policy = policy
+        self.batch_size = max(1, min(int(ctx.options.get("batch_size") or prep.batch_size)
+                                     for prep, ctx in self.stages))
+        self.pending: list[tuple[Any, Any, Any]] = []
+
+    def add(self, master: MasterRecord | None, listing: Listing | None,
+            run_checks: Callable[..., None], link: Link | None = None) -> None:
+        """Queue one linked (or unlinked) listing; checks run when its batch is prepared."""
+        self.pending.append((master, listing, link))
+        if len(self.pending) >= self.batch_size:
+            self.flush(run_checks)
+
+    def flush(self, run_checks: Callable[..., None]) -> None:
+        """Prepare the queued batch, then run every check on it."""
+        batch, self.pending = self.pending, []
+        if not batch:
+            return
+        pairs = [(m, li) for m, li, _ in batch]
+        for prep, ctx in self.stages:
+            try:
+                prep.prepare(pairs, ctx, self.policy)
+                ctx.extras.pop("prepare_error", None)
+            except Exception as e:  # a preparation must never take the channel down
+                log.exception("channel %s: preparation of check %s failed", ctx.channel,
+                              ctx.check)
+                ctx.extras.clear()
+                ctx.extras["prepare_error"] = f"{e.__class__.__name__}: {e}"
+        for m, li, link in batch:
+            run_checks(m, li, link)
 
 
 def _unread_reason(finding_field: str, unread: Mapping[str, str]) -> str | None:

@@ -5,7 +5,6 @@ Exit codes: 0 all consistent; 1 findings; 2 could not run, or ran only partly.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import os
@@ -143,13 +142,13 @@ def _width() -> int:
 
 
 def _csv_out(rows: list[dict[str, Any]], columns: list[str]) -> None:
-    """The one CSV writer of every command (``--format csv``)."""
+    """The one CSV writer of every command (``--format csv``): every cell quoted, and a
+    cell a spreadsheet would run as a formula neutralised (``auditor.csvout``)."""
+    from auditor.csvout import write_rows
+
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (json.dumps(v) if isinstance(v, (dict, list)) else v)
-                    for k, v in r.items()})
+    write_rows(buf, columns, ({k: (json.dumps(v) if isinstance(v, (dict, list)) else v)
+                               for k, v in r.items()} for r in rows))
     click.echo(buf.getvalue(), nl=False)
 
 
@@ -182,17 +181,25 @@ def _known(kind: str, given: Iterable[str], known: Iterable[str]) -> None:
 @click.option("--metrics-file", type=click.Path(dir_okay=False, path_type=Path),
               help="After the run, write the metrics here in the node-exporter textfile "
                    "format (atomically), e.g. /var/lib/node_exporter/textfile/auditor.prom.")
+@click.option("--fail-on", "fail_on", type=click.Choice(["any", "new", "critical"]),
+              default="any", show_default=True,
+              help="What makes the exit code 1: any open finding, findings opened or reopened "
+                   "by this run, or open critical findings nobody acknowledged or snoozed.")
 def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
-        now_text: str | None, master_only: bool, metrics_file: Path | None) -> None:
+        now_text: str | None, master_only: bool, metrics_file: Path | None,
+        fail_on: str) -> None:
     """Import the master, read the channels, link, check and store findings.
+
+    Then alerts are evaluated and due notifications recorded in the outbox and
+    delivered (see [alerts] and `auditor alerts`).
 
     \b
     Examples:
-      auditor run --config config.toml --channel google
+      auditor run --config config.toml --channel google --fail-on new
       auditor -q run                    # cron: nothing printed but errors; the exit code tells
       auditor run --format json         # the summary for a program (csv: one row per channel)
       auditor run --metrics-file /var/lib/node_exporter/textfile/auditor.prom
-    Exit codes: 0 all consistent, 1 findings, 2 could not run or partial;
+    Exit codes: 0 all consistent, 1 findings (see --fail-on), 2 could not run or partial;
     130 / 143 interrupted by Ctrl-C / SIGTERM (the run is recorded `interrupted`).
     """
     from auditor.session import AuditSession, interrupt_on_signals
@@ -226,6 +233,8 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
                     session = AuditSession(cfg, store, channels=list(channels) or None, now=now,
                                            listeners=[progress] if progress else [])
                     report = session.run()
+                _after_run_alerts(cfg, store, now)  # (the run lock released: delivery may wait)
+                exit_code = _exit_code(report, store, fail_on)
             finally:
                 store.close()
     except KeyboardInterrupt as e:  # Interrupted (SIGTERM, SIGINT) or a plain Ctrl-C
@@ -245,7 +254,7 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
         pass  # -q: the exit code says it all
     elif fmt == "json":
         click.echo(json.dumps({"run_id": report.run_id, "status": report.status.value,
-                               "exit_code": report.exit_code, "master": report.master,
+                               "exit_code": exit_code, "master": report.master,
                                "master_error": report.master_error,
                                "interrupted_before": report.interrupted_before,
                                "channels": [_summary_dict(s) for s in report.channels]},
@@ -256,8 +265,50 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
                         "ambiguous", "failed", "warn", "opened", "resolved", "score", "errors",
                         "message", "presence_held", "not_carried"])
     else:
-        print_report(report)
-    sys.exit(report.exit_code)
+        print_report(report, exit_code)
+    sys.exit(exit_code)
+
+
+def _exit_code(report, store, fail_on: str) -> int:
+    """``auditor run``'s exit code under ``--fail-on``: 2 whenever the run was partial."""
+    code = report.exit_code
+    if code == EXIT_ERROR or fail_on == "any":
+        return code
+    if fail_on == "new":
+        return EXIT_FINDINGS if any(c.opened for c in report.channels) else EXIT_OK
+    from datetime import datetime, timezone
+
+    from auditor.alerts.policy import display_state
+
+    names = {c.channel for c in report.channels}
+    episodes = store.finding_episodes()
+    now = datetime.now(timezone.utc)
+    for f in store.findings(state="open"):
+        if f.severity != "critical" or f.channel not in names:
+            continue
+        r = f.to_dict()
+        ep = episodes.get(r["fingerprint"])
+        if display_state({**r, "episode_event": ep and ep[0], "since": ep and ep[1]},
+                         now) in ("open", "reopened"):
+            return EXIT_FINDINGS
+    return EXIT_OK
+
+
+def _after_run_alerts(cfg: Config, store, now) -> None:
+    """The deliver step after a run: evaluate alerts into the outbox, then deliver.
+    An alert problem is logged; it never changes the run's outcome."""
+    import logging
+
+    from auditor.alerts.engine import evaluate
+    from auditor.alerts.outbox import deliver
+
+    try:
+        evaluate(store, cfg, now)  # records propagation latency even with alerts off
+        if cfg.alerts.get("enabled") and cfg.alerts.get("deliver_after_run") \
+                and cfg.alerts.receivers:
+            deliver(store, cfg)
+    except Exception:
+        logging.getLogger("auditor.alerts").exception("alerts after the run failed")
 
 
 def _write_metrics(cfg: Config, path: Path) -> None:
@@ -306,7 +357,7 @@ class ProgressListener:
         self.p.update(self.tasks[event.channel], completed=event.listings)
 
 
-def print_report(report) -> None:
+def print_report(report, code: int | None = None) -> None:
     for r in getattr(report, "interrupted_before", ()):
         out.print(f"[yellow]note:[/] the previous run {r['id']} was interrupted at "
                   f"{safe(r['at'])}: {safe(r['reason'])}")
@@ -350,8 +401,9 @@ def print_report(report) -> None:
             fields = sorted({f for fs in s.not_carried.values() for f in fs})
             out.print(f"{safe(s.channel)}: not evaluated on this channel, its source never "
                       f"carries them: {safe(', '.join(fields))}")
-    code = report.exit_code
-    hint = {0: "all consistent", 1: "findings: see `auditor findings --open`",
+    code = report.exit_code if code is None else code
+    hint = {0: "all consistent" if report.exit_code == 0 else "nothing to fail on "
+            "(see --fail-on)", 1: "findings: see `auditor findings --open`",
             2: "some sources could not be read completely: see `auditor runs --errors`"}[code]
     if code == 2 and report.master_error and not report.channels:
         hint = "the master was rejected: see `auditor runs --errors`"
@@ -370,7 +422,7 @@ FINDING_COLUMNS = ["channel", "sku", "check", "field", "outcome", "severity", "e
 FINDING_VIEW = ["sku", "channel", "check", "severity", "message"]
 FINDING_WIDE = ["sku", "channel", "check", "field", "outcome", "severity", "state", "expected",
                 "actual", "message", "fingerprint"]
-FINDING_STATES = ("open", "resolved")
+FINDING_STATES = ("open", "resolved", "acknowledged", "snoozed", "reopened", "not_evaluated")
 
 
 def _rows_out(rows: list[dict[str, Any]], columns: list[str], fmt: str, title: str,
@@ -408,7 +460,7 @@ def _store_for(config_path: Path) -> Store:
     return open_store(_load(config_path).store_url, create=False)
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @config_option
 @click.option("--open", "only_open", is_flag=True, help="Only open findings (--state open).")
 @click.option("--state", "states", multiple=True, help="Only findings in this state "
@@ -423,11 +475,17 @@ def _store_for(config_path: Path) -> Store:
 @click.option("--wide", is_flag=True, help="Table: every column, not only SKU, channel, "
               "check, severity and message.")
 @format_option
-def findings(config_path: Path, only_open: bool, states: tuple[str, ...],
+@click.pass_context
+def findings(ctx: click.Context, config_path: Path, only_open: bool, states: tuple[str, ...],
              channels: tuple[str, ...], check_names: tuple[str, ...],
              severities: tuple[str, ...], sku: str | None, limit: int | None, wide: bool,
              fmt: str) -> None:
-    """List findings, most severe first.
+    """List findings, most severe first; or act on one (ack, snooze, resolve, show).
+
+    The state column shows the lifecycle: open, acknowledged, snoozed, resolved or
+    reopened (not_evaluated: kept only to say why a comparison could not be made); the
+    alert column whether it alerts (firing), waits (pending: confirming or in
+    propagation grace) or is muted (suppressed). --open: every finding not resolved.
 
     An unknown channel, check, severity or state is an error, never an empty list.
 
@@ -436,7 +494,13 @@ def findings(config_path: Path, only_open: bool, states: tuple[str, ...],
       auditor findings --open
       auditor findings --channel google --channel meta --check price --format json
       auditor findings --severity critical --wide
+      auditor findings ack 3f2a9c --note "feed fix deployed tonight"
     """
+    if ctx.invoked_subcommand is not None:
+        return
+    from datetime import datetime, timezone
+
+    from auditor.alerts.policy import display_state
     from auditor.model import Severity
 
     cfg = _load(config_path)
@@ -448,19 +512,31 @@ def findings(config_path: Path, only_open: bool, states: tuple[str, ...],
                list(store.finding_values("check_name")))
         _known("severity", severities, [v.value for v in Severity])
         _known("state", states, list(FINDING_STATES) + list(store.finding_values("state")))
-        wanted = set(states) | ({"open"} if only_open else set())
-        if only_open and states and "open" not in states:
-            raise click.BadParameter("--open contradicts --state", param_hint="--open")
+        if only_open and "resolved" in states:
+            raise click.BadParameter("--open contradicts --state resolved", param_hint="--open")
+        # stored: open (any of open, acknowledged, snoozed, reopened, not_evaluated) or resolved
+        stored = sorted({"resolved" if st == "resolved" else "open" for st in states}
+                        | ({"open"} if only_open else set()))
         rows = [f.to_dict() for f in store.query_findings(
-            states=sorted(wanted), channels=channels, checks=check_names,
-            severities=severities, sku=sku, limit=limit)]
+            states=stored, channels=channels, checks=check_names, severities=severities,
+            sku=sku, limit=None if states else limit)]
+        episodes = store.finding_episodes([r["fingerprint"] for r in rows])
     finally:
         store.close()
+    now = datetime.now(timezone.utc)
+    for r in rows:
+        ep = episodes.get(r["fingerprint"])
+        r["state"] = display_state({**r, "episode_event": ep and ep[0], "since": ep and ep[1]},
+                                   now)
+        r["alert"] = r.get("alert_state") if r["state"] != "resolved" else None
+    if states:
+        rows = [r for r in rows if r["state"] in states][:limit]
     if fmt == "table":
-        _table_out(rows, FINDING_WIDE if wide else FINDING_VIEW, f"{len(rows)} finding(s)",
-                   {"expected": 40, "actual": 40}, wrap=("message",))
+        _table_out(rows, FINDING_WIDE + ["alert"] if wide else FINDING_VIEW,
+                   f"{len(rows)} finding(s)", {"expected": 40, "actual": 40}, wrap=("message",))
     else:
-        _rows_out(rows, FINDING_COLUMNS, fmt, f"{len(rows)} finding(s)")
+        _rows_out(rows, FINDING_COLUMNS[:-2] + ["alert", "message", "fingerprint"], fmt,
+                  f"{len(rows)} finding(s)")
 
 
 @main.group(invoke_without_command=True)
@@ -492,7 +568,7 @@ def links(ctx: click.Context, config_path: Path, channel: str | None, state: str
         if channel is not None:
             _known("channel", [channel], [c.name for c in cfg.channels] +
                    list(store.finding_values("channel")))
-        rows = store.link_states(channel, state)
+        rows = [r.to_dict() for r in store.link_states(channel, state)]
     finally:
         store.close()
     _rows_out(rows, ["channel", "listing_key", "state", "sku", "method", "confidence",
@@ -853,6 +929,11 @@ def settings_reference() -> dict[str, list[dict[str, Any]]]:
                 "[smtp]": rows(SMTP_OPTIONS), "[report]": rows(REPORT_OPTIONS),
                 "[ui]": rows(UI_OPTIONS),
                 "[[channels]] (all types)": rows(CHANNEL_OPTIONS)}
+    from auditor.alerts.config import ALERTS_OPTIONS, RECEIVER_OPTIONS, ROUTE_OPTIONS
+
+    sections["[alerts]"] = rows(ALERTS_OPTIONS)
+    sections["[[alerts.receivers]]"] = rows(RECEIVER_OPTIONS)
+    sections["[[alerts.routes]]"] = rows(ROUTE_OPTIONS)
     for name, conn in sorted(plugins.connectors().items()):
         sections[f"[[channels]] type = \"{name}\""] = rows(conn.options)
     for name, spec in sorted(plugins.checks().items()):
@@ -1090,6 +1171,11 @@ def demo(directory: Path, serve: bool, port: int) -> None:
 
     code = run_demo(directory, serve=serve, console=out, port=port)
     sys.exit(code)
+
+
+# The alert commands (findings ack|snooze|resolve|show, silence, alerts) live beside the
+# alerts package; importing the module registers them on the groups above.
+from auditor.alerts import commands as _alert_commands  # noqa: E402,F401
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from auditor.errors import ConfigError
 from auditor.options import Opt, did_you_mean, resolve
 from auditor import plugins
+from auditor.alerts.config import CHANNEL_ALERT_OPTIONS, AlertsConfig, parse_alerts
 
 SENSITIVE_HEADER = re.compile(r"(authorization|cookie|token|secret|api[-_]?key|password|auth)", re.I)
 
@@ -168,7 +169,26 @@ HTTP_OPTIONS = (
     Opt("concurrency", int, 16, "Requests in flight at once, all hosts together."),
     Opt("per_host_concurrency", int, 4, "Requests in flight at once to one host."),
     Opt("allow_private", bool, False,
-        "Allow requests to private, loopback and link-local addresses (tests and demos)."),
+        "Allow requests to addresses that are not globally routable: private, loopback, "
+        "link-local, shared (100.64.0.0/10) and reserved ranges (tests and demos)."),
+    Opt("source_deadline", float, 1800.0,
+        "Seconds one source's download (a feed, an export) may take in all, retries "
+        "included; past it the source fails. A channel may set its own."),
+)
+
+# Bounds on reading one source file, shared by [master] and every channel.
+SOURCE_LIMIT_OPTIONS = (
+    Opt("max_source_bytes", int, 5_000_000_000,
+        "Largest file read, in bytes after gzip/zip are undone; past it the source fails "
+        "(a compression bomb is stopped here)."),
+    Opt("max_line_length", int, 1_048_576,
+        "Longest physical line of a delimited (CSV/TSV) file, in characters; a longer one "
+        "fails the source."),
+    Opt("max_field_length", int, 131_072,
+        "Longest cell of a delimited file, in characters; a longer one fails the source."),
+    Opt("max_compression_ratio", int, 100,
+        "A gzip or zip whose content grows past 16 MiB and more than this many times its "
+        "compressed size fails the source (a compression bomb; real feeds: 5-20x). 0 = off."),
 )
 
 MASTER_OPTIONS = (
@@ -187,7 +207,7 @@ MASTER_OPTIONS = (
     Opt("schedule", _cron, None,
         "Cron expression for `auditor serve`: when the master alone is imported again "
         "(each channel's own schedule also imports it first)."),
-)
+) + SOURCE_LIMIT_OPTIONS
 
 LINKING_OPTIONS = (
     Opt("order", _str_list, ["sku", "gtin", "mpn", "url"],
@@ -223,11 +243,16 @@ CHANNEL_OPTIONS = (
         "the next run confirms the drop or `auditor runs accept RUN CHANNEL`. 1 = never hold."),
     Opt("headers", _headers, {}, "HTTP headers for URL sources; secrets as { env = \"NAME\" }."),
     Opt("auth", _auth, None, "HTTP basic auth for URL sources, from environment variables."),
-    Opt("allow_hosts", _str_list, [], "Further hosts this channel may fetch from (an image CDN)."),
+    Opt("allow_hosts", _str_list, [], "Further origins this channel may fetch from (an image "
+        "CDN): https://cdn.example:8443, cdn.example:8443 (that port) or cdn.example (ports "
+        "80 and 443)."),
     Opt("allow_private", bool, None, "Override [http].allow_private for this channel."),
     Opt("all_files", bool, False, "With a glob source: read every matching file, not only the newest."),
     Opt("encoding", str, "auto", "Text encoding of file sources, or auto to detect."),
-)
+    Opt("source_deadline", float, None,
+        "Seconds this channel's download may take in all (default [http].source_deadline)."),
+) + SOURCE_LIMIT_OPTIONS + CHANNEL_ALERT_OPTIONS
+
 
 SMTP_OPTIONS = (
     Opt("host", str, None, "SMTP server for email (the weekly report, email alert receivers)."),
@@ -324,6 +349,7 @@ class Config:
     checks: Mapping[str, Mapping[str, Any]]
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
     run: Mapping[str, Any] = field(default_factory=lambda: {"workers": 0})
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     smtp: Mapping[str, Any] = field(default_factory=dict)
     report: Mapping[str, Any] = field(default_factory=dict)
     ui: Mapping[str, Any] = field(default_factory=dict)
@@ -388,7 +414,7 @@ def _check_options(given: Any, prefix: str, suffix: str, problems: list[str],
 
 
 TOP_LEVEL = ("store", "run", "http", "master", "linking", "channels", "checks", "serve",
-             "smtp", "report", "ui")
+             "smtp", "report", "ui", "alerts")
 
 
 def load_config(path: str | Path) -> Config:
@@ -486,6 +512,7 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
                 name=name, type=ctype, source=resolved.get("source"),
                 schedule=resolved.get("schedule"), enabled=resolved.get("enabled", True),
                 options=resolved, checks=merged, base_dir=path.parent))
+    alerts = parse_alerts(raw.get("alerts"), problems)
     serve = resolve(SERVE_OPTIONS, table("serve"), "[serve]", problems)
     if not 0 < serve.get("port", 1) < 65536:
         problems.append(f"[serve].port: expected 1-65535, got {serve['port']}")
@@ -499,4 +526,4 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
         raise ConfigError(str(path), problems)
     return Config(path=path, store=store, http=http, master=master, linking=linking,
                   channels=tuple(channels), checks=global_checks, raw=raw, run=run,
-                  smtp=smtp, report=report, ui=ui, serve=serve)
+                  smtp=smtp, report=report, ui=ui, serve=serve, alerts=alerts)

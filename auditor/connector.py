@@ -151,5 +151,6 @@ class SourceContext:
         src = source or self.channel.source
         assert src, "channel has no source"
         with sources.resolve(src, self.channel.base_dir, self.policy(), self.headers(),
-                             self.auth(), all_files=bool(self.channel.opt("all_files"))) as fs:
+                             self.auth(), all_files=bool(self.channel.opt("all_files")),
+                             limits=sources.Limits.from_options(self.channel.options)) as fs:
             yield fs

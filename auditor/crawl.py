@@ -121,19 +121,48 @@ class SitemapEntry:
 
 
 def _gunzip(data: bytes, limit: int = MAX_SITEMAP_BYTES) -> bytes:
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    out = d.decompress(data, limit + 1)
-    if len(out) > limit:
-        raise ValueError(f"sitemap decompresses to over {limit} bytes")
-    return out
+    """Every member of a (multi-member) gzip, at most ``limit`` bytes in all.
+
+    A gzip may hold several members one after the other (``cat a.gz b.gz``);
+    reading only the first would silently drop the rest of the sitemap.
+    A member cut short is an error, not a shorter sitemap.
+    """
+    out: list[bytes] = []
+    size = 0
+    rest = data
+    while rest:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        chunk = d.decompress(rest, limit + 1 - size)
+        size += len(chunk)
+        out.append(chunk)
+        if size > limit or d.unconsumed_tail:
+            raise ValueError(f"sitemap decompresses to over {limit} bytes")
+        if not d.eof:
+            raise ValueError("gzip data ends early (truncated download)")
+        rest = d.unused_data.lstrip(b"\0")  # some writers pad between members
+        if rest and rest[:2] != b"\x1f\x8b":
+            raise ValueError("unexpected bytes after a gzip member")
+    return b"".join(out)
+
+
+# The root element's end tag, then only blanks, comments or processing instructions.
+_XML_END = re.compile(rb"</(?:[\w.-]+:)?(urlset|sitemapindex)\s*>(?:\s|<!--.*?-->|<\?.*?\?>)*\Z",
+                      re.S)
 
 
 def parse_sitemap(data: bytes) -> tuple[list[SitemapEntry], list[str]]:
-    """(pages, child sitemaps) of a sitemap or sitemap index (gzip undone)."""
+    """(pages, child sitemaps) of a sitemap or sitemap index (gzip undone).
+
+    XML sitemaps and text sitemaps (one URL per line, as sitemaps.org allows)
+    are both read. An XML document that ends before its root element closes
+    is an error: a truncated sitemap must never read as a shorter one.
+    """
     from lxml import etree
 
     if data[:2] == b"\x1f\x8b":
         data = _gunzip(data)
+    if is_text_sitemap(data):
+        return parse_text_sitemap(data), []
     pages: list[SitemapEntry] = []
     children: list[str] = []
     ctx = etree.iterparse(io.BytesIO(data), events=("end",), resolve_entities=False,
@@ -148,7 +177,34 @@ def parse_sitemap(data: bytes) -> tuple[list[SitemapEntry], list[str]]:
     if root not in ("urlset", "sitemapindex"):
         # an HTML error page answered with 200 must not look like an empty sitemap
         raise ValueError(f"not a sitemap: root element <{root}>")
+    if not _XML_END.search(data[-4096:].rstrip(b"\0")):
+        raise ValueError(f"the document ends before </{root}> (truncated): read "
+                         f"{len(pages) + len(children)} entries, the rest is missing")
     return pages, children
+
+
+def is_text_sitemap(data: bytes) -> bool:
+    """Whether a (decompressed) sitemap is the plain-text kind: it starts with a URL."""
+    head = data[:512].lstrip(b"\xef\xbb\xbf \t\r\n")
+    return head[:7].lower() == b"http://" or head[:8].lower() == b"https://"
+
+
+def parse_text_sitemap(data: bytes) -> list[SitemapEntry]:
+    """The pages of a text sitemap: one absolute http(s) URL per line (UTF-8).
+
+    Blank lines are skipped; a line that is not an http(s) URL makes the file
+    unreadable as a sitemap (an HTML or error page is never read as one).
+    """
+    pages: list[SitemapEntry] = []
+    text = data.decode("utf-8", errors="replace").lstrip("\ufeff")
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        if not line.lower().startswith(("http://", "https://")) or any(c.isspace() for c in line):
+            raise ValueError(f"text sitemap line {n} is not an http(s) URL: {line[:80]!r}")
+        pages.append(SitemapEntry(line))
+    return pages
 
 
 def _sitemap_element(el: Any, pages: list[SitemapEntry], children: list[str]) -> None:
@@ -274,6 +330,11 @@ class CrawlSettings:
     revalidate_after: timedelta = timedelta(hours=24)
     obey_robots: bool = True
     crawl_delay: float | None = None  # overrides robots.txt Crawl-delay when set
+    # Configured request headers and basic auth: sent to the shop's origin only.
+    headers: Mapping[str, str] = field(default_factory=dict)
+    auth: tuple[str, str] | None = None
+    # Seconds the whole crawl may take (the channel's source_deadline); None: no limit.
+    deadline: float | None = None
 
 
 def classify_error(e: FetchError) -> tuple[str, str]:
@@ -356,7 +417,9 @@ class Crawl:
     async def run(self, emit: Callable[[Any], Awaitable[None]],
                   stop: threading.Event | None = None) -> None:
         """Discover, then fetch and classify every planned page."""
-        async with Fetcher(self.policy, transport=self.transport) as fetcher:
+        async with Fetcher(self.policy, headers=self.s.headers, auth=self.s.auth,
+                           credential_origins=[self.s.origin],
+                           transport=self.transport) as fetcher:
             root = await self._robots_for(fetcher, self.s.origin)
             if root.disallow_all and self.s.obey_robots:
                 raise CrawlFatal(f"{self.s.origin}: {root.reason}; the site is treated as "
@@ -499,9 +562,19 @@ def crawl_events(crawl: Crawl, maxsize: int = 64, batch: int = 200) -> Iterator[
             except queue.Full:
                 await asyncio.sleep(0.002)
 
+    async def bounded() -> None:
+        if not crawl.s.deadline:
+            return await crawl.run(emit, stop)
+        try:
+            async with asyncio.timeout(crawl.s.deadline):
+                await crawl.run(emit, stop)
+        except TimeoutError:
+            raise CrawlFatal(f"the crawl did not finish within source_deadline "
+                             f"({crawl.s.deadline:g} s); nothing is concluded from it") from None
+
     def target() -> None:
         try:
-            asyncio.run(crawl.run(emit, stop))
+            asyncio.run(bounded())
         except asyncio.CancelledError:
             pass
         except BaseException as e:  # handed to the consumer
@@ -556,7 +629,7 @@ def fetch_page(url: str, allow_private: bool = False, user_agent: str | None = N
     if policy is None:
         policy = FetchPolicy(allow_private=allow_private, timeout=15.0, retries=1,
                              max_body_bytes=10_000_000,
-                             allow_hosts={(urlsplit(url).hostname or "").lower()})
+                             allow_hosts={url})  # the page's origin (and its https upgrade)
         if user_agent:
             policy.user_agent = user_agent
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import sys
 from typing import IO, Callable, Iterator
 
 from auditor.errors import SourceError
 from auditor.sources import SourceFile, detect_encoding
-
-csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 CANDIDATES = ",;\t|"
 
@@ -30,8 +29,17 @@ def sniff_delimiter(sample: str, candidates: str = CANDIDATES) -> str:
 
 
 def _strict_lines(raw: IO[bytes], encoding: str, name: str,
-                  on_error: Callable[[str, str], None]) -> Iterator[str]:
-    for n, line in enumerate(raw, 1):
+                  on_error: Callable[[str, str], None], max_line: int) -> Iterator[str]:
+    n = 0
+    while True:
+        line = raw.readline(max_line + 1)
+        if not line:
+            return
+        n += 1
+        if len(line) == max_line + 1 and line[-1:] not in (b"\n", b"\r"):
+            raise SourceError(f"{name}:{n}", f"line longer than max_line_length "
+                                             f"({max_line:,} bytes); not a delimited feed, "
+                                             f"or a broken one")
         try:
             yield line.decode(encoding)
         except UnicodeDecodeError as e:
@@ -54,15 +62,20 @@ class _LineFeed:
     generator early (``runaway``) so the reader stops swallowing the file.
     """
 
-    __slots__ = ("_text", "back", "buf", "n", "max_lines", "runaway")
+    __slots__ = ("_text", "back", "buf", "n", "max_lines", "runaway", "max_line", "name")
 
-    def __init__(self, text: Iterator[str], max_lines: int = MAX_RECORD_LINES):
+    def __init__(self, text: Iterator[str], max_lines: int = MAX_RECORD_LINES,
+                 max_line: int = 0, name: str = ""):
         self._text = iter(text)
         self.back: list[tuple[int, str]] = []
         self.buf: list[tuple[int, str]] = []
         self.n = 0
         self.max_lines = max_lines
         self.runaway = False
+        # With max_line, ``text`` yields lines cut at max_line + 1 characters
+        # (readline's size): a cut line (no line end) is a line over the limit.
+        self.max_line = max_line
+        self.name = name
 
     def lines(self) -> Iterator[str]:
         """Pushed-back lines first, then the stream; a generator (the hot path)."""
@@ -76,9 +89,14 @@ class _LineFeed:
                 return
             yield item[1]
         n = self.n
+        cap = self.max_line
         try:
             for line in self._text:
                 n += 1
+                if cap and len(line) > cap and line[-1] not in "\r\n":
+                    raise SourceError(f"{self.name}:{n}", f"line longer than max_line_length "
+                                                          f"({cap:,} characters); not a "
+                                                          f"delimited feed, or a broken one")
                 buf.append((n, line))
                 if len(buf) > mx:
                     self.runaway = True
@@ -107,22 +125,35 @@ def open_rows(sf: SourceFile, encoding: str = "auto", delimiter: str = "auto",
     ``ragged = "report"`` a row with more non-empty cells than the header is
     reported and skipped, and short rows are padded; ``"keep"`` yields rows as
     they are (the caller judges).
+
+    The file's ``limits`` hold: a physical line longer than ``max_line`` or a
+    cell longer than ``max_field`` characters fails the source (SourceError
+    naming the line) after reading little more than the limit.
     """
     report = on_error or (lambda loc, reason: None)
+    limits = sf.limits
+    # The csv module's own guard, so a cell never grows past the limit in memory
+    # (process-wide; every reader sets its file's limit before reading).
+    csv.field_size_limit(min(limits.max_field, sys.maxsize))
     raw = sf.open_binary()
     buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw, 1 << 16)  # type: ignore[arg-type]
     sample_bytes = buffered.peek(1 << 16)[: 1 << 16]
     enc = detect_encoding(sample_bytes) if encoding == "auto" else encoding
     if encoding == "auto" or on_error is None:
         errors = "auditor-cp1252" if enc.startswith("utf-8") else "replace"
-        text: Iterator[str] = io.TextIOWrapper(buffered, encoding=enc, errors=errors, newline="")
+        # Lines are read at most max_line + 1 characters at a time (bounded memory
+        # on a file of one endless line); _LineFeed tells a cut line from a whole one.
+        wrapper = io.TextIOWrapper(buffered, encoding=enc, errors=errors, newline="")
+        text: Iterator[str] = iter(functools.partial(wrapper.readline, limits.max_line + 1), "")
+        cap = limits.max_line
     else:
-        text = _strict_lines(buffered, enc, sf.name, report)
+        text = _strict_lines(buffered, enc, sf.name, report, limits.max_line)
+        cap = 0  # _strict_lines checks its lines itself
     sample = sample_bytes.decode(enc if enc != "utf-8-sig" else "utf-8-sig", errors="replace")
     if sample.startswith("\ufeff"):
         sample = sample[1:]
     delim = sniff_delimiter(sample) if delimiter == "auto" else _delim(delimiter)
-    feed = _LineFeed(text, MAX_RECORD_LINES)
+    feed = _LineFeed(text, MAX_RECORD_LINES, cap, sf.name)
     gen = feed.lines()
     reader = csv.reader(gen, delimiter=delim, strict=False)
     try:
@@ -132,7 +163,11 @@ def open_rows(sf: SourceFile, encoding: str = "auto", delimiter: str = "auto",
         return [], iter(())
     except csv.Error as e:
         raw.close()
+        _field_limit(e, sf.name, 1, limits.max_field)
         raise SourceError(sf.name, f"unreadable header row: {e}") from None
+    except SourceError:
+        raw.close()
+        raise
     if feed.runaway:
         raw.close()
         raise SourceError(sf.name, "unreadable header row: an unbalanced quote")
@@ -196,11 +231,20 @@ def open_rows(sf: SourceFile, encoding: str = "auto", delimiter: str = "auto",
                             continue
                         return
                 except csv.Error as e:
+                    _field_limit(e, sf.name, buf[0][0] if buf else feed.n, limits.max_field)
                     restart(f"CSV syntax error: {e}")
         finally:
             raw.close()
 
     return header, rows()
+
+
+def _field_limit(e: csv.Error, name: str, line: int, limit: int) -> None:
+    """Raise SourceError when ``e`` is the csv module's field size limit."""
+    if "field larger than field limit" in str(e):
+        raise SourceError(f"{name}:{line}", f"a cell longer than max_field_length "
+                                            f"({limit:,} characters); the file is not read "
+                                            f"further") from None
 
 
 def _open_quote_at_end(buf: list[tuple[int, str]], delim: str) -> bool:

@@ -75,9 +75,10 @@ def register_checks() -> list[Any]:
 
 @hookspec
 def register_receivers() -> list[Any]:
-    """RESERVED for alert receivers (issue 17): objects with a ``name``. The hook is
-    collected (``auditor.plugins.receivers()``) but no part of the auditor sends to
-    receivers yet."""
+    """Alert receiver types beyond the built-in ones (apprise, webhook, alertmanager,
+    email): objects with a ``name`` (the ``type`` of a ``[[alerts.receivers]]`` table)
+    and ``send(receiver, payload, timeout, now)``, which raises when the notification
+    was not accepted (the outbox retries it). Collected by ``auditor.plugins.receivers()``."""
     raise NotImplementedError  # a specification: plugins implement it
 
 

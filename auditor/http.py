@@ -2,8 +2,12 @@
 
 Owns timeouts, retries with exponential backoff and jitter, ``Retry-After``,
 a maximum body size, a redirect limit checked hop by hop, and the outbound
-guard: requests go only to the hosts a source names (plus hosts it allows),
-and never to private, loopback or link-local addresses unless allowed.
+guard: requests go only to the origins a source names (plus those it allows),
+never to an address that is not globally routable unless allowed, and the
+connection goes to the very address that was checked (a name resolved again
+by the client could point elsewhere: DNS rebinding). Configured headers and
+basic auth go only to the origin they were configured for: a redirect to
+another scheme, host or port drops them.
 """
 
 from __future__ import annotations
@@ -13,17 +17,21 @@ import functools
 import http.cookiejar
 import ipaddress
 import logging
+import os
 import random
+import re
 import socket
 import ssl
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 from urllib.parse import urljoin, urlsplit
 
+import httpcore
 import httpx
 
 from auditor.errors import FetchError
@@ -47,6 +55,7 @@ class FetchPolicy:
     concurrency: int = 16
     per_host_concurrency: int = 4
     allow_private: bool = False
+    # Hosts or origins requests may go to (empty: any). See ``allows``.
     allow_hosts: set[str] = field(default_factory=set)
     # Overall seconds for one attempt, body included: a server trickling bytes
     # forever beats every per-read timeout. None means four times ``timeout`` for
@@ -57,6 +66,9 @@ class FetchPolicy:
     rate: float = 0.0
     # Content types accepted (prefixes such as "text/html"); empty = any.
     accept_types: tuple[str, ...] = ()
+    # Seconds a whole download to a file (``download``: feeds, exports) may take,
+    # retries included; a server trickling bytes fails the source after it.
+    source_deadline: float | None = 1800.0
 
     @property
     def attempt_deadline(self) -> float:
@@ -69,49 +81,206 @@ class FetchPolicy:
         p = cls(**{k: http[k] for k in (
             "user_agent", "timeout", "retries", "backoff", "max_retry_after", "max_body_bytes",
             "max_redirects", "concurrency", "per_host_concurrency", "allow_private", "deadline",
-            "rate") if k in http})
+            "rate", "source_deadline") if k in http})
         ch = channel_opts or {}
         if ch.get("allow_private") is not None:
             p.allow_private = bool(ch["allow_private"])
-        p.allow_hosts = {h.lower() for h in ch.get("allow_hosts") or []}
+        if ch.get("source_deadline") is not None:
+            p.source_deadline = float(ch["source_deadline"])
+        p.allow_hosts = {h.strip().lower() for h in ch.get("allow_hosts") or [] if h.strip()}
         for u in source_urls:
-            host = urlsplit(u).hostname
-            if host:
-                p.allow_hosts.add(host.lower())
+            o = origin(u)
+            if o:
+                p.allow_hosts.add(o)
         return p
 
+    def allows(self, url: str) -> bool:
+        """Whether ``url``'s origin is one this policy allows (any, when none is listed).
 
-def _blocked_ip(ip: ipaddress._BaseAddress) -> bool:
-    return (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
-            or ip.is_reserved or ip.is_unspecified)
+        Entries compare origins, never host names alone: ``https://cdn.example:8443``
+        allows exactly that origin; ``cdn.example:8443`` that host and port over
+        http or https; a bare ``cdn.example`` that host on the default ports (80
+        and 443). An ``http://`` origin also allows its https upgrade on 443 (a
+        shop redirecting to TLS), never the reverse.
+        """
+        if not self.allow_hosts:
+            return True
+        parts = urlsplit(url)
+        scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+        try:
+            port = parts.port or DEFAULT_PORTS.get(scheme)
+        except ValueError:
+            return False
+        return any(_entry_allows(e, scheme, host, port) for e in self.allow_hosts)
 
 
-async def check_url(url: str, policy: FetchPolicy) -> None:
-    """Refuse a URL outside the policy: wrong scheme, unlisted host, private address."""
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin(url: str) -> str | None:
+    """``scheme://host:port`` of a URL (port always written), or None without a host."""
+    parts = urlsplit(url)
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    if scheme not in DEFAULT_PORTS or not host:
+        return None
+    try:
+        port = parts.port or DEFAULT_PORTS[scheme]
+    except ValueError:
+        return None
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}:{port}"
+
+
+def _entry_allows(entry: str, scheme: str, host: str, port: int | None) -> bool:
+    if "://" in entry:
+        o = origin(entry)
+        if o is None:
+            return False
+        e = urlsplit(o)
+        if (e.hostname or "") != host:
+            return False
+        if e.scheme == scheme and e.port == port:
+            return True
+        # http://host (default port) also allows https://host on 443: an upgrade.
+        return e.scheme == "http" and e.port == 80 and scheme == "https" and port == 443
+    if entry.startswith("["):  # [v6] or [v6]:port
+        h, _, rest = entry[1:].partition("]")
+        want = rest[1:] if rest.startswith(":") else ""
+    elif entry.count(":") == 1:
+        h, _, want = entry.partition(":")
+    else:  # a host name, an IPv4 address or a bare IPv6 address
+        h, want = entry, ""
+    if h != host:
+        return False
+    if want:
+        return want.isdigit() and int(want) == port
+    return port == DEFAULT_PORTS.get(scheme)
+
+
+def is_public_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether an address is globally routable (``ipaddress``'s ``is_global``).
+
+    Refuses private, loopback, link-local, shared address space (100.64.0.0/10,
+    where cloud metadata services live), documentation, benchmarking, reserved
+    and multicast ranges; an IPv4-mapped, 6to4 or Teredo IPv6 address is judged
+    by the IPv4 address inside it.
+    """
+    if ip.version == 6:
+        inner = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if inner is not None and not is_public_address(inner):
+            return False
+    return ip.is_global and not ip.is_multicast
+
+
+class _Unresolvable(FetchError):
+    """DNS could not resolve a host: not a transient error, never retried."""
+
+
+async def _getaddrinfo(host: str, port: int) -> list[str]:
+    """Addresses of ``host`` (tests patch this to play DNS tricks)."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [i[4][0] for i in infos]
+
+
+async def resolve_checked(host: str, port: int, policy: FetchPolicy, url: str = "") -> list[str]:
+    """The addresses of ``host``, each checked against the policy; FetchError otherwise.
+
+    Every address the name resolves to must be globally routable (unless
+    ``allow_private``): a name that points partly inside is refused whole.
+    """
+    host = host.strip("[]")
+    try:
+        ips = [ipaddress.ip_address(host)]
+    except ValueError:
+        try:
+            ips = [ipaddress.ip_address(a.split("%")[0]) for a in await _getaddrinfo(host, port)]
+        except socket.gaierror as e:
+            raise _Unresolvable(url or host, f"cannot resolve {host}: {e.strerror or e}") from None
+        except (OSError, UnicodeError) as e:
+            raise _Unresolvable(url or host, f"cannot resolve {host}: {e}") from None
+        if not ips:
+            raise _Unresolvable(url or host, f"cannot resolve {host}: no address")
+    if not policy.allow_private:
+        for ip in ips:
+            if not is_public_address(ip):
+                raise FetchError(url or host, f"{host} resolves to {ip}, which is not a "
+                                              f"globally routable address (private, loopback, "
+                                              f"link-local, shared or reserved; set "
+                                              f"allow_private to permit)")
+    return [str(ip) for ip in ips]
+
+
+async def check_url(url: str, policy: FetchPolicy, resolve: bool = True) -> None:
+    """Refuse a URL outside the policy: wrong scheme, origin not allowed, private address.
+
+    With ``resolve`` the host's addresses are checked too (the browser renderer,
+    which resolves names itself); the shared client checks the address it
+    connects to instead (``_PinnedBackend``), so it passes ``resolve=False``.
+    """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise FetchError(url, f"scheme {parts.scheme!r} not allowed (http and https only)")
     host = (parts.hostname or "").lower()
     if not host:
         raise FetchError(url, "no host in URL")
-    if policy.allow_hosts and host not in policy.allow_hosts:
-        raise FetchError(url, f"host {host} is not one this source names or allows "
-                              f"(add it to allow_hosts)")
-    if policy.allow_private:
-        return
-    try:
-        ips = [ipaddress.ip_address(host)]
-    except ValueError:
-        loop = asyncio.get_running_loop()
+    if not policy.allows(url):
+        raise FetchError(url, f"origin {origin(url) or host} (host {host}) is not one this "
+                              f"source names or allows (add it to allow_hosts)")
+    if resolve and not policy.allow_private:
         try:
-            infos = await loop.getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
-        except socket.gaierror as e:
-            raise FetchError(url, f"cannot resolve {host}: {e}") from None
-        ips = [ipaddress.ip_address(i[4][0]) for i in infos]
-    for ip in ips:
-        if _blocked_ip(ip):
-            raise FetchError(url, f"{host} resolves to {ip}, a private/loopback/link-local "
-                                  f"address (set allow_private to permit)")
+            port = parts.port or DEFAULT_PORTS[parts.scheme]
+        except ValueError:
+            raise FetchError(url, "bad port in URL") from None
+        await resolve_checked(host, port, policy, url)
+
+
+class _PinnedBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend with the outbound guard at the socket.
+
+    The host is resolved here, once per connection, every address is checked,
+    and the connection goes to a checked address: the client never resolves
+    the name a second time (DNS rebinding). TLS still names the host (SNI and
+    certificate checks use the URL's host; httpcore passes it separately) and
+    so does the Host header.
+    """
+
+    def __init__(self, policy: FetchPolicy):
+        self.policy = policy
+        self.inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                          local_address: str | None = None,
+                          socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+        addresses = await resolve_checked(host, port, self.policy)
+        last: Exception | None = None
+        for address in addresses:
+            try:
+                return await self.inner.connect_tcp(address, port, timeout, local_address,
+                                                    socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as e:
+                last = e
+        assert last is not None
+        raise last
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None,
+                                  socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+        raise FetchError(path, "unix sockets are not allowed")
+
+    async def sleep(self, seconds: float) -> None:
+        await self.inner.sleep(seconds)
+
+
+class _PinnedTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport over ``_PinnedBackend`` (no proxies from the environment:
+    a proxy would resolve names itself, out of the guard's reach)."""
+
+    def __init__(self, policy: FetchPolicy, ssl_context: ssl.SSLContext, limits: httpx.Limits):
+        super().__init__(verify=ssl_context, limits=limits, trust_env=False)
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=ssl_context, max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry, network_backend=_PinnedBackend(policy))
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
@@ -198,10 +367,17 @@ class Fetcher:
 
     def __init__(self, policy: FetchPolicy, headers: Mapping[str, str] | None = None,
                  auth: tuple[str, str] | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None):
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 credential_origins: Iterable[str] | None = None):
+        """``headers`` and ``auth`` are credentials: sent only to ``credential_origins``
+        (``scheme://host:port``, see ``origin``) or, when None, to the origin of the
+        URL each ``get`` asks for, and never after a redirect to another origin."""
         self.policy = policy
-        self._headers = {"User-Agent": policy.user_agent, **(headers or {})}
+        self._headers = {"User-Agent": policy.user_agent}
+        self._cred_headers = dict(headers or {})
         self._auth = auth
+        self._cred_origins = None if credential_origins is None else {
+            o for o in (origin(u) for u in credential_origins) if o}
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._clients: list[httpx.AsyncClient] = []
@@ -212,6 +388,16 @@ class Fetcher:
         self._made: dict[str, int] = {}
         self._global = asyncio.Semaphore(policy.concurrency)
         self._hosts: dict[str, _HostGate] = {}
+
+    def _credentials_for(self, asked: str, current: str) -> bool:
+        """Whether configured headers and auth go with a request for ``current``
+        (a hop of a ``get`` for ``asked``)."""
+        if not self._cred_headers and not self._auth:
+            return False
+        o = origin(current)
+        if o is None or o != origin(asked):
+            return False
+        return self._cred_origins is None or o in self._cred_origins
 
     async def __aenter__(self) -> "Fetcher":
         # Small clients ("lanes") instead of one pool of N connections: httpcore scans
@@ -236,11 +422,13 @@ class Fetcher:
 
     def _new_lane(self, scheme: str) -> httpx.AsyncClient:
         per = 1 if self._transport is None else self.policy.concurrency
+        verify = _ssl_context() if scheme == "https" else _NO_TLS
+        limits = httpx.Limits(max_connections=per, max_keepalive_connections=per)
+        transport = self._transport or _PinnedTransport(self.policy, verify, limits)
         c = httpx.AsyncClient(
-            headers=self._headers, auth=self._auth, follow_redirects=False, cookies=self._jar,
-            verify=_ssl_context() if scheme == "https" else _NO_TLS,
-            timeout=httpx.Timeout(self.policy.timeout), transport=self._transport,
-            limits=httpx.Limits(max_connections=per, max_keepalive_connections=per))
+            headers=self._headers, follow_redirects=False, cookies=self._jar, verify=verify,
+            timeout=httpx.Timeout(self.policy.timeout), transport=transport, limits=limits,
+            trust_env=False)
         self._clients.append(c)
         self._made[scheme] += 1
         return c
@@ -304,14 +492,20 @@ class Fetcher:
             visits[current] = visits.get(current, 0) + 1
             if visits[current] > 2:
                 raise FetchError(url, f"redirect loop at {current}")
-            await check_url(current, self.policy)
+            # The address is checked where the connection is made (_PinnedBackend).
+            await check_url(current, self.policy, resolve=self._transport is not None)
             gate = self._gate(current)
             await gate.pace()
+            hop_headers: Mapping[str, str] | None = headers
+            auth = None
+            if self._credentials_for(url, current):
+                hop_headers = {**self._cred_headers, **(headers or {})}
+                auth = self._auth
             # The deadline starts once a slot is held: waiting for one is not the server's fault.
             async with self._global, gate.sem:
                 try:
-                    got = await asyncio.wait_for(self._hop(current, headers, to_file, accept),
-                                                 deadline)
+                    got = await asyncio.wait_for(
+                        self._hop(current, hop_headers, to_file, accept, auth), deadline)
                 except asyncio.TimeoutError:
                     raise _Retryable(f"no complete response within {deadline:g}s (deadline)",
                                      None, None) from None
@@ -321,12 +515,14 @@ class Fetcher:
         raise FetchError(url, f"more than {self.policy.max_redirects} redirects")
 
     async def _hop(self, current: str, headers: Mapping[str, str] | None,
-                   to_file: bool, accept: tuple[str, ...]) -> Response | str:
+                   to_file: bool, accept: tuple[str, ...],
+                   auth: tuple[str, str] | None = None) -> Response | str:
         """One request: the response, or the next URL of a redirect."""
         scheme = lane_scheme(current)
         client = await self._lane(scheme)
         try:
-            async with client.stream("GET", current, headers=headers) as resp:
+            kw: dict[str, Any] = {"auth": auth} if auth else {}
+            async with client.stream("GET", current, headers=headers, **kw) as resp:
                 if resp.status_code == 304:
                     return Response(current, 304, resp.headers, not_modified=True)
                 if resp.is_redirect:
@@ -356,7 +552,9 @@ class Fetcher:
                              resp.status_code)
         size = 0
         if to_file:
-            tmp = tempfile.NamedTemporaryFile(prefix="auditor-", delete=False)
+            clean_stale_downloads()
+            tmp = tempfile.NamedTemporaryFile(prefix=f"{TEMP_PREFIX}{os.getpid()}-",
+                                              suffix=".part", delete=False)
             try:
                 async for chunk in resp.aiter_raw():
                     size += len(chunk)
@@ -404,10 +602,59 @@ class _Retryable(Exception):
 
 def download(url: str, policy: FetchPolicy, headers: Mapping[str, str] | None = None,
              auth: tuple[str, str] | None = None) -> Response:
-    """Fetch one URL to a temporary file (synchronous callers such as feed connectors)."""
+    """Fetch one URL to a temporary file (synchronous callers such as feed connectors).
+
+    The whole download, retries included, must finish within the policy's
+    ``source_deadline``; ``headers`` and ``auth`` go to ``url``'s origin only.
+    """
 
     async def go() -> Response:
         async with Fetcher(policy, headers=headers, auth=auth) as f:
-            return await f.get(url, to_file=True)
+            if not policy.source_deadline:
+                return await f.get(url, to_file=True)
+            try:
+                return await asyncio.wait_for(f.get(url, to_file=True), policy.source_deadline)
+            except asyncio.TimeoutError:
+                raise FetchError(url, f"download not complete within source_deadline "
+                                      f"({policy.source_deadline:g} s)") from None
 
     return asyncio.run(go())
+
+
+# Downloads in progress are named auditor-dl-<pid>-*.part in the temp folder; a
+# process killed mid-download (kill -9) leaves its file, removed by the next one.
+TEMP_PREFIX = "auditor-dl-"
+_cleaned = threading.Event()
+
+
+def clean_stale_downloads(folder: str | Path | None = None, force: bool = False) -> list[Path]:
+    """Delete download files left by processes that no longer run; once per process."""
+    if _cleaned.is_set() and not force:
+        return []
+    _cleaned.set()
+    removed = []
+    pattern = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)-.*\.part$")
+    for p in Path(folder or tempfile.gettempdir()).glob(TEMP_PREFIX + "*.part"):
+        m = pattern.match(p.name)
+        if not m or _alive(int(m.group(1))):
+            continue
+        try:
+            p.unlink()
+            removed.append(p)
+        except OSError:
+            pass
+    if removed:
+        log.info("removed %d download file(s) left by stopped runs", len(removed))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

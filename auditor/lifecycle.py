@@ -8,10 +8,13 @@ state and the event). Tested without a database (``tests/test_auditor_lifecycle.
 - An open finding seen again stays open; when its outcome, expected or actual value
   differ from last time, that is a **changed** event.
 - A resolved finding seen again **reopens**.
-- An open finding not seen again **resolves**, but only where this run is evidence
-  that it is gone: its check ran on the channel, and the source was read completely,
-  or (read partly) the listing itself was read. A source that could not be read is
-  evidence of nothing.
+- An open finding not seen again **resolves** where its check ran on the channel.
+- Only a complete read is evidence: a source read partly or not at all opens,
+  reopens and resolves nothing (an open finding it saw again is still updated).
+- A ``not_evaluated`` outcome neither opens nor resolves: an existing finding stays
+  as it is; a new fingerprint is kept only as a note of why it could not be compared
+  (state open, outcome ``not_evaluated``; it never alerts), which **opens** for real
+  once a comparison finds a difference.
 
 ``transition`` is called once per finding on a run's hot path: it allocates nothing
 (the transitions are constants) and takes the store's rows as they come (any object
@@ -27,6 +30,7 @@ from auditor.model import SourceStatus
 
 OPEN = "open"
 RESOLVED = "resolved"
+NOT_EVALUATED = "not_evaluated"  # the outcome of a comparison that could not be made
 STATES = (OPEN, RESOLVED)
 
 # Events, as stored in a finding's history.
@@ -63,20 +67,14 @@ class Evidence:
     """What one run of a channel can vouch for."""
 
     status: SourceStatus                     # how the source was read
-    seen_keys: AbstractSet[str] | None       # listing keys read (None: unknown)
+    seen_keys: AbstractSet[str] | None       # listing keys read (None: unknown; not
+    #                                          evidence on its own: a partial read is none)
     checks_ran: AbstractSet[str] | Sequence[str]  # checks enabled on the channel
 
     def shows_gone(self, check: str, listing_key: str | None) -> bool:
-        """Whether a finding of ``check`` on ``listing_key``, not seen, is really gone."""
-        if check not in self.checks_ran:
-            return False
-        status = self.status
-        if status == SourceStatus.COMPLETE:
-            return True
-        if status == SourceStatus.FAILED:
-            return False
-        return self.seen_keys is not None and listing_key is not None \
-            and listing_key in self.seen_keys
+        """Whether a finding of ``check`` on ``listing_key``, not seen, is really gone:
+        only a complete read of the source, with the check enabled, says so."""
+        return self.status == SourceStatus.COMPLETE and check in self.checks_ran
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +101,15 @@ def transition(previous: Previous | None, observation: Observation | None,
     ``previous``: the finding as stored (None: never seen). ``observation``: this
     run's non-passed outcome for its fingerprint (None: not seen)."""
     if observation is not None:
+        complete = evidence.status == SourceStatus.COMPLETE
+        if observation.outcome == NOT_EVALUATED:  # no evidence either way
+            return OPEN_NEW if previous is None and complete else None
         if previous is None:
-            return OPEN_NEW
+            return OPEN_NEW if complete else None
         if previous.state == RESOLVED:
-            return REOPEN
+            return REOPEN if complete else None
+        if previous.outcome == NOT_EVALUATED:  # a note, compared at last: it differs
+            return OPEN_NEW
         if (previous.outcome, previous.expected, previous.actual) != (
                 observation.outcome, observation.expected, observation.actual):
             return OPEN_CHANGED

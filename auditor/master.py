@@ -304,7 +304,7 @@ def read_jsonl(sf: sources.SourceFile, opts: Mapping[str, Any]) -> MasterImport:
 
     def rows() -> Iterator[tuple[int, dict, bool]]:
         with sf.open_text(opts.get("encoding") or "auto") as f:
-            for n, line in enumerate(f, 1):
+            for n, line in enumerate(sources.bounded_lines(f, sf.limits.max_line, sf.name), 1):
                 if not line.strip():
                     continue
                 try:
@@ -358,7 +358,8 @@ def load_master(opts: Mapping[str, Any], base_dir: Path, policy=None, headers=No
     """
     source = opts["source"]
     try:
-        with sources.resolve(source, base_dir, policy, headers, auth) as files:
+        with sources.resolve(source, base_dir, policy, headers, auth,
+                             limits=sources.Limits.from_options(opts)) as files:
             sf = files[0]
             h = hashlib.sha256(json.dumps({k: opts.get(k) for k in _READ_OPTIONS},
                                           sort_keys=True, default=str).encode())

@@ -23,17 +23,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from auditor import plugins
 from auditor import holds
-from auditor.check import CarriedFields, CheckContext, CheckSpec, with_unread
+from auditor.check import CarriedFields, CheckContext, CheckSpec, Preparations, with_unread
 from auditor.config import ChannelConfig, Config, secret_value
 from auditor.connector import SourceContext
 from auditor.errors import AuditorError, SourceError
 from auditor.events import ChannelFinished, FindingsChanged, SourceFinished, SourceProgress
 from auditor.http import FetchPolicy
-from auditor.images import ChannelImages, ImageRun
 from auditor.compact import CompactMaster, CompactRecords
 from auditor.linking import Linker
 from auditor.master import load_master
@@ -46,6 +45,8 @@ from auditor.storage import MasterPlan, Store, open_store
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int], None]
+# SKU -> earlier master versions [(valid until, record)] (a MasterHistory, or a plain dict)
+MasterVersions = Mapping[str, Sequence[tuple[datetime, MasterRecord]]]
 Emit = Callable[[Any], None]
 
 
@@ -287,9 +288,9 @@ def _enabled_checks(ch: ChannelConfig) -> list[CheckSpec]:
 
 
 def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
-                  master: dict[str, MasterRecord], linker: Linker, history: dict,
+                  master: dict[str, MasterRecord], linker: Linker, history: MasterVersions,
                   now: datetime, progress: Progress | None = None,
-                  images: ImageRun | None = None, emit: Emit | None = None,
+                  preparations: Preparations | None = None, emit: Emit | None = None,
                   wanted: frozenset[str] = frozenset()) -> ChannelSummary:
     """Read one channel and check every listing; record it all on the run.
 
@@ -316,11 +317,13 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
     observed: list[Finding] = []
     linked_skus: set[str] = set()
     seen: set[str] = set()
-    # Image check on: listings are checked in batches once their images are hashed.
-    own_images = images is None and "image" in cctx
-    if own_images:
-        images = ImageRun(store, master, cfg.http, cfg.base_dir, now, cctx["image"].options)
-    img = ChannelImages(images, cctx["image"], ctx.policy()) if "image" in cctx else None
+    # Checks with a preparation stage (the image check): listings are checked in
+    # batches once their stages have prepared them (auditor.check.Preparations).
+    own_preps = preparations is None
+    if own_preps:
+        preparations = Preparations(store, master, cfg.http, cfg.base_dir, now,
+                                    {n: c.options for n, c in cctx.items()})
+    prepared = preparations.batcher(specs, cctx, ctx.policy())
 
     # Counted by Outcome member (a str enum) on the hot path, by plain string at the end.
     tallies: dict[str, Counter] = {s.name: Counter() for s in specs}
@@ -362,10 +365,10 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
             summary.unlinked += 1
         if m is None and (link.reason or link.candidates):
             link_notes.append(link)
-        if img is None:
+        if prepared is None:
             run_checks(m, li, link)
         else:
-            img.add(m, li, run_checks, link)
+            prepared.add(m, li, run_checks, link)
         result.listings += 1
         if progress and result.listings % 1000 == 0:
             progress(ch.name, result.listings)
@@ -401,13 +404,13 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
         log.exception("channel %s: connector %s crashed", ch.name, ch.type)
         result.status = SourceStatus.FAILED
         result.message = f"connector {ch.type} crashed: {e.__class__.__name__}: {e}"
-    if img is not None:
+    if prepared is not None:
         try:
-            img.flush(run_checks)
+            prepared.flush(run_checks)
         except Exception:  # a check bug in the last batch must not lose the channel
-            log.exception("channel %s: checks of the last image batch failed", ch.name)
-        if own_images:
-            images.close()
+            log.exception("channel %s: checks of the last prepared batch failed", ch.name)
+    if own_preps:
+        preparations.close()
     if progress:
         progress(ch.name, result.listings)
 
@@ -580,7 +583,7 @@ class _ToParent(logging.handlers.QueueHandler):
 
 
 def _audit_in_workers(cfg: Config, store: Store, run_id: int, selected: list[ChannelConfig],
-                      master: dict[str, MasterRecord], linker: Linker, history: dict,
+                      master: dict[str, MasterRecord], linker: Linker, history: MasterVersions,
                       now: datetime, workers: int,
                       meanwhile: Callable[[], None] | None = None, emit: Emit | None = None,
                       wanted: frozenset[str] = frozenset()) -> list[ChannelSummary]:

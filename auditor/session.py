@@ -24,11 +24,12 @@ import signal
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import pluggy
 
 from auditor import plugins
+from auditor.check import Preparations
 from auditor.config import Config
 from auditor.errors import Interrupted, MasterImportError
 from auditor.events import (Event, FindingChange, MasterImported, RunFinished, RunStarted,
@@ -36,6 +37,9 @@ from auditor.events import (Event, FindingChange, MasterImported, RunFinished, R
 from auditor.hookspecs import EVENT_HOOKS, hookimpl
 from auditor.linking import Linker
 from auditor.model import MasterRecord, Run, SourceStatus
+
+if TYPE_CHECKING:
+    from auditor.storage import Store
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +60,7 @@ class AuditSession:
     that wants to look at them.
     """
 
-    def __init__(self, config: Config, store: Any, *, channels: Iterable[str] | None = None,
+    def __init__(self, config: Config, store: Store, *, channels: Iterable[str] | None = None,
                  now: datetime | None = None, listeners: Iterable[Any] = (),
                  clock: Clock | None = None):
         self.config = config
@@ -214,15 +218,16 @@ class AuditSession:
                     store_master, self.emit, self.wanted)
             else:
                 store_master()
-                images = runner.ImageRun(store, master, cfg.http, cfg.base_dir, now,
-                                         cfg.checks.get("image"))
+                # Checks' preparation stages (the image check's), shared by the channels.
+                preparations = Preparations(store, master, cfg.http, cfg.base_dir, now,
+                                            cfg.checks)
                 try:
                     summaries = [runner.audit_channel(cfg, store, run_id, ch, master, linker,
-                                                      history, now, images=images,
+                                                      history, now, preparations=preparations,
                                                       emit=self.emit, wanted=self.wanted)
                                  for ch in selected]
                 finally:
-                    images.close()
+                    preparations.close()
             status = SourceStatus.COMPLETE
             if master_error or any(s.status != SourceStatus.COMPLETE for s in summaries):
                 status = SourceStatus.PARTIAL
@@ -274,6 +279,8 @@ class AuditSession:
         else:
             reason = f"crashed: {e.__class__.__name__}: {e}"
         at = self.clock()
+        if self.run_id is None:
+            return  # no run row yet: nothing to mark
         try:
             recorded = self.store.interrupt_run(self.run_id, at, reason)
         except Exception:
@@ -376,7 +383,7 @@ class ProgressCallback:
         self.fn(event.channel, event.listings)
 
 
-def finding_changes(store: Any, run_id: int, channel: str) -> tuple[FindingChange, ...]:
+def finding_changes(store: Store, run_id: int, channel: str) -> tuple[FindingChange, ...]:
     """What ``run_id`` changed in ``channel``'s findings, as events carry them."""
     return tuple(store.finding_changes(run_id, channel))
 

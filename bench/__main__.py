@@ -14,6 +14,7 @@
     link      linking quality on the devsets in ../shared and the world with one channel
               stripped of its keys (precision, recall, F1), and --link-scale: N unkeyed
               listings against a generated master, link time vs parse time
+    crash     kill -9 an audit at random points (--kills N): integrity, next run, findings
 
 Every part prints Markdown tables and appends them, with machine, date and command,
 to docs/benchmarks.md (``--no-write`` to only print). Worlds are generated once under
@@ -309,7 +310,7 @@ def part_link(size: int, write: bool, scale_listings: int = 0, masters: int = 25
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     ap.add_argument("part", choices=["all", "quality", "reaudit", "feeds", "checks", "images",
-                                     "crawl", "scaling", "link", "extract"])
+                                     "crawl", "scaling", "link", "extract", "crash"])
     ap.add_argument("--size", type=int, default=2000, help="SKUs in the world")
     ap.add_argument("--rows", type=int, default=0, help="feeds: also a synthetic N-row feed")
     ap.add_argument("--masters", type=int, default=250_000)
@@ -322,9 +323,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dump", type=Path, help="extract: write predictions (JSONL) here")
     ap.add_argument("--link-scale", type=int, default=0, metavar="N",
                     help="link: also N unkeyed listings against --masters masters")
+    ap.add_argument("--kills", type=int, default=10, help="crash: kill -9 trials")
     ap.add_argument("--no-write", action="store_true", help="print only")
     a = ap.parse_args(argv)
     write = not a.no_write
+    if a.part == "crash":  # not part of `all`: it is a robustness trial, not a speed target
+        from bench import crash
+
+        res = crash.trials(a.kills, a.size if a.size != 2000 else 300)
+        crash.report(res, write)
+        shutil.rmtree(res["workdir"], ignore_errors=True)
+        return 0 if res["deterministic"] and all(v == a.kills for v in res["ok"].values()) else 1
     parts = ["quality", "reaudit", "feeds", "checks", "images", "crawl", "scaling", "link",
              "extract"] if a.part == "all" else [a.part]
     for part in parts:

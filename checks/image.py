@@ -1,8 +1,10 @@
 """Image check: the channel shows the master's pictures, as a person would judge them.
 
-Signatures are computed before the check runs (auditor.images, by the runner's
-preparation step) and read from ``ctx.extras["images"]``; the check itself only
-compares numbers.
+Signatures are computed before the check runs, by the preparation stage this
+check declares (``auditor.images.prepare``, named as a string so this module
+imports only the pure ``auditor.images.signatures``), and read from
+``ctx.extras["images"]``; the check itself only compares numbers. A listing's
+image that is not an http(s) URL is never read: it is reported as unusable.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from auditor.check import CheckContext, check
-from auditor.images import (DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, MAX_COLOUR, MAX_SHAPE,
-                            Comparison, ImageSignature, ImageView, Thresholds, compare)
+from auditor.images.signatures import (DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, MAX_COLOUR,
+                                       MAX_SHAPE, Comparison, ImageSignature, ImageView,
+                                       Thresholds, compare)
 from auditor.model import Finding, Listing, MasterRecord, Outcome, Severity
 from auditor.options import Opt
 
@@ -53,7 +56,14 @@ def _sig(view: ImageView, ref: str) -> ImageSignature | str:
     return "not fetched" if r is None else r
 
 
-@check("image", fields=("image", "additional_images"), options=OPTIONS)
+def _shown(view: ImageView, ref: str) -> ImageSignature | str:
+    """A listing's image: its signature, or why it cannot be used (not a URL)."""
+    r = view.shown(ref)
+    return "not fetched" if r is None else r
+
+
+@check("image", fields=("image", "additional_images"), options=OPTIONS,
+       prepare="auditor.images.prepare:ImagePreparation")
 def image_check(master: MasterRecord | None, listing: Listing | None, ctx: CheckContext):
     """Compare the listing's images with the master's by perceptual hash and colour."""
     if master is None or listing is None:
@@ -61,7 +71,7 @@ def image_check(master: MasterRecord | None, listing: Listing | None, ctx: Check
     view: ImageView | None = ctx.extras.get("images")
     if view is None:
         if master.images or listing.images:
-            reason = ctx.extras.get("images_error") or "images were not prepared for this run"
+            reason = ctx.extras.get("prepare_error") or "images were not prepared for this run"
             return [ctx.finding(master, listing, "image", Outcome.NOT_EVALUATED,
                                 message=f"image not compared: {reason}")]
         return []
@@ -96,7 +106,7 @@ def _primary(master: MasterRecord, listing: Listing, refs: tuple[str, ...], view
              t: Thresholds, ctx: CheckContext) -> tuple[Finding, bool]:
     """The primary image's finding, and whether it is the master's primary."""
     url = listing.images[0]
-    lsig, msig = _sig(view, url), _sig(view, refs[0])
+    lsig, msig = _shown(view, url), _sig(view, refs[0])
     if isinstance(lsig, str):
         return ctx.finding(master, listing, "image", Outcome.NOT_EVALUATED, expected=refs[0],
                            actual=url, message=f"listing image {url} could not be used: {lsig}",
@@ -158,14 +168,14 @@ def _similarity(c: Comparison, t: Thresholds) -> float:
 def _additional(master: MasterRecord, listing: Listing, refs: tuple[str, ...],
                 view: ImageView, t: Thresholds, ctx: CheckContext) -> Finding | None:
     msigs = [(r, s) for r in refs if isinstance(s := view.get(r), ImageSignature)]
-    shown = [(u, _sig(view, u)) for u in listing.images[1:]]
+    shown = [(u, _shown(view, u)) for u in listing.images[1:]]
     unusable = {u: s for u, s in shown if isinstance(s, str)}
     shown_ok = [(u, s) for u, s in shown if isinstance(s, ImageSignature)]
     unknown = [u for u, s in shown_ok if not any(compare(m, s, t).same for _, m in msigs)]
     missing: list[str] = []
     if ctx.options.get("additional_images") == "set":
         listed = [s for _, s in shown_ok]
-        primary = _sig(view, listing.images[0])
+        primary = _shown(view, listing.images[0])
         if isinstance(primary, ImageSignature):
             listed.append(primary)
         missing = [r for r, m in msigs[1:] if not any(compare(m, s, t).same for s in listed)]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Iterable, Iterator, Mapping
@@ -179,16 +180,34 @@ def _store_base(source: str) -> str:
 
 
 class _Loop:
-    """One event loop and one Fetcher for a synchronous, streaming read."""
+    """One event loop and one Fetcher for a synchronous, streaming read.
+
+    The whole read, every page and retry, must finish within the policy's
+    ``source_deadline``; past it the source fails.
+    """
 
     def __init__(self, ctx: SourceContext):
         self.loop = asyncio.new_event_loop()
-        self.fetcher = http.Fetcher(ctx.policy(), headers=ctx.headers(), auth=ctx.auth())
+        policy = ctx.policy()
+        self.fetcher = http.Fetcher(policy, headers=ctx.headers(), auth=ctx.auth())
+        self.deadline = policy.source_deadline
+        self.source = ctx.channel.source or ctx.channel.name
+        self.started = time.monotonic()
         self.loop.run_until_complete(self.fetcher.__aenter__())
 
     def run(self, coro):
-        """Run one coroutine on this read's loop."""
-        return self.loop.run_until_complete(coro)
+        """Run one coroutine on this read's loop, within what is left of the deadline."""
+        if not self.deadline:
+            return self.loop.run_until_complete(coro)
+        left = self.deadline - (time.monotonic() - self.started)
+        try:
+            if left <= 0:
+                raise asyncio.TimeoutError
+            return self.loop.run_until_complete(asyncio.wait_for(coro, left))
+        except asyncio.TimeoutError:
+            coro.close()
+            raise SourceError(self.source, f"the store was not read within source_deadline "
+                                           f"({self.deadline:g} s)") from None
 
     def close(self) -> None:
         """Close the client and the loop."""

@@ -14,7 +14,7 @@ import logging
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Iterator
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from auditor.config import _str_list
 from auditor.connector import Connector, SourceContext
@@ -32,6 +32,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 CACHE_BATCH = 200
+
+# Query parameters that select a variant or tag a visit, never another product: a
+# page reached with them is the same page (the listing key leaves them out).
+IGNORED_PARAMS = ("variant", "utm_*", "gclid", "fbclid", "msclkid", "srsltid", "_pos", "_sid",
+                  "_ss", "_psq", "_v")
+
+
+def canonical_page(url: str, ignore: tuple[str, ...] | list[str] = IGNORED_PARAMS) -> str:
+    """``url`` without its fragment and ignored query parameters, the rest sorted, so a
+    page has one key whichever link (sitemap, master URL, ?variant=) reached it."""
+    parts = urlsplit(url)
+    exact = {p for p in ignore if not p.endswith("*")}
+    prefixes = tuple(p[:-1] for p in ignore if p.endswith("*"))
+    kept = sorted((k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                  if k not in exact and not (prefixes and k.startswith(prefixes)))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", urlencode(kept), ""))
 
 
 def _selectors(value: Any) -> dict[str, str]:
@@ -99,6 +115,10 @@ class SiteConnector(Connector):
         Opt("render", str, None, "Render pages without product data in a browser: "
             "\"playwright\" (system Chromium).", choices=("playwright",)),
         Opt("render_concurrency", int, 2, "Browser pages rendered at once."),
+        Opt("ignore_params", _str_list, list(IGNORED_PARAMS),
+            "Query parameters left out of a page's listing key (a trailing * matches a "
+            "prefix): variant selectors and tracking tags, so a product keeps one key "
+            "however its page was reached."),
     )
 
     def policy(self, ctx: SourceContext) -> FetchPolicy:
@@ -127,14 +147,13 @@ class SiteConnector(Connector):
         origin = f"{parts.scheme}://{parts.netloc}"
         policy = self.policy(ctx)
         sitemaps = list(ch.opt("sitemaps") or [])
-        if not sitemaps and parts.path.endswith((".xml", ".xml.gz")):
+        if not sitemaps and parts.path.endswith((".xml", ".xml.gz", ".txt", ".txt.gz")):
             sitemaps = [source]
         seeds = list(ch.opt("start_urls") or [])
         if ch.opt("master_urls", True):
-            hosts = policy.allow_hosts
-            seeds += [m.url for m in ctx.master.values()
-                      if m.url and (urlsplit(m.url).hostname or "").lower() in hosts]
+            seeds += [m.url for m in ctx.master.values() if m.url and policy.allows(m.url)]
         settings = CrawlSettings(
+            headers=ctx.headers(), auth=ctx.auth(), deadline=ch.opt("source_deadline"),
             origin=origin, user_agent=policy.user_agent, concurrency=ch.opt("concurrency"),
             max_pages=ch.opt("max_pages"), sitemaps=sitemaps, seeds=seeds,
             url_patterns=list(ch.opt("url_patterns") or []), selectors=ch.opt("selectors") or {},
@@ -190,6 +209,7 @@ class _Reader:
         self.counts: Counter = Counter()
         self._prefetched: dict[str, str] = {}
         self._yielded: set[tuple[str, str]] = set()
+        self._ignore = list(ctx.channel.opt("ignore_params", list(IGNORED_PARAMS)))
 
     def consume(self, batches: Iterator[list[PageResult]]) -> Iterator[Listing]:
         for batch in batches:
@@ -223,10 +243,10 @@ class _Reader:
         elif res.kind == NOT_PRODUCT:
             c = self.cache.get(res.url)
             if res.url in self.seeds or self.crawl.s.url_patterns or (c and c.had_product):
-                ctx.unknown(res.url, f"{res.kind}: {res.reason}")
+                ctx.unknown(canonical_page(res.url, self._ignore), f"{res.kind}: {res.reason}")
             self._put({**row, "extraction": None})
         elif res.kind in (BLOCKED, ERROR, DISALLOWED):
-            ctx.unknown(res.url, f"{res.kind}: {res.reason}")
+            ctx.unknown(canonical_page(res.url, self._ignore), f"{res.kind}: {res.reason}")
 
     def _cached(self, url: str) -> Extraction | None:
         raw = self._prefetched.get(url)
@@ -251,14 +271,23 @@ class _Reader:
         self.rows = []
 
     def listings(self, url: str, ex: Extraction) -> Iterator[Listing]:
-        page = url.split("#", 1)[0].split("?", 1)[0]
+        # The key does not depend on how the page was reached: the page without its
+        # variant and tracking parameters, plus #SKU for a variant (every variant of a
+        # group page, or the one a ?variant= URL selects), so a variant read from its
+        # group page (sitemap) and from its own ?variant= URL (master URL) is one listing.
+        page = canonical_page(url, self._ignore)
+        selected = "variant" in self._ignore and bool(
+            parse_qs(urlsplit(url).query).get("variant"))
         for i, one in enumerate(iter_listing_extractions(ex)):
             # A variant reached twice (the group page and its ?variant= URL) is one listing.
             if one.sku:
                 if (page, one.sku) in self._yielded:
                     continue
                 self._yielded.add((page, one.sku))
-            key = url if not ex.variants else f"{url}#{one.sku or i}"
+            if ex.variants or (selected and one.sku):
+                key = f"{page}#{one.sku or i}"
+            else:
+                key = page
             yield to_listing(self.ctx, key, url, one)
 
 

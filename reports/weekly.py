@@ -29,6 +29,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from auditor import __version__
+from auditor.csvout import neutralise
 from auditor.errors import AuditorError
 from auditor.storage.records import OpenFinding
 
@@ -119,39 +120,18 @@ def _hours(seconds: Iterable[float]) -> tuple[float | None, float | None, int]:
     return statistics.median(xs) / 3600, p90 / 3600, len(xs)
 
 
-def _cause(f: OpenFinding) -> str:
-    d = f.details
-    fld = f.field
-    if d.get("stale"):
-        return f"{fld} shows the previous master value"
-    if d.get("kind") == "missing":
-        return "listings missing"
-    if d.get("kind") == "orphan":
-        return "listings with no master record"
-    if d.get("unusable"):
-        return f"{fld} could not be used"
-    if f.check == "attributes":
-        return f"attribute {fld} differs"
-    return f"{fld} differs"
-
-
 def incidents(findings: Sequence[OpenFinding], min_skus: int = INCIDENT_MIN_SKUS,
               limit: int = 10) -> list[dict[str, Any]]:
-    """Open findings that share a channel, check, field and cause, as one incident each
-    (at least ``min_skus`` SKUs), biggest first, with up to five example SKUs."""
-    groups: dict[tuple[str, str, str, str], list[OpenFinding]] = defaultdict(list)
-    for f in findings:
-        groups[(f.channel, f.check, f.field, _cause(f))].append(f)
-    out = []
-    for (channel, check, fld, cause), fs in groups.items():
-        skus = sorted({f.sku or f.listing_key or "?" for f in fs})
-        if len(skus) < min_skus:
-            continue
-        worst = max((f.severity for f in fs), key=lambda s: SEVERITY_WEIGHT.get(s, 0))
-        since = min((f.since for f in fs if f.since), default=None)
-        out.append({"channel": channel, "check": check, "field": fld, "cause": cause,
-                    "skus": len(skus), "examples": skus[:5], "severity": worst,
-                    "since": f"{since:%Y-%m-%d}" if since else ""})
+    """Open findings that share a channel and a cause, as the alerts' root-cause
+    incidents (``auditor.alerts.incidents.group``) of at least ``min_skus`` SKUs,
+    biggest first, with up to five example SKUs."""
+    from auditor.alerts.incidents import group
+
+    found, _ = group((f.to_dict() for f in findings), min_skus, 5)
+    out = [{"channel": i.info["channel"], "check": i.info["check"], "field": i.info["field"],
+            "cause": i.summary, "skus": i.info["skus"], "severity": i.severity,
+            "examples": [e["sku"] for e in i.info["examples"] if e["sku"]],
+            "since": i.since[:10]} for i in found]
     out.sort(key=lambda i: (-i["skus"], -SEVERITY_WEIGHT.get(i["severity"], 0), i["channel"]))
     return out[:limit]
 
@@ -379,14 +359,9 @@ def render_text(ctx: Mapping[str, Any]) -> str:
 
 # ----------------------------------------------------------------------- attachments
 
-_FORMULA = ("=", "+", "-", "@", "\t", "\r")
-
-
 def csv_cell(v: Any) -> str:
-    """A value made safe for spreadsheets (OWASP CSV injection): text starting with
-    = + - @ tab or CR gets a leading apostrophe."""
-    s = "" if v is None else str(v)
-    return "'" + s if s.startswith(_FORMULA) else s
+    """A value made safe for spreadsheets (OWASP CSV injection, ``auditor.csvout``)."""
+    return "" if v is None else str(neutralise(str(v)))
 
 
 def findings_csv(findings: Sequence[OpenFinding], ui_base: str | None = None) -> bytes:

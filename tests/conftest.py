@@ -14,6 +14,27 @@ from auditor.model import Listing, MasterRecord, Money
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
 
 
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true",
+                     help="Also run tests marked slow (or set AUDITOR_SLOW_TESTS=1).")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long tests (e.g. 50 kill -9 trials); run with "
+                                       "--run-slow or AUDITOR_SLOW_TESTS=1")
+
+
+def pytest_collection_modifyitems(config, items):
+    import os
+
+    if config.getoption("--run-slow") or os.environ.get("AUDITOR_SLOW_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow or AUDITOR_SLOW_TESTS=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 def make_master(sku: str = "SKU-1", **kw) -> MasterRecord:
     """A master record with sensible defaults; override any field."""
     base = dict(sku=sku, title="Acme Trail Shoe, Red, 42", brand="Acme",

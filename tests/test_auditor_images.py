@@ -143,12 +143,13 @@ def test_primary_index_names_the_closest_other_sku():
 
 # --------------------------------------------------------------------------- fetching
 
-def resolve(store, server_urls, retries=0, settings=None):
+def resolve(store, server_urls, retries=0, settings=None, dam_root=None):
     """Run one ImageResolver over ``server_urls``; return it."""
     async def go():
         with ThreadPoolExecutor(2) as ex:
             # revalidate_hours=0: every run asks the server (conditionally).
-            r = im.ImageResolver(store, settings or im.FetchSettings(revalidate_hours=0), ex)
+            r = im.ImageResolver(store, settings or im.FetchSettings(revalidate_hours=0), ex,
+                                 dam_root=dam_root)
             async with Fetcher(FetchPolicy(allow_private=True, retries=retries,
                                            backoff=0.01)) as f:
                 await r.resolve(server_urls, f)
@@ -221,8 +222,8 @@ def test_local_files_are_not_reread_when_unchanged(tmp_path):
     p = tmp_path / "A_1.jpg"
     p.write_bytes((FIX / "original.jpg").read_bytes())
     store = open_store(":memory:")
-    first = resolve(store, [str(p)])
-    second = resolve(store, [str(p)])
+    first = resolve(store, [str(p)], dam_root=tmp_path)
+    second = resolve(store, [str(p)], dam_root=tmp_path)
     assert first.stats["hashed"] == 1 and second.stats["hashed"] == 0
     assert second.stats["cached"] == 1
     assert first.results[str(p)] == second.results[str(p)]

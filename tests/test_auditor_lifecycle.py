@@ -52,20 +52,33 @@ def test_resolved_not_seen_stays_as_it_is():
     assert transition(None, None, COMPLETE) is None
 
 
-def test_a_failed_source_resolves_nothing():
+def test_a_failed_source_opens_and_resolves_nothing():
     failed = Evidence(SourceStatus.FAILED, set(), {"price"})
     assert transition(prev(), None, failed) is None
-    # ...but what it did see still opens (a failed read may have yielded some listings)
-    assert transition(None, finding(), failed).event == "opened"
+    # what a failed read did yield before it failed is no evidence either
+    assert transition(None, finding(), failed) is None
+    assert transition(prev(state=lc.RESOLVED), finding(), failed) is None
 
 
-def test_a_partial_read_resolves_only_listings_it_read():
+def test_a_partial_read_opens_reopens_and_resolves_nothing():
     partial = Evidence(SourceStatus.PARTIAL, {"A"}, {"price"})
-    assert transition(prev(key="A"), None, partial).event == "resolved"
-    assert transition(prev(key="B"), None, partial) is None
+    assert transition(prev(key="A"), None, partial) is None
     assert transition(prev(key=None), None, partial) is None  # a missing-listing finding
-    unknown = Evidence(SourceStatus.PARTIAL, None, {"price"})
-    assert transition(prev(key="A"), None, unknown) is None
+    assert transition(None, finding(), partial) is None
+    assert transition(prev(state=lc.RESOLVED), finding(), partial) is None
+    # an open finding it saw again is still updated (seen), and may change
+    assert transition(prev(), finding(), partial) is lc.STILL_OPEN
+    assert transition(prev(), finding(actual="3 EUR"), partial) is lc.OPEN_CHANGED
+
+
+def test_not_evaluated_neither_opens_nor_resolves():
+    ne = finding(Outcome.NOT_EVALUATED, actual=None)
+    assert transition(prev(), ne, COMPLETE) is None            # stays as it was
+    assert transition(prev(state=lc.RESOLVED), ne, COMPLETE) is None
+    assert transition(None, ne, COMPLETE) is lc.OPEN_NEW       # kept as a note
+    assert transition(None, ne, Evidence(SourceStatus.PARTIAL, None, {"price"})) is None
+    note = prev(outcome="not_evaluated", actual=None)
+    assert transition(note, finding(), COMPLETE).event == "opened"  # compared at last
 
 
 def test_a_check_that_did_not_run_resolves_nothing():

@@ -143,15 +143,40 @@ def test_finding_lifecycle_open_change_resolve_reopen(fresh_store):
     assert {r.sku: r.state for r in s.findings()} == {"A": "resolved", "B": "open"}
 
 
-def test_failed_source_never_resolves_and_partial_only_seen(fresh_store):
+def test_failed_or_partial_source_never_opens_or_resolves(fresh_store):
     s = fresh_store
     s.apply_findings(1, "google", [_f("A"), _f("B")], SourceStatus.COMPLETE, {"A", "B"},
                      ["price"], NOW)
-    c = s.apply_findings(2, "google", [], SourceStatus.FAILED, set(), ["price"], NOW)
-    assert c.resolved == 0
-    c = s.apply_findings(3, "google", [], SourceStatus.PARTIAL, {"A"}, ["price"], NOW)
-    assert c.resolved == 1
+    c = s.apply_findings(2, "google", [_f("C")], SourceStatus.FAILED, set(), ["price"], NOW)
+    assert c.resolved == 0 and c.opened == 0
+    c = s.apply_findings(3, "google", [_f("D")], SourceStatus.PARTIAL, {"A", "D"}, ["price"], NOW)
+    assert c.resolved == 0 and c.opened == 0
+    assert {r.sku: r.state for r in s.findings()} == {"A": "open", "B": "open"}
+    # A complete read resolves A; a partial read that sees A again does not reopen it.
+    s.apply_findings(4, "google", [_f("B")], SourceStatus.COMPLETE, {"A", "B"}, ["price"], NOW)
+    c = s.apply_findings(5, "google", [_f("A"), _f("B")], SourceStatus.PARTIAL, {"A", "B"},
+                         ["price"], NOW)
+    assert c.reopened == 0 and c.still_open == 1
     assert {r.sku: r.state for r in s.findings()} == {"A": "resolved", "B": "open"}
+
+
+def test_not_evaluated_never_opens_or_resolves(fresh_store):
+    s = fresh_store
+    s.apply_findings(1, "google", [_f("A")], SourceStatus.COMPLETE, {"A", "B"}, ["price"], NOW)
+    c = s.apply_findings(2, "google", [_f("A", Outcome.NOT_EVALUATED),
+                                       _f("B", Outcome.NOT_EVALUATED)],
+                         SourceStatus.COMPLETE, {"A", "B"}, ["price"], NOW)
+    assert (c.opened, c.reopened, c.resolved, c.still_open) == (0, 0, 0, 0)
+    # A stays as it was; B is kept only as information (why it was not compared) and is
+    # no alert candidate.
+    assert {r.sku: (r.state, r.outcome) for r in s.findings()} == {
+        "A": ("open", "failed"), "B": ("open", "not_evaluated")}
+    assert [r["sku"] for r in s.alert_candidates()] == ["A"]
+    # Compared at last and different: B opens (an "opened" event, for confirmation).
+    c = s.apply_findings(3, "google", [_f("A"), _f("B")], SourceStatus.COMPLETE, {"A", "B"},
+                         ["price"], NOW)
+    assert c.opened == 1
+    assert [e.event for e in s.finding_events(_f("B").fingerprint)] == ["opened", "opened"]
 
 
 def test_disabled_check_does_not_resolve_its_findings(fresh_store):

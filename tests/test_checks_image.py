@@ -31,8 +31,8 @@ RED, RED_SMALL, BLUE, MUG = (sig("original.jpg"), sig("resize_50.jpg"),
 def view(history: bool = True) -> im.ImageView:
     v = im.ImageView(
         results={"m/red.jpg": RED, "m/blue.jpg": BLUE, "m/mug.jpg": MUG,
-                 "c/red-small.jpg": RED_SMALL, "c/blue.jpg": BLUE, "c/mug.jpg": MUG,
-                 "c/broken.jpg": "corrupt or truncated image: image file is truncated",
+                 "https://cdn.test/c/red-small.jpg": RED_SMALL, "https://cdn.test/c/blue.jpg": BLUE, "https://cdn.test/c/mug.jpg": MUG,
+                 "https://cdn.test/c/broken.jpg": "corrupt or truncated image: image file is truncated",
                  "m/gone.jpg": "HTTP 404"},
         assets={"TEE-RED": ("m/red.jpg",), "TEE-BLUE": ("m/blue.jpg",),
                 "TEE-RED-2": ("m/red.jpg", "m/mug.jpg"), "LOST": ("m/gone.jpg",)},
@@ -60,15 +60,15 @@ def run(sku: str, images: tuple[str, ...], c: CheckContext | None = None):
 
 
 @pytest.mark.parametrize("sku,images,outcome,severity,message", [
-    ("TEE-RED", ("c/red-small.jpg",), Outcome.PASSED, Severity.INFO, ""),
-    ("TEE-RED", ("c/blue.jpg",), Outcome.FAILED, Severity.MAJOR,
+    ("TEE-RED", ("https://cdn.test/c/red-small.jpg",), Outcome.PASSED, Severity.INFO, ""),
+    ("TEE-RED", ("https://cdn.test/c/blue.jpg",), Outcome.FAILED, Severity.MAJOR,
      "wrong image: shows the image of SKU TEE-BLUE"),
     ("TEE-RED", (), Outcome.FAILED, Severity.MAJOR, "missing image"),
-    ("TEE-RED", ("c/broken.jpg",), Outcome.NOT_EVALUATED, Severity.INFO, "could not be used"),
-    ("LOST", ("c/red-small.jpg",), Outcome.NOT_EVALUATED, Severity.INFO, "HTTP 404"),
-    ("TEE-RED", ("c/mug.jpg",), Outcome.FAILED, Severity.MAJOR,
+    ("TEE-RED", ("https://cdn.test/c/broken.jpg",), Outcome.NOT_EVALUATED, Severity.INFO, "could not be used"),
+    ("LOST", ("https://cdn.test/c/red-small.jpg",), Outcome.NOT_EVALUATED, Severity.INFO, "HTTP 404"),
+    ("TEE-RED", ("https://cdn.test/c/mug.jpg",), Outcome.FAILED, Severity.MAJOR,
      "outdated image: shows the master's former primary, replaced 2026-10-01"),
-    ("TEE-RED-2", ("c/mug.jpg",), Outcome.WARN, Severity.MINOR,
+    ("TEE-RED-2", ("https://cdn.test/c/mug.jpg",), Outcome.WARN, Severity.MINOR,
      "primary image is the master's image 2"),
 ])
 def test_primary_image(sku, images, outcome, severity, message):
@@ -81,7 +81,7 @@ def test_primary_image(sku, images, outcome, severity, message):
 
 
 def test_wrong_image_of_no_known_sku_names_the_distances():
-    [f] = run("TEE-RED", ("c/mug.jpg",), ctx(view(history=False)))
+    [f] = run("TEE-RED", ("https://cdn.test/c/mug.jpg",), ctx(view(history=False)))
     assert f.outcome is Outcome.FAILED and "does not match the master's primary" in f.message
     d = f.details["vs_master_primary"]
     assert d["shape_distance"] > im.MAX_SHAPE
@@ -89,7 +89,7 @@ def test_wrong_image_of_no_known_sku_names_the_distances():
 
 
 def test_colour_swap_names_the_other_sku_with_its_distances():
-    [f] = run("TEE-BLUE", ("c/red-small.jpg",))
+    [f] = run("TEE-BLUE", ("https://cdn.test/c/red-small.jpg",))
     assert f.details["shows_sku"] == "TEE-RED"
     assert f.details["vs_other_sku"]["colour_distance"] <= im.MAX_COLOUR
     assert f.details["vs_master_primary"]["colour_distance"] > im.MAX_COLOUR
@@ -98,7 +98,7 @@ def test_colour_swap_names_the_other_sku_with_its_distances():
 @pytest.mark.parametrize("min_width,outcome", [(0, Outcome.PASSED), (150, Outcome.PASSED),
                                                (151, Outcome.FAILED)])
 def test_minimum_resolution(min_width, outcome):
-    [f] = run("TEE-RED", ("c/red-small.jpg",), ctx(min_width=min_width))
+    [f] = run("TEE-RED", ("https://cdn.test/c/red-small.jpg",), ctx(min_width=min_width))
     assert f.outcome is outcome
     if outcome is Outcome.FAILED:
         assert "below the channel's minimum resolution: 150x110" in f.message
@@ -106,14 +106,14 @@ def test_minimum_resolution(min_width, outcome):
 
 
 @pytest.mark.parametrize("mode,sku,images,outcome,message", [
-    ("subset", "TEE-RED", ("c/red-small.jpg", "c/red-small.jpg"), Outcome.PASSED, ""),
-    ("subset", "TEE-RED", ("c/red-small.jpg", "c/blue.jpg"), Outcome.WARN,
+    ("subset", "TEE-RED", ("https://cdn.test/c/red-small.jpg", "https://cdn.test/c/red-small.jpg"), Outcome.PASSED, ""),
+    ("subset", "TEE-RED", ("https://cdn.test/c/red-small.jpg", "https://cdn.test/c/blue.jpg"), Outcome.WARN,
      "1 additional image(s) match no master image"),
-    ("subset", "TEE-RED-2", ("c/red-small.jpg", "c/red-small.jpg"), Outcome.PASSED, ""),
-    ("set", "TEE-RED-2", ("c/red-small.jpg", "c/red-small.jpg"), Outcome.WARN,
+    ("subset", "TEE-RED-2", ("https://cdn.test/c/red-small.jpg", "https://cdn.test/c/red-small.jpg"), Outcome.PASSED, ""),
+    ("set", "TEE-RED-2", ("https://cdn.test/c/red-small.jpg", "https://cdn.test/c/red-small.jpg"), Outcome.WARN,
      "1 master image(s) not shown"),
-    ("set", "TEE-RED-2", ("c/red-small.jpg", "c/mug.jpg"), Outcome.PASSED, ""),
-    ("subset", "TEE-RED", ("c/red-small.jpg", "c/broken.jpg"), Outcome.NOT_EVALUATED,
+    ("set", "TEE-RED-2", ("https://cdn.test/c/red-small.jpg", "https://cdn.test/c/mug.jpg"), Outcome.PASSED, ""),
+    ("subset", "TEE-RED", ("https://cdn.test/c/red-small.jpg", "https://cdn.test/c/broken.jpg"), Outcome.NOT_EVALUATED,
      "could not be used"),
 ])
 def test_additional_images_as_a_set(mode, sku, images, outcome, message):
@@ -123,13 +123,13 @@ def test_additional_images_as_a_set(mode, sku, images, outcome, message):
 
 
 def test_additional_images_off():
-    fs = run("TEE-RED", ("c/red-small.jpg", "c/blue.jpg"), ctx(additional_images="off"))
+    fs = run("TEE-RED", ("https://cdn.test/c/red-small.jpg", "https://cdn.test/c/blue.jpg"), ctx(additional_images="off"))
     assert [f.field for f in fs] == ["image"]
 
 
 @pytest.mark.parametrize("c,images,expected", [
-    (ctx(None), ("c/red-small.jpg",), Outcome.NOT_EVALUATED),  # preparation did not run
-    (ctx(), ("c/red-small.jpg",), None),  # the master has no image: nothing to compare
+    (ctx(None), ("https://cdn.test/c/red-small.jpg",), Outcome.NOT_EVALUATED),  # preparation did not run
+    (ctx(), ("https://cdn.test/c/red-small.jpg",), None),  # the master has no image: nothing to compare
 ])
 def test_nothing_to_compare(c, images, expected):
     fs = run("NO-ASSETS", images, c)
@@ -310,7 +310,7 @@ def test_a_failing_image_step_leaves_the_check_not_evaluated(tmp_path, image_ser
 
 
 def test_additional_images_are_not_judged_behind_a_wrong_primary():
-    fs = run("TEE-RED", ("c/blue.jpg", "c/blue.jpg"))
+    fs = run("TEE-RED", ("https://cdn.test/c/blue.jpg", "https://cdn.test/c/blue.jpg"))
     assert [(f.field, f.outcome) for f in fs] == [("image", Outcome.FAILED)]
 
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 from hypothesis import given, strategies as st
 
-from auditor.model import Money, Outcome, Severity
+from auditor.model import Money, Outcome
 from checks.price import round_price
 from tests.checks_factory import NOW, days, eur, listing, master, problems, run
 

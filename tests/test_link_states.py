@@ -49,7 +49,7 @@ def audit(world):
     store = open_store(cfg.store_url)
     try:
         report = run_audit(cfg, store, now=NOW)
-        links = {r["listing_key"]: r for r in store.link_states()}
+        links = {r.listing_key: r.to_dict() for r in store.link_states()}
         findings = [f.to_dict() for f in store.findings(state="open")]
     finally:
         store.close()
@@ -104,7 +104,7 @@ def test_states_confirm_and_reject_across_runs(tmp_path):
         assert not [f for f in findings if f["sku"] == "D" and f["field"] == "listing"]
     store = open_store(world / "auditor.db")
     try:
-        got = {(d["listing_key"], d["sku"], d["decision"]) for d in store.decided_links()}
+        got = {(d.listing_key, d.sku, d.decision) for d in store.decided_links()}
     finally:
         store.close()
     assert got == {("K2", "D", "confirmed"), ("K1", "A", "rejected")}

@@ -49,7 +49,7 @@ def test_renderer_runs_the_pages_scripts(shop):
     assert not extract(JS_PAGE, shop.base + "/p/js").is_product  # nothing without JS
 
     async def go():
-        p = FetchPolicy(allow_private=True, allow_hosts={"127.0.0.1"}, timeout=10)
+        p = FetchPolicy(allow_private=True, allow_hosts={shop.base}, timeout=10)
         async with Renderer(p, concurrency=1) as r:
             return await r.render(shop.base + "/p/js")
 
@@ -60,7 +60,7 @@ def test_renderer_runs_the_pages_scripts(shop):
 
 def test_renderer_keeps_the_outbound_guard(shop):
     async def go():
-        p = FetchPolicy(allow_private=False, allow_hosts={"127.0.0.1"}, timeout=10)
+        p = FetchPolicy(allow_private=False, allow_hosts={shop.base}, timeout=10)
         async with Renderer(p, concurrency=1) as r:
             return await r.render(shop.base + "/p/js")
 

@@ -12,7 +12,6 @@ import io
 import os
 import shutil
 import subprocess
-import sys
 from datetime import datetime, timezone
 from email import message_from_bytes, policy
 from pathlib import Path

@@ -60,7 +60,7 @@ def _f(key, outcome=Outcome.FAILED, check="price", actual="2 EUR", channel="goog
 def test_implements_every_concern(store):
     for proto in (interface.MasterStore, interface.ListingStore, interface.FindingStore,
                   interface.RunStore, interface.CacheStore, interface.PresenceHoldStore,
-                  interface.ServiceStore,
+                  interface.ServiceStore, interface.AlertStore,
                   interface.Store):
         assert isinstance(store, proto), proto.__name__
 
@@ -239,19 +239,19 @@ def test_link_states_notes_and_decisions(store):
     store.save_listings(1, "google", [(a, Link("google", "A", "A", LinkMethod.FUZZY, 0.9)),
                                       (b, sugg), (c, none)])
     store.save_link_notes(1, "google", [sugg, none])
-    states = {r["listing_key"]: r for r in store.link_states("google")}
-    assert {k: r["state"] for k, r in states.items()} == \
+    states = {r.listing_key: r for r in store.link_states("google")}
+    assert {k: r.state for k, r in states.items()} == \
         {"A": "linked", "B": "suggested", "C": "unlinked"}
-    assert states["B"]["candidates"] == ["X", "Y"] and states["B"]["evidence"]["title"] == 0.7
-    assert states["C"]["reason"] == "title has no words"
-    assert [r["listing_key"] for r in store.link_states(state="suggested")] == ["B"]
+    assert states["B"].candidates == ("X", "Y") and states["B"].evidence["title"] == 0.7
+    assert states["C"].reason == "title has no words"
+    assert [r.listing_key for r in store.link_states(state="suggested")] == ["B"]
     assert store.listing_channels("B") == ["google"] and store.listing_channels("Z") == []
     # a person decides: the link follows at once, the decisions stay
     store.decide_link("google", "B", "Y", "confirmed", NOW, "checked the photo")
     store.decide_link("google", "A", "A", "rejected", NOW)
-    states = {r["listing_key"]: r for r in store.link_states("google")}
-    assert (states["B"]["sku"], states["B"]["method"]) == ("Y", "confirmed")
-    assert states["A"]["sku"] is None and states["A"]["state"] == "unlinked"
+    states = {r.listing_key: r for r in store.link_states("google")}
+    assert (states["B"].sku, states["B"].method) == ("Y", "confirmed")
+    assert states["A"].sku is None and states["A"].state == "unlinked"
     assert store.link_decisions("google") == {"confirmed": {"B": "Y"},
                                               "rejected": {"A": {"A"}}}
     assert store.link_decisions("meta") == {"confirmed": {}, "rejected": {}}
@@ -259,7 +259,7 @@ def test_link_states_notes_and_decisions(store):
     store.decide_link("google", "B", "X", "confirmed", NOW)
     store.decide_link("google", "B", "X", "rejected", NOW)
     assert store.link_decisions("google")["confirmed"] == {}
-    assert {(d["listing_key"], d["sku"], d["decision"]) for d in store.decided_links()} == \
+    assert {(d.listing_key, d.sku, d.decision) for d in store.decided_links()} == \
         {("B", "X", "rejected"), ("A", "A", "rejected")}
     with pytest.raises(ValueError):
         store.decide_link("google", "B", "X", "maybe", NOW)
@@ -302,15 +302,18 @@ def test_findings_apply_events_and_records(store):
     assert store.finding_events("nope") == []
 
 
-def test_failed_source_resolves_nothing_partial_only_what_it_read(store):
+def test_only_a_complete_read_opens_or_resolves(store):
     store.apply_findings(1, "google", [_f("A"), _f("B")], SourceStatus.COMPLETE, {"A", "B"},
                          ["price"], NOW)
-    assert store.apply_findings(2, "google", [], SourceStatus.FAILED, set(), ["price"],
-                                NOW).resolved == 0
-    assert store.apply_findings(3, "google", [], SourceStatus.PARTIAL, {"A"}, ["price"],
-                                NOW).resolved == 1
+    c = store.apply_findings(2, "google", [_f("C")], SourceStatus.FAILED, set(), ["price"], NOW)
+    assert (c.resolved, c.opened) == (0, 0)
+    c = store.apply_findings(3, "google", [_f("D")], SourceStatus.PARTIAL, {"A", "D"},
+                             ["price"], NOW)
+    assert (c.resolved, c.opened) == (0, 0)
     assert store.apply_findings(4, "google", [], SourceStatus.COMPLETE, {"A"}, ["title"],
                                 NOW).resolved == 0  # the price check did not run
+    assert store.apply_findings(5, "google", [_f("B")], SourceStatus.COMPLETE, {"A", "B"},
+                                ["price"], NOW).resolved == 1
     assert {r.sku: r.state for r in store.findings()} == {"A": "resolved", "B": "open"}
 
 

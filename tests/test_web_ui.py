@@ -32,10 +32,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def _serving(app):
+    """``app`` served by uvicorn on a free loopback port; yields its base URL."""
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        t.join(10)
+
+
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory):
     """(base URL, world folder) of the UI serving a fresh copy of the four-week store."""
-    import uvicorn
     from fastapi import FastAPI
 
     from auditor.web.routes import build_ui_router
@@ -53,21 +72,12 @@ def ui(tmp_path_factory):
 
     app = FastAPI()
     app.include_router(build_ui_router(lambda: cfg, opener))
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=server.run, daemon=True)
     old = os.environ.get("AUDITOR_UI_PASSWORD")
     os.environ["AUDITOR_UI_PASSWORD"] = PASSWORD
-    t.start()
-    for _ in range(100):
-        if server.started:
-            break
-        time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}", d
+        with _serving(app) as base:
+            yield base, d
     finally:
-        server.should_exit = True
-        t.join(10)
         if old is None:
             os.environ.pop("AUDITOR_UI_PASSWORD", None)
         else:
@@ -251,3 +261,61 @@ def test_serve_mounts_the_ui_and_schedules_the_weekly_report(tmp_path):
     svc.cfg = dataclasses.replace(cfg, smtp={})
     assert svc.weekly_report() == 0
     assert list((d / "weekly-reports").glob("*/index.html"))
+
+
+def test_confirm_a_suggested_link(browser, tmp_path):
+    """The linker suggests K2 (title fits two hoodie sizes); a person confirms it in the
+    UI; the next run keeps the confirmed link."""
+    import contextlib as _cl
+
+    from fastapi import FastAPI
+
+    from auditor.runner import run_audit
+    from auditor.web.routes import build_ui_router
+    from tests.conftest import NOW
+    from tests.test_link_states import make_world
+
+    world = make_world(tmp_path)
+    cfg = load_config(world / "config.toml")
+    store = open_store(cfg.store_url)
+    run_audit(cfg, store, now=NOW)
+    store.close()
+
+    @_cl.contextmanager
+    def opener():
+        s = open_store(cfg.store_url, create=False)
+        try:
+            yield s
+        finally:
+            s.close()
+
+    app = FastAPI()
+    app.include_router(build_ui_router(lambda: cfg, opener))
+    os.environ["AUDITOR_UI_PASSWORD"] = PASSWORD
+    try:
+        with _serving(app) as base:
+            ctx = browser.new_context()
+            page = ctx.new_page()
+            page.goto(base + "/links")
+            assert page.locator("table.suggestion").count() == 1
+            assert page.locator('table.suggestion[data-key="K2"]').count() == 1
+            _login(page, base)
+            page.goto(base + "/links")
+            _shot(page, "links")
+            sku = page.locator('input[name=sku]').get_attribute("value")
+            assert sku in ("C", "D")
+            with page.expect_navigation():
+                page.click("button[value=confirm]")
+            assert page.locator("table.suggestion").count() == 0  # no longer waiting
+            ctx.close()
+    finally:
+        os.environ.pop("AUDITOR_UI_PASSWORD", None)
+    store = open_store(cfg.store_url)
+    try:
+        assert [(d.listing_key, d.sku, d.decision) for d in store.decided_links()] == \
+            [("K2", sku, "confirmed")]
+        run_audit(cfg, store, now=NOW)
+        link = {r.listing_key: r.to_dict() for r in store.link_states()}["K2"]
+        assert (link["state"], link["sku"], link["method"]) == ("linked", sku, "confirmed")
+    finally:
+        store.close()

@@ -15,7 +15,7 @@ import logging
 import signal
 import socket
 import threading
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterable
 

@@ -24,18 +24,19 @@ from auditor.errors import StoreError
 from auditor.storage.interface import (CacheStore, FindingStore, ListingStore, MasterStore,
                                        PresenceHoldStore, RunStore, ServiceStore,
                                        Store)
-from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord, LinkRecord,
+from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord,
+                                     LinkDecisionRecord, LinkRecord, LinkStateRecord,
                                      ListingSave, MasterChange, MasterHistory,
                                      MasterImportResult, MasterPlan, MasterSnapshot,
                                      PresenceHoldRecord, RunErrorRecord, RunRecord,
                                      RunSourceRecord, ScoreRecord)
 
-__all__ = ["open_store", "check_url", "remove_store", "store_exists", "describe", "Store", "MasterStore",
-           "ListingStore", "FindingStore", "RunStore", "CacheStore", "ServiceStore", "FindingChanges",
-           "FindingEvent", "FindingRecord", "LinkRecord", "ListingSave", "MasterChange",
+__all__ = ["open_store", "check_url", "remove_store", "store_exists", "describe", "Store",
+           "MasterStore", "ListingStore", "FindingStore", "RunStore", "CacheStore",
+           "PresenceHoldStore", "ServiceStore", "FindingChanges", "FindingEvent", "FindingRecord",
+           "LinkDecisionRecord", "LinkRecord", "LinkStateRecord", "ListingSave", "MasterChange",
            "MasterHistory", "MasterImportResult", "MasterPlan", "MasterSnapshot",
-           "RunErrorRecord", "RunRecord", "RunSourceRecord", "ScoreRecord",
-           "PresenceHoldStore", "PresenceHoldRecord"]
+           "PresenceHoldRecord", "RunErrorRecord", "RunRecord", "RunSourceRecord", "ScoreRecord"]
 
 SCHEMES = ("sqlite",)                       # implemented
 PLANNED = ("postgresql", "postgres")        # designed in docs/scaling.md

@@ -22,7 +22,9 @@ implementations group them:
 - ``RunStore``: runs, per-source results and bad rows, consistency scores;
 - ``CacheStore``: HTTP validators and extractions, image signatures and image URLs;
 - ``ServiceStore``: what ``auditor serve`` reads (run history, metric aggregates, API pages)
-  and the API's triage writes.
+  and the API's triage writes;
+- ``AlertStore``: silences, alert groups, the notification outbox and the propagation
+  latency recorded per master change and channel (``auditor.alerts``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from typing import (Any, Callable, ContextManager, Iterable, Iterator, Mapping, 
 from auditor.events import FindingChange
 from auditor.model import Finding, Link, Listing, MasterRecord, Run, SourceResult, SourceStatus
 from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord,
-                                     HttpCacheRow, HttpValidators, ImageUrlRow, LinkRecord,
+                                     HttpCacheRow, HttpValidators, ImageUrlRow,
+                                     LinkDecisionRecord, LinkRecord, LinkStateRecord,
                                      ListingSave, MasterAssetRow, MasterChange, MasterHistory,
                                      MasterImportResult, MasterPlan, MasterSnapshot,
                                      PresenceHoldRecord, RunErrorRecord, RunRecord,
@@ -134,8 +137,8 @@ class ListingStore(Protocol):
         link follows at once."""
         ...
 
-    def decided_links(self, channel: str | None = None) -> list[dict[str, Any]]:
-        """Every recorded decision: channel, listing_key, sku, decision, decided_at, note."""
+    def decided_links(self, channel: str | None = None) -> list[LinkDecisionRecord]:
+        """Every recorded decision, by channel, listing and SKU."""
         ...
 
     def listing_channels(self, listing_key: str) -> list[str]:
@@ -148,7 +151,7 @@ class ListingStore(Protocol):
         ...
 
     def link_states(self, channel: str | None = None, state: str | None = None
-                    ) -> list[dict[str, Any]]:
+                    ) -> list[LinkStateRecord]:
         """Each present listing's link with its state (linked, suggested, unlinked) and,
         when not linked, the last run's reason and evidence; ``state`` filters."""
         ...
@@ -376,6 +379,10 @@ class BrowseStore(Protocol):
         """Every channel's listings linked to ``sku``, with when each last changed."""
         ...
 
+    def listing(self, channel: str, key: str) -> Listing | None:
+        """One listing's latest version, removed or not."""
+        ...
+
     def finding_channels(self) -> list[str]:
         """The channels that have findings."""
         ...
@@ -481,6 +488,102 @@ class ServiceStore(Protocol):
 
 
 @runtime_checkable
+class AlertStore(Protocol):
+    """Triage, silences, alert groups, the notification outbox and the recorded propagation
+    latency (see auditor.alerts and docs/alerts.md); ack/snooze/resolve and ``finding``
+    are declared by ServiceStore. Rows are plain dicts."""
+
+    def find_fingerprint(self, prefix: str) -> str:
+        """The one finding fingerprint starting with ``prefix`` (StoreError otherwise)."""
+        ...
+
+    def finding_episodes(self, fingerprints: Iterable[str] | None = None
+                         ) -> dict[str, tuple[str, str, int | None, int]]:
+        """fingerprint -> (opened|reopened, since, run, consecutive complete runs)."""
+        ...
+
+    def alert_candidates(self) -> list[dict[str, Any]]:
+        """Unresolved findings that can alert, with ``since`` and ``runs``."""
+        ...
+
+    def findings_by_fingerprint(self, fingerprints: Iterable[str]
+                                ) -> dict[str, dict[str, Any]]:
+        ...
+
+    def recent_master_changes(self, since: datetime) -> list[tuple[str, str, str]]:
+        """(sku, field, changed_at) of master changes since ``since``."""
+        ...
+
+    def listing_context(self, pairs: Iterable[tuple[str, str]]
+                        ) -> dict[tuple[str, str], dict[str, Any]]:
+        """(channel, key) -> the listing's url and title."""
+        ...
+
+    def master_titles(self, skus: Iterable[str]) -> dict[str, str | None]:
+        ...
+
+    def source_failure_streaks(self) -> dict[str, dict[str, Any]]:
+        """Each source's latest result with ``failing_runs`` in a row."""
+        ...
+
+    def add_silence(self, matchers: Mapping[str, str], starts_at: datetime, ends_at: datetime,
+                    by: str | None, comment: str | None, now: datetime | None = None) -> int:
+        ...
+
+    def silences(self, active_at: datetime | None = None) -> list[dict[str, Any]]:
+        ...
+
+    def expire_silence(self, silence_id: int, now: datetime | None = None) -> bool:
+        ...
+
+    def alert_inputs(self) -> str:
+        """A token that changes whenever anything an alert evaluation reads changes."""
+        ...
+
+    def alert_cursor(self, name: str) -> str | None:
+        ...
+
+    def alert_snapshot(self) -> ContextManager[None]:
+        """A consistent read of everything an evaluation reads."""
+        ...
+
+    def alert_groups(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """(receiver, group key) -> what that receiver was last told about the group."""
+        ...
+
+    def record_alerts(self, groups: Iterable[Mapping[str, Any]], drop: Iterable[tuple[str, str]],
+                      notifications: Iterable[Mapping[str, Any]],
+                      finding_states: Iterable[tuple[str | None, str | None, str]],
+                      now: datetime, generation: str, cursors: Mapping[str, str]
+                      ) -> int | None:
+        """Write an evaluation atomically, unless another was recorded since
+        ``generation`` (None)."""
+        ...
+
+    def outbox(self, statuses: Sequence[str] | None = ("pending", "failed"),
+               limit: int = 1000) -> list[dict[str, Any]]:
+        ...
+
+    def outbox_sent(self, row_id: int, now: datetime) -> None:
+        ...
+
+    def outbox_failed(self, row_id: int, error: str, next_attempt_at: datetime | None) -> None:
+        ...
+
+    def outbox_retry_failed(self, now: datetime) -> int:
+        ...
+
+    def sync_propagation(self, checks_by_field: Mapping[str, Sequence[str]]) -> dict[str, int]:
+        """Record the propagation of master changes to channels (idempotent)."""
+        ...
+
+    def propagation_rows(self, channel: str | None = None, pending: bool | None = None,
+                         limit: int | None = None) -> list[dict[str, Any]]:
+        """Per master change, channel and check: changed_at, caught_up_at, latency_seconds."""
+        ...
+
+
+@runtime_checkable
 class HistoryStore(Protocol):
     """Reads of the past: the state of every channel at a moment, rebuilt from
     finding events and listing runs (the weekly report, the run headline)."""
@@ -522,8 +625,9 @@ class HistoryStore(Protocol):
         ...
 
 
+@runtime_checkable
 class Store(MasterStore, ListingStore, FindingStore, RunStore, CacheStore, PresenceHoldStore,
-            ServiceStore, HistoryStore, BrowseStore, Protocol):
+            ServiceStore, HistoryStore, BrowseStore, AlertStore, Protocol):
     """A whole store: every concern, plus its own life cycle.
 
     ``url`` reopens the same store (``open_store(store.url)``), in another process

@@ -174,6 +174,34 @@ class LinkRecord(_Record):
     run_id: int | None            # the run that set this link
 
 
+@dataclass(frozen=True, slots=True)
+class LinkStateRecord(_Record):
+    """A present listing's link with its state and, when not linked, why (last run)."""
+
+    channel: str
+    listing_key: str
+    state: str                    # linked, suggested, unlinked
+    sku: str | None
+    method: str
+    confidence: float | None
+    candidates: tuple[str, ...]
+    run_id: int | None
+    reason: str | None            # why it is not linked (None when linked)
+    evidence: dict[str, Any]      # what the matcher weighed ({} when none)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkDecisionRecord(_Record):
+    """A pair a person confirmed or rejected (kept across runs)."""
+
+    channel: str
+    listing_key: str
+    sku: str
+    decision: str                 # confirmed, rejected
+    decided_at: datetime
+    note: str | None
+
+
 # --------------------------------------------------------------------------- findings
 
 @dataclass(frozen=True, slots=True)
@@ -200,11 +228,21 @@ class FindingRecord(_Record):
     last_run: int | None
     resolved_at: datetime | None
     resolved_run: int | None
+    # triage and alerting (see auditor.alerts): who acknowledged or snoozed it, and its
+    # alert state as last evaluated (pending, firing, suppressed) with the reason
+    ack_by: str | None = None
+    ack_at: datetime | None = None
+    ack_note: str | None = None
+    snoozed_until: datetime | None = None
+    snoozed_by: str | None = None
+    alert_state: str | None = None
+    alert_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class FindingEvent(_Record):
-    """One state change of a finding: opened, changed, resolved, reopened."""
+    """One state change of a finding: opened, changed, resolved, reopened, acknowledged,
+    snoozed."""
 
     id: int
     fingerprint: str
@@ -215,6 +253,8 @@ class FindingEvent(_Record):
     outcome: str | None
     expected: str | None
     actual: str | None
+    actor: str | None = None      # who did it (acknowledged, snoozed, resolved by hand)
+    note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

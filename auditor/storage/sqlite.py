@@ -16,6 +16,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import time
 from datetime import datetime, timezone
@@ -35,7 +36,8 @@ from auditor.lifecycle import OPEN, RESOLVED, Evidence, Previous
 from auditor.model import (Finding, Link, Listing, MasterRecord, Outcome, Run, SourceResult,
                            SourceStatus)
 from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord, HttpCacheRow,
-                                     HttpValidators, ImageUrlRow, LinkRecord, ListingSave,
+                                     HttpValidators, ImageUrlRow, LinkDecisionRecord,
+                                     LinkRecord, LinkStateRecord, ListingSave,
                                      MasterAssetRow, MasterChange, MasterHistory,
                                      MasterImportResult, MasterPlan, MasterSnapshot,
                                      PresenceHoldRecord, RunErrorRecord, RunRecord,
@@ -224,8 +226,49 @@ def _m6(db: sqlite_utils.Database) -> None:
     """)
 
 
+def _m7(db: sqlite_utils.Database) -> None:
+    """Alerts: acknowledgements and snoozes on findings, who did what in the event log,
+    silences, notification groups, the outbox's receiver and idempotency key, and the
+    propagation latency of master changes per channel."""
+    _script(db, """
+    ALTER TABLE findings ADD COLUMN ack_by TEXT;
+    ALTER TABLE findings ADD COLUMN ack_at TEXT;
+    ALTER TABLE findings ADD COLUMN ack_note TEXT;
+    ALTER TABLE findings ADD COLUMN snoozed_until TEXT;
+    ALTER TABLE findings ADD COLUMN snoozed_by TEXT;
+    -- the alert state as last evaluated: pending, firing or suppressed, and why
+    ALTER TABLE findings ADD COLUMN alert_state TEXT;
+    ALTER TABLE findings ADD COLUMN alert_reason TEXT;
+    ALTER TABLE finding_events ADD COLUMN actor TEXT;
+    ALTER TABLE finding_events ADD COLUMN note TEXT;
+    CREATE TABLE silences (
+        id INTEGER PRIMARY KEY, matchers TEXT NOT NULL, starts_at TEXT NOT NULL,
+        ends_at TEXT NOT NULL, created_by TEXT, comment TEXT, created_at TEXT NOT NULL);
+    -- what each receiver was last told about each group of alerts
+    CREATE TABLE alert_groups (
+        receiver TEXT NOT NULL, group_key TEXT NOT NULL, labels TEXT NOT NULL,
+        members TEXT NOT NULL, seq INTEGER NOT NULL DEFAULT 0, last_sent_at TEXT,
+        PRIMARY KEY (receiver, group_key));
+    ALTER TABLE outbox ADD COLUMN receiver TEXT;
+    ALTER TABLE outbox ADD COLUMN idempotency_key TEXT;
+    ALTER TABLE outbox ADD COLUMN sent_at TEXT;
+    CREATE UNIQUE INDEX outbox_key ON outbox(idempotency_key);
+    CREATE INDEX outbox_status ON outbox(status, next_attempt_at);
+    -- each master change per channel: when the channel first showed it
+    CREATE TABLE propagation (
+        id INTEGER PRIMARY KEY, change_id INTEGER NOT NULL, channel TEXT NOT NULL,
+        sku TEXT NOT NULL, field TEXT NOT NULL, check_name TEXT NOT NULL,
+        changed_at TEXT NOT NULL, snapshot_id INTEGER NOT NULL, caught_up_at TEXT,
+        caught_up_run INTEGER, latency_seconds REAL, checked_run INTEGER,
+        UNIQUE (change_id, channel, check_name));
+    CREATE INDEX propagation_pending ON propagation(channel, caught_up_at);
+    -- bookkeeping of the alert evaluation: cursors and what the last evaluation saw
+    CREATE TABLE alert_cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """)
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1, _m2, _m3, _m4, _m5,
-                                                               _m6]
+                                                              _m6, _m7]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -366,6 +409,14 @@ class BatchGate:
 
 
 MEMORY = ":memory:"
+
+
+# The lifecycle state people see (auditor.alerts.policy.display_state, less "reopened"),
+# from a finding's row; one parameter: now (ISO 8601). An acknowledgement or snooze is
+# cleared when the finding reopens.
+_SHOWN_STATE = ("(CASE WHEN state = 'resolved' THEN 'resolved' WHEN outcome = 'not_evaluated' "
+                "THEN 'not_evaluated' WHEN ack_at IS NOT NULL THEN 'acknowledged' "
+                "WHEN snoozed_until > ? THEN 'snoozed' ELSE 'open' END)")
 
 
 class SQLiteStore:
@@ -834,21 +885,25 @@ class SQLiteStore:
                 fp = f.fingerprint
                 if fp in observed_fps:
                     continue
-                observed_fps.add(fp)
-                obs.append((run_id, fp, f.outcome.value))
-                details = codec.dumps(dict(f.details)) if f.details else None
+                observed_fps.add(fp)  # (seen, so never resolved below, even with no t)
                 old = existing.get(fp)
                 t = transition(old, f, evidence)
-                assert t is not None and t.seen
+                if t is None:  # no evidence (a partial read, a not_evaluated outcome)
+                    continue
+                obs.append((run_id, fp, f.outcome.value))
+                details = codec.dumps(dict(f.details)) if f.details else None
                 if old is None:
                     inserts.append((fp, f.check, f.channel, f.sku, f.listing_key, f.field,
                                     f.outcome.value, f.severity.value, f.expected, f.actual,
                                     f.score, f.message, details, t.state, at, at, run_id,
                                     run_id))
-                    opened += 1
+                    if f.outcome != Outcome.NOT_EVALUATED:  # (a note is not an opening)
+                        opened += 1
                 else:
                     if t.event == lifecycle.REOPENED:
                         reopened += 1
+                    elif t.event == lifecycle.OPENED:  # a note compared at last: it differs
+                        opened += 1
                     else:
                         still_open += 1
                     updates.append((f.outcome.value, f.severity.value, f.expected, f.actual,
@@ -870,6 +925,10 @@ class SQLiteStore:
                 "UPDATE findings SET outcome=?, severity=?, expected=?, actual=?, score=?,"
                 " message=?, details=?, state=?, last_seen_at=?, last_run=?, sku=?,"
                 " resolved_at=NULL, resolved_run=NULL WHERE fingerprint=?", updates)
+            # a finding back again needs a person again: its acknowledgement and snooze go
+            c.executemany("UPDATE findings SET ack_by=NULL, ack_at=NULL, ack_note=NULL,"
+                          " snoozed_until=NULL, snoozed_by=NULL WHERE fingerprint=?",
+                          [(e[0],) for e in events if e[3] == lifecycle.REOPENED])
             c.executemany("INSERT OR REPLACE INTO finding_observations (run_id, fingerprint, "
                           "outcome) VALUES (?,?,?)", obs)
             # Findings not seen in this run: what the lifecycle makes of their absence.
@@ -895,7 +954,8 @@ class SQLiteStore:
     _FINDING_COLS = ("fingerprint, check_name, channel, sku, listing_key, field, outcome, "
                      "severity, expected, actual, score, message, details, state, "
                      "first_seen_at, last_seen_at, first_run, last_run, resolved_at, "
-                     "resolved_run")
+                     "resolved_run, ack_by, ack_at, ack_note, snoozed_until, snoozed_by, "
+                     "alert_state, alert_reason")
 
     def findings(self, state: str | None = None, channel: str | None = None,
                  check: str | None = None, sku: str | None = None,
@@ -919,17 +979,21 @@ class SQLiteStore:
     @staticmethod
     def _finding_record(row: Sequence[Any]) -> FindingRecord:
         (fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg, det, st, first, last, frun,
-         lrun, res_at, res_run) = row
+         lrun, res_at, res_run, ack_by, ack_at, ack_note, snoozed, snoozed_by, alert_state,
+         alert_reason) = row
         return FindingRecord(fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg,
                              orjson.loads(det) if det else {}, st,
                              datetime.fromisoformat(first), datetime.fromisoformat(last), frun,
-                             lrun, parse_time(res_at), res_run)
+                             lrun, parse_time(res_at), res_run, ack_by, parse_time(ack_at),
+                             ack_note, parse_time(snoozed), snoozed_by, alert_state,
+                             alert_reason)
 
     def finding_events(self, fingerprint: str) -> list[FindingEvent]:
-        return [FindingEvent(i, fp, run, datetime.fromisoformat(at), ev, st, out, exp, act)
-                for i, fp, run, at, ev, st, out, exp, act in self.db.execute(
+        return [FindingEvent(i, fp, run, datetime.fromisoformat(at), ev, st, out, exp, act,
+                             actor, note)
+                for i, fp, run, at, ev, st, out, exp, act, actor, note in self.db.execute(
                     "SELECT id, fingerprint, run_id, at, event, state, outcome, expected,"
-                    " actual FROM finding_events WHERE fingerprint=? ORDER BY id",
+                    " actual, actor, note FROM finding_events WHERE fingerprint=? ORDER BY id",
                     [fingerprint])]
 
     # ----------------------------------------------------------------- scores
@@ -1160,6 +1224,428 @@ class SQLiteStore:
         """Whether this process holds this store's ``run_lock``."""
         return self.path != MEMORY and holds_run_lock(self.path)
 
+    # ----------------------------------------------------------------- alerts: triage
+    def find_fingerprint(self, prefix: str) -> str:
+        """The one finding fingerprint starting with ``prefix`` (as shown, often shortened)."""
+        prefix = prefix.strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{4,40}", prefix):
+            raise StoreError(f"{prefix!r} is not a finding fingerprint (hex, 4 characters or more)")
+        rows = [r[0] for r in self.db.execute(
+            "SELECT fingerprint FROM findings WHERE fingerprint >= ? AND fingerprint < ? LIMIT 2",
+            (prefix, prefix + "g"))]
+        if not rows:
+            raise StoreError(f"no finding with fingerprint {prefix}")
+        if len(rows) > 1:
+            raise StoreError(f"fingerprint {prefix} is ambiguous: give more characters")
+        return rows[0]
+
+    def _triage(self, fingerprint: str, event: str, by: str | None, note: str | None,
+                sets: str, args: tuple, now: datetime | None, allow_resolved: bool = False
+                ) -> dict[str, Any]:
+        at = (now or datetime.now(timezone.utc)).isoformat()
+        c = self.db.conn
+        with c:
+            row = c.execute("SELECT state, outcome, expected, actual FROM findings "
+                            "WHERE fingerprint=?", (fingerprint,)).fetchone()
+            if row is None:
+                raise StoreError(f"no finding with fingerprint {fingerprint}")
+            if row[0] == RESOLVED and not allow_resolved:
+                raise StoreError(f"finding {fingerprint} is resolved: nothing to {event.rstrip('d')}")
+            c.execute(f"UPDATE findings SET {sets} WHERE fingerprint=?", (*args, fingerprint))
+            state = RESOLVED if event == "resolved" else row[0]
+            c.execute("INSERT INTO finding_events (fingerprint, run_id, at, event, state, outcome,"
+                      " expected, actual, actor, note) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                      (fingerprint, None, at, event, state, row[1], row[2], row[3], by, note))
+        return self.finding(fingerprint) or {}
+
+    def ack_finding(self, fingerprint: str, by: str | None, note: str | None = None,
+                    now: datetime | None = None) -> dict[str, Any]:
+        """Acknowledge an open finding: someone owns it, so it stops alerting until it
+        resolves and comes back (a reopen clears the acknowledgement)."""
+        at = (now or datetime.now(timezone.utc)).isoformat()
+        return self._triage(fingerprint, "acknowledged", by, note,
+                            "ack_by=?, ack_at=?, ack_note=?", (by, at, note), now)
+
+    def snooze_finding(self, fingerprint: str, until: datetime, by: str | None,
+                       now: datetime | None = None, note: str | None = None) -> dict[str, Any]:
+        """Mute an open finding until ``until``; it alerts again after, if still open."""
+        return self._triage(fingerprint, "snoozed", by, note or f"until {until.isoformat()}",
+                            "snoozed_until=?, snoozed_by=?", (until.isoformat(), by), now)
+
+    def resolve_finding(self, fingerprint: str, by: str | None, now: datetime | None = None,
+                        note: str | None = None) -> dict[str, Any]:
+        """Resolve a finding by hand; the next complete read that still shows it reopens it."""
+        at = (now or datetime.now(timezone.utc)).isoformat()
+        return self._triage(fingerprint, "resolved", by, note,
+                            "state=?, resolved_at=?, resolved_run=NULL", (RESOLVED, at), now)
+
+    def finding(self, fingerprint: str) -> dict[str, Any] | None:
+        """One stored finding as a dict (as ``findings`` returns them), with ``episode``:
+        the opened/reopened event its current episode began with."""
+        rows = list(self.db.query("SELECT * FROM findings WHERE fingerprint=?", [fingerprint]))
+        if not rows:
+            return None
+        r = rows[0]
+        r["check"] = r.pop("check_name")
+        r["details"] = json.loads(r["details"]) if r["details"] else {}
+        ep = self.db.execute(
+            "SELECT event, at, run_id FROM finding_events WHERE fingerprint=? AND event IN "
+            "('opened','reopened') ORDER BY id DESC LIMIT 1", (fingerprint,)).fetchone()
+        r["episode"] = {"event": ep[0], "at": ep[1], "run_id": ep[2]} if ep else None
+        r["stored_state"] = r["state"]  # open or resolved, as the lifecycle keeps it
+        from auditor.alerts.policy import display_state
+
+        r["state"] = display_state({**r, "episode_event": ep[0] if ep else None,
+                                    "since": ep[1] if ep else None}, datetime.now(timezone.utc))
+        return r
+
+    def finding_episodes(self, fingerprints: Iterable[str] | None = None
+                         ) -> dict[str, tuple[str, str, int | None, int]]:
+        """Each finding's current episode: (opened|reopened, since, run, runs), where runs
+        counts the complete reads of its channel since the episode began (an open finding
+        not seen in a complete read resolves, so these are consecutive runs that showed it).
+        Without ``fingerprints``: every finding not resolved."""
+        q = ("SELECT f.fingerprint, f.channel, e.event, e.at, e.run_id FROM findings f "
+             "JOIN finding_events e ON e.id = (SELECT max(id) FROM finding_events x WHERE "
+             "x.fingerprint = f.fingerprint AND x.event IN ('opened','reopened'))")
+        if fingerprints is None:
+            rows = list(self.db.execute(q + " WHERE f.state != ?", (RESOLVED,)))
+        else:
+            fps = list(dict.fromkeys(fingerprints))
+            rows = []
+            for i in range(0, len(fps), 500):
+                chunk = fps[i:i + 500]
+                rows += self.db.execute(q + f" WHERE f.fingerprint IN ({','.join('?' * len(chunk))})",
+                                        chunk)
+        complete: dict[str, list[int]] = {}
+        for ch in {r[1] for r in rows}:
+            complete[ch] = [r for (r,) in self.db.execute(
+                "SELECT run_id FROM run_sources WHERE source=? AND status='complete' "
+                "ORDER BY run_id", (ch,))]
+        out = {}
+        for fp, ch, ev, at, run in rows:
+            runs = complete.get(ch, [])
+            n = len(runs) - bisect.bisect_left(runs, run) if run is not None else 1
+            out[fp] = (ev, at, run, max(1, n))
+        return out
+
+    def alert_candidates(self) -> list[dict[str, Any]]:
+        """Every finding not resolved, with its current episode (``since``, ``runs``)."""
+        episodes = self.finding_episodes()
+        rows = []
+        cur = self.db.execute("SELECT * FROM findings WHERE state != ? AND outcome != ? "
+                              "ORDER BY fingerprint", [RESOLVED, Outcome.NOT_EVALUATED.value])
+        cols = ["check" if d[0] == "check_name" else d[0] for d in cur.description]
+        for values in cur:
+            r = dict(zip(cols, values))
+            r["details"] = orjson.loads(r["details"]) if r["details"] else {}
+            ep = episodes.get(r["fingerprint"])
+            r["episode_event"], r["since"], r["episode_run"], r["runs"] = \
+                ep if ep else ("opened", r["first_seen_at"], r["first_run"], 1)
+            rows.append(r)
+        return rows
+
+    def findings_by_fingerprint(self, fingerprints: Iterable[str]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        fps = list(dict.fromkeys(fingerprints))
+        for i in range(0, len(fps), 500):
+            chunk = fps[i:i + 500]
+            for r in self.db.query("SELECT * FROM findings WHERE fingerprint IN "
+                                   f"({','.join('?' * len(chunk))})", chunk):
+                r["check"] = r.pop("check_name")
+                r["details"] = json.loads(r["details"]) if r["details"] else {}
+                out[r["fingerprint"]] = r
+        return out
+
+    def recent_master_changes(self, since: datetime) -> list[tuple[str, str, str]]:
+        """(sku, field, changed_at) of master changes at or after ``since``."""
+        return list(self.db.execute("SELECT sku, field, changed_at FROM master_changes "
+                                    "WHERE changed_at >= ? ORDER BY id", (since.isoformat(),)))
+
+    def listing_context(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict]:
+        """For (channel, listing key): the listing's ``url`` and ``title``."""
+        out: dict[tuple[str, str], dict] = {}
+        for ch, key in dict.fromkeys(pairs):
+            row = self.db.execute("SELECT data FROM listings WHERE channel=? AND key=?",
+                                  (ch, key)).fetchone()
+            if row:
+                d = orjson.loads(row[0])
+                out[(ch, key)] = {"url": d.get("url"), "title": d.get("title")}
+        return out
+
+    def master_titles(self, skus: Iterable[str]) -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
+        wanted = [s for s in dict.fromkeys(skus) if s]
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i:i + 500]
+            for sku, data in self.db.execute("SELECT sku, data FROM master_records WHERE sku IN "
+                                             f"({','.join('?' * len(chunk))})", chunk):
+                out[sku] = orjson.loads(data).get("title")
+        return out
+
+    def source_failure_streaks(self) -> dict[str, dict[str, Any]]:
+        """Each source's latest recorded result, with ``failing_runs``: how many of its
+        latest results in a row were not complete."""
+        out: dict[str, dict[str, Any]] = {}
+        for r in self.db.query("SELECT * FROM run_sources ORDER BY source, run_id DESC"):
+            got = out.get(r["source"])
+            if got is None:
+                r["failing_runs"] = 0 if r["status"] == "complete" else 1
+                r["_streak"] = r["status"] != "complete"
+                out[r["source"]] = r
+            elif got["_streak"]:
+                if r["status"] == "complete":
+                    got["_streak"] = False
+                else:
+                    got["failing_runs"] += 1
+        for r in out.values():
+            r.pop("_streak", None)
+        return out
+
+    # ----------------------------------------------------------------- alerts: silences
+    def add_silence(self, matchers: Mapping[str, str], starts_at: datetime, ends_at: datetime,
+                    by: str | None, comment: str | None, now: datetime | None = None) -> int:
+        with self.db.conn:
+            return int(self.db.conn.execute(
+                "INSERT INTO silences (matchers, starts_at, ends_at, created_by, comment,"
+                " created_at) VALUES (?,?,?,?,?,?)",
+                (codec.dumps(dict(matchers)), starts_at.isoformat(), ends_at.isoformat(), by,
+                 comment, (now or datetime.now(timezone.utc)).isoformat())).lastrowid or 0)
+
+    def silences(self, active_at: datetime | None = None) -> list[dict[str, Any]]:
+        """Silences, newest first; only those in force at ``active_at`` when given."""
+        q, args = "SELECT * FROM silences", []
+        if active_at is not None:
+            q += " WHERE starts_at <= ? AND ends_at > ?"
+            args = [active_at.isoformat(), active_at.isoformat()]
+        rows = list(self.db.query(q + " ORDER BY id DESC", args))
+        for r in rows:
+            r["matchers"] = json.loads(r["matchers"])
+        return rows
+
+    def expire_silence(self, silence_id: int, now: datetime | None = None) -> bool:
+        at = (now or datetime.now(timezone.utc)).isoformat()
+        with self.db.conn:
+            cur = self.db.conn.execute("UPDATE silences SET ends_at=? WHERE id=? AND ends_at>?",
+                                       (at, silence_id, at))
+            if cur.rowcount:
+                self.db.conn.execute("INSERT INTO alert_cursors (name, value) VALUES "
+                                     "('silences_expired', '1') ON CONFLICT(name) DO UPDATE SET "
+                                     "value = CAST(value AS INTEGER) + 1")
+        return cur.rowcount > 0
+
+    def alert_inputs(self) -> str:
+        """A token that changes whenever anything an alert evaluation reads changes
+        (finding events, source results, master changes, silences)."""
+        c = self.db.conn
+        parts = [c.execute(q).fetchone()[0] for q in (
+            "SELECT max(id) FROM finding_events", "SELECT max(rowid) FROM run_sources",
+            "SELECT max(id) FROM master_changes", "SELECT max(id) FROM silences",
+            "SELECT max(value) FROM alert_cursors WHERE name='silences_expired'")]
+        return ":".join(str(p) for p in parts)
+
+    def alert_cursor(self, name: str) -> str | None:
+        row = self.db.conn.execute("SELECT value FROM alert_cursors WHERE name=?",
+                                   (name,)).fetchone()
+        return row[0] if row else None
+
+
+    # ----------------------------------------------------------------- alerts: outbox
+    @contextlib.contextmanager
+    def alert_snapshot(self) -> Iterator[None]:
+        """A read transaction: everything an alert evaluation reads comes from one
+        consistent state of the store, and no write lock is held meanwhile."""
+        c = self.db.conn
+        if c.in_transaction:
+            c.commit()
+        c.execute("BEGIN")
+        try:
+            yield
+        finally:
+            c.rollback()  # nothing was written
+
+    def alert_groups(self) -> dict[tuple[str, str], dict[str, Any]]:
+        out = {}
+        for r in self.db.query("SELECT * FROM alert_groups"):
+            r["labels"] = json.loads(r["labels"])
+            r["members"] = json.loads(r["members"])
+            out[(r["receiver"], r["group_key"])] = r
+        return out
+
+    def record_alerts(self, groups: Iterable[Mapping[str, Any]], drop: Iterable[tuple[str, str]],
+                      notifications: Iterable[Mapping[str, Any]],
+                      finding_states: Iterable[tuple[str | None, str | None, str]],
+                      now: datetime, generation: str, cursors: Mapping[str, str]
+                      ) -> int | None:
+        """Write an evaluation in one transaction: group states, dropped groups, new outbox
+        rows (receiver, idempotency_key, group_key, payload), findings' alert states (state,
+        reason, fingerprint) and the evaluation's cursors. Only if no other evaluation was
+        recorded since the one this was computed from (``generation``): else nothing is
+        written and None returned (evaluate again)."""
+        c = self.db.conn
+        at = now.isoformat()
+        if c.in_transaction:
+            c.commit()
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            row = c.execute("SELECT value FROM alert_cursors WHERE name='generation'").fetchone()
+            if (row[0] if row else "0") != generation:
+                c.rollback()
+                return None
+            c.executemany(
+                "INSERT OR REPLACE INTO alert_groups (receiver, group_key, labels, members,"
+                " seq, last_sent_at) VALUES (?,?,?,?,?,?)",
+                [(g["receiver"], g["group_key"], codec.dumps(g["labels"]),
+                  codec.dumps(g["members"]), g["seq"], g["last_sent_at"]) for g in groups])
+            c.executemany("DELETE FROM alert_groups WHERE receiver=? AND group_key=?", list(drop))
+            n = 0
+            for r in notifications:
+                cur = c.execute(
+                    "INSERT OR IGNORE INTO outbox (created_at, kind, fingerprint, payload, status,"
+                    " attempts, next_attempt_at, receiver, idempotency_key)"
+                    " VALUES (?,?,?,?,?,?,?,?,?)",
+                    (at, "notification", r["group_key"], codec.dumps(r["payload"]), "pending",
+                     0, at, r["receiver"], r["idempotency_key"]))
+                n += cur.rowcount
+            c.executemany("UPDATE findings SET alert_state=?, alert_reason=? WHERE fingerprint=?",
+                          list(finding_states))
+            c.executemany("INSERT OR REPLACE INTO alert_cursors (name, value) VALUES (?,?)",
+                          [*cursors.items(), ("generation", str(int(generation) + 1))])
+        except BaseException:
+            c.rollback()
+            raise
+        c.commit()
+        return n
+
+    def outbox(self, statuses: Sequence[str] | None = ("pending", "failed"),
+               limit: int = 1000) -> list[dict[str, Any]]:
+        """Outbox rows (oldest first), by default those not yet delivered."""
+        q, args = "SELECT * FROM outbox", []
+        if statuses:
+            q += f" WHERE status IN ({','.join('?' * len(statuses))})"
+            args = list(statuses)
+        rows = list(self.db.query(q + " ORDER BY id LIMIT ?", [*args, limit]))
+        for r in rows:
+            r["payload"] = json.loads(r["payload"])
+        return rows
+
+    def outbox_sent(self, row_id: int, now: datetime) -> None:
+        with self.db.conn:
+            self.db.conn.execute("UPDATE outbox SET status='sent', sent_at=?, attempts=attempts+1,"
+                                 " last_error=NULL WHERE id=?", (now.isoformat(), row_id))
+
+    def outbox_failed(self, row_id: int, error: str, next_attempt_at: datetime | None) -> None:
+        """A failed attempt: retried at ``next_attempt_at``, or given up (None)."""
+        with self.db.conn:
+            self.db.conn.execute(
+                "UPDATE outbox SET attempts=attempts+1, last_error=?, next_attempt_at=?, "
+                "status=? WHERE id=?",
+                (error[:1000], next_attempt_at.isoformat() if next_attempt_at else None,
+                 "pending" if next_attempt_at else "failed", row_id))
+
+    def outbox_retry_failed(self, now: datetime) -> int:
+        with self.db.conn:
+            return self.db.conn.execute(
+                "UPDATE outbox SET status='pending', next_attempt_at=?, attempts=0 "
+                "WHERE status='failed'", (now.isoformat(),)).rowcount
+
+    # ----------------------------------------------------------------- alerts: propagation
+    def sync_propagation(self, checks_by_field: Mapping[str, Sequence[str]]) -> dict[str, int]:
+        """Record the propagation of master changes to channels.
+
+        Every master change (of a field some check compares: ``checks_by_field``) gets a
+        row per channel listing that SKU and per check; a row is caught up at the first
+        complete read of the channel, in or after the run that imported the change, in
+        which that check had nothing against the SKU. Latency = that read's end minus the
+        change time. Idempotent, and each run is looked at once per row: call it after
+        every run.
+        """
+        c = self.db.conn
+        pairs = [(f, chk) for f, checks in checks_by_field.items() for chk in checks]
+        if not pairs:
+            return {"added": 0, "caught_up": 0}
+        with c:
+            row = c.execute("SELECT value FROM alert_cursors WHERE name='master_changes'"
+                            ).fetchone()
+            cursor = int(row[0]) if row else 0
+            top = c.execute("SELECT max(id) FROM master_changes").fetchone()[0] or 0
+            added = 0
+            if top > cursor:
+                values = ",".join("(?,?)" for _ in pairs)
+                before = c.total_changes
+                c.execute(
+                    f"WITH fc(field, check_name) AS (VALUES {values}) "
+                    "INSERT OR IGNORE INTO propagation (change_id, channel, sku, field, check_name,"
+                    " changed_at, snapshot_id) SELECT mc.id, l.channel, mc.sku, mc.field,"
+                    " fc.check_name, mc.changed_at, mc.snapshot_id FROM master_changes mc"
+                    " JOIN fc ON fc.field = mc.field JOIN (SELECT DISTINCT channel, master_sku"
+                    " FROM listings WHERE master_sku IS NOT NULL AND removed_run IS NULL) l"
+                    " ON l.master_sku = mc.sku WHERE mc.id > ? AND mc.id <= ?",
+                    [x for p in pairs for x in p] + [cursor, top])
+                added = c.total_changes - before
+                c.execute("INSERT OR REPLACE INTO alert_cursors (name, value) VALUES "
+                          "('master_changes', ?)", (str(top),))
+            first_runs = dict(c.execute("SELECT master_snapshot_id, min(id) FROM runs WHERE "
+                                        "master_snapshot_id IS NOT NULL GROUP BY master_snapshot_id"))
+            snaps = sorted(first_runs)
+            suffix_min: list[int] = []  # the first run on snapshot snaps[i] or a later one
+            for snap_id in reversed(snaps):
+                suffix_min.append(min(first_runs[snap_id], suffix_min[-1]) if suffix_min
+                                  else first_runs[snap_id])
+            suffix_min.reverse()
+            pending: dict[str, list[list]] = {}
+            for pid, ch, sku, chk, at, snap, checked in c.execute(
+                    "SELECT id, channel, sku, check_name, changed_at, snapshot_id, checked_run "
+                    "FROM propagation WHERE caught_up_at IS NULL"):
+                i = bisect.bisect_left(snaps, snap)
+                if i == len(snaps):
+                    continue
+                first = suffix_min[i]
+                pending.setdefault(ch, []).append([pid, sku, chk, at, max(first, (checked or 0) + 1)])
+            done, checked_rows = [], []
+            for ch, rows in pending.items():
+                start = min(r[4] for r in rows)
+                runs = list(c.execute("SELECT run_id, finished_at FROM run_sources WHERE source=? "
+                                      "AND status='complete' AND run_id >= ? ORDER BY run_id",
+                                      (ch, start)))
+                open_rows = rows
+                for run_id, finished in runs:
+                    bad = set(c.execute(
+                        "SELECT f.sku, f.check_name FROM finding_observations o JOIN findings f "
+                        "ON f.fingerprint = o.fingerprint WHERE o.run_id=? AND f.channel=? AND "
+                        "o.outcome IN ('failed','warn')", (run_id, ch)))
+                    left = []
+                    for r in open_rows:
+                        if r[4] <= run_id and (r[1], r[2]) not in bad:
+                            fin = finished or r[3]
+                            lat = max(0.0, (datetime.fromisoformat(fin)
+                                            - datetime.fromisoformat(r[3])).total_seconds())
+                            done.append((fin, run_id, lat, run_id, r[0]))
+                        else:
+                            left.append(r)
+                    open_rows = left
+                    if not open_rows:
+                        break
+                if runs:
+                    checked_rows += [(runs[-1][0], r[0]) for r in open_rows]
+            c.executemany("UPDATE propagation SET caught_up_at=?, caught_up_run=?, "
+                          "latency_seconds=?, checked_run=? WHERE id=?", done)
+            c.executemany("UPDATE propagation SET checked_run=? WHERE id=?", checked_rows)
+        return {"added": added, "caught_up": len(done)}
+
+    def propagation_rows(self, channel: str | None = None, pending: bool | None = None,
+                         limit: int | None = None) -> list[dict[str, Any]]:
+        """Propagation rows (newest first): channel, sku, field, check_name, changed_at,
+        caught_up_at, latency_seconds (None while the channel has not caught up)."""
+        where, args = [], []
+        if channel is not None:
+            where.append("channel = ?"); args.append(channel)
+        if pending is not None:
+            where.append("caught_up_at IS NULL" if pending else "caught_up_at IS NOT NULL")
+        q = "SELECT * FROM propagation" + (" WHERE " + " AND ".join(where) if where else "")
+        q += " ORDER BY id DESC" + (f" LIMIT {int(limit)}" if limit else "")
+        return list(self.db.query(q, args))
+
 
     # ----------------------------------------------------------------- service reads
     # (auditor serve: the scheduler's run history, the metrics collector, the JSON API)
@@ -1338,35 +1824,27 @@ class SQLiteStore:
         rank = ("CASE severity WHEN 'critical' THEN 0 WHEN 'major' THEN 1 WHEN 'minor' "
                 "THEN 2 ELSE 3 END")
         where, args = [], []
-        cols = {"state": "state", "channel": "channel", "check": "check_name",
+        now = datetime.now(timezone.utc).isoformat()
+        cols = {"state": _SHOWN_STATE, "channel": "channel", "check": "check_name",
                 "severity": "severity", "sku": "sku", "outcome": "outcome"}
         for key, value in filters.items():
             if value is not None:
                 where.append(f"{cols[key]} = ?")
-                args.append(value)
+                args += [now, value] if key == "state" else [value]
         if after is not None:
             where.append(f"({rank} > ? OR ({rank} = ? AND fingerprint > ?))")
             args += [after[0], after[0], after[1]]
-        q = f"SELECT *, {rank} AS severity_rank FROM findings"
+        q = f"SELECT *, {rank} AS severity_rank, {_SHOWN_STATE} AS shown_state FROM findings"
         if where:
             q += " WHERE " + " AND ".join(where)
         rows = []
         for r in self.db.query(q + " ORDER BY severity_rank, fingerprint LIMIT ?",
-                               [*args, limit]):
+                               [now, *args, limit]):
+            r["state"] = r.pop("shown_state")
             r["check"] = r.pop("check_name")
             r["details"] = json.loads(r["details"]) if r["details"] else {}
             rows.append(r)
         return rows
-
-    def finding(self, fingerprint: str) -> dict[str, Any] | None:
-        """One stored finding as a dict (as ``findings`` returns them), or None."""
-        rows = list(self.db.query("SELECT * FROM findings WHERE fingerprint = ?", [fingerprint]))
-        if not rows:
-            return None
-        r = rows[0]
-        r["check"] = r.pop("check_name")
-        r["details"] = json.loads(r["details"]) if r["details"] else {}
-        return r
 
     def master_record(self, sku: str) -> dict[str, Any] | None:
         """The master record in force for ``sku`` (its stored JSON, with ``valid_from``)."""
@@ -1430,49 +1908,6 @@ class SQLiteStore:
         r["candidates"] = json.loads(r["candidates"]) if r["candidates"] else []
         return r
 
-    def _set_finding_state(self, fingerprint: str, state: str, event: str, by: str | None,
-                           note: str | None, now: datetime | None,
-                           allow_resolved: bool = False) -> dict[str, Any]:
-        # A thin version of the alert lifecycle's triage (issue 17 brings the full one:
-        # actor and note columns, a reopen clearing the acknowledgement); until then who
-        # and why are kept as JSON in the event's ``actual``.
-        at = (now or datetime.now(timezone.utc)).isoformat()
-        c = self.db.conn
-        with c:
-            row = c.execute("SELECT state FROM findings WHERE fingerprint=?",
-                            (fingerprint,)).fetchone()
-            if row is None:
-                raise StoreError(f"no finding with fingerprint {fingerprint}")
-            if row[0] == RESOLVED and not allow_resolved:
-                raise StoreError(f"finding {fingerprint} is resolved: nothing to "
-                                 f"{event.rstrip('d')}")
-            if state == RESOLVED:
-                c.execute("UPDATE findings SET state=?, resolved_at=?, resolved_run=NULL "
-                          "WHERE fingerprint=?", (state, at, fingerprint))
-            else:
-                c.execute("UPDATE findings SET state=? WHERE fingerprint=?", (state, fingerprint))
-            c.execute("INSERT INTO finding_events (fingerprint, run_id, at, event, state, "
-                      "outcome, expected, actual) VALUES (?, NULL, ?, ?, ?, NULL, NULL, ?)",
-                      (fingerprint, at, event, state, codec.dumps({"by": by, "note": note})))
-        return self.finding(fingerprint) or {}
-
-    def ack_finding(self, fingerprint: str, by: str | None, note: str | None = None,
-                    now: datetime | None = None) -> dict[str, Any]:
-        """Acknowledge an open finding (state ``acknowledged``); StoreError when unknown."""
-        return self._set_finding_state(fingerprint, "acknowledged", "acknowledged", by, note,
-                                       now)
-
-    def snooze_finding(self, fingerprint: str, until: datetime, by: str | None,
-                       now: datetime | None = None, note: str | None = None) -> dict[str, Any]:
-        """Mute an open finding until ``until`` (state ``snoozed``); StoreError when unknown."""
-        return self._set_finding_state(fingerprint, "snoozed", "snoozed", by,
-                                       note or f"until {until.isoformat()}", now)
-
-    def resolve_finding(self, fingerprint: str, by: str | None, now: datetime | None = None,
-                        note: str | None = None) -> dict[str, Any]:
-        """Resolve a finding by hand; a later read still showing it reopens it."""
-        return self._set_finding_state(fingerprint, RESOLVED, "resolved", by, note, now)
-
     # ----------------------------------------------------------------- link decisions
     def link_decisions(self, channel: str) -> dict[str, dict[str, Any]]:
         """A person's decisions on one channel's links: ``confirmed`` (listing key ->
@@ -1522,13 +1957,15 @@ class SQLiteStore:
                       " decided_at, note) VALUES (?,?,?,?,?,?)",
                       [channel, listing_key, sku, decision, stamp, note])
 
-    def decided_links(self, channel: str | None = None) -> list[dict[str, Any]]:
-        """Every recorded decision (channel, listing_key, sku, decision, decided_at, note)."""
-        q = "SELECT * FROM link_decisions"
+    def decided_links(self, channel: str | None = None) -> list[LinkDecisionRecord]:
+        """Every recorded decision, by channel, listing and SKU."""
+        q = "SELECT channel, listing_key, sku, decision, decided_at, note FROM link_decisions"
         args = [channel] if channel else []
         if channel:
             q += " WHERE channel = ?"
-        return list(self.db.query(q + " ORDER BY channel, listing_key, sku", args))
+        return [LinkDecisionRecord(ch, key, sku, decision, datetime.fromisoformat(at), note)
+                for ch, key, sku, decision, at, note in self.db.execute(
+                    q + " ORDER BY channel, listing_key, sku", args)]
 
     def listing_channels(self, listing_key: str) -> list[str]:
         """The channels on which a listing with this key is present."""
@@ -1549,12 +1986,11 @@ class SQLiteStore:
                           " VALUES (?,?,?,?,?,?,?,?)", rows)
 
     def link_states(self, channel: str | None = None, state: str | None = None
-                    ) -> list[dict[str, Any]]:
+                    ) -> list[LinkStateRecord]:
         """``links()`` with each listing's state (linked, suggested, unlinked) and, for
         listings not linked, the reason and evidence of the last run; ``state`` filters."""
-        q = ("SELECT l.channel, l.key AS listing_key, l.master_sku AS sku,"
-             " l.link_method AS method, l.link_confidence AS confidence,"
-             " l.link_candidates AS candidates, l.link_run AS run_id, n.reason, n.evidence"
+        q = ("SELECT l.channel, l.key, l.master_sku, l.link_method, l.link_confidence,"
+             " l.link_candidates, l.link_run, n.reason, n.evidence"
              " FROM listings l LEFT JOIN link_notes n"
              " ON n.channel = l.channel AND n.listing_key = l.key"
              " WHERE l.link_method IS NOT NULL AND l.removed_run IS NULL")
@@ -1570,14 +2006,13 @@ class SQLiteStore:
             q += " AND l.master_sku IS NULL AND l.link_method != 'suggested'"
         elif state is not None:
             raise ValueError(f"state must be linked, suggested or unlinked, not {state!r}")
-        rows = []
-        for r in self.db.query(q + " ORDER BY l.channel, l.key", args):
-            r["candidates"] = json.loads(r["candidates"]) if r["candidates"] else []
-            r["evidence"] = json.loads(r["evidence"]) if r["evidence"] else {}
-            r["state"] = "linked" if r["sku"] else (
-                "suggested" if r["method"] == "suggested" else "unlinked")
-            rows.append(r)
-        return rows
+        return [LinkStateRecord(
+                    ch, key, "linked" if sku else (
+                        "suggested" if method == "suggested" else "unlinked"),
+                    sku, method, conf, tuple(json.loads(cands)) if cands else (), run,
+                    reason, json.loads(evidence) if evidence else {})
+                for ch, key, sku, method, conf, cands, run, reason, evidence in self.db.execute(
+                    q + " ORDER BY l.channel, l.key", args)]
 
     # ----------------------------------------------------------------- presence holds
     def save_presence_hold(self, run_id: int, channel: str, kind: str, reason: str,
@@ -1646,8 +2081,10 @@ class SQLiteStore:
             raise StoreError(f"run {run_id} is not the latest run of channel {channel!r} "
                              f"(run {latest} is): only the latest run's hold can be accepted")
         held = [codec.finding_from_dict(d) for d in hold.findings]
-        # Opened (or reopened) as observations of that run; a failed status resolves nothing.
-        counts = self.apply_findings(run_id, channel, held, SourceStatus.FAILED, None, (), now)
+        # Opened (or reopened) as observations of that run, a person having accepted them as
+        # evidence; with no check named as having run, nothing is resolved here.
+        counts = self.apply_findings(run_id, channel, held, SourceStatus.COMPLETE, None, (),
+                                     now)
         vanished = set(hold.vanished)
         ran = set(hold.checks)
         observed = {fp for (fp,) in self.db.execute(
@@ -1696,15 +2133,6 @@ class SQLiteStore:
         if limit is not None:
             q += f" LIMIT {int(limit)}"
         return [self._finding_record(r) for r in self.db.execute(q, args)]
-
-    @staticmethod
-    def _finding_record(row: Sequence[Any]) -> FindingRecord:
-        (fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg, det, st, first, last, frun,
-         lrun, res_at, res_run) = row
-        return FindingRecord(fp, chk, ch, k, lk, fld, out, sev, exp, act, score, msg,
-                             orjson.loads(det) if det else {}, st,
-                             datetime.fromisoformat(first), datetime.fromisoformat(last), frun,
-                             lrun, parse_time(res_at), res_run)
 
     def finding_values(self, column: str) -> set[str]:
         """The distinct values of ``column`` (channel, check_name, severity, state) among
@@ -1885,10 +2313,13 @@ class SQLiteStore:
         (severity, then age), age, newest or SKU."""
         where, args = [], []
         for col, vals in (("f.channel", channels), ("f.check_name", checks),
-                          ("f.severity", severities), ("f.state", states)):
+                          ("f.severity", severities)):
             if vals:
                 where.append(f"{col} IN ({','.join('?' * len(vals))})")
                 args.extend(vals)
+        if states:  # the state people see: open, acknowledged, snoozed, resolved ...
+            where.append(f"{_SHOWN_STATE} IN ({','.join('?' * len(states))})")
+            args += [datetime.now(timezone.utc).isoformat(), *states]
         if text:
             like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             where.append("(f.sku LIKE ? ESCAPE '\\' OR f.listing_key LIKE ? ESCAPE '\\' OR "
@@ -1928,6 +2359,12 @@ class SQLiteStore:
                                bool(removed), parse_time(first), parse_time(changed))
                 for ch, key, d, fetched, ev, method, conf, removed, first, changed
                 in self.db.execute(q, [sku])]
+
+    def listing(self, channel: str, key: str) -> Listing | None:
+        """One listing's latest version, removed or not."""
+        row = self.db.execute("SELECT data, fetched_at, evidence FROM listings WHERE channel = ?"
+                              " AND key = ?", [channel, key]).fetchone()
+        return codec.listing_from_row(*row) if row else None
 
     def finding_channels(self) -> list[str]:
         """The channels that have findings."""

@@ -222,7 +222,8 @@ def build_ui_router(get_cfg: Callable[[], Config], open_store: StoreOpener,
         if action not in ("confirm", "reject") or not (channel and key and sku):
             raise HTTPException(400, "expected action confirm or reject, channel, key, sku")
         with open_store() as store:
-            _call(store, f"{action}_link", channel, key, sku, s.user or "ui")
+            store.decide_link(channel, key, sku, "confirmed" if action == "confirm"
+                              else "rejected", clock(), note=f"{s.user or 'ui'} in the web UI")
         return back(request, "/links")
 
     return router

@@ -41,7 +41,7 @@ def word_diff(master: str | None, shown: str | None) -> list[tuple[str, bool]]:
         return []
     a = _TOKEN.findall(master or "")
     b = _TOKEN.findall(shown)
-    sm = difflib.SequenceMatcher(a=[w.casefold() for w in a], b=[w.casefold() for w in b],
+    sm = difflib.SequenceMatcher(a=[_norm(w) for w in a], b=[_norm(w) for w in b],
                                  autojunk=False)
     out: list[tuple[str, bool]] = []
     for op, _, _, j1, j2 in sm.get_opcodes():
@@ -52,8 +52,13 @@ def word_diff(master: str | None, shown: str | None) -> list[tuple[str, bool]]:
 def missing_words(master: str | None, shown: str | None) -> list[str]:
     """Master words the channel's title leaves out."""
     a = _TOKEN.findall(master or "")
-    b = {w.casefold() for w in _TOKEN.findall(shown or "")}
-    return [w for w in a if w.casefold() not in b]
+    b = {_norm(w) for w in _TOKEN.findall(shown or "")}
+    return [w for w in a if _norm(w) not in b]
+
+
+def _norm(word: str) -> str:
+    """A word as compared: case and surrounding punctuation ("Grey," = "grey") ignored."""
+    return word.strip(",.;:!?()[]{}\"'").casefold()
 
 
 @dataclass
@@ -230,18 +235,24 @@ def runs(store: Any, limit: int = 30) -> list[dict[str, Any]]:
 
 
 def suggestions(store: Any, limit: int = 200) -> list[dict[str, Any]]:
-    """Listings the linker could only suggest a master for, with the evidence beside
-    the master record, for a person to confirm or reject."""
-    fn = getattr(store, "suggested_links", None)
-    if fn is None:
-        return []
+    """Listings the linker could only suggest a master for (``auditor links --state
+    suggested``), each next to its first candidate master with the linker's evidence,
+    for a person to confirm or reject."""
     out = []
-    for s in fn(limit=limit):
-        master = store.master_for(s.sku)
-        listing = s.listing
-        out.append({"s": s, "master": master, "listing": listing,
-                    "title": word_diff(master.title if master else None,
-                                       listing.title if listing else None),
-                    "master_fields": _field_rows(master, None),
-                    "fields": _field_rows(None, listing) if listing else {}})
+    for r in store.link_states(state="suggested")[:limit]:
+        sku = r.candidates[0] if r.candidates else None
+        listing = store.listing(r.channel, r.listing_key)
+        master = store.master_for(sku) if sku else None
+        evidence = r.evidence or {}
+        out.append({
+            "channel": r.channel, "key": r.listing_key, "sku": sku,
+            "candidates": list(r.candidates), "score": r.confidence,
+            "reason": r.reason,
+            "evidence": [f"{k}: {v}" for k, v in evidence.items()]
+            if isinstance(evidence, dict) else [str(e) for e in evidence],
+            "master": master, "listing": listing,
+            "title": word_diff(master.title if master else None,
+                               listing.title if listing else None),
+            "master_fields": _field_rows(master, None),
+            "fields": _field_rows(None, listing) if listing else {}})
     return out
