@@ -65,6 +65,8 @@ def body(obj: MasterRecord | Listing) -> bytes:
     datetimes, tuples and dicts itself; only money is formatted here.
     """
     cls = type(obj)
+    if cls not in _BODY_FIELDS:  # a subclass (auditor.compact.CompactRecord)
+        cls = MasterRecord if isinstance(obj, MasterRecord) else Listing
     d = {n: v for n, v in zip(_BODY_FIELDS[cls], _BODY_VALUES[cls](obj)) if v is not None}
     for name in _BODY_CONTAINERS[cls]:
         v = d.get(name)

@@ -1,33 +1,34 @@
-"""The master held in memory compactly: each record as its stored JSON body.
+"""The master held in memory compactly (issue 20): one small object per SKU.
 
-A run holds the whole master for as long as its channels are audited. As
-``MasterRecord`` objects (a slotted dataclass with ``Money``/``Decimal`` prices,
-attribute dicts, enum members and a string per field) that cost about 3 KB per
-SKU; its stored body (``codec.body``: sorted keys, empty values left out) is a
-few hundred bytes. ``CompactMaster`` keeps only the bodies and decodes a record
-when it is read, with a small cache: checks read each master once per listing,
-and a channel's listings of one SKU come close together, so a few entries suffice.
+A run holds the whole master for as long as its channels are audited, and its checks
+read one master record per listing. As decoded ``MasterRecord`` objects (``Money``
+and ``Decimal`` prices, datetimes, a dict per mapping, a string per field) that cost
+about 3 KB per SKU; as stored bodies decoded on access it cost 10-14 µs per listing,
+more than the checks themselves.
 
-The body is exactly what the store writes (``codec.body``), so a master read from
-a file is planned and written without being encoded again, and a master read
-from the store is held as stored, without being decoded at all.
+``CompactRecord`` is the middle way: a ``MasterRecord`` (a subclass, read the same
+way) whose fields the checks read are plain objects shared between records (interned
+strings, one ``Money`` per distinct price, one mapping per distinct set of attributes
+or prices, read-only by convention), and whose other fields (``COLD``: description, MPN, URL,
+images, group) are one body, raw-deflated with a dictionary learnt from the first
+bodies (``Packer``), decoded when read. A lookup is a dict lookup; nothing is decoded
+per listing. ``codec.body`` of a compact record is byte for byte its stored body.
 """
 
 from __future__ import annotations
 
+import operator
 import sys
 import zlib
-from datetime import datetime
 from collections.abc import ItemsView, ValuesView
-from typing import Iterable, Iterator, Mapping, Sequence, overload
+from dataclasses import fields as dc_fields
+from datetime import datetime
+from typing import Any, Iterable, Iterator, Mapping, Sequence, overload
 
 import orjson
 
 from auditor import codec
 from auditor.model import Availability, MasterRecord, MasterStatus, Money
-
-CACHE = 256  # decoded records kept (the most recently read)
-
 
 _MONEY: dict[str, Money] = {}        # "12.50 EUR" -> Money (immutable: shared by records)
 _TIMES: dict[str, datetime] = {}      # ISO 8601 -> datetime (sale windows repeat)
@@ -57,32 +58,6 @@ def _time(v: str) -> datetime | None:
             _TIMES.clear()
         t = _TIMES[v] = datetime.fromisoformat(v)
     return t
-
-
-def _decode(body: bytes | str) -> MasterRecord:
-    """``codec.master_from_dict(orjson.loads(body))``, faster: the one decoder on a run's
-    hot path (once per listing). Money and times are shared between records."""
-    d = orjson.loads(body)
-    get = d.get
-    if (v := get("price")) is not None:
-        d["price"] = _money(v)
-    if (v := get("sale_price")) is not None:
-        d["sale_price"] = _money(v)
-    if (v := get("prices")) is not None:
-        d["prices"] = {c: _money(x) for c, x in v.items()}
-    if (v := get("sale_prices")) is not None:
-        d["sale_prices"] = {c: _money(x) for c, x in v.items()}
-    if (v := get("sale_start")) is not None:
-        d["sale_start"] = _time(v)
-    if (v := get("sale_end")) is not None:
-        d["sale_end"] = _time(v)
-    if (v := get("availability")) is not None:
-        d["availability"] = _AVAILABILITY[v]
-    if (v := get("status")) is not None:
-        d["status"] = _STATUS[v]
-    if (v := get("images")) is not None:
-        d["images"] = tuple(v)
-    return MasterRecord(**d)
 
 
 class Packer:
@@ -128,124 +103,260 @@ class Packer:
         return packed[1:]
 
 
-class CompactMaster(Mapping[str, MasterRecord]):
-    """SKU -> ``MasterRecord``, held as stored bodies and decoded on access.
+# --------------------------------------------------------------------------- records
 
-    A drop-in for the ``dict`` a run used to hold: ``master[sku]``, ``in``, ``len``,
-    iteration, ``items()`` and ``==`` behave the same. ``body(sku)`` is the stored
-    JSON (bytes), identical to ``codec.body(master[sku])``.
+# Fields no check reads on a listing's way through (the linker reads mpn and url once,
+# when it indexes; the image check reads images): held packed, decoded when read.
+COLD = ("description", "mpn", "url", "images", "group_id")
+_FIELDS = tuple(f.name for f in dc_fields(MasterRecord))
+HOT = tuple(n for n in _FIELDS if n not in COLD)
+_SLOT = {n: vars(MasterRecord)[n] for n in _FIELDS}  # the slots' descriptors (bypass frozen)
+_new = object.__new__
+_LAST: tuple[Any, dict[str, Any]] = (None, {})  # the record whose cold fields were read last
+
+
+class CompactRecord(MasterRecord):
+    """A ``MasterRecord`` held compactly: the fields checks read are plain objects shared
+    between records (interned strings, one ``Money`` per price, one mapping per distinct
+    attribute set, read-only); the rest (``COLD``) are one packed body decoded when read.
+
+    Reading it costs what reading a ``MasterRecord`` costs: a master lookup is a dict
+    lookup, nothing is decoded per listing. ``==``, ``hash``, pickling, ``codec.body`` and
+    ``dataclasses.replace`` (which gives a plain ``MasterRecord``) behave as for the record
+    it holds; ``full()`` is that record.
     """
 
-    __slots__ = ("_bodies", "_cache", "_packer")
+    __slots__ = ("_cold", "_packer")
 
-    def __init__(self, bodies: dict[str, bytes] | None = None, packer: Packer | None = None):
-        """``bodies``: SKU -> body as packed by ``packer`` (both shared, not copied)."""
-        self._bodies: dict[str, bytes] = bodies if bodies is not None else {}
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        # Only ever built by ``_build``; a call (dataclasses.replace) makes a plain record.
+        return MasterRecord(*args, **kwargs)
+
+    def full(self) -> MasterRecord:
+        return MasterRecord(*_values(self))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, MasterRecord):
+            return _values(self) == _values(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(_values(self))
+
+    def __reduce__(self) -> Any:
+        return (MasterRecord, _values(self))
+
+    def __repr__(self) -> str:
+        return repr(self.full())
+
+
+_values = operator.attrgetter(*_FIELDS)
+_set_cold = vars(CompactRecord)["_cold"].__set__
+_set_packer = vars(CompactRecord)["_packer"].__set__
+
+
+def _cold(rec: CompactRecord) -> dict[str, Any]:
+    global _LAST
+    last = _LAST
+    if last[0] is rec:
+        return last[1]
+    packed = rec._cold
+    d = orjson.loads(rec._packer.unpack(packed)) if packed is not None else {}
+    if "images" in d:
+        d["images"] = tuple(d["images"])
+    _LAST = (rec, d)
+    return d
+
+
+def _cold_property(name: str, default: Any) -> property:
+    def get(self: CompactRecord) -> Any:
+        return _cold(self).get(name, default)
+    return property(get, doc=f"``{name}``, decoded from the packed part when read")
+
+
+for _name in COLD:
+    setattr(CompactRecord, _name, _cold_property(_name, () if _name == "images" else None))
+
+# Shared between records, like every mapping here: read them, never change them (a record
+# is frozen; plain dicts, not proxies, so that they pickle and encode as before).
+_EMPTY: Mapping[str, Any] = {}
+
+
+class _Share:
+    """Interning tables of one load: equal values become one object (dropped after)."""
+
+    __slots__ = ("strs", "maps", "ints")
+
+    def __init__(self) -> None:
+        self.strs: dict[str, str] = {}
+        self.maps: dict[tuple, Mapping[str, Any]] = {}
+        self.ints: dict[int, int] = {}
+
+    def text(self, v: str | None) -> str | None:
+        if v is None:
+            return None
+        return self.strs.setdefault(v, v)
+
+    def attrs(self, v: Mapping[str, str] | None) -> Mapping[str, str]:
+        if not v:
+            return _EMPTY
+        key = tuple(v.items())
+        m = self.maps.get(key)
+        if m is None:
+            intern = sys.intern
+            m = self.maps[key] = {intern(k): intern(x) for k, x in key}
+        return m
+
+    def prices(self, v: Mapping[str, str] | None) -> Mapping[str, Money]:
+        if not v:
+            return _EMPTY
+        key = ("$",) + tuple(v.items())
+        m = self.maps.get(key)
+        if m is None:
+            m = self.maps[key] = {sys.intern(c): _money(x) for c, x in v.items()}
+        return m
+
+    def integer(self, v: int | None) -> int | None:
+        if v is None or -5 <= v <= 256:
+            return v
+        return self.ints.setdefault(v, v)
+
+
+def _build(d: dict[str, Any], packer: "Packer", share: _Share) -> CompactRecord:
+    """A compact record from a stored body decoded by orjson (``d`` is consumed)."""
+    cold = {k: d.pop(k) for k in COLD if k in d}
+    r = _new(CompactRecord)
+    _set_cold(r, packer.pack(orjson.dumps(cold)) if cold else None)
+    _set_packer(r, packer)
+    get = d.get
+    s = _SLOT
+    s["sku"].__set__(r, sys.intern(d["sku"]))
+    s["title"].__set__(r, share.text(get("title")))
+    s["brand"].__set__(r, share.text(get("brand")))
+    s["gtin"].__set__(r, get("gtin"))
+    v = get("price")
+    s["price"].__set__(r, _money(v) if v else None)
+    v = get("sale_price")
+    s["sale_price"].__set__(r, _money(v) if v else None)
+    v = get("sale_start")
+    s["sale_start"].__set__(r, _time(v) if v else None)
+    v = get("sale_end")
+    s["sale_end"].__set__(r, _time(v) if v else None)
+    s["prices"].__set__(r, share.prices(get("prices")))
+    s["sale_prices"].__set__(r, share.prices(get("sale_prices")))
+    s["quantity"].__set__(r, share.integer(get("quantity")))
+    v = get("availability")
+    s["availability"].__set__(r, _AVAILABILITY[v] if v else None)
+    v = get("status")
+    s["status"].__set__(r, _STATUS[v] if v else MasterStatus.ACTIVE)
+    s["attributes"].__set__(r, share.attrs(get("attributes")))
+    v = get("overrides")  # rare and per SKU: held as decoded
+    s["overrides"].__set__(r, v or _EMPTY)
+    return r
+
+
+def _known() -> None:
+    """Fail at import, not in a run, when MasterRecord gains a field ``_build`` misses."""
+    missing = set(HOT) - {"sku", "title", "brand", "gtin", "price", "sale_price", "sale_start",
+                          "sale_end", "prices", "sale_prices", "quantity", "availability",
+                          "status", "attributes", "overrides"}
+    if missing:
+        raise RuntimeError(f"auditor.compact does not hold MasterRecord fields {missing}")
+
+
+_known()
+
+
+class CompactMaster(Mapping[str, MasterRecord]):
+    """SKU -> ``MasterRecord``, each held as a ``CompactRecord``.
+
+    A drop-in for the ``dict`` a run used to hold: ``master[sku]`` (a dict lookup),
+    ``in``, ``len``, iteration, ``items()`` and ``==`` behave the same. ``body(sku)`` is
+    the stored JSON (bytes), identical to ``codec.body`` of the record.
+    """
+
+    __slots__ = ("_recs", "_packer", "get")
+
+    def __init__(self, recs: dict[str, CompactRecord] | None = None,
+                 packer: Packer | None = None):
+        """``recs``: SKU -> compact record (shared, not copied)."""
+        self._recs: dict[str, CompactRecord] = recs if recs is not None else {}
         self._packer = packer if packer is not None else Packer()
-        self._cache: dict[str, MasterRecord] = {}
+        self.get = self._recs.get  # the hot path: one lookup per listing
 
     @classmethod
     def of(cls, records: Iterable[MasterRecord]) -> "CompactMaster":
         """From records (a later record of the same SKU replaces an earlier one)."""
-        out = cls()
-        for rec in records:
-            out.add(rec)
-        return out
+        return cls.from_bodies((rec.sku, codec.body(rec)) for rec in records)
 
     @classmethod
     def from_bodies(cls, rows: Iterable[tuple[str, bytes | str]]) -> "CompactMaster":
-        """From (SKU, stored JSON) pairs, as a store reads them: nothing is decoded."""
-        intern = sys.intern
+        """From (SKU, stored JSON) pairs, as a store reads them."""
         out = cls()
-        pack = out._packer.pack
-        out._bodies = {intern(sku): pack(data.encode() if isinstance(data, str) else bytes(data))
-                       for sku, data in rows}
+        share, packer, recs = _Share(), out._packer, out._recs
+        loads = orjson.loads
+        for _sku, data in rows:
+            rec = _build(loads(data), packer, share)
+            recs[rec.sku] = rec
         return out
 
     def add(self, rec: MasterRecord) -> None:
-        sku = sys.intern(rec.sku)
-        self._bodies[sku] = self._packer.pack(codec.body(rec))
-        self._cache.pop(sku, None)
+        """Add or replace one record."""
+        c = _build(orjson.loads(codec.body(rec)), self._packer, _Share())
+        self._recs[c.sku] = c
 
     def body(self, sku: str) -> bytes:
-        """The record's stored JSON (``codec.body``), without decoding it."""
-        return self._packer.unpack(self._bodies[sku])
+        """The record's stored JSON (``codec.body``)."""
+        return codec.body(self._recs[sku])
 
     def bodies(self) -> Iterator[tuple[str, bytes]]:
         """(SKU, stored JSON) of every record, in insertion order."""
-        unpack = self._packer.unpack
-        return ((sku, unpack(z)) for sku, z in self._bodies.items())
+        body = codec.body
+        return ((sku, body(rec)) for sku, rec in self._recs.items())
 
     def __getitem__(self, sku: str) -> MasterRecord:
-        cache = self._cache
-        rec = cache.get(sku)
-        if rec is None:
-            # KeyError when the SKU is not in the master
-            rec = _decode(self._packer.unpack(self._bodies[sku]))
-            if len(cache) >= CACHE:
-                cache.clear()  # cheaper than LRU bookkeeping on every read
-            cache[sku] = rec
-        return rec
-
-    def get(self, sku, default=None):  # type: ignore[override]
-        return self[sku] if sku in self._bodies else default
+        return self._recs[sku]
 
     def __contains__(self, sku: object) -> bool:
-        return sku in self._bodies
+        return sku in self._recs
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._bodies)
+        return iter(self._recs)
 
     def __len__(self) -> int:
-        return len(self._bodies)
+        return len(self._recs)
 
     def records(self) -> Iterator[tuple[str, MasterRecord]]:
-        """Every (SKU, record), each decoded once and not cached (a whole-master pass)."""
-        unpack = self._packer.unpack
-        for sku, data in self._bodies.items():
-            yield sku, _decode(unpack(data))
+        """Every (SKU, record)."""
+        return iter(self._recs.items())
 
-    def items(self) -> "_Items":  # type: ignore[override]
-        return _Items(self)
+    def items(self) -> ItemsView[str, MasterRecord]:  # type: ignore[override]
+        return self._recs.items()  # type: ignore[return-value]
 
-    def values(self) -> "_Values":  # type: ignore[override]
-        return _Values(self)
+    def values(self) -> ValuesView[MasterRecord]:  # type: ignore[override]
+        return self._recs.values()  # type: ignore[return-value]
 
     def __repr__(self) -> str:
-        return f"<CompactMaster of {len(self._bodies)} records>"
+        return f"<CompactMaster of {len(self._recs)} records>"
 
-    def __reduce__(self):
-        return (CompactMaster, (self._bodies, self._packer))
-
-
-class _Items(ItemsView):
-    """Whole-master passes (indexing, ``==``) decode each record once, bypassing the cache."""
-
-    def __iter__(self):
-        return self._mapping.records()
-
-
-class _Values(ValuesView):
-    def __iter__(self):
-        return (rec for _sku, rec in self._mapping.records())
+    def __reduce__(self) -> Any:
+        return (CompactMaster.from_bodies, (list(self.bodies()),))
 
 
 class CompactRecords(Sequence[MasterRecord]):
-    """A list of master records held as stored bodies (a master file as read):
-    ``append``, ``len``, indexing and iteration decode on access."""
+    """A list of master records held compactly (a master file as read)."""
 
-    __slots__ = ("_skus", "_bodies", "_packer")
+    __slots__ = ("_recs", "_packer", "_share")
 
     def __init__(self, records: Iterable[MasterRecord] = ()):
-        self._skus: list[str] = []
-        self._bodies: list[bytes] = []  # packed
+        self._recs: list[CompactRecord] = []
         self._packer = Packer()
+        self._share = _Share()
         for rec in records:
             self.append(rec)
 
     def append(self, rec: MasterRecord) -> None:
-        self._skus.append(sys.intern(rec.sku))
-        self._bodies.append(self._packer.pack(codec.body(rec)))
+        self._recs.append(_build(orjson.loads(codec.body(rec)), self._packer, self._share))
 
     @overload
     def __getitem__(self, i: int) -> MasterRecord: ...
@@ -253,17 +364,15 @@ class CompactRecords(Sequence[MasterRecord]):
     def __getitem__(self, i: slice) -> list[MasterRecord]: ...
 
     def __getitem__(self, i):
-        unpack = self._packer.unpack
         if isinstance(i, slice):
-            return [_decode(unpack(b)) for b in self._bodies[i]]
-        return _decode(unpack(self._bodies[i]))
+            return list(self._recs[i])
+        return self._recs[i]
 
     def __len__(self) -> int:
-        return len(self._bodies)
+        return len(self._recs)
 
     def __iter__(self) -> Iterator[MasterRecord]:
-        unpack = self._packer.unpack
-        return (_decode(unpack(b)) for b in self._bodies)
+        return iter(self._recs)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, (CompactRecords, list, tuple)):
@@ -271,19 +380,17 @@ class CompactRecords(Sequence[MasterRecord]):
         return NotImplemented
 
     def master(self) -> CompactMaster:
-        """By SKU, sharing the bodies (nothing is decoded or encoded again)."""
-        return CompactMaster(dict(zip(self._skus, self._bodies)), self._packer)
+        """By SKU, sharing the records (nothing is decoded or encoded again); the
+        interning tables of the read are dropped."""
+        self._share = _Share()
+        return CompactMaster({rec.sku: rec for rec in self._recs}, self._packer)
 
 
 def compact(master: Mapping[str, MasterRecord]) -> CompactMaster:
     """``master`` as a ``CompactMaster`` (itself when it already is one)."""
     if isinstance(master, CompactMaster):
         return master
-    out = CompactMaster()
-    pack, bodies = out._packer.pack, out._bodies
-    for sku, rec in master.items():
-        bodies[sys.intern(sku)] = pack(codec.body(rec))
-    return out
+    return CompactMaster.from_bodies((sku, codec.body(rec)) for sku, rec in master.items())
 
 
 def body_of(records: Mapping[str, MasterRecord], sku: str) -> bytes:

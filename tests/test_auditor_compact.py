@@ -1,4 +1,4 @@
-"""The compact master (issue 20): stored bodies held in memory, records decoded on access."""
+"""The compact master (issue 20): one compact record per SKU, cold fields packed."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from decimal import Decimal
 import pytest
 
 from auditor import codec, compact as compact_mod
-from auditor.compact import CompactMaster, CompactRecords, body_of, compact
+from auditor.compact import CompactMaster, CompactRecord, CompactRecords, body_of, compact
 from auditor.linking import Linker
 from auditor.master import load_master
-from auditor.model import Availability, LinkMethod, MasterStatus, Money
+from auditor.model import Availability, LinkMethod, MasterRecord, MasterStatus, Money
 from auditor.storage import open_store
 from tests.conftest import NOW, make_listing, make_master
 
@@ -63,19 +63,54 @@ def test_behaves_as_the_dict_it_replaces():
     assert m["B"].title == "Changed" and len(m) == 3
 
 
-def test_cache_is_bounded(monkeypatch):
-    monkeypatch.setattr(compact_mod, "CACHE", 8)
-    m = CompactMaster.of(make_master(f"S{i}") for i in range(100))
-    for i in range(100):
-        assert m[f"S{i}"].sku == f"S{i}"
-        assert len(m._cache) <= 8
-    assert m["S99"] is m["S99"]  # recently read: not decoded again
+def test_a_lookup_decodes_nothing_and_cold_fields_decode_when_read():
+    recs = [_full(f"S{i}") for i in range(3)]
+    m = CompactMaster.of(recs)
+    a = m["S0"]
+    assert isinstance(a, CompactRecord) and isinstance(a, MasterRecord)
+    assert m["S0"] is a and m.get("S0") is a  # held as the record: a lookup is a dict get
+    # hot fields are plain slots, shared between records where equal
+    assert a.title == "Full Record" and a.title is m["S1"].title
+    assert a.attributes is m["S1"].attributes and a.prices is m["S2"].prices
+    assert a.price is m["S1"].price
+    # cold fields come from the packed part, exactly
+    assert (a.description, a.mpn, a.url, a.images, a.group_id) == (
+        "All fields", "AC-1", "https://shop.example/p/full",
+        ("https://img/1.jpg", "https://img/2.jpg"), "G-1")
+    plain = CompactMaster.of([make_master("P")])["P"]
+    assert plain._cold is None and plain.images == () and plain.url is None
+    # frozen; replace gives a plain record; pickles as the record it holds
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.title = "x"  # type: ignore[misc]
+    b = dataclasses.replace(a, title="Other")
+    assert type(b) is MasterRecord and b.title == "Other" and b.url == a.url
+    assert pickle.loads(pickle.dumps(a)) == recs[0] and a == recs[0] and recs[0] == a
+    assert a != recs[1] and a.full() == recs[0] and type(a.full()) is MasterRecord
+    assert codec.body(a) == codec.body(recs[0]) and repr(a) == repr(recs[0])
 
 
 def test_a_compact_master_is_much_smaller_than_records():
-    recs = [_full(f"F-{i:06d}") for i in range(2000)]
+    recs = [dataclasses.replace(_full(f"F-{i:06d}"), title=f"Full Record {i}",
+                                gtin=f"{4006381000000 + i}",
+                                url=f"https://shop.example/p/full-{i}",
+                                attributes={"color": "red", "size": str(i % 7)})
+            for i in range(2000)]
     m = CompactMaster.of(recs)
-    held = sum(sys.getsizeof(b) for b in m._bodies.values()) + sys.getsizeof(m._bodies)
+    seen: set[int] = set()
+
+    def size(v) -> int:  # each object counted once: shared values are paid for once
+        if id(v) in seen or v is None:
+            return 0
+        seen.add(id(v))
+        n = sys.getsizeof(v)
+        if isinstance(v, dict):
+            n += sum(size(k) + size(x) for k, x in v.items())
+        elif isinstance(v, Money):
+            n += size(v.amount)
+        return n
+    held = sys.getsizeof(m._recs) + sum(
+        size(sku) + size(r) + size(r._cold) + sum(size(getattr(r, f)) for f in compact_mod.HOT)
+        for sku, r in m._recs.items())
 
     def deep(rec) -> int:
         n = sys.getsizeof(rec)
@@ -88,7 +123,7 @@ def test_a_compact_master_is_much_smaller_than_records():
                 n += sum(sys.getsizeof(k) + sys.getsizeof(x) for k, x in v.items())
         return n
     as_records = sum(deep(r) for r in recs)
-    assert held < as_records / 8, (held, as_records)
+    assert held < as_records / 3, (held, as_records)
     assert [b for _s, b in m.bodies()] == [codec.body(r) for r in recs]
 
 
@@ -101,7 +136,7 @@ def test_compact_records_as_read_from_a_file():
     assert only == recs[1]
     m = cr.master()
     assert isinstance(m, CompactMaster) and m == {"A": recs[0], "B": recs[1]}
-    assert m._bodies["A"] is cr._bodies[0]  # shared, not encoded again
+    assert m["A"] is cr[0]  # shared, not built again
 
 
 def test_master_file_is_read_compactly(tmp_path):
@@ -157,7 +192,7 @@ def test_packer_learns_a_dictionary_and_gives_back_exact_bytes():
     assert all(p.unpack(z) == codec.body(r) for z, r in zip(packed, recs))
     late = packed[Packer.SAMPLE:]
     assert sum(map(len, late)) * 3 < sum(len(codec.body(r)) for r in recs[Packer.SAMPLE:])
-    m = CompactMaster({r.sku: z for r, z in zip(recs, packed)}, p)
+    m = CompactMaster.of(recs)
     assert pickle.loads(pickle.dumps(m)) == {r.sku: r for r in recs}
 
 
