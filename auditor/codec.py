@@ -67,7 +67,8 @@ def body(obj: MasterRecord | Listing) -> bytes:
     cls = type(obj)
     if cls not in _BODY_FIELDS:  # a subclass (auditor.compact.CompactRecord)
         cls = MasterRecord if isinstance(obj, MasterRecord) else Listing
-    d = {n: v for n, v in zip(_BODY_FIELDS[cls], _BODY_VALUES[cls](obj)) if v is not None}
+    d = {n: v for n, v in zip(_BODY_FIELDS[cls], _BODY_VALUES[cls](obj), strict=True)
+         if v is not None}
     for name in _BODY_CONTAINERS[cls]:
         v = d.get(name)
         if v is not None and (v == () or v == {}):  # exactly what earlier versions left out

@@ -42,10 +42,12 @@ def _money(v: str) -> Money | None:
         return None
     m = _MONEY.get(v)
     if m is None:
-        m = codec.unmoney(v)
+        new = codec.unmoney(v)
+        if new is None:
+            return None
         if len(_MONEY) >= _SHARED_MAX:
             _MONEY.clear()
-        _MONEY[v] = m
+        m = _MONEY[v] = new
     return m
 
 
@@ -127,6 +129,8 @@ class CompactRecord(MasterRecord):
     """
 
     __slots__ = ("_cold", "_packer")
+    _cold: bytes | None     # the COLD fields' JSON, packed (None when all are empty)
+    _packer: Packer
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         # Only ever built by ``_build``; a call (dataclasses.replace) makes a plain record.
@@ -282,7 +286,7 @@ class CompactMaster(Mapping[str, MasterRecord]):
         """``recs``: SKU -> compact record (shared, not copied)."""
         self._recs: dict[str, CompactRecord] = recs if recs is not None else {}
         self._packer = packer if packer is not None else Packer()
-        self.get = self._recs.get  # the hot path: one lookup per listing
+        self.get = self._recs.get  # type: ignore[method-assign,assignment]  # per listing
 
     @classmethod
     def of(cls, records: Iterable[MasterRecord]) -> "CompactMaster":

@@ -35,11 +35,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("world", type=Path)
     ap.add_argument("--limit", type=int, default=0, help="first N master rows only")
+    ap.add_argument("--write", action="store_true", help="append the table to docs/benchmarks.md")
     a = ap.parse_args()
 
     from auditor.linking import KEY_KINDS, Linker
     from auditor.master import load_master
-    from auditor.runner import read_master  # noqa: F401 (the run's own path is measured below)
     from auditor.storage import open_store
 
     now = datetime.fromisoformat(json.loads((a.world / "manifest.json").read_text())["now"])
@@ -60,31 +60,38 @@ def main() -> None:
         rows = []
         tracemalloc.start()
 
-        imp, b_imp, t_imp = _held(lambda: load_master({**opts, "source": str(src["master.csv"])},
-                                                      a.world))
+        def read():
+            return load_master({**opts, "source": str(src["master.csv"])}, a.world)
+
+        imp, b_imp, t_imp = _held(read)
         n = len(imp.records)
-        rows.append(("master as read from the file (MasterImport.records)", b_imp, t_imp))
-        records, b_rec, t_rec = _held(lambda: {r.sku: r for r in imp.records})
+        rows.append((f"master as read from the file ({type(imp.records).__name__})",
+                     b_imp, t_imp))
+        records, b_rec, t_rec = _held(lambda recs=imp.records: {r.sku: r for r in recs})
         rows.append(("the same as a dict of MasterRecord (what runs held before)", b_rec, t_rec))
         del records
-        plan, b_plan, t_plan = _held(lambda: store.plan_master(
-            imp.records.master() if hasattr(imp.records, "master")
-            else {r.sku: r for r in imp.records}, now))
+
+        def plan_it(recs=imp.records):
+            return store.plan_master(recs.master() if hasattr(recs, "master")
+                                     else {r.sku: r for r in recs}, now)
+
+        plan, b_plan, t_plan = _held(plan_it)
+        del plan_it
         rows.append((f"import plan ({len(plan.writes)} writes, {len(plan.replaced)} replaced)",
                      b_plan, t_plan))
         del plan, imp
         gc.collect()
-        store.save_master(load_master({**opts, "source": str(src["master.csv"])},
-                                      a.world).records, "now", None, now)
+        store.save_master(read().records, "now", None, now)
         master, b_cur, t_cur = _held(store.current_master)
-        rows.append(("master read from the store (current_master)", b_cur, t_cur))
+        rows.append((f"master read from the store (current_master, {type(master).__name__})",
+                     b_cur, t_cur))
         history, b_hist, t_hist = _held(store.master_history)
         rows.append((f"history ({len(history)} SKUs with earlier versions)", b_hist, t_hist))
         linker, b_link, t_link = _held(lambda: Linker(master, {"order": list(KEY_KINDS),
                                                                "fuzzy": False}))
         rows.append(("linker: SKU index", b_link, t_link))
         for kind in list(KEY_KINDS)[1:]:
-            _, b, t = _held(lambda: linker.index[kind])
+            _, b, t = _held(lambda k=kind: linker.index[k])
             rows.append((f"linker: {kind} index", b, t))
         linker.fuzzy = True
         _, b_mi, t_mi = _held(lambda: linker.match_index)
@@ -94,11 +101,15 @@ def main() -> None:
         tracemalloc.stop()
         store.close()
     print(f"{n:,} SKUs")
-    print("| part | MiB | bytes per SKU | cpu s |\n|---|---|---|---|")
-    for label, b, t in rows:
-        print(f"| {label} | {b / 2**20:,.1f} | {b / n:,.0f} | {t:.1f} |")
-    print(f"| **held while auditing (store master + history + indexes)** | {total / 2**20:,.1f} |"
-          f" {total / n:,.0f} | |")
+    out = [[label, round(b / 2**20, 1), round(b / n), round(t, 1)] for label, b, t in rows]
+    out.append(["**held while auditing (store master + history + indexes)**",
+                round(total / 2**20, 1), round(total / n), ""])
+    from bench.common import record, table
+
+    record("Memory per SKU (the loaded master)", [table(
+        f"{n:,} SKUs of {a.world.name}: bytes allocated and still held after each step "
+        "(tracemalloc), CPU seconds under tracemalloc", ["part", "MiB", "bytes per SKU", "cpu s"],
+        out)], a.write, command="python -m bench.memory")
 
 
 if __name__ == "__main__":

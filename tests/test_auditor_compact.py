@@ -189,7 +189,7 @@ def test_packer_learns_a_dictionary_and_gives_back_exact_bytes():
     packed = [p.pack(codec.body(r)) for r in recs]
     assert all(z[:1] == b"r" for z in packed[:Packer.SAMPLE])
     assert all(z[:1] == b"z" for z in packed[Packer.SAMPLE:])
-    assert all(p.unpack(z) == codec.body(r) for z, r in zip(packed, recs))
+    assert all(p.unpack(z) == codec.body(r) for z, r in zip(packed, recs, strict=True))
     late = packed[Packer.SAMPLE:]
     assert sum(map(len, late)) * 3 < sum(len(codec.body(r)) for r in recs[Packer.SAMPLE:])
     m = CompactMaster.of(recs)
