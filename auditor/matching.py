@@ -251,8 +251,9 @@ class MatchIndex:
         self.titles: list[str] = []
         self.brands: list[str] = []
         self.prices: list[float | None] = []
-        self.codes: list[frozenset[str] | None] = []
-        self.joined: list[frozenset[str] | None] = []
+        # model codes as tuples (a frozenset costs 216 bytes even for one code; issue 20)
+        self.codes: list[tuple[str, ...] | None] = []
+        self.joined: list[tuple[str, ...] | None] = []
         postings: dict[str, list[int]] = {}
         code_post: dict[str, list[int]] = {}
         self.exact: dict[str, list[int]] = {}
@@ -277,8 +278,8 @@ class MatchIndex:
                 if m:
                     cs |= codes(m.group(1).replace(" ", ""))[0]
             two -= cs
-            self.codes.append(frozenset(cs) if cs else None)
-            self.joined.append(frozenset(two) if two else None)
+            self.codes.append(tuple(cs) if cs else None)
+            self.joined.append(tuple(two) if two else None)
             self.exact.setdefault(title, []).append(i)
             for t in set(toks):
                 postings.setdefault(t, []).append(i)
@@ -411,9 +412,9 @@ class MatchIndex:
         s = sim
         if ev is not None:
             ev["title"] = round(sim, 3)
-        mcodes = self.codes[i] or frozenset()
+        mcodes = frozenset(self.codes[i] or ())
         if mcodes or f.codes:
-            mjoined = self.joined[i] or frozenset()
+            mjoined = frozenset(self.joined[i] or ())
             agree = (f.codes & mcodes) | (f.joined & mcodes) | (f.codes & mjoined) \
                 | (f.description_codes & mcodes)
             if not agree:
