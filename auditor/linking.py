@@ -141,12 +141,13 @@ class _LazyIndex(dict):
             self["sku"] = idx
         if not kinds:
             return
-        built = [(_MASTER_KEYS[k], {}, k in _HASHED) for k in kinds]
+        built: list[tuple[Any, dict[Any, Any], bool]] = [
+            (_MASTER_KEYS[k], {}, k in _HASHED) for k in kinds]
         for sku, rec in self.master.items():  # a compact master decodes each record once
             for keyof, idx, hashed in built:
                 key = keyof(sku, rec)
                 _put(idx, hash(key) if hashed and key else key, sku)
-        for kind, (_keyof, idx, _hashed) in zip(kinds, built):
+        for kind, (_keyof, idx, _hashed) in zip(kinds, built, strict=True):
             self[kind] = idx
 
 

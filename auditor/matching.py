@@ -289,7 +289,7 @@ class MatchIndex:
         # prices and norms as float arrays (a missing price is 0.0, which never compares).
         for d in (postings, code_post, self.exact):
             for k, v in d.items():  # in place: each list is freed as it is packed
-                d[k] = _packed(v)
+                d[k] = _packed(v)  # type: ignore[assignment]  # packed in place
         self.postings = postings
         self.code_post = code_post
         self.prices = array("d", (p or 0.0 for p in self.prices))  # type: ignore[assignment]
