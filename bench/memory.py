@@ -67,7 +67,8 @@ def main() -> None:
         n = len(imp.records)
         rows.append((f"master as read from the file ({type(imp.records).__name__})",
                      b_imp, t_imp))
-        records, b_rec, t_rec = _held(lambda recs=imp.records: {r.sku: r for r in recs})
+        records, b_rec, t_rec = _held(lambda recs=imp.records: {
+            r.sku: r.full() if hasattr(r, "full") else r for r in recs})  # decoded in full
         rows.append(("the same as a dict of MasterRecord (what runs held before)", b_rec, t_rec))
         del records
 
