@@ -5,6 +5,7 @@ Exit codes: 0 all consistent; 1 findings; 2 could not run, or ran only partly.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -26,27 +27,17 @@ from auditor.config import (CHANNEL_OPTIONS, HTTP_OPTIONS, LINKING_OPTIONS, MAST
                             STORE_OPTIONS, UI_OPTIONS, Config, load_config)
 from auditor.errors import AuditorError, ConfigError, Interrupted
 from auditor.hookspecs import hookimpl
+from auditor.terminal import safe
 
 if TYPE_CHECKING:
     from auditor.storage import Store
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # interrupted: 128 + the signal's number
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 # In a pipe there is no terminal width: use a wide one rather than folding tables.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # never folded mid-phrase
-
-
-def safe(v: Any, width: int | None = None) -> str:
-    """Untrusted text for the terminal: control characters dropped, markup escaped."""
-    if v is None:
-        return ""
-    s = _CONTROL.sub("", str(v))
-    if width and len(s) > width:
-        s = s[: width - 1] + "…"
-    return escape(s)
 
 
 class AuditorGroup(click.Group):
@@ -357,7 +348,9 @@ class ProgressListener:
         self.p.update(self.tasks[event.channel], completed=event.listings)
 
 
-def print_report(report, code: int | None = None) -> None:
+def print_report(report, code: int | None = None, exit_line: bool = True) -> None:
+    """The run summary; ``exit_line``: end with the exit code and what to do next
+    (the demo, whose exit code means something else, leaves it out)."""
     for r in getattr(report, "interrupted_before", ()):
         out.print(f"[yellow]note:[/] the previous run {r['id']} was interrupted at "
                   f"{safe(r['at'])}: {safe(r['reason'])}")
@@ -401,6 +394,8 @@ def print_report(report, code: int | None = None) -> None:
             fields = sorted({f for fs in s.not_carried.values() for f in fs})
             out.print(f"{safe(s.channel)}: not evaluated on this channel, its source never "
                       f"carries them: {safe(', '.join(fields))}")
+    if not exit_line:
+        return
     code = report.exit_code if code is None else code
     hint = {0: "all consistent" if report.exit_code == 0 else "nothing to fail on "
             "(see --fail-on)", 1: "findings: see `auditor findings --open`",
@@ -782,7 +777,7 @@ def report(ctx: click.Context, config_path: Path, run_id: int | None, output: Pa
     """
     if ctx.invoked_subcommand is not None:
         return
-    from reports.run_report import write_report
+    from auditor.reports.run_report import write_report
 
     store = _store_for(config_path)
     try:
@@ -819,7 +814,7 @@ def report_weekly(config_path: Path, week: str | None, out_dir: Path | None, sen
     from datetime import datetime, timezone
 
     from auditor import mail
-    from reports.weekly import make_report, write_archive
+    from auditor.reports.weekly import make_report, write_archive
 
     cfg = _load(config_path)
     now = None
@@ -827,7 +822,8 @@ def report_weekly(config_path: Path, week: str | None, out_dir: Path | None, sen
         try:
             now = datetime.fromisoformat(now_text)
         except ValueError:
-            raise click.BadParameter(f"{now_text!r} is not an ISO 8601 time", param_hint="--now")
+            raise click.BadParameter(f"{now_text!r} is not an ISO 8601 time",
+                                     param_hint="--now") from None
         if now.tzinfo is None:
             now = now.replace(tzinfo=timezone.utc)
     store = _store_for(config_path)
@@ -958,8 +954,8 @@ def list_connectors(fmt: str) -> None:
 @format_option
 def list_checks(fmt: str) -> None:
     """List the checks that run on every listing."""
-    rows = [{"name": name, "fields": list(spec.fields), "help": spec.help}
-            for name, spec in plugins.checks().items()]
+    rows: list[dict[str, Any]] = [{"name": name, "fields": list(spec.fields), "help": spec.help}
+                                  for name, spec in plugins.checks().items()]
     if fmt != "table":
         _rows_out(rows, ["name", "fields", "help"], fmt, "")
         return
@@ -1169,7 +1165,7 @@ def demo(directory: Path, serve: bool, port: int) -> None:
     """
     from auditor.demo import run_demo
 
-    code = run_demo(directory, serve=serve, console=out, port=port)
+    code = run_demo(directory, serve=serve, console=out, port=port, show_report=functools.partial(print_report, exit_line=False))
     sys.exit(code)
 
 

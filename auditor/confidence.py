@@ -78,6 +78,7 @@ def prefer_master(listing: Listing, master: MasterRecord | None, now: datetime) 
     reg = reg_m.amount if reg_m is not None else None
     sale = sale_m.amount if sale_m is not None else None
     price, sale_price = listing.price, listing.sale_price
+    new: tuple[Money | None, Money | None]
     if sale is not None and sale in shown:
         new = (Money(reg, cur) if reg is not None and reg in shown else price, Money(sale, cur))
     elif reg is not None and reg in shown:

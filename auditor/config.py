@@ -7,7 +7,6 @@ variable written ``{ env = "NAME" }``, resolved only when it is used.
 
 from __future__ import annotations
 
-import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -18,37 +17,10 @@ from auditor.errors import ConfigError
 from auditor.options import Opt, did_you_mean, resolve
 from auditor import plugins
 from auditor.alerts.config import CHANNEL_ALERT_OPTIONS, AlertsConfig, parse_alerts
+from auditor.configtypes import SECRET_VALUES as SECRET_VALUES, ChannelConfig as ChannelConfig, \
+    EnvRef as EnvRef, secret_value as secret_value, str_list as _str_list
 
 SENSITIVE_HEADER = re.compile(r"(authorization|cookie|token|secret|api[-_]?key|password|auth)", re.I)
-
-
-# Every secret value read from the environment, so logs can redact it (auditor.log).
-SECRET_VALUES: set[str] = set()
-
-
-@dataclass(frozen=True)
-class EnvRef:
-    """A value taken from an environment variable when used, never stored."""
-
-    name: str
-
-    def get(self) -> str:
-        """The variable's value; a clear error when it is unset."""
-        value = os.environ.get(self.name)
-        if value is None:
-            raise ConfigError("environment", [f"environment variable {self.name} is not set "
-                                              f"(referenced as {{ env = \"{self.name}\" }})"])
-        if len(value) >= 4:
-            SECRET_VALUES.add(value)
-        return value
-
-    def __repr__(self) -> str:  # never show the value
-        return f"EnvRef({self.name!r})"
-
-
-def secret_value(v: str | EnvRef) -> str:
-    """Resolve a plain value or an environment reference."""
-    return v.get() if isinstance(v, EnvRef) else v
 
 
 def _headers(value: Any) -> dict[str, str | EnvRef]:
@@ -105,12 +77,6 @@ def _cron(value: Any) -> str:
     from auditor.service.cron import validate
 
     return validate(value)
-
-
-def _str_list(value: Any) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
-        raise ValueError(f"expected an array of strings, got {value!r}")
-    return value
 
 
 def _scope(value: Any) -> dict[str, list[str]]:
@@ -318,25 +284,6 @@ _CHANNEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
 @dataclass(frozen=True)
-class ChannelConfig:
-    """One channel: the common options, the connector's own and per-check overrides."""
-
-    name: str
-    type: str
-    source: str | None
-    schedule: str | None
-    enabled: bool
-    options: Mapping[str, Any]  # common + connector options, defaults filled
-    checks: Mapping[str, Mapping[str, Any]]  # check name -> merged options
-    base_dir: Path = Path(".")
-
-    def opt(self, key: str, default: Any = None) -> Any:
-        """A channel or connector option."""
-        v = self.options.get(key)
-        return default if v is None else v
-
-
-@dataclass(frozen=True)
 class Config:
     """The whole validated configuration."""
 
@@ -507,7 +454,7 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
             problems.append(f"{where}.source: missing (expected a path, glob or http(s) URL)")
         merged = _check_options(ch.get("checks", {}), f"{where}.checks", "", problems,
                                 base=global_checks)
-        if isinstance(name, str) and conn is not None:
+        if isinstance(name, str) and isinstance(ctype, str) and conn is not None:
             channels.append(ChannelConfig(
                 name=name, type=ctype, source=resolved.get("source"),
                 schedule=resolved.get("schedule"), enabled=resolved.get("enabled", True),

@@ -30,10 +30,10 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping, Sequence
 
 from auditor import http, sources
-from auditor.config import ChannelConfig, secret_value
+from auditor.configtypes import ChannelConfig, secret_value
 from auditor.model import Listing, MasterRecord, SourceResult, SourceStatus
 from auditor.options import Opt
 
@@ -128,7 +128,7 @@ class SourceContext:
             self.result.status = SourceStatus.PARTIAL
         self.result.message = reason
 
-    def policy(self, urls: list[str] = ()) -> http.FetchPolicy:
+    def policy(self, urls: Sequence[str] = ()) -> http.FetchPolicy:
         """The fetch policy for this channel, allowing the hosts of ``urls``."""
         src = [self.channel.source] if self.channel.source and sources.is_url(
             self.channel.source) else []

@@ -275,7 +275,8 @@ async def read_sitemaps(fetcher: Fetcher, roots: list[str], allowed: Callable[[s
             continue
         for p in pages:
             loc = p.loc.split("#")[0]
-            if loc not in out or (p.lastmod and (out[loc] is None or p.lastmod > out[loc])):
+            known = out.get(loc)
+            if loc not in out or (p.lastmod and (known is None or p.lastmod > known)):
                 out[loc] = p.lastmod
         if depth < max_depth:
             todo += [(urljoin(url, c), depth + 1) for c in children]

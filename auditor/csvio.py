@@ -6,7 +6,7 @@ import csv
 import functools
 import io
 import sys
-from typing import IO, Callable, Iterator
+from typing import IO, Callable, Generator, Iterator
 
 from auditor.errors import SourceError
 from auditor.sources import SourceFile, detect_encoding
@@ -77,7 +77,7 @@ class _LineFeed:
         self.max_line = max_line
         self.name = name
 
-    def lines(self) -> Iterator[str]:
+    def lines(self) -> Generator[str, None, None]:
         """Pushed-back lines first, then the stream; a generator (the hot path)."""
         back, buf, mx = self.back, self.buf, self.max_lines
         self.runaway = False
@@ -136,7 +136,7 @@ def open_rows(sf: SourceFile, encoding: str = "auto", delimiter: str = "auto",
     # (process-wide; every reader sets its file's limit before reading).
     csv.field_size_limit(min(limits.max_field, sys.maxsize))
     raw = sf.open_binary()
-    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw, 1 << 16)  # type: ignore[arg-type]
+    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw, 1 << 16)  # type: ignore[type-var]  # any byte stream will do
     sample_bytes = buffered.peek(1 << 16)[: 1 << 16]
     enc = detect_encoding(sample_bytes) if encoding == "auto" else encoding
     if encoding == "auto" or on_error is None:
@@ -176,7 +176,7 @@ def open_rows(sf: SourceFile, encoding: str = "auto", delimiter: str = "auto",
         header[0] = header[0][1:]
     header = [h.strip() for h in header]
     width = len(header)
-    ragged = ragged == "report"
+    report_ragged = ragged == "report"
     head0 = header[0] if header else None
 
     def rows() -> Iterator[tuple[int, list[str]]]:
@@ -212,7 +212,7 @@ def open_rows(sf: SourceFile, encoding: str = "auto", delimiter: str = "auto",
                             continue
                         if cells[0].strip() == head0 and [c.strip() for c in cells] == header:
                             continue  # the header again (files joined end to end): not data
-                        if ragged and len(cells) != width:
+                        if report_ragged and len(cells) != width:
                             if len(cells) > width:
                                 if any(c.strip() for c in cells[width:]):
                                     report(f"{sf.name}:{start}",

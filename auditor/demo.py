@@ -13,10 +13,14 @@ import dataclasses
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from auditor import plugins
 from auditor.config import CHANNEL_OPTIONS
+from auditor.terminal import safe
+
+if TYPE_CHECKING:
+    from auditor.runner import RunReport
 
 DEMO_SIZE = 200
 DEMO_SEED = 1
@@ -160,9 +164,10 @@ def print_truth(console, findings: list[dict], world_dir: Path, channels: list[s
     console.print(t)
 
 
-def run_demo(directory: Path, serve: bool, console, port: int = 8080) -> int:
-    """Generate, serve, configure and audit the demo world; 0 when it ran, 2 when not."""
-    from auditor.cli import print_report, safe
+def run_demo(directory: Path, serve: bool, console, port: int = 8080,
+             show_report: Callable[[RunReport], None] | None = None) -> int:
+    """Generate, serve, configure and audit the demo world; 0 when it ran, 2 when not.
+    ``show_report`` prints the run's summary (the CLI passes its ``print_report``)."""
     from auditor.config import load_config
     from auditor.errors import AuditorError
     from auditor.runner import import_master, run_audit
@@ -196,12 +201,13 @@ def run_demo(directory: Path, serve: bool, console, port: int = 8080) -> int:
                 import_master(previous, store, now - timedelta(days=7))
                 report = run_audit(cfg, store, now=now)
                 findings = [f.to_dict() for f in store.findings(state="open")]
-                from reports.run_report import write_report
+                from auditor.reports.run_report import write_report
 
                 report_path = write_report(store, directory / "report.html")
         finally:
             store.close()
-        print_report(report)
+        if show_report is not None:
+            show_report(report)
         print_truth(console, findings, world_dir, [c.name for c in cfg.channels])
         cfg_arg = safe(config_path)
         console.print(f"\ndemo finished in {time.perf_counter() - t0:.1f}s. The findings are "

@@ -171,14 +171,14 @@ def decode_html(data: bytes, content_type: str | None = None) -> tuple[str, str]
         m = _HEADER_CHARSET.search(content_type)
         if m:
             declared.append(m.group(1))
-    m = _META_CHARSET.search(data[:8192])
-    if m:
-        declared.append(m.group(1).decode("ascii", "replace"))
+    mb = _META_CHARSET.search(data[:8192])
+    if mb:
+        declared.append(mb.group(1).decode("ascii", "replace"))
     for name in declared:
-        enc = _codec(name)
-        if enc and enc not in ("utf-8", "ascii"):
+        codec = _codec(name)
+        if codec and codec not in ("utf-8", "ascii"):
             try:
-                return data.decode(enc), enc
+                return data.decode(codec), codec
             except UnicodeDecodeError:
                 continue
     # Mostly-Latin bytes read as Windows-1252; other scripts go to a detector.
@@ -307,6 +307,7 @@ def _ld_texts(text: str) -> Iterator[str]:
     ``str.find`` jumps to each "ld+json" (case variants are rare and caught by the
     regex fallback), so a large page costs microseconds, not a regex over every tag.
     """
+    m: re.Match[str] | None
     lower_hit = text.find("ld+json") >= 0
     if not lower_hit and not _odd_case_ld(text):
         return
@@ -371,7 +372,7 @@ def _products(nodes: Iterable[Any]) -> list[dict]:
             if _types(n) & PRODUCT_TYPES:
                 found.append(n)
                 return
-            for k, v in n.items():
+            for v in n.values():
                 if isinstance(v, (dict, list)):
                     walk(v, depth + 1)
 
@@ -560,7 +561,8 @@ def _shown(amount: Decimal | None, currency: str | None) -> Decimal | None:
     from auditor.model import CURRENCY_MINOR_UNITS
 
     places = CURRENCY_MINOR_UNITS.get(currency or "", 2)
-    if amount.as_tuple().exponent < -places:
+    exponent = amount.as_tuple().exponent  # "n", "N" or "F" for NaN and infinity
+    if isinstance(exponent, int) and exponent < -places:
         from decimal import ROUND_HALF_UP
 
         return amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
@@ -571,8 +573,8 @@ def _fields(p: Mapping[str, Any], base: str, want: set[str], variant: str | None
             parent: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Listing values from one schema.org Product (or variant) node."""
     f: dict[str, Any] = {}
-    get = (lambda k: p.get(k) if p.get(k) not in (None, "", []) else
-           (parent.get(k) if parent else None))
+    def get(k: str) -> Any:
+        return p.get(k) if p.get(k) not in (None, "", []) else (parent.get(k) if parent else None)
     f["title"] = _text(get("name"))
     f["description"] = _text(get("description"))
     f["sku"] = _text(p.get("sku"))
@@ -580,7 +582,7 @@ def _fields(p: Mapping[str, Any], base: str, want: set[str], variant: str | None
     f["mpn"] = _text(p.get("mpn"))
     f["brand"] = _text(get("brand")) or _text(get("manufacturer"))
     f["images"] = _urls(get("image"), base)
-    f["url"] = (_urls(p.get("url"), base) or [None])[0]
+    f["url"] = next(iter(_urls(p.get("url"), base)), None)
     attrs = {}
     for a in ATTRIBUTES:
         s = _text(p.get(a))
@@ -589,8 +591,8 @@ def _fields(p: Mapping[str, Any], base: str, want: set[str], variant: str | None
     for prop in _as_list(p.get("additionalProperty"))[:50]:
         if isinstance(prop, dict):
             name = (_text(prop.get("name")) or "").lower()
-            if name in ATTRIBUTES and name not in attrs and _text(prop.get("value")):
-                attrs[name] = _text(prop.get("value"))
+            if name in ATTRIBUTES and name not in attrs and (value := _text(prop.get("value"))):
+                attrs[name] = value
     f["attributes"] = attrs
     # Some themes put price and currency on the Product itself, with no Offer.
     offers = _offers(p) or ([dict(p)] if p.get("price") is not None else []) or (
@@ -842,7 +844,7 @@ def _opengraph_meta(meta: Mapping[str, list[str]], base: str) -> dict[str, Any]:
     f["sku"] = _text(one("product:retailer_item_id", "product:sku"))
     f["brand"] = _text(one("product:brand", "og:brand"))
     f["gtin"] = _text(one("product:upc", "product:ean", "product:gtin", "product:isbn"))
-    f["url"] = (_urls(one("og:url"), base) or [None])[0]
+    f["url"] = next(iter(_urls(one("og:url"), base)), None)
     f["images"] = _urls(meta.get("og:image", []), base)
     f["attributes"] = {a: _text(one(f"product:{a}")) for a in ATTRIBUTES if one(f"product:{a}")}
     return {k: v for k, v in f.items() if v not in (None, "", [], {})}
@@ -885,8 +887,8 @@ def _selected(text: str, selectors: Mapping[str, str], base: str) -> dict[str, A
             els = soup.select(sel, limit=50)
         except Exception:  # validated at load; a parser quirk must not stop the page
             continue
-        vals = [(el.get(attr) if attr else _soup_value(el)) for el in els]
-        vals = [re.sub(r"\s+", " ", v).strip() for v in vals if isinstance(v, str) and v.strip()]
+        found = [(el.get(attr) if attr else _soup_value(el)) for el in els]
+        vals = [re.sub(r"\s+", " ", v).strip() for v in found if isinstance(v, str) and v.strip()]
         if not vals:
             continue
         if name == "images":

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from auditor.config import ChannelConfig
+from auditor.configtypes import ChannelConfig
 
 # Fewer vanished listings than this are never a "drop" (one listing is not a batch).
 MIN_DROP_ITEMS = 2

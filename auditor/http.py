@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import urljoin, urlsplit
 
 import httpcore
@@ -77,7 +77,7 @@ class FetchPolicy:
 
     @classmethod
     def from_config(cls, http: Mapping[str, Any], channel_opts: Mapping[str, Any] | None = None,
-                    source_urls: list[str] = ()) -> "FetchPolicy":
+                    source_urls: Sequence[str] = ()) -> "FetchPolicy":
         p = cls(**{k: http[k] for k in (
             "user_agent", "timeout", "retries", "backoff", "max_retry_after", "max_body_bytes",
             "max_redirects", "concurrency", "per_host_concurrency", "allow_private", "deadline",
@@ -180,7 +180,7 @@ async def _getaddrinfo(host: str, port: int) -> list[str]:
     """Addresses of ``host`` (tests patch this to play DNS tricks)."""
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [i[4][0] for i in infos]
+    return [str(i[4][0]) for i in infos]
 
 
 async def resolve_checked(host: str, port: int, policy: FetchPolicy, url: str = "") -> list[str]:
@@ -200,7 +200,7 @@ async def resolve_checked(host: str, port: int, policy: FetchPolicy, url: str = 
         except (OSError, UnicodeError) as e:
             raise _Unresolvable(url or host, f"cannot resolve {host}: {e}") from None
         if not ips:
-            raise _Unresolvable(url or host, f"cannot resolve {host}: no address")
+            raise _Unresolvable(url or host, f"cannot resolve {host}: no address") from None
     if not policy.allow_private:
         for ip in ips:
             if not is_public_address(ip):
@@ -281,6 +281,18 @@ class _PinnedTransport(httpx.AsyncHTTPTransport):
             ssl_context=ssl_context, max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry, network_backend=_PinnedBackend(policy))
+
+
+def pinned_client(policy: FetchPolicy, max_connections: int = 4) -> httpx.AsyncClient:
+    """A bare client with the outbound guard at the socket (``_PinnedBackend``): no
+    redirects followed, no proxies, no credentials. For callers that make requests on
+    someone else's behalf, such as the headless browser's (``auditor.render``)."""
+    limits = httpx.Limits(max_connections=max_connections,
+                          max_keepalive_connections=max_connections)
+    ctx = _ssl_context()
+    return httpx.AsyncClient(transport=_PinnedTransport(policy, ctx, limits), verify=ctx,
+                             follow_redirects=False, trust_env=False, limits=limits,
+                             timeout=httpx.Timeout(policy.timeout))
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:

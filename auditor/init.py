@@ -76,7 +76,7 @@ def _header_and_rows(path: Path, n: int = 50) -> tuple[list[str], list[list[str]
     sf = SourceFile(str(path), path)
     kind = sf.kind()
     if kind == "xlsx":
-        from connectors.tabular import xlsx_rows
+        from auditor.connectors.tabular import xlsx_rows
 
         header, rows = xlsx_rows(sf)
         first = []
@@ -121,10 +121,10 @@ def _guess_currency(header: list[str], rows: list[list[str]], column: str | None
     for r in rows:
         if i < len(r):
             m = _CURRENCY_HINT.search(r[i])
-            if m:
+            if m and m.lastindex:
                 cur = _CURRENCIES[m.lastindex - 1]
                 seen[cur] = seen.get(cur, 0) + 1
-    return max(seen, key=seen.get) if seen else None
+    return max(seen, key=lambda c: seen[c]) if seen else None
 
 
 def _decimal_comma(header: list[str], rows: list[list[str]], column: str | None) -> bool:

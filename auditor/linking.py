@@ -192,7 +192,7 @@ class Linker:
         forking workers, so they share the indexes instead of each building its own."""
         self.index.build(self.order)
         if self.fuzzy:
-            self.match_index
+            _ = self.match_index
 
     def keys(self, li: Listing) -> Iterable[tuple[str, str | None]]:
         """The listing's normalized keys in the configured order."""
@@ -344,7 +344,7 @@ class LinkSession:
         pending, self.pending = self.pending, []
         decisions = assign([r for _li, r in pending], lk.link_score, lk.suggest_score,
                            lk.margin, taken)
-        for (li, _r), d in zip(pending, decisions):
+        for (li, _r), d in zip(pending, decisions, strict=True):
             if d.index is None:
                 yield li, Link(li.channel, li.key, None, LinkMethod.NONE,
                                round(min(d.score, 1.0), 3),

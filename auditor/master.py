@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping
 
 from auditor import csvio, sources
 from auditor.compact import CompactRecords
@@ -43,7 +43,7 @@ class MasterImport:
     """The outcome of reading a master file."""
 
     source: str
-    records: Sequence[MasterRecord]  # a CompactRecords when read from a file
+    records: CompactRecords | list[MasterRecord]  # a CompactRecords when read from a file
     errors: list[tuple[str, str]] = field(default_factory=list)
     rows: int = 0
     sha256: str | None = None
@@ -67,6 +67,7 @@ class _Plan:
 
 @lru_cache(maxsize=256)
 def _plan(columns: tuple[str, ...]) -> _Plan:
+    cur: list[tuple[str, str | None, bool, str]]
     cur, images, overrides, attributes, nested = [], [], [], [], []
     for col in columns:
         if col in KNOWN:
@@ -292,7 +293,7 @@ def read_csv(sf: sources.SourceFile, opts: Mapping[str, Any]) -> MasterImport:
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
         out.errors.append((f"{sf.name}:1", f"duplicate column(s): {', '.join(sorted(dupes))}"))
-    _collect(out, ((line, dict(zip(names, cells)), len(cells) != len(names))
+    _collect(out, ((line, dict(zip(names, cells, strict=False)), len(cells) != len(names))
                    for line, cells in rows), sf.name, opts)
     return out
 

@@ -387,7 +387,7 @@ class MatchIndex:
             brands, b = self.brands, f.brand
             for i in found:
                 if brands[i] == b:
-                    found[i] += 0.5
+                    found[i] += 0.5  # type: ignore[assignment]  # a half count breaks ties
         # the masters sharing the most (ties in the order found), sorted in C
         return [i for i, _c in sorted(found.items(), key=_COUNT, reverse=True)[:MAX_CANDIDATES]]
 
@@ -399,7 +399,6 @@ class MatchIndex:
             self._prepare(f)
         mt = self.titles[i]
         mtoks = set(mt.split())
-        idf = self.idf
         idf2 = self.idf2
         shared = sum(idf2[t] for t in f.tokenset & mtoks)
         cos = shared / (f.norm * self.norms[i])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -273,7 +274,7 @@ class Finding:
     score: float | None = None
     message: str = ""
     listing_key: str | None = None
-    details: Mapping[str, Any] = field(default_factory=dict)
+    details: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # `field` is a field here
 
     @property
     def fingerprint(self) -> str:

@@ -1,9 +1,10 @@
 """One way to add a thing: every plugin registers through the hooks of ``auditor.hookspecs``.
 
-The plugin manager (pluggy) holds, in this order: the built-in ``connectors`` and
-``checks`` packages (each implements ``register_connectors`` / ``register_checks``
-by importing its modules), then every module named in the ``omni_auditor.plugins``
-entry-point group. ``connectors()`` and ``checks()`` are what those hooks returned.
+The plugin manager (pluggy) holds, in this order: the built-in ``auditor.connectors``
+and ``auditor.checks`` packages (plugin names ``connectors`` and ``checks``; each
+implements ``register_connectors`` / ``register_checks`` by importing its modules),
+then every module named in the ``omni_auditor.plugins`` entry-point group.
+``connectors()`` and ``checks()`` are what those hooks returned.
 
 ``@register_connector`` and ``@check`` (``auditor.check``) only *declare*: they note
 the class or check in the module that defines it, and that module's package
@@ -63,11 +64,12 @@ def register_check(spec: "CheckSpec") -> "CheckSpec":
 
 
 def declared(prefix: str, kind: str) -> list[Any]:
-    """What modules under ``prefix`` (a package or module name) declared, in order:
+    """What modules under ``prefix`` (a package or module name) declared, by module name
+    then in declaration order (not in the order something happened to import them):
     ``kind`` is ``"connector"`` or ``"check"``. Later declarations of the same name
     (a module imported again) replace earlier ones."""
     out: dict[Any, Any] = {}
-    for module, k, thing in _DECLARED:
+    for module, k, thing in sorted(_DECLARED, key=lambda d: d[0]):
         if k == kind and (module == prefix or module.startswith(prefix + ".")):
             key = thing.type if kind == "connector" else thing.name
             out[key] = thing
@@ -176,7 +178,7 @@ def load() -> None:
     _loaded = True
     pm = new_manager()
     for package in ("connectors", "checks"):
-        pm.register(importlib.import_module(package), name=package)
+        pm.register(importlib.import_module(f"auditor.{package}"), name=package)
     _register_entry_points(pm)
     _pm = pm
     _collect(pm)

@@ -119,7 +119,7 @@ class MasterUpdate:
     """A master export read and compared with the snapshot in force, not yet written."""
 
     info: dict[str, Any]                        # the import summary (for the run report)
-    records: dict[str, MasterRecord] | None     # by SKU; None when the file is unchanged
+    records: Mapping[str, MasterRecord] | None  # by SKU (a CompactMaster); None: unchanged
     plan: MasterPlan | None = None              # None when unchanged
     source: str = ""
     sha256: str | None = None
@@ -251,7 +251,7 @@ def die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="auditor-parent-watch", daemon=True).start()
 
 
-def _plan_in(url: str, records: dict[str, MasterRecord], now: datetime) -> MasterPlan:
+def _plan_in(url: str, records: Mapping[str, MasterRecord], now: datetime) -> MasterPlan:
     """``plan_master`` on a connection of its own (for a forked process)."""
     own = open_store(url)
     try:
@@ -271,7 +271,7 @@ def write_master(store: Store, update: MasterUpdate) -> None:
 
 
 def import_master(cfg: Config, store: Store, now: datetime
-                  ) -> tuple[dict[str, Any], dict[str, MasterRecord] | None]:
+                  ) -> tuple[dict[str, Any], Mapping[str, MasterRecord] | None]:
     """Read the PIM export into a new snapshot; raise MasterImportError when rejected.
 
     Returns the import summary and the records by SKU (None when the file is
@@ -288,7 +288,7 @@ def _enabled_checks(ch: ChannelConfig) -> list[CheckSpec]:
 
 
 def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
-                  master: dict[str, MasterRecord], linker: Linker, history: MasterVersions,
+                  master: Mapping[str, MasterRecord], linker: Linker, history: MasterVersions,
                   now: datetime, progress: Progress | None = None,
                   preparations: Preparations | None = None, emit: Emit | None = None,
                   wanted: frozenset[str] = frozenset()) -> ChannelSummary:
@@ -323,6 +323,7 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
     if own_preps:
         preparations = Preparations(store, master, cfg.http, cfg.base_dir, now,
                                     {n: c.options for n, c in cctx.items()})
+    assert preparations is not None
     prepared = preparations.batcher(specs, cctx, ctx.policy())
 
     # Counted by Outcome member (a str enum) on the hot path, by plain string at the end.
@@ -336,7 +337,7 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
         for fn, c, tally, fields in plan:
             c.link = link  # presence tells an ambiguous link from an orphan
             found = fn(m, li, c)
-            if unread:  # cells that could not be read: their comparisons are not evaluated
+            if unread and li is not None:  # cells that could not be read: not evaluated
                 found = with_unread(fields, found, m, li, c)
             for f in found:
                 o = f.outcome
@@ -352,7 +353,7 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
     def settle(li: Listing, link: Link) -> Listing:
         m = master.get(link.sku) if link.sku else None
         if m is not None:
-            linked_skus.add(link.sku)  # the index's own string, not a decoded copy
+            linked_skus.add(m.sku)  # the record's own (interned) string
             summary.linked += 1
             if li.alternatives:  # an uncertain page read: the master picks in its buy box
                 li = prefer_master(li, m, ctx.now)
@@ -579,11 +580,11 @@ class _ToParent(logging.handlers.QueueHandler):
     """In a worker: log records go to the auditor's process, which handles them."""
 
     def enqueue(self, record: logging.LogRecord) -> None:
-        self.queue.put(("log", record))
+        self.queue.put_nowait(("log", record))
 
 
 def _audit_in_workers(cfg: Config, store: Store, run_id: int, selected: list[ChannelConfig],
-                      master: dict[str, MasterRecord], linker: Linker, history: MasterVersions,
+                      master: Mapping[str, MasterRecord], linker: Linker, history: MasterVersions,
                       now: datetime, workers: int,
                       meanwhile: Callable[[], None] | None = None, emit: Emit | None = None,
                       wanted: frozenset[str] = frozenset()) -> list[ChannelSummary]:

@@ -24,7 +24,9 @@ from auditor import http
 # exactly, and a legacy export (or one legacy row in a UTF-8 file) still reads right.
 
 
-def _cp1252_fallback(err: UnicodeDecodeError) -> tuple[str, int]:
+def _cp1252_fallback(err: UnicodeError) -> tuple[str, int]:
+    if not isinstance(err, UnicodeDecodeError):  # registered for decoding only
+        raise err
     bad = err.object[err.start:err.end]
     return bad.decode("cp1252", errors="replace"), err.end
 
@@ -113,7 +115,7 @@ class _Guarded(io.RawIOBase):
     deep inside a parser: the parser must not mistake it for the end of the feed.
     """
 
-    def __init__(self, inner: IO[bytes], name: str, closers: tuple = (),
+    def __init__(self, inner: IO[bytes] | io.BufferedIOBase, name: str, closers: tuple = (),
                  max_bytes: int | None = None, max_ratio: int = 0,
                  compressed: Any = None):
         self._inner, self._name, self._closers = inner, name, closers
@@ -273,7 +275,7 @@ def detect_encoding(sample: bytes) -> str:
 
 def decode_stream(raw: IO[bytes], encoding: str, name: str) -> IO[str]:
     """Wrap a byte stream in a text stream of the right encoding."""
-    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw, 1 << 16)  # type: ignore[arg-type]
+    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw, 1 << 16)  # type: ignore[type-var]  # any byte stream will do
     if encoding == "auto":
         sample = buffered.peek(1 << 16)[: 1 << 16]
         encoding = detect_encoding(sample)

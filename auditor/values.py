@@ -106,6 +106,7 @@ def _parse_money_cached(text: str, default_currency: str | None,
                         decimal_separator: str | None) -> Money:
     # Feeds repeat a few hundred distinct prices over millions of rows, and Money
     # is immutable: the cache makes the common case a dictionary lookup.
+    code: str | None
     amount, _, code = text.strip().partition(" ")
     if code in CURRENCY_MINOR_UNITS and _PLAIN_DECIMAL.match(amount) and \
             (decimal_separator != "," or "." not in amount):

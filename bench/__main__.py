@@ -69,7 +69,7 @@ def part_reaudit(size: int, write: bool) -> None:
     second, _, rss2 = isolated(audit, world, work, None, False)
     rows = [[c1["channel"], round(c1["seconds"], 2), round(c2["seconds"], 2),
              f"{c1['seconds'] / c2['seconds']:.1f}x" if c2["seconds"] else "-"]
-            for c1, c2 in zip(first["channels"], second["channels"])]
+            for c1, c2 in zip(first["channels"], second["channels"], strict=True)]
     rows.append(["**whole audit**", round(first["wall_seconds"], 2),
                  round(second["wall_seconds"], 2),
                  f"{first['wall_seconds'] / second['wall_seconds']:.1f}x"])

@@ -21,8 +21,8 @@ RESULTS = ROOT / "docs" / "benchmarks.md"
 def machine() -> str:
     """One line describing where the numbers came from."""
     try:
-        cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
-                    if l.startswith("model name")), platform.processor())
+        cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
+                    if ln.startswith("model name")), platform.processor())
     except OSError:
         cpu = platform.processor()
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30

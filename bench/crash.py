@@ -90,7 +90,7 @@ def _copy_store(src: Path, dst: Path) -> None:
 
 
 def _last_line(text: str) -> str:
-    lines = [l for l in text.strip().splitlines() if l.strip()]
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     return lines[-1][-140:] if lines else "(nothing logged yet)"
 
 

@@ -251,7 +251,7 @@ def _run_ours(base_url: str, concurrency: int, max_pages: int, store_path: str) 
     from auditor.config import parse_config
     from auditor.connector import SourceContext
     from auditor.storage import open_store
-    from connectors.site import SiteConnector
+    from auditor.connectors.site import SiteConnector
 
     cfg = parse_config({"master": {"source": "m.csv"}, "channels": [{
         "name": "bench", "type": "site", "source": base_url.rstrip("/") + "/",

@@ -104,8 +104,9 @@ def originals(products: int, colours: int, size: int) -> list[tuple[str, str, Im
 
 
 def run(products: int = 60, colours: int = 3, size: int = 600, throughput_images: int = 60,
-        thresholds: im.Thresholds = im.Thresholds()) -> dict[str, Any]:
+        thresholds: im.Thresholds | None = None) -> dict[str, Any]:
     """Build the matrix, match it, time decoding; return the numbers."""
+    thresholds = thresholds or im.Thresholds()
     base = originals(products, colours, size)
     sigs = [im.signature_from_bytes(_jpeg(img)) for _, _, img in base]
     per_transform: dict[str, list[int]] = {t: [0, 0] for t in TRANSFORMS}

@@ -270,7 +270,7 @@ def scale(n_listings: int, n_masters: int, workdir: Path) -> dict[str, Any]:
     from collections import Counter
 
     states = Counter(lk.state for lk in links)
-    truth = sum(1 for li, lk in zip(listings, links) if lk.sku is not None)
+    truth = sum(1 for li, lk in zip(listings, links, strict=True) if lk.sku is not None)
     right = 0
     skus = set(master)
     # listing n shows the n-th SKU of the catalog; the master holds the first n_masters

@@ -5,6 +5,10 @@ imports the modules and returns what they declared, the way a third-party plugin
 returns its own.
 """
 
+if __name__ != "auditor.checks":  # the folder installs as auditor.checks only (docs/architecture.md)
+    raise ImportError(f"import auditor.checks, not {__name__}: one module under two names "
+                      "would be loaded twice")
+
 from auditor.hookspecs import hookimpl
 
 

@@ -18,7 +18,7 @@ from auditor.options import Opt
 from auditor.synonyms import (COLOUR_SYNONYMS, SIZE_SYNONYMS, SynonymTable, fold,
                                synonym_groups, table)
 from auditor.units import parse_quantity, same_quantity
-from checks._stale import stale_note, stale_until
+from auditor.checks._stale import stale_note, stale_until
 
 DEFAULT_FIELD_MAP = {"product_weight": "weight", "product_length": "length",
                      "product_width": "width", "product_height": "height",
@@ -130,9 +130,13 @@ def _pair_plan(cfg: dict[str, Any], ctx: CheckContext,
     cnames, mnames, oks = [], [], []
     for cname, name, ok, alt, ok_alt, _syn, _cache in steps:
         if name in master_names:
-            cnames.append(cname), mnames.append(name), oks.append(ok)
+            cnames.append(cname)
+            mnames.append(name)
+            oks.append(ok)
         else:
-            cnames.append(cname), mnames.append(alt), oks.append(ok_alt)
+            cnames.append(cname)
+            mnames.append(alt)
+            oks.append(ok_alt)
     if not oks:
         return None, None, (), ()
     return itemgetter(*cnames), itemgetter(*mnames), tuple(oks), steps
@@ -175,7 +179,7 @@ def attributes_check(master: MasterRecord | None, listing: Listing | None, ctx: 
     if got == expected_values(mattrs) and (got if len(oks) == 1 else all(got)):
         return oks
     tol = cfg["tol"]
-    out = []
+    out: list[Any] = []
     append = out.append
     for cname, name, ok, alt, ok_alt, syn, cache in steps:
         shown = attrs[cname]

@@ -5,10 +5,12 @@ GTINs compare as GTIN-14 (left-padded), so a UPC-A and its EAN-13 form agree.
 
 from __future__ import annotations
 
+from typing import Any
+
 from auditor.check import CheckContext, check
 from auditor.model import Listing, MasterRecord, Outcome, Severity
 from auditor.values import gtin_valid, normalize_gtin
-from checks._stale import stale_note, stale_until
+from auditor.checks._stale import stale_note, stale_until
 
 
 def _norm(g: str | None) -> str | None:
@@ -45,7 +47,8 @@ def identifiers_check(master: MasterRecord | None, listing: Listing | None, ctx:
     if extra and want in extra.split("|"):
         return [ctx.passed(master, listing, "gtin")]
     until = stale_until(ctx, master.sku, lambda r: _norm(r.gtin), lambda old: old == g)
-    msg, details = f"GTIN {shown} differs from master {master.gtin}", {}
+    msg = f"GTIN {shown} differs from master {master.gtin}"
+    details: dict[str, Any] = {}
     if until is not None:
         note, details = stale_note("GTIN", until)
         msg += f": {note}"

@@ -116,7 +116,8 @@ def _primary(master: MasterRecord, listing: Listing, refs: tuple[str, ...], view
                            actual=url, message=f"master image {refs[0]} could not be used: "
                                                f"{msig}", reason=msig), True
     c = compare(msig, lsig, t)
-    d = {"vs_master_primary": c.details(), "thresholds": {"shape": t.shape, "colour": t.colour}}
+    d: dict[str, Any] = {"vs_master_primary": c.details(),
+                         "thresholds": {"shape": t.shape, "colour": t.colour}}
     if c.same:
         w, h = ctx.options.get("min_width") or 0, ctx.options.get("min_height") or 0
         if lsig.width < w or lsig.height < h:

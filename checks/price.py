@@ -16,7 +16,7 @@ from auditor.check import CheckContext, check
 from auditor.model import CURRENCY_MINOR_UNITS, Listing, MasterRecord, Money, Outcome, Severity
 from auditor.options import Opt
 from auditor.values import parse_money
-from checks._stale import stale_note, stale_until
+from auditor.checks._stale import stale_note, stale_until
 
 ROUNDINGS = ("half_up", "none", "whole", "nearest_99")
 _ONE = Decimal(1)
@@ -173,7 +173,8 @@ def _mismatch(ctx: CheckContext, master: MasterRecord, listing: Listing, field: 
     cur = shown.currency
     getter = (lambda r: r.price_in(cur)) if field == "price" else (lambda r: r.sale_price_in(cur))
     until = stale_until(ctx, master.sku, getter,
-                        lambda old: _close(shown.amount, _expect(old, cfg), cfg, cur))
+                        lambda old: (e := _expect(old, cfg)) is not None
+                        and _close(shown.amount, e, cfg, cur))
     exp, act = str(Money(expected, cur)), str(shown)
     word = "price" if field == "price" else "sale price"
     said = exp
@@ -241,7 +242,8 @@ def price_check(master: MasterRecord | None, listing: Listing | None, ctx: Check
                 if sp is not None:
                     sale = sp.amount if cfg["plain"] else _expect(sp, cfg)
                     if (ls is None and shown.amount == sale) or \
-                            (shows_sale and ls.amount == sale and shown.amount == reg):
+                            (shows_sale and ls is not None and ls.amount == sale
+                             and shown.amount == reg):
                         return cfg["ok_both"]
     return compare_price(master, listing, ctx)
 
@@ -260,7 +262,8 @@ def compare_price(master: MasterRecord, listing: Listing, ctx: CheckContext) -> 
     if reg is None:
         why = (f"listing is priced in {cur}, the channel sells in {want_cur}" if want_cur and
                cur != want_cur else f"listing is priced in {cur}, master in "
-               f"{master.price.currency} and no {cur} price is on record")
+               f"{master.price.currency if master.price else '(none)'} and no {cur} price is "
+               "on record")
         return [ctx.finding(master, listing, "price", Outcome.FAILED, Severity.CRITICAL,
                             expected=master.price, actual=shown, message=why,
                             currency_mismatch=True)]
@@ -283,7 +286,7 @@ def compare_price(master: MasterRecord, listing: Listing, ctx: CheckContext) -> 
                                message=f"shows sale price {ls} while no sale is in force" +
                                        (f" (window {_window(master)})"
                                         if master.sale_price is not None else "")))
-    elif shows_sale:
+    elif shows_sale and ls is not None:
         out.append(ctx.passed(master, listing, "sale_price") if _close(ls.amount, sale, cfg, cur)
                    else _mismatch(ctx, master, listing, "sale_price", ls, sale, cfg))
     elif _close(amount, sale, cfg, cur):  # one price shown, and it is the sale price

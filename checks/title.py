@@ -18,7 +18,7 @@ from auditor.model import Listing, MasterRecord, Outcome, Severity
 from auditor.options import Opt
 from auditor.synonyms import COLOUR_WORDS, SIZE_WORDS
 from auditor.text import normalize_title, token_diff
-from checks._stale import stale_note, stale_until
+from auditor.checks._stale import stale_note, stale_until
 
 _DIGIT = re.compile(r"\d")
 
@@ -131,7 +131,7 @@ def title_check(master: MasterRecord | None, listing: Listing | None, ctx: Check
     diff = ", ".join([f"-{t}" for t in missing] + [f"+{t}" for t in extra])
     why = f"title differs from master (similarity {score:.0f}%"
     why += f"; numbers differ: {diff})" if numbers_differ else f"; {diff})"
-    details: dict[str, Any] = {}
+    details = {}
     if dropped:
         why += f"; drops colour/size words: {', '.join(dropped)}"
         details["dropped_variant_words"] = dropped

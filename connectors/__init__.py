@@ -5,6 +5,10 @@ imports the modules and returns what they declared, the way a third-party plugin
 returns its own.
 """
 
+if __name__ != "auditor.connectors":  # the folder installs as auditor.connectors only (docs/architecture.md)
+    raise ImportError(f"import auditor.connectors, not {__name__}: one module under two names "
+                      "would be loaded twice")
+
 from auditor.hookspecs import hookimpl
 
 

@@ -83,7 +83,7 @@ def listing_maker(*names: str) -> Callable[..., Listing]:
     if unknown or len(set(names)) != len(names):
         raise TypeError(f"listing_maker: unknown or repeated fields {unknown or names}")
     if hasattr(Listing, "__post_init__"):  # validation added to the model: honour it
-        return lambda *args: Listing(**dict(zip(names, args)))
+        return lambda *args: Listing(**dict(zip(names, args, strict=True)))
     ns: dict[str, Any] = {"_new": object.__new__, "_cls": Listing}
     body = []
     for i, f in enumerate(fields):

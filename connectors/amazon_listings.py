@@ -20,7 +20,7 @@ from auditor.options import Opt
 from auditor.plugins import register_connector
 from auditor.values import (availability_from_quantity, normalize_currency, normalize_gtin,
                             parse_int, parse_money)
-from connectors._common import dedupe, listing_maker, map_columns_all, row_values
+from auditor.connectors._common import dedupe, listing_maker, map_columns_all, row_values
 
 # Our field -> the report headers that carry it (first present wins). The
 # English names are Amazon's; the German ones are as seen in Seller Central

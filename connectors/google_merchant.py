@@ -21,7 +21,7 @@ from auditor.plugins import register_connector
 from auditor.sources import SourceFile, sniff_kind
 from auditor.values import (normalize_gtin, parse_availability, parse_int, parse_interval,
                             parse_money)
-from connectors._common import listing_maker
+from auditor.connectors._common import listing_maker
 
 G_NS = "http://base.google.com/ns/1.0"
 # Kept in Listing.attributes under these names (checks map them onto master fields).
@@ -127,8 +127,8 @@ def item_converter(channel: str, fetched_at: datetime, opts: Mapping[str, Any]
             images = ((image,) if image else ()) + _split_urls(extra)
         else:
             images = (image,) if image else ()
-        if shipping and get("shipping"):
-            attributes["shipping"] = get("shipping").strip()
+        if shipping and (ship := get("shipping")):
+            attributes["shipping"] = ship.strip()
         # Inline strips: this runs once per row of million-row feeds.
         url, title, desc, brand, mpn, group = (get("link"), get("title"), get("description"),
                                                get("brand"), get("mpn"), get("item_group_id"))
@@ -321,7 +321,7 @@ def parse_tsv(sf: SourceFile, encoding: str, on_error, delimiter: str = "auto",
            if names.count(n) > 1}
     name = sf.name
     for line, cells in rows:
-        fields = dict(zip(names, cells))
+        fields = dict(zip(names, cells, strict=False))
         for n, idx in dup.items():
             vals = [cells[i].strip() for i in idx if i < len(cells) and cells[i].strip()]
             fields[n] = ",".join(vals) if n in MULTI else (vals[0] if vals else "")

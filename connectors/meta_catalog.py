@@ -15,7 +15,7 @@ from typing import Iterator
 from auditor.connector import Connector, SourceContext
 from auditor.model import Listing
 from auditor.plugins import register_connector
-from connectors.google_merchant import FEED_OPTIONS, items_to_listings, read_feed_items
+from auditor.connectors.google_merchant import FEED_OPTIONS, items_to_listings, read_feed_items
 
 _IMAGE = re.compile(r"^image\[(\d+)\]\.url$")
 

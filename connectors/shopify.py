@@ -32,7 +32,7 @@ from auditor.plugins import register_connector
 from auditor.sources import is_url
 from auditor.values import (availability_from_quantity, money_from_minor, normalize_currency,
                             normalize_gtin, parse_int, parse_money)
-from connectors._common import dedupe, make_listing, map_columns
+from auditor.connectors._common import dedupe, make_listing, map_columns
 
 PAGE_SIZE = 250
 DEFAULT_TITLE = "Default Title"  # the one option value of a product without variants
@@ -88,7 +88,7 @@ _OPTION_ATTR = {"color": "color", "colour": "color", "farbe": "color", "couleur"
 
 def _option_attributes(names: list[str], values: Iterable[Any]) -> dict[str, str]:
     out = {}
-    for name, value in zip(names, values):
+    for name, value in zip(names, values, strict=False):
         if value is None or str(value).strip() in ("", DEFAULT_TITLE) or not name:
             continue
         key = _OPTION_ATTR.get(name.strip().lower(), "option_" + name.strip().lower())
@@ -276,7 +276,7 @@ def read_storefront(ctx: SourceContext, source: str) -> Iterator[Listing]:
             scripts: list[Any] = [None] * len(new)
             if opts.get("barcodes"):
                 scripts = io.run(_product_scripts(io.fetcher, base, new, ctx))
-            for product, js in zip(new, scripts):
+            for product, js in zip(new, scripts, strict=True):
                 try:
                     listings = product_listings(product, ctx.channel.name, ctx.now, currency,
                                                 base, js, location=f"{url}#{product.get('id')}")

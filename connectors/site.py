@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
-from auditor.config import _str_list
+from auditor.configtypes import str_list as _str_list
 from auditor.connector import Connector, SourceContext
 from auditor.crawl import (BLOCKED, CACHED, DISALLOWED, ERROR, GONE, NOT_PRODUCT, PRODUCT,
                            CacheEntry, Crawl, CrawlFatal, CrawlSettings, PageResult, crawl_events)

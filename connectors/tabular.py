@@ -23,7 +23,7 @@ from auditor.plugins import register_connector
 from auditor.sources import SourceFile
 from auditor.values import (availability_from_quantity, normalize_gtin, parse_availability,
                             parse_datetime, parse_int, parse_money)
-from connectors._common import (header_key, listing_maker, map_columns,
+from auditor.connectors._common import (header_key, listing_maker, map_columns,
                                 map_columns_all, row_values)
 
 # Listing fields a column map may name; any other name becomes an attribute.

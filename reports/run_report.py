@@ -82,7 +82,7 @@ def build_context(store: Store, run_id: int | None = None, limit: int = 2000) ->
         "matrix": dict(matrix),
         "channels": sorted(matrix) or [s.source for s in sources],
         "findings": dict(sorted(by_channel.items())),
-        "severity_counts": [(k, counts[k]) for k in sorted(counts, key=SEVERITY_ORDER.get)],
+        "severity_counts": [(k, counts[k]) for k in sorted(counts, key=lambda s: SEVERITY_ORDER.get(s, 99))],
         "total_open": len(findings),
         "truncated": len(findings) >= limit,
         "errors": store.run_errors(run.id, limit=200),
@@ -100,7 +100,7 @@ def _honest_headline(store: Store, run: Any, runs: list[Any]
     """Per channel the share of live SKUs with no failed or warn finding open (not the
     share of comparisons, which reads 99% with dozens of real problems), with its grade
     and change since the previous run; and what this run opened, reopened, resolved."""
-    from reports.weekly import grade
+    from auditor.reports.weekly import grade
 
     now = store.channel_health(_run_time(run))
     older = [r for r in runs if r.id < run.id]
@@ -132,7 +132,7 @@ def _level(score: float | None) -> str:
 
 
 def render(context: dict[str, Any]) -> str:
-    env = Environment(loader=PackageLoader("reports", "templates"),
+    env = Environment(loader=PackageLoader("auditor.reports", "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True))
     return env.get_template("run_report.html").render(**context)
 

@@ -204,7 +204,7 @@ def build_weekly(store: Any, cfg: Any, week: str | None = None, now: datetime | 
     master = store.current_master()
     skus = store.channel_skus(at)
     from auditor.model import MasterStatus  # noqa: PLC0415 - kept beside its one use
-    from checks.presence import in_scope
+    from auditor.checks.presence import in_scope
     active = [m for m in master.values() if m.status is MasterStatus.ACTIVE]
     scopes = {c.name: (c.options.get("scope") or {}) for c in cfg.channels} if cfg else {}
     for n, row in rows.items():
@@ -284,7 +284,7 @@ def build_weekly(store: Any, cfg: Any, week: str | None = None, now: datetime | 
 
     channel_rows = [rows[n] for n in sorted(rows, key=lambda n: (n not in names, names.index(n)
                                                                   if n in names else 0, n))]
-    totals = {
+    totals: dict[str, Any] = {
         "live": sum(r.live for r in channel_rows),
         "consistent": sum(r.consistent for r in channel_rows),
         "opened": sum(r.opened for r in channel_rows),
@@ -315,7 +315,7 @@ def build_weekly(store: Any, cfg: Any, week: str | None = None, now: datetime | 
 # ----------------------------------------------------------------------- rendering
 
 def _env() -> Environment:
-    env = Environment(loader=PackageLoader("reports", "templates"),
+    env = Environment(loader=PackageLoader("auditor.reports", "templates"),
                       autoescape=select_autoescape(["html", "j2"], default=True),
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["pct"] = lambda v: "-" if v is None else f"{100 * v:.1f}%"

@@ -18,4 +18,7 @@ if [ ${#need_apt[@]} -gt 0 ] && [ "${AUDITOR_SKIP_APT:-0}" != "1" ]; then
 fi
 
 python3 -m pip install -q -e '.[test]'
+# Lint and types first: a new finding fails the run (pyproject.toml configures both).
+python3 -m ruff check .
+python3 -m mypy
 exec python3 -m pytest -q "$@"

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from auditor.model import Listing, MasterRecord, Money
+from tests.imageserver import image_server  # noqa: F401 (a fixture, for every test module)
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
 

@@ -16,7 +16,7 @@ from auditor import images as im
 from auditor.http import FetchPolicy, Fetcher
 from auditor.storage import open_store
 from auditor.world.images import draw_product
-from tests.imageserver import ImageServer, Route, image_server  # noqa: F401 (fixture)
+from tests.imageserver import ImageServer, Route
 
 FIX = Path(__file__).parent / "fixtures" / "images"
 NOW = datetime(2026, 11, 1, tzinfo=timezone.utc)

@@ -124,7 +124,8 @@ def test_stored_body_is_the_json_of_the_record():
     for rec in _records():
         d = _reference_record_dict(rec)
         if isinstance(rec, Listing):
-            d.pop("fetched_at"); d.pop("evidence", None)
+            d.pop("fetched_at")
+            d.pop("evidence", None)
             back = codec.listing_from_row(codec.body(rec), NOW.isoformat(), rec.evidence)
         else:
             back = codec.master_from_dict(orjson.loads(codec.body(rec)))

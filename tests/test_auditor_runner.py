@@ -133,7 +133,7 @@ def test_workers_audit_exactly_like_one_process(mini_world):
 def test_worker_that_dies_fails_only_its_channel(mini_world, monkeypatch):
     import os
 
-    from connectors.google_merchant import GoogleMerchant
+    from auditor.connectors.google_merchant import GoogleMerchant
 
     _with_channels(mini_world, 2)
     audit(mini_world)[1].close()  # a complete first run: open findings on every channel
@@ -165,13 +165,13 @@ def test_worker_that_dies_fails_only_its_channel(mini_world, monkeypatch):
 def test_worker_log_records_reach_the_auditor_process(mini_world, monkeypatch, caplog):
     import logging
 
-    from connectors.google_merchant import GoogleMerchant
+    from auditor.connectors.google_merchant import GoogleMerchant
 
     _with_channels(mini_world, 2)
     real = GoogleMerchant.read
 
     def read(self, ctx):
-        logging.getLogger("connectors.google_merchant").warning(
+        logging.getLogger("auditor.connectors.google_merchant").warning(
             "reading %s in pid-tagged worker", ctx.channel.name)
         yield from real(self, ctx)
 

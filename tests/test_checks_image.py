@@ -14,7 +14,7 @@ from auditor.config import load_config
 from auditor.model import Listing, MasterRecord, Outcome, Severity
 from auditor.runner import run_audit
 from auditor.storage import Store, open_store
-from tests.imageserver import ImageServer, Route, image_server  # noqa: F401 (fixture)
+from tests.imageserver import ImageServer, Route
 
 FIX = Path(__file__).parent / "fixtures" / "images"
 NOW = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -44,7 +44,10 @@ def view(history: bool = True) -> im.ImageView:
     return v
 
 
-def ctx(v: im.ImageView | None = view(), **options) -> CheckContext:
+VIEW = view()
+
+
+def ctx(v: im.ImageView | None = VIEW, **options) -> CheckContext:
     spec = plugins.checks()["image"]
     opts = {o.name: o.default for o in spec.all_options} | options
     c = CheckContext("image", "google", opts, NOW)

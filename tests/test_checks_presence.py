@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from auditor.model import Link, LinkMethod, MasterStatus, Outcome
-from checks.presence import in_scope
+from auditor.checks.presence import in_scope
 from tests.checks_factory import context, listing, master, problems, run
 from auditor import plugins
 

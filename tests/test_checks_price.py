@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from auditor.model import Money, Outcome
-from checks.price import round_price
+from auditor.checks.price import round_price
 from tests.checks_factory import NOW, days, eur, listing, master, problems, run
 
 SALE = dict(sale_price=eur("39.99"), sale_start=NOW - days(2), sale_end=NOW + days(5))

@@ -47,7 +47,7 @@ def test_identical_listing_yields_no_failure(m):
 @given(masters(), st.data())
 def test_price_fast_path_agrees_with_the_general_path(m, data):
     """The price check's exact-match shortcut gives what the full comparison gives."""
-    import checks.price as price
+    import auditor.checks.price as price
 
     amounts = st.sampled_from([m.price.amount, m.price.amount / 2, m.price.amount * Decimal("1.2"),
                                Decimal("1.00")])
@@ -79,7 +79,7 @@ _attr_values = st.sampled_from(["Grey", "Gray", "Red", "", "M", "Medium", "30 cm
                                         "condition"]), _attr_values, max_size=5))
 def test_attributes_fast_path_agrees_with_the_general_path(mattrs, shown):
     """The attributes check's all-equal shortcut gives what the step-by-step loop gives."""
-    import checks.attributes as attributes
+    import auditor.checks.attributes as attributes
 
     m = master(attributes=mattrs)
     li = listing(m, attributes=shown)

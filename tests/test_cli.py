@@ -41,7 +41,7 @@ def test_run_exit_codes_and_json_findings(mini_world):
                      "actual", "state", "message", "fingerprint"} <= set(rows[0])
     r = cli("links", "--config", cfg, "--format", "csv")
     links = list(csv.DictReader(io.StringIO(r.output)))
-    assert {l["listing_key"]: l["method"] for l in links}["TS-RED-M"] == "sku"
+    assert {ln["listing_key"]: ln["method"] for ln in links}["TS-RED-M"] == "sku"
     assert {"channel", "listing_key", "sku", "method", "confidence"} <= set(links[0])
 
 

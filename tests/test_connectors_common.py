@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from auditor.errors import SourceError
-from connectors._common import header_key, map_columns, map_columns_all, row_values
+from auditor.connectors._common import header_key, map_columns, map_columns_all, row_values
 from connector_helpers import read
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from auditor.errors import SourceError
 from auditor.model import Availability, Money
-from connectors.google_merchant import item_to_listing, parse_xml
+from auditor.connectors.google_merchant import item_to_listing, parse_xml
 from connector_helpers import FIXTURES, NOW, by_key, read
 
 GM = FIXTURES / "google_merchant"

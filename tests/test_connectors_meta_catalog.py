@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from auditor.model import Availability, Money
-from connectors.meta_catalog import meta_name
+from auditor.connectors.meta_catalog import meta_name
 from connector_helpers import FIXTURES, by_key, read
 
 META = FIXTURES / "meta_catalog"

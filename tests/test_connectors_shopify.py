@@ -171,7 +171,7 @@ def test_odd_product_json_is_a_bad_record_not_a_crash():
 
 
 def test_variant_with_a_bad_price_is_a_listing_without_its_price():
-    from connectors.shopify import product_listings
+    from auditor.connectors.shopify import product_listings
 
     product = {"id": 7, "handle": "tee", "title": "Tee", "options": [{"name": "Size"}],
                "variants": [{"id": 71, "sku": "T-S", "price": "cheap", "option1": "S"},

@@ -17,7 +17,7 @@ from auditor.crawl import agent_token, parse_robots, parse_sitemap
 from auditor.errors import SourceError
 from auditor.model import Availability, MasterRecord, Money, SourceStatus
 from auditor.storage import open_store
-from connectors.site import SiteConnector
+from auditor.connectors.site import SiteConnector
 from tests._site_server import ShopServer, product_page, redirect, slow_body, truncated
 
 FIX = Path(__file__).parent / "fixtures" / "site"

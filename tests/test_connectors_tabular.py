@@ -148,7 +148,7 @@ def test_duplicate_rows_are_reported_once(tmp_path):
 
 def test_listing_makers_build_what_the_dataclass_builds():
     from auditor.model import Listing
-    from connectors._common import listing_maker, make_listing
+    from auditor.connectors._common import listing_maker, make_listing
     from connector_helpers import NOW
 
     expected = Listing(channel="c", key="k", fetched_at=NOW, title="t", images=("i",))

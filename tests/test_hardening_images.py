@@ -19,7 +19,7 @@ from auditor.images.signatures import ImageProblem
 from auditor.model import Listing, Outcome
 from auditor.runner import run_audit
 from auditor.storage import open_store
-from tests.imageserver import ImageServer, image_server  # noqa: F401,F811 (fixture)
+from tests.imageserver import ImageServer
 from tests.test_checks_image import FIX, NOW, image_findings, item, world
 
 ROOT = Path(__file__).parent.parent

@@ -10,7 +10,7 @@ import pytest
 
 from auditor.crawl import parse_sitemap
 from auditor.model import MasterRecord, SourceStatus
-from connectors.site import canonical_page
+from auditor.connectors.site import canonical_page
 from tests._site_server import ShopServer, product_page
 from tests.test_connectors_site import FIX, crawl, robots
 

@@ -88,3 +88,69 @@ def test_missing_browser_fails_the_source_clearly(shop, monkeypatch):
     monkeypatch.setattr(render, "CHROMIUM", "/nonexistent/chromium")
     with pytest.raises(SourceError, match="browser did not start.*chromium"):
         crawl(shop.base + "/", start_urls=[shop.base + "/p/js"], render="playwright")
+
+
+EVIL_PAGE = b"""<!doctype html><html><head><script type="application/ld+json">
+{"@context": "https://schema.org", "@type": "Product", "name": "Inside", "sku": "EVIL",
+ "offers": {"price": "0.01", "priceCurrency": "EUR"}}</script></head><body>inside</body></html>"""
+
+
+def test_renderer_connects_to_the_address_it_checked(shop, monkeypatch):
+    """DNS rebinding on the browser path. The auditor's resolver says `rebind.test` is the
+    shop (127.0.0.1); Chromium's own resolver is told it is 127.0.0.2, where another
+    server listens on the same port. A browser that resolved the name itself would render
+    the other server's page; the renderer makes every request with the pinned client,
+    so the page comes from the address that was checked and the other server sees
+    nothing."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import threading
+
+    from auditor import http as auditor_http
+    from auditor import render
+
+    port = shop.server_address[1]
+    evil_hits: list[str] = []
+
+    class Evil(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            evil_hits.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(EVIL_PAGE)))
+            self.end_headers()
+            self.wfile.write(EVIL_PAGE)
+
+        def log_message(self, *a):
+            pass
+
+    evil = ThreadingHTTPServer(("127.0.0.2", port), Evil)
+    threading.Thread(target=evil.serve_forever, daemon=True).start()
+    resolved: list[str] = []
+
+    async def fake_dns(host, p):
+        resolved.append(host)
+        if host == "rebind.test":
+            return ["127.0.0.1"]
+        raise OSError(f"unknown host {host}")
+
+    monkeypatch.setattr(auditor_http, "_getaddrinfo", fake_dns)
+    monkeypatch.setattr(render, "CHROMIUM_ARGS", render.CHROMIUM_ARGS + [
+        "--host-resolver-rules=MAP rebind.test 127.0.0.2"])
+    url = f"http://rebind.test:{port}/p/js"
+
+    async def go():
+        p = FetchPolicy(allow_private=True, allow_hosts={f"http://rebind.test:{port}"},
+                        timeout=10)
+        async with Renderer(p, concurrency=1) as r:
+            return await r.render(url)
+
+    try:
+        html = asyncio.run(go())
+    finally:
+        evil.shutdown()
+        evil.server_close()
+    ex = extract(html, url)
+    assert (ex.title, ex.sku) == ("Rendered Mug", "JS-1"), html[:300]
+    assert evil_hits == []
+    assert "rebind.test" in resolved
+    assert any(path == "/p/js" for path, _ in shop.log)

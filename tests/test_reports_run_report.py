@@ -1,7 +1,7 @@
 from auditor.config import load_config
 from auditor.runner import run_audit
 from auditor.storage import open_store
-from reports.run_report import build_context, render
+from auditor.reports.run_report import build_context, render
 from tests.conftest import NOW
 
 

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from auditor.cli import main
 from auditor.config import load_config
-from reports import weekly
+from auditor.reports import weekly
 from tests import store_world
 from tests.store_world import HOSTILE, PRICE, WEEKS  # noqa: F401
 
@@ -250,7 +250,7 @@ def test_screenshot_in_headless_chromium(world, tmp_path):
 
 
 def test_run_report_has_the_honest_headline_and_since_last_run(world):
-    from reports.run_report import build_context, render
+    from auditor.reports.run_report import build_context, render
     store = _store(world)
     try:
         runs = store.runs(10)

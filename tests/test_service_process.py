@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 import threading
@@ -205,3 +206,50 @@ def test_runs_left_running_by_a_killed_service_are_recorded_interrupted(tmp_path
         assert body["items"][0]["id"] == left
         assert body["items"][0]["status"] == "interrupted"
         assert body["items"][0]["finished_at"]
+
+
+def outbox(config) -> dict[str, int]:
+    db = sqlite3.connect(config.parent / "auditor.db")
+    try:
+        return dict(db.execute("SELECT status, count(*) FROM outbox GROUP BY status"))
+    finally:
+        db.close()
+
+
+def test_sigterm_flushes_pending_notifications(tmp_path):
+    """The audit at start-up puts its notifications in the outbox; with no delivery after
+    the run and an hour between the relay's cycles, only the SIGTERM flush can send them."""
+    from tests.alert_receivers import WebhookServer
+
+    hook = WebhookServer()
+    try:
+        config = build_world(tmp_path, n=10, serve={"jitter": 0.0}, master_schedule=None,
+                             extra_toml=f"""
+[alerts]
+deliver_after_run = false
+send_interval = "1h"
+
+[[alerts.receivers]]
+name = "hook"
+type = "webhook"
+url = "{hook.url}"
+
+[[alerts.routes]]
+receivers = ["hook"]
+group_by = ["channel"]
+""")
+        with serving(config) as s:
+            wait_for(lambda: runs(config) and runs(config)[-1][1] != "running"
+                     and outbox(config).get("pending"), timeout=90,
+                     what="the start-up audit's notifications in the outbox")
+            time.sleep(1.0)  # the relay is asleep until its next cycle, an hour away
+            assert hook.deliveries == [], s.logtext()
+            pending = outbox(config)["pending"]
+            assert s.stop(signal.SIGTERM, timeout=60) == 0, s.logtext()
+        assert outbox(config).get("pending", 0) == 0, outbox(config)
+        assert outbox(config).get("sent") == pending
+        assert len(hook.by_key) == pending
+        titles = json.dumps([d["body"] for d in hook.deliveries])
+        assert "google" in titles
+    finally:
+        hook.close()

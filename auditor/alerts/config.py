@@ -51,7 +51,7 @@ def parse_until(value: str, now: datetime) -> datetime:
 def _env_or_list(value: Any) -> list[Any]:
     """Apprise URLs: { env = "NAME" } or an array of them (never a literal URL: it holds
     the service's token)."""
-    from auditor.config import EnvRef
+    from auditor.configtypes import EnvRef
 
     items = value if isinstance(value, list) else [value]
     out = []
@@ -65,7 +65,7 @@ def _env_or_list(value: Any) -> list[Any]:
 
 
 def _secret(value: Any) -> Any:
-    from auditor.config import EnvRef
+    from auditor.configtypes import EnvRef
 
     if isinstance(value, dict) and set(value) == {"env"} and isinstance(value["env"], str):
         return EnvRef(value["env"])
@@ -74,7 +74,7 @@ def _secret(value: Any) -> Any:
 
 def _http_url(value: Any) -> Any:
     """An http(s) URL, or { env = "NAME" } for one that carries a token."""
-    from auditor.config import EnvRef
+    from auditor.configtypes import EnvRef
 
     if isinstance(value, dict) and set(value) == {"env"} and isinstance(value["env"], str):
         return EnvRef(value["env"])
@@ -249,11 +249,9 @@ def parse_alerts(raw: Any, problems: list[str]) -> AlertsConfig:
             problems.append(f"{where}.type: missing (expected apprise, webhook, alertmanager "
                             f"or email)")
             continue
-        from auditor.alerts.receivers import known_types
-
-        if rtype not in known_types():
+        if rtype not in known_receiver_types():
             problems.append(f"{where}.type: unknown receiver type {rtype!r}"
-                            f"{did_you_mean(rtype, known_types())}")
+                            f"{did_you_mean(rtype, known_receiver_types())}")
             continue
         need = {"apprise": ("urls",), "webhook": ("url",), "alertmanager": ("url",),
                 "email": ("host", "from", "to")}.get(rtype, ())
@@ -282,3 +280,15 @@ def parse_alerts(raw: Any, problems: list[str]) -> AlertsConfig:
                             tuple(opts.get("group_by") or ()), opts["repeat_interval"],
                             opts.get("continue", False)))
     return AlertsConfig(settings, receivers, tuple(routes))
+
+
+BUILTIN_RECEIVERS = ("apprise", "webhook", "alertmanager", "email")
+
+
+def known_receiver_types() -> list[str]:
+    """Receiver types: the built-in ones (``auditor.alerts.receivers``) and those plugins
+    register."""
+    from auditor import plugins
+
+    return list(BUILTIN_RECEIVERS) + sorted(n for n in plugins.receivers()
+                                            if n not in BUILTIN_RECEIVERS)

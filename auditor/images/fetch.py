@@ -176,15 +176,16 @@ class ImageResolver:
 
     async def _one(self, ref: str, prev: Mapping[str, Any] | None,
                    sigs: dict[str, ImageSignature], fetcher: Any
-                   ) -> tuple[ImageSignature, dict[str, Any]]:
+                   ) -> tuple[ImageSignature, dict[str, Any] | None]:
         if not _is_url(ref):
             return await self._local(self.dam_path(ref), prev, sigs)
         headers = {}
         cached = sigs.get(prev["sha256"]) if prev and prev.get("sha256") else None
-        if cached is not None and _fresh(prev.get("fetched_at"), self.settings.revalidate_hours):
+        if cached is not None and prev and _fresh(prev.get("fetched_at"),
+                                                  self.settings.revalidate_hours):
             self.stats["cached"] += 1
             return cached, None
-        if cached is not None:
+        if cached is not None and prev:
             if prev.get("etag"):
                 headers["If-None-Match"] = prev["etag"]
             if prev.get("last_modified"):

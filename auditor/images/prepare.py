@@ -70,6 +70,7 @@ class ImageRun:
         if f is None:
             policy.max_body_bytes = min(policy.max_body_bytes, self._resolver.settings.max_bytes)
             f = self._fetchers[key] = Fetcher(policy)
+            assert self._runner is not None  # _start() ran
             self._runner.run(f.__aenter__())
         return f
 
@@ -81,7 +82,8 @@ class ImageRun:
         for f in self._fetchers.values():
             self._runner.run(f.__aexit__(None, None, None))
         self._runner.close()
-        self._executor.shutdown(wait=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
         self._runner = None
 
     @property
@@ -145,6 +147,7 @@ class ImageRun:
         wanted = [s for s in skus if s in assets]
         refs = [r for sku in wanted for r in (assets[sku] if slots else assets[sku][:1])]
         groups = [(refs, self._fetcher(self._master_policy()))] + ([also] if also else [])
+        assert self._runner is not None and self.view is not None  # _start() ran
         self._runner.run(self._resolver.resolve_groups(groups))
         for sku in wanted:
             sig = self._resolver.results.get(assets[sku][0])

@@ -133,7 +133,7 @@ class Comparison:
 
 
 def _delta_e(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    return sum((x - y) ** 2 for x, y in zip(a, b)) ** 0.5
+    return sum((x - y) ** 2 for x, y in zip(a, b, strict=True)) ** 0.5
 
 
 def _colour_distance(a: ImageSignature, b: ImageSignature) -> float:

@@ -167,7 +167,7 @@ def decode_cursor(text: str, shape: tuple[type, ...]) -> tuple[Any, ...]:
         parts = json.loads(raw)
         if (not isinstance(parts, list) or len(parts) != len(shape)
                 or not all(isinstance(p, t) and not isinstance(p, bool)
-                           for p, t in zip(parts, shape))
+                           for p, t in zip(parts, shape, strict=True))
                 or any(isinstance(p, int) and not -2**63 <= p < 2**63 for p in parts)):
             raise ValueError
         return tuple(parts)

@@ -127,7 +127,7 @@ class Service:
             stop.set()
             thread.join(60)
 
-        self._alerts_flush = flush
+        self._alerts_flush: Callable[[], None] | None = flush
         log.info("alert delivery loop started")
 
     def _stop_alerts(self) -> None:
@@ -198,7 +198,7 @@ class Service:
         problems: dict[str, Any] = {}
         try:
             with self.open_store() as store:
-                store.schema_version  # reads the database
+                _ = store.schema_version  # reads the database
         except Exception as e:
             problems["store"] = f"not reachable: {e}"
         if self.schedule:

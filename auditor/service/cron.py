@@ -127,4 +127,4 @@ def interval(trigger: BaseTrigger, now: datetime, samples: int = 12) -> timedelt
     times = fire_times(trigger, now, samples)
     if len(times) < 2:
         return timedelta(days=366)
-    return max(b - a for a, b in zip(times, times[1:]))
+    return max(b - a for a, b in zip(times, times[1:], strict=False))

@@ -128,7 +128,9 @@ class StoreCollector(Collector):
     def describe(self) -> Iterator[Metric]:
         return iter(())  # collected on demand (registering must not read the store)
 
-    def _family(self, name: str, labels: list[str]) -> Metric:
+    def _family(self, name: str, labels: list[str]) -> Any:
+        """A gauge, counter or histogram family (their ``add_metric`` signatures differ, so
+        the caller, which knows the kind by name, gets the concrete class untyped)."""
         kind, help_ = next((k, h) for n, k, h in METRICS if n == name)
         full = self.prefix + name
         if kind == "gauge":
@@ -202,7 +204,7 @@ class StoreCollector(Collector):
         for row_id, source, reason in store.run_errors_after(self._last_error_id):
             self._errors[(source, reason_class(reason))] += 1
             self._last_error_id = row_id
-        for rowid, source, status, message in store.failed_reads_after(self._last_read_rowid):
+        for rowid, source, _status, message in store.failed_reads_after(self._last_read_rowid):
             self._errors[(source, reason_class(message))] += 1
             self._last_read_rowid = rowid
         errors = self._family("fetch_errors_total", ["source", "reason"])

@@ -748,7 +748,10 @@ class SQLiteStore:
                           " link_candidates=?, link_run=? WHERE channel=? AND key=?", batch_seen)
             c.executemany("UPDATE listings SET master_sku=?, link_method=?, link_confidence=?,"
                           " link_candidates=?, link_run=? WHERE channel=? AND key=?", batch_link)
-            batch_up.clear(); batch_ver.clear(); batch_seen.clear(); batch_link.clear()
+            batch_up.clear()
+            batch_ver.clear()
+            batch_seen.clear()
+            batch_link.clear()
 
         last_dt: datetime | None = None
         fetched: str | None = None
@@ -811,9 +814,11 @@ class SQLiteStore:
         q = "SELECT l.data, l.fetched_at, l.evidence FROM listings l"
         where, args = [], []
         if sku is not None:
-            where.append("l.master_sku = ?"); args.append(sku)
+            where.append("l.master_sku = ?")
+            args.append(sku)
         if channel is not None:
-            where.append("l.channel = ?"); args.append(channel)
+            where.append("l.channel = ?")
+            args.append(channel)
         if not include_removed:
             where.append("l.removed_run IS NULL")
         if where:
@@ -1337,7 +1342,7 @@ class SQLiteStore:
                               "ORDER BY fingerprint", [RESOLVED, Outcome.NOT_EVALUATED.value])
         cols = ["check" if d[0] == "check_name" else d[0] for d in cur.description]
         for values in cur:
-            r = dict(zip(cols, values))
+            r = dict(zip(cols, values, strict=True))
             r["details"] = orjson.loads(r["details"]) if r["details"] else {}
             ep = episodes.get(r["fingerprint"])
             r["episode_event"], r["since"], r["episode_run"], r["runs"] = \
@@ -1639,7 +1644,8 @@ class SQLiteStore:
         caught_up_at, latency_seconds (None while the channel has not caught up)."""
         where, args = [], []
         if channel is not None:
-            where.append("channel = ?"); args.append(channel)
+            where.append("channel = ?")
+            args.append(channel)
         if pending is not None:
             where.append("caught_up_at IS NULL" if pending else "caught_up_at IS NOT NULL")
         q = "SELECT * FROM propagation" + (" WHERE " + " AND ".join(where) if where else "")
@@ -2311,7 +2317,8 @@ class SQLiteStore:
         """Findings matching every given filter (each a set of allowed values) and, with
         ``text``, whose SKU, listing key or master title contains it; sorted by impact
         (severity, then age), age, newest or SKU."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         for col, vals in (("f.channel", channels), ("f.check_name", checks),
                           ("f.severity", severities)):
             if vals:

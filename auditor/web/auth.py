@@ -56,7 +56,7 @@ class Auth:
 
     def check_password(self, given: str) -> bool:
         want = self.password()
-        return bool(want) and hmac.compare_digest(given.encode(), want.encode())
+        return want is not None and want != "" and hmac.compare_digest(given.encode(), want.encode())
 
     def session(self, cookie: str | None) -> Session:
         """The session a cookie carries; a new anonymous one when it is missing, forged
@@ -78,8 +78,10 @@ class Auth:
                 "secure": self.secure, "path": "/"}
 
     @staticmethod
-    def csrf_ok(session: Session, token: str | None) -> bool:
-        return bool(token) and hmac.compare_digest(token.encode(), session.csrf.encode())
+    def csrf_ok(session: Session, token: object) -> bool:
+        """``token`` as a form posted it (a file upload named csrf is no token)."""
+        return isinstance(token, str) and token != "" and hmac.compare_digest(
+            token.encode(), session.csrf.encode())
 
 
 def _resolve(value: str | EnvRef | None, env: str) -> str | None:

@@ -145,7 +145,7 @@ def build_ui_router(get_cfg: Callable[[], Config], open_store: StoreOpener,
 
     @router.get("/reports", response_class=HTMLResponse)
     def reports(request: Request) -> Response:
-        from reports.weekly import archived_weeks
+        from auditor.reports.weekly import archived_weeks
 
         return page(request, "reports.html", weeks=archived_weeks(archive()))
 

@@ -105,7 +105,7 @@ class Filters:
 
 def inbox(store: Any, f: Filters) -> dict[str, Any]:
     """The findings inbox: incidents on top, then one page of findings."""
-    from reports.weekly import incidents
+    from auditor.reports.weekly import incidents
 
     page = store.search_findings(f.channels, f.checks, f.severities, f.states, f.text or None,
                                  f.sort, PAGE_SIZE, (f.page - 1) * PAGE_SIZE)

@@ -209,7 +209,7 @@ def make_product(seed: int, index: int, now: datetime, max_variants: int | None 
             base += f", {rng.choice(LONG_PHRASES)}"
     if category == "apparel":
         colours = rng.sample(COLOURS, rng.randint(1, 3))
-        sizes: list[str | None] = SIZES[: rng.randint(2, 4)] if rng.random() < 0.8 else list(SIZES)
+        sizes: list[str | None] = list(SIZES[: rng.randint(2, 4)]) if rng.random() < 0.8 else list(SIZES)
         weight = money(Decimal(rng.randint(2, 15)) / 10)
         dims = None
     elif category == "home":

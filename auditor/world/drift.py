@@ -292,7 +292,7 @@ def choose_drift(rng: random.Random, spec: ChannelSpec, p: Product, v: Variant,
     if v.status != "active":
         return "discontinued_listed"
     options = []
-    for check, kinds in KINDS.items():
+    for kinds in KINDS.values():
         ks = [k for k in kinds if _applicable(k, spec, p, v)]
         if ks:
             options.append(ks)
@@ -341,7 +341,7 @@ def _apply_drift(kind: str, view: View, spec: ChannelSpec, p: Product, v: Varian
         view.in_stock, view.quantity = True, rng.randint(3, 25)
         return "availability"
     if kind == "wrong_attribute":
-        names = [a for a in ("color", "size", "material") if a in view.attributes]
+        names: list[str] = [a for a in ("color", "size", "material") if a in view.attributes]
         name = rng.choice(names)
         if name == "color":
             bad = [c for c in COLOURS if c != v.colour and COLOUR_SYNONYMS.get(c) != v.colour]
@@ -416,7 +416,7 @@ def _apply_benign(kind: str, view: View, p: Product, rng: random.Random) -> list
             .decode()
         return ["title"]
     if kind == "unit_conversion":
-        touched = []
+        touched: list[str] = []
         for name in ("weight", "width", "height", "length"):
             if name in view.attributes:
                 number, unit = view.attributes[name].split()

@@ -13,7 +13,7 @@ import json
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 from xml.sax.saxutils import escape
 
 from auditor.world.catalog import Product, fx, sale_price
@@ -259,7 +259,9 @@ def shopify_product(views: list[View], base_url: str, pid: int, group_title: str
     """
     first = views[0]
     single = group_title is None
-    variants, images, order = [], {}, []
+    variants: list[Any] = []
+    images: dict[str, Any] = {}
+    order: list[Any] = []
     for pos, v in enumerate(views, 1):
         vid = int(v.key)
         for n, u in enumerate(v.images):
@@ -344,7 +346,7 @@ class SitemapWriter:
         self.folder, self.base_url, self.per_file = folder, base_url, per_file
         (folder / "sitemaps").mkdir(parents=True, exist_ok=True)
         self.parts: list[tuple[str, str]] = []
-        self.gz = None
+        self.gz: io.TextIOWrapper | None = None
         self.count = 0
         self.lastmod = ""
 
@@ -361,6 +363,7 @@ class SitemapWriter:
             self.parts.append((name, ""))
             self.count = 0
         lm = lastmod.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+        assert self.gz is not None  # opened above
         self.gz.write(f"<url><loc>{escape(self.base_url + path)}</loc><lastmod>{lm}</lastmod>"
                       f"</url>\n")
         self.lastmod = max(self.lastmod, lm)

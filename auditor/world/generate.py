@@ -15,7 +15,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from auditor.world import feeds
 from auditor.world.catalog import Product, cached_product, iter_products, product_index_of
@@ -166,8 +166,9 @@ def generate_world(out_dir: Path, size: int = 200, seed: int = 1, drift_rate: fl
                     benign.writerow([b.channel, b.sku, b.listing_key, b.field, b.kind])
                 m.labels += len(cp.labels)
                 m.benign += len(cp.benign)
-    for w in (master, previous, google, meta, amazon, shopify, sitemap, *pos.values()):
-        w.close()
+    writers: list[Any] = [master, previous, google, meta, amazon, shopify, sitemap, *pos.values()]
+    for writer in writers:
+        writer.close()
     (out / files["robots"]).write_text(feeds.robots_txt(base_url, 1.0), encoding="utf-8")
     files["shopify_pages"] = ",".join(f"feeds/shopify/{n}" for n in shopify.pages)
     m.files = files
@@ -192,7 +193,7 @@ def site_paths(p: Product, site: ChannelPlan) -> list[str]:
 def channel_entry(name: str, files: dict[str, str], base_url: str) -> dict:
     """How the manifest describes one channel: type, format, where to read it."""
     spec = CHANNELS[name]
-    e = {"name": name, "type": spec.type, "currency": spec.currency}
+    e: dict[str, Any] = {"name": name, "type": spec.type, "currency": spec.currency}
     if name == "site":
         e.update(url=f"{base_url}/sitemap.xml", format="html")
     elif name == "google":

@@ -43,8 +43,8 @@ def draw_product(product_key: str, colour: str | tuple[int, int, int], size: int
     """The photo of ``product_key`` in ``colour`` on a plain background, ``size`` square."""
     rgb = COLOURS.get(colour, None) if isinstance(colour, str) else colour
     if rgb is None:
-        h = hashlib.blake2b(str(colour).encode(), digest_size=3).digest()
-        rgb = (h[0], h[1], h[2])
+        digest = hashlib.blake2b(str(colour).encode(), digest_size=3).digest()
+        rgb = (digest[0], digest[1], digest[2])
     rng = _rng(product_key)
     img = Image.new("RGB", (size, size), background)
     d = ImageDraw.Draw(img)

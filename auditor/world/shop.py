@@ -26,6 +26,7 @@ from email.utils import format_datetime, parsedate_to_datetime
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Sequence
 from urllib.parse import parse_qs, urlsplit
 
 from auditor.world import pages
@@ -93,7 +94,7 @@ def _image_bytes(key: str, colour: str, n: int, mod: str | None, ext: str) -> by
         name += ":old"
     img = draw_product(name, colour).crop((0, 100, 800, 700))  # a landscape product shot
     if mod == "-w400":
-        img = img.resize((400, 300), Image.LANCZOS)
+        img = img.resize((400, 300), Image.Resampling.LANCZOS)
     elif mod == "-sq":
         sq = Image.new("RGB", (800, 800), (255, 255, 255))
         sq.paste(img, (0, 100))
@@ -131,7 +132,7 @@ class ShopServer:
         self._lock = threading.Lock()
         self._rng = random.Random(self.faults.seed)
         self._burst_left = self.faults.error_burst
-        self.world: World | None = None
+        self.world: World  # read by start()
         self._thread: threading.Thread | None = None
         self._files: dict[str, tuple[bytes, float]] = {}
         self._collections: dict[str, list[int]] = {}
@@ -139,7 +140,8 @@ class ShopServer:
         handler = type("Handler", (_Handler,), {"shop": self})
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
-        self.host, self.port = self.httpd.server_address[:2]
+        address = self.httpd.server_address
+        self.host, self.port = str(address[0]), int(address[1])
 
     @property
     def base_url(self) -> str:
@@ -319,7 +321,7 @@ class ShopServer:
         if p is None or (ghost is None and p.handle != handle):
             return not_found()
         views = self.world.plan(p, "site").views
-        want = (query.get("variant") or [None])[0]
+        want = next(iter(query.get("variant") or []), None)
         if ghost is not None:
             views = [v for v in views if v.ghost and v.path.split("?")[0] == f"/products/{handle}"]
             real = views
@@ -346,13 +348,13 @@ class ShopServer:
             return not_found()
         total = self.world.manifest.products
         if name == "all":
-            indices = range((page - 1) * pages.PER_PAGE, min(total, page * pages.PER_PAGE))
+            indices: Sequence[int] = range((page - 1) * pages.PER_PAGE, min(total, page * pages.PER_PAGE))
             count = total
         elif name in pages.CATEGORIES:
             with self._lock:
                 if not self._collections:
-                    for p in self.world.products():
-                        self._collections.setdefault(p.category, []).append(p.index)
+                    for prod in self.world.products():
+                        self._collections.setdefault(prod.category, []).append(prod.index)
             allidx = self._collections.get(name, [])
             count = len(allidx)
             indices = allidx[(page - 1) * pages.PER_PAGE: page * pages.PER_PAGE]
@@ -364,6 +366,8 @@ class ShopServer:
         items = []
         for i in indices:
             p = self.world.product(i)
+            if p is None:
+                continue
             real = [v for v in self.world.plan(p, "site").views if not v.ghost]
             if real:
                 items.append((p.path if p.page_kind == "group" else real[0].path, p.base_title))
@@ -459,7 +463,8 @@ class _Handler(BaseHTTPRequestHandler):
             if _not_modified(self.headers, etag, lm):
                 status, body = 304, b""
         streaming = resp.stream is not None and status == 200
-        planned = 0 if head else (resp.stream.stat().st_size if streaming else
+        stream = resp.stream if streaming else None
+        planned = 0 if head else (stream.stat().st_size if stream is not None else
                                   len(body) // 2 if fault == "truncate" else len(body))
         # Logged before the body goes out, so a client that has its answer finds it logged.
         shop.record(RequestRecord(time.time(), self.command, self.path, status, planned,
@@ -473,8 +478,8 @@ class _Handler(BaseHTTPRequestHandler):
         for k, v in headers.items():
             self.send_header(k, v)
         self.end_headers()
-        if streaming and not head:
-            for chunk in shop.stream_chunks(resp.stream):
+        if stream is not None and not head:
+            for chunk in shop.stream_chunks(stream):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
             self.wfile.write(b"0\r\n\r\n")
         elif not head and body:

@@ -41,24 +41,16 @@ def sender(rtype: str) -> SendFn:
     return send
 
 
-BUILTIN = ("apprise", "webhook", "alertmanager", "email")
-
-
-def known_types() -> list[str]:
-    """Receiver types: the built-in ones and those plugins register."""
-    from auditor import plugins
-
-    return list(BUILTIN) + sorted(n for n in plugins.receivers() if n not in BUILTIN)
 
 
 def headers(receiver: Receiver) -> dict[str, str]:
     """A receiver's configured extra headers, secrets resolved from the environment."""
-    from auditor.config import secret_value
+    from auditor.configtypes import secret_value
 
     out = {}
     for k, v in (receiver.options.get("headers") or {}).items():
         if isinstance(v, dict) and set(v) == {"env"}:
-            from auditor.config import EnvRef
+            from auditor.configtypes import EnvRef
 
             v = EnvRef(v["env"])
         out[str(k)] = secret_value(v)
@@ -68,7 +60,7 @@ def headers(receiver: Receiver) -> dict[str, str]:
 def url_of(receiver: Receiver) -> tuple[str, str]:
     """The receiver's URL, and how to name it in errors and logs (an URL from the
     environment is named by its variable, never shown)."""
-    from auditor.config import EnvRef, secret_value
+    from auditor.configtypes import EnvRef, secret_value
 
     raw = receiver.options["url"]
     if isinstance(raw, EnvRef):

@@ -15,7 +15,7 @@ from auditor.alerts.receivers import DeliveryError
 def send(receiver: Receiver, payload: Mapping[str, Any], timeout: float, now: datetime) -> None:
     import apprise
 
-    from auditor.config import secret_value
+    from auditor.configtypes import secret_value
 
     ap = apprise.Apprise()
     for ref in receiver.options.get("urls") or []:

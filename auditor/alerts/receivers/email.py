@@ -33,7 +33,7 @@ def build(receiver: Receiver, payload: Mapping[str, Any], now: datetime) -> Emai
 
 
 def send(receiver: Receiver, payload: Mapping[str, Any], timeout: float, now: datetime) -> None:
-    from auditor.config import secret_value
+    from auditor.configtypes import secret_value
 
     o = receiver.options
     msg = build(receiver, payload, now)

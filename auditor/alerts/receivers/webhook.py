@@ -36,7 +36,7 @@ def verify(secret: str, timestamp: str, body: bytes, signature: str) -> bool:
 
 
 def send(receiver: Receiver, payload: Mapping[str, Any], timeout: float, now: datetime) -> None:
-    from auditor.config import secret_value
+    from auditor.configtypes import secret_value
 
     body = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str).encode()
     ts = str(int(time.time()))
