@@ -30,7 +30,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 from auditor import http, sources
 from auditor.configtypes import ChannelConfig, secret_value
@@ -114,9 +114,12 @@ class SourceContext:
             self.carried = set()
         self.carried.update(fields)
 
-    def unknown(self, key: str, reason: str | None = None) -> None:
-        """A listing whose state could not be observed this run (blocked, error)."""
+    def unknown(self, key: str, reason: str | None = None, skus: Iterable[str] = ()) -> None:
+        """A listing whose state could not be observed this run (blocked, error); ``skus``
+        are the master SKUs it is known to show (presence is not_evaluated for them)."""
         self.result.unknown_keys.add(key)
+        for sku in skus:
+            self.result.unknown_skus.setdefault(sku, reason or "the listing could not be read")
         if self.result.status == SourceStatus.COMPLETE:
             self.result.status = SourceStatus.PARTIAL
         if reason:

@@ -69,6 +69,9 @@ class FetchPolicy:
     # Seconds a whole download to a file (``download``: feeds, exports) may take,
     # retries included; a server trickling bytes fails the source after it.
     source_deadline: float | None = 1800.0
+    # The setting that sets ``max_body_bytes``, as errors name it (a site channel's
+    # ``max_page_bytes``).
+    body_limit_name: str = "max_body_bytes"
 
     @property
     def attempt_deadline(self) -> float:
@@ -235,6 +238,105 @@ async def check_url(url: str, policy: FetchPolicy, resolve: bool = True) -> None
         await resolve_checked(host, port, policy, url)
 
 
+_READ_ERRORS = (OSError, EOFError)
+
+
+class _AsyncioStream(httpcore.AsyncNetworkStream):
+    """An httpcore network stream on asyncio's own streams.
+
+    httpcore's default (AnyIO) stream costs a cancel scope per read and write and a
+    socket poll per reused connection; a crawl pays that on every page (bench/crawl.py).
+    Timeouts are ``asyncio.timeout``; errors map to httpcore's exceptions as AnyIO's do.
+    """
+
+    __slots__ = ("_reader", "_writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self._reader, self._writer = reader, writer
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._reader.read(max_bytes)
+        except TimeoutError:
+            raise httpcore.ReadTimeout("timed out reading") from None
+        except _READ_ERRORS as e:
+            raise httpcore.ReadError(str(e) or e.__class__.__name__) from None
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if not buffer:
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                self._writer.write(buffer)
+                await self._writer.drain()
+        except TimeoutError:
+            raise httpcore.WriteTimeout("timed out writing") from None
+        except _READ_ERRORS as e:
+            raise httpcore.WriteError(str(e) or e.__class__.__name__) from None
+
+    async def aclose(self) -> None:
+        self._writer.close()
+
+    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:
+        try:
+            async with asyncio.timeout(timeout):
+                await self._writer.start_tls(ssl_context, server_hostname=server_hostname)
+        except TimeoutError:
+            self._writer.close()
+            raise httpcore.ConnectTimeout("timed out in the TLS handshake") from None
+        except (ssl.SSLError, OSError, EOFError) as e:
+            self._writer.close()
+            raise httpcore.ConnectError(str(e) or e.__class__.__name__) from None
+        return _AsyncioStream(self._reader, self._writer)
+
+    def get_extra_info(self, info: str) -> Any:
+        w = self._writer
+        if info == "ssl_object":
+            return w.get_extra_info("ssl_object")
+        if info == "client_addr":
+            return w.get_extra_info("sockname")
+        if info == "server_addr":
+            return w.get_extra_info("peername")
+        if info == "socket":
+            return w.get_extra_info("socket")
+        if info == "is_readable":
+            # An idle connection the server closed, or that holds unread bytes, is not
+            # reused. asyncio reads eagerly, so look at what it has taken in already.
+            r = self._reader
+            return r.at_eof() or w.is_closing() or bool(getattr(r, "_buffer", b""))
+        return None
+
+
+class _AsyncioBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend on asyncio streams (see ``_AsyncioStream``)."""
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                          local_address: str | None = None,
+                          socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+        try:
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(
+                    host, port, local_addr=(local_address, 0) if local_address else None,
+                    limit=1 << 20)
+        except TimeoutError:
+            raise httpcore.ConnectTimeout(f"timed out connecting to {host}:{port}") from None
+        except OSError as e:
+            raise httpcore.ConnectError(str(e) or e.__class__.__name__) from None
+        sock = writer.get_extra_info("socket")
+        for option in socket_options or ():
+            sock.setsockopt(*option)
+        return _AsyncioStream(reader, writer)
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None,
+                                  socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+        raise FetchError(path, "unix sockets are not allowed")
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
 class _PinnedBackend(httpcore.AsyncNetworkBackend):
     """httpcore's network backend with the outbound guard at the socket.
 
@@ -247,7 +349,7 @@ class _PinnedBackend(httpcore.AsyncNetworkBackend):
 
     def __init__(self, policy: FetchPolicy):
         self.policy = policy
-        self.inner = httpcore.AnyIOBackend()
+        self.inner = _AsyncioBackend()
 
     async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
                           local_address: str | None = None,
@@ -374,6 +476,15 @@ def lane_scheme(url: str) -> str:
 _NO_TLS = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
+class _Cookies(httpx.Cookies):
+    """httpx's cookies on our jar, without building urllib's request and response
+    wrappers for a response that sets no cookie (most of a crawl's pages)."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        if "set-cookie" in response.headers:
+            super().extract_cookies(response)
+
+
 class Fetcher:
     """An async HTTP client bound to one policy. Use as ``async with Fetcher(p) as f``."""
 
@@ -441,6 +552,8 @@ class Fetcher:
             headers=self._headers, follow_redirects=False, cookies=self._jar, verify=verify,
             timeout=httpx.Timeout(self.policy.timeout), transport=transport, limits=limits,
             trust_env=False)
+        if isinstance(getattr(c, "_cookies", None), httpx.Cookies):
+            c._cookies = _Cookies(self._jar)  # the shared jar, read only when cookies come
         self._clients.append(c)
         self._made[scheme] += 1
         return c
@@ -516,9 +629,9 @@ class Fetcher:
             # The deadline starts once a slot is held: waiting for one is not the server's fault.
             async with self._global, gate.sem:
                 try:
-                    got = await asyncio.wait_for(
-                        self._hop(current, hop_headers, to_file, accept, auth), deadline)
-                except asyncio.TimeoutError:
+                    async with asyncio.timeout(deadline):  # no extra task, unlike wait_for
+                        got = await self._hop(current, hop_headers, to_file, accept, auth)
+                except TimeoutError:
                     raise _Retryable(f"no complete response within {deadline:g}s (deadline)",
                                      None, None) from None
             if isinstance(got, Response):
@@ -560,7 +673,8 @@ class Fetcher:
         limit = self.policy.max_body_bytes
         declared = resp.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
-            raise FetchError(url, f"body of {declared} bytes exceeds max_body_bytes ({limit})",
+            raise FetchError(url, f"body of {declared} bytes exceeds "
+                                  f"{self.policy.body_limit_name} ({limit})",
                              resp.status_code)
         size = 0
         if to_file:
@@ -571,7 +685,8 @@ class Fetcher:
                 async for chunk in resp.aiter_raw():
                     size += len(chunk)
                     if size > limit:
-                        raise FetchError(url, f"body exceeds max_body_bytes ({limit})",
+                        raise FetchError(url, f"body exceeds {self.policy.body_limit_name} "
+                                              f"({limit})",
                                          resp.status_code)
                     tmp.write(chunk)
                 tmp.close()
@@ -585,7 +700,8 @@ class Fetcher:
         async for chunk in resp.aiter_bytes():
             size += len(chunk)
             if size > limit:
-                raise FetchError(url, f"body exceeds max_body_bytes ({limit})", resp.status_code)
+                raise FetchError(url, f"body exceeds {self.policy.body_limit_name} ({limit})",
+                                 resp.status_code)
             chunks.append(chunk)
         body = b"".join(chunks)
         _check_length(url, declared, size, resp)

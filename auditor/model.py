@@ -299,6 +299,9 @@ class SourceResult:
     # presence finding resolved), though the rest of the read is complete: a row whose
     # key could not be read, a sharp drop in items. None: presence is evaluated.
     presence_held: str | None = None
+    # SKUs whose listing could not be seen this run (its page behind a captcha or consent
+    # wall, an error), with the reason: presence is not_evaluated for them, never missing.
+    unknown_skus: dict[str, str] = field(default_factory=dict)
 
 
 # The listing fields a check's finding field depends on (a finding field not named

@@ -6,7 +6,8 @@ first price-like element, it
 1. walks the parsed page once (bounded: ``MAX_ELEMENTS`` elements, ``MAX_DEPTH``
    levels), marking what is not the product: navigation, header, footer, aside,
    breadcrumbs, recommendations ("customers also bought"), cart widgets, cookie and
-   consent banners;
+   consent banners; on a page with more than ``MAX_TEXTS`` texts only that many,
+   around the buy box (or heading), are scored, so a huge page costs bounded time;
 2. finds the product's **main region** from its anchors: the main heading (the
    ``<h1>`` closest to the page title) and the buy box (the add-to-cart button or
    form); the region is their closest common ancestor, or the heading's ancestor that
@@ -28,6 +29,7 @@ prices inside the main region, which lets a linked master choose between them
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import re
@@ -44,6 +46,7 @@ def text_content(el) -> str:
     return "".join(el.itertext())
 
 MAX_ELEMENTS = 60_000     # elements looked at per page
+MAX_TEXTS = 8_000         # texts scored per page: those around the buy box or heading
 ANCESTORS = 80            # ancestors looked at for tree distances (a DOM nested thousands deep)
 MAX_CANDIDATES = 400      # price candidates scored per page
 MAX_SCRIPT = 3_000_000    # characters of one embedded JSON state parsed
@@ -530,6 +533,15 @@ class _Page:
             if own and not own.isspace():
                 texts.append((el, own.strip()))
 
+    def window(self, anchor, size: int) -> list[tuple[Any, str]]:
+        """``size`` texts around ``anchor`` in document order (a third before it), or the
+        first ``size`` without one."""
+        if anchor is None or anchor not in self.order:
+            return self.texts[:size]
+        at = bisect.bisect_left([self.order[e] for e, _t in self.texts], self.order[anchor])
+        start = max(0, min(at - size // 3, len(self.texts) - size))
+        return self.texts[start:start + size]
+
     def _excluded(self, el, tag: str) -> int:
         """0: part of the page; 1: probably not the product (weighs less); 2: not the
         product (left out whole)."""
@@ -699,6 +711,9 @@ def read_page(doc, base: str, title_hint: str | None = None,
     if _NOT_FOUND.search(ptitle + " " + (title_text or "")) and atc is None:
         out.not_product = "the page says it was not found (soft 404)"
         return out
+
+    if len(pg.texts) > MAX_TEXTS:  # bound the scoring: the texts around the product
+        pg.texts = pg.window(atc if atc is not None else heading, MAX_TEXTS)
 
     if "title" in want and title_text:
         out.put("title", title_text, 0.8 if heading is not None and heading.tag == "h1" else 0.6,
@@ -993,12 +1008,13 @@ def _choose_availability(pg: _Page, heading, atc, atc_disabled: bool, region, st
                          out: PageRead) -> None:
     best = None   # (score, value, element)
     anchor = atc if atc is not None else heading
+    seen: dict[str, tuple[Availability, str] | None] = {}  # a text repeated is matched once
     for el, own in pg.texts:
         # stock labels are short; reviews and FAQs (soft parts) talk about stock too
         if len(own) > 160 or el in pg.hidden or (el in pg.soft and not (
                 region is not None and pg.contains(region, el))):
             continue
-        hit = _avail_of(own)
+        hit = seen[own] if own in seen else seen.setdefault(own, _avail_of(own))
         if hit is None:
             continue
         av, phrase = hit

@@ -37,7 +37,7 @@ from auditor.compact import CompactMaster, CompactRecords
 from auditor.linking import Linker
 from auditor.master import load_master
 from auditor.model import (Finding, Link, LinkMethod, Listing, MasterRecord, Outcome,
-                           SourceResult, SourceStatus)
+                           Severity, SourceResult, SourceStatus)
 from auditor.confidence import prefer_master
 from auditor.sources import is_url
 from auditor.storage import MasterPlan, Store, open_store
@@ -444,6 +444,24 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
                                      result.presence_held, unseen, held,
                                      [s.name for s in specs])
         holds.settle_earlier(store, ch.name, run_id, verdict.confirmed_run, now)
+    # A listing that could not be seen (its page behind a captcha or consent wall, an
+    # error): presence is not evaluated for its SKU, with the reason, never "missing".
+    # (Recorded as this run's outcomes and listed in the run's notes; a partial read opens
+    # no finding, auditor.lifecycle.)
+    presence = cctx.get("presence")
+    unread = [(sku, why) for sku, why in result.unknown_skus.items()
+              if sku in master and sku not in linked_skus]
+    if presence is not None and unread:
+        for sku, why in unread:
+            observed.append(presence.finding(
+                master[sku], None, "listing", Outcome.NOT_EVALUATED, Severity.INFO,
+                expected=sku, kind="unreadable", reason=why,
+                message=f"the listing of SKU {sku} on {ch.name} could not be read: {why}"))
+            tallies["presence"][Outcome.NOT_EVALUATED] += 1
+        summary.notes.append(
+            f"presence not evaluated for {len(unread)} SKU(s) whose page could not be read "
+            f"(never concluded missing): " + "; ".join(f"{sku}: {why}" for sku, why in unread[:10])
+            + (f"; and {len(unread) - 10} more" if len(unread) > 10 else ""))
     # Fields the whole source never carries: not evaluated for the channel, not per listing.
     missing = carried.missing(specs, ctx.carried, result.listings)
     if missing:

@@ -134,6 +134,7 @@ class SiteConnector(Connector):
         p.retries = ch.opt("retries")
         p.backoff = ch.opt("backoff")
         p.max_body_bytes = ch.opt("max_page_bytes")
+        p.body_limit_name = "max_page_bytes"
         return p
 
     def read(self, ctx: SourceContext) -> Iterator[Listing]:
@@ -210,6 +211,7 @@ class _Reader:
         self._prefetched: dict[str, str] = {}
         self._yielded: set[tuple[str, str]] = set()
         self._ignore = list(ctx.channel.opt("ignore_params", list(IGNORED_PARAMS)))
+        self._by_page: dict[str, list[str]] | None = None  # master URL page -> SKUs
 
     def consume(self, batches: Iterator[list[PageResult]]) -> Iterator[Listing]:
         for batch in batches:
@@ -243,10 +245,33 @@ class _Reader:
         elif res.kind == NOT_PRODUCT:
             c = self.cache.get(res.url)
             if res.url in self.seeds or self.crawl.s.url_patterns or (c and c.had_product):
-                ctx.unknown(canonical_page(res.url, self._ignore), f"{res.kind}: {res.reason}")
+                key = canonical_page(res.url, self._ignore)
+                ctx.unknown(key, f"{res.kind}: {res.reason}", self.skus_of(res.url, key))
             self._put({**row, "extraction": None})
         elif res.kind in (BLOCKED, ERROR, DISALLOWED):
-            ctx.unknown(canonical_page(res.url, self._ignore), f"{res.kind}: {res.reason}")
+            key = canonical_page(res.url, self._ignore)
+            ctx.unknown(key, f"{res.kind}: {res.reason}", self.skus_of(res.url, key))
+
+    def skus_of(self, url: str, key: str) -> list[str]:
+        """Master SKUs a page that could not be read is known to show: masters naming it
+        as their URL, and what the page showed when it was last read."""
+        if self._by_page is None:
+            self._by_page = {}
+            for m in self.ctx.master.values():
+                if m.url:
+                    self._by_page.setdefault(canonical_page(m.url, self._ignore), []).append(m.sku)
+        skus = list(self._by_page.get(key, ()))
+        raw = self.ctx.store.http_cache_extractions([url]).get(url) \
+            if self.ctx.store is not None else None
+        if raw:
+            try:
+                ex = Extraction.from_dict(json.loads(raw))
+            except (ValueError, TypeError, KeyError):
+                ex = None
+            if ex is not None:
+                skus += [one.sku for one in iter_listing_extractions(ex)
+                         if one.sku and one.sku not in skus]
+        return skus
 
     def _cached(self, url: str) -> Extraction | None:
         raw = self._prefetched.get(url)

@@ -95,7 +95,7 @@ def test_connection_goes_to_the_address_that_was_checked(monkeypatch, shop):
         raise httpcore.ConnectError("unreachable in the test")
 
     monkeypatch.setattr(http, "_getaddrinfo", rebinding)
-    monkeypatch.setattr(httpcore.AnyIOBackend, "connect_tcp", record)
+    monkeypatch.setattr(http._AsyncioBackend, "connect_tcp", record)
     port = shop.server_address[1]
     with pytest.raises(FetchError):
         fetch(f"http://rebind.example:{port}/secret", FetchPolicy(retries=0))
