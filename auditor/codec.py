@@ -26,6 +26,9 @@ def _unmoney(v: str | None) -> Money | None:
     return Money(Decimal(amount), cur)
 
 
+unmoney = _unmoney  # "12.50 EUR" -> Money (auditor.compact decodes with it)
+
+
 def _undt(v: str | None) -> datetime | None:
     return None if not v else datetime.fromisoformat(v)
 
@@ -62,7 +65,10 @@ def body(obj: MasterRecord | Listing) -> bytes:
     datetimes, tuples and dicts itself; only money is formatted here.
     """
     cls = type(obj)
-    d = {n: v for n, v in zip(_BODY_FIELDS[cls], _BODY_VALUES[cls](obj), strict=True) if v is not None}
+    if cls not in _BODY_FIELDS:  # a subclass (auditor.compact.CompactRecord)
+        cls = MasterRecord if isinstance(obj, MasterRecord) else Listing
+    d = {n: v for n, v in zip(_BODY_FIELDS[cls], _BODY_VALUES[cls](obj), strict=True)
+         if v is not None}
     for name in _BODY_CONTAINERS[cls]:
         v = d.get(name)
         if v is not None and (v == () or v == {}):  # exactly what earlier versions left out

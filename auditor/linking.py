@@ -123,15 +123,50 @@ class _LazyIndex(dict):
         super().__init__()
         self.master = master
 
-    def __missing__(self, kind: str) -> dict[str, list[str]]:
-        keyof = _MASTER_KEYS[kind]
-        idx: dict[str, list[str]] = {}
-        for sku, rec in self.master.items():
-            key = keyof(sku, rec)
-            if key:
-                idx.setdefault(key, []).append(sku)
-        self[kind] = idx
-        return idx
+    def __missing__(self, kind: str) -> dict[str, str | list[str]]:
+        self.build([kind])
+        return self[kind]
+
+    def build(self, kinds: Iterable[str]) -> None:
+        """Index the given kinds (those not yet built) in one pass over the master.
+
+        One SKU is held as itself, several as a list: nearly every key names one
+        master, and a list per key would cost more than the key (issue 20)."""
+        kinds = [k for k in dict.fromkeys(kinds) if k not in self]
+        if "sku" in kinds:  # the SKU alone: no record is decoded
+            kinds.remove("sku")
+            idx: dict[str, Any] = {}
+            for sku in self.master:
+                _put(idx, sku if (k := norm_sku(sku)) == sku else k, sku)
+            self["sku"] = idx
+        if not kinds:
+            return
+        built: list[tuple[Any, dict[Any, Any], bool]] = [
+            (_MASTER_KEYS[k], {}, k in _HASHED) for k in kinds]
+        for sku, rec in self.master.items():  # a compact master decodes each record once
+            for keyof, idx, hashed in built:
+                key = keyof(sku, rec)
+                _put(idx, hash(key) if hashed and key else key, sku)
+        for kind, (_keyof, idx, _hashed) in zip(kinds, built, strict=True):
+            self[kind] = idx
+
+
+# Kinds indexed by the hash of the key, not the key: a GTIN, brand|MPN or URL string
+# per master costs more than the rest of its index entry; a hit is checked against the
+# master's own key (issue 20).
+_HASHED = frozenset({"gtin", "mpn", "url"})
+
+
+def _put(idx: dict[Any, Any], key: str | int | None, sku: str) -> None:
+    if key is None or key == "":
+        return
+    had = idx.get(key)
+    if had is None:
+        idx[key] = sku
+    elif isinstance(had, str):
+        idx[key] = [had, sku]
+    else:
+        had.append(sku)
 
 
 class Linker:
@@ -155,8 +190,7 @@ class Linker:
     def prepare(self) -> None:
         """Build every index now (each is otherwise built on first use): done once before
         forking workers, so they share the indexes instead of each building its own."""
-        for kind in self.order:
-            _ = self.index[kind]
+        self.index.build(self.order)
         if self.fuzzy:
             _ = self.match_index
 
@@ -179,11 +213,19 @@ class Linker:
             key = _LISTING_KEYS[kind](li)
             if not key:
                 continue
-            hits = index[kind].get(key)
+            if kind in _HASHED:
+                hits = index[kind].get(hash(key))
+                if hits:  # held by the key's hash: keep the masters whose key it really is
+                    keyof, master = _MASTER_KEYS[kind], self.master
+                    hits = [s for s in ((hits,) if isinstance(hits, str) else hits)
+                            if keyof(s, master[s]) == key]
+                    hits = hits[0] if len(hits) == 1 else hits
+            else:
+                hits = index[kind].get(key)
             if not hits:
                 continue
-            if len(hits) == 1:
-                return Link(li.channel, li.key, hits[0], _METHODS[kind], 1.0)
+            if isinstance(hits, str):
+                return Link(li.channel, li.key, hits, _METHODS[kind], 1.0)
             return Link(li.channel, li.key, None, LinkMethod.AMBIGUOUS, 0.0, tuple(hits[:10]),
                         f"{kind} {key!r} is shared by {len(hits)} masters")
         return None

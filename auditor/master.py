@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 from auditor import csvio, sources
+from auditor.compact import CompactRecords
 from auditor.errors import MasterImportError, SourceError
 from auditor.model import MasterRecord, MasterStatus, Money, ModelError
 from auditor.values import (normalize_currency, normalize_gtin, gtin_valid, parse_availability,
@@ -42,7 +43,7 @@ class MasterImport:
     """The outcome of reading a master file."""
 
     source: str
-    records: list[MasterRecord]
+    records: CompactRecords | list[MasterRecord]  # a CompactRecords when read from a file
     errors: list[tuple[str, str]] = field(default_factory=list)
     rows: int = 0
     sha256: str | None = None
@@ -269,7 +270,7 @@ def _remap(header: list[str], columns: Mapping[str, str]) -> list[str]:
 
 
 def read_csv(sf: sources.SourceFile, opts: Mapping[str, Any]) -> MasterImport:
-    out = MasterImport(sf.name, [])
+    out = MasterImport(sf.name, CompactRecords())
     encoding = opts.get("encoding") or "auto"
     kind = sf.kind()
     if kind in ("xlsx", "html", "xml", "json"):
@@ -298,7 +299,7 @@ def read_csv(sf: sources.SourceFile, opts: Mapping[str, Any]) -> MasterImport:
 
 
 def read_jsonl(sf: sources.SourceFile, opts: Mapping[str, Any]) -> MasterImport:
-    out = MasterImport(sf.name, [])
+    out = MasterImport(sf.name, CompactRecords())
     columns = opts.get("columns") or {}
     theirs = {v: k for k, v in columns.items()}
 

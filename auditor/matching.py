@@ -25,6 +25,7 @@ The channel-wide one-to-one assignment and the link states are in ``assign``.
 from __future__ import annotations
 
 import math
+from array import array
 import re
 from bisect import bisect_left
 from collections import Counter
@@ -272,6 +273,11 @@ def listing_features(title: str | None, description: str | None, brand: str | No
     return f
 
 
+def _packed(v: list[int]) -> Sequence[int]:
+    """A posting list held compactly: a tuple when short, else an array of ints."""
+    return tuple(v) if len(v) < 8 else array("i", v)
+
+
 class MatchIndex:
     """The master catalog indexed for blocking and scoring.
 
@@ -284,8 +290,9 @@ class MatchIndex:
         self.titles: list[str] = []
         self.brands: list[str] = []
         self.prices: list[float | None] = []
-        self.codes: list[frozenset[str] | None] = []
-        self.joined: list[frozenset[str] | None] = []
+        # model codes as tuples (a frozenset costs 216 bytes even for one code; issue 20)
+        self.codes: list[tuple[str, ...] | None] = []
+        self.joined: list[tuple[str, ...] | None] = []
         postings: dict[str, list[int]] = {}
         code_post: dict[str, list[int]] = {}
         self.exact: dict[str, list[int]] = {}
@@ -310,28 +317,34 @@ class MatchIndex:
                 if m:
                     cs |= codes(m.group(1).replace(" ", ""))[0]
             two -= cs
-            self.codes.append(frozenset(cs) if cs else None)
-            self.joined.append(frozenset(two) if two else None)
+            self.codes.append(tuple(cs) if cs else None)
+            self.joined.append(tuple(two) if two else None)
             self.exact.setdefault(title, []).append(i)
             for t in set(toks):
                 postings.setdefault(t, []).append(i)
             for c in cs | two:
                 code_post.setdefault(c, []).append(i)
+        # Held compactly (issue 20): postings as tuples, or int arrays when long; the
+        # prices and norms as float arrays (a missing price is 0.0, which never compares).
+        for d in (postings, code_post, self.exact):
+            for k, v in d.items():  # in place: each list is freed as it is packed
+                d[k] = _packed(v)  # type: ignore[assignment]  # packed in place
         self.postings = postings
         self.code_post = code_post
+        self.prices = array("d", (p or 0.0 for p in self.prices))  # type: ignore[assignment]
         self._position: dict[str, int] | None = None
         # distinct title -> (candidates found, title evidence and word score by master, norm)
         self._cache: dict[tuple[Any, ...], tuple[list[tuple[float, int]], dict[int, float],
                                                  dict[int, float], float]] = {}
         self._master = master
-        self.sorted_codes = sorted(code_post)
+        self.sorted_codes = sorted(self.code_post)
         n = max(len(self.skus), 1)
         self.n = n
         self._idf: dict[str, float] = {}
         # idf squared of every word a master has (a listing's other words are absent)
         self.idf2 = {t: (math.log((n + 1) / (len(post) + 1)) + 1.0) ** 2
                      for t, post in postings.items()}
-        self.norms = [0.0] * len(self.skus)
+        self.norms = array("d", bytes(8 * len(self.skus)))
         idf = self.idf
         for i, title in enumerate(self.titles):
             self.norms[i] = math.sqrt(sum(idf(t) ** 2 for t in set(title.split()))) or 1.0
@@ -462,9 +475,9 @@ class MatchIndex:
         s = sim
         if ev is not None:
             ev["title"] = round(sim, 3)
-        mcodes = self.codes[i] or frozenset()
+        mcodes = frozenset(self.codes[i] or ())
         if mcodes or f.codes:
-            mjoined = self.joined[i] or frozenset()
+            mjoined = frozenset(self.joined[i] or ())
             agree = (f.codes & mcodes) | (f.joined & mcodes) | (f.codes & mjoined) \
                 | (f.description_codes & mcodes)
             if not agree:

@@ -33,6 +33,7 @@ from auditor.connector import SourceContext
 from auditor.errors import AuditorError, SourceError
 from auditor.events import ChannelFinished, FindingsChanged, SourceFinished, SourceProgress
 from auditor.http import FetchPolicy
+from auditor.compact import CompactMaster, CompactRecords
 from auditor.linking import Linker
 from auditor.master import load_master
 from auditor.model import (Finding, Link, LinkMethod, Listing, MasterRecord, Outcome,
@@ -118,7 +119,7 @@ class MasterUpdate:
     """A master export read and compared with the snapshot in force, not yet written."""
 
     info: dict[str, Any]                        # the import summary (for the run report)
-    records: dict[str, MasterRecord] | None     # by SKU; None when the file is unchanged
+    records: Mapping[str, MasterRecord] | None  # by SKU (a CompactMaster); None: unchanged
     plan: MasterPlan | None = None              # None when unchanged
     source: str = ""
     sha256: str | None = None
@@ -141,7 +142,8 @@ def read_master(cfg: Config, store: Store, now: datetime, plan: bool = True) -> 
         return MasterUpdate({"snapshot_id": last.id, "records": store.master_count(),
                              "added": 0, "changed": 0, "removed": 0, "unchanged": True,
                              "source": imp.source}, None)
-    records = {r.sku: r for r in imp.records}
+    records = imp.records.master() if isinstance(imp.records, CompactRecords) else \
+        CompactMaster.of(imp.records)
     info = {"snapshot_id": None, "records": len(records), "skipped_rows": len(imp.errors),
             "errors": imp.errors[:100], "source": imp.source}
     update = MasterUpdate(info, records, None, imp.source, imp.sha256, len(imp.errors))
@@ -249,7 +251,7 @@ def die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="auditor-parent-watch", daemon=True).start()
 
 
-def _plan_in(url: str, records: dict[str, MasterRecord], now: datetime) -> MasterPlan:
+def _plan_in(url: str, records: Mapping[str, MasterRecord], now: datetime) -> MasterPlan:
     """``plan_master`` on a connection of its own (for a forked process)."""
     own = open_store(url)
     try:
@@ -269,7 +271,7 @@ def write_master(store: Store, update: MasterUpdate) -> None:
 
 
 def import_master(cfg: Config, store: Store, now: datetime
-                  ) -> tuple[dict[str, Any], dict[str, MasterRecord] | None]:
+                  ) -> tuple[dict[str, Any], Mapping[str, MasterRecord] | None]:
     """Read the PIM export into a new snapshot; raise MasterImportError when rejected.
 
     Returns the import summary and the records by SKU (None when the file is
@@ -286,7 +288,7 @@ def _enabled_checks(ch: ChannelConfig) -> list[CheckSpec]:
 
 
 def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
-                  master: dict[str, MasterRecord], linker: Linker, history: MasterVersions,
+                  master: Mapping[str, MasterRecord], linker: Linker, history: MasterVersions,
                   now: datetime, progress: Progress | None = None,
                   preparations: Preparations | None = None, emit: Emit | None = None,
                   wanted: frozenset[str] = frozenset()) -> ChannelSummary:
@@ -351,7 +353,7 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
     def settle(li: Listing, link: Link) -> Listing:
         m = master.get(link.sku) if link.sku else None
         if m is not None:
-            linked_skus.add(m.sku)
+            linked_skus.add(m.sku)  # the record's own (interned) string
             summary.linked += 1
             if li.alternatives:  # an uncertain page read: the master picks in its buy box
                 li = prefer_master(li, m, ctx.now)
@@ -429,10 +431,10 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
             store.mark_removed(run_id, ch.name, unseen)
         else:  # computed and kept, not concluded (see auditor.holds)
             kept = len(observed)
-        for sku, m in master.items():
+        for sku in master:  # decoded only when unlinked (a compact master decodes on access)
             # a master only suggested for a listing is not concluded missing: a person decides
             if sku not in linked_skus and sku not in suggested_skus:
-                run_checks(m, None)
+                run_checks(master[sku], None)
         if result.presence_held is not None:
             held = observed[kept:]
             del observed[kept:]
@@ -600,7 +602,7 @@ class _ToParent(logging.handlers.QueueHandler):
 
 
 def _audit_in_workers(cfg: Config, store: Store, run_id: int, selected: list[ChannelConfig],
-                      master: dict[str, MasterRecord], linker: Linker, history: MasterVersions,
+                      master: Mapping[str, MasterRecord], linker: Linker, history: MasterVersions,
                       now: datetime, workers: int,
                       meanwhile: Callable[[], None] | None = None, emit: Emit | None = None,
                       wanted: frozenset[str] = frozenset()) -> list[ChannelSummary]:

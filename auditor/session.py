@@ -24,7 +24,7 @@ import signal
 import threading
 import time
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 import pluggy
 
@@ -68,7 +68,7 @@ class AuditSession:
         self.channels = list(channels) if channels else None
         self.clock = clock or utc_now
         self.now = now
-        self.master: dict[str, MasterRecord] | None = None
+        self.master: Mapping[str, MasterRecord] | None = None
         self.history: Any = None
         self.linker: Linker | None = None
         self.run_id: int | None = None
@@ -131,7 +131,7 @@ class AuditSession:
         assert now is not None and run_id is not None
         master_info: dict[str, Any]
         master_error: str | None = None
-        master: dict[str, MasterRecord] | None = None
+        master: Mapping[str, MasterRecord] | None = None
         update: Any = None
         t_master = time.perf_counter()
         with runner._gc_paused():  # a large master is many long-lived objects and no cycles

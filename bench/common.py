@@ -80,13 +80,15 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(out) + "\n"
 
 
-def record(section: str, tables: list[str], write: bool = True) -> None:
-    """Print the tables and append them, with machine, date and command, to docs/benchmarks.md."""
+def record(section: str, tables: list[str], write: bool = True,
+           command: str | None = None) -> None:
+    """Print the tables and append them, with machine, date and command, to docs/benchmarks.md.
+    ``command``: the script that ran, when not ``python -m bench``."""
     text = "\n".join(tables)
     print(text)
     if not write:
         return
-    cmd = "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    cmd = (command or "python -m bench") + " " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     block = (f"\n### {section} — {stamp}\n\n- machine: {machine()}\n- command: `{cmd}`\n\n"
              f"{text}")

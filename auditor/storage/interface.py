@@ -50,8 +50,10 @@ from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord
 class MasterStore(Protocol):
     """Master snapshots and the history of every value."""
 
-    def current_master(self) -> dict[str, MasterRecord]:
-        """The master records in force, by SKU."""
+    def current_master(self) -> Mapping[str, MasterRecord]:
+        """The master records in force, by SKU: an ``auditor.compact.CompactMaster``
+        (``CompactMaster.from_bodies(rows of (sku, stored JSON))``), which a run holds
+        for its whole length (issue 20)."""
         ...
 
     def master_count(self) -> int:

@@ -113,22 +113,30 @@ class MasterHistory(Mapping[str, list[tuple[datetime, MasterRecord]]]):
     """SKU -> earlier master versions [(valid_until, record)], oldest first, decoded
     when first read (a run looks up history only where a listing disagrees)."""
 
-    def __init__(self, raw: dict[str, list[tuple[str, str]]]):
-        self._raw = raw  # SKU -> [(valid_until ISO 8601, stored JSON text)]
+    def __init__(self, raw: dict[str, list[tuple[str, str | bytes]]], packer: Any = None):
+        # SKU -> [(valid_until ISO 8601, stored JSON text, or as packed by ``packer``)]
+        self._raw = raw
+        self._packer = packer  # an auditor.compact.Packer: the versions are held compressed
         self._decoded: dict[str, list[tuple[datetime, MasterRecord]]] = {}
 
     def __getitem__(self, sku: str) -> list[tuple[datetime, MasterRecord]]:
         got = self._decoded.get(sku)
         if got is None:
+            unpack = self._packer.unpack if self._packer is not None else (lambda d: d)
             got = self._decoded[sku] = [
-                (datetime.fromisoformat(until), codec.master_from_dict(orjson.loads(data)))
+                (datetime.fromisoformat(until), codec.master_from_dict(orjson.loads(unpack(data))))
                 for until, data in self._raw[sku]]  # KeyError when the SKU never changed
+            if len(self._decoded) > 4096:  # read once per listing: keep only the recent
+                self._decoded.clear()
+                self._decoded[sku] = got
         return got
 
     def add(self, replaced: Mapping[str, str], until: str) -> None:
         """Versions (SKU -> stored data) valid until ``until``, newer than any held."""
+        pack = self._packer.pack if self._packer is not None else None
         for sku, data in replaced.items():
-            self._raw.setdefault(sku, []).append((until, data))
+            self._raw.setdefault(sku, []).append(
+                (until, pack(data.encode()) if pack is not None else data))
             self._decoded.pop(sku, None)
 
     def __iter__(self) -> Iterator[str]:

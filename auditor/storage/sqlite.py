@@ -29,6 +29,7 @@ import sqlite_utils
 
 from auditor import codec
 from auditor import lifecycle
+from auditor.compact import CompactMaster, Packer, body_of
 from auditor.errors import LockedError, StoreError
 from auditor.events import FindingChange
 from auditor.lifecycle import OPEN, RESOLVED, Evidence, Previous
@@ -468,10 +469,9 @@ class SQLiteStore:
         return self.db.execute("PRAGMA user_version").fetchone()[0]
 
     # ----------------------------------------------------------------- master
-    def current_master(self) -> dict[str, MasterRecord]:
-        """The master records in force, by SKU."""
-        return {sku: codec.master_from_dict(orjson.loads(data)) for sku, data in
-                self.db.execute("SELECT sku, data FROM master_records")}
+    def current_master(self) -> CompactMaster:
+        """The master records in force, by SKU (held as stored, decoded when read)."""
+        return CompactMaster.from_bodies(self.db.execute("SELECT sku, data FROM master_records"))
 
     def master_count(self) -> int:
         return self.db.execute("SELECT count(*) FROM master_records").fetchone()[0]
@@ -505,8 +505,9 @@ class SQLiteStore:
         """
         existing = dict(self.db.execute("SELECT sku, hash FROM master_records"))
         plan = MasterPlan(at=now.isoformat(), records=len(records))
-        for sku, rec in records.items():
-            body = codec.body(rec)
+        compact = isinstance(records, CompactMaster)
+        for sku in records:
+            body = body_of(records, sku)
             h = digest(body)
             old = existing.get(sku)
             if old == h:
@@ -516,7 +517,8 @@ class SQLiteStore:
                 plan.added += 1
             else:  # kept beside the version it replaces (a new record is encoded again
                 # at commit: a first import of a million records must not hold them all)
-                plan.bodies[sku] = body.decode()  # exact size: orjson's buffer is larger
+                if not compact:  # a compact master holds it already
+                    plan.bodies[sku] = body.decode()  # exact size: orjson's buffer is larger
         plan.removed = [sku for sku in existing if sku not in records]
         replaced = [sku for sku in plan.writes if sku in existing] + plan.removed
         for i in range(0, len(replaced), 500):
@@ -543,7 +545,7 @@ class SQLiteStore:
             for i in range(0, len(skus), 5000):
                 upserts, history, changes = [], [], []
                 for sku in skus[i:i + 5000]:
-                    data = plan.bodies.get(sku) or codec.body(records[sku]).decode()
+                    data = plan.bodies.get(sku) or body_of(records, sku).decode()
                     upserts.append((sku, plan.writes[sku], data, snap, at))
                     old_data = plan.replaced.get(sku)
                     if old_data is None:
@@ -579,11 +581,14 @@ class SQLiteStore:
         Rows are read as stored and decoded per SKU on first access: a run looks up
         history only where a listing disagrees with the master.
         """
-        raw: dict[str, list[tuple[str, str]]] = {}
+        raw: dict[str, list[tuple[str, str | bytes]]] = {}
+        times: dict[str, str] = {}  # one string per import time, not one per row
+        pack = (packer := Packer()).pack  # held compressed (auditor.compact)
         for sku, data, valid_to in self.db.execute(
                 "SELECT sku, data, valid_to FROM master_history ORDER BY sku, valid_to, id"):
-            raw.setdefault(sku, []).append((valid_to, data))
-        return MasterHistory(raw)
+            raw.setdefault(sku, []).append((times.setdefault(valid_to, valid_to),
+                                            pack(data.encode())))
+        return MasterHistory(raw, packer)
 
     def master_changes(self, sku: str | None = None) -> list[MasterChange]:
         """The per-field change log, newest first."""

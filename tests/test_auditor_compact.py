@@ -1,0 +1,209 @@
+"""The compact master (issue 20): one compact record per SKU, cold fields packed."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+import sys
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from auditor import codec, compact as compact_mod
+from auditor.compact import CompactMaster, CompactRecord, CompactRecords, body_of, compact
+from auditor.linking import Linker
+from auditor.master import load_master
+from auditor.model import Availability, LinkMethod, MasterRecord, MasterStatus, Money
+from auditor.storage import open_store
+from tests.conftest import NOW, make_listing, make_master
+
+
+def _full(sku: str = "F-1"):
+    """A record using every field, containers and money in two currencies included."""
+    return make_master(
+        sku, title="Full Record", description="All fields", brand="Acme", gtin="4006381333931",
+        mpn="AC-1", price=Money(Decimal("49.90"), "EUR"), sale_price=Money(Decimal("39.90"), "EUR"),
+        sale_start=NOW - timedelta(days=1), sale_end=NOW + timedelta(days=3),
+        prices={"USD": Money(Decimal("52.00"), "USD")},
+        sale_prices={"USD": Money(Decimal("42.00"), "USD")}, quantity=7,
+        availability=Availability.IN_STOCK, status=MasterStatus.DISCONTINUED,
+        url="https://shop.example/p/full", images=("https://img/1.jpg", "https://img/2.jpg"),
+        attributes={"color": "red", "size": "M"}, overrides={"google": {"title": "G title"}},
+        group_id="G-1")
+
+
+def test_records_round_trip_exactly_and_bodies_are_the_stored_encoding():
+    recs = [_full("F-1"), make_master("P-2", title="Plain"), make_master("E-3", title=None)]
+    m = CompactMaster.of(recs)
+    for rec in recs:
+        assert m[rec.sku] == rec
+        assert m.body(rec.sku) == codec.body(rec) == body_of({rec.sku: rec}, rec.sku)
+    assert m["F-1"].price == Money(Decimal("49.90"), "EUR")
+    assert m["F-1"].price.amount.as_tuple() == Decimal("49.90").as_tuple()  # scale kept
+    assert m["F-1"].prices["USD"] == Money(Decimal("52.00"), "USD")
+    assert m["F-1"].override("google", "title") == "G title"
+
+
+def test_behaves_as_the_dict_it_replaces():
+    recs = {r.sku: r for r in (_full("A"), make_master("B"), make_master("C"))}
+    m = compact(recs)
+    assert m == recs and recs == m
+    assert len(m) == 3 and list(m) == ["A", "B", "C"]
+    assert "B" in m and "Z" not in m
+    assert m.get("Z") is None and m.get("Z", 1) == 1 and m.get("B") == recs["B"]
+    with pytest.raises(KeyError):
+        m["Z"]
+    assert dict(m.items()) == recs and list(m.values()) == list(recs.values())
+    assert compact(m) is m
+    assert pickle.loads(pickle.dumps(m)) == recs
+    # a later record of a SKU replaces the earlier one, also in the cache
+    m["B"]
+    m.add(make_master("B", title="Changed"))
+    assert m["B"].title == "Changed" and len(m) == 3
+
+
+def test_a_lookup_decodes_nothing_and_cold_fields_decode_when_read():
+    recs = [_full(f"S{i}") for i in range(3)]
+    m = CompactMaster.of(recs)
+    a = m["S0"]
+    assert isinstance(a, CompactRecord) and isinstance(a, MasterRecord)
+    assert m["S0"] is a and m.get("S0") is a  # held as the record: a lookup is a dict get
+    # hot fields are plain slots, shared between records where equal
+    assert a.title == "Full Record" and a.title is m["S1"].title
+    assert a.attributes is m["S1"].attributes and a.prices is m["S2"].prices
+    assert a.price is m["S1"].price
+    # cold fields come from the packed part, exactly
+    assert (a.description, a.mpn, a.url, a.images, a.group_id) == (
+        "All fields", "AC-1", "https://shop.example/p/full",
+        ("https://img/1.jpg", "https://img/2.jpg"), "G-1")
+    plain = CompactMaster.of([make_master("P")])["P"]
+    assert plain._cold is None and plain.images == () and plain.url is None
+    # frozen; replace gives a plain record; pickles as the record it holds
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.title = "x"  # type: ignore[misc]
+    b = dataclasses.replace(a, title="Other")
+    assert type(b) is MasterRecord and b.title == "Other" and b.url == a.url
+    assert pickle.loads(pickle.dumps(a)) == recs[0] and a == recs[0] and recs[0] == a
+    assert a != recs[1] and a.full() == recs[0] and type(a.full()) is MasterRecord
+    assert codec.body(a) == codec.body(recs[0]) and repr(a) == repr(recs[0])
+
+
+def test_a_compact_master_is_much_smaller_than_records():
+    recs = [dataclasses.replace(_full(f"F-{i:06d}"), title=f"Full Record {i}",
+                                gtin=f"{4006381000000 + i}",
+                                url=f"https://shop.example/p/full-{i}",
+                                attributes={"color": "red", "size": str(i % 7)})
+            for i in range(2000)]
+    m = CompactMaster.of(recs)
+    seen: set[int] = set()
+
+    def size(v) -> int:  # each object counted once: shared values are paid for once
+        if id(v) in seen or v is None:
+            return 0
+        seen.add(id(v))
+        n = sys.getsizeof(v)
+        if isinstance(v, dict):
+            n += sum(size(k) + size(x) for k, x in v.items())
+        elif isinstance(v, Money):
+            n += size(v.amount)
+        return n
+    held = sys.getsizeof(m._recs) + sum(
+        size(sku) + size(r) + size(r._cold) + sum(size(getattr(r, f)) for f in compact_mod.HOT)
+        for sku, r in m._recs.items())
+
+    def deep(rec) -> int:
+        n = sys.getsizeof(rec)
+        for f in dataclasses.fields(rec):
+            v = getattr(rec, f.name)
+            n += sys.getsizeof(v)
+            if isinstance(v, Money):
+                n += sys.getsizeof(v.amount)
+            elif isinstance(v, dict):
+                n += sum(sys.getsizeof(k) + sys.getsizeof(x) for k, x in v.items())
+        return n
+    as_records = sum(deep(r) for r in recs)
+    assert held < as_records / 3, (held, as_records)
+    assert [b for _s, b in m.bodies()] == [codec.body(r) for r in recs]
+
+
+def test_compact_records_as_read_from_a_file():
+    recs = [_full("A"), make_master("B")]
+    cr = CompactRecords(recs)
+    assert len(cr) == 2 and cr[0] == recs[0] and cr[-1] == recs[1] and cr[0:1] == [recs[0]]
+    assert list(cr) == recs and cr == recs and cr == CompactRecords(recs)
+    (only,) = CompactRecords([recs[1]])
+    assert only == recs[1]
+    m = cr.master()
+    assert isinstance(m, CompactMaster) and m == {"A": recs[0], "B": recs[1]}
+    assert m["A"] is cr[0]  # shared, not built again
+
+
+def test_master_file_is_read_compactly(tmp_path):
+    (tmp_path / "m.csv").write_text("sku,title,price,currency\nA,Alpha,1.50,EUR\nB,Beta,2,EUR\n")
+    imp = load_master({"type": "csv", "source": "m.csv"}, tmp_path)
+    assert isinstance(imp.records, CompactRecords)
+    assert [r.sku for r in imp.records] == ["A", "B"]
+    assert imp.records[0].price == Money(Decimal("1.50"), "EUR")
+
+
+def test_store_holds_the_master_as_stored_and_plans_the_same_hashes(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}")
+    recs = {r.sku: r for r in (_full("A"), make_master("B", title="Bee"))}
+    store.save_master(recs.values(), "m.csv", None, NOW)
+    cur = store.current_master()
+    assert isinstance(cur, CompactMaster) and cur == recs
+    changed = {**recs, "B": make_master("B", title="Bee 2"), "C": make_master("C")}
+    plan_dict = store.plan_master(changed, NOW + timedelta(days=1))
+    plan_compact = store.plan_master(compact(changed), NOW + timedelta(days=1))
+    assert plan_dict.writes == plan_compact.writes and set(plan_dict.writes) == {"B", "C"}
+    assert plan_dict.replaced == plan_compact.replaced
+    assert plan_compact.bodies == {}  # the compact master holds them already
+    store.commit_master(plan_compact, compact(changed), "m2.csv", None)
+    assert store.current_master() == changed
+    (until, old), = store.master_history()["B"]
+    assert old == recs["B"] and until == NOW + timedelta(days=1)
+    hist = store.master_history()
+    hist.add({"C": codec.body(changed["C"]).decode()}, (NOW + timedelta(days=2)).isoformat())
+    assert hist["C"] == [(NOW + timedelta(days=2), changed["C"])] and len(hist) == 2
+    store.close()
+
+
+def test_linker_on_a_compact_master_links_and_reports_shared_keys():
+    m = compact({r.sku: r for r in (
+        make_master("A-1", gtin="4006381333931", title="Alpha"),
+        make_master("B-1", gtin="4006381333948", title="Beta"),
+        make_master("B-2", gtin="4006381333948", title="Beta too"))})
+    lk = Linker(m, {})
+    assert lk.link(make_listing(key="k1", sku="a-1")).sku == "A-1"
+    assert lk.link(make_listing(key="k2", sku=None, gtin="4006381333931")).sku == "A-1"
+    amb = lk.link(make_listing(key="k3", sku=None, gtin="4006381333948"))
+    assert amb.method is LinkMethod.AMBIGUOUS and set(amb.candidates) == {"B-1", "B-2"}
+    assert isinstance(lk.index["sku"]["A-1"], str)  # one SKU held as itself
+
+
+def test_packer_learns_a_dictionary_and_gives_back_exact_bytes():
+    from auditor.compact import Packer
+    p = Packer()
+    recs = [_full(f"P-{i:05d}") for i in range(Packer.SAMPLE + 50)]
+    packed = [p.pack(codec.body(r)) for r in recs]
+    assert all(z[:1] == b"r" for z in packed[:Packer.SAMPLE])
+    assert all(z[:1] == b"z" for z in packed[Packer.SAMPLE:])
+    assert all(p.unpack(z) == codec.body(r) for z, r in zip(packed, recs, strict=True))
+    late = packed[Packer.SAMPLE:]
+    assert sum(map(len, late)) * 3 < sum(len(codec.body(r)) for r in recs[Packer.SAMPLE:])
+    m = CompactMaster.of(recs)
+    assert pickle.loads(pickle.dumps(m)) == {r.sku: r for r in recs}
+
+
+def test_keys_held_by_hash_are_checked_against_the_master():
+    from auditor.linking import norm_gtin
+    m = compact({"A-1": make_master("A-1", gtin="4006381333931", title="Alpha")})
+    lk = Linker(m, {})
+    lk.prepare()
+    assert lk.link(make_listing(key="k1", sku=None, gtin="4006381333931")).sku == "A-1"
+    # a listing whose key has the same hash as a master's (a collision, forced here)
+    other = norm_gtin("4006381333948")
+    lk.index["gtin"][hash(other)] = "A-1"
+    link = lk.link(make_listing(key="k2", sku=None, gtin="4006381333948", title=None))
+    assert link.sku is None
