@@ -40,7 +40,7 @@ import math
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -168,7 +168,7 @@ def _describe(url: str) -> str:
 @dataclass
 class _Loaded:
     cfg: Config
-    master: dict[str, MasterRecord]
+    master: Mapping[str, MasterRecord]
     history: Any
     linker: Linker | None = None
 
@@ -327,7 +327,7 @@ def finish_job(context: Any, run_id: int, channel: str, failed_shards: list[int]
 # --------------------------------------------------------------------------- the steps
 
 def read_channel(cfg: Config, store: Any, run_id: int, ch: ChannelConfig,
-                 master: dict[str, MasterRecord], linker: Linker, now: datetime
+                 master: Mapping[str, MasterRecord], linker: Linker, now: datetime
                  ) -> tuple[ReadOutcome, list[tuple[Listing, Link]]]:
     """Read, de-duplicate and link one channel (``runner.audit_channel`` up to the
     checks); decide what only the whole channel can."""
@@ -410,7 +410,7 @@ class _Checker:
     """The checks of one channel over listings (and masters), with their tallies: the
     ``run_checks`` of ``runner.audit_channel``."""
 
-    def __init__(self, cfg: Config, store: Any, ch: ChannelConfig, master: dict, history: Any,
+    def __init__(self, cfg: Config, store: Any, ch: ChannelConfig, master: Mapping, history: Any,
                  now: datetime):
         self.specs = _enabled(ch)
         self.cctx = {s.name: CheckContext(s.name, ch.name, ch.checks.get(s.name, {}), now,
@@ -454,7 +454,7 @@ class _Checker:
                 for name, t in self.tallies.items()}
 
 
-def audit_shard(cfg: Config, store: Any, run_id: int, ch: ChannelConfig, master: dict,
+def audit_shard(cfg: Config, store: Any, run_id: int, ch: ChannelConfig, master: Mapping,
                 history: Any, now: datetime, shard: int, shards: int,
                 rows: list[tuple[Listing, Link]], read: ReadOutcome) -> ShardOutcome:
     """Check one shard's listings, write them and apply their findings."""
@@ -488,7 +488,7 @@ def audit_shard(cfg: Config, store: Any, run_id: int, ch: ChannelConfig, master:
                         sum(1 for f in ck.observed if f.outcome is Outcome.WARN), len(rows))
 
 
-def finish_channel(cfg: Config, store: Any, run_id: int, ch: ChannelConfig, master: dict,
+def finish_channel(cfg: Config, store: Any, run_id: int, ch: ChannelConfig, master: Mapping,
                    history: Any, now: datetime, shards: int, read: ReadOutcome,
                    shard_results: dict[int, ShardOutcome], failed_shards: list[int]) -> Any:
     """The channel-wide conclusions once every shard job has ended; its summary."""
@@ -566,7 +566,7 @@ class DistributedSession(AuditSession):
         self.poll = 0.2  # seconds between looks at the jobs (a query of their states)
 
     def _audit_channels(self, runner: Any, selected: list, workers: int,
-                        master: dict[str, MasterRecord], linker: Linker, history: Any,
+                        master: Mapping[str, MasterRecord], linker: Linker, history: Any,
                         store_master: Callable[[], None]) -> list:
         from auditor.runner import ChannelSummary, channel_events
         from auditor.storage.jobs import RunJobs

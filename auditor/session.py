@@ -222,7 +222,7 @@ class AuditSession:
                                 master_seconds)
 
     def _audit_channels(self, runner: Any, selected: list, workers: int,
-                        master: dict[str, MasterRecord], linker: Linker, history: Any,
+                        master: Mapping[str, MasterRecord], linker: Linker, history: Any,
                         store_master: Callable[[], None]) -> list:
         """Store the master (``store_master``) and audit the channels: in forked workers,
         or one after another here. ``auditor.distributed.DistributedSession`` audits

@@ -53,6 +53,7 @@ from psycopg.rows import dict_row
 from psycopg.types.string import StrDumperUnknown
 
 from auditor import codec
+from auditor.compact import CompactMaster
 from auditor import lifecycle
 from auditor.errors import LockedError, StoreError
 from auditor.events import FindingChange
@@ -534,9 +535,9 @@ class PostgresStore:
             yield
 
     # ----------------------------------------------------------------- master
-    def current_master(self) -> dict[str, MasterRecord]:
-        return {sku: codec.master_from_dict(orjson.loads(data)) for sku, data in
-                self.conn.execute("SELECT sku, data FROM master_records")}
+    def current_master(self) -> CompactMaster:
+        """The master records in force, by SKU (held as stored, decoded when read)."""
+        return CompactMaster.from_bodies(self.conn.execute("SELECT sku, data FROM master_records"))
 
     def master_count(self) -> int:
         return _first(self.conn.execute("SELECT count(*) FROM master_records"))
@@ -633,7 +634,7 @@ class PostgresStore:
                 " WHERE sku = ANY(%s) ORDER BY sku", (at, snap, skus))
 
     def master_history(self) -> MasterHistory:
-        raw: dict[str, list[tuple[str, str]]] = {}
+        raw: dict[str, list[tuple[str, str | bytes]]] = {}
         for sku, data, valid_to in self.conn.execute(
                 "SELECT sku, data, valid_to FROM master_history ORDER BY sku, valid_to, id"):
             raw.setdefault(sku, []).append((valid_to.isoformat(), data))
