@@ -105,7 +105,7 @@ def test_sighup_reloads_a_good_config_and_refuses_a_broken_one(tmp_path):
         good = config.read_text().replace('schedule = "0 */4 * * *"', 'schedule = "15 3 * * 0"')
         config.write_text(good)
         s.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: schedules().get("google") == "15 3 * * 0", what="the reload")
+        wait_for(lambda: schedules().get("google") == "15 3 * * 0", what="the reload", timeout=90)
         nxt = next(x for x in get(s.url + "/api/schedule")[1]["sources"]
                    if x["source"] == "google")["next_run_at"]
         from datetime import datetime
@@ -115,7 +115,7 @@ def test_sighup_reloads_a_good_config_and_refuses_a_broken_one(tmp_path):
         config.write_text(good.replace('type = "google_merchant"', 'type = "googel"'))
         s.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: get(s.url + "/api/schedule")[1]["last_reload_error"],
-                 what="the refused reload")
+                 what="the refused reload", timeout=90)
         body = get(s.url + "/api/schedule")[1]
         assert "unknown connector 'googel'" in body["last_reload_error"]
         assert schedules() == {"master": "0 6 * * 1", "google": "15 3 * * 0"}  # old kept
