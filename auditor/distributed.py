@@ -51,7 +51,7 @@ from auditor.check import CarriedFields, CheckContext, Preparations, with_unread
 from auditor.confidence import prefer_master
 from auditor.config import ChannelConfig, Config, load_config
 from auditor.connector import SourceContext
-from auditor.errors import AuditorError, SourceError, StoreError
+from auditor.errors import AuditorError, StoreError
 from auditor.events import SourceProgress
 from auditor.linking import Linker
 from auditor.model import (
@@ -363,32 +363,13 @@ def read_channel(cfg: Config, store: Any, run_id: int, ch: ChannelConfig,
         result.listings += 1
         staged.append((li, link))
 
+    from auditor.runner import read_failed, read_linked
+
     try:
-        for li in conn_cls(ch).read(ctx):
-            if li.key in seen:
-                ctx.bad(li.evidence or li.key, f"duplicate listing key {li.key!r}; kept the first")
-                continue
-            seen.add(li.key)
-            if carried.unseen:
-                carried.see(li)
-            if li.unread:
-                ctx.unread_cells(li)
-            link = linking.link(li)
-            if link is None:
-                continue
+        for li, link in read_linked(conn_cls(ch), ctx, seen, carried, linking):
             settle(li, link)
-        for li, link in linking.finish():
-            settle(li, link)
-    except SourceError as e:
-        result.status = SourceStatus.FAILED
-        result.message = f"{e.source}: {e.reason}"
-    except AuditorError as e:
-        result.status = SourceStatus.FAILED
-        result.message = str(e)
     except Exception as e:
-        log.exception("channel %s: connector %s crashed", ch.name, ch.type)
-        result.status = SourceStatus.FAILED
-        result.message = f"connector {ch.type} crashed: {e.__class__.__name__}: {e}"
+        read_failed(result, ch, e)
     if result.status == SourceStatus.COMPLETE:
         prev = store.last_good_listing_count(ch.name, run_id)
         if result.listings == 0 and prev and not ch.opt("allow_empty"):

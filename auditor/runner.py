@@ -287,6 +287,41 @@ def _enabled_checks(ch: ChannelConfig) -> list[CheckSpec]:
             if ch.checks.get(name, {}).get("enabled", True)]
 
 
+def read_linked(connector: Any, ctx: SourceContext, seen: set[str], carried: CarriedFields,
+                linking: Any) -> Iterator[tuple[Listing, Link]]:
+    """A channel's listings with their links, as the connector reads them: a repeated key
+    is reported and dropped, fields the source carries are noted, unread cells recorded;
+    listings matched by what they show come after the whole channel (``linking.finish``).
+    Used by ``audit_channel`` and the distributed read job."""
+    for li in connector.read(ctx):
+        if li.key in seen:
+            ctx.bad(li.evidence or li.key, f"duplicate listing key {li.key!r}; kept the first")
+            continue
+        seen.add(li.key)
+        if carried.unseen:
+            carried.see(li)
+        if li.unread:
+            ctx.unread_cells(li)
+        link = linking.link(li)
+        if link is None:  # matched by what it shows, once the whole channel is read
+            continue
+        yield li, link
+    yield from linking.finish()
+
+
+def read_failed(result: SourceResult, ch: ChannelConfig, e: Exception) -> None:
+    """Record why reading a channel failed: the source's reason, or a connector crash
+    (logged with its traceback; it must not take the other channels down)."""
+    result.status = SourceStatus.FAILED
+    if isinstance(e, SourceError):
+        result.message = f"{e.source}: {e.reason}"
+    elif isinstance(e, AuditorError):
+        result.message = str(e)
+    else:
+        log.exception("channel %s: connector %s crashed", ch.name, ch.type, exc_info=e)
+        result.message = f"connector {ch.type} crashed: {e.__class__.__name__}: {e}"
+
+
 def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
                   master: Mapping[str, MasterRecord], linker: Linker, history: MasterVersions,
                   now: datetime, progress: Progress | None = None,
@@ -376,35 +411,14 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
         return li
 
     def pipeline() -> Iterator[tuple[Listing, Link]]:
-        for li in conn_cls(ch).read(ctx):
-            if li.key in seen:
-                ctx.bad(li.evidence or li.key, f"duplicate listing key {li.key!r}; kept the first")
-                continue
-            seen.add(li.key)
-            if carried.unseen:
-                carried.see(li)
-            if li.unread:
-                ctx.unread_cells(li)
-            link = linking.link(li)
-            if link is None:  # matched by what it shows, once the whole channel is read
-                continue
-            yield settle(li, link), link
-        for li, link in linking.finish():
+        for li, link in read_linked(conn_cls(ch), ctx, seen, carried, linking):
             yield settle(li, link), link
 
     unseen: list[str] = []  # listings present before and not read now
     try:
         unseen = store.save_listings(run_id, ch.name, pipeline()).unseen
-    except SourceError as e:
-        result.status = SourceStatus.FAILED
-        result.message = f"{e.source}: {e.reason}"
-    except AuditorError as e:
-        result.status = SourceStatus.FAILED
-        result.message = str(e)
     except Exception as e:  # a connector bug must not take the other channels down
-        log.exception("channel %s: connector %s crashed", ch.name, ch.type)
-        result.status = SourceStatus.FAILED
-        result.message = f"connector {ch.type} crashed: {e.__class__.__name__}: {e}"
+        read_failed(result, ch, e)
     if prepared is not None:
         try:
             prepared.flush(run_checks)
