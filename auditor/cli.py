@@ -628,7 +628,7 @@ def _decide(ctx: click.Context, listing: str, sku: str, channel: str | None,
             channel = chans[0]
         elif channel not in chans:
             raise AuditorError(f"no listing {listing!r} on channel {channel!r}")
-        if decision == "confirmed" and sku not in store.current_master():
+        if decision == "confirmed" and store.master_for(sku) is None:
             raise AuditorError(f"no master record with SKU {sku!r}")
         store.decide_link(channel, listing, sku, decision, datetime.now(timezone.utc), note)
     finally:
