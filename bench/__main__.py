@@ -223,7 +223,8 @@ def part_crawl(size: int, pages: int, concurrency: int, write: bool, repeat: int
     record("Crawl vs Scrapy", tables, write)
 
 
-def part_scaling(sizes: list[int], write: bool, first_only: bool = False) -> None:
+def part_scaling(sizes: list[int], write: bool, first_only: bool = False,
+                 again_only: bool = False) -> None:
     from bench.feeds import bench_feed
     from bench.world_audit import parse_master
 
@@ -232,7 +233,9 @@ def part_scaling(sizes: list[int], write: bool, first_only: bool = False) -> Non
         world = ensure_world(size)
         # First audit into an empty store (last week's master imported first, untimed),
         # then the same files again: the steady state of a scheduled audit.
-        first, _, rss1 = isolated(audit, world, OUT / f"scale-{size}", FILE_CHANNELS, True, False)
+        # --again-only: the repeat alone, on the store an earlier first audit left.
+        first, _, rss1 = (None, 0.0, 0.0) if again_only else \
+            isolated(audit, world, OUT / f"scale-{size}", FILE_CHANNELS, True, False)
         again, _, rss2 = (None, 0.0, 0.0) if first_only else \
             isolated(audit, world, OUT / f"scale-{size}", FILE_CHANNELS, False, False)
         parse, _, _ = isolated(parse_master, world)
@@ -251,9 +254,9 @@ def part_scaling(sizes: list[int], write: bool, first_only: bool = False) -> Non
                      "quantity": "Qty"}})):
             parse += bench_feed(ctype, path, opts)["seconds"]
         for label, res, rss in (("first", first, rss1), ("again", again, rss2)):
-            if res is None:  # --first-only
+            if res is None:  # --first-only, --again-only
                 continue
-            rows.append([size, first["listings"], label, round(parse, 1),
+            rows.append([size, res["listings"], label, round(parse, 1),
                          round(res["wall_seconds"], 1), f"{res['wall_seconds'] / parse:.2f}x",
                          round(res["cpu_seconds"], 1), round(rss),
                          round(res["worker_peak_rss_mib"])])
@@ -368,6 +371,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="distributed: [run] shard_size (default: the config's default)")
     ap.add_argument("--first-only", action="store_true",
                     help="scaling: only the first audit (not the repeat), for the largest sizes")
+    ap.add_argument("--again-only", action="store_true",
+                    help="scaling: only the repeat audit, on the store of an earlier first audit "
+                         "(the largest sizes, in two steps)")
     ap.add_argument("--no-write", action="store_true", help="print only")
     a = ap.parse_args(argv)
     write = not a.no_write
@@ -404,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         elif part == "crawl":
             part_crawl(a.size, a.pages, a.concurrency, write, a.repeat)
         elif part == "scaling":
-            part_scaling(a.sizes, write, a.first_only)
+            part_scaling(a.sizes, write, a.first_only, a.again_only)
         elif part == "extract":
             part_extract(a.sets, a.dump, write)
         elif part == "link":
