@@ -708,12 +708,15 @@ class SQLiteStore:
         channel's latest complete read. Returns counts and ``unseen``: the keys present
         before this read and not in it (removed, if the read was complete: ``mark_removed``).
         """
-        known = {k: (h, ev, gone, (sku, method, conf, cands), link_run)
-                 for k, h, ev, gone, sku, method, conf, cands, link_run in self.db.execute(
-                     "SELECT key, hash, evidence, removed_run, master_sku, link_method,"
-                     " link_confidence, link_candidates, link_run FROM listings"
-                     " WHERE channel = ?", (channel,))
-                 if shard is None or shard.contains(k)}
+        # Each row as SQLite returns it (key, hash, evidence, removed_run, the link's four
+        # columns, link_run): a million listings are read on every repeat audit, and
+        # regrouping each row into nested tuples cost a third of the read.
+        rows = self.db.execute(
+            "SELECT key, hash, evidence, removed_run, master_sku, link_method,"
+            " link_confidence, link_candidates, link_run FROM listings WHERE channel = ?",
+            (channel,))
+        known = {r[0]: r for r in rows} if shard is None else \
+            {r[0]: r for r in rows if shard.contains(r[0])}
         seen: set[str] = set()
         new = changed = 0
         batch_up: list[tuple] = []
@@ -773,16 +776,16 @@ class SQLiteStore:
             link = no_link if lk is None else (
                 lk.sku, lk.method, lk.confidence,
                 json.dumps(list(lk.candidates)) if lk.candidates else None)
-            link_run = was[4] if was is not None and was[3] == link else \
-                (None if lk is None else run_id)
+            same_link = was is not None and was[4:8] == link
+            link_run = was[8] if same_link else (None if lk is None else run_id)
             if li.fetched_at is not last_dt:  # a feed's listings share one read time
                 last_dt = li.fetched_at
                 fetched = last_dt.isoformat() if last_dt else None
-            if was is not None and was[0] == h:
-                if was[2] is not None or was[1] != li.evidence:  # back again, or moved
+            if was is not None and was[1] == h:
+                if was[3] is not None or was[2] != li.evidence:  # back again, or moved
                     batch_seen.append((run_id, fetched, li.evidence, *link, link_run, channel,
                                        key))
-                elif was[3] != link:
+                elif not same_link:
                     batch_link.append((*link, link_run, channel, key))
             else:
                 batch_up.append((channel, key, h, body.decode(), run_id, run_id, run_id,
@@ -797,7 +800,7 @@ class SQLiteStore:
         self._write(flush, wait=True)
         # Present before this read and not in it: removed, if the read was complete (the
         # caller decides; see mark_removed). Known from the rows read above, no rescan.
-        unseen = [k for k, was in known.items() if was[2] is None and k not in seen]
+        unseen = [k for k, was in known.items() if was[3] is None and k not in seen]
         return ListingSave(len(seen), new, changed, unseen)
 
     def mark_removed(self, run_id: int, channel: str, keys: Iterable[str]) -> int:
