@@ -777,7 +777,8 @@ class SQLiteStore:
                 lk.sku, lk.method, lk.confidence,
                 json.dumps(list(lk.candidates)) if lk.candidates else None)
             same_link = was is not None and was[4:8] == link
-            link_run = was[8] if same_link else (None if lk is None else run_id)
+            link_run = was[8] if was is not None and same_link else \
+                (None if lk is None else run_id)
             if li.fetched_at is not last_dt:  # a feed's listings share one read time
                 last_dt = li.fetched_at
                 fetched = last_dt.isoformat() if last_dt else None
