@@ -85,3 +85,28 @@ def test_json_ld_out_of_stock_is_kept():
                    "https://shop.example/p/tr2")
     assert e.availability is Availability.OUT_OF_STOCK
     assert e.sources["availability"] == ex.JSON_LD
+
+
+# one phrase per alternative of the reader's out-of-stock pattern
+OUT_OF_STOCK_PHRASES = [
+    "out of stock", "sold out", "currently unavailable", "no longer available", "not available",
+    "unavailable", "temporarily out", "ausverkauft", "nicht auf lager", "nicht lieferbar",
+    "nicht verfügbar", "nicht vorrätig", "nicht mehr verfügbar", "derzeit nicht", "vergriffen",
+    "épuisé", "epuise", "en rupture", "rupture de stock", "indisponible", "plus disponible",
+    "agotado", "sin stock", "no disponible", "fuera de stock", "esaurito", "non disponibile",
+    "niet op voorraad", "uitverkocht", "niet leverbaar", "slut i lager", "slutsåld", "ej i lager",
+    "ikke på lager", "udsolgt", "utsolgt", "brak w magazynie", "niedostępny", "wyprzedany",
+    "esgotado", "indisponível", "sem estoque", "vyprodáno", "není skladem", "nincs raktáron",
+    "elfogyott", "loppu varastosta", "tükendi", "stokta yok", "нет в наличии", "распродано",
+    "在庫切れ", "売り切れ", "缺货", "품절", "we don't currently have that one in stock",
+    "not in stock", "no stock", "nie je na sklade", "nie je skladom", "vypredané", "nedostupný",
+    "brak na stanie", "brak towaru", "produkt niedostępny", "nincs készleten", "nem elérhető",
+    "отсутствует", "нет на складе", "Наличие: нет", "немає в наявності", "відсутній", "Stock: 0",
+    "0 in stock", "0 auf Lager", "0 available"]
+
+
+@pytest.mark.parametrize("phrase", OUT_OF_STOCK_PHRASES)
+def test_every_out_of_stock_phrase_is_seen_after_the_name(phrase):
+    page = ("<body><h1>Trail Runner 2</h1><p>" + "Lightweight trail shoe. " * 30 +
+            f"</p><p class='stock'>{phrase.upper() if phrase.isascii() else phrase}</p></body>")
+    assert pagereader.says_out_of_stock(page, "Trail Runner 2"), phrase
