@@ -127,6 +127,7 @@ def ensure_queue(url: str) -> None:
                     app.schema_manager.apply_schema()
                 finally:
                     app.close()
+        jobs.ensure_notify()
 
 
 def run_worker(config_path: str | Path, *, concurrency: int = 1, once: bool = False,
@@ -544,7 +545,10 @@ class DistributedSession(AuditSession):
         super().__init__(config, store, **kw)
         self.config_path = str(Path(config_path).resolve())
         self.url = _postgres_url(store.url)
-        self.poll = 0.2  # seconds between looks at the jobs (a query of their states)
+        # Seconds between looks at the jobs when none ends (each end is notified: see
+        # ``RunJobs.wait``), and between looks for workers gone silent.
+        self.poll = 1.0
+        self.stall_poll = 2.0
 
     def _audit_channels(self, runner: Any, selected: list, workers: int,
                         master: Mapping[str, MasterRecord], linker: Linker, history: Any,
@@ -558,6 +562,8 @@ class DistributedSession(AuditSession):
         ensure_queue(self.url)
         snap = store.last_master_snapshot()
         jobs = RunJobs(self.url)
+        ends = RunJobs(self.url)  # a connection that only waits for jobs to end
+        ends.listen()
         app = make_app(self.url)
         app.open()
         attempts = max(1, int(cfg.run.get("job_attempts", 3)))
@@ -566,6 +572,7 @@ class DistributedSession(AuditSession):
                        snap.id if snap else None, now,
                        int(cfg.run.get("shard_size", 150_000)))
         names = [ch.name for ch in selected]
+        t_jobs = time.perf_counter()
         reads = {name: app.configure_task("auditor.read", queue=QUEUE).defer(
             run_id=run_id, channel=name) for name in names}
         shard_jobs: dict[str, dict[int, int]] = {}
@@ -582,12 +589,15 @@ class DistributedSession(AuditSession):
                                              seconds=time.perf_counter() - started[name])
             channel_events(self.emit, self.wanted, store, run_id, summaries[name], result)
 
+        stall_check = 0.0
         try:
             while len(summaries) < len(names):
                 every = list(reads.values()) + list(finishes.values()) + \
                     [j for js in shard_jobs.values() for j in js.values()]
                 states = jobs.job_states(every)
-                self._retry_stalled(app, jobs, stalled, attempts, states)
+                if time.monotonic() - stall_check >= min(self.stall_poll, stalled / 4):
+                    stall_check = time.monotonic()
+                    self._retry_stalled(app, jobs, stalled, attempts, states)
                 for name in names:
                     if name in summaries:
                         continue
@@ -625,8 +635,11 @@ class DistributedSession(AuditSession):
                     elif st in TERMINAL:
                         fail(name, f"the finish job of channel {name} {st}")
                 if len(summaries) < len(names):
-                    time.sleep(self.poll)
+                    ends.wait(self.poll)
             status = "finished"
+            log.info("run %s: channels audited in %.1f s (%d jobs)", run_id,
+                     time.perf_counter() - t_jobs,
+                     len(reads) + len(finishes) + sum(map(len, shard_jobs.values())))
         finally:
             if status != "finished":  # interrupted: the queued jobs are not wanted
                 for j in list(reads.values()) + list(finishes.values()) + \
@@ -639,6 +652,7 @@ class DistributedSession(AuditSession):
                 jobs.end_run(run_id, status)
             finally:
                 jobs.close()
+                ends.close()
                 app.close()
         return [summaries[name] for name in names]
 
