@@ -12,8 +12,9 @@ config file and its sources at the same paths, take them:
    and links every listing (over the whole channel: keyless listings are assigned
    together, exactly as in one process), decides what only the whole channel can
    decide (source status, the empty-source rule, the listings that vanished, a sharp
-   drop to hold, the fields the source never carries) and stages the linked listings
-   by shard (``ShardSpec``: ``crc32(key) mod N``, N from ``[run] shard_size``).
+   drop to hold, the fields the source never carries), checks and writes the first
+   shard itself (step 2, on the listings in hand) and stages the others' linked
+   listings (``ShardSpec``: ranges of ``md5(key)``, N shards from ``[run] shard_size``).
 2. ``auditor.shard(run, channel, shard)``: checks its shard's listings against the
    master, writes them (``save_listings(shard=...)``) and applies their findings
    (``apply_findings(shard=...)``: only this shard's findings can resolve).
@@ -285,9 +286,22 @@ def read_job(context: Any, run_id: int, channel: str) -> None:
 
         for row in staged:
             by_shard[ShardSpec.of(row[0].key, n)].append(row)
+        # The first shard is checked and written here, by the job that holds its
+        # listings: they are never staged (a channel of one shard is not staged at
+        # all); the others are staged for shard jobs on any worker.
+        first = by_shard.pop(0)
         env.jobs.save_read(run_id, channel, n, by_shard, outcome)
         log.info("run %s channel %s read: %d listings in %d shards", run_id, channel,
                  outcome.result.listings, n)
+        try:
+            done = audit_shard(env.cfg, env.store, run_id, ch, loaded.master, loaded.history,
+                               env.now, 0, n, first, outcome)
+        except Exception:  # a shard job of its own then tries it (and fails it for good)
+            log.exception("run %s channel %s: shard 0 failed in the read job; staged for "
+                          "a shard job", run_id, channel)
+            env.jobs.stage(run_id, channel, 0, first)
+        else:
+            env.jobs.save_shard(run_id, channel, 0, done)
     finally:
         env.close()
 
@@ -608,9 +622,11 @@ class DistributedSession(AuditSession):
                             n = got[0] if got else 0
                             if got and self.wants("source_progress"):  # the channel is read
                                 self.emit(SourceProgress(run_id, name, got[1].result.listings))
+                            done = jobs.shards_done(run_id, name)  # (the read job's own)
                             shard_jobs[name] = {i: app.configure_task(
                                 "auditor.shard", queue=QUEUE).defer(
-                                    run_id=run_id, channel=name, shard=i) for i in range(n)}
+                                    run_id=run_id, channel=name, shard=i)
+                                for i in range(n) if i not in done}
                         elif st in TERMINAL:
                             fail(name, f"the read job of channel {name} {st}")
                         continue

@@ -7,7 +7,8 @@ each other lives here, beside the store's tables:
 - ``dist_runs``: one row per distributed run (its config's hash, master snapshot,
   audit clock, shard size); a job of a run no longer ``running`` does nothing;
 - ``dist_staged``: a channel's listings as read and linked by its ``read`` job, in
-  chunks per shard, for the shard jobs (dropped when the run ends);
+  chunks per shard, for the shard jobs (dropped when the run ends; the first shard's
+  are checked by the read job itself and never staged);
 - ``dist_channels``: a ``read`` job's outcome (source status, counts, presence
   decisions) and, once the channel is finished, its summary;
 - ``dist_shards``: a shard job's outcome (check tallies, open counts);
@@ -186,8 +187,9 @@ class RunJobs:
         """A channel's read: its listings by shard and its outcome, in one transaction
         (a retried read replaces what an earlier attempt left)."""
         with self.conn.transaction(), self.conn.cursor() as cur:
-            cur.execute("DELETE FROM dist_staged WHERE run_id=%s AND channel=%s",
-                        (run_id, channel))
+            for table in ("dist_staged", "dist_shards"):
+                cur.execute(f"DELETE FROM {table} WHERE run_id=%s AND channel=%s",
+                            (run_id, channel))
             with cur.copy("COPY dist_staged (run_id, channel, shard, seq, data) FROM STDIN") \
                     as copy:
                 for shard, rows in staged.items():
@@ -199,6 +201,21 @@ class RunJobs:
                 " ON CONFLICT (run_id, channel) DO UPDATE SET shards=excluded.shards,"
                 " read=excluded.read, summary=NULL",
                 (run_id, channel, shards, dumps(read)))
+
+    def stage(self, run_id: int, channel: str, shard: int, rows: list[Any]) -> None:
+        """One shard's listings staged (after the read), for a shard job."""
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.execute("DELETE FROM dist_staged WHERE run_id=%s AND channel=%s AND shard=%s",
+                        (run_id, channel, shard))
+            with cur.copy("COPY dist_staged (run_id, channel, shard, seq, data) FROM STDIN") \
+                    as copy:
+                for seq, i in enumerate(range(0, len(rows), CHUNK)):
+                    copy.write_row((run_id, channel, shard, seq, dumps(rows[i:i + CHUNK])))
+
+    def shards_done(self, run_id: int, channel: str) -> set[int]:
+        """The shards of a channel whose outcome is recorded."""
+        return {shard for (shard,) in self.conn.execute(
+            "SELECT shard FROM dist_shards WHERE run_id=%s AND channel=%s", (run_id, channel))}
 
     def read_result(self, run_id: int, channel: str) -> tuple[int, Any] | None:
         row = self.conn.execute("SELECT shards, read FROM dist_channels WHERE run_id=%s"
