@@ -420,3 +420,36 @@ def test_a_429_slows_every_process_asking_that_host(pg_server, tmp_path):
     later = sorted(start for _, start, _ in shop.log if start > told)
     assert len(later) == 4  # A's retry and B's three pages
     assert later[0] - told >= 0.9, (told, later)
+
+
+def test_the_run_distributed_key_makes_cli_and_scheduled_runs_distributed(tmp_path,
+                                                                          pg_server):
+    """``[run] distributed = true``: `auditor run` without the flag, and a scheduled audit
+    of `auditor serve` (``run_in_child``, how the scheduler runs each audit), are both
+    coordinated runs whose channels a worker audits."""
+    from auditor.child import run_in_child
+
+    world = tmp_path / "world"
+    generate_world(world, size=40, seed=11, now=NOW, base_url="http://127.0.0.1:9")
+    url = pg_server.new_database()
+    cfg = _config(world, tmp_path / "dist", "http://127.0.0.1:9", f'url = "{url}"',
+                  "shard_size = 15\ndistributed = true")
+    worker = _worker(cfg, tmp_path / "worker.log")
+    try:
+        r = _cli("run", "--config", cfg, "--channel", "google", "--now", NOW.isoformat())
+        assert r.returncode in (0, 1), r.stdout[-2000:] + r.stderr[-3000:]
+        child = run_in_child(cfg, ["google"], now=NOW + timedelta(days=1), timeout=150)
+    finally:
+        _stop([worker])
+    assert child.exit_code in (0, 1), child
+    with psycopg.connect(url) as conn:
+        runs = conn.execute("SELECT run_id, status FROM dist_runs ORDER BY run_id").fetchall()
+        shards = conn.execute("SELECT run_id, count(*) FROM dist_shards"
+                              " GROUP BY run_id ORDER BY run_id").fetchall()
+        listings = conn.execute("SELECT count(*) FROM listings WHERE channel = 'google'"
+                                ).fetchone()[0]
+    assert [s for _, s in runs] == ["finished", "finished"]
+    assert runs[1][0] == child.run_id
+    assert all(n >= 2 for _, n in shards) and len(shards) == 2, shards  # shards were jobs
+    assert listings > 30
+    assert "ended with status: Success" in (tmp_path / "worker.log").read_text()
