@@ -424,10 +424,11 @@ def test_a_429_slows_every_process_asking_that_host(pg_server, tmp_path):
 
 def test_the_run_distributed_key_makes_cli_and_scheduled_runs_distributed(tmp_path,
                                                                           pg_server):
-    """``[run] distributed = true``: `auditor run` without the flag, and a scheduled audit
-    of `auditor serve` (``run_in_child``, how the scheduler runs each audit), are both
-    coordinated runs whose channels a worker audits."""
+    """``[run] distributed = true``: a scheduled audit of `auditor serve` (the command line
+    its launcher starts: `auditor run --channel NAME`, no flag) and an audit in a child
+    process (``run_in_child``) are both coordinated runs whose channels a worker audits."""
     from auditor.child import run_in_child
+    from auditor.service.launcher import audit_argv
 
     world = tmp_path / "world"
     generate_world(world, size=40, seed=11, now=NOW, base_url="http://127.0.0.1:9")
@@ -436,7 +437,8 @@ def test_the_run_distributed_key_makes_cli_and_scheduled_runs_distributed(tmp_pa
                   "shard_size = 15\ndistributed = true")
     worker = _worker(cfg, tmp_path / "worker.log")
     try:
-        r = _cli("run", "--config", cfg, "--channel", "google", "--now", NOW.isoformat())
+        r = subprocess.run([*audit_argv(cfg, "google", 0.0), "--now", NOW.isoformat()],
+                           cwd=ROOT, capture_output=True, text=True, timeout=150)
         assert r.returncode in (0, 1), r.stdout[-2000:] + r.stderr[-3000:]
         child = run_in_child(cfg, ["google"], now=NOW + timedelta(days=1), timeout=150)
     finally:
