@@ -8,7 +8,8 @@ each other lives here, beside the store's tables:
   audit clock, shard size); a job of a run no longer ``running`` does nothing;
 - ``dist_staged``: a channel's listings as read and linked by its ``read`` job, in
   chunks per shard, for the shard jobs (dropped when the run ends; the first shard's
-  are checked by the read job itself and never staged);
+  are checked by the read job itself and never staged; an UNLOGGED table, its chunks
+  stored uncompressed);
 - ``dist_channels``: a ``read`` job's outcome (source status, counts, presence
   decisions) and, once the channel is finished, its summary;
 - ``dist_shards``: a shard job's outcome (check tallies, open counts);
@@ -42,7 +43,7 @@ CREATE TABLE IF NOT EXISTS dist_runs (
     run_id BIGINT PRIMARY KEY, config TEXT NOT NULL, config_sha TEXT NOT NULL,
     snapshot_id BIGINT, now TIMESTAMPTZ NOT NULL, shard_size INTEGER NOT NULL,
     status TEXT NOT NULL DEFAULT 'running');
-CREATE TABLE IF NOT EXISTS dist_staged (
+CREATE UNLOGGED TABLE IF NOT EXISTS dist_staged (
     run_id BIGINT NOT NULL, channel TEXT COLLATE "C" NOT NULL, shard INTEGER NOT NULL,
     seq INTEGER NOT NULL, data BYTEA NOT NULL, PRIMARY KEY (run_id, channel, shard, seq));
 CREATE TABLE IF NOT EXISTS dist_channels (
@@ -129,6 +130,19 @@ class RunJobs:
             self.conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))",
                               (LOCK_SCHEMA,))
             self.conn.execute(SCHEMA)
+            # Staged listings live for one run: no WAL for them (a server crash loses the
+            # run anyway), and no TOAST compression (pickles hardly compress, and pglz on
+            # hundreds of MB cost the server more CPU than the COPY). Tables made by
+            # earlier versions are changed once.
+            row = self.conn.execute(
+                "SELECT c.relpersistence, a.attstorage FROM pg_class c JOIN pg_attribute a"
+                " ON a.attrelid = c.oid AND a.attname = 'data'"
+                " WHERE c.oid = 'dist_staged'::regclass").fetchone()
+            if row and row[0] != "u":
+                self.conn.execute("ALTER TABLE dist_staged SET UNLOGGED")
+            if row and row[1] != "e":
+                self.conn.execute("ALTER TABLE dist_staged ALTER COLUMN data SET STORAGE"
+                                  " EXTERNAL")
 
     def ensure_notify(self) -> None:
         """A trigger on procrastinate's job table: every job that ends (a terminal status,
