@@ -61,6 +61,7 @@ W_QTY_DIFFER = -0.3
 W_NUM_DIFFER = -0.12
 W_ACCESSORY = -0.3       # one title names an accessory (case, cable, toner), the other none
 W_VARIANT_DIFFER = -0.3  # the listing names colours (platforms), the master others
+W_EDITION_DIFFER = -0.2  # editions (pro, deluxe) or licences (upgrade, academic) differ
 W_PRICE_FAR = -0.3       # ten times apart
 W_PRICE_OFF = -0.1       # three times apart
 W_PRICE_CLOSE = 0.05     # within 30%
@@ -109,6 +110,28 @@ _VARIANT_WORDS: dict[str, tuple[str, str]] = {
     **{w: ("platform", "mac") for w in ("mac", "macintosh", "osx")},
     **{w: ("platform", "windows") for w in ("windows", "win", "pc")},
 }
+
+
+# Words naming an edition of a product line or the kind of licence it is sold under: "Print
+# Shop 22" and "Print Shop 22 Deluxe", "Windows XP Professional" and "... Upgrade" are
+# different products. Word -> canonical word.
+_EDITION_WORDS: dict[str, str] = {
+    **{w: w for w in "deluxe premium standard basic home ultimate enterprise platinum express "
+       "lite plus elements xl essentials starter".split()},
+    "pro": "pro", "professional": "pro", "prof": "pro", "std": "standard",
+}
+_LICENCE_WORDS: dict[str, str] = {
+    "upgrade": "upgrade", "upg": "upgrade", "upsell": "upgrade", "academic": "academic", "student": "academic",
+    "students": "academic", "teacher": "academic", "education": "academic",
+    "educational": "academic", "edu": "academic", "oem": "oem",
+}
+
+
+def editions(tokens: Iterable[str]) -> tuple[frozenset[str], frozenset[str]]:
+    """(edition words, licence words) among normalized words, canonical."""
+    ed = {_EDITION_WORDS[t] for t in tokens if t in _EDITION_WORDS}
+    lic = {_LICENCE_WORDS[t] for t in tokens if t in _LICENCE_WORDS}
+    return frozenset(ed), frozenset(lic)
 
 
 def variants(tokens: Iterable[str]) -> dict[str, set[str]]:
@@ -510,6 +533,14 @@ class MatchIndex:
                     if ev is not None:
                         ev[f"{kind}s_differ"] = [sorted(words_), sorted(mv[kind])]
                     break
+        led, llic = editions(f.tokens)
+        med, mlic = editions(mtoks)
+        if llic != mlic or (led - med and med - led):
+            # a licence named on one side only (upgrade, academic, OEM), or each side
+            # naming an edition the other lacks (deluxe vs premium)
+            s += W_EDITION_DIFFER
+            if ev is not None:
+                ev["editions_differ"] = [sorted(led | llic), sorted(med | mlic)]
         qty_differ = False
         if f.qty:
             mq = quantities(self.number_text(i))
