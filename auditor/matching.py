@@ -245,6 +245,24 @@ def accessory_words(norm_title: str) -> frozenset[str]:
     return _ACCESSORY.intersection(head.split())
 
 
+def brand_span(tokens: Sequence[str], brand: str) -> frozenset[str]:
+    """The words of a title that spell a brand (folded as ``norm_brand`` folds it:
+    "fogware publishing" for "fogwarepublishing"), at most four words, else none."""
+    if len(brand) < 3:
+        return frozenset()
+    for j, t in enumerate(tokens):
+        if not brand.startswith(t):
+            continue
+        joined = t
+        k = j + 1
+        while len(joined) < len(brand) and k < len(tokens) and k - j < 4:
+            joined += tokens[k]
+            k += 1
+        if joined == brand:
+            return frozenset(tokens[j:k])
+    return frozenset()
+
+
 def norm_brand(brand: str | None) -> str:
     """A brand folded to its words joined ("D-Link" -> "dlink")."""
     return "".join(normalize_title(brand[:200]).split()) if brand else ""
@@ -489,9 +507,21 @@ class MatchIndex:
         idf2 = self.idf2
         shared = sum(idf2[t] for t in f.tokenset & mtoks)
         cos = shared / (f.norm * self.norms[i])
+        title = f.title
+        if cos < 0.9 and f.tokens:
+            # the master's brand named in the listing's title and not in its own (a
+            # channel that writes "fogware publishing esl - learn english" for "learn
+            # english" by fogware publishing): the titles compared without it
+            span = brand_span(f.tokens, self.brands[i])
+            if span and not span & mtoks:
+                rest = f.tokenset - span
+                norm = math.sqrt(sum(self.idf(t) ** 2 for t in rest))
+                if norm:
+                    cos = max(cos, sum(idf2[t] for t in rest & mtoks) / (norm * self.norms[i]))
+                    title = " ".join(t for t in f.tokens if t not in span)
         # character-level similarity catches joined or split words ("studiodvd")
         if cos < 0.9:
-            char = fuzz.token_set_ratio(f.title, mt) / 100.0
+            char = fuzz.token_set_ratio(title, mt) / 100.0
             sim = max(cos, CHAR_WEIGHT * char) if cos < char else cos
         else:
             sim = cos
@@ -586,6 +616,11 @@ class MatchIndex:
                 s += W_BRAND_DIFFER
                 if ev is not None:
                     ev["brand"] = "differs"
+        elif mb and not lb and brand_span(f.tokens, mb):
+            # no brand given, but the title names the master's
+            s += W_BRAND_AGREE
+            if ev is not None:
+                ev["brand"] = "in title"
         lp, mp = f.price, self.prices[i]
         if lp and mp and lp > 0 and mp > 0:
             ratio = max(lp, mp) / min(lp, mp)
