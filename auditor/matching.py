@@ -226,6 +226,23 @@ def numbers(norm_text: str) -> set[float]:
     return {float(n) for n in _ANY_NUM.findall(norm_text)}
 
 
+# Two numbers joined by "x": a size or an area ("60 x 80", "8.5x11"), compared as a pair
+_SIZE = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s?x\s?(\d+(?:\.\d+)?)(?![\w.])")
+
+
+def sizes(norm_text: str) -> frozenset[tuple[float, float]]:
+    """The sizes a title names ("60 x 80" is (60, 80), and so is "80x60"), as pairs."""
+    out = set()
+    for a, b in _SIZE.findall(norm_text):
+        x, y = float(a), float(b)
+        out.add((x, y) if x <= y else (y, x))
+    return frozenset(out)
+
+
+def _size_text(d: tuple[float, float]) -> str:
+    return f"{d[0]:g} x {d[1]:g}"
+
+
 # Words naming an accessory or a consumable: a title naming one (before any "for ...")
 # is another product than a title naming none ("case for X" is not X).
 _ACCESSORY = frozenset(
@@ -287,6 +304,7 @@ class Features:
     brand_words: str = ""            # the brand normalized as a title is
     variants: dict[str, set[str]] = field(default_factory=dict)
     accessory: frozenset[str] = frozenset()
+    sizes: frozenset[tuple[float, float]] = frozenset()
 
 
 def listing_features(title: str | None, description: str | None, brand: str | None,
@@ -307,6 +325,7 @@ def listing_features(title: str | None, description: str | None, brand: str | No
         nt = number_text(title)
         f.qty = quantities(nt)
         f.nums = numbers(nt)
+        f.sizes = sizes(nt)
     if brand:
         f.brand_words = normalize_title(brand[:200])
     f.variants = variants(toks)
@@ -588,6 +607,13 @@ class MatchIndex:
                 if ev is not None:
                     ev["numbers_differ"] = [[f"{n:g}" for n in sorted(f.nums)[:3]],
                                            [f"{n:g}" for n in sorted(mn)[:3]]]
+        if f.sizes and not qty_differ:
+            md = sizes(self.number_text(i))
+            if md and not f.sizes & md:  # 60 x 60 vs 60 x 80: the numbers overlap
+                s += W_QTY_DIFFER
+                if ev is not None:
+                    ev["sizes_differ"] = [[_size_text(d) for d in sorted(f.sizes)[:2]],
+                                          [_size_text(d) for d in sorted(md)[:2]]]
         ma = accessory_words(mt)
         if bool(ma) != bool(f.accessory):
             s += W_ACCESSORY
