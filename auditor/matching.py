@@ -251,6 +251,18 @@ _ACCESSORY = frozenset(
     "remote lamp bulb cartridge cartridges toner ink drum refill refills tray filter "
     "replacement".split())
 _FOR = re.compile(r"\b(?:for|compatible with|fits|works with)\b")
+# Accessory words by kind: two titles naming accessories of no common kind name different
+# products ("car charger" vs "usb cable"); "replacement" names no kind.
+_ACCESSORY_KIND: dict[str, str] = {
+    **{w: "case" for w in "case cases cover sleeve bag pouch holster skin skins".split()},
+    **{w: "cable" for w in "cable cord".split()},
+    **{w: "adapter" for w in "adapter adaptor".split()},
+    **{w: "power" for w in "charger battery batteries".split()},
+    **{w: "mount" for w in "mount bracket stand holder cradle dock".split()},
+    **{w: "supply" for w in "cartridge cartridges toner ink drum refill refills".split()},
+    **{w: "lamp" for w in "lamp bulb".split()},
+    **{w: w for w in "protector strap stylus remote tray filter".split()},
+}
 
 
 def accessory_words(norm_title: str) -> frozenset[str]:
@@ -619,6 +631,13 @@ class MatchIndex:
             s += W_ACCESSORY
             if ev is not None:
                 ev["accessory"] = sorted(ma or f.accessory)[:3]
+        elif ma and f.accessory:
+            lk = {_ACCESSORY_KIND[w] for w in f.accessory if w in _ACCESSORY_KIND}
+            mk = {_ACCESSORY_KIND[w] for w in ma if w in _ACCESSORY_KIND}
+            if lk and mk and not lk & mk:  # a charger and a cable
+                s += W_ACCESSORY
+                if ev is not None:
+                    ev["accessories_differ"] = [sorted(f.accessory)[:3], sorted(ma)[:3]]
         return s
 
     def _head(self, i: int) -> str:
