@@ -106,7 +106,9 @@ _VARIANT_WORDS: dict[str, tuple[str, str]] = {
     **{w: ("colour", "grey" if w == "gray" else w) for w in (
         "black white grey gray silver red blue green yellow orange purple pink brown beige "
         "navy gold teal burgundy ivory cream tan olive maroon turquoise violet magenta cyan "
-        "charcoal khaki lime aqua copper bronze mahogany walnut cherry oak espresso".split())},
+        "charcoal khaki lime aqua copper bronze mahogany walnut cherry oak espresso clear smoke "
+        "graphite gunmetal champagne rose coral indigo lavender plum ruby emerald jade slate "
+        "orchid fuchsia amber crimson scarlet sapphire cobalt pewter camo".split())},
     **{w: ("platform", "mac") for w in ("mac", "macintosh", "osx")},
     **{w: ("platform", "windows") for w in ("windows", "win", "pc")},
 }
