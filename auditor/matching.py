@@ -62,6 +62,7 @@ W_NUM_DIFFER = -0.12
 W_ACCESSORY = -0.3       # one title names an accessory (case, cable, toner), the other none
 W_VARIANT_DIFFER = -0.3  # the listing names colours (platforms), the master others
 W_EDITION_DIFFER = -0.2  # editions (pro, deluxe) or licences (upgrade, academic) differ
+W_BUNDLE = -0.2          # one title names a bundle (combo), the other none
 W_PRICE_FAR = -0.3       # ten times apart
 W_PRICE_OFF = -0.1       # three times apart
 W_PRICE_CLOSE = 0.05     # within 30%
@@ -253,6 +254,7 @@ _ACCESSORY = frozenset(
     "remote lamp bulb cartridge cartridges toner ink drum refill refills tray filter "
     "replacement".split())
 _FOR = re.compile(r"\b(?:for|compatible with|fits|works with)\b")
+_BUNDLE = frozenset("bundle bundled combo".split())
 # Accessory words by kind: two titles naming accessories of no common kind name different
 # products ("car charger" vs "usb cable"); "replacement" names no kind.
 _ACCESSORY_KIND: dict[str, str] = {
@@ -628,6 +630,12 @@ class MatchIndex:
                 if ev is not None:
                     ev["sizes_differ"] = [[_size_text(d) for d in sorted(f.sizes)[:2]],
                                           [_size_text(d) for d in sorted(md)[:2]]]
+        if bool(_BUNDLE.intersection(f.tokens)) != bool(_BUNDLE.intersection(mtoks)):
+            # a bundle or a combo is not its one part ("keyboard and mouse combo")
+            s += W_BUNDLE
+            if ev is not None:
+                ev["bundle"] = sorted(_BUNDLE.intersection(f.tokens) or
+                                      _BUNDLE.intersection(mtoks))
         ma = accessory_words(mt)
         if bool(ma) != bool(f.accessory):
             s += W_ACCESSORY
