@@ -94,6 +94,13 @@ _UNITS: dict[str, tuple[str, float]] = {
     "sheet": ("sheets", 1.0), "sheets": ("sheets", 1.0), "feet": ("len", 30.48),
     "digit": ("digits", 1.0), "mpix": ("mp", 1.0), "bit": ("bits", 1.0), "way": ("ways", 1.0),
 }
+# Things counted (3-button, 240-pin, 6-outlet): each its own kind of quantity
+_COUNT_NOUNS = (
+    "pin pins channel channels disc discs disk disks outlet outlets button buttons "
+    "speaker speakers subject subjects hole holes section sections handset handsets "
+    "drawer drawers tier tiers shelf shelves slot slots bay bays player players layer "
+    "layers pocket pockets compartment compartments tab tabs key keys").split()
+_UNITS.update({w: ("shelf" if w == "shelves" else w.rstrip("s"), 1.0) for w in _COUNT_NOUNS})
 _QTY = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s?(" + "|".join(
     sorted(map(re.escape, _UNITS), key=len, reverse=True)) + r")(?![\w])")
 _MODEL_FIELD = re.compile(r"model\W+([\w\-/. ]+?)(?:;|$)", re.I)
@@ -164,6 +171,13 @@ def words(text: str) -> list[str]:
 
 # Specifications written like codes: "3in1", "1000baset", "802.11n", "4x6", "2x2gb".
 _SPEC = re.compile(r"^(?:\d+in\d+|\d+base[a-z]+\d*|802\d+[a-z]*|\d+x\d+[a-z]*|pc\d+)$")
+# A count of things written as one word ("3-button", "240-pin", "6-outlet", "1993-up"): a
+# specification, not a model code (those of ``_COUNT_NOUNS`` are also quantities)
+_COUNTED = re.compile(r"^\d+(?:" + "|".join(_COUNT_NOUNS + (
+    "min mins minute minutes mile miles height dbi ohm ohms gauge month months meg optical "
+    "digital foot item items station stations zone zones person year years yr day days "
+    "cup cups page pages line lines up piece star stars speed speeds color colors colour "
+    "colours plus ring rings sided side").split()) + r")$")
 
 
 def _is_code(c: str) -> bool:
@@ -175,7 +189,7 @@ def _is_code(c: str) -> bool:
     if _HAS_ALPHA.search(c) is None:
         return len(c) >= 5  # part numbers, UPCs; not years, not small counts
     # "500gb", "12v", "1080p" are quantities, "3in1" or "1000baset" specifications
-    return _CODE_UNIT.match(c) is None and _SPEC.match(c) is None
+    return _CODE_UNIT.match(c) is None and _SPEC.match(c) is None and _COUNTED.match(c) is None
 
 
 def codes(text: str | None) -> tuple[set[str], set[str]]:
