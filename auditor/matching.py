@@ -232,6 +232,12 @@ def quantities(norm_text: str) -> dict[str, set[float]]:
     return out
 
 
+def _overlap(a: set[float], b: set[float]) -> bool:
+    """Whether two sets of quantities of one kind share a value, within 1% (a camera's
+    14.1 MP is the 14 MP of another title)."""
+    return bool(a & b) or any(abs(x - y) <= 0.01 * max(x, y) for x in a for y in b)
+
+
 _ANY_NUM = re.compile(r"(?<![\w.])(\d{1,4}(?:\.\d+)?)(?=(?:\s?(?:" + "|".join(
     sorted(map(re.escape, _UNITS), key=len, reverse=True)) + r"))?(?![\w.]))")
 
@@ -624,7 +630,7 @@ class MatchIndex:
         if f.qty:
             mq = quantities(self.number_text(i))
             for kind in f.qty.keys() & mq.keys():
-                if not f.qty[kind] & mq[kind]:
+                if not _overlap(f.qty[kind], mq[kind]):
                     s += W_QTY_DIFFER
                     qty_differ = True
                     if ev is not None:
