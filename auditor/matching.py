@@ -218,9 +218,15 @@ def codes(text: str | None) -> tuple[set[str], set[str]]:
 _NOT_NUMERIC = re.compile(r"[^\w.]+|_+|(?<!\d)\.|\.(?!\d)")
 
 
+_NUMBER_WORDS = {w: str(n) for n, w in enumerate(
+    "two three four five six seven eight nine ten eleven twelve".split(), 2)}
+
+
 def number_text(text: str) -> str:
-    """A title lowercased with punctuation as spaces, but decimal points kept ("2.5in")."""
-    return " ".join(_NOT_NUMERIC.sub(" ", text[:MAX_TEXT].lower().replace(",", ".")).split())
+    """A title lowercased with punctuation as spaces, but decimal points kept ("2.5in"),
+    and numbers written as words from two to twelve as digits ("six-tier" is "6 tier")."""
+    return " ".join(_NUMBER_WORDS.get(w, w) for w in _NOT_NUMERIC.sub(
+        " ", text[:MAX_TEXT].lower().replace(",", ".")).split())
 
 
 def quantities(norm_text: str) -> dict[str, set[float]]:
