@@ -192,6 +192,9 @@ def _is_code(c: str) -> bool:
     return _CODE_UNIT.match(c) is None and _SPEC.match(c) is None and _COUNTED.match(c) is None
 
 
+_GLUED = re.compile(r"([a-z]+)[-/.]\w")
+
+
 def codes(text: str | None) -> tuple[set[str], set[str]]:
     """Model codes in a text, normalized (no case, hyphens, slashes, dots or spaces):
     (codes written as one word, codes written as two: "DCS 1100" is dcs1100)."""
@@ -199,11 +202,16 @@ def codes(text: str | None) -> tuple[set[str], set[str]]:
         return set(), set()
     one: set[str] = set()
     two: set[str] = set()
-    flat = ["".join(ch for ch in w if ch.isalnum()) for w in
-            _WORD.findall(text[:MAX_TEXT].lower())]
+    raw = _WORD.findall(text[:MAX_TEXT].lower())
+    flat = ["".join(ch for ch in w if ch.isalnum()) for w in raw]
     for i, c in enumerate(flat):
         if _is_code(c):
             one.add(c)
+            # a word glued in front ("New-101R00421", "SHR-EL1192BL"): the code after it
+            # may be what another title names alone (it can agree, never differ)
+            head = _GLUED.match(raw[i])
+            if head is not None and _is_code(c[len(head.group(1)):]):
+                two.add(c[len(head.group(1)):])
         if i + 1 < len(flat):
             n = flat[i + 1]
             # letters then a code or a number: "dcs 1100", "ex zs5"
