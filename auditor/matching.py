@@ -134,6 +134,8 @@ _LICENCE_WORDS: dict[str, str] = {
     "upgrade": "upgrade", "upg": "upgrade", "upsell": "upgrade", "academic": "academic", "student": "academic",
     "students": "academic", "teacher": "academic", "education": "academic",
     "educational": "academic", "edu": "academic", "oem": "oem",
+    **{w: "refurbished" for w in "refurbished reconditioned renewed remanufactured reman "
+       "recertified".split()},
 }
 
 
