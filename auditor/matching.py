@@ -218,7 +218,8 @@ def codes(text: str | None) -> tuple[set[str], set[str]]:
             n = flat[i + 1]
             # letters then a code or a number: "dcs 1100", "ex zs5"
             if 2 <= len(c) <= 5 and c.isalpha() and _HAS_DIGIT.search(n) is not None \
-                    and _is_code(c + n) and n not in _UNITS and len(c + n) <= 16:
+                    and _is_code(c + n) and n not in _UNITS and len(c + n) <= 16 \
+                    and _COUNTED.match(n) is None:
                 two.add(c + n)
         if len(one) + len(two) >= MAX_CODES:
             break
