@@ -15,8 +15,11 @@ Three steps, each bounded per listing:
    ``MAX_DF`` masters). At most ``MAX_CANDIDATES`` go on to scoring.
 3. **Score** (0-1): TF-IDF cosine of the titles' words, then evidence for and against:
    a shared model code (strong for), model codes that differ (strong against), the same
-   or another brand, quantities of one kind that differ (500 GB vs 1 TB), plain numbers
-   that differ (2007 vs 2008), a price ten times off (against) or close (for).
+   or another brand (also a brand named in the listing's title), quantities of one kind
+   that differ (500 GB vs 1 TB), sizes that differ (60 x 60 vs 60 x 80), plain numbers
+   that differ (2007 vs 2008), colours, platforms, editions or licences that differ
+   (deluxe vs premium, an upgrade), a bundle or an accessory on one side only, a price
+   ten times off (against) or close (for).
    Each piece of evidence is kept, so a person can see why.
 
 The channel-wide one-to-one assignment and the link states are in ``assign``.
