@@ -174,8 +174,8 @@ def words(text: str) -> list[str]:
     return toks[:MAX_TOKENS]
 
 
-# Specifications written like codes: "3in1", "1000baset", "802.11n", "4x6", "2x2gb".
-_SPEC = re.compile(r"^(?:\d+in\d+|\d+base[a-z]+\d*|802\d+[a-z]*|\d+x\d+[a-z]*|pc\d+)$")
+# Specifications written like codes: "3in1", "1000baset", "802.11n", "4x6", "2x2gb", "win32".
+_SPEC = re.compile(r"^(?:\d+in\d+|\d+base[a-z]+\d*|802\d+[a-z]*|\d+x\d+[a-z]*|pc\d+|win\d+)$")
 # A count of things written as one word ("3-button", "240-pin", "6-outlet", "1993-up"): a
 # specification, not a model code (those of ``_COUNT_NOUNS`` are also quantities)
 _COUNTED = re.compile(r"^\d+(?:" + "|".join(_COUNT_NOUNS + (

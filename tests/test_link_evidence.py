@@ -94,7 +94,7 @@ def test_sizes_compared_as_pairs():
 
 
 def test_counted_specifications_are_not_model_codes():
-    one, two = codes("V7 3-Button Optical Mouse 240-pin 6-Outlet 1993-Up")
+    one, two = codes("V7 3-Button Optical Mouse 240-pin 6-Outlet 1993-Up Win32")
     assert not one and not two
     assert quantities(number_text("Belkin 8-Outlet Surge Protector")) == {"outlet": {8.0}}
     idx = index(m("M", "V7 3 Button USB Optical Mouse M30P107N", "V7"),
