@@ -361,6 +361,8 @@ class Features:
     variants: dict[str, set[str]] = field(default_factory=dict)
     accessory: frozenset[str] = frozenset()
     sizes: frozenset[tuple[float, float]] = frozenset()
+    editions: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
+    bundle: frozenset[str] = frozenset()
 
 
 def listing_features(title: str | None, description: str | None, brand: str | None,
@@ -386,6 +388,8 @@ def listing_features(title: str | None, description: str | None, brand: str | No
         f.brand_words = normalize_title(brand[:200])
     f.variants = variants(toks)
     f.accessory = accessory_words(f.title)
+    f.editions = editions(toks)
+    f.bundle = _BUNDLE.intersection(toks)
     return f
 
 
@@ -638,7 +642,7 @@ class MatchIndex:
                     if ev is not None:
                         ev[f"{kind}s_differ"] = [sorted(words_), sorted(mv[kind])]
                     break
-        led, llic = editions(f.tokens)
+        led, llic = f.editions
         med, mlic = editions(mtoks)
         if llic != mlic or (led - med and med - led):
             # a licence named on one side only (upgrade, academic, OEM), or each side
@@ -670,12 +674,12 @@ class MatchIndex:
                 if ev is not None:
                     ev["sizes_differ"] = [[_size_text(d) for d in sorted(f.sizes)[:2]],
                                           [_size_text(d) for d in sorted(md)[:2]]]
-        if bool(_BUNDLE.intersection(f.tokens)) != bool(_BUNDLE.intersection(mtoks)):
+        mbundle = _BUNDLE.intersection(mtoks)
+        if bool(f.bundle) != bool(mbundle):
             # a bundle or a combo is not its one part ("keyboard and mouse combo")
             s += W_BUNDLE
             if ev is not None:
-                ev["bundle"] = sorted(_BUNDLE.intersection(f.tokens) or
-                                      _BUNDLE.intersection(mtoks))
+                ev["bundle"] = sorted(f.bundle or mbundle)
         ma = accessory_words(mt)
         if bool(ma) != bool(f.accessory):
             s += W_ACCESSORY
