@@ -134,9 +134,9 @@ _EDITION_WORDS: dict[str, str] = {
     "pro": "pro", "professional": "pro", "prof": "pro", "std": "standard",
 }
 _LICENCE_WORDS: dict[str, str] = {
-    "upgrade": "upgrade", "upg": "upgrade", "upsell": "upgrade", "academic": "academic", "student": "academic",
-    "students": "academic", "teacher": "academic", "education": "academic",
-    "educational": "academic", "edu": "academic", "oem": "oem",
+    "upgrade": "upgrade", "upg": "upgrade", "upsell": "upgrade", "academic": "academic",
+    "student": "academic", "students": "academic", "teacher": "academic",
+    "education": "academic", "educational": "academic", "edu": "academic", "oem": "oem",
     **{w: "refurbished" for w in "refurbished reconditioned renewed remanufactured reman "
        "recertified".split()},
 }
