@@ -332,7 +332,7 @@ def _child_main(config_path: str, channels: list[str], now_text: str | None, wai
     for noisy in ("httpx", "httpcore", "apscheduler"):  # a line per request is too many
         logging.getLogger(noisy).setLevel(logging.WARNING)
     _die_with_parent()
-    session = None
+    session: Any = None
     code = 2
     try:
         with interrupt_on_signals():
@@ -344,8 +344,15 @@ def _child_main(config_path: str, channels: list[str], now_text: str | None, wai
                 store = open_store(cfg.store_url)
                 try:
                     with store.run_lock(wait):
-                        session = AuditSession(cfg, store, channels=channels or None, now=now,
-                                               listeners=[listener])
+                        if cfg.run.get("distributed"):  # the scheduled audit as jobs
+                            from auditor.distributed import DistributedSession
+
+                            session = DistributedSession(cfg, store, config_path,
+                                                         channels=channels or None, now=now,
+                                                         listeners=[listener])
+                        else:
+                            session = AuditSession(cfg, store, channels=channels or None,
+                                                   now=now, listeners=[listener])
                         report = session.run()
                 finally:
                     store.close()

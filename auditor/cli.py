@@ -178,7 +178,9 @@ def _known(kind: str, given: Iterable[str], known: Iterable[str]) -> None:
                    "by this run, or open critical findings nobody acknowledged or snoozed.")
 @click.option("--distributed", is_flag=True,
               help="Audit the channels as jobs on the queue in the PostgreSQL store, taken by "
-                   "`auditor worker` processes on any machines; wait for them (docs/scaling.md).")
+                   "`auditor worker` processes on any machines; wait for them (docs/scaling.md). "
+                   "`[run] distributed = true` makes every run of the config so, the scheduled "
+                   "audits of `auditor serve` too.")
 def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
         now_text: str | None, master_only: bool, metrics_file: Path | None,
         fail_on: str, distributed: bool = False) -> None:
@@ -227,7 +229,7 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
                 with store.run_lock(wait), _progress(_quiet()) as progress:
                     kw: dict[str, Any] = dict(channels=list(channels) or None, now=now,
                                               listeners=[progress] if progress else [])
-                    if distributed:
+                    if distributed or cfg.run.get("distributed"):
                         from auditor.distributed import DistributedSession
 
                         session = DistributedSession(cfg, store, cfg.path, **kw)

@@ -132,6 +132,10 @@ RUN_OPTIONS = (
     Opt("stalled_after", float, 30.0,
         "`auditor run --distributed`: seconds without a heartbeat after which a worker is "
         "taken for dead and its job queued again (above `auditor worker --heartbeat`)."),
+    Opt("distributed", bool, False,
+        "Every run of this config is distributed, as with `auditor run --distributed`: "
+        "`auditor run` and the scheduled audits of `auditor serve` hand the channels to "
+        "`auditor worker` processes (needs the PostgreSQL store; docs/scaling.md)."),
 )
 
 HTTP_OPTIONS = (

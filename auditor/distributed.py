@@ -12,8 +12,9 @@ config file and its sources at the same paths, take them:
    and links every listing (over the whole channel: keyless listings are assigned
    together, exactly as in one process), decides what only the whole channel can
    decide (source status, the empty-source rule, the listings that vanished, a sharp
-   drop to hold, the fields the source never carries) and stages the linked listings
-   by shard (``ShardSpec``: ``crc32(key) mod N``, N from ``[run] shard_size``).
+   drop to hold, the fields the source never carries), checks and writes the first
+   shard itself (step 2, on the listings in hand) and stages the others' linked
+   listings (``ShardSpec``: ranges of ``md5(key)``, N shards from ``[run] shard_size``).
 2. ``auditor.shard(run, channel, shard)``: checks its shard's listings against the
    master, writes them (``save_listings(shard=...)``) and applies their findings
    (``apply_findings(shard=...)``: only this shard's findings can resolve).
@@ -127,6 +128,7 @@ def ensure_queue(url: str) -> None:
                     app.schema_manager.apply_schema()
                 finally:
                     app.close()
+        jobs.ensure_notify()
 
 
 def run_worker(config_path: str | Path, *, concurrency: int = 1, once: bool = False,
@@ -284,9 +286,22 @@ def read_job(context: Any, run_id: int, channel: str) -> None:
 
         for row in staged:
             by_shard[ShardSpec.of(row[0].key, n)].append(row)
+        # The first shard is checked and written here, by the job that holds its
+        # listings: they are never staged (a channel of one shard is not staged at
+        # all); the others are staged for shard jobs on any worker.
+        first = by_shard.pop(0)
         env.jobs.save_read(run_id, channel, n, by_shard, outcome)
         log.info("run %s channel %s read: %d listings in %d shards", run_id, channel,
                  outcome.result.listings, n)
+        try:
+            done = audit_shard(env.cfg, env.store, run_id, ch, loaded.master, loaded.history,
+                               env.now, 0, n, first, outcome)
+        except Exception:  # a shard job of its own then tries it (and fails it for good)
+            log.exception("run %s channel %s: shard 0 failed in the read job; staged for "
+                          "a shard job", run_id, channel)
+            env.jobs.stage(run_id, channel, 0, first)
+        else:
+            env.jobs.save_shard(run_id, channel, 0, done)
     finally:
         env.close()
 
@@ -544,7 +559,10 @@ class DistributedSession(AuditSession):
         super().__init__(config, store, **kw)
         self.config_path = str(Path(config_path).resolve())
         self.url = _postgres_url(store.url)
-        self.poll = 0.2  # seconds between looks at the jobs (a query of their states)
+        # Seconds between looks at the jobs when none ends (each end is notified: see
+        # ``RunJobs.wait``), and between looks for workers gone silent.
+        self.poll = 1.0
+        self.stall_poll = 2.0
 
     def _audit_channels(self, runner: Any, selected: list, workers: int,
                         master: Mapping[str, MasterRecord], linker: Linker, history: Any,
@@ -558,6 +576,8 @@ class DistributedSession(AuditSession):
         ensure_queue(self.url)
         snap = store.last_master_snapshot()
         jobs = RunJobs(self.url)
+        ends = RunJobs(self.url)  # a connection that only waits for jobs to end
+        ends.listen()
         app = make_app(self.url)
         app.open()
         attempts = max(1, int(cfg.run.get("job_attempts", 3)))
@@ -566,6 +586,7 @@ class DistributedSession(AuditSession):
                        snap.id if snap else None, now,
                        int(cfg.run.get("shard_size", 150_000)))
         names = [ch.name for ch in selected]
+        t_jobs = time.perf_counter()
         reads = {name: app.configure_task("auditor.read", queue=QUEUE).defer(
             run_id=run_id, channel=name) for name in names}
         shard_jobs: dict[str, dict[int, int]] = {}
@@ -582,12 +603,15 @@ class DistributedSession(AuditSession):
                                              seconds=time.perf_counter() - started[name])
             channel_events(self.emit, self.wanted, store, run_id, summaries[name], result)
 
+        stall_check = 0.0
         try:
             while len(summaries) < len(names):
                 every = list(reads.values()) + list(finishes.values()) + \
                     [j for js in shard_jobs.values() for j in js.values()]
                 states = jobs.job_states(every)
-                self._retry_stalled(app, jobs, stalled, attempts, states)
+                if time.monotonic() - stall_check >= min(self.stall_poll, stalled / 4):
+                    stall_check = time.monotonic()
+                    self._retry_stalled(app, jobs, stalled, attempts, states)
                 for name in names:
                     if name in summaries:
                         continue
@@ -598,9 +622,11 @@ class DistributedSession(AuditSession):
                             n = got[0] if got else 0
                             if got and self.wants("source_progress"):  # the channel is read
                                 self.emit(SourceProgress(run_id, name, got[1].result.listings))
+                            done = jobs.shards_done(run_id, name)  # (the read job's own)
                             shard_jobs[name] = {i: app.configure_task(
                                 "auditor.shard", queue=QUEUE).defer(
-                                    run_id=run_id, channel=name, shard=i) for i in range(n)}
+                                    run_id=run_id, channel=name, shard=i)
+                                for i in range(n) if i not in done}
                         elif st in TERMINAL:
                             fail(name, f"the read job of channel {name} {st}")
                         continue
@@ -625,8 +651,11 @@ class DistributedSession(AuditSession):
                     elif st in TERMINAL:
                         fail(name, f"the finish job of channel {name} {st}")
                 if len(summaries) < len(names):
-                    time.sleep(self.poll)
+                    ends.wait(self.poll)
             status = "finished"
+            log.info("run %s: channels audited in %.1f s (%d jobs)", run_id,
+                     time.perf_counter() - t_jobs,
+                     len(reads) + len(finishes) + sum(map(len, shard_jobs.values())))
         finally:
             if status != "finished":  # interrupted: the queued jobs are not wanted
                 for j in list(reads.values()) + list(finishes.values()) + \
@@ -639,6 +668,7 @@ class DistributedSession(AuditSession):
                 jobs.end_run(run_id, status)
             finally:
                 jobs.close()
+                ends.close()
                 app.close()
         return [summaries[name] for name in names]
 

@@ -13,6 +13,7 @@ another scheme, host or port drops them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import http.cookiejar
 import ipaddress
@@ -422,30 +423,59 @@ def conditional_headers(etag: str | None, last_modified: str | None) -> dict[str
     return h
 
 
-# Pacing shared with other processes (``auditor worker`` installs
+# Per-host limits shared with other processes (``auditor worker`` installs
 # ``auditor.storage.jobs.HostPacer``): ``shared_pacer(host, interval)`` reserves the host's
-# next slot wherever the other requests come from and returns the seconds to wait.
-# None: each process paces its own requests.
+# next slot wherever the other requests come from and returns the seconds to wait; its
+# ``back_off(host, seconds)`` holds every process's requests to a host that answered 429
+# or 503, and ``acquire(host, cap)`` / ``release(host, slot)`` keep the per-host in-flight
+# cap across processes. None: each process keeps its own limits.
 shared_pacer: Callable[[str, float], float] | None = None
 
 
 class _HostGate:
     """Per-host concurrency and pacing (requests/second, Crawl-delay)."""
 
-    __slots__ = ("sem", "interval", "next_at", "host")
+    __slots__ = ("sem", "interval", "next_at", "host", "cap")
 
     def __init__(self, concurrency: int, interval: float, host: str = ""):
         self.sem = asyncio.Semaphore(concurrency)
         self.interval = interval
         self.next_at = 0.0
         self.host = host
+        self.cap = concurrency
+
+    @contextlib.asynccontextmanager
+    async def in_flight(self) -> Any:
+        """Held while a request to this host is in flight: with a shared pacer, one of
+        the host's ``cap`` slots across processes (waiting for one to be free)."""
+        pacer = shared_pacer
+        acquire = getattr(pacer, "acquire", None)
+        release = getattr(pacer, "release", None)
+        if acquire is None or release is None:
+            yield
+            return
+        delay = 0.02
+        while (slot := await asyncio.to_thread(acquire, self.host, self.cap)) is None:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(release, self.host, slot)
+
+    async def back_off(self, seconds: float) -> None:
+        """The host answered 429/503: with a shared pacer, every process's next request
+        to it waits ``seconds`` (this request's own retry waits them in any case)."""
+        back_off = getattr(shared_pacer, "back_off", None)
+        if back_off is not None:
+            await asyncio.to_thread(back_off, self.host, seconds)
 
     async def pace(self) -> None:
         """Wait for this host's next request slot (slots are booked in order)."""
-        if self.interval <= 0:
-            return
         pacer = shared_pacer
-        if pacer is not None:
+        if self.interval <= 0 and getattr(pacer, "back_off", None) is None:
+            return
+        if pacer is not None:  # (with no interval: only a shared back-off is waited for)
             wait = await asyncio.to_thread(pacer, self.host, self.interval)
             if wait > 0:
                 await asyncio.sleep(wait)
@@ -618,6 +648,8 @@ class Fetcher:
                     raise FetchError(url, f"{r.reason}; Retry-After {delay:.0f}s exceeds "
                                           f"max_retry_after", r.status) from None
                 log.info("retrying %s in %.2fs (%s)", url, delay, r.reason)
+                if r.status in (429, 503):
+                    await self._gate(url).back_off(delay)
                 await asyncio.sleep(delay)
 
     async def _get_once(self, url: str, headers: Mapping[str, str] | None,
@@ -641,7 +673,7 @@ class Fetcher:
                 hop_headers = {**self._cred_headers, **(headers or {})}
                 auth = self._auth
             # The deadline starts once a slot is held: waiting for one is not the server's fault.
-            async with self._global, gate.sem:
+            async with self._global, gate.sem, gate.in_flight():
                 try:
                     async with asyncio.timeout(deadline):  # no extra task, unlike wait_for
                         got = await self._hop(current, hop_headers, to_file, accept, auth)

@@ -370,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shard-size", type=int, default=None,
                     help="distributed: [run] shard_size (default: the config's default)")
     ap.add_argument("--first-only", action="store_true",
-                    help="scaling: only the first audit (not the repeat), for the largest sizes")
+                    help="scaling, distributed: only the first audit (not the repeat), for the "
+                         "largest sizes")
     ap.add_argument("--again-only", action="store_true",
                     help="scaling: only the repeat audit, on the store of an earlier first audit "
                          "(the largest sizes, in two steps)")
@@ -385,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.part == "distributed":  # not part of `all`: it needs a PostgreSQL server
         from bench import distributed
 
-        distributed.run(a.size, a.channels, a.workers, a.shard_size, write)
+        distributed.run(a.size, a.channels, a.workers, a.shard_size, write, a.first_only)
         return 0
     if a.part == "crash":  # not part of `all`: it is a robustness trial, not a speed target
         from bench import crash

@@ -2,6 +2,7 @@
 `auditor worker` processes on PostgreSQL, against `auditor run` in one process.
 
     python -m bench distributed --size 5000 --workers 1 2 --channels google meta amazon
+    python -m bench distributed --size 250000 --workers 1 2 4 --first-only
 
 The generated world's master and file channels (no crawl, no images) are audited twice
 into a new store each time: ``first`` into the empty store, ``again`` the same files once
@@ -11,6 +12,12 @@ CPU seconds of the auditor's processes (the run's process, its channel workers, 
 single-process rows use ``[run] workers = 1``; the distributed rows the default
 ``[run] shard_size`` unless ``--shard-size`` is given. A PostgreSQL server is started for
 the benchmark (tests/pg_server.py's, fsync and synchronous commit on).
+
+The channel phase is the audit after the master is imported: for one process the sum of
+its channels' seconds (they run one after the other with ``workers = 1``), for a
+distributed run the coordinator's "channels audited in N s" (from deferring the first
+read job to the last channel finished). Throughput = listings / channel phase; each row
+also carries the machine's 1-minute load average when the run started.
 """
 
 from __future__ import annotations
@@ -58,8 +65,19 @@ def _auditor(*args: str | Path) -> subprocess.CompletedProcess:
     return r
 
 
+def _load() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def _phase(r: subprocess.CompletedProcess, summary: dict[str, Any]) -> float:
+    m = re.findall(r"channels audited in ([0-9.]+) s", r.stderr)
+    if m:
+        return float(m[-1])
+    return sum(c.get("seconds") or 0.0 for c in summary["channels"])
+
+
 def _runs(cfg: Path, channels: list[str], extra: tuple[str, ...], server: list[int],
-          workers: int = 0) -> list[list[Any]]:
+          workers: int = 0, steps: tuple[str, ...] = ("first", "again")) -> list[list[Any]]:
     """First and repeat audit; with ``workers``, that many `auditor worker` processes
     are started before and stopped after. CPU: the `auditor run` process (and its
     channel workers) from this process's children usage, the live `auditor worker`
@@ -75,15 +93,18 @@ def _runs(cfg: Path, channels: list[str], extra: tuple[str, ...], server: list[i
         if procs:
             time.sleep(3)  # the workers import and connect before the clock starts
         chans = [a for c in channels for a in ("--channel", c)]
-        for step in ("first", "again"):
+        for step in steps:
             cpu0, wcpu0, srv0 = _children_cpu(), _server_cpu(pids), _server_cpu(server)
+            load = _load()
             t0 = time.perf_counter()
-            r = _auditor("run", "--config", cfg, "--format", "json", *chans, *extra)
+            r = _auditor("-v", "run", "--config", cfg, "--format", "json", *chans, *extra)
             wall = time.perf_counter() - t0
             cpu = _children_cpu() - cpu0 + _server_cpu(pids) - wcpu0
             srv = _server_cpu(server) - srv0 if server else None
-            listings = sum(c["listings"] for c in json.loads(r.stdout)["channels"])
-            out.append([step, listings, wall, cpu, srv])
+            summary = json.loads(r.stdout)
+            listings = sum(c["listings"] for c in summary["channels"])
+            out.append([step, listings, wall, _phase(r, summary), cpu, srv, load])
+            print(step, *out[-1][1:], flush=True)
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -93,7 +114,8 @@ def _runs(cfg: Path, channels: list[str], extra: tuple[str, ...], server: list[i
 
 
 def run(size: int, channels: list[str], workers: list[int], shard_size: int | None,
-        write: bool) -> None:
+        write: bool, first_only: bool = False) -> None:
+    steps = ("first",) if first_only else ("first", "again")
     world = ensure_world(size)
     server = _start_server()
     rows: list[list[Any]] = []
@@ -103,29 +125,38 @@ def run(size: int, channels: list[str], workers: list[int], shard_size: int | No
                        "workers = 1")
         for f in lite.parent.glob("auditor.db*"):
             f.unlink()
-        for r in _runs(lite, channels, (), []):
+        for r in _runs(lite, channels, (), [], steps=steps):
             rows.append(["SQLite, one process", *r])
         url = server.new_database()
         one = _config(world, OUT / f"dist-pg1-{world.name}", f'url = "{url}"', "workers = 1")
-        for r in _runs(one, channels, (), pids):
+        for r in _runs(one, channels, (), pids, steps=steps):
             rows.append(["PostgreSQL, one process", *r])
         for n in workers:
             url = server.new_database()
             extra = f"\nshard_size = {shard_size}" if shard_size else ""
             cfg = _config(world, OUT / f"dist-w{n}-{world.name}", f'url = "{url}"',
                           f"workers = 1{extra}")
-            for r in _runs(cfg, channels, ("--distributed",), pids, workers=n):
+            for r in _runs(cfg, channels, ("--distributed",), pids, workers=n,
+                          steps=steps):
                 rows.append([f"PostgreSQL, --distributed, {n} worker(s)", *r])
     finally:
         server.stop()
-    shown = [[who, step, listings, round(wall, 1), round(cpu, 1),
-              "-" if srv is None else round(srv, 1)]
-             for who, step, listings, wall, cpu, srv in rows]
+    shown = [[who, step, listings, round(wall, 1), round(phase, 1), round(listings / phase),
+              round(cpu, 1), "-" if srv is None else round(srv, 1), f"{load:.1f}"]
+             for who, step, listings, wall, phase, cpu, srv, load in rows]
+    per = {(who, step): listings / phase for who, step, listings, _, phase, *_ in rows}
+    ratios = [f"- {step}: {n} workers' channel-phase throughput = "
+              f"{per[(f'PostgreSQL, --distributed, {n} worker(s)', step)] / base:.2f}x one "
+              f"worker's" for step in steps for n in workers if n != 1
+              for base in [per.get(("PostgreSQL, --distributed, 1 worker(s)", step))] if base]
     record("Distributed runs beside one process", [table(
         f"The generated world's master and {' + '.join(channels)} ({size:,} SKUs, no crawl, "
         f"no images), shard_size {shard_size or 'default (150,000)'}; wall s of the "
-        "`auditor run` command; CPU s = the auditor's processes (for --distributed the "
-        "coordinator and the `auditor worker` processes); server CPU s = "
-        "PostgreSQL's processes. One 2-core machine shared with other work: the workers "
-        "compete with the server and each other for the same two cores.",
-        ["mode", "audit", "listings", "wall s", "CPU s", "server CPU s"], shown)], write)
+        "`auditor run` command; channel phase s: the audit after the master import "
+        "(see bench/distributed.py); listings/s over the channel phase; CPU s = the "
+        "auditor's processes (for --distributed the coordinator and the `auditor worker` "
+        "processes); server CPU s = PostgreSQL's processes; load: the 1-minute load "
+        "average when the run started. One 2-core machine shared with other work: the "
+        "workers compete with the server and each other for the same two cores.",
+        ["mode", "audit", "listings", "wall s", "channel phase s", "listings/s", "CPU s",
+         "server CPU s", "load"], shown), "\n".join(ratios)], write)

@@ -296,3 +296,162 @@ def test_a_shard_that_failed_concludes_nothing_missing(tmp_path):
     finally:
         ok_store.close()
         bad_store.close()
+
+
+class _CountingShop:
+    """A loopback HTTP server that records every request's (path, start, end) and the
+    most requests it had in flight at once; ``/busy`` answers 429 with Retry-After: 1
+    the first time (and then creates the file ``told``, when given)."""
+
+    def __init__(self, hold: float, told: Path | None = None):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.lock = threading.Lock()
+        self.now_in = self.most_in = 0
+        self.log: list[tuple[str, float, float]] = []
+        self.busy_told = False
+        self.told = told
+        shop = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                start = time.time()
+                with shop.lock:
+                    shop.now_in += 1
+                    shop.most_in = max(shop.most_in, shop.now_in)
+                    told = self.path == "/busy" and not shop.busy_told
+                    shop.busy_told = shop.busy_told or told
+                time.sleep(hold)
+                with shop.lock:
+                    shop.now_in -= 1
+                    shop.log.append((self.path, start, time.time()))
+                if told:
+                    self.send_response(429)
+                    self.send_header("Retry-After", "1")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    if shop.told is not None:
+                        shop.told.touch()
+                    return
+                body = b"ok"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+_FETCH = (
+    "import asyncio, os, sys, time\n"
+    "from auditor import http\n"
+    "from auditor.storage.jobs import HostPacer\n"
+    "http.shared_pacer = HostPacer(sys.argv[1])\n"
+    "paths = sys.argv[3].split(',')\n"
+    "async def main():\n"
+    "    policy = http.FetchPolicy(allow_private=True, per_host_concurrency=2,\n"
+    "                              concurrency=8, retries=2)\n"
+    "    async with http.Fetcher(policy) as f:\n"
+    "        while sys.argv[4] != '-' and not os.path.exists(sys.argv[4]):\n"
+    "            await asyncio.sleep(0.02)\n"
+    "        await asyncio.sleep(0.5 if sys.argv[4] != '-' else 0)\n"
+    "        rs = await asyncio.gather(*(f.get(sys.argv[2] + p) for p in paths))\n"
+    "    print(sorted(r.status for r in rs), flush=True)\n"
+    "asyncio.run(main())\n")
+
+
+def _fetchers(url: str, shop: _CountingShop, jobs: list[tuple[str, str]]) -> list[str]:
+    """Each job: its paths (comma-separated), asked for at once by one process once the
+    file named second exists (and half a second more), or at once ("-")."""
+    procs = [subprocess.Popen([sys.executable, "-c", _FETCH, url, shop.url, paths, after],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for paths, after in jobs]
+    outs = [p.communicate(timeout=90) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    return [out.strip() for out, _ in outs]
+
+
+def test_per_host_in_flight_cap_is_shared_by_processes(pg_server):
+    """Three processes, each asking for 6 pages of one host at once with
+    per_host_concurrency = 2: the host never has more than 2 requests in flight in all
+    (each process alone would send 2, so 6 together)."""
+    from auditor.distributed import ensure_queue
+
+    url = pg_server.new_database()
+    ensure_queue(url)
+    shop = _CountingShop(hold=0.15)
+    try:
+        paths = ",".join(f"/p{i}" for i in range(6))
+        outs = _fetchers(url, shop, [(paths, "-")] * 3)
+    finally:
+        shop.close()
+    assert outs == ["[200, 200, 200, 200, 200, 200]"] * 3
+    assert len(shop.log) == 18
+    assert shop.most_in == 2, shop.most_in  # the cap held, and two were in flight at once
+
+
+def test_a_429_slows_every_process_asking_that_host(pg_server, tmp_path):
+    """Process A gets 429 Retry-After: 1 for /busy; process B, asking the same host half
+    a second later, waits for the back-off too: no request reaches the host in the
+    second after the 429 (alone, B would ask at once), and A's retry then succeeds."""
+    from auditor.distributed import ensure_queue
+
+    url = pg_server.new_database()
+    ensure_queue(url)
+    told = tmp_path / "told"
+    shop = _CountingShop(hold=0.0, told=told)
+    try:
+        outs = _fetchers(url, shop, [("/busy", "-"),
+                                     (",".join(f"/q{i}" for i in range(3)), str(told))])
+    finally:
+        shop.close()
+    assert outs == ["[200]", "[200, 200, 200]"]
+    told = next(end for path, _, end in shop.log if path == "/busy")
+    later = sorted(start for _, start, _ in shop.log if start > told)
+    assert len(later) == 4  # A's retry and B's three pages
+    assert later[0] - told >= 0.9, (told, later)
+
+
+def test_the_run_distributed_key_makes_cli_and_scheduled_runs_distributed(tmp_path,
+                                                                          pg_server):
+    """``[run] distributed = true``: a scheduled audit of `auditor serve` (the command line
+    its launcher starts: `auditor run --channel NAME`, no flag) and an audit in a child
+    process (``run_in_child``) are both coordinated runs whose channels a worker audits."""
+    from auditor.child import run_in_child
+    from auditor.service.launcher import audit_argv
+
+    world = tmp_path / "world"
+    generate_world(world, size=40, seed=11, now=NOW, base_url="http://127.0.0.1:9")
+    url = pg_server.new_database()
+    cfg = _config(world, tmp_path / "dist", "http://127.0.0.1:9", f'url = "{url}"',
+                  "shard_size = 15\ndistributed = true")
+    worker = _worker(cfg, tmp_path / "worker.log")
+    try:
+        r = subprocess.run([*audit_argv(cfg, "google", 0.0), "--now", NOW.isoformat()],
+                           cwd=ROOT, capture_output=True, text=True, timeout=150)
+        assert r.returncode in (0, 1), r.stdout[-2000:] + r.stderr[-3000:]
+        child = run_in_child(cfg, ["google"], now=NOW + timedelta(days=1), timeout=150)
+    finally:
+        _stop([worker])
+    assert child.exit_code in (0, 1), child
+    with psycopg.connect(url) as conn:
+        runs = conn.execute("SELECT run_id, status FROM dist_runs ORDER BY run_id").fetchall()
+        shards = conn.execute("SELECT run_id, count(*) FROM dist_shards"
+                              " GROUP BY run_id ORDER BY run_id").fetchall()
+        listings = conn.execute("SELECT count(*) FROM listings WHERE channel = 'google'"
+                                ).fetchone()[0]
+    assert [s for _, s in runs] == ["finished", "finished"]
+    assert runs[1][0] == child.run_id
+    assert all(n >= 2 for _, n in shards) and len(shards) == 2, shards  # shards were jobs
+    assert listings > 30
+    assert "ended with status: Success" in (tmp_path / "worker.log").read_text()

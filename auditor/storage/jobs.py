@@ -7,7 +7,9 @@ each other lives here, beside the store's tables:
 - ``dist_runs``: one row per distributed run (its config's hash, master snapshot,
   audit clock, shard size); a job of a run no longer ``running`` does nothing;
 - ``dist_staged``: a channel's listings as read and linked by its ``read`` job, in
-  chunks per shard, for the shard jobs (dropped when the run ends);
+  chunks per shard, for the shard jobs (dropped when the run ends; the first shard's
+  are checked by the read job itself and never staged; an UNLOGGED table, its chunks
+  stored uncompressed);
 - ``dist_channels``: a ``read`` job's outcome (source status, counts, presence
   decisions) and, once the channel is finished, its summary;
 - ``dist_shards``: a shard job's outcome (check tallies, open counts);
@@ -23,6 +25,10 @@ findings too).
 from __future__ import annotations
 
 import contextlib
+import copyreg
+import dataclasses
+import io
+import operator
 import pickle
 import threading
 from collections.abc import Iterable, Iterator
@@ -37,7 +43,7 @@ CREATE TABLE IF NOT EXISTS dist_runs (
     run_id BIGINT PRIMARY KEY, config TEXT NOT NULL, config_sha TEXT NOT NULL,
     snapshot_id BIGINT, now TIMESTAMPTZ NOT NULL, shard_size INTEGER NOT NULL,
     status TEXT NOT NULL DEFAULT 'running');
-CREATE TABLE IF NOT EXISTS dist_staged (
+CREATE UNLOGGED TABLE IF NOT EXISTS dist_staged (
     run_id BIGINT NOT NULL, channel TEXT COLLATE "C" NOT NULL, shard INTEGER NOT NULL,
     seq INTEGER NOT NULL, data BYTEA NOT NULL, PRIMARY KEY (run_id, channel, shard, seq));
 CREATE TABLE IF NOT EXISTS dist_channels (
@@ -50,8 +56,55 @@ CREATE TABLE IF NOT EXISTS crawl_hosts (
     host TEXT COLLATE "C" PRIMARY KEY, next_at TIMESTAMPTZ NOT NULL);
 """
 
+NOTIFY_CHANNEL = "auditor_jobs"
+NOTIFY_SQL = f"""
+CREATE OR REPLACE FUNCTION auditor_job_ended() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' OR NEW.status::text IN ('succeeded', 'failed', 'cancelled',
+                                                 'aborted') THEN
+        PERFORM pg_notify('{NOTIFY_CHANNEL}', OLD.id::text);
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER auditor_job_ended AFTER UPDATE OF status OR DELETE
+    ON procrastinate_jobs FOR EACH ROW EXECUTE FUNCTION auditor_job_ended();
+"""
+
 LOCK_SCHEMA = 0x61756400  # advisory lock class of the job tables' creation
 CHUNK = 5_000  # listings per staged row
+
+
+def _positional(cls: type) -> Any:
+    """A pickle reducer rebuilding a frozen dataclass from its fields in order: pickle's
+    default for slotted dataclasses (``__getstate__``/``__setstate__``, which look up
+    ``dataclasses.fields`` per object) costs several times the CPU of the listing's own
+    parsing; this is one ``attrgetter`` and one constructor call."""
+    fields = dataclasses.fields(cls)
+    assert all(f.init for f in fields), cls
+    get = operator.attrgetter(*(f.name for f in fields))
+    return lambda obj: (cls, get(obj))
+
+
+_DISPATCH: dict[type, Any] = {}
+
+
+def _dispatch() -> dict[type, Any]:
+    if not _DISPATCH:
+        from auditor.model import Link, Listing, Money
+
+        _DISPATCH.update(copyreg.dispatch_table)
+        for cls in (Listing, Link, Money):
+            _DISPATCH[cls] = _positional(cls)
+    return _DISPATCH
+
+
+def dumps(obj: Any) -> bytes:
+    """``pickle.dumps`` with the fast reducers of the auditor's listing records."""
+    buf = io.BytesIO()
+    pickler = pickle.Pickler(buf, pickle.HIGHEST_PROTOCOL)
+    pickler.dispatch_table = _dispatch()
+    pickler.dump(obj)
+    return buf.getvalue()
 
 
 class RunJobs:
@@ -77,6 +130,28 @@ class RunJobs:
             self.conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))",
                               (LOCK_SCHEMA,))
             self.conn.execute(SCHEMA)
+            # Staged listings live for one run: no WAL for them (a server crash loses the
+            # run anyway), and no TOAST compression (pickles hardly compress, and pglz on
+            # hundreds of MB cost the server more CPU than the COPY). Tables made by
+            # earlier versions are changed once.
+            row = self.conn.execute(
+                "SELECT c.relpersistence, a.attstorage FROM pg_class c JOIN pg_attribute a"
+                " ON a.attrelid = c.oid AND a.attname = 'data'"
+                " WHERE c.oid = 'dist_staged'::regclass").fetchone()
+            if row and row[0] != "u":
+                self.conn.execute("ALTER TABLE dist_staged SET UNLOGGED")
+            if row and row[1] != "e":
+                self.conn.execute("ALTER TABLE dist_staged ALTER COLUMN data SET STORAGE"
+                                  " EXTERNAL")
+
+    def ensure_notify(self) -> None:
+        """A trigger on procrastinate's job table: every job that ends (a terminal status,
+        or deleted as succeeded) is announced on ``NOTIFY_CHANNEL`` with its id, so the
+        coordinator waits for jobs instead of polling their states."""
+        with self.conn.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))",
+                              (LOCK_SCHEMA,))
+            self.conn.execute(NOTIFY_SQL)
 
     def procrastinate_installed(self) -> bool:
         row = self.conn.execute("SELECT to_regclass('procrastinate_jobs')").fetchone()
@@ -126,20 +201,35 @@ class RunJobs:
         """A channel's read: its listings by shard and its outcome, in one transaction
         (a retried read replaces what an earlier attempt left)."""
         with self.conn.transaction(), self.conn.cursor() as cur:
-            cur.execute("DELETE FROM dist_staged WHERE run_id=%s AND channel=%s",
-                        (run_id, channel))
+            for table in ("dist_staged", "dist_shards"):
+                cur.execute(f"DELETE FROM {table} WHERE run_id=%s AND channel=%s",
+                            (run_id, channel))
             with cur.copy("COPY dist_staged (run_id, channel, shard, seq, data) FROM STDIN") \
                     as copy:
                 for shard, rows in staged.items():
                     for seq, i in enumerate(range(0, len(rows), CHUNK)):
                         copy.write_row((run_id, channel, shard, seq,
-                                        pickle.dumps(rows[i:i + CHUNK],
-                                                     pickle.HIGHEST_PROTOCOL)))
+                                        dumps(rows[i:i + CHUNK])))
             cur.execute(
                 "INSERT INTO dist_channels (run_id, channel, shards, read) VALUES (%s,%s,%s,%s)"
                 " ON CONFLICT (run_id, channel) DO UPDATE SET shards=excluded.shards,"
                 " read=excluded.read, summary=NULL",
-                (run_id, channel, shards, pickle.dumps(read, pickle.HIGHEST_PROTOCOL)))
+                (run_id, channel, shards, dumps(read)))
+
+    def stage(self, run_id: int, channel: str, shard: int, rows: list[Any]) -> None:
+        """One shard's listings staged (after the read), for a shard job."""
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.execute("DELETE FROM dist_staged WHERE run_id=%s AND channel=%s AND shard=%s",
+                        (run_id, channel, shard))
+            with cur.copy("COPY dist_staged (run_id, channel, shard, seq, data) FROM STDIN") \
+                    as copy:
+                for seq, i in enumerate(range(0, len(rows), CHUNK)):
+                    copy.write_row((run_id, channel, shard, seq, dumps(rows[i:i + CHUNK])))
+
+    def shards_done(self, run_id: int, channel: str) -> set[int]:
+        """The shards of a channel whose outcome is recorded."""
+        return {shard for (shard,) in self.conn.execute(
+            "SELECT shard FROM dist_shards WHERE run_id=%s AND channel=%s", (run_id, channel))}
 
     def read_result(self, run_id: int, channel: str) -> tuple[int, Any] | None:
         row = self.conn.execute("SELECT shards, read FROM dist_channels WHERE run_id=%s"
@@ -158,7 +248,7 @@ class RunJobs:
         self.conn.execute(
             "INSERT INTO dist_shards (run_id, channel, shard, result) VALUES (%s,%s,%s,%s)"
             " ON CONFLICT (run_id, channel, shard) DO UPDATE SET result=excluded.result",
-            (run_id, channel, shard, pickle.dumps(result, pickle.HIGHEST_PROTOCOL)))
+            (run_id, channel, shard, dumps(result)))
 
     def shard_results(self, run_id: int, channel: str) -> dict[int, Any]:
         return {shard: pickle.loads(data) for shard, data in self.conn.execute(
@@ -167,7 +257,7 @@ class RunJobs:
 
     def save_summary(self, run_id: int, channel: str, summary: Any) -> None:
         self.conn.execute("UPDATE dist_channels SET summary=%s WHERE run_id=%s AND channel=%s",
-                          (pickle.dumps(summary, pickle.HIGHEST_PROTOCOL), run_id, channel))
+                          (dumps(summary), run_id, channel))
 
     def summary(self, run_id: int, channel: str) -> Any:
         row = self.conn.execute("SELECT summary FROM dist_channels WHERE run_id=%s AND"
@@ -175,6 +265,17 @@ class RunJobs:
         return pickle.loads(row[0]) if row and row[0] is not None else None
 
     # ------------------------------------------------------------------ the queue's jobs
+    def listen(self) -> None:
+        """Receive the ends of jobs on this connection (then only ``wait`` on it)."""
+        self.conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+
+    def wait(self, timeout: float) -> bool:
+        """Until a job ends (True) or ``timeout`` seconds pass (False)."""
+        got = False
+        for _ in self.conn.notifies(timeout=timeout, stop_after=1):
+            got = True
+        return got
+
     def job_states(self, ids: Iterable[int]) -> dict[int, tuple[str, int]]:
         """procrastinate's status and attempts of these jobs."""
         return {i: (status, attempts) for i, status, attempts in self.conn.execute(
@@ -183,27 +284,39 @@ class RunJobs:
 
 
 class HostPacer:
-    """Request slots per host shared by every process of a distributed run.
+    """Per-host crawl limits shared by every process of a distributed run.
 
-    ``pacer(host, interval)`` reserves the host's next free slot and returns the
-    seconds to wait for it: one row per host in ``crawl_hosts``, moved forward by
-    ``interval`` in one statement, so requests to a host from any number of workers
-    on any number of machines are spaced at least ``interval`` apart (the row lock
-    orders the reservations; the database's clock is the one clock). Installed in
-    ``auditor.http`` by ``auditor worker``; the in-process gate keeps the per-host
-    concurrency cap.
+    - ``pacer(host, interval)`` reserves the host's next free slot and returns the
+      seconds to wait for it: one row per host in ``crawl_hosts``, moved forward by
+      ``interval`` in one statement, so requests to a host from any number of workers
+      on any number of machines are spaced at least ``interval`` apart (the row lock
+      orders the reservations; the database's clock is the one clock).
+    - ``back_off(host, seconds)``: a ``429``/``503`` (its ``Retry-After``, else the
+      retry's backoff) moves that row past ``seconds`` from now, so every worker's next
+      request to the host waits, not only the one that was told.
+    - ``acquire(host, cap)`` / ``release(host, slot)``: the per-host in-flight cap
+      (``per_host_concurrency``) across processes: slot ``k`` of a host is a session
+      advisory lock on ``hashtextextended(schema/host, k)``, held while a request is in
+      flight; a killed process's connection closes and its slots are free again.
+
+    Installed in ``auditor.http`` by ``auditor worker``.
     """
 
     def __init__(self, url: str):
         self.url = url
         self._conn: psycopg.Connection | None = None
         self._lock = threading.Lock()
+        self._held: dict[str, set[int]] = {}  # slots this process holds (locks stack)
+
+    def _c(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self.url, application_name="auditor crawl pacing")
+            self._held.clear()  # a new session holds no lock
+        return self._conn
 
     def __call__(self, host: str, interval: float) -> float:
         with self._lock:
-            if self._conn is None or self._conn.closed:
-                self._conn = connect(self.url, application_name="auditor crawl pacing")
-            row = self._conn.execute(
+            row = self._c().execute(
                 "INSERT INTO crawl_hosts AS h (host, next_at)"
                 " VALUES (%(h)s, clock_timestamp() + make_interval(secs => %(i)s))"
                 " ON CONFLICT (host) DO UPDATE SET next_at ="
@@ -211,6 +324,40 @@ class HostPacer:
                 " RETURNING extract(epoch FROM h.next_at - clock_timestamp())::float8 - %(i)s",
                 {"h": host, "i": interval}).fetchone()
         return max(0.0, row[0]) if row else 0.0
+
+    def back_off(self, host: str, seconds: float) -> None:
+        with self._lock:
+            self._c().execute(
+                "INSERT INTO crawl_hosts AS h (host, next_at)"
+                " VALUES (%(h)s, clock_timestamp() + make_interval(secs => %(s)s))"
+                " ON CONFLICT (host) DO UPDATE SET next_at = greatest(h.next_at,"
+                " clock_timestamp() + make_interval(secs => %(s)s))",
+                {"h": host, "s": seconds})
+
+    def acquire(self, host: str, cap: int) -> int | None:
+        """A free in-flight slot of ``host`` (below ``cap``) now held, or None."""
+        with self._lock:
+            c = self._c()
+            held = self._held.setdefault(host, set())
+            for slot in range(cap):
+                if slot in held:
+                    continue
+                row = c.execute("SELECT pg_try_advisory_lock(hashtextextended("
+                                "current_schema() || '/crawl/' || %s, %s))",
+                                (host, slot)).fetchone()
+                if row and row[0]:
+                    held.add(slot)
+                    return slot
+        return None
+
+    def release(self, host: str, slot: int) -> None:
+        with self._lock:
+            held = self._held.get(host, set())
+            if slot not in held or self._conn is None or self._conn.closed:
+                return
+            held.discard(slot)
+            self._conn.execute("SELECT pg_advisory_unlock(hashtextextended("
+                               "current_schema() || '/crawl/' || %s, %s))", (host, slot))
 
     def close(self) -> None:
         with self._lock:

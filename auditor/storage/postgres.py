@@ -888,7 +888,8 @@ class PostgresStore:
                  for k, h, ev, gone, sku, method, conf, cands, link_run in c.execute(
                      "SELECT key, hash, evidence, removed_run, master_sku, link_method,"
                      " link_confidence, link_candidates, link_run FROM listings"
-                     " WHERE channel = %s", (channel,))
+                     " WHERE channel = %s" + _shard_where(shard, "key"),
+                     (channel, *_shard_args(shard)))
                  if shard is None or shard.contains(k)}
         seen: set[str] = set()
         new = changed = 0
@@ -1050,7 +1051,8 @@ class PostgresStore:
         with self._xact_lock(LOCK_FINDINGS, channel), c.cursor() as cur:
             existing = {row[0]: as_previous(row[1:]) for row in c.execute(
                 "SELECT fingerprint, state, outcome, expected, actual, check_name, listing_key"
-                " FROM findings WHERE channel=%s", (channel,))
+                " FROM findings WHERE channel=%s" + _shard_where(shard, "listing_key"),
+                (channel, *_shard_args(shard)))
                 if shard is None or shard.contains(row[6])}
             events: list[tuple] = []
             obs, inserts, updates = [], [], []
@@ -2381,3 +2383,23 @@ def _cell(v: Any) -> str | None:
     if v is None:
         return None
     return v if isinstance(v, str) else codec.dumps(v)
+
+
+def _shard_where(shard: ShardSpec | None, column: str) -> str:
+    """The SQL condition (`` AND ...``) keeping one shard's rows of a channel: the range
+    of ``md5(column)`` of ``ShardSpec.hex_range`` (the server hashes; the other shards'
+    rows never reach the client), or the rows with no listing for ``NO_LISTING``."""
+    if shard is None:
+        return ""
+    if shard.index == ShardSpec.NO_LISTING:
+        return f" AND {column} IS NULL"
+    lo, hi = shard.hex_range()
+    return f" AND md5({column}) COLLATE \"C\" >= %s" + \
+        ("" if hi is None else f" AND md5({column}) COLLATE \"C\" < %s")
+
+
+def _shard_args(shard: ShardSpec | None) -> tuple[str, ...]:
+    if shard is None or shard.index == ShardSpec.NO_LISTING:
+        return ()
+    lo, hi = shard.hex_range()
+    return (lo,) if hi is None else (lo, hi)

@@ -467,10 +467,13 @@ class PresenceHoldRecord(_Record):
 class ShardSpec:
     """One shard of a channel's listings, for a distributed run (``auditor.distributed``).
 
-    A listing belongs to shard ``crc32(key) mod count``: the key is stable across runs,
-    so a listing, its versions and its findings stay in one shard. ``index = -1``
-    (``ShardSpec.NO_LISTING``) is the channel's findings about no listing (a master
-    missing from the channel), which no shard holds.
+    A listing's shard comes from the first 32 bits of ``md5(key)``: shard ``i`` of ``count``
+    holds the keys whose hash lies in ``[ceil(i * 2**32 / count), ceil((i + 1) * 2**32 /
+    count))``. The key is stable across runs, so a listing, its versions and its findings
+    stay in one shard; and a shard is a range of the hash's hex digits (``hex_range``), so
+    a database computing ``md5`` (PostgreSQL) reads one shard's rows without the rest of
+    the channel's. ``index = -1`` (``ShardSpec.NO_LISTING``) is the channel's findings
+    about no listing (a master missing from the channel), which no shard holds.
     """
 
     index: int
@@ -481,9 +484,22 @@ class ShardSpec:
     @staticmethod
     def of(key: str, count: int) -> int:
         """The shard of listing ``key`` among ``count``."""
-        import zlib
+        import hashlib
 
-        return zlib.crc32(key.encode("utf-8", "surrogatepass")) % count
+        h = int.from_bytes(hashlib.md5(key.encode("utf-8", "surrogatepass"),
+                                       usedforsecurity=False).digest()[:4], "big")
+        return (h * count) >> 32
+
+    def hex_range(self) -> tuple[str, str | None]:
+        """The shard as a range of ``md5(key)``'s lowercase hex digits: ``lo <= md5 < hi``
+        (compared byte by byte, ``COLLATE "C"``); ``hi`` None for the last shard."""
+        assert self.index != self.NO_LISTING
+
+        def bound(i: int) -> str:
+            return format(-(-i * 2**32 // self.count), "08x")
+
+        return bound(self.index), None if self.index + 1 >= self.count else \
+            bound(self.index + 1)
 
     def contains(self, listing_key: str | None) -> bool:
         if listing_key is None:
