@@ -660,9 +660,10 @@ def assign(ranked: Sequence[Sequence[tuple[float, int]]], link_at: float, sugges
     best, at least ``link_at``, went to another listing; else *unlinked*.
     """
     used = set(taken)
-    edges = [(sc, p, k) for p, cands in enumerate(ranked)
+    # (-score, listing, candidate): sorted as they are, strongest first (no key function)
+    edges = [(-sc, p, k) for p, cands in enumerate(ranked)
              for k, (sc, _i) in enumerate(cands) if sc >= suggest_at]
-    edges.sort(key=lambda e: (-e[0], e[1], e[2]))
+    edges.sort()
     chosen: dict[int, int] = {}
     for _sc, p, k in edges:
         if p in chosen:

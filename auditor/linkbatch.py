@@ -1,0 +1,159 @@
+"""A whole channel's listings without keys, ranked and explained at once (``LinkSession.finish``).
+
+The decisions are exactly those of ``listing_features``, ``MatchIndex.rank``, ``assign`` and
+``MatchIndex.score`` applied listing by listing; this module only changes how that work is
+done, for channels of hundreds of thousands of such listings:
+
+* **features**: the part of a listing's features read from its title is read once per
+  distinct title (``FeatureReader``); the brand, price, MPN and description are added per
+  listing;
+* **order**: listings are ranked in the order of their titles, so that listings showing one
+  title follow each other and the index's per-title cache (blocking, title evidence) hits
+  however many distinct titles the channel has;
+* **processes**: a large channel is ranked in parts, each but one in a forked process that
+  sees the index as it is (nothing is copied in; the rankings travel back as tuples of
+  numbers); the one-to-one assignment stays channel-wide, in this process;
+* **evidence** of suggested links is read in the same order, its title part once per
+  (title, master);
+* the cyclic garbage collector is paused meanwhile: the objects made here all stay alive
+  until the links are out, so collections would only rescan them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import gc
+import os
+from operator import attrgetter
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from auditor.matching import Features, MatchIndex, codes, listing_features, norm_brand
+from auditor.model import Listing
+from auditor.text import normalize_title
+
+CACHE = 100_000       # distinct titles (and brands) whose features are kept while reading
+POOL_MIN = 20_000     # listings without keys from which a channel is ranked in several processes
+
+Ranked = tuple[tuple[float, int], ...]
+_FIELDS = attrgetter(*(f.name for f in dataclasses.fields(Features)))
+
+
+class FeatureReader:
+    """``listing_features`` for many listings: what depends on the title alone is read once
+    per distinct title (at most ``CACHE`` kept), then the listing's own brand, price, MPN and
+    description are added (the result equals ``listing_features`` of the listing)."""
+
+    def __init__(self) -> None:
+        self._titles: dict[str, Features] = {}
+        self._brands: dict[str, tuple[str, str]] = {}
+
+    def __call__(self, title: str | None, description: str | None, brand: str | None,
+                 price: float | None, mpn: str | None) -> Features:
+        title = title or ""
+        base = self._titles.get(title)
+        if base is None:
+            if len(self._titles) >= CACHE:
+                self._titles.clear()
+            base = self._titles[title] = listing_features(title, None, None, None, None)
+        f = Features(*_FIELDS(base))  # shares the title's sets: nothing changes them in place
+        f.price = price
+        if mpn:
+            f.codes = f.codes | codes(mpn.replace(" ", ""))[0]
+        if description:
+            f.description_codes = codes(description)[0] - f.codes
+        if brand:
+            b = self._brands.get(brand)
+            if b is None:
+                if len(self._brands) >= CACHE:
+                    self._brands.clear()
+                b = self._brands[brand] = (norm_brand(brand), normalize_title(brand[:200]))
+            f.brand, f.brand_words = b
+        return f
+
+    def of(self, li: Listing) -> Features:
+        """The features of a listing (as ``auditor.linking.features_of``)."""
+        price = float(li.price.amount) if li.price is not None else None
+        return self(li.title, li.description, li.brand, price, li.mpn)
+
+
+def title_order(listings: Sequence[Listing]) -> list[int]:
+    """Positions of the listings in the order of their titles (case folded; stable)."""
+    return sorted(range(len(listings)), key=lambda p: (listings[p].title or "").casefold())
+
+
+def rank_part(idx: MatchIndex, listings: Sequence[Listing], positions: Sequence[int],
+              rejected: Mapping[str, Any]) -> list[tuple[str | None, Ranked]]:
+    """(why the listing cannot be matched, or None; its ranked candidates) for the listings
+    at ``positions``, in that order (``rejected``: listing key -> SKUs a person rejected)."""
+    reader = FeatureReader()
+    out: list[tuple[str | None, Ranked]] = []
+    for p in positions:
+        li = listings[p]
+        f = reader.of(li)
+        if f.reason:
+            out.append((f.reason, ()))
+        else:
+            out.append((None, idx.rank(f, rejected.get(li.key, ()) if rejected else ())))
+    return out
+
+
+def rank_all(idx: MatchIndex, listings: Sequence[Listing], rejected: Mapping[str, Any],
+             workers: int = 1) -> list[tuple[str | None, Ranked]]:
+    """``rank_part`` of every listing, in the listings' order; with ``workers`` > 1 and at
+    least ``POOL_MIN`` listings, ranked by that many processes (forked: the same results)."""
+    order = title_order(listings)
+    parts = [order]
+    if workers > 1 and len(order) >= POOL_MIN and hasattr(os, "fork"):
+        size = -(-len(order) // workers)
+        parts = [order[k:k + size] for k in range(0, len(order), size)]
+    waits: list[Callable[[], list[tuple[str | None, Ranked]]]] = []
+    if len(parts) > 1:
+        from auditor.runner import _in_fork  # forks as the run's other background steps do
+
+        waits = [_in_fork(functools.partial(rank_part, idx, listings, part, rejected))
+                 for part in parts[1:]]
+    results = [rank_part(idx, listings, parts[0], rejected)] + [w() for w in waits]
+    out: list[tuple[str | None, Ranked]] = [(None, ())] * len(listings)
+    for part, res in zip(parts, results, strict=True):
+        for p, r in zip(part, res, strict=True):
+            out[p] = r
+    return out
+
+
+def evidence_all(idx: MatchIndex, listings: Sequence[Listing], wanted: Mapping[int, int]
+                 ) -> dict[int, dict[str, Any]]:
+    """position -> the evidence of the pair (listing, master ``wanted[position]``), as
+    ``MatchIndex.score(..., explain=True)`` gives it; the title's part read once per
+    (title, master)."""
+    reader = FeatureReader()
+    out: dict[int, dict[str, Any]] = {}
+    titles: dict[tuple[Any, int], dict[str, Any]] = {}
+    for p in sorted(wanted, key=lambda p: (listings[p].title or "").casefold()):
+        i = wanted[p]
+        f = reader.of(listings[p])
+        idx.prepare(f)
+        key = (idx._title_key(f), i)
+        tev = titles.get(key)
+        if tev is None:
+            if len(titles) >= CACHE:
+                titles.clear()
+            tev = titles[key] = {}
+            idx._title_score(f, i, tev)
+        lev: dict[str, Any] = {}
+        idx._listing_score(f, i, lev)
+        out[p] = {**tev, **lev}
+    return out
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside (restored as it was)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
