@@ -99,38 +99,55 @@ def rank_part(idx: MatchIndex, listings: Sequence[Listing], positions: Sequence[
     return out
 
 
-def rank_all(idx: MatchIndex, listings: Sequence[Listing], rejected: Mapping[str, Any],
-             workers: int = 1) -> list[tuple[str | None, Ranked]]:
-    """``rank_part`` of every listing, in the listings' order; with ``workers`` > 1 and at
-    least ``POOL_MIN`` listings, ranked by that many processes (forked: the same results)."""
-    order = title_order(listings)
+def _spread(fn: Callable[[list[int]], Any], order: list[int], workers: int
+            ) -> list[tuple[list[int], Any]]:
+    """``fn`` of consecutive parts of ``order``, each but the first in a forked process
+    when ``workers`` > 1 and there are at least ``POOL_MIN`` positions: (part, result)."""
     parts = [order]
     if workers > 1 and len(order) >= POOL_MIN and hasattr(os, "fork"):
         size = -(-len(order) // workers)
         parts = [order[k:k + size] for k in range(0, len(order), size)]
-    waits: list[Callable[[], list[tuple[str | None, Ranked]]]] = []
+    waits: list[Callable[[], Any]] = []
     if len(parts) > 1:
         from auditor.runner import _in_fork  # forks as the run's other background steps do
 
-        waits = [_in_fork(functools.partial(rank_part, idx, listings, part, rejected))
-                 for part in parts[1:]]
-    results = [rank_part(idx, listings, parts[0], rejected)] + [w() for w in waits]
+        waits = [_in_fork(functools.partial(fn, part)) for part in parts[1:]]
+    results = [fn(parts[0])] + [w() for w in waits]
+    return list(zip(parts, results, strict=True))
+
+
+def rank_all(idx: MatchIndex, listings: Sequence[Listing], rejected: Mapping[str, Any],
+             workers: int = 1) -> list[tuple[str | None, Ranked]]:
+    """``rank_part`` of every listing, in the listings' order; with ``workers`` > 1 and at
+    least ``POOL_MIN`` listings, ranked by that many processes (forked: the same results)."""
     out: list[tuple[str | None, Ranked]] = [(None, ())] * len(listings)
-    for part, res in zip(parts, results, strict=True):
+    for part, res in _spread(lambda part: rank_part(idx, listings, part, rejected),
+                             title_order(listings), workers):
         for p, r in zip(part, res, strict=True):
             out[p] = r
     return out
 
 
-def evidence_all(idx: MatchIndex, listings: Sequence[Listing], wanted: Mapping[int, int]
-                 ) -> dict[int, dict[str, Any]]:
+def evidence_all(idx: MatchIndex, listings: Sequence[Listing], wanted: Mapping[int, int],
+                 workers: int = 1) -> dict[int, dict[str, Any]]:
     """position -> the evidence of the pair (listing, master ``wanted[position]``), as
-    ``MatchIndex.score(..., explain=True)`` gives it; the title's part read once per
-    (title, master)."""
+    ``MatchIndex.score(..., explain=True)`` gives it (in parts as ``rank_all`` ranks)."""
+    order = sorted(wanted, key=lambda p: (listings[p].title or "").casefold())
+    out: dict[int, dict[str, Any]] = {}
+    for _part, res in _spread(lambda part: evidence_part(idx, listings, part, wanted),
+                              order, workers):
+        out.update(res)
+    return out
+
+
+def evidence_part(idx: MatchIndex, listings: Sequence[Listing], positions: Sequence[int],
+                  wanted: Mapping[int, int]) -> dict[int, dict[str, Any]]:
+    """``evidence_all`` of the listings at ``positions`` (in title order): the title's part
+    of the evidence read once per (title, master)."""
     reader = FeatureReader()
     out: dict[int, dict[str, Any]] = {}
     titles: dict[tuple[Any, int], dict[str, Any]] = {}
-    for p in sorted(wanted, key=lambda p: (listings[p].title or "").casefold()):
+    for p in positions:
         i = wanted[p]
         f = reader.of(listings[p])
         idx.prepare(f)

@@ -348,7 +348,7 @@ class LinkSession:
                                lk.margin, taken)
             explain = {p: d.index for p, d in enumerate(decisions) if d.index is not None
                        and (d.state != "linked" or self.explain_links)}
-            evidence = evidence_all(idx, pending, explain)
+            evidence = evidence_all(idx, pending, explain, lk.workers)
         for p, (li, (why, ranked), d) in enumerate(zip(pending, ranks, decisions, strict=True)):
             if why is not None or not ranked:
                 reason = why or "no master shares a word or a model code with the title"

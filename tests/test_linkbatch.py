@@ -133,7 +133,7 @@ def test_bulk_linking_decides_what_listing_by_listing_decides(monkeypatch, worke
     for li, link in s.finish():
         got[li.key] = as_tuple(link)
     assert got == expected
-    assert len(forks) == workers - 1  # the other parts were ranked in forked processes
+    assert len(forks) == 2 * (workers - 1)  # other parts ranked and explained in forked ones
 
 
 def test_bulk_linking_with_confirmed_and_keyed_listings_takes_their_masters():
