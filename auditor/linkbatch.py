@@ -51,6 +51,14 @@ class FeatureReader:
 
     def __call__(self, title: str | None, description: str | None, brand: str | None,
                  price: float | None, mpn: str | None) -> Features:
+        f = self.shown(title, description, mpn)
+        f.price = price
+        if brand:
+            f.brand, f.brand_words = self.brand(brand)
+        return f
+
+    def shown(self, title: str | None, description: str | None, mpn: str | None) -> Features:
+        """The features of a title, description and MPN (no brand, no price): a new object."""
         title = title or ""
         base = self._titles.get(title)
         if base is None:
@@ -58,24 +66,38 @@ class FeatureReader:
                 self._titles.clear()
             base = self._titles[title] = listing_features(title, None, None, None, None)
         f = Features(*_FIELDS(base))  # shares the title's sets: nothing changes them in place
-        f.price = price
         if mpn:
             f.codes = f.codes | codes(mpn.replace(" ", ""))[0]
         if description:
             f.description_codes = codes(description)[0] - f.codes
-        if brand:
-            b = self._brands.get(brand)
-            if b is None:
-                if len(self._brands) >= CACHE:
-                    self._brands.clear()
-                b = self._brands[brand] = (norm_brand(brand), normalize_title(brand[:200]))
-            f.brand, f.brand_words = b
         return f
 
-    def of(self, li: Listing) -> Features:
-        """The features of a listing (as ``auditor.linking.features_of``)."""
-        price = float(li.price.amount) if li.price is not None else None
-        return self(li.title, li.description, li.brand, price, li.mpn)
+    def brand(self, brand: str | None) -> tuple[str, str]:
+        """(the brand as ``norm_brand`` folds it, as a title is normalized)."""
+        if not brand:
+            return "", ""
+        b = self._brands.get(brand)
+        if b is None:
+            if len(self._brands) >= CACHE:
+                self._brands.clear()
+            b = self._brands[brand] = (norm_brand(brand), normalize_title(brand[:200]))
+        return b
+
+    def each(self, listings: Sequence[Listing], positions: Sequence[int]
+             ) -> Iterator[tuple[int, Listing, Features]]:
+        """(position, listing, its features) for the listings at ``positions``. One
+        Features object serves consecutive listings showing the same title, description
+        and MPN, their brand and price set in turn: use it before taking the next."""
+        shown: tuple[Any, ...] | None = None
+        f = Features("", [], set(), "", None)
+        for p in positions:
+            li = listings[p]
+            if (li.title, li.description, li.mpn) != shown:
+                shown = (li.title, li.description, li.mpn)
+                f = self.shown(li.title, li.description, li.mpn)
+            f.brand, f.brand_words = self.brand(li.brand)
+            f.price = float(li.price.amount) if li.price is not None else None
+            yield p, li, f
 
 
 def title_order(listings: Sequence[Listing]) -> list[int]:
@@ -87,11 +109,8 @@ def rank_part(idx: MatchIndex, listings: Sequence[Listing], positions: Sequence[
               rejected: Mapping[str, Any]) -> list[tuple[str | None, Ranked]]:
     """(why the listing cannot be matched, or None; its ranked candidates) for the listings
     at ``positions``, in that order (``rejected``: listing key -> SKUs a person rejected)."""
-    reader = FeatureReader()
     out: list[tuple[str | None, Ranked]] = []
-    for p in positions:
-        li = listings[p]
-        f = reader.of(li)
+    for _p, li, f in FeatureReader().each(listings, positions):
         if f.reason:
             out.append((f.reason, ()))
         else:
@@ -144,19 +163,18 @@ def evidence_part(idx: MatchIndex, listings: Sequence[Listing], positions: Seque
                   wanted: Mapping[int, int]) -> dict[int, dict[str, Any]]:
     """``evidence_all`` of the listings at ``positions`` (in title order): the title's part
     of the evidence read once per (title, master)."""
-    reader = FeatureReader()
     out: dict[int, dict[str, Any]] = {}
     titles: dict[tuple[Any, int], dict[str, Any]] = {}
-    for p in positions:
+    for p, _li, f in FeatureReader().each(listings, positions):
         i = wanted[p]
-        f = reader.of(listings[p])
-        idx.prepare(f)
         key = (idx._title_key(f), i)
         tev = titles.get(key)
         if tev is None:
             if len(titles) >= CACHE:
                 titles.clear()
             tev = titles[key] = {}
+            if f.norm == 0.0:
+                idx.prepare(f)
             idx._title_score(f, i, tev)
         lev: dict[str, Any] = {}
         idx._listing_score(f, i, lev)
