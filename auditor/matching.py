@@ -333,9 +333,11 @@ class MatchIndex:
         self.code_post = code_post
         self.prices = array("d", (p or 0.0 for p in self.prices))  # type: ignore[assignment]
         self._position: dict[str, int] | None = None
-        # distinct title -> (candidates found, title evidence and word score by master, norm)
+        # distinct title -> (candidates found, title evidence and word score by master, norm,
+        # the candidates scored in full by listing brand)
         self._cache: dict[tuple[Any, ...], tuple[list[tuple[float, int]], dict[int, float],
-                                                 dict[int, float], float]] = {}
+                                                 dict[int, float], float,
+                                                 dict[str, list[int]]]] = {}
         self._master = master
         self.sorted_codes = sorted(self.code_post)
         n = max(len(self.skus), 1)
@@ -603,27 +605,31 @@ class MatchIndex:
                 self._cache.clear()
             if f.norm == 0.0:
                 self.prepare(f)
-            entry = self._cache[key] = (self._found(f), {}, {}, f.norm)
+            entry = self._cache[key] = (self._found(f), {}, {}, f.norm, {})
         elif f.norm == 0.0:  # the title's norm is known; its word set is made if needed
             f.norm = entry[3]
-        found, title_scores, pre_scores, _norm = entry
-        cands = self._pick(found, f.brand)
-        if exclude:
-            banned = set(exclude)
-            cands = [i for i in cands if self.skus[i] not in banned]
-        if len(cands) > FULL_SCORES:
-            # the title's words first (cheap); all the evidence for the closest few only
-            pre = []
-            for i in cands:
-                c = pre_scores.get(i)
-                if c is None:
-                    if not f.tokenset:
-                        f.tokenset = set(f.tokens)
-                    c = pre_scores[i] = sum(self.idf2[t] for t in f.tokenset.intersection(
-                        self.titles[i].split())) / self.norms[i]
-                pre.append((c, i))
-            pre.sort(reverse=True)
-            cands = [i for _c, i in pre[:FULL_SCORES]]
+        found, title_scores, pre_scores, _norm, picked = entry
+        cands = None if exclude else picked.get(f.brand)
+        if cands is None:  # (else chosen before for this title and brand)
+            cands = self._pick(found, f.brand)
+            if exclude:
+                banned = set(exclude)
+                cands = [i for i in cands if self.skus[i] not in banned]
+            if len(cands) > FULL_SCORES:
+                # the title's words first (cheap); all the evidence for the closest few only
+                pre = []
+                for i in cands:
+                    c = pre_scores.get(i)
+                    if c is None:
+                        if not f.tokenset:
+                            f.tokenset = set(f.tokens)
+                        c = pre_scores[i] = sum(self.idf2[t] for t in f.tokenset.intersection(
+                            self.titles[i].split())) / self.norms[i]
+                    pre.append((c, i))
+                pre.sort(reverse=True)
+                cands = [i for _c, i in pre[:FULL_SCORES]]
+            if not exclude:
+                picked[f.brand] = cands
         out = []
         for i in cands:
             t = title_scores.get(i)
