@@ -16,7 +16,7 @@ done, for channels of hundreds of thousands of such listings:
 * **evidence** of suggested links is read in the same order, its title part once per
   (title, master);
 * the cyclic garbage collector is paused meanwhile: the objects made here all stay alive
-  until the links are out, so collections would only rescan them.
+  until the links are out, so collections would only rescan them (``collector_paused``).
 """
 
 from __future__ import annotations
@@ -131,7 +131,12 @@ def _spread(fn: Callable[[list[int]], Any], order: list[int], workers: int
         from auditor.runner import _in_fork  # forks as the run's other background steps do
 
         waits = [_in_fork(functools.partial(fn, part)) for part in parts[1:]]
-    results = [fn(parts[0])] + [w() for w in waits]
+    try:
+        results = [fn(parts[0])] + [w() for w in waits]
+    except BaseException:  # interrupted: the other parts are not wanted any more
+        for w in waits:
+            w.cancel()  # type: ignore[attr-defined]
+        raise
     return list(zip(parts, results, strict=True))
 
 
@@ -184,11 +189,17 @@ def evidence_part(idx: MatchIndex, listings: Sequence[Listing], positions: Seque
 
 @contextlib.contextmanager
 def collector_paused() -> Iterator[None]:
-    """No cyclic garbage collection inside (restored as it was)."""
+    """No cyclic garbage collection inside (restored as it was). When the caller keeps its
+    long-lived objects frozen out of the collector's reach (``runner.streaming_gc``, the
+    benchmarks: ``gc.freeze()`` was called), what was made inside is frozen with them on
+    the way out: the links of a whole channel, alive until the channel is stored, would
+    otherwise be rescanned by every full collection (the run unfreezes it all at its end)."""
     was = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
+        if gc.get_freeze_count():
+            gc.freeze()
         if was:
             gc.enable()

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 from urllib.parse import urlsplit
 
 from auditor.linkbatch import collector_paused, evidence_all, rank_all
-from auditor.matching import Features, MatchIndex, assign, listing_features
+from auditor.matching import Decision, Features, MatchIndex, assign, listing_features
 from auditor.model import Link, LinkMethod, Listing, MasterRecord
 from auditor.values import gtin_valid, normalize_gtin
 
@@ -349,23 +349,26 @@ class LinkSession:
             explain = {p: d.index for p, d in enumerate(decisions) if d.index is not None
                        and (d.state != "linked" or self.explain_links)}
             evidence = evidence_all(idx, pending, explain, lk.workers)
-        for p, (li, (why, ranked), d) in enumerate(zip(pending, ranks, decisions, strict=True)):
-            if why is not None or not ranked:
-                reason = why or "no master shares a word or a model code with the title"
-                if not li.title:
-                    reason = "no key and no title"
-                yield li, Link(li.channel, li.key, None, LinkMethod.NONE, 0.0, (), reason)
-                continue
-            if d.index is None:
-                yield li, Link(li.channel, li.key, None, LinkMethod.NONE,
-                               round(min(d.score, 1.0), 3),
-                               tuple(idx.skus[i] for i in d.alternatives), d.reason)
-                continue
-            ev = {**evidence.get(p, {}), "score": round(d.score, 3)}
-            sku = idx.skus[d.index]
-            conf = round(min(d.score, 1.0), 3)
-            if d.state == "linked":
-                yield li, Link(li.channel, li.key, sku, LinkMethod.FUZZY, conf, (), None, ev)
-            else:
-                yield li, Link(li.channel, li.key, None, LinkMethod.SUGGESTED, conf,
-                               (sku, *(idx.skus[i] for i in d.alternatives[:3])), d.reason, ev)
+            links = [self._decided(li, why, ranked, d, evidence.get(p)) for p, (li, (why, ranked), d)
+                     in enumerate(zip(pending, ranks, decisions, strict=True))]
+        yield from zip(pending, links, strict=True)
+
+    def _decided(self, li: Listing, why: str | None, ranked: tuple[tuple[float, int], ...],
+                 d: Decision, evidence: dict[str, Any] | None) -> Link:
+        """The link of a listing matched by what it shows, from its assignment."""
+        skus = self.linker.match_index.skus
+        if why is not None or not ranked:
+            reason = why or "no master shares a word or a model code with the title"
+            if not li.title:
+                reason = "no key and no title"
+            return Link(li.channel, li.key, None, LinkMethod.NONE, 0.0, (), reason)
+        if d.index is None:
+            return Link(li.channel, li.key, None, LinkMethod.NONE, round(min(d.score, 1.0), 3),
+                        tuple(skus[i] for i in d.alternatives), d.reason)
+        ev = {**(evidence or {}), "score": round(d.score, 3)}
+        sku = skus[d.index]
+        conf = round(min(d.score, 1.0), 3)
+        if d.state == "linked":
+            return Link(li.channel, li.key, sku, LinkMethod.FUZZY, conf, (), None, ev)
+        return Link(li.channel, li.key, None, LinkMethod.SUGGESTED, conf,
+                    (sku, *(skus[i] for i in d.alternatives[:3])), d.reason, ev)

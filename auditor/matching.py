@@ -573,7 +573,10 @@ class MatchIndex:
     def prepare(self, f: Features) -> None:
         """Set the listing's word set and the norm of its TF-IDF vector."""
         f.tokenset = set(f.tokens)
-        f.norm = math.sqrt(sum(self.idf(t) ** 2 for t in f.tokenset)) or 1.0
+        # idf squared read from idf2 (the same numbers as self.idf(t) ** 2; a word no master
+        # has counts as rare)
+        idf2, rare = self.idf2, (math.log(self.n + 1) + 1.0) ** 2
+        f.norm = math.sqrt(sum(idf2.get(t, rare) for t in f.tokenset)) or 1.0
 
     def _title_key(self, f: Features) -> tuple[Any, ...]:
         """What the title-dependent work of ``rank`` depends on."""
