@@ -33,7 +33,8 @@ from auditor.matching import Features, MatchIndex, codes, listing_features, norm
 from auditor.model import Listing
 from auditor.text import normalize_title
 
-CACHE = 100_000       # distinct titles (and brands) whose features are kept while reading
+CACHE = 2_000         # titles, brands, (title, master) evidence kept while reading listings in
+                      # title order (a title's listings follow each other: few are needed)
 POOL_MIN = 20_000     # listings without keys from which a channel is ranked in several processes
 
 Ranked = tuple[tuple[float, int], ...]
