@@ -31,7 +31,7 @@ KEY_KINDS = ("sku", "gtin", "mpn", "url")
 LINK_SCORE = 0.8
 SUGGEST_SCORE = 0.5
 LINK_MARGIN = 0.05
-WORKERS = 2  # default of [linking] workers: processes ranking a large channel
+WORKERS = 1  # default of [linking] workers: processes ranking a large channel
 
 
 def norm_sku(s: str | None) -> str | None:
