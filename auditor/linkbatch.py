@@ -29,6 +29,7 @@ import os
 from operator import attrgetter
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from auditor.forking import _in_fork  # forks as the run's other background steps do
 from auditor.matching import Features, MatchIndex, codes, listing_features, norm_brand
 from auditor.model import Listing
 from auditor.text import normalize_title
@@ -129,8 +130,6 @@ def _spread(fn: Callable[[list[int]], Any], order: list[int], workers: int
         parts = [order[k:k + size] for k in range(0, len(order), size)]
     waits: list[Callable[[], Any]] = []
     if len(parts) > 1:
-        from auditor.runner import _in_fork  # forks as the run's other background steps do
-
         waits = [_in_fork(functools.partial(fn, part)) for part in parts[1:]]
     try:
         results = [fn(parts[0])] + [w() for w in waits]

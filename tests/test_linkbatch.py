@@ -119,11 +119,9 @@ def test_bulk_linking_decides_what_listing_by_listing_decides(monkeypatch, worke
     expected = reference(master, listings, rejected)
     assert {v[0] for v in expected.values()} == {"fuzzy", "suggested", "none"}
     monkeypatch.setattr(linkbatch, "POOL_MIN", 100)
-    from auditor import runner
-
     forks = []
-    real_in_fork = runner._in_fork
-    monkeypatch.setattr(runner, "_in_fork", lambda fn: forks.append(fn) or real_in_fork(fn))
+    real_in_fork = linkbatch._in_fork
+    monkeypatch.setattr(linkbatch, "_in_fork", lambda fn: forks.append(fn) or real_in_fork(fn))
     linker = Linker(master, {"workers": workers})
     s = linker.session(rejected=rejected)
     got: dict[str, tuple] = {}
