@@ -202,6 +202,10 @@ LINKING_OPTIONS = (
         "(`auditor links --state suggested`): no findings until a person confirms it."),
     Opt("link_margin", float, 0.05, "A link needs this lead over the listing's next candidate, "
         "else it is only suggested."),
+    Opt("workers", int, 1, "Processes that rank a channel's listings without keys once it has "
+        "20,000 or more of them (forked, sharing the master's index; the decisions are the "
+        "same whatever the number). 1 = all in the channel's process; 2 shortens the link "
+        "phase only where a core is idle (channels run in parallel use the cores already)."),
 )
 
 CHANNEL_OPTIONS = (

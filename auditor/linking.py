@@ -21,7 +21,8 @@ import re
 from typing import Any, Callable, Iterable, Iterator, Mapping
 from urllib.parse import urlsplit
 
-from auditor.matching import Features, MatchIndex, assign, listing_features
+from auditor.linkbatch import collector_paused, evidence_all, rank_all
+from auditor.matching import Decision, Features, MatchIndex, assign, listing_features
 from auditor.model import Link, LinkMethod, Listing, MasterRecord
 from auditor.values import gtin_valid, normalize_gtin
 
@@ -30,6 +31,7 @@ KEY_KINDS = ("sku", "gtin", "mpn", "url")
 LINK_SCORE = 0.8
 SUGGEST_SCORE = 0.5
 LINK_MARGIN = 0.05
+WORKERS = 1  # default of [linking] workers: processes ranking a large channel
 
 
 def norm_sku(s: str | None) -> str | None:
@@ -180,6 +182,7 @@ class Linker:
         self.link_score = float(options.get("link_score", LINK_SCORE))
         self.suggest_score = float(options.get("suggest_score", SUGGEST_SCORE))
         self.margin = float(options.get("link_margin", LINK_MARGIN))
+        self.workers = max(1, int(options.get("workers", WORKERS)))
         self._match_index: MatchIndex | None = None
         # Each key kind is indexed on first use: when every listing links by SKU,
         # the GTIN, MPN and URL indexes of a large master are never built.
@@ -208,6 +211,8 @@ class Linker:
 
     def exact(self, li: Listing) -> Link | None:
         """The link by the first key of the listing that is on record, else None."""
+        if not (li.sku or li.gtin or li.mpn or li.url):  # no key at all (the channel's own id)
+            return None
         index = self.index
         for kind in self.order:
             key = _LISTING_KEYS[kind](li)
@@ -289,7 +294,7 @@ class LinkSession:
         self.explain_links = explain_links
         self.confirmed = confirmed
         self.rejected = rejected
-        self.pending: list[tuple[Listing, tuple[tuple[float, int], ...]]] = []
+        self.pending: list[Listing] = []  # to be matched by what they show
         self.taken: set[str] = set()  # masters linked in this channel by key or confirmation
 
     def link(self, li: Listing) -> Link | None:
@@ -313,28 +318,23 @@ class LinkSession:
             return Link(li.channel, li.key, None, LinkMethod.NONE, 0.0, (),
                         f"{carried[0]} {carried[1]!r} matches no master" if carried
                         else "no key, and title matching is off")
+        if carried is None:  # matched by what it shows, with the rest of the channel
+            self.pending.append(li)
+            return None
         idx = lk.match_index
         f = features_of(li)
         ranked = idx.rank(f, rejected)
-        if carried is not None:
-            # a key that matches nothing is an orphan: its title only suggests
-            sugg = [(sc, idx.skus[i]) for sc, i in ranked[:3] if sc >= lk.suggest_score]
-            return Link(li.channel, li.key, None, LinkMethod.NONE, 0.0,
-                        tuple(s for _sc, s in sugg),
-                        f"{carried[0]} {carried[1]!r} matches no master",
-                        {"suggestions": [{"sku": s, "score": round(min(sc, 1.0), 3)}
-                                         for sc, s in sugg]} if sugg else {})
-        if f.reason is not None or not ranked:
-            reason = f.reason or "no master shares a word or a model code with the title"
-            if not li.title:
-                reason = "no key and no title"
-            return Link(li.channel, li.key, None, LinkMethod.NONE, 0.0, (), reason)
-        self.pending.append((li, ranked))
-        return None
+        # a key that matches nothing is an orphan: its title only suggests
+        sugg = [(sc, idx.skus[i]) for sc, i in ranked[:3] if sc >= lk.suggest_score]
+        return Link(li.channel, li.key, None, LinkMethod.NONE, 0.0,
+                    tuple(s for _sc, s in sugg),
+                    f"{carried[0]} {carried[1]!r} matches no master",
+                    {"suggestions": [{"sku": s, "score": round(min(sc, 1.0), 3)}
+                                     for sc, s in sugg]} if sugg else {})
 
     def finish(self) -> Iterator[tuple[Listing, Link]]:
         """The listings held back by ``link``, each with its link, after the channel-wide
-        one-to-one assignment."""
+        one-to-one assignment (ranked and explained in bulk: ``auditor.linkbatch``)."""
         if not self.pending:
             return
         lk = self.linker
@@ -342,22 +342,33 @@ class LinkSession:
         pos = idx.position
         taken = [pos[s] for s in self.taken if s in pos]
         pending, self.pending = self.pending, []
-        decisions = assign([r for _li, r in pending], lk.link_score, lk.suggest_score,
-                           lk.margin, taken)
-        for (li, _r), d in zip(pending, decisions, strict=True):
-            if d.index is None:
-                yield li, Link(li.channel, li.key, None, LinkMethod.NONE,
-                               round(min(d.score, 1.0), 3),
-                               tuple(idx.skus[i] for i in d.alternatives), d.reason)
-                continue
-            ev = None
-            if d.state != "linked" or self.explain_links:
-                ev = idx.score(features_of(li), d.index, explain=True)[1]
-            ev = {**(ev or {}), "score": round(d.score, 3)}
-            sku = idx.skus[d.index]
-            conf = round(min(d.score, 1.0), 3)
-            if d.state == "linked":
-                yield li, Link(li.channel, li.key, sku, LinkMethod.FUZZY, conf, (), None, ev)
-            else:
-                yield li, Link(li.channel, li.key, None, LinkMethod.SUGGESTED, conf,
-                               (sku, *(idx.skus[i] for i in d.alternatives[:3])), d.reason, ev)
+        with collector_paused():
+            ranks = rank_all(idx, pending, self.rejected, lk.workers)
+            decisions = assign([r for _why, r in ranks], lk.link_score, lk.suggest_score,
+                               lk.margin, taken)
+            explain = {p: d.index for p, d in enumerate(decisions) if d.index is not None
+                       and (d.state != "linked" or self.explain_links)}
+            evidence = evidence_all(idx, pending, explain, lk.workers)
+            links = [self._decided(li, why, ranked, d, evidence.get(p)) for p, (li, (why, ranked), d)
+                     in enumerate(zip(pending, ranks, decisions, strict=True))]
+        yield from zip(pending, links, strict=True)
+
+    def _decided(self, li: Listing, why: str | None, ranked: tuple[tuple[float, int], ...],
+                 d: Decision, evidence: dict[str, Any] | None) -> Link:
+        """The link of a listing matched by what it shows, from its assignment."""
+        skus = self.linker.match_index.skus
+        if why is not None or not ranked:
+            reason = why or "no master shares a word or a model code with the title"
+            if not li.title:
+                reason = "no key and no title"
+            return Link(li.channel, li.key, None, LinkMethod.NONE, 0.0, (), reason)
+        if d.index is None:
+            return Link(li.channel, li.key, None, LinkMethod.NONE, round(min(d.score, 1.0), 3),
+                        tuple(skus[i] for i in d.alternatives), d.reason)
+        ev = {**(evidence or {}), "score": round(d.score, 3)}
+        sku = skus[d.index]
+        conf = round(min(d.score, 1.0), 3)
+        if d.state == "linked":
+            return Link(li.channel, li.key, sku, LinkMethod.FUZZY, conf, (), None, ev)
+        return Link(li.channel, li.key, None, LinkMethod.SUGGESTED, conf,
+                    (sku, *(skus[i] for i in d.alternatives[:3])), d.reason, ev)

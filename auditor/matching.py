@@ -453,9 +453,11 @@ class MatchIndex:
         self.code_post = code_post
         self.prices = array("d", (p or 0.0 for p in self.prices))  # type: ignore[assignment]
         self._position: dict[str, int] | None = None
-        # distinct title -> (candidates found, title evidence and word score by master, norm)
+        # distinct title -> (candidates found, title evidence and word score by master, norm,
+        # the candidates scored in full by listing brand)
         self._cache: dict[tuple[Any, ...], tuple[list[tuple[float, int]], dict[int, float],
-                                                 dict[int, float], float]] = {}
+                                                 dict[int, float], float,
+                                                 dict[str, list[int]]]] = {}
         self._master = master
         self.sorted_codes = sorted(self.code_post)
         n = max(len(self.skus), 1)
@@ -736,7 +738,10 @@ class MatchIndex:
     def prepare(self, f: Features) -> None:
         """Set the listing's word set and the norm of its TF-IDF vector."""
         f.tokenset = set(f.tokens)
-        f.norm = math.sqrt(sum(self.idf(t) ** 2 for t in f.tokenset)) or 1.0
+        # idf squared read from idf2 (the same numbers as self.idf(t) ** 2; a word no master
+        # has counts as rare)
+        idf2, rare = self.idf2, (math.log(self.n + 1) + 1.0) ** 2
+        f.norm = math.sqrt(sum(idf2.get(t, rare) for t in f.tokenset)) or 1.0
 
     def _title_key(self, f: Features) -> tuple[Any, ...]:
         """What the title-dependent work of ``rank`` depends on."""
@@ -768,27 +773,31 @@ class MatchIndex:
                 self._cache.clear()
             if f.norm == 0.0:
                 self.prepare(f)
-            entry = self._cache[key] = (self._found(f), {}, {}, f.norm)
+            entry = self._cache[key] = (self._found(f), {}, {}, f.norm, {})
         elif f.norm == 0.0:  # the title's norm is known; its word set is made if needed
             f.norm = entry[3]
-        found, title_scores, pre_scores, _norm = entry
-        cands = self._pick(found, f.brand)
-        if exclude:
-            banned = set(exclude)
-            cands = [i for i in cands if self.skus[i] not in banned]
-        if len(cands) > FULL_SCORES:
-            # the title's words first (cheap); all the evidence for the closest few only
-            pre = []
-            for i in cands:
-                c = pre_scores.get(i)
-                if c is None:
-                    if not f.tokenset:
-                        f.tokenset = set(f.tokens)
-                    c = pre_scores[i] = sum(self.idf2[t] for t in f.tokenset.intersection(
-                        self.titles[i].split())) / self.norms[i]
-                pre.append((c, i))
-            pre.sort(reverse=True)
-            cands = [i for _c, i in pre[:FULL_SCORES]]
+        found, title_scores, pre_scores, _norm, picked = entry
+        cands = None if exclude else picked.get(f.brand)
+        if cands is None:  # (else chosen before for this title and brand)
+            cands = self._pick(found, f.brand)
+            if exclude:
+                banned = set(exclude)
+                cands = [i for i in cands if self.skus[i] not in banned]
+            if len(cands) > FULL_SCORES:
+                # the title's words first (cheap); all the evidence for the closest few only
+                pre = []
+                for i in cands:
+                    c = pre_scores.get(i)
+                    if c is None:
+                        if not f.tokenset:
+                            f.tokenset = set(f.tokens)
+                        c = pre_scores[i] = sum(self.idf2[t] for t in f.tokenset.intersection(
+                            self.titles[i].split())) / self.norms[i]
+                    pre.append((c, i))
+                pre.sort(reverse=True)
+                cands = [i for _c, i in pre[:FULL_SCORES]]
+            if not exclude:
+                picked[f.brand] = cands
         out = []
         for i in cands:
             t = title_scores.get(i)
@@ -825,9 +834,10 @@ def assign(ranked: Sequence[Sequence[tuple[float, int]]], link_at: float, sugges
     best, at least ``link_at``, went to another listing; else *unlinked*.
     """
     used = set(taken)
-    edges = [(sc, p, k) for p, cands in enumerate(ranked)
+    # (-score, listing, candidate): sorted as they are, strongest first (no key function)
+    edges = [(-sc, p, k) for p, cands in enumerate(ranked)
              for k, (sc, _i) in enumerate(cands) if sc >= suggest_at]
-    edges.sort(key=lambda e: (-e[0], e[1], e[2]))
+    edges.sort()
     chosen: dict[int, int] = {}
     for _sc, p, k in edges:
         if p in chosen:

@@ -315,7 +315,8 @@ def part_extract(sets: list[str], dump: Path | None, write: bool) -> dict[str, A
     return results
 
 
-def part_link(size: int, write: bool, scale_listings: int = 0, masters: int = 250_000) -> None:
+def part_link(size: int, write: bool, scale_listings: int = 0, masters: int = 250_000,
+              workers: int | None = None) -> None:
     from bench import link
 
     results = [link.evaluate(s, size) for s in (*link.DEVSETS, "world")]
@@ -325,19 +326,22 @@ def part_link(size: int, write: bool, scale_listings: int = 0, masters: int = 25
         "Meta channel with SKU, GTIN, MPN and URL stripped)", link.COLUMNS,
         link.rows_for(results))]
     if scale_listings:
-        r, _, _ = isolated(link.scale, scale_listings, masters, OUT / "link-scale")
+        r, _, _ = isolated(link.scale, scale_listings, masters, OUT / "link-scale", workers)
         tables.append(table(
             f"{r['listings']:,} unkeyed listings (Google TSV, the generated catalog's first "
             f"{r['listings']:,} SKUs) against a master of its first {r['masters']:,}: parse "
             "vs link (index build apart; link = every listing plus the channel-wide "
-            "assignment), one process; CPU seconds beside wall seconds (shared machine)",
+            f"assignment), ranked by {r['workers']} process(es) ([linking] workers); link CPU "
+            "s = this process plus the forked ones; CPU seconds beside wall seconds (shared "
+            "machine)",
             ["listings", "masters", "parse s", "parse CPU s", "index s", "link s",
-             "link CPU s", "link / parse (CPU)", "linked", "linked right", "suggested",
-             "unlinked", "peak RSS MiB"],
+             "link CPU s", "link / parse (wall)", "link / parse (CPU)", "linked",
+             "linked right", "suggested", "unlinked", "peak RSS MiB", "forked peak RSS MiB"],
             [[r["listings"], r["masters"], round(r["parse_s"], 1), round(r["parse_cpu_s"], 1),
               round(r["index_s"], 1), round(r["link_s"], 1), round(r["link_cpu_s"], 1),
-              f"{r['link_cpu_s'] / r['parse_cpu_s']:.1f}x", r["linked"], r["linked_right"],
-              r["suggested"], r["unlinked"], round(r["peak_rss_mib"])]]))
+              f"{r['link_s'] / r['parse_s']:.1f}x", f"{r['link_cpu_s'] / r['parse_cpu_s']:.1f}x",
+              r["linked"], r["linked_right"], r["suggested"], r["unlinked"],
+              round(r["peak_rss_mib"]), round(r["forked_peak_rss_mib"])]]))
     record("Linking quality", tables, write)
 
 
@@ -360,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dump", type=Path, help="extract: write predictions (JSONL) here")
     ap.add_argument("--link-scale", type=int, default=0, metavar="N",
                     help="link: also N unkeyed listings against --masters masters")
+    ap.add_argument("--link-workers", type=int, default=None, metavar="N",
+                    help="link --link-scale: processes ranking the listings (default: "
+                         "[linking] workers)")
     ap.add_argument("--kills", type=int, default=10, help="crash: kill -9 trials")
     ap.add_argument("--url", help="store: the PostgreSQL store to measure (its tables are "
                                   "dropped first); default: a server started for it")
@@ -415,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         elif part == "extract":
             part_extract(a.sets, a.dump, write)
         elif part == "link":
-            part_link(a.size, write, a.link_scale, a.masters)
+            part_link(a.size, write, a.link_scale, a.masters, a.link_workers)
     return 0
 
 

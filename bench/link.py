@@ -226,10 +226,14 @@ def world_master(n_masters: int, seed: int = 1) -> dict:
     return out
 
 
-def scale(n_listings: int, n_masters: int, workdir: Path) -> dict[str, Any]:
+def scale(n_listings: int, n_masters: int, workdir: Path, workers: int | None = None
+          ) -> dict[str, Any]:
     """Parse the unkeyed channel (timed), then link it against the master (timed apart:
-    index build, then every listing with the channel-wide assignment). One process."""
+    index build, then every listing with the channel-wide assignment), ranked by
+    ``workers`` processes ([linking] workers when None): link CPU seconds count this
+    process and the forked ones."""
     import gc
+    import resource
 
     from auditor import plugins
     from auditor.config import CHANNEL_OPTIONS, ChannelConfig
@@ -258,14 +262,20 @@ def scale(n_listings: int, n_masters: int, workdir: Path) -> dict[str, Any]:
     parse, parse_cpu = time.perf_counter() - t0, time.process_time() - c0
     assert all(li.sku is None and li.gtin is None for li in listings[:1000])
     t0, c0 = time.perf_counter(), time.process_time()
-    linker = Linker(master, {})
+    linker = Linker(master, {} if workers is None else {"workers": workers})
     linker.prepare()
     build, build_cpu = time.perf_counter() - t0, time.process_time() - c0
     gc.freeze()
+
+    def forked_cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
+    k0 = forked_cpu()
     t0, c0 = time.perf_counter(), time.process_time()
     links = linker.link_all(listings)
     link, link_cpu = time.perf_counter() - t0, time.process_time() - c0
-    import resource
+    forked = forked_cpu() - k0
 
     from collections import Counter
 
@@ -280,8 +290,10 @@ def scale(n_listings: int, n_masters: int, workdir: Path) -> dict[str, Any]:
             right += 1
     return {"listings": len(listings), "masters": len(master), "parse_s": parse,
             "parse_cpu_s": parse_cpu, "index_s": build, "index_cpu_s": build_cpu,
-            "link_s": link, "link_cpu_s": link_cpu, "linked": states["linked"],
+            "link_s": link, "link_cpu_s": link_cpu + forked, "link_forked_cpu_s": forked,
+            "workers": linker.workers, "linked": states["linked"],
             "suggested": states["suggested"], "unlinked": states["unlinked"],
             "linked_right": right, "linked_total": truth,
             "expected_links": min(len(skus), len(listings)),
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "forked_peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}

@@ -1,0 +1,205 @@
+"""A whole channel's listings without keys, ranked and explained at once (``LinkSession.finish``).
+
+The decisions are exactly those of ``listing_features``, ``MatchIndex.rank``, ``assign`` and
+``MatchIndex.score`` applied listing by listing; this module only changes how that work is
+done, for channels of hundreds of thousands of such listings:
+
+* **features**: the part of a listing's features read from its title is read once per
+  distinct title (``FeatureReader``); the brand, price, MPN and description are added per
+  listing;
+* **order**: listings are ranked in the order of their titles, so that listings showing one
+  title follow each other and the index's per-title cache (blocking, title evidence) hits
+  however many distinct titles the channel has;
+* **processes**: a large channel is ranked in parts, each but one in a forked process that
+  sees the index as it is (nothing is copied in; the rankings travel back as tuples of
+  numbers); the one-to-one assignment stays channel-wide, in this process;
+* **evidence** of suggested links is read in the same order, its title part once per
+  (title, master);
+* the cyclic garbage collector is paused meanwhile: the objects made here all stay alive
+  until the links are out, so collections would only rescan them (``collector_paused``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import gc
+import os
+from operator import attrgetter
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from auditor.forking import _in_fork  # forks as the run's other background steps do
+from auditor.matching import Features, MatchIndex, codes, listing_features, norm_brand
+from auditor.model import Listing
+from auditor.text import normalize_title
+
+CACHE = 2_000         # titles, brands, (title, master) evidence kept while reading listings in
+                      # title order (a title's listings follow each other: few are needed)
+POOL_MIN = 20_000     # listings without keys from which a channel is ranked in several processes
+
+Ranked = tuple[tuple[float, int], ...]
+_FIELDS = attrgetter(*(f.name for f in dataclasses.fields(Features)))
+
+
+class FeatureReader:
+    """``listing_features`` for many listings: what depends on the title alone is read once
+    per distinct title (at most ``CACHE`` kept), then the listing's own brand, price, MPN and
+    description are added (the result equals ``listing_features`` of the listing)."""
+
+    def __init__(self) -> None:
+        self._titles: dict[str, Features] = {}
+        self._brands: dict[str, tuple[str, str]] = {}
+
+    def __call__(self, title: str | None, description: str | None, brand: str | None,
+                 price: float | None, mpn: str | None) -> Features:
+        f = self.shown(title, description, mpn)
+        f.price = price
+        if brand:
+            f.brand, f.brand_words = self.brand(brand)
+        return f
+
+    def shown(self, title: str | None, description: str | None, mpn: str | None) -> Features:
+        """The features of a title, description and MPN (no brand, no price): a new object."""
+        title = title or ""
+        base = self._titles.get(title)
+        if base is None:
+            if len(self._titles) >= CACHE:
+                self._titles.clear()
+            base = self._titles[title] = listing_features(title, None, None, None, None)
+        f = Features(*_FIELDS(base))  # shares the title's sets: nothing changes them in place
+        if mpn:
+            f.codes = f.codes | codes(mpn.replace(" ", ""))[0]
+        if description:
+            f.description_codes = codes(description)[0] - f.codes
+        return f
+
+    def brand(self, brand: str | None) -> tuple[str, str]:
+        """(the brand as ``norm_brand`` folds it, as a title is normalized)."""
+        if not brand:
+            return "", ""
+        b = self._brands.get(brand)
+        if b is None:
+            if len(self._brands) >= CACHE:
+                self._brands.clear()
+            b = self._brands[brand] = (norm_brand(brand), normalize_title(brand[:200]))
+        return b
+
+    def each(self, listings: Sequence[Listing], positions: Sequence[int]
+             ) -> Iterator[tuple[int, Listing, Features]]:
+        """(position, listing, its features) for the listings at ``positions``. One
+        Features object serves consecutive listings showing the same title, description
+        and MPN, their brand and price set in turn: use it before taking the next."""
+        shown: tuple[Any, ...] | None = None
+        f = Features("", [], set(), "", None)
+        for p in positions:
+            li = listings[p]
+            if (li.title, li.description, li.mpn) != shown:
+                shown = (li.title, li.description, li.mpn)
+                f = self.shown(li.title, li.description, li.mpn)
+            f.brand, f.brand_words = self.brand(li.brand)
+            f.price = float(li.price.amount) if li.price is not None else None
+            yield p, li, f
+
+
+def title_order(listings: Sequence[Listing]) -> list[int]:
+    """Positions of the listings in the order of their titles (case folded; stable)."""
+    return sorted(range(len(listings)), key=lambda p: (listings[p].title or "").casefold())
+
+
+def rank_part(idx: MatchIndex, listings: Sequence[Listing], positions: Sequence[int],
+              rejected: Mapping[str, Any]) -> list[tuple[str | None, Ranked]]:
+    """(why the listing cannot be matched, or None; its ranked candidates) for the listings
+    at ``positions``, in that order (``rejected``: listing key -> SKUs a person rejected)."""
+    out: list[tuple[str | None, Ranked]] = []
+    for _p, li, f in FeatureReader().each(listings, positions):
+        if f.reason:
+            out.append((f.reason, ()))
+        else:
+            out.append((None, idx.rank(f, rejected.get(li.key, ()) if rejected else ())))
+    return out
+
+
+def _spread(fn: Callable[[list[int]], Any], order: list[int], workers: int
+            ) -> list[tuple[list[int], Any]]:
+    """``fn`` of consecutive parts of ``order``, each but the first in a forked process
+    when ``workers`` > 1 and there are at least ``POOL_MIN`` positions: (part, result)."""
+    parts = [order]
+    if workers > 1 and len(order) >= POOL_MIN and hasattr(os, "fork"):
+        size = -(-len(order) // workers)
+        parts = [order[k:k + size] for k in range(0, len(order), size)]
+    waits: list[Callable[[], Any]] = []
+    if len(parts) > 1:
+        waits = [_in_fork(functools.partial(fn, part)) for part in parts[1:]]
+    try:
+        results = [fn(parts[0])] + [w() for w in waits]
+    except BaseException:  # interrupted: the other parts are not wanted any more
+        for w in waits:
+            w.cancel()  # type: ignore[attr-defined]
+        raise
+    return list(zip(parts, results, strict=True))
+
+
+def rank_all(idx: MatchIndex, listings: Sequence[Listing], rejected: Mapping[str, Any],
+             workers: int = 1) -> list[tuple[str | None, Ranked]]:
+    """``rank_part`` of every listing, in the listings' order; with ``workers`` > 1 and at
+    least ``POOL_MIN`` listings, ranked by that many processes (forked: the same results)."""
+    out: list[tuple[str | None, Ranked]] = [(None, ())] * len(listings)
+    for part, res in _spread(lambda part: rank_part(idx, listings, part, rejected),
+                             title_order(listings), workers):
+        for p, r in zip(part, res, strict=True):
+            out[p] = r
+    return out
+
+
+def evidence_all(idx: MatchIndex, listings: Sequence[Listing], wanted: Mapping[int, int],
+                 workers: int = 1) -> dict[int, dict[str, Any]]:
+    """position -> the evidence of the pair (listing, master ``wanted[position]``), as
+    ``MatchIndex.score(..., explain=True)`` gives it (in parts as ``rank_all`` ranks)."""
+    order = sorted(wanted, key=lambda p: (listings[p].title or "").casefold())
+    out: dict[int, dict[str, Any]] = {}
+    for _part, res in _spread(lambda part: evidence_part(idx, listings, part, wanted),
+                              order, workers):
+        out.update(res)
+    return out
+
+
+def evidence_part(idx: MatchIndex, listings: Sequence[Listing], positions: Sequence[int],
+                  wanted: Mapping[int, int]) -> dict[int, dict[str, Any]]:
+    """``evidence_all`` of the listings at ``positions`` (in title order): the title's part
+    of the evidence read once per (title, master)."""
+    out: dict[int, dict[str, Any]] = {}
+    titles: dict[tuple[Any, int], dict[str, Any]] = {}
+    for p, _li, f in FeatureReader().each(listings, positions):
+        i = wanted[p]
+        key = (idx._title_key(f), i)
+        tev = titles.get(key)
+        if tev is None:
+            if len(titles) >= CACHE:
+                titles.clear()
+            tev = titles[key] = {}
+            if f.norm == 0.0:
+                idx.prepare(f)
+            idx._title_score(f, i, tev)
+        lev: dict[str, Any] = {}
+        idx._listing_score(f, i, lev)
+        out[p] = {**tev, **lev}
+    return out
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside (restored as it was). When the caller keeps its
+    long-lived objects frozen out of the collector's reach (``runner.streaming_gc``, the
+    benchmarks: ``gc.freeze()`` was called), what was made inside is frozen with them on
+    the way out: the links of a whole channel, alive until the channel is stored, would
+    otherwise be rescanned by every full collection (the run unfreezes it all at its end)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if gc.get_freeze_count():
+            gc.freeze()
+        if was:
+            gc.enable()

@@ -1,0 +1,149 @@
+"""A channel's listings without keys linked in bulk (auditor.linkbatch) decide exactly what
+listing-by-listing matching decides: features, rankings, the one-to-one assignment, states,
+scores and evidence; in one process and in forked ones."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timezone
+
+import pytest
+
+from auditor import linkbatch
+from auditor.linking import Linker
+from auditor.matching import MatchIndex, assign, listing_features
+from auditor.model import Link, LinkMethod, Listing, MasterRecord, Money
+from auditor.world.catalog import iter_products
+
+NOW = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+ODD_TITLES = [
+    "", "   ", "!!! --- ???", "x" * 10_000, "耐克运动鞋男款黑色四十二码" * 50, "ＡＣＭＥ ５００ＧＢ",
+    "Kingston KTC-D320/1G memory 1 GB", "D-Link DCS 1100 Network Camera 12 V",
+    "Seagate Barracuda 500GB Hard Drive", "Case for Seagate Barracuda 500GB",
+    "Epson T060320 Ink Cartridge Magenta", "Widget² deluxe", "StarTech 20 DisplayPort Cable",
+]
+
+
+def world(n_masters: int, n_listings: int) -> tuple[dict[str, MasterRecord], list[Listing]]:
+    """The generated catalog's first SKUs as a master, and a channel showing the catalog's
+    first ``n_listings`` variants with no key (some upper-cased, some with the brand in
+    front, a few with an MPN or a description, a few odd titles)."""
+    master: dict[str, MasterRecord] = {}
+    listings: list[Listing] = []
+    rnd = random.Random(7)
+    for p in iter_products(1, n_listings, NOW):
+        for v in p.variants:
+            n = len(listings)
+            if len(master) < n_masters:
+                master[v.sku] = MasterRecord(sku=v.sku, title=v.title, brand=p.brand,
+                                             price=Money(v.price, "EUR"))
+            title = v.title.upper() if n % 10 == 3 else \
+                f"{p.brand} {v.title}" if n % 10 == 7 else v.title
+            if n % 97 == 5:
+                title = ODD_TITLES[n % len(ODD_TITLES)]
+            listings.append(Listing(
+                channel="c", key=f"L{n}", fetched_at=NOW, title=title,
+                brand=p.brand if n % 13 else None,
+                price=Money(v.price * (10 if n % 17 == 0 else 1), "EUR") if n % 11 else None,
+                mpn=f"{p.brand[:2]}-{n % 50}X{n % 7}" if n % 23 == 0 else None,
+                description=f"model: ZX{n % 40}00 for the {title}" if n % 19 == 0 else None))
+            if rnd.random() < 0.02 and listings:  # a listing shown twice under two ids
+                listings.append(Listing(channel="c", key=f"D{n}", fetched_at=NOW, title=title,
+                                        brand=p.brand, price=Money(v.price, "EUR")))
+    return master, listings
+
+
+def reference(master: dict[str, MasterRecord], listings: list[Listing],
+              rejected: dict[str, set[str]]) -> dict[str, tuple]:
+    """Each listing's link decided listing by listing, as the linker did before
+    ``auditor.linkbatch``: features, ``MatchIndex.rank``, ``assign``, ``MatchIndex.score``."""
+    idx = MatchIndex(master)
+    feats, ranks = [], []
+    out: dict[str, tuple] = {}
+    keep = []
+    for li in listings:
+        price = float(li.price.amount) if li.price is not None else None
+        f = listing_features(li.title, li.description, li.brand, price, li.mpn)
+        ranked = idx.rank(f, rejected.get(li.key, ()))
+        if f.reason is not None or not ranked:
+            reason = f.reason or "no master shares a word or a model code with the title"
+            out[li.key] = ("none", None, 0.0, (), "no key and no title" if not li.title else reason,
+                           {})
+            continue
+        keep.append(li)
+        feats.append(f)
+        ranks.append(ranked)
+    for li, f, d in zip(keep, feats, assign(ranks, 0.8, 0.5, 0.05), strict=True):
+        if d.index is None:
+            out[li.key] = ("none", None, round(min(d.score, 1.0), 3),
+                           tuple(idx.skus[i] for i in d.alternatives), d.reason, {})
+            continue
+        fresh = listing_features(li.title, li.description, li.brand, f.price, li.mpn)
+        ev = {**(idx.score(fresh, d.index, explain=True)[1] or {}), "score": round(d.score, 3)}
+        sku = idx.skus[d.index]
+        if d.state == "linked":  # a confident link's evidence is not read again
+            out[li.key] = ("fuzzy", sku, round(min(d.score, 1.0), 3), (), None,
+                           {"score": round(d.score, 3)})
+        else:
+            out[li.key] = ("suggested", None, round(min(d.score, 1.0), 3),
+                           (sku, *(idx.skus[i] for i in d.alternatives[:3])), d.reason, ev)
+    return out
+
+
+def as_tuple(link: Link) -> tuple:
+    return (str(link.method), link.sku, link.confidence, tuple(link.candidates), link.reason,
+            link.evidence)
+
+
+@pytest.mark.parametrize("title", [*ODD_TITLES, "Acme Alpine Hoodie 2.5in 4-pack"])
+@pytest.mark.parametrize("extra", [
+    dict(description=None, brand=None, price=None, mpn=None),
+    dict(description="Model: KTC-D320/1G; fits all", brand="D-Link", price=12.5, mpn="AB 12-34"),
+    dict(description="no code here", brand="  ", price=0.0, mpn="zz"),
+    dict(description=None, brand="Maison Côté", price=99.0, mpn="T060320"),
+])
+def test_feature_reader_reads_what_listing_features_reads(title, extra):
+    reader = linkbatch.FeatureReader()
+    plain = dict(description=None, brand=None, price=None, mpn=None)
+    assert reader(title, **plain) == listing_features(title, **plain)  # the title's part, cached
+    got = reader(title, **extra)
+    assert got == listing_features(title, **extra)
+    assert reader(title, **plain) == listing_features(title, **plain)  # the cache kept intact
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_bulk_linking_decides_what_listing_by_listing_decides(monkeypatch, workers):
+    master, listings = world(1500, 4000)
+    rejected = {li.key: {next(iter(master))} for li in listings[:200:7]}
+    expected = reference(master, listings, rejected)
+    assert {v[0] for v in expected.values()} == {"fuzzy", "suggested", "none"}
+    monkeypatch.setattr(linkbatch, "POOL_MIN", 100)
+    forks = []
+    real_in_fork = linkbatch._in_fork
+    monkeypatch.setattr(linkbatch, "_in_fork", lambda fn: forks.append(fn) or real_in_fork(fn))
+    linker = Linker(master, {"workers": workers})
+    s = linker.session(rejected=rejected)
+    got: dict[str, tuple] = {}
+    for li in listings:
+        link = s.link(li)
+        assert link is None  # every one of them is decided with the rest of the channel
+    for li, link in s.finish():
+        got[li.key] = as_tuple(link)
+    assert got == expected
+    assert len(forks) == 2 * (workers - 1)  # other parts ranked and explained in forked ones
+
+
+def test_bulk_linking_with_confirmed_and_keyed_listings_takes_their_masters():
+    master, listings = world(300, 600)
+    skus = list(master)
+    keyed = Listing(channel="c", key="K", fetched_at=NOW, sku=skus[0], title="anything")
+    linker = Linker(master, {})
+    s = linker.session(confirmed={"L1": skus[1]})
+    assert s.link(keyed).method == LinkMethod.SKU
+    assert s.link(listings[1]).sku == skus[1]  # confirmed by a person
+    for li in listings[2:]:
+        assert s.link(li) is None
+    links = dict((li.key, lk) for li, lk in s.finish())
+    assert all(lk.sku not in (skus[0], skus[1]) for lk in links.values())
+    assert any(lk.method == LinkMethod.FUZZY for lk in links.values())
