@@ -179,7 +179,7 @@ def test_linker_on_a_compact_master_links_and_reports_shared_keys():
     assert lk.link(make_listing(key="k2", sku=None, gtin="4006381333931")).sku == "A-1"
     amb = lk.link(make_listing(key="k3", sku=None, gtin="4006381333948"))
     assert amb.method is LinkMethod.AMBIGUOUS and set(amb.candidates) == {"B-1", "B-2"}
-    assert isinstance(lk.index["sku"]["A-1"], str)  # one SKU held as itself
+    assert lk.index["sku"].get("A-1") == "A-1" and not lk.index["sku"].other  # no copy
 
 
 def test_packer_learns_a_dictionary_and_gives_back_exact_bytes():
@@ -197,13 +197,44 @@ def test_packer_learns_a_dictionary_and_gives_back_exact_bytes():
 
 
 def test_keys_held_by_hash_are_checked_against_the_master():
-    from auditor.linking import norm_gtin
+    from array import array
+
+    from auditor.linking import _entry, norm_gtin
     m = compact({"A-1": make_master("A-1", gtin="4006381333931", title="Alpha")})
     lk = Linker(m, {})
     lk.prepare()
     assert lk.link(make_listing(key="k1", sku=None, gtin="4006381333931")).sku == "A-1"
     # a listing whose key has the same hash as a master's (a collision, forced here)
     other = norm_gtin("4006381333948")
-    lk.index["gtin"][hash(other)] = "A-1"
+    assert other is not None
+    idx = lk.index["gtin"]
+    idx._entries = array("Q", sorted([*idx._entries, _entry(other, 0)]))
+    assert idx.get(other) == ["A-1"]
     link = lk.link(make_listing(key="k2", sku=None, gtin="4006381333948", title=None))
     assert link.sku is None
+
+
+def test_sku_index_is_the_master_itself_plus_skus_that_normalize_otherwise():
+    m = compact({r.sku: r for r in (
+        make_master("A-1", title="Alpha"), make_master("a-1", title="alpha lower"),
+        make_master(" b 2", title="Beta"), make_master("C-3", title="Gamma"))})
+    lk = Linker(m, {"fuzzy": False})
+    idx = lk.index["sku"]
+    assert idx.other == {"A-1": ["a-1"], "B2": [" b 2"]}  # the only SKUs held
+    assert idx.get("C-3") == "C-3" and idx.get("B2") == " b 2" and idx.get("X") is None
+    amb = lk.link(make_listing(key="k1", sku="a-1"))
+    assert amb.method is LinkMethod.AMBIGUOUS and set(amb.candidates) == {"A-1", "a-1"}
+    assert lk.link(make_listing(key="k2", sku="b2")).sku == " b 2"
+    assert lk.link(make_listing(key="k3", sku="c-3")).sku == "C-3"
+
+
+def test_hashed_keys_hold_eight_bytes_per_master_and_find_every_holder():
+    from auditor.linking import HashedKeys, _entry
+    skus = [f"S{i}" for i in range(1000)]
+    keys = [f"key-{i % 400}" for i in range(1000)]  # most keys held by 2-3 masters
+    idx = HashedKeys([_entry(k, i) for i, k in enumerate(keys)], skus)
+    assert idx._entries.itemsize == 8 and len(idx) == 1000
+    for k in ("key-0", "key-399", "key-123"):
+        want = [s for s, kk in zip(skus, keys, strict=True) if kk == k]
+        assert idx.get(k) == want
+    assert idx.get("absent") == []
