@@ -128,9 +128,10 @@ class CompactRecord(MasterRecord):
     it holds; ``full()`` is that record.
     """
 
-    __slots__ = ("_cold", "_packer")
-    _cold: bytes | None     # the COLD fields' JSON, packed (None when all are empty)
-    _packer: Packer
+    # No slots of its own (issue 20): the packed body and its packer are held in two of
+    # the cold fields' own slots (``_COLD_AT``, ``_PACKER_AT``), read through the
+    # properties below, so a compact record is no larger than a ``MasterRecord``.
+    __slots__ = ()
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         # Only ever built by ``_build``; a call (dataclasses.replace) makes a plain record.
@@ -155,8 +156,13 @@ class CompactRecord(MasterRecord):
 
 
 _values = operator.attrgetter(*_FIELDS)
-_set_cold = vars(CompactRecord)["_cold"].__set__
-_set_packer = vars(CompactRecord)["_packer"].__set__
+_COLD_AT, _PACKER_AT = "description", "url"  # the parent's slots holding them
+_get_cold = _SLOT[_COLD_AT].__get__
+_set_cold = _SLOT[_COLD_AT].__set__
+_get_packer = _SLOT[_PACKER_AT].__get__
+_set_packer = _SLOT[_PACKER_AT].__set__
+CompactRecord._cold = property(  # type: ignore[attr-defined]
+    _get_cold, doc="The COLD fields' JSON, packed (None when all are empty)")
 
 
 def _cold(rec: CompactRecord) -> dict[str, Any]:
@@ -164,8 +170,8 @@ def _cold(rec: CompactRecord) -> dict[str, Any]:
     last = _LAST
     if last[0] is rec:
         return last[1]
-    packed = rec._cold
-    d = orjson.loads(rec._packer.unpack(packed)) if packed is not None else {}
+    packed = _get_cold(rec)
+    d = orjson.loads(_get_packer(rec).unpack(packed)) if packed is not None else {}
     if "images" in d:
         d["images"] = tuple(d["images"])
     _LAST = (rec, d)
@@ -189,12 +195,18 @@ _EMPTY: Mapping[str, Any] = {}
 class _Share:
     """Interning tables of one load: equal values become one object (dropped after)."""
 
-    __slots__ = ("strs", "maps", "ints")
+    __slots__ = ("strs", "maps", "ints", "holder")
 
     def __init__(self) -> None:
         self.strs: dict[str, str] = {}
         self.maps: dict[tuple, Mapping[str, Any]] = {}
         self.ints: dict[int, int] = {}
+        # Attribute mappings are made as the ``__dict__`` of an instance of a class of
+        # their own: CPython's key-sharing dicts (PEP 412) then hold the attribute names
+        # once for all of them (about 140 bytes for 7 attributes instead of 240). Each
+        # is a plain ``dict`` (equal, pickled and encoded as one); past 30 distinct names
+        # CPython gives plain dicts again. (A class per load: one load's names.)
+        self.holder: type = type("_Attributes", (), {"__slots__": ("__dict__",)})
 
     def text(self, v: str | None) -> str | None:
         if v is None:
@@ -208,7 +220,11 @@ class _Share:
         m = self.maps.get(key)
         if m is None:
             intern = sys.intern
-            m = self.maps[key] = {intern(k): intern(x) for k, x in key}
+            o = self.holder()
+            d = o.__dict__
+            for k, x in key:
+                d[intern(k)] = intern(x)
+            m = self.maps[key] = d
         return m
 
     def prices(self, v: Mapping[str, str] | None) -> Mapping[str, Money]:
