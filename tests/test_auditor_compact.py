@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 import pickle
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
 from auditor import codec, compact as compact_mod
-from auditor.compact import CompactMaster, CompactRecord, CompactRecords, body_of, compact
+from auditor.compact import (CompactMaster, CompactRecord, CompactRecords, Packer, body_of,
+                             compact)
 from auditor.linking import Linker
 from auditor.master import load_master
 from auditor.model import Availability, LinkMethod, MasterRecord, MasterStatus, Money
@@ -183,17 +184,48 @@ def test_linker_on_a_compact_master_links_and_reports_shared_keys():
 
 
 def test_packer_learns_a_dictionary_and_gives_back_exact_bytes():
-    from auditor.compact import Packer
     p = Packer()
-    recs = [_full(f"P-{i:05d}") for i in range(Packer.SAMPLE + 50)]
+    recs = [_full(f"P-{i:05d}") for i in range(Packer.LEARN + 50)]
     packed = [p.pack(codec.body(r)) for r in recs]
-    assert all(z[:1] == b"r" for z in packed[:Packer.SAMPLE])
-    assert all(z[:1] == b"z" for z in packed[Packer.SAMPLE:])
+    assert all(z[:1] == b"r" for z in packed[:Packer.LEARN])
+    assert all(z[:1] == b"z" for z in packed[Packer.LEARN:])
     assert all(p.unpack(z) == codec.body(r) for z, r in zip(packed, recs, strict=True))
-    late = packed[Packer.SAMPLE:]
-    assert sum(map(len, late)) * 3 < sum(len(codec.body(r)) for r in recs[Packer.SAMPLE:])
+    late = packed[Packer.LEARN:]
+    assert sum(map(len, late)) * 3 < sum(len(codec.body(r)) for r in recs[Packer.LEARN:])
+    # what was kept as it was is compressed once the dictionary exists
+    early = [p.repack(z) for z in packed[:Packer.LEARN]]
+    assert all(z[:1] == b"z" for z in early) and p.repack(late[0]) is late[0]
+    assert all(p.unpack(z) == codec.body(r) for z, r in zip(early, recs[:Packer.LEARN],
+                                                           strict=True))
     m = CompactMaster.of(recs)
+    assert all(r._cold is None or r._cold[:1] == b"z" for r in m.values())  # none left raw
     assert pickle.loads(pickle.dumps(m)) == {r.sku: r for r in recs}
+    rs = CompactRecords(recs)
+    assert all(r._cold is None or r._cold[:1] == b"z" for r in rs) and list(rs) == recs
+
+
+def test_history_holds_versions_compactly_and_gives_them_back():
+    from auditor.storage.records import MasterHistory
+    recs = [_full(f"H-{i:05d}") for i in range(Packer.LEARN + 300)]
+    h = MasterHistory()
+    t1, t2 = "2026-01-01T00:00:00+00:00", "2026-02-01T00:00:00+00:00"
+    for i, r in enumerate(recs):
+        h.put(r.sku, t1, codec.body(r).decode())  # text, as SQLite gives it
+        if i % 4 == 0:
+            h.put(r.sku, t2, codec.body(dataclasses.replace(r, title="later")))
+    versions = [v for held in h._raw.values()
+                for v in ((held,) if isinstance(held, bytes) else held)]
+    assert len(versions) == len(recs) + (len(recs) + 3) // 4
+    assert all(v[3:4] == b"z" for v in versions)  # every body compressed, early ones too
+    assert h[recs[8].sku] == [(datetime.fromisoformat(t1), recs[8]),
+                              (datetime.fromisoformat(t2),
+                               dataclasses.replace(recs[8], title="later"))]
+    assert h[recs[9].sku] == [(datetime.fromisoformat(t1), recs[9])]
+    assert recs[9].sku in h and "nope" not in h and len(h) == len(recs)
+    h.add({recs[9].sku: codec.body(recs[10]).decode()}, t2)
+    assert [r for _t, r in h[recs[9].sku]] == [recs[9], recs[10]]
+    key = next(k for k in h if k == recs[5].sku)
+    assert key is sys.intern(recs[5].sku)  # SKUs interned: the master's own strings
 
 
 def test_keys_held_by_hash_are_checked_against_the_master():

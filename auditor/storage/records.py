@@ -111,6 +111,11 @@ class MasterPlan:
     bodies: dict[str, str] = field(default_factory=dict)  # changed SKU -> data to write
 
 
+def repack_version(v: bytes, repack: Any) -> bytes:
+    """A held version (time number, packed body) with its body packed again."""
+    return v[:3] + repack(v[3:])
+
+
 class MasterHistory(Mapping[str, list[tuple[datetime, MasterRecord]]]):
     """SKU -> earlier master versions [(valid_until, record)], oldest first, decoded
     when first read (a run looks up history only where a listing disagrees).
@@ -120,7 +125,7 @@ class MasterHistory(Mapping[str, list[tuple[datetime, MasterRecord]]]):
     ``auditor.compact.Packer``; a SKU with one version holds that ``bytes``, with more a
     tuple of them. SKU strings are interned, so they are the master's own."""
 
-    __slots__ = ("_raw", "_packer", "_times", "_time_no", "_decoded")
+    __slots__ = ("_raw", "_packer", "_times", "_time_no", "_decoded", "_early")
 
     def __init__(self) -> None:
         self._raw: dict[str, bytes | tuple[bytes, ...]] = {}
@@ -128,6 +133,7 @@ class MasterHistory(Mapping[str, list[tuple[datetime, MasterRecord]]]):
         self._times: list[str] = []          # valid-until times (ISO 8601), by number
         self._time_no: dict[str, bytes] = {}  # time -> its number (3 bytes)
         self._decoded: dict[str, list[tuple[datetime, MasterRecord]]] = {}
+        self._early: list[str] | None = []  # SKUs put before the packer had a dictionary
 
     def put(self, sku: str, until: str, data: str | bytes) -> None:
         """One more version of ``sku`` (its stored JSON), valid until ``until`` (ISO 8601),
@@ -143,6 +149,15 @@ class MasterHistory(Mapping[str, list[tuple[datetime, MasterRecord]]]):
         else:
             self._raw[sku] = (had, v) if isinstance(had, bytes) else (*had, v)
         self._decoded.pop(sku, None)
+        if self._early is not None:
+            self._early.append(sku)
+            if self._packer.zdict is not None:  # it has just learnt it: compress the early
+                repack = self._packer.repack
+                for s in dict.fromkeys(self._early):
+                    held = self._raw[s]
+                    self._raw[s] = repack_version(held, repack) if isinstance(held, bytes) \
+                        else tuple(repack_version(x, repack) for x in held)
+                self._early = None
 
     def __getitem__(self, sku: str) -> list[tuple[datetime, MasterRecord]]:
         got = self._decoded.get(sku)
