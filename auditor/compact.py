@@ -208,7 +208,7 @@ _EMPTY: Mapping[str, Any] = {}
 class _Share:
     """Interning tables of one load: equal values become one object (dropped after)."""
 
-    __slots__ = ("strs", "maps", "ints", "holder")
+    __slots__ = ("strs", "maps", "ints", "holder", "channels", "fields")
 
     def __init__(self) -> None:
         self.strs: dict[str, str] = {}
@@ -220,6 +220,8 @@ class _Share:
         # is a plain ``dict`` (equal, pickled and encoded as one); past 30 distinct names
         # CPython gives plain dicts again. (A class per load: one load's names.)
         self.holder: type = type("_Attributes", (), {"__slots__": ("__dict__",)})
+        self.channels: type = type("_Overrides", (), {"__slots__": ("__dict__",)})
+        self.fields: type = type("_Override", (), {"__slots__": ("__dict__",)})
 
     def text(self, v: str | None) -> str | None:
         if v is None:
@@ -239,6 +241,15 @@ class _Share:
                 d[intern(k)] = intern(x)
             m = self.maps[key] = d
         return m
+
+    def overrides(self, v: Mapping[str, Mapping[str, str]]) -> Mapping[str, Mapping[str, str]]:
+        intern = sys.intern
+        out = self.channels().__dict__
+        for ch, fields in v.items():
+            per = out[intern(ch)] = self.fields().__dict__
+            for k, x in fields.items():
+                per[intern(k)] = x
+        return out
 
     def prices(self, v: Mapping[str, str] | None) -> Mapping[str, Money]:
         if not v:
@@ -283,8 +294,8 @@ def _build(d: dict[str, Any], packer: "Packer", share: _Share) -> CompactRecord:
     v = get("status")
     s["status"].__set__(r, _STATUS[v] if v else MasterStatus.ACTIVE)
     s["attributes"].__set__(r, share.attrs(get("attributes")))
-    v = get("overrides")  # rare and per SKU: held as decoded
-    s["overrides"].__set__(r, v or _EMPTY)
+    v = get("overrides")  # per SKU: channel -> field -> value, as key-sharing dicts
+    s["overrides"].__set__(r, share.overrides(v) if v else _EMPTY)
     return r
 
 
