@@ -330,8 +330,10 @@ class MatchIndex:
         self.exact: Postings = Postings(exact)
         self.code_post: Postings = Postings(code_post)
         self.sorted_codes = self.code_post.keys_
-        self.codes: PerMaster = PerMaster(self.sorted_codes, codes_of)
-        self.joined: PerMaster = PerMaster(self.sorted_codes, joined_of)
+        place = {k: j for j, k in enumerate(self.sorted_codes)}
+        self.codes: PerMaster = PerMaster(self.sorted_codes, codes_of, place)
+        self.joined: PerMaster = PerMaster(self.sorted_codes, joined_of, place)
+        del place
         for k, v in postings.items():  # in place: each list is freed as it is packed
             postings[k] = array("I", v)  # type: ignore[assignment]  # packed in place
         self.postings = postings

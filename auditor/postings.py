@@ -71,19 +71,24 @@ class PerMaster(Sequence["tuple[str, ...] | None"]):
 
     __slots__ = ("_names", "_starts", "_nos")
 
-    def __init__(self, names: list[str], per_master: list[tuple[str, ...] | None]):
+    def __init__(self, names: list[str], per_master: list[tuple[str, ...] | None],
+                 place: Mapping[str, int] | None = None):
         """``names``: the sorted keys; ``per_master``: each master's keys (all in
-        ``names``; the list is emptied as it is read)."""
+        ``names``; the list is emptied as it is read); ``place``: key -> its number in
+        ``names``, when the caller has it."""
         self._names = names
-        place = {k: j for j, k in enumerate(names)}
+        if place is None:
+            place = {k: j for j, k in enumerate(names)}
         starts = array("I", [0])
         nos = array("I")
+        append, extend = starts.append, nos.extend
         per_master.reverse()
+        pop = per_master.pop
         while per_master:
-            ks = per_master.pop()
+            ks = pop()
             if ks:
-                nos.extend(place[k] for k in ks)
-            starts.append(len(nos))
+                extend([place[k] for k in ks])
+            append(len(nos))
         self._starts = starts
         self._nos = nos
 
