@@ -33,6 +33,7 @@ JSON_LD, MICRODATA, OPENGRAPH, SELECTOR, HEURISTIC, JS_STATE = (
 CONFIDENCE = {JSON_LD: 0.95, MICRODATA: 0.9, OPENGRAPH: 0.85, SELECTOR: 1.0, HEURISTIC: 0.5,
               JS_STATE: 0.6}
 from auditor.pagereader import LOW_CONFIDENCE  # noqa: E402,F401  (re-exported)
+from auditor.pagereader import says_out_of_stock  # noqa: E402
 RDFA = MICRODATA
 
 # Fields JSON-LD must fill for the DOM not to be parsed at all.
@@ -1112,7 +1113,12 @@ def extract(html: bytes | str, url: str, sku: str | None = None,
                 (og.get("sku") or ld.get("sku")):
             layers.append((OPENGRAPH, og))
             wanted, needs_images = [], False
-    if wanted or sel_fields or needs_images:
+    # JSON-LD saying "in stock" on a page that shows an out-of-stock phrase somewhere:
+    # the buy box is read (stale markup is common); pages without such a phrase, most
+    # of them, still build no tree.
+    stale_stock = not wanted and not variants and \
+        ld.get("availability") is Availability.IN_STOCK and says_out_of_stock(text, ld.get("title"))
+    if wanted or sel_fields or needs_images or stale_stock:
         doc = _lxml_doc(text.replace("\x00", ""))
     if doc is not None:
         base_el = doc.find(".//base[@href]")

@@ -1082,8 +1082,18 @@ _CURRENCY_WORDS = [  # "All prices in euro", "Prices in GBP", "Ceny w PLN"
     (re.compile(r"\b(forint|huf)\b", re.I), "HUF"),
     (re.compile(r"\b(korun|czk)\b", re.I), "CZK"),
 ]
+_OUT_OF_STOCK_LOWER = re.compile(_AVAIL_PATTERNS[0][0].pattern)
+# a word (stem) of every phrase that pattern knows, lower case
+_OUT_OF_STOCK_STEMS = (
+    "stock", "sold", "availab", "temporarily", "ausverkauft", "nicht", "vergriffen", "épuis",
+    "epuis", "rupture", "dispon", "agotado", "esaurito", "voorraad", "uitverkocht", "leverbaar",
+    "slut", "lager", "udsolgt", "utsolgt", "magazyn", "niedost", "wyprzeda", "esgotado",
+    "estoque", "vyprod", "sklad", "rakt", "elfogyott", "varast", "tükendi", "stok", "налич",
+    "распрод", "отсутств", "склад", "наявн", "відсутн", "在庫", "売り切れ", "缺货", "품절",
+    "vypredan", "nedostupn", "brak", "készlet", "elérhet")
 _STRIP_BLOCKS = re.compile(r"<(script|style|noscript|template)\b.*?</\1\s*>", re.I | re.S)
 _TAG = re.compile(r"<[^>]{0,2000}>")
+_BODY = re.compile(r"<body\b[^>]{0,2000}>", re.I)
 _BLOCK_TAG = re.compile(r"<(?!/?(?:span|b|i|em|strong|sup|sub|small|font|a|u|s|del|ins|bdi|"
                         r"abbr|data)\b)[^>]{0,2000}>", re.I)   # a word break; inline tags none
 _PRICES_IN = re.compile(r"(prices?|preise?|prix|precios?|ceny|cena|цены|árak|ceny)\s+"
@@ -1092,6 +1102,42 @@ _META_CUR = re.compile(r"(?:og:price:currency|product:price:currency|pricecurren
                        r"[^>]{0,80}?content\s*=\s*[\"']?([A-Za-z]{3})\b", re.I)
 _HTML_LANG = re.compile(r"<html\b[^>]*?\blang\s*=\s*[\"']?([A-Za-z]{2}(?:-[A-Za-z]{2})?)", re.I)
 CURRENCY_TEXT = 1_500_000   # characters of HTML looked at for a page's currency
+
+
+STALE_STOCK_HTML = 20_000   # characters of HTML after the product's name looked at
+STALE_STOCK_TEXT = 3_000    # ... and of their visible text
+
+
+def says_out_of_stock(html: str, name: str | None) -> bool:
+    """Whether the page shows an out-of-stock phrase in the text that follows the product's
+    name in its body (scripts, styles and tags left out): a cheap test, before any tree is
+    built, of whether a page whose structured data says "in stock" is worth reading for a
+    buy box that says otherwise. Only a test: the reader decides, from where the phrase sits.
+    A page whose body does not show the name as written is not looked at."""
+    key = " ".join((name or "").split())[:24]
+    if len(key) < 4:
+        return False
+    body = _BODY.search(html)
+    at = body.end() if body else 0
+    i = -1
+    for k in dict.fromkeys((key, html_lib.escape(key, quote=False), html_lib.escape(key))):
+        i = html.find(k, at)
+        if i >= 0:
+            break
+    if i < 0:
+        return False
+    window = html[i:i + STALE_STOCK_HTML]
+    bare = html_lib.unescape(_TAG.sub(" ", _STRIP_BLOCKS.sub(" ", window)))
+    text = " ".join(bare.split()[:1000])[:STALE_STOCK_TEXT].lower()
+    # the phrase pattern is slow on long text: it runs only around the words every
+    # out-of-stock phrase contains (found by plain substring search)
+    for stem in _OUT_OF_STOCK_STEMS:
+        j = text.find(stem)
+        while j >= 0:
+            if _OUT_OF_STOCK_LOWER.search(text, max(0, j - 40), j + 60):
+                return True
+            j = text.find(stem, j + len(stem))
+    return False
 
 
 def page_currency(html: str, amount: Decimal | None, host: str = "") -> tuple[str | None, float]:
