@@ -153,8 +153,8 @@ class _LazyIndex(dict):
                 key = keyof(sku, rec)
                 if key:
                     out.append(_entry(key, i))
-        if len(self.skus) != len(self.master):  # pragma: no cover - a master changed meanwhile
-            raise RuntimeError("the master changed while it was indexed")
+        if len(self.skus) != len(self.master):  # SKUs added since: number them again
+            self._skus = list(self.master)  # (indexes built before keep their own list)
         for kind, out in zip(kinds, found, strict=True):
             self[kind] = HashedKeys(out, self.skus)
 

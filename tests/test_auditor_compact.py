@@ -270,3 +270,14 @@ def test_hashed_keys_hold_eight_bytes_per_master_and_find_every_holder():
         want = [s for s, kk in zip(skus, keys, strict=True) if kk == k]
         assert idx.get(k) == want
     assert idx.get("absent") == []
+
+
+def test_a_kind_indexed_after_the_master_grew_numbers_the_skus_again():
+    m = compact({"A-1": make_master("A-1", gtin="4006381333931", mpn="X-1", brand="Acme",
+                                    title="Alpha")})
+    lk = Linker(m, {"fuzzy": False})
+    assert lk.link(make_listing(key="k1", sku=None, gtin="4006381333931")).sku == "A-1"
+    m.add(make_master("B-1", mpn="Y-2", brand="Acme", title="Beta"))
+    link = lk.link(make_listing(key="k2", sku=None, gtin=None, mpn="Y-2", brand="Acme"))
+    assert link.sku == "B-1"
+    assert lk.link(make_listing(key="k3", sku=None, gtin="4006381333931")).sku == "A-1"
