@@ -15,8 +15,11 @@ Three steps, each bounded per listing:
    ``MAX_DF`` masters). At most ``MAX_CANDIDATES`` go on to scoring.
 3. **Score** (0-1): TF-IDF cosine of the titles' words, then evidence for and against:
    a shared model code (strong for), model codes that differ (strong against), the same
-   or another brand, quantities of one kind that differ (500 GB vs 1 TB), plain numbers
-   that differ (2007 vs 2008), a price ten times off (against) or close (for).
+   or another brand (also a brand named in the listing's title), quantities of one kind
+   that differ (500 GB vs 1 TB), sizes that differ (60 x 60 vs 60 x 80), plain numbers
+   that differ (2007 vs 2008), colours, platforms, editions or licences that differ
+   (deluxe vs premium, an upgrade), a bundle or an accessory on one side only, a price
+   ten times off (against) or close (for).
    Each piece of evidence is kept, so a person can see why.
 
 The channel-wide one-to-one assignment and the link states are in ``assign``.
@@ -59,9 +62,11 @@ W_CODE_DIFFER = -0.35
 W_BRAND_AGREE = 0.05
 W_BRAND_DIFFER = -0.25
 W_QTY_DIFFER = -0.3
-W_NUM_DIFFER = -0.12
+W_NUM_DIFFER = -0.2
 W_ACCESSORY = -0.3       # one title names an accessory (case, cable, toner), the other none
 W_VARIANT_DIFFER = -0.3  # the listing names colours (platforms), the master others
+W_EDITION_DIFFER = -0.2  # editions (pro, deluxe) or licences (upgrade, academic) differ
+W_BUNDLE = -0.2          # one title names a bundle (combo), the other none
 W_PRICE_FAR = -0.3       # ten times apart
 W_PRICE_OFF = -0.1       # three times apart
 W_PRICE_CLOSE = 0.05     # within 30%
@@ -93,6 +98,13 @@ _UNITS: dict[str, tuple[str, float]] = {
     "sheet": ("sheets", 1.0), "sheets": ("sheets", 1.0), "feet": ("len", 30.48),
     "digit": ("digits", 1.0), "mpix": ("mp", 1.0), "bit": ("bits", 1.0), "way": ("ways", 1.0),
 }
+# Things counted (3-button, 240-pin, 6-outlet): each its own kind of quantity
+_COUNT_NOUNS = (
+    "pin pins channel channels disc discs disk disks outlet outlets button buttons "
+    "speaker speakers subject subjects hole holes section sections handset handsets "
+    "drawer drawers tier tiers shelf shelves slot slots bay bays player players layer "
+    "layers pocket pockets compartment compartments tab tabs key keys").split()
+_UNITS.update({w: ("shelf" if w == "shelves" else w.rstrip("s"), 1.0) for w in _COUNT_NOUNS})
 _QTY = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s?(" + "|".join(
     sorted(map(re.escape, _UNITS), key=len, reverse=True)) + r")(?![\w])")
 _MODEL_FIELD = re.compile(r"model\W+([\w\-/. ]+?)(?:;|$)", re.I)
@@ -106,10 +118,36 @@ _VARIANT_WORDS: dict[str, tuple[str, str]] = {
     **{w: ("colour", "grey" if w == "gray" else w) for w in (
         "black white grey gray silver red blue green yellow orange purple pink brown beige "
         "navy gold teal burgundy ivory cream tan olive maroon turquoise violet magenta cyan "
-        "charcoal khaki lime aqua copper bronze mahogany walnut cherry oak espresso".split())},
+        "charcoal khaki lime aqua copper bronze mahogany walnut cherry oak espresso clear smoke "
+        "graphite gunmetal champagne rose coral indigo lavender plum ruby emerald jade slate "
+        "orchid fuchsia amber crimson scarlet sapphire cobalt pewter camo".split())},
     **{w: ("platform", "mac") for w in ("mac", "macintosh", "osx")},
     **{w: ("platform", "windows") for w in ("windows", "win", "pc")},
 }
+
+
+# Words naming an edition of a product line or the kind of licence it is sold under: "Print
+# Shop 22" and "Print Shop 22 Deluxe", "Windows XP Professional" and "... Upgrade" are
+# different products. Word -> canonical word.
+_EDITION_WORDS: dict[str, str] = {
+    **{w: w for w in "deluxe premium standard basic home ultimate enterprise platinum express "
+       "lite plus elements xl essentials starter".split()},
+    "pro": "pro", "professional": "pro", "prof": "pro", "std": "standard",
+}
+_LICENCE_WORDS: dict[str, str] = {
+    "upgrade": "upgrade", "upg": "upgrade", "upsell": "upgrade", "academic": "academic",
+    "student": "academic", "students": "academic", "teacher": "academic",
+    "education": "academic", "educational": "academic", "edu": "academic", "oem": "oem",
+    **{w: "refurbished" for w in "refurbished reconditioned renewed remanufactured reman "
+       "recertified".split()},
+}
+
+
+def editions(tokens: Iterable[str]) -> tuple[frozenset[str], frozenset[str]]:
+    """(edition words, licence words) among normalized words, canonical."""
+    ed = {_EDITION_WORDS[t] for t in tokens if t in _EDITION_WORDS}
+    lic = {_LICENCE_WORDS[t] for t in tokens if t in _LICENCE_WORDS}
+    return frozenset(ed), frozenset(lic)
 
 
 def variants(tokens: Iterable[str]) -> dict[str, set[str]]:
@@ -137,8 +175,15 @@ def words(text: str) -> list[str]:
     return toks[:MAX_TOKENS]
 
 
-# Specifications written like codes: "3in1", "1000baset", "802.11n", "4x6", "2x2gb".
-_SPEC = re.compile(r"^(?:\d+in\d+|\d+base[a-z]+\d*|802\d+[a-z]*|\d+x\d+[a-z]*|pc\d+)$")
+# Specifications written like codes: "3in1", "1000baset", "802.11n", "4x6", "2x2gb", "win32".
+_SPEC = re.compile(r"^(?:\d+in\d+|\d+base[a-z]+\d*|802\d+[a-z]*|\d+x\d+[a-z]*|pc\d+|win\d+)$")
+# A count of things written as one word ("3-button", "240-pin", "6-outlet", "1993-up"): a
+# specification, not a model code (those of ``_COUNT_NOUNS`` are also quantities)
+_COUNTED = re.compile(r"^\d+(?:" + "|".join(_COUNT_NOUNS + (
+    "min mins minute minutes mile miles height dbi ohm ohms gauge month months meg optical "
+    "digital foot item items station stations zone zones person year years yr day days "
+    "cup cups page pages line lines up piece star stars speed speeds color colors colour "
+    "colours plus ring rings sided side").split()) + r")$")
 
 
 def _is_code(c: str) -> bool:
@@ -150,7 +195,10 @@ def _is_code(c: str) -> bool:
     if _HAS_ALPHA.search(c) is None:
         return len(c) >= 5  # part numbers, UPCs; not years, not small counts
     # "500gb", "12v", "1080p" are quantities, "3in1" or "1000baset" specifications
-    return _CODE_UNIT.match(c) is None and _SPEC.match(c) is None
+    return _CODE_UNIT.match(c) is None and _SPEC.match(c) is None and _COUNTED.match(c) is None
+
+
+_GLUED = re.compile(r"([a-z]+)[-/.]\w")
 
 
 def codes(text: str | None) -> tuple[set[str], set[str]]:
@@ -160,16 +208,22 @@ def codes(text: str | None) -> tuple[set[str], set[str]]:
         return set(), set()
     one: set[str] = set()
     two: set[str] = set()
-    flat = ["".join(ch for ch in w if ch.isalnum()) for w in
-            _WORD.findall(text[:MAX_TEXT].lower())]
+    raw = _WORD.findall(text[:MAX_TEXT].lower())
+    flat = ["".join(ch for ch in w if ch.isalnum()) for w in raw]
     for i, c in enumerate(flat):
         if _is_code(c):
             one.add(c)
+            # a word glued in front ("New-101R00421", "SHR-EL1192BL"): the code after it
+            # may be what another title names alone (it can agree, never differ)
+            head = _GLUED.match(raw[i])
+            if head is not None and _is_code(c[len(head.group(1)):]):
+                two.add(c[len(head.group(1)):])
         if i + 1 < len(flat):
             n = flat[i + 1]
             # letters then a code or a number: "dcs 1100", "ex zs5"
             if 2 <= len(c) <= 5 and c.isalpha() and _HAS_DIGIT.search(n) is not None \
-                    and _is_code(c + n) and n not in _UNITS and len(c + n) <= 16:
+                    and _is_code(c + n) and n not in _UNITS and len(c + n) <= 16 \
+                    and _COUNTED.match(n) is None:
                 two.add(c + n)
         if len(one) + len(two) >= MAX_CODES:
             break
@@ -179,9 +233,15 @@ def codes(text: str | None) -> tuple[set[str], set[str]]:
 _NOT_NUMERIC = re.compile(r"[^\w.]+|_+|(?<!\d)\.|\.(?!\d)")
 
 
+_NUMBER_WORDS = {w: str(n) for n, w in enumerate(
+    "two three four five six seven eight nine ten eleven twelve".split(), 2)}
+
+
 def number_text(text: str) -> str:
-    """A title lowercased with punctuation as spaces, but decimal points kept ("2.5in")."""
-    return " ".join(_NOT_NUMERIC.sub(" ", text[:MAX_TEXT].lower().replace(",", ".")).split())
+    """A title lowercased with punctuation as spaces, but decimal points kept ("2.5in"),
+    and numbers written as words from two to twelve as digits ("six-tier" is "6 tier")."""
+    return " ".join(_NUMBER_WORDS.get(w, w) for w in _NOT_NUMERIC.sub(
+        " ", text[:MAX_TEXT].lower().replace(",", ".")).split())
 
 
 def quantities(norm_text: str) -> dict[str, set[float]]:
@@ -191,6 +251,12 @@ def quantities(norm_text: str) -> dict[str, set[float]]:
         kind, factor = _UNITS[unit]
         out.setdefault(kind, set()).add(round(float(num) * factor, 3))
     return out
+
+
+def _overlap(a: set[float], b: set[float]) -> bool:
+    """Whether two sets of quantities of one kind share a value, within 1% (a camera's
+    14.1 MP is the 14 MP of another title)."""
+    return bool(a & b) or any(abs(x - y) <= 0.01 * max(x, y) for x in a for y in b)
 
 
 _ANY_NUM = re.compile(r"(?<![\w.])(\d{1,4}(?:\.\d+)?)(?=(?:\s?(?:" + "|".join(
@@ -204,6 +270,23 @@ def numbers(norm_text: str) -> set[float]:
     return {float(n) for n in _ANY_NUM.findall(norm_text)}
 
 
+# Two numbers joined by "x": a size or an area ("60 x 80", "8.5x11"), compared as a pair
+_SIZE = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s?x\s?(\d+(?:\.\d+)?)(?![\w.])")
+
+
+def sizes(norm_text: str) -> frozenset[tuple[float, float]]:
+    """The sizes a title names ("60 x 80" is (60, 80), and so is "80x60"), as pairs."""
+    out = set()
+    for a, b in _SIZE.findall(norm_text):
+        x, y = float(a), float(b)
+        out.add((x, y) if x <= y else (y, x))
+    return frozenset(out)
+
+
+def _size_text(d: tuple[float, float]) -> str:
+    return f"{d[0]:g} x {d[1]:g}"
+
+
 # Words naming an accessory or a consumable: a title naming one (before any "for ...")
 # is another product than a title naming none ("case for X" is not X).
 _ACCESSORY = frozenset(
@@ -212,6 +295,19 @@ _ACCESSORY = frozenset(
     "remote lamp bulb cartridge cartridges toner ink drum refill refills tray filter "
     "replacement".split())
 _FOR = re.compile(r"\b(?:for|compatible with|fits|works with)\b")
+_BUNDLE = frozenset("bundle bundled combo".split())
+# Accessory words by kind: two titles naming accessories of no common kind name different
+# products ("car charger" vs "usb cable"); "replacement" names no kind.
+_ACCESSORY_KIND: dict[str, str] = {
+    **{w: "case" for w in "case cases cover sleeve bag pouch holster skin skins".split()},
+    **{w: "cable" for w in "cable cord".split()},
+    **{w: "adapter" for w in "adapter adaptor".split()},
+    **{w: "power" for w in "charger battery batteries".split()},
+    **{w: "mount" for w in "mount bracket stand holder cradle dock".split()},
+    **{w: "supply" for w in "cartridge cartridges toner ink drum refill refills".split()},
+    **{w: "lamp" for w in "lamp bulb".split()},
+    **{w: w for w in "protector strap stylus remote tray filter".split()},
+}
 
 
 def accessory_words(norm_title: str) -> frozenset[str]:
@@ -221,6 +317,24 @@ def accessory_words(norm_title: str) -> frozenset[str]:
     if "jewel case" in head:  # how software is packed, not a case
         head = head.replace("jewel case", " ")
     return _ACCESSORY.intersection(head.split())
+
+
+def brand_span(tokens: Sequence[str], brand: str) -> frozenset[str]:
+    """The words of a title that spell a brand (folded as ``norm_brand`` folds it:
+    "fogware publishing" for "fogwarepublishing"), at most four words, else none."""
+    if len(brand) < 3:
+        return frozenset()
+    for j, t in enumerate(tokens):
+        if not brand.startswith(t):
+            continue
+        joined = t
+        k = j + 1
+        while len(joined) < len(brand) and k < len(tokens) and k - j < 4:
+            joined += tokens[k]
+            k += 1
+        if joined == brand:
+            return frozenset(tokens[j:k])
+    return frozenset()
 
 
 def norm_brand(brand: str | None) -> str:
@@ -247,6 +361,9 @@ class Features:
     brand_words: str = ""            # the brand normalized as a title is
     variants: dict[str, set[str]] = field(default_factory=dict)
     accessory: frozenset[str] = frozenset()
+    sizes: frozenset[tuple[float, float]] = frozenset()
+    editions: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
+    bundle: frozenset[str] = frozenset()
 
 
 def listing_features(title: str | None, description: str | None, brand: str | None,
@@ -267,10 +384,13 @@ def listing_features(title: str | None, description: str | None, brand: str | No
         nt = number_text(title)
         f.qty = quantities(nt)
         f.nums = numbers(nt)
+        f.sizes = sizes(nt)
     if brand:
         f.brand_words = normalize_title(brand[:200])
     f.variants = variants(toks)
     f.accessory = accessory_words(f.title)
+    f.editions = editions(toks)
+    f.bundle = _BUNDLE.intersection(toks)
     return f
 
 
@@ -471,9 +591,21 @@ class MatchIndex:
         idf2 = self.idf2
         shared = sum(idf2[t] for t in f.tokenset & mtoks)
         cos = shared / (f.norm * self.norms[i])
+        title = f.title
+        if cos < 0.9 and f.tokens:
+            # the master's brand named in the listing's title and not in its own (a
+            # channel that writes "fogware publishing esl - learn english" for "learn
+            # english" by fogware publishing): the titles compared without it
+            span = brand_span(f.tokens, self.brands[i])
+            if span and not span & mtoks:
+                rest = f.tokenset - span
+                norm = math.sqrt(sum(self.idf(t) ** 2 for t in rest))
+                if norm:
+                    cos = max(cos, sum(idf2[t] for t in rest & mtoks) / (norm * self.norms[i]))
+                    title = " ".join(t for t in f.tokens if t not in span)
         # character-level similarity catches joined or split words ("studiodvd")
         if cos < 0.9:
-            char = fuzz.token_set_ratio(f.title, mt) / 100.0
+            char = fuzz.token_set_ratio(title, mt) / 100.0
             sim = max(cos, CHAR_WEIGHT * char) if cos < char else cos
         else:
             sim = cos
@@ -515,11 +647,19 @@ class MatchIndex:
                     if ev is not None:
                         ev[f"{kind}s_differ"] = [sorted(words_), sorted(mv[kind])]
                     break
+        led, llic = f.editions
+        med, mlic = editions(mtoks)
+        if llic != mlic or (led - med and med - led):
+            # a licence named on one side only (upgrade, academic, OEM), or each side
+            # naming an edition the other lacks (deluxe vs premium)
+            s += W_EDITION_DIFFER
+            if ev is not None:
+                ev["editions_differ"] = [sorted(led | llic), sorted(med | mlic)]
         qty_differ = False
         if f.qty:
             mq = quantities(self.number_text(i))
             for kind in f.qty.keys() & mq.keys():
-                if not f.qty[kind] & mq[kind]:
+                if not _overlap(f.qty[kind], mq[kind]):
                     s += W_QTY_DIFFER
                     qty_differ = True
                     if ev is not None:
@@ -532,11 +672,31 @@ class MatchIndex:
                 if ev is not None:
                     ev["numbers_differ"] = [[f"{n:g}" for n in sorted(f.nums)[:3]],
                                            [f"{n:g}" for n in sorted(mn)[:3]]]
+        if f.sizes and not qty_differ:
+            md = sizes(self.number_text(i))
+            if md and not f.sizes & md:  # 60 x 60 vs 60 x 80: the numbers overlap
+                s += W_QTY_DIFFER
+                if ev is not None:
+                    ev["sizes_differ"] = [[_size_text(d) for d in sorted(f.sizes)[:2]],
+                                          [_size_text(d) for d in sorted(md)[:2]]]
+        mbundle = _BUNDLE.intersection(mtoks)
+        if bool(f.bundle) != bool(mbundle):
+            # a bundle or a combo is not its one part ("keyboard and mouse combo")
+            s += W_BUNDLE
+            if ev is not None:
+                ev["bundle"] = sorted(f.bundle or mbundle)
         ma = accessory_words(mt)
         if bool(ma) != bool(f.accessory):
             s += W_ACCESSORY
             if ev is not None:
                 ev["accessory"] = sorted(ma or f.accessory)[:3]
+        elif ma and f.accessory:
+            lk = {_ACCESSORY_KIND[w] for w in f.accessory if w in _ACCESSORY_KIND}
+            mk = {_ACCESSORY_KIND[w] for w in ma if w in _ACCESSORY_KIND}
+            if lk and mk and not lk & mk:  # a charger and a cable
+                s += W_ACCESSORY
+                if ev is not None:
+                    ev["accessories_differ"] = [sorted(f.accessory)[:3], sorted(ma)[:3]]
         return s
 
     def _head(self, i: int) -> str:
@@ -560,6 +720,11 @@ class MatchIndex:
                 s += W_BRAND_DIFFER
                 if ev is not None:
                     ev["brand"] = "differs"
+        elif mb and not lb and brand_span(f.tokens, mb):
+            # no brand given, but the title names the master's
+            s += W_BRAND_AGREE
+            if ev is not None:
+                ev["brand"] = "in title"
         lp, mp = f.price, self.prices[i]
         if lp and mp and lp > 0 and mp > 0:
             ratio = max(lp, mp) / min(lp, mp)
