@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import functools
 import re
+from array import array
+from bisect import bisect_left
 from typing import Any, Callable, Iterable, Iterator, Mapping
 from urllib.parse import urlsplit
 
@@ -119,56 +121,109 @@ _MASTER_KEYS: dict[str, Callable[[str, MasterRecord], str | None]] = {
 
 
 class _LazyIndex(dict):
-    """kind -> normalized key -> SKUs, each kind built from the master when first read."""
+    """kind -> that kind's index of the master (a ``SkuKeys`` or ``HashedKeys``), each
+    kind built from the master when first read."""
 
     def __init__(self, master: Mapping[str, MasterRecord]):
         super().__init__()
         self.master = master
+        self._skus: list[str] | None = None
 
-    def __missing__(self, kind: str) -> dict[str, str | list[str]]:
+    @property
+    def skus(self) -> list[str]:
+        """The master's SKUs by ordinal (what the hashed indexes hold), made once."""
+        if self._skus is None:
+            self._skus = list(self.master)
+        return self._skus
+
+    def __missing__(self, kind: str) -> "SkuKeys | HashedKeys":
         self.build([kind])
         return self[kind]
 
     def build(self, kinds: Iterable[str]) -> None:
-        """Index the given kinds (those not yet built) in one pass over the master.
-
-        One SKU is held as itself, several as a list: nearly every key names one
-        master, and a list per key would cost more than the key (issue 20)."""
+        """Index the given kinds (those not yet built) in one pass over the master."""
         kinds = [k for k in dict.fromkeys(kinds) if k not in self]
         if "sku" in kinds:  # the SKU alone: no record is decoded
             kinds.remove("sku")
-            idx: dict[str, Any] = {}
-            for sku in self.master:
-                _put(idx, sku if (k := norm_sku(sku)) == sku else k, sku)
-            self["sku"] = idx
+            self["sku"] = SkuKeys(self.master)
         if not kinds:
             return
-        built: list[tuple[Any, dict[Any, Any], bool]] = [
-            (_MASTER_KEYS[k], {}, k in _HASHED) for k in kinds]
-        for sku, rec in self.master.items():  # a compact master decodes each record once
-            for keyof, idx, hashed in built:
+        keyofs = [_MASTER_KEYS[k] for k in kinds]
+        found: list[list[int]] = [[] for _ in kinds]
+        for i, (sku, rec) in enumerate(self.master.items()):  # each record read once
+            for keyof, out in zip(keyofs, found, strict=True):
                 key = keyof(sku, rec)
-                _put(idx, hash(key) if hashed and key else key, sku)
-        for kind, (_keyof, idx, _hashed) in zip(kinds, built, strict=True):
-            self[kind] = idx
+                if key:
+                    out.append(_entry(key, i))
+        if len(self.skus) != len(self.master):  # SKUs added since: number them again
+            self._skus = list(self.master)  # (indexes built before keep their own list)
+        for kind, out in zip(kinds, found, strict=True):
+            self[kind] = HashedKeys(out, self.skus)
 
 
-# Kinds indexed by the hash of the key, not the key: a GTIN, brand|MPN or URL string
-# per master costs more than the rest of its index entry; a hit is checked against the
-# master's own key (issue 20).
-_HASHED = frozenset({"gtin", "mpn", "url"})
+class SkuKeys:
+    """Normalized SKU -> the masters that have it, without a copy of the SKUs: nearly
+    every master's SKU is already normalized, so the master itself is the index; only
+    the SKUs that normalize to something else are held (``other``)."""
+
+    __slots__ = ("_get", "other")
+
+    def __init__(self, master: Mapping[str, MasterRecord]):
+        self._get = master.get  # a compact master's is the dict's own
+        self.other: dict[str, list[str]] = {}
+        for sku in master:
+            k = norm_sku(sku)
+            if k is not None and k != sku:
+                self.other.setdefault(k, []).append(sku)
+
+    def get(self, key: str) -> str | list[str] | None:
+        """The SKU with this normalized key, or the SKUs when several have it."""
+        more = self.other.get(key) if self.other else None
+        if more is None:
+            return key if self._get(key) is not None else None
+        hits = ([key] if self._get(key) is not None else []) + more
+        return hits[0] if len(hits) == 1 else hits
 
 
-def _put(idx: dict[Any, Any], key: str | int | None, sku: str) -> None:
-    if key is None or key == "":
-        return
-    had = idx.get(key)
-    if had is None:
-        idx[key] = sku
-    elif isinstance(had, str):
-        idx[key] = [had, sku]
-    else:
-        had.append(sku)
+# A hashed key entry: the top 32 bits of the key's hash over the master's ordinal.
+_LOW = 32
+_ORD_MASK = (1 << _LOW) - 1
+_HASH_MASK = (1 << 64) - 1
+
+
+def _entry(key: str, ordinal: int) -> int:
+    return ((hash(key) & _HASH_MASK) >> _LOW << _LOW) | ordinal
+
+
+class HashedKeys:
+    """Normalized key -> master ordinals, held as one sorted ``array('Q')`` of 8 bytes
+    per master: the top 32 bits of the key's hash over the master's ordinal (issue 20: a
+    dict of key strings, or of their hashes, costs about 90 bytes per master). A lookup
+    is a binary search; masters whose hash merely collides are returned too, so the
+    caller checks each hit against the master's own key."""
+
+    __slots__ = ("_entries", "_skus")
+
+    def __init__(self, entries: list[int], skus: list[str]):
+        entries.sort()
+        self._entries = array("Q", entries)
+        self._skus = skus
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> list[str]:
+        """The SKUs of the masters whose key may be ``key`` (same hash), in master order."""
+        e = self._entries
+        lo = (hash(key) & _HASH_MASK) >> _LOW << _LOW
+        i = bisect_left(e, lo)
+        hi = lo | _ORD_MASK
+        out = []
+        n = len(e)
+        while i < n and (v := e[i]) <= hi:
+            out.append(self._skus[v & _ORD_MASK])
+            i += 1
+        return out
 
 
 class Linker:
@@ -218,15 +273,14 @@ class Linker:
             key = _LISTING_KEYS[kind](li)
             if not key:
                 continue
-            if kind in _HASHED:
-                hits = index[kind].get(hash(key))
-                if hits:  # held by the key's hash: keep the masters whose key it really is
-                    keyof, master = _MASTER_KEYS[kind], self.master
-                    hits = [s for s in ((hits,) if isinstance(hits, str) else hits)
-                            if keyof(s, master[s]) == key]
-                    hits = hits[0] if len(hits) == 1 else hits
-            else:
+            if kind == "sku":
+                hits = index["sku"].get(key)
+            else:  # held by the key's hash: keep the masters whose key it really is
                 hits = index[kind].get(key)
+                if hits:
+                    keyof, master = _MASTER_KEYS[kind], self.master
+                    hits = [s for s in hits if keyof(s, master[s]) == key]
+                    hits = hits[0] if len(hits) == 1 else hits
             if not hits:
                 continue
             if isinstance(hits, str):

@@ -38,6 +38,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from rapidfuzz import fuzz
 
+from auditor.postings import PerMaster, Postings
 from auditor.text import normalize_title
 
 MAX_TEXT = 1000          # characters of a title (and of a description) that are read
@@ -393,11 +394,6 @@ def listing_features(title: str | None, description: str | None, brand: str | No
     return f
 
 
-def _packed(v: list[int]) -> Sequence[int]:
-    """A posting list held compactly: a tuple when short, else an array of ints."""
-    return tuple(v) if len(v) < 8 else array("i", v)
-
-
 class MatchIndex:
     """The master catalog indexed for blocking and scoring.
 
@@ -410,12 +406,13 @@ class MatchIndex:
         self.titles: list[str] = []
         self.brands: list[str] = []
         self.prices: list[float | None] = []
-        # model codes as tuples (a frozenset costs 216 bytes even for one code; issue 20)
-        self.codes: list[tuple[str, ...] | None] = []
-        self.joined: list[tuple[str, ...] | None] = []
+        # model codes of each master (tuples while building, then a PerMaster)
+        codes_of: list[tuple[str, ...] | None] = []
+        joined_of: list[tuple[str, ...] | None] = []
         postings: dict[str, list[int]] = {}
         code_post: dict[str, list[int]] = {}
-        self.exact: dict[str, list[int]] = {}
+        exact: dict[str, list[int]] = {}
+        titles: dict[str, str] = {}  # one string per distinct title
         brands: dict[str, str] = {}
         for sku, rec in master.items():
             if not rec.title:
@@ -423,6 +420,7 @@ class MatchIndex:
             i = len(self.skus)
             toks = words(rec.title)
             title = " ".join(toks)
+            title = titles.setdefault(title, title)
             self.skus.append(sku)
             self.titles.append(title)
             b = norm_brand(rec.brand)
@@ -437,20 +435,28 @@ class MatchIndex:
                 if m:
                     cs |= codes(m.group(1).replace(" ", ""))[0]
             two -= cs
-            self.codes.append(tuple(cs) if cs else None)
-            self.joined.append(tuple(two) if two else None)
-            self.exact.setdefault(title, []).append(i)
+            codes_of.append(tuple(cs) if cs else None)
+            joined_of.append(tuple(two) if two else None)
+            exact.setdefault(title, []).append(i)
             for t in set(toks):
                 postings.setdefault(t, []).append(i)
             for c in cs | two:
                 code_post.setdefault(c, []).append(i)
-        # Held compactly (issue 20): postings as tuples, or int arrays when long; the
-        # prices and norms as float arrays (a missing price is 0.0, which never compares).
-        for d in (postings, code_post, self.exact):
-            for k, v in d.items():  # in place: each list is freed as it is packed
-                d[k] = _packed(v)  # type: ignore[assignment]  # packed in place
+        del titles
+        # Held compactly (issue 20; auditor.postings): exact titles and codes as sorted
+        # keys over one array of master numbers, each master's codes as numbers of
+        # those keys, word postings as int arrays; the prices and norms as float arrays
+        # (a missing price is 0.0, which never compares).
+        self.exact: Postings = Postings(exact)
+        self.code_post: Postings = Postings(code_post)
+        self.sorted_codes = self.code_post.keys_
+        place = {k: j for j, k in enumerate(self.sorted_codes)}
+        self.codes: PerMaster = PerMaster(self.sorted_codes, codes_of, place)
+        self.joined: PerMaster = PerMaster(self.sorted_codes, joined_of, place)
+        del place
+        for k, v in postings.items():  # in place: each list is freed as it is packed
+            postings[k] = array("I", v)  # type: ignore[assignment]  # packed in place
         self.postings = postings
-        self.code_post = code_post
         self.prices = array("d", (p or 0.0 for p in self.prices))  # type: ignore[assignment]
         self._position: dict[str, int] | None = None
         # distinct title -> (candidates found, title evidence and word score by master, norm,
@@ -459,7 +465,6 @@ class MatchIndex:
                                                  dict[int, float], float,
                                                  dict[str, list[int]]]] = {}
         self._master = master
-        self.sorted_codes = sorted(self.code_post)
         n = max(len(self.skus), 1)
         self.n = n
         self._idf: dict[str, float] = {}
@@ -501,7 +506,7 @@ class MatchIndex:
             while j < len(self.sorted_codes) and n < PREFIX_HITS and \
                     self.sorted_codes[j].startswith(code):
                 if self.sorted_codes[j] != code:
-                    hits.extend(self.code_post[self.sorted_codes[j]][:PREFIX_HITS])
+                    hits.extend(self.code_post.at(j)[:PREFIX_HITS])
                     n += 1
                 j += 1
             for k in range(max(5, len(code) - 3), len(code)):  # a master's code a prefix

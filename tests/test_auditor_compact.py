@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 import pickle
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
 from auditor import codec, compact as compact_mod
-from auditor.compact import CompactMaster, CompactRecord, CompactRecords, body_of, compact
+from auditor.compact import (CompactMaster, CompactRecord, CompactRecords, Packer, body_of,
+                             compact)
 from auditor.linking import Linker
 from auditor.master import load_master
 from auditor.model import Availability, LinkMethod, MasterRecord, MasterStatus, Money
@@ -179,31 +180,104 @@ def test_linker_on_a_compact_master_links_and_reports_shared_keys():
     assert lk.link(make_listing(key="k2", sku=None, gtin="4006381333931")).sku == "A-1"
     amb = lk.link(make_listing(key="k3", sku=None, gtin="4006381333948"))
     assert amb.method is LinkMethod.AMBIGUOUS and set(amb.candidates) == {"B-1", "B-2"}
-    assert isinstance(lk.index["sku"]["A-1"], str)  # one SKU held as itself
+    assert lk.index["sku"].get("A-1") == "A-1" and not lk.index["sku"].other  # no copy
 
 
 def test_packer_learns_a_dictionary_and_gives_back_exact_bytes():
-    from auditor.compact import Packer
     p = Packer()
-    recs = [_full(f"P-{i:05d}") for i in range(Packer.SAMPLE + 50)]
+    recs = [_full(f"P-{i:05d}") for i in range(Packer.LEARN + 50)]
     packed = [p.pack(codec.body(r)) for r in recs]
-    assert all(z[:1] == b"r" for z in packed[:Packer.SAMPLE])
-    assert all(z[:1] == b"z" for z in packed[Packer.SAMPLE:])
+    assert all(z[:1] == b"r" for z in packed[:Packer.LEARN])
+    assert all(z[:1] == b"z" for z in packed[Packer.LEARN:])
     assert all(p.unpack(z) == codec.body(r) for z, r in zip(packed, recs, strict=True))
-    late = packed[Packer.SAMPLE:]
-    assert sum(map(len, late)) * 3 < sum(len(codec.body(r)) for r in recs[Packer.SAMPLE:])
+    late = packed[Packer.LEARN:]
+    assert sum(map(len, late)) * 3 < sum(len(codec.body(r)) for r in recs[Packer.LEARN:])
+    # what was kept as it was is compressed once the dictionary exists
+    early = [p.repack(z) for z in packed[:Packer.LEARN]]
+    assert all(z[:1] == b"z" for z in early) and p.repack(late[0]) is late[0]
+    assert all(p.unpack(z) == codec.body(r) for z, r in zip(early, recs[:Packer.LEARN],
+                                                           strict=True))
     m = CompactMaster.of(recs)
+    assert all(r._cold is None or r._cold[:1] == b"z" for r in m.values())  # none left raw
     assert pickle.loads(pickle.dumps(m)) == {r.sku: r for r in recs}
+    rs = CompactRecords(recs)
+    assert all(r._cold is None or r._cold[:1] == b"z" for r in rs) and list(rs) == recs
+
+
+def test_history_holds_versions_compactly_and_gives_them_back():
+    from auditor.storage.records import MasterHistory
+    recs = [_full(f"H-{i:05d}") for i in range(Packer.LEARN + 300)]
+    h = MasterHistory()
+    t1, t2 = "2026-01-01T00:00:00+00:00", "2026-02-01T00:00:00+00:00"
+    for i, r in enumerate(recs):
+        h.put(r.sku, t1, codec.body(r).decode())  # text, as SQLite gives it
+        if i % 4 == 0:
+            h.put(r.sku, t2, codec.body(dataclasses.replace(r, title="later")))
+    versions = [v for held in h._raw.values()
+                for v in ((held,) if isinstance(held, bytes) else held)]
+    assert len(versions) == len(recs) + (len(recs) + 3) // 4
+    assert all(v[3:4] == b"z" for v in versions)  # every body compressed, early ones too
+    assert h[recs[8].sku] == [(datetime.fromisoformat(t1), recs[8]),
+                              (datetime.fromisoformat(t2),
+                               dataclasses.replace(recs[8], title="later"))]
+    assert h[recs[9].sku] == [(datetime.fromisoformat(t1), recs[9])]
+    assert recs[9].sku in h and "nope" not in h and len(h) == len(recs)
+    h.add({recs[9].sku: codec.body(recs[10]).decode()}, t2)
+    assert [r for _t, r in h[recs[9].sku]] == [recs[9], recs[10]]
+    key = next(k for k in h if k == recs[5].sku)
+    assert key is sys.intern(recs[5].sku)  # SKUs interned: the master's own strings
 
 
 def test_keys_held_by_hash_are_checked_against_the_master():
-    from auditor.linking import norm_gtin
+    from array import array
+
+    from auditor.linking import _entry, norm_gtin
     m = compact({"A-1": make_master("A-1", gtin="4006381333931", title="Alpha")})
     lk = Linker(m, {})
     lk.prepare()
     assert lk.link(make_listing(key="k1", sku=None, gtin="4006381333931")).sku == "A-1"
     # a listing whose key has the same hash as a master's (a collision, forced here)
     other = norm_gtin("4006381333948")
-    lk.index["gtin"][hash(other)] = "A-1"
+    assert other is not None
+    idx = lk.index["gtin"]
+    idx._entries = array("Q", sorted([*idx._entries, _entry(other, 0)]))
+    assert idx.get(other) == ["A-1"]
     link = lk.link(make_listing(key="k2", sku=None, gtin="4006381333948", title=None))
     assert link.sku is None
+
+
+def test_sku_index_is_the_master_itself_plus_skus_that_normalize_otherwise():
+    m = compact({r.sku: r for r in (
+        make_master("A-1", title="Alpha"), make_master("a-1", title="alpha lower"),
+        make_master(" b 2", title="Beta"), make_master("C-3", title="Gamma"))})
+    lk = Linker(m, {"fuzzy": False})
+    idx = lk.index["sku"]
+    assert idx.other == {"A-1": ["a-1"], "B2": [" b 2"]}  # the only SKUs held
+    assert idx.get("C-3") == "C-3" and idx.get("B2") == " b 2" and idx.get("X") is None
+    amb = lk.link(make_listing(key="k1", sku="a-1"))
+    assert amb.method is LinkMethod.AMBIGUOUS and set(amb.candidates) == {"A-1", "a-1"}
+    assert lk.link(make_listing(key="k2", sku="b2")).sku == " b 2"
+    assert lk.link(make_listing(key="k3", sku="c-3")).sku == "C-3"
+
+
+def test_hashed_keys_hold_eight_bytes_per_master_and_find_every_holder():
+    from auditor.linking import HashedKeys, _entry
+    skus = [f"S{i}" for i in range(1000)]
+    keys = [f"key-{i % 400}" for i in range(1000)]  # most keys held by 2-3 masters
+    idx = HashedKeys([_entry(k, i) for i, k in enumerate(keys)], skus)
+    assert idx._entries.itemsize == 8 and len(idx) == 1000
+    for k in ("key-0", "key-399", "key-123"):
+        want = [s for s, kk in zip(skus, keys, strict=True) if kk == k]
+        assert idx.get(k) == want
+    assert idx.get("absent") == []
+
+
+def test_a_kind_indexed_after_the_master_grew_numbers_the_skus_again():
+    m = compact({"A-1": make_master("A-1", gtin="4006381333931", mpn="X-1", brand="Acme",
+                                    title="Alpha")})
+    lk = Linker(m, {"fuzzy": False})
+    assert lk.link(make_listing(key="k1", sku=None, gtin="4006381333931")).sku == "A-1"
+    m.add(make_master("B-1", mpn="Y-2", brand="Acme", title="Beta"))
+    link = lk.link(make_listing(key="k2", sku=None, gtin=None, mpn="Y-2", brand="Acme"))
+    assert link.sku == "B-1"
+    assert lk.link(make_listing(key="k3", sku=None, gtin="4006381333931")).sku == "A-1"

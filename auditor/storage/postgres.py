@@ -634,11 +634,12 @@ class PostgresStore:
                 " WHERE sku = ANY(%s) ORDER BY sku", (at, snap, skus))
 
     def master_history(self) -> MasterHistory:
-        raw: dict[str, list[tuple[str, str | bytes]]] = {}
+        history = MasterHistory()
+        put = history.put
         for sku, data, valid_to in self.conn.execute(
                 "SELECT sku, data, valid_to FROM master_history ORDER BY sku, valid_to, id"):
-            raw.setdefault(sku, []).append((valid_to.isoformat(), data))
-        return MasterHistory(raw)
+            put(sku, valid_to.isoformat(), data)
+        return history
 
     def master_changes(self, sku: str | None = None) -> list[MasterChange]:
         q = "SELECT id, snapshot_id, sku, field, old, new, changed_at FROM master_changes"

@@ -16,6 +16,7 @@ plumbing between the store and one module each; their rows are ``TypedDict``\\ s
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterator, Mapping, TypedDict
@@ -23,6 +24,7 @@ from typing import Any, Iterator, Mapping, TypedDict
 import orjson
 
 from auditor import codec
+from auditor.compact import Packer
 from auditor.model import MasterRecord
 
 
@@ -109,23 +111,63 @@ class MasterPlan:
     bodies: dict[str, str] = field(default_factory=dict)  # changed SKU -> data to write
 
 
+def repack_version(v: bytes, repack: Any) -> bytes:
+    """A held version (time number, packed body) with its body packed again."""
+    return v[:3] + repack(v[3:])
+
+
 class MasterHistory(Mapping[str, list[tuple[datetime, MasterRecord]]]):
     """SKU -> earlier master versions [(valid_until, record)], oldest first, decoded
-    when first read (a run looks up history only where a listing disagrees)."""
+    when first read (a run looks up history only where a listing disagrees).
 
-    def __init__(self, raw: dict[str, list[tuple[str, str | bytes]]], packer: Any = None):
-        # SKU -> [(valid_until ISO 8601, stored JSON text, or as packed by ``packer``)]
-        self._raw = raw
-        self._packer = packer  # an auditor.compact.Packer: the versions are held compressed
+    Held compactly (issue 20): each version is one ``bytes``, the number of its
+    valid-until time (3 bytes) before its stored JSON packed by an
+    ``auditor.compact.Packer``; a SKU with one version holds that ``bytes``, with more a
+    tuple of them. SKU strings are interned, so they are the master's own."""
+
+    __slots__ = ("_raw", "_packer", "_times", "_time_no", "_decoded", "_early")
+
+    def __init__(self) -> None:
+        self._raw: dict[str, bytes | tuple[bytes, ...]] = {}
+        self._packer = Packer()
+        self._times: list[str] = []          # valid-until times (ISO 8601), by number
+        self._time_no: dict[str, bytes] = {}  # time -> its number (3 bytes)
         self._decoded: dict[str, list[tuple[datetime, MasterRecord]]] = {}
+        self._early: list[str] | None = []  # SKUs put before the packer had a dictionary
+
+    def put(self, sku: str, until: str, data: str | bytes) -> None:
+        """One more version of ``sku`` (its stored JSON), valid until ``until`` (ISO 8601),
+        newer than the ones held."""
+        no = self._time_no.get(until)
+        if no is None:
+            no = self._time_no[until] = len(self._times).to_bytes(3, "big")
+            self._times.append(until)
+        v = no + self._packer.pack(data.encode() if isinstance(data, str) else data)
+        had = self._raw.get(sku)
+        if had is None:
+            self._raw[sys.intern(sku)] = v
+        else:
+            self._raw[sku] = (had, v) if isinstance(had, bytes) else (*had, v)
+        self._decoded.pop(sku, None)
+        if self._early is not None:
+            self._early.append(sku)
+            if self._packer.zdict is not None:  # it has just learnt it: compress the early
+                repack = self._packer.repack
+                for s in dict.fromkeys(self._early):
+                    held = self._raw[s]
+                    self._raw[s] = repack_version(held, repack) if isinstance(held, bytes) \
+                        else tuple(repack_version(x, repack) for x in held)
+                self._early = None
 
     def __getitem__(self, sku: str) -> list[tuple[datetime, MasterRecord]]:
         got = self._decoded.get(sku)
         if got is None:
-            unpack = self._packer.unpack if self._packer is not None else (lambda d: d)
+            held = self._raw[sku]  # KeyError when the SKU never changed
+            unpack, times = self._packer.unpack, self._times
             got = self._decoded[sku] = [
-                (datetime.fromisoformat(until), codec.master_from_dict(orjson.loads(unpack(data))))
-                for until, data in self._raw[sku]]  # KeyError when the SKU never changed
+                (datetime.fromisoformat(times[int.from_bytes(v[:3], "big")]),
+                 codec.master_from_dict(orjson.loads(unpack(v[3:]))))
+                for v in ((held,) if isinstance(held, bytes) else held)]
             if len(self._decoded) > 4096:  # read once per listing: keep only the recent
                 self._decoded.clear()
                 self._decoded[sku] = got
@@ -133,11 +175,8 @@ class MasterHistory(Mapping[str, list[tuple[datetime, MasterRecord]]]):
 
     def add(self, replaced: Mapping[str, str], until: str) -> None:
         """Versions (SKU -> stored data) valid until ``until``, newer than any held."""
-        pack = self._packer.pack if self._packer is not None else None
         for sku, data in replaced.items():
-            self._raw.setdefault(sku, []).append(
-                (until, pack(data.encode()) if pack is not None else data))
-            self._decoded.pop(sku, None)
+            self.put(sku, until, data)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._raw)

@@ -29,7 +29,7 @@ import sqlite_utils
 
 from auditor import codec
 from auditor import lifecycle
-from auditor.compact import CompactMaster, Packer, body_of
+from auditor.compact import CompactMaster, body_of
 from auditor.errors import LockedError, StoreError
 from auditor.events import FindingChange
 from auditor.lifecycle import OPEN, RESOLVED, Evidence, Previous
@@ -581,14 +581,12 @@ class SQLiteStore:
         Rows are read as stored and decoded per SKU on first access: a run looks up
         history only where a listing disagrees with the master.
         """
-        raw: dict[str, list[tuple[str, str | bytes]]] = {}
-        times: dict[str, str] = {}  # one string per import time, not one per row
-        pack = (packer := Packer()).pack  # held compressed (auditor.compact)
+        history = MasterHistory()
+        put = history.put
         for sku, data, valid_to in self.db.execute(
                 "SELECT sku, data, valid_to FROM master_history ORDER BY sku, valid_to, id"):
-            raw.setdefault(sku, []).append((times.setdefault(valid_to, valid_to),
-                                            pack(data.encode())))
-        return MasterHistory(raw, packer)
+            put(sku, valid_to, data)
+        return history
 
     def master_changes(self, sku: str | None = None) -> list[MasterChange]:
         """The per-field change log, newest first."""
