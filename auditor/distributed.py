@@ -306,14 +306,19 @@ def read_job(context: Any, run_id: int, channel: str) -> None:
         env.close()
 
 
+def _read_result(env: _JobEnv, run_id: int, channel: str) -> tuple[int, Any]:
+    """What the channel's read job recorded (listing count and read outcome)."""
+    got = env.jobs.read_result(run_id, channel)
+    assert got is not None, f"run {run_id} channel {channel}: no read recorded"
+    return got
+
+
 def shard_job(context: Any, run_id: int, channel: str, shard: int) -> None:
     env = _env(run_id)
     if env is None:
         return
     try:
-        got = env.jobs.read_result(run_id, channel)
-        assert got is not None, f"run {run_id} channel {channel}: no read recorded"
-        n, read = got
+        n, read = _read_result(env, run_id, channel)
         rows = env.jobs.staged(run_id, channel, shard)
         outcome = audit_shard(env.cfg, env.store, run_id, env.cfg.channel(channel),
                               env.loaded.master, env.loaded.history, env.now, shard, n,
@@ -328,9 +333,7 @@ def finish_job(context: Any, run_id: int, channel: str, failed_shards: list[int]
     if env is None:
         return
     try:
-        got = env.jobs.read_result(run_id, channel)
-        assert got is not None, f"run {run_id} channel {channel}: no read recorded"
-        n, read = got
+        n, read = _read_result(env, run_id, channel)
         summary = finish_channel(env.cfg, env.store, run_id, env.cfg.channel(channel),
                                  env.loaded.master, env.loaded.history, env.now, n, read,
                                  env.jobs.shard_results(run_id, channel), failed_shards)
@@ -378,20 +381,14 @@ def read_channel(cfg: Config, store: Any, run_id: int, ch: ChannelConfig,
         result.listings += 1
         staged.append((li, link))
 
-    from auditor.runner import read_failed, read_linked
+    from auditor.runner import empty_read_failed, read_failed, read_linked
 
     try:
         for li, link in read_linked(conn_cls(ch), ctx, seen, carried, linking):
             settle(li, link)
     except Exception as e:
         read_failed(result, ch, e)
-    if result.status == SourceStatus.COMPLETE:
-        prev = store.last_good_listing_count(ch.name, run_id)
-        if result.listings == 0 and prev and not ch.opt("allow_empty"):
-            result.status = SourceStatus.FAILED
-            result.message = (f"source yielded no listings where the last complete read had "
-                              f"{prev}; treated as a source problem (set allow_empty = true if "
-                              f"an empty channel is real)")
+    empty_read_failed(store, run_id, ch, result)
     if result.status == SourceStatus.COMPLETE:
         out.unseen = sorted(store.present_keys(ch.name) - seen)
         if result.presence_held is None:

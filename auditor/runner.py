@@ -231,6 +231,19 @@ def read_failed(result: SourceResult, ch: ChannelConfig, e: Exception) -> None:
         result.message = f"connector {ch.type} crashed: {e.__class__.__name__}: {e}"
 
 
+def empty_read_failed(store: Store, run_id: int, ch: ChannelConfig,
+                      result: SourceResult) -> None:
+    """A complete read of no listings where the last complete read had some is a source
+    problem (the read failed), unless the channel allows being empty."""
+    if result.status == SourceStatus.COMPLETE:
+        prev = store.last_good_listing_count(ch.name, run_id)
+        if result.listings == 0 and prev and not ch.opt("allow_empty"):
+            result.status = SourceStatus.FAILED
+            result.message = (f"source yielded no listings where the last complete read had "
+                              f"{prev}; treated as a source problem (set allow_empty = true if "
+                              f"an empty channel is real)")
+
+
 def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
                   master: Mapping[str, MasterRecord], linker: Linker, history: MasterVersions,
                   now: datetime, progress: Progress | None = None,
@@ -338,13 +351,7 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
     if progress:
         progress(ch.name, result.listings)
 
-    if result.status == SourceStatus.COMPLETE:
-        prev = store.last_good_listing_count(ch.name, run_id)
-        if result.listings == 0 and prev and not ch.opt("allow_empty"):
-            result.status = SourceStatus.FAILED
-            result.message = (f"source yielded no listings where the last complete read had "
-                              f"{prev}; treated as a source problem (set allow_empty = true if "
-                              f"an empty channel is real)")
+    empty_read_failed(store, run_id, ch, result)
     verdict = holds.DropVerdict()
     if result.status == SourceStatus.COMPLETE and result.presence_held is None:
         verdict = holds.judge_drop(store, ch, run_id, unseen, result.listings)
