@@ -30,7 +30,8 @@ from operator import attrgetter
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from auditor.forking import _in_fork  # forks as the run's other background steps do
-from auditor.matching import Features, MatchIndex, codes, listing_features, norm_brand
+from auditor.matching import (KEEP, Features, MatchIndex, codes, listing_features, norm_brand,
+                              price_score)
 from auditor.model import Listing
 from auditor.text import normalize_title
 
@@ -110,14 +111,82 @@ def title_order(listings: Sequence[Listing]) -> list[int]:
 def rank_part(idx: MatchIndex, listings: Sequence[Listing], positions: Sequence[int],
               rejected: Mapping[str, Any]) -> list[tuple[str | None, Ranked]]:
     """(why the listing cannot be matched, or None; its ranked candidates) for the listings
-    at ``positions``, in that order (``rejected``: listing key -> SKUs a person rejected)."""
+    at ``positions``, in that order (``rejected``: listing key -> SKUs a person rejected).
+
+    What ``MatchIndex.rank`` gives, with the work shared by the listings that show one
+    title and brand (their candidates, the title's and the brand's evidence) done once
+    per such group: each listing then only adds its price's evidence."""
     out: list[tuple[str | None, Ranked]] = []
+    groups = _Groups(idx)
+    rank_of = _rank_of
     for _p, li, f in FeatureReader().each(listings, positions):
         if f.reason:
             out.append((f.reason, ()))
-        else:
-            out.append((None, idx.rank(f, rejected.get(li.key, ()) if rejected else ())))
+            continue
+        if rejected:
+            banned = rejected.get(li.key, ())
+            if banned:
+                out.append((None, idx.rank(f, banned)))
+                continue
+        out.append((None, rank_of(groups.get(f), f.price)))
     return out
+
+
+class _Groups:
+    """Per group of listings showing one title (as ``_title_key`` reads it) and brand:
+    (the title's and the brand's parts of the score, the master's price, master) of its
+    candidates, and the ranking of a listing of it without a price. At most ``CACHE``
+    groups kept: the listings come in title order."""
+
+    def __init__(self, idx: MatchIndex):
+        self.idx = idx
+        self._f: Features | None = None
+        self._keys: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self._groups: dict[tuple[Any, ...], list[Any]] = {}
+
+    def key(self, f: Features) -> tuple[Any, ...]:
+        """(``_title_key``, brand) of the listing: read once per Features object (one
+        serves the consecutive listings of one title, see ``FeatureReader.each``) and brand."""
+        if f is not self._f:
+            self._f = f
+            self._keys = {}
+        bk = (f.brand, f.brand_words)
+        k = self._keys.get(bk)
+        if k is None:
+            k = self._keys[bk] = (self.idx._title_key(f), f.brand)
+        return k
+
+    def get(self, f: Features) -> list[Any]:
+        """[[(title part, brand part, master price, master), ...], ranking without a price]."""
+        k = self.key(f)
+        g = self._groups.get(k)
+        if g is None:
+            if len(self._groups) >= CACHE:
+                self._groups.clear()
+            idx = self.idx
+            prices = idx.prices
+            g = self._groups[k] = [[(t, idx._brand_score(f, i, None), prices[i], i)
+                                    for t, i in idx.title_scored(f, (), k[0])], None]
+        return g
+
+
+def _by_score(c: tuple[float, int]) -> tuple[float, int]:
+    return -c[0], c[1]
+
+
+def _rank_of(group: list[Any], lp: float | None) -> Ranked:
+    """``MatchIndex.rank`` of a listing of ``group`` with the price ``lp``: the same sums
+    of the same numbers (title part + (brand part + price part)), rounded alike."""
+    if not lp:  # no price evidence: one ranking for the group
+        r = group[1]
+        if r is None:
+            out = [(round(t + (b + 0.0), 4), i) for t, b, _mp, i in group[0]]
+            out.sort(key=_by_score)
+            r = group[1] = tuple(out[:KEEP])
+        return r  # type: ignore[no-any-return]
+    out = [(round(t + (b + price_score(lp, mp, None)), 4), i) for t, b, mp, i in group[0]]
+    out.sort(key=_by_score)
+    return tuple(out[:KEEP])
 
 
 def _spread(fn: Callable[[list[int]], Any], order: list[int], workers: int

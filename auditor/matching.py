@@ -394,6 +394,22 @@ def listing_features(title: str | None, description: str | None, brand: str | No
     return f
 
 
+def price_score(lp: float | None, mp: float | None, ev: dict[str, Any] | None) -> float:
+    """The evidence from a listing's price ``lp`` against its master's ``mp``."""
+    s = 0.0
+    if lp and mp and lp > 0 and mp > 0:
+        ratio = max(lp, mp) / min(lp, mp)
+        if ratio >= 10:
+            s += W_PRICE_FAR
+        elif ratio >= 3:
+            s += W_PRICE_OFF
+        elif ratio <= 1.3:
+            s += W_PRICE_CLOSE
+        if ev is not None and (ratio >= 3 or ratio <= 1.3):
+            ev["price"] = "close" if ratio <= 1.3 else f"{ratio:.1f}x apart"
+    return s
+
+
 class MatchIndex:
     """The master catalog indexed for blocking and scoring.
 
@@ -709,7 +725,12 @@ class MatchIndex:
         return t[:m.start()] if m else t
 
     def _listing_score(self, f: Features, i: int, ev: dict[str, Any] | None) -> float:
-        """The evidence from the listing's brand and price."""
+        """The evidence from the listing's brand and price (two parts: the brand's is the
+        same for every listing showing one title and brand, ``auditor.linkbatch`` keeps it)."""
+        return self._brand_score(f, i, ev) + price_score(f.price, self.prices[i], ev)
+
+    def _brand_score(self, f: Features, i: int, ev: dict[str, Any] | None) -> float:
+        """The evidence from the listing's brand (and a brand its title names)."""
         s = 0.0
         lb, mb = f.brand, self.brands[i]
         if lb and mb:
@@ -727,17 +748,6 @@ class MatchIndex:
             s += W_BRAND_AGREE
             if ev is not None:
                 ev["brand"] = "in title"
-        lp, mp = f.price, self.prices[i]
-        if lp and mp and lp > 0 and mp > 0:
-            ratio = max(lp, mp) / min(lp, mp)
-            if ratio >= 10:
-                s += W_PRICE_FAR
-            elif ratio >= 3:
-                s += W_PRICE_OFF
-            elif ratio <= 1.3:
-                s += W_PRICE_CLOSE
-            if ev is not None and (ratio >= 3 or ratio <= 1.3):
-                ev["price"] = "close" if ratio <= 1.3 else f"{ratio:.1f}x apart"
         return s
 
     def prepare(self, f: Features) -> None:
@@ -771,7 +781,17 @@ class MatchIndex:
         ``CACHE_TITLES`` titles); the brand and price are weighed per listing."""
         if f.reason:
             return ()
-        key = self._title_key(f)
+        out = [(round(t + self._listing_score(f, i, None), 4), i)
+               for t, i in self.title_scored(f, exclude)]
+        out.sort(key=lambda c: (-c[0], c[1]))
+        return tuple(out[:KEEP])  # a tuple of numbers: the collector stops tracking it
+
+    def title_scored(self, f: Features, exclude: Iterable[str] = (),
+                     key: tuple[Any, ...] | None = None) -> list[tuple[float, int]]:
+        """(the title's part of the score, master) of the candidates ``rank`` scores in
+        full, for a listing that can be matched (``key``: its ``_title_key``, if known)."""
+        if key is None:
+            key = self._title_key(f)
         entry = self._cache.get(key)
         if entry is None:
             if len(self._cache) >= CACHE_TITLES:
@@ -810,9 +830,8 @@ class MatchIndex:
                 if not f.tokenset:
                     f.tokenset = set(f.tokens)
                 t = title_scores[i] = self._title_score(f, i, None)
-            out.append((round(t + self._listing_score(f, i, None), 4), i))
-        out.sort(key=lambda c: (-c[0], c[1]))
-        return tuple(out[:KEEP])  # a tuple of numbers: the collector stops tracking it
+            out.append((t, i))
+        return out
 
 
 @dataclass(slots=True)
