@@ -236,23 +236,35 @@ def evidence_all(idx: MatchIndex, listings: Sequence[Listing], wanted: Mapping[i
 def evidence_part(idx: MatchIndex, listings: Sequence[Listing], positions: Sequence[int],
                   wanted: Mapping[int, int]) -> dict[int, dict[str, Any]]:
     """``evidence_all`` of the listings at ``positions`` (in title order): the title's part
-    of the evidence read once per (title, master)."""
+    of the evidence read once per (title, master), the brand's once per (title, brand,
+    master); each listing adds its price's."""
     out: dict[int, dict[str, Any]] = {}
     titles: dict[tuple[Any, int], dict[str, Any]] = {}
+    brands: dict[tuple[Any, int], dict[str, Any]] = {}
+    groups = _Groups(idx)
+    prices = idx.prices
     for p, _li, f in FeatureReader().each(listings, positions):
         i = wanted[p]
-        key = (idx._title_key(f), i)
-        tev = titles.get(key)
-        if tev is None:
-            if len(titles) >= CACHE:
-                titles.clear()
-            tev = titles[key] = {}
-            if f.norm == 0.0:
-                idx.prepare(f)
-            idx._title_score(f, i, tev)
-        lev: dict[str, Any] = {}
-        idx._listing_score(f, i, lev)
-        out[p] = {**tev, **lev}
+        k = groups.key(f)
+        bev = brands.get((k, i))
+        if bev is None:
+            tkey = (k[0], i)
+            tev = titles.get(tkey)
+            if tev is None:
+                if len(titles) >= CACHE:
+                    titles.clear()
+                tev = titles[tkey] = {}
+                if f.norm == 0.0:
+                    idx.prepare(f)
+                idx._title_score(f, i, tev)
+            if len(brands) >= CACHE:
+                brands.clear()
+            bev = {}
+            idx._brand_score(f, i, bev)
+            bev = brands[(k, i)] = {**tev, **bev}
+        ev = bev.copy()
+        price_score(f.price, prices[i], ev)
+        out[p] = ev
     return out
 
 

@@ -419,7 +419,8 @@ class LinkSession:
         if d.index is None:
             return Link(li.channel, li.key, None, LinkMethod.NONE, round(min(d.score, 1.0), 3),
                         tuple(skus[i] for i in d.alternatives), d.reason)
-        ev = {**(evidence or {}), "score": round(d.score, 3)}
+        ev = evidence if evidence is not None else {}  # made for this link alone
+        ev["score"] = round(d.score, 3)
         sku = skus[d.index]
         conf = round(min(d.score, 1.0), 3)
         if d.state == "linked":
