@@ -27,11 +27,14 @@ import functools
 import gc
 import os
 from operator import attrgetter
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from itertools import chain
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
 
 from auditor.forking import _in_fork  # forks as the run's other background steps do
-from auditor.matching import (KEEP, Features, MatchIndex, codes, listing_features, norm_brand,
-                              price_score)
+from auditor.matching import (KEEP, Decision, Features, MatchIndex, codes, decide,
+                              listing_features, norm_brand, price_score)
 from auditor.model import Listing
 from auditor.text import normalize_title
 
@@ -266,6 +269,34 @@ def evidence_part(idx: MatchIndex, listings: Sequence[Listing], positions: Seque
         price_score(f.price, prices[i], ev)
         out[p] = ev
     return out
+
+
+def assign_all(ranked: Sequence[Ranked], link_at: float, suggest_at: float, margin: float,
+               taken: Iterable[int] = ()) -> list[Decision]:
+    """``matching.assign`` for a whole channel: the same greedy pass over the same pairs in
+    the same order (strongest first, then by listing, then by the candidate's place), with
+    the pairs laid out and sorted as arrays (numpy) instead of a list of tuples."""
+    used = set(taken)
+    chosen: dict[int, int] = {}
+    n = len(ranked)
+    lens = np.fromiter(map(len, ranked), dtype=np.intp, count=n)
+    total = int(lens.sum())
+    if total:
+        flat = np.fromiter(chain.from_iterable(chain.from_iterable(ranked)), dtype=np.float64,
+                           count=2 * total).reshape(total, 2)
+        scores = flat[:, 0]
+        keep = np.flatnonzero(scores >= suggest_at)
+        listing = np.repeat(np.arange(n, dtype=np.intp), lens)[keep]
+        place = (np.arange(total, dtype=np.intp)
+                 - np.repeat(np.cumsum(lens) - lens, lens))[keep]
+        order = np.lexsort((place, listing, -scores[keep]))
+        masters = flat[:, 1].astype(np.intp)[keep][order].tolist()
+        for p, k, i in zip(listing[order].tolist(), place[order].tolist(), masters, strict=True):
+            if p in chosen or i in used:
+                continue
+            chosen[p] = k
+            used.add(i)
+    return decide(ranked, chosen, used, link_at, suggest_at, margin)
 
 
 @contextlib.contextmanager

@@ -23,8 +23,8 @@ from bisect import bisect_left
 from typing import Any, Callable, Iterable, Iterator, Mapping
 from urllib.parse import urlsplit
 
-from auditor.linkbatch import collector_paused, evidence_all, rank_all
-from auditor.matching import Decision, Features, MatchIndex, assign, listing_features
+from auditor.linkbatch import assign_all, collector_paused, evidence_all, rank_all
+from auditor.matching import Decision, Features, MatchIndex, listing_features
 from auditor.model import Link, LinkMethod, Listing, MasterRecord
 from auditor.values import gtin_valid, normalize_gtin
 
@@ -398,8 +398,8 @@ class LinkSession:
         pending, self.pending = self.pending, []
         with collector_paused():
             ranks = rank_all(idx, pending, self.rejected, lk.workers)
-            decisions = assign([r for _why, r in ranks], lk.link_score, lk.suggest_score,
-                               lk.margin, taken)
+            decisions = assign_all([r for _why, r in ranks], lk.link_score, lk.suggest_score,
+                                   lk.margin, taken)
             explain = {p: d.index for p, d in enumerate(decisions) if d.index is not None
                        and (d.state != "linked" or self.explain_links)}
             evidence = evidence_all(idx, pending, explain, lk.workers)

@@ -34,7 +34,7 @@ from bisect import bisect_left
 from collections import Counter
 from operator import itemgetter
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Container, Iterable, Mapping, Sequence
 
 from rapidfuzz import fuzz
 
@@ -871,6 +871,14 @@ def assign(ranked: Sequence[Sequence[tuple[float, int]]], link_at: float, sugges
             continue
         chosen[p] = k
         used.add(i)
+    return decide(ranked, chosen, used, link_at, suggest_at, margin)
+
+
+def decide(ranked: Sequence[Sequence[tuple[float, int]]], chosen: Mapping[int, int],
+           used: Container[int], link_at: float, suggest_at: float, margin: float
+           ) -> list[Decision]:
+    """Each listing's state once the greedy pass of ``assign`` is done: ``chosen`` listing
+    -> the place of the candidate it got, ``used`` the masters taken (by it or before)."""
     out: list[Decision] = []
     for p, cands in enumerate(ranked):
         got = chosen.get(p)
