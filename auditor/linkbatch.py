@@ -63,15 +63,25 @@ class FeatureReader:
             f.brand, f.brand_words = self.brand(brand)
         return f
 
-    def shown(self, title: str | None, description: str | None, mpn: str | None) -> Features:
-        """The features of a title, description and MPN (no brand, no price): a new object."""
+    def shown(self, title: str | None, description: str | None, mpn: str | None,
+              copy: bool = True) -> Features:
+        """The features of a title, description and MPN (no brand, no price): a new object
+        (without ``copy``, one the reader keeps for the title when there is no description
+        and no MPN: its brand and price are the caller's to set)."""
         title = title or ""
-        base = self._titles.get(title)
+        # an ASCII title is read alike in any case (words, codes and numbers are read from
+        # it lowercased) unless it has HTML entities, which are unescaped before the case
+        # folds: "BLACK" and "Black" share what is read
+        key = title.lower() if title.isascii() and "&" not in title else title
+        base = self._titles.get(key)
         if base is None:
             if len(self._titles) >= CACHE:
                 self._titles.clear()
-            base = self._titles[title] = listing_features(title, None, None, None, None)
+            base = self._titles[key] = listing_features(title, None, None, None, None)
+        if not (copy or mpn or description):
+            return base
         f = Features(*_FIELDS(base))  # shares the title's sets: nothing changes them in place
+        f.brand, f.brand_words, f.price = "", "", None  # (``each`` sets them on ``base``)
         if mpn:
             f.codes = f.codes | codes(mpn.replace(" ", ""))[0]
         if description:
@@ -92,15 +102,16 @@ class FeatureReader:
     def each(self, listings: Sequence[Listing], positions: Sequence[int]
              ) -> Iterator[tuple[int, Listing, Features]]:
         """(position, listing, its features) for the listings at ``positions``. One
-        Features object serves consecutive listings showing the same title, description
-        and MPN, their brand and price set in turn: use it before taking the next."""
+        Features object serves the listings showing the same title (in any case, when it
+        is ASCII), description and MPN, their brand and price set in turn: use it before
+        taking the next."""
         shown: tuple[Any, ...] | None = None
         f = Features("", [], set(), "", None)
         for p in positions:
             li = listings[p]
             if (li.title, li.description, li.mpn) != shown:
                 shown = (li.title, li.description, li.mpn)
-                f = self.shown(li.title, li.description, li.mpn)
+                f = self.shown(li.title, li.description, li.mpn, copy=False)
             f.brand, f.brand_words = self.brand(li.brand)
             f.price = float(li.price.amount) if li.price is not None else None
             yield p, li, f
@@ -118,78 +129,66 @@ def rank_part(idx: MatchIndex, listings: Sequence[Listing], positions: Sequence[
 
     What ``MatchIndex.rank`` gives, with the work shared by the listings that show one
     title and brand (their candidates, the title's and the brand's evidence) done once
-    per such group: each listing then only adds its price's evidence."""
+    per such group (at most ``CACHE`` groups kept: the listings come in title order):
+    each listing then only adds its price's evidence."""
     out: list[tuple[str | None, Ranked]] = []
-    groups = _Groups(idx)
-    rank_of = _rank_of
+    append = out.append
+    keys = _TitleKeys(idx)
+    groups: dict[tuple[Any, str], list[Any]] = {}
+    prices = idx.prices
     for _p, li, f in FeatureReader().each(listings, positions):
         if f.reason:
-            out.append((f.reason, ()))
+            append((f.reason, ()))
             continue
         if rejected:
             banned = rejected.get(li.key, ())
             if banned:
-                out.append((None, idx.rank(f, banned)))
+                append((None, idx.rank(f, banned)))
                 continue
-        out.append((None, rank_of(groups.get(f), f.price)))
+        tk = keys(f)
+        g = groups.get((tk, f.brand))
+        if g is None:
+            if len(groups) >= CACHE:
+                groups.clear()
+            # [(title part, brand part, master's price, master), ...], ranking without a price
+            g = groups[(tk, f.brand)] = [[(t, idx._brand_score(f, i, None), prices[i], i)
+                                          for t, i in idx.title_scored(f, (), tk)], None]
+        lp = f.price
+        if lp:  # the same sums of the same numbers as ``rank``: title + (brand + price)
+            r = [(round(t + (b + price_score(lp, mp, None)), 4), i) for t, b, mp, i in g[0]]
+            r.sort(key=_by_score)
+            append((None, tuple(r[:KEEP])))
+            continue
+        if g[1] is None:  # no price evidence: one ranking for the group
+            r = [(round(t + (b + 0.0), 4), i) for t, b, _mp, i in g[0]]
+            r.sort(key=_by_score)
+            g[1] = tuple(r[:KEEP])
+        append((None, g[1]))
     return out
 
 
-class _Groups:
-    """Per group of listings showing one title (as ``_title_key`` reads it) and brand:
-    (the title's and the brand's parts of the score, the master's price, master) of its
-    candidates, and the ranking of a listing of it without a price. At most ``CACHE``
-    groups kept: the listings come in title order."""
+class _TitleKeys:
+    """``MatchIndex._title_key`` of listings read by ``FeatureReader.each``: once per
+    Features object (one serves the consecutive listings of a title) and brand."""
 
     def __init__(self, idx: MatchIndex):
         self.idx = idx
         self._f: Features | None = None
         self._keys: dict[tuple[str, str], tuple[Any, ...]] = {}
-        self._groups: dict[tuple[Any, ...], list[Any]] = {}
 
-    def key(self, f: Features) -> tuple[Any, ...]:
-        """(``_title_key``, brand) of the listing: read once per Features object (one
-        serves the consecutive listings of one title, see ``FeatureReader.each``) and brand."""
+    def __call__(self, f: Features) -> tuple[Any, ...]:
         if f is not self._f:
             self._f = f
             self._keys = {}
         bk = (f.brand, f.brand_words)
         k = self._keys.get(bk)
         if k is None:
-            k = self._keys[bk] = (self.idx._title_key(f), f.brand)
+            k = self._keys[bk] = self.idx._title_key(f)
         return k
-
-    def get(self, f: Features) -> list[Any]:
-        """[[(title part, brand part, master price, master), ...], ranking without a price]."""
-        k = self.key(f)
-        g = self._groups.get(k)
-        if g is None:
-            if len(self._groups) >= CACHE:
-                self._groups.clear()
-            idx = self.idx
-            prices = idx.prices
-            g = self._groups[k] = [[(t, idx._brand_score(f, i, None), prices[i], i)
-                                    for t, i in idx.title_scored(f, (), k[0])], None]
-        return g
 
 
 def _by_score(c: tuple[float, int]) -> tuple[float, int]:
     return -c[0], c[1]
-
-
-def _rank_of(group: list[Any], lp: float | None) -> Ranked:
-    """``MatchIndex.rank`` of a listing of ``group`` with the price ``lp``: the same sums
-    of the same numbers (title part + (brand part + price part)), rounded alike."""
-    if not lp:  # no price evidence: one ranking for the group
-        r = group[1]
-        if r is None:
-            out = [(round(t + (b + 0.0), 4), i) for t, b, _mp, i in group[0]]
-            out.sort(key=_by_score)
-            r = group[1] = tuple(out[:KEEP])
-        return r  # type: ignore[no-any-return]
-    out = [(round(t + (b + price_score(lp, mp, None)), 4), i) for t, b, mp, i in group[0]]
-    out.sort(key=_by_score)
-    return tuple(out[:KEEP])
 
 
 def _spread(fn: Callable[[list[int]], Any], order: list[int], workers: int
@@ -239,33 +238,24 @@ def evidence_all(idx: MatchIndex, listings: Sequence[Listing], wanted: Mapping[i
 def evidence_part(idx: MatchIndex, listings: Sequence[Listing], positions: Sequence[int],
                   wanted: Mapping[int, int]) -> dict[int, dict[str, Any]]:
     """``evidence_all`` of the listings at ``positions`` (in title order): the title's part
-    of the evidence read once per (title, master), the brand's once per (title, brand,
-    master); each listing adds its price's."""
+    of the evidence read once per (title, master); the brand's and the price's per listing."""
     out: dict[int, dict[str, Any]] = {}
     titles: dict[tuple[Any, int], dict[str, Any]] = {}
-    brands: dict[tuple[Any, int], dict[str, Any]] = {}
-    groups = _Groups(idx)
+    keys = _TitleKeys(idx)
     prices = idx.prices
     for p, _li, f in FeatureReader().each(listings, positions):
         i = wanted[p]
-        k = groups.key(f)
-        bev = brands.get((k, i))
-        if bev is None:
-            tkey = (k[0], i)
-            tev = titles.get(tkey)
-            if tev is None:
-                if len(titles) >= CACHE:
-                    titles.clear()
-                tev = titles[tkey] = {}
-                if f.norm == 0.0:
-                    idx.prepare(f)
-                idx._title_score(f, i, tev)
-            if len(brands) >= CACHE:
-                brands.clear()
-            bev = {}
-            idx._brand_score(f, i, bev)
-            bev = brands[(k, i)] = {**tev, **bev}
-        ev = bev.copy()
+        key = (keys(f), i)
+        tev = titles.get(key)
+        if tev is None:
+            if len(titles) >= CACHE:
+                titles.clear()
+            tev = titles[key] = {}
+            if f.norm == 0.0:
+                idx.prepare(f)
+            idx._title_score(f, i, tev)
+        ev = tev.copy()  # then what ``_listing_score`` adds, in its order
+        idx._brand_score(f, i, ev)
         price_score(f.price, prices[i], ev)
         out[p] = ev
     return out

@@ -96,7 +96,8 @@ def as_tuple(link: Link) -> tuple:
             link.evidence)
 
 
-@pytest.mark.parametrize("title", [*ODD_TITLES, "Acme Alpine Hoodie 2.5in 4-pack"])
+@pytest.mark.parametrize("title", [*ODD_TITLES, "Acme Alpine Hoodie 2.5in 4-pack",
+                                   "AT&amp;T Phone 5-PACK &NBSP; 2.5 In", "Straße ẞ 12V İstanbul"])
 @pytest.mark.parametrize("extra", [
     dict(description=None, brand=None, price=None, mpn=None),
     dict(description="Model: KTC-D320/1G; fits all", brand="D-Link", price=12.5, mpn="AB 12-34"),
@@ -110,6 +111,10 @@ def test_feature_reader_reads_what_listing_features_reads(title, extra):
     got = reader(title, **extra)
     assert got == listing_features(title, **extra)
     assert reader(title, **plain) == listing_features(title, **plain)  # the cache kept intact
+    for other in (title.upper(), title.lower(), title.title()):  # read once for all cases
+        assert reader(other, **extra) == listing_features(other, **extra)
+        assert reader.shown(other, None, None, copy=False) == listing_features(other, None,
+                                                                                None, None)
 
 
 @pytest.mark.parametrize("workers", [1, 3])
