@@ -33,8 +33,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from auditor.forking import _in_fork  # forks as the run's other background steps do
-from auditor.matching import (KEEP, Decision, Features, MatchIndex, codes, decide,
-                              listing_features, norm_brand, price_score)
+from auditor.matching import (Decision, Features, MatchIndex, codes, decide, listing_features,
+                              norm_brand)
 from auditor.model import Listing
 from auditor.text import normalize_title
 
@@ -125,45 +125,14 @@ def title_order(listings: Sequence[Listing]) -> list[int]:
 def rank_part(idx: MatchIndex, listings: Sequence[Listing], positions: Sequence[int],
               rejected: Mapping[str, Any]) -> list[tuple[str | None, Ranked]]:
     """(why the listing cannot be matched, or None; its ranked candidates) for the listings
-    at ``positions``, in that order (``rejected``: listing key -> SKUs a person rejected).
-
-    What ``MatchIndex.rank`` gives, with the work shared by the listings that show one
-    title and brand (their candidates, the title's and the brand's evidence) done once
-    per such group (at most ``CACHE`` groups kept: the listings come in title order):
-    each listing then only adds its price's evidence."""
+    at ``positions``, in that order (``rejected``: listing key -> SKUs a person rejected)."""
     out: list[tuple[str | None, Ranked]] = []
-    append = out.append
-    keys = _TitleKeys(idx)
-    groups: dict[tuple[Any, str], list[Any]] = {}
-    prices = idx.prices
+    append, rank = out.append, idx.rank
     for _p, li, f in FeatureReader().each(listings, positions):
         if f.reason:
             append((f.reason, ()))
-            continue
-        if rejected:
-            banned = rejected.get(li.key, ())
-            if banned:
-                append((None, idx.rank(f, banned)))
-                continue
-        tk = keys(f)
-        g = groups.get((tk, f.brand))
-        if g is None:
-            if len(groups) >= CACHE:
-                groups.clear()
-            # [(title part, brand part, master's price, master), ...], ranking without a price
-            g = groups[(tk, f.brand)] = [[(t, idx._brand_score(f, i, None), prices[i], i)
-                                          for t, i in idx.title_scored(f, (), tk)], None]
-        lp = f.price
-        if lp:  # the same sums of the same numbers as ``rank``: title + (brand + price)
-            r = [(round(t + (b + price_score(lp, mp, None)), 4), i) for t, b, mp, i in g[0]]
-            r.sort(key=_by_score)
-            append((None, tuple(r[:KEEP])))
-            continue
-        if g[1] is None:  # no price evidence: one ranking for the group
-            r = [(round(t + (b + 0.0), 4), i) for t, b, _mp, i in g[0]]
-            r.sort(key=_by_score)
-            g[1] = tuple(r[:KEEP])
-        append((None, g[1]))
+        else:
+            append((None, rank(f, rejected.get(li.key, ()) if rejected else ())))
     return out
 
 
@@ -185,10 +154,6 @@ class _TitleKeys:
         if k is None:
             k = self._keys[bk] = self.idx._title_key(f)
         return k
-
-
-def _by_score(c: tuple[float, int]) -> tuple[float, int]:
-    return -c[0], c[1]
 
 
 def _spread(fn: Callable[[list[int]], Any], order: list[int], workers: int
@@ -238,11 +203,10 @@ def evidence_all(idx: MatchIndex, listings: Sequence[Listing], wanted: Mapping[i
 def evidence_part(idx: MatchIndex, listings: Sequence[Listing], positions: Sequence[int],
                   wanted: Mapping[int, int]) -> dict[int, dict[str, Any]]:
     """``evidence_all`` of the listings at ``positions`` (in title order): the title's part
-    of the evidence read once per (title, master); the brand's and the price's per listing."""
+    of the evidence read once per (title, master), the listing's brand and price per listing."""
     out: dict[int, dict[str, Any]] = {}
     titles: dict[tuple[Any, int], dict[str, Any]] = {}
     keys = _TitleKeys(idx)
-    prices = idx.prices
     for p, _li, f in FeatureReader().each(listings, positions):
         i = wanted[p]
         key = (keys(f), i)
@@ -254,9 +218,8 @@ def evidence_part(idx: MatchIndex, listings: Sequence[Listing], positions: Seque
             if f.norm == 0.0:
                 idx.prepare(f)
             idx._title_score(f, i, tev)
-        ev = tev.copy()  # then what ``_listing_score`` adds, in its order
-        idx._brand_score(f, i, ev)
-        price_score(f.price, prices[i], ev)
+        ev = tev.copy()  # then what ``_listing_score`` adds
+        idx._listing_score(f, i, ev)
         out[p] = ev
     return out
 

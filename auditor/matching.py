@@ -394,22 +394,6 @@ def listing_features(title: str | None, description: str | None, brand: str | No
     return f
 
 
-def price_score(lp: float | None, mp: float | None, ev: dict[str, Any] | None) -> float:
-    """The evidence from a listing's price ``lp`` against its master's ``mp``."""
-    s = 0.0
-    if lp and mp and lp > 0 and mp > 0:
-        ratio = max(lp, mp) / min(lp, mp)
-        if ratio >= 10:
-            s += W_PRICE_FAR
-        elif ratio >= 3:
-            s += W_PRICE_OFF
-        elif ratio <= 1.3:
-            s += W_PRICE_CLOSE
-        if ev is not None and (ratio >= 3 or ratio <= 1.3):
-            ev["price"] = "close" if ratio <= 1.3 else f"{ratio:.1f}x apart"
-    return s
-
-
 class MatchIndex:
     """The master catalog indexed for blocking and scoring.
 
@@ -725,12 +709,7 @@ class MatchIndex:
         return t[:m.start()] if m else t
 
     def _listing_score(self, f: Features, i: int, ev: dict[str, Any] | None) -> float:
-        """The evidence from the listing's brand and price (two parts: the brand's is the
-        same for every listing showing one title and brand, ``auditor.linkbatch`` keeps it)."""
-        return self._brand_score(f, i, ev) + price_score(f.price, self.prices[i], ev)
-
-    def _brand_score(self, f: Features, i: int, ev: dict[str, Any] | None) -> float:
-        """The evidence from the listing's brand (and a brand its title names)."""
+        """The evidence from the listing's brand and price."""
         s = 0.0
         lb, mb = f.brand, self.brands[i]
         if lb and mb:
@@ -748,6 +727,17 @@ class MatchIndex:
             s += W_BRAND_AGREE
             if ev is not None:
                 ev["brand"] = "in title"
+        lp, mp = f.price, self.prices[i]
+        if lp and mp and lp > 0 and mp > 0:
+            ratio = max(lp, mp) / min(lp, mp)
+            if ratio >= 10:
+                s += W_PRICE_FAR
+            elif ratio >= 3:
+                s += W_PRICE_OFF
+            elif ratio <= 1.3:
+                s += W_PRICE_CLOSE
+            if ev is not None and (ratio >= 3 or ratio <= 1.3):
+                ev["price"] = "close" if ratio <= 1.3 else f"{ratio:.1f}x apart"
         return s
 
     def prepare(self, f: Features) -> None:
@@ -781,17 +771,7 @@ class MatchIndex:
         ``CACHE_TITLES`` titles); the brand and price are weighed per listing."""
         if f.reason:
             return ()
-        out = [(round(t + self._listing_score(f, i, None), 4), i)
-               for t, i in self.title_scored(f, exclude)]
-        out.sort(key=lambda c: (-c[0], c[1]))
-        return tuple(out[:KEEP])  # a tuple of numbers: the collector stops tracking it
-
-    def title_scored(self, f: Features, exclude: Iterable[str] = (),
-                     key: tuple[Any, ...] | None = None) -> list[tuple[float, int]]:
-        """(the title's part of the score, master) of the candidates ``rank`` scores in
-        full, for a listing that can be matched (``key``: its ``_title_key``, if known)."""
-        if key is None:
-            key = self._title_key(f)
+        key = self._title_key(f)
         entry = self._cache.get(key)
         if entry is None:
             if len(self._cache) >= CACHE_TITLES:
@@ -830,8 +810,9 @@ class MatchIndex:
                 if not f.tokenset:
                     f.tokenset = set(f.tokens)
                 t = title_scores[i] = self._title_score(f, i, None)
-            out.append((t, i))
-        return out
+            out.append((round(t + self._listing_score(f, i, None), 4), i))
+        out.sort(key=lambda c: (-c[0], c[1]))
+        return tuple(out[:KEEP])  # a tuple of numbers: the collector stops tracking it
 
 
 @dataclass(slots=True)
@@ -898,14 +879,25 @@ def decide(ranked: Sequence[Sequence[tuple[float, int]]], chosen: Mapping[int, i
         k = got
         sc, i = cands[k]
         # the runner-up among masters nobody took: a close candidate that is another
-        # listing's master (or linked by a key) does not make this one doubtful
-        runner = max((o for n, (o, j) in enumerate(cands) if n != k and j not in used),
-                     default=0.0)
-        alts = [j for n, (_o, j) in enumerate(cands[:4]) if n != k]
-        # a listing that fits another master just as well (a title cut before the colour
-        # and size) cannot tell them apart, whoever took the other: a guess, not a link
-        if any(abs(sc - o) < TIE for n, (o, _j) in enumerate(cands) if n != k):
+        # listing's master (or linked by a key) does not make this one doubtful; a listing
+        # that fits another master just as well (a title cut before the colour and size)
+        # cannot tell them apart, whoever took the other: a guess, not a link (one pass)
+        runner: float | None = None
+        tied = False
+        alts = []
+        for n, (o, j) in enumerate(cands):
+            if n == k:
+                continue
+            if n < 4:
+                alts.append(j)
+            if j not in used and (runner is None or o > runner):
+                runner = o
+            if abs(sc - o) < TIE:
+                tied = True
+        if tied:
             runner = sc
+        elif runner is None:
+            runner = 0.0
         if sc >= link_at and sc - runner >= margin:
             out.append(Decision("linked", i, sc, alts))
         elif sc >= link_at:
