@@ -119,7 +119,8 @@ class FeatureReader:
 
 def title_order(listings: Sequence[Listing]) -> list[int]:
     """Positions of the listings in the order of their titles (case folded; stable)."""
-    return sorted(range(len(listings)), key=lambda p: (listings[p].title or "").casefold())
+    keys = [(li.title or "").casefold() for li in listings]
+    return sorted(range(len(listings)), key=keys.__getitem__)
 
 
 def rank_part(idx: MatchIndex, listings: Sequence[Listing], positions: Sequence[int],
@@ -192,7 +193,8 @@ def evidence_all(idx: MatchIndex, listings: Sequence[Listing], wanted: Mapping[i
                  workers: int = 1) -> dict[int, dict[str, Any]]:
     """position -> the evidence of the pair (listing, master ``wanted[position]``), as
     ``MatchIndex.score(..., explain=True)`` gives it (in parts as ``rank_all`` ranks)."""
-    order = sorted(wanted, key=lambda p: (listings[p].title or "").casefold())
+    keys = {p: (listings[p].title or "").casefold() for p in wanted}
+    order = sorted(keys, key=keys.__getitem__)
     out: dict[int, dict[str, Any]] = {}
     for _part, res in _spread(lambda part: evidence_part(idx, listings, part, wanted),
                               order, workers):

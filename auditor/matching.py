@@ -34,6 +34,7 @@ from bisect import bisect_left
 from collections import Counter
 from operator import itemgetter
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Container, Iterable, Mapping, Sequence
 
 from rapidfuzz import fuzz
@@ -310,6 +311,7 @@ _ACCESSORY_KIND: dict[str, str] = {
 }
 
 
+@lru_cache(maxsize=1 << 14)  # a master's title is read again for every listing it is a candidate of
 def accessory_words(norm_title: str) -> frozenset[str]:
     """The accessory words of a title's head (what comes before "for ...")."""
     m = _FOR.search(norm_title)
