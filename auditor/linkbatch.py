@@ -128,12 +128,12 @@ def rank_part(idx: MatchIndex, listings: Sequence[Listing], positions: Sequence[
     """(why the listing cannot be matched, or None; its ranked candidates) for the listings
     at ``positions``, in that order (``rejected``: listing key -> SKUs a person rejected)."""
     out: list[tuple[str | None, Ranked]] = []
-    append, rank = out.append, idx.rank
+    append, rank, keys = out.append, idx.rank, _TitleKeys(idx)
     for _p, li, f in FeatureReader().each(listings, positions):
         if f.reason:
             append((f.reason, ()))
         else:
-            append((None, rank(f, rejected.get(li.key, ()) if rejected else ())))
+            append((None, rank(f, rejected.get(li.key, ()) if rejected else (), keys(f))))
     return out
 
 

@@ -74,6 +74,7 @@ W_PRICE_CLOSE = 0.05     # within 30%
 
 _COUNT = itemgetter(1)
 _FIRST = itemgetter(0)
+_SECOND = itemgetter(1)
 _WORD = re.compile(r"[0-9A-Za-z]+(?:[-/.][0-9A-Za-z]+)*")
 _HAS_DIGIT = re.compile(r"\d")
 _HAS_ALPHA = re.compile(r"[a-z]")
@@ -764,16 +765,19 @@ class MatchIndex:
                 frozenset((k, v) for k, vs in f.qty.items() for v in vs) if f.qty else None,
                 frozenset(f.nums) if f.nums else None)
 
-    def rank(self, f: Features, exclude: Iterable[str] = ()) -> tuple[tuple[float, int], ...]:
+    def rank(self, f: Features, exclude: Iterable[str] = (), key: tuple[Any, ...] | None = None
+             ) -> tuple[tuple[float, int], ...]:
         """(score, master) of the candidates, best first, at most ``KEEP``
-        (``exclude``: SKUs a person rejected for this listing).
+        (``exclude``: SKUs a person rejected for this listing; ``key``: its ``_title_key``
+        when the caller knows it).
 
         The work that depends on the title only (blocking, the title's similarity, codes,
         quantities, variants) is done once per distinct title and kept (at most
         ``CACHE_TITLES`` titles); the brand and price are weighed per listing."""
         if f.reason:
             return ()
-        key = self._title_key(f)
+        if key is None:
+            key = self._title_key(f)
         entry = self._cache.get(key)
         if entry is None:
             if len(self._cache) >= CACHE_TITLES:
@@ -813,7 +817,8 @@ class MatchIndex:
                     f.tokenset = set(f.tokens)
                 t = title_scores[i] = self._title_score(f, i, None)
             out.append((round(t + self._listing_score(f, i, None), 4), i))
-        out.sort(key=lambda c: (-c[0], c[1]))
+        out.sort(key=_SECOND)  # by master, then (stable) by score, highest first
+        out.sort(key=_FIRST, reverse=True)
         return tuple(out[:KEEP])  # a tuple of numbers: the collector stops tracking it
 
 
