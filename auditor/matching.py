@@ -28,6 +28,7 @@ The channel-wide one-to-one assignment and the link states are in ``assign``.
 from __future__ import annotations
 
 import math
+from math import fsum
 from array import array
 import re
 from bisect import bisect_left
@@ -414,7 +415,10 @@ class MatchIndex:
         exact: dict[str, list[int]] = {}
         titles: dict[str, str] = {}  # one string per distinct title
         brands: dict[str, str] = {}
-        for sku, rec in master.items():
+        # masters numbered in SKU order: every tie between candidates is then settled by
+        # SKU, whatever order the master was read in
+        for sku in sorted(master):
+            rec = master[sku]
             if not rec.title:
                 continue
             i = len(self.skus)
@@ -474,7 +478,7 @@ class MatchIndex:
         self.norms = array("d", bytes(8 * len(self.skus)))
         idf = self.idf
         for i, title in enumerate(self.titles):
-            self.norms[i] = math.sqrt(sum(idf(t) ** 2 for t in set(title.split()))) or 1.0
+            self.norms[i] = math.sqrt(fsum([idf(t) ** 2 for t in set(title.split())])) or 1.0
 
     def number_text(self, i: int) -> str:
         """Master ``i``'s title as ``number_text`` reads it (from the record: normalized
@@ -547,13 +551,15 @@ class MatchIndex:
             return [(100.0, same[0])]
         for i in same:
             found[i] += 100
-        for c in f.codes:
+        # codes in sorted order: masters tied on how much they share keep the order they
+        # were found in, which must not depend on the hash seed (set order)
+        for c in sorted(f.codes):
             for i in self._code_hits(c)[:MAX_DF]:
                 found[i] += 10
-        for c in f.joined:
+        for c in sorted(f.joined):
             for i in self.code_post.get(c, ())[:MAX_DF]:
                 found[i] += 10
-        for c in list(f.description_codes)[:4]:
+        for c in sorted(f.description_codes)[:4]:
             for i in self.code_post.get(c, ())[:PREFIX_HITS]:
                 found[i] += 5
         postings = self.postings
@@ -591,7 +597,8 @@ class MatchIndex:
         mt = self.titles[i]
         mtoks = set(mt.split())
         idf2 = self.idf2
-        shared = sum(idf2[t] for t in f.tokenset & mtoks)
+        # fsum: exactly rounded, so the same whatever order the set is walked in
+        shared = fsum([idf2[t] for t in f.tokenset & mtoks])
         cos = shared / (f.norm * self.norms[i])
         title = f.title
         if cos < 0.9 and f.tokens:
@@ -601,9 +608,9 @@ class MatchIndex:
             span = brand_span(f.tokens, self.brands[i])
             if span and not span & mtoks:
                 rest = f.tokenset - span
-                norm = math.sqrt(sum(self.idf(t) ** 2 for t in rest))
+                norm = math.sqrt(fsum([self.idf(t) ** 2 for t in rest]))
                 if norm:
-                    cos = max(cos, sum(idf2[t] for t in rest & mtoks) / (norm * self.norms[i]))
+                    cos = max(cos, fsum([idf2[t] for t in rest & mtoks]) / (norm * self.norms[i]))
                     title = " ".join(t for t in f.tokens if t not in span)
         # character-level similarity catches joined or split words ("studiodvd")
         if cos < 0.9:
@@ -660,7 +667,7 @@ class MatchIndex:
         qty_differ = False
         if f.qty:
             mq = quantities(self.number_text(i))
-            for kind in f.qty.keys() & mq.keys():
+            for kind in sorted(f.qty.keys() & mq.keys()):
                 if not _overlap(f.qty[kind], mq[kind]):
                     s += W_QTY_DIFFER
                     qty_differ = True
@@ -746,7 +753,7 @@ class MatchIndex:
         # idf squared read from idf2 (the same numbers as self.idf(t) ** 2; a word no master
         # has counts as rare)
         idf2, rare = self.idf2, (math.log(self.n + 1) + 1.0) ** 2
-        f.norm = math.sqrt(sum(idf2.get(t, rare) for t in f.tokenset)) or 1.0
+        f.norm = math.sqrt(fsum([idf2.get(t, rare) for t in f.tokenset])) or 1.0
 
     def _title_key(self, f: Features) -> tuple[Any, ...]:
         """What the title-dependent work of ``rank`` depends on."""
@@ -796,8 +803,8 @@ class MatchIndex:
                     if c is None:
                         if not f.tokenset:
                             f.tokenset = set(f.tokens)
-                        c = pre_scores[i] = sum(self.idf2[t] for t in f.tokenset.intersection(
-                            self.titles[i].split())) / self.norms[i]
+                        c = pre_scores[i] = fsum([self.idf2[t] for t in f.tokenset.intersection(
+                            self.titles[i].split())]) / self.norms[i]
                     pre.append((c, i))
                 pre.sort(reverse=True)
                 cands = [i for _c, i in pre[:FULL_SCORES]]
@@ -827,24 +834,45 @@ class Decision:
 
 
 def assign(ranked: Sequence[Sequence[tuple[float, int]]], link_at: float, suggest_at: float,
-           margin: float, taken: Iterable[int] = ()) -> list[Decision]:
+           margin: float, taken: Iterable[int] = (), order: Sequence[Any] | None = None
+           ) -> list[Decision]:
     """One master per listing and one listing per master, across the whole channel.
 
     ``ranked``: per listing, its candidates as (score, master), best first. Greedy by
     score over the candidate graph: the strongest pair is settled first, then the next
     pair whose listing and master are both free. ``taken``: masters already linked in
-    this channel (by a key or a confirmation). A listing is *linked* when its pair
+    this channel (by a key or a confirmation). Of pairs scoring the same, the listing whose
+    next candidate is further below goes first (it has no other), then the one first
+    in ``order``: per listing, the smaller first (the listing's key, so that the
+    channel's row order does not matter; else its position). A listing is *linked* when its pair
     scores at least ``link_at`` and ``margin`` above the listing's next candidate;
     *suggested* when it scores at least ``suggest_at``, or when the master it fits
     best, at least ``link_at``, went to another listing; else *unlinked*.
     """
     used = set(taken)
-    # (-score, listing, candidate): sorted as they are, strongest first (no key function)
-    edges = [(-sc, p, k) for p, cands in enumerate(ranked)
-             for k, (sc, _i) in enumerate(cands) if sc >= suggest_at]
+    # listings in the order that settles ties: perm[r] is the listing of rank r
+    perm: Sequence[int] = range(len(ranked)) if order is None else \
+        sorted(range(len(ranked)), key=order.__getitem__)
+    # (-score, how far the listing's other candidates are below it (negated), listing's
+    # rank, candidate): sorted as they are, strongest first (no key function). Of pairs
+    # scoring the same, the listing surer of it goes first: one whose next candidate is
+    # far below keeps its master, one that fits others as well takes its next.
+    edges: list[tuple[float, float, int, int]] = []
+    for r, p in enumerate(perm):
+        cands = ranked[p]
+        if not cands or cands[0][0] < suggest_at:
+            continue
+        s0 = cands[0][0]
+        edges.append((-s0, cands[1][0] - s0 if len(cands) > 1 else -s0, r, 0))
+        for k in range(1, len(cands)):
+            sc = cands[k][0]
+            if sc < suggest_at:
+                break
+            edges.append((-sc, s0 - sc, r, k))
     edges.sort()
     chosen: dict[int, int] = {}
-    for _sc, p, k in edges:
+    for _sc, _g, r, k in edges:
+        p = perm[r]
         if p in chosen:
             continue
         i = ranked[p][k][1]
