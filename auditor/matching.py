@@ -56,6 +56,7 @@ TIED_KEEP = 64           # masters tied for the last candidate place kept for th
 CACHE_TITLES = 100_000   # distinct titles whose blocking and title evidence are kept
 CHAR_WEIGHT = 0.85
 TIE = 0.01               # scores closer than this: the listing cannot tell the masters apart
+MP_TOLERANCE = 0.025     # megapixels within 2.5% agree (14.2 MP is sold as 14 MP)
 
 # Evidence weights (added to the title cosine, result clipped to 0-1).
 W_CODE_AGREE = 0.35
@@ -250,14 +251,17 @@ def quantities(norm_text: str) -> dict[str, set[float]]:
     out: dict[str, set[float]] = {}
     for num, unit in _QTY.findall(norm_text):
         kind, factor = _UNITS[unit]
+        if kind == "bytes" and factor < 1.0 and float(num) % 1024 == 0:
+            factor /= 1.024  # 1024 MB is the 1 GB of another title
         out.setdefault(kind, set()).add(round(float(num) * factor, 3))
     return out
 
 
-def _overlap(a: set[float], b: set[float]) -> bool:
-    """Whether two sets of quantities of one kind share a value, within 1% (a camera's
-    14.1 MP is the 14 MP of another title)."""
-    return bool(a & b) or any(abs(x - y) <= 0.01 * max(x, y) for x in a for y in b)
+def _overlap(a: set[float], b: set[float], tol: float = 0.01) -> bool:
+    """Whether two sets of quantities of one kind share a value, within ``tol`` (1%: a
+    camera's 14.1 MP is the 14 MP of another title; megapixels are compared within
+    ``MP_TOLERANCE``, as they are sold rounded down: 14.2 MP is "14 MP")."""
+    return bool(a & b) or any(abs(x - y) <= tol * max(x, y) for x in a for y in b)
 
 
 _ANY_NUM = re.compile(r"(?<![\w.])(\d{1,4}(?:\.\d+)?)(?=(?:\s?(?:" + "|".join(
@@ -318,6 +322,17 @@ def accessory_words(norm_title: str) -> frozenset[str]:
     if "jewel case" in head:  # how software is packed, not a case
         head = head.replace("jewel case", " ")
     return _ACCESSORY.intersection(head.split())
+
+
+_FOR_WORDS = frozenset(("for", "fits", "compatible"))
+
+
+def _before_for(tokens: Sequence[str]) -> Sequence[str]:
+    """The words of a title before any "for ..." (what the product is, not what it fits)."""
+    for k, t in enumerate(tokens):
+        if t in _FOR_WORDS:
+            return tokens[:k]
+    return tokens
 
 
 def brand_span(tokens: Sequence[str], brand: str) -> frozenset[str]:
@@ -381,7 +396,8 @@ def listing_features(title: str | None, description: str | None, brand: str | No
         f.description_codes = d1 - one
     if not toks:
         f.reason = "empty title" if not title.strip() else "title has no words"
-    if one or two or _HAS_DIGIT.search(f.title) is not None:
+    if one or two or _HAS_DIGIT.search(f.title) is not None \
+            or not _NUMBER_WORDS.keys().isdisjoint(toks):  # "eight-tab" is "8 tab"
         nt = number_text(title)
         f.qty = quantities(nt)
         f.nums = numbers(nt)
@@ -626,15 +642,21 @@ class MatchIndex:
             mjoined = frozenset(self.joined[i] or ())
             agree = (f.codes & mcodes) | (f.joined & mcodes) | (f.codes & mjoined) \
                 | (f.description_codes & mcodes)
+            prefix = False
             if not agree:
                 agree = {c for c in f.codes for m in mcodes
                          if min(len(c), len(m)) >= 5 and (c.startswith(m) or m.startswith(c))}
+                # one code the start of the other (S1500 and S1500M): less than the same
+                # code, so that a master naming the listing's code exactly ranks first
+                prefix = bool(agree)
             if agree:
                 # a code many masters share (a series, a connector) tells less
                 df = min(len(self.code_post.get(c, ())) for c in agree)
-                s += W_CODE_AGREE if df <= 3 else W_CODE_AGREE / 2
+                s += W_CODE_AGREE if df <= 3 and not prefix else W_CODE_AGREE / 2
                 if ev is not None:
                     ev["codes_agree"] = sorted(agree)[:4]
+                    if prefix:
+                        ev["codes_prefix"] = True
             else:
                 lc = {c for c in f.codes if _HAS_ALPHA.search(c)}
                 mc = {c for c in mcodes if _HAS_ALPHA.search(c)}
@@ -668,7 +690,7 @@ class MatchIndex:
         if f.qty:
             mq = quantities(self.number_text(i))
             for kind in sorted(f.qty.keys() & mq.keys()):
-                if not _overlap(f.qty[kind], mq[kind]):
+                if not _overlap(f.qty[kind], mq[kind], MP_TOLERANCE if kind == "mp" else 0.01):
                     s += W_QTY_DIFFER
                     qty_differ = True
                     if ev is not None:
@@ -695,7 +717,9 @@ class MatchIndex:
             if ev is not None:
                 ev["bundle"] = sorted(f.bundle or mbundle)
         ma = accessory_words(mt)
-        if bool(ma) != bool(f.accessory):
+        # one names an accessory, the other none, and is not itself for something ("Smart
+        # Feather for iPad 2" is the "Smart Feather Case for iPad 2")
+        if bool(ma) != bool(f.accessory) and _FOR.search(title if ma else mt) is None:
             s += W_ACCESSORY
             if ev is not None:
                 ev["accessory"] = sorted(ma or f.accessory)[:3]
@@ -725,6 +749,12 @@ class MatchIndex:
                 s += W_BRAND_AGREE
                 if ev is not None:
                     ev["brand"] = "same"
+            elif brand_span(_before_for(f.tokens), mb):
+                # the listing's brand field names another (a seller, a distributor), its
+                # title the master's ("Just Mobile Slide Stand" sold by Macsense)
+                s += W_BRAND_AGREE
+                if ev is not None:
+                    ev["brand"] = "in title"
             else:
                 s += W_BRAND_DIFFER
                 if ev is not None:
