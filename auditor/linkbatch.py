@@ -227,10 +227,14 @@ def evidence_part(idx: MatchIndex, listings: Sequence[Listing], positions: Seque
 
 
 def assign_all(ranked: Sequence[Ranked], link_at: float, suggest_at: float, margin: float,
-               taken: Iterable[int] = ()) -> list[Decision]:
+               taken: Iterable[int] = (), order: Sequence[Any] | None = None
+               ) -> list[Decision]:
     """``matching.assign`` for a whole channel: the same greedy pass over the same pairs in
-    the same order (strongest first, then by listing, then by the candidate's place), with
-    the pairs laid out and sorted as arrays (numpy) instead of a list of tuples."""
+    the same order (strongest first; of pairs scoring the same, the listing whose next
+    candidate is further below, then the listing first in ``order``, then the candidate's
+    place), with the pairs laid out and sorted as arrays (numpy ``lexsort``) instead of a
+    list of tuples. Each listing's candidates come best first, as ``MatchIndex.rank``
+    gives them."""
     used = set(taken)
     chosen: dict[int, int] = {}
     n = len(ranked)
@@ -240,13 +244,26 @@ def assign_all(ranked: Sequence[Ranked], link_at: float, suggest_at: float, marg
         flat = np.fromiter(chain.from_iterable(chain.from_iterable(ranked)), dtype=np.float64,
                            count=2 * total).reshape(total, 2)
         scores = flat[:, 0]
+        starts = np.cumsum(lens) - lens
+        listing = np.repeat(np.arange(n, dtype=np.intp), lens)
+        place = np.arange(total, dtype=np.intp) - np.repeat(starts, lens)
+        best = scores[np.repeat(starts, lens)]  # the listing's best score, per pair
+        # how far the listing's other candidates are below it (negated): for its best
+        # pair the second's score minus the best (minus the best alone if there is no
+        # second), for the others the best minus theirs
+        second = np.where(lens > 1, scores[np.minimum(starts + 1, total - 1)], 0.0)
+        first_gap = np.where(lens > 1, second - scores[np.minimum(starts, total - 1)],
+                             -scores[np.minimum(starts, total - 1)])
+        gap = np.where(place == 0, np.repeat(first_gap, lens), best - scores)
+        rank = np.arange(n, dtype=np.intp)
+        if order is not None:  # the listing's place in ``order`` (Python's sort: exact)
+            rank[np.array(sorted(range(n), key=order.__getitem__), dtype=np.intp)] = \
+                np.arange(n, dtype=np.intp)
         keep = np.flatnonzero(scores >= suggest_at)
-        listing = np.repeat(np.arange(n, dtype=np.intp), lens)[keep]
-        place = (np.arange(total, dtype=np.intp)
-                 - np.repeat(np.cumsum(lens) - lens, lens))[keep]
-        order = np.lexsort((place, listing, -scores[keep]))
-        masters = flat[:, 1].astype(np.intp)[keep][order].tolist()
-        for p, k, i in zip(listing[order].tolist(), place[order].tolist(), masters, strict=True):
+        sort = np.lexsort((place[keep], rank[listing[keep]], gap[keep], -scores[keep]))
+        keep = keep[sort]
+        masters = flat[keep, 1].astype(np.intp).tolist()
+        for p, k, i in zip(listing[keep].tolist(), place[keep].tolist(), masters, strict=True):
             if p in chosen or i in used:
                 continue
             chosen[p] = k

@@ -74,7 +74,7 @@ def reference(master: dict[str, MasterRecord], listings: list[Listing],
         keep.append(li)
         feats.append(f)
         ranks.append(ranked)
-    for li, f, d in zip(keep, feats, assign(ranks, 0.8, 0.5, 0.05), strict=True):
+    for li, f, d in zip(keep, feats, assign(ranks, 0.8, 0.5, 0.05, (), [li.key for li in keep]), strict=True):
         if d.index is None:
             out[li.key] = ("none", None, round(min(d.score, 1.0), 3),
                            tuple(idx.skus[i] for i in d.alternatives), d.reason, {})
@@ -170,5 +170,8 @@ def test_assign_all_decides_what_assign_decides(seed):
     taken = set(rnd.sample(range(n_masters), rnd.randrange(0, 3)))
     expected = assign(ranked, 0.8, 0.5, 0.05, taken)
     assert linkbatch.assign_all(ranked, 0.8, 0.5, 0.05, taken) == expected
+    keys = [f"L{rnd.randrange(10 ** 6)}" for _ in ranked]  # ties settled by listing key
+    assert linkbatch.assign_all(ranked, 0.8, 0.5, 0.05, taken, keys) == \
+        assign(ranked, 0.8, 0.5, 0.05, taken, keys)
     if ranked:
         assert {d.state for d in expected} <= {"linked", "suggested", "unlinked"}
