@@ -1,0 +1,121 @@
+"""What a new user meets first: the UI, the API and the messages over a small store audited
+by the real CLI, with hostile channel text (``<script>``, quotes, ``{{ }}``) in it.
+
+The store is built once per module by ``auditor run`` (no browser needed: the pages are
+fetched with Starlette's test client and read as HTML text).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from auditor.cli import main
+from auditor.config import load_config
+from auditor.storage import open_store
+
+HOSTILE = ['<script>alert("t")</script> Tee', "\"Quoted\" & 'apos' <b>bold</b>",
+           "{{ 7*7 }} {% raw %} ${7*7}"]
+ORPHAN = '<script>alert("sku")</script>'
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (connections are refused at once)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _world(d: Path) -> Path:
+    port = _closed_port()
+    skus = [f"TS-{i:02d}" for i in range(12)]
+    lines = ["sku,title,price,currency,quantity,image_1"]
+    lines += [f"{s},Acme Tee {s},19.99,EUR,5,http://127.0.0.1:{port}/m/{s}.png" for s in skus]
+    (d / "master.csv").write_text("\n".join(lines) + "\n")
+    rows = ["sku,title,price,quantity,image"]
+    for i, s in enumerate(skus[:10]):  # TS-10 and TS-11 are missing on the channel
+        title = HOSTILE[i] if i < len(HOSTILE) else f"Acme Tee {s}"
+        q = '"' + title.replace('"', '""') + '"'
+        rows.append(f"{s},{q},19.99,5,http://127.0.0.1:{port}/c/{s}.png")
+    rows.append('"<script>alert(""sku"")</script>",Stray,5.00,1,')
+    (d / "shop.csv").write_text("\n".join(rows) + "\n")
+    (d / "config.toml").write_text("""
+[store]
+path = "auditor.db"
+[http]
+allow_private = true
+retries = 0
+[master]
+type = "csv"
+source = "master.csv"
+[[channels]]
+name = "shop"
+type = "tabular"
+source = "shop.csv"
+currency = "EUR"
+""")
+    r = CliRunner().invoke(main, ["run", "-c", str(d / "config.toml"), "--format", "json"],
+                           catch_exceptions=False)
+    assert r.exit_code == 1, r.output
+    return d
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return _world(tmp_path_factory.mktemp("newuser"))
+
+
+@pytest.fixture(scope="module")
+def client(world):
+    from fastapi import FastAPI
+    from starlette.testclient import TestClient
+
+    from auditor.service.api import build_router
+    from auditor.web.routes import build_ui_router
+
+    cfg = load_config(world / "config.toml")
+
+    @contextlib.contextmanager
+    def opener():
+        store = open_store(cfg.store_url, create=False)
+        try:
+            yield store
+        finally:
+            store.close()
+
+    app = FastAPI()
+    app.include_router(build_router(lambda: cfg, opener))
+    app.include_router(build_ui_router(lambda: cfg, opener))
+    with TestClient(app) as c:
+        yield c
+
+
+def test_inbox_incident_line_says_the_count_once_and_names_the_kinds(client):
+    html = client.get("/").text
+    # the presence incident: two SKUs missing and one orphan listing
+    assert "presence differs on shop for 3 SKUs: 2 missing, 1 orphan" in html
+    assert " SKUs on <strong>" not in html  # the count is not said twice
+    assert "title differs on shop for 3 SKUs" in html
+    assert "title title" not in html
+
+
+def test_hostile_channel_text_is_escaped_in_every_page(client):
+    pages = [client.get(p) for p in ("/", "/?channel=shop", "/links", "/runs",
+                                     "/products/TS-00", "/products/TS-01", "/products/TS-02")]
+    for resp in pages:
+        assert resp.status_code == 200, resp.url
+        assert "<script>alert" not in resp.text, resp.url
+        assert "<b>bold</b>" not in resp.text, resp.url
+        assert "49" not in resp.text.split("{{ 7*7 }}")[0][-5:]  # not rendered as a template
+    assert "&lt;script&gt;alert(&#34;t&#34;)&lt;/script&gt; Tee" in pages[4].text
+    assert "{{ 7*7 }} {% raw %} ${7*7}" in pages[6].text
+
+
+def test_api_keeps_hostile_text_as_data(client):
+    items = client.get("/api/findings", params={"channel": "shop", "check": "title"}).json()
+    shown = {i["actual"] for i in items["items"]}
+    assert set(HOSTILE) <= shown
