@@ -119,3 +119,14 @@ def test_api_keeps_hostile_text_as_data(client):
     items = client.get("/api/findings", params={"channel": "shop", "check": "title"}).json()
     shown = {i["actual"] for i in items["items"]}
     assert set(HOSTILE) <= shown
+
+def test_pages_allow_no_inline_script(client):
+    resp = client.get("/")
+    csp = resp.headers["Content-Security-Policy"]
+    script_src = next(p for p in csp.split(";") if p.strip().startswith("script-src"))
+    assert "'unsafe-inline'" not in script_src
+    assert " onclick=" not in resp.text and "<script>" not in resp.text
+    js = client.get("/static/ui.js")
+    assert js.status_code == 200 and "javascript" in js.headers["content-type"]
+    assert "querySelectorAll" in js.text
+
