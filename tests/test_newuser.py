@@ -130,3 +130,18 @@ def test_pages_allow_no_inline_script(client):
     assert js.status_code == 200 and "javascript" in js.headers["content-type"]
     assert "querySelectorAll" in js.text
 
+def test_product_page_of_an_image_not_fetched_says_so_not_differs(client):
+    html = client.get("/products/TS-05").text
+    assert "differs" not in html
+    assert "not checked" in html
+
+
+def test_product_page_of_an_orphan_listing(client):
+    from urllib.parse import quote
+
+    resp = client.get("/products/" + quote(ORPHAN, safe=""))
+    assert resp.status_code == 200
+    assert "&lt;script&gt;alert(&#34;sku&#34;)&lt;/script&gt;" in resp.text
+    assert "matches no master record" in resp.text
+    assert "<script>alert" not in resp.text
+

@@ -161,13 +161,26 @@ def product(store: Any, sku: str) -> dict[str, Any] | None:
     """The master record next to every channel's listing of ``sku``."""
     master = store.master_for(sku)
     listings: list[ProductListing] = store.product_listings(sku)
-    if master is None and not listings:
-        return None
     findings = store.findings(sku=sku)
+    if master is None and not listings:
+        # An SKU no master record has: the listings that show it, unlinked (orphans),
+        # as their findings name them (the inbox links them here).
+        for key in dict.fromkeys((x.channel, x.listing_key) for x in findings
+                                 if x.listing_key):
+            ls = store.listing(*key)
+            if ls is not None:
+                listings.append(ProductListing(key[0], key[1], ls, None, None, False,
+                                               None, None))
+        if not listings:
+            return None
+    # Unresolved findings by (channel, listing, field): a difference found (open_by) or a
+    # comparison that could not be made (unchecked: an image not fetched, a cell unread).
     open_by: dict[tuple[str, str, str], FindingRecord] = {}
+    unchecked: dict[tuple[str, str, str], FindingRecord] = {}
     for x in findings:
         if x.state != "resolved":
-            open_by[(x.channel, x.listing_key or "", x.field)] = x
+            into = unchecked if x.outcome == "not_evaluated" else open_by
+            into[(x.channel, x.listing_key or "", x.field)] = x
     attr_names = sorted(set(master.attributes if master else ())
                         | {k for pl in listings for k in pl.listing.attributes})
     cols = []
@@ -179,11 +192,18 @@ def product(store: Any, sku: str) -> dict[str, Any] | None:
 
         images = []
         img_finding = differs("image") or differs("images")
+        img_unchecked = (None if img_finding is not None else
+                         unchecked.get((pl.channel, pl.key, "image"))
+                         or unchecked.get((pl.channel, pl.key, "images")))
         for i, url in enumerate(ls.images[:6]):
-            images.append({"url": safe_url(url), "text": url, "primary": i == 0,
-                           "matched": img_finding is None if i == 0 else None,
+            first = i == 0
+            images.append({"url": safe_url(url), "text": url, "primary": first,
+                           "matched": (None if not first or img_unchecked is not None
+                                       else img_finding is None),
+                           "note": (f"not checked: {img_unchecked.message}"
+                                    if first and img_unchecked is not None else None),
                            "distance": (img_finding.details.get("distance")
-                                        if img_finding is not None and i == 0 else None)})
+                                        if img_finding is not None and first else None)})
         cols.append({
             "channel": pl.channel, "key": pl.key, "url": safe_url(ls.url), "url_text": ls.url,
             "title": word_diff(master.title if master else None, ls.title),
