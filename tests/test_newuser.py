@@ -145,3 +145,12 @@ def test_product_page_of_an_orphan_listing(client):
     assert "matches no master record" in resp.text
     assert "<script>alert" not in resp.text
 
+def test_api_findings_unknown_channel_is_an_error_not_an_empty_list(client):
+    ok = client.get("/api/findings", params={"channel": "shop"})
+    assert ok.status_code == 200 and ok.json()["items"]
+    bad = client.get("/api/findings", params={"channel": "shpo"})
+    assert bad.status_code == 400
+    assert "unknown channel 'shpo'" in bad.json()["detail"] and "shop" in bad.json()["detail"]
+
+    bad = client.get("/api/link-suggestions", params={"channel": "shpo"})
+    assert bad.status_code == 400 and "unknown channel 'shpo'" in bad.json()["detail"]

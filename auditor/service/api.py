@@ -224,6 +224,18 @@ def build_router(get_cfg: Callable[[], Config],
             raise HTTPException(400, f"unknown check {name!r}; known: "
                                      + ", ".join(sorted(plugins.checks())))
 
+    def known_channel(store: Any, name: str | None) -> None:
+        """An unknown channel is an error (as in `auditor findings`), never an empty list:
+        known are the config's channels and those the store holds findings of."""
+        if name is None:
+            return
+        known = {c.name for c in get_cfg().channels}
+        if name not in known:
+            known |= store.finding_values("channel")
+        if name not in known:
+            raise HTTPException(400, f"unknown channel {name!r}; known: "
+                                     + ", ".join(sorted(known)))
+
     @router.get("/runs", response_model=RunsPage, dependencies=read, tags=["runs"])
     def list_runs(limit: int = Query(20, ge=1, le=200),
                   cursor: str | None = Query(None, description="next_cursor of the previous page")
@@ -268,6 +280,7 @@ def build_router(get_cfg: Callable[[], Config],
                    "severity": severity.value if severity else None,
                    "outcome": outcome.value if outcome else None, "sku": sku}
         with open_store() as store:
+            known_channel(store, channel)
             rows = store.findings_page(filters, after, limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
@@ -309,6 +322,7 @@ def build_router(get_cfg: Callable[[], Config],
         """Listings the linker could only suggest a master for, to confirm or reject."""
         after = decode_cursor(cursor, (str, str)) if cursor else None
         with open_store() as store:
+            known_channel(store, channel)
             rows = store.link_suggestions(channel, after, limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
