@@ -218,7 +218,8 @@ CHANNEL_OPTIONS = (
     Opt("scope", _scope, {}, "Assortment filter: master field = [values]; only matching "
         "active masters are expected on the channel."),
     Opt("allow_empty", bool, False,
-        "Accept an empty source as real (otherwise it is a source problem when the last run had listings)."),
+        "Accept an empty source as real (otherwise it is a source problem on its first read "
+        "and when the last complete read had listings: nothing is concluded missing)."),
     Opt("min_ratio", float, 0.5,
         "A source yielding fewer than this share of the last complete read's listings is a "
         "sharp drop: presence is held, as with max_drop."),

@@ -8,6 +8,7 @@ fetched with Starlette's test client and read as HTML text).
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 from pathlib import Path
 
@@ -154,3 +155,32 @@ def test_api_findings_unknown_channel_is_an_error_not_an_empty_list(client):
 
     bad = client.get("/api/link-suggestions", params={"channel": "shpo"})
     assert bad.status_code == 400 and "unknown channel 'shpo'" in bad.json()["detail"]
+
+
+@pytest.mark.parametrize("name, body", [
+    ("empty.xml", ""),                                                  # a 0-byte feed
+    ("empty.xml", '<?xml version="1.0"?><rss version="2.0"><channel></channel></rss>'),
+    ("empty.csv", ""),                                                  # a 0-byte export
+    ("empty.csv", "sku,title,price\n"),                                 # a header only
+])
+def test_an_empty_source_on_its_first_read_concludes_nothing_missing(tmp_path, name, body):
+    (tmp_path / "master.csv").write_text("sku,title,price,currency\nA,Tee,10.00,EUR\n"
+                                         "B,Cap,5.00,EUR\n")
+    (tmp_path / name).write_text(body)
+    ctype = "google_merchant" if name.endswith(".xml") else "tabular"
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[store]\npath = "a.db"\n[master]\ntype = "csv"\nsource = "master.csv"\n'
+                   f'[[channels]]\nname = "ch"\ntype = "{ctype}"\nsource = "{name}"\n'
+                   f'currency = "EUR"\n')
+    r = CliRunner().invoke(main, ["run", "-c", str(cfg)], catch_exceptions=False)
+    assert r.exit_code == 2, r.output
+    out = CliRunner().invoke(main, ["findings", "-c", str(cfg), "--format", "json"])
+    assert out.exit_code == 0 and out.output.strip() == "[]"
+    runs = CliRunner().invoke(main, ["runs", "-c", str(cfg)])
+    assert "ch: failed" in runs.output and "no listings on its first read" in runs.output
+    # A channel that is empty for real says so, and then its SKUs are missing.
+    cfg.write_text(cfg.read_text() + "allow_empty = true\n")
+    r = CliRunner().invoke(main, ["run", "-c", str(cfg)], catch_exceptions=False)
+    assert r.exit_code == 1, r.output
+    out = CliRunner().invoke(main, ["findings", "-c", str(cfg), "--format", "json"])
+    assert {f["sku"] for f in json.loads(out.output)} == {"A", "B"}
