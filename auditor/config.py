@@ -466,7 +466,10 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
             problems.append(f"{where}.name: missing (expected a string)")
         ctype = ch.get("type")
         conn = connectors.get(ctype) if isinstance(ctype, str) else None
-        if conn is None:
+        if ctype is None:
+            problems.append(f"{where}.type: missing (expected one of: "
+                            f"{', '.join(sorted(connectors))})")
+        elif conn is None:
             problems.append(f"{where}.type: unknown connector {ctype!r}"
                             f"{did_you_mean(str(ctype), connectors)}")
         given = {k: v for k, v in ch.items() if k != "checks"}

@@ -74,6 +74,8 @@ def test_example_config_is_valid():
      "[checks.title]: unknown key 'warn_belowe' (did you mean 'warn_below'?)"),
     (('type = "google_merchant"', 'type = "google_merchnt"'),
      "[[channels]] 'google'.type: unknown connector 'google_merchnt' (did you mean 'google_merchant'?)"),
+    (('type = "google_merchant"', 'tpye = "google_merchant"'),
+     "[[channels]] 'google'.type: missing (expected one of: amazon_listings, google_merchant,"),
     (('schedule = "0 */4 * * *"', 'schedule = "every hour"'),
      "[[channels]] 'google'.schedule: invalid cron expression 'every hour'"),
     (('[checks.price]', '[checks.prize]'), "[checks.prize]: unknown check (did you mean 'price'?)"),
