@@ -223,6 +223,8 @@ def run_demo(directory: Path, serve: bool, console, port: int = 8080,
             from auditor.service.app import serve as run_service
 
             api = f"http://127.0.0.1:{port}"
+            console.print(f"  {api}/                          # the web UI: findings inbox, "
+                          "products on every channel, link suggestions, runs")
             console.print(f"  {shop.base_url}/collections/all    # the demo shop")
             console.print(f"  {api}/metrics               # Prometheus metrics")
             console.print(f"  {api}/docs                  # the JSON API (OpenAPI: {api}/openapi.json)")
@@ -235,7 +237,7 @@ def run_demo(directory: Path, serve: bool, console, port: int = 8080,
                 return 2
         else:
             console.print("  auditor demo --serve                       # keep the shop running and "
-                          "run auditor serve on it (metrics, API, schedules)")
+                          "run auditor serve on it (web UI, metrics, API, schedules)")
         return 0 if report.exit_code in (0, 1) else 2
     except (AuditorError, OSError) as e:
         console.print(f"[bold red]demo failed:[/] {safe(e)}")

@@ -102,3 +102,18 @@ def test_config_leaves_out_check_options_that_do_not_exist():
         for name, opts in ch.get("checks", {}).items():
             known = {o.name for o in plugins.checks()[name].all_options}
             assert set(opts) <= known
+
+
+def test_demo_serve_points_at_the_web_ui(tmp_path, monkeypatch):
+    """`auditor demo --serve` names the web UI first among its URLs (the service itself is
+    replaced here: tests/test_service_process.py runs the real one)."""
+    import auditor.service.app as app
+
+    served = []
+    monkeypatch.setattr(app, "serve", lambda path, host, port, **kw: served.append(port) or 0)
+    result = CliRunner().invoke(main, ["demo", "--dir", str(tmp_path), "--serve",
+                                       "--port", "18999"])
+    assert result.exit_code == 0, result.output
+    assert served == [18999]
+    assert "http://127.0.0.1:18999/                          # the web UI" in result.output
+    assert "http://127.0.0.1:18999/metrics" in result.output
