@@ -881,7 +881,14 @@ def report_weekly(config_path: Path, week: str | None, out_dir: Path | None, sen
 
 @main.group("config")
 def config_group() -> None:
-    """Validate the config and list every setting."""
+    """Validate the config and list every setting.
+
+    \b
+    Examples:
+      auditor config check                 # the file, then every source it names
+      auditor config check --offline -c /etc/auditor/config.toml
+      auditor config options | grep -A3 '\\[http\\]'
+    """
 
 
 @config_group.command("check")
@@ -976,7 +983,13 @@ def settings_reference() -> dict[str, list[dict[str, Any]]]:
 @main.command("connectors")
 @format_option
 def list_connectors(fmt: str) -> None:
-    """List the channel types this auditor can read."""
+    """List the channel types this auditor can read.
+
+    \b
+    Examples:
+      auditor connectors
+      auditor connectors --format json     # for a program
+    """
     rows = [{"type": name, "help": conn.help or (conn.__doc__ or "").strip()}
             for name, conn in sorted(plugins.connectors().items())]
     if fmt != "table":
@@ -989,7 +1002,13 @@ def list_connectors(fmt: str) -> None:
 @main.command("checks")
 @format_option
 def list_checks(fmt: str) -> None:
-    """List the checks that run on every listing."""
+    """List the checks that run on every listing.
+
+    \b
+    Examples:
+      auditor checks
+      auditor checks --format csv
+    """
     rows: list[dict[str, Any]] = [{"name": name, "fields": list(spec.fields), "help": spec.help}
                                   for name, spec in plugins.checks().items()]
     if fmt != "table":
