@@ -232,3 +232,50 @@ def test_silence_list_and_outbox_print_csv(tmp_path):
     assert r.exit_code == 0
     assert next(csv.reader([r.output.lstrip("\ufeff").splitlines()[0]]))[:3] == [
         "id", "receiver", "status"]
+
+
+def test_config_check_names_every_unset_environment_variable(tmp_path, monkeypatch):
+    """Not only a source's headers: alert receivers, [smtp], ... (README: `config check`
+    makes sure the environment variables are set)."""
+    for name in ("NU_HOOK_SECRET", "NU_SMTP_PW", "NU_CHAT_A", "NU_FEED_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "m.csv").write_text("sku,title\nA,Tee\n")
+    (tmp_path / "config.toml").write_text('''
+[store]
+path = "a.db"
+[master]
+type = "csv"
+source = "m.csv"
+[smtp]
+host = "127.0.0.1"
+password = { env = "NU_SMTP_PW" }
+[[channels]]
+name = "google"
+type = "google_merchant"
+source = "https://feeds.example/g.xml"
+headers = { Authorization = { env = "NU_FEED_TOKEN" } }
+[[alerts.receivers]]
+name = "hook"
+type = "webhook"
+url = "http://127.0.0.1:9/hook"
+secret = { env = "NU_HOOK_SECRET" }
+[[alerts.receivers]]
+name = "chat"
+type = "apprise"
+urls = [{ env = "NU_CHAT_A" }]
+''')
+    r = CliRunner().invoke(main, ["config", "check", "-c", str(tmp_path / "config.toml")])
+    assert r.exit_code == 2
+    out = " ".join(r.output.split())
+    for where, name in [("[[channels]] 'google'", "NU_FEED_TOKEN"),
+                        ("[[alerts.receivers]] 'hook'.secret", "NU_HOOK_SECRET"),
+                        ("[[alerts.receivers]] 'chat'.urls[0]", "NU_CHAT_A"),
+                        ("[smtp].password", "NU_SMTP_PW")]:
+        assert f"{where}: environment variable {name} is not set" in out, out
+    assert out.count("NU_FEED_TOKEN is not set") == 1
+    monkeypatch.setenv("NU_HOOK_SECRET", "x" * 8)
+    monkeypatch.setenv("NU_SMTP_PW", "y" * 8)
+    monkeypatch.setenv("NU_CHAT_A", "json://127.0.0.1:9/")
+    r = CliRunner().invoke(main, ["config", "check", "-c", str(tmp_path / "config.toml")])
+    out = " ".join(r.output.split())
+    assert "NU_HOOK_SECRET" not in out and "NU_SMTP_PW" not in out and "NU_FEED_TOKEN" in out
