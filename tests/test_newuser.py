@@ -279,3 +279,17 @@ urls = [{ env = "NU_CHAT_A" }]
     r = CliRunner().invoke(main, ["config", "check", "-c", str(tmp_path / "config.toml")])
     out = " ".join(r.output.split())
     assert "NU_HOOK_SECRET" not in out and "NU_SMTP_PW" not in out and "NU_FEED_TOKEN" in out
+
+
+def test_init_does_not_call_master_fields_attributes(tmp_path):
+    """group_id, sale windows, price_<CUR>, image_<n> and <field>@<channel> are master
+    fields, read by name: `auditor init` must not say they are kept as attributes."""
+    (tmp_path / "pim.csv").write_text(
+        "sku,title,price,currency,group_id,sale_price,sale_start,sale_end,price_usd,"
+        "image_1,image_2,title@amazon,material\n"
+        "A,Tee,10.00,EUR,G1,8.00,2026-12-01,2026-12-08,11.00,https://x/a.png,,Tee A,cotton\n")
+    r = CliRunner().invoke(main, ["init", str(tmp_path / "pim.csv"), "-o",
+                                  str(tmp_path / "config.toml")])
+    assert r.exit_code == 0, r.output
+    line = next(x for x in r.output.splitlines() if "kept as attributes" in x)
+    assert line.split("kept as attributes: ")[1].strip() == "material"
