@@ -293,3 +293,27 @@ def test_init_does_not_call_master_fields_attributes(tmp_path):
     assert r.exit_code == 0, r.output
     line = next(x for x in r.output.splitlines() if "kept as attributes" in x)
     assert line.split("kept as attributes: ")[1].strip() == "material"
+
+
+def test_product_page_does_not_claim_a_match_the_image_check_never_made(tmp_path):
+    """A channel whose image check is off shows its images, but never 'matches the master'."""
+    from auditor.web import views
+
+    (tmp_path / "m.csv").write_text("sku,title,price,currency,image_1\n"
+                                    "A,Tee,10.00,EUR,https://cdn.example/a.png\n")
+    (tmp_path / "c.csv").write_text("sku,title,price,image\nA,Tee,10.00,https://cdn.example/b.png\n")
+    (tmp_path / "config.toml").write_text(
+        '[store]\npath = "a.db"\n[master]\ntype = "csv"\nsource = "m.csv"\n'
+        '[[channels]]\nname = "pos"\ntype = "tabular"\nsource = "c.csv"\ncurrency = "EUR"\n'
+        '[channels.checks.image]\nenabled = false\n')
+    r = CliRunner().invoke(main, ["run", "-c", str(tmp_path / "config.toml")],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    store = open_store(load_config(tmp_path / "config.toml").store_url, create=False)
+    try:
+        (img,) = views.product(store, "A", ["pos"])["columns"][0]["images"]
+        assert img["matched"] is None and "image check is off" in img["note"]
+        (img,) = views.product(store, "A")["columns"][0]["images"]
+        assert img["matched"] is True  # (as the store has no image finding, if it were on)
+    finally:
+        store.close()

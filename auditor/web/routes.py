@@ -131,7 +131,9 @@ def build_ui_router(get_cfg: Callable[[], Config], open_store: StoreOpener,
     @router.get("/products/{sku:path}", response_class=HTMLResponse)
     def product(request: Request, sku: str) -> Response:
         with open_store() as store:
-            ctx = views.product(store, sku)
+            off = [c.name for c in get_cfg().channels
+                   if not c.checks.get("image", {}).get("enabled", True)]
+            ctx = views.product(store, sku, off)
         if ctx is None:
             return page(request, "missing.html", 404, what=f"product {sku}")
         return page(request, "product.html", **ctx)

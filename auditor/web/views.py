@@ -157,8 +157,9 @@ def _field_rows(master: MasterRecord | None, listing: Listing | None) -> dict[st
     }
 
 
-def product(store: Any, sku: str) -> dict[str, Any] | None:
-    """The master record next to every channel's listing of ``sku``."""
+def product(store: Any, sku: str, image_check_off: Iterable[str] = ()) -> dict[str, Any] | None:
+    """The master record next to every channel's listing of ``sku``. ``image_check_off``:
+    the channels whose image check is disabled (their images are shown, never judged)."""
     master = store.master_for(sku)
     listings: list[ProductListing] = store.product_listings(sku)
     findings = store.findings(sku=sku)
@@ -181,6 +182,7 @@ def product(store: Any, sku: str) -> dict[str, Any] | None:
         if x.state != "resolved":
             into = unchecked if x.outcome == "not_evaluated" else open_by
             into[(x.channel, x.listing_key or "", x.field)] = x
+    off = set(image_check_off)
     attr_names = sorted(set(master.attributes if master else ())
                         | {k for pl in listings for k in pl.listing.attributes})
     cols = []
@@ -195,13 +197,17 @@ def product(store: Any, sku: str) -> dict[str, Any] | None:
         img_unchecked = (None if img_finding is not None else
                          unchecked.get((pl.channel, pl.key, "image"))
                          or unchecked.get((pl.channel, pl.key, "images")))
+        why_not = (f"not checked: {img_unchecked.message}" if img_unchecked is not None else
+                   "not checked: the image check is off for this channel"
+                   if pl.channel in off and img_finding is None else
+                   "not checked: the master has no image"
+                   if not (master and master.images) and img_finding is None else None)
         for i, url in enumerate(ls.images[:6]):
             first = i == 0
             images.append({"url": safe_url(url), "text": url, "primary": first,
-                           "matched": (None if not first or img_unchecked is not None
+                           "matched": (None if not first or why_not is not None
                                        else img_finding is None),
-                           "note": (f"not checked: {img_unchecked.message}"
-                                    if first and img_unchecked is not None else None),
+                           "note": why_not if first else None,
                            "distance": (img_finding.details.get("distance")
                                         if img_finding is not None and first else None)})
         cols.append({
