@@ -150,6 +150,29 @@ def test_email_over_smtp_has_text_and_html(tmp_path):
         smtp.close()
 
 
+
+def test_email_of_an_sku_with_line_breaks_is_sent_with_a_one_line_subject(tmp_path):
+    """A channel SKU carrying CR/LF ("ORPH\\r\\nBcc: ...") must neither inject a header nor
+    make the message unsendable (it would hold up every later one to the receiver)."""
+    smtp = SMTPServer()
+    try:
+        cfg = _cfg([{"name": "mail", "type": "email", "host": "127.0.0.1", "port": smtp.port,
+                     "from": "auditor@example.com", "to": ["ops@example.com"]}])
+        store = Store(tmp_path / "a.db")
+        _run(store, 1, T0, [_f("ORPH\r\nBcc: evil@example.com\rX", actual="25.00 USD")])
+        evaluate(store, cfg, T0)
+        assert deliver(store, cfg, lambda: T0)["sent"] == 1
+        deadline = time.monotonic() + 5
+        while not smtp.messages and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (msg,) = smtp.messages
+        assert msg.get_all("Bcc") is None
+        subject = " ".join(msg["Subject"].split())  # (a long header comes folded)
+        assert "ORPH Bcc: evil@example.com X" in subject
+        store.close()
+    finally:
+        smtp.close()
+
 def test_apprise_url_from_the_environment(tmp_path, monkeypatch):
     with WebhookServer(path="/apprise") as hook:
         monkeypatch.setenv("AUDITOR_TEST_APPRISE", f"json://127.0.0.1:{hook.port}/apprise")
