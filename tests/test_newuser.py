@@ -114,6 +114,11 @@ def test_hostile_channel_text_is_escaped_in_every_page(client):
         assert "49" not in resp.text.split("{{ 7*7 }}")[0][-5:]  # not rendered as a template
     assert "&lt;script&gt;alert(&#34;t&#34;)&lt;/script&gt; Tee" in pages[4].text
     assert "{{ 7*7 }} {% raw %} ${7*7}" in pages[6].text
+    for item in client.get("/api/findings", params={"channel": "shop", "limit": 50}).json()[
+            "items"]:
+        page = client.get(f"/findings/{item['fingerprint']}")
+        assert page.status_code == 200
+        assert "<script>alert" not in page.text and "<b>bold</b>" not in page.text
 
 
 def test_api_keeps_hostile_text_as_data(client):
