@@ -200,7 +200,6 @@ def test_a_host_that_cannot_be_reached_costs_one_retry_cycle_not_one_per_image()
     at once, each with the reason."""
     import asyncio
     import socket
-    import time
 
     from auditor.http import Fetcher, FetchPolicy
 
@@ -214,11 +213,8 @@ def test_a_host_that_cannot_be_reached_costs_one_retry_cycle_not_one_per_image()
         async with Fetcher(FetchPolicy(allow_private=True, retries=3, backoff=0.3)) as f:
             await r.resolve(refs, f)
 
-    t0 = time.perf_counter()
     asyncio.run(go())
-    took = time.perf_counter() - t0
     assert all(isinstance(r.results[u], str) and "ConnectError" in r.results[u] for u in refs)
     skipped = [u for u in refs if "not tried again" in str(r.results[u])]
-    assert len(skipped) >= 60 - 16  # all but the first images in flight
-    # one cycle of retries (0.3 + 0.6 + 1.2 s, jitter up to 1.5x) rather than 60 / 4 cycles
-    assert took < 6, took
+    # all but the first images in flight (16): one cycle of retries, not one per image
+    assert len(skipped) >= 60 - 16
