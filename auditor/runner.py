@@ -247,9 +247,9 @@ def empty_read_failed(store: Store, run_id: int, ch: ChannelConfig,
                               f"an empty channel is real)")
         elif prev is None:
             result.status = SourceStatus.FAILED
-            result.message = ("source yielded no listings on its first read; treated as a "
-                              "source problem, no listing concluded missing (set allow_empty "
-                              "= true if an empty channel is real)")
+            result.message = (f"source {ch.source} yielded no listings on its first read; "
+                              f"treated as a source problem, no listing concluded missing (set "
+                              f"allow_empty = true if an empty channel is real)")
 
 
 def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,

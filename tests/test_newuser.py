@@ -182,7 +182,8 @@ def test_an_empty_source_on_its_first_read_concludes_nothing_missing(tmp_path, n
     out = CliRunner().invoke(main, ["findings", "-c", str(cfg), "--format", "json"])
     assert out.exit_code == 0 and out.output.strip() == "[]"
     runs = CliRunner().invoke(main, ["runs", "-c", str(cfg)])
-    assert "ch: failed" in runs.output and "no listings on its first read" in runs.output
+    assert "ch: failed" in runs.output
+    assert f"source {name} yielded no listings on its first read" in runs.output
     # A channel that is empty for real says so, and then its SKUs are missing.
     cfg.write_text(cfg.read_text() + "allow_empty = true\n")
     r = CliRunner().invoke(main, ["run", "-c", str(cfg)], catch_exceptions=False)
