@@ -10,6 +10,7 @@ planted on purpose), 2 when it could not run.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -225,6 +226,9 @@ def run_demo(directory: Path, serve: bool, console, port: int = 8080,
             api = f"http://127.0.0.1:{port}"
             console.print(f"  {api}/                          # the web UI: findings inbox, "
                           "products on every channel, link suggestions, runs")
+            if not os.environ.get("AUDITOR_UI_PASSWORD"):
+                console.print("      (read-only: start with AUDITOR_UI_PASSWORD=... set to log in "
+                              "and acknowledge, snooze or confirm links)")
             console.print(f"  {shop.base_url}/collections/all    # the demo shop")
             console.print(f"  {api}/metrics               # Prometheus metrics")
             console.print(f"  {api}/docs                  # the JSON API (OpenAPI: {api}/openapi.json)")

@@ -111,9 +111,11 @@ def test_demo_serve_points_at_the_web_ui(tmp_path, monkeypatch):
 
     served = []
     monkeypatch.setattr(app, "serve", lambda path, host, port, **kw: served.append(port) or 0)
+    monkeypatch.delenv("AUDITOR_UI_PASSWORD", raising=False)
     result = CliRunner().invoke(main, ["demo", "--dir", str(tmp_path), "--serve",
                                        "--port", "18999"])
     assert result.exit_code == 0, result.output
     assert served == [18999]
     assert "http://127.0.0.1:18999/                          # the web UI" in result.output
     assert "http://127.0.0.1:18999/metrics" in result.output
+    assert "read-only: start with AUDITOR_UI_PASSWORD" in result.output
