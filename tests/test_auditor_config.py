@@ -76,6 +76,8 @@ def test_example_config_is_valid():
      "[[channels]] 'google'.type: unknown connector 'google_merchnt' (did you mean 'google_merchant'?)"),
     (('type = "google_merchant"', 'tpye = "google_merchant"'),
      "[[channels]] 'google'.type: missing (expected one of: amazon_listings, google_merchant,"),
+    (('[store]', '[smtp]\nhost = "mail.example"\nfrom = "a@example.com"\n[store]'),
+     "[smtp]: unknown key 'from' (did you mean 'sender'?)"),
     (('schedule = "0 */4 * * *"', 'schedule = "every hour"'),
      "[[channels]] 'google'.schedule: invalid cron expression 'every hour'"),
     (('[checks.price]', '[checks.prize]'), "[checks.prize]: unknown check (did you mean 'price'?)"),
