@@ -243,7 +243,9 @@ CHANNEL_OPTIONS = (
 SMTP_OPTIONS = (
     Opt("host", str, None, "SMTP server for email (the weekly report, email alert receivers)."),
     Opt("port", int, 587, "SMTP port: 587 with STARTTLS, 465 with implicit TLS, 25 plain."),
-    Opt("security", str, "starttls", "Transport security.", choices=("starttls", "tls", "none")),
+    Opt("security", str, "starttls", "Transport security: starttls (upgrade a plain "
+        "connection, port 587), tls (TLS from the start, port 465) or none (a local relay "
+        "on a trusted network).", choices=("starttls", "tls", "none")),
     Opt("username", _secret, None, "SMTP login, as { env = \"NAME\" } or a plain string."),
     Opt("password", _secret, None, "SMTP password, from the environment: { env = \"NAME\" }."),
     Opt("sender", str, None, "From address, e.g. \"Product audit <audit@example.com>\"."),
