@@ -323,3 +323,42 @@ def test_product_page_does_not_claim_a_match_the_image_check_never_made(tmp_path
         assert img["matched"] is True  # (as the store has no image finding, if it were on)
     finally:
         store.close()
+
+
+def test_ui_shows_the_state_people_see_not_the_stored_one(tmp_path):
+    """An acknowledged finding is stored 'open' with ack_at set; the inbox filter already
+    called it acknowledged but the pill said 'open' (and not_evaluated ones 'open' too)."""
+    import re
+
+    from fastapi import FastAPI
+    from starlette.testclient import TestClient
+
+    from auditor.web.routes import build_ui_router
+
+    d = _world(tmp_path)
+    cfg = load_config(d / "config.toml")
+
+    @contextlib.contextmanager
+    def opener():
+        store = open_store(cfg.store_url, create=False)
+        try:
+            yield store
+        finally:
+            store.close()
+
+    with opener() as store:
+        title = next(f for f in store.findings(channel="shop", check="title"))
+        store.ack_finding(title.fingerprint, "ana", "on it")
+        image = next(f for f in store.findings(channel="shop", check="image")
+                     if f.outcome == "not_evaluated")
+    app = FastAPI()
+    app.include_router(build_ui_router(lambda: cfg, opener))
+    with TestClient(app) as c:
+        def pill(html: str) -> str:
+            return re.search(r'<span class="pill state-([a-z_]+)">\1</span>', html).group(1)
+
+        assert pill(c.get(f"/findings/{title.fingerprint}").text) == "acknowledged"
+        assert pill(c.get(f"/findings/{image.fingerprint}").text) == "not_evaluated"
+        row = re.search(rf'<tr data-fp="{title.fingerprint}">.*?</tr>',
+                        c.get("/?state=acknowledged").text, re.S).group(0)
+        assert pill(row) == "acknowledged"

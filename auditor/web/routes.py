@@ -39,6 +39,7 @@ def _env() -> Environment:
     env.filters["ts"] = lambda d: d.strftime("%Y-%m-%d %H:%M") if d else "–"
     env.filters["qs"] = lambda pairs: urlencode(pairs)
     env.filters["safe_url"] = views.safe_url
+    env.filters["shown_state"] = views.shown_state
     env.globals["version"] = __version__
     return env
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import urlsplit
 
@@ -118,6 +119,21 @@ def inbox(store: Any, f: Filters) -> dict[str, Any]:
     pages = max(1, -(-page.total // PAGE_SIZE))
     return {"rows": rows, "total": page.total, "page": f.page, "pages": pages,
             "incidents": groups, "filters": f}
+
+
+def shown_state(f: FindingRecord, now: datetime | None = None) -> str:
+    """The state people see, as the inbox's state filter (and `auditor findings`) names it:
+    resolved, not_evaluated, acknowledged, snoozed or open (the store keeps "open" for all
+    but resolved, with the acknowledgement and snooze beside it)."""
+    if f.state == "resolved":
+        return "resolved"
+    if f.outcome == "not_evaluated":
+        return "not_evaluated"
+    if f.ack_at is not None:
+        return "acknowledged"
+    if f.snoozed_until is not None and f.snoozed_until > (now or datetime.now(timezone.utc)):
+        return "snoozed"
+    return f.state
 
 
 def _as_open(x: FindingRecord) -> Any:
