@@ -1195,7 +1195,14 @@ def serve(config_path: Path, host: str | None, port: int | None, no_schedule: bo
     import logging
 
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
-    sys.exit(run_service(config_path, host, port, schedule=not no_schedule, log_level=level))
+
+    def announce(base: str) -> None:  # one line, also without -v (Ctrl-C stops)
+        if not _quiet() and level not in ("info", "debug"):
+            err.print(f"auditor serve on {base}: web UI {base}/, metrics {base}/metrics, "
+                      f"API {base}/docs; Ctrl-C stops")
+
+    sys.exit(run_service(config_path, host, port, schedule=not no_schedule, log_level=level,
+                         announce=announce))
 
 
 # ---------------------------------------------------------------------------- demo

@@ -362,3 +362,42 @@ def test_ui_shows_the_state_people_see_not_the_stored_one(tmp_path):
         row = re.search(rf'<tr data-fp="{title.fingerprint}">.*?</tr>',
                         c.get("/?state=acknowledged").text, re.S).group(0)
         assert pill(row) == "acknowledged"
+
+
+def test_serve_says_where_it_listens_without_v(tmp_path):
+    """`auditor serve` printed nothing at all unless -v: a new user saw a silent terminal."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    (tmp_path / "m.csv").write_text("sku,title\nA,Tee\n")
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[store]\npath = "a.db"\n[master]\ntype = "csv"\nsource = "m.csv"\n')
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    p = subprocess.Popen([sys.executable, "-m", "auditor", "serve", "-c", str(cfg), "--port",
+                          "0", "--no-schedule"], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        line = ""
+        while time.monotonic() < deadline and "auditor serve on" not in line:
+            line = p.stderr.readline() if p.stderr else ""
+            if not line and p.poll() is not None:
+                break
+        m = re.search(r"auditor serve on (http://127\.0\.0\.1:\d+): web UI \1/, metrics "
+                      r"\1/metrics, API \1/docs", line)
+        assert m, line
+        for _ in range(100):
+            try:
+                if httpx.get(m.group(1) + "/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert httpx.get(m.group(1) + "/").status_code == 200
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(30) == 0
