@@ -479,9 +479,19 @@ def _table_out(rows: list[dict[str, Any]], columns: list[str], title: str,
         else:
             t.add_column(c, no_wrap=True, overflow="ellipsis")
     for r in rows:
-        t.add_row(*[safe(r.get(c), None if c in wrap else (widths or {}).get(c, 60))
+        t.add_row(*[safe(_cell(r.get(c)), None if c in wrap else (widths or {}).get(c, 60))
                     for c in columns])
     con.print(t)
+
+
+def _cell(v: Any) -> Any:
+    """A table cell: an empty list or mapping is blank (not `[]`, `{}`), a list is its items
+    joined, a mapping compact JSON."""
+    if isinstance(v, (list, tuple)):
+        return ", ".join(str(x) for x in v)
+    if isinstance(v, dict):
+        return json.dumps(v, ensure_ascii=False, default=str) if v else ""
+    return v
 
 
 def _store_for(config_path: Path) -> Store:

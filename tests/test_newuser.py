@@ -401,3 +401,11 @@ def test_serve_says_where_it_listens_without_v(tmp_path):
     finally:
         p.send_signal(signal.SIGTERM)
         assert p.wait(30) == 0
+
+
+def test_links_table_shows_empty_candidates_and_evidence_blank(world):
+    r = CliRunner().invoke(main, ["links", "-c", str(world / "config.toml")],
+                           env={"COLUMNS": "250"})
+    assert r.exit_code == 0, r.output
+    rows = [x for x in r.output.splitlines() if "│ shop" in x]
+    assert rows and not any("[]" in x or "{}" in x for x in rows)
