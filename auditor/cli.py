@@ -582,13 +582,13 @@ def findings(ctx: click.Context, config_path: Path, only_open: bool, states: tup
 
 @main.group(invoke_without_command=True)
 @config_option
-@click.option("--channel", help="Only this channel.")
+@click.option("--channel", "channels", multiple=True, help="Only this channel (repeatable).")
 @click.option("--state", type=click.Choice(["linked", "suggested", "unlinked"]),
               help="Only listings in this state: linked (checks run), suggested (a person "
                    "decides; no findings until then) or unlinked.")
 @format_option
 @click.pass_context
-def links(ctx: click.Context, config_path: Path, channel: str | None, state: str | None,
+def links(ctx: click.Context, config_path: Path, channels: tuple[str, ...], state: str | None,
           fmt: str) -> None:
     """Show how each listing was linked to its master: state, method, confidence, and for
     a listing not linked the reason and the evidence; confirm or reject suggested pairs.
@@ -601,15 +601,17 @@ def links(ctx: click.Context, config_path: Path, channel: str | None, state: str
       auditor links reject GGL-1234 SKU-9        # never suggest SKU-9 for it again
     """
     if ctx.invoked_subcommand is not None:
-        ctx.obj = {"config_path": config_path, "channel": channel}
+        if len(channels) > 1:
+            raise click.BadParameter("confirm and reject take one channel", param_hint="--channel")
+        ctx.obj = {"config_path": config_path, "channel": channels[0] if channels else None}
         return
     cfg = _load(config_path)
     store = _store_for(config_path)
     try:
-        if channel is not None:
-            _known("channel", [channel], [c.name for c in cfg.channels] +
-                   list(store.finding_values("channel")))
-        rows = [r.to_dict() for r in store.link_states(channel, state)]
+        _known("channel", channels, [c.name for c in cfg.channels] +
+               list(store.finding_values("channel")))
+        rows = [r.to_dict() for ch in (dict.fromkeys(channels) or [None])
+                for r in store.link_states(ch, state)]
     finally:
         store.close()
     _rows_out(rows, ["channel", "listing_key", "state", "sku", "method", "confidence",

@@ -409,3 +409,14 @@ def test_links_table_shows_empty_candidates_and_evidence_blank(world):
     assert r.exit_code == 0, r.output
     rows = [x for x in r.output.splitlines() if "│ shop" in x]
     assert rows and not any("[]" in x or "{}" in x for x in rows)
+
+
+def test_links_channel_repeats_like_findings_channel(world):
+    cfg = str(world / "config.toml")
+    one = CliRunner().invoke(main, ["links", "-c", cfg, "--channel", "shop", "--format", "json"])
+    two = CliRunner().invoke(main, ["links", "-c", cfg, "--channel", "shop", "--channel", "shop",
+                                    "--format", "json"])
+    assert one.exit_code == two.exit_code == 0
+    assert json.loads(one.output) == json.loads(two.output) and json.loads(one.output)
+    bad = CliRunner().invoke(main, ["links", "-c", cfg, "--channel", "shop", "--channel", "nope"])
+    assert bad.exit_code == 2 and "unknown channel 'nope'" in bad.output
