@@ -200,6 +200,9 @@ def run_demo(directory: Path, serve: bool, console, port: int = 8080,
                 previous = dataclasses.replace(
                     cfg, master={**cfg.master, "source": "world/master_previous.csv"})
                 import_master(previous, store, now - timedelta(days=7))
+                console.print(f"history: last week's master (world/master_previous.csv) imported "
+                              f"as of {(now - timedelta(days=7)):%Y-%m-%d}, so this week's "
+                              f"shows as changed and old values on channels as stale")
                 report = run_audit(cfg, store, now=now)
                 findings = [f.to_dict() for f in store.findings(state="open")]
                 from auditor.reports.run_report import write_report

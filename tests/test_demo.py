@@ -24,6 +24,7 @@ def test_demo_runs_end_to_end(tmp_path):
     out = result.output
     assert "Where to look next" in out and "auditor findings --open --config" in out
     assert "google" in out and "run 1: complete" in out
+    assert "history: last week's master (world/master_previous.csv) imported" in out
     # the run's own exit line would contradict the demo's exit code: left out
     assert "exit 1:" not in out and "the demo exits 0" in out
     assert "against the planted drift" in out and "planted" in out
