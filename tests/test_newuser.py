@@ -420,3 +420,15 @@ def test_links_channel_repeats_like_findings_channel(world):
     assert json.loads(one.output) == json.loads(two.output) and json.loads(one.output)
     bad = CliRunner().invoke(main, ["links", "-c", cfg, "--channel", "shop", "--channel", "nope"])
     assert bad.exit_code == 2 and "unknown channel 'nope'" in bad.output
+
+
+def test_product_page_shows_the_masters_stock_state_from_its_quantity(world):
+    from auditor.web import views
+
+    store = open_store(load_config(world / "config.toml").store_url, create=False)
+    try:
+        ctx = views.product(store, "TS-03")
+    finally:
+        store.close()
+    assert ctx["master_fields"]["quantity"] == 5
+    assert ctx["master_fields"]["availability"] == "in_stock (from quantity)"

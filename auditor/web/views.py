@@ -167,10 +167,23 @@ def _field_rows(master: MasterRecord | None, listing: Listing | None) -> dict[st
                         if src.sale_start and src.sale_end else
                         f"from {src.sale_start:%Y-%m-%d %H:%M}" if src.sale_start else
                         f"until {src.sale_end:%Y-%m-%d %H:%M}" if src.sale_end else None),
-        "availability": str(src.availability) if src.availability else None,
+        "availability": _master_stock(src) if listing is None else
+                        (str(src.availability) if src.availability else None),
         "quantity": src.quantity,
         "gtin": src.gtin, "mpn": src.mpn, "brand": src.brand,
     }
+
+
+def _master_stock(master: MasterRecord) -> str | None:
+    """The master's stock state as the availability check reads it: from its quantity when
+    it has one (safety stock 0), else its availability."""
+    from auditor.checks.availability import master_state
+
+    state = master_state(master, 0)
+    if state is None:
+        return None
+    derived = master.quantity is not None and state != master.availability
+    return f"{state} (from quantity)" if derived else str(state)
 
 
 def product(store: Any, sku: str, image_check_off: Iterable[str] = ()) -> dict[str, Any] | None:
