@@ -334,6 +334,23 @@ def test_webhook_url_with_a_token_comes_from_the_environment(tmp_path, monkeypat
         store.close()
 
 
+
+def test_a_plain_webhook_url_is_shown_without_its_query(tmp_path):
+    """Errors and logs name a plain URL without its query (a token often rides there):
+    `http://h/hook?…` (a login in a URL is refused by the config already)."""
+    with WebhookServer(path="/hook") as hook:
+        hook.status = 500
+        url = hook.url + "?token=Q-SECRET&x=1"
+        cfg = _cfg([{"name": "hook", "type": "webhook", "url": url}])
+        store = Store(tmp_path / "a.db")
+        _run(store, 1, T0, [_f("A")])
+        evaluate(store, cfg, T0)
+        deliver(store, cfg, lambda: T0)
+        (row,) = store.outbox()
+        assert row["last_error"] == f"DeliveryError: {hook.url}?…: HTTP 500"
+        assert "SECRET" not in str(store.outbox(None))
+        store.close()
+
 def test_service_loop_delivers_and_flushes_on_stop(tmp_path):
     import threading
 
