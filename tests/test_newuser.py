@@ -432,3 +432,35 @@ def test_product_page_shows_the_masters_stock_state_from_its_quantity(world):
         store.close()
     assert ctx["master_fields"]["quantity"] == 5
     assert ctx["master_fields"]["availability"] == "in_stock (from quantity)"
+
+
+def test_pages_drop_bidi_overrides_and_control_characters(tmp_path):
+    """A title with U+202E (shown reversed) or control characters is shown without them in
+    the UI and the reports; the terminal drops them too."""
+    from auditor.reports import run_report, weekly
+    from auditor.terminal import safe, visible
+    from auditor.web.routes import _env
+
+    title = "Tee \u202egnp.exe\u202c \x1b]8;;http://evil\x07x\x1b]8;;\x07 <b>"
+    html = _env().from_string("<p>{{ t }}</p>").render(t=title)
+    assert html == "<p>Tee gnp.exe ]8;;http://evilx]8;; &lt;b&gt;</p>"
+    assert visible(title) == "Tee gnp.exe ]8;;http://evilx]8;; <b>"
+    assert weekly._env().finalize is visible
+    # the run report of a channel showing that title
+    (tmp_path / "m.csv").write_text("sku,title,price,currency\nA,Tee,10.00,EUR\n")
+    (tmp_path / "c.csv").write_text(f"sku,title,price\nA,{title},10.00\n", encoding="utf-8")
+    (tmp_path / "config.toml").write_text(
+        '[store]\npath = "a.db"\n[master]\ntype = "csv"\nsource = "m.csv"\n'
+        '[[channels]]\nname = "pos"\ntype = "tabular"\nsource = "c.csv"\ncurrency = "EUR"\n')
+    r = CliRunner().invoke(main, ["run", "-c", str(tmp_path / "config.toml")])
+    assert r.exit_code == 1, r.output
+    store = open_store(load_config(tmp_path / "config.toml").store_url, create=False)
+    try:
+        page = run_report.write_report(store, tmp_path / "r.html").read_text()
+    finally:
+        store.close()
+    assert "gnp.exe" in page and "\u202e" not in page and "\x1b" not in page
+    assert "\u202e" not in safe(title) and "\x1b" not in safe(title)
+    from markupsafe import Markup
+
+    assert visible(Markup("<svg>\u202e</svg>")) == Markup("<svg>\u202e</svg>")  # kept as is

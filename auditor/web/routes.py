@@ -23,6 +23,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from auditor import __version__, plugins
 from auditor.config import Config
+from auditor.terminal import visible
 from auditor.web import views
 from auditor.web.auth import COOKIE, Auth, Session
 
@@ -35,6 +36,7 @@ StoreOpener = Callable[[], ContextManager[Any]]
 def _env() -> Environment:
     env = Environment(loader=PackageLoader("auditor.web", "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True),
+                      finalize=visible,
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["ts"] = lambda d: d.strftime("%Y-%m-%d %H:%M") if d else "–"
     env.filters["qs"] = lambda pairs: urlencode(pairs)
