@@ -1186,7 +1186,7 @@ def extract_cmd(target: str, page_url: str | None, sku: str | None, fmt: str, as
 @click.option("--no-schedule", is_flag=True,
               help="Serve metrics and the API only; run no scheduled audits.")
 def serve(config_path: Path, host: str | None, port: int | None, no_schedule: bool) -> None:
-    """Run the schedules, and serve /metrics, /healthz, /readyz and the JSON API.
+    """Run the schedules, and serve the web UI (/), /metrics, /healthz, /readyz and the API.
 
     Each source (the master, every channel) is audited on its `schedule` (cron) in a
     child process, one at a time per source; sources not read completely within their
