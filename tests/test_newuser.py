@@ -464,3 +464,49 @@ def test_pages_drop_bidi_overrides_and_control_characters(tmp_path):
     from markupsafe import Markup
 
     assert visible(Markup("<svg>\u202e</svg>")) == Markup("<svg>\u202e</svg>")  # kept as is
+
+
+def test_api_sku_of_an_orphan_listing(client):
+    from urllib.parse import quote
+
+    r = client.get("/api/skus/" + quote(ORPHAN, safe=""))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["master"] is None and [c["key"] for c in body["channels"]] == [ORPHAN]
+    assert body["channels"][0]["findings"][0]["check"] == "presence"
+    assert client.get("/api/skus/NOPE-1").status_code == 404
+
+
+def test_an_sku_with_a_slash_has_its_page_and_api(tmp_path):
+    """`/api/skus/{sku}` did not route an SKU holding "/" (`TS/RED/M`): 404 Not Found."""
+    from fastapi import FastAPI
+    from starlette.testclient import TestClient
+
+    from auditor.service.api import build_router
+    from auditor.web.routes import build_ui_router
+
+    (tmp_path / "m.csv").write_text("sku,title,price,currency\nTS/RED/M,Tee,10.00,EUR\n")
+    (tmp_path / "c.csv").write_text("sku,title,price\nTS/RED/M,Tee,12.00\n")
+    (tmp_path / "config.toml").write_text(
+        '[store]\npath = "a.db"\n[master]\ntype = "csv"\nsource = "m.csv"\n'
+        '[[channels]]\nname = "pos"\ntype = "tabular"\nsource = "c.csv"\ncurrency = "EUR"\n')
+    assert CliRunner().invoke(main, ["run", "-c", str(tmp_path / "config.toml")]).exit_code == 1
+    cfg = load_config(tmp_path / "config.toml")
+
+    @contextlib.contextmanager
+    def opener():
+        store = open_store(cfg.store_url, create=False)
+        try:
+            yield store
+        finally:
+            store.close()
+
+    app = FastAPI()
+    app.include_router(build_router(lambda: cfg, opener))
+    app.include_router(build_ui_router(lambda: cfg, opener))
+    with TestClient(app) as c:
+        r = c.get("/api/skus/TS%2FRED%2FM")
+        assert r.status_code == 200, r.text
+        assert r.json()["sku"] == "TS/RED/M" and r.json()["channels"][0]["findings"]
+        assert c.get("/api/skus/TS/RED/M").json()["sku"] == "TS/RED/M"
+        assert c.get("/products/TS%2FRED%2FM").status_code == 200

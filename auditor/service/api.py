@@ -22,6 +22,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
+from auditor import codec
 from auditor.config import SECRET_VALUES, Config, EnvRef
 from auditor.errors import StoreError
 
@@ -297,13 +298,22 @@ def build_router(get_cfg: Callable[[], Config],
             row["events"] = [e.to_dict() for e in store.finding_events(fingerprint)]
         return row
 
-    @router.get("/skus/{sku}", response_model=SkuView, dependencies=read, tags=["products"])
+    @router.get("/skus/{sku:path}", response_model=SkuView, dependencies=read,
+                tags=["products"])
     def get_sku(sku: str = Path(max_length=500)) -> dict[str, Any]:
-        """One SKU: its master record next to every channel's listing and open findings."""
+        """One SKU (it may hold a "/"): its master record next to every channel's listing and
+        open findings. An SKU no master record has: the listings that show it (orphans)."""
         with open_store() as store:
             master = store.master_record(sku)
             listings = store.sku_listings(sku)
             findings = store.findings_page({"sku": sku}, None, 1000)
+            if master is None and not listings:
+                for ch, key in dict.fromkeys((f["channel"], f["listing_key"]) for f in findings
+                                             if f["listing_key"]):
+                    ls = store.listing(ch, key)
+                    if ls is not None:
+                        listings.append({"channel": ch, "key": key, "link_method": None,
+                                         "data": json.loads(codec.body(ls))})
         if master is None and not listings:
             raise HTTPException(404, f"no SKU {sku!r} in the master or on any channel")
         by_key: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
