@@ -510,3 +510,41 @@ def test_an_sku_with_a_slash_has_its_page_and_api(tmp_path):
         assert r.json()["sku"] == "TS/RED/M" and r.json()["channels"][0]["findings"]
         assert c.get("/api/skus/TS/RED/M").json()["sku"] == "TS/RED/M"
         assert c.get("/products/TS%2FRED%2FM").status_code == 200
+
+
+def test_api_link_decisions_reach_listing_keys_holding_slashes(tmp_path, monkeypatch):
+    """A site listing's key is its page URL: POST /api/links/site/<URL>/confirm answered the
+    router's 404 "Not Found" for every one of them."""
+    from fastapi import FastAPI
+    from starlette.testclient import TestClient
+
+    from auditor.service.api import build_router
+
+    monkeypatch.setenv("AUDITOR_API_TOKEN", "t0ken-for-tests")
+    (tmp_path / "m.csv").write_text("sku,title,price,currency\nTS/RED/M,Tee,10.00,EUR\n")
+    (tmp_path / "c.csv").write_text("sku,title,price\nTS/RED/M,Tee,12.00\n")
+    (tmp_path / "config.toml").write_text(
+        '[store]\npath = "a.db"\n[master]\ntype = "csv"\nsource = "m.csv"\n'
+        '[[channels]]\nname = "pos"\ntype = "tabular"\nsource = "c.csv"\ncurrency = "EUR"\n')
+    assert CliRunner().invoke(main, ["run", "-c", str(tmp_path / "config.toml")]).exit_code == 1
+    cfg = load_config(tmp_path / "config.toml")
+
+    @contextlib.contextmanager
+    def opener():
+        store = open_store(cfg.store_url, create=False)
+        try:
+            yield store
+        finally:
+            store.close()
+
+    app = FastAPI()
+    app.include_router(build_router(lambda: cfg, opener))
+    auth = {"Authorization": "Bearer t0ken-for-tests"}
+    with TestClient(app) as c:
+        r = c.post("/api/links/pos/TS%2FRED%2FM/confirm", json={"sku": "TS/RED/M"}, headers=auth)
+        assert r.status_code == 200, r.text
+        from urllib.parse import quote
+
+        key = quote("https://shop.example/p/1#A", safe="")
+        r = c.post(f"/api/links/pos/{key}/reject", json={"sku": "TS/RED/M"}, headers=auth)
+        assert r.status_code == 404 and "no listing 'https://shop.example/p/1" in r.text

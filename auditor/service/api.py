@@ -412,15 +412,15 @@ def build_router(get_cfg: Callable[[], Config],
             fn(channel, key, sku, decision, _now(), note=f"by {body.by} (API)")
         return {"ok": True}
 
-    @router.post("/links/{channel}/{key}/confirm", response_model=Done, tags=["links"])
+    @router.post("/links/{channel}/{key:path}/confirm", response_model=Done, tags=["links"])
     def confirm_link(body: LinkDecision, channel: str = Path(pattern=_NAME),
                      key: str = Path(max_length=1000), _: str = Depends(writer)
                      ) -> dict[str, Any]:
         """Confirm a suggested link (to ``sku``, default the suggested one): the listing
-        is linked and checked from the next run on."""
+        is linked and checked from the next run on. ``key`` may hold "/" (a page URL)."""
         return _decide(channel, key, body, "confirmed")
 
-    @router.post("/links/{channel}/{key}/reject", response_model=Done, tags=["links"])
+    @router.post("/links/{channel}/{key:path}/reject", response_model=Done, tags=["links"])
     def reject_link(body: LinkDecision, channel: str = Path(pattern=_NAME),
                     key: str = Path(max_length=1000), _: str = Depends(writer)
                     ) -> dict[str, Any]:
