@@ -132,15 +132,18 @@ def test_inbox_filters(page, ui):
     rows = page.locator("#findings tr[data-fp]")
     assert rows.count() == 1
     page.select_option("select[name=state]", ["open", "resolved"])
-    page.click("#apply")
+    with page.expect_navigation():  # (count() does not wait for the new page)
+        page.click("#apply")
     assert page.locator("#findings tr[data-fp]").count() == 6
     page.select_option("select[name=channel]", ["pos"])
-    page.click("#apply")
+    with page.expect_navigation():  # (count() does not wait for the new page)
+        page.click("#apply")
     cells = page.locator("#findings tr[data-fp] td:nth-child(2)")
     assert cells.count() == 1 and cells.first.inner_text() == "pos"
     page.fill("input[name=q]", "A-3")
     page.select_option("select[name=channel]", [])
-    page.click("#apply")
+    with page.expect_navigation():  # (count() does not wait for the new page)
+        page.click("#apply")
     assert page.locator("#findings tr[data-fp]").count() == 1
     _shot(page, "inbox")
 
