@@ -479,9 +479,19 @@ def _table_out(rows: list[dict[str, Any]], columns: list[str], title: str,
         else:
             t.add_column(c, no_wrap=True, overflow="ellipsis")
     for r in rows:
-        t.add_row(*[safe(r.get(c), None if c in wrap else (widths or {}).get(c, 60))
+        t.add_row(*[safe(_cell(r.get(c)), None if c in wrap else (widths or {}).get(c, 60))
                     for c in columns])
     con.print(t)
+
+
+def _cell(v: Any) -> Any:
+    """A table cell: an empty list or mapping is blank (not `[]`, `{}`), a list is its items
+    joined, a mapping compact JSON."""
+    if isinstance(v, (list, tuple)):
+        return ", ".join(str(x) for x in v)
+    if isinstance(v, dict):
+        return json.dumps(v, ensure_ascii=False, default=str) if v else ""
+    return v
 
 
 def _store_for(config_path: Path) -> Store:
@@ -572,13 +582,13 @@ def findings(ctx: click.Context, config_path: Path, only_open: bool, states: tup
 
 @main.group(invoke_without_command=True)
 @config_option
-@click.option("--channel", help="Only this channel.")
+@click.option("--channel", "channels", multiple=True, help="Only this channel (repeatable).")
 @click.option("--state", type=click.Choice(["linked", "suggested", "unlinked"]),
               help="Only listings in this state: linked (checks run), suggested (a person "
                    "decides; no findings until then) or unlinked.")
 @format_option
 @click.pass_context
-def links(ctx: click.Context, config_path: Path, channel: str | None, state: str | None,
+def links(ctx: click.Context, config_path: Path, channels: tuple[str, ...], state: str | None,
           fmt: str) -> None:
     """Show how each listing was linked to its master: state, method, confidence, and for
     a listing not linked the reason and the evidence; confirm or reject suggested pairs.
@@ -591,15 +601,17 @@ def links(ctx: click.Context, config_path: Path, channel: str | None, state: str
       auditor links reject GGL-1234 SKU-9        # never suggest SKU-9 for it again
     """
     if ctx.invoked_subcommand is not None:
-        ctx.obj = {"config_path": config_path, "channel": channel}
+        if len(channels) > 1:
+            raise click.BadParameter("confirm and reject take one channel", param_hint="--channel")
+        ctx.obj = {"config_path": config_path, "channel": channels[0] if channels else None}
         return
     cfg = _load(config_path)
     store = _store_for(config_path)
     try:
-        if channel is not None:
-            _known("channel", [channel], [c.name for c in cfg.channels] +
-                   list(store.finding_values("channel")))
-        rows = [r.to_dict() for r in store.link_states(channel, state)]
+        _known("channel", channels, [c.name for c in cfg.channels] +
+               list(store.finding_values("channel")))
+        rows = [r.to_dict() for ch in (dict.fromkeys(channels) or [None])
+                for r in store.link_states(ch, state)]
     finally:
         store.close()
     _rows_out(rows, ["channel", "listing_key", "state", "sku", "method", "confidence",
@@ -881,7 +893,14 @@ def report_weekly(config_path: Path, week: str | None, out_dir: Path | None, sen
 
 @main.group("config")
 def config_group() -> None:
-    """Validate the config and list every setting."""
+    """Validate the config and list every setting.
+
+    \b
+    Examples:
+      auditor config check                 # the file, then every source it names
+      auditor config check --offline -c /etc/auditor/config.toml
+      auditor config options | grep -A3 '\\[http\\]'
+    """
 
 
 @config_group.command("check")
@@ -976,7 +995,13 @@ def settings_reference() -> dict[str, list[dict[str, Any]]]:
 @main.command("connectors")
 @format_option
 def list_connectors(fmt: str) -> None:
-    """List the channel types this auditor can read."""
+    """List the channel types this auditor can read.
+
+    \b
+    Examples:
+      auditor connectors
+      auditor connectors --format json     # for a program
+    """
     rows = [{"type": name, "help": conn.help or (conn.__doc__ or "").strip()}
             for name, conn in sorted(plugins.connectors().items())]
     if fmt != "table":
@@ -989,7 +1014,13 @@ def list_connectors(fmt: str) -> None:
 @main.command("checks")
 @format_option
 def list_checks(fmt: str) -> None:
-    """List the checks that run on every listing."""
+    """List the checks that run on every listing.
+
+    \b
+    Examples:
+      auditor checks
+      auditor checks --format csv
+    """
     rows: list[dict[str, Any]] = [{"name": name, "fields": list(spec.fields), "help": spec.help}
                                   for name, spec in plugins.checks().items()]
     if fmt != "table":
@@ -1155,7 +1186,7 @@ def extract_cmd(target: str, page_url: str | None, sku: str | None, fmt: str, as
 @click.option("--no-schedule", is_flag=True,
               help="Serve metrics and the API only; run no scheduled audits.")
 def serve(config_path: Path, host: str | None, port: int | None, no_schedule: bool) -> None:
-    """Run the schedules, and serve /metrics, /healthz, /readyz and the JSON API.
+    """Run the schedules, and serve the web UI (/), /metrics, /healthz, /readyz and the API.
 
     Each source (the master, every channel) is audited on its `schedule` (cron) in a
     child process, one at a time per source; sources not read completely within their
@@ -1176,7 +1207,14 @@ def serve(config_path: Path, host: str | None, port: int | None, no_schedule: bo
     import logging
 
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
-    sys.exit(run_service(config_path, host, port, schedule=not no_schedule, log_level=level))
+
+    def announce(base: str) -> None:  # one line, also without -v (Ctrl-C stops)
+        if not _quiet() and level not in ("info", "debug"):
+            err.print(f"auditor serve on {base}: web UI {base}/, metrics {base}/metrics, "
+                      f"API {base}/docs; Ctrl-C stops")
+
+    sys.exit(run_service(config_path, host, port, schedule=not no_schedule, log_level=level,
+                         announce=announce))
 
 
 # ---------------------------------------------------------------------------- demo

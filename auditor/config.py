@@ -218,7 +218,8 @@ CHANNEL_OPTIONS = (
     Opt("scope", _scope, {}, "Assortment filter: master field = [values]; only matching "
         "active masters are expected on the channel."),
     Opt("allow_empty", bool, False,
-        "Accept an empty source as real (otherwise it is a source problem when the last run had listings)."),
+        "Accept an empty source as real (otherwise it is a source problem on its first read "
+        "and when the last complete read had listings: nothing is concluded missing)."),
     Opt("min_ratio", float, 0.5,
         "A source yielding fewer than this share of the last complete read's listings is a "
         "sharp drop: presence is held, as with max_drop."),
@@ -242,7 +243,9 @@ CHANNEL_OPTIONS = (
 SMTP_OPTIONS = (
     Opt("host", str, None, "SMTP server for email (the weekly report, email alert receivers)."),
     Opt("port", int, 587, "SMTP port: 587 with STARTTLS, 465 with implicit TLS, 25 plain."),
-    Opt("security", str, "starttls", "Transport security.", choices=("starttls", "tls", "none")),
+    Opt("security", str, "starttls", "Transport security: starttls (upgrade a plain "
+        "connection, port 587), tls (TLS from the start, port 465) or none (a local relay "
+        "on a trusted network).", choices=("starttls", "tls", "none")),
     Opt("username", _secret, None, "SMTP login, as { env = \"NAME\" } or a plain string."),
     Opt("password", _secret, None, "SMTP password, from the environment: { env = \"NAME\" }."),
     Opt("sender", str, None, "From address, e.g. \"Product audit <audit@example.com>\"."),
@@ -465,7 +468,10 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
             problems.append(f"{where}.name: missing (expected a string)")
         ctype = ch.get("type")
         conn = connectors.get(ctype) if isinstance(ctype, str) else None
-        if conn is None:
+        if ctype is None:
+            problems.append(f"{where}.type: missing (expected one of: "
+                            f"{', '.join(sorted(connectors))})")
+        elif conn is None:
             problems.append(f"{where}.type: unknown connector {ctype!r}"
                             f"{did_you_mean(str(ctype), connectors)}")
         given = {k: v for k, v in ch.items() if k != "checks"}

@@ -206,6 +206,16 @@ def open_rows(sf: SourceFile, encoding: str = "auto", delimiter: str = "auto",
                                                 f"has {width}" if len(cells) != width else
                                                 " without its closing quote"))
                             break
+                        if len(buf) == 1 and cells and (
+                                cells[-1].endswith(("\n", "\r"))
+                                or (not buf[0][1].endswith(("\n", "\r"))
+                                    and _open_quote_at_end(buf, delim))):
+                            # One line whose quote never closes, at the end of the file: the
+                            # lenient reader kept its line end inside the last cell (or, the
+                            # file ending without one, a strict reader says so).
+                            restart("unbalanced quote: the row ends the file without its "
+                                    "closing quote")
+                            break
                         start = buf[0][0] if buf else feed.n
                         buf.clear()
                         if not cells or (len(cells) == 1 and not cells[0].strip()):

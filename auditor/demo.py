@@ -10,6 +10,7 @@ planted on purpose), 2 when it could not run.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -199,6 +200,9 @@ def run_demo(directory: Path, serve: bool, console, port: int = 8080,
                 previous = dataclasses.replace(
                     cfg, master={**cfg.master, "source": "world/master_previous.csv"})
                 import_master(previous, store, now - timedelta(days=7))
+                console.print(f"history: last week's master (world/master_previous.csv) imported "
+                              f"as of {(now - timedelta(days=7)):%Y-%m-%d}, so this week's "
+                              f"shows as changed and old values on channels as stale")
                 report = run_audit(cfg, store, now=now)
                 findings = [f.to_dict() for f in store.findings(state="open")]
                 from auditor.reports.run_report import write_report
@@ -223,6 +227,11 @@ def run_demo(directory: Path, serve: bool, console, port: int = 8080,
             from auditor.service.app import serve as run_service
 
             api = f"http://127.0.0.1:{port}"
+            console.print(f"  {api}/                          # the web UI: findings inbox, "
+                          "products on every channel, link suggestions, runs")
+            if not os.environ.get("AUDITOR_UI_PASSWORD"):
+                console.print("      (read-only: start with AUDITOR_UI_PASSWORD=... set to log in "
+                              "and acknowledge, snooze or confirm links)")
             console.print(f"  {shop.base_url}/collections/all    # the demo shop")
             console.print(f"  {api}/metrics               # Prometheus metrics")
             console.print(f"  {api}/docs                  # the JSON API (OpenAPI: {api}/openapi.json)")
@@ -235,7 +244,7 @@ def run_demo(directory: Path, serve: bool, console, port: int = 8080,
                 return 2
         else:
             console.print("  auditor demo --serve                       # keep the shop running and "
-                          "run auditor serve on it (metrics, API, schedules)")
+                          "run auditor serve on it (web UI, metrics, API, schedules)")
         return 0 if report.exit_code in (0, 1) else 2
     except (AuditorError, OSError) as e:
         console.print(f"[bold red]demo failed:[/] {safe(e)}")

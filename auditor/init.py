@@ -20,6 +20,7 @@ from typing import Any
 
 from auditor import csvio
 from auditor.errors import AuditorError, SourceError
+from auditor.master import master_reads
 from auditor.sources import SourceFile
 
 # Our field -> header spellings that usually hold it (compared loosely: case, spaces,
@@ -233,7 +234,8 @@ def guess(paths: list[Path], master: Path | None = None) -> list[Guess]:
         if _decimal_comma(header, rows, cols.get("price")) and g.role == "channel":
             g.options["decimal_separator"] = ","
             g.notes.append("decimal commas in prices")
-        unmapped = [h for h in header if h and h not in cols.values()]
+        unmapped = [h for h in header if h and h not in cols.values()
+                    and not (g.role == "master" and master_reads(h))]
         if unmapped:
             g.notes.append("kept as attributes: " + ", ".join(unmapped[:12])
                            + (" ..." if len(unmapped) > 12 else ""))

@@ -38,6 +38,13 @@ _IMAGE_COL = re.compile(r"^image_?(\d+)$", re.I)
 _CUR_PRICE = re.compile(r"^(sale_price|price)_([a-z]{3})$", re.I)
 
 
+def master_reads(header: str) -> bool:
+    """Whether the master reads a column of this name as a field of its own (not an
+    attribute): a known field, ``image_<n>``, ``price_<CUR>`` or ``<field>@<channel>``."""
+    return (header in KNOWN or bool(_IMAGE_COL.match(header) or _CUR_PRICE.match(header))
+            or "@" in header)
+
+
 @dataclass
 class MasterImport:
     """The outcome of reading a master file."""

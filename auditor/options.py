@@ -82,9 +82,20 @@ def resolve(opts: Sequence[Opt], given: dict[str, Any], where: str,
     return out
 
 
+# Keys that mean the same in another table of the config: [smtp] has `sender` where an
+# email receiver has `from`, a webhook `url` where an apprise receiver has `urls` ...
+_SYNONYMS = {"from": ("sender",), "sender": ("from",), "url": ("urls", "source"),
+             "urls": ("url",), "user": ("username",), "login": ("username",),
+             "pass": ("password",), "passwd": ("password",), "server": ("host",),
+             "smtp_host": ("host",)}
+
+
 def _did_you_mean(key: str, names: Sequence[str] | dict) -> str:
     import difflib
 
+    same = [n for n in _SYNONYMS.get(key, ()) if n in names]
+    if same:
+        return f" (did you mean {same[0]!r}?)"
     close = difflib.get_close_matches(key, list(names), n=1, cutoff=0.6)
     if close:
         return f" (did you mean {close[0]!r}?)"

@@ -3,7 +3,7 @@
 For the master and each enabled channel: a path exists (a glob matches a file), a
 URL answers (through the shared HTTP client and its outbound guard, reading no
 more than the first bytes of the body), and every environment variable the
-config refers to is set. Nothing is stored and nothing is parsed.
+config refers to anywhere (sources, alert receivers, [smtp], [ui], [serve]) is set. Nothing is stored and nothing is parsed.
 """
 
 from __future__ import annotations
@@ -31,6 +31,30 @@ def _env_refs(table: Mapping[str, Any]) -> list[str]:
             if isinstance(v, EnvRef):
                 names.append(v.name)
     return names
+
+
+def _all_env_refs(value: Any, table: str = "", keys: str = "") -> list[tuple[str, str]]:
+    """(where, variable) of every `{ env = "NAME" }` anywhere in the config file: alert
+    receivers, [smtp], [ui], [serve] ... (`[[alerts.receivers]] 'hook'.secret`)."""
+    if isinstance(value, dict):
+        if set(value) == {"env"} and isinstance(value["env"], str):
+            return [(f"{table}{keys}" if table else keys.lstrip("."), value["env"])]
+        if not table:  # a top-level table: [smtp], [alerts] ...
+            return [ref for k, v in value.items()
+                    for ref in (_all_env_refs(v, f"[{k}]") if isinstance(v, dict) else
+                                _all_env_refs(v, "", f".{k}"))]
+        return [ref for k, v in value.items() for ref in _all_env_refs(v, table, f"{keys}.{k}")]
+    if isinstance(value, list):
+        out = []
+        for i, v in enumerate(value):
+            name = v.get("name") if isinstance(v, dict) else None
+            if isinstance(name, str):  # an array of tables: [[alerts.receivers]] 'hook'
+                dotted = f"{table[1:-1]}{keys}" if table else keys.lstrip(".")
+                out.extend(_all_env_refs(v, f"[[{dotted}]] {name!r}"))
+            else:
+                out.extend(_all_env_refs(v, table, f"{keys}[{i}]"))
+        return out
+    return []
 
 
 def _path_problem(source: str, base: Path) -> str | None:
@@ -98,6 +122,13 @@ def probe_sources(cfg: Config) -> list[str]:
             why = _path_problem(source, cfg.base_dir)
         if why:
             problems.append(f"{where}.source: {why}")
+    told = {p.split("environment variable ", 1)[1].split(" ", 1)[0] for p in problems
+            if "environment variable " in p}
+    for where, name in _all_env_refs(cfg.raw):
+        if name not in os.environ and name not in told:
+            told.add(name)
+            problems.append(f"{where}: environment variable {name} is not set "
+                            f"(referenced as {{ env = \"{name}\" }})")
     for name, opts in [("[checks.image]", cfg.checks.get("image", {}))] + [
             (f"[[channels]] {c.name!r}.checks.image", c.checks.get("image", {}))
             for c in cfg.channels if c.enabled]:

@@ -233,15 +233,23 @@ def read_failed(result: SourceResult, ch: ChannelConfig, e: Exception) -> None:
 
 def empty_read_failed(store: Store, run_id: int, ch: ChannelConfig,
                       result: SourceResult) -> None:
-    """A complete read of no listings where the last complete read had some is a source
-    problem (the read failed), unless the channel allows being empty."""
-    if result.status == SourceStatus.COMPLETE:
+    """A complete read of no listings where the last complete read had some, or on the
+    channel's first complete read (an empty file or feed is most often a broken export,
+    and would make every SKU "missing"), is a source problem (the read failed), unless the
+    channel allows being empty."""
+    if result.status == SourceStatus.COMPLETE and result.listings == 0 \
+            and not ch.opt("allow_empty"):
         prev = store.last_good_listing_count(ch.name, run_id)
-        if result.listings == 0 and prev and not ch.opt("allow_empty"):
+        if prev:
             result.status = SourceStatus.FAILED
             result.message = (f"source yielded no listings where the last complete read had "
                               f"{prev}; treated as a source problem (set allow_empty = true if "
                               f"an empty channel is real)")
+        elif prev is None:
+            result.status = SourceStatus.FAILED
+            result.message = (f"source {ch.source} yielded no listings on its first read; "
+                              f"treated as a source problem, no listing concluded missing (set "
+                              f"allow_empty = true if an empty channel is real)")
 
 
 def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,

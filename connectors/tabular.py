@@ -29,7 +29,7 @@ from auditor.connectors._common import (header_key, listing_maker, map_columns,
 # Listing fields a column map may name; any other name becomes an attribute.
 TEXT_FIELDS = ("title", "description", "brand", "mpn", "url", "group_id")
 FIELDS = ("key", "sku", "gtin", "price", "sale_price", "sale_start", "sale_end", "quantity",
-          "availability", "image", "images", "location") + TEXT_FIELDS
+          "availability", "image", "images", "location", "currency") + TEXT_FIELDS
 
 # Shared fields of a row first, then the per-location ones.
 _make = listing_maker("channel", "fetched_at", "sku", "title", "description", "brand", "mpn",
@@ -155,7 +155,7 @@ def carried_fields(header: list[str], name: str, opts: Mapping[str, Any]) -> set
     """The listing fields an export with this header carries (its mapped columns)."""
     columns, loc_spec = _columns(header, opts)
     cols = map_columns_all(header, columns, name)
-    out = {f for f in cols if f in FIELDS}
+    out = {f for f in cols if f in FIELDS and f != "currency"}
     if "image" in out:
         out.add("images")
     if loc_spec and _locations(header, loc_spec, name):
@@ -201,8 +201,8 @@ def row_converter(header: list[str], name: str, channel: str, fetched_at,
         v = row.get(field)
         if not v:
             return None
-        try:
-            return parse_money(v, currency, dsep)
+        try:  # a currency column (ISO code per row) before the channel's `currency`
+            return parse_money(v, row.get("currency") or currency, dsep)
         except ValueError as e:
             bad[field] = f"{where}: bad {field} {v!r} in column {header[idx[field]]!r}: {e}"
             return None

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from auditor.errors import AuditorError
+from auditor.terminal import visible
 
 if TYPE_CHECKING:
     from auditor.storage import Store
@@ -133,7 +134,8 @@ def _level(score: float | None) -> str:
 
 def render(context: dict[str, Any]) -> str:
     env = Environment(loader=PackageLoader("auditor.reports", "templates"),
-                      autoescape=select_autoescape(default=True, default_for_string=True))
+                      autoescape=select_autoescape(default=True, default_for_string=True),
+                      finalize=visible)
     return env.get_template("run_report.html").render(**context)
 
 

@@ -32,6 +32,7 @@ from auditor import __version__
 from auditor.csvout import neutralise
 from auditor.errors import AuditorError
 from auditor.storage.records import OpenFinding
+from auditor.terminal import visible
 
 GRADES = (("A", 0.90), ("B", 0.80), ("C", 0.70), ("D", 0.60), ("E", 0.0))
 SEVERITY_WEIGHT = {"critical": 4, "major": 3, "minor": 2, "info": 1}
@@ -317,7 +318,7 @@ def build_weekly(store: Any, cfg: Any, week: str | None = None, now: datetime | 
 def _env() -> Environment:
     env = Environment(loader=PackageLoader("auditor.reports", "templates"),
                       autoescape=select_autoescape(["html", "j2"], default=True),
-                      trim_blocks=True, lstrip_blocks=True)
+                      trim_blocks=True, lstrip_blocks=True, finalize=visible)
     env.filters["pct"] = lambda v: "-" if v is None else f"{100 * v:.1f}%"
     env.filters["pp"] = lambda v: "-" if v is None else f"{100 * v:+.1f} pp"
     env.filters["hours"] = _fmt_hours

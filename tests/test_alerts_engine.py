@@ -451,3 +451,15 @@ def test_two_evaluations_at_once_record_one_notification(tmp_path):
     assert len(s1.outbox(None)) == 1
     s1.close()
     s2.close()
+
+
+def test_incident_summary_names_the_field_once_and_presence_by_kind():
+    from auditor.alerts.incidents import describe
+
+    rows = [{"details": {"kind": "missing"}}] * 3 + [{"details": {"kind": "orphan"}}]
+    assert describe("field", "presence", "listing", "shop", 4, rows) == \
+        "presence differs on shop for 4 SKUs: 3 missing, 1 orphan"
+    assert describe("field", "title", "title", "google", 15, []) == \
+        "title differs on google for 15 SKUs"
+    assert describe("field", "price", "sale_price", "meta", 12, []) == \
+        "price sale_price differs on meta for 12 SKUs"

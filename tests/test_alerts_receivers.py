@@ -150,6 +150,29 @@ def test_email_over_smtp_has_text_and_html(tmp_path):
         smtp.close()
 
 
+
+def test_email_of_an_sku_with_line_breaks_is_sent_with_a_one_line_subject(tmp_path):
+    """A channel SKU carrying CR/LF ("ORPH\\r\\nBcc: ...") must neither inject a header nor
+    make the message unsendable (it would hold up every later one to the receiver)."""
+    smtp = SMTPServer()
+    try:
+        cfg = _cfg([{"name": "mail", "type": "email", "host": "127.0.0.1", "port": smtp.port,
+                     "from": "auditor@example.com", "to": ["ops@example.com"]}])
+        store = Store(tmp_path / "a.db")
+        _run(store, 1, T0, [_f("ORPH\r\nBcc: evil@example.com\rX", actual="25.00 USD")])
+        evaluate(store, cfg, T0)
+        assert deliver(store, cfg, lambda: T0)["sent"] == 1
+        deadline = time.monotonic() + 5
+        while not smtp.messages and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (msg,) = smtp.messages
+        assert msg.get_all("Bcc") is None
+        subject = " ".join(msg["Subject"].split())  # (a long header comes folded)
+        assert "ORPH Bcc: evil@example.com X" in subject
+        store.close()
+    finally:
+        smtp.close()
+
 def test_apprise_url_from_the_environment(tmp_path, monkeypatch):
     with WebhookServer(path="/apprise") as hook:
         monkeypatch.setenv("AUDITOR_TEST_APPRISE", f"json://127.0.0.1:{hook.port}/apprise")
@@ -310,6 +333,23 @@ def test_webhook_url_with_a_token_comes_from_the_environment(tmp_path, monkeypat
         assert deliver(store, cfg, lambda: T0 + timedelta(hours=1))["sent"] == 1
         store.close()
 
+
+
+def test_a_plain_webhook_url_is_shown_without_its_query(tmp_path):
+    """Errors and logs name a plain URL without its query (a token often rides there):
+    `http://h/hook?…` (a login in a URL is refused by the config already)."""
+    with WebhookServer(path="/hook") as hook:
+        hook.status = 500
+        url = hook.url + "?token=Q-SECRET&x=1"
+        cfg = _cfg([{"name": "hook", "type": "webhook", "url": url}])
+        store = Store(tmp_path / "a.db")
+        _run(store, 1, T0, [_f("A")])
+        evaluate(store, cfg, T0)
+        deliver(store, cfg, lambda: T0)
+        (row,) = store.outbox()
+        assert row["last_error"] == f"DeliveryError: {hook.url}?…: HTTP 500"
+        assert "SECRET" not in str(store.outbox(None))
+        store.close()
 
 def test_service_loop_delivers_and_flushes_on_stop(tmp_path):
     import threading

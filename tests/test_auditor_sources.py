@@ -62,6 +62,17 @@ def test_quoting_errors_cost_one_row(tmp_path):
     assert "unbalanced quote" in errors[0][1] and "cells" in errors[1][1]
 
 
+
+@pytest.mark.parametrize("last", ['"unterminated,1,2\n', '3,"unterminated,2\n',
+                                  '3,x,"unterminated\r\n', '3,x,"unterminated'])
+def test_an_unclosed_quote_on_the_last_line_is_a_bad_row_not_a_listing(tmp_path, last):
+    p = tmp_path / "f.csv"
+    p.write_text("id,title,price\n1,ok,1\n2,fine,2\n" + last, encoding="utf-8", newline="")
+    header, rows, errors = _rows(p, ragged="report")
+    assert rows == [(2, ["1", "ok", "1"]), (3, ["2", "fine", "2"])]
+    assert len(errors) == 1 and errors[0][0].endswith(":4")
+    assert "unbalanced quote" in errors[0][1]
+
 @pytest.mark.parametrize("max_lines", [50, csvio.MAX_RECORD_LINES])
 def test_runaway_quote_is_cut_off(tmp_path, monkeypatch, max_lines):
     monkeypatch.setattr(csvio, "MAX_RECORD_LINES", max_lines)
@@ -241,3 +252,10 @@ def test_unreadable_source_fails_the_channel_not_its_listings(tmp_path):
         assert {li.key for li in store.listings("gm")} == {"A-1", "A-2"}
     finally:
         store.close()
+
+
+def test_a_last_line_without_a_line_end_is_read(tmp_path):
+    p = tmp_path / "f.csv"
+    p.write_text('id,title,price\n1,ok,1\n2,"fine, quoted",2', encoding="utf-8", newline="")
+    _, rows, errors = _rows(p, ragged="report")
+    assert rows == [(2, ["1", "ok", "1"]), (3, ["2", "fine, quoted", "2"])] and errors == []

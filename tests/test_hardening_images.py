@@ -192,3 +192,29 @@ def test_a_plugin_check_declares_a_stage_the_runner_runs(mini_world, monkeypatch
     assert report.channels[0].outcomes["probe"]["passed"] == 3
     assert Probe.seen == [("google", ["TS-RED-M", "TS-BLU-M", "TS-GRN-M"]), "closed"]
     store.close()
+
+
+def test_a_host_that_cannot_be_reached_costs_one_retry_cycle_not_one_per_image():
+    """The demo config re-run after the demo shop stopped spent a minute retrying each of
+    ~200 images on a refused port: after one image's retries, the host's other images fail
+    at once, each with the reason."""
+    import asyncio
+    import socket
+
+    from auditor.http import Fetcher, FetchPolicy
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed when the block ends: connections are refused
+    refs = [f"http://127.0.0.1:{port}/img/{i}.png" for i in range(60)]
+    r = ImageResolver(None, FetchSettings())
+
+    async def go() -> None:
+        async with Fetcher(FetchPolicy(allow_private=True, retries=3, backoff=0.3)) as f:
+            await r.resolve(refs, f)
+
+    asyncio.run(go())
+    assert all(isinstance(r.results[u], str) and "ConnectError" in r.results[u] for u in refs)
+    skipped = [u for u in refs if "not tried again" in str(r.results[u])]
+    # all but the first images in flight (16): one cycle of retries, not one per image
+    assert len(skipped) >= 60 - 16

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from auditor.cli import (EXIT_FINDINGS, EXIT_OK, _load, _rows_out, _store_for, config_option,
-                         findings, main, out, safe)
+                         findings, format_option, main, out, safe)
 from auditor.errors import AuditorError
 
 
@@ -152,7 +152,14 @@ def findings_show(config_path: Path, fingerprint: str, fmt: str) -> None:
 
 @main.group("silence")
 def silence_group() -> None:
-    """Mute alerts matching channel, check, severity and SKU patterns until an expiry."""
+    """Mute alerts matching channel, check, severity and SKU patterns until an expiry.
+
+    \b
+    Examples:
+      auditor silence add --channel amazon --check image --expires 3d --comment "DAM migration"
+      auditor silence list --all
+      auditor silence expire 3
+    """
 
 
 @silence_group.command("add")
@@ -204,8 +211,7 @@ def silence_add(config_path: Path, channel: str | None, check_name: str | None,
 @silence_group.command("list")
 @config_option
 @click.option("--all", "show_all", is_flag=True, help="Also expired silences.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-              show_default=True)
+@format_option
 def silence_list(config_path: Path, show_all: bool, fmt: str) -> None:
     """Silences in force (or all of them).
 
@@ -223,7 +229,7 @@ def silence_list(config_path: Path, show_all: bool, fmt: str) -> None:
     for r in rows:
         r["matchers"] = ", ".join(f"{k}={v}" for k, v in r["matchers"].items())
     _rows_out(rows, ["id", "matchers", "starts_at", "ends_at", "created_by", "comment"],
-              "json" if fmt == "json" else "table", f"{len(rows)} silence(s)")
+              fmt, f"{len(rows)} silence(s)")
 
 
 @silence_group.command("expire")
@@ -250,15 +256,22 @@ def silence_expire(config_path: Path, silence_id: int) -> None:
 
 @main.group("alerts")
 def alerts_group() -> None:
-    """Notifications: what waits in the outbox, delivering it, propagation latency."""
+    """Notifications: what waits in the outbox, delivering it, propagation latency.
+
+    \b
+    Examples:
+      auditor alerts outbox                # what waits, and why
+      auditor alerts send                  # evaluate and deliver now
+      auditor alerts propagation --channel amazon
+    """
 
 
 @alerts_group.command("outbox")
 @config_option
 @click.option("--all", "show_all", is_flag=True, help="Also notifications already sent.")
-@click.option("--limit", type=int, default=100, show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-              show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True,
+              help="At most this many notifications (1 or more).")
+@format_option
 def alerts_outbox(config_path: Path, show_all: bool, limit: int, fmt: str) -> None:
     """Notifications not yet delivered, and why: attempts, last error, next attempt.
 
@@ -343,9 +356,9 @@ def alerts_send(config_path: Path, loop_forever: bool, retry_failed: bool) -> No
 @config_option
 @click.option("--channel", help="Only this channel.")
 @click.option("--pending", is_flag=True, help="Only changes a channel has not shown yet.")
-@click.option("--limit", type=int, default=200, show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
-              show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True,
+              help="At most this many changes (1 or more).")
+@format_option
 def alerts_propagation(config_path: Path, channel: str | None, pending: bool, limit: int,
                        fmt: str) -> None:
     """How long each master change took to show on each channel (latency in seconds).

@@ -73,7 +73,11 @@ def describe(cause: str, check: str, fld: str, channel: str, n: int,
         return f"attribute {fld} differs on {channel} for {n} SKUs: mapped wrong?{hint}"
     if cause == "image_slot":
         return f"image slot {fld} differs on {channel} for {n} SKUs"
-    return f"{check} {fld} differs on {channel} for {n} SKUs"
+    if check == "presence":
+        kinds = Counter(str((r.get("details") or {}).get("kind") or "listing") for r in rows)
+        what = ", ".join(f"{k} {kind}" for kind, k in sorted(kinds.items(), key=lambda x: -x[1]))
+        return f"presence differs on {channel} for {n} SKUs: {what}"
+    return f"{check if fld == check else f'{check} {fld}'} differs on {channel} for {n} SKUs"
 
 
 def group(rows: Iterable[Mapping[str, Any]], min_skus: int, examples: int

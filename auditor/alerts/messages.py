@@ -10,6 +10,7 @@ channels) is escaped in HTML.
 from __future__ import annotations
 
 import html
+import re
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping
@@ -83,6 +84,9 @@ def alert_lines(a: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+_LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
 def subject(payload: Mapping[str, Any]) -> str:
     alerts = payload["alerts"]
     firing = [a for a in alerts if a.get("status") == "firing"]
@@ -95,7 +99,9 @@ def subject(payload: Mapping[str, Any]) -> str:
         parts.append(f"{resolved} resolved")
     prefix = "[RESOLVED]" if not firing else "[FIRING]"
     first = (firing or alerts)[0]["summary"] if alerts else ""
-    return f"{prefix} omni-auditor {' '.join(parts)} ({labels}): {first}"[:250]
+    # One line: channel text (an SKU) may carry CR/LF, which an email header refuses.
+    return _LINE_BREAKS.sub(" ", f"{prefix} omni-auditor {' '.join(parts)} ({labels}): "
+                                 f"{first}")[:250]
 
 
 def text(payload: Mapping[str, Any]) -> str:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+from urllib.parse import urlsplit
 
 from auditor.errors import FetchError
 from auditor.images.signatures import (ALGO_VERSION, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS,
@@ -94,6 +95,12 @@ class FetchSettings:
 _ACCEPTED_TYPES = ("image/", "application/octet-stream", "binary/octet-stream")
 
 
+# FetchError reasons that say the host itself could not be reached (not one image's fault).
+_UNREACHABLE = re.compile(r"ConnectError|ConnectTimeout|Name or service not known|"
+                          r"nodename nor servname|No address associated|Temporary failure in "
+                          r"name resolution|Network is unreachable|No route to host")
+
+
 class ImageResolver:
     """Turns image references (URLs or local files) into signatures, with the store's caches.
 
@@ -113,6 +120,10 @@ class ImageResolver:
         self.results: dict[str, ImageSignature | str] = {}
         self.shas: dict[str, str] = {}  # ref -> content sha256, for the asset history
         self.stats = {"fetched": 0, "not_modified": 0, "hashed": 0, "cached": 0, "failed": 0}
+        # Hosts that could not be reached at all (connection refused, no such host, connect
+        # timeouts) after the client's retries: their other images are not tried in this
+        # resolver (a run), so a shop that is down costs one retry cycle, not one per image.
+        self.down: dict[str, str] = {}
 
     async def resolve(self, refs: Iterable[str], fetcher: Any) -> None:
         """Fill ``results`` for every ref not resolved yet in this run."""
@@ -192,11 +203,17 @@ class ImageResolver:
                 headers["If-Modified-Since"] = prev["last_modified"]
         not_modified = {"url": ref, "etag": prev and prev.get("etag"), "sha256": cached
                         and cached.sha256, "last_modified": prev and prev.get("last_modified")}
+        url = "https:" + ref if ref.startswith("//") else ref
+        host = urlsplit(url).netloc.lower()
+        if host in self.down:
+            raise ImageProblem(f"fetch failed: {self.down[host]} (host {host} could not be "
+                               f"reached earlier in this run; not tried again)")
         try:
             # protocol-relative URLs (Shopify writes them) are fetched over https
-            resp = await fetcher.get("https:" + ref if ref.startswith("//") else ref,
-                                     headers=headers or None)
+            resp = await fetcher.get(url, headers=headers or None)
         except FetchError as e:
+            if _UNREACHABLE.search(e.reason):
+                self.down.setdefault(host, e.reason)
             # auditor.http (as of this writing) takes a bare 304 for a redirect
             # without Location; it still means "not modified".
             if e.status == 304 and cached is not None:

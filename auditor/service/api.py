@@ -22,6 +22,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
+from auditor import codec
 from auditor.config import SECRET_VALUES, Config, EnvRef
 from auditor.errors import StoreError
 
@@ -224,6 +225,18 @@ def build_router(get_cfg: Callable[[], Config],
             raise HTTPException(400, f"unknown check {name!r}; known: "
                                      + ", ".join(sorted(plugins.checks())))
 
+    def known_channel(store: Any, name: str | None) -> None:
+        """An unknown channel is an error (as in `auditor findings`), never an empty list:
+        known are the config's channels and those the store holds findings of."""
+        if name is None:
+            return
+        known = {c.name for c in get_cfg().channels}
+        if name not in known:
+            known |= store.finding_values("channel")
+        if name not in known:
+            raise HTTPException(400, f"unknown channel {name!r}; known: "
+                                     + ", ".join(sorted(known)))
+
     @router.get("/runs", response_model=RunsPage, dependencies=read, tags=["runs"])
     def list_runs(limit: int = Query(20, ge=1, le=200),
                   cursor: str | None = Query(None, description="next_cursor of the previous page")
@@ -268,6 +281,7 @@ def build_router(get_cfg: Callable[[], Config],
                    "severity": severity.value if severity else None,
                    "outcome": outcome.value if outcome else None, "sku": sku}
         with open_store() as store:
+            known_channel(store, channel)
             rows = store.findings_page(filters, after, limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
@@ -284,13 +298,22 @@ def build_router(get_cfg: Callable[[], Config],
             row["events"] = [e.to_dict() for e in store.finding_events(fingerprint)]
         return row
 
-    @router.get("/skus/{sku}", response_model=SkuView, dependencies=read, tags=["products"])
+    @router.get("/skus/{sku:path}", response_model=SkuView, dependencies=read,
+                tags=["products"])
     def get_sku(sku: str = Path(max_length=500)) -> dict[str, Any]:
-        """One SKU: its master record next to every channel's listing and open findings."""
+        """One SKU (it may hold a "/"): its master record next to every channel's listing and
+        open findings. An SKU no master record has: the listings that show it (orphans)."""
         with open_store() as store:
             master = store.master_record(sku)
             listings = store.sku_listings(sku)
             findings = store.findings_page({"sku": sku}, None, 1000)
+            if master is None and not listings:
+                for ch, key in dict.fromkeys((f["channel"], f["listing_key"]) for f in findings
+                                             if f["listing_key"]):
+                    ls = store.listing(ch, key)
+                    if ls is not None:
+                        listings.append({"channel": ch, "key": key, "link_method": None,
+                                         "data": json.loads(codec.body(ls))})
         if master is None and not listings:
             raise HTTPException(404, f"no SKU {sku!r} in the master or on any channel")
         by_key: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
@@ -309,6 +332,7 @@ def build_router(get_cfg: Callable[[], Config],
         """Listings the linker could only suggest a master for, to confirm or reject."""
         after = decode_cursor(cursor, (str, str)) if cursor else None
         with open_store() as store:
+            known_channel(store, channel)
             rows = store.link_suggestions(channel, after, limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
@@ -388,15 +412,15 @@ def build_router(get_cfg: Callable[[], Config],
             fn(channel, key, sku, decision, _now(), note=f"by {body.by} (API)")
         return {"ok": True}
 
-    @router.post("/links/{channel}/{key}/confirm", response_model=Done, tags=["links"])
+    @router.post("/links/{channel}/{key:path}/confirm", response_model=Done, tags=["links"])
     def confirm_link(body: LinkDecision, channel: str = Path(pattern=_NAME),
                      key: str = Path(max_length=1000), _: str = Depends(writer)
                      ) -> dict[str, Any]:
         """Confirm a suggested link (to ``sku``, default the suggested one): the listing
-        is linked and checked from the next run on."""
+        is linked and checked from the next run on. ``key`` may hold "/" (a page URL)."""
         return _decide(channel, key, body, "confirmed")
 
-    @router.post("/links/{channel}/{key}/reject", response_model=Done, tags=["links"])
+    @router.post("/links/{channel}/{key:path}/reject", response_model=Done, tags=["links"])
     def reject_link(body: LinkDecision, channel: str = Path(pattern=_NAME),
                     key: str = Path(max_length=1000), _: str = Depends(writer)
                     ) -> dict[str, Any]:

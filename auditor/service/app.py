@@ -276,8 +276,10 @@ def create_app(service: Service) -> FastAPI:
 
 
 def serve(config_path: Path, host: str | None = None, port: int | None = None,
-          schedule: bool = True, log_level: str = "info") -> int:
-    """Run the service until SIGTERM or Ctrl-C; 0 after a clean stop."""
+          schedule: bool = True, log_level: str = "info",
+          announce: Callable[[str], None] | None = None) -> int:
+    """Run the service until SIGTERM or Ctrl-C; 0 after a clean stop. ``announce`` is
+    told the base URL once the port is bound (the CLI prints it)."""
     import uvicorn
 
     cfg = load_config(config_path)
@@ -304,7 +306,10 @@ def serve(config_path: Path, host: str | None = None, port: int | None = None,
     try:
         server = uvicorn.Server(uvicorn.Config(app, workers=1, log_level=log_level,
                                                lifespan="on", access_log=False))
-        log.info("auditor serve on http://%s:%s (metrics at /metrics)", host, sock.getsockname()[1])
+        base = f"http://{host}:{sock.getsockname()[1]}"
+        log.info("auditor serve on %s (web UI at /, metrics at /metrics, API at /docs)", base)
+        if announce is not None:
+            announce(base)
         server.run(sockets=[sock])
     finally:
         for s, h in previous.items():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from importlib import resources
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, ContextManager
@@ -22,6 +23,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from auditor import __version__, plugins
 from auditor.config import Config
+from auditor.terminal import visible
 from auditor.web import views
 from auditor.web.auth import COOKIE, Auth, Session
 
@@ -34,10 +36,12 @@ StoreOpener = Callable[[], ContextManager[Any]]
 def _env() -> Environment:
     env = Environment(loader=PackageLoader("auditor.web", "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True),
+                      finalize=visible,
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["ts"] = lambda d: d.strftime("%Y-%m-%d %H:%M") if d else "–"
     env.filters["qs"] = lambda pairs: urlencode(pairs)
     env.filters["safe_url"] = views.safe_url
+    env.filters["shown_state"] = views.shown_state
     env.globals["version"] = __version__
     return env
 
@@ -72,7 +76,7 @@ def build_ui_router(get_cfg: Callable[[], Config], open_store: StoreOpener,
         # The UI loads nothing from elsewhere except channel images (https thumbnails).
         resp.headers["Content-Security-Policy"] = (
             "default-src 'self'; img-src 'self' https: http:; style-src 'self' 'unsafe-inline'; "
-            "script-src 'self' 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'")
+            "script-src 'self'; frame-ancestors 'none'; form-action 'self'")
         resp.headers["X-Content-Type-Options"] = "nosniff"
         resp.headers["Referrer-Policy"] = "same-origin"
         return resp
@@ -94,6 +98,14 @@ def build_ui_router(get_cfg: Callable[[], Config], open_store: StoreOpener,
         return RedirectResponse(same.group(1) if same else fallback, status_code=303)
 
     # ------------------------------------------------------------------ pages
+    script = (resources.files("auditor.web") / "static" / "ui.js").read_bytes()
+
+    @router.get("/static/ui.js")
+    def ui_script() -> Response:
+        return Response(script, media_type="text/javascript",
+                        headers={"Cache-Control": "max-age=3600",
+                                 "X-Content-Type-Options": "nosniff"})
+
     @router.get("/", response_class=HTMLResponse)
     def inbox(request: Request) -> Response:
         cfg = get_cfg()
@@ -122,7 +134,9 @@ def build_ui_router(get_cfg: Callable[[], Config], open_store: StoreOpener,
     @router.get("/products/{sku:path}", response_class=HTMLResponse)
     def product(request: Request, sku: str) -> Response:
         with open_store() as store:
-            ctx = views.product(store, sku)
+            off = [c.name for c in get_cfg().channels
+                   if not c.checks.get("image", {}).get("enabled", True)]
+            ctx = views.product(store, sku, off)
         if ctx is None:
             return page(request, "missing.html", 404, what=f"product {sku}")
         return page(request, "product.html", **ctx)

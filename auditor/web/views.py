@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import urlsplit
 
@@ -120,6 +121,21 @@ def inbox(store: Any, f: Filters) -> dict[str, Any]:
             "incidents": groups, "filters": f}
 
 
+def shown_state(f: FindingRecord, now: datetime | None = None) -> str:
+    """The state people see, as the inbox's state filter (and `auditor findings`) names it:
+    resolved, not_evaluated, acknowledged, snoozed or open (the store keeps "open" for all
+    but resolved, with the acknowledgement and snooze beside it)."""
+    if f.state == "resolved":
+        return "resolved"
+    if f.outcome == "not_evaluated":
+        return "not_evaluated"
+    if f.ack_at is not None:
+        return "acknowledged"
+    if f.snoozed_until is not None and f.snoozed_until > (now or datetime.now(timezone.utc)):
+        return "snoozed"
+    return f.state
+
+
 def _as_open(x: FindingRecord) -> Any:
     from auditor.storage.records import OpenFinding
 
@@ -151,23 +167,51 @@ def _field_rows(master: MasterRecord | None, listing: Listing | None) -> dict[st
                         if src.sale_start and src.sale_end else
                         f"from {src.sale_start:%Y-%m-%d %H:%M}" if src.sale_start else
                         f"until {src.sale_end:%Y-%m-%d %H:%M}" if src.sale_end else None),
-        "availability": str(src.availability) if src.availability else None,
+        "availability": _master_stock(src) if listing is None else
+                        (str(src.availability) if src.availability else None),
         "quantity": src.quantity,
         "gtin": src.gtin, "mpn": src.mpn, "brand": src.brand,
     }
 
 
-def product(store: Any, sku: str) -> dict[str, Any] | None:
-    """The master record next to every channel's listing of ``sku``."""
+def _master_stock(master: MasterRecord) -> str | None:
+    """The master's stock state as the availability check reads it: from its quantity when
+    it has one (safety stock 0), else its availability."""
+    from auditor.checks.availability import master_state
+
+    state = master_state(master, 0)
+    if state is None:
+        return None
+    derived = master.quantity is not None and state != master.availability
+    return f"{state} (from quantity)" if derived else str(state)
+
+
+def product(store: Any, sku: str, image_check_off: Iterable[str] = ()) -> dict[str, Any] | None:
+    """The master record next to every channel's listing of ``sku``. ``image_check_off``:
+    the channels whose image check is disabled (their images are shown, never judged)."""
     master = store.master_for(sku)
     listings: list[ProductListing] = store.product_listings(sku)
-    if master is None and not listings:
-        return None
     findings = store.findings(sku=sku)
+    if master is None and not listings:
+        # An SKU no master record has: the listings that show it, unlinked (orphans),
+        # as their findings name them (the inbox links them here).
+        for key in dict.fromkeys((x.channel, x.listing_key) for x in findings
+                                 if x.listing_key):
+            ls = store.listing(*key)
+            if ls is not None:
+                listings.append(ProductListing(key[0], key[1], ls, None, None, False,
+                                               None, None))
+        if not listings:
+            return None
+    # Unresolved findings by (channel, listing, field): a difference found (open_by) or a
+    # comparison that could not be made (unchecked: an image not fetched, a cell unread).
     open_by: dict[tuple[str, str, str], FindingRecord] = {}
+    unchecked: dict[tuple[str, str, str], FindingRecord] = {}
     for x in findings:
         if x.state != "resolved":
-            open_by[(x.channel, x.listing_key or "", x.field)] = x
+            into = unchecked if x.outcome == "not_evaluated" else open_by
+            into[(x.channel, x.listing_key or "", x.field)] = x
+    off = set(image_check_off)
     attr_names = sorted(set(master.attributes if master else ())
                         | {k for pl in listings for k in pl.listing.attributes})
     cols = []
@@ -179,11 +223,22 @@ def product(store: Any, sku: str) -> dict[str, Any] | None:
 
         images = []
         img_finding = differs("image") or differs("images")
+        img_unchecked = (None if img_finding is not None else
+                         unchecked.get((pl.channel, pl.key, "image"))
+                         or unchecked.get((pl.channel, pl.key, "images")))
+        why_not = (f"not checked: {img_unchecked.message}" if img_unchecked is not None else
+                   "not checked: the image check is off for this channel"
+                   if pl.channel in off and img_finding is None else
+                   "not checked: the master has no image"
+                   if not (master and master.images) and img_finding is None else None)
         for i, url in enumerate(ls.images[:6]):
-            images.append({"url": safe_url(url), "text": url, "primary": i == 0,
-                           "matched": img_finding is None if i == 0 else None,
+            first = i == 0
+            images.append({"url": safe_url(url), "text": url, "primary": first,
+                           "matched": (None if not first or why_not is not None
+                                       else img_finding is None),
+                           "note": why_not if first else None,
                            "distance": (img_finding.details.get("distance")
-                                        if img_finding is not None and i == 0 else None)})
+                                        if img_finding is not None and first else None)})
         cols.append({
             "channel": pl.channel, "key": pl.key, "url": safe_url(ls.url), "url_text": ls.url,
             "title": word_diff(master.title if master else None, ls.title),

@@ -65,4 +65,16 @@ def url_of(receiver: Receiver) -> tuple[str, str]:
     raw = receiver.options["url"]
     if isinstance(raw, EnvRef):
         return secret_value(raw).rstrip("/"), f"${raw.name}"
-    return raw, raw
+    return raw, _without_query(raw)
+
+
+def _without_query(url: str) -> str:
+    """``url`` as errors and logs show it: a query (``?token=...``) is left out, it often
+    carries a token (a URL that holds one belongs in ``{ env = ... }``)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        p = urlsplit(url)
+    except ValueError:
+        return "<the receiver's url>"
+    return urlunsplit((p.scheme, p.netloc, p.path, "…" if p.query else "", ""))
