@@ -10,6 +10,9 @@ each other lives here, beside the store's tables:
   chunks per shard, for the shard jobs (dropped when the run ends; the first shard's
   are checked by the read job itself and never staged; an UNLOGGED table, its chunks
   stored uncompressed);
+- ``dist_packs``: the run's master, history and linker indexes, packed once by the
+  coordinator (``auditor.masterpack``) for every worker (UNLOGGED, dropped when the
+  run ends);
 - ``dist_channels``: a ``read`` job's outcome (source status, counts, presence
   decisions) and, once the channel is finished, its summary;
 - ``dist_shards``: a shard job's outcome (check tallies, open counts);
@@ -52,6 +55,9 @@ CREATE TABLE IF NOT EXISTS dist_channels (
 CREATE TABLE IF NOT EXISTS dist_shards (
     run_id BIGINT NOT NULL, channel TEXT COLLATE "C" NOT NULL, shard INTEGER NOT NULL,
     result BYTEA NOT NULL, PRIMARY KEY (run_id, channel, shard));
+CREATE UNLOGGED TABLE IF NOT EXISTS dist_packs (
+    run_id BIGINT NOT NULL, seq INTEGER NOT NULL, data BYTEA NOT NULL,
+    PRIMARY KEY (run_id, seq));
 CREATE TABLE IF NOT EXISTS crawl_hosts (
     host TEXT COLLATE "C" PRIMARY KEY, next_at TIMESTAMPTZ NOT NULL);
 """
@@ -72,6 +78,7 @@ CREATE OR REPLACE TRIGGER auditor_job_ended AFTER UPDATE OF status OR DELETE
 
 LOCK_SCHEMA = 0x61756400  # advisory lock class of the job tables' creation
 CHUNK = 5_000  # listings per staged row
+PACK_CHUNK = 8 << 20  # bytes per row of a master pack
 
 
 def _positional(cls: type) -> Any:
@@ -134,15 +141,16 @@ class RunJobs:
             # run anyway), and no TOAST compression (pickles hardly compress, and pglz on
             # hundreds of MB cost the server more CPU than the COPY). Tables made by
             # earlier versions are changed once.
-            row = self.conn.execute(
-                "SELECT c.relpersistence, a.attstorage FROM pg_class c JOIN pg_attribute a"
-                " ON a.attrelid = c.oid AND a.attname = 'data'"
-                " WHERE c.oid = 'dist_staged'::regclass").fetchone()
-            if row and row[0] != "u":
-                self.conn.execute("ALTER TABLE dist_staged SET UNLOGGED")
-            if row and row[1] != "e":
-                self.conn.execute("ALTER TABLE dist_staged ALTER COLUMN data SET STORAGE"
-                                  " EXTERNAL")
+            for table in ("dist_staged", "dist_packs"):
+                row = self.conn.execute(
+                    "SELECT c.relpersistence, a.attstorage FROM pg_class c JOIN pg_attribute a"
+                    " ON a.attrelid = c.oid AND a.attname = 'data'"
+                    " WHERE c.oid = %s::regclass", (table,)).fetchone()
+                if row and row[0] != "u":
+                    self.conn.execute(f"ALTER TABLE {table} SET UNLOGGED")
+                if row and row[1] != "e":
+                    self.conn.execute(f"ALTER TABLE {table} ALTER COLUMN data SET STORAGE"
+                                      " EXTERNAL")
 
     def ensure_notify(self) -> None:
         """A trigger on procrastinate's job table: every job that ends (a terminal status,
@@ -194,6 +202,24 @@ class RunJobs:
             self.conn.execute("UPDATE dist_runs SET status=%s WHERE run_id=%s",
                               (status, run_id))
             self.conn.execute("DELETE FROM dist_staged WHERE run_id=%s", (run_id,))
+            self.conn.execute("DELETE FROM dist_packs WHERE run_id=%s", (run_id,))
+
+    # ------------------------------------------------------------------ the master pack
+    def save_pack(self, run_id: int, data: bytes) -> None:
+        """The run's master pack (``auditor.masterpack``), in chunks of ``PACK_CHUNK``
+        bytes, replacing any earlier one of the run."""
+        view = memoryview(data)
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.execute("DELETE FROM dist_packs WHERE run_id=%s", (run_id,))
+            with cur.copy("COPY dist_packs (run_id, seq, data) FROM STDIN") as copy:
+                for seq, i in enumerate(range(0, len(data), PACK_CHUNK)):
+                    copy.write_row((run_id, seq, view[i:i + PACK_CHUNK]))
+
+    def pack(self, run_id: int) -> bytes | None:
+        """The run's master pack, or None when its coordinator left none."""
+        chunks = [data for (data,) in self.conn.execute(
+            "SELECT data FROM dist_packs WHERE run_id=%s ORDER BY seq", (run_id,))]
+        return b"".join(chunks) if chunks else None
 
     # ------------------------------------------------------------------ read -> shards
     def save_read(self, run_id: int, channel: str, shards: int,
