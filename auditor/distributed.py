@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import gc
 import hashlib
 import logging
 import math
@@ -238,6 +239,7 @@ def _env(run_id: int) -> _JobEnv | None:
                                            store.master_history())
             log.info("master snapshot %s loaded in %.1f s (%d records)",
                      info["snapshot_id"], time.perf_counter() - t0, len(loaded.master))
+        gc.freeze()  # out of the collector's scans, as the jobs' own policy does on entry
     return _JobEnv(loaded.cfg, store, jobs, run_id, info["now"], info["shard_size"], loaded)
 
 

@@ -34,7 +34,7 @@ import io
 import operator
 import pickle
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Self
 
 import psycopg
@@ -112,6 +112,24 @@ def dumps(obj: Any) -> bytes:
     pickler.dispatch_table = _dispatch()
     pickler.dump(obj)
     return buf.getvalue()
+
+
+# Staged chunks and packs travel in COPY's binary format, and are read back in binary:
+# in text, every byte of a pickle would be sent as two hex digits (and escaped once
+# more by COPY), which the server then decodes.
+STAGED_TYPES = ("int8", "text", "int4", "int4", "bytea")
+PACK_TYPES = ("int8", "int4", "bytea")
+
+
+@contextlib.contextmanager
+def _binary_copy(cur: psycopg.Cursor, table: str, types: Sequence[str]) -> Iterator[Any]:
+    """A binary ``COPY table FROM STDIN`` of all the table's columns, in order, of these
+    types (``STAGED_TYPES``, ``PACK_TYPES``)."""
+    cols = {"dist_staged": "run_id, channel, shard, seq, data",
+            "dist_packs": "run_id, seq, data"}[table]
+    with cur.copy(f"COPY {table} ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(list(types))
+        yield copy
 
 
 class RunJobs:
@@ -211,14 +229,15 @@ class RunJobs:
         view = memoryview(data)
         with self.conn.transaction(), self.conn.cursor() as cur:
             cur.execute("DELETE FROM dist_packs WHERE run_id=%s", (run_id,))
-            with cur.copy("COPY dist_packs (run_id, seq, data) FROM STDIN") as copy:
+            with _binary_copy(cur, "dist_packs", PACK_TYPES) as copy:
                 for seq, i in enumerate(range(0, len(data), PACK_CHUNK)):
                     copy.write_row((run_id, seq, view[i:i + PACK_CHUNK]))
 
     def pack(self, run_id: int) -> bytes | None:
         """The run's master pack, or None when its coordinator left none."""
-        chunks = [data for (data,) in self.conn.execute(
-            "SELECT data FROM dist_packs WHERE run_id=%s ORDER BY seq", (run_id,))]
+        with self.conn.cursor(binary=True) as cur:
+            chunks = [data for (data,) in cur.execute(
+                "SELECT data FROM dist_packs WHERE run_id=%s ORDER BY seq", (run_id,))]
         return b"".join(chunks) if chunks else None
 
     # ------------------------------------------------------------------ read -> shards
@@ -230,8 +249,7 @@ class RunJobs:
             for table in ("dist_staged", "dist_shards"):
                 cur.execute(f"DELETE FROM {table} WHERE run_id=%s AND channel=%s",
                             (run_id, channel))
-            with cur.copy("COPY dist_staged (run_id, channel, shard, seq, data) FROM STDIN") \
-                    as copy:
+            with _binary_copy(cur, "dist_staged", STAGED_TYPES) as copy:
                 for shard, rows in staged.items():
                     for seq, i in enumerate(range(0, len(rows), CHUNK)):
                         copy.write_row((run_id, channel, shard, seq,
@@ -247,8 +265,7 @@ class RunJobs:
         with self.conn.transaction(), self.conn.cursor() as cur:
             cur.execute("DELETE FROM dist_staged WHERE run_id=%s AND channel=%s AND shard=%s",
                         (run_id, channel, shard))
-            with cur.copy("COPY dist_staged (run_id, channel, shard, seq, data) FROM STDIN") \
-                    as copy:
+            with _binary_copy(cur, "dist_staged", STAGED_TYPES) as copy:
                 for seq, i in enumerate(range(0, len(rows), CHUNK)):
                     copy.write_row((run_id, channel, shard, seq, dumps(rows[i:i + CHUNK])))
 
@@ -264,10 +281,11 @@ class RunJobs:
 
     def staged(self, run_id: int, channel: str, shard: int) -> list[Any]:
         out: list[Any] = []
-        for (data,) in self.conn.execute(
-                "SELECT data FROM dist_staged WHERE run_id=%s AND channel=%s AND shard=%s"
-                " ORDER BY seq", (run_id, channel, shard)):
-            out.extend(pickle.loads(data))
+        with self.conn.cursor(binary=True) as cur:
+            for (data,) in cur.execute(
+                    "SELECT data FROM dist_staged WHERE run_id=%s AND channel=%s AND shard=%s"
+                    " ORDER BY seq", (run_id, channel, shard)):
+                out.extend(pickle.loads(data))
         return out
 
     def save_shard(self, run_id: int, channel: str, shard: int, result: Any) -> None:
