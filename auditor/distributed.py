@@ -761,12 +761,16 @@ def _store_pack(url: str, run_id: int, master: Mapping[str, MasterRecord], histo
     from auditor.storage.jobs import RunJobs
 
     t0 = time.perf_counter()
-    linker.prepare()
-    t1 = time.perf_counter()
-    data = masterpack.dumps(master, history, linker)
-    t2 = time.perf_counter()
-    with RunJobs(url) as jobs:
-        jobs.save_pack(run_id, data)
+    try:
+        linker.prepare()
+        t1 = time.perf_counter()
+        data = masterpack.dumps(master, history, linker)
+        t2 = time.perf_counter()
+        with RunJobs(url) as jobs:
+            jobs.save_pack(run_id, data)
+    except Exception:  # the workers then load the snapshot from the store, as before
+        log.exception("run %s: no master pack; each worker loads the snapshot itself", run_id)
+        return 0
     log.info("master pack: indexes built in %.1f s, packed in %.1f s, stored in %.1f s",
              t1 - t0, t2 - t1, time.perf_counter() - t2)
     return len(data)

@@ -38,6 +38,9 @@ from bench.world_audit import BASE_URL, OUT, ensure_world
 ROOT = Path(__file__).resolve().parent.parent
 
 
+PACKS: list[str] = []  # the coordinators' master pack lines (see auditor.masterpack)
+
+
 def _children_cpu() -> float:
     u = resource.getrusage(resource.RUSAGE_CHILDREN)
     return u.ru_utime + u.ru_stime
@@ -105,6 +108,11 @@ def _runs(cfg: Path, channels: list[str], extra: tuple[str, ...], server: list[i
             listings = sum(c["listings"] for c in summary["channels"])
             out.append([step, listings, wall, _phase(r, summary), cpu, srv, load])
             print(step, *out[-1][1:], flush=True)
+            pack = re.findall(r"master pack of ([0-9.]+) MB stored in ([0-9.]+) s", r.stderr)
+            if pack:  # built beside the snapshot write, before the channel phase
+                PACKS.append(f"- {step}, {workers} worker(s): master pack of {pack[-1][0]} MB "
+                             f"built and stored in {pack[-1][1]} s (beside the snapshot "
+                             "write, before the channel phase)")
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -159,4 +167,4 @@ def run(size: int, channels: list[str], workers: list[int], shard_size: int | No
         "average when the run started. One 2-core machine shared with other work: the "
         "workers compete with the server and each other for the same two cores.",
         ["mode", "audit", "listings", "wall s", "channel phase s", "listings/s", "CPU s",
-         "server CPU s", "load"], shown), "\n".join(ratios)], write)
+         "server CPU s", "load"], shown), "\n".join(ratios + PACKS)], write)
