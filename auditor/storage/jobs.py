@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import copyreg
 import dataclasses
+import gc
 import io
 import operator
 import pickle
@@ -281,11 +282,19 @@ class RunJobs:
 
     def staged(self, run_id: int, channel: str, shard: int) -> list[Any]:
         out: list[Any] = []
-        with self.conn.cursor(binary=True) as cur:
-            for (data,) in cur.execute(
-                    "SELECT data FROM dist_staged WHERE run_id=%s AND channel=%s AND shard=%s"
-                    " ORDER BY seq", (run_id, channel, shard)):
-                out.extend(pickle.loads(data))
+        # No cyclic collection while they load: every listing unpickled stays alive (the
+        # collector would only scan them over and over).
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            with self.conn.cursor(binary=True) as cur:
+                for (data,) in cur.execute(
+                        "SELECT data FROM dist_staged WHERE run_id=%s AND channel=%s AND"
+                        " shard=%s ORDER BY seq", (run_id, channel, shard)):
+                    out.extend(pickle.loads(data))
+        finally:
+            if was:
+                gc.enable()
         return out
 
     def save_shard(self, run_id: int, channel: str, shard: int, result: Any) -> None:
