@@ -27,10 +27,14 @@ import functools
 import gc
 import os
 from operator import attrgetter
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from itertools import chain
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
 
 from auditor.forking import _in_fork  # forks as the run's other background steps do
-from auditor.matching import Features, MatchIndex, codes, listing_features, norm_brand
+from auditor.matching import (Decision, Features, MatchIndex, codes, decide, listing_features,
+                              norm_brand)
 from auditor.model import Listing
 from auditor.text import normalize_title
 
@@ -59,15 +63,25 @@ class FeatureReader:
             f.brand, f.brand_words = self.brand(brand)
         return f
 
-    def shown(self, title: str | None, description: str | None, mpn: str | None) -> Features:
-        """The features of a title, description and MPN (no brand, no price): a new object."""
+    def shown(self, title: str | None, description: str | None, mpn: str | None,
+              copy: bool = True) -> Features:
+        """The features of a title, description and MPN (no brand, no price): a new object
+        (without ``copy``, one the reader keeps for the title when there is no description
+        and no MPN: its brand and price are the caller's to set)."""
         title = title or ""
-        base = self._titles.get(title)
+        # an ASCII title is read alike in any case (words, codes and numbers are read from
+        # it lowercased) unless it has HTML entities, which are unescaped before the case
+        # folds: "BLACK" and "Black" share what is read
+        key = title.lower() if title.isascii() and "&" not in title else title
+        base = self._titles.get(key)
         if base is None:
             if len(self._titles) >= CACHE:
                 self._titles.clear()
-            base = self._titles[title] = listing_features(title, None, None, None, None)
+            base = self._titles[key] = listing_features(title, None, None, None, None)
+        if not (copy or mpn or description):
+            return base
         f = Features(*_FIELDS(base))  # shares the title's sets: nothing changes them in place
+        f.brand, f.brand_words, f.price = "", "", None  # (``each`` sets them on ``base``)
         if mpn:
             f.codes = f.codes | codes(mpn.replace(" ", ""))[0]
         if description:
@@ -88,15 +102,16 @@ class FeatureReader:
     def each(self, listings: Sequence[Listing], positions: Sequence[int]
              ) -> Iterator[tuple[int, Listing, Features]]:
         """(position, listing, its features) for the listings at ``positions``. One
-        Features object serves consecutive listings showing the same title, description
-        and MPN, their brand and price set in turn: use it before taking the next."""
+        Features object serves the listings showing the same title (in any case, when it
+        is ASCII), description and MPN, their brand and price set in turn: use it before
+        taking the next."""
         shown: tuple[Any, ...] | None = None
         f = Features("", [], set(), "", None)
         for p in positions:
             li = listings[p]
             if (li.title, li.description, li.mpn) != shown:
                 shown = (li.title, li.description, li.mpn)
-                f = self.shown(li.title, li.description, li.mpn)
+                f = self.shown(li.title, li.description, li.mpn, copy=False)
             f.brand, f.brand_words = self.brand(li.brand)
             f.price = float(li.price.amount) if li.price is not None else None
             yield p, li, f
@@ -104,7 +119,8 @@ class FeatureReader:
 
 def title_order(listings: Sequence[Listing]) -> list[int]:
     """Positions of the listings in the order of their titles (case folded; stable)."""
-    return sorted(range(len(listings)), key=lambda p: (listings[p].title or "").casefold())
+    keys = [(li.title or "").casefold() for li in listings]
+    return sorted(range(len(listings)), key=keys.__getitem__)
 
 
 def rank_part(idx: MatchIndex, listings: Sequence[Listing], positions: Sequence[int],
@@ -112,12 +128,33 @@ def rank_part(idx: MatchIndex, listings: Sequence[Listing], positions: Sequence[
     """(why the listing cannot be matched, or None; its ranked candidates) for the listings
     at ``positions``, in that order (``rejected``: listing key -> SKUs a person rejected)."""
     out: list[tuple[str | None, Ranked]] = []
+    append, rank, keys = out.append, idx.rank, _TitleKeys(idx)
     for _p, li, f in FeatureReader().each(listings, positions):
         if f.reason:
-            out.append((f.reason, ()))
+            append((f.reason, ()))
         else:
-            out.append((None, idx.rank(f, rejected.get(li.key, ()) if rejected else ())))
+            append((None, rank(f, rejected.get(li.key, ()) if rejected else (), keys(f))))
     return out
+
+
+class _TitleKeys:
+    """``MatchIndex._title_key`` of listings read by ``FeatureReader.each``: once per
+    Features object (one serves the consecutive listings of a title) and brand."""
+
+    def __init__(self, idx: MatchIndex):
+        self.idx = idx
+        self._f: Features | None = None
+        self._keys: dict[tuple[str, str], tuple[Any, ...]] = {}
+
+    def __call__(self, f: Features) -> tuple[Any, ...]:
+        if f is not self._f:
+            self._f = f
+            self._keys = {}
+        bk = (f.brand, f.brand_words)
+        k = self._keys.get(bk)
+        if k is None:
+            k = self._keys[bk] = self.idx._title_key(f)
+        return k
 
 
 def _spread(fn: Callable[[list[int]], Any], order: list[int], workers: int
@@ -156,7 +193,8 @@ def evidence_all(idx: MatchIndex, listings: Sequence[Listing], wanted: Mapping[i
                  workers: int = 1) -> dict[int, dict[str, Any]]:
     """position -> the evidence of the pair (listing, master ``wanted[position]``), as
     ``MatchIndex.score(..., explain=True)`` gives it (in parts as ``rank_all`` ranks)."""
-    order = sorted(wanted, key=lambda p: (listings[p].title or "").casefold())
+    keys = {p: (listings[p].title or "").casefold() for p in wanted}
+    order = sorted(keys, key=keys.__getitem__)
     out: dict[int, dict[str, Any]] = {}
     for _part, res in _spread(lambda part: evidence_part(idx, listings, part, wanted),
                               order, workers):
@@ -167,12 +205,13 @@ def evidence_all(idx: MatchIndex, listings: Sequence[Listing], wanted: Mapping[i
 def evidence_part(idx: MatchIndex, listings: Sequence[Listing], positions: Sequence[int],
                   wanted: Mapping[int, int]) -> dict[int, dict[str, Any]]:
     """``evidence_all`` of the listings at ``positions`` (in title order): the title's part
-    of the evidence read once per (title, master)."""
+    of the evidence read once per (title, master), the listing's brand and price per listing."""
     out: dict[int, dict[str, Any]] = {}
     titles: dict[tuple[Any, int], dict[str, Any]] = {}
+    keys = _TitleKeys(idx)
     for p, _li, f in FeatureReader().each(listings, positions):
         i = wanted[p]
-        key = (idx._title_key(f), i)
+        key = (keys(f), i)
         tev = titles.get(key)
         if tev is None:
             if len(titles) >= CACHE:
@@ -181,10 +220,55 @@ def evidence_part(idx: MatchIndex, listings: Sequence[Listing], positions: Seque
             if f.norm == 0.0:
                 idx.prepare(f)
             idx._title_score(f, i, tev)
-        lev: dict[str, Any] = {}
-        idx._listing_score(f, i, lev)
-        out[p] = {**tev, **lev}
+        ev = tev.copy()  # then what ``_listing_score`` adds
+        idx._listing_score(f, i, ev)
+        out[p] = ev
     return out
+
+
+def assign_all(ranked: Sequence[Ranked], link_at: float, suggest_at: float, margin: float,
+               taken: Iterable[int] = (), order: Sequence[Any] | None = None
+               ) -> list[Decision]:
+    """``matching.assign`` for a whole channel: the same greedy pass over the same pairs in
+    the same order (strongest first; of pairs scoring the same, the listing whose next
+    candidate is further below, then the listing first in ``order``, then the candidate's
+    place), with the pairs laid out and sorted as arrays (numpy ``lexsort``) instead of a
+    list of tuples. Each listing's candidates come best first, as ``MatchIndex.rank``
+    gives them."""
+    used = set(taken)
+    chosen: dict[int, int] = {}
+    n = len(ranked)
+    lens = np.fromiter(map(len, ranked), dtype=np.intp, count=n)
+    total = int(lens.sum())
+    if total:
+        flat = np.fromiter(chain.from_iterable(chain.from_iterable(ranked)), dtype=np.float64,
+                           count=2 * total).reshape(total, 2)
+        scores = flat[:, 0]
+        starts = np.cumsum(lens) - lens
+        listing = np.repeat(np.arange(n, dtype=np.intp), lens)
+        place = np.arange(total, dtype=np.intp) - np.repeat(starts, lens)
+        best = scores[np.repeat(starts, lens)]  # the listing's best score, per pair
+        # how far the listing's other candidates are below it (negated): for its best
+        # pair the second's score minus the best (minus the best alone if there is no
+        # second), for the others the best minus theirs
+        second = np.where(lens > 1, scores[np.minimum(starts + 1, total - 1)], 0.0)
+        first_gap = np.where(lens > 1, second - scores[np.minimum(starts, total - 1)],
+                             -scores[np.minimum(starts, total - 1)])
+        gap = np.where(place == 0, np.repeat(first_gap, lens), best - scores)
+        rank = np.arange(n, dtype=np.intp)
+        if order is not None:  # the listing's place in ``order`` (Python's sort: exact)
+            rank[np.array(sorted(range(n), key=order.__getitem__), dtype=np.intp)] = \
+                np.arange(n, dtype=np.intp)
+        keep = np.flatnonzero(scores >= suggest_at)
+        sort = np.lexsort((place[keep], rank[listing[keep]], gap[keep], -scores[keep]))
+        keep = keep[sort]
+        masters = flat[keep, 1].astype(np.intp).tolist()
+        for p, k, i in zip(listing[keep].tolist(), place[keep].tolist(), masters, strict=True):
+            if p in chosen or i in used:
+                continue
+            chosen[p] = k
+            used.add(i)
+    return decide(ranked, chosen, used, link_at, suggest_at, margin)
 
 
 @contextlib.contextmanager

@@ -20,11 +20,11 @@ import functools
 import re
 from array import array
 from bisect import bisect_left
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import urlsplit
 
-from auditor.linkbatch import collector_paused, evidence_all, rank_all
-from auditor.matching import Decision, Features, MatchIndex, assign, listing_features
+from auditor.linkbatch import assign_all, collector_paused, evidence_all, rank_all
+from auditor.matching import Decision, Features, MatchIndex, listing_features
 from auditor.model import Link, LinkMethod, Listing, MasterRecord
 from auditor.values import gtin_valid, normalize_gtin
 
@@ -398,19 +398,20 @@ class LinkSession:
         pending, self.pending = self.pending, []
         with collector_paused():
             ranks = rank_all(idx, pending, self.rejected, lk.workers)
-            decisions = assign([r for _why, r in ranks], lk.link_score, lk.suggest_score,
-                               lk.margin, taken, [li.key for li in pending])
+            decisions = assign_all([r for _why, r in ranks], lk.link_score, lk.suggest_score,
+                                   lk.margin, taken, [li.key for li in pending])
             explain = {p: d.index for p, d in enumerate(decisions) if d.index is not None
                        and (d.state != "linked" or self.explain_links)}
             evidence = evidence_all(idx, pending, explain, lk.workers)
-            links = [self._decided(li, why, ranked, d, evidence.get(p)) for p, (li, (why, ranked), d)
+            decided, skus, get = self._decided, idx.skus, evidence.get
+            links = [decided(li, why, ranked, d, get(p), skus) for p, (li, (why, ranked), d)
                      in enumerate(zip(pending, ranks, decisions, strict=True))]
         yield from zip(pending, links, strict=True)
 
     def _decided(self, li: Listing, why: str | None, ranked: tuple[tuple[float, int], ...],
-                 d: Decision, evidence: dict[str, Any] | None) -> Link:
-        """The link of a listing matched by what it shows, from its assignment."""
-        skus = self.linker.match_index.skus
+                 d: Decision, evidence: dict[str, Any] | None, skus: Sequence[str]) -> Link:
+        """The link of a listing matched by what it shows, from its assignment (``skus``:
+        the match index's)."""
         if why is not None or not ranked:
             reason = why or "no master shares a word or a model code with the title"
             if not li.title:
@@ -418,11 +419,12 @@ class LinkSession:
             return Link(li.channel, li.key, None, LinkMethod.NONE, 0.0, (), reason)
         if d.index is None:
             return Link(li.channel, li.key, None, LinkMethod.NONE, round(min(d.score, 1.0), 3),
-                        tuple(skus[i] for i in d.alternatives), d.reason)
-        ev = {**(evidence or {}), "score": round(d.score, 3)}
+                        tuple([skus[i] for i in d.alternatives]), d.reason)
+        ev = evidence if evidence is not None else {}  # made for this link alone
+        ev["score"] = round(d.score, 3)
         sku = skus[d.index]
         conf = round(min(d.score, 1.0), 3)
         if d.state == "linked":
             return Link(li.channel, li.key, sku, LinkMethod.FUZZY, conf, (), None, ev)
         return Link(li.channel, li.key, None, LinkMethod.SUGGESTED, conf,
-                    (sku, *(skus[i] for i in d.alternatives[:3])), d.reason, ev)
+                    (sku, *[skus[i] for i in d.alternatives[:3]]), d.reason, ev)

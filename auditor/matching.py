@@ -35,7 +35,8 @@ from bisect import bisect_left
 from collections import Counter
 from operator import itemgetter
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from functools import lru_cache
+from typing import Any, Container, Iterable, Mapping, Sequence
 
 from rapidfuzz import fuzz
 
@@ -75,6 +76,7 @@ W_PRICE_CLOSE = 0.05     # within 30%
 
 _COUNT = itemgetter(1)
 _FIRST = itemgetter(0)
+_SECOND = itemgetter(1)
 _WORD = re.compile(r"[0-9A-Za-z]+(?:[-/.][0-9A-Za-z]+)*")
 _HAS_DIGIT = re.compile(r"\d")
 _HAS_ALPHA = re.compile(r"[a-z]")
@@ -315,6 +317,7 @@ _ACCESSORY_KIND: dict[str, str] = {
 }
 
 
+@lru_cache(maxsize=1 << 14)  # a master's title is read again for every listing it is a candidate of
 def accessory_words(norm_title: str) -> frozenset[str]:
     """The accessory words of a title's head (what comes before "for ...")."""
     m = _FOR.search(norm_title)
@@ -799,16 +802,19 @@ class MatchIndex:
                 frozenset((k, v) for k, vs in f.qty.items() for v in vs) if f.qty else None,
                 frozenset(f.nums) if f.nums else None)
 
-    def rank(self, f: Features, exclude: Iterable[str] = ()) -> tuple[tuple[float, int], ...]:
+    def rank(self, f: Features, exclude: Iterable[str] = (), key: tuple[Any, ...] | None = None
+             ) -> tuple[tuple[float, int], ...]:
         """(score, master) of the candidates, best first, at most ``KEEP``
-        (``exclude``: SKUs a person rejected for this listing).
+        (``exclude``: SKUs a person rejected for this listing; ``key``: its ``_title_key``
+        when the caller knows it).
 
         The work that depends on the title only (blocking, the title's similarity, codes,
         quantities, variants) is done once per distinct title and kept (at most
         ``CACHE_TITLES`` titles); the brand and price are weighed per listing."""
         if f.reason:
             return ()
-        key = self._title_key(f)
+        if key is None:
+            key = self._title_key(f)
         entry = self._cache.get(key)
         if entry is None:
             if len(self._cache) >= CACHE_TITLES:
@@ -848,7 +854,8 @@ class MatchIndex:
                     f.tokenset = set(f.tokens)
                 t = title_scores[i] = self._title_score(f, i, None)
             out.append((round(t + self._listing_score(f, i, None), 4), i))
-        out.sort(key=lambda c: (-c[0], c[1]))
+        out.sort(key=_SECOND)  # by master, then (stable) by score, highest first
+        out.sort(key=_FIRST, reverse=True)
         return tuple(out[:KEEP])  # a tuple of numbers: the collector stops tracking it
 
 
@@ -911,6 +918,14 @@ def assign(ranked: Sequence[Sequence[tuple[float, int]]], link_at: float, sugges
             continue
         chosen[p] = k
         used.add(i)
+    return decide(ranked, chosen, used, link_at, suggest_at, margin)
+
+
+def decide(ranked: Sequence[Sequence[tuple[float, int]]], chosen: Mapping[int, int],
+           used: Container[int], link_at: float, suggest_at: float, margin: float
+           ) -> list[Decision]:
+    """Each listing's state once the greedy pass of ``assign`` is done: ``chosen`` listing
+    -> the place of the candidate it got, ``used`` the masters taken (by it or before)."""
     out: list[Decision] = []
     for p, cands in enumerate(ranked):
         got = chosen.get(p)

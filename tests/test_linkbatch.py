@@ -96,7 +96,8 @@ def as_tuple(link: Link) -> tuple:
             link.evidence)
 
 
-@pytest.mark.parametrize("title", [*ODD_TITLES, "Acme Alpine Hoodie 2.5in 4-pack"])
+@pytest.mark.parametrize("title", [*ODD_TITLES, "Acme Alpine Hoodie 2.5in 4-pack",
+                                   "AT&amp;T Phone 5-PACK &NBSP; 2.5 In", "Straße ẞ 12V İstanbul"])
 @pytest.mark.parametrize("extra", [
     dict(description=None, brand=None, price=None, mpn=None),
     dict(description="Model: KTC-D320/1G; fits all", brand="D-Link", price=12.5, mpn="AB 12-34"),
@@ -110,6 +111,10 @@ def test_feature_reader_reads_what_listing_features_reads(title, extra):
     got = reader(title, **extra)
     assert got == listing_features(title, **extra)
     assert reader(title, **plain) == listing_features(title, **plain)  # the cache kept intact
+    for other in (title.upper(), title.lower(), title.title()):  # read once for all cases
+        assert reader(other, **extra) == listing_features(other, **extra)
+        assert reader.shown(other, None, None, copy=False) == listing_features(other, None,
+                                                                                None, None)
 
 
 @pytest.mark.parametrize("workers", [1, 3])
@@ -147,3 +152,26 @@ def test_bulk_linking_with_confirmed_and_keyed_listings_takes_their_masters():
     links = dict((li.key, lk) for li, lk in s.finish())
     assert all(lk.sku not in (skus[0], skus[1]) for lk in links.values())
     assert any(lk.method == LinkMethod.FUZZY for lk in links.values())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_assign_all_decides_what_assign_decides(seed):
+    """The array-sorted greedy pass of ``linkbatch.assign_all`` settles the same pairs in
+    the same order as ``matching.assign``: ties of score (many, on a coarse grid), masters
+    taken before, listings without candidates, scores below the suggestion line."""
+    rnd = random.Random(seed)
+    n_masters = rnd.choice([5, 40, 400])
+    ranked = []
+    for _ in range(rnd.choice([0, 1, 50, 2000])):
+        cands = sorted({(round(rnd.choice([0.3, 0.5, 0.8, 0.85, 0.9, 1.0, rnd.random() * 1.3]),
+                               4 if rnd.random() < 0.5 else 1), rnd.randrange(n_masters))
+                        for _ in range(rnd.randrange(0, 7))}, key=lambda c: (-c[0], c[1]))
+        ranked.append(tuple(cands[:6]))
+    taken = set(rnd.sample(range(n_masters), rnd.randrange(0, 3)))
+    expected = assign(ranked, 0.8, 0.5, 0.05, taken)
+    assert linkbatch.assign_all(ranked, 0.8, 0.5, 0.05, taken) == expected
+    keys = [f"L{rnd.randrange(10 ** 6)}" for _ in ranked]  # ties settled by listing key
+    assert linkbatch.assign_all(ranked, 0.8, 0.5, 0.05, taken, keys) == \
+        assign(ranked, 0.8, 0.5, 0.05, taken, keys)
+    if ranked:
+        assert {d.state for d in expected} <= {"linked", "suggested", "unlinked"}
