@@ -34,14 +34,17 @@ summary, events and exit code are those of ``auditor run``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
+import gc
 import hashlib
 import logging
 import math
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +56,7 @@ from auditor.confidence import prefer_master
 from auditor.config import ChannelConfig, Config, load_config
 from auditor.connector import SourceContext
 from auditor.errors import AuditorError, StoreError
+from auditor.forking import _in_fork
 from auditor.events import SourceProgress
 from auditor.linking import Linker
 from auditor.model import (
@@ -219,9 +223,23 @@ def _env(run_id: int) -> _JobEnv | None:
         _CACHE.clear()
         cfg = load_config(Path(path))
         t0 = time.perf_counter()
-        loaded = _CACHE[key] = _Loaded(cfg, store.current_master(), store.master_history())
-        log.info("master snapshot %s loaded in %.1f s (%d records)", info["snapshot_id"],
-                 time.perf_counter() - t0, len(loaded.master))
+        pack = jobs.pack(run_id)
+        if pack is not None:  # the coordinator's master, history and built indexes
+            from auditor import masterpack
+
+            size = len(pack)
+            master, history, linker = masterpack.loads(pack)
+            del pack
+            loaded = _CACHE[key] = _Loaded(cfg, master, history, linker)
+            log.info("master pack of run %s (snapshot %s, %.0f MB) loaded in %.1f s "
+                     "(%d records)", run_id, info["snapshot_id"], size / 1e6,
+                     time.perf_counter() - t0, len(master))
+        else:  # a coordinator that packs nothing: the snapshot from the store
+            loaded = _CACHE[key] = _Loaded(cfg, store.current_master(),
+                                           store.master_history())
+            log.info("master snapshot %s loaded in %.1f s (%d records)",
+                     info["snapshot_id"], time.perf_counter() - t0, len(loaded.master))
+        gc.freeze()  # out of the collector's scans, as the jobs' own policy does on entry
     return _JobEnv(loaded.cfg, store, jobs, run_id, info["now"], info["shard_size"], loaded)
 
 
@@ -269,7 +287,28 @@ class ShardOutcome:
     listings: int = 0
 
 
+@contextlib.contextmanager
+def _timed(what: str) -> Iterator[None]:
+    """A job's collector policy (``runner.streaming_gc``, as in one process: the loaded
+    master is kept out of the collector's scans) and its wall and CPU seconds, logged
+    when it ends (``auditor -v worker``)."""
+    from auditor.runner import streaming_gc
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    try:
+        with streaming_gc():
+            yield
+    finally:
+        log.info("%s: %.2f s (%.2f CPU s)", what, time.perf_counter() - t0,
+                 time.process_time() - c0)
+
+
 def read_job(context: Any, run_id: int, channel: str) -> None:
+    with _timed(f"run {run_id} job read {channel}"):
+        _read_job(run_id, channel)
+
+
+def _read_job(run_id: int, channel: str) -> None:
     env = _env(run_id)
     if env is None:
         return
@@ -314,6 +353,11 @@ def _read_result(env: _JobEnv, run_id: int, channel: str) -> tuple[int, Any]:
 
 
 def shard_job(context: Any, run_id: int, channel: str, shard: int) -> None:
+    with _timed(f"run {run_id} job shard {channel}/{shard}"):
+        _shard_job(run_id, channel, shard)
+
+
+def _shard_job(run_id: int, channel: str, shard: int) -> None:
     env = _env(run_id)
     if env is None:
         return
@@ -329,6 +373,11 @@ def shard_job(context: Any, run_id: int, channel: str, shard: int) -> None:
 
 
 def finish_job(context: Any, run_id: int, channel: str, failed_shards: list[int]) -> None:
+    with _timed(f"run {run_id} job finish {channel}"):
+        _finish_job(run_id, channel, failed_shards)
+
+
+def _finish_job(run_id: int, channel: str, failed_shards: list[int]) -> None:
     env = _env(run_id)
     if env is None:
         return
@@ -567,10 +616,20 @@ class DistributedSession(AuditSession):
         from auditor.runner import ChannelSummary, channel_events
         from auditor.storage.jobs import RunJobs
 
-        store_master()
         cfg, store, run_id, now = self.config, self.store, self.run_id, self.now
         assert run_id is not None and now is not None
         ensure_queue(self.url)
+        # The workers' master: indexed and packed once, in a child process while the
+        # snapshot is written here (auditor.masterpack).
+        t_pack = time.perf_counter()
+        packed = _in_fork(functools.partial(_store_pack, self.url, run_id, master, history,
+                                            linker))
+        self._children.append(packed.cancel)  # type: ignore[attr-defined]
+        store_master()
+        size = packed()
+        self._children.remove(packed.cancel)  # type: ignore[attr-defined]
+        log.info("master pack of %.0f MB stored in %.1f s", size / 1e6,
+                 time.perf_counter() - t_pack)
         snap = store.last_master_snapshot()
         jobs = RunJobs(self.url)
         ends = RunJobs(self.url)  # a connection that only waits for jobs to end
@@ -692,6 +751,29 @@ class DistributedSession(AuditSession):
                 log.warning("job %s (%s): its worker is gone; queued again", row["id"],
                             row["task_name"])
                 app.job_manager.retry_job_by_id(row["id"], datetime.now(UTC))
+
+
+def _store_pack(url: str, run_id: int, master: Mapping[str, MasterRecord], history: Any,
+                linker: Linker) -> int:
+    """Build every linker index, pack master, history and linker for the run's workers
+    (``RunJobs.pack``) and store the pack; its size."""
+    from auditor import masterpack
+    from auditor.storage.jobs import RunJobs
+
+    t0 = time.perf_counter()
+    try:
+        linker.prepare()
+        t1 = time.perf_counter()
+        data = masterpack.dumps(master, history, linker)
+        t2 = time.perf_counter()
+        with RunJobs(url) as jobs:
+            jobs.save_pack(run_id, data)
+    except Exception:  # the workers then load the snapshot from the store, as before
+        log.exception("run %s: no master pack; each worker loads the snapshot itself", run_id)
+        return 0
+    log.info("master pack: indexes built in %.1f s, packed in %.1f s, stored in %.1f s",
+             t1 - t0, t2 - t1, time.perf_counter() - t2)
+    return len(data)
 
 
 def _result_of(store: Any, run_id: int, channel: str) -> SourceResult | None:

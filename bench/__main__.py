@@ -382,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--again-only", action="store_true",
                     help="scaling: only the repeat audit, on the store of an earlier first audit "
                          "(the largest sizes, in two steps)")
+    ap.add_argument("--workers-only", action="store_true",
+                    help="distributed: only the --distributed rows (not one process's)")
     ap.add_argument("--no-write", action="store_true", help="print only")
     a = ap.parse_args(argv)
     write = not a.no_write
@@ -393,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.part == "distributed":  # not part of `all`: it needs a PostgreSQL server
         from bench import distributed
 
-        distributed.run(a.size, a.channels, a.workers, a.shard_size, write, a.first_only)
+        distributed.run(a.size, a.channels, a.workers, a.shard_size, write, a.first_only,
+                        not a.workers_only)
         return 0
     if a.part == "crash":  # not part of `all`: it is a robustness trial, not a speed target
         from bench import crash

@@ -38,6 +38,9 @@ from bench.world_audit import BASE_URL, OUT, ensure_world
 ROOT = Path(__file__).resolve().parent.parent
 
 
+PACKS: list[str] = []  # the coordinators' master pack lines (see auditor.masterpack)
+
+
 def _children_cpu() -> float:
     u = resource.getrusage(resource.RUSAGE_CHILDREN)
     return u.ru_utime + u.ru_stime
@@ -84,9 +87,14 @@ def _runs(cfg: Path, channels: list[str], extra: tuple[str, ...], server: list[i
     processes and the server's from /proc."""
     import json
 
+    # Each worker in a session of its own, as separate services (or machines) are: with the
+    # kernel's autogroup scheduling (/proc/sys/kernel/sched_autogroup_enabled), a busy
+    # machine's CPU is shared by session first, so workers started in the benchmark's own
+    # session would share one session's CPU however many there are.
     procs = [subprocess.Popen([sys.executable, "-m", "auditor", "worker", "--config",
                                str(cfg)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL) for _ in range(workers)]
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+             for _ in range(workers)]
     pids = [p.pid for p in procs]
     out = []
     try:
@@ -105,6 +113,11 @@ def _runs(cfg: Path, channels: list[str], extra: tuple[str, ...], server: list[i
             listings = sum(c["listings"] for c in summary["channels"])
             out.append([step, listings, wall, _phase(r, summary), cpu, srv, load])
             print(step, *out[-1][1:], flush=True)
+            pack = re.findall(r"master pack of ([0-9.]+) MB stored in ([0-9.]+) s", r.stderr)
+            if pack:  # built beside the snapshot write, before the channel phase
+                PACKS.append(f"- {step}, {workers} worker(s): master pack of {pack[-1][0]} MB "
+                             f"built and stored in {pack[-1][1]} s (beside the snapshot "
+                             "write, before the channel phase)")
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -114,7 +127,7 @@ def _runs(cfg: Path, channels: list[str], extra: tuple[str, ...], server: list[i
 
 
 def run(size: int, channels: list[str], workers: list[int], shard_size: int | None,
-        write: bool, first_only: bool = False) -> None:
+        write: bool, first_only: bool = False, single: bool = True) -> None:
     steps = ("first",) if first_only else ("first", "again")
     world = ensure_world(size)
     server = _start_server()
@@ -125,12 +138,14 @@ def run(size: int, channels: list[str], workers: list[int], shard_size: int | No
                        "workers = 1")
         for f in lite.parent.glob("auditor.db*"):
             f.unlink()
-        for r in _runs(lite, channels, (), [], steps=steps):
-            rows.append(["SQLite, one process", *r])
-        url = server.new_database()
-        one = _config(world, OUT / f"dist-pg1-{world.name}", f'url = "{url}"', "workers = 1")
-        for r in _runs(one, channels, (), pids, steps=steps):
-            rows.append(["PostgreSQL, one process", *r])
+        if single:
+            for r in _runs(lite, channels, (), [], steps=steps):
+                rows.append(["SQLite, one process", *r])
+            url = server.new_database()
+            one = _config(world, OUT / f"dist-pg1-{world.name}", f'url = "{url}"',
+                          "workers = 1")
+            for r in _runs(one, channels, (), pids, steps=steps):
+                rows.append(["PostgreSQL, one process", *r])
         for n in workers:
             url = server.new_database()
             extra = f"\nshard_size = {shard_size}" if shard_size else ""
@@ -159,4 +174,4 @@ def run(size: int, channels: list[str], workers: list[int], shard_size: int | No
         "average when the run started. One 2-core machine shared with other work: the "
         "workers compete with the server and each other for the same two cores.",
         ["mode", "audit", "listings", "wall s", "channel phase s", "listings/s", "CPU s",
-         "server CPU s", "load"], shown), "\n".join(ratios)], write)
+         "server CPU s", "load"], shown), "\n".join(ratios + PACKS)], write)

@@ -307,3 +307,45 @@ def test_missing_server_binaries_fail_with_what_to_install(monkeypatch):
     with pytest.raises(pytest.fail.Exception,
                        match="install the Debian package `postgresql`.*AUDITOR_SKIP_POSTGRES=1"):
         pg_server._bindir()
+
+
+def test_shards_of_one_channel_apply_findings_at_once(store, url):
+    """``apply_findings(shard=...)`` holds the channel's findings lock shared and the
+    shard's exclusive: another shard of the channel applies while one is in its
+    transaction; the same shard, and a whole-channel apply, wait for it."""
+    from auditor.storage import ShardSpec
+
+    store.start_run(NOW, None)
+    n = 3
+    keys = [f"K{i:02d}" for i in range(30)]
+    by_shard = {i: [k for k in keys if ShardSpec.of(k, n) == i] for i in range(n)}
+    assert all(by_shard.values())
+
+    def found(k):
+        return Finding("price", "google", k, "price", Outcome.FAILED, Severity.MAJOR,
+                       listing_key=k)
+
+    holder = open_store(url)
+    other = open_store(url)
+    try:
+        with postgres._findings_lock(holder.conn, "google", ShardSpec(0, n)):
+            # shard 1 of the same channel: not blocked (lock_timeout would raise)
+            other.conn.execute("SET lock_timeout = '2s'")
+            ch = other.apply_findings(1, "google", [found(k) for k in by_shard[1]],
+                                      SourceStatus.COMPLETE, set(by_shard[1]), ["price"],
+                                      NOW, shard=ShardSpec(1, n))
+            assert ch.opened == len(by_shard[1])
+            # shard 0 again, and the whole channel: they wait for the holder
+            for shard in (ShardSpec(0, n), None):
+                with pytest.raises(psycopg.errors.LockNotAvailable):
+                    other.apply_findings(1, "google", [found(by_shard[0][0])],
+                                         SourceStatus.COMPLETE, {by_shard[0][0]}, ["price"],
+                                         NOW, shard=shard)
+                other.conn.rollback()
+        # released: the whole channel applies, and sees shard 1's findings
+        ch = other.apply_findings(1, "google", [found(k) for k in keys], SourceStatus.COMPLETE,
+                                  set(keys), ["price"], NOW)
+        assert ch.still_open == len(by_shard[1]) and ch.opened == len(keys) - len(by_shard[1])
+    finally:
+        holder.close()
+        other.close()

@@ -10,6 +10,9 @@ each other lives here, beside the store's tables:
   chunks per shard, for the shard jobs (dropped when the run ends; the first shard's
   are checked by the read job itself and never staged; an UNLOGGED table, its chunks
   stored uncompressed);
+- ``dist_packs``: the run's master, history and linker indexes, packed once by the
+  coordinator (``auditor.masterpack``) for every worker (UNLOGGED, dropped when the
+  run ends);
 - ``dist_channels``: a ``read`` job's outcome (source status, counts, presence
   decisions) and, once the channel is finished, its summary;
 - ``dist_shards``: a shard job's outcome (check tallies, open counts);
@@ -27,11 +30,12 @@ from __future__ import annotations
 import contextlib
 import copyreg
 import dataclasses
+import gc
 import io
 import operator
 import pickle
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Self
 
 import psycopg
@@ -52,6 +56,9 @@ CREATE TABLE IF NOT EXISTS dist_channels (
 CREATE TABLE IF NOT EXISTS dist_shards (
     run_id BIGINT NOT NULL, channel TEXT COLLATE "C" NOT NULL, shard INTEGER NOT NULL,
     result BYTEA NOT NULL, PRIMARY KEY (run_id, channel, shard));
+CREATE UNLOGGED TABLE IF NOT EXISTS dist_packs (
+    run_id BIGINT NOT NULL, seq INTEGER NOT NULL, data BYTEA NOT NULL,
+    PRIMARY KEY (run_id, seq));
 CREATE TABLE IF NOT EXISTS crawl_hosts (
     host TEXT COLLATE "C" PRIMARY KEY, next_at TIMESTAMPTZ NOT NULL);
 """
@@ -72,6 +79,7 @@ CREATE OR REPLACE TRIGGER auditor_job_ended AFTER UPDATE OF status OR DELETE
 
 LOCK_SCHEMA = 0x61756400  # advisory lock class of the job tables' creation
 CHUNK = 5_000  # listings per staged row
+PACK_CHUNK = 8 << 20  # bytes per row of a master pack
 
 
 def _positional(cls: type) -> Any:
@@ -107,6 +115,24 @@ def dumps(obj: Any) -> bytes:
     return buf.getvalue()
 
 
+# Staged chunks and packs travel in COPY's binary format, and are read back in binary:
+# in text, every byte of a pickle would be sent as two hex digits (and escaped once
+# more by COPY), which the server then decodes.
+STAGED_TYPES = ("int8", "text", "int4", "int4", "bytea")
+PACK_TYPES = ("int8", "int4", "bytea")
+
+
+@contextlib.contextmanager
+def _binary_copy(cur: psycopg.Cursor, table: str, types: Sequence[str]) -> Iterator[Any]:
+    """A binary ``COPY table FROM STDIN`` of all the table's columns, in order, of these
+    types (``STAGED_TYPES``, ``PACK_TYPES``)."""
+    cols = {"dist_staged": "run_id, channel, shard, seq, data",
+            "dist_packs": "run_id, seq, data"}[table]
+    with cur.copy(f"COPY {table} ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(list(types))
+        yield copy
+
+
 class RunJobs:
     """The job tables of one store database, on a connection of their own."""
 
@@ -134,15 +160,16 @@ class RunJobs:
             # run anyway), and no TOAST compression (pickles hardly compress, and pglz on
             # hundreds of MB cost the server more CPU than the COPY). Tables made by
             # earlier versions are changed once.
-            row = self.conn.execute(
-                "SELECT c.relpersistence, a.attstorage FROM pg_class c JOIN pg_attribute a"
-                " ON a.attrelid = c.oid AND a.attname = 'data'"
-                " WHERE c.oid = 'dist_staged'::regclass").fetchone()
-            if row and row[0] != "u":
-                self.conn.execute("ALTER TABLE dist_staged SET UNLOGGED")
-            if row and row[1] != "e":
-                self.conn.execute("ALTER TABLE dist_staged ALTER COLUMN data SET STORAGE"
-                                  " EXTERNAL")
+            for table in ("dist_staged", "dist_packs"):
+                row = self.conn.execute(
+                    "SELECT c.relpersistence, a.attstorage FROM pg_class c JOIN pg_attribute a"
+                    " ON a.attrelid = c.oid AND a.attname = 'data'"
+                    " WHERE c.oid = %s::regclass", (table,)).fetchone()
+                if row and row[0] != "u":
+                    self.conn.execute(f"ALTER TABLE {table} SET UNLOGGED")
+                if row and row[1] != "e":
+                    self.conn.execute(f"ALTER TABLE {table} ALTER COLUMN data SET STORAGE"
+                                      " EXTERNAL")
 
     def ensure_notify(self) -> None:
         """A trigger on procrastinate's job table: every job that ends (a terminal status,
@@ -194,6 +221,25 @@ class RunJobs:
             self.conn.execute("UPDATE dist_runs SET status=%s WHERE run_id=%s",
                               (status, run_id))
             self.conn.execute("DELETE FROM dist_staged WHERE run_id=%s", (run_id,))
+            self.conn.execute("DELETE FROM dist_packs WHERE run_id=%s", (run_id,))
+
+    # ------------------------------------------------------------------ the master pack
+    def save_pack(self, run_id: int, data: bytes) -> None:
+        """The run's master pack (``auditor.masterpack``), in chunks of ``PACK_CHUNK``
+        bytes, replacing any earlier one of the run."""
+        view = memoryview(data)
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.execute("DELETE FROM dist_packs WHERE run_id=%s", (run_id,))
+            with _binary_copy(cur, "dist_packs", PACK_TYPES) as copy:
+                for seq, i in enumerate(range(0, len(data), PACK_CHUNK)):
+                    copy.write_row((run_id, seq, view[i:i + PACK_CHUNK]))
+
+    def pack(self, run_id: int) -> bytes | None:
+        """The run's master pack, or None when its coordinator left none."""
+        with self.conn.cursor(binary=True) as cur:
+            chunks = [data for (data,) in cur.execute(
+                "SELECT data FROM dist_packs WHERE run_id=%s ORDER BY seq", (run_id,))]
+        return b"".join(chunks) if chunks else None
 
     # ------------------------------------------------------------------ read -> shards
     def save_read(self, run_id: int, channel: str, shards: int,
@@ -204,8 +250,7 @@ class RunJobs:
             for table in ("dist_staged", "dist_shards"):
                 cur.execute(f"DELETE FROM {table} WHERE run_id=%s AND channel=%s",
                             (run_id, channel))
-            with cur.copy("COPY dist_staged (run_id, channel, shard, seq, data) FROM STDIN") \
-                    as copy:
+            with _binary_copy(cur, "dist_staged", STAGED_TYPES) as copy:
                 for shard, rows in staged.items():
                     for seq, i in enumerate(range(0, len(rows), CHUNK)):
                         copy.write_row((run_id, channel, shard, seq,
@@ -221,8 +266,7 @@ class RunJobs:
         with self.conn.transaction(), self.conn.cursor() as cur:
             cur.execute("DELETE FROM dist_staged WHERE run_id=%s AND channel=%s AND shard=%s",
                         (run_id, channel, shard))
-            with cur.copy("COPY dist_staged (run_id, channel, shard, seq, data) FROM STDIN") \
-                    as copy:
+            with _binary_copy(cur, "dist_staged", STAGED_TYPES) as copy:
                 for seq, i in enumerate(range(0, len(rows), CHUNK)):
                     copy.write_row((run_id, channel, shard, seq, dumps(rows[i:i + CHUNK])))
 
@@ -238,10 +282,19 @@ class RunJobs:
 
     def staged(self, run_id: int, channel: str, shard: int) -> list[Any]:
         out: list[Any] = []
-        for (data,) in self.conn.execute(
-                "SELECT data FROM dist_staged WHERE run_id=%s AND channel=%s AND shard=%s"
-                " ORDER BY seq", (run_id, channel, shard)):
-            out.extend(pickle.loads(data))
+        # No cyclic collection while they load: every listing unpickled stays alive (the
+        # collector would only scan them over and over).
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            with self.conn.cursor(binary=True) as cur:
+                for (data,) in cur.execute(
+                        "SELECT data FROM dist_staged WHERE run_id=%s AND channel=%s AND"
+                        " shard=%s ORDER BY seq", (run_id, channel, shard)):
+                    out.extend(pickle.loads(data))
+        finally:
+            if was:
+                gc.enable()
         return out
 
     def save_shard(self, run_id: int, channel: str, shard: int, result: Any) -> None:

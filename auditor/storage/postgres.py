@@ -1049,7 +1049,7 @@ class PostgresStore:
         upd_stage = self._stage("stage_findings", "findings", _FUPD_COLS)
         obs_stage = self._stage("stage_observations", "finding_observations", _OBS_COLS)
         moved_stage = self._stage("stage_findings_moved", "findings", _MOVED_COLS)
-        with self._xact_lock(LOCK_FINDINGS, channel), c.cursor() as cur:
+        with _findings_lock(c, channel, shard), c.cursor() as cur:
             existing = {row[0]: as_previous(row[1:]) for row in c.execute(
                 "SELECT fingerprint, state, outcome, expected, actual, check_name, listing_key"
                 " FROM findings WHERE channel=%s" + _shard_where(shard, "listing_key"),
@@ -2404,3 +2404,23 @@ def _shard_args(shard: ShardSpec | None) -> tuple[str, ...]:
         return ()
     lo, hi = shard.hex_range()
     return (lo,) if hi is None else (lo, hi)
+
+
+@contextlib.contextmanager
+def _findings_lock(conn: psycopg.Connection, channel: str, shard: ShardSpec | None
+                   ) -> Iterator[None]:
+    """A transaction holding ``apply_findings``' advisory locks until it ends: the
+    channel's, exclusive, for a whole channel; for a shard (or the findings about no
+    listing) the channel's shared and the shard's own exclusive, so the shards of one
+    channel apply their findings at once (their fingerprints are disjoint: a finding's
+    shard is its listing's) while a whole-channel apply still waits for them all."""
+    with conn.transaction():
+        if shard is None:
+            conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema() || '/'"
+                         " || %s))", (LOCK_FINDINGS, channel))
+        else:
+            conn.execute("SELECT pg_advisory_xact_lock_shared(%s, hashtext(current_schema()"
+                         " || '/' || %s)), pg_advisory_xact_lock(%s, hashtext(current_schema()"
+                         " || '/' || %s))", (LOCK_FINDINGS, channel, LOCK_FINDINGS,
+                                             f"{channel}#{shard.index}/{shard.count}"))
+        yield
