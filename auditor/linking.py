@@ -255,7 +255,7 @@ class Linker:
         forking workers, so they share the indexes instead of each building its own.
 
         ``needed``: only these (key kinds, and ``TITLE_INDEX`` for the title-matching
-        index), as the channels' previous runs used them (``LinkSession.used``); None:
+        index), as the channels' previous runs used them (``LinkSession.indexes``); None:
         all of them. An index left out here is still built where a listing needs it
         (in that worker), so the links are the same either way."""
         want = None if needed is None else set(needed)
@@ -275,9 +275,9 @@ class Linker:
             self._match_index = MatchIndex(self.master)
         return self._match_index
 
-    def exact(self, li: Listing, used: set[str] | None = None) -> Link | None:
+    def exact(self, li: Listing, used: dict[str, int] | None = None) -> Link | None:
         """The link by the first key of the listing that is on record, else None.
-        ``used`` collects the key kinds whose index was consulted."""
+        ``used`` counts the lookups in each key kind's index."""
         if not (li.sku or li.gtin or li.mpn or li.url):  # no key at all (the channel's own id)
             return None
         index = self.index
@@ -286,7 +286,7 @@ class Linker:
             if not key:
                 continue
             if used is not None:
-                used.add(kind)
+                used[kind] = used.get(kind, 0) + 1
             if kind == "sku":
                 hits = index["sku"].get(key)
             else:  # held by the key's hash: keep the masters whose key it really is
@@ -368,9 +368,13 @@ class LinkSession:
         self.rejected = rejected
         self.pending: list[Listing] = []  # to be matched by what they show
         self.taken: set[str] = set()  # masters linked in this channel by key or confirmation
-        # The indexes this channel consulted (key kinds, TITLE_INDEX): what the next run
-        # builds before forking its workers (``Linker.prepare``).
-        self.used: set[str] = set()
+        # The indexes this channel consulted (key kinds, TITLE_INDEX), what the next run
+        # builds before forking its workers (``Linker.prepare``): lookups per index for
+        # listings whose links cannot be carried over to the next run (``used``), and the
+        # indexes of those whose links may be (an orphan's: ``carriable``), needed then
+        # only if what the links depend on changes (``auditor.linkreuse``).
+        self.used: dict[str, int] = {}
+        self.carriable: set[str] = set()
         self.carried_over = 0  # links taken from ``earlier``
 
     def link(self, li: Listing) -> Link | None:
@@ -397,6 +401,8 @@ class LinkSession:
                 self.taken.add(link.sku)
             return link
         carried = _carried_key(li)
+        if carried is not None:  # decided alone: the next run may carry it over
+            self._carriable(li)
         if not lk.fuzzy:
             return Link(li.channel, li.key, None, LinkMethod.NONE, 0.0, (),
                         f"{carried[0]} {carried[1]!r} matches no master" if carried
@@ -404,7 +410,7 @@ class LinkSession:
         if carried is None:  # matched by what it shows, with the rest of the channel
             self.pending.append(li)
             return None
-        self.used.add(TITLE_INDEX)
+        self.carriable.add(TITLE_INDEX)
         idx = lk.match_index
         f = features_of(li)
         ranked = idx.rank(f, rejected)
@@ -416,13 +422,27 @@ class LinkSession:
                     {"suggestions": [{"sku": s, "score": round(min(sc, 1.0), 3)}
                                      for sc, s in sugg]} if sugg else {})
 
+    def _carriable(self, li: Listing) -> None:
+        """Count the key lookups of a listing no key linked (``exact`` looked up every
+        key it has) as a carriable link's, not as ``used``."""
+        used, carriable = self.used, self.carriable
+        for kind in self.linker.order:
+            if _LISTING_KEYS[kind](li):
+                used[kind] -= 1
+                carriable.add(kind)
+
+    def indexes(self) -> tuple[list[str], list[str]]:
+        """The indexes consulted for links that cannot be carried over, and for those that
+        may be (see ``used``)."""
+        return (sorted(k for k, n in self.used.items() if n > 0), sorted(self.carriable))
+
     def finish(self) -> Iterator[tuple[Listing, Link]]:
         """The listings held back by ``link``, each with its link, after the channel-wide
         one-to-one assignment (ranked and explained in bulk: ``auditor.linkbatch``)."""
         if not self.pending:
             return
         lk = self.linker
-        self.used.add(TITLE_INDEX)
+        self.used[TITLE_INDEX] = self.used.get(TITLE_INDEX, 0) + 1
         idx = lk.match_index
         pos = idx.position
         taken = [pos[s] for s in self.taken if s in pos]

@@ -76,6 +76,9 @@ class ChannelSummary:
     # The linker's indexes a complete read consulted (key kinds, "title"), or None when
     # not known: the next run builds these before forking its workers (Linker.prepare).
     link_indexes: list[str] | None = None
+    # The indexes its links that may be carried over to the next run consulted (an
+    # orphan's title suggestions): needed again only when link_inputs changes.
+    carried_link_indexes: list[str] | None = None
     # What the channel's links depended on beside the listings (auditor.linkreuse), or
     # None: the next run carries unchanged listings' link notes over when it is the same.
     link_inputs: str | None = None
@@ -434,7 +437,7 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
     summary.presence_held = result.presence_held
     summary.not_carried = missing
     if result.status == SourceStatus.COMPLETE:
-        summary.link_indexes = sorted(linking.used)
+        summary.link_indexes, summary.carried_link_indexes = linking.indexes()
     if linking.carried_over:
         log.info("channel %s: %d links carried over from the last run (auditor.linkreuse)",
                  ch.name, linking.carried_over)
@@ -685,5 +688,6 @@ def _summary_dict(s: ChannelSummary) -> dict[str, Any]:
             "resolved": s.resolved, "failed": s.open_failed, "warn": s.open_warn,
             "score": s.score, "seconds": round(s.seconds, 3),
             "presence_held": s.presence_held, "not_carried": s.not_carried, "notes": s.notes,
-            "link_indexes": s.link_indexes, "link_inputs": s.link_inputs,
+            "link_indexes": s.link_indexes, "carried_link_indexes": s.carried_link_indexes,
+            "link_inputs": s.link_inputs,
             "checks": {k: dict(v) for k, v in s.outcomes.items()}}

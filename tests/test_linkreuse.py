@@ -61,7 +61,8 @@ def _state(store) -> dict:
         "scores": [rows(store.scores(r.id)) for r in runs],
         "links": rows(store.link_states()),
         "runs": [[{k: v for k, v in c.items()
-                   if k not in ("seconds", "link_indexes", "link_inputs")}
+                   if k not in ("seconds", "link_indexes", "carried_link_indexes",
+                                 "link_inputs")}
                   for c in r.summary.get("channels") or ()] for r in runs],
     }
 
