@@ -28,6 +28,7 @@ The channel-wide one-to-one assignment and the link states are in ``assign``.
 from __future__ import annotations
 
 import math
+from math import fsum
 from array import array
 import re
 from bisect import bisect_left
@@ -55,6 +56,7 @@ TIED_KEEP = 64           # masters tied for the last candidate place kept for th
 CACHE_TITLES = 100_000   # distinct titles whose blocking and title evidence are kept
 CHAR_WEIGHT = 0.85
 TIE = 0.01               # scores closer than this: the listing cannot tell the masters apart
+MP_TOLERANCE = 0.025     # megapixels within 2.5% agree (14.2 MP is sold as 14 MP)
 
 # Evidence weights (added to the title cosine, result clipped to 0-1).
 W_CODE_AGREE = 0.35
@@ -249,14 +251,17 @@ def quantities(norm_text: str) -> dict[str, set[float]]:
     out: dict[str, set[float]] = {}
     for num, unit in _QTY.findall(norm_text):
         kind, factor = _UNITS[unit]
+        if kind == "bytes" and factor < 1.0 and float(num) % 1024 == 0:
+            factor /= 1.024  # 1024 MB is the 1 GB of another title
         out.setdefault(kind, set()).add(round(float(num) * factor, 3))
     return out
 
 
-def _overlap(a: set[float], b: set[float]) -> bool:
-    """Whether two sets of quantities of one kind share a value, within 1% (a camera's
-    14.1 MP is the 14 MP of another title)."""
-    return bool(a & b) or any(abs(x - y) <= 0.01 * max(x, y) for x in a for y in b)
+def _overlap(a: set[float], b: set[float], tol: float = 0.01) -> bool:
+    """Whether two sets of quantities of one kind share a value, within ``tol`` (1%: a
+    camera's 14.1 MP is the 14 MP of another title; megapixels are compared within
+    ``MP_TOLERANCE``, as they are sold rounded down: 14.2 MP is "14 MP")."""
+    return bool(a & b) or any(abs(x - y) <= tol * max(x, y) for x in a for y in b)
 
 
 _ANY_NUM = re.compile(r"(?<![\w.])(\d{1,4}(?:\.\d+)?)(?=(?:\s?(?:" + "|".join(
@@ -317,6 +322,17 @@ def accessory_words(norm_title: str) -> frozenset[str]:
     if "jewel case" in head:  # how software is packed, not a case
         head = head.replace("jewel case", " ")
     return _ACCESSORY.intersection(head.split())
+
+
+_FOR_WORDS = frozenset(("for", "fits", "compatible"))
+
+
+def _before_for(tokens: Sequence[str]) -> Sequence[str]:
+    """The words of a title before any "for ..." (what the product is, not what it fits)."""
+    for k, t in enumerate(tokens):
+        if t in _FOR_WORDS:
+            return tokens[:k]
+    return tokens
 
 
 def brand_span(tokens: Sequence[str], brand: str) -> frozenset[str]:
@@ -380,7 +396,8 @@ def listing_features(title: str | None, description: str | None, brand: str | No
         f.description_codes = d1 - one
     if not toks:
         f.reason = "empty title" if not title.strip() else "title has no words"
-    if one or two or _HAS_DIGIT.search(f.title) is not None:
+    if one or two or _HAS_DIGIT.search(f.title) is not None \
+            or not _NUMBER_WORDS.keys().isdisjoint(toks):  # "eight-tab" is "8 tab"
         nt = number_text(title)
         f.qty = quantities(nt)
         f.nums = numbers(nt)
@@ -414,7 +431,10 @@ class MatchIndex:
         exact: dict[str, list[int]] = {}
         titles: dict[str, str] = {}  # one string per distinct title
         brands: dict[str, str] = {}
-        for sku, rec in master.items():
+        # masters numbered in SKU order: every tie between candidates is then settled by
+        # SKU, whatever order the master was read in
+        for sku in sorted(master):
+            rec = master[sku]
             if not rec.title:
                 continue
             i = len(self.skus)
@@ -474,7 +494,7 @@ class MatchIndex:
         self.norms = array("d", bytes(8 * len(self.skus)))
         idf = self.idf
         for i, title in enumerate(self.titles):
-            self.norms[i] = math.sqrt(sum(idf(t) ** 2 for t in set(title.split()))) or 1.0
+            self.norms[i] = math.sqrt(fsum([idf(t) ** 2 for t in set(title.split())])) or 1.0
 
     def number_text(self, i: int) -> str:
         """Master ``i``'s title as ``number_text`` reads it (from the record: normalized
@@ -547,13 +567,15 @@ class MatchIndex:
             return [(100.0, same[0])]
         for i in same:
             found[i] += 100
-        for c in f.codes:
+        # codes in sorted order: masters tied on how much they share keep the order they
+        # were found in, which must not depend on the hash seed (set order)
+        for c in sorted(f.codes):
             for i in self._code_hits(c)[:MAX_DF]:
                 found[i] += 10
-        for c in f.joined:
+        for c in sorted(f.joined):
             for i in self.code_post.get(c, ())[:MAX_DF]:
                 found[i] += 10
-        for c in list(f.description_codes)[:4]:
+        for c in sorted(f.description_codes)[:4]:
             for i in self.code_post.get(c, ())[:PREFIX_HITS]:
                 found[i] += 5
         postings = self.postings
@@ -591,7 +613,8 @@ class MatchIndex:
         mt = self.titles[i]
         mtoks = set(mt.split())
         idf2 = self.idf2
-        shared = sum(idf2[t] for t in f.tokenset & mtoks)
+        # fsum: exactly rounded, so the same whatever order the set is walked in
+        shared = fsum([idf2[t] for t in f.tokenset & mtoks])
         cos = shared / (f.norm * self.norms[i])
         title = f.title
         if cos < 0.9 and f.tokens:
@@ -601,9 +624,9 @@ class MatchIndex:
             span = brand_span(f.tokens, self.brands[i])
             if span and not span & mtoks:
                 rest = f.tokenset - span
-                norm = math.sqrt(sum(self.idf(t) ** 2 for t in rest))
+                norm = math.sqrt(fsum([self.idf(t) ** 2 for t in rest]))
                 if norm:
-                    cos = max(cos, sum(idf2[t] for t in rest & mtoks) / (norm * self.norms[i]))
+                    cos = max(cos, fsum([idf2[t] for t in rest & mtoks]) / (norm * self.norms[i]))
                     title = " ".join(t for t in f.tokens if t not in span)
         # character-level similarity catches joined or split words ("studiodvd")
         if cos < 0.9:
@@ -619,15 +642,21 @@ class MatchIndex:
             mjoined = frozenset(self.joined[i] or ())
             agree = (f.codes & mcodes) | (f.joined & mcodes) | (f.codes & mjoined) \
                 | (f.description_codes & mcodes)
+            prefix = False
             if not agree:
                 agree = {c for c in f.codes for m in mcodes
                          if min(len(c), len(m)) >= 5 and (c.startswith(m) or m.startswith(c))}
+                # one code the start of the other (S1500 and S1500M): less than the same
+                # code, so that a master naming the listing's code exactly ranks first
+                prefix = bool(agree)
             if agree:
                 # a code many masters share (a series, a connector) tells less
                 df = min(len(self.code_post.get(c, ())) for c in agree)
-                s += W_CODE_AGREE if df <= 3 else W_CODE_AGREE / 2
+                s += W_CODE_AGREE if df <= 3 and not prefix else W_CODE_AGREE / 2
                 if ev is not None:
                     ev["codes_agree"] = sorted(agree)[:4]
+                    if prefix:
+                        ev["codes_prefix"] = True
             else:
                 lc = {c for c in f.codes if _HAS_ALPHA.search(c)}
                 mc = {c for c in mcodes if _HAS_ALPHA.search(c)}
@@ -660,8 +689,8 @@ class MatchIndex:
         qty_differ = False
         if f.qty:
             mq = quantities(self.number_text(i))
-            for kind in f.qty.keys() & mq.keys():
-                if not _overlap(f.qty[kind], mq[kind]):
+            for kind in sorted(f.qty.keys() & mq.keys()):
+                if not _overlap(f.qty[kind], mq[kind], MP_TOLERANCE if kind == "mp" else 0.01):
                     s += W_QTY_DIFFER
                     qty_differ = True
                     if ev is not None:
@@ -688,7 +717,9 @@ class MatchIndex:
             if ev is not None:
                 ev["bundle"] = sorted(f.bundle or mbundle)
         ma = accessory_words(mt)
-        if bool(ma) != bool(f.accessory):
+        # one names an accessory, the other none, and is not itself for something ("Smart
+        # Feather for iPad 2" is the "Smart Feather Case for iPad 2")
+        if bool(ma) != bool(f.accessory) and _FOR.search(title if ma else mt) is None:
             s += W_ACCESSORY
             if ev is not None:
                 ev["accessory"] = sorted(ma or f.accessory)[:3]
@@ -718,6 +749,12 @@ class MatchIndex:
                 s += W_BRAND_AGREE
                 if ev is not None:
                     ev["brand"] = "same"
+            elif brand_span(_before_for(f.tokens), mb):
+                # the listing's brand field names another (a seller, a distributor), its
+                # title the master's ("Just Mobile Slide Stand" sold by Macsense)
+                s += W_BRAND_AGREE
+                if ev is not None:
+                    ev["brand"] = "in title"
             else:
                 s += W_BRAND_DIFFER
                 if ev is not None:
@@ -746,7 +783,7 @@ class MatchIndex:
         # idf squared read from idf2 (the same numbers as self.idf(t) ** 2; a word no master
         # has counts as rare)
         idf2, rare = self.idf2, (math.log(self.n + 1) + 1.0) ** 2
-        f.norm = math.sqrt(sum(idf2.get(t, rare) for t in f.tokenset)) or 1.0
+        f.norm = math.sqrt(fsum([idf2.get(t, rare) for t in f.tokenset])) or 1.0
 
     def _title_key(self, f: Features) -> tuple[Any, ...]:
         """What the title-dependent work of ``rank`` depends on."""
@@ -796,8 +833,8 @@ class MatchIndex:
                     if c is None:
                         if not f.tokenset:
                             f.tokenset = set(f.tokens)
-                        c = pre_scores[i] = sum(self.idf2[t] for t in f.tokenset.intersection(
-                            self.titles[i].split())) / self.norms[i]
+                        c = pre_scores[i] = fsum([self.idf2[t] for t in f.tokenset.intersection(
+                            self.titles[i].split())]) / self.norms[i]
                     pre.append((c, i))
                 pre.sort(reverse=True)
                 cands = [i for _c, i in pre[:FULL_SCORES]]
@@ -827,24 +864,46 @@ class Decision:
 
 
 def assign(ranked: Sequence[Sequence[tuple[float, int]]], link_at: float, suggest_at: float,
-           margin: float, taken: Iterable[int] = ()) -> list[Decision]:
+           margin: float, taken: Iterable[int] = (), order: Sequence[Any] | None = None
+           ) -> list[Decision]:
     """One master per listing and one listing per master, across the whole channel.
 
     ``ranked``: per listing, its candidates as (score, master), best first. Greedy by
     score over the candidate graph: the strongest pair is settled first, then the next
     pair whose listing and master are both free. ``taken``: masters already linked in
-    this channel (by a key or a confirmation). A listing is *linked* when its pair
-    scores at least ``link_at`` and ``margin`` above the listing's next candidate;
+    this channel (by a key or a confirmation). Of pairs scoring the same, the listing whose
+    next candidate is further below goes first (it has no other), then the one first
+    in ``order``: per listing, the smaller first (the listing's key, so that the
+    channel's row order does not matter; else its position). A listing is *linked* when its pair
+    scores at least ``link_at`` and ``margin`` above the listing's next candidate (free
+    or another listing's: a close second makes it a guess either way);
     *suggested* when it scores at least ``suggest_at``, or when the master it fits
     best, at least ``link_at``, went to another listing; else *unlinked*.
     """
     used = set(taken)
-    # (-score, listing, candidate): sorted as they are, strongest first (no key function)
-    edges = [(-sc, p, k) for p, cands in enumerate(ranked)
-             for k, (sc, _i) in enumerate(cands) if sc >= suggest_at]
+    # listings in the order that settles ties: perm[r] is the listing of rank r
+    perm: Sequence[int] = range(len(ranked)) if order is None else \
+        sorted(range(len(ranked)), key=order.__getitem__)
+    # (-score, how far the listing's other candidates are below it (negated), listing's
+    # rank, candidate): sorted as they are, strongest first (no key function). Of pairs
+    # scoring the same, the listing surer of it goes first: one whose next candidate is
+    # far below keeps its master, one that fits others as well takes its next.
+    edges: list[tuple[float, float, int, int]] = []
+    for r, p in enumerate(perm):
+        cands = ranked[p]
+        if not cands or cands[0][0] < suggest_at:
+            continue
+        s0 = cands[0][0]
+        edges.append((-s0, cands[1][0] - s0 if len(cands) > 1 else -s0, r, 0))
+        for k in range(1, len(cands)):
+            sc = cands[k][0]
+            if sc < suggest_at:
+                break
+            edges.append((-sc, s0 - sc, r, k))
     edges.sort()
     chosen: dict[int, int] = {}
-    for _sc, p, k in edges:
+    for _sc, _g, r, k in edges:
+        p = perm[r]
         if p in chosen:
             continue
         i = ranked[p][k][1]
@@ -870,10 +929,11 @@ def assign(ranked: Sequence[Sequence[tuple[float, int]]], link_at: float, sugges
             continue
         k = got
         sc, i = cands[k]
-        # the runner-up among masters nobody took: a close candidate that is another
-        # listing's master (or linked by a key) does not make this one doubtful
-        runner = max((o for n, (o, j) in enumerate(cands) if n != k and j not in used),
-                     default=0.0)
+        # the runner-up among all the listing's other candidates, taken or not: a listing
+        # whose best master went to another listing, or whose close second did, is a
+        # guess by elimination (measured: such links were right 42% (Amazon-Google) and
+        # 38% (Walmart-Amazon) of the time against 75% and 65% for the others)
+        runner = max((o for n, (o, _j) in enumerate(cands) if n != k), default=0.0)
         alts = [j for n, (_o, j) in enumerate(cands[:4]) if n != k]
         # a listing that fits another master just as well (a title cut before the colour
         # and size) cannot tell them apart, whoever took the other: a guess, not a link

@@ -74,8 +74,10 @@ def test_assignment_is_one_to_one_across_the_channel():
     ranked = [[(0.95, 1), (0.90, 2)], [(0.99, 1), (0.60, 3)], [(0.3, 4)], [(0.9, 5), (0.5, 6)]]
     d = assign(ranked, link_at=0.8, suggest_at=0.5, margin=0.05)
     assert (d[1].state, d[1].index) == ("linked", 1)
-    # listing 0 gets the next free master: the one it fits better is another's
-    assert (d[0].state, d[0].index) == ("linked", 2)
+    # listing 0 gets the next free master, as a suggestion only: the one it fits better
+    # is another's, so it is master 2 by elimination, not by what it shows
+    assert (d[0].state, d[0].index) == ("suggested", 2)
+    assert d[0].reason == "a second candidate scores 0.95"
     assert d[2].state == "unlinked" and "below" in d[2].reason
     assert (d[3].state, d[3].index) == ("linked", 5)
     # a master linked by a key is taken: the listing is at most suggested
@@ -89,6 +91,12 @@ def test_assignment_is_one_to_one_across_the_channel():
     # a close runner-up keeps a strong match a suggestion
     d = assign([[(0.95, 1), (0.93, 2)]], 0.8, 0.5, 0.05)
     assert d[0].state == "suggested"
+    # ... also when another listing took the runner-up
+    d = assign([[(0.95, 1), (0.93, 2)], [(0.99, 2)]], 0.8, 0.5, 0.05)
+    assert [(x.state, x.index) for x in d] == [("suggested", 1), ("linked", 2)]
+    # must NOT fire: a runner-up far below, taken or not, leaves the link confident
+    d = assign([[(0.95, 1), (0.60, 2)], [(0.99, 2)]], 0.8, 0.5, 0.05)
+    assert [(x.state, x.index) for x in d] == [("linked", 1), ("linked", 2)]
 
 
 def test_channel_links_one_listing_per_master():

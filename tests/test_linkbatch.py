@@ -74,7 +74,7 @@ def reference(master: dict[str, MasterRecord], listings: list[Listing],
         keep.append(li)
         feats.append(f)
         ranks.append(ranked)
-    for li, f, d in zip(keep, feats, assign(ranks, 0.8, 0.5, 0.05), strict=True):
+    for li, f, d in zip(keep, feats, assign(ranks, 0.8, 0.5, 0.05, (), [li.key for li in keep]), strict=True):
         if d.index is None:
             out[li.key] = ("none", None, round(min(d.score, 1.0), 3),
                            tuple(idx.skus[i] for i in d.alternatives), d.reason, {})
