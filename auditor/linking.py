@@ -34,6 +34,8 @@ LINK_SCORE = 0.8
 SUGGEST_SCORE = 0.5
 LINK_MARGIN = 0.05
 WORKERS = 1  # default of [linking] workers: processes ranking a large channel
+# What ``LinkSession.used`` calls the title-matching index (beside the key kinds).
+TITLE_INDEX = "title"
 
 
 def norm_sku(s: str | None) -> str | None:
@@ -239,17 +241,26 @@ class Linker:
         self.margin = float(options.get("link_margin", LINK_MARGIN))
         self.workers = max(1, int(options.get("workers", WORKERS)))
         self._match_index: MatchIndex | None = None
+        # The stored master snapshot this master is, when known unchanged (set by the
+        # run): links decided against it may be carried over (auditor.linkreuse).
+        self.master_version: Any = None
         # Each key kind is indexed on first use: when every listing links by SKU,
         # the GTIN, MPN and URL indexes of a large master are never built.
         self.index = _LazyIndex(master)
         if self.order:
             self.index[self.order[0]]  # nearly every listing needs it: build it up front
 
-    def prepare(self) -> None:
-        """Build every index now (each is otherwise built on first use): done once before
-        forking workers, so they share the indexes instead of each building its own."""
-        self.index.build(self.order)
-        if self.fuzzy:
+    def prepare(self, needed: Iterable[str] | None = None) -> None:
+        """Build the indexes now (each is otherwise built on first use): done once before
+        forking workers, so they share the indexes instead of each building its own.
+
+        ``needed``: only these (key kinds, and ``TITLE_INDEX`` for the title-matching
+        index), as the channels' previous runs used them (``LinkSession.indexes``); None:
+        all of them. An index left out here is still built where a listing needs it
+        (in that worker), so the links are the same either way."""
+        want = None if needed is None else set(needed)
+        self.index.build(k for k in self.order if want is None or k in want)
+        if self.fuzzy and (want is None or TITLE_INDEX in want):
             _ = self.match_index
 
     def keys(self, li: Listing) -> Iterable[tuple[str, str | None]]:
@@ -264,8 +275,9 @@ class Linker:
             self._match_index = MatchIndex(self.master)
         return self._match_index
 
-    def exact(self, li: Listing) -> Link | None:
-        """The link by the first key of the listing that is on record, else None."""
+    def exact(self, li: Listing, used: dict[str, int] | None = None) -> Link | None:
+        """The link by the first key of the listing that is on record, else None.
+        ``used`` counts the lookups in each key kind's index."""
         if not (li.sku or li.gtin or li.mpn or li.url):  # no key at all (the channel's own id)
             return None
         index = self.index
@@ -273,6 +285,8 @@ class Linker:
             key = _LISTING_KEYS[kind](li)
             if not key:
                 continue
+            if used is not None:
+                used[kind] = used.get(kind, 0) + 1
             if kind == "sku":
                 hits = index["sku"].get(key)
             else:  # held by the key's hash: keep the masters whose key it really is
@@ -291,11 +305,13 @@ class Linker:
 
     def session(self, confirmed: Mapping[str, str] | None = None,
                 rejected: Mapping[str, Iterable[str]] | None = None,
-                explain_links: bool = False) -> "LinkSession":
+                explain_links: bool = False, earlier: Any = None) -> "LinkSession":
         """Link one channel: ``confirmed`` listing key -> SKU a person confirmed,
         ``rejected`` listing key -> SKUs a person rejected. Suggested links always carry
-        their evidence; linked ones only with ``explain_links`` (it costs a second look)."""
-        return LinkSession(self, confirmed or {}, rejected or {}, explain_links)
+        their evidence; linked ones only with ``explain_links`` (it costs a second look).
+        ``earlier``: links of the last run that may be carried over
+        (``auditor.linkreuse.EarlierLinks``)."""
+        return LinkSession(self, confirmed or {}, rejected or {}, explain_links, earlier)
 
     def link(self, li: Listing) -> Link:
         """One listing's link, decided alone (a run decides a channel's together)."""
@@ -343,13 +359,23 @@ class LinkSession:
     """
 
     def __init__(self, linker: Linker, confirmed: Mapping[str, str],
-                 rejected: Mapping[str, Iterable[str]], explain_links: bool = False):
+                 rejected: Mapping[str, Iterable[str]], explain_links: bool = False,
+                 earlier: Any = None):
         self.linker = linker
+        self.earlier = earlier
         self.explain_links = explain_links
         self.confirmed = confirmed
         self.rejected = rejected
         self.pending: list[Listing] = []  # to be matched by what they show
         self.taken: set[str] = set()  # masters linked in this channel by key or confirmation
+        # The indexes this channel consulted (key kinds, TITLE_INDEX), what the next run
+        # builds before forking its workers (``Linker.prepare``): lookups per index for
+        # listings whose links cannot be carried over to the next run (``used``), and the
+        # indexes of those whose links may be (an orphan's: ``carriable``), needed then
+        # only if what the links depend on changes (``auditor.linkreuse``).
+        self.used: dict[str, int] = {}
+        self.carriable: set[str] = set()
+        self.carried_over = 0  # links taken from ``earlier``
 
     def link(self, li: Listing) -> Link | None:
         lk = self.linker
@@ -357,7 +383,14 @@ class LinkSession:
         if sku is not None and sku in lk.master:
             self.taken.add(sku)
             return Link(li.channel, li.key, sku, LinkMethod.CONFIRMED, 1.0)
-        link = lk.exact(li)
+        earlier = self.earlier
+        if earlier and li.key in earlier and _carried_key(li) is not None:
+            # decided for this listing alone, from inputs unchanged since: the same link
+            prev = earlier.unchanged(li)
+            if prev is not None:
+                self.carried_over += 1
+                return prev
+        link = lk.exact(li, self.used)
         rejected = self.rejected.get(li.key, ())
         if link is not None and link.sku is not None and link.sku in rejected:
             # a person said this listing is not that master, whatever its key says
@@ -368,6 +401,8 @@ class LinkSession:
                 self.taken.add(link.sku)
             return link
         carried = _carried_key(li)
+        if carried is not None:  # decided alone: the next run may carry it over
+            self._carriable(li)
         if not lk.fuzzy:
             return Link(li.channel, li.key, None, LinkMethod.NONE, 0.0, (),
                         f"{carried[0]} {carried[1]!r} matches no master" if carried
@@ -375,6 +410,7 @@ class LinkSession:
         if carried is None:  # matched by what it shows, with the rest of the channel
             self.pending.append(li)
             return None
+        self.carriable.add(TITLE_INDEX)
         idx = lk.match_index
         f = features_of(li)
         ranked = idx.rank(f, rejected)
@@ -386,12 +422,27 @@ class LinkSession:
                     {"suggestions": [{"sku": s, "score": round(min(sc, 1.0), 3)}
                                      for sc, s in sugg]} if sugg else {})
 
+    def _carriable(self, li: Listing) -> None:
+        """Count the key lookups of a listing no key linked (``exact`` looked up every
+        key it has) as a carriable link's, not as ``used``."""
+        used, carriable = self.used, self.carriable
+        for kind in self.linker.order:
+            if _LISTING_KEYS[kind](li):
+                used[kind] -= 1
+                carriable.add(kind)
+
+    def indexes(self) -> tuple[list[str], list[str]]:
+        """The indexes consulted for links that cannot be carried over, and for those that
+        may be (see ``used``)."""
+        return (sorted(k for k, n in self.used.items() if n > 0), sorted(self.carriable))
+
     def finish(self) -> Iterator[tuple[Listing, Link]]:
         """The listings held back by ``link``, each with its link, after the channel-wide
         one-to-one assignment (ranked and explained in bulk: ``auditor.linkbatch``)."""
         if not self.pending:
             return
         lk = self.linker
+        self.used[TITLE_INDEX] = self.used.get(TITLE_INDEX, 0) + 1
         idx = lk.match_index
         pos = idx.position
         taken = [pos[s] for s in self.taken if s in pos]

@@ -33,6 +33,7 @@ from auditor.events import ChannelFinished, FindingsChanged, SourceFinished, Sou
 from auditor.http import FetchPolicy
 from auditor.compact import CompactMaster, CompactRecords
 from auditor.linking import Linker
+from auditor.linkreuse import earlier_links, link_inputs
 from auditor.master import load_master
 from auditor.model import (Finding, Link, LinkMethod, Listing, MasterRecord, Outcome,
                            Severity, SourceResult, SourceStatus)
@@ -72,6 +73,15 @@ class ChannelSummary:
     # Check -> fields the channel's source never carries (not evaluated, said once).
     not_carried: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # The linker's indexes a complete read consulted (key kinds, "title"), or None when
+    # not known: the next run builds these before forking its workers (Linker.prepare).
+    link_indexes: list[str] | None = None
+    # The indexes its links that may be carried over to the next run consulted (an
+    # orphan's title suggestions): needed again only when link_inputs changes.
+    carried_link_indexes: list[str] | None = None
+    # What the channel's links depended on beside the listings (auditor.linkreuse), or
+    # None: the next run carries unchanged listings' link notes over when it is the same.
+    link_inputs: str | None = None
 
     @property
     def score(self) -> float | None:
@@ -311,7 +321,11 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
                     observed.append(f)
 
     decisions = store.link_decisions(ch.name)
-    linking = linker.session(decisions["confirmed"], decisions["rejected"])
+    summary.link_inputs = link_inputs(cfg.linking, linker.master_version,
+                                      store.decided_links(ch.name)
+                                      if linker.master_version is not None else ())
+    linking = linker.session(decisions["confirmed"], decisions["rejected"],
+                             earlier=earlier_links(store, ch.name, summary.link_inputs))
     suggested_skus: set[str] = set()
     link_notes: list[Link] = []  # suggested and unlinked listings, with reason and evidence
 
@@ -430,6 +444,11 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
     summary.message = result.message
     summary.presence_held = result.presence_held
     summary.not_carried = missing
+    if result.status == SourceStatus.COMPLETE:
+        summary.link_indexes, summary.carried_link_indexes = linking.indexes()
+    if linking.carried_over:
+        log.info("channel %s: %d links carried over from the last run (auditor.linkreuse)",
+                 ch.name, linking.carried_over)
     if verdict.note:
         summary.notes.append(verdict.note)
     summary.outcomes = counts
@@ -677,4 +696,6 @@ def _summary_dict(s: ChannelSummary) -> dict[str, Any]:
             "resolved": s.resolved, "failed": s.open_failed, "warn": s.open_warn,
             "score": s.score, "seconds": round(s.seconds, 3),
             "presence_held": s.presence_held, "not_carried": s.not_carried, "notes": s.notes,
+            "link_indexes": s.link_indexes, "carried_link_indexes": s.carried_link_indexes,
+            "link_inputs": s.link_inputs,
             "checks": {k: dict(v) for k, v in s.outcomes.items()}}

@@ -169,8 +169,10 @@ class AuditSession:
                 master = store.current_master()
             history = store.master_history()
             linker = Linker(master, cfg.linking)
-            if workers > 1:
-                linker.prepare()  # once, shared by the workers
+            if update is not None and update.records is None:  # the snapshot in force
+                linker.master_version = update.info["snapshot_id"]
+            if workers > 1:  # once, shared by the workers: the indexes they will need
+                linker.prepare(self._link_indexes(selected, linker))
             if planned is not None:
                 runner.plan_update(update, planned())
                 self._children.remove(planned.cancel)
@@ -220,6 +222,35 @@ class AuditSession:
                 status = SourceStatus.FAILED
             return self._finish(status, master_info, master_error, summaries, started, t_run,
                                 master_seconds)
+
+    def _link_indexes(self, selected: list, linker: Linker) -> set[str] | None:
+        """The linker's indexes the selected channels' latest complete reads consulted
+        (their run summaries' ``link_indexes``, and ``carried_link_indexes`` unless what
+        the links depend on is unchanged since, so that those links are carried over:
+        ``auditor.linkreuse``); None (all of them) when a channel has no such read among
+        the recent runs. Only a forecast: a worker builds an index that was left out when
+        one of its listings needs it."""
+        from auditor.linkreuse import link_inputs
+
+        wanted = {c.name for c in selected}
+        needed: set[str] = set()
+        for r in self.store.runs(50):
+            for c in r.summary.get("channels") or ():
+                name = c.get("channel")
+                if name in wanted and c.get("status") == SourceStatus.COMPLETE.value:
+                    wanted.discard(name)
+                    kinds, carried = c.get("link_indexes"), c.get("carried_link_indexes")
+                    if kinds is None or carried is None:
+                        return None
+                    needed.update(kinds)
+                    inputs = c.get("link_inputs")
+                    if inputs is None or inputs != link_inputs(
+                            self.config.linking, linker.master_version,
+                            self.store.decided_links(name)):
+                        needed.update(carried)
+            if not wanted:
+                return needed
+        return None
 
     def _audit_channels(self, runner: Any, selected: list, workers: int,
                         master: Mapping[str, MasterRecord], linker: Linker, history: Any,

@@ -167,6 +167,12 @@ class ListingStore(Protocol):
         when not linked, the last run's reason and evidence; ``state`` filters."""
         ...
 
+    def earlier_link_notes(self, channel: str) -> list[tuple]:
+        """The channel's link notes whose listing has not changed since the note's run:
+        (listing key, run id, the listing's stored body hash, method, score, reason,
+        candidates, evidence) as stored (``auditor.linkreuse``)."""
+        ...
+
 
 @runtime_checkable
 class FindingStore(Protocol):

@@ -2345,6 +2345,14 @@ class PostgresStore:
         return {k for (k,) in self.conn.execute(
             "SELECT key FROM listings WHERE channel = %s AND removed_run IS NULL", (channel,))}
 
+    def earlier_link_notes(self, channel: str) -> list[tuple]:
+        """The channel's link notes whose listing is unchanged since the note's run."""
+        return [tuple(r) for r in self.conn.execute(
+            "SELECT n.listing_key, n.run_id, l.hash, n.method, n.score, n.reason,"
+            " n.candidates, n.evidence FROM link_notes n JOIN listings l"
+            " ON l.channel = n.channel AND l.key = n.listing_key"
+            " WHERE n.channel = %s AND l.last_changed_run <= n.run_id", (channel,))]
+
 
 # Columns of the rows the write paths COPY, in the order their tuples hold them.
 _MASTER_COLS = ("sku", "hash", "data", "snapshot_id", "valid_from")

@@ -2405,6 +2405,14 @@ class SQLiteStore:
         return {k for (k,) in self.db.execute(
             "SELECT key FROM listings WHERE channel = ? AND removed_run IS NULL", (channel,))}
 
+    def earlier_link_notes(self, channel: str) -> list[tuple]:
+        """The channel's link notes whose listing is unchanged since the note's run."""
+        return [tuple(r) for r in self.db.execute(
+            "SELECT n.listing_key, n.run_id, l.hash, n.method, n.score, n.reason,"
+            " n.candidates, n.evidence FROM link_notes n JOIN listings l"
+            " ON l.channel = n.channel AND l.key = n.listing_key"
+            " WHERE n.channel = ? AND l.last_changed_run <= n.run_id", (channel,))]
+
 
 _CORE_FIELDS = frozenset({"title", "price", "sale_price", "availability", "gtin", "image",
                           "additional_images", "listing", "description", "brand", "mpn", "url"})
