@@ -70,15 +70,14 @@ def world(tmp_path_factory):
     return _world(tmp_path_factory.mktemp("newuser"))
 
 
-@pytest.fixture(scope="module")
-def client(world):
+@contextlib.contextmanager
+def api_client(cfg, ui=True):
+    """A test client of the JSON API (and the web UI) over ``cfg``'s store."""
     from fastapi import FastAPI
     from starlette.testclient import TestClient
 
     from auditor.service.api import build_router
     from auditor.web.routes import build_ui_router
-
-    cfg = load_config(world / "config.toml")
 
     @contextlib.contextmanager
     def opener():
@@ -90,8 +89,15 @@ def client(world):
 
     app = FastAPI()
     app.include_router(build_router(lambda: cfg, opener))
-    app.include_router(build_ui_router(lambda: cfg, opener))
+    if ui:
+        app.include_router(build_ui_router(lambda: cfg, opener))
     with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def client(world):
+    with api_client(load_config(world / "config.toml")) as c:
         yield c
 
 
@@ -330,30 +336,14 @@ def test_ui_shows_the_state_people_see_not_the_stored_one(tmp_path):
     called it acknowledged but the pill said 'open' (and not_evaluated ones 'open' too)."""
     import re
 
-    from fastapi import FastAPI
-    from starlette.testclient import TestClient
-
-    from auditor.web.routes import build_ui_router
-
     d = _world(tmp_path)
     cfg = load_config(d / "config.toml")
-
-    @contextlib.contextmanager
-    def opener():
-        store = open_store(cfg.store_url, create=False)
-        try:
-            yield store
-        finally:
-            store.close()
-
-    with opener() as store:
+    with contextlib.closing(open_store(cfg.store_url, create=False)) as store:
         title = next(f for f in store.findings(channel="shop", check="title"))
         store.ack_finding(title.fingerprint, "ana", "on it")
         image = next(f for f in store.findings(channel="shop", check="image")
                      if f.outcome == "not_evaluated")
-    app = FastAPI()
-    app.include_router(build_ui_router(lambda: cfg, opener))
-    with TestClient(app) as c:
+    with api_client(cfg) as c:
         def pill(html: str) -> str:
             return re.search(r'<span class="pill state-([a-z_]+)">\1</span>', html).group(1)
 
@@ -479,12 +469,6 @@ def test_api_sku_of_an_orphan_listing(client):
 
 def test_an_sku_with_a_slash_has_its_page_and_api(tmp_path):
     """`/api/skus/{sku}` did not route an SKU holding "/" (`TS/RED/M`): 404 Not Found."""
-    from fastapi import FastAPI
-    from starlette.testclient import TestClient
-
-    from auditor.service.api import build_router
-    from auditor.web.routes import build_ui_router
-
     (tmp_path / "m.csv").write_text("sku,title,price,currency\nTS/RED/M,Tee,10.00,EUR\n")
     (tmp_path / "c.csv").write_text("sku,title,price\nTS/RED/M,Tee,12.00\n")
     (tmp_path / "config.toml").write_text(
@@ -493,18 +477,7 @@ def test_an_sku_with_a_slash_has_its_page_and_api(tmp_path):
     assert CliRunner().invoke(main, ["run", "-c", str(tmp_path / "config.toml")]).exit_code == 1
     cfg = load_config(tmp_path / "config.toml")
 
-    @contextlib.contextmanager
-    def opener():
-        store = open_store(cfg.store_url, create=False)
-        try:
-            yield store
-        finally:
-            store.close()
-
-    app = FastAPI()
-    app.include_router(build_router(lambda: cfg, opener))
-    app.include_router(build_ui_router(lambda: cfg, opener))
-    with TestClient(app) as c:
+    with api_client(cfg) as c:
         r = c.get("/api/skus/TS%2FRED%2FM")
         assert r.status_code == 200, r.text
         assert r.json()["sku"] == "TS/RED/M" and r.json()["channels"][0]["findings"]
@@ -515,11 +488,6 @@ def test_an_sku_with_a_slash_has_its_page_and_api(tmp_path):
 def test_api_link_decisions_reach_listing_keys_holding_slashes(tmp_path, monkeypatch):
     """A site listing's key is its page URL: POST /api/links/site/<URL>/confirm answered the
     router's 404 "Not Found" for every one of them."""
-    from fastapi import FastAPI
-    from starlette.testclient import TestClient
-
-    from auditor.service.api import build_router
-
     monkeypatch.setenv("AUDITOR_API_TOKEN", "t0ken-for-tests")
     (tmp_path / "m.csv").write_text("sku,title,price,currency\nTS/RED/M,Tee,10.00,EUR\n")
     (tmp_path / "c.csv").write_text("sku,title,price\nTS/RED/M,Tee,12.00\n")
@@ -529,18 +497,8 @@ def test_api_link_decisions_reach_listing_keys_holding_slashes(tmp_path, monkeyp
     assert CliRunner().invoke(main, ["run", "-c", str(tmp_path / "config.toml")]).exit_code == 1
     cfg = load_config(tmp_path / "config.toml")
 
-    @contextlib.contextmanager
-    def opener():
-        store = open_store(cfg.store_url, create=False)
-        try:
-            yield store
-        finally:
-            store.close()
-
-    app = FastAPI()
-    app.include_router(build_router(lambda: cfg, opener))
     auth = {"Authorization": "Bearer t0ken-for-tests"}
-    with TestClient(app) as c:
+    with api_client(cfg, ui=False) as c:
         r = c.post("/api/links/pos/TS%2FRED%2FM/confirm", json={"sku": "TS/RED/M"}, headers=auth)
         assert r.status_code == 200, r.text
         from urllib.parse import quote
