@@ -33,8 +33,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from auditor.forking import _in_fork  # forks as the run's other background steps do
-from auditor.matching import (Decision, Features, MatchIndex, codes, decide, listing_features,
-                              norm_brand)
+from auditor.matching import (KEEP, W_PRICE_CLOSE, W_PRICE_FAR, W_PRICE_OFF, Decision, Features,
+                              MatchIndex, codes, decide, listing_features, norm_brand)
 from auditor.model import Listing
 from auditor.text import normalize_title
 
@@ -126,14 +126,137 @@ def title_order(listings: Sequence[Listing]) -> list[int]:
 def rank_part(idx: MatchIndex, listings: Sequence[Listing], positions: Sequence[int],
               rejected: Mapping[str, Any]) -> list[tuple[str | None, Ranked]]:
     """(why the listing cannot be matched, or None; its ranked candidates) for the listings
-    at ``positions``, in that order (``rejected``: listing key -> SKUs a person rejected)."""
+    at ``positions``, in that order (``rejected``: listing key -> SKUs a person rejected):
+    ``MatchIndex.rank`` of each, computed in two steps. Per title and brand (``_Groups``):
+    the candidates, their title evidence and their brand evidence; then for all the
+    listings at once, over arrays (``score_pairs``): each candidate's price evidence, the
+    score, and the candidates best first."""
     out: list[tuple[str | None, Ranked]] = []
-    append, rank, keys = out.append, idx.rank, _TitleKeys(idx)
+    append = out.append
+    groups = _Groups(idx)
+    mine: list[int] = []       # the places in ``out`` ranked over arrays
+    group_of: list[int] = []   # and each one's group
+    prices: list[float] = []   # and price (0.0: none)
     for _p, li, f in FeatureReader().each(listings, positions):
         if f.reason:
             append((f.reason, ()))
-        else:
-            append((None, rank(f, rejected.get(li.key, ()) if rejected else (), keys(f))))
+            continue
+        exclude = rejected.get(li.key, ()) if rejected else ()
+        if exclude:  # rare: alone
+            append((None, idx.rank(f, exclude, groups.keys(f))))
+            continue
+        mine.append(len(out))
+        group_of.append(groups(f))
+        prices.append(f.price or 0.0)
+        append((None, ()))
+    if mine:
+        for k, ranked in zip(mine, groups.ranked(group_of, prices), strict=True):
+            out[k] = (None, ranked)
+    return out
+
+
+class _Groups:
+    """What ``MatchIndex.rank`` computes per title and brand, for the listings that
+    ``FeatureReader.each`` reads: per (features object, brand) a group with the candidates
+    (``MatchIndex.title_scored``), their title evidence and their brand evidence
+    (``MatchIndex._brand_score``), laid out flat; ``ranked`` then adds each listing's
+    price."""
+
+    def __init__(self, idx: MatchIndex):
+        self.idx = idx
+        self.keys = _TitleKeys(idx)
+        self._f: Features | None = None
+        self._of_f: dict[tuple[str, str], int] = {}
+        self.starts: list[int] = [0]   # group g's candidates are at starts[g]:starts[g + 1]
+        self.masters: list[int] = []
+        self.titles: list[float] = []
+        self.brands: list[float] = []
+
+    def __call__(self, f: Features) -> int:
+        """The group of a listing whose features are ``f`` (its brand and price set)."""
+        if f is not self._f:
+            self._f = f
+            self._of_f = {}
+        bk = (f.brand, f.brand_words)
+        g = self._of_f.get(bk)
+        if g is None:
+            idx = self.idx
+            cands, titles = idx.title_scored(f, (), self.keys(f))
+            self.masters.extend(cands)
+            self.titles.extend(titles)
+            brand = idx._brand_score
+            self.brands.extend([brand(f, i, None) for i in cands])
+            g = self._of_f[bk] = len(self.starts) - 1
+            self.starts.append(len(self.masters))
+        return g
+
+    def ranked(self, group_of: list[int], prices: list[float]) -> list[Ranked]:
+        """The ranked candidates of listings in groups ``group_of`` showing ``prices``."""
+        starts = np.array(self.starts, dtype=np.intp)
+        gid = np.array(group_of, dtype=np.intp)
+        return score_pairs(starts[gid], starts[gid + 1] - starts[gid],
+                           np.array(self.masters, dtype=np.intp),
+                           np.array(self.titles, dtype=np.float64),
+                           np.array(self.brands, dtype=np.float64),
+                           np.array(prices, dtype=np.float64),
+                           np.asarray(self.idx.prices, dtype=np.float64))
+
+
+def price_scores(lp: np.ndarray, mp: np.ndarray) -> np.ndarray:
+    """``MatchIndex._price_score`` of each pair (listing price, master price) over arrays
+    (0.0 or less: no price): the same numbers."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.maximum(lp, mp) / np.minimum(lp, mp)
+    priced = (lp > 0) & (mp > 0)
+    return np.where(~priced, 0.0,
+                    np.where(ratio >= 10, 0.0 + W_PRICE_FAR,
+                             np.where(ratio >= 3, 0.0 + W_PRICE_OFF,
+                                      np.where(ratio <= 1.3, 0.0 + W_PRICE_CLOSE, 0.0))))
+
+
+def round4(x: np.ndarray) -> np.ndarray:
+    """Python's ``round(v, 4)`` of each value (numpy's ``round`` scales, then rounds the
+    scaled value, which can differ where that lands near a half: those few are rounded
+    by Python)."""
+    y = x * 10_000.0
+    out = np.rint(y) / 10_000.0
+    frac = y - np.floor(y)
+    near = (np.abs(frac - 0.5) < 1e-6) | ~(np.abs(y) < 1e12)
+    for k in np.flatnonzero(near).tolist():
+        out[k] = round(float(x[k]), 4)
+    return out
+
+
+def score_pairs(first: np.ndarray, count: np.ndarray, masters: np.ndarray,
+                titles: np.ndarray, brands: np.ndarray, prices: np.ndarray,
+                master_prices: np.ndarray) -> list[Ranked]:
+    """Per listing, ``MatchIndex.rank``'s (score, master) pairs best first (ties: the
+    smaller master first), at most ``KEEP``: listing ``n``'s candidates are
+    ``masters[first[n]:first[n] + count[n]]`` with that title and brand evidence, its
+    price ``prices[n]``. Each score is ``round(title + (brand + price), 4)`` as ``rank``
+    adds them."""
+    n = len(first)
+    total = int(count.sum())
+    if not total:
+        return [()] * n
+    listing = np.repeat(np.arange(n, dtype=np.intp), count)
+    starts = np.cumsum(count) - count
+    at = np.repeat(first - starts, count) + np.arange(total, dtype=np.intp)
+    m = masters[at]
+    scores = round4(titles[at] + (brands[at] + price_scores(prices[listing],
+                                                             master_prices[m])))
+    order = np.lexsort((m, -scores, listing))
+    if int(count.max()) > KEEP:  # the best KEEP of each listing
+        place = np.arange(total, dtype=np.intp) - np.repeat(starts, count)
+        order = order[place < KEEP]
+        count = np.minimum(count, KEEP)
+    pairs = list(zip(scores[order].tolist(), m[order].tolist(), strict=True))
+    out: list[Ranked] = []
+    append = out.append
+    k = 0
+    for c in count.tolist():
+        append(tuple(pairs[k:k + c]))
+        k += c
     return out
 
 

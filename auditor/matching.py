@@ -744,6 +744,11 @@ class MatchIndex:
 
     def _listing_score(self, f: Features, i: int, ev: dict[str, Any] | None) -> float:
         """The evidence from the listing's brand and price."""
+        return self._brand_score(f, i, ev) + self._price_score(f.price, self.prices[i], ev)
+
+    def _brand_score(self, f: Features, i: int, ev: dict[str, Any] | None) -> float:
+        """The evidence from the listing's brand (and the brand its title names): the
+        same for every listing with that title and brand."""
         s = 0.0
         lb, mb = f.brand, self.brands[i]
         if lb and mb:
@@ -767,7 +772,14 @@ class MatchIndex:
             s += W_BRAND_AGREE
             if ev is not None:
                 ev["brand"] = "in title"
-        lp, mp = f.price, self.prices[i]
+        return s
+
+    @staticmethod
+    def _price_score(lp: float | None, mp: float | None, ev: dict[str, Any] | None) -> float:
+        """The evidence from the listing's price ``lp`` against the master's ``mp``
+        (``linkbatch.price_scores`` is the same rule over arrays: keep them in step;
+        tests/test_linkbatch.py compares them)."""
+        s = 0.0
         if lp and mp and lp > 0 and mp > 0:
             ratio = max(lp, mp) / min(lp, mp)
             if ratio >= 10:
@@ -813,6 +825,19 @@ class MatchIndex:
         ``CACHE_TITLES`` titles); the brand and price are weighed per listing."""
         if f.reason:
             return ()
+        cands, titles = self.title_scored(f, exclude, key)
+        out = [(round(t + self._listing_score(f, i, None), 4), i)
+               for i, t in zip(cands, titles, strict=True)]
+        out.sort(key=_SECOND)  # by master, then (stable) by score, highest first
+        out.sort(key=_FIRST, reverse=True)
+        return tuple(out[:KEEP])  # a tuple of numbers: the collector stops tracking it
+
+    def title_scored(self, f: Features, exclude: Iterable[str] = (),
+                     key: tuple[Any, ...] | None = None) -> tuple[list[int], list[float]]:
+        """The masters ``rank`` scores for a listing (in no particular order) and the
+        evidence of each from the listing's title (``_title_score``); what ``rank`` adds
+        is ``_listing_score`` (brand and price). The same for every listing showing the
+        title with the same brand and ``exclude``."""
         if key is None:
             key = self._title_key(f)
         entry = self._cache.get(key)
@@ -846,17 +871,15 @@ class MatchIndex:
                 cands = [i for _c, i in pre[:FULL_SCORES]]
             if not exclude:
                 picked[f.brand] = cands
-        out = []
+        titles = []
         for i in cands:
             t = title_scores.get(i)
             if t is None:
                 if not f.tokenset:
                     f.tokenset = set(f.tokens)
                 t = title_scores[i] = self._title_score(f, i, None)
-            out.append((round(t + self._listing_score(f, i, None), 4), i))
-        out.sort(key=_SECOND)  # by master, then (stable) by score, highest first
-        out.sort(key=_FIRST, reverse=True)
-        return tuple(out[:KEEP])  # a tuple of numbers: the collector stops tracking it
+            titles.append(t)
+        return cands, titles
 
 
 @dataclass(slots=True)
