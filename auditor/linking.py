@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from auditor.linkbatch import assign_all, collector_paused, evidence_all, rank_all
 from auditor.matching import Decision, Features, MatchIndex, listing_features
 from auditor.model import Link, LinkMethod, Listing, MasterRecord
+from auditor.linkbatch import new_link
 from auditor.values import gtin_valid, normalize_gtin
 
 KEY_KINDS = ("sku", "gtin", "mpn", "url")
@@ -467,15 +468,16 @@ class LinkSession:
             reason = why or "no master shares a word or a model code with the title"
             if not li.title:
                 reason = "no key and no title"
-            return Link(li.channel, li.key, None, LinkMethod.NONE, 0.0, (), reason)
+            return new_link(li.channel, li.key, None, LinkMethod.NONE, 0.0, (), reason, {})
         if d.index is None:
-            return Link(li.channel, li.key, None, LinkMethod.NONE, round(min(d.score, 1.0), 3),
-                        tuple([skus[i] for i in d.alternatives]), d.reason)
+            return new_link(li.channel, li.key, None, LinkMethod.NONE,
+                            round(min(d.score, 1.0), 3),
+                            tuple([skus[i] for i in d.alternatives]), d.reason, {})
         ev = evidence if evidence is not None else {}  # made for this link alone
         ev["score"] = round(d.score, 3)
         sku = skus[d.index]
         conf = round(min(d.score, 1.0), 3)
         if d.state == "linked":
-            return Link(li.channel, li.key, sku, LinkMethod.FUZZY, conf, (), None, ev)
-        return Link(li.channel, li.key, None, LinkMethod.SUGGESTED, conf,
-                    (sku, *[skus[i] for i in d.alternatives[:3]]), d.reason, ev)
+            return new_link(li.channel, li.key, sku, LinkMethod.FUZZY, conf, (), None, ev)
+        return new_link(li.channel, li.key, None, LinkMethod.SUGGESTED, conf,
+                        (sku, *[skus[i] for i in d.alternatives[:3]]), d.reason, ev)
