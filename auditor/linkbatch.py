@@ -124,35 +124,86 @@ def title_order(listings: Sequence[Listing]) -> list[int]:
 
 
 def rank_part(idx: MatchIndex, listings: Sequence[Listing], positions: Sequence[int],
-              rejected: Mapping[str, Any]) -> list[tuple[str | None, Ranked]]:
+              rejected: Mapping[str, Any]) -> tuple[list[tuple[str | None, Ranked]], Flat]:
     """(why the listing cannot be matched, or None; its ranked candidates) for the listings
     at ``positions``, in that order (``rejected``: listing key -> SKUs a person rejected):
     ``MatchIndex.rank`` of each, computed in two steps. Per title and brand (``_Groups``):
     the candidates, their title evidence and their brand evidence; then for all the
     listings at once, over arrays (``score_pairs``): each candidate's price evidence, the
-    score, and the candidates best first."""
+    score, and the candidates best first. Also the same rankings as arrays (``Flat``)."""
     out: list[tuple[str | None, Ranked]] = []
     append = out.append
     groups = _Groups(idx)
     mine: list[int] = []       # the places in ``out`` ranked over arrays
     group_of: list[int] = []   # and each one's group
     prices: list[float] = []   # and price (0.0: none)
+    alone: list[int] = []      # the places ranked one by one
     for _p, li, f in FeatureReader().each(listings, positions):
         if f.reason:
+            alone.append(len(out))
             append((f.reason, ()))
             continue
         exclude = rejected.get(li.key, ()) if rejected else ()
         if exclude:  # rare: alone
+            alone.append(len(out))
             append((None, idx.rank(f, exclude, groups.keys(f))))
             continue
         mine.append(len(out))
         group_of.append(groups(f))
         prices.append(f.price or 0.0)
         append((None, ()))
+    parts = [(np.array(alone, dtype=np.intp), _flat([out[k][1] for k in alone]))]
     if mine:
-        for k, ranked in zip(mine, groups.ranked(group_of, prices), strict=True):
+        flat = groups.ranked(group_of, prices)
+        for k, ranked in zip(mine, _tuples(flat), strict=True):
             out[k] = (None, ranked)
+        parts.append((np.array(mine, dtype=np.intp), flat))
+    return out, _interleave(len(out), parts)
+
+
+# Rankings as arrays: per listing the number of candidates kept, then every listing's
+# (score, master) pairs one after the other, best first
+Flat = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _flat(ranked: Sequence[Ranked]) -> Flat:
+    """``Flat`` of rankings given as tuples."""
+    counts = np.fromiter(map(len, ranked), dtype=np.intp, count=len(ranked))
+    total = int(counts.sum())
+    pairs = np.fromiter(chain.from_iterable(chain.from_iterable(ranked)), dtype=np.float64,
+                        count=2 * total).reshape(total, 2)
+    return counts, pairs[:, 0].copy(), pairs[:, 1].astype(np.intp)
+
+
+def _tuples(flat: Flat) -> list[Ranked]:
+    """The rankings of ``Flat`` as tuples of (score, master)."""
+    counts, scores, masters = flat
+    pairs = list(zip(scores.tolist(), masters.tolist(), strict=True))
+    out: list[Ranked] = []
+    append = out.append
+    k = 0
+    for c in counts.tolist():
+        append(tuple(pairs[k:k + c]))
+        k += c
     return out
+
+
+def _interleave(n: int, parts: Sequence[tuple[np.ndarray, Flat]]) -> Flat:
+    """``Flat`` of ``n`` listings from parts that each hold the rankings of the listings at
+    the given places (together: each place once)."""
+    counts = np.zeros(n, dtype=np.intp)
+    for rows, (c, _s, _m) in parts:
+        counts[rows] = c
+    starts = np.cumsum(counts) - counts
+    total = int(counts.sum())
+    scores = np.empty(total, dtype=np.float64)
+    masters = np.empty(total, dtype=np.intp)
+    for rows, (c, sc, ms) in parts:
+        if len(sc):
+            to = np.repeat(starts[rows] - (np.cumsum(c) - c), c) + np.arange(len(sc))
+            scores[to] = sc
+            masters[to] = ms
+    return counts, scores, masters
 
 
 class _Groups:
@@ -190,11 +241,11 @@ class _Groups:
             self.starts.append(len(self.masters))
         return g
 
-    def ranked(self, group_of: list[int], prices: list[float]) -> list[Ranked]:
+    def ranked(self, group_of: list[int], prices: list[float]) -> Flat:
         """The ranked candidates of listings in groups ``group_of`` showing ``prices``."""
         starts = np.array(self.starts, dtype=np.intp)
         gid = np.array(group_of, dtype=np.intp)
-        return score_pairs(starts[gid], starts[gid + 1] - starts[gid],
+        return score_flat(starts[gid], starts[gid + 1] - starts[gid],
                            np.array(self.masters, dtype=np.intp),
                            np.array(self.titles, dtype=np.float64),
                            np.array(self.brands, dtype=np.float64),
@@ -237,10 +288,17 @@ def score_pairs(first: np.ndarray, count: np.ndarray, masters: np.ndarray,
     ``masters[first[n]:first[n] + count[n]]`` with that title and brand evidence, its
     price ``prices[n]``. Each score is ``round(title + (brand + price), 4)`` as ``rank``
     adds them."""
+    return _tuples(score_flat(first, count, masters, titles, brands, prices, master_prices))
+
+
+def score_flat(first: np.ndarray, count: np.ndarray, masters: np.ndarray,
+               titles: np.ndarray, brands: np.ndarray, prices: np.ndarray,
+               master_prices: np.ndarray) -> Flat:
+    """``score_pairs`` as arrays (``Flat``)."""
     n = len(first)
     total = int(count.sum())
     if not total:
-        return [()] * n
+        return np.zeros(n, dtype=np.intp), np.empty(0), np.empty(0, dtype=np.intp)
     listing = np.repeat(np.arange(n, dtype=np.intp), count)
     starts = np.cumsum(count) - count
     at = np.repeat(first - starts, count) + np.arange(total, dtype=np.intp)
@@ -248,18 +306,12 @@ def score_pairs(first: np.ndarray, count: np.ndarray, masters: np.ndarray,
     scores = round4(titles[at] + (brands[at] + price_scores(prices[listing],
                                                              master_prices[m])))
     order = np.lexsort((m, -scores, listing))
+    count = count.astype(np.intp)
     if int(count.max()) > KEEP:  # the best KEEP of each listing
         place = np.arange(total, dtype=np.intp) - np.repeat(starts, count)
         order = order[place < KEEP]
         count = np.minimum(count, KEEP)
-    pairs = list(zip(scores[order].tolist(), m[order].tolist(), strict=True))
-    out: list[Ranked] = []
-    append = out.append
-    k = 0
-    for c in count.tolist():
-        append(tuple(pairs[k:k + c]))
-        k += c
-    return out
+    return count, scores[order], m[order]
 
 
 class _TitleKeys:
@@ -303,15 +355,26 @@ def _spread(fn: Callable[[list[int]], Any], order: list[int], workers: int
 
 
 def rank_all(idx: MatchIndex, listings: Sequence[Listing], rejected: Mapping[str, Any],
-             workers: int = 1) -> list[tuple[str | None, Ranked]]:
+             workers: int = 1) -> Ranks:
     """``rank_part`` of every listing, in the listings' order; with ``workers`` > 1 and at
-    least ``POOL_MIN`` listings, ranked by that many processes (forked: the same results)."""
-    out: list[tuple[str | None, Ranked]] = [(None, ())] * len(listings)
-    for part, res in _spread(lambda part: rank_part(idx, listings, part, rejected),
-                             title_order(listings), workers):
+    least ``POOL_MIN`` listings, ranked by that many processes (forked: the same results).
+    The rankings as arrays are kept beside (``Ranks.flat``) for ``assign_all``."""
+    out = Ranks([(None, ())] * len(listings))
+    parts = []
+    for part, (res, flat) in _spread(lambda part: rank_part(idx, listings, part, rejected),
+                                     title_order(listings), workers):
         for p, r in zip(part, res, strict=True):
             out[p] = r
+        parts.append((np.array(part, dtype=np.intp), flat))
+    out.flat = _interleave(len(listings), parts)
     return out
+
+
+class Ranks(list):
+    """(why the listing cannot be matched, or None; its ranked candidates) per listing, with
+    the same rankings as arrays (``flat``)."""
+
+    flat: Flat | None = None
 
 
 def evidence_all(idx: MatchIndex, listings: Sequence[Listing], wanted: Mapping[int, int],
@@ -352,23 +415,20 @@ def evidence_part(idx: MatchIndex, listings: Sequence[Listing], positions: Seque
 
 
 def assign_all(ranked: Sequence[Ranked], link_at: float, suggest_at: float, margin: float,
-               taken: Iterable[int] = (), order: Sequence[Any] | None = None
-               ) -> list[Decision]:
+               taken: Iterable[int] = (), order: Sequence[Any] | None = None,
+               flat: Flat | None = None) -> list[Decision]:
     """``matching.assign`` for a whole channel: the same greedy pass over the same pairs in
     the same order (strongest first; of pairs scoring the same, the listing whose next
     candidate is further below, then the listing first in ``order``, then the candidate's
     place), with the pairs laid out and sorted as arrays (numpy ``lexsort``) instead of a
     list of tuples. Each listing's candidates come best first, as ``MatchIndex.rank``
-    gives them."""
+    gives them (``flat``: the same rankings as arrays, when the caller has them)."""
     used = set(taken)
     chosen: dict[int, int] = {}
     n = len(ranked)
-    lens = np.fromiter(map(len, ranked), dtype=np.intp, count=n)
+    lens, scores, pair_master = flat if flat is not None else _flat(ranked)
     total = int(lens.sum())
     if total:
-        flat = np.fromiter(chain.from_iterable(chain.from_iterable(ranked)), dtype=np.float64,
-                           count=2 * total).reshape(total, 2)
-        scores = flat[:, 0]
         starts = np.cumsum(lens) - lens
         listing = np.repeat(np.arange(n, dtype=np.intp), lens)
         place = np.arange(total, dtype=np.intp) - np.repeat(starts, lens)
@@ -387,7 +447,7 @@ def assign_all(ranked: Sequence[Ranked], link_at: float, suggest_at: float, marg
         keep = np.flatnonzero(scores >= suggest_at)
         sort = np.lexsort((place[keep], rank[listing[keep]], gap[keep], -scores[keep]))
         keep = keep[sort]
-        masters = flat[keep, 1].astype(np.intp).tolist()
+        masters = pair_master[keep].tolist()
         for p, k, i in zip(listing[keep].tolist(), place[keep].tolist(), masters, strict=True):
             if p in chosen or i in used:
                 continue

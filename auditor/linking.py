@@ -451,7 +451,7 @@ class LinkSession:
         with collector_paused():
             ranks = rank_all(idx, pending, self.rejected, lk.workers)
             decisions = assign_all([r for _why, r in ranks], lk.link_score, lk.suggest_score,
-                                   lk.margin, taken, [li.key for li in pending])
+                                   lk.margin, taken, [li.key for li in pending], ranks.flat)
             explain = {p: d.index for p, d in enumerate(decisions) if d.index is not None
                        and (d.state != "linked" or self.explain_links)}
             evidence = evidence_all(idx, pending, explain, lk.workers)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from datetime import datetime, timezone
 
+import numpy as np
 import pytest
 
 from auditor import linkbatch
@@ -172,6 +173,12 @@ def test_assign_all_decides_what_assign_decides(seed):
     assert linkbatch.assign_all(ranked, 0.8, 0.5, 0.05, taken) == expected
     keys = [f"L{rnd.randrange(10 ** 6)}" for _ in ranked]  # ties settled by listing key
     assert linkbatch.assign_all(ranked, 0.8, 0.5, 0.05, taken, keys) == \
+        assign(ranked, 0.8, 0.5, 0.05, taken, keys)
+    # the rankings handed over as arrays too (as ``rank_all`` keeps them), in pieces
+    flat = linkbatch._interleave(len(ranked), [
+        (np.arange(k, len(ranked), 3, dtype=np.intp), linkbatch._flat(ranked[k::3]))
+        for k in range(3)])
+    assert linkbatch.assign_all(ranked, 0.8, 0.5, 0.05, taken, keys, flat) == \
         assign(ranked, 0.8, 0.5, 0.05, taken, keys)
     if ranked:
         assert {d.state for d in expected} <= {"linked", "suggested", "unlinked"}
