@@ -302,6 +302,14 @@ _ACCESSORY = frozenset(
     "remote lamp bulb cartridge cartridges toner ink drum refill refills tray filter "
     "replacement".split())
 _FOR = re.compile(r"\b(?:for|compatible with|fits|works with)\b")
+
+
+def _for_search(text: str) -> re.Match[str] | None:
+    """``_FOR.search(text)``, without the regex scan when none of its words can be there."""
+    if "for" in text or "fits" in text or "with" in text:
+        return _FOR.search(text)
+    return None
+
 _BUNDLE = frozenset("bundle bundled combo".split())
 # Accessory words by kind: two titles naming accessories of no common kind name different
 # products ("car charger" vs "usb cable"); "replacement" names no kind.
@@ -320,7 +328,7 @@ _ACCESSORY_KIND: dict[str, str] = {
 @lru_cache(maxsize=1 << 14)  # a master's title is read again for every listing it is a candidate of
 def accessory_words(norm_title: str) -> frozenset[str]:
     """The accessory words of a title's head (what comes before "for ...")."""
-    m = _FOR.search(norm_title)
+    m = _for_search(norm_title)
     head = norm_title[:m.start()] if m else norm_title
     if "jewel case" in head:  # how software is packed, not a case
         head = head.replace("jewel case", " ")
@@ -722,7 +730,7 @@ class MatchIndex:
         ma = accessory_words(mt)
         # one names an accessory, the other none, and is not itself for something ("Smart
         # Feather for iPad 2" is the "Smart Feather Case for iPad 2")
-        if bool(ma) != bool(f.accessory) and _FOR.search(title if ma else mt) is None:
+        if bool(ma) != bool(f.accessory) and _for_search(title if ma else mt) is None:
             s += W_ACCESSORY
             if ev is not None:
                 ev["accessory"] = sorted(ma or f.accessory)[:3]
@@ -739,7 +747,7 @@ class MatchIndex:
         """Master ``i``'s title before any "for ..." (a brand named after it is the
         brand of the product the master fits, not its own)."""
         t = self.titles[i]
-        m = _FOR.search(t)
+        m = _for_search(t)
         return t[:m.start()] if m else t
 
     def _listing_score(self, f: Features, i: int, ev: dict[str, Any] | None) -> float:
