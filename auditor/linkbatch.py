@@ -105,14 +105,17 @@ class FeatureReader:
         Features object serves the listings showing the same title (in any case, when it
         is ASCII), description and MPN, their brand and price set in turn: use it before
         taking the next."""
-        shown: tuple[Any, ...] | None = None
+        title: Any = self  # (no listing's)
+        description = mpn = None
         f = Features("", [], set(), "", None)
+        brands, brand = self._brands, self.brand
         for p in positions:
             li = listings[p]
-            if (li.title, li.description, li.mpn) != shown:
-                shown = (li.title, li.description, li.mpn)
-                f = self.shown(li.title, li.description, li.mpn, copy=False)
-            f.brand, f.brand_words = self.brand(li.brand)
+            if li.title != title or li.description != description or li.mpn != mpn:
+                title, description, mpn = li.title, li.description, li.mpn
+                f = self.shown(title, description, mpn, copy=False)
+            b = brands.get(li.brand) if li.brand else None  # (``brand``, inlined)
+            f.brand, f.brand_words = b if b is not None else brand(li.brand)
             f.price = float(li.price.amount) if li.price is not None else None
             yield p, li, f
 
