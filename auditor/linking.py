@@ -323,16 +323,27 @@ class Linker:
     def link_all(self, listings: Iterable[Listing]) -> list[Link]:
         """Every listing of one channel linked together (in the listings' order)."""
         s = self.session()
-        out: dict[str, Link] = {}
-        order = []
+        links: list[Any] = []
+        held: list[int] = []  # the places of the listings ``finish`` links (in its order)
+        keys: list[str] = []
         for li in listings:
-            order.append(li.key)
+            keys.append(li.key)
             link = s.link(li)
-            if link is not None:
-                out[li.key] = link
-        for li, link in s.finish():
-            out[li.key] = link
-        return [out[k] for k in order]
+            if link is None:
+                held.append(len(links))
+            links.append(link)
+        for p, (_li, link) in zip(held, s.finish(), strict=True):
+            links[p] = link
+        if len(set(keys)) < len(keys):  # a key shown twice: each of its listings gets the
+            out: dict[str, Link] = {}   # key's link decided last
+            later = set(held)
+            for p, k in enumerate(keys):
+                if p not in later:
+                    out[k] = links[p]
+            for p in held:
+                out[keys[p]] = links[p]
+            links = [out[k] for k in keys]
+        return links
 
 
 def _carried_key(li: Listing) -> tuple[str, str] | None:

@@ -4,6 +4,7 @@ scores and evidence; in one process and in forked ones."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from datetime import datetime, timezone
 
@@ -255,3 +256,25 @@ def test_new_link_makes_the_link_link_makes():
     assert a == b and type(a) is Link and repr(a) == repr(b) and a.state == "linked"
     with pytest.raises(AttributeError):  # still frozen
         a.sku = "S3"  # type: ignore[misc]
+
+
+def test_link_all_with_a_key_shown_twice_gives_the_key_its_last_decided_link():
+    """``Linker.link_all`` lists a link per listing; listings sharing a key all get the
+    key's link decided last (those matched by what they show are decided after the
+    others), as a dict of links by key gives."""
+    master, listings = world(30, 40)
+    keyed = dataclasses.replace(listings[5], key="L9", sku=next(iter(master)))
+    odd = [listings[9], keyed, listings[3], dataclasses.replace(listings[12], key="L3")]
+    got = Linker(master, {}).link_all(odd)
+    s = Linker(master, {}).session()
+    ref: dict[str, Link] = {}
+    for li in odd:
+        link = s.link(li)
+        if link is not None:
+            ref[li.key] = link
+    for li, link in s.finish():
+        ref[li.key] = link
+    assert got == [ref[li.key] for li in odd]
+    # L9: linked by its SKU at once, then by its title: the title's link for both
+    assert got[0] == got[1] and got[1].method is not LinkMethod.SKU
+    assert got[2] == got[3]
