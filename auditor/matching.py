@@ -504,6 +504,27 @@ class MatchIndex:
         titles have lost their decimal points)."""
         return number_text(self._master[self.skus[i]].title or "")
 
+    def twins(self, i: int, j: int) -> str | None:
+        """Why masters ``i`` and ``j`` look like two records of one product to a listing
+        ("title": the same normalized title; "model codes": the same model codes), else
+        None. Records of two brands, or priced three times apart or more, are two
+        products, whatever their titles."""
+        bi, bj = self.brands[i], self.brands[j]
+        if bi and bj and bi != bj:
+            return None
+        pi, pj = self.prices[i] or 0.0, self.prices[j] or 0.0  # 0.0: no price
+        if pi > 0 and pj > 0 and max(pi, pj) >= 3 * min(pi, pj):
+            return None
+        if self.titles[i] == self.titles[j]:
+            return "title"
+        ci = self.codes[i]
+        # codes a series shares ("4th-6th" grade software) tell two products apart no more
+        # than a title does: one code at most three masters have is needed
+        if ci and frozenset(ci) == frozenset(self.codes[j] or ()) and \
+                min(len(self.code_post.get(c, ())) for c in ci) <= 3:
+            return "model codes"
+        return None
+
     @property
     def position(self) -> dict[str, int]:
         """SKU -> master number (built on first use)."""
@@ -963,3 +984,27 @@ def decide(ranked: Sequence[Sequence[tuple[float, int]]], chosen: Mapping[int, i
             out.append(Decision("suggested", i, sc, alts,
                                 f"score {sc:.2f} below {link_at:.2f}"))
     return out
+
+
+def twin_links(idx: MatchIndex, ranked: Sequence[Sequence[tuple[float, int]]],
+               decisions: list[Decision], link_at: float) -> list[Decision]:
+    """``decisions`` (of ``assign``) with each link made a suggestion when another of the
+    listing's candidates that scores at least ``link_at`` is a twin of its master
+    (``MatchIndex.twins``: the same title, or the same model codes): the master catalog
+    holds the product twice, and which record the listing is cannot be told from what it
+    shows (measured on Walmart-Amazon: 25 such links, of which 1 was the truth's pair).
+    Changed in place, and returned."""
+    for p, d in enumerate(decisions):
+        if d.state != "linked" or d.index is None:
+            continue
+        i = d.index
+        for sc, j in ranked[p]:
+            if j == i or sc < link_at:
+                continue
+            why = idx.twins(i, j)
+            if why is not None:
+                decisions[p] = Decision("suggested", i, d.score, d.alternatives,
+                                        f"{idx.skus[j]} has the same {why} (score {sc:.2f}): "
+                                        "the master may list this product twice")
+                break
+    return decisions
