@@ -992,7 +992,9 @@ def twin_links(idx: MatchIndex, ranked: Sequence[Sequence[tuple[float, int]]],
     listing's candidates that scores at least ``link_at`` is a twin of its master
     (``MatchIndex.twins``: the same title, or the same model codes): the master catalog
     holds the product twice, and which record the listing is cannot be told from what it
-    shows (measured on Walmart-Amazon: 25 such links, of which 1 was the truth's pair).
+    shows. Measured: 20 links on Walmart-Amazon (19 on listings the truth has no pair
+    for, nearly all the right product's second record; 1 the truth's pair), 5 on
+    Amazon-Google (2 the truth's pairs); none in the generated world.
     Changed in place, and returned."""
     for p, d in enumerate(decisions):
         if d.state != "linked" or d.index is None:
