@@ -52,6 +52,7 @@ BLOCK_BUDGET = 400      # postings counted per listing, at most
 MAX_CANDIDATES = 12      # candidates compared by title words per listing
 FULL_SCORES = 5          # of which the closest are scored on all the evidence
 PREFIX_HITS = 8          # masters found through one code's prefix match
+CODE_FOUND = 10          # what ``_found`` counts for a shared model code (or more: the title)
 KEEP = 6                 # best candidates kept per listing for the assignment
 TIED_KEEP = 64           # masters tied for the last candidate place kept for the brand
 CACHE_TITLES = 100_000   # distinct titles whose blocking and title evidence are kept
@@ -853,15 +854,23 @@ class MatchIndex:
                 banned = set(exclude)
                 cands = [i for i in cands if self.skus[i] not in banned]
             if len(cands) > FULL_SCORES:
-                # the title's words first (cheap); all the evidence for the closest few only
+                # the title's words first (cheap); all the evidence for the closest few only.
+                # A master found by a model code it shares with the listing (or by its exact
+                # title) counts the code's weight too: its words may share little with the
+                # listing's ("Sony MDRXB40EX High Sensitive Bass Headphones" vs "Sony
+                # MDR-XB40EX ... Extra Bass EX Earbuds") while the code decides the score
+                coded: set[int] | None = None
                 pre = []
                 for i in cands:
                     c = pre_scores.get(i)
                     if c is None:
                         if not f.tokenset:
                             f.tokenset = set(f.tokens)
+                        if coded is None:
+                            coded = {j for n, j in found if n >= CODE_FOUND}
                         c = pre_scores[i] = fsum([self.idf2[t] for t in f.tokenset.intersection(
-                            self.titles[i].split())]) / self.norms[i]
+                            self.titles[i].split())]) / self.norms[i] + \
+                            (W_CODE_AGREE * f.norm if i in coded else 0.0)  # (cosine x norm)
                     pre.append((c, i))
                 pre.sort(reverse=True)
                 cands = [i for _c, i in pre[:FULL_SCORES]]
