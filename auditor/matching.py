@@ -996,26 +996,41 @@ def decide(ranked: Sequence[Sequence[tuple[float, int]]], chosen: Mapping[int, i
 
 
 def twin_links(idx: MatchIndex, ranked: Sequence[Sequence[tuple[float, int]]],
-               decisions: list[Decision], link_at: float) -> list[Decision]:
+               decisions: list[Decision], link_at: float,
+               prices: Sequence[float | None] | None = None) -> list[Decision]:
     """``decisions`` (of ``assign``) with each link made a suggestion when another of the
     listing's candidates that scores at least ``link_at`` is a twin of its master
     (``MatchIndex.twins``: the same title, or the same model codes): the master catalog
     holds the product twice, and which record the listing is cannot be told from what it
-    shows. Measured: 20 links on Walmart-Amazon (19 on listings the truth has no pair
-    for, nearly all the right product's second record; 1 the truth's pair), 5 on
-    Amazon-Google (2 the truth's pairs); none in the generated world.
-    Changed in place, and returned."""
+    shows, unless its price does (``prices``: per listing, its price or None; a twin
+    whose price is not within 30% of the listing's, when its master's is, is another
+    product). Changed in place, and returned."""
     for p, d in enumerate(decisions):
         if d.state != "linked" or d.index is None:
             continue
         i = d.index
+        lp = prices[p] if prices is not None else None
         for sc, j in ranked[p]:
             if j == i or sc < link_at:
                 continue
             why = idx.twins(i, j)
-            if why is not None:
+            if why is not None and not price_tells_apart(lp, idx.prices[i], idx.prices[j]):
                 decisions[p] = Decision("suggested", i, d.score, d.alternatives,
                                         f"{idx.skus[j]} has the same {why} (score {sc:.2f}): "
                                         "the master may list this product twice")
                 break
     return decisions
+
+
+def price_tells_apart(price: float | None, mine: float | None, other: float | None) -> bool:
+    """Whether a listing's ``price`` is within 30% of its master's (``mine``) and not of
+    the other master's (a missing price, None or 0.0, tells nothing)."""
+    return bool(price) and _close(price, mine) and not _close(price, other)  # type: ignore[arg-type]
+
+
+def _close(a: float, b: float | None) -> bool:
+    """Whether two prices are within 30% (as ``W_PRICE_CLOSE`` weighs them; a master's
+    missing price, 0.0, is close to none)."""
+    if not b or a <= 0:
+        return False
+    return max(a, b) / min(a, b) <= 1.3

@@ -162,7 +162,7 @@ def curve(name: str, link_at: Iterable[float] = LINK_AT, margins: Iterable[float
     miss true matches)."""
     from auditor.linkbatch import assign_all, rank_all
     from auditor.linking import LINK_MARGIN, LINK_SCORE, SUGGEST_SCORE, Linker
-    from auditor.matching import TIE
+    from auditor.matching import TIE, price_tells_apart
 
     master, listings, truth = load_devset(name)
     idx = Linker(master, {}).match_index
@@ -178,7 +178,9 @@ def curve(name: str, link_at: Iterable[float] = LINK_AT, margins: Iterable[float
         lead = d.score - max(others, default=0.0)
         if any(abs(d.score - o) < TIE for o in others):
             lead = 0.0
-        twin = max((o for o, j in ranked if j != d.index and idx.twins(d.index, j)),
+        lp = float(li.price.amount) if li.price is not None else None
+        twin = max((o for o, j in ranked if j != d.index and idx.twins(d.index, j) and
+                    not price_tells_apart(lp, idx.prices[d.index], idx.prices[j])),
                    default=float("-inf"))
         chosen.append((li.key, idx.skus[d.index], d.score, lead, twin))
     out = []

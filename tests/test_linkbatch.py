@@ -76,7 +76,7 @@ def reference(master: dict[str, MasterRecord], listings: list[Listing],
         feats.append(f)
         ranks.append(ranked)
     decisions = twin_links(idx, ranks, assign(ranks, 0.8, 0.5, 0.05, (), [li.key for li in keep]),
-                           0.8)
+                           0.8, [f.price for f in feats])
     for li, f, d in zip(keep, feats, decisions, strict=True):
         if d.index is None:
             out[li.key] = ("none", None, round(min(d.score, 1.0), 3),
