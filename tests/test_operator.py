@@ -33,3 +33,34 @@ def test_redact_hides_every_form_of_the_password():
     assert "p@ss-w0rd" not in shown and "p%40ss" not in shown
     assert shown.count("postgresql://auditor:***@db:5432/auditor") == 2
     assert redact("no password here", "postgresql://auditor@db/a") == "no password here"
+
+
+CONFIG = """store = "postgresql://auditor@127.0.0.1:5432/auditor"
+[master]
+type = "csv"
+source = "master.csv"
+[run]
+{run}
+"""
+
+
+@pytest.mark.parametrize("run, says", [
+    ("shard_size = 0", "[run].shard_size: expected 1 or more, got 0"),
+    ("shard_size = -5", "[run].shard_size: expected 1 or more, got -5"),
+    ("job_attempts = 0", "[run].job_attempts: expected 1 or more, got 0"),
+    ("stalled_after = 0", "[run].stalled_after: expected seconds above 0"),
+    ("stalled_after = -1.5", "[run].stalled_after: expected seconds above 0"),
+])
+def test_distributed_run_settings_out_of_range_are_config_errors(tmp_path, run, says):
+    """shard_size = 0 made a shard job per listing (the read job took max(1, 0)), and
+    stalled_after = 0 handed every running job back to the queue at each look."""
+    from auditor.config import load_config
+    from auditor.errors import ConfigError
+
+    path = tmp_path / "config.toml"
+    path.write_text(CONFIG.format(run=run))
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert says in str(e.value)
+    path.write_text(CONFIG.format(run="shard_size = 1\njob_attempts = 1\nstalled_after = 0.5"))
+    assert load_config(path).run["shard_size"] == 1
