@@ -86,6 +86,12 @@ def _postgres_url(url: str) -> str:
     if not pg_url(url):
         raise StoreError(f"a distributed run needs the PostgreSQL store ([store] url = "
                          f"\"postgresql://...\"); this config's store is {url}")
+    try:  # said before a run starts, not as a crash once its master is imported
+        import procrastinate  # noqa: F401
+    except ImportError as e:
+        raise AuditorError(f"distributed runs and `auditor worker` need the job queue "
+                           f"procrastinate: pip install 'omni-auditor[distributed]' ({e})"
+                           ) from None
     return url
 
 

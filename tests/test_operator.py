@@ -5,6 +5,11 @@ found by trying the documented commands as a new operator would."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from auditor.errors import StoreError
@@ -64,3 +69,68 @@ def test_distributed_run_settings_out_of_range_are_config_errors(tmp_path, run, 
     assert says in str(e.value)
     path.write_text(CONFIG.format(run="shard_size = 1\njob_attempts = 1\nstalled_after = 0.5"))
     assert load_config(path).run["shard_size"] == 1
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cli(*args: str | Path, env: dict[str, str] | None = None,
+         timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "auditor", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def _demo_config(tmp_path: Path, store_url: str, extra: str = "") -> Path:
+    """A config of the mini world's file channels on this store."""
+    from auditor.world.generate import generate_world
+
+    world = tmp_path / "world"
+    generate_world(world, size=30, seed=5, base_url="http://127.0.0.1:9")
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'''store = "{store_url}"
+{extra}
+[master]
+type = "csv"
+source = "{world}/master.csv"
+
+[checks.image]
+enabled = false
+
+[[channels]]
+name = "google"
+type = "google_merchant"
+source = "{world}/feeds/google.xml"
+
+[[channels]]
+name = "amazon"
+type = "amazon_listings"
+source = "{world}/feeds/amazon.tsv"
+currency = "EUR"
+''')
+    return cfg
+
+
+def test_without_the_job_queue_installed_worker_and_distributed_run_say_what_to_install(
+        tmp_path, pg_server):
+    """Without procrastinate, `auditor run --distributed` imported the master, then
+    crashed with an ImportError traceback (the run recorded as interrupted), and
+    `auditor worker` printed a traceback."""
+    from auditor.storage import open_store
+
+    blocker = tmp_path / "blocker" / "procrastinate"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('No module named procrastinate')\n")
+    env = {"PYTHONPATH": f"{blocker.parent}{os.pathsep}{ROOT}"}
+    url = pg_server.new_database()
+    cfg = _demo_config(tmp_path, url)
+    for args in (("worker", "--once"), ("run", "--distributed")):
+        r = _cli(*args, "--config", cfg, env=env)
+        assert r.returncode == 2, r.stderr
+        assert "pip install 'omni-auditor[distributed]'" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+    store = open_store(url)
+    try:
+        assert store.runs(5) == []  # refused before a run was recorded
+    finally:
+        store.close()
