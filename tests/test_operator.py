@@ -5,11 +5,15 @@ found by trying the documented commands as a new operator would."""
 
 from __future__ import annotations
 
+import http.server
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from auditor.errors import StoreError
@@ -134,3 +138,139 @@ def test_without_the_job_queue_installed_worker_and_distributed_run_say_what_to_
         assert store.runs(5) == []  # refused before a run was recorded
     finally:
         store.close()
+
+
+def _wait_for(path: Path, text: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{text!r} not in {path} after {timeout} s: "
+                         f"{path.read_text(errors='replace')[-3000:] if path.exists() else ''}")
+
+
+def test_a_distributed_run_says_when_no_worker_runs_and_why_a_job_failed_for_good(
+        tmp_path, pg_server):
+    """The coordinator waited in silence when no `auditor worker` was running, and a
+    channel whose job failed for good said only "the read job of channel google failed":
+    the reason was in the worker's log alone. Now the wait is announced (naming the
+    command to start), the channel's message and `auditor runs` carry the job's error, and
+    the run exits 2. No output shows the store's password."""
+    from tests.pg_server import PASSWORD
+
+    url = pg_server.new_database()
+    cfg = _demo_config(tmp_path, url, "[run]\nstalled_after = 2\n")
+    out, err = tmp_path / "run.out", tmp_path / "run.err"
+    coordinator = subprocess.Popen(
+        [sys.executable, "-m", "auditor", "run", "--distributed", "--config", str(cfg)],
+        cwd=ROOT, stdout=out.open("wb"), stderr=err.open("wb"))
+    worker = None
+    try:
+        _wait_for(err, "no `auditor worker` is taking jobs", 120)
+        assert f"start `auditor worker --config {cfg}`" in err.read_text()
+        # The worker sees another config than the coordinator's: every job it takes fails.
+        cfg.write_text(cfg.read_text() + "# edited while the run waits\n")
+        worker = subprocess.Popen([sys.executable, "-m", "auditor", "worker", "--config",
+                                   str(cfg), "--heartbeat", "0.5"], cwd=ROOT,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert coordinator.wait(150) == 2
+    finally:
+        for p in (coordinator, worker):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+    text = out.read_text()
+    for channel in ("google", "amazon"):
+        assert (f"{channel}: the read job of channel {channel} failed: run 1: the config "
+                f"{cfg} on this worker is missing or differs from the coordinator's") in text
+    r = _cli("runs", "--errors", "--config", cfg)
+    assert "differs from the coordinator's" in r.stdout, r.stdout + r.stderr
+    assert PASSWORD not in text + err.read_text() + r.stdout + r.stderr
+
+
+def test_a_partial_channel_quotes_the_error_of_its_failed_shard(tmp_path, monkeypatch):
+    """A channel left partial by a shard that failed for good said "1 of 3 shard jobs
+    failed (shards 1)" and no more: the finish job now quotes the shard's recorded error."""
+    import auditor.distributed as d
+    from tests.test_distributed import _in_process
+
+    real = d.finish_channel
+    monkeypatch.setattr(d, "finish_channel", lambda *a, **k: real(
+        *a, errors={"shard 1": "OperationalError: server closed the connection"}, **k))
+    store, summary = _in_process(tmp_path, "bad", 1)
+    store.close()
+    assert summary.status.value == "partial"
+    assert summary.message.endswith("nothing concluded missing or removed; shard 1: "
+                                    "OperationalError: server closed the connection")
+
+
+class _SlowFeed(http.server.BaseHTTPRequestHandler):
+    """Serves one file after ``delay`` seconds: a read job that is surely in flight."""
+
+    body = b""
+    delay = 0.0
+
+    def do_GET(self) -> None:  # noqa: N802
+        time.sleep(self.delay)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_job_whose_worker_died_on_its_last_attempt_names_that_as_the_reason(
+        tmp_path, pg_server):
+    """With `[run] job_attempts = 1`, a read job whose worker was SIGKILL-ed fails for
+    good: the channel says its worker stopped sending heartbeats, the others finish on
+    another worker, and the run exits 2."""
+    url = pg_server.new_database()
+    cfg = _demo_config(tmp_path, url, "[run]\nstalled_after = 2\njob_attempts = 1\n"
+                                      "[http]\nallow_private = true\n")
+    feed = tmp_path / "world" / "feeds" / "google.xml"
+    handler = type("Slow", (_SlowFeed,), {"body": feed.read_bytes(), "delay": 8.0})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    cfg.write_text(cfg.read_text().replace(
+        f'source = "{feed}"', f'source = "http://127.0.0.1:{server.server_address[1]}/g.xml"'))
+    victim = subprocess.Popen([sys.executable, "-m", "auditor", "worker", "--config",
+                               str(cfg), "--heartbeat", "0.5"], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out, err = tmp_path / "run.out", tmp_path / "run.err"
+    coordinator = subprocess.Popen(
+        [sys.executable, "-m", "auditor", "run", "--distributed", "--config", str(cfg)],
+        cwd=ROOT, stdout=out.open("wb"), stderr=err.open("wb"))
+    rescuer = None
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with psycopg.connect(url, autocommit=True) as conn:
+                if conn.execute("SELECT to_regclass('procrastinate_jobs')").fetchone()[0] \
+                        and conn.execute(
+                            "SELECT 1 FROM procrastinate_jobs WHERE status = 'doing' AND"
+                            " task_name = 'auditor.read' AND args->>'channel' = 'google'"
+                        ).fetchone():
+                    break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the google read job was never taken")
+        victim.kill()  # SIGKILL, while its read waits for the slow feed
+        victim.wait()
+        rescuer = subprocess.Popen([sys.executable, "-m", "auditor", "worker", "--config",
+                                    str(cfg), "--heartbeat", "0.5"], cwd=ROOT,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert coordinator.wait(150) == 2, err.read_text()[-3000:]
+    finally:
+        server.shutdown()
+        for p in (coordinator, victim, rescuer):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+    text = out.read_text()
+    assert ("google: the read job of channel google failed: its worker stopped sending "
+            "heartbeats (killed, or its machine lost) on each of 1 attempts") in text, text
+    assert "│ amazon " in text and "complete" in text.split("│ amazon ", 1)[1].split("\n")[0]

@@ -18,6 +18,8 @@ each other lives here, beside the store's tables:
 - ``dist_shards``: a shard job's outcome (check tallies, open counts);
 - ``crawl_hosts``: per host, the next free request slot, shared by every worker
   (``HostPacer``).
+- ``dist_errors``: why a job of a run failed (its last attempt's error, or its worker
+  gone silent), per (run, channel, job): the channel's failure names it.
 
 Rows are written by the jobs and read by the coordinator (``auditor run
 --distributed``). Chunks and outcomes are pickles of the auditor's own objects: the
@@ -61,6 +63,10 @@ CREATE UNLOGGED TABLE IF NOT EXISTS dist_packs (
     PRIMARY KEY (run_id, seq));
 CREATE TABLE IF NOT EXISTS crawl_hosts (
     host TEXT COLLATE "C" PRIMARY KEY, next_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS dist_errors (
+    run_id BIGINT NOT NULL, channel TEXT COLLATE "C" NOT NULL, job TEXT COLLATE "C" NOT NULL,
+    error TEXT NOT NULL, at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (run_id, channel, job));
 """
 
 NOTIFY_CHANNEL = "auditor_jobs"
@@ -334,6 +340,28 @@ class RunJobs:
         return {i: (status, attempts) for i, status, attempts in self.conn.execute(
             "SELECT id, status::text, attempts FROM procrastinate_jobs WHERE id = ANY(%s)",
             (list(ids),))}
+
+    # ------------------------------------------------------------------ failures, workers
+    def save_error(self, run_id: int, channel: str, job: str, error: str) -> None:
+        """Why ``job`` (``read``, ``shard N``, ``finish``) of a channel failed, replacing
+        an earlier attempt's reason."""
+        self.conn.execute(
+            "INSERT INTO dist_errors (run_id, channel, job, error) VALUES (%s,%s,%s,%s)"
+            " ON CONFLICT (run_id, channel, job) DO UPDATE SET error=excluded.error,"
+            " at=excluded.at", (run_id, channel, job, error))
+
+    def errors(self, run_id: int, channel: str) -> dict[str, str]:
+        """The recorded reasons of a channel's failed jobs: job -> error, oldest first."""
+        return dict(self.conn.execute(
+            "SELECT job, error FROM dist_errors WHERE run_id=%s AND channel=%s ORDER BY at",
+            (run_id, channel)).fetchall())
+
+    def live_workers(self, seconds: float) -> int:
+        """Workers (``auditor worker``) that sent a heartbeat within ``seconds``."""
+        row = self.conn.execute(
+            "SELECT count(*) FROM procrastinate_workers WHERE last_heartbeat >="
+            " now() - make_interval(secs => %s)", (seconds,)).fetchone()
+        return int(row[0]) if row else 0
 
 
 class HostPacer:
