@@ -274,3 +274,32 @@ def test_a_job_whose_worker_died_on_its_last_attempt_names_that_as_the_reason(
     assert ("google: the read job of channel google failed: its worker stopped sending "
             "heartbeats (killed, or its machine lost) on each of 1 attempts") in text, text
     assert "│ amazon " in text and "complete" in text.split("│ amazon ", 1)[1].split("\n")[0]
+
+
+def test_crawl_pacing_survives_a_lost_database_session(pg_server):
+    """A worker's pacing connection lived for the worker's life: after a PostgreSQL restart
+    the next crawl request of every worker failed ("connector shopify crashed:
+    AdminShutdown: terminating connection due to administrator command") and its channel
+    with it. The pacer now reconnects once; the lost session's slots are free already."""
+    from auditor.distributed import ensure_queue
+    from auditor.storage.jobs import HostPacer
+
+    url = pg_server.new_database()
+    ensure_queue(url)
+    pacer = HostPacer(url)
+    try:
+        assert pacer("shop.example", 0.0) == 0.0
+        assert pacer.acquire("shop.example", 1) == 0
+        with psycopg.connect(url, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE"
+                " application_name = 'auditor crawl pacing'").fetchall()
+            assert killed == [(True,)]
+        assert pacer("shop.example", 0.0) == 0.0   # the next request's reservation
+        pacer.release("shop.example", 0)           # its lock went with the session
+        assert pacer.acquire("shop.example", 1) == 0  # a new session: the slot is free
+        pacer.back_off("shop.example", 0.5)
+        assert 0.3 < pacer("shop.example", 0.1) <= 0.6  # the back-off holds on the new one
+        pacer.release("shop.example", 0)
+    finally:
+        pacer.close()

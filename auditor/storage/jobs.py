@@ -395,40 +395,53 @@ class HostPacer:
             self._held.clear()  # a new session holds no lock
         return self._conn
 
+    def _again(self, fn: Any) -> Any:
+        """``fn(connection)``, and once more on a new connection when the session was lost
+        (the server restarted, a proxy dropped it): the worker's next request must not
+        fail for it. A lost session's in-flight slots are free already."""
+        try:
+            return fn(self._c())
+        except psycopg.OperationalError:
+            if self._conn is None or not self._conn.closed:
+                raise
+            return fn(self._c())
+
     def __call__(self, host: str, interval: float) -> float:
         with self._lock:
-            row = self._c().execute(
+            row = self._again(lambda c: c.execute(
                 "INSERT INTO crawl_hosts AS h (host, next_at)"
                 " VALUES (%(h)s, clock_timestamp() + make_interval(secs => %(i)s))"
                 " ON CONFLICT (host) DO UPDATE SET next_at ="
                 " greatest(h.next_at, clock_timestamp()) + make_interval(secs => %(i)s)"
                 " RETURNING extract(epoch FROM h.next_at - clock_timestamp())::float8 - %(i)s",
-                {"h": host, "i": interval}).fetchone()
+                {"h": host, "i": interval}).fetchone())
         return max(0.0, row[0]) if row else 0.0
 
     def back_off(self, host: str, seconds: float) -> None:
         with self._lock:
-            self._c().execute(
+            self._again(lambda c: c.execute(
                 "INSERT INTO crawl_hosts AS h (host, next_at)"
                 " VALUES (%(h)s, clock_timestamp() + make_interval(secs => %(s)s))"
                 " ON CONFLICT (host) DO UPDATE SET next_at = greatest(h.next_at,"
                 " clock_timestamp() + make_interval(secs => %(s)s))",
-                {"h": host, "s": seconds})
+                {"h": host, "s": seconds}))
 
     def acquire(self, host: str, cap: int) -> int | None:
         """A free in-flight slot of ``host`` (below ``cap``) now held, or None."""
         with self._lock:
-            c = self._c()
-            held = self._held.setdefault(host, set())
-            for slot in range(cap):
-                if slot in held:
-                    continue
-                row = c.execute("SELECT pg_try_advisory_lock(hashtextextended("
-                                "current_schema() || '/crawl/' || %s, %s))",
-                                (host, slot)).fetchone()
-                if row and row[0]:
-                    held.add(slot)
-                    return slot
+            return self._again(lambda c: self._acquire(c, host, cap))
+
+    def _acquire(self, c: psycopg.Connection, host: str, cap: int) -> int | None:
+        held = self._held.setdefault(host, set())
+        for slot in range(cap):
+            if slot in held:
+                continue
+            row = c.execute("SELECT pg_try_advisory_lock(hashtextextended("
+                            "current_schema() || '/crawl/' || %s, %s))",
+                            (host, slot)).fetchone()
+            if row and row[0]:
+                held.add(slot)
+                return slot
         return None
 
     def release(self, host: str, slot: int) -> None:
@@ -437,8 +450,12 @@ class HostPacer:
             if slot not in held or self._conn is None or self._conn.closed:
                 return
             held.discard(slot)
-            self._conn.execute("SELECT pg_advisory_unlock(hashtextextended("
-                               "current_schema() || '/crawl/' || %s, %s))", (host, slot))
+            try:
+                self._conn.execute("SELECT pg_advisory_unlock(hashtextextended("
+                                   "current_schema() || '/crawl/' || %s, %s))", (host, slot))
+            except psycopg.OperationalError:
+                if not self._conn.closed:
+                    raise  # (a lost session's locks went with it)
 
     def close(self) -> None:
         with self._lock:
