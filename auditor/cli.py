@@ -906,10 +906,13 @@ def config_group() -> None:
 @config_group.command("check")
 @config_option
 @click.option("--offline", is_flag=True,
-              help="Only validate the file: do not try to open the sources it names.")
+              help="Only validate the file: do not try to open the sources or the store "
+                   "it names.")
 def config_check(config_path: Path, offline: bool) -> None:
     """Validate a config file (every bad table and key named), then try to open every
-    source it names: files exist, URLs answer, environment variables are set.
+    source it names: files exist, URLs answer, environment variables are set; and the
+    store: a PostgreSQL server accepts the URL's login to its database (no table is
+    created), a SQLite file's folder exists.
 
     \b
     Examples:

@@ -420,8 +420,11 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
         return v
 
     # `store = "postgresql://..."` (a URL at the top) is short for [store] url = "..."
+    told = len(problems)
     store = resolve(STORE_OPTIONS, {"url": raw["store"]} if isinstance(raw.get("store"), str)
                     else table("store"), "[store]", problems)
+    if isinstance(raw.get("store"), str):  # name the key as the file has it
+        problems[told:] = [p.replace("[store].url", "store", 1) for p in problems[told:]]
     run = resolve(RUN_OPTIONS, table("run"), "[run]", problems)
     if run.get("workers", 0) < 0:
         problems.append("[run].workers: expected 0 (one per CPU core) or a positive number")

@@ -303,3 +303,38 @@ def test_crawl_pacing_survives_a_lost_database_session(pg_server):
         pacer.release("shop.example", 0)
     finally:
         pacer.close()
+
+
+def test_config_check_opens_the_store_and_names_the_key_that_set_it(tmp_path, pg_server):
+    """`auditor config check` said "OK, store postgresql://..." for a wrong password or a
+    database that does not exist (the first `auditor run` then failed), and a bad URL
+    given as `store = "..."` at the top was reported as `[store].url`."""
+    from tests.pg_server import PASSWORD
+
+    url = pg_server.new_database()
+    cfg = _demo_config(tmp_path, url.replace(PASSWORD, "not-the-password"))
+    r = _cli("config", "check", "--config", cfg)
+    assert r.returncode == 2
+    assert "  - store: cannot open the PostgreSQL store postgresql://auditor:***@" in r.stderr
+    assert "password authentication failed" in r.stderr and "not-the-password" not in r.stderr
+    cfg.write_text(cfg.read_text().replace(url.replace(PASSWORD, "not-the-password"),
+                                           url.rsplit("/", 1)[0] + "/no_such_db"))
+    r = _cli("config", "check", "--config", cfg)
+    assert r.returncode == 2 and 'database "no_such_db" does not exist' in r.stderr
+    assert PASSWORD not in r.stderr
+    cfg.write_text(cfg.read_text().replace(url.rsplit("/", 1)[0] + "/no_such_db", url))
+    r = _cli("config", "check", "--config", cfg)
+    assert r.returncode == 0, r.stderr
+    assert "every source opens" in r.stdout and PASSWORD not in r.stdout
+    with psycopg.connect(url, autocommit=True) as conn:  # checked, not created
+        assert conn.execute("SELECT to_regclass('schema_version')").fetchone() == (None,)
+    cfg.write_text(cfg.read_text().replace(url, "postgresq://auditor@db/auditor"))
+    r = _cli("config", "check", "--offline", "--config", cfg)
+    assert r.returncode == 2 and "  - store: store URL postgresq://" in r.stderr
+    assert "[store].url" not in r.stderr
+    lite = tmp_path / "lite.toml"
+    lite.write_text(cfg.read_text().replace('store = "postgresq://auditor@db/auditor"',
+                                            f'[store]\npath = "{tmp_path}/gone/a.db"'))
+    r = _cli("config", "check", "--config", lite)
+    assert r.returncode == 2
+    assert f"  - [store].path: no folder {tmp_path}/gone for the SQLite store" in r.stderr
