@@ -383,6 +383,15 @@ class ProgressListener:
             self.tasks[event.channel] = self.p.add_task(event.channel, total=None)
         self.p.update(self.tasks[event.channel], completed=event.listings)
 
+    @hookimpl
+    def channel_finished(self, event: Any) -> None:
+        """A channel done says so (its spinner stops): in a distributed run the count
+        shows once the read job is done, and the shard jobs take their time after it."""
+        if event.channel not in self.tasks:
+            self.tasks[event.channel] = self.p.add_task(event.channel, total=None)
+        self.p.update(self.tasks[event.channel], description=f"{event.channel} {event.status}",
+                      total=event.listings, completed=event.listings)
+
 
 def print_report(report, code: int | None = None, exit_line: bool = True) -> None:
     """The run summary; ``exit_line``: end with the exit code and what to do next

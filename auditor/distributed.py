@@ -731,6 +731,10 @@ class DistributedSession(AuditSession):
                                 "auditor.shard", queue=QUEUE).defer(
                                     run_id=run_id, channel=name, shard=i)
                                 for i in range(n) if i not in done}
+                            log.info("run %s channel %s read: %s listings, %d shard job(s) "
+                                     "queued", run_id, name,
+                                     f"{got[1].result.listings:,}" if got else "no",
+                                     len(shard_jobs[name]))
                         elif st in TERMINAL:
                             fail(name, f"the read job of channel {name} {st}", "read")
                         continue
@@ -748,6 +752,9 @@ class DistributedSession(AuditSession):
                     if st == "succeeded":
                         summary = jobs.summary(run_id, name)
                         summaries[name] = summary
+                        log.info("run %s channel %s finished: %s (%d of %d channels done)",
+                                 run_id, name, summary.status.value, len(summaries),
+                                 len(names))
                         channel_events(self.emit, self.wanted, store, run_id, summary,
                                        _result_of(store, run_id, name),
                                        [(e.location, e.reason)

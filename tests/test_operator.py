@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -213,11 +214,14 @@ class _SlowFeed(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         time.sleep(self.delay)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/xml")
-        self.send_header("Content-Length", str(len(self.body)))
-        self.end_headers()
-        self.wfile.write(self.body)
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(self.body)))
+            self.end_headers()
+            self.wfile.write(self.body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the worker that asked was killed meanwhile
 
     def log_message(self, *args: object) -> None:
         pass
@@ -242,7 +246,7 @@ def test_a_job_whose_worker_died_on_its_last_attempt_names_that_as_the_reason(
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     out, err = tmp_path / "run.out", tmp_path / "run.err"
     coordinator = subprocess.Popen(
-        [sys.executable, "-m", "auditor", "run", "--distributed", "--config", str(cfg)],
+        [sys.executable, "-m", "auditor", "-v", "run", "--distributed", "--config", str(cfg)],
         cwd=ROOT, stdout=out.open("wb"), stderr=err.open("wb"))
     rescuer = None
     try:
@@ -274,6 +278,11 @@ def test_a_job_whose_worker_died_on_its_last_attempt_names_that_as_the_reason(
     assert ("google: the read job of channel google failed: its worker stopped sending "
             "heartbeats (killed, or its machine lost) on each of 1 attempts") in text, text
     assert "│ amazon " in text and "complete" in text.split("│ amazon ", 1)[1].split("\n")[0]
+    # -v: the coordinator's progress per channel, without procrastinate's "Deferred 1 job"
+    log = err.read_text()
+    assert re.search(r"run 1 channel amazon read: [\d,]+ listings, \d+ shard job\(s\) queued", log)
+    assert re.search(r"run 1 channel amazon finished: complete \([12] of 2 channels done\)", log)
+    assert "Deferred 1 job" not in log
 
 
 def test_crawl_pacing_survives_a_lost_database_session(pg_server):
@@ -338,3 +347,27 @@ def test_config_check_opens_the_store_and_names_the_key_that_set_it(tmp_path, pg
     r = _cli("config", "check", "--config", lite)
     assert r.returncode == 2
     assert f"  - [store].path: no folder {tmp_path}/gone for the SQLite store" in r.stderr
+
+
+def test_the_progress_display_marks_a_finished_channel():
+    """On a terminal a distributed run showed each channel's spinner from its read on,
+    still spinning while its shard jobs ran and after the channel was done: a channel
+    done now says so and stops."""
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from auditor.cli import ProgressListener
+    from auditor.events import ChannelFinished, SourceProgress
+
+    progress = Progress(console=Console(file=io.StringIO()))
+    listener = ProgressListener(progress)
+    listener.source_progress(SourceProgress(1, "google", 19044))
+    listener.source_progress(SourceProgress(1, "meta", 1000))
+    listener.channel_finished(ChannelFinished(1, "google", "complete", listings=19044))
+    listener.channel_finished(ChannelFinished(1, "amazon", "failed"))  # failed unread
+    tasks = {t.description: t for t in progress.tasks}
+    assert set(tasks) == {"google complete", "meta", "amazon failed"}
+    assert tasks["google complete"].finished and tasks["google complete"].completed == 19044
+    assert tasks["amazon failed"].finished and not tasks["meta"].finished
