@@ -332,10 +332,20 @@ def worker(config_path: Path, once: bool, heartbeat: float) -> None:
       auditor worker --config /etc/auditor/config.toml
       auditor worker --once            # until the queue is empty
     """
+    import logging
+
     from auditor.distributed import run_worker
 
     cfg = _load(config_path)
-    run_worker(cfg.path, once=once, heartbeat=heartbeat)
+    level = logging.getLogger().getEffectiveLevel()
+
+    def announce(url: str) -> None:  # one line, also without -v (-v logs it)
+        if not _quiet() and level > logging.INFO:
+            err.print(f"auditor worker {os.getpid()} taking jobs of {safe(url)}"
+                      + (" until the queue is empty" if once else "")
+                      + "; Ctrl-C stops it after the job in hand")
+
+    run_worker(cfg.path, once=once, heartbeat=heartbeat, announce=announce)
 
 
 def _write_metrics(cfg: Config, path: Path) -> None:

@@ -142,9 +142,10 @@ def ensure_queue(url: str) -> None:
 
 
 def run_worker(config_path: str | Path, *, concurrency: int = 1, once: bool = False,
-               heartbeat: float = 5.0) -> None:
+               heartbeat: float = 5.0, announce: Callable[[str], None] | None = None) -> None:
     """``auditor worker``: take jobs until stopped (SIGTERM / Ctrl-C finish the job in
-    hand first); ``once``: stop when the queue is empty."""
+    hand first); ``once``: stop when the queue is empty. ``announce(url)`` is called
+    once the queue is reachable (the CLI's line without ``-v``)."""
     from auditor import http
     from auditor.storage.jobs import HostPacer
 
@@ -157,6 +158,8 @@ def run_worker(config_path: str | Path, *, concurrency: int = 1, once: bool = Fa
     http.shared_pacer = pacer
     app = make_app(url)
     log.info("auditor worker %s: taking jobs of %s", os.getpid(), _describe(url))
+    if announce is not None:
+        announce(_describe(url))
     try:
         app.run_worker(queues=[QUEUE], concurrency=concurrency, wait=not once,
                        name=f"auditor-{os.uname().nodename}-{os.getpid()}",

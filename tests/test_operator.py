@@ -371,3 +371,20 @@ def test_the_progress_display_marks_a_finished_channel():
     assert set(tasks) == {"google complete", "meta", "amazon failed"}
     assert tasks["google complete"].finished and tasks["google complete"].completed == 19044
     assert tasks["amazon failed"].finished and not tasks["meta"].finished
+
+
+def test_auditor_worker_says_it_started_without_v(tmp_path, pg_server):
+    """`auditor worker` printed nothing without -v: a new operator could not tell a
+    worker waiting for jobs from one that hung. It says one line (the URL without its
+    password); -q keeps it quiet."""
+    from tests.pg_server import PASSWORD
+
+    url = pg_server.new_database()
+    cfg = _demo_config(tmp_path, url)
+    r = _cli("worker", "--once", "--config", cfg)
+    assert r.returncode == 0, r.stderr
+    assert re.fullmatch(r"auditor worker \d+ taking jobs of postgresql://auditor:\*\*\*@"
+                        r"127\.0\.0\.1:\d+/\w+ until the queue is empty; Ctrl-C stops it "
+                        r"after the job in hand\n", r.stderr), r.stderr
+    assert PASSWORD not in r.stderr
+    assert _cli("-q", "worker", "--once", "--config", cfg).stderr == ""
