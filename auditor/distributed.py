@@ -672,6 +672,9 @@ class DistributedSession(AuditSession):
                  time.perf_counter() - t_pack)
         snap = store.last_master_snapshot()
         jobs = RunJobs(self.url)
+        if jobs.end_stale_runs(run_id):
+            log.info("earlier distributed runs left running: their staged listings and "
+                     "master packs dropped")
         ends = RunJobs(self.url)  # a connection that only waits for jobs to end
         ends.listen()
         app = make_app(self.url)

@@ -356,6 +356,22 @@ class RunJobs:
             "SELECT job, error FROM dist_errors WHERE run_id=%s AND channel=%s ORDER BY at",
             (run_id, channel)).fetchall())
 
+    def end_stale_runs(self, current: int) -> int:
+        """Runs other than ``current`` still ``running`` here had a coordinator that died
+        (SIGKILL, a crash: only the run lock's holder coordinates): they are marked
+        ``interrupted`` (a job of theirs still queued does nothing) and their staged
+        listings and master packs, which only their end would have dropped, go. The
+        number of such runs."""
+        with self.conn.transaction():
+            stale = self.conn.execute(
+                "UPDATE dist_runs SET status='interrupted' WHERE status='running' AND"
+                " run_id <> %s", (current,)).rowcount
+            for table in ("dist_staged", "dist_packs"):  # (a pack is stored before its run)
+                self.conn.execute(f"DELETE FROM {table} WHERE run_id <> %s AND run_id NOT IN"
+                                  " (SELECT run_id FROM dist_runs WHERE status='running')",
+                                  (current,))
+        return stale
+
     def live_workers(self, seconds: float) -> int:
         """Workers (``auditor worker``) that sent a heartbeat within ``seconds``."""
         row = self.conn.execute(
