@@ -434,6 +434,10 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
     if "stalled_after" in run and run["stalled_after"] <= 0:
         problems.append(f"[run].stalled_after: expected seconds above 0 (above the workers' "
                         f"--heartbeat), got {run['stalled_after']:g}")
+    if run.get("distributed") and not re.match(r"(?i)postgres(ql)?(\+psycopg)?://",
+                                               str(store.get("url") or "")):
+        problems.append("[run].distributed: distributed runs need the PostgreSQL store "
+                        "([store] url = \"postgresql://...\"); this config's store is SQLite")
     http = resolve(HTTP_OPTIONS, table("http"), "[http]", problems)
     master = resolve(MASTER_OPTIONS, table("master"), "[master]", problems)
     if "master" not in raw:

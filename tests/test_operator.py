@@ -76,6 +76,23 @@ def test_distributed_run_settings_out_of_range_are_config_errors(tmp_path, run, 
     assert load_config(path).run["shard_size"] == 1
 
 
+
+def test_run_distributed_on_a_sqlite_store_is_a_config_error(tmp_path):
+    """`[run] distributed = true` with a SQLite store passed `auditor config check`; every
+    `auditor run` (and every scheduled audit of `auditor serve`) then failed."""
+    from auditor.config import load_config
+    from auditor.errors import ConfigError
+
+    path = tmp_path / "config.toml"
+    path.write_text(CONFIG.format(run="distributed = true").replace(
+        'store = "postgresql://auditor@127.0.0.1:5432/auditor"', '[store]\npath = "a.db"'))
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert "[run].distributed: distributed runs need the PostgreSQL store" in str(e.value)
+    path.write_text(CONFIG.format(run="distributed = true"))
+    assert load_config(path).run["distributed"] is True
+
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
