@@ -91,10 +91,13 @@ def _runs(cfg: Path, channels: list[str], extra: tuple[str, ...], server: list[i
     # kernel's autogroup scheduling (/proc/sys/kernel/sched_autogroup_enabled), a busy
     # machine's CPU is shared by session first, so workers started in the benchmark's own
     # session would share one session's CPU however many there are.
-    procs = [subprocess.Popen([sys.executable, "-m", "auditor", "worker", "--config",
+    # Each process's log (``auditor -v``: master steps, every job's wall and CPU seconds)
+    # beside its config: worker-N.log and run-STEP.log.
+    logs = [open(cfg.parent / f"worker-{i}.log", "w") for i in range(workers)]  # noqa: SIM115
+    procs = [subprocess.Popen([sys.executable, "-m", "auditor", "-v", "worker", "--config",
                                str(cfg)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
-             for _ in range(workers)]
+                              stderr=log, start_new_session=True)
+             for log in logs]
     pids = [p.pid for p in procs]
     out = []
     try:
@@ -109,6 +112,7 @@ def _runs(cfg: Path, channels: list[str], extra: tuple[str, ...], server: list[i
             wall = time.perf_counter() - t0
             cpu = _children_cpu() - cpu0 + _server_cpu(pids) - wcpu0
             srv = _server_cpu(server) - srv0 if server else None
+            (cfg.parent / f"run-{step}.log").write_text(r.stderr)
             summary = json.loads(r.stdout)
             listings = sum(c["listings"] for c in summary["channels"])
             out.append([step, listings, wall, _phase(r, summary), cpu, srv, load])
@@ -123,6 +127,8 @@ def _runs(cfg: Path, channels: list[str], extra: tuple[str, ...], server: list[i
             p.send_signal(signal.SIGTERM)
         for p in procs:
             p.wait(60)
+        for log in logs:
+            log.close()
     return out
 
 
