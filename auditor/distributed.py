@@ -505,7 +505,9 @@ def read_channel(cfg: Config, store: Any, run_id: int, ch: ChannelConfig,
             error = e
         connector = _Parsed(parsed, error)
         del parsed
+        t_wait = time.time()
         master, linker = ready()
+        t0 += time.time() - t_wait  # the channel's seconds leave out the wait
         ctx.master = master
     out = ReadOutcome(result, ctx.errors, started=t0)
     specs = _enabled(ch)
