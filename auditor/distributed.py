@@ -729,9 +729,13 @@ class DistributedSession(AuditSession):
         ensure_queue(self.url)
         self._jobs = jobs = RunJobs(self.url)
         self._app = app = make_app(self.url)
-        self._open = True
         try:
             app.open()
+        except BaseException:
+            jobs.close()
+            raise
+        self._open = True
+        try:
             jobs.hold_run(run_id)  # released with the connection: workers stop waiting
             jobs.start_run(run_id, self.config_path, config_sha(self.config_path), None, now,
                            int(cfg.run.get("shard_size", 150_000)))
@@ -779,16 +783,17 @@ class DistributedSession(AuditSession):
                                             linker, key))
         self._children.append(packed.cancel)  # type: ignore[attr-defined]
         store_master()
-        size = packed()
+        size, ready_at = packed()
         self._children.remove(packed.cancel)  # type: ignore[attr-defined]
         snap = store.last_master_snapshot()
+        t_ready = time.perf_counter()
         if size:
+            t_ready -= max(0.0, time.time() - ready_at)  # when the workers were told
             log.info("master pack of %.0f MB stored in %.1f s", size / 1e6,
-                     time.perf_counter() - t_pack)
+                     t_ready - t_pack)
             jobs.set_snapshot(run_id, snap.id if snap else None)
         else:  # no pack: the workers load the snapshot, now written
             jobs.master_ready(run_id, key, snap.id if snap else None)
-        t_ready = time.perf_counter()
         ends = RunJobs(self.url)  # a connection that only waits for jobs to end
         ends.listen()
         attempts = max(1, int(cfg.run.get("job_attempts", 3)))
@@ -901,10 +906,10 @@ class DistributedSession(AuditSession):
 
 
 def _store_pack(url: str, run_id: int, master: Mapping[str, MasterRecord], history: Any,
-                linker: Linker, key: str) -> int:
+                linker: Linker, key: str) -> tuple[int, float]:
     """Build every linker index, pack master, history and linker for the run's workers
     (``RunJobs.pack``), store the pack and mark the run's master ready (``key``); its
-    size."""
+    size and when it was ready (``time.time()``; size 0: no pack)."""
     from auditor import masterpack
     from auditor.storage.jobs import RunJobs
 
@@ -919,10 +924,10 @@ def _store_pack(url: str, run_id: int, master: Mapping[str, MasterRecord], histo
             jobs.master_ready(run_id, key)
     except Exception:  # the workers then load the snapshot from the store, as before
         log.exception("run %s: no master pack; each worker loads the snapshot itself", run_id)
-        return 0
+        return 0, time.time()
     log.info("master pack: indexes built in %.1f s, packed in %.1f s, stored in %.1f s",
              t1 - t0, t2 - t1, time.perf_counter() - t2)
-    return len(data)
+    return len(data), time.time()
 
 
 def _result_of(store: Any, run_id: int, channel: str) -> SourceResult | None:
