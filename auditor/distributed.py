@@ -199,17 +199,30 @@ class _JobEnv:
     run_id: int
     now: datetime
     shard_size: int
-    loaded: _Loaded
+    info: dict[str, Any]
+    loaded: _Loaded | None = None
+
+    def master(self) -> _Loaded | None:
+        """The run's master, history and linker: waits until the coordinator has them
+        ready (a read job parses its feed meanwhile); None when the run ended first."""
+        if self.loaded is None:
+            self.loaded = _load_master(self)
+        return self.loaded
 
     def close(self) -> None:
         self.store.close()
         self.jobs.close()
 
 
-def _env(run_id: int) -> _JobEnv | None:
-    """A job's run: its config (checked against the coordinator's), the master and
-    history of its snapshot (kept by the worker between jobs of one snapshot), and
-    connections. None when the run is over (interrupted): the job does nothing."""
+class _RunOver(Exception):
+    """The run ended (or its coordinator died) before its master was ready."""
+
+
+def _env(run_id: int, master: bool = True) -> _JobEnv | None:
+    """A job's run: its config (checked against the coordinator's), connections and,
+    unless ``master`` is false (``_JobEnv.master`` then waits for it when asked), the
+    master and history of its run (kept by the worker between jobs and runs of one
+    master). None when the run is over (interrupted): the job does nothing."""
     from auditor.storage import open_store
     from auditor.storage.jobs import RunJobs
 
@@ -225,31 +238,49 @@ def _env(run_id: int) -> _JobEnv | None:
         jobs.close()
         raise AuditorError(f"run {run_id}: the config {path} on this worker is missing or "
                            f"differs from the coordinator's (workers need the same file)")
-    key = (path, info["config_sha"], info["snapshot_id"])
-    loaded = _CACHE.get(key)
-    store = open_store(url)
-    if loaded is None:
-        _CACHE.clear()
-        cfg = load_config(Path(path))
-        t0 = time.perf_counter()
-        pack = jobs.pack(run_id)
-        if pack is not None:  # the coordinator's master, history and built indexes
-            from auditor import masterpack
+    cached = [v for k, v in _CACHE.items() if k[:2] == (path, info["config_sha"])]
+    cfg = cached[0].cfg if cached else load_config(Path(path))
+    env = _JobEnv(cfg, open_store(url), jobs, run_id, info["now"], info["shard_size"], info)
+    if master and env.master() is None:
+        env.close()
+        log.info("run %s ended before its master was ready: job skipped", run_id)
+        return None
+    return env
 
-            size = len(pack)
-            master, history, linker = masterpack.loads(pack)
-            del pack
-            loaded = _CACHE[key] = _Loaded(cfg, master, history, linker)
-            log.info("master pack of run %s (snapshot %s, %.0f MB) loaded in %.1f s "
-                     "(%d records)", run_id, info["snapshot_id"], size / 1e6,
-                     time.perf_counter() - t0, len(master))
-        else:  # a coordinator that packs nothing: the snapshot from the store
-            loaded = _CACHE[key] = _Loaded(cfg, store.current_master(),
-                                           store.master_history())
-            log.info("master snapshot %s loaded in %.1f s (%d records)",
-                     info["snapshot_id"], time.perf_counter() - t0, len(loaded.master))
-        gc.freeze()  # out of the collector's scans, as the jobs' own policy does on entry
-    return _JobEnv(loaded.cfg, store, jobs, run_id, info["now"], info["shard_size"], loaded)
+
+def _load_master(env: _JobEnv) -> _Loaded | None:
+    run_id, info, jobs = env.run_id, env.info, env.jobs
+    t_wait = time.perf_counter()
+    key = info["master_key"] or jobs.wait_master(run_id)
+    if key is None:
+        return None
+    waited = time.perf_counter() - t_wait
+    if waited > 0.5:
+        log.info("run %s: waited %.1f s for the run's master", run_id, waited)
+    ck = (info["config"], info["config_sha"], key)
+    loaded = _CACHE.get(ck)
+    if loaded is not None:
+        return loaded
+    _CACHE.clear()
+    cfg = env.cfg
+    t0 = time.perf_counter()
+    pack = jobs.pack(run_id)
+    if pack is not None:  # the coordinator's master, history and built indexes
+        from auditor import masterpack
+
+        size = len(pack)
+        master, history, linker = masterpack.loads(pack)
+        del pack
+        loaded = _CACHE[ck] = _Loaded(cfg, master, history, linker)
+        log.info("master pack of run %s (%s, %.0f MB) loaded in %.1f s (%d records)",
+                 run_id, key, size / 1e6, time.perf_counter() - t0, len(master))
+    else:  # a coordinator that packs nothing: the snapshot from the store
+        loaded = _CACHE[ck] = _Loaded(cfg, env.store.current_master(),
+                                      env.store.master_history())
+        log.info("master snapshot (%s) loaded in %.1f s (%d records)", key,
+                 time.perf_counter() - t0, len(loaded.master))
+    gc.freeze()  # out of the collector's scans, as the jobs' own policy does on entry
+    return loaded
 
 
 # The store of this worker (``run_worker`` sets it); the jobs open their own connections.
@@ -340,16 +371,31 @@ def read_job(context: Any, run_id: int, channel: str) -> None:
 
 
 def _read_job(run_id: int, channel: str) -> None:
-    env = _env(run_id)
+    # Deferred as the run starts: the feed is parsed while the coordinator imports and
+    # packs the master; linking waits for it (``_JobEnv.master``).
+    env = _env(run_id, master=False)
     if env is None:
         return
     try:
         ch = env.cfg.channel(channel)
+
+        def ready() -> tuple[Mapping[str, MasterRecord], Linker]:
+            loaded = env.master()
+            if loaded is None:
+                raise _RunOver
+            if loaded.linker is None:
+                loaded.linker = Linker(loaded.master, env.cfg.linking)
+            return loaded.master, loaded.linker
+
+        try:
+            outcome, staged = read_channel(env.cfg, env.store, run_id, ch, None, None,
+                                           env.now, ready=ready)
+        except _RunOver:
+            log.info("run %s ended before its master was ready: read of %s dropped",
+                     run_id, channel)
+            return
         loaded = env.loaded
-        if loaded.linker is None:
-            loaded.linker = Linker(loaded.master, env.cfg.linking)
-        outcome, staged = read_channel(env.cfg, env.store, run_id, ch, loaded.master,
-                                       loaded.linker, env.now)
+        assert loaded is not None
         n = max(1, math.ceil(outcome.result.listings / max(1, env.shard_size)))
         by_shard: dict[int, list] = {i: [] for i in range(n)}
         from auditor.storage import ShardSpec
@@ -396,9 +442,10 @@ def _shard_job(run_id: int, channel: str, shard: int) -> None:
     try:
         n, read = _read_result(env, run_id, channel)
         rows = env.jobs.staged(run_id, channel, shard)
+        loaded = env.master()
+        assert loaded is not None
         outcome = audit_shard(env.cfg, env.store, run_id, env.cfg.channel(channel),
-                              env.loaded.master, env.loaded.history, env.now, shard, n,
-                              rows, read)
+                              loaded.master, loaded.history, env.now, shard, n, rows, read)
         env.jobs.save_shard(run_id, channel, shard, outcome)
     finally:
         env.close()
@@ -416,8 +463,10 @@ def _finish_job(run_id: int, channel: str, failed_shards: list[int]) -> None:
         return
     try:
         n, read = _read_result(env, run_id, channel)
+        loaded = env.master()
+        assert loaded is not None
         summary = finish_channel(env.cfg, env.store, run_id, env.cfg.channel(channel),
-                                 env.loaded.master, env.loaded.history, env.now, n, read,
+                                 loaded.master, loaded.history, env.now, n, read,
                                  env.jobs.shard_results(run_id, channel), failed_shards,
                                  env.jobs.errors(run_id, channel))
         env.jobs.save_summary(run_id, channel, summary)
@@ -427,16 +476,73 @@ def _finish_job(run_id: int, channel: str, failed_shards: list[int]) -> None:
 
 # --------------------------------------------------------------------------- the steps
 
+class _MasterWhenReady(Mapping[str, MasterRecord]):
+    """The master of a read that started before it was ready: a connector that looks at
+    it (a crawl seeding from the masters' URLs) waits for it."""
+
+    def __init__(self, ready: Callable[[], tuple[Mapping[str, MasterRecord], Linker]]):
+        self._ready = ready
+
+    def __getitem__(self, sku: str) -> MasterRecord:
+        return self._ready()[0][sku]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ready()[0])
+
+    def __len__(self) -> int:
+        return len(self._ready()[0])
+
+
+class _Parsed:
+    """A connector's listings as read before linking; its ``read`` replays them, then
+    raises what stopped the read, at the same point."""
+
+    def __init__(self, listings: list[Listing], error: BaseException | None):
+        self.listings, self.error = listings, error
+
+    def read(self, ctx: SourceContext) -> Iterator[Listing]:
+        listings, self.listings = self.listings, []
+        listings.reverse()
+        while listings:  # handed over one by one: a listing replaced when linked is freed
+            yield listings.pop()
+        if self.error is not None:
+            raise self.error
+
+
 def read_channel(cfg: Config, store: Any, run_id: int, ch: ChannelConfig,
-                 master: Mapping[str, MasterRecord], linker: Linker, now: datetime
+                 master: Mapping[str, MasterRecord] | None, linker: Linker | None,
+                 now: datetime,
+                 ready: Callable[[], tuple[Mapping[str, MasterRecord], Linker]] | None = None
                  ) -> tuple[ReadOutcome, list[tuple[Listing, Link]]]:
     """Read, de-duplicate and link one channel (``runner.audit_channel`` up to the
-    checks); decide what only the whole channel can."""
+    checks); decide what only the whole channel can. With ``ready`` (and no master or
+    linker yet), the source is read first and ``ready()`` gives master and linker for the
+    links: a distributed read parses its feed while the master is being prepared."""
     t0 = time.time()
     conn_cls = plugins.connectors()[ch.type]
     result = SourceResult(ch.name, started_at=datetime.now(UTC))
-    ctx = SourceContext(channel=ch, now=now, http_options=cfg.http, store=store, master=master,
+    ctx = SourceContext(channel=ch, now=now, http_options=cfg.http, store=store,
+                        master=master if master is not None else
+                        _MasterWhenReady(ready) if ready is not None else {},
                         result=result)
+    connector: Any = conn_cls(ch)
+    if master is None or linker is None:
+        assert ready is not None
+        parsed: list[Listing] = []
+        error: Exception | None = None
+        try:
+            for li in connector.read(ctx):
+                parsed.append(li)
+        except _RunOver:
+            raise
+        except Exception as e:  # replayed after the links, as if it stopped the stream
+            error = e
+        connector = _Parsed(parsed, error)
+        del parsed
+        t_wait = time.time()
+        master, linker = ready()
+        t0 += time.time() - t_wait  # the channel's seconds leave out the wait
+        ctx.master = master
     out = ReadOutcome(result, ctx.errors, started=t0)
     specs = _enabled(ch)
     carried = CarriedFields(specs)
@@ -467,8 +573,10 @@ def read_channel(cfg: Config, store: Any, run_id: int, ch: ChannelConfig,
     from auditor.runner import empty_read_failed, read_failed, read_linked
 
     try:
-        for li, link in read_linked(conn_cls(ch), ctx, seen, carried, linking):
+        for li, link in read_linked(connector, ctx, seen, carried, linking):
             settle(li, link)
+    except _RunOver:
+        raise
     except Exception as e:
         read_failed(result, ch, e)
     empty_read_failed(store, run_id, ch, result)
@@ -650,6 +758,54 @@ class DistributedSession(AuditSession):
         self.poll = 1.0
         self.stall_poll = 2.0
 
+    def _run(self, runner: Any, selected: list, workers: int, started: datetime,
+             t_run: float) -> Any:
+        """The channels' read jobs are deferred first, as the run starts: workers parse
+        the feeds while this process imports the master (their links wait for it)."""
+        from auditor.storage.jobs import RunJobs
+
+        run_id, now, cfg = self.run_id, self.now, self.config
+        assert run_id is not None and now is not None
+        ensure_queue(self.url)
+        self._jobs = jobs = RunJobs(self.url)
+        self._app = app = make_app(self.url)
+        try:
+            app.open()
+        except BaseException:
+            jobs.close()
+            raise
+        self._open = True
+        try:
+            jobs.hold_run(run_id)  # released with the connection: workers stop waiting
+            jobs.start_run(run_id, self.config_path, config_sha(self.config_path), None, now,
+                           int(cfg.run.get("shard_size", 150_000)))
+            if jobs.end_stale_runs(run_id):
+                log.info("earlier distributed runs left running: their staged listings and "
+                         "master packs dropped")
+            self._t_jobs = time.perf_counter()
+            self._reads = {ch.name: app.configure_task("auditor.read", queue=QUEUE).defer(
+                run_id=run_id, channel=ch.name) for ch in selected}
+            return super()._run(runner, selected, workers, started, t_run)
+        finally:
+            if self._open:  # no channel phase (a rejected master, a crash before it)
+                self._close_jobs(list(getattr(self, "_reads", {}).values()), "interrupted")
+
+    def _close_jobs(self, queued: list[int], status: str) -> None:
+        """End the run's bookkeeping: interrupted, its queued jobs are cancelled."""
+        self._open = False
+        assert self.run_id is not None
+        try:
+            if status != "finished":
+                for j in queued:
+                    try:
+                        self._app.job_manager.cancel_job_by_id(j, abort=True)
+                    except Exception:
+                        log.exception("could not cancel job %s", j)
+            self._jobs.end_run(self.run_id, status)
+        finally:
+            self._jobs.close()
+            self._app.close()
+
     def _audit_channels(self, runner: Any, selected: list, workers: int,
                         master: Mapping[str, MasterRecord], linker: Linker, history: Any,
                         store_master: Callable[[], None]) -> list:
@@ -658,36 +814,36 @@ class DistributedSession(AuditSession):
 
         cfg, store, run_id, now = self.config, self.store, self.run_id, self.now
         assert run_id is not None and now is not None
-        ensure_queue(self.url)
+        jobs, app = self._jobs, self._app
         # The workers' master: indexed and packed once, in a child process while the
-        # snapshot is written here (auditor.masterpack).
+        # snapshot is written here (auditor.masterpack); the child tells the waiting read
+        # jobs as soon as the pack is stored. An unchanged master keeps its snapshot's key
+        # (a worker that has it loaded keeps it).
+        key = f"snapshot {linker.master_version}" if linker.master_version is not None \
+            else f"run {run_id}"
         t_pack = time.perf_counter()
         packed = _in_fork(functools.partial(_store_pack, self.url, run_id, master, history,
-                                            linker))
+                                            linker, key))
         self._children.append(packed.cancel)  # type: ignore[attr-defined]
         store_master()
-        size = packed()
+        size, ready_at = packed()
         self._children.remove(packed.cancel)  # type: ignore[attr-defined]
-        log.info("master pack of %.0f MB stored in %.1f s", size / 1e6,
-                 time.perf_counter() - t_pack)
         snap = store.last_master_snapshot()
-        jobs = RunJobs(self.url)
-        if jobs.end_stale_runs(run_id):
-            log.info("earlier distributed runs left running: their staged listings and "
-                     "master packs dropped")
+        t_ready = time.perf_counter()
+        if size:
+            t_ready -= max(0.0, time.time() - ready_at)  # when the workers were told
+            log.info("master pack of %.0f MB stored in %.1f s", size / 1e6,
+                     t_ready - t_pack)
+            jobs.set_snapshot(run_id, snap.id if snap else None)
+        else:  # no pack: the workers load the snapshot, now written
+            jobs.master_ready(run_id, key, snap.id if snap else None)
         ends = RunJobs(self.url)  # a connection that only waits for jobs to end
         ends.listen()
-        app = make_app(self.url)
-        app.open()
         attempts = max(1, int(cfg.run.get("job_attempts", 3)))
         stalled = float(cfg.run.get("stalled_after", 30.0))
-        jobs.start_run(run_id, self.config_path, config_sha(self.config_path),
-                       snap.id if snap else None, now,
-                       int(cfg.run.get("shard_size", 150_000)))
         names = [ch.name for ch in selected]
-        t_jobs = time.perf_counter()
-        reads = {name: app.configure_task("auditor.read", queue=QUEUE).defer(
-            run_id=run_id, channel=name) for name in names}
+        t_jobs = self._t_jobs
+        reads = self._reads
         shard_jobs: dict[str, dict[int, int]] = {}
         finishes: dict[str, int] = {}
         summaries: dict[str, Any] = {}
@@ -770,23 +926,19 @@ class DistributedSession(AuditSession):
                 if len(summaries) < len(names):
                     ends.wait(self.poll)
             status = "finished"
-            log.info("run %s: channels audited in %.1f s (%d jobs)", run_id,
-                     time.perf_counter() - t_jobs,
-                     len(reads) + len(finishes) + sum(map(len, shard_jobs.values())))
+            end = time.perf_counter()
+            log.info("run %s: channels audited in %.1f s after the master was ready (%d jobs;"
+                     " %.1f s since the read jobs were deferred, as the run started)", run_id,
+                     end - t_ready,
+                     len(reads) + len(finishes) + sum(map(len, shard_jobs.values())),
+                     end - t_jobs)
         finally:
-            if status != "finished":  # interrupted: the queued jobs are not wanted
-                for j in list(reads.values()) + list(finishes.values()) + \
-                        [j for js in shard_jobs.values() for j in js.values()]:
-                    try:
-                        app.job_manager.cancel_job_by_id(j, abort=True)
-                    except Exception:
-                        log.exception("could not cancel job %s", j)
             try:
-                jobs.end_run(run_id, status)
+                self._close_jobs(list(reads.values()) + list(finishes.values()) +
+                                 [j for js in shard_jobs.values() for j in js.values()],
+                                 status)
             finally:
-                jobs.close()
                 ends.close()
-                app.close()
         return [summaries[name] for name in names]
 
     @staticmethod
@@ -822,9 +974,10 @@ class DistributedSession(AuditSession):
 
 
 def _store_pack(url: str, run_id: int, master: Mapping[str, MasterRecord], history: Any,
-                linker: Linker) -> int:
+                linker: Linker, key: str) -> tuple[int, float]:
     """Build every linker index, pack master, history and linker for the run's workers
-    (``RunJobs.pack``) and store the pack; its size."""
+    (``RunJobs.pack``), store the pack and mark the run's master ready (``key``); its
+    size and when it was ready (``time.time()``; size 0: no pack)."""
     from auditor import masterpack
     from auditor.storage.jobs import RunJobs
 
@@ -836,12 +989,13 @@ def _store_pack(url: str, run_id: int, master: Mapping[str, MasterRecord], histo
         t2 = time.perf_counter()
         with RunJobs(url) as jobs:
             jobs.save_pack(run_id, data)
+            jobs.master_ready(run_id, key)
     except Exception:  # the workers then load the snapshot from the store, as before
         log.exception("run %s: no master pack; each worker loads the snapshot itself", run_id)
-        return 0
+        return 0, time.time()
     log.info("master pack: indexes built in %.1f s, packed in %.1f s, stored in %.1f s",
              t1 - t0, t2 - t1, time.perf_counter() - t2)
-    return len(data)
+    return len(data), time.time()
 
 
 def _result_of(store: Any, run_id: int, channel: str) -> SourceResult | None:

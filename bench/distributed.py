@@ -15,9 +15,12 @@ the benchmark (tests/pg_server.py's, fsync and synchronous commit on).
 
 The channel phase is the audit after the master is imported: for one process the sum of
 its channels' seconds (they run one after the other with ``workers = 1``), for a
-distributed run the coordinator's "channels audited in N s" (from deferring the first
-read job to the last channel finished). Throughput = listings / channel phase; each row
-also carries the machine's 1-minute load average when the run started.
+distributed run the coordinator's "channels audited in N s" (from the run's master being
+ready for the workers, its pack stored, to the last channel finished; the read jobs are
+deferred earlier, as the run starts, and parse their feeds meanwhile). Throughput =
+listings / channel phase, and listings / wall time in the ratios printed under the table;
+each row also carries the machine's 1-minute load average when the run started. Each
+process's ``-v`` log is kept beside its config (``run-first.log``, ``worker-N.log``).
 """
 
 from __future__ import annotations
@@ -91,10 +94,13 @@ def _runs(cfg: Path, channels: list[str], extra: tuple[str, ...], server: list[i
     # kernel's autogroup scheduling (/proc/sys/kernel/sched_autogroup_enabled), a busy
     # machine's CPU is shared by session first, so workers started in the benchmark's own
     # session would share one session's CPU however many there are.
-    procs = [subprocess.Popen([sys.executable, "-m", "auditor", "worker", "--config",
+    # Each process's log (``auditor -v``: master steps, every job's wall and CPU seconds)
+    # beside its config: worker-N.log and run-STEP.log.
+    logs = [open(cfg.parent / f"worker-{i}.log", "w") for i in range(workers)]  # noqa: SIM115
+    procs = [subprocess.Popen([sys.executable, "-m", "auditor", "-v", "worker", "--config",
                                str(cfg)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
-             for _ in range(workers)]
+                              stderr=log, start_new_session=True)
+             for log in logs]
     pids = [p.pid for p in procs]
     out = []
     try:
@@ -109,6 +115,7 @@ def _runs(cfg: Path, channels: list[str], extra: tuple[str, ...], server: list[i
             wall = time.perf_counter() - t0
             cpu = _children_cpu() - cpu0 + _server_cpu(pids) - wcpu0
             srv = _server_cpu(server) - srv0 if server else None
+            (cfg.parent / f"run-{step}.log").write_text(r.stderr)
             summary = json.loads(r.stdout)
             listings = sum(c["listings"] for c in summary["channels"])
             out.append([step, listings, wall, _phase(r, summary), cpu, srv, load])
@@ -117,12 +124,15 @@ def _runs(cfg: Path, channels: list[str], extra: tuple[str, ...], server: list[i
             if pack:  # built beside the snapshot write, before the channel phase
                 PACKS.append(f"- {step}, {workers} worker(s): master pack of {pack[-1][0]} MB "
                              f"built and stored in {pack[-1][1]} s (beside the snapshot "
-                             "write, before the channel phase)")
+                             "write, before the channel phase; the read jobs parse "
+                             "meanwhile)")
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
         for p in procs:
             p.wait(60)
+        for log in logs:
+            log.close()
     return out
 
 
@@ -160,10 +170,13 @@ def run(size: int, channels: list[str], workers: list[int], shard_size: int | No
               round(cpu, 1), "-" if srv is None else round(srv, 1), f"{load:.1f}"]
              for who, step, listings, wall, phase, cpu, srv, load in rows]
     per = {(who, step): listings / phase for who, step, listings, _, phase, *_ in rows}
-    ratios = [f"- {step}: {n} workers' channel-phase throughput = "
-              f"{per[(f'PostgreSQL, --distributed, {n} worker(s)', step)] / base:.2f}x one "
-              f"worker's" for step in steps for n in workers if n != 1
-              for base in [per.get(("PostgreSQL, --distributed, 1 worker(s)", step))] if base]
+    walls = {(who, step): wall for who, step, _, wall, *_ in rows}
+    one = "PostgreSQL, --distributed, 1 worker(s)"
+    ratios = [f"- {step}: {n} workers' throughput = {per[(who, step)] / base:.2f}x one "
+              f"worker's over the channel phase, {walls[(one, step)] / walls[(who, step)]:.2f}x"
+              " over the wall time" for step in steps for n in workers if n != 1
+              for who in [f"PostgreSQL, --distributed, {n} worker(s)"]
+              for base in [per.get((one, step))] if base]
     record("Distributed runs beside one process", [table(
         f"The generated world's master and {' + '.join(channels)} ({size:,} SKUs, no crawl, "
         f"no images), shard_size {shard_size or 'default (150,000)'}; wall s of the "

@@ -455,3 +455,83 @@ def test_the_run_distributed_key_makes_cli_and_scheduled_runs_distributed(tmp_pa
     assert all(n >= 2 for _, n in shards) and len(shards) == 2, shards  # shards were jobs
     assert listings > 30
     assert "ended with status: Success" in (tmp_path / "worker.log").read_text()
+
+
+def test_a_read_job_waits_for_its_runs_master_and_not_for_a_gone_coordinator(pg_server):
+    """Read jobs are deferred as the run starts: they wait for the master the coordinator
+    marks ready (``RunJobs.master_ready``), and stop waiting when the run ends or the
+    coordinator's connection (its sign of life) is gone."""
+    from auditor.distributed import ensure_queue
+    from auditor.storage.jobs import RunJobs
+
+    url = pg_server.new_database()
+    ensure_queue(url)
+    worker = RunJobs(url)
+    coord = RunJobs(url)
+    try:
+        coord.start_run(5, "/etc/x.toml", "sha", None, NOW, 10)
+        coord.hold_run(5)
+        assert worker.coordinator_alive(5) and not worker.coordinator_alive(6)
+        timer = threading.Timer(0.6, coord.master_ready, (5, "run 5"))
+        timer.start()
+        t0 = time.monotonic()
+        assert worker.wait_master(5, poll=0.05) == "run 5"
+        assert time.monotonic() - t0 >= 0.5
+        assert worker.run(5)["master_key"] == "run 5"
+        # A run ended (interrupted) while its jobs wait: they do nothing.
+        coord.start_run(6, "/etc/x.toml", "sha", None, NOW, 10)
+        coord.end_run(6, "interrupted")
+        assert worker.wait_master(6, poll=0.05) is None
+        # A coordinator killed before its master was ready: its lock went with its
+        # connection, and the waiting job gives up instead of waiting for ever.
+        coord.start_run(7, "/etc/x.toml", "sha", None, NOW, 10)
+        coord.hold_run(7)
+        assert worker.coordinator_alive(7)
+        coord.close()
+        t0 = time.monotonic()
+        assert worker.wait_master(7, poll=0.05) is None
+        assert time.monotonic() - t0 < 5
+    finally:
+        worker.close()
+        coord.close()
+
+
+def test_a_read_parsed_before_the_master_is_ready_links_as_a_streamed_one(tmp_path):
+    """``read_channel`` with ``ready`` (the source read first, master and linker asked for
+    afterwards) gives the streamed read's listings, links and outcome."""
+    from auditor.config import load_config
+    from auditor.distributed import read_channel
+    from auditor.linking import Linker
+    from auditor.runner import import_master
+    from auditor.storage import open_store
+
+    world = tmp_path / "world"
+    generate_world(world, size=40, seed=11, now=NOW, base_url="http://127.0.0.1:9")
+    cfg = load_config(_config(world, tmp_path / "w", "http://127.0.0.1:9",
+                              'path = "auditor.db"', "workers = 1"))
+    store = open_store(cfg.store_url)
+    try:
+        import_master(cfg, store, NOW)
+        run_id = store.start_run(NOW, None)
+        master = store.current_master()
+        asked: list[int] = []
+
+        def ready() -> tuple[Any, Any]:
+            asked.append(1)
+            return master, Linker(master, cfg.linking)
+
+        for name in ("google", "meta", "amazon"):
+            ch = cfg.channel(name)
+            streamed, rows = read_channel(cfg, store, run_id, ch, master,
+                                          Linker(master, cfg.linking), NOW)
+            parsed, rows2 = read_channel(cfg, store, run_id, ch, None, None, NOW,
+                                         ready=ready)
+            assert rows and [(li, link) for li, link in rows] == rows2
+            assert (streamed.linked, streamed.unlinked, streamed.suggested,
+                    streamed.ambiguous, streamed.result.listings, streamed.unseen,
+                    streamed.errors, streamed.link_notes) == \
+                (parsed.linked, parsed.unlinked, parsed.suggested, parsed.ambiguous,
+                 parsed.result.listings, parsed.unseen, parsed.errors, parsed.link_notes)
+        assert len(asked) == 3
+    finally:
+        store.close()

@@ -5,7 +5,8 @@ tables, ``procrastinate_*``, in the same database and schema). What the jobs han
 each other lives here, beside the store's tables:
 
 - ``dist_runs``: one row per distributed run (its config's hash, master snapshot,
-  audit clock, shard size); a job of a run no longer ``running`` does nothing;
+  audit clock, shard size, and ``master_key`` once the run's master is ready for the
+  workers); a job of a run no longer ``running`` does nothing;
 - ``dist_staged``: a channel's listings as read and linked by its ``read`` job, in
   chunks per shard, for the shard jobs (dropped when the run ends; the first shard's
   are checked by the read job itself and never staged; an UNLOGGED table, its chunks
@@ -49,6 +50,7 @@ CREATE TABLE IF NOT EXISTS dist_runs (
     run_id BIGINT PRIMARY KEY, config TEXT NOT NULL, config_sha TEXT NOT NULL,
     snapshot_id BIGINT, now TIMESTAMPTZ NOT NULL, shard_size INTEGER NOT NULL,
     status TEXT NOT NULL DEFAULT 'running');
+ALTER TABLE dist_runs ADD COLUMN IF NOT EXISTS master_key TEXT;
 CREATE UNLOGGED TABLE IF NOT EXISTS dist_staged (
     run_id BIGINT NOT NULL, channel TEXT COLLATE "C" NOT NULL, shard INTEGER NOT NULL,
     seq INTEGER NOT NULL, data BYTEA NOT NULL, PRIMARY KEY (run_id, channel, shard, seq));
@@ -84,6 +86,7 @@ CREATE OR REPLACE TRIGGER auditor_job_ended AFTER UPDATE OF status OR DELETE
 """
 
 LOCK_SCHEMA = 0x61756400  # advisory lock class of the job tables' creation
+LOCK_COORDINATOR = 0x61756401  # (class, run id): held by a run's coordinator while it runs
 CHUNK = 5_000  # listings per staged row
 PACK_CHUNK = 8 << 20  # bytes per row of a master pack
 
@@ -209,17 +212,59 @@ class RunJobs:
             " VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (run_id) DO UPDATE SET"
             " config=excluded.config, config_sha=excluded.config_sha,"
             " snapshot_id=excluded.snapshot_id, now=excluded.now,"
-            " shard_size=excluded.shard_size, status='running'",
+            " shard_size=excluded.shard_size, status='running', master_key=NULL",
             (run_id, config, config_sha, snapshot_id, now, shard_size))
 
     def run(self, run_id: int) -> dict[str, Any] | None:
         row = self.conn.execute(
-            "SELECT config, config_sha, snapshot_id, now, shard_size, status FROM dist_runs"
-            " WHERE run_id=%s", (run_id,)).fetchone()
+            "SELECT config, config_sha, snapshot_id, now, shard_size, status, master_key"
+            " FROM dist_runs WHERE run_id=%s", (run_id,)).fetchone()
         if row is None:
             return None
-        return dict(zip(("config", "config_sha", "snapshot_id", "now", "shard_size", "status"),
-                        row, strict=True))
+        return dict(zip(("config", "config_sha", "snapshot_id", "now", "shard_size", "status",
+                         "master_key"), row, strict=True))
+
+    def hold_run(self, run_id: int) -> None:
+        """The coordinator's sign of life for its run: a session advisory lock on this
+        connection (gone with the connection, so with a killed coordinator too); a job
+        waiting for the run's master stops waiting when nobody holds it."""
+        self.conn.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_COORDINATOR, run_id))
+
+    def coordinator_alive(self, run_id: int) -> bool:
+        row = self.conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " AND classid = %s::bigint AND objid = %s::bigint AND objsubid = 2)",
+            (LOCK_COORDINATOR, run_id)).fetchone()
+        return bool(row and row[0])
+
+    def master_ready(self, run_id: int, key: str, snapshot_id: int | None = None) -> None:
+        """The run's master is ready for the workers (its pack stored, or else its snapshot
+        written): ``key`` names it (a worker keeps a loaded master across the jobs and runs
+        of one key)."""
+        self.conn.execute("UPDATE dist_runs SET master_key=%s,"
+                          " snapshot_id=coalesce(%s, snapshot_id) WHERE run_id=%s",
+                          (key, snapshot_id, run_id))
+
+    def set_snapshot(self, run_id: int, snapshot_id: int | None) -> None:
+        self.conn.execute("UPDATE dist_runs SET snapshot_id=%s WHERE run_id=%s",
+                          (snapshot_id, run_id))
+
+    def wait_master(self, run_id: int, poll: float = 0.2) -> str | None:
+        """Until the run's master is ready: its key; None when the run is over or its
+        coordinator is gone (the job then does nothing)."""
+        import time
+
+        while True:
+            row = self.conn.execute("SELECT status, master_key FROM dist_runs WHERE run_id=%s",
+                                    (run_id,)).fetchone()
+            if row is None or row[0] != "running":
+                return None
+            if row[1] is not None:
+                return str(row[1])
+            if not self.coordinator_alive(run_id):
+                return None
+            time.sleep(poll)
 
     def end_run(self, run_id: int, status: str) -> None:
         """The run is over: its staged listings go; jobs still queued for it do nothing."""
