@@ -13,7 +13,6 @@ from __future__ import annotations
 import bisect
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import re
