@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from auditor.linkbatch import assign_all, collector_paused, evidence_all, rank_all
-from auditor.matching import Decision, Features, MatchIndex, listing_features
+from auditor.matching import Decision, Features, MatchIndex, listing_features, twin_links
 from auditor.model import Link, LinkMethod, Listing, MasterRecord
 from auditor.values import gtin_valid, normalize_gtin
 
@@ -451,6 +451,9 @@ class LinkSession:
             ranks = rank_all(idx, pending, self.rejected, lk.workers)
             decisions = assign_all([r for _why, r in ranks], lk.link_score, lk.suggest_score,
                                    lk.margin, taken, [li.key for li in pending])
+            twin_links(idx, [r for _why, r in ranks], decisions, lk.link_score,
+                       [float(li.price.amount) if li.price is not None else None
+                        for li in pending])
             explain = {p: d.index for p, d in enumerate(decisions) if d.index is not None
                        and (d.state != "linked" or self.explain_links)}
             evidence = evidence_all(idx, pending, explain, lk.workers)

@@ -52,6 +52,7 @@ BLOCK_BUDGET = 400      # postings counted per listing, at most
 MAX_CANDIDATES = 12      # candidates compared by title words per listing
 FULL_SCORES = 5          # of which the closest are scored on all the evidence
 PREFIX_HITS = 8          # masters found through one code's prefix match
+CODE_FOUND = 10          # what ``_found`` counts for a shared model code (or more: the title)
 KEEP = 6                 # best candidates kept per listing for the assignment
 TIED_KEEP = 64           # masters tied for the last candidate place kept for the brand
 CACHE_TITLES = 100_000   # distinct titles whose blocking and title evidence are kept
@@ -504,6 +505,27 @@ class MatchIndex:
         titles have lost their decimal points)."""
         return number_text(self._master[self.skus[i]].title or "")
 
+    def twins(self, i: int, j: int) -> str | None:
+        """Why masters ``i`` and ``j`` look like two records of one product to a listing
+        ("title": the same normalized title; "model codes": the same model codes), else
+        None. Records of two brands, or priced three times apart or more, are two
+        products, whatever their titles."""
+        bi, bj = self.brands[i], self.brands[j]
+        if bi and bj and bi != bj:
+            return None
+        pi, pj = self.prices[i] or 0.0, self.prices[j] or 0.0  # 0.0: no price
+        if pi > 0 and pj > 0 and max(pi, pj) >= 3 * min(pi, pj):
+            return None
+        if self.titles[i] == self.titles[j]:
+            return "title"
+        ci = self.codes[i]
+        # codes a series shares ("4th-6th" grade software) tell two products apart no more
+        # than a title does: one code at most three masters have is needed
+        if ci and frozenset(ci) == frozenset(self.codes[j] or ()) and \
+                min(len(self.code_post.get(c, ())) for c in ci) <= 3:
+            return "model codes"
+        return None
+
     @property
     def position(self) -> dict[str, int]:
         """SKU -> master number (built on first use)."""
@@ -832,15 +854,23 @@ class MatchIndex:
                 banned = set(exclude)
                 cands = [i for i in cands if self.skus[i] not in banned]
             if len(cands) > FULL_SCORES:
-                # the title's words first (cheap); all the evidence for the closest few only
+                # the title's words first (cheap); all the evidence for the closest few only.
+                # A master found by a model code it shares with the listing (or by its exact
+                # title) counts the code's weight too: its words may share little with the
+                # listing's ("Sony MDRXB40EX High Sensitive Bass Headphones" vs "Sony
+                # MDR-XB40EX ... Extra Bass EX Earbuds") while the code decides the score
+                coded: set[int] | None = None
                 pre = []
                 for i in cands:
                     c = pre_scores.get(i)
                     if c is None:
                         if not f.tokenset:
                             f.tokenset = set(f.tokens)
+                        if coded is None:
+                            coded = {j for n, j in found if n >= CODE_FOUND}
                         c = pre_scores[i] = fsum([self.idf2[t] for t in f.tokenset.intersection(
-                            self.titles[i].split())]) / self.norms[i]
+                            self.titles[i].split())]) / self.norms[i] + \
+                            (W_CODE_AGREE * f.norm if i in coded else 0.0)  # (cosine x norm)
                     pre.append((c, i))
                 pre.sort(reverse=True)
                 cands = [i for _c, i in pre[:FULL_SCORES]]
@@ -963,3 +993,44 @@ def decide(ranked: Sequence[Sequence[tuple[float, int]]], chosen: Mapping[int, i
             out.append(Decision("suggested", i, sc, alts,
                                 f"score {sc:.2f} below {link_at:.2f}"))
     return out
+
+
+def twin_links(idx: MatchIndex, ranked: Sequence[Sequence[tuple[float, int]]],
+               decisions: list[Decision], link_at: float,
+               prices: Sequence[float | None] | None = None) -> list[Decision]:
+    """``decisions`` (of ``assign``) with each link made a suggestion when another of the
+    listing's candidates that scores at least ``link_at`` is a twin of its master
+    (``MatchIndex.twins``: the same title, or the same model codes): the master catalog
+    holds the product twice, and which record the listing is cannot be told from what it
+    shows, unless its price does (``prices``: per listing, its price or None; a twin
+    whose price is not within 30% of the listing's, when its master's is, is another
+    product). Changed in place, and returned."""
+    for p, d in enumerate(decisions):
+        if d.state != "linked" or d.index is None:
+            continue
+        i = d.index
+        lp = prices[p] if prices is not None else None
+        for sc, j in ranked[p]:
+            if j == i or sc < link_at:
+                continue
+            why = idx.twins(i, j)
+            if why is not None and not price_tells_apart(lp, idx.prices[i], idx.prices[j]):
+                decisions[p] = Decision("suggested", i, d.score, d.alternatives,
+                                        f"{idx.skus[j]} has the same {why} (score {sc:.2f}): "
+                                        "the master may list this product twice")
+                break
+    return decisions
+
+
+def price_tells_apart(price: float | None, mine: float | None, other: float | None) -> bool:
+    """Whether a listing's ``price`` is within 30% of its master's (``mine``) and not of
+    the other master's (a missing price, None or 0.0, tells nothing)."""
+    return bool(price) and _close(price, mine) and not _close(price, other)  # type: ignore[arg-type]
+
+
+def _close(a: float, b: float | None) -> bool:
+    """Whether two prices are within 30% (as ``W_PRICE_CLOSE`` weighs them; a master's
+    missing price, 0.0, is close to none)."""
+    if not b or a <= 0:
+        return False
+    return max(a, b) / min(a, b) <= 1.3

@@ -147,6 +147,68 @@ def evaluate(name: str, size: int = 2000) -> dict[str, Any]:
             "with_suggested": prf(confident + sugg, truth), "links": links, "truth": truth}
 
 
+LINK_AT = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2)
+MARGINS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.6)
+
+
+def curve(name: str, link_at: Iterable[float] = LINK_AT, margins: Iterable[float] = MARGINS
+          ) -> list[dict[str, Any]]:
+    """Confident links as [linking] link_score and link_margin would make them, for each
+    pair of values: the channel is ranked and assigned once (the assignment does not
+    depend on them), then each listing's state is decided as ``matching.decide`` and
+    ``matching.twin_links`` decide it. Per cell: links, precision, recall, F1, and the
+    precision over the listings the truth has a pair for (``labelled_precision``: links of
+    listings it has none for are counted false by the others, though the ground truths
+    miss true matches)."""
+    from auditor.linkbatch import assign_all, rank_all
+    from auditor.linking import LINK_MARGIN, LINK_SCORE, SUGGEST_SCORE, Linker
+    from auditor.matching import TIE, price_tells_apart
+
+    master, listings, truth = load_devset(name)
+    idx = Linker(master, {}).match_index
+    ranks = [r for _why, r in rank_all(idx, listings, {}, 1)]
+    decisions = assign_all(ranks, LINK_SCORE, SUGGEST_SCORE, LINK_MARGIN, (),
+                           [li.key for li in listings])
+    labelled = {lid for lid, _sku in truth}
+    chosen = []  # (listing, master, score, lead over the next candidate, best twin's score)
+    for li, ranked, d in zip(listings, ranks, decisions, strict=True):
+        if d.index is None or (d.reason or "").startswith("its best match"):
+            continue  # unlinked, or its best master went to another listing
+        others = [o for o, j in ranked if j != d.index]
+        lead = d.score - max(others, default=0.0)
+        if any(abs(d.score - o) < TIE for o in others):
+            lead = 0.0
+        lp = float(li.price.amount) if li.price is not None else None
+        twin = max((o for o, j in ranked if j != d.index and idx.twins(d.index, j) and
+                    not price_tells_apart(lp, idx.prices[d.index], idx.prices[j])),
+                   default=float("-inf"))
+        chosen.append((li.key, idx.skus[d.index], d.score, lead, twin))
+    out = []
+    for la in link_at:
+        for m in margins:
+            pred = [(k, sku) for k, sku, sc, lead, twin in chosen
+                    if sc >= la and lead >= m and twin < la]
+            r = prf(pred, truth)
+            lab = [p for p in pred if p[0] in labelled]
+            r["labelled_precision"] = len(set(lab) & truth) / len(lab) if lab else 0.0
+            out.append({"link_at": la, "margin": m, **r})
+    return out
+
+
+def curve_table(name: str, cells: list[dict[str, Any]]) -> str:
+    """``curve`` as a markdown table: link_score down, link_margin across; each cell
+    "P / R / F1 (P over labelled listings) n"."""
+    margins = sorted({c["margin"] for c in cells})
+    lines = [f"{name}: link_score \\ link_margin | " + " | ".join(f"{m:g}" for m in margins),
+             "|".join(["---"] * (len(margins) + 1))]
+    for la in sorted({c["link_at"] for c in cells}):
+        row = [c for c in cells if c["link_at"] == la]
+        lines.append(f"{la:g} | " + " | ".join(
+            f"{c['precision']:.3f} / {c['recall']:.3f} / {c['f1']:.3f} "
+            f"({c['labelled_precision']:.3f}) {c['predicted']}" for c in row))
+    return "\n".join("| " + ln + " |" for ln in lines)
+
+
 def rows_for(results: list[dict[str, Any]]) -> list[list[Any]]:
     out = []
     for r in results:
@@ -167,7 +229,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", choices=[*DEVSETS, "world"], action="append")
     ap.add_argument("--size", type=int, default=2000, help="world SKUs")
     ap.add_argument("--dump", type=Path, help="write listing_id,sku,state,score,evidence")
+    ap.add_argument("--curve", action="store_true",
+                    help="confident links' P / R / F1 for each link_score and link_margin "
+                         "(devsets only)")
     a = ap.parse_args(argv)
+    if a.curve:
+        for name in a.set or DEVSETS:
+            print(curve_table(name, curve(name)), end="\n\n")
+        return 0
     results = [evaluate(s, a.size) for s in (a.set or [*DEVSETS, "world"])]
     from bench.common import table
 

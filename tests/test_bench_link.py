@@ -36,6 +36,11 @@ def test_devset_is_read_in_place_and_scored(tmp_path, monkeypatch):
     assert abs(c["f1"] - 0.8) < 1e-9
     (row,) = link.rows_for([r])
     assert row[:8] == ["amazon_google", 3, 4, 3, 2, 1.0, 0.667, 0.8]
+    # the curve's cell at the default link_score and link_margin is what a run links
+    cells = link.curve("amazon_google", (0.8, 5.0), (0.05,))
+    assert [(c["predicted"], c["correct"]) for c in cells] == [(2, 2), (0, 0)]
+    assert cells[0]["labelled_precision"] == 1.0 and cells[0]["f1"] == c["f1"]
+    assert "| 0.8 | 1.000 / 0.667 / 0.800 (1.000) 2 |" in link.curve_table("ag", cells)
 
 
 def test_prf_counts_pairs_once():

@@ -11,7 +11,7 @@ import pytest
 
 from auditor import linkbatch
 from auditor.linking import Linker
-from auditor.matching import MatchIndex, assign, listing_features
+from auditor.matching import MatchIndex, assign, listing_features, twin_links
 from auditor.model import Link, LinkMethod, Listing, MasterRecord, Money
 from auditor.world.catalog import iter_products
 
@@ -57,7 +57,8 @@ def world(n_masters: int, n_listings: int) -> tuple[dict[str, MasterRecord], lis
 def reference(master: dict[str, MasterRecord], listings: list[Listing],
               rejected: dict[str, set[str]]) -> dict[str, tuple]:
     """Each listing's link decided listing by listing, as the linker did before
-    ``auditor.linkbatch``: features, ``MatchIndex.rank``, ``assign``, ``MatchIndex.score``."""
+    ``auditor.linkbatch``: features, ``MatchIndex.rank``, ``assign``, ``twin_links``,
+    ``MatchIndex.score``."""
     idx = MatchIndex(master)
     feats, ranks = [], []
     out: dict[str, tuple] = {}
@@ -74,7 +75,9 @@ def reference(master: dict[str, MasterRecord], listings: list[Listing],
         keep.append(li)
         feats.append(f)
         ranks.append(ranked)
-    for li, f, d in zip(keep, feats, assign(ranks, 0.8, 0.5, 0.05, (), [li.key for li in keep]), strict=True):
+    decisions = twin_links(idx, ranks, assign(ranks, 0.8, 0.5, 0.05, (), [li.key for li in keep]),
+                           0.8, [f.price for f in feats])
+    for li, f, d in zip(keep, feats, decisions, strict=True):
         if d.index is None:
             out[li.key] = ("none", None, round(min(d.score, 1.0), 3),
                            tuple(idx.skus[i] for i in d.alternatives), d.reason, {})
