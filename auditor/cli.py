@@ -332,10 +332,20 @@ def worker(config_path: Path, once: bool, heartbeat: float) -> None:
       auditor worker --config /etc/auditor/config.toml
       auditor worker --once            # until the queue is empty
     """
+    import logging
+
     from auditor.distributed import run_worker
 
     cfg = _load(config_path)
-    run_worker(cfg.path, once=once, heartbeat=heartbeat)
+    level = logging.getLogger().getEffectiveLevel()
+
+    def announce(url: str) -> None:  # one line, also without -v (-v logs it)
+        if not _quiet() and level > logging.INFO:
+            err.print(f"auditor worker {os.getpid()} taking jobs of {safe(url)}"
+                      + (" until the queue is empty" if once else "")
+                      + "; Ctrl-C stops it after the job in hand")
+
+    run_worker(cfg.path, once=once, heartbeat=heartbeat, announce=announce)
 
 
 def _write_metrics(cfg: Config, path: Path) -> None:
@@ -382,6 +392,15 @@ class ProgressListener:
         if event.channel not in self.tasks:
             self.tasks[event.channel] = self.p.add_task(event.channel, total=None)
         self.p.update(self.tasks[event.channel], completed=event.listings)
+
+    @hookimpl
+    def channel_finished(self, event: Any) -> None:
+        """A channel done says so (its spinner stops): in a distributed run the count
+        shows once the read job is done, and the shard jobs take their time after it."""
+        if event.channel not in self.tasks:
+            self.tasks[event.channel] = self.p.add_task(event.channel, total=None)
+        self.p.update(self.tasks[event.channel], description=f"{event.channel} {event.status}",
+                      total=event.listings, completed=event.listings)
 
 
 def print_report(report, code: int | None = None, exit_line: bool = True) -> None:
@@ -906,10 +925,13 @@ def config_group() -> None:
 @config_group.command("check")
 @config_option
 @click.option("--offline", is_flag=True,
-              help="Only validate the file: do not try to open the sources it names.")
+              help="Only validate the file: do not try to open the sources or the store "
+                   "it names.")
 def config_check(config_path: Path, offline: bool) -> None:
     """Validate a config file (every bad table and key named), then try to open every
-    source it names: files exist, URLs answer, environment variables are set.
+    source it names: files exist, URLs answer, environment variables are set; and the
+    store: a PostgreSQL server accepts the URL's login to its database (no table is
+    created), a SQLite file's folder exists.
 
     \b
     Examples:

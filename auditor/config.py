@@ -124,14 +124,15 @@ RUN_OPTIONS = (
         "per channel; 1 = every channel in the auditor's own process, one after another. "
         "Workers take the longest channels first (last run's duration, else file size)."),
     Opt("shard_size", int, 150_000,
-        "`auditor run --distributed`: listings per shard job; a channel of N listings is "
-        "checked and written by ceil(N / shard_size) jobs (docs/scaling.md)."),
+        "`auditor run --distributed`: listings per shard job (1 or more); a channel of N "
+        "listings is checked and written by ceil(N / shard_size) jobs (docs/scaling.md)."),
     Opt("job_attempts", int, 3,
         "`auditor run --distributed`: attempts of a job whose worker died (SIGKILL, a lost "
-        "machine) before it fails and its channel is recorded partial."),
+        "machine) before it fails and its channel is recorded partial (1 or more)."),
     Opt("stalled_after", float, 30.0,
         "`auditor run --distributed`: seconds without a heartbeat after which a worker is "
-        "taken for dead and its job queued again (above `auditor worker --heartbeat`)."),
+        "taken for dead and its job queued again (above 0, and above `auditor worker "
+        "--heartbeat`)."),
     Opt("distributed", bool, False,
         "Every run of this config is distributed, as with `auditor run --distributed`: "
         "`auditor run` and the scheduled audits of `auditor serve` hand the channels to "
@@ -419,11 +420,24 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
         return v
 
     # `store = "postgresql://..."` (a URL at the top) is short for [store] url = "..."
+    told = len(problems)
     store = resolve(STORE_OPTIONS, {"url": raw["store"]} if isinstance(raw.get("store"), str)
                     else table("store"), "[store]", problems)
+    if isinstance(raw.get("store"), str):  # name the key as the file has it
+        problems[told:] = [p.replace("[store].url", "store", 1) for p in problems[told:]]
     run = resolve(RUN_OPTIONS, table("run"), "[run]", problems)
     if run.get("workers", 0) < 0:
         problems.append("[run].workers: expected 0 (one per CPU core) or a positive number")
+    for key, least in (("shard_size", 1), ("job_attempts", 1)):
+        if key in run and run[key] < least:
+            problems.append(f"[run].{key}: expected {least} or more, got {run[key]}")
+    if "stalled_after" in run and run["stalled_after"] <= 0:
+        problems.append(f"[run].stalled_after: expected seconds above 0 (above the workers' "
+                        f"--heartbeat), got {run['stalled_after']:g}")
+    if run.get("distributed") and not re.match(r"(?i)postgres(ql)?(\+psycopg)?://",
+                                               str(store.get("url") or "")):
+        problems.append("[run].distributed: distributed runs need the PostgreSQL store "
+                        "([store] url = \"postgresql://...\"); this config's store is SQLite")
     http = resolve(HTTP_OPTIONS, table("http"), "[http]", problems)
     master = resolve(MASTER_OPTIONS, table("master"), "[master]", problems)
     if "master" not in raw:

@@ -86,6 +86,12 @@ def _postgres_url(url: str) -> str:
     if not pg_url(url):
         raise StoreError(f"a distributed run needs the PostgreSQL store ([store] url = "
                          f"\"postgresql://...\"); this config's store is {url}")
+    try:  # said before a run starts, not as a crash once its master is imported
+        import procrastinate  # noqa: F401
+    except ImportError as e:
+        raise AuditorError(f"distributed runs and `auditor worker` need the job queue "
+                           f"procrastinate: pip install 'omni-auditor[distributed]' ({e})"
+                           ) from None
     return url
 
 
@@ -136,9 +142,10 @@ def ensure_queue(url: str) -> None:
 
 
 def run_worker(config_path: str | Path, *, concurrency: int = 1, once: bool = False,
-               heartbeat: float = 5.0) -> None:
+               heartbeat: float = 5.0, announce: Callable[[str], None] | None = None) -> None:
     """``auditor worker``: take jobs until stopped (SIGTERM / Ctrl-C finish the job in
-    hand first); ``once``: stop when the queue is empty."""
+    hand first); ``once``: stop when the queue is empty. ``announce(url)`` is called
+    once the queue is reachable (the CLI's line without ``-v``)."""
     from auditor import http
     from auditor.storage.jobs import HostPacer
 
@@ -151,6 +158,8 @@ def run_worker(config_path: str | Path, *, concurrency: int = 1, once: bool = Fa
     http.shared_pacer = pacer
     app = make_app(url)
     log.info("auditor worker %s: taking jobs of %s", os.getpid(), _describe(url))
+    if announce is not None:
+        announce(_describe(url))
     try:
         app.run_worker(queues=[QUEUE], concurrency=concurrency, wait=not once,
                        name=f"auditor-{os.uname().nodename}-{os.getpid()}",
@@ -303,8 +312,30 @@ def _timed(what: str) -> Iterator[None]:
                  time.process_time() - c0)
 
 
+@contextlib.contextmanager
+def _failure_recorded(run_id: int, channel: str, job: str) -> Iterator[None]:
+    """A job that raises leaves its reason in ``dist_errors`` (without the store's
+    password) before the queue retries or fails it: the channel's failure then says
+    why, not only that a job failed."""
+    try:
+        yield
+    except Exception as e:
+        from auditor.storage import redact
+        from auditor.storage.jobs import RunJobs
+
+        text = str(e) if isinstance(e, AuditorError) else f"{type(e).__name__}: {e}"
+        try:
+            with RunJobs(_worker_url) as jobs:
+                jobs.save_error(run_id, channel, job, redact(text, _worker_url)[:2000])
+        except Exception:
+            log.exception("run %s: could not record why job %s of channel %s failed",
+                          run_id, job, channel)
+        raise
+
+
 def read_job(context: Any, run_id: int, channel: str) -> None:
-    with _timed(f"run {run_id} job read {channel}"):
+    with _timed(f"run {run_id} job read {channel}"), \
+            _failure_recorded(run_id, channel, "read"):
         _read_job(run_id, channel)
 
 
@@ -353,7 +384,8 @@ def _read_result(env: _JobEnv, run_id: int, channel: str) -> tuple[int, Any]:
 
 
 def shard_job(context: Any, run_id: int, channel: str, shard: int) -> None:
-    with _timed(f"run {run_id} job shard {channel}/{shard}"):
+    with _timed(f"run {run_id} job shard {channel}/{shard}"), \
+            _failure_recorded(run_id, channel, f"shard {shard}"):
         _shard_job(run_id, channel, shard)
 
 
@@ -373,7 +405,8 @@ def _shard_job(run_id: int, channel: str, shard: int) -> None:
 
 
 def finish_job(context: Any, run_id: int, channel: str, failed_shards: list[int]) -> None:
-    with _timed(f"run {run_id} job finish {channel}"):
+    with _timed(f"run {run_id} job finish {channel}"), \
+            _failure_recorded(run_id, channel, "finish"):
         _finish_job(run_id, channel, failed_shards)
 
 
@@ -385,7 +418,8 @@ def _finish_job(run_id: int, channel: str, failed_shards: list[int]) -> None:
         n, read = _read_result(env, run_id, channel)
         summary = finish_channel(env.cfg, env.store, run_id, env.cfg.channel(channel),
                                  env.loaded.master, env.loaded.history, env.now, n, read,
-                                 env.jobs.shard_results(run_id, channel), failed_shards)
+                                 env.jobs.shard_results(run_id, channel), failed_shards,
+                                 env.jobs.errors(run_id, channel))
         env.jobs.save_summary(run_id, channel, summary)
     finally:
         env.close()
@@ -532,8 +566,10 @@ def audit_shard(cfg: Config, store: Any, run_id: int, ch: ChannelConfig, master:
 
 def finish_channel(cfg: Config, store: Any, run_id: int, ch: ChannelConfig, master: Mapping,
                    history: Any, now: datetime, shards: int, read: ReadOutcome,
-                   shard_results: dict[int, ShardOutcome], failed_shards: list[int]) -> Any:
-    """The channel-wide conclusions once every shard job has ended; its summary."""
+                   shard_results: dict[int, ShardOutcome], failed_shards: list[int],
+                   errors: Mapping[str, str] | None = None) -> Any:
+    """The channel-wide conclusions once every shard job has ended; its summary.
+    ``errors``: why jobs failed (``RunJobs.errors``), the first failed shard's quoted."""
     from auditor.runner import ChannelSummary
     from auditor.storage import ShardSpec
 
@@ -544,6 +580,10 @@ def finish_channel(cfg: Config, store: Any, run_id: int, ch: ChannelConfig, mast
         result.message = (f"{len(failed)} of {shards} shard jobs failed "
                           f"(shards {', '.join(map(str, failed[:20]))}): nothing concluded "
                           f"missing or removed")
+        why = [(i, (errors or {}).get(f"shard {i}")) for i in failed]
+        why = [(i, e) for i, e in why if e]
+        if why:
+            result.message += f"; shard {why[0][0]}: {why[0][1]}"
     ck = _Checker(cfg, store, ch, master, history, now)
     if result.status == SourceStatus.COMPLETE:
         if result.presence_held is None:
@@ -632,6 +672,9 @@ class DistributedSession(AuditSession):
                  time.perf_counter() - t_pack)
         snap = store.last_master_snapshot()
         jobs = RunJobs(self.url)
+        if jobs.end_stale_runs(run_id):
+            log.info("earlier distributed runs left running: their staged listings and "
+                     "master packs dropped")
         ends = RunJobs(self.url)  # a connection that only waits for jobs to end
         ends.listen()
         app = make_app(self.url)
@@ -651,7 +694,9 @@ class DistributedSession(AuditSession):
         started = {name: time.perf_counter() for name in names}
         status = "interrupted"
 
-        def fail(name: str, reason: str) -> None:
+        def fail(name: str, reason: str, job: str) -> None:
+            cause = jobs.errors(run_id, name).get(job)
+            reason += f": {cause}" if cause else " (see the workers' logs)"
             result = SourceResult(name, SourceStatus.FAILED, message=reason, started_at=now,
                                   finished_at=datetime.now(UTC))
             store.save_source_result(run_id, result, [])
@@ -660,6 +705,7 @@ class DistributedSession(AuditSession):
             channel_events(self.emit, self.wanted, store, run_id, summaries[name], result)
 
         stall_check = 0.0
+        idle_warned = False
         try:
             while len(summaries) < len(names):
                 every = list(reads.values()) + list(finishes.values()) + \
@@ -668,6 +714,14 @@ class DistributedSession(AuditSession):
                 if time.monotonic() - stall_check >= min(self.stall_poll, stalled / 4):
                     stall_check = time.monotonic()
                     self._retry_stalled(app, jobs, stalled, attempts, states)
+                    if jobs.live_workers(stalled):
+                        idle_warned = False
+                    elif not idle_warned and time.perf_counter() - t_jobs >= stalled:
+                        idle_warned = True
+                        log.warning("run %s: no `auditor worker` is taking jobs on %s (none "
+                                    "sent a heartbeat in %.0f s): the run waits for one; start "
+                                    "`auditor worker --config %s`", run_id, _describe(self.url),
+                                    stalled, self.config_path)
                 for name in names:
                     if name in summaries:
                         continue
@@ -683,8 +737,12 @@ class DistributedSession(AuditSession):
                                 "auditor.shard", queue=QUEUE).defer(
                                     run_id=run_id, channel=name, shard=i)
                                 for i in range(n) if i not in done}
+                            log.info("run %s channel %s read: %s listings, %d shard job(s) "
+                                     "queued", run_id, name,
+                                     f"{got[1].result.listings:,}" if got else "no",
+                                     len(shard_jobs[name]))
                         elif st in TERMINAL:
-                            fail(name, f"the read job of channel {name} {st}")
+                            fail(name, f"the read job of channel {name} {st}", "read")
                         continue
                     if name not in finishes:
                         sts = {i: states.get(j, DONE)[0]
@@ -700,12 +758,15 @@ class DistributedSession(AuditSession):
                     if st == "succeeded":
                         summary = jobs.summary(run_id, name)
                         summaries[name] = summary
+                        log.info("run %s channel %s finished: %s (%d of %d channels done)",
+                                 run_id, name, summary.status.value, len(summaries),
+                                 len(names))
                         channel_events(self.emit, self.wanted, store, run_id, summary,
                                        _result_of(store, run_id, name),
                                        [(e.location, e.reason)
                                         for e in store.run_errors(run_id, name, 20)])
                     elif st in TERMINAL:
-                        fail(name, f"the finish job of channel {name} {st}")
+                        fail(name, f"the finish job of channel {name} {st}", "finish")
                 if len(summaries) < len(names):
                     ends.wait(self.poll)
             status = "finished"
@@ -742,14 +803,21 @@ class DistributedSession(AuditSession):
         for row in rows:
             if row["id"] not in states:
                 continue  # another run's (or an earlier one's) job
+            args = row["args"] or {}
+            job = {"auditor.read": "read", "auditor.finish": "finish"}.get(
+                row["task_name"], f"shard {args.get('shard')}")
             if row["attempts"] + 1 >= attempts:
-                log.error("job %s (%s) stalled on its last attempt: failed", row["id"],
-                          row["task_name"])
+                log.error("job %s (%s of channel %s) stalled on its last attempt: failed",
+                          row["id"], job, args.get("channel"))
+                with contextlib.suppress(Exception):
+                    jobs.save_error(args["run_id"], args["channel"], job,
+                                    f"its worker stopped sending heartbeats (killed, or its "
+                                    f"machine lost) on each of {attempts} attempts")
                 sync.execute_query(query=sql.queries["finish_job"], job_id=row["id"],
                                    status="failed", delete_job=False)
             else:
-                log.warning("job %s (%s): its worker is gone; queued again", row["id"],
-                            row["task_name"])
+                log.warning("job %s (%s): its worker is gone; queued again (%s of channel "
+                            "%s)", row["id"], row["task_name"], job, args.get("channel"))
                 app.job_manager.retry_job_by_id(row["id"], datetime.now(UTC))
 
 

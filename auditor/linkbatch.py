@@ -33,9 +33,9 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from auditor.forking import _in_fork  # forks as the run's other background steps do
-from auditor.matching import (Decision, Features, MatchIndex, codes, decide, listing_features,
-                              norm_brand)
-from auditor.model import Listing
+from auditor.matching import (KEEP, W_PRICE_CLOSE, W_PRICE_FAR, W_PRICE_OFF, Decision, Features,
+                              MatchIndex, codes, decide, listing_features, norm_brand)
+from auditor.model import Link, LinkMethod, Listing
 from auditor.text import normalize_title
 
 CACHE = 2_000         # titles, brands, (title, master) evidence kept while reading listings in
@@ -105,14 +105,17 @@ class FeatureReader:
         Features object serves the listings showing the same title (in any case, when it
         is ASCII), description and MPN, their brand and price set in turn: use it before
         taking the next."""
-        shown: tuple[Any, ...] | None = None
+        title: Any = self  # (no listing's)
+        description = mpn = None
         f = Features("", [], set(), "", None)
+        brands, brand = self._brands, self.brand
         for p in positions:
             li = listings[p]
-            if (li.title, li.description, li.mpn) != shown:
-                shown = (li.title, li.description, li.mpn)
-                f = self.shown(li.title, li.description, li.mpn, copy=False)
-            f.brand, f.brand_words = self.brand(li.brand)
+            if li.title != title or li.description != description or li.mpn != mpn:
+                title, description, mpn = li.title, li.description, li.mpn
+                f = self.shown(title, description, mpn, copy=False)
+            b = brands.get(li.brand) if li.brand else None  # (``brand``, inlined)
+            f.brand, f.brand_words = b if b is not None else brand(li.brand)
             f.price = float(li.price.amount) if li.price is not None else None
             yield p, li, f
 
@@ -124,17 +127,194 @@ def title_order(listings: Sequence[Listing]) -> list[int]:
 
 
 def rank_part(idx: MatchIndex, listings: Sequence[Listing], positions: Sequence[int],
-              rejected: Mapping[str, Any]) -> list[tuple[str | None, Ranked]]:
+              rejected: Mapping[str, Any]) -> tuple[list[tuple[str | None, Ranked]], Flat]:
     """(why the listing cannot be matched, or None; its ranked candidates) for the listings
-    at ``positions``, in that order (``rejected``: listing key -> SKUs a person rejected)."""
+    at ``positions``, in that order (``rejected``: listing key -> SKUs a person rejected):
+    ``MatchIndex.rank`` of each, computed in two steps. Per title and brand (``_Groups``):
+    the candidates, their title evidence and their brand evidence; then for all the
+    listings at once, over arrays (``score_pairs``): each candidate's price evidence, the
+    score, and the candidates best first. Also the same rankings as arrays (``Flat``)."""
     out: list[tuple[str | None, Ranked]] = []
-    append, rank, keys = out.append, idx.rank, _TitleKeys(idx)
+    append = out.append
+    groups = _Groups(idx)
+    mine: list[int] = []       # the places in ``out`` ranked over arrays
+    group_of: list[int] = []   # and each one's group
+    prices: list[float] = []   # and price (0.0: none)
+    alone: list[int] = []      # the places ranked one by one
     for _p, li, f in FeatureReader().each(listings, positions):
         if f.reason:
+            alone.append(len(out))
             append((f.reason, ()))
-        else:
-            append((None, rank(f, rejected.get(li.key, ()) if rejected else (), keys(f))))
+            continue
+        exclude = rejected.get(li.key, ()) if rejected else ()
+        if exclude:  # rare: alone
+            alone.append(len(out))
+            append((None, idx.rank(f, exclude, groups.keys(f))))
+            continue
+        mine.append(len(out))
+        group_of.append(groups(f))
+        prices.append(f.price or 0.0)
+        append((None, ()))
+    parts = [(np.array(alone, dtype=np.intp), _flat([out[k][1] for k in alone]))]
+    if mine:
+        flat = groups.ranked(group_of, prices)
+        for k, ranked in zip(mine, _tuples(flat), strict=True):
+            out[k] = (None, ranked)
+        parts.append((np.array(mine, dtype=np.intp), flat))
+    return out, _interleave(len(out), parts)
+
+
+# Rankings as arrays: per listing the number of candidates kept, then every listing's
+# (score, master) pairs one after the other, best first
+Flat = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _flat(ranked: Sequence[Ranked]) -> Flat:
+    """``Flat`` of rankings given as tuples."""
+    counts = np.fromiter(map(len, ranked), dtype=np.intp, count=len(ranked))
+    total = int(counts.sum())
+    pairs = np.fromiter(chain.from_iterable(chain.from_iterable(ranked)), dtype=np.float64,
+                        count=2 * total).reshape(total, 2)
+    return counts, pairs[:, 0].copy(), pairs[:, 1].astype(np.intp)
+
+
+def _tuples(flat: Flat) -> list[Ranked]:
+    """The rankings of ``Flat`` as tuples of (score, master)."""
+    counts, scores, masters = flat
+    pairs = list(zip(scores.tolist(), masters.tolist(), strict=True))
+    out: list[Ranked] = []
+    append = out.append
+    k = 0
+    for c in counts.tolist():
+        append(tuple(pairs[k:k + c]))
+        k += c
     return out
+
+
+def _interleave(n: int, parts: Sequence[tuple[np.ndarray, Flat]]) -> Flat:
+    """``Flat`` of ``n`` listings from parts that each hold the rankings of the listings at
+    the given places (together: each place once)."""
+    counts = np.zeros(n, dtype=np.intp)
+    for rows, (c, _s, _m) in parts:
+        counts[rows] = c
+    starts = np.cumsum(counts) - counts
+    total = int(counts.sum())
+    scores = np.empty(total, dtype=np.float64)
+    masters = np.empty(total, dtype=np.intp)
+    for rows, (c, sc, ms) in parts:
+        if len(sc):
+            to = np.repeat(starts[rows] - (np.cumsum(c) - c), c) + np.arange(len(sc))
+            scores[to] = sc
+            masters[to] = ms
+    return counts, scores, masters
+
+
+class _Groups:
+    """What ``MatchIndex.rank`` computes per title and brand, for the listings that
+    ``FeatureReader.each`` reads: per (features object, brand) a group with the candidates
+    (``MatchIndex.title_scored``), their title evidence and their brand evidence
+    (``MatchIndex._brand_score``), laid out flat; ``ranked`` then adds each listing's
+    price."""
+
+    def __init__(self, idx: MatchIndex):
+        self.idx = idx
+        self.keys = _TitleKeys(idx)
+        self._f: Features | None = None
+        self._of_f: dict[tuple[str, str], int] = {}
+        self.starts: list[int] = [0]   # group g's candidates are at starts[g]:starts[g + 1]
+        self.masters: list[int] = []
+        self.titles: list[float] = []
+        self.brands: list[float] = []
+
+    def __call__(self, f: Features) -> int:
+        """The group of a listing whose features are ``f`` (its brand and price set)."""
+        if f is not self._f:
+            self._f = f
+            self._of_f = {}
+        bk = (f.brand, f.brand_words)
+        g = self._of_f.get(bk)
+        if g is None:
+            idx = self.idx
+            cands, titles = idx.title_scored(f, (), self.keys(f))
+            self.masters.extend(cands)
+            self.titles.extend(titles)
+            brand = idx._brand_score
+            self.brands.extend([brand(f, i, None) for i in cands])
+            g = self._of_f[bk] = len(self.starts) - 1
+            self.starts.append(len(self.masters))
+        return g
+
+    def ranked(self, group_of: list[int], prices: list[float]) -> Flat:
+        """The ranked candidates of listings in groups ``group_of`` showing ``prices``."""
+        starts = np.array(self.starts, dtype=np.intp)
+        gid = np.array(group_of, dtype=np.intp)
+        return score_flat(starts[gid], starts[gid + 1] - starts[gid],
+                           np.array(self.masters, dtype=np.intp),
+                           np.array(self.titles, dtype=np.float64),
+                           np.array(self.brands, dtype=np.float64),
+                           np.array(prices, dtype=np.float64),
+                           np.asarray(self.idx.prices, dtype=np.float64))
+
+
+def price_scores(lp: np.ndarray, mp: np.ndarray) -> np.ndarray:
+    """``MatchIndex._price_score`` of each pair (listing price, master price) over arrays
+    (0.0 or less: no price): the same numbers."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        ratio = np.maximum(lp, mp) / np.minimum(lp, mp)
+    priced = (lp > 0) & (mp > 0)
+    return np.where(~priced, 0.0,
+                    np.where(ratio >= 10, 0.0 + W_PRICE_FAR,
+                             np.where(ratio >= 3, 0.0 + W_PRICE_OFF,
+                                      np.where(ratio <= 1.3, 0.0 + W_PRICE_CLOSE, 0.0))))
+
+
+def round4(x: np.ndarray) -> np.ndarray:
+    """Python's ``round(v, 4)`` of each value (numpy's ``round`` scales, then rounds the
+    scaled value, which can differ where that lands near a half: those few are rounded
+    by Python)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        y = x * 10_000.0
+        out = np.rint(y) / 10_000.0
+        # (|y| < 1e9: the product is within 1.2e-7 of x * 10,000, so off the ties by 1e-6
+        # it rounds to the integer the exact product rounds to)
+        near = (np.abs(y - np.floor(y) - 0.5) < 1e-6) | ~(np.abs(y) < 1e9)
+    for k in np.flatnonzero(near).tolist():
+        out[k] = round(float(x[k]), 4)
+    return out
+
+
+def score_pairs(first: np.ndarray, count: np.ndarray, masters: np.ndarray,
+                titles: np.ndarray, brands: np.ndarray, prices: np.ndarray,
+                master_prices: np.ndarray) -> list[Ranked]:
+    """Per listing, ``MatchIndex.rank``'s (score, master) pairs best first (ties: the
+    smaller master first), at most ``KEEP``: listing ``n``'s candidates are
+    ``masters[first[n]:first[n] + count[n]]`` with that title and brand evidence, its
+    price ``prices[n]``. Each score is ``round(title + (brand + price), 4)`` as ``rank``
+    adds them."""
+    return _tuples(score_flat(first, count, masters, titles, brands, prices, master_prices))
+
+
+def score_flat(first: np.ndarray, count: np.ndarray, masters: np.ndarray,
+               titles: np.ndarray, brands: np.ndarray, prices: np.ndarray,
+               master_prices: np.ndarray) -> Flat:
+    """``score_pairs`` as arrays (``Flat``)."""
+    n = len(first)
+    total = int(count.sum())
+    if not total:
+        return np.zeros(n, dtype=np.intp), np.empty(0), np.empty(0, dtype=np.intp)
+    listing = np.repeat(np.arange(n, dtype=np.intp), count)
+    starts = np.cumsum(count) - count
+    at = np.repeat(first - starts, count) + np.arange(total, dtype=np.intp)
+    m = masters[at]
+    scores = round4(titles[at] + (brands[at] + price_scores(prices[listing],
+                                                             master_prices[m])))
+    order = np.lexsort((m, -scores, listing))
+    count = count.astype(np.intp)
+    if int(count.max()) > KEEP:  # the best KEEP of each listing
+        place = np.arange(total, dtype=np.intp) - np.repeat(starts, count)
+        order = order[place < KEEP]
+        count = np.minimum(count, KEEP)
+    return count, scores[order], m[order]
 
 
 class _TitleKeys:
@@ -178,15 +358,26 @@ def _spread(fn: Callable[[list[int]], Any], order: list[int], workers: int
 
 
 def rank_all(idx: MatchIndex, listings: Sequence[Listing], rejected: Mapping[str, Any],
-             workers: int = 1) -> list[tuple[str | None, Ranked]]:
+             workers: int = 1) -> Ranks:
     """``rank_part`` of every listing, in the listings' order; with ``workers`` > 1 and at
-    least ``POOL_MIN`` listings, ranked by that many processes (forked: the same results)."""
-    out: list[tuple[str | None, Ranked]] = [(None, ())] * len(listings)
-    for part, res in _spread(lambda part: rank_part(idx, listings, part, rejected),
-                             title_order(listings), workers):
+    least ``POOL_MIN`` listings, ranked by that many processes (forked: the same results).
+    The rankings as arrays are kept beside (``Ranks.flat``) for ``assign_all``."""
+    out = Ranks([(None, ())] * len(listings))
+    parts = []
+    for part, (res, flat) in _spread(lambda part: rank_part(idx, listings, part, rejected),
+                                     title_order(listings), workers):
         for p, r in zip(part, res, strict=True):
             out[p] = r
+        parts.append((np.array(part, dtype=np.intp), flat))
+    out.flat = _interleave(len(listings), parts)
     return out
+
+
+class Ranks(list):
+    """(why the listing cannot be matched, or None; its ranked candidates) per listing, with
+    the same rankings as arrays (``flat``)."""
+
+    flat: Flat | None = None
 
 
 def evidence_all(idx: MatchIndex, listings: Sequence[Listing], wanted: Mapping[int, int],
@@ -227,23 +418,20 @@ def evidence_part(idx: MatchIndex, listings: Sequence[Listing], positions: Seque
 
 
 def assign_all(ranked: Sequence[Ranked], link_at: float, suggest_at: float, margin: float,
-               taken: Iterable[int] = (), order: Sequence[Any] | None = None
-               ) -> list[Decision]:
+               taken: Iterable[int] = (), order: Sequence[Any] | None = None,
+               flat: Flat | None = None) -> list[Decision]:
     """``matching.assign`` for a whole channel: the same greedy pass over the same pairs in
     the same order (strongest first; of pairs scoring the same, the listing whose next
     candidate is further below, then the listing first in ``order``, then the candidate's
     place), with the pairs laid out and sorted as arrays (numpy ``lexsort``) instead of a
     list of tuples. Each listing's candidates come best first, as ``MatchIndex.rank``
-    gives them."""
+    gives them (``flat``: the same rankings as arrays, when the caller has them)."""
     used = set(taken)
     chosen: dict[int, int] = {}
     n = len(ranked)
-    lens = np.fromiter(map(len, ranked), dtype=np.intp, count=n)
+    lens, scores, pair_master = flat if flat is not None else _flat(ranked)
     total = int(lens.sum())
     if total:
-        flat = np.fromiter(chain.from_iterable(chain.from_iterable(ranked)), dtype=np.float64,
-                           count=2 * total).reshape(total, 2)
-        scores = flat[:, 0]
         starts = np.cumsum(lens) - lens
         listing = np.repeat(np.arange(n, dtype=np.intp), lens)
         place = np.arange(total, dtype=np.intp) - np.repeat(starts, lens)
@@ -262,13 +450,49 @@ def assign_all(ranked: Sequence[Ranked], link_at: float, suggest_at: float, marg
         keep = np.flatnonzero(scores >= suggest_at)
         sort = np.lexsort((place[keep], rank[listing[keep]], gap[keep], -scores[keep]))
         keep = keep[sort]
-        masters = flat[keep, 1].astype(np.intp).tolist()
+        masters = pair_master[keep].tolist()
         for p, k, i in zip(listing[keep].tolist(), place[keep].tolist(), masters, strict=True):
             if p in chosen or i in used:
                 continue
             chosen[p] = k
             used.add(i)
     return decide(ranked, chosen, used, link_at, suggest_at, margin)
+
+
+_LINK_FIELDS = ("channel", "listing_key", "sku", "method", "confidence", "candidates", "reason",
+                "evidence")
+
+
+def _link_maker() -> Callable[[str, str, str | None, LinkMethod, float, tuple[str, ...],
+                               str | None, Mapping[str, Any]], Link]:
+    """``Link(...)`` with every field given, the same object, made without the frozen
+    dataclass's ``object.__setattr__`` per field (a channel makes a million of them; this
+    takes about 40% less time): the slots are set through their descriptors. ``Link``
+    itself if its fields are not the ones expected here."""
+    if tuple(f.name for f in dataclasses.fields(Link)) != _LINK_FIELDS \
+            or "__post_init__" in vars(Link) or "__slots__" not in vars(Link):
+        return Link
+    new = object.__new__
+    s0, s1, s2, s3, s4, s5, s6, s7 = (getattr(Link, n).__set__ for n in _LINK_FIELDS)
+
+    def make(channel: str, listing_key: str, sku: str | None, method: LinkMethod,
+             confidence: float, candidates: tuple[str, ...], reason: str | None,
+             evidence: Mapping[str, Any]) -> Link:
+        lk = new(Link)
+        s0(lk, channel)
+        s1(lk, listing_key)
+        s2(lk, sku)
+        s3(lk, method)
+        s4(lk, confidence)
+        s5(lk, candidates)
+        s6(lk, reason)
+        s7(lk, evidence)
+        return lk
+
+    return make
+
+
+new_link = _link_maker()
 
 
 @contextlib.contextmanager

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from auditor.linkbatch import assign_all, collector_paused, evidence_all, rank_all
 from auditor.matching import Decision, Features, MatchIndex, listing_features, twin_links
 from auditor.model import Link, LinkMethod, Listing, MasterRecord
+from auditor.linkbatch import new_link
 from auditor.values import gtin_valid, normalize_gtin
 
 KEY_KINDS = ("sku", "gtin", "mpn", "url")
@@ -322,16 +323,27 @@ class Linker:
     def link_all(self, listings: Iterable[Listing]) -> list[Link]:
         """Every listing of one channel linked together (in the listings' order)."""
         s = self.session()
-        out: dict[str, Link] = {}
-        order = []
+        links: list[Any] = []
+        held: list[int] = []  # the places of the listings ``finish`` links (in its order)
+        keys: list[str] = []
         for li in listings:
-            order.append(li.key)
+            keys.append(li.key)
             link = s.link(li)
-            if link is not None:
-                out[li.key] = link
-        for li, link in s.finish():
-            out[li.key] = link
-        return [out[k] for k in order]
+            if link is None:
+                held.append(len(links))
+            links.append(link)
+        for p, (_li, link) in zip(held, s.finish(), strict=True):
+            links[p] = link
+        if len(set(keys)) < len(keys):  # a key shown twice: each of its listings gets the
+            out: dict[str, Link] = {}   # key's link decided last
+            later = set(held)
+            for p, k in enumerate(keys):
+                if p not in later:
+                    out[k] = links[p]
+            for p in held:
+                out[keys[p]] = links[p]
+            links = [out[k] for k in keys]
+        return links
 
 
 def _carried_key(li: Listing) -> tuple[str, str] | None:
@@ -450,7 +462,7 @@ class LinkSession:
         with collector_paused():
             ranks = rank_all(idx, pending, self.rejected, lk.workers)
             decisions = assign_all([r for _why, r in ranks], lk.link_score, lk.suggest_score,
-                                   lk.margin, taken, [li.key for li in pending])
+                                   lk.margin, taken, [li.key for li in pending], ranks.flat)
             twin_links(idx, [r for _why, r in ranks], decisions, lk.link_score,
                        [float(li.price.amount) if li.price is not None else None
                         for li in pending])
@@ -470,15 +482,16 @@ class LinkSession:
             reason = why or "no master shares a word or a model code with the title"
             if not li.title:
                 reason = "no key and no title"
-            return Link(li.channel, li.key, None, LinkMethod.NONE, 0.0, (), reason)
+            return new_link(li.channel, li.key, None, LinkMethod.NONE, 0.0, (), reason, {})
         if d.index is None:
-            return Link(li.channel, li.key, None, LinkMethod.NONE, round(min(d.score, 1.0), 3),
-                        tuple([skus[i] for i in d.alternatives]), d.reason)
+            return new_link(li.channel, li.key, None, LinkMethod.NONE,
+                            round(min(d.score, 1.0), 3),
+                            tuple([skus[i] for i in d.alternatives]), d.reason, {})
         ev = evidence if evidence is not None else {}  # made for this link alone
         ev["score"] = round(d.score, 3)
         sku = skus[d.index]
         conf = round(min(d.score, 1.0), 3)
         if d.state == "linked":
-            return Link(li.channel, li.key, sku, LinkMethod.FUZZY, conf, (), None, ev)
-        return Link(li.channel, li.key, None, LinkMethod.SUGGESTED, conf,
-                    (sku, *[skus[i] for i in d.alternatives[:3]]), d.reason, ev)
+            return new_link(li.channel, li.key, sku, LinkMethod.FUZZY, conf, (), None, ev)
+        return new_link(li.channel, li.key, None, LinkMethod.SUGGESTED, conf,
+                        (sku, *[skus[i] for i in d.alternatives[:3]]), d.reason, ev)

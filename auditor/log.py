@@ -34,5 +34,5 @@ def setup(verbosity: int = 0) -> None:
         root.removeHandler(h)
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "apscheduler"):
+    for noisy in ("httpx", "httpcore", "apscheduler", "procrastinate.jobs"):  # "Deferred 1 job"
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))

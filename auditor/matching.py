@@ -303,6 +303,14 @@ _ACCESSORY = frozenset(
     "remote lamp bulb cartridge cartridges toner ink drum refill refills tray filter "
     "replacement".split())
 _FOR = re.compile(r"\b(?:for|compatible with|fits|works with)\b")
+
+
+def _for_search(text: str) -> re.Match[str] | None:
+    """``_FOR.search(text)``, without the regex scan when none of its words can be there."""
+    if "for" in text or "fits" in text or "with" in text:
+        return _FOR.search(text)
+    return None
+
 _BUNDLE = frozenset("bundle bundled combo".split())
 # Accessory words by kind: two titles naming accessories of no common kind name different
 # products ("car charger" vs "usb cable"); "replacement" names no kind.
@@ -321,7 +329,7 @@ _ACCESSORY_KIND: dict[str, str] = {
 @lru_cache(maxsize=1 << 14)  # a master's title is read again for every listing it is a candidate of
 def accessory_words(norm_title: str) -> frozenset[str]:
     """The accessory words of a title's head (what comes before "for ...")."""
-    m = _FOR.search(norm_title)
+    m = _for_search(norm_title)
     head = norm_title[:m.start()] if m else norm_title
     if "jewel case" in head:  # how software is packed, not a case
         head = head.replace("jewel case", " ")
@@ -744,7 +752,7 @@ class MatchIndex:
         ma = accessory_words(mt)
         # one names an accessory, the other none, and is not itself for something ("Smart
         # Feather for iPad 2" is the "Smart Feather Case for iPad 2")
-        if bool(ma) != bool(f.accessory) and _FOR.search(title if ma else mt) is None:
+        if bool(ma) != bool(f.accessory) and _for_search(title if ma else mt) is None:
             s += W_ACCESSORY
             if ev is not None:
                 ev["accessory"] = sorted(ma or f.accessory)[:3]
@@ -761,11 +769,16 @@ class MatchIndex:
         """Master ``i``'s title before any "for ..." (a brand named after it is the
         brand of the product the master fits, not its own)."""
         t = self.titles[i]
-        m = _FOR.search(t)
+        m = _for_search(t)
         return t[:m.start()] if m else t
 
     def _listing_score(self, f: Features, i: int, ev: dict[str, Any] | None) -> float:
         """The evidence from the listing's brand and price."""
+        return self._brand_score(f, i, ev) + self._price_score(f.price, self.prices[i], ev)
+
+    def _brand_score(self, f: Features, i: int, ev: dict[str, Any] | None) -> float:
+        """The evidence from the listing's brand (and the brand its title names): the
+        same for every listing with that title and brand."""
         s = 0.0
         lb, mb = f.brand, self.brands[i]
         if lb and mb:
@@ -789,7 +802,14 @@ class MatchIndex:
             s += W_BRAND_AGREE
             if ev is not None:
                 ev["brand"] = "in title"
-        lp, mp = f.price, self.prices[i]
+        return s
+
+    @staticmethod
+    def _price_score(lp: float | None, mp: float | None, ev: dict[str, Any] | None) -> float:
+        """The evidence from the listing's price ``lp`` against the master's ``mp``
+        (``linkbatch.price_scores`` is the same rule over arrays: keep them in step;
+        tests/test_linkbatch.py compares them)."""
+        s = 0.0
         if lp and mp and lp > 0 and mp > 0:
             ratio = max(lp, mp) / min(lp, mp)
             if ratio >= 10:
@@ -835,6 +855,19 @@ class MatchIndex:
         ``CACHE_TITLES`` titles); the brand and price are weighed per listing."""
         if f.reason:
             return ()
+        cands, titles = self.title_scored(f, exclude, key)
+        out = [(round(t + self._listing_score(f, i, None), 4), i)
+               for i, t in zip(cands, titles, strict=True)]
+        out.sort(key=_SECOND)  # by master, then (stable) by score, highest first
+        out.sort(key=_FIRST, reverse=True)
+        return tuple(out[:KEEP])  # a tuple of numbers: the collector stops tracking it
+
+    def title_scored(self, f: Features, exclude: Iterable[str] = (),
+                     key: tuple[Any, ...] | None = None) -> tuple[list[int], list[float]]:
+        """The masters ``rank`` scores for a listing (in no particular order) and the
+        evidence of each from the listing's title (``_title_score``); what ``rank`` adds
+        is ``_listing_score`` (brand and price). The same for every listing showing the
+        title with the same brand and ``exclude``."""
         if key is None:
             key = self._title_key(f)
         entry = self._cache.get(key)
@@ -876,17 +909,15 @@ class MatchIndex:
                 cands = [i for _c, i in pre[:FULL_SCORES]]
             if not exclude:
                 picked[f.brand] = cands
-        out = []
+        titles = []
         for i in cands:
             t = title_scores.get(i)
             if t is None:
                 if not f.tokenset:
                     f.tokenset = set(f.tokens)
                 t = title_scores[i] = self._title_score(f, i, None)
-            out.append((round(t + self._listing_score(f, i, None), 4), i))
-        out.sort(key=_SECOND)  # by master, then (stable) by score, highest first
-        out.sort(key=_FIRST, reverse=True)
-        return tuple(out[:KEEP])  # a tuple of numbers: the collector stops tracking it
+            titles.append(t)
+        return cands, titles
 
 
 @dataclass(slots=True)

@@ -135,4 +135,27 @@ def probe_sources(cfg: Config) -> list[str]:
         dam = opts.get("dam_dir")
         if dam and not cfg.resolve_path(dam).is_dir():
             problems.append(f"{name}.dam_dir: no folder {cfg.resolve_path(dam)}")
+    problems += store_problems(cfg)
     return list(dict.fromkeys(problems))
+
+
+def store_problems(cfg: Config) -> list[str]:
+    """The store: a PostgreSQL server must answer to the URL's user and password (the
+    database must exist; the first `auditor run` creates the tables in it); a SQLite
+    file's folder must exist. Each problem names the key that set the store."""
+    from auditor.errors import StoreError
+    from auditor.storage import _postgres_url, _sqlite_file, store_exists
+
+    raw = cfg.raw.get("store")
+    where = "store" if isinstance(raw, str) else \
+        "[store].url" if isinstance(raw, dict) and raw.get("url") else "[store].path"
+    try:
+        if _postgres_url(cfg.store_url) is not None:
+            store_exists(cfg.store_url)  # connects; no table is created
+            return []
+        path = _sqlite_file(cfg.store_url)
+    except StoreError as e:
+        return [f"{where}: {e}"]
+    if path != ":memory:" and not Path(path).parent.is_dir():
+        return [f"{where}: no folder {Path(path).parent} for the SQLite store {path}"]
+    return []

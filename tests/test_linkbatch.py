@@ -4,9 +4,11 @@ scores and evidence; in one process and in forked ones."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from datetime import datetime, timezone
 
+import numpy as np
 import pytest
 
 from auditor import linkbatch
@@ -176,5 +178,106 @@ def test_assign_all_decides_what_assign_decides(seed):
     keys = [f"L{rnd.randrange(10 ** 6)}" for _ in ranked]  # ties settled by listing key
     assert linkbatch.assign_all(ranked, 0.8, 0.5, 0.05, taken, keys) == \
         assign(ranked, 0.8, 0.5, 0.05, taken, keys)
+    # the rankings handed over as arrays too (as ``rank_all`` keeps them), in pieces
+    flat = linkbatch._interleave(len(ranked), [
+        (np.arange(k, len(ranked), 3, dtype=np.intp), linkbatch._flat(ranked[k::3]))
+        for k in range(3)])
+    assert linkbatch.assign_all(ranked, 0.8, 0.5, 0.05, taken, keys, flat) == \
+        assign(ranked, 0.8, 0.5, 0.05, taken, keys)
     if ranked:
         assert {d.state for d in expected} <= {"linked", "suggested", "unlinked"}
+
+
+def test_price_scores_over_arrays_are_match_index_price_scores():
+    """``linkbatch.price_scores`` is ``MatchIndex._price_score`` of each pair: at the edges
+    of its bands (10x, 3x, 1.3x), without a price (None is 0.0), with odd prices."""
+    import numpy as np
+
+    rnd = random.Random(3)
+    edge = [0.0, -1.0, 1.0, 1.3, 3.0, 10.0, 13.0, 30.0, 100.0, 0.1, 0.3, 1e-300, 1e300,
+            float("inf"), float("nan"), 7.69, 2.999999999, 3.0000001, 9.99999999]
+    pairs = [(a, b) for a in edge for b in edge]
+    pairs += [(round(rnd.uniform(0.01, 500), 2), round(rnd.uniform(0.01, 500), 2))
+              for _ in range(5000)]
+    pairs += [(p, p * r) for p in (1.0, 19.99, 249.5) for r in (1.3, 3, 10, 1 / 1.3, 1 / 3, 0.1)]
+    lp = np.array([a for a, _ in pairs])
+    mp = np.array([b for _, b in pairs])
+    got = linkbatch.price_scores(lp, mp).tolist()
+    want = [MatchIndex._price_score(a, b, None) for a, b in pairs]
+    assert got == want
+    assert set(want) == {0.0, -0.3, -0.1, 0.05}  # every band is exercised
+
+
+def test_round4_over_arrays_is_pythons_round():
+    """``linkbatch.round4`` gives Python's ``round(v, 4)`` (correctly rounded), also for
+    values whose fourth decimal is a tie or next to one, where scaling and rounding in
+    binary (numpy's ``round``) can differ."""
+    import numpy as np
+
+    rnd = random.Random(5)
+    vals = [rnd.uniform(-2, 2) for _ in range(20000)]
+    vals += [(k + 0.5) / 10_000 for k in range(-3000, 3000)]  # ties, as near as binary gets
+    vals += [0.05 + 0.8123, 0.35 + 0.6 - 0.25, 1.00005, 0.12345, -0.00005, 0.0, -0.0,
+             float("nan"), float("inf"), -float("inf"), 1e15 + 0.3]
+    got = linkbatch.round4(np.array(vals)).tolist()
+    want = [round(v, 4) for v in vals]
+    assert [repr(x) for x in got] == [repr(x) for x in want]
+    assert np.round(np.array(vals[20000:26000]), 4).tolist() != want[20000:26000]  # (numpy's differ)
+
+
+def test_score_pairs_orders_as_rank_does():
+    """Per listing the best score first, ties by the smaller master, at most KEEP."""
+    import numpy as np
+
+    from auditor.matching import KEEP
+
+    rnd = random.Random(11)
+    counts = [rnd.randint(0, KEEP + 3) for _ in range(300)]
+    first, masters, titles, brands = [], [], [], []
+    for c in counts:
+        first.append(len(masters))
+        ms = rnd.sample(range(40), c)
+        masters += ms
+        titles += [rnd.choice([0.5, 0.7, 0.9, 0.7000049]) for _ in ms]
+        brands += [rnd.choice([0.0, 0.05, -0.25]) for _ in ms]
+    prices = [rnd.choice([0.0, 10.0, 25.0, 200.0]) for _ in counts]
+    mprices = [rnd.choice([0.0, 10.0, 11.0, 40.0]) for _ in range(40)]
+    got = linkbatch.score_pairs(np.array(first), np.array(counts), np.array(masters),
+                                np.array(titles), np.array(brands), np.array(prices),
+                                np.array(mprices))
+    for n, c in enumerate(counts):
+        ks = range(first[n], first[n] + c)
+        want = sorted(((round(titles[k] + (brands[k] + MatchIndex._price_score(
+            prices[n], mprices[masters[k]], None)), 4), masters[k]) for k in ks),
+            key=lambda p: (-p[0], p[1]))[:KEEP]
+        assert got[n] == tuple(want)
+
+
+def test_new_link_makes_the_link_link_makes():
+    a = linkbatch.new_link("c", "k", "S1", LinkMethod.FUZZY, 0.9, ("S2",), None, {"title": 1.0})
+    b = Link("c", "k", "S1", LinkMethod.FUZZY, 0.9, ("S2",), None, {"title": 1.0})
+    assert a == b and type(a) is Link and repr(a) == repr(b) and a.state == "linked"
+    with pytest.raises(AttributeError):  # still frozen
+        a.sku = "S3"  # type: ignore[misc]
+
+
+def test_link_all_with_a_key_shown_twice_gives_the_key_its_last_decided_link():
+    """``Linker.link_all`` lists a link per listing; listings sharing a key all get the
+    key's link decided last (those matched by what they show are decided after the
+    others), as a dict of links by key gives."""
+    master, listings = world(30, 40)
+    keyed = dataclasses.replace(listings[5], key="L9", sku=next(iter(master)))
+    odd = [listings[9], keyed, listings[3], dataclasses.replace(listings[12], key="L3")]
+    got = Linker(master, {}).link_all(odd)
+    s = Linker(master, {}).session()
+    ref: dict[str, Link] = {}
+    for li in odd:
+        link = s.link(li)
+        if link is not None:
+            ref[li.key] = link
+    for li, link in s.finish():
+        ref[li.key] = link
+    assert got == [ref[li.key] for li in odd]
+    # L9: linked by its SKU at once, then by its title: the title's link for both
+    assert got[0] == got[1] and got[1].method is not LinkMethod.SKU
+    assert got[2] == got[3]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from urllib.parse import unquote
 
 from auditor.errors import StoreError
 from auditor.storage.interface import (CacheStore, FindingStore, ListingStore, MasterStore,
@@ -34,7 +35,8 @@ from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord
                                      PresenceHoldRecord, RunErrorRecord, RunRecord,
                                      RunSourceRecord, ShardSpec, ScoreRecord)
 
-__all__ = ["open_store", "check_url", "remove_store", "store_exists", "describe", "Store",
+__all__ = ["open_store", "check_url", "remove_store", "store_exists", "describe", "redact",
+           "Store",
            "MasterStore", "ListingStore", "FindingStore", "RunStore", "CacheStore",
            "PresenceHoldStore", "ServiceStore", "FindingChanges", "FindingEvent", "FindingRecord",
            "LinkDecisionRecord", "LinkRecord", "LinkStateRecord", "ListingSave", "MasterChange",
@@ -51,6 +53,27 @@ def describe(url: str | os.PathLike[str]) -> str:
     """The URL as it may be shown: any password replaced by ``***``."""
     text = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", str(url))
     return re.sub(r"([?&]password=)[^&]*", r"\1***", text)  # libpq's query form too
+
+
+def redact(text: str, url: str | os.PathLike[str]) -> str:
+    """``text`` (an error's message) without the password of ``url``: the URL shown as
+    ``describe`` shows it, and the password alone, as written in the URL or decoded,
+    replaced by ``***`` wherever else it appears (a driver quoting the URL it could
+    not parse, say)."""
+    raw = os.fspath(url)
+    forms = {raw}
+    m = _URL.match(raw)
+    if m is not None:
+        forms.add("postgresql://" + m.group(2))  # as the driver was given it
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, describe(form))
+    secrets: set[str] = set()
+    m = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@:]*:([^/@]*)@", raw)
+    for pw in ([m.group(1)] if m else []) + re.findall(r"[?&]password=([^&#]*)", raw):
+        secrets |= {pw, unquote(pw)}
+    for pw in sorted(secrets - {""}, key=len, reverse=True):
+        text = text.replace(pw, "***")
+    return text
 
 
 def _postgres_url(url: str | os.PathLike[str]) -> str | None:

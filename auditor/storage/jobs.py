@@ -18,6 +18,8 @@ each other lives here, beside the store's tables:
 - ``dist_shards``: a shard job's outcome (check tallies, open counts);
 - ``crawl_hosts``: per host, the next free request slot, shared by every worker
   (``HostPacer``).
+- ``dist_errors``: why a job of a run failed (its last attempt's error, or its worker
+  gone silent), per (run, channel, job): the channel's failure names it.
 
 Rows are written by the jobs and read by the coordinator (``auditor run
 --distributed``). Chunks and outcomes are pickles of the auditor's own objects: the
@@ -61,6 +63,10 @@ CREATE UNLOGGED TABLE IF NOT EXISTS dist_packs (
     PRIMARY KEY (run_id, seq));
 CREATE TABLE IF NOT EXISTS crawl_hosts (
     host TEXT COLLATE "C" PRIMARY KEY, next_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS dist_errors (
+    run_id BIGINT NOT NULL, channel TEXT COLLATE "C" NOT NULL, job TEXT COLLATE "C" NOT NULL,
+    error TEXT NOT NULL, at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (run_id, channel, job));
 """
 
 NOTIFY_CHANNEL = "auditor_jobs"
@@ -335,6 +341,44 @@ class RunJobs:
             "SELECT id, status::text, attempts FROM procrastinate_jobs WHERE id = ANY(%s)",
             (list(ids),))}
 
+    # ------------------------------------------------------------------ failures, workers
+    def save_error(self, run_id: int, channel: str, job: str, error: str) -> None:
+        """Why ``job`` (``read``, ``shard N``, ``finish``) of a channel failed, replacing
+        an earlier attempt's reason."""
+        self.conn.execute(
+            "INSERT INTO dist_errors (run_id, channel, job, error) VALUES (%s,%s,%s,%s)"
+            " ON CONFLICT (run_id, channel, job) DO UPDATE SET error=excluded.error,"
+            " at=excluded.at", (run_id, channel, job, error))
+
+    def errors(self, run_id: int, channel: str) -> dict[str, str]:
+        """The recorded reasons of a channel's failed jobs: job -> error, oldest first."""
+        return dict(self.conn.execute(
+            "SELECT job, error FROM dist_errors WHERE run_id=%s AND channel=%s ORDER BY at",
+            (run_id, channel)).fetchall())
+
+    def end_stale_runs(self, current: int) -> int:
+        """Runs other than ``current`` still ``running`` here had a coordinator that died
+        (SIGKILL, a crash: only the run lock's holder coordinates): they are marked
+        ``interrupted`` (a job of theirs still queued does nothing) and their staged
+        listings and master packs, which only their end would have dropped, go. The
+        number of such runs."""
+        with self.conn.transaction():
+            stale = self.conn.execute(
+                "UPDATE dist_runs SET status='interrupted' WHERE status='running' AND"
+                " run_id <> %s", (current,)).rowcount
+            for table in ("dist_staged", "dist_packs"):  # (a pack is stored before its run)
+                self.conn.execute(f"DELETE FROM {table} WHERE run_id <> %s AND run_id NOT IN"
+                                  " (SELECT run_id FROM dist_runs WHERE status='running')",
+                                  (current,))
+        return stale
+
+    def live_workers(self, seconds: float) -> int:
+        """Workers (``auditor worker``) that sent a heartbeat within ``seconds``."""
+        row = self.conn.execute(
+            "SELECT count(*) FROM procrastinate_workers WHERE last_heartbeat >="
+            " now() - make_interval(secs => %s)", (seconds,)).fetchone()
+        return int(row[0]) if row else 0
+
 
 class HostPacer:
     """Per-host crawl limits shared by every process of a distributed run.
@@ -367,40 +411,53 @@ class HostPacer:
             self._held.clear()  # a new session holds no lock
         return self._conn
 
+    def _again(self, fn: Any) -> Any:
+        """``fn(connection)``, and once more on a new connection when the session was lost
+        (the server restarted, a proxy dropped it): the worker's next request must not
+        fail for it. A lost session's in-flight slots are free already."""
+        try:
+            return fn(self._c())
+        except psycopg.OperationalError:
+            if self._conn is None or not self._conn.closed:
+                raise
+            return fn(self._c())
+
     def __call__(self, host: str, interval: float) -> float:
         with self._lock:
-            row = self._c().execute(
+            row = self._again(lambda c: c.execute(
                 "INSERT INTO crawl_hosts AS h (host, next_at)"
                 " VALUES (%(h)s, clock_timestamp() + make_interval(secs => %(i)s))"
                 " ON CONFLICT (host) DO UPDATE SET next_at ="
                 " greatest(h.next_at, clock_timestamp()) + make_interval(secs => %(i)s)"
                 " RETURNING extract(epoch FROM h.next_at - clock_timestamp())::float8 - %(i)s",
-                {"h": host, "i": interval}).fetchone()
+                {"h": host, "i": interval}).fetchone())
         return max(0.0, row[0]) if row else 0.0
 
     def back_off(self, host: str, seconds: float) -> None:
         with self._lock:
-            self._c().execute(
+            self._again(lambda c: c.execute(
                 "INSERT INTO crawl_hosts AS h (host, next_at)"
                 " VALUES (%(h)s, clock_timestamp() + make_interval(secs => %(s)s))"
                 " ON CONFLICT (host) DO UPDATE SET next_at = greatest(h.next_at,"
                 " clock_timestamp() + make_interval(secs => %(s)s))",
-                {"h": host, "s": seconds})
+                {"h": host, "s": seconds}))
 
     def acquire(self, host: str, cap: int) -> int | None:
         """A free in-flight slot of ``host`` (below ``cap``) now held, or None."""
         with self._lock:
-            c = self._c()
-            held = self._held.setdefault(host, set())
-            for slot in range(cap):
-                if slot in held:
-                    continue
-                row = c.execute("SELECT pg_try_advisory_lock(hashtextextended("
-                                "current_schema() || '/crawl/' || %s, %s))",
-                                (host, slot)).fetchone()
-                if row and row[0]:
-                    held.add(slot)
-                    return slot
+            return self._again(lambda c: self._acquire(c, host, cap))
+
+    def _acquire(self, c: psycopg.Connection, host: str, cap: int) -> int | None:
+        held = self._held.setdefault(host, set())
+        for slot in range(cap):
+            if slot in held:
+                continue
+            row = c.execute("SELECT pg_try_advisory_lock(hashtextextended("
+                            "current_schema() || '/crawl/' || %s, %s))",
+                            (host, slot)).fetchone()
+            if row and row[0]:
+                held.add(slot)
+                return slot
         return None
 
     def release(self, host: str, slot: int) -> None:
@@ -409,8 +466,12 @@ class HostPacer:
             if slot not in held or self._conn is None or self._conn.closed:
                 return
             held.discard(slot)
-            self._conn.execute("SELECT pg_advisory_unlock(hashtextextended("
-                               "current_schema() || '/crawl/' || %s, %s))", (host, slot))
+            try:
+                self._conn.execute("SELECT pg_advisory_unlock(hashtextextended("
+                                   "current_schema() || '/crawl/' || %s, %s))", (host, slot))
+            except psycopg.OperationalError:
+                if not self._conn.closed:
+                    raise  # (a lost session's locks went with it)
 
     def close(self) -> None:
         with self._lock:

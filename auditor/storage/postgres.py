@@ -327,12 +327,15 @@ def _password(url: str) -> str | None:
 
 
 def _safe(url: str, e: BaseException) -> str:
-    """An error's text without the URL's password."""
+    """An error's text without the URL's password (also where the driver quotes a URL
+    it could not parse)."""
+    from auditor.storage import redact
+
     text = str(e).strip()
     pw = _password(url)
     if pw:
         text = text.replace(pw, "***")
-    return text
+    return redact(text, url)
 
 
 class _TextDumper(StrDumperUnknown):
