@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import operator
 from datetime import datetime
 from decimal import Decimal
@@ -82,6 +83,12 @@ def body(obj: MasterRecord | Listing) -> bytes:
         if m is not None:
             d[name] = {k: _money(v) for k, v in m.items()}
     return orjson.dumps(d, default=_default, option=_BODY_OPTIONS)
+
+
+def body_hash(body: bytes) -> bytes:
+    """The hash the stores keep of a body (``body``), as 10 raw bytes: stored as its hex
+    (``auditor.storage.sqlite.digest``)."""
+    return hashlib.blake2b(body, digest_size=10).digest()
 
 
 def _prices(v: Mapping[str, str]) -> dict[str, Money | None]:

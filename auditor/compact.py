@@ -325,6 +325,9 @@ def _known() -> None:
 _known()
 
 
+HASH_SIZE = 10  # bytes of codec.body_hash
+
+
 class CompactMaster(Mapping[str, MasterRecord]):
     """SKU -> ``MasterRecord``, each held as a ``CompactRecord``.
 
@@ -333,14 +336,30 @@ class CompactMaster(Mapping[str, MasterRecord]):
     the stored JSON (bytes), identical to ``codec.body`` of the record.
     """
 
-    __slots__ = ("_recs", "_packer", "get")
+    __slots__ = ("_recs", "_packer", "get", "_hashes")
 
     def __init__(self, recs: dict[str, CompactRecord] | None = None,
-                 packer: Packer | None = None):
-        """``recs``: SKU -> compact record (shared, not copied)."""
+                 packer: Packer | None = None, hashes: bytes | None = None):
+        """``recs``: SKU -> compact record (shared, not copied); ``hashes``: the stored
+        hash of each record's body (``codec.body_hash``, 10 bytes each, in ``recs``'
+        order), when known."""
         self._recs: dict[str, CompactRecord] = recs if recs is not None else {}
         self._packer = packer if packer is not None else Packer()
         self.get = self._recs.get  # type: ignore[method-assign,assignment]  # per listing
+        self._hashes = hashes if hashes is not None and \
+            len(hashes) == HASH_SIZE * len(self._recs) else None
+
+    def hashes(self) -> Iterator[tuple[str, str]] | None:
+        """(SKU, the hash a store keeps of its body, hex) of every record in order, as
+        computed when the master file was read (``CompactRecords``); None when not known.
+        A master import compares them with the stored ones without encoding a body
+        (``SQLiteStore.plan_master``)."""
+        h = self._hashes
+        if h is None:
+            return None
+        size = HASH_SIZE
+        return ((sku, h[i:i + size].hex()) for i, sku in zip(range(0, len(h), size),
+                                                                self._recs, strict=True))
 
     @classmethod
     def of(cls, records: Iterable[MasterRecord]) -> "CompactMaster":
@@ -363,6 +382,7 @@ class CompactMaster(Mapping[str, MasterRecord]):
 
     def add(self, rec: MasterRecord) -> None:
         """Add or replace one record."""
+        self._hashes = None
         c = _build(orjson.loads(codec.body(rec)), self._packer, _Share())
         self._recs[c.sku] = c
 
@@ -407,18 +427,23 @@ class CompactMaster(Mapping[str, MasterRecord]):
 class CompactRecords(Sequence[MasterRecord]):
     """A list of master records held compactly (a master file as read)."""
 
-    __slots__ = ("_recs", "_packer", "_share", "_early")
+    __slots__ = ("_recs", "_packer", "_share", "_early", "_hashes")
 
     def __init__(self, records: Iterable[MasterRecord] = ()):
         self._recs: list[CompactRecord] = []
         self._packer = Packer()
         self._share = _Share()
         self._early: list[CompactRecord] | None = []
+        # The stored hash of each record's body, made while the body is at hand (10
+        # bytes a record): importing the file then encodes no unchanged record again.
+        self._hashes = bytearray()
         for rec in records:
             self.append(rec)
 
     def append(self, rec: MasterRecord) -> None:
-        c = _build(orjson.loads(codec.body(rec)), self._packer, self._share)
+        body = codec.body(rec)
+        self._hashes += codec.body_hash(body)
+        c = _build(orjson.loads(body), self._packer, self._share)
         self._recs.append(c)
         if self._early is not None:
             self._early = _early(self._early, c, self._packer)
@@ -448,7 +473,10 @@ class CompactRecords(Sequence[MasterRecord]):
         """By SKU, sharing the records (nothing is decoded or encoded again); the
         interning tables of the read are dropped."""
         self._share = _Share()
-        return CompactMaster({rec.sku: rec for rec in self._recs}, self._packer)
+        recs = {rec.sku: rec for rec in self._recs}
+        # (a SKU read twice: the hashes no longer follow the records, and are not kept)
+        return CompactMaster(recs, self._packer,
+                             bytes(self._hashes) if len(recs) == len(self._recs) else None)
 
 
 def compact(master: Mapping[str, MasterRecord]) -> CompactMaster:

@@ -132,6 +132,10 @@ class MasterUpdate:
     source: str = ""
     sha256: str | None = None
     skipped_rows: int = 0
+    # Written already (by ``_plan_and_write_in``, in a forked process): the snapshot's
+    # id is in ``info``; or why writing it failed there.
+    written: bool = False
+    write_error: str | None = None
 
 
 def read_master(cfg: Config, store: Store, now: datetime, plan: bool = True) -> MasterUpdate:
@@ -170,18 +174,49 @@ def plan_update(update: MasterUpdate, plan: MasterPlan) -> None:
 # _leave_fork, _in_fork and die_with_parent live in auditor.forking (also used by the linker)
 
 
-def _plan_in(url: str, records: Mapping[str, MasterRecord], now: datetime) -> MasterPlan:
-    """``plan_master`` on a connection of its own (for a forked process)."""
+def _plan_and_write_in(url: str, records: Mapping[str, MasterRecord], now: datetime,
+                       source: str, sha256: str | None, skipped_rows: int
+                       ) -> tuple[MasterPlan, int | None, str | None]:
+    """``plan_master`` and then ``commit_master`` on a connection of its own (for a
+    forked process): the plan, the new snapshot's id, and why writing it failed (None
+    when it was written). Done before a run forks its channel workers, so that their
+    listing writes never wait for the snapshot's transaction (nor share the cores with
+    it); the plan (the replaced versions the checks need as history) is needed then
+    anyway."""
     own = open_store(url)
     try:
-        return own.plan_master(records, now)
+        plan = own.plan_master(records, now)
+        try:
+            t0 = time.perf_counter()
+            res = own.commit_master(plan, records, source, sha256, skipped_rows)
+            log.info("master snapshot %s written in %.1f s", res.snapshot_id,
+                     time.perf_counter() - t0)
+        except Exception as e:  # the run goes on against the master as read
+            log.exception("the master was read but could not be stored")
+            return plan, None, f"{e.__class__.__name__}: {e}"
+        plan.bodies = {}  # written: not sent back
+        return plan, res.snapshot_id, None
     finally:
         own.close()
 
 
+def written_update(update: MasterUpdate, done: tuple[MasterPlan, int | None, str | None]
+                   ) -> None:
+    """Attach what ``_plan_and_write_in`` did to ``update``."""
+    plan, snapshot_id, error = done
+    plan_update(update, plan)
+    update.written = error is None
+    update.write_error = error
+    if error is None:
+        update.info["snapshot_id"] = snapshot_id
+
+
 def write_master(store: Store, update: MasterUpdate) -> None:
-    """Store a changed master as the snapshot in force (no-op when unchanged)."""
-    if update.plan is None:
+    """Store a changed master as the snapshot in force (no-op when unchanged, or when
+    written already; raises when writing it failed in the forked process)."""
+    if update.write_error is not None:
+        raise AuditorError(update.write_error)
+    if update.plan is None or update.written:
         return
     res = store.commit_master(update.plan, update.records or {}, update.source,
                               update.sha256, update.skipped_rows)

@@ -157,24 +157,31 @@ class AuditSession:
                     return self._finish_without_master(master_info, master_error, started,
                                                        t_run, time.perf_counter() - t_master)
                 store.set_run_snapshot(run_id, master_info["snapshot_id"])
+            # Read before the forked step below may write the new snapshot (and with it
+            # the versions it replaces): those are added from the plan (history.add).
+            history = store.master_history()
             planned = None
             if update is not None and update.records is not None:
                 records, url = update.records, store.url
-                if workers > 1:  # compare with the snapshot in force on the other core
-                    planned = runner._in_fork(lambda: runner._plan_in(url, records, now))
+                if workers > 1:  # compare with the snapshot in force, and write the new
+                    # one, on the other core while the linker's indexes are built here:
+                    # written before the channel workers start, it never holds up their
+                    # writes (one writer at a time) nor takes a core from them.
+                    src, sha, skipped = update.source, update.sha256, update.skipped_rows
+                    planned = runner._in_fork(lambda: runner._plan_and_write_in(
+                        url, records, now, src, sha, skipped))
                     self._children.append(planned.cancel)
                 else:
                     runner.plan_update(update, store.plan_master(records, now))
             if master is None:
                 master = store.current_master()
-            history = store.master_history()
             linker = Linker(master, cfg.linking)
             if update is not None and update.records is None:  # the snapshot in force
                 linker.master_version = update.info["snapshot_id"]
             if workers > 1:  # once, shared by the workers: the indexes they will need
                 linker.prepare(self._link_indexes(selected, linker))
             if planned is not None:
-                runner.plan_update(update, planned())
+                runner.written_update(update, planned())
                 self._children.remove(planned.cancel)
             if update is not None and update.plan is not None:
                 # The versions this import replaces were valid until now: stale-value checks
@@ -190,7 +197,7 @@ class AuditSession:
                 if update is None:
                     return  # rejected: recorded and announced above
                 try:
-                    if update.plan is not None:
+                    if update.plan is not None and not update.written:
                         t0 = time.perf_counter()
                         runner.write_master(store, update)
                         log.info("master snapshot %s written in %.1f s",

@@ -281,3 +281,46 @@ def test_a_kind_indexed_after_the_master_grew_numbers_the_skus_again():
     link = lk.link(make_listing(key="k2", sku=None, gtin=None, mpn="Y-2", brand="Acme"))
     assert link.sku == "B-1"
     assert lk.link(make_listing(key="k3", sku=None, gtin="4006381333931")).sku == "A-1"
+
+
+def test_a_master_file_read_knows_each_records_stored_hash(tmp_path):
+    """The hashes made while a master file is read are the ones a store keeps (so an
+    import compares them without encoding a body), in the master's order; a master
+    changed since, or read from the store, has none (the store encodes then)."""
+    from auditor.compact import CompactMaster, CompactRecords
+    from auditor.model import MasterRecord, Money
+    from auditor.storage.sqlite import digest
+
+    recs = [MasterRecord(sku=f"S{i}", title=f"Thing {i}", brand="Acme",
+                         price=Money(Decimal("9.99"), "EUR"), description="d" * i,
+                         attributes={"color": "Red"} if i % 2 else {}) for i in range(50)]
+    m = CompactRecords(recs).master()
+    got = list(m.hashes() or ())
+    assert got == [(sku, digest(m.body(sku))) for sku in m] and len(got) == 50
+    assert CompactMaster.from_bodies(m.bodies()).hashes() is None
+    twice = CompactRecords(recs + [recs[3]]).master()  # a SKU read twice
+    assert twice.hashes() is None
+    m.add(MasterRecord(sku="S1", title="changed"))
+    assert m.hashes() is None
+
+
+def test_an_import_planned_from_the_read_hashes_is_the_one_planned_from_bodies():
+    from auditor.compact import CompactMaster, CompactRecords
+    from auditor.model import MasterRecord, Money
+    from auditor.storage.sqlite import SQLiteStore
+
+    def rec(i, price):
+        return MasterRecord(sku=f"S{i}", title=f"Thing {i}", brand="Acme",
+                            price=Money(Decimal(price), "EUR"), description="long " * i)
+
+    store = SQLiteStore(":memory:")
+    now = datetime(2026, 11, 1)
+    store.save_master([rec(i, "9.99") for i in range(40)], "a.csv", None, now)
+    new = CompactRecords([rec(i, "9.99" if i % 3 else "8.50") for i in range(5, 60)]).master()
+    assert new.hashes() is not None
+    fast = store.plan_master(new, now)
+    slow = store.plan_master(CompactMaster.from_bodies(new.bodies()), now)
+    assert (fast.writes, fast.added, fast.removed, fast.replaced) == \
+        (slow.writes, slow.added, slow.removed, slow.replaced)
+    assert fast.added == 20 and len(fast.writes) == 20 + 12 and len(fast.removed) == 5
+    store.close()

@@ -236,3 +236,91 @@ def test_last_durations_come_from_complete_reads(mini_world):
         assert all(0 <= s < 60 for s in durations.values())
     finally:
         store.close()
+
+
+def _changed_master(world):
+    master = (world / "master.csv").read_text()
+    (world / "master.csv").write_text(master.replace("TS-BLU-M,\"Acme Tee, Blue, M\",Acme,,20.00",
+                                                     "TS-BLU-M,\"Acme Tee, Blue, M\",Acme,,25.00"))
+
+
+def test_workers_write_a_changed_master_before_the_channels(mini_world, monkeypatch):
+    """With workers, the new snapshot is written by the forked planning step before the
+    channel workers start: a worker's listing writes never wait for its transaction.
+    And a run with a changed master audits exactly as one process does."""
+    import time
+
+    from auditor.storage.sqlite import SQLiteStore
+
+    def runs_twice(workers):
+        _with_channels(mini_world, workers)
+        (mini_world / "auditor.db").unlink(missing_ok=True)
+        audit(mini_world)[1].close()
+        _changed_master(mini_world)
+        try:
+            report, findings, scores, links, listings = _outcome(mini_world)
+        finally:
+            (mini_world / "master.csv").write_text(original)
+        return report, findings, scores, links, listings
+
+    original = (mini_world / "master.csv").read_text()
+    one = runs_twice(1)
+    real_commit, real_save = SQLiteStore.commit_master, SQLiteStore.save_listings
+
+    def slow_commit(self, *a, **kw):
+        time.sleep(1.0)  # a large snapshot: still being written after the fork, if it were
+        return real_commit(self, *a, **kw)
+
+    def save(self, run_id, channel, observed, shard=None):
+        last = self.last_master_snapshot()  # the first run's has changed == 0
+        if last is None or last.records != 3 or last.changed != 1:
+            raise AssertionError("the new master snapshot is not written yet")
+        return real_save(self, run_id, channel, observed, shard)
+
+    monkeypatch.setattr(SQLiteStore, "commit_master", slow_commit)
+    _with_channels(mini_world, 2)
+    (mini_world / "auditor.db").unlink()
+    audit(mini_world)[1].close()
+    _changed_master(mini_world)
+    monkeypatch.setattr(SQLiteStore, "save_listings", save)
+    report, store = audit(mini_world)
+    try:
+        assert [c.status for c in report.channels] == [SourceStatus.COMPLETE] * 3, \
+            [c.message for c in report.channels]
+        assert report.master["changed"] == 1 and not report.master_error
+        assert store.last_master_snapshot().id == report.master["snapshot_id"]
+    finally:
+        store.close()
+        (mini_world / "master.csv").write_text(original)
+    monkeypatch.setattr(SQLiteStore, "save_listings", real_save)
+    two = runs_twice(2)
+    assert one[1:] == two[1:] and any(f[0] for f in two[1])
+    assert [c.outcomes for c in one[0].channels] == [c.outcomes for c in two[0].channels]
+    assert one[0].master["changed"] == two[0].master["changed"] == 1
+
+
+def test_a_master_that_cannot_be_written_by_the_forked_step(mini_world, monkeypatch):
+    """The forked step fails to write the snapshot: the run says so (master_error, exit
+    2) and audits the channels against the master as read, as one process does."""
+    from auditor.storage.sqlite import SQLiteStore
+
+    _with_channels(mini_world, 2)
+    audit(mini_world)[1].close()
+    _changed_master(mini_world)
+
+    def broken(self, *a, **kw):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(SQLiteStore, "commit_master", broken)
+    report, store = audit(mini_world)
+    try:
+        assert report.master_error and "could not be stored" in report.master_error
+        assert "disk full" in report.master_error
+        assert report.exit_code == 2
+        assert all(c.status is SourceStatus.COMPLETE and c.listings == 3
+                   for c in report.channels)
+        assert store.last_master_snapshot().changed == 0  # the earlier snapshot stays
+        price = {f.sku: f for f in store.findings(state="open", check="price")}
+        assert "TS-BLU-M" not in price  # audited against the master as read (25.00)
+    finally:
+        store.close()

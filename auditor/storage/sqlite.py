@@ -13,7 +13,6 @@ from __future__ import annotations
 import bisect
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -381,7 +380,7 @@ def holds_run_lock(db_path: str | Path) -> bool:
 
 def digest(body: bytes) -> str:
     """The stored hash of a record's body (``codec.body``): equal bodies, equal hashes."""
-    return hashlib.blake2b(body, digest_size=10).hexdigest()
+    return codec.body_hash(body).hex()
 
 
 _KEY0, _KEY1, _KEY2, _KEY_LAST = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(-1)
@@ -506,7 +505,15 @@ class SQLiteStore:
         existing = dict(self.db.execute("SELECT sku, hash FROM master_records"))
         plan = MasterPlan(at=now.isoformat(), records=len(records))
         compact = isinstance(records, CompactMaster)
-        for sku in records:
+        known = records.hashes() if isinstance(records, CompactMaster) else None
+        if known is not None:  # hashed as the file was read: no body encoded again
+            for sku, h in known:
+                old = existing.get(sku)
+                if old != h:
+                    plan.writes[sku] = h
+                    if old is None:
+                        plan.added += 1
+        for sku in records if known is None else ():
             body = body_of(records, sku)
             h = digest(body)
             old = existing.get(sku)
