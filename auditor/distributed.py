@@ -184,8 +184,11 @@ def _describe(url: str) -> str:
 class _Loaded:
     cfg: Config
     master: Mapping[str, MasterRecord]
-    history: Any
+    history: Any = None  # None: not loaded yet (the pack's "history" part)
     linker: Linker | None = None
+    # the pack's "indexes" part installed in ``linker`` (or known to be missing: the
+    # linker then builds an index itself when a listing needs it)
+    indexed: bool = False
 
 
 _CACHE: dict[tuple, _Loaded] = {}
@@ -203,11 +206,26 @@ class _JobEnv:
     loaded: _Loaded | None = None
 
     def master(self) -> _Loaded | None:
-        """The run's master, history and linker: waits until the coordinator has them
-        ready (a read job parses its feed meanwhile); None when the run ended first."""
+        """The run's master and linker: waits until the coordinator has them ready (a
+        read job parses its feed meanwhile); None when the run ended first. The linker's
+        other indexes (the title-matching index, key kinds beyond the first) come when a
+        listing first needs one (``_install_indexes``)."""
         if self.loaded is None:
             self.loaded = _load_master(self)
-        return self.loaded
+        loaded = self.loaded
+        if loaded is not None and loaded.linker is not None and not loaded.indexed:
+            loaded.linker.index.supply = functools.partial(_install_indexes, self, loaded)
+        return loaded
+
+    def history(self) -> Any:
+        """The run's master history (the pack's "history" part: waits for it)."""
+        loaded = self.master()
+        if loaded is None:
+            raise _RunOver
+        if loaded.history is None:
+            got = _part(self, "history")
+            loaded.history = got if got is not None else self.store.master_history()
+        return loaded.history
 
     def close(self) -> None:
         self.store.close()
@@ -265,22 +283,58 @@ def _load_master(env: _JobEnv) -> _Loaded | None:
     cfg = env.cfg
     t0 = time.perf_counter()
     pack = jobs.pack(run_id)
-    if pack is not None:  # the coordinator's master, history and built indexes
+    if pack is not None:  # the coordinator's master and linker (its first index)
         from auditor import masterpack
 
         size = len(pack)
-        master, history, linker = masterpack.loads(pack)
+        master, linker = masterpack.loads(pack)
         del pack
-        loaded = _CACHE[ck] = _Loaded(cfg, master, history, linker)
+        loaded = _CACHE[ck] = _Loaded(cfg, master, None, linker)
         log.info("master pack of run %s (%s, %.0f MB) loaded in %.1f s (%d records)",
                  run_id, key, size / 1e6, time.perf_counter() - t0, len(master))
     else:  # a coordinator that packs nothing: the snapshot from the store
         loaded = _CACHE[ck] = _Loaded(cfg, env.store.current_master(),
-                                      env.store.master_history())
+                                      env.store.master_history(), indexed=True)
         log.info("master snapshot (%s) loaded in %.1f s (%d records)", key,
                  time.perf_counter() - t0, len(loaded.master))
     gc.freeze()  # out of the collector's scans, as the jobs' own policy does on entry
     return loaded
+
+
+def _part(env: _JobEnv, part: str) -> Any:
+    """A later part of the run's pack (``RunJobs.PARTS``), once the coordinator has stored
+    it (waits); None when it has none (raises ``_RunOver`` when the run ended first)."""
+    from auditor import masterpack
+
+    t0 = time.perf_counter()
+    state = env.jobs.wait_part(env.run_id, part)
+    if state is None:
+        raise _RunOver
+    waited = time.perf_counter() - t0
+    data = env.jobs.pack(env.run_id, part) if state == "stored" else None
+    if data is None:
+        log.info("run %s: no %s in the master pack (waited %.1f s)", env.run_id, part,
+                 waited)
+        return None
+    loaded = env.loaded
+    assert loaded is not None
+    got = masterpack.loads(data, loaded.master)
+    log.info("run %s: %s of the master pack (%.0f MB) loaded in %.1f s (waited %.1f s)",
+             env.run_id, part, len(data) / 1e6, time.perf_counter() - t0 - waited, waited)
+    return got
+
+
+def _install_indexes(env: _JobEnv, loaded: _Loaded) -> None:
+    """The linker's indexes its coordinator built (the pack's "indexes" part), installed
+    when a listing first needs one beyond those of the master part: most listings link
+    by their first key and never wait for them."""
+    from auditor import masterpack
+
+    got = _part(env, "indexes")
+    if got is not None:
+        assert loaded.linker is not None
+        masterpack.install(loaded.linker, got)
+    loaded.indexed = True
 
 
 # The store of this worker (``run_worker`` sets it); the jobs open their own connections.
@@ -390,6 +444,7 @@ def _read_job(run_id: int, channel: str) -> None:
         try:
             outcome, staged = read_channel(env.cfg, env.store, run_id, ch, None, None,
                                            env.now, ready=ready)
+            history = env.history()
         except _RunOver:
             log.info("run %s ended before its master was ready: read of %s dropped",
                      run_id, channel)
@@ -410,7 +465,7 @@ def _read_job(run_id: int, channel: str) -> None:
         log.info("run %s channel %s read: %d listings in %d shards", run_id, channel,
                  outcome.result.listings, n)
         try:
-            done = audit_shard(env.cfg, env.store, run_id, ch, loaded.master, loaded.history,
+            done = audit_shard(env.cfg, env.store, run_id, ch, loaded.master, history,
                                env.now, 0, n, first, outcome)
         except Exception:  # a shard job of its own then tries it (and fails it for good)
             log.exception("run %s channel %s: shard 0 failed in the read job; staged for "
@@ -440,15 +495,29 @@ def _shard_job(run_id: int, channel: str, shard: int) -> None:
     if env is None:
         return
     try:
-        n, read = _read_result(env, run_id, channel)
-        rows = env.jobs.staged(run_id, channel, shard)
-        loaded = env.master()
-        assert loaded is not None
-        outcome = audit_shard(env.cfg, env.store, run_id, env.cfg.channel(channel),
-                              loaded.master, loaded.history, env.now, shard, n, rows, read)
-        env.jobs.save_shard(run_id, channel, shard, outcome)
+        with _unless_over(run_id):
+            _audit_staged(env, run_id, channel, shard)
     finally:
         env.close()
+
+
+@contextlib.contextmanager
+def _unless_over(run_id: int) -> Iterator[None]:
+    """A job whose run ended while it waited for part of the master does nothing."""
+    try:
+        yield
+    except _RunOver:
+        log.info("run %s ended before its master was ready: job skipped", run_id)
+
+
+def _audit_staged(env: _JobEnv, run_id: int, channel: str, shard: int) -> None:
+    n, read = _read_result(env, run_id, channel)
+    rows = env.jobs.staged(run_id, channel, shard)
+    loaded = env.master()
+    assert loaded is not None
+    outcome = audit_shard(env.cfg, env.store, run_id, env.cfg.channel(channel),
+                          loaded.master, env.history(), env.now, shard, n, rows, read)
+    env.jobs.save_shard(run_id, channel, shard, outcome)
 
 
 def finish_job(context: Any, run_id: int, channel: str, failed_shards: list[int]) -> None:
@@ -465,11 +534,12 @@ def _finish_job(run_id: int, channel: str, failed_shards: list[int]) -> None:
         n, read = _read_result(env, run_id, channel)
         loaded = env.master()
         assert loaded is not None
-        summary = finish_channel(env.cfg, env.store, run_id, env.cfg.channel(channel),
-                                 loaded.master, loaded.history, env.now, n, read,
-                                 env.jobs.shard_results(run_id, channel), failed_shards,
-                                 env.jobs.errors(run_id, channel))
-        env.jobs.save_summary(run_id, channel, summary)
+        with _unless_over(run_id):
+            summary = finish_channel(env.cfg, env.store, run_id, env.cfg.channel(channel),
+                                     loaded.master, env.history(), env.now, n, read,
+                                     env.jobs.shard_results(run_id, channel), failed_shards,
+                                     env.jobs.errors(run_id, channel))
+            env.jobs.save_summary(run_id, channel, summary)
     finally:
         env.close()
 
@@ -790,6 +860,26 @@ class DistributedSession(AuditSession):
             if self._open:  # no channel phase (a rejected master, a crash before it)
                 self._close_jobs(list(getattr(self, "_reads", {}).values()), "interrupted")
 
+    def _master_read(self, master: Mapping[str, MasterRecord], linker: Linker) -> None:
+        """The workers' master, packed as soon as it is read (``auditor.masterpack``), in
+        two child processes while this one plans the import: master and linker with its
+        first key kind's index (enough for nearly every listing), stored and marked ready
+        for the waiting read jobs at once; and the linker's other indexes (the title-
+        matching index, the other key kinds), built and stored as the pack's "indexes"
+        part, which a worker waits for only when a listing needs it (at the end of a
+        channel's read: ``LinkSession.later``). An unchanged master keeps its snapshot's
+        key (a worker that has it loaded keeps it)."""
+        assert self.run_id is not None
+        self._pack_key = key = f"snapshot {linker.master_version}" \
+            if linker.master_version is not None else f"run {self.run_id}"
+        self._t_pack = time.perf_counter()
+        self._packed = _in_fork(functools.partial(_store_pack, self.url, self.run_id,
+                                                  master, linker, key))
+        self._children.append(self._packed.cancel)  # type: ignore[attr-defined]
+        self._indexed = _in_fork(functools.partial(_store_indexes, self.url, self.run_id,
+                                                   master, linker, set(linker.index)))
+        self._children.append(self._indexed.cancel)  # type: ignore[attr-defined]
+
     def _close_jobs(self, queued: list[int], status: str) -> None:
         """End the run's bookkeeping: interrupted, its queued jobs are cancelled."""
         self._open = False
@@ -815,28 +905,27 @@ class DistributedSession(AuditSession):
         cfg, store, run_id, now = self.config, self.store, self.run_id, self.now
         assert run_id is not None and now is not None
         jobs, app = self._jobs, self._app
-        # The workers' master: indexed and packed once, in a child process while the
-        # snapshot is written here (auditor.masterpack); the child tells the waiting read
-        # jobs as soon as the pack is stored. An unchanged master keeps its snapshot's key
-        # (a worker that has it loaded keeps it).
-        key = f"snapshot {linker.master_version}" if linker.master_version is not None \
-            else f"run {run_id}"
-        t_pack = time.perf_counter()
-        packed = _in_fork(functools.partial(_store_pack, self.url, run_id, master, history,
-                                            linker, key))
-        self._children.append(packed.cancel)  # type: ignore[attr-defined]
-        store_master()
+        # The rest of the workers' pack (see ``_master_read``): the history (with the
+        # versions this import replaces, known from the plan) stored here, before the
+        # snapshot is written.
+        history_stored = _store_history(jobs, run_id, history)
+        packed = self._packed
+        indexed: Any = self._indexed  # (not waited for: see the loop below)
         size, ready_at = packed()
         self._children.remove(packed.cancel)  # type: ignore[attr-defined]
-        snap = store.last_master_snapshot()
         t_ready = time.perf_counter()
         if size:
             t_ready -= max(0.0, time.time() - ready_at)  # when the workers were told
             log.info("master pack of %.0f MB stored in %.1f s", size / 1e6,
-                     t_ready - t_pack)
+                     t_ready - self._t_pack)
+        store_master()
+        snap = store.last_master_snapshot()
+        if size:
             jobs.set_snapshot(run_id, snap.id if snap else None)
         else:  # no pack: the workers load the snapshot, now written
-            jobs.master_ready(run_id, key, snap.id if snap else None)
+            jobs.master_ready(run_id, self._pack_key, snap.id if snap else None)
+        if not history_stored:  # the workers read it from the store, now written
+            jobs.packed(run_id, "history", "none")
         ends = RunJobs(self.url)  # a connection that only waits for jobs to end
         ends.listen()
         attempts = max(1, int(cfg.run.get("job_attempts", 3)))
@@ -864,6 +953,11 @@ class DistributedSession(AuditSession):
         idle_warned = False
         try:
             while len(summaries) < len(names):
+                if indexed is not None and not indexed.alive():  # (it said when it stored)
+                    jobs.packed(run_id, "indexes", "none")  # (if it died before that)
+                    indexed.cancel()
+                    self._children.remove(indexed.cancel)  # type: ignore[attr-defined]
+                    indexed = None
                 every = list(reads.values()) + list(finishes.values()) + \
                     [j for js in shard_jobs.values() for j in js.values()]
                 states = jobs.job_states(every)
@@ -933,6 +1027,9 @@ class DistributedSession(AuditSession):
                      len(reads) + len(finishes) + sum(map(len, shard_jobs.values())),
                      end - t_jobs)
         finally:
+            if indexed is not None:  # every channel is linked: not needed any more
+                indexed.cancel()
+                self._children.remove(indexed.cancel)  # type: ignore[attr-defined]
             try:
                 self._close_jobs(list(reads.values()) + list(finishes.values()) +
                                  [j for js in shard_jobs.values() for j in js.values()],
@@ -973,29 +1070,71 @@ class DistributedSession(AuditSession):
                 app.job_manager.retry_job_by_id(row["id"], datetime.now(UTC))
 
 
-def _store_pack(url: str, run_id: int, master: Mapping[str, MasterRecord], history: Any,
-                linker: Linker, key: str) -> tuple[int, float]:
-    """Build every linker index, pack master, history and linker for the run's workers
-    (``RunJobs.pack``), store the pack and mark the run's master ready (``key``); its
-    size and when it was ready (``time.time()``; size 0: no pack)."""
+def _store_pack(url: str, run_id: int, master: Mapping[str, MasterRecord], linker: Linker,
+                key: str) -> tuple[int, float]:
+    """The first part of the run's pack (``RunJobs.pack``): master and linker, with the
+    indexes it has built (its first key kind's); stored, and the run's master marked
+    ready (``key``). Its size and when it was ready (``time.time()``; size 0: no pack)."""
     from auditor import masterpack
     from auditor.storage.jobs import RunJobs
 
     t0 = time.perf_counter()
     try:
-        linker.prepare()
+        data = masterpack.dumps((master, linker))
         t1 = time.perf_counter()
-        data = masterpack.dumps(master, history, linker)
-        t2 = time.perf_counter()
         with RunJobs(url) as jobs:
             jobs.save_pack(run_id, data)
             jobs.master_ready(run_id, key)
     except Exception:  # the workers then load the snapshot from the store, as before
         log.exception("run %s: no master pack; each worker loads the snapshot itself", run_id)
         return 0, time.time()
-    log.info("master pack: indexes built in %.1f s, packed in %.1f s, stored in %.1f s",
-             t1 - t0, t2 - t1, time.perf_counter() - t2)
+    log.info("master pack: packed in %.1f s, stored in %.1f s", t1 - t0,
+             time.perf_counter() - t1)
     return len(data), time.time()
+
+
+def _store_indexes(url: str, run_id: int, master: Mapping[str, MasterRecord],
+                   linker: Linker, first: set[str]) -> int:
+    """The "indexes" part of the run's pack: every linker index the first part lacks
+    (``first``: those it has; the title-matching index, the other key kinds), built,
+    packed against the first part's master and stored; its size (0: none, the workers
+    build what they need)."""
+    from auditor import masterpack
+    from auditor.storage.jobs import RunJobs
+
+    t0 = time.perf_counter()
+    try:
+        with RunJobs(url) as jobs:
+            try:
+                linker.prepare()
+                t1 = time.perf_counter()
+                data = masterpack.dumps(masterpack.indexes(linker, first), master)
+                t2 = time.perf_counter()
+                jobs.save_pack(run_id, data, "indexes")
+            except Exception:
+                log.exception("run %s: the linker's indexes were not packed; each worker "
+                              "builds those it needs", run_id)
+                jobs.packed(run_id, "indexes", "none")
+                return 0
+    except Exception:
+        log.exception("run %s: the linker's indexes were not packed", run_id)
+        return 0
+    log.info("master pack: linker indexes built in %.1f s, packed in %.1f s (%.0f MB), "
+             "stored in %.1f s", t1 - t0, t2 - t1, len(data) / 1e6, time.perf_counter() - t2)
+    return len(data)
+
+
+def _store_history(jobs: Any, run_id: int, history: Any) -> bool:
+    """The "history" part of the run's pack, stored; False when it could not be."""
+    from auditor import masterpack
+
+    try:
+        jobs.save_pack(run_id, masterpack.dumps(history), "history")
+    except Exception:
+        log.exception("run %s: the master history was not packed; each worker reads it "
+                      "from the store", run_id)
+        return False
+    return True
 
 
 def _result_of(store: Any, run_id: int, channel: str) -> SourceResult | None:

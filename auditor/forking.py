@@ -70,8 +70,10 @@ def _in_fork(fn: Callable[[], Any]) -> Callable[[], Any]:
         if p.is_alive():
             p.terminate()
         p.join()
+        recv.close()
 
     result.cancel = cancel  # type: ignore[attr-defined]
+    result.alive = p.is_alive  # type: ignore[attr-defined]  # (still working: not waited)
     return result
 
 

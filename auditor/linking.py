@@ -37,6 +37,8 @@ LINK_MARGIN = 0.05
 WORKERS = 1  # default of [linking] workers: processes ranking a large channel
 # What ``LinkSession.used`` calls the title-matching index (beside the key kinds).
 TITLE_INDEX = "title"
+# ``Linker.exact``'s answer for a listing whose link needs a key index still to come.
+LATER: Any = object()
 
 
 def norm_sku(s: str | None) -> str | None:
@@ -131,6 +133,12 @@ class _LazyIndex(dict):
         super().__init__()
         self.master = master
         self._skus: list[str] | None = None
+        # Called once, before the first index missing here is built: it may install
+        # indexes built elsewhere (a distributed worker's: those its run's coordinator
+        # built, ``auditor.distributed``); one it does not install is built here. While
+        # it is set, a channel's listings whose links need an index not here yet are
+        # held until the channel is read (``LinkSession.finish``).
+        self.supply: Callable[[], None] | None = None
 
     @property
     def skus(self) -> list[str]:
@@ -140,8 +148,16 @@ class _LazyIndex(dict):
         return self._skus
 
     def __missing__(self, kind: str) -> "SkuKeys | HashedKeys":
-        self.build([kind])
+        self.supplied()
+        if kind not in self:
+            self.build([kind])
         return self[kind]
+
+    def supplied(self) -> None:
+        """Call ``supply`` (once)."""
+        supply, self.supply = self.supply, None
+        if supply is not None:
+            supply()
 
     def build(self, kinds: Iterable[str]) -> None:
         """Index the given kinds (those not yet built) in one pass over the master."""
@@ -273,19 +289,29 @@ class Linker:
     def match_index(self) -> MatchIndex:
         """Built on first use: runs where every listing links exactly never pay for it."""
         if self._match_index is None:
+            self.index.supplied()
+        if self._match_index is None:
             self._match_index = MatchIndex(self.master)
         return self._match_index
 
     def exact(self, li: Listing, used: dict[str, int] | None = None) -> Link | None:
-        """The link by the first key of the listing that is on record, else None.
+        """The link by the first key of the listing that is on record, else None (or
+        ``LATER`` when it needs a key index that is still to come: ``_LazyIndex.supply``).
         ``used`` counts the lookups in each key kind's index."""
         if not (li.sku or li.gtin or li.mpn or li.url):  # no key at all (the channel's own id)
             return None
         index = self.index
+        coming = index.supply is not None
         for kind in self.order:
             key = _LISTING_KEYS[kind](li)
             if not key:
                 continue
+            if coming and kind not in index:
+                if used is not None:  # (counted when it is decided)
+                    for k in self.order[:self.order.index(kind)]:
+                        if _LISTING_KEYS[k](li):
+                            used[k] -= 1
+                return LATER
             if used is not None:
                 used[kind] = used.get(kind, 0) + 1
             if kind == "sku":
@@ -324,23 +350,26 @@ class Linker:
         """Every listing of one channel linked together (in the listings' order)."""
         s = self.session()
         links: list[Any] = []
-        held: list[int] = []  # the places of the listings ``finish`` links (in its order)
+        held: dict[int, list[int]] = {}  # the places of the listings ``finish`` links
         keys: list[str] = []
         for li in listings:
             keys.append(li.key)
             link = s.link(li)
             if link is None:
-                held.append(len(links))
+                held.setdefault(id(li), []).append(len(links))
             links.append(link)
-        for p, (_li, link) in zip(held, s.finish(), strict=True):
+        decided: list[int] = []  # those places, in the order ``finish`` decides them
+        for li, link in s.finish():
+            p = held[id(li)].pop(0)
             links[p] = link
+            decided.append(p)
         if len(set(keys)) < len(keys):  # a key shown twice: each of its listings gets the
             out: dict[str, Link] = {}   # key's link decided last
-            later = set(held)
+            later = set(decided)
             for p, k in enumerate(keys):
                 if p not in later:
                     out[k] = links[p]
-            for p in held:
+            for p in decided:
                 out[keys[p]] = links[p]
             links = [out[k] for k in keys]
         return links
@@ -379,6 +408,9 @@ class LinkSession:
         self.confirmed = confirmed
         self.rejected = rejected
         self.pending: list[Listing] = []  # to be matched by what they show
+        # whose links need an index still to come (``_LazyIndex.supply``): decided once the
+        # channel is read, before ``pending``
+        self.later: list[Listing] = []
         self.taken: set[str] = set()  # masters linked in this channel by key or confirmation
         # The indexes this channel consulted (key kinds, TITLE_INDEX), what the next run
         # builds before forking its workers (``Linker.prepare``): lookups per index for
@@ -403,6 +435,9 @@ class LinkSession:
                 self.carried_over += 1
                 return prev
         link = lk.exact(li, self.used)
+        if link is LATER:
+            self.later.append(li)
+            return None
         rejected = self.rejected.get(li.key, ())
         if link is not None and link.sku is not None and link.sku in rejected:
             # a person said this listing is not that master, whatever its key says
@@ -413,6 +448,11 @@ class LinkSession:
                 self.taken.add(link.sku)
             return link
         carried = _carried_key(li)
+        if carried is not None and lk.fuzzy and lk._match_index is None and \
+                lk.index.supply is not None:  # its suggestions need the title index
+            self._uncount(li)
+            self.later.append(li)
+            return None
         if carried is not None:  # decided alone: the next run may carry it over
             self._carriable(li)
         if not lk.fuzzy:
@@ -434,6 +474,13 @@ class LinkSession:
                     {"suggestions": [{"sku": s, "score": round(min(sc, 1.0), 3)}
                                      for sc, s in sugg]} if sugg else {})
 
+    def _uncount(self, li: Listing) -> None:
+        """Take back the key lookups ``exact`` counted for a listing held (``later``): they
+        are counted again when it is decided."""
+        for kind in self.linker.order:
+            if _LISTING_KEYS[kind](li):
+                self.used[kind] -= 1
+
     def _carriable(self, li: Listing) -> None:
         """Count the key lookups of a listing no key linked (``exact`` looked up every
         key it has) as a carriable link's, not as ``used``."""
@@ -450,7 +497,13 @@ class LinkSession:
 
     def finish(self) -> Iterator[tuple[Listing, Link]]:
         """The listings held back by ``link``, each with its link, after the channel-wide
-        one-to-one assignment (ranked and explained in bulk: ``auditor.linkbatch``)."""
+        one-to-one assignment (ranked and explained in bulk: ``auditor.linkbatch``).
+        Listings held for an index still to come (``later``) are decided first, with it."""
+        if self.later:
+            self.linker.index.supplied()  # (what it does not install is built here)
+            later, self.later = self.later, []
+            now = [(li, self.link(li)) for li in later]
+            yield from ((li, link) for li, link in now if link is not None)
         if not self.pending:
             return
         lk = self.linker

@@ -27,7 +27,7 @@ import copyreg
 import gc
 import io
 import pickle
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from auditor import compact
@@ -61,33 +61,90 @@ _DISPATCH: dict[type, Any] = {**copyreg.dispatch_table,
                               compact.CompactMaster: _reduce_master}
 
 
-def dumps(master: Mapping[str, Any], history: Any, linker: Any) -> bytes:
-    """One pack of the run's master, history and (prepared) linker."""
+class _Pickler(pickle.Pickler):
+    """Pickles objects of the pack's first part (``shared``) by reference: a later part
+    refers to the master its worker already holds instead of carrying a copy."""
+
+    def __init__(self, file: io.BytesIO, shared: Mapping[int, str]):
+        super().__init__(file, pickle.HIGHEST_PROTOCOL)
+        self.dispatch_table = _DISPATCH
+        self._shared = shared
+
+    def persistent_id(self, obj: Any) -> str | None:
+        return self._shared.get(id(obj))
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, shared: Mapping[str, Any]):
+        super().__init__(file)
+        self._shared = shared
+
+    def persistent_load(self, pid: Any) -> Any:
+        return self._shared[pid]
+
+
+def _shared(master: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The master's objects a later part refers to: the master and its dict."""
+    if master is None:
+        return {}
+    out = {"master": master}
+    recs = getattr(master, "_recs", None)
+    if recs is not None:
+        out["records"] = recs
+    return out
+
+
+def dumps(obj: Any, master: Mapping[str, Any] | None = None) -> bytes:
+    """One part of a pack: ``obj`` pickled; with ``master``, that master (the first
+    part's) is referred to, not copied (``loads`` needs the same master then)."""
     buf = io.BytesIO()
-    p = pickle.Pickler(buf, pickle.HIGHEST_PROTOCOL)
-    p.dispatch_table = _DISPATCH
+    if master is None:
+        p = pickle.Pickler(buf, pickle.HIGHEST_PROTOCOL)
+        p.dispatch_table = _DISPATCH
+    else:
+        p = _Pickler(buf, {id(v): k for k, v in _shared(master).items()})
     was = gc.isenabled()
     gc.disable()
     try:
-        p.dump((master, history, linker))
+        p.dump(obj)
     finally:
         if was:
             gc.enable()
     return buf.getvalue()
 
 
-def loads(data: bytes | memoryview) -> tuple[Mapping[str, Any], Any, Any]:
-    """(master, history, linker) from ``dumps``. The collector is paused meanwhile:
-    millions of objects that all stay alive would only make it scan them over and over
-    (with it running, a 250,000-SKU pack loads six times slower)."""
+def loads(data: bytes | memoryview, master: Mapping[str, Any] | None = None) -> Any:
+    """The object of ``dumps`` (``master``: the one it was packed against). The
+    collector is paused meanwhile: millions of objects that all stay alive would only
+    make it scan them over and over (with it running, a 250,000-SKU pack loads six times
+    slower)."""
     was = gc.isenabled()
     gc.disable()
     try:
-        master, history, linker = pickle.loads(data)
+        if master is None:
+            return pickle.loads(data)
+        return _Unpickler(io.BytesIO(data), _shared(master)).load()
     finally:
         if was:
             gc.enable()
-    return master, history, linker
 
 
-__all__ = ["dumps", "loads"]
+def indexes(linker: Any, without: Iterable[str] = ()) -> dict[str, Any]:
+    """The linker's built indexes (key kinds but ``without``, and the title-matching
+    index) as a later part of the pack holds them (``install``)."""
+    skip = set(without)
+    return {"keys": {k: v for k, v in linker.index.items() if k not in skip},
+            "title": linker._match_index}
+
+
+def install(linker: Any, part: Mapping[str, Any]) -> None:
+    """A worker's linker gets the indexes of a pack's later part (``indexes``): those it
+    has not built itself."""
+    for kind, index in part["keys"].items():
+        if kind not in linker.index:
+            dict.__setitem__(linker.index, kind, index)
+    if linker._match_index is None and part["title"] is not None:
+        linker._match_index = part["title"]
+
+
+__all__ = ["dumps", "indexes", "install", "loads"]

@@ -535,3 +535,108 @@ def test_a_read_parsed_before_the_master_is_ready_links_as_a_streamed_one(tmp_pa
         assert len(asked) == 3
     finally:
         store.close()
+
+
+def test_a_worker_links_by_key_from_the_master_part_and_waits_for_the_rest_when_needed(
+        tmp_path, pg_server):
+    """The workers' pack comes in parts: master and linker (its first key kind's index)
+    mark the master ready; the linker's other indexes (title-matching, other key kinds)
+    and the history are later parts. A worker links listings on record by SKU from the
+    first part alone, waits for the indexes part only when a listing needs one (and
+    then links as one process does), for the history part when it checks; a part the
+    coordinator could not store is made by the worker itself; a gone coordinator ends
+    the wait."""
+    from auditor import distributed, masterpack
+    from auditor.config import load_config
+    from auditor.linking import Linker
+    from auditor.storage import open_store
+    from auditor.storage.jobs import RunJobs
+    from auditor.storage.records import MasterHistory
+    from tests.conftest import make_listing
+
+    world = tmp_path / "world"
+    generate_world(world, size=40, seed=11, now=NOW, base_url="http://127.0.0.1:9")
+    cfg_path = _config(world, tmp_path / "w", "http://127.0.0.1:9", 'path = "auditor.db"',
+                       "workers = 1")
+    cfg = load_config(cfg_path)
+    lite = open_store(cfg.store_url)
+    try:
+        from auditor.runner import import_master
+
+        import_master(cfg, lite, NOW)
+        master = lite.current_master()
+    finally:
+        lite.close()
+    sku, rec = next((s, r) for s, r in master.items() if r.title)
+    keyless = make_listing("no-key", sku=None, title=rec.title, brand=rec.brand)
+    orphan = make_listing("orphan", sku="NOT-ON-RECORD-1", title=rec.title, brand=rec.brand)
+    url = pg_server.new_database()
+    distributed.ensure_queue(url)
+    distributed._worker_url = url
+    distributed._CACHE.clear()
+    coord = RunJobs(url)
+    history = MasterHistory()
+    history.put(sku, "2026-01-01T00:00:00+00:00", master.body(sku))
+    try:
+        for run_id in (1, 2):
+            coord.start_run(run_id, str(cfg_path), distributed.config_sha(cfg_path), None,
+                            NOW, 10)
+            coord.hold_run(run_id)
+            linker = Linker(master, cfg.linking)
+            coord.save_pack(run_id, masterpack.dumps((master, linker)))
+            coord.master_ready(run_id, f"run {run_id}")
+            env = distributed._env(run_id)
+            assert env is not None
+            try:
+                loaded = env.master()
+                assert loaded is not None and set(loaded.linker.index) == {"sku"}
+                s = loaded.linker.session()
+                assert s.link(make_listing("k", sku=sku)).sku == sku  # no wait
+                assert s.link(orphan) is None and s.later == [orphan]  # held, no wait
+                assert loaded.linker._match_index is None and not loaded.indexed
+                if run_id == 1:  # stored 0.6 s later: the keyless listing waits for it
+                    built = set(linker.index)
+                    linker.prepare()
+                    part = masterpack.dumps(masterpack.indexes(linker, built), master)
+                    threading.Timer(0.6, coord.save_pack, (1, part, "indexes")).start()
+                    threading.Timer(0.6, coord.save_pack,
+                                    (1, masterpack.dumps(history), "history")).start()
+                else:  # the coordinator had none: built here
+                    coord.packed(2, "indexes", "none")
+                    coord.packed(2, "history", "none")
+                t0 = time.monotonic()
+                want = Linker(master, cfg.linking).link_all([orphan, keyless])
+                assert loaded.linker.link_all([orphan, keyless]) == want
+                assert want[1].sku == sku and want[0].sku is None and \
+                    sku in want[0].candidates  # (the orphan's title suggests it)
+                assert loaded.indexed and loaded.linker._match_index is not None
+                if run_id == 1:
+                    assert time.monotonic() - t0 >= 0.5
+                    assert loaded.linker._match_index._master is loaded.master
+                    assert set(loaded.linker.index) == set(linker.index)
+                    assert env.history()[sku] == history[sku]
+                else:  # the store's history (this store has none)
+                    assert len(env.history()) == 0
+            finally:
+                env.close()
+        # the coordinator gone before a part was stored: the wait ends
+        coord.start_run(3, str(cfg_path), distributed.config_sha(cfg_path), None, NOW, 10)
+        coord.hold_run(3)
+        coord.save_pack(3, masterpack.dumps((master, Linker(master, cfg.linking))))
+        coord.master_ready(3, "run 3")
+        env = distributed._env(3)
+        assert env is not None
+        try:
+            coord.close()
+            t0 = time.monotonic()
+            try:
+                env.history()
+                raise AssertionError("no history without a coordinator")
+            except distributed._RunOver:
+                pass
+            assert time.monotonic() - t0 < 5
+        finally:
+            env.close()
+    finally:
+        coord.close()
+        distributed._CACHE.clear()

@@ -4,7 +4,10 @@ linker's built indexes, packed once by the coordinator and loaded by every worke
 from __future__ import annotations
 
 import gc
+import pickle
 from decimal import Decimal
+
+import pytest
 
 from auditor import masterpack
 from auditor.compact import CompactMaster
@@ -50,9 +53,10 @@ def test_a_pack_gives_back_the_master_history_and_built_indexes():
     history.put("SKU-0003", "2026-02-01T00:00:00+00:00", master.body("SKU-0005"))
     linker = Linker(master, {})
     linker.prepare()
-    data = masterpack.dumps(master, history, linker)
+    data = masterpack.dumps((master, linker))
     assert gc.isenabled()  # (the collector is back on after packing and loading)
-    m2, h2, l2 = masterpack.loads(data)
+    m2, l2 = masterpack.loads(data)
+    h2 = masterpack.loads(masterpack.dumps(history))
     assert gc.isenabled()
 
     assert type(m2) is CompactMaster and len(m2) == len(recs)
@@ -78,10 +82,58 @@ def test_a_pack_gives_back_the_master_history_and_built_indexes():
                                        "SKU-0069"]
 
 
+def test_the_indexes_part_refers_to_the_master_part_and_comes_when_first_needed():
+    """A worker gets master and linker with the first key kind's index only; the other
+    indexes (title-matching, other key kinds) are a later part, packed against that
+    master (not a copy of it), installed when a listing first needs one of them."""
+    master = CompactMaster.of(_records())
+    linker = Linker(master, {})  # the sku index only, as the coordinator packs it first
+    first = masterpack.dumps((master, linker))
+    assert set(linker.index) == {"sku"} and linker._match_index is None
+    # (the coordinator's child then builds the rest)
+    built = set(linker.index)
+    linker.prepare()
+    rest = masterpack.dumps(masterpack.indexes(linker, built), master)
+    with pytest.raises(pickle.UnpicklingError):  # it refers to a master, holds none
+        pickle.loads(rest)
+
+    m2, l2 = masterpack.loads(first)
+    calls = []
+
+    def supply() -> None:
+        calls.append(1)
+        part = masterpack.loads(rest, m2)
+        assert part["title"]._master is m2 and "sku" not in part["keys"]
+        masterpack.install(l2, part)
+
+    l2.index.supply = supply
+    s = l2.session(explain_links=True)
+    assert s.link(make_listing("k-sku", sku="SKU-0007")).sku == "SKU-0007"
+    assert calls == []  # a listing on record by its SKU needs nothing more
+    got = [(lk.listing_key, lk.sku, lk.method, lk.candidates, lk.confidence)
+           for lk in l2.link_all(_listings())]
+    assert calls == [1]  # installed once, for the first listing that needed it
+    assert set(l2.index) == set(linker.index) and l2._match_index is not None
+    want = [(lk.listing_key, lk.sku, lk.method, lk.candidates, lk.confidence)
+            for lk in linker.link_all(_listings())]
+    assert got == want and got[4][1] == "SKU-0069"
+
+
+def test_without_a_supplied_part_a_worker_builds_the_index_itself():
+    master = CompactMaster.of(_records())
+    m2, l2 = masterpack.loads(masterpack.dumps((master, Linker(master, {}))))
+    calls = []
+    l2.index.supply = lambda: calls.append(1)  # the part was missing: nothing installed
+    link = l2.link(make_listing("k", sku=None, title="Acme Trail Shoe 17 Blue", brand="Acme"))
+    assert calls == [1] and link.sku == "SKU-0069" and l2._match_index is not None
+
+
 def test_a_plain_dict_master_packs_too():
     recs = {r.sku: r for r in _records()[:20]}
     linker = Linker(recs, {"fuzzy": False})
     linker.prepare()
-    m2, h2, l2 = masterpack.loads(masterpack.dumps(recs, MasterHistory(), linker))
-    assert m2 == recs and len(h2) == 0 and l2.master is m2
+    m2, l2 = masterpack.loads(masterpack.dumps((recs, linker)))
+    assert m2 == recs and l2.master is m2
     assert l2.link(make_listing("k", sku="SKU-0003")).sku == "SKU-0003"
+    part = masterpack.loads(masterpack.dumps(masterpack.indexes(linker), recs), m2)
+    assert part["keys"]["sku"]._get.__self__ is m2  # the master referred to, not copied

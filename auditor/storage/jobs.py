@@ -12,8 +12,10 @@ each other lives here, beside the store's tables:
   are checked by the read job itself and never staged; an UNLOGGED table, its chunks
   stored uncompressed);
 - ``dist_packs``: the run's master, history and linker indexes, packed once by the
-  coordinator (``auditor.masterpack``) for every worker (UNLOGGED, dropped when the
-  run ends);
+  coordinator (``auditor.masterpack``) for every worker, in parts (``PARTS``: the
+  master and its linker, whose readiness ``master_key`` says; the linker's other
+  indexes and the history, whose readiness ``dist_runs.packed`` says) (UNLOGGED,
+  dropped when the run ends);
 - ``dist_channels``: a ``read`` job's outcome (source status, counts, presence
   decisions) and, once the channel is finished, its summary;
 - ``dist_shards``: a shard job's outcome (check tallies, open counts);
@@ -51,6 +53,7 @@ CREATE TABLE IF NOT EXISTS dist_runs (
     snapshot_id BIGINT, now TIMESTAMPTZ NOT NULL, shard_size INTEGER NOT NULL,
     status TEXT NOT NULL DEFAULT 'running');
 ALTER TABLE dist_runs ADD COLUMN IF NOT EXISTS master_key TEXT;
+ALTER TABLE dist_runs ADD COLUMN IF NOT EXISTS packed JSONB NOT NULL DEFAULT '{}';
 CREATE UNLOGGED TABLE IF NOT EXISTS dist_staged (
     run_id BIGINT NOT NULL, channel TEXT COLLATE "C" NOT NULL, shard INTEGER NOT NULL,
     seq INTEGER NOT NULL, data BYTEA NOT NULL, PRIMARY KEY (run_id, channel, shard, seq));
@@ -89,6 +92,10 @@ LOCK_SCHEMA = 0x61756400  # advisory lock class of the job tables' creation
 LOCK_COORDINATOR = 0x61756401  # (class, run id): held by a run's coordinator while it runs
 CHUNK = 5_000  # listings per staged row
 PACK_CHUNK = 8 << 20  # bytes per row of a master pack
+# The parts of a master pack (``auditor.distributed``): part p's chunks are rows
+# p * PART_SEQ + 0, 1, ... of ``dist_packs``.
+PARTS = {"master": 0, "indexes": 1, "history": 2}
+PART_SEQ = 1 << 16
 
 
 def _positional(cls: type) -> Any:
@@ -212,7 +219,8 @@ class RunJobs:
             " VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (run_id) DO UPDATE SET"
             " config=excluded.config, config_sha=excluded.config_sha,"
             " snapshot_id=excluded.snapshot_id, now=excluded.now,"
-            " shard_size=excluded.shard_size, status='running', master_key=NULL",
+            " shard_size=excluded.shard_size, status='running', master_key=NULL,"
+            " packed='{}'",
             (run_id, config, config_sha, snapshot_id, now, shard_size))
 
     def run(self, run_id: int) -> dict[str, Any] | None:
@@ -275,22 +283,51 @@ class RunJobs:
             self.conn.execute("DELETE FROM dist_packs WHERE run_id=%s", (run_id,))
 
     # ------------------------------------------------------------------ the master pack
-    def save_pack(self, run_id: int, data: bytes) -> None:
-        """The run's master pack (``auditor.masterpack``), in chunks of ``PACK_CHUNK``
-        bytes, replacing any earlier one of the run."""
+    def save_pack(self, run_id: int, data: bytes, part: str = "master") -> None:
+        """One part of the run's master pack (``auditor.masterpack``; ``PARTS``), in
+        chunks of ``PACK_CHUNK`` bytes, replacing any earlier one; a part other than the
+        master is marked stored (``packed``) in the same transaction."""
         view = memoryview(data)
+        lo = PARTS[part] * PART_SEQ
         with self.conn.transaction(), self.conn.cursor() as cur:
-            cur.execute("DELETE FROM dist_packs WHERE run_id=%s", (run_id,))
+            cur.execute("DELETE FROM dist_packs WHERE run_id=%s AND seq >= %s AND seq < %s",
+                        (run_id, lo, lo + PART_SEQ))
             with _binary_copy(cur, "dist_packs", PACK_TYPES) as copy:
                 for seq, i in enumerate(range(0, len(data), PACK_CHUNK)):
-                    copy.write_row((run_id, seq, view[i:i + PACK_CHUNK]))
+                    copy.write_row((run_id, lo + seq, view[i:i + PACK_CHUNK]))
+            if part != "master":
+                self.packed(run_id, part, "stored")
 
-    def pack(self, run_id: int) -> bytes | None:
-        """The run's master pack, or None when its coordinator left none."""
+    def pack(self, run_id: int, part: str = "master") -> bytes | None:
+        """One part of the run's master pack, or None when its coordinator left none."""
+        lo = PARTS[part] * PART_SEQ
         with self.conn.cursor(binary=True) as cur:
             chunks = [data for (data,) in cur.execute(
-                "SELECT data FROM dist_packs WHERE run_id=%s ORDER BY seq", (run_id,))]
+                "SELECT data FROM dist_packs WHERE run_id=%s AND seq >= %s AND seq < %s"
+                " ORDER BY seq", (run_id, lo, lo + PART_SEQ))]
         return b"".join(chunks) if chunks else None
+
+    def packed(self, run_id: int, part: str, state: str) -> None:
+        """A later part of the run's pack is ``stored``, or there is ``none`` (a worker
+        then makes what it holds itself); the first state said counts."""
+        self.conn.execute("UPDATE dist_runs SET packed = jsonb_build_object(%s::text,"
+                          " %s::text) || packed WHERE run_id=%s", (part, state, run_id))
+
+    def wait_part(self, run_id: int, part: str, poll: float = 0.2) -> str | None:
+        """Until a later part of the run's pack is stored (``"stored"``) or known to be
+        missing (``"none"``); None when the run is over or its coordinator is gone."""
+        import time
+
+        while True:
+            row = self.conn.execute("SELECT status, packed ->> %s FROM dist_runs"
+                                    " WHERE run_id=%s", (part, run_id)).fetchone()
+            if row is None or row[0] != "running":
+                return None
+            if row[1] is not None:
+                return str(row[1])
+            if not self.coordinator_alive(run_id):
+                return None
+            time.sleep(poll)
 
     # ------------------------------------------------------------------ read -> shards
     def save_read(self, run_id: int, channel: str, shards: int,

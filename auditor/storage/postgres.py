@@ -53,7 +53,7 @@ from psycopg.rows import dict_row
 from psycopg.types.string import StrDumperUnknown
 
 from auditor import codec
-from auditor.compact import CompactMaster
+from auditor.compact import CompactMaster, body_of
 from auditor import lifecycle
 from auditor.errors import LockedError, StoreError
 from auditor.events import FindingChange
@@ -564,8 +564,17 @@ class PostgresStore:
         existing: dict[str, str] = dict(
             self.conn.execute("SELECT sku, hash FROM master_records").fetchall())
         plan = MasterPlan(at=now.isoformat(), records=len(records))
-        for sku, rec in records.items():
-            body = codec.body(rec)
+        compact = isinstance(records, CompactMaster)
+        known = records.hashes() if isinstance(records, CompactMaster) else None
+        if known is not None:  # hashed as the file was read: no body encoded again
+            for sku, h in known:
+                old = existing.get(sku)
+                if old != h:
+                    plan.writes[sku] = h
+                    if old is None:
+                        plan.added += 1
+        for sku in records if known is None else ():
+            body = body_of(records, sku)
             h = digest(body)
             old = existing.get(sku)
             if old == h:
@@ -573,8 +582,8 @@ class PostgresStore:
             plan.writes[sku] = h
             if old is None:
                 plan.added += 1
-            else:
-                plan.bodies[sku] = body.decode()
+            elif not compact:  # kept beside the version it replaces (a compact master
+                plan.bodies[sku] = body.decode()  # holds it already)
         plan.removed = [sku for sku in existing if sku not in records]
         replaced = [sku for sku in plan.writes if sku in existing] + plan.removed
         for i in range(0, len(replaced), 10_000):
@@ -602,7 +611,7 @@ class PostgresStore:
             for i in range(0, len(skus), 5000):
                 upserts, history, changes = [], [], []
                 for sku in skus[i:i + 5000]:
-                    data = plan.bodies.get(sku) or codec.body(records[sku]).decode()
+                    data = plan.bodies.get(sku) or body_of(records, sku).decode()
                     upserts.append((sku, plan.writes[sku], data, snap, at))
                     old_data = plan.replaced.get(sku)
                     if old_data is None:
