@@ -306,12 +306,15 @@ def _part(env: _JobEnv, part: str) -> Any:
     it (waits); None when it has none (raises ``_RunOver`` when the run ended first)."""
     from auditor import masterpack
 
+    from auditor.storage.jobs import RunJobs
+
     t0 = time.perf_counter()
-    state = env.jobs.wait_part(env.run_id, part)
-    if state is None:
-        raise _RunOver
-    waited = time.perf_counter() - t0
-    data = env.jobs.pack(env.run_id, part) if state == "stored" else None
+    with RunJobs(_worker_url) as jobs:  # (the job that armed a linker's supply may be over)
+        state = jobs.wait_part(env.run_id, part)
+        if state is None:
+            raise _RunOver
+        waited = time.perf_counter() - t0
+        data = jobs.pack(env.run_id, part) if state == "stored" else None
     if data is None:
         log.info("run %s: no %s in the master pack (waited %.1f s)", env.run_id, part,
                  waited)
