@@ -16,7 +16,7 @@ the benchmark (tests/pg_server.py's, fsync and synchronous commit on).
 The channel phase is the audit after the master is imported: for one process the sum of
 its channels' seconds (they run one after the other with ``workers = 1``), for a
 distributed run the coordinator's "channels audited in N s" (from the run's master being
-ready for the workers, its pack stored, to the last channel finished; the read jobs are
+ready for the workers, its pack's master part stored, to the last channel finished; the read jobs are
 deferred earlier, as the run starts, and parse their feeds meanwhile). Throughput =
 listings / channel phase, and listings / wall time in the ratios printed under the table;
 each row also carries the machine's 1-minute load average when the run started. Each
@@ -121,11 +121,15 @@ def _runs(cfg: Path, channels: list[str], extra: tuple[str, ...], server: list[i
             out.append([step, listings, wall, _phase(r, summary), cpu, srv, load])
             print(step, *out[-1][1:], flush=True)
             pack = re.findall(r"master pack of ([0-9.]+) MB stored in ([0-9.]+) s", r.stderr)
-            if pack:  # built beside the snapshot write, before the channel phase
-                PACKS.append(f"- {step}, {workers} worker(s): master pack of {pack[-1][0]} MB "
-                             f"built and stored in {pack[-1][1]} s (beside the snapshot "
-                             "write, before the channel phase; the read jobs parse "
-                             "meanwhile)")
+            rest = re.findall(r"linker indexes built in ([0-9.]+) s, packed in ([0-9.]+) s "
+                              r"\(([0-9.]+) MB\)", r.stderr)
+            if pack:  # its master part, packed as soon as the master is read
+                PACKS.append(f"- {step}, {workers} worker(s): the master pack's master part "
+                             f"({pack[-1][0]} MB) stored {pack[-1][1]} s after the master was "
+                             "read (the read jobs parse meanwhile, then link)" + (
+                                 f"; its indexes part ({rest[-1][2]} MB) built in "
+                                 f"{rest[-1][0]} s and packed in {rest[-1][1]} s beside it "
+                                 "and the snapshot write" if rest else ""))
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)

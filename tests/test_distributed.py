@@ -598,9 +598,13 @@ def test_a_worker_links_by_key_from_the_master_part_and_waits_for_the_rest_when_
                     built = set(linker.index)
                     linker.prepare()
                     part = masterpack.dumps(masterpack.indexes(linker, built), master)
-                    threading.Timer(0.6, coord.save_pack, (1, part, "indexes")).start()
-                    threading.Timer(0.6, coord.save_pack,
-                                    (1, masterpack.dumps(history), "history")).start()
+                    later = masterpack.dumps(history)
+
+                    def store_rest(part: bytes, later: bytes) -> None:  # (one connection:
+                        coord.save_pack(1, part, "indexes")  # one thread at a time)
+                        coord.save_pack(1, later, "history")
+
+                    threading.Timer(0.6, store_rest, (part, later)).start()
                 else:  # the coordinator had none: built here
                     coord.packed(2, "indexes", "none")
                     coord.packed(2, "history", "none")
