@@ -238,8 +238,7 @@ class _Groups:
             cands, titles = idx.title_scored(f, (), self.keys(f))
             self.masters.extend(cands)
             self.titles.extend(titles)
-            brand = idx._brand_score
-            self.brands.extend([brand(f, i, None) for i in cands])
+            self.brands.extend(idx.brand_scores(f, cands))
             g = self._of_f[bk] = len(self.starts) - 1
             self.starts.append(len(self.masters))
         return g

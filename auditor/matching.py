@@ -497,6 +497,10 @@ class MatchIndex:
                                                  dict[int, float], float,
                                                  dict[str, list[int]]]] = {}
         self._master = master
+        # per master, what ``_title_score`` reads from its title (``_master_words``,
+        # ``_master_numbers``): filled in as masters become candidates
+        self._mwords: list[tuple[Any, ...] | None] = [None] * len(self.skus)
+        self._mnums: list[tuple[Any, ...] | None] = [None] * len(self.skus)
         n = max(len(self.skus), 1)
         self.n = n
         self._idf: dict[str, float] = {}
@@ -644,7 +648,10 @@ class MatchIndex:
         """The evidence that depends on the listing's title (and codes) only: the same for
         every listing with that title, so ``rank`` computes it once per distinct title."""
         mt = self.titles[i]
-        mtoks = set(mt.split())
+        mw = self._mwords[i]
+        if mw is None:
+            mw = self._master_words(i)
+        mtoks, mv, (med, mlic), mbundle, ma = mw
         idf2 = self.idf2
         # fsum: exactly rounded, so the same whatever order the set is walked in
         shared = fsum([idf2[t] for t in f.tokenset & mtoks])
@@ -704,7 +711,6 @@ class MatchIndex:
                     if ev is not None:
                         ev["codes_differ"] = [sorted(lc)[:3], sorted(mc)[:3]]
         if f.variants:
-            mv = variants(mtoks)
             for kind, words_ in f.variants.items():
                 if kind in mv and not words_ & mv[kind]:
                     s += W_VARIANT_DIFFER
@@ -712,7 +718,6 @@ class MatchIndex:
                         ev[f"{kind}s_differ"] = [sorted(words_), sorted(mv[kind])]
                     break
         led, llic = f.editions
-        med, mlic = editions(mtoks)
         if llic != mlic or (led - med and med - led):
             # a licence named on one side only (upgrade, academic, OEM), or each side
             # naming an edition the other lacks (deluxe vs premium)
@@ -720,8 +725,11 @@ class MatchIndex:
             if ev is not None:
                 ev["editions_differ"] = [sorted(led | llic), sorted(med | mlic)]
         qty_differ = False
+        mnums = self._mnums[i] if f.qty or f.nums or f.sizes else None
+        if mnums is None and (f.qty or f.nums or f.sizes):
+            mnums = self._master_numbers(i)
         if f.qty:
-            mq = quantities(self.number_text(i))
+            mq = mnums[0]  # type: ignore[index]
             for kind in sorted(f.qty.keys() & mq.keys()):
                 if not _overlap(f.qty[kind], mq[kind], MP_TOLERANCE if kind == "mp" else 0.01):
                     s += W_QTY_DIFFER
@@ -730,26 +738,24 @@ class MatchIndex:
                         ev["quantities_differ"] = kind
                     break
         if f.nums and not qty_differ:
-            mn = numbers(self.number_text(i))
+            mn = mnums[1]  # type: ignore[index]
             if f.nums - mn and mn - f.nums:  # each names a number the other lacks
                 s += W_NUM_DIFFER
                 if ev is not None:
                     ev["numbers_differ"] = [[f"{n:g}" for n in sorted(f.nums)[:3]],
                                            [f"{n:g}" for n in sorted(mn)[:3]]]
         if f.sizes and not qty_differ:
-            md = sizes(self.number_text(i))
+            md = mnums[2]  # type: ignore[index]
             if md and not f.sizes & md:  # 60 x 60 vs 60 x 80: the numbers overlap
                 s += W_QTY_DIFFER
                 if ev is not None:
                     ev["sizes_differ"] = [[_size_text(d) for d in sorted(f.sizes)[:2]],
                                           [_size_text(d) for d in sorted(md)[:2]]]
-        mbundle = _BUNDLE.intersection(mtoks)
         if bool(f.bundle) != bool(mbundle):
             # a bundle or a combo is not its one part ("keyboard and mouse combo")
             s += W_BUNDLE
             if ev is not None:
                 ev["bundle"] = sorted(f.bundle or mbundle)
-        ma = accessory_words(mt)
         # one names an accessory, the other none, and is not itself for something ("Smart
         # Feather for iPad 2" is the "Smart Feather Case for iPad 2")
         if bool(ma) != bool(f.accessory) and _for_search(title if ma else mt) is None:
@@ -764,6 +770,23 @@ class MatchIndex:
                 if ev is not None:
                     ev["accessories_differ"] = [sorted(f.accessory)[:3], sorted(ma)[:3]]
         return s
+
+    def _master_words(self, i: int) -> tuple[Any, ...]:
+        """What ``_title_score`` reads from master ``i``'s words (its word set, variants,
+        editions, bundle and accessory words), read on first use and kept: a master is a
+        candidate of many titles."""
+        mt = self.titles[i]
+        mtoks = set(mt.split())
+        mw = self._mwords[i] = (mtoks, variants(mtoks), editions(mtoks),
+                                _BUNDLE.intersection(mtoks), accessory_words(mt))
+        return mw
+
+    def _master_numbers(self, i: int) -> tuple[Any, ...]:
+        """Master ``i``'s quantities, numbers and sizes (from ``number_text``), read on first
+        use and kept."""
+        nt = self.number_text(i)
+        mn = self._mnums[i] = (quantities(nt), numbers(nt), sizes(nt))
+        return mn
 
     def _head(self, i: int) -> str:
         """Master ``i``'s title before any "for ..." (a brand named after it is the
@@ -803,6 +826,24 @@ class MatchIndex:
             if ev is not None:
                 ev["brand"] = "in title"
         return s
+
+    def brand_scores(self, f: Features, cands: Sequence[int]) -> list[float]:
+        """``_brand_score`` of each master in ``cands`` (no evidence kept): the same numbers,
+        a master of the listing's own brand without a call, the others' by master brand
+        when nothing else decides (the title's words are the same for all)."""
+        lb, brands, score = f.brand, self.brands, self._brand_score
+        agree = 0.0 + W_BRAND_AGREE
+        if not lb:  # depends on the master's brand only
+            by: dict[str, float] = {}
+            out = []
+            for i in cands:
+                mb = brands[i]
+                v = by.get(mb)
+                if v is None:
+                    v = by[mb] = score(f, i, None)
+                out.append(v)
+            return out
+        return [agree if brands[i] == lb else score(f, i, None) for i in cands]
 
     @staticmethod
     def _price_score(lp: float | None, mp: float | None, ev: dict[str, Any] | None) -> float:
