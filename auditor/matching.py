@@ -501,6 +501,10 @@ class MatchIndex:
         # ``_master_numbers``): filled in as masters become candidates
         self._mwords: list[tuple[Any, ...] | None] = [None] * len(self.skus)
         self._mnums: list[tuple[Any, ...] | None] = [None] * len(self.skus)
+        # (``brand_scores``) whether two brands agree by their names alone, and each
+        # master's title head (``_head``) without spaces, as they are needed
+        self._brand_pairs: dict[tuple[str, str], bool] = {}
+        self._heads: list[str | None] = [None] * len(self.skus)
         n = max(len(self.skus), 1)
         self.n = n
         self._idf: dict[str, float] = {}
@@ -829,21 +833,47 @@ class MatchIndex:
 
     def brand_scores(self, f: Features, cands: Sequence[int]) -> list[float]:
         """``_brand_score`` of each master in ``cands`` (no evidence kept): the same numbers,
-        a master of the listing's own brand without a call, the others' by master brand
-        when nothing else decides (the title's words are the same for all)."""
-        lb, brands, score = f.brand, self.brands, self._brand_score
-        agree = 0.0 + W_BRAND_AGREE
-        if not lb:  # depends on the master's brand only
-            by: dict[str, float] = {}
-            out = []
+        with what depends on the two brands alone kept per pair of brands, the master's
+        title head per master, and the listing title's spelling of a brand per brand."""
+        lb, brands = f.brand, self.brands
+        agree, differ = 0.0 + W_BRAND_AGREE, 0.0 + W_BRAND_DIFFER
+        spans: dict[str, bool] = {}
+        out: list[float] = []
+        append = out.append
+        if not lb:  # agrees when the title names the master's brand
             for i in cands:
                 mb = brands[i]
-                v = by.get(mb)
+                v = spans.get(mb)
                 if v is None:
-                    v = by[mb] = score(f, i, None)
-                out.append(v)
+                    v = spans[mb] = bool(mb) and bool(brand_span(f.tokens, mb))
+                append(agree if v else 0.0)
             return out
-        return [agree if brands[i] == lb else score(f, i, None) for i in cands]
+        pairs, heads = self._brand_pairs, self._heads
+        before: Sequence[str] | None = None
+        for i in cands:
+            mb = brands[i]
+            if not mb:
+                append(0.0)
+                continue
+            if mb == lb:
+                append(agree)
+                continue
+            v = pairs.get((lb, mb))
+            if v is None:
+                v = pairs[(lb, mb)] = len(lb) >= 3 and len(mb) >= 3 and (lb in mb or mb in lb)
+            if not v and len(lb) >= 4:
+                h = heads[i]
+                if h is None:
+                    h = heads[i] = self._head(i).replace(" ", "")
+                v = lb in h
+            if not v:
+                v = spans.get(mb)
+                if v is None:
+                    if before is None:
+                        before = _before_for(f.tokens)
+                    v = spans[mb] = bool(brand_span(before, mb))
+            append(agree if v else differ)
+        return out
 
     @staticmethod
     def _price_score(lp: float | None, mp: float | None, ev: dict[str, Any] | None) -> float:

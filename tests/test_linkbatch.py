@@ -281,3 +281,27 @@ def test_link_all_with_a_key_shown_twice_gives_the_key_its_last_decided_link():
     # L9: linked by its SKU at once, then by its title: the title's link for both
     assert got[0] == got[1] and got[1].method is not LinkMethod.SKU
     assert got[2] == got[3]
+
+
+def test_brand_scores_are_brand_score_of_each_candidate():
+    """``MatchIndex.brand_scores`` (brands compared per pair, heads per master, the
+    title's spelling of a brand per brand) gives ``_brand_score`` of each candidate: the
+    same brand, one brand inside the other, the brand in the master's title head, the
+    master's brand named in the listing's title (before "for" or after), no brand."""
+    brands = ["Acme", "Acme Corp", "Fogware Publishing", "HP", "D-Link", "", "Sony",
+              "Just Mobile", "Macsense", "Ac"]
+    titles = ["Acme widget 500 GB", "Fogware Publishing ESL learn english",
+              "Slide stand by Just Mobile", "Case for Sony MDR headphones", "HP 61 ink",
+              "DLink router for Acme", "plain title words", "Macsense just mobile slide"]
+    master = {f"S{k:03d}": MasterRecord(sku=f"S{k:03d}", title=titles[k % len(titles)],
+                                        brand=brands[k % len(brands)] or None)
+              for k in range(80)}
+    idx = MatchIndex(master)
+    cands = list(range(len(idx.skus)))
+    for title in titles + ["Just Mobile Slide Stand", "fogware publishing esl"]:
+        for brand in brands + ["Acme Corporation", "Sonyx"]:
+            f = listing_features(title, None, brand or None, None)
+            idx.prepare(f)
+            expected = [idx._brand_score(f, i, None) for i in cands]
+            assert idx.brand_scores(f, cands) == expected
+            assert idx.brand_scores(f, cands[::-1]) == expected[::-1]  # (kept per pair)
