@@ -792,6 +792,13 @@ class MatchIndex:
         mn = self._mnums[i] = (quantities(nt), numbers(nt), sizes(nt))
         return mn
 
+    def _head_joined(self, i: int) -> str:
+        """``_head`` of master ``i`` without spaces (kept: read per brand comparison)."""
+        h = self._heads[i]
+        if h is None:
+            h = self._heads[i] = self._head(i).replace(" ", "")
+        return h
+
     def _head(self, i: int) -> str:
         """Master ``i``'s title before any "for ..." (a brand named after it is the
         brand of the product the master fits, not its own)."""
@@ -810,7 +817,7 @@ class MatchIndex:
         lb, mb = f.brand, self.brands[i]
         if lb and mb:
             if lb == mb or (len(lb) >= 3 and len(mb) >= 3 and (lb in mb or mb in lb)) \
-                    or len(lb) >= 4 and lb in self._head(i).replace(" ", ""):
+                    or len(lb) >= 4 and lb in self._head_joined(i):
                 s += W_BRAND_AGREE
                 if ev is not None:
                     ev["brand"] = "same"
@@ -863,9 +870,7 @@ class MatchIndex:
                 v = pairs[(lb, mb)] = len(lb) >= 3 and len(mb) >= 3 and (lb in mb or mb in lb)
             if not v and len(lb) >= 4:
                 h = heads[i]
-                if h is None:
-                    h = heads[i] = self._head(i).replace(" ", "")
-                v = lb in h
+                v = lb in (h if h is not None else self._head_joined(i))
             if not v:
                 v = spans.get(mb)
                 if v is None:
