@@ -325,15 +325,17 @@ class _TitleKeys:
         self.idx = idx
         self._f: Features | None = None
         self._keys: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self._shown: tuple[bool, tuple[Any, ...]] = (False, ())
 
     def __call__(self, f: Features) -> tuple[Any, ...]:
         if f is not self._f:
             self._f = f
             self._keys = {}
+            self._shown = self.idx._title_shown(f)
         bk = (f.brand, f.brand_words)
         k = self._keys.get(bk)
         if k is None:
-            k = self._keys[bk] = self.idx._title_key(f)
+            k = self._keys[bk] = self.idx._title_key(f, self._shown)
         return k
 
 

@@ -906,19 +906,28 @@ class MatchIndex:
         idf2, rare = self.idf2, (math.log(self.n + 1) + 1.0) ** 2
         f.norm = math.sqrt(fsum([idf2.get(t, rare) for t in f.tokenset])) or 1.0
 
-    def _title_key(self, f: Features) -> tuple[Any, ...]:
-        """What the title-dependent work of ``rank`` depends on."""
+    def _title_key(self, f: Features, shown: tuple[bool, tuple[Any, ...]] | None = None
+                   ) -> tuple[Any, ...]:
+        """What the title-dependent work of ``rank`` depends on (``shown``: the listing's
+        ``_title_shown``, when the caller knows it)."""
+        exact, rest = shown if shown is not None else self._title_shown(f)
         alt = None
-        if f.brand and f.title not in self.exact:
+        if f.brand and not exact:
             for b in (f.brand_words, f.brand):
                 if b and f.title.startswith(b + " "):
                     alt = b
                     break
-        return (f.title, alt, frozenset(f.codes) if f.codes else None,
-                frozenset(f.joined) if f.joined else None,
-                frozenset(f.description_codes) if f.description_codes else None,
-                frozenset((k, v) for k, vs in f.qty.items() for v in vs) if f.qty else None,
-                frozenset(f.nums) if f.nums else None)
+        return (f.title, alt, *rest)
+
+    def _title_shown(self, f: Features) -> tuple[bool, tuple[Any, ...]]:
+        """The part of ``_title_key`` that does not depend on the listing's brand: whether
+        a master has the title, and the codes and numbers read from it."""
+        return (f.title in self.exact,
+                (frozenset(f.codes) if f.codes else None,
+                 frozenset(f.joined) if f.joined else None,
+                 frozenset(f.description_codes) if f.description_codes else None,
+                 frozenset((k, v) for k, vs in f.qty.items() for v in vs) if f.qty else None,
+                 frozenset(f.nums) if f.nums else None))
 
     def rank(self, f: Features, exclude: Iterable[str] = (), key: tuple[Any, ...] | None = None
              ) -> tuple[tuple[float, int], ...]:
@@ -956,9 +965,19 @@ class MatchIndex:
         elif f.norm == 0.0:  # the title's norm is known; its word set is made if needed
             f.norm = entry[3]
         found, title_scores, pre_scores, _norm, picked = entry
-        cands = None if exclude else picked.get(f.brand)
+        brand = f.brand
+        cands = None if exclude else picked.get(brand)
+        if cands is None and brand and not exclude:
+            # a brand that no master found has (or few found: all are picked) picks what
+            # no brand picks (``_pick``): chosen once for all such brands
+            brands = self.brands
+            if len(found) <= MAX_CANDIDATES or not any(brands[i] == brand for _c, i in found):
+                brand = ""
+                cands = picked.get("")
+                if cands is not None:
+                    picked[f.brand] = cands
         if cands is None:  # (else chosen before for this title and brand)
-            cands = self._pick(found, f.brand)
+            cands = self._pick(found, brand)
             if exclude:
                 banned = set(exclude)
                 cands = [i for i in cands if self.skus[i] not in banned]
@@ -984,7 +1003,7 @@ class MatchIndex:
                 pre.sort(reverse=True)
                 cands = [i for _c, i in pre[:FULL_SCORES]]
             if not exclude:
-                picked[f.brand] = cands
+                picked[brand] = picked[f.brand] = cands
         titles = []
         for i in cands:
             t = title_scores.get(i)
