@@ -36,7 +36,7 @@ from collections import Counter
 from operator import itemgetter
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Container, Iterable, Mapping, Sequence
+from typing import Any, Collection, Container, Iterable, Mapping, Sequence
 
 from rapidfuzz import fuzz
 
@@ -148,16 +148,23 @@ _LICENCE_WORDS: dict[str, str] = {
 }
 
 
-def editions(tokens: Iterable[str]) -> tuple[frozenset[str], frozenset[str]]:
+_NO_EDITIONS: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
+
+
+def editions(tokens: Collection[str]) -> tuple[frozenset[str], frozenset[str]]:
     """(edition words, licence words) among normalized words, canonical."""
+    if _EDITION_WORDS.keys().isdisjoint(tokens) and _LICENCE_WORDS.keys().isdisjoint(tokens):
+        return _NO_EDITIONS  # (most titles: no set built)
     ed = {_EDITION_WORDS[t] for t in tokens if t in _EDITION_WORDS}
     lic = {_LICENCE_WORDS[t] for t in tokens if t in _LICENCE_WORDS}
     return frozenset(ed), frozenset(lic)
 
 
-def variants(tokens: Iterable[str]) -> dict[str, set[str]]:
+def variants(tokens: Collection[str]) -> dict[str, set[str]]:
     """The variant words among normalized words, by kind (colour, platform)."""
     out: dict[str, set[str]] = {}
+    if _VARIANT_WORDS.keys().isdisjoint(tokens):
+        return out
     for t in tokens:
         v = _VARIANT_WORDS.get(t)
         if v is not None:
