@@ -41,6 +41,7 @@ from auditor.text import normalize_title
 
 CACHE = 2_000         # titles, brands, (title, master) evidence kept while reading listings in
                       # title order (a title's listings follow each other: few are needed)
+ROUND_MIN = 1_000     # pairs left from which the greedy pass settles them in rounds (``greedy``)
 POOL_MIN = 20_000     # listings without keys from which a channel is ranked in several processes
 
 Ranked = tuple[tuple[float, int], ...]
@@ -487,10 +488,38 @@ def greedy(flat: Flat, suggest_at: float, taken: Iterable[int] = (),
     keep = np.flatnonzero(scores >= suggest_at)
     sort = np.lexsort((place[keep], rank[listing[keep]], gap[keep], -scores[keep]))
     keep = keep[sort]
+    lst, mst, plc = listing[keep], pair_master[keep], place[keep]
+    if used:
+        free = ~np.isin(mst, np.fromiter(used, dtype=np.intp, count=len(used)))
+        lst, mst, plc = lst[free], mst[free], plc[free]
+    # In rounds: a pair that comes first (in that order) among the pairs left of its
+    # listing and among those of its master is settled as the pass settles it (nothing
+    # before it can take either side); the pairs of the listings and masters it settles
+    # are then dropped. While a round settles a good share of what is left; the rest
+    # one pair at a time, in order, as the pass goes.
+    n_masters = int(pair_master.max()) + 1
+    while len(lst) > ROUND_MIN:
+        at = np.arange(len(lst), dtype=np.intp)
+        first_l = np.full(n, len(lst), dtype=np.intp)
+        np.minimum.at(first_l, lst, at)
+        first_m = np.full(n_masters, len(lst), dtype=np.intp)
+        np.minimum.at(first_m, mst, at)
+        ok = (first_l[lst] == at) & (first_m[mst] == at)
+        settled = int(ok.sum())
+        got[lst[ok]] = plc[ok]
+        gone_l = np.zeros(n, dtype=bool)
+        gone_l[lst[ok]] = True
+        gone_m = np.zeros(n_masters, dtype=bool)
+        gone_m[mst[ok]] = True
+        left = ~(gone_l[lst] | gone_m[mst])
+        lst, mst, plc = lst[left], mst[left], plc[left]
+        if settled < len(lst) // 20:
+            break
+    done = set(np.flatnonzero(got >= 0).tolist())
+    used.update(pair_master[starts[got >= 0] + got[got >= 0]].tolist())
     chosen: dict[int, int] = {}
-    masters = pair_master[keep].tolist()
-    for p, k, i in zip(listing[keep].tolist(), place[keep].tolist(), masters, strict=True):
-        if p in chosen or i in used:
+    for p, k, i in zip(lst.tolist(), plc.tolist(), mst.tolist(), strict=True):
+        if p in chosen or p in done or i in used:
             continue
         chosen[p] = k
         used.add(i)

@@ -159,11 +159,15 @@ def test_bulk_linking_with_confirmed_and_keyed_listings_takes_their_masters():
     assert any(lk.method == LinkMethod.FUZZY for lk in links.values())
 
 
+@pytest.mark.parametrize("rounds_from", [None, 0])
 @pytest.mark.parametrize("seed", range(6))
-def test_assign_all_decides_what_assign_decides(seed):
+def test_assign_all_decides_what_assign_decides(seed, rounds_from, monkeypatch):
     """The array-sorted greedy pass of ``linkbatch.assign_all`` settles the same pairs in
     the same order as ``matching.assign``: ties of score (many, on a coarse grid), masters
-    taken before, listings without candidates, scores below the suggestion line."""
+    taken before, listings without candidates, scores below the suggestion line; with the
+    pairs settled in rounds down to the last (``rounds_from`` 0) or as many as usual."""
+    if rounds_from is not None:
+        monkeypatch.setattr(linkbatch, "ROUND_MIN", rounds_from)
     rnd = random.Random(seed)
     n_masters = rnd.choice([5, 40, 400])
     ranked = []
@@ -184,6 +188,11 @@ def test_assign_all_decides_what_assign_decides(seed):
         for k in range(3)])
     assert linkbatch.assign_all(ranked, 0.8, 0.5, 0.05, taken, keys, flat) == \
         assign(ranked, 0.8, 0.5, 0.05, taken, keys)
+    # the states decided over arrays (``decide_flat``) are ``decide``'s
+    flat = linkbatch._flat(ranked)
+    dec = linkbatch.decide_flat(flat, linkbatch.greedy(flat, 0.5, taken), 0.8, 0.5, 0.05)
+    starts = np.cumsum(flat[0]) - flat[0]
+    assert [dec.decision(p, flat, starts) for p in range(len(ranked))] == expected
     if ranked:
         assert {d.state for d in expected} <= {"linked", "suggested", "unlinked"}
 
