@@ -499,10 +499,11 @@ class MatchIndex:
         self.prices = array("d", (p or 0.0 for p in self.prices))  # type: ignore[assignment]
         self._position: dict[str, int] | None = None
         # distinct title -> (candidates found, title evidence and word score by master, norm,
-        # the candidates scored in full by listing brand)
+        # the candidates scored in full by listing brand, the brands of the masters found
+        # when more than ``MAX_CANDIDATES``: ``_pick`` weighs those)
         self._cache: dict[tuple[Any, ...], tuple[list[tuple[float, int]], dict[int, float],
                                                  dict[int, float], float,
-                                                 dict[str, list[int]]]] = {}
+                                                 dict[str, list[int]], frozenset[str]]] = {}
         self._master = master
         # per master, what ``_title_score`` reads from its title (``_master_words``,
         # ``_master_numbers``): filled in as masters become candidates
@@ -968,17 +969,20 @@ class MatchIndex:
                 self._cache.clear()
             if f.norm == 0.0:
                 self.prepare(f)
-            entry = self._cache[key] = (self._found(f), {}, {}, f.norm, {})
+            found = self._found(f)
+            brands = self.brands
+            entry = self._cache[key] = (found, {}, {}, f.norm, {},
+                                        frozenset(brands[i] for _c, i in found)
+                                        if len(found) > MAX_CANDIDATES else frozenset())
         elif f.norm == 0.0:  # the title's norm is known; its word set is made if needed
             f.norm = entry[3]
-        found, title_scores, pre_scores, _norm, picked = entry
+        found, title_scores, pre_scores, _norm, picked, found_brands = entry
         brand = f.brand
         cands = None if exclude else picked.get(brand)
         if cands is None and brand and not exclude:
             # a brand that no master found has (or few found: all are picked) picks what
             # no brand picks (``_pick``): chosen once for all such brands
-            brands = self.brands
-            if len(found) <= MAX_CANDIDATES or not any(brands[i] == brand for _c, i in found):
+            if brand not in found_brands:
                 brand = ""
                 cands = picked.get("")
                 if cands is not None:
