@@ -11,8 +11,11 @@ done, for channels of hundreds of thousands of such listings:
   title follow each other and the index's per-title cache (blocking, title evidence) hits
   however many distinct titles the channel has;
 * **processes**: a large channel is ranked in parts, each but one in a forked process that
-  sees the index as it is (nothing is copied in; the rankings travel back as tuples of
-  numbers); the one-to-one assignment stays channel-wide, in this process;
+  sees the index as it is (nothing is copied in; the rankings travel back as arrays); the
+  one-to-one assignment stays channel-wide, in this process;
+* **arrays**: the rankings, the greedy pass of the assignment, the decisions and the links
+  are made from arrays (``Ranks``, ``greedy``, ``decide_flat``, ``links_of``), without a
+  tuple or object per listing until its Link;
 * **evidence** of suggested links is read in the same order, its title part once per
   (title, master);
 * the cyclic garbage collector is paused meanwhile: the objects made here all stay alive
@@ -627,9 +630,12 @@ def decide_flat(flat: Flat, got: np.ndarray, link_at: float, suggest_at: float,
 
 
 class _Fmt(dict):
-    """``f"{x:.2f}"`` of scores, each value formatted once."""
+    """``f"{x:.2f}"`` of scores, each value formatted once (zero each time: 0.0 and -0.0
+    are one key but print apart)."""
 
     def __call__(self, x: float) -> str:
+        if not x:
+            return f"{x:.2f}"
         v = self.get(x)
         if v is None:
             v = self[x] = f"{x:.2f}"
@@ -680,7 +686,7 @@ def links_of(listings: Sequence[Listing], ranks: Ranks, dec: Decided,
             append(new_link(li.channel, li.key, None, none, 0.0, (), reason, {}))
             continue
         sc = scores[p]
-        cf = conf.get(sc)
+        cf = conf.get(sc) if sc else None  # (0.0 and -0.0: one key, two values)
         if cf is None:
             cf = conf[sc] = round(min(sc, 1.0), 3)
         st, s = states[p], starts[p]
@@ -691,7 +697,7 @@ def links_of(listings: Sequence[Listing], ranks: Ranks, dec: Decided,
         ev = evidence.get(p)
         if ev is None:
             ev = {}  # made for this link alone
-        r = shown.get(sc)
+        r = shown.get(sc) if sc else None
         if r is None:
             r = shown[sc] = round(sc, 3)
         ev["score"] = r

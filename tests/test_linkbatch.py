@@ -314,3 +314,15 @@ def test_brand_scores_are_brand_score_of_each_candidate():
             expected = [idx._brand_score(f, i, None) for i in cands]
             assert idx.brand_scores(f, cands) == expected
             assert idx.brand_scores(f, cands[::-1]) == expected[::-1]  # (kept per pair)
+
+
+def test_decisions_over_arrays_print_zero_and_minus_zero_apart():
+    """``decide_flat`` formats each score once, but 0.0 and -0.0 (one dict key) print as
+    ``decide`` prints them."""
+    ranked = [((0.0, 1),), ((-0.0, 2),), ((0.0, 3), (-0.0, 4)), ((0.9, 5), (0.0, 6))]
+    flat = linkbatch._flat(ranked)
+    dec = linkbatch.decide_flat(flat, linkbatch.greedy(flat, -1.0), 0.8, -1.0, 0.05)
+    starts = np.cumsum(flat[0]) - flat[0]
+    got = [dec.decision(p, flat, starts) for p in range(len(ranked))]
+    assert got == assign(ranked, 0.8, -1.0, 0.05)
+    assert [d.reason for d in got][:2] == ["score 0.00 below 0.80", "score -0.00 below 0.80"]
