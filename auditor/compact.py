@@ -269,8 +269,26 @@ class _Share:
 def _build(d: dict[str, Any], packer: "Packer", share: _Share) -> CompactRecord:
     """A compact record from a stored body decoded by orjson (``d`` is consumed)."""
     cold = {k: d.pop(k) for k in COLD if k in d}
+    return _build_hot(d, packer.pack(orjson.dumps(cold)) if cold else None, packer, share)
+
+
+def split(rec: MasterRecord, packer: Packer) -> tuple[bytes, bytes | None, bytes]:
+    """What ``CompactRecords.append(rec)`` keeps of ``rec``, as bytes: its hot fields'
+    JSON, its cold fields packed by ``packer`` and its body's stored hash. A process
+    reading part of a master file sends these; ``CompactRecords.append_split`` takes
+    them (the same record, packed alike when ``packer`` has the same dictionary)."""
+    body = codec.body(rec)
+    d = orjson.loads(body)
+    cold = {k: d.pop(k) for k in COLD if k in d}
+    return (orjson.dumps(d), packer.pack(orjson.dumps(cold)) if cold else None,
+            codec.body_hash(body))
+
+
+def _build_hot(d: dict[str, Any], packed: bytes | None, packer: "Packer", share: _Share
+               ) -> CompactRecord:
+    """A compact record from its hot fields (``d``) and its packed cold ones."""
     r = _new(CompactRecord)
-    _set_cold(r, packer.pack(orjson.dumps(cold)) if cold else None)
+    _set_cold(r, packed)
     _set_packer(r, packer)
     get = d.get
     s = _SLOT
@@ -447,6 +465,21 @@ class CompactRecords(Sequence[MasterRecord]):
         self._recs.append(c)
         if self._early is not None:
             self._early = _early(self._early, c, self._packer)
+
+    def append_split(self, hot: bytes, packed: bytes | None, body_hash: bytes) -> None:
+        """Append a record given as ``split`` gives it (packed with this list's packer's
+        dictionary, or another with the same one)."""
+        self._hashes += body_hash
+        c = _build_hot(orjson.loads(hot), packed, self._packer, self._share)
+        self._recs.append(c)
+        if self._early is not None:
+            self._early = _early(self._early, c, self._packer)
+
+    @property
+    def packer(self) -> Packer:
+        """The packer of the records' cold fields (its dictionary is learnt from the first
+        records appended)."""
+        return self._packer
 
     @overload
     def __getitem__(self, i: int) -> MasterRecord: ...
