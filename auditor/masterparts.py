@@ -199,6 +199,9 @@ class _Reader:
                 col.collect(self._rows(ra))
                 pos, n = ra.pos, ra.n
                 continue
+            if cp is not done.checkpoints[0]:
+                log.debug("master range at byte %d began inside a record: taken from the "
+                          "record at byte %d", part.start, cp[0])
             self._take(part, done, cp, col)
             out.rows += done.rows - cp[3]
             pos, n = done.pos, done.n
