@@ -231,3 +231,34 @@ def test_unchanged_master_is_not_read_again(tmp_path, parts):
     first = read(tmp_path, path)
     again = load_master(dict(OPTS, source=str(path)), tmp_path, unchanged_sha=first.sha256)
     assert again.unchanged and not again.records
+
+
+def test_a_run_reads_its_master_in_parts(mini_world, parts, caplog):
+    """``auditor run`` (runner.read_master -> load_master) takes the same path: the stored
+    snapshot and the run's import summary are those of a whole read."""
+    from auditor.config import load_config
+    from auditor.runner import run_audit
+    from auditor.storage import open_store
+    from tests.conftest import NOW
+
+    caplog.set_level(logging.INFO, logger="auditor.master")
+    make(mini_world / "master.csv")
+    cfg_path = mini_world / "config.toml"
+    cfg_path.write_text(cfg_path.read_text().replace('source = "master.csv"',
+                                                     'source = "master.csv"\nskip_bad_rows = true'))
+    got = []
+    for n, db in ((1, "whole.db"), (3, "parts.db")):
+        parts(n)
+        cfg_path.write_text(cfg_path.read_text().replace(
+            'path = "auditor.db"' if n == 1 else 'path = "whole.db"', f'path = "{db}"'))
+        cfg = load_config(cfg_path)
+        store = open_store(cfg.store_url)
+        try:
+            report = run_audit(cfg, store, now=NOW)
+            master = store.current_master()
+            got.append((report.master["records"], report.master["skipped_rows"],
+                        report.master["errors"], list(master.bodies())))
+        finally:
+            store.close()
+    assert got[0] == got[1] and got[0][0] > 3000
+    assert "master read in 3 parts" in caplog.text
