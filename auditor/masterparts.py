@@ -72,11 +72,15 @@ def read_csv(sf: sources.SourceFile, opts: Mapping[str, Any]) -> MasterImport | 
     reader = _Reader(sf, lay, opts, parts)
     try:
         return reader.read()
-    except csvio.Unsplittable as e:
+    except (csvio.Unsplittable, _Lost) as e:
         log.info("master read in one process: %s", e)
         return None
     finally:
         reader.stop_parts()
+
+
+class _Lost(Exception):
+    """A range's process died while its records were being taken: read the file again."""
 
 
 @dataclass
@@ -291,7 +295,10 @@ class _Reader:
         errors = self.out.errors
         append, add = self.records.append_split, col.add
         for _ in range(done.batches):
-            events = pickle.loads(part.recv.recv_bytes())
+            try:
+                events = pickle.loads(part.recv.recv_bytes())
+            except (EOFError, OSError) as e:
+                raise _Lost(f"a process reading part of it died ({e!r})") from None
             if skip >= len(events):
                 skip -= len(events)
                 continue

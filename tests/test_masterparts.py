@@ -105,10 +105,12 @@ def test_parts_give_the_whole_files_result(tmp_path, parts, caplog, n):
     assert whole.records[1].title == "Gárden chair 1"
 
 
-def test_a_part_beginning_inside_a_quoted_field(tmp_path, parts, caplog):
+def test_a_part_beginning_inside_a_quoted_field(tmp_path, parts, caplog, monkeypatch):
     """Every description spans 40 lines: each part begins inside one; its process takes
-    its rows from where the part before really ends."""
+    its rows from where the part before really ends (in small batches: the ones before
+    are skipped)."""
     caplog.set_level(logging.DEBUG, logger="auditor.master")
+    monkeypatch.setattr(masterparts, "BATCH", 7)
     path = make(tmp_path / "m.csv", 3000, lines_per_description=40)
     resynced = 0
     for n in (2, 3, 4, 6):
@@ -262,3 +264,20 @@ def test_a_run_reads_its_master_in_parts(mini_world, parts, caplog):
             store.close()
     assert got[0] == got[1] and got[0][0] > 3000
     assert "master read in 3 parts" in caplog.text
+
+
+def test_a_part_dying_while_its_records_are_taken(tmp_path, parts, caplog, monkeypatch):
+    """Its records half taken, the file is read again in one process."""
+    caplog.set_level(logging.INFO, logger="auditor.master")
+    path = make(tmp_path / "m.csv")
+    real = masterparts._Reader.read_range
+
+    def cut(self, start, end):
+        done, batches = real(self, start, end)
+        return done, batches[:1]  # says more batches follow, exits after the first
+
+    monkeypatch.setattr(masterparts._Reader, "read_range", cut)
+    monkeypatch.setattr(masterparts, "BATCH", 100)
+    whole, in_parts = read_both(tmp_path, path, parts, 2, caplog)
+    same(whole, in_parts)
+    assert "master read in one process: a process reading part of it died" in caplog.text
