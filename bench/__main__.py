@@ -264,7 +264,8 @@ def part_scaling(sizes: list[int], write: bool, first_only: bool = False,
                          round(res["worker_peak_rss_mib"])])
     record("Scaling", [table(
         "Full audit of the master and the five file channels (no crawl, no images) vs merely "
-        "parsing those files one after another; `first` = into an empty store, `again` = the "
+        "parsing those files one after another in one process; `first` = into an empty store, "
+        "`again` = the "
         "same files once more (scheduled steady state); CPU s = the whole benchmark process "
         "(for `first` also importing last week's master) plus its channel workers",
         ["SKUs", "listings", "audit", "parse s", "audit s", "audit / parse", "CPU s",
