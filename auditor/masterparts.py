@@ -48,6 +48,7 @@ log = logging.getLogger("auditor.master")
 
 MIN_BYTES = 8 << 20     # smaller files are read in one process
 PARTS: int | None = None  # processes reading a file; None: the cores this process may use
+MAX_PARTS = 8           # at most (this process builds every record: more gain little)
 CHECKPOINTS = 256       # record starts a range's process remembers
 BATCH = 4096            # records and errors per batch sent
 
@@ -62,7 +63,7 @@ def cores() -> int:
 
 def read_csv(sf: sources.SourceFile, opts: Mapping[str, Any]) -> MasterImport | None:
     """``master.read_csv(sf, opts)`` read in parts, or None where it is read whole."""
-    parts = PARTS or cores()
+    parts = PARTS or min(cores(), MAX_PARTS)
     if parts < 2 or "fork" not in mp.get_all_start_methods():
         return None
     lay = csvio.layout(sf, opts.get("encoding") or "auto", opts.get("delimiter") or "auto",
