@@ -188,6 +188,7 @@ class _Reader:
         pos, n = ra.pos, ra.n
         t_first = time.perf_counter() - t0
         taken = 0
+        cpu_take = 0.0
         for part in self.ranges:
             if part.end is not None and pos >= part.end:  # read already by the one before
                 part.stop()
@@ -207,15 +208,17 @@ class _Reader:
             if cp is not done.checkpoints[0]:
                 log.debug("master range at byte %d began inside a record: taken from the "
                           "record at byte %d", part.start, cp[0])
+            t_take = time.process_time()
             self._take(part, done, cp, col)
+            cpu_take += time.process_time() - t_take
             out.rows += done.rows - cp[3]
             pos, n = done.pos, done.n
             part.stop()
             taken += 1
         if self.ranges:
             log.info("master read in %d parts (%d by other processes; first part %.1f s, "
-                     "all %.1f s)", len(self.ranges) + 1, taken, t_first,
-                     time.perf_counter() - t0)
+                     "all %.1f s; taking the other parts' records %.1f CPU s)",
+                     len(self.ranges) + 1, taken, t_first, time.perf_counter() - t0, cpu_take)
         return out
 
     def _fork(self, pos: int) -> int | None:
