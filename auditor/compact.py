@@ -291,30 +291,37 @@ def _build_hot(d: dict[str, Any], packed: bytes | None, packer: "Packer", share:
     _set_cold(r, packed)
     _set_packer(r, packer)
     get = d.get
-    s = _SLOT
-    s["sku"].__set__(r, sys.intern(d["sku"]))
-    s["title"].__set__(r, share.text(get("title")))
-    s["brand"].__set__(r, share.text(get("brand")))
-    s["gtin"].__set__(r, get("gtin"))
+    _PUT_SKU(r, sys.intern(d["sku"]))
+    _PUT_TITLE(r, share.text(get("title")))
+    _PUT_BRAND(r, share.text(get("brand")))
+    _PUT_GTIN(r, get("gtin"))
     v = get("price")
-    s["price"].__set__(r, _money(v) if v else None)
+    _PUT_PRICE(r, _money(v) if v else None)
     v = get("sale_price")
-    s["sale_price"].__set__(r, _money(v) if v else None)
+    _PUT_SALE_PRICE(r, _money(v) if v else None)
     v = get("sale_start")
-    s["sale_start"].__set__(r, _time(v) if v else None)
+    _PUT_SALE_START(r, _time(v) if v else None)
     v = get("sale_end")
-    s["sale_end"].__set__(r, _time(v) if v else None)
-    s["prices"].__set__(r, share.prices(get("prices")))
-    s["sale_prices"].__set__(r, share.prices(get("sale_prices")))
-    s["quantity"].__set__(r, share.integer(get("quantity")))
+    _PUT_SALE_END(r, _time(v) if v else None)
+    _PUT_PRICES(r, share.prices(get("prices")))
+    _PUT_SALE_PRICES(r, share.prices(get("sale_prices")))
+    _PUT_QUANTITY(r, share.integer(get("quantity")))
     v = get("availability")
-    s["availability"].__set__(r, _AVAILABILITY[v] if v else None)
+    _PUT_AVAILABILITY(r, _AVAILABILITY[v] if v else None)
     v = get("status")
-    s["status"].__set__(r, _STATUS[v] if v else MasterStatus.ACTIVE)
-    s["attributes"].__set__(r, share.attrs(get("attributes")))
+    _PUT_STATUS(r, _STATUS[v] if v else MasterStatus.ACTIVE)
+    _PUT_ATTRIBUTES(r, share.attrs(get("attributes")))
     v = get("overrides")  # per SKU: channel -> field -> value, as key-sharing dicts
-    s["overrides"].__set__(r, share.overrides(v) if v else _EMPTY)
+    _PUT_OVERRIDES(r, share.overrides(v) if v else _EMPTY)
     return r
+
+
+# The hot fields' slot setters, bound once (``_build_hot`` runs once per record).
+(_PUT_SKU, _PUT_TITLE, _PUT_BRAND, _PUT_GTIN, _PUT_PRICE, _PUT_SALE_PRICE, _PUT_SALE_START,
+ _PUT_SALE_END, _PUT_PRICES, _PUT_SALE_PRICES, _PUT_QUANTITY, _PUT_AVAILABILITY, _PUT_STATUS,
+ _PUT_ATTRIBUTES, _PUT_OVERRIDES) = (_SLOT[n].__set__ for n in (
+    "sku", "title", "brand", "gtin", "price", "sale_price", "sale_start", "sale_end", "prices",
+    "sale_prices", "quantity", "availability", "status", "attributes", "overrides"))
 
 
 def _early(early: list[CompactRecord], rec: CompactRecord, packer: Packer
