@@ -291,7 +291,8 @@ def read_csv(sf: sources.SourceFile, opts: Mapping[str, Any], parts: bool = Fals
     if parts:
         from auditor.masterparts import read_csv as read_in_parts
 
-        in_parts = read_in_parts(sf, opts)
+        in_parts = read_in_parts(sf, opts, MasterImport(sf.name, CompactRecords()),
+                                 _Collector, _names)
         if in_parts is not None:
             return in_parts
 

@@ -31,6 +31,7 @@ breaks are not the bytes CR / LF, JSON Lines, or where ``fork`` is not available
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import multiprocessing as mp
@@ -38,11 +39,13 @@ import os
 import pickle
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from auditor import compact, csvio, sources
 from auditor.forking import _leave_fork, die_with_parent
-from auditor.master import MasterImport, _Collector, _names
+
+if TYPE_CHECKING:  # auditor.master calls this module and hands it these
+    from auditor.master import MasterImport, _Collector
 
 log = logging.getLogger("auditor.master")
 
@@ -61,8 +64,12 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def read_csv(sf: sources.SourceFile, opts: Mapping[str, Any]) -> MasterImport | None:
-    """``master.read_csv(sf, opts)`` read in parts, or None where it is read whole."""
+def read_csv(sf: sources.SourceFile, opts: Mapping[str, Any], out: "MasterImport",
+             collector: "type[_Collector]", names: Callable[..., list[str]]
+             ) -> "MasterImport | None":
+    """``master.read_csv(sf, opts)`` read in parts into ``out`` (empty, its records a
+    ``CompactRecords``), or None where it is read whole. ``collector`` and ``names`` are
+    ``master._Collector`` and ``master._names`` (handed over: master imports this)."""
     parts = PARTS or min(cores(), MAX_PARTS)
     if parts < 2 or "fork" not in mp.get_all_start_methods():
         return None
@@ -70,7 +77,7 @@ def read_csv(sf: sources.SourceFile, opts: Mapping[str, Any]) -> MasterImport | 
                        strict=True)
     if lay is None or lay.size < MIN_BYTES:
         return None
-    reader = _Reader(sf, lay, opts, parts)
+    reader = _Reader(sf, lay, opts, parts, out, collector, names)
     try:
         return reader.read()
     except (csvio.Unsplittable, _Lost) as e:
@@ -148,10 +155,13 @@ class _Part:
 
 class _Reader:
     def __init__(self, sf: sources.SourceFile, lay: csvio.Layout, opts: Mapping[str, Any],
-                 parts: int):
+                 parts: int, out: "MasterImport", collector: "type[_Collector]",
+                 names: Callable[..., list[str]]):
         self.sf, self.lay, self.opts, self.parts = sf, lay, opts, parts
-        self.records = compact.CompactRecords()
-        self.out = MasterImport(sf.name, self.records)
+        assert isinstance(out.records, compact.CompactRecords)
+        self.records: compact.CompactRecords = out.records
+        self.out = out
+        self.collector, self.names_of = collector, names
         self.names: list[str] = []
         self.ranges: list[_Part] = []
 
@@ -161,9 +171,9 @@ class _Reader:
         return ((line, dict(zip(names, cells, strict=False)), len(cells) != width)
                 for line, cells in ra.rows)
 
-    def read(self) -> MasterImport:
+    def read(self) -> "MasterImport":
         lay, out = self.lay, self.out
-        col = _Collector(out, lay.name, self.opts)
+        col = self.collector(out, lay.name, self.opts)
         packer = self.records.packer
         first_end: list[int | None] = [None]
         forked = False
@@ -183,7 +193,7 @@ class _Reader:
 
         t0 = time.perf_counter()
         ra = csvio.RowsAt(lay, 0, 0, report, stop)
-        self.names = _names(lay.name, lay.header, self.opts, out)
+        self.names = self.names_of(lay.name, lay.header, self.opts, out)
         col.collect(self._rows(ra))
         pos, n = ra.pos, ra.n
         t_first = time.perf_counter() - t0
@@ -265,7 +275,8 @@ class _Reader:
         events: list[tuple] = []
         sent = 0
         checkpoints: list[tuple[int, int, int, int]] = []
-        col = _Collector(MasterImport(lay.name, []), lay.name, self.opts, errors=events)
+        col = self.collector(dataclasses.replace(self.out, records=[], errors=[], rows=0),
+                             lay.name, self.opts, errors=events)
 
         def stop(pos: int, n: int) -> bool:
             if len(checkpoints) < CHECKPOINTS:
@@ -293,7 +304,7 @@ class _Reader:
         return _Done(ra.pos, ra.n, col.rows, checkpoints, len(batches)), batches
 
     def _take(self, part: _Part, done: _Done, cp: tuple[int, int, int, int],
-              col: _Collector) -> None:
+              col: "_Collector") -> None:
         """Add a range's records and errors from checkpoint ``cp`` on."""
         skip = cp[2]
         errors = self.out.errors
