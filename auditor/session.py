@@ -179,7 +179,8 @@ class AuditSession:
             if update is not None and update.records is None:  # the snapshot in force
                 linker.master_version = update.info["snapshot_id"]
             if workers > 1:  # once, shared by the workers: the indexes they will need
-                linker.prepare(self._link_indexes(selected, linker))
+                # (the key indexes in a forked process, the title index here meanwhile)
+                linker.prepare(self._link_indexes(selected, linker), background=True)
             if planned is not None:  # the history with the replaced versions added there
                 history = runner.written_update(update, planned())
                 self._children.remove(planned.cancel)
