@@ -1593,18 +1593,31 @@ class SQLiteStore:
             # pending and updating each again cost twice the writes).
             new: list[tuple] = []
             if top > cursor:
-                values = ",".join("(?,?)" for _ in pairs)
                 have = set(c.execute("SELECT change_id, channel, check_name FROM propagation"
                                      " WHERE change_id > ? AND change_id <= ?", (cursor, top)))
-                new = [r for r in c.execute(
-                    f"WITH fc(field, check_name) AS (VALUES {values}) "
-                    "SELECT mc.id, l.channel, mc.sku, mc.field, fc.check_name, mc.changed_at,"
-                    " mc.snapshot_id FROM master_changes mc"
-                    " JOIN fc ON fc.field = mc.field JOIN (SELECT DISTINCT channel, master_sku"
-                    " FROM listings WHERE master_sku IS NOT NULL AND removed_run IS NULL) l"
-                    " ON l.master_sku = mc.sku WHERE mc.id > ? AND mc.id <= ?",
-                    [x for p in pairs for x in p] + [cursor, top])
-                    if (r[0], r[1], r[4]) not in have]
+                changes = c.execute(
+                    "SELECT id, sku, field, changed_at, snapshot_id FROM master_changes"
+                    " WHERE id > ? AND id <= ? ORDER BY id", (cursor, top)).fetchall()
+                checks: dict[str, list[str]] = {}
+                for f, chk in pairs:
+                    checks.setdefault(f, []).append(chk)
+                changed = {r[1] for r in changes if r[2] in checks}
+                # The channels listing each changed SKU now: one pass over the listings in
+                # table order (joined in SQL, every listing was looked up in the changes'
+                # index once per field: minutes at a million SKUs).
+                channels: dict[str, list[str]] = {}
+                for ch, sku in c.execute(
+                        "SELECT channel, master_sku FROM listings NOT INDEXED"
+                        " WHERE master_sku IS NOT NULL AND removed_run IS NULL"):
+                    if sku in changed:
+                        held = channels.setdefault(sku, [])
+                        if ch not in held:
+                            held.append(ch)
+                for cid, sku, fld, at, snap in changes:
+                    for ch in sorted(channels.get(sku, ())):
+                        for chk in checks.get(fld, ()):
+                            if (cid, ch, chk) not in have:
+                                new.append((cid, ch, sku, fld, chk, at, snap))
                 keys = {(r[0], r[1], r[4]): r for r in reversed(new)}  # the first of a key
                 if len(keys) < len(new):
                     new = [r for r in new if keys.get((r[0], r[1], r[4])) is r]
