@@ -191,7 +191,6 @@ def _plan_and_write_in(url: str, records: Mapping[str, MasterRecord], now: datet
         plan = own.plan_master(records, now)
         if history is not None:
             history.add(plan.replaced, plan.at)
-            plan.replaced = {}
         try:
             t0 = time.perf_counter()
             res = own.commit_master(plan, records, source, sha256, skipped_rows)
@@ -199,8 +198,12 @@ def _plan_and_write_in(url: str, records: Mapping[str, MasterRecord], now: datet
                      time.perf_counter() - t0)
         except Exception as e:  # the run goes on against the master as read
             log.exception("the master was read but could not be stored")
+            if history is not None:
+                plan.replaced = {}  # in the history: not sent back
             return plan, None, f"{e.__class__.__name__}: {e}", history
         plan.bodies = {}  # written: not sent back
+        if history is not None:
+            plan.replaced = {}  # written, and in the history: not sent back
         return plan, res.snapshot_id, None, history
     finally:
         own.close()

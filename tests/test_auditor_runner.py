@@ -359,5 +359,7 @@ def test_workers_get_the_replaced_versions_packed_by_the_forked_step(mini_world,
         assert pids and str(os.getpid()) not in pids  # added in the forked step only
         (until, old), = session.history["TS-BLU-M"]
         assert str(old.price.amount) == "20.00"  # the version the import replaced
+        (until, stored), = store.master_history()["TS-BLU-M"]  # and the store holds it
+        assert str(stored.price.amount) == "20.00"
     finally:
         store.close()
