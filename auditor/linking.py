@@ -161,14 +161,30 @@ class _LazyIndex(dict):
         if supply is not None:
             supply()
 
-    def build(self, kinds: Iterable[str]) -> None:
-        """Index the given kinds (those not yet built) in one pass over the master."""
+    def build(self, kinds: Iterable[str], background: bool = False) -> Callable[[], None]:
+        """Index the given kinds (those not yet built) in one pass over the master.
+
+        ``background``: the hashed kinds (all but the SKU) are computed in a forked
+        process (``auditor.forking._in_fork``: it sees the master as this process holds
+        it, and sends back only each kind's sorted entries, 8 bytes per master); the
+        returned function installs them, waiting for that process if need be. Without
+        it they are built here and the returned function does nothing."""
         kinds = [k for k in dict.fromkeys(kinds) if k not in self]
         if "sku" in kinds:  # the SKU alone: no record is decoded
             kinds.remove("sku")
             self["sku"] = SkuKeys(self.master)
         if not kinds:
-            return
+            return lambda: None
+        if background:
+            from auditor.forking import _in_fork
+
+            pending = _in_fork(lambda: self._entries(kinds))
+            return lambda: self._install(kinds, pending())
+        self._install(kinds, self._entries(kinds))
+        return lambda: None
+
+    def _entries(self, kinds: list[str]) -> list[bytes]:
+        """The sorted entries of each kind's ``HashedKeys`` (``array('Q')`` bytes)."""
         keyofs = [_MASTER_KEYS[k] for k in kinds]
         found: list[list[int]] = [[] for _ in kinds]
         for i, (sku, rec) in enumerate(self.master.items()):  # each record read once
@@ -176,10 +192,17 @@ class _LazyIndex(dict):
                 key = keyof(sku, rec)
                 if key:
                     out.append(_entry(key, i))
+        for out in found:
+            out.sort()
+        return [array("Q", out).tobytes() for out in found]
+
+    def _install(self, kinds: list[str], entries: list[bytes]) -> None:
         if len(self.skus) != len(self.master):  # SKUs added since: number them again
             self._skus = list(self.master)  # (indexes built before keep their own list)
-        for kind, out in zip(kinds, found, strict=True):
-            self[kind] = HashedKeys(out, self.skus)
+        for kind, raw in zip(kinds, entries, strict=True):
+            held = array("Q")
+            held.frombytes(raw)
+            self[kind] = HashedKeys(held, self.skus)
 
 
 class SkuKeys:
@@ -225,9 +248,13 @@ class HashedKeys:
 
     __slots__ = ("_entries", "_skus")
 
-    def __init__(self, entries: list[int], skus: list[str]):
-        entries.sort()
-        self._entries = array("Q", entries)
+    def __init__(self, entries: "list[int] | array[int]", skus: list[str]):
+        """``entries``: a list (sorted here), or an ``array('Q')`` sorted already."""
+        if isinstance(entries, array):
+            self._entries = entries
+        else:
+            entries.sort()
+            self._entries = array("Q", entries)
         self._skus = skus
 
     def __len__(self) -> int:
@@ -269,18 +296,23 @@ class Linker:
         if self.order:
             self.index[self.order[0]]  # nearly every listing needs it: build it up front
 
-    def prepare(self, needed: Iterable[str] | None = None) -> None:
+    def prepare(self, needed: Iterable[str] | None = None, background: bool = False) -> None:
         """Build the indexes now (each is otherwise built on first use): done once before
         forking workers, so they share the indexes instead of each building its own.
 
         ``needed``: only these (key kinds, and ``TITLE_INDEX`` for the title-matching
         index), as the channels' previous runs used them (``LinkSession.indexes``); None:
         all of them. An index left out here is still built where a listing needs it
-        (in that worker), so the links are the same either way."""
+        (in that worker), so the links are the same either way. ``background``: the
+        hashed key indexes are computed in a forked process while this one builds the
+        title-matching index (the two cores busy, not one: ``_LazyIndex.build``)."""
         want = None if needed is None else set(needed)
-        self.index.build(k for k in self.order if want is None or k in want)
+        install = self.index.build((k for k in self.order if want is None or k in want),
+                                   background and self.fuzzy and
+                                   (want is None or TITLE_INDEX in want))
         if self.fuzzy and (want is None or TITLE_INDEX in want):
             _ = self.match_index
+        install()
 
     def keys(self, li: Listing) -> Iterable[tuple[str, str | None]]:
         """The listing's normalized keys in the configured order."""

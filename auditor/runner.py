@@ -39,7 +39,7 @@ from auditor.model import (Finding, Link, LinkMethod, Listing, MasterRecord, Out
                            Severity, SourceResult, SourceStatus)
 from auditor.confidence import prefer_master
 from auditor.sources import is_url
-from auditor.storage import MasterPlan, Store, open_store
+from auditor.storage import MasterHistory, MasterPlan, Store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -175,17 +175,22 @@ def plan_update(update: MasterUpdate, plan: MasterPlan) -> None:
 
 
 def _plan_and_write_in(url: str, records: Mapping[str, MasterRecord], now: datetime,
-                       source: str, sha256: str | None, skipped_rows: int
-                       ) -> tuple[MasterPlan, int | None, str | None]:
+                       source: str, sha256: str | None, skipped_rows: int,
+                       history: MasterHistory | None = None
+                       ) -> tuple[MasterPlan, int | None, str | None, MasterHistory | None]:
     """``plan_master`` and then ``commit_master`` on a connection of its own (for a
-    forked process): the plan, the new snapshot's id, and why writing it failed (None
-    when it was written). Done before a run forks its channel workers, so that their
-    listing writes never wait for the snapshot's transaction (nor share the cores with
-    it); the plan (the replaced versions the checks need as history) is needed then
-    anyway."""
+    forked process): the plan, the new snapshot's id, why writing it failed (None
+    when it was written), and ``history`` with the versions the import replaces added
+    (``plan.replaced`` is then left empty: the history holds them, packed here rather
+    than in the run's process, where it would delay the channel workers' start).
+    Done before a run forks its channel workers, so that their listing writes never
+    wait for the snapshot's transaction (nor share the cores with it); the plan (the
+    replaced versions the checks need as history) is needed then anyway."""
     own = open_store(url)
     try:
         plan = own.plan_master(records, now)
+        if history is not None:
+            history.add(plan.replaced, plan.at)
         try:
             t0 = time.perf_counter()
             res = own.commit_master(plan, records, source, sha256, skipped_rows)
@@ -193,22 +198,28 @@ def _plan_and_write_in(url: str, records: Mapping[str, MasterRecord], now: datet
                      time.perf_counter() - t0)
         except Exception as e:  # the run goes on against the master as read
             log.exception("the master was read but could not be stored")
-            return plan, None, f"{e.__class__.__name__}: {e}"
+            if history is not None:
+                plan.replaced = {}  # in the history: not sent back
+            return plan, None, f"{e.__class__.__name__}: {e}", history
         plan.bodies = {}  # written: not sent back
-        return plan, res.snapshot_id, None
+        if history is not None:
+            plan.replaced = {}  # written, and in the history: not sent back
+        return plan, res.snapshot_id, None, history
     finally:
         own.close()
 
 
-def written_update(update: MasterUpdate, done: tuple[MasterPlan, int | None, str | None]
-                   ) -> None:
-    """Attach what ``_plan_and_write_in`` did to ``update``."""
-    plan, snapshot_id, error = done
+def written_update(update: MasterUpdate,
+                   done: tuple[MasterPlan, int | None, str | None, MasterHistory | None]
+                   ) -> MasterHistory | None:
+    """Attach what ``_plan_and_write_in`` did to ``update``; the history it returned."""
+    plan, snapshot_id, error, history = done
     plan_update(update, plan)
     update.written = error is None
     update.write_error = error
     if error is None:
         update.info["snapshot_id"] = snapshot_id
+    return history
 
 
 def write_master(store: Store, update: MasterUpdate) -> None:

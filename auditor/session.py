@@ -169,7 +169,7 @@ class AuditSession:
                     # writes (one writer at a time) nor takes a core from them.
                     src, sha, skipped = update.source, update.sha256, update.skipped_rows
                     planned = runner._in_fork(lambda: runner._plan_and_write_in(
-                        url, records, now, src, sha, skipped))
+                        url, records, now, src, sha, skipped, history))
                     self._children.append(planned.cancel)
             if master is None:
                 master = store.current_master()
@@ -180,11 +180,12 @@ class AuditSession:
             if update is not None and update.records is not None and planned is None:
                 runner.plan_update(update, store.plan_master(update.records, now))
             if workers > 1:  # once, shared by the workers: the indexes they will need
-                linker.prepare(self._link_indexes(selected, linker))
-            if planned is not None:
-                runner.written_update(update, planned())
+                # (the key indexes in a forked process, the title index here meanwhile)
+                linker.prepare(self._link_indexes(selected, linker), background=True)
+            if planned is not None:  # the history with the replaced versions added there
+                history = runner.written_update(update, planned())
                 self._children.remove(planned.cancel)
-            if update is not None and update.plan is not None:
+            elif update is not None and update.plan is not None:
                 # The versions this import replaces were valid until now: stale-value checks
                 # must know them before the snapshot is written.
                 history.add(update.plan.replaced, update.plan.at)

@@ -258,8 +258,10 @@ def part_scaling(sizes: list[int], write: bool, first_only: bool = False,
         for label, res, rss in (("first", first, rss1), ("again", again, rss2)):
             if res is None:  # --first-only, --again-only
                 continue
+            user = res["wall_seconds"] + res["after_run_seconds"]
             rows.append([size, res["listings"], label, round(parse, 1),
                          round(res["wall_seconds"], 1), f"{res['wall_seconds'] / parse:.2f}x",
+                         round(res["after_run_seconds"], 1), f"{user / parse:.2f}x",
                          round(res["cpu_seconds"], 1), round(rss),
                          round(res["worker_peak_rss_mib"])])
     record("Scaling", [table(
@@ -267,9 +269,12 @@ def part_scaling(sizes: list[int], write: bool, first_only: bool = False,
         "parsing those files one after another in one process; `first` = into an empty store, "
         "`again` = the "
         "same files once more (scheduled steady state); CPU s = the whole benchmark process "
-        "(for `first` also importing last week's master) plus its channel workers",
-        ["SKUs", "listings", "audit", "parse s", "audit s", "audit / parse", "CPU s",
-         "peak RSS MiB", "worker peak RSS MiB"], rows)], write)
+        "(for `first` also importing last week's master) plus its channel workers; after-run s "
+        "= what `auditor run` does after the run before it returns (alert evaluation, "
+        "propagation latency of master changes), in the `with after-run` ratio",
+        ["SKUs", "listings", "audit", "parse s", "audit s", "audit / parse", "after-run s",
+         "with after-run / parse", "CPU s", "peak RSS MiB", "worker peak RSS MiB"], rows)],
+           write)
 
 
 def part_extract(sets: list[str], dump: Path | None, write: bool) -> dict[str, Any]:

@@ -107,6 +107,7 @@ def audit(world: Path, workdir: Path, channels: list[str] | None = None,
     Runs in the calling process (wrap it in ``isolated`` to measure RSS). ``store_url``:
     another store than the SQLite file in ``workdir`` (``postgresql://...``).
     """
+    from auditor.cli import _after_run_alerts
     from auditor.config import load_config
     from auditor.demo import config_text
     from auditor.runner import import_master, run_audit
@@ -139,6 +140,12 @@ def audit(world: Path, workdir: Path, channels: list[str] | None = None,
             t0 = time.perf_counter()
             report = run_audit(cfg, store, channels, now=now)
             wall = time.perf_counter() - t0
+            # What `auditor run` does next, before it returns to the user: the alerts'
+            # evaluation and the propagation latency of the master's changes
+            # (auditor.cli._after_run_alerts).
+            t0 = time.perf_counter()
+            _after_run_alerts(cfg, store, now)
+            after = time.perf_counter() - t0
             findings = [f.to_dict() for f in store.findings(state="open")]
         finally:
             store.close()
@@ -148,6 +155,8 @@ def audit(world: Path, workdir: Path, channels: list[str] | None = None,
     scores = score(findings, world, names)
     return {
         "wall_seconds": wall, "previous_master_seconds": t_prev,
+        # the step after the run that `auditor run` also waits for (alerts, propagation)
+        "after_run_seconds": after,
         # CPU of this process and of the channel workers it forked (whole process life).
         "cpu_seconds": sum(u.ru_utime + u.ru_stime for u in usage.values()),
         "worker_peak_rss_mib": usage["children"].ru_maxrss / 1024,

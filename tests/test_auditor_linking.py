@@ -164,3 +164,45 @@ def test_url_key_fast_path_agrees_with_urlsplit(prefix, rest):
     except ValueError:  # urlsplit rejects it (bad IPv6): no key either way is fine
         return
     assert norm_url(u) == want
+
+
+def test_key_indexes_built_in_the_background_are_the_same(tmp_path, monkeypatch):
+    """``prepare(background=True)`` computes the hashed key indexes in a forked process
+    while this one builds the title index: the same entries as built here, and the
+    same links."""
+    import os
+
+    from auditor import linking
+    from auditor.compact import CompactMaster
+    from auditor.model import MasterRecord
+
+    master = CompactMaster.of([
+        MasterRecord(sku=f"S{i}", title=f"Widget {i} blue", brand="Acme",
+                     gtin=f"{4006381333931 + i * 7}"[:13], mpn=f"W-{i}",
+                     url=f"https://shop.example/p/{i}")
+        for i in range(300)])
+    where = tmp_path / "pids"
+    real = linking._MASTER_KEYS["gtin"]
+
+    def gtin(sku, rec):
+        with where.open("a") as f:
+            f.write(f"{os.getpid()}\n")
+        return real(sku, rec)
+
+    monkeypatch.setitem(linking._MASTER_KEYS, "gtin", gtin)
+    here, there = Linker(master, {}), Linker(master, {})
+    here.prepare()
+    where.unlink()
+    there.prepare(background=True)
+    pids = set(where.read_text().split())
+    assert pids and str(os.getpid()) not in pids  # computed in the forked process
+    for kind in ("gtin", "mpn", "url"):
+        assert list(there.index[kind]._entries) == list(here.index[kind]._entries)
+    # orphans by SKU: linked by GTIN, MPN or URL, or an orphan with suggestions
+    probes = [listing(master[f"S{i}"], key=f"k{i}", sku=f"X{i}",
+                      gtin=master[f"S{i}"].gtin if i % 3 == 0 else None,
+                      mpn=f"W-{i + 1}", url=f"https://shop.example/p/{i + 2}")
+              for i in range(0, 290, 7)]
+    links = there.link_all(probes)
+    assert links == here.link_all(probes)
+    assert {LinkMethod.GTIN, LinkMethod.MPN} <= {lk.method for lk in links}

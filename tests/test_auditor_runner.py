@@ -324,3 +324,42 @@ def test_a_master_that_cannot_be_written_by_the_forked_step(mini_world, monkeypa
         assert "TS-BLU-M" not in price  # audited against the master as read (25.00)
     finally:
         store.close()
+
+
+def test_workers_get_the_replaced_versions_packed_by_the_forked_step(mini_world, monkeypatch,
+                                                                     tmp_path):
+    """With workers, the versions a changed master replaces are added to the history by
+    the forked planning step (packing a million-SKU master's hundreds of thousands of
+    them held up the channel workers' start), and the run's history holds them."""
+    import os
+
+    from auditor.session import AuditSession
+    from auditor.storage import MasterHistory
+
+    _with_channels(mini_world, 2)
+    audit(mini_world)[1].close()
+    _changed_master(mini_world)
+    calls = tmp_path / "adds"
+    real_add = MasterHistory.add
+
+    def add(self, replaced, until):
+        if replaced:
+            with calls.open("a") as f:
+                f.write(f"{os.getpid()}\n")
+        return real_add(self, replaced, until)
+
+    monkeypatch.setattr(MasterHistory, "add", add)
+    cfg = load_config(mini_world / "config.toml")
+    store = open_store(cfg.store_url)
+    try:
+        session = AuditSession(cfg, store, now=NOW)
+        report = session.run()
+        assert report.master["changed"] == 1 and not report.master_error
+        pids = calls.read_text().split()
+        assert pids and str(os.getpid()) not in pids  # added in the forked step only
+        (until, old), = session.history["TS-BLU-M"]
+        assert str(old.price.amount) == "20.00"  # the version the import replaced
+        (until, stored), = store.master_history()["TS-BLU-M"]  # and the store holds it
+        assert str(stored.price.amount) == "20.00"
+    finally:
+        store.close()

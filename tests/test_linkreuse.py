@@ -101,11 +101,12 @@ def test_carried_over_links_give_the_same_run_as_deciding_every_link(
             monkeypatch.setattr(runner, "earlier_links",
                                 lambda store, channel, inputs: EarlierLinks())
             monkeypatch.setattr(linking.Linker, "prepare",
-                                lambda self, needed=None: prepare(self, None))
+                                lambda self, needed=None, background=False: prepare(self, None))
         else:  # as the auditor runs; what it builds before forking is noted
             monkeypatch.setattr(linking.Linker, "prepare",
-                                lambda self, needed=None: (prepared.append(needed),
-                                                           prepare(self, needed))[1])
+                                lambda self, needed=None, background=False: (
+                                    prepared.append(needed),
+                                    prepare(self, needed, background))[1])
         cfg = load_config(cfgs[kind])
         store = open_store(cfg.store_url)
         try:

@@ -1587,20 +1587,40 @@ class SQLiteStore:
                             ).fetchone()
             cursor = int(row[0]) if row else 0
             top = c.execute("SELECT max(id) FROM master_changes").fetchone()[0] or 0
-            added = 0
+            # The rows of the changes since the cursor are worked out here and written once,
+            # already caught up where they are (a first audit of a large master adds
+            # millions, nearly all caught up by the run that imported them: inserting them
+            # pending and updating each again cost twice the writes).
+            new: list[tuple] = []
             if top > cursor:
-                values = ",".join("(?,?)" for _ in pairs)
-                before = c.total_changes
-                c.execute(
-                    f"WITH fc(field, check_name) AS (VALUES {values}) "
-                    "INSERT OR IGNORE INTO propagation (change_id, channel, sku, field, check_name,"
-                    " changed_at, snapshot_id) SELECT mc.id, l.channel, mc.sku, mc.field,"
-                    " fc.check_name, mc.changed_at, mc.snapshot_id FROM master_changes mc"
-                    " JOIN fc ON fc.field = mc.field JOIN (SELECT DISTINCT channel, master_sku"
-                    " FROM listings WHERE master_sku IS NOT NULL AND removed_run IS NULL) l"
-                    " ON l.master_sku = mc.sku WHERE mc.id > ? AND mc.id <= ?",
-                    [x for p in pairs for x in p] + [cursor, top])
-                added = c.total_changes - before
+                have = set(c.execute("SELECT change_id, channel, check_name FROM propagation"
+                                     " WHERE change_id > ? AND change_id <= ?", (cursor, top)))
+                changes = c.execute(
+                    "SELECT id, sku, field, changed_at, snapshot_id FROM master_changes"
+                    " WHERE id > ? AND id <= ? ORDER BY id", (cursor, top)).fetchall()
+                checks: dict[str, list[str]] = {}
+                for f, chk in pairs:
+                    checks.setdefault(f, []).append(chk)
+                changed = {r[1] for r in changes if r[2] in checks}
+                # The channels listing each changed SKU now: one pass over the listings in
+                # table order (joined in SQL, every listing was looked up in the changes'
+                # index once per field: minutes at a million SKUs).
+                channels: dict[str, list[str]] = {}
+                for ch, sku in c.execute(
+                        "SELECT channel, master_sku FROM listings NOT INDEXED"
+                        " WHERE master_sku IS NOT NULL AND removed_run IS NULL"):
+                    if sku in changed:
+                        held = channels.setdefault(sku, [])
+                        if ch not in held:
+                            held.append(ch)
+                for cid, sku, fld, at, snap in changes:
+                    for ch in sorted(channels.get(sku, ())):
+                        for chk in checks.get(fld, ()):
+                            if (cid, ch, chk) not in have:
+                                new.append((cid, ch, sku, fld, chk, at, snap))
+                keys = {(r[0], r[1], r[4]): r for r in reversed(new)}  # the first of a key
+                if len(keys) < len(new):
+                    new = [r for r in new if keys.get((r[0], r[1], r[4])) is r]
                 c.execute("INSERT OR REPLACE INTO alert_cursors (name, value) VALUES "
                           "('master_changes', ?)", (str(top),))
             first_runs = dict(c.execute("SELECT master_snapshot_id, min(id) FROM runs WHERE "
@@ -1611,6 +1631,8 @@ class SQLiteStore:
                 suffix_min.append(min(first_runs[snap_id], suffix_min[-1]) if suffix_min
                                   else first_runs[snap_id])
             suffix_min.reverse()
+            # [id (None: a new row, at ``place`` in ``new``), sku, check, changed_at, first
+            # run to look at, place]
             pending: dict[str, list[list]] = {}
             for pid, ch, sku, chk, at, snap, checked in c.execute(
                     "SELECT id, channel, sku, check_name, changed_at, snapshot_id, checked_run "
@@ -1619,8 +1641,23 @@ class SQLiteStore:
                 if i == len(snaps):
                     continue
                 first = suffix_min[i]
-                pending.setdefault(ch, []).append([pid, sku, chk, at, max(first, (checked or 0) + 1)])
+                pending.setdefault(ch, []).append([pid, sku, chk, at,
+                                                   max(first, (checked or 0) + 1), None])
+            for place, (_cid, ch, sku, _fld, chk, at, snap) in enumerate(new):
+                i = bisect.bisect_left(snaps, snap)
+                if i < len(snaps):
+                    pending.setdefault(ch, []).append([None, sku, chk, at, suffix_min[i], place])
+            outcome: list[tuple] = [(None, None, None, None)] * len(new)
             done, checked_rows = [], []
+            parsed: dict[str, datetime] = {}
+
+            def when(text: str) -> datetime:
+                d = parsed.get(text)
+                if d is None:
+                    d = parsed[text] = datetime.fromisoformat(text)
+                return d
+
+            caught = 0
             for ch, rows in pending.items():
                 start = min(r[4] for r in rows)
                 runs = list(c.execute("SELECT run_id, finished_at FROM run_sources WHERE source=? "
@@ -1636,20 +1673,36 @@ class SQLiteStore:
                     for r in open_rows:
                         if r[4] <= run_id and (r[1], r[2]) not in bad:
                             fin = finished or r[3]
-                            lat = max(0.0, (datetime.fromisoformat(fin)
-                                            - datetime.fromisoformat(r[3])).total_seconds())
-                            done.append((fin, run_id, lat, run_id, r[0]))
+                            lat = max(0.0, (when(fin) - when(r[3])).total_seconds())
+                            caught += 1
+                            if r[0] is None:
+                                outcome[r[5]] = (fin, run_id, lat, run_id)
+                            else:
+                                done.append((fin, run_id, lat, run_id, r[0]))
                         else:
                             left.append(r)
                     open_rows = left
                     if not open_rows:
                         break
                 if runs:
-                    checked_rows += [(runs[-1][0], r[0]) for r in open_rows]
+                    last = runs[-1][0]
+                    for r in open_rows:
+                        if r[0] is None:
+                            outcome[r[5]] = (None, None, None, last)
+                        else:
+                            checked_rows.append((last, r[0]))
+            # In the order the changes were read: rows get the ids they always got.
+            before = c.total_changes
+            c.executemany(
+                "INSERT OR IGNORE INTO propagation (change_id, channel, sku, field, check_name,"
+                " changed_at, snapshot_id, caught_up_at, caught_up_run, latency_seconds,"
+                " checked_run) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                [(*r, *o) for r, o in zip(new, outcome, strict=True)])
+            added = c.total_changes - before
             c.executemany("UPDATE propagation SET caught_up_at=?, caught_up_run=?, "
                           "latency_seconds=?, checked_run=? WHERE id=?", done)
             c.executemany("UPDATE propagation SET checked_run=? WHERE id=?", checked_rows)
-        return {"added": added, "caught_up": len(done)}
+        return {"added": added, "caught_up": caught}
 
     def propagation_rows(self, channel: str | None = None, pending: bool | None = None,
                          limit: int | None = None) -> list[dict[str, Any]]:
