@@ -270,7 +270,10 @@ def create_app(service: Service) -> FastAPI:
 
     @app.exception_handler(AuditorError)
     async def auditor_error(request: Request, exc: AuditorError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=503)
+        from auditor.storage import redact
+
+        return JSONResponse({"detail": redact(str(exc), service.cfg.store_url)},
+                            status_code=503)
 
     return app
 

@@ -19,10 +19,12 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from auditor import __version__, plugins
 from auditor.config import Config
+from auditor.errors import AuditorError, StoreUnavailable
 from auditor.terminal import visible
 from auditor.web import views
 from auditor.web.auth import COOKIE, Auth, Session
@@ -51,8 +53,35 @@ def build_ui_router(get_cfg: Callable[[], Config], open_store: StoreOpener,
                     ) -> APIRouter:
     """The UI's routes, reading the store through ``open_store`` (a context manager)."""
     env = _env()
-    router = APIRouter(include_in_schema=False)
     auth_holder: dict[str, Auth] = {}
+
+    class PageRoute(APIRoute):
+        """A UI route whose errors are HTML pages, not the JSON the API answers: the
+        store down, a file that is no database, a schema newer than this auditor (503),
+        or the store refusing an action (409: the finding was resolved meanwhile). The
+        message names the store, never its password."""
+
+        def get_route_handler(self) -> Callable[[Request], Any]:
+            handler = super().get_route_handler()
+
+            async def handle(request: Request) -> Response:
+                try:
+                    return await handler(request)
+                except Exception as e:
+                    down = _store_failure(e)
+                    if not down and not isinstance(e, AuditorError):
+                        raise
+                    from auditor.storage import redact
+
+                    message = redact(str(e).strip(), get_cfg().store_url)
+                    if down:
+                        log.warning("web UI %s: %s", request.url.path, message)
+                    return page(request, "error.html", 503 if down else 409,
+                                message=message, down=down)
+
+            return handle
+
+    router = APIRouter(include_in_schema=False, route_class=PageRoute)
 
     def auth() -> Auth:
         ui = get_cfg().ui
@@ -241,6 +270,20 @@ def build_ui_router(get_cfg: Callable[[], Config], open_store: StoreOpener,
         return back(request, "/links")
 
     return router
+
+
+def _store_failure(e: BaseException) -> bool:
+    """The store cannot be used now: it could not be opened (``StoreUnavailable``), or
+    the database went away mid-request (the driver's operational errors; not a bug's
+    SQL error, which stays a 500 with its traceback in the log)."""
+    import sqlite3
+
+    if isinstance(e, (StoreUnavailable, sqlite3.OperationalError)) or \
+            type(e) is sqlite3.DatabaseError:
+        return True
+    names = {c.__name__ for c in type(e).__mro__}
+    return type(e).__module__.split(".")[0] == "psycopg" and bool(
+        names & {"OperationalError", "InterfaceError"})
 
 
 def views_token() -> str:
