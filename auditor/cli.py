@@ -755,12 +755,19 @@ def runs(ctx: click.Context, config_path: Path, limit: int, show_errors: bool, f
         _csv_out(flat, ["run_id", "run_status", "started_at", "finished_at", "source", "status",
                         "listings", "errors", "message", "presence_held"])
         return
+    if not rows:
+        from auditor.storage import describe
+
+        out.print(f"no runs yet in {safe(describe(_load(config_path).store_url))}: run "
+                  f"`auditor run`")
     for r in rows:
         out.print(f"[bold]run {r['id']}[/] {r['started_at']} -> {r['finished_at'] or '…'}: "
                   f"{r['status']}")
         if r.get("interrupted"):
             out.print(f"  interrupted at {r['interrupted'].get('at')}: "
                       f"{safe(r['interrupted'].get('reason'))}")
+        elif r["status"] == "interrupted":
+            out.print("  interrupted: no reason recorded (its process was stopped or lost)")
         elif r["status"] == "running" and r.get("pid") and not _pid_alive(r["pid"]):
             out.print(f"  its process {r['pid']} is gone: the next run records it interrupted")
         m = r.get("master")
@@ -781,7 +788,12 @@ def runs(ctx: click.Context, config_path: Path, limit: int, show_errors: bool, f
                       f"{s['errors']} errors" + (f" ({safe(s['message'])})" if s["message"] else ""))
             h = s["presence_held"]
             if h:
-                out.print(f"    presence {h['state']}: {safe(h['reason'])}")
+                out.print(f"    presence {h['state']}: {safe(h['reason'])}"
+                          + (f" ({h['held_findings']} presence finding(s) held)"
+                             if h["state"] == "held" else ""))
+            elif s["status"] in ("partial", "failed"):
+                out.print(f"    presence not concluded ({_read_was(s['status'])}): no "
+                          f"listing counts as missing or removed")
         for e in r.get("errors", []):
             out.print(f"    {safe(e['source'])} {safe(e['location'])}: {safe(e['reason'])}")
 
@@ -813,6 +825,10 @@ def runs_accept(config_path: Path, run_id: int, channel: str) -> None:
         store.close()
     out.print(f"run {run_id}, {safe(channel)}: accepted; {counts['opened']} finding(s) opened, "
               f"{counts['resolved']} resolved, {counts['removed']} listing(s) removed")
+
+
+def _read_was(status: str) -> str:
+    return "the read failed" if status == "failed" else "the read was partial"
 
 
 def _pid_alive(pid: int) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sqlite3
 from pathlib import Path
 
@@ -131,3 +132,100 @@ def test_a_postgresql_store_newer_than_the_auditor_is_refused_naming_it(pg_serve
     shown = url.replace(PASSWORD, "***")
     assert f"the store {shown}: schema version 99 is newer" in str(e.value)
     assert PASSWORD not in str(e.value)
+
+
+def _run(config: Path) -> int:
+    return CliRunner().invoke(main, ["run", "-c", str(config)], catch_exceptions=False).exit_code
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory):
+    """A store whose runs are: 1 complete; 2 presence held (19 of 31 items vanished);
+    3 the feed missing (failed); 4 stopped by SIGTERM mid-read (interrupted)."""
+    import threading
+    import time
+
+    from auditor.child import run_in_child
+    from tests.test_auditor_signals import SlowFeed
+
+    d = tmp_path_factory.mktemp("history")
+    config = build_world(d)
+    assert _run(config) == 1
+    feed = (d / "google.xml").read_text()
+    items = re.findall(r"<item>.*?</item>", feed)
+    (d / "google.xml").write_text(feed[:feed.index("<item>")] + "".join(items[:12])
+                                  + "</channel></rss>")
+    assert _run(config) == 2  # presence held
+    (d / "google.xml").unlink()
+    assert _run(config) == 2  # the source failed
+    slow = SlowFeed()
+    try:
+        config.write_text(config.read_text().replace('source = "google.xml"',
+                                                     f'source = "{slow.url}"'))
+        stop = threading.Event()
+
+        def stop_when_reading() -> None:
+            deadline = time.monotonic() + 60
+            while slow.requests < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.3)
+            stop.set()
+
+        threading.Thread(target=stop_when_reading, daemon=True).start()
+        assert run_in_child(config, stop=stop).status == "interrupted"
+    finally:
+        slow.close()
+    return config
+
+
+def test_runs_page_says_why_a_run_was_interrupted_and_what_presence_was_held(history):
+    with _service(history) as client:
+        html = client.get("/runs").text
+    rows = {int(m[0]): m[1] for m in re.findall(r"<tr><td>(\d+)</td>(.*?)</tr>", html, re.S)}
+    assert sorted(rows) == [1, 2, 3, 4]
+    assert '<div class="no interrupted">interrupted at ' in rows[4] and ": SIGTERM</div>" in rows[4]
+    assert ("presence held: 19 of 31 listings vanished since the last complete read (more than "
+            "max_drop = 10%)") in rows[2]
+    assert "18 presence finding(s) held, 19 listing(s) not counted as removed" in rows[2]
+    assert "presence not concluded (the read failed): no listing counts as missing" in rows[3]
+    assert "presence" not in rows[1]
+
+
+def test_auditor_runs_says_what_presence_a_failed_read_could_not_conclude(history):
+    r = CliRunner().invoke(main, ["runs", "-c", str(history)], catch_exceptions=False)
+    assert r.exit_code == 0
+    runs = r.output.split("\nrun ")
+    assert "interrupted at" in runs[0] and ": SIGTERM" in runs[0]
+    assert "google: failed" in runs[1]
+    assert "presence not concluded (the read failed): no listing counts as missing" in runs[1]
+    assert "(18 presence finding(s) held)" in runs[2]
+
+
+def test_auditor_runs_on_an_empty_store_says_so(tmp_path):
+    config = build_world(tmp_path)
+    open_store(tmp_path / "auditor.db").close()
+    r = CliRunner().invoke(main, ["runs", "-c", str(config)], catch_exceptions=False)
+    assert r.exit_code == 0
+    assert r.output == f"no runs yet in {tmp_path / 'auditor.db'}: run `auditor run`\n"
+    r = CliRunner().invoke(main, ["runs", "-c", str(config), "--format", "json"])
+    assert r.output.strip() == "[]"  # JSON stays JSON
+
+
+def test_serve_records_why_it_marked_a_run_interrupted(tmp_path):
+    """A run a killed process left 'running' is recorded interrupted by `auditor serve` at
+    its start, with the reason the runs page shows."""
+    from datetime import datetime, timezone
+
+    config = build_world(tmp_path)
+    store = open_store(tmp_path / "auditor.db")
+    run_id = store.start_run(datetime(2020, 1, 1, tzinfo=timezone.utc), None)
+    store.close()
+    with _service(config) as client:
+        html = client.get("/runs").text
+    assert "interrupted at 2020-" not in html  # recorded now, not at the start
+    assert ("found still &#39;running&#39; by `auditor serve` at its start (its process is "
+            "gone)") in html
+    store = open_store(tmp_path / "auditor.db")
+    (run,) = store.runs()
+    store.close()
+    assert run.id == run_id and run.status == "interrupted"

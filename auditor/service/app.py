@@ -63,7 +63,8 @@ class Service:
     def _mark_interrupted(self, at: datetime) -> list[int]:
         # Only while no audit holds the lock: a run marked running then is not running.
         with self.open_store() as store, store.run_lock(10.0):
-            return store.interrupt_running_runs(at)
+            return _interrupt_running(store, at, "stopped by `auditor serve` at shutdown: "
+                                      "still running after [serve] stop_timeout")
 
     def _interrupt_leftovers(self) -> None:
         """Runs a killed service left ``running`` are recorded interrupted, when no audit
@@ -72,7 +73,8 @@ class Service:
 
         try:
             with self.open_store() as store, store.run_lock(0):
-                ids = store.interrupt_running_runs(self.clock())
+                ids = _interrupt_running(store, self.clock(), "found still 'running' by "
+                                         "`auditor serve` at its start (its process is gone)")
         except LockedError:
             return
         except Exception as e:  # an unusable store shows in /readyz
@@ -209,6 +211,12 @@ class Service:
                 if stale:
                     problems["stale"] = stale
         return not problems, problems
+
+
+def _interrupt_running(store: Any, at: datetime, reason: str) -> list[int]:
+    """Record the runs still marked running as interrupted at ``at`` for ``reason`` (the
+    runs page and `auditor runs` show it); only under the run lock."""
+    return [r.id for r in store.running_runs() if store.interrupt_run(r.id, at, reason)]
 
 
 def _with_store(new: Config, old: Config) -> Config:
