@@ -960,6 +960,10 @@ def config_check(config_path: Path, offline: bool) -> None:
     except ConfigError as e:
         err.print(f"[bold red]error:[/] {safe(e)}")
         sys.exit(EXIT_ERROR)
+    from auditor.alerts.config import unrouted_warnings
+
+    for warning in unrouted_warnings(cfg.alerts):
+        err.print(f"[yellow]warning:[/] {safe(warning)}")
     if not offline:
         from auditor.probe import probe_sources
 

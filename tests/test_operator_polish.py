@@ -229,3 +229,36 @@ def test_serve_records_why_it_marked_a_run_interrupted(tmp_path):
     (run,) = store.runs()
     store.close()
     assert run.id == run_id and run.status == "interrupted"
+
+
+ALERTS = """
+[[alerts.receivers]]
+name = "hook"
+type = "webhook"
+url = "http://127.0.0.1:9/hook"
+
+[[alerts.receivers]]
+name = "mail"
+type = "email"
+host = "127.0.0.1"
+from = "auditor@example.com"
+to = ["ops@example.com"]
+"""
+
+
+@pytest.mark.parametrize("routes, warned", [
+    ("", ["[[alerts.receivers]] 'hook', 'mail': no [[alerts.routes]] in the config, so no "
+          "alert is sent to any receiver"]),
+    ('[[alerts.routes]]\nreceivers = ["mail"]\n',
+     ["[[alerts.receivers]] 'hook': no [[alerts.routes]] names it, so nothing is sent to it"]),
+    ('[[alerts.routes]]\nreceivers = ["mail", "hook"]\n', []),
+], ids=["no route", "one receiver unrouted", "every receiver routed"])
+def test_config_check_warns_of_a_receiver_no_route_sends_to(tmp_path, routes, warned):
+    config = build_world(tmp_path, extra_toml=ALERTS + routes)
+    r = CliRunner().invoke(main, ["config", "check", "--offline", "-c", str(config)])
+    assert r.exit_code == 0, r.output  # a warning, not an error
+    said = [line for line in r.output.splitlines() if line.startswith("warning:")]
+    assert len(said) == len(warned), r.output
+    for line, expected in zip(said, warned, strict=True):
+        assert expected in line
+    assert ": OK, store" in r.output

@@ -282,6 +282,23 @@ def parse_alerts(raw: Any, problems: list[str]) -> AlertsConfig:
     return AlertsConfig(settings, receivers, tuple(routes))
 
 
+def unrouted_warnings(alerts: AlertsConfig) -> list[str]:
+    """Receivers no ``[[alerts.routes]]`` names: nothing is ever sent to them (not an
+    error: a receiver may be kept for later; `auditor config check` and `auditor serve`
+    say so)."""
+    routed = {name for r in alerts.routes for name in r.receivers}
+    idle = [name for name in alerts.receivers if name not in routed]
+    if not idle:
+        return []
+    names = ", ".join(repr(n) for n in idle)
+    if not alerts.routes:
+        return [f"[[alerts.receivers]] {names}: no [[alerts.routes]] in the config, so no "
+                f"alert is sent to any receiver; add one, e.g. [[alerts.routes]] with "
+                f"receivers = {list(idle)!r} (a route without match takes every alert)"]
+    return [f"[[alerts.receivers]] {n!r}: no [[alerts.routes]] names it, so nothing is sent "
+            f"to it; add {n!r} to a route's receivers" for n in idle]
+
+
 BUILTIN_RECEIVERS = ("apprise", "webhook", "alertmanager", "email")
 
 

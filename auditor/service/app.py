@@ -120,6 +120,10 @@ class Service:
             return
         if not getattr(self.cfg, "alerts", None):
             return
+        from auditor.alerts.config import unrouted_warnings
+
+        for warning in unrouted_warnings(self.cfg.alerts):
+            log.warning("%s", warning)
         stop = threading.Event()
         thread = threading.Thread(target=loop, args=(self.cfg.store_url, self.cfg, stop),
                                   name="alerts", daemon=True)
