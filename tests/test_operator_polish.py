@@ -262,3 +262,24 @@ def test_config_check_warns_of_a_receiver_no_route_sends_to(tmp_path, routes, wa
     for line, expected in zip(said, warned, strict=True):
         assert expected in line
     assert ": OK, store" in r.output
+
+
+def test_alerts_docs_map_every_smtp_setting_to_the_email_receivers_name():
+    """[smtp] and an email receiver name the same settings differently (sender / from,
+    security / starttls+ssl): docs/alerts.md has the table from one to the other, and it
+    covers every setting of both."""
+    from auditor.alerts.config import ALERTS_OPTIONS, RECEIVER_OPTIONS
+    from auditor.config import SMTP_OPTIONS
+
+    text = (Path(__file__).parent.parent / "docs" / "alerts.md").read_text()
+    start = text.index("| `[smtp]` (weekly report) |")
+    rows = [line.split("|")[1:3] for line in text[start:].split("\n\n")[0].splitlines()[2:]]
+    left = " ".join(r[0] for r in rows)
+    right = " ".join(r[1] for r in rows)
+    for o in SMTP_OPTIONS:
+        assert f"`{o.name}" in left, o.name
+    email = [o.name for o in RECEIVER_OPTIONS if o.help.startswith("email:")]
+    assert email and all(f"`{name}" in right for name in email), email
+    assert "`[alerts].timeout`" in right and "timeout" in {o.name for o in ALERTS_OPTIONS}
+    # [smtp].host no longer claims email alert receivers use it
+    assert "[[alerts.receivers]]" in next(o.help for o in SMTP_OPTIONS if o.name == "host")

@@ -148,13 +148,15 @@ RECEIVER_OPTIONS = (
     Opt("resend_interval", parse_duration, 60.0,
         "alertmanager: active alerts are posted again this often; endsAt is 4 intervals ahead "
         "(keep it well under Alertmanager's resolve_timeout)."),
-    Opt("host", str, None, "email: SMTP server host."),
+    Opt("host", str, None, "email: SMTP server host (this receiver's own; [smtp] is the "
+        "weekly report's)."),
     Opt("port", int, 25, "email: SMTP port (587 with starttls, 465 with ssl)."),
-    Opt("starttls", bool, False, "email: upgrade the connection with STARTTLS."),
-    Opt("ssl", bool, False, "email: connect over TLS (SMTPS)."),
+    Opt("starttls", bool, False, "email: upgrade the connection with STARTTLS ([smtp] "
+        "security = \"starttls\")."),
+    Opt("ssl", bool, False, "email: connect over TLS (SMTPS; [smtp] security = \"tls\")."),
     Opt("username", _secret, None, "email: SMTP user, { env = \"NAME\" }."),
     Opt("password", _secret, None, "email: SMTP password, { env = \"NAME\" }."),
-    Opt("from", str, None, "email: sender address."),
+    Opt("from", str, None, "email: sender address ([smtp] calls it sender)."),
     Opt("to", _str_list, [], "email: recipient addresses."),
 )
 
