@@ -283,3 +283,25 @@ def test_alerts_docs_map_every_smtp_setting_to_the_email_receivers_name():
     assert "`[alerts].timeout`" in right and "timeout" in {o.name for o in ALERTS_OPTIONS}
     # [smtp].host no longer claims email alert receivers use it
     assert "[[alerts.receivers]]" in next(o.help for o in SMTP_OPTIONS if o.name == "host")
+
+
+def test_an_action_the_store_refuses_is_an_html_page(tmp_path, monkeypatch):
+    """Acknowledging a finding a run resolved meanwhile (another tab, an old page): the
+    store refuses, and the UI says why in a page (409), not in JSON."""
+    monkeypatch.setenv("AUDITOR_UI_PASSWORD", "pw-for-the-ui")
+    config = build_world(tmp_path)
+    assert _run(config) == 1
+    store = open_store(tmp_path / "auditor.db")
+    fp = store.findings(state="open")[0].fingerprint
+    store.resolve_finding(fp, "test")
+    store.close()
+    with _service(config) as client:
+        token = client.get("/login").text.split('name="csrf" value="')[1].split('"')[0]
+        r = client.post("/login", data={"password": "pw-for-the-ui", "csrf": token, "next": "/"},
+                        follow_redirects=False)
+        assert r.status_code == 303
+        token = client.get("/").text.split('name="csrf" value="')[1].split('"')[0]
+        r = client.post("/actions/findings", data={"action": "ack", "fp": fp, "csrf": token})
+    assert r.status_code == 409 and r.headers["content-type"].startswith("text/html")
+    assert "<h1>That could not be done</h1>" in r.text
+    assert f"finding {fp} is resolved: nothing to ack" in r.text
