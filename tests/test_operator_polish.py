@@ -305,3 +305,14 @@ def test_an_action_the_store_refuses_is_an_html_page(tmp_path, monkeypatch):
     assert r.status_code == 409 and r.headers["content-type"].startswith("text/html")
     assert "<h1>That could not be done</h1>" in r.text
     assert f"finding {fp} is resolved: nothing to ack" in r.text
+
+
+def test_the_ui_tests_client_imports_without_a_deprecation_warning():
+    """Starlette's TestClient (tests/test_newuser.py, test_web_ui.py, this file) warns when
+    it runs on plain httpx: the test extra installs httpx2, which it wants."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-c",
+                           "import starlette.testclient"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-500:]
