@@ -947,7 +947,8 @@ def config_check(config_path: Path, offline: bool) -> None:
     """Validate a config file (every bad table and key named), then try to open every
     source it names: files exist, URLs answer, environment variables are set; and the
     store: a PostgreSQL server accepts the URL's login to its database (no table is
-    created), a SQLite file's folder exists.
+    created), a SQLite file's folder exists and an existing file is a database; neither
+    has a schema newer than this auditor.
 
     \b
     Examples:

@@ -316,3 +316,47 @@ def test_the_ui_tests_client_imports_without_a_deprecation_warning():
     done = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-c",
                            "import starlette.testclient"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-500:]
+
+
+def test_config_check_finds_a_store_file_that_is_no_database_or_too_new(tmp_path):
+    """The store-down page sends the operator to `auditor config check`: it must find
+    what the UI found, without writing to the file."""
+    config = build_world(tmp_path)
+    db = tmp_path / "auditor.db"
+    db.write_bytes(b"not a database " * 100)
+    r = CliRunner().invoke(main, ["config", "check", "-c", str(config)])
+    assert r.exit_code == 2
+    assert f"[store].path: cannot open the SQLite store {db}: file is not a database" in r.output
+    assert db.read_bytes() == b"not a database " * 100  # untouched
+    db.unlink()
+    open_store(db).close()
+    with sqlite3.connect(db) as c:
+        c.execute("PRAGMA user_version = 99")
+    r = CliRunner().invoke(main, ["config", "check", "-c", str(config)])
+    assert r.exit_code == 2
+    assert f"[store].path: the store {db}: schema version 99 is newer than this auditor" \
+        in r.output
+    with sqlite3.connect(db) as c:
+        c.execute(f"PRAGMA user_version = {sqlite_mod.SCHEMA_VERSION}")
+    r = CliRunner().invoke(main, ["config", "check", "-c", str(config)])
+    assert r.exit_code == 0, r.output
+
+
+def test_config_check_finds_a_postgresql_store_too_new(tmp_path, pg_server):
+    import psycopg
+
+    from tests.pg_server import PASSWORD
+
+    url = pg_server.new_database()
+    config = build_world(tmp_path)
+    config.write_text(config.read_text().replace('[store]\npath = "auditor.db"',
+                                                 f'store = "{url}"'))
+    assert CliRunner().invoke(main, ["config", "check", "-c", str(config)]).exit_code == 0
+    open_store(url).close()
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("INSERT INTO schema_version (version) VALUES (99)")
+    r = CliRunner().invoke(main, ["config", "check", "-c", str(config)])
+    assert r.exit_code == 2
+    assert (f"store: the store {url.replace(PASSWORD, '***')}: schema version 99 is newer"
+            in r.output)
+    assert PASSWORD not in r.output
