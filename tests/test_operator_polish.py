@@ -360,3 +360,15 @@ def test_config_check_finds_a_postgresql_store_too_new(tmp_path, pg_server):
     assert (f"store: the store {url.replace(PASSWORD, '***')}: schema version 99 is newer"
             in r.output)
     assert PASSWORD not in r.output
+
+
+def test_demo_serve_names_the_dashboard_by_a_path_that_exists(tmp_path, monkeypatch):
+    """`auditor demo --serve` is often run outside the source tree: the Grafana dashboard
+    and Prometheus config it points to must be found from there."""
+    from auditor.demo import ops_line
+
+    monkeypatch.chdir(tmp_path)
+    line = ops_line(8080)
+    paths = [Path(w) for w in line.split() if w.endswith((".json", ".yml"))]
+    assert len(paths) == 2 and all(p.is_absolute() and p.is_file() for p in paths), line
+    assert "127.0.0.1:8080" in line
