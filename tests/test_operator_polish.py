@@ -372,3 +372,22 @@ def test_demo_serve_names_the_dashboard_by_a_path_that_exists(tmp_path, monkeypa
     paths = [Path(w) for w in line.split() if w.endswith((".json", ".yml"))]
     assert len(paths) == 2 and all(p.is_absolute() and p.is_file() for p in paths), line
     assert "127.0.0.1:8080" in line
+
+
+def test_weekly_report_right_after_the_first_run_says_which_week_to_ask(tmp_path):
+    """A new user runs `auditor report weekly` after the first audit: the default week
+    (the last complete one) has no run; the error says which --week has one."""
+    from datetime import datetime, timezone
+
+    from auditor.reports.weekly import week_label
+
+    config = build_world(tmp_path)
+    assert _run(config) == 1
+    r = CliRunner().invoke(main, ["report", "weekly", "-c", str(config),
+                                  "--out", str(tmp_path / "weekly")])
+    assert r.exit_code == 2
+    current = week_label(datetime.now(timezone.utc))
+    assert f"the first run is later: `--week {current}` reports the week in progress" in r.output
+    r = CliRunner().invoke(main, ["report", "weekly", "-c", str(config), "--week", current,
+                                  "--out", str(tmp_path / "weekly")])
+    assert r.exit_code == 0, r.output
