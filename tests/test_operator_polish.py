@@ -391,3 +391,69 @@ def test_weekly_report_right_after_the_first_run_says_which_week_to_ask(tmp_path
     r = CliRunner().invoke(main, ["report", "weekly", "-c", str(config), "--week", current,
                                   "--out", str(tmp_path / "weekly")])
     assert r.exit_code == 0, r.output
+
+
+def test_what_counts_as_the_store_being_unavailable():
+    import psycopg
+
+    from auditor.storage import unavailable
+
+    assert unavailable(StoreUnavailable("cannot open the SQLite store x.db"))
+    assert unavailable(sqlite3.OperationalError("unable to open database file"))
+    assert unavailable(sqlite3.DatabaseError("file is not a database"))
+    assert unavailable(psycopg.OperationalError("server closed the connection unexpectedly"))
+    assert unavailable(psycopg.errors.AdminShutdown("terminating connection"))
+    assert unavailable(psycopg.InterfaceError("the connection is closed"))
+    # a bug's SQL, or a store refusing what was asked: not "the store is down"
+    assert not unavailable(psycopg.errors.UndefinedColumn("column x does not exist"))
+    assert not unavailable(sqlite3.IntegrityError("UNIQUE constraint failed"))
+    assert not unavailable(StoreError("no finding with fingerprint abcd"))
+    assert not unavailable(ValueError("x"))
+
+
+def test_postgresql_gone_mid_request_is_503_html_for_pages_and_json_for_the_api(tmp_path,
+                                                                               caplog):
+    """The server stops while a page reads (the store opened, the query fails)."""
+    import psycopg
+    from fastapi.testclient import TestClient
+
+    from auditor.service.app import Service, create_app
+
+    url = "postgresql://auditor:Pw-mid-42@127.0.0.1:5/auditor"
+
+    def shutdown() -> Exception:
+        return psycopg.errors.AdminShutdown(
+            f"terminating connection due to administrator command ({url})")
+
+    class Gone:  # a store whose server stopped after it was opened
+        @property
+        def schema_version(self):
+            raise shutdown()
+
+        def __getattr__(self, name):
+            def fail(*a, **k):
+                raise shutdown()
+            return fail
+
+    @contextlib.contextmanager
+    def opener():
+        yield Gone()
+
+    config = build_world(tmp_path)
+    config.write_text(config.read_text().replace('[store]\npath = "auditor.db"',
+                                                 f'store = "{url}"'))
+    service = Service(config, load_config(config), schedule=False)
+    service.open_store = opener  # type: ignore[method-assign]
+    with TestClient(create_app(service), raise_server_exceptions=False) as client:
+        page = client.get("/runs")
+        api = client.get("/api/runs")
+        bug = client.get("/api/findings?limit=abc")  # a plain 422 stays what it was
+        ready = client.get("/readyz")
+    assert page.status_code == 503 and page.headers["content-type"].startswith("text/html")
+    assert "terminating connection due to administrator command" in page.text
+    assert api.status_code == 503 and api.headers["content-type"] == "application/json"
+    assert api.json()["detail"].startswith("the store could not be read: terminating")
+    assert "Pw-mid-42" not in page.text and "Pw-mid-42" not in api.text
+    assert "Pw-mid-42" not in ready.text and ready.status_code == 503
+    assert bug.status_code == 422
+    assert caplog.records and not any("Pw-mid-42" in r.getMessage() for r in caplog.records)

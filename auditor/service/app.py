@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterable
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
@@ -56,6 +56,12 @@ class Service:
     def open_store(self):
         return store_opener(self.cfg.store_url)()
 
+    def _shown(self, e: BaseException) -> str:
+        """An error's text as it may be shown: without the store URL's password."""
+        from auditor.storage import redact
+
+        return redact(str(e), self.cfg.store_url)
+
     def _last_complete(self) -> dict[str, datetime]:
         with self.open_store() as store:
             return store.last_complete_reads()
@@ -78,7 +84,7 @@ class Service:
         except LockedError:
             return
         except Exception as e:  # an unusable store shows in /readyz
-            log.warning("could not check for interrupted runs: %s", e)
+            log.warning("could not check for interrupted runs: %s", self._shown(e))
             return
         if ids:
             log.warning("runs left running by an earlier process recorded as interrupted: %s",
@@ -206,7 +212,7 @@ class Service:
             with self.open_store() as store:
                 _ = store.schema_version  # reads the database
         except Exception as e:
-            problems["store"] = f"not reachable: {e}"
+            problems["store"] = f"not reachable: {self._shown(e)}"
         if self.schedule:
             if self.scheduler is None or not self.scheduler.running:
                 problems["scheduler"] = "not running"
@@ -282,10 +288,18 @@ def create_app(service: Service) -> FastAPI:
 
     @app.exception_handler(AuditorError)
     async def auditor_error(request: Request, exc: AuditorError) -> JSONResponse:
-        from auditor.storage import redact
+        return JSONResponse({"detail": service._shown(exc)}, status_code=503)
 
-        return JSONResponse({"detail": redact(str(exc), service.cfg.store_url)},
-                            status_code=503)
+    @app.exception_handler(Exception)
+    async def store_lost(request: Request, exc: Exception) -> Response:
+        """The database gone mid-request (PostgreSQL stopped under a query): 503 JSON as
+        when it cannot be opened; any other error stays a 500 (its traceback logged)."""
+        from auditor.storage import unavailable
+
+        if unavailable(exc):
+            return JSONResponse({"detail": "the store could not be read: "
+                                 + service._shown(exc).strip()}, status_code=503)
+        return PlainTextResponse("Internal Server Error", status_code=500)
 
     return app
 

@@ -38,6 +38,7 @@ from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord
                                      RunSourceRecord, ShardSpec, ScoreRecord)
 
 __all__ = ["open_store", "check_url", "remove_store", "store_exists", "describe", "redact",
+           "unavailable",
            "Store",
            "MasterStore", "ListingStore", "FindingStore", "RunStore", "CacheStore",
            "PresenceHoldStore", "ServiceStore", "FindingChanges", "FindingEvent", "FindingRecord",
@@ -88,6 +89,19 @@ def migrated(store: str, old: int, new: int) -> None:
         log.info("store %s created (schema version %d)", store, new)
     else:
         log.info("store %s migrated from schema version %d to %d", store, old, new)
+
+
+def unavailable(e: BaseException) -> bool:
+    """Whether ``e`` says the store cannot be used now: it could not be opened
+    (``StoreUnavailable``: the server down, a file that is no database, a newer schema),
+    or the database went away mid-request (the driver's operational errors). Not a
+    bug's SQL error, nor a store refusing what was asked (no such finding)."""
+    if isinstance(e, (StoreUnavailable, sqlite3.OperationalError)) or \
+            type(e) is sqlite3.DatabaseError:
+        return True
+    names = {c.__name__ for c in type(e).__mro__}
+    return type(e).__module__.split(".")[0] == "psycopg" and bool(
+        names & {"OperationalError", "InterfaceError"})
 
 
 def _postgres_url(url: str | os.PathLike[str]) -> str | None:

@@ -24,7 +24,8 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from auditor import __version__, plugins
 from auditor.config import Config
-from auditor.errors import AuditorError, StoreUnavailable
+from auditor.errors import AuditorError
+from auditor.storage import unavailable
 from auditor.terminal import visible
 from auditor.web import views
 from auditor.web.auth import COOKIE, Auth, Session
@@ -68,7 +69,7 @@ def build_ui_router(get_cfg: Callable[[], Config], open_store: StoreOpener,
                 try:
                     return await handler(request)
                 except Exception as e:
-                    down = _store_failure(e)
+                    down = unavailable(e)
                     if not down and not isinstance(e, AuditorError):
                         raise
                     from auditor.storage import redact
@@ -270,20 +271,6 @@ def build_ui_router(get_cfg: Callable[[], Config], open_store: StoreOpener,
         return back(request, "/links")
 
     return router
-
-
-def _store_failure(e: BaseException) -> bool:
-    """The store cannot be used now: it could not be opened (``StoreUnavailable``), or
-    the database went away mid-request (the driver's operational errors; not a bug's
-    SQL error, which stays a 500 with its traceback in the log)."""
-    import sqlite3
-
-    if isinstance(e, (StoreUnavailable, sqlite3.OperationalError)) or \
-            type(e) is sqlite3.DatabaseError:
-        return True
-    names = {c.__name__ for c in type(e).__mro__}
-    return type(e).__module__.split(".")[0] == "psycopg" and bool(
-        names & {"OperationalError", "InterfaceError"})
 
 
 def views_token() -> str:
