@@ -457,3 +457,14 @@ def test_postgresql_gone_mid_request_is_503_html_for_pages_and_json_for_the_api(
     assert "Pw-mid-42" not in ready.text and ready.status_code == 503
     assert bug.status_code == 422
     assert caplog.records and not any("Pw-mid-42" in r.getMessage() for r in caplog.records)
+
+
+def test_alerts_send_says_why_firing_alerts_make_no_notification(tmp_path):
+    """`alerts send` printed "17 firing ... 0 new notification(s)" and nothing else when
+    no route names the receiver."""
+    config = build_world(tmp_path, extra_toml=ALERTS)
+    assert _run(config) == 1
+    r = CliRunner().invoke(main, ["alerts", "send", "-c", str(config)])
+    assert "0 new notification(s)" in r.output
+    assert "warning: [[alerts.receivers]] 'hook', 'mail': no [[alerts.routes]] in the config" \
+        in r.output
