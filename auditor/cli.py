@@ -749,11 +749,13 @@ def runs(ctx: click.Context, config_path: Path, limit: int, show_errors: bool, f
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2, default=str))
         return
-    if fmt == "csv":  # one row per run and source
-        flat = [{"run_id": r["id"], "run_status": r["status"], "started_at": r["started_at"],
-                 "finished_at": r["finished_at"], **s} for r in rows for s in r["sources"]]
+    if fmt == "csv":  # a row per run and source (the run's times, not the source's)
+        flat = [{**s, "run_id": r["id"], "run_status": r["status"],
+                 "started_at": r["started_at"], "finished_at": r["finished_at"],
+                 "interrupted": (r.get("interrupted") or {}).get("reason")}
+                for r in rows for s in r["sources"] or [{}]]  # a run that read none: a row
         _csv_out(flat, ["run_id", "run_status", "started_at", "finished_at", "source", "status",
-                        "listings", "errors", "message", "presence_held"])
+                        "listings", "errors", "message", "presence_held", "interrupted"])
         return
     if not rows:
         from auditor.storage import describe

@@ -468,3 +468,19 @@ def test_alerts_send_says_why_firing_alerts_make_no_notification(tmp_path):
     assert "0 new notification(s)" in r.output
     assert "warning: [[alerts.receivers]] 'hook', 'mail': no [[alerts.routes]] in the config" \
         in r.output
+
+
+def test_auditor_runs_csv_has_the_runs_times_and_why_it_was_interrupted(history):
+    import csv
+    import io
+
+    r = CliRunner().invoke(main, ["runs", "-c", str(history), "--format", "csv"],
+                           catch_exceptions=False)
+    rows = {int(x["run_id"]): x for x in csv.DictReader(io.StringIO(r.output))}
+    store = open_store(history.parent / "auditor.db")
+    runs = {x.id: x for x in store.runs()}
+    store.close()
+    for run_id, row in rows.items():  # the run's own times (a source's were shown)
+        assert row["started_at"] == runs[run_id].started_at.isoformat()
+    assert rows[4]["interrupted"] == "SIGTERM" and rows[1]["interrupted"] == ""
+    assert '"state": "held"' in rows[2]["presence_held"]
