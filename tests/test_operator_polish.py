@@ -484,3 +484,20 @@ def test_auditor_runs_csv_has_the_runs_times_and_why_it_was_interrupted(history)
         assert row["started_at"] == runs[run_id].started_at.isoformat()
     assert rows[4]["interrupted"] == "SIGTERM" and rows[1]["interrupted"] == ""
     assert '"state": "held"' in rows[2]["presence_held"]
+
+
+def test_a_mistyped_address_is_the_uis_not_found_page_for_a_browser(tmp_path):
+    config = build_world(tmp_path)
+    assert _run(config) == 1
+    html = {"accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    with _service(config) as client:
+        page = client.get("/finding/<b>x</b>", headers=html)
+        plain = client.get("/finding/x")
+        api = client.get("/api/nope", headers=html)
+        run = client.get("/api/runs/999", headers=html)
+    assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
+    assert "There is no page /finding/&lt;b&gt;x&lt;/b&gt;." in page.text
+    assert 'href="/runs"' in page.text  # the UI's header, to find the way back
+    assert plain.status_code == 404 and plain.json() == {"detail": "Not Found"}
+    assert api.status_code == 404 and api.json() == {"detail": "Not Found"}
+    assert run.status_code == 404 and run.json() == {"detail": "no run 999"}

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterable
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
@@ -283,8 +285,16 @@ def create_app(service: Service) -> FastAPI:
 
     app.include_router(build_router(lambda: service.cfg, service.open_store))
     # The web UI (server-rendered pages at /, /products/..., /runs, /reports).
-    from auditor.web.routes import build_ui_router
-    app.include_router(build_ui_router(lambda: service.cfg, service.open_store))
+    from auditor.web.routes import build_ui_router, wants_html
+    ui = build_ui_router(lambda: service.cfg, service.open_store)
+    app.include_router(ui)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def not_found(request: Request, exc: StarletteHTTPException) -> Response:
+        """A browser's mistyped address gets the UI's page; everything else the JSON."""
+        if exc.status_code == 404 and exc.detail == "Not Found" and wants_html(request):
+            return ui.not_found_page(request)  # type: ignore[attr-defined, no-any-return]
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(AuditorError)
     async def auditor_error(request: Request, exc: AuditorError) -> JSONResponse:

@@ -270,7 +270,20 @@ def build_ui_router(get_cfg: Callable[[], Config], open_store: StoreOpener,
                               else "rejected", clock(), note=f"{s.user or 'ui'} in the web UI")
         return back(request, "/links")
 
+    def not_found(request: Request) -> Response:
+        """A path no route has, asked for by a browser: the UI's own "Not found" page."""
+        return page(request, "missing.html", 404, what=f"page {request.url.path}")
+
+    router.not_found_page = not_found  # type: ignore[attr-defined]  # for the app's 404s
     return router
+
+
+def wants_html(request: Request) -> bool:
+    """A browser asking for a page: HTML accepted, and not a path of the API, the
+    metrics or the health checks (whose clients get JSON or text)."""
+    machine = ("/api/", "/metrics", "/healthz", "/readyz", "/openapi.json", "/docs", "/static/")
+    return "text/html" in request.headers.get("accept", "") and \
+        not request.url.path.startswith(machine)
 
 
 def views_token() -> str:
