@@ -25,7 +25,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from auditor import __version__, plugins
 from auditor.config import Config
 from auditor.errors import AuditorError
-from auditor.storage import unavailable
+from auditor.storage import redact, unavailable
 from auditor.terminal import visible
 from auditor.web import views
 from auditor.web.auth import COOKIE, Auth, Session
@@ -72,8 +72,6 @@ def build_ui_router(get_cfg: Callable[[], Config], open_store: StoreOpener,
                     down = unavailable(e)
                     if not down and not isinstance(e, AuditorError):
                         raise
-                    from auditor.storage import redact
-
                     message = redact(str(e).strip(), get_cfg().store_url)
                     if down:
                         log.warning("web UI %s: %s", request.url.path, message)
