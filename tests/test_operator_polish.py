@@ -449,12 +449,14 @@ def test_postgresql_gone_mid_request_is_503_html_for_pages_and_json_for_the_api(
         api = client.get("/api/runs")
         bug = client.get("/api/findings?limit=abc")  # a plain 422 stays what it was
         ready = client.get("/readyz")
+        metrics = client.get("/metrics")
     assert page.status_code == 503 and page.headers["content-type"].startswith("text/html")
     assert "terminating connection due to administrator command" in page.text
     assert api.status_code == 503 and api.headers["content-type"] == "application/json"
     assert api.json()["detail"].startswith("the store could not be read: terminating")
     assert "Pw-mid-42" not in page.text and "Pw-mid-42" not in api.text
     assert "Pw-mid-42" not in ready.text and ready.status_code == 503
+    assert "auditor_store_up 0.0" in metrics.text
     assert bug.status_code == 422
     assert caplog.records and not any("Pw-mid-42" in r.getMessage() for r in caplog.records)
 

@@ -53,7 +53,8 @@ class Service:
         self.last_reload_error: str | None = None
         self.shutdown_hooks: list[Callable[[], None]] = []
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(StoreCollector(self.open_store, extra=self._service_metrics))
+        self.registry.register(StoreCollector(self.open_store, extra=self._service_metrics,
+                                              shown=self._shown))
 
     def open_store(self):
         return store_opener(self.cfg.store_url)()
