@@ -433,7 +433,10 @@ def print_report(report, code: int | None = None, exit_line: bool = True) -> Non
                   f"{s.linked:,}", f"{s.unlinked + s.ambiguous:,}", str(s.open_failed),
                   str(s.open_warn), str(s.opened), str(s.resolved),
                   "-" if s.score is None else f"{s.score:.1%}", str(s.errors))
-    out.print(t)
+    if report.channels:
+        out.print(t)
+    else:  # not an empty table
+        out.print(f"run {report.run_id}: {report.status.value}, no channel audited")
     suggested = sum(s.suggested for s in report.channels)
     if suggested:
         out.print(f"{suggested:,} suggested link(s) wait for a person (no findings until "

@@ -503,3 +503,13 @@ def test_a_mistyped_address_is_the_uis_not_found_page_for_a_browser(tmp_path):
     assert plain.status_code == 404 and plain.json() == {"detail": "Not Found"}
     assert api.status_code == 404 and api.json() == {"detail": "Not Found"}
     assert run.status_code == 404 and run.json() == {"detail": "no run 999"}
+
+
+def test_a_run_that_audited_no_channel_says_so_instead_of_an_empty_table(tmp_path):
+    config = build_world(tmp_path)
+    (tmp_path / "master.csv").unlink()
+    r = CliRunner().invoke(main, ["run", "-c", str(config)])
+    assert r.exit_code == 2
+    assert "run 1: failed, no channel audited" in r.output
+    assert "┏" not in r.output and "channel ┃" not in r.output
+    assert "exit 2: the master was rejected: see `auditor runs --errors`" in r.output
