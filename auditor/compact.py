@@ -269,34 +269,59 @@ class _Share:
 def _build(d: dict[str, Any], packer: "Packer", share: _Share) -> CompactRecord:
     """A compact record from a stored body decoded by orjson (``d`` is consumed)."""
     cold = {k: d.pop(k) for k in COLD if k in d}
+    return _build_hot(d, packer.pack(orjson.dumps(cold)) if cold else None, packer, share)
+
+
+def split(rec: MasterRecord, packer: Packer) -> tuple[bytes, bytes | None, bytes]:
+    """What ``CompactRecords.append(rec)`` keeps of ``rec``, as bytes: its hot fields'
+    JSON, its cold fields packed by ``packer`` and its body's stored hash. A process
+    reading part of a master file sends these; ``CompactRecords.append_split`` takes
+    them (the same record, packed alike when ``packer`` has the same dictionary)."""
+    body = codec.body(rec)
+    d = orjson.loads(body)
+    cold = {k: d.pop(k) for k in COLD if k in d}
+    return (orjson.dumps(d), packer.pack(orjson.dumps(cold)) if cold else None,
+            codec.body_hash(body))
+
+
+def _build_hot(d: dict[str, Any], packed: bytes | None, packer: "Packer", share: _Share
+               ) -> CompactRecord:
+    """A compact record from its hot fields (``d``) and its packed cold ones."""
     r = _new(CompactRecord)
-    _set_cold(r, packer.pack(orjson.dumps(cold)) if cold else None)
+    _set_cold(r, packed)
     _set_packer(r, packer)
     get = d.get
-    s = _SLOT
-    s["sku"].__set__(r, sys.intern(d["sku"]))
-    s["title"].__set__(r, share.text(get("title")))
-    s["brand"].__set__(r, share.text(get("brand")))
-    s["gtin"].__set__(r, get("gtin"))
+    _PUT_SKU(r, sys.intern(d["sku"]))
+    _PUT_TITLE(r, share.text(get("title")))
+    _PUT_BRAND(r, share.text(get("brand")))
+    _PUT_GTIN(r, get("gtin"))
     v = get("price")
-    s["price"].__set__(r, _money(v) if v else None)
+    _PUT_PRICE(r, _money(v) if v else None)
     v = get("sale_price")
-    s["sale_price"].__set__(r, _money(v) if v else None)
+    _PUT_SALE_PRICE(r, _money(v) if v else None)
     v = get("sale_start")
-    s["sale_start"].__set__(r, _time(v) if v else None)
+    _PUT_SALE_START(r, _time(v) if v else None)
     v = get("sale_end")
-    s["sale_end"].__set__(r, _time(v) if v else None)
-    s["prices"].__set__(r, share.prices(get("prices")))
-    s["sale_prices"].__set__(r, share.prices(get("sale_prices")))
-    s["quantity"].__set__(r, share.integer(get("quantity")))
+    _PUT_SALE_END(r, _time(v) if v else None)
+    _PUT_PRICES(r, share.prices(get("prices")))
+    _PUT_SALE_PRICES(r, share.prices(get("sale_prices")))
+    _PUT_QUANTITY(r, share.integer(get("quantity")))
     v = get("availability")
-    s["availability"].__set__(r, _AVAILABILITY[v] if v else None)
+    _PUT_AVAILABILITY(r, _AVAILABILITY[v] if v else None)
     v = get("status")
-    s["status"].__set__(r, _STATUS[v] if v else MasterStatus.ACTIVE)
-    s["attributes"].__set__(r, share.attrs(get("attributes")))
+    _PUT_STATUS(r, _STATUS[v] if v else MasterStatus.ACTIVE)
+    _PUT_ATTRIBUTES(r, share.attrs(get("attributes")))
     v = get("overrides")  # per SKU: channel -> field -> value, as key-sharing dicts
-    s["overrides"].__set__(r, share.overrides(v) if v else _EMPTY)
+    _PUT_OVERRIDES(r, share.overrides(v) if v else _EMPTY)
     return r
+
+
+# The hot fields' slot setters, bound once (``_build_hot`` runs once per record).
+(_PUT_SKU, _PUT_TITLE, _PUT_BRAND, _PUT_GTIN, _PUT_PRICE, _PUT_SALE_PRICE, _PUT_SALE_START,
+ _PUT_SALE_END, _PUT_PRICES, _PUT_SALE_PRICES, _PUT_QUANTITY, _PUT_AVAILABILITY, _PUT_STATUS,
+ _PUT_ATTRIBUTES, _PUT_OVERRIDES) = (_SLOT[n].__set__ for n in (
+    "sku", "title", "brand", "gtin", "price", "sale_price", "sale_start", "sale_end", "prices",
+    "sale_prices", "quantity", "availability", "status", "attributes", "overrides"))
 
 
 def _early(early: list[CompactRecord], rec: CompactRecord, packer: Packer
@@ -447,6 +472,21 @@ class CompactRecords(Sequence[MasterRecord]):
         self._recs.append(c)
         if self._early is not None:
             self._early = _early(self._early, c, self._packer)
+
+    def append_split(self, hot: bytes, packed: bytes | None, body_hash: bytes) -> None:
+        """Append a record given as ``split`` gives it (packed with this list's packer's
+        dictionary, or another with the same one)."""
+        self._hashes += body_hash
+        c = _build_hot(orjson.loads(hot), packed, self._packer, self._share)
+        self._recs.append(c)
+        if self._early is not None:
+            self._early = _early(self._early, c, self._packer)
+
+    @property
+    def packer(self) -> Packer:
+        """The packer of the records' cold fields (its dictionary is learnt from the first
+        records appended)."""
+        return self._packer
 
     @overload
     def __getitem__(self, i: int) -> MasterRecord: ...

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import functools
 import io
+import re
 import sys
-from typing import IO, Callable, Generator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Callable, Generator, Iterable, Iterator
 
 from auditor.errors import SourceError
 from auditor.sources import SourceFile, detect_encoding
@@ -62,20 +66,27 @@ class _LineFeed:
     generator early (``runaway``) so the reader stops swallowing the file.
     """
 
-    __slots__ = ("_text", "back", "buf", "n", "max_lines", "runaway", "max_line", "name")
+    __slots__ = ("_text", "back", "buf", "n", "max_lines", "runaway", "max_line", "name",
+                 "stop", "stopped")
 
-    def __init__(self, text: Iterator[str], max_lines: int = MAX_RECORD_LINES,
-                 max_line: int = 0, name: str = ""):
+    def __init__(self, text: Iterable[str], max_lines: int = MAX_RECORD_LINES,
+                 max_line: int = 0, name: str = "", stop: Callable[[], bool] | None = None,
+                 n: int = 0):
         self._text = iter(text)
         self.back: list[tuple[int, str]] = []
         self.buf: list[tuple[int, str]] = []
-        self.n = 0
+        self.n = n
         self.max_lines = max_lines
         self.runaway = False
         # With max_line, ``text`` yields lines cut at max_line + 1 characters
         # (readline's size): a cut line (no line end) is a line over the limit.
         self.max_line = max_line
         self.name = name
+        # ``stop`` is asked before the first line of each record is read from the
+        # stream (nothing pushed back): True ends the lines there (``stopped``), at a
+        # record's start. A reader of part of a file (``RowsAt``) stops so.
+        self.stop = stop
+        self.stopped = False
 
     def lines(self) -> Generator[str, None, None]:
         """Pushed-back lines first, then the stream; a generator (the hot path)."""
@@ -90,6 +101,9 @@ class _LineFeed:
             yield item[1]
         n = self.n
         cap = self.max_line
+        if self.stop is not None:
+            yield from self._lines_until(buf, mx)
+            return
         try:
             for line in self._text:
                 n += 1
@@ -105,9 +119,49 @@ class _LineFeed:
         finally:
             self.n = n
 
+    def _lines_until(self, buf: list[tuple[int, str]], mx: int) -> Generator[str, None, None]:
+        """``lines()`` from the stream, asking ``stop`` at each record's start."""
+        n, stop, text = self.n, self.stop, self._text
+        assert stop is not None
+        try:
+            while True:
+                if not buf and stop():
+                    self.stopped = True
+                    return
+                line = next(text, None)
+                if line is None:
+                    return
+                n += 1
+                buf.append((n, line))
+                if len(buf) > mx:
+                    self.runaway = True
+                    return
+                yield line
+        finally:
+            self.n = n
+
     def push_back(self, items: list[tuple[int, str]]) -> None:
         """Lines to be read again, in order, before the rest of the stream."""
         self.back.extend(reversed(items))
+
+
+def _sniff(sf: SourceFile, encoding: str, delimiter: str
+           ) -> tuple[IO[bytes], Any, str, str]:
+    """The file opened, buffered, its encoding and its delimiter."""
+    raw = sf.open_binary()
+    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw, 1 << 16)  # type: ignore[type-var]  # any byte stream will do
+    sample_bytes = buffered.peek(1 << 16)[: 1 << 16]
+    enc = detect_encoding(sample_bytes) if encoding == "auto" else encoding
+    sample = sample_bytes.decode(enc if enc != "utf-8-sig" else "utf-8-sig", errors="replace")
+    if sample.startswith("\ufeff"):
+        sample = sample[1:]
+    delim = sniff_delimiter(sample) if delimiter == "auto" else _delim(delimiter)
+    return raw, buffered, enc, delim
+
+
+def _errors(enc: str) -> str:
+    """The decoding error handler of a file in ``enc`` read with ``encoding = "auto"``."""
+    return "auditor-cp1252" if enc.startswith("utf-8") else "replace"
 
 
 def open_rows(sf: SourceFile, encoding: str = "auto", delimiter: str = "auto",
@@ -135,12 +189,9 @@ def open_rows(sf: SourceFile, encoding: str = "auto", delimiter: str = "auto",
     # The csv module's own guard, so a cell never grows past the limit in memory
     # (process-wide; every reader sets its file's limit before reading).
     csv.field_size_limit(min(limits.max_field, sys.maxsize))
-    raw = sf.open_binary()
-    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw, 1 << 16)  # type: ignore[type-var]  # any byte stream will do
-    sample_bytes = buffered.peek(1 << 16)[: 1 << 16]
-    enc = detect_encoding(sample_bytes) if encoding == "auto" else encoding
+    raw, buffered, enc, delim = _sniff(sf, encoding, delimiter)
     if encoding == "auto" or on_error is None:
-        errors = "auditor-cp1252" if enc.startswith("utf-8") else "replace"
+        errors = _errors(enc)
         # Lines are read at most max_line + 1 characters at a time (bounded memory
         # on a file of one endless line); _LineFeed tells a cut line from a whole one.
         wrapper = io.TextIOWrapper(buffered, encoding=enc, errors=errors, newline="")
@@ -149,32 +200,42 @@ def open_rows(sf: SourceFile, encoding: str = "auto", delimiter: str = "auto",
     else:
         text = _strict_lines(buffered, enc, sf.name, report, limits.max_line)
         cap = 0  # _strict_lines checks its lines itself
-    sample = sample_bytes.decode(enc if enc != "utf-8-sig" else "utf-8-sig", errors="replace")
-    if sample.startswith("\ufeff"):
-        sample = sample[1:]
-    delim = sniff_delimiter(sample) if delimiter == "auto" else _delim(delimiter)
     feed = _LineFeed(text, MAX_RECORD_LINES, cap, sf.name)
+    return _header_and_rows(feed, delim, sf.name, limits.max_field, report, ragged, raw.close)
+
+
+def _header_and_rows(feed: _LineFeed, delim: str, name: str, max_field: int,
+                     report: Callable[[str, str], None], ragged: str, close: Callable[[], None]
+                     ) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
     gen = feed.lines()
     reader = csv.reader(gen, delimiter=delim, strict=False)
     try:
         header = next(reader)
     except StopIteration:
-        raw.close()
+        close()
         return [], iter(())
     except csv.Error as e:
-        raw.close()
-        _field_limit(e, sf.name, 1, limits.max_field)
-        raise SourceError(sf.name, f"unreadable header row: {e}") from None
-    except SourceError:
-        raw.close()
+        close()
+        _field_limit(e, name, 1, max_field)
+        raise SourceError(name, f"unreadable header row: {e}") from None
+    except BaseException:
+        close()
         raise
     if feed.runaway:
-        raw.close()
-        raise SourceError(sf.name, "unreadable header row: an unbalanced quote")
+        close()
+        raise SourceError(name, "unreadable header row: an unbalanced quote")
     feed.buf.clear()
     if header and header[0].startswith("\ufeff"):
         header[0] = header[0][1:]
     header = [h.strip() for h in header]
+    return header, _rows(feed, gen, reader, header, delim, name, max_field, report, ragged, close)
+
+
+def _rows(feed: _LineFeed, gen: Generator[str, None, None], reader: Any, header: list[str],
+          delim: str, name: str, max_field: int, report: Callable[[str, str], None],
+          ragged: str, close: Callable[[], None]) -> Iterator[tuple[int, list[str]]]:
+    """The data rows (see ``open_rows``), read by ``reader`` from ``feed``'s lines
+    (``gen``); ``close`` is called at the end."""
     width = len(header)
     report_ragged = ragged == "report"
     head0 = header[0] if header else None
@@ -188,7 +249,7 @@ def open_rows(sf: SourceFile, encoding: str = "auto", delimiter: str = "auto",
             lines = list(buf)
             buf.clear()
             if lines:
-                report(f"{sf.name}:{lines[0][0]}", reason)
+                report(f"{name}:{lines[0][0]}", reason)
                 feed.push_back(lines[1:])
             gen = feed.lines()
             reader = csv.reader(gen, delimiter=delim, strict=False)
@@ -225,7 +286,7 @@ def open_rows(sf: SourceFile, encoding: str = "auto", delimiter: str = "auto",
                         if report_ragged and len(cells) != width:
                             if len(cells) > width:
                                 if any(c.strip() for c in cells[width:]):
-                                    report(f"{sf.name}:{start}",
+                                    report(f"{name}:{start}",
                                            f"row has {len(cells)} cells, the header {width} "
                                            f"(an unquoted delimiter inside a value?); "
                                            f"row skipped")
@@ -241,12 +302,12 @@ def open_rows(sf: SourceFile, encoding: str = "auto", delimiter: str = "auto",
                             continue
                         return
                 except csv.Error as e:
-                    _field_limit(e, sf.name, buf[0][0] if buf else feed.n, limits.max_field)
+                    _field_limit(e, name, buf[0][0] if buf else feed.n, max_field)
                     restart(f"CSV syntax error: {e}")
         finally:
-            raw.close()
+            close()
 
-    return header, rows()
+    return rows()
 
 
 def _field_limit(e: csv.Error, name: str, line: int, limit: int) -> None:
@@ -274,3 +335,153 @@ def _open_quote_at_end(buf: list[tuple[int, str]], delim: str) -> bool:
 
 def _delim(d: str) -> str:
     return {"\\t": "\t", "tab": "\t", "TAB": "\t"}.get(d, d)
+
+
+# ------------------------------------------------------------------ reading a file in parts
+
+class Unsplittable(Exception):
+    """The file cannot be read in parts exactly as ``open_rows`` reads it whole (a line
+    over the length limit, a line break other than the bytes CR and LF): read it whole."""
+
+
+# Encodings in which every line break is the byte LF or CR, and no character holds those
+# bytes otherwise: a byte offset just after one is the start of a line.
+_SPLITTABLE = re.compile(r"(utf[-_]?8(_sig|-sig)?|ascii|latin[-_]?1|iso8859[-_]\d+|cp125\d"
+                         r"|mac[-_]roman|windows[-_]125\d)")
+_MAGIC = (b"\x1f\x8b", b"PK\x03\x04")  # gzip, zip: decompressed by open_binary
+
+
+@dataclass
+class Layout:
+    """How ``open_rows`` reads a file, so that parts of it can be read the same way
+    (``RowsAt``): its encoding, error handler, delimiter and, once read, header."""
+
+    name: str
+    path: Path
+    size: int
+    encoding: str        # as open_rows decodes it ("utf-8-sig": a BOM skipped at offset 0)
+    errors: str
+    strict: bool         # undecodable lines reported (an explicit encoding)
+    delimiter: str
+    max_line: int
+    max_field: int
+    header: list[str] = field(default_factory=list)
+
+
+def layout(sf: SourceFile, encoding: str = "auto", delimiter: str = "auto",
+           strict: bool = False) -> Layout | None:
+    """The layout of ``sf`` as ``open_rows(sf, encoding, delimiter, on_error)`` reads it
+    (``strict``: an ``on_error`` is given), or None when it cannot be read in parts: a
+    compressed file, an encoding whose line breaks are not the bytes CR and LF, a file
+    over ``max_bytes`` (read whole, it fails)."""
+    path = Path(sf.path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError:
+        return None
+    if magic.startswith(_MAGIC) or (sf.limits.max_bytes is not None
+                                    and size > sf.limits.max_bytes):
+        return None
+    strict = strict and encoding != "auto"
+    raw, _, enc, delim = _sniff(sf, encoding, delimiter)
+    raw.close()
+    try:
+        name = codecs.lookup(enc).name
+    except LookupError:
+        return None
+    if not _SPLITTABLE.fullmatch(name):
+        return None
+    return Layout(sf.name, path, size, enc, "strict" if strict else _errors(enc), strict, delim,
+                  sf.limits.max_line, sf.limits.max_field)
+
+
+class ByteLines:
+    """The physical lines of a file from byte ``offset`` (a line's start) on, decoded
+    as ``open_rows`` decodes them, counting ``pos`` (the byte offset after the last
+    line given) and ``n`` (its number, from ``n``)."""
+
+    def __init__(self, lay: Layout, offset: int, n: int, report: Callable[[str, str], None]):
+        self.lay = lay
+        self.pos = offset
+        self.n = n
+        self.report = report
+        self.f = open(lay.path, "rb")
+        self.f.seek(offset)
+
+    def __iter__(self) -> Iterator[str]:
+        lay, f = self.lay, self.f
+        readline = functools.partial(f.readline, lay.max_line + 1)
+        enc, errors, strict, cap = lay.encoding, lay.errors, lay.strict, lay.max_line
+        if not strict and enc == "utf-8-sig":
+            enc = "utf-8"  # a stream's BOM is at its start only
+            if self.pos == 0 and f.peek(3)[:3] == codecs.BOM_UTF8:
+                f.read(3)
+                self.pos = 3
+        while True:
+            raw = readline()
+            if not raw:
+                return
+            if len(raw) > cap:  # open_rows cuts such a line; a whole read says what then
+                raise Unsplittable(f"{lay.name}: a line of more than {cap:,} bytes")
+            if strict:
+                self.n += 1
+                self.pos += len(raw)
+                try:
+                    line = raw.decode(enc)
+                except UnicodeDecodeError as e:
+                    self.report(f"{lay.name}:{self.n}",
+                                f"bytes not valid {enc} at column {e.start + 1} "
+                                f"(set encoding = \"auto\" or the file's real encoding)")
+                    line = raw.decode(enc, errors="replace")
+                yield line
+                continue
+            # open_rows reads with universal newlines: a lone CR ends a line too.
+            for part in raw.splitlines(True) if b"\r" in raw else (raw,):
+                self.n += 1
+                self.pos += len(part)
+                yield part.decode(enc, errors)
+
+    def close(self) -> None:
+        self.f.close()
+
+
+class RowsAt:
+    """The rows of ``lay``'s file from byte ``offset`` on, read as ``open_rows`` reads
+    them, the same rows with the same line numbers and reports, provided a record
+    starts at ``offset`` (line ``n`` + 1). At offset 0 the header is read first
+    (``lay.header`` is set).
+
+    ``stop(pos, n)`` is asked at each record's start (``pos``: its byte offset; ``n``:
+    the number of the line before it); True ends the rows there: ``stopped`` is then
+    set and ``pos`` / ``n`` say where the next record starts.
+    """
+
+    def __init__(self, lay: Layout, offset: int, n: int, report: Callable[[str, str], None],
+                 stop: Callable[[int, int], bool] | None = None, ragged: str = "keep"):
+        self.lines = lines = ByteLines(lay, offset, n, report)
+        self.feed = feed = _LineFeed(
+            lines, MAX_RECORD_LINES, 0, lay.name,
+            None if stop is None else (lambda: stop(lines.pos, lines.n)), n)
+        csv.field_size_limit(min(lay.max_field, sys.maxsize))
+        if offset == 0:
+            lay.header, self.rows = _header_and_rows(feed, lay.delimiter, lay.name,
+                                                     lay.max_field, report, ragged, lines.close)
+        else:
+            gen = feed.lines()
+            reader = csv.reader(gen, delimiter=lay.delimiter, strict=False)
+            self.rows = _rows(feed, gen, reader, lay.header, lay.delimiter, lay.name,
+                              lay.max_field, report, ragged, lines.close)
+
+    @property
+    def stopped(self) -> bool:
+        return self.feed.stopped
+
+    @property
+    def pos(self) -> int:
+        return self.lines.pos
+
+    @property
+    def n(self) -> int:
+        return self.lines.n

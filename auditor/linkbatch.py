@@ -11,8 +11,11 @@ done, for channels of hundreds of thousands of such listings:
   title follow each other and the index's per-title cache (blocking, title evidence) hits
   however many distinct titles the channel has;
 * **processes**: a large channel is ranked in parts, each but one in a forked process that
-  sees the index as it is (nothing is copied in; the rankings travel back as tuples of
-  numbers); the one-to-one assignment stays channel-wide, in this process;
+  sees the index as it is (nothing is copied in; the rankings travel back as arrays); the
+  one-to-one assignment stays channel-wide, in this process;
+* **arrays**: the rankings, the greedy pass of the assignment, the decisions and the links
+  are made from arrays (``Ranks``, ``greedy``, ``decide_flat``, ``links_of``), without a
+  tuple or object per listing until its Link;
 * **evidence** of suggested links is read in the same order, its title part once per
   (title, master);
 * the cyclic garbage collector is paused meanwhile: the objects made here all stay alive
@@ -33,13 +36,15 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from auditor.forking import _in_fork  # forks as the run's other background steps do
-from auditor.matching import (KEEP, W_PRICE_CLOSE, W_PRICE_FAR, W_PRICE_OFF, Decision, Features,
-                              MatchIndex, codes, decide, listing_features, norm_brand)
+from auditor.matching import (KEEP, TIE, W_PRICE_CLOSE, W_PRICE_FAR, W_PRICE_OFF, Decision, Features,
+                              MatchIndex, codes, decide, listing_features, norm_brand,
+                              twin_links)
 from auditor.model import Link, LinkMethod, Listing
 from auditor.text import normalize_title
 
 CACHE = 2_000         # titles, brands, (title, master) evidence kept while reading listings in
                       # title order (a title's listings follow each other: few are needed)
+ROUND_MIN = 1_000     # pairs left from which the greedy pass settles them in rounds (``greedy``)
 POOL_MIN = 20_000     # listings without keys from which a channel is ranked in several processes
 
 Ranked = tuple[tuple[float, int], ...]
@@ -127,41 +132,41 @@ def title_order(listings: Sequence[Listing]) -> list[int]:
 
 
 def rank_part(idx: MatchIndex, listings: Sequence[Listing], positions: Sequence[int],
-              rejected: Mapping[str, Any]) -> tuple[list[tuple[str | None, Ranked]], Flat]:
-    """(why the listing cannot be matched, or None; its ranked candidates) for the listings
-    at ``positions``, in that order (``rejected``: listing key -> SKUs a person rejected):
-    ``MatchIndex.rank`` of each, computed in two steps. Per title and brand (``_Groups``):
-    the candidates, their title evidence and their brand evidence; then for all the
-    listings at once, over arrays (``score_pairs``): each candidate's price evidence, the
-    score, and the candidates best first. Also the same rankings as arrays (``Flat``)."""
-    out: list[tuple[str | None, Ranked]] = []
-    append = out.append
+              rejected: Mapping[str, Any]) -> tuple[dict[int, str], Flat]:
+    """The rankings of the listings at ``positions``, in that order, as arrays (``Flat``),
+    and why a listing cannot be matched (by its place in ``positions``; the others have
+    none): ``MatchIndex.rank`` of each (``rejected``: listing key -> SKUs a person
+    rejected), computed in two steps. Per title and brand (``_Groups``): the candidates,
+    their title evidence and their brand evidence; then for all the listings at once,
+    over arrays (``score_flat``): each candidate's price evidence, the score, and the
+    candidates best first."""
+    whys: dict[int, str] = {}
     groups = _Groups(idx)
-    mine: list[int] = []       # the places in ``out`` ranked over arrays
+    mine: list[int] = []       # the places ranked over arrays
     group_of: list[int] = []   # and each one's group
     prices: list[float] = []   # and price (0.0: none)
     alone: list[int] = []      # the places ranked one by one
+    ranked_alone: list[Ranked] = []
+    k = -1
     for _p, li, f in FeatureReader().each(listings, positions):
+        k += 1
         if f.reason:
-            alone.append(len(out))
-            append((f.reason, ()))
+            whys[k] = f.reason
+            alone.append(k)
+            ranked_alone.append(())
             continue
         exclude = rejected.get(li.key, ()) if rejected else ()
         if exclude:  # rare: alone
-            alone.append(len(out))
-            append((None, idx.rank(f, exclude, groups.keys(f))))
+            alone.append(k)
+            ranked_alone.append(idx.rank(f, exclude, groups.keys(f)))
             continue
-        mine.append(len(out))
+        mine.append(k)
         group_of.append(groups(f))
         prices.append(f.price or 0.0)
-        append((None, ()))
-    parts = [(np.array(alone, dtype=np.intp), _flat([out[k][1] for k in alone]))]
+    parts = [(np.array(alone, dtype=np.intp), _flat(ranked_alone))]
     if mine:
-        flat = groups.ranked(group_of, prices)
-        for k, ranked in zip(mine, _tuples(flat), strict=True):
-            out[k] = (None, ranked)
-        parts.append((np.array(mine, dtype=np.intp), flat))
-    return out, _interleave(len(out), parts)
+        parts.append((np.array(mine, dtype=np.intp), groups.ranked(group_of, prices)))
+    return whys, _interleave(k + 1, parts)
 
 
 # Rankings as arrays: per listing the number of candidates kept, then every listing's
@@ -238,8 +243,7 @@ class _Groups:
             cands, titles = idx.title_scored(f, (), self.keys(f))
             self.masters.extend(cands)
             self.titles.extend(titles)
-            brand = idx._brand_score
-            self.brands.extend([brand(f, i, None) for i in cands])
+            self.brands.extend(idx.brand_scores(f, cands))
             g = self._of_f[bk] = len(self.starts) - 1
             self.starts.append(len(self.masters))
         return g
@@ -325,15 +329,17 @@ class _TitleKeys:
         self.idx = idx
         self._f: Features | None = None
         self._keys: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self._shown: tuple[bool, tuple[Any, ...]] = (False, ())
 
     def __call__(self, f: Features) -> tuple[Any, ...]:
         if f is not self._f:
             self._f = f
             self._keys = {}
+            self._shown = self.idx._title_shown(f)
         bk = (f.brand, f.brand_words)
         k = self._keys.get(bk)
         if k is None:
-            k = self._keys[bk] = self.idx._title_key(f)
+            k = self._keys[bk] = self.idx._title_key(f, self._shown)
         return k
 
 
@@ -360,24 +366,48 @@ def _spread(fn: Callable[[list[int]], Any], order: list[int], workers: int
 def rank_all(idx: MatchIndex, listings: Sequence[Listing], rejected: Mapping[str, Any],
              workers: int = 1) -> Ranks:
     """``rank_part`` of every listing, in the listings' order; with ``workers`` > 1 and at
-    least ``POOL_MIN`` listings, ranked by that many processes (forked: the same results).
-    The rankings as arrays are kept beside (``Ranks.flat``) for ``assign_all``."""
-    out = Ranks([(None, ())] * len(listings))
+    least ``POOL_MIN`` listings, ranked by that many processes (forked: the same results)."""
+    whys: dict[int, str] = {}
     parts = []
-    for part, (res, flat) in _spread(lambda part: rank_part(idx, listings, part, rejected),
+    for part, (why, flat) in _spread(lambda part: rank_part(idx, listings, part, rejected),
                                      title_order(listings), workers):
-        for p, r in zip(part, res, strict=True):
-            out[p] = r
+        for k, w in why.items():
+            whys[part[k]] = w
         parts.append((np.array(part, dtype=np.intp), flat))
-    out.flat = _interleave(len(listings), parts)
-    return out
+    return Ranks(whys, _interleave(len(listings), parts))
 
 
-class Ranks(list):
-    """(why the listing cannot be matched, or None; its ranked candidates) per listing, with
-    the same rankings as arrays (``flat``)."""
+class Ranks(Sequence[tuple[str | None, Ranked]]):
+    """Per listing, (why it cannot be matched, or None; its ranked candidates as
+    ``MatchIndex.rank`` gives them), made from the rankings held as arrays (``flat``)."""
 
-    flat: Flat | None = None
+    def __init__(self, whys: dict[int, str], flat: Flat):
+        self.whys = whys
+        self.flat = flat
+        counts = flat[0]
+        self.starts = np.cumsum(counts) - counts
+
+    def __len__(self) -> int:
+        return len(self.flat[0])
+
+    def ranked(self, p: int) -> Ranked:
+        """Listing ``p``'s ranked candidates."""
+        s, c = int(self.starts[p]), int(self.flat[0][p])
+        return tuple(zip(self.flat[1][s:s + c].tolist(), self.flat[2][s:s + c].tolist(),
+                         strict=True))
+
+    def __getitem__(self, p: Any) -> Any:
+        if isinstance(p, slice):
+            return [self[k] for k in range(*p.indices(len(self)))]
+        if p < 0:
+            p += len(self)
+        if not 0 <= p < len(self):
+            raise IndexError(p)
+        return self.whys.get(p), self.ranked(p)
+
+    def __iter__(self) -> Iterator[tuple[str | None, Ranked]]:
+        get = self.whys.get
+        return ((get(p), r) for p, r in enumerate(_tuples(self.flat)))
 
 
 def evidence_all(idx: MatchIndex, listings: Sequence[Listing], wanted: Mapping[int, int],
@@ -420,43 +450,266 @@ def evidence_part(idx: MatchIndex, listings: Sequence[Listing], positions: Seque
 def assign_all(ranked: Sequence[Ranked], link_at: float, suggest_at: float, margin: float,
                taken: Iterable[int] = (), order: Sequence[Any] | None = None,
                flat: Flat | None = None) -> list[Decision]:
-    """``matching.assign`` for a whole channel: the same greedy pass over the same pairs in
-    the same order (strongest first; of pairs scoring the same, the listing whose next
-    candidate is further below, then the listing first in ``order``, then the candidate's
-    place), with the pairs laid out and sorted as arrays (numpy ``lexsort``) instead of a
-    list of tuples. Each listing's candidates come best first, as ``MatchIndex.rank``
-    gives them (``flat``: the same rankings as arrays, when the caller has them)."""
-    used = set(taken)
-    chosen: dict[int, int] = {}
-    n = len(ranked)
-    lens, scores, pair_master = flat if flat is not None else _flat(ranked)
+    """``matching.assign`` for a whole channel: the same greedy pass (``greedy``), then
+    ``matching.decide``. Each listing's candidates come best first, as
+    ``MatchIndex.rank`` gives them (``flat``: the same rankings as arrays, when the
+    caller has them)."""
+    got = greedy(flat if flat is not None else _flat(ranked), suggest_at, taken, order)
+    chosen = {p: k for p, k in enumerate(got.tolist()) if k >= 0}
+    return decide(ranked, chosen, (), link_at, suggest_at, margin)
+
+
+def greedy(flat: Flat, suggest_at: float, taken: Iterable[int] = (),
+           order: Sequence[Any] | None = None) -> np.ndarray:
+    """The greedy pass of ``matching.assign`` over rankings held as arrays: per listing,
+    the place of the candidate it gets, or -1. The same pairs in the same order
+    (strongest first; of pairs scoring the same, the listing whose next candidate is
+    further below, then the listing first in ``order``, then the candidate's place),
+    laid out and sorted as arrays (numpy ``lexsort``) instead of a list of tuples."""
+    lens, scores, pair_master = flat
+    n = len(lens)
+    got = np.full(n, -1, dtype=np.intp)
     total = int(lens.sum())
-    if total:
-        starts = np.cumsum(lens) - lens
-        listing = np.repeat(np.arange(n, dtype=np.intp), lens)
-        place = np.arange(total, dtype=np.intp) - np.repeat(starts, lens)
-        best = scores[np.repeat(starts, lens)]  # the listing's best score, per pair
-        # how far the listing's other candidates are below it (negated): for its best
-        # pair the second's score minus the best (minus the best alone if there is no
-        # second), for the others the best minus theirs
-        second = np.where(lens > 1, scores[np.minimum(starts + 1, total - 1)], 0.0)
-        first_gap = np.where(lens > 1, second - scores[np.minimum(starts, total - 1)],
-                             -scores[np.minimum(starts, total - 1)])
-        gap = np.where(place == 0, np.repeat(first_gap, lens), best - scores)
-        rank = np.arange(n, dtype=np.intp)
-        if order is not None:  # the listing's place in ``order`` (Python's sort: exact)
-            rank[np.array(sorted(range(n), key=order.__getitem__), dtype=np.intp)] = \
-                np.arange(n, dtype=np.intp)
-        keep = np.flatnonzero(scores >= suggest_at)
-        sort = np.lexsort((place[keep], rank[listing[keep]], gap[keep], -scores[keep]))
-        keep = keep[sort]
-        masters = pair_master[keep].tolist()
-        for p, k, i in zip(listing[keep].tolist(), place[keep].tolist(), masters, strict=True):
-            if p in chosen or i in used:
-                continue
-            chosen[p] = k
-            used.add(i)
-    return decide(ranked, chosen, used, link_at, suggest_at, margin)
+    if not total:
+        return got
+    used = set(taken)
+    starts = np.cumsum(lens) - lens
+    listing = np.repeat(np.arange(n, dtype=np.intp), lens)
+    place = np.arange(total, dtype=np.intp) - np.repeat(starts, lens)
+    best = scores[np.repeat(starts, lens)]  # the listing's best score, per pair
+    # how far the listing's other candidates are below it (negated): for its best
+    # pair the second's score minus the best (minus the best alone if there is no
+    # second), for the others the best minus theirs
+    second = np.where(lens > 1, scores[np.minimum(starts + 1, total - 1)], 0.0)
+    first_gap = np.where(lens > 1, second - scores[np.minimum(starts, total - 1)],
+                         -scores[np.minimum(starts, total - 1)])
+    gap = np.where(place == 0, np.repeat(first_gap, lens), best - scores)
+    rank = np.arange(n, dtype=np.intp)
+    if order is not None:  # the listing's place in ``order`` (Python's sort: exact)
+        rank[np.array(sorted(range(n), key=order.__getitem__), dtype=np.intp)] = \
+            np.arange(n, dtype=np.intp)
+    keep = np.flatnonzero(scores >= suggest_at)
+    sort = np.lexsort((place[keep], rank[listing[keep]], gap[keep], -scores[keep]))
+    keep = keep[sort]
+    lst, mst, plc = listing[keep], pair_master[keep], place[keep]
+    if used:
+        free = ~np.isin(mst, np.fromiter(used, dtype=np.intp, count=len(used)))
+        lst, mst, plc = lst[free], mst[free], plc[free]
+    # In rounds: a pair that comes first (in that order) among the pairs left of its
+    # listing and among those of its master is settled as the pass settles it (nothing
+    # before it can take either side); the pairs of the listings and masters it settles
+    # are then dropped. While a round settles a good share of what is left; the rest
+    # one pair at a time, in order, as the pass goes.
+    n_masters = int(pair_master.max()) + 1
+    while len(lst) > ROUND_MIN:
+        at = np.arange(len(lst), dtype=np.intp)
+        first_l = np.full(n, len(lst), dtype=np.intp)
+        np.minimum.at(first_l, lst, at)
+        first_m = np.full(n_masters, len(lst), dtype=np.intp)
+        np.minimum.at(first_m, mst, at)
+        ok = (first_l[lst] == at) & (first_m[mst] == at)
+        settled = int(ok.sum())
+        got[lst[ok]] = plc[ok]
+        gone_l = np.zeros(n, dtype=bool)
+        gone_l[lst[ok]] = True
+        gone_m = np.zeros(n_masters, dtype=bool)
+        gone_m[mst[ok]] = True
+        left = ~(gone_l[lst] | gone_m[mst])
+        lst, mst, plc = lst[left], mst[left], plc[left]
+        if settled < len(lst) // 20:
+            break
+    done = set(np.flatnonzero(got >= 0).tolist())
+    used.update(pair_master[starts[got >= 0] + got[got >= 0]].tolist())
+    chosen: dict[int, int] = {}
+    for p, k, i in zip(lst.tolist(), plc.tolist(), mst.tolist(), strict=True):
+        if p in chosen or p in done or i in used:
+            continue
+        chosen[p] = k
+        used.add(i)
+    if chosen:
+        got[np.fromiter(chosen.keys(), dtype=np.intp, count=len(chosen))] = \
+            np.fromiter(chosen.values(), dtype=np.intp, count=len(chosen))
+    return got
+
+
+UNLINKED, SUGGESTED, LINKED = 0, 1, 2
+
+
+@dataclasses.dataclass
+class Decided:
+    """``matching.decide`` of a channel as arrays, per listing: its state (``UNLINKED``,
+    ``SUGGESTED``, ``LINKED``), master (-1: none), score, the place in its ranking that
+    its alternatives leave out (-1: none; the alternatives are its first four candidates
+    but that one, or its first three), and the reason (None: none)."""
+
+    state: np.ndarray
+    index: np.ndarray
+    score: np.ndarray
+    main: np.ndarray
+    reason: list[str | None]
+
+    def decision(self, p: int, flat: Flat, starts: np.ndarray) -> Decision:
+        """Listing ``p``'s ``Decision``."""
+        s, c, main = int(starts[p]), int(flat[0][p]), int(self.main[p])
+        ms = flat[2][s:s + min(c, 4 if main >= 0 else 3)].tolist()
+        alts = [j for n, j in enumerate(ms) if n != main]
+        i = int(self.index[p])
+        return Decision(("unlinked", "suggested", "linked")[int(self.state[p])],
+                        i if i >= 0 else None, float(self.score[p]), alts, self.reason[p])
+
+
+def decide_flat(flat: Flat, got: np.ndarray, link_at: float, suggest_at: float,
+                margin: float) -> Decided:
+    """``matching.decide`` over rankings held as arrays (``got``: per listing the place of
+    the candidate the greedy pass gave it, or -1): the same states, masters, scores,
+    alternatives and reasons, the arithmetic done over arrays."""
+    counts, scores, masters = flat
+    n = len(counts)
+    starts = np.cumsum(counts) - counts
+    total = len(scores)
+    has = counts > 0
+    first = np.minimum(starts, max(total - 1, 0))
+    best = np.where(has, scores[first] if total else 0.0, 0.0)
+    state = np.zeros(n, dtype=np.int8)
+    index = np.full(n, -1, dtype=np.intp)
+    score = best.copy()
+    main = np.full(n, -1, dtype=np.intp)
+    reason: list[str | None] = [None] * n
+    chosen = got >= 0
+    # not given a master: a strong best match is a second listing of it (suggested)
+    strong = ~chosen & has & (best >= link_at)
+    state[strong] = SUGGESTED
+    index[strong] = masters[first[strong]]
+    main[strong] = 0
+    runner = np.zeros(n)
+    if chosen.any():
+        at = starts + np.maximum(got, 0)
+        sc = scores[np.minimum(at, max(total - 1, 0))]
+        listing = np.repeat(np.arange(n, dtype=np.intp), counts)
+        other = (np.arange(total, dtype=np.intp) - starts[listing]) != got[listing]
+        other &= chosen[listing]
+        # the runner-up among the listing's other candidates, taken or not (0.0: none)
+        many = chosen & (counts > 1)
+        if many.any():  # (segments of the listings with candidates cover every pair)
+            top = np.full(n, -np.inf)
+            top[has] = np.maximum.reduceat(np.where(other, scores, -np.inf), starts[has])
+            runner[many] = top[many]
+        # another candidate scoring within TIE: the listing cannot tell them apart
+        tied = other & (np.abs(scores - sc[listing]) < TIE)
+        tie = np.zeros(n, dtype=bool)
+        tie[listing[tied]] = True
+        runner = np.where(tie, sc, runner)
+        index[chosen] = masters[at[chosen]]
+        score[chosen] = sc[chosen]
+        main[chosen] = got[chosen]
+        high = chosen & (sc >= link_at)
+        linked = high & (sc - runner >= margin)
+        state[chosen] = SUGGESTED
+        state[linked] = LINKED
+        fmt = _Fmt()
+        rs = runner.tolist()
+        for p in np.flatnonzero(high & ~linked).tolist():
+            reason[p] = f"a second candidate scores {fmt(rs[p])}"
+        below = f" below {link_at:.2f}"
+        scs = sc.tolist()
+        for p in np.flatnonzero(chosen & ~high).tolist():
+            reason[p] = f"score {fmt(scs[p])}{below}"
+    fmt = _Fmt()
+    bs = best.tolist()
+    for p in np.flatnonzero(strong).tolist():
+        reason[p] = "its best match is linked to another listing"
+    for p in np.flatnonzero(~chosen & ~has).tolist():
+        reason[p] = "no candidate"
+    low = ~chosen & has & (best < suggest_at)
+    below = f" below {suggest_at:.2f}"
+    for p in np.flatnonzero(low).tolist():
+        reason[p] = f"best score {fmt(bs[p])}{below}"
+    for p in np.flatnonzero(~chosen & has & ~low & ~strong).tolist():
+        reason[p] = f"its best match (score {fmt(bs[p])}) is linked to another listing"
+    return Decided(state, index, score, main, reason)
+
+
+class _Fmt(dict):
+    """``f"{x:.2f}"`` of scores, each value formatted once (zero each time: 0.0 and -0.0
+    are one key but print apart)."""
+
+    def __call__(self, x: float) -> str:
+        if not x:
+            return f"{x:.2f}"
+        v = self.get(x)
+        if v is None:
+            v = self[x] = f"{x:.2f}"
+        return v
+
+
+def twins_flat(idx: MatchIndex, ranks: Ranks, dec: Decided, link_at: float,
+               listings: Sequence[Listing]) -> None:
+    """``matching.twin_links`` of the decisions held as arrays (changed in place): only the
+    linked listings with another candidate scoring at least ``link_at`` are looked at."""
+    counts, scores, masters = ranks.flat
+    listing = np.repeat(np.arange(len(counts), dtype=np.intp), counts)
+    look = (dec.state[listing] == LINKED) & (masters != dec.index[listing]) & \
+        (scores >= link_at)
+    ps = np.unique(listing[look]).tolist()
+    if not ps:
+        return
+    ds = [dec.decision(p, ranks.flat, ranks.starts) for p in ps]
+    twin_links(idx, [ranks.ranked(p) for p in ps], ds, link_at,
+               [float(pr.amount) if (pr := listings[p].price) is not None else None
+                for p in ps])
+    for p, d in zip(ps, ds, strict=True):
+        if d.state != "linked":
+            dec.state[p] = SUGGESTED
+            dec.reason[p] = d.reason
+
+
+def links_of(listings: Sequence[Listing], ranks: Ranks, dec: Decided,
+             evidence: Mapping[int, dict[str, Any]], skus: Sequence[str]) -> list[Link]:
+    """The link of each listing matched by what it shows, from its ranking and decision
+    (``evidence``: by position, that of its master when it has one; ``skus``: the match
+    index's)."""
+    counts, _scores, masters = ranks.flat
+    ml, starts, cl = masters.tolist(), ranks.starts.tolist(), counts.tolist()
+    states, index, scores = dec.state.tolist(), dec.index.tolist(), dec.score.tolist()
+    mains, reasons, whys = dec.main.tolist(), dec.reason, ranks.whys
+    conf: dict[float, float] = {}   # round(min(score, 1.0), 3), once per score
+    shown: dict[float, float] = {}  # round(score, 3)
+    none, fuzzy, suggested = LinkMethod.NONE, LinkMethod.FUZZY, LinkMethod.SUGGESTED
+    out: list[Link] = []
+    append = out.append
+    for p, li in enumerate(listings):
+        c = cl[p]
+        if not c or p in whys:
+            reason = whys.get(p) or "no master shares a word or a model code with the title"
+            if not li.title:
+                reason = "no key and no title"
+            append(new_link(li.channel, li.key, None, none, 0.0, (), reason, {}))
+            continue
+        sc = scores[p]
+        cf = conf.get(sc) if sc else None  # (0.0 and -0.0: one key, two values)
+        if cf is None:
+            cf = conf[sc] = round(min(sc, 1.0), 3)
+        st, s = states[p], starts[p]
+        if st == UNLINKED:
+            append(new_link(li.channel, li.key, None, none, cf,
+                            tuple([skus[i] for i in ml[s:s + min(c, 3)]]), reasons[p], {}))
+            continue
+        ev = evidence.get(p)
+        if ev is None:
+            ev = {}  # made for this link alone
+        r = shown.get(sc) if sc else None
+        if r is None:
+            r = shown[sc] = round(sc, 3)
+        ev["score"] = r
+        sku = skus[index[p]]
+        if st == LINKED:
+            append(new_link(li.channel, li.key, sku, fuzzy, cf, (), None, ev))
+            continue
+        main = mains[p]
+        append(new_link(li.channel, li.key, None, suggested, cf,
+                        (sku, *[skus[j] for n, j in enumerate(ml[s:s + min(c, 4)])
+                                if n != main][:3]), reasons[p], ev))
+    return out
 
 
 _LINK_FIELDS = ("channel", "listing_key", "sku", "method", "confidence", "candidates", "reason",

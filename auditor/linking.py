@@ -20,13 +20,15 @@ import functools
 import re
 from array import array
 from bisect import bisect_left
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping
 from urllib.parse import urlsplit
 
-from auditor.linkbatch import assign_all, collector_paused, evidence_all, rank_all
-from auditor.matching import Decision, Features, MatchIndex, listing_features, twin_links
+import numpy as np
+
+from auditor.linkbatch import (LINKED, collector_paused, decide_flat, evidence_all, greedy,
+                              links_of, rank_all, twins_flat)
+from auditor.matching import Features, MatchIndex, listing_features
 from auditor.model import Link, LinkMethod, Listing, MasterRecord
-from auditor.linkbatch import new_link
 from auditor.values import gtin_valid, normalize_gtin
 
 KEY_KINDS = ("sku", "gtin", "mpn", "url")
@@ -461,37 +463,16 @@ class LinkSession:
         pending, self.pending = self.pending, []
         with collector_paused():
             ranks = rank_all(idx, pending, self.rejected, lk.workers)
-            decisions = assign_all([r for _why, r in ranks], lk.link_score, lk.suggest_score,
-                                   lk.margin, taken, [li.key for li in pending], ranks.flat)
-            twin_links(idx, [r for _why, r in ranks], decisions, lk.link_score,
-                       [float(li.price.amount) if li.price is not None else None
-                        for li in pending])
-            explain = {p: d.index for p, d in enumerate(decisions) if d.index is not None
-                       and (d.state != "linked" or self.explain_links)}
-            evidence = evidence_all(idx, pending, explain, lk.workers)
-            decided, skus, get = self._decided, idx.skus, evidence.get
-            links = [decided(li, why, ranked, d, get(p), skus) for p, (li, (why, ranked), d)
-                     in enumerate(zip(pending, ranks, decisions, strict=True))]
+            got = greedy(ranks.flat, lk.suggest_score, taken, [li.key for li in pending])
+            dec = decide_flat(ranks.flat, got, lk.link_score, lk.suggest_score, lk.margin)
+            twins_flat(idx, ranks, dec, lk.link_score, pending)
+            explain = dec.index.copy()
+            if not self.explain_links:
+                explain[dec.state == LINKED] = -1
+            wanted = np.flatnonzero(explain >= 0)
+            evidence = evidence_all(idx, pending, dict(zip(wanted.tolist(),
+                                                           explain[wanted].tolist(),
+                                                           strict=True)),
+                                    lk.workers)
+            links = links_of(pending, ranks, dec, evidence, idx.skus)
         yield from zip(pending, links, strict=True)
-
-    def _decided(self, li: Listing, why: str | None, ranked: tuple[tuple[float, int], ...],
-                 d: Decision, evidence: dict[str, Any] | None, skus: Sequence[str]) -> Link:
-        """The link of a listing matched by what it shows, from its assignment (``skus``:
-        the match index's)."""
-        if why is not None or not ranked:
-            reason = why or "no master shares a word or a model code with the title"
-            if not li.title:
-                reason = "no key and no title"
-            return new_link(li.channel, li.key, None, LinkMethod.NONE, 0.0, (), reason, {})
-        if d.index is None:
-            return new_link(li.channel, li.key, None, LinkMethod.NONE,
-                            round(min(d.score, 1.0), 3),
-                            tuple([skus[i] for i in d.alternatives]), d.reason, {})
-        ev = evidence if evidence is not None else {}  # made for this link alone
-        ev["score"] = round(d.score, 3)
-        sku = skus[d.index]
-        conf = round(min(d.score, 1.0), 3)
-        if d.state == "linked":
-            return new_link(li.channel, li.key, sku, LinkMethod.FUZZY, conf, (), None, ev)
-        return new_link(li.channel, li.key, None, LinkMethod.SUGGESTED, conf,
-                        (sku, *[skus[i] for i in d.alternatives[:3]]), d.reason, ev)

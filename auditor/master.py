@@ -276,7 +276,10 @@ def _remap(header: list[str], columns: Mapping[str, str]) -> list[str]:
     return out
 
 
-def read_csv(sf: sources.SourceFile, opts: Mapping[str, Any]) -> MasterImport:
+def read_csv(sf: sources.SourceFile, opts: Mapping[str, Any], parts: bool = False
+             ) -> MasterImport:
+    """Read a CSV master export. ``parts``: a large local file may be read in parts by
+    forked processes (``auditor.masterparts``), with the same result."""
     out = MasterImport(sf.name, CompactRecords())
     encoding = opts.get("encoding") or "auto"
     kind = sf.kind()
@@ -285,24 +288,38 @@ def read_csv(sf: sources.SourceFile, opts: Mapping[str, Any]) -> MasterImport:
             " (save it as CSV from the spreadsheet)" if kind == "xlsx" else ""
         raise MasterImportError(sf.name, [(f"{sf.name}:1", f"got {kind.upper()} where a CSV "
                                            f"master export was expected{hint}")])
+    if parts:
+        from auditor.masterparts import read_csv as read_in_parts
+
+        in_parts = read_in_parts(sf, opts, MasterImport(sf.name, CompactRecords()),
+                                 _Collector, _names)
+        if in_parts is not None:
+            return in_parts
 
     def on_error(loc: str, reason: str) -> None:
         out.errors.append((loc, reason))
 
     header, rows = csvio.open_rows(sf, encoding, opts.get("delimiter") or "auto", on_error)
-    if not header:
-        raise MasterImportError(sf.name, [(f"{sf.name}:1", "empty file: no header row")])
-    names = _remap(header, opts.get("columns") or {})
-    if "sku" not in names:
-        raise MasterImportError(sf.name, [(f"{sf.name}:1", "no 'sku' column in header "
-                                           f"({', '.join(header[:12])}); map one with "
-                                           "[master.columns] sku = \"...\"")])
-    dupes = {n for n in names if names.count(n) > 1}
-    if dupes:
-        out.errors.append((f"{sf.name}:1", f"duplicate column(s): {', '.join(sorted(dupes))}"))
+    names = _names(sf.name, header, opts, out)
     _collect(out, ((line, dict(zip(names, cells, strict=False)), len(cells) != len(names))
                    for line, cells in rows), sf.name, opts)
     return out
+
+
+def _names(name: str, header: list[str], opts: Mapping[str, Any], out: MasterImport
+           ) -> list[str]:
+    """Our field names for a CSV header; MasterImportError when it has no SKU column."""
+    if not header:
+        raise MasterImportError(name, [(f"{name}:1", "empty file: no header row")])
+    names = _remap(header, opts.get("columns") or {})
+    if "sku" not in names:
+        raise MasterImportError(name, [(f"{name}:1", "no 'sku' column in header "
+                                        f"({', '.join(header[:12])}); map one with "
+                                        "[master.columns] sku = \"...\"")])
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        out.errors.append((f"{name}:1", f"duplicate column(s): {', '.join(sorted(dupes))}"))
+    return names
 
 
 def read_jsonl(sf: sources.SourceFile, opts: Mapping[str, Any]) -> MasterImport:
@@ -331,25 +348,53 @@ def read_jsonl(sf: sources.SourceFile, opts: Mapping[str, Any]) -> MasterImport:
 
 def _collect(out: MasterImport, rows: Iterable[tuple[int, dict, bool]], name: str,
              opts: Mapping[str, Any]) -> None:
-    seen: dict[str, int] = {}
-    for line, row, ragged in rows:
-        out.rows += 1
-        loc = f"{name}:{line}"
+    _Collector(out, name, opts).collect(rows)
+
+
+class _Collector:
+    """Rows to records, as read in file order: each row's errors with its location, a
+    SKU seen before reported and dropped (the first kept). ``row`` and ``add`` are the
+    two halves, for rows read in parts (``auditor.masterparts``)."""
+
+    def __init__(self, out: MasterImport, name: str, opts: Mapping[str, Any],
+                 errors: list | None = None):
+        self.out = out
+        self.name = name
+        self.opts = opts
+        self.errors = out.errors if errors is None else errors
+        self.seen: dict[str, int] = {}
+        self.rows = 0
+
+    def collect(self, rows: Iterable[tuple[int, dict, bool]]) -> None:
+        append, row, add = self.out.records.append, self.row, self.add
+        for line, data, ragged in rows:
+            rec = row(line, data, ragged)
+            if rec is not None and add(line, rec.sku):
+                append(rec)
+
+    def row(self, line: int, row: dict, ragged: bool) -> MasterRecord | None:
+        """The row's record, or None (its errors reported)."""
+        self.out.rows += 1
+        self.rows += 1
+        loc = f"{self.name}:{line}"
         if ragged:
-            out.errors.append((loc, "row has a different number of columns than the header"))
-            continue
+            self.errors.append((loc, "row has a different number of columns than the header"))
+            return None
         problems: list[tuple[str, str]] = []
-        rec = build_record(row, opts, problems)
+        rec = build_record(row, self.opts, problems)
         for col, reason in problems:
-            out.errors.append((f"{loc} column {col}", reason))
-        if rec is None:
-            continue
-        if rec.sku in seen:
-            out.errors.append((f"{loc} column sku", f"duplicate SKU {rec.sku!r} "
-                                                    f"(first on line {seen[rec.sku]})"))
-            continue
-        seen[rec.sku] = line
-        out.records.append(rec)
+            self.errors.append((f"{loc} column {col}", reason))
+        return rec
+
+    def add(self, line: int, sku: str) -> bool:
+        """Whether ``sku`` (a record read on ``line``) is new; reported when it is not."""
+        seen = self.seen
+        if sku in seen:
+            self.errors.append((f"{self.name}:{line} column sku",
+                                f"duplicate SKU {sku!r} (first on line {seen[sku]})"))
+            return False
+        seen[sku] = line
+        return True
 
 
 _READ_OPTIONS = ("type", "encoding", "delimiter", "columns", "default_currency", "skip_bad_rows",
@@ -376,9 +421,9 @@ def load_master(opts: Mapping[str, Any], base_dir: Path, policy=None, headers=No
                     h.update(chunk)
             if unchanged_sha and h.hexdigest() == unchanged_sha:
                 return MasterImport(sf.name, [], sha256=unchanged_sha, unchanged=True)
-            reader = read_jsonl if opts.get("type") == "jsonl" else read_csv
             try:
-                result = reader(sf, opts)
+                result = read_jsonl(sf, opts) if opts.get("type") == "jsonl" else \
+                    read_csv(sf, opts, parts=not sources.is_url(source))
             except (EOFError, OSError) as e:
                 raise MasterImportError(sf.name, [(sf.name, f"cannot read: {e}")]) from None
             result.sha256 = h.hexdigest()

@@ -36,7 +36,7 @@ from collections import Counter
 from operator import itemgetter
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Container, Iterable, Mapping, Sequence
+from typing import Any, Collection, Container, Iterable, Mapping, Sequence
 
 from rapidfuzz import fuzz
 
@@ -148,16 +148,23 @@ _LICENCE_WORDS: dict[str, str] = {
 }
 
 
-def editions(tokens: Iterable[str]) -> tuple[frozenset[str], frozenset[str]]:
+_NO_EDITIONS: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
+
+
+def editions(tokens: Collection[str]) -> tuple[frozenset[str], frozenset[str]]:
     """(edition words, licence words) among normalized words, canonical."""
+    if _EDITION_WORDS.keys().isdisjoint(tokens) and _LICENCE_WORDS.keys().isdisjoint(tokens):
+        return _NO_EDITIONS  # (most titles: no set built)
     ed = {_EDITION_WORDS[t] for t in tokens if t in _EDITION_WORDS}
     lic = {_LICENCE_WORDS[t] for t in tokens if t in _LICENCE_WORDS}
     return frozenset(ed), frozenset(lic)
 
 
-def variants(tokens: Iterable[str]) -> dict[str, set[str]]:
+def variants(tokens: Collection[str]) -> dict[str, set[str]]:
     """The variant words among normalized words, by kind (colour, platform)."""
     out: dict[str, set[str]] = {}
+    if _VARIANT_WORDS.keys().isdisjoint(tokens):
+        return out
     for t in tokens:
         v = _VARIANT_WORDS.get(t)
         if v is not None:
@@ -492,11 +499,20 @@ class MatchIndex:
         self.prices = array("d", (p or 0.0 for p in self.prices))  # type: ignore[assignment]
         self._position: dict[str, int] | None = None
         # distinct title -> (candidates found, title evidence and word score by master, norm,
-        # the candidates scored in full by listing brand)
+        # the candidates scored in full by listing brand, the brands of the masters found
+        # when more than ``MAX_CANDIDATES``: ``_pick`` weighs those)
         self._cache: dict[tuple[Any, ...], tuple[list[tuple[float, int]], dict[int, float],
                                                  dict[int, float], float,
-                                                 dict[str, list[int]]]] = {}
+                                                 dict[str, list[int]], frozenset[str]]] = {}
         self._master = master
+        # per master, what ``_title_score`` reads from its title (``_master_words``,
+        # ``_master_numbers``): filled in as masters become candidates
+        self._mwords: list[tuple[Any, ...] | None] = [None] * len(self.skus)
+        self._mnums: list[tuple[Any, ...] | None] = [None] * len(self.skus)
+        # (``brand_scores``) whether two brands agree by their names alone, and each
+        # master's title head (``_head``) without spaces, as they are needed
+        self._brand_pairs: dict[tuple[str, str], bool] = {}
+        self._heads: list[str | None] = [None] * len(self.skus)
         n = max(len(self.skus), 1)
         self.n = n
         self._idf: dict[str, float] = {}
@@ -644,7 +660,10 @@ class MatchIndex:
         """The evidence that depends on the listing's title (and codes) only: the same for
         every listing with that title, so ``rank`` computes it once per distinct title."""
         mt = self.titles[i]
-        mtoks = set(mt.split())
+        mw = self._mwords[i]
+        if mw is None:
+            mw = self._master_words(i)
+        mtoks, mv, (med, mlic), mbundle, ma = mw
         idf2 = self.idf2
         # fsum: exactly rounded, so the same whatever order the set is walked in
         shared = fsum([idf2[t] for t in f.tokenset & mtoks])
@@ -704,7 +723,6 @@ class MatchIndex:
                     if ev is not None:
                         ev["codes_differ"] = [sorted(lc)[:3], sorted(mc)[:3]]
         if f.variants:
-            mv = variants(mtoks)
             for kind, words_ in f.variants.items():
                 if kind in mv and not words_ & mv[kind]:
                     s += W_VARIANT_DIFFER
@@ -712,7 +730,6 @@ class MatchIndex:
                         ev[f"{kind}s_differ"] = [sorted(words_), sorted(mv[kind])]
                     break
         led, llic = f.editions
-        med, mlic = editions(mtoks)
         if llic != mlic or (led - med and med - led):
             # a licence named on one side only (upgrade, academic, OEM), or each side
             # naming an edition the other lacks (deluxe vs premium)
@@ -720,8 +737,11 @@ class MatchIndex:
             if ev is not None:
                 ev["editions_differ"] = [sorted(led | llic), sorted(med | mlic)]
         qty_differ = False
+        mnums = self._mnums[i] if f.qty or f.nums or f.sizes else None
+        if mnums is None and (f.qty or f.nums or f.sizes):
+            mnums = self._master_numbers(i)
         if f.qty:
-            mq = quantities(self.number_text(i))
+            mq = mnums[0]  # type: ignore[index]
             for kind in sorted(f.qty.keys() & mq.keys()):
                 if not _overlap(f.qty[kind], mq[kind], MP_TOLERANCE if kind == "mp" else 0.01):
                     s += W_QTY_DIFFER
@@ -730,26 +750,24 @@ class MatchIndex:
                         ev["quantities_differ"] = kind
                     break
         if f.nums and not qty_differ:
-            mn = numbers(self.number_text(i))
+            mn = mnums[1]  # type: ignore[index]
             if f.nums - mn and mn - f.nums:  # each names a number the other lacks
                 s += W_NUM_DIFFER
                 if ev is not None:
                     ev["numbers_differ"] = [[f"{n:g}" for n in sorted(f.nums)[:3]],
                                            [f"{n:g}" for n in sorted(mn)[:3]]]
         if f.sizes and not qty_differ:
-            md = sizes(self.number_text(i))
+            md = mnums[2]  # type: ignore[index]
             if md and not f.sizes & md:  # 60 x 60 vs 60 x 80: the numbers overlap
                 s += W_QTY_DIFFER
                 if ev is not None:
                     ev["sizes_differ"] = [[_size_text(d) for d in sorted(f.sizes)[:2]],
                                           [_size_text(d) for d in sorted(md)[:2]]]
-        mbundle = _BUNDLE.intersection(mtoks)
         if bool(f.bundle) != bool(mbundle):
             # a bundle or a combo is not its one part ("keyboard and mouse combo")
             s += W_BUNDLE
             if ev is not None:
                 ev["bundle"] = sorted(f.bundle or mbundle)
-        ma = accessory_words(mt)
         # one names an accessory, the other none, and is not itself for something ("Smart
         # Feather for iPad 2" is the "Smart Feather Case for iPad 2")
         if bool(ma) != bool(f.accessory) and _for_search(title if ma else mt) is None:
@@ -764,6 +782,30 @@ class MatchIndex:
                 if ev is not None:
                     ev["accessories_differ"] = [sorted(f.accessory)[:3], sorted(ma)[:3]]
         return s
+
+    def _master_words(self, i: int) -> tuple[Any, ...]:
+        """What ``_title_score`` reads from master ``i``'s words (its word set, variants,
+        editions, bundle and accessory words), read on first use and kept: a master is a
+        candidate of many titles."""
+        mt = self.titles[i]
+        mtoks = set(mt.split())
+        mw = self._mwords[i] = (mtoks, variants(mtoks), editions(mtoks),
+                                _BUNDLE.intersection(mtoks), accessory_words(mt))
+        return mw
+
+    def _master_numbers(self, i: int) -> tuple[Any, ...]:
+        """Master ``i``'s quantities, numbers and sizes (from ``number_text``), read on first
+        use and kept."""
+        nt = self.number_text(i)
+        mn = self._mnums[i] = (quantities(nt), numbers(nt), sizes(nt))
+        return mn
+
+    def _head_joined(self, i: int) -> str:
+        """``_head`` of master ``i`` without spaces (kept: read per brand comparison)."""
+        h = self._heads[i]
+        if h is None:
+            h = self._heads[i] = self._head(i).replace(" ", "")
+        return h
 
     def _head(self, i: int) -> str:
         """Master ``i``'s title before any "for ..." (a brand named after it is the
@@ -783,7 +825,7 @@ class MatchIndex:
         lb, mb = f.brand, self.brands[i]
         if lb and mb:
             if lb == mb or (len(lb) >= 3 and len(mb) >= 3 and (lb in mb or mb in lb)) \
-                    or len(lb) >= 4 and lb in self._head(i).replace(" ", ""):
+                    or len(lb) >= 4 and lb in self._head_joined(i):
                 s += W_BRAND_AGREE
                 if ev is not None:
                     ev["brand"] = "same"
@@ -803,6 +845,48 @@ class MatchIndex:
             if ev is not None:
                 ev["brand"] = "in title"
         return s
+
+    def brand_scores(self, f: Features, cands: Sequence[int]) -> list[float]:
+        """``_brand_score`` of each master in ``cands`` (no evidence kept): the same numbers,
+        with what depends on the two brands alone kept per pair of brands, the master's
+        title head per master, and the listing title's spelling of a brand per brand."""
+        lb, brands = f.brand, self.brands
+        agree, differ = 0.0 + W_BRAND_AGREE, 0.0 + W_BRAND_DIFFER
+        spans: dict[str, bool] = {}
+        out: list[float] = []
+        append = out.append
+        if not lb:  # agrees when the title names the master's brand
+            for i in cands:
+                mb = brands[i]
+                v = spans.get(mb)
+                if v is None:
+                    v = spans[mb] = bool(mb) and bool(brand_span(f.tokens, mb))
+                append(agree if v else 0.0)
+            return out
+        pairs, heads = self._brand_pairs, self._heads
+        before: Sequence[str] | None = None
+        for i in cands:
+            mb = brands[i]
+            if not mb:
+                append(0.0)
+                continue
+            if mb == lb:
+                append(agree)
+                continue
+            v = pairs.get((lb, mb))
+            if v is None:
+                v = pairs[(lb, mb)] = len(lb) >= 3 and len(mb) >= 3 and (lb in mb or mb in lb)
+            if not v and len(lb) >= 4:
+                h = heads[i]
+                v = lb in (h if h is not None else self._head_joined(i))
+            if not v:
+                v = spans.get(mb)
+                if v is None:
+                    if before is None:
+                        before = _before_for(f.tokens)
+                    v = spans[mb] = bool(brand_span(before, mb))
+            append(agree if v else differ)
+        return out
 
     @staticmethod
     def _price_score(lp: float | None, mp: float | None, ev: dict[str, Any] | None) -> float:
@@ -830,19 +914,28 @@ class MatchIndex:
         idf2, rare = self.idf2, (math.log(self.n + 1) + 1.0) ** 2
         f.norm = math.sqrt(fsum([idf2.get(t, rare) for t in f.tokenset])) or 1.0
 
-    def _title_key(self, f: Features) -> tuple[Any, ...]:
-        """What the title-dependent work of ``rank`` depends on."""
+    def _title_key(self, f: Features, shown: tuple[bool, tuple[Any, ...]] | None = None
+                   ) -> tuple[Any, ...]:
+        """What the title-dependent work of ``rank`` depends on (``shown``: the listing's
+        ``_title_shown``, when the caller knows it)."""
+        exact, rest = shown if shown is not None else self._title_shown(f)
         alt = None
-        if f.brand and f.title not in self.exact:
+        if f.brand and not exact:
             for b in (f.brand_words, f.brand):
                 if b and f.title.startswith(b + " "):
                     alt = b
                     break
-        return (f.title, alt, frozenset(f.codes) if f.codes else None,
-                frozenset(f.joined) if f.joined else None,
-                frozenset(f.description_codes) if f.description_codes else None,
-                frozenset((k, v) for k, vs in f.qty.items() for v in vs) if f.qty else None,
-                frozenset(f.nums) if f.nums else None)
+        return (f.title, alt, *rest)
+
+    def _title_shown(self, f: Features) -> tuple[bool, tuple[Any, ...]]:
+        """The part of ``_title_key`` that does not depend on the listing's brand: whether
+        a master has the title, and the codes and numbers read from it."""
+        return (f.title in self.exact,
+                (frozenset(f.codes) if f.codes else None,
+                 frozenset(f.joined) if f.joined else None,
+                 frozenset(f.description_codes) if f.description_codes else None,
+                 frozenset((k, v) for k, vs in f.qty.items() for v in vs) if f.qty else None,
+                 frozenset(f.nums) if f.nums else None))
 
     def rank(self, f: Features, exclude: Iterable[str] = (), key: tuple[Any, ...] | None = None
              ) -> tuple[tuple[float, int], ...]:
@@ -876,13 +969,26 @@ class MatchIndex:
                 self._cache.clear()
             if f.norm == 0.0:
                 self.prepare(f)
-            entry = self._cache[key] = (self._found(f), {}, {}, f.norm, {})
+            found = self._found(f)
+            brands = self.brands
+            entry = self._cache[key] = (found, {}, {}, f.norm, {},
+                                        frozenset(brands[i] for _c, i in found)
+                                        if len(found) > MAX_CANDIDATES else frozenset())
         elif f.norm == 0.0:  # the title's norm is known; its word set is made if needed
             f.norm = entry[3]
-        found, title_scores, pre_scores, _norm, picked = entry
-        cands = None if exclude else picked.get(f.brand)
+        found, title_scores, pre_scores, _norm, picked, found_brands = entry
+        brand = f.brand
+        cands = None if exclude else picked.get(brand)
+        if cands is None and brand and not exclude:
+            # a brand that no master found has (or few found: all are picked) picks what
+            # no brand picks (``_pick``): chosen once for all such brands
+            if brand not in found_brands:
+                brand = ""
+                cands = picked.get("")
+                if cands is not None:
+                    picked[f.brand] = cands
         if cands is None:  # (else chosen before for this title and brand)
-            cands = self._pick(found, f.brand)
+            cands = self._pick(found, brand)
             if exclude:
                 banned = set(exclude)
                 cands = [i for i in cands if self.skus[i] not in banned]
@@ -908,7 +1014,7 @@ class MatchIndex:
                 pre.sort(reverse=True)
                 cands = [i for _c, i in pre[:FULL_SCORES]]
             if not exclude:
-                picked[f.brand] = cands
+                picked[brand] = picked[f.brand] = cands
         titles = []
         for i in cands:
             t = title_scores.get(i)

@@ -19,6 +19,8 @@
               server started for it), wall and CPU, and the repeat audit's writes
     distributed  `auditor run --distributed` with --workers N `auditor worker` processes on
               PostgreSQL beside one process (SQLite and PostgreSQL), wall and CPU
+    masterread  the master export (master.csv of the worlds of --sizes SKUs) read alone,
+              in one process and in parts on every core: wall and CPU seconds, peak RSS
 
 Every part prints Markdown tables and appends them, with machine, date and command,
 to docs/benchmarks.md (``--no-write`` to only print). Worlds are generated once under
@@ -262,7 +264,8 @@ def part_scaling(sizes: list[int], write: bool, first_only: bool = False,
                          round(res["worker_peak_rss_mib"])])
     record("Scaling", [table(
         "Full audit of the master and the five file channels (no crawl, no images) vs merely "
-        "parsing those files one after another; `first` = into an empty store, `again` = the "
+        "parsing those files one after another in one process; `first` = into an empty store, "
+        "`again` = the "
         "same files once more (scheduled steady state); CPU s = the whole benchmark process "
         "(for `first` also importing last week's master) plus its channel workers",
         ["SKUs", "listings", "audit", "parse s", "audit s", "audit / parse", "CPU s",
@@ -349,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     ap.add_argument("part", choices=["all", "quality", "reaudit", "feeds", "checks", "images",
                                      "crawl", "scaling", "link", "extract", "crash",
-                                     "store", "distributed"])
+                                     "store", "distributed", "masterread"])
     ap.add_argument("--size", type=int, default=2000, help="SKUs in the world")
     ap.add_argument("--rows", type=int, default=0, help="feeds: also a synthetic N-row feed")
     ap.add_argument("--masters", type=int, default=250_000)
@@ -397,6 +400,11 @@ def main(argv: list[str] | None = None) -> int:
 
         distributed.run(a.size, a.channels, a.workers, a.shard_size, write, a.first_only,
                         not a.workers_only)
+        return 0
+    if a.part == "masterread":  # not part of `all`: the largest worlds
+        from bench import masterread
+
+        masterread.run(a.sizes, write)
         return 0
     if a.part == "crash":  # not part of `all`: it is a robustness trial, not a speed target
         from bench import crash

@@ -159,11 +159,15 @@ def test_bulk_linking_with_confirmed_and_keyed_listings_takes_their_masters():
     assert any(lk.method == LinkMethod.FUZZY for lk in links.values())
 
 
+@pytest.mark.parametrize("rounds_from", [None, 0])
 @pytest.mark.parametrize("seed", range(6))
-def test_assign_all_decides_what_assign_decides(seed):
+def test_assign_all_decides_what_assign_decides(seed, rounds_from, monkeypatch):
     """The array-sorted greedy pass of ``linkbatch.assign_all`` settles the same pairs in
     the same order as ``matching.assign``: ties of score (many, on a coarse grid), masters
-    taken before, listings without candidates, scores below the suggestion line."""
+    taken before, listings without candidates, scores below the suggestion line; with the
+    pairs settled in rounds down to the last (``rounds_from`` 0) or as many as usual."""
+    if rounds_from is not None:
+        monkeypatch.setattr(linkbatch, "ROUND_MIN", rounds_from)
     rnd = random.Random(seed)
     n_masters = rnd.choice([5, 40, 400])
     ranked = []
@@ -184,6 +188,11 @@ def test_assign_all_decides_what_assign_decides(seed):
         for k in range(3)])
     assert linkbatch.assign_all(ranked, 0.8, 0.5, 0.05, taken, keys, flat) == \
         assign(ranked, 0.8, 0.5, 0.05, taken, keys)
+    # the states decided over arrays (``decide_flat``) are ``decide``'s
+    flat = linkbatch._flat(ranked)
+    dec = linkbatch.decide_flat(flat, linkbatch.greedy(flat, 0.5, taken), 0.8, 0.5, 0.05)
+    starts = np.cumsum(flat[0]) - flat[0]
+    assert [dec.decision(p, flat, starts) for p in range(len(ranked))] == expected
     if ranked:
         assert {d.state for d in expected} <= {"linked", "suggested", "unlinked"}
 
@@ -281,3 +290,39 @@ def test_link_all_with_a_key_shown_twice_gives_the_key_its_last_decided_link():
     # L9: linked by its SKU at once, then by its title: the title's link for both
     assert got[0] == got[1] and got[1].method is not LinkMethod.SKU
     assert got[2] == got[3]
+
+
+def test_brand_scores_are_brand_score_of_each_candidate():
+    """``MatchIndex.brand_scores`` (brands compared per pair, heads per master, the
+    title's spelling of a brand per brand) gives ``_brand_score`` of each candidate: the
+    same brand, one brand inside the other, the brand in the master's title head, the
+    master's brand named in the listing's title (before "for" or after), no brand."""
+    brands = ["Acme", "Acme Corp", "Fogware Publishing", "HP", "D-Link", "", "Sony",
+              "Just Mobile", "Macsense", "Ac"]
+    titles = ["Acme widget 500 GB", "Fogware Publishing ESL learn english",
+              "Slide stand by Just Mobile", "Case for Sony MDR headphones", "HP 61 ink",
+              "DLink router for Acme", "plain title words", "Macsense just mobile slide"]
+    master = {f"S{k:03d}": MasterRecord(sku=f"S{k:03d}", title=titles[k % len(titles)],
+                                        brand=brands[k % len(brands)] or None)
+              for k in range(80)}
+    idx = MatchIndex(master)
+    cands = list(range(len(idx.skus)))
+    for title in titles + ["Just Mobile Slide Stand", "fogware publishing esl"]:
+        for brand in brands + ["Acme Corporation", "Sonyx"]:
+            f = listing_features(title, None, brand or None, None)
+            idx.prepare(f)
+            expected = [idx._brand_score(f, i, None) for i in cands]
+            assert idx.brand_scores(f, cands) == expected
+            assert idx.brand_scores(f, cands[::-1]) == expected[::-1]  # (kept per pair)
+
+
+def test_decisions_over_arrays_print_zero_and_minus_zero_apart():
+    """``decide_flat`` formats each score once, but 0.0 and -0.0 (one dict key) print as
+    ``decide`` prints them."""
+    ranked = [((0.0, 1),), ((-0.0, 2),), ((0.0, 3), (-0.0, 4)), ((0.9, 5), (0.0, 6))]
+    flat = linkbatch._flat(ranked)
+    dec = linkbatch.decide_flat(flat, linkbatch.greedy(flat, -1.0), 0.8, -1.0, 0.05)
+    starts = np.cumsum(flat[0]) - flat[0]
+    got = [dec.decision(p, flat, starts) for p in range(len(ranked))]
+    assert got == assign(ranked, 0.8, -1.0, 0.05)
+    assert [d.reason for d in got][:2] == ["score 0.00 below 0.80", "score -0.00 below 0.80"]
