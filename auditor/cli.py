@@ -433,7 +433,10 @@ def print_report(report, code: int | None = None, exit_line: bool = True) -> Non
                   f"{s.linked:,}", f"{s.unlinked + s.ambiguous:,}", str(s.open_failed),
                   str(s.open_warn), str(s.opened), str(s.resolved),
                   "-" if s.score is None else f"{s.score:.1%}", str(s.errors))
-    out.print(t)
+    if report.channels:
+        out.print(t)
+    else:  # not an empty table
+        out.print(f"run {report.run_id}: {report.status.value}, no channel audited")
     suggested = sum(s.suggested for s in report.channels)
     if suggested:
         out.print(f"{suggested:,} suggested link(s) wait for a person (no findings until "
@@ -749,18 +752,27 @@ def runs(ctx: click.Context, config_path: Path, limit: int, show_errors: bool, f
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2, default=str))
         return
-    if fmt == "csv":  # one row per run and source
-        flat = [{"run_id": r["id"], "run_status": r["status"], "started_at": r["started_at"],
-                 "finished_at": r["finished_at"], **s} for r in rows for s in r["sources"]]
+    if fmt == "csv":  # a row per run and source (the run's times, not the source's)
+        flat = [{**s, "run_id": r["id"], "run_status": r["status"],
+                 "started_at": r["started_at"], "finished_at": r["finished_at"],
+                 "interrupted": (r.get("interrupted") or {}).get("reason")}
+                for r in rows for s in r["sources"] or [{}]]  # a run that read none: a row
         _csv_out(flat, ["run_id", "run_status", "started_at", "finished_at", "source", "status",
-                        "listings", "errors", "message", "presence_held"])
+                        "listings", "errors", "message", "presence_held", "interrupted"])
         return
+    if not rows:
+        from auditor.storage import describe
+
+        out.print(f"no runs yet in {safe(describe(_load(config_path).store_url))}: run "
+                  f"`auditor run`")
     for r in rows:
         out.print(f"[bold]run {r['id']}[/] {r['started_at']} -> {r['finished_at'] or '…'}: "
                   f"{r['status']}")
         if r.get("interrupted"):
             out.print(f"  interrupted at {r['interrupted'].get('at')}: "
                       f"{safe(r['interrupted'].get('reason'))}")
+        elif r["status"] == "interrupted":
+            out.print("  interrupted: no reason recorded (its process was stopped or lost)")
         elif r["status"] == "running" and r.get("pid") and not _pid_alive(r["pid"]):
             out.print(f"  its process {r['pid']} is gone: the next run records it interrupted")
         m = r.get("master")
@@ -781,7 +793,12 @@ def runs(ctx: click.Context, config_path: Path, limit: int, show_errors: bool, f
                       f"{s['errors']} errors" + (f" ({safe(s['message'])})" if s["message"] else ""))
             h = s["presence_held"]
             if h:
-                out.print(f"    presence {h['state']}: {safe(h['reason'])}")
+                out.print(f"    presence {h['state']}: {safe(h['reason'])}"
+                          + (f" ({h['held_findings']} presence finding(s) held)"
+                             if h["state"] == "held" else ""))
+            elif s["status"] in ("partial", "failed"):
+                out.print(f"    presence not concluded ({_read_was(s['status'])}): no "
+                          f"listing counts as missing or removed")
         for e in r.get("errors", []):
             out.print(f"    {safe(e['source'])} {safe(e['location'])}: {safe(e['reason'])}")
 
@@ -813,6 +830,10 @@ def runs_accept(config_path: Path, run_id: int, channel: str) -> None:
         store.close()
     out.print(f"run {run_id}, {safe(channel)}: accepted; {counts['opened']} finding(s) opened, "
               f"{counts['resolved']} resolved, {counts['removed']} listing(s) removed")
+
+
+def _read_was(status: str) -> str:
+    return "the read failed" if status == "failed" else "the read was partial"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -931,7 +952,8 @@ def config_check(config_path: Path, offline: bool) -> None:
     """Validate a config file (every bad table and key named), then try to open every
     source it names: files exist, URLs answer, environment variables are set; and the
     store: a PostgreSQL server accepts the URL's login to its database (no table is
-    created), a SQLite file's folder exists.
+    created), a SQLite file's folder exists and an existing file is a database; neither
+    has a schema newer than this auditor.
 
     \b
     Examples:
@@ -944,6 +966,10 @@ def config_check(config_path: Path, offline: bool) -> None:
     except ConfigError as e:
         err.print(f"[bold red]error:[/] {safe(e)}")
         sys.exit(EXIT_ERROR)
+    from auditor.alerts.config import unrouted_warnings
+
+    for warning in unrouted_warnings(cfg.alerts):
+        err.print(f"[yellow]warning:[/] {safe(warning)}")
     if not offline:
         from auditor.probe import probe_sources
 

@@ -242,7 +242,8 @@ CHANNEL_OPTIONS = (
 
 
 SMTP_OPTIONS = (
-    Opt("host", str, None, "SMTP server for email (the weekly report, email alert receivers)."),
+    Opt("host", str, None, "SMTP server of the weekly report's email (an email alert "
+        "receiver names its own: [[alerts.receivers]] host, port, starttls/ssl, from)."),
     Opt("port", int, 587, "SMTP port: 587 with STARTTLS, 465 with implicit TLS, 25 plain."),
     Opt("security", str, "starttls", "Transport security: starttls (upgrade a plain "
         "connection, port 587), tls (TLS from the start, port 465) or none (a local relay "

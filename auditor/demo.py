@@ -236,8 +236,7 @@ def run_demo(directory: Path, serve: bool, console, port: int = 8080,
             console.print(f"  {api}/metrics               # Prometheus metrics")
             console.print(f"  {api}/docs                  # the JSON API (OpenAPI: {api}/openapi.json)")
             console.print(f"  {api}/api/findings?state=open&severity=critical")
-            console.print("  ops/grafana/auditor-dashboard.json   # import into Grafana, scrape "
-                          f"127.0.0.1:{port} with ops/prometheus/prometheus.yml")
+            console.print(ops_line(port))
             console.print(f"\nauditor serve on {api}: every channel is audited again on its "
                           f"schedule ({DEMO_SCHEDULE}); Ctrl-C stops the service and the shop.")
             if run_service(config_path, "127.0.0.1", port) != 0:
@@ -251,3 +250,15 @@ def run_demo(directory: Path, serve: bool, console, port: int = 8080,
         return 2
     finally:
         shop.stop()
+
+
+def ops_line(port: int) -> str:
+    """Where the Grafana dashboard and the Prometheus config are: absolute paths in a
+    source checkout (the demo is often run from elsewhere), else where to find them (a
+    wheel does not ship ``ops/``)."""
+    ops = Path(__file__).resolve().parent.parent / "ops"
+    dashboard, prom = ops / "grafana" / "auditor-dashboard.json", ops / "prometheus" / "prometheus.yml"
+    if dashboard.is_file() and prom.is_file():
+        return (f"  {dashboard}   # import into Grafana, scrape 127.0.0.1:{port} with {prom}")
+    return ("  ops/grafana/auditor-dashboard.json in the omni-auditor source repository   # "
+            f"import into Grafana, scrape 127.0.0.1:{port} with ops/prometheus/prometheus.yml")

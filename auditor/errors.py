@@ -80,7 +80,14 @@ class LockedError(AuditorError):
 
 
 class StoreError(AuditorError):
-    """The database cannot be used (schema newer than this auditor, corrupt file)."""
+    """The database cannot be used (schema newer than this auditor, corrupt file), or
+    refuses what was asked of it (no such finding)."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be opened now: its server down or refusing the login, a file
+    that is no database, a schema newer than this auditor. The message names the store
+    (``auditor.storage.describe``: never its password)."""
 
 
 class Interrupted(KeyboardInterrupt):

@@ -142,20 +142,54 @@ def probe_sources(cfg: Config) -> list[str]:
 def store_problems(cfg: Config) -> list[str]:
     """The store: a PostgreSQL server must answer to the URL's user and password (the
     database must exist; the first `auditor run` creates the tables in it); a SQLite
-    file's folder must exist. Each problem names the key that set the store."""
+    file's folder must exist, and the file, when there is one, must be a SQLite database.
+    A store made by a newer auditor is a problem too. Nothing is created or migrated.
+    Each problem names the key that set the store."""
     from auditor.errors import StoreError
-    from auditor.storage import _postgres_url, _sqlite_file, store_exists
+    from auditor.storage import _postgres_url, _sqlite_file
 
     raw = cfg.raw.get("store")
     where = "store" if isinstance(raw, str) else \
         "[store].url" if isinstance(raw, dict) and raw.get("url") else "[store].path"
     try:
         if _postgres_url(cfg.store_url) is not None:
-            store_exists(cfg.store_url)  # connects; no table is created
+            _postgres_version_ok(cfg.store_url)  # connects; no table is created
             return []
         path = _sqlite_file(cfg.store_url)
+        if path != ":memory:" and not Path(path).parent.is_dir():
+            return [f"{where}: no folder {Path(path).parent} for the SQLite store {path}"]
+        if path != ":memory:" and Path(path).exists():
+            _sqlite_version_ok(path)
     except StoreError as e:
         return [f"{where}: {e}"]
-    if path != ":memory:" and not Path(path).parent.is_dir():
-        return [f"{where}: no folder {Path(path).parent} for the SQLite store {path}"]
     return []
+
+
+def _postgres_version_ok(url: str) -> None:
+    import contextlib
+
+    from auditor.storage import _postgres_module, describe
+
+    postgres = _postgres_module()  # StoreError naming the extra when psycopg is missing
+    with contextlib.closing(postgres.connect(url)) as conn:
+        current = postgres._current_version(conn)
+    if current is not None:
+        postgres._check_version(current, postgres.SCHEMA_VERSION, describe(url))
+
+
+def _sqlite_version_ok(path: str) -> None:
+    """Read the file's schema version without writing to it (read-only, no WAL made)."""
+    import contextlib
+    import sqlite3
+    from urllib.parse import quote
+
+    from auditor.errors import StoreUnavailable
+    from auditor.storage import sqlite as sqlite_store
+
+    try:
+        with contextlib.closing(sqlite3.connect(
+                f"file:{quote(str(Path(path).resolve()))}?mode=ro", uri=True)) as conn:
+            current = conn.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.DatabaseError as e:
+        raise StoreUnavailable(f"cannot open the SQLite store {path}: {e}") from None
+    sqlite_store._check_version(current, sqlite_store.SCHEMA_VERSION, path)

@@ -175,7 +175,10 @@ def build_weekly(store: Any, cfg: Any, week: str | None = None, now: datetime | 
     at = min(end, now)  # the state at the week's end, or now for the week in progress
     in_progress = end > now
     if store.run_at(at) is None:
-        raise AuditorError(f"no run had started by the end of {week}: nothing to report")
+        current = week_label(now)
+        hint = "" if in_progress or store.run_at(now) is None else (
+            f"; the first run is later: `--week {current}` reports the week in progress")
+        raise AuditorError(f"no run had started by the end of {week}: nothing to report{hint}")
 
     # Headline and trend: SKU-level consistency at the end of each of the last 12 weeks.
     trend_points: list[tuple[str, dict[str, tuple[int, int]]]] = []

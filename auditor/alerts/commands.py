@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from auditor.cli import (EXIT_FINDINGS, EXIT_OK, _load, _rows_out, _store_for, config_option,
-                         findings, format_option, main, out, safe)
+                         err, findings, format_option, main, out, safe)
 from auditor.errors import AuditorError
 
 
@@ -329,6 +329,10 @@ def alerts_send(config_path: Path, loop_forever: bool, retry_failed: bool) -> No
     cfg = _load(config_path)
     if not store_exists(cfg.store_url):
         raise AuditorError(f"no store at {cfg.store_url} yet: run `auditor run` first")
+    from auditor.alerts.config import unrouted_warnings
+
+    for warning in unrouted_warnings(cfg.alerts):  # why "0 new notification(s)"
+        err.print(f"[yellow]warning:[/] {safe(warning)}")
     if loop_forever:
         stop = threading.Event()
         try:

@@ -148,13 +148,15 @@ RECEIVER_OPTIONS = (
     Opt("resend_interval", parse_duration, 60.0,
         "alertmanager: active alerts are posted again this often; endsAt is 4 intervals ahead "
         "(keep it well under Alertmanager's resolve_timeout)."),
-    Opt("host", str, None, "email: SMTP server host."),
+    Opt("host", str, None, "email: SMTP server host (this receiver's own; [smtp] is the "
+        "weekly report's)."),
     Opt("port", int, 25, "email: SMTP port (587 with starttls, 465 with ssl)."),
-    Opt("starttls", bool, False, "email: upgrade the connection with STARTTLS."),
-    Opt("ssl", bool, False, "email: connect over TLS (SMTPS)."),
+    Opt("starttls", bool, False, "email: upgrade the connection with STARTTLS ([smtp] "
+        "security = \"starttls\")."),
+    Opt("ssl", bool, False, "email: connect over TLS (SMTPS; [smtp] security = \"tls\")."),
     Opt("username", _secret, None, "email: SMTP user, { env = \"NAME\" }."),
     Opt("password", _secret, None, "email: SMTP password, { env = \"NAME\" }."),
-    Opt("from", str, None, "email: sender address."),
+    Opt("from", str, None, "email: sender address ([smtp] calls it sender)."),
     Opt("to", _str_list, [], "email: recipient addresses."),
 )
 
@@ -280,6 +282,23 @@ def parse_alerts(raw: Any, problems: list[str]) -> AlertsConfig:
                             tuple(opts.get("group_by") or ()), opts["repeat_interval"],
                             opts.get("continue", False)))
     return AlertsConfig(settings, receivers, tuple(routes))
+
+
+def unrouted_warnings(alerts: AlertsConfig) -> list[str]:
+    """Receivers no ``[[alerts.routes]]`` names: nothing is ever sent to them (not an
+    error: a receiver may be kept for later; `auditor config check` and `auditor serve`
+    say so)."""
+    routed = {name for r in alerts.routes for name in r.receivers}
+    idle = [name for name in alerts.receivers if name not in routed]
+    if not idle:
+        return []
+    names = ", ".join(repr(n) for n in idle)
+    if not alerts.routes:
+        return [f"[[alerts.receivers]] {names}: no [[alerts.routes]] in the config, so no "
+                f"alert is sent to any receiver; add one, e.g. [[alerts.routes]] with "
+                f"receivers = {list(idle)!r} (a route without match takes every alert)"]
+    return [f"[[alerts.receivers]] {n!r}: no [[alerts.routes]] names it, so nothing is sent "
+            f"to it; add {n!r} to a route's receivers" for n in idle]
 
 
 BUILTIN_RECEIVERS = ("apprise", "webhook", "alertmanager", "email")

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterable
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
@@ -51,10 +53,17 @@ class Service:
         self.last_reload_error: str | None = None
         self.shutdown_hooks: list[Callable[[], None]] = []
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(StoreCollector(self.open_store, extra=self._service_metrics))
+        self.registry.register(StoreCollector(self.open_store, extra=self._service_metrics,
+                                              shown=self._shown))
 
     def open_store(self):
         return store_opener(self.cfg.store_url)()
+
+    def _shown(self, e: BaseException) -> str:
+        """An error's text as it may be shown: without the store URL's password."""
+        from auditor.storage import redact
+
+        return redact(str(e), self.cfg.store_url)
 
     def _last_complete(self) -> dict[str, datetime]:
         with self.open_store() as store:
@@ -63,7 +72,8 @@ class Service:
     def _mark_interrupted(self, at: datetime) -> list[int]:
         # Only while no audit holds the lock: a run marked running then is not running.
         with self.open_store() as store, store.run_lock(10.0):
-            return store.interrupt_running_runs(at)
+            return _interrupt_running(store, at, "stopped by `auditor serve` at shutdown: "
+                                      "still running after [serve] stop_timeout")
 
     def _interrupt_leftovers(self) -> None:
         """Runs a killed service left ``running`` are recorded interrupted, when no audit
@@ -72,11 +82,12 @@ class Service:
 
         try:
             with self.open_store() as store, store.run_lock(0):
-                ids = store.interrupt_running_runs(self.clock())
+                ids = _interrupt_running(store, self.clock(), "found still 'running' by "
+                                         "`auditor serve` at its start (its process is gone)")
         except LockedError:
             return
         except Exception as e:  # an unusable store shows in /readyz
-            log.warning("could not check for interrupted runs: %s", e)
+            log.warning("could not check for interrupted runs: %s", self._shown(e))
             return
         if ids:
             log.warning("runs left running by an earlier process recorded as interrupted: %s",
@@ -118,6 +129,10 @@ class Service:
             return
         if not getattr(self.cfg, "alerts", None):
             return
+        from auditor.alerts.config import unrouted_warnings
+
+        for warning in unrouted_warnings(self.cfg.alerts):
+            log.warning("%s", warning)
         stop = threading.Event()
         thread = threading.Thread(target=loop, args=(self.cfg.store_url, self.cfg, stop),
                                   name="alerts", daemon=True)
@@ -200,7 +215,7 @@ class Service:
             with self.open_store() as store:
                 _ = store.schema_version  # reads the database
         except Exception as e:
-            problems["store"] = f"not reachable: {e}"
+            problems["store"] = f"not reachable: {self._shown(e)}"
         if self.schedule:
             if self.scheduler is None or not self.scheduler.running:
                 problems["scheduler"] = "not running"
@@ -209,6 +224,12 @@ class Service:
                 if stale:
                     problems["stale"] = stale
         return not problems, problems
+
+
+def _interrupt_running(store: Any, at: datetime, reason: str) -> list[int]:
+    """Record the runs still marked running as interrupted at ``at`` for ``reason`` (the
+    runs page and `auditor runs` show it); only under the run lock."""
+    return [r.id for r in store.running_runs() if store.interrupt_run(r.id, at, reason)]
 
 
 def _with_store(new: Config, old: Config) -> Config:
@@ -265,12 +286,31 @@ def create_app(service: Service) -> FastAPI:
 
     app.include_router(build_router(lambda: service.cfg, service.open_store))
     # The web UI (server-rendered pages at /, /products/..., /runs, /reports).
-    from auditor.web.routes import build_ui_router
-    app.include_router(build_ui_router(lambda: service.cfg, service.open_store))
+    from auditor.web.routes import build_ui_router, wants_html
+    ui = build_ui_router(lambda: service.cfg, service.open_store)
+    app.include_router(ui)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def not_found(request: Request, exc: StarletteHTTPException) -> Response:
+        """A browser's mistyped address gets the UI's page; everything else the JSON."""
+        if exc.status_code == 404 and exc.detail == "Not Found" and wants_html(request):
+            return ui.not_found_page(request)  # type: ignore[attr-defined, no-any-return]
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(AuditorError)
     async def auditor_error(request: Request, exc: AuditorError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=503)
+        return JSONResponse({"detail": service._shown(exc)}, status_code=503)
+
+    @app.exception_handler(Exception)
+    async def store_lost(request: Request, exc: Exception) -> Response:
+        """The database gone mid-request (PostgreSQL stopped under a query): 503 JSON as
+        when it cannot be opened; any other error stays a 500 (its traceback logged)."""
+        from auditor.storage import unavailable
+
+        if unavailable(exc):
+            return JSONResponse({"detail": "the store could not be read: "
+                                 + service._shown(exc).strip()}, status_code=503)
+        return PlainTextResponse("Internal Server Error", status_code=500)
 
     return app
 

@@ -113,8 +113,10 @@ class StoreCollector(Collector):
 
     def __init__(self, open_store: StoreOpener, prefix: str = "auditor_",
                  extra: Callable[[], Iterable[Metric]] | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 shown: Callable[[BaseException], str] = str):
         self.open_store = open_store
+        self.shown = shown  # an error's text as it may be logged (no store password)
         self.prefix = prefix
         self.extra = extra
         self.clock = clock
@@ -148,7 +150,7 @@ class StoreCollector(Collector):
             with self._lock, self.open_store() as store:
                 families = list(self._from_store(store))
         except Exception as e:
-            log.warning("metrics: the store could not be read: %s", e)
+            log.warning("metrics: the store could not be read: %s", self.shown(e))
             up.add_metric([], 0)
             yield up
         else:

@@ -19,12 +19,14 @@ are what callers use; nothing outside this package speaks SQL or knows a file pa
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import sqlite3
 from pathlib import Path
 from urllib.parse import unquote
 
-from auditor.errors import StoreError
+from auditor.errors import StoreError, StoreUnavailable
 from auditor.storage.interface import (CacheStore, FindingStore, ListingStore, MasterStore,
                                        PresenceHoldStore, RunStore, ServiceStore,
                                        Store)
@@ -36,6 +38,7 @@ from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord
                                      RunSourceRecord, ShardSpec, ScoreRecord)
 
 __all__ = ["open_store", "check_url", "remove_store", "store_exists", "describe", "redact",
+           "unavailable",
            "Store",
            "MasterStore", "ListingStore", "FindingStore", "RunStore", "CacheStore",
            "PresenceHoldStore", "ServiceStore", "FindingChanges", "FindingEvent", "FindingRecord",
@@ -44,6 +47,7 @@ __all__ = ["open_store", "check_url", "remove_store", "store_exists", "describe"
            "PresenceHoldRecord", "RunErrorRecord", "RunRecord", "RunSourceRecord", "ScoreRecord",
            "ShardSpec"]
 
+log = logging.getLogger(__name__)
 SCHEMES = ("sqlite",)                       # a file (or :memory:)
 POSTGRES = ("postgresql", "postgres")       # a server (``postgresql+psycopg`` too)
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.S)
@@ -74,6 +78,30 @@ def redact(text: str, url: str | os.PathLike[str]) -> str:
     for pw in sorted(secrets - {""}, key=len, reverse=True):
         text = text.replace(pw, "***")
     return text
+
+
+def migrated(store: str, old: int, new: int) -> None:
+    """The one line logged (info) when opening a store applied migrations: which store,
+    from which schema version to which (0: the store was created)."""
+    if store == ":memory:":
+        return
+    if old == 0:
+        log.info("store %s created (schema version %d)", store, new)
+    else:
+        log.info("store %s migrated from schema version %d to %d", store, old, new)
+
+
+def unavailable(e: BaseException) -> bool:
+    """Whether ``e`` says the store cannot be used now: it could not be opened
+    (``StoreUnavailable``: the server down, a file that is no database, a newer schema),
+    or the database went away mid-request (the driver's operational errors). Not a
+    bug's SQL error, nor a store refusing what was asked (no such finding)."""
+    if isinstance(e, (StoreUnavailable, sqlite3.OperationalError)) or \
+            type(e) is sqlite3.DatabaseError:
+        return True
+    names = {c.__name__ for c in type(e).__mro__}
+    return type(e).__module__.split(".")[0] == "psycopg" and bool(
+        names & {"OperationalError", "InterfaceError"})
 
 
 def _postgres_url(url: str | os.PathLike[str]) -> str | None:
@@ -143,7 +171,10 @@ def open_store(url: str | os.PathLike[str], *, create: bool = True,
 
     if path != MEMORY and not create and not Path(path).exists():
         raise StoreError(f"no store at {path} yet: run `auditor run` first")
-    return SQLiteStore(path, busy_timeout=write_wait)
+    try:
+        return SQLiteStore(path, busy_timeout=write_wait)
+    except sqlite3.DatabaseError as e:  # not a database, a read-only folder, a full disk
+        raise StoreUnavailable(f"cannot open the SQLite store {path}: {e}") from None
 
 
 def store_exists(url: str | os.PathLike[str]) -> bool:

@@ -55,11 +55,12 @@ from psycopg.types.string import StrDumperUnknown
 from auditor import codec
 from auditor.compact import CompactMaster, body_of
 from auditor import lifecycle
-from auditor.errors import LockedError, StoreError
+from auditor.errors import LockedError, StoreError, StoreUnavailable
 from auditor.events import FindingChange
 from auditor.lifecycle import OPEN, RESOLVED, Evidence, Previous
 from auditor.model import (Finding, Link, Listing, MasterRecord, Outcome, Run, SourceResult,
                            SourceStatus)
+from auditor.storage import migrated
 from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord, HttpCacheRow,
                                      HttpValidators, ImageUrlRow, LinkDecisionRecord,
                                      LinkRecord, LinkStateRecord, ListingSave, ShardSpec,
@@ -274,10 +275,11 @@ TABLES = ("master_snapshots", "master_records", "master_history", "master_change
           "alert_cursors", "schema_version")
 
 
-def _check_version(current: int, known: int) -> None:
+def _check_version(current: int, known: int, store: str = "") -> None:
     if current > known:
-        raise StoreError(f"database schema version {current} is newer than this auditor "
-                         f"knows ({known}); upgrade omni-auditor")
+        raise StoreUnavailable(f"the store {store or '(PostgreSQL)'}: schema version {current} "
+                               f"is newer than this auditor knows ({known}); upgrade "
+                               f"omni-auditor")
 
 
 def _current_version(conn: psycopg.Connection) -> int | None:
@@ -287,16 +289,20 @@ def _current_version(conn: psycopg.Connection) -> int | None:
     return _first(conn.execute("SELECT coalesce(max(version), 0) FROM schema_version"))
 
 
-def migrate(conn: psycopg.Connection, migrations: Sequence[str] = MIGRATIONS) -> int:
+def migrate(conn: psycopg.Connection, migrations: Sequence[str] = MIGRATIONS,
+            store: str = "") -> int:
     """Apply the migrations newer than the store's version, each in its own transaction
     under an advisory lock: concurrent migrators take turns, and each reads the version
-    again once it holds the lock (the second finds the work done)."""
+    again once it holds the lock (the second finds the work done). ``store`` (the URL
+    without its password) is named in the error and in the info line logged when
+    migrations were applied."""
     target = len(migrations)
     current = _current_version(conn)
     if current is not None:
-        _check_version(current, target)
+        _check_version(current, target, store)
         if current == target:  # the usual case: no lock taken
             return target
+    first: int | None = None  # the version this process migrated from
     while True:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))",
@@ -304,9 +310,12 @@ def migrate(conn: psycopg.Connection, migrations: Sequence[str] = MIGRATIONS) ->
             conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY "
                          "KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
             current = _current_version(conn) or 0
-            _check_version(current, target)
+            _check_version(current, target, store)
             if current == target:
+                if first is not None:
+                    migrated(store or "(PostgreSQL)", first, target)
                 return target
+            first = current if first is None else first
             conn.execute(migrations[current])  # type: ignore[arg-type]
             conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (current + 1,))
 
@@ -358,7 +367,7 @@ def connect(url: str, application_name: str = "auditor",
         conn = psycopg.connect(conninfo(url), autocommit=True,
                                application_name=application_name[:63])
     except psycopg.Error as e:
-        raise StoreError(f"cannot open the PostgreSQL store {describe(url)}: "
+        raise StoreUnavailable(f"cannot open the PostgreSQL store {describe(url)}: "
                          f"{_safe(url, e)}") from None
     conn.adapters.register_dumper(str, _TextDumper)
     conn.execute("SET TIME ZONE 'UTC'")
@@ -463,10 +472,10 @@ class PostgresStore:
         self._channels: set[str] = set()  # channels whose partitions exist
         self._staged: set[str] = set()  # this session's staging tables
         try:
-            migrate(self.conn)
+            migrate(self.conn, store=describe(url))
         except psycopg.Error as e:
             self.conn.close()
-            raise StoreError(f"cannot migrate the PostgreSQL store {describe(url)}: "
+            raise StoreUnavailable(f"cannot migrate the PostgreSQL store {describe(url)}: "
                              f"{_safe(url, e)}") from None
 
     def __repr__(self) -> str:

@@ -29,11 +29,12 @@ import sqlite_utils
 from auditor import codec
 from auditor import lifecycle
 from auditor.compact import CompactMaster, body_of
-from auditor.errors import LockedError, StoreError
+from auditor.errors import LockedError, StoreError, StoreUnavailable
 from auditor.events import FindingChange
 from auditor.lifecycle import OPEN, RESOLVED, Evidence, Previous
 from auditor.model import (Finding, Link, Listing, MasterRecord, Outcome, Run, SourceResult,
                            SourceStatus)
+from auditor.storage import migrated
 from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord, HttpCacheRow,
                                      HttpValidators, ImageUrlRow, LinkDecisionRecord,
                                      LinkRecord, LinkStateRecord, ListingSave, ShardSpec,
@@ -271,24 +272,28 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1, _m2, _m3, _m4,
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def _check_version(current: int, known: int) -> None:
+def _check_version(current: int, known: int, store: str = "") -> None:
     if current > known:
-        raise StoreError(f"database schema version {current} is newer than this auditor "
-                         f"knows ({known}); upgrade omni-auditor")
+        raise StoreUnavailable(f"the store {store or '(SQLite)'}: schema version {current} "
+                               f"is newer than this auditor knows ({known}); upgrade "
+                               f"omni-auditor")
 
 
-def migrate(db: sqlite_utils.Database, migrations: Sequence[Callable] = MIGRATIONS) -> int:
+def migrate(db: sqlite_utils.Database, migrations: Sequence[Callable] = MIGRATIONS,
+            store: str = "") -> int:
     """Apply the migrations newer than the database's version, each in a transaction.
 
     The version is read again inside each migration's write transaction (``BEGIN
     IMMEDIATE``): two processes opening an old store at once take turns, and the
-    second finds the migration done instead of applying it twice."""
+    second finds the migration done instead of applying it twice. ``store`` (the file)
+    is named in the error and in the info line logged when migrations were applied."""
     target = len(migrations)
     current = db.execute("PRAGMA user_version").fetchone()[0]
-    _check_version(current, target)
+    _check_version(current, target, store)
     if current == target:  # the usual case: no write lock taken
         return target
     conn = db.conn
+    first: int | None = None  # the version this process migrated from
     # Explicit BEGIN/COMMIT: the sqlite3 module does not wrap DDL in a transaction.
     old_level = conn.isolation_level
     conn.isolation_level = None
@@ -297,10 +302,13 @@ def migrate(db: sqlite_utils.Database, migrations: Sequence[Callable] = MIGRATIO
             conn.execute("BEGIN IMMEDIATE")  # waits (busy_timeout) for another migrator
             try:
                 current = conn.execute("PRAGMA user_version").fetchone()[0]
-                _check_version(current, target)
+                _check_version(current, target, store)
                 if current == target:
                     conn.execute("COMMIT")
+                    if first is not None:
+                        migrated(store or "(SQLite)", first, target)
                     return target
+                first = current if first is None else first
                 migrations[current](db)
                 conn.execute(f"PRAGMA user_version = {current + 1}")
                 conn.execute("COMMIT")
@@ -446,7 +454,7 @@ class SQLiteStore:
             self.db.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
         self.db.execute("PRAGMA cache_size=-65536")  # 64 MiB: a million-row table's index
         self.db.execute("PRAGMA foreign_keys=ON")
-        migrate(self.db)
+        migrate(self.db, store=self.path)
 
     def close(self) -> None:
         self.db.close()

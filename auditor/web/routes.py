@@ -19,10 +19,13 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from auditor import __version__, plugins
 from auditor.config import Config
+from auditor.errors import AuditorError
+from auditor.storage import redact, unavailable
 from auditor.terminal import visible
 from auditor.web import views
 from auditor.web.auth import COOKIE, Auth, Session
@@ -51,8 +54,33 @@ def build_ui_router(get_cfg: Callable[[], Config], open_store: StoreOpener,
                     ) -> APIRouter:
     """The UI's routes, reading the store through ``open_store`` (a context manager)."""
     env = _env()
-    router = APIRouter(include_in_schema=False)
     auth_holder: dict[str, Auth] = {}
+
+    class PageRoute(APIRoute):
+        """A UI route whose errors are HTML pages, not the JSON the API answers: the
+        store down, a file that is no database, a schema newer than this auditor (503),
+        or the store refusing an action (409: the finding was resolved meanwhile). The
+        message names the store, never its password."""
+
+        def get_route_handler(self) -> Callable[[Request], Any]:
+            handler = super().get_route_handler()
+
+            async def handle(request: Request) -> Response:
+                try:
+                    return await handler(request)
+                except Exception as e:
+                    down = unavailable(e)
+                    if not down and not isinstance(e, AuditorError):
+                        raise
+                    message = redact(str(e).strip(), get_cfg().store_url)
+                    if down:
+                        log.warning("web UI %s: %s", request.url.path, message)
+                    return page(request, "error.html", 503 if down else 409,
+                                message=message, down=down)
+
+            return handle
+
+    router = APIRouter(include_in_schema=False, route_class=PageRoute)
 
     def auth() -> Auth:
         ui = get_cfg().ui
@@ -240,7 +268,20 @@ def build_ui_router(get_cfg: Callable[[], Config], open_store: StoreOpener,
                               else "rejected", clock(), note=f"{s.user or 'ui'} in the web UI")
         return back(request, "/links")
 
+    def not_found(request: Request) -> Response:
+        """A path no route has, asked for by a browser: the UI's own "Not found" page."""
+        return page(request, "missing.html", 404, what=f"page {request.url.path}")
+
+    router.not_found_page = not_found  # type: ignore[attr-defined]  # for the app's 404s
     return router
+
+
+def wants_html(request: Request) -> bool:
+    """A browser asking for a page: HTML accepted, and not a path of the API, the
+    metrics or the health checks (whose clients get JSON or text)."""
+    machine = ("/api/", "/metrics", "/healthz", "/readyz", "/openapi.json", "/docs", "/static/")
+    return "text/html" in request.headers.get("accept", "") and \
+        not request.url.path.startswith(machine)
 
 
 def views_token() -> str:

@@ -270,10 +270,15 @@ def product(store: Any, sku: str, image_check_off: Iterable[str] = ()) -> dict[s
 
 
 def runs(store: Any, limit: int = 30) -> list[dict[str, Any]]:
-    """Recent runs with their sources, durations and errors."""
+    """Recent runs with their sources, durations and errors; why a run was interrupted,
+    and the presence each source held (``auditor.holds``) or could not conclude."""
     out = []
     for r in store.runs(limit):
-        sources = store.run_sources(r.id)
+        held = {h.channel: h for h in store.presence_holds(r.id)}
+        sources = [{"source": s.source, "status": s.status, "listings": s.listings,
+                    "errors": s.errors, "message": s.message, "hold": held.get(s.source),
+                    "unconcluded": s.status in ("partial", "failed")}
+                   for s in store.run_sources(r.id)]
         errors = store.run_errors(r.id, limit=50)
         counts = {"opened": 0, "resolved": 0, "failed": 0}
         for ch in r.summary.get("channels", []) if r.summary else []:
@@ -285,6 +290,8 @@ def runs(store: Any, limit: int = 30) -> list[dict[str, Any]]:
             "seconds": (r.finished_at - r.started_at).total_seconds()
             if r.finished_at else None,
             "master_error": (r.summary or {}).get("master_error"),
+            "interrupted": (r.summary or {}).get("interrupted") or {}
+            if r.status == "interrupted" else None,
         })
     return out
 
