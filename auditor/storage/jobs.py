@@ -261,11 +261,17 @@ class RunJobs:
     def wait_master(self, run_id: int, poll: float = 0.2) -> str | None:
         """Until the run's master is ready: its key; None when the run is over or its
         coordinator is gone (the job then does nothing)."""
+        return self._wait_run("master_key", (), run_id, poll)
+
+    def _wait_run(self, column: str, params: tuple, run_id: int, poll: float) -> str | None:
+        """Poll ``column`` of the run's ``dist_runs`` row (an SQL expression; ``params``
+        fill its placeholders) until it is set: its text; None when the run is over or its
+        coordinator is gone."""
         import time
 
         while True:
-            row = self.conn.execute("SELECT status, master_key FROM dist_runs WHERE run_id=%s",
-                                    (run_id,)).fetchone()
+            row = self.conn.execute(f"SELECT status, {column} FROM dist_runs WHERE run_id=%s",
+                                    (*params, run_id)).fetchone()
             if row is None or row[0] != "running":
                 return None
             if row[1] is not None:
@@ -316,18 +322,7 @@ class RunJobs:
     def wait_part(self, run_id: int, part: str, poll: float = 0.2) -> str | None:
         """Until a later part of the run's pack is stored (``"stored"``) or known to be
         missing (``"none"``); None when the run is over or its coordinator is gone."""
-        import time
-
-        while True:
-            row = self.conn.execute("SELECT status, packed ->> %s FROM dist_runs"
-                                    " WHERE run_id=%s", (part, run_id)).fetchone()
-            if row is None or row[0] != "running":
-                return None
-            if row[1] is not None:
-                return str(row[1])
-            if not self.coordinator_alive(run_id):
-                return None
-            time.sleep(poll)
+        return self._wait_run("packed ->> %s", (part,), run_id, poll)
 
     # ------------------------------------------------------------------ read -> shards
     def save_read(self, run_id: int, channel: str, shards: int,

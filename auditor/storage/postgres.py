@@ -61,7 +61,7 @@ from auditor.lifecycle import OPEN, RESOLVED, Evidence, Previous
 from auditor.model import (Finding, Link, Listing, MasterRecord, Outcome, Run, SourceResult,
                            SourceStatus)
 from auditor.storage import migrated
-from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord, HttpCacheRow,
+from auditor.storage.records import (plan_writes, FindingChanges, FindingEvent, FindingRecord, HttpCacheRow,
                                      HttpValidators, ImageUrlRow, LinkDecisionRecord,
                                      LinkRecord, LinkStateRecord, ListingSave, ShardSpec,
                                      MasterAssetRow, MasterChange, MasterHistory,
@@ -573,27 +573,7 @@ class PostgresStore:
         existing: dict[str, str] = dict(
             self.conn.execute("SELECT sku, hash FROM master_records").fetchall())
         plan = MasterPlan(at=now.isoformat(), records=len(records))
-        compact = isinstance(records, CompactMaster)
-        known = records.hashes() if isinstance(records, CompactMaster) else None
-        if known is not None:  # hashed as the file was read: no body encoded again
-            for sku, h in known:
-                old = existing.get(sku)
-                if old != h:
-                    plan.writes[sku] = h
-                    if old is None:
-                        plan.added += 1
-        for sku in records if known is None else ():
-            body = body_of(records, sku)
-            h = digest(body)
-            old = existing.get(sku)
-            if old == h:
-                continue
-            plan.writes[sku] = h
-            if old is None:
-                plan.added += 1
-            elif not compact:  # kept beside the version it replaces (a compact master
-                plan.bodies[sku] = body.decode()  # holds it already)
-        plan.removed = [sku for sku in existing if sku not in records]
+        plan_writes(plan, existing, records)
         replaced = [sku for sku in plan.writes if sku in existing] + plan.removed
         for i in range(0, len(replaced), 10_000):
             plan.replaced.update(self.conn.execute(

@@ -111,6 +111,40 @@ class MasterPlan:
     bodies: dict[str, str] = field(default_factory=dict)  # changed SKU -> data to write
 
 
+def plan_writes(plan: MasterPlan, existing: Mapping[str, str],
+                records: Mapping[str, MasterRecord]) -> None:
+    """Fill ``plan.writes`` / ``added`` / ``bodies`` / ``removed`` by comparing each
+    record's hash with the stored one (``existing``: SKU -> hash); both stores plan so.
+
+    A compact master was hashed as the file was read (``CompactMaster.hashes``): no body
+    is encoded again. Otherwise each body is encoded and hashed here, and a changed
+    record's body is kept beside the version it replaces (a new record is encoded again
+    at commit: a first import of a million records must not hold them all)."""
+    from auditor.compact import CompactMaster, body_of
+
+    compact = isinstance(records, CompactMaster)
+    known = records.hashes() if isinstance(records, CompactMaster) else None
+    if known is not None:
+        for sku, h in known:
+            old = existing.get(sku)
+            if old != h:
+                plan.writes[sku] = h
+                if old is None:
+                    plan.added += 1
+    for sku in records if known is None else ():
+        body = body_of(records, sku)
+        h = codec.body_hash(body).hex()
+        old = existing.get(sku)
+        if old == h:
+            continue
+        plan.writes[sku] = h
+        if old is None:
+            plan.added += 1
+        elif not compact:  # a compact master holds it already
+            plan.bodies[sku] = body.decode()  # exact size: orjson's buffer is larger
+    plan.removed = [sku for sku in existing if sku not in records]
+
+
 def repack_version(v: bytes, repack: Any) -> bytes:
     """A held version (time number, packed body) with its body packed again."""
     return v[:3] + repack(v[3:])

@@ -35,7 +35,7 @@ from auditor.lifecycle import OPEN, RESOLVED, Evidence, Previous
 from auditor.model import (Finding, Link, Listing, MasterRecord, Outcome, Run, SourceResult,
                            SourceStatus)
 from auditor.storage import migrated
-from auditor.storage.records import (FindingChanges, FindingEvent, FindingRecord, HttpCacheRow,
+from auditor.storage.records import (plan_writes, FindingChanges, FindingEvent, FindingRecord, HttpCacheRow,
                                      HttpValidators, ImageUrlRow, LinkDecisionRecord,
                                      LinkRecord, LinkStateRecord, ListingSave, ShardSpec,
                                      MasterAssetRow, MasterChange, MasterHistory,
@@ -512,29 +512,7 @@ class SQLiteStore:
         """
         existing = dict(self.db.execute("SELECT sku, hash FROM master_records"))
         plan = MasterPlan(at=now.isoformat(), records=len(records))
-        compact = isinstance(records, CompactMaster)
-        known = records.hashes() if isinstance(records, CompactMaster) else None
-        if known is not None:  # hashed as the file was read: no body encoded again
-            for sku, h in known:
-                old = existing.get(sku)
-                if old != h:
-                    plan.writes[sku] = h
-                    if old is None:
-                        plan.added += 1
-        for sku in records if known is None else ():
-            body = body_of(records, sku)
-            h = digest(body)
-            old = existing.get(sku)
-            if old == h:
-                continue
-            plan.writes[sku] = h
-            if old is None:
-                plan.added += 1
-            else:  # kept beside the version it replaces (a new record is encoded again
-                # at commit: a first import of a million records must not hold them all)
-                if not compact:  # a compact master holds it already
-                    plan.bodies[sku] = body.decode()  # exact size: orjson's buffer is larger
-        plan.removed = [sku for sku in existing if sku not in records]
+        plan_writes(plan, existing, records)
         replaced = [sku for sku in plan.writes if sku in existing] + plan.removed
         for i in range(0, len(replaced), 500):
             chunk = replaced[i:i + 500]
