@@ -312,13 +312,34 @@ def score_flat(first: np.ndarray, count: np.ndarray, masters: np.ndarray,
     m = masters[at]
     scores = round4(titles[at] + (brands[at] + price_scores(prices[listing],
                                                              master_prices[m])))
-    order = np.lexsort((m, -scores, listing))
+    order = _pair_order(listing, scores, m)
     count = count.astype(np.intp)
     if int(count.max()) > KEEP:  # the best KEEP of each listing
         place = np.arange(total, dtype=np.intp) - np.repeat(starts, count)
         order = order[place < KEEP]
         count = np.minimum(count, KEEP)
     return count, scores[order], m[order]
+
+
+def _pair_order(listing: np.ndarray, scores: np.ndarray, masters: np.ndarray) -> np.ndarray:
+    """``np.lexsort((masters, -scores, listing))`` (per listing, best score first, ties by
+    master; no pair twice): one sort of one integer key when every score is a multiple
+    of 1/10,000 as ``round4`` leaves it (``k / 10_000`` is exactly the score, so ``k``
+    orders the scores as they order themselves) and the key fits 63 bits; else ``lexsort``."""
+    if not len(scores):
+        return np.zeros(0, dtype=np.intp)
+    with np.errstate(invalid="ignore", over="ignore"):
+        y = scores * 10_000.0
+        if bool((np.abs(y) < 1e9).all()):
+            k = np.rint(y).astype(np.int64)
+            if bool((k / 10_000.0 == scores).all()):
+                lo, hi = int(k.min()), int(k.max())
+                n_m = int(masters.max()) + 1 if len(masters) else 1
+                n_l = int(listing.max()) + 1
+                if n_l * (hi - lo + 1) * n_m < 1 << 62 and int(masters.min()) >= 0:
+                    key = (listing.astype(np.int64) * (hi - lo + 1) + (hi - k)) * n_m + masters
+                    return np.argsort(key, kind="stable")
+    return np.lexsort((masters, -scores, listing))
 
 
 class _TitleKeys:

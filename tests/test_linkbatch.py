@@ -262,6 +262,28 @@ def test_score_pairs_orders_as_rank_does():
         assert got[n] == tuple(want)
 
 
+def test_pair_order_is_lexsort_of_listing_score_master():
+    """``_pair_order`` (one integer key) orders pairs as ``np.lexsort((master, -score,
+    listing))`` does: scores as ``round4`` leaves them (0.0 and -0.0 alike, negatives,
+    near ties), and by ``lexsort`` itself when a score is not a multiple of 1/10,000."""
+    rnd = random.Random(3)
+    n = 2000
+    counts = np.array([rnd.randint(0, 7) for _ in range(n)])
+    listing = np.repeat(np.arange(n), counts)
+    masters = np.concatenate([np.array(rnd.sample(range(5000), int(c)), dtype=np.intp)
+                              for c in counts])
+    raw = np.array([rnd.choice([0.0, -0.0, 0.35, -0.25, 0.7000049, 1.05, -1.2])
+                    + rnd.choice([0.0, rnd.uniform(-1, 1)]) for _ in masters])
+    scores = linkbatch.round4(raw)
+    want = np.lexsort((masters, -scores, listing))
+    assert linkbatch._pair_order(listing, scores, masters).tolist() == want.tolist()
+    odd = scores.copy()
+    odd[::7] += 1e-7  # not multiples of 1/10,000: lexsort
+    assert linkbatch._pair_order(listing, odd, masters).tolist() == \
+        np.lexsort((masters, -odd, listing)).tolist()
+    assert linkbatch._pair_order(listing[:0], scores[:0], masters[:0]).tolist() == []
+
+
 def test_new_link_makes_the_link_link_makes():
     a = linkbatch.new_link("c", "k", "S1", LinkMethod.FUZZY, 0.9, ("S2",), None, {"title": 1.0})
     b = Link("c", "k", "S1", LinkMethod.FUZZY, 0.9, ("S2",), None, {"title": 1.0})
