@@ -46,6 +46,7 @@ CACHE = 2_000         # titles, brands, (title, master) evidence kept while read
                       # title order (a title's listings follow each other: few are needed)
 ROUND_MIN = 1_000     # pairs left from which the greedy pass settles them in rounds (``greedy``)
 POOL_MIN = 20_000     # listings without keys from which a channel is ranked in several processes
+TITLE_WORK = 20       # a distinct title's work in listings' (cutting a channel in parts: ``_parts``)
 
 Ranked = tuple[tuple[float, int], ...]
 _FIELDS = attrgetter(*(f.name for f in dataclasses.fields(Features)))
@@ -127,8 +128,13 @@ class FeatureReader:
 
 def title_order(listings: Sequence[Listing]) -> list[int]:
     """Positions of the listings in the order of their titles (case folded; stable)."""
-    keys = [(li.title or "").casefold() for li in listings]
+    keys = _title_keys(listings)
     return sorted(range(len(listings)), key=keys.__getitem__)
+
+
+def _title_keys(listings: Sequence[Listing]) -> list[str]:
+    """Each listing's title, case folded (what ``title_order`` sorts by)."""
+    return [(li.title or "").casefold() for li in listings]
 
 
 def rank_part(idx: MatchIndex, listings: Sequence[Listing], positions: Sequence[int],
@@ -364,14 +370,17 @@ class _TitleKeys:
         return k
 
 
-def _spread(fn: Callable[[list[int]], Any], order: list[int], workers: int
+def _spread(fn: Callable[[list[int]], Any], order: list[int], workers: int,
+            keys: Sequence[str] | Mapping[int, str] | None = None
             ) -> list[tuple[list[int], Any]]:
     """``fn`` of consecutive parts of ``order``, each but the first in a forked process
-    when ``workers`` > 1 and there are at least ``POOL_MIN`` positions: (part, result)."""
+    when ``workers`` > 1 and there are at least ``POOL_MIN`` positions: (part, result).
+    ``keys``: the title key of each position (``order`` sorted by them): the parts then
+    hold about as much work each, a distinct title weighing ``TITLE_WORK`` listings
+    (most of the work is per title), and are cut between titles."""
     parts = [order]
     if workers > 1 and len(order) >= POOL_MIN and hasattr(os, "fork"):
-        size = -(-len(order) // workers)
-        parts = [order[k:k + size] for k in range(0, len(order), size)]
+        parts = _parts(order, workers, keys)
     waits: list[Callable[[], Any]] = []
     if len(parts) > 1:
         waits = [_in_fork(functools.partial(fn, part)) for part in parts[1:]]
@@ -384,14 +393,39 @@ def _spread(fn: Callable[[list[int]], Any], order: list[int], workers: int
     return list(zip(parts, results, strict=True))
 
 
+def _parts(order: list[int], workers: int, keys: Sequence[str] | Mapping[int, str] | None
+           ) -> list[list[int]]:
+    """``order`` cut in ``workers`` consecutive parts of about equal work (``_spread``)."""
+    if keys is None:
+        size = -(-len(order) // workers)
+        return [order[k:k + size] for k in range(0, len(order), size)]
+    ks = [keys[p] for p in order]
+    new = np.ones(len(ks), dtype=np.int64)  # where a title starts: the work of a title
+    if len(ks) > 1:
+        new[1:] += (TITLE_WORK * np.fromiter(map(str.__ne__, ks[1:], ks[:-1]), dtype=bool,
+                                             count=len(ks) - 1))
+    new[0] += TITLE_WORK
+    work = np.cumsum(new)
+    cuts = [0]
+    for w in range(1, workers):
+        c = max(int(np.searchsorted(work, work[-1] * w / workers)), cuts[-1])
+        while 0 < c < len(ks) and ks[c] == ks[c - 1]:  # between two titles
+            c += 1
+        cuts.append(c)
+    cuts.append(len(order))
+    return [order[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
+
+
 def rank_all(idx: MatchIndex, listings: Sequence[Listing], rejected: Mapping[str, Any],
              workers: int = 1) -> Ranks:
     """``rank_part`` of every listing, in the listings' order; with ``workers`` > 1 and at
     least ``POOL_MIN`` listings, ranked by that many processes (forked: the same results)."""
     whys: dict[int, str] = {}
     parts = []
+    keys = _title_keys(listings)
     for part, (why, flat) in _spread(lambda part: rank_part(idx, listings, part, rejected),
-                                     title_order(listings), workers):
+                                     sorted(range(len(listings)), key=keys.__getitem__),
+                                     workers, keys):
         for k, w in why.items():
             whys[part[k]] = w
         parts.append((np.array(part, dtype=np.intp), flat))
@@ -439,7 +473,7 @@ def evidence_all(idx: MatchIndex, listings: Sequence[Listing], wanted: Mapping[i
     order = sorted(keys, key=keys.__getitem__)
     out: dict[int, dict[str, Any]] = {}
     for _part, res in _spread(lambda part: evidence_part(idx, listings, part, wanted),
-                              order, workers):
+                              order, workers, keys):
         out.update(res)
     return out
 

@@ -284,6 +284,27 @@ def test_pair_order_is_lexsort_of_listing_score_master():
     assert linkbatch._pair_order(listing[:0], scores[:0], masters[:0]).tolist() == []
 
 
+def test_parts_hold_about_equal_work_and_are_cut_between_titles():
+    """``_parts`` cuts the title order where the work (a distinct title weighing
+    ``TITLE_WORK`` listings) is halved, never inside a title, each position once."""
+    rnd = random.Random(9)
+    keys = sorted(rnd.choice(["a", "b", "c"]) + str(rnd.randint(0, 400)) for _ in range(5000))
+    keys = ["many"] * 5000 + keys  # one title shown 5,000 times, then many titles
+    keys.sort()
+    order = list(range(len(keys)))
+    parts = linkbatch._parts(order, 2, keys)
+    assert [p for part in parts for p in part] == order
+    assert len(parts) == 2 and keys[parts[0][-1]] != keys[parts[1][0]]
+
+    def work(part: list[int]) -> int:
+        return len(part) + linkbatch.TITLE_WORK * len({keys[p] for p in part})
+
+    assert abs(work(parts[0]) - work(parts[1])) <= 5000 + 2 * linkbatch.TITLE_WORK
+    assert len(parts[0]) != len(parts[1])  # not cut by count
+    assert linkbatch._parts(order[:3], 2, keys) != []
+    assert linkbatch._parts(list(range(4)), 2, ["x"] * 4) == [[0, 1, 2, 3]]
+
+
 def test_new_link_makes_the_link_link_makes():
     a = linkbatch.new_link("c", "k", "S1", LinkMethod.FUZZY, 0.9, ("S2",), None, {"title": 1.0})
     b = Link("c", "k", "S1", LinkMethod.FUZZY, 0.9, ("S2",), None, {"title": 1.0})
