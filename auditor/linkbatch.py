@@ -544,7 +544,7 @@ def greedy(flat: Flat, suggest_at: float, taken: Iterable[int] = (),
         rank[np.array(sorted(range(n), key=order.__getitem__), dtype=np.intp)] = \
             np.arange(n, dtype=np.intp)
     keep = np.flatnonzero(scores >= suggest_at)
-    sort = np.lexsort((place[keep], rank[listing[keep]], gap[keep], -scores[keep]))
+    sort = _greedy_order(scores[keep], gap[keep], rank[listing[keep]], place[keep])
     keep = keep[sort]
     lst, mst, plc = listing[keep], pair_master[keep], place[keep]
     if used:
@@ -585,6 +585,30 @@ def greedy(flat: Flat, suggest_at: float, taken: Iterable[int] = (),
         got[np.fromiter(chosen.keys(), dtype=np.intp, count=len(chosen))] = \
             np.fromiter(chosen.values(), dtype=np.intp, count=len(chosen))
     return got
+
+
+def _greedy_order(scores: np.ndarray, gap: np.ndarray, rank: np.ndarray, place: np.ndarray
+                  ) -> np.ndarray:
+    """``np.lexsort((place, rank, gap, -scores))`` (``greedy``'s order of the pairs): one
+    sort of one integer key made of the score as a multiple of 1/10,000 (exact, as
+    ``_pair_order`` checks), the gap's place among the gaps (``np.unique``: equal gaps,
+    0.0 and -0.0 too, get one) and the listing's rank and the candidate's place; else
+    ``lexsort``."""
+    if len(scores):
+        with np.errstate(invalid="ignore", over="ignore"):
+            y = scores * 10_000.0
+            if bool((np.abs(y) < 1e9).all()):
+                k = np.rint(y).astype(np.int64)
+                if bool((k / 10_000.0 == scores).all()) and int(rank.min()) >= 0 \
+                        and int(place.min()) >= 0 and not np.isnan(gap).any():
+                    gaps, g = np.unique(gap + 0.0, return_inverse=True)
+                    hi = int(k.max())
+                    n_k, n_g = hi - int(k.min()) + 1, len(gaps)
+                    n_r, n_p = int(rank.max()) + 1, int(place.max()) + 1
+                    if n_k * n_g * n_r * n_p < 1 << 62:
+                        key = (((hi - k) * n_g + g.reshape(-1)) * n_r + rank) * n_p + place
+                        return np.argsort(key, kind="stable")
+    return np.lexsort((place, rank, gap, -scores))
 
 
 UNLINKED, SUGGESTED, LINKED = 0, 1, 2
