@@ -28,6 +28,8 @@ import contextlib
 import dataclasses
 import functools
 import gc
+import logging
+import multiprocessing as mp
 import os
 from operator import attrgetter
 from itertools import chain
@@ -35,7 +37,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from auditor.forking import _in_fork  # forks as the run's other background steps do
+# forks as the run's other background steps do
+from auditor.forking import _in_fork, _leave_fork, die_with_parent
 from auditor.matching import (KEEP, TIE, W_PRICE_CLOSE, W_PRICE_FAR, W_PRICE_OFF, Decision, Features,
                               MatchIndex, codes, decide, listing_features, norm_brand,
                               twin_links)
@@ -44,6 +47,8 @@ from auditor.text import normalize_title
 
 CACHE = 2_000         # titles, brands, (title, master) evidence kept while reading listings in
                       # title order (a title's listings follow each other: few are needed)
+log = logging.getLogger("auditor.linking")
+
 ROUND_MIN = 1_000     # pairs left from which the greedy pass settles them in rounds (``greedy``)
 POOL_MIN = 20_000     # listings without keys from which a channel is ranked in several processes
 TITLE_WORK = 20       # a distinct title's work in listings' (cutting a channel in parts: ``_parts``)
@@ -419,17 +424,109 @@ def _parts(order: list[int], workers: int, keys: Sequence[str] | Mapping[int, st
 def rank_all(idx: MatchIndex, listings: Sequence[Listing], rejected: Mapping[str, Any],
              workers: int = 1) -> Ranks:
     """``rank_part`` of every listing, in the listings' order; with ``workers`` > 1 and at
-    least ``POOL_MIN`` listings, ranked by that many processes (forked: the same results)."""
+    least ``POOL_MIN`` listings, ranked by that many processes (forked: the same results).
+    Each forked process then waits to explain its part's links (``evidence_all`` given
+    these Ranks): one fork for both passes, what it read of the masters still at hand."""
     whys: dict[int, str] = {}
-    parts = []
     keys = _title_keys(listings)
-    for part, (why, flat) in _spread(lambda part: rank_part(idx, listings, part, rejected),
-                                     sorted(range(len(listings)), key=keys.__getitem__),
-                                     workers, keys):
+    order = sorted(range(len(listings)), key=keys.__getitem__)
+    parts = [order]
+    if workers > 1 and len(order) >= POOL_MIN and hasattr(os, "fork"):
+        parts = _parts(order, workers, keys)
+    helpers = [_Helper(idx, listings, part, rejected) for part in parts[1:]]
+    try:
+        results = [rank_part(idx, listings, parts[0], rejected)] + [h.ranked() for h in helpers]
+    except BaseException:  # interrupted: the other parts are not wanted any more
+        for h in helpers:
+            h.close(kill=True)
+        raise
+    flats = []
+    for part, (why, flat) in zip(parts, results, strict=True):
         for k, w in why.items():
             whys[part[k]] = w
-        parts.append((np.array(part, dtype=np.intp), flat))
-    return Ranks(whys, _interleave(len(listings), parts))
+        flats.append((np.array(part, dtype=np.intp), flat))
+    ranks = Ranks(whys, _interleave(len(listings), flats))
+    ranks.helpers = helpers
+    return ranks
+
+
+class _Helper:
+    """A forked process that ranks one part of a channel (``rank_part``), sends the
+    rankings back, then waits: asked, it explains the links of the same part
+    (``evidence_part``) with what it read of the masters still at hand (no second fork);
+    else it ends when this process closes the pipe (or ends). When it fails, the part is
+    ranked (explained) in this process."""
+
+    def __init__(self, idx: MatchIndex, listings: Sequence[Listing], part: list[int],
+                 rejected: Mapping[str, Any]):
+        self.idx, self.listings, self.part, self.rejected = idx, listings, part, rejected
+        ctx = mp.get_context("fork")
+        self._conn, theirs = ctx.Pipe()
+        parent = os.getpid()
+        mine = self._conn
+
+        def child() -> None:
+            die_with_parent(parent)
+            mine.close()
+            try:
+                theirs.send((True, rank_part(idx, listings, part, rejected)))
+                wanted = theirs.recv()
+                theirs.send((True, evidence_part(idx, listings,
+                                                 [p for p in part if p in wanted], wanted)))
+            except EOFError:  # no evidence wanted
+                pass
+            except BaseException as e:  # reported; the parent does it itself
+                with contextlib.suppress(OSError):
+                    theirs.send((False, f"{e.__class__.__name__}: {e}"))
+            theirs.close()
+            _leave_fork()
+
+        self._proc = ctx.Process(target=child, daemon=True)
+        self._proc.start()
+        theirs.close()
+        self.alive = True
+
+    def _get(self, what: str) -> tuple[bool, Any]:
+        try:
+            ok, value = self._conn.recv()
+        except (EOFError, OSError):
+            ok, value = False, f"exited with code {self._proc.exitcode}"
+        if not ok:
+            log.warning("forked %s failed (%s); doing it in this process", what, value)
+            self.close()
+        return ok, value
+
+    def ranked(self) -> tuple[dict[int, str], Flat]:
+        """The part's rankings (``rank_part``)."""
+        ok, value = self._get("ranking")
+        return value if ok else rank_part(self.idx, self.listings, self.part, self.rejected)
+
+    def ask(self, wanted: Mapping[int, int]) -> None:
+        """Start explaining the links of the part's listings in ``wanted``."""
+        if self.alive:
+            try:
+                self._conn.send(wanted)
+            except OSError:
+                self.close()
+
+    def evidence(self, wanted: Mapping[int, int], order: Sequence[int]
+                 ) -> dict[int, dict[str, Any]]:
+        """``evidence_part`` of the part's listings in ``wanted`` (``ask`` first; ``order``:
+        those positions in title order, for this process to explain them if needed)."""
+        if self.alive:
+            ok, value = self._get("evidence")
+            self.close()
+            if ok:
+                return value  # type: ignore[no-any-return]
+        return evidence_part(self.idx, self.listings, order, wanted)
+
+    def close(self, kill: bool = False) -> None:
+        """Let the process end (``kill``: end it now) and wait for it."""
+        self.alive = False
+        if kill and self._proc.is_alive():
+            self._proc.terminate()
+        self._conn.close()
+        self._proc.join()
 
 
 class Ranks(Sequence[tuple[str | None, Ranked]]):
@@ -439,6 +536,7 @@ class Ranks(Sequence[tuple[str | None, Ranked]]):
     def __init__(self, whys: dict[int, str], flat: Flat):
         self.whys = whys
         self.flat = flat
+        self.helpers: list[_Helper] = []  # (``rank_all``: forked, waiting to explain)
         counts = flat[0]
         self.starts = np.cumsum(counts) - counts
 
@@ -466,12 +564,34 @@ class Ranks(Sequence[tuple[str | None, Ranked]]):
 
 
 def evidence_all(idx: MatchIndex, listings: Sequence[Listing], wanted: Mapping[int, int],
-                 workers: int = 1) -> dict[int, dict[str, Any]]:
+                 workers: int = 1, ranks: Ranks | None = None) -> dict[int, dict[str, Any]]:
     """position -> the evidence of the pair (listing, master ``wanted[position]``), as
-    ``MatchIndex.score(..., explain=True)`` gives it (in parts as ``rank_all`` ranks)."""
+    ``MatchIndex.score(..., explain=True)`` gives it (in parts as ``rank_all`` ranks;
+    ``ranks``: what ``rank_all`` gave, whose forked processes explain their parts)."""
     keys = {p: (listings[p].title or "").casefold() for p in wanted}
     order = sorted(keys, key=keys.__getitem__)
     out: dict[int, dict[str, Any]] = {}
+    helpers = ranks.helpers if ranks is not None else []
+    if any(h.alive for h in helpers):
+        ranks.helpers = []  # type: ignore[union-attr]
+        theirs = []
+        try:
+            for h in helpers:
+                mine = {p: wanted[p] for p in h.part if p in wanted}
+                h.ask(mine)
+                theirs.append(mine)
+            asked = set().union(*theirs)
+            out.update(evidence_part(idx, listings, [p for p in order if p not in asked],
+                                     wanted))
+            for h, mine in zip(helpers, theirs, strict=True):
+                out.update(h.evidence(mine, [p for p in order if p in mine]))
+        except BaseException:
+            for h in helpers:
+                h.close(kill=True)
+            raise
+        return out
+    for h in helpers:
+        h.close()
     for _part, res in _spread(lambda part: evidence_part(idx, listings, part, wanted),
                               order, workers, keys):
         out.update(res)

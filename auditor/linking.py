@@ -558,6 +558,6 @@ class LinkSession:
             evidence = evidence_all(idx, pending, dict(zip(wanted.tolist(),
                                                            explain[wanted].tolist(),
                                                            strict=True)),
-                                    lk.workers)
+                                    lk.workers, ranks)
             links = links_of(pending, ranks, dec, evidence, idx.skus)
         yield from zip(pending, links, strict=True)

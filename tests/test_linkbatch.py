@@ -132,6 +132,19 @@ def test_bulk_linking_decides_what_listing_by_listing_decides(monkeypatch, worke
     forks = []
     real_in_fork = linkbatch._in_fork
     monkeypatch.setattr(linkbatch, "_in_fork", lambda fn: forks.append(fn) or real_in_fork(fn))
+    helpers: list = []
+    explained: list = []
+
+    class Helper(linkbatch._Helper):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            helpers.append(self)
+
+        def evidence(self, wanted, order):
+            explained.append(self.alive)  # (alive: the forked process explains its part)
+            return super().evidence(wanted, order)
+
+    monkeypatch.setattr(linkbatch, "_Helper", Helper)
     linker = Linker(master, {"workers": workers})
     s = linker.session(rejected=rejected)
     got: dict[str, tuple] = {}
@@ -141,7 +154,33 @@ def test_bulk_linking_decides_what_listing_by_listing_decides(monkeypatch, worke
     for li, link in s.finish():
         got[li.key] = as_tuple(link)
     assert got == expected
-    assert len(forks) == 2 * (workers - 1)  # other parts ranked and explained in forked ones
+    # other parts ranked and then explained by the same forked processes (no second fork)
+    assert len(helpers) == workers - 1 and explained == [True] * (workers - 1)
+    assert forks == [] and not any(h._proc.is_alive() for h in helpers)
+
+
+def test_bulk_linking_when_a_forked_part_fails_does_it_here(monkeypatch):
+    """A forked process whose ranking or evidence fails: its part is done in this process,
+    with the same links."""
+    import os
+
+    master, listings = world(600, 1500)
+    expected = reference(master, listings, {})
+    monkeypatch.setattr(linkbatch, "POOL_MIN", 100)
+    here = os.getpid()
+    for name in ("evidence_part", "rank_part"):
+        real = getattr(linkbatch, name)
+
+        def failing(*a, _real=real, **k):
+            if os.getpid() != here:
+                raise RuntimeError("forked part fails")
+            return _real(*a, **k)
+
+        monkeypatch.setattr(linkbatch, name, failing)
+        s = Linker(master, {"workers": 2}).session()
+        for li in listings:
+            assert s.link(li) is None
+        assert {li.key: as_tuple(link) for li, link in s.finish()} == expected
 
 
 def test_bulk_linking_with_confirmed_and_keyed_listings_takes_their_masters():
