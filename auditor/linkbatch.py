@@ -10,9 +10,11 @@ done, for channels of hundreds of thousands of such listings:
 * **order**: listings are ranked in the order of their titles, so that listings showing one
   title follow each other and the index's per-title cache (blocking, title evidence) hits
   however many distinct titles the channel has;
-* **processes**: a large channel is ranked in parts, each but one in a forked process that
-  sees the index as it is (nothing is copied in; the rankings travel back as arrays); the
-  one-to-one assignment stays channel-wide, in this process;
+* **processes**: a large channel is ranked in parts of about equal work (cut between
+  titles, a distinct title weighing ``TITLE_WORK`` listings), each but one in a forked
+  process that sees the index as it is (nothing is copied in; the rankings travel back as
+  arrays) and then explains its part's links too (``_Helper``: one fork for both passes);
+  the one-to-one assignment stays channel-wide, in this process;
 * **arrays**: the rankings, the greedy pass of the assignment, the decisions and the links
   are made from arrays (``Ranks``, ``greedy``, ``decide_flat``, ``links_of``), without a
   tuple or object per listing until its Link;
@@ -874,6 +876,7 @@ def links_of(listings: Sequence[Listing], ranks: Ranks, dec: Decided,
     conf: dict[float, float] = {}   # round(min(score, 1.0), 3), once per score
     shown: dict[float, float] = {}  # round(score, 3)
     none, fuzzy, suggested = LinkMethod.NONE, LinkMethod.FUZZY, LinkMethod.SUGGESTED
+    sku_of = skus.__getitem__
     out: list[Link] = []
     append = out.append
     for p, li in enumerate(listings):
@@ -891,7 +894,7 @@ def links_of(listings: Sequence[Listing], ranks: Ranks, dec: Decided,
         st, s = states[p], starts[p]
         if st == UNLINKED:
             append(new_link(li.channel, li.key, None, none, cf,
-                            tuple([skus[i] for i in ml[s:s + min(c, 3)]]), reasons[p], {}))
+                            tuple(map(sku_of, ml[s:s + min(c, 3)])), reasons[p], {}))
             continue
         ev = evidence.get(p)
         if ev is None:
@@ -905,9 +908,11 @@ def links_of(listings: Sequence[Listing], ranks: Ranks, dec: Decided,
             append(new_link(li.channel, li.key, sku, fuzzy, cf, (), None, ev))
             continue
         main = mains[p]
+        alts = ml[s:s + min(c, 4)]  # (a new list) its first four but the master's place
+        if 0 <= main < len(alts):
+            del alts[main]
         append(new_link(li.channel, li.key, None, suggested, cf,
-                        (sku, *[skus[j] for n, j in enumerate(ml[s:s + min(c, 4)])
-                                if n != main][:3]), reasons[p], ev))
+                        (sku, *map(sku_of, alts[:3])), reasons[p], ev))
     return out
 
 

@@ -1007,8 +1007,10 @@ class MatchIndex:
                             f.tokenset = set(f.tokens)
                         if coded is None:
                             coded = {j for n, j in found if n >= CODE_FOUND}
+                        mw = self._mwords[i]  # (the master's word set, when read before)
                         c = pre_scores[i] = fsum([self.idf2[t] for t in f.tokenset.intersection(
-                            self.titles[i].split())]) / self.norms[i] + \
+                            mw[0] if mw is not None else self.titles[i].split())]) \
+                            / self.norms[i] + \
                             (W_CODE_AGREE * f.norm if i in coded else 0.0)  # (cosine x norm)
                     pre.append((c, i))
                 pre.sort(reverse=True)
