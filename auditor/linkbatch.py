@@ -337,22 +337,38 @@ def score_flat(first: np.ndarray, count: np.ndarray, masters: np.ndarray,
 def _pair_order(listing: np.ndarray, scores: np.ndarray, masters: np.ndarray) -> np.ndarray:
     """``np.lexsort((masters, -scores, listing))`` (per listing, best score first, ties by
     master; no pair twice): one sort of one integer key when every score is a multiple
-    of 1/10,000 as ``round4`` leaves it (``k / 10_000`` is exactly the score, so ``k``
-    orders the scores as they order themselves) and the key fits 63 bits; else ``lexsort``."""
+    of 1/10,000 as ``round4`` leaves it (``_ten_thousandths``) and the key fits 63 bits;
+    else ``lexsort``."""
     if not len(scores):
         return np.zeros(0, dtype=np.intp)
+    k = _ten_thousandths(scores)
+    if k is not None and int(masters.min()) >= 0:
+        lo, hi = int(k.min()), int(k.max())
+        n_m, n_l = int(masters.max()) + 1, int(listing.max()) + 1
+        if n_l * (hi - lo + 1) * n_m < 1 << 62:
+            key = listing.astype(np.int64)  # (in place: a channel has millions of pairs)
+            key *= hi - lo + 1
+            key += hi
+            key -= k
+            del k
+            key *= n_m
+            key += masters
+            return np.argsort(key, kind="stable")
+    return np.lexsort((masters, -scores, listing))
+
+
+def _ten_thousandths(scores: np.ndarray) -> np.ndarray | None:
+    """Each score as the integer ``k`` it is ``k / 10,000`` of (``round4``'s results are),
+    or None when one is not: ``k / 10_000`` is then exactly the score, so the ``k`` order
+    the scores as the scores do (equal for 0.0 and -0.0)."""
     with np.errstate(invalid="ignore", over="ignore"):
         y = scores * 10_000.0
-        if bool((np.abs(y) < 1e9).all()):
-            k = np.rint(y).astype(np.int64)
-            if bool((k / 10_000.0 == scores).all()):
-                lo, hi = int(k.min()), int(k.max())
-                n_m = int(masters.max()) + 1 if len(masters) else 1
-                n_l = int(listing.max()) + 1
-                if n_l * (hi - lo + 1) * n_m < 1 << 62 and int(masters.min()) >= 0:
-                    key = (listing.astype(np.int64) * (hi - lo + 1) + (hi - k)) * n_m + masters
-                    return np.argsort(key, kind="stable")
-    return np.lexsort((masters, -scores, listing))
+        if not bool((np.abs(y) < 1e9).all()):
+            return None
+        np.rint(y, out=y)
+        k = y.astype(np.int64)
+        y /= 10_000.0
+        return k if bool((y == scores).all()) else None
 
 
 class _TitleKeys:
@@ -712,24 +728,28 @@ def greedy(flat: Flat, suggest_at: float, taken: Iterable[int] = (),
 def _greedy_order(scores: np.ndarray, gap: np.ndarray, rank: np.ndarray, place: np.ndarray
                   ) -> np.ndarray:
     """``np.lexsort((place, rank, gap, -scores))`` (``greedy``'s order of the pairs): one
-    sort of one integer key made of the score as a multiple of 1/10,000 (exact, as
-    ``_pair_order`` checks), the gap's place among the gaps (``np.unique``: equal gaps,
+    sort of one integer key made of the score as a multiple of 1/10,000
+    (``_ten_thousandths``), the gap's place among the gaps (``np.unique``: equal gaps,
     0.0 and -0.0 too, get one) and the listing's rank and the candidate's place; else
     ``lexsort``."""
-    if len(scores):
-        with np.errstate(invalid="ignore", over="ignore"):
-            y = scores * 10_000.0
-            if bool((np.abs(y) < 1e9).all()):
-                k = np.rint(y).astype(np.int64)
-                if bool((k / 10_000.0 == scores).all()) and int(rank.min()) >= 0 \
-                        and int(place.min()) >= 0 and not np.isnan(gap).any():
-                    gaps, g = np.unique(gap + 0.0, return_inverse=True)
-                    hi = int(k.max())
-                    n_k, n_g = hi - int(k.min()) + 1, len(gaps)
-                    n_r, n_p = int(rank.max()) + 1, int(place.max()) + 1
-                    if n_k * n_g * n_r * n_p < 1 << 62:
-                        key = (((hi - k) * n_g + g.reshape(-1)) * n_r + rank) * n_p + place
-                        return np.argsort(key, kind="stable")
+    if len(scores) and int(rank.min()) >= 0 and int(place.min()) >= 0 \
+            and not np.isnan(gap).any():
+        k = _ten_thousandths(scores)
+        if k is not None:
+            gaps, g = np.unique(gap + 0.0, return_inverse=True)
+            hi = int(k.max())
+            n_k, n_g = hi - int(k.min()) + 1, len(gaps)
+            n_r, n_p = int(rank.max()) + 1, int(place.max()) + 1
+            if n_k * n_g * n_r * n_p < 1 << 62:
+                key = np.subtract(hi, k, out=k)  # (in place)
+                key *= n_g
+                key += g.reshape(-1)
+                del g
+                key *= n_r
+                key += rank
+                key *= n_p
+                key += place
+                return np.argsort(key, kind="stable")
     return np.lexsort((place, rank, gap, -scores))
 
 
