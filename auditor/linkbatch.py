@@ -451,6 +451,7 @@ def rank_all(idx: MatchIndex, listings: Sequence[Listing], rejected: Mapping[str
     parts = [order]
     if workers > 1 and len(order) >= POOL_MIN and hasattr(os, "fork"):
         parts = _parts(order, workers, keys)
+    del keys  # (a string per listing: not kept while ranking)
     helpers = [_Helper(idx, listings, part, rejected) for part in parts[1:]]
     try:
         results = [rank_part(idx, listings, parts[0], rejected)] + [h.ranked() for h in helpers]
@@ -682,7 +683,7 @@ def greedy(flat: Flat, suggest_at: float, taken: Iterable[int] = (),
         rank[np.array(sorted(range(n), key=order.__getitem__), dtype=np.intp)] = \
             np.arange(n, dtype=np.intp)
     keep = np.flatnonzero(scores >= suggest_at)
-    sort = _greedy_order(scores[keep], gap[keep], rank[listing[keep]], place[keep])
+    sort = np.lexsort((place[keep], rank[listing[keep]], gap[keep], -scores[keep]))
     keep = keep[sort]
     lst, mst, plc = listing[keep], pair_master[keep], place[keep]
     if used:
@@ -723,34 +724,6 @@ def greedy(flat: Flat, suggest_at: float, taken: Iterable[int] = (),
         got[np.fromiter(chosen.keys(), dtype=np.intp, count=len(chosen))] = \
             np.fromiter(chosen.values(), dtype=np.intp, count=len(chosen))
     return got
-
-
-def _greedy_order(scores: np.ndarray, gap: np.ndarray, rank: np.ndarray, place: np.ndarray
-                  ) -> np.ndarray:
-    """``np.lexsort((place, rank, gap, -scores))`` (``greedy``'s order of the pairs): one
-    sort of one integer key made of the score as a multiple of 1/10,000
-    (``_ten_thousandths``), the gap's place among the gaps (``np.unique``: equal gaps,
-    0.0 and -0.0 too, get one) and the listing's rank and the candidate's place; else
-    ``lexsort``."""
-    if len(scores) and int(rank.min()) >= 0 and int(place.min()) >= 0 \
-            and not np.isnan(gap).any():
-        k = _ten_thousandths(scores)
-        if k is not None:
-            gaps, g = np.unique(gap + 0.0, return_inverse=True)
-            hi = int(k.max())
-            n_k, n_g = hi - int(k.min()) + 1, len(gaps)
-            n_r, n_p = int(rank.max()) + 1, int(place.max()) + 1
-            if n_k * n_g * n_r * n_p < 1 << 62:
-                key = np.subtract(hi, k, out=k)  # (in place)
-                key *= n_g
-                key += g.reshape(-1)
-                del g
-                key *= n_r
-                key += rank
-                key *= n_p
-                key += place
-                return np.argsort(key, kind="stable")
-    return np.lexsort((place, rank, gap, -scores))
 
 
 UNLINKED, SUGGESTED, LINKED = 0, 1, 2

@@ -344,24 +344,6 @@ def test_parts_hold_about_equal_work_and_are_cut_between_titles():
     assert linkbatch._parts(list(range(4)), 2, ["x"] * 4) == [[0, 1, 2, 3]]
 
 
-def test_greedy_order_is_lexsort_of_score_gap_rank_place():
-    """``_greedy_order`` (one integer key) orders pairs as ``greedy``'s lexsort does: gaps
-    that differ by a rounding error apart, 0.0 and -0.0 gaps and scores alike."""
-    rnd = random.Random(4)
-    m = 6000
-    scores = linkbatch.round4(np.array([rnd.choice([0.0, -0.0, 0.35, 0.55, 0.7000049, 1.05])
-                                        + rnd.choice([0.0, rnd.uniform(0, 1)]) for _ in range(m)]))
-    gap = np.array([rnd.choice([0.0, -0.0, 0.3 - 0.1, 0.5 - 0.3, 0.2, -0.55, rnd.uniform(-1, 1)])
-                    for _ in range(m)])
-    rank = np.array(rnd.sample(range(3 * m), m))
-    place = np.array([rnd.randint(0, 5) for _ in range(m)])
-    want = np.lexsort((place, rank, gap, -scores))
-    assert linkbatch._greedy_order(scores, gap, rank, place).tolist() == want.tolist()
-    odd = scores + 1e-7
-    assert linkbatch._greedy_order(odd, gap, rank, place).tolist() == \
-        np.lexsort((place, rank, gap, -odd)).tolist()
-
-
 def test_new_link_makes_the_link_link_makes():
     a = linkbatch.new_link("c", "k", "S1", LinkMethod.FUZZY, 0.9, ("S2",), None, {"title": 1.0})
     b = Link("c", "k", "S1", LinkMethod.FUZZY, 0.9, ("S2",), None, {"title": 1.0})
