@@ -465,7 +465,7 @@ def rank_all(idx: MatchIndex, listings: Sequence[Listing], rejected: Mapping[str
             whys[part[k]] = w
         flats.append((np.array(part, dtype=np.intp), flat))
     ranks = Ranks(whys, _interleave(len(listings), flats))
-    ranks.helpers = helpers
+    ranks.helpers, ranks.first = helpers, parts[0]
     return ranks
 
 
@@ -556,6 +556,7 @@ class Ranks(Sequence[tuple[str | None, Ranked]]):
         self.whys = whys
         self.flat = flat
         self.helpers: list[_Helper] = []  # (``rank_all``: forked, waiting to explain)
+        self.first: list[int] = []  # (``rank_all``: the part ranked here, in title order)
         counts = flat[0]
         self.starts = np.cumsum(counts) - counts
 
@@ -587,23 +588,21 @@ def evidence_all(idx: MatchIndex, listings: Sequence[Listing], wanted: Mapping[i
     """position -> the evidence of the pair (listing, master ``wanted[position]``), as
     ``MatchIndex.score(..., explain=True)`` gives it (in parts as ``rank_all`` ranks;
     ``ranks``: what ``rank_all`` gave, whose forked processes explain their parts)."""
-    keys = {p: (listings[p].title or "").casefold() for p in wanted}
-    order = sorted(keys, key=keys.__getitem__)
     out: dict[int, dict[str, Any]] = {}
     helpers = ranks.helpers if ranks is not None else []
-    if any(h.alive for h in helpers):
-        ranks.helpers = []  # type: ignore[union-attr]
+    if ranks is not None and any(h.alive for h in helpers):
+        ranks.helpers = []
         theirs = []
         try:
             for h in helpers:
                 mine = {p: wanted[p] for p in h.part if p in wanted}
                 h.ask(mine)
                 theirs.append(mine)
-            asked = set().union(*theirs)
-            out.update(evidence_part(idx, listings, [p for p in order if p not in asked],
+            # this process's part (the parts are in title order already)
+            out.update(evidence_part(idx, listings, [p for p in ranks.first if p in wanted],
                                      wanted))
             for h, mine in zip(helpers, theirs, strict=True):
-                out.update(h.evidence(mine, [p for p in order if p in mine]))
+                out.update(h.evidence(mine, [p for p in h.part if p in mine]))
         except BaseException:
             for h in helpers:
                 h.close(kill=True)
@@ -611,6 +610,8 @@ def evidence_all(idx: MatchIndex, listings: Sequence[Listing], wanted: Mapping[i
         return out
     for h in helpers:
         h.close()
+    keys = {p: (listings[p].title or "").casefold() for p in wanted}
+    order = sorted(keys, key=keys.__getitem__)
     for _part, res in _spread(lambda part: evidence_part(idx, listings, part, wanted),
                               order, workers, keys):
         out.update(res)
