@@ -74,6 +74,9 @@ W_BUNDLE = -0.2          # one title names a bundle (combo), the other none
 W_PRICE_FAR = -0.3       # ten times apart
 W_PRICE_OFF = -0.1       # three times apart
 W_PRICE_CLOSE = 0.05     # within 30%
+W_TEXT_AGREE = 0.15      # the descriptions share a passage (``text_agrees``)
+TEXT_SHARED = 8          # word triples the descriptions must share at least
+TEXT_SHARE = 0.5         # and that share of the shorter description's triples
 
 _COUNT = itemgetter(1)
 _FIRST = itemgetter(0)
@@ -399,6 +402,26 @@ class Features:
     sizes: frozenset[tuple[float, float]] = frozenset()
     editions: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
     bundle: frozenset[str] = frozenset()
+    shingles: frozenset[str] = frozenset()   # of the description (``shingles``)
+
+
+def shingles(text: str | None) -> frozenset[str]:
+    """The word triples of a text's first ``MAX_TEXT`` characters (normalized words):
+    what two descriptions copied from one source share."""
+    if not text:
+        return frozenset()
+    w = normalize_title(text[:MAX_TEXT]).split()
+    return frozenset(" ".join(w[k:k + 3]) for k in range(len(w) - 2))
+
+
+def text_agrees(a: frozenset[str], b: frozenset[str]) -> bool:
+    """Whether two descriptions' word triples (``shingles``) show a shared passage: at
+    least ``TEXT_SHARED`` triples, and ``TEXT_SHARE`` of the shorter one's (a template
+    such as "dimensions: ...; shipping weight: ..." shares a few triples, never enough)."""
+    if len(a) < TEXT_SHARED or len(b) < TEXT_SHARED:
+        return False
+    n = len(a & b)
+    return n >= TEXT_SHARED and n >= TEXT_SHARE * min(len(a), len(b))
 
 
 def listing_features(title: str | None, description: str | None, brand: str | None,
@@ -413,6 +436,7 @@ def listing_features(title: str | None, description: str | None, brand: str | No
     if description:
         d1, _ = codes(description)
         f.description_codes = d1 - one
+        f.shingles = shingles(description)
     if not toks:
         f.reason = "empty title" if not title.strip() else "title has no words"
     if one or two or _HAS_DIGIT.search(f.title) is not None \
@@ -509,6 +533,7 @@ class MatchIndex:
         # ``_master_numbers``): filled in as masters become candidates
         self._mwords: list[tuple[Any, ...] | None] = [None] * len(self.skus)
         self._mnums: list[tuple[Any, ...] | None] = [None] * len(self.skus)
+        self._mtext: dict[int, frozenset[str]] = {}  # ``shingles`` of masters' descriptions
         # (``brand_scores``) whether two brands agree by their names alone, and each
         # master's title head (``_head``) without spaces, as they are needed
         self._brand_pairs: dict[tuple[str, str], bool] = {}
@@ -763,6 +788,16 @@ class MatchIndex:
                 if ev is not None:
                     ev["sizes_differ"] = [[_size_text(d) for d in sorted(f.sizes)[:2]],
                                           [_size_text(d) for d in sorted(md)[:2]]]
+        if f.shingles:
+            mt_ = self._mtext.get(i)
+            if mt_ is None:
+                mt_ = self._mtext[i] = shingles(self._master[self.skus[i]].description)
+            if text_agrees(f.shingles, mt_):
+                # the listing's description repeats the master's (both copied from the
+                # maker's text): the same product, whatever the titles leave out
+                s += W_TEXT_AGREE
+                if ev is not None:
+                    ev["descriptions_agree"] = True
         if bool(f.bundle) != bool(mbundle):
             # a bundle or a combo is not its one part ("keyboard and mouse combo")
             s += W_BUNDLE
@@ -934,6 +969,7 @@ class MatchIndex:
                 (frozenset(f.codes) if f.codes else None,
                  frozenset(f.joined) if f.joined else None,
                  frozenset(f.description_codes) if f.description_codes else None,
+                 f.shingles or None,
                  frozenset((k, v) for k, vs in f.qty.items() for v in vs) if f.qty else None,
                  frozenset(f.nums) if f.nums else None))
 

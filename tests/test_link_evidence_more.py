@@ -1,0 +1,70 @@
+"""More evidence of the title matcher (issue 15, linking quality, eighth pass): each rule
+with a case where it must fire and one where it must not."""
+
+from __future__ import annotations
+
+from auditor.linkbatch import FeatureReader
+from auditor.matching import (MatchIndex, listing_features, shingles, text_agrees)
+from auditor.model import Money
+from tests.checks_factory import master
+
+
+def m(sku, title, brand=None, price=None, description=None):
+    return master(sku=sku, title=title, brand=brand, gtin=None, mpn=None, url=None,
+                  description=description, price=Money.of(str(price), "USD") if price else None)
+
+
+def index(*records):
+    return MatchIndex({r.sku: r for r in records})
+
+
+def evidence(idx, title, sku, brand=None, price=None, description=None):
+    f = listing_features(title, description, brand, price)
+    return idx.score(f, idx.position[sku], explain=True)
+
+
+MAKER_TEXT = ("from brain activity to muscular movement, circulatory functions and the "
+              "senses, topics presents the human body takes you on a guided tour of the "
+              "systems that keep you alive, with 3d models and narrated lessons")
+
+
+def test_descriptions_sharing_a_passage_agree():
+    a = shingles(MAKER_TEXT)
+    assert "the human body" in a
+    # the listing repeats most of the master's text, cut and with other punctuation
+    b = shingles("From brain activity to muscular movement circulatory functions and the "
+                 "senses - Topics Presents The Human Body takes you on a guided tour of the "
+                 "systems that keep you alive!")
+    assert text_agrees(a, b) and text_agrees(b, a)
+    # a template shares a few triples only; short texts never agree
+    t1 = shingles("dimensions: 10.0 x 5.0 x 1.1 inches; shipping weight: 0.2")
+    t2 = shingles("dimensions: 7.6 x 5.1 x 0.4 inches; shipping weight: 0.9")
+    assert t1 & t2 and not text_agrees(t1, t2)
+    assert not text_agrees(shingles("the human body"), shingles("the human body"))
+    # another text on the same subject
+    assert not text_agrees(a, shingles(
+        "explore the human body: organs, bones and muscles in 3d, for students of "
+        "biology, with quizzes, printable worksheets and a teacher's guide to each lesson"))
+
+
+def test_description_agreement_is_evidence_and_ranks_the_copied_one_first():
+    idx = index(m("BODY", "The Human Body", "Topics Entertainment", 19.99, MAKER_TEXT),
+                m("BODY2", "The Human Body 2", "Topics Entertainment", 19.99,
+                  "a new edition of the anatomy series for the classroom, with a new atlas "
+                  "of the skeleton and twenty new animations of the organs at work"))
+    sc, ev = evidence(idx, "topics presents: human body", "BODY", price=15.9,
+                      description=MAKER_TEXT.upper())
+    assert ev["descriptions_agree"] is True
+    sc0, ev0 = evidence(idx, "topics presents: human body", "BODY", price=15.9)
+    assert "descriptions_agree" not in ev0 and sc > sc0
+    _sc, ev2 = evidence(idx, "topics presents: human body", "BODY2", price=15.9,
+                        description=MAKER_TEXT)
+    assert "descriptions_agree" not in ev2
+    f = listing_features("topics presents: human body", MAKER_TEXT, None, 15.9)
+    assert idx.skus[idx.rank(f)[0][1]] == "BODY"
+
+
+def test_feature_reader_reads_the_description_passage():
+    f = FeatureReader()("The Human Body", MAKER_TEXT, "Topics", 10.0, None)
+    assert f.shingles == listing_features("The Human Body", MAKER_TEXT, "Topics", 10.0).shingles
+    assert FeatureReader()("The Human Body", None, None, None, None).shingles == frozenset()
