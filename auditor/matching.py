@@ -270,6 +270,32 @@ def quantities(norm_text: str) -> dict[str, set[float]]:
     return out
 
 
+# per kind of quantity, the factors of its units (``quantities``)
+_FACTORS: dict[str, tuple[float, ...]] = {}
+for _k, _f in _UNITS.values():
+    _FACTORS[_k] = tuple(sorted({*_FACTORS.get(_k, ()), _f} | (
+        {_f / 1.024} if _k == "bytes" and _f < 1.0 else set())))
+_DIGIT_RUN = re.compile(r"\d+")
+
+
+def _unexplained(extra: Collection[float], qty: Mapping[str, set[float]],
+                 other_qty: Mapping[str, set[float]], *other_codes: Iterable[str] | None
+                 ) -> set[float]:
+    """Of the numbers ``extra`` one title names and the other does not, those it shows in
+    no other form: not a number of a quantity of a kind both titles name (``qty``, theirs
+    ``other_qty``: already compared), and not a digit run of one of the other's codes."""
+    out = set(extra)
+    for kind in qty.keys() & other_qty.keys():
+        vals = qty[kind]
+        out = {n for n in out if not any(abs(n * fac - v) <= 0.001 * max(1.0, v)
+                                         for fac in _FACTORS[kind] for v in vals)}
+    if out and any(other_codes):
+        runs = {int(r) for cs in other_codes if cs for c in cs for r in _DIGIT_RUN.findall(c)
+                if len(r) <= 9}
+        out = {n for n in out if not (n.is_integer() and int(n) in runs)}
+    return out
+
+
 def _overlap(a: set[float], b: set[float], tol: float = 0.01) -> bool:
     """Whether two sets of quantities of one kind share a value, within ``tol`` (1%: a
     camera's 14.1 MP is the 14 MP of another title; megapixels are compared within
@@ -776,7 +802,8 @@ class MatchIndex:
                     break
         if f.nums and not qty_differ:
             mn = mnums[1]  # type: ignore[index]
-            if f.nums - mn and mn - f.nums:  # each names a number the other lacks
+            if f.nums - mn and mn - f.nums and self._numbers_differ(f, i, mnums):
+                # each names a number the other lacks (and does not show otherwise)
                 s += W_NUM_DIFFER
                 if ev is not None:
                     ev["numbers_differ"] = [[f"{n:g}" for n in sorted(f.nums)[:3]],
@@ -817,6 +844,17 @@ class MatchIndex:
                 if ev is not None:
                     ev["accessories_differ"] = [sorted(f.accessory)[:3], sorted(ma)[:3]]
         return s
+
+    def _numbers_differ(self, f: Features, i: int, mnums: tuple[Any, ...]) -> bool:
+        """Whether the listing and master ``i`` each name a number the other does not show
+        in another form: a number of a quantity both name alike ("1024MB" and "1 GB",
+        "14.1MP" and "14 MP": ``quantities`` compared them), or one inside the other's
+        model code ("GT 520" and "GT520") is shown by both."""
+        mq, mn = mnums[0], mnums[1]
+        mine = _unexplained(f.nums - mn, f.qty, mq, self.codes[i], self.joined[i])
+        if not mine:
+            return False
+        return bool(_unexplained(mn - f.nums, mq, f.qty, f.codes, f.joined))
 
     def _master_words(self, i: int) -> tuple[Any, ...]:
         """What ``_title_score`` reads from master ``i``'s words (its word set, variants,
