@@ -383,11 +383,53 @@ def _before_for(tokens: Sequence[str]) -> Sequence[str]:
     return tokens
 
 
+# Words a company's name ends with that are not its name ("Aspyr Media", "Topics
+# Entertainment", "Smith Micro Software"): a title naming the rest names the brand
+_COMPANY_WORDS = tuple(sorted(
+    "software media inc incorporated corp corporation co company ltd llc gmbh plc "
+    "entertainment publishing publisher publishers interactive technologies technology "
+    "systems international intl games studios electronics products group labs usa "
+    "america enterprises solutions industries brands worldwide computer computers "
+    "consumables".split(), key=len, reverse=True))
+
+
+@lru_cache(maxsize=1 << 12)
+def brand_core(brand: str) -> str:
+    """A brand folded as ``norm_brand`` folds it, without the company words it ends with
+    ("aspyrmedia" -> "aspyr"), when at least four letters that are not such a word are
+    left; else the brand."""
+    core = brand
+    while True:
+        for w in _COMPANY_WORDS:
+            if core.endswith(w) and len(core) - len(w) >= 4 and \
+                    core[:-len(w)] not in _COMPANY_WORDS:
+                core = core[:-len(w)]
+                break
+        else:
+            return core
+
+
 def brand_span(tokens: Sequence[str], brand: str) -> frozenset[str]:
     """The words of a title that spell a brand (folded as ``norm_brand`` folds it:
-    "fogware publishing" for "fogwarepublishing"), at most four words, else none."""
+    "fogware publishing" for "fogwarepublishing"), at most four words, else none. A
+    title spelling the brand without the company words it ends with (``brand_core``:
+    "aspyr" for "Aspyr Media") at its start names it too."""
     if len(brand) < 3:
         return frozenset()
+    span = _spelled(tokens, brand)
+    if not span and tokens:
+        core = brand_core(brand)
+        if core != brand and core.startswith(tokens[0]):
+            # the rest of a name may be a word of the product ("Umbrella & Co"): it names
+            # the brand only in front, where a channel puts the maker
+            span = _spelled(tokens[:4], core)
+            if span and tokens[0] not in span:
+                span = frozenset()
+    return span
+
+
+def _spelled(tokens: Sequence[str], brand: str) -> frozenset[str]:
+    """The words of a title that spell ``brand`` (at most four), else none."""
     for j, t in enumerate(tokens):
         if not brand.startswith(t):
             continue
@@ -802,7 +844,8 @@ class MatchIndex:
                     break
         if f.nums and not qty_differ:
             mn = mnums[1]  # type: ignore[index]
-            if f.nums - mn and mn - f.nums and self._numbers_differ(f, i, mnums):
+            if f.nums - mn and mn - f.nums and \
+                    self._numbers_differ(f, i, mnums):  # type: ignore[arg-type]
                 # each names a number the other lacks (and does not show otherwise)
                 s += W_NUM_DIFFER
                 if ev is not None:

@@ -4,7 +4,8 @@ with a case where it must fire and one where it must not."""
 from __future__ import annotations
 
 from auditor.linkbatch import FeatureReader
-from auditor.matching import (MatchIndex, listing_features, shingles, text_agrees)
+from auditor.matching import (MatchIndex, brand_core, brand_span, listing_features, shingles,
+                              text_agrees)
 from auditor.model import Money
 from tests.checks_factory import master
 
@@ -68,3 +69,41 @@ def test_feature_reader_reads_the_description_passage():
     f = FeatureReader()("The Human Body", MAKER_TEXT, "Topics", 10.0, None)
     assert f.shingles == listing_features("The Human Body", MAKER_TEXT, "Topics", 10.0).shingles
     assert FeatureReader()("The Human Body", None, None, None, None).shingles == frozenset()
+
+
+def test_brand_named_without_its_company_words_in_front():
+    assert brand_core("aspyrmedia") == "aspyr"
+    assert brand_core("smithmicrosoftware") == "smithmicro"
+    assert brand_core("acme") == "acme" and brand_core("mediasoftware") == "mediasoftware"
+    assert brand_span("aspyr call of duty deluxe".split(), "aspyrmedia") == {"aspyr"}
+    # the rest of a name elsewhere in the title is a word of the product, not the brand
+    assert brand_span("aurora fibreglass umbrella".split(), "umbrellaco") == frozenset()
+    assert brand_span("umbrella co aurora umbrella".split(), "umbrellaco") == {"umbrella", "co"}
+    idx = index(m("COD", "Call of Duty Deluxe (Mac) (DVD)", "Aspyr Media", 39.99),
+                m("COD2", "Call of Duty 2 (Mac)", "Aspyr Media", 39.99))
+    sc, ev = evidence(idx, "aspyr call of duty deluxe", "COD")
+    assert ev["brand"] == "in title" and sc >= 0.8
+    # not in front: no brand evidence, and the title keeps the word
+    _sc, ev = evidence(idx, "call of duty deluxe by aspyr", "COD")
+    assert "brand" not in ev
+
+
+def test_numbers_shown_in_another_form_do_not_differ():
+    idx = index(m("PNY", "PNY nVidia GeForce GT520 1 GB DDR3 PCI-Express Video Card", "PNY"),
+                m("CAM", "Casio Exilim EX-ZS5 14 MP Digital Camera Silver", "Casio"),
+                m("BOX", "Smead Folders Letter Manila 25 Box", "Smead"))
+    # 1024MB is the master's 1 GB; 520 is inside its GT520
+    _sc, ev = evidence(idx, "PNY GeForce GT 520 1024MB PCIe Graphics Card", "PNY")
+    assert "numbers_differ" not in ev
+    # 14.1MP is sold as 14 MP (the quantities agree); 2.7 is the listing's alone
+    _sc, ev = evidence(idx, "Casio Exilim EX-ZS5 14.1MP Digital Camera Silver 2.7 LCD", "CAM")
+    assert "numbers_differ" not in ev
+    # but 50 and 25 per box are two products
+    _sc, ev = evidence(idx, "Smead Folders Letter Manila 50 Box", "BOX")
+    assert ev["numbers_differ"] == [["50"], ["25"]]
+    # and a number the other's code does not hold still differs
+    idx = index(m("GT", "PNY GeForce GT520 2 GB Video Card 1 Slot", "PNY"))
+    _sc, ev = evidence(idx, "PNY GeForce GT 430 2048MB Graphics Card", "GT")
+    assert ev["numbers_differ"] == [["430", "2048"], ["1", "2"]]
+    _sc, ev = evidence(idx, "PNY GeForce GT 520 2048MB Graphics Card", "GT")
+    assert "numbers_differ" not in ev
