@@ -74,6 +74,7 @@ W_BUNDLE = -0.2          # one title names a bundle (combo), the other none
 W_PRICE_FAR = -0.3       # ten times apart
 W_PRICE_OFF = -0.1       # three times apart
 W_PRICE_CLOSE = 0.05     # within 30%
+W_SPEC_DIFFER = -0.3     # a specification of one family differs (cat5e vs cat6, M-M vs M-F)
 W_TEXT_AGREE = 0.15      # the descriptions share a passage (``text_agrees``)
 TEXT_SHARED = 8          # word triples the descriptions must share at least
 TEXT_SHARE = 0.5         # and that share of the shorter description's triples
@@ -471,6 +472,42 @@ class Features:
     editions: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
     bundle: frozenset[str] = frozenset()
     shingles: frozenset[str] = frozenset()   # of the description (``shingles``)
+    specs: Mapping[str, frozenset[str]] = field(default_factory=dict)  # ``spec_words``
+
+
+# A specification of a family written as one short word ("cat5e", "ddr3", "ps2", "usb3"):
+# the family's letters, then its number
+_SPEC_WORD = re.compile(r"(?<![a-z0-9])([a-z]{2,4})(\d{1,2})[a-z]?(?![a-z0-9])")
+_GENDER = {"male": "m", "female": "f", "males": "m", "females": "f"}
+_NO_SPECS: Mapping[str, frozenset[str]] = {}
+
+
+def spec_words(norm_title: str) -> Mapping[str, frozenset[str]]:
+    """The specifications a normalized title names, by family: short words of letters and
+    a number that are not model codes ("cat6": {"cat": {"6"}}), and the connector genders
+    it names ("male to female": {"gender": {"fm"}})."""
+    found = _SPEC_WORD.findall(norm_title) if _HAS_DIGIT.search(norm_title) else ()
+    if not found and "male" not in norm_title:
+        return _NO_SPECS
+    out: dict[str, set[str]] = {}
+    for fam, num in found:
+        if not _is_code(fam + num):
+            out.setdefault(fam, set()).add(num)
+    if "male" in norm_title:
+        g = "".join(sorted({_GENDER[w] for w in norm_title.split() if w in _GENDER}))
+        if g:
+            out["gender"] = {g}
+    return {k: frozenset(v) for k, v in out.items()} if out else _NO_SPECS
+
+
+def specs_differ(a: Mapping[str, frozenset[str]], b: Mapping[str, frozenset[str]]
+                 ) -> str | None:
+    """A family both name with no number in common (cat5e and cat6, ddr2 and ddr3; a
+    male-to-male cable and a male-to-female one), else None."""
+    for fam in sorted(a.keys() & b.keys()):
+        if not a[fam] & b[fam]:
+            return fam
+    return None
 
 
 def shingles(text: str | None) -> frozenset[str]:
@@ -519,6 +556,7 @@ def listing_features(title: str | None, description: str | None, brand: str | No
     f.accessory = accessory_words(f.title)
     f.editions = editions(toks)
     f.bundle = _BUNDLE.intersection(toks)
+    f.specs = spec_words(f.title)
     return f
 
 
@@ -756,7 +794,7 @@ class MatchIndex:
         mw = self._mwords[i]
         if mw is None:
             mw = self._master_words(i)
-        mtoks, mv, (med, mlic), mbundle, ma = mw
+        mtoks, mv, (med, mlic), mbundle, ma, mspecs = mw
         idf2 = self.idf2
         # fsum: exactly rounded, so the same whatever order the set is walked in
         shared = fsum([idf2[t] for t in f.tokenset & mtoks])
@@ -868,6 +906,12 @@ class MatchIndex:
                 s += W_TEXT_AGREE
                 if ev is not None:
                     ev["descriptions_agree"] = True
+        if f.specs and mspecs:
+            fam = specs_differ(f.specs, mspecs)
+            if fam is not None:
+                s += W_SPEC_DIFFER
+                if ev is not None:
+                    ev["specs_differ"] = [sorted(f.specs[fam]), sorted(mspecs[fam])]
         if bool(f.bundle) != bool(mbundle):
             # a bundle or a combo is not its one part ("keyboard and mouse combo")
             s += W_BUNDLE
@@ -906,7 +950,8 @@ class MatchIndex:
         mt = self.titles[i]
         mtoks = set(mt.split())
         mw = self._mwords[i] = (mtoks, variants(mtoks), editions(mtoks),
-                                _BUNDLE.intersection(mtoks), accessory_words(mt))
+                                _BUNDLE.intersection(mtoks), accessory_words(mt),
+                                spec_words(mt))
         return mw
 
     def _master_numbers(self, i: int) -> tuple[Any, ...]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from auditor.linkbatch import FeatureReader
 from auditor.matching import (MatchIndex, brand_core, brand_span, listing_features, shingles,
-                              text_agrees)
+                              spec_words, specs_differ, text_agrees)
 from auditor.model import Money
 from tests.checks_factory import master
 
@@ -107,3 +107,27 @@ def test_numbers_shown_in_another_form_do_not_differ():
     assert ev["numbers_differ"] == [["430", "2048"], ["1", "2"]]
     _sc, ev = evidence(idx, "PNY GeForce GT 520 2048MB Graphics Card", "GT")
     assert "numbers_differ" not in ev
+
+
+def test_specifications_of_one_family_differ():
+    assert spec_words("v7 cat6 snagless patch cable") == {"cat": {"6"}}
+    assert spec_words("cat5e patch cable male to female") == {"cat": {"5"}, "gender": {"fm"}}
+    assert spec_words("plain title") == {}
+    # a model code is not a specification; a letter after the number is not compared
+    assert "dmc" not in spec_words("panasonic dmc ts3s") and \
+        specs_differ(spec_words("dmc ts3s"), spec_words("dmc ts3")) is None
+    idx = index(m("C5", "V7 CAT5e Snagless Patch Cable Red 5 Feet", "V7"),
+                m("C6", "V7 CAT6 Snagless Patch Cable Red 5 Feet", "V7"),
+                m("MF", "V7 DVI Extension Cable Male to Female 10 Feet", "V7"),
+                m("MM", "V7 DVI-D Cable Male to Male 10 Feet Black", "V7"))
+    _sc, ev = evidence(idx, "V7 CAT6 Snagless Cable Red 5 ft", "C5")
+    assert ev["specs_differ"] == [["6"], ["5"]]
+    _sc, ev = evidence(idx, "V7 CAT6 Snagless Cable Red 5 ft", "C6")
+    assert "specs_differ" not in ev
+    _sc, ev = evidence(idx, "V7 10 DVI Male to Male Cable", "MF")
+    assert ev["specs_differ"] == [["m"], ["fm"]]
+    f = listing_features("V7 10 DVI Male to Male Cable", None, "V7", None)
+    assert idx.skus[idx.rank(f)[0][1]] == "MM"
+    # one side naming no gender (or no family) is not evidence
+    _sc, ev = evidence(idx, "V7 DVI Extension Cable 10 Feet", "MF")
+    assert "specs_differ" not in ev
