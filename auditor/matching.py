@@ -52,6 +52,7 @@ BLOCK_BUDGET = 400      # postings counted per listing, at most
 MAX_CANDIDATES = 12      # candidates compared by title words per listing
 FULL_SCORES = 5          # of which the closest are scored on all the evidence
 PREFIX_HITS = 8          # masters found through one code's prefix match
+CODE_DF = 20             # masters sharing a code read from two words, at most, for it to find them
 CODE_FOUND = 10          # what ``_found`` counts for a shared model code (or more: the title)
 KEEP = 6                 # best candidates kept per listing for the assignment
 TIED_KEEP = 64           # masters tied for the last candidate place kept for the brand
@@ -753,8 +754,12 @@ class MatchIndex:
             for i in self._code_hits(c)[:MAX_DF]:
                 found[i] += 10
         for c in sorted(f.joined):
-            for i in self.code_post.get(c, ())[:MAX_DF]:
-                found[i] += 10
+            hits = self.code_post.get(c, ())
+            # two words read as one code that many masters show ("usb 2.0") are a
+            # specification, not a model: they find nothing in particular
+            if len(hits) <= CODE_DF:
+                for i in hits:
+                    found[i] += 10
         for c in sorted(f.description_codes)[:4]:
             for i in self.code_post.get(c, ())[:PREFIX_HITS]:
                 found[i] += 5

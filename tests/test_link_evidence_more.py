@@ -131,3 +131,25 @@ def test_specifications_of_one_family_differ():
     # one side naming no gender (or no family) is not evidence
     _sc, ev = evidence(idx, "V7 DVI Extension Cable 10 Feet", "MF")
     assert "specs_differ" not in ev
+
+
+def test_a_code_many_masters_show_finds_nothing_in_particular():
+    from auditor import matching
+
+    # 30 masters say "USB 2.0" (read as the code usb20 from two words); the listing's
+    # product shares only its rare words with the right one
+    fillers = [m(f"F{k:02d}", f"Generic USB 2.0 Hub Model {k} Port Black", "Acme")
+               for k in range(matching.CODE_DF + 10)]
+    right = m("MODEM", "USRobotics USR5637 56K USB FaxModem", "USRobotics")
+    idx = index(*fillers, right)
+    f = listing_features("USRobotics 56K USB 2.0 External Modem", None, "USRobotics", None)
+    idx.prepare(f)
+    assert "usb20" in f.joined and len(idx.code_post.get("usb20", ())) > matching.CODE_DF
+    found = [i for _c, i in idx._found(f)]
+    assert idx.position["MODEM"] == found[0]
+    # a code a few masters share still finds them first
+    few = index(*fillers[:3], right)
+    f = listing_features("Generic USB 2.0 Adapter", None, None, None)
+    few.prepare(f)
+    assert {few.skus[i] for c, i in few._found(f) if c >= matching.CODE_FOUND} == \
+        {"F00", "F01", "F02"}
