@@ -18,8 +18,9 @@ Three steps, each bounded per listing:
    or another brand (also a brand named in the listing's title), quantities of one kind
    that differ (500 GB vs 1 TB), sizes that differ (60 x 60 vs 60 x 80), plain numbers
    that differ (2007 vs 2008), colours, platforms, editions or licences that differ
-   (deluxe vs premium, an upgrade), a bundle or an accessory on one side only, a price
-   ten times off (against) or close (for).
+   (deluxe vs premium, an upgrade), specifications of one family that differ (cat5e vs
+   cat6, male-to-male vs male-to-female), a bundle or an accessory on one side only,
+   descriptions sharing a passage (for), a price ten times off (against) or close (for).
    Each piece of evidence is kept, so a person can see why.
 
 The channel-wide one-to-one assignment and the link states are in ``assign``.
