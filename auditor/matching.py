@@ -475,6 +475,7 @@ class Features:
     bundle: frozenset[str] = frozenset()
     shingles: frozenset[str] = frozenset()   # of the description (``shingles``)
     specs: Mapping[str, frozenset[str]] = field(default_factory=dict)  # ``spec_words``
+    core: str = ""                   # the title without its bracketed parts (``core_title``)
 
 
 # A specification of a family written as one short word ("cat5e", "ddr3", "ps2", "usb3"):
@@ -510,6 +511,18 @@ def specs_differ(a: Mapping[str, frozenset[str]], b: Mapping[str, frozenset[str]
         if not a[fam] & b[fam]:
             return fam
     return None
+
+
+_BRACKETED = re.compile(r"\([^()]*\)|\[[^\[\]]*\]")
+
+
+def core_title(title: str | None) -> str:
+    """A title without its bracketed parts ("(jewel case)", "(win 98 me 2000 xp)",
+    "[mac]": packaging and platforms a shop adds in brackets), normalized; "" when it has
+    none, or nothing else."""
+    if not title or ("(" not in title and "[" not in title):
+        return ""
+    return normalize_title(_BRACKETED.sub(" ", title[:MAX_TEXT]))
 
 
 def shingles(text: str | None) -> frozenset[str]:
@@ -559,6 +572,7 @@ def listing_features(title: str | None, description: str | None, brand: str | No
     f.editions = editions(toks)
     f.bundle = _BUNDLE.intersection(toks)
     f.specs = spec_words(f.title)
+    f.core = core_title(title)
     return f
 
 
@@ -800,7 +814,7 @@ class MatchIndex:
         mw = self._mwords[i]
         if mw is None:
             mw = self._master_words(i)
-        mtoks, mv, (med, mlic), mbundle, ma, mspecs = mw
+        mtoks, mv, (med, mlic), mbundle, ma, mspecs, mcore = mw
         idf2 = self.idf2
         # fsum: exactly rounded, so the same whatever order the set is walked in
         shared = fsum([idf2[t] for t in f.tokenset & mtoks])
@@ -820,6 +834,9 @@ class MatchIndex:
         # character-level similarity catches joined or split words ("studiodvd")
         if cos < 0.9:
             char = fuzz.token_set_ratio(title, mt) / 100.0
+            if char < 1.0 and (mcore or f.core):
+                # the titles without what they add in brackets ("(jewel case)", "(pc/mac)")
+                char = max(char, fuzz.token_set_ratio(f.core or title, mcore or mt) / 100.0)
             sim = max(cos, CHAR_WEIGHT * char) if cos < char else cos
         else:
             sim = cos
@@ -957,7 +974,8 @@ class MatchIndex:
         mtoks = set(mt.split())
         mw = self._mwords[i] = (mtoks, variants(mtoks), editions(mtoks),
                                 _BUNDLE.intersection(mtoks), accessory_words(mt),
-                                spec_words(mt))
+                                spec_words(mt),
+                                core_title(self._master[self.skus[i]].title))
         return mw
 
     def _master_numbers(self, i: int) -> tuple[Any, ...]:
@@ -1101,7 +1119,7 @@ class MatchIndex:
                 (frozenset(f.codes) if f.codes else None,
                  frozenset(f.joined) if f.joined else None,
                  frozenset(f.description_codes) if f.description_codes else None,
-                 f.shingles or None,
+                 f.shingles or None, f.core or None,
                  frozenset((k, v) for k, vs in f.qty.items() for v in vs) if f.qty else None,
                  frozenset(f.nums) if f.nums else None))
 

@@ -4,8 +4,8 @@ with a case where it must fire and one where it must not."""
 from __future__ import annotations
 
 from auditor.linkbatch import FeatureReader
-from auditor.matching import (MatchIndex, brand_core, brand_span, listing_features, shingles,
-                              spec_words, specs_differ, text_agrees)
+from auditor.matching import (MatchIndex, brand_core, brand_span, core_title, listing_features,
+                              shingles, spec_words, specs_differ, text_agrees)
 from auditor.model import Money
 from tests.checks_factory import master
 
@@ -153,3 +153,23 @@ def test_a_code_many_masters_show_finds_nothing_in_particular():
     few.prepare(f)
     assert {few.skus[i] for c, i in few._found(f) if c >= matching.CODE_FOUND} == \
         {"F00", "F01", "F02"}
+
+
+def test_titles_compared_without_their_bracketed_parts():
+    assert core_title("Typing Instructor Deluxe (Jewel Case)") == "typing instructor deluxe"
+    assert core_title("the universe (win/mac) [older version]") == "the universe"
+    assert core_title("no brackets here") == "" and core_title(None) == ""
+    idx = index(m("TID", "Typing Instructor Deluxe (Jewel Case)", "Individual Software"),
+                m("UNI", "The Universe (Win/Mac) (Jewel Case)", "Fogware Publishing"))
+    sc, ev = evidence(idx, "individual software inc typing instructor deluxe j/c", "TID")
+    sc0 = MatchIndex({"TID": m("TID", "Typing Instructor Deluxe Jewel Case",
+                               "Individual Software")}).score(listing_features(
+        "individual software inc typing instructor deluxe j/c", None, None, None), 0)[0]
+    assert ev["title"] == 0.85 and sc > sc0
+    _sc, ev = evidence(idx, "elementary school space - the universe (pc/mac) fogware", "UNI")
+    assert ev["title"] == 0.85
+    # what is left must still be in the other title: another product is not lifted
+    _sc, ev = evidence(idx, "elementary school space - the solar system (pc/mac)", "UNI")
+    assert ev["title"] < 0.7
+    f = FeatureReader()("the universe (pc/mac)", None, None, None, None)
+    assert f.core == "the universe"
