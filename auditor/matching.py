@@ -29,7 +29,9 @@ The channel-wide one-to-one assignment and the link states are in ``assign``.
 from __future__ import annotations
 
 import math
+from hashlib import blake2b
 from math import fsum
+from zlib import crc32
 from array import array
 import re
 from bisect import bisect_left
@@ -80,6 +82,7 @@ W_SPEC_DIFFER = -0.3     # a specification of one family differs (cat5e vs cat6,
 W_TEXT_AGREE = 0.15      # the descriptions share a passage (``text_agrees``)
 TEXT_SHARED = 8          # word triples the descriptions must share at least
 TEXT_SHARE = 0.5         # and that share of the shorter description's triples
+TEXT_CACHE = 2_048       # masters whose description triples are kept (bounded memory)
 
 _COUNT = itemgetter(1)
 _FIRST = itemgetter(0)
@@ -473,7 +476,8 @@ class Features:
     sizes: frozenset[tuple[float, float]] = frozenset()
     editions: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
     bundle: frozenset[str] = frozenset()
-    shingles: frozenset[str] = frozenset()   # of the description (``shingles``)
+    shingles: frozenset[int] = frozenset()   # of the description (``shingles``)
+    text_key: bytes = b""            # a digest of the description (``shingles``)
     specs: Mapping[str, frozenset[str]] = field(default_factory=dict)  # ``spec_words``
     core: str = ""                   # the title without its bracketed parts (``core_title``)
 
@@ -525,16 +529,25 @@ def core_title(title: str | None) -> str:
     return normalize_title(_BRACKETED.sub(" ", title[:MAX_TEXT]))
 
 
-def shingles(text: str | None) -> frozenset[str]:
-    """The word triples of a text's first ``MAX_TEXT`` characters (normalized words):
-    what two descriptions copied from one source share."""
+def shingles(text: str | None) -> frozenset[int]:
+    """The word triples of a text's first ``MAX_TEXT`` characters (normalized words), each
+    as its CRC-32 (a few bytes, the same in every process): what two descriptions copied
+    from one source share."""
     if not text:
         return frozenset()
     w = normalize_title(text[:MAX_TEXT]).split()
-    return frozenset(" ".join(w[k:k + 3]) for k in range(len(w) - 2))
+    return frozenset(crc32(" ".join(w[k:k + 3]).encode()) for k in range(len(w) - 2))
 
 
-def text_agrees(a: frozenset[str], b: frozenset[str]) -> bool:
+def text_key(text: str | None) -> bytes:
+    """A 16-byte digest of what ``shingles`` reads of a text (b"" for none): what the
+    title evidence cache is keyed by, in place of the triples themselves."""
+    if not text:
+        return b""
+    return blake2b(text[:MAX_TEXT].encode("utf-8", "replace"), digest_size=16).digest()
+
+
+def text_agrees(a: frozenset[int], b: frozenset[int]) -> bool:
     """Whether two descriptions' word triples (``shingles``) show a shared passage: at
     least ``TEXT_SHARED`` triples, and ``TEXT_SHARE`` of the shorter one's (a template
     such as "dimensions: ...; shipping weight: ..." shares a few triples, never enough)."""
@@ -557,6 +570,7 @@ def listing_features(title: str | None, description: str | None, brand: str | No
         d1, _ = codes(description)
         f.description_codes = d1 - one
         f.shingles = shingles(description)
+        f.text_key = text_key(description)
     if not toks:
         f.reason = "empty title" if not title.strip() else "title has no words"
     if one or two or _HAS_DIGIT.search(f.title) is not None \
@@ -655,7 +669,9 @@ class MatchIndex:
         # ``_master_numbers``): filled in as masters become candidates
         self._mwords: list[tuple[Any, ...] | None] = [None] * len(self.skus)
         self._mnums: list[tuple[Any, ...] | None] = [None] * len(self.skus)
-        self._mtext: dict[int, frozenset[str]] = {}  # ``shingles`` of masters' descriptions
+        # ``shingles`` of the last masters' descriptions read (at most TEXT_CACHE: listings
+        # come in title order, their candidates repeat)
+        self._mtext: dict[int, frozenset[int]] = {}
         # (``brand_scores``) whether two brands agree by their names alone, and each
         # master's title head (``_head``) without spaces, as they are needed
         self._brand_pairs: dict[tuple[str, str], bool] = {}
@@ -922,6 +938,8 @@ class MatchIndex:
         if f.shingles:
             mt_ = self._mtext.get(i)
             if mt_ is None:
+                if len(self._mtext) >= TEXT_CACHE:
+                    self._mtext.clear()
                 mt_ = self._mtext[i] = shingles(self._master[self.skus[i]].description)
             if text_agrees(f.shingles, mt_):
                 # the listing's description repeats the master's (both copied from the
@@ -1119,7 +1137,7 @@ class MatchIndex:
                 (frozenset(f.codes) if f.codes else None,
                  frozenset(f.joined) if f.joined else None,
                  frozenset(f.description_codes) if f.description_codes else None,
-                 f.shingles or None, f.core or None,
+                 f.text_key or None, f.core or None,
                  frozenset((k, v) for k, vs in f.qty.items() for v in vs) if f.qty else None,
                  frozenset(f.nums) if f.nums else None))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from auditor.linkbatch import FeatureReader
 from auditor.matching import (MatchIndex, brand_core, brand_span, core_title, listing_features,
-                              shingles, spec_words, specs_differ, text_agrees)
+                              shingles, spec_words, specs_differ, text_agrees, text_key)
 from auditor.model import Money
 from tests.checks_factory import master
 
@@ -31,7 +31,7 @@ MAKER_TEXT = ("from brain activity to muscular movement, circulatory functions a
 
 def test_descriptions_sharing_a_passage_agree():
     a = shingles(MAKER_TEXT)
-    assert "the human body" in a
+    assert len(a) == len(MAKER_TEXT.split()) - 2 and a >= shingles("The Human Body, takes")
     # the listing repeats most of the master's text, cut and with other punctuation
     b = shingles("From brain activity to muscular movement circulatory functions and the "
                  "senses - Topics Presents The Human Body takes you on a guided tour of the "
@@ -67,7 +67,9 @@ def test_description_agreement_is_evidence_and_ranks_the_copied_one_first():
 
 def test_feature_reader_reads_the_description_passage():
     f = FeatureReader()("The Human Body", MAKER_TEXT, "Topics", 10.0, None)
-    assert f.shingles == listing_features("The Human Body", MAKER_TEXT, "Topics", 10.0).shingles
+    g = listing_features("The Human Body", MAKER_TEXT, "Topics", 10.0)
+    assert f.shingles == g.shingles and f.text_key == g.text_key == text_key(MAKER_TEXT)
+    assert len(f.text_key) == 16 and text_key(MAKER_TEXT + "!") != f.text_key
     assert FeatureReader()("The Human Body", None, None, None, None).shingles == frozenset()
 
 
