@@ -415,6 +415,16 @@ def brand_core(brand: str) -> str:
             return core
 
 
+def _cores_agree(a: str, b: str) -> bool:
+    """Whether two brands (folded) name one maker once the company words they end with are
+    taken off (``brand_core``): "Sony Media" and "Sony Creative Software" ("sony" in
+    "sonycreative"); at least four letters."""
+    ca, cb = brand_core(a), brand_core(b)
+    if (ca == a and cb == b) or len(ca) < 4 or len(cb) < 4:
+        return False
+    return ca in cb or cb in ca
+
+
 def brand_span(tokens: Sequence[str], brand: str) -> frozenset[str]:
     """The words of a title that spell a brand (folded as ``norm_brand`` folds it:
     "fogware publishing" for "fogwarepublishing"), at most four words, else none. A
@@ -1028,6 +1038,7 @@ class MatchIndex:
         lb, mb = f.brand, self.brands[i]
         if lb and mb:
             if lb == mb or (len(lb) >= 3 and len(mb) >= 3 and (lb in mb or mb in lb)) \
+                    or _cores_agree(lb, mb) \
                     or len(lb) >= 4 and lb in self._head_joined(i):
                 s += W_BRAND_AGREE
                 if ev is not None:
@@ -1078,7 +1089,8 @@ class MatchIndex:
                 continue
             v = pairs.get((lb, mb))
             if v is None:
-                v = pairs[(lb, mb)] = len(lb) >= 3 and len(mb) >= 3 and (lb in mb or mb in lb)
+                v = pairs[(lb, mb)] = len(lb) >= 3 and len(mb) >= 3 and (
+                    lb in mb or mb in lb) or _cores_agree(lb, mb)
             if not v and len(lb) >= 4:
                 h = heads[i]
                 v = lb in (h if h is not None else self._head_joined(i))

@@ -175,3 +175,19 @@ def test_titles_compared_without_their_bracketed_parts():
     assert ev["title"] < 0.7
     f = FeatureReader()("the universe (pc/mac)", None, None, None, None)
     assert f.core == "the universe"
+
+
+def test_brands_agree_without_their_company_words():
+    idx = index(m("VEG", "Vegas Movie Studio+DVD 8 Platinum", "Sony Media", 129.95),
+                m("OTH", "Vegas Movie Studio+DVD 8 Platinum", "Sonic Foundry", 129.95))
+    _sc, ev = evidence(idx, "vegas movie studio+dvd 8 platinum", "VEG",
+                       brand="Sony Creative Software")
+    assert ev["brand"] == "same"
+    _sc, ev = evidence(idx, "vegas movie studio+dvd 8 platinum", "OTH",
+                       brand="Sony Creative Software")
+    assert ev["brand"] == "differs"
+    # the batch path (a memo per pair of brands) agrees
+    f = listing_features("vegas movie studio+dvd 8 platinum", None, "Sony Creative Software",
+                         None)
+    idx.prepare(f)
+    assert idx.brand_scores(f, [idx.position["VEG"], idx.position["OTH"]]) == [0.05, -0.25]
