@@ -565,6 +565,12 @@ class Ranks(Sequence[tuple[str | None, Ranked]]):
     def __len__(self) -> int:
         return len(self.flat[0])
 
+    def close(self) -> None:
+        """End the forked processes still waiting to explain their parts (``rank_all``)."""
+        helpers, self.helpers = self.helpers, []
+        for h in helpers:
+            h.close(kill=True)
+
     def ranked(self, p: int) -> Ranked:
         """Listing ``p``'s ranked candidates."""
         s, c = int(self.starts[p]), int(self.flat[0][p])

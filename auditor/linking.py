@@ -16,6 +16,7 @@ with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 from array import array
@@ -546,8 +547,9 @@ class LinkSession:
         pos = idx.position
         taken = [pos[s] for s in self.taken if s in pos]
         pending, self.pending = self.pending, []
-        with collector_paused():
+        with collector_paused(), contextlib.ExitStack() as done:
             ranks = rank_all(idx, pending, self.rejected, lk.workers)
+            done.callback(ranks.close)  # (its forked processes, if a step below fails)
             got = greedy(ranks.flat, lk.suggest_score, taken, [li.key for li in pending])
             dec = decide_flat(ranks.flat, got, lk.link_score, lk.suggest_score, lk.margin)
             twins_flat(idx, ranks, dec, lk.link_score, pending)

@@ -344,6 +344,21 @@ def test_parts_hold_about_equal_work_and_are_cut_between_titles():
     assert linkbatch._parts(list(range(4)), 2, ["x"] * 4) == [[0, 1, 2, 3]]
 
 
+def test_ranks_close_ends_the_forked_processes_waiting_to_explain(monkeypatch):
+    """Rankings whose evidence is never asked for (a later step failed): ``Ranks.close``
+    ends the forked processes waiting for it; the rankings are those of one process."""
+    master, listings = world(300, 800)
+    idx = MatchIndex(master)
+    monkeypatch.setattr(linkbatch, "POOL_MIN", 100)
+    ranks = linkbatch.rank_all(idx, listings, {}, 2)
+    helpers = list(ranks.helpers)
+    assert helpers and all(h._proc.is_alive() for h in helpers)
+    ranks.close()
+    assert ranks.helpers == [] and not any(h._proc.is_alive() for h in helpers)
+    one = linkbatch.rank_all(idx, listings, {}, 1)
+    assert [r for r in ranks] == [r for r in one] and one.helpers == []
+
+
 def test_new_link_makes_the_link_link_makes():
     a = linkbatch.new_link("c", "k", "S1", LinkMethod.FUZZY, 0.9, ("S2",), None, {"title": 1.0})
     b = Link("c", "k", "S1", LinkMethod.FUZZY, 0.9, ("S2",), None, {"title": 1.0})
