@@ -88,6 +88,11 @@ CREATE OR REPLACE TRIGGER auditor_job_ended AFTER UPDATE OF status OR DELETE
     ON procrastinate_jobs FOR EACH ROW EXECUTE FUNCTION auditor_job_ended();
 """
 
+# Storage parameters of the run-scoped tables (``dist_staged``, ``dist_packs``): no
+# autovacuum or autoanalyze triggered by their inserts, on the table or its TOAST table.
+_NO_INSERT_VACUUM = ("autovacuum_vacuum_insert_threshold = -1,"
+                     " toast.autovacuum_vacuum_insert_threshold = -1,"
+                     " autovacuum_analyze_threshold = 2000000000")
 LOCK_SCHEMA = 0x61756400  # advisory lock class of the job tables' creation
 LOCK_COORDINATOR = 0x61756401  # (class, run id): held by a run's coordinator while it runs
 CHUNK = 5_000  # listings per staged row
@@ -186,6 +191,12 @@ class RunJobs:
                 if row and row[1] != "e":
                     self.conn.execute(f"ALTER TABLE {table} ALTER COLUMN data SET STORAGE"
                                       " EXTERNAL")
+                # Their rows are written once, read once and dropped at the run's end
+                # (``end_run``: a TRUNCATE): no vacuum after inserts (it would read
+                # hundreds of MB of TOAST for nothing while the workers need the cores),
+                # no statistics beyond the first (they are read by primary key only).
+                # A vacuum after deletes (an interrupted run's) stays as configured.
+                self.conn.execute(f"ALTER TABLE {table} SET ({_NO_INSERT_VACUUM})")
 
     def ensure_notify(self) -> None:
         """A trigger on procrastinate's job table: every job that ends (a terminal status,
@@ -281,10 +292,24 @@ class RunJobs:
             time.sleep(poll)
 
     def end_run(self, run_id: int, status: str) -> None:
-        """The run is over: its staged listings go; jobs still queued for it do nothing."""
+        """The run is over: its staged listings and packs go; jobs still queued for it do
+        nothing. When no other run is running (the usual case: one run holds the store's
+        run lock), the two tables are truncated, which leaves no dead rows for a vacuum
+        to read; when a job still holds them (an interrupted run's) or another run
+        has rows there, only this run's rows are deleted."""
         with self.conn.transaction():
             self.conn.execute("UPDATE dist_runs SET status=%s WHERE run_id=%s",
                               (status, run_id))
+            row = self.conn.execute("SELECT NOT EXISTS (SELECT 1 FROM dist_runs WHERE"
+                                    " status='running')").fetchone()
+            if row and row[0]:
+                try:
+                    with self.conn.transaction():  # (a savepoint)
+                        self.conn.execute("SET LOCAL lock_timeout = '2s'")
+                        self.conn.execute("TRUNCATE dist_staged, dist_packs")
+                    return
+                except psycopg.errors.LockNotAvailable:
+                    pass
             self.conn.execute("DELETE FROM dist_staged WHERE run_id=%s", (run_id,))
             self.conn.execute("DELETE FROM dist_packs WHERE run_id=%s", (run_id,))
 
