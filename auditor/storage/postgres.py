@@ -1083,7 +1083,10 @@ class PostgresStore:
                     if row[7]:
                         ours.add(row[0])
             events: list[tuple] = []
-            obs, obs_new, inserts, updates = [], [], [], []
+            obs: list[tuple] = []
+            obs_new: list[tuple] = []
+            inserts: list[tuple] = []
+            updates: list[tuple] = []
             for f in observed:
                 if f.outcome == Outcome.PASSED:
                     continue
