@@ -1109,7 +1109,7 @@ def _store_indexes(url: str, run_id: int, master: Mapping[str, MasterRecord],
     try:
         with RunJobs(url) as jobs:
             try:
-                linker.prepare(background=True)  # key indexes beside the title index
+                linker.prepare()
                 t1 = time.perf_counter()
                 data = masterpack.dumps(masterpack.indexes(linker, first), master)
                 t2 = time.perf_counter()
