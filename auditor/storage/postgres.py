@@ -265,6 +265,13 @@ CREATE INDEX finding_events_episode ON finding_events (fingerprint, id)
 
 MIGRATIONS: list[str] = [_M1, _M2, _M3]
 SCHEMA_VERSION = len(MIGRATIONS)
+# Columns of the partitioned tables that no query filters, joins or sorts on: their
+# partitions collect no statistics for them (SET STATISTICS 0). ANALYZE (autovacuum's,
+# as a first audit fills a channel's partitions) otherwise sorts a sample of each
+# column under the database's collation: the listings' JSON bodies were most of its CPU.
+_NO_STATISTICS = {"listings": ("data", "link_candidates"),
+                  "listing_versions": ("data",),
+                  "findings": ("expected", "actual", "message", "details")}
 # Tables partitioned by channel (a partition per channel, made on first use).
 PARTITIONED = ("listings", "listing_versions", "findings", "finding_events",
                "finding_observations")
@@ -515,6 +522,9 @@ class PostgresStore:
                     c.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR "
                                       "VALUES IN ({})").format(
                         sql.Identifier(name), sql.Identifier(table), sql.Literal(channel)))
+                    for col in _NO_STATISTICS.get(table, ()):
+                        c.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET STATISTICS 0"
+                                          ).format(sql.Identifier(name), sql.Identifier(col)))
         self._channels.add(channel)
 
     def _stage(self, name: str, table: str, cols: Sequence[str]) -> str:
