@@ -183,7 +183,8 @@ class RunJobs:
             # earlier versions are changed once.
             for table in ("dist_staged", "dist_packs"):
                 row = self.conn.execute(
-                    "SELECT c.relpersistence, a.attstorage FROM pg_class c JOIN pg_attribute a"
+                    "SELECT c.relpersistence, a.attstorage, coalesce(c.reloptions, '{}')"
+                    " FROM pg_class c JOIN pg_attribute a"
                     " ON a.attrelid = c.oid AND a.attname = 'data'"
                     " WHERE c.oid = %s::regclass", (table,)).fetchone()
                 if row and row[0] != "u":
@@ -196,7 +197,18 @@ class RunJobs:
                 # hundreds of MB of TOAST for nothing while the workers need the cores),
                 # no statistics beyond the first (they are read by primary key only).
                 # A vacuum after deletes (an interrupted run's) stays as configured.
-                self.conn.execute(f"ALTER TABLE {table} SET ({_NO_INSERT_VACUUM})")
+                if row and "autovacuum_vacuum_insert_threshold=-1" not in row[2]:
+                    self.conn.execute(f"ALTER TABLE {table} SET ({_NO_INSERT_VACUUM})")
+            # A channel's read outcome (sets of SKUs, the keys it no longer saw: MBs) is read
+            # by each of its shard jobs: stored uncompressed, pglz neither compresses it on
+            # the way in nor decompresses it for every reader.
+            for table, col in (("dist_channels", "read"), ("dist_channels", "summary")):
+                row = self.conn.execute(
+                    "SELECT attstorage FROM pg_attribute WHERE attrelid = %s::regclass AND"
+                    " attname = %s", (table, col)).fetchone()
+                if row and row[0] != "e":
+                    self.conn.execute(f"ALTER TABLE {table} ALTER COLUMN {col} SET STORAGE"
+                                      " EXTERNAL")
 
     def ensure_notify(self) -> None:
         """A trigger on procrastinate's job table: every job that ends (a terminal status,
