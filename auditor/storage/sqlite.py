@@ -1554,7 +1554,8 @@ class SQLiteStore:
                 "WHERE status='failed'", (now.isoformat(),)).rowcount
 
     # ----------------------------------------------------------------- alerts: propagation
-    def sync_propagation(self, checks_by_field: Mapping[str, Sequence[str]]) -> dict[str, int]:
+    def sync_propagation(self, checks_by_field: Mapping[str, Sequence[str]],
+                         channels: Sequence[str] | None = None) -> dict[str, int]:
         """Record the propagation of master changes to channels.
 
         Every master change (of a field some check compares: ``checks_by_field``) gets a
@@ -1562,53 +1563,67 @@ class SQLiteStore:
         complete read of the channel, in or after the run that imported the change, in
         which that check had nothing against the SKU. Latency = that read's end minus the
         change time. Idempotent, and each run is looked at once per row: call it after
-        every run.
+        every run. ``channels``: only these channels' rows (a channel's run calls it for
+        its own channel as soon as its findings are written, so that the call after the
+        run finds that work done); the rows are the same either way.
         """
         c = self.db.conn
-        pairs = [(f, chk) for f, checks in checks_by_field.items() for chk in checks]
-        if not pairs:
+        checks: dict[str, list[str]] = {}
+        for f, chks in checks_by_field.items():
+            for chk in chks:
+                if chk not in checks.setdefault(f, []):
+                    checks[f].append(chk)
+        if not any(checks.values()):
             return {"added": 0, "caught_up": 0}
         with c:
-            row = c.execute("SELECT value FROM alert_cursors WHERE name='master_changes'"
-                            ).fetchone()
-            cursor = int(row[0]) if row else 0
+            done = _propagation_cursors(c.execute(
+                "SELECT name, value FROM alert_cursors WHERE name = 'master_changes'"
+                " OR substr(name, 1, 15) = 'master_changes:'"))
             top = c.execute("SELECT max(id) FROM master_changes").fetchone()[0] or 0
-            # The rows of the changes since the cursor are worked out here and written once,
-            # already caught up where they are (a first audit of a large master adds
-            # millions, nearly all caught up by the run that imported them: inserting them
-            # pending and updating each again cost twice the writes).
+            listed = _distinct_first(c, "listings", "channel")
+            names = sorted(set(channels)) if channels is not None else listed
+            # Changes already turned into rows, per channel: the channel's own cursor (set
+            # by a sync of that channel alone) or the cursor of every channel.
+            since = {ch: max(done.get(None, 0), done.get(ch, 0)) for ch in names}
+            behind = [ch for ch in names if since[ch] < top and ch in set(listed)]
             new: list[tuple] = []
-            if top > cursor:
-                have = set(c.execute("SELECT change_id, channel, check_name FROM propagation"
-                                     " WHERE change_id > ? AND change_id <= ?", (cursor, top)))
+            if behind:
+                low = min(since[ch] for ch in behind)
                 changes = c.execute(
                     "SELECT id, sku, field, changed_at, snapshot_id FROM master_changes"
-                    " WHERE id > ? AND id <= ? ORDER BY id", (cursor, top)).fetchall()
-                checks: dict[str, list[str]] = {}
-                for f, chk in pairs:
-                    checks.setdefault(f, []).append(chk)
+                    " WHERE id > ? AND id <= ? ORDER BY id", (low, top)).fetchall()
                 changed = {r[1] for r in changes if r[2] in checks}
-                # The channels listing each changed SKU now: one pass over the listings in
-                # table order (joined in SQL, every listing was looked up in the changes'
-                # index once per field: minutes at a million SKUs).
-                channels: dict[str, list[str]] = {}
-                for ch, sku in c.execute(
-                        "SELECT channel, master_sku FROM listings NOT INDEXED"
-                        " WHERE master_sku IS NOT NULL AND removed_run IS NULL"):
-                    if sku in changed:
-                        held = channels.setdefault(sku, [])
-                        if ch not in held:
-                            held.append(ch)
+                # The SKUs each channel lists now, in one pass over its listings (joined in
+                # SQL, every listing was looked up in the changes' index once per field).
+                on: dict[str, set[str]] = {}
+                for ch in behind:
+                    on[ch] = {sku for (sku,) in c.execute(
+                        "SELECT master_sku FROM listings WHERE channel = ? AND master_sku IS"
+                        " NOT NULL AND removed_run IS NULL", (ch,)) if sku in changed}
+                have = set()
+                for ch in behind:
+                    have.update(c.execute(
+                        "SELECT change_id, channel, check_name FROM propagation WHERE"
+                        " change_id > ? AND change_id <= ? AND channel = ?",
+                        (since[ch], top, ch)))
                 for cid, sku, fld, at, snap in changes:
-                    for ch in sorted(channels.get(sku, ())):
-                        for chk in checks.get(fld, ()):
-                            if (cid, ch, chk) not in have:
-                                new.append((cid, ch, sku, fld, chk, at, snap))
-                keys = {(r[0], r[1], r[4]): r for r in reversed(new)}  # the first of a key
-                if len(keys) < len(new):
-                    new = [r for r in new if keys.get((r[0], r[1], r[4])) is r]
+                    chks = checks.get(fld)
+                    if not chks:
+                        continue
+                    for ch in behind:
+                        if cid > since[ch] and sku in on[ch]:
+                            for chk in chks:
+                                if not have or (cid, ch, chk) not in have:
+                                    new.append((cid, ch, sku, fld, chk, at, snap))
+            if channels is None:
+                c.execute("DELETE FROM alert_cursors WHERE substr(name, 1, 15) ="
+                          " 'master_changes:'")
                 c.execute("INSERT OR REPLACE INTO alert_cursors (name, value) VALUES "
                           "('master_changes', ?)", (str(top),))
+            else:
+                c.executemany("INSERT OR REPLACE INTO alert_cursors (name, value) VALUES"
+                              " (?, ?)", [(f"master_changes:{ch}", str(top)) for ch in names
+                                          if since[ch] < top])
             first_runs = dict(c.execute("SELECT master_snapshot_id, min(id) FROM runs WHERE "
                                         "master_snapshot_id IS NOT NULL GROUP BY master_snapshot_id"))
             snaps = sorted(first_runs)
@@ -1617,24 +1632,33 @@ class SQLiteStore:
                 suffix_min.append(min(first_runs[snap_id], suffix_min[-1]) if suffix_min
                                   else first_runs[snap_id])
             suffix_min.reverse()
+            first_of = dict(zip(snaps, suffix_min, strict=True))
+
+            def first_run(snap: int) -> int | None:
+                got = first_of.get(snap)
+                if got is None:
+                    i = bisect.bisect_left(snaps, snap)
+                    got = first_of[snap] = suffix_min[i] if i < len(snaps) else None
+                return got
+
             # [id (None: a new row, at ``place`` in ``new``), sku, check, changed_at, first
             # run to look at, place]
             pending: dict[str, list[list]] = {}
-            for pid, ch, sku, chk, at, snap, checked in c.execute(
-                    "SELECT id, channel, sku, check_name, changed_at, snapshot_id, checked_run "
-                    "FROM propagation WHERE caught_up_at IS NULL"):
-                i = bisect.bisect_left(snaps, snap)
-                if i == len(snaps):
-                    continue
-                first = suffix_min[i]
-                pending.setdefault(ch, []).append([pid, sku, chk, at,
-                                                   max(first, (checked or 0) + 1), None])
+            for ch in (_distinct_first(c, "propagation", "channel") if channels is None
+                       else names):
+                for pid, sku, chk, at, snap, checked in c.execute(
+                        "SELECT id, sku, check_name, changed_at, snapshot_id, checked_run FROM"
+                        " propagation WHERE channel = ? AND caught_up_at IS NULL", (ch,)):
+                    first = first_run(snap)
+                    if first is not None:
+                        pending.setdefault(ch, []).append(
+                            [pid, sku, chk, at, max(first, (checked or 0) + 1), None])
             for place, (_cid, ch, sku, _fld, chk, at, snap) in enumerate(new):
-                i = bisect.bisect_left(snaps, snap)
-                if i < len(snaps):
-                    pending.setdefault(ch, []).append([None, sku, chk, at, suffix_min[i], place])
+                first = first_run(snap)
+                if first is not None:
+                    pending.setdefault(ch, []).append([None, sku, chk, at, first, place])
             outcome: list[tuple] = [(None, None, None, None)] * len(new)
-            done, checked_rows = [], []
+            caught_rows, checked_rows = [], []
             parsed: dict[str, datetime] = {}
 
             def when(text: str) -> datetime:
@@ -1664,7 +1688,7 @@ class SQLiteStore:
                             if r[0] is None:
                                 outcome[r[5]] = (fin, run_id, lat, run_id)
                             else:
-                                done.append((fin, run_id, lat, run_id, r[0]))
+                                caught_rows.append((fin, run_id, lat, run_id, r[0]))
                         else:
                             left.append(r)
                     open_rows = left
@@ -1686,7 +1710,7 @@ class SQLiteStore:
                 [(*r, *o) for r, o in zip(new, outcome, strict=True)])
             added = c.total_changes - before
             c.executemany("UPDATE propagation SET caught_up_at=?, caught_up_run=?, "
-                          "latency_seconds=?, checked_run=? WHERE id=?", done)
+                          "latency_seconds=?, checked_run=? WHERE id=?", caught_rows)
             c.executemany("UPDATE propagation SET checked_run=? WHERE id=?", checked_rows)
         return {"added": added, "caught_up": caught}
 
@@ -2469,6 +2493,24 @@ _PROPAGATION_FIELDS: dict[str, tuple[str, ...]] = {
     "sale_end": ("price", "sale_price"), "prices": ("price", "sale_price"),
     "sale_prices": ("price", "sale_price"),
 }
+
+
+def _propagation_cursors(rows: Iterable[tuple[str, str]]) -> dict[str | None, int]:
+    """The propagation cursors: the last master change id turned into rows for every
+    channel (key None) and, ahead of it, for single channels (``master_changes:NAME``)."""
+    out: dict[str | None, int] = {}
+    for name, value in rows:
+        out[None if name == "master_changes" else name.partition(":")[2]] = int(value)
+    return out
+
+
+def _distinct_first(c: sqlite3.Connection, table: str, column: str) -> list[str]:
+    """The distinct values of an indexed table's first index column, ascending, looked up
+    one after another in the index (a few channels among millions of rows)."""
+    return [v for (v,) in c.execute(
+        f"WITH RECURSIVE d(v) AS (SELECT min({column}) FROM {table} UNION ALL SELECT (SELECT"
+        f" min({column}) FROM {table} WHERE {column} > d.v) FROM d WHERE d.v IS NOT NULL)"
+        f" SELECT v FROM d WHERE v IS NOT NULL")]
 
 
 def _cell(v: Any) -> str | None:
