@@ -35,6 +35,7 @@ from auditor.lifecycle import OPEN, RESOLVED, Evidence, Previous
 from auditor.model import (Finding, Link, Listing, MasterRecord, Outcome, Run, SourceResult,
                            SourceStatus)
 from auditor.storage import migrated
+from auditor.storage.records import propagation_cursors
 from auditor.storage.records import (plan_writes, FindingChanges, FindingEvent, FindingRecord, HttpCacheRow,
                                      HttpValidators, ImageUrlRow, LinkDecisionRecord,
                                      LinkRecord, LinkStateRecord, ListingSave, ShardSpec,
@@ -1576,7 +1577,7 @@ class SQLiteStore:
         if not any(checks.values()):
             return {"added": 0, "caught_up": 0}
         with c:
-            done = _propagation_cursors(c.execute(
+            done = propagation_cursors(c.execute(
                 "SELECT name, value FROM alert_cursors WHERE name = 'master_changes'"
                 " OR substr(name, 1, 15) = 'master_changes:'"))
             top = c.execute("SELECT max(id) FROM master_changes").fetchone()[0] or 0
@@ -1600,19 +1601,19 @@ class SQLiteStore:
                     on[ch] = {sku for (sku,) in c.execute(
                         "SELECT master_sku FROM listings WHERE channel = ? AND master_sku IS"
                         " NOT NULL AND removed_run IS NULL", (ch,)) if sku in changed}
-                have = set()
+                have: set[tuple[int, str, str]] = set()
                 for ch in behind:
                     have.update(c.execute(
                         "SELECT change_id, channel, check_name FROM propagation WHERE"
                         " change_id > ? AND change_id <= ? AND channel = ?",
                         (since[ch], top, ch)))
                 for cid, sku, fld, at, snap in changes:
-                    chks = checks.get(fld)
-                    if not chks:
+                    fld_checks = checks.get(fld)
+                    if not fld_checks:
                         continue
                     for ch in behind:
                         if cid > since[ch] and sku in on[ch]:
-                            for chk in chks:
+                            for chk in fld_checks:
                                 if not have or (cid, ch, chk) not in have:
                                     new.append((cid, ch, sku, fld, chk, at, snap))
             if channels is None:
@@ -2493,15 +2494,6 @@ _PROPAGATION_FIELDS: dict[str, tuple[str, ...]] = {
     "sale_end": ("price", "sale_price"), "prices": ("price", "sale_price"),
     "sale_prices": ("price", "sale_price"),
 }
-
-
-def _propagation_cursors(rows: Iterable[tuple[str, str]]) -> dict[str | None, int]:
-    """The propagation cursors: the last master change id turned into rows for every
-    channel (key None) and, ahead of it, for single channels (``master_changes:NAME``)."""
-    out: dict[str | None, int] = {}
-    for name, value in rows:
-        out[None if name == "master_changes" else name.partition(":")[2]] = int(value)
-    return out
 
 
 def _distinct_first(c: sqlite3.Connection, table: str, column: str) -> list[str]:
