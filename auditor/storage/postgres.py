@@ -264,7 +264,14 @@ CREATE INDEX finding_events_episode ON finding_events (fingerprint, id)
     WHERE event IN ('opened', 'reopened');
 """
 
-MIGRATIONS: list[str] = [_M1, _M2, _M3]
+# The SQLite store's migration 8: only the propagation rows still pending are indexed
+# (nearly every row is written caught up; only the pending ones are looked up again).
+_M4 = """
+DROP INDEX propagation_pending;
+CREATE INDEX propagation_pending ON propagation (channel) WHERE caught_up_at IS NULL;
+"""
+
+MIGRATIONS: list[str] = [_M1, _M2, _M3, _M4]
 SCHEMA_VERSION = len(MIGRATIONS)
 # Tables partitioned by channel (a partition per channel, made on first use).
 PARTITIONED = ("listings", "listing_versions", "findings", "finding_events",

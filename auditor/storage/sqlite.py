@@ -268,8 +268,18 @@ def _m7(db: sqlite_utils.Database) -> None:
     """)
 
 
+def _m8(db: sqlite_utils.Database) -> None:
+    """Only the propagation rows still pending are indexed: nearly every row is written
+    caught up already (a first audit of a million SKUs writes millions), and only the
+    pending ones are looked up again."""
+    _script(db, """
+    DROP INDEX propagation_pending;
+    CREATE INDEX propagation_pending ON propagation(channel) WHERE caught_up_at IS NULL;
+    """)
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1, _m2, _m3, _m4, _m5,
-                                                              _m6, _m7]
+                                                              _m6, _m7, _m8]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -1645,8 +1655,8 @@ class SQLiteStore:
             # [id (None: a new row, at ``place`` in ``new``), sku, check, changed_at, first
             # run to look at, place]
             pending: dict[str, list[list]] = {}
-            for ch in (_distinct_first(c, "propagation", "channel") if channels is None
-                       else names):
+            for ch in (_distinct_first(c, "propagation", "channel", "caught_up_at IS NULL")
+                       if channels is None else names):
                 for pid, sku, chk, at, snap, checked in c.execute(
                         "SELECT id, sku, check_name, changed_at, snapshot_id, checked_run FROM"
                         " propagation WHERE channel = ? AND caught_up_at IS NULL", (ch,)):
@@ -2496,13 +2506,15 @@ _PROPAGATION_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _distinct_first(c: sqlite3.Connection, table: str, column: str) -> list[str]:
-    """The distinct values of an indexed table's first index column, ascending, looked up
-    one after another in the index (a few channels among millions of rows)."""
+def _distinct_first(c: sqlite3.Connection, table: str, column: str,
+                    where: str = "1") -> list[str]:
+    """The distinct values of the first column of a table's index (``where``: of a partial
+    index, its condition), ascending, looked up one after another in the index (a few
+    channels among millions of rows)."""
     return [v for (v,) in c.execute(
-        f"WITH RECURSIVE d(v) AS (SELECT min({column}) FROM {table} UNION ALL SELECT (SELECT"
-        f" min({column}) FROM {table} WHERE {column} > d.v) FROM d WHERE d.v IS NOT NULL)"
-        f" SELECT v FROM d WHERE v IS NOT NULL")]
+        f"WITH RECURSIVE d(v) AS (SELECT min({column}) FROM {table} WHERE {where} UNION ALL"
+        f" SELECT (SELECT min({column}) FROM {table} WHERE {where} AND {column} > d.v) FROM d"
+        f" WHERE d.v IS NOT NULL) SELECT v FROM d WHERE v IS NOT NULL")]
 
 
 def _cell(v: Any) -> str | None:
