@@ -1643,18 +1643,18 @@ class SQLiteStore:
                 suffix_min.append(min(first_runs[snap_id], suffix_min[-1]) if suffix_min
                                   else first_runs[snap_id])
             suffix_min.reverse()
-            first_of = dict(zip(snaps, suffix_min, strict=True))
+            first_of: dict[int, int | None] = dict(zip(snaps, suffix_min, strict=True))
 
             def first_run(snap: int) -> int | None:
-                got = first_of.get(snap)
-                if got is None:
+                if snap not in first_of:
                     i = bisect.bisect_left(snaps, snap)
-                    got = first_of[snap] = suffix_min[i] if i < len(snaps) else None
-                return got
+                    first_of[snap] = suffix_min[i] if i < len(snaps) else None
+                return first_of[snap]
 
-            # [id (None: a new row, at ``place`` in ``new``), sku, check, changed_at, first
-            # run to look at, place]
+            # The first run each channel's rows are to be looked at in: the old pending rows'
+            # [id, sku, check, changed_at, first run to look at] and the new rows' first.
             pending: dict[str, list[list]] = {}
+            start: dict[str, int] = {}
             for ch in (_distinct_first(c, "propagation", "channel", "caught_up_at IS NULL")
                        if channels is None else names):
                 for pid, sku, chk, at, snap, checked in c.execute(
@@ -1662,63 +1662,86 @@ class SQLiteStore:
                         " propagation WHERE channel = ? AND caught_up_at IS NULL", (ch,)):
                     first = first_run(snap)
                     if first is not None:
-                        pending.setdefault(ch, []).append(
-                            [pid, sku, chk, at, max(first, (checked or 0) + 1), None])
-            for place, (_cid, ch, sku, _fld, chk, at, snap) in enumerate(new):
+                        first = max(first, (checked or 0) + 1)
+                        pending.setdefault(ch, []).append([pid, sku, chk, at, first])
+                        start[ch] = min(first, start.get(ch, first))
+            for snap, ch in {(r[6], r[1]) for r in new}:
                 first = first_run(snap)
                 if first is not None:
-                    pending.setdefault(ch, []).append([None, sku, chk, at, first, place])
-            outcome: list[tuple] = [(None, None, None, None)] * len(new)
-            caught_rows, checked_rows = [], []
-            parsed: dict[str, datetime] = {}
+                    start[ch] = min(first, start.get(ch, first))
+            # Each channel's complete reads from its first run to look at, and what each
+            # read found against which SKU (read when first needed).
+            runs: dict[str, list[tuple[int, str | None]]] = {}
+            bads: dict[tuple[str, int], set[tuple[str, str]]] = {}
 
-            def when(text: str) -> datetime:
-                d = parsed.get(text)
-                if d is None:
-                    d = parsed[text] = datetime.fromisoformat(text)
-                return d
-
-            caught = 0
-            for ch, rows in pending.items():
-                start = min(r[4] for r in rows)
-                runs = list(c.execute("SELECT run_id, finished_at FROM run_sources WHERE source=? "
-                                      "AND status='complete' AND run_id >= ? ORDER BY run_id",
-                                      (ch, start)))
-                open_rows = rows
-                for run_id, finished in runs:
-                    bad = set(c.execute(
+            def bad(ch: str, run_id: int) -> set[tuple[str, str]]:
+                got = bads.get((ch, run_id))
+                if got is None:
+                    got = bads[(ch, run_id)] = set(c.execute(
                         "SELECT f.sku, f.check_name FROM finding_observations o JOIN findings f "
                         "ON f.fingerprint = o.fingerprint WHERE o.run_id=? AND f.channel=? AND "
                         "o.outcome IN ('failed','warn')", (run_id, ch)))
+                return got
+
+            for ch, first in start.items():
+                runs[ch] = list(c.execute(
+                    "SELECT run_id, finished_at FROM run_sources WHERE source=? AND"
+                    " status='complete' AND run_id >= ? ORDER BY run_id", (ch, first)))
+            latencies: dict[tuple[str, str], float] = {}
+
+            def latency(fin: str, at: str) -> float:
+                got = latencies.get((fin, at))
+                if got is None:
+                    got = latencies[(fin, at)] = max(0.0, (
+                        datetime.fromisoformat(fin) - datetime.fromisoformat(at)
+                    ).total_seconds())
+                return got
+
+            caught = 0
+            caught_rows, checked_rows = [], []
+            for ch, rows in pending.items():
+                open_rows = rows
+                for run_id, finished in runs[ch]:
+                    seen = bad(ch, run_id)
                     left = []
                     for r in open_rows:
-                        if r[4] <= run_id and (r[1], r[2]) not in bad:
+                        if r[4] <= run_id and (r[1], r[2]) not in seen:
                             fin = finished or r[3]
-                            lat = max(0.0, (when(fin) - when(r[3])).total_seconds())
                             caught += 1
-                            if r[0] is None:
-                                outcome[r[5]] = (fin, run_id, lat, run_id)
-                            else:
-                                caught_rows.append((fin, run_id, lat, run_id, r[0]))
+                            caught_rows.append((fin, run_id, latency(fin, r[3]), run_id, r[0]))
                         else:
                             left.append(r)
                     open_rows = left
                     if not open_rows:
                         break
-                if runs:
-                    last = runs[-1][0]
-                    for r in open_rows:
-                        if r[0] is None:
-                            outcome[r[5]] = (None, None, None, last)
-                        else:
-                            checked_rows.append((last, r[0]))
-            # In the order the changes were read: rows get the ids they always got.
+                if runs[ch]:
+                    last = runs[ch][-1][0]
+                    checked_rows += [(last, r[0]) for r in open_rows]
+            # The new rows, caught up at the first complete read from their first run on
+            # without a finding of their check against the SKU, in the order the changes
+            # were read (rows get the ids they always got).
+            rows_out: list[tuple] = []
+            for row in new:
+                ch, sku, chk, at = row[1], row[2], row[4], row[5]
+                first = first_run(row[6])
+                got: tuple = (None, None, None, None)
+                if first is not None:
+                    ch_runs = runs[ch]
+                    for run_id, finished in ch_runs:
+                        if run_id >= first and (sku, chk) not in bad(ch, run_id):
+                            fin = finished or at
+                            got = (fin, run_id, latency(fin, at), run_id)
+                            caught += 1
+                            break
+                    else:
+                        if ch_runs:
+                            got = (None, None, None, ch_runs[-1][0])
+                rows_out.append((*row, *got))
             before = c.total_changes
             c.executemany(
                 "INSERT OR IGNORE INTO propagation (change_id, channel, sku, field, check_name,"
                 " changed_at, snapshot_id, caught_up_at, caught_up_run, latency_seconds,"
-                " checked_run) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                [(*r, *o) for r, o in zip(new, outcome, strict=True)])
+                " checked_run) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows_out)
             added = c.total_changes - before
             c.executemany("UPDATE propagation SET caught_up_at=?, caught_up_run=?, "
                           "latency_seconds=?, checked_run=? WHERE id=?", caught_rows)
