@@ -188,3 +188,34 @@ def test_a_channel_synced_alone_leaves_the_others_to_the_next_sync(tmp_path):
         assert {r["channel"] for r in s.propagation_rows()} == {"google", "meta"}
     finally:
         s.close()
+
+
+def test_a_channel_run_writes_its_rows_before_the_evaluation_after_the_run(mini_world):
+    """``auditor run``: each channel's run writes its propagation rows as soon as its
+    findings are written; the evaluation after the run then adds none."""
+    from datetime import timedelta
+
+    from auditor.alerts.engine import evaluate
+    from auditor.config import load_config
+    from auditor.runner import run_audit
+
+    cfg = load_config(mini_world / "config.toml")
+    store = open_store(cfg.store_url)
+    try:
+        run_audit(cfg, store, now=NOW)
+        evaluate(store, cfg, NOW)
+        master = mini_world / "master.csv"
+        master.write_text(master.read_text().replace("TS-GRN-M,\"Acme Tee, Green, M\",Acme,,22.00",
+                                                     "TS-GRN-M,\"Acme Tee, Green, M\",Acme,,24.00"))
+        later = NOW + timedelta(hours=4)
+        run_audit(cfg, store, now=later)
+        rows = store.propagation_rows()
+        assert [(r["channel"], r["sku"], r["check_name"]) for r in rows] == \
+            [("google", "TS-GRN-M", "price")]
+        assert rows[0]["caught_up_at"] is None  # the feed still shows 22.00
+        assert store.alert_cursor("master_changes:google") == str(rows[0]["change_id"])
+        assert evaluate(store, cfg, later)["propagation"] == {"added": 0, "caught_up": 0}
+        assert store.alert_cursor("master_changes:google") is None  # one cursor for all
+        assert store.propagation_rows() == rows
+    finally:
+        store.close()
