@@ -61,6 +61,7 @@ from auditor.lifecycle import OPEN, RESOLVED, Evidence, Previous
 from auditor.model import (Finding, Link, Listing, MasterRecord, Outcome, Run, SourceResult,
                            SourceStatus)
 from auditor.storage import migrated
+from auditor.storage.records import propagation_cursors
 from auditor.storage.records import (plan_writes, FindingChanges, FindingEvent, FindingRecord, HttpCacheRow,
                                      HttpValidators, ImageUrlRow, LinkDecisionRecord,
                                      LinkRecord, LinkStateRecord, ListingSave, ShardSpec,
@@ -263,7 +264,14 @@ CREATE INDEX finding_events_episode ON finding_events (fingerprint, id)
     WHERE event IN ('opened', 'reopened');
 """
 
-MIGRATIONS: list[str] = [_M1, _M2, _M3]
+# The SQLite store's migration 8: only the propagation rows still pending are indexed
+# (nearly every row is written caught up; only the pending ones are looked up again).
+_M4 = """
+DROP INDEX propagation_pending;
+CREATE INDEX propagation_pending ON propagation (channel) WHERE caught_up_at IS NULL;
+"""
+
+MIGRATIONS: list[str] = [_M1, _M2, _M3, _M4]
 SCHEMA_VERSION = len(MIGRATIONS)
 # Columns of the partitioned tables that no query filters, joins or sorts on: their
 # partitions collect no statistics for them (SET STATISTICS 0). ANALYZE (autovacuum's,
@@ -2287,36 +2295,58 @@ class PostgresStore:
             "WHERE status='failed'", (now,)).rowcount
 
     # ----------------------------------------------------------------- alerts: propagation
-    def sync_propagation(self, checks_by_field: Mapping[str, Sequence[str]]) -> dict[str, int]:
+    def sync_propagation(self, checks_by_field: Mapping[str, Sequence[str]],
+                         channels: Sequence[str] | None = None) -> dict[str, int]:
         """As the SQLite store's (see there): every master change of a field some check
         compares gets a row per channel listing the SKU and per check, caught up at the
         first complete read of the channel, in or after the run that imported the change,
-        in which that check had nothing against the SKU. Idempotent; one caller at a time
-        (an advisory lock)."""
+        in which that check had nothing against the SKU; ``channels``: only these
+        channels' rows (the same rows). Idempotent; one caller at a time (an advisory
+        lock)."""
         c = self.conn
         pairs = [(f, chk) for f, checks in checks_by_field.items() for chk in checks]
         if not pairs:
             return {"added": 0, "caught_up": 0}
         with self._xact_lock(LOCK_ALERTS, "propagation"), c.cursor() as cur:
-            row = cur.execute("SELECT value FROM alert_cursors WHERE name='master_changes'"
-                              ).fetchone()
-            cursor = int(row[0]) if row else 0
+            marks = propagation_cursors(cur.execute(
+                "SELECT name, value FROM alert_cursors WHERE name = 'master_changes'"
+                " OR left(name, 15) = 'master_changes:'").fetchall())
             top = _first(cur.execute("SELECT max(id) FROM master_changes")) or 0
+            # Changes already turned into rows, per channel: the channel's own cursor (set
+            # by a sync of that channel alone) or the cursor of every channel.
+            own = {ch: max(n, marks.get(None, 0)) for ch, n in marks.items() if ch is not None}
+            names = None if channels is None else sorted(set(channels))
+            since = [marks.get(None, 0)] if names is None else \
+                [own.get(ch, marks.get(None, 0)) for ch in names]
             added = 0
-            if top > cursor:
+            if top > min(since):
+                only = "" if names is None else " AND channel = ANY(%(names)s)"
                 added = cur.execute(
                     "INSERT INTO propagation (change_id, channel, sku, field, check_name,"
                     " changed_at, snapshot_id) SELECT mc.id, l.channel, mc.sku, mc.field,"
                     " fc.check_name, mc.changed_at, mc.snapshot_id FROM master_changes mc"
-                    " JOIN unnest(%s::text[], %s::text[]) AS fc(field, check_name)"
-                    " ON fc.field = mc.field JOIN (SELECT DISTINCT channel, master_sku"
-                    " FROM listings WHERE master_sku IS NOT NULL AND removed_run IS NULL) l"
-                    " ON l.master_sku = mc.sku WHERE mc.id > %s AND mc.id <= %s"
+                    " JOIN unnest(%(fields)s::text[], %(checks)s::text[]) AS fc(field,"
+                    " check_name) ON fc.field = mc.field JOIN (SELECT DISTINCT channel,"
+                    " master_sku FROM listings WHERE master_sku IS NOT NULL AND removed_run"
+                    f" IS NULL{only}) l ON l.master_sku = mc.sku"
+                    " LEFT JOIN unnest(%(own)s::text[], %(own_since)s::bigint[]) AS"
+                    " oc(channel, since) ON oc.channel = l.channel"
+                    " WHERE mc.id > %(low)s AND mc.id <= %(top)s"
+                    " AND mc.id > coalesce(oc.since, %(all)s)"
                     " ON CONFLICT (change_id, channel, check_name) DO NOTHING",
-                    ([p[0] for p in pairs], [p[1] for p in pairs], cursor, top)).rowcount
+                    {"fields": [p[0] for p in pairs], "checks": [p[1] for p in pairs],
+                     "names": names, "own": list(own), "own_since": list(own.values()),
+                     "low": min(since), "top": top, "all": marks.get(None, 0)}).rowcount
+            if names is None:
+                cur.execute("DELETE FROM alert_cursors WHERE left(name, 15) = 'master_changes:'")
                 cur.execute("INSERT INTO alert_cursors (name, value) VALUES"
                             " ('master_changes', %s) ON CONFLICT (name) DO UPDATE"
                             " SET value=excluded.value", (str(top),))
+            else:
+                cur.executemany("INSERT INTO alert_cursors (name, value) VALUES (%s, %s)"
+                                " ON CONFLICT (name) DO UPDATE SET value=excluded.value",
+                                [(f"master_changes:{ch}", str(top)) for ch, n
+                                 in zip(names, since, strict=True) if n < top])
             first_runs: dict[int, int] = dict(cur.execute(
                 "SELECT master_snapshot_id, min(id) FROM runs WHERE master_snapshot_id IS NOT"
                 " NULL GROUP BY master_snapshot_id").fetchall())
@@ -2329,7 +2359,9 @@ class PostgresStore:
             pending: dict[str, list[list]] = {}
             for pid, ch, sku, chk, at, snap, checked in cur.execute(
                     "SELECT id, channel, sku, check_name, changed_at, snapshot_id, checked_run"
-                    " FROM propagation WHERE caught_up_at IS NULL").fetchall():
+                    " FROM propagation WHERE caught_up_at IS NULL"
+                    + ("" if names is None else " AND channel = ANY(%s)"),
+                    () if names is None else (names,)).fetchall():
                 i = bisect.bisect_left(snaps, snap)
                 if i == len(snaps):
                     continue
