@@ -299,7 +299,12 @@ def create_app(service: Service) -> FastAPI:
 
     @app.exception_handler(AuditorError)
     async def auditor_error(request: Request, exc: AuditorError) -> JSONResponse:
-        return JSONResponse({"detail": service._shown(exc)}, status_code=503)
+        """Each error's own status (``AuditorError.http_status``): 404 not found, 400 bad
+        input, 409 conflict, 503 only for a store that cannot be used now."""
+        status = exc.http_status
+        if status >= 500:
+            log.warning("API %s %s: %s", request.method, request.url.path, service._shown(exc))
+        return JSONResponse({"detail": service._shown(exc)}, status_code=status)
 
     @app.exception_handler(Exception)
     async def store_lost(request: Request, exc: Exception) -> Response:

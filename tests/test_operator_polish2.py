@@ -1,0 +1,129 @@
+"""Second operator pass: API errors with their own status, UI refusals as HTML pages, the
+API browser offline, crawl politeness, `auditor init` guessing tax-inclusive prices,
+job-queue metrics and pruning. Each test is a defect an operator or a new user met."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from auditor import errors
+from auditor.cli import main
+from auditor.config import load_config
+from auditor.storage import open_store
+from tests.service_helpers import build_world
+
+HTML = {"accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+
+
+@contextlib.contextmanager
+def _service(config: Path):
+    from fastapi.testclient import TestClient
+
+    from auditor.service.app import Service, create_app
+
+    service = Service(config, load_config(config), schedule=False)
+    with TestClient(create_app(service)) as client:
+        yield client
+
+
+def _run(config: Path) -> int:
+    return CliRunner().invoke(main, ["run", "-c", str(config)], catch_exceptions=False).exit_code
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    d = tmp_path_factory.mktemp("world")
+    config = build_world(d)
+    assert _run(config) == 1
+    return config
+
+
+# ------------------------------------------------------------------ 3: API statuses
+
+@pytest.mark.parametrize("error, status", [
+    (errors.NotFound("no finding with fingerprint abcd"), 404),
+    (errors.BadRequest("'zz' is not a finding fingerprint"), 400),
+    (errors.Conflict("finding abcd is resolved: nothing to ack"), 409),
+    (errors.LockedError("another run holds the lock"), 409),
+    (errors.StoreUnavailable("cannot open the SQLite store x.db: file is not a database"), 503),
+    (errors.StoreError("no store at x.db yet: run `auditor run` first"), 503),
+    (errors.AuditorError("something the API does not expect"), 500),
+])
+def test_an_auditor_error_answers_its_own_status_not_always_503(world, monkeypatch, error,
+                                                                 status):
+    from auditor.storage.sqlite import SQLiteStore
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(SQLiteStore, "runs_page", fail)
+    with _service(world) as client:
+        r = client.get("/api/runs")
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/json"
+    assert r.json() == {"detail": str(error)}
+
+
+def test_finding_writes_answer_404_unknown_409_resolved_and_400_bad_input(world, monkeypatch):
+    monkeypatch.setenv("AUDITOR_API_TOKEN", "tok-polish2")
+    auth = {"authorization": "Bearer tok-polish2"}
+    store = open_store(world.parent / "auditor.db")
+    fp = store.findings(state="open")[0].fingerprint
+    store.close()
+    with _service(world) as client:
+        unknown = client.post("/api/findings/ffffffffffff/ack", json={}, headers=auth)
+        assert client.post(f"/api/findings/{fp}/resolve", json={}, headers=auth).status_code == 200
+        resolved = client.post(f"/api/findings/{fp}/ack", json={}, headers=auth)
+        past = client.post(f"/api/findings/{fp}/snooze", headers=auth,
+                           json={"until": "2001-01-01T00:00:00Z"})
+        schema = client.get("/openapi.json").json()
+    assert unknown.status_code == 404 and "no finding" in unknown.json()["detail"]
+    assert resolved.status_code == 409 and "is resolved" in resolved.json()["detail"]
+    assert past.status_code == 400
+    # The statuses are in the API's documentation (the OpenAPI schema /docs shows).
+    ack = schema["paths"]["/api/findings/{fingerprint}/ack"]["post"]["responses"]
+    assert {"401", "403", "404", "409", "422", "503"} <= set(ack)
+    assert "store cannot be used" in ack["503"]["description"]
+    runs = schema["paths"]["/api/runs/{run_id}"]["get"]["responses"]
+    assert {"404", "503"} <= set(runs) and "409" not in runs
+
+
+def test_a_store_error_is_classified_in_both_stores():
+    """The stores raise the precise errors (the API's statuses rely on them)."""
+    assert issubclass(errors.NotFound, errors.StoreError)  # `except StoreError` still works
+    store = open_store(":memory:")
+    with pytest.raises(errors.NotFound):
+        store.ack_finding("ffffffffffff", "t", None)
+    with pytest.raises(errors.BadRequest):
+        store.find_fingerprint("zz")
+    store.close()
+
+
+# ------------------------------------------------------------------ 2: UI 404s as HTML
+
+def test_a_ui_routes_own_404_is_an_html_page_for_a_browser(world):
+    with _service(world) as client:
+        page = client.get("/reports/2026-W01/<b>x.html", headers=HTML)
+        other = client.get("/reports/2026-W01/report.html", headers=HTML)
+        plain = client.get("/reports/2026-W01/report.html")
+    for r in (page, other):
+        assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
+        assert "<h1>Not found</h1>" in r.text and "No such report file" in r.text
+        assert 'href="/runs"' in r.text  # the UI's header
+        assert r.headers["content-security-policy"].startswith("default-src 'self'")
+    assert "<b>x" not in page.text and "&lt;b&gt;x.html" in page.text
+    assert plain.status_code == 404 and plain.json() == {"detail": "no such report file"}
+
+
+def test_a_ui_action_without_login_is_an_html_page_with_a_login_link(world):
+    with _service(world) as client:
+        page = client.post("/actions/findings", data={"action": "ack", "fp": "abcd"},
+                           headers=HTML)
+        plain = client.post("/actions/findings", data={"action": "ack", "fp": "abcd"})
+    assert page.status_code == 401 and page.headers["content-type"].startswith("text/html")
+    assert "log in first" in page.text and 'href="/login?next=%2Factions%2Ffindings"' in page.text
+    assert plain.status_code == 401 and plain.json() == {"detail": "log in first"}
