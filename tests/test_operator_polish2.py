@@ -127,3 +127,66 @@ def test_a_ui_action_without_login_is_an_html_page_with_a_login_link(world):
     assert page.status_code == 401 and page.headers["content-type"].startswith("text/html")
     assert "log in first" in page.text and 'href="/login?next=%2Factions%2Ffindings"' in page.text
     assert plain.status_code == 401 and plain.json() == {"detail": "log in first"}
+
+
+# ------------------------------------------------------------------ 1: /docs offline
+
+def test_the_api_browser_loads_nothing_from_outside_the_app(world):
+    import re
+
+    with _service(world) as client:
+        html = client.get("/docs")
+        assert html.status_code == 200 and "<title>omni-auditor API</title>" in html.text
+        assert not re.search(r"https?://|//cdn", html.text), html.text  # no CDN, no swagger.io
+        assets = re.findall(r'(?:src|href)="([^"]+)"', html.text)
+        assert {"/docs/assets/swagger-ui-bundle.js", "/docs/assets/swagger-ui.css"} <= set(assets)
+        for url in assets:  # each one served by the app itself
+            r = client.get(url)
+            assert r.status_code == 200 and len(r.content) > 500, url
+        assert "SwaggerUIBundle" in client.get("/docs/assets/swagger-ui-bundle.js").text
+        assert '"validatorUrl": null' in html.text  # no validator badge fetched from swagger.io
+        assert client.get("/openapi.json").json()["info"]["title"] == "omni-auditor"
+        assert client.get("/redoc").status_code == 404  # it loaded its script from a CDN
+
+
+@pytest.mark.skipif(__import__("os").environ.get("AUDITOR_SKIP_BROWSER") == "1",
+                    reason="AUDITOR_SKIP_BROWSER=1: no Chromium on this machine")
+def test_the_api_browser_renders_in_chromium_with_every_outside_request_refused(world):
+    """Chromium opens /docs with every request that is not to the app aborted (an
+    offline machine): the API's calls are listed all the same."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    from auditor.service.app import Service, create_app
+    from tests.test_web_ui import _serving
+
+    app = create_app(Service(world, load_config(world), schedule=False))
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert exe, "chromium is not installed (scripts/test.sh installs it)"
+    outside: list[str] = []
+    with _serving(app) as base, sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update"])
+        try:
+            page = b.new_page()
+
+            def route(r):
+                if r.request.url.startswith(base + "/"):
+                    r.continue_()
+                else:
+                    outside.append(r.request.url)
+                    r.abort()
+
+            page.route("**/*", route)
+            page.goto(base + "/docs")
+            page.wait_for_selector(".opblock", timeout=30_000)
+            ops = page.locator(".opblock-summary-path").all_inner_texts()
+            title = page.locator(".information-container").inner_text()
+        finally:
+            b.close()
+    assert outside == []
+    assert "omni-auditor" in title
+    assert "/api/findings" in [o.replace("\u200b", "") for o in ops], ops
+    assert len(ops) >= 12

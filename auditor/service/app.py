@@ -257,9 +257,14 @@ def create_app(service: Service) -> FastAPI:
             await asyncio.to_thread(service.stop)
 
     app = FastAPI(title="omni-auditor", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None,
                   description="Runs, findings, products across channels and link "
-                              "suggestions of the auditor. Write calls need a bearer token.")
+                              "suggestions of the auditor. Write calls need a bearer token. "
+                              "Errors answer `{\"detail\": ...}`: 400/422 bad input, 401/403 "
+                              "the token, 404 not found, 409 conflict, 503 the store "
+                              "cannot be used now.")
     app.state.service = service
+    _api_browser(app)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
@@ -318,6 +323,29 @@ def create_app(service: Service) -> FastAPI:
         return PlainTextResponse("Internal Server Error", status_code=500)
 
     return app
+
+
+DOCS_ASSETS = "/docs/assets"
+
+
+def _api_browser(app: FastAPI) -> None:
+    """``/docs``: Swagger UI with its script, style and icon served by the app itself from
+    the swagger-ui-bundle-v2 package, so it works on a machine without internet (FastAPI's
+    default loads them from a CDN). No validator badge (it would call swagger.io)."""
+    from fastapi.openapi.docs import get_swagger_ui_html, swagger_ui_default_parameters
+    from starlette.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> Response:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+            swagger_ui_parameters={**swagger_ui_default_parameters, "validatorUrl": None})
 
 
 def serve(config_path: Path, host: str | None = None, port: int | None = None,
