@@ -190,3 +190,71 @@ def test_the_api_browser_renders_in_chromium_with_every_outside_request_refused(
     assert "omni-auditor" in title
     assert "/api/findings" in [o.replace("\u200b", "") for o in ops], ops
     assert len(ops) >= 12
+
+
+# ------------------------------------------------------------------ 5: crawl politeness
+
+def _arrivals_shop(delay: str, slow: dict[str, float] | None = None):
+    """A local shop recording when each request arrives: robots.txt with a Crawl-delay, a
+    sitemap of 6 product pages (``slow``: path -> seconds its answer takes)."""
+    import threading
+    import time
+
+    from tests._site_server import ShopServer, product_page
+
+    srv = ShopServer()
+    arrivals: list[tuple[str, float]] = []
+    lock = threading.Lock()
+    srv.page("/robots.txt", f"User-agent: *\nCrawl-delay: {delay}\n".encode(),
+             **{"Content-Type": "text/plain"})
+    paths = [f"/p/{i}" for i in range(6)]
+    srv.sitemap("/sitemap.xml", [(p, None) for p in paths])
+    for i, p in enumerate(paths):
+        srv.page(p, product_page(f"Tee {i}", f"SKU-{i}", "9.99"))
+    for path, route in list(srv.routes.items()):
+        def timed(h, route=route, path=path):
+            with lock:
+                arrivals.append((path, time.monotonic()))
+            if (slow or {}).get(path):
+                time.sleep(slow[path])  # type: ignore[index]
+            status, headers, body = route
+            h.send(status, headers, body)
+        srv.routes[path] = timed
+    return srv.start(), arrivals
+
+
+def _crawl(base: str, **policy) -> list:
+    from auditor.crawl import Crawl, CrawlSettings, crawl_events
+    from auditor.http import FetchPolicy
+
+    crawl = Crawl(CrawlSettings(origin=base, user_agent="omni-auditor/0.1", concurrency=4),
+                  FetchPolicy(allow_private=True, **policy), {})
+    return [r for batch in crawl_events(crawl) for r in batch]
+
+
+def test_robots_txt_and_sitemaps_are_paced_like_pages():
+    """Crawl-delay 0.3 s: no two requests to the shop arrive closer, robots.txt and the
+    sitemap included (the first page came right after robots.txt)."""
+    srv, arrivals = _arrivals_shop("0.3")
+    try:
+        results = _crawl(srv.base)
+    finally:
+        srv.stop()
+    assert sum(r.kind == "product" for r in results) == 6
+    order = [p for p, _ in arrivals]
+    assert order[:2] == ["/robots.txt", "/sitemap.xml"] and len(order) == 8
+    gaps = [b - a for (_, a), (_, b) in zip(arrivals, arrivals[1:], strict=False)]
+    assert min(gaps) >= 0.3 - 0.03, [round(g, 3) for g in gaps]
+
+
+def test_pacing_spaces_arrivals_not_reservations():
+    """One slow page holds the host's only connection slot: the requests queued behind it
+    must not all go at once when it ends (their booked slots had long passed)."""
+    srv, arrivals = _arrivals_shop("0.15", slow={"/p/0": 0.8})
+    try:
+        results = _crawl(srv.base, per_host_concurrency=1)
+    finally:
+        srv.stop()
+    assert sum(r.kind == "product" for r in results) == 6
+    gaps = [b - a for (_, a), (_, b) in zip(arrivals, arrivals[1:], strict=False)]
+    assert min(gaps) >= 0.15 - 0.03, [(p, round(g, 3)) for (p, _), g in zip(arrivals[1:], gaps, strict=True)]
