@@ -1092,7 +1092,9 @@ def list_checks(fmt: str) -> None:
 def init_cmd(files: tuple[Path, ...], master: Path | None, output: Path, force: bool) -> None:
     """Write a commented config.toml from your master and channel files, saying what it
     guessed: each file's connector (Google feed, Amazon report, Shopify export, Square,
-    Lightspeed, Meta, any table) and, for tables, which column holds which field.
+    Lightspeed, Meta, any table) and, for tables, which column holds which field, and
+    whether its prices include VAT (compared with the master's prices of the SKUs both
+    carry: net, or net x (1 + a common VAT rate); it says when it cannot tell).
 
     Without FILES, the commented template to edit by hand is written.
 

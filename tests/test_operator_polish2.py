@@ -258,3 +258,78 @@ def test_pacing_spaces_arrivals_not_reservations():
     assert sum(r.kind == "product" for r in results) == 6
     gaps = [b - a for (_, a), (_, b) in zip(arrivals, arrivals[1:], strict=False)]
     assert min(gaps) >= 0.15 - 0.03, [(p, round(g, 3)) for (p, _), g in zip(arrivals[1:], gaps, strict=True)]
+
+
+# ------------------------------------------------------------------ 4: init and VAT
+
+def _tables(d: Path) -> tuple[Path, Path, Path, Path]:
+    """A master of 24 SKUs (net prices, a sale price on every third) and three POS exports
+    showing the price in force: gross at 19% (one price wrong), net, and unrelated prices."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    rows = []
+    for i in range(24):
+        net = Decimal(10 + i * 7) + Decimal("0.49")
+        sale = net - 3 if i % 3 == 0 else None
+        rows.append((f"SKU-{i:03d}", f"Tee {i}", net, sale))
+    master = d / "pim.csv"
+    master.write_text("sku,title,price,sale_price,currency\n" + "".join(
+        f"{s},{t},{p},{sale or ''},EUR\n" for s, t, p, sale in rows), encoding="utf-8")
+
+    def gross(x: Decimal) -> str:
+        return str((x * Decimal("1.19")).quantize(Decimal("0.01"), ROUND_HALF_UP)
+                   ).replace(".", ",")
+
+    pos = d / "till-gross.csv"
+    pos.write_text("Artikelnr;Bezeichnung;VK\n" + "".join(
+        f"{s};{t};{gross(sale if sale is not None else p) if i != 5 else '1,00'}\n"
+        for i, (s, t, p, sale) in enumerate(rows)), encoding="cp1252")
+    net = d / "till-net.csv"
+    net.write_text("Artikelnr;Bezeichnung;VK\n" + "".join(
+        f"{s};{t};{str(sale if sale is not None else p).replace('.', ',')}\n"
+        for s, t, p, sale in rows), encoding="cp1252")
+    odd = d / "till-odd.csv"
+    odd.write_text("Artikelnr;Bezeichnung;VK\n" + "".join(
+        f"{s};{t};{i * 3 + 1},00\n" for i, (s, t, _, _) in enumerate(rows)), encoding="cp1252")
+    return master, pos, net, odd
+
+
+def test_init_guesses_tax_inclusive_prices_from_the_master_and_says_why(tmp_path):
+    import tomllib
+
+    master, pos, net, odd = _tables(tmp_path)
+    out = tmp_path / "config.toml"
+    r = CliRunner().invoke(main, ["init", str(master), str(pos), str(net), str(odd),
+                                  "--output", str(out)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    text = out.read_text()
+    cfg = tomllib.loads(text)
+    by = {c["name"]: c for c in cfg["channels"]}
+    assert by["till-gross"]["checks"]["price"] == {"tax_inclusive": True, "vat_rate": "19%"}
+    assert "prices with VAT guessed: 23 of 24 SKUs in both files show the master's price " \
+           "x 1.19 (VAT 19%); check the rate" in text
+    assert "checks" not in by["till-net"]
+    assert "prices without VAT: 24 of 24 SKUs in both files show the master's net price" in text
+    assert "checks" not in by["till-odd"]
+    assert "tax-inclusive prices: cannot tell (of 24 SKUs in both files" in text
+    assert "tax-inclusive prices: cannot tell" in r.output  # said on the terminal too
+    # The audit with the generated config: only the one wrong price is a price finding.
+    assert CliRunner().invoke(main, ["run", "-c", str(out)]).exit_code == 1
+    store = open_store(tmp_path / "auditor.db")
+    price = [(f.channel, f.sku) for f in store.findings(state="open") if f.check == "price"]
+    store.close()
+    assert ("till-gross", "SKU-005") in price
+    assert [p for p in price if p[0] == "till-gross"] == [("till-gross", "SKU-005")], price
+    assert not [p for p in price if p[0] == "till-net"], price
+
+
+def test_init_cannot_tell_without_shared_skus(tmp_path):
+    master, pos, _, _ = _tables(tmp_path)
+    other = tmp_path / "other.csv"
+    other.write_text("Artikelnr;VK\nX-1;2,00\nX-2;3,00\n", encoding="utf-8")
+    out = tmp_path / "config.toml"
+    r = CliRunner().invoke(main, ["init", str(master), str(other), "--output", str(out)],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert "tax-inclusive prices: cannot tell (0 SKU(s) with a price in both this file and " \
+           "the master, 5 needed)" in out.read_text()
