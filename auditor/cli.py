@@ -320,7 +320,12 @@ def _after_run_alerts(cfg: Config, store, now) -> None:
 @click.option("--heartbeat", type=click.FloatRange(min=0.5), default=5.0, show_default=True,
               help="Seconds between the worker's heartbeats (a job of a worker silent for "
                    "[run] stalled_after seconds is given to another).")
-def worker(config_path: Path, once: bool, heartbeat: float) -> None:
+@click.option("--prune-after", "prune_after", type=click.IntRange(min=0), default=None,
+              metavar="HOURS",
+              help="Delete jobs that ended (failed, cancelled, aborted) this many hours ago "
+                   "from the queue, at start and then hourly; 0 = keep them. Default: [run] "
+                   "job_retention_hours (168).")
+def worker(config_path: Path, once: bool, heartbeat: float, prune_after: int | None) -> None:
     """Take the jobs of distributed runs (`auditor run --distributed`) from the queue.
 
     \b
@@ -331,10 +336,13 @@ def worker(config_path: Path, once: bool, heartbeat: float) -> None:
     Examples:
       auditor worker --config /etc/auditor/config.toml
       auditor worker --once            # until the queue is empty
+      auditor worker --prune-after 24  # keep failed jobs a day (default: a week)
     """
     import logging
 
     from auditor.distributed import run_worker
+    from auditor.jobqueue import Pruner
+    from auditor.storage import _postgres_url
 
     cfg = _load(config_path)
     level = logging.getLogger().getEffectiveLevel()
@@ -345,7 +353,15 @@ def worker(config_path: Path, once: bool, heartbeat: float) -> None:
                       + (" until the queue is empty" if once else "")
                       + "; Ctrl-C stops it after the job in hand")
 
-    run_worker(cfg.path, once=once, heartbeat=heartbeat, announce=announce)
+    hours = cfg.run.get("job_retention_hours", 168) if prune_after is None else prune_after
+    pruner = Pruner(cfg.store_url, hours) if hours and _postgres_url(cfg.store_url) else None
+    if pruner is not None:
+        pruner.start()
+    try:
+        run_worker(cfg.path, once=once, heartbeat=heartbeat, announce=announce)
+    finally:
+        if pruner is not None:
+            pruner.stop()
 
 
 def _write_metrics(cfg: Config, path: Path) -> None:

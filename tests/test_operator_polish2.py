@@ -333,3 +333,135 @@ def test_init_cannot_tell_without_shared_skus(tmp_path):
     assert r.exit_code == 0, r.output
     assert "tax-inclusive prices: cannot tell (0 SKU(s) with a price in both this file and " \
            "the master, 5 needed)" in out.read_text()
+
+
+# ------------------------------------------------------------------ 6: job queue
+
+def _queue_db(pg_server) -> str:
+    """A database with the queue installed and jobs: 2 todo (one deferred 90 s ago), 1
+    doing, 3 failed (one ended 200 h ago), 1 cancelled 300 h ago, 1 succeeded 500 h ago."""
+    import procrastinate
+
+    from auditor.distributed import ensure_queue
+    from auditor.storage.postgres import conninfo
+
+    url = pg_server.new_database()
+    ensure_queue(url)
+    app = procrastinate.App(connector=procrastinate.SyncPsycopgConnector(conninfo=conninfo(url)))
+    with app.open():
+        ids = {}
+        for name, task in (("todo-old", "auditor.read"), ("todo", "auditor.shard"),
+                           ("doing", "auditor.shard"), ("failed-old", "auditor.read"),
+                           ("failed", "auditor.read"), ("failed2", "auditor.finish"),
+                           ("cancelled-old", "auditor.read"), ("succeeded-old", "auditor.read")):
+            ids[name] = app.configure_task(name=task, queue="auditor").defer(run_id=1)
+    import psycopg
+
+    with psycopg.connect(conninfo(url), autocommit=True) as c:
+        def ended(name: str, status: str, hours: float) -> None:
+            c.execute("UPDATE procrastinate_jobs SET status = %s WHERE id = %s",
+                      (status, ids[name]))
+            c.execute("UPDATE procrastinate_events SET at = now() - make_interval(secs => %s)"
+                      " WHERE job_id = %s", (hours * 3600 + 60, ids[name]))  # deferred before
+            c.execute("INSERT INTO procrastinate_events (job_id, type, at) VALUES "
+                      "(%s, %s, now() - make_interval(secs => %s))",
+                      (ids[name], "failed" if status == "failed" else
+                       "cancelled" if status == "cancelled" else "succeeded", hours * 3600))
+
+        c.execute("UPDATE procrastinate_events SET at = now() - interval '90 seconds' "
+                  "WHERE job_id = %s", (ids["todo-old"],))
+        c.execute("UPDATE procrastinate_jobs SET status = 'doing' WHERE id = %s", (ids["doing"],))
+        ended("failed-old", "failed", 200)
+        ended("failed", "failed", 0.5)
+        ended("failed2", "failed", 0.01)
+        ended("cancelled-old", "cancelled", 300)
+        ended("succeeded-old", "succeeded", 500)
+    return url
+
+
+def _samples(url: str) -> dict:
+    from prometheus_client import CollectorRegistry
+
+    from auditor.jobqueue import JobQueueCollector, connector
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(JobQueueCollector(connector(url)))
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for m in registry.collect() for s in m.samples}
+
+
+def test_job_queue_metrics_are_read_at_scrape_time(pg_server):
+    url = _queue_db(pg_server)
+    s = _samples(url)
+
+    def jobs(task: str, status: str) -> float:
+        return s[("auditor_jobs", (("queue", "auditor"), ("status", status), ("task", task)))]
+
+    assert jobs("auditor.read", "todo") == 1 and jobs("auditor.shard", "todo") == 1
+    assert jobs("auditor.shard", "doing") == 1
+    assert jobs("auditor.read", "failed") == 2 and jobs("auditor.finish", "failed") == 1
+    assert jobs("auditor.read", "cancelled") == 1 and jobs("auditor.read", "succeeded") == 1
+    assert jobs("auditor.finish", "todo") == 0  # every status of a task is a series
+    age = s[("auditor_jobs_oldest_queued_age_seconds", (("queue", "auditor"),))]
+    assert 85 <= age < 300, age
+    assert s[("auditor_job_workers", ())] == 0
+    # The metrics change with the queue (read at scrape, not counted in a process).
+    import psycopg
+
+    from auditor.storage.postgres import conninfo
+
+    with psycopg.connect(conninfo(url), autocommit=True) as c:
+        c.execute("UPDATE procrastinate_jobs SET status = 'doing' WHERE status = 'todo'")
+        c.execute("INSERT INTO procrastinate_workers DEFAULT VALUES")
+    s = _samples(url)
+    assert s[("auditor_jobs_oldest_queued_age_seconds", (("queue", "auditor"),))] == 0
+    assert s[("auditor_job_workers", ())] == 1
+    # A database with no queue yet: no job series, workers 0.
+    fresh = _samples(pg_server.new_database())
+    assert fresh == {("auditor_job_workers", ()): 0.0}
+
+
+def test_auditor_serve_shows_the_job_queue_on_metrics(pg_server, tmp_path):
+    url = _queue_db(pg_server)
+    config = build_world(tmp_path)
+    text = config.read_text()
+    config.write_text(text.replace('path = "auditor.db"', f'url = "{url}"'))
+    with _service(config) as client:
+        body = client.get("/metrics").text
+    assert 'auditor_jobs{queue="auditor",status="failed",task="auditor.read"} 2.0' in body
+    assert "# HELP auditor_jobs_oldest_queued_age_seconds" in body
+    assert "auditor_job_workers 0.0" in body
+    assert url.split("@")[0] not in body  # no URL, no password
+
+
+def test_prune_deletes_jobs_that_ended_before_the_retention_only(pg_server, tmp_path):
+    from auditor.jobqueue import prune
+
+    url = _queue_db(pg_server)
+    assert prune(url, 168) == 3  # failed 200 h, cancelled 300 h, succeeded 500 h ago
+    s = _samples(url)
+    key = ("auditor_jobs", (("queue", "auditor"), ("status", "failed"), ("task", "auditor.read")))
+    assert s[key] == 1
+    assert s[("auditor_jobs", (("queue", "auditor"), ("status", "todo"),
+                               ("task", "auditor.read")))] == 1  # queued: kept
+    assert prune(url, 168) == 0
+    with pytest.raises(ValueError):
+        prune(url, 0)
+    assert prune(pg_server.new_database(), 1) == 0  # no queue: nothing to do
+    # `auditor worker --prune-after HOURS` prunes at its start ([run] job_retention_hours
+    # is the default): with --once it stops when the queue is empty.
+    import psycopg
+
+    from auditor.storage.postgres import conninfo
+
+    with psycopg.connect(conninfo(url), autocommit=True) as c:
+        c.execute("DELETE FROM procrastinate_jobs WHERE status IN ('todo', 'doing')")
+    config = build_world(tmp_path)
+    config.write_text(config.read_text().replace('path = "auditor.db"', f'url = "{url}"'))
+    r = CliRunner().invoke(main, ["worker", "-c", str(config), "--once", "--prune-after", "1"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    with psycopg.connect(conninfo(url), autocommit=True) as c:
+        left = c.execute("SELECT status::text, count(*) FROM procrastinate_jobs GROUP BY 1"
+                         ).fetchall()
+    assert left == [("failed", 2)], left  # the one ended 30 min ago, the one just now

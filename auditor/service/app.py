@@ -55,6 +55,13 @@ class Service:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(StoreCollector(self.open_store, extra=self._service_metrics,
                                               shown=self._shown))
+        from auditor.storage import _postgres_url
+
+        if _postgres_url(cfg.store_url):  # distributed runs' queue lives there
+            from auditor.jobqueue import JobQueueCollector, connector
+
+            self.registry.register(JobQueueCollector(connector(cfg.store_url),
+                                                     shown=self._shown))
 
     def open_store(self):
         return store_opener(self.cfg.store_url)()
