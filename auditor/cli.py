@@ -539,6 +539,22 @@ def _store_for(config_path: Path) -> Store:
     return open_store(_load(config_path).store_url, create=False)
 
 
+
+def _findings_title(rows: list[dict[str, Any]]) -> str:
+    """'N finding(s)', and how many failed or could not be compared when both are listed
+    (a channel whose images cannot be fetched lists one not_evaluated finding per image)."""
+    from collections import Counter
+
+    n = Counter(r.get("outcome") for r in rows)
+    title = f"{len(rows)} finding(s)"
+    if n.get("not_evaluated") and len(n) > 1:
+        parts = [f"{n[o]} {label}" for o, label in (("failed", "failed"), ("warn", "warn"),
+                                                     ("not_evaluated", "not evaluated"))
+                 if n.get(o)]
+        title += ": " + ", ".join(parts) + " (--state open leaves out the not evaluated)"
+    return title
+
+
 @main.group(invoke_without_command=True)
 @config_option
 @click.option("--open", "only_open", is_flag=True, help="Only open findings (--state open).")
@@ -612,7 +628,7 @@ def findings(ctx: click.Context, config_path: Path, only_open: bool, states: tup
         rows = [r for r in rows if r["state"] in states][:limit]
     if fmt == "table":
         _table_out(rows, FINDING_WIDE + ["alert"] if wide else FINDING_VIEW,
-                   f"{len(rows)} finding(s)", {"expected": 40, "actual": 40}, wrap=("message",))
+                   _findings_title(rows), {"expected": 40, "actual": 40}, wrap=("message",))
     else:
         _rows_out(rows, FINDING_COLUMNS[:-2] + ["alert", "message", "fingerprint"], fmt,
                   f"{len(rows)} finding(s)")

@@ -465,3 +465,17 @@ def test_prune_deletes_jobs_that_ended_before_the_retention_only(pg_server, tmp_
         left = c.execute("SELECT status::text, count(*) FROM procrastinate_jobs GROUP BY 1"
                          ).fetchall()
     assert left == [("failed", 2)], left  # the one ended 30 min ago, the one just now
+
+
+# ------------------------------------------------------------------ 7: the new-user walk
+
+def test_findings_title_says_how_many_failed_and_how_many_could_not_be_compared():
+    """`auditor run` said 96 failed; `auditor findings --open` then said "671 finding(s)"
+    (575 images that could not be fetched): the title now tells them apart."""
+    from auditor.cli import _findings_title
+
+    rows = [{"outcome": "failed"}] * 96 + [{"outcome": "not_evaluated"}] * 575
+    assert _findings_title(rows) == ("671 finding(s): 96 failed, 575 not evaluated "
+                                     "(--state open leaves out the not evaluated)")
+    assert _findings_title([{"outcome": "failed"}] * 3) == "3 finding(s)"
+    assert _findings_title([]) == "0 finding(s)"
