@@ -394,7 +394,9 @@ def render(guesses: list[Guess], base: Path) -> str:
         if g.role == "master":
             lines += ["[master]                             # the PIM export: the approved truth",
                       f"type = {_toml(g.kind)}",
-                      f"source = {_toml(where)}"]
+                      f"source = {_toml(where)}",
+                      '# schedule = "0 5 * * *"           # for `auditor serve`: import it daily '
+                      'at 05:00 (cron)']
             for k, v in g.options.items():
                 lines.append(f"{k} = {_toml(v)}")
             lines += [f"# {n}" for n in g.notes]
@@ -413,7 +415,9 @@ def render(guesses: list[Guess], base: Path) -> str:
                   f"type = {_toml(g.kind)}                # guessed: {g.notes[0] if g.notes else ''}"
                   if g.kind != "tabular" or g.options.get("preset") else
                   f"type = {_toml(g.kind)}                # a table with a column map",
-                  f"source = {_toml(where)}"]
+                  f"source = {_toml(where)}",
+                  '# schedule = "0 */4 * * *"         # for `auditor serve`: audit it every '
+                  'four hours (cron)']
         for k, v in g.options.items():
             lines.append(f"{k} = {_toml(v)}")
         lines += [f"# {n}" for n in (g.notes[1:] if g.kind != "tabular" or

@@ -479,3 +479,31 @@ def test_findings_title_says_how_many_failed_and_how_many_could_not_be_compared(
                                      "(--state open leaves out the not evaluated)")
     assert _findings_title([{"outcome": "failed"}] * 3) == "3 finding(s)"
     assert _findings_title([]) == "0 finding(s)"
+
+
+def test_serve_says_when_no_source_has_a_schedule(tmp_path, caplog):
+    """A config from `auditor init` has no schedule: `auditor serve` ran no audit and said
+    nothing. It now says so; init writes a commented schedule line per source."""
+    import logging
+
+    from auditor.service.app import Service
+
+    from auditor.init import write_config
+
+    master, pos, _, _ = _tables(tmp_path)
+    out = tmp_path / "config.toml"
+    write_config([master, pos], out)  # (the CLI would replace pytest's log handler)
+    text = out.read_text()
+    assert '# schedule = "0 5 * * *"' in text and '# schedule = "0 */4 * * *"' in text
+    with caplog.at_level(logging.WARNING, logger="auditor.service.app"):
+        service = Service(out, load_config(out))
+        service.start()
+        service.stop()
+    assert "no source has a schedule, so this service runs no audit" in caplog.text
+    caplog.clear()
+    out.write_text(text.replace('# schedule = "0 5 * * *"', 'schedule = "0 5 * * *"'))
+    with caplog.at_level(logging.WARNING, logger="auditor.service.app"):
+        service = Service(out, load_config(out))
+        service.start()
+        service.stop()
+    assert "no source has a schedule" not in caplog.text

@@ -106,6 +106,12 @@ class Service:
             self.scheduler = AuditScheduler(self.cfg, self.launcher, self._last_complete,
                                             self._mark_interrupted, clock=self.clock)
             self.scheduler.start()
+            if not self.scheduler.status():
+                log.warning("no source has a schedule, so this service runs no audit: give "
+                            "[master] and each [[channels]] a cron `schedule` (e.g. schedule "
+                            "= \"0 */4 * * *\": every four hours; docs/service.md, Schedules), "
+                            "or start it with --no-schedule to only serve the UI, API and "
+                            "metrics")
             self._start_alerts()
             schedule = self.cfg.report.get("schedule")
             if schedule:
