@@ -507,3 +507,22 @@ def test_serve_says_when_no_source_has_a_schedule(tmp_path, caplog):
         service.start()
         service.stop()
     assert "no source has a schedule" not in caplog.text
+
+
+def test_a_master_price_without_currency_names_the_masters_key(tmp_path):
+    """The hint said 'set currency = "EUR" on the channel' for a master row: the master's
+    key is [master] default_currency."""
+    from auditor.errors import MasterImportError
+    from auditor.master import load_master
+
+    pim = tmp_path / "pim.csv"
+    pim.write_text("sku,title,price\nA,Tee,12.50\n", encoding="utf-8")
+    cfg_path = tmp_path / "config.toml"
+    cfg_path.write_text(f'[master]\nsource = "{pim}"\n\n[[channels]]\nname = "x"\n'
+                        f'type = "tabular"\nsource = "{pim}"\ncolumns = {{ sku = "sku" }}\n')
+    with pytest.raises(MasterImportError) as e:
+        load_master(load_config(cfg_path).master, tmp_path)
+    text = str(e.value)
+    assert "pim.csv:2 column price" in text
+    assert "[master] has no default_currency (set default_currency = \"EUR\"" in text
+    assert "on the channel" not in text
