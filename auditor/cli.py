@@ -87,9 +87,11 @@ def main(ctx: click.Context, verbose: int, quiet: bool, config_path: Path | None
     \b
     Start here:
       auditor demo                      # a full audit of bundled demo data
+      auditor init pim.csv feeds/*      # config.toml guessed from your own files
       auditor config check              # validate config.toml
       auditor run                       # audit every channel in config.toml
       auditor findings --open           # what is wrong now
+      auditor serve                     # schedules, web UI, API and /metrics
     """
     logsetup.setup(-1 if quiet else verbose)
     ctx.obj = {"quiet": quiet}

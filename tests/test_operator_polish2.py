@@ -526,3 +526,9 @@ def test_a_master_price_without_currency_names_the_masters_key(tmp_path):
     assert "pim.csv:2 column price" in text
     assert "[master] has no default_currency (set default_currency = \"EUR\"" in text
     assert "on the channel" not in text
+
+
+def test_the_top_level_help_starts_a_new_user_with_init_and_serve():
+    r = CliRunner().invoke(main, ["--help"])
+    start = r.output.split("Start here:")[1].split("Options:")[0]
+    assert "auditor init pim.csv feeds/*" in start and "auditor serve" in start
