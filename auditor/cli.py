@@ -224,6 +224,8 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
             raise click.BadParameter(str(e), param_hint="--now") from None
     report = None
     session: AuditSession | None = None
+    if not _quiet() and fmt in ("table", "json"):  # the summary shows a rejected master
+        _drop_logged("master_error")
     try:
         with interrupt_on_signals():
             store = open_store(cfg.store_url)
@@ -272,6 +274,20 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
     else:
         print_report(report, exit_code)
     sys.exit(exit_code)
+
+
+def _drop_logged(summary: str) -> None:
+    """Leave out of this process's log output the records that repeat what the command's
+    own summary prints (logged with ``extra={"summary": NAME}``; a run of `auditor serve`,
+    whose summary nobody sees, keeps them)."""
+    import logging
+
+    class Drop(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return getattr(record, "summary", None) != summary
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(Drop())
 
 
 def _exit_code(report, store, fail_on: str) -> int:

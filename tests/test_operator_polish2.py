@@ -532,3 +532,20 @@ def test_the_top_level_help_starts_a_new_user_with_init_and_serve():
     r = CliRunner().invoke(main, ["--help"])
     start = r.output.split("Start here:")[1].split("Options:")[0]
     assert "auditor init pim.csv feeds/*" in start and "auditor serve" in start
+
+
+def test_a_rejected_master_is_said_once_by_auditor_run(tmp_path):
+    """The summary on stdout and an ERROR log line on stderr said the same; the log line
+    stays where no summary shows it (--format csv, -q, runs of `auditor serve`)."""
+    from tests.service_helpers import cli
+
+    config = build_world(tmp_path)
+    (tmp_path / "master.csv").unlink()
+    table = cli("run", "-c", config)
+    assert table.returncode == 2
+    assert "file not found" in table.stdout and "master.csv" in table.stdout
+    assert "master import from" not in table.stderr, table.stderr
+    quiet = cli("-q", "run", "-c", config)
+    assert quiet.stdout == "" and "ERROR auditor.session: master import from" in quiet.stderr
+    csv = cli("run", "-c", config, "--format", "csv")
+    assert "ERROR auditor.session: master import from" in csv.stderr
