@@ -549,3 +549,12 @@ def test_a_rejected_master_is_said_once_by_auditor_run(tmp_path):
     assert quiet.stdout == "" and "ERROR auditor.session: master import from" in quiet.stderr
     csv = cli("run", "-c", config, "--format", "csv")
     assert "ERROR auditor.session: master import from" in csv.stderr
+
+
+def test_a_master_that_could_not_be_read_is_not_said_to_have_0_rows():
+    from auditor.errors import MasterImportError
+
+    e = MasterImportError("/x/pim.csv", [("/x/pim.csv", "file not found")])
+    assert str(e).splitlines()[0] == "master import from /x/pim.csv rejected: 1 error(s)"
+    e = MasterImportError("/x/pim.csv", [("/x/pim.csv:2", "bad price")], total_rows=2)
+    assert "rejected: 1 error(s) in 2 row(s)" in str(e)
