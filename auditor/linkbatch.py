@@ -38,7 +38,7 @@ import numpy as np
 from auditor.forking import _in_fork  # forks as the run's other background steps do
 from auditor.matching import (KEEP, TIE, W_PRICE_CLOSE, W_PRICE_FAR, W_PRICE_OFF, Decision, Features,
                               MatchIndex, codes, decide, listing_features, norm_brand,
-                              twin_links)
+                              shingles, text_key, twin_links)
 from auditor.model import Link, LinkMethod, Listing
 from auditor.text import normalize_title
 
@@ -91,6 +91,8 @@ class FeatureReader:
             f.codes = f.codes | codes(mpn.replace(" ", ""))[0]
         if description:
             f.description_codes = codes(description)[0] - f.codes
+            f.shingles = shingles(description)
+            f.text_key = text_key(description)
         return f
 
     def brand(self, brand: str | None) -> tuple[str, str]:

@@ -18,8 +18,9 @@ Three steps, each bounded per listing:
    or another brand (also a brand named in the listing's title), quantities of one kind
    that differ (500 GB vs 1 TB), sizes that differ (60 x 60 vs 60 x 80), plain numbers
    that differ (2007 vs 2008), colours, platforms, editions or licences that differ
-   (deluxe vs premium, an upgrade), a bundle or an accessory on one side only, a price
-   ten times off (against) or close (for).
+   (deluxe vs premium, an upgrade), specifications of one family that differ (cat5e vs
+   cat6, male-to-male vs male-to-female), a bundle or an accessory on one side only,
+   descriptions sharing a passage (for), a price ten times off (against) or close (for).
    Each piece of evidence is kept, so a person can see why.
 
 The channel-wide one-to-one assignment and the link states are in ``assign``.
@@ -28,7 +29,9 @@ The channel-wide one-to-one assignment and the link states are in ``assign``.
 from __future__ import annotations
 
 import math
+from hashlib import blake2b
 from math import fsum
+from zlib import crc32
 from array import array
 import re
 from bisect import bisect_left
@@ -52,6 +55,7 @@ BLOCK_BUDGET = 400      # postings counted per listing, at most
 MAX_CANDIDATES = 12      # candidates compared by title words per listing
 FULL_SCORES = 5          # of which the closest are scored on all the evidence
 PREFIX_HITS = 8          # masters found through one code's prefix match
+CODE_DF = 20             # masters sharing a code read from two words, at most, for it to find them
 CODE_FOUND = 10          # what ``_found`` counts for a shared model code (or more: the title)
 KEEP = 6                 # best candidates kept per listing for the assignment
 TIED_KEEP = 64           # masters tied for the last candidate place kept for the brand
@@ -74,6 +78,11 @@ W_BUNDLE = -0.2          # one title names a bundle (combo), the other none
 W_PRICE_FAR = -0.3       # ten times apart
 W_PRICE_OFF = -0.1       # three times apart
 W_PRICE_CLOSE = 0.05     # within 30%
+W_SPEC_DIFFER = -0.3     # a specification of one family differs (cat5e vs cat6, M-M vs M-F)
+W_TEXT_AGREE = 0.15      # the descriptions share a passage (``text_agrees``)
+TEXT_SHARED = 8          # word triples the descriptions must share at least
+TEXT_SHARE = 0.5         # and that share of the shorter description's triples
+TEXT_CACHE = 2_048       # masters whose description triples are kept (bounded memory)
 
 _COUNT = itemgetter(1)
 _FIRST = itemgetter(0)
@@ -267,6 +276,32 @@ def quantities(norm_text: str) -> dict[str, set[float]]:
     return out
 
 
+# per kind of quantity, the factors of its units (``quantities``)
+_FACTORS: dict[str, tuple[float, ...]] = {}
+for _k, _f in _UNITS.values():
+    _FACTORS[_k] = tuple(sorted({*_FACTORS.get(_k, ()), _f} | (
+        {_f / 1.024} if _k == "bytes" and _f < 1.0 else set())))
+_DIGIT_RUN = re.compile(r"\d+")
+
+
+def _unexplained(extra: Collection[float], qty: Mapping[str, set[float]],
+                 other_qty: Mapping[str, set[float]], *other_codes: Iterable[str] | None
+                 ) -> set[float]:
+    """Of the numbers ``extra`` one title names and the other does not, those it shows in
+    no other form: not a number of a quantity of a kind both titles name (``qty``, theirs
+    ``other_qty``: already compared), and not a digit run of one of the other's codes."""
+    out = set(extra)
+    for kind in qty.keys() & other_qty.keys():
+        vals = qty[kind]
+        out = {n for n in out if not any(abs(n * fac - v) <= 0.001 * max(1.0, v)
+                                         for fac in _FACTORS[kind] for v in vals)}
+    if out and any(other_codes):
+        runs = {int(r) for cs in other_codes if cs for c in cs for r in _DIGIT_RUN.findall(c)
+                if len(r) <= 9}
+        out = {n for n in out if not (n.is_integer() and int(n) in runs)}
+    return out
+
+
 def _overlap(a: set[float], b: set[float], tol: float = 0.01) -> bool:
     """Whether two sets of quantities of one kind share a value, within ``tol`` (1%: a
     camera's 14.1 MP is the 14 MP of another title; megapixels are compared within
@@ -354,11 +389,63 @@ def _before_for(tokens: Sequence[str]) -> Sequence[str]:
     return tokens
 
 
+# Words a company's name ends with that are not its name ("Aspyr Media", "Topics
+# Entertainment", "Smith Micro Software"): a title naming the rest names the brand
+_COMPANY_WORDS = tuple(sorted(
+    "software media inc incorporated corp corporation co company ltd llc gmbh plc "
+    "entertainment publishing publisher publishers interactive technologies technology "
+    "systems international intl games studios electronics products group labs usa "
+    "america enterprises solutions industries brands worldwide computer computers "
+    "consumables".split(), key=len, reverse=True))
+
+
+@lru_cache(maxsize=1 << 12)
+def brand_core(brand: str) -> str:
+    """A brand folded as ``norm_brand`` folds it, without the company words it ends with
+    ("aspyrmedia" -> "aspyr"), when at least four letters that are not such a word are
+    left; else the brand."""
+    core = brand
+    while True:
+        for w in _COMPANY_WORDS:
+            if core.endswith(w) and len(core) - len(w) >= 4 and \
+                    core[:-len(w)] not in _COMPANY_WORDS:
+                core = core[:-len(w)]
+                break
+        else:
+            return core
+
+
+def _cores_agree(a: str, b: str) -> bool:
+    """Whether two brands (folded) name one maker once the company words they end with are
+    taken off (``brand_core``): "Sony Media" and "Sony Creative Software" ("sony" in
+    "sonycreative"); at least four letters."""
+    ca, cb = brand_core(a), brand_core(b)
+    if (ca == a and cb == b) or len(ca) < 4 or len(cb) < 4:
+        return False
+    return ca in cb or cb in ca
+
+
 def brand_span(tokens: Sequence[str], brand: str) -> frozenset[str]:
     """The words of a title that spell a brand (folded as ``norm_brand`` folds it:
-    "fogware publishing" for "fogwarepublishing"), at most four words, else none."""
+    "fogware publishing" for "fogwarepublishing"), at most four words, else none. A
+    title spelling the brand without the company words it ends with (``brand_core``:
+    "aspyr" for "Aspyr Media") at its start names it too."""
     if len(brand) < 3:
         return frozenset()
+    span = _spelled(tokens, brand)
+    if not span and tokens:
+        core = brand_core(brand)
+        if core != brand and core.startswith(tokens[0]):
+            # the rest of a name may be a word of the product ("Umbrella & Co"): it names
+            # the brand only in front, where a channel puts the maker
+            span = _spelled(tokens[:4], core)
+            if span and tokens[0] not in span:
+                span = frozenset()
+    return span
+
+
+def _spelled(tokens: Sequence[str], brand: str) -> frozenset[str]:
+    """The words of a title that spell ``brand`` (at most four), else none."""
     for j, t in enumerate(tokens):
         if not brand.startswith(t):
             continue
@@ -399,6 +486,85 @@ class Features:
     sizes: frozenset[tuple[float, float]] = frozenset()
     editions: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
     bundle: frozenset[str] = frozenset()
+    shingles: frozenset[int] = frozenset()   # of the description (``shingles``)
+    text_key: bytes = b""            # a digest of the description (``shingles``)
+    specs: Mapping[str, frozenset[str]] = field(default_factory=dict)  # ``spec_words``
+    core: str = ""                   # the title without its bracketed parts (``core_title``)
+
+
+# A specification of a family written as one short word ("cat5e", "ddr3", "ps2", "usb3"):
+# the family's letters, then its number
+_SPEC_WORD = re.compile(r"(?<![a-z0-9])([a-z]{2,4})(\d{1,2})[a-z]?(?![a-z0-9])")
+_GENDER = {"male": "m", "female": "f", "males": "m", "females": "f"}
+_NO_SPECS: Mapping[str, frozenset[str]] = {}
+
+
+def spec_words(norm_title: str) -> Mapping[str, frozenset[str]]:
+    """The specifications a normalized title names, by family: short words of letters and
+    a number that are not model codes ("cat6": {"cat": {"6"}}), and the connector genders
+    it names ("male to female": {"gender": {"fm"}})."""
+    found = _SPEC_WORD.findall(norm_title) if _HAS_DIGIT.search(norm_title) else ()
+    if not found and "male" not in norm_title:
+        return _NO_SPECS
+    out: dict[str, set[str]] = {}
+    for fam, num in found:
+        if not _is_code(fam + num):
+            out.setdefault(fam, set()).add(num)
+    if "male" in norm_title:
+        g = "".join(sorted({_GENDER[w] for w in norm_title.split() if w in _GENDER}))
+        if g:
+            out["gender"] = {g}
+    return {k: frozenset(v) for k, v in out.items()} if out else _NO_SPECS
+
+
+def specs_differ(a: Mapping[str, frozenset[str]], b: Mapping[str, frozenset[str]]
+                 ) -> str | None:
+    """A family both name with no number in common (cat5e and cat6, ddr2 and ddr3; a
+    male-to-male cable and a male-to-female one), else None."""
+    for fam in sorted(a.keys() & b.keys()):
+        if not a[fam] & b[fam]:
+            return fam
+    return None
+
+
+_BRACKETED = re.compile(r"\([^()]*\)|\[[^\[\]]*\]")
+
+
+def core_title(title: str | None) -> str:
+    """A title without its bracketed parts ("(jewel case)", "(win 98 me 2000 xp)",
+    "[mac]": packaging and platforms a shop adds in brackets), normalized; "" when it has
+    none, or nothing else."""
+    if not title or ("(" not in title and "[" not in title):
+        return ""
+    return normalize_title(_BRACKETED.sub(" ", title[:MAX_TEXT]))
+
+
+def shingles(text: str | None) -> frozenset[int]:
+    """The word triples of a text's first ``MAX_TEXT`` characters (normalized words), each
+    as its CRC-32 (a few bytes, the same in every process): what two descriptions copied
+    from one source share."""
+    if not text:
+        return frozenset()
+    w = normalize_title(text[:MAX_TEXT]).split()
+    return frozenset(crc32(" ".join(w[k:k + 3]).encode()) for k in range(len(w) - 2))
+
+
+def text_key(text: str | None) -> bytes:
+    """A 16-byte digest of what ``shingles`` reads of a text (b"" for none): what the
+    title evidence cache is keyed by, in place of the triples themselves."""
+    if not text:
+        return b""
+    return blake2b(text[:MAX_TEXT].encode("utf-8", "replace"), digest_size=16).digest()
+
+
+def text_agrees(a: frozenset[int], b: frozenset[int]) -> bool:
+    """Whether two descriptions' word triples (``shingles``) show a shared passage: at
+    least ``TEXT_SHARED`` triples, and ``TEXT_SHARE`` of the shorter one's (a template
+    such as "dimensions: ...; shipping weight: ..." shares a few triples, never enough)."""
+    if len(a) < TEXT_SHARED or len(b) < TEXT_SHARED:
+        return False
+    n = len(a & b)
+    return n >= TEXT_SHARED and n >= TEXT_SHARE * min(len(a), len(b))
 
 
 def listing_features(title: str | None, description: str | None, brand: str | None,
@@ -413,6 +579,8 @@ def listing_features(title: str | None, description: str | None, brand: str | No
     if description:
         d1, _ = codes(description)
         f.description_codes = d1 - one
+        f.shingles = shingles(description)
+        f.text_key = text_key(description)
     if not toks:
         f.reason = "empty title" if not title.strip() else "title has no words"
     if one or two or _HAS_DIGIT.search(f.title) is not None \
@@ -427,6 +595,8 @@ def listing_features(title: str | None, description: str | None, brand: str | No
     f.accessory = accessory_words(f.title)
     f.editions = editions(toks)
     f.bundle = _BUNDLE.intersection(toks)
+    f.specs = spec_words(f.title)
+    f.core = core_title(title)
     return f
 
 
@@ -509,6 +679,9 @@ class MatchIndex:
         # ``_master_numbers``): filled in as masters become candidates
         self._mwords: list[tuple[Any, ...] | None] = [None] * len(self.skus)
         self._mnums: list[tuple[Any, ...] | None] = [None] * len(self.skus)
+        # ``shingles`` of the last masters' descriptions read (at most TEXT_CACHE: listings
+        # come in title order, their candidates repeat)
+        self._mtext: dict[int, frozenset[int]] = {}
         # (``brand_scores``) whether two brands agree by their names alone, and each
         # master's title head (``_head``) without spaces, as they are needed
         self._brand_pairs: dict[tuple[str, str], bool] = {}
@@ -622,8 +795,12 @@ class MatchIndex:
             for i in self._code_hits(c)[:MAX_DF]:
                 found[i] += 10
         for c in sorted(f.joined):
-            for i in self.code_post.get(c, ())[:MAX_DF]:
-                found[i] += 10
+            hits = self.code_post.get(c, ())
+            # two words read as one code that many masters show ("usb 2.0") are a
+            # specification, not a model: they find nothing in particular
+            if len(hits) <= CODE_DF:
+                for i in hits:
+                    found[i] += 10
         for c in sorted(f.description_codes)[:4]:
             for i in self.code_post.get(c, ())[:PREFIX_HITS]:
                 found[i] += 5
@@ -663,7 +840,7 @@ class MatchIndex:
         mw = self._mwords[i]
         if mw is None:
             mw = self._master_words(i)
-        mtoks, mv, (med, mlic), mbundle, ma = mw
+        mtoks, mv, (med, mlic), mbundle, ma, mspecs, mcore = mw
         idf2 = self.idf2
         # fsum: exactly rounded, so the same whatever order the set is walked in
         shared = fsum([idf2[t] for t in f.tokenset & mtoks])
@@ -683,6 +860,9 @@ class MatchIndex:
         # character-level similarity catches joined or split words ("studiodvd")
         if cos < 0.9:
             char = fuzz.token_set_ratio(title, mt) / 100.0
+            if char < 1.0 and (mcore or f.core):
+                # the titles without what they add in brackets ("(jewel case)", "(pc/mac)")
+                char = max(char, fuzz.token_set_ratio(f.core or title, mcore or mt) / 100.0)
             sim = max(cos, CHAR_WEIGHT * char) if cos < char else cos
         else:
             sim = cos
@@ -751,7 +931,9 @@ class MatchIndex:
                     break
         if f.nums and not qty_differ:
             mn = mnums[1]  # type: ignore[index]
-            if f.nums - mn and mn - f.nums:  # each names a number the other lacks
+            if f.nums - mn and mn - f.nums and \
+                    self._numbers_differ(f, i, mnums):  # type: ignore[arg-type]
+                # each names a number the other lacks (and does not show otherwise)
                 s += W_NUM_DIFFER
                 if ev is not None:
                     ev["numbers_differ"] = [[f"{n:g}" for n in sorted(f.nums)[:3]],
@@ -763,6 +945,24 @@ class MatchIndex:
                 if ev is not None:
                     ev["sizes_differ"] = [[_size_text(d) for d in sorted(f.sizes)[:2]],
                                           [_size_text(d) for d in sorted(md)[:2]]]
+        if f.shingles:
+            mt_ = self._mtext.get(i)
+            if mt_ is None:
+                if len(self._mtext) >= TEXT_CACHE:
+                    self._mtext.clear()
+                mt_ = self._mtext[i] = shingles(self._master[self.skus[i]].description)
+            if text_agrees(f.shingles, mt_):
+                # the listing's description repeats the master's (both copied from the
+                # maker's text): the same product, whatever the titles leave out
+                s += W_TEXT_AGREE
+                if ev is not None:
+                    ev["descriptions_agree"] = True
+        if f.specs and mspecs:
+            fam = specs_differ(f.specs, mspecs)
+            if fam is not None:
+                s += W_SPEC_DIFFER
+                if ev is not None:
+                    ev["specs_differ"] = [sorted(f.specs[fam]), sorted(mspecs[fam])]
         if bool(f.bundle) != bool(mbundle):
             # a bundle or a combo is not its one part ("keyboard and mouse combo")
             s += W_BUNDLE
@@ -783,6 +983,17 @@ class MatchIndex:
                     ev["accessories_differ"] = [sorted(f.accessory)[:3], sorted(ma)[:3]]
         return s
 
+    def _numbers_differ(self, f: Features, i: int, mnums: tuple[Any, ...]) -> bool:
+        """Whether the listing and master ``i`` each name a number the other does not show
+        in another form: a number of a quantity both name alike ("1024MB" and "1 GB",
+        "14.1MP" and "14 MP": ``quantities`` compared them), or one inside the other's
+        model code ("GT 520" and "GT520") is shown by both."""
+        mq, mn = mnums[0], mnums[1]
+        mine = _unexplained(f.nums - mn, f.qty, mq, self.codes[i], self.joined[i])
+        if not mine:
+            return False
+        return bool(_unexplained(mn - f.nums, mq, f.qty, f.codes, f.joined))
+
     def _master_words(self, i: int) -> tuple[Any, ...]:
         """What ``_title_score`` reads from master ``i``'s words (its word set, variants,
         editions, bundle and accessory words), read on first use and kept: a master is a
@@ -790,7 +1001,9 @@ class MatchIndex:
         mt = self.titles[i]
         mtoks = set(mt.split())
         mw = self._mwords[i] = (mtoks, variants(mtoks), editions(mtoks),
-                                _BUNDLE.intersection(mtoks), accessory_words(mt))
+                                _BUNDLE.intersection(mtoks), accessory_words(mt),
+                                spec_words(mt),
+                                core_title(self._master[self.skus[i]].title))
         return mw
 
     def _master_numbers(self, i: int) -> tuple[Any, ...]:
@@ -825,6 +1038,7 @@ class MatchIndex:
         lb, mb = f.brand, self.brands[i]
         if lb and mb:
             if lb == mb or (len(lb) >= 3 and len(mb) >= 3 and (lb in mb or mb in lb)) \
+                    or _cores_agree(lb, mb) \
                     or len(lb) >= 4 and lb in self._head_joined(i):
                 s += W_BRAND_AGREE
                 if ev is not None:
@@ -875,7 +1089,8 @@ class MatchIndex:
                 continue
             v = pairs.get((lb, mb))
             if v is None:
-                v = pairs[(lb, mb)] = len(lb) >= 3 and len(mb) >= 3 and (lb in mb or mb in lb)
+                v = pairs[(lb, mb)] = len(lb) >= 3 and len(mb) >= 3 and (
+                    lb in mb or mb in lb) or _cores_agree(lb, mb)
             if not v and len(lb) >= 4:
                 h = heads[i]
                 v = lb in (h if h is not None else self._head_joined(i))
@@ -934,6 +1149,7 @@ class MatchIndex:
                 (frozenset(f.codes) if f.codes else None,
                  frozenset(f.joined) if f.joined else None,
                  frozenset(f.description_codes) if f.description_codes else None,
+                 f.text_key or None, f.core or None,
                  frozenset((k, v) for k, vs in f.qty.items() for v in vs) if f.qty else None,
                  frozenset(f.nums) if f.nums else None))
 
