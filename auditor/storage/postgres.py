@@ -266,6 +266,13 @@ CREATE INDEX finding_events_episode ON finding_events (fingerprint, id)
 
 MIGRATIONS: list[str] = [_M1, _M2, _M3]
 SCHEMA_VERSION = len(MIGRATIONS)
+# Columns of the partitioned tables that no query filters, joins or sorts on: their
+# partitions collect no statistics for them (SET STATISTICS 0). ANALYZE (autovacuum's,
+# as a first audit fills a channel's partitions) otherwise sorts a sample of each
+# column under the database's collation: the listings' JSON bodies were most of its CPU.
+_NO_STATISTICS = {"listings": ("data", "link_candidates"),
+                  "listing_versions": ("data",),
+                  "findings": ("expected", "actual", "message", "details")}
 # Tables partitioned by channel (a partition per channel, made on first use).
 PARTITIONED = ("listings", "listing_versions", "findings", "finding_events",
                "finding_observations")
@@ -516,6 +523,9 @@ class PostgresStore:
                     c.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR "
                                       "VALUES IN ({})").format(
                         sql.Identifier(name), sql.Identifier(table), sql.Literal(channel)))
+                    for col in _NO_STATISTICS.get(table, ()):
+                        c.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET STATISTICS 0"
+                                          ).format(sql.Identifier(name), sql.Identifier(col)))
         self._channels.add(channel)
 
     def _stage(self, name: str, table: str, cols: Sequence[str]) -> str:
@@ -592,6 +602,11 @@ class PostgresStore:
         c = self.conn
         stage = self._stage("stage_master", "master_records", _MASTER_COLS)
         with self._xact_lock(LOCK_MASTER, "master"), c.cursor() as cur:
+            # A first import (nothing stored, checked under the lock: no import can have
+            # come between plan and commit) is copied straight into the table, with
+            # no staging table and no conflict to look for.
+            first = not plan.replaced and not plan.removed and _first(c.execute(
+                "SELECT NOT EXISTS (SELECT 1 FROM master_records)"))
             snap = _first(c.execute(
                 "INSERT INTO master_snapshots (imported_at, source, sha256, records, added, "
                 "changed, removed, skipped_rows) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
@@ -614,13 +629,17 @@ class PostgresStore:
                                             _cell(new_d.get(fld)), at))
                 # The replaced versions first, while master_records still holds them.
                 self._to_history(history, at, snap)
-                self._copy(cur, stage, _MASTER_COLS, upserts)
-                cur.execute(
-                    "INSERT INTO master_records (sku, hash, data, snapshot_id, valid_from)"
-                    " SELECT sku, hash, data, snapshot_id, valid_from FROM stage_master"
-                    " ON CONFLICT (sku) DO UPDATE SET hash=excluded.hash, data=excluded.data,"
-                    " snapshot_id=excluded.snapshot_id, valid_from=excluded.valid_from")
-                cur.execute("TRUNCATE stage_master")  # the next chunk, same transaction
+                if first:
+                    self._copy(cur, "master_records", _MASTER_COLS, upserts)
+                else:
+                    self._copy(cur, stage, _MASTER_COLS, upserts)
+                    cur.execute(
+                        "INSERT INTO master_records (sku, hash, data, snapshot_id, valid_from)"
+                        " SELECT sku, hash, data, snapshot_id, valid_from FROM stage_master"
+                        " ON CONFLICT (sku) DO UPDATE SET hash=excluded.hash,"
+                        " data=excluded.data, snapshot_id=excluded.snapshot_id,"
+                        " valid_from=excluded.valid_from")
+                    cur.execute("TRUNCATE stage_master")  # the next chunk, same transaction
                 self._copy(cur, "master_changes", _CHANGE_COLS, changes)
             for i in range(0, len(plan.removed), 5000):
                 chunk = plan.removed[i:i + 5000]
@@ -869,7 +888,10 @@ class PostgresStore:
         with the same link, costs a hash comparison and no statement. One transaction per
         batch of ``WRITE_BATCH`` rows; the channel's advisory lock is held for the whole
         read, so two processes saving one channel take turns (each reads what the other
-        wrote) instead of losing each other's updates."""
+        wrote) instead of losing each other's updates. A key not stored when the batch's
+        stored rows were read (under that lock) is copied straight into the table; one
+        written meanwhile by a writer outside the lock fails the save (a unique key), it
+        is never merged unseen."""
         self._ensure_channel(channel)
         c = self.conn
         # One lock per channel, or per shard of it: disjoint shards save at once.
@@ -897,6 +919,7 @@ class PostgresStore:
         seen: set[str] = set()
         new = changed = 0
         batch_up: list[tuple] = []
+        batch_new: list[tuple] = []  # keys not stored (``known`` was read under the lock)
         batch_ver: list[str] = []
         batch_seen: list[tuple] = []
         batch_link: list[tuple] = []
@@ -906,9 +929,10 @@ class PostgresStore:
         link_stage = self._stage("stage_listings_link", "listings", _LINK_COLS)
 
         def flush() -> None:
-            if not (batch_up or batch_seen or batch_link):
+            if not (batch_up or batch_new or batch_seen or batch_link):
                 return
             batch_up.sort(key=_KEY1)
+            batch_new.sort(key=_KEY1)
             batch_seen.sort(key=_KEY_LAST)
             batch_link.sort(key=_KEY_LAST)
             # Each kind of row is COPY-ed into its staging table and merged by one statement.
@@ -920,6 +944,8 @@ class PostgresStore:
                         " last_changed_run, hash, data, %s, fetched_at, evidence FROM listings"
                         " WHERE channel = %s AND key = ANY(%s) ORDER BY key",
                         (run_id, channel, sorted(batch_ver)))
+                if batch_new:  # straight in: no staging table, no conflict to look for
+                    self._copy(cur, "listings", _UP_COLS, batch_new)
                 if batch_up:
                     self._copy(cur, up_stage, _UP_COLS, batch_up)
                     cur.execute(
@@ -955,7 +981,7 @@ class PostgresStore:
                         " link_candidates=s.link_candidates, link_run=s.link_run"
                         " FROM stage_listings_link s WHERE l.channel = %s"
                         " AND l.channel = s.channel AND l.key = s.key", (channel,))
-            for batch in (batch_up, batch_ver, batch_seen, batch_link):
+            for batch in (batch_up, batch_new, batch_ver, batch_seen, batch_link):
                 batch.clear()
 
         last_dt: datetime | None = None
@@ -984,14 +1010,16 @@ class PostgresStore:
                 elif was[3] != link:
                     batch_link.append((*_link_cells(link), link_run, channel, key))
             else:
-                batch_up.append((channel, key, h, body.decode(), run_id, run_id, run_id,
-                                 fetched, li.evidence, *_link_cells(link), link_run))
+                (batch_new if was is None else batch_up).append(
+                    (channel, key, h, body.decode(), run_id, run_id, run_id, fetched,
+                     li.evidence, *_link_cells(link), link_run))
                 if was is None:
                     new += 1
                 else:
                     changed += 1
                     batch_ver.append(key)
-            if len(batch_up) + len(batch_seen) + len(batch_link) >= WRITE_BATCH:
+            if len(batch_up) + len(batch_new) + len(batch_seen) + len(batch_link) >= \
+                    WRITE_BATCH:
                 flush()
         flush()
         unseen = [k for k, was in known.items() if was[2] is None and k not in seen]
@@ -1052,13 +1080,24 @@ class PostgresStore:
         obs_stage = self._stage("stage_observations", "finding_observations", _OBS_COLS)
         moved_stage = self._stage("stage_findings_moved", "findings", _MOVED_COLS)
         with _findings_lock(c, channel, shard), c.cursor() as cur:
-            existing = {row[0]: as_previous(row[1:]) for row in c.execute(
-                "SELECT fingerprint, state, outcome, expected, actual, check_name, listing_key"
-                " FROM findings WHERE channel=%s" + _shard_where(shard, "listing_key"),
-                (channel, *_shard_args(shard)))
-                if shard is None or shard.contains(row[6])}
+            # Findings this run observed already (a retried job's): only their
+            # observations can be stored; the others' are copied straight in.
+            ours: set[str] = set()
+            existing: dict[str, Previous] = {}
+            for row in c.execute(
+                    "SELECT fingerprint, state, outcome, expected, actual, check_name,"
+                    " listing_key, last_run = %s FROM findings WHERE channel=%s"
+                    + _shard_where(shard, "listing_key"),
+                    (run_id, channel, *_shard_args(shard))):
+                if shard is None or shard.contains(row[6]):
+                    existing[row[0]] = as_previous(row[1:7])
+                    if row[7]:
+                        ours.add(row[0])
             events: list[tuple] = []
-            obs, inserts, updates = [], [], []
+            obs: list[tuple] = []
+            obs_new: list[tuple] = []
+            inserts: list[tuple] = []
+            updates: list[tuple] = []
             for f in observed:
                 if f.outcome == Outcome.PASSED:
                     continue
@@ -1070,7 +1109,7 @@ class PostgresStore:
                 t = transition(old, f, evidence)
                 if t is None:  # no evidence (a partial read, a not_evaluated outcome)
                     continue
-                obs.append((channel, run_id, fp, f.outcome.value))
+                (obs if fp in ours else obs_new).append((channel, run_id, fp, f.outcome.value))
                 details = codec.dumps(dict(f.details)) if f.details else None
                 if old is None:
                     inserts.append((channel, fp, f.check, f.sku, f.listing_key, f.field,
@@ -1095,6 +1134,7 @@ class PostgresStore:
             inserts.sort(key=_KEY1)
             updates.sort(key=_KEY_LAST)
             obs.sort(key=_KEY2)
+            obs_new.sort(key=_KEY2)
             # New findings and events are COPY-ed in (no conflict: the channel's lock is
             # held since its findings were read); updates go through staging tables.
             if inserts:
@@ -1114,6 +1154,8 @@ class PostgresStore:
                 cur.execute("UPDATE findings SET ack_by=NULL, ack_at=NULL, ack_note=NULL,"
                             " snoozed_until=NULL, snoozed_by=NULL WHERE channel = %s"
                             " AND fingerprint = ANY(%s)", (channel, back))
+            if obs_new:  # (an observation is stored with its finding's last_run)
+                self._copy(cur, "finding_observations", _OBS_COLS, obs_new)
             if obs:
                 self._copy(cur, obs_stage, _OBS_COLS, obs)
                 cur.execute(
