@@ -55,7 +55,8 @@ from psycopg.types.string import StrDumperUnknown
 from auditor import codec
 from auditor.compact import CompactMaster, body_of
 from auditor import lifecycle
-from auditor.errors import LockedError, StoreError, StoreUnavailable
+from auditor.errors import (BadRequest, Conflict, LockedError, NotFound, StoreError,
+                            StoreUnavailable)
 from auditor.events import FindingChange
 from auditor.lifecycle import OPEN, RESOLVED, Evidence, Previous
 from auditor.model import (Finding, Link, Listing, MasterRecord, Outcome, Run, SourceResult,
@@ -1557,9 +1558,9 @@ class PostgresStore:
             row = c.execute("SELECT state, outcome, expected, actual, channel FROM findings "
                             "WHERE fingerprint=%s FOR UPDATE", (fingerprint,)).fetchone()
             if row is None:
-                raise StoreError(f"no finding with fingerprint {fingerprint}")
+                raise NotFound(f"no finding with fingerprint {fingerprint}")
             if row[0] == RESOLVED and not allow_resolved:
-                raise StoreError(f"finding {fingerprint} is resolved: nothing to "
+                raise Conflict(f"finding {fingerprint} is resolved: nothing to "
                                  f"{event.rstrip('d')}")
             channel = row[4]
             c.execute(f"UPDATE findings SET {sets} WHERE channel=%s AND fingerprint=%s",
@@ -2027,14 +2028,14 @@ class PostgresStore:
         """The one finding fingerprint starting with ``prefix`` (as shown, often shortened)."""
         prefix = prefix.strip().lower()
         if not re.fullmatch(r"[0-9a-f]{4,40}", prefix):
-            raise StoreError(f"{prefix!r} is not a finding fingerprint (hex, 4 characters or more)")
+            raise BadRequest(f"{prefix!r} is not a finding fingerprint (hex, 4 characters or more)")
         rows = [r[0] for r in self.conn.execute(
             "SELECT DISTINCT fingerprint FROM findings WHERE fingerprint >= %s AND"
             " fingerprint < %s LIMIT 2", (prefix, prefix + "g"))]
         if not rows:
-            raise StoreError(f"no finding with fingerprint {prefix}")
+            raise NotFound(f"no finding with fingerprint {prefix}")
         if len(rows) > 1:
-            raise StoreError(f"fingerprint {prefix} is ambiguous: give more characters")
+            raise BadRequest(f"fingerprint {prefix} is ambiguous: give more characters")
         return rows[0]
 
     def finding_episodes(self, fingerprints: Iterable[str] | None = None

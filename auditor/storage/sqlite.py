@@ -29,7 +29,8 @@ import sqlite_utils
 from auditor import codec
 from auditor import lifecycle
 from auditor.compact import CompactMaster, body_of
-from auditor.errors import LockedError, StoreError, StoreUnavailable
+from auditor.errors import (BadRequest, Conflict, LockedError, NotFound, StoreError,
+                            StoreUnavailable)
 from auditor.events import FindingChange
 from auditor.lifecycle import OPEN, RESOLVED, Evidence, Previous
 from auditor.model import (Finding, Link, Listing, MasterRecord, Outcome, Run, SourceResult,
@@ -1244,14 +1245,14 @@ class SQLiteStore:
         """The one finding fingerprint starting with ``prefix`` (as shown, often shortened)."""
         prefix = prefix.strip().lower()
         if not re.fullmatch(r"[0-9a-f]{4,40}", prefix):
-            raise StoreError(f"{prefix!r} is not a finding fingerprint (hex, 4 characters or more)")
+            raise BadRequest(f"{prefix!r} is not a finding fingerprint (hex, 4 characters or more)")
         rows = [r[0] for r in self.db.execute(
             "SELECT fingerprint FROM findings WHERE fingerprint >= ? AND fingerprint < ? LIMIT 2",
             (prefix, prefix + "g"))]
         if not rows:
-            raise StoreError(f"no finding with fingerprint {prefix}")
+            raise NotFound(f"no finding with fingerprint {prefix}")
         if len(rows) > 1:
-            raise StoreError(f"fingerprint {prefix} is ambiguous: give more characters")
+            raise BadRequest(f"fingerprint {prefix} is ambiguous: give more characters")
         return rows[0]
 
     def _triage(self, fingerprint: str, event: str, by: str | None, note: str | None,
@@ -1263,9 +1264,9 @@ class SQLiteStore:
             row = c.execute("SELECT state, outcome, expected, actual FROM findings "
                             "WHERE fingerprint=?", (fingerprint,)).fetchone()
             if row is None:
-                raise StoreError(f"no finding with fingerprint {fingerprint}")
+                raise NotFound(f"no finding with fingerprint {fingerprint}")
             if row[0] == RESOLVED and not allow_resolved:
-                raise StoreError(f"finding {fingerprint} is resolved: nothing to {event.rstrip('d')}")
+                raise Conflict(f"finding {fingerprint} is resolved: nothing to {event.rstrip('d')}")
             c.execute(f"UPDATE findings SET {sets} WHERE fingerprint=?", (*args, fingerprint))
             state = RESOLVED if event == "resolved" else row[0]
             c.execute("INSERT INTO finding_events (fingerprint, run_id, at, event, state, outcome,"
