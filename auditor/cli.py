@@ -87,9 +87,11 @@ def main(ctx: click.Context, verbose: int, quiet: bool, config_path: Path | None
     \b
     Start here:
       auditor demo                      # a full audit of bundled demo data
+      auditor init pim.csv feeds/*      # config.toml guessed from your own files
       auditor config check              # validate config.toml
       auditor run                       # audit every channel in config.toml
       auditor findings --open           # what is wrong now
+      auditor serve                     # schedules, web UI, API and /metrics
     """
     logsetup.setup(-1 if quiet else verbose)
     ctx.obj = {"quiet": quiet}
@@ -222,6 +224,8 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
             raise click.BadParameter(str(e), param_hint="--now") from None
     report = None
     session: AuditSession | None = None
+    if not _quiet() and fmt in ("table", "json"):  # the summary shows a rejected master
+        _drop_logged("master_error")
     try:
         with interrupt_on_signals():
             store = open_store(cfg.store_url)
@@ -272,6 +276,20 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
     sys.exit(exit_code)
 
 
+def _drop_logged(summary: str) -> None:
+    """Leave out of this process's log output the records that repeat what the command's
+    own summary prints (logged with ``extra={"summary": NAME}``; a run of `auditor serve`,
+    whose summary nobody sees, keeps them)."""
+    import logging
+
+    class Drop(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return getattr(record, "summary", None) != summary
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(Drop())
+
+
 def _exit_code(report, store, fail_on: str) -> int:
     """``auditor run``'s exit code under ``--fail-on``: 2 whenever the run was partial."""
     code = report.exit_code
@@ -320,7 +338,12 @@ def _after_run_alerts(cfg: Config, store, now) -> None:
 @click.option("--heartbeat", type=click.FloatRange(min=0.5), default=5.0, show_default=True,
               help="Seconds between the worker's heartbeats (a job of a worker silent for "
                    "[run] stalled_after seconds is given to another).")
-def worker(config_path: Path, once: bool, heartbeat: float) -> None:
+@click.option("--prune-after", "prune_after", type=click.IntRange(min=0), default=None,
+              metavar="HOURS",
+              help="Delete jobs that ended (failed, cancelled, aborted) this many hours ago "
+                   "from the queue, at start and then hourly; 0 = keep them. Default: [run] "
+                   "job_retention_hours (168).")
+def worker(config_path: Path, once: bool, heartbeat: float, prune_after: int | None) -> None:
     """Take the jobs of distributed runs (`auditor run --distributed`) from the queue.
 
     \b
@@ -331,10 +354,13 @@ def worker(config_path: Path, once: bool, heartbeat: float) -> None:
     Examples:
       auditor worker --config /etc/auditor/config.toml
       auditor worker --once            # until the queue is empty
+      auditor worker --prune-after 24  # keep failed jobs a day (default: a week)
     """
     import logging
 
     from auditor.distributed import run_worker
+    from auditor.jobqueue import Pruner
+    from auditor.storage import _postgres_url
 
     cfg = _load(config_path)
     level = logging.getLogger().getEffectiveLevel()
@@ -345,7 +371,15 @@ def worker(config_path: Path, once: bool, heartbeat: float) -> None:
                       + (" until the queue is empty" if once else "")
                       + "; Ctrl-C stops it after the job in hand")
 
-    run_worker(cfg.path, once=once, heartbeat=heartbeat, announce=announce)
+    hours = cfg.run.get("job_retention_hours", 168) if prune_after is None else prune_after
+    pruner = Pruner(cfg.store_url, hours) if hours and _postgres_url(cfg.store_url) else None
+    if pruner is not None:
+        pruner.start()
+    try:
+        run_worker(cfg.path, once=once, heartbeat=heartbeat, announce=announce)
+    finally:
+        if pruner is not None:
+            pruner.stop()
 
 
 def _write_metrics(cfg: Config, path: Path) -> None:
@@ -523,6 +557,22 @@ def _store_for(config_path: Path) -> Store:
     return open_store(_load(config_path).store_url, create=False)
 
 
+
+def _findings_title(rows: list[dict[str, Any]]) -> str:
+    """'N finding(s)', and how many failed or could not be compared when both are listed
+    (a channel whose images cannot be fetched lists one not_evaluated finding per image)."""
+    from collections import Counter
+
+    n = Counter(r.get("outcome") for r in rows)
+    title = f"{len(rows)} finding(s)"
+    if n.get("not_evaluated") and len(n) > 1:
+        parts = [f"{n[o]} {label}" for o, label in (("failed", "failed"), ("warn", "warn"),
+                                                     ("not_evaluated", "not evaluated"))
+                 if n.get(o)]
+        title += ": " + ", ".join(parts) + " (--state open leaves out the not evaluated)"
+    return title
+
+
 @main.group(invoke_without_command=True)
 @config_option
 @click.option("--open", "only_open", is_flag=True, help="Only open findings (--state open).")
@@ -596,7 +646,7 @@ def findings(ctx: click.Context, config_path: Path, only_open: bool, states: tup
         rows = [r for r in rows if r["state"] in states][:limit]
     if fmt == "table":
         _table_out(rows, FINDING_WIDE + ["alert"] if wide else FINDING_VIEW,
-                   f"{len(rows)} finding(s)", {"expected": 40, "actual": 40}, wrap=("message",))
+                   _findings_title(rows), {"expected": 40, "actual": 40}, wrap=("message",))
     else:
         _rows_out(rows, FINDING_COLUMNS[:-2] + ["alert", "message", "fingerprint"], fmt,
                   f"{len(rows)} finding(s)")
@@ -1092,7 +1142,9 @@ def list_checks(fmt: str) -> None:
 def init_cmd(files: tuple[Path, ...], master: Path | None, output: Path, force: bool) -> None:
     """Write a commented config.toml from your master and channel files, saying what it
     guessed: each file's connector (Google feed, Amazon report, Shopify export, Square,
-    Lightspeed, Meta, any table) and, for tables, which column holds which field.
+    Lightspeed, Meta, any table) and, for tables, which column holds which field, and
+    whether its prices include VAT (compared with the master's prices of the SKUs both
+    carry: net, or net x (1 + a common VAT rate); it says when it cannot tell).
 
     Without FILES, the commented template to edit by hand is written.
 

@@ -137,6 +137,11 @@ RUN_OPTIONS = (
         "Every run of this config is distributed, as with `auditor run --distributed`: "
         "`auditor run` and the scheduled audits of `auditor serve` hand the channels to "
         "`auditor worker` processes (needs the PostgreSQL store; docs/scaling.md)."),
+    Opt("job_retention_hours", int, 168,
+        "`auditor worker`: jobs that ended (failed, cancelled, aborted; a succeeded job is "
+        "deleted at once) are deleted from the queue this many hours after they ended, at "
+        "the worker's start and then hourly; 0 = keep them (`auditor worker --prune-after` "
+        "overrides it)."),
 )
 
 HTTP_OPTIONS = (
@@ -429,7 +434,7 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
     run = resolve(RUN_OPTIONS, table("run"), "[run]", problems)
     if run.get("workers", 0) < 0:
         problems.append("[run].workers: expected 0 (one per CPU core) or a positive number")
-    for key, least in (("shard_size", 1), ("job_attempts", 1)):
+    for key, least in (("shard_size", 1), ("job_attempts", 1), ("job_retention_hours", 0)):
         if key in run and run[key] < least:
             problems.append(f"[run].{key}: expected {least} or more, got {run[key]}")
     if "stalled_after" in run and run["stalled_after"] <= 0:

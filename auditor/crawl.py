@@ -378,6 +378,11 @@ class Crawl:
         origin = f"{parts.scheme}://{parts.netloc}"
         r = self.robots.get(origin)
         if r is None:
+            # robots.txt is one of the host's requests: paced and limited like a page, with
+            # a configured crawl_delay from the start; a Crawl-delay it names then spaces
+            # the next request from robots.txt itself (auditor.http._HostGate).
+            if self.s.crawl_delay:
+                fetcher.set_host_delay(origin + "/", self.s.crawl_delay)
             r = self.robots[origin] = await fetch_robots(fetcher, origin)
             delay = r.delay(self.agent) if self.s.crawl_delay is None else self.s.crawl_delay
             if delay:

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 
 class AuditorError(Exception):
-    """Base class for every error the auditor reports to a user."""
+    """Base class for every error the auditor reports to a user.
+
+    ``http_status`` is what `auditor serve`'s API answers for it (docs/service.md, "Errors
+    and status codes"): 500 unless a subclass knows better.
+    """
+
+    http_status = 500
 
 
 class ConfigError(AuditorError):
@@ -37,7 +43,7 @@ class MasterImportError(AuditorError):
     def __str__(self) -> str:
         shown = self.errors[:50]
         lines = [f"master import from {self.source} rejected: {len(self.errors)} error(s)"
-                 f" in {self.total_rows} row(s)"]
+                 + (f" in {self.total_rows} row(s)" if self.total_rows else "")]
         lines += [f"  {loc}: {reason}" for loc, reason in shown]
         if len(self.errors) > len(shown):
             lines.append(f"  ... and {len(self.errors) - len(shown)} more")
@@ -78,16 +84,42 @@ class FetchError(AuditorError):
 class LockedError(AuditorError):
     """Another run holds the store lock."""
 
+    http_status = 409
+
 
 class StoreError(AuditorError):
     """The database cannot be used (schema newer than this auditor, corrupt file), or
-    refuses what was asked of it (no such finding)."""
+    refuses what was asked of it (no such finding). The subclasses below say which."""
+
+    http_status = 503
 
 
 class StoreUnavailable(StoreError):
     """The store cannot be opened now: its server down or refusing the login, a file
     that is no database, a schema newer than this auditor. The message names the store
     (``auditor.storage.describe``: never its password)."""
+
+    http_status = 503
+
+
+class NotFound(StoreError):
+    """The store holds no such thing (a finding with that fingerprint)."""
+
+    http_status = 404
+
+
+class Conflict(StoreError):
+    """The store holds it, but not in a state that allows what was asked (acknowledging
+    a resolved finding)."""
+
+    http_status = 409
+
+
+class BadRequest(StoreError):
+    """What was asked is malformed (a fingerprint that is no hex prefix, an ambiguous
+    prefix)."""
+
+    http_status = 400
 
 
 class Interrupted(KeyboardInterrupt):

@@ -18,6 +18,7 @@ import functools
 import http.cookiejar
 import ipaddress
 import logging
+import math
 import os
 import random
 import re
@@ -433,16 +434,23 @@ shared_pacer: Callable[[str, float], float] | None = None
 
 
 class _HostGate:
-    """Per-host concurrency and pacing (requests/second, Crawl-delay)."""
+    """Per-host concurrency and pacing (requests/second, Crawl-delay).
 
-    __slots__ = ("sem", "interval", "next_at", "host", "cap")
+    Pacing spaces *departures*: a request leaves at least ``interval`` after the previous
+    request to the host left (the interval in force now: a Crawl-delay learnt from
+    robots.txt spaces the first page from robots.txt itself), and only once it holds its
+    connection slots, so requests that queued behind a slow one do not leave together.
+    """
+
+    __slots__ = ("sem", "interval", "last_at", "host", "cap", "lock")
 
     def __init__(self, concurrency: int, interval: float, host: str = ""):
         self.sem = asyncio.Semaphore(concurrency)
         self.interval = interval
-        self.next_at = 0.0
+        self.last_at = -math.inf  # when the last request to the host left (loop time)
         self.host = host
         self.cap = concurrency
+        self.lock = asyncio.Lock()
 
     @contextlib.asynccontextmanager
     async def in_flight(self) -> Any:
@@ -471,20 +479,25 @@ class _HostGate:
             await asyncio.to_thread(back_off, self.host, seconds)
 
     async def pace(self) -> None:
-        """Wait for this host's next request slot (slots are booked in order)."""
+        """Wait until this request may leave: ``interval`` after the previous request to
+        the host left here, then (with a shared pacer) the slot every process books. Call
+        it last before sending, with the connection slots held."""
+        loop = asyncio.get_running_loop()
         pacer = shared_pacer
-        if self.interval <= 0 and getattr(pacer, "back_off", None) is None:
+        shared = pacer is not None and (self.interval > 0
+                                        or getattr(pacer, "back_off", None) is not None)
+        if self.interval <= 0 and not shared:
+            self.last_at = loop.time()
             return
-        if pacer is not None:  # (with no interval: only a shared back-off is waited for)
-            wait = await asyncio.to_thread(pacer, self.host, self.interval)
+        async with self.lock:  # one request at a time takes the host's next departure
+            wait = self.last_at + self.interval - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-            return
-        now = asyncio.get_running_loop().time()
-        start = max(now, self.next_at)
-        self.next_at = start + self.interval
-        if start > now:
-            await asyncio.sleep(start - now)
+            if shared and pacer is not None:  # (no interval: only a shared back-off)
+                wait = await asyncio.to_thread(pacer, self.host, self.interval)
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            self.last_at = loop.time()
 
 
 @dataclass
@@ -666,7 +679,6 @@ class Fetcher:
             # The address is checked where the connection is made (_PinnedBackend).
             await check_url(current, self.policy, resolve=self._transport is not None)
             gate = self._gate(current)
-            await gate.pace()
             hop_headers: Mapping[str, str] | None = headers
             auth = None
             if self._credentials_for(url, current):
@@ -674,6 +686,7 @@ class Fetcher:
                 auth = self._auth
             # The deadline starts once a slot is held: waiting for one is not the server's fault.
             async with self._global, gate.sem, gate.in_flight():
+                await gate.pace()  # last: the time spent waiting for a slot is not a gap
                 try:
                     async with asyncio.timeout(deadline):  # no extra task, unlike wait_for
                         got = await self._hop(current, hop_headers, to_file, accept, auth)

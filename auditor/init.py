@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,15 @@ def _key(h: str) -> str:
     return re.sub(r"[\s_\-.#/()]+", "", h.strip().lower())
 
 
+# VAT rates a tax-inclusive channel may add to the master's net prices (standard and common
+# reduced rates in Europe; a match needs most shared SKUs to agree on one).
+VAT_RATES = ("0.19", "0.2", "0.21", "0.22", "0.23", "0.24", "0.25", "0.255", "0.27", "0.17",
+             "0.16", "0.15", "0.1", "0.081", "0.077", "0.07", "0.055", "0.05", "0.09", "0.12",
+             "0.13", "0.14", "0.18")
+TAX_SAMPLE = 500      # channel rows compared with the master
+TAX_MIN_SHARED = 5    # fewer SKUs both carry (with prices): no guess
+
+
 @dataclass
 class Guess:
     """What one file was taken for, and why."""
@@ -70,6 +80,8 @@ class Guess:
     options: dict[str, Any] = field(default_factory=dict)
     columns: dict[str, str] = field(default_factory=dict)   # our field -> their header
     notes: list[str] = field(default_factory=list)
+    checks: dict[str, dict[str, Any]] = field(default_factory=dict)  # [channels.checks.X]
+    tax_note: str = ""              # what was found about tax-inclusive prices
 
 
 def _header_and_rows(path: Path, n: int = 50) -> tuple[list[str], list[list[str]], str]:
@@ -244,7 +256,113 @@ def guess(paths: list[Path], master: Path | None = None) -> list[Guess]:
         raise AuditorError("no file looks like a master export (a table with a SKU column "
                            "that is not a known channel format): name it with --master")
     guesses.sort(key=lambda g: g.role != "master")
+    for g in guesses[1:]:
+        if g.kind == "tabular" and not g.options.get("preset"):
+            guess_tax(guesses[0], g)
+            g.notes.append(g.tax_note)
     return guesses
+
+
+def _money(text: str, currency: str, sep: str | None = None) -> Decimal | None:
+    """The amount of a price cell in ``currency`` (None: empty, unreadable, another one)."""
+    from auditor.values import parse_money
+
+    if not text or not text.strip():
+        return None
+    try:
+        m = parse_money(text, currency, sep)
+    except (ValueError, ArithmeticError):
+        return None
+    return m.amount if m.currency == currency else None
+
+
+def _channel_prices(g: Guess) -> dict[str, Decimal]:
+    """SKU -> price of the channel's first ``TAX_SAMPLE`` rows with both."""
+    header, rows, _ = _header_and_rows(g.path, TAX_SAMPLE)
+    sku, price = g.columns.get("sku"), g.columns.get("price")
+    if sku not in header or price not in header:
+        return {}
+    i, j = header.index(sku), header.index(price)  # type: ignore[arg-type]
+    out: dict[str, Decimal] = {}
+    cur, sep = g.options.get("currency") or "EUR", g.options.get("decimal_separator")
+    for r in rows:
+        if max(i, j) < len(r) and r[i].strip():
+            amount = _money(r[j], cur, sep)
+            if amount is not None and amount > 0:
+                out[r[i].strip()] = amount
+    return out
+
+
+def _master_prices(master: Guess, skus: set[str], currency: str | None
+                   ) -> dict[str, list[Decimal]]:
+    """SKU -> the master's price and sale price (in ``currency``) for ``skus``."""
+    if master.kind != "csv":
+        return {}
+    cols = master.columns
+    sf = SourceFile(str(master.path), master.path)
+    header, rows = csvio.open_rows(sf, "auto", "auto", None)
+    if cols.get("sku") not in header or cols.get("price") not in header:
+        return {}
+    i = header.index(cols["sku"])
+    where = [header.index(cols[f]) for f in ("price", "sale_price") if cols.get(f) in header]
+    c = header.index(cols["currency"]) if cols.get("currency") in header else None
+    default = master.options.get("default_currency")
+    out: dict[str, list[Decimal]] = {}
+    for _, r in rows:
+        if i >= len(r) or r[i].strip() not in skus:
+            continue
+        cur = (r[c].strip().upper() if c is not None and c < len(r) and r[c].strip()
+               else default)
+        if currency and cur and cur != currency:
+            continue
+        amounts = [a for k in where
+                   if k < len(r) and (a := _money(r[k], cur or currency or "EUR")) is not None]
+        if amounts:
+            out[r[i].strip()] = amounts
+            if len(out) == len(skus):
+                break
+    return out
+
+
+def guess_tax(master: Guess, g: Guess) -> None:
+    """Whether a table channel shows the master's net prices or gross ones (net x (1 +
+    VAT)): compares the prices of the SKUs both carry with the master's price and sale
+    price, net and at each of ``VAT_RATES``, and takes the reading most of them match
+    (within a cent of rounding). Sets ``g.checks["price"]`` for a gross reading; says in
+    ``g.tax_note`` what it found, or that it cannot tell."""
+    channel = _channel_prices(g)
+    master_prices = _master_prices(master, set(channel), g.options.get("currency")) \
+        if channel else {}
+    shared = [(channel[k], m) for k, m in master_prices.items()]
+    how = ("add [channels.checks.price] with tax_inclusive = true and vat_rate = \"19%\" "
+           "if this channel shows prices with VAT")
+    if len(shared) < TAX_MIN_SHARED:
+        g.tax_note = (f"tax-inclusive prices: cannot tell ({len(shared)} SKU(s) with a price "
+                      f"in both this file and the master, {TAX_MIN_SHARED} needed): {how}")
+        return
+    cent = Decimal("0.01")
+    counts: dict[Decimal, int] = {}
+    for rate in [Decimal(0), *map(Decimal, VAT_RATES)]:
+        factor = 1 + rate
+        slack = cent / 2 * factor + cent / 2  # the net and the gross were each rounded
+        counts[rate] = sum(1 for price, nets in shared
+                           if any(abs(price - n * factor) <= slack for n in nets))
+    ranked = sorted(counts, key=lambda r: (-counts[r], r))
+    best, second = ranked[0], ranked[1]
+    n, total = counts[best], len(shared)
+    if n * 2 <= total or n < 2 * counts[second]:
+        g.tax_note = (f"tax-inclusive prices: cannot tell (of {total} SKUs in both files, at "
+                      f"most {n} match the master's prices net or with one VAT rate): {how}")
+        return
+    if best == 0:
+        g.tax_note = (f"prices without VAT: {n} of {total} SKUs in both files show the "
+                      f"master's net price (tax_inclusive left false)")
+        return
+    from auditor.checks.price import percent
+
+    g.checks["price"] = {"tax_inclusive": True, "vat_rate": percent(best)}
+    g.tax_note = (f"prices with VAT guessed: {n} of {total} SKUs in both files show the "
+                  f"master's price x {1 + best} (VAT {percent(best)}); check the rate")
 
 
 def _toml(v: Any) -> str:
@@ -276,7 +394,9 @@ def render(guesses: list[Guess], base: Path) -> str:
         if g.role == "master":
             lines += ["[master]                             # the PIM export: the approved truth",
                       f"type = {_toml(g.kind)}",
-                      f"source = {_toml(where)}"]
+                      f"source = {_toml(where)}",
+                      '# schedule = "0 5 * * *"           # for `auditor serve`: import it daily '
+                      'at 05:00 (cron)']
             for k, v in g.options.items():
                 lines.append(f"{k} = {_toml(v)}")
             lines += [f"# {n}" for n in g.notes]
@@ -295,19 +415,25 @@ def render(guesses: list[Guess], base: Path) -> str:
                   f"type = {_toml(g.kind)}                # guessed: {g.notes[0] if g.notes else ''}"
                   if g.kind != "tabular" or g.options.get("preset") else
                   f"type = {_toml(g.kind)}                # a table with a column map",
-                  f"source = {_toml(where)}"]
+                  f"source = {_toml(where)}",
+                  '# schedule = "0 */4 * * *"         # for `auditor serve`: audit it every '
+                  'four hours (cron)']
         for k, v in g.options.items():
             lines.append(f"{k} = {_toml(v)}")
         lines += [f"# {n}" for n in (g.notes[1:] if g.kind != "tabular" or
-                                      g.options.get("preset") else g.notes)]
+                                      g.options.get("preset") else g.notes)
+                  if n != g.tax_note]
         if g.kind == "tabular" and not g.options.get("preset"):
             cols = {f: h for f, h in g.columns.items() if f != "currency"}
             if f := cols.pop("image", None):
                 cols["image"] = f
             body = ", ".join(f"{f} = {_toml(h)}" for f, h in cols.items())
             lines.append(f"columns = {{ {body} }}   # guessed: our field = \"their header\"")
-            lines.append("# a POS selling with VAT: add [channels.checks.price] with "
-                         "tax_inclusive = true and vat_rate = \"19%\"")
+        if g.tax_note:
+            lines.append(f"# {g.tax_note}")
+        for check, opts in g.checks.items():
+            lines.append(f"[channels.checks.{check}]")
+            lines += [f"{k} = {_toml(v)}" for k, v in opts.items()]
         lines.append("")
     return "\n".join(lines)
 

@@ -141,7 +141,11 @@ def build_record(row: Mapping[str, Any], opts: Mapping[str, Any],
             return master_price(str(raw), explicit_cur or cur, explicit_cur or currency,
                                 "its column" if explicit_cur else "the row's currency column")
         except (ValueError, ModelError) as e:
-            problems.append((col, f"bad price {raw!r}: {e}"))
+            why = str(e)
+            if not (explicit_cur or cur) and "has no currency" in why:  # name the master's key
+                why = (f"price {str(raw)!r} has no currency, nor has the row, and [master] "
+                       f"has no default_currency (set default_currency = \"EUR\" or the like)")
+            problems.append((col, f"bad price {raw!r}: {why}"))
             return None
 
     kw["price"] = money("price")

@@ -484,6 +484,7 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
     store.save_source_result(run_id, result, ctx.errors)
     if result.status != SourceStatus.FAILED:
         store.save_link_notes(run_id, ch.name, link_notes)
+    sync_channel_propagation(store, ch.name)
     summary.status = result.status
     summary.listings = result.listings
     summary.errors = result.errors
@@ -508,6 +509,19 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
     if emit is not None:
         channel_events(emit, wanted, store, run_id, summary, result, ctx.errors)
     return summary
+
+
+def sync_channel_propagation(store: Store, channel: str) -> None:
+    """The propagation rows of a channel just read (``Store.sync_propagation`` for it
+    alone), written by the channel's own process as soon as its findings are: the
+    channels' workers do it side by side, and the evaluation after the run finds it done.
+    A failure is logged and left to that evaluation (the rows are the same)."""
+    from auditor.alerts.engine import checks_by_field
+
+    try:
+        store.sync_propagation(checks_by_field(), [channel])
+    except Exception:  # latency bookkeeping must never fail a channel
+        log.exception("channel %s: propagation latency could not be recorded", channel)
 
 
 # A first run can open hundreds of thousands of findings: they are announced in

@@ -146,7 +146,8 @@ class AuditSession:
                                "source": e.source, "errors": e.errors[:100],
                                "error_count": len(e.errors)}
                 master_error = str(e)
-                log.error("%s", e)
+                # (`auditor run`'s summary shows the same text: it drops this line there)
+                log.error("%s", e, extra={"summary": "master_error"})
                 store.record_master_import(run_id, master_info, e.errors[:10_000])
                 self.emit(MasterImported(
                     run_id, False, e.source, count, snapshot_id=master_info["snapshot_id"],

@@ -34,7 +34,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess:
 def test_promtool_check_rules():
     r = promtool("check", "rules", "auditor-rules.yml")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "SUCCESS: 6 rules found" in r.stdout
+    assert "SUCCESS: 7 rules found" in r.stdout
 
 
 @needs_promtool
@@ -56,7 +56,10 @@ def test_promtool_rule_tests_can_fail(tmp_path):
 
 
 def exported_names() -> set[str]:
+    from auditor.jobqueue import METRICS as QUEUE_METRICS  # serve on PostgreSQL
+
     names = {"auditor_" + n for n, _, _ in METRICS} | {"auditor_" + n for n in SERVICE_ONLY}
+    names |= {"auditor_" + n for n, _ in QUEUE_METRICS}
     for n, kind, _ in METRICS:
         if kind == "histogram":
             names |= {f"auditor_{n}_bucket", f"auditor_{n}_sum", f"auditor_{n}_count"}

@@ -138,5 +138,6 @@ def test_alerting_rules_are_loaded_and_healthy(prometheus):
     rules = [r for g in body["data"]["groups"] for r in g["rules"]]
     assert {r["name"] for r in rules} == {
         "AuditorAuditStale", "AuditorConsistencyDrop", "AuditorSourceFailing",
-        "AuditorNotificationsStuck", "AuditorNotificationsFailed", "AuditorStoreUnreadable"}
+        "AuditorNotificationsStuck", "AuditorNotificationsFailed", "AuditorJobsWaiting",
+        "AuditorStoreUnreadable"}
     assert all(r["health"] in ("ok", "unknown") for r in rules), rules

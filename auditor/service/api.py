@@ -5,6 +5,11 @@ every channel's listing, link suggestions. Writes (a bearer token from the envir
 acknowledge, snooze and resolve a finding, add a silence, confirm or reject a link.
 Every handler opens the store for itself (a SQLite connection belongs to its thread)
 and closes it before answering. Bad parameters answer 400 or 422 with what was wrong.
+
+Errors answer ``{"detail": "..."}`` with the status of the error (``ERRORS`` below, and
+``AuditorError.http_status``): 400/422 bad input, 401/403 the token, 404 not found, 409 a
+conflict (a resolved finding, another run holding the lock), 503 only when the store
+cannot be used now (docs/service.md, "Errors and status codes").
 """
 
 from __future__ import annotations
@@ -24,7 +29,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from auditor import codec
 from auditor.config import SECRET_VALUES, Config, EnvRef
-from auditor.errors import StoreError
 
 DEFAULT_TOKEN_ENV = "AUDITOR_API_TOKEN"
 _bearer = HTTPBearer(auto_error=False, description="The token in [serve] token "
@@ -150,6 +154,31 @@ class LinkDecision(BaseModel):
     by: str = Field("api", max_length=200)
 
 
+class Problem(BaseModel):
+    detail: Any = Field(description="What was wrong (a list of field errors for 422).")
+
+
+def _answer(text: str) -> dict[str, Any]:
+    return {"model": Problem, "description": text}
+
+
+# The error statuses of the API (every route may answer 503; the others as listed).
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _answer("Bad input: a parameter or body value the API cannot use (named)."),
+    401: _answer("No bearer token (write calls, or reads with [serve] protect_reads)."),
+    403: _answer("A wrong bearer token, or none configured on the server."),
+    404: _answer("No such thing: run, finding, SKU or listing."),
+    409: _answer("Conflict: the thing is not in a state that allows this (a resolved "
+                 "finding cannot be acknowledged or snoozed)."),
+    503: _answer("The store cannot be used now (its server down, a file that is no "
+                 "database, a schema newer than this auditor); retry later, see /readyz."),
+}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {c: ERRORS[c] for c in codes}
+
+
 class Done(BaseModel):
     ok: bool
     fingerprint: str | None = None
@@ -215,7 +244,7 @@ def build_router(get_cfg: Callable[[], Config],
         if get_cfg().serve.get("protect_reads"):
             check_token(get_cfg(), creds)
 
-    router = APIRouter(prefix="/api")
+    router = APIRouter(prefix="/api", responses=_errors(503))
     read = [Depends(reader)]
 
     def known_check(name: str | None) -> None:
@@ -237,7 +266,8 @@ def build_router(get_cfg: Callable[[], Config],
             raise HTTPException(400, f"unknown channel {name!r}; known: "
                                      + ", ".join(sorted(known)))
 
-    @router.get("/runs", response_model=RunsPage, dependencies=read, tags=["runs"])
+    @router.get("/runs", response_model=RunsPage, dependencies=read, tags=["runs"],
+                responses=_errors(400))
     def list_runs(limit: int = Query(20, ge=1, le=200),
                   cursor: str | None = Query(None, description="next_cursor of the previous page")
                   ) -> dict[str, Any]:
@@ -249,7 +279,8 @@ def build_router(get_cfg: Callable[[], Config],
         rows = rows[:limit]
         return {"items": rows, "next_cursor": encode_cursor(rows[-1]["id"]) if more else None}
 
-    @router.get("/runs/{run_id}", response_model=Run, dependencies=read, tags=["runs"])
+    @router.get("/runs/{run_id}", response_model=Run, dependencies=read, tags=["runs"],
+                responses=_errors(404))
     def get_run(run_id: int = Path(ge=1, lt=2**63 - 1),
                 errors: int = Query(100, ge=0, le=5000, description="bad rows to include")
                 ) -> dict[str, Any]:
@@ -264,7 +295,7 @@ def build_router(get_cfg: Callable[[], Config],
         return run
 
     @router.get("/findings", response_model=FindingsPage, dependencies=read,
-                tags=["findings"])
+                tags=["findings"], responses=_errors(400))
     def list_findings(
             state: State | None = Query(None), channel: str | None = Query(None, pattern=_NAME),
             check: str | None = Query(None, max_length=64),
@@ -288,7 +319,8 @@ def build_router(get_cfg: Callable[[], Config],
         nxt = encode_cursor(rows[-1]["severity_rank"], rows[-1]["fingerprint"]) if more else None
         return {"items": rows, "next_cursor": nxt}
 
-    @router.get("/findings/{fingerprint}", dependencies=read, tags=["findings"])
+    @router.get("/findings/{fingerprint}", dependencies=read, tags=["findings"],
+                responses=_errors(404))
     def get_finding(fingerprint: str = Path(max_length=200)) -> dict[str, Any]:
         """One finding with its history of events."""
         with open_store() as store:
@@ -299,7 +331,7 @@ def build_router(get_cfg: Callable[[], Config],
         return row
 
     @router.get("/skus/{sku:path}", response_model=SkuView, dependencies=read,
-                tags=["products"])
+                tags=["products"], responses=_errors(404))
     def get_sku(sku: str = Path(max_length=500)) -> dict[str, Any]:
         """One SKU (it may hold a "/"): its master record next to every channel's listing and
         open findings. An SKU no master record has: the listings that show it (orphans)."""
@@ -325,7 +357,7 @@ def build_router(get_cfg: Callable[[], Config],
         return {"sku": sku, "master": master, "channels": channels}
 
     @router.get("/link-suggestions", response_model=SuggestionsPage, dependencies=read,
-                tags=["links"])
+                tags=["links"], responses=_errors(400))
     def list_suggestions(channel: str | None = Query(None, pattern=_NAME),
                          limit: int = Query(50, ge=1, le=500),
                          cursor: str | None = Query(None)) -> dict[str, Any]:
@@ -343,22 +375,22 @@ def build_router(get_cfg: Callable[[], Config],
     # ------------------------------------------------------------------ writes
 
     def _finding_write(fingerprint: str, call: Callable[[Any], Any]) -> dict[str, Any]:
+        # An unknown fingerprint raises NotFound (404), a resolved finding Conflict (409):
+        # the app answers each error's http_status.
         with open_store() as store:
-            try:
-                call(store)
-            except StoreError as e:  # unknown (404), or not in a state that allows it (409)
-                raise HTTPException(404 if str(e).startswith("no finding") else 409,
-                                    str(e)) from None
+            call(store)
         return {"ok": True, "fingerprint": fingerprint}
 
-    @router.post("/findings/{fingerprint}/ack", response_model=Done, tags=["findings"])
+    @router.post("/findings/{fingerprint}/ack", response_model=Done, tags=["findings"],
+                 responses=_errors(401, 403, 404, 409))
     def ack(body: AckBody, fingerprint: str = Path(max_length=200),
             _: str = Depends(writer)) -> dict[str, Any]:
         """Acknowledge a finding: a person is on it."""
         return _finding_write(fingerprint,
                               lambda s: s.ack_finding(fingerprint, body.by, body.note))
 
-    @router.post("/findings/{fingerprint}/snooze", response_model=Done, tags=["findings"])
+    @router.post("/findings/{fingerprint}/snooze", response_model=Done, tags=["findings"],
+                 responses=_errors(400, 401, 403, 404, 409))
     def snooze(body: SnoozeBody, fingerprint: str = Path(max_length=200),
                _: str = Depends(writer)) -> dict[str, Any]:
         """Mute a finding until a time."""
@@ -370,7 +402,8 @@ def build_router(get_cfg: Callable[[], Config],
         return _finding_write(fingerprint,
                               lambda s: s.snooze_finding(fingerprint, until, body.by))
 
-    @router.post("/findings/{fingerprint}/resolve", response_model=Done, tags=["findings"])
+    @router.post("/findings/{fingerprint}/resolve", response_model=Done, tags=["findings"],
+                 responses=_errors(401, 403, 404))
     def resolve(body: ResolveBody, fingerprint: str = Path(max_length=200),
                 _: str = Depends(writer)) -> dict[str, Any]:
         """Mark a finding resolved (a later run seeing it again reopens it)."""
@@ -382,7 +415,8 @@ def build_router(get_cfg: Callable[[], Config],
             raise HTTPException(501, f"{what} is not supported by this store yet")
         return fn
 
-    @router.post("/silences", status_code=201, tags=["findings"])
+    @router.post("/silences", status_code=201, tags=["findings"],
+                 responses=_errors(400, 401, 403))
     def add_silence(body: SilenceBody, _: str = Depends(writer)) -> dict[str, Any]:
         """Silence matching findings until a time."""
         bad = set(body.matchers) - {"channel", "check", "severity", "sku"}
@@ -412,7 +446,8 @@ def build_router(get_cfg: Callable[[], Config],
             fn(channel, key, sku, decision, _now(), note=f"by {body.by} (API)")
         return {"ok": True}
 
-    @router.post("/links/{channel}/{key:path}/confirm", response_model=Done, tags=["links"])
+    @router.post("/links/{channel}/{key:path}/confirm", response_model=Done, tags=["links"],
+                 responses=_errors(400, 401, 403, 404))
     def confirm_link(body: LinkDecision, channel: str = Path(pattern=_NAME),
                      key: str = Path(max_length=1000), _: str = Depends(writer)
                      ) -> dict[str, Any]:
@@ -420,7 +455,8 @@ def build_router(get_cfg: Callable[[], Config],
         is linked and checked from the next run on. ``key`` may hold "/" (a page URL)."""
         return _decide(channel, key, body, "confirmed")
 
-    @router.post("/links/{channel}/{key:path}/reject", response_model=Done, tags=["links"])
+    @router.post("/links/{channel}/{key:path}/reject", response_model=Done, tags=["links"],
+                 responses=_errors(400, 401, 403, 404))
     def reject_link(body: LinkDecision, channel: str = Path(pattern=_NAME),
                     key: str = Path(max_length=1000), _: str = Depends(writer)
                     ) -> dict[str, Any]:

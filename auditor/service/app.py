@@ -55,6 +55,13 @@ class Service:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(StoreCollector(self.open_store, extra=self._service_metrics,
                                               shown=self._shown))
+        from auditor.storage import _postgres_url
+
+        if _postgres_url(cfg.store_url):  # distributed runs' queue lives there
+            from auditor.jobqueue import JobQueueCollector, connector
+
+            self.registry.register(JobQueueCollector(connector(cfg.store_url),
+                                                     shown=self._shown))
 
     def open_store(self):
         return store_opener(self.cfg.store_url)()
@@ -99,6 +106,12 @@ class Service:
             self.scheduler = AuditScheduler(self.cfg, self.launcher, self._last_complete,
                                             self._mark_interrupted, clock=self.clock)
             self.scheduler.start()
+            if not self.scheduler.status():
+                log.warning("no source has a schedule, so this service runs no audit: give "
+                            "[master] and each [[channels]] a cron `schedule` (e.g. schedule "
+                            "= \"0 */4 * * *\": every four hours; docs/service.md, Schedules), "
+                            "or start it with --no-schedule to only serve the UI, API and "
+                            "metrics")
             self._start_alerts()
             schedule = self.cfg.report.get("schedule")
             if schedule:
@@ -257,9 +270,14 @@ def create_app(service: Service) -> FastAPI:
             await asyncio.to_thread(service.stop)
 
     app = FastAPI(title="omni-auditor", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None,
                   description="Runs, findings, products across channels and link "
-                              "suggestions of the auditor. Write calls need a bearer token.")
+                              "suggestions of the auditor. Write calls need a bearer token. "
+                              "Errors answer `{\"detail\": ...}`: 400/422 bad input, 401/403 "
+                              "the token, 404 not found, 409 conflict, 503 the store "
+                              "cannot be used now.")
     app.state.service = service
+    _api_browser(app)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
@@ -299,7 +317,12 @@ def create_app(service: Service) -> FastAPI:
 
     @app.exception_handler(AuditorError)
     async def auditor_error(request: Request, exc: AuditorError) -> JSONResponse:
-        return JSONResponse({"detail": service._shown(exc)}, status_code=503)
+        """Each error's own status (``AuditorError.http_status``): 404 not found, 400 bad
+        input, 409 conflict, 503 only for a store that cannot be used now."""
+        status = exc.http_status
+        if status >= 500:
+            log.warning("API %s %s: %s", request.method, request.url.path, service._shown(exc))
+        return JSONResponse({"detail": service._shown(exc)}, status_code=status)
 
     @app.exception_handler(Exception)
     async def store_lost(request: Request, exc: Exception) -> Response:
@@ -313,6 +336,29 @@ def create_app(service: Service) -> FastAPI:
         return PlainTextResponse("Internal Server Error", status_code=500)
 
     return app
+
+
+DOCS_ASSETS = "/docs/assets"
+
+
+def _api_browser(app: FastAPI) -> None:
+    """``/docs``: Swagger UI with its script, style and icon served by the app itself from
+    the swagger-ui-bundle-v2 package, so it works on a machine without internet (FastAPI's
+    default loads them from a CDN). No validator badge (it would call swagger.io)."""
+    from fastapi.openapi.docs import get_swagger_ui_html, swagger_ui_default_parameters
+    from starlette.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> Response:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+            swagger_ui_parameters={**swagger_ui_default_parameters, "validatorUrl": None})
 
 
 def serve(config_path: Path, host: str | None = None, port: int | None = None,

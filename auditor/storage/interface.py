@@ -598,8 +598,10 @@ class AlertStore(Protocol):
     def outbox_retry_failed(self, now: datetime) -> int:
         ...
 
-    def sync_propagation(self, checks_by_field: Mapping[str, Sequence[str]]) -> dict[str, int]:
-        """Record the propagation of master changes to channels (idempotent)."""
+    def sync_propagation(self, checks_by_field: Mapping[str, Sequence[str]],
+                         channels: Sequence[str] | None = None) -> dict[str, int]:
+        """Record the propagation of master changes to channels (idempotent); only to
+        ``channels`` when given (the same rows as a call for all channels)."""
         ...
 
     def propagation_rows(self, channel: str | None = None, pending: bool | None = None,

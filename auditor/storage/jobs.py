@@ -88,6 +88,11 @@ CREATE OR REPLACE TRIGGER auditor_job_ended AFTER UPDATE OF status OR DELETE
     ON procrastinate_jobs FOR EACH ROW EXECUTE FUNCTION auditor_job_ended();
 """
 
+# Storage parameters of the run-scoped tables (``dist_staged``, ``dist_packs``): no
+# autovacuum or autoanalyze triggered by their inserts, on the table or its TOAST table.
+_NO_INSERT_VACUUM = ("autovacuum_vacuum_insert_threshold = -1,"
+                     " toast.autovacuum_vacuum_insert_threshold = -1,"
+                     " autovacuum_analyze_threshold = 2000000000")
 LOCK_SCHEMA = 0x61756400  # advisory lock class of the job tables' creation
 LOCK_COORDINATOR = 0x61756401  # (class, run id): held by a run's coordinator while it runs
 CHUNK = 5_000  # listings per staged row
@@ -178,13 +183,31 @@ class RunJobs:
             # earlier versions are changed once.
             for table in ("dist_staged", "dist_packs"):
                 row = self.conn.execute(
-                    "SELECT c.relpersistence, a.attstorage FROM pg_class c JOIN pg_attribute a"
+                    "SELECT c.relpersistence, a.attstorage, coalesce(c.reloptions, '{}')"
+                    " FROM pg_class c JOIN pg_attribute a"
                     " ON a.attrelid = c.oid AND a.attname = 'data'"
                     " WHERE c.oid = %s::regclass", (table,)).fetchone()
                 if row and row[0] != "u":
                     self.conn.execute(f"ALTER TABLE {table} SET UNLOGGED")
                 if row and row[1] != "e":
                     self.conn.execute(f"ALTER TABLE {table} ALTER COLUMN data SET STORAGE"
+                                      " EXTERNAL")
+                # Their rows are written once, read once and dropped at the run's end
+                # (``end_run``: a TRUNCATE): no vacuum after inserts (it would read
+                # hundreds of MB of TOAST for nothing while the workers need the cores),
+                # no statistics beyond the first (they are read by primary key only).
+                # A vacuum after deletes (an interrupted run's) stays as configured.
+                if row and "autovacuum_vacuum_insert_threshold=-1" not in row[2]:
+                    self.conn.execute(f"ALTER TABLE {table} SET ({_NO_INSERT_VACUUM})")
+            # A channel's read outcome (sets of SKUs, the keys it no longer saw: MBs) is read
+            # by each of its shard jobs: stored uncompressed, pglz neither compresses it on
+            # the way in nor decompresses it for every reader.
+            for table, col in (("dist_channels", "read"), ("dist_channels", "summary")):
+                row = self.conn.execute(
+                    "SELECT attstorage FROM pg_attribute WHERE attrelid = %s::regclass AND"
+                    " attname = %s", (table, col)).fetchone()
+                if row and row[0] != "e":
+                    self.conn.execute(f"ALTER TABLE {table} ALTER COLUMN {col} SET STORAGE"
                                       " EXTERNAL")
 
     def ensure_notify(self) -> None:
@@ -281,10 +304,24 @@ class RunJobs:
             time.sleep(poll)
 
     def end_run(self, run_id: int, status: str) -> None:
-        """The run is over: its staged listings go; jobs still queued for it do nothing."""
+        """The run is over: its staged listings and packs go; jobs still queued for it do
+        nothing. When no other run is running (the usual case: one run holds the store's
+        run lock), the two tables are truncated, which leaves no dead rows for a vacuum
+        to read; when a job still holds them (an interrupted run's) or another run
+        has rows there, only this run's rows are deleted."""
         with self.conn.transaction():
             self.conn.execute("UPDATE dist_runs SET status=%s WHERE run_id=%s",
                               (status, run_id))
+            row = self.conn.execute("SELECT NOT EXISTS (SELECT 1 FROM dist_runs WHERE"
+                                    " status='running')").fetchone()
+            if row and row[0]:
+                try:
+                    with self.conn.transaction():  # (a savepoint)
+                        self.conn.execute("SET LOCAL lock_timeout = '2s'")
+                        self.conn.execute("TRUNCATE dist_staged, dist_packs")
+                    return
+                except psycopg.errors.LockNotAvailable:
+                    pass
             self.conn.execute("DELETE FROM dist_staged WHERE run_id=%s", (run_id,))
             self.conn.execute("DELETE FROM dist_packs WHERE run_id=%s", (run_id,))
 

@@ -55,12 +55,14 @@ from psycopg.types.string import StrDumperUnknown
 from auditor import codec
 from auditor.compact import CompactMaster, body_of
 from auditor import lifecycle
-from auditor.errors import LockedError, StoreError, StoreUnavailable
+from auditor.errors import (BadRequest, Conflict, LockedError, NotFound, StoreError,
+                            StoreUnavailable)
 from auditor.events import FindingChange
 from auditor.lifecycle import OPEN, RESOLVED, Evidence, Previous
 from auditor.model import (Finding, Link, Listing, MasterRecord, Outcome, Run, SourceResult,
                            SourceStatus)
 from auditor.storage import migrated
+from auditor.storage.records import propagation_cursors
 from auditor.storage.records import (plan_writes, FindingChanges, FindingEvent, FindingRecord, HttpCacheRow,
                                      HttpValidators, ImageUrlRow, LinkDecisionRecord,
                                      LinkRecord, LinkStateRecord, ListingSave, ShardSpec,
@@ -263,8 +265,22 @@ CREATE INDEX finding_events_episode ON finding_events (fingerprint, id)
     WHERE event IN ('opened', 'reopened');
 """
 
-MIGRATIONS: list[str] = [_M1, _M2, _M3]
+# The SQLite store's migration 8: only the propagation rows still pending are indexed
+# (nearly every row is written caught up; only the pending ones are looked up again).
+_M4 = """
+DROP INDEX propagation_pending;
+CREATE INDEX propagation_pending ON propagation (channel) WHERE caught_up_at IS NULL;
+"""
+
+MIGRATIONS: list[str] = [_M1, _M2, _M3, _M4]
 SCHEMA_VERSION = len(MIGRATIONS)
+# Columns of the partitioned tables that no query filters, joins or sorts on: their
+# partitions collect no statistics for them (SET STATISTICS 0). ANALYZE (autovacuum's,
+# as a first audit fills a channel's partitions) otherwise sorts a sample of each
+# column under the database's collation: the listings' JSON bodies were most of its CPU.
+_NO_STATISTICS = {"listings": ("data", "link_candidates"),
+                  "listing_versions": ("data",),
+                  "findings": ("expected", "actual", "message", "details")}
 # Tables partitioned by channel (a partition per channel, made on first use).
 PARTITIONED = ("listings", "listing_versions", "findings", "finding_events",
                "finding_observations")
@@ -515,6 +531,9 @@ class PostgresStore:
                     c.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR "
                                       "VALUES IN ({})").format(
                         sql.Identifier(name), sql.Identifier(table), sql.Literal(channel)))
+                    for col in _NO_STATISTICS.get(table, ()):
+                        c.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET STATISTICS 0"
+                                          ).format(sql.Identifier(name), sql.Identifier(col)))
         self._channels.add(channel)
 
     def _stage(self, name: str, table: str, cols: Sequence[str]) -> str:
@@ -591,6 +610,11 @@ class PostgresStore:
         c = self.conn
         stage = self._stage("stage_master", "master_records", _MASTER_COLS)
         with self._xact_lock(LOCK_MASTER, "master"), c.cursor() as cur:
+            # A first import (nothing stored, checked under the lock: no import can have
+            # come between plan and commit) is copied straight into the table, with
+            # no staging table and no conflict to look for.
+            first = not plan.replaced and not plan.removed and _first(c.execute(
+                "SELECT NOT EXISTS (SELECT 1 FROM master_records)"))
             snap = _first(c.execute(
                 "INSERT INTO master_snapshots (imported_at, source, sha256, records, added, "
                 "changed, removed, skipped_rows) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
@@ -613,13 +637,17 @@ class PostgresStore:
                                             _cell(new_d.get(fld)), at))
                 # The replaced versions first, while master_records still holds them.
                 self._to_history(history, at, snap)
-                self._copy(cur, stage, _MASTER_COLS, upserts)
-                cur.execute(
-                    "INSERT INTO master_records (sku, hash, data, snapshot_id, valid_from)"
-                    " SELECT sku, hash, data, snapshot_id, valid_from FROM stage_master"
-                    " ON CONFLICT (sku) DO UPDATE SET hash=excluded.hash, data=excluded.data,"
-                    " snapshot_id=excluded.snapshot_id, valid_from=excluded.valid_from")
-                cur.execute("TRUNCATE stage_master")  # the next chunk, same transaction
+                if first:
+                    self._copy(cur, "master_records", _MASTER_COLS, upserts)
+                else:
+                    self._copy(cur, stage, _MASTER_COLS, upserts)
+                    cur.execute(
+                        "INSERT INTO master_records (sku, hash, data, snapshot_id, valid_from)"
+                        " SELECT sku, hash, data, snapshot_id, valid_from FROM stage_master"
+                        " ON CONFLICT (sku) DO UPDATE SET hash=excluded.hash,"
+                        " data=excluded.data, snapshot_id=excluded.snapshot_id,"
+                        " valid_from=excluded.valid_from")
+                    cur.execute("TRUNCATE stage_master")  # the next chunk, same transaction
                 self._copy(cur, "master_changes", _CHANGE_COLS, changes)
             for i in range(0, len(plan.removed), 5000):
                 chunk = plan.removed[i:i + 5000]
@@ -868,7 +896,10 @@ class PostgresStore:
         with the same link, costs a hash comparison and no statement. One transaction per
         batch of ``WRITE_BATCH`` rows; the channel's advisory lock is held for the whole
         read, so two processes saving one channel take turns (each reads what the other
-        wrote) instead of losing each other's updates."""
+        wrote) instead of losing each other's updates. A key not stored when the batch's
+        stored rows were read (under that lock) is copied straight into the table; one
+        written meanwhile by a writer outside the lock fails the save (a unique key), it
+        is never merged unseen."""
         self._ensure_channel(channel)
         c = self.conn
         # One lock per channel, or per shard of it: disjoint shards save at once.
@@ -896,6 +927,7 @@ class PostgresStore:
         seen: set[str] = set()
         new = changed = 0
         batch_up: list[tuple] = []
+        batch_new: list[tuple] = []  # keys not stored (``known`` was read under the lock)
         batch_ver: list[str] = []
         batch_seen: list[tuple] = []
         batch_link: list[tuple] = []
@@ -905,9 +937,10 @@ class PostgresStore:
         link_stage = self._stage("stage_listings_link", "listings", _LINK_COLS)
 
         def flush() -> None:
-            if not (batch_up or batch_seen or batch_link):
+            if not (batch_up or batch_new or batch_seen or batch_link):
                 return
             batch_up.sort(key=_KEY1)
+            batch_new.sort(key=_KEY1)
             batch_seen.sort(key=_KEY_LAST)
             batch_link.sort(key=_KEY_LAST)
             # Each kind of row is COPY-ed into its staging table and merged by one statement.
@@ -919,6 +952,8 @@ class PostgresStore:
                         " last_changed_run, hash, data, %s, fetched_at, evidence FROM listings"
                         " WHERE channel = %s AND key = ANY(%s) ORDER BY key",
                         (run_id, channel, sorted(batch_ver)))
+                if batch_new:  # straight in: no staging table, no conflict to look for
+                    self._copy(cur, "listings", _UP_COLS, batch_new)
                 if batch_up:
                     self._copy(cur, up_stage, _UP_COLS, batch_up)
                     cur.execute(
@@ -954,7 +989,7 @@ class PostgresStore:
                         " link_candidates=s.link_candidates, link_run=s.link_run"
                         " FROM stage_listings_link s WHERE l.channel = %s"
                         " AND l.channel = s.channel AND l.key = s.key", (channel,))
-            for batch in (batch_up, batch_ver, batch_seen, batch_link):
+            for batch in (batch_up, batch_new, batch_ver, batch_seen, batch_link):
                 batch.clear()
 
         last_dt: datetime | None = None
@@ -983,14 +1018,16 @@ class PostgresStore:
                 elif was[3] != link:
                     batch_link.append((*_link_cells(link), link_run, channel, key))
             else:
-                batch_up.append((channel, key, h, body.decode(), run_id, run_id, run_id,
-                                 fetched, li.evidence, *_link_cells(link), link_run))
+                (batch_new if was is None else batch_up).append(
+                    (channel, key, h, body.decode(), run_id, run_id, run_id, fetched,
+                     li.evidence, *_link_cells(link), link_run))
                 if was is None:
                     new += 1
                 else:
                     changed += 1
                     batch_ver.append(key)
-            if len(batch_up) + len(batch_seen) + len(batch_link) >= WRITE_BATCH:
+            if len(batch_up) + len(batch_new) + len(batch_seen) + len(batch_link) >= \
+                    WRITE_BATCH:
                 flush()
         flush()
         unseen = [k for k, was in known.items() if was[2] is None and k not in seen]
@@ -1051,13 +1088,24 @@ class PostgresStore:
         obs_stage = self._stage("stage_observations", "finding_observations", _OBS_COLS)
         moved_stage = self._stage("stage_findings_moved", "findings", _MOVED_COLS)
         with _findings_lock(c, channel, shard), c.cursor() as cur:
-            existing = {row[0]: as_previous(row[1:]) for row in c.execute(
-                "SELECT fingerprint, state, outcome, expected, actual, check_name, listing_key"
-                " FROM findings WHERE channel=%s" + _shard_where(shard, "listing_key"),
-                (channel, *_shard_args(shard)))
-                if shard is None or shard.contains(row[6])}
+            # Findings this run observed already (a retried job's): only their
+            # observations can be stored; the others' are copied straight in.
+            ours: set[str] = set()
+            existing: dict[str, Previous] = {}
+            for row in c.execute(
+                    "SELECT fingerprint, state, outcome, expected, actual, check_name,"
+                    " listing_key, last_run = %s FROM findings WHERE channel=%s"
+                    + _shard_where(shard, "listing_key"),
+                    (run_id, channel, *_shard_args(shard))):
+                if shard is None or shard.contains(row[6]):
+                    existing[row[0]] = as_previous(row[1:7])
+                    if row[7]:
+                        ours.add(row[0])
             events: list[tuple] = []
-            obs, inserts, updates = [], [], []
+            obs: list[tuple] = []
+            obs_new: list[tuple] = []
+            inserts: list[tuple] = []
+            updates: list[tuple] = []
             for f in observed:
                 if f.outcome == Outcome.PASSED:
                     continue
@@ -1069,7 +1117,7 @@ class PostgresStore:
                 t = transition(old, f, evidence)
                 if t is None:  # no evidence (a partial read, a not_evaluated outcome)
                     continue
-                obs.append((channel, run_id, fp, f.outcome.value))
+                (obs if fp in ours else obs_new).append((channel, run_id, fp, f.outcome.value))
                 details = codec.dumps(dict(f.details)) if f.details else None
                 if old is None:
                     inserts.append((channel, fp, f.check, f.sku, f.listing_key, f.field,
@@ -1094,6 +1142,7 @@ class PostgresStore:
             inserts.sort(key=_KEY1)
             updates.sort(key=_KEY_LAST)
             obs.sort(key=_KEY2)
+            obs_new.sort(key=_KEY2)
             # New findings and events are COPY-ed in (no conflict: the channel's lock is
             # held since its findings were read); updates go through staging tables.
             if inserts:
@@ -1113,6 +1162,8 @@ class PostgresStore:
                 cur.execute("UPDATE findings SET ack_by=NULL, ack_at=NULL, ack_note=NULL,"
                             " snoozed_until=NULL, snoozed_by=NULL WHERE channel = %s"
                             " AND fingerprint = ANY(%s)", (channel, back))
+            if obs_new:  # (an observation is stored with its finding's last_run)
+                self._copy(cur, "finding_observations", _OBS_COLS, obs_new)
             if obs:
                 self._copy(cur, obs_stage, _OBS_COLS, obs)
                 cur.execute(
@@ -1507,9 +1558,9 @@ class PostgresStore:
             row = c.execute("SELECT state, outcome, expected, actual, channel FROM findings "
                             "WHERE fingerprint=%s FOR UPDATE", (fingerprint,)).fetchone()
             if row is None:
-                raise StoreError(f"no finding with fingerprint {fingerprint}")
+                raise NotFound(f"no finding with fingerprint {fingerprint}")
             if row[0] == RESOLVED and not allow_resolved:
-                raise StoreError(f"finding {fingerprint} is resolved: nothing to "
+                raise Conflict(f"finding {fingerprint} is resolved: nothing to "
                                  f"{event.rstrip('d')}")
             channel = row[4]
             c.execute(f"UPDATE findings SET {sets} WHERE channel=%s AND fingerprint=%s",
@@ -1977,14 +2028,14 @@ class PostgresStore:
         """The one finding fingerprint starting with ``prefix`` (as shown, often shortened)."""
         prefix = prefix.strip().lower()
         if not re.fullmatch(r"[0-9a-f]{4,40}", prefix):
-            raise StoreError(f"{prefix!r} is not a finding fingerprint (hex, 4 characters or more)")
+            raise BadRequest(f"{prefix!r} is not a finding fingerprint (hex, 4 characters or more)")
         rows = [r[0] for r in self.conn.execute(
             "SELECT DISTINCT fingerprint FROM findings WHERE fingerprint >= %s AND"
             " fingerprint < %s LIMIT 2", (prefix, prefix + "g"))]
         if not rows:
-            raise StoreError(f"no finding with fingerprint {prefix}")
+            raise NotFound(f"no finding with fingerprint {prefix}")
         if len(rows) > 1:
-            raise StoreError(f"fingerprint {prefix} is ambiguous: give more characters")
+            raise BadRequest(f"fingerprint {prefix} is ambiguous: give more characters")
         return rows[0]
 
     def finding_episodes(self, fingerprints: Iterable[str] | None = None
@@ -2245,36 +2296,58 @@ class PostgresStore:
             "WHERE status='failed'", (now,)).rowcount
 
     # ----------------------------------------------------------------- alerts: propagation
-    def sync_propagation(self, checks_by_field: Mapping[str, Sequence[str]]) -> dict[str, int]:
+    def sync_propagation(self, checks_by_field: Mapping[str, Sequence[str]],
+                         channels: Sequence[str] | None = None) -> dict[str, int]:
         """As the SQLite store's (see there): every master change of a field some check
         compares gets a row per channel listing the SKU and per check, caught up at the
         first complete read of the channel, in or after the run that imported the change,
-        in which that check had nothing against the SKU. Idempotent; one caller at a time
-        (an advisory lock)."""
+        in which that check had nothing against the SKU; ``channels``: only these
+        channels' rows (the same rows). Idempotent; one caller at a time (an advisory
+        lock)."""
         c = self.conn
         pairs = [(f, chk) for f, checks in checks_by_field.items() for chk in checks]
         if not pairs:
             return {"added": 0, "caught_up": 0}
         with self._xact_lock(LOCK_ALERTS, "propagation"), c.cursor() as cur:
-            row = cur.execute("SELECT value FROM alert_cursors WHERE name='master_changes'"
-                              ).fetchone()
-            cursor = int(row[0]) if row else 0
+            marks = propagation_cursors(cur.execute(
+                "SELECT name, value FROM alert_cursors WHERE name = 'master_changes'"
+                " OR left(name, 15) = 'master_changes:'").fetchall())
             top = _first(cur.execute("SELECT max(id) FROM master_changes")) or 0
+            # Changes already turned into rows, per channel: the channel's own cursor (set
+            # by a sync of that channel alone) or the cursor of every channel.
+            own = {ch: max(n, marks.get(None, 0)) for ch, n in marks.items() if ch is not None}
+            names = None if channels is None else sorted(set(channels))
+            since = [marks.get(None, 0)] if names is None else \
+                [own.get(ch, marks.get(None, 0)) for ch in names]
             added = 0
-            if top > cursor:
+            if top > min(since):
+                only = "" if names is None else " AND channel = ANY(%(names)s)"
                 added = cur.execute(
                     "INSERT INTO propagation (change_id, channel, sku, field, check_name,"
                     " changed_at, snapshot_id) SELECT mc.id, l.channel, mc.sku, mc.field,"
                     " fc.check_name, mc.changed_at, mc.snapshot_id FROM master_changes mc"
-                    " JOIN unnest(%s::text[], %s::text[]) AS fc(field, check_name)"
-                    " ON fc.field = mc.field JOIN (SELECT DISTINCT channel, master_sku"
-                    " FROM listings WHERE master_sku IS NOT NULL AND removed_run IS NULL) l"
-                    " ON l.master_sku = mc.sku WHERE mc.id > %s AND mc.id <= %s"
+                    " JOIN unnest(%(fields)s::text[], %(checks)s::text[]) AS fc(field,"
+                    " check_name) ON fc.field = mc.field JOIN (SELECT DISTINCT channel,"
+                    " master_sku FROM listings WHERE master_sku IS NOT NULL AND removed_run"
+                    f" IS NULL{only}) l ON l.master_sku = mc.sku"
+                    " LEFT JOIN unnest(%(own)s::text[], %(own_since)s::bigint[]) AS"
+                    " oc(channel, since) ON oc.channel = l.channel"
+                    " WHERE mc.id > %(low)s AND mc.id <= %(top)s"
+                    " AND mc.id > coalesce(oc.since, %(all)s)"
                     " ON CONFLICT (change_id, channel, check_name) DO NOTHING",
-                    ([p[0] for p in pairs], [p[1] for p in pairs], cursor, top)).rowcount
+                    {"fields": [p[0] for p in pairs], "checks": [p[1] for p in pairs],
+                     "names": names, "own": list(own), "own_since": list(own.values()),
+                     "low": min(since), "top": top, "all": marks.get(None, 0)}).rowcount
+            if names is None:
+                cur.execute("DELETE FROM alert_cursors WHERE left(name, 15) = 'master_changes:'")
                 cur.execute("INSERT INTO alert_cursors (name, value) VALUES"
                             " ('master_changes', %s) ON CONFLICT (name) DO UPDATE"
                             " SET value=excluded.value", (str(top),))
+            else:
+                cur.executemany("INSERT INTO alert_cursors (name, value) VALUES (%s, %s)"
+                                " ON CONFLICT (name) DO UPDATE SET value=excluded.value",
+                                [(f"master_changes:{ch}", str(top)) for ch, n
+                                 in zip(names, since, strict=True) if n < top])
             first_runs: dict[int, int] = dict(cur.execute(
                 "SELECT master_snapshot_id, min(id) FROM runs WHERE master_snapshot_id IS NOT"
                 " NULL GROUP BY master_snapshot_id").fetchall())
@@ -2287,7 +2360,9 @@ class PostgresStore:
             pending: dict[str, list[list]] = {}
             for pid, ch, sku, chk, at, snap, checked in cur.execute(
                     "SELECT id, channel, sku, check_name, changed_at, snapshot_id, checked_run"
-                    " FROM propagation WHERE caught_up_at IS NULL").fetchall():
+                    " FROM propagation WHERE caught_up_at IS NULL"
+                    + ("" if names is None else " AND channel = ANY(%s)"),
+                    () if names is None else (names,)).fetchall():
                 i = bisect.bisect_left(snaps, snap)
                 if i == len(snaps):
                     continue

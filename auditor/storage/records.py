@@ -19,7 +19,7 @@ import dataclasses
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterator, Mapping, TypedDict
+from typing import Any, Iterable, Iterator, Mapping, TypedDict
 
 import orjson
 
@@ -578,3 +578,13 @@ class ShardSpec:
         if listing_key is None:
             return self.index == self.NO_LISTING
         return self.index != self.NO_LISTING and self.of(listing_key, self.count) == self.index
+
+
+def propagation_cursors(rows: Iterable[tuple[str, str]]) -> dict[str | None, int]:
+    """The propagation cursors: the last master change id turned into rows for every
+    channel (key None) and, ahead of it, for single channels (``master_changes:NAME``, set
+    by ``sync_propagation(..., channels)``); both stores keep them alike."""
+    out: dict[str | None, int] = {}
+    for name, value in rows:
+        out[None if name == "master_changes" else name.partition(":")[2]] = int(value)
+    return out

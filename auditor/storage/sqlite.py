@@ -29,12 +29,14 @@ import sqlite_utils
 from auditor import codec
 from auditor import lifecycle
 from auditor.compact import CompactMaster, body_of
-from auditor.errors import LockedError, StoreError, StoreUnavailable
+from auditor.errors import (BadRequest, Conflict, LockedError, NotFound, StoreError,
+                            StoreUnavailable)
 from auditor.events import FindingChange
 from auditor.lifecycle import OPEN, RESOLVED, Evidence, Previous
 from auditor.model import (Finding, Link, Listing, MasterRecord, Outcome, Run, SourceResult,
                            SourceStatus)
 from auditor.storage import migrated
+from auditor.storage.records import propagation_cursors
 from auditor.storage.records import (plan_writes, FindingChanges, FindingEvent, FindingRecord, HttpCacheRow,
                                      HttpValidators, ImageUrlRow, LinkDecisionRecord,
                                      LinkRecord, LinkStateRecord, ListingSave, ShardSpec,
@@ -267,8 +269,18 @@ def _m7(db: sqlite_utils.Database) -> None:
     """)
 
 
+def _m8(db: sqlite_utils.Database) -> None:
+    """Only the propagation rows still pending are indexed: nearly every row is written
+    caught up already (a first audit of a million SKUs writes millions), and only the
+    pending ones are looked up again."""
+    _script(db, """
+    DROP INDEX propagation_pending;
+    CREATE INDEX propagation_pending ON propagation(channel) WHERE caught_up_at IS NULL;
+    """)
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1, _m2, _m3, _m4, _m5,
-                                                              _m6, _m7]
+                                                              _m6, _m7, _m8]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -1233,14 +1245,14 @@ class SQLiteStore:
         """The one finding fingerprint starting with ``prefix`` (as shown, often shortened)."""
         prefix = prefix.strip().lower()
         if not re.fullmatch(r"[0-9a-f]{4,40}", prefix):
-            raise StoreError(f"{prefix!r} is not a finding fingerprint (hex, 4 characters or more)")
+            raise BadRequest(f"{prefix!r} is not a finding fingerprint (hex, 4 characters or more)")
         rows = [r[0] for r in self.db.execute(
             "SELECT fingerprint FROM findings WHERE fingerprint >= ? AND fingerprint < ? LIMIT 2",
             (prefix, prefix + "g"))]
         if not rows:
-            raise StoreError(f"no finding with fingerprint {prefix}")
+            raise NotFound(f"no finding with fingerprint {prefix}")
         if len(rows) > 1:
-            raise StoreError(f"fingerprint {prefix} is ambiguous: give more characters")
+            raise BadRequest(f"fingerprint {prefix} is ambiguous: give more characters")
         return rows[0]
 
     def _triage(self, fingerprint: str, event: str, by: str | None, note: str | None,
@@ -1252,9 +1264,9 @@ class SQLiteStore:
             row = c.execute("SELECT state, outcome, expected, actual FROM findings "
                             "WHERE fingerprint=?", (fingerprint,)).fetchone()
             if row is None:
-                raise StoreError(f"no finding with fingerprint {fingerprint}")
+                raise NotFound(f"no finding with fingerprint {fingerprint}")
             if row[0] == RESOLVED and not allow_resolved:
-                raise StoreError(f"finding {fingerprint} is resolved: nothing to {event.rstrip('d')}")
+                raise Conflict(f"finding {fingerprint} is resolved: nothing to {event.rstrip('d')}")
             c.execute(f"UPDATE findings SET {sets} WHERE fingerprint=?", (*args, fingerprint))
             state = RESOLVED if event == "resolved" else row[0]
             c.execute("INSERT INTO finding_events (fingerprint, run_id, at, event, state, outcome,"
@@ -1554,7 +1566,8 @@ class SQLiteStore:
                 "WHERE status='failed'", (now.isoformat(),)).rowcount
 
     # ----------------------------------------------------------------- alerts: propagation
-    def sync_propagation(self, checks_by_field: Mapping[str, Sequence[str]]) -> dict[str, int]:
+    def sync_propagation(self, checks_by_field: Mapping[str, Sequence[str]],
+                         channels: Sequence[str] | None = None) -> dict[str, int]:
         """Record the propagation of master changes to channels.
 
         Every master change (of a field some check compares: ``checks_by_field``) gets a
@@ -1562,53 +1575,67 @@ class SQLiteStore:
         complete read of the channel, in or after the run that imported the change, in
         which that check had nothing against the SKU. Latency = that read's end minus the
         change time. Idempotent, and each run is looked at once per row: call it after
-        every run.
+        every run. ``channels``: only these channels' rows (a channel's run calls it for
+        its own channel as soon as its findings are written, so that the call after the
+        run finds that work done); the rows are the same either way.
         """
         c = self.db.conn
-        pairs = [(f, chk) for f, checks in checks_by_field.items() for chk in checks]
-        if not pairs:
+        checks: dict[str, list[str]] = {}
+        for f, chks in checks_by_field.items():
+            for chk in chks:
+                if chk not in checks.setdefault(f, []):
+                    checks[f].append(chk)
+        if not any(checks.values()):
             return {"added": 0, "caught_up": 0}
         with c:
-            row = c.execute("SELECT value FROM alert_cursors WHERE name='master_changes'"
-                            ).fetchone()
-            cursor = int(row[0]) if row else 0
+            done = propagation_cursors(c.execute(
+                "SELECT name, value FROM alert_cursors WHERE name = 'master_changes'"
+                " OR substr(name, 1, 15) = 'master_changes:'"))
             top = c.execute("SELECT max(id) FROM master_changes").fetchone()[0] or 0
-            # The rows of the changes since the cursor are worked out here and written once,
-            # already caught up where they are (a first audit of a large master adds
-            # millions, nearly all caught up by the run that imported them: inserting them
-            # pending and updating each again cost twice the writes).
+            listed = _distinct_first(c, "listings", "channel")
+            names = sorted(set(channels)) if channels is not None else listed
+            # Changes already turned into rows, per channel: the channel's own cursor (set
+            # by a sync of that channel alone) or the cursor of every channel.
+            since = {ch: max(done.get(None, 0), done.get(ch, 0)) for ch in names}
+            behind = [ch for ch in names if since[ch] < top and ch in set(listed)]
             new: list[tuple] = []
-            if top > cursor:
-                have = set(c.execute("SELECT change_id, channel, check_name FROM propagation"
-                                     " WHERE change_id > ? AND change_id <= ?", (cursor, top)))
+            if behind:
+                low = min(since[ch] for ch in behind)
                 changes = c.execute(
                     "SELECT id, sku, field, changed_at, snapshot_id FROM master_changes"
-                    " WHERE id > ? AND id <= ? ORDER BY id", (cursor, top)).fetchall()
-                checks: dict[str, list[str]] = {}
-                for f, chk in pairs:
-                    checks.setdefault(f, []).append(chk)
+                    " WHERE id > ? AND id <= ? ORDER BY id", (low, top)).fetchall()
                 changed = {r[1] for r in changes if r[2] in checks}
-                # The channels listing each changed SKU now: one pass over the listings in
-                # table order (joined in SQL, every listing was looked up in the changes'
-                # index once per field: minutes at a million SKUs).
-                channels: dict[str, list[str]] = {}
-                for ch, sku in c.execute(
-                        "SELECT channel, master_sku FROM listings NOT INDEXED"
-                        " WHERE master_sku IS NOT NULL AND removed_run IS NULL"):
-                    if sku in changed:
-                        held = channels.setdefault(sku, [])
-                        if ch not in held:
-                            held.append(ch)
+                # The SKUs each channel lists now, in one pass over its listings (joined in
+                # SQL, every listing was looked up in the changes' index once per field).
+                on: dict[str, set[str]] = {}
+                for ch in behind:
+                    on[ch] = {sku for (sku,) in c.execute(
+                        "SELECT master_sku FROM listings WHERE channel = ? AND master_sku IS"
+                        " NOT NULL AND removed_run IS NULL", (ch,)) if sku in changed}
+                have: set[tuple[int, str, str]] = set()
+                for ch in behind:
+                    have.update(c.execute(
+                        "SELECT change_id, channel, check_name FROM propagation WHERE"
+                        " change_id > ? AND change_id <= ? AND channel = ?",
+                        (since[ch], top, ch)))
                 for cid, sku, fld, at, snap in changes:
-                    for ch in sorted(channels.get(sku, ())):
-                        for chk in checks.get(fld, ()):
-                            if (cid, ch, chk) not in have:
-                                new.append((cid, ch, sku, fld, chk, at, snap))
-                keys = {(r[0], r[1], r[4]): r for r in reversed(new)}  # the first of a key
-                if len(keys) < len(new):
-                    new = [r for r in new if keys.get((r[0], r[1], r[4])) is r]
+                    fld_checks = checks.get(fld)
+                    if not fld_checks:
+                        continue
+                    for ch in behind:
+                        if cid > since[ch] and sku in on[ch]:
+                            for chk in fld_checks:
+                                if not have or (cid, ch, chk) not in have:
+                                    new.append((cid, ch, sku, fld, chk, at, snap))
+            if channels is None:
+                c.execute("DELETE FROM alert_cursors WHERE substr(name, 1, 15) ="
+                          " 'master_changes:'")
                 c.execute("INSERT OR REPLACE INTO alert_cursors (name, value) VALUES "
                           "('master_changes', ?)", (str(top),))
+            else:
+                c.executemany("INSERT OR REPLACE INTO alert_cursors (name, value) VALUES"
+                              " (?, ?)", [(f"master_changes:{ch}", str(top)) for ch in names
+                                          if since[ch] < top])
             first_runs = dict(c.execute("SELECT master_snapshot_id, min(id) FROM runs WHERE "
                                         "master_snapshot_id IS NOT NULL GROUP BY master_snapshot_id"))
             snaps = sorted(first_runs)
@@ -1617,76 +1644,108 @@ class SQLiteStore:
                 suffix_min.append(min(first_runs[snap_id], suffix_min[-1]) if suffix_min
                                   else first_runs[snap_id])
             suffix_min.reverse()
-            # [id (None: a new row, at ``place`` in ``new``), sku, check, changed_at, first
-            # run to look at, place]
+            first_of: dict[int, int | None] = dict(zip(snaps, suffix_min, strict=True))
+
+            def first_run(snap: int) -> int | None:
+                if snap not in first_of:
+                    i = bisect.bisect_left(snaps, snap)
+                    first_of[snap] = suffix_min[i] if i < len(snaps) else None
+                return first_of[snap]
+
+            # The first run each channel's rows are to be looked at in: the old pending rows'
+            # [id, sku, check, changed_at, first run to look at] and the new rows' first.
             pending: dict[str, list[list]] = {}
-            for pid, ch, sku, chk, at, snap, checked in c.execute(
-                    "SELECT id, channel, sku, check_name, changed_at, snapshot_id, checked_run "
-                    "FROM propagation WHERE caught_up_at IS NULL"):
-                i = bisect.bisect_left(snaps, snap)
-                if i == len(snaps):
-                    continue
-                first = suffix_min[i]
-                pending.setdefault(ch, []).append([pid, sku, chk, at,
-                                                   max(first, (checked or 0) + 1), None])
-            for place, (_cid, ch, sku, _fld, chk, at, snap) in enumerate(new):
-                i = bisect.bisect_left(snaps, snap)
-                if i < len(snaps):
-                    pending.setdefault(ch, []).append([None, sku, chk, at, suffix_min[i], place])
-            outcome: list[tuple] = [(None, None, None, None)] * len(new)
-            done, checked_rows = [], []
-            parsed: dict[str, datetime] = {}
+            start: dict[str, int] = {}
+            for ch in (_distinct_first(c, "propagation", "channel", "caught_up_at IS NULL")
+                       if channels is None else names):
+                for pid, sku, chk, at, snap, checked in c.execute(
+                        "SELECT id, sku, check_name, changed_at, snapshot_id, checked_run FROM"
+                        " propagation WHERE channel = ? AND caught_up_at IS NULL", (ch,)):
+                    first = first_run(snap)
+                    if first is not None:
+                        first = max(first, (checked or 0) + 1)
+                        pending.setdefault(ch, []).append([pid, sku, chk, at, first])
+                        start[ch] = min(first, start.get(ch, first))
+            for snap, ch in {(r[6], r[1]) for r in new}:
+                first = first_run(snap)
+                if first is not None:
+                    start[ch] = min(first, start.get(ch, first))
+            # Each channel's complete reads from its first run to look at, and what each
+            # read found against which SKU (read when first needed).
+            runs: dict[str, list[tuple[int, str | None]]] = {}
+            bads: dict[tuple[str, int], set[tuple[str, str]]] = {}
 
-            def when(text: str) -> datetime:
-                d = parsed.get(text)
-                if d is None:
-                    d = parsed[text] = datetime.fromisoformat(text)
-                return d
-
-            caught = 0
-            for ch, rows in pending.items():
-                start = min(r[4] for r in rows)
-                runs = list(c.execute("SELECT run_id, finished_at FROM run_sources WHERE source=? "
-                                      "AND status='complete' AND run_id >= ? ORDER BY run_id",
-                                      (ch, start)))
-                open_rows = rows
-                for run_id, finished in runs:
-                    bad = set(c.execute(
+            def bad(ch: str, run_id: int) -> set[tuple[str, str]]:
+                got = bads.get((ch, run_id))
+                if got is None:
+                    got = bads[(ch, run_id)] = set(c.execute(
                         "SELECT f.sku, f.check_name FROM finding_observations o JOIN findings f "
                         "ON f.fingerprint = o.fingerprint WHERE o.run_id=? AND f.channel=? AND "
                         "o.outcome IN ('failed','warn')", (run_id, ch)))
+                return got
+
+            for ch, first in start.items():
+                runs[ch] = list(c.execute(
+                    "SELECT run_id, finished_at FROM run_sources WHERE source=? AND"
+                    " status='complete' AND run_id >= ? ORDER BY run_id", (ch, first)))
+            latencies: dict[tuple[str, str], float] = {}
+
+            def latency(fin: str, at: str) -> float:
+                got = latencies.get((fin, at))
+                if got is None:
+                    got = latencies[(fin, at)] = max(0.0, (
+                        datetime.fromisoformat(fin) - datetime.fromisoformat(at)
+                    ).total_seconds())
+                return got
+
+            caught = 0
+            caught_rows, checked_rows = [], []
+            for ch, rows in pending.items():
+                open_rows = rows
+                for run_id, finished in runs[ch]:
+                    seen = bad(ch, run_id)
                     left = []
                     for r in open_rows:
-                        if r[4] <= run_id and (r[1], r[2]) not in bad:
+                        if r[4] <= run_id and (r[1], r[2]) not in seen:
                             fin = finished or r[3]
-                            lat = max(0.0, (when(fin) - when(r[3])).total_seconds())
                             caught += 1
-                            if r[0] is None:
-                                outcome[r[5]] = (fin, run_id, lat, run_id)
-                            else:
-                                done.append((fin, run_id, lat, run_id, r[0]))
+                            caught_rows.append((fin, run_id, latency(fin, r[3]), run_id, r[0]))
                         else:
                             left.append(r)
                     open_rows = left
                     if not open_rows:
                         break
-                if runs:
-                    last = runs[-1][0]
-                    for r in open_rows:
-                        if r[0] is None:
-                            outcome[r[5]] = (None, None, None, last)
-                        else:
-                            checked_rows.append((last, r[0]))
-            # In the order the changes were read: rows get the ids they always got.
+                if runs[ch]:
+                    last = runs[ch][-1][0]
+                    checked_rows += [(last, r[0]) for r in open_rows]
+            # The new rows, caught up at the first complete read from their first run on
+            # without a finding of their check against the SKU, in the order the changes
+            # were read (rows get the ids they always got).
+            rows_out: list[tuple] = []
+            for row in new:
+                ch, sku, chk, at = row[1], row[2], row[4], row[5]
+                first = first_run(row[6])
+                got: tuple = (None, None, None, None)
+                if first is not None:
+                    ch_runs = runs[ch]
+                    for run_id, finished in ch_runs:
+                        if run_id >= first and (sku, chk) not in bad(ch, run_id):
+                            fin = finished or at
+                            got = (fin, run_id, latency(fin, at), run_id)
+                            caught += 1
+                            break
+                    else:
+                        if ch_runs:
+                            got = (None, None, None, ch_runs[-1][0])
+                rows_out.append((*row, *got))
             before = c.total_changes
             c.executemany(
                 "INSERT OR IGNORE INTO propagation (change_id, channel, sku, field, check_name,"
                 " changed_at, snapshot_id, caught_up_at, caught_up_run, latency_seconds,"
-                " checked_run) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                [(*r, *o) for r, o in zip(new, outcome, strict=True)])
+                " checked_run) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows_out)
             added = c.total_changes - before
             c.executemany("UPDATE propagation SET caught_up_at=?, caught_up_run=?, "
-                          "latency_seconds=?, checked_run=? WHERE id=?", done)
+                          "latency_seconds=?, checked_run=? WHERE id=?", caught_rows)
             c.executemany("UPDATE propagation SET checked_run=? WHERE id=?", checked_rows)
         return {"added": added, "caught_up": caught}
 
@@ -2469,6 +2528,17 @@ _PROPAGATION_FIELDS: dict[str, tuple[str, ...]] = {
     "sale_end": ("price", "sale_price"), "prices": ("price", "sale_price"),
     "sale_prices": ("price", "sale_price"),
 }
+
+
+def _distinct_first(c: sqlite3.Connection, table: str, column: str,
+                    where: str = "1") -> list[str]:
+    """The distinct values of the first column of a table's index (``where``: of a partial
+    index, its condition), ascending, looked up one after another in the index (a few
+    channels among millions of rows)."""
+    return [v for (v,) in c.execute(
+        f"WITH RECURSIVE d(v) AS (SELECT min({column}) FROM {table} WHERE {where} UNION ALL"
+        f" SELECT (SELECT min({column}) FROM {table} WHERE {where} AND {column} > d.v) FROM d"
+        f" WHERE d.v IS NOT NULL) SELECT v FROM d WHERE v IS NOT NULL")]
 
 
 def _cell(v: Any) -> str | None:

@@ -14,13 +14,14 @@ import re
 from importlib import resources
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, ContextManager
+from typing import Any, Callable, ContextManager, Mapping
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from auditor import __version__, plugins
 from auditor.config import Config
@@ -68,6 +69,16 @@ def build_ui_router(get_cfg: Callable[[], Config], open_store: StoreOpener,
             async def handle(request: Request) -> Response:
                 try:
                     return await handler(request)
+                except StarletteHTTPException as e:
+                    # A route's own refusal (no such report file, log in first, a bad
+                    # form): a browser gets a page, other clients the JSON.
+                    if not wants_html(request):
+                        raise
+                    if e.status_code == 404:
+                        return page(request, "missing.html", 404, message=str(e.detail),
+                                    headers=e.headers)
+                    return page(request, "error.html", e.status_code, message=str(e.detail),
+                                down=False, login=e.status_code == 401, headers=e.headers)
                 except Exception as e:
                     down = unavailable(e)
                     if not down and not isinstance(e, AuditorError):
@@ -75,8 +86,10 @@ def build_ui_router(get_cfg: Callable[[], Config], open_store: StoreOpener,
                     message = redact(str(e).strip(), get_cfg().store_url)
                     if down:
                         log.warning("web UI %s: %s", request.url.path, message)
-                    return page(request, "error.html", 503 if down else 409,
-                                message=message, down=down)
+                    status = 503 if down else e.http_status  # type: ignore[attr-defined]
+                    if status == 404:
+                        return page(request, "missing.html", 404, message=message)
+                    return page(request, "error.html", status, message=message, down=down)
 
             return handle
 
@@ -92,14 +105,15 @@ def build_ui_router(get_cfg: Callable[[], Config], open_store: StoreOpener,
     def session(request: Request) -> Session:
         return auth().session(request.cookies.get(COOKIE))
 
-    def page(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+    def page(request: Request, name: str, status: int = 200,
+             headers: Mapping[str, str] | None = None, **ctx: Any) -> HTMLResponse:
         s = session(request)
         if get_cfg().ui.get("protect_reads") and not s.logged_in and name != "login.html":
             return RedirectResponse("/login?" + urlencode({"next": str(request.url.path)}),
                                     status_code=303)  # type: ignore[return-value]
         html = env.get_template(name).render(session=s, can_write=auth().enabled,
                                              path=request.url.path, **ctx)
-        resp = HTMLResponse(html, status_code=status)
+        resp = HTMLResponse(html, status_code=status, headers=headers)
         resp.set_cookie(value=auth().cookie(s), **auth().cookie_args())
         # The UI loads nothing from elsewhere except channel images (https thumbnails).
         resp.headers["Content-Security-Policy"] = (
