@@ -12,27 +12,12 @@ import psycopg
 import pytest
 
 from auditor.model import Finding, Outcome, Severity, SourceStatus
-from auditor.storage import open_store
 from auditor.storage.jobs import RunJobs
 from tests.conftest import NOW, make_listing, make_master
+from tests import test_storage_postgres as pg_tests
 
-
-@pytest.fixture
-def url(pg_server) -> str:
-    return pg_server.new_database()
-
-
-@pytest.fixture
-def store(url):
-    s = open_store(url)
-    yield s
-    s.close()
-
-
-def _sql(url: str, q: str, args=()):
-    with psycopg.connect(url, autocommit=True) as c:
-        cur = c.execute(q, args)
-        return cur.fetchall() if cur.description else []
+# The same database-per-test fixtures and SQL helper as the store's own tests.
+url, store, _sql = pg_tests.url, pg_tests.store, pg_tests._sql
 
 
 def _finding(key: str, actual: str = "1.00 EUR") -> Finding:
