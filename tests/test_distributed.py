@@ -320,7 +320,10 @@ def test_robots_crawl_delay_spaces_every_worker_from_the_first_request(pg_server
     instant, each with the shared pacer of `auditor worker`: one reads robots.txt and
     publishes the delay while the other waits, so every request of both (their
     robots.txt requests included) is spaced by the Crawl-delay. Before, both asked for
-    robots.txt at once, neither knowing the delay yet."""
+    robots.txt at once, neither knowing the delay yet (their slots, and arrivals, came
+    0.00-0.11 s apart). Asserted on the slots the database handed out and on every
+    request arriving no sooner than its slot, not on the arrival gaps: a loaded machine
+    may send a request late (its first connection takes a while), never early."""
     from auditor.distributed import ensure_queue
 
     url = pg_server.new_database()
@@ -349,10 +352,6 @@ def test_robots_crawl_delay_spaces_every_worker_from_the_first_request(pg_server
     # ... and no request arrived before its slot: the k-th arrival is no earlier than
     # the k-th slot (each request leaves at or after its own).
     assert all(a >= s - 0.005 for s, a in zip(slots, arrivals, strict=True)), (slots, arrivals)
-    # The arrivals themselves: spaced too (half the delay of slack for a late wake-up on
-    # a loaded machine; before the fix the two robots.txt requests came ~0 s apart).
-    arrival_gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
-    assert min(arrival_gaps) >= delay / 2, (arrival_gaps, sorted(shop.log, key=lambda x: x[1]))
 
 
 def _in_process(tmp_path: Path, name: str, fail_shard: int | None) -> tuple[Any, Any]:
