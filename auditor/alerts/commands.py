@@ -106,7 +106,7 @@ def findings_resolve(config_path: Path, fingerprint: str, note: str | None, by: 
 @config_option
 @click.argument("fingerprint")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+              show_default=True, help="Output: text for people, JSON for programs.")
 def findings_show(config_path: Path, fingerprint: str, fmt: str) -> None:
     """One finding in full: values, lifecycle state, alert state and its history.
 

@@ -1,0 +1,103 @@
+"""A new user's pass (polish3): what felt wrong when following README.md literally.
+
+Each test fails on the code before the fix."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from auditor.cli import main
+from auditor.config import load_config
+from tests.service_helpers import build_world
+
+
+@contextlib.contextmanager
+def _service(config: Path):
+    from fastapi.testclient import TestClient
+
+    from auditor.service.app import Service, create_app
+
+    service = Service(config, load_config(config), schedule=False)
+    with TestClient(create_app(service)) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    d = tmp_path_factory.mktemp("world")
+    config = build_world(d)
+    r = CliRunner().invoke(main, ["run", "-c", str(config)], catch_exceptions=False)
+    assert r.exit_code == 1, r.output
+    return config
+
+
+HTML = {"Accept": "text/html"}
+
+
+def test_the_inbox_says_which_filter_values_it_left_out(world):
+    """A bookmark with a renamed channel (or a typo) showed every finding, looking filtered."""
+    with _service(world) as client:
+        plain = client.get("/", headers=HTML)
+        bad = client.get("/?channel=gogle&severity=<b>loud</b>&page=x", headers=HTML)
+        good = client.get("/?channel=google&severity=critical", headers=HTML)
+    assert plain.status_code == bad.status_code == good.status_code == 200
+    notice = re.search(r'<p class="flash" id="ignored">(.*?)</p>', bad.text)
+    assert notice, bad.text[:2000]
+    assert "channel &#39;gogle&#39;" in notice.group(1)
+    assert "severity &#39;&lt;b&gt;loud&lt;/b&gt;&#39;" in notice.group(1)  # escaped
+    assert "page &#39;x&#39;" in notice.group(1)
+    assert "<b>loud" not in bad.text
+    assert 'id="ignored"' not in plain.text and 'id="ignored"' not in good.text
+
+
+def test_products_without_an_sku_says_how_to_use_it(world):
+    """`/products` redirected to `/products/`, which said "There is no product ."."""
+    with _service(world) as client:
+        r = client.get("/products/", headers=HTML)
+    assert r.status_code == 404
+    assert "There is no product ." not in r.text
+    assert "/products/SKU shows one product" in r.text
+
+
+def test_a_missing_config_file_is_named_with_its_full_path(tmp_path, monkeypatch):
+    """Run from the wrong folder: the error names the absolute path it looked for and how
+    to get a config (no "the repository": a pip install has none)."""
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(main, ["config", "check"])
+    assert r.exit_code == 2
+    assert f"file not found: {tmp_path / 'config.toml'}" in r.output
+    assert "auditor init" in r.output and "repository" not in r.output
+
+
+def test_run_report_does_not_repeat_the_check_as_the_field(world, tmp_path):
+    """The report's "since the last run" listed `availability/availability`."""
+    out = tmp_path / "report.html"
+    r = CliRunner().invoke(main, ["report", "-c", str(world), "--output", str(out)],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    html = out.read_text()
+    opened = re.findall(r"[A-Z0-9-]+ ([a-z_]+)(?:/([a-z_]+))?(?:, |</div>)", html)
+    assert opened, html[:3000]
+    assert all(field != check for check, field in opened), opened
+    assert not re.search(r"\b(\w+)/\1\b", html.split("<style", 1)[0] + html.split("</style>")[-1])
+
+
+@pytest.mark.parametrize("argv, text", [
+    (["links", "confirm", "--help"], "the --config before the command, else $AUDITOR_CONFIG"),
+    (["findings", "show", "--help"], "Output: text for people, JSON for programs."),
+    (["serve", "--help"], "Serve the web UI, metrics and the API only"),
+    (["config", "options", "--help"], "Examples:"),
+])
+def test_help_texts_are_consistent(argv, text):
+    r = CliRunner().invoke(main, argv, terminal_width=200)
+    assert r.exit_code == 0 and text in r.output, r.output
+
+
+def test_worker_help_keeps_its_examples_apart():
+    out = CliRunner().invoke(main, ["worker", "--help"], terminal_width=200).output
+    assert "finished first.\n\n  Examples:" in out, out
