@@ -101,3 +101,31 @@ def test_help_texts_are_consistent(argv, text):
 def test_worker_help_keeps_its_examples_apart():
     out = CliRunner().invoke(main, ["worker", "--help"], terminal_width=200).output
     assert "finished first.\n\n  Examples:" in out, out
+
+
+def test_a_rejected_first_master_is_said_once(tmp_path):
+    """The summary says "there is no earlier snapshot, so no channel was audited"; the
+    ERROR log line saying it again is dropped (kept with -q, where no summary shows)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "pim.csv").write_text("sku,title,price,currency\nA-1,Lamp,ten,EUR\n")
+    (tmp_path / "pos.csv").write_text("SKU,Name,Price\nA-1,Lamp,1.00\n")
+    (tmp_path / "config.toml").write_text(
+        '[store]\npath = "auditor.db"\n\n[master]\ntype = "csv"\nsource = "pim.csv"\n\n'
+        '[[channels]]\nname = "pos"\ntype = "tabular"\nsource = "pos.csv"\ncurrency = "EUR"\n'
+        'columns = { sku = "SKU", title = "Name", price = "Price" }\n')
+    root = Path(__file__).resolve().parent.parent
+
+    def run(*flags: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "auditor", *flags, "run", "-c",
+                               str(tmp_path / "config.toml")], cwd=root, capture_output=True,
+                              text=True, timeout=120)
+
+    r = run()
+    assert r.returncode == 2
+    assert "there is no earlier snapshot, so no channel was audited" in r.stdout
+    assert "no earlier master snapshot" not in r.stderr, r.stderr
+    q = run("-q")
+    assert q.returncode == 2 and q.stdout == ""
+    assert "no earlier master snapshot: no channel was audited" in q.stderr
