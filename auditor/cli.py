@@ -205,8 +205,7 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
     from auditor.storage import open_store
 
     cfg = _load(config_path)
-    for name in channels:
-        cfg.channel(name)
+    _known("channel", channels, [c.name for c in cfg.channels])  # a typo, not a bad config
     if master_only:
         if channels:
             raise click.BadParameter("--master-only reads no channel; drop --channel",
@@ -874,7 +873,10 @@ def runs_accept(config_path: Path, run_id: int, channel: str) -> None:
     from datetime import datetime, timezone
 
     cfg = _load(config_path)
-    cfg.channel(channel)
+    try:
+        _known("channel", [channel], [c.name for c in cfg.channels])
+    except click.BadParameter as e:
+        raise click.BadParameter(e.message, param_hint="CHANNEL") from None
     store = _store_for(config_path)
     try:
         with store.run_lock():

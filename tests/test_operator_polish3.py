@@ -129,3 +129,17 @@ def test_a_rejected_first_master_is_said_once(tmp_path):
     q = run("-q")
     assert q.returncode == 2 and q.stdout == ""
     assert "no earlier master snapshot: no channel was audited" in q.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "--channel", "gogle"],
+    ["runs", "accept", "1", "gogle"],
+    ["alerts", "propagation", "--channel", "gogle"],
+])
+def test_an_unknown_channel_argument_is_a_usage_error_not_a_bad_config(world, argv):
+    """`run --channel gogle` said "invalid config ...: no channel named 'gogle'" (the config
+    is fine), and `alerts propagation --channel gogle` said "0 change(s)"."""
+    r = CliRunner().invoke(main, [*argv, "-c", str(world)])
+    assert r.exit_code == 2, r.output
+    assert "unknown channel 'gogle' (did you mean 'google'?)" in r.output, r.output
+    assert "invalid config" not in r.output

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from auditor.cli import (EXIT_FINDINGS, EXIT_OK, _load, _rows_out, _store_for, config_option,
-                         err, findings, format_option, main, out, safe)
+from auditor.cli import (EXIT_FINDINGS, EXIT_OK, _known, _load, _rows_out, _store_for,
+                         config_option, err, findings, format_option, main, out, safe)
 from auditor.errors import AuditorError
 
 
@@ -373,6 +373,9 @@ def alerts_propagation(config_path: Path, channel: str | None, pending: bool, li
     """
     store = _store_for(config_path)
     try:
+        if channel is not None:  # a typo must not read as "0 change(s)"
+            _known("channel", [channel], [c.name for c in _load(config_path).channels] +
+                   store.finding_channels())
         rows = store.propagation_rows(channel, True if pending else None, limit)
     finally:
         store.close()
