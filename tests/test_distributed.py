@@ -482,7 +482,15 @@ _FETCH = (
     "    async with http.Fetcher(policy) as f:\n"
     "        while sys.argv[4] != '-' and not os.path.exists(sys.argv[4]):\n"
     "            await asyncio.sleep(0.02)\n"
-    "        await asyncio.sleep(0.5 if sys.argv[4] != '-' else 0)\n"
+    "        if sys.argv[4] != '-':  # and until the told process has recorded its back-off\n"
+    "            from auditor.storage.postgres import connect\n"
+    "            told = os.path.getmtime(sys.argv[4])\n"
+    "            give_up = time.time() + 10  # (no shared back-off: ask, and fail the test)\n"
+    "            with connect(sys.argv[1]) as c:\n"
+    "                while time.time() < give_up and not c.execute(\n"
+    "                        'SELECT coalesce(max(extract(epoch FROM next_at)), 0) >= %s'\n"
+    "                        ' FROM crawl_hosts', (told + 0.5,)).fetchone()[0]:\n"
+    "                    await asyncio.sleep(0.02)\n"
     "        rs = await asyncio.gather(*(f.get(sys.argv[2] + p) for p in paths))\n"
     "    print(sorted(r.status for r in rs), flush=True)\n"
     "asyncio.run(main())\n")
@@ -490,7 +498,8 @@ _FETCH = (
 
 def _fetchers(url: str, shop: _CountingShop, jobs: list[tuple[str, str]]) -> list[str]:
     """Each job: its paths (comma-separated), asked for at once by one process once the
-    file named second exists (and half a second more), or at once ("-")."""
+    file named second exists and a back-off of the host past it is recorded, or at once
+    ("-")."""
     procs = [subprocess.Popen([sys.executable, "-c", _FETCH, url, shop.url, paths, after],
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for paths, after in jobs]
@@ -519,8 +528,9 @@ def test_per_host_in_flight_cap_is_shared_by_processes(pg_server):
 
 
 def test_a_429_slows_every_process_asking_that_host(pg_server, tmp_path):
-    """Process A gets 429 Retry-After: 1 for /busy; process B, asking the same host half
-    a second later, waits for the back-off too: no request reaches the host in the
+    """Process A gets 429 Retry-After: 1 for /busy; process B, asking the same host once
+    A has recorded the back-off (B waits for that, not for a guessed half second a loaded
+    machine may not keep), waits for the back-off too: no request reaches the host in the
     second after the 429 (alone, B would ask at once), and A's retry then succeeds."""
     from auditor.distributed import ensure_queue
 
