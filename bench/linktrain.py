@@ -304,7 +304,7 @@ def equal_precision(sets: dict[str, dict[str, Any]], C: float, labelled_only: bo
 def run(size: int = 2000, write: bool = True, save: Path | None = None,
         names: Sequence[str] = ("amazon_google", "walmart_amazon", "world"), C: float = 1.0,
         target: float = TARGET, labelled_only: bool = False, folds: int = 5,
-        sample: int | None = None) -> dict[str, Any]:
+        sample: int | None = None, command: str | None = None) -> dict[str, Any]:
     """Collect, validate, print (and record in docs/benchmarks.md unless not ``write``);
     ``save``: also write the model fitted on all ``names`` there."""
     from bench.common import record, table
@@ -328,12 +328,18 @@ def run(size: int = 2000, write: bool = True, save: Path | None = None,
     if save is not None:
         model, t = fit_model(list(sets.values()), C, target, labelled_only)
         js = save_model(model, t, names, save, C, target, labelled_only)
+        tables.append(table(
+            "The model fitted on all the sets, measured on them (in-sample: NOT a measurement "
+            "of how it generalises; the tables above are)", COLUMNS,
+            [row("all (in-sample)", n, measure(d, (p := _prob(model, d["X"])) >= t,
+                                              (p < t) & (p >= SUGGEST_P)), t)
+             for n, d in sets.items()]))
         tables.append(f"Coefficients fitted on all of {', '.join(names)} (link_p {js['link_p']}) "
                       f"written to {save}: " + ", ".join(
                           f"{n} {w:+.3f}" for n, w in sorted(
                               zip(js["features"], js["weights"], strict=True),
                               key=lambda v: -abs(v[1]))))
-    record("Linking: fitted scorer across sets", tables, write)
+    record("Linking: fitted scorer across sets", tables, write, command)
     return {"sets": sets, "cross": cross_rows, "equal_precision": eq_rows, "better": better}
 
 
@@ -354,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     run(a.size, not a.no_write, a.save_coefficients,
         a.set or ("amazon_google", "walmart_amazon", "world"), a.C, a.target,
-        a.labelled_only, a.folds, a.sample)
+        a.labelled_only, a.folds, a.sample, "python bench/linktrain.py")
     return 0
 
 
