@@ -9,12 +9,19 @@ state and the event). Tested without a database (``tests/test_auditor_lifecycle.
   differ from last time, that is a **changed** event.
 - A resolved finding seen again **reopens**.
 - An open finding not seen again **resolves** where its check ran on the channel.
-- Only a complete read is evidence: a source read partly or not at all opens,
-  reopens and resolves nothing (an open finding it saw again is still updated).
+- A source that could not be read (``failed``) opens, reopens and resolves nothing
+  (an open finding it saw again is still updated).
+- A source read in part (``partial``; also a complete read whose presence is held,
+  ``auditor.holds``) is evidence about what it read, and only that: an outcome on a
+  listing it read opens, reopens and changes as on a complete read, and an open finding
+  not seen resolves only when its listing was read in this run (its ``listing_key`` in
+  ``Evidence.seen_keys``; unknown keys resolve nothing). Nothing is concluded about
+  the listings it did not read, nor about masters: a finding about no listing (a
+  missing listing) neither opens, reopens nor resolves on a partial read.
 - A ``not_evaluated`` outcome neither opens nor resolves: an existing finding stays
-  as it is; a new fingerprint is kept only as a note of why it could not be compared
-  (state open, outcome ``not_evaluated``; it never alerts), which **opens** for real
-  once a comparison finds a difference.
+  as it is; on a complete read, a new fingerprint is kept only as a note of why it
+  could not be compared (state open, outcome ``not_evaluated``; it never alerts), which
+  **opens** for real once a comparison finds a difference.
 
 ``transition`` is called once per finding on a run's hot path: it allocates nothing
 (the transitions are constants) and takes the store's rows as they come (any object
@@ -61,20 +68,40 @@ class Observation(Protocol):
     @property
     def actual(self) -> str | None: ...
 
+    @property
+    def listing_key(self) -> str | None: ...  # None: about no listing (a master)
+
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
     """What one run of a channel can vouch for."""
 
     status: SourceStatus                     # how the source was read
-    seen_keys: AbstractSet[str] | None       # listing keys read (None: unknown; not
-    #                                          evidence on its own: a partial read is none)
+    seen_keys: AbstractSet[str] | None       # listing keys read (None: unknown, so a
+    #                                          partial read resolves nothing)
     checks_ran: AbstractSet[str] | Sequence[str]  # checks enabled on the channel
 
     def shows_gone(self, check: str, listing_key: str | None) -> bool:
-        """Whether a finding of ``check`` on ``listing_key``, not seen, is really gone:
-        only a complete read of the source, with the check enabled, says so."""
-        return self.status == SourceStatus.COMPLETE and check in self.checks_ran
+        """Whether a finding of ``check`` on ``listing_key``, not seen, is really gone,
+        its check having run on the channel: a complete read says so for every finding;
+        a partial read only for one on a listing it read (``listing_key`` in
+        ``seen_keys``), never for a finding about no listing; a failed read never."""
+        if check not in self.checks_ran:
+            return False
+        status = self.status
+        if status == SourceStatus.COMPLETE:
+            return True
+        return status == SourceStatus.PARTIAL and listing_key is not None and \
+            self.seen_keys is not None and listing_key in self.seen_keys
+
+    def shows(self, observation: Observation) -> bool:
+        """Whether an observation is evidence enough to open or reopen its finding: any
+        on a complete read; on a partial read one on a listing it read (every observed
+        listing was read; a finding about no listing is a conclusion about the part not
+        read); on a failed read none."""
+        status = self.status
+        return status == SourceStatus.COMPLETE or (
+            status == SourceStatus.PARTIAL and observation.listing_key is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,15 +128,15 @@ def transition(previous: Previous | None, observation: Observation | None,
     ``previous``: the finding as stored (None: never seen). ``observation``: this
     run's non-passed outcome for its fingerprint (None: not seen)."""
     if observation is not None:
-        complete = evidence.status == SourceStatus.COMPLETE
         if observation.outcome == NOT_EVALUATED:  # no evidence either way
-            return OPEN_NEW if previous is None and complete else None
+            return OPEN_NEW if previous is None and \
+                evidence.status == SourceStatus.COMPLETE else None
         if previous is None:
-            return OPEN_NEW if complete else None
+            return OPEN_NEW if evidence.shows(observation) else None
         if previous.state == RESOLVED:
-            return REOPEN if complete else None
+            return REOPEN if evidence.shows(observation) else None
         if previous.outcome == NOT_EVALUATED:  # a note, compared at last: it differs
-            return OPEN_NEW
+            return OPEN_NEW if evidence.shows(observation) else None
         if (previous.outcome, previous.expected, previous.actual) != (
                 observation.outcome, observation.expected, observation.actual):
             return OPEN_CHANGED

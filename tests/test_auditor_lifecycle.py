@@ -53,22 +53,55 @@ def test_resolved_not_seen_stays_as_it_is():
 
 
 def test_a_failed_source_opens_and_resolves_nothing():
-    failed = Evidence(SourceStatus.FAILED, set(), {"price"})
+    failed = Evidence(SourceStatus.FAILED, {"A"}, {"price"})
     assert transition(prev(), None, failed) is None
     # what a failed read did yield before it failed is no evidence either
     assert transition(None, finding(), failed) is None
     assert transition(prev(state=lc.RESOLVED), finding(), failed) is None
-
-
-def test_a_partial_read_opens_reopens_and_resolves_nothing():
-    partial = Evidence(SourceStatus.PARTIAL, {"A"}, {"price"})
-    assert transition(prev(key="A"), None, partial) is None
-    assert transition(prev(key=None), None, partial) is None  # a missing-listing finding
-    assert transition(None, finding(), partial) is None
-    assert transition(prev(state=lc.RESOLVED), finding(), partial) is None
+    note = prev(outcome="not_evaluated", actual=None)
+    assert transition(note, finding(), failed) is None  # a note stays a note
     # an open finding it saw again is still updated (seen), and may change
+    assert transition(prev(), finding(), failed) is lc.STILL_OPEN
+    assert transition(prev(), finding(actual="3 EUR"), failed) is lc.OPEN_CHANGED
+
+
+def missing(outcome=Outcome.FAILED):
+    """A finding about no listing: a master missing from the channel."""
+    return Finding("presence", "google", "M1", "listing", outcome, Severity.CRITICAL,
+                   expected="M1", details={"kind": "missing"})
+
+
+def test_a_partial_read_is_evidence_about_the_listings_it_read():
+    partial = Evidence(SourceStatus.PARTIAL, {"A"}, {"price"})
+    # an outcome on a listing it read opens, reopens and changes as on a complete read
+    assert transition(None, finding(), partial) is lc.OPEN_NEW
+    assert transition(prev(state=lc.RESOLVED), finding(), partial) is lc.REOPEN
     assert transition(prev(), finding(), partial) is lc.STILL_OPEN
     assert transition(prev(), finding(actual="3 EUR"), partial) is lc.OPEN_CHANGED
+    note = prev(outcome="not_evaluated", actual=None)
+    assert transition(note, finding(), partial) is lc.OPEN_NEW  # compared at last
+    # an open finding not seen resolves only when its listing was read, its check run
+    assert transition(prev(key="A"), None, partial) is lc.RESOLVE
+    assert transition(prev(key="B"), None, partial) is None      # B was not read
+    assert transition(prev(key="A", check="title"), None, partial) is None  # not run
+    assert transition(prev(key="A", state=lc.RESOLVED), None, partial) is None
+
+
+def test_a_partial_read_concludes_nothing_about_masters_or_unknown_keys():
+    partial = Evidence(SourceStatus.PARTIAL, {"A"}, {"price", "presence"})
+    # a missing-listing finding neither opens, reopens nor resolves
+    assert transition(None, missing(), partial) is None
+    assert transition(prev(state=lc.RESOLVED, check="presence", key=None), missing(),
+                      partial) is None
+    assert transition(prev(check="presence", key=None), None, partial) is None
+    # the keys read unknown: nothing resolves
+    unknown = Evidence(SourceStatus.PARTIAL, None, {"price"})
+    assert transition(prev(key="A"), None, unknown) is None
+    assert transition(None, finding(), unknown) is lc.OPEN_NEW  # what it saw still opens
+    # a complete read does conclude about masters
+    full = Evidence(SourceStatus.COMPLETE, None, {"presence"})
+    assert transition(None, missing(), full) is lc.OPEN_NEW
+    assert transition(prev(check="presence", key=None), None, full) is lc.RESOLVE
 
 
 def test_not_evaluated_neither_opens_nor_resolves():
@@ -76,7 +109,9 @@ def test_not_evaluated_neither_opens_nor_resolves():
     assert transition(prev(), ne, COMPLETE) is None            # stays as it was
     assert transition(prev(state=lc.RESOLVED), ne, COMPLETE) is None
     assert transition(None, ne, COMPLETE) is lc.OPEN_NEW       # kept as a note
-    assert transition(None, ne, Evidence(SourceStatus.PARTIAL, None, {"price"})) is None
+    assert transition(None, ne, Evidence(SourceStatus.PARTIAL, {"A"}, {"price"})) is None
+    assert transition(prev(state=lc.RESOLVED), ne,
+                      Evidence(SourceStatus.PARTIAL, {"A"}, {"price"})) is None
     note = prev(outcome="not_evaluated", actual=None)
     assert transition(note, finding(), COMPLETE).event == "opened"  # compared at last
 

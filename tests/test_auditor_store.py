@@ -143,21 +143,25 @@ def test_finding_lifecycle_open_change_resolve_reopen(fresh_store):
     assert {r.sku: r.state for r in s.findings()} == {"A": "resolved", "B": "open"}
 
 
-def test_failed_or_partial_source_never_opens_or_resolves(fresh_store):
+def test_a_failed_source_opens_nothing_a_partial_one_only_about_what_it_read(fresh_store):
     s = fresh_store
     s.apply_findings(1, "google", [_f("A"), _f("B")], SourceStatus.COMPLETE, {"A", "B"},
                      ["price"], NOW)
-    c = s.apply_findings(2, "google", [_f("C")], SourceStatus.FAILED, set(), ["price"], NOW)
-    assert c.resolved == 0 and c.opened == 0
-    c = s.apply_findings(3, "google", [_f("D")], SourceStatus.PARTIAL, {"A", "D"}, ["price"], NOW)
-    assert c.resolved == 0 and c.opened == 0
-    assert {r.sku: r.state for r in s.findings()} == {"A": "open", "B": "open"}
-    # A complete read resolves A; a partial read that sees A again does not reopen it.
-    s.apply_findings(4, "google", [_f("B")], SourceStatus.COMPLETE, {"A", "B"}, ["price"], NOW)
-    c = s.apply_findings(5, "google", [_f("A"), _f("B")], SourceStatus.PARTIAL, {"A", "B"},
+    c = s.apply_findings(2, "google", [_f("C")], SourceStatus.FAILED, {"A", "B", "C"},
                          ["price"], NOW)
-    assert c.reopened == 0 and c.still_open == 1
-    assert {r.sku: r.state for r in s.findings()} == {"A": "resolved", "B": "open"}
+    assert c.resolved == 0 and c.opened == 0
+    # A partial read that read A (now passing) and D (a new difference), not B.
+    c = s.apply_findings(3, "google", [_f("D")], SourceStatus.PARTIAL, {"A", "D"}, ["price"], NOW)
+    assert (c.resolved, c.opened) == (1, 1)
+    assert {r.sku: r.state for r in s.findings()} == {"A": "resolved", "B": "open", "D": "open"}
+    # A partial read that sees A again reopens it; with the keys read unknown, D (not seen)
+    # does not resolve.
+    c = s.apply_findings(4, "google", [_f("A"), _f("B")], SourceStatus.PARTIAL, None,
+                         ["price"], NOW)
+    assert (c.reopened, c.still_open, c.resolved) == (1, 1, 0)
+    assert {r.sku: r.state for r in s.findings()} == {"A": "open", "B": "open", "D": "open"}
+    assert [e.event for e in s.finding_events(_f("A").fingerprint)] == [
+        "opened", "resolved", "reopened"]
 
 
 def test_not_evaluated_never_opens_or_resolves(fresh_store):

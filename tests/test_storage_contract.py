@@ -312,12 +312,10 @@ def test_findings_apply_events_and_records(store):
     assert store.finding_events("nope") == []
 
 
-def test_only_a_complete_read_opens_or_resolves(store):
+def test_a_failed_read_opens_and_resolves_nothing(store):
     store.apply_findings(1, "google", [_f("A"), _f("B")], SourceStatus.COMPLETE, {"A", "B"},
                          ["price"], NOW)
-    c = store.apply_findings(2, "google", [_f("C")], SourceStatus.FAILED, set(), ["price"], NOW)
-    assert (c.resolved, c.opened) == (0, 0)
-    c = store.apply_findings(3, "google", [_f("D")], SourceStatus.PARTIAL, {"A", "D"},
+    c = store.apply_findings(2, "google", [_f("C")], SourceStatus.FAILED, {"A", "B", "C"},
                              ["price"], NOW)
     assert (c.resolved, c.opened) == (0, 0)
     assert store.apply_findings(4, "google", [], SourceStatus.COMPLETE, {"A"}, ["title"],
@@ -325,6 +323,73 @@ def test_only_a_complete_read_opens_or_resolves(store):
     assert store.apply_findings(5, "google", [_f("B")], SourceStatus.COMPLETE, {"A", "B"},
                                 ["price"], NOW).resolved == 1
     assert {r.sku: r.state for r in store.findings()} == {"A": "resolved", "B": "open"}
+    c = store.apply_findings(6, "google", [_f("A")], SourceStatus.FAILED, {"A", "B"},
+                             ["price"], NOW)
+    assert (c.reopened, c.resolved) == (0, 0)
+    assert {r.sku: r.state for r in store.findings()} == {"A": "resolved", "B": "open"}
+
+
+def _missing(sku):
+    """A finding about no listing: a master missing from the channel."""
+    return Finding("presence", "google", sku, "listing", Outcome.FAILED, Severity.CRITICAL,
+                   expected=sku, actual=None)
+
+
+def test_a_partial_read_is_evidence_about_the_listings_it_read(store):
+    ran = ["price", "presence"]
+    store.apply_findings(1, "google", [_f("A"), _f("B"), _f("C"), _missing("M1")],
+                         SourceStatus.COMPLETE, {"A", "B", "C"}, ran, NOW)
+    # Run 2 reads A (another value), B (now passing) and D (a new difference), not C.
+    t2 = NOW + timedelta(days=1)
+    c = store.apply_findings(2, "google", [_f("A", actual="3 EUR"), _f("D")],
+                             SourceStatus.PARTIAL, {"A", "B", "D"}, ran, t2)
+    assert (c.opened, c.reopened, c.resolved, c.still_open) == (1, 0, 1, 1)
+    assert {r.sku: r.state for r in store.findings()} == {
+        "A": "open", "B": "resolved", "C": "open", "D": "open", "M1": "open"}
+    assert [e.event for e in store.finding_events(_f("A").fingerprint)] == [
+        "opened", "changed"]
+    assert store.findings(sku="C")[0].last_run == 1  # nothing about C changed
+    # Run 3 reads B again, failing: it reopens; the keys read unknown, nothing resolves.
+    c = store.apply_findings(3, "google", [_f("B")], SourceStatus.PARTIAL, None, ran, t2)
+    assert (c.opened, c.reopened, c.resolved) == (0, 1, 0)
+    # Run 4 reads every listing and sees nothing: they resolve; a missing listing neither
+    # resolves (M1) nor opens (M2) on a partial read.
+    c = store.apply_findings(4, "google", [_missing("M2")], SourceStatus.PARTIAL,
+                             {"A", "B", "C", "D"}, ran, t2)
+    assert (c.opened, c.resolved) == (0, 4)
+    assert {r.sku: r.state for r in store.findings()} == {
+        "A": "resolved", "B": "resolved", "C": "resolved", "D": "resolved", "M1": "open"}
+    # A not_evaluated outcome on a partial read is no note either.
+    c = store.apply_findings(5, "google", [_f("E", Outcome.NOT_EVALUATED)],
+                             SourceStatus.PARTIAL, {"E"}, ran, t2)
+    assert store.findings(sku="E") == []
+
+
+def test_a_partial_shard_resolves_only_the_listings_it_read(store):
+    from auditor.storage import ShardSpec
+
+    n = 3
+    keys = [f"K{i:02d}" for i in range(40)]
+    mine = [k for k in keys if ShardSpec.of(k, n) == 1]
+    assert len(mine) >= 4
+    store.apply_findings(1, "google", [_f(k) for k in keys] + [_missing("M1")],
+                         SourceStatus.COMPLETE, set(keys), ["price", "presence"], NOW)
+    # Shard 1 of a partial read (held presence) read half its listings and saw a new
+    # difference on one: only those resolve or open; the other shards' stay as they are.
+    read = mine[: len(mine) // 2]
+    new = _f(read[0], check="title")
+    ch = store.apply_findings(2, "google", [new], SourceStatus.PARTIAL, set(read),
+                              ["price", "presence", "title"], NOW, shard=ShardSpec(1, n))
+    assert (ch.opened, ch.resolved) == (1, len(read))
+    state = {(f.check, f.listing_key): f.state for f in store.findings(channel="google")}
+    assert {k for (c, k), s in state.items() if s == "resolved"} == set(read)
+    assert state[("title", read[0])] == "open" and state[("presence", None)] == "open"
+    # The channel's no-listing scope on a partial read: nothing is concluded.
+    ch = store.apply_findings(2, "google", [_missing("M2")], SourceStatus.PARTIAL, None,
+                              ["price", "presence"], NOW,
+                              shard=ShardSpec(ShardSpec.NO_LISTING, n))
+    assert (ch.opened, ch.resolved) == (0, 0)
+    assert {f.sku for f in store.findings(check="presence")} == {"M1"}
 
 
 def test_findings_filters_and_order(store):

@@ -1115,7 +1115,7 @@ class PostgresStore:
                 observed_fps.add(fp)  # (seen, so never resolved below, even with no t)
                 old = existing.get(fp)
                 t = transition(old, f, evidence)
-                if t is None:  # no evidence (a partial read, a not_evaluated outcome)
+                if t is None:  # no evidence (a failed read, a not_evaluated outcome)
                     continue
                 (obs if fp in ours else obs_new).append((channel, run_id, fp, f.outcome.value))
                 details = codec.dumps(dict(f.details)) if f.details else None

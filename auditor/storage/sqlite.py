@@ -904,7 +904,7 @@ class SQLiteStore:
                 observed_fps.add(fp)  # (seen, so never resolved below, even with no t)
                 old = existing.get(fp)
                 t = transition(old, f, evidence)
-                if t is None:  # no evidence (a partial read, a not_evaluated outcome)
+                if t is None:  # no evidence (a failed read, a not_evaluated outcome)
                     continue
                 obs.append((run_id, fp, f.outcome.value))
                 details = codec.dumps(dict(f.details)) if f.details else None
