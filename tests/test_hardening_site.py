@@ -127,6 +127,58 @@ master_urls = false
     store.close()
 
 
+def test_a_partial_crawl_opens_and_resolves_what_it_read_only(shop, tmp_path):
+    """One page of the shop behind a captcha makes the crawl partial: a price finding
+    still opens on a page that was read, one whose page was read again and agrees
+    resolves, and nothing about the blocked page changes (nor is anything missing)."""
+    from auditor.config import load_config
+    from auditor.runner import run_audit
+    from auditor.storage import open_store
+    from datetime import datetime, timedelta, timezone
+
+    paths = _shop_of(shop, 10)
+    shop.page("/sitemap.xml", _urlset(shop.base, paths), **{"Content-Type": "application/xml"})
+    shop.page("/p/5", product_page("P5", "S5", "12.00"))
+    shop.page("/p/7", product_page("P7", "S7", "12.00"))
+    (tmp_path / "master.csv").write_text("sku,title,price,currency,url\n" + "".join(
+        f"S{i},P{i},10.00,EUR,\n" for i in range(10)))
+    (tmp_path / "config.toml").write_text(f"""
+[store]
+path = "a.db"
+[master]
+source = "master.csv"
+[[channels]]
+name = "shop"
+type = "site"
+source = "{shop.base}/"
+allow_private = true
+master_urls = false
+""")
+    cfg = load_config(tmp_path / "config.toml")
+    store = open_store(cfg.store_url)
+    now = datetime(2026, 11, 27, 12, tzinfo=timezone.utc)
+    first = run_audit(cfg, store, now=now)
+    assert first.channels[0].status is SourceStatus.COMPLETE
+    price = {f.listing_key: f for f in store.findings() if f.check == "price"}
+    assert set(price) == {shop.base + "/p/5", shop.base + "/p/7"}
+    blocked = price[shop.base + "/p/7"]
+    # Run 2: /p/7 shows a captcha, /p/5 agrees again, /p/2's price drifted.
+    shop.page("/p/7", (FIX / "captcha.html").read_bytes())
+    shop.page("/p/5", product_page("P5", "S5", "10.00"))
+    shop.page("/p/2", product_page("P2", "S2", "15.00"))
+    second = run_audit(cfg, store, now=now + timedelta(days=1))
+    ch = second.channels[0]
+    assert ch.status is SourceStatus.PARTIAL and ch.listings == 9
+    state = {f.listing_key: (f.state, f.actual, f.last_run)
+             for f in store.findings() if f.check == "price"}
+    assert state[shop.base + "/p/2"][0] == "open" and "15" in state[shop.base + "/p/2"][1]
+    assert state[shop.base + "/p/5"][0] == "resolved"
+    assert state[shop.base + "/p/7"] == ("open", blocked.actual, blocked.last_run)
+    assert [e.event for e in store.finding_events(blocked.fingerprint)] == ["opened"]
+    assert not [f for f in store.findings() if f.check == "presence"]
+    store.close()
+
+
 # ------------------------------------------------------------------ issue 14 item 6: text
 
 def test_text_sitemap_is_read_like_an_xml_one(shop):

@@ -289,3 +289,40 @@ def test_report_says_what_was_held_and_not_carried(feed_world):
     html = out.read_text()
     assert "8 of 20 listings vanished" in html and "presence held" in html
     assert "not evaluated on this channel" in html and "image" in html
+
+
+def test_row_without_a_key_on_the_first_run_still_opens_what_was_read(pos_world):
+    """A POS export with one blank-SKU row from the start: presence is held, but an
+    oversold SKU and a price drift on the rows that were read open findings at once."""
+    cfg = pos_world / "config.toml"
+    write(pos_world / "master.csv", "sku,title,price,currency,quantity\n" + "".join(
+        f"A-{i},Alpha Lamp {i},{10 + i}.00,EUR,{0 if i == 2 else 5}\n" for i in range(1, 6)))
+    write(pos_world / "pos.csv", """
+        sku,title,price,quantity
+        A-1,Alpha Lamp 1,11.00,5
+        A-2,Alpha Lamp 2,12.00,5
+        A-3,Alpha Lamp 3,13.00,5
+        ,Alpha Lamp 4,14.00,5
+        A-5,Alpha Lamp 5,99.00,5
+        """)
+    r = cli("run", "--config", cfg)
+    assert r.exit_code == 2, r.output
+    assert "pos.csv:5" in r.output
+    rows = findings(cfg, "--open")
+    assert {(f["check"], f["sku"], f["outcome"], f["severity"]) for f in rows} == {
+        ("availability", "A-2", "failed", "critical"), ("price", "A-5", "failed", "critical")}
+    # Presence stays held: A-4 (maybe the keyless row) is not concluded missing.
+    assert not [f for f in findings(cfg) if f["check"] == "presence"]
+    r = cli("runs", "--config", cfg)
+    assert "presence held" in r.output or "without a readable key" in r.output
+    # The same export again: nothing new, nothing resolved.
+    assert cli("run", "--config", cfg).exit_code == 2
+    assert {(f["check"], f["sku"]) for f in findings(cfg, "--open")} == {
+        ("availability", "A-2"), ("price", "A-5")}
+    # Still held, A-5's price is fixed: its finding resolves (A-5 was read); A-4's row
+    # keeps its blank SKU, so nothing about A-4 is concluded.
+    text = (pos_world / "pos.csv").read_text()
+    (pos_world / "pos.csv").write_text(text.replace("A-5,Alpha Lamp 5,99.00", "A-5,Alpha Lamp 5,15.00"))
+    assert cli("run", "--config", cfg).exit_code == 2
+    assert {(f["check"], f["sku"], f["state"]) for f in findings(cfg)} == {
+        ("availability", "A-2", "open"), ("price", "A-5", "resolved")}
