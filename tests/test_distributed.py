@@ -354,8 +354,9 @@ def test_robots_crawl_delay_spaces_every_worker_from_the_first_request(pg_server
     assert all(a >= s - 0.005 for s, a in zip(slots, arrivals, strict=True)), (slots, arrivals)
 
 
-def _in_process(tmp_path: Path, name: str, fail_shard: int | None) -> tuple[Any, Any]:
-    """One distributed run of the google channel, its jobs called in this process on a
+def _in_process(tmp_path: Path, name: str, fail_shard: int | None,
+                channel: str = "google") -> tuple[Any, Any]:
+    """One distributed run of ``channel``, its jobs called in this process on a
     SQLite store (the steps are the workers' own functions); ``fail_shard``: that shard's
     job never succeeded."""
     from auditor.config import load_config
@@ -378,7 +379,7 @@ def _in_process(tmp_path: Path, name: str, fail_shard: int | None) -> tuple[Any,
 
     first = master[sorted(master)[0]]
     master = {**master, "SKU-NOT-LISTED": dataclasses.replace(first, sku="SKU-NOT-LISTED")}
-    ch = cfg.channel("google")
+    ch = cfg.channel(channel)
     read, staged = read_channel(cfg, store, run_id, ch, master, Linker(master, cfg.linking), NOW)
     n = 3
     results = {}
@@ -414,6 +415,37 @@ def test_a_shard_that_failed_concludes_nothing_missing(tmp_path):
     finally:
         ok_store.close()
         bad_store.close()
+
+
+def test_a_held_channel_opens_what_its_shards_read(tmp_path):
+    """A POS export with a row without a readable key holds presence: its shards still
+    open the findings of the listings they read (the same as a run without the row),
+    and no listing is concluded missing."""
+    from auditor.storage import ShardSpec
+
+    world = tmp_path / "world"
+    generate_world(world, size=40, seed=11, now=NOW, base_url="http://127.0.0.1:9")
+    ok_store, ok = _in_process(tmp_path, "ok", None, "pos-berlin")
+    pos = world / "feeds" / "pos-berlin.csv"
+    pos.write_bytes(pos.read_bytes() + b";;Gift card;10,00;1;Berlin\r\n")  # (cp1252)
+    held_store, held = _in_process(tmp_path, "held", None, "pos-berlin")
+    try:
+        assert ok.status.value == "complete" and ok.presence_held is None
+        assert held.status.value == "complete" and "without a readable key" in \
+            (held.presence_held or "")
+        mine = [(f.fingerprint, f.state, f.outcome)
+                for f in held_store.findings(channel="pos-berlin")]
+        # every shard's listings opened their findings; only the missing ones are held
+        control = [(f.fingerprint, f.state, f.outcome)
+                   for f in ok_store.findings(channel="pos-berlin") if f.listing_key]
+        assert control and sorted(mine) == sorted(control)
+        assert len({ShardSpec.of(f.listing_key, 3) for f in held_store.findings()
+                    if f.listing_key}) >= 2  # (opened by more than one shard job)
+        assert [f for f in ok_store.findings(channel="pos-berlin") if f.listing_key is None]
+        assert held_store.presence_holds(channel="pos-berlin")[0].findings
+    finally:
+        ok_store.close()
+        held_store.close()
 
 
 class _CountingShop:
