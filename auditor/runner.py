@@ -444,8 +444,8 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
         holds.settle_earlier(store, ch.name, run_id, verdict.confirmed_run, now)
     # A listing that could not be seen (its page behind a captcha or consent wall, an
     # error): presence is not evaluated for its SKU, with the reason, never "missing".
-    # (Recorded as this run's outcomes and listed in the run's notes; a partial read opens
-    # no finding, auditor.lifecycle.)
+    # (Recorded as this run's outcomes and listed in the run's notes; a not_evaluated
+    # outcome of a partial read opens no finding, auditor.lifecycle.)
     presence = cctx.get("presence")
     unread = [(sku, why) for sku, why in result.unknown_skus.items()
               if sku in master and sku not in linked_skus]
@@ -475,7 +475,7 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
 
     result.finished_at = datetime.now(timezone.utc)
     counts = {name: Counter({str(o): n for o, n in t.items()}) for name, t in tallies.items()}
-    # Held presence: conclusions only about the listings that were read.
+    # Held presence: conclusions only about the listings that were read (``seen``).
     evidence = SourceStatus.PARTIAL if result.status == SourceStatus.COMPLETE and \
         result.presence_held is not None else result.status
     counts_changes = store.apply_findings(run_id, ch.name, observed, evidence,
