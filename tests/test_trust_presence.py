@@ -304,25 +304,29 @@ def test_row_without_a_key_on_the_first_run_still_opens_what_was_read(pos_world)
         A-3,Alpha Lamp 3,13.00,5
         ,Alpha Lamp 4,14.00,5
         A-5,Alpha Lamp 5,99.00,5
+        Z-9,Zeta Lamp,20.00,5
         """)
     r = cli("run", "--config", cfg)
     assert r.exit_code == 2, r.output
     assert "pos.csv:5" in r.output
     rows = findings(cfg, "--open")
     assert {(f["check"], f["sku"], f["outcome"], f["severity"]) for f in rows} == {
-        ("availability", "A-2", "failed", "critical"), ("price", "A-5", "failed", "critical")}
+        ("availability", "A-2", "failed", "critical"), ("price", "A-5", "failed", "critical"),
+        ("presence", "Z-9", "failed", "major")}  # an orphan: a listing that was read
     # Presence stays held: A-4 (maybe the keyless row) is not concluded missing.
-    assert not [f for f in findings(cfg) if f["check"] == "presence"]
+    assert [f["details"]["kind"] for f in findings(cfg) if f["check"] == "presence"] == [
+        "orphan"]
     r = cli("runs", "--config", cfg)
     assert "presence held" in r.output or "without a readable key" in r.output
     # The same export again: nothing new, nothing resolved.
     assert cli("run", "--config", cfg).exit_code == 2
     assert {(f["check"], f["sku"]) for f in findings(cfg, "--open")} == {
-        ("availability", "A-2"), ("price", "A-5")}
+        ("availability", "A-2"), ("price", "A-5"), ("presence", "Z-9")}
     # Still held, A-5's price is fixed: its finding resolves (A-5 was read); A-4's row
     # keeps its blank SKU, so nothing about A-4 is concluded.
     text = (pos_world / "pos.csv").read_text()
     (pos_world / "pos.csv").write_text(text.replace("A-5,Alpha Lamp 5,99.00", "A-5,Alpha Lamp 5,15.00"))
     assert cli("run", "--config", cfg).exit_code == 2
     assert {(f["check"], f["sku"], f["state"]) for f in findings(cfg)} == {
-        ("availability", "A-2", "open"), ("price", "A-5", "resolved")}
+        ("availability", "A-2", "open"), ("price", "A-5", "resolved"),
+        ("presence", "Z-9", "open")}
