@@ -8,8 +8,9 @@ when the read itself gives reason to doubt that:
   vanished together (a feed cut short upstream, a half-exported file).
 
 Then presence is *held* for the channel in that run: no listing is concluded
-missing or removed and no presence finding resolves, while every other check
-runs on the listings that were read. What the run would have concluded is kept
+missing or removed and no missing-listing finding opens or resolves, while the
+checks run on the listings that were read and their findings open and resolve as
+after a complete read (findings are applied as for a partial read, auditor.lifecycle). What the run would have concluded is kept
 (``presence_holds``): a second run that sees the same drop confirms it (and
 concludes normally), and ``auditor runs accept RUN CHANNEL`` applies it at once.
 """
