@@ -138,9 +138,13 @@ def test_bad_pages_in_a_run_get_reasons_and_never_missing(bad_shop, tmp_path):
         assert word in part, (sku, note)
     errors = {e.location.rsplit("/", 1)[-1]: e.reason for e in store.run_errors(report.run_id)}
     assert "captcha" in errors["captcha"] and "consent" in errors["consent"], errors
-    # the pages that could be read gave their product: no other finding on them
-    assert not [f for f in found if f.sku in READ], [(f.sku, f.check, f.message) for f in found
-                                                      if f.sku in READ]
+    # the pages that could be read gave their product: no other finding on them (the
+    # master's titles are placeholders, "Item SKU": a page title far from one is a title
+    # finding, which a partial read opens for a page it read, auditor.lifecycle)
+    assert not [f for f in found if f.sku in READ and f.check != "title"], [
+        (f.sku, f.check, f.message) for f in found if f.sku in READ]
+    assert {f.listing_key for f in found if f.check == "title"} <= {
+        li.key for li in store.listings("web")}
 
 
 def test_listings_read_from_bad_pages(bad_shop, tmp_path):
