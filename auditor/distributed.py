@@ -3,15 +3,26 @@
 One run is split into jobs on a procrastinate queue (PostgreSQL-backed: its tables
 sit in the store's own database, so a distributed run needs nothing beside
 PostgreSQL; docs/scaling.md says why over Celery + Redis). The run's own process
-(the coordinator, ``DistributedSession``) holds the run lock, imports and writes the
-master as ``auditor run`` does, then defers and watches the jobs; any number of
-``auditor worker`` processes, on any machines that reach the database and see the
-config file and its sources at the same paths, take them:
+(the coordinator, ``DistributedSession``) holds the run lock, defers the run's jobs and
+watches them: it reads no master and audits nothing, so it can run on a small machine.
+Any number of ``auditor worker`` processes, on any machines that reach the database and
+see the config file and its sources at the same paths, take the jobs:
 
-1. ``auditor.read(run, channel)``: streams the channel's source once, de-duplicates
-   and links every listing (over the whole channel: keyless listings are assigned
-   together, exactly as in one process), decides what only the whole channel can
-   decide (source status, the empty-source rule, the listings that vanished, a sharp
+0. ``auditor.master(run)`` (deferred first, with a higher priority: the first job any
+   worker takes): the master import as ``auditor run`` does it (read in parts on the
+   worker's cores, compared with the snapshot in force), and the workers' pack
+   (``auditor.masterpack``): its master part (master and linker) stored and the master
+   marked ready, then the history part (with the versions this import replaces), then
+   the linker's other indexes; then the new snapshot is written. The coordinator records
+   the import (summary, errors, events) from the job's outcome. A job waiting for the
+   master, or a part of its pack, whose master job is back in the queue (its worker
+   died) gives way (``MasterRequeued``: it is queued again), so that a worker is free
+   to take the master job.
+1. ``auditor.read(run, channel)`` (deferred as the run starts, beside the master job):
+   streams the channel's source once (parsing while the master job runs), then
+   de-duplicates and links every listing (over the whole channel: keyless listings are
+   assigned together, exactly as in one process), decides what only the whole channel
+   can decide (source status, the empty-source rule, the listings that vanished, a sharp
    drop to hold, the fields the source never carries), checks and writes the first
    shard itself (step 2, on the listings in hand) and stages the others' linked
    listings (``ShardSpec``: ranges of ``md5(key)``, N shards from ``[run] shard_size``).
@@ -101,7 +112,7 @@ def config_sha(path: str | Path) -> str:
 # --------------------------------------------------------------------------- the queue
 
 def make_app(url: str) -> Any:
-    """The procrastinate app on the store's database, with the auditor's three tasks."""
+    """The procrastinate app on the store's database, with the auditor's four tasks."""
     import procrastinate
 
     from auditor.storage.postgres import conninfo
@@ -965,8 +976,8 @@ def finish_channel(cfg: Config, store: Any, run_id: int, ch: ChannelConfig, mast
 # --------------------------------------------------------------------------- coordinator
 
 class DistributedSession(AuditSession):
-    """``auditor run --distributed``: the run's process imports the master as usual,
-    then defers the channels' jobs and waits for them (see the module's doc)."""
+    """``auditor run --distributed``: the run's process defers the master job and the
+    channels' jobs, records what they did and waits for them (see the module's doc)."""
 
     def __init__(self, config: Config, store: Any, config_path: str | Path, **kw: Any):
         # The coordinator audits nothing itself: no forked planner or shared linker.
