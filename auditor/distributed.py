@@ -1207,9 +1207,10 @@ class DistributedSession(AuditSession):
             if master[2]:
                 log.info("run %s: channels audited in %.1f s after the master was ready (%d "
                          "jobs; %.1f s since the jobs were deferred, as the run started; "
-                         "master job %.1f s)", run_id, end - (t_ready or t_jobs),
-                         1 + len(reads) + len(finishes) +
-                         sum(map(len, shard_jobs.values())), end - t_jobs, master_seconds)
+                         "master job %.1f s; this coordinator's CPU so far %.1f s)", run_id,
+                         end - (t_ready or t_jobs), 1 + len(reads) + len(finishes) +
+                         sum(map(len, shard_jobs.values())), end - t_jobs, master_seconds,
+                         time.process_time())
         finally:
             try:
                 self._close_jobs([master_job, *reads.values(), *finishes.values()] +
