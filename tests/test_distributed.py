@@ -213,6 +213,52 @@ def test_a_worker_killed_mid_job_is_retried_without_duplicates_or_losses(tmp_pat
         assert len(set(events)) == len(events), fp
 
 
+def test_a_rejected_master_is_recorded_as_one_process_records_it(tmp_path, pg_server):
+    """The master job's import rejected: with no earlier master the run fails with nothing
+    audited; with one, the channels are audited against it and the run is partial, with
+    the master's errors recorded, exactly as one process on SQLite does."""
+    world, shop = _world(tmp_path, 40)
+    broken = tmp_path / "broken" / "master.csv"  # (named so that _with_master finds it)
+    broken.parent.mkdir()
+    broken.write_text("colour,size\nred,XL\n")
+    url = pg_server.new_database()
+    steps = ((broken, NOW - timedelta(days=14)), (world / "master_previous.csv",
+                                                 NOW - timedelta(days=7)), (broken, NOW))
+
+    def runs(cfg: Path, *extra: str) -> list[tuple]:
+        out = []
+        for source, at in steps:
+            _with_master(cfg, source)
+            r = _cli("run", "--config", cfg, "--now", at.isoformat(), "--format", "json",
+                     *extra)
+            assert r.returncode in (0, 1, 2), r.stderr[-3000:]
+            got = json.loads(r.stdout)
+            out.append((r.returncode, got["status"], got["master_error"] is not None,
+                        [(c["channel"], c["status"], c["listings"]) for c in
+                         got["channels"]]))
+        return out
+
+    with shop:
+        lite = _config(world, tmp_path / "sqlite", shop.base_url, 'path = "auditor.db"',
+                       "workers = 1")
+        want = runs(lite)
+        dist = _config(world, tmp_path / "dist", shop.base_url, f'url = "{url}"',
+                       "shard_size = 15\nstalled_after = 5")
+        workers = [_worker(dist, tmp_path / f"worker{i}.log") for i in range(2)]
+        try:
+            got = runs(dist, "--distributed")
+        finally:
+            _stop(workers)
+    assert got == want
+    assert want[0][:3] == (2, "failed", True) and want[0][3] == []
+    assert want[1][:3] == (1, "complete", False), want
+    # rejected again: audited against last week's master, the run partial
+    assert want[2][1:3] == ("partial", True) and len(want[2][3]) == 7, want
+    a, b = _answers(lite), _answers(dist)
+    for part in ("findings", "events", "scores", "runs", "listings", "links"):
+        assert b[part] == a[part], part
+
+
 def _doing_master_job(url: str) -> int | None:
     """The run's master job while a worker holds it and before the master is ready."""
     with psycopg.connect(url, autocommit=True) as conn:
