@@ -1113,8 +1113,8 @@ class DistributedSession(AuditSession):
         started_at = {name: time.perf_counter() for name in names}
         status = "interrupted"
 
-        def fail(name: str, reason: str, job: str) -> None:
-            cause = jobs.errors(run_id, name).get(job)
+        def fail(name: str, reason: str, job: str, channel: str | None = None) -> None:
+            cause = jobs.errors(run_id, name if channel is None else channel).get(job)
             reason += f": {cause}" if cause else " (see the workers' logs)"
             result = SourceResult(name, SourceStatus.FAILED, message=reason, started_at=now,
                                   finished_at=datetime.now(UTC))
@@ -1151,10 +1151,14 @@ class DistributedSession(AuditSession):
                                                    master_seconds)
                         if not master[2]:  # rejected, and no earlier master: nothing read
                             break
-                    elif st in TERMINAL:
+                    elif st in TERMINAL:  # no master: no channel can be audited
                         cause = jobs.errors(run_id, MASTER).get("master")
-                        raise AuditorError(f"run {run_id}: the master job {st}: "
-                                           f"{cause or 'see the workers logs'}")
+                        error = f"the master job {st}: {cause or 'see the workers logs'}"
+                        log.error("run %s: %s", run_id, error)
+                        master = ({"records": 0, "failed": True}, error, True)
+                        for name in names:
+                            if name not in summaries:
+                                fail(name, f"the master job {st}", "master", MASTER)
                 for name in names:
                     if name in summaries:
                         continue
