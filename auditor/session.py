@@ -177,7 +177,6 @@ class AuditSession:
             linker = Linker(master, cfg.linking)
             if update is not None and update.records is None:  # the snapshot in force
                 linker.master_version = update.info["snapshot_id"]
-            self._master_read(master, linker)
             if update is not None and update.records is not None and planned is None:
                 runner.plan_update(update, store.plan_master(update.records, now))
             if workers > 1:  # once, shared by the workers: the indexes they will need
@@ -232,11 +231,6 @@ class AuditSession:
                 status = SourceStatus.FAILED
             return self._finish(status, master_info, master_error, summaries, started, t_run,
                                 master_seconds)
-
-    def _master_read(self, master: Mapping[str, MasterRecord], linker: Linker) -> None:
-        """Called once the master is read and its linker made, before the import is
-        planned and the linker's other indexes are built (a distributed run starts packing
-        it for its workers here)."""
 
     def _link_indexes(self, selected: list, linker: Linker) -> set[str] | None:
         """The linker's indexes the selected channels' latest complete reads consulted
