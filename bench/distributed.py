@@ -138,7 +138,7 @@ def _runs(cfg: Path, channels: list[str], extra: tuple[str, ...], server: list[i
                     f"- {step}, {workers} worker(s): the master job read the master in "
                     f"{pack[-1][0]} s and stored its pack's master part ({pack[-1][1]} MB) "
                     f"{float(pack[-1][2]) + float(pack[-1][3]):.1f} s later (the read jobs "
-                    "parse meanwhile, then link)" + (
+                    "other workers took parse meanwhile, then link)" + (
                         f"; the indexes part ({rest[-1][2]} MB) built in {rest[-1][0]} s"
                         if rest else "") + (
                         f"; the snapshot written in {snap[-1]} s" if snap else "") + (
