@@ -5,14 +5,15 @@ tables, ``procrastinate_*``, in the same database and schema). What the jobs han
 each other lives here, beside the store's tables:
 
 - ``dist_runs``: one row per distributed run (its config's hash, master snapshot,
-  audit clock, shard size, and ``master_key`` once the run's master is ready for the
-  workers); a job of a run no longer ``running`` does nothing;
+  audit clock, shard size, its master job's id, ``master_key`` once the run's master is
+  ready for the workers, and the master job's outcome for the coordinator); a job of a
+  run no longer ``running`` does nothing;
 - ``dist_staged``: a channel's listings as read and linked by its ``read`` job, in
   chunks per shard, for the shard jobs (dropped when the run ends; the first shard's
   are checked by the read job itself and never staged; an UNLOGGED table, its chunks
   stored uncompressed);
-- ``dist_packs``: the run's master, history and linker indexes, packed once by the
-  coordinator (``auditor.masterpack``) for every worker, in parts (``PARTS``: the
+- ``dist_packs``: the run's master, history and linker indexes, packed once by its
+  master job (``auditor.masterpack``) for every worker, in parts (``PARTS``: the
   master and its linker, whose readiness ``master_key`` says; the linker's other
   indexes and the history, whose readiness ``dist_runs.packed`` says) (UNLOGGED,
   dropped when the run ends);
@@ -25,7 +26,7 @@ each other lives here, beside the store's tables:
   gone silent), per (run, channel, job): the channel's failure names it.
 
 Rows are written by the jobs and read by the coordinator (``auditor run
---distributed``). Chunks and outcomes are pickles of the auditor's own objects: the
+--distributed``) and the other jobs. Chunks and outcomes are pickles of the auditor's own objects: the
 job tables are as trusted as the store itself (whoever can write them can write the
 findings too).
 """
