@@ -185,6 +185,7 @@ class AuditSession:
             if planned is not None:  # the history with the replaced versions added there
                 history = runner.written_update(update, planned())
                 self._children.remove(planned.cancel)
+                self._stored_as(update, linker)
             elif update is not None and update.plan is not None:
                 # The versions this import replaces were valid until now: stale-value checks
                 # must know them before the snapshot is written.
@@ -204,6 +205,7 @@ class AuditSession:
                         runner.write_master(store, update)
                         log.info("master snapshot %s written in %.1f s",
                                  update.info["snapshot_id"], time.perf_counter() - t0)
+                        self._stored_as(update, linker)
                     store.set_run_snapshot(run_id, update.info["snapshot_id"])
                     store.record_master_import(
                         run_id, {k: v for k, v in update.info.items() if k != "errors"},
@@ -231,6 +233,17 @@ class AuditSession:
                 status = SourceStatus.FAILED
             return self._finish(status, master_info, master_error, summaries, started, t_run,
                                 master_seconds)
+
+    @staticmethod
+    def _stored_as(update: Any, linker: Linker) -> None:
+        """The master read anew is now stored as a snapshot (``update`` written): the
+        linker's master is that snapshot, so the links decided against it in this run may
+        be carried over by the next run on the same snapshot (``auditor.linkreuse``), which
+        then needs no title-matching index for them (the first repeat after an import, not
+        only the second, is the steady state)."""
+        snapshot = update.info.get("snapshot_id")
+        if update.records is not None and snapshot is not None and update.write_error is None:
+            linker.master_version = snapshot
 
     def _link_indexes(self, selected: list, linker: Linker) -> set[str] | None:
         """The linker's indexes the selected channels' latest complete reads consulted
