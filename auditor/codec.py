@@ -56,6 +56,30 @@ _BODY_CONTAINERS = {
 _BODY_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 
+def _body_function(cls: type) -> Callable[[Any], bytes]:
+    """``body`` for instances of exactly ``cls``, written out field by field (generated
+    once): the same bytes as the general path, in about half the time, which matters
+    because every listing of every run is hashed by its body."""
+    lines = ["def body_of(obj):", "    d = {}"]
+    for name in _BODY_FIELDS[cls]:
+        lines.append(f"    v = obj.{name}")
+        if name in _BODY_CONTAINERS[cls]:
+            lines.append("    if v is not None and not (v == () or v == {}):")
+        else:
+            lines.append("    if v is not None:")
+        if name in _MONEY_FIELDS:
+            lines.append(f"        d[{name!r}] = f'{{v.amount}} {{v.currency}}'")
+        elif name in ("prices", "sale_prices"):
+            lines.append(f"        d[{name!r}] = {{k: _money(m) for k, m in v.items()}}")
+        else:
+            lines.append(f"        d[{name!r}] = v")
+    lines.append("    return dumps(d, default=_default, option=_BODY_OPTIONS)")
+    scope: dict[str, Any] = {"_money": _money, "dumps": orjson.dumps, "_default": _default,
+                             "_BODY_OPTIONS": _BODY_OPTIONS}
+    exec("\n".join(lines), scope)  # noqa: S102 (our own field names, nothing read in)
+    return scope["body_of"]
+
+
 def body(obj: MasterRecord | Listing) -> bytes:
     """The stored JSON of a master record or of what a listing shows: sorted keys,
     empty values left out, money as ``"12.50 EUR"``. Byte for byte what earlier
@@ -66,6 +90,8 @@ def body(obj: MasterRecord | Listing) -> bytes:
     datetimes, tuples and dicts itself; only money is formatted here.
     """
     cls = type(obj)
+    if cls is Listing:
+        return _listing_body(obj)
     if cls not in _BODY_FIELDS:  # a subclass (auditor.compact.CompactRecord)
         cls = MasterRecord if isinstance(obj, MasterRecord) else Listing
     d = {n: v for n, v in zip(_BODY_FIELDS[cls], _BODY_VALUES[cls](obj), strict=True)
@@ -173,6 +199,10 @@ def _default(o: Any) -> Any:
     if hasattr(o, "items"):
         return dict(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+# ``body`` of a listing, the hot path (see ``_body_function``).
+_listing_body = _body_function(Listing)
 
 
 _ORJSON_OPTIONS = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS

@@ -3,15 +3,26 @@
 One run is split into jobs on a procrastinate queue (PostgreSQL-backed: its tables
 sit in the store's own database, so a distributed run needs nothing beside
 PostgreSQL; docs/scaling.md says why over Celery + Redis). The run's own process
-(the coordinator, ``DistributedSession``) holds the run lock, imports and writes the
-master as ``auditor run`` does, then defers and watches the jobs; any number of
-``auditor worker`` processes, on any machines that reach the database and see the
-config file and its sources at the same paths, take them:
+(the coordinator, ``DistributedSession``) holds the run lock, defers the run's jobs and
+watches them: it reads no master and audits nothing, so it can run on a small machine.
+Any number of ``auditor worker`` processes, on any machines that reach the database and
+see the config file and its sources at the same paths, take the jobs:
 
-1. ``auditor.read(run, channel)``: streams the channel's source once, de-duplicates
-   and links every listing (over the whole channel: keyless listings are assigned
-   together, exactly as in one process), decides what only the whole channel can
-   decide (source status, the empty-source rule, the listings that vanished, a sharp
+0. ``auditor.master(run)`` (deferred first, with a higher priority: the first job any
+   worker takes): the master import as ``auditor run`` does it (read in parts on the
+   worker's cores, compared with the snapshot in force), and the workers' pack
+   (``auditor.masterpack``): its master part (master and linker) stored and the master
+   marked ready, then the history part (with the versions this import replaces), then
+   the linker's other indexes; then the new snapshot is written. The coordinator records
+   the import (summary, errors, events) from the job's outcome. A job waiting for the
+   master, or a part of its pack, whose master job is back in the queue (its worker
+   died) gives way (``MasterRequeued``: it is queued again), so that a worker is free
+   to take the master job.
+1. ``auditor.read(run, channel)`` (deferred as the run starts, beside the master job):
+   streams the channel's source once (parsing while the master job runs), then
+   de-duplicates and links every listing (over the whole channel: keyless listings are
+   assigned together, exactly as in one process), decides what only the whole channel
+   can decide (source status, the empty-source rule, the listings that vanished, a sharp
    drop to hold, the fields the source never carries), checks and writes the first
    shard itself (step 2, on the listings in hand) and stages the others' linked
    listings (``ShardSpec``: ranges of ``md5(key)``, N shards from ``[run] shard_size``).
@@ -55,9 +66,8 @@ from auditor.check import CarriedFields, CheckContext, Preparations, with_unread
 from auditor.confidence import prefer_master
 from auditor.config import ChannelConfig, Config, load_config
 from auditor.connector import SourceContext
-from auditor.errors import AuditorError, StoreError
-from auditor.forking import _in_fork
-from auditor.events import SourceProgress
+from auditor.errors import AuditorError, MasterImportError, MasterRequeued, StoreError
+from auditor.events import MasterImported, SourceProgress
 from auditor.linking import Linker
 from auditor.model import (
     Finding,
@@ -102,20 +112,40 @@ def config_sha(path: str | Path) -> str:
 # --------------------------------------------------------------------------- the queue
 
 def make_app(url: str) -> Any:
-    """The procrastinate app on the store's database, with the auditor's three tasks."""
+    """The procrastinate app on the store's database, with the auditor's four tasks."""
     import procrastinate
 
     from auditor.storage.postgres import conninfo
 
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(
         conninfo=conninfo(_postgres_url(url)), kwargs={"application_name": "auditor queue"}))
-    for name, fn in (("auditor.read", read_job), ("auditor.shard", shard_job),
-                     ("auditor.finish", finish_job)):
+    for name, fn in (("auditor.master", master_job), ("auditor.read", read_job),
+                     ("auditor.shard", shard_job), ("auditor.finish", finish_job)):
         # A job that raises is tried once more (they are idempotent); one whose worker
         # died is handed back by the coordinator (``_retry_stalled``).
-        app.task(name=name, queue=QUEUE, pass_context=True,
-                 retry=procrastinate.RetryStrategy(max_attempts=2, wait=1))(fn)
+        app.task(name=name, queue=QUEUE, pass_context=True, retry=_Retry(max_attempts=2,
+                                                                         wait=1))(fn)
     return app
+
+
+def _retry_strategy() -> type:
+    import procrastinate
+
+    class Retry(procrastinate.RetryStrategy):  # type: ignore[misc]
+        """procrastinate's strategy, but a job that gave way to its run's master job
+        (``MasterRequeued``: it waited for the master while that job was queued again)
+        is always queued again, a second later, without it counting as a failure."""
+
+        def get_retry_decision(self, *, exception: BaseException, job: Any) -> Any:
+            if isinstance(exception, MasterRequeued):
+                return procrastinate.RetryDecision(retry_in={"seconds": 1})
+            return super().get_retry_decision(exception=exception, job=job)
+
+    return Retry
+
+
+def _Retry(**kw: Any) -> Any:
+    return _retry_strategy()(**kw)
 
 
 def ensure_queue(url: str) -> None:
@@ -407,6 +437,10 @@ def _failure_recorded(run_id: int, channel: str, job: str) -> Iterator[None]:
     why, not only that a job failed."""
     try:
         yield
+    except MasterRequeued:
+        log.info("run %s: job %s of channel %s gives way to the run's master job, queued "
+                 "again; it is tried again later", run_id, job, channel)
+        raise
     except Exception as e:
         from auditor.storage import redact
         from auditor.storage.jobs import RunJobs
@@ -419,6 +453,131 @@ def _failure_recorded(run_id: int, channel: str, job: str) -> Iterator[None]:
             log.exception("run %s: could not record why job %s of channel %s failed",
                           run_id, job, channel)
         raise
+
+
+MASTER = ""  # the "channel" of the master job's recorded failure (``dist_errors``)
+MASTER_PRIORITY = 10  # taken before any other job of the queue
+
+
+def master_job(context: Any, run_id: int) -> None:
+    with _timed(f"run {run_id} job master"), _failure_recorded(run_id, MASTER, "master"):
+        _master_job(run_id)
+
+
+def _master_job(run_id: int) -> None:
+    """``auditor.master``: the run's master import and the workers' pack, in a worker
+    (what a single-process run does before its channels): read the master (in parts, on
+    the worker's cores: ``auditor.masterparts``), store the pack's master part (master
+    and linker with its first key kind's index) and mark the master ready, so that the
+    read jobs link; plan the import (which versions it replaces) and store the history
+    part; build the linker's other indexes and store them as the indexes part; write
+    the new snapshot. What it did (``prepare_master``'s outcome) is left for the
+    coordinator, which records the import and emits its event. The worker keeps the
+    master, linker and history for its next jobs of the run."""
+    from auditor import runner
+
+    env = _env(run_id, master=False)
+    if env is None:
+        return
+    try:
+        with runner._gc_paused():
+            outcome = prepare_master(env.cfg, env.store, env.jobs, run_id, env.now,
+                                     env.info)
+        env.jobs.save_master_outcome(run_id, outcome)
+    finally:
+        env.close()
+
+
+def prepare_master(cfg: Config, store: Any, jobs: Any, run_id: int, now: datetime,
+                   info: dict[str, Any]) -> dict[str, Any]:
+    """The master job's work (see ``_master_job``); its outcome: ``rejected`` (and then
+    ``info``, ``message``, ``errors`` and ``count``, the master in force's record count,
+    as ``AuditSession._run`` records a rejected import), else ``info`` (the import's
+    summary, its ``snapshot_id`` once written) and ``store_error`` when the snapshot
+    could not be written (the audit goes on against the master as read)."""
+    from auditor import masterpack, runner
+
+    t0 = time.perf_counter()
+    update: Any = None
+    try:
+        update = runner.read_master(cfg, store, now, plan=False)
+    except MasterImportError as e:
+        count = store.master_count()
+        snap = store.last_master_snapshot() if count else None
+        outcome: dict[str, Any] = {
+            "rejected": True, "message": str(e), "errors": e.errors[:10_000],
+            "count": count, "info": {
+                "snapshot_id": snap.id if snap else None, "records": count,
+                "kept_previous": bool(count), "rejected": True, "source": e.source,
+                "errors": e.errors[:100], "error_count": len(e.errors)}}
+        if count == 0:  # nothing to audit against: the master is never ready
+            return outcome
+        master: Mapping[str, MasterRecord] = store.current_master()
+    else:
+        outcome = {"rejected": False}
+        master = update.records if update.records is not None else store.current_master()
+    t_read = time.perf_counter()
+    history = store.master_history()
+    linker = Linker(master, cfg.linking)
+    if update is not None and update.records is None:  # the snapshot in force
+        linker.master_version = update.info["snapshot_id"]
+    key = f"snapshot {linker.master_version}" if linker.master_version is not None \
+        else f"run {run_id}"
+    data = masterpack.dumps((master, linker))
+    t_pack = time.perf_counter()
+    jobs.save_pack(run_id, data)
+    jobs.master_ready(run_id, key)
+    size = len(data)
+    del data
+    t_ready = time.perf_counter()
+    log.info("run %s: master read in %.1f s; its pack's master part (%.0f MB) packed in "
+             "%.1f s, stored in %.1f s: the master is ready", run_id, t_read - t0,
+             size / 1e6, t_pack - t_read, t_ready - t_pack)
+    if update is not None and update.records is not None:
+        runner.plan_update(update, store.plan_master(update.records, now))
+        assert update.plan is not None
+        # The versions this import replaces were valid until now: stale-value checks
+        # must know them before the snapshot is written.
+        history.add(update.plan.replaced, update.plan.at)
+    if jobs.part_state(run_id, "history") is None:  # (a retried job keeps the first's:
+        jobs.save_pack(run_id, masterpack.dumps(history), "history")  # planned before
+    t_history = time.perf_counter()  # the snapshot it may have written)
+    first = set(linker.index)
+    try:
+        linker.prepare()
+        t1 = time.perf_counter()
+        part = masterpack.dumps(masterpack.indexes(linker, first), master)
+        jobs.save_pack(run_id, part, "indexes")
+        log.info("run %s: master planned and history stored in %.1f s; linker indexes "
+                 "built in %.1f s, packed and stored in %.1f s (%.0f MB)", run_id,
+                 t_history - t_ready, t1 - t_history, time.perf_counter() - t1,
+                 len(part) / 1e6)
+        del part
+    except Exception:
+        log.exception("run %s: the linker's indexes were not packed; each worker builds "
+                      "those it needs", run_id)
+        jobs.packed(run_id, "indexes", "none")
+    # This worker's next jobs of the run use what it holds (no pack to load).
+    ck = (info["config"], info["config_sha"], key)
+    _CACHE.clear()
+    _CACHE[ck] = _Loaded(cfg, master, history, linker, indexed=True)
+    if update is not None:
+        try:
+            if update.plan is not None and not update.written:
+                t2 = time.perf_counter()
+                runner.write_master(store, update)
+                log.info("master snapshot %s written in %.1f s",
+                         update.info["snapshot_id"], time.perf_counter() - t2)
+        except Exception as e:  # the audit goes on against the master as read
+            log.exception("the master was read but could not be stored")
+            outcome["store_error"] = f"the master was read but could not be stored: {e}"
+        outcome["info"] = dict(update.info)
+        outcome["source"] = update.source
+    outcome["seconds"] = t_history - t0  # (as a run's "master ready in": before the write)
+    outcome["records"] = len(master)
+    outcome["history"] = len(history)
+    gc.freeze()  # kept for the run's next jobs: out of the collector's scans
+    return outcome
 
 
 def read_job(context: Any, run_id: int, channel: str) -> None:
@@ -606,7 +765,7 @@ def read_channel(cfg: Config, store: Any, run_id: int, ch: ChannelConfig,
         try:
             for li in connector.read(ctx):
                 parsed.append(li)
-        except _RunOver:
+        except (_RunOver, MasterRequeued):
             raise
         except Exception as e:  # replayed after the links, as if it stopped the stream
             error = e
@@ -648,7 +807,7 @@ def read_channel(cfg: Config, store: Any, run_id: int, ch: ChannelConfig,
     try:
         for li, link in read_linked(connector, ctx, seen, carried, linking):
             settle(li, link)
-    except _RunOver:
+    except (_RunOver, MasterRequeued):
         raise
     except Exception as e:
         read_failed(result, ch, e)
@@ -817,8 +976,8 @@ def finish_channel(cfg: Config, store: Any, run_id: int, ch: ChannelConfig, mast
 # --------------------------------------------------------------------------- coordinator
 
 class DistributedSession(AuditSession):
-    """``auditor run --distributed``: the run's process imports the master as usual,
-    then defers the channels' jobs and waits for them (see the module's doc)."""
+    """``auditor run --distributed``: the run's process defers the master job and the
+    channels' jobs, records what they did and waits for them (see the module's doc)."""
 
     def __init__(self, config: Config, store: Any, config_path: str | Path, **kw: Any):
         # The coordinator audits nothing itself: no forked planner or shared linker.
@@ -833,8 +992,9 @@ class DistributedSession(AuditSession):
 
     def _run(self, runner: Any, selected: list, workers: int, started: datetime,
              t_run: float) -> Any:
-        """The channels' read jobs are deferred first, as the run starts: workers parse
-        the feeds while this process imports the master (their links wait for it)."""
+        """The run's jobs are deferred as it starts: the master job first (taken before
+        any other), then the channels' read jobs, which parse their feeds while a worker
+        imports the master (their links wait for it). This process only watches them."""
         from auditor.storage.jobs import RunJobs
 
         run_id, now, cfg = self.run_id, self.now, self.config
@@ -848,6 +1008,7 @@ class DistributedSession(AuditSession):
             jobs.close()
             raise
         self._open = True
+        self._master_job: int | None = None
         try:
             jobs.hold_run(run_id)  # released with the connection: workers stop waiting
             jobs.start_run(run_id, self.config_path, config_sha(self.config_path), None, now,
@@ -856,32 +1017,57 @@ class DistributedSession(AuditSession):
                 log.info("earlier distributed runs left running: their staged listings and "
                          "master packs dropped")
             self._t_jobs = time.perf_counter()
+            self._master_job = app.configure_task(
+                "auditor.master", queue=QUEUE, priority=MASTER_PRIORITY).defer(run_id=run_id)
+            jobs.set_master_job(run_id, self._master_job)
             self._reads = {ch.name: app.configure_task("auditor.read", queue=QUEUE).defer(
                 run_id=run_id, channel=ch.name) for ch in selected}
-            return super()._run(runner, selected, workers, started, t_run)
+            return self._audit_jobs(selected, started, t_run)
         finally:
-            if self._open:  # no channel phase (a rejected master, a crash before it)
-                self._close_jobs(list(getattr(self, "_reads", {}).values()), "interrupted")
+            if self._open:  # ended before the channel phase's end (a crash)
+                self._close_jobs([j for j in [self._master_job, *getattr(
+                    self, "_reads", {}).values()] if j is not None], "interrupted")
 
-    def _master_read(self, master: Mapping[str, MasterRecord], linker: Linker) -> None:
-        """The workers' master, packed as soon as it is read (``auditor.masterpack``), in
-        two child processes while this one plans the import: master and linker with its
-        first key kind's index (enough for nearly every listing), stored and marked ready
-        for the waiting read jobs at once; and the linker's other indexes (the title-
-        matching index, the other key kinds), built and stored as the pack's "indexes"
-        part, which a worker waits for only when a listing needs it (at the end of a
-        channel's read: ``LinkSession.later``). An unchanged master keeps its snapshot's
-        key (a worker that has it loaded keeps it)."""
-        assert self.run_id is not None
-        self._pack_key = key = f"snapshot {linker.master_version}" \
-            if linker.master_version is not None else f"run {self.run_id}"
-        self._t_pack = time.perf_counter()
-        self._packed = _in_fork(functools.partial(_store_pack, self.url, self.run_id,
-                                                  master, linker, key))
-        self._children.append(self._packed.cancel)  # type: ignore[attr-defined]
-        self._indexed = _in_fork(functools.partial(_store_indexes, self.url, self.run_id,
-                                                   master, linker, set(linker.index)))
-        self._children.append(self._indexed.cancel)  # type: ignore[attr-defined]
+    def _master_done(self, outcome: dict[str, Any] | None, seconds: float
+                     ) -> tuple[dict[str, Any], str | None, bool]:
+        """Record what the master job did, as ``AuditSession._run`` records an import:
+        the master's summary, the run's error about it, and whether there is a master to
+        audit against."""
+        store, run_id = self.store, self.run_id
+        assert run_id is not None
+        if outcome is None:
+            raise AuditorError(f"run {run_id}: the master job ended without an outcome")
+        info = outcome["info"]
+        if outcome["rejected"]:
+            error = outcome["message"]
+            log.error("%s", error, extra={"summary": "master_error"})
+            store.record_master_import(run_id, info, outcome["errors"])
+            count = outcome["count"]
+            self.emit(MasterImported(
+                run_id, False, info["source"], count, snapshot_id=info["snapshot_id"],
+                errors=tuple((loc, why) for loc, why in outcome["errors"][:100]),
+                error_count=info["error_count"], kept_previous=bool(count),
+                seconds=seconds))
+            if count:
+                store.set_run_snapshot(run_id, info["snapshot_id"])
+            return info, error, bool(count)
+        store_error = outcome.get("store_error")
+        if store_error:
+            log.error("%s", store_error)
+            self.emit(MasterImported(run_id, False, outcome.get("source"),
+                                     outcome["records"], errors=(("store", store_error),),
+                                     error_count=1, seconds=seconds))
+            return info, store_error, True
+        store.set_run_snapshot(run_id, info["snapshot_id"])
+        store.record_master_import(run_id, {k: v for k, v in info.items() if k != "errors"},
+                                   info.get("errors") or ())
+        self.emit(MasterImported(
+            run_id, True, info.get("source"), info.get("records", 0), info.get("added", 0),
+            info.get("changed", 0), info.get("removed", 0), bool(info.get("unchanged")),
+            info.get("snapshot_id"), info.get("skipped_rows", 0),
+            tuple(tuple(x) for x in (info.get("errors") or ())[:100]),
+            len(info.get("errors") or ()), seconds=seconds))
+        return info, None, True
 
     def _close_jobs(self, queued: list[int], status: str) -> None:
         """End the run's bookkeeping: interrupted, its queued jobs are cancelled."""
@@ -899,69 +1085,49 @@ class DistributedSession(AuditSession):
             self._jobs.close()
             self._app.close()
 
-    def _audit_channels(self, runner: Any, selected: list, workers: int,
-                        master: Mapping[str, MasterRecord], linker: Linker, history: Any,
-                        store_master: Callable[[], None]) -> list:
+    def _audit_jobs(self, selected: list, started: datetime, t_run: float) -> Any:
+        """Watch the run's jobs: record the master job's import when it ends, queue a
+        channel's shard jobs once its read job has ended and its finish job once they
+        all have, hand back jobs whose workers died; then finish the run as
+        ``AuditSession`` does."""
         from auditor.runner import ChannelSummary, channel_events
         from auditor.storage.jobs import RunJobs
 
         cfg, store, run_id, now = self.config, self.store, self.run_id, self.now
-        assert run_id is not None and now is not None
+        assert run_id is not None and now is not None and self._master_job is not None
         jobs, app = self._jobs, self._app
-        # The rest of the workers' pack (see ``_master_read``): the history (with the
-        # versions this import replaces, known from the plan) stored here, before the
-        # snapshot is written.
-        history_stored = _store_history(jobs, run_id, history)
-        packed = self._packed
-        indexed: Any = self._indexed  # (not waited for: see the loop below)
-        size, ready_at = packed()
-        self._children.remove(packed.cancel)  # type: ignore[attr-defined]
-        t_ready = time.perf_counter()
-        if size:
-            t_ready -= max(0.0, time.time() - ready_at)  # when the workers were told
-            log.info("master pack of %.0f MB stored in %.1f s", size / 1e6,
-                     t_ready - self._t_pack)
-        store_master()
-        snap = store.last_master_snapshot()
-        if size:
-            jobs.set_snapshot(run_id, snap.id if snap else None)
-        else:  # no pack: the workers load the snapshot, now written
-            jobs.master_ready(run_id, self._pack_key, snap.id if snap else None)
-        if not history_stored:  # the workers read it from the store, now written
-            jobs.packed(run_id, "history", "none")
         ends = RunJobs(self.url)  # a connection that only waits for jobs to end
         ends.listen()
         attempts = max(1, int(cfg.run.get("job_attempts", 3)))
         stalled = float(cfg.run.get("stalled_after", 30.0))
         names = [ch.name for ch in selected]
         t_jobs = self._t_jobs
+        t_ready: float | None = None
         reads = self._reads
+        master_job = self._master_job
+        master: tuple[dict[str, Any], str | None, bool] | None = None
+        master_seconds = 0.0
         shard_jobs: dict[str, dict[int, int]] = {}
         finishes: dict[str, int] = {}
         summaries: dict[str, Any] = {}
-        started = {name: time.perf_counter() for name in names}
+        started_at = {name: time.perf_counter() for name in names}
         status = "interrupted"
 
-        def fail(name: str, reason: str, job: str) -> None:
-            cause = jobs.errors(run_id, name).get(job)
+        def fail(name: str, reason: str, job: str, channel: str | None = None) -> None:
+            cause = jobs.errors(run_id, name if channel is None else channel).get(job)
             reason += f": {cause}" if cause else " (see the workers' logs)"
             result = SourceResult(name, SourceStatus.FAILED, message=reason, started_at=now,
                                   finished_at=datetime.now(UTC))
             store.save_source_result(run_id, result, [])
             summaries[name] = ChannelSummary(name, SourceStatus.FAILED, message=reason,
-                                             seconds=time.perf_counter() - started[name])
+                                             seconds=time.perf_counter() - started_at[name])
             channel_events(self.emit, self.wanted, store, run_id, summaries[name], result)
 
         stall_check = 0.0
         idle_warned = False
         try:
-            while len(summaries) < len(names):
-                if indexed is not None and not indexed.alive():  # (it said when it stored)
-                    jobs.packed(run_id, "indexes", "none")  # (if it died before that)
-                    indexed.cancel()
-                    self._children.remove(indexed.cancel)  # type: ignore[attr-defined]
-                    indexed = None
-                every = list(reads.values()) + list(finishes.values()) + \
+            while len(summaries) < len(names) or master is None:
+                every = [master_job, *reads.values(), *finishes.values()] + \
                     [j for js in shard_jobs.values() for j in js.values()]
                 states = jobs.job_states(every)
                 if time.monotonic() - stall_check >= min(self.stall_poll, stalled / 4):
@@ -975,6 +1141,24 @@ class DistributedSession(AuditSession):
                                     "sent a heartbeat in %.0f s): the run waits for one; start "
                                     "`auditor worker --config %s`", run_id, _describe(self.url),
                                     stalled, self.config_path)
+                if t_ready is None and (jobs.run(run_id) or {}).get("master_key"):
+                    t_ready = time.perf_counter()
+                if master is None:
+                    st = states.get(master_job, DONE)[0]
+                    if st == "succeeded":
+                        master_seconds = time.perf_counter() - t_jobs
+                        master = self._master_done(jobs.master_outcome(run_id),
+                                                   master_seconds)
+                        if not master[2]:  # rejected, and no earlier master: nothing read
+                            break
+                    elif st in TERMINAL:  # no master: no channel can be audited
+                        cause = jobs.errors(run_id, MASTER).get("master")
+                        error = f"the master job {st}: {cause or 'see the workers logs'}"
+                        log.error("run %s: %s", run_id, error)
+                        master = ({"records": 0, "failed": True}, error, True)
+                        for name in names:
+                            if name not in summaries:
+                                fail(name, f"the master job {st}", "master", MASTER)
                 for name in names:
                     if name in summaries:
                         continue
@@ -1020,26 +1204,38 @@ class DistributedSession(AuditSession):
                                         for e in store.run_errors(run_id, name, 20)])
                     elif st in TERMINAL:
                         fail(name, f"the finish job of channel {name} {st}", "finish")
-                if len(summaries) < len(names):
+                if len(summaries) < len(names) or master is None:
                     ends.wait(self.poll)
             status = "finished"
             end = time.perf_counter()
-            log.info("run %s: channels audited in %.1f s after the master was ready (%d jobs;"
-                     " %.1f s since the read jobs were deferred, as the run started)", run_id,
-                     end - t_ready,
-                     len(reads) + len(finishes) + sum(map(len, shard_jobs.values())),
-                     end - t_jobs)
+            if master[2]:
+                log.info("run %s: channels audited in %.1f s after the master was ready (%d "
+                         "jobs; %.1f s since the jobs were deferred, as the run started; "
+                         "master job %.1f s; this coordinator's CPU so far %.1f s)", run_id,
+                         end - (t_ready or t_jobs), 1 + len(reads) + len(finishes) +
+                         sum(map(len, shard_jobs.values())), end - t_jobs, master_seconds,
+                         time.process_time())
         finally:
-            if indexed is not None:  # every channel is linked: not needed any more
-                indexed.cancel()
-                self._children.remove(indexed.cancel)  # type: ignore[attr-defined]
             try:
-                self._close_jobs(list(reads.values()) + list(finishes.values()) +
+                self._close_jobs([master_job, *reads.values(), *finishes.values()] +
                                  [j for js in shard_jobs.values() for j in js.values()],
                                  status)
             finally:
                 ends.close()
-        return [summaries[name] for name in names]
+        info, master_error, audited = master
+        if not audited:
+            assert master_error is not None
+            return self._finish_without_master(info, master_error, started, t_run,
+                                               master_seconds)
+        out = [summaries[name] for name in names]
+        run_status = SourceStatus.COMPLETE
+        if master_error or any(s.status != SourceStatus.COMPLETE for s in out):
+            run_status = SourceStatus.PARTIAL
+        if out and all(s.status == SourceStatus.FAILED for s in out):
+            run_status = SourceStatus.FAILED
+        return self._finish(run_status, info, master_error, out, started, t_run,
+                            master_seconds)
+
 
     @staticmethod
     def _retry_stalled(app: Any, jobs: Any, stalled: float, attempts: int,
@@ -1056,13 +1252,14 @@ class DistributedSession(AuditSession):
             if row["id"] not in states:
                 continue  # another run's (or an earlier one's) job
             args = row["args"] or {}
-            job = {"auditor.read": "read", "auditor.finish": "finish"}.get(
+            job = {"auditor.master": "master", "auditor.read": "read",
+                   "auditor.finish": "finish"}.get(
                 row["task_name"], f"shard {args.get('shard')}")
             if row["attempts"] + 1 >= attempts:
                 log.error("job %s (%s of channel %s) stalled on its last attempt: failed",
                           row["id"], job, args.get("channel"))
                 with contextlib.suppress(Exception):
-                    jobs.save_error(args["run_id"], args["channel"], job,
+                    jobs.save_error(args["run_id"], args.get("channel", MASTER), job,
                                     f"its worker stopped sending heartbeats (killed, or its "
                                     f"machine lost) on each of {attempts} attempts")
                 sync.execute_query(query=sql.queries["finish_job"], job_id=row["id"],
@@ -1071,73 +1268,6 @@ class DistributedSession(AuditSession):
                 log.warning("job %s (%s): its worker is gone; queued again (%s of channel "
                             "%s)", row["id"], row["task_name"], job, args.get("channel"))
                 app.job_manager.retry_job_by_id(row["id"], datetime.now(UTC))
-
-
-def _store_pack(url: str, run_id: int, master: Mapping[str, MasterRecord], linker: Linker,
-                key: str) -> tuple[int, float]:
-    """The first part of the run's pack (``RunJobs.pack``): master and linker, with the
-    indexes it has built (its first key kind's); stored, and the run's master marked
-    ready (``key``). Its size and when it was ready (``time.time()``; size 0: no pack)."""
-    from auditor import masterpack
-    from auditor.storage.jobs import RunJobs
-
-    t0 = time.perf_counter()
-    try:
-        data = masterpack.dumps((master, linker))
-        t1 = time.perf_counter()
-        with RunJobs(url) as jobs:
-            jobs.save_pack(run_id, data)
-            jobs.master_ready(run_id, key)
-    except Exception:  # the workers then load the snapshot from the store, as before
-        log.exception("run %s: no master pack; each worker loads the snapshot itself", run_id)
-        return 0, time.time()
-    log.info("master pack: packed in %.1f s, stored in %.1f s", t1 - t0,
-             time.perf_counter() - t1)
-    return len(data), time.time()
-
-
-def _store_indexes(url: str, run_id: int, master: Mapping[str, MasterRecord],
-                   linker: Linker, first: set[str]) -> int:
-    """The "indexes" part of the run's pack: every linker index the first part lacks
-    (``first``: those it has; the title-matching index, the other key kinds), built,
-    packed against the first part's master and stored; its size (0: none, the workers
-    build what they need)."""
-    from auditor import masterpack
-    from auditor.storage.jobs import RunJobs
-
-    t0 = time.perf_counter()
-    try:
-        with RunJobs(url) as jobs:
-            try:
-                linker.prepare()
-                t1 = time.perf_counter()
-                data = masterpack.dumps(masterpack.indexes(linker, first), master)
-                t2 = time.perf_counter()
-                jobs.save_pack(run_id, data, "indexes")
-            except Exception:
-                log.exception("run %s: the linker's indexes were not packed; each worker "
-                              "builds those it needs", run_id)
-                jobs.packed(run_id, "indexes", "none")
-                return 0
-    except Exception:
-        log.exception("run %s: the linker's indexes were not packed", run_id)
-        return 0
-    log.info("master pack: linker indexes built in %.1f s, packed in %.1f s (%.0f MB), "
-             "stored in %.1f s", t1 - t0, t2 - t1, len(data) / 1e6, time.perf_counter() - t2)
-    return len(data)
-
-
-def _store_history(jobs: Any, run_id: int, history: Any) -> bool:
-    """The "history" part of the run's pack, stored; False when it could not be."""
-    from auditor import masterpack
-
-    try:
-        jobs.save_pack(run_id, masterpack.dumps(history), "history")
-    except Exception:
-        log.exception("run %s: the master history was not packed; each worker reads it "
-                      "from the store", run_id)
-        return False
-    return True
 
 
 def _result_of(store: Any, run_id: int, channel: str) -> SourceResult | None:

@@ -130,3 +130,9 @@ class Interrupted(KeyboardInterrupt):
         self.reason = reason
         self.signum = signum
         super().__init__(reason)
+
+
+class MasterRequeued(Exception):
+    """A distributed run's master job is back in the queue while a job waits for the
+    master: the waiting job is retried later so that its worker can take the master
+    job (``auditor.distributed``)."""

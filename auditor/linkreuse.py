@@ -16,8 +16,11 @@ is decided for the listing alone (``LinkSession.link``), from:
 in the run summary (``link_inputs``). When the channel's last run recorded the same
 value, each link note of that run (``Store.earlier_link_notes``: the listing unchanged
 since) is the link this run would decide for the same body, and ``EarlierLinks`` hands
-it back instead (``LinkSession.link``). Anything else, or a master read anew in this
-run, is linked as before. Listings matched by what they show alone (no key) are never
+it back instead (``LinkSession.link``). Anything else is linked as before. A master
+read anew in this run is linked against as read and carries nothing over in it; once it
+is stored as the new snapshot (before the channel workers start, or before the first
+channel), the channels record that snapshot in their ``link_inputs``, so the next run
+on the same snapshot carries their links over. Listings matched by what they show alone (no key) are never
 carried over: their links are decided together for the whole channel.
 """
 

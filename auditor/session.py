@@ -177,7 +177,6 @@ class AuditSession:
             linker = Linker(master, cfg.linking)
             if update is not None and update.records is None:  # the snapshot in force
                 linker.master_version = update.info["snapshot_id"]
-            self._master_read(master, linker)
             if update is not None and update.records is not None and planned is None:
                 runner.plan_update(update, store.plan_master(update.records, now))
             if workers > 1:  # once, shared by the workers: the indexes they will need
@@ -186,6 +185,7 @@ class AuditSession:
             if planned is not None:  # the history with the replaced versions added there
                 history = runner.written_update(update, planned())
                 self._children.remove(planned.cancel)
+                self._stored_as(update, linker)
             elif update is not None and update.plan is not None:
                 # The versions this import replaces were valid until now: stale-value checks
                 # must know them before the snapshot is written.
@@ -205,6 +205,7 @@ class AuditSession:
                         runner.write_master(store, update)
                         log.info("master snapshot %s written in %.1f s",
                                  update.info["snapshot_id"], time.perf_counter() - t0)
+                        self._stored_as(update, linker)
                     store.set_run_snapshot(run_id, update.info["snapshot_id"])
                     store.record_master_import(
                         run_id, {k: v for k, v in update.info.items() if k != "errors"},
@@ -233,10 +234,16 @@ class AuditSession:
             return self._finish(status, master_info, master_error, summaries, started, t_run,
                                 master_seconds)
 
-    def _master_read(self, master: Mapping[str, MasterRecord], linker: Linker) -> None:
-        """Called once the master is read and its linker made, before the import is
-        planned and the linker's other indexes are built (a distributed run starts packing
-        it for its workers here)."""
+    @staticmethod
+    def _stored_as(update: Any, linker: Linker) -> None:
+        """The master read anew is now stored as a snapshot (``update`` written): the
+        linker's master is that snapshot, so the links decided against it in this run may
+        be carried over by the next run on the same snapshot (``auditor.linkreuse``), which
+        then needs no title-matching index for them (the first repeat after an import, not
+        only the second, is the steady state)."""
+        snapshot = update.info.get("snapshot_id")
+        if update.records is not None and snapshot is not None and update.write_error is None:
+            linker.master_version = snapshot
 
     def _link_indexes(self, selected: list, linker: Linker) -> set[str] | None:
         """The linker's indexes the selected channels' latest complete reads consulted

@@ -120,16 +120,31 @@ def _runs(cfg: Path, channels: list[str], extra: tuple[str, ...], server: list[i
             listings = sum(c["listings"] for c in summary["channels"])
             out.append([step, listings, wall, _phase(r, summary), cpu, srv, load])
             print(step, *out[-1][1:], flush=True)
-            pack = re.findall(r"master pack of ([0-9.]+) MB stored in ([0-9.]+) s", r.stderr)
-            rest = re.findall(r"linker indexes built in ([0-9.]+) s, packed in ([0-9.]+) s "
-                              r"\(([0-9.]+) MB\)", r.stderr)
-            if pack:  # its master part, packed as soon as the master is read
-                PACKS.append(f"- {step}, {workers} worker(s): the master pack's master part "
-                             f"({pack[-1][0]} MB) stored {pack[-1][1]} s after the master was "
-                             "read (the read jobs parse meanwhile, then link)" + (
-                                 f"; its indexes part ({rest[-1][2]} MB) built in "
-                                 f"{rest[-1][0]} s and packed in {rest[-1][1]} s beside it "
-                                 "and the snapshot write" if rest else ""))
+            # The master job's steps, from the log of the worker that ran it.
+            for log in logs:
+                log.flush()
+            text = "".join((cfg.parent / f"worker-{i}.log").read_text()
+                           for i in range(workers))
+            pack = re.findall(r"master read in ([0-9.]+) s; its pack's master part "
+                              r"\(([0-9.]+) MB\) packed in ([0-9.]+) s, stored in ([0-9.]+) s",
+                              text)
+            rest = re.findall(r"linker indexes built in ([0-9.]+) s, packed and stored in "
+                              r"([0-9.]+) s \(([0-9.]+) MB\)", text)
+            snap = re.findall(r"master snapshot \S+ written in ([0-9.]+) s", text)
+            job = re.findall(r"job master: ([0-9.]+) s \(([0-9.]+) CPU s\)", text)
+            coord = re.findall(r"this coordinator's CPU so far ([0-9.]+) s", r.stderr)
+            if pack:
+                PACKS.append(
+                    f"- {step}, {workers} worker(s): the master job read the master in "
+                    f"{pack[-1][0]} s and stored its pack's master part ({pack[-1][1]} MB) "
+                    f"{float(pack[-1][2]) + float(pack[-1][3]):.1f} s later (the read jobs "
+                    "other workers took parse meanwhile, then link)" + (
+                        f"; the indexes part ({rest[-1][2]} MB) built in {rest[-1][0]} s"
+                        if rest else "") + (
+                        f"; the snapshot written in {snap[-1]} s" if snap else "") + (
+                        f"; the whole job {job[-1][0]} s ({job[-1][1]} CPU s in the worker's "
+                        "own process)" if job else "") + (
+                        f"; the coordinator's process {coord[-1]} CPU s" if coord else ""))
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)

@@ -213,6 +213,128 @@ def test_a_worker_killed_mid_job_is_retried_without_duplicates_or_losses(tmp_pat
         assert len(set(events)) == len(events), fp
 
 
+def test_a_rejected_master_is_recorded_as_one_process_records_it(tmp_path, pg_server):
+    """The master job's import rejected: with no earlier master the run fails with nothing
+    audited; with one, the channels are audited against it and the run is partial, with
+    the master's errors recorded, exactly as one process on SQLite does."""
+    world, shop = _world(tmp_path, 40)
+    broken = tmp_path / "broken" / "master.csv"  # (named so that _with_master finds it)
+    broken.parent.mkdir()
+    broken.write_text("colour,size\nred,XL\n")
+    url = pg_server.new_database()
+    steps = ((broken, NOW - timedelta(days=14)), (world / "master_previous.csv",
+                                                 NOW - timedelta(days=7)), (broken, NOW))
+
+    def runs(cfg: Path, *extra: str) -> list[tuple]:
+        out = []
+        for source, at in steps:
+            _with_master(cfg, source)
+            r = _cli("run", "--config", cfg, "--now", at.isoformat(), "--format", "json",
+                     *extra)
+            assert r.returncode in (0, 1, 2), r.stderr[-3000:]
+            got = json.loads(r.stdout)
+            out.append((r.returncode, got["status"], got["master_error"] is not None,
+                        [(c["channel"], c["status"], c["listings"]) for c in
+                         got["channels"]]))
+        return out
+
+    with shop:
+        lite = _config(world, tmp_path / "sqlite", shop.base_url, 'path = "auditor.db"',
+                       "workers = 1")
+        want = runs(lite)
+        dist = _config(world, tmp_path / "dist", shop.base_url, f'url = "{url}"',
+                       "shard_size = 15\nstalled_after = 5")
+        workers = [_worker(dist, tmp_path / f"worker{i}.log") for i in range(2)]
+        try:
+            got = runs(dist, "--distributed")
+        finally:
+            _stop(workers)
+    assert got == want
+    assert want[0][:3] == (2, "failed", True) and want[0][3] == []
+    assert want[1][:3] == (1, "complete", False), want
+    # rejected again: audited against last week's master, the run partial
+    assert want[2][1:3] == ("partial", True) and len(want[2][3]) == 7, want
+    a, b = _answers(lite), _answers(dist)
+    for part in ("findings", "events", "scores", "runs", "listings", "links"):
+        assert b[part] == a[part], part
+
+
+def _doing_master_job(url: str) -> int | None:
+    """The run's master job while a worker holds it and before the master is ready."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        if conn.execute("SELECT to_regclass('dist_runs')").fetchone()[0] is None:
+            return None
+        row = conn.execute("SELECT j.id FROM procrastinate_jobs j JOIN dist_runs r ON"
+                           " r.master_job = j.id WHERE j.status = 'doing' AND r.status ="
+                           " 'running' AND r.master_key IS NULL LIMIT 1").fetchone()
+        return row[0] if row else None
+
+
+def test_a_worker_killed_in_the_master_job_is_replaced_by_a_waiting_one(tmp_path,
+                                                                       pg_server):
+    """The master job (master import, the workers' pack, the snapshot) runs on a worker
+    too. Killed before the master is ready, it is handed back to the queue; the other
+    worker, whose read job waits for that master, gives way (its read job is queued
+    again) and takes the master job itself: the run ends with the answers of one
+    process, nothing twice, and no third worker."""
+    world, shop = _world(tmp_path, 40)
+    url = pg_server.new_database()
+    with shop:
+        lite = _config(world, tmp_path / "sqlite", shop.base_url, 'path = "auditor.db"',
+                       "workers = 1")
+        _two_runs(lite, world)
+        dist = _config(world, tmp_path / "dist", shop.base_url, f'url = "{url}"',
+                       "shard_size = 15\nstalled_after = 3")
+        workers = [_worker(dist, tmp_path / f"w{i}.log") for i in range(2)]
+        try:
+            _with_master(dist, world / "master_previous.csv")
+            r = _cli("run", "--config", dist, "--now", (NOW - timedelta(days=7)).isoformat(),
+                     "--distributed")
+            assert r.returncode in (0, 1), r.stderr[-3000:]
+        finally:
+            _stop(workers)
+        _with_master(dist, world / "master.csv")
+        victim = _worker(dist, tmp_path / "victim.log")
+        time.sleep(2)  # (started first: it takes the master job, the other a read job)
+        waiter = _worker(dist, tmp_path / "waiter.log")
+        result: dict = {}
+
+        def coordinator() -> None:
+            result["r"] = _cli("-v", "run", "--config", dist, "--now", NOW.isoformat(),
+                               "--distributed")
+
+        killed = None
+        try:
+            t = threading.Thread(target=coordinator)
+            t.start()
+            deadline = time.monotonic() + 120
+            while killed is None and time.monotonic() < deadline and t.is_alive():
+                job = _doing_master_job(url)
+                if job is not None:
+                    os.kill(victim.pid, signal.SIGKILL)
+                    killed = job
+                else:
+                    time.sleep(0.002)
+            victim.wait()
+            assert killed is not None, "no master job was caught running"
+            t.join(300)
+            assert not t.is_alive()
+        finally:
+            _stop([victim, waiter])
+    r = result["r"]
+    assert r.returncode in (0, 1), r.stderr[-3000:]
+    assert f"job {killed} (auditor.master): its worker is gone; queued again" in r.stderr
+    waited = (tmp_path / "waiter.log").read_text()
+    assert "gives way to the run's master job" in waited, waited[-3000:]
+    assert re.search(r"run \d+ job master: ", waited), waited[-3000:]  # it took it over
+    a, b = _answers(lite), _answers(dist)
+    for part in ("findings", "events", "scores", "runs", "listings", "links"):
+        assert b[part] == a[part], part
+    assert len(set(b["listings"])) == len(b["listings"])
+    for fp, events in b["events"].items():
+        assert len(set(events)) == len(events), fp
+
+
 def test_crawl_pacing_is_shared_by_processes(pg_server):
     """Three processes reserve 5 slots each of one host at 0.2 s: the 15 slots the
     database handed out are spaced by the interval (exactly: the one clock is the

@@ -5,14 +5,15 @@ tables, ``procrastinate_*``, in the same database and schema). What the jobs han
 each other lives here, beside the store's tables:
 
 - ``dist_runs``: one row per distributed run (its config's hash, master snapshot,
-  audit clock, shard size, and ``master_key`` once the run's master is ready for the
-  workers); a job of a run no longer ``running`` does nothing;
+  audit clock, shard size, its master job's id, ``master_key`` once the run's master is
+  ready for the workers, and the master job's outcome for the coordinator); a job of a
+  run no longer ``running`` does nothing;
 - ``dist_staged``: a channel's listings as read and linked by its ``read`` job, in
   chunks per shard, for the shard jobs (dropped when the run ends; the first shard's
   are checked by the read job itself and never staged; an UNLOGGED table, its chunks
   stored uncompressed);
-- ``dist_packs``: the run's master, history and linker indexes, packed once by the
-  coordinator (``auditor.masterpack``) for every worker, in parts (``PARTS``: the
+- ``dist_packs``: the run's master, history and linker indexes, packed once by its
+  master job (``auditor.masterpack``) for every worker, in parts (``PARTS``: the
   master and its linker, whose readiness ``master_key`` says; the linker's other
   indexes and the history, whose readiness ``dist_runs.packed`` says) (UNLOGGED,
   dropped when the run ends);
@@ -25,7 +26,7 @@ each other lives here, beside the store's tables:
   gone silent), per (run, channel, job): the channel's failure names it.
 
 Rows are written by the jobs and read by the coordinator (``auditor run
---distributed``). Chunks and outcomes are pickles of the auditor's own objects: the
+--distributed``) and the other jobs. Chunks and outcomes are pickles of the auditor's own objects: the
 job tables are as trusted as the store itself (whoever can write them can write the
 findings too).
 """
@@ -45,6 +46,7 @@ from typing import Any, Self
 
 import psycopg
 
+from auditor.errors import MasterRequeued
 from auditor.storage.postgres import connect
 
 SCHEMA = """
@@ -54,6 +56,8 @@ CREATE TABLE IF NOT EXISTS dist_runs (
     status TEXT NOT NULL DEFAULT 'running');
 ALTER TABLE dist_runs ADD COLUMN IF NOT EXISTS master_key TEXT;
 ALTER TABLE dist_runs ADD COLUMN IF NOT EXISTS packed JSONB NOT NULL DEFAULT '{}';
+ALTER TABLE dist_runs ADD COLUMN IF NOT EXISTS master_job BIGINT;
+ALTER TABLE dist_runs ADD COLUMN IF NOT EXISTS master_outcome BYTEA;
 CREATE UNLOGGED TABLE IF NOT EXISTS dist_staged (
     run_id BIGINT NOT NULL, channel TEXT COLLATE "C" NOT NULL, shard INTEGER NOT NULL,
     seq INTEGER NOT NULL, data BYTEA NOT NULL, PRIMARY KEY (run_id, channel, shard, seq));
@@ -245,7 +249,7 @@ class RunJobs:
             " config=excluded.config, config_sha=excluded.config_sha,"
             " snapshot_id=excluded.snapshot_id, now=excluded.now,"
             " shard_size=excluded.shard_size, status='running', master_key=NULL,"
-            " packed='{}'",
+            " packed='{}', master_job=NULL, master_outcome=NULL",
             (run_id, config, config_sha, snapshot_id, now, shard_size))
 
     def run(self, run_id: int) -> dict[str, Any] | None:
@@ -295,14 +299,18 @@ class RunJobs:
         import time
 
         while True:
-            row = self.conn.execute(f"SELECT status, {column} FROM dist_runs WHERE run_id=%s",
-                                    (*params, run_id)).fetchone()
+            row = self.conn.execute(
+                f"SELECT r.status, {column}, j.status::text FROM dist_runs r LEFT JOIN"
+                " procrastinate_jobs j ON j.id = r.master_job WHERE r.run_id=%s",
+                (*params, run_id)).fetchone()
             if row is None or row[0] != "running":
                 return None
             if row[1] is not None:
                 return str(row[1])
             if not self.coordinator_alive(run_id):
                 return None
+            if row[2] == "todo":  # the master job is queued (again): free this worker
+                raise MasterRequeued(f"run {run_id}: its master job is queued again")
             time.sleep(poll)
 
     def end_run(self, run_id: int, status: str) -> None:
@@ -494,6 +502,32 @@ class RunJobs:
             "SELECT count(*) FROM procrastinate_workers WHERE last_heartbeat >="
             " now() - make_interval(secs => %s)", (seconds,)).fetchone()
         return int(row[0]) if row else 0
+
+
+    # ------------------------------------------------------------------ the master job
+    def set_master_job(self, run_id: int, job_id: int) -> None:
+        """The run's master job (``auditor.master``): a job waiting for the master or a
+        part of its pack gives way when it is queued again (``MasterRequeued``)."""
+        self.conn.execute("UPDATE dist_runs SET master_job=%s WHERE run_id=%s",
+                          (job_id, run_id))
+
+    def part_state(self, run_id: int, part: str) -> str | None:
+        """``stored`` / ``none`` once a later part of the pack is settled, else None."""
+        row = self.conn.execute("SELECT packed ->> %s FROM dist_runs WHERE run_id=%s",
+                                (part, run_id)).fetchone()
+        return row[0] if row else None
+
+    def save_master_outcome(self, run_id: int, outcome: dict[str, Any]) -> None:
+        """What the master job did (import summary, errors, rejection), for the
+        coordinator; the first attempt's to finish counts (a retried job found the
+        snapshot written already and would call the master unchanged)."""
+        self.conn.execute("UPDATE dist_runs SET master_outcome=coalesce(master_outcome, %s)"
+                          " WHERE run_id=%s", (dumps(outcome), run_id))
+
+    def master_outcome(self, run_id: int) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT master_outcome FROM dist_runs WHERE run_id=%s",
+                                (run_id,)).fetchone()
+        return pickle.loads(row[0]) if row and row[0] is not None else None
 
 
 class HostPacer:
