@@ -167,13 +167,13 @@ def _evaluate_once(store: Any, cfg: Config, now: datetime, result: dict[str, Any
         silence_token = ",".join(f"{s.id}@{s.ends_at.isoformat()}" for s in silences)
         # What the previous evaluation left (None: evaluate every finding).
         prev = _previous(store.alert_cursor("evaluated"))
-        positions = store.alert_positions(int(prev["events"]) if prev else 0,
-                                          int(prev["master"]) if prev else 0)
+        positions = store.alert_positions(prev["positions"] if prev else None)
         touched = None
         if prev and not full and prev["config"] == config_token and \
                 prev["silences"] == silence_token and \
                 now >= datetime.fromisoformat(prev["now"]):
-            touched = store.alert_touched(int(prev["events"]), int(prev["master"]),
+            touched = store.alert_touched(int(prev["positions"]["events"]),
+                                          int(prev["positions"]["master"]),
                                           datetime.fromisoformat(prev["now"]),
                                           INCREMENTAL_LIMIT)
         counts: dict[str | None, int] = {}
@@ -344,7 +344,7 @@ def _evaluate_once(store: Any, cfg: Config, now: datetime, result: dict[str, Any
         "next_due": min(dues, default=now + timedelta(days=3650)).isoformat(),
         "evaluated": json.dumps({
             "config": config_token, "silences": silence_token, "now": now.isoformat(),
-            "events": positions[0], "master": positions[1], "incidents": incident_map,
+            "positions": positions, "incidents": incident_map,
             "silenced": sorted(silenced)}, sort_keys=True)})
     if n is None:
         for k in ("firing", "pending", "suppressed"):
@@ -365,7 +365,7 @@ def _previous(raw: str | None) -> dict[str, Any] | None:
         got = json.loads(raw)
     except ValueError:
         return None
-    return got if isinstance(got, dict) and {"config", "silences", "now", "events", "master",
+    return got if isinstance(got, dict) and {"config", "silences", "now", "positions",
                                               "incidents"} <= got.keys() else None
 
 

@@ -2440,19 +2440,30 @@ class PostgresStore:
     # As the SQLite store's (findings_alert and findings_snoozed: migration 5).
     _ALERTABLE = "state != 'resolved' AND outcome != 'not_evaluated'"
 
-    def alert_positions(self, events_after: int, master_after: int) -> tuple[int, int]:
-        """Where the next incremental evaluation resumes: the newest finding event and
-        master change this snapshot sees, unless another transaction was in progress
-        when it was taken (ids are handed out before commit: one still in progress may
-        commit a lower id later); then the positions given stay, and the next
-        evaluation reads those events again (evaluating a finding twice is harmless)."""
-        busy, ev, mc = self.conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM pg_snapshot_xip(pg_current_snapshot())),"
+    def alert_positions(self, previous: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Where the next incremental evaluation resumes (``events``, ``master``: every
+        finding event and master change up to these ids has been evaluated). Ids are
+        handed out before commit, so a transaction still in progress when this snapshot
+        was taken may commit lower ids than the highest visible. So the highest ids
+        visible become the positions only when no transaction was in progress; else the
+        highest ids the previous evaluation saw do, once every transaction in progress
+        then has ended; else the previous positions stay (the next evaluation reads those
+        events again: evaluating a finding twice is harmless)."""
+        row = self.conn.execute(
+            "SELECT (SELECT max(x::text::bigint) FROM pg_snapshot_xip(pg_current_snapshot())"
+            " AS x), pg_snapshot_xmin(pg_current_snapshot())::text::bigint,"
             " (SELECT max(id) FROM finding_events), (SELECT max(id) FROM master_changes)"
-        ).fetchone() or (True, None, None)
-        if busy:
-            return events_after, master_after
-        return int(ev or 0), int(mc or 0)
+        ).fetchone()
+        busy, xmin, ev, mc = row if row else (None, 0, None, None)
+        seen = {"events": int(ev or 0), "master": int(mc or 0), "busy": busy}
+        prev = dict(previous or {})
+        if busy is None:
+            return {**seen, "seen": seen}
+        old = prev.get("seen") or {}
+        if old and (old.get("busy") is None or int(old["busy"]) < int(xmin)):
+            return {"events": int(old["events"]), "master": int(old["master"]), "seen": seen}
+        return {"events": int(prev.get("events", 0)), "master": int(prev.get("master", 0)),
+                "seen": seen}
 
     def alert_touched(self, events_after: int, master_after: int, snoozed_after: datetime,
                       limit: int) -> dict[str, tuple[str, str, str, str | None, bool]] | None:

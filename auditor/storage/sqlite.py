@@ -2537,13 +2537,14 @@ class SQLiteStore:
     # (findings_alert, migration 9), which SQLite only uses when it can see them.
     _ALERTABLE = "state != 'resolved' AND outcome != 'not_evaluated'"
 
-    def alert_positions(self, events_after: int, master_after: int) -> tuple[int, int]:
-        """Where the next incremental evaluation resumes: the newest finding event and
-        master change this read sees (SQLite writes one transaction at a time, so no
-        lower id can be committed later)."""
+    def alert_positions(self, previous: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Where the next incremental evaluation resumes (``events``, ``master``: every
+        finding event and master change up to these ids has been evaluated): the newest
+        this read sees. SQLite writes one transaction at a time, so no lower id can be
+        committed later. ``previous``: the positions the previous evaluation returned."""
         c = self.db.conn
-        return (c.execute("SELECT max(id) FROM finding_events").fetchone()[0] or 0,
-                c.execute("SELECT max(id) FROM master_changes").fetchone()[0] or 0)
+        return {"events": c.execute("SELECT max(id) FROM finding_events").fetchone()[0] or 0,
+                "master": c.execute("SELECT max(id) FROM master_changes").fetchone()[0] or 0}
 
     def alert_touched(self, events_after: int, master_after: int, snoozed_after: datetime,
                       limit: int) -> dict[str, tuple[str, str, str, str | None, bool]] | None:
