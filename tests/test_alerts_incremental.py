@@ -95,3 +95,41 @@ def test_a_first_audit_is_evaluated_in_one_scan(new_store, monkeypatch):
     store.save_source_result(2, SourceResult("google", started_at=T0, finished_at=T0))
     res = evaluate(store, cfg, T0)
     assert res["full"] is False and res["evaluated"] == 1 and res["firing"] == 7
+
+
+def test_postgresql_positions_wait_for_transactions_in_progress(pg_server):
+    """A transaction in progress when an evaluation reads may commit finding events with
+    lower ids than the ones it saw: the evaluation does not move past them until every
+    such transaction has ended."""
+    import psycopg
+
+    from auditor.model import SourceResult
+    from tests.alerts_history import T0, _f, config
+
+    url = pg_server.new_database()
+    store, cfg = open_store(url), config()
+    store.apply_findings(1, "google", [_f("google", "A")], "complete", None, ["price"], T0)
+    store.save_source_result(1, SourceResult("google", started_at=T0, finished_at=T0))
+    evaluate(store, cfg, T0)
+    first = json.loads(store.alert_cursor("evaluated"))["positions"]
+    assert first["events"] >= 1
+    other = psycopg.connect(url)
+    try:
+        with other.transaction():  # in progress, holding a transaction id
+            other.execute("SELECT pg_current_xact_id()")
+            store.apply_findings(2, "google", [_f("google", "A"), _f("google", "B")],
+                                 "complete", None, ["price"], T0)
+            store.save_source_result(2, SourceResult("google", started_at=T0,
+                                                     finished_at=T0))
+            res = evaluate(store, cfg, T0)
+            held = json.loads(store.alert_cursor("evaluated"))["positions"]
+            assert res["firing"] == 2 and held["events"] == first["events"]
+        store.apply_findings(3, "google", [_f("google", "A")], "complete", None,
+                             ["price"], T0)
+        store.save_source_result(3, SourceResult("google", started_at=T0, finished_at=T0))
+        res = evaluate(store, cfg, T0)
+        moved = json.loads(store.alert_cursor("evaluated"))["positions"]
+        assert res["firing"] == 1 and moved["events"] > held["events"]
+    finally:
+        other.close()
+        store.close()
