@@ -225,16 +225,12 @@ def _evaluate_once(store: Any, cfg: Config, now: datetime, result: dict[str, Any
             firing_rows = sorted(firing_rows + rest, key=lambda r: r["fingerprint"])
         incidents, singles = inc.group(firing_rows, ac.get("incident_min_skus"),
                                        ac.get("incident_examples"))
-        incident_triples: dict[str, str] = {}
-        for r in firing_rows:
-            cause, check, fld = inc.cause_of(r)
-            incident_triples["inc-" + inc._id(r["channel"], cause, check, fld)] = \
-                _triple_key(r["channel"], r["check"], r["field"])
         incident_map = {} if dirty is None else {
             k: v for k, v in prev_incidents.items()
             if tuple(k.split("\x1f")) not in dirty}
         for a in incidents:
-            incident_map.setdefault(incident_triples[a.id], []).append(a.id)
+            incident_map.setdefault(_triple_key(a.labels["channel"], a.labels["check"],
+                                                a.member_field or ""), []).append(a.id)
         result["incidents"] = sum(len(v) for v in incident_map.values())
         titles = store.master_titles(r.get("sku") for r in singles)
         listings = store.listing_context((r["channel"], r["listing_key"]) for r in singles
