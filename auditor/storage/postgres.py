@@ -272,11 +272,14 @@ DROP INDEX propagation_pending;
 CREATE INDEX propagation_pending ON propagation (channel) WHERE caught_up_at IS NULL;
 """
 
-# The SQLite store's migration 9: the incremental alert evaluation's lookups.
+# The SQLite store's migration 9: the incremental alert evaluation's lookups (and the
+# finding events after an id, which SQLite finds by its rowid).
 _M5 = """
 CREATE INDEX findings_alert ON findings (alert_state, channel, check_name, field)
     WHERE state != 'resolved' AND outcome != 'not_evaluated';
 CREATE INDEX findings_snoozed ON findings (snoozed_until) WHERE snoozed_until IS NOT NULL;
+-- the events after an id (their key is (channel, id)): a BRIN index, as they are appended
+CREATE INDEX finding_events_id ON finding_events USING brin (id);
 """
 
 MIGRATIONS: list[str] = [_M1, _M2, _M3, _M4, _M5]
