@@ -350,9 +350,6 @@ def _evaluate_once(store: Any, cfg: Config, now: datetime, result: dict[str, Any
     return True
 
 
-
-
-
 def _previous(raw: str | None) -> dict[str, Any] | None:
     """The previous evaluation's bookkeeping (None: none recorded, or unreadable)."""
     if not raw:
