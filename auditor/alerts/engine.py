@@ -1,9 +1,10 @@
 """Alert evaluation: the finding state in the store -> notifications in the outbox.
 
 ``evaluate`` is a relay from the finding state and events already written: it reads
-every unresolved finding, works out its alert state (``policy``), groups firing ones
-by cause (``incidents``), routes them (``routing``) and compares each receiver's
-groups with what that receiver was last told. New alerts, resolutions and due
+the unresolved findings that changed since the previous evaluation (or every one: see
+``evaluate``), works out their alert state (``policy``), groups firing ones by cause
+(``incidents``), routes them (``routing``) and compares each receiver's groups with
+what that receiver was last told. New alerts, resolutions and due
 repeats become outbox rows, written in ONE transaction together with the group
 states they change: a crash before the commit leaves nothing half-recorded and the
 next evaluation does the same again; after it, the outbox holds the rows.
