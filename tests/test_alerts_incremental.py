@@ -81,20 +81,19 @@ def test_nothing_changed_reads_nothing(new_store, monkeypatch):
 
 def test_a_first_audit_is_evaluated_in_one_scan(new_store, monkeypatch):
     """More new finding events than INCREMENTAL_LIMIT: every finding read at once."""
-    from tests.alerts_history import T0, _f, config
     from auditor.model import SourceResult
+    from tests.alerts_history import T0, _f, config
 
     monkeypatch.setattr(engine, "INCREMENTAL_LIMIT", 5)
     store, cfg = new_store(), config()
-    store.apply_findings(1, "google", [_f("google", f"P{i}") for i in range(6)], "complete",
-                         None, ["price"], T0)
-    store.save_source_result(1, SourceResult("google", started_at=T0, finished_at=T0))
-    evaluate(store, cfg, T0)
-    store.apply_findings(2, "google", [_f("google", f"P{i}") for i in range(7)], "complete",
-                         None, ["price"], T0)
-    store.save_source_result(2, SourceResult("google", started_at=T0, finished_at=T0))
-    res = evaluate(store, cfg, T0)
-    assert res["full"] is False and res["evaluated"] == 1 and res["firing"] == 7
+    results = []
+    for run, n in ((1, 1), (2, 7), (3, 8)):  # 1 event, then 6 (> 5), then 1
+        store.apply_findings(run, "google", [_f("google", f"P{i}") for i in range(n)],
+                             "complete", None, ["price"], T0)
+        store.save_source_result(run, SourceResult("google", started_at=T0, finished_at=T0))
+        results.append(evaluate(store, cfg, T0))
+    assert [(r["full"], r["evaluated"], r["firing"]) for r in results] == [
+        (True, 1, 1), (True, 7, 7), (False, 1, 8)]
 
 
 def test_postgresql_positions_wait_for_transactions_in_progress(pg_server):
