@@ -143,9 +143,9 @@ def audit(world: Path, workdir: Path, channels: list[str] | None = None,
             # What `auditor run` does next, before it returns to the user: the alerts'
             # evaluation and the propagation latency of the master's changes
             # (auditor.cli._after_run_alerts).
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             _after_run_alerts(cfg, store, now)
-            after = time.perf_counter() - t0
+            after, after_cpu = time.perf_counter() - t0, time.process_time() - c0
             findings = [f.to_dict() for f in store.findings(state="open")]
         finally:
             store.close()
@@ -156,7 +156,7 @@ def audit(world: Path, workdir: Path, channels: list[str] | None = None,
     return {
         "wall_seconds": wall, "previous_master_seconds": t_prev,
         # the step after the run that `auditor run` also waits for (alerts, propagation)
-        "after_run_seconds": after,
+        "after_run_seconds": after, "after_run_cpu_seconds": after_cpu,
         # CPU of this process and of the channel workers it forked (whole process life).
         "cpu_seconds": sum(u.ru_utime + u.ru_stime for u in usage.values()),
         "worker_peak_rss_mib": usage["children"].ru_maxrss / 1024,

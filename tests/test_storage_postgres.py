@@ -56,7 +56,7 @@ def _partitions(url: str, table: str) -> dict[str, str]:
 def test_open_store_by_url_and_schemes(pg_server, url):
     s = open_store(url.replace("postgresql://", "postgresql+psycopg://"))
     assert isinstance(s, PostgresStore) and s.multi_process \
-        and s.schema_version == postgres.SCHEMA_VERSION == 4
+        and s.schema_version == postgres.SCHEMA_VERSION == 5
     assert PASSWORD not in repr(s)
     s.close()
     assert store_exists(url)
@@ -107,7 +107,7 @@ def test_schema_versions_and_concurrent_migrators(pg_server):
         p.join(10)
     assert results == [postgres.SCHEMA_VERSION] * 6
     # one row per migration, each applied once
-    assert [r[0] for r in _sql(url, "SELECT version FROM schema_version ORDER BY 1")] == [1, 2, 3, 4]
+    assert [r[0] for r in _sql(url, "SELECT version FROM schema_version ORDER BY 1")] == [1, 2, 3, 4, 5]
     # A store newer than this auditor is refused, not migrated backwards.
     _sql(url, "INSERT INTO schema_version (version) VALUES (99)")
     with pytest.raises(StoreError, match="schema version 99 is newer"):

@@ -35,6 +35,8 @@ class Alert:
     severity: str
     since: str                         # ISO 8601
     info: dict[str, Any] = field(default_factory=dict)   # what the message shows
+    # an incident's: the field its findings share (its ``field`` label may name a slot)
+    member_field: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "labels": dict(self.labels),
@@ -107,7 +109,8 @@ def group(rows: Iterable[Mapping[str, Any]], min_skus: int, examples: int
             severity=severity, since=min(str(r.get("since") or r["first_seen_at"])
                                          for r in members),
             info={"channel": channel, "check": check, "field": fld, "cause": cause,
-                  "skus": len(skus), "findings": len(members), "examples": shown}))
+                  "skus": len(skus), "findings": len(members), "examples": shown},
+            member_field=members[0]["field"]))
     return incidents, single
 
 

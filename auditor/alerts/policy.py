@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping, Sequence
 
 PENDING, FIRING, SUPPRESSED = "pending", "firing", "suppressed"
+SILENCED_BY = "silenced by silence "  # the reason of a finding a silence mutes, and its id
 
 # Which master fields each built-in check compares (a master change of one of them starts
 # the propagation grace for that check's findings on the SKU). Checks not listed here
@@ -130,7 +131,7 @@ def alert_status(v: FindingView, rules: Rules, silences: Iterable[Silence],
     labels = v.alert_labels
     for s in silences:
         if s.active(now) and s.matches(labels):
-            return Status(SUPPRESSED, f"silenced by silence {s.id}", s.ends_at)
+            return Status(SUPPRESSED, f"{SILENCED_BY}{s.id}", s.ends_at)
     if rules.grace > 0 and v.master_changed_at is not None:
         end = v.master_changed_at + timedelta(seconds=rules.grace)
         if now < end:

@@ -598,6 +598,30 @@ class AlertStore(Protocol):
     def outbox_retry_failed(self, now: datetime) -> int:
         ...
 
+    # The incremental evaluation (auditor.alerts.engine; docs/alerts.md).
+    def alert_positions(self, previous: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Up to which finding event and master change (``events``, ``master``) this
+        evaluation has seen everything, given the previous evaluation's positions."""
+        ...
+
+    def alert_touched(self, events_after: int, master_after: int, snoozed_after: datetime,
+                      limit: int) -> dict[str, tuple[str, str, str, str | None, bool]] | None:
+        """Findings to evaluate again -> (channel, check, field, stored alert state, can
+        alert); None when more than ``limit`` events are new."""
+        ...
+
+    def alert_rows(self, fingerprints: Iterable[str]) -> list[dict[str, Any]]:
+        """``alert_candidates`` of these fingerprints only."""
+        ...
+
+    def alert_firing(self, groups: Iterable[tuple[str, str, str]]) -> list[str]:
+        """Findings last evaluated firing, of these (channel, check, field)."""
+        ...
+
+    def alert_state_counts(self) -> dict[str | None, int]:
+        """Findings that can alert, by stored alert state."""
+        ...
+
     def sync_propagation(self, checks_by_field: Mapping[str, Sequence[str]],
                          channels: Sequence[str] | None = None) -> dict[str, int]:
         """Record the propagation of master changes to channels (idempotent); only to

@@ -272,7 +272,17 @@ DROP INDEX propagation_pending;
 CREATE INDEX propagation_pending ON propagation (channel) WHERE caught_up_at IS NULL;
 """
 
-MIGRATIONS: list[str] = [_M1, _M2, _M3, _M4]
+# The SQLite store's migration 9: the incremental alert evaluation's lookups (and the
+# finding events after an id, which SQLite finds by its rowid).
+_M5 = """
+CREATE INDEX findings_alert ON findings (alert_state, channel, check_name, field)
+    WHERE state != 'resolved' AND outcome != 'not_evaluated';
+CREATE INDEX findings_snoozed ON findings (snoozed_until) WHERE snoozed_until IS NOT NULL;
+-- the events after an id (their key is (channel, id)): a BRIN index, as they are appended
+CREATE INDEX finding_events_id ON finding_events USING brin (id);
+"""
+
+MIGRATIONS: list[str] = [_M1, _M2, _M3, _M4, _M5]
 SCHEMA_VERSION = len(MIGRATIONS)
 # Columns of the partitioned tables that no query filters, joins or sorts on: their
 # partitions collect no statistics for them (SET STATISTICS 0). ANALYZE (autovacuum's,
@@ -2428,6 +2438,93 @@ class PostgresStore:
             " n.candidates, n.evidence FROM link_notes n JOIN listings l"
             " ON l.channel = n.channel AND l.key = n.listing_key"
             " WHERE n.channel = %s AND l.last_changed_run <= n.run_id", (channel,))]
+
+    # ----------------------------------------------------------------- alerts: incremental
+    # As the SQLite store's (findings_alert and findings_snoozed: migration 5).
+    _ALERTABLE = "state != 'resolved' AND outcome != 'not_evaluated'"
+
+    def alert_positions(self, previous: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Where the next incremental evaluation resumes (``events``, ``master``: every
+        finding event and master change up to these ids has been evaluated). Ids are
+        handed out before commit, so a transaction still in progress when this snapshot
+        was taken may commit lower ids than the highest visible. So the highest ids
+        visible become the positions only when no transaction was in progress; else the
+        highest ids the previous evaluation saw do, once every transaction in progress
+        then has ended; else the previous positions stay (the next evaluation reads those
+        events again: evaluating a finding twice is harmless)."""
+        row = self.conn.execute(
+            "SELECT (SELECT max(x::text::bigint) FROM pg_snapshot_xip(pg_current_snapshot())"
+            " AS x), pg_snapshot_xmin(pg_current_snapshot())::text::bigint,"
+            " (SELECT max(id) FROM finding_events), (SELECT max(id) FROM master_changes)"
+        ).fetchone()
+        busy, xmin, ev, mc = row if row else (None, 0, None, None)
+        seen = {"events": int(ev or 0), "master": int(mc or 0), "busy": busy}
+        prev = dict(previous or {})
+        if busy is None:
+            return {**seen, "seen": seen}
+        old = prev.get("seen") or {}
+        if old and (old.get("busy") is None or int(old["busy"]) < int(xmin)):
+            return {"events": int(old["events"]), "master": int(old["master"]), "seen": seen}
+        return {"events": int(prev.get("events", 0)), "master": int(prev.get("master", 0)),
+                "seen": seen}
+
+    def alert_touched(self, events_after: int, master_after: int, snoozed_after: datetime,
+                      limit: int) -> dict[str, tuple[str, str, str, str | None, bool]] | None:
+        """As the SQLite store's."""
+        c = self.conn
+        if _first(c.execute("SELECT count(*) FROM finding_events WHERE id > %s",
+                            (events_after,))) > limit:
+            return None
+        fps = {fp for (fp,) in c.execute(
+            "SELECT fingerprint FROM finding_events WHERE id > %s", (events_after,))}
+        fps.update(fp for (fp,) in c.execute(
+            f"SELECT fingerprint FROM findings WHERE {self._ALERTABLE} AND alert_state = %s",
+            ("pending",)))
+        fps.update(fp for (fp,) in c.execute(
+            "SELECT fingerprint FROM findings WHERE snoozed_until IS NOT NULL"
+            " AND snoozed_until > %s", (snoozed_after,)))
+        fps.update(fp for (fp,) in c.execute(
+            f"SELECT fingerprint FROM findings WHERE {self._ALERTABLE} AND sku IN"
+            " (SELECT sku FROM master_changes WHERE id > %s)", (master_after,)))
+        return {fp: (ch, check, fld, ast, bool(ok)) for fp, ch, check, fld, ast, ok in c.execute(
+            f"SELECT fingerprint, channel, check_name, field, alert_state, {self._ALERTABLE}"
+            " FROM findings WHERE fingerprint = ANY(%s)", (sorted(fps),))}
+
+    def alert_rows(self, fingerprints: Iterable[str]) -> list[dict[str, Any]]:
+        """As the SQLite store's."""
+        fps = sorted(set(fingerprints))
+        if not fps:
+            return []
+        episodes = self.finding_episodes(fps)
+        rows = []
+        for r in self._dicts(f"SELECT {self._FINDING_COLS} FROM findings WHERE"
+                             f" {self._ALERTABLE} AND fingerprint = ANY(%s)"
+                             " ORDER BY fingerprint", [fps]):
+            r = self._finding_dict(r)
+            ep = episodes.get(r["fingerprint"])
+            r["episode_event"], r["since"], r["episode_run"], r["runs"] = \
+                ep if ep else ("opened", r["first_seen_at"], r["first_run"], 1)
+            rows.append(r)
+        return rows
+
+    def alert_firing(self, groups: Iterable[tuple[str, str, str]]) -> list[str]:
+        """As the SQLite store's."""
+        wanted = sorted(set(groups))
+        if not wanted:
+            return []
+        return [fp for (fp,) in self.conn.execute(
+            "SELECT f.fingerprint FROM findings f JOIN unnest(%s::text[], %s::text[],"
+            " %s::text[]) AS g(channel, check_name, field) ON f.channel = g.channel"
+            " AND f.check_name = g.check_name AND f.field = g.field"
+            " WHERE f.state != 'resolved' AND f.outcome != 'not_evaluated'"
+            " AND f.alert_state = 'firing'",
+            ([g[0] for g in wanted], [g[1] for g in wanted], [g[2] for g in wanted]))]
+
+    def alert_state_counts(self) -> dict[str | None, int]:
+        """As the SQLite store's."""
+        return {st: n for st, n in self.conn.execute(
+            f"SELECT alert_state, count(*) FROM findings WHERE {self._ALERTABLE}"
+            " GROUP BY alert_state")}
 
 
 # Columns of the rows the write paths COPY, in the order their tuples hold them.

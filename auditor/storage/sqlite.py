@@ -279,8 +279,19 @@ def _m8(db: sqlite_utils.Database) -> None:
     """)
 
 
+def _m9(db: sqlite_utils.Database) -> None:
+    """The incremental alert evaluation's lookups: findings that can alert by their alert
+    state and group (the pending ones, the firing ones of one channel, check and field,
+    counts by state), and the snoozed ones."""
+    _script(db, """
+    CREATE INDEX findings_alert ON findings(alert_state, channel, check_name, field)
+        WHERE state != 'resolved' AND outcome != 'not_evaluated';
+    CREATE INDEX findings_snoozed ON findings(snoozed_until) WHERE snoozed_until IS NOT NULL;
+    """)
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1, _m2, _m3, _m4, _m5,
-                                                              _m6, _m7, _m8]
+                                                              _m6, _m7, _m8, _m9]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -2517,6 +2528,102 @@ class SQLiteStore:
             " n.candidates, n.evidence FROM link_notes n JOIN listings l"
             " ON l.channel = n.channel AND l.key = n.listing_key"
             " WHERE n.channel = ? AND l.last_changed_run <= n.run_id", (channel,))]
+
+    # ----------------------------------------------------------------- alerts: incremental
+    # What an incremental alert evaluation (auditor.alerts.engine) reads: the findings
+    # that changed since the previous evaluation, and the firing findings of the groups
+    # (channel, check, field) they belong to. The conditions ``state != 'resolved' AND
+    # outcome != 'not_evaluated'`` are written out: they are the partial index's
+    # (findings_alert, migration 9), which SQLite only uses when it can see them.
+    _ALERTABLE = "state != 'resolved' AND outcome != 'not_evaluated'"
+
+    def alert_positions(self, previous: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Where the next incremental evaluation resumes (``events``, ``master``: every
+        finding event and master change up to these ids has been evaluated): the newest
+        this read sees. SQLite writes one transaction at a time, so no lower id can be
+        committed later. ``previous``: the positions the previous evaluation returned."""
+        c = self.db.conn
+        return {"events": c.execute("SELECT max(id) FROM finding_events").fetchone()[0] or 0,
+                "master": c.execute("SELECT max(id) FROM master_changes").fetchone()[0] or 0}
+
+    def alert_touched(self, events_after: int, master_after: int, snoozed_after: datetime,
+                      limit: int) -> dict[str, tuple[str, str, str, str | None, bool]] | None:
+        """The findings an incremental evaluation must evaluate again: those with a
+        finding event after ``events_after``, those pending, those snoozed until after
+        ``snoozed_after`` (the previous evaluation), and those of SKUs with a master
+        change after ``master_after``: fingerprint -> (channel, check, field, stored
+        alert state, can alert). None when more than ``limit`` events are new (a full
+        evaluation is cheaper)."""
+        c = self.db.conn
+        if c.execute("SELECT count(*) FROM finding_events WHERE id > ?",
+                     (events_after,)).fetchone()[0] > limit:
+            return None
+        fps = {fp for (fp,) in c.execute(
+            "SELECT fingerprint FROM finding_events WHERE id > ?", (events_after,))}
+        fps.update(fp for (fp,) in c.execute(
+            f"SELECT fingerprint FROM findings WHERE {self._ALERTABLE} AND alert_state = ?",
+            ("pending",)))
+        for fp, until in c.execute("SELECT fingerprint, snoozed_until FROM findings"
+                                   " WHERE snoozed_until IS NOT NULL"):
+            if datetime.fromisoformat(until) > snoozed_after:
+                fps.add(fp)
+        skus = [s for (s,) in c.execute(
+            "SELECT DISTINCT sku FROM master_changes WHERE id > ?", (master_after,))]
+        for i in range(0, len(skus), 500):
+            chunk = skus[i:i + 500]
+            fps.update(fp for (fp,) in c.execute(
+                f"SELECT fingerprint FROM findings WHERE {self._ALERTABLE} AND sku IN "
+                f"({','.join('?' * len(chunk))})", chunk))
+        out: dict[str, tuple[str, str, str, str | None, bool]] = {}
+        wanted = sorted(fps)
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i:i + 500]
+            for fp, ch, check, fld, ast, ok in c.execute(
+                    "SELECT fingerprint, channel, check_name, field, alert_state,"
+                    f" {self._ALERTABLE} FROM findings WHERE fingerprint IN"
+                    f" ({','.join('?' * len(chunk))})", chunk):
+                out[fp] = (ch, check, fld, ast, bool(ok))
+        return out
+
+    def alert_rows(self, fingerprints: Iterable[str]) -> list[dict[str, Any]]:
+        """``alert_candidates`` of these fingerprints only (those that can alert), in
+        fingerprint order."""
+        fps = sorted(set(fingerprints))
+        rows: list[dict[str, Any]] = []
+        if not fps:
+            return rows
+        episodes = self.finding_episodes(fps)
+        for i in range(0, len(fps), 500):
+            chunk = fps[i:i + 500]
+            cur = self.db.execute(f"SELECT * FROM findings WHERE {self._ALERTABLE} AND"
+                                  f" fingerprint IN ({','.join('?' * len(chunk))})", chunk)
+            cols = ["check" if d[0] == "check_name" else d[0] for d in cur.description]
+            for values in cur:
+                r = dict(zip(cols, values, strict=True))
+                r["details"] = orjson.loads(r["details"]) if r["details"] else {}
+                ep = episodes.get(r["fingerprint"])
+                r["episode_event"], r["since"], r["episode_run"], r["runs"] = \
+                    ep if ep else ("opened", r["first_seen_at"], r["first_run"], 1)
+                rows.append(r)
+        rows.sort(key=lambda r: r["fingerprint"])
+        return rows
+
+    def alert_firing(self, groups: Iterable[tuple[str, str, str]]) -> list[str]:
+        """Fingerprints of the findings last evaluated firing, of these (channel, check,
+        field)."""
+        out: list[str] = []
+        for ch, check, fld in groups:
+            out += [fp for (fp,) in self.db.execute(
+                f"SELECT fingerprint FROM findings WHERE {self._ALERTABLE} AND alert_state = ?"
+                " AND channel = ? AND check_name = ? AND field = ?",
+                ("firing", ch, check, fld))]
+        return out
+
+    def alert_state_counts(self) -> dict[str | None, int]:
+        """How many findings that can alert are in each stored alert state."""
+        return {st: n for st, n in self.db.execute(
+            f"SELECT alert_state, count(*) FROM findings WHERE {self._ALERTABLE}"
+            " GROUP BY alert_state")}
 
 
 _CORE_FIELDS = frozenset({"title", "price", "sale_price", "availability", "gtin", "image",
