@@ -662,36 +662,19 @@ def evidence_part(idx: MatchIndex, listings: Sequence[Listing], positions: Seque
     out: dict[int, dict[str, Any]] = {}
     titles: dict[tuple[Any, int], dict[str, Any]] = {}
     keys = _TitleKeys(idx)
-    reader = FeatureReader()
-    # (title, description, MPN, brand, master) -> the evidence but the price's: the same
-    # for the listings showing them, which follow each other in title order
-    shown: dict[tuple[Any, ...], dict[str, Any]] = {}
-    get = shown.get
-    price_score, master_prices = idx._price_score, idx.prices
-    for p in positions:
-        li = listings[p]
+    for p, _li, f in FeatureReader().each(listings, positions):
         i = wanted[p]
-        key = (li.title, li.description, li.mpn, li.brand, i)
-        bev = get(key)
-        if bev is None:
-            if len(shown) >= CACHE:
-                shown.clear()
-            f = reader.shown(li.title, li.description, li.mpn, copy=False)
-            f.brand, f.brand_words = reader.brand(li.brand)
-            tkey = (keys(f), i)
-            tev = titles.get(tkey)
-            if tev is None:
-                if len(titles) >= CACHE:
-                    titles.clear()
-                tev = titles[tkey] = {}
-                if f.norm == 0.0:
-                    idx.prepare(f)
-                idx._title_score(f, i, tev)
-            bev = shown[key] = tev.copy()  # then what ``_listing_score`` adds: the brand's
-            idx._brand_score(f, i, bev)
-        ev = bev.copy()  # and the price's
-        price_score(float(li.price.amount) if li.price is not None else None,
-                    master_prices[i], ev)
+        key = (keys(f), i)
+        tev = titles.get(key)
+        if tev is None:
+            if len(titles) >= CACHE:
+                titles.clear()
+            tev = titles[key] = {}
+            if f.norm == 0.0:
+                idx.prepare(f)
+            idx._title_score(f, i, tev)
+        ev = tev.copy()  # then what ``_listing_score`` adds
+        idx._listing_score(f, i, ev)
         out[p] = ev
     return out
 
