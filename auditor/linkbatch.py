@@ -155,6 +155,26 @@ def rank_part(idx: MatchIndex, listings: Sequence[Listing], positions: Sequence[
     their title evidence and their brand evidence; then for all the listings at once,
     over arrays (``score_flat``): each candidate's price evidence, the score, and the
     candidates best first."""
+    with _titles_kept(idx, CACHE):
+        return _rank_part(idx, listings, positions, rejected)
+
+
+@contextlib.contextmanager
+def _titles_kept(idx: MatchIndex, n: int) -> Iterator[None]:
+    """At most ``n`` titles' blocking and title evidence kept by ``idx`` inside (listings
+    in title order need the last few; a hundred thousand kept cost memory and their
+    freeing), then as many as before."""
+    was = idx.cache_titles
+    idx.cache_titles = min(n, was)
+    try:
+        yield
+    finally:
+        idx.cache_titles = was
+
+
+def _rank_part(idx: MatchIndex, listings: Sequence[Listing], positions: Sequence[int],
+               rejected: Mapping[str, Any]) -> tuple[dict[int, str], Flat]:
+    """``rank_part`` (its title cache bounded by the caller)."""
     whys: dict[int, str] = {}
     groups = _Groups(idx)
     reader = FeatureReader()
