@@ -438,31 +438,6 @@ def test_rank_part_keeps_few_titles_and_ranks_as_with_many(monkeypatch):
         assert np.array_equal(a, b)
 
 
-def test_brand_span_kept_per_title_and_brand_is_brand_span_of_the_words(monkeypatch):
-    """``MatchIndex._span`` (kept per normalized title and brand, also past its bound)
-    gives ``brand_span`` of the title's words, and of its words before "for"."""
-    from auditor import matching
-
-    monkeypatch.setattr(matching, "CACHE_SPANS", 7)
-    idx = MatchIndex({"S1": MasterRecord(sku="S1", title="anything", brand="Acme")})
-    titles = ["Fogware Publishing ESL learn english", "Case for Sony MDR headphones",
-              "Umbrella & Co umbrella stand", "Just Mobile Slide Stand for Macsense",
-              "耐克运动鞋男款黑色", "", "DLink router for D-Link"]
-    brands = ["fogwarepublishing", "sony", "umbrellaco", "justmobile", "macsense", "dlink",
-              "耐克", "ab", ""]
-    for _ in range(2):  # the second time from what was kept
-        for title in titles:
-            f = listing_features(title, None, None, None)
-            for b in brands:
-                assert idx._span(f, b, False) == matching.brand_span(f.tokens, b)
-                assert idx._span(f, b, True) == matching.brand_span(
-                    matching._before_for(f.tokens), b)
-                assert len(idx._spans) <= 7
-    assert idx._span(listing_features("Sony MDR for Acme", None, None, None), "acme", True) \
-        == frozenset() != idx._span(listing_features("Sony MDR for Acme", None, None, None),
-                                    "acme", False)
-
-
 def test_decisions_over_arrays_print_zero_and_minus_zero_apart():
     """``decide_flat`` formats each score once, but 0.0 and -0.0 (one dict key) print as
     ``decide`` prints them."""
