@@ -60,7 +60,6 @@ CODE_FOUND = 10          # what ``_found`` counts for a shared model code (or mo
 KEEP = 6                 # best candidates kept per listing for the assignment
 TIED_KEEP = 64           # masters tied for the last candidate place kept for the brand
 CACHE_TITLES = 100_000   # distinct titles whose blocking and title evidence are kept
-CACHE_SPANS = 20_000     # (title, brand) pairs whose ``brand_span`` is kept
 CHAR_WEIGHT = 0.85
 TIE = 0.01               # scores closer than this: the listing cannot tell the masters apart
 MP_TOLERANCE = 0.025     # megapixels within 2.5% agree (14.2 MP is sold as 14 MP)
@@ -690,9 +689,6 @@ class MatchIndex:
         # (``brand_scores``) whether two brands agree by their names alone, and each
         # master's title head (``_head``) without spaces, as they are needed
         self._brand_pairs: dict[tuple[str, str], bool] = {}
-        # (normalized title, brand, before "for" only) -> ``brand_span`` of the title's
-        # words (``_span``): the same for every group and master of a title and brand
-        self._spans: dict[tuple[str, str, bool], frozenset[str]] = {}
         self._heads: list[str | None] = [None] * len(self.skus)
         n = max(len(self.skus), 1)
         self.n = n
@@ -858,7 +854,7 @@ class MatchIndex:
             # the master's brand named in the listing's title and not in its own (a
             # channel that writes "fogware publishing esl - learn english" for "learn
             # english" by fogware publishing): the titles compared without it
-            span = self._span(f, self.brands[i], False)
+            span = brand_span(f.tokens, self.brands[i])
             if span and not span & mtoks:
                 rest = f.tokenset - span
                 norm = math.sqrt(fsum([self.idf(t) ** 2 for t in rest]))
@@ -1051,7 +1047,7 @@ class MatchIndex:
                 s += W_BRAND_AGREE
                 if ev is not None:
                     ev["brand"] = "same"
-            elif self._span(f, mb, True):
+            elif brand_span(_before_for(f.tokens), mb):
                 # the listing's brand field names another (a seller, a distributor), its
                 # title the master's ("Just Mobile Slide Stand" sold by Macsense)
                 s += W_BRAND_AGREE
@@ -1061,7 +1057,7 @@ class MatchIndex:
                 s += W_BRAND_DIFFER
                 if ev is not None:
                     ev["brand"] = "differs"
-        elif mb and not lb and self._span(f, mb, False):
+        elif mb and not lb and brand_span(f.tokens, mb):
             # no brand given, but the title names the master's
             s += W_BRAND_AGREE
             if ev is not None:
@@ -1082,10 +1078,11 @@ class MatchIndex:
                 mb = brands[i]
                 v = spans.get(mb)
                 if v is None:
-                    v = spans[mb] = bool(mb) and bool(self._span(f, mb, False))
+                    v = spans[mb] = bool(mb) and bool(brand_span(f.tokens, mb))
                 append(agree if v else 0.0)
             return out
         pairs, heads = self._brand_pairs, self._heads
+        before: Sequence[str] | None = None
         for i in cands:
             mb = brands[i]
             if not mb:
@@ -1104,22 +1101,11 @@ class MatchIndex:
             if not v:
                 v = spans.get(mb)
                 if v is None:
-                    v = spans[mb] = bool(self._span(f, mb, True))
+                    if before is None:
+                        before = _before_for(f.tokens)
+                    v = spans[mb] = bool(brand_span(before, mb))
             append(agree if v else differ)
         return out
-
-    def _span(self, f: Features, brand: str, before: bool) -> frozenset[str]:
-        """``brand_span`` of the listing's title words (``before``: of those before any
-        "for ...") and ``brand``, kept per (normalized title, brand): a title's words are
-        its normalized title's, split."""
-        key = (f.title, brand, before)
-        v = self._spans.get(key)
-        if v is None:
-            if len(self._spans) >= CACHE_SPANS:
-                self._spans.clear()
-            v = self._spans[key] = brand_span(_before_for(f.tokens) if before else f.tokens,
-                                              brand)
-        return v
 
     @staticmethod
     def _price_score(lp: float | None, mp: float | None, ev: dict[str, Any] | None) -> float:
