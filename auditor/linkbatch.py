@@ -177,60 +177,31 @@ def _rank_part(idx: MatchIndex, listings: Sequence[Listing], positions: Sequence
     """``rank_part`` (its title cache bounded by the caller)."""
     whys: dict[int, str] = {}
     groups = _Groups(idx)
-    reader = FeatureReader()
-    reasons: list[str] = []    # group -1 - r: listings that cannot be matched, for reasons[r]
-    # (title, description, MPN, brand) -> group (or -1 - reason): what a listing's ranking
-    # depends on but its price; in title order, listings sharing one follow each other
-    of_key: dict[tuple[Any, ...], int] = {}
-    get = of_key.get
-
-    def group(title: str | None, description: str | None, mpn: str | None,
-              brand: str | None) -> int:
-        f = reader.shown(title, description, mpn, copy=False)
-        if f.reason:
-            reasons.append(f.reason)
-            return -len(reasons)
-        f.brand, f.brand_words = reader.brand(brand)
-        return groups(f)
-
-    alone: list[int] = []      # the places ranked one by one (a person rejected SKUs)
+    mine: list[int] = []       # the places ranked over arrays
+    group_of: list[int] = []   # and each one's group
+    prices: list[float] = []   # and price (0.0: none)
+    alone: list[int] = []      # the places ranked one by one
     ranked_alone: list[Ranked] = []
-    group_of: list[int] = []
-    append = group_of.append
-    for k, p in enumerate(positions):
-        li = listings[p]
-        key = (li.title, li.description, li.mpn, li.brand)
-        g = get(key)
-        if g is None:
-            if len(of_key) >= CACHE:
-                of_key.clear()
-            g = of_key[key] = group(*key)
-        if rejected and g >= 0:
-            exclude = rejected.get(li.key, ())
-            if exclude:  # rare: alone
-                f = reader(li.title, li.description, li.brand,
-                           float(li.price.amount) if li.price is not None else None, li.mpn)
-                alone.append(k)
-                ranked_alone.append(idx.rank(f, exclude, groups.keys(f)))
-                g = -1 - len(reasons)  # (not ranked over arrays)
-                reasons.append("")
-        append(g)
-    n = len(group_of)
-    gid = np.array(group_of, dtype=np.intp)
-    for k in np.flatnonzero(gid < 0).tolist():
-        why = reasons[-1 - group_of[k]]
-        if why:
-            whys[k] = why
+    k = -1
+    for _p, li, f in FeatureReader().each(listings, positions):
+        k += 1
+        if f.reason:
+            whys[k] = f.reason
             alone.append(k)
             ranked_alone.append(())
-    mine = np.flatnonzero(gid >= 0)
+            continue
+        exclude = rejected.get(li.key, ()) if rejected else ()
+        if exclude:  # rare: alone
+            alone.append(k)
+            ranked_alone.append(idx.rank(f, exclude, groups.keys(f)))
+            continue
+        mine.append(k)
+        group_of.append(groups(f))
+        prices.append(f.price or 0.0)
     parts = [(np.array(alone, dtype=np.intp), _flat(ranked_alone))]
-    if len(mine):
-        at = mine.tolist()
-        prices = [(float(pr.amount) or 0.0) if (pr := listings[positions[k]].price) is not None
-                  else 0.0 for k in at]
-        parts.append((mine, groups.ranked(gid[mine], prices)))
-    return whys, _interleave(n, parts)
+    if mine:
+        parts.append((np.array(mine, dtype=np.intp), groups.ranked(group_of, prices)))
+    return whys, _interleave(k + 1, parts)
 
 
 # Rankings as arrays: per listing the number of candidates kept, then every listing's
@@ -312,10 +283,10 @@ class _Groups:
             self.starts.append(len(self.masters))
         return g
 
-    def ranked(self, group_of: Sequence[int] | np.ndarray, prices: list[float]) -> Flat:
+    def ranked(self, group_of: list[int], prices: list[float]) -> Flat:
         """The ranked candidates of listings in groups ``group_of`` showing ``prices``."""
         starts = np.array(self.starts, dtype=np.intp)
-        gid = np.asarray(group_of, dtype=np.intp)
+        gid = np.array(group_of, dtype=np.intp)
         return score_flat(starts[gid], starts[gid + 1] - starts[gid],
                            np.array(self.masters, dtype=np.intp),
                            np.array(self.titles, dtype=np.float64),
