@@ -48,7 +48,8 @@ from auditor.model import Link, LinkMethod, Listing
 from auditor.text import normalize_title
 
 CACHE = 2_000         # titles, brands, (title, master) evidence kept while reading listings in
-                      # title order (a title's listings follow each other: few are needed)
+                      # title order (a title's listings follow each other: few are needed);
+                      # also the index's titles (``MatchIndex.cache_titles``) meanwhile
 log = logging.getLogger("auditor.linking")
 
 ROUND_MIN = 1_000     # pairs left from which the greedy pass settles them in rounds (``greedy``)
