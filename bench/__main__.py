@@ -14,6 +14,9 @@
     link      linking quality on the devsets in ../shared and the world with one channel
               stripped of its keys (precision, recall, F1), and --link-scale: N unkeyed
               listings against a generated master, link time vs parse time
+    link-train  a logistic regression over the linking evidence, fitted on some sets and
+              measured on the others (and grouped k-fold within each) against the rules at
+              equal precision; --save-coefficients PATH writes the model fitted on all
     crash     kill -9 an audit at random points (--kills N): integrity, next run, findings
     store     a whole audit (first and repeat) on SQLite and on PostgreSQL (--url, or a
               server started for it), wall and CPU, and the repeat audit's writes
@@ -357,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     ap.add_argument("part", choices=["all", "quality", "reaudit", "feeds", "checks", "images",
                                      "crawl", "scaling", "link", "extract", "crash",
-                                     "store", "distributed", "masterread"])
+                                     "store", "distributed", "masterread", "link-train"])
     ap.add_argument("--size", type=int, default=2000, help="SKUs in the world")
     ap.add_argument("--rows", type=int, default=0, help="feeds: also a synthetic N-row feed")
     ap.add_argument("--masters", type=int, default=250_000)
@@ -375,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--link-workers", type=int, default=None, metavar="N",
                     help="link --link-scale: processes ranking the listings (default: "
                          "[linking] workers)")
+    ap.add_argument("--save-coefficients", type=Path, metavar="PATH",
+                    help="link-train: write the scorer fitted on every set here (JSON)")
     ap.add_argument("--kills", type=int, default=10, help="crash: kill -9 trials")
     ap.add_argument("--url", help="store: the PostgreSQL store to measure (its tables are "
                                   "dropped first); default: a server started for it")
@@ -405,6 +410,11 @@ def main(argv: list[str] | None = None) -> int:
 
         distributed.run(a.size, a.channels, a.workers, a.shard_size, write, a.first_only,
                         not a.workers_only)
+        return 0
+    if a.part == "link-train":  # not part of `all`: a measurement of a scorer runs do not use
+        from bench import linktrain
+
+        linktrain.run(a.size, write, a.save_coefficients)
         return 0
     if a.part == "masterread":  # not part of `all`: the largest worlds
         from bench import masterread
