@@ -205,8 +205,7 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
     from auditor.storage import open_store
 
     cfg = _load(config_path)
-    for name in channels:
-        cfg.channel(name)
+    _known("channel", channels, [c.name for c in cfg.channels])  # a typo, not a bad config
     if master_only:
         if channels:
             raise click.BadParameter("--master-only reads no channel; drop --channel",
@@ -351,6 +350,8 @@ def worker(config_path: Path, once: bool, heartbeat: float, prune_after: int | N
     many workers as cores, on any machines that reach the database and see the
     config and its sources at the same paths. SIGTERM or Ctrl-C: the job in hand is
     finished first.
+
+    \b
     Examples:
       auditor worker --config /etc/auditor/config.toml
       auditor worker --once            # until the queue is empty
@@ -693,7 +694,8 @@ def links(ctx: click.Context, config_path: Path, channels: tuple[str, ...], stat
 
 _sub_config = click.option(
     "--config", "-c", "sub_config", default=None, type=click.Path(dir_okay=False, path_type=Path),
-    help="Config file (as before the subcommand; default config.toml or AUDITOR_CONFIG).")
+    help="Config file [default: the --config before the command, else $AUDITOR_CONFIG, "
+         "else config.toml].")
 
 
 def _decide(ctx: click.Context, listing: str, sku: str, channel: str | None,
@@ -871,7 +873,10 @@ def runs_accept(config_path: Path, run_id: int, channel: str) -> None:
     from datetime import datetime, timezone
 
     cfg = _load(config_path)
-    cfg.channel(channel)
+    try:
+        _known("channel", [channel], [c.name for c in cfg.channels])
+    except click.BadParameter as e:
+        raise click.BadParameter(e.message, param_hint="CHANNEL") from None
     store = _store_for(config_path)
     try:
         with store.run_lock():
@@ -1045,7 +1050,7 @@ def config_options(fmt: str) -> None:
     """Every setting with its default and meaning: tables, connectors and checks.
 
     \b
-    Example:
+    Examples:
       auditor config options
       auditor config options --format csv   # section, name, default, help
     """
@@ -1284,7 +1289,7 @@ def extract_cmd(target: str, page_url: str | None, sku: str | None, fmt: str, as
 @click.option("--port", type=click.IntRange(0, 65535),
               help="Port to listen on (default: [serve] port, 8080).")
 @click.option("--no-schedule", is_flag=True,
-              help="Serve metrics and the API only; run no scheduled audits.")
+              help="Serve the web UI, metrics and the API only; run no scheduled audits.")
 def serve(config_path: Path, host: str | None, port: int | None, no_schedule: bool) -> None:
     """Run the schedules, and serve the web UI (/), /metrics, /healthz, /readyz and the API.
 

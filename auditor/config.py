@@ -399,8 +399,10 @@ def load_config(path: str | Path) -> Config:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(str(path), ["file not found (create one with `auditor init` "
-                                      "or start from the commented config.toml in the repository)"]) from None
+        raise ConfigError(str(path), [
+            f"file not found: {path.absolute()} (write one with `auditor init [FILES]`, a "
+            "commented template without FILES; or name another with --config FILE or "
+            "AUDITOR_CONFIG)"]) from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(str(path), [f"cannot read: {e}"]) from None
     try:

@@ -380,13 +380,15 @@ class Crawl:
         if r is None:
             # robots.txt is one of the host's requests: paced and limited like a page, with
             # a configured crawl_delay from the start; a Crawl-delay it names then spaces
-            # the next request from robots.txt itself (auditor.http._HostGate).
-            if self.s.crawl_delay:
-                fetcher.set_host_delay(origin + "/", self.s.crawl_delay)
-            r = self.robots[origin] = await fetch_robots(fetcher, origin)
-            delay = r.delay(self.agent) if self.s.crawl_delay is None else self.s.crawl_delay
-            if delay:
-                fetcher.set_host_delay(origin + "/", delay)
+            # the next request from robots.txt itself (auditor.http._HostGate). In a
+            # distributed run one worker at a time reads it and publishes the delay, which
+            # then spaces every worker's requests from their first (Fetcher.discovering).
+            async with fetcher.discovering(origin + "/"):
+                if self.s.crawl_delay:
+                    fetcher.set_host_delay(origin + "/", self.s.crawl_delay)
+                r = self.robots[origin] = await fetch_robots(fetcher, origin)
+                delay = r.delay(self.agent) if self.s.crawl_delay is None else self.s.crawl_delay
+                await fetcher.share_host_delay(origin + "/", delay or 0.0)
         return r
 
     def _allowed(self, url: str) -> bool:

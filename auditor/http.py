@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from urllib.parse import urljoin, urlsplit
 
 import httpcore
@@ -429,8 +429,10 @@ def conditional_headers(etag: str | None, last_modified: str | None) -> dict[str
 # next slot wherever the other requests come from and returns the seconds to wait; its
 # ``back_off(host, seconds)`` holds every process's requests to a host that answered 429
 # or 503, and ``acquire(host, cap)`` / ``release(host, slot)`` keep the per-host in-flight
-# cap across processes. None: each process keeps its own limits.
-shared_pacer: Callable[[str, float], float] | None = None
+# cap across processes; ``lock_host``/``learn``/``unlock_host`` let one process at a time
+# read a host's robots.txt and publish its Crawl-delay (``Fetcher.discovering``). None:
+# each process keeps its own limits.
+shared_pacer: Callable[..., float] | None = None
 
 
 class _HostGate:
@@ -442,7 +444,7 @@ class _HostGate:
     connection slots, so requests that queued behind a slow one do not leave together.
     """
 
-    __slots__ = ("sem", "interval", "last_at", "host", "cap", "lock")
+    __slots__ = ("sem", "interval", "last_at", "host", "cap", "lock", "crawled")
 
     def __init__(self, concurrency: int, interval: float, host: str = ""):
         self.sem = asyncio.Semaphore(concurrency)
@@ -451,6 +453,9 @@ class _HostGate:
         self.host = host
         self.cap = concurrency
         self.lock = asyncio.Lock()
+        # A crawl reads the host's robots.txt (``Fetcher.discovering``): with a shared
+        # pacer, the Crawl-delay another process published spaces these requests too.
+        self.crawled = False
 
     @contextlib.asynccontextmanager
     async def in_flight(self) -> Any:
@@ -494,7 +499,10 @@ class _HostGate:
             if wait > 0:
                 await asyncio.sleep(wait)
             if shared and pacer is not None:  # (no interval: only a shared back-off)
-                wait = await asyncio.to_thread(pacer, self.host, self.interval)
+                if self.crawled:
+                    wait = await asyncio.to_thread(pacer, self.host, self.interval, True)
+                else:
+                    wait = await asyncio.to_thread(pacer, self.host, self.interval)
                 if wait > 0:
                     await asyncio.sleep(wait)
             self.last_at = loop.time()
@@ -638,6 +646,40 @@ class Fetcher:
         """Space requests to ``url``'s host at least ``seconds`` apart (Crawl-delay)."""
         gate = self._gate(url)
         gate.interval = max(gate.interval, seconds)
+
+    @contextlib.asynccontextmanager
+    async def discovering(self, url: str) -> AsyncIterator[None]:
+        """Held while this crawl learns ``url``'s host's limits (reads its robots.txt).
+
+        With a shared pacer (a distributed run), one process at a time per host: another
+        process's first request to the host (its own robots.txt) waits until the first
+        has published the host's Crawl-delay (``share_host_delay``), and is spaced by it
+        from the host's last request wherever that came from."""
+        gate = self._gate(url)
+        gate.crawled = True
+        pacer = shared_pacer
+        lock = getattr(pacer, "lock_host", None)
+        unlock = getattr(pacer, "unlock_host", None)
+        if lock is None or unlock is None:
+            yield
+            return
+        delay = 0.02
+        while not await asyncio.to_thread(lock, gate.host):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(unlock, gate.host)
+
+    async def share_host_delay(self, url: str, seconds: float) -> None:
+        """``set_host_delay``, and (with a shared pacer) publish ``seconds`` as the host's
+        Crawl-delay to every process crawling it (0: none, replacing an older one)."""
+        if seconds > 0:
+            self.set_host_delay(url, seconds)
+        learn = getattr(shared_pacer, "learn", None)
+        if learn is not None:
+            await asyncio.to_thread(learn, self._gate(url).host, seconds)
 
     async def get(self, url: str, headers: Mapping[str, str] | None = None,
                   to_file: bool = False, accept: tuple[str, ...] | None = None) -> Response:

@@ -317,7 +317,8 @@ class AuditSession:
                                started: datetime, t_run: float, master_seconds: float) -> Any:
         """The master was rejected and no earlier snapshot exists: nothing to audit
         against. The run is recorded ``failed`` with the master's errors."""
-        log.error("no earlier master snapshot: no channel was audited")
+        log.error("no earlier master snapshot: no channel was audited",
+                  extra={"summary": "master_error"})  # (the run's summary says it)
         return self._finish(SourceStatus.FAILED, master_info, master_error, [], started,
                             t_run, master_seconds)
 

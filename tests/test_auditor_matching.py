@@ -154,10 +154,10 @@ def test_huge_and_cjk_titles_take_bounded_time():
     linker = Linker(cat, OPTS)
     linker.prepare()
     huge = "Acme Widget " * 1000  # 12,000 characters
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # CPU: a loaded machine stretches wall time, not work
     links = linker.link_all([bare(key="H", title=huge), bare(key="C", title="松下电动牙刷声波震动充电式"),
                              bare(key="W", title="型号" * 5000)])
-    assert time.perf_counter() - t0 < 2.0
+    assert time.process_time() - t0 < 2.0
     by = {lk.listing_key: lk for lk in links}
     assert by["C"].sku == "CJK"  # character bigrams match a script without spaces
     assert by["H"].sku is None and (by["H"].reason or by["H"].state == "suggested")

@@ -416,6 +416,7 @@ def test_invalid_css_selector_is_a_config_error(tmp_path):
 def test_crawl_delay_option_overrides_robots(monkeypatch):
     """A shop's own crawl may override robots.txt's Crawl-delay; by default it is obeyed."""
     import asyncio
+    import contextlib
 
     from auditor.crawl import Crawl, CrawlSettings
     from auditor.http import FetchPolicy
@@ -430,6 +431,13 @@ def test_crawl_delay_option_overrides_robots(monkeypatch):
 
         def set_host_delay(self, origin, seconds):
             self.delays[origin] = seconds
+
+        def discovering(self, origin):
+            return contextlib.nullcontext()
+
+        async def share_host_delay(self, origin, seconds):
+            if seconds:
+                self.set_host_delay(origin, seconds)
 
     async def fake_fetch_robots(fetcher, origin):
         return FakeRobots()

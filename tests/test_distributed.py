@@ -214,26 +214,144 @@ def test_a_worker_killed_mid_job_is_retried_without_duplicates_or_losses(tmp_pat
 
 
 def test_crawl_pacing_is_shared_by_processes(pg_server):
+    """Three processes reserve 5 slots each of one host at 0.2 s: the 15 slots the
+    database handed out are spaced by the interval (exactly: the one clock is the
+    database's), and no request left before its slot. The assertions are on the
+    recorded reservations and departures, not on how promptly a loaded machine wakes a
+    sleeping process (a late wake-up only makes a request later than its slot)."""
     from auditor.distributed import ensure_queue
 
     url = pg_server.new_database()
     ensure_queue(url)
+    interval = 0.2
     code = (
         "import sys, time\n"
         "from auditor.storage.jobs import HostPacer\n"
         "p = HostPacer(sys.argv[1])\n"
         "for _ in range(5):\n"
-        "    w = p('shop.example:443', 0.2)\n"
+        f"    w, slot = p.reserve('shop.example:443', {interval})\n"
         "    time.sleep(w)\n"
-        "    print(time.time(), flush=True)\n")
+        "    print(slot, time.time(), flush=True)\n")
     procs = [subprocess.Popen([sys.executable, "-c", code, url], cwd=ROOT,
                               stdout=subprocess.PIPE, text=True) for _ in range(3)]
-    times = sorted(float(x) for p in procs for x in p.communicate(timeout=60)[0].split())
-    assert len(times) == 15
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    # 15 requests from 3 processes, spaced by the shared interval (with clock slack).
-    assert min(gaps) > 0.15, gaps
-    assert times[-1] - times[0] >= 14 * 0.2 * 0.9
+    rows = [tuple(map(float, line.split())) for p in procs
+            for line in p.communicate(timeout=120)[0].splitlines()]
+    assert all(p.returncode == 0 for p in procs)
+    assert len(rows) == 15
+    slots = sorted(slot for slot, _ in rows)
+    gaps = [b - a for a, b in zip(slots, slots[1:], strict=False)]
+    # Spaced by the interval (timestamps are microseconds: 1 ms of rounding slack).
+    assert min(gaps) >= interval - 0.001, gaps
+    assert slots[-1] - slots[0] >= 14 * interval - 0.001
+    # No request left before its slot (same host clock; 2 ms for the clocks' reading).
+    assert all(left >= slot - 0.002 for slot, left in rows), rows
+
+
+class _RobotsShop:
+    """A loopback shop whose robots.txt asks for ``Crawl-delay: delay`` and lists a
+    sitemap of ``pages`` pages; records every request's (path, arrival time)."""
+
+    def __init__(self, delay: float, pages: int):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.lock = threading.Lock()
+        self.log: list[tuple[str, float]] = []
+        shop = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                with shop.lock:
+                    shop.log.append((self.path, time.time()))
+                if self.path == "/robots.txt":
+                    body = (f"User-agent: *\nCrawl-delay: {delay}\n"
+                            f"Sitemap: {shop.url}/sitemap.xml\n").encode()
+                    ctype = "text/plain"
+                elif self.path == "/sitemap.xml":
+                    body = ('<?xml version="1.0" encoding="UTF-8"?><urlset xmlns='
+                            '"http://www.sitemaps.org/schemas/sitemap/0.9">'
+                            + "".join(f"<url><loc>{shop.url}/p/{i}</loc></url>"
+                                      for i in range(pages)) + "</urlset>").encode()
+                    ctype = "application/xml"
+                else:
+                    body = b"<html><body><h1>a page</h1></body></html>"
+                    ctype = "text/html"
+                self.send_response(200)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+_CRAWL = (
+    "import asyncio, sys, time\n"
+    "from auditor import http\n"
+    "from auditor.crawl import Crawl, CrawlSettings\n"
+    "from auditor.storage.jobs import HostPacer\n"
+    "class Recording(HostPacer):\n"
+    "    def reserve(self, host, interval, crawl_delay=False):\n"
+    "        w, slot = super().reserve(host, interval, crawl_delay)\n"
+    "        print('slot', slot, flush=True)\n"
+    "        return w, slot\n"
+    "http.shared_pacer = Recording(sys.argv[1])\n"
+    "async def main():\n"
+    "    crawl = Crawl(CrawlSettings(origin=sys.argv[2], user_agent='polish-test/1.0',\n"
+    "                                concurrency=4), http.FetchPolicy(allow_private=True), {})\n"
+    "    async def emit(res):\n"
+    "        pass\n"
+    "    while time.time() < float(sys.argv[3]):\n"
+    "        await asyncio.sleep(0.005)\n"
+    "    await crawl.run(emit)\n"
+    "asyncio.run(main())\n")
+
+
+def test_robots_crawl_delay_spaces_every_worker_from_the_first_request(pg_server):
+    """Two processes crawl one shop (robots.txt: Crawl-delay 0.5) starting at the same
+    instant, each with the shared pacer of `auditor worker`: one reads robots.txt and
+    publishes the delay while the other waits, so every request of both (their
+    robots.txt requests included) is spaced by the Crawl-delay. Before, both asked for
+    robots.txt at once, neither knowing the delay yet (their slots, and arrivals, came
+    0.00-0.11 s apart). Asserted on the slots the database handed out and on every
+    request arriving no sooner than its slot, not on the arrival gaps: a loaded machine
+    may send a request late (its first connection takes a while), never early."""
+    from auditor.distributed import ensure_queue
+
+    url = pg_server.new_database()
+    ensure_queue(url)
+    delay = 0.5
+    shop = _RobotsShop(delay, pages=2)
+    try:
+        start = time.time() + 4.0  # both processes imported and waiting by then
+        procs = [subprocess.Popen([sys.executable, "-c", _CRAWL, url, shop.url, str(start)],
+                                  cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for _ in range(2)]
+        outs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        shop.close()
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    slots = sorted(float(line.split()[1]) for out, _ in outs for line in out.splitlines()
+                   if line.startswith("slot "))
+    arrivals = sorted(at for _, at in shop.log)
+    paths = sorted(path for path, _ in shop.log)
+    # Each process: robots.txt, the sitemap, two pages; every request had a slot.
+    assert paths == sorted(["/robots.txt", "/sitemap.xml", "/p/0", "/p/1"] * 2), paths
+    assert len(slots) == len(arrivals) == 8
+    # The slots handed out are spaced by the Crawl-delay (1 ms of timestamp rounding) ...
+    gaps = [b - a for a, b in zip(slots, slots[1:], strict=False)]
+    assert min(gaps) >= delay - 0.001, gaps
+    # ... and no request arrived before its slot: the k-th arrival is no earlier than
+    # the k-th slot (each request leaves at or after its own).
+    assert all(a >= s - 0.005 for s, a in zip(slots, arrivals, strict=True)), (slots, arrivals)
 
 
 def _in_process(tmp_path: Path, name: str, fail_shard: int | None) -> tuple[Any, Any]:
@@ -364,7 +482,15 @@ _FETCH = (
     "    async with http.Fetcher(policy) as f:\n"
     "        while sys.argv[4] != '-' and not os.path.exists(sys.argv[4]):\n"
     "            await asyncio.sleep(0.02)\n"
-    "        await asyncio.sleep(0.5 if sys.argv[4] != '-' else 0)\n"
+    "        if sys.argv[4] != '-':  # and until the told process has recorded its back-off\n"
+    "            from auditor.storage.postgres import connect\n"
+    "            told = os.path.getmtime(sys.argv[4])\n"
+    "            give_up = time.time() + 10  # (no shared back-off: ask, and fail the test)\n"
+    "            with connect(sys.argv[1]) as c:\n"
+    "                while time.time() < give_up and not c.execute(\n"
+    "                        'SELECT coalesce(max(extract(epoch FROM next_at)), 0) >= %s'\n"
+    "                        ' FROM crawl_hosts', (told + 0.5,)).fetchone()[0]:\n"
+    "                    await asyncio.sleep(0.02)\n"
     "        rs = await asyncio.gather(*(f.get(sys.argv[2] + p) for p in paths))\n"
     "    print(sorted(r.status for r in rs), flush=True)\n"
     "asyncio.run(main())\n")
@@ -372,7 +498,8 @@ _FETCH = (
 
 def _fetchers(url: str, shop: _CountingShop, jobs: list[tuple[str, str]]) -> list[str]:
     """Each job: its paths (comma-separated), asked for at once by one process once the
-    file named second exists (and half a second more), or at once ("-")."""
+    file named second exists and a back-off of the host past it is recorded, or at once
+    ("-")."""
     procs = [subprocess.Popen([sys.executable, "-c", _FETCH, url, shop.url, paths, after],
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for paths, after in jobs]
@@ -401,8 +528,9 @@ def test_per_host_in_flight_cap_is_shared_by_processes(pg_server):
 
 
 def test_a_429_slows_every_process_asking_that_host(pg_server, tmp_path):
-    """Process A gets 429 Retry-After: 1 for /busy; process B, asking the same host half
-    a second later, waits for the back-off too: no request reaches the host in the
+    """Process A gets 429 Retry-After: 1 for /busy; process B, asking the same host once
+    A has recorded the back-off (B waits for that, not for a guessed half second a loaded
+    machine may not keep), waits for the back-off too: no request reaches the host in the
     second after the 429 (alone, B would ask at once), and A's retry then succeeds."""
     from auditor.distributed import ensure_queue
 

@@ -244,7 +244,10 @@ def test_robots_txt_and_sitemaps_are_paced_like_pages():
     order = [p for p, _ in arrivals]
     assert order[:2] == ["/robots.txt", "/sitemap.xml"] and len(order) == 8
     gaps = [b - a for (_, a), (_, b) in zip(arrivals, arrivals[1:], strict=False)]
-    assert min(gaps) >= 0.3 - 0.03, [round(g, 3) for g in gaps]
+    # Departures are spaced by the delay; arrivals are stamped by the server's threads,
+    # which share the GIL with the crawl: a quarter of the delay of slack for a loaded
+    # machine (the bug this guards against gave 0.007 s).
+    assert min(gaps) >= 0.3 * 0.75, [round(g, 3) for g in gaps]
 
 
 def test_pacing_spaces_arrivals_not_reservations():
@@ -257,7 +260,8 @@ def test_pacing_spaces_arrivals_not_reservations():
         srv.stop()
     assert sum(r.kind == "product" for r in results) == 6
     gaps = [b - a for (_, a), (_, b) in zip(arrivals, arrivals[1:], strict=False)]
-    assert min(gaps) >= 0.15 - 0.03, [(p, round(g, 3)) for (p, _), g in zip(arrivals[1:], gaps, strict=True)]
+    # (a quarter of the delay of slack, as above; the bug gave 0.002-0.046 s)
+    assert min(gaps) >= 0.15 * 0.75, [(p, round(g, 3)) for (p, _), g in zip(arrivals[1:], gaps, strict=True)]
 
 
 # ------------------------------------------------------------------ 4: init and VAT

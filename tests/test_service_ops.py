@@ -71,8 +71,14 @@ def test_dashboard_uses_only_exported_metrics_and_covers_the_topics():
     assert dash["uid"] and dash["title"] and dash["__inputs"][0]["pluginId"] == "prometheus"
     titles = " ".join(p["title"].lower() for p in dash["panels"])
     for topic in ("consistency per channel", "open findings", "propagation latency",
-                  "fetch errors", "last complete read", "notifications"):
+                  "fetch errors", "last complete read", "notifications", "job queue"):
         assert topic in titles, topic
+    # Every job-queue metric (serve on PostgreSQL) has a panel.
+    from auditor.jobqueue import METRICS as QUEUE_METRICS
+
+    exprs = " ".join(t["expr"] for p in dash["panels"] for t in p.get("targets", []))
+    for name, _ in QUEUE_METRICS:
+        assert re.search(rf"\bauditor_{name}\b", exprs), name
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids))
     known = exported_names()

@@ -6,12 +6,15 @@ AUDITOR_SKIP_PROMETHEUS=1 to skip these tests where it cannot be had.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import urllib.parse
 from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 import yaml
@@ -56,45 +59,51 @@ def world_with_history(d: Path) -> Path:
     return config
 
 
-@pytest.fixture(scope="module")
-def prometheus(tmp_path_factory):
+@contextlib.contextmanager
+def running_prometheus(d: Path, target_port: int) -> Iterator[tuple[Any, str]]:
+    """A real Prometheus scraping 127.0.0.1:``target_port`` every second with the sample
+    config and the rules; (query, url) once it has scraped three times."""
     binary = shutil.which("prometheus")
     assert binary, "Debian's prometheus package is missing: run scripts/test.sh " \
                    "(or set AUDITOR_SKIP_PROMETHEUS=1)"
+    sample = yaml.safe_load((OPS / "prometheus" / "prometheus.yml").read_text())
+    sample["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    sample["rule_files"] = [str(OPS / "prometheus" / "auditor-rules.yml")]
+    sample["scrape_configs"][0]["static_configs"][0]["targets"] = [f"127.0.0.1:{target_port}"]
+    (d / "prometheus.yml").write_text(yaml.safe_dump(sample))
+    port = free_port()
+    log = open(d / "prometheus.log", "wb")
+    proc = subprocess.Popen(
+        [binary, f"--config.file={d / 'prometheus.yml'}",
+         f"--storage.tsdb.path={d / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: get(url + "/-/ready")[0] == 200, timeout=60,
+                 what=f"prometheus (log {d / 'prometheus.log'})")
+
+        def query(expr: str) -> list:
+            status, body = get(url + "/api/v1/query?query=" + urllib.parse.quote(expr))
+            assert status == 200 and body["status"] == "success", body
+            return body["data"]["result"]
+
+        # a few scrapes, so that increase() over a window has two samples
+        wait_for(lambda: len(query("count_over_time(auditor_build_info[1m])")) == 1 and
+                 float(query("count_over_time(auditor_build_info[1m])")[0]["value"][1]) >= 3,
+                 timeout=60, what="three scrapes")
+        yield query, url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory):
     d = tmp_path_factory.mktemp("prom")
     config = world_with_history(d / "world")
-    with serving(config) as served:
-        sample = yaml.safe_load((OPS / "prometheus" / "prometheus.yml").read_text())
-        sample["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
-        sample["rule_files"] = [str(OPS / "prometheus" / "auditor-rules.yml")]
-        sample["scrape_configs"][0]["static_configs"][0]["targets"] = [
-            f"127.0.0.1:{served.port}"]
-        (d / "prometheus.yml").write_text(yaml.safe_dump(sample))
-        port = free_port()
-        log = open(d / "prometheus.log", "wb")
-        proc = subprocess.Popen(
-            [binary, f"--config.file={d / 'prometheus.yml'}",
-             f"--storage.tsdb.path={d / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_for(lambda: get(url + "/-/ready")[0] == 200, timeout=60,
-                     what=f"prometheus (log {d / 'prometheus.log'})")
-
-            def query(expr: str) -> list:
-                status, body = get(url + "/api/v1/query?query=" + urllib.parse.quote(expr))
-                assert status == 200 and body["status"] == "success", body
-                return body["data"]["result"]
-
-            # a few scrapes, so that increase() over a window has two samples
-            wait_for(lambda: len(query("count_over_time(auditor_build_info[1m])")) == 1 and
-                     float(query("count_over_time(auditor_build_info[1m])")[0]["value"][1]) >= 3,
-                     timeout=60, what="three scrapes")
-            yield query, url, served
-        finally:
-            proc.terminate()
-            proc.wait(30)
-            log.close()
+    with serving(config) as served, running_prometheus(d, served.port) as (query, url):
+        yield query, url, served
 
 
 def test_prometheus_scrapes_the_auditors_series(prometheus):
@@ -126,6 +135,8 @@ def test_every_dashboard_query_returns_data(prometheus):
     queries = dashboard_queries()
     assert len(queries) >= 15
     for title, expr in queries:
+        if _queue_query(expr):  # serve on PostgreSQL only: test_job_queue_panels_...
+            continue
         result = query(expr.replace("$channel", ".*"))
         if not result:
             empty.append(f"{title}: {expr}")
@@ -141,3 +152,38 @@ def test_alerting_rules_are_loaded_and_healthy(prometheus):
         "AuditorNotificationsStuck", "AuditorNotificationsFailed", "AuditorJobsWaiting",
         "AuditorStoreUnreadable"}
     assert all(r["health"] in ("ok", "unknown") for r in rules), rules
+
+
+def _queue_query(expr: str) -> bool:
+    """A query of the job-queue metrics, which only `auditor serve` on PostgreSQL has."""
+    from auditor.jobqueue import METRICS as QUEUE_METRICS
+
+    used = set(re.findall(r"\bauditor_[a-z_]+", expr))
+    return bool(used) and used <= {"auditor_" + n for n, _ in QUEUE_METRICS}
+
+
+def test_job_queue_panels_show_a_real_queue(pg_server, tmp_path):
+    """The dashboard's job-queue panels, run by a real Prometheus scraping a real `auditor
+    serve` on a PostgreSQL store whose queue has waiting, running and failed jobs: every
+    query returns data, and the numbers are the queue's."""
+    from tests.test_operator_polish2 import _queue_db
+
+    url = _queue_db(pg_server)
+    config = build_world(tmp_path / "world")
+    config.write_text(config.read_text().replace('path = "auditor.db"', f'url = "{url}"'))
+    queries = [(t, e) for t, e in dashboard_queries() if _queue_query(e)]
+    titles = {t for t, _ in queries}
+    assert {"Jobs by task and status", "Oldest queued job's wait",
+            "Job workers alive"} <= titles, titles
+    with serving(config, "--no-schedule") as served, \
+            running_prometheus(tmp_path, served.port) as (query, _):
+        empty = [f"{t}: {e}" for t, e in queries if not query(e)]
+        assert not empty, "queries without data:\n" + "\n".join(empty)
+        by = {(r["metric"]["task"], r["metric"]["status"]): float(r["value"][1])
+              for r in query(dict(queries)["Jobs by task and status"])}
+        assert by[("auditor.read", "failed")] == 2 and by[("auditor.shard", "doing")] == 1
+        assert ("auditor.read", "succeeded") not in by  # workers delete them: not shown
+        [age] = query(dict(queries)["Oldest queued job's wait"])
+        assert age["metric"]["queue"] == "auditor" and float(age["value"][1]) >= 85
+        [workers] = query(dict(queries)["Job workers alive"])
+        assert float(workers["value"][1]) == 0

@@ -267,8 +267,9 @@ def test_stderr_is_not_hard_wrapped(tmp_path):
                         str(tmp_path / "none.toml")], capture_output=True, text=True,
                        cwd=ROOT, env={**__import__("os").environ, **env}, timeout=60)
     assert p.returncode == 2
-    assert "file not found (create one with `auditor init` or start from the commented " \
-        "config.toml in the repository)" in p.stderr
+    assert f"file not found: {tmp_path / 'none.toml'} (write one with `auditor init [FILES]`, " \
+        "a commented template without FILES; or name another with --config FILE or " \
+        "AUDITOR_CONFIG)" in p.stderr
 
 
 def test_extract_refusal_names_allow_private():

@@ -266,7 +266,7 @@ def test_accept_refuses_an_old_run(feed_world):
     r = cli("runs", "accept", "2", "google", "--config", cfg)
     assert r.exit_code == 2 and "superseded" in r.output
     r = cli("runs", "accept", "2", "nope", "--config", cfg)
-    assert r.exit_code == 2 and "no channel named 'nope'" in r.output
+    assert r.exit_code == 2 and "unknown channel 'nope'" in r.output
 
 
 def test_min_ratio_holds_presence_too(feed_world):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from auditor.cli import (EXIT_FINDINGS, EXIT_OK, _load, _rows_out, _store_for, config_option,
-                         err, findings, format_option, main, out, safe)
+from auditor.cli import (EXIT_FINDINGS, EXIT_OK, _known, _load, _rows_out, _store_for,
+                         config_option, err, findings, format_option, main, out, safe)
 from auditor.errors import AuditorError
 
 
@@ -106,7 +106,7 @@ def findings_resolve(config_path: Path, fingerprint: str, note: str | None, by: 
 @config_option
 @click.argument("fingerprint")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+              show_default=True, help="Output: text for people, JSON for programs.")
 def findings_show(config_path: Path, fingerprint: str, fmt: str) -> None:
     """One finding in full: values, lifecycle state, alert state and its history.
 
@@ -373,6 +373,9 @@ def alerts_propagation(config_path: Path, channel: str | None, pending: bool, li
     """
     store = _store_for(config_path)
     try:
+        if channel is not None:  # a typo must not read as "0 change(s)"
+            _known("channel", [channel], [c.name for c in _load(config_path).channels] +
+                   store.finding_channels())
         rows = store.propagation_rows(channel, True if pending else None, limit)
     finally:
         store.close()

@@ -68,6 +68,8 @@ CREATE UNLOGGED TABLE IF NOT EXISTS dist_packs (
     PRIMARY KEY (run_id, seq));
 CREATE TABLE IF NOT EXISTS crawl_hosts (
     host TEXT COLLATE "C" PRIMARY KEY, next_at TIMESTAMPTZ NOT NULL);
+ALTER TABLE crawl_hosts ADD COLUMN IF NOT EXISTS last_at TIMESTAMPTZ;
+ALTER TABLE crawl_hosts ADD COLUMN IF NOT EXISTS crawl_delay FLOAT8 NOT NULL DEFAULT 0;
 CREATE TABLE IF NOT EXISTS dist_errors (
     run_id BIGINT NOT NULL, channel TEXT COLLATE "C" NOT NULL, job TEXT COLLATE "C" NOT NULL,
     error TEXT NOT NULL, at TIMESTAMPTZ NOT NULL DEFAULT now(),
@@ -502,6 +504,10 @@ class HostPacer:
       ``interval`` in one statement, so requests to a host from any number of workers
       on any number of machines are spaced at least ``interval`` apart (the row lock
       orders the reservations; the database's clock is the one clock).
+    - ``lock_host(host)`` / ``learn(host, seconds)`` / ``unlock_host(host)``: one worker
+      at a time reads a host's robots.txt and publishes its Crawl-delay; the others wait
+      for it, so their first request (their own robots.txt included) is already spaced
+      by it (``crawl_delay=True`` reservations).
     - ``back_off(host, seconds)``: a ``429``/``503`` (its ``Retry-After``, else the
       retry's backoff) moves that row past ``seconds`` from now, so every worker's next
       request to the host waits, not only the one that was told.
@@ -536,16 +542,63 @@ class HostPacer:
                 raise
             return fn(self._c())
 
-    def __call__(self, host: str, interval: float) -> float:
+    def __call__(self, host: str, interval: float, crawl_delay: bool = False) -> float:
+        """Reserve ``host``'s next slot; the seconds to wait for it (see ``reserve``)."""
+        return self.reserve(host, interval, crawl_delay)[0]
+
+    def reserve(self, host: str, interval: float,
+                crawl_delay: bool = False) -> tuple[float, float]:
+        """(seconds to wait, the slot's epoch time on the database's clock): the slot is
+        ``interval`` after the host's previous slot (and no sooner than its back-off);
+        ``crawl_delay``: the host's Crawl-delay published by ``learn`` spaces it too
+        (a crawl's requests, not an image check's)."""
         with self._lock:
             row = self._again(lambda c: c.execute(
-                "INSERT INTO crawl_hosts AS h (host, next_at)"
-                " VALUES (%(h)s, clock_timestamp() + make_interval(secs => %(i)s))"
-                " ON CONFLICT (host) DO UPDATE SET next_at ="
-                " greatest(h.next_at, clock_timestamp()) + make_interval(secs => %(i)s)"
-                " RETURNING extract(epoch FROM h.next_at - clock_timestamp())::float8 - %(i)s",
-                {"h": host, "i": interval}).fetchone())
-        return max(0.0, row[0]) if row else 0.0
+                "INSERT INTO crawl_hosts AS h (host, next_at, last_at)"
+                " VALUES (%(h)s, clock_timestamp() + make_interval(secs => %(i)s),"
+                " clock_timestamp())"
+                " ON CONFLICT (host) DO UPDATE SET"
+                " last_at = greatest(clock_timestamp(), h.next_at, h.last_at + make_interval("
+                "secs => greatest(%(i)s, CASE WHEN %(d)s THEN h.crawl_delay ELSE 0 END))),"
+                " next_at = greatest(clock_timestamp(), h.next_at, h.last_at + make_interval("
+                "secs => greatest(%(i)s, CASE WHEN %(d)s THEN h.crawl_delay ELSE 0 END)))"
+                " + make_interval(secs => greatest(%(i)s,"
+                " CASE WHEN %(d)s THEN h.crawl_delay ELSE 0 END))"
+                " RETURNING extract(epoch FROM h.last_at - clock_timestamp())::float8,"
+                " extract(epoch FROM h.last_at)::float8",
+                {"h": host, "i": interval, "d": crawl_delay}).fetchone())
+        return (max(0.0, row[0]), row[1]) if row else (0.0, 0.0)
+
+    def learn(self, host: str, seconds: float) -> None:
+        """Publish ``host``'s Crawl-delay (robots.txt's, or the configured ``crawl_delay``)
+        to every worker: their crawl requests to it are spaced by it from then on, from
+        the host's last request on (whoever sent it)."""
+        with self._lock:
+            self._again(lambda c: c.execute(
+                "INSERT INTO crawl_hosts AS h (host, next_at, crawl_delay)"
+                " VALUES (%(h)s, clock_timestamp(), %(s)s)"
+                " ON CONFLICT (host) DO UPDATE SET crawl_delay = %(s)s",
+                {"h": host, "s": max(0.0, seconds)}))
+
+    def lock_host(self, host: str) -> bool:
+        """Try to become the one process learning ``host``'s limits (reading its
+        robots.txt): a session advisory lock, so a killed process lets go of it."""
+        with self._lock:
+            row = self._again(lambda c: c.execute(
+                "SELECT pg_try_advisory_lock(hashtextextended("
+                "current_schema() || '/robots/' || %s, 0))", (host,)).fetchone())
+        return bool(row and row[0])
+
+    def unlock_host(self, host: str) -> None:
+        with self._lock:
+            if self._conn is None or self._conn.closed:
+                return
+            try:
+                self._conn.execute("SELECT pg_advisory_unlock(hashtextextended("
+                                   "current_schema() || '/robots/' || %s, 0))", (host,))
+            except psycopg.OperationalError:
+                if not self._conn.closed:
+                    raise
 
     def back_off(self, host: str, seconds: float) -> None:
         with self._lock:

@@ -180,7 +180,10 @@ def build_ui_router(get_cfg: Callable[[], Config], open_store: StoreOpener,
                    if not c.checks.get("image", {}).get("enabled", True)]
             ctx = views.product(store, sku, off)
         if ctx is None:
-            return page(request, "missing.html", 404, what=f"product {sku}")
+            return page(request, "missing.html", 404,
+                        what=f"product {sku}" if sku else
+                        "SKU in this address: /products/SKU shows one product (search the "
+                        "findings by SKU on the inbox)")
         return page(request, "product.html", **ctx)
 
     @router.get("/links", response_class=HTMLResponse)

@@ -64,7 +64,9 @@ def _norm(word: str) -> str:
 
 @dataclass
 class Filters:
-    """The inbox's filters, from the query string (unknown values dropped)."""
+    """The inbox's filters, from the query string (unknown values dropped, and named in
+    ``ignored`` so the page can say so: a bookmark with a renamed channel must not look
+    like a filtered list)."""
 
     channels: list[str] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)
@@ -73,26 +75,33 @@ class Filters:
     text: str = ""
     sort: str = "impact"
     page: int = 1
+    ignored: list[str] = field(default_factory=list)  # "channel 'old-shop'", ...
 
     @classmethod
     def parse(cls, q: Mapping[str, Sequence[str]], channels: Iterable[str],
               checks: Iterable[str]) -> "Filters":
         known_ch, known_ck = set(channels), set(checks)
+        ignored: list[str] = []
 
         def pick(name: str, allowed: Iterable[str]) -> list[str]:
             allowed = set(allowed)
+            ignored.extend(f"{name} {v[:80]!r}" for v in q.get(name, []) if v not in allowed)
             return [v for v in q.get(name, []) if v in allowed]
 
         states = pick("state", STATES) if "state" in q else ["open"]
         text = (q.get("q") or [""])[0].strip()[:200]
         sort = (q.get("sort") or ["impact"])[0]
+        if sort not in SORTS:
+            ignored.append(f"sort {sort[:80]!r}")
+        raw_page = (q.get("page") or ["1"])[0]
         try:
-            page = max(1, min(10_000, int((q.get("page") or ["1"])[0])))
+            page = max(1, min(10_000, int(raw_page)))
         except ValueError:
+            ignored.append(f"page {raw_page[:80]!r}")
             page = 1
         return cls(pick("channel", known_ch), pick("check", known_ck),
                    pick("severity", SEVERITIES), states, text,
-                   sort if sort in SORTS else "impact", page)
+                   sort if sort in SORTS else "impact", page, ignored)
 
     def query(self, **change: Any) -> list[tuple[str, str]]:
         """The query string pairs of these filters, with ``change`` applied."""
