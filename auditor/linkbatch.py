@@ -48,7 +48,8 @@ from auditor.model import Link, LinkMethod, Listing
 from auditor.text import normalize_title
 
 CACHE = 2_000         # titles, brands, (title, master) evidence kept while reading listings in
-                      # title order (a title's listings follow each other: few are needed)
+                      # title order (a title's listings follow each other: few are needed);
+                      # also the index's titles (``MatchIndex.cache_titles``) meanwhile
 log = logging.getLogger("auditor.linking")
 
 ROUND_MIN = 1_000     # pairs left from which the greedy pass settles them in rounds (``greedy``)
@@ -155,6 +156,26 @@ def rank_part(idx: MatchIndex, listings: Sequence[Listing], positions: Sequence[
     their title evidence and their brand evidence; then for all the listings at once,
     over arrays (``score_flat``): each candidate's price evidence, the score, and the
     candidates best first."""
+    with _titles_kept(idx, CACHE):
+        return _rank_part(idx, listings, positions, rejected)
+
+
+@contextlib.contextmanager
+def _titles_kept(idx: MatchIndex, n: int) -> Iterator[None]:
+    """At most ``n`` titles' blocking and title evidence kept by ``idx`` inside (listings
+    in title order need the last few; a hundred thousand kept cost memory and their
+    freeing), then as many as before."""
+    was = idx.cache_titles
+    idx.cache_titles = min(n, was)
+    try:
+        yield
+    finally:
+        idx.cache_titles = was
+
+
+def _rank_part(idx: MatchIndex, listings: Sequence[Listing], positions: Sequence[int],
+               rejected: Mapping[str, Any]) -> tuple[dict[int, str], Flat]:
+    """``rank_part`` (its title cache bounded by the caller)."""
     whys: dict[int, str] = {}
     groups = _Groups(idx)
     mine: list[int] = []       # the places ranked over arrays

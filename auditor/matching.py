@@ -607,6 +607,10 @@ class MatchIndex:
     TF-IDF vector; postings of words and of codes as lists of master numbers.
     """
 
+    # distinct titles whose blocking and title evidence ``title_scored`` keeps (fewer
+    # while listings come in title order: ``linkbatch.rank_part``)
+    cache_titles: int = CACHE_TITLES
+
     def __init__(self, master: Mapping[str, Any]):
         self.skus: list[str] = []
         self.titles: list[str] = []
@@ -1181,7 +1185,7 @@ class MatchIndex:
             key = self._title_key(f)
         entry = self._cache.get(key)
         if entry is None:
-            if len(self._cache) >= CACHE_TITLES:
+            if len(self._cache) >= self.cache_titles:
                 self._cache.clear()
             if f.norm == 0.0:
                 self.prepare(f)

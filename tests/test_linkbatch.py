@@ -413,6 +413,31 @@ def test_brand_scores_are_brand_score_of_each_candidate():
             assert idx.brand_scores(f, cands[::-1]) == expected[::-1]  # (kept per pair)
 
 
+def test_rank_part_keeps_few_titles_and_ranks_as_with_many(monkeypatch):
+    """While ranking in title order the index keeps at most ``CACHE`` titles' work (then
+    its bound is as before), and the rankings are those of a cache of any size."""
+    master, listings = world(400, 1200)
+    order = linkbatch.title_order(listings)
+    big = MatchIndex(master)
+    expected = linkbatch.rank_part(big, listings, order, {})
+    monkeypatch.setattr(linkbatch, "CACHE", 3)
+    idx = MatchIndex(master)
+    seen: list[int] = []
+    real = MatchIndex.title_scored
+
+    def title_scored(self, *a, **k):
+        seen.append(len(self._cache))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(MatchIndex, "title_scored", title_scored)
+    whys, flat = linkbatch.rank_part(idx, listings, order, {})
+    assert max(seen) <= 3 and len(seen) > 100
+    assert idx.cache_titles == MatchIndex.cache_titles > 3
+    assert whys == expected[0]
+    for a, b in zip(flat, expected[1], strict=True):
+        assert np.array_equal(a, b)
+
+
 def test_decisions_over_arrays_print_zero_and_minus_zero_apart():
     """``decide_flat`` formats each score once, but 0.0 and -0.0 (one dict key) print as
     ``decide`` prints them."""
