@@ -62,7 +62,7 @@ from auditor.lifecycle import OPEN, RESOLVED, Evidence, Previous
 from auditor.model import (Finding, Link, Listing, MasterRecord, Outcome, Run, SourceResult,
                            SourceStatus)
 from auditor.storage import migrated
-from auditor.storage.records import propagation_cursors
+from auditor.storage.records import propagation_cursors, with_episode
 from auditor.storage.records import (plan_writes, FindingChanges, FindingEvent, FindingRecord, HttpCacheRow,
                                      HttpValidators, ImageUrlRow, LinkDecisionRecord,
                                      LinkRecord, LinkStateRecord, ListingSave, ShardSpec,
@@ -2082,10 +2082,7 @@ class PostgresStore:
                              " AND outcome != %s ORDER BY fingerprint",
                              [RESOLVED, Outcome.NOT_EVALUATED.value]):
             r = self._finding_dict(r)
-            ep = episodes.get(r["fingerprint"])
-            r["episode_event"], r["since"], r["episode_run"], r["runs"] = \
-                ep if ep else ("opened", r["first_seen_at"], r["first_run"], 1)
-            rows.append(r)
+            rows.append(with_episode(r, episodes))
         return rows
 
     def findings_by_fingerprint(self, fingerprints: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -2501,10 +2498,7 @@ class PostgresStore:
                              f" {self._ALERTABLE} AND fingerprint = ANY(%s)"
                              " ORDER BY fingerprint", [fps]):
             r = self._finding_dict(r)
-            ep = episodes.get(r["fingerprint"])
-            r["episode_event"], r["since"], r["episode_run"], r["runs"] = \
-                ep if ep else ("opened", r["first_seen_at"], r["first_run"], 1)
-            rows.append(r)
+            rows.append(with_episode(r, episodes))
         return rows
 
     def alert_firing(self, groups: Iterable[tuple[str, str, str]]) -> list[str]:

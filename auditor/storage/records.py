@@ -588,3 +588,13 @@ def propagation_cursors(rows: Iterable[tuple[str, str]]) -> dict[str | None, int
     for name, value in rows:
         out[None if name == "master_changes" else name.partition(":")[2]] = int(value)
     return out
+
+
+def with_episode(r: dict[str, Any], episodes: Mapping[str, tuple]) -> dict[str, Any]:
+    """A finding row (a dict) with its current episode attached: ``episode_event``,
+    ``since``, ``episode_run`` and ``runs`` (an opened episode of one run when the
+    finding has no event yet). Shared by both stores' alert reads."""
+    ep = episodes.get(r["fingerprint"])
+    r["episode_event"], r["since"], r["episode_run"], r["runs"] = \
+        ep if ep else ("opened", r["first_seen_at"], r["first_run"], 1)
+    return r

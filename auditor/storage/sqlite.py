@@ -36,7 +36,7 @@ from auditor.lifecycle import OPEN, RESOLVED, Evidence, Previous
 from auditor.model import (Finding, Link, Listing, MasterRecord, Outcome, Run, SourceResult,
                            SourceStatus)
 from auditor.storage import migrated
-from auditor.storage.records import propagation_cursors
+from auditor.storage.records import propagation_cursors, with_episode
 from auditor.storage.records import (plan_writes, FindingChanges, FindingEvent, FindingRecord, HttpCacheRow,
                                      HttpValidators, ImageUrlRow, LinkDecisionRecord,
                                      LinkRecord, LinkStateRecord, ListingSave, ShardSpec,
@@ -1366,10 +1366,7 @@ class SQLiteStore:
         for values in cur:
             r = dict(zip(cols, values, strict=True))
             r["details"] = orjson.loads(r["details"]) if r["details"] else {}
-            ep = episodes.get(r["fingerprint"])
-            r["episode_event"], r["since"], r["episode_run"], r["runs"] = \
-                ep if ep else ("opened", r["first_seen_at"], r["first_run"], 1)
-            rows.append(r)
+            rows.append(with_episode(r, episodes))
         return rows
 
     def findings_by_fingerprint(self, fingerprints: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -2601,10 +2598,7 @@ class SQLiteStore:
             for values in cur:
                 r = dict(zip(cols, values, strict=True))
                 r["details"] = orjson.loads(r["details"]) if r["details"] else {}
-                ep = episodes.get(r["fingerprint"])
-                r["episode_event"], r["since"], r["episode_run"], r["runs"] = \
-                    ep if ep else ("opened", r["first_seen_at"], r["first_run"], 1)
-                rows.append(r)
+                rows.append(with_episode(r, episodes))
         rows.sort(key=lambda r: r["fingerprint"])
         return rows
 
