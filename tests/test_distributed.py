@@ -17,13 +17,16 @@ import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from auditor.demo import config_text
 from auditor.world.generate import generate_world
 from auditor.world.shop import ShopServer
+
+if TYPE_CHECKING:
+    from http.server import BaseHTTPRequestHandler
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime.fromisoformat("2026-11-20T12:00:00+00:00")
@@ -369,12 +372,27 @@ def test_crawl_pacing_is_shared_by_processes(pg_server):
     assert all(left >= slot - 0.002 for slot, left in rows), rows
 
 
-class _RobotsShop:
+class _LocalShop:
+    """A test shop on 127.0.0.1 (an ephemeral port), served from a thread."""
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        from http.server import ThreadingHTTPServer
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _RobotsShop(_LocalShop):
     """A loopback shop whose robots.txt asks for ``Crawl-delay: delay`` and lists a
     sitemap of ``pages`` pages; records every request's (path, arrival time)."""
 
     def __init__(self, delay: float, pages: int):
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from http.server import BaseHTTPRequestHandler
 
         self.lock = threading.Lock()
         self.log: list[tuple[str, float]] = []
@@ -406,13 +424,7 @@ class _RobotsShop:
             def log_message(self, *a: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(Handler)
 
 
 _CRAWL = (
@@ -570,13 +582,13 @@ def test_a_held_channel_opens_what_its_shards_read(tmp_path):
         held_store.close()
 
 
-class _CountingShop:
+class _CountingShop(_LocalShop):
     """A loopback HTTP server that records every request's (path, start, end) and the
     most requests it had in flight at once; ``/busy`` answers 429 with Retry-After: 1
     the first time (and then creates the file ``told``, when given)."""
 
     def __init__(self, hold: float, told: Path | None = None):
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from http.server import BaseHTTPRequestHandler
 
         self.lock = threading.Lock()
         self.now_in = self.most_in = 0
@@ -615,13 +627,7 @@ class _CountingShop:
             def log_message(self, *a: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(Handler)
 
 
 _FETCH = (
