@@ -157,27 +157,35 @@ def _doing_shard_job(url: str) -> int | None:
         return row[0] if row else None
 
 
+def _last_week_on_two_workers(world: Path, shop: ShopServer, tmp_path: Path,
+                              url: str) -> tuple[Path, Path]:
+    """The kill tests' common start: the single-process SQLite reference (two runs), and
+    the distributed store's first run (last week's master) on two healthy workers, with
+    this week's master put in place for the run under test."""
+    lite = _config(world, tmp_path / "sqlite", shop.base_url, 'path = "auditor.db"',
+                   "workers = 1")
+    _two_runs(lite, world)
+    dist = _config(world, tmp_path / "dist", shop.base_url, f'url = "{url}"',
+                   "shard_size = 15\nstalled_after = 3")
+    workers = [_worker(dist, tmp_path / f"w{i}.log") for i in range(2)]
+    try:
+        _with_master(dist, world / "master_previous.csv")
+        r = _cli("run", "--config", dist, "--now", (NOW - timedelta(days=7)).isoformat(),
+                 "--distributed")
+        assert r.returncode in (0, 1), r.stderr[-3000:]
+    finally:
+        _stop(workers)
+    _with_master(dist, world / "master.csv")
+    return lite, dist
+
+
 def test_a_worker_killed_mid_job_is_retried_without_duplicates_or_losses(tmp_path,
                                                                          pg_server):
     world, shop = _world(tmp_path, 40)
     url = pg_server.new_database()
     with shop:
-        lite = _config(world, tmp_path / "sqlite", shop.base_url, 'path = "auditor.db"',
-                       "workers = 1")
-        _two_runs(lite, world)
-        dist = _config(world, tmp_path / "dist", shop.base_url, f'url = "{url}"',
-                       "shard_size = 15\nstalled_after = 3")
-        # The first run (last week's master) on two healthy workers.
-        workers = [_worker(dist, tmp_path / f"w{i}.log") for i in range(2)]
-        try:
-            _with_master(dist, world / "master_previous.csv")
-            r = _cli("run", "--config", dist, "--now", (NOW - timedelta(days=7)).isoformat(),
-                     "--distributed")
-            assert r.returncode in (0, 1), r.stderr[-3000:]
-        finally:
-            _stop(workers)
-        # The second: one worker, SIGKILL-ed while it holds a shard job.
-        _with_master(dist, world / "master.csv")
+        lite, dist = _last_week_on_two_workers(world, shop, tmp_path, url)
+        # The second run: one worker, SIGKILL-ed while it holds a shard job.
         victim = _worker(dist, tmp_path / "victim.log")
         result: dict = {}
 
@@ -283,20 +291,7 @@ def test_a_worker_killed_in_the_master_job_is_replaced_by_a_waiting_one(tmp_path
     world, shop = _world(tmp_path, 40)
     url = pg_server.new_database()
     with shop:
-        lite = _config(world, tmp_path / "sqlite", shop.base_url, 'path = "auditor.db"',
-                       "workers = 1")
-        _two_runs(lite, world)
-        dist = _config(world, tmp_path / "dist", shop.base_url, f'url = "{url}"',
-                       "shard_size = 15\nstalled_after = 3")
-        workers = [_worker(dist, tmp_path / f"w{i}.log") for i in range(2)]
-        try:
-            _with_master(dist, world / "master_previous.csv")
-            r = _cli("run", "--config", dist, "--now", (NOW - timedelta(days=7)).isoformat(),
-                     "--distributed")
-            assert r.returncode in (0, 1), r.stderr[-3000:]
-        finally:
-            _stop(workers)
-        _with_master(dist, world / "master.csv")
+        lite, dist = _last_week_on_two_workers(world, shop, tmp_path, url)
         victim = _worker(dist, tmp_path / "victim.log")
         time.sleep(2)  # (started first: it takes the master job, the other a read job)
         waiter = _worker(dist, tmp_path / "waiter.log")
