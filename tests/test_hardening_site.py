@@ -5,6 +5,8 @@ auth sent to the shop only (issue 21 items 4, 6, 11; issue 14 item 6)."""
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,17 +94,14 @@ def test_complete_xml_with_trailing_comment_reads():
     assert [p.loc for p in parse_sitemap(xml)[0]] == ["https://s.example/a"]
 
 
-def test_a_truncated_sitemap_in_a_run_opens_no_missing_findings(shop, tmp_path):
+def _shop_store(tmp_path: Path, shop: ShopServer, skus: int) -> tuple[Any, Any]:
+    """A config auditing the test shop as channel ``shop`` against ``skus`` masters
+    (S0.., titles P0.., 10.00 EUR), and its store."""
     from auditor.config import load_config
-    from auditor.runner import run_audit
     from auditor.storage import open_store
-    from datetime import datetime, timezone
 
-    paths = _shop_of(shop, 30)
-    full = _urlset(shop.base, paths)
-    shop.page("/sitemap.xml", full, **{"Content-Type": "application/xml"})
     (tmp_path / "master.csv").write_text("sku,title,price,currency,url\n" + "".join(
-        f"S{i},P{i},10.00,EUR,\n" for i in range(30)))
+        f"S{i},P{i},10.00,EUR,\n" for i in range(skus)))
     (tmp_path / "config.toml").write_text(f"""
 [store]
 path = "a.db"
@@ -116,7 +115,17 @@ allow_private = true
 master_urls = false
 """)
     cfg = load_config(tmp_path / "config.toml")
-    store = open_store(cfg.store_url)
+    return cfg, open_store(cfg.store_url)
+
+
+def test_a_truncated_sitemap_in_a_run_opens_no_missing_findings(shop, tmp_path):
+    from auditor.runner import run_audit
+    from datetime import datetime, timezone
+
+    paths = _shop_of(shop, 30)
+    full = _urlset(shop.base, paths)
+    shop.page("/sitemap.xml", full, **{"Content-Type": "application/xml"})
+    cfg, store = _shop_store(tmp_path, shop, 30)
     now = datetime(2026, 11, 27, 12, tzinfo=timezone.utc)
     first = run_audit(cfg, store, now=now)
     assert first.channels[0].status is SourceStatus.COMPLETE and first.channels[0].listings == 30
@@ -131,31 +140,14 @@ def test_a_partial_crawl_opens_and_resolves_what_it_read_only(shop, tmp_path):
     """One page of the shop behind a captcha makes the crawl partial: a price finding
     still opens on a page that was read, one whose page was read again and agrees
     resolves, and nothing about the blocked page changes (nor is anything missing)."""
-    from auditor.config import load_config
     from auditor.runner import run_audit
-    from auditor.storage import open_store
     from datetime import datetime, timedelta, timezone
 
     paths = _shop_of(shop, 10)
     shop.page("/sitemap.xml", _urlset(shop.base, paths), **{"Content-Type": "application/xml"})
     shop.page("/p/5", product_page("P5", "S5", "12.00"))
     shop.page("/p/7", product_page("P7", "S7", "12.00"))
-    (tmp_path / "master.csv").write_text("sku,title,price,currency,url\n" + "".join(
-        f"S{i},P{i},10.00,EUR,\n" for i in range(10)))
-    (tmp_path / "config.toml").write_text(f"""
-[store]
-path = "a.db"
-[master]
-source = "master.csv"
-[[channels]]
-name = "shop"
-type = "site"
-source = "{shop.base}/"
-allow_private = true
-master_urls = false
-""")
-    cfg = load_config(tmp_path / "config.toml")
-    store = open_store(cfg.store_url)
+    cfg, store = _shop_store(tmp_path, shop, 10)
     now = datetime(2026, 11, 27, 12, tzinfo=timezone.utc)
     first = run_audit(cfg, store, now=now)
     assert first.channels[0].status is SourceStatus.COMPLETE
