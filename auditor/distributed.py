@@ -79,7 +79,7 @@ from auditor.model import (
     SourceResult,
     SourceStatus,
 )
-from auditor.session import AuditSession
+from auditor.session import AuditSession, run_status
 
 log = logging.getLogger(__name__)
 
@@ -1228,13 +1228,8 @@ class DistributedSession(AuditSession):
             return self._finish_without_master(info, master_error, started, t_run,
                                                master_seconds)
         out = [summaries[name] for name in names]
-        run_status = SourceStatus.COMPLETE
-        if master_error or any(s.status != SourceStatus.COMPLETE for s in out):
-            run_status = SourceStatus.PARTIAL
-        if out and all(s.status == SourceStatus.FAILED for s in out):
-            run_status = SourceStatus.FAILED
-        return self._finish(run_status, info, master_error, out, started, t_run,
-                            master_seconds)
+        return self._finish(run_status(master_error, out), info, master_error, out, started,
+                            t_run, master_seconds)
 
 
     @staticmethod

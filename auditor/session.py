@@ -24,7 +24,7 @@ import signal
 import threading
 import time
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import pluggy
 
@@ -48,6 +48,16 @@ Clock = Callable[[], datetime]
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def run_status(master_error: str | None, summaries: Sequence[Any]) -> SourceStatus:
+    """A run's status from its master and channels: partial when the master could not be
+    stored or a channel was not read completely, failed when every channel failed."""
+    if summaries and all(s.status == SourceStatus.FAILED for s in summaries):
+        return SourceStatus.FAILED
+    if master_error or any(s.status != SourceStatus.COMPLETE for s in summaries):
+        return SourceStatus.PARTIAL
+    return SourceStatus.COMPLETE
 
 
 class AuditSession:
@@ -226,13 +236,8 @@ class AuditSession:
 
             summaries = self._audit_channels(runner, selected, workers, master, linker,
                                              history, store_master)
-            status = SourceStatus.COMPLETE
-            if master_error or any(s.status != SourceStatus.COMPLETE for s in summaries):
-                status = SourceStatus.PARTIAL
-            if summaries and all(s.status == SourceStatus.FAILED for s in summaries):
-                status = SourceStatus.FAILED
-            return self._finish(status, master_info, master_error, summaries, started, t_run,
-                                master_seconds)
+            return self._finish(run_status(master_error, summaries), master_info,
+                                master_error, summaries, started, t_run, master_seconds)
 
     @staticmethod
     def _stored_as(update: Any, linker: Linker) -> None:
