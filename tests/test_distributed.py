@@ -270,15 +270,33 @@ def test_a_rejected_master_is_recorded_as_one_process_records_it(tmp_path, pg_se
         assert b[part] == a[part], part
 
 
-def _doing_master_job(url: str) -> int | None:
-    """The run's master job while a worker holds it and before the master is ready."""
+def _doing_master_job(url: str) -> tuple[int, int | None] | None:
+    """The run's master job while a worker holds it and before the master is ready:
+    (job id, the holding worker's procrastinate id)."""
     with psycopg.connect(url, autocommit=True) as conn:
         if conn.execute("SELECT to_regclass('dist_runs')").fetchone()[0] is None:
             return None
-        row = conn.execute("SELECT j.id FROM procrastinate_jobs j JOIN dist_runs r ON"
-                           " r.master_job = j.id WHERE j.status = 'doing' AND r.status ="
+        row = conn.execute("SELECT j.id, j.worker_id FROM procrastinate_jobs j JOIN dist_runs"
+                           " r ON r.master_job = j.id WHERE j.status = 'doing' AND r.status ="
                            " 'running' AND r.master_key IS NULL LIMIT 1").fetchone()
-        return row[0] if row else None
+        return (row[0], row[1]) if row else None
+
+
+def _new_worker_id(url: str, known: set[int], proc: subprocess.Popen) -> int:
+    """The procrastinate id the worker ``proc`` registered (one not in ``known``)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            ids = {r[0] for r in conn.execute("SELECT id FROM procrastinate_workers")}
+        if ids - known:
+            return min(ids - known)
+        time.sleep(0.05)
+    raise AssertionError("the worker never registered with the job queue")
+
+
+def _worker_ids(url: str) -> set[int]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return {r[0] for r in conn.execute("SELECT id FROM procrastinate_workers")}
 
 
 def test_a_worker_killed_in_the_master_job_is_replaced_by_a_waiting_one(tmp_path,
@@ -292,9 +310,14 @@ def test_a_worker_killed_in_the_master_job_is_replaced_by_a_waiting_one(tmp_path
     url = pg_server.new_database()
     with shop:
         lite, dist = _last_week_on_two_workers(world, shop, tmp_path, url)
-        victim = _worker(dist, tmp_path / "victim.log")
-        time.sleep(2)  # (started first: it takes the master job, the other a read job)
-        waiter = _worker(dist, tmp_path / "waiter.log")
+        # Both workers poll when the run starts, so either may take the master job: the
+        # one holding it is killed (the victim), the other is the waiter.
+        known = _worker_ids(url)
+        first = _worker(dist, tmp_path / "w-a.log")
+        first_id = _new_worker_id(url, known, first)
+        second = _worker(dist, tmp_path / "w-b.log")
+        _new_worker_id(url, known | {first_id}, second)
+        victim, waiter, waiter_log = first, second, tmp_path / "w-b.log"
         result: dict = {}
 
         def coordinator() -> None:
@@ -307,10 +330,12 @@ def test_a_worker_killed_in_the_master_job_is_replaced_by_a_waiting_one(tmp_path
             t.start()
             deadline = time.monotonic() + 120
             while killed is None and time.monotonic() < deadline and t.is_alive():
-                job = _doing_master_job(url)
-                if job is not None:
+                held = _doing_master_job(url)
+                if held is not None:
+                    killed, holder = held
+                    if holder != first_id:
+                        victim, waiter, waiter_log = second, first, tmp_path / "w-a.log"
                     os.kill(victim.pid, signal.SIGKILL)
-                    killed = job
                 else:
                     time.sleep(0.002)
             victim.wait()
@@ -322,7 +347,7 @@ def test_a_worker_killed_in_the_master_job_is_replaced_by_a_waiting_one(tmp_path
     r = result["r"]
     assert r.returncode in (0, 1), r.stderr[-3000:]
     assert f"job {killed} (auditor.master): its worker is gone; queued again" in r.stderr
-    waited = (tmp_path / "waiter.log").read_text()
+    waited = waiter_log.read_text()
     assert "gives way to the run's master job" in waited, waited[-3000:]
     assert re.search(r"run \d+ job master: ", waited), waited[-3000:]  # it took it over
     a, b = _answers(lite), _answers(dist)
