@@ -563,11 +563,7 @@ def prepare_master(cfg: Config, store: Any, jobs: Any, run_id: int, now: datetim
     _CACHE[ck] = _Loaded(cfg, master, history, linker, indexed=True)
     if update is not None:
         try:
-            if update.plan is not None and not update.written:
-                t2 = time.perf_counter()
-                runner.write_master(store, update)
-                log.info("master snapshot %s written in %.1f s",
-                         update.info["snapshot_id"], time.perf_counter() - t2)
+            runner.write_master(store, update)  # (a no-op when unchanged or written)
         except Exception as e:  # the audit goes on against the master as read
             log.exception("the master was read but could not be stored")
             outcome["store_error"] = f"the master was read but could not be stored: {e}"

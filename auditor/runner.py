@@ -229,10 +229,12 @@ def write_master(store: Store, update: MasterUpdate) -> None:
         raise AuditorError(update.write_error)
     if update.plan is None or update.written:
         return
+    t0 = time.perf_counter()
     res = store.commit_master(update.plan, update.records or {}, update.source,
                               update.sha256, update.skipped_rows)
     update.plan.bodies = {}  # written: no need to keep them for the rest of the run
     update.info["snapshot_id"] = res.snapshot_id
+    log.info("master snapshot %s written in %.1f s", res.snapshot_id, time.perf_counter() - t0)
 
 
 def import_master(cfg: Config, store: Store, now: datetime

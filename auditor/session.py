@@ -211,10 +211,7 @@ class AuditSession:
                     return  # rejected: recorded and announced above
                 try:
                     if update.plan is not None and not update.written:
-                        t0 = time.perf_counter()
                         runner.write_master(store, update)
-                        log.info("master snapshot %s written in %.1f s",
-                                 update.info["snapshot_id"], time.perf_counter() - t0)
                         self._stored_as(update, linker)
                     store.set_run_snapshot(run_id, update.info["snapshot_id"])
                     store.record_master_import(
