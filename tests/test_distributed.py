@@ -392,6 +392,14 @@ def test_crawl_pacing_is_shared_by_processes(pg_server):
     assert all(left >= slot - 0.002 for slot, left in rows), rows
 
 
+def _reply(handler: BaseHTTPRequestHandler, body: bytes, ctype: str) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Type", ctype)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 class _LocalShop:
     """A test shop on 127.0.0.1 (an ephemeral port), served from a thread."""
 
@@ -435,11 +443,7 @@ class _RobotsShop(_LocalShop):
                 else:
                     body = b"<html><body><h1>a page</h1></body></html>"
                     ctype = "text/html"
-                self.send_response(200)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                _reply(self, body, ctype)
 
             def log_message(self, *a: Any) -> None:
                 pass
@@ -638,11 +642,7 @@ class _CountingShop(_LocalShop):
                         shop.told.touch()
                     return
                 body = b"ok"
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                _reply(self, body, "text/plain")
 
             def log_message(self, *a: Any) -> None:
                 pass
