@@ -1192,7 +1192,7 @@ def _looks_like_listing(pg: _Page, cands: list[_Cand], atc, heading) -> str | No
     priced = [c for c in cands if c.score > 0 and not c.old]
     amounts = {c.amount for c in priced}
     if len(amounts) < 6:
-        return None
+        return _small_listing(pg, priced, amounts)
     top = sorted(priced, key=lambda c: -c.score)[:80]
     by_heading = {c.amount for c in top if heading is not None and
                   pg.distance(c.el, heading) <= 7}
@@ -1203,6 +1203,30 @@ def _looks_like_listing(pg: _Page, cands: list[_Cand], atc, heading) -> str | No
     if pg.atcs and tiles < 4:
         return None
     return f"a category or search listing ({len(amounts)} different prices, no buy box)"
+
+
+def _small_listing(pg: _Page, priced: list[_Cand], amounts: set) -> str | None:
+    """A small category (two to five products): every add-to-cart button sits in a tile of
+    its own with one price and a link (to its product), and no price is outside the tiles.
+    A product page has one buy box; a second, sticky button links nowhere."""
+    atcs = [a for a, _d in pg.atcs[:8]]
+    if len(atcs) < 2 or not amounts:
+        return None
+    tiles: list[Any] = []
+    inside: set[int] = set()
+    for a in atcs:
+        near = [c for c in priced if pg.distance(c.el, a) <= 3]
+        if len(near) != 1:
+            return None
+        tile = next((x for x in pg.ancestors(a)[:3] if pg.contains(x, near[0].el)), None)
+        if tile is None or any(tile is t for t in tiles) or not any(
+                x.tag == "a" and x.get("href") for x in tile.iter()):
+            return None
+        tiles.append(tile)
+        inside.add(id(near[0]))
+    if any(id(c) not in inside for c in priced):
+        return None
+    return f"a category listing ({len(tiles)} products, each with its own price, button and link)"
 
 
 # ---------------------------------------------------------------------------- availability
