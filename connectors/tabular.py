@@ -233,6 +233,7 @@ def row_converter(header: list[str], name: str, channel: str, fetched_at,
     if "sku" not in idx and "key" not in idx:
         raise SourceError(name, f"no SKU column: map one with columns = {{ sku = \"...\" }} "
                                 f"(header is: {', '.join(header[:20])})")
+    key_header = header[idx["sku"] if "sku" in idx else idx["key"]]
     locations = _locations(header, loc_spec, name)
     loc_cols = {i for _, i in locations}
     attr_cols = [(f, i) for f, i in idx.items() if f not in FIELDS and i not in loc_cols]
@@ -281,7 +282,7 @@ def row_converter(header: list[str], name: str, channel: str, fetched_at,
                 cells, key, bool(get("title") or get("gtin"))):
             return "", []  # the totals row under the list: not a product
         if not key:
-            raise BadRecord("row has no SKU", "sku")
+            raise BadRecord(f"row has no SKU (column {key_header!r} is empty)", "sku")
         where = f"{name}:{line}"
         bad: dict[str, str] = {}
         attributes = {f: v for f, i in attr_cols if i < len(cells) and (v := cells[i].strip())}
@@ -313,7 +314,8 @@ def row_converter(header: list[str], name: str, channel: str, fetched_at,
                   date(row, "sale_start", bad, where), date(row, "sale_end", bad, where),
                   attributes, where)
         if not locations:
-            qty = quantity(get("quantity"), "quantity", bad, where)
+            qty = quantity(get("quantity"), header[idx["quantity"]] if "quantity" in idx
+                           else "quantity", bad, where)
             if avail is None and qty is not None:
                 avail = availability_from_quantity(qty, safety)
             return key, [_make(*common, key, qty, avail, get("location"), bad or _NONE)]
