@@ -164,3 +164,33 @@ def test_a_product_page_with_a_sticky_buy_button_is_still_a_product():
               '<button class="add-to-cart">In den Warenkorb</button></div>')
     ex = extract(_page(box + "<p>Ein leichter Wanderschuh.</p>" + sticky), "http://shop.test/p/boot")
     assert ex.is_product and ex.price == Decimal("129.99")
+
+
+def test_a_buy_form_with_its_submit_input_is_one_buy_box_not_a_category():
+    form = ('<h1>Trailblazer Boot</h1><form action="/basket/add" method="get">'
+            '<input type="hidden" name="action" value="add"><div class="product-form-price">'
+            '<span class="symbol">£</span>44.99</div>'
+            '<a href="/help/pre-order">Pre-order help</a>'
+            '<input type="submit" class="add-to-basket" value="Add to basket"></form>')
+    ex = extract(_page(form), "http://shop.test/p/boot")
+    assert ex.is_product and ex.price == Decimal("44.99")
+
+
+@pytest.mark.parametrize("prices,price,sale", [
+    # the manufacturer's recommended price beside the shop's: no sale, the price is 1299
+    ('<span class="amount">1.299,-&nbsp;€</span><span class="was">UVP 1.499,00 €</span>',
+     "1299", None),
+    ('<strike class="common-msrp-price">$70.00</strike> <span class="price">$59.99</span>',
+     "59.99", None),
+    # "Save £20.98" is a saving, never a regular price
+    ('<ul class="list-unstyled prices"><li><span class="price">£5.99</span></li>'
+     '<li class="rrp">RRP £26.97</li><li>Save £20.98</li></ul>', "5.99", None),
+    # the shop's own earlier price is a sale
+    ('<span class="price">49,99 €</span> <del>statt 59,99 €</del>', "59.99", "49.99"),
+])
+def test_a_recommended_retail_price_is_no_regular_price(prices, price, sale):
+    box = (f'<div class="pdp-info"><h1>Base Camp Lantern Pro</h1><div>{prices}</div>'
+           f'<button class="pdp-info__cta">In den Warenkorb</button></div>')
+    ex = extract(_page(box), "http://shop.test/p/lantern")
+    assert ex.price == Decimal(price)
+    assert ex.sale_price == (Decimal(sale) if sale else None)
