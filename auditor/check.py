@@ -27,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
-from auditor.model import (LACKS, Finding, Link, Listing, MasterRecord, Outcome, Severity,
+from auditor.model import (Finding, Link, Listing, MasterRecord, Outcome, Severity,
                            listing_fields_of)
 from auditor.alerts.config import CHECK_ALERT_OPTIONS
 from auditor.options import Opt
@@ -371,8 +371,6 @@ def is_carried(finding_field: str, carried: Iterable[str] | set[str]) -> bool:
     Only the fields in ``CARRIABLE`` can be absent; attributes are compared only where
     a listing shows them, so an attribute a channel lacks never yields a finding.
     """
-    if LACKS + finding_field in carried:  # declared absent (SourceContext.lacks)
-        return False
     names = listing_fields_of(finding_field)
     relevant = [n for n in names if n in CARRIABLE]
     if not relevant:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Iterator, Mapping, Se
 
 from auditor import http, sources
 from auditor.configtypes import ChannelConfig, secret_value
-from auditor.model import LACKS, Listing, MasterRecord, SourceResult, SourceStatus
+from auditor.model import Listing, MasterRecord, SourceResult, SourceStatus
 from auditor.options import Opt
 
 if TYPE_CHECKING:
@@ -113,11 +113,6 @@ class SourceContext:
         if self.carried is None:
             self.carried = set()
         self.carried.update(fields)
-
-    def lacks(self, *fields: str) -> None:
-        """Declare finding fields the source never shows, whatever else it carries (an
-        Amazon report's ``price`` is the standard price: no ``sale_price`` is ever seen)."""
-        self.carries(*(LACKS + f for f in fields))
 
     def unknown(self, key: str, reason: str | None = None, skus: Iterable[str] = ()) -> None:
         """A listing whose state could not be observed this run (blocked, error); ``skus``

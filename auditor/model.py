@@ -318,11 +318,6 @@ FINDING_FIELD_SOURCES: dict[str, tuple[str, ...]] = {
 }
 
 
-# Prefix of a finding field a source declares it never shows, beside the listing fields it
-# carries (``SourceContext.lacks``): "!sale_price".
-LACKS = "!"
-
-
 def listing_fields_of(finding_field: str) -> tuple[str, ...]:
     """The listing fields a finding on ``finding_field`` compares."""
     return FINDING_FIELD_SOURCES.get(finding_field, (finding_field,))

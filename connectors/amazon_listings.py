@@ -186,9 +186,6 @@ class AmazonListings(Connector):
                     continue
                 convert = row_converter(header, sf.name, self.channel.name, ctx.now, opts)
                 ctx.carries(*carried_fields(header, sf.name, opts))
-                # `price` is the seller's standard price: a sale price set on Amazon is
-                # in no listing report, so "the sale is missing" cannot be concluded.
-                ctx.lacks("sale_price")
                 for line, cells in rows:
                     try:
                         yield convert(line, cells)

@@ -97,10 +97,17 @@ def test_bad_cells_and_rows_name_file_line_and_column(world, first):
 
 def test_fields_a_channel_never_shows_are_said_once_not_per_listing(first):
     channels = {c["channel"]: c for c in first["summary"]["channels"]}
-    assert channels["amazon-de"]["not_carried"]["price"] == ["sale_price"]
-    assert channels["amazon-de"]["not_carried"]["image"] == ["image", "additional_images"]
+    assert channels["amazon-de"]["not_carried"] == {"image": ["image", "additional_images"]}
     assert channels["pos-muc"]["not_carried"]["image"] == ["image", "additional_images"]
     assert "price" not in channels["pos-muc"]["not_carried"]  # it has a sale price column
+
+
+def test_a_sale_an_amazon_report_cannot_show_is_not_evaluated(first):
+    beanies = [f for f in first["findings"] if f["channel"] == "amazon-de"
+               and f["check"] == "price" and f["field"] == "sale_price"]
+    assert sorted(f["sku"] for f in beanies) == ["WB-3001", "WB-3002"]
+    assert all(f["outcome"] == "not_evaluated" and "regular_price_only" in f["message"]
+               for f in beanies)
 
 
 def test_a_second_run_changes_nothing(world, first):
