@@ -212,13 +212,8 @@ TOTALS = frozenset({"total", "totals", "grand total", "sum", "summe", "gesamt", 
 _TOTALS_LEN = max(map(len, TOTALS)) + 1  # a trailing colon
 
 
-def _is_totals(cells: list[str], key: str | None, has_product: bool) -> bool:
-    """A spreadsheet's totals row: its key cell (or, without a key, its first filled cell)
-    says "Summe"/"Total" and it names no product (no title, no GTIN)."""
-    if has_product:
-        return False
-    word = key or next((c for c in cells if c.strip()), "")
-    return word.strip().rstrip(":").strip().casefold() in TOTALS
+def _says_total(word: str) -> bool:
+    return len(word) <= _TOTALS_LEN and word.strip().rstrip(":").strip().casefold() in TOTALS
 
 
 def row_converter(header: list[str], name: str, channel: str, fetched_at,
@@ -278,9 +273,11 @@ def row_converter(header: list[str], name: str, channel: str, fetched_at,
         get = row.get
         sku = get("sku")
         key = sku or get("key")
-        if (not key or len(key) <= _TOTALS_LEN) and _is_totals(
-                cells, key, bool(get("title") or get("gtin"))):
-            return "", []  # the totals row under the list: not a product
+        # A totals row under the list: its key cell (or, with none, its first filled cell)
+        # says "Summe"/"Total" and it names no product (no title, no GTIN).
+        if _says_total(key or next((c for c in cells if c.strip()), "")) and \
+                not (get("title") or get("gtin")):
+            return "", []
         if not key:
             raise BadRecord(f"row has no SKU (column {key_header!r} is empty)", "sku")
         where = f"{name}:{line}"
