@@ -309,7 +309,8 @@ def _rows(feed: _LineFeed, gen: Generator[str, None, None], reader: Any, header:
                             break
                         start = buf[0][0] if buf else feed.n
                         buf.clear()
-                        if not any(c.strip() for c in cells):
+                        if not cells or (not cells[0].strip()
+                                         and not any(c.strip() for c in cells)):
                             continue  # a blank row, also one of delimiters only (;;;;)
                         if cells[0].strip() == head0 and [c.strip() for c in cells] == header:
                             continue  # the header again (files joined end to end): not data

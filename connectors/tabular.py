@@ -212,8 +212,16 @@ TOTALS = frozenset({"total", "totals", "grand total", "sum", "summe", "gesamt", 
 _TOTALS_LEN = max(map(len, TOTALS)) + 1  # a trailing colon
 
 
-def _says_total(word: str) -> bool:
-    return len(word) <= _TOTALS_LEN and word.strip().rstrip(":").strip().casefold() in TOTALS
+# The usual spellings, for one set lookup per row ("Summe", "SUMME", "Total:").
+_TOTALS_FORMS = frozenset(f(w) + end for w in TOTALS for f in (str.lower, str.title, str.upper)
+                          for end in ("", ":"))
+
+
+def _says_total(word: str, exact: bool = True) -> bool:
+    if word in _TOTALS_FORMS:
+        return True
+    return not exact and len(word) <= _TOTALS_LEN + 4 and \
+        word.strip().rstrip(":").strip().casefold() in TOTALS
 
 
 def row_converter(header: list[str], name: str, channel: str, fetched_at,
@@ -275,7 +283,8 @@ def row_converter(header: list[str], name: str, channel: str, fetched_at,
         key = sku or get("key")
         # A totals row under the list: its key cell (or, with none, its first filled cell)
         # says "Summe"/"Total" and it names no product (no title, no GTIN).
-        if _says_total(key or next((c for c in cells if c.strip()), "")) and \
+        if (_says_total(key) if key else _says_total(
+                next((c for c in cells if c.strip()), ""), exact=False)) and \
                 not (get("title") or get("gtin")):
             return "", []
         if not key:
