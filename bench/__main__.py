@@ -24,6 +24,8 @@
               PostgreSQL beside one process (SQLite and PostgreSQL), wall and CPU
     masterread  the master export (master.csv of the worlds of --sizes SKUs) read alone,
               in one process and in parts on every core: wall and CPU seconds, peak RSS
+    messy     the hand-made messy retail world (tests/fixtures/messy_retail) audited
+              through the CLI: planted drifts found, missed, false alarms
 
 Every part prints Markdown tables and appends them, with machine, date and command,
 to docs/benchmarks.md (``--no-write`` to only print). Worlds are generated once under
@@ -362,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     ap.add_argument("part", choices=["all", "quality", "reaudit", "feeds", "checks", "images",
                                      "crawl", "scaling", "link", "extract", "crash",
-                                     "store", "distributed", "masterread", "link-train"])
+                                     "store", "distributed", "masterread", "link-train",
+                                     "messy"])
     ap.add_argument("--size", type=int, default=2000, help="SKUs in the world")
     ap.add_argument("--rows", type=int, default=0, help="feeds: also a synthetic N-row feed")
     ap.add_argument("--masters", type=int, default=250_000)
@@ -423,6 +426,11 @@ def main(argv: list[str] | None = None) -> int:
 
         masterread.run(a.sizes, write)
         return 0
+    if a.part == "messy":  # not part of `all`: detection on a small hand-made world
+        from bench import messy
+
+        res = messy.run(write)
+        return 0 if not res["score"]["missed"] and not res["score"]["false_alarms"] else 1
     if a.part == "crash":  # not part of `all`: it is a robustness trial, not a speed target
         from bench import crash
 
