@@ -303,6 +303,8 @@ def _load_master(env: _JobEnv) -> _Loaded | None:
     if key is None:
         return None
     waited = time.perf_counter() - t_wait
+    global _waited
+    _waited += waited
     if waited > 0.5:
         log.info("run %s: waited %.1f s for the run's master", run_id, waited)
     ck = (info["config"], info["config_sha"], key)
@@ -344,6 +346,8 @@ def _part(env: _JobEnv, part: str) -> Any:
         if state is None:
             raise _RunOver
         waited = time.perf_counter() - t0
+        global _waited
+        _waited += waited
         data = jobs.pack(env.run_id, part) if state == "stored" else None
     if data is None:
         log.info("run %s: no %s in the master pack (waited %.1f s)", env.run_id, part,
@@ -421,13 +425,29 @@ def _timed(what: str) -> Iterator[None]:
     when it ends (``auditor -v worker``)."""
     from auditor.runner import streaming_gc
 
-    t0, c0 = time.perf_counter(), time.process_time()
+    global _waited
+    _waited = 0.0
+    start, t0, c0, f0 = time.time(), time.perf_counter(), time.process_time(), _forks_cpu()
     try:
         with streaming_gc():
             yield
     finally:
-        log.info("%s: %.2f s (%.2f CPU s)", what, time.perf_counter() - t0,
-                 time.process_time() - c0)
+        # (its forks' CPU (the master read's parts), the seconds it waited for the master
+        # or a part of its pack and the wall clock it started at: bench/distributed.py
+        # draws each worker's timeline from them)
+        log.info("%s: %.2f s (%.2f CPU s; forks %.2f CPU s; waited %.2f s; started at "
+                 "%.3f)", what, time.perf_counter() - t0, time.process_time() - c0,
+                 _forks_cpu() - f0, _waited, start)
+
+
+def _forks_cpu() -> float:
+    import resource
+
+    u = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return u.ru_utime + u.ru_stime
+
+
+_waited = 0.0  # seconds the job in hand has waited for its run's master or a pack part
 
 
 @contextlib.contextmanager
