@@ -131,6 +131,15 @@ def _auditor(*args: str | Path) -> subprocess.CompletedProcess:
     return r
 
 
+def _steal() -> float:
+    """Seconds of CPU the hypervisor gave other guests while this one wanted it (steal,
+    all cores, from /proc/stat): a quiet machine whose host is busy runs slower."""
+    import os
+
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
+
+
 def _load() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
@@ -169,7 +178,7 @@ def _runs(cfg: Path, channels: list[str], extra: tuple[str, ...], server: list[i
         chans = [a for c in channels for a in ("--channel", c)]
         for step in steps:
             cpu0, wcpu0, srv0 = _children_cpu(), _server_cpu(pids), _server_cpu(server)
-            load = _load()
+            load, steal = _load(), _steal()
             epoch = time.time()
             t0 = time.perf_counter()
             r = _auditor("-v", "run", "--config", cfg, "--format", "json", *chans, *extra)
@@ -179,7 +188,8 @@ def _runs(cfg: Path, channels: list[str], extra: tuple[str, ...], server: list[i
             (cfg.parent / f"run-{step}.log").write_text(r.stderr)
             summary = json.loads(r.stdout)
             listings = sum(c["listings"] for c in summary["channels"])
-            out.append([step, listings, wall, _phase(r, summary), cpu, srv, load])
+            out.append([step, listings, wall, _phase(r, summary), cpu, srv, load,
+                        _steal() - steal])
             print(step, *out[-1][1:], flush=True)
             # The master job's steps, from the log of the worker that ran it.
             for log in logs:
@@ -208,7 +218,8 @@ def _runs(cfg: Path, channels: list[str], extra: tuple[str, ...], server: list[i
                     f"{pack[-1][0]} s and stored its pack's master part ({pack[-1][1]} MB) "
                     f"{float(pack[-1][2]) + float(pack[-1][3]):.1f} s later (the read jobs "
                     "other workers took parse meanwhile, then link)" + (
-                        f"; the indexes part ({rest[-1][2]} MB) built in {rest[-1][0]} s"
+                        f"; the indexes part ({rest[-1][2]} MB) built in {rest[-1][0]} s "
+                        "(by the first job that needed it)"
                         if rest else "") + (
                         f"; the snapshot written in {snap[-1]} s" if snap else "") + (
                         f"; the whole job {job[-1][0]} s ({job[-1][1]} CPU s in the worker's "
@@ -276,7 +287,8 @@ def run(size: int, channels: list[str], workers: list[int], shard_size: int | No
         server.stop()
     shown = [[who, step, listings, round(wall, 1), round(phase, 1), round(listings / phase),
               round(cpu, 1), "-" if srv is None else round(srv, 1), f"{load:.1f}"]
-             for who, step, listings, wall, phase, cpu, srv, load in rows]
+             + [round(steal, 1)] for who, step, listings, wall, phase, cpu, srv, load, steal
+             in rows]
     per = {(who, step): listings / phase for who, step, listings, _, phase, *_ in rows}
     walls = {(who, step): wall for who, step, _, wall, *_ in rows}
     one = "PostgreSQL, --distributed, 1 worker(s)"
@@ -322,7 +334,8 @@ def run(size: int, channels: list[str], workers: list[int], shard_size: int | No
         "(see bench/distributed.py); listings/s over the channel phase; CPU s = the "
         "auditor's processes (for --distributed the coordinator and the `auditor worker` "
         "processes); server CPU s = PostgreSQL's processes; load: the 1-minute load "
-        "average when the run started. One 2-core machine shared with other work: the "
+        "average when the run started; steal s: CPU seconds the hypervisor gave to other "
+        "guests during the run (/proc/stat). One 2-core machine shared with other work: the "
         "workers compete with the server and each other for the same two cores.",
         ["mode", "audit", "listings", "wall s", "channel phase s", "listings/s", "CPU s",
-         "server CPU s", "load"], shown), "\n".join(ratios + PACKS), idle], write)
+         "server CPU s", "load", "steal s"], shown), "\n".join(ratios + PACKS), idle], write)
