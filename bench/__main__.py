@@ -402,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
                          "(the largest sizes, in two steps)")
     ap.add_argument("--workers-only", action="store_true",
                     help="distributed: only the --distributed rows (not one process's)")
+    ap.add_argument("--pairs", type=int, default=0, metavar="N",
+                    help="distributed: N alternations of the --workers counts (first audits, "
+                         "each into a new database): each pair's ratios and the medians")
     ap.add_argument("--no-write", action="store_true", help="print only")
     a = ap.parse_args(argv)
     write = not a.no_write
@@ -414,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench import distributed
 
         distributed.run(a.size, a.channels, a.workers, a.shard_size, write, a.first_only,
-                        not a.workers_only)
+                        not a.workers_only, a.pairs)
         return 0
     if a.part == "link-train":  # not part of `all`: a measurement of a scorer runs do not use
         from bench import linktrain
