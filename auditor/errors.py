@@ -110,14 +110,13 @@ class NotFound(StoreError):
 
 class Conflict(StoreError):
     """The store holds it, but not in a state that allows what was asked (acknowledging
-    a resolved finding)."""
+    a resolved finding), or a fingerprint prefix names more than one finding."""
 
     http_status = 409
 
 
 class BadRequest(StoreError):
-    """What was asked is malformed (a fingerprint that is no hex prefix, an ambiguous
-    prefix)."""
+    """What was asked is malformed (a fingerprint that is no hex prefix)."""
 
     http_status = 400
 

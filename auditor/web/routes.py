@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from auditor import __version__, plugins
 from auditor.config import Config
-from auditor.errors import AuditorError
+from auditor.errors import AuditorError, BadRequest, Conflict, NotFound
 from auditor.storage import redact, unavailable
 from auditor.terminal import visible
 from auditor.web import views
@@ -167,8 +167,12 @@ def build_ui_router(get_cfg: Callable[[], Config], open_store: StoreOpener,
     def finding(request: Request, fingerprint: str) -> Response:
         with open_store() as store:
             x = store.finding_record(fingerprint)
-            if x is None:
-                return page(request, "missing.html", 404, what=f"finding {fingerprint}")
+            if x is None:  # a unique prefix (as the CLI shows and takes it) opens its finding
+                try:
+                    full = store.find_fingerprint(fingerprint)
+                except (NotFound, BadRequest, Conflict) as e:
+                    return page(request, "missing.html", 404, message=str(e))
+                return RedirectResponse(f"/findings/{full}", 303)
             events = store.finding_events(fingerprint)
             master = store.master_for(x.sku) if x.sku else None
         return page(request, "finding.html", f=x, events=events, master=master)
