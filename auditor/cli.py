@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from auditor import __version__, log as logsetup, plugins
+from auditor import __version__, log as logsetup, plugins, wording
 from auditor.config import (CHANNEL_OPTIONS, HTTP_OPTIONS, LINKING_OPTIONS, MASTER_OPTIONS,
                             REPORT_OPTIONS, RUN_OPTIONS, SERVE_OPTIONS, SMTP_OPTIONS,
                             STORE_OPTIONS, UI_OPTIONS, Config, load_config)
@@ -266,7 +266,11 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
                                "channels": [_summary_dict(s) for s in report.channels]},
                               default=str, indent=2))
     elif fmt == "csv":
-        rows = [{"run_id": report.run_id, **_summary_dict(s)} for s in report.channels]
+        # the fields the source never carries as a list of names, not JSON in one cell
+        rows = [{"run_id": report.run_id, **_summary_dict(s),
+                 "not_carried": ", ".join(sorted({f for fs in s.not_carried.values()
+                                                  for f in fs}))}
+                for s in report.channels]
         _csv_out(rows, ["run_id", "channel", "status", "listings", "linked", "unlinked",
                         "ambiguous", "failed", "warn", "opened", "resolved", "score", "errors",
                         "message", "presence_held", "not_carried"])
@@ -474,7 +478,8 @@ def print_report(report, code: int | None = None, exit_line: bool = True) -> Non
         out.print(f"run {report.run_id}: {report.status.value}, no channel audited")
     suggested = sum(s.suggested for s in report.channels)
     if suggested:
-        out.print(f"{suggested:,} suggested link(s) wait for a person (no findings until "
+        out.print(f"{wording.counted(suggested, 'suggested link')} wait for a person (no "
+                  f"findings until "
                   f"confirmed): `auditor links --state suggested`")
     for s in report.channels:
         if s.message:
@@ -484,9 +489,8 @@ def print_report(report, code: int | None = None, exit_line: bool = True) -> Non
         for note in s.notes:
             out.print(f"{safe(s.channel)}: {safe(note)}")
         if s.not_carried:
-            fields = sorted({f for fs in s.not_carried.values() for f in fs})
-            out.print(f"{safe(s.channel)}: not evaluated on this channel, its source never "
-                      f"carries them: {safe(', '.join(fields))}")
+            fields = {f for fs in s.not_carried.values() for f in fs}
+            out.print(f"{safe(s.channel)}: {safe(wording.not_carried(fields))}")
     if not exit_line:
         return
     code = report.exit_code if code is None else code
@@ -560,12 +564,12 @@ def _store_for(config_path: Path) -> Store:
 
 
 def _findings_title(rows: list[dict[str, Any]]) -> str:
-    """'N finding(s)', and how many failed or could not be compared when both are listed
+    """'N findings', and how many failed or could not be compared when both are listed
     (a channel whose images cannot be fetched lists one not_evaluated finding per image)."""
     from collections import Counter
 
     n = Counter(r.get("outcome") for r in rows)
-    title = f"{len(rows)} finding(s)"
+    title = wording.counted(len(rows), "finding")
     if n.get("not_evaluated") and len(n) > 1:
         parts = [f"{n[o]} {label}" for o, label in (("failed", "failed"), ("warn", "warn"),
                                                      ("not_evaluated", "not evaluated"))
@@ -650,7 +654,7 @@ def findings(ctx: click.Context, config_path: Path, only_open: bool, states: tup
                    _findings_title(rows), {"expected": 40, "actual": 40}, wrap=("message",))
     else:
         _rows_out(rows, FINDING_COLUMNS[:-2] + ["alert", "message", "fingerprint"], fmt,
-                  f"{len(rows)} finding(s)")
+                  wording.counted(len(rows), "finding"))
 
 
 @main.group(invoke_without_command=True)
@@ -689,7 +693,7 @@ def links(ctx: click.Context, config_path: Path, channels: tuple[str, ...], stat
         store.close()
     _rows_out(rows, ["channel", "listing_key", "state", "sku", "method", "confidence",
                      "candidates", "reason", "evidence"],
-              fmt, f"{len(rows)} link(s)")
+              fmt, wording.counted(len(rows), "link"))
 
 
 _sub_config = click.option(
@@ -807,10 +811,13 @@ def runs(ctx: click.Context, config_path: Path, limit: int, show_errors: bool, f
     if fmt == "csv":  # a row per run and source (the run's times, not the source's)
         flat = [{**s, "run_id": r["id"], "run_status": r["status"],
                  "started_at": r["started_at"], "finished_at": r["finished_at"],
-                 "interrupted": (r.get("interrupted") or {}).get("reason")}
+                 "interrupted": (r.get("interrupted") or {}).get("reason"),
+                 # held presence in columns of its own, not as JSON in one cell
+                 **{f"presence_{k}": v for k, v in (s.get("presence_held") or {}).items()}}
                 for r in rows for s in r["sources"] or [{}]]  # a run that read none: a row
         _csv_out(flat, ["run_id", "run_status", "started_at", "finished_at", "source", "status",
-                        "listings", "errors", "message", "presence_held", "interrupted"])
+                        "listings", "errors", "message", "presence_state", "presence_reason",
+                        "presence_vanished", "presence_held_findings", "interrupted"])
         return
     if not rows:
         from auditor.storage import describe
@@ -829,7 +836,7 @@ def runs(ctx: click.Context, config_path: Path, limit: int, show_errors: bool, f
             out.print(f"  its process {r['pid']} is gone: the next run records it interrupted")
         m = r.get("master")
         if m and m.get("rejected"):
-            out.print(f"  master: rejected, {m.get('error_count', 0)} error(s) in "
+            out.print(f"  master: rejected, {wording.counted(m.get('error_count', 0), 'error')} in "
                       f"{safe(m.get('source'))}; "
                       + (f"the previous snapshot ({m.get('records')} records) stayed in force"
                          if m.get("kept_previous") else "no earlier snapshot: nothing audited"))
@@ -846,7 +853,7 @@ def runs(ctx: click.Context, config_path: Path, limit: int, show_errors: bool, f
             h = s["presence_held"]
             if h:
                 out.print(f"    presence {h['state']}: {safe(h['reason'])}"
-                          + (f" ({h['held_findings']} presence finding(s) held)"
+                          + (f" ({wording.counted(h['held_findings'], 'presence finding')} held)"
                              if h["state"] == "held" else ""))
             elif s["status"] in ("partial", "failed"):
                 out.print(f"    presence not concluded ({_read_was(s['status'])}): no "
@@ -883,8 +890,9 @@ def runs_accept(config_path: Path, run_id: int, channel: str) -> None:
             counts = store.accept_presence_hold(run_id, channel, datetime.now(timezone.utc))
     finally:
         store.close()
-    out.print(f"run {run_id}, {safe(channel)}: accepted; {counts['opened']} finding(s) opened, "
-              f"{counts['resolved']} resolved, {counts['removed']} listing(s) removed")
+    out.print(f"run {run_id}, {safe(channel)}: accepted; "
+              f"{wording.counted(counts['opened'], 'finding')} opened, {counts['resolved']} "
+              f"resolved, {wording.counted(counts['removed'], 'listing')} removed")
 
 
 def _read_was(status: str) -> str:
@@ -976,7 +984,8 @@ def report_weekly(config_path: Path, week: str | None, out_dir: Path | None, sen
         store.close()
     folder = write_archive(rep, out_dir or cfg.resolve_path(cfg.report.get("out_dir")
                                                             or "weekly-reports"))
-    out.print(f"wrote {safe(folder / 'index.html')} ({len(rep.attachments)} attachment(s))")
+    out.print(f"wrote {safe(folder / 'index.html')} "
+              f"({wording.counted(len(rep.attachments), 'attachment')})")
     if send_email:
         to = list(recipients) or list(cfg.report.get("email_to") or [])
         msg = mail.build_message(cfg.smtp, to, rep.subject, rep.text, rep.html, rep.attachments)
@@ -1031,7 +1040,7 @@ def config_check(config_path: Path, offline: bool) -> None:
         problems = probe_sources(cfg)
         if problems:
             err.print(f"[bold red]error:[/] {safe(config_path)} is valid, but "
-                      f"{len(problems)} source problem(s):")
+                      f"{wording.counted(len(problems), 'source problem')}:")
             for p in problems:
                 err.print(f"  - {safe(p)}")
             sys.exit(EXIT_ERROR)
@@ -1039,7 +1048,7 @@ def config_check(config_path: Path, offline: bool) -> None:
 
     out.print(f"{safe(config_path)}: OK, store {safe(describe_store(cfg.store_url))}, master "
               f"{cfg.master['type']} from {safe(cfg.master['source'])}, "
-              f"{len(cfg.channels)} channel(s): "
+              f"{wording.counted(len(cfg.channels), 'channel')}: "
               + ", ".join(f"{safe(c.name)} ({c.type})" for c in cfg.channels)
               + ("" if offline else "; every source opens"))
 

@@ -42,8 +42,10 @@ class MasterImportError(AuditorError):
 
     def __str__(self) -> str:
         shown = self.errors[:50]
-        lines = [f"master import from {self.source} rejected: {len(self.errors)} error(s)"
-                 + (f" in {self.total_rows} row(s)" if self.total_rows else "")]
+        from auditor.wording import counted
+
+        lines = [f"master import from {self.source} rejected: {counted(len(self.errors), 'error')}"
+                 + (f" in {counted(self.total_rows, 'row')}" if self.total_rows else "")]
         lines += [f"  {loc}: {reason}" for loc, reason in shown]
         if len(self.errors) > len(shown):
             lines.append(f"  ... and {len(self.errors) - len(shown)} more")

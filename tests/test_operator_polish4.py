@@ -120,3 +120,149 @@ def test_no_finding_is_404_and_an_ambiguous_prefix_409_in_the_api(world, monkeyp
     get = schema["paths"]["/api/findings/{fingerprint}"]["get"]
     assert {"404", "409"} <= set(get["responses"])
     assert "unique prefix" in get["parameters"][0]["description"]
+
+
+# ------------------------------------- robots.txt read by one crawl at a time per host
+
+class _RobotsShop:
+    """A loopback shop whose robots.txt asks for ``Crawl-delay: delay``, with a sitemap of
+    ``pages`` pages; records every request's path."""
+
+    def __init__(self, delay: float, pages: int):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.paths: list[str] = []
+        shop = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                shop.paths.append(self.path)
+                if self.path == "/robots.txt":
+                    body = (f"User-agent: *\nCrawl-delay: {delay}\n"
+                            f"Sitemap: {shop.url}/sitemap.xml\n").encode()
+                    ctype = "text/plain"
+                elif self.path == "/sitemap.xml":
+                    body = ('<?xml version="1.0" encoding="UTF-8"?><urlset xmlns='
+                            '"http://www.sitemaps.org/schemas/sitemap/0.9">'
+                            + "".join(f"<url><loc>{shop.url}/p/{i}</loc></url>"
+                                      for i in range(pages)) + "</urlset>").encode()
+                    ctype = "application/xml"
+                else:
+                    body = b"<html><body><h1>a page</h1></body></html>"
+                    ctype = "text/html"
+                self.send_response(200)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_two_crawls_of_one_host_in_one_worker_process_learn_its_crawl_delay_once(pg_server,
+                                                                                monkeypatch):
+    """Two crawls of one shop in one process with `auditor worker`'s shared pacer: the
+    robots.txt lock is a PostgreSQL session lock, and the process has one session, so the
+    second crawl was granted it too and both asked for robots.txt before either knew the
+    Crawl-delay (their slots 0.00 s apart). Now the second waits for the first to publish
+    it, and every slot the database hands out, both robots.txt requests included, is spaced
+    by it. Asserted on the slots reserved, not on arrival times (a loaded machine may send
+    a request late, never early)."""
+    import asyncio
+
+    from auditor import http
+    from auditor.crawl import Crawl, CrawlSettings
+    from auditor.distributed import ensure_queue
+    from auditor.storage.jobs import HostPacer
+
+    url = pg_server.new_database()
+    ensure_queue(url)
+    slots: list[float] = []
+
+    class Recording(HostPacer):
+        def reserve(self, host: str, interval: float,
+                    crawl_delay: bool = False) -> tuple[float, float]:
+            wait, slot = super().reserve(host, interval, crawl_delay)
+            slots.append(slot)
+            return wait, slot
+
+    delay = 0.4
+    shop = _RobotsShop(delay, pages=1)
+    pacer = Recording(url)
+    monkeypatch.setattr(http, "shared_pacer", pacer)
+
+    async def crawl() -> None:
+        c = Crawl(CrawlSettings(origin=shop.url, user_agent="polish4-test/1.0", concurrency=4),
+                  http.FetchPolicy(allow_private=True), {})
+
+        async def emit(res: object) -> None:
+            pass
+
+        await c.run(emit)
+
+    async def both() -> None:
+        await asyncio.gather(crawl(), crawl())
+
+    try:
+        asyncio.run(both())
+    finally:
+        shop.close()
+        if pacer._conn is not None:
+            pacer._conn.close()
+    # Each crawl: robots.txt, the sitemap, one page; every request had a slot.
+    assert sorted(shop.paths) == sorted(["/robots.txt", "/sitemap.xml", "/p/0"] * 2)
+    assert len(slots) == 6
+    slots.sort()
+    gaps = [b - a for a, b in zip(slots, slots[1:], strict=False)]
+    assert min(gaps) >= delay - 0.001, gaps  # 1 ms of timestamp rounding
+    assert not http._learning  # the process's claim on the host was let go
+
+
+# ---------------------------------------------------- SIGHUP reloads one at a time
+
+def test_a_quick_second_sighup_is_not_overwritten_by_the_first_reload(tmp_path):
+    """SIGHUP reloads run in executor threads. A broken config saved (and signalled) while
+    the reload of the good one was still applying it was refused, then the good reload
+    finished and cleared the refusal: /api/schedule and auditor_config_reload_ok said all
+    was well with a broken file on disk (and the SIGHUP test flaked on a loaded machine).
+    Reloads now run one at a time, in order."""
+    import threading
+
+    from auditor.service.app import Service
+
+    config = build_world(tmp_path, n=3, serve={"catch_up": False})
+    service = Service(config, load_config(config), schedule=False)
+    entered, go = threading.Event(), threading.Event()
+
+    class SlowScheduler:  # applying the good config takes a while (a loaded machine)
+        def reload(self, cfg: object) -> None:
+            entered.set()
+            assert go.wait(30)
+
+    service.scheduler = SlowScheduler()  # type: ignore[assignment]
+    good = config.read_text().replace('schedule = "0 */4 * * *"', 'schedule = "15 3 * * 0"')
+    config.write_text(good)
+    first = threading.Thread(target=service.reload)
+    first.start()
+    assert entered.wait(30)
+    config.write_text(good.replace('type = "google_merchant"', 'type = "googel"'))
+    second = threading.Thread(target=service.reload)
+    second.start()
+    second.join(0.5)  # before: refused already, and about to be overwritten
+    go.set()
+    first.join(30)
+    second.join(30)
+    assert not first.is_alive() and not second.is_alive()
+    assert service.last_reload_error and "unknown connector 'googel'" in service.last_reload_error
+    assert service.cfg.channels[0].schedule == "15 3 * * 0"  # the good one stays in force
+    assert service.reloads == 1

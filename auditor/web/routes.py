@@ -23,7 +23,7 @@ from fastapi.routing import APIRoute
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from auditor import __version__, plugins
+from auditor import __version__, plugins, wording
 from auditor.config import Config
 from auditor.errors import AuditorError, BadRequest, Conflict, NotFound
 from auditor.storage import redact, unavailable
@@ -46,6 +46,8 @@ def _env() -> Environment:
     env.filters["qs"] = lambda pairs: urlencode(pairs)
     env.filters["safe_url"] = views.safe_url
     env.filters["shown_state"] = views.shown_state
+    env.filters["counted"] = wording.counted  # 1 listing, 2 listings
+    env.filters["check_field"] = views.check_field
     env.globals["version"] = __version__
     return env
 
