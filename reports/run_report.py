@@ -72,6 +72,7 @@ def build_context(store: Store, run_id: int | None = None, limit: int = 2000) ->
     return {
         "headline": headline,
         "since_last": since_last,
+        "first_run": not any(r.id < run.id for r in runs),  # nothing to compare with
         "run": {"id": run.id, "started": f"{run.started_at:%Y-%m-%d %H:%M:%S}",
                 "finished": f"{run.finished_at:%Y-%m-%d %H:%M:%S}" if run.finished_at else "",
                 "status": run.status},

@@ -86,7 +86,9 @@ def test_the_api_takes_a_unique_fingerprint_prefix_as_the_cli_does(world, monkey
     assert page.status_code == 303 and page.headers["location"] == f"/findings/{fp}"
 
 
-def test_no_finding_is_404_and_an_ambiguous_prefix_409_in_the_api(world, monkeypatch):
+def test_no_finding_is_404_and_an_ambiguous_prefix_409_in_the_api(tmp_path, monkeypatch):
+    world = build_world(tmp_path)  # its own store: two fingerprints are renamed below
+    assert _cli("run", "-c", str(world)).exit_code == 1
     monkeypatch.setenv("AUDITOR_API_TOKEN", TOKEN)
     auth = {"authorization": f"Bearer {TOKEN}"}
     fps = _open_fingerprints(world)
@@ -266,3 +268,73 @@ def test_a_quick_second_sighup_is_not_overwritten_by_the_first_reload(tmp_path):
     assert service.last_reload_error and "unknown connector 'googel'" in service.last_reload_error
     assert service.cfg.channels[0].schedule == "15 3 * * 0"  # the good one stays in force
     assert service.reloads == 1
+
+
+# --------------------------------------------------------- what a new user reads
+
+def test_words_are_counted_right():
+    from auditor import wording
+
+    assert wording.counted(1, "finding") == "1 finding"
+    assert wording.counted(0, "finding") == "0 findings"
+    assert wording.counted(1200, "listing") == "1,200 listings"
+    assert wording.counted(2, "match", "matches") == "2 matches"
+    # "shopify: not evaluated on this channel, its source never carries them: gtin"
+    assert wording.not_carried(["gtin"]) == ("not evaluated on this channel, its source "
+                                            "never carries it: gtin")
+    assert wording.not_carried(["image", "gtin", "gtin"]).endswith("carries them: gtin, image")
+
+
+def test_a_first_run_report_says_it_is_the_first_not_since_the_last_run(tmp_path):
+    """The demo's report (run 1) had a "Since the last run" table, and a "since the last
+    run" column of dashes, with no last run to compare with."""
+    config = build_world(tmp_path)
+    assert _cli("run", "-c", str(config)).exit_code == 1
+    out = tmp_path / "report.html"
+    assert _cli("report", "-c", str(config), "--output", str(out)).exit_code == 0
+    first = out.read_text()
+    assert "What the first run found" in first and "Since the last run" not in first
+    assert '<span class="muted">first run</span>' in first
+    _cli("run", "-c", str(config))
+    assert _cli("report", "-c", str(config), "--output", str(out)).exit_code == 0
+    second = out.read_text()
+    assert "Since the last run" in second and "What the first run found" not in second
+
+
+def test_the_ui_does_not_say_the_check_twice_and_counts_its_words(world):
+    """The inbox showed "availability" over "availability", the finding page
+    "availability / availability on google", the product page "3 open finding(s)"."""
+    import re
+
+    store = open_store(world.parent / "auditor.db")
+    try:
+        f = next(x for x in store.findings(state="open") if x.field == x.check)
+        g = next(x for x in store.findings(state="open") if x.field != x.check)
+        n_open = len([x for x in store.findings(state="open") if x.sku == f.sku])
+    finally:
+        store.close()
+    with _service(world) as client:
+        page = client.get(f"/findings/{f.fingerprint}", headers=HTML).text
+        other = client.get(f"/findings/{g.fingerprint}", headers=HTML).text
+        product = client.get(f"/products/{f.sku}", headers=HTML).text
+        inbox = client.get("/", headers=HTML).text
+    assert f"{f.check} / {f.check}" not in page and f"{f.check} on {f.channel}" in page
+    assert f"{g.check} / {g.field} on {g.channel}" in other  # a field of its own stays
+    word = "finding" if n_open == 1 else "findings"
+    assert f"{n_open} open {word}</span>" in product and "(s)" not in product
+    assert re.search(r"\d+ match</span>", inbox) and "(s)" not in inbox
+    assert f'<td>{f.check}<div class="muted">{f.check}</div>' not in inbox
+
+
+def test_serve_logs_the_same_line_it_prints(tmp_path):
+    """Without -v `auditor serve` printed "web UI http://.../, metrics ..."; with -v it
+    logged "(web UI at /, metrics at /metrics ...)", other words than docs/service.md."""
+    from tests.service_helpers import serving
+
+    config = build_world(tmp_path, n=3, serve={"catch_up": False})
+    with serving(config, "--no-schedule") as s:
+        base = s.url
+        log = s.logtext()
+        assert s.stop() == 0
+    assert (f"auditor serve on {base}: web UI {base}/, metrics {base}/metrics, API "
+            f"{base}/docs; Ctrl-C stops") in log

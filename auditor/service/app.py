@@ -404,7 +404,9 @@ def serve(config_path: Path, host: str | None = None, port: int | None = None,
         server = uvicorn.Server(uvicorn.Config(app, workers=1, log_level=log_level,
                                                lifespan="on", access_log=False))
         base = f"http://{host}:{sock.getsockname()[1]}"
-        log.info("auditor serve on %s (web UI at /, metrics at /metrics, API at /docs)", base)
+        # the same words as the line `auditor serve` prints without -v (docs/service.md)
+        log.info("auditor serve on %s: web UI %s/, metrics %s/metrics, API %s/docs; Ctrl-C "
+                 "stops", base, base, base, base)
         if announce is not None:
             announce(base)
         server.run(sockets=[sock])
