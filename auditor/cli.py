@@ -510,8 +510,9 @@ def print_report(report, code: int | None = None, exit_line: bool = True) -> Non
 
 FINDING_COLUMNS = ["channel", "sku", "check", "field", "outcome", "severity", "expected",
                    "actual", "state", "message", "fingerprint"]
-# What a person reads first, in a terminal of 100 columns: the message whole.
-FINDING_VIEW = ["sku", "channel", "check", "severity", "message"]
+# What a person reads first, in a terminal of 100 columns: the message whole, and the
+# fingerprint shortened (``fp``) as `findings ack|snooze|resolve|show FP` take it.
+FINDING_VIEW = ["sku", "channel", "check", "severity", "message", "fp"]
 FINDING_WIDE = ["sku", "channel", "check", "field", "outcome", "severity", "state", "expected",
                 "actual", "message", "fingerprint"]
 FINDING_STATES = ("open", "resolved", "acknowledged", "snoozed", "reopened", "not_evaluated")
@@ -563,6 +564,16 @@ def _store_for(config_path: Path) -> Store:
 
 
 
+def _short_fingerprints(rows: list[dict[str, Any]]) -> None:
+    """Each row's ``fp``: its fingerprint's first 8 characters, more when two rows shown
+    would share them (as git shortens commit ids); the commands on one finding take it."""
+    n = 8
+    while n < 40 and len({r["fingerprint"][:n] for r in rows}) < len(rows):
+        n += 2
+    for r in rows:
+        r["fp"] = r["fingerprint"][:n]
+
+
 def _findings_title(rows: list[dict[str, Any]]) -> str:
     """'N findings', and how many failed or could not be compared when both are listed
     (a channel whose images cannot be fetched lists one not_evaluated finding per image)."""
@@ -604,6 +615,8 @@ def findings(ctx: click.Context, config_path: Path, only_open: bool, states: tup
     reopened (not_evaluated: kept only to say why a comparison could not be made); the
     alert column whether it alerts (firing), waits (pending: confirming or in
     propagation grace) or is muted (suppressed). --open: every finding not resolved.
+    The fp column is the fingerprint shortened, as `findings ack|snooze|resolve|show`
+    take it (--wide shows it whole).
 
     An unknown channel, check, severity or state is an error, never an empty list.
 
@@ -649,7 +662,12 @@ def findings(ctx: click.Context, config_path: Path, only_open: bool, states: tup
         r["alert"] = r.get("alert_state") if r["state"] != "resolved" else None
     if states:
         rows = [r for r in rows if r["state"] in states][:limit]
+    if fmt == "table" and not rows:  # not an empty table
+        out.print("0 findings" + (" match these filters" if only_open or channels or
+                                  check_names or severities or states or sku else ""))
+        return
     if fmt == "table":
+        _short_fingerprints(rows)
         _table_out(rows, FINDING_WIDE + ["alert"] if wide else FINDING_VIEW,
                    _findings_title(rows), {"expected": 40, "actual": 40}, wrap=("message",))
     else:

@@ -338,3 +338,23 @@ def test_serve_logs_the_same_line_it_prints(tmp_path):
         assert s.stop() == 0
     assert (f"auditor serve on {base}: web UI {base}/, metrics {base}/metrics, API "
             f"{base}/docs; Ctrl-C stops") in log
+
+
+def test_the_findings_table_shows_the_short_fingerprint_the_commands_take(world):
+    """`auditor findings` showed no fingerprint (only --wide, 250 columns of it), while its
+    help's next step is `auditor findings ack 3f2a9c`: a new user had nothing to pass."""
+    import json
+    import re
+
+    rows = json.loads(_cli("findings", "-c", str(world), "--open", "--format", "json").stdout)
+    r = CliRunner(env={"COLUMNS": "140"}).invoke(main, ["findings", "-c", str(world), "--open"])
+    assert r.exit_code == 0 and re.search(r"┃ fp\s+┃", r.output)
+    shown = set(re.findall(r"│ ([0-9a-f]{8,}) │", r.output))
+    assert len(shown) == len(rows)
+    for fp in shown:  # each a prefix of exactly one fingerprint
+        assert len([f for f in rows if f["fingerprint"].startswith(fp)]) == 1
+    one = sorted(shown)[0]
+    show = _cli("findings", "show", one, "-c", str(world))
+    assert show.exit_code == 0 and f"fingerprint: {one}" in show.output
+    none = _cli("findings", "-c", str(world), "--sku", "NOPE")
+    assert none.exit_code == 0 and none.output.strip() == "0 findings match these filters"
