@@ -524,6 +524,8 @@ def _rows_out(rows: list[dict[str, Any]], columns: list[str], fmt: str, title: s
         click.echo(json.dumps(rows, indent=2, default=str, ensure_ascii=False))
     elif fmt == "csv":
         _csv_out(rows, columns)
+    elif not rows:  # "0 silences", not an empty table
+        out.print(title)
     else:
         _table_out(rows, columns, title, widths)
 
@@ -843,7 +845,7 @@ def runs(ctx: click.Context, config_path: Path, limit: int, show_errors: bool, f
         out.print(f"no runs yet in {safe(describe(_load(config_path).store_url))}: run "
                   f"`auditor run`")
     for r in rows:
-        out.print(f"[bold]run {r['id']}[/] {r['started_at']} -> {r['finished_at'] or '…'}: "
+        out.print(f"[bold]run {r['id']}[/] {_span(r['started_at'], r['finished_at'])}: "
                   f"{r['status']}")
         if r.get("interrupted"):
             out.print(f"  interrupted at {r['interrupted'].get('at')}: "
@@ -878,6 +880,23 @@ def runs(ctx: click.Context, config_path: Path, limit: int, show_errors: bool, f
                           f"listing counts as missing or removed")
         for e in r.get("errors", []):
             out.print(f"    {safe(e['source'])} {safe(e['location'])}: {safe(e['reason'])}")
+
+
+def _span(started: Any, finished: Any) -> str:
+    """'2026-11-30 00:21:49 -> 00:21:51 UTC (1.9 s)' for a run's times (ISO text or
+    datetimes), the day again when it ended on another; '... -> …' while it runs."""
+    from datetime import datetime, timezone
+
+    def at(v: Any) -> datetime:
+        d = v if isinstance(v, datetime) else datetime.fromisoformat(str(v))
+        return (d if d.tzinfo else d.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+
+    a = at(started)
+    if not finished:
+        return f"{a:%Y-%m-%d %H:%M:%S} UTC -> …"
+    b = at(finished)
+    end = f"{b:%H:%M:%S}" if b.date() == a.date() else f"{b:%Y-%m-%d %H:%M:%S}"
+    return f"{a:%Y-%m-%d %H:%M:%S} -> {end} UTC ({(b - a).total_seconds():.1f} s)"
 
 
 @runs.command("accept")
@@ -953,7 +972,8 @@ def report(ctx: click.Context, config_path: Path, run_id: int | None, output: Pa
         path = write_report(store, output, run_id)
     finally:
         store.close()
-    out.print(f"wrote {safe(path)}")
+    # the address a browser opens (as `auditor demo` prints it)
+    out.print(f"wrote {safe(path)}: {safe(Path(path).resolve().as_uri())}")
 
 
 @report.command("weekly")

@@ -358,3 +358,22 @@ def test_the_findings_table_shows_the_short_fingerprint_the_commands_take(world)
     assert show.exit_code == 0 and f"fingerprint: {one}" in show.output
     none = _cli("findings", "-c", str(world), "--sku", "NOPE")
     assert none.exit_code == 0 and none.output.strip() == "0 findings match these filters"
+
+
+def test_runs_reads_its_times_and_an_empty_list_is_one_line(world, tmp_path):
+    """`auditor runs` printed "run 1 2026-11-30T00:21:49.539166+00:00 ->
+    2026-11-30T00:21:51.451250+00:00"; `silence list` and `alerts outbox` printed "0
+    silence(s)" over an empty table; `auditor report` "wrote report.html" (where?)."""
+    import re
+
+    r = _cli("runs", "-c", str(world))
+    assert re.search(r"^run 1 \d{4}-\d\d-\d\d \d\d:\d\d:\d\d -> \d\d:\d\d:\d\d UTC "
+                     r"\(\d+\.\d s\): complete$", r.output, re.M), r.output
+    assert "+00:00" not in r.output
+    for argv, line in ((["silence", "list"], "0 silences"),
+                       (["alerts", "outbox"], "0 notifications")):
+        out = _cli(*argv, "-c", str(world)).output
+        assert out.strip() == line, out
+    target = tmp_path / "r.html"
+    out = _cli("report", "-c", str(world), "--output", str(target)).output
+    assert out.strip() == f"wrote {target}: {target.resolve().as_uri()}"

@@ -13,6 +13,7 @@ import click
 from auditor.cli import (EXIT_FINDINGS, EXIT_OK, _known, _load, _rows_out, _store_for,
                          config_option, err, findings, format_option, main, out, safe)
 from auditor.errors import AuditorError
+from auditor.wording import counted
 
 
 def _actor(by: str | None) -> str:
@@ -229,7 +230,7 @@ def silence_list(config_path: Path, show_all: bool, fmt: str) -> None:
     for r in rows:
         r["matchers"] = ", ".join(f"{k}={v}" for k, v in r["matchers"].items())
     _rows_out(rows, ["id", "matchers", "starts_at", "ends_at", "created_by", "comment"],
-              fmt, f"{len(rows)} silence(s)")
+              fmt, counted(len(rows), "silence"))
 
 
 @silence_group.command("expire")
@@ -301,7 +302,7 @@ def alerts_outbox(config_path: Path, show_all: bool, limit: int, fmt: str) -> No
         else:
             r["why"] = "not attempted yet" if r["status"] == "pending" else ""
     _rows_out(rows, ["id", "receiver", "status", "attempts", "next_attempt_at", "why",
-                     "subject", "idempotency_key"], fmt, f"{len(rows)} notification(s)",
+                     "subject", "idempotency_key"], fmt, counted(len(rows), "notification"),
               {"subject": 60, "why": 60})
 
 
@@ -380,4 +381,4 @@ def alerts_propagation(config_path: Path, channel: str | None, pending: bool, li
     finally:
         store.close()
     _rows_out(rows, ["channel", "sku", "field", "check_name", "changed_at", "caught_up_at",
-                     "latency_seconds"], fmt, f"{len(rows)} change(s)")
+                     "latency_seconds"], fmt, counted(len(rows), "change"))
