@@ -1271,9 +1271,9 @@ def extract_cmd(target: str, page_url: str | None, sku: str | None, fmt: str, as
                                             user_agent=user_agent)
         except FetchError as e:
             if "allow_private" in e.reason and not allow_private:
-                raise AuditorError(f"{e.url}: {e.reason.replace('set allow_private to permit', '')}"
-                                   .rstrip(" ()") + "; pass --allow-private to read a shop on "
-                                   "this machine or a private network") from None
+                reason = e.reason.replace("; set allow_private to permit)", ")")
+                raise AuditorError(f"{target}: {reason}; pass --allow-private to read a shop "
+                                   "on this machine or a private network") from None
             raise
         url = page_url or final
     else:

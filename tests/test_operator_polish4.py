@@ -377,3 +377,12 @@ def test_runs_reads_its_times_and_an_empty_list_is_one_line(world, tmp_path):
     target = tmp_path / "r.html"
     out = _cli("report", "-c", str(world), "--output", str(target)).output
     assert out.strip() == f"wrote {target}: {target.resolve().as_uri()}"
+
+
+def test_extract_of_a_loopback_url_says_how_once():
+    """"127.0.0.1: 127.0.0.1 resolves to ... shared or reserved;; pass --allow-private"."""
+    r = _cli("extract", "http://127.0.0.1:9/p/1")
+    assert r.exit_code == 2
+    assert ";;" not in r.output and r.output.count("(") == r.output.count(")")
+    assert "error: http://127.0.0.1:9/p/1: 127.0.0.1 resolves to 127.0.0.1" in r.output
+    assert "reserved); pass --allow-private" in r.output
