@@ -319,6 +319,7 @@ def test_the_ui_does_not_say_the_check_twice_and_counts_its_words(world):
         product = client.get(f"/products/{f.sku}", headers=HTML).text
         inbox = client.get("/", headers=HTML).text
     assert f"{f.check} / {f.check}" not in page and f"{f.check} on {f.channel}" in page
+    assert "(run 1)" in page and "runs 1–1" not in page  # seen in one run
     assert f"{g.check} / {g.field} on {g.channel}" in other  # a field of its own stays
     word = "finding" if n_open == 1 else "findings"
     assert f"{n_open} open {word}</span>" in product and "(s)" not in product
