@@ -499,6 +499,11 @@ def print_report(report, code: int | None = None, exit_line: bool = True) -> Non
             2: "some sources could not be read completely: see `auditor runs --errors`"}[code]
     if code == 2 and report.master_error and not report.channels:
         hint = "the master was rejected: see `auditor runs --errors`"
+    elif code == 2 and report.master_error and all(s.status.value == "complete"
+                                                   for s in report.channels):
+        # every channel was read: it is the master that was not
+        hint = ("the master was rejected, the channels were audited against the previous "
+                "snapshot: see `auditor runs --errors`")
     held = [s.channel for s in report.channels if s.presence_held]
     if code == 2 and held and report.status.value == "complete" and not report.master_error:
         hint = (f"presence held for {', '.join(held)} (see above): findings of the listings "

@@ -387,3 +387,16 @@ def test_extract_of_a_loopback_url_says_how_once():
     assert ";;" not in r.output and r.output.count("(") == r.output.count(")")
     assert "error: http://127.0.0.1:9/p/1: 127.0.0.1 resolves to 127.0.0.1" in r.output
     assert "reserved); pass --allow-private" in r.output
+
+
+def test_a_rejected_master_with_every_channel_read_says_so_at_exit(tmp_path):
+    """Every channel complete, the master file gone: the run ended "exit 2: some sources
+    could not be read completely", with each channel shown complete just above."""
+    config = build_world(tmp_path)
+    assert _cli("run", "-c", str(config)).exit_code == 1
+    (tmp_path / "master.csv").unlink()
+    r = _cli("run", "-c", str(config))
+    assert r.exit_code == 2
+    assert r.output.strip().splitlines()[-1] == (
+        "exit 2: the master was rejected, the channels were audited against the previous "
+        "snapshot: see `auditor runs --errors`")
