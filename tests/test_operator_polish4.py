@@ -318,6 +318,9 @@ def test_the_ui_does_not_say_the_check_twice_and_counts_its_words(world):
         other = client.get(f"/findings/{g.fingerprint}", headers=HTML).text
         product = client.get(f"/products/{f.sku}", headers=HTML).text
         inbox = client.get("/", headers=HTML).text
+        reports = client.get("/reports", headers=HTML).text
+    # Markdown backticks are no markup in a page: "(`auditor report weekly`)" showed them.
+    assert "`" not in reports and "<code>auditor report weekly</code>" in reports
     assert f"{f.check} / {f.check}" not in page and f"{f.check} on {f.channel}" in page
     assert "(run 1)" in page and "runs 1–1" not in page  # seen in one run
     assert f"{g.check} / {g.field} on {g.channel}" in other  # a field of its own stays
