@@ -20,13 +20,14 @@ class AuditorError(Exception):
 class ConfigError(AuditorError):
     """config.toml is missing, unreadable or invalid. Lists every problem found."""
 
-    def __init__(self, path: str, problems: list[str]):
+    def __init__(self, path: str, problems: list[str], heading: str = "invalid config"):
         self.path = path
         self.problems = problems
+        self.heading = heading  # "cannot read config" when there is no file to judge
         super().__init__(f"{path}: " + "; ".join(problems))
 
     def __str__(self) -> str:
-        lines = [f"invalid config {self.path}:"]
+        lines = [f"{self.heading} {self.path}:"]
         lines += [f"  - {p}" for p in self.problems]
         return "\n".join(lines)
 

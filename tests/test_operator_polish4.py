@@ -403,3 +403,13 @@ def test_a_rejected_master_with_every_channel_read_says_so_at_exit(tmp_path):
     assert r.output.strip().splitlines()[-1] == (
         "exit 2: the master was rejected, the channels were audited against the previous "
         "snapshot: see `auditor runs --errors`")
+
+
+def test_a_missing_config_is_not_called_invalid(tmp_path, monkeypatch):
+    """`auditor run` in a folder without config.toml said "invalid config config.toml:
+    file not found": there is nothing to be invalid."""
+    monkeypatch.chdir(tmp_path)
+    r = _cli("run")
+    assert r.exit_code == 2
+    assert r.output.startswith("error: cannot read config config.toml:")
+    assert "invalid" not in r.output and f"file not found: {tmp_path / 'config.toml'}" in r.output
