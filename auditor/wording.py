@@ -16,3 +16,9 @@ def not_carried(fields: Iterable[str]) -> str:
     names = sorted(set(fields))
     them = "it" if len(names) == 1 else "them"
     return f"not evaluated on this channel, its source never carries {them}: {', '.join(names)}"
+
+
+def check_field(check: str, field: str | None, sep: str = " / ") -> str:
+    """``price / sale_price``, but ``availability`` alone where the field is the check's
+    own (``availability / availability`` said nothing twice)."""
+    return check if not field or field == check else f"{check}{sep}{field}"

@@ -413,3 +413,27 @@ def test_a_missing_config_is_not_called_invalid(tmp_path, monkeypatch):
     assert r.exit_code == 2
     assert r.output.startswith("error: cannot read config config.toml:")
     assert "invalid" not in r.output and f"file not found: {tmp_path / 'config.toml'}" in r.output
+
+
+def test_ack_and_snooze_say_what_they_did_plainly(tmp_path):
+    """`findings ack` said "(amazon SKU availability availability)", `findings snooze`
+    "until 2026-12-02T00:44:44.382586+00:00"."""
+    import json
+    import re
+
+    from auditor import wording
+
+    assert wording.check_field("availability", "availability") == "availability"
+    assert wording.check_field("price", "sale_price") == "price / sale_price"
+    config = build_world(tmp_path)
+    assert _cli("run", "-c", str(config)).exit_code == 1
+    rows = json.loads(_cli("findings", "-c", str(config), "--open", "--format", "json").stdout)
+    same = next(f for f in rows if f["field"] == f["check"])
+    ack = _cli("findings", "ack", same["fingerprint"][:10], "-c", str(config)).output
+    assert f"{same['check']} {same['check']})" not in ack
+    assert f"{same['sku']} {same['check']}) by " in ack
+    other = next(f for f in rows if f["fingerprint"] != same["fingerprint"])
+    snooze = _cli("findings", "snooze", other["fingerprint"][:10], "--until", "2d",
+                  "-c", str(config)).output
+    assert re.fullmatch(rf"snoozed {other['fingerprint']} until \d{{4}}-\d\d-\d\d "
+                        r"\d\d:\d\d:\d\d UTC\n", snooze), snooze

@@ -13,7 +13,7 @@ import click
 from auditor.cli import (EXIT_FINDINGS, EXIT_OK, _known, _load, _rows_out, _store_for,
                          config_option, err, findings, format_option, main, out, safe)
 from auditor.errors import AuditorError
-from auditor.wording import counted
+from auditor.wording import check_field, counted
 
 
 def _actor(by: str | None) -> str:
@@ -50,7 +50,7 @@ def findings_ack(config_path: Path, fingerprint: str, note: str | None, by: str 
     finally:
         store.close()
     out.print(f"acknowledged {f['fingerprint']} ({safe(f['channel'])} {safe(f['sku'])} "
-              f"{f['check']} {safe(f['field'])}) by {safe(f['ack_by'])}")
+              f"{safe(check_field(f['check'], f['field'], ' '))}) by {safe(f['ack_by'])}")
 
 
 @findings.command("snooze")
@@ -80,7 +80,8 @@ def findings_snooze(config_path: Path, fingerprint: str, until_text: str, by: st
         f = store.snooze_finding(store.find_fingerprint(fingerprint), until, _actor(by))
     finally:
         store.close()
-    out.print(f"snoozed {f['fingerprint']} until {f['snoozed_until']}")
+    out.print(f"snoozed {f['fingerprint']} until "
+              f"{until.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC")
 
 
 @findings.command("resolve")

@@ -47,7 +47,7 @@ def _env() -> Environment:
     env.filters["safe_url"] = views.safe_url
     env.filters["shown_state"] = views.shown_state
     env.filters["counted"] = wording.counted  # 1 listing, 2 listings
-    env.filters["check_field"] = views.check_field
+    env.filters["check_field"] = wording.check_field
     env.globals["version"] = __version__
     return env
 

@@ -327,9 +327,3 @@ def suggestions(store: Any, limit: int = 200) -> list[dict[str, Any]]:
             "master_fields": _field_rows(master, None),
             "fields": _field_rows(None, listing) if listing else {}})
     return out
-
-
-def check_field(check: str, field: str | None) -> str:
-    """``price / sale_price``, but ``availability`` alone where the field is the check's
-    own (``availability / availability`` said nothing twice)."""
-    return check if not field or field == check else f"{check} / {field}"
