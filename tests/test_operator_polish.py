@@ -467,7 +467,7 @@ def test_alerts_send_says_why_firing_alerts_make_no_notification(tmp_path):
     config = build_world(tmp_path, extra_toml=ALERTS)
     assert _run(config) == 1
     r = CliRunner().invoke(main, ["alerts", "send", "-c", str(config)])
-    assert "0 new notification(s)" in r.output
+    assert "0 new notifications" in r.output
     assert "warning: [[alerts.receivers]] 'hook', 'mail': no [[alerts.routes]] in the config" \
         in r.output
 

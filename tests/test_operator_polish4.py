@@ -437,3 +437,22 @@ def test_ack_and_snooze_say_what_they_did_plainly(tmp_path):
                   "-c", str(config)).output
     assert re.fullmatch(rf"snoozed {other['fingerprint']} until \d{{4}}-\d\d-\d\d "
                         r"\d\d:\d\d:\d\d UTC\n", snooze), snooze
+
+
+def test_a_silence_for_a_mistyped_channel_is_refused(tmp_path):
+    """`silence add --channel amazn` made a silence that muted nothing, and said nothing."""
+    config = build_world(tmp_path)
+    assert _cli("run", "-c", str(config)).exit_code == 1
+    typo = _cli("silence", "add", "-c", str(config), "--channel", "gogle", "--expires", "1d")
+    assert typo.exit_code == 2
+    assert "unknown channel 'gogle' (did you mean 'google'?)" in typo.output
+    check = _cli("silence", "add", "-c", str(config), "--check", "prise", "--expires", "1d")
+    assert check.exit_code == 2 and "did you mean 'price'?" in check.output
+    none = _cli("silence", "list", "-c", str(config))
+    assert none.output.strip() == "0 silences"
+    glob = _cli("silence", "add", "-c", str(config), "--channel", "shop-*", "--expires", "1d")
+    assert glob.exit_code == 0 and "matches no channel yet" in glob.output
+    ok = _cli("silence", "add", "-c", str(config), "--channel", "goo*", "--check", "title",
+              "--expires", "1d")
+    assert ok.exit_code == 0 and "warning" not in ok.output
+    assert ok.output.startswith("silence 2 until ") and " UTC: channel=goo*" in ok.output

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -203,11 +204,37 @@ def silence_add(config_path: Path, channel: str | None, check_name: str | None,
         raise click.BadParameter("the expiry is in the past", param_hint="--expires")
     store = _store_for(config_path)
     try:
+        _known_matchers(config_path, store, matchers)
         sid = store.add_silence(matchers, now, ends, _actor(by), comment, now)
     finally:
         store.close()
-    out.print(f"silence {sid} until {ends.isoformat()}: "
+    out.print(f"silence {sid} until {ends.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC: "
               + ", ".join(f"{k}={safe(v)}" for k, v in matchers.items()))
+
+
+def _known_matchers(config_path: Path, store: Any, matchers: dict[str, str]) -> None:
+    """A channel, check or severity named outright must exist (`--channel amazn` made a
+    silence that muted nothing, silently): a usage error with "did you mean"; a glob that
+    matches none of them now is kept (it may name a channel still to come), with a warning."""
+    import fnmatch
+
+    from auditor import plugins
+    from auditor.model import Severity
+
+    known = {"channel": lambda: [c.name for c in _load(config_path).channels]
+             + list(store.finding_values("channel")),
+             "check": lambda: list(plugins.checks()) + list(store.finding_values("check_name")),
+             "severity": lambda: [v.value for v in Severity]}
+    for kind, names in known.items():
+        value = matchers.get(kind)
+        if value is None:
+            continue
+        if any(c in value for c in "*?["):
+            if not fnmatch.filter(names(), value):
+                err.print(f"[yellow]warning:[/] --{kind} {safe(value)} matches no {kind} "
+                          f"yet: the silence mutes nothing until one does")
+        else:
+            _known(kind, [value], names())
 
 
 @silence_group.command("list")
@@ -333,7 +360,7 @@ def alerts_send(config_path: Path, loop_forever: bool, retry_failed: bool) -> No
         raise AuditorError(f"no store at {cfg.store_url} yet: run `auditor run` first")
     from auditor.alerts.config import unrouted_warnings
 
-    for warning in unrouted_warnings(cfg.alerts):  # why "0 new notification(s)"
+    for warning in unrouted_warnings(cfg.alerts):  # why "0 new notifications"
         err.print(f"[yellow]warning:[/] {safe(warning)}")
     if loop_forever:
         stop = threading.Event()
@@ -351,8 +378,8 @@ def alerts_send(config_path: Path, loop_forever: bool, retry_failed: bool) -> No
         store.close()
     d, e = res["delivered"], res["evaluated"]
     out.print(f"{e.get('firing', 0)} firing, {e.get('pending', 0)} pending, "
-              f"{e.get('suppressed', 0)} suppressed, {e.get('incidents', 0)} incident(s); "
-              f"{e.get('notifications', 0)} new notification(s); delivered {d['sent']}, "
+              f"{e.get('suppressed', 0)} suppressed, {counted(e.get('incidents', 0), 'incident')}; "
+              f"{counted(e.get('notifications', 0), 'new notification')}; delivered {d['sent']}, "
               f"failed {d['failed']}, given up {d['gave_up']}"
               + (" (another process is delivering)" if d["busy"] else ""))
     sys.exit(EXIT_FINDINGS if d["failed"] or d["gave_up"] else EXIT_OK)
