@@ -456,3 +456,19 @@ def test_a_silence_for_a_mistyped_channel_is_refused(tmp_path):
               "--expires", "1d")
     assert ok.exit_code == 0 and "warning" not in ok.output
     assert ok.output.startswith("silence 2 until ") and " UTC: channel=goo*" in ok.output
+
+
+def test_the_api_refuses_a_silence_for_a_mistyped_channel_too(world, monkeypatch):
+    monkeypatch.setenv("AUDITOR_API_TOKEN", TOKEN)
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    until = "2099-01-01T00:00:00Z"
+    with _service(world) as client:
+        typo = client.post("/api/silences", headers=auth,
+                           json={"matchers": {"channel": "gogle"}, "until": until})
+        check = client.post("/api/silences", headers=auth,
+                            json={"matchers": {"check": "prise"}, "until": until})
+        glob = client.post("/api/silences", headers=auth,
+                           json={"matchers": {"channel": "goo*"}, "until": until})
+    assert typo.status_code == 400 and "unknown channel 'gogle'" in typo.json()["detail"]
+    assert check.status_code == 400 and "unknown check 'prise'" in check.json()["detail"]
+    assert glob.status_code == 201 and glob.json()["ok"] is True

@@ -446,6 +446,11 @@ def build_router(get_cfg: Callable[[], Config],
         if body.until.tzinfo is None or body.until <= _now():
             raise HTTPException(400, "until must be a future time with a time zone")
         with open_store() as store:
+            # a channel or check named outright must exist, as in `auditor silence add`
+            # (a typo would mute nothing); globs are kept
+            literal = {k: v for k, v in body.matchers.items() if not any(c in v for c in "*?[")}
+            known_channel(store, literal.get("channel"))
+            known_check(literal.get("check"))
             fn = _needs(store, "add_silence", "silences")
             sid = fn(dict(body.matchers), _now(), body.until, body.by, body.comment)
         return {"ok": True, "id": sid}
