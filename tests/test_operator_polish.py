@@ -187,6 +187,8 @@ def test_runs_page_says_why_a_run_was_interrupted_and_what_presence_was_held(his
     assert ("presence held: 19 of 31 listings vanished since the last complete read (more than "
             "max_drop = 10%)") in rows[2]
     assert "18 presence findings held, 19 listings not counted as removed" in rows[2]
+    # the command in the reason is code on the page, not Markdown backticks
+    assert "<code>auditor runs accept 2 google</code>" in rows[2] and "`" not in rows[2]
     assert "presence not concluded (the read failed): no listing counts as missing" in rows[3]
     assert "presence" not in rows[1]
 

@@ -472,3 +472,12 @@ def test_the_api_refuses_a_silence_for_a_mistyped_channel_too(world, monkeypatch
     assert typo.status_code == 400 and "unknown channel 'gogle'" in typo.json()["detail"]
     assert check.status_code == 400 and "unknown check 'prise'" in check.json()["detail"]
     assert glob.status_code == 201 and glob.json()["ok"] is True
+
+
+def test_backticked_commands_in_a_message_are_code_on_a_page_and_still_escaped():
+    from auditor.web.views import ticks
+
+    shown = str(ticks("<b>held</b>: run `auditor runs accept 2 <i>`\u202e now"))
+    assert shown == ("&lt;b&gt;held&lt;/b&gt;: run <code>auditor runs accept 2 &lt;i&gt;"
+                     "</code> now")
+    assert str(ticks(None)) == "" and str(ticks("a ` b")) == "a ` b"

@@ -48,6 +48,7 @@ def _env() -> Environment:
     env.filters["shown_state"] = views.shown_state
     env.filters["counted"] = wording.counted  # 1 listing, 2 listings
     env.filters["check_field"] = wording.check_field
+    env.filters["ticks"] = views.ticks  # `command` in a message as <code>
     env.globals["version"] = __version__
     return env
 
