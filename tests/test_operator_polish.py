@@ -225,8 +225,8 @@ def test_serve_records_why_it_marked_a_run_interrupted(tmp_path):
     with _service(config) as client:
         html = client.get("/runs").text
     assert "interrupted at 2020-" not in html  # recorded now, not at the start
-    assert ("found still &#39;running&#39; by `auditor serve` at its start (its process is "
-            "gone)") in html
+    assert ("found still &#39;running&#39; by <code>auditor serve</code> at its start (its "
+            "process is gone)") in html  # the command as code on the page
     store = open_store(tmp_path / "auditor.db")
     (run,) = store.runs()
     store.close()
