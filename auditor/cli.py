@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from auditor import __version__, log as logsetup, plugins
+from auditor import __version__, log as logsetup, plugins, wording
 from auditor.config import (CHANNEL_OPTIONS, HTTP_OPTIONS, LINKING_OPTIONS, MASTER_OPTIONS,
                             REPORT_OPTIONS, RUN_OPTIONS, SERVE_OPTIONS, SMTP_OPTIONS,
                             STORE_OPTIONS, UI_OPTIONS, Config, load_config)
@@ -266,7 +266,11 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
                                "channels": [_summary_dict(s) for s in report.channels]},
                               default=str, indent=2))
     elif fmt == "csv":
-        rows = [{"run_id": report.run_id, **_summary_dict(s)} for s in report.channels]
+        # the fields the source never carries as a list of names, not JSON in one cell
+        rows = [{"run_id": report.run_id, **_summary_dict(s),
+                 "not_carried": ", ".join(sorted({f for fs in s.not_carried.values()
+                                                  for f in fs}))}
+                for s in report.channels]
         _csv_out(rows, ["run_id", "channel", "status", "listings", "linked", "unlinked",
                         "ambiguous", "failed", "warn", "opened", "resolved", "score", "errors",
                         "message", "presence_held", "not_carried"])
@@ -474,7 +478,8 @@ def print_report(report, code: int | None = None, exit_line: bool = True) -> Non
         out.print(f"run {report.run_id}: {report.status.value}, no channel audited")
     suggested = sum(s.suggested for s in report.channels)
     if suggested:
-        out.print(f"{suggested:,} suggested link(s) wait for a person (no findings until "
+        out.print(f"{wording.counted(suggested, 'suggested link')} wait for a person (no "
+                  f"findings until "
                   f"confirmed): `auditor links --state suggested`")
     for s in report.channels:
         if s.message:
@@ -484,9 +489,8 @@ def print_report(report, code: int | None = None, exit_line: bool = True) -> Non
         for note in s.notes:
             out.print(f"{safe(s.channel)}: {safe(note)}")
         if s.not_carried:
-            fields = sorted({f for fs in s.not_carried.values() for f in fs})
-            out.print(f"{safe(s.channel)}: not evaluated on this channel, its source never "
-                      f"carries them: {safe(', '.join(fields))}")
+            fields = {f for fs in s.not_carried.values() for f in fs}
+            out.print(f"{safe(s.channel)}: {safe(wording.not_carried(fields))}")
     if not exit_line:
         return
     code = report.exit_code if code is None else code
@@ -495,6 +499,11 @@ def print_report(report, code: int | None = None, exit_line: bool = True) -> Non
             2: "some sources could not be read completely: see `auditor runs --errors`"}[code]
     if code == 2 and report.master_error and not report.channels:
         hint = "the master was rejected: see `auditor runs --errors`"
+    elif code == 2 and report.master_error and all(s.status.value == "complete"
+                                                   for s in report.channels):
+        # every channel was read: it is the master that was not
+        hint = ("the master was rejected, the channels were audited against the previous "
+                "snapshot: see `auditor runs --errors`")
     held = [s.channel for s in report.channels if s.presence_held]
     if code == 2 and held and report.status.value == "complete" and not report.master_error:
         hint = (f"presence held for {', '.join(held)} (see above): findings of the listings "
@@ -506,8 +515,9 @@ def print_report(report, code: int | None = None, exit_line: bool = True) -> Non
 
 FINDING_COLUMNS = ["channel", "sku", "check", "field", "outcome", "severity", "expected",
                    "actual", "state", "message", "fingerprint"]
-# What a person reads first, in a terminal of 100 columns: the message whole.
-FINDING_VIEW = ["sku", "channel", "check", "severity", "message"]
+# What a person reads first, in a terminal of 100 columns: the message whole, and the
+# fingerprint shortened (``fp``) as `findings ack|snooze|resolve|show FP` take it.
+FINDING_VIEW = ["sku", "channel", "check", "severity", "message", "fp"]
 FINDING_WIDE = ["sku", "channel", "check", "field", "outcome", "severity", "state", "expected",
                 "actual", "message", "fingerprint"]
 FINDING_STATES = ("open", "resolved", "acknowledged", "snoozed", "reopened", "not_evaluated")
@@ -519,6 +529,8 @@ def _rows_out(rows: list[dict[str, Any]], columns: list[str], fmt: str, title: s
         click.echo(json.dumps(rows, indent=2, default=str, ensure_ascii=False))
     elif fmt == "csv":
         _csv_out(rows, columns)
+    elif not rows:  # "0 silences", not an empty table
+        out.print(title)
     else:
         _table_out(rows, columns, title, widths)
 
@@ -559,13 +571,23 @@ def _store_for(config_path: Path) -> Store:
 
 
 
+def _short_fingerprints(rows: list[dict[str, Any]]) -> None:
+    """Each row's ``fp``: its fingerprint's first 8 characters, more when two rows shown
+    would share them (as git shortens commit ids); the commands on one finding take it."""
+    n = 8
+    while n < 40 and len({r["fingerprint"][:n] for r in rows}) < len(rows):
+        n += 2
+    for r in rows:
+        r["fp"] = r["fingerprint"][:n]
+
+
 def _findings_title(rows: list[dict[str, Any]]) -> str:
-    """'N finding(s)', and how many failed or could not be compared when both are listed
+    """'N findings', and how many failed or could not be compared when both are listed
     (a channel whose images cannot be fetched lists one not_evaluated finding per image)."""
     from collections import Counter
 
     n = Counter(r.get("outcome") for r in rows)
-    title = f"{len(rows)} finding(s)"
+    title = wording.counted(len(rows), "finding")
     if n.get("not_evaluated") and len(n) > 1:
         parts = [f"{n[o]} {label}" for o, label in (("failed", "failed"), ("warn", "warn"),
                                                      ("not_evaluated", "not evaluated"))
@@ -600,6 +622,8 @@ def findings(ctx: click.Context, config_path: Path, only_open: bool, states: tup
     reopened (not_evaluated: kept only to say why a comparison could not be made); the
     alert column whether it alerts (firing), waits (pending: confirming or in
     propagation grace) or is muted (suppressed). --open: every finding not resolved.
+    The fp column is the fingerprint shortened, as `findings ack|snooze|resolve|show`
+    take it (--wide shows it whole).
 
     An unknown channel, check, severity or state is an error, never an empty list.
 
@@ -645,12 +669,17 @@ def findings(ctx: click.Context, config_path: Path, only_open: bool, states: tup
         r["alert"] = r.get("alert_state") if r["state"] != "resolved" else None
     if states:
         rows = [r for r in rows if r["state"] in states][:limit]
+    if fmt == "table" and not rows:  # not an empty table
+        out.print("0 findings" + (" match these filters" if only_open or channels or
+                                  check_names or severities or states or sku else ""))
+        return
     if fmt == "table":
+        _short_fingerprints(rows)
         _table_out(rows, FINDING_WIDE + ["alert"] if wide else FINDING_VIEW,
                    _findings_title(rows), {"expected": 40, "actual": 40}, wrap=("message",))
     else:
         _rows_out(rows, FINDING_COLUMNS[:-2] + ["alert", "message", "fingerprint"], fmt,
-                  f"{len(rows)} finding(s)")
+                  wording.counted(len(rows), "finding"))
 
 
 @main.group(invoke_without_command=True)
@@ -689,7 +718,7 @@ def links(ctx: click.Context, config_path: Path, channels: tuple[str, ...], stat
         store.close()
     _rows_out(rows, ["channel", "listing_key", "state", "sku", "method", "confidence",
                      "candidates", "reason", "evidence"],
-              fmt, f"{len(rows)} link(s)")
+              fmt, wording.counted(len(rows), "link"))
 
 
 _sub_config = click.option(
@@ -807,10 +836,13 @@ def runs(ctx: click.Context, config_path: Path, limit: int, show_errors: bool, f
     if fmt == "csv":  # a row per run and source (the run's times, not the source's)
         flat = [{**s, "run_id": r["id"], "run_status": r["status"],
                  "started_at": r["started_at"], "finished_at": r["finished_at"],
-                 "interrupted": (r.get("interrupted") or {}).get("reason")}
+                 "interrupted": (r.get("interrupted") or {}).get("reason"),
+                 # held presence in columns of its own, not as JSON in one cell
+                 **{f"presence_{k}": v for k, v in (s.get("presence_held") or {}).items()}}
                 for r in rows for s in r["sources"] or [{}]]  # a run that read none: a row
         _csv_out(flat, ["run_id", "run_status", "started_at", "finished_at", "source", "status",
-                        "listings", "errors", "message", "presence_held", "interrupted"])
+                        "listings", "errors", "message", "presence_state", "presence_reason",
+                        "presence_vanished", "presence_held_findings", "interrupted"])
         return
     if not rows:
         from auditor.storage import describe
@@ -818,7 +850,7 @@ def runs(ctx: click.Context, config_path: Path, limit: int, show_errors: bool, f
         out.print(f"no runs yet in {safe(describe(_load(config_path).store_url))}: run "
                   f"`auditor run`")
     for r in rows:
-        out.print(f"[bold]run {r['id']}[/] {r['started_at']} -> {r['finished_at'] or '…'}: "
+        out.print(f"[bold]run {r['id']}[/] {_span(r['started_at'], r['finished_at'])}: "
                   f"{r['status']}")
         if r.get("interrupted"):
             out.print(f"  interrupted at {r['interrupted'].get('at')}: "
@@ -829,7 +861,7 @@ def runs(ctx: click.Context, config_path: Path, limit: int, show_errors: bool, f
             out.print(f"  its process {r['pid']} is gone: the next run records it interrupted")
         m = r.get("master")
         if m and m.get("rejected"):
-            out.print(f"  master: rejected, {m.get('error_count', 0)} error(s) in "
+            out.print(f"  master: rejected, {wording.counted(m.get('error_count', 0), 'error')} in "
                       f"{safe(m.get('source'))}; "
                       + (f"the previous snapshot ({m.get('records')} records) stayed in force"
                          if m.get("kept_previous") else "no earlier snapshot: nothing audited"))
@@ -846,13 +878,30 @@ def runs(ctx: click.Context, config_path: Path, limit: int, show_errors: bool, f
             h = s["presence_held"]
             if h:
                 out.print(f"    presence {h['state']}: {safe(h['reason'])}"
-                          + (f" ({h['held_findings']} presence finding(s) held)"
+                          + (f" ({wording.counted(h['held_findings'], 'presence finding')} held)"
                              if h["state"] == "held" else ""))
             elif s["status"] in ("partial", "failed"):
                 out.print(f"    presence not concluded ({_read_was(s['status'])}): no "
                           f"listing counts as missing or removed")
         for e in r.get("errors", []):
             out.print(f"    {safe(e['source'])} {safe(e['location'])}: {safe(e['reason'])}")
+
+
+def _span(started: Any, finished: Any) -> str:
+    """'2026-11-30 00:21:49 -> 00:21:51 UTC (1.9 s)' for a run's times (ISO text or
+    datetimes), the day again when it ended on another; '... -> …' while it runs."""
+    from datetime import datetime, timezone
+
+    def at(v: Any) -> datetime:
+        d = v if isinstance(v, datetime) else datetime.fromisoformat(str(v))
+        return (d if d.tzinfo else d.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+
+    a = at(started)
+    if not finished:
+        return f"{a:%Y-%m-%d %H:%M:%S} UTC -> …"
+    b = at(finished)
+    end = f"{b:%H:%M:%S}" if b.date() == a.date() else f"{b:%Y-%m-%d %H:%M:%S}"
+    return f"{a:%Y-%m-%d %H:%M:%S} -> {end} UTC ({(b - a).total_seconds():.1f} s)"
 
 
 @runs.command("accept")
@@ -883,8 +932,9 @@ def runs_accept(config_path: Path, run_id: int, channel: str) -> None:
             counts = store.accept_presence_hold(run_id, channel, datetime.now(timezone.utc))
     finally:
         store.close()
-    out.print(f"run {run_id}, {safe(channel)}: accepted; {counts['opened']} finding(s) opened, "
-              f"{counts['resolved']} resolved, {counts['removed']} listing(s) removed")
+    out.print(f"run {run_id}, {safe(channel)}: accepted; "
+              f"{wording.counted(counts['opened'], 'finding')} opened, {counts['resolved']} "
+              f"resolved, {wording.counted(counts['removed'], 'listing')} removed")
 
 
 def _read_was(status: str) -> str:
@@ -927,7 +977,8 @@ def report(ctx: click.Context, config_path: Path, run_id: int | None, output: Pa
         path = write_report(store, output, run_id)
     finally:
         store.close()
-    out.print(f"wrote {safe(path)}")
+    # the address a browser opens (as `auditor demo` prints it)
+    out.print(f"wrote {safe(path)}: {safe(Path(path).resolve().as_uri())}")
 
 
 @report.command("weekly")
@@ -976,7 +1027,8 @@ def report_weekly(config_path: Path, week: str | None, out_dir: Path | None, sen
         store.close()
     folder = write_archive(rep, out_dir or cfg.resolve_path(cfg.report.get("out_dir")
                                                             or "weekly-reports"))
-    out.print(f"wrote {safe(folder / 'index.html')} ({len(rep.attachments)} attachment(s))")
+    out.print(f"wrote {safe(folder / 'index.html')} "
+              f"({wording.counted(len(rep.attachments), 'attachment')})")
     if send_email:
         to = list(recipients) or list(cfg.report.get("email_to") or [])
         msg = mail.build_message(cfg.smtp, to, rep.subject, rep.text, rep.html, rep.attachments)
@@ -1031,7 +1083,7 @@ def config_check(config_path: Path, offline: bool) -> None:
         problems = probe_sources(cfg)
         if problems:
             err.print(f"[bold red]error:[/] {safe(config_path)} is valid, but "
-                      f"{len(problems)} source problem(s):")
+                      f"{wording.counted(len(problems), 'source problem')}:")
             for p in problems:
                 err.print(f"  - {safe(p)}")
             sys.exit(EXIT_ERROR)
@@ -1039,7 +1091,7 @@ def config_check(config_path: Path, offline: bool) -> None:
 
     out.print(f"{safe(config_path)}: OK, store {safe(describe_store(cfg.store_url))}, master "
               f"{cfg.master['type']} from {safe(cfg.master['source'])}, "
-              f"{len(cfg.channels)} channel(s): "
+              f"{wording.counted(len(cfg.channels), 'channel')}: "
               + ", ".join(f"{safe(c.name)} ({c.type})" for c in cfg.channels)
               + ("" if offline else "; every source opens"))
 
@@ -1224,9 +1276,9 @@ def extract_cmd(target: str, page_url: str | None, sku: str | None, fmt: str, as
                                             user_agent=user_agent)
         except FetchError as e:
             if "allow_private" in e.reason and not allow_private:
-                raise AuditorError(f"{e.url}: {e.reason.replace('set allow_private to permit', '')}"
-                                   .rstrip(" ()") + "; pass --allow-private to read a shop on "
-                                   "this machine or a private network") from None
+                reason = e.reason.replace("; set allow_private to permit)", ")")
+                raise AuditorError(f"{target}: {reason}; pass --allow-private to read a shop "
+                                   "on this machine or a private network") from None
             raise
         url = page_url or final
     else:

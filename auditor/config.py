@@ -402,9 +402,9 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(str(path), [
             f"file not found: {path.absolute()} (write one with `auditor init [FILES]`, a "
             "commented template without FILES; or name another with --config FILE or "
-            "AUDITOR_CONFIG)"]) from None
+            "AUDITOR_CONFIG)"], "cannot read config") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(str(path), [f"cannot read: {e}"]) from None
+        raise ConfigError(str(path), [f"cannot read: {e}"], "cannot read config") from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

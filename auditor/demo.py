@@ -213,37 +213,46 @@ def run_demo(directory: Path, serve: bool, console, port: int = 8080,
         if show_report is not None:
             show_report(report)
         print_truth(console, findings, world_dir, [c.name for c in cfg.channels])
-        cfg_arg = safe(config_path)
         console.print(f"\ndemo finished in {time.perf_counter() - t0:.1f}s. The findings are "
                       f"planted on purpose (ground truth: {safe(world_dir / 'labels.csv')}), so "
                       "the demo exits 0.")
         console.print("\nWhere to look next:")
-        console.print(f"  {safe(report_path.resolve().as_uri())}   # the HTML report, in a browser")
-        console.print(f"  auditor findings --open --config {cfg_arg}       # what is wrong now")
-        console.print(f"  auditor findings --format json --config {cfg_arg}")
-        console.print(f"  auditor links --config {cfg_arg}                 # how listings matched")
-        console.print(f"  auditor runs --errors --config {cfg_arg}         # run history, source errors")
+        api = f"http://127.0.0.1:{port}"
+        nxt: list[tuple[str, str]] = [
+            (report_path.resolve().as_uri(), "the HTML report, in a browser"),
+            (f"auditor findings --open --config {config_path}", "what is wrong now"),
+            (f"auditor findings --format json --config {config_path}", ""),
+            (f"auditor links --config {config_path}", "how listings matched"),
+            (f"auditor runs --errors --config {config_path}", "run history, source errors")]
         if serve:
+            nxt += [(f"{api}/", "the web UI: findings inbox, products on every channel, link "
+                     "suggestions, runs" + ("" if os.environ.get("AUDITOR_UI_PASSWORD") else
+                                            " (read-only: start with AUDITOR_UI_PASSWORD=... "
+                                            "set to log in and acknowledge, snooze or confirm "
+                                            "links)")),
+                    (f"{shop.base_url}/collections/all", "the demo shop"),
+                    (f"{api}/metrics", "Prometheus metrics"),
+                    (f"{api}/docs", f"the JSON API (OpenAPI: {api}/openapi.json)"),
+                    (f"{api}/api/findings?state=open&severity=critical", "")]
+        else:
+            nxt.append(("auditor demo --serve", "keep the shop running and run auditor serve "
+                        "on it (web UI, metrics, API, schedules)"))
+        width = max(len(what) for what, _ in nxt)
+        for what, why in nxt:  # the comments in one column
+            console.print(f"  {safe(what)}" + (f"{' ' * (width - len(what))}   # {safe(why)}"
+                                                if why else ""))
+        if serve:
+            import logging
+
             from auditor.service.app import serve as run_service
 
-            api = f"http://127.0.0.1:{port}"
-            console.print(f"  {api}/                          # the web UI: findings inbox, "
-                          "products on every channel, link suggestions, runs")
-            if not os.environ.get("AUDITOR_UI_PASSWORD"):
-                console.print("      (read-only: start with AUDITOR_UI_PASSWORD=... set to log in "
-                              "and acknowledge, snooze or confirm links)")
-            console.print(f"  {shop.base_url}/collections/all    # the demo shop")
-            console.print(f"  {api}/metrics               # Prometheus metrics")
-            console.print(f"  {api}/docs                  # the JSON API (OpenAPI: {api}/openapi.json)")
-            console.print(f"  {api}/api/findings?state=open&severity=critical")
             console.print(ops_line(port))
             console.print(f"\nauditor serve on {api}: every channel is audited again on its "
                           f"schedule ({DEMO_SCHEDULE}); Ctrl-C stops the service and the shop.")
-            if run_service(config_path, "127.0.0.1", port) != 0:
+            # uvicorn logs at the CLI's level (its INFO lines with -v only, as `auditor serve`)
+            level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
+            if run_service(config_path, "127.0.0.1", port, log_level=level) != 0:
                 return 2
-        else:
-            console.print("  auditor demo --serve                       # keep the shop running and "
-                          "run auditor serve on it (web UI, metrics, API, schedules)")
         return 0 if report.exit_code in (0, 1) else 2
     except (AuditorError, OSError) as e:
         console.print(f"[bold red]demo failed:[/] {safe(e)}")

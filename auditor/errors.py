@@ -20,13 +20,14 @@ class AuditorError(Exception):
 class ConfigError(AuditorError):
     """config.toml is missing, unreadable or invalid. Lists every problem found."""
 
-    def __init__(self, path: str, problems: list[str]):
+    def __init__(self, path: str, problems: list[str], heading: str = "invalid config"):
         self.path = path
         self.problems = problems
+        self.heading = heading  # "cannot read config" when there is no file to judge
         super().__init__(f"{path}: " + "; ".join(problems))
 
     def __str__(self) -> str:
-        lines = [f"invalid config {self.path}:"]
+        lines = [f"{self.heading} {self.path}:"]
         lines += [f"  - {p}" for p in self.problems]
         return "\n".join(lines)
 
@@ -42,8 +43,10 @@ class MasterImportError(AuditorError):
 
     def __str__(self) -> str:
         shown = self.errors[:50]
-        lines = [f"master import from {self.source} rejected: {len(self.errors)} error(s)"
-                 + (f" in {self.total_rows} row(s)" if self.total_rows else "")]
+        from auditor.wording import counted
+
+        lines = [f"master import from {self.source} rejected: {counted(len(self.errors), 'error')}"
+                 + (f" in {counted(self.total_rows, 'row')}" if self.total_rows else "")]
         lines += [f"  {loc}: {reason}" for loc, reason in shown]
         if len(self.errors) > len(shown):
             lines.append(f"  ... and {len(self.errors) - len(shown)} more")
@@ -110,14 +113,13 @@ class NotFound(StoreError):
 
 class Conflict(StoreError):
     """The store holds it, but not in a state that allows what was asked (acknowledging
-    a resolved finding)."""
+    a resolved finding), or a fingerprint prefix names more than one finding."""
 
     http_status = 409
 
 
 class BadRequest(StoreError):
-    """What was asked is malformed (a fingerprint that is no hex prefix, an ambiguous
-    prefix)."""
+    """What was asked is malformed (a fingerprint that is no hex prefix)."""
 
     http_status = 400
 

@@ -433,6 +433,24 @@ def conditional_headers(etag: str | None, last_modified: str | None) -> dict[str
 # read a host's robots.txt and publish its Crawl-delay (``Fetcher.discovering``). None:
 # each process keeps its own limits.
 shared_pacer: Callable[..., float] | None = None
+# Hosts a crawl of this process is learning the limits of (reading robots.txt) under the
+# shared pacer: its lock is a session lock, which a second crawl in the same process (the
+# same database session) would be granted again, so the process keeps its own claim too.
+_learning: set[str] = set()
+_learning_lock = threading.Lock()
+
+
+def _claim_learning(host: str) -> bool:
+    with _learning_lock:
+        if host in _learning:
+            return False
+        _learning.add(host)
+        return True
+
+
+def _release_learning(host: str) -> None:
+    with _learning_lock:
+        _learning.discard(host)
 
 
 class _HostGate:
@@ -651,10 +669,11 @@ class Fetcher:
     async def discovering(self, url: str) -> AsyncIterator[None]:
         """Held while this crawl learns ``url``'s host's limits (reads its robots.txt).
 
-        With a shared pacer (a distributed run), one process at a time per host: another
-        process's first request to the host (its own robots.txt) waits until the first
-        has published the host's Crawl-delay (``share_host_delay``), and is spaced by it
-        from the host's last request wherever that came from."""
+        With a shared pacer (a distributed run), one crawl at a time per host, in any
+        process (two crawls of one process included): another crawl's first request to
+        the host (its own robots.txt) waits until the first has published the host's
+        Crawl-delay (``share_host_delay``), and is spaced by it from the host's last
+        request wherever that came from."""
         gate = self._gate(url)
         gate.crawled = True
         pacer = shared_pacer
@@ -664,13 +683,20 @@ class Fetcher:
             yield
             return
         delay = 0.02
-        while not await asyncio.to_thread(lock, gate.host):
+        while not _claim_learning(gate.host):
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
         try:
-            yield
+            delay = 0.02
+            while not await asyncio.to_thread(lock, gate.host):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+            try:
+                yield
+            finally:
+                await asyncio.to_thread(unlock, gate.host)
         finally:
-            await asyncio.to_thread(unlock, gate.host)
+            _release_learning(gate.host)
 
     async def share_host_delay(self, url: str, seconds: float) -> None:
         """``set_host_delay``, and (with a shared pacer) publish ``seconds`` as the host's

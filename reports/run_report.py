@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from auditor import wording
 from auditor.errors import AuditorError
 from auditor.terminal import visible
 
@@ -40,8 +41,7 @@ def build_context(store: Store, run_id: int | None = None, limit: int = 2000) ->
         notes += c.get("notes") or []
         gone = sorted({f for fs in (c.get("not_carried") or {}).values() for f in fs})
         if gone:
-            notes.append("not evaluated on this channel, its source never carries them: "
-                         + ", ".join(gone))
+            notes.append(wording.not_carried(gone))
         source_notes[src.source] = notes
     scores = store.scores(run.id)
     checks = sorted({s.check for s in scores})
@@ -72,6 +72,7 @@ def build_context(store: Store, run_id: int | None = None, limit: int = 2000) ->
     return {
         "headline": headline,
         "since_last": since_last,
+        "first_run": not any(r.id < run.id for r in runs),  # nothing to compare with
         "run": {"id": run.id, "started": f"{run.started_at:%Y-%m-%d %H:%M:%S}",
                 "finished": f"{run.finished_at:%Y-%m-%d %H:%M:%S}" if run.finished_at else "",
                 "status": run.status},

@@ -156,7 +156,7 @@ def serving(config: Path, *extra: str, env: dict[str, str] | None = None) -> Ite
     served = Served(proc, port, log)
     try:
         wait_for(lambda: proc.poll() is None and get(served.url + "/healthz")[0] == 200,
-                 timeout=30, what=f"auditor serve on {port} (log: {log})")
+                 timeout=90, what=f"auditor serve on {port} (log: {log})")
         yield served
     finally:
         if proc.poll() is None:

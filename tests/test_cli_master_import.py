@@ -25,7 +25,7 @@ def test_master_rejected_on_the_very_first_run_is_recorded(mini_world):
     r = cli("runs", "--config", cfg, "--errors")
     assert r.exit_code == 0
     assert "run 1" in r.output and "failed" in r.output
-    assert "master: rejected, 1 error(s)" in r.output and "nothing audited" in r.output
+    assert "master: rejected, 1 error in" in r.output and "nothing audited" in r.output
     assert "master.csv:2 column price: bad price 'abc'" in r.output
     (run,) = json.loads(cli("runs", "--config", cfg, "--format", "json").output)
     assert run["status"] == "failed" and run["master"]["rejected"] is True
@@ -42,7 +42,7 @@ def test_master_rejected_later_keeps_the_snapshot_and_says_why(mini_world):
     assert r.output.count("stays in force") == 1
     r = cli("runs", "--config", cfg, "--errors", "--limit", "1")
     assert "run 2" in r.output
-    assert "master: rejected, 1 error(s)" in r.output
+    assert "master: rejected, 1 error in" in r.output
     assert "previous snapshot (3 records) stayed in force" in r.output
     assert "master.csv:2 column price: bad price 'abc'" in r.output
     r = cli("runs", "--config", cfg, "--limit", "2")

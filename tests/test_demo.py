@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from dataclasses import replace
 from decimal import Decimal
@@ -117,6 +118,11 @@ def test_demo_serve_points_at_the_web_ui(tmp_path, monkeypatch):
                                        "--port", "18999"])
     assert result.exit_code == 0, result.output
     assert served == [18999]
-    assert "http://127.0.0.1:18999/                          # the web UI" in result.output
+    assert re.search(r"http://127\.0\.0\.1:18999/ +# the web UI", result.output)
+    # the comments of "Where to look next" in one column
+    block = result.output.split("Where to look next:")[1].split("\nauditor serve on")[0]
+    columns = {line.index("   # ") for line in block.splitlines() if "   # " in line
+               and "auditor-dashboard" not in line}
+    assert len(columns) == 1, block
     assert "http://127.0.0.1:18999/metrics" in result.output
     assert "read-only: start with AUDITOR_UI_PASSWORD" in result.output

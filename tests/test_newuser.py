@@ -228,7 +228,8 @@ def test_every_command_has_an_example_and_every_format_option_takes_csv():
 def test_silence_list_and_outbox_print_csv(tmp_path):
     cfg = tmp_path / "config.toml"
     (tmp_path / "m.csv").write_text("sku,title\nA,Tee\n")
-    cfg.write_text('[store]\npath = "a.db"\n[master]\ntype = "csv"\nsource = "m.csv"\n')
+    cfg.write_text('[store]\npath = "a.db"\n[master]\ntype = "csv"\nsource = "m.csv"\n'
+                   '[[channels]]\nname = "amazon"\ntype = "tabular"\nsource = "m.csv"\n')
     assert CliRunner().invoke(main, ["run", "-c", str(cfg), "--master-only"]).exit_code == 0
     r = CliRunner().invoke(main, ["silence", "add", "-c", str(cfg), "--channel", "amazon",
                                   "--expires", "3d", "--comment", 'say "hi", =1+1'])

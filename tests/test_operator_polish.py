@@ -186,7 +186,9 @@ def test_runs_page_says_why_a_run_was_interrupted_and_what_presence_was_held(his
     assert '<div class="no interrupted">interrupted at ' in rows[4] and ": SIGTERM</div>" in rows[4]
     assert ("presence held: 19 of 31 listings vanished since the last complete read (more than "
             "max_drop = 10%)") in rows[2]
-    assert "18 presence finding(s) held, 19 listing(s) not counted as removed" in rows[2]
+    assert "18 presence findings held, 19 listings not counted as removed" in rows[2]
+    # the command in the reason is code on the page, not Markdown backticks
+    assert "<code>auditor runs accept 2 google</code>" in rows[2] and "`" not in rows[2]
     assert "presence not concluded (the read failed): no listing counts as missing" in rows[3]
     assert "presence" not in rows[1]
 
@@ -198,7 +200,7 @@ def test_auditor_runs_says_what_presence_a_failed_read_could_not_conclude(histor
     assert "interrupted at" in runs[0] and ": SIGTERM" in runs[0]
     assert "google: failed" in runs[1]
     assert "presence not concluded (the read failed): no listing counts as missing" in runs[1]
-    assert "(18 presence finding(s) held)" in runs[2]
+    assert "(18 presence findings held)" in runs[2]
 
 
 def test_auditor_runs_on_an_empty_store_says_so(tmp_path):
@@ -223,8 +225,8 @@ def test_serve_records_why_it_marked_a_run_interrupted(tmp_path):
     with _service(config) as client:
         html = client.get("/runs").text
     assert "interrupted at 2020-" not in html  # recorded now, not at the start
-    assert ("found still &#39;running&#39; by `auditor serve` at its start (its process is "
-            "gone)") in html
+    assert ("found still &#39;running&#39; by <code>auditor serve</code> at its start (its "
+            "process is gone)") in html  # the command as code on the page
     store = open_store(tmp_path / "auditor.db")
     (run,) = store.runs()
     store.close()
@@ -467,7 +469,7 @@ def test_alerts_send_says_why_firing_alerts_make_no_notification(tmp_path):
     config = build_world(tmp_path, extra_toml=ALERTS)
     assert _run(config) == 1
     r = CliRunner().invoke(main, ["alerts", "send", "-c", str(config)])
-    assert "0 new notification(s)" in r.output
+    assert "0 new notifications" in r.output
     assert "warning: [[alerts.receivers]] 'hook', 'mail': no [[alerts.routes]] in the config" \
         in r.output
 
@@ -485,7 +487,11 @@ def test_auditor_runs_csv_has_the_runs_times_and_why_it_was_interrupted(history)
     for run_id, row in rows.items():  # the run's own times (a source's were shown)
         assert row["started_at"] == runs[run_id].started_at.isoformat()
     assert rows[4]["interrupted"] == "SIGTERM" and rows[1]["interrupted"] == ""
-    assert '"state": "held"' in rows[2]["presence_held"]
+    # held presence in columns of its own (it was JSON in one cell)
+    assert rows[2]["presence_state"] == "held" and rows[2]["presence_reason"]
+    assert int(rows[2]["presence_vanished"]) > 0 and rows[2]["presence_held_findings"]
+    assert "presence_held" not in rows[2] and "{" not in ",".join(rows[2].values())
+    assert rows[1]["presence_state"] == rows[1]["presence_reason"] == ""
 
 
 def test_a_mistyped_address_is_the_uis_not_found_page_for_a_browser(tmp_path):

@@ -479,10 +479,11 @@ def test_findings_title_says_how_many_failed_and_how_many_could_not_be_compared(
     from auditor.cli import _findings_title
 
     rows = [{"outcome": "failed"}] * 96 + [{"outcome": "not_evaluated"}] * 575
-    assert _findings_title(rows) == ("671 finding(s): 96 failed, 575 not evaluated "
+    assert _findings_title(rows) == ("671 findings: 96 failed, 575 not evaluated "
                                      "(--state open leaves out the not evaluated)")
-    assert _findings_title([{"outcome": "failed"}] * 3) == "3 finding(s)"
-    assert _findings_title([]) == "0 finding(s)"
+    assert _findings_title([{"outcome": "failed"}] * 3) == "3 findings"
+    assert _findings_title([]) == "0 findings"
+    assert _findings_title([{"outcome": "failed"}]) == "1 finding"
 
 
 def test_serve_says_when_no_source_has_a_schedule(tmp_path, caplog):
@@ -559,6 +560,6 @@ def test_a_master_that_could_not_be_read_is_not_said_to_have_0_rows():
     from auditor.errors import MasterImportError
 
     e = MasterImportError("/x/pim.csv", [("/x/pim.csv", "file not found")])
-    assert str(e).splitlines()[0] == "master import from /x/pim.csv rejected: 1 error(s)"
+    assert str(e).splitlines()[0] == "master import from /x/pim.csv rejected: 1 error"
     e = MasterImportError("/x/pim.csv", [("/x/pim.csv:2", "bad price")], total_rows=2)
-    assert "rejected: 1 error(s) in 2 row(s)" in str(e)
+    assert "rejected: 1 error in 2 rows" in str(e)

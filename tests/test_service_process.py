@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 from service_helpers import build_world, get, serving, wait_for
+from service_helpers import get as _get
 
 
 class SlowFeed:
@@ -96,7 +97,14 @@ def test_sigterm_lets_a_short_audit_finish(tmp_path):
 
 
 def test_sighup_reloads_a_good_config_and_refuses_a_broken_one(tmp_path):
+    """Robust on a loaded machine (it failed once there): every call waits up to a minute
+    for its answer, and the service runs one reload at a time, logging a refusal before
+    showing it (tests/test_operator_polish4.py has the race this removed)."""
     config = build_world(tmp_path, n=5, serve={"catch_up": False})
+
+    def get(url):  # a loaded machine may take more than the helper's 10 s to answer
+        return _get(url, timeout=60)
+
     with serving(config) as s:
         def schedules():
             return {x["source"]: x["schedule"] for x in get(s.url + "/api/schedule")[1]["sources"]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,7 +43,7 @@ def test_unknown_filter_value_is_an_error(audited, args, word):
     r = cli("findings", "--config", audited, *args)
     assert r.exit_code == 2, r.output
     assert word in r.output
-    assert "finding(s)" not in r.output
+    assert not re.search(r"\d+ findings?\b", r.output)  # no list printed
 
 
 def test_channel_and_check_repeat(audited, tmp_path):
@@ -140,7 +141,7 @@ headers = {{ Authorization = {{ env = "AUDITOR_TEST_UNSET_TOKEN" }} }}
         assert "'pos'.source: no file matches" in out
         assert "environment variable AUDITOR_TEST_UNSET_TOKEN is not set" in out
         assert "'remote'" not in out and "'google'" not in out
-        assert "4 source problem(s)" not in out and "3 source problem(s)" in out
+        assert "4 source problems" not in out and "3 source problems" in out
         r = cli("config", "check", "--config", cfg, "--offline")
         assert r.exit_code == 0 and "OK" in r.output
         monkeypatch.setenv("AUDITOR_TEST_UNSET_TOKEN", "t0ken-value")

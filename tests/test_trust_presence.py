@@ -237,7 +237,7 @@ def test_user_accepts_a_drop(feed_world):
     assert cli("run", "--config", cfg).exit_code == 2
     r = cli("runs", "accept", "2", "google", "--config", cfg)
     assert r.exit_code == 0, r.output
-    assert "15 finding(s) opened" in r.output and "15 listing(s) removed" in r.output
+    assert "15 findings opened" in r.output and "15 listings removed" in r.output
     assert _missing(cfg) == [f"T-{i:02d}" for i in range(5, 20)]
     r = cli("runs", "accept", "2", "google", "--config", cfg)
     assert r.exit_code == 2 and "already accepted" in r.output

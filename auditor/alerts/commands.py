@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from auditor.cli import (EXIT_FINDINGS, EXIT_OK, _known, _load, _rows_out, _store_for,
                          config_option, err, findings, format_option, main, out, safe)
 from auditor.errors import AuditorError
+from auditor.wording import check_field, counted
 
 
 def _actor(by: str | None) -> str:
@@ -49,7 +51,7 @@ def findings_ack(config_path: Path, fingerprint: str, note: str | None, by: str 
     finally:
         store.close()
     out.print(f"acknowledged {f['fingerprint']} ({safe(f['channel'])} {safe(f['sku'])} "
-              f"{f['check']} {safe(f['field'])}) by {safe(f['ack_by'])}")
+              f"{safe(check_field(f['check'], f['field'], ' '))}) by {safe(f['ack_by'])}")
 
 
 @findings.command("snooze")
@@ -79,7 +81,8 @@ def findings_snooze(config_path: Path, fingerprint: str, until_text: str, by: st
         f = store.snooze_finding(store.find_fingerprint(fingerprint), until, _actor(by))
     finally:
         store.close()
-    out.print(f"snoozed {f['fingerprint']} until {f['snoozed_until']}")
+    out.print(f"snoozed {f['fingerprint']} until "
+              f"{until.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC")
 
 
 @findings.command("resolve")
@@ -201,11 +204,37 @@ def silence_add(config_path: Path, channel: str | None, check_name: str | None,
         raise click.BadParameter("the expiry is in the past", param_hint="--expires")
     store = _store_for(config_path)
     try:
+        _known_matchers(config_path, store, matchers)
         sid = store.add_silence(matchers, now, ends, _actor(by), comment, now)
     finally:
         store.close()
-    out.print(f"silence {sid} until {ends.isoformat()}: "
+    out.print(f"silence {sid} until {ends.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC: "
               + ", ".join(f"{k}={safe(v)}" for k, v in matchers.items()))
+
+
+def _known_matchers(config_path: Path, store: Any, matchers: dict[str, str]) -> None:
+    """A channel, check or severity named outright must exist (`--channel amazn` made a
+    silence that muted nothing, silently): a usage error with "did you mean"; a glob that
+    matches none of them now is kept (it may name a channel still to come), with a warning."""
+    import fnmatch
+
+    from auditor import plugins
+    from auditor.model import Severity
+
+    known = {"channel": lambda: [c.name for c in _load(config_path).channels]
+             + list(store.finding_values("channel")),
+             "check": lambda: list(plugins.checks()) + list(store.finding_values("check_name")),
+             "severity": lambda: [v.value for v in Severity]}
+    for kind, names in known.items():
+        value = matchers.get(kind)
+        if value is None:
+            continue
+        if any(c in value for c in "*?["):
+            if not fnmatch.filter(names(), value):
+                err.print(f"[yellow]warning:[/] --{kind} {safe(value)} matches no {kind} "
+                          f"yet: the silence mutes nothing until one does")
+        else:
+            _known(kind, [value], names())
 
 
 @silence_group.command("list")
@@ -229,7 +258,7 @@ def silence_list(config_path: Path, show_all: bool, fmt: str) -> None:
     for r in rows:
         r["matchers"] = ", ".join(f"{k}={v}" for k, v in r["matchers"].items())
     _rows_out(rows, ["id", "matchers", "starts_at", "ends_at", "created_by", "comment"],
-              fmt, f"{len(rows)} silence(s)")
+              fmt, counted(len(rows), "silence"))
 
 
 @silence_group.command("expire")
@@ -301,7 +330,7 @@ def alerts_outbox(config_path: Path, show_all: bool, limit: int, fmt: str) -> No
         else:
             r["why"] = "not attempted yet" if r["status"] == "pending" else ""
     _rows_out(rows, ["id", "receiver", "status", "attempts", "next_attempt_at", "why",
-                     "subject", "idempotency_key"], fmt, f"{len(rows)} notification(s)",
+                     "subject", "idempotency_key"], fmt, counted(len(rows), "notification"),
               {"subject": 60, "why": 60})
 
 
@@ -331,7 +360,7 @@ def alerts_send(config_path: Path, loop_forever: bool, retry_failed: bool) -> No
         raise AuditorError(f"no store at {cfg.store_url} yet: run `auditor run` first")
     from auditor.alerts.config import unrouted_warnings
 
-    for warning in unrouted_warnings(cfg.alerts):  # why "0 new notification(s)"
+    for warning in unrouted_warnings(cfg.alerts):  # why "0 new notifications"
         err.print(f"[yellow]warning:[/] {safe(warning)}")
     if loop_forever:
         stop = threading.Event()
@@ -349,8 +378,8 @@ def alerts_send(config_path: Path, loop_forever: bool, retry_failed: bool) -> No
         store.close()
     d, e = res["delivered"], res["evaluated"]
     out.print(f"{e.get('firing', 0)} firing, {e.get('pending', 0)} pending, "
-              f"{e.get('suppressed', 0)} suppressed, {e.get('incidents', 0)} incident(s); "
-              f"{e.get('notifications', 0)} new notification(s); delivered {d['sent']}, "
+              f"{e.get('suppressed', 0)} suppressed, {counted(e.get('incidents', 0), 'incident')}; "
+              f"{counted(e.get('notifications', 0), 'new notification')}; delivered {d['sent']}, "
               f"failed {d['failed']}, given up {d['gave_up']}"
               + (" (another process is delivering)" if d["busy"] else ""))
     sys.exit(EXIT_FINDINGS if d["failed"] or d["gave_up"] else EXIT_OK)
@@ -380,4 +409,4 @@ def alerts_propagation(config_path: Path, channel: str | None, pending: bool, li
     finally:
         store.close()
     _rows_out(rows, ["channel", "sku", "field", "check_name", "changed_at", "caught_up_at",
-                     "latency_seconds"], fmt, f"{len(rows)} change(s)")
+                     "latency_seconds"], fmt, counted(len(rows), "change"))

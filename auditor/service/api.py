@@ -18,6 +18,7 @@ import base64
 import hmac
 import json
 import os
+import re
 
 from datetime import datetime, timezone
 from enum import Enum
@@ -34,6 +35,21 @@ DEFAULT_TOKEN_ENV = "AUDITOR_API_TOKEN"
 _bearer = HTTPBearer(auto_error=False, description="The token in [serve] token "
                      "(default: the AUDITOR_API_TOKEN environment variable).")
 _NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+
+_FP = ("The finding's fingerprint, or a unique prefix of it (hex, 4 characters or more), "
+       "as `auditor findings` shows and accepts it: 404 when none starts so, 409 when "
+       "several do.")
+_HEX = re.compile(r"[0-9a-f]{4,40}")
+
+
+def find_fingerprint(store: Any, given: str) -> str:
+    """The one fingerprint ``given`` is, or is a prefix of (as the CLI accepts it): 404 for
+    none (also for text that is no hex fingerprint: no finding has it), 409 for several."""
+    if not _HEX.fullmatch(given.strip().lower()):
+        raise HTTPException(404, f"no finding {given!r} (a fingerprint, or a unique prefix "
+                            "of one: hex, 4 characters or more)")
+    return str(store.find_fingerprint(given))
 
 
 class State(str, Enum):
@@ -320,14 +336,15 @@ def build_router(get_cfg: Callable[[], Config],
         return {"items": rows, "next_cursor": nxt}
 
     @router.get("/findings/{fingerprint}", dependencies=read, tags=["findings"],
-                responses=_errors(404))
-    def get_finding(fingerprint: str = Path(max_length=200)) -> dict[str, Any]:
+                responses=_errors(404, 409))
+    def get_finding(fingerprint: str = Path(max_length=200, description=_FP)) -> dict[str, Any]:
         """One finding with its history of events."""
         with open_store() as store:
-            row = store.finding(fingerprint)
+            fp = find_fingerprint(store, fingerprint)
+            row = store.finding(fp)
             if row is None:
                 raise HTTPException(404, f"no finding {fingerprint!r}")
-            row["events"] = [e.to_dict() for e in store.finding_events(fingerprint)]
+            row["events"] = [e.to_dict() for e in store.finding_events(fp)]
         return row
 
     @router.get("/skus/{sku:path}", response_model=SkuView, dependencies=read,
@@ -374,24 +391,26 @@ def build_router(get_cfg: Callable[[], Config],
 
     # ------------------------------------------------------------------ writes
 
-    def _finding_write(fingerprint: str, call: Callable[[Any], Any]) -> dict[str, Any]:
-        # An unknown fingerprint raises NotFound (404), a resolved finding Conflict (409):
-        # the app answers each error's http_status.
+    def _finding_write(fingerprint: str, call: Callable[[Any, str], Any]) -> dict[str, Any]:
+        # An unknown fingerprint raises NotFound (404), an ambiguous prefix or a resolved
+        # finding Conflict (409): the app answers each error's http_status. The answer
+        # names the full fingerprint.
         with open_store() as store:
-            call(store)
-        return {"ok": True, "fingerprint": fingerprint}
+            fp = find_fingerprint(store, fingerprint)
+            call(store, fp)
+        return {"ok": True, "fingerprint": fp}
 
     @router.post("/findings/{fingerprint}/ack", response_model=Done, tags=["findings"],
                  responses=_errors(401, 403, 404, 409))
-    def ack(body: AckBody, fingerprint: str = Path(max_length=200),
+    def ack(body: AckBody, fingerprint: str = Path(max_length=200, description=_FP),
             _: str = Depends(writer)) -> dict[str, Any]:
         """Acknowledge a finding: a person is on it."""
         return _finding_write(fingerprint,
-                              lambda s: s.ack_finding(fingerprint, body.by, body.note))
+                              lambda s, fp: s.ack_finding(fp, body.by, body.note))
 
     @router.post("/findings/{fingerprint}/snooze", response_model=Done, tags=["findings"],
                  responses=_errors(400, 401, 403, 404, 409))
-    def snooze(body: SnoozeBody, fingerprint: str = Path(max_length=200),
+    def snooze(body: SnoozeBody, fingerprint: str = Path(max_length=200, description=_FP),
                _: str = Depends(writer)) -> dict[str, Any]:
         """Mute a finding until a time."""
         until = body.until
@@ -400,14 +419,14 @@ def build_router(get_cfg: Callable[[], Config],
         if until <= _now():
             raise HTTPException(400, f"until {until.isoformat()} is not in the future")
         return _finding_write(fingerprint,
-                              lambda s: s.snooze_finding(fingerprint, until, body.by))
+                              lambda s, fp: s.snooze_finding(fp, until, body.by))
 
     @router.post("/findings/{fingerprint}/resolve", response_model=Done, tags=["findings"],
-                 responses=_errors(401, 403, 404))
-    def resolve(body: ResolveBody, fingerprint: str = Path(max_length=200),
+                 responses=_errors(401, 403, 404, 409))
+    def resolve(body: ResolveBody, fingerprint: str = Path(max_length=200, description=_FP),
                 _: str = Depends(writer)) -> dict[str, Any]:
         """Mark a finding resolved (a later run seeing it again reopens it)."""
-        return _finding_write(fingerprint, lambda s: s.resolve_finding(fingerprint, body.by))
+        return _finding_write(fingerprint, lambda s, fp: s.resolve_finding(fp, body.by))
 
     def _needs(store: Any, method: str, what: str) -> Callable[..., Any]:
         fn = getattr(store, method, None)
@@ -427,6 +446,11 @@ def build_router(get_cfg: Callable[[], Config],
         if body.until.tzinfo is None or body.until <= _now():
             raise HTTPException(400, "until must be a future time with a time zone")
         with open_store() as store:
+            # a channel or check named outright must exist, as in `auditor silence add`
+            # (a typo would mute nothing); globs are kept
+            literal = {k: v for k, v in body.matchers.items() if not any(c in v for c in "*?[")}
+            known_channel(store, literal.get("channel"))
+            known_check(literal.get("check"))
             fn = _needs(store, "add_silence", "silences")
             sid = fn(dict(body.matchers), _now(), body.until, body.by, body.comment)
         return {"ok": True, "id": sid}

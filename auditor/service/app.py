@@ -51,6 +51,10 @@ class Service:
         self.started_at = clock()
         self.reloads = 0
         self.last_reload_error: str | None = None
+        # SIGHUPs reload in executor threads: one reload at a time, so a quick second
+        # SIGHUP (a broken file saved right after a good one) cannot finish first and
+        # have its refusal overwritten by the earlier reload's success.
+        self._reload_lock = threading.Lock()
         self.shutdown_hooks: list[Callable[[], None]] = []
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(StoreCollector(self.open_store, extra=self._service_metrics,
@@ -177,12 +181,19 @@ class Service:
                 log.exception("shutdown hook %r failed", hook)
 
     def reload(self) -> bool:
-        """Read the config file again; keep the old config when the new one is broken."""
+        """Read the config file again; keep the old config when the new one is broken.
+        One reload at a time, in the order the signals came."""
+        with self._reload_lock:
+            return self._reload()
+
+    def _reload(self) -> bool:
         try:
             cfg = load_config(self.config_path)
         except AuditorError as e:
-            self.last_reload_error = str(e)
+            # logged before it is shown: whoever sees the refusal in /api/schedule or the
+            # metrics finds its line in the log
             log.error("config reload refused, the previous config stays in force: %s", e)
+            self.last_reload_error = str(e)
             return False
         if cfg.store_url != self.cfg.store_url:
             from auditor.storage import describe
@@ -393,7 +404,9 @@ def serve(config_path: Path, host: str | None = None, port: int | None = None,
         server = uvicorn.Server(uvicorn.Config(app, workers=1, log_level=log_level,
                                                lifespan="on", access_log=False))
         base = f"http://{host}:{sock.getsockname()[1]}"
-        log.info("auditor serve on %s (web UI at /, metrics at /metrics, API at /docs)", base)
+        # the same words as the line `auditor serve` prints without -v (docs/service.md)
+        log.info("auditor serve on %s: web UI %s/, metrics %s/metrics, API %s/docs; Ctrl-C "
+                 "stops", base, base, base, base)
         if announce is not None:
             announce(base)
         server.run(sockets=[sock])

@@ -2045,7 +2045,7 @@ class PostgresStore:
         if not rows:
             raise NotFound(f"no finding with fingerprint {prefix}")
         if len(rows) > 1:
-            raise BadRequest(f"fingerprint {prefix} is ambiguous: give more characters")
+            raise Conflict(f"fingerprint {prefix} is ambiguous: give more characters")
         return rows[0]
 
     def finding_episodes(self, fingerprints: Iterable[str] | None = None

@@ -1263,7 +1263,7 @@ class SQLiteStore:
         if not rows:
             raise NotFound(f"no finding with fingerprint {prefix}")
         if len(rows) > 1:
-            raise BadRequest(f"fingerprint {prefix} is ambiguous: give more characters")
+            raise Conflict(f"fingerprint {prefix} is ambiguous: give more characters")
         return rows[0]
 
     def _triage(self, fingerprint: str, event: str, by: str | None, note: str | None,

@@ -23,9 +23,9 @@ from fastapi.routing import APIRoute
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from auditor import __version__, plugins
+from auditor import __version__, plugins, wording
 from auditor.config import Config
-from auditor.errors import AuditorError
+from auditor.errors import AuditorError, BadRequest, Conflict, NotFound
 from auditor.storage import redact, unavailable
 from auditor.terminal import visible
 from auditor.web import views
@@ -46,6 +46,9 @@ def _env() -> Environment:
     env.filters["qs"] = lambda pairs: urlencode(pairs)
     env.filters["safe_url"] = views.safe_url
     env.filters["shown_state"] = views.shown_state
+    env.filters["counted"] = wording.counted  # 1 listing, 2 listings
+    env.filters["check_field"] = wording.check_field
+    env.filters["ticks"] = views.ticks  # `command` in a message as <code>
     env.globals["version"] = __version__
     return env
 
@@ -167,8 +170,12 @@ def build_ui_router(get_cfg: Callable[[], Config], open_store: StoreOpener,
     def finding(request: Request, fingerprint: str) -> Response:
         with open_store() as store:
             x = store.finding_record(fingerprint)
-            if x is None:
-                return page(request, "missing.html", 404, what=f"finding {fingerprint}")
+            if x is None:  # a unique prefix (as the CLI shows and takes it) opens its finding
+                try:
+                    full = store.find_fingerprint(fingerprint)
+                except (NotFound, BadRequest, Conflict) as e:
+                    return page(request, "missing.html", 404, message=str(e))
+                return RedirectResponse(f"/findings/{full}", 303)
             events = store.finding_events(fingerprint)
             master = store.master_for(x.sku) if x.sku else None
         return page(request, "finding.html", f=x, events=events, master=master)

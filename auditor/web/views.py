@@ -327,3 +327,18 @@ def suggestions(store: Any, limit: int = 200) -> list[dict[str, Any]]:
             "master_fields": _field_rows(master, None),
             "fields": _field_rows(None, listing) if listing else {}})
     return out
+
+
+_TICKS = re.compile(r"`([^`\n]+)`")
+
+
+def ticks(v: Any) -> Any:
+    """A message written for the terminal ("... or `auditor runs accept 2 google`") for a
+    page: escaped (without control characters), its backticked commands as ``<code>``."""
+    from markupsafe import Markup, escape
+
+    from auditor.terminal import visible
+
+    if v is None:
+        return ""
+    return Markup(_TICKS.sub(r"<code>\1</code>", str(escape(visible(str(v))))))
