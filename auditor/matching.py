@@ -446,6 +446,8 @@ def brand_span(tokens: Sequence[str], brand: str) -> frozenset[str]:
 
 def _spelled(tokens: Sequence[str], brand: str) -> frozenset[str]:
     """The words of a title that spell ``brand`` (at most four), else none."""
+    if brand not in "".join(tokens):  # (consecutive words spelling it: it is in there)
+        return frozenset()
     for j, t in enumerate(tokens):
         if not brand.startswith(t):
             continue
@@ -497,6 +499,7 @@ class Features:
 _SPEC_WORD = re.compile(r"(?<![a-z0-9])([a-z]{2,4})(\d{1,2})[a-z]?(?![a-z0-9])")
 _GENDER = {"male": "m", "female": "f", "males": "m", "females": "f"}
 _NO_SPECS: Mapping[str, frozenset[str]] = {}
+_NO_CODES: frozenset[str] = frozenset()
 
 
 def spec_words(norm_title: str) -> Mapping[str, frozenset[str]]:
@@ -844,7 +847,7 @@ class MatchIndex:
         mw = self._mwords[i]
         if mw is None:
             mw = self._master_words(i)
-        mtoks, mv, (med, mlic), mbundle, ma, mspecs, mcore = mw
+        mtoks, mv, (med, mlic), mbundle, ma, mspecs, mcore, mcodes, mjoined = mw
         idf2 = self.idf2
         # fsum: exactly rounded, so the same whatever order the set is walked in
         shared = fsum([idf2[t] for t in f.tokenset & mtoks])
@@ -873,9 +876,7 @@ class MatchIndex:
         s = sim
         if ev is not None:
             ev["title"] = round(sim, 3)
-        mcodes = frozenset(self.codes[i] or ())
         if mcodes or f.codes:
-            mjoined = frozenset(self.joined[i] or ())
             agree = (f.codes & mcodes) | (f.joined & mcodes) | (f.codes & mjoined) \
                 | (f.description_codes & mcodes)
             prefix = False
@@ -1000,14 +1001,17 @@ class MatchIndex:
 
     def _master_words(self, i: int) -> tuple[Any, ...]:
         """What ``_title_score`` reads from master ``i``'s words (its word set, variants,
-        editions, bundle and accessory words), read on first use and kept: a master is a
-        candidate of many titles."""
+        editions, bundle and accessory words) and codes (those written as one word, and
+        as two), read on first use and kept: a master is a candidate of many titles."""
         mt = self.titles[i]
         mtoks = set(mt.split())
+        cs, two = self.codes[i], self.joined[i]
         mw = self._mwords[i] = (mtoks, variants(mtoks), editions(mtoks),
                                 _BUNDLE.intersection(mtoks), accessory_words(mt),
                                 spec_words(mt),
-                                core_title(self._master[self.skus[i]].title))
+                                core_title(self._master[self.skus[i]].title),
+                                frozenset(cs) if cs else _NO_CODES,
+                                frozenset(two) if two else _NO_CODES)
         return mw
 
     def _master_numbers(self, i: int) -> tuple[Any, ...]:
