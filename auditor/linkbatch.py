@@ -781,6 +781,28 @@ class Decided:
         return Decision(("unlinked", "suggested", "linked")[int(self.state[p])],
                         i if i >= 0 else None, float(self.score[p]), alts, self.reason[p])
 
+    def decisions(self, ps: Sequence[int], ranked: Sequence[Ranked]) -> list[Decision]:
+        """``decision`` of each listing in ``ps`` (``ranked``: their rankings, in order)."""
+        rows = np.array(ps, dtype=np.intp)
+        names = ("unlinked", "suggested", "linked")
+        out = []
+        for p, r, st, i, sc, main in zip(ps, ranked, self.state[rows].tolist(),
+                                         self.index[rows].tolist(), self.score[rows].tolist(),
+                                         self.main[rows].tolist(), strict=True):
+            ms = [j for _s, j in r[:4 if main >= 0 else 3]]
+            out.append(Decision(names[st], i if i >= 0 else None, sc,
+                                [j for n, j in enumerate(ms) if n != main], self.reason[p]))
+        return out
+
+
+def _rows(flat: Flat, starts: np.ndarray, rows: np.ndarray) -> Flat:
+    """``Flat`` of the listings at ``rows`` of ``flat`` (``starts``: where each listing's
+    pairs start), in that order."""
+    counts, scores, masters = flat
+    c = counts[rows]
+    at = np.repeat(starts[rows] - (np.cumsum(c) - c), c) + np.arange(int(c.sum()))
+    return c, scores[at], masters[at]
+
 
 def decide_flat(flat: Flat, got: np.ndarray, link_at: float, suggest_at: float,
                 margin: float) -> Decided:
@@ -877,8 +899,9 @@ def twins_flat(idx: MatchIndex, ranks: Ranks, dec: Decided, link_at: float,
     ps = np.unique(listing[look]).tolist()
     if not ps:
         return
-    ds = [dec.decision(p, ranks.flat, ranks.starts) for p in ps]
-    twin_links(idx, [ranks.ranked(p) for p in ps], ds, link_at,
+    ranked = _tuples(_rows(ranks.flat, ranks.starts, np.array(ps, dtype=np.intp)))
+    ds = dec.decisions(ps, ranked)
+    twin_links(idx, ranked, ds, link_at,
                [float(pr.amount) if (pr := listings[p].price) is not None else None
                 for p in ps])
     for p, d in zip(ps, ds, strict=True):

@@ -172,7 +172,12 @@ def editions(tokens: Collection[str]) -> tuple[frozenset[str], frozenset[str]]:
 def variants(tokens: Collection[str]) -> dict[str, set[str]]:
     """The variant words among normalized words, by kind (colour, platform)."""
     out: dict[str, set[str]] = {}
-    if _VARIANT_WORDS.keys().isdisjoint(tokens):
+    hits = _VARIANT_WORDS.keys() & tokens
+    if not hits:
+        return out
+    if len(hits) == 1:  # (most titles naming one: no walk over the words)
+        kind, word = _VARIANT_WORDS[hits.pop()]
+        out[kind] = {word}
         return out
     for t in tokens:
         v = _VARIANT_WORDS.get(t)
@@ -188,7 +193,7 @@ def _bigrams(tok: str) -> list[str]:
 def words(text: str) -> list[str]:
     """Normalized words of a text (words of scripts without spaces as character bigrams)."""
     toks = normalize_title(text[:MAX_TEXT]).split()
-    if _NO_SPACE_SCRIPT.search(text[:MAX_TEXT]) is not None:
+    if not text.isascii() and _NO_SPACE_SCRIPT.search(text[:MAX_TEXT]) is not None:
         out: list[str] = []
         for t in toks:
             out.extend(_bigrams(t) if _NO_SPACE_SCRIPT.search(t) else (t,))
@@ -344,6 +349,7 @@ _ACCESSORY = frozenset(
     "adaptor charger battery batteries mount bracket stand holder cradle dock strap stylus "
     "remote lamp bulb cartridge cartridges toner ink drum refill refills tray filter "
     "replacement".split())
+_NO_WORDS: frozenset[str] = frozenset()
 _FOR = re.compile(r"\b(?:for|compatible with|fits|works with)\b")
 
 
@@ -595,7 +601,8 @@ def listing_features(title: str | None, description: str | None, brand: str | No
     if brand:
         f.brand_words = normalize_title(brand[:200])
     f.variants = variants(toks)
-    f.accessory = accessory_words(f.title)
+    # (none when no word of the title names one: the cache is for masters' titles)
+    f.accessory = _NO_WORDS if _ACCESSORY.isdisjoint(toks) else accessory_words(f.title)
     f.editions = editions(toks)
     f.bundle = _BUNDLE.intersection(toks)
     f.specs = spec_words(f.title)
