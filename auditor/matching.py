@@ -684,10 +684,12 @@ class MatchIndex:
         self._position: dict[str, int] | None = None
         # distinct title -> (candidates found, title evidence and word score by master, norm,
         # the candidates scored in full by listing brand, the brands of the masters found
-        # when more than ``MAX_CANDIDATES``: ``_pick`` weighs those)
+        # when more than ``MAX_CANDIDATES``: ``_pick`` weighs those; the title evidence
+        # explained by master, when asked for: ``title_scored``)
         self._cache: dict[tuple[Any, ...], tuple[list[tuple[float, int]], dict[int, float],
                                                  dict[int, float], float,
-                                                 dict[str, list[int]], frozenset[str]]] = {}
+                                                 dict[str, list[int]], frozenset[str],
+                                                 dict[int, dict[str, Any]]]] = {}
         self._master = master
         # per master, what ``_title_score`` reads from its title (``_master_words``,
         # ``_master_numbers``): filled in as masters become candidates
@@ -1075,15 +1077,18 @@ class MatchIndex:
                 ev["brand"] = "in title"
         return s
 
-    def brand_scores(self, f: Features, cands: Sequence[int]) -> list[float]:
-        """``_brand_score`` of each master in ``cands`` (no evidence kept): the same numbers,
-        with what depends on the two brands alone kept per pair of brands, the master's
-        title head per master, and the listing title's spelling of a brand per brand."""
+    def brand_scores(self, f: Features, cands: Sequence[int],
+                     labels: list[str | None] | None = None) -> list[float]:
+        """``_brand_score`` of each master in ``cands`` (``labels``: the "brand" evidence it
+        explains for each is appended, None for none): the same numbers, with what
+        depends on the two brands alone kept per pair of brands, the master's title head
+        per master, and the listing title's spelling of a brand per brand."""
         lb, brands = f.brand, self.brands
         agree, differ = 0.0 + W_BRAND_AGREE, 0.0 + W_BRAND_DIFFER
         spans: dict[str, bool] = {}
         out: list[float] = []
         append = out.append
+        label = labels.append if labels is not None else None
         if not lb:  # agrees when the title names the master's brand
             for i in cands:
                 mb = brands[i]
@@ -1091,6 +1096,8 @@ class MatchIndex:
                 if v is None:
                     v = spans[mb] = bool(mb) and bool(brand_span(f.tokens, mb))
                 append(agree if v else 0.0)
+                if label is not None:
+                    label("in title" if v else None)
             return out
         pairs, heads = self._brand_pairs, self._heads
         before: Sequence[str] | None = None
@@ -1098,9 +1105,13 @@ class MatchIndex:
             mb = brands[i]
             if not mb:
                 append(0.0)
+                if label is not None:
+                    label(None)
                 continue
             if mb == lb:
                 append(agree)
+                if label is not None:
+                    label("same")
                 continue
             v = pairs.get((lb, mb))
             if v is None:
@@ -1109,13 +1120,19 @@ class MatchIndex:
             if not v and len(lb) >= 4:
                 h = heads[i]
                 v = lb in (h if h is not None else self._head_joined(i))
-            if not v:
-                v = spans.get(mb)
-                if v is None:
-                    if before is None:
-                        before = _before_for(f.tokens)
-                    v = spans[mb] = bool(brand_span(before, mb))
+            if v:
+                append(agree)
+                if label is not None:
+                    label("same")
+                continue
+            v = spans.get(mb)
+            if v is None:
+                if before is None:
+                    before = _before_for(f.tokens)
+                v = spans[mb] = bool(brand_span(before, mb))
             append(agree if v else differ)
+            if label is not None:
+                label("in title" if v else "differs")
         return out
 
     @staticmethod
@@ -1187,11 +1204,14 @@ class MatchIndex:
         return tuple(out[:KEEP])  # a tuple of numbers: the collector stops tracking it
 
     def title_scored(self, f: Features, exclude: Iterable[str] = (),
-                     key: tuple[Any, ...] | None = None) -> tuple[list[int], list[float]]:
+                     key: tuple[Any, ...] | None = None, explained: list[dict[str, Any]] | None = None
+                     ) -> tuple[list[int], list[float]]:
         """The masters ``rank`` scores for a listing (in no particular order) and the
         evidence of each from the listing's title (``_title_score``); what ``rank`` adds
         is ``_listing_score`` (brand and price). The same for every listing showing the
-        title with the same brand and ``exclude``."""
+        title with the same brand and ``exclude``. ``explained``: each master's title
+        evidence as ``_title_score`` explains it is appended to it (one dict per title
+        and master, shared: not to be changed)."""
         if key is None:
             key = self._title_key(f)
         entry = self._cache.get(key)
@@ -1204,10 +1224,10 @@ class MatchIndex:
             brands = self.brands
             entry = self._cache[key] = (found, {}, {}, f.norm, {},
                                         frozenset(brands[i] for _c, i in found)
-                                        if len(found) > MAX_CANDIDATES else frozenset())
+                                        if len(found) > MAX_CANDIDATES else frozenset(), {})
         elif f.norm == 0.0:  # the title's norm is known; its word set is made if needed
             f.norm = entry[3]
-        found, title_scores, pre_scores, _norm, picked, found_brands = entry
+        found, title_scores, pre_scores, _norm, picked, found_brands, title_evs = entry
         brand = f.brand
         cands = None if exclude else picked.get(brand)
         if cands is None and brand and not exclude:
@@ -1251,11 +1271,16 @@ class MatchIndex:
         titles = []
         for i in cands:
             t = title_scores.get(i)
-            if t is None:
+            if t is None or explained is not None and i not in title_evs:
                 if not f.tokenset:
                     f.tokenset = set(f.tokens)
-                t = title_scores[i] = self._title_score(f, i, None)
+                ev: dict[str, Any] | None = None if explained is None else {}
+                t = title_scores[i] = self._title_score(f, i, ev)
+                if ev is not None:
+                    title_evs[i] = ev
             titles.append(t)
+            if explained is not None:
+                explained.append(title_evs[i])
         return cands, titles
 
 
