@@ -620,6 +620,9 @@ class MatchIndex:
     # distinct titles whose blocking and title evidence ``title_scored`` keeps (fewer
     # while listings come in title order: ``linkbatch.rank_part``)
     cache_titles: int = CACHE_TITLES
+    # the last title ``_same_title`` looked up, and its masters (a title's key and its
+    # blocking ask in turn)
+    _last_same: tuple[str | None, Sequence[int]] = (None, ())
 
     def __init__(self, master: Mapping[str, Any]):
         self.skus: list[str] = []
@@ -793,7 +796,7 @@ class MatchIndex:
         most first (ties in the order found; the masters tied with the last one that
         ``_pick`` could take are kept for its brand tie-break)."""
         found: Counter[int] = Counter()
-        same = self.exact.get(f.title, ())
+        same = self._same_title(f.title)
         if not same and f.brand:  # the channel put the brand in front
             for b in (f.brand_words, f.brand):
                 if b and f.title.startswith(b + " "):
@@ -1174,10 +1177,19 @@ class MatchIndex:
                     break
         return (f.title, alt, *rest)
 
+    def _same_title(self, title: str) -> Sequence[int]:
+        """The masters whose title is ``title`` (``exact``; the last answer kept)."""
+        last = self._last_same
+        if last[0] == title:
+            return last[1]
+        same = self.exact.get(title, ())
+        self._last_same = (title, same)
+        return same
+
     def _title_shown(self, f: Features) -> tuple[bool, tuple[Any, ...]]:
         """The part of ``_title_key`` that does not depend on the listing's brand: whether
         a master has the title, and the codes and numbers read from it."""
-        return (f.title in self.exact,
+        return (bool(self._same_title(f.title)),
                 (frozenset(f.codes) if f.codes else None,
                  frozenset(f.joined) if f.joined else None,
                  frozenset(f.description_codes) if f.description_codes else None,
