@@ -34,8 +34,9 @@ import logging
 import multiprocessing as mp
 import os
 from operator import attrgetter
+from array import array
 from itertools import chain
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, MutableSequence, Sequence
 
 import numpy as np
 
@@ -207,6 +208,7 @@ def _rank_part(idx: MatchIndex, listings: Sequence[Listing], positions: Sequence
         parts.append((np.array(mine, dtype=np.intp), groups.ranked(group_of, prices)))
         if explained is not None:
             explained.group[np.array(positions, dtype=np.intp)[parts[1][0]]] = group_of
+            explained.pack()
     return whys, _interleave(k + 1, parts)
 
 
@@ -265,10 +267,15 @@ class Explained:
 
     def __init__(self, n: int):
         self.group = np.full(n, -1, dtype=np.int32)
-        self.starts: list[int] = [0]
-        self.masters: list[int] = []
-        self.titles: list[dict[str, Any]] = []
+        self.starts: MutableSequence[int] = [0]
+        self.masters: MutableSequence[int] = []
+        self.titles: list[dict[str, Any] | float] = []  # (a float: {"title": it})
         self.brands: list[str | None] = []
+
+    def pack(self) -> None:
+        """The groups' places and masters held as arrays (no int object each) once the
+        ranking is done."""
+        self.starts, self.masters = array("q", self.starts), array("q", self.masters)
 
     def evidence(self, idx: MatchIndex, li: Listing, p: int, i: int) -> dict[str, Any] | None:
         """``MatchIndex.score(f, i, explain=True)``'s evidence for listing ``li`` at
@@ -281,7 +288,8 @@ class Explained:
             k = self.masters.index(i, s, e)
         except ValueError:
             return None
-        ev = self.titles[k].copy()  # then what ``_listing_score`` adds
+        t = self.titles[k]  # then what ``_listing_score`` adds:
+        ev: dict[str, Any] = {"title": t} if isinstance(t, float) else t.copy()
         b = self.brands[k]
         if b is not None:
             ev["brand"] = b
@@ -307,7 +315,7 @@ class _Groups:
         self.masters: list[int] = []
         if explained is not None:  # (its own: one per ranking)
             assert not explained.masters, "an Explained is filled by one ranking"
-            self.starts, self.masters = explained.starts, explained.masters
+            explained.starts, explained.masters = self.starts, self.masters
         self.titles: list[float] = []
         self.brands: list[float] = []
 

@@ -692,7 +692,7 @@ class MatchIndex:
         self._cache: dict[tuple[Any, ...], tuple[list[tuple[float, int]], dict[int, float],
                                                  dict[int, float], float,
                                                  dict[str, list[int]], frozenset[str],
-                                                 dict[int, dict[str, Any]]]] = {}
+                                                 dict[int, dict[str, Any] | float]]] = {}
         self._master = master
         # per master, what ``_title_score`` reads from its title (``_master_words``,
         # ``_master_numbers``): filled in as masters become candidates
@@ -1216,14 +1216,16 @@ class MatchIndex:
         return tuple(out[:KEEP])  # a tuple of numbers: the collector stops tracking it
 
     def title_scored(self, f: Features, exclude: Iterable[str] = (),
-                     key: tuple[Any, ...] | None = None, explained: list[dict[str, Any]] | None = None
+                     key: tuple[Any, ...] | None = None,
+                     explained: list[dict[str, Any] | float] | None = None
                      ) -> tuple[list[int], list[float]]:
         """The masters ``rank`` scores for a listing (in no particular order) and the
         evidence of each from the listing's title (``_title_score``); what ``rank`` adds
         is ``_listing_score`` (brand and price). The same for every listing showing the
         title with the same brand and ``exclude``. ``explained``: each master's title
-        evidence as ``_title_score`` explains it is appended to it (one dict per title
-        and master, shared: not to be changed)."""
+        evidence as ``_title_score`` explains it is appended to it: its "title" value
+        alone when it has nothing else (most), else the dict (one per title and master,
+        shared: not to be changed)."""
         if key is None:
             key = self._title_key(f)
         entry = self._cache.get(key)
@@ -1289,7 +1291,7 @@ class MatchIndex:
                 ev: dict[str, Any] | None = None if explained is None else {}
                 t = title_scores[i] = self._title_score(f, i, ev)
                 if ev is not None:
-                    title_evs[i] = ev
+                    title_evs[i] = ev if len(ev) > 1 else ev["title"]
             titles.append(t)
             if explained is not None:
                 explained.append(title_evs[i])
