@@ -166,6 +166,7 @@ def _errors(enc: str) -> str:
 
 def open_rows(sf: SourceFile, encoding: str = "auto", delimiter: str = "auto",
               on_error: Callable[[str, str], None] | None = None, ragged: str = "keep",
+              header_at: Callable[[list[str]], bool] | None = None,
               ) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
     """The header and an iterator of (line number, cells) for a delimited file.
 
@@ -183,6 +184,11 @@ def open_rows(sf: SourceFile, encoding: str = "auto", delimiter: str = "auto",
     The file's ``limits`` hold: a physical line longer than ``max_line`` or a
     cell longer than ``max_field`` characters fails the source (SourceError
     naming the line) after reading little more than the limit.
+
+    ``header_at`` tells a header row: when the first row is not one (a title such as
+    "Stock list, store 12" above the header, as spreadsheet exports write), the first of
+    the next ``MAX_PREAMBLE`` rows that is becomes the header, and the rows above it
+    are left out. When none is, the first row stays the header.
     """
     report = on_error or (lambda loc, reason: None)
     limits = sf.limits
@@ -201,11 +207,13 @@ def open_rows(sf: SourceFile, encoding: str = "auto", delimiter: str = "auto",
         text = _strict_lines(buffered, enc, sf.name, report, limits.max_line)
         cap = 0  # _strict_lines checks its lines itself
     feed = _LineFeed(text, MAX_RECORD_LINES, cap, sf.name)
-    return _header_and_rows(feed, delim, sf.name, limits.max_field, report, ragged, raw.close)
+    return _header_and_rows(feed, delim, sf.name, limits.max_field, report, ragged, raw.close,
+                            header_at)
 
 
 def _header_and_rows(feed: _LineFeed, delim: str, name: str, max_field: int,
-                     report: Callable[[str, str], None], ragged: str, close: Callable[[], None]
+                     report: Callable[[str, str], None], ragged: str, close: Callable[[], None],
+                     header_at: Callable[[list[str]], bool] | None = None,
                      ) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
     gen = feed.lines()
     reader = csv.reader(gen, delimiter=delim, strict=False)
@@ -228,7 +236,29 @@ def _header_and_rows(feed: _LineFeed, delim: str, name: str, max_field: int,
     if header and header[0].startswith("\ufeff"):
         header[0] = header[0][1:]
     header = [h.strip() for h in header]
+    if header_at is not None and not header_at(header):
+        header = _header_below(reader, feed, header, header_at)
     return header, _rows(feed, gen, reader, header, delim, name, max_field, report, ragged, close)
+
+
+# Rows above the header (titles, dates, notes) looked through for the header row.
+MAX_PREAMBLE = 20
+
+
+def _header_below(reader: Any, feed: _LineFeed, first: list[str],
+                  header_at: Callable[[list[str]], bool]) -> list[str]:
+    """The first of the next MAX_PREAMBLE rows that ``header_at`` accepts, else ``first``
+    (the rows read past are then lost: the caller rejects that header anyway)."""
+    for _ in range(MAX_PREAMBLE):
+        try:
+            row = next(reader)
+        except (StopIteration, csv.Error):
+            break
+        feed.buf.clear()
+        row = [h.strip() for h in row]
+        if header_at(row):
+            return row
+    return first
 
 
 def _rows(feed: _LineFeed, gen: Generator[str, None, None], reader: Any, header: list[str],
@@ -279,8 +309,9 @@ def _rows(feed: _LineFeed, gen: Generator[str, None, None], reader: Any, header:
                             break
                         start = buf[0][0] if buf else feed.n
                         buf.clear()
-                        if not cells or (len(cells) == 1 and not cells[0].strip()):
-                            continue
+                        if not cells or (not cells[0].strip()
+                                         and not any(c.strip() for c in cells)):
+                            continue  # a blank row, also one of delimiters only (;;;;)
                         if cells[0].strip() == head0 and [c.strip() for c in cells] == header:
                             continue  # the header again (files joined end to end): not data
                         if report_ragged and len(cells) != width:

@@ -12,8 +12,13 @@ see the config file and its sources at the same paths, take the jobs:
    worker takes): the master import as ``auditor run`` does it (read in parts on the
    worker's cores, compared with the snapshot in force), and the workers' pack
    (``auditor.masterpack``): its master part (master and linker) stored and the master
-   marked ready, then the history part (with the versions this import replaces), then
-   the linker's other indexes; then the new snapshot is written. The coordinator records
+   marked ready, then the history part (with the versions this import replaces); then
+   the new snapshot is written. The linker's other indexes (key kinds beyond the first,
+   the title-matching index) are built by the first job of the run that needs one (a
+   read job, as its channel's keyless listings link), which stores them as the pack's
+   indexes part for the others (``RunJobs.claim_part``: a job whose builder died takes
+   over); meanwhile the master job writes the snapshot and its worker takes the next
+   job, instead of the other workers waiting for it to build them. The coordinator records
    the import (summary, errors, events) from the job's outcome. A job waiting for the
    master, or a part of its pack, whose master job is back in the queue (its worker
    died) gives way (``MasterRequeued``: it is queued again), so that a worker is free
@@ -303,6 +308,8 @@ def _load_master(env: _JobEnv) -> _Loaded | None:
     if key is None:
         return None
     waited = time.perf_counter() - t_wait
+    global _waited
+    _waited += waited
     if waited > 0.5:
         log.info("run %s: waited %.1f s for the run's master", run_id, waited)
     ck = (info["config"], info["config_sha"], key)
@@ -331,19 +338,30 @@ def _load_master(env: _JobEnv) -> _Loaded | None:
     return loaded
 
 
-def _part(env: _JobEnv, part: str) -> Any:
-    """A later part of the run's pack (``RunJobs.PARTS``), once the coordinator has stored
-    it (waits); None when it has none (raises ``_RunOver`` when the run ended first)."""
+_CLAIMED = object()  # (``_part``: this job makes the part)
+
+
+def _part(env: _JobEnv, part: str, claim: int | None = None) -> Any:
+    """A later part of the run's pack (``RunJobs.PARTS``), once it is stored (waits);
+    None when it has none (raises ``_RunOver`` when the run ended first). ``claim``
+    (this job's id): ``_CLAIMED`` when nobody makes the part (``RunJobs.claim_part``):
+    this job makes it then."""
     from auditor import masterpack
 
     from auditor.storage.jobs import RunJobs
 
     t0 = time.perf_counter()
     with RunJobs(_worker_url) as jobs:  # (the job that armed a linker's supply may be over)
-        state = jobs.wait_part(env.run_id, part)
+        state = jobs.wait_part(env.run_id, part, job=claim)
         if state is None:
             raise _RunOver
         waited = time.perf_counter() - t0
+        global _waited
+        _waited += waited
+        if state == "claimed":
+            log.info("run %s: nobody makes the %s of the master pack: this job does (waited "
+                     "%.1f s)", env.run_id, part, waited)
+            return _CLAIMED
         data = jobs.pack(env.run_id, part) if state == "stored" else None
     if data is None:
         log.info("run %s: no %s in the master pack (waited %.1f s)", env.run_id, part,
@@ -358,16 +376,47 @@ def _part(env: _JobEnv, part: str) -> Any:
 
 
 def _install_indexes(env: _JobEnv, loaded: _Loaded) -> None:
-    """The linker's indexes its coordinator built (the pack's "indexes" part), installed
-    when a listing first needs one beyond those of the master part: most listings link
-    by their first key and never wait for them."""
+    """The linker's other indexes (the pack's "indexes" part: key kinds beyond the
+    master part's, the title-matching index), when a listing first needs one: most
+    listings link by their first key and never wait for them. The first job of the run
+    to need them builds them (``_build_indexes``), while the master job goes on with the
+    snapshot and its worker with other jobs; the others wait for the part it stores."""
     from auditor import masterpack
 
-    got = _part(env, "indexes")
-    if got is not None:
-        assert loaded.linker is not None
+    assert loaded.linker is not None
+    got = _part(env, "indexes", _job_id)
+    if got is _CLAIMED:
+        _build_indexes(env, loaded.linker, loaded.master)
+    elif got is not None:
         masterpack.install(loaded.linker, got)
     loaded.indexed = True
+
+
+def _build_indexes(env: _JobEnv, linker: Linker, master: Mapping[str, MasterRecord]
+                   ) -> None:
+    """Build the linker's indexes (the hashed key kinds in a forked process beside the
+    title-matching index: ``Linker.prepare``) and store them as the pack's "indexes"
+    part for the run's other jobs; if that fails, the part is marked missing (each
+    worker then builds those it needs)."""
+    from auditor import masterpack
+
+    from auditor.storage.jobs import RunJobs
+
+    first = set(linker.index)
+    t0 = time.perf_counter()
+    with RunJobs(_worker_url) as jobs:
+        try:
+            linker.prepare(background=True)
+            t1 = time.perf_counter()
+            part = masterpack.dumps(masterpack.indexes(linker, first), master)
+            jobs.save_pack(env.run_id, part, "indexes")
+            log.info("run %s: linker indexes built in %.1f s, packed and stored in %.1f s "
+                     "(%.0f MB)", env.run_id, t1 - t0, time.perf_counter() - t1,
+                     len(part) / 1e6)
+        except Exception:
+            log.exception("run %s: the linker's indexes were not packed; each worker builds "
+                          "those it needs", env.run_id)
+            jobs.packed(env.run_id, "indexes", "none")
 
 
 # The store of this worker (``run_worker`` sets it); the jobs open their own connections.
@@ -415,19 +464,38 @@ class ShardOutcome:
 
 
 @contextlib.contextmanager
-def _timed(what: str) -> Iterator[None]:
+def _timed(what: str, context: Any = None) -> Iterator[None]:
     """A job's collector policy (``runner.streaming_gc``, as in one process: the loaded
     master is kept out of the collector's scans) and its wall and CPU seconds, logged
-    when it ends (``auditor -v worker``)."""
+    when it ends (``auditor -v worker``); ``context``: procrastinate's, whose job id is
+    ``_job_id`` meanwhile."""
     from auditor.runner import streaming_gc
 
-    t0, c0 = time.perf_counter(), time.process_time()
+    global _waited, _job_id
+    _waited = 0.0
+    _job_id = getattr(getattr(context, "job", None), "id", None)
+    start, t0, c0, f0 = time.time(), time.perf_counter(), time.process_time(), _forks_cpu()
     try:
         with streaming_gc():
             yield
     finally:
-        log.info("%s: %.2f s (%.2f CPU s)", what, time.perf_counter() - t0,
-                 time.process_time() - c0)
+        # (its forks' CPU (the master read's parts), the seconds it waited for the master
+        # or a part of its pack and the wall clock it started at: bench/distributed.py
+        # draws each worker's timeline from them)
+        log.info("%s: %.2f s (%.2f CPU s; forks %.2f CPU s; waited %.2f s; started at "
+                 "%.3f)", what, time.perf_counter() - t0, time.process_time() - c0,
+                 _forks_cpu() - f0, _waited, start)
+
+
+def _forks_cpu() -> float:
+    import resource
+
+    u = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return u.ru_utime + u.ru_stime
+
+
+_waited = 0.0  # seconds the job in hand has waited for its run's master or a pack part
+_job_id: int | None = None  # the procrastinate id of the job in hand (None: not in a job)
 
 
 @contextlib.contextmanager
@@ -460,7 +528,7 @@ MASTER_PRIORITY = 10  # taken before any other job of the queue
 
 
 def master_job(context: Any, run_id: int) -> None:
-    with _timed(f"run {run_id} job master"), _failure_recorded(run_id, MASTER, "master"):
+    with _timed(f"run {run_id} job master", context), _failure_recorded(run_id, MASTER, "master"):
         _master_job(run_id)
 
 
@@ -470,8 +538,8 @@ def _master_job(run_id: int) -> None:
     the worker's cores: ``auditor.masterparts``), store the pack's master part (master
     and linker with its first key kind's index) and mark the master ready, so that the
     read jobs link; plan the import (which versions it replaces) and store the history
-    part; build the linker's other indexes and store them as the indexes part; write
-    the new snapshot. What it did (``prepare_master``'s outcome) is left for the
+    part; write the new snapshot (the linker's other indexes are left to the first job
+    that needs them: ``_install_indexes``). What it did (``prepare_master``'s outcome) is left for the
     coordinator, which records the import and emits its event. The worker keeps the
     master, linker and history for its next jobs of the run."""
     from auditor import runner
@@ -542,25 +610,15 @@ def prepare_master(cfg: Config, store: Any, jobs: Any, run_id: int, now: datetim
     if jobs.part_state(run_id, "history") is None:  # (a retried job keeps the first's:
         jobs.save_pack(run_id, masterpack.dumps(history), "history")  # planned before
     t_history = time.perf_counter()  # the snapshot it may have written)
-    first = set(linker.index)
-    try:
-        linker.prepare()
-        t1 = time.perf_counter()
-        part = masterpack.dumps(masterpack.indexes(linker, first), master)
-        jobs.save_pack(run_id, part, "indexes")
-        log.info("run %s: master planned and history stored in %.1f s; linker indexes "
-                 "built in %.1f s, packed and stored in %.1f s (%.0f MB)", run_id,
-                 t_history - t_ready, t1 - t_history, time.perf_counter() - t1,
-                 len(part) / 1e6)
-        del part
-    except Exception:
-        log.exception("run %s: the linker's indexes were not packed; each worker builds "
-                      "those it needs", run_id)
-        jobs.packed(run_id, "indexes", "none")
-    # This worker's next jobs of the run use what it holds (no pack to load).
+    log.info("run %s: master planned and history stored in %.1f s", run_id,
+             t_history - t_ready)
+    # This worker's next jobs of the run use what it holds (no pack to load). The
+    # linker's other indexes are built by the first job that needs one (``_JobEnv.
+    # master``): a read job, whose worker would otherwise wait for this job to build
+    # them while this one could not write the snapshot or take the next read job.
     ck = (info["config"], info["config_sha"], key)
     _CACHE.clear()
-    _CACHE[ck] = _Loaded(cfg, master, history, linker, indexed=True)
+    _CACHE[ck] = _Loaded(cfg, master, history, linker)
     if update is not None:
         try:
             runner.write_master(store, update)  # (a no-op when unchanged or written)
@@ -577,7 +635,7 @@ def prepare_master(cfg: Config, store: Any, jobs: Any, run_id: int, now: datetim
 
 
 def read_job(context: Any, run_id: int, channel: str) -> None:
-    with _timed(f"run {run_id} job read {channel}"), \
+    with _timed(f"run {run_id} job read {channel}", context), \
             _failure_recorded(run_id, channel, "read"):
         _read_job(run_id, channel)
 
@@ -643,7 +701,7 @@ def _read_result(env: _JobEnv, run_id: int, channel: str) -> tuple[int, Any]:
 
 
 def shard_job(context: Any, run_id: int, channel: str, shard: int) -> None:
-    with _timed(f"run {run_id} job shard {channel}/{shard}"), \
+    with _timed(f"run {run_id} job shard {channel}/{shard}", context), \
             _failure_recorded(run_id, channel, f"shard {shard}"):
         _shard_job(run_id, channel, shard)
 
@@ -679,7 +737,7 @@ def _audit_staged(env: _JobEnv, run_id: int, channel: str, shard: int) -> None:
 
 
 def finish_job(context: Any, run_id: int, channel: str, failed_shards: list[int]) -> None:
-    with _timed(f"run {run_id} job finish {channel}"), \
+    with _timed(f"run {run_id} job finish {channel}", context), \
             _failure_recorded(run_id, channel, "finish"):
         _finish_job(run_id, channel, failed_shards)
 

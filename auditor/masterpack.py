@@ -6,9 +6,10 @@ store and build the indexes itself: at 250,000 SKUs about 30 CPU seconds per wor
 (decoding and compacting every stored body, then the key indexes and the
 title-matching index), paid again by every worker, before its first listing.
 
-Now the coordinator builds the indexes once (``Linker.prepare``, as a single-process
-run does before it forks its channel workers) and pickles master, history and linker
-into one pack (``dumps``), which the jobs' bookkeeping keeps for the run
+Now the run's master job pickles master, history and linker, and the first job that
+needs the linker's other indexes builds them once (``Linker.prepare``, as a
+single-process run does before it forks its channel workers), into the parts of one
+pack (``dumps``), which the jobs' bookkeeping keeps for the run
 (``RunJobs.save_pack``); a worker unpickles it (``loads``) in a few seconds. The pack
 is the coordinator's own objects, so every worker links against the master in the
 coordinator's order, as a single-process run does.

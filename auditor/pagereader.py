@@ -127,6 +127,16 @@ _OLD_TEXT = re.compile(
     r"avant|au\s+lieu\s+de|prix\s+barré|antes|precio\s+anterior|prima|invece\s+di|"
     r"van|voorheen|adviesprijs|tidigare|ord\.?\s*pris|ordinarie|før|tidligere|"
     r"poprzednio|cena\s+regularna|era|de)\b\s*:?\s*$", re.I)
+# A reference price: the manufacturer's recommended or a list price, not the shop's own
+# earlier price; shown beside the selling price it makes no sale (the selling price is the
+# price). "UVP 1.499,00 €", "RRP £120", "prix conseillé", "adviesprijs".
+_REF_TEXT = re.compile(
+    r"(?<![a-z])(uvp|rrp|msrp|srp|unverbindliche(\s+preisempfehlung)?|preisempfehlung|empf\.?\s*vk|"
+    r"listenpreis|list\s*price|suggested\s+retail(\s+price)?|prix\s+conseillé|pvpr?|"
+    r"pvp\s+recomendado|precio\s+recomendado|prezzo\s+consigliato|adviesprijs|"
+    r"rek\.?\s*pris|cena\s+katalogowa)\b\.?\s*:?\s*"
+    r"[" + "€$£¥₹₽₺₩₪₫₴₦₱฿" + r"]?\s*$", re.I)
+_REF_MARK = re.compile(r"(rrp|uvp|msrp|srp|list-?price|recommended)(?![a-z])", re.I)
 _UNIT_TEXT = re.compile(
     r"(/|per|pro|je|par|por|al|a|à|i|za)\s*(\d+\s*)?(kg|g|gr|l|ltr|liter|litre|litro|ml|cl|"
     r"m|m²|m2|qm|cm|stk|stück|st\.|piece|pc|pcs|unit|unité|unidad|each|100\s*(g|ml))\b|"
@@ -156,7 +166,7 @@ _OTHER_TEXT = re.compile(
     r"price\s+for\s+(both|all)|for\s+both|both\s+for|buy\s+(them\s+)?together|bundle(\s+price)?|"
     r"set\s+price|(preis\s+)?für\s+(beide|alle)|zusammen\s+kaufen|prix\s+(pour\s+les\s+deux|du\s+lot)|"
     r"precio\s+(por\s+)?(ambos|del\s+pack)|cena\s+(za\s+)?(oba|zestaw|komplet|set)|"
-    r"your\s+savings?|you\s+save|savings?|sie\s+sparen|ersparnis|économisez|économie|"
+    r"your\s+savings?|you\s+save|savings?|save|sie\s+sparen|ersparnis|économisez|économie|"
     r"ahorras?|ahorro|risparmi|bespaar|oszczędzasz|oszczędność|ušetříte|ušetríte|úspora|"
     r"megtakarítás|spórol|экономия|вы\s+экономите|скидка)\s*:?\s*"
     r"[" + "€$£¥₹₽₺₩₪₫₴₦₱฿" + r"]?\s*$", re.I)
@@ -350,6 +360,7 @@ class _Cand:
     score: float = 0.0
     old: bool = False
     old_by_class: bool = False   # "old" only for a class word ("regular-price"), no strike
+    reference: bool = False      # a recommended/list price (UVP, RRP): never the regular price
     dist: int = 99
     in_region: bool = False
     order: int = 0
@@ -927,6 +938,10 @@ def _score(pg: _Page, c: _Cand, mark: str, marked: bool, has_cur: bool, before: 
     ctx_before = (_context_text(el) + " " + before).strip()
     if _OLD_TEXT.search(ctx_before):
         old = True
+    if _REF_TEXT.search(ctx_before) or any(
+            e is not None and isinstance(e.tag, str) and _REF_MARK.search(_marker(e))
+            for e in (el, el.getparent())):
+        c.reference = old = True  # not the current price, and no regular price either
     c.old = old or by_class
     c.old_by_class = by_class and not old
     cue = (ctx_before[-40:] + " " + c.text + " " + after)
@@ -1028,7 +1043,7 @@ def _choose_price(pg: _Page, cands: list[_Cand], region, state: PageRead, out: P
     if cur:
         out.put("currency", cur, 0.9 if best.currency else 0.6, hint)
     # a crossed-out regular price next to it: a sale
-    olds = [c for c in cands if c.old and c.amount > best.amount and
+    olds = [c for c in cands if c.old and not c.reference and c.amount > best.amount and
             (c.in_region or pg.distance(c.el, best.el) <= 6) and c.score > -2]
     if olds:
         old = min(olds, key=lambda c: pg.distance(c.el, best.el))
@@ -1192,7 +1207,7 @@ def _looks_like_listing(pg: _Page, cands: list[_Cand], atc, heading) -> str | No
     priced = [c for c in cands if c.score > 0 and not c.old]
     amounts = {c.amount for c in priced}
     if len(amounts) < 6:
-        return None
+        return _small_listing(pg, priced, amounts)
     top = sorted(priced, key=lambda c: -c.score)[:80]
     by_heading = {c.amount for c in top if heading is not None and
                   pg.distance(c.el, heading) <= 7}
@@ -1203,6 +1218,32 @@ def _looks_like_listing(pg: _Page, cands: list[_Cand], atc, heading) -> str | No
     if pg.atcs and tiles < 4:
         return None
     return f"a category or search listing ({len(amounts)} different prices, no buy box)"
+
+
+def _small_listing(pg: _Page, priced: list[_Cand], amounts: set) -> str | None:
+    """A small category (two to five products): every add-to-cart button sits in a tile of
+    its own with one price and a link (to its product), and no price is outside the tiles.
+    A product page has one buy box; a second, sticky button links nowhere."""
+    atcs = [a for a, _d in pg.atcs[:8]]
+    if len(atcs) < 2 or not amounts:
+        return None
+    tiles: list[Any] = []
+    inside: set[int] = set()
+    for a in atcs:
+        near = [c for c in priced if pg.distance(c.el, a) <= 3]
+        if len(near) != 1:
+            return None
+        if id(near[0]) in inside:
+            return None  # two buttons of one buy box (a form and its submit input)
+        tile = next((x for x in pg.ancestors(a)[:3] if pg.contains(x, near[0].el)), None)
+        if tile is None or any(tile is t for t in tiles) or not any(
+                x.tag == "a" and x.get("href") for x in tile.iter()):
+            return None
+        tiles.append(tile)
+        inside.add(id(near[0]))
+    if any(id(c) not in inside for c in priced):
+        return None
+    return f"a category listing ({len(tiles)} products, each with its own price, button and link)"
 
 
 # ---------------------------------------------------------------------------- availability

@@ -231,6 +231,11 @@ def gtin_valid(gtin: str) -> bool:
 _KIND_LENGTH = {"upc": 12, "ean": 13, "isbn": 10}
 
 
+class LostDigits(ValueError):
+    """A GTIN a spreadsheet wrote in scientific notation (``7.61234E+12``): its digits are
+    gone, so it says nothing about the channel's GTIN (an unreadable cell, not a wrong one)."""
+
+
 def normalize_gtin(text: str | int | None, kind: str | None = None) -> str | None:
     """Digits only, left-padded to GTIN-14; ISBN-10 converted. None when empty.
 
@@ -244,8 +249,8 @@ def normalize_gtin(text: str | int | None, kind: str | None = None) -> str | Non
     if type(text) is str and len(text) in (8, 12, 13, 14) and text.isdigit():
         return text.zfill(14)  # the common, clean case
     s = str(text).strip().lstrip("'")  # a leading apostrophe forces text in spreadsheets
-    if re.match(r"^\d+(\.\d+)?[eE]\+?\d+$", s):
-        raise ValueError(f"GTIN {text!r} was turned into a rounded number by a spreadsheet; "
+    if re.match(r"^\d+([.,]\d+)?[eE]\+?\d+$", s):  # 4.00638E+12, or 4,00638E+12 in German
+        raise LostDigits(f"GTIN {text!r} was turned into a rounded number by a spreadsheet; "
                          f"its digits are lost")
     if re.match(r"^\d+\.0+$", s):  # a number cell written as float
         s = s.split(".", 1)[0]

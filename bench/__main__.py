@@ -24,6 +24,8 @@
               PostgreSQL beside one process (SQLite and PostgreSQL), wall and CPU
     masterread  the master export (master.csv of the worlds of --sizes SKUs) read alone,
               in one process and in parts on every core: wall and CPU seconds, peak RSS
+    messy     the hand-made messy retail world (tests/fixtures/messy_retail) audited
+              through the CLI: planted drifts found, missed, false alarms
 
 Every part prints Markdown tables and appends them, with machine, date and command,
 to docs/benchmarks.md (``--no-write`` to only print). Worlds are generated once under
@@ -362,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     ap.add_argument("part", choices=["all", "quality", "reaudit", "feeds", "checks", "images",
                                      "crawl", "scaling", "link", "extract", "crash",
-                                     "store", "distributed", "masterread", "link-train"])
+                                     "store", "distributed", "masterread", "link-train",
+                                     "messy"])
     ap.add_argument("--size", type=int, default=2000, help="SKUs in the world")
     ap.add_argument("--rows", type=int, default=0, help="feeds: also a synthetic N-row feed")
     ap.add_argument("--masters", type=int, default=250_000)
@@ -399,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
                          "(the largest sizes, in two steps)")
     ap.add_argument("--workers-only", action="store_true",
                     help="distributed: only the --distributed rows (not one process's)")
+    ap.add_argument("--pairs", type=int, default=0, metavar="N",
+                    help="distributed: N alternations of the --workers counts (first audits, "
+                         "each into a new database): each pair's ratios and the medians")
     ap.add_argument("--no-write", action="store_true", help="print only")
     a = ap.parse_args(argv)
     write = not a.no_write
@@ -411,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench import distributed
 
         distributed.run(a.size, a.channels, a.workers, a.shard_size, write, a.first_only,
-                        not a.workers_only)
+                        not a.workers_only, a.pairs)
         return 0
     if a.part == "link-train":  # not part of `all`: a measurement of a scorer runs do not use
         from bench import linktrain
@@ -423,6 +429,11 @@ def main(argv: list[str] | None = None) -> int:
 
         masterread.run(a.sizes, write)
         return 0
+    if a.part == "messy":  # not part of `all`: detection on a small hand-made world
+        from bench import messy
+
+        res = messy.run(write)
+        return 0 if not res["score"]["missed"] and not res["score"]["false_alarms"] else 1
     if a.part == "crash":  # not part of `all`: it is a robustness trial, not a speed target
         from bench import crash
 

@@ -21,6 +21,21 @@ deferred earlier, as the run starts, and parse their feeds meanwhile). Throughpu
 listings / channel phase, and listings / wall time in the ratios printed under the table;
 each row also carries the machine's 1-minute load average when the run started. Each
 process's ``-v`` log is kept beside its config (``run-first.log``, ``worker-N.log``).
+
+Each distributed run's timeline comes from its workers' logs (every job logs its wall
+and CPU seconds, its forks' CPU, the seconds it waited for the master or a part of its
+pack, and the clock it started at): per job its start and end (seconds since the run
+started), wall, CPU and wait, written to ``timeline-STEP.txt`` beside the logs; per
+worker its busy, waiting and idle seconds (idle: in no job, before its first, between
+two or after its last), recorded under the table.
+
+``--pairs N`` measures the two-worker target reproducibly: N times one first audit per
+``--workers`` count, alternating (1, 2, 1, 2, ...: a load that changes slowly weighs on
+both alike), each into a new database dropped afterwards; printed and recorded: each
+pair's ratio of wall times and of channel phases, and the medians::
+
+    python -m bench distributed --size 250000 --channels google meta amazon \
+        --workers 1 2 --shard-size 60000 --pairs 3
 """
 
 from __future__ import annotations
@@ -32,6 +47,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 from bench.common import record, table
@@ -42,6 +58,50 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 PACKS: list[str] = []  # the coordinators' master pack lines (see auditor.masterpack)
+IDLE: list[list[Any]] = []  # per worker and run: busy, waiting and idle seconds
+
+# A job's line in a worker's ``-v`` log (``auditor.distributed._timed``).
+JOB = re.compile(r"run \d+ job (master|read \S+|shard \S+|finish \S+): ([0-9.]+) s \(([0-9.]+) "
+                 r"CPU s; forks ([0-9.]+) CPU s; waited ([0-9.]+) s; started at ([0-9.]+)\)")
+
+
+def timeline(texts: list[str], t0: float, wall: float) -> tuple[list[list[Any]],
+                                                                 list[list[Any]]]:
+    """From the workers' logs (one text each) and the run's start (``time.time()``) and
+    wall seconds: the jobs (worker, job, start, end, wall, CPU, forks' CPU, waited; in
+    seconds since ``t0``, by start) and per worker (jobs, busy = in a job and not
+    waiting, waiting, idle = in no job, CPU incl. forks, the idle tail after its last job)."""
+    jobs: list[list[Any]] = []
+    per: list[list[Any]] = []
+    for w, text in enumerate(texts):
+        mine: list[list[Any]] = []
+        for m in JOB.finditer(text):
+            start = float(m[6]) - t0
+            secs = float(m[2])
+            if start < -1 or start > wall:  # another run's
+                continue
+            mine.append([w, m[1], start, start + secs, secs, float(m[3]), float(m[4]),
+                         float(m[5])])
+        mine.sort(key=lambda j: j[2])
+        jobs += mine
+        inside = sum(j[4] for j in mine)
+        waited = sum(j[7] for j in mine)
+        last = max((j[3] for j in mine), default=0.0)
+        per.append([w, len(mine), round(inside - waited, 1), round(waited, 1),
+                    round(max(0.0, wall - inside), 1), round(sum(j[5] + j[6] for j in mine), 1),
+                    round(max(0.0, wall - last), 1)])
+    jobs.sort(key=lambda j: j[2])
+    return jobs, per
+
+
+def _show_timeline(jobs: list[list[Any]], per: list[list[Any]]) -> str:
+    lines = ["worker  job                 start    end   wall    CPU  forks waited"]
+    lines += [f"{w:>6}  {job:<18} {a:6.1f} {b:6.1f} {s:6.1f} {c:6.1f} {f:6.1f} {x:6.1f}"
+              for w, job, a, b, s, c, f, x in jobs]
+    lines += ["", "worker  jobs   busy waited   idle    CPU   tail"]
+    lines += [f"{w:>6} {n:5} {b:6.1f} {x:6.1f} {i:6.1f} {c:6.1f} {t:6.1f}"
+              for w, n, b, x, i, c, t in per]
+    return "\n".join(lines) + "\n"
 
 
 def _children_cpu() -> float:
@@ -69,6 +129,15 @@ def _auditor(*args: str | Path) -> subprocess.CompletedProcess:
         raise RuntimeError(f"auditor {' '.join(map(str, args))} exited {r.returncode}:\n"
                            f"{r.stdout[-2000:]}{r.stderr[-3000:]}")
     return r
+
+
+def _steal() -> float:
+    """Seconds of CPU the hypervisor gave other guests while this one wanted it (steal,
+    all cores, from /proc/stat): a quiet machine whose host is busy runs slower."""
+    import os
+
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
 
 
 def _load() -> float:
@@ -109,7 +178,8 @@ def _runs(cfg: Path, channels: list[str], extra: tuple[str, ...], server: list[i
         chans = [a for c in channels for a in ("--channel", c)]
         for step in steps:
             cpu0, wcpu0, srv0 = _children_cpu(), _server_cpu(pids), _server_cpu(server)
-            load = _load()
+            load, steal = _load(), _steal()
+            epoch = time.time()
             t0 = time.perf_counter()
             r = _auditor("-v", "run", "--config", cfg, "--format", "json", *chans, *extra)
             wall = time.perf_counter() - t0
@@ -118,7 +188,8 @@ def _runs(cfg: Path, channels: list[str], extra: tuple[str, ...], server: list[i
             (cfg.parent / f"run-{step}.log").write_text(r.stderr)
             summary = json.loads(r.stdout)
             listings = sum(c["listings"] for c in summary["channels"])
-            out.append([step, listings, wall, _phase(r, summary), cpu, srv, load])
+            out.append([step, listings, wall, _phase(r, summary), cpu, srv, load,
+                        _steal() - steal])
             print(step, *out[-1][1:], flush=True)
             # The master job's steps, from the log of the worker that ran it.
             for log in logs:
@@ -131,7 +202,15 @@ def _runs(cfg: Path, channels: list[str], extra: tuple[str, ...], server: list[i
             rest = re.findall(r"linker indexes built in ([0-9.]+) s, packed and stored in "
                               r"([0-9.]+) s \(([0-9.]+) MB\)", text)
             snap = re.findall(r"master snapshot \S+ written in ([0-9.]+) s", text)
-            job = re.findall(r"job master: ([0-9.]+) s \(([0-9.]+) CPU s\)", text)
+            job = re.findall(r"job master: ([0-9.]+) s \(([0-9.]+) CPU s", text)
+            if workers:
+                jobs_, per = timeline([(cfg.parent / f"worker-{i}.log").read_text()
+                                       for i in range(workers)], epoch, wall)
+                shown = _show_timeline(jobs_, per)
+                (cfg.parent / f"timeline-{step}.txt").write_text(shown)
+                print(shown, flush=True)
+                IDLE.extend([f"{step}, {workers} worker(s), {wall:.0f} s", *row]
+                            for row in per)
             coord = re.findall(r"this coordinator's CPU so far ([0-9.]+) s", r.stderr)
             if pack:
                 PACKS.append(
@@ -139,7 +218,8 @@ def _runs(cfg: Path, channels: list[str], extra: tuple[str, ...], server: list[i
                     f"{pack[-1][0]} s and stored its pack's master part ({pack[-1][1]} MB) "
                     f"{float(pack[-1][2]) + float(pack[-1][3]):.1f} s later (the read jobs "
                     "other workers took parse meanwhile, then link)" + (
-                        f"; the indexes part ({rest[-1][2]} MB) built in {rest[-1][0]} s"
+                        f"; the indexes part ({rest[-1][2]} MB) built in {rest[-1][0]} s "
+                        "(by the first job that needed it)"
                         if rest else "") + (
                         f"; the snapshot written in {snap[-1]} s" if snap else "") + (
                         f"; the whole job {job[-1][0]} s ({job[-1][1]} CPU s in the worker's "
@@ -155,8 +235,20 @@ def _runs(cfg: Path, channels: list[str], extra: tuple[str, ...], server: list[i
     return out
 
 
+def _drop(server: Any, url: str) -> None:
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(server.url(), autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def run(size: int, channels: list[str], workers: list[int], shard_size: int | None,
-        write: bool, first_only: bool = False, single: bool = True) -> None:
+        write: bool, first_only: bool = False, single: bool = True, pairs: int = 0) -> None:
+    """``pairs``: that many alternations of the ``workers`` counts, first audits only
+    (see the module's doc), without the one-process rows."""
+    if pairs:
+        first_only, single = True, False
     steps = ("first",) if first_only else ("first", "again")
     world = ensure_world(size)
     server = _start_server()
@@ -175,19 +267,28 @@ def run(size: int, channels: list[str], workers: list[int], shard_size: int | No
                           "workers = 1")
             for r in _runs(one, channels, (), pids, steps=steps):
                 rows.append(["PostgreSQL, one process", *r])
-        for n in workers:
-            url = server.new_database()
-            extra = f"\nshard_size = {shard_size}" if shard_size else ""
-            cfg = _config(world, OUT / f"dist-w{n}-{world.name}", f'url = "{url}"',
-                          f"workers = 1{extra}")
-            for r in _runs(cfg, channels, ("--distributed",), pids, workers=n,
-                          steps=steps):
-                rows.append([f"PostgreSQL, --distributed, {n} worker(s)", *r])
+        extra = f"\nshard_size = {shard_size}" if shard_size else ""
+        for i in range(pairs or 1):
+            for n in workers:
+                url = server.new_database()
+                cfg = _config(world, OUT / (f"dist-w{n}-{world.name}" + (
+                    f"-pair{i + 1}" if pairs else "")), f'url = "{url}"', f"workers = 1{extra}")
+                before = len(IDLE)
+                for r in _runs(cfg, channels, ("--distributed",), pids, workers=n,
+                              steps=steps):
+                    if pairs:
+                        for row in IDLE[before:]:
+                            row[0] = f"pair {i + 1}, {row[0]}"
+                        r[0] = f"{r[0]}, pair {i + 1}"
+                    rows.append([f"PostgreSQL, --distributed, {n} worker(s)", *r])
+                if pairs:  # (a 250k first audit's database is 1-2 GB)
+                    _drop(server, url)
     finally:
         server.stop()
     shown = [[who, step, listings, round(wall, 1), round(phase, 1), round(listings / phase),
               round(cpu, 1), "-" if srv is None else round(srv, 1), f"{load:.1f}"]
-             for who, step, listings, wall, phase, cpu, srv, load in rows]
+             + [round(steal, 1)] for who, step, listings, wall, phase, cpu, srv, load, steal
+             in rows]
     per = {(who, step): listings / phase for who, step, listings, _, phase, *_ in rows}
     walls = {(who, step): wall for who, step, _, wall, *_ in rows}
     one = "PostgreSQL, --distributed, 1 worker(s)"
@@ -196,6 +297,36 @@ def run(size: int, channels: list[str], workers: list[int], shard_size: int | No
               " over the wall time" for step in steps for n in workers if n != 1
               for who in [f"PostgreSQL, --distributed, {n} worker(s)"]
               for base in [per.get((one, step))] if base]
+    if pairs:
+        ratios = [f"- pair {i + 1}: {n} workers {walls[(who, step)]:.0f} s against one "
+                  f"worker's {walls[(one, step)]:.0f} s: {walls[(one, step)] / walls[(who, step)]:.2f}x "
+                  f"over the wall time, {per[(who, step)] / per[(one, step)]:.2f}x over the "
+                  "channel phase" for i in range(pairs) for step in [f"first, pair {i + 1}"]
+                  for n in workers if n != 1 for who in [f"PostgreSQL, --distributed, {n} worker(s)"]
+                  if (one, step) in walls]
+        for n in workers:
+            who = f"PostgreSQL, --distributed, {n} worker(s)"
+            mine = [r for r in rows if r[0] == who]
+            line = (f"- median of {len(mine)}, {n} worker(s): wall {median(r[3] for r in mine):.1f} s, "
+                    f"channel phase {median(r[4] for r in mine):.1f} s, auditor CPU "
+                    f"{median(r[5] for r in mine):.1f} s, server CPU "
+                    f"{median(r[6] or 0.0 for r in mine):.1f} s")
+            if n != 1 and any(r[0] == one for r in rows):
+                pw = [walls[(one, f"first, pair {i + 1}")] / walls[(who, f"first, pair {i + 1}")]
+                      for i in range(pairs)]
+                pc = [per[(who, f"first, pair {i + 1}")] / per[(one, f"first, pair {i + 1}")]
+                      for i in range(pairs)]
+                line += (f"; the pairs' median ratio {median(pw):.2f}x over the wall time "
+                         f"({', '.join(f'{x:.2f}' for x in pw)}), {median(pc):.2f}x over the "
+                         "channel phase")
+            ratios.append(line)
+        print("\n".join(ratios), flush=True)
+    idle = table("Each worker's time in the distributed runs above, from its jobs' -v log "
+                 "lines: busy = in a job and not waiting; waited = in a job, waiting for the "
+                 "master or a part of its pack; idle = in no job (before its first, between "
+                 "two, after its last); tail = idle after its last job; CPU = its jobs' CPU "
+                 "and their forks'", ["run", "worker", "jobs", "busy s", "waited s", "idle s",
+                                      "CPU s", "tail s"], IDLE) if IDLE else ""
     record("Distributed runs beside one process", [table(
         f"The generated world's master and {' + '.join(channels)} ({size:,} SKUs, no crawl, "
         f"no images), shard_size {shard_size or 'default (150,000)'}; wall s of the "
@@ -203,7 +334,8 @@ def run(size: int, channels: list[str], workers: list[int], shard_size: int | No
         "(see bench/distributed.py); listings/s over the channel phase; CPU s = the "
         "auditor's processes (for --distributed the coordinator and the `auditor worker` "
         "processes); server CPU s = PostgreSQL's processes; load: the 1-minute load "
-        "average when the run started. One 2-core machine shared with other work: the "
+        "average when the run started; steal s: CPU seconds the hypervisor gave to other "
+        "guests during the run (/proc/stat). One 2-core machine shared with other work: the "
         "workers compete with the server and each other for the same two cores.",
         ["mode", "audit", "listings", "wall s", "channel phase s", "listings/s", "CPU s",
-         "server CPU s", "load"], shown), "\n".join(ratios + PACKS)], write)
+         "server CPU s", "load", "steal s"], shown), "\n".join(ratios + PACKS), idle], write)

@@ -75,6 +75,7 @@ def _settings(ctx: CheckContext) -> dict[str, Any]:
     return {"tol": ctx.option("tolerance"), "pct": ctx.option("tolerance_pct") / 100,
             "factor": (1 + vat) if tax else None, "vat": vat, "rounding": ctx.option("rounding"),
             "currency": ctx.option("currency") or ch.get("currency"),
+            "regular_only": _regular_only(ctx),
             "plain": not tax and ctx.option("rounding") in ("half_up", "none"),
             # Expected amount by (master amount, currency): a catalog has few price points.
             "expected": {},
@@ -83,6 +84,19 @@ def _settings(ctx: CheckContext) -> dict[str, Any]:
             "ranges": {},
             "ok": ctx.ok("price"),
             "ok_both": (ctx.passed(None, None, "price"), ctx.passed(None, None, "sale_price"))}
+
+
+# Connector types whose one price is the regular price, sales living elsewhere: an Amazon
+# listing report's `price` is the seller's standard price; a sale price set on Amazon is in
+# no listing report (formats.md section 3).
+REGULAR_PRICE_ONLY_TYPES = frozenset({"amazon_listings"})
+
+
+def _regular_only(ctx: CheckContext) -> bool:
+    v = ctx.option("regular_price_only")
+    if v is None:
+        return str(ctx.channel_options.get("type") or "") in REGULAR_PRICE_ONLY_TYPES
+    return bool(v)
 
 
 def _expect(m: Money | None, cfg: dict[str, Any]) -> Decimal | None:
@@ -216,6 +230,9 @@ def _net(ctx: CheckContext, master: MasterRecord, field: str, cur: str) -> Money
         " none, whole (whole units), nearest_99 (nearest .99 ending).", choices=ROUNDINGS),
     Opt("currency", str, None, "Currency the channel must sell in (default: the channel's "
         "currency option; unset: any currency the master has a price for)."),
+    Opt("regular_price_only", bool, None, "The channel's one price is its regular price and "
+        "its source never shows a sale price (an Amazon listing report's standard price): a "
+        "sale in force it does not show is not evaluated. Unset: true for amazon_listings."),
 ))
 def price_check(master: MasterRecord | None, listing: Listing | None, ctx: CheckContext):
     """Compare the listing's price (and sale price) with the master's."""
@@ -291,6 +308,13 @@ def compare_price(master: MasterRecord, listing: Listing, ctx: CheckContext) -> 
                    else _mismatch(ctx, master, listing, "sale_price", ls, sale, cfg))
     elif _close(amount, sale, cfg, cur):  # one price shown, and it is the sale price
         return [ctx.passed(master, listing, "price"), ctx.passed(master, listing, "sale_price")]
+    elif _close(amount, reg, cfg, cur) and cfg["regular_only"]:
+        return [ctx.passed(master, listing, "price"),
+                ctx.finding(master, listing, "sale_price", Outcome.NOT_EVALUATED, Severity.INFO,
+                            expected=Money(sale, cur), actual=None,
+                            message=f"sale price {Money(sale, cur)} in force ({_window(master)}) "
+                                    f"not compared: this channel's source shows only the "
+                                    f"regular price (regular_price_only)")]
     elif _close(amount, reg, cfg, cur):
         return [ctx.passed(master, listing, "price"),
                 ctx.finding(master, listing, "sale_price", Outcome.FAILED, Severity.MAJOR,

@@ -18,7 +18,7 @@ from auditor.errors import BadRecord, SourceError
 from auditor.model import Availability, Listing
 from auditor.options import Opt
 from auditor.plugins import register_connector
-from auditor.values import (availability_from_quantity, normalize_currency, normalize_gtin,
+from auditor.values import (LostDigits, availability_from_quantity, normalize_currency, normalize_gtin,
                             parse_int, parse_money)
 from auditor.connectors._common import dedupe, listing_maker, map_columns_all, row_values
 
@@ -63,8 +63,8 @@ def carried_fields(header: list[str], name: str, opts: Mapping[str, Any]) -> set
     """The listing fields a report with this header carries."""
     cols = set(map_columns_all(header, _columns(opts), name))
     out = {"title", "description", "price", "quantity"} & cols
-    if "image" in cols:
-        out.add("images")
+    # Not "images" for an image-url column: listing reports keep it but leave it empty;
+    # it counts as carried once a row shows an image (auditor.check.CarriedFields).
     if "product_id" in cols:
         out.add("gtin")
     if "quantity" in cols or "status" in cols:
@@ -125,6 +125,8 @@ def row_converter(header: list[str], name: str, channel: str, fetched_at, opts: 
             else:
                 try:
                     gtin = normalize_gtin(pid, kind)
+                except LostDigits as e:  # the export's fault, not the listing's GTIN
+                    bad["gtin"] = f"{where}: {e} in column 'product-id'"
                 except ValueError as e:
                     # Kept as written: the GTIN check reports it.
                     gtin = attributes["gtin_raw"] = pid

@@ -170,15 +170,26 @@ def _quantity(fields: Mapping[str, str], dsep: str | None) -> int | None:
     return None
 
 
+def _gtin_parts(raw: str) -> list[str]:
+    """The GTINs of a list: comma-separated, or space-separated when every part is a whole
+    GTIN; spaces inside one number as printed under a barcode ("4 006381 333931") stay."""
+    out: list[str] = []
+    for chunk in re.split(r"[,;|]", raw):
+        words = chunk.split()
+        if len(words) > 1 and not all(len(w.strip("-")) >= 8 for w in words):
+            out.append("".join(words))
+        else:
+            out.extend(words)
+    return out
+
+
 def _gtins(raw: str, attributes: dict[str, str]) -> str | None:
     """The first GTIN of a (comma/space separated) list; the rest into attributes."""
     if raw.isdigit() and len(raw) in (8, 12, 13, 14):
         return raw.zfill(14)
     gtins: list[str] = []
     bad: list[str] = []
-    for g in _GTIN_SPLIT.split(raw.strip()):
-        if not g:
-            continue
+    for g in _gtin_parts(raw):
         try:
             n = normalize_gtin(g)
             if n:
@@ -191,9 +202,6 @@ def _gtins(raw: str, attributes: dict[str, str]) -> str | None:
         attributes["gtin_raw"] = "|".join(bad)
     # A GTIN that does not parse is kept as written: the GTIN check reports it.
     return gtins[0] if gtins else (bad[0] if bad else None)
-
-
-_GTIN_SPLIT = re.compile(r"[,;|\s]+")
 
 
 def _local(tag: Any) -> tuple[str, bool]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from decimal import Decimal
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from auditor import csvio
 from auditor.connector import Connector, SourceContext
@@ -21,7 +21,7 @@ from auditor.model import Availability, Listing
 from auditor.options import Opt
 from auditor.plugins import register_connector
 from auditor.sources import SourceFile
-from auditor.values import (availability_from_quantity, normalize_gtin, parse_availability,
+from auditor.values import (LostDigits, availability_from_quantity, normalize_gtin, parse_availability,
                             parse_datetime, parse_int, parse_money)
 from auditor.connectors._common import (header_key, listing_maker, map_columns,
                                 map_columns_all, row_values)
@@ -61,8 +61,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _cell_text(v: Any) -> str:
-    """A spreadsheet cell as the text a CSV export would hold."""
+def _cell_text(v: Any, decimal_separator: str | None = None) -> str:
+    """A spreadsheet cell as the text a CSV export would hold.
+
+    A number cell is a number whatever the locale: its decimal point is written as the
+    channel's ``decimal_separator`` (so 74.5 reads as 74.5 where text cells say "74,5")."""
     if v is None:
         return ""
     if isinstance(v, bool):
@@ -71,17 +74,25 @@ def _cell_text(v: Any) -> str:
         return str(v)
     if isinstance(v, float):
         # repr is the shortest text that reads back as the same float: 12.99, not 12.990000000000002
-        return str(int(v)) if v.is_integer() else repr(v)
+        if v.is_integer():
+            return str(int(v))
+        text = repr(v)
+        return text.replace(".", ",") if decimal_separator == "," and "e" not in text else text
     if isinstance(v, Decimal):
-        return str(v)
+        return str(v).replace(".", ",") if decimal_separator == "," else str(v)
     if isinstance(v, (dt.datetime, dt.date)):
         return v.isoformat()
     return str(v)
 
 
-def xlsx_rows(sf: SourceFile, sheet: str | None = None
+def xlsx_rows(sf: SourceFile, sheet: str | None = None,
+              header_at: Callable[[list[str]], bool] | None = None,
+              decimal_separator: str | None = None,
               ) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
-    """Header and (row number, cells) of a workbook sheet, streamed (read-only mode)."""
+    """Header and (row number, cells) of a workbook sheet, streamed (read-only mode).
+
+    The header is the first non-blank row, or with ``header_at`` the first of the first
+    ``csvio.MAX_PREAMBLE`` non-blank rows it accepts (title rows above the header skipped)."""
     import zipfile
 
     from openpyxl import load_workbook
@@ -99,11 +110,20 @@ def xlsx_rows(sf: SourceFile, sheet: str | None = None
     it = ws.iter_rows(values_only=True)
     header: list[str] = []
     n = 0
+    first: tuple[list[str], int] | None = None
+    looked = 0
     for row in it:
         n += 1
         if any(c is not None and str(c).strip() for c in row):
             header = [_cell_text(c).strip() for c in row]
-            break
+            if header_at is None or header_at(header):
+                break
+            first = first or (header, n)
+            looked += 1
+            if looked > csvio.MAX_PREAMBLE:
+                break
+    if first and header_at is not None and not header_at(header):
+        header = first[0]  # no row is a header: the first non-blank one (then rejected)
     while header and not header[-1]:
         header.pop()
 
@@ -112,7 +132,7 @@ def xlsx_rows(sf: SourceFile, sheet: str | None = None
         try:
             for row in it:
                 line += 1
-                cells = [_cell_text(c) for c in row[:len(header)]]
+                cells = [_cell_text(c, decimal_separator) for c in row[:len(header)]]
                 if any(c.strip() for c in cells):
                     yield line, cells + [""] * (len(header) - len(cells))
         except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as e:
@@ -175,6 +195,35 @@ def _columns(header: list[str], opts: Mapping[str, Any]) -> tuple[dict[str, Any]
     return columns, loc_spec
 
 
+def header_test(opts: Mapping[str, Any]) -> Callable[[list[str]], bool]:
+    """Whether a row is the header: it has the key (or SKU) column the map names."""
+    def test(cells: list[str]) -> bool:
+        columns, _ = _columns(cells, opts)
+        keys: dict[str, Any] = {f: columns[f] for f in ("sku", "key") if f in columns}
+        return bool(keys) and bool(map_columns_all(cells, keys, ""))
+    return test
+
+
+# What a totals row writes in its first cell: not a product (Summe, Total, Gesamt ...).
+TOTALS = frozenset({"total", "totals", "grand total", "sum", "summe", "gesamt", "gesamtsumme",
+                    "insgesamt", "endsumme", "somme", "total général", "totaal", "totale",
+                    "suma", "summa", "totalt", "i alt", "razem", "celkem", "toplam", "итого",
+                    "合計"})
+_TOTALS_LEN = max(map(len, TOTALS)) + 1  # a trailing colon
+
+
+# The usual spellings, for one set lookup per row ("Summe", "SUMME", "Total:").
+_TOTALS_FORMS = frozenset(f(w) + end for w in TOTALS for f in (str.lower, str.title, str.upper)
+                          for end in ("", ":"))
+
+
+def _says_total(word: str, exact: bool = True) -> bool:
+    if word in _TOTALS_FORMS:
+        return True
+    return not exact and len(word) <= _TOTALS_LEN + 4 and \
+        word.strip().rstrip(":").strip().casefold() in TOTALS
+
+
 def row_converter(header: list[str], name: str, channel: str, fetched_at,
                   opts: Mapping[str, Any]):
     """A function (line, cells) -> (row key, Listings) for an export with this header.
@@ -187,6 +236,7 @@ def row_converter(header: list[str], name: str, channel: str, fetched_at,
     if "sku" not in idx and "key" not in idx:
         raise SourceError(name, f"no SKU column: map one with columns = {{ sku = \"...\" }} "
                                 f"(header is: {', '.join(header[:20])})")
+    key_header = header[idx["sku"] if "sku" in idx else idx["key"]]
     locations = _locations(header, loc_spec, name)
     loc_cols = {i for _, i in locations}
     attr_cols = [(f, i) for f, i in idx.items() if f not in FIELDS and i not in loc_cols]
@@ -231,8 +281,14 @@ def row_converter(header: list[str], name: str, channel: str, fetched_at,
         get = row.get
         sku = get("sku")
         key = sku or get("key")
+        # A totals row under the list: its key cell (or, with none, its first filled cell)
+        # says "Summe"/"Total" and it names no product (no title, no GTIN).
+        if (_says_total(key) if key else _says_total(
+                next((c for c in cells if c.strip()), ""), exact=False)) and \
+                not (get("title") or get("gtin")):
+            return "", []
         if not key:
-            raise BadRecord("row has no SKU", "sku")
+            raise BadRecord(f"row has no SKU (column {key_header!r} is empty)", "sku")
         where = f"{name}:{line}"
         bad: dict[str, str] = {}
         attributes = {f: v for f, i in attr_cols if i < len(cells) and (v := cells[i].strip())}
@@ -240,6 +296,9 @@ def row_converter(header: list[str], name: str, channel: str, fetched_at,
         if gtin:
             try:
                 gtin = normalize_gtin(gtin)
+            except LostDigits as e:  # the export's fault, not the channel's GTIN
+                bad["gtin"] = f"{where}: {e} in column {header[idx['gtin']]!r}"
+                gtin = None
             except ValueError:
                 pass  # kept as written: the GTIN check reports it
         avail = None
@@ -261,7 +320,8 @@ def row_converter(header: list[str], name: str, channel: str, fetched_at,
                   date(row, "sale_start", bad, where), date(row, "sale_end", bad, where),
                   attributes, where)
         if not locations:
-            qty = quantity(get("quantity"), "quantity", bad, where)
+            qty = quantity(get("quantity"), header[idx["quantity"]] if "quantity" in idx
+                           else "quantity", bad, where)
             if avail is None and qty is not None:
                 avail = availability_from_quantity(qty, safety)
             return key, [_make(*common, key, qty, avail, get("location"), bad or _NONE)]
@@ -334,12 +394,14 @@ class Tabular(Connector):
                 if kind in ("html", "xml", "json"):
                     raise SourceError(sf.name, f"got {kind.upper()} where a CSV/TSV/XLSX "
                                                f"export was expected")
+                is_header = header_test(opts)
                 if kind == "xlsx":
-                    header, rows = xlsx_rows(sf, opts.get("sheet"))
+                    header, rows = xlsx_rows(sf, opts.get("sheet"), is_header,
+                                             opts.get("decimal_separator"))
                 else:
                     header, rows = csvio.open_rows(sf, opts.get("encoding") or "auto",
                                                    opts.get("delimiter") or "auto", ctx.key_lost,
-                                                   ragged="report")
+                                                   ragged="report", header_at=is_header)
                 if not header:
                     continue
                 convert = row_converter(header, sf.name, self.channel.name, ctx.now, opts)
@@ -350,6 +412,8 @@ class Tabular(Connector):
                     except BadRecord as e:  # no key: the row may be any listing
                         ctx.key_lost(f"{sf.name}:{line}", str(e))
                         continue
+                    if not listings:
+                        continue  # a totals row
                     if key in seen:
                         ctx.bad(f"{sf.name}:{line}", f"duplicate key {key!r}; kept the first")
                         continue

@@ -16,6 +16,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+def _help(cmd: click.Command, ctx: click.Context) -> str:
+    """The command's help as click prints it, its usage line the same under every click 8.x.
+
+    Click 8.5 writes ``[COMMAND]`` for a group that runs without a subcommand (``auditor
+    findings`` lists findings); earlier versions wrote ``COMMAND``. The bracketed form is the
+    true one, so the reference shows it whichever click is installed.
+    """
+    text = cmd.get_help(ctx)
+    optional = getattr(cmd, "invoke_without_command", False) or getattr(cmd, "default_cmd_name", None)
+    if isinstance(cmd, click.Group) and optional:
+        text = text.replace("[OPTIONS] COMMAND [ARGS]...", "[OPTIONS] [COMMAND] [ARGS]...", 1)
+    return text
+
+
 def render() -> str:
     from auditor.cli import main, settings_reference
 
@@ -28,7 +42,7 @@ def render() -> str:
     def walk(cmd: click.Command, prefix: str, parent: click.Context) -> None:
         sub = click.Context(cmd, info_name=prefix.split()[-1], parent=parent,
                             terminal_width=100, max_content_width=100)
-        lines.extend([f"### `{prefix}`", "", "```text", cmd.get_help(sub), "```", ""])
+        lines.extend([f"### `{prefix}`", "", "```text", _help(cmd, sub), "```", ""])
         if isinstance(cmd, click.Group):
             for name in sorted(cmd.commands):
                 walk(cmd.commands[name], f"{prefix} {name}", sub)

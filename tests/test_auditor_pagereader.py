@@ -63,7 +63,11 @@ def test_nav_prices_and_plain_image_class_do_not_fool_the_reader():
     # struck through by style and "statt"
     ('<span style="text-decoration:line-through">129.00 EUR</span>'
      '<span class="price">99.00 EUR</span>', "129.00", "99.00"),
-    ('<span class="uvp">UVP 59,99 €</span><span class="price">49,99 €</span>', "59.99", "49.99"),
+    # a recommended retail price (UVP, RRP) is the manufacturer's, not the shop's regular
+    # price: the selling price is the price, and no sale is read (tests/test_messy_inputs.py)
+    ('<span class="uvp">UVP 59,99 €</span><span class="price">49,99 €</span>', "49.99", None),
+    ('<del class="rrp">RRP £59.99</del> <span class="price">£49.99</span>', "49.99", None),
+    ('<span class="price">49,99 €</span> <s>statt 59,99 €</s>', "59.99", "49.99"),
     # cents in <sup>
     ('<span class="price">€ 19<sup>99</sup></span>', "19.99", None),
     # unit price and instalments beside the real price

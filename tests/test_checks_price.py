@@ -54,12 +54,28 @@ def summary(findings):
     # sale in force but missing on the channel
     (master(**SALE), {"sale_price": None, "sale_start": None, "sale_end": None}, {}, {},
      [("sale_price", "failed", "major")]),
+    # ... on an Amazon listing report (its price is the standard price, sales are in no
+    # report): not evaluated, never a missing sale (tests/fixtures/messy_retail)
+    (master(**SALE), {"sale_price": None, "sale_start": None, "sale_end": None}, {},
+     {"type": "amazon_listings"}, [("sale_price", "not_evaluated", "info")]),
+    (master(**SALE), {"sale_price": None, "sale_start": None, "sale_end": None},
+     {"regular_price_only": True}, {}, [("sale_price", "not_evaluated", "info")]),
+    (master(**SALE), {"sale_price": None, "sale_start": None, "sale_end": None},
+     {"regular_price_only": False}, {"type": "amazon_listings"},
+     [("sale_price", "failed", "major")]),
+    # ... but a report price that is neither the regular nor the sale price is wrong
+    (master(**SALE), {"price": eur("29.99"), "sale_price": None, "sale_start": None,
+                      "sale_end": None}, {}, {"type": "amazon_listings"},
+     [("price", "failed", "critical")]),
     # sale in force, wrong sale amount
     (master(**SALE), {"sale_price": eur("29.99")}, {}, {}, [("sale_price", "failed", "major")]),
     # sale over, channel still shows it (no dates)
     (master(**PAST_SALE), {"sale_price": eur("39.99")}, {}, {}, [("sale_price", "failed", "major")]),
     # sale over, channel shows the sale price as its only price
     (master(**PAST_SALE), {"price": eur("39.99")}, {}, {}, [("sale_price", "failed", "major")]),
+    (master(**PAST_SALE), {"price": eur("39.99"), "sale_price": None, "sale_start": None,
+                           "sale_end": None}, {}, {"type": "amazon_listings"},
+     [("sale_price", "failed", "major")]),
     # sale over, channel keeps the sale with its (closed) window: not shown, passes
     (master(**PAST_SALE), {"sale_price": eur("39.99"), "sale_start": NOW - days(20),
                            "sale_end": NOW - days(10)}, {}, {}, []),

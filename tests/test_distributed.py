@@ -952,3 +952,117 @@ def test_a_worker_links_by_key_from_the_master_part_and_waits_for_the_rest_when_
     finally:
         coord.close()
         distributed._CACHE.clear()
+
+
+def test_the_first_job_needing_the_indexes_builds_them_and_one_whose_builder_died_takes_over(
+        tmp_path, pg_server):
+    """The linker's other indexes are built by the first job of the run that needs one
+    (not by the master job, whose worker writes the snapshot and takes the next job
+    meanwhile): it claims them, builds them, links as one process does and stores them
+    as the pack's indexes part, which another job then installs without building. A job
+    that needs them while a running job has claimed them waits for that job's part; if
+    that job stops running (its worker died: queued again, or failed) the waiting job
+    claims them and builds them itself; a retried job finds its own claim."""
+    from auditor import distributed, masterpack
+    from auditor.config import load_config
+    from auditor.linking import Linker
+    from auditor.storage import open_store
+    from auditor.storage.jobs import RunJobs
+    from tests.conftest import make_listing
+
+    world = tmp_path / "world"
+    generate_world(world, size=40, seed=11, now=NOW, base_url="http://127.0.0.1:9")
+    cfg_path = _config(world, tmp_path / "w", "http://127.0.0.1:9", 'path = "auditor.db"',
+                       "workers = 1")
+    cfg = load_config(cfg_path)
+    lite = open_store(cfg.store_url)
+    try:
+        from auditor.runner import import_master
+
+        import_master(cfg, lite, NOW)
+        master = lite.current_master()
+    finally:
+        lite.close()
+    sku, rec = next((s, r) for s, r in master.items() if r.title)
+    keyless = make_listing("no-key", sku=None, title=rec.title, brand=rec.brand)
+    orphan = make_listing("orphan", sku="NOT-ON-RECORD-1", title=rec.title, brand=rec.brand)
+    want = Linker(master, cfg.linking).link_all([orphan, keyless])
+    assert want[1].sku == sku
+    url = pg_server.new_database()
+    distributed.ensure_queue(url)
+    distributed._worker_url = url
+    app = distributed.make_app(url)
+    app.open()
+    coord = RunJobs(url)
+
+    def start(run_id: int) -> None:
+        distributed._CACHE.clear()
+        coord.start_run(run_id, str(cfg_path), distributed.config_sha(cfg_path), None, NOW, 10)
+        coord.hold_run(run_id)
+        coord.save_pack(run_id, masterpack.dumps((master, Linker(master, cfg.linking))))
+        coord.master_ready(run_id, f"run {run_id}")
+
+    def link_in_job(run_id: int, job: int) -> tuple[Any, float]:
+        distributed._job_id = job
+        env = distributed._env(run_id)
+        assert env is not None
+        try:
+            loaded = env.master()
+            assert loaded is not None and not loaded.indexed
+            t0 = time.monotonic()
+            got = loaded.linker.link_all([orphan, keyless])
+            assert loaded.indexed and loaded.linker._match_index is not None
+            return got, time.monotonic() - t0
+        finally:
+            env.close()
+            distributed._job_id = None
+
+    def claimed_by(run_id: int) -> Any:
+        return coord.conn.execute("SELECT packed ->> 'indexes.by' FROM dist_runs WHERE"
+                                  " run_id=%s", (run_id,)).fetchone()[0]
+
+    def doing_job() -> int:
+        job = app.configure_task("auditor.finish", queue="other").defer(
+            run_id=0, channel="x", failed_shards=[])
+        coord.conn.execute("UPDATE procrastinate_jobs SET status='doing' WHERE id=%s",
+                           (job,))
+        return job
+
+    try:
+        # Nobody claimed them: the job builds them, links as one process, stores them.
+        start(1)
+        got, _ = link_in_job(1, 101)
+        assert got == want and claimed_by(1) == "101"
+        assert coord.part_state(1, "indexes") == "stored"
+        part = masterpack.loads(coord.pack(1, "indexes"), master)
+        other = Linker(master, cfg.linking)
+        masterpack.install(other, part)
+        assert other._match_index is not None and set(other.index) >= {"gtin", "mpn"}
+        # ... and another job of the run installs them: it builds nothing, claims nothing.
+        distributed._CACHE.clear()
+        got, _ = link_in_job(1, 102)
+        assert got == want and claimed_by(1) == "101"
+        # A running job claimed them: the next one waits; when that job stops running
+        # (failed, or back in the queue), the waiting job claims and builds them.
+        start(2)
+        builder = doing_job()
+        assert coord.claim_part(2, "indexes", builder)
+        assert coord.claim_part(2, "indexes", builder)  # (its retry: its own claim)
+        assert not coord.claim_part(2, "indexes", 202)
+        def died() -> None:  # (its worker gone: the job failed)
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("UPDATE procrastinate_jobs SET status='failed' WHERE id=%s",
+                             (builder,))
+
+        timer = threading.Timer(0.6, died)
+        timer.start()
+        got, waited = link_in_job(2, 202)
+        timer.join()
+        assert got == want and waited >= 0.5 and claimed_by(2) == "202"
+        assert coord.part_state(2, "indexes") == "stored"
+        # The part settled: nobody claims it any more.
+        assert not coord.claim_part(2, "indexes", 203)
+    finally:
+        coord.close()
+        app.close()
+        distributed._CACHE.clear()

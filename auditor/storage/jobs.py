@@ -41,7 +41,7 @@ import io
 import operator
 import pickle
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Self
 
 import psycopg
@@ -292,13 +292,19 @@ class RunJobs:
         coordinator is gone (the job then does nothing)."""
         return self._wait_run("master_key", (), run_id, poll)
 
-    def _wait_run(self, column: str, params: tuple, run_id: int, poll: float) -> str | None:
+    def _wait_run(self, column: str, params: tuple, run_id: int, poll: float,
+                  between: Callable[[], str | None] | None = None) -> str | None:
         """Poll ``column`` of the run's ``dist_runs`` row (an SQL expression; ``params``
         fill its placeholders) until it is set: its text; None when the run is over or its
-        coordinator is gone."""
+        coordinator is gone; ``between()``'s answer when it gives one (asked before
+        each pause)."""
         import time
 
         while True:
+            if between is not None:
+                got = between()
+                if got is not None:
+                    return got
             row = self.conn.execute(
                 f"SELECT r.status, {column}, j.status::text FROM dist_runs r LEFT JOIN"
                 " procrastinate_jobs j ON j.id = r.master_job WHERE r.run_id=%s",
@@ -366,10 +372,30 @@ class RunJobs:
         self.conn.execute("UPDATE dist_runs SET packed = jsonb_build_object(%s::text,"
                           " %s::text) || packed WHERE run_id=%s", (part, state, run_id))
 
-    def wait_part(self, run_id: int, part: str, poll: float = 0.2) -> str | None:
+    def wait_part(self, run_id: int, part: str, poll: float = 0.2,
+                  job: int | None = None) -> str | None:
         """Until a later part of the run's pack is stored (``"stored"``) or known to be
-        missing (``"none"``); None when the run is over or its coordinator is gone."""
-        return self._wait_run("packed ->> %s", (part,), run_id, poll)
+        missing (``"none"``); None when the run is over or its coordinator is gone.
+        With ``job`` (the asking job's id): ``"claimed"`` as soon as nobody is making
+        the part, the job having claimed it (``claim_part``): it makes the part then."""
+        return self._wait_run("packed ->> %s", (part,), run_id, poll, None if job is None
+                              else lambda: "claimed" if self.claim_part(run_id, part, job)
+                              else None)
+
+    def claim_part(self, run_id: int, part: str, job: int) -> bool:
+        """Whether the job ``job`` makes this later part of the run's pack (the first job
+        of the run to need it does): true when the part is not settled yet and nobody
+        claimed it, the job itself did (a retried job), or the job that claimed it is no
+        longer running (its worker died, and the job went back to the queue, or failed);
+        the claim is then this job's (``packed``'s key ``PART.by``)."""
+        row = self.conn.execute(
+            "UPDATE dist_runs r SET packed = r.packed || jsonb_build_object(%(by)s::text,"
+            " %(job)s::bigint) WHERE r.run_id = %(run)s AND NOT (r.packed ? %(part)s) AND ("
+            " NOT (r.packed ? %(by)s) OR (r.packed ->> %(by)s)::bigint = %(job)s OR NOT EXISTS"
+            " (SELECT 1 FROM procrastinate_jobs j WHERE j.id = (r.packed ->> %(by)s)::bigint"
+            " AND j.status = 'doing')) RETURNING 1",
+            {"by": f"{part}.by", "job": job, "run": run_id, "part": part}).fetchone()
+        return row is not None
 
     # ------------------------------------------------------------------ read -> shards
     def save_read(self, run_id: int, channel: str, shards: int,
