@@ -34,8 +34,9 @@ import logging
 import multiprocessing as mp
 import os
 from operator import attrgetter
+from array import array
 from itertools import chain
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, MutableSequence, Sequence
 
 import numpy as np
 
@@ -148,16 +149,18 @@ def _title_keys(listings: Sequence[Listing]) -> list[str]:
 
 
 def rank_part(idx: MatchIndex, listings: Sequence[Listing], positions: Sequence[int],
-              rejected: Mapping[str, Any]) -> tuple[dict[int, str], Flat]:
+              rejected: Mapping[str, Any], explained: Explained | None = None
+              ) -> tuple[dict[int, str], Flat]:
     """The rankings of the listings at ``positions``, in that order, as arrays (``Flat``),
     and why a listing cannot be matched (by its place in ``positions``; the others have
     none): ``MatchIndex.rank`` of each (``rejected``: listing key -> SKUs a person
     rejected), computed in two steps. Per title and brand (``_Groups``): the candidates,
     their title evidence and their brand evidence; then for all the listings at once,
     over arrays (``score_flat``): each candidate's price evidence, the score, and the
-    candidates best first."""
+    candidates best first. ``explained``: filled with what explains the links of the
+    listings ranked per title and brand (``Explained``)."""
     with _titles_kept(idx, CACHE):
-        return _rank_part(idx, listings, positions, rejected)
+        return _rank_part(idx, listings, positions, rejected, explained)
 
 
 @contextlib.contextmanager
@@ -174,10 +177,11 @@ def _titles_kept(idx: MatchIndex, n: int) -> Iterator[None]:
 
 
 def _rank_part(idx: MatchIndex, listings: Sequence[Listing], positions: Sequence[int],
-               rejected: Mapping[str, Any]) -> tuple[dict[int, str], Flat]:
+               rejected: Mapping[str, Any], explained: Explained | None = None
+               ) -> tuple[dict[int, str], Flat]:
     """``rank_part`` (its title cache bounded by the caller)."""
     whys: dict[int, str] = {}
-    groups = _Groups(idx)
+    groups = _Groups(idx, explained)
     mine: list[int] = []       # the places ranked over arrays
     group_of: list[int] = []   # and each one's group
     prices: list[float] = []   # and price (0.0: none)
@@ -202,6 +206,9 @@ def _rank_part(idx: MatchIndex, listings: Sequence[Listing], positions: Sequence
     parts = [(np.array(alone, dtype=np.intp), _flat(ranked_alone))]
     if mine:
         parts.append((np.array(mine, dtype=np.intp), groups.ranked(group_of, prices)))
+        if explained is not None:
+            explained.group[np.array(positions, dtype=np.intp)[parts[1][0]]] = group_of
+            explained.pack()
     return whys, _interleave(k + 1, parts)
 
 
@@ -250,6 +257,47 @@ def _interleave(n: int, parts: Sequence[tuple[np.ndarray, Flat]]) -> Flat:
     return counts, scores, masters
 
 
+class Explained:
+    """What the ranking read that explains the link of a listing it ranked per title and
+    brand (``_Groups``) to any of its candidates, without reading the listing again
+    (``evidence_part``): per position, its group (-1: none); per group, its candidates
+    (``masters[starts[g]:starts[g + 1]]``) with each one's title evidence
+    (``MatchIndex.title_scored``: one dict per title and master, shared) and brand
+    evidence (``MatchIndex.brand_scores``); the listing's price is weighed per listing."""
+
+    def __init__(self, n: int):
+        self.group = np.full(n, -1, dtype=np.int32)
+        self.starts: MutableSequence[int] = [0]
+        self.masters: MutableSequence[int] = []
+        self.titles: list[dict[str, Any] | float] = []  # (a float: {"title": it})
+        self.brands: list[str | None] = []
+
+    def pack(self) -> None:
+        """The groups' places and masters held as arrays (no int object each) once the
+        ranking is done."""
+        self.starts, self.masters = array("q", self.starts), array("q", self.masters)
+
+    def evidence(self, idx: MatchIndex, li: Listing, p: int, i: int) -> dict[str, Any] | None:
+        """``MatchIndex.score(f, i, explain=True)``'s evidence for listing ``li`` at
+        position ``p`` and master ``i`` (None: not known here)."""
+        g = int(self.group[p])
+        if g < 0:
+            return None
+        s, e = self.starts[g], self.starts[g + 1]
+        try:
+            k = self.masters.index(i, s, e)
+        except ValueError:
+            return None
+        t = self.titles[k]  # then what ``_listing_score`` adds:
+        ev: dict[str, Any] = {"title": t} if isinstance(t, float) else t.copy()
+        b = self.brands[k]
+        if b is not None:
+            ev["brand"] = b
+        idx._price_score(float(li.price.amount) if li.price is not None else None,
+                         idx.prices[i], ev)
+        return ev
+
+
 class _Groups:
     """What ``MatchIndex.rank`` computes per title and brand, for the listings that
     ``FeatureReader.each`` reads: per (features object, brand) a group with the candidates
@@ -257,13 +305,17 @@ class _Groups:
     (``MatchIndex._brand_score``), laid out flat; ``ranked`` then adds each listing's
     price."""
 
-    def __init__(self, idx: MatchIndex):
+    def __init__(self, idx: MatchIndex, explained: Explained | None = None):
         self.idx = idx
         self.keys = _TitleKeys(idx)
+        self.explained = explained  # (filled with the groups' evidence explained)
         self._f: Features | None = None
         self._of_f: dict[tuple[str, str], int] = {}
         self.starts: list[int] = [0]   # group g's candidates are at starts[g]:starts[g + 1]
         self.masters: list[int] = []
+        if explained is not None:  # (its own: one per ranking)
+            assert not explained.masters, "an Explained is filled by one ranking"
+            explained.starts, explained.masters = self.starts, self.masters
         self.titles: list[float] = []
         self.brands: list[float] = []
 
@@ -275,11 +327,13 @@ class _Groups:
         bk = (f.brand, f.brand_words)
         g = self._of_f.get(bk)
         if g is None:
-            idx = self.idx
-            cands, titles = idx.title_scored(f, (), self.keys(f))
+            idx, ex = self.idx, self.explained
+            cands, titles = idx.title_scored(f, (), self.keys(f),
+                                             ex.titles if ex is not None else None)
             self.masters.extend(cands)
             self.titles.extend(titles)
-            self.brands.extend(idx.brand_scores(f, cands))
+            self.brands.extend(idx.brand_scores(f, cands,
+                                                ex.brands if ex is not None else None))
             g = self._of_f[bk] = len(self.starts) - 1
             self.starts.append(len(self.masters))
         return g
@@ -476,8 +530,10 @@ def rank_all(idx: MatchIndex, listings: Sequence[Listing], rejected: Mapping[str
         parts = _parts(order, workers, keys)
     del keys  # (a string per listing: not kept while ranking)
     helpers = [_Helper(idx, listings, part, rejected) for part in parts[1:]]
+    explained = Explained(len(listings))
     try:
-        results = [rank_part(idx, listings, parts[0], rejected)] + [h.ranked() for h in helpers]
+        results = [rank_part(idx, listings, parts[0], rejected, explained)] + \
+            [h.ranked() for h in helpers]
     except BaseException:  # interrupted: the other parts are not wanted any more
         for h in helpers:
             h.close(kill=True)
@@ -488,7 +544,7 @@ def rank_all(idx: MatchIndex, listings: Sequence[Listing], rejected: Mapping[str
             whys[part[k]] = w
         flats.append((np.array(part, dtype=np.intp), flat))
     ranks = Ranks(whys, _interleave(len(listings), flats))
-    ranks.helpers, ranks.first = helpers, parts[0]
+    ranks.helpers, ranks.first, ranks.explained = helpers, parts[0], explained
     return ranks
 
 
@@ -511,10 +567,12 @@ class _Helper:
             die_with_parent(parent)
             mine.close()
             try:
-                theirs.send((True, rank_part(idx, listings, part, rejected)))
+                explained = Explained(len(listings))
+                theirs.send((True, rank_part(idx, listings, part, rejected, explained)))
                 wanted = theirs.recv()
                 theirs.send((True, evidence_part(idx, listings,
-                                                 [p for p in part if p in wanted], wanted)))
+                                                 [p for p in part if p in wanted], wanted,
+                                                 explained)))
             except EOFError:  # no evidence wanted
                 pass
             except BaseException as e:  # reported; the parent does it itself
@@ -580,6 +638,7 @@ class Ranks(Sequence[tuple[str | None, Ranked]]):
         self.flat = flat
         self.helpers: list[_Helper] = []  # (``rank_all``: forked, waiting to explain)
         self.first: list[int] = []  # (``rank_all``: the part ranked here, in title order)
+        self.explained: Explained | None = None  # (``rank_all``: what explains its links)
         counts = flat[0]
         self.starts = np.cumsum(counts) - counts
 
@@ -629,7 +688,7 @@ def evidence_all(idx: MatchIndex, listings: Sequence[Listing], wanted: Mapping[i
                 theirs.append(mine)
             # this process's part (the parts are in title order already)
             out.update(evidence_part(idx, listings, [p for p in ranks.first if p in wanted],
-                                     wanted))
+                                     wanted, ranks.explained))
             for h, mine in zip(helpers, theirs, strict=True):
                 out.update(h.evidence(mine, [p for p in h.part if p in mine]))
         except BaseException:
@@ -641,17 +700,31 @@ def evidence_all(idx: MatchIndex, listings: Sequence[Listing], wanted: Mapping[i
         h.close()
     keys = {p: (listings[p].title or "").casefold() for p in wanted}
     order = sorted(keys, key=keys.__getitem__)
-    for _part, res in _spread(lambda part: evidence_part(idx, listings, part, wanted),
+    explained = ranks.explained if ranks is not None else None
+    for _part, res in _spread(lambda part: evidence_part(idx, listings, part, wanted,
+                                                         explained),
                               order, workers, keys):
         out.update(res)
     return out
 
 
 def evidence_part(idx: MatchIndex, listings: Sequence[Listing], positions: Sequence[int],
-                  wanted: Mapping[int, int]) -> dict[int, dict[str, Any]]:
-    """``evidence_all`` of the listings at ``positions`` (in title order): the title's part
-    of the evidence read once per (title, master), the listing's brand and price per listing."""
+                  wanted: Mapping[int, int], explained: Explained | None = None
+                  ) -> dict[int, dict[str, Any]]:
+    """``evidence_all`` of the listings at ``positions`` (in title order): from what the
+    ranking explained (``explained``) when it has the pair, its price weighed per listing;
+    else the title's part of the evidence read once per (title, master), the listing's
+    brand and price per listing."""
     out: dict[int, dict[str, Any]] = {}
+    if explained is not None:
+        rest = []
+        for p in positions:
+            ev = explained.evidence(idx, listings[p], p, wanted[p])
+            if ev is None:
+                rest.append(p)
+            else:
+                out[p] = ev
+        positions = rest
     titles: dict[tuple[Any, int], dict[str, Any]] = {}
     keys = _TitleKeys(idx)
     for p, _li, f in FeatureReader().each(listings, positions):
@@ -781,6 +854,28 @@ class Decided:
         return Decision(("unlinked", "suggested", "linked")[int(self.state[p])],
                         i if i >= 0 else None, float(self.score[p]), alts, self.reason[p])
 
+    def decisions(self, ps: Sequence[int], ranked: Sequence[Ranked]) -> list[Decision]:
+        """``decision`` of each listing in ``ps`` (``ranked``: their rankings, in order)."""
+        rows = np.array(ps, dtype=np.intp)
+        names = ("unlinked", "suggested", "linked")
+        out = []
+        for p, r, st, i, sc, main in zip(ps, ranked, self.state[rows].tolist(),
+                                         self.index[rows].tolist(), self.score[rows].tolist(),
+                                         self.main[rows].tolist(), strict=True):
+            ms = [j for _s, j in r[:4 if main >= 0 else 3]]
+            out.append(Decision(names[st], i if i >= 0 else None, sc,
+                                [j for n, j in enumerate(ms) if n != main], self.reason[p]))
+        return out
+
+
+def _rows(flat: Flat, starts: np.ndarray, rows: np.ndarray) -> Flat:
+    """``Flat`` of the listings at ``rows`` of ``flat`` (``starts``: where each listing's
+    pairs start), in that order."""
+    counts, scores, masters = flat
+    c = counts[rows]
+    at = np.repeat(starts[rows] - (np.cumsum(c) - c), c) + np.arange(int(c.sum()))
+    return c, scores[at], masters[at]
+
 
 def decide_flat(flat: Flat, got: np.ndarray, link_at: float, suggest_at: float,
                 margin: float) -> Decided:
@@ -877,8 +972,9 @@ def twins_flat(idx: MatchIndex, ranks: Ranks, dec: Decided, link_at: float,
     ps = np.unique(listing[look]).tolist()
     if not ps:
         return
-    ds = [dec.decision(p, ranks.flat, ranks.starts) for p in ps]
-    twin_links(idx, [ranks.ranked(p) for p in ps], ds, link_at,
+    ranked = _tuples(_rows(ranks.flat, ranks.starts, np.array(ps, dtype=np.intp)))
+    ds = dec.decisions(ps, ranked)
+    twin_links(idx, ranked, ds, link_at,
                [float(pr.amount) if (pr := listings[p].price) is not None else None
                 for p in ps])
     for p, d in zip(ps, ds, strict=True):

@@ -486,6 +486,11 @@ class LinkSession:
         if sku is not None and sku in lk.master:
             self.taken.add(sku)
             return Link(li.channel, li.key, sku, LinkMethod.CONFIRMED, 1.0)
+        if not (li.sku or li.gtin or li.mpn or li.url) and lk.fuzzy:
+            # no key at all (what ``exact`` and ``_carried_key`` find then: nothing):
+            # matched by what it shows, with the rest of the channel
+            self.pending.append(li)
+            return None
         earlier = self.earlier
         if earlier and li.key in earlier and _carried_key(li) is not None:
             # decided for this listing alone, from inputs unchanged since: the same link

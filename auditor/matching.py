@@ -172,7 +172,12 @@ def editions(tokens: Collection[str]) -> tuple[frozenset[str], frozenset[str]]:
 def variants(tokens: Collection[str]) -> dict[str, set[str]]:
     """The variant words among normalized words, by kind (colour, platform)."""
     out: dict[str, set[str]] = {}
-    if _VARIANT_WORDS.keys().isdisjoint(tokens):
+    hits = _VARIANT_WORDS.keys() & tokens
+    if not hits:
+        return out
+    if len(hits) == 1:  # (most titles naming one: no walk over the words)
+        kind, word = _VARIANT_WORDS[hits.pop()]
+        out[kind] = {word}
         return out
     for t in tokens:
         v = _VARIANT_WORDS.get(t)
@@ -188,7 +193,7 @@ def _bigrams(tok: str) -> list[str]:
 def words(text: str) -> list[str]:
     """Normalized words of a text (words of scripts without spaces as character bigrams)."""
     toks = normalize_title(text[:MAX_TEXT]).split()
-    if _NO_SPACE_SCRIPT.search(text[:MAX_TEXT]) is not None:
+    if not text.isascii() and _NO_SPACE_SCRIPT.search(text[:MAX_TEXT]) is not None:
         out: list[str] = []
         for t in toks:
             out.extend(_bigrams(t) if _NO_SPACE_SCRIPT.search(t) else (t,))
@@ -344,6 +349,7 @@ _ACCESSORY = frozenset(
     "adaptor charger battery batteries mount bracket stand holder cradle dock strap stylus "
     "remote lamp bulb cartridge cartridges toner ink drum refill refills tray filter "
     "replacement".split())
+_NO_WORDS: frozenset[str] = frozenset()
 _FOR = re.compile(r"\b(?:for|compatible with|fits|works with)\b")
 
 
@@ -446,6 +452,8 @@ def brand_span(tokens: Sequence[str], brand: str) -> frozenset[str]:
 
 def _spelled(tokens: Sequence[str], brand: str) -> frozenset[str]:
     """The words of a title that spell ``brand`` (at most four), else none."""
+    if brand not in "".join(tokens):  # (consecutive words spelling it: it is in there)
+        return frozenset()
     for j, t in enumerate(tokens):
         if not brand.startswith(t):
             continue
@@ -497,6 +505,7 @@ class Features:
 _SPEC_WORD = re.compile(r"(?<![a-z0-9])([a-z]{2,4})(\d{1,2})[a-z]?(?![a-z0-9])")
 _GENDER = {"male": "m", "female": "f", "males": "m", "females": "f"}
 _NO_SPECS: Mapping[str, frozenset[str]] = {}
+_NO_CODES: frozenset[str] = frozenset()
 
 
 def spec_words(norm_title: str) -> Mapping[str, frozenset[str]]:
@@ -592,7 +601,8 @@ def listing_features(title: str | None, description: str | None, brand: str | No
     if brand:
         f.brand_words = normalize_title(brand[:200])
     f.variants = variants(toks)
-    f.accessory = accessory_words(f.title)
+    # (none when no word of the title names one: the cache is for masters' titles)
+    f.accessory = _NO_WORDS if _ACCESSORY.isdisjoint(toks) else accessory_words(f.title)
     f.editions = editions(toks)
     f.bundle = _BUNDLE.intersection(toks)
     f.specs = spec_words(f.title)
@@ -610,6 +620,9 @@ class MatchIndex:
     # distinct titles whose blocking and title evidence ``title_scored`` keeps (fewer
     # while listings come in title order: ``linkbatch.rank_part``)
     cache_titles: int = CACHE_TITLES
+    # the last title ``_same_title`` looked up, and its masters (a title's key and its
+    # blocking ask in turn)
+    _last_same: tuple[str | None, Sequence[int]] = (None, ())
 
     def __init__(self, master: Mapping[str, Any]):
         self.skus: list[str] = []
@@ -674,10 +687,12 @@ class MatchIndex:
         self._position: dict[str, int] | None = None
         # distinct title -> (candidates found, title evidence and word score by master, norm,
         # the candidates scored in full by listing brand, the brands of the masters found
-        # when more than ``MAX_CANDIDATES``: ``_pick`` weighs those)
+        # when more than ``MAX_CANDIDATES``: ``_pick`` weighs those; the title evidence
+        # explained by master, when asked for: ``title_scored``)
         self._cache: dict[tuple[Any, ...], tuple[list[tuple[float, int]], dict[int, float],
                                                  dict[int, float], float,
-                                                 dict[str, list[int]], frozenset[str]]] = {}
+                                                 dict[str, list[int]], frozenset[str],
+                                                 dict[int, dict[str, Any] | float]]] = {}
         self._master = master
         # per master, what ``_title_score`` reads from its title (``_master_words``,
         # ``_master_numbers``): filled in as masters become candidates
@@ -781,7 +796,7 @@ class MatchIndex:
         most first (ties in the order found; the masters tied with the last one that
         ``_pick`` could take are kept for its brand tie-break)."""
         found: Counter[int] = Counter()
-        same = self.exact.get(f.title, ())
+        same = self._same_title(f.title)
         if not same and f.brand:  # the channel put the brand in front
             for b in (f.brand_words, f.brand):
                 if b and f.title.startswith(b + " "):
@@ -844,7 +859,7 @@ class MatchIndex:
         mw = self._mwords[i]
         if mw is None:
             mw = self._master_words(i)
-        mtoks, mv, (med, mlic), mbundle, ma, mspecs, mcore = mw
+        mtoks, mv, (med, mlic), mbundle, ma, mspecs, mcore, mcodes, mjoined = mw
         idf2 = self.idf2
         # fsum: exactly rounded, so the same whatever order the set is walked in
         shared = fsum([idf2[t] for t in f.tokenset & mtoks])
@@ -873,9 +888,7 @@ class MatchIndex:
         s = sim
         if ev is not None:
             ev["title"] = round(sim, 3)
-        mcodes = frozenset(self.codes[i] or ())
         if mcodes or f.codes:
-            mjoined = frozenset(self.joined[i] or ())
             agree = (f.codes & mcodes) | (f.joined & mcodes) | (f.codes & mjoined) \
                 | (f.description_codes & mcodes)
             prefix = False
@@ -1000,14 +1013,17 @@ class MatchIndex:
 
     def _master_words(self, i: int) -> tuple[Any, ...]:
         """What ``_title_score`` reads from master ``i``'s words (its word set, variants,
-        editions, bundle and accessory words), read on first use and kept: a master is a
-        candidate of many titles."""
+        editions, bundle and accessory words) and codes (those written as one word, and
+        as two), read on first use and kept: a master is a candidate of many titles."""
         mt = self.titles[i]
         mtoks = set(mt.split())
+        cs, two = self.codes[i], self.joined[i]
         mw = self._mwords[i] = (mtoks, variants(mtoks), editions(mtoks),
                                 _BUNDLE.intersection(mtoks), accessory_words(mt),
                                 spec_words(mt),
-                                core_title(self._master[self.skus[i]].title))
+                                core_title(self._master[self.skus[i]].title),
+                                frozenset(cs) if cs else _NO_CODES,
+                                frozenset(two) if two else _NO_CODES)
         return mw
 
     def _master_numbers(self, i: int) -> tuple[Any, ...]:
@@ -1064,15 +1080,18 @@ class MatchIndex:
                 ev["brand"] = "in title"
         return s
 
-    def brand_scores(self, f: Features, cands: Sequence[int]) -> list[float]:
-        """``_brand_score`` of each master in ``cands`` (no evidence kept): the same numbers,
-        with what depends on the two brands alone kept per pair of brands, the master's
-        title head per master, and the listing title's spelling of a brand per brand."""
+    def brand_scores(self, f: Features, cands: Sequence[int],
+                     labels: list[str | None] | None = None) -> list[float]:
+        """``_brand_score`` of each master in ``cands`` (``labels``: the "brand" evidence it
+        explains for each is appended, None for none): the same numbers, with what
+        depends on the two brands alone kept per pair of brands, the master's title head
+        per master, and the listing title's spelling of a brand per brand."""
         lb, brands = f.brand, self.brands
         agree, differ = 0.0 + W_BRAND_AGREE, 0.0 + W_BRAND_DIFFER
         spans: dict[str, bool] = {}
         out: list[float] = []
         append = out.append
+        label = labels.append if labels is not None else None
         if not lb:  # agrees when the title names the master's brand
             for i in cands:
                 mb = brands[i]
@@ -1080,6 +1099,8 @@ class MatchIndex:
                 if v is None:
                     v = spans[mb] = bool(mb) and bool(brand_span(f.tokens, mb))
                 append(agree if v else 0.0)
+                if label is not None:
+                    label("in title" if v else None)
             return out
         pairs, heads = self._brand_pairs, self._heads
         before: Sequence[str] | None = None
@@ -1087,9 +1108,13 @@ class MatchIndex:
             mb = brands[i]
             if not mb:
                 append(0.0)
+                if label is not None:
+                    label(None)
                 continue
             if mb == lb:
                 append(agree)
+                if label is not None:
+                    label("same")
                 continue
             v = pairs.get((lb, mb))
             if v is None:
@@ -1098,13 +1123,19 @@ class MatchIndex:
             if not v and len(lb) >= 4:
                 h = heads[i]
                 v = lb in (h if h is not None else self._head_joined(i))
-            if not v:
-                v = spans.get(mb)
-                if v is None:
-                    if before is None:
-                        before = _before_for(f.tokens)
-                    v = spans[mb] = bool(brand_span(before, mb))
+            if v:
+                append(agree)
+                if label is not None:
+                    label("same")
+                continue
+            v = spans.get(mb)
+            if v is None:
+                if before is None:
+                    before = _before_for(f.tokens)
+                v = spans[mb] = bool(brand_span(before, mb))
             append(agree if v else differ)
+            if label is not None:
+                label("in title" if v else "differs")
         return out
 
     @staticmethod
@@ -1146,10 +1177,19 @@ class MatchIndex:
                     break
         return (f.title, alt, *rest)
 
+    def _same_title(self, title: str) -> Sequence[int]:
+        """The masters whose title is ``title`` (``exact``; the last answer kept)."""
+        last = self._last_same
+        if last[0] == title:
+            return last[1]
+        same = self.exact.get(title, ())
+        self._last_same = (title, same)
+        return same
+
     def _title_shown(self, f: Features) -> tuple[bool, tuple[Any, ...]]:
         """The part of ``_title_key`` that does not depend on the listing's brand: whether
         a master has the title, and the codes and numbers read from it."""
-        return (f.title in self.exact,
+        return (bool(self._same_title(f.title)),
                 (frozenset(f.codes) if f.codes else None,
                  frozenset(f.joined) if f.joined else None,
                  frozenset(f.description_codes) if f.description_codes else None,
@@ -1176,11 +1216,16 @@ class MatchIndex:
         return tuple(out[:KEEP])  # a tuple of numbers: the collector stops tracking it
 
     def title_scored(self, f: Features, exclude: Iterable[str] = (),
-                     key: tuple[Any, ...] | None = None) -> tuple[list[int], list[float]]:
+                     key: tuple[Any, ...] | None = None,
+                     explained: list[dict[str, Any] | float] | None = None
+                     ) -> tuple[list[int], list[float]]:
         """The masters ``rank`` scores for a listing (in no particular order) and the
         evidence of each from the listing's title (``_title_score``); what ``rank`` adds
         is ``_listing_score`` (brand and price). The same for every listing showing the
-        title with the same brand and ``exclude``."""
+        title with the same brand and ``exclude``. ``explained``: each master's title
+        evidence as ``_title_score`` explains it is appended to it: its "title" value
+        alone when it has nothing else (most), else the dict (one per title and master,
+        shared: not to be changed)."""
         if key is None:
             key = self._title_key(f)
         entry = self._cache.get(key)
@@ -1193,10 +1238,10 @@ class MatchIndex:
             brands = self.brands
             entry = self._cache[key] = (found, {}, {}, f.norm, {},
                                         frozenset(brands[i] for _c, i in found)
-                                        if len(found) > MAX_CANDIDATES else frozenset())
+                                        if len(found) > MAX_CANDIDATES else frozenset(), {})
         elif f.norm == 0.0:  # the title's norm is known; its word set is made if needed
             f.norm = entry[3]
-        found, title_scores, pre_scores, _norm, picked, found_brands = entry
+        found, title_scores, pre_scores, _norm, picked, found_brands, title_evs = entry
         brand = f.brand
         cands = None if exclude else picked.get(brand)
         if cands is None and brand and not exclude:
@@ -1240,11 +1285,16 @@ class MatchIndex:
         titles = []
         for i in cands:
             t = title_scores.get(i)
-            if t is None:
+            if t is None or explained is not None and i not in title_evs:
                 if not f.tokenset:
                     f.tokenset = set(f.tokens)
-                t = title_scores[i] = self._title_score(f, i, None)
+                ev: dict[str, Any] | None = None if explained is None else {}
+                t = title_scores[i] = self._title_score(f, i, ev)
+                if ev is not None:
+                    title_evs[i] = ev if len(ev) > 1 else ev["title"]
             titles.append(t)
+            if explained is not None:
+                explained.append(title_evs[i])
         return cands, titles
 
 

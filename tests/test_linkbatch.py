@@ -232,6 +232,10 @@ def test_assign_all_decides_what_assign_decides(seed, rounds_from, monkeypatch):
     dec = linkbatch.decide_flat(flat, linkbatch.greedy(flat, 0.5, taken), 0.8, 0.5, 0.05)
     starts = np.cumsum(flat[0]) - flat[0]
     assert [dec.decision(p, flat, starts) for p in range(len(ranked))] == expected
+    # and in bulk (``Decided.decisions``, the twin check's), for any listings in any order
+    ps = rnd.sample(range(len(ranked)), len(ranked) // 2)
+    rows = linkbatch._rows(flat, starts, np.array(ps, dtype=np.intp))
+    assert dec.decisions(ps, linkbatch._tuples(rows)) == [expected[p] for p in ps]
     if ranked:
         assert {d.state for d in expected} <= {"linked", "suggested", "unlinked"}
 
@@ -411,6 +415,14 @@ def test_brand_scores_are_brand_score_of_each_candidate():
             expected = [idx._brand_score(f, i, None) for i in cands]
             assert idx.brand_scores(f, cands) == expected
             assert idx.brand_scores(f, cands[::-1]) == expected[::-1]  # (kept per pair)
+            # and the brand evidence each explains, as ``_brand_score`` explains it
+            evs: list[dict] = [{} for _ in cands]
+            for i, ev in zip(cands, evs, strict=True):
+                idx._brand_score(f, i, ev)
+            labels: list = []
+            assert idx.brand_scores(f, cands, labels) == expected
+            assert labels == [ev.get("brand") for ev in evs]
+            assert {"same", "in title", "differs", None} >= set(labels)
 
 
 def test_rank_part_keeps_few_titles_and_ranks_as_with_many(monkeypatch):
@@ -448,3 +460,31 @@ def test_decisions_over_arrays_print_zero_and_minus_zero_apart():
     got = [dec.decision(p, flat, starts) for p in range(len(ranked))]
     assert got == assign(ranked, 0.8, -1.0, 0.05)
     assert [d.reason for d in got][:2] == ["score 0.00 below 0.80", "score -0.00 below 0.80"]
+
+
+def test_evidence_explained_by_the_ranking_is_the_evidence_read_again():
+    """The evidence the ranking keeps (``Explained``: title evidence per title and master,
+    brand evidence per title and brand, the price weighed per listing) is what reading
+    each listing again gives, for every listing and each of its candidates; listings
+    ranked alone (rejected masters, no usable title) are read again."""
+    master, listings = world(300, 900)
+    rejected = {li.key: {next(iter(master))} for li in listings[:100:9]}
+    order = linkbatch.title_order(listings)
+    idx = MatchIndex(master)
+    explained = linkbatch.Explained(len(listings))
+    whys, flat = linkbatch.rank_part(idx, listings, order, rejected, explained)
+    ranks = linkbatch.Ranks({}, linkbatch._interleave(
+        len(listings), [(np.array(order, dtype=np.intp), flat)]))
+    for k in range(int(flat[0].max())):  # each listing's k-th candidate
+        wanted = {p: ranks.ranked(p)[k][1] for p in order if len(ranks.ranked(p)) > k}
+        positions = [p for p in order if p in wanted]
+        again = linkbatch.evidence_part(MatchIndex(master), listings, positions, wanted)
+        got = linkbatch.evidence_part(idx, listings, positions, wanted, explained)
+        assert got == again
+        assert all(list(got[p]) == list(again[p]) for p in again)  # (in the same key order)
+    ranked_here = int((explained.group >= 0).sum())
+    alone = [p for p in order if listings[p].key in rejected]
+    assert alone and all(explained.group[p] < 0 for p in alone)
+    assert ranked_here >= len(listings) - len(alone) - len(whys) - 30
+    with pytest.raises(AssertionError):  # filled by one ranking
+        linkbatch.rank_part(idx, listings, order, rejected, explained)
