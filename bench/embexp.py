@@ -349,6 +349,11 @@ def variants() -> list[Variant]:
     return vs
 
 
+def post_of(v: Variant) -> Callable[..., None] | None:
+    """The change a variant makes to the decision after the assignment, if any."""
+    return getattr(v, "post", None)
+
+
 def name_of(v: Variant) -> str:
     return "rules (as runs link)" if v is v_base else (v.__doc__ or "?").split("\n")[0]
 
@@ -409,7 +414,7 @@ def run(names: Sequence[str], write: bool = True) -> int:
             row = [label]
             for n in names:
                 d = data[n] if not k else data[f"{n}+{k}"]
-                row.append(cell(d.decide(v(d), getattr(v, "post", None))))
+                row.append(cell(d.decide(v(d), post_of(v))))
             rows.append(row)
             print(" | ".join(row), flush=True)
     recall_cols = ["set", "true pairs", "cos top 1", "cos top 3", "cos top 6",

@@ -60,7 +60,9 @@ def test_a_promotion_after_the_assignment_links_band_pairs_only(sets):
 
     def spy(dec, cos, differ, linked, sugg):
         seen["before"] = dec.state.copy()
-        embexp.p_promote(-2.0, gate=False).post(dec, cos, differ, linked, sugg)
+        post = embexp.post_of(embexp.p_promote(-2.0, gate=False))
+        assert post is not None
+        post(dec, cos, differ, linked, sugg)
         seen["after"] = dec.state.copy()
         seen["reason"] = np.array([r or "" for r in dec.reason])
 
@@ -73,7 +75,7 @@ def test_a_promotion_after_the_assignment_links_band_pairs_only(sets):
     assert all(before[p] == 1 and after[p] == 2 for p in changed.tolist())
     assert np.all(after[before == 2] == 2)
     # a cosine threshold no pair reaches changes nothing
-    none = d.decide(embexp.v_base(d), getattr(embexp.p_promote(2.0), "post"))
+    none = d.decide(embexp.v_base(d), embexp.post_of(embexp.p_promote(2.0)))
     assert none["confident"] == base["confident"]
 
 
@@ -101,7 +103,7 @@ def test_candidates_by_cosine_are_scored_and_cut_to_keep(sets):
 def test_demotion_by_a_low_cosine_turns_links_into_suggestions(sets):
     d = sets["walmart_amazon"]
     base = d.decide(embexp.v_base(d))
-    all_down = d.decide(embexp.v_base(d), getattr(embexp.p_demote(2.0), "post"))
+    all_down = d.decide(embexp.v_base(d), embexp.post_of(embexp.p_demote(2.0)))
     assert all_down["confident"]["predicted"] == 0
     # demoted links still count among the suggestions
     assert all_down["with_suggested"] == base["with_suggested"]
