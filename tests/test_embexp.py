@@ -58,11 +58,11 @@ def test_a_promotion_after_the_assignment_links_band_pairs_only(sets):
     d = sets["amazon_google"]
     seen: dict[str, np.ndarray] = {}
 
-    def spy(dec, cos, differ, linked, sugg):
+    def spy(dec, cos, differ, other, linked, sugg):
         seen["before"] = dec.state.copy()
         post = embexp.post_of(embexp.p_promote(-2.0, gate=False))
         assert post is not None
-        post(dec, cos, differ, linked, sugg)
+        post(dec, cos, differ, other, linked, sugg)
         seen["after"] = dec.state.copy()
         seen["reason"] = np.array([r or "" for r in dec.reason])
 
