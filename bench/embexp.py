@@ -37,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script
     sys.path.insert(0, str(ROOT))
-CACHE = ROOT / "bench" / "out" / "emb-cache"
+CACHE = Path(os.environ.get("EMB_CACHE") or ROOT / "bench" / "out" / "emb-cache")
 SETS = ("amazon_google", "walmart_amazon", "world")
 
 _MODEL: Any = None
