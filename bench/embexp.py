@@ -86,14 +86,27 @@ def load(name: str, size: int = 2000) -> tuple[dict, list, set[tuple[str, str]]]
     return load_world(size) if name == "world" else load_devset(name)
 
 
-def text_of(title: str | None) -> str:
-    return " ".join((title or "").split())
+def text_of(title: str | None, brand: str | None = None) -> str:
+    """The text embedded: the title, or with ``brand`` the brand and the title when the
+    title does not name the brand already."""
+    t = " ".join((title or "").split())
+    b = " ".join((brand or "").split())
+    return f"{b} {t}" if b and b.casefold() not in t.casefold() else t
+
+
+def embed_texts(titles: Sequence[str], texts: Sequence[str], tag: str) -> np.ndarray:
+    """``embed(texts)``, reusing ``embed(titles)`` for the rows whose text is the title."""
+    out = embed(titles, tag).copy()
+    changed = [k for k, (a, b) in enumerate(zip(titles, texts, strict=True)) if a != b]
+    if changed:
+        out[changed] = embed([texts[k] for k in changed], tag + "b")
+    return out
 
 
 class SetData:
     """One set ranked as a run ranks it, with the cosine of every kept pair."""
 
-    def __init__(self, name: str, size: int = 2000):
+    def __init__(self, name: str, size: int = 2000, brand: bool = False):
         from auditor.linkbatch import rank_all
         from auditor.linking import Linker
 
@@ -101,8 +114,14 @@ class SetData:
         self.master, self.listings, self.truth = load(name, size)
         self.idx = idx = Linker(self.master, {}).match_index
         self.keys = [li.key for li in self.listings]
-        self.M = embed([text_of(self.master[s].title) for s in idx.skus], f"{name}-m")
-        self.L = embed([text_of(li.title) for li in self.listings], f"{name}-l")
+        self.brand = brand  # the brand embedded with the title (``text_of``)
+        ms = [self.master[s] for s in idx.skus]
+        self.M = embed_texts([text_of(m.title) for m in ms],
+                             [text_of(m.title, m.brand if brand else None) for m in ms],
+                             f"{name}-m")
+        self.L = embed_texts([text_of(li.title) for li in self.listings],
+                             [text_of(li.title, li.brand if brand else None)
+                              for li in self.listings], f"{name}-l")
         self.ranks = rank_all(idx, self.listings, {}, 1)
         self.added = 0  # pairs ``union`` added
         self._pairs()
@@ -434,9 +453,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", choices=SETS, action="append")
     ap.add_argument("--embed-only", action="store_true")
     ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument("--brand", action="store_true",
+                    help="embed the brand with the title (when the title does not name it)")
     a = ap.parse_args(argv)
     if not a.embed_only:
-        return run(a.set or list(SETS), not a.no_write)
+        return run(a.set or list(SETS), not a.no_write, a.brand)
     for name in a.set or SETS:
         master, listings, _truth = load(name)
         from auditor.linking import Linker
@@ -458,7 +479,7 @@ def cell(r: dict[str, Any]) -> str:
 UNION = (5,)
 
 
-def run(names: Sequence[str], write: bool = True) -> int:
+def run(names: Sequence[str], write: bool = True, brand: bool = False) -> int:
     from bench.common import record, table
 
     data: dict[str, SetData] = {}
@@ -466,7 +487,7 @@ def run(names: Sequence[str], write: bool = True) -> int:
     for n in names:
         before = dict(COST)
         c0 = time.process_time()
-        data[n] = d = SetData(n)
+        data[n] = d = SetData(n, brand=brand)
         secs = time.process_time() - c0
         texts = COST.get("texts", 0) - before.get("texts", 0)
         cpu = COST.get("cpu", 0.0) - before.get("cpu", 0.0)
@@ -534,7 +555,8 @@ def run(names: Sequence[str], write: bool = True) -> int:
               ["set", "score band", "pairs", "right", "AUC cosine", "AUC score",
                "cos right", "cos wrong"], auc_rows),
     ]
-    record("Linking: a sentence-embedding signal", tables, write,
+    what = "brand and title" if brand else "title"
+    record(f"Linking: a sentence-embedding signal ({what} embedded)", tables, write,
            command="python bench/embexp.py")
     return 0
 
