@@ -26,7 +26,7 @@ WORLD = ROOT / "tests" / "fixtures" / "messy_retail"
 NOW = "2026-06-15T10:00:00Z"
 
 
-def _module(name: str) -> ModuleType:
+def fixture_module(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"messy_{name}", WORLD / f"{name}.py")
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
@@ -36,7 +36,7 @@ def _module(name: str) -> ModuleType:
 
 def audit(where: Path) -> dict[str, Any]:
     """Run the world in ``where``: the run's summary, its findings and the score."""
-    server, _config = _module("serve").start(where)
+    server, _config = fixture_module("serve").start(where)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     try:
         t0 = time.perf_counter()
@@ -53,7 +53,7 @@ def audit(where: Path) -> dict[str, Any]:
     summary = json.loads(run.stdout)
     findings = json.loads(found.stdout)
     return {"summary": summary, "findings": findings, "seconds": seconds,
-            "exit": run.returncode, "score": _module("score").score(findings, summary)}
+            "exit": run.returncode, "score": fixture_module("score").score(findings, summary)}
 
 
 def run(write: bool = True) -> dict[str, Any]:

@@ -845,6 +845,31 @@ def test_a_read_parsed_before_the_master_is_ready_links_as_a_streamed_one(tmp_pa
         store.close()
 
 
+def _keyless_and_orphan(tmp_path):
+    """A 40-SKU world's master imported into SQLite, and two listings of its first titled
+    SKU: one with no key, one whose SKU is on no record (both link only by title)."""
+    from auditor.config import load_config
+    from auditor.runner import import_master
+    from auditor.storage import open_store
+    from tests.conftest import make_listing
+
+    world = tmp_path / "world"
+    generate_world(world, size=40, seed=11, now=NOW, base_url="http://127.0.0.1:9")
+    cfg_path = _config(world, tmp_path / "w", "http://127.0.0.1:9", 'path = "auditor.db"',
+                       "workers = 1")
+    cfg = load_config(cfg_path)
+    lite = open_store(cfg.store_url)
+    try:
+        import_master(cfg, lite, NOW)
+        master = lite.current_master()
+    finally:
+        lite.close()
+    sku, rec = next((s, r) for s, r in master.items() if r.title)
+    keyless = make_listing("no-key", sku=None, title=rec.title, brand=rec.brand)
+    orphan = make_listing("orphan", sku="NOT-ON-RECORD-1", title=rec.title, brand=rec.brand)
+    return cfg_path, cfg, master, sku, keyless, orphan
+
+
 def test_a_worker_links_by_key_from_the_master_part_and_waits_for_the_rest_when_needed(
         tmp_path, pg_server):
     """The workers' pack comes in parts: master and linker (its first key kind's index)
@@ -855,29 +880,12 @@ def test_a_worker_links_by_key_from_the_master_part_and_waits_for_the_rest_when_
     coordinator could not store is made by the worker itself; a gone coordinator ends
     the wait."""
     from auditor import distributed, masterpack
-    from auditor.config import load_config
     from auditor.linking import Linker
-    from auditor.storage import open_store
     from auditor.storage.jobs import RunJobs
     from auditor.storage.records import MasterHistory
     from tests.conftest import make_listing
 
-    world = tmp_path / "world"
-    generate_world(world, size=40, seed=11, now=NOW, base_url="http://127.0.0.1:9")
-    cfg_path = _config(world, tmp_path / "w", "http://127.0.0.1:9", 'path = "auditor.db"',
-                       "workers = 1")
-    cfg = load_config(cfg_path)
-    lite = open_store(cfg.store_url)
-    try:
-        from auditor.runner import import_master
-
-        import_master(cfg, lite, NOW)
-        master = lite.current_master()
-    finally:
-        lite.close()
-    sku, rec = next((s, r) for s, r in master.items() if r.title)
-    keyless = make_listing("no-key", sku=None, title=rec.title, brand=rec.brand)
-    orphan = make_listing("orphan", sku="NOT-ON-RECORD-1", title=rec.title, brand=rec.brand)
+    cfg_path, cfg, master, sku, keyless, orphan = _keyless_and_orphan(tmp_path)
     url = pg_server.new_database()
     distributed.ensure_queue(url)
     distributed._worker_url = url
@@ -964,28 +972,10 @@ def test_the_first_job_needing_the_indexes_builds_them_and_one_whose_builder_die
     that job stops running (its worker died: queued again, or failed) the waiting job
     claims them and builds them itself; a retried job finds its own claim."""
     from auditor import distributed, masterpack
-    from auditor.config import load_config
     from auditor.linking import Linker
-    from auditor.storage import open_store
     from auditor.storage.jobs import RunJobs
-    from tests.conftest import make_listing
 
-    world = tmp_path / "world"
-    generate_world(world, size=40, seed=11, now=NOW, base_url="http://127.0.0.1:9")
-    cfg_path = _config(world, tmp_path / "w", "http://127.0.0.1:9", 'path = "auditor.db"',
-                       "workers = 1")
-    cfg = load_config(cfg_path)
-    lite = open_store(cfg.store_url)
-    try:
-        from auditor.runner import import_master
-
-        import_master(cfg, lite, NOW)
-        master = lite.current_master()
-    finally:
-        lite.close()
-    sku, rec = next((s, r) for s, r in master.items() if r.title)
-    keyless = make_listing("no-key", sku=None, title=rec.title, brand=rec.brand)
-    orphan = make_listing("orphan", sku="NOT-ON-RECORD-1", title=rec.title, brand=rec.brand)
+    cfg_path, cfg, master, sku, keyless, orphan = _keyless_and_orphan(tmp_path)
     want = Linker(master, cfg.linking).link_all([orphan, keyless])
     assert want[1].sku == sku
     url = pg_server.new_database()

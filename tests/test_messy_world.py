@@ -7,28 +7,17 @@ raise nothing else, and conclude no listing missing where a source could not be 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-WORLD = ROOT / "tests" / "fixtures" / "messy_retail"
-NOW = "2026-06-15T10:00:00Z"  # inside the beanies' summer sale, after the gloves' winter sale
-
-
-def _module(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"messy_{name}", WORLD / f"{name}.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from bench.common import ROOT
+from bench.messy import NOW, fixture_module
 
 
 def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
@@ -39,7 +28,7 @@ def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    serve = _module("serve")
+    serve = fixture_module("serve")
     where = tmp_path_factory.mktemp("messy")
     server, _config = serve.start(where)
     try:
@@ -58,7 +47,7 @@ def first(world: Path) -> dict[str, Any]:
 
 
 def test_every_planted_drift_is_found_and_nothing_else(first):
-    score = _module("score").score(first["findings"], first["summary"])
+    score = fixture_module("score").score(first["findings"], first["summary"])
     assert score["planted"] == 16
     assert score["missed"] == []
     assert score["false_alarms"] == []
