@@ -3,6 +3,8 @@ reading it whole, whatever the file holds and wherever the parts begin."""
 
 import gzip
 import logging
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -96,7 +98,7 @@ def test_parts_give_the_whole_files_result(tmp_path, parts, caplog, n):
     path = make(tmp_path / "m.csv")
     whole, in_parts = read_both(tmp_path, path, parts, n, caplog)
     same(whole, in_parts)
-    assert f"master read in {n} parts" in caplog.text
+    assert f"master read by {n} processes" in caplog.text
     # what the file holds is all there, reported as when read whole
     reasons = " ".join(r for _, r in whole.errors)
     assert "duplicate SKU 'SKU-0" in reasons and "bad price 'abc'" in reasons
@@ -117,7 +119,7 @@ def test_a_part_beginning_inside_a_quoted_field(tmp_path, parts, caplog, monkeyp
         whole, in_parts = read_both(tmp_path, path, parts, n, caplog)
         same(whole, in_parts)
         resynced += caplog.text.count("taken from the record at byte")
-        assert "by other processes" in caplog.text
+        assert "master read by" in caplog.text
     assert resynced > 0
 
 
@@ -135,11 +137,12 @@ def test_a_failing_part_is_read_here(tmp_path, parts, caplog, monkeypatch):
     caplog.set_level(logging.INFO, logger="auditor.master")
     path = make(tmp_path / "m.csv")
     real = masterparts._Reader.read_range
+    here = os.getpid()
 
-    def flaky(self, start, end):
-        if end is None:  # the last part's process fails
+    def flaky(self, start, end, *args, **kw):
+        if end is None and os.getpid() != here:  # the last part's process fails
             raise RuntimeError("disk on fire")
-        return real(self, start, end)
+        return real(self, start, end, *args, **kw)
 
     monkeypatch.setattr(masterparts._Reader, "read_range", flaky)
     whole, in_parts = read_both(tmp_path, path, parts, 3, caplog)
@@ -224,7 +227,7 @@ def test_small_compressed_or_remote_files_are_read_whole(tmp_path, monkeypatch, 
     assert len(read(tmp_path, gz).records) > 3000
     assert "parts" not in caplog.text
     read(tmp_path, path)
-    assert "master read in 3 parts" in caplog.text
+    assert "master read by 3 processes" in caplog.text
 
 
 def test_unchanged_master_is_not_read_again(tmp_path, parts):
@@ -263,21 +266,72 @@ def test_a_run_reads_its_master_in_parts(mini_world, parts, caplog):
         finally:
             store.close()
     assert got[0] == got[1] and got[0][0] > 3000
-    assert "master read in 3 parts" in caplog.text
+    assert "master read by 3 processes" in caplog.text
 
 
-def test_a_part_dying_while_its_records_are_taken(tmp_path, parts, caplog, monkeypatch):
-    """Its records half taken, the file is read again in one process."""
+def test_a_part_dying_while_its_records_are_sent(tmp_path, parts, caplog, monkeypatch):
+    """A part is taken only once all its batches are here: a process that stops
+    sending mid-part has its parts read here."""
     caplog.set_level(logging.INFO, logger="auditor.master")
     path = make(tmp_path / "m.csv")
     real = masterparts._Reader.read_range
+    here = os.getpid()
 
-    def cut(self, start, end):
-        done, batches = real(self, start, end)
-        return done, batches[:1]  # says more batches follow, exits after the first
+    def cut(self, start, end, *args, **kw):
+        done, batches = real(self, start, end, *args, **kw)
+        if os.getpid() == here:
+            return done, batches
+        assert done.batches > 1
+        return done, batches[:1]  # says more batches follow, sends the first only
 
     monkeypatch.setattr(masterparts._Reader, "read_range", cut)
-    monkeypatch.setattr(masterparts, "BATCH", 100)
+    monkeypatch.setattr(masterparts, "BATCH", 10)
     whole, in_parts = read_both(tmp_path, path, parts, 2, caplog)
     same(whole, in_parts)
-    assert "master read in one process: a process reading part of it died" in caplog.text
+    assert "failed (its part ended early); reading it here" in caplog.text
+
+
+def test_whoever_is_free_reads_the_next_part(tmp_path, parts, caplog, monkeypatch):
+    """The other process slowed down: this one reads parts ahead instead of waiting,
+    and the records are still the whole read's, in file order."""
+    import time
+
+    caplog.set_level(logging.INFO, logger="auditor.master")
+    path = make(tmp_path / "m.csv")
+    real = masterparts._Reader.read_range
+    here = os.getpid()
+
+    def slow(self, start, end, *args, **kw):
+        if os.getpid() != here:
+            time.sleep(0.05)
+        return real(self, start, end, *args, **kw)
+
+    monkeypatch.setattr(masterparts._Reader, "read_range", slow)
+    whole, in_parts = read_both(tmp_path, path, parts, 2, caplog)
+    same(whole, in_parts)
+    ahead = re.search(r"then (\d+) ahead", caplog.text)
+    assert ahead and int(ahead.group(1)) > 0
+
+
+def test_a_process_killed_mid_read(tmp_path, parts, caplog, monkeypatch):
+    """SIGKILL-ed after sending some parts: what it sent whole is taken, the rest of its
+    parts are read here, nothing twice."""
+    import signal
+
+    caplog.set_level(logging.INFO, logger="auditor.master")
+    path = make(tmp_path / "m.csv", 6000)
+    real = masterparts._Reader.read_range
+    here = os.getpid()
+    calls = []
+
+    def killed(self, start, end, *args, **kw):
+        if os.getpid() != here:
+            calls.append(start)
+            if len(calls) == 4:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return real(self, start, end, *args, **kw)
+
+    monkeypatch.setattr(masterparts._Reader, "read_range", killed)
+    whole, in_parts = read_both(tmp_path, path, parts, 3, caplog)
+    same(whole, in_parts)
+    assert caplog.text.count("reading it here") == 2  # both others killed at their 4th
