@@ -180,7 +180,9 @@ def run_demo(directory: Path, serve: bool, console, port: int = 8080,
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     world_dir = directory / "world"
-    now = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    # the audit's clock is the real time (not the hour): findings, the run and the reads
+    # agree on when they happened, and propagation is not the minutes past the hour
+    now = datetime.now(timezone.utc).replace(microsecond=0)
     shop = ShopServer(world_dir, crawl_delay=DEMO_CRAWL_DELAY)
     try:
         m = generate_world(world_dir, size=DEMO_SIZE, seed=DEMO_SEED, now=now,

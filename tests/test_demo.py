@@ -6,6 +6,7 @@ import json
 import re
 import tomllib
 from dataclasses import replace
+from datetime import datetime
 from decimal import Decimal
 from click.testing import CliRunner
 
@@ -44,9 +45,15 @@ def test_demo_runs_end_to_end(tmp_path):
     store = open_store(tmp_path / "auditor.db")
     try:
         history = store.master_history()
+        run = store.runs(1)[0]
     finally:
         store.close()
     assert history, "the previous master was imported as history"
+    # the audit's clock is the run's: a finding is not seen before its run started (the
+    # demo once rounded its clock down to the hour: "since 03:00" for a run at 03:14)
+    first_seen = {datetime.fromisoformat(r["first_seen_at"]) for r in rows}
+    assert all(abs((t - run.started_at).total_seconds()) < 60 for t in first_seen), \
+        (first_seen, run.started_at)
 
 
 def test_demo_runs_twice_in_one_folder(tmp_path):
