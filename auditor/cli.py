@@ -536,15 +536,17 @@ def _rows_out(rows: list[dict[str, Any]], columns: list[str], fmt: str, title: s
 
 
 def _table_out(rows: list[dict[str, Any]], columns: list[str], title: str,
-               widths: dict[str, int] | None = None, wrap: tuple[str, ...] = ()) -> None:
+               widths: dict[str, int] | None = None, wrap: tuple[str, ...] = (),
+               wrap_min: int = 20) -> None:
     """A table sized to the terminal ($COLUMNS in pipes and tests). Short identifying
     columns are never folded; the columns in ``wrap`` (a message) take the rest of
-    the width and wrap at spaces, whole; other long values are cut at ``widths``."""
+    the width (at least ``wrap_min`` each) and wrap at spaces, whole; other long values
+    are cut at ``widths``."""
     con = Console(highlight=False, width=_width())
     t = Table(title=title, title_justify="left", expand=False)
     for c in columns:
         if c in wrap:
-            t.add_column(c, overflow="fold", ratio=1, min_width=20)
+            t.add_column(c, overflow="fold", ratio=1, min_width=wrap_min)
         else:
             t.add_column(c, no_wrap=True, overflow="ellipsis")
     for r in rows:
@@ -716,9 +718,18 @@ def links(ctx: click.Context, config_path: Path, channels: tuple[str, ...], stat
                 for r in store.link_states(ch, state)]
     finally:
         store.close()
-    _rows_out(rows, ["channel", "listing_key", "state", "sku", "method", "confidence",
-                     "candidates", "reason", "evidence"],
-              fmt, wording.counted(len(rows), "link"))
+    columns = ["channel", "listing_key", "state", "sku", "method", "confidence", "candidates",
+               "reason", "evidence"]
+    if fmt == "table" and rows:
+        # the key is given whole to `links confirm|reject` (a page URL on a `site` channel):
+        # folded, never cut; the free text wraps, and candidates or evidence no listing shown
+        # has are left out, so channel, state and SKU keep their width in a terminal
+        shown = [c for c in columns if c not in ("candidates", "evidence")
+                 or any(_cell(r.get(c)) not in (None, "") for r in rows)]
+        _table_out(rows, shown, wording.counted(len(rows), "link"),
+                   wrap=("listing_key", "candidates", "reason", "evidence"), wrap_min=12)
+    else:
+        _rows_out(rows, columns, fmt, wording.counted(len(rows), "link"))
 
 
 _sub_config = click.option(

@@ -507,3 +507,27 @@ def test_api_link_decisions_reach_listing_keys_holding_slashes(tmp_path, monkeyp
         key = quote("https://shop.example/p/1#A", safe="")
         r = c.post(f"/api/links/pos/{key}/reject", json={"sku": "TS/RED/M"}, headers=auth)
         assert r.status_code == 404 and "no listing 'https://shop.example/p/1" in r.text
+
+
+def test_links_table_keeps_a_long_listing_key_whole_in_a_terminal(tmp_path):
+    """`auditor links` in a 100-column terminal: a long key (a page URL on a `site`
+    channel) folds over lines instead of squeezing channel, state and SKU to nothing,
+    and is never cut (it is what `links confirm|reject` take)."""
+    key = "https://shop.example/products/granite-organic-cotton-polo-shirt-42#GX0000025-PUR-L"
+    (tmp_path / "master.csv").write_text("sku,title,price,currency\nTS-1,Tee,9.99,EUR\n")
+    (tmp_path / "shop.csv").write_text(f"sku,title,price\nTS-1,Tee,9.99\n{key},Polo,5.00\n")
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[store]\npath = "a.db"\n[master]\ntype = "csv"\nsource = "master.csv"\n'
+                   '[[channels]]\nname = "shop"\ntype = "tabular"\nsource = "shop.csv"\n'
+                   'currency = "EUR"\n')
+    assert CliRunner().invoke(main, ["run", "-c", str(cfg)]).exit_code == 1
+    r = CliRunner().invoke(main, ["links", "-c", str(cfg)], env={"COLUMNS": "100"})
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert all(len(x) <= 100 for x in lines) and "…" not in r.output, r.output
+    body = [x.split("│") for x in lines if x.startswith("│")]
+    assert [c.strip() for c in body[0][1:5]] == ["shop", "TS-1", "linked", "TS-1"], r.output
+    rest = body[1:]
+    assert rest[0][3].strip() == "unlinked", r.output
+    assert "".join(c[2].strip() for c in rest) == key, r.output
+    assert "candidates" not in lines[1] and "evidence" not in lines[1]  # blank in every row
