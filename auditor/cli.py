@@ -600,7 +600,9 @@ def _findings_title(rows: list[dict[str, Any]]) -> str:
 
 @main.group(invoke_without_command=True)
 @config_option
-@click.option("--open", "only_open", is_flag=True, help="Only open findings (--state open).")
+@click.option("--open", "only_open", is_flag=True,
+              help="Only findings not resolved: open, reopened, acknowledged, snoozed and "
+                   "not evaluated (--state open: the open ones alone).")
 @click.option("--state", "states", multiple=True, help="Only findings in this state "
               "(open, resolved, ...; repeatable).")
 @click.option("--channel", "channels", multiple=True, help="Only this channel (repeatable).")
