@@ -531,3 +531,16 @@ def test_links_table_keeps_a_long_listing_key_whole_in_a_terminal(tmp_path):
     assert rest[0][3].strip() == "unlinked", r.output
     assert "".join(c[2].strip() for c in rest) == key, r.output
     assert "candidates" not in lines[1] and "evidence" not in lines[1]  # blank in every row
+
+
+def test_reports_page_without_a_report_says_where_and_when_one_comes(client):
+    import re
+
+    page = client.get("/reports", headers={"Accept": "text/html"})
+    assert page.status_code == 200
+    text = re.sub(r"<[^>]+>", "", page.text)
+    assert "No weekly report yet in [report] out_dir (weekly-reports, beside the config file)" \
+        in text, text
+    assert "on [report] schedule (0 7 * * 1)" in text and "auditor report weekly writes one now" \
+        in text
+    assert "<li" not in page.text.split("<h1>Weekly reports</h1>")[1]  # a sentence, not a list

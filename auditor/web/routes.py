@@ -213,7 +213,11 @@ def build_ui_router(get_cfg: Callable[[], Config], open_store: StoreOpener,
     def reports(request: Request) -> Response:
         from auditor.reports.weekly import archived_weeks
 
-        return page(request, "reports.html", weeks=archived_weeks(archive()))
+        report = get_cfg().report  # an empty archive names its folder as configured, not
+        # the server's path
+        return page(request, "reports.html", weeks=archived_weeks(archive()),
+                    folder=report.get("out_dir") or "weekly-reports",
+                    schedule=report.get("schedule"))
 
     @router.get("/reports/{week}/{name}")
     def report_file(request: Request, week: str, name: str) -> Response:
