@@ -1404,7 +1404,7 @@ def demo(directory: Path, serve: bool, port: int) -> None:
     \b
     Examples:
       auditor demo --dir /tmp/auditor-demo
-      auditor demo --serve --port 8080     # then open http://127.0.0.1:8080/metrics
+      auditor demo --serve --port 8080     # then open the web UI, http://127.0.0.1:8080/
     Exit codes: 0 the demo ran (its findings are planted on purpose), 2 it could not run.
     """
     from auditor.demo import run_demo
