@@ -13,6 +13,7 @@ import re
 import shutil
 import signal
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -555,14 +556,26 @@ def _table_out(rows: list[dict[str, Any]], columns: list[str], title: str,
     con.print(t)
 
 
+_ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)?")
+
+
 def _cell(v: Any) -> Any:
     """A table cell: an empty list or mapping is blank (not `[]`, `{}`), a list is its items
-    joined, a mapping compact JSON."""
+    joined, a mapping compact JSON, a time in UTC to the second as the other lines print
+    it (`2026-11-30 03:18:37 UTC`, not `2026-11-30T03:18:37.686516+00:00`)."""
     if isinstance(v, (list, tuple)):
         return ", ".join(str(x) for x in v)
     if isinstance(v, dict):
         return json.dumps(v, ensure_ascii=False, default=str) if v else ""
+    if isinstance(v, datetime) or (isinstance(v, str) and _ISO_TIME.fullmatch(v)):
+        return f"{_utc(v):%Y-%m-%d %H:%M:%S} UTC"
     return v
+
+
+def _utc(v: Any) -> datetime:
+    """A time (a datetime or ISO text; naive is UTC) in UTC."""
+    d = v if isinstance(v, datetime) else datetime.fromisoformat(str(v))
+    return (d if d.tzinfo else d.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
 
 
 def _store_for(config_path: Path) -> Store:
@@ -903,16 +916,10 @@ def runs(ctx: click.Context, config_path: Path, limit: int, show_errors: bool, f
 def _span(started: Any, finished: Any) -> str:
     """'2026-11-30 00:21:49 -> 00:21:51 UTC (1.9 s)' for a run's times (ISO text or
     datetimes), the day again when it ended on another; '... -> …' while it runs."""
-    from datetime import datetime, timezone
-
-    def at(v: Any) -> datetime:
-        d = v if isinstance(v, datetime) else datetime.fromisoformat(str(v))
-        return (d if d.tzinfo else d.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
-
-    a = at(started)
+    a = _utc(started)
     if not finished:
         return f"{a:%Y-%m-%d %H:%M:%S} UTC -> …"
-    b = at(finished)
+    b = _utc(finished)
     end = f"{b:%H:%M:%S}" if b.date() == a.date() else f"{b:%Y-%m-%d %H:%M:%S}"
     return f"{a:%Y-%m-%d %H:%M:%S} -> {end} UTC ({(b - a).total_seconds():.1f} s)"
 

@@ -226,6 +226,8 @@ def test_every_command_has_an_example_and_every_format_option_takes_csv():
 
 
 def test_silence_list_and_outbox_print_csv(tmp_path):
+    import re
+
     cfg = tmp_path / "config.toml"
     (tmp_path / "m.csv").write_text("sku,title\nA,Tee\n")
     cfg.write_text('[store]\npath = "a.db"\n[master]\ntype = "csv"\nsource = "m.csv"\n'
@@ -234,6 +236,7 @@ def test_silence_list_and_outbox_print_csv(tmp_path):
     r = CliRunner().invoke(main, ["silence", "add", "-c", str(cfg), "--channel", "amazon",
                                   "--expires", "3d", "--comment", 'say "hi", =1+1'])
     assert r.exit_code == 0, r.output
+    added_line = r.output
     r = CliRunner().invoke(main, ["silence", "list", "-c", str(cfg), "--format", "csv"])
     assert r.exit_code == 0, r.output
     import csv
@@ -241,6 +244,12 @@ def test_silence_list_and_outbox_print_csv(tmp_path):
     head, row = list(csv.reader(r.output.lstrip("\ufeff").splitlines()))[:2]
     assert head == ["id", "matchers", "starts_at", "ends_at", "created_by", "comment"]
     assert row[1] == "channel=amazon" and row[5] == 'say "hi", =1+1'
+    assert "T" in row[3] and row[3].endswith("+00:00")  # CSV keeps ISO 8601 for programs
+    # the table for people says the time as the `silence add` line did, to the second
+    added = re.search(r"until (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC)", added_line).group(1)
+    table = CliRunner().invoke(main, ["silence", "list", "-c", str(cfg)], env={"COLUMNS": "150"})
+    assert table.exit_code == 0 and added in table.output, (added, table.output)
+    assert row[3] not in table.output and "+00:00" not in table.output
     r = CliRunner().invoke(main, ["alerts", "outbox", "-c", str(cfg), "--format", "csv"])
     assert r.exit_code == 0
     assert next(csv.reader([r.output.lstrip("\ufeff").splitlines()[0]]))[:3] == [
@@ -544,3 +553,16 @@ def test_reports_page_without_a_report_says_where_and_when_one_comes(client):
     assert "on [report] schedule (0 7 * * 1)" in text and "auditor report weekly writes one now" \
         in text
     assert "<li" not in page.text.split("<h1>Weekly reports</h1>")[1]  # a sentence, not a list
+
+
+def test_findings_show_says_its_times_in_utc_to_the_second(world):
+    import re
+
+    cfg = str(world / "config.toml")
+    rows = json.loads(CliRunner().invoke(main, ["findings", "-c", cfg, "--open", "--format",
+                                                "json"]).output)
+    r = CliRunner().invoke(main, ["findings", "show", rows[0]["fingerprint"], "-c", cfg])
+    assert r.exit_code == 0, r.output
+    assert re.search(r"^first_seen_at: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$", r.output, re.M)
+    assert re.search(r"^  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC opened run 1$", r.output, re.M)
+    assert "+00:00" not in r.output, r.output
