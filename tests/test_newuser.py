@@ -566,3 +566,21 @@ def test_findings_show_says_its_times_in_utc_to_the_second(world):
     assert re.search(r"^first_seen_at: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$", r.output, re.M)
     assert re.search(r"^  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC opened run 1$", r.output, re.M)
     assert "+00:00" not in r.output, r.output
+
+
+def test_empty_inbox_says_no_audit_ran_or_the_latest_run_failed(tmp_path):
+    """A first `auditor serve` showed "0 match ... No finding matches these filters" over a
+    store no audit had run on, and over one whose only run had failed."""
+    cfg_path = tmp_path / "config.toml"
+    cfg_path.write_text('[store]\npath = "a.db"\n[master]\ntype = "csv"\nsource = "m.csv"\n')
+    cfg = load_config(cfg_path)
+    open_store(cfg.store_url).close()
+    with api_client(cfg) as c:
+        page = c.get("/", headers={"Accept": "text/html"}).text
+    assert "No audit has run on this store yet" in page and "No finding matches" not in page
+    r = CliRunner().invoke(main, ["run", "-c", str(cfg_path)])  # m.csv does not exist
+    assert r.exit_code == 2, r.output
+    with api_client(cfg) as c:
+        page = c.get("/", headers={"Accept": "text/html"}).text
+    assert "No finding matches these filters. The latest run, 1, is failed" in page, page
+    assert '<a href="/runs">Runs</a> for why' in page
