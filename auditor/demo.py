@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from auditor import plugins
+from auditor import plugins, wording
 from auditor.config import CHANNEL_OPTIONS
 from auditor.terminal import safe
 
@@ -149,7 +149,7 @@ def print_truth(console, findings: list[dict], world_dir: Path, channels: list[s
     """How the audit's findings compare with what was planted, per check."""
     from rich.table import Table
 
-    from auditor.world.truth import score
+    from auditor.world.truth import read_rows, score
 
     scores = score(findings, world_dir, channels, plugins.checks())
     t = Table(title="against the planted drift (world/labels.csv), audited channels only",
@@ -163,6 +163,18 @@ def print_truth(console, findings: list[dict], world_dir: Path, channels: list[s
         t.add_row(name, str(planted), str(s.true_positives), str(s.false_negatives),
                   str(s.false_positives), str(s.benign_hits))
     console.print(t)
+    # a planted drift the channel's source cannot show (a sale price on a report of regular
+    # prices) is missed, and the run said why: say so rather than leave "missed" unexplained
+    labels = {(r["channel"], r["sku"], r["check"], r["field"])
+              for r in read_rows(world_dir / "labels.csv")}
+    why = [f for f in findings if f.get("outcome") == "not_evaluated" and
+           (f.get("channel"), f.get("sku"), f.get("check"), f.get("field")) in labels]
+    if why:
+        n = len(why)
+        console.print(f"of those missed, {wording.counted(n, 'planted finding')} "
+                      f"{'was' if n == 1 else 'were'} not evaluated, the run saying why, e.g. "
+                      f"{safe(why[0]['channel'])} {safe(why[0]['sku'])}: "
+                      f"{safe(why[0]['message'])}")
 
 
 def run_demo(directory: Path, serve: bool, console, port: int = 8080,

@@ -30,6 +30,9 @@ def test_demo_runs_end_to_end(tmp_path):
     # the run's own exit line would contradict the demo's exit code: left out
     assert "exit 1:" not in out and "the demo exits 0" in out
     assert "against the planted drift" in out and "planted" in out
+    # the misses the run explained (a sale price on amazon's regular-price report) say so
+    assert re.search(r"of those missed, \d+ planted findings? (was|were) not evaluated, the "
+                     r"run saying why, e\.g\. amazon \S+: sale price", out), out
     cfg_path = tmp_path / "config.toml"
     raw = tomllib.loads(cfg_path.read_text())
     assert raw["http"]["allow_private"] is True
