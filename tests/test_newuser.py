@@ -584,3 +584,23 @@ def test_empty_inbox_says_no_audit_ran_or_the_latest_run_failed(tmp_path):
         page = c.get("/", headers={"Accept": "text/html"}).text
     assert "No finding matches these filters. The latest run, 1, is failed" in page, page
     assert '<a href="/runs">Runs</a> for why' in page
+
+
+def test_finding_page_history_says_who_acknowledged_and_why(tmp_path):
+    """The finding page's history read "acknowledged | open": who did it and the note given
+    (`findings ack --note`, the API's "note") were stored but shown nowhere in the UI."""
+    d = _world(tmp_path)
+    cfg = str(d / "config.toml")
+    rows = json.loads(CliRunner().invoke(main, ["findings", "-c", cfg, "--open", "--format",
+                                                "json"]).output)
+    f = next(r for r in rows if r["sku"])
+    r = CliRunner().invoke(main, ["findings", "ack", f["fingerprint"], "-c", cfg, "--by", "ana",
+                                  "--note", "supplier fixes the feed tonight"])
+    assert r.exit_code == 0, r.output
+    with api_client(load_config(d / "config.toml")) as c:
+        page = c.get(f"/findings/{f['fingerprint']}", headers={"Accept": "text/html"}).text
+        product = c.get(f"/products/{f['sku']}", headers={"Accept": "text/html"}).text
+    history = page.split('id="history"')[1]
+    assert "acknowledged by ana" in history and "supplier fixes the feed tonight" in history
+    assert "opened" in history and "run 1" in history
+    assert "acknowledged</a> by ana" in product.split('id="history"')[1]

@@ -268,7 +268,7 @@ def product(store: Any, sku: str, image_check_off: Iterable[str] = ()) -> dict[s
     history = []
     for x in findings:
         for e in store.finding_events(x.fingerprint):
-            history.append({"at": e.at, "event": e.event, "channel": x.channel,
+            history.append({"at": e.at, "event": e.event, "actor": e.actor, "channel": x.channel,
                             "check": x.check, "field": x.field, "expected": e.expected,
                             "actual": e.actual, "fingerprint": x.fingerprint})
     history.sort(key=lambda h: h["at"], reverse=True)
