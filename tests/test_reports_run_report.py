@@ -48,3 +48,28 @@ def test_report_lists_not_evaluated_apart_from_open_findings(tmp_path):
     assert [(f["sku"], f["field"]) for f in ctx["not_evaluated"]] == [("A", "sale_price")]
     html = render(ctx)
     assert "<b>1</b>open findings" in html and "Not evaluated" in html
+
+
+def test_report_cards_count_every_open_finding_when_the_list_is_cut(tmp_path):
+    """Past ``limit`` findings the report lists the first ones only; its cards said the
+    number listed ("2000 open findings") and counted severities over those alone."""
+    (tmp_path / "m.csv").write_text("sku,title,price,currency,quantity\n"
+                                    "A,Tee,10.00,EUR,5\nB,Mug,5.00,EUR,5\nC,Cap,7.00,EUR,0\n")
+    (tmp_path / "c.csv").write_text("sku,title,price,quantity\nA,Tee,12.00,5\nB,Mug,6.00,5\n"
+                                    "C,Cap Blue Wool Winter,7.00,0\n")
+    (tmp_path / "config.toml").write_text(
+        '[store]\npath = "a.db"\n[master]\ntype = "csv"\nsource = "m.csv"\n'
+        '[[channels]]\nname = "pos"\ntype = "tabular"\nsource = "c.csv"\ncurrency = "EUR"\n')
+    cfg = load_config(tmp_path / "config.toml")
+    store = open_store(cfg.store_url)
+    try:
+        run_audit(cfg, store, now=NOW)
+        every = [f for f in store.findings(state="open") if f.outcome != "not_evaluated"]
+        whole = build_context(store)
+        cut = build_context(store, limit=2)
+    finally:
+        store.close()
+    assert len(every) == 3 and not whole["truncated"] and whole["total_open"] == 3
+    assert cut["truncated"] and cut["shown"] == 2 and cut["total_open"] == 3
+    assert cut["severity_counts"] == whole["severity_counts"]
+    assert "Showing the first 2 of 3" in render(cut)
