@@ -177,10 +177,27 @@ def print_truth(console, findings: list[dict], world_dir: Path, channels: list[s
                       f"{safe(why[0]['message'])}")
 
 
+def _port_problem(port: int) -> str | None:
+    """Why ``auditor serve`` could not listen on 127.0.0.1:``port`` now, or None."""
+    import socket
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as e:
+            return e.strerror or str(e)
+    return None
+
+
 def run_demo(directory: Path, serve: bool, console, port: int = 8080,
              show_report: Callable[[RunReport], None] | None = None) -> int:
     """Generate, serve, configure and audit the demo world; 0 when it ran, 2 when not.
     ``show_report`` prints the run's summary (the CLI passes its ``print_report``)."""
+    if serve and (problem := _port_problem(port)):  # said now, not after the whole audit
+        console.print(f"[bold red]demo failed:[/] cannot listen on 127.0.0.1:{port}: "
+                      f"{safe(problem)} (another `auditor serve`?); choose a port with --port")
+        return 2
     from auditor.config import load_config
     from auditor.errors import AuditorError
     from auditor.runner import import_master, run_audit

@@ -136,3 +136,20 @@ def test_demo_serve_points_at_the_web_ui(tmp_path, monkeypatch):
     assert len(columns) == 1, block
     assert "http://127.0.0.1:18999/metrics" in result.output
     assert "read-only: start with AUDITOR_UI_PASSWORD" in result.output
+
+
+def test_demo_serve_on_a_taken_port_says_so_before_the_audit(tmp_path):
+    """`auditor demo --serve` on a port in use generated and audited the world (20 s) and
+    only then failed to listen, after printing URLs on that port."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = CliRunner().invoke(main, ["demo", "--dir", str(tmp_path / "d"), "--serve",
+                                      "--port", str(port)])
+    assert r.exit_code == 2, r.output
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in r.output
+    assert "choose a port with --port" in r.output
+    assert not (tmp_path / "d" / "world").exists()  # nothing generated, nothing audited
