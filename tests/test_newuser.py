@@ -604,3 +604,14 @@ def test_finding_page_history_says_who_acknowledged_and_why(tmp_path):
     assert "acknowledged by ana" in history and "supplier fixes the feed tonight" in history
     assert "opened" in history and "run 1" in history
     assert "acknowledged</a> by ana" in product.split('id="history"')[1]
+
+
+def test_a_receiver_missing_a_key_names_its_type_in_plain_words(tmp_path):
+    """"missing (a email receiver needs it)": the article came from the type's name."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[store]\npath = "a.db"\n[master]\ntype = "csv"\nsource = "m.csv"\n'
+                   '[[alerts.receivers]]\nname = "mail"\ntype = "email"\nhost = "smtp.example"\n'
+                   'to = ["ops@example.com"]\n')
+    r = CliRunner().invoke(main, ["config", "check", "--offline", "-c", str(cfg)])
+    assert r.exit_code == 2
+    assert """[[alerts.receivers]] 'mail'.from: missing (type = "email" needs it)""" in r.output
