@@ -615,3 +615,34 @@ def test_a_receiver_missing_a_key_names_its_type_in_plain_words(tmp_path):
     r = CliRunner().invoke(main, ["config", "check", "--offline", "-c", str(cfg)])
     assert r.exit_code == 2
     assert """[[alerts.receivers]] 'mail'.from: missing (type = "email" needs it)""" in r.output
+
+
+def test_ui_login_takes_a_name_that_the_history_shows(tmp_path, monkeypatch):
+    """The UI recorded every action as by "ops": with one shared password, nobody could
+    tell who acknowledged what. The login form asks for a name (optional)."""
+    monkeypatch.setenv("AUDITOR_UI_PASSWORD", "pw-for-the-ui")
+    d = _world(tmp_path)
+    cfg = load_config(d / "config.toml")
+    rows = json.loads(CliRunner().invoke(main, ["findings", "-c", str(d / "config.toml"),
+                                                "--open", "--format", "json"]).output)
+    one, two = rows[0]["fingerprint"], rows[1]["fingerprint"]
+
+    def act(c, fp, name):
+        token = c.get("/login").text.split('name="csrf" value="')[1].split('"')[0]
+        r = c.post("/login", data={"password": "pw-for-the-ui", "csrf": token, "next": "/",
+                                   "name": name}, follow_redirects=False)
+        assert r.status_code == 303
+        inbox = c.get("/", headers={"Accept": "text/html"}).text
+        token = inbox.split('name="csrf" value="')[1].split('"')[0]
+        r = c.post("/actions/findings", data={"action": "ack", "fp": fp, "csrf": token},
+                   follow_redirects=False)
+        assert r.status_code == 303
+        return inbox, c.get(f"/findings/{fp}", headers={"Accept": "text/html"}).text
+
+    with api_client(cfg) as c:
+        inbox, page = act(c, one, "  Ana\u202e  Lopez ")
+    assert 'id="who"' in inbox and "Ana Lopez</span>" in inbox
+    assert "acknowledged by Ana Lopez" in page.split('id="history"')[1]
+    with api_client(cfg) as c:
+        _, page = act(c, two, "")
+    assert "acknowledged by ops" in page.split('id="history"')[1]

@@ -249,7 +249,10 @@ def build_ui_router(get_cfg: Callable[[], Config], open_store: StoreOpener,
             return page(request, "login.html", 401, next=nxt,
                         error="Wrong password." if auth().enabled else
                         "No password is configured (AUDITOR_UI_PASSWORD): the UI is read-only.")
-        new = Session("ops", views_token())  # a new CSRF token with the login
+        # the name given (one shared password: whoever logs in says who they are) is what
+        # the finding's history shows as who acknowledged, snoozed or resolved it
+        who = " ".join(str(visible(str(form.get("name") or ""))).split())[:40] or "ops"
+        new = Session(who, views_token())  # a new CSRF token with the login
         resp = RedirectResponse(nxt, status_code=303)
         resp.set_cookie(value=auth().cookie(new), **auth().cookie_args())
         return resp
