@@ -270,7 +270,7 @@ class AuditScheduler:
             # the child's summary is not kept (its stdout): the log says where the why is
             log.log(logging.WARNING if code not in (0, 1) else logging.INFO,
                     "audit of %s (%s) ended with exit code %s%s", name, reason, code,
-                    "" if code in (0, 1) else
+                    "" if code != 2 else
                     ": could not run, or read a source only partly (`auditor runs --errors` "
                     "and the web UI's /runs say why)")
             return f"exit {code}"
