@@ -312,12 +312,17 @@ def _exit_code(report, store, fail_on: str) -> int:
 
     from auditor.alerts.policy import display_state
 
-    names = {c.channel for c in report.channels}
-    episodes = store.finding_episodes()
+    # Only the open critical findings of the run's channels are read (a filter in the
+    # store), with their episodes: not every open finding.
+    if not report.channels:
+        return EXIT_OK
+    critical = store.query_findings(states=["open"], severities=["critical"],
+                                    channels=sorted({c.channel for c in report.channels}))
+    if not critical:
+        return EXIT_OK
+    episodes = store.finding_episodes(f.fingerprint for f in critical)
     now = datetime.now(timezone.utc)
-    for f in store.findings(state="open"):
-        if f.severity != "critical" or f.channel not in names:
-            continue
+    for f in critical:
         r = f.to_dict()
         ep = episodes.get(r["fingerprint"])
         if display_state({**r, "episode_event": ep and ep[0], "since": ep and ep[1]},
