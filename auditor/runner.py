@@ -487,7 +487,6 @@ def audit_channel(cfg: Config, store: Store, run_id: int, ch: ChannelConfig,
     if result.status != SourceStatus.FAILED:
         store.save_link_notes(run_id, ch.name, link_notes)
     sync_channel_propagation(store, ch.name)
-    first_alert_states(cfg, store, ch.name, now)
     summary.status = result.status
     summary.listings = result.listings
     summary.errors = result.errors
@@ -525,19 +524,6 @@ def sync_channel_propagation(store: Store, channel: str) -> None:
         store.sync_propagation(checks_by_field(), [channel])
     except Exception:  # latency bookkeeping must never fail a channel
         log.exception("channel %s: propagation latency could not be recorded", channel)
-
-
-def first_alert_states(cfg: Config, store: Store, channel: str, now: datetime) -> None:
-    """The alert states of the findings a channel's run just opened
-    (``alerts.engine.first_states``, at the run's clock), written by the channel's own
-    process beside the other channels': the evaluation after the run finds them stored.
-    A failure is logged and left to that evaluation (it writes the same states)."""
-    from auditor.alerts.engine import first_states
-
-    try:
-        first_states(store, cfg, channel, now)
-    except Exception:  # alert bookkeeping must never fail a channel
-        log.exception("channel %s: alert states could not be recorded", channel)
 
 
 # A first run can open hundreds of thousands of findings: they are announced in

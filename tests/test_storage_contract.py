@@ -672,29 +672,3 @@ def test_shard_scoped_saves_and_findings(store):
     assert ch.resolved == 1
     assert {f.listing_key for f in store.findings(state="open", channel="google")} == \
         set(keys) - set(mine)
-
-
-def test_first_alert_states_only_where_none_is_stored(store):
-    """A channel's run stores its new findings' first alert states; a state an evaluation
-    stored stands, and other channels' findings are not read."""
-    store.apply_findings(1, "google", [_f("A"), _f("B"), _f("P", outcome=Outcome.PASSED)],
-                         SourceStatus.COMPLETE, {"A", "B", "P"}, ["price"], NOW)
-    store.apply_findings(1, "meta", [_f("A", channel="meta")], SourceStatus.COMPLETE, {"A"},
-                         ["price"], NOW)
-    a, b = _f("A").fingerprint, _f("B").fingerprint
-    rows = store.alert_unevaluated("google")
-    assert [(r["fingerprint"], r["channel"], r["since"], r["runs"], r["alert_state"])
-            for r in rows] == sorted([(a, "google", NOW.isoformat(), 1, None),
-                                      (b, "google", NOW.isoformat(), 1, None)])
-    # an evaluation recorded B's state meanwhile: it stands
-    assert store.record_alerts([], [], [], [("pending", "confirming", b)], NOW, "0", {}) == 0
-    assert store.set_first_alert_states([("firing", "confirmed", a),
-                                         ("firing", "confirmed", b)]) == 1
-    assert store.set_first_alert_states([("suppressed", "x", a)]) == 0
-    states = {r["fingerprint"]: (r["alert_state"], r["alert_reason"])
-              for r in store.alert_candidates()}
-    assert states[a] == ("firing", "confirmed")
-    assert states[b] == ("pending", "confirming")
-    assert store.alert_unevaluated("google") == []
-    assert [r["channel"] for r in store.alert_unevaluated("meta")] == ["meta"]
-    assert store.set_first_alert_states([]) == 0

@@ -108,7 +108,7 @@ def evaluate(store: Any, cfg: Config, now: datetime | None = None,
         log.exception("propagation latency could not be recorded")
     if not ac.get("enabled"):
         return result
-    max_grace = _max_grace(cfg)
+    max_grace = max([float(c.opt("grace", 0.0)) for c in cfg.channels] + [0.0])
     base_url = ac.get("base_url")
     for _attempt in range(5):
         done = _evaluate_once(store, cfg, now, result, max_grace, base_url, full)
@@ -116,64 +116,6 @@ def evaluate(store: Any, cfg: Config, now: datetime | None = None,
             return result
         log.info("another alert evaluation was recorded meanwhile; evaluating again")
     raise RuntimeError("alert evaluation kept conflicting with another one; try again")
-
-
-def first_states(store: Any, cfg: Config, channel: str, now: datetime | None = None) -> int:
-    """The alert state of a channel's findings that have none yet (those its run just
-    opened), computed at ``now`` as ``evaluate`` computes it and stored on them; how many.
-
-    A channel's run calls it as soon as its findings are written (``runner.
-    first_alert_states``): the channels' workers do it side by side, and the evaluation
-    after the run computes the same states and finds them stored, so it writes only the
-    states that changed since (a clock-bound one whose time came). Nothing else is
-    written here: no group, no outbox row, no cursor; until that evaluation the new
-    findings' alert states are those of the run's clock. A finding already evaluated is
-    left to the evaluation (its stored state tells it which groups to group again)."""
-    if not cfg.alerts.get("enabled"):
-        return 0
-    now = now or datetime.now(timezone.utc)
-    rows = store.alert_unevaluated(channel)
-    if not rows:
-        return 0
-    silences = [policy.Silence.from_row(s) for s in store.silences(active_at=now)]
-    status_of = _Statuses(cfg, _master_changed(store, now, _max_grace(cfg)), silences, now)
-    return store.set_first_alert_states((st.state, st.reason, r["fingerprint"])
-                                        for r in rows for st in [status_of(r)])
-
-
-def _max_grace(cfg: Config) -> float:
-    return max([float(c.opt("grace", 0.0)) for c in cfg.channels] + [0.0])
-
-
-def _master_changed(store: Any, now: datetime, max_grace: float
-                    ) -> dict[tuple[str, str], datetime]:
-    """(sku, check) -> the latest change of a master field the check compares, within the
-    longest propagation grace before ``now``."""
-    changed: dict[tuple[str, str], datetime] = {}
-    if max_grace > 0:
-        by_field = checks_by_field()
-        for sku, fld, at in store.recent_master_changes(now - timedelta(seconds=max_grace)):
-            t = datetime.fromisoformat(at)
-            for check in by_field.get(fld, ()):
-                if t > changed.get((sku, check), datetime.min.replace(tzinfo=timezone.utc)):
-                    changed[(sku, check)] = t
-    return changed
-
-
-class _Statuses:
-    """A finding row's alert status at ``now`` (``policy.alert_status`` with its
-    channel's and check's rules)."""
-
-    def __init__(self, cfg: Config, changed: Mapping[tuple[str, str], datetime],
-                 silences: list[policy.Silence], now: datetime):
-        self.cfg, self.changed, self.silences, self.now = cfg, changed, silences, now
-        self.rules: dict[tuple[str, str], policy.Rules] = {}
-
-    def __call__(self, r: Mapping[str, Any]) -> policy.Status:
-        ck = (r["channel"], r["check"])
-        rules = self.rules.get(ck) or self.rules.setdefault(ck, rules_for(self.cfg, *ck))
-        view = policy.view_from_row(r, self.changed.get((r.get("sku") or "", r["check"])))
-        return policy.alert_status(view, rules, self.silences, now=self.now)
 
 
 def _triple_key(channel: str, check: str, fld: str) -> str:
@@ -212,8 +154,15 @@ def _evaluate_once(store: Any, cfg: Config, now: datetime, result: dict[str, Any
             result["unchanged"] = True
             return True
         dues: list[datetime] = []
+        changed: dict[tuple[str, str], datetime] = {}
+        if max_grace > 0:
+            by_field = checks_by_field()
+            for sku, fld, at in store.recent_master_changes(now - timedelta(seconds=max_grace)):
+                t = datetime.fromisoformat(at)
+                for check in by_field.get(fld, ()):
+                    if t > changed.get((sku, check), datetime.min.replace(tzinfo=timezone.utc)):
+                        changed[(sku, check)] = t
         silences = [policy.Silence.from_row(s) for s in store.silences(active_at=now)]
-        status_of = _Statuses(cfg, _master_changed(store, now, max_grace), silences, now)
         dues += [datetime.fromisoformat(s["starts_at"]) for s in store.silences()
                  if datetime.fromisoformat(s["starts_at"]) > now]
         silence_token = ",".join(f"{s.id}@{s.ends_at.isoformat()}" for s in silences)
@@ -234,12 +183,16 @@ def _evaluate_once(store: Any, cfg: Config, now: datetime, result: dict[str, Any
         else:
             candidates = store.alert_rows(fp for fp, t in touched.items() if t[4])
             counts = store.alert_state_counts()
+        rules_cache: dict[tuple[str, str], policy.Rules] = {}
         firing_rows, states = [], []
         reasons: dict[str, str] = {}
         silenced = {int(i) for i in prev.get("silenced", ())} if touched is not None and prev \
             else set()
         for r in candidates:
-            st = status_of(r)
+            ck = (r["channel"], r["check"])
+            rules = rules_cache.get(ck) or rules_cache.setdefault(ck, rules_for(cfg, *ck))
+            view = policy.view_from_row(r, changed.get((r.get("sku") or "", r["check"])))
+            st = policy.alert_status(view, rules, silences, now)
             if touched is not None:  # the stored counts, as this evaluation changes them
                 counts[r.get("alert_state")] = counts.get(r.get("alert_state"), 0) - 1
             counts[st.state] = counts.get(st.state, 0) + 1

@@ -614,16 +614,6 @@ class AlertStore(Protocol):
         """``alert_candidates`` of these fingerprints only."""
         ...
 
-    def alert_unevaluated(self, channel: str) -> list[dict[str, Any]]:
-        """``alert_candidates`` of one channel with no stored alert state yet (at least
-        the columns ``alerts.policy.view_from_row`` reads, ``alert_state`` and
-        ``alert_reason``)."""
-        ...
-
-    def set_first_alert_states(self, states: Iterable[tuple[str, str, str]]) -> int:
-        """(state, reason, fingerprint) stored where a finding has no alert state yet."""
-        ...
-
     def alert_firing(self, groups: Iterable[tuple[str, str, str]]) -> list[str]:
         """Findings last evaluated firing, of these (channel, check, field)."""
         ...

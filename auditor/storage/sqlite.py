@@ -2602,23 +2602,6 @@ class SQLiteStore:
         rows.sort(key=lambda r: r["fingerprint"])
         return rows
 
-    def alert_unevaluated(self, channel: str) -> list[dict[str, Any]]:
-        """``alert_candidates`` of one channel that no evaluation has given an alert state
-        yet (new findings), in fingerprint order."""
-        fps = [fp for (fp,) in self.db.execute(
-            f"SELECT fingerprint FROM findings WHERE {self._ALERTABLE} AND channel = ?"
-            " AND alert_state IS NULL", (channel,))]
-        return self.alert_rows(fps)
-
-    def set_first_alert_states(self, states: Iterable[tuple[str, str, str]]) -> int:
-        """Store these (state, reason, fingerprint) on the findings that have no alert
-        state yet (one an evaluation wrote meanwhile stands); how many were written."""
-        with self.db.conn:
-            cur = self.db.conn.executemany(
-                "UPDATE findings SET alert_state=?, alert_reason=? WHERE fingerprint=?"
-                " AND alert_state IS NULL", list(states))
-        return max(0, cur.rowcount)
-
     def alert_firing(self, groups: Iterable[tuple[str, str, str]]) -> list[str]:
         """Fingerprints of the findings last evaluated firing, of these (channel, check,
         field)."""
