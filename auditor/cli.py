@@ -202,6 +202,8 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
     Exit codes: 0 all consistent, 1 findings (see --fail-on), 2 could not run or partial;
     130 / 143 interrupted by Ctrl-C / SIGTERM (the run is recorded `interrupted`).
     """
+    import logging
+
     from auditor.session import AuditSession, interrupt_on_signals
     from auditor.storage import open_store
 
@@ -240,8 +242,14 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
                     else:
                         session = AuditSession(cfg, store, **kw)
                     report = session.run()
-                _after_run_alerts(cfg, store, now)  # (the run lock released: delivery may wait)
-                exit_code = _exit_code(report, store, fail_on)
+                after = session.after
+                # (the run lock released: delivery may wait)
+                _after_run_alerts(cfg, store, now, after)
+                with after("exit code"):
+                    exit_code = _exit_code(report, store, fail_on)
+                logging.getLogger("auditor.run").info(
+                    "run %s: after the audit %.1f s: %s", report.run_id, after.seconds(),
+                    after)
             finally:
                 store.close()
     except KeyboardInterrupt as e:  # Interrupted (SIGTERM, SIGINT) or a plain Ctrl-C
@@ -305,12 +313,17 @@ def _exit_code(report, store, fail_on: str) -> int:
 
     from auditor.alerts.policy import display_state
 
-    names = {c.channel for c in report.channels}
-    episodes = store.finding_episodes()
+    # Only the open critical findings of the run's channels are read (a filter in the
+    # store), with their episodes: not every open finding.
+    if not report.channels:
+        return EXIT_OK
+    critical = store.query_findings(states=["open"], severities=["critical"],
+                                    channels=sorted({c.channel for c in report.channels}))
+    if not critical:
+        return EXIT_OK
+    episodes = store.finding_episodes(f.fingerprint for f in critical)
     now = datetime.now(timezone.utc)
-    for f in store.findings(state="open"):
-        if f.severity != "critical" or f.channel not in names:
-            continue
+    for f in critical:
         r = f.to_dict()
         ep = episodes.get(r["fingerprint"])
         if display_state({**r, "episode_event": ep and ep[0], "since": ep and ep[1]},
@@ -319,19 +332,24 @@ def _exit_code(report, store, fail_on: str) -> int:
     return EXIT_OK
 
 
-def _after_run_alerts(cfg: Config, store, now) -> None:
+def _after_run_alerts(cfg: Config, store, now, steps: Any = None) -> None:
     """The deliver step after a run: evaluate alerts into the outbox, then deliver.
-    An alert problem is logged; it never changes the run's outcome."""
+    An alert problem is logged; it never changes the run's outcome. ``steps``: a
+    ``session.Steps`` that times them."""
+    import contextlib
     import logging
 
     from auditor.alerts.engine import evaluate
     from auditor.alerts.outbox import deliver
 
+    step = steps or (lambda name: contextlib.nullcontext())
     try:
-        evaluate(store, cfg, now)  # records propagation latency even with alerts off
+        with step("alerts evaluated"):
+            evaluate(store, cfg, now)  # records propagation latency even with alerts off
         if cfg.alerts.get("enabled") and cfg.alerts.get("deliver_after_run") \
                 and cfg.alerts.receivers:
-            deliver(store, cfg)
+            with step("delivered"):
+                deliver(store, cfg)
     except Exception:
         logging.getLogger("auditor.alerts").exception("alerts after the run failed")
 
