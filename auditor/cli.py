@@ -13,6 +13,7 @@ import re
 import shutil
 import signal
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -201,6 +202,8 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
     Exit codes: 0 all consistent, 1 findings (see --fail-on), 2 could not run or partial;
     130 / 143 interrupted by Ctrl-C / SIGTERM (the run is recorded `interrupted`).
     """
+    import logging
+
     from auditor.session import AuditSession, interrupt_on_signals
     from auditor.storage import open_store
 
@@ -239,8 +242,14 @@ def run(config_path: Path, channels: tuple[str, ...], wait: float, fmt: str,
                     else:
                         session = AuditSession(cfg, store, **kw)
                     report = session.run()
-                _after_run_alerts(cfg, store, now)  # (the run lock released: delivery may wait)
-                exit_code = _exit_code(report, store, fail_on)
+                after = session.after
+                # (the run lock released: delivery may wait)
+                _after_run_alerts(cfg, store, now, after)
+                with after("exit code"):
+                    exit_code = _exit_code(report, store, fail_on)
+                logging.getLogger("auditor.run").info(
+                    "run %s: after the audit %.1f s: %s", report.run_id, after.seconds(),
+                    after)
             finally:
                 store.close()
     except KeyboardInterrupt as e:  # Interrupted (SIGTERM, SIGINT) or a plain Ctrl-C
@@ -304,12 +313,17 @@ def _exit_code(report, store, fail_on: str) -> int:
 
     from auditor.alerts.policy import display_state
 
-    names = {c.channel for c in report.channels}
-    episodes = store.finding_episodes()
+    # Only the open critical findings of the run's channels are read (a filter in the
+    # store), with their episodes: not every open finding.
+    if not report.channels:
+        return EXIT_OK
+    critical = store.query_findings(states=["open"], severities=["critical"],
+                                    channels=sorted({c.channel for c in report.channels}))
+    if not critical:
+        return EXIT_OK
+    episodes = store.finding_episodes(f.fingerprint for f in critical)
     now = datetime.now(timezone.utc)
-    for f in store.findings(state="open"):
-        if f.severity != "critical" or f.channel not in names:
-            continue
+    for f in critical:
         r = f.to_dict()
         ep = episodes.get(r["fingerprint"])
         if display_state({**r, "episode_event": ep and ep[0], "since": ep and ep[1]},
@@ -318,19 +332,24 @@ def _exit_code(report, store, fail_on: str) -> int:
     return EXIT_OK
 
 
-def _after_run_alerts(cfg: Config, store, now) -> None:
+def _after_run_alerts(cfg: Config, store, now, steps: Any = None) -> None:
     """The deliver step after a run: evaluate alerts into the outbox, then deliver.
-    An alert problem is logged; it never changes the run's outcome."""
+    An alert problem is logged; it never changes the run's outcome. ``steps``: a
+    ``session.Steps`` that times them."""
+    import contextlib
     import logging
 
     from auditor.alerts.engine import evaluate
     from auditor.alerts.outbox import deliver
 
+    step = steps or (lambda name: contextlib.nullcontext())
     try:
-        evaluate(store, cfg, now)  # records propagation latency even with alerts off
+        with step("alerts evaluated"):
+            evaluate(store, cfg, now)  # records propagation latency even with alerts off
         if cfg.alerts.get("enabled") and cfg.alerts.get("deliver_after_run") \
                 and cfg.alerts.receivers:
-            deliver(store, cfg)
+            with step("delivered"):
+                deliver(store, cfg)
     except Exception:
         logging.getLogger("auditor.alerts").exception("alerts after the run failed")
 
@@ -536,15 +555,17 @@ def _rows_out(rows: list[dict[str, Any]], columns: list[str], fmt: str, title: s
 
 
 def _table_out(rows: list[dict[str, Any]], columns: list[str], title: str,
-               widths: dict[str, int] | None = None, wrap: tuple[str, ...] = ()) -> None:
+               widths: dict[str, int] | None = None, wrap: tuple[str, ...] = (),
+               wrap_min: int = 20) -> None:
     """A table sized to the terminal ($COLUMNS in pipes and tests). Short identifying
     columns are never folded; the columns in ``wrap`` (a message) take the rest of
-    the width and wrap at spaces, whole; other long values are cut at ``widths``."""
+    the width (at least ``wrap_min`` each) and wrap at spaces, whole; other long values
+    are cut at ``widths``."""
     con = Console(highlight=False, width=_width())
     t = Table(title=title, title_justify="left", expand=False)
     for c in columns:
         if c in wrap:
-            t.add_column(c, overflow="fold", ratio=1, min_width=20)
+            t.add_column(c, overflow="fold", ratio=1, min_width=wrap_min)
         else:
             t.add_column(c, no_wrap=True, overflow="ellipsis")
     for r in rows:
@@ -553,14 +574,26 @@ def _table_out(rows: list[dict[str, Any]], columns: list[str], title: str,
     con.print(t)
 
 
+_ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)?")
+
+
 def _cell(v: Any) -> Any:
     """A table cell: an empty list or mapping is blank (not `[]`, `{}`), a list is its items
-    joined, a mapping compact JSON."""
+    joined, a mapping compact JSON, a time in UTC to the second as the other lines print
+    it (`2026-11-30 03:18:37 UTC`, not `2026-11-30T03:18:37.686516+00:00`)."""
     if isinstance(v, (list, tuple)):
         return ", ".join(str(x) for x in v)
     if isinstance(v, dict):
         return json.dumps(v, ensure_ascii=False, default=str) if v else ""
+    if isinstance(v, datetime) or (isinstance(v, str) and _ISO_TIME.fullmatch(v)):
+        return f"{_utc(v):%Y-%m-%d %H:%M:%S} UTC"
     return v
+
+
+def _utc(v: Any) -> datetime:
+    """A time (a datetime or ISO text; naive is UTC) in UTC."""
+    d = v if isinstance(v, datetime) else datetime.fromisoformat(str(v))
+    return (d if d.tzinfo else d.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
 
 
 def _store_for(config_path: Path) -> Store:
@@ -598,7 +631,9 @@ def _findings_title(rows: list[dict[str, Any]]) -> str:
 
 @main.group(invoke_without_command=True)
 @config_option
-@click.option("--open", "only_open", is_flag=True, help="Only open findings (--state open).")
+@click.option("--open", "only_open", is_flag=True,
+              help="Only findings not resolved: open, reopened, acknowledged, snoozed and "
+                   "not evaluated (--state open: the open ones alone).")
 @click.option("--state", "states", multiple=True, help="Only findings in this state "
               "(open, resolved, ...; repeatable).")
 @click.option("--channel", "channels", multiple=True, help="Only this channel (repeatable).")
@@ -716,9 +751,18 @@ def links(ctx: click.Context, config_path: Path, channels: tuple[str, ...], stat
                 for r in store.link_states(ch, state)]
     finally:
         store.close()
-    _rows_out(rows, ["channel", "listing_key", "state", "sku", "method", "confidence",
-                     "candidates", "reason", "evidence"],
-              fmt, wording.counted(len(rows), "link"))
+    columns = ["channel", "listing_key", "state", "sku", "method", "confidence", "candidates",
+               "reason", "evidence"]
+    if fmt == "table" and rows:
+        # the key is given whole to `links confirm|reject` (a page URL on a `site` channel):
+        # folded, never cut; the free text wraps, and candidates or evidence no listing shown
+        # has are left out, so channel, state and SKU keep their width in a terminal
+        shown = [c for c in columns if c not in ("candidates", "evidence")
+                 or any(_cell(r.get(c)) not in (None, "") for r in rows)]
+        _table_out(rows, shown, wording.counted(len(rows), "link"),
+                   wrap=("listing_key", "candidates", "reason", "evidence"), wrap_min=12)
+    else:
+        _rows_out(rows, columns, fmt, wording.counted(len(rows), "link"))
 
 
 _sub_config = click.option(
@@ -890,16 +934,10 @@ def runs(ctx: click.Context, config_path: Path, limit: int, show_errors: bool, f
 def _span(started: Any, finished: Any) -> str:
     """'2026-11-30 00:21:49 -> 00:21:51 UTC (1.9 s)' for a run's times (ISO text or
     datetimes), the day again when it ended on another; '... -> …' while it runs."""
-    from datetime import datetime, timezone
-
-    def at(v: Any) -> datetime:
-        d = v if isinstance(v, datetime) else datetime.fromisoformat(str(v))
-        return (d if d.tzinfo else d.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
-
-    a = at(started)
+    a = _utc(started)
     if not finished:
         return f"{a:%Y-%m-%d %H:%M:%S} UTC -> …"
-    b = at(finished)
+    b = _utc(finished)
     end = f"{b:%H:%M:%S}" if b.date() == a.date() else f"{b:%Y-%m-%d %H:%M:%S}"
     return f"{a:%Y-%m-%d %H:%M:%S} -> {end} UTC ({(b - a).total_seconds():.1f} s)"
 
@@ -1391,7 +1429,7 @@ def demo(directory: Path, serve: bool, port: int) -> None:
     \b
     Examples:
       auditor demo --dir /tmp/auditor-demo
-      auditor demo --serve --port 8080     # then open http://127.0.0.1:8080/metrics
+      auditor demo --serve --port 8080     # then open the web UI, http://127.0.0.1:8080/
     Exit codes: 0 the demo ran (its findings are planted on purpose), 2 it could not run.
     """
     from auditor.demo import run_demo

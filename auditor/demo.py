@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from auditor import plugins
+from auditor import plugins, wording
 from auditor.config import CHANNEL_OPTIONS
 from auditor.terminal import safe
 
@@ -149,7 +149,7 @@ def print_truth(console, findings: list[dict], world_dir: Path, channels: list[s
     """How the audit's findings compare with what was planted, per check."""
     from rich.table import Table
 
-    from auditor.world.truth import score
+    from auditor.world.truth import read_rows, score
 
     scores = score(findings, world_dir, channels, plugins.checks())
     t = Table(title="against the planted drift (world/labels.csv), audited channels only",
@@ -163,12 +163,41 @@ def print_truth(console, findings: list[dict], world_dir: Path, channels: list[s
         t.add_row(name, str(planted), str(s.true_positives), str(s.false_negatives),
                   str(s.false_positives), str(s.benign_hits))
     console.print(t)
+    # a planted drift the channel's source cannot show (a sale price on a report of regular
+    # prices) is missed, and the run said why: say so rather than leave "missed" unexplained
+    labels = {(r["channel"], r["sku"], r["check"], r["field"])
+              for r in read_rows(world_dir / "labels.csv")}
+    why = [f for f in findings if f.get("outcome") == "not_evaluated" and
+           (f.get("channel"), f.get("sku"), f.get("check"), f.get("field")) in labels]
+    if why:
+        n = len(why)
+        console.print(f"of those missed, {wording.counted(n, 'planted finding')} "
+                      f"{'was' if n == 1 else 'were'} not evaluated, the run saying why, e.g. "
+                      f"{safe(why[0]['channel'])} {safe(why[0]['sku'])}: "
+                      f"{safe(why[0]['message'])}")
+
+
+def _port_problem(port: int) -> str | None:
+    """Why ``auditor serve`` could not listen on 127.0.0.1:``port`` now, or None."""
+    import socket
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as e:
+            return e.strerror or str(e)
+    return None
 
 
 def run_demo(directory: Path, serve: bool, console, port: int = 8080,
              show_report: Callable[[RunReport], None] | None = None) -> int:
     """Generate, serve, configure and audit the demo world; 0 when it ran, 2 when not.
     ``show_report`` prints the run's summary (the CLI passes its ``print_report``)."""
+    if serve and (problem := _port_problem(port)):  # said now, not after the whole audit
+        console.print(f"[bold red]demo failed:[/] cannot listen on 127.0.0.1:{port}: "
+                      f"{safe(problem)} (another `auditor serve`?); choose a port with --port")
+        return 2
     from auditor.config import load_config
     from auditor.errors import AuditorError
     from auditor.runner import import_master, run_audit
@@ -180,7 +209,9 @@ def run_demo(directory: Path, serve: bool, console, port: int = 8080,
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     world_dir = directory / "world"
-    now = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    # the audit's clock is the real time (not the hour): findings, the run and the reads
+    # agree on when they happened, and propagation is not the minutes past the hour
+    now = datetime.now(timezone.utc).replace(microsecond=0)
     shop = ShopServer(world_dir, crawl_delay=DEMO_CRAWL_DELAY)
     try:
         m = generate_world(world_dir, size=DEMO_SIZE, seed=DEMO_SEED, now=now,

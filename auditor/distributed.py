@@ -964,7 +964,7 @@ def finish_channel(cfg: Config, store: Any, run_id: int, ch: ChannelConfig, mast
                    errors: Mapping[str, str] | None = None) -> Any:
     """The channel-wide conclusions once every shard job has ended; its summary.
     ``errors``: why jobs failed (``RunJobs.errors``), the first failed shard's quoted."""
-    from auditor.runner import ChannelSummary
+    from auditor.runner import ChannelSummary, sync_channel_propagation
     from auditor.storage import ShardSpec
 
     result = read.result
@@ -1008,6 +1008,9 @@ def finish_channel(cfg: Config, store: Any, run_id: int, ch: ChannelConfig, mast
     store.save_source_result(run_id, result, read.errors)
     if result.status != SourceStatus.FAILED:
         store.save_link_notes(run_id, ch.name, read.link_notes)
+    # As a channel's run in one process: its propagation rows, here on the worker beside
+    # the other channels' jobs; the evaluation after the run finds them written.
+    sync_channel_propagation(store, ch.name)
     changes = store.finding_changes(run_id, ch.name)
     summary = ChannelSummary(ch.name, result.status, listings=result.listings,
                              linked=read.linked, unlinked=read.unlinked,
@@ -1271,9 +1274,10 @@ class DistributedSession(AuditSession):
                          time.process_time())
         finally:
             try:
-                self._close_jobs([master_job, *reads.values(), *finishes.values()] +
-                                 [j for js in shard_jobs.values() for j in js.values()],
-                                 status)
+                with self.after("jobs closed"):
+                    self._close_jobs([master_job, *reads.values(), *finishes.values()] +
+                                     [j for js in shard_jobs.values() for j in js.values()],
+                                     status)
             finally:
                 ends.close()
         info, master_error, audited = master

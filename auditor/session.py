@@ -84,6 +84,9 @@ class AuditSession:
         self.run_id: int | None = None
         self.interrupted_before: list[dict[str, Any]] = []
         self._children: list[Callable[[], None]] = []  # cancels forked helpers
+        # The steps after the channels' audit (recording the run, its last events), timed:
+        # `auditor run` adds its own (alerts, the exit code) and logs them (-v).
+        self.after = Steps()
         self._pm = self._manager(listeners)
         self.wanted = frozenset(h for h in EVENT_HOOKS
                                 if getattr(self._pm.hook, h).get_hookimpls())
@@ -310,16 +313,18 @@ class AuditSession:
         report = RunReport(self.run_id, status, master_info, summaries, started, finished,
                            master_error, self.interrupted_before)
         assert self.now is not None  # set when the run started
-        self.store.finish_run(Run(self.run_id, started, finished, status),
-                              # "at": the run's audit clock (what --now sets), the time
-                              # its finding events carry (reports place runs by it).
-                              {"at": self.now.isoformat(), "master": master_info,
-                               "master_error": master_error, "pid": os.getpid(),
-                               "channels": [_summary_dict(s) for s in summaries]})
-        self.emit(RunFinished(self.run_id, status.value, report.exit_code, started, finished,
-                              time.perf_counter() - t_run, master_seconds,
-                              {s.channel: round(s.seconds, 3) for s in summaries},
-                              master_error))
+        with self.after("run recorded"):
+            self.store.finish_run(Run(self.run_id, started, finished, status),
+                                  # "at": the run's audit clock (what --now sets), the time
+                                  # its finding events carry (reports place runs by it).
+                                  {"at": self.now.isoformat(), "master": master_info,
+                                   "master_error": master_error, "pid": os.getpid(),
+                                   "channels": [_summary_dict(s) for s in summaries]})
+        with self.after("run_finished"):
+            self.emit(RunFinished(self.run_id, status.value, report.exit_code, started,
+                                  finished, time.perf_counter() - t_run, master_seconds,
+                                  {s.channel: round(s.seconds, 3) for s in summaries},
+                                  master_error))
         return report
 
     def _finish_without_master(self, master_info: dict[str, Any], master_error: str,
@@ -381,6 +386,28 @@ class AuditSession:
                           f"{pid or '?'} is gone)")
                 if self.store.interrupt_run(r.id, self.clock(), reason):
                     log.warning("run %s was left running: recorded as interrupted", r.id)
+
+
+class Steps:
+    """Named steps' wall and CPU seconds (this process's), in order, for one log line:
+    ``with steps("name"): ...``."""
+
+    def __init__(self) -> None:
+        self.done: list[tuple[str, float, float]] = []
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0, c0 = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.done.append((name, time.perf_counter() - t0, time.process_time() - c0))
+
+    def seconds(self) -> float:
+        return sum(s for _, s, _ in self.done)
+
+    def __str__(self) -> str:
+        return "; ".join(f"{name} {s:.2f} s ({c:.2f} CPU s)" for name, s, c in self.done)
 
 
 def dispatch(pm: pluggy.PluginManager, event: Event) -> None:

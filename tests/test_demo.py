@@ -6,6 +6,7 @@ import json
 import re
 import tomllib
 from dataclasses import replace
+from datetime import datetime
 from decimal import Decimal
 from click.testing import CliRunner
 
@@ -29,6 +30,9 @@ def test_demo_runs_end_to_end(tmp_path):
     # the run's own exit line would contradict the demo's exit code: left out
     assert "exit 1:" not in out and "the demo exits 0" in out
     assert "against the planted drift" in out and "planted" in out
+    # the misses the run explained (a sale price on amazon's regular-price report) say so
+    assert re.search(r"of those missed, \d+ planted findings? (was|were) not evaluated, the "
+                     r"run saying why, e\.g\. amazon \S+: sale price", out), out
     cfg_path = tmp_path / "config.toml"
     raw = tomllib.loads(cfg_path.read_text())
     assert raw["http"]["allow_private"] is True
@@ -44,9 +48,15 @@ def test_demo_runs_end_to_end(tmp_path):
     store = open_store(tmp_path / "auditor.db")
     try:
         history = store.master_history()
+        run = store.runs(1)[0]
     finally:
         store.close()
     assert history, "the previous master was imported as history"
+    # the audit's clock is the run's: a finding is not seen before its run started (the
+    # demo once rounded its clock down to the hour: "since 03:00" for a run at 03:14)
+    first_seen = {datetime.fromisoformat(r["first_seen_at"]) for r in rows}
+    assert all(abs((t - run.started_at).total_seconds()) < 60 for t in first_seen), \
+        (first_seen, run.started_at)
 
 
 def test_demo_runs_twice_in_one_folder(tmp_path):
@@ -126,3 +136,20 @@ def test_demo_serve_points_at_the_web_ui(tmp_path, monkeypatch):
     assert len(columns) == 1, block
     assert "http://127.0.0.1:18999/metrics" in result.output
     assert "read-only: start with AUDITOR_UI_PASSWORD" in result.output
+
+
+def test_demo_serve_on_a_taken_port_says_so_before_the_audit(tmp_path):
+    """`auditor demo --serve` on a port in use generated and audited the world (20 s) and
+    only then failed to listen, after printing URLs on that port."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = CliRunner().invoke(main, ["demo", "--dir", str(tmp_path / "d"), "--serve",
+                                      "--port", str(port)])
+    assert r.exit_code == 2, r.output
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in r.output
+    assert "choose a port with --port" in r.output
+    assert not (tmp_path / "d" / "world").exists()  # nothing generated, nothing audited

@@ -1056,3 +1056,21 @@ def test_the_first_job_needing_the_indexes_builds_them_and_one_whose_builder_die
         coord.close()
         app.close()
         distributed._CACHE.clear()
+
+
+def test_a_finish_job_writes_its_channels_propagation_rows(tmp_path, monkeypatch):
+    """As a channel's run in one process: the finish job syncs the channel's propagation
+    rows (``runner.sync_channel_propagation``), so the evaluation after the run finds them
+    written."""
+    from auditor import runner
+
+    synced = []
+    real = runner.sync_channel_propagation
+    monkeypatch.setattr(runner, "sync_channel_propagation",
+                        lambda store, channel: synced.append(channel) or real(store, channel))
+    store, summary = _in_process(tmp_path, "ok", None)
+    try:
+        assert summary.status.value == "complete"
+        assert synced == ["google"]
+    finally:
+        store.close()

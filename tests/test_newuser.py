@@ -226,6 +226,8 @@ def test_every_command_has_an_example_and_every_format_option_takes_csv():
 
 
 def test_silence_list_and_outbox_print_csv(tmp_path):
+    import re
+
     cfg = tmp_path / "config.toml"
     (tmp_path / "m.csv").write_text("sku,title\nA,Tee\n")
     cfg.write_text('[store]\npath = "a.db"\n[master]\ntype = "csv"\nsource = "m.csv"\n'
@@ -234,6 +236,7 @@ def test_silence_list_and_outbox_print_csv(tmp_path):
     r = CliRunner().invoke(main, ["silence", "add", "-c", str(cfg), "--channel", "amazon",
                                   "--expires", "3d", "--comment", 'say "hi", =1+1'])
     assert r.exit_code == 0, r.output
+    added_line = r.output
     r = CliRunner().invoke(main, ["silence", "list", "-c", str(cfg), "--format", "csv"])
     assert r.exit_code == 0, r.output
     import csv
@@ -241,6 +244,12 @@ def test_silence_list_and_outbox_print_csv(tmp_path):
     head, row = list(csv.reader(r.output.lstrip("\ufeff").splitlines()))[:2]
     assert head == ["id", "matchers", "starts_at", "ends_at", "created_by", "comment"]
     assert row[1] == "channel=amazon" and row[5] == 'say "hi", =1+1'
+    assert "T" in row[3] and row[3].endswith("+00:00")  # CSV keeps ISO 8601 for programs
+    # the table for people says the time as the `silence add` line did, to the second
+    added = re.search(r"until (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC)", added_line).group(1)
+    table = CliRunner().invoke(main, ["silence", "list", "-c", str(cfg)], env={"COLUMNS": "150"})
+    assert table.exit_code == 0 and added in table.output, (added, table.output)
+    assert row[3] not in table.output and "+00:00" not in table.output
     r = CliRunner().invoke(main, ["alerts", "outbox", "-c", str(cfg), "--format", "csv"])
     assert r.exit_code == 0
     assert next(csv.reader([r.output.lstrip("\ufeff").splitlines()[0]]))[:3] == [
@@ -507,3 +516,133 @@ def test_api_link_decisions_reach_listing_keys_holding_slashes(tmp_path, monkeyp
         key = quote("https://shop.example/p/1#A", safe="")
         r = c.post(f"/api/links/pos/{key}/reject", json={"sku": "TS/RED/M"}, headers=auth)
         assert r.status_code == 404 and "no listing 'https://shop.example/p/1" in r.text
+
+
+def test_links_table_keeps_a_long_listing_key_whole_in_a_terminal(tmp_path):
+    """`auditor links` in a 100-column terminal: a long key (a page URL on a `site`
+    channel) folds over lines instead of squeezing channel, state and SKU to nothing,
+    and is never cut (it is what `links confirm|reject` take)."""
+    key = "https://shop.example/products/granite-organic-cotton-polo-shirt-42#GX0000025-PUR-L"
+    (tmp_path / "master.csv").write_text("sku,title,price,currency\nTS-1,Tee,9.99,EUR\n")
+    (tmp_path / "shop.csv").write_text(f"sku,title,price\nTS-1,Tee,9.99\n{key},Polo,5.00\n")
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[store]\npath = "a.db"\n[master]\ntype = "csv"\nsource = "master.csv"\n'
+                   '[[channels]]\nname = "shop"\ntype = "tabular"\nsource = "shop.csv"\n'
+                   'currency = "EUR"\n')
+    assert CliRunner().invoke(main, ["run", "-c", str(cfg)]).exit_code == 1
+    r = CliRunner().invoke(main, ["links", "-c", str(cfg)], env={"COLUMNS": "100"})
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert all(len(x) <= 100 for x in lines) and "…" not in r.output, r.output
+    body = [x.split("│") for x in lines if x.startswith("│")]
+    assert [c.strip() for c in body[0][1:5]] == ["shop", "TS-1", "linked", "TS-1"], r.output
+    rest = body[1:]
+    assert rest[0][3].strip() == "unlinked", r.output
+    assert "".join(c[2].strip() for c in rest) == key, r.output
+    assert "candidates" not in lines[1] and "evidence" not in lines[1]  # blank in every row
+
+
+def test_reports_page_without_a_report_says_where_and_when_one_comes(client):
+    import re
+
+    page = client.get("/reports", headers={"Accept": "text/html"})
+    assert page.status_code == 200
+    text = re.sub(r"<[^>]+>", "", page.text)
+    assert "No weekly report yet in [report] out_dir (weekly-reports, beside the config file)" \
+        in text, text
+    assert "on [report] schedule (0 7 * * 1)" in text and "auditor report weekly writes one now" \
+        in text
+    assert "<li" not in page.text.split("<h1>Weekly reports</h1>")[1]  # a sentence, not a list
+
+
+def test_findings_show_says_its_times_in_utc_to_the_second(world):
+    import re
+
+    cfg = str(world / "config.toml")
+    rows = json.loads(CliRunner().invoke(main, ["findings", "-c", cfg, "--open", "--format",
+                                                "json"]).output)
+    r = CliRunner().invoke(main, ["findings", "show", rows[0]["fingerprint"], "-c", cfg])
+    assert r.exit_code == 0, r.output
+    assert re.search(r"^first_seen_at: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$", r.output, re.M)
+    assert re.search(r"^  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC opened run 1$", r.output, re.M)
+    assert "+00:00" not in r.output, r.output
+
+
+def test_empty_inbox_says_no_audit_ran_or_the_latest_run_failed(tmp_path):
+    """A first `auditor serve` showed "0 match ... No finding matches these filters" over a
+    store no audit had run on, and over one whose only run had failed."""
+    cfg_path = tmp_path / "config.toml"
+    cfg_path.write_text('[store]\npath = "a.db"\n[master]\ntype = "csv"\nsource = "m.csv"\n')
+    cfg = load_config(cfg_path)
+    open_store(cfg.store_url).close()
+    with api_client(cfg) as c:
+        page = c.get("/", headers={"Accept": "text/html"}).text
+    assert "No audit has run on this store yet" in page and "No finding matches" not in page
+    r = CliRunner().invoke(main, ["run", "-c", str(cfg_path)])  # m.csv does not exist
+    assert r.exit_code == 2, r.output
+    with api_client(cfg) as c:
+        page = c.get("/", headers={"Accept": "text/html"}).text
+    assert "No finding matches these filters. The latest run, 1, is failed" in page, page
+    assert '<a href="/runs">Runs</a> for why' in page
+
+
+def test_finding_page_history_says_who_acknowledged_and_why(tmp_path):
+    """The finding page's history read "acknowledged | open": who did it and the note given
+    (`findings ack --note`, the API's "note") were stored but shown nowhere in the UI."""
+    d = _world(tmp_path)
+    cfg = str(d / "config.toml")
+    rows = json.loads(CliRunner().invoke(main, ["findings", "-c", cfg, "--open", "--format",
+                                                "json"]).output)
+    f = next(r for r in rows if r["sku"])
+    r = CliRunner().invoke(main, ["findings", "ack", f["fingerprint"], "-c", cfg, "--by", "ana",
+                                  "--note", "supplier fixes the feed tonight"])
+    assert r.exit_code == 0, r.output
+    with api_client(load_config(d / "config.toml")) as c:
+        page = c.get(f"/findings/{f['fingerprint']}", headers={"Accept": "text/html"}).text
+        product = c.get(f"/products/{f['sku']}", headers={"Accept": "text/html"}).text
+    history = page.split('id="history"')[1]
+    assert "acknowledged by ana" in history and "supplier fixes the feed tonight" in history
+    assert "opened" in history and "run 1" in history
+    assert "acknowledged</a> by ana" in product.split('id="history"')[1]
+
+
+def test_a_receiver_missing_a_key_names_its_type_in_plain_words(tmp_path):
+    """"missing (a email receiver needs it)": the article came from the type's name."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[store]\npath = "a.db"\n[master]\ntype = "csv"\nsource = "m.csv"\n'
+                   '[[alerts.receivers]]\nname = "mail"\ntype = "email"\nhost = "smtp.example"\n'
+                   'to = ["ops@example.com"]\n')
+    r = CliRunner().invoke(main, ["config", "check", "--offline", "-c", str(cfg)])
+    assert r.exit_code == 2
+    assert """[[alerts.receivers]] 'mail'.from: missing (type = "email" needs it)""" in r.output
+
+
+def test_ui_login_takes_a_name_that_the_history_shows(tmp_path, monkeypatch):
+    """The UI recorded every action as by "ops": with one shared password, nobody could
+    tell who acknowledged what. The login form asks for a name (optional)."""
+    monkeypatch.setenv("AUDITOR_UI_PASSWORD", "pw-for-the-ui")
+    d = _world(tmp_path)
+    cfg = load_config(d / "config.toml")
+    rows = json.loads(CliRunner().invoke(main, ["findings", "-c", str(d / "config.toml"),
+                                                "--open", "--format", "json"]).output)
+    one, two = rows[0]["fingerprint"], rows[1]["fingerprint"]
+
+    def act(c, fp, name):
+        token = c.get("/login").text.split('name="csrf" value="')[1].split('"')[0]
+        r = c.post("/login", data={"password": "pw-for-the-ui", "csrf": token, "next": "/",
+                                   "name": name}, follow_redirects=False)
+        assert r.status_code == 303
+        inbox = c.get("/", headers={"Accept": "text/html"}).text
+        token = inbox.split('name="csrf" value="')[1].split('"')[0]
+        r = c.post("/actions/findings", data={"action": "ack", "fp": fp, "csrf": token},
+                   follow_redirects=False)
+        assert r.status_code == 303
+        return inbox, c.get(f"/findings/{fp}", headers={"Accept": "text/html"}).text
+
+    with api_client(cfg) as c:
+        inbox, page = act(c, one, "  Ana\u202e  Lopez ")
+    assert 'id="who"' in inbox and "Ana Lopez</span>" in inbox
+    assert "acknowledged by Ana Lopez" in page.split('id="history"')[1]
+    with api_client(cfg) as c:
+        _, page = act(c, two, "")
+    assert "acknowledged by ops" in page.split('id="history"')[1]

@@ -275,3 +275,26 @@ def test_missed_runs_coalesce_and_late_ones_within_the_grace_still_run(tmp_path,
         assert sched._aps.get_job("source:google").next_run_time == nxt + timedelta(hours=4)
     finally:
         sched.stop(timeout=1)
+
+
+def test_an_audit_ending_with_exit_2_logs_where_to_read_why(tmp_path, caplog):
+    """`auditor serve` logged only "audit of google (catch-up) ended with exit code 2": the
+    child's own summary (its stdout) is not kept, so the line says where the reason is."""
+    import logging
+
+    launcher = FakeLauncher()
+    sched = AuditScheduler(config(tmp_path), launcher, lambda: {}, clock=lambda: NOW)
+    sched.sources = plan_sources(sched.cfg, NOW)
+    results: list[str] = []
+    with caplog.at_level(logging.INFO, logger="auditor.service.scheduler"):
+        for code in (2, 1):
+            t = threading.Thread(target=lambda: results.append(sched.run_source("google")))
+            t.start()
+            launcher.wait_started(len(results) + 1)
+            launcher.handles[-1].finish(code)
+            t.join(5)
+    assert results == ["exit 2", "exit 1"]
+    ended = [r for r in caplog.records if "ended with exit code" in r.getMessage()]
+    assert [r.levelno for r in ended] == [logging.WARNING, logging.INFO]
+    assert "`auditor runs --errors`" in ended[0].getMessage()
+    assert ended[1].getMessage() == "audit of google (schedule) ended with exit code 1"

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from auditor.cli import (EXIT_FINDINGS, EXIT_OK, _known, _load, _rows_out, _store_for,
+from auditor.cli import (EXIT_FINDINGS, EXIT_OK, _cell, _known, _load, _rows_out, _store_for,
                          config_option, err, findings, format_option, main, out, safe)
 from auditor.errors import AuditorError
 from auditor.wording import check_field, counted
@@ -140,14 +140,14 @@ def findings_show(config_path: Path, fingerprint: str, fmt: str) -> None:
                 "alert_reason", "first_seen_at", "last_seen_at", "runs", "ack_by", "ack_at",
                 "ack_note", "snoozed_until", "resolved_at"):
         if f.get(key) not in (None, ""):
-            out.print(f"[bold]{key}[/]: {safe(f[key], 200)}")
+            out.print(f"[bold]{key}[/]: {safe(_cell(f[key]), 200)}")
     if f.get("details"):
         out.print(f"[bold]details[/]: {safe(json.dumps(f['details'], default=str), 300)}")
     out.print("[bold]history[/]:")
     for e in f["events"]:
         who = f" by {safe(e.get('actor'))}" if e.get("actor") else ""
         note = f" ({safe(e.get('note'))})" if e.get("note") else ""
-        out.print(f"  {e['at']} {e['event']}{who}{note}"
+        out.print(f"  {_cell(e['at'])} {e['event']}{who}{note}"
                   + (f" run {e['run_id']}" if e.get("run_id") else ""))
 
 

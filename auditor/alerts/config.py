@@ -259,7 +259,7 @@ def parse_alerts(raw: Any, problems: list[str]) -> AlertsConfig:
                 "email": ("host", "from", "to")}.get(rtype, ())
         for key in need:
             if not opts.get(key):
-                problems.append(f"{where}.{key}: missing (a {rtype} receiver needs it)")
+                problems.append(f"{where}.{key}: missing (type = \"{rtype}\" needs it)")
         receivers[name] = Receiver(name, rtype, opts, opts.get("send_resolved", True))
     routes: list[Route] = []
     raw_routes = raw.get("routes", [])

@@ -267,8 +267,12 @@ class AuditScheduler:
             code = handle.wait(None)
             st.last_exit = code
             st.last_finished_at = self.clock()
+            # the child's summary is not kept (its stdout): the log says where the why is
             log.log(logging.WARNING if code not in (0, 1) else logging.INFO,
-                    "audit of %s (%s) ended with exit code %s", name, reason, code)
+                    "audit of %s (%s) ended with exit code %s%s", name, reason, code,
+                    "" if code != 2 else
+                    ": could not run, or read a source only partly (`auditor runs --errors` "
+                    "and the web UI's /runs say why)")
             return f"exit {code}"
         except Exception:
             log.exception("audit of %s (%s) could not start", name, reason)

@@ -213,7 +213,11 @@ def build_ui_router(get_cfg: Callable[[], Config], open_store: StoreOpener,
     def reports(request: Request) -> Response:
         from auditor.reports.weekly import archived_weeks
 
-        return page(request, "reports.html", weeks=archived_weeks(archive()))
+        report = get_cfg().report  # an empty archive names its folder as configured, not
+        # the server's path
+        return page(request, "reports.html", weeks=archived_weeks(archive()),
+                    folder=report.get("out_dir") or "weekly-reports",
+                    schedule=report.get("schedule"))
 
     @router.get("/reports/{week}/{name}")
     def report_file(request: Request, week: str, name: str) -> Response:
@@ -245,7 +249,10 @@ def build_ui_router(get_cfg: Callable[[], Config], open_store: StoreOpener,
             return page(request, "login.html", 401, next=nxt,
                         error="Wrong password." if auth().enabled else
                         "No password is configured (AUDITOR_UI_PASSWORD): the UI is read-only.")
-        new = Session("ops", views_token())  # a new CSRF token with the login
+        # the name given (one shared password: whoever logs in says who they are) is what
+        # the finding's history shows as who acknowledged, snoozed or resolved it
+        who = " ".join(str(visible(str(form.get("name") or ""))).split())[:40] or "ops"
+        new = Session(who, views_token())  # a new CSRF token with the login
         resp = RedirectResponse(nxt, status_code=303)
         resp.set_cookie(value=auth().cookie(new), **auth().cookie_args())
         return resp

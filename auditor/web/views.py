@@ -126,8 +126,12 @@ def inbox(store: Any, f: Filters) -> dict[str, Any]:
     titles = _titles(store, {x.sku for x in page.findings if x.sku})
     rows = [{"f": x, "title": titles.get(x.sku or "", "")} for x in page.findings]
     pages = max(1, -(-page.total // PAGE_SIZE))
+    # an empty list says why when the store has no run, or its latest did not complete
+    # (a first `auditor serve` before any audit: not "no finding matches these filters")
+    latest = store.runs(1) if not page.total else []
     return {"rows": rows, "total": page.total, "page": f.page, "pages": pages,
-            "incidents": groups, "filters": f}
+            "incidents": groups, "filters": f, "no_run": not page.total and not latest,
+            "latest_run": latest[0] if latest else None}
 
 
 def shown_state(f: FindingRecord, now: datetime | None = None) -> str:
@@ -264,7 +268,7 @@ def product(store: Any, sku: str, image_check_off: Iterable[str] = ()) -> dict[s
     history = []
     for x in findings:
         for e in store.finding_events(x.fingerprint):
-            history.append({"at": e.at, "event": e.event, "channel": x.channel,
+            history.append({"at": e.at, "event": e.event, "actor": e.actor, "channel": x.channel,
                             "check": x.check, "field": x.field, "expected": e.expected,
                             "actual": e.actual, "fingerprint": x.fingerprint})
     history.sort(key=lambda h: h["at"], reverse=True)
