@@ -160,6 +160,13 @@ def _rows_of(data: bytes) -> Iterator[memoryview]:
     return (view[i:i + ROW_BYTES] for i in range(0, len(data), ROW_BYTES))
 
 
+def _in_order(rows: Iterable[tuple[int, bytes]]) -> list[bytes]:
+    """The data of ``(seq, data)`` rows in ``seq`` order, put in order here: the tables
+    have no statistics (``_NO_INSERT_VACUUM``), and the server, guessing, may fetch a
+    pack's thousands of rows by bitmap and sort their MBs on disk for an ``ORDER BY``."""
+    return [data for _, data in sorted(rows, key=operator.itemgetter(0))]
+
+
 def _stage_rows(copy: Any, run_id: int, channel: str, shard: int, rows: list[Any]) -> None:
     """One shard's listings as rows of ``dist_staged``: pickles of ``CHUNK`` listings one
     after another, the stream cut into rows of ``ROW_BYTES`` (``RunJobs.staged`` joins
@@ -382,9 +389,9 @@ class RunJobs:
         """One part of the run's master pack, or None when its coordinator left none."""
         lo = PARTS[part] * PART_SEQ
         with self.conn.cursor(binary=True) as cur:
-            chunks = [data for (data,) in cur.execute(
-                "SELECT data FROM dist_packs WHERE run_id=%s AND seq >= %s AND seq < %s"
-                " ORDER BY seq", (run_id, lo, lo + PART_SEQ))]
+            chunks = _in_order(cur.execute(
+                "SELECT seq, data FROM dist_packs WHERE run_id=%s AND seq >= %s AND seq < %s",
+                (run_id, lo, lo + PART_SEQ)))
         return b"".join(chunks) if chunks else None
 
     def packed(self, run_id: int, part: str, state: str) -> None:
@@ -469,9 +476,9 @@ class RunJobs:
         gc.disable()
         try:
             with self.conn.cursor(binary=True) as cur:
-                data = b"".join([piece for (piece,) in cur.execute(
-                    "SELECT data FROM dist_staged WHERE run_id=%s AND channel=%s AND"
-                    " shard=%s ORDER BY seq", (run_id, channel, shard))])
+                data = b"".join(_in_order(cur.execute(
+                    "SELECT seq, data FROM dist_staged WHERE run_id=%s AND channel=%s AND"
+                    " shard=%s", (run_id, channel, shard))))
             # The shard's pickles one after another (``_stage_rows``), each its own load.
             f = io.BytesIO(data)
             while f.tell() < len(data):
