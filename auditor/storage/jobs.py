@@ -154,7 +154,7 @@ STAGED_TYPES = ("int8", "text", "int4", "int4", "bytea")
 PACK_TYPES = ("int8", "int4", "bytea")
 
 
-def _rows_of(data: bytes) -> Iterator[memoryview]:
+def _rows_of(data: bytes | memoryview) -> Iterator[memoryview]:
     """``data`` in pieces of ``ROW_BYTES``, one per row."""
     view = memoryview(data)
     return (view[i:i + ROW_BYTES] for i in range(0, len(data), ROW_BYTES))
@@ -170,10 +170,16 @@ def _in_order(rows: Iterable[tuple[int, bytes]]) -> list[bytes]:
 def _stage_rows(copy: Any, run_id: int, channel: str, shard: int, rows: list[Any]) -> None:
     """One shard's listings as rows of ``dist_staged``: pickles of ``CHUNK`` listings one
     after another, the stream cut into rows of ``ROW_BYTES`` (``RunJobs.staged`` joins
-    them and loads the pickles in turn)."""
-    stream = b"".join([dumps(rows[i:i + CHUNK]) for i in range(0, len(rows), CHUNK)])
-    for seq, piece in enumerate(_rows_of(stream)):
-        copy.write_row((run_id, channel, shard, seq, piece))
+    them and loads the pickles in turn); one pickle held at a time, the bytes that do not
+    fill a row carried over to the next."""
+    seq, carry = 0, b""
+    for i in range(0, len(rows), CHUNK):
+        data = carry + dumps(rows[i:i + CHUNK])
+        whole = len(data) - len(data) % ROW_BYTES if i + CHUNK < len(rows) else len(data)
+        for piece in _rows_of(memoryview(data)[:whole]):
+            copy.write_row((run_id, channel, shard, seq, piece))
+            seq += 1
+        carry = data[whole:]
 
 
 @contextlib.contextmanager
