@@ -400,6 +400,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--again-only", action="store_true",
                     help="scaling: only the repeat audit, on the store of an earlier first audit "
                          "(the largest sizes, in two steps)")
+    ap.add_argument("--pg-stats", action="store_true",
+                    help="distributed: where the PostgreSQL server's CPU, WAL and rows went in "
+                         "each distributed run (statements, process kinds, tables)")
     ap.add_argument("--workers-only", action="store_true",
                     help="distributed: only the --distributed rows (not one process's)")
     ap.add_argument("--pairs", type=int, default=0, metavar="N",
@@ -417,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench import distributed
 
         distributed.run(a.size, a.channels, a.workers, a.shard_size, write, a.first_only,
-                        not a.workers_only, a.pairs)
+                        not a.workers_only, a.pairs, a.pg_stats)
         return 0
     if a.part == "link-train":  # not part of `all`: a measurement of a scorer runs do not use
         from bench import linktrain

@@ -29,6 +29,16 @@ started), wall, CPU and wait, written to ``timeline-STEP.txt`` beside the logs; 
 worker its busy, waiting and idle seconds (idle: in no job, before its first, between
 two or after its last), recorded under the table.
 
+``--pg-stats`` shows where the server's work went in each distributed run
+(``bench/pgstats.py``; the server started with ``pg_stat_statements.track = all``): its
+CPU by process kind (client connections by application name, autovacuum, WAL writer ...),
+WAL bytes and full-page images, rows inserted / updated / deleted per table, and the top
+statements by execution time, shared blocks dirtied and WAL bytes; printed and written to
+``pgstats-STEP.txt`` beside the logs::
+
+    python -m bench distributed --size 250000 --channels google meta amazon \
+        --workers 1 2 --shard-size 60000 --first-only --workers-only --no-write --pg-stats
+
 ``--pairs N`` measures the two-worker target reproducibly: N times one first audit per
 ``--workers`` count, alternating (1, 2, 1, 2, ...: a load that changes slowly weighs on
 both alike), each into a new database dropped afterwards; printed and recorded: each
@@ -152,12 +162,17 @@ def _phase(r: subprocess.CompletedProcess, summary: dict[str, Any]) -> float:
 
 
 def _runs(cfg: Path, channels: list[str], extra: tuple[str, ...], server: list[int],
-          workers: int = 0, steps: tuple[str, ...] = ("first", "again")) -> list[list[Any]]:
+          workers: int = 0, steps: tuple[str, ...] = ("first", "again"),
+          stats: tuple[Any, str] | None = None) -> list[list[Any]]:
     """First and repeat audit; with ``workers``, that many `auditor worker` processes
     are started before and stopped after. CPU: the `auditor run` process (and its
     channel workers) from this process's children usage, the live `auditor worker`
-    processes and the server's from /proc."""
+    processes and the server's from /proc. ``stats``: (the server, the store's URL): where
+    the server's work went in each step (``bench.pgstats``), printed and written to
+    ``pgstats-STEP.txt`` beside the logs."""
     import json
+
+    from bench.pgstats import PgStats
 
     # Each worker in a session of its own, as separate services (or machines) are: with the
     # kernel's autogroup scheduling (/proc/sys/kernel/sched_autogroup_enabled), a busy
@@ -179,12 +194,19 @@ def _runs(cfg: Path, channels: list[str], extra: tuple[str, ...], server: list[i
         for step in steps:
             cpu0, wcpu0, srv0 = _children_cpu(), _server_cpu(pids), _server_cpu(server)
             load, steal = _load(), _steal()
+            watch = PgStats(stats[0].url(), stats[1], server[0]) if stats and server else None
+            if watch:
+                watch.start()
             epoch = time.time()
             t0 = time.perf_counter()
             r = _auditor("-v", "run", "--config", cfg, "--format", "json", *chans, *extra)
             wall = time.perf_counter() - t0
             cpu = _children_cpu() - cpu0 + _server_cpu(pids) - wcpu0
             srv = _server_cpu(server) - srv0 if server else None
+            if watch:
+                shown = watch.stop()
+                (cfg.parent / f"pgstats-{step}.txt").write_text(shown)
+                print(shown, flush=True)
             (cfg.parent / f"run-{step}.log").write_text(r.stderr)
             summary = json.loads(r.stdout)
             listings = sum(c["listings"] for c in summary["channels"])
@@ -244,14 +266,16 @@ def _drop(server: Any, url: str) -> None:
 
 
 def run(size: int, channels: list[str], workers: list[int], shard_size: int | None,
-        write: bool, first_only: bool = False, single: bool = True, pairs: int = 0) -> None:
+        write: bool, first_only: bool = False, single: bool = True, pairs: int = 0,
+        pg_stats: bool = False) -> None:
     """``pairs``: that many alternations of the ``workers`` counts, first audits only
-    (see the module's doc), without the one-process rows."""
+    (see the module's doc), without the one-process rows. ``pg_stats``: where the server's
+    CPU, WAL and rows went in each distributed run (``bench.pgstats``)."""
     if pairs:
         first_only, single = True, False
     steps = ("first",) if first_only else ("first", "again")
     world = ensure_world(size)
-    server = _start_server()
+    server = _start_server(track_all=pg_stats)
     rows: list[list[Any]] = []
     try:
         pids = [p for p in [_postmaster_pid(server.new_database())] if p]
@@ -275,7 +299,7 @@ def run(size: int, channels: list[str], workers: list[int], shard_size: int | No
                     f"-pair{i + 1}" if pairs else "")), f'url = "{url}"', f"workers = 1{extra}")
                 before = len(IDLE)
                 for r in _runs(cfg, channels, ("--distributed",), pids, workers=n,
-                              steps=steps):
+                              steps=steps, stats=(server, url) if pg_stats else None):
                     if pairs:
                         for row in IDLE[before:]:
                             row[0] = f"pair {i + 1}, {row[0]}"

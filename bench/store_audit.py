@@ -155,12 +155,15 @@ def measure(world: Path, store_url: str | None, channels: list[str], label: str
     return res
 
 
-def _start_server() -> Any:
+def _start_server(track_all: bool = False) -> Any:
+    """``track_all``: ``pg_stat_statements`` also counts the statements run inside functions
+    and triggers (``bench distributed --pg-stats``)."""
     from tests.pg_server import PgServer
 
     return PgServer(settings={"fsync": "on", "synchronous_commit": "on",
                               "full_page_writes": "on", "shared_buffers": "256MB",
-                              "shared_preload_libraries": "pg_stat_statements"})
+                              "shared_preload_libraries": "pg_stat_statements",
+                              **({"pg_stat_statements.track": "all"} if track_all else {})})
 
 
 def run(size: int, channels: list[str], url: str | None, write: bool) -> list[dict[str, Any]]:

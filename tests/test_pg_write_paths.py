@@ -8,6 +8,8 @@ end. A real server: tests/pg_server.py.
 
 from __future__ import annotations
 
+from datetime import timedelta, timezone
+
 import psycopg
 import pytest
 
@@ -159,3 +161,70 @@ def test_a_run_ends_with_a_delete_when_a_reader_holds_its_rows(url):
                     ) == node
         assert _sql(url, "SELECT status FROM dist_runs WHERE run_id = 3") == [
             ("interrupted",)]
+
+
+def test_listings_are_copied_in_binary_and_read_back_the_same(store, url):
+    """A table whose columns are all text, integers, floats, times (``_BINARY_OIDS``) is
+    copied in binary: the listings' values (a NUL as U+FFFD, None, a float, a run id) and
+    the findings' times (ISO text, with or without an offset) come back as they went in."""
+    from auditor.model import Link, LinkMethod
+    from auditor.storage.postgres import _FINS_COLS, _UP_COLS
+
+    obs = [(make_listing("K\x00Y", title="T\x00itle"), Link("google", "K\x00Y", "S1", LinkMethod.GTIN, 0.75)),
+           (make_listing("K2"), None)]
+    assert store.save_listings(3, "google", obs).new == 2
+    assert store._copy_types[("listings", _UP_COLS)] is not None
+    rows = _sql(url, "SELECT key, master_sku, link_confidence, first_seen_run, link_run"
+                     " FROM listings ORDER BY key")
+    assert rows == [("K2", None, None, 3, None), ("K\ufffdY", "S1", 0.75, 3, 3)]
+    back = store.listing("google", "K\x00Y")
+    assert back is not None and back.title == "T\x00itle"  # (a JSON escape in the body)
+    store.apply_findings(3, "google", [_finding("K2")], SourceStatus.COMPLETE, {"K2"},
+                         ["price"], NOW)
+    assert store._copy_types[("findings", _FINS_COLS)] is not None
+    assert _sql(url, "SELECT first_seen_at, last_seen_at FROM findings") == [(NOW, NOW)]
+    assert _sql(url, "SELECT at FROM finding_events") == [(NOW,)]
+    # A naive time is UTC, as the server reads one in text (the session's time zone).
+    naive = (NOW + timedelta(hours=1)).astimezone(timezone.utc).replace(tzinfo=None)
+    for at in (naive, naive.isoformat()):
+        store.apply_findings(4, "google", [_finding("K2", actual="2.00 EUR")],
+                             SourceStatus.COMPLETE, {"K2"}, ["price"], at)  # type: ignore[arg-type]
+        assert _sql(url, "SELECT max(at) FROM finding_events") == [
+            (naive.replace(tzinfo=timezone.utc),)]
+
+
+def test_staged_shards_and_packs_are_rows_in_the_tables_pages(url, monkeypatch):
+    """A shard's staged pickles and a pack are cut into rows of ``ROW_BYTES`` that stay
+    in the table's pages (no TOAST rows); they come back whole, several pickles per shard
+    (``CHUNK`` listings each) in their order, and a row staged by an earlier version (one
+    whole pickle per row) reads the same."""
+    from auditor.storage import jobs as jobs_mod
+
+    monkeypatch.setattr(jobs_mod, "CHUNK", 7)
+    rows = [(make_listing(f"K{i:04d}", title="x" * (i % 300)), None) for i in range(2000)]
+    pack = bytes(range(256)) * 200
+    with RunJobs(url) as jobs:
+        jobs.ensure_schema()
+        opts = dict(_sql(url, "SELECT relname, reloptions FROM pg_class WHERE relname IN"
+                              " ('dist_staged', 'dist_packs')"))
+        assert all("toast_tuple_target=8160" in opts[t] for t in opts) and len(opts) == 2
+        jobs.start_run(1, "c.toml", "sha", None, NOW, 10)
+        jobs.stage(1, "google", 2, rows)
+        jobs.save_read(1, "meta", 3, {1: rows[:5], 2: rows[5:]}, {"read": True})
+        jobs.save_pack(1, pack, "indexes")
+        assert [li.key for li, _ in jobs.staged(1, "google", 2)] == [li.key for li, _ in rows]
+        assert [li.title for li, _ in jobs.staged(1, "meta", 2)] == [
+            li.title for li, _ in rows[5:]]
+        assert jobs.pack(1, "indexes") == pack
+        n, biggest = _sql(url, "SELECT count(*), max(length(data)) FROM dist_staged")[0]
+        assert n > 50 and biggest == jobs_mod.ROW_BYTES
+        toast = _sql(url, "SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE relname"
+                          " IN ('dist_staged', 'dist_packs')")
+        assert toast == [(0,), (0,)]
+        # An earlier version's rows: one whole pickle each.
+        with psycopg.connect(url, autocommit=True) as c:
+            for seq in (0, 1):
+                c.execute("INSERT INTO dist_staged VALUES (1, 'amazon', 0, %s, %s)",
+                          (seq, jobs_mod.dumps(rows[seq * 3:seq * 3 + 3])))
+        assert [li.key for li, _ in jobs.staged(1, "amazon", 0)] == [
+            li.key for li, _ in rows[:6]]

@@ -8,10 +8,11 @@ each other lives here, beside the store's tables:
   audit clock, shard size, its master job's id, ``master_key`` once the run's master is
   ready for the workers, and the master job's outcome for the coordinator); a job of a
   run no longer ``running`` does nothing;
-- ``dist_staged``: a channel's listings as read and linked by its ``read`` job, in
-  chunks per shard, for the shard jobs (dropped when the run ends; the first shard's
-  are checked by the read job itself and never staged; an UNLOGGED table, its chunks
-  stored uncompressed);
+- ``dist_staged``: a channel's listings as read and linked by its ``read`` job, per
+  shard, for the shard jobs (dropped when the run ends; the first shard's are checked
+  by the read job itself and never staged; an UNLOGGED table; a shard's pickles one
+  after another, cut into rows of ``ROW_BYTES`` that stay in the table's pages, neither
+  compressed nor moved to TOAST);
 - ``dist_packs``: the run's master, history and linker indexes, packed once by its
   master job (``auditor.masterpack``) for every worker, in parts (``PARTS``: the
   master and its linker, whose readiness ``master_key`` says; the linker's other
@@ -99,14 +100,18 @@ CREATE OR REPLACE TRIGGER auditor_job_ended AFTER UPDATE OF status OR DELETE
 _NO_INSERT_VACUUM = ("autovacuum_vacuum_insert_threshold = -1,"
                      " toast.autovacuum_vacuum_insert_threshold = -1,"
                      " autovacuum_analyze_threshold = 2000000000")
+# Their rows are at most ``ROW_BYTES`` of data and stay in the table's own pages: no
+# TOAST (a value of MBs is cut by the server into ~2 KB chunks, each a row of the TOAST
+# table and an entry of its index: twice the server's CPU of rows cut here, measured).
+_INLINE = "toast_tuple_target = 8160"
+ROW_BYTES = 7_800  # bytes of a staged stream or a pack per row (a row fits in a page)
 LOCK_SCHEMA = 0x61756400  # advisory lock class of the job tables' creation
 LOCK_COORDINATOR = 0x61756401  # (class, run id): held by a run's coordinator while it runs
-CHUNK = 5_000  # listings per staged row
-PACK_CHUNK = 8 << 20  # bytes per row of a master pack
-# The parts of a master pack (``auditor.distributed``): part p's chunks are rows
-# p * PART_SEQ + 0, 1, ... of ``dist_packs``.
+CHUNK = 5_000  # listings per pickle of a staged shard
+# The parts of a master pack (``auditor.distributed``): part p's rows are rows
+# p * PART_SEQ + 0, 1, ... of ``dist_packs`` (up to 8 GB a part).
 PARTS = {"master": 0, "indexes": 1, "history": 2}
-PART_SEQ = 1 << 16
+PART_SEQ = 1 << 20
 
 
 def _positional(cls: type) -> Any:
@@ -147,6 +152,34 @@ def dumps(obj: Any) -> bytes:
 # more by COPY), which the server then decodes.
 STAGED_TYPES = ("int8", "text", "int4", "int4", "bytea")
 PACK_TYPES = ("int8", "int4", "bytea")
+
+
+def _rows_of(data: bytes | memoryview) -> Iterator[memoryview]:
+    """``data`` in pieces of ``ROW_BYTES``, one per row."""
+    view = memoryview(data)
+    return (view[i:i + ROW_BYTES] for i in range(0, len(data), ROW_BYTES))
+
+
+def _in_order(rows: Iterable[tuple[int, bytes]]) -> list[bytes]:
+    """The data of ``(seq, data)`` rows in ``seq`` order, put in order here: the tables
+    have no statistics (``_NO_INSERT_VACUUM``), and the server, guessing, may fetch a
+    pack's thousands of rows by bitmap and sort their MBs on disk for an ``ORDER BY``."""
+    return [data for _, data in sorted(rows, key=operator.itemgetter(0))]
+
+
+def _stage_rows(copy: Any, run_id: int, channel: str, shard: int, rows: list[Any]) -> None:
+    """One shard's listings as rows of ``dist_staged``: pickles of ``CHUNK`` listings one
+    after another, the stream cut into rows of ``ROW_BYTES`` (``RunJobs.staged`` joins
+    them and loads the pickles in turn); one pickle held at a time, the bytes that do not
+    fill a row carried over to the next."""
+    seq, carry = 0, b""
+    for i in range(0, len(rows), CHUNK):
+        data = carry + dumps(rows[i:i + CHUNK])
+        whole = len(data) - len(data) % ROW_BYTES if i + CHUNK < len(rows) else len(data)
+        for piece in _rows_of(memoryview(data)[:whole]):
+            copy.write_row((run_id, channel, shard, seq, piece))
+            seq += 1
+        carry = data[whole:]
 
 
 @contextlib.contextmanager
@@ -205,6 +238,8 @@ class RunJobs:
                 # A vacuum after deletes (an interrupted run's) stays as configured.
                 if row and "autovacuum_vacuum_insert_threshold=-1" not in row[2]:
                     self.conn.execute(f"ALTER TABLE {table} SET ({_NO_INSERT_VACUUM})")
+                if row and "toast_tuple_target=8160" not in row[2]:
+                    self.conn.execute(f"ALTER TABLE {table} SET ({_INLINE})")
             # A channel's read outcome (sets of SKUs, the keys it no longer saw: MBs) is read
             # by each of its shard jobs: stored uncompressed, pglz neither compresses it on
             # the way in nor decompresses it for every reader.
@@ -344,16 +379,15 @@ class RunJobs:
     # ------------------------------------------------------------------ the master pack
     def save_pack(self, run_id: int, data: bytes, part: str = "master") -> None:
         """One part of the run's master pack (``auditor.masterpack``; ``PARTS``), in
-        chunks of ``PACK_CHUNK`` bytes, replacing any earlier one; a part other than the
+        rows of ``ROW_BYTES``, replacing any earlier one; a part other than the
         master is marked stored (``packed``) in the same transaction."""
-        view = memoryview(data)
         lo = PARTS[part] * PART_SEQ
         with self.conn.transaction(), self.conn.cursor() as cur:
             cur.execute("DELETE FROM dist_packs WHERE run_id=%s AND seq >= %s AND seq < %s",
                         (run_id, lo, lo + PART_SEQ))
             with _binary_copy(cur, "dist_packs", PACK_TYPES) as copy:
-                for seq, i in enumerate(range(0, len(data), PACK_CHUNK)):
-                    copy.write_row((run_id, lo + seq, view[i:i + PACK_CHUNK]))
+                for seq, piece in enumerate(_rows_of(data)):
+                    copy.write_row((run_id, lo + seq, piece))
             if part != "master":
                 self.packed(run_id, part, "stored")
 
@@ -361,9 +395,9 @@ class RunJobs:
         """One part of the run's master pack, or None when its coordinator left none."""
         lo = PARTS[part] * PART_SEQ
         with self.conn.cursor(binary=True) as cur:
-            chunks = [data for (data,) in cur.execute(
-                "SELECT data FROM dist_packs WHERE run_id=%s AND seq >= %s AND seq < %s"
-                " ORDER BY seq", (run_id, lo, lo + PART_SEQ))]
+            chunks = _in_order(cur.execute(
+                "SELECT seq, data FROM dist_packs WHERE run_id=%s AND seq >= %s AND seq < %s",
+                (run_id, lo, lo + PART_SEQ)))
         return b"".join(chunks) if chunks else None
 
     def packed(self, run_id: int, part: str, state: str) -> None:
@@ -408,9 +442,7 @@ class RunJobs:
                             (run_id, channel))
             with _binary_copy(cur, "dist_staged", STAGED_TYPES) as copy:
                 for shard, rows in staged.items():
-                    for seq, i in enumerate(range(0, len(rows), CHUNK)):
-                        copy.write_row((run_id, channel, shard, seq,
-                                        dumps(rows[i:i + CHUNK])))
+                    _stage_rows(copy, run_id, channel, shard, rows)
             cur.execute(
                 "INSERT INTO dist_channels (run_id, channel, shards, read) VALUES (%s,%s,%s,%s)"
                 " ON CONFLICT (run_id, channel) DO UPDATE SET shards=excluded.shards,"
@@ -423,17 +455,23 @@ class RunJobs:
             cur.execute("DELETE FROM dist_staged WHERE run_id=%s AND channel=%s AND shard=%s",
                         (run_id, channel, shard))
             with _binary_copy(cur, "dist_staged", STAGED_TYPES) as copy:
-                for seq, i in enumerate(range(0, len(rows), CHUNK)):
-                    copy.write_row((run_id, channel, shard, seq, dumps(rows[i:i + CHUNK])))
+                _stage_rows(copy, run_id, channel, shard, rows)
 
     def shards_done(self, run_id: int, channel: str) -> set[int]:
         """The shards of a channel whose outcome is recorded."""
         return {shard for (shard,) in self.conn.execute(
             "SELECT shard FROM dist_shards WHERE run_id=%s AND channel=%s", (run_id, channel))}
 
+    def _binary_row(self, query: str, args: tuple) -> tuple | None:
+        """One row of a query read in binary: a pickle (a ``bytea``) comes as its bytes,
+        not as hex text the server encodes and the client decodes (MBs for a read's
+        outcome, read by each of the channel's shard jobs)."""
+        with self.conn.cursor(binary=True) as cur:
+            return cur.execute(query, args).fetchone()
+
     def read_result(self, run_id: int, channel: str) -> tuple[int, Any] | None:
-        row = self.conn.execute("SELECT shards, read FROM dist_channels WHERE run_id=%s"
-                                " AND channel=%s", (run_id, channel)).fetchone()
+        row = self._binary_row("SELECT shards, read FROM dist_channels WHERE run_id=%s"
+                               " AND channel=%s", (run_id, channel))
         return None if row is None else (row[0], pickle.loads(row[1]))
 
     def staged(self, run_id: int, channel: str, shard: int) -> list[Any]:
@@ -444,10 +482,13 @@ class RunJobs:
         gc.disable()
         try:
             with self.conn.cursor(binary=True) as cur:
-                for (data,) in cur.execute(
-                        "SELECT data FROM dist_staged WHERE run_id=%s AND channel=%s AND"
-                        " shard=%s ORDER BY seq", (run_id, channel, shard)):
-                    out.extend(pickle.loads(data))
+                data = b"".join(_in_order(cur.execute(
+                    "SELECT seq, data FROM dist_staged WHERE run_id=%s AND channel=%s AND"
+                    " shard=%s", (run_id, channel, shard))))
+            # The shard's pickles one after another (``_stage_rows``), each its own load.
+            f = io.BytesIO(data)
+            while f.tell() < len(data):
+                out.extend(pickle.load(f))
         finally:
             if was:
                 gc.enable()
@@ -460,17 +501,18 @@ class RunJobs:
             (run_id, channel, shard, dumps(result)))
 
     def shard_results(self, run_id: int, channel: str) -> dict[int, Any]:
-        return {shard: pickle.loads(data) for shard, data in self.conn.execute(
-            "SELECT shard, result FROM dist_shards WHERE run_id=%s AND channel=%s",
-            (run_id, channel))}
+        with self.conn.cursor(binary=True) as cur:
+            return {shard: pickle.loads(data) for shard, data in cur.execute(
+                "SELECT shard, result FROM dist_shards WHERE run_id=%s AND channel=%s",
+                (run_id, channel))}
 
     def save_summary(self, run_id: int, channel: str, summary: Any) -> None:
         self.conn.execute("UPDATE dist_channels SET summary=%s WHERE run_id=%s AND channel=%s",
                           (dumps(summary), run_id, channel))
 
     def summary(self, run_id: int, channel: str) -> Any:
-        row = self.conn.execute("SELECT summary FROM dist_channels WHERE run_id=%s AND"
-                                " channel=%s", (run_id, channel)).fetchone()
+        row = self._binary_row("SELECT summary FROM dist_channels WHERE run_id=%s AND"
+                               " channel=%s", (run_id, channel))
         return pickle.loads(row[0]) if row and row[0] is not None else None
 
     # ------------------------------------------------------------------ the queue's jobs
@@ -551,8 +593,8 @@ class RunJobs:
                           " WHERE run_id=%s", (dumps(outcome), run_id))
 
     def master_outcome(self, run_id: int) -> dict[str, Any] | None:
-        row = self.conn.execute("SELECT master_outcome FROM dist_runs WHERE run_id=%s",
-                                (run_id,)).fetchone()
+        row = self._binary_row("SELECT master_outcome FROM dist_runs WHERE run_id=%s",
+                               (run_id,))
         return pickle.loads(row[0]) if row and row[0] is not None else None
 
 
