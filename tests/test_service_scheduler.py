@@ -277,11 +277,14 @@ def test_missed_runs_coalesce_and_late_ones_within_the_grace_still_run(tmp_path,
         sched.stop(timeout=1)
 
 
-def test_an_audit_ending_with_exit_2_logs_where_to_read_why(tmp_path, caplog):
+def test_an_audit_ending_with_exit_2_logs_where_to_read_why(tmp_path, caplog, monkeypatch):
     """`auditor serve` logged only "audit of google (catch-up) ended with exit code 2": the
     child's own summary (its stdout) is not kept, so the line says where the reason is."""
     import logging
 
+    # Secrets read by earlier tests are redacted from every log line (auditor.log): the
+    # test PostgreSQL servers' password is "auditor", the word this line is checked for.
+    monkeypatch.setattr("auditor.log.SECRET_VALUES", set())
     launcher = FakeLauncher()
     sched = AuditScheduler(config(tmp_path), launcher, lambda: {}, clock=lambda: NOW)
     sched.sources = plan_sources(sched.cfg, NOW)
