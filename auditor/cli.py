@@ -332,17 +332,15 @@ def _exit_code(report, store, fail_on: str) -> int:
     return EXIT_OK
 
 
-def _after_run_alerts(cfg: Config, store, now, steps: Any = None) -> None:
+def _after_run_alerts(cfg: Config, store, now, step: Any) -> None:
     """The deliver step after a run: evaluate alerts into the outbox, then deliver.
-    An alert problem is logged; it never changes the run's outcome. ``steps``: a
-    ``session.Steps`` that times them."""
-    import contextlib
+    An alert problem is logged; it never changes the run's outcome. ``step``: the run's
+    ``session.Steps``, which times them."""
     import logging
 
     from auditor.alerts.engine import evaluate
     from auditor.alerts.outbox import deliver
 
-    step = steps or (lambda name: contextlib.nullcontext())
     try:
         with step("alerts evaluated"):
             evaluate(store, cfg, now)  # records propagation latency even with alerts off

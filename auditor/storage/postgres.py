@@ -2107,20 +2107,30 @@ class PostgresStore:
             raise Conflict(f"fingerprint {prefix} is ambiguous: give more characters")
         return rows[0]
 
+    # A finding's current episode: its last opened or reopened event (``f``: findings).
+    _EPISODE = ("LATERAL (SELECT x.event, x.at, x.run_id FROM finding_events x"
+                " WHERE x.channel = f.channel AND x.fingerprint = f.fingerprint"
+                " AND x.event IN ('opened','reopened') ORDER BY x.id DESC LIMIT 1) e")
+
     def finding_episodes(self, fingerprints: Iterable[str] | None = None
                          ) -> dict[str, tuple[str, str, int | None, int]]:
         """Each finding's current episode: (opened|reopened, since, run, runs), runs
         counting the complete reads of its channel since the episode began. Without
         ``fingerprints``: every finding not resolved."""
         q = ("SELECT f.fingerprint, f.channel, e.event, e.at, e.run_id FROM findings f"
-             " JOIN LATERAL (SELECT x.event, x.at, x.run_id FROM finding_events x"
-             " WHERE x.channel = f.channel AND x.fingerprint = f.fingerprint"
-             " AND x.event IN ('opened','reopened') ORDER BY x.id DESC LIMIT 1) e ON true")
+             f" JOIN {self._EPISODE} ON true")
         if fingerprints is None:
             rows = self.conn.execute(q + " WHERE f.state != %s", (RESOLVED,)).fetchall()
         else:
             rows = self.conn.execute(q + " WHERE f.fingerprint = ANY(%s)",
                                      (list(dict.fromkeys(fingerprints)),)).fetchall()
+        return self._episodes((fp, ch, ev, at.isoformat(), run)
+                              for fp, ch, ev, at, run in rows)
+
+    def _episodes(self, rows: Iterable[tuple[str, str, str, str, int | None]]
+                  ) -> dict[str, tuple[str, str, int | None, int]]:
+        """``finding_episodes``' value from (fingerprint, channel, event, since, run)."""
+        rows = list(rows)
         complete: dict[str, list[int]] = {}
         for ch in {r[1] for r in rows}:
             complete[ch] = [r for (r,) in self.conn.execute(
@@ -2130,7 +2140,7 @@ class PostgresStore:
         for fp, ch, ev, at, run in rows:
             runs = complete.get(ch, [])
             n = len(runs) - bisect.bisect_left(runs, run) if run is not None else 1
-            out[fp] = (ev, at.isoformat(), run, max(1, n))
+            out[fp] = (ev, at, run, max(1, n))
         return out
 
     def alert_candidates(self) -> list[dict[str, Any]]:
@@ -2140,26 +2150,18 @@ class PostgresStore:
         cols = ", ".join(f"f.{c}" for c in self._FINDING_COLS.split(", "))
         rows = self._dicts(
             f"SELECT {cols}, e.event AS ep_event, e.at AS ep_at, e.run_id AS ep_run"
-            " FROM findings f LEFT JOIN LATERAL (SELECT x.event, x.at, x.run_id FROM"
-            " finding_events x WHERE x.channel = f.channel AND x.fingerprint ="
-            " f.fingerprint AND x.event IN ('opened','reopened') ORDER BY x.id DESC"
-            " LIMIT 1) e ON true WHERE f.state != %s AND f.outcome != %s"
+            f" FROM findings f LEFT JOIN {self._EPISODE} ON true"
+            " WHERE f.state != %s AND f.outcome != %s"
             " ORDER BY f.fingerprint", [RESOLVED, Outcome.NOT_EVALUATED.value])
-        complete: dict[str, list[int]] = {}
-        for ch in {r["channel"] for r in rows}:
-            complete[ch] = [r for (r,) in self.conn.execute(
-                "SELECT run_id FROM run_sources WHERE source=%s AND status='complete'"
-                " ORDER BY run_id", (ch,))]
-        episodes = {}
+        found = []
         for r in rows:
             ev, at, run = r.pop("ep_event"), r.pop("ep_at"), r.pop("ep_run")
             if ev is not None:
-                runs = complete[r["channel"]]
-                n = len(runs) - bisect.bisect_left(runs, run) if run is not None else 1
-                episodes[r["fingerprint"]] = (ev, at, run, max(1, n))
+                found.append((r["fingerprint"], r["channel"], ev, at, run))
             r["check"] = r.pop("check_name")
             # (orjson: as the SQLite store reads them)
             r["details"] = orjson.loads(r["details"]) if r["details"] else {}
+        episodes = self._episodes(found)
         return [with_episode(r, episodes) for r in rows]
 
     def findings_by_fingerprint(self, fingerprints: Iterable[str]) -> dict[str, dict[str, Any]]:
